@@ -1,0 +1,49 @@
+# The targets developers and CI both call. `make test` is the one command that
+# installs everything and passes the tests; `make demo` runs the main job.
+SHELL := /bin/bash
+PY ?= python3
+export FLEETPULSE_TEST_STACK_DIR ?= $(CURDIR)/.local/test-stack
+
+.PHONY: install lint typecheck check test test-unit test-integration demo stack-up stack-down bench clean
+
+install:
+	deploy/local/install-deps.sh
+
+lint:
+	ruff check fleetpulse tests benchmarks
+	ruff format --check fleetpulse tests benchmarks
+
+typecheck:
+	mypy
+
+check: lint typecheck
+
+# Everything: install, static checks, unit + integration tests against real services.
+test: install check
+	set -o pipefail; trap '$(MAKE) --no-print-directory test-stack-down' EXIT; \
+	$(PY) -m pytest -p no:cacheprovider
+
+test-unit:
+	$(PY) -m pytest -m "not integration"
+
+test-integration:
+	$(PY) -m pytest -m integration
+
+test-stack-down:
+	FLEETPULSE_LOCAL_DIR=$(FLEETPULSE_TEST_STACK_DIR) FLEETPULSE_KAFKA_PORT=19092 FLEETPULSE_VM_PORT=18428 \
+	FLEETPULSE_INFLUXDB1_PORT=18086 FLEETPULSE_PG_PORT=15433 deploy/local/stack.sh stop all
+
+demo: install
+	fleetpulse demo
+
+stack-up:
+	deploy/local/stack.sh start all
+
+stack-down:
+	deploy/local/stack.sh stop all
+
+bench:
+	$(PY) benchmarks/run_all.py
+
+clean: stack-down
+	rm -rf .local

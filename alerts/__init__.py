@@ -1,0 +1,1 @@
+"""Alert policy, replacement tickets, their store, API, web page and ITSM connectors."""

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what the local stack and the tests need on a fresh Debian machine:
+# Debian packages (TSDBs, PostgreSQL, Chromium, smartmontools, comparison
+# agents for the footprint benchmark), the Python package with its dev extras,
+# and the Kafka jars from Maven Central. Safe to run again: skips what is there.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+
+debs=(openjdk-17-jre-headless maven victoria-metrics influxdb postgresql chromium chromium-driver
+      smartmontools upower prometheus-node-exporter collectd-core)
+missing=()
+for p in "${debs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
+if ((${#missing[@]})); then
+    sudo=""; [[ "$(id -u)" == 0 ]] || sudo="sudo"
+    echo "installing Debian packages: ${missing[*]}" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Debian starts these as system services on install; the project runs its own instances.
+    for svc in influxdb victoria-metrics prometheus-node-exporter collectd postgresql; do
+        $sudo systemctl stop "$svc" 2>/dev/null || $sudo service "$svc" stop 2>/dev/null || true
+    done
+fi
+
+python3 -m pip install -q --disable-pip-version-check -e "$repo[dev]"
+
+if [[ ! -f "$here/lib/.complete" ]]; then
+    echo "fetching Kafka jars from Maven Central" >&2
+    rm -rf "$here/lib"
+    mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies -DoutputDirectory="$here/lib" -DincludeScope=runtime
+    touch "$here/lib/.complete"
+fi

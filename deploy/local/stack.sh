@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# Local single-machine stack for demos and tests: real Apache Kafka (KRaft, from
+# Maven Central jars on the machine's JDK), VictoriaMetrics (InfluxDB v2 write
+# API), InfluxDB 1.x (InfluxQL for dashboard queries) and PostgreSQL.
+#
+#   deploy/local/stack.sh start  [kafka|tsdb|influxdb1|postgres|all]   (default: kafka tsdb)
+#   deploy/local/stack.sh stop   [...]                                 (default: all)
+#   deploy/local/stack.sh status
+#
+# Idempotent: starting a running service is a no-op; stop is clean (TERM, then
+# KILL after a grace period). All state lives under $FLEETPULSE_LOCAL_DIR
+# (default: <repo>/.local/stack), which you can inspect or delete.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+state="${FLEETPULSE_LOCAL_DIR:-$repo/.local/stack}"
+kafka_port="${FLEETPULSE_KAFKA_PORT:-9092}"
+controller_port="${FLEETPULSE_KAFKA_CONTROLLER_PORT:-$((kafka_port + 1))}"
+vm_port="${FLEETPULSE_VM_PORT:-8428}"
+influx1_port="${FLEETPULSE_INFLUXDB1_PORT:-8086}"
+pg_port="${FLEETPULSE_PG_PORT:-5433}"
+libdir="$here/lib"
+
+log() { printf '%s stack: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
+
+alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for() { # description seconds command...
+    local what="$1" secs="$2"; shift 2
+    local deadline=$((SECONDS + secs))
+    until "$@"; do
+        if ((SECONDS >= deadline)); then log "$what not ready after ${secs}s"; return 1; fi
+        sleep 0.5
+    done
+}
+
+stop_pid() { # name pidfile
+    local name="$1" pidfile="$2"
+    if ! alive "$pidfile"; then rm -f "$pidfile"; log "$name not running"; return 0; fi
+    local pid; pid="$(cat "$pidfile")"
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    if kill -0 "$pid" 2>/dev/null; then log "$name did not stop in 30s, killing"; kill -KILL "$pid" || true; fi
+    rm -f "$pidfile"; log "$name stopped"
+}
+
+# --- Kafka -----------------------------------------------------------------
+
+kafka_jars() {
+    if [[ -f "$libdir/.complete" ]]; then return 0; fi
+    command -v java >/dev/null || { log "java not found: install a JDK 17 (apt-get install openjdk-17-jre-headless)"; exit 1; }
+    command -v mvn >/dev/null || { log "mvn not found: apt-get install maven"; exit 1; }
+    log "fetching Kafka jars from Maven Central into $libdir"
+    rm -rf "$libdir"
+    mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies -DoutputDirectory="$libdir" -DincludeScope=runtime
+    touch "$libdir/.complete"
+}
+
+start_kafka() {
+    local dir="$state/kafka" pidfile="$state/kafka/kafka.pid"
+    if alive "$pidfile"; then log "kafka already running (pid $(cat "$pidfile"), port $kafka_port)"; return 0; fi
+    kafka_jars
+    mkdir -p "$dir/data"
+    cat >"$dir/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$controller_port
+listeners=PLAINTEXT://127.0.0.1:$kafka_port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$kafka_port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$dir/data
+num.partitions=12
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=12
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.retention.hours=168
+log.segment.bytes=67108864
+message.max.bytes=1048576
+EOF
+    cat >"$dir/log4j.properties" <<EOF
+log4j.rootLogger=INFO, file
+log4j.appender.file=org.apache.log4j.RollingFileAppender
+log4j.appender.file.File=$dir/kafka.log
+log4j.appender.file.MaxFileSize=20MB
+log4j.appender.file.MaxBackupIndex=2
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka=INFO
+log4j.logger.org.apache.kafka=WARN
+log4j.logger.kafka.server.KafkaRaftServer=INFO
+EOF
+    if [[ ! -f "$dir/data/meta.properties" ]]; then
+        local cluster_id
+        cluster_id="$(java -cp "$libdir/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)"
+        java -Dlog4j.configuration="file:$dir/log4j.properties" -cp "$libdir/*" \
+            kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" >/dev/null
+        log "formatted KRaft storage in $dir/data (cluster $cluster_id)"
+    fi
+    : >"$dir/kafka.log"
+    nohup java -Xms256m -Xmx${FLEETPULSE_KAFKA_HEAP:-768m} -XX:+UseG1GC \
+        -Dlog4j.configuration="file:$dir/log4j.properties" \
+        -cp "$libdir/*" kafka.Kafka "$dir/server.properties" >"$dir/stdout.log" 2>&1 &
+    echo $! >"$pidfile"
+    if ! wait_for "kafka" 90 kafka_ready "$pidfile" "$dir/kafka.log"; then
+        tail -n 30 "$dir/stdout.log" "$dir/kafka.log" >&2 || true
+        exit 1
+    fi
+    log "kafka ready on 127.0.0.1:$kafka_port (pid $(cat "$pidfile"), data $dir/data)"
+}
+
+kafka_ready() {
+    alive "$1" || { log "kafka exited during start"; tail -n 30 "$(dirname "$1")/stdout.log" >&2; exit 1; }
+    grep -q "Kafka Server started" "$2" 2>/dev/null && port_open "$kafka_port"
+}
+
+# --- VictoriaMetrics (InfluxDB v2 line-protocol write endpoint) --------------
+
+start_tsdb() {
+    local dir="$state/victoria-metrics" pidfile="$state/victoria-metrics/vm.pid"
+    if alive "$pidfile"; then log "victoria-metrics already running (port $vm_port)"; return 0; fi
+    command -v victoria-metrics >/dev/null || { log "victoria-metrics not found: apt-get install victoria-metrics"; exit 1; }
+    mkdir -p "$dir/data"
+    nohup victoria-metrics -storageDataPath="$dir/data" -httpListenAddr="127.0.0.1:$vm_port" \
+        -search.latencyOffset=0s -retentionPeriod="${FLEETPULSE_VM_RETENTION:-400d}" \
+        -loggerOutput=stderr >"$dir/vm.log" 2>&1 &
+    echo $! >"$pidfile"
+    wait_for "victoria-metrics" 30 port_open "$vm_port"
+    log "victoria-metrics ready on http://127.0.0.1:$vm_port (data $dir/data)"
+}
+
+# --- InfluxDB 1.x (InfluxQL, for dashboard query tests) ------------------------
+
+start_influxdb1() {
+    local dir="$state/influxdb1" pidfile="$state/influxdb1/influxd.pid"
+    if alive "$pidfile"; then log "influxdb1 already running (port $influx1_port)"; return 0; fi
+    command -v influxd >/dev/null || { log "influxd not found: apt-get install influxdb"; exit 1; }
+    mkdir -p "$dir"
+    cat >"$dir/influxdb.conf" <<EOF
+reporting-disabled = true
+bind-address = "127.0.0.1:$((influx1_port + 2))"
+[meta]
+  dir = "$dir/meta"
+[data]
+  dir = "$dir/data"
+  wal-dir = "$dir/wal"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:$influx1_port"
+  log-enabled = false
+[monitor]
+  store-enabled = false
+EOF
+    nohup influxd -config "$dir/influxdb.conf" >"$dir/influxd.log" 2>&1 &
+    echo $! >"$pidfile"
+    wait_for "influxdb1" 30 port_open "$influx1_port"
+    log "influxdb 1.x ready on http://127.0.0.1:$influx1_port"
+}
+
+# --- PostgreSQL (production ticket store) --------------------------------------
+
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1; }
+
+start_postgres() {
+    local dir="$state/postgres" bin
+    bin="$(pg_bin)"
+    [[ -n "$bin" ]] || { log "PostgreSQL not found: apt-get install postgresql"; exit 1; }
+    mkdir -p "$dir"
+    local run=()
+    if [[ "$(id -u)" == 0 ]]; then chown postgres:postgres "$dir"; run=(runuser -u postgres --); fi
+    if [[ -f "$dir/data/postmaster.pid" ]] && "${run[@]}" "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+        log "postgres already running (port $pg_port)"; return 0
+    fi
+    if [[ ! -f "$dir/data/PG_VERSION" ]]; then
+        "${run[@]}" "$bin/initdb" -D "$dir/data" -U fleetpulse --auth=trust -E UTF8 >/dev/null
+    fi
+    "${run[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
+        -o "-p $pg_port -k $dir -c listen_addresses=127.0.0.1" start >/dev/null
+    "${run[@]}" "$bin/psql" -h 127.0.0.1 -p "$pg_port" -U fleetpulse -d postgres -tAc \
+        "SELECT 1 FROM pg_database WHERE datname='fleetpulse'" | grep -q 1 ||
+        "${run[@]}" "$bin/createdb" -h 127.0.0.1 -p "$pg_port" -U fleetpulse fleetpulse
+    log "postgres ready: postgresql://fleetpulse@127.0.0.1:$pg_port/fleetpulse"
+}
+
+stop_postgres() {
+    local dir="$state/postgres" bin
+    bin="$(pg_bin)"
+    [[ -n "$bin" && -f "$dir/data/postmaster.pid" ]] || { log "postgres not running"; return 0; }
+    local run=()
+    [[ "$(id -u)" == 0 ]] && run=(runuser -u postgres --)
+    "${run[@]}" "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null || true
+    log "postgres stopped"
+}
+
+# --- dispatch ------------------------------------------------------------------
+
+services() { if [[ $# -eq 0 ]]; then echo "$default"; elif [[ "$1" == all ]]; then echo "kafka tsdb influxdb1 postgres"; else echo "$@"; fi; }
+
+cmd="${1:-}"; shift || true
+case "$cmd" in
+start)
+    default="kafka tsdb"
+    for s in $(services "$@"); do "start_$s"; done ;;
+stop)
+    default="kafka tsdb influxdb1 postgres"
+    for s in $(services "$@"); do
+        case "$s" in
+        kafka) stop_pid kafka "$state/kafka/kafka.pid" ;;
+        tsdb) stop_pid victoria-metrics "$state/victoria-metrics/vm.pid" ;;
+        influxdb1) stop_pid influxdb1 "$state/influxdb1/influxd.pid" ;;
+        postgres) stop_postgres ;;
+        *) log "unknown service $s"; exit 2 ;;
+        esac
+    done ;;
+status)
+    for s in kafka:kafka/kafka.pid tsdb:victoria-metrics/vm.pid influxdb1:influxdb1/influxd.pid; do
+        if alive "$state/${s#*:}"; then echo "${s%%:*}: running"; else echo "${s%%:*}: stopped"; fi
+    done
+    if [[ -f "$state/postgres/data/postmaster.pid" ]]; then echo "postgres: running"; else echo "postgres: stopped"; fi ;;
+*)
+    echo "usage: $0 start|stop|status [kafka|tsdb|influxdb1|postgres|all]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,41 @@
+"""The ``fleetpulse`` command: server-side operations (worker, ticketing, models, dashboards, demo).
+
+Sub-commands are registered by their components; heavy imports happen inside
+the commands so ``fleetpulse --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fleetpulse import logs
+from fleetpulse.agents import server_cli as agents_cli
+from fleetpulse.alerts import cli as alerts_cli
+from fleetpulse.cliutil import load_server_settings
+from fleetpulse.dashboards import cli as dashboards_cli
+from fleetpulse.models import cli as models_cli
+from fleetpulse.streams import cli as streams_cli
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="server TOML file (default: $FLEETPULSE_CONFIG)"),
+    ] = None,
+) -> None:
+    path = config or (Path(os.environ["FLEETPULSE_CONFIG"]) if os.environ.get("FLEETPULSE_CONFIG") else None)
+    settings = load_server_settings(path)
+    logs.configure(settings.log_level)
+    ctx.obj = settings
+
+
+for component in (streams_cli, models_cli, alerts_cli, dashboards_cli, agents_cli):
+    component.register(app)

@@ -1,0 +1,58 @@
+"""Kafka topic names. The version suffix changes with the schema version."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """All topic names, optionally under a prefix so several pipelines (or tests) share a broker."""
+
+    prefix: str = ""
+
+    def _name(self, base: str) -> str:
+        return f"{self.prefix}fleetpulse.{base}.v1"
+
+    @property
+    def health(self) -> str:
+        """Health reports from PC agents (key: device id)."""
+        return self._name("health")
+
+    @property
+    def mobile(self) -> str:
+        """Health reports of phones and tablets from the MDM bridge (key: device id)."""
+        return self._name("mobile")
+
+    @property
+    def inventory(self) -> str:
+        """Compacted: latest asset facts per device (key: device id)."""
+        return self._name("inventory")
+
+    @property
+    def scores(self) -> str:
+        return self._name("scores")
+
+    @property
+    def alerts(self) -> str:
+        return self._name("alerts")
+
+    @property
+    def labels(self) -> str:
+        """Ticket outcomes (confirmed fault / false alarm) that training consumes."""
+        return self._name("labels")
+
+    @property
+    def dead_letter(self) -> str:
+        return self._name("deadletter")
+
+    def all(self) -> list[str]:
+        return [
+            self.health,
+            self.mobile,
+            self.inventory,
+            self.scores,
+            self.alerts,
+            self.labels,
+            self.dead_letter,
+        ]

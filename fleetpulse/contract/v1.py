@@ -1,0 +1,378 @@
+"""Schema version 1 of every record fleetpulse puts on Kafka.
+
+Design rules:
+- All timestamps are timezone-aware and normalised to UTC; naive ones are rejected.
+- NaN/inf and physically absurd values are rejected here, so every consumer can
+  trust a record that decoded.
+- Unknown fields are rejected (``extra="forbid"``): a producer that needs a new
+  field ships a new schema version instead of silently losing data.
+- No personal data: devices are identified by a pseudonymous id; serial numbers
+  travel only as salted hashes (see ``fleetpulse.agents.identity``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+SCHEMA_VERSION: Literal[1] = 1
+
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def _utc(value: datetime) -> datetime:
+    """Normalise to UTC and refuse dates no real device can report."""
+    value = value.astimezone(UTC)
+    if not _EARLIEST <= value < _LATEST:
+        raise ValueError(f"timestamp {value.isoformat()} outside 2000..2100")
+    return value
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
+DeviceId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+ShortText = Annotated[str, StringConstraints(max_length=128)]
+LongText = Annotated[str, StringConstraints(max_length=2048)]
+Count = Annotated[int, Field(ge=0, le=2**48)]
+Celsius = Annotated[float, Field(ge=-40.0, le=150.0)]
+Percent = Annotated[float, Field(ge=0.0, le=100.0)]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+class DeviceKind(StrEnum):
+    LAPTOP = "laptop"
+    DESKTOP = "desktop"
+    PHONE = "phone"
+    TABLET = "tablet"
+
+
+class Platform(StrEnum):
+    LINUX = "linux"
+    WINDOWS = "windows"
+    MACOS = "macos"
+    ANDROID = "android"
+    IOS = "ios"
+
+
+class ReportSource(StrEnum):
+    AGENT = "agent"
+    MDM = "mdm"
+    SIMULATOR = "simulator"
+
+
+class Priority(StrEnum):
+    """Spool priority: health events are never dropped before routine metrics."""
+
+    EVENT = "event"
+    ROUTINE = "routine"
+
+
+class DiskKind(StrEnum):
+    HDD = "hdd"
+    SSD = "ssd"
+    NVME = "nvme"
+    UNKNOWN = "unknown"
+
+
+class Component(StrEnum):
+    DISK = "disk"
+    BATTERY = "battery"
+    THERMAL = "thermal"
+    MEMORY = "memory"
+    DEVICE = "device"
+
+
+class DiskHealth(_Record):
+    """One drive's SMART/NVMe health, reduced to the attributes that predict failure."""
+
+    name: ShortText = Field(description="OS device name, e.g. /dev/sda or PhysicalDrive0")
+    kind: DiskKind = DiskKind.UNKNOWN
+    model: ShortText | None = None
+    serial_hash: ShortText | None = Field(default=None, description="salted hash, never the raw serial")
+    firmware: ShortText | None = None
+    capacity_bytes: Annotated[int, Field(ge=0, le=2**60)] | None = None
+    smart_passed: bool | None = Field(default=None, description="drive's own overall-health verdict")
+    power_on_hours: Count | None = None
+    temperature_c: Celsius | None = None
+    # ATA attributes (raw values)
+    reallocated_sectors: Count | None = Field(default=None, description="SMART 5")
+    reported_uncorrect: Count | None = Field(default=None, description="SMART 187")
+    command_timeout: Count | None = Field(default=None, description="SMART 188")
+    current_pending_sectors: Count | None = Field(default=None, description="SMART 197")
+    offline_uncorrectable: Count | None = Field(default=None, description="SMART 198")
+    udma_crc_errors: Count | None = Field(default=None, description="SMART 199")
+    # NVMe health log
+    critical_warning: Annotated[int, Field(ge=0, le=255)] | None = None
+    available_spare_pct: Percent | None = None
+    available_spare_threshold_pct: Percent | None = None
+    percentage_used: Annotated[float, Field(ge=0.0, le=255.0)] | None = None
+    media_errors: Count | None = None
+    num_err_log_entries: Count | None = None
+    unsafe_shutdowns: Count | None = None
+    free_bytes: Annotated[int, Field(ge=0, le=2**60)] | None = None
+
+
+class BatteryHealth(_Record):
+    """Capacities in mWh (or mAh when the platform reports only charge; both sides equal units)."""
+
+    design_capacity: Annotated[float, Field(gt=0.0, le=1e7)]
+    full_charge_capacity: Annotated[float, Field(ge=0.0, le=1e7)]
+    unit: Literal["mWh", "mAh"] = "mWh"
+    cycle_count: Count | None = None
+    temperature_c: Celsius | None = None
+    runtime_full_minutes: Annotated[float, Field(ge=0.0, le=10_000.0)] | None = Field(
+        default=None, description="estimated runtime on a full charge at typical load"
+    )
+
+    @model_validator(mode="after")
+    def _plausible_ratio(self) -> BatteryHealth:
+        if self.full_charge_capacity > 2.0 * self.design_capacity:
+            raise ValueError("full_charge_capacity more than twice design_capacity")
+        return self
+
+    @property
+    def health_ratio(self) -> float:
+        return self.full_charge_capacity / self.design_capacity
+
+
+class ThermalHealth(_Record):
+    cpu_max_c: Celsius | None = None
+    sensors_max_c: Celsius | None = None
+    fan_rpm: Annotated[list[Annotated[float, Field(ge=0.0, le=30_000.0)]], Field(max_length=16)] = []
+    throttle_events: Count | None = None
+
+
+class MemoryHealth(_Record):
+    """EDAC (Linux) or WHEA (Windows) memory error counters, cumulative."""
+
+    correctable_errors: Count | None = None
+    uncorrectable_errors: Count | None = None
+
+
+class StabilityHealth(_Record):
+    """Crash and boot signals; counts are since the previous report."""
+
+    crashes: Count = 0
+    unexpected_shutdowns: Count = 0
+    boot_duration_s: Annotated[float, Field(ge=0.0, le=3600.0)] | None = None
+    uptime_s: Annotated[float, Field(ge=0.0, le=10 * 365 * 86400.0)] | None = None
+
+
+class SystemLoad(_Record):
+    cpu_percent: Percent | None = None
+    memory_percent: Percent | None = None
+    disk_free_bytes: Annotated[int, Field(ge=0, le=2**60)] | None = None
+
+
+class CollectorError(_Record):
+    """A collector that failed is reported, never fatal to the agent."""
+
+    collector: ShortText
+    error: LongText
+
+
+class HealthReport(_Record):
+    """One health snapshot of one device: the agent's and the MDM bridge's unit of work."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    device_id: DeviceId
+    seq: Count = Field(description="per-device monotonically increasing; (device_id, seq) is the dedup key")
+    collected_at: UtcDatetime
+    source: ReportSource = ReportSource.AGENT
+    kind: DeviceKind
+    platform: Platform
+    agent_version: ShortText = "0"
+    disks: Annotated[list[DiskHealth], Field(max_length=32)] = []
+    battery: BatteryHealth | None = None
+    thermal: ThermalHealth | None = None
+    memory: MemoryHealth | None = None
+    stability: StabilityHealth | None = None
+    system: SystemLoad | None = None
+    collector_errors: Annotated[list[CollectorError], Field(max_length=64)] = []
+
+    @property
+    def priority(self) -> Priority:
+        """Reports that carry a health event outrank routine metrics in the agent's spool."""
+        stab = self.stability
+        if stab is not None and (stab.crashes or stab.unexpected_shutdowns):
+            return Priority.EVENT
+        for disk in self.disks:
+            if disk.smart_passed is False or disk.critical_warning:
+                return Priority.EVENT
+            if any(
+                (v or 0) > 0
+                for v in (
+                    disk.reallocated_sectors,
+                    disk.current_pending_sectors,
+                    disk.offline_uncorrectable,
+                    disk.reported_uncorrect,
+                    disk.media_errors,
+                )
+            ):
+                return Priority.EVENT
+        if self.memory is not None and self.memory.uncorrectable_errors:
+            return Priority.EVENT
+        return Priority.ROUTINE
+
+
+class DeviceInventory(_Record):
+    """Asset facts, keyed by device id on a compacted topic; joined into scores and tickets."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    device_id: DeviceId
+    kind: DeviceKind
+    vendor: ShortText | None = None
+    model: ShortText | None = None
+    purchase_date: date | None = None
+    warranty_end: date | None = None
+    site: ShortText | None = None
+    department: ShortText | None = None
+    updated_at: UtcDatetime
+
+
+class Factor(_Record):
+    """One contributing signal behind a score, in words a fleet manager understands."""
+
+    feature: ShortText
+    value: float | None = None
+    contribution: float = 0.0
+    text: LongText
+
+
+class ScorerRole(StrEnum):
+    CHAMPION = "champion"
+    CHALLENGER = "challenger"
+
+
+class RiskScore(_Record):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    device_id: DeviceId
+    component: Component
+    component_id: ShortText = Field(default="", description="e.g. the disk's serial hash; '' for single parts")
+    risk: Annotated[float, Field(ge=0.0, le=1.0)] = Field(description="probability of failure within horizon")
+    horizon_days: Annotated[int, Field(ge=1, le=3650)] = 30
+    days_to_failure: Annotated[float, Field(ge=0.0, le=36500.0)] | None = None
+    days_to_failure_low: Annotated[float, Field(ge=0.0, le=36500.0)] | None = None
+    days_to_failure_high: Annotated[float, Field(ge=0.0, le=36500.0)] | None = None
+    model_name: ShortText
+    model_version: ShortText
+    role: ScorerRole = ScorerRole.CHAMPION
+    report_seq: Count
+    collected_at: UtcDatetime
+    scored_at: UtcDatetime
+    factors: Annotated[list[Factor], Field(max_length=10)] = []
+
+
+class AlertState(StrEnum):
+    RAISED = "raised"
+    CLEARED = "cleared"
+
+
+class Alert(_Record):
+    """A state change of one device component, produced by the alert policy."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    alert_id: ShortText = Field(description="deterministic: replays produce the same id")
+    device_id: DeviceId
+    component: Component
+    component_id: ShortText = ""
+    state: AlertState
+    risk: Annotated[float, Field(ge=0.0, le=1.0)]
+    days_to_failure: float | None = None
+    days_to_failure_low: float | None = None
+    days_to_failure_high: float | None = None
+    model_name: ShortText
+    model_version: ShortText
+    factors: Annotated[list[Factor], Field(max_length=10)] = []
+    storm_group: ShortText | None = Field(default=None, description="set when part of a fleet-wide spike")
+    at: UtcDatetime
+    report_seq: Count
+
+
+class TicketState(StrEnum):
+    OPEN = "open"
+    APPROVED = "approved"
+    ORDERED = "ordered"
+    DONE = "done"
+    DISMISSED = "dismissed"
+
+
+class TicketOutcome(_Record):
+    """Ground truth from the field, published to the labels topic for retraining."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    ticket_id: Annotated[int, Field(ge=1)]
+    device_id: DeviceId
+    component: Component
+    component_id: ShortText = ""
+    outcome: Literal["confirmed_fault", "no_fault_found", "false_alarm"]
+    model_version: ShortText
+    recorded_at: UtcDatetime
+    recorded_by: ShortText
+
+
+class Ticket(_Record):
+    """A replacement/repair ticket as exchanged with ITSM connectors."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    ticket_id: Annotated[int, Field(ge=1)]
+    device_id: DeviceId
+    component: Component
+    component_id: ShortText = ""
+    state: TicketState
+    urgency: Literal["low", "medium", "high", "critical"]
+    risk: Annotated[float, Field(ge=0.0, le=1.0)]
+    days_to_failure: float | None = None
+    days_to_failure_low: float | None = None
+    days_to_failure_high: float | None = None
+    model_version: ShortText
+    evidence: Annotated[list[Factor], Field(max_length=10)] = []
+    recommended_action: LongText
+    co2e_avoided_kg: Annotated[float, Field(ge=0.0)] = 0.0
+    site: ShortText | None = None
+    department: ShortText | None = None
+    device_model: ShortText | None = None
+    warranty_end: date | None = None
+    opened_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+class DeadLetter(_Record):
+    """A record the pipeline could not accept, kept with the reason instead of being dropped."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    reason: LongText
+    error_kind: Literal[
+        "malformed_json",
+        "schema_violation",
+        "unsupported_version",
+        "oversized",
+        "duplicate",
+        "stale_replay",
+        "unknown_device",
+        "clock_skew",
+        "processing_error",
+    ]
+    source_topic: ShortText
+    partition: Annotated[int, Field(ge=0)] | None = None
+    offset: Annotated[int, Field(ge=0)] | None = None
+    key: ShortText | None = None
+    payload_excerpt: Annotated[str, StringConstraints(max_length=4096)] = Field(
+        description="first bytes of the payload, escaped; enough to diagnose, bounded for safety"
+    )
+    payload_bytes: Annotated[int, Field(ge=0)]
+    received_at: UtcDatetime

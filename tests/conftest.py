@@ -1,0 +1,73 @@
+"""Shared fixtures. Integration fixtures start real services; they fail loudly, never mock."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from fleetpulse.config import KafkaSettings
+from tests.harness import PORTS, SHARED_DATA, STATE, DedicatedKafka, free_port, run_stack
+
+# Wall-clock deadlines make property tests flaky on a loaded 2-core machine; examples stay bounded.
+settings.register_profile("fleetpulse", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("fleetpulse")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data beside the repository (real third-party data, read in place)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA}: place the shared/ folder beside the repository")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    run_stack("start", "kafka")
+    return f"127.0.0.1:{PORTS['kafka']}"
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A prefix of the test's own, so tests sharing the broker never see each other's records."""
+    return f"t{uuid.uuid4().hex[:10]}."
+
+
+@pytest.fixture
+def kafka_settings(kafka_bootstrap: str, topic_prefix: str) -> KafkaSettings:
+    return KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix, request_timeout_ms=10_000)
+
+
+@pytest.fixture(scope="session")
+def victoria_metrics_url() -> str:
+    run_stack("start", "tsdb")
+    return f"http://127.0.0.1:{PORTS['tsdb']}"
+
+
+@pytest.fixture(scope="session")
+def influxdb1_url() -> str:
+    run_stack("start", "influxdb1")
+    return f"http://127.0.0.1:{PORTS['influxdb1']}"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    run_stack("start", "postgres")
+    return f"postgresql+psycopg://fleetpulse@127.0.0.1:{PORTS['postgres']}/fleetpulse"
+
+
+@pytest.fixture
+def dedicated_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DedicatedKafka]:
+    state = STATE.parent / f"kafka-{uuid.uuid4().hex[:8]}"
+    broker = DedicatedKafka(state=state, port=free_port())
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        shutil.rmtree(state, ignore_errors=True)

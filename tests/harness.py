@@ -1,0 +1,86 @@
+"""Starts the real local services for integration tests through deploy/local/stack.sh.
+
+Tests use their own ports and state folder (``.local/test-stack``) so they never
+touch a demo stack running on the default ports. Services are started on first
+use and left running for the rest of the session (starting is idempotent and
+fast when already up); ``make test``/``.ci/run`` stop them at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+STACK = REPO / "deploy" / "local" / "stack.sh"
+STATE = Path(os.environ.get("FLEETPULSE_TEST_STACK_DIR", REPO / ".local" / "test-stack"))
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+PORTS = {
+    "kafka": int(os.environ.get("FLEETPULSE_TEST_KAFKA_PORT", "19092")),
+    "tsdb": int(os.environ.get("FLEETPULSE_TEST_VM_PORT", "18428")),
+    "influxdb1": int(os.environ.get("FLEETPULSE_TEST_INFLUXDB1_PORT", "18086")),
+    "postgres": int(os.environ.get("FLEETPULSE_TEST_PG_PORT", "15433")),
+}
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def stack_env(state: Path = STATE, kafka_port: int | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        FLEETPULSE_LOCAL_DIR=str(state),
+        FLEETPULSE_KAFKA_PORT=str(kafka_port or PORTS["kafka"]),
+        FLEETPULSE_VM_PORT=str(PORTS["tsdb"]),
+        FLEETPULSE_INFLUXDB1_PORT=str(PORTS["influxdb1"]),
+        FLEETPULSE_PG_PORT=str(PORTS["postgres"]),
+        FLEETPULSE_KAFKA_HEAP="512m",
+    )
+    return env
+
+
+def run_stack(action: str, service: str, env: dict[str, str] | None = None) -> None:
+    proc = subprocess.run(
+        ["bash", str(STACK), action, service],
+        env=env or stack_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise StackError(f"stack.sh {action} {service} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class DedicatedKafka:
+    """A broker of a test's own, for tests that stop or restart the broker."""
+
+    state: Path
+    port: int
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _env(self) -> dict[str, str]:
+        env = stack_env(self.state, self.port)
+        env["FLEETPULSE_KAFKA_CONTROLLER_PORT"] = str(free_port())
+        return env
+
+    def start(self) -> None:
+        run_stack("start", "kafka", self._env())
+
+    def stop(self) -> None:
+        run_stack("stop", "kafka", self._env())
