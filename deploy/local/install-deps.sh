@@ -27,6 +27,6 @@ python3 -m pip install -q --disable-pip-version-check -e "$repo[dev]"
 if [[ ! -f "$here/lib/.complete" ]]; then
     echo "fetching Kafka jars from Maven Central" >&2
     rm -rf "$here/lib"
-    mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies -DoutputDirectory="$here/lib" -DincludeScope=runtime
+    mvn -q -B -Dstyle.color=never -f "$here/pom.xml" dependency:copy-dependencies -DoutputDirectory="$here/lib" -DincludeScope=runtime
     touch "$here/lib/.complete"
 fi

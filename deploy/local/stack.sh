@@ -55,7 +55,7 @@ kafka_jars() {
     command -v mvn >/dev/null || { log "mvn not found: apt-get install maven"; exit 1; }
     log "fetching Kafka jars from Maven Central into $libdir"
     rm -rf "$libdir"
-    mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies -DoutputDirectory="$libdir" -DincludeScope=runtime
+    mvn -q -B -Dstyle.color=never -f "$here/pom.xml" dependency:copy-dependencies -DoutputDirectory="$libdir" -DincludeScope=runtime
     touch "$libdir/.complete"
 }
 
