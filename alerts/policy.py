@@ -1,0 +1,151 @@
+"""The alert rule for one device component: a pure state machine over its risk scores.
+
+Why a state machine and not a threshold: a single noisy score must not open a ticket
+(``consecutive``), a risk hovering around the threshold must not flap
+(hysteresis: ``clear_threshold`` < ``raise_threshold``), and a part that was just
+cleared must not be re-raised minutes later (``cooldown``).
+
+Purity is what makes replays safe: :func:`step` reads only its arguments and uses
+the score's ``collected_at`` as the clock, so replaying the same scores from the same
+state yields the same alerts with the same ``alert_id`` — the ticket consumer dedups on it.
+The stream processor keeps one :class:`PolicyState` per (device_id, component,
+component_id) in a Faust table, serialised with ``model_dump(mode="json")``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from typing import Annotated
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from fleetpulse.contract.v1 import Alert, AlertState, RiskScore, ScorerRole
+
+Probability = Annotated[float, Field(gt=0.0, le=1.0)]
+
+_MAX_KEY_CHARS = 86
+"""alert_id is a ShortText (<= 128 chars): longer keys get a hashed component_id (64+1+7+1+13 = 86)."""
+
+
+class AlertPolicy(BaseModel):
+    """Thresholds of the rule; one policy for the whole fleet, set in ``[alerts.policy]``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    raise_threshold: Probability = 0.5
+    clear_threshold: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.3
+    consecutive: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=3, description="scores in a row at or above raise_threshold before an alert is raised"
+    )
+    clear_consecutive: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=3, description="scores in a row below clear_threshold before a raised alert clears"
+    )
+    cooldown: Annotated[timedelta, Field(ge=timedelta(0), le=timedelta(days=3650))] = Field(
+        default=timedelta(days=7),
+        description="after a clear, the same component is not raised again within this event-time window",
+    )
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> AlertPolicy:
+        if self.clear_threshold >= self.raise_threshold:
+            raise ValueError(
+                f"clear_threshold ({self.clear_threshold}) must be below raise_threshold ({self.raise_threshold})"
+            )
+        return self
+
+
+class PolicyState(BaseModel):
+    """What the rule remembers about one component between scores (JSON round-trips losslessly)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    raised: bool = False
+    above: Annotated[int, Field(ge=0)] = Field(default=0, description="consecutive scores >= raise_threshold")
+    below: Annotated[int, Field(ge=0)] = Field(default=0, description="consecutive scores < clear_threshold")
+    raise_seq: Annotated[int, Field(ge=0)] = Field(default=0, description="how many times this component was raised")
+    raised_alert_id: str | None = Field(default=None, description="id of the open raise, echoed by its clear")
+    cleared_at: AwareDatetime | None = None
+    last_at: AwareDatetime | None = Field(default=None, description="event time of the last accepted score")
+    last_report_seq: int | None = None
+
+
+def _component_key(score: RiskScore) -> str:
+    key = f"{score.device_id}:{score.component.value}:{score.component_id}"
+    if len(key) <= _MAX_KEY_CHARS:
+        return key
+    digest = hashlib.sha256(score.component_id.encode()).hexdigest()[:12]
+    return f"{score.device_id}:{score.component.value}:h{digest}"
+
+
+def _is_replay(state: PolicyState, score: RiskScore) -> bool:
+    """A score not newer than the last accepted one (duplicate or out of order) changes nothing."""
+    if state.last_at is None or state.last_report_seq is None:
+        return False
+    return (score.collected_at, score.report_seq) <= (state.last_at, state.last_report_seq)
+
+
+def _alert(score: RiskScore, state: AlertState, alert_id: str) -> Alert:
+    return Alert(
+        alert_id=alert_id,
+        device_id=score.device_id,
+        component=score.component,
+        component_id=score.component_id,
+        state=state,
+        risk=score.risk,
+        days_to_failure=score.days_to_failure,
+        days_to_failure_low=score.days_to_failure_low,
+        days_to_failure_high=score.days_to_failure_high,
+        model_name=score.model_name,
+        model_version=score.model_version,
+        factors=score.factors,
+        at=score.collected_at,
+        report_seq=score.report_seq,
+    )
+
+
+def step(policy: AlertPolicy, state: PolicyState | None, score: RiskScore) -> tuple[PolicyState, Alert | None]:
+    """Advance one component's rule by one score; returns the new state and the alert it caused, if any.
+
+    Challenger scores never raise tickets (they are shadow models under evaluation), and
+    duplicate or out-of-order scores are ignored, so at-least-once delivery is harmless.
+    """
+    state = state or PolicyState()
+    if score.role is not ScorerRole.CHAMPION or _is_replay(state, score):
+        return state, None
+    seen = {"last_at": score.collected_at, "last_report_seq": score.report_seq}
+
+    if not state.raised:
+        above = state.above + 1 if score.risk >= policy.raise_threshold else 0
+        cooling = state.cleared_at is not None and score.collected_at < state.cleared_at + policy.cooldown
+        if above < policy.consecutive or cooling:
+            return state.model_copy(update={"above": above, "below": 0, **seen}), None
+        raise_seq = state.raise_seq + 1
+        alert_id = f"{_component_key(score)}:{raise_seq}:{score.collected_at:%Y%m%dT%H%M%SZ}"
+        new = state.model_copy(
+            update={
+                "raised": True,
+                "above": above,
+                "below": 0,
+                "raise_seq": raise_seq,
+                "raised_alert_id": alert_id,
+                **seen,
+            }
+        )
+        return new, _alert(score, AlertState.RAISED, alert_id)
+
+    below = state.below + 1 if score.risk < policy.clear_threshold else 0
+    if below < policy.clear_consecutive:
+        return state.model_copy(update={"above": 0, "below": below, **seen}), None
+    alert_id = f"{state.raised_alert_id}:cleared"
+    new = state.model_copy(
+        update={
+            "raised": False,
+            "above": 0,
+            "below": 0,
+            "raised_alert_id": None,
+            "cleared_at": score.collected_at,
+            **seen,
+        }
+    )
+    return new, _alert(score, AlertState.CLEARED, alert_id)
