@@ -1,0 +1,218 @@
+"""Pure feature functions over :class:`~fleetpulse.models.state.DeviceState` histories.
+
+Serving (the stream processor's scorers) and training (Backblaze rows replayed as
+``DiskHealth`` snapshots through :func:`~fleetpulse.models.state.apply_report`)
+both call these functions, so the model sees identical features in both places.
+Unknown values are ``nan`` (tree models handle missing values natively), never 0:
+"the drive does not report SMART 187" is not "SMART 187 is zero".
+
+Windows are relative to the history's newest day (event time), not to the wall clock.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from fleetpulse.models.state import BatteryHistory, DailySeries, DeviceState, DiskHistory
+
+NAN = float("nan")
+WINDOWS = (1, 7, 30)
+
+# feature name -> state column, for the counters whose growth predicts failure
+GROWTH_COUNTERS: dict[str, str] = {
+    "smart_5": "reallocated_sectors",
+    "smart_187": "reported_uncorrect",
+    "smart_188": "command_timeout",
+    "smart_197": "current_pending_sectors",
+    "smart_198": "offline_uncorrectable",
+    "smart_199": "udma_crc_errors",
+    "media_errors": "media_errors",
+}
+CURRENT_DISK: dict[str, str] = {
+    **GROWTH_COUNTERS,
+    "critical_warning": "critical_warning",
+    "available_spare_pct": "available_spare_pct",
+    "percentage_used": "percentage_used",
+    "power_on_hours": "power_on_hours",
+    "temperature_c": "temperature_c",
+    "smart_failed": "smart_failed",
+}
+DISK_FEATURES: tuple[str, ...] = (
+    *CURRENT_DISK,
+    "spare_margin_pct",
+    "history_days",
+    *(f"{f}_delta_{w}d" for f in GROWTH_COUNTERS for w in WINDOWS),
+    *(f"{f}_slope_30d" for f in GROWTH_COUNTERS),
+    *(f"{f}_growth_days_30d" for f in GROWTH_COUNTERS),
+)
+BATTERY_FEATURES: tuple[str, ...] = (
+    "health_ratio",
+    "health_ratio_last",
+    "fade_per_day",
+    "fade_per_100_cycles",
+    "cycle_count",
+    "runtime_full_minutes",
+    "history_days",
+)
+DEVICE_FEATURES: tuple[str, ...] = (
+    "crashes_1d",
+    "crashes_7d",
+    "crashes_30d",
+    "unexpected_shutdowns_7d",
+    "unexpected_shutdowns_30d",
+    "thermal_excursions_7d",
+    "thermal_excursions_30d",
+    "cpu_max_c_7d",
+    "boot_duration_s_7d",
+    "boot_duration_trend_s_per_day",
+    "mem_uncorrectable",
+    "mem_correctable_delta_7d",
+    "active_days_30d",
+)
+
+
+def points(series: DailySeries, column: str) -> list[tuple[int, float]]:
+    """(day, value) pairs of the days that have a value in ``column``."""
+    return [(d, v) for d, v in zip(series.days, series.column(column), strict=True) if v is not None]
+
+
+def window_delta(pts: Sequence[tuple[int, float]], window: int) -> float:
+    """Growth over the last ``window`` days: newest value minus the value ``window`` days
+    earlier (or the oldest value when the history is shorter)."""
+    if not pts:
+        return NAN
+    last_day, last = pts[-1]
+    base = pts[0][1]
+    for day, value in pts:
+        if day > last_day - window:
+            break
+        base = value
+    return last - base
+
+
+def window_slope(pts: Sequence[tuple[int, float]], window: int) -> float:
+    """Average growth per day over the observed part of the last ``window`` days."""
+    if len(pts) < 2:
+        return NAN
+    last_day = pts[-1][0]
+    inside = [(d, v) for d, v in pts if d >= last_day - window]
+    if len(inside) < 2:
+        inside = [pts[-2], pts[-1]]
+    span = inside[-1][0] - inside[0][0]
+    return (inside[-1][1] - inside[0][1]) / span if span > 0 else NAN
+
+
+def growth_days(pts: Sequence[tuple[int, float]], window: int) -> float:
+    """Number of days in the window on which the counter increased."""
+    if not pts:
+        return NAN
+    last_day = pts[-1][0]
+    return float(sum(1 for (_, a), (d, b) in itertools.pairwise(pts) if d > last_day - window and b > a))
+
+
+def disk_features(disk: DiskHistory) -> dict[str, float]:
+    series = disk.series
+    out: dict[str, float] = {}
+    for feature, column in CURRENT_DISK.items():
+        pts = points(series, column)
+        out[feature] = pts[-1][1] if pts else NAN
+    spare, threshold = out["available_spare_pct"], NAN
+    thr_pts = points(series, "available_spare_threshold_pct")
+    if thr_pts:
+        threshold = thr_pts[-1][1]
+    out["spare_margin_pct"] = spare - threshold if not (math.isnan(spare) or math.isnan(threshold)) else NAN
+    out["history_days"] = float(series.days[-1] - series.days[0] + 1) if series.days else 0.0
+    for feature, column in GROWTH_COUNTERS.items():
+        pts = points(series, column)
+        for w in WINDOWS:
+            out[f"{feature}_delta_{w}d"] = window_delta(pts, w)
+        out[f"{feature}_slope_30d"] = window_slope(pts, 30)
+        out[f"{feature}_growth_days_30d"] = growth_days(pts, 30)
+    return out
+
+
+def disk_vector(disk: DiskHistory) -> list[float]:
+    feats = disk_features(disk)
+    return [feats[name] for name in DISK_FEATURES]
+
+
+def theil_sen(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """Robust line fit: (slope, level at the last x). Median of pairwise slopes, so a few
+    noisy capacity readings (calibration jumps, lab regeneration) do not swing the trend."""
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(xs) < 2:
+        return NAN, float(ys[-1]) if len(ys) else NAN
+    i, j = np.triu_indices(len(xs), k=1)
+    dx = xs[j] - xs[i]
+    ok = dx > 0
+    if not ok.any():
+        return NAN, float(np.median(ys))
+    slope = float(np.median((ys[j][ok] - ys[i][ok]) / dx[ok]))
+    level = float(np.median(ys - slope * (xs - xs[-1])))
+    return slope, level
+
+
+def battery_features(battery: BatteryHistory, fit_days: int = 120) -> dict[str, float]:
+    series = battery.series
+    ratio = points(series, "health_ratio")
+    out = dict.fromkeys(BATTERY_FEATURES, NAN)
+    if not ratio:
+        return out
+    last_day = ratio[-1][0]
+    recent = [(d, v) for d, v in ratio if d > last_day - fit_days]
+    slope, level = theil_sen([d for d, _ in recent], [v for _, v in recent])
+    out["health_ratio"] = level
+    out["health_ratio_last"] = ratio[-1][1]
+    out["fade_per_day"] = -slope if not math.isnan(slope) else NAN
+    cycles = points(series, "cycle_count")
+    if len(cycles) >= 2 and cycles[-1][1] > cycles[0][1]:
+        by_day = dict(ratio)
+        paired = [(c, by_day[d]) for d, c in cycles if d in by_day and d > last_day - fit_days]
+        if len(paired) >= 2:
+            cyc_slope, _ = theil_sen([c for c, _ in paired], [v for _, v in paired])
+            out["fade_per_100_cycles"] = -100.0 * cyc_slope if not math.isnan(cyc_slope) else NAN
+    out["cycle_count"] = cycles[-1][1] if cycles else NAN
+    runtime = points(series, "runtime_full_minutes")
+    out["runtime_full_minutes"] = runtime[-1][1] if runtime else NAN
+    out["history_days"] = float(last_day - ratio[0][0] + 1)
+    return out
+
+
+def _window_sum(pts: Sequence[tuple[int, float]], last_day: int, window: int) -> float:
+    return float(sum(v for d, v in pts if d > last_day - window))
+
+
+def device_features(state: DeviceState) -> dict[str, float]:
+    series = state.device
+    out = dict.fromkeys(DEVICE_FEATURES, NAN)
+    if not series.days:
+        return out
+    last_day = series.days[-1]
+    crashes = points(series, "crashes")
+    shutdowns = points(series, "unexpected_shutdowns")
+    thermal = points(series, "thermal_excursions")
+    out["crashes_1d"] = _window_sum(crashes, last_day, 1)
+    out["crashes_7d"] = _window_sum(crashes, last_day, 7)
+    out["crashes_30d"] = _window_sum(crashes, last_day, 30)
+    out["unexpected_shutdowns_7d"] = _window_sum(shutdowns, last_day, 7)
+    out["unexpected_shutdowns_30d"] = _window_sum(shutdowns, last_day, 30)
+    if thermal:
+        out["thermal_excursions_7d"] = _window_sum(thermal, last_day, 7)
+        out["thermal_excursions_30d"] = _window_sum(thermal, last_day, 30)
+    cpu = [v for d, v in points(series, "cpu_max_c") if d > last_day - 7]
+    out["cpu_max_c_7d"] = max(cpu) if cpu else NAN
+    boot = [(d, v) for d, v in points(series, "boot_duration_s") if d > last_day - 30]
+    recent_boot = [v for d, v in boot if d > last_day - 7]
+    out["boot_duration_s_7d"] = float(np.median(recent_boot)) if recent_boot else NAN
+    if len(boot) >= 3:
+        out["boot_duration_trend_s_per_day"] = theil_sen([d for d, _ in boot], [v for _, v in boot])[0]
+    mem_u = points(series, "mem_uncorrectable")
+    out["mem_uncorrectable"] = mem_u[-1][1] if mem_u else NAN
+    mem_c = points(series, "mem_correctable")
+    out["mem_correctable_delta_7d"] = window_delta(mem_c, 7) if mem_c else NAN
+    out["active_days_30d"] = float(sum(1 for d in series.days if d > last_day - 30))
+    return out

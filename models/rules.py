@@ -1,0 +1,153 @@
+"""Honest rule scorers: the baselines every trained model must beat, and the fallback
+when no trained artifact is installed.
+
+Their ``risk`` values are fixed levels, not calibrated probabilities: a rule can only
+say "flagged" or "not flagged" (and the battery rule "crosses within the horizon").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import datetime
+
+from fleetpulse.contract import Component, Factor, RiskScore
+from fleetpulse.models.base import make_score, scorable
+from fleetpulse.models.battery import (
+    MIN_RUNTIME_MINUTES,
+    SERVICE_RATIO,
+    WORN_OUT_RATIO,
+    battery_crossing,
+)
+from fleetpulse.models.explain import factor
+from fleetpulse.models.features import battery_features, disk_features
+from fleetpulse.models.state import DeviceState
+
+BACKBLAZE_COUNTERS = ("smart_5", "smart_187", "smart_188", "smart_197", "smart_198")
+NVME_SPARE_MARGIN_PCT = 0.0
+
+RISK_CRITICAL = 0.9
+RISK_FLAGGED_GROWING = 0.7
+RISK_FLAGGED = 0.5
+RISK_CLEAR = 0.02
+
+
+def backblaze_rule(feats: dict[str, float]) -> bool:
+    """Backblaze's published rule: any of SMART 5, 187, 188, 197, 198 raw above zero."""
+    return any(feats[name] > 0 for name in BACKBLAZE_COUNTERS)
+
+
+def critical_signs(feats: dict[str, float]) -> list[str]:
+    """Signals the drive itself declares fatal: failed SMART check, NVMe warnings, spare exhausted."""
+    signs = []
+    if feats["smart_failed"] == 1.0:
+        signs.append("smart_failed")
+    if feats["critical_warning"] > 0:
+        signs.append("critical_warning")
+    if feats["media_errors"] > 0:
+        signs.append("media_errors")
+    if feats["spare_margin_pct"] <= NVME_SPARE_MARGIN_PCT:
+        signs.append("spare_margin_pct")
+    return signs
+
+
+class DiskRuleScorer:
+    """Backblaze's rule plus the NVMe health log's own alarms."""
+
+    name = "disk-rule"
+    version = "1"
+    component = Component.DISK
+
+    def score_batch(self, states: Sequence[DeviceState], now: datetime) -> list[RiskScore]:
+        scores = []
+        for state in scorable(states):
+            for key, disk in state.disks.items():
+                feats = disk_features(disk)
+                critical = critical_signs(feats)
+                flagged = [n for n in BACKBLAZE_COUNTERS if feats[n] > 0]
+                growing = [n for n in flagged if feats[f"{n}_delta_7d"] > 0]
+                if critical:
+                    risk = RISK_CRITICAL
+                elif growing:
+                    risk = RISK_FLAGGED_GROWING
+                elif flagged:
+                    risk = RISK_FLAGGED
+                else:
+                    risk = RISK_CLEAR
+                names = critical + growing + [n for n in flagged if n not in growing]
+                factors = [factor(n, feats[n], 1.0) for n in names]
+                factors += [factor(f"{n}_delta_7d", feats[f"{n}_delta_7d"], 0.5) for n in growing]
+                scores.append(
+                    make_score(self, state, now, risk=risk, horizon_days=30, component_id=key, factors=factors)
+                )
+        return scores
+
+
+class BatteryRuleScorer:
+    """Robust capacity-fade extrapolation: days until 80 % (service) and 60 % (worn out)."""
+
+    name = "battery-fade"
+    version = "1"
+    component = Component.BATTERY
+    horizon_days = 30
+
+    def score_batch(self, states: Sequence[DeviceState], now: datetime) -> list[RiskScore]:
+        scores = []
+        for state in scorable(states):
+            battery = state.battery
+            if battery is None:
+                continue
+            feats = battery_features(battery)
+            if math.isnan(feats["health_ratio"]):
+                continue
+            service = battery_crossing(battery, SERVICE_RATIO)
+            worn = battery_crossing(battery, WORN_OUT_RATIO)
+            runtime = battery_crossing(battery, MIN_RUNTIME_MINUTES, column="runtime_full_minutes")
+            level = service.level if service else feats["health_ratio_last"]
+            factors: list[Factor] = [factor("health_ratio", level, 1.0)]
+            if not math.isnan(feats["fade_per_day"]):
+                factors.append(factor("fade_per_day", feats["fade_per_day"], 0.5))
+            if worn is not None and worn.days > 0:
+                factors.append(
+                    Factor(
+                        feature="days_to_60pct",
+                        value=worn.days,
+                        text=f"about {worn.days:.0f} days until 60% of design capacity",
+                    )
+                )
+            if runtime is not None:
+                factors.append(
+                    Factor(
+                        feature="days_to_runtime_3h",
+                        value=runtime.days,
+                        text=f"about {runtime.days:.0f} days until runtime falls under 3 h",
+                    )
+                )
+            if not math.isnan(feats["cycle_count"]):
+                factors.append(factor("cycle_count", feats["cycle_count"], 0.1))
+            if level < WORN_OUT_RATIO:
+                risk = RISK_CRITICAL
+            elif service is None:
+                risk = RISK_FLAGGED if level < SERVICE_RATIO else RISK_CLEAR
+            elif service.days == 0.0 or service.high <= self.horizon_days:
+                risk = RISK_FLAGGED_GROWING
+            elif service.days <= self.horizon_days:
+                risk = RISK_FLAGGED
+            elif service.low <= self.horizon_days:
+                risk = 0.2
+            else:
+                risk = RISK_CLEAR
+            scores.append(
+                make_score(
+                    self,
+                    state,
+                    now,
+                    risk=risk,
+                    horizon_days=self.horizon_days,
+                    factors=factors,
+                    days_to_failure=service.days if service else (0.0 if level < SERVICE_RATIO else None),
+                    days_low=service.low if service else None,
+                    days_high=service.high if service else None,
+                )
+            )
+        return scores

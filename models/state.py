@@ -1,0 +1,310 @@
+"""Per-device state: the bounded memory of one device that features are computed from.
+
+The stream processor keeps one :class:`DeviceState` per device in a Faust table
+(JSON via ``model_dump_json``/``model_validate_json``); training replays real
+daily SMART rows through the very same :func:`apply_report`, so features cannot
+drift between training and serving.
+
+Memory is bounded by construction:
+
+* disks: at most ``MAX_DISKS`` tracked (least recently seen evicted, and any disk
+  unseen for ``WINDOW_DAYS`` dropped); each keeps ``WINDOW_DAYS`` daily buckets
+  of its raw counters (last value of the day);
+* battery: daily buckets (mean capacity ratio of the day), at most
+  ``MAX_BATTERY_POINTS``; beyond that the older half is thinned to every other
+  point, so the history keeps spanning years at coarser resolution;
+* device stability/thermal/memory: ``WINDOW_DAYS`` daily buckets of counts.
+
+Buckets are stored column-wise (:class:`DailySeries`) so each column name appears
+once in the JSON. Measured JSON size (``tests/unit/test_models_state.py``): a
+laptop with one disk and a full battery history is about 10 KB; the worst case
+(``MAX_DISKS`` disks, every counter present every day, full battery history) stays
+under ``MAX_STATE_BYTES`` (64 KiB).
+
+Time is the report's ``collected_at`` (event time), never the wall clock; days are
+UTC calendar days stored as proleptic ordinals (``date.toordinal()``).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fleetpulse.contract import (
+    DeviceInventory,
+    DeviceKind,
+    DiskHealth,
+    DiskKind,
+    HealthReport,
+    Platform,
+)
+
+WINDOW_DAYS = 35
+MAX_DISKS = 8
+MAX_BATTERY_POINTS = 240
+MAX_STATE_BYTES = 64 * 1024
+THERMAL_EXCURSION_C = 95.0
+
+Merge = Literal["last", "sum", "max", "mean"]
+
+DISK_COUNTERS: tuple[str, ...] = (
+    "reallocated_sectors",
+    "reported_uncorrect",
+    "command_timeout",
+    "current_pending_sectors",
+    "offline_uncorrectable",
+    "udma_crc_errors",
+    "media_errors",
+    "critical_warning",
+    "available_spare_pct",
+    "available_spare_threshold_pct",
+    "percentage_used",
+    "power_on_hours",
+    "temperature_c",
+    "smart_failed",
+)
+DISK_MERGE: dict[str, Merge] = {name: "last" for name in DISK_COUNTERS}
+BATTERY_MERGE: dict[str, Merge] = {
+    "health_ratio": "mean",
+    "full_charge_capacity": "mean",
+    "cycle_count": "last",
+    "runtime_full_minutes": "mean",
+}
+DEVICE_MERGE: dict[str, Merge] = {
+    "reports": "sum",
+    "crashes": "sum",
+    "unexpected_shutdowns": "sum",
+    "thermal_excursions": "sum",
+    "cpu_max_c": "max",
+    "throttle_events": "max",
+    "boot_duration_s": "mean",
+    "mem_correctable": "last",
+    "mem_uncorrectable": "last",
+}
+
+
+class DailySeries(BaseModel):
+    """Daily buckets stored column-wise; ``None`` where a day had no value for a column.
+
+    A ``mean`` column keeps its reading count in the hidden column ``<name>__n`` so
+    further readings of the same day update the mean exactly.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    days: list[int] = []
+    columns: dict[str, list[float | None]] = {}
+
+    def column(self, name: str) -> list[float | None]:
+        return self.columns.get(name, [None] * len(self.days))
+
+    def upsert(self, day: int, values: Mapping[str, float | None], merge: Mapping[str, Merge]) -> None:
+        """Fold one reading into its day's bucket (creating the bucket in day order)."""
+        index = bisect.bisect_left(self.days, day)
+        if index == len(self.days) or self.days[index] != day:
+            self.days.insert(index, day)
+            for col in self.columns.values():
+                col.insert(index, None)
+        for name, value in values.items():
+            if value is None:
+                continue
+            how = merge[name]
+            col = self.columns.setdefault(name, [None] * len(self.days))
+            old = col[index]
+            if how == "mean":
+                counts = self.columns.setdefault(f"{name}__n", [None] * len(self.days))
+                n = counts[index] or 0.0
+                col[index] = float(value) if old is None or n == 0.0 else old + (value - old) / (n + 1.0)
+                counts[index] = n + 1.0
+            elif old is None or how == "last":
+                col[index] = float(value)
+            elif how == "sum":
+                col[index] = old + value
+            else:
+                col[index] = max(old, value)
+
+    def keep_from(self, first_day: int) -> None:
+        """Drop buckets older than ``first_day``."""
+        cut = bisect.bisect_left(self.days, first_day)
+        if cut:
+            del self.days[:cut]
+            for col in self.columns.values():
+                del col[:cut]
+
+    def thin_to(self, max_points: int) -> None:
+        """Keep the newest half at full resolution and every other point of the older half."""
+        while len(self.days) > max_points:
+            older = len(self.days) - max_points // 2
+            keep = [i for i in range(len(self.days)) if i >= older or i % 2 == 0]
+            self.days = [self.days[i] for i in keep]
+            self.columns = {name: [col[i] for i in keep] for name, col in self.columns.items()}
+
+
+class DiskHistory(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: DiskKind = DiskKind.UNKNOWN
+    model: str | None = None
+    capacity_bytes: int | None = None
+    first_seen: datetime
+    last_seen: datetime
+    series: DailySeries = Field(default_factory=DailySeries)
+
+
+class BatteryHistory(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    design_capacity: float
+    unit: Literal["mWh", "mAh"] = "mWh"
+    first_seen: datetime
+    last_seen: datetime
+    series: DailySeries = Field(default_factory=DailySeries)
+
+
+class DeviceState(BaseModel):
+    """Everything the scorers know about one device; see the module docstring for the bounds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: str
+    kind: DeviceKind | None = None
+    platform: Platform | None = None
+    last_seq: int = -1
+    last_collected_at: datetime | None = None
+    # inventory facts (joined from the compacted inventory topic)
+    vendor: str | None = None
+    model: str | None = None
+    site: str | None = None
+    department: str | None = None
+    purchase_date: date | None = None
+    warranty_end: date | None = None
+    # per-component histories; disks keyed by serial hash (or OS name when no serial)
+    disks: dict[str, DiskHistory] = {}
+    battery: BatteryHistory | None = None
+    device: DailySeries = Field(default_factory=DailySeries)
+
+
+def disk_key(disk: DiskHealth) -> str:
+    return disk.serial_hash or disk.name
+
+
+def _disk_values(disk: DiskHealth) -> dict[str, float | None]:
+    return {
+        "reallocated_sectors": disk.reallocated_sectors,
+        "reported_uncorrect": disk.reported_uncorrect,
+        "command_timeout": disk.command_timeout,
+        "current_pending_sectors": disk.current_pending_sectors,
+        "offline_uncorrectable": disk.offline_uncorrectable,
+        "udma_crc_errors": disk.udma_crc_errors,
+        "media_errors": disk.media_errors,
+        "critical_warning": disk.critical_warning,
+        "available_spare_pct": disk.available_spare_pct,
+        "available_spare_threshold_pct": disk.available_spare_threshold_pct,
+        "percentage_used": disk.percentage_used,
+        "power_on_hours": disk.power_on_hours,
+        "temperature_c": disk.temperature_c,
+        "smart_failed": None if disk.smart_passed is None else float(not disk.smart_passed),
+    }
+
+
+def _apply_disks(state: DeviceState, report: HealthReport, day: int) -> None:
+    at = report.collected_at
+    for disk in report.disks:
+        key = disk_key(disk)
+        hist = state.disks.get(key)
+        if hist is None:
+            hist = DiskHistory(name=disk.name, first_seen=at, last_seen=at)
+            state.disks[key] = hist
+        hist.name = disk.name
+        hist.kind = disk.kind if disk.kind is not DiskKind.UNKNOWN else hist.kind
+        hist.model = disk.model or hist.model
+        hist.capacity_bytes = disk.capacity_bytes or hist.capacity_bytes
+        hist.last_seen = max(hist.last_seen, at)
+        hist.series.upsert(day, _disk_values(disk), DISK_MERGE)
+        hist.series.keep_from(hist.series.days[-1] - WINDOW_DAYS + 1)
+    horizon = day - WINDOW_DAYS
+    stale = [k for k, h in state.disks.items() if h.last_seen.date().toordinal() <= horizon]
+    for key in stale:
+        del state.disks[key]
+    if len(state.disks) > MAX_DISKS:
+        newest = sorted(state.disks.items(), key=lambda kv: kv[1].last_seen, reverse=True)[:MAX_DISKS]
+        state.disks = dict(newest)
+
+
+def _apply_battery(state: DeviceState, report: HealthReport, day: int) -> None:
+    bat = report.battery
+    if bat is None:
+        return
+    at = report.collected_at
+    hist = state.battery
+    if hist is None or hist.design_capacity != bat.design_capacity or hist.unit != bat.unit:
+        # a different design capacity means a different (replaced) battery: start afresh
+        hist = BatteryHistory(design_capacity=bat.design_capacity, unit=bat.unit, first_seen=at, last_seen=at)
+        state.battery = hist
+    hist.last_seen = max(hist.last_seen, at)
+    values: dict[str, float | None] = {
+        "health_ratio": bat.health_ratio,
+        "full_charge_capacity": bat.full_charge_capacity,
+        "cycle_count": bat.cycle_count,
+        "runtime_full_minutes": bat.runtime_full_minutes,
+    }
+    hist.series.upsert(day, values, BATTERY_MERGE)
+    hist.series.thin_to(MAX_BATTERY_POINTS)
+
+
+def _apply_device(state: DeviceState, report: HealthReport, day: int) -> None:
+    stab, therm, mem = report.stability, report.thermal, report.memory
+    hottest = max((t for t in (therm.cpu_max_c, therm.sensors_max_c) if t is not None), default=None) if therm else None
+    values: dict[str, float | None] = {
+        "reports": 1.0,
+        "crashes": stab.crashes if stab else None,
+        "unexpected_shutdowns": stab.unexpected_shutdowns if stab else None,
+        "boot_duration_s": stab.boot_duration_s if stab else None,
+        "thermal_excursions": None if hottest is None else float(hottest >= THERMAL_EXCURSION_C),
+        "cpu_max_c": hottest,
+        "throttle_events": therm.throttle_events if therm else None,
+        "mem_correctable": mem.correctable_errors if mem else None,
+        "mem_uncorrectable": mem.uncorrectable_errors if mem else None,
+    }
+    state.device.upsert(day, values, DEVICE_MERGE)
+    state.device.keep_from(state.device.days[-1] - WINDOW_DAYS + 1)
+
+
+def apply_report_in_place(state: DeviceState, report: HealthReport) -> DeviceState:
+    """Fold ``report`` into ``state`` by mutation; training replays use it to avoid copies."""
+    day = report.collected_at.date().toordinal()
+    state.kind = report.kind
+    state.platform = report.platform
+    state.last_seq = report.seq
+    state.last_collected_at = report.collected_at
+    _apply_disks(state, report, day)
+    _apply_battery(state, report, day)
+    _apply_device(state, report, day)
+    return state
+
+
+def apply_report(state: DeviceState | None, report: HealthReport) -> DeviceState:
+    """New state after ``report`` (pure: the input state is not modified).
+
+    No deduplication here: the processor drops ``report.seq <= state.last_seq`` first.
+    """
+    base = DeviceState(device_id=report.device_id) if state is None else state.model_copy(deep=True)
+    return apply_report_in_place(base, report)
+
+
+def apply_inventory(state: DeviceState | None, inventory: DeviceInventory) -> DeviceState:
+    """New state with the asset facts of ``inventory`` (pure)."""
+    base = DeviceState(device_id=inventory.device_id) if state is None else state.model_copy(deep=True)
+    base.kind = base.kind or inventory.kind
+    base.vendor = inventory.vendor
+    base.model = inventory.model
+    base.site = inventory.site
+    base.department = inventory.department
+    base.purchase_date = inventory.purchase_date
+    base.warranty_end = inventory.warranty_end
+    return base

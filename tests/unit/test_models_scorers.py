@@ -1,0 +1,130 @@
+"""Conformance of every scorer the registry can hand to the stream processor."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from fleetpulse.contract import BatteryHealth, Component, DiskHealth, HealthReport, RiskScore, ScorerRole
+from fleetpulse.models.base import Scorer
+from fleetpulse.models.registry import ScorerSet, load_scorers, rule_scorers
+from fleetpulse.models.settings import ModelSettings
+from fleetpulse.models.state import DeviceState, apply_report
+
+T0 = datetime(2026, 5, 1, tzinfo=UTC)
+NOW = T0 + timedelta(days=200)
+
+
+def fleet() -> list[DeviceState]:
+    healthy, failing, fresh = None, None, DeviceState(device_id="inventory-only")
+    for day in range(120):
+        at = T0 + timedelta(days=day)
+        healthy = apply_report(
+            healthy,
+            HealthReport(
+                device_id="pc-ok",
+                seq=day,
+                collected_at=at,
+                kind="laptop",
+                platform="linux",
+                disks=[
+                    DiskHealth(
+                        name="nvme0",
+                        serial_hash="n0",
+                        kind="nvme",
+                        media_errors=0,
+                        available_spare_pct=100,
+                        available_spare_threshold_pct=10,
+                        critical_warning=0,
+                    )
+                ],
+                battery=BatteryHealth(design_capacity=50, full_charge_capacity=48 - 0.001 * day),
+            ),
+        )
+        failing = apply_report(
+            failing,
+            HealthReport(
+                device_id="pc-bad",
+                seq=day,
+                collected_at=at,
+                kind="desktop",
+                platform="windows",
+                disks=[
+                    DiskHealth(
+                        name="sda",
+                        serial_hash="s1",
+                        reallocated_sectors=day // 10,
+                        current_pending_sectors=day // 30,
+                        smart_passed=True,
+                    ),
+                    DiskHealth(name="sdb", serial_hash="s2", smart_passed=False),
+                ],
+                battery=BatteryHealth(design_capacity=50, full_charge_capacity=45 - 0.1 * day),
+            ),
+        )
+    assert healthy is not None
+    assert failing is not None
+    return [healthy, failing, fresh]
+
+
+def all_scorers() -> list[Scorer]:
+    found = rule_scorers()
+    loaded = load_scorers(ModelSettings())
+    return [*found.champions, *found.challengers, *loaded.champions, *loaded.challengers]
+
+
+@pytest.mark.parametrize("scorer", all_scorers(), ids=lambda s: f"{s.name}:{s.version}")
+def test_scorer_conformance(scorer: Scorer) -> None:
+    assert isinstance(scorer, Scorer)
+    assert scorer.name
+    assert scorer.version
+    assert isinstance(scorer.component, Component)
+    states = fleet()
+    scores = scorer.score_batch(states, NOW)
+    assert scores, "every scorer scores something in this fleet"
+    assert scorer.score_batch([], NOW) == []
+    by_device = {s.device_id: s for s in states}
+    for score in scores:
+        assert isinstance(score, RiskScore)
+        assert score.component is scorer.component
+        state = by_device[score.device_id]
+        assert score.collected_at == state.last_collected_at
+        assert score.report_seq == state.last_seq
+        assert score.scored_at == NOW
+        assert (score.model_name, score.model_version) == (scorer.name, scorer.version)
+        assert 0.0 <= score.risk <= 1.0
+        assert all(f.text for f in score.factors)
+        RiskScore.model_validate_json(score.model_dump_json())
+    assert "inventory-only" not in {s.device_id for s in scores}
+    risk = {(s.device_id, s.component_id): s.risk for s in scores}
+    bad = max(v for (d, _), v in risk.items() if d == "pc-bad")
+    good = max(v for (d, _), v in risk.items() if d == "pc-ok")
+    assert bad > good
+
+
+def test_scorer_set_labels_roles() -> None:
+    rules = rule_scorers()
+    both = ScorerSet(champions=rules.champions[:1], challengers=rules.champions[1:])
+    scores = both.score(fleet(), NOW)
+    roles = {(s.component, s.role) for s in scores}
+    assert roles == {(Component.DISK, ScorerRole.CHAMPION), (Component.BATTERY, ScorerRole.CHALLENGER)}
+
+
+def test_disk_rule_explains_flags_in_plain_words() -> None:
+    scores = {s.component_id: s for s in rule_scorers().score(fleet(), NOW) if s.component is Component.DISK}
+    assert scores["s2"].risk >= 0.9
+    assert "SMART health check FAILED" in scores["s2"].factors[0].text
+    assert any("reallocated sectors" in f.text for f in scores["s1"].factors)
+    assert scores["n0"].risk < 0.1
+
+
+def test_battery_rule_estimates_days_to_80_percent() -> None:
+    scores = {s.device_id: s for s in rule_scorers().score(fleet(), NOW) if s.component is Component.BATTERY}
+    bad = scores["pc-bad"]
+    # 45 - 0.1*day of 50: 0.662 at day 119, already below 80 %
+    assert bad.days_to_failure == 0.0
+    assert bad.risk > 0.5
+    ok = scores["pc-ok"]
+    assert ok.days_to_failure is not None
+    assert ok.days_to_failure > 1000
