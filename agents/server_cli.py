@@ -2,8 +2,93 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
+_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``15m``, ``1h``, ``1d`` -> timedelta (the simulator's report interval)."""
+    match = _DURATION.match(text)
+    if not match or float(match.group(1)) <= 0:
+        raise typer.BadParameter(f"{text!r}: expected a positive number with unit s, m, h or d (e.g. 1d)")
+    return timedelta(seconds=float(match.group(1)) * _UNIT_S[match.group(2)])
+
+
+def _parse_start(text: str | None) -> datetime:
+    if text is None:
+        return datetime(2025, 1, 1, tzinfo=UTC)
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: expected an ISO date, e.g. 2025-01-01") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def simulate(
+    ctx: typer.Context,
+    devices: Annotated[int, typer.Option(min=1, max=1_000_000, help="fleet size")] = 1000,
+    days: Annotated[int, typer.Option(min=1, max=3650, help="simulated days")] = 90,
+    seed: Annotated[int, typer.Option(help="same seed, same fleet, same bytes")] = 1,
+    interval: Annotated[str, typer.Option(help="report interval: 1d, 6h, 15m, 60s")] = "1d",
+    start: Annotated[str | None, typer.Option(help="first simulated day (ISO, UTC); default 2025-01-01")] = None,
+    failure_scale: Annotated[
+        float, typer.Option(min=0.01, max=100.0, help="multiply failure hazards (small demo fleets)")
+    ] = 1.0,
+    ground_truth: Annotated[Path | None, typer.Option(help="write the known failures to this JSON file")] = None,
+    to_kafka: Annotated[bool, typer.Option("--to-kafka/--dry-run", help="publish, or only generate and count")] = True,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Generate a seeded fleet with known failures and publish it to Kafka."""
+    import json
+    import time
+    from collections import Counter
+
+    from fleetpulse.agents.kafka_publish import MOBILE_KINDS, publish_fleet
+    from fleetpulse.agents.simulator import FleetSimulator
+    from fleetpulse.cliutil import settings_from
+
+    settings = settings_from(ctx)
+    sim = FleetSimulator(
+        devices, seed, _parse_start(start), days, parse_duration(interval), failure_scale=failure_scale
+    )
+    truth = sim.ground_truth()
+    if ground_truth is not None:
+        ground_truth.parent.mkdir(parents=True, exist_ok=True)
+        ground_truth.write_text(json.dumps([g.model_dump(mode="json") for g in truth], indent=1) + "\n")
+    kinds = Counter(inv.kind.value for inv in sim.inventory())
+    typer.echo(f"fleet: {devices} devices {dict(sorted(kinds.items()))}, {days} days, seed {seed}")
+    typer.echo(f"ground truth: {len(truth)} failures {dict(Counter(g.component.value for g in truth))}")
+    if to_kafka:
+        stats = publish_fleet(sim, settings.kafka, progress=progress)
+        typer.echo(
+            f"published {stats.inventory} inventory, {stats.health} health, {stats.mobile} mobile records "
+            f"({stats.bytes / 1e6:.1f} MB) in {stats.seconds:.1f} s = {stats.per_second:,.0f} records/s"
+        )
+        if stats.errors:
+            typer.echo(f"error: {len(stats.errors)} sends failed, first: {stats.errors[0]}", err=True)
+            raise typer.Exit(1)
+        return
+    started = time.perf_counter()
+    health = mobile = 0
+    for report in sim.reports():
+        if report.kind in MOBILE_KINDS:
+            mobile += 1
+        else:
+            health += 1
+    seconds = time.perf_counter() - started
+    typer.echo(
+        f"dry run: generated {health} health and {mobile} mobile reports in {seconds:.1f} s "
+        f"= {(health + mobile) / max(seconds, 1e-9):,.0f} reports/s (nothing published)"
+    )
 
 
 def register(app: typer.Typer) -> None:
     """Add this component's commands to ``fleetpulse``."""
+    app.command("simulate")(simulate)

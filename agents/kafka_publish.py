@@ -1,0 +1,183 @@
+"""Bulk publishing of simulated or MDM-imported records to Kafka (server-side tools, not the agent).
+
+Why a module of its own: the simulator command, the demo and the MDM bridge all need the
+same durable producer (acks=all, idempotent ordering per key, batching, compression) and
+the same routing of reports to the PC or mobile topic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from fleetpulse.config import KafkaSettings
+from fleetpulse.contract import DeviceInventory, DeviceKind, HealthReport, Topics, encode, report_key
+
+if TYPE_CHECKING:
+    from fleetpulse.agents.simulator import FleetSimulator
+
+MOBILE_KINDS = frozenset({DeviceKind.PHONE, DeviceKind.TABLET})
+
+
+def _security(kafka: KafkaSettings) -> dict[str, Any]:
+    opts: dict[str, Any] = {"security_protocol": kafka.security_protocol}
+    if kafka.sasl_mechanism:
+        opts["sasl_mechanism"] = kafka.sasl_mechanism
+        opts["sasl_plain_username"] = kafka.sasl_username
+        opts["sasl_plain_password"] = kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
+    if kafka.ssl_cafile:
+        opts["ssl_cafile"] = str(kafka.ssl_cafile)
+    if kafka.ssl_certfile:
+        opts["ssl_certfile"] = str(kafka.ssl_certfile)
+    if kafka.ssl_keyfile:
+        opts["ssl_keyfile"] = str(kafka.ssl_keyfile)
+    if kafka.ssl_key_password:
+        opts["ssl_password"] = kafka.ssl_key_password.get_secret_value()
+    return opts
+
+
+def make_producer(kafka: KafkaSettings) -> KafkaProducer:
+    """A producer tuned for bulk throughput without losing durability."""
+    return KafkaProducer(
+        bootstrap_servers=kafka.bootstrap_servers.split(","),
+        acks="all",
+        linger_ms=20,
+        batch_size=256 * 1024,
+        compression_type="gzip",
+        enable_idempotence=True,  # retries neither duplicate nor reorder a device's records
+        max_in_flight_requests_per_connection=5,
+        request_timeout_ms=kafka.request_timeout_ms,
+        **_security(kafka),
+    )
+
+
+def ensure_topics(kafka: KafkaSettings, partitions: int = 12) -> None:
+    """Create the input topics if missing; inventory is compacted (latest facts per device)."""
+    topics = Topics(prefix=kafka.topic_prefix)
+    admin = KafkaAdminClient(
+        bootstrap_servers=kafka.bootstrap_servers.split(","),
+        request_timeout_ms=kafka.request_timeout_ms,
+        **_security(kafka),
+    )
+    try:
+        existing = set(admin.list_topics())
+        wanted = [
+            NewTopic(topics.health, partitions, 1),
+            NewTopic(topics.mobile, partitions, 1),
+            NewTopic(topics.inventory, partitions, 1, topic_configs={"cleanup.policy": "compact"}),
+        ]
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # created concurrently: fine
+                admin.create_topics(missing)
+    finally:
+        admin.close()
+
+
+def report_topic(topics: Topics, report: HealthReport) -> str:
+    return topics.mobile if report.kind in MOBILE_KINDS else topics.health
+
+
+@dataclass
+class PublishStats:
+    inventory: int = 0
+    health: int = 0
+    mobile: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def reports(self) -> int:
+        return self.health + self.mobile
+
+    @property
+    def per_second(self) -> float:
+        return (self.inventory + self.reports) / self.seconds if self.seconds > 0 else 0.0
+
+
+class _Failures:
+    """Collects asynchronous send failures (bounded) so no loss is silent."""
+
+    def __init__(self, stats: PublishStats) -> None:
+        self.stats = stats
+
+    def __call__(self, exc: BaseException) -> None:
+        if len(self.stats.errors) < 100:
+            self.stats.errors.append(repr(exc))
+
+
+def publish_records(
+    producer: KafkaProducer,
+    topics: Topics,
+    inventory: Iterable[DeviceInventory],
+    reports: Iterable[HealthReport],
+    stats: PublishStats,
+    on_record: Callable[[], None] | None = None,
+) -> None:
+    """Send inventory first (so consumers can join), then reports in their given order."""
+    failed = _Failures(stats)
+    for item in inventory:
+        payload = encode(item)
+        producer.send(topics.inventory, key=report_key(item.device_id), value=payload).add_errback(failed)
+        stats.inventory += 1
+        stats.bytes += len(payload)
+    for report in reports:
+        payload = encode(report)
+        topic = report_topic(topics, report)
+        producer.send(topic, key=report_key(report.device_id), value=payload).add_errback(failed)
+        if topic == topics.mobile:
+            stats.mobile += 1
+        else:
+            stats.health += 1
+        stats.bytes += len(payload)
+        if on_record is not None:
+            on_record()
+
+
+def publish_fleet(sim: FleetSimulator, kafka_settings: KafkaSettings, progress: bool = True) -> PublishStats:
+    """Publish a :class:`~fleetpulse.agents.simulator.FleetSimulator`'s inventory and reports.
+
+    Blocks until every record is acknowledged (acks=all); failures end up in ``errors``.
+    """
+    topics = Topics(prefix=kafka_settings.topic_prefix)
+    ensure_topics(kafka_settings)
+    stats = PublishStats()
+    producer = make_producer(kafka_settings)
+    started = time.perf_counter()
+    try:
+        if progress:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            expected = len(sim) * sim.rounds
+            with Progress(
+                TextColumn("[bold]simulating"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("reports (estimate)"),
+                TimeRemainingColumn(),
+            ) as bar:
+                task = bar.add_task("reports", total=expected)
+                counter = [0]
+
+                def tick() -> None:
+                    counter[0] += 1
+                    if counter[0] % 2000 == 0:
+                        bar.update(task, completed=min(expected, counter[0]))
+
+                publish_records(producer, topics, sim.inventory(), sim.reports(), stats, tick)
+                bar.update(task, completed=expected)
+        else:
+            publish_records(producer, topics, sim.inventory(), sim.reports(), stats)
+        producer.flush()
+    finally:
+        producer.close()
+    stats.seconds = time.perf_counter() - started
+    return stats
