@@ -2,13 +2,74 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from datetime import timedelta
+from typing import Annotated, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from fleetpulse.alerts.connectors.config import ConnectorConfig
 from fleetpulse.alerts.policy import AlertPolicy
+from fleetpulse.alerts.storm import StormPolicy
+
+Role = Literal["fleet_manager", "it_support", "admin"]
 
 
-class AlertSettings(BaseModel):
+class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+
+class ApiUser(_Frozen):
+    """A login for HTTP basic auth; the secret is stored only as a PBKDF2 hash (``fleetpulse tickets hash-secret``)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9._@-]{1,64}$")]
+    role: Role
+    password_hash: str = Field(description="pbkdf2_sha256$<iterations>$<salt hex>$<hash hex>")
+
+
+class ApiToken(_Frozen):
+    """A bearer token for machines (e.g. ITSM pulling the export); stored as its SHA-256 (tokens are random)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9._@-]{1,64}$")]
+    role: Role
+    token_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class ApiSettings(_Frozen):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    users: list[ApiUser] = []
+    tokens: list[ApiToken] = []
+
+
+class OutboxSettings(_Frozen):
+    """Retries with exponential backoff; a row is never dropped, only delayed up to ``backoff_max``."""
+
+    backoff_base: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(seconds=5)
+    backoff_max: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(minutes=15)
+    batch: Annotated[int, Field(ge=1, le=10_000)] = 100
+
+
+class ConsumerSettings(_Frozen):
+    group_id: str = "fleetpulse-tickets"
+    poll_timeout_ms: Annotated[int, Field(ge=10, le=60_000)] = 500
+    history_min_interval: timedelta = Field(
+        default=timedelta(hours=1), description="keep at most one risk point per component per interval"
+    )
+    history_retention: timedelta = timedelta(days=180)
+
+
+class AlertSettings(_Frozen):
     store_url: str = "sqlite:///.local/tickets.db"
     policy: AlertPolicy = AlertPolicy()
+    storm: StormPolicy = StormPolicy()
+    api: ApiSettings = ApiSettings()
+    outbox: OutboxSettings = OutboxSettings()
+    consumer: ConsumerSettings = ConsumerSettings()
+    connectors: list[ConnectorConfig] = []
+
+    @model_validator(mode="after")
+    def _unique_connector_names(self) -> AlertSettings:
+        names = [c.name for c in self.connectors]
+        if len(names) != len(set(names)) or "labels" in names:
+            raise ValueError("connector names must be unique and not 'labels' (reserved for the labels topic)")
+        return self

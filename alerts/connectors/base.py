@@ -1,0 +1,100 @@
+"""What every ITSM connector receives and must do: deliver one :class:`Notification`.
+
+Notifications are rendered when the ticket opens and stored in the outbox, so a connector
+that is down for a day later sends exactly what would have been sent at the time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from fleetpulse.contract.v1 import Ticket
+
+
+class DeliveryError(RuntimeError):
+    """The target refused or could not be reached; the outbox retries later."""
+
+
+class StormSummary(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    group_id: str
+    component: str
+    cause: str
+    device_model: str
+    first_at: datetime
+    member_count: int
+    sample_devices: list[str]
+
+
+class Notification(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    subject: Literal["ticket", "storm"]
+    dedup_key: str
+    title: str
+    body: str
+    urgency: Literal["low", "medium", "high", "critical"]
+    ticket: Ticket | None = None
+    storm: StormSummary | None = None
+
+
+class Connector(Protocol):
+    name: str
+
+    def deliver(self, notification: Notification) -> str | None:
+        """Create the incident; return the target's reference (e.g. its incident number). Raise DeliveryError."""
+
+
+def _days(ticket: Ticket) -> str:
+    if ticket.days_to_failure is None:
+        return "unknown"
+    if ticket.days_to_failure_low is not None and ticket.days_to_failure_high is not None:
+        return f"about {ticket.days_to_failure:.0f} days ({ticket.days_to_failure_low:.0f}-{ticket.days_to_failure_high:.0f})"
+    return f"about {ticket.days_to_failure:.0f} days"
+
+
+def ticket_notification(ticket: Ticket) -> Notification:
+    where = ", ".join(x for x in (ticket.site, ticket.department) if x) or "unknown site"
+    part = f"{ticket.component.value}{f' {ticket.component_id}' if ticket.component_id else ''}"
+    lines = [
+        f"Device {ticket.device_id} ({ticket.device_model or 'unknown model'}, {where})",
+        f"Component: {part}",
+        f"Failure risk: {ticket.risk:.0%}; predicted time to failure: {_days(ticket)}",
+        f"Urgency: {ticket.urgency}",
+        f"Recommended action: {ticket.recommended_action}",
+        f"Estimated CO2e avoided by this action: {ticket.co2e_avoided_kg:.0f} kg",
+        f"Warranty until: {ticket.warranty_end or 'unknown'}",
+        f"Model version: {ticket.model_version}",
+        "Evidence:",
+        *[f"- {f.text}" for f in ticket.evidence],
+    ]
+    return Notification(
+        subject="ticket",
+        dedup_key=f"fleetpulse-ticket-{ticket.ticket_id}",
+        title=f"[fleetpulse] {ticket.urgency}: {part} of {ticket.device_id} likely to fail",
+        body="\n".join(lines),
+        urgency=ticket.urgency,
+        ticket=ticket,
+    )
+
+
+def storm_notification(storm: StormSummary) -> Notification:
+    lines = [
+        f"{storm.member_count} devices of model {storm.device_model} raised {storm.component} alerts "
+        f"with the same main signal ({storm.cause}) since {storm.first_at:%Y-%m-%d %H:%M} UTC.",
+        "This looks like one fleet-wide cause (firmware, driver, batch or model issue), not independent failures;",
+        "the device tickets are grouped under this problem in fleetpulse.",
+        "Sample devices: " + ", ".join(storm.sample_devices),
+    ]
+    return Notification(
+        subject="storm",
+        dedup_key=f"fleetpulse-{storm.group_id}",
+        title=f"[fleetpulse] problem: {storm.component} alerts on {storm.member_count}+ {storm.device_model} devices",
+        body="\n".join(lines),
+        urgency="high",
+        storm=storm,
+    )

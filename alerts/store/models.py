@@ -1,0 +1,158 @@
+"""Ticket store schema (SQLAlchemy 2). Changes go through an alembic migration in ``migrations/versions``.
+
+Invariants the database itself enforces, so they hold with several consumers or API workers:
+- ``alerts_seen.alert_id`` is the primary key: a replayed alert is recognised, never applied twice;
+- ``tickets.open_key`` is unique and set only while a ticket is open, approved or ordered:
+  one open ticket per device + component + component_id;
+- ``outbox (target, dedup_key)`` is unique: a ticket is handed to each connector once.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Date, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite stores naive text; we re-attach UTC on read)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime refused by the ticket store")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: dict[Any, Any] = {datetime: UtcDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Device(Base):
+    """Latest inventory facts per device (from the compacted inventory topic)."""
+
+    __tablename__ = "devices"
+
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    vendor: Mapped[str | None] = mapped_column(String(128))
+    model: Mapped[str | None] = mapped_column(String(128))
+    purchase_date: Mapped[date | None] = mapped_column(Date)
+    warranty_end: Mapped[date | None] = mapped_column(Date)
+    site: Mapped[str | None] = mapped_column(String(128))
+    department: Mapped[str | None] = mapped_column(String(128))
+    updated_at: Mapped[datetime]
+
+
+class StormGroup(Base):
+    __tablename__ = "storm_groups"
+
+    group_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    storm_key: Mapped[str] = mapped_column(String(400), index=True)
+    component: Mapped[str] = mapped_column(String(16))
+    cause: Mapped[str] = mapped_column(String(128))
+    device_model: Mapped[str] = mapped_column(String(128))
+    first_at: Mapped[datetime]
+    last_at: Mapped[datetime]
+    member_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class TicketRow(Base):
+    __tablename__ = "tickets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(64), index=True)
+    component: Mapped[str] = mapped_column(String(16))
+    component_id: Mapped[str] = mapped_column(String(128), default="")
+    open_key: Mapped[str | None] = mapped_column(String(220), unique=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    urgency: Mapped[str] = mapped_column(String(16))
+    urgency_rank: Mapped[int] = mapped_column(Integer, index=True)
+    risk: Mapped[float] = mapped_column(Float)
+    days_to_failure: Mapped[float | None] = mapped_column(Float)
+    days_to_failure_low: Mapped[float | None] = mapped_column(Float)
+    days_to_failure_high: Mapped[float | None] = mapped_column(Float)
+    model_name: Mapped[str] = mapped_column(String(128))
+    model_version: Mapped[str] = mapped_column(String(128))
+    evidence: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    action_kind: Mapped[str] = mapped_column(String(32))
+    recommended_action: Mapped[str] = mapped_column(Text)
+    co2e_avoided_kg: Mapped[float] = mapped_column(Float, default=0.0)
+    storm_key: Mapped[str] = mapped_column(String(400), index=True)
+    storm_group: Mapped[str | None] = mapped_column(ForeignKey("storm_groups.group_id"), index=True)
+    last_alert_id: Mapped[str] = mapped_column(String(128))
+    alert_cleared_at: Mapped[datetime | None]
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    updated_at: Mapped[datetime]
+
+
+class TicketEvent(Base):
+    """Every change of a ticket with who and when: the audit trail."""
+
+    __tablename__ = "ticket_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32))
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str | None] = mapped_column(String(16))
+    note: Mapped[str] = mapped_column(Text, default="")
+
+
+class AlertSeen(Base):
+    __tablename__ = "alerts_seen"
+
+    alert_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    state: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime]
+    outcome: Mapped[str] = mapped_column(String(32))
+
+
+class RiskPoint(Base):
+    """Downsampled risk history for the device page plot."""
+
+    __tablename__ = "risk_history"
+    __table_args__ = (Index("ix_risk_history_device_at", "device_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(64))
+    component: Mapped[str] = mapped_column(String(16))
+    component_id: Mapped[str] = mapped_column(String(128), default="")
+    at: Mapped[datetime]
+    risk: Mapped[float] = mapped_column(Float)
+
+
+class OutboxRow(Base):
+    """A message owed to a connector (or the labels topic); deleted never, delivered eventually."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (UniqueConstraint("target", "dedup_key", name="uq_outbox_target_dedup"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    target: Mapped[str] = mapped_column(String(32))
+    dedup_key: Mapped[str] = mapped_column(String(200))
+    subject: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    external_ref: Mapped[str | None] = mapped_column(String(200))
+    last_error: Mapped[str | None] = mapped_column(Text)

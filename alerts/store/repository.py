@@ -1,0 +1,318 @@
+"""Reads and writes of the ticket store, returning plain pydantic views (never live ORM rows).
+
+The alert-to-ticket rules live in :mod:`fleetpulse.alerts.tickets`; this module only knows tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import Engine, Select, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from fleetpulse.alerts.store import make_engine, upgrade
+from fleetpulse.alerts.store.models import Device, OutboxRow, RiskPoint, StormGroup, TicketEvent, TicketRow
+from fleetpulse.contract.v1 import Component, DeviceInventory, DeviceKind, Factor, Ticket, TicketState
+
+OPEN_STATES = (TicketState.OPEN.value, TicketState.APPROVED.value, TicketState.ORDERED.value)
+
+
+def open_key(device_id: str, component: str, component_id: str) -> str:
+    return f"{device_id}|{component}|{component_id}"
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+
+
+class TicketView(_View):
+    id: int
+    device_id: str
+    component: Component
+    component_id: str
+    state: TicketState
+    urgency: str
+    risk: float
+    days_to_failure: float | None
+    days_to_failure_low: float | None
+    days_to_failure_high: float | None
+    model_name: str
+    model_version: str
+    evidence: list[Factor]
+    action_kind: str
+    recommended_action: str
+    co2e_avoided_kg: float
+    storm_group: str | None
+    alert_cleared_at: datetime | None
+    opened_at: datetime
+    updated_at: datetime
+    site: str | None = None
+    department: str | None = None
+    device_model: str | None = None
+    device_kind: DeviceKind | None = None
+    warranty_end: date | None = None
+
+    def to_contract(self) -> Ticket:
+        return Ticket.model_validate({"ticket_id": self.id, **self.model_dump(include=_CONTRACT_FIELDS)})
+
+
+_CONTRACT_FIELDS = set(Ticket.model_fields) - {"ticket_id", "schema_version"}
+
+
+class EventView(_View):
+    id: int
+    ticket_id: int
+    at: datetime
+    actor: str
+    kind: str
+    from_state: str | None
+    to_state: str | None
+    note: str
+
+
+class OpenTicket(_View):
+    """What the demo compares with the simulator's ground truth."""
+
+    ticket_id: int
+    device_id: str
+    component: Component
+    component_id: str
+    opened_at: datetime
+
+
+class OutboxView(_View):
+    id: int
+    target: str
+    dedup_key: str
+    subject: str
+    payload: dict[str, Any]
+    created_at: datetime
+    attempts: int
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+    external_ref: str | None
+    last_error: str | None
+
+
+class StormView(_View):
+    group_id: str
+    component: str
+    cause: str
+    device_model: str
+    first_at: datetime
+    last_at: datetime
+    member_count: int
+
+
+class HistoryPoint(_View):
+    component: str
+    component_id: str
+    at: datetime
+    risk: float
+
+
+class TicketFilter(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    states: tuple[TicketState, ...] = ()
+    site: str | None = None
+    department: str | None = None
+    component: Component | None = None
+    device_model: str | None = None
+    device_id: str | None = None
+    storm_group: str | None = None
+
+
+def inventory_of(device: Device | None) -> DeviceInventory | None:
+    if device is None:
+        return None
+    return DeviceInventory(
+        device_id=device.device_id,
+        kind=DeviceKind(device.kind),
+        vendor=device.vendor,
+        model=device.model,
+        purchase_date=device.purchase_date,
+        warranty_end=device.warranty_end,
+        site=device.site,
+        department=device.department,
+        updated_at=device.updated_at,
+    )
+
+
+class TicketStore:
+    """Owns the engine and hands out sessions; created once per process from ``store_url``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str, migrate: bool = True) -> TicketStore:
+        engine = make_engine(url)
+        if migrate:
+            upgrade(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed on success, rolled back on any error."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    # --- tickets -----------------------------------------------------------------------------
+
+    def _ticket_query(self, flt: TicketFilter) -> Select[TicketRow, Device]:
+        query = select(TicketRow, Device).join(Device, Device.device_id == TicketRow.device_id, isouter=True)
+        if flt.states:
+            query = query.where(TicketRow.state.in_([s.value for s in flt.states]))
+        if flt.component is not None:
+            query = query.where(TicketRow.component == flt.component.value)
+        if flt.device_id is not None:
+            query = query.where(TicketRow.device_id == flt.device_id)
+        if flt.storm_group is not None:
+            query = query.where(TicketRow.storm_group == flt.storm_group)
+        if flt.site is not None:
+            query = query.where(Device.site == flt.site)
+        if flt.department is not None:
+            query = query.where(Device.department == flt.department)
+        if flt.device_model is not None:
+            query = query.where(Device.model == flt.device_model)
+        return query
+
+    @staticmethod
+    def _view(row: TicketRow, device: Device | None) -> TicketView:
+        data = {c: getattr(row, c) for c in TicketView.model_fields if hasattr(row, c)}
+        if device is not None:
+            data |= {
+                "site": device.site,
+                "department": device.department,
+                "device_model": device.model,
+                "device_kind": device.kind,
+                "warranty_end": device.warranty_end,
+            }
+        return TicketView.model_validate(data)
+
+    def list_tickets(self, flt: TicketFilter = TicketFilter(), limit: int = 500, offset: int = 0) -> list[TicketView]:
+        """Most urgent first: urgency, then risk, then the oldest ticket."""
+        query = (
+            self._ticket_query(flt)
+            .order_by(TicketRow.urgency_rank.desc(), TicketRow.risk.desc(), TicketRow.opened_at, TicketRow.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        with self.session() as session:
+            return [self._view(row, device) for row, device in session.execute(query).all()]
+
+    def count_tickets(self, flt: TicketFilter = TicketFilter()) -> int:
+        query = select(func.count()).select_from(self._ticket_query(flt).subquery())
+        with self.session() as session:
+            return int(session.execute(query).scalar_one())
+
+    def get_ticket(self, ticket_id: int) -> TicketView | None:
+        query = self._ticket_query(TicketFilter()).where(TicketRow.id == ticket_id)
+        with self.session() as session:
+            found = session.execute(query).first()
+            return None if found is None else self._view(found[0], found[1])
+
+    def ticket_events(self, ticket_id: int) -> list[EventView]:
+        query = select(TicketEvent).where(TicketEvent.ticket_id == ticket_id).order_by(TicketEvent.id)
+        with self.session() as session:
+            return [EventView.model_validate(e) for e in session.scalars(query)]
+
+    def open_tickets(self) -> list[OpenTicket]:
+        query = select(TicketRow).where(TicketRow.state.in_(OPEN_STATES)).order_by(TicketRow.id)
+        with self.session() as session:
+            return [
+                OpenTicket(
+                    ticket_id=t.id,
+                    device_id=t.device_id,
+                    component=Component(t.component),
+                    component_id=t.component_id,
+                    opened_at=t.opened_at,
+                )
+                for t in session.scalars(query)
+            ]
+
+    def facets(self) -> dict[str, list[str]]:
+        """Distinct values the page offers as filters."""
+        with self.session() as session:
+            out: dict[str, list[str]] = {}
+            for name, column in (("site", Device.site), ("department", Device.department), ("model", Device.model)):
+                values = session.scalars(
+                    select(column).join(TicketRow, TicketRow.device_id == Device.device_id).distinct()
+                )
+                out[name] = sorted(v for v in values if v)
+            return out
+
+    # --- devices -----------------------------------------------------------------------------
+
+    def get_device(self, device_id: str) -> DeviceInventory | None:
+        with self.session() as session:
+            return inventory_of(session.get(Device, device_id))
+
+    def history(self, device_id: str, since: datetime | None = None, limit: int = 5000) -> list[HistoryPoint]:
+        query = select(RiskPoint).where(RiskPoint.device_id == device_id)
+        if since is not None:
+            query = query.where(RiskPoint.at >= since)
+        query = query.order_by(RiskPoint.at.desc()).limit(limit)
+        with self.session() as session:
+            points = [HistoryPoint.model_validate(p) for p in session.scalars(query)]
+        return points[::-1]
+
+    # --- storms and outbox ---------------------------------------------------------------------
+
+    def storms(self) -> list[StormView]:
+        with self.session() as session:
+            query = select(StormGroup).order_by(StormGroup.last_at.desc())
+            return [StormView.model_validate(g) for g in session.scalars(query)]
+
+    def outbox(self, pending_only: bool = False, limit: int = 500) -> list[OutboxView]:
+        query = select(OutboxRow).order_by(OutboxRow.id.desc()).limit(limit)
+        if pending_only:
+            query = query.where(OutboxRow.delivered_at.is_(None))
+        with self.session() as session:
+            return [OutboxView.model_validate(r) for r in session.scalars(query)]
+
+    def due_outbox(self, now: datetime, limit: int) -> list[OutboxView]:
+        query = (
+            select(OutboxRow)
+            .where(OutboxRow.delivered_at.is_(None), OutboxRow.next_attempt_at <= now)
+            .order_by(OutboxRow.next_attempt_at, OutboxRow.id)
+            .limit(limit)
+        )
+        with self.session() as session:
+            return [OutboxView.model_validate(r) for r in session.scalars(query)]
+
+    def mark_delivered(self, outbox_id: int, now: datetime, external_ref: str | None) -> None:
+        with self.session() as session:
+            row = session.get_one(OutboxRow, outbox_id)
+            row.attempts += 1
+            row.delivered_at = now
+            row.external_ref = external_ref[:200] if external_ref else None
+            row.last_error = None
+
+    def mark_failed(self, outbox_id: int, error: str, next_attempt_at: datetime) -> int:
+        with self.session() as session:
+            row = session.get_one(OutboxRow, outbox_id)
+            row.attempts += 1
+            row.last_error = error[:2000]
+            row.next_attempt_at = next_attempt_at
+            return row.attempts
+
+    def retry_now(self, now: datetime, ids: Sequence[int] | None = None) -> int:
+        """Make pending rows due immediately (an admin's 'the ITSM is back, push now')."""
+        with self.session() as session:
+            query = select(OutboxRow).where(OutboxRow.delivered_at.is_(None))
+            if ids:
+                query = query.where(OutboxRow.id.in_(ids))
+            rows = list(session.scalars(query))
+            for row in rows:
+                row.next_attempt_at = now
+            return len(rows)

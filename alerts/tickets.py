@@ -1,0 +1,381 @@
+"""The ticket rules: alerts open and update tickets, people move them through their lifecycle.
+
+Everything that must happen together happens in one database transaction: the ticket,
+its audit event, the "alert seen" mark and the outbox rows for the connectors and the
+labels topic. A crash in between therefore loses nothing and duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from fleetpulse.alerts import actions, storm
+from fleetpulse.alerts.connectors.base import StormSummary, storm_notification, ticket_notification
+from fleetpulse.alerts.settings import AlertSettings
+from fleetpulse.alerts.store.models import (
+    AlertSeen,
+    Device,
+    OutboxRow,
+    RiskPoint,
+    StormGroup,
+    TicketEvent,
+    TicketRow,
+)
+from fleetpulse.alerts.store.repository import OPEN_STATES, TicketStore, TicketView, inventory_of, open_key
+from fleetpulse.contract.v1 import (
+    Alert,
+    AlertState,
+    Component,
+    DeviceInventory,
+    RiskScore,
+    TicketOutcome,
+    TicketState,
+)
+
+log = logging.getLogger(__name__)
+
+SYSTEM_ACTOR = "fleetpulse"
+LABELS_TARGET = "labels"
+Outcome = Literal["confirmed_fault", "no_fault_found", "false_alarm"]
+ApplyResult = Literal["opened", "updated", "cleared", "cleared_without_ticket", "duplicate"]
+
+TRANSITIONS: dict[TicketState, frozenset[TicketState]] = {
+    TicketState.OPEN: frozenset({TicketState.APPROVED, TicketState.DISMISSED}),
+    TicketState.APPROVED: frozenset({TicketState.ORDERED, TicketState.DISMISSED}),
+    TicketState.ORDERED: frozenset({TicketState.DONE, TicketState.DISMISSED}),
+    TicketState.DONE: frozenset(),
+    TicketState.DISMISSED: frozenset(),
+}
+DEFAULT_OUTCOME: dict[TicketState, Outcome] = {
+    TicketState.DONE: "confirmed_fault",
+    TicketState.DISMISSED: "false_alarm",
+}
+ALLOWED_OUTCOMES: dict[TicketState, frozenset[str]] = {
+    TicketState.DONE: frozenset({"confirmed_fault", "no_fault_found"}),
+    TicketState.DISMISSED: frozenset({"false_alarm", "no_fault_found"}),
+}
+
+
+class TransitionError(ValueError):
+    """A transition the lifecycle does not allow (or an unknown ticket); shown to the user as is."""
+
+
+class TicketService:
+    def __init__(self, store: TicketStore, settings: AlertSettings) -> None:
+        self.store = store
+        self.settings = settings
+        self.connector_names = [c.name for c in settings.connectors]
+
+    # --- from Kafka -----------------------------------------------------------------------------
+
+    def apply_inventory(self, inventory: DeviceInventory) -> bool:
+        """Keep the newest facts per device; an older record (replay) never overwrites a newer one."""
+        with self.store.session() as session:
+            device = session.get(Device, inventory.device_id)
+            if device is not None and device.updated_at >= inventory.updated_at:
+                return False
+            if device is None:
+                device = Device(device_id=inventory.device_id)
+                session.add(device)
+            for field in ("vendor", "model", "purchase_date", "warranty_end", "site", "department", "updated_at"):
+                setattr(device, field, getattr(inventory, field))
+            device.kind = inventory.kind.value
+            return True
+
+    def record_score(self, score: RiskScore) -> bool:
+        """Downsampled history for the device page: at most one point per component per interval."""
+        interval = self.settings.consumer.history_min_interval
+        with self.store.session() as session:
+            last = session.scalars(
+                select(RiskPoint.at)
+                .where(
+                    RiskPoint.device_id == score.device_id,
+                    RiskPoint.component == score.component.value,
+                    RiskPoint.component_id == score.component_id,
+                )
+                .order_by(RiskPoint.at.desc())
+                .limit(1)
+            ).first()
+            if last is not None and score.collected_at < last + interval:
+                return False
+            session.add(
+                RiskPoint(
+                    device_id=score.device_id,
+                    component=score.component.value,
+                    component_id=score.component_id,
+                    at=score.collected_at,
+                    risk=score.risk,
+                )
+            )
+            return True
+
+    def prune_history(self, now: datetime) -> int:
+        with self.store.session() as session:
+            old = session.scalars(
+                select(RiskPoint).where(RiskPoint.at < now - self.settings.consumer.history_retention)
+            )
+            count = 0
+            for point in old:
+                session.delete(point)
+                count += 1
+            return count
+
+    def apply_alert(self, alert: Alert, now: datetime) -> ApplyResult:
+        """Open, update or annotate the component's one open ticket; idempotent by ``alert_id``.
+
+        Ticket times are the alert's event time (replays give the same tickets); ``now`` only
+        schedules the outbox.
+        """
+        try:
+            with self.store.session() as session:
+                if session.get(AlertSeen, alert.alert_id) is not None:
+                    return "duplicate"
+                result, ticket_id = self._apply(session, alert, now)
+                session.add(
+                    AlertSeen(
+                        alert_id=alert.alert_id,
+                        ticket_id=ticket_id,
+                        state=alert.state.value,
+                        at=alert.at,
+                        outcome=result,
+                    )
+                )
+                return result
+        except IntegrityError:
+            # another consumer applied the same alert (or opened the same component) concurrently
+            log.info("alert raced with a concurrent writer", extra={"fields": {"alert_id": alert.alert_id}})
+            return "duplicate"
+
+    def _apply(self, session: Session, alert: Alert, now: datetime) -> tuple[ApplyResult, int | None]:
+        key = open_key(alert.device_id, alert.component.value, alert.component_id)
+        ticket = session.scalars(select(TicketRow).where(TicketRow.open_key == key)).first()
+        if alert.state is AlertState.CLEARED:
+            if ticket is None:
+                return "cleared_without_ticket", None
+            ticket.alert_cleared_at = alert.at
+            ticket.updated_at = max(ticket.updated_at, alert.at)
+            self._event(
+                session,
+                ticket.id,
+                alert.at,
+                "alert_cleared",
+                f"risk fell to {alert.risk:.0%} ({alert.alert_id}); ticket kept for review",
+            )
+            return "cleared", ticket.id
+        if ticket is not None:
+            self._refresh(ticket, alert)
+            self._event(session, ticket.id, alert.at, "alert_raised", f"raised again at {alert.risk:.0%}")
+            return "updated", ticket.id
+        return "opened", self._open(session, alert, key, now)
+
+    @staticmethod
+    def _refresh(ticket: TicketRow, alert: Alert) -> None:
+        urgency = actions.urgency(alert.risk, alert.days_to_failure, alert.days_to_failure_low)
+        ticket.risk = alert.risk
+        ticket.urgency = urgency
+        ticket.urgency_rank = actions.URGENCY_RANK[urgency]
+        ticket.days_to_failure = alert.days_to_failure
+        ticket.days_to_failure_low = alert.days_to_failure_low
+        ticket.days_to_failure_high = alert.days_to_failure_high
+        ticket.model_name = alert.model_name
+        ticket.model_version = alert.model_version
+        ticket.evidence = [f.model_dump(mode="json") for f in alert.factors]
+        ticket.last_alert_id = alert.alert_id
+        ticket.alert_cleared_at = None
+        ticket.updated_at = max(ticket.updated_at, alert.at)
+
+    def _open(self, session: Session, alert: Alert, key: str, now: datetime) -> int:
+        device = session.get(Device, alert.device_id)
+        inventory = inventory_of(device)
+        plan = actions.recommend(alert.component, None, inventory, alert.at.date())
+        urgency = actions.urgency(alert.risk, alert.days_to_failure, alert.days_to_failure_low)
+        ticket = TicketRow(
+            device_id=alert.device_id,
+            component=alert.component.value,
+            component_id=alert.component_id,
+            open_key=key,
+            state=TicketState.OPEN.value,
+            urgency=urgency,
+            urgency_rank=actions.URGENCY_RANK[urgency],
+            risk=alert.risk,
+            days_to_failure=alert.days_to_failure,
+            days_to_failure_low=alert.days_to_failure_low,
+            days_to_failure_high=alert.days_to_failure_high,
+            model_name=alert.model_name,
+            model_version=alert.model_version,
+            evidence=[f.model_dump(mode="json") for f in alert.factors],
+            action_kind=plan.kind,
+            recommended_action=plan.text,
+            co2e_avoided_kg=plan.co2e_avoided_kg,
+            storm_key=storm.storm_key(alert, device.model if device else None)[:400],
+            last_alert_id=alert.alert_id,
+            opened_at=alert.at,
+            updated_at=alert.at,
+        )
+        session.add(ticket)
+        session.flush()
+        self._event(session, ticket.id, alert.at, "opened", f"alert {alert.alert_id} at {alert.risk:.0%}", to="open")
+        group = self._storm(session, ticket, alert, now)
+        if group is None:
+            view = TicketStore._view(ticket, device)
+            note = ticket_notification(view.to_contract())
+            for name in self.connector_names:
+                self._enqueue(session, name, note.dedup_key, "ticket", note.model_dump(mode="json"), now)
+        return ticket.id
+
+    def _storm(self, session: Session, ticket: TicketRow, alert: Alert, now: datetime) -> StormGroup | None:
+        """Join a running storm of this key, or start one when this raise reaches the threshold."""
+        policy = self.settings.storm
+        cut = alert.at - policy.window
+        group = session.scalars(
+            select(StormGroup)
+            .where(StormGroup.storm_key == ticket.storm_key, StormGroup.last_at > cut)
+            .order_by(StormGroup.last_at.desc())
+            .limit(1)
+        ).first()
+        if group is None and alert.storm_group:
+            group = session.get(StormGroup, alert.storm_group)
+        if group is None:
+            recent = list(
+                session.scalars(
+                    select(TicketRow).where(
+                        TicketRow.storm_key == ticket.storm_key,
+                        TicketRow.storm_group.is_(None),
+                        TicketRow.opened_at > cut,
+                        TicketRow.opened_at <= alert.at,
+                        TicketRow.id != ticket.id,
+                    )
+                )
+            )
+            if not alert.storm_group and not storm.is_storm(policy, alert.at, [t.opened_at for t in recent]):
+                return None
+            component, cause, device_model = ticket.storm_key.split("|", 2)
+            first_at = min([t.opened_at for t in recent] + [alert.at])
+            group = StormGroup(
+                group_id=alert.storm_group or storm.group_id(ticket.storm_key, first_at),
+                storm_key=ticket.storm_key,
+                component=component,
+                cause=cause,
+                device_model=device_model,
+                first_at=first_at,
+                last_at=alert.at,
+                member_count=0,
+            )
+            session.add(group)
+            session.flush()
+            for member in recent:
+                self._join(session, group, member, alert.at)
+            self._join(session, group, ticket, alert.at)
+            summary = StormSummary(
+                group_id=group.group_id,
+                component=component,
+                cause=cause,
+                device_model=device_model,
+                first_at=first_at,
+                member_count=group.member_count,
+                sample_devices=sorted({t.device_id for t in [*recent, ticket]})[:20],
+            )
+            note = storm_notification(summary)
+            for name in self.connector_names:
+                self._enqueue(session, name, note.dedup_key, "storm", note.model_dump(mode="json"), now)
+            log.warning(
+                "alert storm detected",
+                extra={"fields": {"group": group.group_id, "key": group.storm_key, "members": group.member_count}},
+            )
+            return group
+        self._join(session, group, ticket, alert.at)
+        return group
+
+    def _join(self, session: Session, group: StormGroup, ticket: TicketRow, at: datetime) -> None:
+        ticket.storm_group = group.group_id
+        group.member_count += 1
+        group.last_at = max(group.last_at, at)
+        self._event(session, ticket.id, at, "storm_grouped", f"grouped into fleet-wide problem {group.group_id}")
+
+    # --- from people -----------------------------------------------------------------------------
+
+    def transition(
+        self,
+        ticket_ids: Sequence[int],
+        to: TicketState,
+        actor: str,
+        now: datetime,
+        note: str = "",
+        outcome: Outcome | None = None,
+    ) -> list[TicketView]:
+        """Move tickets to ``to`` (all or none); closing ones publishes their outcome as a training label."""
+        if to in ALLOWED_OUTCOMES:
+            outcome = outcome or DEFAULT_OUTCOME[to]
+            if outcome not in ALLOWED_OUTCOMES[to]:
+                raise TransitionError(f"outcome {outcome!r} does not fit state {to.value!r}")
+        elif outcome is not None:
+            raise TransitionError(f"an outcome is recorded only when a ticket is done or dismissed, not {to.value!r}")
+        with self.store.session() as session:
+            for ticket_id in ticket_ids:
+                ticket = session.get(TicketRow, ticket_id)
+                if ticket is None:
+                    raise TransitionError(f"ticket {ticket_id} not found")
+                current = TicketState(ticket.state)
+                if to not in TRANSITIONS[current]:
+                    raise TransitionError(f"ticket {ticket_id}: cannot go from {current.value!r} to {to.value!r}")
+                ticket.state = to.value
+                ticket.updated_at = now
+                if ticket.state not in OPEN_STATES:
+                    ticket.open_key = None
+                text = note if outcome is None else f"outcome: {outcome}. {note}".strip()
+                self._event(session, ticket.id, now, "transition", text, actor=actor, frm=current.value, to=to.value)
+                if outcome is not None:
+                    label = TicketOutcome(
+                        ticket_id=ticket.id,
+                        device_id=ticket.device_id,
+                        component=Component(ticket.component),
+                        component_id=ticket.component_id,
+                        outcome=outcome,
+                        model_version=ticket.model_version,
+                        recorded_at=now,
+                        recorded_by=actor[:128],
+                    )
+                    payload = label.model_dump(mode="json")
+                    self._enqueue(session, LABELS_TARGET, f"outcome-{ticket.id}", "outcome", payload, now)
+        views = [self.store.get_ticket(i) for i in ticket_ids]
+        return [v for v in views if v is not None]
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _event(
+        session: Session,
+        ticket_id: int,
+        at: datetime,
+        kind: str,
+        note: str,
+        actor: str = SYSTEM_ACTOR,
+        frm: str | None = None,
+        to: str | None = None,
+    ) -> None:
+        session.add(
+            TicketEvent(ticket_id=ticket_id, at=at, actor=actor, kind=kind, from_state=frm, to_state=to, note=note)
+        )
+
+    @staticmethod
+    def _enqueue(
+        session: Session, target: str, dedup_key: str, subject: str, payload: dict[str, Any], now: datetime
+    ) -> None:
+        session.add(
+            OutboxRow(
+                target=target,
+                dedup_key=dedup_key,
+                subject=subject,
+                payload=payload,
+                created_at=now,
+                attempts=0,
+                next_attempt_at=now,
+            )
+        )

@@ -1,0 +1,91 @@
+"""Factories and store fixtures shared by the alerts/ tests."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from fleetpulse.alerts.settings import AlertSettings
+from fleetpulse.alerts.store.repository import TicketStore
+from fleetpulse.alerts.tickets import TicketService
+from fleetpulse.contract.v1 import Alert, AlertState, Component, DeviceInventory, DeviceKind, Factor
+
+T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
+NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+
+def make_alert(device_id: str = "pc-0001", i: int = 1, **overrides: object) -> Alert:
+    fields: dict[str, object] = {
+        "alert_id": f"{device_id}:disk:sn1:{i}:raised",
+        "device_id": device_id,
+        "component": Component.DISK,
+        "component_id": "sn1",
+        "state": AlertState.RAISED,
+        "risk": 0.8,
+        "days_to_failure": 10.0,
+        "days_to_failure_low": 4.0,
+        "days_to_failure_high": 25.0,
+        "model_name": "disk-gbm",
+        "model_version": "1.2.0",
+        "factors": [
+            Factor(feature="reallocated_sectors", value=56, contribution=0.31, text="56 reallocated sectors (rising)"),
+            Factor(feature="power_on_hours", value=31000, contribution=0.05, text="31,000 power-on hours"),
+        ],
+        "at": T0 + timedelta(minutes=i),
+        "report_seq": i,
+    }
+    fields.update(overrides)
+    return Alert.model_validate(fields)
+
+
+def make_inventory(device_id: str = "pc-0001", **overrides: object) -> DeviceInventory:
+    fields: dict[str, object] = {
+        "device_id": device_id,
+        "kind": DeviceKind.LAPTOP,
+        "vendor": "Lenovo",
+        "model": "ThinkPad T14 Gen 2",
+        "purchase_date": date(2022, 3, 1),
+        "warranty_end": date(2025, 3, 1),
+        "site": "Town Hall",
+        "department": "Finance",
+        "updated_at": T0,
+    }
+    fields.update(overrides)
+    return DeviceInventory.model_validate(fields)
+
+
+def pg_schema_url(postgres_url: str) -> Iterator[str]:
+    """A fresh schema per test, so tests never see each other's tickets; dropped afterwards."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_url)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{postgres_url}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('store')}/tickets.db"
+    else:
+        yield from pg_schema_url(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[TicketStore]:
+    opened = TicketStore.open(store_url)
+    yield opened
+    opened.close()
+
+
+def service(store: TicketStore, **settings: object) -> TicketService:
+    return TicketService(store, AlertSettings.model_validate(settings))
