@@ -1,10 +1,52 @@
-"""The ``fleetpulse-agent`` command."""
+"""The ``fleetpulse-agent`` command: run, once, identity, config show, version.
+
+Configuration: ``--config PATH`` or ``$FLEETPULSE_AGENT_CONFIG`` (TOML), overridden by
+``FLEETPULSE_AGENT_*`` environment variables. Heavy modules are imported inside commands.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
-app = typer.Typer(help="fleetpulse endpoint agent", no_args_is_help=True)
+from fleetpulse import logs
+from fleetpulse.agents.settings import AgentSettings
+
+app = typer.Typer(help="fleetpulse endpoint agent", no_args_is_help=True, pretty_exceptions_enable=False)
+config_app = typer.Typer(help="inspect the configuration", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="agent TOML file (default: $FLEETPULSE_AGENT_CONFIG)"),
+    ] = None,
+) -> None:
+    ctx.obj = config or (
+        Path(os.environ["FLEETPULSE_AGENT_CONFIG"]) if os.environ.get("FLEETPULSE_AGENT_CONFIG") else None
+    )
+
+
+def _settings(ctx: typer.Context) -> AgentSettings:
+    from fleetpulse.config import load_settings
+
+    path = ctx.find_root().obj
+    try:
+        settings = load_settings(AgentSettings, path)
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(f"error: invalid configuration: {exc}", err=True)
+        raise typer.Exit(2) from None
+    logs.configure(settings.log_level)
+    return settings
 
 
 @app.command()
@@ -13,3 +55,83 @@ def version() -> None:
     from fleetpulse import __version__
 
     typer.echo(__version__)
+
+
+@config_app.command("show")
+def config_show(ctx: typer.Context) -> None:
+    """Print the effective configuration as JSON, secrets masked."""
+    from fleetpulse.config import masked_dump
+
+    typer.echo(json.dumps(masked_dump(_settings(ctx)), indent=2))
+
+
+@app.command()
+def identity(ctx: typer.Context) -> None:
+    """Print this machine's entry for IT's asset register (device id next to hostname and serial).
+
+    Run by IT on the machine; the entry is printed, never sent.
+    """
+    from fleetpulse.agents.identity import build_identity, mapping_entry
+
+    settings = _settings(ctx)
+    typer.echo(json.dumps(mapping_entry(build_identity(settings.identity), settings.identity)))
+
+
+@app.command()
+def once(ctx: typer.Context) -> None:
+    """Collect one report now (SMART included) and print it as JSON; nothing is sent or spooled."""
+    from datetime import UTC, datetime
+
+    from fleetpulse.agents.identity import build_identity, current_platform
+    from fleetpulse.agents.runner import CollectorRunner, build_collectors, build_report, detect_kind
+
+    settings = _settings(ctx)
+    ident = build_identity(settings.identity)
+    with tempfile.TemporaryDirectory(prefix="fleetpulse-once-") as state:
+        runner = CollectorRunner(build_collectors(settings, ident, Path(state)))
+        collected_at = datetime.now(UTC)
+        section = runner.collect()
+    report = build_report(0, ident.device_id, detect_kind(settings), current_platform(), collected_at, section)
+    typer.echo(report.model_dump_json(indent=2, exclude_none=True))
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    max_reports: Annotated[int | None, typer.Option(help="stop after this many reports (tests, benchmarks)")] = None,
+) -> None:
+    """Run the agent: collect every interval, spool on disk, deliver to Kafka."""
+    import logging
+
+    from fleetpulse.agents.identity import build_identity
+    from fleetpulse.agents.runner import Agent, build_collectors
+
+    settings = _settings(ctx)
+    ident = build_identity(settings.identity)
+    state_dir = settings.spool_dir / "state"
+    agent = Agent(settings, ident, build_collectors(settings, ident, state_dir))
+
+    def _stop(signum: int, _frame: Any) -> None:
+        logging.getLogger(__name__).info("stopping", extra={"fields": {"signal": signum}})
+        agent.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    logging.getLogger(__name__).info(
+        "agent started",
+        extra={
+            "fields": {
+                "device_id": ident.device_id,
+                "bootstrap": settings.kafka.bootstrap_servers,
+                "security_protocol": settings.kafka.security_protocol,
+                "interval_s": settings.interval_s,
+                "spool": str(agent.spool_path),
+                "next_seq": agent.spool.next_seq,
+            }
+        },
+    )
+    agent.run(max_reports=max_reports)
+
+
+if __name__ == "__main__":
+    app()

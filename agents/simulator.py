@@ -517,6 +517,14 @@ class FleetSimulator:
     def device_ids(self) -> list[str]:
         return [d.device_id for d in self._devices]
 
+    def disk_population(self) -> dict[DiskKind, int]:
+        """How many drives of each kind the fleet has (denominator of failure rates)."""
+        counts: dict[DiskKind, int] = {}
+        for dev in self._devices:
+            for disk in dev.disks:
+                counts[disk.kind] = counts.get(disk.kind, 0) + 1
+        return counts
+
     def is_mobile(self, device_index: int) -> bool:
         return self._devices[device_index].mobile
 

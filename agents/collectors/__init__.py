@@ -1,0 +1,1 @@
+"""Health collectors: each reads one kind of signal and returns a partial report section."""

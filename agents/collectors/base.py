@@ -1,0 +1,74 @@
+"""The one interface every collector implements, and what they are given to do their job."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from fleetpulse.contract import Platform
+
+Section = dict[str, Any]
+"""A partial :class:`~fleetpulse.contract.HealthReport`: field name -> contract value, e.g. ``{"battery": ...}``."""
+
+
+class CollectorUnavailable(RuntimeError):
+    """The signal does not exist on this machine (no battery, no EDAC); reported, not retried harder."""
+
+
+@runtime_checkable
+class Collector(Protocol):
+    """Collects one section. Raising is fine: the runner turns it into a ``CollectorError``."""
+
+    name: str
+    timeout_s: float
+
+    def collect(self) -> Section: ...
+
+
+@dataclass(frozen=True)
+class CollectorContext:
+    """What collectors may use beyond their own config; no settings objects leak further."""
+
+    state_dir: Path
+    platform: Platform
+    hash_serial: Callable[[str], str]
+    smart_interval_s: float
+
+
+def run_tool(argv: list[str], timeout_s: float, ok_codes: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
+    """One bounded subprocess: no shell, C locale (parsers read English), output size capped by the timeout."""
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, errors="replace", timeout=timeout_s, check=False, env=env
+    )
+    if proc.returncode not in ok_codes:
+        raise RuntimeError(f"{argv[0]} exited {proc.returncode}: {(proc.stderr or proc.stdout).strip()[:300]}")
+    return proc
+
+
+class StateFile:
+    """A collector's small persistent state (JSON), replaced atomically so a crash leaves old or new."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def save(self, data: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        with tmp.open("w") as fh:
+            json.dump(data, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)

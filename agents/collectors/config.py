@@ -1,0 +1,91 @@
+"""Collector configuration: a list of ``{kind = "...", ...}`` tables, each with a ``build()``.
+
+Adding a collector = a module with a class satisfying :class:`~.base.Collector` plus a config
+model here with its own ``kind`` literal; the discriminated union does the rest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fleetpulse.agents.collectors.base import Collector, CollectorContext
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    timeout_s: float = Field(default=20.0, gt=0, le=600, description="the collector is abandoned after this")
+
+
+class SmartConfig(_Config):
+    kind: Literal["smart"] = "smart"
+    timeout_s: float = Field(default=120.0, gt=0, le=600)
+    smartctl: str = "smartctl"
+    devices: list[str] | None = Field(default=None, description="None: every device smartctl --scan-open finds")
+    max_disks: int = Field(default=16, ge=1, le=32)
+
+    def build(self, ctx: CollectorContext) -> Collector:
+        from fleetpulse.agents.collectors.smart import SmartCollector
+
+        return SmartCollector(ctx, self.smartctl, self.timeout_s, self.devices, self.max_disks)
+
+
+class BatteryConfig(_Config):
+    kind: Literal["battery"] = "battery"
+
+    def build(self, ctx: CollectorContext) -> Collector:
+        from fleetpulse.agents.collectors.battery import BatteryCollector
+
+        return BatteryCollector(ctx, self.timeout_s)
+
+
+class ThermalConfig(_Config):
+    kind: Literal["thermal"] = "thermal"
+
+    def build(self, ctx: CollectorContext) -> Collector:
+        from fleetpulse.agents.collectors.thermal import ThermalCollector
+
+        return ThermalCollector(ctx, self.timeout_s)
+
+
+class MemoryConfig(_Config):
+    kind: Literal["memory"] = "memory"
+
+    def build(self, ctx: CollectorContext) -> Collector:
+        from fleetpulse.agents.collectors.memory import MemoryCollector
+
+        return MemoryCollector(ctx, self.timeout_s)
+
+
+class StabilityConfig(_Config):
+    kind: Literal["stability"] = "stability"
+    crash_dirs: list[Path] | None = Field(default=None, description="None: the platform's kernel crash folders")
+
+    def build(self, ctx: CollectorContext) -> Collector:
+        from fleetpulse.agents.collectors.stability import StabilityCollector
+
+        dirs = tuple(self.crash_dirs) if self.crash_dirs is not None else None
+        return StabilityCollector(ctx, self.timeout_s, dirs)
+
+
+class SystemConfig(_Config):
+    kind: Literal["system"] = "system"
+    path: Path | None = Field(default=None, description="filesystem whose free space is reported; None: system drive")
+
+    def build(self, ctx: CollectorContext) -> Collector:
+        from fleetpulse.agents.collectors.system import SystemCollector
+
+        return SystemCollector(ctx, self.timeout_s, self.path)
+
+
+CollectorConfig = Annotated[
+    SmartConfig | BatteryConfig | ThermalConfig | MemoryConfig | StabilityConfig | SystemConfig,
+    Field(discriminator="kind"),
+]
+
+
+def default_collectors() -> list[CollectorConfig]:
+    return [SmartConfig(), BatteryConfig(), ThermalConfig(), MemoryConfig(), StabilityConfig(), SystemConfig()]

@@ -1,0 +1,109 @@
+"""Crashes, unexpected shutdowns, boot duration and uptime.
+
+Unexpected shutdowns are detected without reading any logs of user activity: the agent stores
+the boot id it runs under and marks a clean stop when the service is stopped (which the OS does
+on an orderly shutdown). A new boot id without a clean-stop mark means the machine went down
+hard (power loss, hang, hard reset). Crashes are counted as new kernel crash dumps (pstore,
+kdump, Windows minidumps, macOS panic reports): counts only, never names or contents.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+
+from fleetpulse.agents.collectors.base import CollectorContext, Section, StateFile, run_tool
+from fleetpulse.agents.parsers import ParseError
+from fleetpulse.agents.parsers.boot import parse_systemd_analyze
+from fleetpulse.contract import Platform, StabilityHealth
+
+CRASH_DIRS = {
+    Platform.LINUX: (Path("/var/lib/systemd/pstore"), Path("/sys/fs/pstore"), Path("/var/crash")),
+    Platform.WINDOWS: (Path(r"C:\Windows\Minidump"), Path(r"C:\Windows\LiveKernelReports")),
+    Platform.MACOS: (Path("/Library/Logs/DiagnosticReports"),),
+}
+MAX_CRASHES_PER_REPORT = 1000
+
+
+def current_boot_id() -> str:
+    """Linux has a kernel boot id; elsewhere the boot time identifies the boot well enough."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return f"boot-{int(psutil.boot_time())}"
+
+
+class StabilityCollector:
+    name = "stability"
+
+    def __init__(self, ctx: CollectorContext, timeout_s: float, crash_dirs: tuple[Path, ...] | None = None) -> None:
+        self.ctx = ctx
+        self.timeout_s = timeout_s
+        self.crash_dirs = crash_dirs if crash_dirs is not None else CRASH_DIRS.get(ctx.platform, ())
+        self.state = StateFile(ctx.state_dir / "stability.json")
+        self.boot_id = current_boot_id()
+        self._pending_unexpected = self._check_previous_boot()
+
+    def _check_previous_boot(self) -> int:
+        state = self.state.load()
+        previous_boot = state.get("boot_id")
+        unexpected = 1 if previous_boot not in (None, self.boot_id) and not state.get("clean_stop") else 0
+        if previous_boot != self.boot_id:
+            state.pop("boot_duration_s", None)
+        state.update(boot_id=self.boot_id, clean_stop=False)
+        state.setdefault("crash_seen_until", time.time())
+        self.state.save(state)
+        return unexpected
+
+    def close(self) -> None:
+        """Called on an orderly service stop: the next boot was not preceded by a crash."""
+        state = self.state.load()
+        state["clean_stop"] = True
+        self.state.save(state)
+
+    def collect(self) -> Section:
+        state = self.state.load()
+        since = float(state.get("crash_seen_until", time.time()))
+        crashes, newest = self._new_crash_dumps(since)
+        state["crash_seen_until"] = max(since, newest)
+        if "boot_duration_s" not in state:
+            state["boot_duration_s"] = self._boot_duration()
+        unexpected, self._pending_unexpected = self._pending_unexpected, 0
+        self.state.save(state)
+        return {
+            "stability": StabilityHealth(
+                crashes=crashes,
+                unexpected_shutdowns=unexpected,
+                boot_duration_s=state["boot_duration_s"],
+                uptime_s=max(0.0, time.time() - psutil.boot_time()),
+            )
+        }
+
+    def _new_crash_dumps(self, since: float) -> tuple[int, float]:
+        count, newest = 0, since
+        for folder in self.crash_dirs:
+            try:
+                entries = list(folder.iterdir())
+            except OSError:
+                continue
+            for entry in entries:
+                try:
+                    mtime = entry.stat().st_mtime
+                except OSError:
+                    continue
+                if mtime > since:
+                    count += 1
+                    newest = max(newest, mtime)
+        return min(count, MAX_CRASHES_PER_REPORT), newest
+
+    def _boot_duration(self) -> float | None:
+        if self.ctx.platform != Platform.LINUX:
+            return None
+        try:
+            seconds = parse_systemd_analyze(run_tool(["systemd-analyze", "time"], self.timeout_s).stdout)
+        except (OSError, RuntimeError, ParseError, subprocess.SubprocessError):
+            return None  # not systemd, or boot still in progress: try again next boot
+        return seconds if seconds <= 3600 else None

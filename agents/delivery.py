@@ -1,0 +1,158 @@
+"""Spool -> Kafka: in order, acknowledged by all in-sync replicas before a record leaves the spool.
+
+The producer is idempotent (``acks=all``), gzip-compressed (stdlib codec, no extra library) and
+lingers briefly to batch. A failed attempt closes the producer so the next one starts from a clean
+session; records the broker did not acknowledge stay spooled and go again later (at-least-once,
+duplicates carry the same ``(device_id, seq)`` and are dropped downstream).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from fleetpulse.agents.settings import DeliverySettings
+from fleetpulse.agents.spool import Spool, SpooledRecord
+from fleetpulse.config import KafkaSettings
+from fleetpulse.contract import Topics
+
+log = logging.getLogger(__name__)
+
+
+def producer_config(kafka: KafkaSettings, delivery: DeliverySettings, client_id: str) -> dict[str, Any]:
+    """kafka-python settings; TLS, SASL/SCRAM and mTLS come from :class:`KafkaSettings` only."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": kafka.bootstrap_servers.split(","),
+        "client_id": client_id,
+        "acks": "all",
+        "enable_idempotence": True,
+        "compression_type": None if delivery.compression == "none" else delivery.compression,
+        "linger_ms": delivery.linger_ms,
+        "batch_size": delivery.batch_size,
+        "max_block_ms": delivery.max_block_ms,
+        "request_timeout_ms": kafka.request_timeout_ms,
+        "delivery_timeout_ms": max(delivery.delivery_timeout_ms, kafka.request_timeout_ms + delivery.linger_ms),
+        "retry_backoff_ms": 500,
+        "reconnect_backoff_ms": 500,
+        "reconnect_backoff_max_ms": 30_000,
+        "security_protocol": kafka.security_protocol,
+    }
+    if kafka.sasl_mechanism:
+        config["sasl_mechanism"] = kafka.sasl_mechanism
+        config["sasl_plain_username"] = kafka.sasl_username
+        config["sasl_plain_password"] = kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
+    if kafka.ssl_cafile:
+        config["ssl_cafile"] = str(kafka.ssl_cafile)
+    if kafka.ssl_certfile:
+        config["ssl_certfile"] = str(kafka.ssl_certfile)
+    if kafka.ssl_keyfile:
+        config["ssl_keyfile"] = str(kafka.ssl_keyfile)
+    if kafka.ssl_key_password:
+        config["ssl_password"] = kafka.ssl_key_password.get_secret_value()
+    return config
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with jitter, so 26,000 agents do not reconnect in lockstep after an outage."""
+
+    initial_s: float
+    max_s: float
+    failures: int = 0
+    not_before: float = 0.0
+
+    def ready(self, now: float) -> bool:
+        return now >= self.not_before
+
+    def failed(self, now: float) -> float:
+        delay: float = min(self.max_s, self.initial_s * 2.0**self.failures) * random.uniform(0.5, 1.0)
+        self.failures += 1
+        self.not_before = now + delay
+        return delay
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self.not_before = 0.0
+
+
+@dataclass(frozen=True)
+class DrainResult:
+    delivered: int
+    error: str | None = None
+
+
+class Delivery:
+    def __init__(self, kafka: KafkaSettings, delivery: DeliverySettings, client_id: str) -> None:
+        self.kafka = kafka
+        self.settings = delivery
+        self.client_id = client_id
+        self.topics = Topics(prefix=kafka.topic_prefix)
+        self._streams = {"health": self.topics.health, "inventory": self.topics.inventory}
+        self._producer: KafkaProducer | None = None
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            try:
+                producer.close(timeout=timeout_s)
+            except Exception:  # closing a broken session must never take the agent down
+                log.debug("producer close failed", exc_info=True)
+
+    def _get_producer(self) -> KafkaProducer:
+        if self._producer is None:
+            self._producer = KafkaProducer(**producer_config(self.kafka, self.settings, self.client_id))
+        return self._producer
+
+    def drain(self, spool: Spool, budget_s: float | None = None) -> DrainResult:
+        """Send spooled records oldest first until the spool is empty, an error occurs or ``budget_s`` passes."""
+        deadline = time.monotonic() + (budget_s if budget_s is not None else float("inf"))
+        delivered = 0
+        while time.monotonic() < deadline:
+            batch = spool.peek(self.settings.max_batch_records)
+            if not batch:
+                return DrainResult(delivered)
+            try:
+                acked, error = self._send_batch(batch)
+            except Exception as exc:  # any client failure: keep the records, retry later on a fresh producer
+                acked, error = [], f"{type(exc).__name__}: {exc}"
+            spool.ack(acked)
+            delivered += len(acked)
+            if error is not None:
+                self.close(timeout_s=0)
+                return DrainResult(delivered, error)
+        return DrainResult(delivered)
+
+    def _send_batch(self, batch: list[SpooledRecord]) -> tuple[list[int], str | None]:
+        """Returns the ids of the longest acknowledged prefix of ``batch`` and the first error, if any."""
+        producer = self._get_producer()
+        futures = []
+        error: str | None = None
+        for record in batch:
+            headers = [("seq", str(record.seq).encode())] if record.seq is not None else []
+            try:
+                futures.append(
+                    producer.send(self._streams[record.stream], value=record.value, key=record.key, headers=headers)
+                )
+            except KafkaError as exc:
+                error = f"send: {type(exc).__name__}: {exc}"
+                break
+        try:
+            producer.flush(timeout=self.settings.flush_timeout_s)
+        except KafkaError as exc:
+            error = error or f"flush: {type(exc).__name__}: {exc}"
+        acked: list[int] = []
+        for record, future in zip(batch, futures, strict=False):
+            if not future.is_done or future.failed():
+                failure = future.exception if future.is_done else None
+                error = (
+                    error or f"not acknowledged: {type(failure).__name__ if failure else 'timeout'}: {failure or ''}"
+                )
+                break
+            acked.append(record.id)
+        return acked, error

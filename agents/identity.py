@@ -1,0 +1,118 @@
+"""Pseudonymous device identity: nobody downstream of the agent learns which machine is which.
+
+The device id is ``HMAC-SHA256(fleet secret, machine id)``; disk serials travel as HMACs under the
+same secret. Only IT, holding the secret and the asset register, links ids back to machines: the
+``fleetpulse-agent identity`` command prints this machine's register entry (see :func:`mapping_entry`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import platform
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleetpulse.agents.settings import IdentitySettings
+from fleetpulse.contract import Platform
+
+log = logging.getLogger(__name__)
+
+LINUX_MACHINE_ID_FILES = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
+DMI = Path("/sys/class/dmi/id")
+
+
+class IdentityError(RuntimeError):
+    pass
+
+
+def current_platform() -> Platform:
+    if sys.platform == "win32":
+        return Platform.WINDOWS
+    if sys.platform == "darwin":
+        return Platform.MACOS
+    return Platform.LINUX
+
+
+def read_machine_id(override: Path | None = None) -> str:
+    """The OS's stable per-installation id (never sent anywhere; only its HMAC is)."""
+    if override is not None:
+        return override.read_text().strip()
+    if sys.platform == "win32":
+        import winreg  # only on Windows
+
+        with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, r"SOFTWARE\Microsoft\Cryptography") as key:  # type: ignore[attr-defined,unused-ignore]
+            return str(winreg.QueryValueEx(key, "MachineGuid")[0])  # type: ignore[attr-defined,unused-ignore]
+    if sys.platform == "darwin":
+        out = subprocess.run(
+            ["ioreg", "-rd1", "-c", "IOPlatformExpertDevice"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+        for line in out.splitlines():
+            if "IOPlatformUUID" in line:
+                return line.split("=", 1)[1].strip().strip('"')
+        raise IdentityError("IOPlatformUUID not found in ioreg output")
+    for path in LINUX_MACHINE_ID_FILES:
+        try:
+            value = path.read_text().strip()
+        except OSError:
+            continue
+        if value:
+            return value
+    raise IdentityError("no machine id: /etc/machine-id and /var/lib/dbus/machine-id are missing or empty")
+
+
+def _hmac(secret: bytes, purpose: str, value: str) -> str:
+    return hmac.new(secret, f"{purpose}:{value}".encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class Identity:
+    device_id: str
+    secret: bytes
+
+    def hash_serial(self, serial: str) -> str:
+        """Disk and battery serials leave the machine only as this keyed hash."""
+        return _hmac(self.secret, "serial", serial.strip())[:32]
+
+
+def build_identity(settings: IdentitySettings) -> Identity:
+    secret = settings.secret.get_secret_value().encode() if settings.secret is not None else b""
+    if not secret:
+        log.warning("no identity.secret configured: device ids are unkeyed hashes of the machine id")
+    if settings.device_id:
+        return Identity(device_id=settings.device_id, secret=secret)
+    machine_id = read_machine_id(settings.machine_id_file)
+    return Identity(device_id="d" + _hmac(secret, "device", machine_id)[:40], secret=secret)
+
+
+def _dmi(name: str) -> str | None:
+    try:
+        value = (DMI / name).read_text().strip()
+    except OSError:
+        return None
+    return value or None
+
+
+def mapping_entry(identity: Identity, settings: IdentitySettings) -> dict[str, str | None]:
+    """This machine's line for IT's asset register: the pseudonym next to what identifies the hardware.
+
+    Printed locally for IT on request; never sent to Kafka.
+    """
+    try:
+        machine_id: str | None = read_machine_id(settings.machine_id_file)
+    except (OSError, IdentityError, subprocess.SubprocessError):
+        machine_id = None
+    return {
+        "device_id": identity.device_id,
+        "hostname": socket.gethostname(),
+        "machine_id": machine_id,
+        "platform": current_platform().value,
+        "os": platform.platform(),
+        "vendor": _dmi("sys_vendor"),
+        "model": _dmi("product_name"),
+        "system_serial": _dmi("product_serial"),
+    }

@@ -1,0 +1,193 @@
+"""Battery wear from each platform's own source, normalised to :class:`BatteryHealth`.
+
+Linux: ``/sys/class/power_supply/BAT*/uevent`` (µWh or µAh) and ``upower -i``; Windows:
+``powercfg /batteryreport /xml`` (mWh); macOS: ``ioreg -r -n AppleSmartBattery`` (mAh).
+Design and full-charge capacity must come in the same unit; the ratio is what predicts wear.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from typing import Any
+
+from fleetpulse.agents.parsers.common import ParseError, build_lenient, first_number
+from fleetpulse.contract import BatteryHealth
+
+# --------------------------------------------------------------------------- Linux sysfs
+
+
+def parse_power_supply_uevent(text: str) -> BatteryHealth | None:
+    """A power_supply ``uevent`` file; ``None`` for mains adapters and batteries without capacity data."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            values[key.strip().removeprefix("POWER_SUPPLY_")] = value.strip()
+    if values.get("TYPE", "Battery") != "Battery":
+        return None
+    if values.get("SCOPE", "System") == "Device":
+        return None  # a mouse or headset battery, not the laptop's
+    fields: dict[str, Any] = {}
+    for prefix, unit in (("ENERGY", "mWh"), ("CHARGE", "mAh")):
+        design, full = _micro(values.get(f"{prefix}_FULL_DESIGN")), _micro(values.get(f"{prefix}_FULL"))
+        if design and full is not None:
+            fields.update(design_capacity=design, full_charge_capacity=full, unit=unit)
+            break
+    if not fields:
+        return None
+    cycles = values.get("CYCLE_COUNT")
+    fields["cycle_count"] = int(cycles) if cycles and cycles.isdigit() and int(cycles) > 0 else None
+    temp = values.get("TEMP")
+    if temp and re.fullmatch(r"-?\d+", temp):
+        fields["temperature_c"] = int(temp) / 10.0  # sysfs reports tenths of a degree
+    return build_lenient(BatteryHealth, fields, required=("design_capacity", "full_charge_capacity"))
+
+
+def _micro(text: str | None) -> float | None:
+    """sysfs energy/charge values are in µWh / µAh."""
+    if text is None or not re.fullmatch(r"\d+", text):
+        return None
+    return int(text) / 1000.0
+
+
+# --------------------------------------------------------------------------- upower
+
+
+def parse_upower(text: str) -> BatteryHealth | None:
+    """``upower -i /org/freedesktop/UPower/devices/battery_BAT0``; ``None`` when it is not a battery."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition(":")
+        if sep and key and key not in values:
+            values[key.strip()] = value.strip()
+    if "energy-full-design" not in values:
+        if "native-path" in values or "model" in values:
+            return None
+        raise ParseError("not upower -i output")
+    if values.get("power supply", "yes") == "no":
+        return None
+    design, full = first_number(values["energy-full-design"]), first_number(values.get("energy-full", ""))
+    if not design or full is None:
+        return None
+    fields: dict[str, Any] = {
+        "design_capacity": design * 1000.0,  # upower prints Wh
+        "full_charge_capacity": full * 1000.0,
+        "unit": "mWh",
+    }
+    cycles = first_number(values.get("charge-cycles", ""))
+    fields["cycle_count"] = int(cycles) if cycles is not None and cycles > 0 else None
+    fields["temperature_c"] = first_number(values.get("temperature", ""))
+    return build_lenient(BatteryHealth, fields, required=("design_capacity", "full_charge_capacity"))
+
+
+# --------------------------------------------------------------------------- Windows powercfg
+
+_DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
+
+
+def parse_powercfg_battery_report(xml_text: str | bytes) -> list[BatteryHealth]:
+    """``powercfg /batteryreport /xml``: one record per installed battery (mWh)."""
+    raw = xml_text.encode() if isinstance(xml_text, str) else xml_text
+    if b"<!DOCTYPE" in raw[:4096] or b"<!ENTITY" in raw:
+        raise ParseError("refusing XML with a DTD")  # powercfg never emits one; entities could explode
+    try:
+        root = ET.fromstring(raw)  # noqa: S314 - local, DTD-free output of powercfg
+    except ET.ParseError as exc:
+        raise ParseError(f"malformed battery report XML: {exc}") from None
+    if _local(root.tag) != "BatteryReport":
+        raise ParseError(f"not a battery report (root element {_local(root.tag)})")
+    runtime = _full_charge_runtime(root)
+    batteries = []
+    for node in root.iter():
+        if _local(node.tag) != "Battery":
+            continue
+        child = {_local(c.tag): (c.text or "").strip() for c in node}
+        design, full = _num(child.get("DesignCapacity")), _num(child.get("FullChargeCapacity"))
+        if not design or full is None:
+            continue
+        cycles = _num(child.get("CycleCount"))
+        batteries.append(
+            build_lenient(
+                BatteryHealth,
+                {
+                    "design_capacity": design,
+                    "full_charge_capacity": full,
+                    "unit": "mWh",
+                    "cycle_count": int(cycles) if cycles else None,
+                    "runtime_full_minutes": runtime,
+                },
+                required=("design_capacity", "full_charge_capacity"),
+            )
+        )
+    return batteries
+
+
+def _full_charge_runtime(root: ET.Element) -> float | None:
+    for node in root.iter():
+        if _local(node.tag) != "RuntimeEstimates":
+            continue
+        for estimate in node:
+            if _local(estimate.tag) == "FullChargeCapacity":
+                for value in estimate:
+                    if _local(value.tag) == "ActiveRuntime":
+                        return _iso_minutes((value.text or "").strip())
+    return None
+
+
+def _iso_minutes(text: str) -> float | None:
+    match = _DURATION.match(text)
+    if not match or text in ("P", "PT"):
+        return None
+    days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return days * 1440 + hours * 60 + minutes + seconds / 60
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _num(text: str | None) -> float | None:
+    return float(text) if text and re.fullmatch(r"\d+(?:\.\d+)?", text) else None
+
+
+# --------------------------------------------------------------------------- macOS ioreg
+
+_IOREG_PAIR = re.compile(r'^\s*[|\s]*"(\w+)"\s*=\s*(.+?)\s*$')
+
+
+def parse_ioreg_battery(text: str) -> BatteryHealth | None:
+    """``ioreg -r -n AppleSmartBattery`` (mAh); ``None`` on Macs without a battery."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        match = _IOREG_PAIR.match(line)
+        if match and match.group(1) not in values:
+            values[match.group(1)] = match.group(2)
+    if not values:
+        if "AppleSmartBattery" in text or not text.strip():
+            return None
+        raise ParseError("not ioreg output")
+    design = _int_value(values.get("DesignCapacity"))
+    # Apple silicon reports MaxCapacity as a percentage; the mAh value is AppleRawMaxCapacity.
+    full = _int_value(values.get("AppleRawMaxCapacity")) or _int_value(values.get("NominalChargeCapacity"))
+    if full is None:
+        max_capacity = _int_value(values.get("MaxCapacity"))
+        full = max_capacity if max_capacity is not None and (design is None or max_capacity > 100) else None
+    if not design or full is None:
+        return None
+    temp = _int_value(values.get("Temperature"))
+    return build_lenient(
+        BatteryHealth,
+        {
+            "design_capacity": float(design),
+            "full_charge_capacity": float(full),
+            "unit": "mAh",
+            "cycle_count": _int_value(values.get("CycleCount")),
+            "temperature_c": temp / 100.0 if temp is not None else None,  # centi-degrees
+        },
+        required=("design_capacity", "full_charge_capacity"),
+    )
+
+
+def _int_value(text: str | None) -> int | None:
+    return int(text) if text and re.fullmatch(r"\d+", text) else None
