@@ -280,10 +280,10 @@ class TicketStore:
         with self.session() as session:
             return [OutboxView.model_validate(r) for r in session.scalars(query)]
 
-    def due_outbox(self, now: datetime, limit: int) -> list[OutboxView]:
+    def due_outbox(self, now: datetime, limit: int, targets: Sequence[str]) -> list[OutboxView]:
         query = (
             select(OutboxRow)
-            .where(OutboxRow.delivered_at.is_(None), OutboxRow.next_attempt_at <= now)
+            .where(OutboxRow.delivered_at.is_(None), OutboxRow.next_attempt_at <= now, OutboxRow.target.in_(targets))
             .order_by(OutboxRow.next_attempt_at, OutboxRow.id)
             .limit(limit)
         )

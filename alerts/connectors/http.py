@@ -1,0 +1,112 @@
+"""Connectors that speak HTTP: generic webhook, ServiceNow Table API, TOPdesk incidents API."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any
+
+import httpx
+
+from fleetpulse.alerts.connectors.base import DeliveryError, Notification
+from fleetpulse.alerts.connectors.config import ServiceNowConfig, TopdeskConfig, WebhookConfig
+
+USER_AGENT = "fleetpulse-alerts/1"
+
+
+def _post(url: str, body: bytes, headers: dict[str, str], timeout: float, auth: httpx.BasicAuth | None) -> Any:
+    """POST and return the parsed JSON (or None); every failure becomes a DeliveryError with the reason."""
+    try:
+        response = httpx.post(
+            url,
+            content=body,
+            headers={"Content-Type": "application/json", "Accept": "application/json", "User-Agent": USER_AGENT}
+            | headers,
+            timeout=timeout,
+            auth=auth,
+            follow_redirects=False,
+        )
+    except httpx.HTTPError as exc:
+        raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
+    if response.status_code >= 300:
+        raise DeliveryError(f"HTTP {response.status_code}: {response.text[:300]}")
+    try:
+        return response.json() if response.content else None
+    except ValueError:
+        return None
+
+
+class Webhook:
+    """POSTs the whole notification as JSON; receivers verify ``X-Fleetpulse-Signature``."""
+
+    def __init__(self, config: WebhookConfig) -> None:
+        self.config = config
+        self.name = config.name
+
+    def deliver(self, notification: Notification) -> str | None:
+        body = notification.model_dump_json().encode()
+        headers = {"X-Fleetpulse-Delivery": notification.dedup_key}
+        if self.config.secret is not None:
+            digest = hmac.new(self.config.secret.get_secret_value().encode(), body, hashlib.sha256).hexdigest()
+            headers["X-Fleetpulse-Signature"] = f"sha256={digest}"
+        _post(self.config.url, body, headers, self.config.timeout_s, None)
+        return notification.dedup_key
+
+
+_SN_URGENCY = {"critical": "1", "high": "1", "medium": "2", "low": "3"}
+_SN_IMPACT = {"critical": "2", "high": "2", "medium": "3", "low": "3"}
+
+
+class ServiceNow:
+    """Creates an incident (or a problem-like incident for storms) via the Table API."""
+
+    def __init__(self, config: ServiceNowConfig) -> None:
+        self.config = config
+        self.name = config.name
+
+    def deliver(self, notification: Notification) -> str | None:
+        record: dict[str, Any] = {
+            "short_description": notification.title[:160],
+            "description": notification.body,
+            "urgency": _SN_URGENCY[notification.urgency],
+            "impact": "1" if notification.subject == "storm" else _SN_IMPACT[notification.urgency],
+            "category": "hardware",
+            "correlation_id": notification.dedup_key,
+            "correlation_display": "fleetpulse",
+        }
+        if self.config.assignment_group:
+            record["assignment_group"] = self.config.assignment_group
+        url = f"{self.config.instance_url.rstrip('/')}/api/now/table/{self.config.table}"
+        auth = httpx.BasicAuth(self.config.username, self.config.password.get_secret_value())
+        answer = _post(url, json.dumps(record).encode(), {}, self.config.timeout_s, auth)
+        result = answer.get("result", {}) if isinstance(answer, dict) else {}
+        return str(result.get("number") or result.get("sys_id") or "") or None
+
+
+_TOPDESK_PRIORITY = {"critical": "P1", "high": "P2", "medium": "P3", "low": "P4"}
+
+
+class Topdesk:
+    """Creates a TOPdesk incident; the dedup key goes to ``externalNumber`` for cross-reference."""
+
+    def __init__(self, config: TopdeskConfig) -> None:
+        self.config = config
+        self.name = config.name
+
+    def deliver(self, notification: Notification) -> str | None:
+        record: dict[str, Any] = {
+            "caller": {"dynamicName": self.config.caller_name},
+            "briefDescription": notification.title[:80],
+            "request": notification.body,
+            "externalNumber": notification.dedup_key[:60],
+            "priority": {"name": _TOPDESK_PRIORITY[notification.urgency]},
+        }
+        if self.config.category:
+            record["category"] = {"name": self.config.category}
+        url = f"{self.config.url.rstrip('/')}/tas/api/incidents"
+        auth = httpx.BasicAuth(self.config.username, self.config.app_password.get_secret_value())
+        answer = _post(url, json.dumps(record).encode(), {}, self.config.timeout_s, auth)
+        if isinstance(answer, dict):
+            return str(answer.get("number") or answer.get("id") or "") or None
+        return None

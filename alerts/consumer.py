@@ -1,0 +1,224 @@
+"""Kafka -> ticket store: alerts open/update tickets, inventory keeps device facts, scores feed the history plot.
+
+At-least-once and still exact: offsets are committed only after the store committed,
+and a redelivered (or replayed) alert is recognised by its ``alert_id``, so it never
+opens a second ticket. Records that do not decode go to the dead-letter topic with the
+reason and are never retried forever or dropped silently. Between polls the consumer
+also works off the outbox (ITSM connectors and the labels topic).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from fleetpulse.alerts.connectors import Connector, build
+from fleetpulse.alerts.labels import LabelPublisher, kafka_client_options
+from fleetpulse.alerts.outbox import OutcomeSink, deliver_due
+from fleetpulse.alerts.settings import AlertSettings
+from fleetpulse.alerts.store.repository import TicketStore
+from fleetpulse.alerts.tickets import TicketService
+from fleetpulse.config import KafkaSettings
+from fleetpulse.contract.codec import ContractError, decode, encode
+from fleetpulse.contract.topics import Topics
+from fleetpulse.contract.v1 import Alert, DeadLetter, DeviceInventory, RiskScore
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class ConsumerStats:
+    records: int = 0
+    results: dict[str, int] = field(default_factory=dict)
+    dead_letters: int = 0
+    delivered: int = 0
+    delivery_failures: int = 0
+
+    def count(self, result: str) -> None:
+        self.results[result] = self.results.get(result, 0) + 1
+
+
+class TicketConsumer:
+    """One consumer-group member; several can run side by side (records are keyed by device id)."""
+
+    def __init__(
+        self,
+        settings: AlertSettings,
+        kafka: KafkaSettings,
+        store: TicketStore | None = None,
+        connectors: Mapping[str, Connector] | None = None,
+        labels: OutcomeSink | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        from kafka import KafkaConsumer, KafkaProducer
+
+        self.settings = settings
+        self.kafka = kafka
+        self.topics = Topics(prefix=kafka.topic_prefix)
+        self.clock = clock
+        self._own_store = store is None
+        self.store = store or TicketStore.open(settings.store_url)
+        self.service = TicketService(self.store, settings)
+        self.connectors = (
+            dict(connectors) if connectors is not None else {c.name: build(c) for c in settings.connectors}
+        )
+        self._own_labels = labels is None
+        self.labels: OutcomeSink = labels if labels is not None else LabelPublisher(kafka)
+        self.stats = ConsumerStats()
+        _ensure_topics(kafka)
+        options = kafka_client_options(kafka)
+        self.consumer = KafkaConsumer(
+            group_id=f"{kafka.topic_prefix}{settings.consumer.group_id}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=500,
+            metadata_max_age_ms=5_000,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=3_000,
+            **options,
+        )
+        self.consumer.subscribe([self.topics.alerts, self.topics.inventory, self.topics.scores])
+        self.dead_letters = KafkaProducer(acks="all", **options)
+        self._last_delivery = 0.0
+
+    def poll_once(self) -> int:
+        """Process one poll's records and commit them; returns how many records it saw."""
+        batches = self.consumer.poll(timeout_ms=self.settings.consumer.poll_timeout_ms)
+        seen = 0
+        for records in batches.values():
+            for record in records:
+                self._handle(record)
+                seen += 1
+        if seen:
+            self.dead_letters.flush(timeout=30)
+            self.consumer.commit()
+        self.stats.records += seen
+        self.deliver_outbox(force=False)
+        return seen
+
+    def deliver_outbox(self, force: bool = True) -> None:
+        """Work off due outbox rows; without ``force`` at most once per second between polls."""
+        if not force and time.monotonic() - self._last_delivery < 1.0:
+            return
+        self._last_delivery = time.monotonic()
+        report = deliver_due(self.store, self.connectors, self.labels, self.settings.outbox, self.clock())
+        self.stats.delivered += report.delivered
+        self.stats.delivery_failures += report.failed
+
+    def caught_up(self) -> bool:
+        """True when every assigned partition has been read to its end."""
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return False
+        ends = self.consumer.end_offsets(list(assigned))
+        return all(self.consumer.position(tp) >= ends[tp] for tp in assigned)
+
+    def _handle(self, record: Any) -> None:
+        try:
+            if record.topic == self.topics.alerts:
+                alert = decode(record.value, Alert)
+                self.stats.count(self.service.apply_alert(alert, self.clock()))
+            elif record.topic == self.topics.inventory:
+                if record.value is None:  # compaction tombstone: device retired; keep its history
+                    return
+                self.stats.count(
+                    "inventory"
+                    if self.service.apply_inventory(decode(record.value, DeviceInventory))
+                    else "inventory_stale"
+                )
+            elif record.topic == self.topics.scores:
+                self.stats.count(
+                    "history" if self.service.record_score(decode(record.value, RiskScore)) else "history_skipped"
+                )
+        except ContractError as exc:
+            self._dead_letter(record, exc.kind, exc.reason)
+        except ValueError as exc:  # a record that decoded but cannot be applied; the database errors propagate
+            self._dead_letter(record, "processing_error", f"{type(exc).__name__}: {exc}")
+
+    def _dead_letter(self, record: Any, kind: Any, reason: str) -> None:
+        payload: bytes = record.value or b""
+        letter = DeadLetter(
+            reason=reason[:2048],
+            error_kind=kind,
+            source_topic=record.topic[:128],
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key.decode(errors="replace")[:128] if record.key else None,
+            payload_excerpt=payload[:1024].decode(errors="backslashreplace")[:4096],
+            payload_bytes=len(payload),
+            received_at=self.clock(),
+        )
+        self.dead_letters.send(self.topics.dead_letter, key=record.key, value=encode(letter))
+        self.stats.dead_letters += 1
+        log.warning(
+            "record dead-lettered",
+            extra={"fields": {"topic": record.topic, "offset": record.offset, "kind": kind, "reason": reason[:300]}},
+        )
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.dead_letters.close(timeout=5)
+        if self._own_labels and isinstance(self.labels, LabelPublisher):
+            self.labels.close()
+        if self._own_store:
+            self.store.close()
+
+
+def _ensure_topics(kafka: KafkaSettings) -> None:
+    """Create missing fleetpulse topics with the pipeline's partitioning (streams owns that decision)."""
+    from fleetpulse.streams.kafka_admin import ensure_topics
+
+    asyncio.run(ensure_topics(kafka))
+
+
+def run_consumer(
+    settings: AlertSettings,
+    kafka: KafkaSettings,
+    stop: threading.Event,
+    connectors: Mapping[str, Connector] | None = None,
+) -> ConsumerStats:
+    """Consume until ``stop`` is set (the ``fleetpulse tickets consume`` loop)."""
+    consumer = TicketConsumer(settings, kafka, connectors=connectors)
+    try:
+        while not stop.is_set():
+            consumer.poll_once()
+        consumer.deliver_outbox()
+        return consumer.stats
+    finally:
+        consumer.close()
+
+
+def consume_until_idle(
+    settings: AlertSettings,
+    kafka: KafkaSettings,
+    idle_seconds: float = 5.0,
+    max_seconds: float = 300.0,
+    connectors: Mapping[str, Connector] | None = None,
+) -> ConsumerStats:
+    """Consume until every partition is read to its end and nothing new came for ``idle_seconds``.
+
+    For the demo and tests: returns when the ticket store reflects everything on the topics.
+    """
+    consumer = TicketConsumer(settings, kafka, connectors=connectors)
+    try:
+        started = last_record = time.monotonic()
+        while time.monotonic() - started < max_seconds:
+            if consumer.poll_once():
+                last_record = time.monotonic()
+            elif time.monotonic() - last_record >= idle_seconds and consumer.caught_up():
+                break
+        consumer.deliver_outbox()
+        return consumer.stats
+    finally:
+        consumer.close()
