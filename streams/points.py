@@ -26,6 +26,14 @@ Measurements:
            fields risk days_to_failure
   alert    tags device_id component state site device_model
            fields risk raised cleared
+  pipeline tags worker
+           fields events_per_s events_total dead_letters_total duplicates_total consumer_lag
+                  scoring_latency_p50_ms scoring_latency_p99_ms batch_size
+  drift    tags model_name feature device_model
+           fields psi
+
+Every point is timed by event time (the report's ``collected_at``), never by the
+wall clock at processing, so a replay after a crash rewrites identical points.
 """
 
 from __future__ import annotations
@@ -160,7 +168,8 @@ def score_point(score: RiskScore, inventory: DeviceInventory | None = None) -> P
         "role": score.role.value,
         **_inventory_tags(inventory),
     }
-    return Point("risk", tags, _numeric({"risk": score.risk, "days_to_failure": score.days_to_failure}), score.scored_at)
+    fields = _numeric({"risk": score.risk, "days_to_failure": score.days_to_failure})
+    return Point("risk", tags, fields, score.collected_at)
 
 
 def alert_point(alert: Alert, inventory: DeviceInventory | None = None) -> Point:
@@ -172,3 +181,13 @@ def alert_point(alert: Alert, inventory: DeviceInventory | None = None) -> Point
     }
     raised = alert.state is AlertState.RAISED
     return Point("alert", tags, {"risk": alert.risk, "raised": int(raised), "cleared": int(not raised)}, alert.at)
+
+
+def pipeline_point(worker: str, at: datetime, stats: Mapping[str, float | int]) -> Point:
+    """The stream worker's own health (events/s, lag, latency), for the operations dashboard."""
+    return Point("pipeline", {"worker": worker}, _numeric(stats), at)
+
+
+def drift_point(model_name: str, feature: str, device_model: str, psi: float, at: datetime) -> Point:
+    tags = {"model_name": model_name, "feature": feature, "device_model": device_model or "unknown"}
+    return Point("drift", tags, _numeric({"psi": psi}), at)

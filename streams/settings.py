@@ -1,7 +1,13 @@
-"""Settings of the stream worker."""
+"""Settings of the stream worker.
+
+Defaults are production defaults for one small machine: 12 partitions (room for 12
+workers without repartitioning), RocksDB tables, short session timeouts and static
+membership so a restarted worker gets its partitions back without a full rebalance.
+"""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +23,8 @@ class InfluxV2Sink(BaseModel):
     token: str = ""
     org: str = "fleetpulse"
     bucket: str = "fleetpulse"
+    timeout_s: float = Field(default=10.0, gt=0)
+    retries: int = Field(default=3, ge=0, description="attempts after the first before a batch is given up (counted)")
 
 
 class NoSink(BaseModel):
@@ -27,9 +35,30 @@ class NoSink(BaseModel):
 class StreamSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    app_id: str = "fleetpulse"
+    app_id: str = Field(default="fleetpulse", description="Faust app id = consumer group id (prefixed by topic_prefix)")
     partitions: int = Field(default=12, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
     store: Literal["memory", "rocksdb"] = "rocksdb"
     data_dir: Path = Path(".local/worker")
     web_port: int = 6066
+    web_host: str = "127.0.0.1"
+    instance_id: str | None = Field(
+        default=None,
+        description="static group membership id; default <hostname>-<web_port>, unique per worker on a host",
+    )
+    batch_max: int = Field(default=2000, ge=1, description="events per scoring batch (stream.take_events)")
+    batch_within_s: float = Field(default=0.2, gt=0, description="max wait to fill a batch: bounds added latency")
+    buffer_maxsize: int = Field(default=4096, ge=1, description="Faust per-partition buffer; full buffers pause fetch")
+    session_timeout_s: float = Field(default=10.0, gt=0)
+    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    rebalance_timeout_s: float = Field(default=20.0, gt=0)
+    commit_interval_s: float = Field(default=1.0, gt=0)
+    max_clock_skew: timedelta = Field(
+        default=timedelta(minutes=10), description="reports dated further in the future than this are dead-lettered"
+    )
+    unknown_devices: Literal["accept", "reject"] = Field(
+        default="accept",
+        description="reports of devices without inventory: accept (counted, tagged 'unknown') or dead-letter",
+    )
+    stats_interval_s: float = Field(default=10.0, gt=0, description="how often pipeline stats go to the TSDB")
     tsdb: InfluxV2Sink | NoSink = Field(default_factory=InfluxV2Sink, discriminator="kind")

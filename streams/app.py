@@ -1,0 +1,320 @@
+"""The Faust app: thin transport around :class:`~fleetpulse.streams.processing.Processor`.
+
+One agent (concurrency 1) reads the report topics and the compacted inventory topic
+together, so every change to a device's table value is serialised through one loop.
+Records arrive as raw bytes (``value_serializer="raw"``): malformed input reaches our
+dead-letter path instead of crashing Faust's deserializer.
+
+Delivery guarantee (at-least-once with idempotent effects), per batch of
+``take_events``:
+
+1. read each device's value from the table, run the pure processor;
+2. send dead letters, scores and alerts, and WAIT until Kafka acknowledged them;
+3. write the batch's points to the TSDB (one request);
+4. only then write the new table values (local store + changelog);
+5. ``take_events`` acks the events; Faust flushes the producer (changelog) before it
+   commits their offsets.
+
+A crash before 4 replays the batch from the old state: the same alerts come out
+again with the same deterministic ``alert_id`` (the ticket consumer deduplicates on
+it) and TSDB points are rewritten identically. A crash after 4 but before the offset
+commit replays events that the state already holds: they are dead-lettered as
+``duplicate`` and their effects were already durable (step 2 happened before 4).
+Such a duplicate also re-sends the device's current value to the changelog, which
+heals the one window where a RocksDB store got a write whose changelog message was
+lost with the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+import weakref
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from faust.streams import _current_event  # Faust's own per-event context: selects the table partition
+
+from fleetpulse.alerts.policy import AlertPolicy
+from fleetpulse.config import KafkaSettings
+from fleetpulse.contract import Topics, encode
+from fleetpulse.models.registry import ScorerSet, load_scorers
+from fleetpulse.settings import ServerSettings
+from fleetpulse.streams.kafka_admin import ssl_context
+from fleetpulse.streams.metrics import PipelineMetrics
+from fleetpulse.streams.points import pipeline_point
+from fleetpulse.streams.processing import DeviceRecord, Processor, RawRecord
+from fleetpulse.streams.settings import StreamSettings
+from fleetpulse.streams.sinks import Sink, build_sink
+
+log = logging.getLogger(__name__)
+
+TABLE_NAME = "devices"
+
+
+def group_id(settings: ServerSettings) -> str:
+    """The consumer group (= Faust app id): topic prefix + app id, so test runs never share offsets."""
+    return f"{settings.kafka.topic_prefix}{settings.streams.app_id}"
+
+
+def instance_id(streams: StreamSettings) -> str:
+    """Static membership id: stable across restarts of the same worker, unique per worker on a host."""
+    return streams.instance_id or f"{socket.gethostname()}-{streams.web_port}"
+
+
+def faust_credentials(kafka: KafkaSettings) -> Any:
+    context = ssl_context(kafka)
+    if kafka.sasl_mechanism:
+        password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=password,
+            ssl_context=context,
+            mechanism=kafka.sasl_mechanism,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+class Pipeline:
+    """The agent body and its collaborators (processor, sink, metrics), bound to one Faust app."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        table: Any,
+        topics: Topics,
+        processor: Processor,
+        sink: Sink,
+        metrics: PipelineMetrics,
+        worker: str,
+    ) -> None:
+        self.app = app
+        self.table = table
+        self.topics = topics
+        self.processor = processor
+        self.sink = sink
+        self.metrics = metrics
+        self.worker = worker
+        self.positions: dict[Any, int] = {}
+        self.out_topics = {
+            name: app.topic(name, key_serializer="raw", value_serializer="raw")
+            for name in (topics.scores, topics.alerts, topics.dead_letter)
+        }
+
+    def _lookup(self, events: Sequence[Any]) -> Any:
+        def lookup(index: int, device_id: str) -> DeviceRecord | None:
+            _current_event.set(weakref.ref(events[index]))
+            raw = self.table.get(device_id.encode())
+            if raw is None:
+                return None
+            try:
+                return DeviceRecord.from_bytes(raw)
+            except ValueError:
+                # an incompatible stored value (e.g. after a state schema change) must not wedge the device
+                log.warning("unreadable device state reset", extra={"fields": {"device_id": device_id}})
+                self.metrics.outcomes.labels("state_reset").inc()
+                return None
+
+        return lookup
+
+    async def handle(self, events: Sequence[Any]) -> None:
+        started = time.perf_counter()
+        raws = [
+            RawRecord(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value)
+            for e in events
+        ]
+        now = datetime.now(UTC)
+        result = self.processor.process_batch(raws, self._lookup(events), now)
+        scored = time.perf_counter()
+
+        pending = []
+        send = self.out_topics
+        for dl in result.dead_letters:
+            pending.append(await send[self.topics.dead_letter].send(key=dl.key.encode() if dl.key else None, value=encode(dl)))
+        for score in result.scores:
+            pending.append(await send[self.topics.scores].send(key=score.device_id.encode(), value=encode(score)))
+        for alert in result.alerts:
+            pending.append(await send[self.topics.alerts].send(key=alert.device_id.encode(), value=encode(alert)))
+        if pending:
+            await asyncio.gather(*pending)  # effects durable before the state that records them
+        emitted = datetime.now(UTC)
+        for report in result.reports:
+            self.metrics.event_latency.observe(max(0.0, (emitted - report.collected_at).total_seconds()))
+
+        self.sink.add(result.points)
+        points = len(result.points)
+        written = await self.sink.flush()
+        self.metrics.tsdb_points.inc(written)
+        if written < points and self.sink.kind != "none":
+            self.metrics.tsdb_dropped.inc(points - written)
+
+        for device_id, record in result.records.items():
+            _current_event.set(weakref.ref(events[result.last_record_of[device_id]]))
+            self.table[device_id.encode()] = record.to_bytes()
+        for device_id in result.rewrite - result.records.keys():
+            _current_event.set(weakref.ref(events[result.last_record_of[device_id]]))
+            current = self.table.get(device_id.encode())
+            if current is not None:
+                self.table[device_id.encode()] = current
+
+        for raw in raws:
+            self.positions[(raw.topic, raw.partition)] = raw.offset + 1
+        self.metrics.record_batch(
+            Counter(r.topic for r in raws),
+            result.counts,
+            len(result.scores),
+            len(result.alerts),
+            scored - started,
+            time.perf_counter() - started,
+        )
+
+    def consumer_lag(self) -> int:
+        """Messages behind the partition ends, over this worker's assigned input partitions."""
+        inputs = {self.topics.health, self.topics.mobile, self.topics.inventory}
+        lag = 0
+        consumer = self.app.consumer
+        for tp in consumer.assignment():
+            if tp.topic not in inputs:
+                continue
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            lag += max(0, high - self.positions.get((tp.topic, tp.partition), high))
+        return lag
+
+    async def report_stats(self) -> None:
+        lag = self.consumer_lag()
+        self.metrics.set_lag(lag)
+        stats = self.metrics.snapshot()
+        self.sink.add([pipeline_point(self.worker, datetime.now(UTC), stats)])
+        await self.sink.flush()
+        log.info("pipeline stats", extra={"fields": {"worker": self.worker, **stats}})
+
+    def health(self) -> dict[str, Any]:
+        last = self.metrics.last_batch_at
+        return {
+            "status": "ok",
+            "worker": self.worker,
+            "rebalancing": bool(self.app.rebalancing),
+            "assigned_partitions": len(self.app.consumer.assignment()) if self.app.consumer else 0,
+            "consumer_lag": self.consumer_lag(),
+            "events_total": self.metrics.totals["events"],
+            "last_batch_age_s": None if last is None else round(time.monotonic() - last, 3),
+        }
+
+
+def create_app(
+    settings: ServerSettings,
+    *,
+    scorers: ScorerSet | None = None,
+    policy: AlertPolicy | None = None,
+    sink: Sink | None = None,
+) -> faust.App:
+    """Build the worker's Faust app; nothing connects until the app starts.
+
+    ``scorers``/``policy``/``sink`` default to what the settings configure; tests and
+    benchmarks pass their own. The pipeline is reachable as ``app.fleetpulse``.
+    """
+    s, kafka = settings.streams, settings.kafka
+    topics = Topics(prefix=kafka.topic_prefix)
+    worker = instance_id(s)
+    app = faust.App(
+        group_id(settings),
+        broker=[f"kafka://{server}" for server in kafka.bootstrap_servers.split(",")],
+        broker_credentials=faust_credentials(kafka),
+        store="rocksdb://" if s.store == "rocksdb" else "memory://",
+        datadir=str(s.data_dir),
+        topic_partitions=s.partitions,
+        topic_replication_factor=s.replication_factor,
+        topic_allow_declare=True,
+        broker_session_timeout=s.session_timeout_s,
+        broker_heartbeat_interval=s.heartbeat_interval_s,
+        broker_rebalance_timeout=s.rebalance_timeout_s,
+        broker_commit_interval=s.commit_interval_s,
+        consumer_group_instance_id=worker,
+        consumer_auto_offset_reset="earliest",
+        stream_buffer_maxsize=s.buffer_maxsize,
+        producer_acks=-1,
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=True,
+        web_bind=s.web_host,
+        web_host=s.web_host,
+        web_port=s.web_port,
+        web_in_thread=False,
+    )
+    metrics = PipelineMetrics()
+    table = app.Table(TABLE_NAME, default=None, partitions=s.partitions, key_type=bytes, value_type=bytes)
+    processor = Processor(
+        s,
+        topics,
+        scorers if scorers is not None else load_scorers(settings.models),
+        policy if policy is not None else settings.alerts.policy,
+    )
+    pipeline = Pipeline(app, table, topics, processor, sink or build_sink(s.tsdb), metrics, worker)
+    app.fleetpulse = pipeline  # type: ignore[attr-defined]
+    source = app.topic(
+        topics.health,
+        topics.mobile,
+        topics.inventory,
+        partitions=s.partitions,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+    @app.agent(source, concurrency=1, name="fleetpulse.process")  # type: ignore[misc]
+    async def process(stream: Any) -> None:
+        async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
+            await pipeline.handle(events)
+
+    @app.timer(interval=s.stats_interval_s)  # type: ignore[misc]
+    async def stats() -> None:
+        await pipeline.report_stats()
+
+    @app.page("/metrics")  # type: ignore[misc]
+    async def metrics_page(web: Any, request: Any) -> Any:
+        return web.bytes(metrics.exposition(), content_type="text/plain")
+
+    @app.page("/health")  # type: ignore[misc]
+    async def health_page(web: Any, request: Any) -> Any:
+        return web.json(pipeline.health())
+
+    @app.service  # type: ignore[misc]
+    class SinkCloser(faust.Service):  # type: ignore[misc]
+        async def on_stop(self) -> None:
+            await pipeline.sink.close()
+
+    return app
+
+
+def logging_config(level: str) -> dict[str, Any]:
+    """Faust's worker configures logging itself; hand it our JSON formatter so logs stay structured."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "fleetpulse.logs.JsonFormatter"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "root": {"level": level.upper(), "handlers": ["stderr"]},
+    }
+
+
+def run_worker(settings: ServerSettings) -> None:
+    """Create missing topics, then run the worker until SIGTERM/SIGINT (blocking)."""
+    from fleetpulse.streams.kafka_admin import ensure_topics
+
+    asyncio.run(ensure_topics(settings.kafka, settings.streams.partitions, settings.streams.replication_factor))
+    app = create_app(settings)
+    worker = faust.Worker(
+        app,
+        loglevel=settings.log_level,
+        logging_config=logging_config(settings.log_level),
+        redirect_stdouts=False,
+    )
+    worker.execute_from_commandline()

@@ -1,0 +1,108 @@
+"""Topic creation, connection settings and consumer lag, shared by the worker, the demo and benchmarks.
+
+Topics are created explicitly (never auto-created) so the partition count is a decision:
+all input topics and the state table's changelog must have the same count, because a
+device's reports, its inventory and its state must land on the same partition.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
+
+from fleetpulse.config import KafkaSettings
+from fleetpulse.contract import Topics
+
+COMPACTED = {"cleanup.policy": "compact"}
+
+
+def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
+    if kafka.security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    password = kafka.ssl_key_password.get_secret_value() if kafka.ssl_key_password else None
+    return create_ssl_context(
+        cafile=kafka.ssl_cafile, certfile=kafka.ssl_certfile, keyfile=kafka.ssl_keyfile, password=password
+    )
+
+
+def aiokafka_auth(kafka: KafkaSettings) -> dict[str, Any]:
+    """Keyword arguments every aiokafka client needs to reach the configured cluster."""
+    auth: dict[str, Any] = {
+        "bootstrap_servers": kafka.bootstrap_servers.split(","),
+        "security_protocol": kafka.security_protocol,
+        "ssl_context": ssl_context(kafka),
+        "request_timeout_ms": kafka.request_timeout_ms,
+    }
+    if kafka.sasl_mechanism:
+        auth["sasl_mechanism"] = kafka.sasl_mechanism
+        auth["sasl_plain_username"] = kafka.sasl_username
+        auth["sasl_plain_password"] = kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
+    return auth
+
+
+def topic_configs(topics: Topics) -> dict[str, dict[str, str]]:
+    """Inventory keeps the latest record per device forever (compacted); the rest are time-retained streams."""
+    return {name: (COMPACTED if name == topics.inventory else {}) for name in topics.all()}
+
+
+async def ensure_topics(kafka: KafkaSettings, partitions: int = 12, replication_factor: int = 1) -> list[str]:
+    """Create every fleetpulse topic that does not exist yet; returns the names created.
+
+    Existing topics are left alone (their partition count is not changed: that would
+    move devices to other partitions and split their state).
+    """
+    topics = Topics(prefix=kafka.topic_prefix)
+    admin = AIOKafkaAdminClient(**aiokafka_auth(kafka))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(name, partitions, replication_factor, topic_configs=config)
+            for name, config in topic_configs(topics).items()
+            if name not in existing
+        ]
+        if not wanted:
+            return []
+        try:
+            await admin.create_topics(wanted)
+        except TopicAlreadyExistsError:
+            pass  # another process created them between list and create: same outcome
+        return [t.name for t in wanted]
+    finally:
+        await admin.close()
+
+
+async def consumer_lag(kafka: KafkaSettings, group_id: str, topics: list[str] | None = None) -> int:
+    """Messages not yet committed by ``group_id`` on the input topics (health, mobile, inventory).
+
+    A partition the group never committed counts from its beginning offset, so a worker
+    that has not started yet shows the full backlog rather than zero.
+    """
+    default = Topics(prefix=kafka.topic_prefix)
+    names = topics or [default.health, default.mobile, default.inventory]
+    admin = AIOKafkaAdminClient(**aiokafka_auth(kafka))
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, **aiokafka_auth(kafka))
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group_id)
+        tps = [TopicPartition(name, p) for name in names for p in (consumer.partitions_for_topic(name) or set())]
+        if not tps:
+            await consumer.topics()  # refresh metadata once: partitions_for_topic reads the cache
+            tps = [TopicPartition(name, p) for name in names for p in (consumer.partitions_for_topic(name) or set())]
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps)
+        lag = 0
+        for tp in tps:
+            meta = committed.get(tp)
+            position = meta.offset if meta is not None and meta.offset >= 0 else starts[tp]
+            lag += max(0, ends[tp] - position)
+        return lag
+    finally:
+        await consumer.stop()
+        await admin.close()

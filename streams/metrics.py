@@ -1,0 +1,113 @@
+"""Operational metrics of one stream worker: Prometheus exposition plus the TSDB ``pipeline`` point.
+
+Each worker owns a registry (not the global default) so several apps can live in
+one process (tests) without metric name clashes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter as PyCounter
+from collections import deque
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+class PipelineMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events = Counter("fleetpulse_stream_events", "records consumed", ["topic"], registry=r)
+        self.outcomes = Counter("fleetpulse_stream_outcomes", "records by outcome", ["outcome"], registry=r)
+        self.dead_letters = Counter("fleetpulse_stream_dead_letters", "dead letters by kind", ["kind"], registry=r)
+        self.scores = Counter("fleetpulse_stream_scores", "risk scores emitted", registry=r)
+        self.alerts = Counter("fleetpulse_stream_alerts", "alerts emitted", registry=r)
+        self.tsdb_points = Counter("fleetpulse_stream_tsdb_points", "points written to the TSDB", registry=r)
+        self.tsdb_dropped = Counter("fleetpulse_stream_tsdb_dropped", "points dropped after retries", registry=r)
+        self.lag = Gauge("fleetpulse_stream_consumer_lag", "messages behind the partition end", registry=r)
+        self.batch_size = Histogram(
+            "fleetpulse_stream_batch_size",
+            "records per batch",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+            registry=r,
+        )
+        self.scoring_latency = Histogram(
+            "fleetpulse_stream_scoring_seconds", "process_batch time", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.batch_latency = Histogram(
+            "fleetpulse_stream_batch_seconds", "batch time incl. emits and state writes", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.event_latency = Histogram(
+            "fleetpulse_stream_event_latency_seconds",
+            "report collected_at to score emitted",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.totals: PyCounter[str] = PyCounter()
+        self._scoring_ms: deque[float] = deque(maxlen=2048)
+        self._last_batch = 0
+        self._window_start = time.monotonic()
+        self._window_events = 0
+        self.last_batch_at: float | None = None
+        self.current_lag = 0
+
+    def set_lag(self, lag: int) -> None:
+        self.current_lag = lag
+        self.lag.set(lag)
+
+    def record_batch(
+        self,
+        topic_counts: Mapping[str, int],
+        outcomes: Mapping[str, int],
+        scores: int,
+        alerts: int,
+        scoring_s: float,
+        batch_s: float,
+    ) -> None:
+        size = sum(topic_counts.values())
+        for topic, n in topic_counts.items():
+            self.events.labels(topic).inc(n)
+        for outcome, n in outcomes.items():
+            if outcome.startswith("dead_letter."):
+                self.dead_letters.labels(outcome.removeprefix("dead_letter.")).inc(n)
+                self.totals["dead_letters"] += n
+            else:
+                self.outcomes.labels(outcome).inc(n)
+            if outcome in ("dead_letter.duplicate", "dead_letter.stale_replay"):
+                self.totals["duplicates"] += n
+        self.scores.inc(scores)
+        self.alerts.inc(alerts)
+        self.batch_size.observe(size)
+        self.scoring_latency.observe(scoring_s)
+        self.batch_latency.observe(batch_s)
+        self.totals["events"] += size
+        self._window_events += size
+        self._scoring_ms.append(scoring_s * 1000.0)
+        self._last_batch = size
+        self.last_batch_at = time.monotonic()
+
+    def snapshot(self) -> dict[str, float | int]:
+        """Fields of the ``pipeline`` TSDB point; resets the events/s window."""
+        now = time.monotonic()
+        elapsed = max(now - self._window_start, 1e-9)
+        rate = self._window_events / elapsed
+        self._window_start, self._window_events = now, 0
+        ordered = sorted(self._scoring_ms)
+        stats: dict[str, float | int] = {
+            "events_per_s": rate,
+            "events_total": self.totals["events"],
+            "dead_letters_total": self.totals["dead_letters"],
+            "duplicates_total": self.totals["duplicates"],
+            "consumer_lag": self.current_lag,
+            "batch_size": self._last_batch,
+        }
+        if ordered:
+            stats["scoring_latency_p50_ms"] = ordered[len(ordered) // 2]
+            stats["scoring_latency_p99_ms"] = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        return stats
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,290 @@
+"""The pure processing core: raw Kafka records in, state changes and effects out.
+
+Faust is only the transport around :meth:`Processor.process_batch`; everything that
+decides (validation, dedup, state, scoring, alerting, TSDB points) happens here on
+plain values, so it is unit-tested without Kafka and behaves the same in replays.
+
+Per-device table value (:class:`DeviceRecord`): the models' ``DeviceState`` plus the
+alert policy's state per component. Both live in ONE value so a device's dedup
+position (``state.last_seq``), features and alert hysteresis change atomically with
+one changelog write.
+
+Dedup and replays: a report with ``seq <= state.last_seq`` is dead-lettered as
+``duplicate`` (equal) or ``stale_replay`` (older) and changes nothing. Reports of one
+device inside one batch are scored one after another ("generations"), so the result
+does not depend on where batch boundaries fall: a replay from scratch reaches the
+same table state as live processing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from fleetpulse.alerts.policy import AlertPolicy, PolicyState, step
+from fleetpulse.contract import (
+    Alert,
+    ContractError,
+    DeadLetter,
+    DeviceInventory,
+    HealthReport,
+    RiskScore,
+    ScorerRole,
+    Topics,
+    decode,
+    decode_report,
+)
+from fleetpulse.contract.v1 import DeviceKind
+from fleetpulse.models.registry import ScorerSet
+from fleetpulse.models.state import DeviceState, apply_inventory, apply_report
+from fleetpulse.streams.points import Point, alert_point, report_points, score_point
+from fleetpulse.streams.settings import StreamSettings
+
+log = logging.getLogger(__name__)
+
+EXCERPT_BYTES = 1024
+"""Payload bytes kept in a dead letter: enough to diagnose, bounded (escaped, at most 4 KiB of text)."""
+
+ErrorKind = str
+
+
+class DeviceRecord(BaseModel):
+    """One device's table value (JSON): model state + alert policy state per component."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    state: DeviceState
+    policies: dict[str, PolicyState] = {}
+    inventory_at: datetime | None = None
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_defaults=True).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> DeviceRecord:
+        return cls.model_validate_json(raw)
+
+    def inventory(self) -> DeviceInventory | None:
+        """The joined asset facts as the storage mapping wants them (unvalidated: they came validated)."""
+        if self.inventory_at is None:
+            return None
+        s = self.state
+        return DeviceInventory.model_construct(
+            device_id=s.device_id,
+            kind=s.kind or DeviceKind.DESKTOP,
+            vendor=s.vendor,
+            model=s.model,
+            purchase_date=s.purchase_date,
+            warranty_end=s.warranty_end,
+            site=s.site,
+            department=s.department,
+            updated_at=self.inventory_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """What the processor needs of one Kafka message."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class BatchResult:
+    """Everything one batch changes; the caller makes effects durable before writing ``records``."""
+
+    records: dict[str, DeviceRecord] = field(default_factory=dict)
+    rewrite: set[str] = field(default_factory=set)
+    reports: list[HealthReport] = field(default_factory=list)
+    scores: list[RiskScore] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    points: list[Point] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    last_record_of: dict[str, int] = field(default_factory=dict)
+    """device id -> index (in the batch) of its last record: tells the caller which partition to write to."""
+
+
+def policy_key(score: RiskScore) -> str:
+    return f"{score.component.value}:{score.component_id}"
+
+
+def dead_letter(raw: RawRecord, kind: ErrorKind, reason: str, now: datetime) -> DeadLetter:
+    payload = raw.value or b""
+    key = raw.key.decode("utf-8", "backslashreplace")[:128] if raw.key is not None else None
+    return DeadLetter(
+        reason=reason[:2048],
+        error_kind=kind,  # type: ignore[arg-type]
+        source_topic=raw.topic[:128],
+        partition=raw.partition,
+        offset=raw.offset,
+        key=key,
+        payload_excerpt=payload[:EXCERPT_BYTES].decode("utf-8", "backslashreplace"),
+        payload_bytes=len(payload),
+        received_at=now,
+    )
+
+
+class Processor:
+    """Validates, deduplicates, folds into state, scores in batches and runs the alert policy."""
+
+    def __init__(self, settings: StreamSettings, topics: Topics, scorers: ScorerSet, policy: AlertPolicy) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.scorers = scorers
+        self.policy = policy
+
+    def process_batch(
+        self,
+        batch: Sequence[RawRecord],
+        lookup: Callable[[int, str], DeviceRecord | None],
+        now: datetime,
+    ) -> BatchResult:
+        """Process ``batch`` in order. ``lookup(index, device_id)`` reads the table for the batch's i-th record."""
+        out = BatchResult()
+        generations: list[list[str]] = []  # per generation: device ids with a new state to score
+        snapshots: list[dict[str, DeviceState]] = []
+        reports_in_batch: Counter[str] = Counter()
+        for index, raw in enumerate(batch):
+            try:
+                device_id = self._one(index, raw, lookup, now, out)
+            except (ValidationError, ValueError, TypeError, RecursionError) as exc:
+                log.exception("processing error", extra={"fields": {"topic": raw.topic, "offset": raw.offset}})
+                out.dead_letters.append(dead_letter(raw, "processing_error", f"{type(exc).__name__}: {exc}", now))
+                out.counts["dead_letter.processing_error"] += 1
+                continue
+            if device_id is None or raw.topic == self.topics.inventory:
+                continue
+            generation = reports_in_batch[device_id]
+            reports_in_batch[device_id] += 1
+            if generation == len(generations):
+                generations.append([])
+                snapshots.append({})
+            generations[generation].append(device_id)
+            snapshots[generation][device_id] = out.records[device_id].state
+        for snapshot in snapshots:
+            self._score(list(snapshot.values()), now, out)
+        return out
+
+    def _current(self, index: int, device_id: str, lookup: Callable[[int, str], DeviceRecord | None], out: BatchResult) -> DeviceRecord | None:
+        if device_id in out.records:
+            return out.records[device_id]
+        return lookup(index, device_id)
+
+    def _one(
+        self,
+        index: int,
+        raw: RawRecord,
+        lookup: Callable[[int, str], DeviceRecord | None],
+        now: datetime,
+        out: BatchResult,
+    ) -> str | None:
+        """Handle one record; returns the device id whose state it advanced, if any."""
+        if raw.topic == self.topics.inventory:
+            return self._inventory(index, raw, lookup, now, out)
+        if raw.value is None:
+            return self._reject(raw, "schema_violation", "empty record (tombstone) on a report topic", now, out)
+        try:
+            report = decode_report(raw.value)
+        except ContractError as exc:
+            return self._reject(raw, exc.kind, exc.reason, now, out)
+        if raw.key != report.device_id.encode():
+            reason = f"record key {raw.key!r} is not the device id {report.device_id!r}: it would split device state"
+            return self._reject(raw, "schema_violation", reason, now, out)
+        if report.collected_at > now + self.settings.max_clock_skew:
+            reason = f"collected_at {report.collected_at.isoformat()} is ahead of receive time {now.isoformat()}"
+            return self._reject(raw, "clock_skew", reason, now, out)
+        record = self._current(index, report.device_id, lookup, out)
+        if record is not None and report.seq <= record.state.last_seq:
+            kind = "duplicate" if report.seq == record.state.last_seq else "stale_replay"
+            reason = f"seq {report.seq} already processed (last seq {record.state.last_seq})"
+            out.rewrite.add(report.device_id)
+            out.last_record_of.setdefault(report.device_id, index)
+            return self._reject(raw, kind, reason, now, out)
+        if record is None or record.inventory_at is None:
+            if self.settings.unknown_devices == "reject":
+                return self._reject(raw, "unknown_device", f"no inventory record for {report.device_id}", now, out)
+            out.counts["unknown_device"] += 1
+        base = record or DeviceRecord(state=DeviceState(device_id=report.device_id))
+        updated = DeviceRecord(state=apply_report(base.state, report), policies=base.policies, inventory_at=base.inventory_at)
+        out.records[report.device_id] = updated
+        out.last_record_of[report.device_id] = index
+        out.reports.append(report)
+        out.points.extend(report_points(report, updated.inventory()))
+        out.counts["accepted"] += 1
+        return report.device_id
+
+    def _inventory(
+        self,
+        index: int,
+        raw: RawRecord,
+        lookup: Callable[[int, str], DeviceRecord | None],
+        now: datetime,
+        out: BatchResult,
+    ) -> str | None:
+        if raw.value is None:
+            # compaction tombstone: the device left the inventory; keep its history, drop the join
+            device_id = (raw.key or b"").decode("utf-8", "replace")
+            record = self._current(index, device_id, lookup, out)
+            if record is not None:
+                out.records[device_id] = record.model_copy(update={"inventory_at": None})
+                out.last_record_of[device_id] = index
+            out.counts["inventory_tombstone"] += 1
+            return None
+        try:
+            inventory = decode(raw.value, DeviceInventory)
+        except ContractError as exc:
+            return self._reject(raw, exc.kind, exc.reason, now, out)
+        if raw.key != inventory.device_id.encode():
+            reason = f"record key {raw.key!r} is not the device id {inventory.device_id!r}"
+            return self._reject(raw, "schema_violation", reason, now, out)
+        record = self._current(index, inventory.device_id, lookup, out)
+        if record is not None and record.inventory_at is not None and inventory.updated_at < record.inventory_at:
+            return self._reject(raw, "stale_replay", "inventory record older than the one already joined", now, out)
+        state = apply_inventory(record.state if record else None, inventory)
+        policies = record.policies if record else {}
+        out.records[inventory.device_id] = DeviceRecord(state=state, policies=policies, inventory_at=inventory.updated_at)
+        out.last_record_of[inventory.device_id] = index
+        out.counts["inventory"] += 1
+        return inventory.device_id
+
+    def _reject(self, raw: RawRecord, kind: ErrorKind, reason: str, now: datetime, out: BatchResult) -> None:
+        out.dead_letters.append(dead_letter(raw, kind, reason, now))
+        out.counts[f"dead_letter.{kind}"] += 1
+        return None
+
+    def _score(self, states: list[DeviceState], now: datetime, out: BatchResult) -> None:
+        """One vectorised scoring call per generation, then the alert policy per champion score.
+
+        A scorer that raises must not turn one odd state into a crash loop of the whole
+        worker: the batch's states are still stored, the failure is logged and counted.
+        """
+        try:
+            scores = self.scorers.score(states, now)
+        except Exception:
+            log.exception("scoring failed", extra={"fields": {"states": len(states)}})
+            out.counts["scoring_error"] += len(states)
+            return
+        out.scores.extend(scores)
+        for score in scores:
+            record = out.records[score.device_id]
+            inventory = record.inventory()
+            out.points.append(score_point(score, inventory))
+            if score.role is not ScorerRole.CHAMPION:
+                continue
+            key = policy_key(score)
+            new_state, alert = step(self.policy, record.policies.get(key), score)
+            record.policies = {**record.policies, key: new_state}
+            if alert is not None:
+                out.alerts.append(alert)
+                out.points.append(alert_point(alert, inventory))
+

@@ -1,0 +1,57 @@
+"""TSDB sinks: where points go. One small Protocol, one class per ``kind`` of sink config.
+
+A sink buffers points and writes them in one request per :meth:`Sink.flush`. The
+processor flushes once per batch, *before* it stores the batch's state, so a crash
+can only cause points to be written twice, never lost. Writing twice is harmless:
+points are keyed by (measurement, tags, event time) and a TSDB that receives the same
+key again overwrites it (InfluxDB) or deduplicates it (VictoriaMetrics with
+``-dedup.minScrapeInterval``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol, runtime_checkable
+
+from fleetpulse.streams.points import Point
+from fleetpulse.streams.settings import InfluxV2Sink, NoSink
+
+
+@runtime_checkable
+class Sink(Protocol):
+    kind: str
+
+    def add(self, points: Iterable[Point]) -> None:
+        """Buffer points (no I/O)."""
+
+    async def flush(self) -> int:
+        """Write everything buffered; returns points written. Never raises for TSDB outages (counted)."""
+
+    async def close(self) -> None: ...
+
+
+class NullSink:
+    """Counts and discards: for deployments without a TSDB and for benchmarks of the stream alone."""
+
+    kind = "none"
+
+    def __init__(self) -> None:
+        self.pending = 0
+
+    def add(self, points: Iterable[Point]) -> None:
+        self.pending += sum(1 for _ in points)
+
+    async def flush(self) -> int:
+        written, self.pending = self.pending, 0
+        return written
+
+    async def close(self) -> None:
+        return None
+
+
+def build_sink(config: InfluxV2Sink | NoSink) -> Sink:
+    if isinstance(config, InfluxV2Sink):
+        from fleetpulse.streams.sinks.influxdb2 import InfluxV2PointSink
+
+        return InfluxV2PointSink(config)
+    return NullSink()
