@@ -1,0 +1,284 @@
+"""The ticket API (JSON, OpenAPI at /openapi.json) and the fleet-manager page, from one app factory.
+
+Every route needs a role except ``/healthz``. Writes need a JSON body: browsers cannot
+send one cross-site without a CORS preflight (which this app never grants), so cached
+basic-auth credentials cannot be abused by another site (CSRF).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime
+from typing import Annotated, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import text
+
+from fleetpulse.alerts.api.auth import ADMIN_ROLES, READ_ROLES, WRITE_ROLES, Authenticator, Principal, require
+from fleetpulse.alerts.settings import AlertSettings
+from fleetpulse.alerts.store.repository import (
+    EventView,
+    HistoryPoint,
+    OutboxView,
+    StormView,
+    TicketFilter,
+    TicketStore,
+    TicketView,
+)
+from fleetpulse.alerts.tickets import TicketService, TransitionError
+from fleetpulse.contract.v1 import Component, DeviceInventory, TicketState
+
+Clock = Callable[[], datetime]
+TicketId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+FilterText = Annotated[str | None, Query(max_length=128)]
+Reader = Annotated[Principal, Depends(require(*READ_ROLES))]
+Writer = Annotated[Principal, Depends(require(*WRITE_ROLES))]
+Admin = Annotated[Principal, Depends(require(*ADMIN_ROLES))]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class TransitionIn(_In):
+    to: TicketState
+    note: Annotated[str, Field(max_length=1000)] = ""
+    outcome: Literal["confirmed_fault", "no_fault_found", "false_alarm"] | None = None
+
+
+class BulkTransitionIn(_In):
+    ticket_ids: Annotated[list[Annotated[int, Field(ge=1, le=2**31 - 1)]], Field(min_length=1, max_length=500)]
+    to: TicketState
+    note: Annotated[str, Field(max_length=1000)] = ""
+
+
+class RetryIn(_In):
+    ids: Annotated[list[Annotated[int, Field(ge=1, le=2**31 - 1)]], Field(max_length=10_000)] | None = None
+
+
+class TicketPage(BaseModel):
+    total: int
+    items: list[TicketView]
+
+
+class TicketDetail(BaseModel):
+    ticket: TicketView
+    events: list[EventView]
+
+
+class DeviceDetail(BaseModel):
+    device_id: str
+    inventory: DeviceInventory | None
+    tickets: list[TicketView]
+    history: list[HistoryPoint]
+
+
+class Me(BaseModel):
+    name: str
+    role: str
+
+
+def ticket_filter(
+    state: Annotated[list[TicketState] | None, Query(max_length=5)] = None,
+    site: FilterText = None,
+    department: FilterText = None,
+    component: Component | None = None,
+    model: FilterText = None,
+    device_id: FilterText = None,
+    storm_group: FilterText = None,
+) -> TicketFilter:
+    return TicketFilter(
+        states=tuple(state or ()),
+        site=site or None,
+        department=department or None,
+        component=component,
+        device_model=model or None,
+        device_id=device_id or None,
+        storm_group=storm_group or None,
+    )
+
+
+Filter = Annotated[TicketFilter, Depends(ticket_filter)]
+
+CSV_COLUMNS = [
+    "id",
+    "state",
+    "urgency",
+    "device_id",
+    "component",
+    "component_id",
+    "risk",
+    "days_to_failure",
+    "days_to_failure_low",
+    "days_to_failure_high",
+    "recommended_action",
+    "co2e_avoided_kg",
+    "site",
+    "department",
+    "device_model",
+    "warranty_end",
+    "model_version",
+    "storm_group",
+    "opened_at",
+    "updated_at",
+]
+
+
+def _csv_cell(value: object) -> str:
+    """Spreadsheet-safe text: a leading = + - @ would otherwise be run as a formula (CSV injection)."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    text_value = value.value if hasattr(value, "value") else str(value)
+    text_value = str(text_value)
+    return f"'{text_value}" if text_value[:1] in ("=", "+", "-", "@", "\t", "\r") else text_value
+
+
+def tickets_csv(tickets: list[TicketView]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for ticket in tickets:
+        writer.writerow([_csv_cell(getattr(ticket, c)) for c in CSV_COLUMNS])
+    return out.getvalue()
+
+
+def create_app(
+    settings: AlertSettings, store: TicketStore | None = None, clock: Clock = lambda: datetime.now(UTC)
+) -> FastAPI:
+    """The whole web service. Pass ``store`` to share one (tests, demo); otherwise it opens ``store_url``."""
+    own_store = store is None
+    ticket_store = store or TicketStore.open(settings.store_url)
+    service = TicketService(ticket_store, settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if own_store:
+            ticket_store.close()
+
+    app = FastAPI(
+        title="fleetpulse tickets",
+        version="1",
+        description="Replacement and repair tickets from predicted hardware failures. "
+        "Roles: fleet_manager (read, approve, close), it_support (read only), admin (everything).",
+        lifespan=lifespan,
+    )
+    app.state.authenticator = Authenticator(settings.api)
+    app.state.store = ticket_store
+    app.state.service = service
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if content_type != "application/json":
+                return JSONResponse({"detail": "writes need Content-Type: application/json"}, status_code=415)
+        response = await call_next(request)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'"
+        )
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        """Liveness for load balancers; the only route without a role, and it reveals nothing."""
+        with ticket_store.session() as session:
+            session.execute(text("SELECT 1"))
+        return {"status": "ok"}
+
+    @app.get("/api/v1/me", tags=["auth"])
+    def me(principal: Reader) -> Me:
+        return Me(name=principal.name, role=principal.role)
+
+    @app.get("/api/v1/tickets", tags=["tickets"])
+    def list_tickets(
+        _: Reader,
+        flt: Filter,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    ) -> TicketPage:
+        """The queue, most urgent first."""
+        return TicketPage(total=ticket_store.count_tickets(flt), items=ticket_store.list_tickets(flt, limit, offset))
+
+    @app.get("/api/v1/tickets.csv", tags=["tickets"], response_class=Response)
+    def export_csv(_: Reader, flt: Filter) -> Response:
+        """The filtered queue as CSV (all matching tickets)."""
+        body = tickets_csv(ticket_store.list_tickets(flt, limit=1_000_000))
+        return Response(
+            body,
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="fleetpulse-tickets.csv"'},
+        )
+
+    @app.get("/api/v1/tickets/{ticket_id}", tags=["tickets"], responses={404: {"description": "no such ticket"}})
+    def get_ticket(_: Reader, ticket_id: TicketId) -> TicketDetail:
+        ticket = ticket_store.get_ticket(ticket_id)
+        if ticket is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "ticket not found")
+        return TicketDetail(ticket=ticket, events=ticket_store.ticket_events(ticket_id))
+
+    @app.post(
+        "/api/v1/tickets/{ticket_id}/transition",
+        tags=["tickets"],
+        responses={404: {"description": "no such ticket"}, 409: {"description": "transition not allowed"}},
+    )
+    def transition(principal: Writer, ticket_id: TicketId, body: TransitionIn) -> TicketView:
+        """open -> approved -> ordered -> done, or dismissed; closing records the outcome as a training label."""
+        if ticket_store.get_ticket(ticket_id) is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "ticket not found")
+        try:
+            return service.transition([ticket_id], body.to, principal.name, clock(), body.note, body.outcome)[0]
+        except TransitionError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+
+    @app.post("/api/v1/tickets/bulk-transition", tags=["tickets"], responses={409: {"description": "not allowed"}})
+    def bulk_transition(principal: Writer, body: BulkTransitionIn) -> list[TicketView]:
+        """All or nothing: one ticket that cannot move stops the whole batch."""
+        ids = list(dict.fromkeys(body.ticket_ids))
+        try:
+            return service.transition(ids, body.to, principal.name, clock(), body.note)
+        except TransitionError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+
+    @app.get("/api/v1/devices/{device_id}", tags=["devices"], responses={404: {"description": "unknown device"}})
+    def device(
+        _: Reader, device_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+    ) -> DeviceDetail:
+        inventory = ticket_store.get_device(device_id)
+        tickets = ticket_store.list_tickets(TicketFilter(device_id=device_id))
+        if inventory is None and not tickets:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "device not found")
+        return DeviceDetail(
+            device_id=device_id, inventory=inventory, tickets=tickets, history=ticket_store.history(device_id)
+        )
+
+    @app.get("/api/v1/storms", tags=["tickets"])
+    def storms(_: Reader) -> list[StormView]:
+        """Fleet-wide spikes grouped into one problem each."""
+        return ticket_store.storms()
+
+    @app.get("/api/v1/outbox", tags=["admin"])
+    def outbox(_: Admin, pending: bool = False) -> list[OutboxView]:
+        """Messages owed to connectors and the labels topic, newest first."""
+        return ticket_store.outbox(pending_only=pending)
+
+    @app.post("/api/v1/outbox/retry", tags=["admin"])
+    def retry(_: Admin, body: RetryIn) -> dict[str, int]:
+        """Make pending messages due now (e.g. after an ITSM outage)."""
+        return {"rescheduled": ticket_store.retry_now(clock(), body.ids)}
+
+    from fleetpulse.alerts.web.pages import router as web_router
+
+    app.include_router(web_router)
+    return app

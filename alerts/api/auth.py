@@ -1,0 +1,124 @@
+"""Who is calling: HTTP basic (PBKDF2-hashed passwords) or bearer tokens (SHA-256), each with one role.
+
+Secrets never sit in the configuration in clear text. PBKDF2 is deliberately slow, so a
+successful check is remembered in memory under a SHA-256 of the credentials (never the
+password itself) to keep page loads fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
+
+from fleetpulse.alerts.settings import ApiSettings, Role
+
+PBKDF2_ITERATIONS = 200_000
+READ_ROLES: tuple[Role, ...] = ("fleet_manager", "it_support", "admin")
+WRITE_ROLES: tuple[Role, ...] = ("fleet_manager", "admin")
+ADMIN_ROLES: tuple[Role, ...] = ("admin",)
+
+basic_scheme = HTTPBasic(auto_error=False, realm="fleetpulse")
+bearer_scheme = HTTPBearer(auto_error=False)
+
+
+def hash_secret(secret: str, iterations: int = PBKDF2_ITERATIONS) -> str:
+    """The value for ``password_hash`` in the configuration."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.pbkdf2_hmac("sha256", secret.encode(), salt, iterations)
+    return f"pbkdf2_sha256${iterations}${salt.hex()}${digest.hex()}"
+
+
+def verify_secret(secret: str, encoded: str) -> bool:
+    try:
+        scheme, iterations, salt, expected = encoded.split("$")
+        if scheme != "pbkdf2_sha256":
+            return False
+        digest = hashlib.pbkdf2_hmac("sha256", secret.encode(), bytes.fromhex(salt), int(iterations))
+    except ValueError:
+        return False
+    return hmac.compare_digest(digest.hex(), expected)
+
+
+def token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    role: Role
+
+
+class Authenticator:
+    def __init__(self, settings: ApiSettings, cache_size: int = 1024) -> None:
+        self.users = {u.name: u for u in settings.users}
+        self.tokens = [(t.token_sha256, Principal(t.name, t.role)) for t in settings.tokens]
+        self._verified: OrderedDict[str, Principal] = OrderedDict()
+        self._cache_size = cache_size
+
+    def basic(self, username: str, password: str) -> Principal | None:
+        user = self.users.get(username)
+        if user is None:
+            return None
+        key = hashlib.sha256(f"{username}\0{password}\0{user.password_hash}".encode()).hexdigest()
+        if key in self._verified:
+            self._verified.move_to_end(key)
+            return self._verified[key]
+        if not verify_secret(password, user.password_hash):
+            return None
+        principal = Principal(user.name, user.role)
+        self._verified[key] = principal
+        if len(self._verified) > self._cache_size:
+            self._verified.popitem(last=False)
+        return principal
+
+    def bearer(self, token: str) -> Principal | None:
+        digest = token_sha256(token)
+        found = None
+        for expected, principal in self.tokens:
+            if hmac.compare_digest(digest, expected):
+                found = principal
+        return found
+
+
+def _unauthorized() -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        "authentication required",
+        headers={"WWW-Authenticate": 'Basic realm="fleetpulse", charset="UTF-8"'},
+    )
+
+
+def current_principal(
+    request: Request,
+    basic: Annotated[HTTPBasicCredentials | None, Depends(basic_scheme)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Principal:
+    auth: Authenticator = request.app.state.authenticator
+    principal = None
+    if bearer is not None:
+        principal = auth.bearer(bearer.credentials)
+    elif basic is not None:
+        principal = auth.basic(basic.username, basic.password)
+    if principal is None:
+        raise _unauthorized()
+    return principal
+
+
+def require(*roles: Role) -> Callable[[Principal], Principal]:
+    """Dependency: the caller must have one of ``roles`` (401 without credentials, 403 with the wrong role)."""
+
+    def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        if principal.role not in roles:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"role {principal.role!r} may not do this")
+        return principal
+
+    return check

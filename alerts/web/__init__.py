@@ -1,0 +1,1 @@
+"""The fleet-manager page: server-rendered HTML, one small script and stylesheet, no CDN."""

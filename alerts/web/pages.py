@@ -1,0 +1,112 @@
+"""HTML routes of the fleet-manager page; they read the same store as the JSON API and need the same roles."""
+
+from __future__ import annotations
+
+from pathlib import Path as FsPath
+from typing import Annotated, Literal
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
+from fastapi.responses import HTMLResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from fleetpulse.alerts.api.auth import READ_ROLES, WRITE_ROLES, Principal, require
+from fleetpulse.alerts.store.repository import OPEN_STATES, TicketFilter, TicketStore
+from fleetpulse.alerts.tickets import TRANSITIONS
+from fleetpulse.alerts.web.plot import risk_svg
+from fleetpulse.contract.v1 import Component, TicketState
+
+HERE = FsPath(__file__).resolve().parent
+STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
+templates = Environment(
+    loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]), trim_blocks=True
+)
+Reader = Annotated[Principal, Depends(require(*READ_ROLES))]
+FilterText = Annotated[str | None, Query(max_length=128)]
+router = APIRouter(tags=["web"])
+
+
+def _render(name: str, **context: object) -> HTMLResponse:
+    return HTMLResponse(templates.get_template(name).render(**context))
+
+
+@router.get("/", response_class=HTMLResponse)
+def queue(
+    request: Request,
+    principal: Reader,
+    state: Literal["active", "all", "open", "approved", "ordered", "done", "dismissed"] = "active",
+    site: FilterText = None,
+    department: FilterText = None,
+    component: Component | None = None,
+    model: FilterText = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> HTMLResponse:
+    """The ticket queue, most urgent first, with filters, bulk approve and CSV export."""
+    store: TicketStore = request.app.state.store
+    states = (
+        tuple(TicketState(s) for s in OPEN_STATES)
+        if state == "active"
+        else ()
+        if state == "all"
+        else (TicketState(state),)
+    )
+    flt = TicketFilter(
+        states=states,
+        site=site or None,
+        department=department or None,
+        component=component,
+        device_model=model or None,
+    )
+    query = {
+        "site": site,
+        "department": department,
+        "component": component.value if component else None,
+        "model": model,
+    }
+    export_query = [(k, v) for k, v in query.items() if v] + [("state", s.value) for s in states]
+    return _render(
+        "queue.html",
+        principal=principal,
+        can_write=principal.role in WRITE_ROLES,
+        tickets=store.list_tickets(flt, limit=limit),
+        total=store.count_tickets(flt),
+        facets=store.facets(),
+        components=[c.value for c in Component],
+        selected={**query, "state": state},
+        export_url="/api/v1/tickets.csv?" + urlencode(export_query),
+        storms=store.storms()[:10],
+    )
+
+
+@router.get("/devices/{device_id}", response_class=HTMLResponse, responses={404: {"description": "unknown device"}})
+def device_page(
+    request: Request,
+    principal: Reader,
+    device_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")],
+) -> HTMLResponse:
+    """One device: inventory facts, risk history plot, its tickets with evidence and audit trail."""
+    store: TicketStore = request.app.state.store
+    inventory = store.get_device(device_id)
+    tickets = store.list_tickets(TicketFilter(device_id=device_id))
+    if inventory is None and not tickets:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "device not found")
+    threshold = request.app.state.service.settings.policy.raise_threshold
+    markers = [(t.opened_at, f"ticket #{t.id} opened") for t in tickets]
+    return _render(
+        "device.html",
+        principal=principal,
+        can_write=principal.role in WRITE_ROLES,
+        device_id=device_id,
+        inventory=inventory,
+        tickets=tickets,
+        events={t.id: store.ticket_events(t.id) for t in tickets},
+        next_states={t.id: sorted(s.value for s in TRANSITIONS[t.state]) for t in tickets},
+        plot=risk_svg(store.history(device_id), threshold, markers),
+    )
+
+
+@router.get("/static/{name}", responses={404: {"description": "no such file"}})
+def static(_: Reader, name: Annotated[str, Path(max_length=32)]) -> Response:
+    if name not in STATIC:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
+    return Response((HERE / "static" / name).read_bytes(), media_type=STATIC[name])
