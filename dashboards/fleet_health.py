@@ -1,0 +1,173 @@
+"""Fleet health overview: what IT support looks at first.
+
+How many devices report, how many components are at risk and where (component,
+site, hardware model), whether that is getting worse, and which devices to open
+in the drill-down. "At risk" = the latest champion score of a component is at or
+above ``$threshold`` within the time range.
+"""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.models import dashboard as dm
+
+from fleetpulse.dashboards.common import (
+    CHAMPION,
+    FLEET_FILTER,
+    bars_panel,
+    new_dashboard,
+    q,
+    risk_thresholds,
+    row,
+    stat_panel,
+    table_panel,
+    tag_variable,
+    threshold_variable,
+    ts_panel,
+)
+
+UID = "fleet-health"
+
+# Latest champion score per component in range: the inner query every "at risk" panel counts from.
+_LATEST_RISK = (
+    f'SELECT last("risk") AS "risk" FROM "risk" WHERE $timeFilter AND {CHAMPION} AND {FLEET_FILTER} '
+    'GROUP BY "device_id", "component", "component_id", "site", "device_model"'
+)
+
+
+def _at_risk_by(tag: str) -> str:
+    return f'SELECT count("risk") AS "at risk" FROM ({_LATEST_RISK}) WHERE "risk" >= $threshold GROUP BY "{tag}"'
+
+
+def build(ds: dm.DataSourceRef) -> db.Dashboard:
+    return (
+        new_dashboard(UID, "fleetpulse · Fleet health", __doc__ or "")
+        .with_variable(tag_variable("site", "Site", "device", "site", ds))
+        .with_variable(tag_variable("device_model", "Hardware model", "device", "device_model", ds))
+        .with_variable(threshold_variable())
+        .with_row(row("Now"))
+        .with_panel(
+            stat_panel(
+                "Devices reporting",
+                "Distinct devices with at least one health report in the time range.",
+                ds,
+                q(
+                    'SELECT count("n") AS "devices" FROM (SELECT last("collector_errors") AS "n" FROM "device" '
+                    f'WHERE $timeFilter AND {FLEET_FILTER} GROUP BY "device_id")'
+                ),
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Devices at risk",
+                "Devices with at least one component whose latest score is at or above the threshold.",
+                ds,
+                q(
+                    'SELECT count("risk") AS "devices" FROM (SELECT max("risk") AS "risk" '
+                    f'FROM ({_LATEST_RISK}) GROUP BY "device_id") WHERE "risk" >= $threshold'
+                ),
+            ).color_scheme(db.FieldColor().mode(dm.FieldColorModeId.FIXED).fixed_color("orange"))
+        )
+        .with_panel(
+            stat_panel(
+                "Alerts raised",
+                "Alerts raised by the alert policy in the time range (after hysteresis and cooldown).",
+                ds,
+                q(f'SELECT sum("raised") AS "raised" FROM "alert" WHERE $timeFilter AND {FLEET_FILTER}'),
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Highest component risk",
+                "The single highest latest score in the fleet selection.",
+                ds,
+                q(f'SELECT max("risk") AS "risk" FROM ({_LATEST_RISK})'),
+                unit="percentunit",
+            ).thresholds(risk_thresholds())
+        )
+        .with_row(row("Where"))
+        .with_panel(
+            bars_panel(
+                "At risk by component",
+                "Components at or above the threshold.",
+                ds,
+                q(_at_risk_by("component"), alias="$tag_component"),
+            )
+        )
+        .with_panel(bars_panel("At risk by site", "", ds, q(_at_risk_by("site"), alias="$tag_site")))
+        .with_panel(
+            bars_panel("At risk by hardware model", "", ds, q(_at_risk_by("device_model"), alias="$tag_device_model"))
+        )
+        .with_row(row("Trend"))
+        .with_panel(
+            ts_panel(
+                "Components at risk over time",
+                "Per interval: components whose highest score in that interval reached the threshold.",
+                ds,
+                q(
+                    'SELECT count("risk") AS "at risk" FROM (SELECT max("risk") AS "risk" FROM "risk" '
+                    f"WHERE $timeFilter AND {CHAMPION} AND {FLEET_FILTER} "
+                    'GROUP BY time($__interval), "device_id", "component", "component_id") '
+                    'WHERE $timeFilter AND "risk" >= $threshold GROUP BY time($__interval), "component" fill(0)',
+                    alias="$tag_component",
+                ),
+            )
+        )
+        .with_panel(
+            ts_panel(
+                "Mean risk by component",
+                "Fleet-wide mean champion score; a rising line with no new alerts means many small drifts.",
+                ds,
+                q(
+                    f'SELECT mean("risk") FROM "risk" WHERE $timeFilter AND {CHAMPION} AND {FLEET_FILTER} '
+                    'GROUP BY time($__interval), "component" fill(none)',
+                    alias="$tag_component",
+                ),
+            ).unit("percentunit")
+        )
+        .with_panel(
+            ts_panel(
+                "Alerts raised and cleared",
+                "Alert state changes per interval.",
+                ds,
+                q(
+                    'SELECT sum("raised") AS "raised", sum("cleared") AS "cleared" FROM "alert" '
+                    f"WHERE $timeFilter AND {FLEET_FILTER} GROUP BY time($__interval) fill(0)"
+                ),
+            )
+        )
+        .with_panel(
+            ts_panel(
+                "Devices reporting over time",
+                "Distinct reporting devices per interval: a drop means agents, the MDM bridge or the pipeline stalled.",
+                ds,
+                q(
+                    'SELECT count("n") AS "devices" FROM (SELECT last("collector_errors") AS "n" FROM "device" '
+                    f'WHERE $timeFilter AND {FLEET_FILTER} GROUP BY time($__interval), "device_id") '
+                    "WHERE $timeFilter GROUP BY time($__interval) fill(0)"
+                ),
+            )
+        )
+        .with_row(row("Devices to act on"))
+        .with_panel(
+            table_panel(
+                "Riskiest components",
+                "Top 25 components by latest score; the device id links to the drill-down.",
+                ds,
+                q(
+                    'SELECT top("risk", "device_id", "component", "site", "device_model", 25) AS "risk" '
+                    f"FROM ({_LATEST_RISK})"
+                ),
+            )
+            .span(24)
+            .unit("percentunit")
+            .thresholds(risk_thresholds())
+            .data_links(
+                [
+                    db.DashboardLink("Open device")
+                    .type(dm.DashboardLinkType.LINK)
+                    .url("/d/fleetpulse-device?var-device_id=${__data.fields.device_id}&${__url_time_range}")
+                ]
+            )
+        )
+    )

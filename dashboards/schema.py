@@ -1,0 +1,56 @@
+"""Measurements the dashboards read beyond ``fleetpulse.streams.points``.
+
+``streams/points.py`` maps contract records (device, disk, battery, risk, alert).
+The pipeline-health and model-quality dashboards also need operational series
+that the stream worker and the model jobs write; their names are fixed here, as
+agreed with the streams and models components, so both sides query and write the
+same thing. Like points.py: numeric fields only (VictoriaMetrics drops strings),
+low-cardinality tags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    name: str
+    tags: tuple[str, ...]
+    fields: tuple[str, ...]
+    doc: str
+
+
+PIPELINE = Measurement(
+    name="pipeline",
+    tags=("worker",),
+    fields=(
+        "events_per_s",
+        "events_total",
+        "dead_letters_total",
+        "duplicates_total",
+        "consumer_lag",
+        "scoring_latency_p50_ms",
+        "scoring_latency_p99_ms",
+        "batch_size",
+    ),
+    doc="one point per worker every few seconds; *_total are cumulative counters since worker start, "
+    "consumer_lag = summed lag over the worker's assigned partitions",
+)
+
+DRIFT = Measurement(
+    name="drift",
+    tags=("model_name", "feature", "device_model"),
+    fields=("psi",),
+    doc="population stability index of one feature (per hardware model, or 'all') vs the training data",
+)
+
+TICKET = Measurement(
+    name="ticket",
+    tags=("component", "state", "outcome", "site"),
+    fields=("count",),
+    doc="periodic snapshot: number of tickets in each (component, state, outcome, site); outcome is "
+    "'pending' until a technician records confirmed_fault / no_fault_found / false_alarm",
+)
+
+EXTRA_MEASUREMENTS = (PIPELINE, DRIFT, TICKET)
