@@ -1,0 +1,200 @@
+"""Ticket store and rules on SQLite and on the real PostgreSQL: same behaviour on both."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
+
+from fleetpulse.alerts.store import upgrade
+from fleetpulse.alerts.store.models import TicketRow
+from fleetpulse.alerts.store.repository import TicketFilter, TicketStore
+from fleetpulse.alerts.tickets import TransitionError
+from fleetpulse.contract.v1 import AlertState, Component, RiskScore, TicketOutcome, TicketState
+from tests.alerts_support import NOW, T0, make_alert, make_inventory, service, store, store_url
+
+__all__ = ["store", "store_url"]  # fixtures
+
+
+def test_migrations_are_idempotent_and_create_every_table(store: TicketStore) -> None:
+    upgrade(store.engine)
+    tables = set(inspect(store.engine).get_table_names())
+    assert {"tickets", "ticket_events", "alerts_seen", "devices", "outbox", "storm_groups", "risk_history"} <= tables
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+
+
+def test_one_open_ticket_per_component_and_replays_change_nothing(store: TicketStore) -> None:
+    svc = service(store, connectors=[{"kind": "webhook", "name": "hook", "url": "http://127.0.0.1:9/x"}])
+    svc.apply_inventory(make_inventory())
+    assert svc.apply_alert(make_alert(i=1), NOW) == "opened"
+    assert svc.apply_alert(make_alert(i=1), NOW) == "duplicate"
+    assert svc.apply_alert(make_alert(i=2, risk=0.97), NOW) == "updated"
+    assert svc.apply_alert(make_alert(i=3, component_id="sn2", alert_id="x:sn2"), NOW) == "opened"
+    tickets = store.list_tickets()
+    assert [(t.component_id, t.risk) for t in tickets] == [("sn1", 0.97), ("sn2", 0.8)]
+    assert tickets[0].urgency == "critical"
+    assert tickets[0].site == "Town Hall"
+    assert tickets[0].device_model == "ThinkPad T14 Gen 2"
+    assert tickets[0].evidence[0].feature == "reallocated_sectors"
+    # one outbox row per new ticket per connector, none for the update
+    assert sorted(r.dedup_key for r in store.outbox()) == ["fleetpulse-ticket-1", "fleetpulse-ticket-2"]
+
+
+def test_database_refuses_a_second_open_ticket_even_without_the_service(store: TicketStore) -> None:
+    svc = service(store)
+    svc.apply_alert(make_alert(), NOW)
+    row = store.list_tickets()[0]
+    with pytest.raises(IntegrityError), store.session() as session:
+        clone = TicketRow(
+            **{c: getattr(row, c) for c in ("device_id", "component_id", "urgency", "risk", "model_name")},
+            component=row.component.value,
+            model_version="x",
+            state="open",
+            urgency_rank=1,
+            open_key="pc-0001|disk|sn1",
+            evidence=[],
+            action_kind="repair",
+            recommended_action="x",
+            storm_key="k",
+            last_alert_id="y",
+            opened_at=row.opened_at,
+            updated_at=row.updated_at,
+        )
+        session.add(clone)
+
+
+def test_cleared_alert_is_recorded_on_the_ticket_not_deleted(store: TicketStore) -> None:
+    svc = service(store)
+    svc.apply_alert(make_alert(), NOW)
+    cleared = make_alert(i=5, alert_id="c1", state=AlertState.CLEARED, risk=0.1)
+    assert svc.apply_alert(cleared, NOW) == "cleared"
+    ticket = store.list_tickets()[0]
+    assert ticket.state is TicketState.OPEN
+    assert ticket.alert_cleared_at == cleared.at
+    assert "ticket kept for review" in store.ticket_events(ticket.id)[-1].note
+    assert svc.apply_alert(make_alert("pc-0404", alert_id="c2", state=AlertState.CLEARED), NOW) == (
+        "cleared_without_ticket"
+    )
+
+
+def test_lifecycle_records_who_and_when_and_publishes_outcomes(store: TicketStore) -> None:
+    svc = service(store)
+    svc.apply_alert(make_alert("pc-1"), NOW)
+    svc.apply_alert(make_alert("pc-2"), NOW)
+    later = NOW + timedelta(hours=3)
+    svc.transition([1, 2], TicketState.APPROVED, "alice", NOW, note="batch")
+    svc.transition([1], TicketState.ORDERED, "alice", later)
+    svc.transition([1], TicketState.DONE, "bob", later, outcome="confirmed_fault")
+    svc.transition(
+        [2], TicketState.DISMISSED, "carol", later, note="user replaced it already", outcome="no_fault_found"
+    )
+    events = store.ticket_events(1)
+    transitions = [(e.actor, e.from_state, e.to_state, e.at) for e in events if e.kind == "transition"]
+    assert transitions == [
+        ("alice", "open", "approved", NOW),
+        ("alice", "approved", "ordered", later),
+        ("bob", "ordered", "done", later),
+    ]
+    labels = sorted((r for r in store.outbox() if r.target == "labels"), key=lambda r: r.id)
+    outcomes = [TicketOutcome.model_validate(r.payload) for r in labels]
+    assert [(o.ticket_id, o.outcome, o.recorded_by) for o in outcomes] == [
+        (1, "confirmed_fault", "bob"),
+        (2, "no_fault_found", "carol"),
+    ]
+    # closed tickets free the component: a new raise opens a new ticket
+    assert store.open_tickets() == []
+    assert svc.apply_alert(make_alert("pc-1", i=9, alert_id="again"), NOW) == "opened"
+
+
+@pytest.mark.parametrize(
+    ("path", "to", "outcome"),
+    [
+        ([], TicketState.DONE, None),
+        ([], TicketState.ORDERED, None),
+        ([TicketState.APPROVED], TicketState.APPROVED, None),
+        ([], TicketState.APPROVED, "false_alarm"),
+        ([], TicketState.DISMISSED, "confirmed_fault"),
+        ([TicketState.DISMISSED], TicketState.OPEN, None),
+    ],
+)
+def test_invalid_transitions_change_nothing(
+    store: TicketStore, path: list[TicketState], to: TicketState, outcome: str | None
+) -> None:
+    svc = service(store)
+    svc.apply_alert(make_alert(), NOW)
+    for step in path:
+        svc.transition([1], step, "alice", NOW)
+    before = store.ticket_events(1)
+    with pytest.raises(TransitionError):
+        svc.transition([1], to, "alice", NOW, outcome=outcome)  # type: ignore[arg-type]
+    assert store.ticket_events(1) == before
+
+
+def test_bulk_transition_is_all_or_nothing(store: TicketStore) -> None:
+    svc = service(store)
+    svc.apply_alert(make_alert("pc-1"), NOW)
+    svc.apply_alert(make_alert("pc-2"), NOW)
+    svc.transition([2], TicketState.DISMISSED, "alice", NOW)
+    with pytest.raises(TransitionError):
+        svc.transition([1, 2], TicketState.APPROVED, "alice", NOW)
+    assert store.get_ticket(1).state is TicketState.OPEN  # type: ignore[union-attr]
+    with pytest.raises(TransitionError, match="not found"):
+        svc.transition([1, 99], TicketState.APPROVED, "alice", NOW)
+
+
+def test_storm_groups_a_fleet_wide_spike_into_one_problem(store: TicketStore) -> None:
+    svc = service(
+        store,
+        storm={"window": "PT1H", "threshold": 5},
+        connectors=[{"kind": "webhook", "name": "hook", "url": "http://127.0.0.1:9/x"}],
+    )
+    for n in range(40):
+        svc.apply_inventory(make_inventory(f"pc-{n:03d}", model="EliteBook 840 G8"))
+        svc.apply_alert(make_alert(f"pc-{n:03d}", i=n % 50), NOW)
+    svc.apply_inventory(make_inventory("other", model="Latitude 5420"))
+    svc.apply_alert(make_alert("other"), NOW)
+    storms = store.storms()
+    assert len(storms) == 1
+    assert storms[0].member_count == 40
+    assert storms[0].cause == "reallocated_sectors"
+    assert storms[0].device_model == "EliteBook 840 G8"
+    grouped = store.list_tickets(TicketFilter(storm_group=storms[0].group_id), limit=100)
+    assert len(grouped) == 40
+    outbox = store.outbox()
+    # 4 single tickets before the threshold was reached, 1 grouped problem, 1 unrelated ticket: not 41
+    assert sorted(r.subject for r in outbox) == ["storm"] + ["ticket"] * 5
+    assert store.get_ticket(41).storm_group is None  # type: ignore[union-attr]
+
+
+def test_inventory_replays_never_overwrite_newer_facts(store: TicketStore) -> None:
+    svc = service(store)
+    assert svc.apply_inventory(make_inventory(site="New Site", updated_at=T0 + timedelta(days=1)))
+    assert not svc.apply_inventory(make_inventory(site="Old Site"))
+    assert store.get_device("pc-0001").site == "New Site"  # type: ignore[union-attr]
+    svc.apply_inventory(make_inventory(warranty_end=date(2030, 1, 1), updated_at=T0 + timedelta(days=2)))
+    svc.apply_alert(make_alert(), NOW)
+    assert store.list_tickets()[0].action_kind == "warranty_claim"
+
+
+def test_history_is_downsampled_per_component(store: TicketStore) -> None:
+    svc = service(store, consumer={"history_min_interval": "PT1H"})
+    kept = 0
+    for minutes in range(0, 180, 10):
+        score = RiskScore(
+            device_id="pc-0001",
+            component=Component.BATTERY,
+            risk=min(1.0, minutes / 200),
+            model_name="m",
+            model_version="1",
+            report_seq=minutes,
+            collected_at=T0 + timedelta(minutes=minutes),
+            scored_at=T0 + timedelta(minutes=minutes),
+        )
+        kept += svc.record_score(score)
+    assert kept == 3
+    points = store.history("pc-0001")
+    assert [p.at - T0 for p in points] == [timedelta(0), timedelta(hours=1), timedelta(hours=2)]
+    assert svc.prune_history(NOW + timedelta(days=365)) == 3
