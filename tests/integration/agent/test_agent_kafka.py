@@ -1,0 +1,218 @@
+"""The endpoint agent against a real Kafka broker: delivery, a broker outage, and kill -9.
+
+Agents under test run the real ``fleetpulse-agent run`` in a subprocess (outage, kill -9) or the
+:class:`Agent` loop in-process (normal delivery); only the light collectors run so tests stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer
+
+from fleetpulse.agents.collectors.config import StabilityConfig, SystemConfig
+from fleetpulse.agents.identity import build_identity
+from fleetpulse.agents.runner import Agent, build_collectors
+from fleetpulse.agents.settings import AgentSettings, DeliverySettings, IdentitySettings
+from fleetpulse.agents.spool import Spool
+from fleetpulse.config import KafkaSettings
+from fleetpulse.contract import DeviceInventory, HealthReport, Topics, decode, decode_report
+from tests.harness import DedicatedKafka
+
+pytestmark = pytest.mark.integration
+
+FAST_DELIVERY = DeliverySettings(
+    linger_ms=20,
+    max_block_ms=2_000,
+    delivery_timeout_ms=8_000,
+    flush_timeout_s=8.0,
+    backoff_initial_s=0.5,
+    backoff_max_s=3.0,
+)
+
+
+def consume(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0) -> list[tuple[bytes, bytes, dict[str, bytes]]]:
+    """Every record of ``topic`` from the start, until ``expected`` arrived (and a little longer for extras)."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"test-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=6_000,
+        heartbeat_interval_ms=1_000,
+        request_timeout_ms=10_000,
+    )
+    records: list[tuple[bytes, bytes, dict[str, bytes]]] = []
+    deadline = time.monotonic() + timeout_s
+    settle_until: float | None = None
+    try:
+        while time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend((r.key, r.value, dict(r.headers or [])) for r in batch)
+            if len(records) >= expected:
+                settle_until = settle_until or time.monotonic() + 2.0  # catch duplicates that trail behind
+                if time.monotonic() >= settle_until:
+                    break
+    finally:
+        consumer.close()
+    return records
+
+
+def seqs_of(records: list[tuple[bytes, bytes, dict[str, bytes]]]) -> list[int]:
+    out = []
+    for key, value, headers in records:
+        report = decode_report(value)
+        assert key == report.device_id.encode()
+        assert headers["seq"] == str(report.seq).encode()
+        out.append(report.seq)
+    return out
+
+
+def agent_env(tmp_path: Path, kafka: KafkaSettings, interval_s: float) -> dict[str, str]:
+    """A config of the real CLI via environment variables only (what a deployment may do too)."""
+    env = dict(os.environ)
+    env.update(
+        FLEETPULSE_AGENT_KAFKA__BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
+        FLEETPULSE_AGENT_KAFKA__TOPIC_PREFIX=kafka.topic_prefix,
+        FLEETPULSE_AGENT_KAFKA__REQUEST_TIMEOUT_MS="5000",
+        FLEETPULSE_AGENT_INTERVAL_S=str(interval_s),
+        FLEETPULSE_AGENT_SPOOL_DIR=str(tmp_path / "spool"),
+        FLEETPULSE_AGENT_IDENTITY__SECRET="test-fleet-secret",
+        FLEETPULSE_AGENT_IDENTITY__MACHINE_ID_FILE=str(tmp_path / "machine-id"),
+        FLEETPULSE_AGENT_DEVICE_KIND="desktop",
+        FLEETPULSE_AGENT_COLLECTORS='[{"kind": "system"}, {"kind": "stability", "crash_dirs": []}]',
+        FLEETPULSE_AGENT_DELIVERY=FAST_DELIVERY.model_dump_json(),
+    )
+    (tmp_path / "machine-id").write_text(uuid.uuid4().hex)
+    return env
+
+
+def start_agent(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "fleetpulse.agents.cli", "run"], env=env, stdout=subprocess.DEVNULL, stderr=log.open("ab")
+    )
+
+
+def stop_agent(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=40)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail("agent did not stop on SIGTERM")
+
+
+def spooled(tmp_path: Path) -> tuple[int, int]:
+    """(records waiting, next sequence number) read from the agent's spool file."""
+    with Spool(tmp_path / "spool" / "spool.sqlite3", 10**9) as spool:
+        return spool.count(), spool.next_seq
+
+
+def test_agent_delivers_every_report_once_in_order(tmp_path: Path, kafka_settings: KafkaSettings) -> None:
+    settings = AgentSettings(
+        kafka=kafka_settings,
+        interval_s=0.2,
+        spool_dir=tmp_path / "spool",
+        identity=IdentitySettings(device_id="it-agent-1"),
+        collectors=[SystemConfig(), StabilityConfig(crash_dirs=[])],
+        delivery=FAST_DELIVERY,
+    )
+    ident = build_identity(settings.identity)
+    agent = Agent(settings, ident, build_collectors(settings, ident, tmp_path / "state"))
+    agent.run(max_reports=15)
+
+    topics = Topics(prefix=kafka_settings.topic_prefix)
+    records = consume(kafka_settings.bootstrap_servers, topics.health, expected=15)
+    assert seqs_of(records) == list(range(15))
+    report = decode_report(records[-1][1])
+    assert isinstance(report, HealthReport)
+    assert report.system is not None
+    assert report.device_id == "it-agent-1"
+    inventory = consume(kafka_settings.bootstrap_servers, topics.inventory, expected=1)
+    assert decode(inventory[0][1], DeviceInventory).device_id == "it-agent-1"
+    assert spooled(tmp_path) == (0, 15), "everything acknowledged leaves the spool"
+
+
+@pytest.mark.slow
+def test_broker_outage_of_60s_loses_and_duplicates_nothing(
+    tmp_path: Path, dedicated_kafka: DedicatedKafka, topic_prefix: str
+) -> None:
+    kafka = KafkaSettings(bootstrap_servers=dedicated_kafka.bootstrap, topic_prefix=topic_prefix)
+    topic = Topics(prefix=topic_prefix).health
+    log = tmp_path / "agent.log"
+    agent = start_agent(agent_env(tmp_path, kafka, interval_s=0.5), log)
+    try:
+        deadline = time.monotonic() + 60
+        while spooled(tmp_path)[1] < 5 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        before_outage = len(consume(dedicated_kafka.bootstrap, topic, expected=3, timeout_s=30))
+        assert before_outage >= 3, "agent did not deliver before the outage"
+
+        dedicated_kafka.stop()
+        outage_started = time.monotonic()
+        seq_at_outage = spooled(tmp_path)[1]
+        time.sleep(65)
+        waiting, seq_after_outage = spooled(tmp_path)
+        produced_during_outage = seq_after_outage - seq_at_outage
+        assert produced_during_outage >= 100, "the agent must keep collecting while the broker is down"
+        assert waiting >= produced_during_outage
+        dedicated_kafka.start()
+        outage_s = time.monotonic() - outage_started
+
+        deadline = time.monotonic() + 120
+        while spooled(tmp_path)[0] > 0 and time.monotonic() < deadline:
+            time.sleep(1)
+    finally:
+        stop_agent(agent)
+    waiting, total = spooled(tmp_path)
+    assert waiting == 0, f"{waiting} reports still spooled after recovery; log: {log.read_text()[-3000:]}"
+
+    seqs = seqs_of(consume(dedicated_kafka.bootstrap, topic, expected=total, timeout_s=90))
+    counts = Counter(seqs)
+    lost = sorted(set(range(total)) - set(counts))
+    duplicated = sorted(s for s, n in counts.items() if n > 1)
+    print(
+        f"\nOUTAGE {outage_s:.0f}s: produced during outage {produced_during_outage}, total {total}, "
+        f"delivered {len(counts)}, lost {len(lost)}, duplicated {len(duplicated)}"
+    )
+    assert lost == []
+    assert duplicated == []
+    assert seqs == sorted(seqs), "reports arrive in collection order"
+
+
+@pytest.mark.slow
+def test_kill_9_during_sending_loses_nothing(tmp_path: Path, kafka_settings: KafkaSettings) -> None:
+    env = agent_env(tmp_path, kafka_settings, interval_s=0.05)
+    log = tmp_path / "agent.log"
+    for round_ in range(4):
+        agent = start_agent(env, log)
+        time.sleep(3.0 + round_)  # long enough to be mid-send at a random point
+        os.kill(agent.pid, signal.SIGKILL)
+        agent.wait()
+    agent = start_agent(env, log)
+    deadline = time.monotonic() + 60
+    time.sleep(3)
+    while spooled(tmp_path)[0] > 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    stop_agent(agent)
+    waiting, total = spooled(tmp_path)
+    assert waiting == 0
+
+    records = consume(kafka_settings.bootstrap_servers, Topics(prefix=kafka_settings.topic_prefix).health, total, 90)
+    by_seq: dict[int, set[bytes]] = {}
+    for _, value, _ in records:
+        by_seq.setdefault(decode_report(value).seq, set()).add(value)
+    assert sorted(by_seq) == list(range(total)), "a report was lost across kill -9"
+    assert all(len(v) == 1 for v in by_seq.values()), "a duplicate differs from its original: same seq reused"
+    duplicates = len(records) - total
+    print(f"\nKILL-9: {total} reports over 5 agent lives, delivered all, {duplicates} duplicate deliveries (same seq)")

@@ -1,0 +1,187 @@
+"""Collectors: one conformance test for every configured kind, plus each collector's own rules."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+import time
+from pathlib import Path
+from typing import get_args
+
+import pytest
+
+from fleetpulse.agents.collectors.base import Collector, CollectorContext, Section
+from fleetpulse.agents.collectors.battery import BatteryCollector
+from fleetpulse.agents.collectors.config import CollectorConfig, SmartConfig, default_collectors
+from fleetpulse.agents.collectors.stability import StabilityCollector
+from fleetpulse.agents.runner import CollectorRunner, build_report
+from fleetpulse.contract import CollectorError, DeviceKind, Platform
+from tests.harness import SHARED_DATA
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "agent"
+NOW_TS = "2026-01-01T00:00:00Z"
+
+
+def ctx(tmp_path: Path, smart_interval_s: float = 3600.0) -> CollectorContext:
+    return CollectorContext(
+        state_dir=tmp_path / "state",
+        platform=Platform.LINUX,
+        hash_serial=lambda s: f"h-{len(s)}",
+        smart_interval_s=smart_interval_s,
+    )
+
+
+def _report(section: Section) -> HealthReport:
+    from datetime import UTC, datetime
+
+    return build_report(0, "dev-1", DeviceKind.DESKTOP, Platform.LINUX, datetime.now(UTC), section)
+
+
+def test_every_collector_kind_is_in_the_defaults() -> None:
+    union = get_args(get_args(CollectorConfig)[0])
+    assert {c.model_fields["kind"].default for c in union} == {c.kind for c in default_collectors()}
+
+
+@pytest.mark.parametrize("config", default_collectors(), ids=lambda c: c.kind)
+def test_collector_conformance(tmp_path: Path, config: CollectorConfig) -> None:
+    """Each kind builds into a Collector whose section (on this machine) forms a valid report, or raises."""
+    collector = config.build(ctx(tmp_path))
+    assert isinstance(collector, Collector)
+    assert collector.name == config.kind
+    assert collector.timeout_s == config.timeout_s
+    try:
+        section = collector.collect()
+    except Exception as exc:  # allowed: the runner reports it (see test below)
+        section = {"collector_errors": [CollectorError(collector=collector.name, error=str(exc)[:2048])]}
+    assert isinstance(section, dict)
+    report = _report(section)
+    assert [e for e in report.collector_errors if e.collector == "report"] == [], "section broke the contract"
+
+
+class _Boom:
+    name = "boom"
+    timeout_s = 1.0
+
+    def collect(self) -> Section:
+        raise OSError("permission denied on /dev/sda")
+
+
+class _Hang:
+    name = "hang"
+    timeout_s = 0.2
+
+    def collect(self) -> Section:
+        time.sleep(3)
+        return {}
+
+
+class _Bad:
+    name = "bad"
+    timeout_s = 1.0
+
+    def collect(self) -> Section:
+        return {"thermal": "not a thermal record"}
+
+
+def test_runner_reports_failures_and_timeouts_instead_of_dying() -> None:
+    runner = CollectorRunner([_Boom(), _Hang()])
+    section = runner.collect()
+    errors = {e.collector: e.error for e in section["collector_errors"]}
+    assert errors["boom"].startswith("OSError: permission denied")
+    assert "timed out" in errors["hang"]
+    again = runner.collect()  # the hung thread is still sleeping: skipped, not stacked
+    assert "still hanging" in {e.collector: e.error for e in again["collector_errors"]}["hang"]
+
+
+def test_report_survives_a_collector_breaking_the_contract() -> None:
+    report = _report(CollectorRunner([_Bad()]).collect())
+    assert report.thermal is None
+    assert report.collector_errors[-1].collector == "report"
+
+
+FAKE_SMARTCTL = """#!/bin/sh
+# records every call, answers from recorded real outputs
+echo "$@" >> "{log}"
+case "$*" in
+  *--scan-open*) echo '{{"devices": [{{"name": "/dev/sda", "type": "sat"}}, {{"name": "/dev/nvme0", "type": "nvme"}}, {{"name": "/dev/sdb", "type": "sat"}}]}}' ;;
+  */dev/sda) cat "{sda}" ;;
+  */dev/nvme0) cat "{nvme}" ;;
+  */dev/sdb) echo '{{"smartctl": {{"exit_status": 3}}}}'; exit 3 ;;
+esac
+"""
+
+
+@pytest.fixture
+def fake_smartctl(tmp_path: Path) -> tuple[Path, Path]:
+    models = SHARED_DATA / "smartctl" / "scrutiny_testdata" / "models"
+    if not models.is_dir():
+        pytest.skip(f"smartctl corpus not found at {models}")
+    log = tmp_path / "calls.log"
+    script = tmp_path / "smartctl"
+    script.write_text(
+        FAKE_SMARTCTL.format(log=log, sda=models / "smart-ata-failed-scrutiny.json", nvme=models / "smart-nvme.json")
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return script, log
+
+
+def test_smart_polls_hourly_skips_standby_and_hashes_serials(tmp_path: Path, fake_smartctl: tuple[Path, Path]) -> None:
+    script, log = fake_smartctl
+    collector = SmartConfig(smartctl=str(script)).build(ctx(tmp_path))
+    section = collector.collect()
+    disks = {d.name: d for d in section["disks"]}
+    assert set(disks) == {"/dev/sda", "/dev/testfoobarpass"}  # sdb was asleep: not woken, not reported
+    assert disks["/dev/testfoobarpass"].serial_hash == "h-16"
+    calls = log.read_text().splitlines()
+    assert all("-n standby,3" in c for c in calls if "--scan-open" not in c)
+    assert len(calls) == 4
+    assert collector.collect() == {}, "SMART is not polled again within the hour"
+    rebuilt = SmartConfig(smartctl=str(script)).build(ctx(tmp_path))
+    assert rebuilt.collect() == {}, "restarting the agent does not reset the hourly limit"
+    assert len(log.read_text().splitlines()) == 4
+
+
+def test_smart_missing_tool_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    collector = SmartConfig(smartctl=str(tmp_path / "no-such-smartctl")).build(ctx(tmp_path))
+    section = CollectorRunner([collector]).collect()
+    assert section["collector_errors"][0].collector == "smart"
+
+
+def test_battery_from_sysfs(tmp_path: Path) -> None:
+    root = tmp_path / "power_supply"
+    for name, src in (("AC", "sysfs_AC_uevent"), ("BAT0", "sysfs_BAT0_uevent")):
+        (root / name).mkdir(parents=True)
+        shutil.copy(FIXTURES / src, root / name / "uevent")
+    section = BatteryCollector(ctx(tmp_path), 5.0, sysfs_root=root).collect()
+    assert section["battery"].full_charge_capacity == 43890.0
+    (root / "BAT0" / "uevent").unlink()
+    assert BatteryCollector(ctx(tmp_path), 5.0, sysfs_root=root).collect() == {}
+
+
+def test_unexpected_shutdown_detected_from_boot_id_without_clean_stop(tmp_path: Path) -> None:
+    state = tmp_path / "state" / "stability.json"
+    first = StabilityCollector(ctx(tmp_path), 5.0, crash_dirs=())
+    assert first.collect()["stability"].unexpected_shutdowns == 0
+    first.close()  # orderly stop
+    state.write_text(json.dumps({**json.loads(state.read_text()), "boot_id": "an-earlier-boot"}))
+    assert StabilityCollector(ctx(tmp_path), 5.0, crash_dirs=()).collect()["stability"].unexpected_shutdowns == 0
+    # the previous boot ended without the clean-stop mark: power loss or hard reset
+    state.write_text(json.dumps({**json.loads(state.read_text()), "boot_id": "another-boot", "clean_stop": False}))
+    hard = StabilityCollector(ctx(tmp_path), 5.0, crash_dirs=())
+    assert hard.collect()["stability"].unexpected_shutdowns == 1
+    assert hard.collect()["stability"].unexpected_shutdowns == 0, "counted once, in the next report only"
+
+
+def test_new_crash_dumps_are_counted_once(tmp_path: Path) -> None:
+    dumps = tmp_path / "crash"
+    dumps.mkdir()
+    collector = StabilityCollector(ctx(tmp_path), 5.0, crash_dirs=(dumps,))
+    assert collector.collect()["stability"].crashes == 0
+    time.sleep(0.05)
+    (dumps / "202611230101").mkdir()
+    (dumps / "dmesg-efi-1").write_text("panic")
+    section = collector.collect()
+    assert section["stability"].crashes == 2
+    assert _report(section).priority.value == "event"
+    assert collector.collect()["stability"].crashes == 0
