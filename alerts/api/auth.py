@@ -29,11 +29,16 @@ basic_scheme = HTTPBasic(auto_error=False, realm="fleetpulse")
 bearer_scheme = HTTPBearer(auto_error=False)
 
 
+def _pbkdf2(secret: str, salt: bytes, iterations: int) -> bytes:
+    """PBKDF2-HMAC-SHA256 over SHA-256(secret): HMAC zero-pads short keys and hashes long ones,
+    so without the pre-hash "pw" and "pw\\0" (or a long password and its digest) would be equal."""
+    return hashlib.pbkdf2_hmac("sha256", hashlib.sha256(secret.encode()).digest(), salt, iterations)
+
+
 def hash_secret(secret: str, iterations: int = PBKDF2_ITERATIONS) -> str:
     """The value for ``password_hash`` in the configuration."""
     salt = secrets.token_bytes(16)
-    digest = hashlib.pbkdf2_hmac("sha256", secret.encode(), salt, iterations)
-    return f"pbkdf2_sha256${iterations}${salt.hex()}${digest.hex()}"
+    return f"pbkdf2_sha256${iterations}${salt.hex()}${_pbkdf2(secret, salt, iterations).hex()}"
 
 
 def verify_secret(secret: str, encoded: str) -> bool:
@@ -41,7 +46,7 @@ def verify_secret(secret: str, encoded: str) -> bool:
         scheme, iterations, salt, expected = encoded.split("$")
         if scheme != "pbkdf2_sha256":
             return False
-        digest = hashlib.pbkdf2_hmac("sha256", secret.encode(), bytes.fromhex(salt), int(iterations))
+        digest = _pbkdf2(secret, bytes.fromhex(salt), int(iterations))
     except ValueError:
         return False
     return hmac.compare_digest(digest.hex(), expected)

@@ -47,23 +47,28 @@ def test_database_refuses_a_second_open_ticket_even_without_the_service(store: T
     svc = service(store)
     svc.apply_alert(make_alert(), NOW)
     row = store.list_tickets()[0]
-    with pytest.raises(IntegrityError), store.session() as session:
-        clone = TicketRow(
-            **{c: getattr(row, c) for c in ("device_id", "component_id", "urgency", "risk", "model_name")},
-            component=row.component.value,
-            model_version="x",
-            state="open",
-            urgency_rank=1,
-            open_key="pc-0001|disk|sn1",
-            evidence=[],
-            action_kind="repair",
-            recommended_action="x",
-            storm_key="k",
-            last_alert_id="y",
-            opened_at=row.opened_at,
-            updated_at=row.updated_at,
-        )
-        session.add(clone)
+    clone = TicketRow(
+        **{c: getattr(row, c) for c in ("device_id", "component_id", "urgency", "risk", "model_name")},
+        component=row.component.value,
+        model_version="x",
+        state="open",
+        urgency_rank=1,
+        open_key="pc-0001|disk|sn1",
+        evidence=[],
+        action_kind="repair",
+        recommended_action="x",
+        storm_key="k",
+        last_alert_id="y",
+        opened_at=row.opened_at,
+        updated_at=row.updated_at,
+    )
+
+    def insert() -> None:
+        with store.session() as session:
+            session.add(clone)
+
+    with pytest.raises(IntegrityError):
+        insert()
 
 
 def test_cleared_alert_is_recorded_on_the_ticket_not_deleted(store: TicketStore) -> None:
