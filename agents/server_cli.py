@@ -89,6 +89,97 @@ def simulate(
     )
 
 
+mdm_app = typer.Typer(help="Mobile devices from the MDM (Intune / Microsoft Graph exports)", no_args_is_help=True)
+
+
+@mdm_app.command("ingest")
+def mdm_ingest(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="export files")],
+    fmt: Annotated[str, typer.Option("--format", help="graph-json or csv")] = "graph-json",
+    as_of: Annotated[
+        str | None, typer.Option(help="time of the export (ISO) for rows without a sync time; default now")
+    ] = None,
+    dead_letter: Annotated[
+        Path | None, typer.Option(help="append rejected rows as JSON lines (default: settings mdm.dead_letter_path)")
+    ] = None,
+    to_kafka: Annotated[bool, typer.Option("--to-kafka/--dry-run", help="publish, or only map and count")] = True,
+) -> None:
+    """Map MDM exports to health reports (pseudonymised, idempotent seq) and publish them.
+
+    Exit status: 0 all rows mapped, 3 some rows rejected (the rest was published), 1 publishing failed.
+    """
+    from fleetpulse.agents.kafka_publish import PublishStats, ensure_topics, make_producer, publish_records
+    from fleetpulse.agents.mdm import (
+        IngestResult,
+        InputFormat,
+        RowError,
+        SeqStore,
+        dead_letters,
+        ingest_text,
+        read_export,
+    )
+    from fleetpulse.cliutil import settings_from
+    from fleetpulse.contract import Topics
+
+    if fmt not in ("graph-json", "csv"):
+        raise typer.BadParameter("--format must be graph-json or csv")
+    input_format: InputFormat = "csv" if fmt == "csv" else "graph-json"
+    settings = settings_from(ctx)
+    if settings.mdm.secret is None or not settings.mdm.secret.get_secret_value():
+        typer.echo("error: no pseudonymisation secret: set [mdm] secret or FLEETPULSE_MDM__SECRET", err=True)
+        raise typer.Exit(2)
+    secret = settings.mdm.secret.get_secret_value().encode()
+    when = _parse_start(as_of) if as_of else datetime.now(UTC)
+    total = IngestResult()
+    with SeqStore(settings.mdm.state_path) as store:
+        for path in paths:
+            try:
+                text = read_export(path)
+            except (OSError, RowError) as exc:
+                total.warnings.append(f"{path.name}: unreadable: {exc}")
+                continue
+            part = ingest_text(text, input_format, secret, store, when, source=path.name)
+            total.reports += part.reports
+            total.inventory += part.inventory
+            total.errors += part.errors
+            total.skipped += part.skipped
+            total.warnings += part.warnings
+            total.rows += part.rows
+    for warning in total.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    for problem in total.errors[:20]:
+        typer.echo(f"rejected {problem.ref}: {problem.reason}", err=True)
+    if len(total.errors) > 20:
+        typer.echo(f"... and {len(total.errors) - 20} more rejected rows", err=True)
+    dead_path = dead_letter or settings.mdm.dead_letter_path
+    if dead_path is not None and total.errors:
+        dead_path.parent.mkdir(parents=True, exist_ok=True)
+        with dead_path.open("a") as fh:
+            for line in dead_letters(total, datetime.now(UTC)):
+                fh.write(line + "\n")
+    typer.echo(
+        f"rows: {total.rows}, reports: {len(total.reports)}, rejected: {len(total.errors)}, "
+        f"skipped: {len(total.skipped)} (PCs, duplicates)"
+    )
+    if to_kafka and total.reports:
+        ensure_topics(settings.kafka)
+        stats = PublishStats()
+        producer = make_producer(settings.kafka)
+        try:
+            publish_records(producer, Topics(prefix=settings.kafka.topic_prefix), total.inventory, total.reports, stats)
+            producer.flush()
+        finally:
+            producer.close()
+        typer.echo(f"published {stats.health} health, {stats.mobile} mobile, {stats.inventory} inventory records")
+        if stats.errors:
+            typer.echo(f"error: {len(stats.errors)} sends failed, first: {stats.errors[0]}", err=True)
+            raise typer.Exit(1)
+    if total.errors:
+        raise typer.Exit(3)
+
+
 def register(app: typer.Typer) -> None:
     """Add this component's commands to ``fleetpulse``."""
     app.command("simulate")(simulate)
+    app.add_typer(mdm_app, name="mdm")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fleetpulse.agents.mdm_settings import MdmSettings
 from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.config import KafkaSettings
 from fleetpulse.dashboards.settings import GrafanaSettings
@@ -24,3 +25,4 @@ class ServerSettings(BaseSettings):
     models: ModelSettings = ModelSettings()
     alerts: AlertSettings = AlertSettings()
     grafana: GrafanaSettings = GrafanaSettings()
+    mdm: MdmSettings = MdmSettings()

@@ -1,0 +1,259 @@
+"""MDM bridge on hand-written exports that follow Microsoft Graph's documented response shapes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from fleetpulse.agents.mdm import (
+    SeqStore,
+    dead_letters,
+    ingest,
+    ingest_text,
+    pseudonymise,
+    read_csv,
+    read_graph_json,
+)
+from fleetpulse.cli import app
+from fleetpulse.contract import DeviceKind, Platform, ReportSource, decode_report, encode
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mdm"
+SECRET = b"test-fleet-secret"
+AS_OF = datetime(2025, 3, 6, tzinfo=UTC)
+PERSONAL = (
+    "mustermann",
+    "muster@",
+    "Erika",
+    "city.example",
+    "+49",
+    "35 391805",
+    "356938035643809",
+    "F2LXK1ABCD12",
+    "R5CW12345XY",
+    "a4c3f0112233",
+    "KIOSK-0042",
+    "DESKTOP-4KQ2M1",
+    "LAPTOP-HR-0193",
+    "F5D1234ABCDE",
+    "0f9d2e6a-2b7c-4a51-9d1e-6c1f0a3b8e11",  # the Intune id itself is replaced by its pseudonym
+)
+
+
+def _ingest(name: str, fmt: str, store: SeqStore | None = None, as_of: datetime = AS_OF):  # type: ignore[no-untyped-def]
+    return ingest_text((FIXTURES / name).read_text(), fmt, SECRET, store or SeqStore(":memory:"), as_of, name)  # type: ignore[arg-type]
+
+
+def test_managed_device_pages_map_to_mobile_reports() -> None:
+    result = _ingest("managed_devices_pages.json", "graph-json")
+    assert result.rows == 7
+    assert len(result.reports) == 3
+    phone, android, ipad = result.reports
+    assert (phone.kind, phone.platform, phone.source) == (DeviceKind.PHONE, Platform.IOS, ReportSource.MDM)
+    assert phone.battery is not None
+    assert phone.battery.design_capacity == 100.0
+    assert phone.battery.full_charge_capacity == 83.0
+    assert phone.battery.cycle_count == 612
+    assert phone.battery.health_ratio == pytest.approx(0.83)
+    assert phone.collected_at == datetime(2025, 3, 4, 7, 15, 42, tzinfo=UTC)
+    assert phone.disks[0].capacity_bytes == 127999672320
+    assert phone.system is not None
+    assert phone.system.disk_free_bytes == 48318382080
+    assert android.battery is None, "health 0 means the MDM did not measure it"
+    assert (ipad.kind, ipad.platform) == (DeviceKind.TABLET, Platform.IOS)
+    assert [s.reason for s in result.skipped] == ["not a phone or tablet (operatingSystem/deviceType windows)"]
+    reasons = [e.reason for e in result.errors]
+    assert reasons == [
+        "lastSyncDateTime: device never synced",
+        "batteryHealthPercentage: 140 outside 0..100",
+        "freeStorageSpace larger than totalStorageSpace",
+    ]
+    assert next(e.ref for e in result.errors) == "managed_devices_pages.json:page 2:item 1"
+    assert result.warnings == []
+    for report in result.reports:
+        assert decode_report(encode(report)) == report
+
+
+def test_personal_data_never_leaves_the_bridge() -> None:
+    outputs: list[str] = []
+    for name, fmt in (
+        ("managed_devices_pages.json", "graph-json"),
+        ("battery_health_device_performance.json", "graph-json"),
+        ("devices.csv", "csv"),
+    ):
+        result = _ingest(name, fmt)
+        outputs += [encode(r).decode() for r in result.reports]
+        outputs += [encode(i).decode() for i in result.inventory]
+        outputs += list(dead_letters(result, AS_OF))
+        outputs += [p.reason + json.dumps(p.excerpt) for p in result.errors + result.skipped]
+    blob = "\n".join(outputs)
+    for needle in PERSONAL:
+        assert needle.lower() not in blob.lower(), needle
+
+
+def test_pseudonyms_are_stable_and_depend_on_the_secret() -> None:
+    a = pseudonymise("0f9d2e6a-2b7c-4a51-9d1e-6c1f0a3b8e11", SECRET)
+    assert a == pseudonymise("0f9d2e6a-2b7c-4a51-9d1e-6c1f0a3b8e11", SECRET)
+    assert a != pseudonymise("0f9d2e6a-2b7c-4a51-9d1e-6c1f0a3b8e11", b"other")
+    assert a.startswith("mdm-")
+    assert len(a) == 36
+    # The same Intune device in JSON and CSV exports is one device downstream.
+    json_ids = {r.device_id for r in _ingest("managed_devices_pages.json", "graph-json").reports}
+    csv_ids = {r.device_id for r in _ingest("devices.csv", "csv").reports}
+    assert a in json_ids & csv_ids
+
+
+def test_reingesting_an_export_reproduces_the_same_records(tmp_path: Path) -> None:
+    state = tmp_path / "state.sqlite"
+    with SeqStore(state) as store:
+        first = [encode(r) for r in _ingest("managed_devices_pages.json", "graph-json", store).reports]
+    with SeqStore(state) as store:
+        again = [encode(r) for r in _ingest("managed_devices_pages.json", "graph-json", store).reports]
+        later = _ingest("devices.csv", "csv", store).reports
+    assert first == again
+    phone = pseudonymise("0f9d2e6a-2b7c-4a51-9d1e-6c1f0a3b8e11", SECRET)
+    assert [r.seq for r in later if r.device_id == phone] == [1], "a newer sync gets the next seq"
+
+
+def test_battery_performance_rows_are_windows_laptops_stamped_as_of(tmp_path: Path) -> None:
+    with SeqStore(tmp_path / "s.sqlite") as store:
+        result = _ingest("battery_health_device_performance.json", "graph-json", store)
+        replay = _ingest(
+            "battery_health_device_performance.json", "graph-json", store, as_of=datetime(2025, 4, 1, tzinfo=UTC)
+        )
+    assert len(result.reports) == 2
+    worn = result.reports[0]
+    assert (worn.kind, worn.platform) == (DeviceKind.LAPTOP, Platform.WINDOWS)
+    assert worn.battery is not None
+    assert worn.battery.full_charge_capacity == 71.0
+    assert worn.battery.runtime_full_minutes == 214.0
+    assert worn.collected_at == AS_OF
+    assert [e.reason for e in result.errors] == ["maxCapacityPercentage: missing or not measured"]
+    assert [encode(r) for r in replay.reports] == [encode(r) for r in result.reports], "same content, same record"
+    assert result.inventory[0].vendor == "LENOVO"
+
+
+def test_csv_headers_are_matched_loosely_and_bad_rows_are_reported() -> None:
+    result = _ingest("devices.csv", "csv")
+    assert len(result.reports) == 2
+    assert result.reports[1].collected_at == datetime(2025, 3, 5, 5, 0, tzinfo=UTC), "offsets normalised to UTC"
+    assert [(e.ref, e.reason) for e in result.errors] == [
+        ("devices.csv:line 4", "id: missing Intune device id"),
+        ("devices.csv:line 5", "lastSyncDateTime: not an ISO 8601 timestamp"),
+        ("devices.csv:line 6", "batteryHealthPercentage: not a finite number"),
+        ("devices.csv:line 7", "4 columns, header has 13"),
+    ]
+
+
+def test_paging_variants_and_incomplete_exports() -> None:
+    pages = json.loads((FIXTURES / "managed_devices_pages.json").read_text())
+    as_lines = "\n".join(json.dumps(p) for p in pages)
+    items, warnings = read_graph_json(as_lines, "x")
+    assert len(items) == 7
+    assert warnings == []
+    items, warnings = read_graph_json(json.dumps(pages[0]), "x")
+    assert len(items) == 3
+    assert warnings == ["x: last page has @odata.nextLink: the export is incomplete (more pages on the server)"]
+    items, warnings = read_graph_json('{"error": {"code": "Forbidden"}}\nnot json\n', "x")
+    assert items == []
+    assert len(warnings) == 2
+
+
+def test_duplicate_rows_in_one_input_are_skipped() -> None:
+    page = json.loads((FIXTURES / "managed_devices_pages.json").read_text())[0]
+    page["value"].append(page["value"][0])
+    page.pop("@odata.nextLink")
+    result = ingest_text(json.dumps(page), "graph-json", SECRET, SeqStore(":memory:"), AS_OF)
+    assert len(result.reports) == 3
+    assert [s.reason for s in result.skipped] == ["duplicate of an earlier row in this input"]
+
+
+def test_a_secret_is_required() -> None:
+    with pytest.raises(ValueError, match="secret"):
+        ingest([], "csv", b"", SeqStore(":memory:"), AS_OF)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+_fields = st.sampled_from(
+    [
+        "id",
+        "deviceId",
+        "operatingSystem",
+        "deviceType",
+        "chassisType",
+        "lastSyncDateTime",
+        "hardwareInformation",
+        "totalStorageSpaceInBytes",
+        "freeStorageSpaceInBytes",
+        "maxCapacityPercentage",
+        "estimatedRuntimeInMinutes",
+        "manufacturer",
+        "model",
+    ]
+)
+_items = st.dictionaries(
+    _fields, _json_values | st.sampled_from(["iOS", "Android", "iPhone", "2025-03-01T00:00:00Z"]), max_size=10
+)
+
+
+@given(items=st.lists(_items | _json_values, max_size=8))
+def test_fuzzed_graph_items_never_crash_and_every_row_is_accounted_for(items: list[object]) -> None:
+    text = json.dumps({"value": items})
+    result = ingest_text(text, "graph-json", SECRET, SeqStore(":memory:"), AS_OF)
+    assert result.rows == len(items)
+    assert len(result.reports) + len(result.errors) + len(result.skipped) == result.rows
+    for report in result.reports:
+        assert decode_report(encode(report)) == report
+
+
+@given(text=st.text(max_size=400))
+def test_fuzzed_csv_never_crashes(text: str) -> None:
+    rows, _ = read_csv(text)
+    result = ingest(rows, "csv", SECRET, SeqStore(":memory:"), AS_OF)
+    assert len(result.reports) + len(result.errors) + len(result.skipped) == result.rows
+
+
+@given(
+    battery=st.one_of(st.text(max_size=8), st.floats(allow_nan=True), st.integers()),
+    sync=st.one_of(st.text(max_size=30), st.datetimes(timezones=st.just(UTC)).map(lambda d: d.isoformat())),
+)
+def test_fuzzed_csv_values_never_crash(battery: object, sync: str) -> None:
+    header = "id,operatingSystem,deviceType,lastSyncDateTime,batteryHealthPercentage\n"
+    line = ",".join(
+        json.dumps(v) if not isinstance(v, str) else '"' + v.replace('"', '""') + '"'
+        for v in ("abc", "iOS", "iPhone", sync, battery)
+    )
+    rows, _ = read_csv(header + line + "\n")
+    result = ingest(rows, "csv", SECRET, SeqStore(":memory:"), AS_OF)
+    assert len(result.reports) + len(result.errors) + len(result.skipped) == result.rows
+
+
+def test_cli_dry_run_reports_errors_and_writes_dead_letters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLEETPULSE_MDM__SECRET", "cli-secret")
+    monkeypatch.setenv("FLEETPULSE_MDM__STATE_PATH", str(tmp_path / "state.sqlite"))
+    dead = tmp_path / "dead.jsonl"
+    result = CliRunner().invoke(
+        app,
+        ["mdm", "ingest", str(FIXTURES / "managed_devices_pages.json"), "--dry-run", "--dead-letter", str(dead)],
+    )
+    assert result.exit_code == 3, result.output
+    assert "rows: 7, reports: 3, rejected: 3, skipped: 1" in result.output
+    lines = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert next(d["reason"] for d in lines) == "lastSyncDateTime: device never synced"
+    assert "city.example" not in dead.read_text()
+
+
+def test_cli_refuses_to_run_without_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FLEETPULSE_MDM__SECRET", raising=False)
+    result = CliRunner().invoke(app, ["mdm", "ingest", str(FIXTURES / "devices.csv"), "--format", "csv", "--dry-run"])
+    assert result.exit_code == 2
+    assert "secret" in result.output
