@@ -469,7 +469,7 @@ class FleetSimulator:
         catalogue = _PHONES if phone else _TABLETS
         dev.vendor, dev.model = rng.choice(catalogue[dev.platform])
         # The MDM reports health as a percentage: design normalised to 100 (as the MDM bridge does).
-        dev.battery = _Battery(rng, 100.0, "mAh", age, rng.uniform(0.6, 1.2) if phone else rng.uniform(0.2, 0.6))
+        dev.battery = _Battery(rng, 100.0, "mAh", age, rng.uniform(0.4, 1.0) if phone else rng.uniform(0.2, 0.6))
         self._maybe_cell_fault(rng, dev.battery)
         dev.storage = (rng.choice((64, 128, 256)) * GB, rng.uniform(0.1, 0.7))
         dev.board_fail_day = _fail_day(rng, MOBILE_BOARD_AFR, self.failure_scale)
