@@ -22,3 +22,46 @@ def test_agent_import_graph_has_no_heavy_dependencies() -> None:
     loaded = json.loads(out.stdout)
     heavy = sorted({name for name in loaded for bad in FORBIDDEN if name == bad or name.startswith(bad + ".")})
     assert heavy == [], f"agent imports heavy modules: {heavy}"
+
+
+# What the endpoint agent's runtime may load besides the standard library: the five base
+# dependencies and their own dependencies (pydantic-settings -> dotenv, typer -> click/shellingham, ...).
+AGENT_THIRD_PARTY = {
+    "pydantic",
+    "pydantic_core",
+    "pydantic_settings",
+    "annotated_types",
+    "typing_extensions",
+    "typing_inspection",
+    "dotenv",
+    "typer",
+    "click",
+    "shellingham",
+    "annotated_doc",
+    "rich",
+    "markdown_it",
+    "mdurl",
+    "pygments",
+    "psutil",
+    "kafka",
+    "certifi",
+    "fleetpulse",
+}
+
+
+def test_agent_runtime_loads_only_stdlib_and_its_five_dependencies() -> None:
+    code = (
+        "import sys, json, importlib, pkgutil\n"
+        "import fleetpulse.agents.collectors, fleetpulse.agents.parsers\n"
+        "mods = ['fleetpulse.agents.cli', 'fleetpulse.agents.runner', 'fleetpulse.agents.delivery',\n"
+        "        'fleetpulse.agents.spool', 'fleetpulse.agents.identity', 'fleetpulse.agents.inventory']\n"
+        "for pkg in (fleetpulse.agents.collectors, fleetpulse.agents.parsers):\n"
+        "    mods += [m.name for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.')]\n"
+        "for m in mods:\n"
+        "    importlib.import_module(m)\n"
+        "print(json.dumps(sorted({n.split('.')[0] for n in sys.modules})))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(out.stdout))
+    extra = sorted(n for n in loaded - AGENT_THIRD_PARTY if n not in sys.stdlib_module_names and not n.startswith("_"))
+    assert extra == [], f"agent runtime imports packages outside its declared dependencies: {extra}"

@@ -16,7 +16,7 @@ from fleetpulse.agents.collectors.battery import BatteryCollector
 from fleetpulse.agents.collectors.config import CollectorConfig, SmartConfig, default_collectors
 from fleetpulse.agents.collectors.stability import StabilityCollector
 from fleetpulse.agents.runner import CollectorRunner, build_report
-from fleetpulse.contract import CollectorError, DeviceKind, Platform
+from fleetpulse.contract import CollectorError, DeviceKind, HealthReport, Platform
 from tests.harness import SHARED_DATA
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "agent"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -85,7 +86,9 @@ def test_ioreg_apple_silicon_uses_raw_capacity_not_percent() -> None:
 
 
 def test_edac_sums_controllers() -> None:
-    memory = parse_edac_counts({"mc0/ce_count": "3\n", "mc0/ue_count": "0\n", "mc1/ce_count": "2\n", "mc1/ue_count": "1"})
+    memory = parse_edac_counts(
+        {"mc0/ce_count": "3\n", "mc0/ue_count": "0\n", "mc1/ce_count": "2\n", "mc1/ue_count": "1"}
+    )
     assert memory is not None
     assert (memory.correctable_errors, memory.uncorrectable_errors) == (5, 1)
     assert parse_edac_counts({}) is None
@@ -101,7 +104,9 @@ def test_whea_events() -> None:
 
 def test_systemd_analyze() -> None:
     assert parse_systemd_analyze(fixture("systemd_analyze.txt")) == pytest.approx(74.174)
-    assert parse_systemd_analyze("Startup finished in 1.2s (kernel) + 800ms (userspace) = 2.000s\n") == pytest.approx(2.0)
+    assert parse_systemd_analyze("Startup finished in 1.2s (kernel) + 800ms (userspace) = 2.000s\n") == pytest.approx(
+        2.0
+    )
     with pytest.raises(ParseError):
         parse_systemd_analyze("Bootup is not yet finished. Please try again later.")
 
@@ -114,7 +119,12 @@ def test_thermal_ignores_disconnected_sensors() -> None:
     }
     thermal = thermal_from_sensors(temps, {"thinkpad": [SimpleNamespace(current=2900)]}, throttle_events=4)
     assert thermal is not None
-    assert (thermal.cpu_max_c, thermal.sensors_max_c, thermal.fan_rpm, thermal.throttle_events) == (66.0, 66.0, [2900.0], 4)
+    assert (thermal.cpu_max_c, thermal.sensors_max_c, thermal.fan_rpm, thermal.throttle_events) == (
+        66.0,
+        66.0,
+        [2900.0],
+        4,
+    )
     assert thermal_from_sensors({}, {}) is None
 
 
@@ -133,10 +143,8 @@ PARSERS = [
 @pytest.mark.parametrize("parser", range(len(PARSERS)))
 @given(text=st.text(max_size=2000))
 def test_parsers_never_crash_on_garbage(parser: int, text: str) -> None:
-    try:
+    with contextlib.suppress(ParseError):
         PARSERS[parser](text)
-    except ParseError:
-        pass
 
 
 _SMART_LINES = st.sampled_from(
@@ -161,10 +169,8 @@ _SMART_LINES = st.sampled_from(
 
 @given(lines=st.lists(st.one_of(_SMART_LINES, st.text(max_size=80)), max_size=40))
 def test_smartctl_text_survives_shuffled_real_lines(lines: list[str]) -> None:
-    try:
+    with contextlib.suppress(ParseError):
         parse_smartctl_text("\n".join(lines), name="x")
-    except ParseError:
-        pass
 
 
 _JSON = st.recursive(
@@ -173,7 +179,16 @@ _JSON = st.recursive(
     max_leaves=30,
 )
 _KEYS = st.sampled_from(
-    ["model_name", "smart_status", "ata_smart_attributes", "nvme_smart_health_information_log", "device", "temperature", "power_on_time", "user_capacity"]
+    [
+        "model_name",
+        "smart_status",
+        "ata_smart_attributes",
+        "nvme_smart_health_information_log",
+        "device",
+        "temperature",
+        "power_on_time",
+        "user_capacity",
+    ]
 )
 
 
@@ -181,7 +196,5 @@ _KEYS = st.sampled_from(
 def test_smartctl_json_survives_wrongly_typed_fields(doc: dict[str, object]) -> None:
     import json
 
-    try:
+    with contextlib.suppress(ParseError):
         parse_smartctl_json(json.dumps(doc), name="x")
-    except ParseError:
-        pass

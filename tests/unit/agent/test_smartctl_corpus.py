@@ -34,7 +34,11 @@ def _parse(root: Path, row: dict[str, str]) -> DiskHealth:
     return parse_smartctl_text(data.decode("utf-8", errors="replace"), name=path.name, hasher=lambda s: f"h{len(s)}")
 
 
-@pytest.mark.parametrize("row", ROWS or [pytest.param({}, marks=pytest.mark.skip("smartctl corpus absent"))], ids=lambda r: r.get("file", "none"))
+@pytest.mark.parametrize(
+    "row",
+    ROWS or [pytest.param({}, marks=pytest.mark.skip("smartctl corpus absent"))],
+    ids=lambda r: r.get("file", "none"),
+)
 def test_every_real_output_parses_or_is_refused_cleanly(shared_data: Path, row: dict[str, str]) -> None:
     try:
         disk = _parse(shared_data, row)
@@ -54,7 +58,14 @@ def test_every_real_output_parses_or_is_refused_cleanly(shared_data: Path, row: 
         assert disk.kind in (expected, DiskKind.UNKNOWN) or (expected is DiskKind.NVME and disk.kind is DiskKind.SSD)
     if row["category"] == "passed_with_errors":
         report = HealthReport.model_validate(
-            {"device_id": "d1", "seq": 0, "collected_at": "2026-01-01T00:00:00Z", "kind": "desktop", "platform": "linux", "disks": [disk]}
+            {
+                "device_id": "d1",
+                "seq": 0,
+                "collected_at": "2026-01-01T00:00:00Z",
+                "kind": "desktop",
+                "platform": "linux",
+                "disks": [disk],
+            }
         )
         assert report.priority is Priority.EVENT, "an early-warning counter must make the report an event"
 

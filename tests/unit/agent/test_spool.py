@@ -81,11 +81,13 @@ def test_record_larger_than_cap_is_refused(tmp_path: Path) -> None:
     ops=st.lists(st.tuples(st.sampled_from(["add", "event", "ack"]), st.integers(0, 100)), max_size=60),
     cap_records=st.integers(2, 12),
 )
-def test_spool_invariants(tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, int]], cap_records: int) -> None:
+def test_spool_invariants(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, int]], cap_records: int
+) -> None:
     """Whatever happens: under the cap, in seq order, and events only evicted when no routine is left."""
     one = len(report(0, pad=100).model_dump_json(exclude_none=True)) + len(b"dev-1") + ROW_OVERHEAD_BYTES
     with Spool(tmp_path_factory.mktemp("s") / "s.db", max_bytes=one * cap_records) as spool:
-        allocated = 0
+        allocated = events_evicted_before = 0
         for op, n in ops:
             if op == "ack":
                 spool.ack([r.id for r in spool.peek(n % 5)])
@@ -97,8 +99,10 @@ def test_spool_invariants(tmp_path_factory: pytest.TempPathFactory, ops: list[tu
             seqs = [r.seq for r in left]
             assert seqs == sorted(seqs)
             assert all(decode_report(r.value).seq == r.seq for r in left)
-            if spool.evicted()[Priority.EVENT]:
+            events_evicted = spool.evicted()[Priority.EVENT]
+            if events_evicted > events_evicted_before:  # an event went only because nothing routine was left
                 assert all(r.priority is Priority.EVENT for r in left[:-1])
+            events_evicted_before = events_evicted
         assert spool.next_seq == allocated
 
 
@@ -124,11 +128,12 @@ def test_kill_9_mid_write_loses_nothing_committed(tmp_path: Path) -> None:
     path = tmp_path / "spool.db"
     for round_ in range(5):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
-        time.sleep(0.8 + 0.3 * round_)
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # writing has begun (imports can be slow on a busy machine)
+        time.sleep(0.2 + 0.15 * round_)
         os.kill(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
-        printed = [int(x) for x in out.split()]
-        assert printed, "the writer committed nothing before being killed"
+        printed = [int(x) for x in (first + out).split()]
         db = sqlite3.connect(path)
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         db.close()
