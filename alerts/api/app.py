@@ -12,7 +12,7 @@ import io
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
@@ -39,6 +39,10 @@ FilterText = Annotated[str | None, Query(max_length=128)]
 Reader = Annotated[Principal, Depends(require(*READ_ROLES))]
 Writer = Annotated[Principal, Depends(require(*WRITE_ROLES))]
 Admin = Annotated[Principal, Depends(require(*ADMIN_ROLES))]
+JSON_ONLY: dict[int | str, dict[str, Any]] = {
+    400: {"description": "body is not valid JSON"},
+    415: {"description": "writes need Content-Type: application/json"},
+}
 
 
 class _In(BaseModel):
@@ -169,6 +173,7 @@ def create_app(
         description="Replacement and repair tickets from predicted hardware failures. "
         "Roles: fleet_manager (read, approve, close), it_support (read only), admin (everything).",
         lifespan=lifespan,
+        responses={401: {"description": "no or invalid credentials"}, 403: {"description": "role may not do this"}},
     )
     app.state.authenticator = Authenticator(settings.api)
     app.state.store = ticket_store
@@ -231,7 +236,7 @@ def create_app(
     @app.post(
         "/api/v1/tickets/{ticket_id}/transition",
         tags=["tickets"],
-        responses={404: {"description": "no such ticket"}, 409: {"description": "transition not allowed"}},
+        responses={404: {"description": "no such ticket"}, 409: {"description": "transition not allowed"}, **JSON_ONLY},
     )
     def transition(principal: Writer, ticket_id: TicketId, body: TransitionIn) -> TicketView:
         """open -> approved -> ordered -> done, or dismissed; closing records the outcome as a training label."""
@@ -242,7 +247,11 @@ def create_app(
         except TransitionError as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
 
-    @app.post("/api/v1/tickets/bulk-transition", tags=["tickets"], responses={409: {"description": "not allowed"}})
+    @app.post(
+        "/api/v1/tickets/bulk-transition",
+        tags=["tickets"],
+        responses={409: {"description": "not allowed"}, **JSON_ONLY},
+    )
     def bulk_transition(principal: Writer, body: BulkTransitionIn) -> list[TicketView]:
         """All or nothing: one ticket that cannot move stops the whole batch."""
         ids = list(dict.fromkeys(body.ticket_ids))
@@ -273,7 +282,7 @@ def create_app(
         """Messages owed to connectors and the labels topic, newest first."""
         return ticket_store.outbox(pending_only=pending)
 
-    @app.post("/api/v1/outbox/retry", tags=["admin"])
+    @app.post("/api/v1/outbox/retry", tags=["admin"], responses=JSON_ONLY)
     def retry(_: Admin, body: RetryIn) -> dict[str, int]:
         """Make pending messages due now (e.g. after an ITSM outage)."""
         return {"rescheduled": ticket_store.retry_now(clock(), body.ids)}
