@@ -690,7 +690,8 @@ class FleetSimulator:
             load = rng.uniform(5.0, 60.0)
             cpu = th.temp_base + load * 0.35 + fan_fault * 38.0 + rng.gauss(0.0, 2.0)
             fan = th.fan_rpm * (1.0 - 0.95 * fan_fault**1.3) * rng.uniform(0.9, 1.1)
-            throttle = _poisson(rng, max(0.0, cpu - 92.0) * 0.8 * self._interval_s / DAY_S * 10.0)
+            # Cumulative, like the agent's since-boot CPU throttle counters: grows as the fan fades.
+            throttle = int(120.0 * fan_fault**2 * (t - th.onset_day)) if fan_fault > 0.0 else 0
             thermal = ThermalHealth(
                 cpu_max_c=round(min(cpu, 110.0), 1),
                 sensors_max_c=round(min(cpu, 110.0) - rng.uniform(3.0, 12.0), 1),
