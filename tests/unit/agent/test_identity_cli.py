@@ -1,0 +1,127 @@
+"""Pseudonymous identity and the ``fleetpulse-agent`` commands (run as real subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from fleetpulse.agents.identity import build_identity, mapping_entry
+from fleetpulse.agents.settings import AgentSettings, IdentitySettings
+from fleetpulse.config import load_settings
+from fleetpulse.contract import HealthReport
+
+REPO = Path(__file__).resolve().parents[3]
+SAMPLE_CONFIG = REPO / "deploy" / "agent" / "agent.toml"
+
+
+@pytest.fixture
+def machine_id(tmp_path: Path) -> Path:
+    path = tmp_path / "machine-id"
+    path.write_text("3d1219c7c4c5404aaa1f6d2a48adfda4\n")
+    return path
+
+
+def test_device_id_is_a_keyed_pseudonym(machine_id: Path) -> None:
+    a = build_identity(IdentitySettings(secret=SecretStr("fleet-a"), machine_id_file=machine_id))
+    again = build_identity(IdentitySettings(secret=SecretStr("fleet-a"), machine_id_file=machine_id))
+    b = build_identity(IdentitySettings(secret=SecretStr("fleet-b"), machine_id_file=machine_id))
+    assert a.device_id == again.device_id, "stable across restarts"
+    assert a.device_id != b.device_id, "another fleet secret gives an unlinkable id"
+    assert "3d1219c7" not in a.device_id
+    assert HealthReport.model_fields["device_id"].annotation is not None
+    HealthReport.model_validate(
+        {
+            "device_id": a.device_id,
+            "seq": 0,
+            "collected_at": "2026-01-01T00:00:00Z",
+            "kind": "laptop",
+            "platform": "linux",
+        }
+    )
+    assert a.hash_serial("WD-123") != b.hash_serial("WD-123")
+    assert "WD-123" not in a.hash_serial("WD-123")
+
+
+def test_mapping_entry_links_pseudonym_to_machine_for_it(machine_id: Path) -> None:
+    settings = IdentitySettings(secret=SecretStr("fleet-a"), machine_id_file=machine_id)
+    entry = mapping_entry(build_identity(settings), settings)
+    assert entry["device_id"] == build_identity(settings).device_id
+    assert entry["machine_id"] == "3d1219c7c4c5404aaa1f6d2a48adfda4"
+    assert entry["hostname"]
+
+
+def agent_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fleetpulse.agents.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def test_config_show_masks_secrets(machine_id: Path) -> None:
+    out = agent_cli(
+        "config",
+        "show",
+        env={
+            "FLEETPULSE_AGENT_IDENTITY__SECRET": "very-secret-fleet-key",
+            "FLEETPULSE_AGENT_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
+            "FLEETPULSE_AGENT_KAFKA__SASL_USERNAME": "agent",
+            "FLEETPULSE_AGENT_KAFKA__SASL_PASSWORD": "very-secret-password",
+        },
+    )
+    assert out.returncode == 0, out.stderr
+    assert "very-secret" not in out.stdout + out.stderr
+    shown = json.loads(out.stdout)
+    assert shown["kafka"]["sasl_password"] == "**********"
+    assert shown["identity"]["secret"] == "**********"
+    assert shown["spool_max_bytes"] == 50 * 1024 * 1024
+    assert shown["smart_interval_s"] == 3600
+
+
+def test_sample_config_loads() -> None:
+    settings = load_settings(AgentSettings, SAMPLE_CONFIG)
+    assert {c.kind for c in settings.collectors} >= {"smart", "battery", "stability"}
+    assert settings.interval_s == 60
+
+
+def test_once_prints_a_valid_report(tmp_path: Path, machine_id: Path) -> None:
+    out = agent_cli(
+        "once",
+        env={
+            "FLEETPULSE_AGENT_IDENTITY__SECRET": "s",
+            "FLEETPULSE_AGENT_IDENTITY__MACHINE_ID_FILE": str(machine_id),
+            "FLEETPULSE_AGENT_SPOOL_DIR": str(tmp_path / "spool"),
+        },
+    )
+    assert out.returncode == 0, out.stderr
+    report = HealthReport.model_validate_json(out.stdout)
+    assert report.system is not None
+    assert not (tmp_path / "spool").exists(), "once neither spools nor sends"
+
+
+def test_identity_command_prints_the_register_entry(machine_id: Path) -> None:
+    out = agent_cli(
+        "identity",
+        env={"FLEETPULSE_AGENT_IDENTITY__SECRET": "s", "FLEETPULSE_AGENT_IDENTITY__MACHINE_ID_FILE": str(machine_id)},
+    )
+    assert out.returncode == 0, out.stderr
+    entry = json.loads(out.stdout)
+    assert entry["machine_id"] == "3d1219c7c4c5404aaa1f6d2a48adfda4"
+    assert entry["device_id"].startswith("d")
+
+
+def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "agent.toml"
+    bad.write_text('interval_s = "often"\n')
+    out = agent_cli("--config", str(bad), "config", "show")
+    assert out.returncode == 2
+    assert "invalid configuration" in out.stderr
