@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+log = logging.getLogger(__name__)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
 
@@ -19,6 +21,11 @@ def parse_duration(text: str) -> timedelta:
     if not match or float(match.group(1)) <= 0:
         raise typer.BadParameter(f"{text!r}: expected a positive number with unit s, m, h or d (e.g. 1d)")
     return timedelta(seconds=float(match.group(1)) * _UNIT_S[match.group(2)])
+
+
+def _quiet_kafka_client() -> None:
+    """kafka-python logs every connection at INFO; bulk tools only need its warnings."""
+    logging.getLogger("kafka").setLevel(logging.WARNING)
 
 
 def _parse_start(text: str | None) -> datetime:
@@ -55,6 +62,7 @@ def simulate(
     from fleetpulse.cliutil import settings_from
 
     settings = settings_from(ctx)
+    _quiet_kafka_client()
     sim = FleetSimulator(
         devices, seed, _parse_start(start), days, parse_duration(interval), failure_scale=failure_scale
     )
@@ -130,6 +138,7 @@ def mdm_ingest(
         typer.echo("error: no pseudonymisation secret: set [mdm] secret or FLEETPULSE_MDM__SECRET", err=True)
         raise typer.Exit(2)
     secret = settings.mdm.secret.get_secret_value().encode()
+    _quiet_kafka_client()
     when = _parse_start(as_of) if as_of else datetime.now(UTC)
     total = IngestResult()
     with SeqStore(settings.mdm.state_path) as store:
@@ -161,6 +170,16 @@ def mdm_ingest(
     typer.echo(
         f"rows: {total.rows}, reports: {len(total.reports)}, rejected: {len(total.errors)}, "
         f"skipped: {len(total.skipped)} (PCs, duplicates)"
+    )
+    log.info(
+        "mdm ingest",
+        extra={
+            "files": len(paths),
+            "rows": total.rows,
+            "reports": len(total.reports),
+            "rejected": len(total.errors),
+            "skipped": len(total.skipped),
+        },
     )
     if to_kafka and total.reports:
         ensure_topics(settings.kafka)
