@@ -100,7 +100,7 @@ def device_page(
         inventory=inventory,
         tickets=tickets,
         events={t.id: store.ticket_events(t.id) for t in tickets},
-        next_states={t.id: sorted(s.value for s in TRANSITIONS[t.state]) for t in tickets},
+        next_states={t.id: [s.value for s in TicketState if s in TRANSITIONS[t.state]] for t in tickets},
         plot=risk_svg(store.history(device_id), threshold, markers),
     )
 
