@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from fleetpulse import logs
+from fleetpulse import demo, logs
 from fleetpulse.agents import server_cli as agents_cli
 from fleetpulse.alerts import cli as alerts_cli
 from fleetpulse.cliutil import load_server_settings
@@ -37,5 +37,5 @@ def main(
     ctx.obj = settings
 
 
-for component in (streams_cli, models_cli, alerts_cli, dashboards_cli, agents_cli):
+for component in (streams_cli, models_cli, alerts_cli, dashboards_cli, agents_cli, demo):
     component.register(app)

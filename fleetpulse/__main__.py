@@ -1,0 +1,5 @@
+"""``python -m fleetpulse``: the same as the ``fleetpulse`` command (used to spawn workers)."""
+
+from fleetpulse.cli import app
+
+app()

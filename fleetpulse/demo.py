@@ -1,0 +1,301 @@
+"""``fleetpulse demo``: the whole pipeline on one machine, end to end, with real services.
+
+Starts the local Kafka and TSDB, simulates a fleet with known ground-truth failures,
+runs it through a real stream worker (subprocess) and the ticket consumer, prints
+tickets vs ground truth, serves the fleet-manager page, then stops everything.
+Every run gets its own topic prefix and folder under ``.local/demo/`` so runs
+never mix; the folder keeps the worker state, the ticket database and the logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fleetpulse import logs
+from fleetpulse.cliutil import settings_from
+from fleetpulse.config import KafkaSettings
+from fleetpulse.settings import ServerSettings
+
+REPO = Path(__file__).resolve().parents[1]
+STACK = REPO / "deploy" / "local" / "stack.sh"
+
+
+def _console():  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(stderr=False, highlight=False, width=max(120, Console().width))
+
+
+def _stack(action: str, *services: str) -> None:
+    if not STACK.is_file():
+        raise typer.BadParameter(f"{STACK} not found: run the demo from a fleetpulse checkout")
+    subprocess.run(["bash", str(STACK), action, *services], check=True)
+
+
+@contextmanager
+def _worker(settings: ServerSettings, run_dir: Path, web_port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A real ``fleetpulse worker`` process configured through environment variables."""
+    env = dict(os.environ)
+    env.update(
+        FLEETPULSE_KAFKA__BOOTSTRAP_SERVERS=settings.kafka.bootstrap_servers,
+        FLEETPULSE_KAFKA__TOPIC_PREFIX=settings.kafka.topic_prefix,
+        FLEETPULSE_LOG_LEVEL="WARNING",
+    )
+    log = (run_dir / "worker.log").open("wb")
+    cmd = [
+        sys.executable,
+        "-m",
+        "fleetpulse",
+        "worker",
+        "--web-port",
+        str(web_port),
+        "--data-dir",
+        str(run_dir / "worker"),
+    ]
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+def _wait_for_worker(settings: ServerSettings, proc: subprocess.Popen[bytes], total: int, timeout_s: float) -> float:
+    """Block until the worker has committed every input record; returns the seconds it took."""
+    from aiokafka.errors import KafkaError
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fleetpulse.streams.app import group_id
+    from fleetpulse.streams.kafka_admin import consumer_lag
+
+    started = time.monotonic()
+    group = group_id(settings)
+    with Progress(
+        TextColumn("processing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False
+    ) as bar:
+        task = bar.add_task("worker", total=total)
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker exited with code {proc.returncode}; see its log")
+            try:
+                lag = asyncio.run(consumer_lag(settings.kafka, group))
+            except KafkaError:  # e.g. the group coordinator is still being elected on a fresh broker
+                lag = total
+            bar.update(task, completed=max(0, total - lag))
+            if lag == 0:
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout_s:
+                raise TimeoutError(f"worker still {lag} records behind after {timeout_s:.0f}s")
+            time.sleep(1.0)
+
+
+def _read_alerts(kafka: KafkaSettings) -> list[object]:
+    """Every alert on the run's alerts topic, read from the beginning to the current end."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from fleetpulse.contract import Alert, ContractError, Topics, decode
+
+    topic = Topics(prefix=kafka.topic_prefix).alerts
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        ends = consumer.end_offsets(parts)
+        alerts: list[object] = []
+        while any(consumer.position(tp) < ends[tp] for tp in parts):
+            for records in consumer.poll(timeout_ms=1000).values():
+                for record in records:
+                    try:
+                        alerts.append(decode(record.value, Alert))
+                    except ContractError:
+                        continue
+        return alerts
+    finally:
+        consumer.close()
+
+
+def _print_scorecard(console, rows, stats, elapsed_s: float, tickets: int) -> None:  # type: ignore[no-untyped-def]
+    from rich.table import Table
+
+    table = Table(title="Tickets raised vs ground truth (simulated fleet)")
+    for col in (
+        "component",
+        "failures",
+        "predictable",
+        "caught",
+        "recall (predictable)",
+        "alerted",
+        "no failure",
+        "precision",
+        "median lead d",
+    ):
+        table.add_column(col, justify="right")
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.0f}%"
+
+    for row in rows:
+        table.add_row(
+            row.component.value,
+            str(row.failures),
+            str(row.predictable_failures),
+            str(row.caught),
+            f"{pct(row.recall)} ({pct(row.recall_predictable)})",
+            str(row.alerted_components),
+            str(row.false_alarms),
+            pct(row.precision),
+            "-" if row.median_lead_days is None else f"{row.median_lead_days:.1f}",
+        )
+    console.print(table)
+    console.print(
+        f"{stats.reports:,} reports from {stats.inventory:,} devices published and processed in {elapsed_s:.1f}s "
+        f"({stats.reports / max(elapsed_s, 1e-9):,.0f} reports/s end to end); {tickets} open tickets.\n"
+        "caught = alert raised before the component failed; 'no failure' = alerted component that did not fail "
+        "inside the window (an upper bound on false alarms: it may fail later)."
+    )
+
+
+def demo(
+    ctx: typer.Context,
+    devices: Annotated[int, typer.Option(min=10, help="simulated devices")] = 1000,
+    days: Annotated[int, typer.Option(min=7, help="simulated days of daily reports")] = 90,
+    seed: Annotated[int, typer.Option(help="simulator seed (same seed, same fleet)")] = 7,
+    failure_scale: Annotated[
+        float, typer.Option(help="multiply failure hazards so a small fleet has enough failures to judge")
+    ] = 8.0,
+    serve: Annotated[
+        float, typer.Option(help="seconds to serve the fleet-manager page at the end (0: skip; -1: until Ctrl-C)")
+    ] = -1,
+    port: Annotated[int, typer.Option(help="port of the fleet-manager page")] = 8080,
+    keep_stack: Annotated[bool, typer.Option(help="leave Kafka and the TSDB running afterwards")] = False,
+) -> None:
+    """Run a simulated fleet through the real pipeline and compare tickets with ground truth."""
+    from fleetpulse.agents.kafka_publish import publish_fleet
+    from fleetpulse.agents.simulator import FleetSimulator
+    from fleetpulse.alerts.api.auth import hash_secret
+    from fleetpulse.alerts.consumer import consume_until_idle
+    from fleetpulse.alerts.settings import ApiSettings, ApiUser
+    from fleetpulse.alerts.store.repository import TicketStore
+    from fleetpulse.scorecard import Failure, first_raises, score
+    from fleetpulse.streams.kafka_admin import ensure_topics
+
+    console = _console()
+    base = settings_from(ctx)
+    logs.configure("WARNING")  # the demo talks through its own console; keep client chatter out
+    logging.getLogger("kafka").setLevel(logging.ERROR)  # retries right after topic creation are expected
+    run = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    run_dir = (REPO / ".local" / "demo" / f"run-{run}").resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(12)
+    settings = base.model_copy(
+        update={
+            "kafka": base.kafka.model_copy(update={"topic_prefix": f"demo-{run}."}),
+            "alerts": base.alerts.model_copy(
+                update={
+                    "store_url": f"sqlite:///{run_dir / 'tickets.db'}",
+                    "api": ApiSettings(
+                        host="127.0.0.1",
+                        port=port,
+                        users=[ApiUser(name="manager", role="fleet_manager", password_hash=hash_secret(password))],
+                    ),
+                }
+            ),
+        }
+    )
+    console.rule(f"fleetpulse demo — {devices:,} devices × {days} days, seed {seed}; files in {run_dir}")
+    _stack("start", "kafka", "tsdb")
+    try:
+        asyncio.run(ensure_topics(settings.kafka, settings.streams.partitions))
+        sim = FleetSimulator(
+            devices=devices,
+            seed=seed,
+            start=datetime.now(UTC).replace(microsecond=0) - timedelta(days=days),
+            days=days,
+            failure_scale=failure_scale,
+        )
+        truth = sim.ground_truth()
+        console.print(f"ground truth: {len(truth)} component failures in the window")
+        with _worker(settings, run_dir, web_port=_free_port()) as proc:
+            started = time.monotonic()
+            stats = publish_fleet(sim, settings.kafka, progress=True)
+            if stats.errors:
+                console.print(f"[red]{len(stats.errors)} publish errors[/red], first: {stats.errors[0]}")
+            _wait_for_worker(settings, proc, total=stats.inventory + stats.reports, timeout_s=1800)
+            elapsed = time.monotonic() - started
+        consumed = consume_until_idle(settings.alerts, settings.kafka, idle_seconds=3.0)
+        console.print(f"ticket consumer: {consumed}")
+        alerts = _read_alerts(settings.kafka)
+        failures = [Failure(t.device_id, t.component, t.fails_at, t.predictable) for t in truth]
+        store = TicketStore.open(settings.alerts.store_url)
+        try:
+            tickets = len(store.open_tickets())
+            _print_scorecard(console, score(failures, first_raises(alerts)), stats, elapsed, tickets)  # type: ignore[arg-type]
+            if serve != 0:
+                _serve_page(console, settings, store, password, serve)
+        finally:
+            store.close()
+    finally:
+        if not keep_stack:
+            _stack("stop", "kafka", "tsdb")
+    console.rule("demo finished")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _serve_page(console, settings: ServerSettings, store, password: str, seconds: float) -> None:  # type: ignore[no-untyped-def]
+    import uvicorn
+
+    from fleetpulse.alerts.api.app import create_app
+
+    api = settings.alerts.api
+    server = uvicorn.Server(uvicorn.Config(create_app(settings.alerts, store=store), host=api.host, port=api.port))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://{api.host}:{api.port}/"
+    console.print(
+        f"fleet-manager page: [bold]{url}[/bold]  (user [bold]manager[/bold], password [bold]{password}[/bold])"
+    )
+    try:
+        if seconds < 0:
+            console.print("press Ctrl-C to stop the demo")
+            while thread.is_alive():
+                thread.join(0.5)
+        else:
+            thread.join(seconds)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
