@@ -22,20 +22,28 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from fleetpulse import logs
 from fleetpulse.cliutil import settings_from
 from fleetpulse.config import KafkaSettings
+from fleetpulse.contract import Alert
 from fleetpulse.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from fleetpulse.agents.kafka_publish import PublishStats
+    from fleetpulse.alerts.store.repository import TicketStore
+    from fleetpulse.scorecard import ComponentScore
 
 REPO = Path(__file__).resolve().parents[1]
 STACK = REPO / "deploy" / "local" / "stack.sh"
 
 
-def _console():  # type: ignore[no-untyped-def]
+def _console() -> Console:
     from rich.console import Console
 
     return Console(stderr=False, highlight=False, width=max(120, Console().width))
@@ -110,11 +118,11 @@ def _wait_for_worker(settings: ServerSettings, proc: subprocess.Popen[bytes], to
             time.sleep(1.0)
 
 
-def _read_alerts(kafka: KafkaSettings) -> list[object]:
+def _read_alerts(kafka: KafkaSettings) -> list[Alert]:
     """Every alert on the run's alerts topic, read from the beginning to the current end."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from fleetpulse.contract import Alert, ContractError, Topics, decode
+    from fleetpulse.contract import ContractError, Topics, decode
 
     topic = Topics(prefix=kafka.topic_prefix).alerts
     consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
@@ -123,7 +131,7 @@ def _read_alerts(kafka: KafkaSettings) -> list[object]:
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
         ends = consumer.end_offsets(parts)
-        alerts: list[object] = []
+        alerts: list[Alert] = []
         while any(consumer.position(tp) < ends[tp] for tp in parts):
             for records in consumer.poll(timeout_ms=1000).values():
                 for record in records:
@@ -136,7 +144,9 @@ def _read_alerts(kafka: KafkaSettings) -> list[object]:
         consumer.close()
 
 
-def _print_scorecard(console, rows, stats, elapsed_s: float, tickets: int) -> None:  # type: ignore[no-untyped-def]
+def _print_scorecard(
+    console: Console, rows: list[ComponentScore], stats: PublishStats, elapsed_s: float, tickets: int
+) -> None:
     from rich.table import Table
 
     table = Table(title="Tickets raised vs ground truth (simulated fleet)")
@@ -224,7 +234,7 @@ def demo(
             ),
         }
     )
-    console.rule(f"fleetpulse demo — {devices:,} devices × {days} days, seed {seed}; files in {run_dir}")
+    console.rule(f"fleetpulse demo — {devices:,} devices x {days} days, seed {seed}; files in {run_dir}")
     _stack("start", "kafka", "tsdb")
     try:
         asyncio.run(ensure_topics(settings.kafka, settings.streams.partitions))
@@ -251,7 +261,7 @@ def demo(
         store = TicketStore.open(settings.alerts.store_url)
         try:
             tickets = len(store.open_tickets())
-            _print_scorecard(console, score(failures, first_raises(alerts)), stats, elapsed, tickets)  # type: ignore[arg-type]
+            _print_scorecard(console, score(failures, first_raises(alerts)), stats, elapsed, tickets)
             if serve != 0:
                 _serve_page(console, settings, store, password, serve)
         finally:
@@ -270,7 +280,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _serve_page(console, settings: ServerSettings, store, password: str, seconds: float) -> None:  # type: ignore[no-untyped-def]
+def _serve_page(console: Console, settings: ServerSettings, store: TicketStore, password: str, seconds: float) -> None:
     import uvicorn
 
     from fleetpulse.alerts.api.app import create_app
