@@ -110,8 +110,8 @@ class Cdp:
                 return dict(message.get("result", {}))
             self.events.append(message)
 
-    async def wait_event(self, method: str, timeout: float = 30) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
+    async def wait_event(self, method: str, within_s: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + within_s
         while True:
             for i, event in enumerate(self.events):
                 if event.get("method") == method:
@@ -130,8 +130,8 @@ class Cdp:
             raise AssertionError(f"page script failed: {result['exceptionDetails']}")
         return result["result"].get("value")
 
-    async def wait_for(self, expression: str, timeout: float = 15) -> Any:
-        deadline = time.monotonic() + timeout
+    async def wait_for(self, expression: str, within_s: float = 15) -> Any:
+        deadline = time.monotonic() + within_s
         while time.monotonic() < deadline:
             value = await self.js(expression)
             if value:
@@ -141,8 +141,8 @@ class Cdp:
 
     async def screenshot(self, path: Path) -> Path:
         data = await self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(data["data"]))
+        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(path.write_bytes, base64.b64decode(data["data"]))
         return path
 
     def errors(self) -> list[str]:
