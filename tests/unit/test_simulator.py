@@ -243,3 +243,10 @@ def test_every_report_round_trips_through_the_contract(seed: int, devices: int) 
     sim = FleetSimulator(devices, seed, START, 3)
     for report in sim.reports():
         assert decode_report(encode(report)) == report
+
+
+def test_report_at_regenerates_any_report_of_the_window() -> None:
+    sim = FleetSimulator(50, 31, START, 10)
+    ids = sim.device_ids()
+    for report in list(sim.reports())[::37]:
+        assert sim.report_at(ids.index(report.device_id), report.collected_at, report.seq) == report
