@@ -146,16 +146,19 @@ class SeqStore:
     def __init__(self, path: Path | str) -> None:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path))
+        # Autocommit mode with explicit BEGIN IMMEDIATE: two ingests running at once are serialised
+        # instead of handing out the same seq twice.
+        self._db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS observations (device_id TEXT NOT NULL, fingerprint TEXT NOT NULL,"
             " seq INTEGER NOT NULL, collected_at TEXT NOT NULL, PRIMARY KEY (device_id, fingerprint))"
         )
         self._db.execute("CREATE TABLE IF NOT EXISTS devices (device_id TEXT PRIMARY KEY, next_seq INTEGER NOT NULL)")
-        self._db.commit()
 
     def assign(self, device_id: str, fingerprint: str, collected_at: datetime) -> tuple[int, datetime]:
         """(seq, collected_at) for this observation: the stored pair if seen before, else a new seq."""
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN IMMEDIATE")
         row = self._db.execute(
             "SELECT seq, collected_at FROM observations WHERE device_id = ? AND fingerprint = ?",
             (device_id, fingerprint),
@@ -176,10 +179,11 @@ class SeqStore:
         return seq, collected_at
 
     def commit(self) -> None:
-        self._db.commit()
+        if self._db.in_transaction:
+            self._db.execute("COMMIT")
 
     def close(self) -> None:
-        self._db.commit()
+        self.commit()
         self._db.close()
 
     def __enter__(self) -> SeqStore:

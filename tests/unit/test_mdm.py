@@ -257,3 +257,17 @@ def test_cli_refuses_to_run_without_a_secret(monkeypatch: pytest.MonkeyPatch) ->
     result = CliRunner().invoke(app, ["mdm", "ingest", str(FIXTURES / "devices.csv"), "--format", "csv", "--dry-run"])
     assert result.exit_code == 2
     assert "secret" in result.output
+
+
+def test_two_stores_on_one_file_never_hand_out_a_seq_twice(tmp_path: Path) -> None:
+    state = tmp_path / "state.sqlite"
+    first, second = SeqStore(state), SeqStore(state)
+    a = first.assign("mdm-x", "f1", AS_OF)
+    first.commit()
+    b = second.assign("mdm-x", "f2", AS_OF)
+    second.commit()
+    again = second.assign("mdm-x", "f1", datetime(2030, 1, 1, tzinfo=UTC))
+    second.close()
+    first.close()
+    assert (a[0], b[0]) == (0, 1)
+    assert again == (0, AS_OF)
