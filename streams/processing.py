@@ -41,7 +41,7 @@ from fleetpulse.contract import (
 )
 from fleetpulse.contract.v1 import DeviceKind
 from fleetpulse.models.registry import ScorerSet
-from fleetpulse.models.state import DeviceState, apply_inventory, apply_report
+from fleetpulse.models.state import DeviceState, apply_inventory, apply_report_in_place
 from fleetpulse.streams.points import Point, alert_point, report_points, score_point
 from fleetpulse.streams.settings import StreamSettings
 
@@ -63,7 +63,7 @@ class DeviceRecord(BaseModel):
     inventory_at: datetime | None = None
 
     def to_bytes(self) -> bytes:
-        return self.model_dump_json(exclude_defaults=True).encode()
+        return self.model_dump_json().encode()
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> DeviceRecord:
@@ -151,28 +151,15 @@ class Processor:
     ) -> BatchResult:
         """Process ``batch`` in order. ``lookup(index, device_id)`` reads the table for the batch's i-th record."""
         out = BatchResult()
-        generations: list[list[str]] = []  # per generation: device ids with a new state to score
-        snapshots: list[dict[str, DeviceState]] = []
-        reports_in_batch: Counter[str] = Counter()
+        pending: dict[str, DeviceState] = {}  # states advanced since the last scoring call
         for index, raw in enumerate(batch):
             try:
-                device_id = self._one(index, raw, lookup, now, out)
+                self._one(index, raw, lookup, now, out, pending)
             except (ValidationError, ValueError, TypeError, RecursionError) as exc:
                 log.exception("processing error", extra={"fields": {"topic": raw.topic, "offset": raw.offset}})
                 out.dead_letters.append(dead_letter(raw, "processing_error", f"{type(exc).__name__}: {exc}", now))
                 out.counts["dead_letter.processing_error"] += 1
-                continue
-            if device_id is None or raw.topic == self.topics.inventory:
-                continue
-            generation = reports_in_batch[device_id]
-            reports_in_batch[device_id] += 1
-            if generation == len(generations):
-                generations.append([])
-                snapshots.append({})
-            generations[generation].append(device_id)
-            snapshots[generation][device_id] = out.records[device_id].state
-        for snapshot in snapshots:
-            self._score(list(snapshot.values()), now, out)
+        self._score(pending, now, out)
         return out
 
     def _current(self, index: int, device_id: str, lookup: Callable[[int, str], DeviceRecord | None], out: BatchResult) -> DeviceRecord | None:
@@ -187,10 +174,11 @@ class Processor:
         lookup: Callable[[int, str], DeviceRecord | None],
         now: datetime,
         out: BatchResult,
-    ) -> str | None:
-        """Handle one record; returns the device id whose state it advanced, if any."""
+        pending: dict[str, DeviceState],
+    ) -> None:
+        """Handle one record, advancing its device's state in place (states are owned: decoded per batch)."""
         if raw.topic == self.topics.inventory:
-            return self._inventory(index, raw, lookup, now, out)
+            return self._inventory(index, raw, lookup, now, out, pending)
         if raw.value is None:
             return self._reject(raw, "schema_violation", "empty record (tombstone) on a report topic", now, out)
         try:
@@ -214,14 +202,19 @@ class Processor:
             if self.settings.unknown_devices == "reject":
                 return self._reject(raw, "unknown_device", f"no inventory record for {report.device_id}", now, out)
             out.counts["unknown_device"] += 1
-        base = record or DeviceRecord(state=DeviceState(device_id=report.device_id))
-        updated = DeviceRecord(state=apply_report(base.state, report), policies=base.policies, inventory_at=base.inventory_at)
-        out.records[report.device_id] = updated
+        if report.device_id in pending:
+            # its previous state in this batch is not scored yet: score it before it changes, so the
+            # outcome does not depend on where batch boundaries fall
+            self._score(pending, now, out)
+        record = record or DeviceRecord(state=DeviceState(device_id=report.device_id))
+        apply_report_in_place(record.state, report)
+        pending[report.device_id] = record.state
+        out.records[report.device_id] = record
         out.last_record_of[report.device_id] = index
         out.reports.append(report)
-        out.points.extend(report_points(report, updated.inventory()))
+        out.points.extend(report_points(report, record.inventory()))
         out.counts["accepted"] += 1
-        return report.device_id
+        return None
 
     def _inventory(
         self,
@@ -230,7 +223,8 @@ class Processor:
         lookup: Callable[[int, str], DeviceRecord | None],
         now: datetime,
         out: BatchResult,
-    ) -> str | None:
+        pending: dict[str, DeviceState],
+    ) -> None:
         if raw.value is None:
             # compaction tombstone: the device left the inventory; keep its history, drop the join
             device_id = (raw.key or b"").decode("utf-8", "replace")
@@ -239,7 +233,7 @@ class Processor:
                 out.records[device_id] = record.model_copy(update={"inventory_at": None})
                 out.last_record_of[device_id] = index
             out.counts["inventory_tombstone"] += 1
-            return None
+            return
         try:
             inventory = decode(raw.value, DeviceInventory)
         except ContractError as exc:
@@ -250,24 +244,29 @@ class Processor:
         record = self._current(index, inventory.device_id, lookup, out)
         if record is not None and record.inventory_at is not None and inventory.updated_at < record.inventory_at:
             return self._reject(raw, "stale_replay", "inventory record older than the one already joined", now, out)
+        if inventory.device_id in pending:
+            self._score(pending, now, out)
         state = apply_inventory(record.state if record else None, inventory)
         policies = record.policies if record else {}
         out.records[inventory.device_id] = DeviceRecord(state=state, policies=policies, inventory_at=inventory.updated_at)
         out.last_record_of[inventory.device_id] = index
         out.counts["inventory"] += 1
-        return inventory.device_id
 
     def _reject(self, raw: RawRecord, kind: ErrorKind, reason: str, now: datetime, out: BatchResult) -> None:
         out.dead_letters.append(dead_letter(raw, kind, reason, now))
         out.counts[f"dead_letter.{kind}"] += 1
         return None
 
-    def _score(self, states: list[DeviceState], now: datetime, out: BatchResult) -> None:
+    def _score(self, pending: dict[str, DeviceState], now: datetime, out: BatchResult) -> None:
         """One vectorised scoring call per generation, then the alert policy per champion score.
 
         A scorer that raises must not turn one odd state into a crash loop of the whole
         worker: the batch's states are still stored, the failure is logged and counted.
         """
+        if not pending:
+            return
+        states = list(pending.values())
+        pending.clear()
         try:
             scores = self.scorers.score(states, now)
         except Exception:

@@ -1,0 +1,229 @@
+"""The stream processor's pure core: validation, dedup, state, batching invariance, hostile input."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fleetpulse.alerts.policy import AlertPolicy
+from fleetpulse.contract import (
+    Component,
+    DeviceInventory,
+    DiskHealth,
+    HealthReport,
+    RiskScore,
+    Topics,
+    encode,
+)
+from fleetpulse.models.registry import ScorerSet, rule_scorers
+from fleetpulse.models.state import DeviceState
+from fleetpulse.streams.processing import DeviceRecord, Processor, RawRecord
+from fleetpulse.streams.settings import StreamSettings
+
+TOPICS = Topics(prefix="u.")
+NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+class ConstantScorer:
+    """Risk from the disk's reallocated sectors: deterministic and cheap, enough to drive the policy."""
+
+    name = "constant"
+    version = "1"
+    component = Component.DISK
+
+    def score_batch(self, states: Sequence[DeviceState], now: datetime) -> list[RiskScore]:
+        out = []
+        for s in states:
+            if s.last_collected_at is None:
+                continue
+            realloc = max(
+                (h.series.column("reallocated_sectors")[-1] or 0.0 for h in s.disks.values() if h.series.days),
+                default=0.0,
+            )
+            out.append(
+                RiskScore(
+                    device_id=s.device_id,
+                    component=Component.DISK,
+                    risk=min(1.0, realloc / 100.0),
+                    model_name=self.name,
+                    model_version=self.version,
+                    report_seq=s.last_seq,
+                    collected_at=s.last_collected_at,
+                    scored_at=now,
+                )
+            )
+        return out
+
+
+def report(device: str, seq: int, realloc: int = 0, at: datetime | None = None) -> HealthReport:
+    return HealthReport(
+        device_id=device,
+        seq=seq,
+        collected_at=at or NOW - timedelta(hours=100 - seq),
+        kind="laptop",
+        platform="linux",
+        disks=[DiskHealth(name="sda", serial_hash="s1", kind="hdd", reallocated_sectors=realloc)],
+    )
+
+
+def raw(topic: str, value: bytes | None, key: bytes | None, offset: int = 0) -> RawRecord:
+    return RawRecord(topic=topic, partition=0, offset=offset, key=key, value=value)
+
+
+def report_raw(r: HealthReport, offset: int = 0) -> RawRecord:
+    return raw(TOPICS.health, encode(r), r.device_id.encode(), offset)
+
+
+def inventory_raw(device: str) -> RawRecord:
+    inv = DeviceInventory(device_id=device, kind="laptop", model="T14", site="Town Hall", updated_at=NOW - timedelta(days=1))
+    return raw(TOPICS.inventory, encode(inv), device.encode())
+
+
+class Table:
+    """The Faust table as the processor sees it: bytes per device, written after each batch."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def lookup(self, index: int, device_id: str) -> DeviceRecord | None:
+        value = self.data.get(device_id)
+        return DeviceRecord.from_bytes(value) if value is not None else None
+
+    def run(self, processor: Processor, batch: Sequence[RawRecord]):  # type: ignore[no-untyped-def]
+        result = processor.process_batch(batch, self.lookup, NOW)
+        for device_id, record in result.records.items():
+            self.data[device_id] = record.to_bytes()
+        return result
+
+
+def processor(settings: StreamSettings | None = None, scorers: ScorerSet | None = None) -> Processor:
+    policy = AlertPolicy(raise_threshold=0.5, clear_threshold=0.2, consecutive=2, clear_consecutive=2)
+    return Processor(settings or StreamSettings(), TOPICS, scorers or ScorerSet(champions=[ConstantScorer()]), policy)
+
+
+def test_valid_reports_update_state_score_and_alert() -> None:
+    table, proc = Table(), processor()
+    table.run(proc, [inventory_raw("pc-1")])
+    result = table.run(proc, [report_raw(report("pc-1", s, realloc=80), s) for s in range(3)])
+    assert result.counts["accepted"] == 3
+    assert not result.dead_letters
+    assert [s.report_seq for s in result.scores] == [0, 1, 2]  # every report scored, in order
+    assert len(result.alerts) == 1 and result.alerts[0].report_seq == 1  # raised after 2 in a row
+    state = DeviceRecord.from_bytes(table.data["pc-1"])
+    assert state.state.last_seq == 2 and state.state.site == "Town Hall"
+    assert {p.measurement for p in result.points} == {"device", "disk", "risk", "alert"}
+    assert all(p.tags["site"] == "Town Hall" for p in result.points if "site" in p.tags)
+
+
+def test_duplicates_and_replays_are_dead_lettered_and_change_nothing() -> None:
+    table, proc = Table(), processor()
+    table.run(proc, [report_raw(report("pc-1", s, realloc=80)) for s in range(3)])
+    before = dict(table.data)
+    result = table.run(proc, [report_raw(report("pc-1", 2)), report_raw(report("pc-1", 0))])
+    assert [d.error_kind for d in result.dead_letters] == ["duplicate", "stale_replay"]
+    assert not result.scores and not result.alerts and not result.records
+    assert result.rewrite == {"pc-1"}  # the caller re-sends the stored value to heal a lagging changelog
+    assert table.data == before
+
+
+def test_result_does_not_depend_on_batch_boundaries() -> None:
+    """Live (small batches) and catch-up (one big batch) reach the same state and the same alerts."""
+    records = [inventory_raw(f"pc-{d}") for d in range(3)]
+    records += [report_raw(report(f"pc-{d}", s, realloc=(s * 37 + d * 11) % 120)) for s in range(12) for d in range(3)]
+    one, many = Table(), Table()
+    big = one.run(processor(), records)
+    alerts = []
+    for i in range(0, len(records), 5):
+        alerts += many.run(processor(), records[i : i + 5]).alerts
+    assert one.data == many.data
+    assert [a.alert_id for a in big.alerts] == [a.alert_id for a in alerts]
+    assert big.alerts, "the scenario must exercise the alert policy"
+
+
+@pytest.mark.parametrize(
+    ("value", "key", "kind"),
+    [
+        (b"{not json", b"pc-1", "malformed_json"),
+        (b'{"schema_version": 2, "device_id": "pc-1"}', b"pc-1", "unsupported_version"),
+        (b'{"device_id": "pc-1"}', b"pc-1", "schema_violation"),
+        (b"x" * 300_000, b"pc-1", "oversized"),
+        (None, b"pc-1", "schema_violation"),
+        (encode(report("pc-1", 1)), b"pc-2", "schema_violation"),  # key would put it on another partition
+        (encode(report("pc-1", 1, at=NOW + timedelta(hours=2))), b"pc-1", "clock_skew"),
+    ],
+)
+def test_bad_records_become_dead_letters_with_reasons(value: bytes | None, key: bytes, kind: str) -> None:
+    result = Table().run(processor(), [raw(TOPICS.health, value, key, offset=7)])
+    [dl] = result.dead_letters
+    assert dl.error_kind == kind
+    assert dl.reason and dl.offset == 7 and dl.source_topic == TOPICS.health
+    assert len(dl.payload_excerpt) <= 4096
+    assert not result.records
+
+
+def test_unknown_devices_accepted_and_counted_by_default_or_rejected() -> None:
+    accepted = Table().run(processor(), [report_raw(report("new-pc", 1))])
+    assert accepted.counts["unknown_device"] == 1 and accepted.counts["accepted"] == 1
+    strict = processor(StreamSettings(unknown_devices="reject"))
+    rejected = Table().run(strict, [report_raw(report("new-pc", 1))])
+    assert [d.error_kind for d in rejected.dead_letters] == ["unknown_device"]
+
+
+def test_invalid_inventory_is_dead_lettered_and_tombstone_drops_the_join() -> None:
+    table, proc = Table(), processor()
+    bad = table.run(proc, [raw(TOPICS.inventory, b'{"device_id": "x"}', b"x")])
+    assert bad.dead_letters[0].error_kind == "schema_violation"
+    table.run(proc, [inventory_raw("pc-1"), report_raw(report("pc-1", 1))])
+    table.run(proc, [raw(TOPICS.inventory, None, b"pc-1")])
+    record = DeviceRecord.from_bytes(table.data["pc-1"])
+    assert record.inventory_at is None and record.state.last_seq == 1
+
+
+def test_a_failing_scorer_does_not_stop_state_updates() -> None:
+    class Broken(ConstantScorer):
+        def score_batch(self, states: Sequence[DeviceState], now: datetime) -> list[RiskScore]:
+            raise RuntimeError("bug")
+
+    table = Table()
+    result = table.run(processor(scorers=ScorerSet(champions=[Broken()])), [report_raw(report("pc-1", 1))])
+    assert result.counts["scoring_error"] == 1 and "pc-1" in table.data
+
+
+def test_rule_scorers_run_in_the_core() -> None:
+    result = Table().run(processor(scorers=rule_scorers()), [report_raw(report("pc-1", s, realloc=500)) for s in range(4)])
+    assert result.scores and all(s.device_id == "pc-1" for s in result.scores)
+
+
+hostile_bytes = st.one_of(
+    st.binary(max_size=2048),
+    st.text(max_size=512).map(str.encode),
+    st.recursive(
+        st.one_of(st.none(), st.booleans(), st.floats(allow_nan=True), st.integers(), st.text(max_size=20)),
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+        max_leaves=20,
+    ).map(lambda v: __import__("json").dumps(v, allow_nan=True).encode()),
+    st.builds(
+        lambda seq, field, junk: encode(report("pc-h", seq)).replace(b'"seq"', field.encode()).replace(b"laptop", junk.encode()),
+        st.integers(0, 10),
+        st.sampled_from(['"seq"', '"sequence"', '"seq":-1,"x"', '"seq":1e309,"y"']),
+        st.sampled_from(["laptop", "toaster", "", "laptop\\u0000"]),
+    ),
+)
+
+
+@given(st.lists(st.tuples(hostile_bytes, st.binary(max_size=80) | st.none()), min_size=1, max_size=8))
+def test_hostile_records_all_dead_letter_while_valid_traffic_continues(junk: list[tuple[bytes, bytes | None]]) -> None:
+    table, proc = Table(), processor()
+    valid = [report_raw(report("pc-ok", s), offset=1000 + s) for s in range(len(junk))]
+    mixed = [r for pair in zip([raw(TOPICS.health, v, k, i) for i, (v, k) in enumerate(junk)], valid, strict=True) for r in pair]
+    result = table.run(proc, mixed)
+    assert result.counts["accepted"] >= len(valid)
+    assert DeviceRecord.from_bytes(table.data["pc-ok"]).state.last_seq == len(valid) - 1
+    handled = result.counts["accepted"] + len(result.dead_letters)
+    assert handled == len(mixed)  # every record is either accepted or dead-lettered: nothing silently lost
+    for dl in result.dead_letters:
+        assert dl.reason and dl.error_kind and len(dl.payload_excerpt) <= 4096
