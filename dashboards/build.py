@@ -3,7 +3,8 @@
 The committed files under ``dashboards/json/`` are this module's output with the
 default data source UID; a test regenerates them and fails when they differ, so
 the JSON never drifts from the code. File-based Grafana provisioning mounts that
-folder; ``fleetpulse dashboards push`` uses :func:`build_all` directly.
+folder (compose) or a ConfigMap built from its copy (Kubernetes);
+``fleetpulse dashboards push`` uses :func:`build_all` directly.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from fleetpulse.dashboards.common import UID_PREFIX, ds_ref
 from fleetpulse.dashboards.settings import GrafanaSettings
 
 JSON_DIR = Path(__file__).resolve().parent / "json"
+# Kustomize only reads files below its root, so the Kubernetes base keeps a copy (checked by tests).
+K8S_COPY_DIR = Path(__file__).resolve().parents[1] / "deploy" / "k8s" / "base" / "grafana" / "dashboards"
 DEFAULT_DATASOURCE_UID = GrafanaSettings().datasource_uid
 
 DASHBOARDS: dict[str, Callable[[dm.DataSourceRef], db.Dashboard]] = {
@@ -59,3 +62,8 @@ def write_all(directory: Path = JSON_DIR, datasource_uid: str = DEFAULT_DATASOUR
         path.write_text(render(dashboard), encoding="utf-8")
         written.append(path)
     return written
+
+
+def default_directories() -> list[Path]:
+    """Where ``fleetpulse dashboards build`` writes in a source checkout: the JSON folder and the k8s copy."""
+    return [JSON_DIR] + ([K8S_COPY_DIR] if K8S_COPY_DIR.is_dir() else [])

@@ -20,22 +20,25 @@ def build_command(
     check: Annotated[bool, typer.Option("--check", help="fail if the files on disk differ from the code")] = False,
 ) -> None:
     """Write every dashboard as Grafana JSON (the files file-based provisioning mounts)."""
-    from fleetpulse.dashboards.build import JSON_DIR, build_all, render, write_all
+    from fleetpulse.dashboards.build import build_all, default_directories, render, write_all
 
-    directory = out or JSON_DIR
+    directories = [out] if out else default_directories()
     if check:
+        dashboards = build_all()
         stale = [
-            name
-            for name, dashboard in build_all().items()
+            str(directory / name)
+            for directory in directories
+            for name, dashboard in dashboards.items()
             if not (directory / name).is_file() or (directory / name).read_text(encoding="utf-8") != render(dashboard)
         ]
         if stale:
             typer.echo(f"out of date: {', '.join(stale)} (run: fleetpulse dashboards build)", err=True)
             raise typer.Exit(1)
-        typer.echo(f"{directory}: up to date")
+        typer.echo(f"up to date: {', '.join(map(str, directories))}")
         return
-    for path in write_all(directory):
-        typer.echo(str(path))
+    for directory in directories:
+        for path in write_all(directory):
+            typer.echo(str(path))
 
 
 @dashboards_app.command("push")

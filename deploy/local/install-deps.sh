@@ -24,6 +24,28 @@ fi
 
 python3 -m pip install -q --disable-pip-version-check -e "$repo[dev]"
 
+# Validators for deploy/ (tests/unit/deploy): kustomize from the Go module proxy, dclint
+# (ships the Compose Specification schema) from npm. Installed under .local/, not system-wide.
+tools="$repo/.local"
+if [[ ! -x "$tools/bin/kustomize" ]]; then
+    go="$(command -v go || echo /usr/local/go/bin/go)"
+    if [[ -x "$go" ]]; then
+        echo "building kustomize (Go module proxy)" >&2
+        GOBIN="$tools/bin" "$go" install sigs.k8s.io/kustomize/kustomize/v5@v5.5.0
+    else
+        echo "warning: no Go toolchain: the Kubernetes manifest tests will be skipped" >&2
+    fi
+fi
+if [[ ! -x "$tools/node/node_modules/.bin/dclint" ]]; then
+    if command -v npm >/dev/null; then
+        echo "installing dclint (npm)" >&2
+        mkdir -p "$tools/node"
+        npm install --silent --no-audit --no-fund --prefix "$tools/node" dclint@3.1.0 >/dev/null
+    else
+        echo "warning: no npm: the compose schema tests will be skipped" >&2
+    fi
+fi
+
 if [[ ! -f "$here/lib/.complete" ]]; then
     echo "fetching Kafka jars from Maven Central" >&2
     rm -rf "$here/lib"

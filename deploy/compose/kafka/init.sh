@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# One-shot Kafka setup on the internal listener: topics with the retention of deploy/retention.yaml,
+# the SCRAM user agents authenticate with on the external listener, and its write-only ACLs.
+# Idempotent: existing topics are reconfigured to the policy, the user's password is re-set.
+set -euo pipefail
+bin=/opt/kafka/bin
+bootstrap="${KAFKA_BOOTSTRAP:-kafka:9092}"
+partitions="${FLEETPULSE_PARTITIONS:-12}"
+day_ms=86400000
+
+until "$bin/kafka-broker-api-versions.sh" --bootstrap-server "$bootstrap" >/dev/null 2>&1; do
+    echo "waiting for kafka at $bootstrap" >&2; sleep 2
+done
+
+topic() { # name retention_days|compact
+    local name="$1" policy="$2" config
+    if [[ "$policy" == compact ]]; then
+        config="cleanup.policy=compact,delete.retention.ms=$day_ms"
+    else
+        config="cleanup.policy=delete,retention.ms=$((policy * day_ms))"
+    fi
+    local create_args=()
+    IFS=, read -ra pairs <<<"$config"
+    for pair in "${pairs[@]}"; do create_args+=(--config "$pair"); done
+    "$bin/kafka-topics.sh" --bootstrap-server "$bootstrap" --create --if-not-exists --topic "$name" \
+        --partitions "$partitions" --replication-factor 1 "${create_args[@]}" >/dev/null
+    "$bin/kafka-configs.sh" --bootstrap-server "$bootstrap" --alter --entity-type topics --entity-name "$name" \
+        --add-config "$config" >/dev/null
+    echo "topic $name: $config"
+}
+
+topic fleetpulse.health.v1 7
+topic fleetpulse.mobile.v1 7
+topic fleetpulse.inventory.v1 compact
+topic fleetpulse.scores.v1 7
+topic fleetpulse.alerts.v1 30
+topic fleetpulse.labels.v1 365
+topic fleetpulse.deadletter.v1 14
+
+password="$(cat /run/secrets/kafka_agent_password)"
+"$bin/kafka-configs.sh" --bootstrap-server "$bootstrap" --alter --entity-type users --entity-name fleetpulse-agent \
+    --add-config "SCRAM-SHA-512=[iterations=8192,password=$password]" >/dev/null
+for t in fleetpulse.health.v1 fleetpulse.mobile.v1 fleetpulse.inventory.v1; do
+    "$bin/kafka-acls.sh" --bootstrap-server "$bootstrap" --add --allow-principal User:fleetpulse-agent \
+        --operation Write --operation Describe --topic "$t" >/dev/null
+done
+echo "user fleetpulse-agent: SCRAM-SHA-512, write-only on health/mobile/inventory"

@@ -1,0 +1,169 @@
+"""The compose stack: schema-valid, lint-clean, secure by default, and consistent with the policy and the code.
+
+Docker cannot run here, so the file is validated, not started: the Compose
+Specification schema (shipped in the dclint npm package), dclint's rules, and
+structural checks against deploy/retention.yaml and the real settings classes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import tomllib
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from fleetpulse.contract import Topics
+from fleetpulse.dashboards.settings import GrafanaSettings
+from fleetpulse.settings import ServerSettings
+from tests.unit.deploy.tools import DEPLOY, dclint, dclint_schema, retention_policy, tool
+
+COMPOSE_DIR = DEPLOY / "compose"
+COMPOSE = yaml.safe_load((COMPOSE_DIR / "compose.yaml").read_text(encoding="utf-8"))
+SERVICES: dict[str, Any] = COMPOSE["services"]
+APP_SERVICES = ("migrate", "worker", "tickets", "api")
+# Key and service order is cosmetic; the file is ordered by data flow for readers.
+ORDER_RULES = ["service-keys-order", "services-alphabetical-order", "top-level-properties-order"]
+
+
+def _schema() -> dict[str, Any]:
+    """The schema declares draft-07 (under a URL jsonschema does not know), so the validator is named."""
+    schema: dict[str, Any] = json.loads(dclint_schema().read_text(encoding="utf-8"))
+    assert "draft-07" in schema["$schema"]
+    return schema
+
+
+def test_compose_matches_compose_specification_schema() -> None:
+    jsonschema.Draft7Validator(_schema()).validate(COMPOSE)
+
+
+def test_schema_rejects_a_broken_file() -> None:
+    """Guards the guard: a typo'd service key must fail the same schema."""
+    broken = {"services": {"x": {"image": "a:1", "restart_policy": "always"}}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft7Validator(_schema()).validate(broken)
+
+
+def test_dclint_finds_no_problem() -> None:
+    proc = subprocess.run(
+        [dclint(), "compose.yaml", "--max-warnings", "0", "--disable-rule", *ORDER_RULES],
+        cwd=COMPOSE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_full_stack_is_there() -> None:
+    assert {"kafka", "kafka-init", "influxdb", "postgres", "grafana", *APP_SERVICES} <= set(SERVICES)
+    assert "controller" in SERVICES["kafka"]["environment"]["KAFKA_PROCESS_ROLES"], "KRaft, no ZooKeeper"
+    assert SERVICES["influxdb"]["image"].startswith("influxdb:2")
+
+
+def test_images_are_pinned() -> None:
+    for name, service in SERVICES.items():
+        image = service["image"]
+        assert re.search(r":[\w.-]+$", image) or image.startswith("${FLEETPULSE_IMAGE"), name
+        assert not image.endswith(":latest"), name
+
+
+def test_application_containers_are_locked_down() -> None:
+    for name in APP_SERVICES:
+        service = SERVICES[name]
+        assert service["read_only"] is True, name
+        assert service["user"] == "10001:10001", name
+        assert service["cap_drop"] == ["ALL"], name
+        assert "no-new-privileges:true" in service["security_opt"], name
+
+
+def test_only_intended_ports_are_published() -> None:
+    published = {name: s["ports"] for name, s in SERVICES.items() if "ports" in s}
+    assert published == {
+        "kafka": ["0.0.0.0:9094:9094"],
+        "grafana": ["127.0.0.1:3000:3000"],
+        "api": ["127.0.0.1:8080:8080"],
+    }
+    listeners = SERVICES["kafka"]["environment"]["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
+    assert "EXTERNAL:SASL_SSL" in listeners
+
+
+def test_secrets_are_files_never_inline() -> None:
+    defined = COMPOSE["secrets"]
+    assert all(set(v) == {"file"} and v["file"].startswith("./secrets/") for v in defined.values())
+    for name, service in SERVICES.items():
+        for secret in service.get("secrets", []):
+            assert secret in defined, f"{name} uses undefined secret {secret}"
+        env = service.get("environment", {})
+        for key, value in env.items():
+            if re.search(r"PASSWORD|TOKEN|SECRET", key) and not key.endswith(("_FILE", "__FILE", "USER")):
+                assert "${" in str(value) or "/run/secrets/" in str(value), f"{name}.{key} looks inlined"
+    assert (COMPOSE_DIR / ".gitignore").read_text(encoding="utf-8").split() == [".env", "secrets/"]
+
+
+def _init_topics() -> dict[str, str]:
+    script = (COMPOSE_DIR / "kafka" / "init.sh").read_text(encoding="utf-8")
+    return dict(re.findall(r"^topic (\S+) (\S+)$", script, re.MULTILINE))
+
+
+def test_kafka_init_applies_the_retention_policy() -> None:
+    policy = retention_policy()["kafka"]["topics"]
+    topics = _init_topics()
+    assert set(topics) == set(policy) == set(Topics().all())
+    for name, rule in policy.items():
+        expected = "compact" if rule["cleanup_policy"] == "compact" else str(rule["retention_days"])
+        assert topics[name] == expected, name
+    assert SERVICES["kafka-init"]["environment"]["FLEETPULSE_PARTITIONS"] == str(
+        retention_policy()["kafka"]["partitions"]
+    )
+
+
+def test_influxdb_bucket_retention_matches_policy() -> None:
+    env = SERVICES["influxdb"]["environment"]
+    assert env["DOCKER_INFLUXDB_INIT_RETENTION"] == f"{retention_policy()['influxdb']['retention_days']}d"
+    assert env["DOCKER_INFLUXDB_INIT_BUCKET"] == retention_policy()["influxdb"]["bucket"]
+
+
+def test_server_toml_is_valid_for_the_real_settings() -> None:
+    data = tomllib.loads((COMPOSE_DIR / "server.toml").read_text(encoding="utf-8"))
+    settings = ServerSettings.model_validate(data)
+    assert settings.kafka.bootstrap_servers == "kafka:9092"
+    assert settings.streams.partitions == retention_policy()["kafka"]["partitions"]
+
+
+def test_grafana_mounts_the_generated_dashboards_and_provisioning() -> None:
+    volumes = SERVICES["grafana"]["volumes"]
+    assert "../../dashboards/json:/var/lib/grafana/dashboards/fleetpulse:ro" in volumes
+    assert "../grafana/provisioning:/etc/grafana/provisioning:ro" in volumes
+    for mount in volumes:
+        source = mount.split(":")[0]
+        if source.startswith("."):
+            assert (COMPOSE_DIR / source).exists(), source
+
+
+def test_grafana_provisioning_files() -> None:
+    prov = DEPLOY / "grafana" / "provisioning"
+    ds = yaml.safe_load((prov / "datasources" / "fleetpulse.yaml").read_text(encoding="utf-8"))["datasources"][0]
+    defaults = GrafanaSettings()
+    assert (ds["uid"], ds["name"], ds["type"]) == (defaults.datasource_uid, defaults.datasource_name, "influxdb")
+    assert ds["jsonData"]["version"] == "InfluxQL"
+    assert ds["secureJsonData"]["basicAuthPassword"].startswith("$__file{/run/secrets/")
+    provider = yaml.safe_load((prov / "dashboards" / "fleetpulse.yaml").read_text(encoding="utf-8"))["providers"][0]
+    assert provider["folderUid"] == defaults.folder_uid
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards/fleetpulse"
+
+
+def test_shell_scripts_pass_shellcheck() -> None:
+    shellcheck = tool("shellcheck")
+    scripts = [
+        COMPOSE_DIR / "kafka" / "init.sh",
+        COMPOSE_DIR / "influxdb" / "10-fleetpulse.sh",
+        COMPOSE_DIR / "make-secrets.sh",
+    ]
+    proc = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout

@@ -1,0 +1,279 @@
+"""Kubernetes manifests: built with kustomize, built-in kinds validated against the Kubernetes
+OpenAPI schemas shipped by ``kubernetes-validate`` (strict: unknown fields fail), and the
+operator custom resources (Strimzi, KEDA, CloudNativePG — no schema available offline)
+checked structurally against the retention policy and the application's real settings.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import subprocess
+import tomllib
+from collections.abc import Iterator
+from functools import cache
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from fleetpulse.contract import Topics
+from fleetpulse.dashboards.build import build_all, render
+from fleetpulse.settings import ServerSettings
+from tests.unit.deploy.tools import DEPLOY, kustomize, retention_policy
+
+K8S = DEPLOY / "k8s"
+KUBERNETES_VERSION = "1.30.0"
+CRD_KINDS = {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser", "ScaledObject", "TriggerAuthentication", "Cluster"}
+DAY_MS = 86_400_000
+
+
+@cache
+def build(target: str) -> tuple[dict[str, Any], ...]:
+    proc = subprocess.run(
+        [kustomize(), "build", str(K8S / target)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    return tuple(d for d in yaml.safe_load_all(proc.stdout) if d)
+
+
+def objects(kind: str, target: str = "overlays/production") -> list[dict[str, Any]]:
+    return [d for d in build(target) if d["kind"] == kind]
+
+
+def one(kind: str, name: str) -> dict[str, Any]:
+    (found,) = [d for d in objects(kind) if d["metadata"]["name"] == name]
+    return found
+
+
+def pod_specs() -> Iterator[tuple[str, dict[str, Any]]]:
+    for doc in build("overlays/production"):
+        if doc["kind"] in ("Deployment", "StatefulSet", "Job"):
+            yield f"{doc['kind']}/{doc['metadata']['name']}", doc["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("target", ["base", "overlays/production"])
+def test_builtin_kinds_validate_against_kubernetes_schemas(target: str) -> None:
+    docs = build(target)
+    kinds = {d["kind"] for d in docs}
+    assert kinds - CRD_KINDS >= {
+        "Namespace",
+        "Deployment",
+        "StatefulSet",
+        "Service",
+        "Ingress",
+        "NetworkPolicy",
+        "ConfigMap",
+    }
+    for doc in docs:
+        if doc["kind"] in CRD_KINDS:
+            with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+                kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+            continue
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    assert kinds & CRD_KINDS == CRD_KINDS, "every custom resource kind is checked structurally below"
+
+
+def test_validator_rejects_unknown_fields() -> None:
+    """Guards the guard: a misspelt container field must fail strict validation."""
+    broken = copy.deepcopy(one("Deployment", "fleetpulse-worker"))
+    broken["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+def test_namespace_enforces_restricted_pod_security() -> None:
+    (ns,) = objects("Namespace")
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert {d["metadata"].get("namespace") for d in build("overlays/production") if d["kind"] != "Namespace"} == {
+        "fleetpulse"
+    }
+
+
+def test_every_pod_meets_the_restricted_profile() -> None:
+    for name, spec in pod_specs():
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True, name
+        assert pod["seccompProfile"]["type"] == "RuntimeDefault", name
+        assert spec["automountServiceAccountToken"] is False, name
+        for container in spec["containers"]:
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, name
+            assert sc["capabilities"]["drop"] == ["ALL"], name
+            assert "memory" in container["resources"]["limits"], name
+            assert container["resources"]["requests"], name
+
+
+def _secret_names(node: Any) -> Iterator[str]:
+    """Every Secret a manifest points at: secretKeyRef, secret volumes, KEDA secretTargetRef, TLS blocks."""
+    if isinstance(node, dict):
+        if isinstance(node.get("secretKeyRef"), dict):
+            yield node["secretKeyRef"]["name"]
+        if isinstance(node.get("secretName"), str):
+            yield node["secretName"]
+        for ref in node.get("secretTargetRef", []):
+            yield ref["name"]
+        for value in node.values():
+            yield from _secret_names(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _secret_names(item)
+
+
+def test_secrets_are_referenced_never_inlined() -> None:
+    docs = build("overlays/production")
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    referenced = set(_secret_names(list(docs)))
+    assert {"fleetpulse-worker", "fleetpulse-pg-app", "fleetpulse-keda", "fleetpulse-agent-credentials"} <= referenced
+    documented = (DEPLOY / "production.md").read_text(encoding="utf-8")
+    for name in referenced:
+        assert f"`{name}`" in documented, f"secret {name} is not documented in deploy/production.md"
+    for name, spec in pod_specs():
+        for container in spec["containers"]:
+            for env in container.get("env", []):
+                if re.search(r"PASSWORD|TOKEN", env["name"]) and "value" in env:
+                    pytest.fail(f"{name}: {env['name']} has an inline value")
+
+
+def test_kafka_is_kraft_with_tls_scram_and_mtls() -> None:
+    kafka = one("Kafka", "fleetpulse")
+    assert kafka["metadata"]["annotations"]["strimzi.io/kraft"] == "enabled"
+    listeners = {entry["name"]: entry for entry in kafka["spec"]["kafka"]["listeners"]}
+    assert all(entry["tls"] is True for entry in listeners.values())
+    assert listeners["tls"]["authentication"]["type"] == "scram-sha-512"
+    assert listeners["external"]["authentication"]["type"] == "scram-sha-512"
+    assert listeners["mtls"]["authentication"]["type"] == "tls"
+    assert kafka["spec"]["kafka"]["authorization"]["type"] == "simple"
+    assert kafka["spec"]["kafka"]["config"]["auto.create.topics.enable"] is False
+    (pool,) = objects("KafkaNodePool")
+    assert set(pool["spec"]["roles"]) == {"controller", "broker"}
+    assert pool["spec"]["storage"]["volumes"][0]["size"] == "200Gi", "production overlay patch applied"
+
+
+def test_topics_follow_the_retention_policy() -> None:
+    policy = retention_policy()["kafka"]
+    topics = {t["spec"]["topicName"]: t for t in objects("KafkaTopic")}
+    assert set(topics) == set(policy["topics"]) == set(Topics().all())
+    for name, rule in policy["topics"].items():
+        topic = topics[name]
+        assert topic["metadata"]["labels"]["strimzi.io/cluster"] == "fleetpulse"
+        assert topic["spec"]["partitions"] == policy["partitions"]
+        config = topic["spec"]["config"]
+        assert config["cleanup.policy"] == rule["cleanup_policy"]
+        if rule["retention_days"] is None:
+            assert "retention.ms" not in config
+        else:
+            assert config["retention.ms"] == rule["retention_days"] * DAY_MS, name
+
+
+def test_documented_retention_matches_policy() -> None:
+    doc = (DEPLOY / "production.md").read_text(encoding="utf-8")
+    for name, rule in retention_policy()["kafka"]["topics"].items():
+        (line,) = [row for row in doc.splitlines() if row.startswith(f"| Kafka `{name}`")]
+        expected = "compacted" if rule["retention_days"] is None else f"| {rule['retention_days']} days |"
+        assert expected in line, line
+    assert f"| {retention_policy()['influxdb']['retention_days']} days |" in doc
+
+
+def test_kafka_users_are_least_privilege() -> None:
+    users = {u["metadata"]["name"]: u["spec"] for u in objects("KafkaUser")}
+    assert set(users) == {
+        "fleetpulse-worker",
+        "fleetpulse-tickets",
+        "fleetpulse-agent",
+        "fleetpulse-mdm",
+        "fleetpulse-keda",
+    }
+    assert users["fleetpulse-mdm"]["authentication"]["type"] == "tls"
+    agent_acls = users["fleetpulse-agent"]["authorization"]["acls"]
+    assert [(a["resource"]["name"], sorted(a["operations"])) for a in agent_acls] == [
+        (Topics().health, ["Describe", "Write"])
+    ]
+    keda_ops = {op for a in users["fleetpulse-keda"]["authorization"]["acls"] for op in a["operations"]}
+    assert keda_ops == {"Describe"}
+
+
+def _k8s_settings() -> ServerSettings:
+    return ServerSettings.model_validate(tomllib.loads((K8S / "base" / "server.toml").read_text(encoding="utf-8")))
+
+
+def test_server_toml_is_valid_for_the_real_settings() -> None:
+    settings = _k8s_settings()
+    assert settings.kafka.security_protocol == "SASL_SSL"
+    assert settings.kafka.sasl_mechanism == "SCRAM-SHA-512"
+    assert settings.streams.partitions == retention_policy()["kafka"]["partitions"]
+
+
+def test_workers_scale_on_consumer_lag() -> None:
+    scaled = one("ScaledObject", "fleetpulse-worker")["spec"]
+    assert scaled["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "fleetpulse-worker"}
+    one("Deployment", "fleetpulse-worker")
+    assert "replicas" not in one("Deployment", "fleetpulse-worker")["spec"], "KEDA owns the replica count"
+    assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"] <= retention_policy()["kafka"]["partitions"]
+    settings = _k8s_settings()
+    topics = Topics(prefix=settings.kafka.topic_prefix)
+    assert {t["metadata"]["topic"] for t in scaled["triggers"]} == {topics.health, topics.mobile}
+    for trigger in scaled["triggers"]:
+        meta = trigger["metadata"]
+        assert trigger["type"] == "kafka"
+        assert meta["consumerGroup"] == settings.streams.app_id, "Faust's consumer group is its app id"
+        assert meta["bootstrapServers"] == settings.kafka.bootstrap_servers
+        assert (meta["sasl"], meta["tls"]) == ("scram_sha512", "enable")
+        assert one("TriggerAuthentication", trigger["authenticationRef"]["name"])
+
+
+def test_influxdb_bucket_retention_matches_policy() -> None:
+    env = {e["name"]: e for e in one("StatefulSet", "influxdb")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["DOCKER_INFLUXDB_INIT_RETENTION"]["value"] == f"{retention_policy()['influxdb']['retention_days']}d"
+    assert env["DOCKER_INFLUXDB_INIT_BUCKET"]["value"] == retention_policy()["influxdb"]["bucket"]
+
+
+def test_postgres_cluster() -> None:
+    cluster = one("Cluster", "fleetpulse-pg")["spec"]
+    assert cluster["instances"] >= 2
+    assert cluster["enableSuperuserAccess"] is False
+    assert cluster["bootstrap"]["initdb"] == {"database": "fleetpulse", "owner": "fleetpulse"}
+
+
+def test_grafana_configmaps_carry_the_generated_dashboards() -> None:
+    (dashboards,) = [c for c in objects("ConfigMap") if c["metadata"]["name"].startswith("grafana-dashboards-")]
+    assert dashboards["data"] == {name: render(d) for name, d in build_all().items()}
+    for copy_name, canonical in (
+        ("datasources.yaml", DEPLOY / "grafana/provisioning/datasources/fleetpulse.yaml"),
+        ("dashboards.yaml", DEPLOY / "grafana/provisioning/dashboards/fleetpulse.yaml"),
+    ):
+        assert (K8S / "base/grafana/provisioning" / copy_name).read_bytes() == canonical.read_bytes()
+    assert (K8S / "base/influxdb/10-fleetpulse.sh").read_bytes() == (
+        DEPLOY / "compose/influxdb/10-fleetpulse.sh"
+    ).read_bytes()
+
+
+def test_network_policies_default_deny_with_explicit_allowances() -> None:
+    policies = {p["metadata"]["name"]: p["spec"] for p in objects("NetworkPolicy")}
+    assert policies["default-deny-ingress"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+    allowed = {
+        p["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name")
+        for p in policies.values()
+        if p.get("ingress")
+    }
+    assert {"fleetpulse-api", "grafana", "influxdb", "fleetpulse-worker"} <= allowed
+
+
+def test_ingresses_terminate_tls() -> None:
+    for ingress in objects("Ingress"):
+        hosts = {h for rule in ingress["spec"]["rules"] for h in [rule["host"]]}
+        tls_hosts = {h for t in ingress["spec"]["tls"] for h in t["hosts"]}
+        assert hosts <= tls_hosts, ingress["metadata"]["name"]
+
+
+def test_yaml_lints_clean() -> None:
+    files = sorted(str(p) for p in DEPLOY.rglob("*.yaml") if "/lib/" not in str(p))
+    proc = subprocess.run(
+        ["yamllint", "-c", str(DEPLOY / ".yamllint.yaml"), *files],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout
