@@ -25,6 +25,8 @@ Calibration (see ``README`` section "Simulator and MDM bridge"):
   sudden cell fault. Batteries that crossed 60 % before the window are treated as replaced.
 - Fans fail at 2 %/year with a rising-temperature/throttling onset; main boards die suddenly
   (PCs 0.4 %/year, often preceded by crashes; phones/tablets 3 %/year, drops and water).
+- Memory modules (assumed rates, no public fleet data): 0.3 %/year, most announced by growing
+  corrected-error counts and crashes.
 - After a component fails the device stops reporting it; a dead system disk or main board
   silences the whole device (repairs are not modelled).
 """
@@ -48,6 +50,7 @@ from fleetpulse.contract import (
     DiskHealth,
     DiskKind,
     HealthReport,
+    MemoryHealth,
     Platform,
     ReportSource,
     StabilityHealth,
@@ -68,6 +71,11 @@ DISK_BENIGN_NONZERO = {DiskKind.HDD: 0.088, DiskKind.SSD: 0.03, DiskKind.NVME: 0
 FAN_AFR = 0.02
 PC_BOARD_AFR = 0.004
 MOBILE_BOARD_AFR = 0.03
+# Assumed (no public PC-fleet data staged): a memory module dies in ~0.3 % of PCs a year, 60 % of
+# them after days to weeks of growing corrected errors; ~1 % of healthy PCs log a few corrected errors.
+MEMORY_AFR = 0.003
+MEMORY_PREDICTABLE = 0.6
+MEMORY_BENIGN_NONZERO = 0.01
 BATTERY_CELL_FAULT_AFR = 0.005
 BATTERY_FAILED_PCT = 60.0
 
@@ -288,6 +296,23 @@ class _Thermal:
         self.onset_day = NEVER
 
 
+class _Memory:
+    __slots__ = ("benign", "fail_day", "max_corrected", "max_uncorrected", "onset_day", "predictable")
+
+    def __init__(self, rng: random.Random, fail_day: float, in_window: bool) -> None:
+        self.benign = rng.randint(1, 6) if rng.random() < MEMORY_BENIGN_NONZERO else 0
+        self.predictable = in_window and rng.random() < MEMORY_PREDICTABLE
+        self.fail_day = fail_day if in_window else NEVER
+        self.onset_day = fail_day - rng.uniform(3.0, 45.0) if self.predictable else NEVER
+        self.max_corrected = int(rng.lognormvariate(math.log(150), 1.0)) + 5
+        self.max_uncorrected = rng.randint(1, 4)
+
+    def progress(self, t: float) -> float:
+        if t < self.onset_day:
+            return 0.0
+        return min(1.0, (t - self.onset_day) / (self.fail_day - self.onset_day))
+
+
 class _Device:
     battery: _Battery | None
     board_fail_day: float
@@ -299,6 +324,7 @@ class _Device:
     end_day: float
     index: int
     kind: DeviceKind
+    memory: _Memory | None
     miss_rate: float
     model: str
     offset_s: float
@@ -321,6 +347,7 @@ class _Device:
         "end_day",
         "index",
         "kind",
+        "memory",
         "miss_rate",
         "model",
         "offset_s",
@@ -417,6 +444,7 @@ class FleetSimulator:
         dev.battery = None
         dev.thermal = None
         dev.storage = None
+        dev.memory = None
         dev.board_predictable = False
         if dev.mobile:
             self._make_mobile(rng, dev)
@@ -459,6 +487,9 @@ class FleetSimulator:
         dev.board_predictable = rng.random() < 0.5
         flaky = rng.random() < 0.05
         dev.crash_rate = rng.uniform(0.2, 0.5) if flaky else rng.uniform(0.002, 0.03)
+        mem_day = _fail_day(rng, MEMORY_AFR, self.failure_scale)
+        if dev.platform is not Platform.MACOS:  # EDAC/WHEA counters exist on Linux and Windows only
+            dev.memory = _Memory(rng, mem_day, mem_day < self.days)
 
     def _make_mobile(self, rng: random.Random, dev: _Device) -> None:
         age = rng.uniform(30.0, 4.0 * 365.0)
@@ -487,6 +518,8 @@ class FleetSimulator:
         end = dev.board_fail_day
         if dev.disks and dev.disks[0].fail_day < end:
             end = dev.disks[0].fail_day
+        if dev.memory is not None and dev.memory.fail_day < end:
+            end = dev.memory.fail_day
         dev.end_day = end if end < self.days else NEVER
         if dev.end_day < NEVER:
             if dev.board_fail_day > dev.end_day:
@@ -499,6 +532,9 @@ class FleetSimulator:
                 dev.battery.fail_day = NEVER
             if dev.thermal is not None and dev.thermal.fail_day >= dev.end_day:
                 dev.thermal.fail_day = dev.thermal.onset_day = NEVER
+            if dev.memory is not None and dev.memory.fail_day > dev.end_day:
+                dev.memory.fail_day = dev.memory.onset_day = NEVER
+                dev.memory.predictable = False
         if dev.board_fail_day >= self.days:
             dev.board_fail_day = NEVER
         if dev.battery is not None and dev.battery.fail_day >= self.days:
@@ -572,6 +608,11 @@ class FleetSimulator:
             th = dev.thermal
             if th is not None and th.fail_day < NEVER:
                 out.append(self._truth(dev, Component.THERMAL, "", th.fail_day, "fan_failure", True, th.onset_day))
+            mem = dev.memory
+            if mem is not None and mem.fail_day < NEVER:
+                cause = "memory_degradation" if mem.predictable else "memory_sudden"
+                onset = mem.onset_day if mem.predictable else None
+                out.append(self._truth(dev, Component.MEMORY, "", mem.fail_day, cause, mem.predictable, onset))
             if dev.board_fail_day < NEVER:
                 predictable = dev.board_predictable and not dev.mobile
                 onset = dev.board_fail_day - 14.0 if predictable else None
@@ -705,6 +746,14 @@ class FleetSimulator:
             crash_rate += 1.5
         if days_left < 20.0:
             crash_rate += 0.3
+        memory = None
+        if dev.memory is not None:
+            mp = dev.memory.progress(t)
+            crash_rate += 1.2 * mp
+            memory = MemoryHealth(
+                correctable_errors=dev.memory.benign + int(mp**1.5 * dev.memory.max_corrected),
+                uncorrectable_errors=int(mp**4 * dev.memory.max_uncorrected),
+            )
         interval_days = self._interval_s / DAY_S
         stability = StabilityHealth(
             crashes=_poisson(rng, crash_rate * interval_days),
@@ -725,6 +774,7 @@ class FleetSimulator:
             disks=disks,
             battery=self._battery(dev.battery, t, rng, True),
             thermal=thermal,
+            memory=memory,
             stability=stability,
             system=SystemLoad(
                 cpu_percent=round(load, 1),

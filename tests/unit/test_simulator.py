@@ -166,7 +166,13 @@ def test_some_healthy_drives_show_small_nonzero_counters() -> None:
 def test_ground_truth_is_visible_in_the_reports() -> None:
     sim = FleetSimulator(300, 21, START, 120, failure_scale=25.0)
     truth = sim.ground_truth()
-    assert {g.component for g in truth} >= {Component.DISK, Component.BATTERY, Component.THERMAL, Component.DEVICE}
+    assert {g.component for g in truth} == {
+        Component.DISK,
+        Component.BATTERY,
+        Component.THERMAL,
+        Component.DEVICE,
+        Component.MEMORY,
+    }
     assert any(not g.predictable for g in truth if g.component is Component.DISK)
     by_device = _by_device(list(sim.reports()))
     checked = 0
@@ -198,6 +204,11 @@ def test_ground_truth_is_visible_in_the_reports() -> None:
                 assert max(hot) > 80.0
         elif g.component is Component.DEVICE:
             assert after == [], "a dead device stops reporting"
+        elif g.component is Component.MEMORY:
+            assert after == [], "a dead memory module stops the device"
+            if g.predictable and before and g.signal_from is not None and g.signal_from < before[-1].collected_at:
+                assert before[-1].memory is not None
+                assert (before[-1].memory.correctable_errors or 0) > 0
     assert checked >= 3
 
 
