@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from fleetpulse.dashboards.build import build_all
-from tests.integration.dashboards.sample_fleet import DRILL_DEVICE, END, SITES, START, fleet_points
+from fleetpulse.dashboards.sample import DRILL_DEVICE, END, SITES, START, fleet_points
+from fleetpulse.dashboards.schema import EXTRA_MEASUREMENTS
 
 pytestmark = pytest.mark.integration
 
@@ -97,9 +98,13 @@ def run(url: str, database: str, query: str) -> list[dict[str, Any]]:
 
 
 def test_sample_covers_every_measurement_the_dashboards_read() -> None:
-    measurements = {p.measurement for p in fleet_points()}
+    points = fleet_points()
+    measurements = {p.measurement for p in points}
     read = {m for _, _, query in QUERIES for m in re.findall(r'FROM "(\w+)"', query)}
     assert read <= measurements, read - measurements
+    for extra in EXTRA_MEASUREMENTS:
+        sample = next(p for p in points if p.measurement == extra.name)
+        assert (set(sample.tags), set(sample.fields)) == (set(extra.tags), set(extra.fields)), extra.name
 
 
 @pytest.mark.parametrize("selection", sorted(SELECTIONS))

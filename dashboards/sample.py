@@ -1,4 +1,7 @@
-"""A small, deterministic fleet whose TSDB points are produced exactly as the sink produces them.
+"""A deterministic sample fleet whose TSDB points are produced exactly as the sink produces them.
+
+Used by the panel-query tests (every dashboard query must return rows on it), the
+dashboard query benchmark, and to preview the dashboards on a local InfluxDB.
 
 Contract records (health reports, inventory, risk scores, alerts) go through
 ``fleetpulse.streams.points``; the operational measurements (pipeline, drift,
@@ -10,6 +13,7 @@ an NVMe drive and a worn battery, so every device panel has data.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 from fleetpulse.contract import (
@@ -160,13 +164,18 @@ def _scores(report: HealthReport, wear: float, rng: random.Random) -> list[RiskS
 
 def fleet_points(devices: int = 24) -> list[Point]:
     """Every point of the sample fleet over ``START..END``."""
+    return list(iter_points(devices))
+
+
+def iter_points(devices: int = 24) -> Iterator[Point]:
+    """The same points, generated lazily (large fleets for benchmarks); 4 in 24 devices are failing."""
     rng = random.Random(7)
     kinds = (DeviceKind.LAPTOP, DeviceKind.DESKTOP, DeviceKind.PHONE)
     fleet = [_inventory(i, kinds[(i - 1) % 3]) for i in range(1, devices + 1)]
-    failing = {fleet[0].device_id, fleet[4].device_id, fleet[8].device_id, fleet[5].device_id}
-    points: list[Point] = []
+    failing = {inv.device_id for i, inv in enumerate(fleet) if i % 24 in (0, 4, 5, 8)}
     steps = int((END - START) / STEP)
     for inv in fleet:
+        points: list[Point] = []
         raised: set[tuple[Component, str]] = set()
         for seq in range(steps + 1):
             at = START + seq * STEP
@@ -200,8 +209,8 @@ def fleet_points(devices: int = 24) -> list[Point]:
                         report_seq=seq,
                     )
                     points.append(alert_point(alert, inv))
-    points.extend(_operational_points(rng))
-    return points
+        yield from points
+    yield from _operational_points(rng)
 
 
 def _operational_points(rng: random.Random) -> list[Point]:
@@ -225,7 +234,6 @@ def _operational_points(rng: random.Random) -> list[Point]:
                 "scoring_latency_p99_ms": 20 + rng.random() * 10,
                 "batch_size": 64 + int(rng.random() * 64),
             }
-            assert set(fields) == set(PIPELINE.fields)
             points.append(Point(PIPELINE.name, {"worker": worker}, fields, at))
             at += tick
     six_hours = timedelta(hours=6)
