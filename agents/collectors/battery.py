@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
 import tempfile
 from pathlib import Path
 
 from fleetpulse.agents.collectors.base import CollectorContext, CollectorUnavailable, Section, run_tool
+from fleetpulse.agents.parsers import ParseError
 from fleetpulse.agents.parsers.battery import (
+    WMI_SCRIPT,
     parse_ioreg_battery,
     parse_power_supply_uevent,
     parse_powercfg_battery_report,
     parse_upower,
+    parse_wmi_battery,
 )
 from fleetpulse.contract import BatteryHealth, Platform
 
@@ -51,13 +55,19 @@ class BatteryCollector:
         return None
 
     def _windows(self) -> BatteryHealth | None:
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "battery.xml"
-            run_tool(["powercfg", "/batteryreport", "/xml", "/output", str(out)], self.timeout_s)
-            if not out.exists():
-                raise CollectorUnavailable("powercfg wrote no battery report")
-            batteries = parse_powercfg_battery_report(out.read_bytes())
-        return batteries[0] if batteries else None
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "battery.xml"
+                run_tool(["powercfg", "/batteryreport", "/xml", "/output", str(out)], self.timeout_s)
+                if not out.exists():
+                    raise CollectorUnavailable("powercfg wrote no battery report")
+                batteries = parse_powercfg_battery_report(out.read_bytes())
+            if batteries:
+                return batteries[0]
+        except (OSError, RuntimeError, ParseError, subprocess.SubprocessError):
+            pass  # fall back to WMI below
+        script = ["powershell", "-NoProfile", "-NonInteractive", "-Command", WMI_SCRIPT]
+        return parse_wmi_battery(run_tool(script, self.timeout_s).stdout)
 
     def _macos(self) -> BatteryHealth | None:
         return parse_ioreg_battery(run_tool(["ioreg", "-r", "-n", "AppleSmartBattery"], self.timeout_s).stdout)

@@ -191,3 +191,47 @@ def parse_ioreg_battery(text: str) -> BatteryHealth | None:
 
 def _int_value(text: str | None) -> int | None:
     return int(text) if text and re.fullmatch(r"\d+", text) else None
+
+
+# --------------------------------------------------------------------------- Windows WMI
+
+WMI_SCRIPT = (
+    "$s = Get-CimInstance -Namespace root/wmi -ClassName BatteryStaticData | Select-Object -First 1; "
+    "$f = Get-CimInstance -Namespace root/wmi -ClassName BatteryFullChargedCapacity | Select-Object -First 1; "
+    "$c = Get-CimInstance -Namespace root/wmi -ClassName BatteryCycleCount -ErrorAction SilentlyContinue "
+    "| Select-Object -First 1; "
+    "@{DesignedCapacity=$s.DesignedCapacity; FullChargedCapacity=$f.FullChargedCapacity; "
+    "CycleCount=$c.CycleCount} | ConvertTo-Json -Compress"
+)
+"""PowerShell run by the collector when powercfg is unavailable (e.g. Server SKUs, restricted shells)."""
+
+
+def parse_wmi_battery(text: str) -> BatteryHealth | None:
+    """Output of :data:`WMI_SCRIPT` (mWh); ``None`` when WMI knows no battery."""
+    import json
+
+    try:
+        doc = json.loads(text) if text.strip() else {}
+    except ValueError as exc:
+        raise ParseError(f"WMI battery output is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ParseError("WMI battery output must be a JSON object")
+    design, full, cycles = (doc.get(k) for k in ("DesignedCapacity", "FullChargedCapacity", "CycleCount"))
+    if not isinstance(design, int) or not isinstance(full, int) or not _is_count(design) or not _is_count(full):
+        return None
+    if not design:
+        return None
+    return build_lenient(
+        BatteryHealth,
+        {
+            "design_capacity": float(design),
+            "full_charge_capacity": float(full),
+            "unit": "mWh",
+            "cycle_count": cycles if _is_count(cycles) and cycles else None,
+        },
+        required=("design_capacity", "full_charge_capacity"),
+    )
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -16,6 +16,7 @@ from fleetpulse.agents.parsers.battery import (
     parse_power_supply_uevent,
     parse_powercfg_battery_report,
     parse_upower,
+    parse_wmi_battery,
 )
 from fleetpulse.agents.parsers.boot import parse_systemd_analyze
 from fleetpulse.agents.parsers.memory import parse_edac_counts, parse_whea_events
@@ -69,6 +70,13 @@ def test_powercfg_refuses_dtd() -> None:
     bomb = '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><BatteryReport>&a;</BatteryReport>'
     with pytest.raises(ParseError):
         parse_powercfg_battery_report(bomb)
+
+
+def test_wmi_battery_fallback() -> None:
+    battery = parse_wmi_battery(fixture("wmi_battery.json"))
+    assert battery is not None
+    assert (battery.design_capacity, battery.full_charge_capacity, battery.cycle_count) == (57000.0, 41230.0, 388)
+    assert parse_wmi_battery('{"DesignedCapacity": null, "FullChargedCapacity": null, "CycleCount": null}') is None
 
 
 def test_ioreg_intel_mac() -> None:
@@ -135,6 +143,7 @@ PARSERS = [
     parse_upower,
     parse_powercfg_battery_report,
     parse_ioreg_battery,
+    parse_wmi_battery,
     parse_whea_events,
     parse_systemd_analyze,
 ]
