@@ -399,12 +399,14 @@ def map_battery_performance(item: Any) -> Observation:
     """One Endpoint-analytics ``userExperienceAnalyticsBatteryHealthDevicePerformance`` (Windows laptops)."""
     if not isinstance(item, Mapping):
         raise RowError(f"expected a JSON object, got {type(item).__name__}")
-    capacity = _number(_get(item, "maxCapacityPercentage"), "maxCapacityPercentage", -1, 200)
-    runtime = _number(_get(item, "estimatedRuntimeInMinutes"), "estimatedRuntimeInMinutes", -1, 10_000)
+    capacity = _number(_get(item, "maxCapacityPercentage", "maxcapacitypercentage"), "maxCapacityPercentage", -1, 200)
+    runtime = _number(
+        _get(item, "estimatedRuntimeInMinutes", "estimatedruntimeinminutes"), "estimatedRuntimeInMinutes", -1, 10_000
+    )
     if capacity is None or capacity <= 0:
         raise RowError("maxCapacityPercentage: missing or not measured")
     return Observation(
-        intune_id=_intune_id(_get(item, "deviceId")),
+        intune_id=_intune_id(_get(item, "deviceId", "deviceid")),
         kind=DeviceKind.LAPTOP,
         platform=Platform.WINDOWS,
         collected_at=None,
@@ -418,7 +420,9 @@ def map_battery_performance(item: Any) -> Observation:
 def _is_battery_performance(item: Any, context: str) -> bool:
     if "BatteryHealthDevicePerformance".lower() in context.lower():
         return True
-    return isinstance(item, Mapping) and "maxCapacityPercentage" in item and "deviceId" in item
+    if not isinstance(item, Mapping):
+        return False
+    return ("maxCapacityPercentage" in item and "deviceId" in item) or "maxcapacitypercentage" in item
 
 
 def _excerpt(item: Any) -> dict[str, Any]:
@@ -470,7 +474,6 @@ def to_report(obs: Observation, device_id: str, seq: int, collected_at: datetime
 
 def ingest(
     rows: Iterable[tuple[str, Any]],
-    fmt: InputFormat,
     secret: bytes,
     store: SeqStore,
     as_of: datetime,
@@ -486,10 +489,8 @@ def ingest(
         try:
             if isinstance(item, RowError):
                 raise item
-            if fmt == "graph-json" and _is_battery_performance(item, context):
-                obs = map_battery_performance(item)
-            else:
-                obs = map_managed_device(item)
+            mapper = map_battery_performance if _is_battery_performance(item, context) else map_managed_device
+            obs = mapper(item)
             device_id = pseudonymise(obs.intune_id, secret)
             fingerprint = obs.fingerprint()
             if (device_id, fingerprint) in seen:
@@ -526,7 +527,7 @@ def ingest_text(
     else:
         rows, warnings = read_csv(text, source)
         context = ""
-    result = ingest(rows, fmt, secret, store, as_of, context)
+    result = ingest(rows, secret, store, as_of, context)
     result.warnings = warnings + result.warnings
     return result
 

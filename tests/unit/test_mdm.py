@@ -173,9 +173,17 @@ def test_duplicate_rows_in_one_input_are_skipped() -> None:
     assert [s.reason for s in result.skipped] == ["duplicate of an earlier row in this input"]
 
 
+def test_battery_performance_csv_is_recognised_by_its_columns() -> None:
+    text = "Device Id,Model,Manufacturer,Max Capacity Percentage,Estimated Runtime In Minutes\nabc-1,Latitude 5440,Dell Inc.,66,180\n"
+    result = ingest_text(text, "csv", SECRET, SeqStore(":memory:"), AS_OF)
+    assert [(r.kind, r.battery.full_charge_capacity if r.battery else None) for r in result.reports] == [
+        (DeviceKind.LAPTOP, 66.0)
+    ]
+
+
 def test_a_secret_is_required() -> None:
     with pytest.raises(ValueError, match="secret"):
-        ingest([], "csv", b"", SeqStore(":memory:"), AS_OF)
+        ingest([], b"", SeqStore(":memory:"), AS_OF)
 
 
 _json_values = st.recursive(
@@ -218,7 +226,7 @@ def test_fuzzed_graph_items_never_crash_and_every_row_is_accounted_for(items: li
 @given(text=st.text(max_size=400))
 def test_fuzzed_csv_never_crashes(text: str) -> None:
     rows, _ = read_csv(text)
-    result = ingest(rows, "csv", SECRET, SeqStore(":memory:"), AS_OF)
+    result = ingest(rows, SECRET, SeqStore(":memory:"), AS_OF)
     assert len(result.reports) + len(result.errors) + len(result.skipped) == result.rows
 
 
@@ -233,7 +241,7 @@ def test_fuzzed_csv_values_never_crash(battery: object, sync: str) -> None:
         for v in ("abc", "iOS", "iPhone", sync, battery)
     )
     rows, _ = read_csv(header + line + "\n")
-    result = ingest(rows, "csv", SECRET, SeqStore(":memory:"), AS_OF)
+    result = ingest(rows, SECRET, SeqStore(":memory:"), AS_OF)
     assert len(result.reports) + len(result.errors) + len(result.skipped) == result.rows
 
 
