@@ -45,8 +45,9 @@ class ConsumerStats:
     delivered: int = 0
     delivery_failures: int = 0
 
-    def count(self, result: str) -> None:
-        self.results[result] = self.results.get(result, 0) + 1
+    def add(self, result: str, n: int = 1) -> None:
+        if n:
+            self.results[result] = self.results.get(result, 0) + n
 
 
 class TicketConsumer:
@@ -93,19 +94,46 @@ class TicketConsumer:
         self._last_delivery = 0.0
 
     def poll_once(self) -> int:
-        """Process one poll's records and commit them; returns how many records it saw."""
+        """Process one poll's records and commit them; returns how many records it saw.
+
+        Within a poll, inventory goes first (tickets opened by the alerts then carry the
+        device facts), alerts one transaction each, and risk history as one batch.
+        """
         batches = self.consumer.poll(timeout_ms=self.settings.consumer.poll_timeout_ms)
-        seen = 0
-        for records in batches.values():
-            for record in records:
-                self._handle(record)
-                seen += 1
-        if seen:
+        records = [record for partition_records in batches.values() for record in partition_records]
+        inventory: list[DeviceInventory] = []
+        alerts: list[tuple[Any, Alert]] = []
+        scores: list[RiskScore] = []
+        for record in records:
+            try:
+                if record.topic == self.topics.alerts:
+                    alerts.append((record, decode(record.value, Alert)))
+                elif record.topic == self.topics.inventory:
+                    if record.value is not None:  # None = compaction tombstone (device retired): keep its history
+                        inventory.append(decode(record.value, DeviceInventory))
+                elif record.topic == self.topics.scores:
+                    scores.append(decode(record.value, RiskScore))
+            except ContractError as exc:
+                self._dead_letter(record, exc.kind, exc.reason)
+        if inventory:
+            applied = self.service.apply_inventories(inventory)
+            self.stats.add("inventory", applied)
+            self.stats.add("inventory_stale", len(inventory) - applied)
+        for record, alert in alerts:
+            try:
+                self.stats.add(self.service.apply_alert(alert, self.clock()))
+            except ValueError as exc:  # decoded but cannot be applied; database errors propagate (no commit)
+                self._dead_letter(record, "processing_error", f"{type(exc).__name__}: {exc}")
+        if scores:
+            kept = self.service.record_scores(scores)
+            self.stats.add("history", kept)
+            self.stats.add("history_skipped", len(scores) - kept)
+        if records:
             self.dead_letters.flush(timeout=30)
             self.consumer.commit()
-        self.stats.records += seen
+        self.stats.records += len(records)
         self.deliver_outbox(force=False)
-        return seen
+        return len(records)
 
     def deliver_outbox(self, force: bool = True) -> None:
         """Work off due outbox rows; without ``force`` at most once per second between polls."""
@@ -123,28 +151,6 @@ class TicketConsumer:
             return False
         ends = self.consumer.end_offsets(list(assigned))
         return all(self.consumer.position(tp) >= ends[tp] for tp in assigned)
-
-    def _handle(self, record: Any) -> None:
-        try:
-            if record.topic == self.topics.alerts:
-                alert = decode(record.value, Alert)
-                self.stats.count(self.service.apply_alert(alert, self.clock()))
-            elif record.topic == self.topics.inventory:
-                if record.value is None:  # compaction tombstone: device retired; keep its history
-                    return
-                self.stats.count(
-                    "inventory"
-                    if self.service.apply_inventory(decode(record.value, DeviceInventory))
-                    else "inventory_stale"
-                )
-            elif record.topic == self.topics.scores:
-                self.stats.count(
-                    "history" if self.service.record_score(decode(record.value, RiskScore)) else "history_skipped"
-                )
-        except ContractError as exc:
-            self._dead_letter(record, exc.kind, exc.reason)
-        except ValueError as exc:  # a record that decoded but cannot be applied; the database errors propagate
-            self._dead_letter(record, "processing_error", f"{type(exc).__name__}: {exc}")
 
     def _dead_letter(self, record: Any, kind: Any, reason: str) -> None:
         payload: bytes = record.value or b""

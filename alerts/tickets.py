@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -76,45 +76,74 @@ class TicketService:
     # --- from Kafka -----------------------------------------------------------------------------
 
     def apply_inventory(self, inventory: DeviceInventory) -> bool:
-        """Keep the newest facts per device; an older record (replay) never overwrites a newer one."""
+        return self.apply_inventories([inventory]) == 1
+
+    def apply_inventories(self, records: Sequence[DeviceInventory]) -> int:
+        """Keep the newest facts per device in one transaction; an older record (replay) never wins.
+
+        Inventory and alerts travel on different topics, so an alert may open a ticket before
+        its device's facts arrive: open (not yet approved) tickets get their recommendation
+        re-planned whenever the facts change (warranty, device kind).
+        """
+        applied = 0
         with self.store.session() as session:
-            device = session.get(Device, inventory.device_id)
-            if device is not None and device.updated_at >= inventory.updated_at:
-                return False
-            if device is None:
-                device = Device(device_id=inventory.device_id)
-                session.add(device)
-            for field in ("vendor", "model", "purchase_date", "warranty_end", "site", "department", "updated_at"):
-                setattr(device, field, getattr(inventory, field))
-            device.kind = inventory.kind.value
-            return True
+            for inventory in records:
+                device = session.get(Device, inventory.device_id)
+                if device is not None and device.updated_at >= inventory.updated_at:
+                    continue
+                if device is None:
+                    device = Device(device_id=inventory.device_id)
+                    session.add(device)
+                for name in ("vendor", "model", "purchase_date", "warranty_end", "site", "department", "updated_at"):
+                    setattr(device, name, getattr(inventory, name))
+                device.kind = inventory.kind.value
+                applied += 1
+                open_tickets = session.scalars(
+                    select(TicketRow).where(
+                        TicketRow.device_id == inventory.device_id, TicketRow.state == TicketState.OPEN.value
+                    )
+                )
+                for ticket in open_tickets:
+                    plan = actions.recommend(Component(ticket.component), None, inventory, ticket.opened_at.date())
+                    ticket.action_kind = plan.kind
+                    ticket.recommended_action = plan.text
+                    ticket.co2e_avoided_kg = plan.co2e_avoided_kg
+        return applied
 
     def record_score(self, score: RiskScore) -> bool:
-        """Downsampled history for the device page: at most one point per component per interval."""
+        return self.record_scores([score]) == 1
+
+    def record_scores(self, scores: Sequence[RiskScore]) -> int:
+        """Downsampled history for the device page, one transaction per batch: at most one point
+        per component per ``history_min_interval`` (a year of hourly scores would bury the store)."""
+        if not scores:
+            return 0
         interval = self.settings.consumer.history_min_interval
+        kept = 0
         with self.store.session() as session:
-            last = session.scalars(
-                select(RiskPoint.at)
-                .where(
-                    RiskPoint.device_id == score.device_id,
-                    RiskPoint.component == score.component.value,
-                    RiskPoint.component_id == score.component_id,
+            rows = session.execute(
+                select(RiskPoint.device_id, RiskPoint.component, RiskPoint.component_id, func.max(RiskPoint.at))
+                .where(RiskPoint.device_id.in_({s.device_id for s in scores}))
+                .group_by(RiskPoint.device_id, RiskPoint.component, RiskPoint.component_id)
+            ).all()
+            last: dict[tuple[str, str, str], datetime] = {(d, c, i): at for d, c, i, at in rows}
+            for score in sorted(scores, key=lambda s: s.collected_at):
+                key = (score.device_id, score.component.value, score.component_id)
+                previous = last.get(key)
+                if previous is not None and score.collected_at < previous + interval:
+                    continue
+                session.add(
+                    RiskPoint(
+                        device_id=score.device_id,
+                        component=score.component.value,
+                        component_id=score.component_id,
+                        at=score.collected_at,
+                        risk=score.risk,
+                    )
                 )
-                .order_by(RiskPoint.at.desc())
-                .limit(1)
-            ).first()
-            if last is not None and score.collected_at < last + interval:
-                return False
-            session.add(
-                RiskPoint(
-                    device_id=score.device_id,
-                    component=score.component.value,
-                    component_id=score.component_id,
-                    at=score.collected_at,
-                    risk=score.risk,
-                )
-            )
-            return True
+                last[key] = score.collected_at
+                kept += 1
+        return kept
 
     def prune_history(self, now: datetime) -> int:
         with self.store.session() as session:

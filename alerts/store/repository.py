@@ -316,3 +316,12 @@ class TicketStore:
             for row in rows:
                 row.next_attempt_at = now
             return len(rows)
+
+
+def open_tickets(store_url: str) -> list[OpenTicket]:
+    """Open, approved or ordered tickets of the store at ``store_url`` (the demo's comparison with ground truth)."""
+    store = TicketStore.open(store_url)
+    try:
+        return store.open_tickets()
+    finally:
+        store.close()

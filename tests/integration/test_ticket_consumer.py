@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
@@ -15,7 +14,9 @@ from fleetpulse.config import KafkaSettings
 from fleetpulse.contract.codec import encode
 from fleetpulse.contract.topics import Topics
 from fleetpulse.contract.v1 import AlertState
-from tests.alerts_support import make_alert, make_inventory
+from tests.alerts_support import make_alert, make_inventory, store_url
+
+__all__ = ["store_url"]  # fixture
 
 pytestmark = pytest.mark.integration
 
@@ -37,9 +38,9 @@ def read_all(kafka: KafkaSettings, topic: str) -> list[dict[str, object]]:
     return values
 
 
-def test_replayed_alerts_open_one_ticket_per_component(kafka_settings: KafkaSettings, tmp_path: Path) -> None:
+def test_replayed_alerts_open_one_ticket_per_component(kafka_settings: KafkaSettings, store_url: str) -> None:
     topics = Topics(prefix=kafka_settings.topic_prefix)
-    settings = AlertSettings(store_url=f"sqlite:///{tmp_path}/tickets.db")
+    settings = AlertSettings(store_url=store_url)
     inventory = [make_inventory(f"pc-{n:04d}") for n in range(5)]
     raises = [make_alert(f"pc-{n:04d}", i=1) for n in range(5)]
     second_raise = make_alert("pc-0000", i=2, alert_id="pc-0000:disk:sn1:2:raised", risk=0.95)

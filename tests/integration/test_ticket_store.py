@@ -203,3 +203,40 @@ def test_history_is_downsampled_per_component(store: TicketStore) -> None:
     points = store.history("pc-0001")
     assert [p.at - T0 for p in points] == [timedelta(0), timedelta(hours=1), timedelta(hours=2)]
     assert svc.prune_history(NOW + timedelta(days=365)) == 3
+
+
+def test_late_inventory_replans_open_tickets_only(store: TicketStore) -> None:
+    svc = service(store)
+    svc.apply_alert(make_alert("pc-1", component=Component.BATTERY), NOW)
+    svc.apply_alert(make_alert("pc-2", component=Component.BATTERY), NOW)
+    assert {t.action_kind for t in store.list_tickets()} == {"replace_device"}  # no facts: nothing assumed
+    svc.transition([2], TicketState.APPROVED, "alice", NOW)
+    applied = svc.apply_inventories(
+        [make_inventory("pc-1", warranty_end=date(2030, 1, 1)), make_inventory("pc-2"), make_inventory("pc-2")]
+    )
+    assert applied == 2  # the duplicate pc-2 record in the same batch is stale
+    by_device = {t.device_id: t for t in store.list_tickets()}
+    assert by_device["pc-1"].action_kind == "warranty_claim"
+    assert by_device["pc-1"].co2e_avoided_kg > 0
+    assert by_device["pc-2"].action_kind == "replace_device"  # approved: the decision stands
+
+
+def test_history_batch_keeps_one_point_per_interval_per_component(store: TicketStore) -> None:
+    svc = service(store, consumer={"history_min_interval": "PT6H"})
+    scores = [
+        RiskScore(
+            device_id=f"pc-{d}",
+            component=component,
+            risk=0.1,
+            model_name="m",
+            model_version="1",
+            report_seq=h,
+            collected_at=T0 + timedelta(hours=h),
+            scored_at=T0 + timedelta(hours=h),
+        )
+        for d in range(3)
+        for component in (Component.DISK, Component.BATTERY)
+        for h in reversed(range(24))  # out of order on purpose
+    ]
+    assert svc.record_scores(scores) == 3 * 2 * 4
+    assert svc.record_scores(scores) == 0  # a replayed batch adds nothing

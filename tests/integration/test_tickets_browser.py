@@ -8,10 +8,7 @@ its SVG history plot, and no JavaScript or CSP errors. Screenshots go to test-ar
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +23,7 @@ import uvicorn
 from fleetpulse.alerts.api import create_app
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.alerts.tickets import TicketService
+from fleetpulse.alerts.web.browser import Cdp, basic_auth, chromium_page, screenshot_pages
 from fleetpulse.contract.v1 import Component, DeviceKind, Factor, RiskScore, TicketState
 from tests.alerts_support import NOW, T0, make_alert, make_inventory
 from tests.harness import REPO, free_port
@@ -90,71 +88,6 @@ def populate(service: TicketService) -> None:
         )
 
 
-class Cdp:
-    """The few DevTools protocol calls the test needs, over one page's websocket."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-        self.next_id = 0
-        self.events: list[dict[str, Any]] = []
-
-    async def send(self, method: str, **params: Any) -> dict[str, Any]:
-        self.next_id += 1
-        my_id = self.next_id
-        await self.ws.send_json({"id": my_id, "method": method, "params": params})
-        while True:
-            message = await self.ws.receive_json(timeout=30)
-            if message.get("id") == my_id:
-                if "error" in message:
-                    raise RuntimeError(f"{method}: {message['error']}")
-                return dict(message.get("result", {}))
-            self.events.append(message)
-
-    async def wait_event(self, method: str, within_s: float = 30) -> dict[str, Any]:
-        deadline = time.monotonic() + within_s
-        while True:
-            for i, event in enumerate(self.events):
-                if event.get("method") == method:
-                    return self.events.pop(i)
-            message = await self.ws.receive_json(timeout=max(0.1, deadline - time.monotonic()))
-            self.events.append(message)
-
-    async def navigate(self, url: str) -> None:
-        self.events = [e for e in self.events if e.get("method") != "Page.loadEventFired"]
-        await self.send("Page.navigate", url=url)
-        await self.wait_event("Page.loadEventFired")
-
-    async def js(self, expression: str) -> Any:
-        result = await self.send("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
-        if "exceptionDetails" in result:
-            raise AssertionError(f"page script failed: {result['exceptionDetails']}")
-        return result["result"].get("value")
-
-    async def wait_for(self, expression: str, within_s: float = 15) -> Any:
-        deadline = time.monotonic() + within_s
-        while time.monotonic() < deadline:
-            value = await self.js(expression)
-            if value:
-                return value
-            await asyncio.sleep(0.2)
-        raise AssertionError(f"timed out waiting for {expression}")
-
-    async def screenshot(self, path: Path) -> Path:
-        data = await self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
-        await asyncio.to_thread(path.write_bytes, base64.b64decode(data["data"]))
-        return path
-
-    def errors(self) -> list[str]:
-        found = []
-        for event in self.events:
-            if event.get("method") == "Runtime.exceptionThrown":
-                found.append(json.dumps(event["params"])[:500])
-            if event.get("method") == "Log.entryAdded" and event["params"]["entry"]["level"] == "error":
-                found.append(event["params"]["entry"]["text"])
-        return found
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, TicketStore]]:
     settings = api_settings(f"sqlite:///{tmp_path}/tickets.db")
@@ -174,62 +107,12 @@ def server(tmp_path: Path) -> Iterator[tuple[str, TicketStore]]:
     store.close()
 
 
-@pytest.fixture
-def chromium(tmp_path: Path) -> Iterator[str]:
-    """Headless Chromium with a DevTools port; yields the page's websocket URL."""
-    profile = tmp_path / "chromium-profile"
-    proc = subprocess.Popen(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            f"--user-data-dir={profile}",
-            "--remote-debugging-port=0",
-            "--window-size=1400,900",
-            "about:blank",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        active = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
-        while not (active.exists() and active.read_text().count("\n") >= 1):
-            assert proc.poll() is None, "chromium exited"
-            assert time.monotonic() < deadline, "chromium did not open its DevTools port"
-            time.sleep(0.1)
-        port = int(active.read_text().splitlines()[0])
-        targets: list[dict[str, Any]] = []
-        while not targets:
-            import urllib.request
-
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as answer:
-                targets = [t for t in json.load(answer) if t["type"] == "page"]
-        yield str(targets[0]["webSocketDebuggerUrl"])
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 async def drive(base: str, ws_url: str) -> dict[str, Any]:
     seen: dict[str, Any] = {}
-    auth = "Basic " + base64.b64encode(f"fm:{PASSWORD}".encode()).decode()
+    auth = basic_auth("fm", PASSWORD)
     async with aiohttp.ClientSession() as http, http.ws_connect(ws_url, max_msg_size=64 * 2**20) as ws:
         cdp = Cdp(ws)
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            await cdp.send(f"{domain}.enable")
-        await cdp.send("Network.setExtraHTTPHeaders", headers={"Authorization": auth})
-        await cdp.send("Emulation.setDeviceMetricsOverride", width=1400, height=900, deviceScaleFactor=1, mobile=False)
+        await cdp.start(auth)
 
         await cdp.navigate(base + "/")
         seen["title"] = await cdp.js("document.title")
@@ -278,9 +161,10 @@ async def drive(base: str, ws_url: str) -> dict[str, Any]:
     return seen
 
 
-def test_fleet_manager_page_in_headless_chromium(server: tuple[str, TicketStore], chromium: str) -> None:
+def test_fleet_manager_page_in_headless_chromium(server: tuple[str, TicketStore]) -> None:
     base, store = server
-    seen = asyncio.run(drive(base, chromium))
+    with chromium_page() as ws_url:
+        seen = asyncio.run(drive(base, ws_url))
 
     assert seen["title"] == "Ticket queue · fleetpulse"
     ranks = {"critical": 3, "high": 2, "medium": 1, "low": 0}
@@ -308,3 +192,9 @@ def test_fleet_manager_page_in_headless_chromium(server: tuple[str, TicketStore]
     assert seen["errors"] == []
     for key in ("shot_queue", "shot_filtered", "shot_approved", "shot_device"):
         assert seen[key].stat().st_size > 10_000, key
+
+
+def test_demo_screenshot_helper(server: tuple[str, TicketStore]) -> None:
+    base, _ = server
+    shots = screenshot_pages({"demo-queue": base + "/"}, ARTIFACTS, "it", PASSWORD)
+    assert shots["demo-queue"].stat().st_size > 10_000

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fastapi.routing import APIRoute
@@ -16,7 +15,9 @@ from fleetpulse.alerts.api.auth import hash_secret, token_sha256, verify_secret
 from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.alerts.tickets import TicketService
-from tests.alerts_support import NOW, make_alert, make_inventory
+from tests.alerts_support import NOW, make_alert, make_inventory, store_url
+
+__all__ = ["store_url"]  # fixture
 
 USERS = {"fm": "fleet_manager", "it": "it_support", "root": "admin"}
 PASSWORD = "correct horse battery staple"
@@ -37,8 +38,9 @@ def api_settings(store_url: str) -> AlertSettings:
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    settings = api_settings(f"sqlite:///{tmp_path}/t.db")
+def client(store_url: str) -> Iterator[TestClient]:
+    """The app on SQLite, and on PostgreSQL when integration tests run."""
+    settings = api_settings(store_url)
     store = TicketStore.open(settings.store_url)
     svc = TicketService(store, settings)
     svc.apply_inventory(make_inventory("pc-1", site="Town Hall", department="Finance"))
