@@ -212,7 +212,8 @@ class Agent:
                         self.stop_event.wait(delay)
                         continue
                 self._wake.wait(self.settings.interval_s)
-            delivery.drain(spool, budget_s=5.0)  # best effort on shutdown; the rest stays spooled
+            if backoff.failures == 0:  # best effort on shutdown; during an outage don't wait on the broker
+                delivery.drain(spool, budget_s=5.0)
         finally:
             delivery.close()
             spool.close()

@@ -29,6 +29,8 @@ from tests.harness import DedicatedKafka
 
 pytestmark = pytest.mark.integration
 
+FLEET_SECRET = "test-fleet-secret-0f3c"
+KAFKA_PASSWORD = "kafka-password-9d1e"
 FAST_DELIVERY = DeliverySettings(
     linger_ms=20,
     max_block_ms=2_000,
@@ -39,7 +41,9 @@ FAST_DELIVERY = DeliverySettings(
 )
 
 
-def consume(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0) -> list[tuple[bytes, bytes, dict[str, bytes]]]:
+def consume(
+    bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0
+) -> list[tuple[bytes, bytes, dict[str, bytes]]]:
     """Every record of ``topic`` from the start, until ``expected`` arrived (and a little longer for extras)."""
     consumer = KafkaConsumer(
         topic,
@@ -86,7 +90,8 @@ def agent_env(tmp_path: Path, kafka: KafkaSettings, interval_s: float) -> dict[s
         FLEETPULSE_AGENT_KAFKA__REQUEST_TIMEOUT_MS="5000",
         FLEETPULSE_AGENT_INTERVAL_S=str(interval_s),
         FLEETPULSE_AGENT_SPOOL_DIR=str(tmp_path / "spool"),
-        FLEETPULSE_AGENT_IDENTITY__SECRET="test-fleet-secret",
+        FLEETPULSE_AGENT_IDENTITY__SECRET=FLEET_SECRET,
+        FLEETPULSE_AGENT_KAFKA__SASL_PASSWORD=KAFKA_PASSWORD,  # unused on PLAINTEXT; must never be logged
         FLEETPULSE_AGENT_IDENTITY__MACHINE_ID_FILE=str(tmp_path / "machine-id"),
         FLEETPULSE_AGENT_DEVICE_KIND="desktop",
         FLEETPULSE_AGENT_COLLECTORS='[{"kind": "system"}, {"kind": "stability", "crash_dirs": []}]',
@@ -98,7 +103,10 @@ def agent_env(tmp_path: Path, kafka: KafkaSettings, interval_s: float) -> dict[s
 
 def start_agent(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "fleetpulse.agents.cli", "run"], env=env, stdout=subprocess.DEVNULL, stderr=log.open("ab")
+        [sys.executable, "-m", "fleetpulse.agents.cli", "run"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("ab"),
     )
 
 
@@ -214,5 +222,9 @@ def test_kill_9_during_sending_loses_nothing(tmp_path: Path, kafka_settings: Kaf
         by_seq.setdefault(decode_report(value).seq, set()).add(value)
     assert sorted(by_seq) == list(range(total)), "a report was lost across kill -9"
     assert all(len(v) == 1 for v in by_seq.values()), "a duplicate differs from its original: same seq reused"
+    logged = log.read_text()
+    assert "report spooled" in logged
+    assert FLEET_SECRET not in logged
+    assert KAFKA_PASSWORD not in logged
     duplicates = len(records) - total
     print(f"\nKILL-9: {total} reports over 5 agent lives, delivered all, {duplicates} duplicate deliveries (same seq)")
