@@ -28,9 +28,12 @@ def _quiet_kafka_client() -> None:
     logging.getLogger("kafka").setLevel(logging.WARNING)
 
 
-def _parse_start(text: str | None) -> datetime:
+def _parse_start(text: str | None, days: int = 0) -> datetime:
+    """Explicit ISO start, else midnight UTC ``days`` ago: the window ends today, so the data lands
+    inside the TSDB's retention and no report is dated in the future."""
     if text is None:
-        return datetime(2025, 1, 1, tzinfo=UTC)
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        return today - timedelta(days=days)
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
@@ -44,7 +47,9 @@ def simulate(
     days: Annotated[int, typer.Option(min=1, max=3650, help="simulated days")] = 90,
     seed: Annotated[int, typer.Option(help="same seed, same fleet, same bytes")] = 1,
     interval: Annotated[str, typer.Option(help="report interval: 1d, 6h, 15m, 60s")] = "1d",
-    start: Annotated[str | None, typer.Option(help="first simulated day (ISO, UTC); default 2025-01-01")] = None,
+    start: Annotated[
+        str | None, typer.Option(help="first simulated day (ISO, UTC); default: DAYS before today. Fix it to reproduce")
+    ] = None,
     failure_scale: Annotated[
         float, typer.Option(min=0.01, max=100.0, help="multiply failure hazards (small demo fleets)")
     ] = 1.0,
@@ -63,15 +68,16 @@ def simulate(
 
     settings = settings_from(ctx)
     _quiet_kafka_client()
-    sim = FleetSimulator(
-        devices, seed, _parse_start(start), days, parse_duration(interval), failure_scale=failure_scale
-    )
+    first_day = _parse_start(start, days)
+    sim = FleetSimulator(devices, seed, first_day, days, parse_duration(interval), failure_scale=failure_scale)
     truth = sim.ground_truth()
     if ground_truth is not None:
         ground_truth.parent.mkdir(parents=True, exist_ok=True)
         ground_truth.write_text(json.dumps([g.model_dump(mode="json") for g in truth], indent=1) + "\n")
     kinds = Counter(inv.kind.value for inv in sim.inventory())
-    typer.echo(f"fleet: {devices} devices {dict(sorted(kinds.items()))}, {days} days, seed {seed}")
+    typer.echo(
+        f"fleet: {devices} devices {dict(sorted(kinds.items()))}, {days} days from {first_day.date()}, seed {seed}"
+    )
     typer.echo(f"ground truth: {len(truth)} failures {dict(Counter(g.component.value for g in truth))}")
     if to_kafka:
         stats = publish_fleet(sim, settings.kafka, progress=progress)

@@ -62,3 +62,13 @@ def test_parse_duration(text: str, expected: timedelta) -> None:
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(typer.BadParameter):
         parse_duration(text)
+
+
+def test_fixed_start_reproduces_the_ground_truth(tmp_path: Path) -> None:
+    files = [tmp_path / "a.json", tmp_path / "b.json"]
+    for path in files:
+        args = ["simulate", "--devices", "60", "--days", "20", "--seed", "9", "--failure-scale", "40"]
+        result = CliRunner().invoke(app, [*args, "--start", "2025-02-01", "--ground-truth", str(path), "--dry-run"])
+        assert result.exit_code == 0, result.output
+        assert "20 days from 2025-02-01" in result.output
+    assert files[0].read_bytes() == files[1].read_bytes()
