@@ -91,10 +91,10 @@ async def consumer_lag(kafka: KafkaSettings, group_id: str, topics: list[str] | 
     await consumer.start()
     try:
         committed = await admin.list_consumer_group_offsets(group_id)
-        tps = [TopicPartition(name, p) for name in names for p in (consumer.partitions_for_topic(name) or set())]
+        described = await admin.describe_topics(names)
+        tps = [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
         if not tps:
-            await consumer.topics()  # refresh metadata once: partitions_for_topic reads the cache
-            tps = [TopicPartition(name, p) for name in names for p in (consumer.partitions_for_topic(name) or set())]
+            return 0
         ends = await consumer.end_offsets(tps)
         starts = await consumer.beginning_offsets(tps)
         lag = 0

@@ -1,0 +1,228 @@
+"""The stream worker against the real Kafka: end to end, hostile input, kill -9, rebalance, broker restart.
+
+Every fault test ends with the same check: the table state in the changelog equals a
+replay of all input from scratch through the pure processor, and the alerts on the
+topic are exactly the replay's alert ids (re-emitted copies share an id; the ticket
+consumer opens one ticket per id).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import urllib.parse
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from fleetpulse.alerts.consumer import consume_until_idle
+from fleetpulse.alerts.settings import AlertSettings
+from fleetpulse.alerts.store.repository import TicketStore
+from fleetpulse.config import KafkaSettings
+from fleetpulse.contract import Topics
+from tests.harness import DedicatedKafka
+from tests.integration.stream_support import (
+    Worker,
+    comparable,
+    create_topics,
+    fleet_records,
+    produce,
+    read_topic,
+    replay_from_scratch,
+    small_fleet,
+    table_state,
+    wait_caught_up,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def hostile_records(topics: Topics, valid_report: bytes, count: int = 40) -> list[tuple[str, bytes | None, bytes | None]]:
+    """Malformed, oversized, wrong-version, schema-breaking, mis-keyed and replayed records."""
+    rng = random.Random(5)
+    doc = json.loads(valid_report)
+    own = doc["device_id"].encode()
+    crafted: list[tuple[bytes | None, bytes | None]] = [
+        (b"pc-x", b"{not json"),
+        (b"pc-x", b"\xff\xfe\x00garbage"),
+        (b"pc-x", b"[]"),
+        (b"pc-x", b"null"),
+        (b"pc-x", b"x" * 300_000),
+        (b"pc-x", None),
+        (None, b"{}"),
+        (own, json.dumps({**doc, "schema_version": 2}).encode()),
+        (own, json.dumps({**doc, "seq": -1}).encode()),
+        (own, json.dumps({**doc, "evil": "<script>"}).encode()),
+        (own, json.dumps({**doc, "collected_at": "2026-01-01T00:00:00"}).encode()),  # naive time
+        (own, json.dumps({**doc, "collected_at": "2099-01-01T00:00:00Z"}).encode()),  # clock skew
+        (b"pc-x", json.dumps({**doc, "device_id": "../../etc/passwd"}).encode()),
+        (b"pc-x", b'{"a":' * 5000 + b"1" + b"}" * 5000),  # deep nesting
+        (b"other-key", valid_report),  # key does not match the device: would split state
+        (own, valid_report),  # replay of an already processed report
+    ]
+    while len(crafted) < count:
+        crafted.append((b"fuzz", bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 200)))))
+    return [(topics.health, key, value) for key, value in crafted]
+
+
+def test_end_to_end_agent_to_tickets_with_dead_letters(
+    kafka_settings: KafkaSettings, victoria_metrics_url: str, tmp_path: Path
+) -> None:
+    topics = Topics(prefix=kafka_settings.topic_prefix)
+    create_topics(kafka_settings)
+    records = fleet_records(small_fleet(devices=40, days=20), topics)
+    first_report = next(v for t, _, v in records if t == topics.health)
+    hostile = hostile_records(topics, first_report)
+    produce(kafka_settings, records[: len(records) // 2])
+    produce(kafka_settings, hostile)  # in the middle of valid traffic
+    produce(kafka_settings, records[len(records) // 2 :])
+
+    instance = f"e2e-{kafka_settings.topic_prefix.strip('.')}"
+    worker = Worker(kafka_settings, tmp_path / "w1", store="memory", tsdb_url=victoria_metrics_url, instance=instance)
+    worker.start()
+    try:
+        worker.wait_ready()
+        wait_caught_up(kafka_settings)
+        metrics = worker.metrics()
+    finally:
+        worker.stop()
+
+    dead = [json.loads(m.value) for m in read_topic(kafka_settings, topics.dead_letter)]
+    assert len(dead) == len(hostile)  # every hostile record, and only those
+    assert all(d["reason"] for d in dead)
+    kinds = Counter(d["error_kind"] for d in dead)
+    assert {"malformed_json", "oversized", "unsupported_version", "schema_violation", "clock_skew", "stale_replay"} <= set(kinds)
+
+    replay = replay_from_scratch(kafka_settings)
+    assert comparable(table_state(kafka_settings)) == comparable(replay.records)
+    alerts = [json.loads(m.value) for m in read_topic(kafka_settings, topics.alerts)]
+    assert alerts and {a["alert_id"] for a in alerts} == replay.alert_ids
+    assert read_topic(kafka_settings, topics.scores)
+    assert 'fleetpulse_stream_dead_letters_total{kind="stale_replay"} 1.0' in metrics
+
+    store_url = f"sqlite:///{tmp_path}/tickets.db"
+    stats = consume_until_idle(AlertSettings(store_url=store_url), kafka_settings, idle_seconds=2, max_seconds=120)
+    store = TicketStore.open(store_url)
+    try:
+        tickets = store.list_tickets(limit=10_000)
+    finally:
+        store.close()
+    raised = {(a["device_id"], a["component"], a.get("component_id", "")) for a in alerts if a["state"] == "raised"}
+    keys = [(t.device_id, t.component, t.component_id) for t in tickets]
+    assert tickets and stats.records
+    assert len(keys) == len(set(keys)) <= len(raised)  # one replacement ticket per device and component
+
+    urllib.request.urlopen(f"{victoria_metrics_url}/internal/force_flush", timeout=10).read()
+    for series in ("risk_risk", "disk_reallocated_sectors", f'pipeline_events_total{{worker="{instance}"}}'):
+        query = f"{victoria_metrics_url}/api/v1/export?match[]={urllib.parse.quote(series)}"
+        assert urllib.request.urlopen(query, timeout=10).read(), f"no {series} in the TSDB"
+
+
+@pytest.mark.slow
+def test_kill_9_mid_stream_then_restart_loses_nothing_and_duplicates_nothing(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    topics = Topics(prefix=kafka_settings.topic_prefix)
+    create_topics(kafka_settings)
+    records = fleet_records(small_fleet(devices=80, days=30, seed=11), topics)
+    produce(kafka_settings, records)
+
+    worker = Worker(kafka_settings, tmp_path / "w1", store="rocksdb").start()
+    try:
+        worker.wait_ready()
+        worker.wait_events(len(records) // 3)
+        worker.kill9()  # no clean shutdown: offsets, changelog and RocksDB as they were
+        restarted = Worker(kafka_settings, tmp_path / "w1", store="rocksdb", instance=worker.instance).start()
+        try:
+            restarted.wait_ready()
+            wait_caught_up(kafka_settings)
+        finally:
+            restarted.stop()
+    finally:
+        worker.stop()
+
+    replay = replay_from_scratch(kafka_settings)
+    assert comparable(table_state(kafka_settings)) == comparable(replay.records)
+    alerts = [json.loads(m.value) for m in read_topic(kafka_settings, topics.alerts)]
+    assert {a["alert_id"] for a in alerts} == replay.alert_ids
+    # replayed events after the kill are recognised, never applied twice
+    dead = Counter(json.loads(m.value)["error_kind"] for m in read_topic(kafka_settings, topics.dead_letter))
+    assert set(dead) <= {"duplicate", "stale_replay"}
+
+
+@pytest.mark.slow
+def test_second_worker_joins_and_leaves_without_changing_the_outcome(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    topics = Topics(prefix=kafka_settings.topic_prefix)
+    create_topics(kafka_settings)
+    records = fleet_records(small_fleet(devices=60, days=30, seed=3), topics)
+    third = len(records) // 3
+    produce(kafka_settings, records[:third])
+    first = Worker(kafka_settings, tmp_path / "w1", store="memory", instance="w1").start()
+    second = Worker(kafka_settings, tmp_path / "w2", store="memory", instance="w2")
+    try:
+        first.wait_ready()
+        second.start()
+        produce(kafka_settings, records[third : 2 * third])
+        second.wait_ready()
+        deadline = time.monotonic() + 60
+        while (first.health() or {}).get("assigned_partitions", 0) >= 40 and time.monotonic() < deadline:
+            time.sleep(0.5)  # wait for the partitions to be split between the two
+        produce(kafka_settings, records[2 * third :])
+        second.stop()  # leaves mid-stream; its partitions move back after the session timeout
+        wait_caught_up(kafka_settings)
+    finally:
+        second.stop()
+        first.stop()
+
+    replay = replay_from_scratch(kafka_settings)
+    assert comparable(table_state(kafka_settings)) == comparable(replay.records)
+    alerts = [json.loads(m.value) for m in read_topic(kafka_settings, topics.alerts)]
+    assert {a["alert_id"] for a in alerts} == replay.alert_ids
+
+
+@pytest.mark.slow
+def test_broker_restart_during_processing(dedicated_kafka: DedicatedKafka, tmp_path: Path) -> None:
+    kafka = KafkaSettings(bootstrap_servers=dedicated_kafka.bootstrap, topic_prefix="br.", request_timeout_ms=10_000)
+    topics = Topics(prefix=kafka.topic_prefix)
+    create_topics(kafka)
+    records = fleet_records(small_fleet(devices=60, days=30, seed=5), topics)
+    half = len(records) // 2
+    produce(kafka, records[:half])
+    worker = Worker(kafka, tmp_path / "w1", store="rocksdb").start()
+    try:
+        worker.wait_ready()
+        worker.wait_events(half // 3)
+        dedicated_kafka.stop()
+        time.sleep(3)
+        dedicated_kafka.start()
+        produce(kafka, records[half:])
+        wait_caught_up(kafka, timeout=180)
+        assert worker.proc is not None and worker.proc.poll() is None, "the worker must survive a broker restart"
+    finally:
+        worker.stop()
+
+    replay = replay_from_scratch(kafka)
+    assert comparable(table_state(kafka)) == comparable(replay.records)
+    alerts = [json.loads(m.value) for m in read_topic(kafka, topics.alerts)]
+    assert {a["alert_id"] for a in alerts} == replay.alert_ids
+
+
+def test_topics_are_created_with_explicit_partitions_and_compacted_inventory(kafka_settings: KafkaSettings) -> None:
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    create_topics(kafka_settings)
+    topics = Topics(prefix=kafka_settings.topic_prefix)
+    admin = KafkaAdminClient(bootstrap_servers=kafka_settings.bootstrap_servers)
+    try:
+        described = {t["topic"]: len(t["partitions"]) for t in admin.describe_topics(topics.all())}
+        assert described == dict.fromkeys(topics.all(), 12)
+        [config] = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topics.inventory)])
+        entries = {c[0]: c[1] for c in config.resources[0][4]}
+        assert entries["cleanup.policy"] == "compact"
+    finally:
+        admin.close()
