@@ -6,6 +6,7 @@ Agents under test run the real ``fleetpulse-agent run`` in a subprocess (outage,
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -24,8 +25,8 @@ from fleetpulse.agents.runner import Agent, build_collectors
 from fleetpulse.agents.settings import AgentSettings, DeliverySettings, IdentitySettings
 from fleetpulse.agents.spool import Spool
 from fleetpulse.config import KafkaSettings
-from fleetpulse.contract import DeviceInventory, HealthReport, Topics, decode, decode_report
-from tests.harness import DedicatedKafka
+from fleetpulse.contract import DeviceInventory, HealthReport, Priority, Topics, decode, decode_report
+from tests.harness import DedicatedKafka, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -228,3 +229,56 @@ def test_kill_9_during_sending_loses_nothing(tmp_path: Path, kafka_settings: Kaf
     assert KAFKA_PASSWORD not in logged
     duplicates = len(records) - total
     print(f"\nKILL-9: {total} reports over 5 agent lives, delivered all, {duplicates} duplicate deliveries (same seq)")
+
+
+def test_full_spool_during_outage_keeps_every_event(tmp_path: Path, kafka_settings: KafkaSettings) -> None:
+    """Broker unreachable until the 64 KiB spool overflows: routine reports go, health events all arrive."""
+    crash_dir = tmp_path / "crash"
+    crash_dir.mkdir()
+    dead = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", topic_prefix=kafka_settings.topic_prefix)
+    env = agent_env(tmp_path, dead, interval_s=0.05)
+    env["FLEETPULSE_AGENT_SPOOL_MAX_BYTES"] = str(64 * 1024)
+    env["FLEETPULSE_AGENT_COLLECTORS"] = json.dumps(
+        [{"kind": "system"}, {"kind": "stability", "crash_dirs": [str(crash_dir)]}]
+    )
+    log = tmp_path / "agent.log"
+    agent = start_agent(env, log)
+    try:
+        time.sleep(4)
+        for i in range(3):  # three kernel crashes while the broker is unreachable
+            (crash_dir / f"dmesg-efi-{i}").write_text("panic")
+            time.sleep(1.5)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with Spool(tmp_path / "spool" / "spool.sqlite3", 10**9) as spool:
+                if spool.evicted()[Priority.ROUTINE] > 50:
+                    break
+            time.sleep(0.5)
+    finally:
+        stop_agent(agent)
+
+    env["FLEETPULSE_AGENT_KAFKA__BOOTSTRAP_SERVERS"] = kafka_settings.bootstrap_servers  # the broker is back
+    env["FLEETPULSE_AGENT_INTERVAL_S"] = "5"
+    agent = start_agent(env, log)
+    try:
+        deadline = time.monotonic() + 60
+        while spooled(tmp_path)[0] > 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        stop_agent(agent)
+    with Spool(tmp_path / "spool" / "spool.sqlite3", 10**9) as spool:
+        evicted, total, waiting = spool.evicted(), spool.next_seq, spool.count()
+    assert waiting == 0
+    assert evicted[Priority.EVENT] == 0
+    assert evicted[Priority.ROUTINE] > 50
+
+    records = consume(
+        kafka_settings.bootstrap_servers,
+        Topics(prefix=kafka_settings.topic_prefix).health,
+        total - evicted[Priority.ROUTINE],
+    )
+    reports = [decode_report(value) for _, value, _ in records]
+    seqs = [r.seq for r in reports]
+    assert seqs == sorted(set(seqs)), "in order, no duplicates"
+    assert len(seqs) + evicted[Priority.ROUTINE] == total, "every report is either delivered or counted as evicted"
+    assert sum(r.stability.crashes for r in reports if r.stability) == 3, "every crash event survived the overflow"
