@@ -135,7 +135,10 @@ def test_kill_9_mid_stream_then_restart_loses_nothing_and_duplicates_nothing(
         worker.wait_ready()
         worker.wait_events(len(records) // 3)
         worker.kill9()  # no clean shutdown: offsets, changelog and RocksDB as they were
-        restarted = Worker(kafka_settings, tmp_path / "w1", store="rocksdb", instance=worker.instance).start()
+        # same instance id and port: a static member rejoins with its old assignment, no rebalance
+        restarted = Worker(
+            kafka_settings, tmp_path / "w1", store="rocksdb", instance=worker.instance, web_port=worker.web_port
+        ).start()
         try:
             restarted.wait_ready()
             wait_caught_up(kafka_settings)
