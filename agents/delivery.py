@@ -36,11 +36,13 @@ def producer_config(kafka: KafkaSettings, delivery: DeliverySettings, client_id:
         "linger_ms": delivery.linger_ms,
         "batch_size": delivery.batch_size,
         "max_block_ms": delivery.max_block_ms,
+        # the constructor probes the broker; a dead broker must cost no more than a blocked send
+        "bootstrap_timeout_ms": delivery.max_block_ms,
         "request_timeout_ms": kafka.request_timeout_ms,
         "delivery_timeout_ms": max(delivery.delivery_timeout_ms, kafka.request_timeout_ms + delivery.linger_ms),
         "retry_backoff_ms": 500,
         "reconnect_backoff_ms": 500,
-        "reconnect_backoff_max_ms": 30_000,
+        "reconnect_backoff_max_ms": 10_000,
         "security_protocol": kafka.security_protocol,
     }
     if kafka.sasl_mechanism:
