@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from kafka import KafkaConsumer, KafkaProducer
+from pydantic import TypeAdapter
 
+from fleetpulse.alerts.api import create_app
+from fleetpulse.alerts.connectors import ConnectorConfig
 from fleetpulse.alerts.consumer import consume_until_idle
 from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract.codec import encode
 from fleetpulse.contract.topics import Topics
-from fleetpulse.contract.v1 import AlertState
+from fleetpulse.contract.v1 import AlertState, TicketOutcome
 from tests.alerts_support import make_alert, make_inventory, store_url
+from tests.harness import free_port
+from tests.integration.test_connectors import RecordingHttp
+from tests.unit.test_tickets_api import PASSWORD, api_settings
 
 __all__ = ["store_url"]  # fixture
 
@@ -80,3 +88,37 @@ def test_replayed_alerts_open_one_ticket_per_component(kafka_settings: KafkaSett
     # the replay re-read the two bad records: each pass dead-letters them again (with the reason), none crash
     kinds = sorted(str(letter["error_kind"]) for letter in letters)
     assert kinds == ["malformed_json", "malformed_json", "unsupported_version", "unsupported_version"]
+
+
+def test_end_to_end_alert_to_itsm_and_outcome_to_labels(kafka_settings: KafkaSettings, tmp_path: Path) -> None:
+    """Kafka alert -> ticket -> webhook; fleet manager dismisses it in the API -> outcome on the labels topic."""
+    hook = RecordingHttp(free_port(), status=204)
+    hook.start()
+    topics = Topics(prefix=kafka_settings.topic_prefix)
+    settings = api_settings(f"sqlite:///{tmp_path}/tickets.db").model_copy(
+        update={
+            "connectors": [
+                TypeAdapter(ConnectorConfig).validate_python({"kind": "webhook", "name": "hook", "url": hook.url})
+            ]
+        }
+    )
+    try:
+        produce(kafka_settings, [(topics.alerts, b"pc-7", encode(make_alert("pc-7")))])
+        stats = consume_until_idle(settings, kafka_settings, idle_seconds=2, max_seconds=60)
+        assert stats.results["opened"] == 1
+        assert stats.delivered == 1
+        assert json.loads(hook.requests[0].body)["ticket"]["device_id"] == "pc-7"
+
+        store = TicketStore.open(settings.store_url)
+        with TestClient(create_app(settings, store)) as client:
+            response = client.post(
+                "/api/v1/tickets/1/transition", json={"to": "dismissed", "note": "battery fine"}, auth=("fm", PASSWORD)
+            )
+            assert response.status_code == 200
+        store.close()
+        stats = consume_until_idle(settings, kafka_settings, idle_seconds=1, max_seconds=60)
+        assert stats.delivered == 1
+    finally:
+        hook.stop()
+    outcomes = [TicketOutcome.model_validate(v) for v in read_all(kafka_settings, topics.labels)]
+    assert [(o.device_id, o.outcome, o.recorded_by) for o in outcomes] == [("pc-7", "false_alarm", "fm")]
