@@ -45,7 +45,6 @@ def _psi_thresholds() -> db.ThresholdsConfig:
 def build(ds: dm.DataSourceRef) -> db.Dashboard:
     return (
         new_dashboard(UID, "fleetpulse · Model quality", __doc__ or "", refresh="5m")
-        .time("now-30d", "now")
         .with_variable(tag_variable("model_name", "Model", "risk", "model_name", ds))
         .with_variable(tag_variable("component", "Component", "risk", "component", ds))
         .with_row(row("Score distribution"))
@@ -70,28 +69,19 @@ def build(ds: dm.DataSourceRef) -> db.Dashboard:
         )
         .with_panel(
             ts_panel(
-                "Score percentiles",
-                "p50/p90/p99 per model version and role: a jump at a deploy is the model, not the fleet.",
+                "Score distribution over time",
+                "Mean and p50/p90/p99 per model version and role: the shadow-scored challenger next to the "
+                "champion on the same reports; a jump at a deploy is the model, not the fleet.",
                 ds,
                 q(
-                    'SELECT percentile("risk", 50) AS "p50", percentile("risk", 90) AS "p90", '
+                    'SELECT mean("risk") AS "mean", percentile("risk", 50) AS "p50", percentile("risk", 90) AS "p90", '
                     f'percentile("risk", 99) AS "p99" FROM "risk" WHERE $timeFilter AND {MODEL} '
                     'AND "component" =~ /^$component$/ GROUP BY time($__interval), "model_version", "role" fill(none)',
                     alias="$tag_model_version $tag_role $col",
                 ),
-            ).unit("percentunit")
-        )
-        .with_panel(
-            ts_panel(
-                "Champion vs challenger mean score",
-                "Shadow-scored challenger next to the champion on the same reports.",
-                ds,
-                q(
-                    f'SELECT mean("risk") FROM "risk" WHERE $timeFilter AND {MODEL} AND "component" =~ /^$component$/ '
-                    'GROUP BY time($__interval), "role", "model_version" fill(none)',
-                    alias="$tag_role $tag_model_version",
-                ),
-            ).unit("percentunit")
+            )
+            .unit("percentunit")
+            .interval("1h")
         )
         .with_panel(
             ts_panel(
@@ -103,7 +93,7 @@ def build(ds: dm.DataSourceRef) -> db.Dashboard:
                     'GROUP BY time($__interval), "model_version", "role" fill(0)',
                     alias="$tag_model_version $tag_role",
                 ),
-            )
+            ).interval("1h")
         )
         .with_row(row("Drift"))
         .with_panel(

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from fleetpulse.dashboards.build import build_all
+from fleetpulse.dashboards.queries import dashboard_queries, fill_macros
 from fleetpulse.dashboards.sample import DRILL_DEVICE, END, SITES, START, fleet_points
 from fleetpulse.dashboards.schema import EXTRA_MEASUREMENTS
 
@@ -35,42 +36,12 @@ SELECTIONS = {
 }
 
 
-def _queries() -> list[tuple[str, str, str]]:
-    """(dashboard, where, query) for every panel target, variable and annotation."""
-    found = []
-    for name, dashboard in build_all().items():
-        for panel in dashboard.get("panels", []):
-            for target in panel.get("targets", []):
-                found.append((name, f"panel {panel['title']!r} {target['refId']}", target["query"]))
-        for var in dashboard.get("templating", {}).get("list", []):
-            if var.get("type") == "query":
-                found.append((name, f"variable {var['name']}", var["query"]))
-        for anno in dashboard.get("annotations", {}).get("list", []):
-            found.append((name, f"annotation {anno['name']}", anno["query"]))
-    return found
-
-
-QUERIES = _queries()
+QUERIES = dashboard_queries(build_all())
+FIXED = {"threshold": "0.5", "device_id": DRILL_DEVICE}
 
 
 def substitute(query: str, selection: dict[str, str]) -> str:
-    start_ms = int(START.timestamp() * 1000)
-    end_ms = int(END.timestamp() * 1000)
-    values = {
-        "timeFilter": f"time >= {start_ms}ms and time <= {end_ms}ms",
-        "__interval": "1h",
-        "threshold": "0.5",
-        "device_id": DRILL_DEVICE,
-        **selection,
-    }
-
-    def repl(match: re.Match[str]) -> str:
-        key = match.group(1) or match.group(2)
-        if key not in values:
-            raise KeyError(f"no test value for Grafana variable ${key} in: {query}")
-        return values[key]
-
-    return re.sub(r"\$\{(\w+)\}|\$(\w+)", repl, query)
+    return fill_macros(query, START, END, "1h", {**FIXED, **selection})
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from fleetpulse.cli import app
 from fleetpulse.dashboards import influxql
 from fleetpulse.dashboards.build import JSON_DIR, build_all, render
 from fleetpulse.dashboards.influxql import InfluxQLQuery
+from fleetpulse.dashboards.queries import dashboard_queries, fill_macros
 from fleetpulse.dashboards.schema import EXTRA_MEASUREMENTS
 from fleetpulse.streams import points
 
@@ -102,12 +103,7 @@ def test_strict_target_decoding_rejects_non_influxql() -> None:
 
 
 def _queries() -> list[str]:
-    out = []
-    for dashboard in DASHBOARDS.values():
-        out += [t["query"] for p in dashboard["panels"] for t in p.get("targets", [])]
-        out += [v["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
-        out += [a["query"] for a in dashboard.get("annotations", {}).get("list", [])]
-    return out
+    return [q.query for q in dashboard_queries(DASHBOARDS)]
 
 
 def test_queries_use_only_schema_names() -> None:
@@ -128,3 +124,22 @@ def test_queries_avoid_influxql_newer_than_1_6() -> None:
             assert construct not in query, query
         if "GROUP BY time(" in query:
             assert "$__interval" in query, query
+
+
+def test_fill_macros_expands_like_grafana_and_refuses_unknown_variables() -> None:
+    from datetime import UTC, datetime
+
+    start, end = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
+    out = fill_macros(
+        'SELECT 1 FROM "x" WHERE $timeFilter AND "a" =~ /^${site}$/ GROUP BY time($__interval)',
+        start,
+        end,
+        "5m",
+        {"site": ".*"},
+    )
+    assert (
+        out
+        == 'SELECT 1 FROM "x" WHERE time >= 1767225600000ms and time <= 1767312000000ms AND "a" =~ /^.*$/ GROUP BY time(5m)'
+    )
+    with pytest.raises(KeyError, match="device_id"):
+        fill_macros("WHERE \"device_id\" = '$device_id'", start, end, "1h", {})

@@ -1,0 +1,116 @@
+"""How long the Grafana dashboards' InfluxQL queries take as the fleet grows, and what the TSDB stores.
+
+Loads the sample fleet (``fleetpulse.dashboards.sample``: 3 days of 2-hourly reports,
+written as the sink's line protocol) into a fresh database on InfluxDB 1.x, then runs
+every panel, variable and annotation query of the four dashboards with Grafana's
+macros filled in ('All' selected) and prints, per dashboard, the time of all its
+queries run one after another and the slowest one. The baseline,
+measured side by side, is the same queries on the 24-device test fleet: the ratio
+shows how query cost scales with fleet size. Also prints points and line-protocol
+bytes per device-report, the numbers storage sizing starts from.
+
+    python benchmarks/dashboard_queries.py --devices 2000 --url http://127.0.0.1:18086
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import uuid
+from collections import defaultdict
+
+import httpx
+
+from fleetpulse.dashboards.build import build_all
+from fleetpulse.dashboards.queries import dashboard_queries, fill_macros
+from fleetpulse.dashboards.sample import DRILL_DEVICE, END, START, STEP, iter_points
+from fleetpulse.dashboards.schema import EXTRA_MEASUREMENTS
+
+ALL = {"site": ".*", "device_model": ".*", "worker": ".*", "model_name": ".*", "component": ".*"}
+VARIABLES = {**ALL, "threshold": "0.5", "device_id": DRILL_DEVICE}
+
+
+def load(client: httpx.Client, database: str, devices: int) -> tuple[int, int, int, float]:
+    """Write the fleet; returns (all points, device-derived points, their line-protocol bytes, seconds)."""
+    client.post("/query", params={"q": f'CREATE DATABASE "{database}"'}).raise_for_status()
+    operational = {m.name for m in EXTRA_MEASUREMENTS}
+    batch: list[str] = []
+    points = device_points = device_bytes = 0
+    t0 = time.perf_counter()
+    for point in iter_points(devices):
+        line = point.to_line_protocol()
+        batch.append(line)
+        points += 1
+        if point.measurement not in operational:
+            device_points += 1
+            device_bytes += len(line) + 1
+        if len(batch) == 5000:
+            client.post("/write", params={"db": database}, content="\n".join(batch)).raise_for_status()
+            batch.clear()
+    if batch:
+        client.post("/write", params={"db": database}, content="\n".join(batch)).raise_for_status()
+    return points, device_points, device_bytes, time.perf_counter() - t0
+
+
+def time_dashboards(client: httpx.Client, database: str, repeats: int) -> dict[str, tuple[float, float, str]]:
+    """Per dashboard: median over repeats of (all its queries run one after another, slowest query), and which."""
+    queries: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for dashboard, where, query in dashboard_queries(build_all()):
+        queries[dashboard].append((where, fill_macros(query, START, END, "1h", VARIABLES)))
+    out = {}
+    for dashboard, items in queries.items():
+        totals, slowest = [], defaultdict(list)
+        for _ in range(repeats):
+            total = 0.0
+            for where, text in items:
+                t0 = time.perf_counter()
+                resp = client.get("/query", params={"db": database, "q": text, "epoch": "ms"})
+                resp.raise_for_status()
+                if "error" in resp.json()["results"][0]:
+                    raise RuntimeError(f"{resp.json()['results'][0]['error']}: {text}")
+                elapsed = time.perf_counter() - t0
+                total += elapsed
+                slowest[where].append(elapsed)
+            totals.append(total)
+        worst = max(slowest, key=lambda w: statistics.median(slowest[w]))
+        out[dashboard] = (statistics.median(totals), statistics.median(slowest[worst]), worst)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", type=int, default=2000)
+    parser.add_argument("--url", default="http://127.0.0.1:18086", help="InfluxDB 1.x (deploy/local/stack.sh)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    reports_per_device = int((END - START) / STEP) + 1
+    results = {}
+    with httpx.Client(base_url=args.url, timeout=600) as client:
+        for label, devices in (("baseline", 24), ("fleet", args.devices)):
+            database = f"fp_bench_{uuid.uuid4().hex[:8]}"
+            try:
+                points, device_points, device_bytes, load_s = load(client, database, devices)
+                reports = devices * reports_per_device
+                print(
+                    f"{label}: {devices:,} devices, {reports:,} reports -> {points:,} points written in {load_s:.1f} s "
+                    f"= {points / load_s:,.0f} points/s (one HTTP client, batches of 5000); per report "
+                    f"{device_points / reports:.1f} points, {device_bytes / reports:,.0f} B line protocol"
+                )
+                results[label] = time_dashboards(client, database, args.repeats)
+            finally:
+                client.post("/query", params={"q": f'DROP DATABASE "{database}"'})
+    print(
+        f"\nquery time per dashboard load, all queries sequential, 'All' selected, 3-day range (median of {args.repeats})"
+    )
+    print(f"{'dashboard':32} {'baseline':>9} {'fleet':>9} {'ratio':>6}  slowest query on the fleet")
+    for dashboard in sorted(results["fleet"]):
+        base, fleet = results["baseline"][dashboard], results["fleet"][dashboard]
+        print(
+            f"{dashboard:32} {base[0] * 1000:6.0f} ms {fleet[0] * 1000:6.0f} ms {fleet[0] / base[0]:6.1f}  "
+            f"{fleet[1] * 1000:.0f} ms {fleet[2]}"
+        )
+
+
+if __name__ == "__main__":
+    main()
