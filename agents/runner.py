@@ -154,6 +154,7 @@ class Agent:
         )
         self.stop_event = threading.Event()
         self._wake = threading.Event()
+        self._collection_done = threading.Event()
 
     # ----------------------------------------------------------------- collection
 
@@ -212,6 +213,7 @@ class Agent:
                         self.stop_event.wait(delay)
                         continue
                 self._wake.wait(self.settings.interval_s)
+            self._collection_done.wait(timeout=60)  # the last report may still be being spooled
             if backoff.failures == 0:  # best effort on shutdown; during an outage don't wait on the broker
                 delivery.drain(spool, budget_s=5.0)
         finally:
@@ -245,6 +247,7 @@ class Agent:
                 self.stop_event.wait(max(0.0, next_collect - time.monotonic()))
         finally:
             self.stop_event.set()
+            self._collection_done.set()
             self._wake.set()
             sender.join(timeout=self.settings.delivery.flush_timeout_s + 10)
             self.runner.close()
