@@ -92,6 +92,7 @@ class TicketConsumer:
         self.consumer.subscribe([self.topics.alerts, self.topics.inventory, self.topics.scores])
         self.dead_letters = KafkaProducer(acks="all", **options)
         self._last_delivery = 0.0
+        self._last_prune = 0.0
 
     def poll_once(self) -> int:
         """Process one poll's records and commit them; returns how many records it saw.
@@ -133,6 +134,9 @@ class TicketConsumer:
             self.consumer.commit()
         self.stats.records += len(records)
         self.deliver_outbox(force=False)
+        if time.monotonic() - self._last_prune > 3600:
+            self._last_prune = time.monotonic()
+            self.stats.add("history_pruned", self.service.prune_history(self.clock()))
         return len(records)
 
     def deliver_outbox(self, force: bool = True) -> None:
@@ -140,7 +144,14 @@ class TicketConsumer:
         if not force and time.monotonic() - self._last_delivery < 1.0:
             return
         self._last_delivery = time.monotonic()
-        report = deliver_due(self.store, self.connectors, self.labels, self.settings.outbox, self.clock())
+        report = deliver_due(
+            self.store,
+            self.connectors,
+            self.labels,
+            self.settings.outbox,
+            self.clock(),
+            budget_s=None if force else 20.0,
+        )
         self.stats.delivered += report.delivered
         self.stats.delivery_failures += report.failed
 

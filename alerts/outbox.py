@@ -8,6 +8,7 @@ Connectors are handed in, so tests and the demo can deliver with whatever is con
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -57,18 +58,34 @@ def deliver_due(
     labels: OutcomeSink | None,
     settings: OutboxSettings,
     now: datetime,
+    budget_s: float | None = None,
 ) -> DeliveryReport:
-    """One pass over the rows that are due; rows for targets not configured here stay pending."""
+    """One pass over the rows that are due; rows for targets not configured here stay pending.
+
+    A target that fails once in a pass is not tried again in it: its other due rows wait for
+    the same backoff, so a down ITSM costs one timeout per pass, not one per ticket. With
+    ``budget_s`` the pass stops early (the consumer must get back to polling Kafka).
+    """
     report = DeliveryReport()
     targets = [*connectors, *(["labels"] if labels is not None else [])]
+    down: set[str] = set()
+    started = time.monotonic()
     for row in store.due_outbox(now, settings.batch, targets):
+        if budget_s is not None and time.monotonic() - started > budget_s:
+            break
+        if row.target in down:
+            report.skipped += 1
+            continue
         try:
             ref = _send(row, connectors, labels)
         except LookupError:
             report.skipped += 1
             continue
         except DeliveryError as exc:
-            attempts = store.mark_failed(row.id, str(exc), now + backoff(settings, row.attempts + 1))
+            retry_at = now + backoff(settings, row.attempts + 1)
+            attempts = store.mark_failed(row.id, str(exc), retry_at)
+            store.defer_target(row.target, retry_at)
+            down.add(row.target)
             report.failed += 1
             report.errors.append(f"{row.target}#{row.id}: {exc}")
             log.warning(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 from typing import Any
 
 import httpx
@@ -13,6 +14,7 @@ from fleetpulse.alerts.connectors.base import DeliveryError, Notification
 from fleetpulse.alerts.connectors.config import ServiceNowConfig, TopdeskConfig, WebhookConfig
 
 USER_AGENT = "fleetpulse-alerts/1"
+log = logging.getLogger(__name__)
 
 
 def _post(url: str, body: bytes, headers: dict[str, str], timeout: float, auth: httpx.BasicAuth | None) -> Any:
@@ -33,6 +35,33 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float, auth: 
         raise DeliveryError(f"HTTP {response.status_code}: {response.text[:300]}")
     try:
         return response.json() if response.content else None
+    except ValueError:
+        return None
+
+
+def _lookup(url: str, params: dict[str, str], timeout: float, auth: httpx.BasicAuth) -> Any:
+    """GET for an incident created by an earlier attempt whose answer was lost (timeout after the POST).
+
+    Unreachable -> DeliveryError (the POST would fail too); refused (e.g. no read right) -> None,
+    and the caller creates the incident anyway.
+    """
+    try:
+        response = httpx.get(
+            url,
+            params=params,
+            headers={"Accept": "application/json", "User-Agent": USER_AGENT},
+            timeout=timeout,
+            auth=auth,
+            follow_redirects=False,
+        )
+    except httpx.HTTPError as exc:
+        raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
+    if response.status_code != 200 or not response.content:
+        if response.status_code not in (200, 204):
+            log.warning("ITSM lookup refused; creating without it", extra={"fields": {"status": response.status_code}})
+        return None
+    try:
+        return response.json()
     except ValueError:
         return None
 
@@ -59,7 +88,10 @@ _SN_IMPACT = {"critical": "2", "high": "2", "medium": "3", "low": "3"}
 
 
 class ServiceNow:
-    """Creates an incident (or a problem-like incident for storms) via the Table API."""
+    """Creates an incident (or a problem-like incident for storms) via the Table API.
+
+    Idempotent across retries: an incident with our ``correlation_id`` is looked up first.
+    """
 
     def __init__(self, config: ServiceNowConfig) -> None:
         self.config = config
@@ -79,6 +111,19 @@ class ServiceNow:
             record["assignment_group"] = self.config.assignment_group
         url = f"{self.config.instance_url.rstrip('/')}/api/now/table/{self.config.table}"
         auth = httpx.BasicAuth(self.config.username, self.config.password.get_secret_value())
+        found = _lookup(
+            url,
+            {
+                "sysparm_query": f"correlation_id={notification.dedup_key}",
+                "sysparm_fields": "number,sys_id",
+                "sysparm_limit": "1",
+            },
+            self.config.timeout_s,
+            auth,
+        )
+        existing = found.get("result") if isinstance(found, dict) else None
+        if isinstance(existing, list) and existing and isinstance(existing[0], dict):
+            return str(existing[0].get("number") or existing[0].get("sys_id") or "") or None
         answer = _post(url, json.dumps(record).encode(), {}, self.config.timeout_s, auth)
         result = answer.get("result", {}) if isinstance(answer, dict) else {}
         return str(result.get("number") or result.get("sys_id") or "") or None
@@ -88,7 +133,8 @@ _TOPDESK_PRIORITY = {"critical": "P1", "high": "P2", "medium": "P3", "low": "P4"
 
 
 class Topdesk:
-    """Creates a TOPdesk incident; the dedup key goes to ``externalNumber`` for cross-reference."""
+    """Creates a TOPdesk incident; the dedup key goes to ``externalNumber``, which is looked up first
+    so a retry after a lost answer does not create a second incident."""
 
     def __init__(self, config: TopdeskConfig) -> None:
         self.config = config
@@ -106,6 +152,14 @@ class Topdesk:
             record["category"] = {"name": self.config.category}
         url = f"{self.config.url.rstrip('/')}/tas/api/incidents"
         auth = httpx.BasicAuth(self.config.username, self.config.app_password.get_secret_value())
+        found = _lookup(
+            url,
+            {"query": f"externalNumber=={record['externalNumber']}", "fields": "id,number", "page_size": "1"},
+            self.config.timeout_s,
+            auth,
+        )
+        if isinstance(found, list) and found and isinstance(found[0], dict):
+            return str(found[0].get("number") or found[0].get("id") or "") or None
         answer = _post(url, json.dumps(record).encode(), {}, self.config.timeout_s, auth)
         if isinstance(answer, dict):
             return str(answer.get("number") or answer.get("id") or "") or None

@@ -11,7 +11,7 @@ from datetime import date, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Engine, Select, func, select
+from sqlalchemy import Engine, Select, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from fleetpulse.alerts.store import make_engine, upgrade
@@ -305,6 +305,16 @@ class TicketStore:
             row.last_error = error[:2000]
             row.next_attempt_at = next_attempt_at
             return row.attempts
+
+    def defer_target(self, target: str, until: datetime) -> int:
+        """Postpone every pending row of a target that is down to ``until`` (attempts unchanged)."""
+        with self.session() as session:
+            result = session.execute(
+                update(OutboxRow)
+                .where(OutboxRow.target == target, OutboxRow.delivered_at.is_(None), OutboxRow.next_attempt_at < until)
+                .values(next_attempt_at=until)
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
 
     def retry_now(self, now: datetime, ids: Sequence[int] | None = None) -> int:
         """Make pending rows due immediately (an admin's 'the ITSM is back, push now')."""

@@ -54,6 +54,8 @@ class RecordingHttp:
     port: int
     status: int = 201
     answer: dict[str, Any] = field(default_factory=dict)
+    lookup_status: int = 200
+    lookup_answer: Any = field(default_factory=lambda: {"result": []})
     requests: list[HttpRecord] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
 
@@ -70,6 +72,15 @@ class RecordingHttp:
                 recorder.requests.append(HttpRecord("POST", self.path, dict(self.headers.items()), body))
                 payload = json.dumps(recorder.answer).encode()
                 self.send_response(recorder.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_GET(self) -> None:
+                recorder.requests.append(HttpRecord("GET", self.path, dict(self.headers.items()), b""))
+                payload = b"" if recorder.lookup_status == 204 else json.dumps(recorder.lookup_answer).encode()
+                self.send_response(recorder.lookup_status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
@@ -194,7 +205,8 @@ def test_every_connector_delivers_one_incident(
     note = sample_notification(tmp_path)
     ref = connector.deliver(note)
     assert ref
-    received = [r.body.decode() for r in http_server.requests] + [m.as_string() for _, _, m in smtp_server.messages]
+    posts = [r.body.decode() for r in http_server.requests if r.method == "POST"]
+    received = posts + [m.as_string() for _, _, m in smtp_server.messages]
     assert len(received) == 1
     assert note.dedup_key in received[0]
     assert "pc-0001" in received[0]
@@ -214,6 +226,9 @@ def test_servicenow_table_api_format(http_server: RecordingHttp, smtp_server: Re
     ref = build(connector_config("servicenow", http_server, smtp_server)).deliver(sample_notification(tmp_path))
     assert ref == "INC0010001"
     request = http_server.requests[0]
+    assert request.method == "GET"
+    assert "sysparm_query=correlation_id%3Dfleetpulse-ticket-1" in request.path
+    request = http_server.requests[1]
     assert request.path == "/api/now/table/incident"
     assert request.headers["Authorization"] == "Basic " + base64.b64encode(b"svc:pw").decode()
     record = json.loads(request.body)
@@ -225,9 +240,11 @@ def test_servicenow_table_api_format(http_server: RecordingHttp, smtp_server: Re
 
 def test_topdesk_incident_format(http_server: RecordingHttp, smtp_server: RecordingSmtp, tmp_path: Path) -> None:
     http_server.answer = {"id": "4f2c", "number": "I 2611 001"}
+    http_server.lookup_status = 204  # TOPdesk answers 204 when a query finds nothing
     ref = build(connector_config("topdesk", http_server, smtp_server)).deliver(sample_notification(tmp_path))
     assert ref == "I 2611 001"
-    request = http_server.requests[0]
+    assert "query=externalNumber%3D%3Dfleetpulse-ticket-1" in http_server.requests[0].path
+    request = http_server.requests[1]
     assert request.path == "/tas/api/incidents"
     record = json.loads(request.body)
     assert len(record["briefDescription"]) <= 80
@@ -243,6 +260,32 @@ def test_email_message(http_server: RecordingHttp, smtp_server: RecordingSmtp, t
     assert rcpts == ["it@example.org", "fm@example.org"]
     assert message["Subject"].startswith("[fleetpulse] critical: disk sn1 of pc-0001")
     assert "56 reallocated sectors" in message.get_payload()
+
+
+@pytest.mark.parametrize(
+    ("kind", "existing"),
+    [
+        ("servicenow", {"result": [{"number": "INC0000042", "sys_id": "x"}]}),
+        ("topdesk", [{"id": "9", "number": "I 42"}]),
+    ],
+)
+def test_retry_after_a_lost_answer_finds_the_incident_instead_of_duplicating_it(
+    kind: str, existing: Any, http_server: RecordingHttp, smtp_server: RecordingSmtp, tmp_path: Path
+) -> None:
+    http_server.lookup_answer = existing
+    ref = build(connector_config(kind, http_server, smtp_server)).deliver(sample_notification(tmp_path))
+    assert ref in ("INC0000042", "I 42")
+    assert [r.method for r in http_server.requests] == ["GET"]
+
+
+def test_lookup_refused_still_creates_the_incident(
+    http_server: RecordingHttp, smtp_server: RecordingSmtp, tmp_path: Path
+) -> None:
+    http_server.lookup_status = 403
+    http_server.answer = {"result": {"number": "INC0010003"}}
+    ref = build(connector_config("servicenow", http_server, smtp_server)).deliver(sample_notification(tmp_path))
+    assert ref == "INC0010003"
+    assert [r.method for r in http_server.requests] == ["GET", "POST"]
 
 
 @pytest.mark.parametrize("kind", ["webhook", "servicenow", "topdesk"])
@@ -274,13 +317,16 @@ def test_outbox_loses_nothing_while_the_itsm_is_down(tmp_path: Path) -> None:
         svc.apply_alert(make_alert(f"pc-{n}"), NOW)
 
     first = deliver_due(store, connectors, None, outbox_settings, NOW)
-    assert (first.delivered, first.failed) == (0, 6)
-    assert all(r.attempts == 1 and r.next_attempt_at == NOW + timedelta(seconds=5) for r in store.outbox())
+    # one failed attempt per target, the target's other rows wait with it instead of timing out one by one
+    assert (first.delivered, first.failed, first.skipped) == (0, 2, 4)
+    assert {r.next_attempt_at for r in store.outbox()} == {NOW + timedelta(seconds=5)}
+    assert sorted(r.attempts for r in store.outbox()) == [0, 0, 0, 0, 1, 1]
     assert deliver_due(store, connectors, None, outbox_settings, NOW + timedelta(seconds=1)).failed == 0  # backing off
     for k in range(2, 6):  # still down: the delay doubles up to the cap, rows stay pending
         deliver_due(store, connectors, None, outbox_settings, NOW + timedelta(hours=k))
-    assert {r.attempts for r in store.outbox()} == {5}
+    assert all(r.delivered_at is None and r.last_error for r in store.outbox() if r.attempts)
     assert backoff(outbox_settings, 5) == timedelta(minutes=1)
+    assert backoff(outbox_settings, 2) == timedelta(seconds=10)
 
     http.answer = {"result": {"number": "INC0010002"}}
     http.start()
@@ -289,11 +335,12 @@ def test_outbox_loses_nothing_while_the_itsm_is_down(tmp_path: Path) -> None:
         later = NOW + timedelta(hours=6)
         report = deliver_due(store, connectors, None, outbox_settings, later)
         assert (report.delivered, report.failed) == (6, 0)
-        assert len(http.requests) == 3
+        posts = [r for r in http.requests if r.method == "POST"]
+        assert len(posts) == 3
         assert len(smtp.messages) == 3
         assert {r.external_ref for r in store.outbox() if r.target == "snow"} == {"INC0010002"}
         assert deliver_due(store, connectors, None, outbox_settings, later + timedelta(hours=1)).delivered == 0
-        assert len(http.requests) == 3
+        assert len([r for r in http.requests if r.method == "POST"]) == 3
     finally:
         http.stop()
         smtp.stop()
