@@ -137,7 +137,9 @@ class Pipeline:
         pending = []
         send = self.out_topics
         for dl in result.dead_letters:
-            pending.append(await send[self.topics.dead_letter].send(key=dl.key.encode() if dl.key else None, value=encode(dl)))
+            pending.append(
+                await send[self.topics.dead_letter].send(key=dl.key.encode() if dl.key else None, value=encode(dl))
+            )
         for score in result.scores:
             pending.append(await send[self.topics.scores].send(key=score.device_id.encode(), value=encode(score)))
         for alert in result.alerts:
@@ -269,25 +271,25 @@ def create_app(
         value_serializer="raw",
     )
 
-    @app.agent(source, concurrency=1, name="fleetpulse.process")  # type: ignore[misc]
+    @app.agent(source, concurrency=1, name="fleetpulse.process")  # type: ignore[misc,untyped-decorator]
     async def process(stream: Any) -> None:
         async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
             await pipeline.handle(events)
 
-    @app.timer(interval=s.stats_interval_s)  # type: ignore[misc]
+    @app.timer(interval=s.stats_interval_s)  # type: ignore[misc,untyped-decorator]
     async def stats() -> None:
         await pipeline.report_stats()
 
-    @app.page("/metrics")  # type: ignore[misc]
+    @app.page("/metrics")  # type: ignore[misc,untyped-decorator]
     async def metrics_page(web: Any, request: Any) -> Any:
         return web.bytes(metrics.exposition(), content_type="text/plain")
 
-    @app.page("/health")  # type: ignore[misc]
+    @app.page("/health")  # type: ignore[misc,untyped-decorator]
     async def health_page(web: Any, request: Any) -> Any:
         return web.json(pipeline.health())
 
-    @app.service  # type: ignore[misc]
-    class SinkCloser(faust.Service):  # type: ignore[misc]
+    @app.service  # type: ignore[misc,untyped-decorator]
+    class SinkCloser(faust.Service):  # type: ignore[misc,untyped-decorator]
         async def on_stop(self) -> None:
             await pipeline.sink.close()
 

@@ -7,6 +7,7 @@ device's reports, its inventory and its state must land on the same partition.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from typing import Any
 
@@ -25,9 +26,10 @@ def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
     if kafka.security_protocol not in ("SSL", "SASL_SSL"):
         return None
     password = kafka.ssl_key_password.get_secret_value() if kafka.ssl_key_password else None
-    return create_ssl_context(
+    context: ssl.SSLContext = create_ssl_context(
         cafile=kafka.ssl_cafile, certfile=kafka.ssl_certfile, keyfile=kafka.ssl_keyfile, password=password
     )
+    return context
 
 
 def aiokafka_auth(kafka: KafkaSettings) -> dict[str, Any]:
@@ -68,10 +70,8 @@ async def ensure_topics(kafka: KafkaSettings, partitions: int = 12, replication_
         ]
         if not wanted:
             return []
-        try:
+        with contextlib.suppress(TopicAlreadyExistsError):  # created concurrently: same outcome
             await admin.create_topics(wanted)
-        except TopicAlreadyExistsError:
-            pass  # another process created them between list and create: same outcome
         return [t.name for t in wanted]
     finally:
         await admin.close()

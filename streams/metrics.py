@@ -38,7 +38,10 @@ class PipelineMetrics:
             "fleetpulse_stream_scoring_seconds", "process_batch time", buckets=LATENCY_BUCKETS, registry=r
         )
         self.batch_latency = Histogram(
-            "fleetpulse_stream_batch_seconds", "batch time incl. emits and state writes", buckets=LATENCY_BUCKETS, registry=r
+            "fleetpulse_stream_batch_seconds",
+            "batch time incl. emits and state writes",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.event_latency = Histogram(
             "fleetpulse_stream_event_latency_seconds",

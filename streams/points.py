@@ -57,9 +57,7 @@ class Point:
 
     def to_line_protocol(self) -> str:
         """One line of InfluxDB line protocol, nanosecond precision."""
-        tag_part = "".join(
-            f",{_escape_key(k)}={_escape_key(v)}" for k, v in sorted(self.tags.items()) if v != ""
-        )
+        tag_part = "".join(f",{_escape_key(k)}={_escape_key(v)}" for k, v in sorted(self.tags.items()) if v != "")
         field_part = ",".join(f"{_escape_key(k)}={_format_field(v)}" for k, v in sorted(self.fields.items()))
         nanos = int(self.time.timestamp()) * 1_000_000_000 + self.time.microsecond * 1_000
         return f"{_escape_key(self.measurement)}{tag_part} {field_part} {nanos}"

@@ -60,5 +60,12 @@ class StreamSettings(BaseModel):
         default="accept",
         description="reports of devices without inventory: accept (counted, tagged 'unknown') or dead-letter",
     )
+    rescore_interval: timedelta = Field(
+        default=timedelta(minutes=15),
+        description=(
+            "event time between scorings of a device; reports in between only update state and metrics, "
+            "unless they carry a health event (SMART change, crash): features are daily, scores barely move"
+        ),
+    )
     stats_interval_s: float = Field(default=10.0, gt=0, description="how often pipeline stats go to the TSDB")
     tsdb: InfluxV2Sink | NoSink = Field(default_factory=InfluxV2Sink, discriminator="kind")

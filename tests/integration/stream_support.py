@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +18,9 @@ from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import Topics, encode, report_key
 from fleetpulse.models.registry import load_scorers
 from fleetpulse.models.settings import ModelSettings
-from fleetpulse.streams.kafka_admin import consumer_lag, ensure_topics
+from fleetpulse.streams.kafka_admin import ensure_topics
+from fleetpulse.streams.process import WorkerProcess
+from fleetpulse.streams.process import wait_caught_up as wait_for_group
 from fleetpulse.streams.processing import DeviceRecord, Processor, RawRecord
 from fleetpulse.streams.settings import StreamSettings
 from tests.harness import free_port
@@ -36,112 +32,38 @@ def group_id(kafka: KafkaSettings) -> str:
     return f"{kafka.topic_prefix}{APP_ID}"
 
 
-@dataclass
-class Worker:
-    """``fleetpulse worker`` as a subprocess, configured by environment variables like a deployment."""
-
-    kafka: KafkaSettings
-    data_dir: Path
-    store: str = "rocksdb"
-    tsdb_url: str | None = None
-    web_port: int = field(default_factory=free_port)
-    instance: str = "w1"
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def log_path(self) -> Path:
-        return self.data_dir.with_suffix(f".{self.instance}.log")
-
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPULSE_")}
-        env.update(
-            FLEETPULSE_KAFKA__BOOTSTRAP_SERVERS=self.kafka.bootstrap_servers,
-            FLEETPULSE_KAFKA__TOPIC_PREFIX=self.kafka.topic_prefix,
-            FLEETPULSE_KAFKA__REQUEST_TIMEOUT_MS="10000",
-            FLEETPULSE_STREAMS__STORE=self.store,
-            FLEETPULSE_STREAMS__DATA_DIR=str(self.data_dir),
-            FLEETPULSE_STREAMS__WEB_PORT=str(self.web_port),
-            FLEETPULSE_STREAMS__INSTANCE_ID=self.instance,
-            FLEETPULSE_STREAMS__SESSION_TIMEOUT_S="6",
-            FLEETPULSE_STREAMS__REBALANCE_TIMEOUT_S="10",
-            FLEETPULSE_STREAMS__STATS_INTERVAL_S="2",
-            FLEETPULSE_STREAMS__BATCH_MAX="100",
-            FLEETPULSE_MODELS__REGISTRY_DIR=str(self.data_dir / "no-models"),
-        )
-        if self.tsdb_url:
-            env.update(FLEETPULSE_STREAMS__TSDB__KIND="influxdb2", FLEETPULSE_STREAMS__TSDB__URL=self.tsdb_url)
-        else:
-            env.update(FLEETPULSE_STREAMS__TSDB__KIND="none")
-        return env
-
-    def start(self) -> Worker:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from fleetpulse.cli import app; app()", "worker"],
-            env=self.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        return self
-
-    def health(self) -> dict[str, Any] | None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/health", timeout=2) as resp:
-                return dict(json.loads(resp.read()))
-        except OSError:
-            return None
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/metrics", timeout=2) as resp:
-            return str(resp.read().decode())
-
-    def wait_ready(self, timeout: float = 60.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None and self.proc.poll() is None, f"worker exited; see {self.log_path}"
-            health = self.health()
-            if health and health["assigned_partitions"] > 0 and not health["rebalancing"]:
-                return health
-            time.sleep(0.5)
-        raise TimeoutError(f"worker not ready in {timeout}s; see {self.log_path}")
-
-    def wait_events(self, at_least: int, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            health = self.health()
-            if health and health["events_total"] >= at_least:
-                return
-            time.sleep(0.2)
-        raise TimeoutError(f"worker did not process {at_least} events in {timeout}s")
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+def Worker(
+    kafka: KafkaSettings,
+    data_dir: Path,
+    store: str = "rocksdb",
+    tsdb_url: str | None = None,
+    web_port: int | None = None,
+    instance: str = "w1",
+) -> WorkerProcess:
+    """A worker child process with short test timeouts and small batches (so kills land mid-stream)."""
+    streams: dict[str, object] = {
+        "store": store,
+        "data_dir": data_dir,
+        "web_port": web_port or free_port(),
+        "instance_id": instance,
+        "session_timeout_s": 6,
+        "rebalance_timeout_s": 10,
+        "stats_interval_s": 2,
+        "batch_max": 100,
+        "tsdb__kind": "influxdb2" if tsdb_url else "none",
+    }
+    if tsdb_url:
+        streams["tsdb__url"] = tsdb_url
+    return WorkerProcess(
+        kafka,
+        streams,
+        data_dir.with_suffix(f".{instance}.log"),
+        extra_env={"FLEETPULSE_MODELS__REGISTRY_DIR": str(data_dir / "no-models")},
+    )
 
 
 def wait_caught_up(kafka: KafkaSettings, timeout: float = 120.0) -> float:
-    """Seconds until the worker group has committed everything on its input topics (twice in a row)."""
-    started = time.monotonic()
-    zero_in_a_row = 0
-    while time.monotonic() - started < timeout:
-        lag = asyncio.run(consumer_lag(kafka, group_id(kafka)))
-        zero_in_a_row = zero_in_a_row + 1 if lag == 0 else 0
-        if zero_in_a_row >= 2:
-            return time.monotonic() - started
-        time.sleep(1.0)
-    raise TimeoutError(f"worker group still lagging after {timeout}s")
+    return wait_for_group(kafka, group_id(kafka), timeout)
 
 
 def create_topics(kafka: KafkaSettings) -> None:

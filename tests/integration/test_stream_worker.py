@@ -40,7 +40,9 @@ from tests.integration.stream_support import (
 pytestmark = pytest.mark.integration
 
 
-def hostile_records(topics: Topics, valid_report: bytes, count: int = 40) -> list[tuple[str, bytes | None, bytes | None]]:
+def hostile_records(
+    topics: Topics, valid_report: bytes, count: int = 40
+) -> list[tuple[str, bytes | None, bytes | None]]:
     """Malformed, oversized, wrong-version, schema-breaking, mis-keyed and replayed records."""
     rng = random.Random(5)
     doc = json.loads(valid_report)
@@ -94,12 +96,20 @@ def test_end_to_end_agent_to_tickets_with_dead_letters(
     assert len(dead) == len(hostile)  # every hostile record, and only those
     assert all(d["reason"] for d in dead)
     kinds = Counter(d["error_kind"] for d in dead)
-    assert {"malformed_json", "oversized", "unsupported_version", "schema_violation", "clock_skew", "stale_replay"} <= set(kinds)
+    assert {
+        "malformed_json",
+        "oversized",
+        "unsupported_version",
+        "schema_violation",
+        "clock_skew",
+        "stale_replay",
+    } <= set(kinds)
 
     replay = replay_from_scratch(kafka_settings)
     assert comparable(table_state(kafka_settings)) == comparable(replay.records)
     alerts = [json.loads(m.value) for m in read_topic(kafka_settings, topics.alerts)]
-    assert alerts and {a["alert_id"] for a in alerts} == replay.alert_ids
+    assert alerts
+    assert {a["alert_id"] for a in alerts} == replay.alert_ids
     assert read_topic(kafka_settings, topics.scores)
     assert 'fleetpulse_stream_dead_letters_total{kind="stale_replay"} 1.0' in metrics
 
@@ -112,7 +122,8 @@ def test_end_to_end_agent_to_tickets_with_dead_letters(
         store.close()
     raised = {(a["device_id"], a["component"], a.get("component_id", "")) for a in alerts if a["state"] == "raised"}
     keys = [(t.device_id, t.component, t.component_id) for t in tickets]
-    assert tickets and stats.records
+    assert tickets
+    assert stats.records
     assert len(keys) == len(set(keys)) <= len(raised)  # one replacement ticket per device and component
 
     urllib.request.urlopen(f"{victoria_metrics_url}/internal/force_flush", timeout=10).read()
@@ -137,7 +148,7 @@ def test_kill_9_mid_stream_then_restart_loses_nothing_and_duplicates_nothing(
         worker.kill9()  # no clean shutdown: offsets, changelog and RocksDB as they were
         # same instance id and port: a static member rejoins with its old assignment, no rebalance
         restarted = Worker(
-            kafka_settings, tmp_path / "w1", store="rocksdb", instance=worker.instance, web_port=worker.web_port
+            kafka_settings, tmp_path / "w1", store="rocksdb", instance="w1", web_port=worker.web_port
         ).start()
         try:
             restarted.wait_ready()
@@ -169,12 +180,11 @@ def test_second_worker_joins_and_leaves_without_changing_the_outcome(
     second = Worker(kafka_settings, tmp_path / "w2", store="memory", instance="w2")
     try:
         first.wait_ready()
+        first.wait_events(third // 2)
         second.start()
-        produce(kafka_settings, records[third : 2 * third])
         second.wait_ready()
-        deadline = time.monotonic() + 60
-        while (first.health() or {}).get("assigned_partitions", 0) >= 40 and time.monotonic() < deadline:
-            time.sleep(0.5)  # wait for the partitions to be split between the two
+        produce(kafka_settings, records[third : 2 * third])
+        second.wait_events(1)  # the joiner really took over partitions
         produce(kafka_settings, records[2 * third :])
         second.stop()  # leaves mid-stream; its partitions move back after the session timeout
         wait_caught_up(kafka_settings)
@@ -205,7 +215,7 @@ def test_broker_restart_during_processing(dedicated_kafka: DedicatedKafka, tmp_p
         dedicated_kafka.start()
         produce(kafka, records[half:])
         wait_caught_up(kafka, timeout=180)
-        assert worker.proc is not None and worker.proc.poll() is None, "the worker must survive a broker restart"
+        assert worker.running(), "the worker must survive a broker restart"
     finally:
         worker.stop()
 

@@ -16,6 +16,7 @@ from fleetpulse.contract import (
     DiskHealth,
     HealthReport,
     RiskScore,
+    StabilityHealth,
     Topics,
     encode,
 )
@@ -79,7 +80,9 @@ def report_raw(r: HealthReport, offset: int = 0) -> RawRecord:
 
 
 def inventory_raw(device: str) -> RawRecord:
-    inv = DeviceInventory(device_id=device, kind="laptop", model="T14", site="Town Hall", updated_at=NOW - timedelta(days=1))
+    inv = DeviceInventory(
+        device_id=device, kind="laptop", model="T14", site="Town Hall", updated_at=NOW - timedelta(days=1)
+    )
     return raw(TOPICS.inventory, encode(inv), device.encode())
 
 
@@ -112,9 +115,11 @@ def test_valid_reports_update_state_score_and_alert() -> None:
     assert result.counts["accepted"] == 3
     assert not result.dead_letters
     assert [s.report_seq for s in result.scores] == [0, 1, 2]  # every report scored, in order
-    assert len(result.alerts) == 1 and result.alerts[0].report_seq == 1  # raised after 2 in a row
+    assert len(result.alerts) == 1
+    assert result.alerts[0].report_seq == 1
     state = DeviceRecord.from_bytes(table.data["pc-1"])
-    assert state.state.last_seq == 2 and state.state.site == "Town Hall"
+    assert state.state.last_seq == 2
+    assert state.state.site == "Town Hall"
     assert {p.measurement for p in result.points} == {"device", "disk", "risk", "alert"}
     assert all(p.tags["site"] == "Town Hall" for p in result.points if "site" in p.tags)
 
@@ -125,7 +130,9 @@ def test_duplicates_and_replays_are_dead_lettered_and_change_nothing() -> None:
     before = dict(table.data)
     result = table.run(proc, [report_raw(report("pc-1", 2)), report_raw(report("pc-1", 0))])
     assert [d.error_kind for d in result.dead_letters] == ["duplicate", "stale_replay"]
-    assert not result.scores and not result.alerts and not result.records
+    assert not result.scores
+    assert not result.alerts
+    assert not result.records
     assert result.rewrite == {"pc-1"}  # the caller re-sends the stored value to heal a lagging changelog
     assert table.data == before
 
@@ -160,14 +167,17 @@ def test_bad_records_become_dead_letters_with_reasons(value: bytes | None, key: 
     result = Table().run(processor(), [raw(TOPICS.health, value, key, offset=7)])
     [dl] = result.dead_letters
     assert dl.error_kind == kind
-    assert dl.reason and dl.offset == 7 and dl.source_topic == TOPICS.health
+    assert dl.reason
+    assert dl.offset == 7
+    assert dl.source_topic == TOPICS.health
     assert len(dl.payload_excerpt) <= 4096
     assert not result.records
 
 
 def test_unknown_devices_accepted_and_counted_by_default_or_rejected() -> None:
     accepted = Table().run(processor(), [report_raw(report("new-pc", 1))])
-    assert accepted.counts["unknown_device"] == 1 and accepted.counts["accepted"] == 1
+    assert accepted.counts["unknown_device"] == 1
+    assert accepted.counts["accepted"] == 1
     strict = processor(StreamSettings(unknown_devices="reject"))
     rejected = Table().run(strict, [report_raw(report("new-pc", 1))])
     assert [d.error_kind for d in rejected.dead_letters] == ["unknown_device"]
@@ -180,7 +190,8 @@ def test_invalid_inventory_is_dead_lettered_and_tombstone_drops_the_join() -> No
     table.run(proc, [inventory_raw("pc-1"), report_raw(report("pc-1", 1))])
     table.run(proc, [raw(TOPICS.inventory, None, b"pc-1")])
     record = DeviceRecord.from_bytes(table.data["pc-1"])
-    assert record.inventory_at is None and record.state.last_seq == 1
+    assert record.inventory_at is None
+    assert record.state.last_seq == 1
 
 
 def test_a_failing_scorer_does_not_stop_state_updates() -> None:
@@ -190,12 +201,16 @@ def test_a_failing_scorer_does_not_stop_state_updates() -> None:
 
     table = Table()
     result = table.run(processor(scorers=ScorerSet(champions=[Broken()])), [report_raw(report("pc-1", 1))])
-    assert result.counts["scoring_error"] == 1 and "pc-1" in table.data
+    assert result.counts["scoring_error"] == 1
+    assert "pc-1" in table.data
 
 
 def test_rule_scorers_run_in_the_core() -> None:
-    result = Table().run(processor(scorers=rule_scorers()), [report_raw(report("pc-1", s, realloc=500)) for s in range(4)])
-    assert result.scores and all(s.device_id == "pc-1" for s in result.scores)
+    result = Table().run(
+        processor(scorers=rule_scorers()), [report_raw(report("pc-1", s, realloc=500)) for s in range(4)]
+    )
+    assert result.scores
+    assert all(s.device_id == "pc-1" for s in result.scores)
 
 
 hostile_bytes = st.one_of(
@@ -207,7 +222,9 @@ hostile_bytes = st.one_of(
         max_leaves=20,
     ).map(lambda v: __import__("json").dumps(v, allow_nan=True).encode()),
     st.builds(
-        lambda seq, field, junk: encode(report("pc-h", seq)).replace(b'"seq"', field.encode()).replace(b"laptop", junk.encode()),
+        lambda seq, field, junk: (
+            encode(report("pc-h", seq)).replace(b'"seq"', field.encode()).replace(b"laptop", junk.encode())
+        ),
         st.integers(0, 10),
         st.sampled_from(['"seq"', '"sequence"', '"seq":-1,"x"', '"seq":1e309,"y"']),
         st.sampled_from(["laptop", "toaster", "", "laptop\\u0000"]),
@@ -219,11 +236,35 @@ hostile_bytes = st.one_of(
 def test_hostile_records_all_dead_letter_while_valid_traffic_continues(junk: list[tuple[bytes, bytes | None]]) -> None:
     table, proc = Table(), processor()
     valid = [report_raw(report("pc-ok", s), offset=1000 + s) for s in range(len(junk))]
-    mixed = [r for pair in zip([raw(TOPICS.health, v, k, i) for i, (v, k) in enumerate(junk)], valid, strict=True) for r in pair]
+    mixed = [
+        r
+        for pair in zip([raw(TOPICS.health, v, k, i) for i, (v, k) in enumerate(junk)], valid, strict=True)
+        for r in pair
+    ]
     result = table.run(proc, mixed)
     assert result.counts["accepted"] >= len(valid)
     assert DeviceRecord.from_bytes(table.data["pc-ok"]).state.last_seq == len(valid) - 1
     handled = result.counts["accepted"] + len(result.dead_letters)
     assert handled == len(mixed)  # every record is either accepted or dead-lettered: nothing silently lost
     for dl in result.dead_letters:
-        assert dl.reason and dl.error_kind and len(dl.payload_excerpt) <= 4096
+        assert dl.reason
+        assert dl.error_kind
+        assert len(dl.payload_excerpt) <= 4096
+
+
+def test_devices_are_rescored_on_change_not_on_every_report() -> None:
+    """At one report a minute, scoring every report is wasted work: features are daily buckets."""
+    start = NOW - timedelta(hours=2)
+    minutely = [report("pc-1", s, at=start + timedelta(minutes=s)) for s in range(31)]
+    event = HealthReport(
+        device_id="pc-1",
+        seq=31,
+        collected_at=start + timedelta(minutes=31),
+        kind="laptop",
+        platform="linux",
+        stability=StabilityHealth(crashes=1),
+    )
+    result = Table().run(processor(), [report_raw(r) for r in [*minutely, event]])
+    assert [s.report_seq for s in result.scores] == [0, 15, 30, 31]  # first, every 15 min, the health event
+    assert result.counts["not_rescored"] == 28
+    assert result.counts["accepted"] == 32
