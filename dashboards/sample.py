@@ -4,8 +4,8 @@ Used by the panel-query tests (every dashboard query must return rows on it), th
 dashboard query benchmark, and to preview the dashboards on a local InfluxDB.
 
 Contract records (health reports, inventory, risk scores, alerts) go through
-``fleetpulse.streams.points``; the operational measurements (pipeline, drift,
-ticket) use the names fixed in ``fleetpulse.dashboards.schema``. Device
+``fleetpulse.streams.points``, and so do the pipeline and drift series; ``ticket``
+(no writer function yet) uses the names fixed in ``fleetpulse.dashboards.schema``. Device
 ``pc-0001`` is the drill-down subject: a laptop with a SATA SSD that is failing,
 an NVMe drive and a worn battery, so every device panel has data.
 """
@@ -34,8 +34,8 @@ from fleetpulse.contract import (
     SystemLoad,
     ThermalHealth,
 )
-from fleetpulse.dashboards.schema import DRIFT, PIPELINE, TICKET
-from fleetpulse.streams.points import Point, alert_point, report_points, score_point
+from fleetpulse.dashboards.schema import TICKET
+from fleetpulse.streams.points import Point, alert_point, drift_point, pipeline_point, report_points, score_point
 
 END = datetime(2026, 11, 20, tzinfo=UTC)
 START = END - timedelta(days=3)
@@ -234,15 +234,14 @@ def _operational_points(rng: random.Random) -> list[Point]:
                 "scoring_latency_p99_ms": 20 + rng.random() * 10,
                 "batch_size": 64 + int(rng.random() * 64),
             }
-            points.append(Point(PIPELINE.name, {"worker": worker}, fields, at))
+            points.append(pipeline_point(worker, at, fields))
             at += tick
     six_hours = timedelta(hours=6)
     at = START
     while at <= END:
         for feature in ("reallocated_sectors", "battery_health_ratio", "cpu_max_c"):
             for device_model in (*MODELS.values(), "all"):
-                tags = {"model_name": CHAMPION[0], "feature": feature, "device_model": device_model}
-                points.append(Point(DRIFT.name, tags, {"psi": rng.random() * 0.3}, at))
+                points.append(drift_point(CHAMPION[0], feature, device_model, rng.random() * 0.3, at))
         for component in ("disk", "battery"):
             for site in SITES:
                 for state, outcome in (
