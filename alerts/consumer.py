@@ -61,6 +61,7 @@ class TicketConsumer:
         connectors: Mapping[str, Connector] | None = None,
         labels: OutcomeSink | None = None,
         clock: Clock = utc_now,
+        stats: ConsumerStats | None = None,
     ) -> None:
         from kafka import KafkaConsumer, KafkaProducer
 
@@ -68,31 +69,41 @@ class TicketConsumer:
         self.kafka = kafka
         self.topics = Topics(prefix=kafka.topic_prefix)
         self.clock = clock
-        self._own_store = store is None
-        self.store = store or TicketStore.open(settings.store_url)
-        self.service = TicketService(self.store, settings)
-        self.connectors = (
-            dict(connectors) if connectors is not None else {c.name: build(c) for c in settings.connectors}
-        )
-        self._own_labels = labels is None
-        self.labels: OutcomeSink = labels if labels is not None else LabelPublisher(kafka)
-        self.stats = ConsumerStats()
-        _ensure_topics(kafka)
-        options = kafka_client_options(kafka)
-        self.consumer = KafkaConsumer(
-            group_id=f"{kafka.topic_prefix}{settings.consumer.group_id}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=500,
-            metadata_max_age_ms=5_000,
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=3_000,
-            **options,
-        )
-        self.consumer.subscribe([self.topics.alerts, self.topics.inventory, self.topics.scores])
-        self.dead_letters = KafkaProducer(acks="all", **options)
+        self.stats = stats or ConsumerStats()
         self._last_delivery = 0.0
         self._last_prune = 0.0
+        self._own_store = store is None
+        self.store = store or TicketStore.open(settings.store_url)
+        self._closers: list[Callable[[], None]] = [self.store.close] if self._own_store else []
+        try:
+            self.service = TicketService(self.store, settings)
+            self.connectors = (
+                dict(connectors) if connectors is not None else {c.name: build(c) for c in settings.connectors}
+            )
+            if labels is None:
+                publisher = LabelPublisher(kafka)
+                self._closers.append(publisher.close)
+                labels = publisher
+            self.labels: OutcomeSink = labels
+            _ensure_topics(kafka)
+            options = kafka_client_options(kafka)
+            self.dead_letters = KafkaProducer(acks="all", **options)
+            self._closers.append(lambda: self.dead_letters.close(timeout=5))
+            self.consumer = KafkaConsumer(
+                group_id=f"{kafka.topic_prefix}{settings.consumer.group_id}",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=500,
+                metadata_max_age_ms=5_000,
+                session_timeout_ms=10_000,
+                heartbeat_interval_ms=3_000,
+                **options,
+            )
+            self._closers.append(self.consumer.close)
+            self.consumer.subscribe([self.topics.alerts, self.topics.inventory, self.topics.scores])
+        except BaseException:
+            self.close()
+            raise
 
     def poll_once(self) -> int:
         """Process one poll's records and commit them; returns how many records it saw.
@@ -184,12 +195,13 @@ class TicketConsumer:
         )
 
     def close(self) -> None:
-        self.consumer.close()
-        self.dead_letters.close(timeout=5)
-        if self._own_labels and isinstance(self.labels, LabelPublisher):
-            self.labels.close()
-        if self._own_store:
-            self.store.close()
+        """Close what this consumer opened, newest first; uncommitted records are re-read by the next one."""
+        while self._closers:
+            closer = self._closers.pop()
+            try:
+                closer()
+            except Exception:  # closing must not mask the error that made us close
+                log.exception("error while closing the ticket consumer")
 
 
 def _ensure_topics(kafka: KafkaSettings) -> None:
@@ -204,16 +216,36 @@ def run_consumer(
     kafka: KafkaSettings,
     stop: threading.Event,
     connectors: Mapping[str, Connector] | None = None,
+    retry_s: float = 5.0,
 ) -> ConsumerStats:
-    """Consume until ``stop`` is set (the ``fleetpulse tickets consume`` loop)."""
-    consumer = TicketConsumer(settings, kafka, connectors=connectors)
-    try:
-        while not stop.is_set():
-            consumer.poll_once()
-        consumer.deliver_outbox()
-        return consumer.stats
-    finally:
-        consumer.close()
+    """Consume until ``stop`` is set (the ``fleetpulse tickets consume`` loop).
+
+    When the ticket store or Kafka becomes unreachable, the consumer is dropped without
+    committing and rebuilt after ``retry_s``: it resumes at the last committed offsets and
+    the alert-id dedup makes the re-read records harmless.
+    """
+    from kafka.errors import KafkaError
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    stats = ConsumerStats()
+    while not stop.is_set():
+        consumer: TicketConsumer | None = None
+        try:
+            consumer = TicketConsumer(settings, kafka, connectors=connectors, stats=stats)
+            while not stop.is_set():
+                consumer.poll_once()
+            consumer.deliver_outbox()
+        except (OperationalError, InterfaceError, KafkaError) as exc:
+            stats.add("restarts")
+            log.error(
+                "ticket consumer lost the store or Kafka; restarting from the committed offsets",
+                extra={"fields": {"error": f"{type(exc).__name__}: {str(exc)[:300]}", "retry_s": retry_s}},
+            )
+            stop.wait(retry_s)
+        finally:
+            if consumer is not None:
+                consumer.close()
+    return stats
 
 
 def consume_until_idle(
