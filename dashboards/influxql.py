@@ -59,11 +59,15 @@ class InfluxQLQuery(cogvariants.Dataquery):
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Self:
         """Strict decoding: a target that is not a raw InfluxQL query is an error, not a silent pass."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a target must be a JSON object, got {type(data).__name__}")
         unknown = set(data) - cls._KEYS
         if unknown:
             raise ValueError(f"unknown InfluxQL target keys: {sorted(unknown)}")
         if data.get("rawQuery") is not True or not isinstance(data.get("query"), str) or not data["query"]:
             raise ValueError(f"target {data.get('refId')!r} is not a raw InfluxQL query")
+        if not isinstance(data.get("refId"), str):
+            raise ValueError("target without a string refId")
         if data.get("resultFormat") not in ("time_series", "table"):
             raise ValueError(f"target {data.get('refId')!r}: bad resultFormat {data.get('resultFormat')!r}")
         ds = data.get("datasource")

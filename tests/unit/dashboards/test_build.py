@@ -10,6 +10,8 @@ import pytest
 from grafana_foundation_sdk.cog import plugins as cogplugins
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as dm
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from fleetpulse.cli import app
@@ -143,3 +145,31 @@ def test_fill_macros_expands_like_grafana_and_refuses_unknown_variables() -> Non
     )
     with pytest.raises(KeyError, match="device_id"):
         fill_macros("WHERE \"device_id\" = '$device_id'", start, end, "1h", {})
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+    max_leaves=10,
+)
+target_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "refId": json_values,
+        "query": json_values,
+        "rawQuery": json_values,
+        "resultFormat": json_values,
+        "datasource": json_values,
+        "alias": json_values,
+    },
+)
+
+
+@given(st.one_of(target_like, st.dictionaries(st.text(max_size=10), json_values, max_size=5)))
+def test_target_decoding_never_fails_with_anything_but_value_error(data: dict[str, Any]) -> None:
+    """Hand-edited or foreign dashboard JSON gets a clear ValueError, never a crash."""
+    try:
+        decoded = InfluxQLQuery.from_json(data)
+    except ValueError:
+        return
+    assert decoded.to_json()["query"] == data["query"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +26,7 @@ class FakeGrafana(ThreadingHTTPServer):
         self.datasources: dict[str, dict[str, Any]] = {}
         self.folders: dict[str, dict[str, Any]] = {}
         self.dashboards: dict[str, dict[str, Any]] = {}
+        self.fail_dashboards = False
 
     @property
     def url(self) -> str:
@@ -75,6 +77,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply(200, srv.folders[body["uid"]])
         if method == "POST" and path == "/api/dashboards/db":
             assert body is not None
+            if srv.fail_dashboards:
+                return self._reply(500, {"message": "database is locked"})
             dash = body["dashboard"]
             if body.get("folderUid") not in srv.folders:
                 return self._reply(400, {"message": "folder not found"})
@@ -191,3 +195,22 @@ def test_influxdb1_basic_auth_payload() -> None:
 def test_token_and_basic_auth_are_exclusive() -> None:
     with pytest.raises(ValueError, match="not both"):
         InfluxSourceSettings(token="t", username="u")
+
+
+def test_push_reports_server_errors_and_unreachable_grafana(
+    grafana: FakeGrafana, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLEETPULSE_GRAFANA__TIMEOUT_S", "2")
+    grafana.folders["fleetpulse"] = {"uid": "fleetpulse", "title": "fleetpulse"}
+    grafana.fail_dashboards = True
+    monkeypatch.setenv("FLEETPULSE_GRAFANA__URL", grafana.url)
+    result = CliRunner().invoke(app, ["dashboards", "push"])
+    assert result.exit_code == 1
+    assert "refused or failed" in result.output
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    monkeypatch.setenv("FLEETPULSE_GRAFANA__URL", f"http://127.0.0.1:{closed_port}")
+    result = CliRunner().invoke(app, ["dashboards", "push"])
+    assert result.exit_code == 1
+    assert "refused or failed" in result.output
