@@ -5,6 +5,7 @@ The store is reached through a TCP proxy the test can cut (the shared PostgreSQL
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -64,18 +65,14 @@ class TcpProxy:
             pass
         finally:
             for sock in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def cut(self) -> None:
         if self.listener is not None:
             # shutdown wakes the thread blocked in accept(); close() alone would leave it accepting once more
-            try:
+            with contextlib.suppress(OSError):
                 self.listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             self.listener.close()
             self.listener = None
         with self.lock:
