@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE INDEX IF NOT EXISTS records_priority ON records (priority, id);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT OR IGNORE INTO meta (name, value) VALUES ('next_seq', 0), ('evicted_routine', 0), ('evicted_event', 0);
+INSERT OR IGNORE INTO meta (name, value) VALUES ('evicted_routine', 0), ('evicted_event', 0);
 """
 
 
@@ -57,7 +58,13 @@ class SpooledRecord:
 class Spool:
     """Not thread-safe: the agent's single loop owns it."""
 
-    def __init__(self, path: Path, max_bytes: int) -> None:
+    def __init__(self, path: Path, max_bytes: int, initial_seq: int | None = None) -> None:
+        """``initial_seq`` applies only when the spool is created; default: the current Unix time in ms.
+
+        Starting a new spool at the clock rather than at 0 keeps sequence numbers increasing even when
+        the spool is lost (reinstall, wiped disk): at one report per second or slower, the counter
+        never catches up with the clock, so consumers never mistake new reports for replays.
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_bytes = max_bytes
@@ -66,6 +73,10 @@ class Spool:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        start = initial_seq if initial_seq is not None else time.time_ns() // 1_000_000
+        self._db.execute(
+            "INSERT OR IGNORE INTO meta (name, value) VALUES ('next_seq', ?), ('initial_seq', ?)", (start, start)
+        )
 
     def close(self) -> None:
         self._db.close()
@@ -181,6 +192,11 @@ class Spool:
     @property
     def next_seq(self) -> int:
         return self._meta("next_seq")
+
+    @property
+    def initial_seq(self) -> int:
+        """The first sequence number this spool handed out."""
+        return self._meta("initial_seq")
 
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM records").fetchone()[0])

@@ -122,9 +122,15 @@ def stop_agent(proc: subprocess.Popen[bytes]) -> None:
 
 
 def spooled(tmp_path: Path) -> tuple[int, int]:
-    """(records waiting, next sequence number) read from the agent's spool file."""
+    """(records waiting, reports produced so far) read from the agent's spool file."""
     with Spool(tmp_path / "spool" / "spool.sqlite3", 10**9) as spool:
-        return spool.count(), spool.next_seq
+        return spool.count(), spool.next_seq - spool.initial_seq
+
+
+def first_seq(tmp_path: Path) -> int:
+    """A new spool numbers from the clock (ms), so tests compare offsets from its first number."""
+    with Spool(tmp_path / "spool" / "spool.sqlite3", 10**9) as spool:
+        return spool.initial_seq
 
 
 def test_agent_delivers_every_report_once_in_order(tmp_path: Path, kafka_settings: KafkaSettings) -> None:
@@ -142,7 +148,8 @@ def test_agent_delivers_every_report_once_in_order(tmp_path: Path, kafka_setting
 
     topics = Topics(prefix=kafka_settings.topic_prefix)
     records = consume(kafka_settings.bootstrap_servers, topics.health, expected=15)
-    assert seqs_of(records) == list(range(15))
+    first = first_seq(tmp_path)
+    assert seqs_of(records) == list(range(first, first + 15))
     report = decode_report(records[-1][1])
     assert isinstance(report, HealthReport)
     assert report.system is not None
@@ -186,7 +193,8 @@ def test_broker_outage_of_60s_loses_and_duplicates_nothing(
     waiting, total = spooled(tmp_path)
     assert waiting == 0, f"{waiting} reports still spooled after recovery; log: {log.read_text()[-3000:]}"
 
-    seqs = seqs_of(consume(dedicated_kafka.bootstrap, topic, expected=total, timeout_s=90))
+    first = first_seq(tmp_path)
+    seqs = [s - first for s in seqs_of(consume(dedicated_kafka.bootstrap, topic, expected=total, timeout_s=90))]
     counts = Counter(seqs)
     lost = sorted(set(range(total)) - set(counts))
     duplicated = sorted(s for s, n in counts.items() if n > 1)
@@ -218,9 +226,10 @@ def test_kill_9_during_sending_loses_nothing(tmp_path: Path, kafka_settings: Kaf
     assert waiting == 0
 
     records = consume(kafka_settings.bootstrap_servers, Topics(prefix=kafka_settings.topic_prefix).health, total, 90)
+    first = first_seq(tmp_path)
     by_seq: dict[int, set[bytes]] = {}
     for _, value, _ in records:
-        by_seq.setdefault(decode_report(value).seq, set()).add(value)
+        by_seq.setdefault(decode_report(value).seq - first, set()).add(value)
     assert sorted(by_seq) == list(range(total)), "a report was lost across kill -9"
     assert all(len(v) == 1 for v in by_seq.values()), "a duplicate differs from its original: same seq reused"
     logged = log.read_text()
@@ -267,7 +276,7 @@ def test_full_spool_during_outage_keeps_every_event(tmp_path: Path, kafka_settin
     finally:
         stop_agent(agent)
     with Spool(tmp_path / "spool" / "spool.sqlite3", 10**9) as spool:
-        evicted, total, waiting = spool.evicted(), spool.next_seq, spool.count()
+        evicted, total, waiting = spool.evicted(), spool.next_seq - spool.initial_seq, spool.count()
     assert waiting == 0
     assert evicted[Priority.EVENT] == 0
     assert evicted[Priority.ROUTINE] > 50

@@ -60,7 +60,7 @@ def test_producer_config_is_durable_and_carries_scram_and_mtls_settings(tmp_path
 def test_unreachable_broker_keeps_everything_spooled(tmp_path: Path) -> None:
     kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", request_timeout_ms=2_000)
     delivery = Delivery(kafka, DeliverySettings(max_block_ms=1_000, flush_timeout_s=2.0), client_id="t")
-    with Spool(tmp_path / "s.db", 10**6) as spool:
+    with Spool(tmp_path / "s.db", 10**6, initial_seq=0) as spool:
         for _ in range(3):
             spool.append_report(
                 lambda seq: HealthReport(

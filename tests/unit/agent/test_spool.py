@@ -35,20 +35,31 @@ def report(seq: int, event: bool = False, pad: int = 0) -> HealthReport:
 
 def test_sequence_is_allocated_atomically_and_survives_reopen(tmp_path: Path) -> None:
     path = tmp_path / "spool.db"
-    with Spool(path, 10**6) as spool:
+    with Spool(path, 10**6, initial_seq=0) as spool:
         for _ in range(3):
             spool.append_report(lambda seq: report(seq))
         with pytest.raises(RuntimeError):
             spool.append_report(lambda seq: (_ for _ in ()).throw(RuntimeError("collector blew up")))
         assert spool.next_seq == 3  # the failed build consumed nothing
-    with Spool(path, 10**6) as spool:
+    with Spool(path, 10**6, initial_seq=0) as spool:
         assert spool.next_seq == 3
         assert spool.append_report(lambda seq: report(seq)).seq == 3
         assert [r.seq for r in spool.peek(10)] == [0, 1, 2, 3]
 
 
+def test_a_lost_spool_never_makes_the_sequence_go_backwards(tmp_path: Path) -> None:
+    with Spool(tmp_path / "old.db", 10**6) as old:
+        for _ in range(50):
+            old.append_report(lambda seq: report(seq))
+        last_before_loss = old.next_seq - 1
+        assert abs(old.initial_seq - time.time() * 1000) < 60_000, "a new spool numbers from the clock (ms)"
+    time.sleep(0.1)
+    with Spool(tmp_path / "reinstalled.db", 10**6) as new:  # spool wiped, agent reinstalled
+        assert new.append_report(lambda seq: report(seq)).seq > last_before_loss
+
+
 def test_ack_removes_only_acknowledged(tmp_path: Path) -> None:
-    with Spool(tmp_path / "s.db", 10**6) as spool:
+    with Spool(tmp_path / "s.db", 10**6, initial_seq=0) as spool:
         for _ in range(5):
             spool.append_report(lambda seq: report(seq))
         batch = spool.peek(2)
@@ -59,7 +70,7 @@ def test_ack_removes_only_acknowledged(tmp_path: Path) -> None:
 
 def test_routine_evicted_before_events(tmp_path: Path) -> None:
     one = len(report(0).model_dump_json(exclude_none=True)) + len(b"dev-1") + ROW_OVERHEAD_BYTES
-    with Spool(tmp_path / "s.db", max_bytes=one * 5 + 10) as spool:
+    with Spool(tmp_path / "s.db", max_bytes=one * 5 + 10, initial_seq=0) as spool:
         kinds = [True, False, False, True, False, False, False, True]
         for is_event in kinds:
             spool.append_report(lambda seq, e=is_event: report(seq, event=e))
@@ -86,7 +97,7 @@ def test_spool_invariants(
 ) -> None:
     """Whatever happens: under the cap, in seq order, and events only evicted when no routine is left."""
     one = len(report(0, pad=100).model_dump_json(exclude_none=True)) + len(b"dev-1") + ROW_OVERHEAD_BYTES
-    with Spool(tmp_path_factory.mktemp("s") / "s.db", max_bytes=one * cap_records) as spool:
+    with Spool(tmp_path_factory.mktemp("s") / "s.db", max_bytes=one * cap_records, initial_seq=0) as spool:
         allocated = events_evicted_before = 0
         for op, n in ops:
             if op == "ack":
