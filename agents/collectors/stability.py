@@ -17,7 +17,7 @@ import psutil
 
 from fleetpulse.agents.collectors.base import CollectorContext, Section, StateFile, run_tool
 from fleetpulse.agents.parsers import ParseError
-from fleetpulse.agents.parsers.boot import parse_systemd_analyze
+from fleetpulse.agents.parsers.boot import WINDOWS_BOOT_QUERY, parse_systemd_analyze, parse_windows_boot_event
 from fleetpulse.contract import Platform, StabilityHealth
 
 CRASH_DIRS = {
@@ -100,10 +100,13 @@ class StabilityCollector:
         return min(count, MAX_CRASHES_PER_REPORT), newest
 
     def _boot_duration(self) -> float | None:
-        if self.ctx.platform != Platform.LINUX:
-            return None
         try:
-            seconds = parse_systemd_analyze(run_tool(["systemd-analyze", "time"], self.timeout_s).stdout)
+            if self.ctx.platform == Platform.WINDOWS:
+                seconds = parse_windows_boot_event(run_tool(WINDOWS_BOOT_QUERY, self.timeout_s).stdout)
+            elif self.ctx.platform == Platform.LINUX:
+                seconds = parse_systemd_analyze(run_tool(["systemd-analyze", "time"], self.timeout_s).stdout)
+            else:
+                return None
         except (OSError, RuntimeError, ParseError, subprocess.SubprocessError):
             return None  # not systemd, or boot still in progress: try again next boot
         return seconds if seconds <= 3600 else None

@@ -23,3 +23,23 @@ def parse_systemd_analyze(text: str) -> float:
     if not parts:
         raise ParseError(f"no duration in {total!r}")
     return sum(float(value) * _UNIT_SECONDS[unit] for value, unit in parts)
+
+
+WINDOWS_BOOT_QUERY = [
+    "wevtutil",
+    "qe",
+    "Microsoft-Windows-Diagnostics-Performance/Operational",
+    "/q:*[System[(EventID=100)]]",
+    "/c:1",
+    "/rd:true",
+    "/f:xml",
+]
+"""The latest boot-performance event (ID 100); its ``BootTime`` is the boot duration in ms."""
+
+
+def parse_windows_boot_event(xml_text: str) -> float:
+    """``BootTime`` (ms) of a Diagnostics-Performance event 100, in seconds."""
+    match = re.search(r"<Data Name=['\"]BootTime['\"]>\s*(\d+)\s*</Data>", xml_text)
+    if match is None:
+        raise ParseError("no BootTime in the boot performance event (none recorded yet?)")
+    return int(match.group(1)) / 1000.0

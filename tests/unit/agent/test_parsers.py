@@ -18,7 +18,7 @@ from fleetpulse.agents.parsers.battery import (
     parse_upower,
     parse_wmi_battery,
 )
-from fleetpulse.agents.parsers.boot import parse_systemd_analyze
+from fleetpulse.agents.parsers.boot import parse_systemd_analyze, parse_windows_boot_event
 from fleetpulse.agents.parsers.memory import parse_edac_counts, parse_whea_events
 from fleetpulse.agents.parsers.smartctl import parse_smartctl_json, parse_smartctl_text
 from fleetpulse.agents.parsers.thermal import thermal_from_sensors
@@ -119,6 +119,12 @@ def test_systemd_analyze() -> None:
         parse_systemd_analyze("Bootup is not yet finished. Please try again later.")
 
 
+def test_windows_boot_performance_event() -> None:
+    assert parse_windows_boot_event(fixture("wevtutil_boot_event.xml")) == pytest.approx(48.213)
+    with pytest.raises(ParseError):
+        parse_windows_boot_event("")
+
+
 def test_thermal_ignores_disconnected_sensors() -> None:
     temps = {
         "coretemp": [SimpleNamespace(current=61.0), SimpleNamespace(current=66.0)],
@@ -146,6 +152,7 @@ PARSERS = [
     parse_wmi_battery,
     parse_whea_events,
     parse_systemd_analyze,
+    parse_windows_boot_event,
 ]
 
 
