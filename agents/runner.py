@@ -50,7 +50,7 @@ def build_collectors(settings: AgentSettings, identity: Identity, state_dir: Pat
         hash_serial=identity.hash_serial,
         smart_interval_s=settings.smart_interval_s,
     )
-    return [config.build(ctx) for config in settings.collectors]
+    return [config.build_throttled(ctx) for config in settings.collectors]
 
 
 def _error(collector: str, message: str) -> CollectorError:

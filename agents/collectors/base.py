@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,3 +73,31 @@ class StateFile:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
+
+
+class Throttled:
+    """Runs a collector at most every ``interval_s`` (returning nothing in between).
+
+    For signals that change slowly but cost a subprocess on some platforms (``powercfg``,
+    ``wevtutil``): a report a minute must not mean a process a minute.
+    """
+
+    def __init__(self, inner: Collector, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.timeout_s = inner.timeout_s
+        self.interval_s = interval_s
+        self._clock = clock
+        self._last: float | None = None
+
+    def collect(self) -> Section:
+        now = self._clock()
+        if self._last is not None and now - self._last < self.interval_s:
+            return {}
+        self._last = now
+        return self.inner.collect()
+
+    def close(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if callable(close):
+            close()

@@ -6,18 +6,27 @@ model here with its own ``kind`` literal; the discriminated union does the rest.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fleetpulse.agents.collectors.base import Collector, CollectorContext
+from fleetpulse.agents.collectors.base import Collector, CollectorContext, Throttled
 
 
-class _Config(BaseModel):
+class _Config(BaseModel, ABC):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     timeout_s: float = Field(default=20.0, gt=0, le=600, description="the collector is abandoned after this")
+    interval_s: float | None = Field(default=None, ge=0, description="run at most this often; None: every report")
+
+    def build_throttled(self, ctx: CollectorContext) -> Collector:
+        collector = self.build(ctx)
+        return Throttled(collector, self.interval_s) if self.interval_s else collector
+
+    @abstractmethod
+    def build(self, ctx: CollectorContext) -> Collector: ...
 
 
 class SmartConfig(_Config):
@@ -35,6 +44,9 @@ class SmartConfig(_Config):
 
 class BatteryConfig(_Config):
     kind: Literal["battery"] = "battery"
+    interval_s: float | None = Field(
+        default=900.0, ge=0, description="wear changes slowly; powercfg/ioreg cost a process"
+    )
 
     def build(self, ctx: CollectorContext) -> Collector:
         from fleetpulse.agents.collectors.battery import BatteryCollector
@@ -53,6 +65,7 @@ class ThermalConfig(_Config):
 
 class MemoryConfig(_Config):
     kind: Literal["memory"] = "memory"
+    interval_s: float | None = Field(default=900.0, ge=0, description="cumulative counters; wevtutil costs a process")
 
     def build(self, ctx: CollectorContext) -> Collector:
         from fleetpulse.agents.collectors.memory import MemoryCollector

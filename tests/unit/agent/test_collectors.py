@@ -11,12 +11,12 @@ from typing import get_args
 
 import pytest
 
-from fleetpulse.agents.collectors.base import Collector, CollectorContext, Section
+from fleetpulse.agents.collectors.base import Collector, CollectorContext, Section, Throttled
 from fleetpulse.agents.collectors.battery import BatteryCollector
-from fleetpulse.agents.collectors.config import CollectorConfig, SmartConfig, default_collectors
+from fleetpulse.agents.collectors.config import BatteryConfig, CollectorConfig, SmartConfig, default_collectors
 from fleetpulse.agents.collectors.stability import StabilityCollector
 from fleetpulse.agents.runner import CollectorRunner, build_report
-from fleetpulse.contract import CollectorError, DeviceKind, HealthReport, Platform
+from fleetpulse.contract import CollectorError, DeviceKind, HealthReport, MemoryHealth, Platform
 from tests.harness import SHARED_DATA
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "agent"
@@ -82,6 +82,28 @@ class _Bad:
 
     def collect(self) -> Section:
         return {"thermal": "not a thermal record"}
+
+
+def test_throttled_collector_runs_at_most_every_interval() -> None:
+    calls = []
+
+    class _Counting:
+        name = "counting"
+        timeout_s = 1.0
+
+        def collect(self) -> Section:
+            calls.append(1)
+            return {"memory": MemoryHealth(correctable_errors=len(calls))}
+
+    now = [1000.0]
+    throttled = Throttled(_Counting(), 900.0, clock=lambda: now[0])
+    assert isinstance(throttled, Collector)
+    assert throttled.collect()["memory"].correctable_errors == 1
+    now[0] += 899
+    assert throttled.collect() == {}
+    now[0] += 1
+    assert throttled.collect()["memory"].correctable_errors == 2
+    assert isinstance(BatteryConfig().build_throttled(ctx(Path("/nonexistent"))), Throttled)
 
 
 def test_runner_reports_failures_and_timeouts_instead_of_dying() -> None:
