@@ -32,7 +32,7 @@ import logging
 import socket
 import time
 import weakref
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -44,6 +44,7 @@ from fleetpulse.alerts.policy import AlertPolicy
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import Topics, encode
 from fleetpulse.models.registry import ScorerSet, load_scorers
+from fleetpulse.models.state import DeviceState
 from fleetpulse.settings import ServerSettings
 from fleetpulse.streams.kafka_admin import ssl_context
 from fleetpulse.streams.metrics import PipelineMetrics
@@ -103,6 +104,7 @@ class Pipeline:
         self.metrics = metrics
         self.worker = worker
         self.positions: dict[Any, int] = {}
+        self.recent: deque[DeviceState] = deque(maxlen=processor.settings.baseline_sample)
         self.out_topics = {
             name: app.topic(name, key_serializer="raw", value_serializer="raw")
             for name in (topics.scores, topics.alerts, topics.dead_letter)
@@ -166,6 +168,7 @@ class Pipeline:
             if current is not None:
                 self.table[device_id.encode()] = current
 
+        self.recent.extend(record.state for record in result.records.values())
         for raw in raws:
             self.positions[(raw.topic, raw.partition)] = raw.offset + 1
         self.metrics.record_batch(
@@ -176,6 +179,12 @@ class Pipeline:
             scored - started,
             time.perf_counter() - started,
         )
+
+    def refit_baselines(self) -> None:
+        """Cohort baselines of the anomaly scorer from the states this worker saw last (its partitions only)."""
+        if self.recent:
+            self.processor.scorers.fit_baselines(list(self.recent))
+            log.info("anomaly baselines refitted", extra={"fields": {"states": len(self.recent)}})
 
     def consumer_lag(self) -> int:
         """Messages behind the partition ends, over this worker's assigned input partitions."""
@@ -279,6 +288,12 @@ def create_app(
     @app.timer(interval=s.stats_interval_s)  # type: ignore[misc,untyped-decorator]
     async def stats() -> None:
         await pipeline.report_stats()
+
+    if s.baseline_refit_s > 0:
+
+        @app.timer(interval=s.baseline_refit_s)  # type: ignore[misc,untyped-decorator]
+        async def refit() -> None:
+            pipeline.refit_baselines()
 
     @app.page("/metrics")  # type: ignore[misc,untyped-decorator]
     async def metrics_page(web: Any, request: Any) -> Any:

@@ -67,5 +67,14 @@ class StreamSettings(BaseModel):
             "unless they carry a health event (SMART change, crash): features are daily, scores barely move"
         ),
     )
+    baseline_refit_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description=(
+            "how often the anomaly scorer's cohort baselines are refitted from recently seen device states "
+            "(0: never, priors only; makes anomaly scores independent of processing history)"
+        ),
+    )
+    baseline_sample: int = Field(default=2000, ge=1, description="recent device states kept for the refit")
     stats_interval_s: float = Field(default=10.0, gt=0, description="how often pipeline stats go to the TSDB")
     tsdb: InfluxV2Sink | NoSink = Field(default_factory=InfluxV2Sink, discriminator="kind")

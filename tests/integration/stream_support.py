@@ -26,6 +26,8 @@ from fleetpulse.streams.settings import StreamSettings
 from tests.harness import free_port
 
 APP_ID = "fleetpulse"
+RULES_ONLY = ModelSettings(registry_dir=Path("/nonexistent/fleetpulse-rules-only"))
+"""Worker and replay must score with the same models: never a registry another run trained."""
 
 
 def group_id(kafka: KafkaSettings) -> str:
@@ -50,6 +52,7 @@ def Worker(
         "rebalance_timeout_s": 10,
         "stats_interval_s": 2,
         "batch_max": 100,
+        "baseline_refit_s": 0,  # anomaly scores from priors only: a replay from scratch must match exactly
         "tsdb__kind": "influxdb2" if tsdb_url else "none",
     }
     if tsdb_url:
@@ -58,7 +61,7 @@ def Worker(
         kafka,
         streams,
         data_dir.with_suffix(f".{instance}.log"),
-        extra_env={"FLEETPULSE_MODELS__REGISTRY_DIR": str(data_dir / "no-models")},
+        extra_env={"FLEETPULSE_MODELS__REGISTRY_DIR": str(RULES_ONLY.registry_dir)},
     )
 
 
@@ -136,7 +139,7 @@ class Replay:
 def replay_from_scratch(kafka: KafkaSettings) -> Replay:
     """The pure processor over every input record (inventory first), one partition at a time."""
     topics = Topics(prefix=kafka.topic_prefix)
-    processor = Processor(StreamSettings(), topics, load_scorers(ModelSettings()), AlertPolicy())
+    processor = Processor(StreamSettings(), topics, load_scorers(RULES_ONLY), AlertPolicy())
     table: dict[str, DeviceRecord] = {}
     alert_ids: set[str] = set()
     dead = 0

@@ -232,10 +232,9 @@ def test_topics_are_created_with_explicit_partitions_and_compacted_inventory(kaf
     topics = Topics(prefix=kafka_settings.topic_prefix)
     admin = KafkaAdminClient(bootstrap_servers=kafka_settings.bootstrap_servers)
     try:
-        described = {t["topic"]: len(t["partitions"]) for t in admin.describe_topics(topics.all())}
+        described = {t["name"]: len(t["partitions"]) for t in admin.describe_topics(topics.all())}
         assert described == dict.fromkeys(topics.all(), 12)
-        [config] = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topics.inventory)])
-        entries = {c[0]: c[1] for c in config.resources[0][4]}
-        assert entries["cleanup.policy"] == "compact"
+        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topics.inventory)])
+        assert configs["topic"][topics.inventory]["cleanup.policy"]["value"] == "compact"
     finally:
         admin.close()

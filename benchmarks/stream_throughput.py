@@ -1,0 +1,121 @@
+"""Sustained events/s of the full stream pipeline vs a raw aiokafka consume-and-deserialize loop.
+
+Both read the same messages from the real local Kafka in the same run:
+
+* ceiling: one aiokafka consumer, ``decode_report``/``decode(DeviceInventory)`` per record, nothing else;
+* pipeline: one ``fleetpulse worker`` process (RocksDB table, 12 partitions): validate, dedup,
+  state, features, score (rule scorers), alert policy, emit scores/alerts/dead letters,
+  changelog writes, TSDB points built (sink ``none`` unless ``--tsdb-url``).
+
+Usage: python benchmarks/stream_throughput.py --bootstrap 127.0.0.1:19092 --devices 20000 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from aiokafka import AIOKafkaConsumer
+from stream_common import Fleet, add_kafka_args, create_topics, kafka_settings, producer, start_worker, wait_processed
+
+from fleetpulse.config import KafkaSettings
+from fleetpulse.contract import DeviceInventory, Topics, decode, decode_report
+
+
+async def ceiling(kafka: KafkaSettings, topics: Topics, total: int) -> tuple[float, int]:
+    """events/s of consume + deserialize, timed from the first record to the last."""
+    consumer = AIOKafkaConsumer(
+        topics.inventory,
+        topics.health,
+        topics.mobile,
+        bootstrap_servers=kafka.bootstrap_servers,
+        group_id=f"ceiling-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=5000,
+    )
+    await consumer.start()
+    seen, first = 0, None
+    try:
+        while seen < total:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            for tp, messages in batches.items():
+                if first is None and messages:
+                    first = time.perf_counter()
+                for m in messages:
+                    if tp.topic == topics.inventory:
+                        decode(m.value, DeviceInventory)
+                    else:
+                        decode_report(m.value)
+                seen += len(messages)
+        assert first is not None
+        return seen / (time.perf_counter() - first), seen
+    finally:
+        await consumer.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_kafka_args(parser)
+    parser.add_argument("--devices", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=5, help="reports per device, one minute apart")
+    parser.add_argument("--tsdb-url", default=None, help="write points to this InfluxDB v2 / VictoriaMetrics URL")
+    args = parser.parse_args()
+
+    kafka = kafka_settings(args.bootstrap)
+    topics = Topics(prefix=kafka.topic_prefix)
+    create_topics(kafka)
+    fleet = Fleet.simulate(args.devices, topics)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=args.rounds + 1)
+    prod = producer(kafka)
+    for key, value in fleet.inventory:
+        prod.send(topics.inventory, key=key, value=value)
+    for r in range(args.rounds):
+        for topic, key, value in fleet.payloads(r, start + timedelta(minutes=r)):
+            prod.send(topic, key=key, value=value)
+    prod.flush()
+    prod.close()
+    total = len(fleet.inventory) + args.rounds * len(fleet.templates)
+    print(
+        f"published {total} records ({len(fleet.inventory)} inventory, {args.rounds} rounds) to {kafka.bootstrap_servers}"
+    )
+
+    raw_rate, seen = asyncio.run(ceiling(kafka, topics, total))
+    print(f"ceiling  (aiokafka consume + pydantic decode): {raw_rate:10.0f} events/s over {seen} records")
+
+    extra = {"tsdb__kind": "influxdb2", "tsdb__url": args.tsdb_url} if args.tsdb_url else {}
+    worker = start_worker(kafka, **extra)
+    try:
+        worker.wait_ready(timeout=120)
+        first, done = wait_processed(worker, total, timeout=3600)
+        metrics = worker.metrics()
+    finally:
+        worker.stop()
+    rate = total / (done - first)
+    scores = sum(
+        float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("fleetpulse_stream_scores_total")
+    )
+    print(f"pipeline (one worker process, RocksDB, full):    {rate:10.0f} events/s")
+    print(f"ratio pipeline/ceiling: {rate / raw_rate:.1%}   scores emitted: {scores:.0f}")
+    print(
+        json.dumps(
+            {
+                "devices": args.devices,
+                "rounds": args.rounds,
+                "records": total,
+                "ceiling_eps": round(raw_rate),
+                "pipeline_eps": round(rate),
+                "ratio": round(rate / raw_rate, 3),
+                "scores": int(scores),
+                "tsdb": bool(args.tsdb_url),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
