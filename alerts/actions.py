@@ -123,3 +123,13 @@ def recommend(component: Component, kind: DeviceKind | None, inventory: DeviceIn
         text=f"Replace the {part}; the device stays in service (no new device needed).{backup}",
         co2e_avoided_kg=avoided,
     )
+
+
+STORM_PREFIX = (
+    "Fleet-wide problem: rule out the common cause (firmware, driver, cabling, batch) before swapping parts. "
+)
+
+
+def storm_first(text: str) -> str:
+    """Many identical alerts at once point to one cause; parts are swapped only once that is ruled out."""
+    return text if text.startswith(STORM_PREFIX) else STORM_PREFIX + text

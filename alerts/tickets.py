@@ -106,7 +106,7 @@ class TicketService:
                 for ticket in open_tickets:
                     plan = actions.recommend(Component(ticket.component), None, inventory, ticket.opened_at.date())
                     ticket.action_kind = plan.kind
-                    ticket.recommended_action = plan.text
+                    ticket.recommended_action = actions.storm_first(plan.text) if ticket.storm_group else plan.text
                     ticket.co2e_avoided_kg = plan.co2e_avoided_kg
         return applied
 
@@ -324,6 +324,7 @@ class TicketService:
 
     def _join(self, session: Session, group: StormGroup, ticket: TicketRow, at: datetime) -> None:
         ticket.storm_group = group.group_id
+        ticket.recommended_action = actions.storm_first(ticket.recommended_action)
         group.member_count += 1
         group.last_at = max(group.last_at, at)
         self._event(session, ticket.id, at, "storm_grouped", f"grouped into fleet-wide problem {group.group_id}")

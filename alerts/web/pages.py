@@ -39,6 +39,7 @@ def queue(
     department: FilterText = None,
     component: Component | None = None,
     model: FilterText = None,
+    storm_group: FilterText = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> HTMLResponse:
     """The ticket queue, most urgent first, with filters, bulk approve and CSV export."""
@@ -56,12 +57,14 @@ def queue(
         department=department or None,
         component=component,
         device_model=model or None,
+        storm_group=storm_group or None,
     )
     query = {
         "site": site,
         "department": department,
         "component": component.value if component else None,
         "model": model,
+        "storm_group": storm_group,
     }
     export_query = [(k, v) for k, v in query.items() if v] + [("state", s.value) for s in states]
     return _render(

@@ -168,6 +168,7 @@ def test_storm_groups_a_fleet_wide_spike_into_one_problem(store: TicketStore) ->
     assert storms[0].device_model == "EliteBook 840 G8"
     grouped = store.list_tickets(TicketFilter(storm_group=storms[0].group_id), limit=100)
     assert len(grouped) == 40
+    assert all(t.recommended_action.startswith("Fleet-wide problem: rule out the common cause") for t in grouped)
     outbox = store.outbox()
     # 4 single tickets before the threshold was reached, 1 grouped problem, 1 unrelated ticket: not 41
     assert sorted(r.subject for r in outbox) == ["storm"] + ["ticket"] * 5

@@ -22,6 +22,7 @@ import uvicorn
 
 from fleetpulse.alerts.api import create_app
 from fleetpulse.alerts.store.repository import TicketStore
+from fleetpulse.alerts.storm import StormPolicy
 from fleetpulse.alerts.tickets import TicketService
 from fleetpulse.alerts.web.browser import Cdp, basic_auth, chromium_page, screenshot_pages
 from fleetpulse.contract.v1 import Component, DeviceKind, Factor, RiskScore, TicketState
@@ -82,7 +83,22 @@ def populate(service: TicketService) -> None:
                 days_to_failure_low=40 - n * 4,
                 days_to_failure_high=90 - n * 5,
                 factors=factors,
-                at=T0 + timedelta(days=13),
+                at=T0 + timedelta(days=13, hours=2 * n),  # spread out: independent failures, no storm
+            ),
+            NOW,
+        )
+    for n in range(5):  # a fleet-wide spike: same model, same main signal, within minutes
+        service.apply_inventory(make_inventory(f"st-{n}", model="EliteBook 840 G8", site="Depot", department="IT"))
+        service.apply_alert(
+            make_alert(
+                f"st-{n}",
+                i=n,
+                risk=0.52,
+                days_to_failure=None,
+                days_to_failure_low=None,
+                days_to_failure_high=None,
+                factors=[Factor(feature="udma_crc_errors", value=900, contribution=0.5, text="900 CRC errors")],
+                at=T0 + timedelta(days=13, minutes=n),
             ),
             NOW,
         )
@@ -90,7 +106,7 @@ def populate(service: TicketService) -> None:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, TicketStore]]:
-    settings = api_settings(f"sqlite:///{tmp_path}/tickets.db")
+    settings = api_settings(f"sqlite:///{tmp_path}/tickets.db").model_copy(update={"storm": StormPolicy(threshold=4)})
     store = TicketStore.open(settings.store_url)
     populate(TicketService(store, settings))
     port = free_port()
@@ -150,6 +166,13 @@ async def drive(base: str, ws_url: str) -> dict[str, Any]:
         )
         seen["shot_approved"] = await cdp.screenshot(ARTIFACTS / "tickets-bulk-approved.png")
 
+        seen["storms"] = await cdp.js("[...document.querySelectorAll('section.storms li')].map(e => e.innerText)")
+        await cdp.js("document.querySelector('section.storms a').click()")
+        await cdp.wait_for("location.search.includes('storm_group') && document.readyState === 'complete'")
+        seen["storm_rows"] = await cdp.js(
+            "[...document.querySelectorAll('#queue tbody tr')].map(r => r.children[2].textContent.trim())"
+        )
+
         await cdp.navigate(base + "/devices/dev-08")
         seen["plot_lines"] = await cdp.js("document.querySelectorAll('#history svg polyline').length")
         seen["plot_points"] = await cdp.js(
@@ -157,6 +180,12 @@ async def drive(base: str, ws_url: str) -> dict[str, Any]:
         )
         seen["device_text"] = await cdp.js("document.querySelector('main').innerText")
         seen["shot_device"] = await cdp.screenshot(ARTIFACTS / "tickets-device.png")
+        await cdp.js(
+            "window.beforeReload = true; const f = document.querySelector('form.transition'); f.elements.to.value = 'ordered';"
+            "f.elements.note.value = 'ordered battery from vendor'; f.querySelector('button').click()"
+        )
+        await cdp.wait_for("!window.beforeReload && document.readyState === 'complete'")  # reloads after a change
+        seen["device_state"] = await cdp.js("document.querySelector('article.ticket .state').textContent")
         seen["errors"] = cdp.errors()
     return seen
 
@@ -168,7 +197,7 @@ def test_fleet_manager_page_in_headless_chromium(server: tuple[str, TicketStore]
 
     assert seen["title"] == "Ticket queue · fleetpulse"
     ranks = {"critical": 3, "high": 2, "medium": 1, "low": 0}
-    assert len(seen["urgencies"]) == 9
+    assert len(seen["urgencies"]) == 14
     assert [ranks[u] for u in seen["urgencies"]] == sorted((ranks[u] for u in seen["urgencies"]), reverse=True)
     assert seen["filtered"] == ["dev-07", "dev-01"]  # Library batteries, most urgent first
     assert seen["filter_selected"] == "Library"
@@ -180,11 +209,24 @@ def test_fleet_manager_page_in_headless_chromium(server: tuple[str, TicketStore]
     assert seen["status"] == "Approved 2 ticket(s)."
     approved = [int(t) for t in seen["approved_rows"]]
     assert approved == [int(t) for t in seen["devices"][:2]]
-    for ticket_id in approved:
-        assert store.get_ticket(ticket_id).state is TicketState.APPROVED  # type: ignore[union-attr]
-        last = store.ticket_events(ticket_id)[-1]
-        assert (last.actor, last.to_state) == ("fm", "approved")
+    for ticket_id in approved:  # approved in the browser (dev-08 was then ordered on its device page)
+        assert store.get_ticket(ticket_id).state in (TicketState.APPROVED, TicketState.ORDERED)  # type: ignore[union-attr]
+        transitions = [(e.actor, e.to_state) for e in store.ticket_events(ticket_id) if e.kind == "transition"]
+        assert transitions[0] == ("fm", "approved")
 
+    assert len(seen["storms"]) == 1
+    assert "5 EliteBook 840 G8 devices" in seen["storms"][0]
+    assert "udma_crc_errors" in seen["storms"][0]
+    assert sorted(seen["storm_rows"]) == [f"st-{n}" for n in range(5)]
+    assert seen["device_state"] == "ordered"
+    dev08 = next(t for t in store.list_tickets() if t.device_id == "dev-08")
+    last = store.ticket_events(dev08.id)[-1]
+    assert (last.actor, last.from_state, last.to_state, last.note) == (
+        "fm",
+        "approved",
+        "ordered",
+        "ordered battery from vendor",
+    )
     assert seen["plot_lines"] == 1
     assert seen["plot_points"] == 14 * 4  # one point per 6 h over 14 days, the 1 h downsampling keeps all
     assert "Fire Station" in seen["device_text"]
