@@ -7,7 +7,7 @@ macros filled in ('All' selected) and prints, per dashboard, the time of all its
 queries run one after another and the slowest one. The baseline,
 measured side by side, is the same queries on the 24-device test fleet: the ratio
 shows how query cost scales with fleet size. Also prints points and line-protocol
-bytes per device-report, the numbers storage sizing starts from.
+bytes per report (telemetry) and per scoring (scores), the numbers storage sizing starts from.
 
     python benchmarks/dashboard_queries.py --devices 2000 --url http://127.0.0.1:18086
 """
@@ -18,39 +18,40 @@ import argparse
 import statistics
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import httpx
 
 from fleetpulse.dashboards.build import build_all
 from fleetpulse.dashboards.queries import dashboard_queries, fill_macros
 from fleetpulse.dashboards.sample import DRILL_DEVICE, END, START, STEP, iter_points
-from fleetpulse.dashboards.schema import EXTRA_MEASUREMENTS
 
 ALL = {"site": ".*", "device_model": ".*", "worker": ".*", "model_name": ".*", "component": ".*"}
 VARIABLES = {**ALL, "threshold": "0.5", "device_id": DRILL_DEVICE}
 
 
-def load(client: httpx.Client, database: str, devices: int) -> tuple[int, int, int, float]:
-    """Write the fleet; returns (all points, device-derived points, their line-protocol bytes, seconds)."""
+TELEMETRY = ("device", "disk", "battery")
+SCORES = ("risk", "alert")
+
+
+def load(client: httpx.Client, database: str, devices: int) -> tuple[int, Counter[str], Counter[str], float]:
+    """Write the fleet; returns (points, points per measurement, line-protocol bytes per measurement, seconds)."""
     client.post("/query", params={"q": f'CREATE DATABASE "{database}"'}).raise_for_status()
-    operational = {m.name for m in EXTRA_MEASUREMENTS}
     batch: list[str] = []
-    points = device_points = device_bytes = 0
+    counts: Counter[str] = Counter()
+    sizes: Counter[str] = Counter()
     t0 = time.perf_counter()
     for point in iter_points(devices):
         line = point.to_line_protocol()
         batch.append(line)
-        points += 1
-        if point.measurement not in operational:
-            device_points += 1
-            device_bytes += len(line) + 1
+        counts[point.measurement] += 1
+        sizes[point.measurement] += len(line) + 1
         if len(batch) == 5000:
             client.post("/write", params={"db": database}, content="\n".join(batch)).raise_for_status()
             batch.clear()
     if batch:
         client.post("/write", params={"db": database}, content="\n".join(batch)).raise_for_status()
-    return points, device_points, device_bytes, time.perf_counter() - t0
+    return sum(counts.values()), counts, sizes, time.perf_counter() - t0
 
 
 def time_dashboards(client: httpx.Client, database: str, repeats: int) -> dict[str, tuple[float, float, str]]:
@@ -90,12 +91,16 @@ def main() -> None:
         for label, devices in (("baseline", 24), ("fleet", args.devices)):
             database = f"fp_bench_{uuid.uuid4().hex[:8]}"
             try:
-                points, device_points, device_bytes, load_s = load(client, database, devices)
+                points, counts, sizes, load_s = load(client, database, devices)
                 reports = devices * reports_per_device
+                per = {
+                    kind: (sum(counts[m] for m in ms) / reports, sum(sizes[m] for m in ms) / reports)
+                    for kind, ms in (("telemetry", TELEMETRY), ("scores", SCORES))
+                }
                 print(
                     f"{label}: {devices:,} devices, {reports:,} reports -> {points:,} points written in {load_s:.1f} s "
-                    f"= {points / load_s:,.0f} points/s (one HTTP client, batches of 5000); per report "
-                    f"{device_points / reports:.1f} points, {device_bytes / reports:,.0f} B line protocol"
+                    f"= {points / load_s:,.0f} points/s (one HTTP client, batches of 5000); per report: "
+                    + ", ".join(f"{kind} {n:.1f} points {b:,.0f} B" for kind, (n, b) in per.items())
                 )
                 results[label] = time_dashboards(client, database, args.repeats)
             finally:
