@@ -102,6 +102,7 @@ def run(
 ) -> None:
     """Run the agent: collect every interval, spool on disk, deliver to Kafka."""
     import logging
+    import sqlite3
 
     from fleetpulse.agents.identity import build_identity
     from fleetpulse.agents.runner import Agent, build_collectors
@@ -109,7 +110,11 @@ def run(
     settings = _settings(ctx)
     ident = build_identity(settings.identity)
     state_dir = settings.spool_dir / "state"
-    agent = Agent(settings, ident, build_collectors(settings, ident, state_dir))
+    try:
+        agent = Agent(settings, ident, build_collectors(settings, ident, state_dir))
+    except (OSError, sqlite3.Error) as exc:
+        typer.echo(f"error: cannot open the spool in {settings.spool_dir}: {exc}", err=True)
+        raise typer.Exit(1) from None
 
     def _stop(signum: int, _frame: Any) -> None:
         logging.getLogger(__name__).info("stopping", extra={"fields": {"signal": signum}})

@@ -140,7 +140,6 @@ class Agent:
         collectors: list[Collector],
         *,
         kind: DeviceKind | None = None,
-        delivery_factory: Callable[[], Delivery] | None = None,
     ) -> None:
         self.settings = settings
         self.identity = identity
@@ -149,9 +148,6 @@ class Agent:
         self.runner = CollectorRunner(collectors)
         self.spool_path = settings.spool_dir / SPOOL_FILE
         self.spool = Spool(self.spool_path, settings.spool_max_bytes)
-        self._delivery_factory = delivery_factory or (
-            lambda: Delivery(settings.kafka, settings.delivery, client_id=f"fleetpulse-agent-{identity.device_id[:16]}")
-        )
         self.stop_event = threading.Event()
         self._wake = threading.Event()
         self._collection_done = threading.Event()
@@ -187,7 +183,9 @@ class Agent:
 
     def _deliver_forever(self) -> None:
         spool = Spool(self.spool_path, self.settings.spool_max_bytes)
-        delivery = self._delivery_factory()
+        delivery = Delivery(
+            self.settings.kafka, self.settings.delivery, client_id=f"fleetpulse-agent-{self.identity.device_id[:16]}"
+        )
         backoff = Backoff(self.settings.delivery.backoff_initial_s, self.settings.delivery.backoff_max_s)
         try:
             while not self.stop_event.is_set():

@@ -125,3 +125,17 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     out = agent_cli("--config", str(bad), "config", "show")
     assert out.returncode == 2
     assert "invalid configuration" in out.stderr
+
+
+def test_run_with_unusable_spool_dir_fails_clearly(tmp_path: Path, machine_id: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    out = agent_cli(
+        "run",
+        env={
+            "FLEETPULSE_AGENT_SPOOL_DIR": str(blocker / "spool"),
+            "FLEETPULSE_AGENT_IDENTITY__MACHINE_ID_FILE": str(machine_id),
+        },
+    )
+    assert out.returncode == 1
+    assert "cannot open the spool" in out.stderr
