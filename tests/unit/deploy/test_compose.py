@@ -17,6 +17,7 @@ import jsonschema
 import pytest
 import yaml
 
+from fleetpulse.config import load_settings
 from fleetpulse.contract import Topics
 from fleetpulse.dashboards.settings import GrafanaSettings
 from fleetpulse.settings import ServerSettings
@@ -167,3 +168,17 @@ def test_shell_scripts_pass_shellcheck() -> None:
     ]
     proc = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_app_services_get_valid_settings(service: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compose environment (with .env values stood in) loads into the real settings."""
+    env = SERVICES[service]["environment"]
+    assert env["FLEETPULSE_CONFIG"] == "/etc/fleetpulse/server.toml"
+    for name, value in env.items():
+        if name.startswith("FLEETPULSE_") and name != "FLEETPULSE_CONFIG":
+            monkeypatch.setenv(name, re.sub(r"\$\{\w+(:[?-][^}]*)?\}", "dummy", str(value)))
+    settings = load_settings(ServerSettings, COMPOSE_DIR / "server.toml")
+    assert settings.alerts.store_url == "postgresql+psycopg://fleetpulse:dummy@postgres:5432/fleetpulse"
+    assert settings.streams.tsdb.kind == "influxdb2"
+    assert {c["target"] for c in SERVICES[service]["configs"]} == {"/etc/fleetpulse/server.toml"}

@@ -18,6 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from fleetpulse.config import load_settings
 from fleetpulse.contract import Topics
 from fleetpulse.dashboards.build import build_all, render
 from fleetpulse.settings import ServerSettings
@@ -277,3 +278,47 @@ def test_yaml_lints_clean() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stdout
+
+
+def _container_env(container: dict[str, Any]) -> dict[str, str]:
+    """The environment Kubernetes would give the container: Secrets stand in as dummies, $(VAR) expanded."""
+    env: dict[str, str] = {}
+    for item in container.get("env", []):
+        if "value" in item:
+            value = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], item["value"])
+        else:
+            key = item["valueFrom"]["secretKeyRef"]["key"]
+            value = "[]" if key.endswith(".json") else "dummy-secret"
+        env[item["name"]] = value
+    return env
+
+
+@pytest.mark.parametrize(
+    "workload", ["fleetpulse-worker", "fleetpulse-tickets", "fleetpulse-api", "fleetpulse-db-upgrade"]
+)
+def test_fleetpulse_containers_get_valid_settings(workload: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every FLEETPULSE_* variable the manifests set is a real settings path with an acceptable value."""
+    (doc,) = [
+        d
+        for d in build("overlays/production")
+        if d["kind"] in ("Deployment", "Job") and d["metadata"]["name"] == workload
+    ]
+    (container,) = doc["spec"]["template"]["spec"]["containers"]
+    env = _container_env(container)
+    assert env["FLEETPULSE_CONFIG"] == "/etc/fleetpulse/server.toml"
+    for name, value in env.items():
+        if name.startswith("FLEETPULSE_") and name != "FLEETPULSE_CONFIG":
+            monkeypatch.setenv(name, value)
+    settings = load_settings(ServerSettings, K8S / "base" / "server.toml")
+    if "FLEETPULSE_ALERTS__STORE_URL" in env:
+        assert settings.alerts.store_url.startswith(
+            "postgresql+psycopg://fleetpulse:dummy-secret@fleetpulse-pg-rw:5432/"
+        )
+    if "FLEETPULSE_KAFKA__SASL_USERNAME" in env:
+        assert settings.kafka.sasl_username == env["FLEETPULSE_KAFKA__SASL_USERNAME"]
+        assert settings.kafka.sasl_password is not None
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert "/etc/fleetpulse" in mounts
+    if "FLEETPULSE_KAFKA__SASL_USERNAME" in env:  # Kafka clients also need the cluster CA
+        assert settings.kafka.ssl_cafile is not None
+        assert str(settings.kafka.ssl_cafile.parent) in mounts
