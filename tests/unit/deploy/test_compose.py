@@ -182,3 +182,9 @@ def test_app_services_get_valid_settings(service: str, monkeypatch: pytest.Monke
     assert settings.alerts.store_url == "postgresql+psycopg://fleetpulse:dummy@postgres:5432/fleetpulse"
     assert settings.streams.tsdb.kind == "influxdb2"
     assert {c["target"] for c in SERVICES[service]["configs"]} == {"/etc/fleetpulse/server.toml"}
+
+
+def test_every_service_bounds_its_logs() -> None:
+    for name, service in SERVICES.items():
+        assert service["logging"]["driver"] == "json-file", name
+        assert service["logging"]["options"]["max-size"] == "10m", name
