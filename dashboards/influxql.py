@@ -94,10 +94,6 @@ class InfluxQL(cogbuilder.Builder[InfluxQLQuery]):
         self._internal.ref_id = ref_id
         return self
 
-    def datasource(self, ref: dm.DataSourceRef) -> Self:
-        self._internal.datasource = ref
-        return self
-
     def table(self) -> Self:
         self._internal.result_format = "table"
         return self
