@@ -160,7 +160,7 @@ class Agent:
         report = self.spool.append_report(
             lambda seq: build_report(seq, self.identity.device_id, self.kind, self.platform, collected_at, section)
         )
-        log.info(
+        log.debug(
             "report spooled",
             extra={
                 "fields": {
@@ -193,8 +193,10 @@ class Agent:
                 if spool.count():
                     result = delivery.drain(spool)
                     if result.error is None:
+                        if backoff.failures:
+                            log.info("delivery recovered", extra={"fields": {"delivered": result.delivered}})
                         backoff.succeeded()
-                        log.info("spool drained", extra={"fields": {"delivered": result.delivered}})
+                        log.debug("spool drained", extra={"fields": {"delivered": result.delivered}})
                     else:
                         delay = backoff.failed(time.monotonic())
                         log.warning(

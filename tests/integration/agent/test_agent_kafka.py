@@ -233,7 +233,7 @@ def test_kill_9_during_sending_loses_nothing(tmp_path: Path, kafka_settings: Kaf
     assert sorted(by_seq) == list(range(total)), "a report was lost across kill -9"
     assert all(len(v) == 1 for v in by_seq.values()), "a duplicate differs from its original: same seq reused"
     logged = log.read_text()
-    assert "report spooled" in logged
+    assert "agent started" in logged
     assert FLEET_SECRET not in logged
     assert KAFKA_PASSWORD not in logged
     duplicates = len(records) - total
