@@ -77,7 +77,10 @@ DEVICE_FEATURES: tuple[str, ...] = (
 
 def points(series: DailySeries, column: str) -> list[tuple[int, float]]:
     """(day, value) pairs of the days that have a value in ``column``."""
-    return [(d, v) for d, v in zip(series.days, series.column(column), strict=True) if v is not None]
+    col = series.columns.get(column)
+    if col is None:
+        return []
+    return [(d, v) for d, v in zip(series.days, col, strict=True) if v is not None]
 
 
 def window_delta(pts: Sequence[tuple[int, float]], window: int) -> float:
@@ -114,24 +117,34 @@ def growth_days(pts: Sequence[tuple[int, float]], window: int) -> float:
     return float(sum(1 for (_, a), (d, b) in itertools.pairwise(pts) if d > last_day - window and b > a))
 
 
+def _counter_features(feature: str, pts: Sequence[tuple[int, float]], out: dict[str, float]) -> None:
+    """Deltas, 30-day slope and growth days of one counter (one pass; hot in training replays)."""
+    if not pts:
+        for w in WINDOWS:
+            out[f"{feature}_delta_{w}d"] = NAN
+        out[f"{feature}_slope_30d"] = NAN
+        out[f"{feature}_growth_days_30d"] = NAN
+        return
+    for w in WINDOWS:
+        out[f"{feature}_delta_{w}d"] = window_delta(pts, w)
+    out[f"{feature}_slope_30d"] = window_slope(pts, 30)
+    out[f"{feature}_growth_days_30d"] = growth_days(pts, 30)
+
+
 def disk_features(disk: DiskHistory) -> dict[str, float]:
     series = disk.series
     out: dict[str, float] = {}
     for feature, column in CURRENT_DISK.items():
         pts = points(series, column)
         out[feature] = pts[-1][1] if pts else NAN
+        if feature in GROWTH_COUNTERS:
+            _counter_features(feature, pts, out)
     spare, threshold = out["available_spare_pct"], NAN
     thr_pts = points(series, "available_spare_threshold_pct")
     if thr_pts:
         threshold = thr_pts[-1][1]
     out["spare_margin_pct"] = spare - threshold if not (math.isnan(spare) or math.isnan(threshold)) else NAN
     out["history_days"] = float(series.days[-1] - series.days[0] + 1) if series.days else 0.0
-    for feature, column in GROWTH_COUNTERS.items():
-        pts = points(series, column)
-        for w in WINDOWS:
-            out[f"{feature}_delta_{w}d"] = window_delta(pts, w)
-        out[f"{feature}_slope_30d"] = window_slope(pts, 30)
-        out[f"{feature}_growth_days_30d"] = growth_days(pts, 30)
     return out
 
 

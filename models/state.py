@@ -113,10 +113,14 @@ class DailySeries(BaseModel):
             if value is None:
                 continue
             how = merge[name]
-            col = self.columns.setdefault(name, [None] * len(self.days))
+            if name not in self.columns:
+                self.columns[name] = [None] * len(self.days)
+            col = self.columns[name]
             old = col[index]
             if how == "mean":
-                counts = self.columns.setdefault(f"{name}__n", [None] * len(self.days))
+                counts = self.columns.get(f"{name}__n")
+                if counts is None:
+                    counts = self.columns[f"{name}__n"] = [None] * len(self.days)
                 n = counts[index] or 0.0
                 col[index] = float(value) if old is None or n == 0.0 else old + (value - old) / (n + 1.0)
                 counts[index] = n + 1.0

@@ -6,7 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from fleetpulse.contract import BatteryHealth, Component, DiskHealth, HealthReport, RiskScore, ScorerRole
+from fleetpulse.contract import (
+    BatteryHealth,
+    Component,
+    DiskHealth,
+    HealthReport,
+    RiskScore,
+    ScorerRole,
+    StabilityHealth,
+)
 from fleetpulse.models.base import Scorer
 from fleetpulse.models.registry import ScorerSet, load_scorers, rule_scorers
 from fleetpulse.models.settings import ModelSettings
@@ -40,6 +48,7 @@ def fleet() -> list[DeviceState]:
                     )
                 ],
                 battery=BatteryHealth(design_capacity=50, full_charge_capacity=48 - 0.001 * day),
+                stability=StabilityHealth(crashes=0, boot_duration_s=20.0),
             ),
         )
         failing = apply_report(
@@ -61,6 +70,7 @@ def fleet() -> list[DeviceState]:
                     DiskHealth(name="sdb", serial_hash="s2", smart_passed=False),
                 ],
                 battery=BatteryHealth(design_capacity=50, full_charge_capacity=45 - 0.1 * day),
+                stability=StabilityHealth(crashes=3 if day > 110 else 0, boot_duration_s=20.0 + day),
             ),
         )
     assert healthy is not None
@@ -74,8 +84,8 @@ def all_scorers() -> list[Scorer]:
     return [*found.champions, *found.challengers, *loaded.champions, *loaded.challengers]
 
 
-@pytest.mark.parametrize("scorer", all_scorers(), ids=lambda s: f"{s.name}:{s.version}")
-def test_scorer_conformance(scorer: Scorer) -> None:
+def check_conformance(scorer: Scorer) -> None:
+    """What the stream processor relies on, for any scorer."""
     assert isinstance(scorer, Scorer)
     assert scorer.name
     assert scorer.version
@@ -103,12 +113,20 @@ def test_scorer_conformance(scorer: Scorer) -> None:
     assert bad > good
 
 
+@pytest.mark.parametrize("scorer", all_scorers(), ids=lambda s: f"{s.name}:{s.version}")
+def test_scorer_conformance(scorer: Scorer) -> None:
+    check_conformance(scorer)
+
+
 def test_scorer_set_labels_roles() -> None:
     rules = rule_scorers()
     both = ScorerSet(champions=rules.champions[:1], challengers=rules.champions[1:])
-    scores = both.score(fleet(), NOW)
-    roles = {(s.component, s.role) for s in scores}
-    assert roles == {(Component.DISK, ScorerRole.CHAMPION), (Component.BATTERY, ScorerRole.CHALLENGER)}
+    roles = {(s.component, s.role) for s in both.score(fleet(), NOW)}
+    assert roles == {
+        (Component.DISK, ScorerRole.CHAMPION),
+        (Component.BATTERY, ScorerRole.CHALLENGER),
+        (Component.DEVICE, ScorerRole.CHALLENGER),
+    }
 
 
 def test_disk_rule_explains_flags_in_plain_words() -> None:

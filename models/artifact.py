@@ -1,0 +1,205 @@
+"""Versioned model artifacts: ``model.skops`` + ``metadata.json``, and the scorer serving them.
+
+Loading never trusts the file: the skops dump may only contain the types in
+``TRUSTED_TYPES`` (an explicit list in code, not read from the artifact), and the
+file's SHA-256 must match the metadata. Anything else raises :class:`ArtifactError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import skops.io as sio
+
+from fleetpulse.contract import Component, Factor, RiskScore
+from fleetpulse.models.base import make_score, scorable
+from fleetpulse.models.explain import factor
+from fleetpulse.models.features import CURRENT_DISK, DISK_FEATURES, GROWTH_COUNTERS, disk_vector
+from fleetpulse.models.state import DeviceState
+from fleetpulse.models.training import single_thread
+
+MODEL_FILE = "model.skops"
+METADATA_FILE = "metadata.json"
+# Everything a calibrated HistGradientBoosting dump legitimately contains beyond skops' defaults.
+TRUSTED_TYPES = frozenset(
+    {
+        "sklearn.calibration.CalibratedClassifierCV",
+        "sklearn.calibration._CalibratedClassifier",
+        "sklearn.calibration._SigmoidCalibration",
+        "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+        "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn._loss.loss.HalfBinomialLoss",
+        "sklearn._loss.link.LogitLink",
+        "sklearn._loss.link.Interval",
+        "sklearn._loss._loss.CyHalfBinomialLoss",
+        "sklearn.model_selection._split.GroupKFold",
+        "builtins.slice",
+        "numpy.int64",
+        "numpy.float64",
+        "numpy.dtype",
+        "numpy.ndarray",
+    }
+)
+
+
+class ArtifactError(RuntimeError):
+    """An artifact that is missing, tampered with, or contains types we do not trust."""
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for dist in ("scikit-learn", "skops", "numpy", "pandas", "fleetpulse"):
+        try:
+            versions[dist] = importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            versions[dist] = "unknown"
+    return versions
+
+
+def save_artifact(directory: Path, payload: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """Write ``payload`` (estimators and arrays) and its metadata; returns the final metadata."""
+    directory.mkdir(parents=True, exist_ok=True)
+    model_path = directory / MODEL_FILE
+    sio.dump(payload, model_path)
+    untrusted = set(sio.get_untrusted_types(file=model_path)) - TRUSTED_TYPES
+    if untrusted:
+        raise ArtifactError(f"refusing to write an artifact with types outside TRUSTED_TYPES: {sorted(untrusted)}")
+    meta = {**meta, "model_file": MODEL_FILE, "sha256": sha256_file(model_path), "libraries": library_versions()}
+    (directory / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    return meta
+
+
+def load_artifact(directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(payload, metadata) after verifying checksum and types."""
+    meta_path, model_path = directory / METADATA_FILE, directory / MODEL_FILE
+    if not meta_path.is_file() or not model_path.is_file():
+        raise ArtifactError(f"artifact incomplete: {directory} needs {METADATA_FILE} and {MODEL_FILE}")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{meta_path}: invalid JSON ({exc})") from None
+    actual = sha256_file(model_path)
+    if meta.get("sha256") != actual:
+        raise ArtifactError(f"{model_path}: checksum {actual} does not match metadata {meta.get('sha256')}")
+    untrusted = sio.get_untrusted_types(file=model_path)
+    unexpected = set(untrusted) - TRUSTED_TYPES
+    if unexpected:
+        raise ArtifactError(f"{model_path}: contains types outside TRUSTED_TYPES: {sorted(unexpected)}")
+    payload = sio.load(model_path, trusted=untrusted)
+    if not isinstance(payload, dict):
+        raise ArtifactError(f"{model_path}: payload is not a dict")
+    return payload, meta
+
+
+def _explanation_groups() -> list[tuple[str, list[int]]]:
+    """Features that are reset together when measuring a contribution (a counter and its trends)."""
+    groups: list[tuple[str, list[int]]] = []
+    for name in CURRENT_DISK:
+        if name in GROWTH_COUNTERS:
+            members = [i for i, f in enumerate(DISK_FEATURES) if f == name or f.startswith(f"{name}_")]
+        else:
+            members = [DISK_FEATURES.index(name)]
+        groups.append((name, members))
+    return groups
+
+
+EXPLANATION_GROUPS = _explanation_groups()
+
+
+@dataclass
+class TrainedDiskScorer:
+    """Calibrated probabilities of disk failure within 7 and 30 days from the shared features."""
+
+    name: str
+    version: str
+    models: dict[int, Any]
+    reference: np.ndarray
+    drift_profile: dict[str, Any] | None = None
+    component: Component = Component.DISK
+
+    @classmethod
+    def from_artifact(cls, directory: Path) -> TrainedDiskScorer:
+        payload, meta = load_artifact(directory)
+        if tuple(meta.get("feature_names", ())) != DISK_FEATURES:
+            raise ArtifactError(f"{directory}: trained on different features than this code computes")
+        models = {int(h): payload[f"horizon_{h}"] for h in meta["horizons"]}
+        return cls(
+            name=str(meta["name"]),
+            version=str(meta["version"]),
+            models=models,
+            reference=np.asarray(payload["reference"], dtype=float),
+        )
+
+    def predict(self, features: np.ndarray, horizon: int) -> np.ndarray:
+        with single_thread():
+            return np.asarray(self.models[horizon].predict_proba(features)[:, 1], dtype=float)
+
+    def contributions(self, features: np.ndarray, horizon: int) -> np.ndarray:
+        """(n, groups) drop in risk when a group is reset to a typical healthy value."""
+        base = self.predict(features, horizon)
+        n, g = len(features), len(EXPLANATION_GROUPS)
+        perturbed = np.repeat(features, g, axis=0)
+        for k, (_, members) in enumerate(EXPLANATION_GROUPS):
+            perturbed[k::g, members] = self.reference[members]
+        reset = self.predict(perturbed, horizon).reshape(n, g)
+        drop: np.ndarray = base[:, None] - reset
+        return drop
+
+    def score_batch(self, states: Sequence[DeviceState], now: datetime) -> list[RiskScore]:
+        rows, owners = [], []
+        for state in scorable(states):
+            for key, disk in state.disks.items():
+                rows.append(disk_vector(disk))
+                owners.append((state, key))
+        if not rows:
+            return []
+        features = np.asarray(rows, dtype=float)
+        horizon = max(self.models)
+        risk = self.predict(features, horizon)
+        short = self.predict(features, min(self.models)) if len(self.models) > 1 else risk
+        contrib = self.contributions(features, horizon)
+        scores = []
+        for i, (state, key) in enumerate(owners):
+            order = np.argsort(-contrib[i])[:3]
+            factors: list[Factor] = []
+            for k in order:
+                if contrib[i, k] <= 0.001:
+                    break
+                name = EXPLANATION_GROUPS[k][0]
+                value = float(features[i, DISK_FEATURES.index(name)])
+                fac = factor(name, value, float(contrib[i, k]))
+                delta_name = f"{name}_delta_7d"
+                if delta_name in DISK_FEATURES and not math.isnan(features[i, DISK_FEATURES.index(delta_name)]):
+                    delta = features[i, DISK_FEATURES.index(delta_name)]
+                    if delta > 0:
+                        fac = fac.model_copy(update={"text": f"{fac.text}, {delta:+.0f} in 7 days"})
+                factors.append(fac)
+            if len(self.models) > 1:
+                factors.append(
+                    Factor(
+                        feature=f"risk_{min(self.models)}d",
+                        value=float(short[i]),
+                        text=f"{100 * short[i]:.1f}% chance of failure within {min(self.models)} days",
+                    )
+                )
+            scores.append(
+                make_score(
+                    self, state, now, risk=float(risk[i]), horizon_days=horizon, component_id=key, factors=factors
+                )
+            )
+        return scores

@@ -1,0 +1,172 @@
+"""Drive-level metrics under censoring, shared by the model and every baseline.
+
+For a horizon H over the test instants:
+
+* a *failed* test drive (failure at or after the cut-off) is detected at threshold t
+  if any instant in the H days before its failure scores >= t; its lead time is the
+  failure day minus the first such instant;
+* a *healthy* test drive (never failed) raises a false alarm if any of its instants
+  with more than H days of follow-up scores >= t; instants without that follow-up
+  are censored, and drives with no such instant are left out;
+* false-alarm caps (0.1 %, 1 %) are fractions of healthy drives; the threshold is the
+  lowest that keeps the fraction at or under the cap (a curve operating point, the
+  same procedure for every scorer -- nothing is fitted on test data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.metrics import average_precision_score, brier_score_loss
+
+from fleetpulse.models.data import Instants
+
+CAPS = (0.001, 0.01)
+TICKETS_PER_WEEK = (5, 10, 20)
+
+
+@dataclass
+class DriveScores:
+    """Per-drive maxima a threshold is applied to, plus what lead times need."""
+
+    positive: np.ndarray  # best score in the H days before failure (-inf if no instant there)
+    negative: np.ndarray  # best score over uncensored instants of healthy drives
+    pos_days: list[np.ndarray] = field(default_factory=list)  # days before failure of window instants
+    pos_scores: list[np.ndarray] = field(default_factory=list)
+
+
+def drive_scores(instants: Instants, test: np.ndarray, score: np.ndarray, horizon: int) -> DriveScores:
+    drive = instants.drive[test]
+    day = instants.day[test]
+    s = score[test]
+    end = instants.end_day[drive]
+    failed = instants.failed[drive]
+    remaining = end - day
+    window = failed & (remaining <= horizon) & (remaining >= 0)
+    negative = (~failed) & (remaining > horizon)
+    positives: list[float] = []
+    pos_days: list[np.ndarray] = []
+    pos_scores: list[np.ndarray] = []
+    failed_drives = np.unique(drive[failed])
+    order = np.argsort(drive[window], kind="stable")
+    wdrive, wrem, wscore = drive[window][order], remaining[window][order], s[window][order]
+    starts = np.searchsorted(wdrive, failed_drives, side="left")
+    stops = np.searchsorted(wdrive, failed_drives, side="right")
+    for a, b in zip(starts, stops, strict=True):
+        if a == b:
+            positives.append(-np.inf)
+            pos_days.append(np.array([]))
+            pos_scores.append(np.array([]))
+            continue
+        positives.append(float(wscore[a:b].max()))
+        pos_days.append(wrem[a:b])
+        pos_scores.append(wscore[a:b])
+    neg_drive, neg_score = drive[negative], s[negative]
+    if len(neg_drive):
+        uniq, inv = np.unique(neg_drive, return_inverse=True)
+        best = np.full(len(uniq), -np.inf)
+        np.maximum.at(best, inv, neg_score)
+    else:
+        best = np.array([])
+    return DriveScores(np.asarray(positives), best, pos_days, pos_scores)
+
+
+def threshold_at_cap(negative: np.ndarray, cap: float) -> float:
+    """Lowest threshold with at most ``cap`` of healthy drives at or above it."""
+    ranked = np.sort(negative)[::-1]
+    allowed = int(np.floor(cap * len(ranked)))
+    if allowed >= len(ranked):
+        return -np.inf
+    return float(np.nextafter(ranked[allowed], np.inf))
+
+
+@dataclass
+class OperatingPoint:
+    false_alarm_rate: float
+    detection_rate: float
+    precision: float
+    f1: float
+    threshold: float
+    lead_days: np.ndarray
+
+    def summary(self) -> dict[str, float | None]:
+        lead = self.lead_days
+        return {
+            "false_alarm_rate": self.false_alarm_rate,
+            "detection_rate": self.detection_rate,
+            "precision": self.precision,
+            "f1": self.f1,
+            "threshold": self.threshold if np.isfinite(self.threshold) else None,
+            "lead_median_days": float(np.median(lead)) if len(lead) else None,
+            "lead_p10_days": float(np.percentile(lead, 10)) if len(lead) else None,
+        }
+
+
+def operating_point(scores: DriveScores, threshold: float) -> OperatingPoint:
+    hits = scores.positive >= threshold
+    false = scores.negative >= threshold
+    tp, fp = int(hits.sum()), int(false.sum())
+    detection = tp / max(1, len(scores.positive))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    f1 = 2 * precision * detection / (precision + detection) if precision + detection else 0.0
+    lead = [
+        float(days[sc >= threshold].max())
+        for days, sc, hit in zip(scores.pos_days, scores.pos_scores, hits, strict=True)
+        if hit
+    ]
+    return OperatingPoint(
+        false_alarm_rate=fp / max(1, len(scores.negative)),
+        detection_rate=detection,
+        precision=precision,
+        f1=f1,
+        threshold=threshold,
+        lead_days=np.asarray(lead),
+    )
+
+
+def pr_auc(scores: DriveScores) -> float:
+    y = np.concatenate([np.ones(len(scores.positive)), np.zeros(len(scores.negative))])
+    s = np.concatenate([scores.positive, scores.negative])
+    s = np.where(np.isfinite(s), s, np.nanmin(s[np.isfinite(s)]) - 1.0 if np.isfinite(s).any() else 0.0)
+    return float(average_precision_score(y, s))
+
+
+def brier(y: np.ndarray, p: np.ndarray) -> float:
+    known = ~np.isnan(y)
+    return float(brier_score_loss(y[known], np.clip(p[known], 0.0, 1.0)))
+
+
+def precision_at_k(
+    instants: Instants, test: np.ndarray, score: np.ndarray, horizon: int, start_day: float
+) -> dict[int, float | None]:
+    """Mean weekly precision of the k highest-scoring drives (their latest score that week).
+
+    A ticket is right if the drive fails within the week or the following H days.
+    Only weeks whose H-day follow-up lies inside the data are counted.
+    """
+    idx = np.flatnonzero(test)
+    order = idx[np.lexsort((instants.day[idx], instants.drive[idx]))]
+    drive, day, s = instants.drive[order], instants.day[order], score[order]
+    key = drive.astype(np.float64) * 1e7 + day
+    last_data_day = float(instants.end_day.max())
+    drives = np.unique(drive)
+    first_index = np.searchsorted(drive, drives, side="left")
+    result: dict[int, list[float]] = {k: [] for k in TICKETS_PER_WEEK}
+    week_start = start_day
+    while week_start + 7 + horizon <= last_data_day:
+        week_end = week_start + 7
+        pos = np.searchsorted(key, drives.astype(np.float64) * 1e7 + week_end, side="left") - 1
+        seen = pos >= first_index
+        alive = instants.end_day[drives] >= week_start
+        ok = seen & alive
+        if ok.any():
+            cand_drives = drives[ok]
+            cand_scores = s[pos[ok]]
+            end = instants.end_day[cand_drives]
+            right = instants.failed[cand_drives] & (end >= week_start) & (end <= week_end + horizon)
+            ranked = np.argsort(-cand_scores, kind="stable")
+            for k in TICKETS_PER_WEEK:
+                result[k].append(float(right[ranked[:k]].mean()))
+        week_start = week_end
+    return {k: (float(np.mean(v)) if v else None) for k, v in result.items()}

@@ -1,0 +1,69 @@
+"""Turn a trained experiment into a versioned, verifiable artifact in the registry folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fleetpulse.models.artifact import METADATA_FILE, save_artifact
+from fleetpulse.models.data import Instants, code_digest
+from fleetpulse.models.drift import build_profile
+from fleetpulse.models.features import DISK_FEATURES
+from fleetpulse.models.pipeline import ExperimentResult
+from fleetpulse.models.training import MODEL_EXCLUDED, Split
+
+MODEL_NAME = "disk-gbm"
+PROFILE_SAMPLE = 50_000
+
+
+def _metrics(result: ExperimentResult) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for horizon in result.horizons:
+        out[f"{horizon.horizon}d"] = {
+            scorer.name: {"pr_auc": scorer.pr_auc, "brier": scorer.brier, "points": scorer.points}
+            for scorer in horizon.scorers
+        }
+    return out
+
+
+def publish_disk_model(
+    result: ExperimentResult, instants: Instants, registry_dir: Path, seed: int, data_ref: dict[str, str]
+) -> Path:
+    """Write ``<registry_dir>/disk-gbm-<date>-<sha8>/`` and return it (not yet registered)."""
+    exp = result.experiment
+    train, _ = Split(cutoff_day=float(exp.cutoff.toordinal())).masks(instants)
+    rng = np.random.default_rng(seed)
+    index = np.flatnonzero(train)
+    sample = np.sort(rng.choice(index, size=min(PROFILE_SAMPLE, len(index)), replace=False))
+    horizon = max(result.models)
+    scores = result.models[horizon].predict_proba(instants.features[sample])[:, 1]
+    payload = {f"horizon_{h}": model for h, model in result.models.items()}
+    payload["reference"] = result.reference
+    meta: dict[str, Any] = {
+        "name": MODEL_NAME,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seed": seed,
+        "horizons": sorted(result.models),
+        "feature_names": list(DISK_FEATURES),
+        "features_ignored_by_model": sorted(MODEL_EXCLUDED),
+        "feature_code_digest": code_digest(),
+        "data": data_ref,
+        "split": {"experiment": exp.name, "cutoff": exp.cutoff.isoformat(), "description": exp.description},
+        "metrics": _metrics(result),
+        "drift_profile": build_profile(instants.features[sample], scores),
+    }
+    staging = registry_dir / ".staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    meta = save_artifact(staging, payload, meta)
+    version = f"{datetime.now(UTC):%Y%m%d}-{meta['sha256'][:8]}"
+    meta["version"] = version
+    (staging / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    final = registry_dir / f"{MODEL_NAME}-{version}"
+    shutil.rmtree(final, ignore_errors=True)
+    staging.rename(final)
+    return final

@@ -1,0 +1,172 @@
+"""Labels, the time-and-drive split, and the calibrated disk failure classifiers.
+
+Protocol (unit = drive serial):
+
+* split by drive: :func:`~fleetpulse.models.data.drive_group` < ``test_fraction`` is a test
+  drive, everything else a training drive; never the same drive on both sides;
+* split by time: training instants are strictly before ``cutoff`` and their labels are
+  censored at ``cutoff`` (nothing after the cut-off is known to training); test
+  instants are at or after ``cutoff``;
+* label of an instant for horizon H: 1 if the drive failed within H days after it,
+  0 if the drive was observed for more than H days after it without failing,
+  otherwise censored (NaN) -- drives that leave without failing are never negatives;
+* all fitting (classifier, calibration, subsampling, the single-attribute baseline's
+  choice) uses training instants only; hyper-parameters are fixed in code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.metrics import average_precision_score
+from sklearn.model_selection import GroupKFold
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+from fleetpulse.models.data import Instants, drive_group
+from fleetpulse.models.features import DISK_FEATURES, GROWTH_COUNTERS
+
+HORIZONS = (7, 30)
+MAX_NEGATIVES = 120_000
+# Not a property of the drive but of how often it reported (replayed change points vs
+# daily reports): the model must not learn it, or training and serving would differ.
+MODEL_EXCLUDED = frozenset({"history_days"})
+BACKBLAZE_FEATURES = ("smart_5", "smart_187", "smart_188", "smart_197", "smart_198")
+SINGLE_ATTRIBUTE_CANDIDATES = ("smart_5", "smart_187", "smart_188", "smart_197", "smart_198", "smart_199")
+
+
+@dataclass(frozen=True)
+class Split:
+    cutoff_day: float
+    test_fraction: float = 0.5
+
+    def test_drive(self, instants: Instants) -> np.ndarray:
+        """Per-drive bool: drive belongs to the test side."""
+        return np.array([drive_group(s) < self.test_fraction for s in instants.serials], dtype=bool)
+
+    def masks(self, instants: Instants) -> tuple[np.ndarray, np.ndarray]:
+        """(train instants, test instants)."""
+        is_test = self.test_drive(instants)[instants.drive]
+        before = instants.day < self.cutoff_day
+        return (~is_test) & before, is_test & ~before
+
+
+def labels(instants: Instants, horizon: int, cutoff_day: float | None = None) -> np.ndarray:
+    """1 / 0 / NaN (censored) per instant; with ``cutoff_day`` only what was known by then."""
+    end = instants.end_day[instants.drive]
+    failed = instants.failed[instants.drive]
+    if cutoff_day is not None:
+        failed = failed & (end < cutoff_day)
+        end = np.minimum(end, cutoff_day)
+    remaining = end - instants.day
+    out = np.full(len(remaining), np.nan)
+    out[remaining > horizon] = 0.0
+    out[failed & (remaining <= horizon) & (remaining >= 0)] = 1.0
+    return out
+
+
+def backblaze_rule_score(features: np.ndarray) -> np.ndarray:
+    cols = [DISK_FEATURES.index(name) for name in BACKBLAZE_FEATURES]
+    flagged: np.ndarray = (np.nan_to_num(features[:, cols], nan=0.0) > 0).any(axis=1)
+    return flagged.astype(float)
+
+
+def smart_flag_score(features: np.ndarray) -> np.ndarray:
+    """The drive's own overall-health verdict (NaN where the data do not carry it)."""
+    return features[:, DISK_FEATURES.index("smart_failed")].astype(float)
+
+
+def choose_single_attribute(features: np.ndarray, y: np.ndarray) -> str:
+    """The raw counter that alone ranks training instants best (by average precision)."""
+    known = ~np.isnan(y)
+    best, best_ap = SINGLE_ATTRIBUTE_CANDIDATES[0], -1.0
+    for name in SINGLE_ATTRIBUTE_CANDIDATES:
+        column = np.nan_to_num(features[known, DISK_FEATURES.index(name)].astype(float), nan=-1.0)
+        if np.ptp(column) == 0:
+            continue
+        ap = float(average_precision_score(y[known], column))
+        if ap > best_ap:
+            best, best_ap = name, ap
+    return best
+
+
+def single_attribute_score(features: np.ndarray, name: str) -> np.ndarray:
+    column: np.ndarray = np.nan_to_num(features[:, DISK_FEATURES.index(name)].astype(float), nan=-1.0)
+    return column
+
+
+def _classifier(seed: int) -> HistGradientBoostingClassifier:
+    # early stopping is off: its internal validation split is by row, which would mix a
+    # drive's instants across the split; the fixed budget was chosen once, not on test data
+    return HistGradientBoostingClassifier(
+        max_iter=150,
+        learning_rate=0.05,
+        max_leaf_nodes=15,
+        min_samples_leaf=100,
+        l2_regularization=1.0,
+        early_stopping=False,
+        monotonic_cst=monotonic_constraints(),
+        random_state=seed,
+    )
+
+
+@dataclass
+class TrainingSet:
+    features: np.ndarray
+    y: np.ndarray
+    weight: np.ndarray
+    groups: np.ndarray
+
+
+def training_set(instants: Instants, mask: np.ndarray, y: np.ndarray, seed: int) -> TrainingSet:
+    """Labelled training instants; negatives subsampled (and re-weighted) to bound fit time."""
+    index = np.flatnonzero(mask & ~np.isnan(y))
+    positives = index[y[index] == 1.0]
+    negatives = index[y[index] == 0.0]
+    rate = min(1.0, MAX_NEGATIVES / max(1, len(negatives)))
+    if rate < 1.0:
+        rng = np.random.default_rng(seed)
+        negatives = np.sort(rng.choice(negatives, size=int(len(negatives) * rate), replace=False))
+    chosen = np.concatenate([positives, negatives])
+    weight = np.concatenate([np.ones(len(positives)), np.full(len(negatives), 1.0 / rate)])
+    return TrainingSet(instants.features[chosen], y[chosen], weight, instants.drive[chosen])
+
+
+def single_thread() -> threadpool_limits:
+    """One OpenMP thread: on a shared 2-core machine, spinning OpenMP threads that fight
+    other processes make tree fitting several times slower than a single thread."""
+    return threadpool_limits(limits=1, user_api="openmp")
+
+
+def monotonic_constraints() -> list[int]:
+    """Risk may only rise with error counters and their growth, and fall with NVMe spare.
+
+    With a few hundred failures to learn from, this keeps the trees from learning noise
+    such as "exactly 3 reallocated sectors is safer than 2".
+    """
+    rising = set(GROWTH_COUNTERS) | {"critical_warning", "percentage_used", "smart_failed"}
+    falling = {"available_spare_pct", "spare_margin_pct"}
+    out = []
+    for name in DISK_FEATURES:
+        base = name.split("_delta_")[0].split("_slope_")[0].split("_growth_days_")[0]
+        out.append(1 if base in rising else -1 if name in falling else 0)
+    return out
+
+
+def fit_calibrated(data: TrainingSet, seed: int) -> CalibratedClassifierCV:
+    """Gradient-boosted trees, Platt-calibrated on out-of-fold predictions grouped by drive.
+
+    Features the training data never carries (e.g. SMART 187 in 2013) and
+    ``MODEL_EXCLUDED`` are set to a constant for fitting: the trees cannot split on them, so at serving time their
+    values are ignored, and the model still takes the full serving feature vector.
+    """
+    features = data.features.copy()
+    features[:, np.isnan(features).all(axis=0)] = 0.0
+    features[:, [DISK_FEATURES.index(name) for name in MODEL_EXCLUDED]] = 0.0
+    folds = list(GroupKFold(n_splits=3).split(features, data.y, data.groups))
+    model = CalibratedClassifierCV(_classifier(seed), method="sigmoid", cv=folds, ensemble=False)
+    with single_thread():
+        model.fit(features, data.y, sample_weight=data.weight)
+    return model

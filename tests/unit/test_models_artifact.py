@@ -1,0 +1,146 @@
+"""Artifacts: skops round trip, checksum and type checks, registry champion/challenger, served scorer."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skops.io as sio
+
+from fleetpulse.contract import Component, ScorerRole
+from fleetpulse.models.artifact import MODEL_FILE, ArtifactError, TrainedDiskScorer, load_artifact, save_artifact
+from fleetpulse.models.drift import build_profile, check_drift
+from fleetpulse.models.features import DISK_FEATURES
+from fleetpulse.models.pipeline import healthy_reference
+from fleetpulse.models.registry import load_scorers, register_artifact
+from fleetpulse.models.settings import ModelSettings
+from fleetpulse.models.training import TrainingSet, fit_calibrated
+from tests.unit.test_models_scorers import NOW, check_conformance, fleet
+
+
+def tiny_training_set(seed: int = 0) -> TrainingSet:
+    """Synthetic drives: failure odds rise with SMART 5; other features are noise or missing."""
+    rng = np.random.default_rng(seed)
+    n = 3000
+    x = np.full((n, len(DISK_FEATURES)), np.nan)
+    smart5 = rng.poisson(0.3, n) * rng.integers(0, 50, n)
+    x[:, DISK_FEATURES.index("smart_5")] = smart5
+    x[:, DISK_FEATURES.index("power_on_hours")] = rng.uniform(0, 40_000, n)
+    y = (rng.random(n) < np.where(smart5 > 0, 0.3, 0.01)).astype(float)
+    return TrainingSet(x, y, np.ones(n), np.arange(n) // 3)
+
+
+@pytest.fixture(scope="module")
+def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tiny_training_set()
+    models = {7: fit_calibrated(data, seed=0), 30: fit_calibrated(data, seed=1)}
+    reference = healthy_reference(data.features, data.y)
+    directory = tmp_path_factory.mktemp("registry") / "disk-gbm-test"
+    scores = models[30].predict_proba(np.nan_to_num(data.features, nan=0.0))[:, 1]
+    meta = {
+        "name": "disk-gbm",
+        "version": "test-1",
+        "horizons": [7, 30],
+        "feature_names": list(DISK_FEATURES),
+        "drift_profile": build_profile(data.features, scores),
+    }
+    save_artifact(directory, {"horizon_7": models[7], "horizon_30": models[30], "reference": reference}, meta)
+    return directory
+
+
+def test_round_trip_gives_identical_predictions(artifact_dir: Path) -> None:
+    payload, meta = load_artifact(artifact_dir)
+    assert meta["sha256"]
+    assert set(meta["libraries"]) >= {"python", "scikit-learn", "skops", "numpy"}
+    x = tiny_training_set(seed=5).features
+    reloaded = payload["horizon_30"].predict_proba(x)[:, 1]
+    again = load_artifact(artifact_dir)[0]["horizon_30"].predict_proba(x)[:, 1]
+    np.testing.assert_array_equal(reloaded, again)
+    high = x.copy()
+    high[:, DISK_FEATURES.index("smart_5")] = 200
+    assert reloaded.mean() < payload["horizon_30"].predict_proba(high)[:, 1].mean()
+
+
+def test_tampered_model_is_refused(artifact_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in artifact_dir.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    data = bytearray((copy / MODEL_FILE).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / MODEL_FILE).write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="checksum"):
+        load_artifact(copy)
+
+
+def test_metadata_checksum_must_match(artifact_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in artifact_dir.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    meta = json.loads((copy / "metadata.json").read_text())
+    meta["sha256"] = "0" * 64
+    (copy / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="checksum"):
+        load_artifact(copy)
+
+
+@dataclass
+class Smuggled:
+    payload: str = "not a model"
+
+
+def test_untrusted_types_are_refused_on_write_and_load(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="TRUSTED_TYPES"):
+        save_artifact(tmp_path / "bad", {"horizon_30": Smuggled()}, {"name": "x"})
+    # a dump written by someone else, with a matching checksum, is still refused on load
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    sio.dump({"horizon_30": Smuggled()}, forged / MODEL_FILE)
+    import hashlib
+
+    sha = hashlib.sha256((forged / MODEL_FILE).read_bytes()).hexdigest()
+    (forged / "metadata.json").write_text(json.dumps({"sha256": sha}))
+    with pytest.raises(ArtifactError, match="TRUSTED_TYPES"):
+        load_artifact(forged)
+
+
+def test_missing_files_are_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="incomplete"):
+        load_artifact(tmp_path)
+
+
+def test_trained_scorer_conforms_and_explains(artifact_dir: Path) -> None:
+    scorer = TrainedDiskScorer.from_artifact(artifact_dir)
+    check_conformance(scorer)
+    scores = {s.component_id: s for s in scorer.score_batch(fleet(), NOW)}
+    assert scores["s1"].risk > scores["n0"].risk
+    assert any("reallocated sectors" in f.text for f in scores["s1"].factors)
+    assert scores["s1"].horizon_days == 30
+
+
+def test_registry_champion_and_challenger(artifact_dir: Path) -> None:
+    registry_dir = artifact_dir.parent
+    assert [s.name for s in load_scorers(ModelSettings(registry_dir=registry_dir / "empty")).champions] == [
+        "disk-rule",
+        "battery-fade",
+        "device-anomaly",
+    ]
+    register_artifact(registry_dir, "disk", artifact_dir.name, ScorerRole.CHAMPION)
+    scorers = load_scorers(ModelSettings(registry_dir=registry_dir))
+    assert [s.name for s in scorers.champions] == ["disk-gbm", "battery-fade", "device-anomaly"]
+    assert [s.name for s in scorers.challengers] == ["disk-rule"]
+    scores = scorers.score(fleet(), NOW)
+    disk = {(s.model_name, s.role) for s in scores if s.component is Component.DISK}
+    assert disk == {("disk-gbm", ScorerRole.CHAMPION), ("disk-rule", ScorerRole.CHALLENGER)}
+    drift = check_drift(scorers, fleet() * 30, scores)
+    assert drift == []  # fewer than MIN_SAMPLES disks per device model
+
+
+def test_registry_with_broken_artifact_fails_loudly(tmp_path: Path) -> None:
+    register_artifact(tmp_path, "disk", "missing-artifact", ScorerRole.CHAMPION)
+    with pytest.raises(ArtifactError):
+        load_scorers(ModelSettings(registry_dir=tmp_path))

@@ -1,0 +1,161 @@
+"""Labels under censoring, drive-level metrics, PSI, the anomaly score, and real-data checks."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fleetpulse.contract import HealthReport, StabilityHealth
+from fleetpulse.models.anomaly import MIN_COHORT, AnomalyScorer
+from fleetpulse.models.data import Instants
+from fleetpulse.models.drift import bin_fractions, column_profile, psi
+from fleetpulse.models.evaluation import drive_scores, operating_point, precision_at_k, threshold_at_cap
+from fleetpulse.models.features import DISK_FEATURES
+from fleetpulse.models.state import DeviceState, apply_report_in_place
+from fleetpulse.models.training import Split, labels
+
+
+def toy() -> Instants:
+    """Drive 0 fails on day 10; drive 1 is healthy to day 30; drive 2 leaves on day 12 without failing."""
+    days = [list(range(0, 11)), list(range(0, 31)), list(range(0, 13))]
+    drive = np.concatenate([np.full(len(d), i) for i, d in enumerate(days)])
+    return Instants(
+        features=np.zeros((len(drive), len(DISK_FEATURES)), dtype=np.float32),
+        drive=drive.astype(np.int32),
+        day=np.concatenate([np.asarray(d, dtype=float) for d in days]),
+        serials=["a", "b", "c"],
+        models=["m", "m", "m"],
+        end_day=np.array([10.0, 30.0, 12.0]),
+        failed=np.array([True, False, False]),
+    )
+
+
+def test_labels_censor_drives_that_leave_and_respect_the_cutoff() -> None:
+    inst = toy()
+    y = labels(inst, horizon=7)
+    d0, d1, d2 = (y[inst.drive == i] for i in range(3))
+    assert list(d0[:3]) == [0.0, 0.0, 0.0]
+    assert list(d0[3:]) == [1.0] * 8  # days 3..10 are within 7 days of the failure
+    assert np.isnan(d1[-8:]).all()  # under 7 days of follow-up after the instant: censored
+    assert (d1[:-8] == 0.0).all()
+    assert np.isnan(d2[-8:]).all()  # left without failing: censored, not negative
+    cut = labels(inst, horizon=7, cutoff_day=8.0)
+    assert np.isnan(cut[inst.drive == 0][1:]).all()  # the failure on day 10 is unknown on day 8
+    assert cut[inst.drive == 0][0] == 0.0
+
+
+def test_drive_level_detection_lead_time_and_false_alarms() -> None:
+    inst = toy()
+    score = np.zeros(len(inst.day))
+    score[(inst.drive == 0) & (inst.day >= 6)] = 0.9  # alarm 4 days ahead
+    score[(inst.drive == 1) & (inst.day == 5)] = 0.5  # one false alarm on the healthy drive
+    score[(inst.drive == 2) & (inst.day == 11)] = 0.99  # censored instant: never a false alarm
+    test = np.ones(len(inst.day), dtype=bool)
+    ds = drive_scores(inst, test, score, horizon=7)
+    assert list(ds.positive) == [0.9]
+    assert sorted(ds.negative) == [0.0, 0.5]  # drive 2 has uncensored instants up to day 5
+    point = operating_point(ds, 0.8)
+    assert point.detection_rate == 1.0
+    assert point.false_alarm_rate == 0.0
+    assert list(point.lead_days) == [4.0]
+    assert operating_point(ds, 0.4).false_alarm_rate == 0.5
+    assert threshold_at_cap(np.array([0.1, 0.2, 0.3, 0.9]), 0.25) > 0.3
+    assert threshold_at_cap(np.array([0.1, 0.2, 0.3, 0.9]), 0.25) <= 0.9
+
+
+def test_precision_at_k_counts_failures_in_the_week_or_horizon() -> None:
+    inst = toy()
+    score = np.where(inst.drive == 0, 1.0, 0.0)
+    p = precision_at_k(inst, np.ones(len(inst.day), dtype=bool), score, horizon=7, start_day=0.0)
+    # weeks from day 0, 7, 14 (day 21's week lacks 7 days of follow-up); drive 0 (fails day 10)
+    # is a right ticket in weeks 0 and 1 among 3 alive drives; week 2 has only drive 1
+    assert p[5] == pytest.approx((1 / 3 + 1 / 3 + 0) / 3)
+
+
+def test_split_never_puts_a_drive_on_both_sides() -> None:
+    inst = toy()
+    train, test = Split(cutoff_day=5.0, test_fraction=0.5).masks(inst)
+    assert not set(inst.drive[train]) & set(inst.drive[test])
+    assert (inst.day[train] < 5.0).all()
+    assert (inst.day[test] >= 5.0).all()
+
+
+def test_psi_is_zero_for_same_distribution_and_large_for_shift() -> None:
+    rng = np.random.default_rng(0)
+    ref = rng.normal(0, 1, 5000)
+    prof = column_profile(ref)
+    same = psi(prof["fractions"], bin_fractions(rng.normal(0, 1, 5000), prof["edges"]))
+    shifted = psi(prof["fractions"], bin_fractions(rng.normal(1.5, 1, 5000), prof["edges"]))
+    assert same < 0.02
+    assert shifted > 0.25
+    missing = psi(prof["fractions"], bin_fractions(np.full(100, np.nan), prof["edges"]))
+    assert missing > 0.25
+    assert psi([0.5, 0.5], [0.5, 0.5]) == 0.0
+
+
+def _device(i: int, crashes_per_day: int) -> DeviceState:
+    state = DeviceState(device_id=f"pc-{i}", model="T14")
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    for day in range(30):
+        stab = StabilityHealth(
+            crashes=crashes_per_day if day >= 23 else (1 if day % 15 == i % 15 else 0), boot_duration_s=30.0
+        )
+        apply_report_in_place(
+            state,
+            HealthReport(
+                device_id=f"pc-{i}",
+                seq=day,
+                collected_at=t0 + timedelta(days=day),
+                kind="laptop",
+                platform="windows",
+                stability=stab,
+            ),
+        )
+    return state
+
+
+def test_anomaly_is_relative_to_the_cohort() -> None:
+    normal = [_device(i, 0) for i in range(MIN_COHORT + 5)]
+    odd = _device(99, 3)
+    scorer = AnomalyScorer()
+    scorer.fit_baseline([*normal, odd])
+    scores = {s.device_id: s for s in scorer.score_batch([*normal, odd], datetime(2026, 2, 1, tzinfo=UTC))}
+    assert scores["pc-99"].risk > 0.99
+    assert max(s.risk for k, s in scores.items() if k != "pc-99") < 0.9
+    assert "crashes in 7 days" in scores["pc-99"].factors[0].text
+    assert "cohort 'T14'" in scores["pc-99"].factors[0].text
+
+
+def test_battery_end_of_life_on_real_histories(shared_data: Path) -> None:
+    from fleetpulse.models.battery_eval import evaluate_real
+
+    result = evaluate_real(shared_data / "battery")
+    assert "MacBook log" in result.series_used
+    assert len(result.series_used) == 9
+    table = result.table()["robust"]
+    for bucket in ("0-30", "30-90", "90-180"):
+        assert table[bucket]["n"]
+        assert table[bucket]["mae_days"] is not None
+    assert table["0-30"]["mae_days"] < 60  # near end of life the estimate is within weeks
+    naive = result.table()["least-squares, all history"]
+    assert table["0-30"]["mae_days"] < naive["0-30"]["mae_days"]
+
+
+@pytest.mark.slow
+def test_training_on_a_real_subset_beats_chance(shared_data: Path) -> None:
+    from fleetpulse.models.data import SURVIVAL_FILE, replay_survival
+    from fleetpulse.models.pipeline import EXPERIMENTS, run_experiment
+
+    instants = replay_survival(shared_data / SURVIVAL_FILE, max_drives=6000)
+    assert instants.skipped_rows == 0
+    result = run_experiment(instants, EXPERIMENTS["survival"], seed=0)
+    horizon = result.horizons[-1]
+    model = horizon.scorers[0]
+    prevalence = horizon.test_positive_drives / (horizon.test_positive_drives + horizon.test_healthy_drives)
+    assert horizon.test_positive_drives > 20
+    assert model.pr_auc > 2 * prevalence
+    assert model.brier is not None
+    assert model.brier < 0.1
