@@ -157,6 +157,8 @@ def test_agent_delivers_every_report_once_in_order(tmp_path: Path, kafka_setting
     inventory = consume(kafka_settings.bootstrap_servers, topics.inventory, expected=1)
     assert decode(inventory[0][1], DeviceInventory).device_id == "it-agent-1"
     assert spooled(tmp_path) == (0, 15), "everything acknowledged leaves the spool"
+    stability_state = json.loads((tmp_path / "state" / "stability.json").read_text())
+    assert stability_state["clean_stop"] is True, "an orderly stop is remembered (no false unexpected shutdown)"
 
 
 @pytest.mark.slow
@@ -232,6 +234,8 @@ def test_kill_9_during_sending_loses_nothing(tmp_path: Path, kafka_settings: Kaf
         by_seq.setdefault(decode_report(value).seq - first, set()).add(value)
     assert sorted(by_seq) == list(range(total)), "a report was lost across kill -9"
     assert all(len(v) == 1 for v in by_seq.values()), "a duplicate differs from its original: same seq reused"
+    stability = [decode_report(value).stability for _, value, _ in records]
+    assert not any(s and s.unexpected_shutdowns for s in stability), "killing the agent is not a machine crash"
     logged = log.read_text()
     assert "agent started" in logged
     assert FLEET_SECRET not in logged
