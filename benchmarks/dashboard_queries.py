@@ -57,8 +57,9 @@ def load(client: httpx.Client, database: str, devices: int) -> tuple[int, Counte
 def time_dashboards(client: httpx.Client, database: str, repeats: int) -> dict[str, tuple[float, float, str]]:
     """Per dashboard: median over repeats of (all its queries run one after another, slowest query), and which."""
     queries: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for dashboard, where, query in dashboard_queries(build_all()):
-        queries[dashboard].append((where, fill_macros(query, START, END, "1h", VARIABLES)))
+    for q in dashboard_queries(build_all()):
+        start, end = q.time_range(START, END)
+        queries[q.dashboard].append((q.where, fill_macros(q.query, start, end, "1h", VARIABLES)))
     out = {}
     for dashboard, items in queries.items():
         totals, slowest = [], defaultdict(list)

@@ -19,6 +19,10 @@ UID_PREFIX = "fleetpulse-"
 TAGS = ["fleetpulse"]
 CHAMPION = "\"role\" = 'champion'"
 FLEET_FILTER = '"site" =~ /^$site$/ AND "device_model" =~ /^$device_model$/'
+CURRENT = "24h"
+"""Time range of "current state" panels (latest score per component, latest ticket counts): the worker
+rescores an active device at least every 15 minutes, so one day holds every live score while these
+panels scan a fraction of a week's points (a panel-level override of the dashboard range)."""
 
 
 def ds_ref(uid: str) -> dm.DataSourceRef:

@@ -3,7 +3,8 @@
 How many devices report, how many components are at risk and where (component,
 site, hardware model), whether that is getting worse, and which devices to open
 in the drill-down. "At risk" = the latest champion score of a component is at or
-above ``$threshold`` within the time range.
+above ``$threshold``; current-state panels look at the last 24 hours, trends at the
+dashboard's range.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from grafana_foundation_sdk.models import dashboard as dm
 
 from fleetpulse.dashboards.common import (
     CHAMPION,
+    CURRENT,
     FLEET_FILTER,
     bars_panel,
     new_dashboard,
@@ -55,7 +57,7 @@ def build(ds: dm.DataSourceRef) -> db.Dashboard:
                     'SELECT count("n") AS "devices" FROM (SELECT last("collector_errors") AS "n" FROM "device" '
                     f'WHERE $timeFilter AND {FLEET_FILTER} GROUP BY "device_id")'
                 ),
-            )
+            ).time_from(CURRENT)
         )
         .with_panel(
             stat_panel(
@@ -66,7 +68,9 @@ def build(ds: dm.DataSourceRef) -> db.Dashboard:
                     'SELECT count("risk") AS "devices" FROM (SELECT max("risk") AS "risk" '
                     f'FROM ({_LATEST_RISK}) GROUP BY "device_id") WHERE "risk" >= $threshold'
                 ),
-            ).color_scheme(db.FieldColor().mode(dm.FieldColorModeId.FIXED).fixed_color("orange"))
+            )
+            .color_scheme(db.FieldColor().mode(dm.FieldColorModeId.FIXED).fixed_color("orange"))
+            .time_from(CURRENT)
         )
         .with_panel(
             stat_panel(
@@ -83,7 +87,9 @@ def build(ds: dm.DataSourceRef) -> db.Dashboard:
                 ds,
                 q(f'SELECT max("risk") AS "risk" FROM ({_LATEST_RISK})'),
                 unit="percentunit",
-            ).thresholds(risk_thresholds())
+            )
+            .thresholds(risk_thresholds())
+            .time_from(CURRENT)
         )
         .with_row(row("Where"))
         .with_panel(
@@ -92,11 +98,13 @@ def build(ds: dm.DataSourceRef) -> db.Dashboard:
                 "Components at or above the threshold.",
                 ds,
                 q(_at_risk_by("component"), alias="$tag_component"),
-            )
+            ).time_from(CURRENT)
         )
-        .with_panel(bars_panel("At risk by site", "", ds, q(_at_risk_by("site"), alias="$tag_site")))
+        .with_panel(bars_panel("At risk by site", "", ds, q(_at_risk_by("site"), alias="$tag_site")).time_from(CURRENT))
         .with_panel(
-            bars_panel("At risk by hardware model", "", ds, q(_at_risk_by("device_model"), alias="$tag_device_model"))
+            bars_panel(
+                "At risk by hardware model", "", ds, q(_at_risk_by("device_model"), alias="$tag_device_model")
+            ).time_from(CURRENT)
         )
         .with_row(row("Trend"))
         .with_panel(
@@ -162,6 +170,7 @@ def build(ds: dm.DataSourceRef) -> db.Dashboard:
                 ),
             )
             .span(24)
+            .time_from(CURRENT)
             .unit("percentunit")
             .thresholds(risk_thresholds())
             .data_links(

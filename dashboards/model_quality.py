@@ -15,7 +15,7 @@ from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models.piechart import PieChartType
 
-from fleetpulse.dashboards.common import CHAMPION, new_dashboard, q, row, table_panel, tag_variable, ts_panel
+from fleetpulse.dashboards.common import CHAMPION, CURRENT, new_dashboard, q, row, table_panel, tag_variable, ts_panel
 
 UID = "model-quality"
 MODEL = '"model_name" =~ /^$model_name$/'
@@ -55,6 +55,7 @@ def build(ds: dm.DataSourceRef) -> db.Dashboard:
             .datasource(ds)
             .height(8)
             .span(12)
+            .time_from(CURRENT)
             .combine(True)
             .line_width(1)
             .fill_opacity(80)
@@ -127,6 +128,7 @@ def build(ds: dm.DataSourceRef) -> db.Dashboard:
             .datasource(ds)
             .height(8)
             .span(8)
+            .time_from(CURRENT)
             .pie_type(PieChartType.DONUT)
             .hide_from(cb.HideSeriesConfig().tooltip(False).legend(False).viz(False))
             .with_target(
@@ -139,7 +141,9 @@ def build(ds: dm.DataSourceRef) -> db.Dashboard:
                 "Precision per component = confirmed_fault / all closed tickets.",
                 ds,
                 q(f'SELECT sum("n") AS "tickets" FROM ({_LATEST_TICKETS}) GROUP BY "component", "outcome"'),
-            ).span(8)
+            )
+            .span(8)
+            .time_from(CURRENT)
         )
         .with_panel(
             table_panel(
@@ -147,7 +151,9 @@ def build(ds: dm.DataSourceRef) -> db.Dashboard:
                 "Open work per site.",
                 ds,
                 q(f'SELECT sum("n") AS "tickets" FROM ({_LATEST_TICKETS}) GROUP BY "state", "site"'),
-            ).span(8)
+            )
+            .span(8)
+            .time_from(CURRENT)
         )
         .with_panel(
             ts_panel(

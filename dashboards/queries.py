@@ -9,14 +9,27 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
+
+_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
 
 
 class DashboardQuery(NamedTuple):
     dashboard: str
     where: str
     query: str
+    time_from: str | None = None
+    """The panel's relative time override (e.g. ``24h``), replacing the dashboard range's start."""
+
+    def time_range(self, start: datetime, end: datetime) -> tuple[datetime, datetime]:
+        """The range Grafana queries this panel with when the dashboard shows ``start..end``."""
+        if self.time_from is None:
+            return start, end
+        match = re.fullmatch(r"(\d+)([mhd])", self.time_from)
+        if match is None:
+            raise ValueError(f"unsupported panel time override {self.time_from!r}")
+        return end - int(match.group(1)) * _UNITS[match.group(2)], end
 
 
 def dashboard_queries(dashboards: Mapping[str, Mapping[str, Any]]) -> list[DashboardQuery]:
@@ -25,7 +38,8 @@ def dashboard_queries(dashboards: Mapping[str, Mapping[str, Any]]) -> list[Dashb
     for name, dashboard in dashboards.items():
         for panel in dashboard.get("panels", []):
             for target in panel.get("targets", []):
-                found.append(DashboardQuery(name, f"panel {panel['title']!r} {target['refId']}", target["query"]))
+                where = f"panel {panel['title']!r} {target['refId']}"
+                found.append(DashboardQuery(name, where, target["query"], panel.get("timeFrom")))
         for var in dashboard.get("templating", {}).get("list", []):
             if var.get("type") == "query":
                 found.append(DashboardQuery(name, f"variable {var['name']}", var["query"]))

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from fleetpulse.dashboards.build import build_all
-from fleetpulse.dashboards.queries import dashboard_queries, fill_macros
+from fleetpulse.dashboards.queries import DashboardQuery, dashboard_queries, fill_macros
 from fleetpulse.dashboards.sample import DRILL_DEVICE, END, SITES, START, fleet_points
 from fleetpulse.dashboards.schema import EXTRA_MEASUREMENTS
 
@@ -40,8 +40,9 @@ QUERIES = dashboard_queries(build_all())
 FIXED = {"threshold": "0.5", "device_id": DRILL_DEVICE}
 
 
-def substitute(query: str, selection: dict[str, str]) -> str:
-    return fill_macros(query, START, END, "1h", {**FIXED, **selection})
+def substitute(query: DashboardQuery, selection: dict[str, str]) -> str:
+    start, end = query.time_range(START, END)
+    return fill_macros(query.query, start, end, "1h", {**FIXED, **selection})
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def run(url: str, database: str, query: str) -> list[dict[str, Any]]:
 def test_sample_covers_every_measurement_the_dashboards_read() -> None:
     points = fleet_points()
     measurements = {p.measurement for p in points}
-    read = {m for _, _, query in QUERIES for m in re.findall(r'FROM "(\w+)"', query)}
+    read = {m for q in QUERIES for m in re.findall(r'FROM "(\w+)"', q.query)}
     assert read <= measurements, read - measurements
     for extra in EXTRA_MEASUREMENTS:
         sample = next(p for p in points if p.measurement == extra.name)
@@ -79,13 +80,22 @@ def test_sample_covers_every_measurement_the_dashboards_read() -> None:
 
 
 @pytest.mark.parametrize("selection", sorted(SELECTIONS))
-@pytest.mark.parametrize(("dashboard", "where", "query"), QUERIES, ids=[f"{d}:{w}" for d, w, _ in QUERIES])
-def test_query_returns_rows(loaded_db: tuple[str, str], dashboard: str, where: str, query: str, selection: str) -> None:
+@pytest.mark.parametrize("query", QUERIES, ids=[f"{q.dashboard}:{q.where}" for q in QUERIES])
+def test_query_returns_rows(loaded_db: tuple[str, str], query: DashboardQuery, selection: str) -> None:
     url, database = loaded_db
-    series = run(url, database, substitute(query, SELECTIONS[selection]))
+    text = substitute(query, SELECTIONS[selection])
+    series = run(url, database, text)
     rows = [row for s in series for row in s.get("values", [])]
-    assert rows, f"{dashboard} {where}: no rows for {substitute(query, SELECTIONS[selection])}"
+    assert rows, f"{query.dashboard} {query.where}: no rows for {text}"
     value_columns = [
         [v for col, v in zip(s["columns"], row, strict=True) if col != "time"] for s in series for row in s["values"]
     ]
-    assert any(v is not None for values in value_columns for v in values), f"{dashboard} {where}: only nulls"
+    assert any(v is not None for values in value_columns for v in values), f"{query.dashboard} {query.where}: only nulls"
+
+
+def test_current_state_panels_use_the_last_day() -> None:
+    overridden = [q for q in QUERIES if q.time_from is not None]
+    assert len(overridden) >= 10
+    assert {q.time_from for q in overridden} == {"24h"}
+    start, end = overridden[0].time_range(START, END)
+    assert (end - start).total_seconds() == 86_400
