@@ -15,6 +15,7 @@ emissions, not measurements; they exist so repairs can be compared with replacem
   without monitor (Dell OptiPlex PCFs ~250-400 kg), phone 60 kg (Apple iPhone product
   environmental reports 50-80 kg; Fraunhofer IZM Fairphone 4 LCA 2022: ~40 kg),
   tablet 100 kg (Apple iPad reports 80-130 kg).
+- Diagnosis first (whole-device signals, unknown device): no CO2e is claimed until a fault is known.
 - Spare parts: laptop battery 8 kg and phone battery 2 kg (Li-ion cells ~100-150 kg CO2e/kWh
   at 50-60 Wh resp. 15 Wh, plus casing/BMS); 512 GB SSD 30 kg (Tannu & Nair 2023, "The dirty
   secret of SSDs", ~0.03-0.16 kg/GB, lower end for current NAND); memory module 10 kg;
@@ -64,7 +65,7 @@ _PART_NAMES = {
 class ActionPlan(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["repair", "warranty_claim", "replace_device"]
+    kind: Literal["repair", "warranty_claim", "replace_device", "diagnose"]
     text: str
     co2e_avoided_kg: float
 
@@ -86,26 +87,50 @@ def under_warranty(inventory: DeviceInventory | None, on: date) -> bool:
 
 
 def recommend(component: Component, kind: DeviceKind | None, inventory: DeviceInventory | None, on: date) -> ActionPlan:
-    """The cheapest action that keeps the device working: warranty claim, then repair, then replacement."""
+    """The cheapest action that keeps the device working: warranty claim, then repair, then replacement.
+
+    Whole-device signals (boot time, crashes) and devices without inventory get ``diagnose``:
+    nothing justifies scrapping a device before someone has looked at it.
+    """
     kind = inventory.kind if inventory is not None else kind
     device_co2e = DEVICE_CO2E_KG.get(kind, 0.0) if kind is not None else 0.0
     mobile = kind in (DeviceKind.PHONE, DeviceKind.TABLET)
     part_co2e = PART_CO2E_KG.get((component, mobile))
     vendor = (inventory.vendor if inventory else None) or "the vendor"
     warranty = under_warranty(inventory, on)
-    if component is Component.DEVICE or part_co2e is None or kind is None:
+    claim = (
+        f" If a fault is confirmed, claim it with {vendor} under warranty (until {inventory.warranty_end})."
+        if warranty and inventory is not None
+        else ""
+    )
+    if component is Component.DEVICE:
+        return ActionPlan(
+            kind="diagnose",
+            text="Run the vendor's hardware diagnostics and check the OS (updates, drivers, reimage): the signals "
+            "concern the device as a whole, not one part. Repair what is found; replace the device only if it "
+            f"cannot be repaired.{claim}",
+            co2e_avoided_kg=0.0,
+        )
+    part = _PART_NAMES.get(component, component.value)
+    if kind is None:
+        return ActionPlan(
+            kind="diagnose",
+            text=f"No inventory record: check whether the {part} can be swapped on this device and swap it if so; "
+            "replace the device only if it cannot be serviced.",
+            co2e_avoided_kg=0.0,
+        )
+    if part_co2e is None:
         if warranty and inventory is not None:
             return ActionPlan(
                 kind="warranty_claim",
-                text=f"File a warranty claim with {vendor} for the device (warranty until {inventory.warranty_end}); "
-                "back up user data first.",
+                text=f"File a warranty claim with {vendor} for the device (warranty until {inventory.warranty_end}): "
+                f"the {part} cannot be swapped on a {kind.value}. Back up user data first.",
                 co2e_avoided_kg=0.0,
             )
-        what = "device" if component is Component.DEVICE else f"{_PART_NAMES.get(component, component.value)}"
         return ActionPlan(
             kind="replace_device",
-            text=f"Replace the device: the {what} cannot be serviced on this device class. "
-            "Back up user data, then hand the old device to certified refurbishment or recycling.",
+            text=f"Replace the device: the {part} cannot be swapped on a {kind.value}. Back up user data, then hand "
+            "the old device to certified refurbishment or recycling.",
             co2e_avoided_kg=0.0,
         )
     part = _PART_NAMES[component]

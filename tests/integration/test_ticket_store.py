@@ -210,7 +210,7 @@ def test_late_inventory_replans_open_tickets_only(store: TicketStore) -> None:
     svc = service(store)
     svc.apply_alert(make_alert("pc-1", component=Component.BATTERY), NOW)
     svc.apply_alert(make_alert("pc-2", component=Component.BATTERY), NOW)
-    assert {t.action_kind for t in store.list_tickets()} == {"replace_device"}  # no facts: nothing assumed
+    assert {t.action_kind for t in store.list_tickets()} == {"diagnose"}  # no facts: nothing assumed
     svc.transition([2], TicketState.APPROVED, "alice", NOW)
     applied = svc.apply_inventories(
         [make_inventory("pc-1", warranty_end=date(2030, 1, 1)), make_inventory("pc-2"), make_inventory("pc-2")]
@@ -219,7 +219,7 @@ def test_late_inventory_replans_open_tickets_only(store: TicketStore) -> None:
     by_device = {t.device_id: t for t in store.list_tickets()}
     assert by_device["pc-1"].action_kind == "warranty_claim"
     assert by_device["pc-1"].co2e_avoided_kg > 0
-    assert by_device["pc-2"].action_kind == "replace_device"  # approved: the decision stands
+    assert by_device["pc-2"].action_kind == "diagnose"  # approved: the decision stands
 
 
 def test_history_batch_keeps_one_point_per_interval_per_component(store: TicketStore) -> None:

@@ -67,7 +67,8 @@ def test_phone_storage_cannot_be_swapped_so_the_device_is_replaced() -> None:
 
 def test_without_inventory_nothing_is_assumed() -> None:
     plan = actions.recommend(Component.BATTERY, None, None, TODAY)
-    assert plan.kind == "replace_device"
+    assert plan.kind == "diagnose"
+    assert "check whether the battery can be swapped" in plan.text
     assert plan.co2e_avoided_kg == 0.0
     assert actions.recommend(Component.BATTERY, DeviceKind.DESKTOP, None, TODAY).kind == "repair"
 
@@ -78,8 +79,17 @@ def test_every_plan_is_explained_and_non_negative(component: Component, kind: De
     plan = actions.recommend(component, None, inventory, TODAY)
     assert plan.text
     assert 0.0 <= plan.co2e_avoided_kg <= max(actions.DEVICE_CO2E_KG.values())
-    if warranty:
+    if component is Component.DEVICE:
+        assert plan.kind == "diagnose"
+    elif warranty:
         assert plan.kind == "warranty_claim"
+
+
+def test_whole_device_signals_lead_to_diagnosis_not_scrapping() -> None:
+    plan = actions.recommend(Component.DEVICE, None, make_inventory(warranty_end=date(2027, 1, 1)), TODAY)
+    assert plan.kind == "diagnose"
+    assert "hardware diagnostics" in plan.text
+    assert "under warranty (until 2027-01-01)" in plan.text
 
 
 def test_storm_key_uses_the_strongest_signal_and_device_model() -> None:
