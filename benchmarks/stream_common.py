@@ -111,17 +111,16 @@ def start_worker(
     return WorkerProcess(kafka, settings, data_dir.with_suffix(".log")).start()
 
 
-def wait_processed(worker: WorkerProcess, total: int, timeout: float) -> tuple[float, float]:
-    """(time of first processed event, time all ``total`` were processed), polling /health."""
+def wait_processed(workers: list[WorkerProcess], total: int, timeout: float) -> tuple[float, float]:
+    """(time the first event was processed, time all ``total`` were), polling every worker's /health."""
     deadline = time.monotonic() + timeout
     first = None
     while time.monotonic() < deadline:
-        health = worker.health() or {}
-        done = int(health.get("events_total", 0))
+        done = sum(int((worker.health() or {}).get("events_total", 0)) for worker in workers)
         now = time.monotonic()
         if first is None and done > 0:
             first = now
         if done >= total:
             return first or now, now
         time.sleep(0.05)
-    raise TimeoutError(f"worker did not process {total} events in {timeout}s; see {worker.log_path}")
+    raise TimeoutError(f"workers did not process {total} events in {timeout}s")
