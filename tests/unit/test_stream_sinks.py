@@ -9,6 +9,7 @@ import pytest
 from fleetpulse.streams.points import Point, pipeline_point
 from fleetpulse.streams.settings import InfluxV2Sink, NoSink
 from fleetpulse.streams.sinks import Sink, build_sink
+from fleetpulse.streams.sinks.influxdb2 import InfluxV2PointSink
 
 AT = datetime(2026, 11, 1, tzinfo=UTC)
 POINTS = [Point("risk", {"device_id": "pc-1"}, {"risk": 0.5}, AT), pipeline_point("w1", AT, {"events_total": 3})]
@@ -29,9 +30,9 @@ async def test_sink_conformance(config: InfluxV2Sink | NoSink) -> None:
 
 
 async def test_influx_sink_counts_dropped_points_after_retries() -> None:
-    sink = build_sink(UNREACHABLE)
+    sink = InfluxV2PointSink(UNREACHABLE)
     sink.add(POINTS)
     await sink.flush()
-    assert getattr(sink, "dropped") == len(POINTS)
-    assert getattr(sink, "failures") == 2
+    assert sink.dropped == len(POINTS)
+    assert sink.failures == 2
     await sink.close()
