@@ -14,4 +14,20 @@ if [[ ! -f .env ]]; then
     sed -e "s/^POSTGRES_PASSWORD=.*/POSTGRES_PASSWORD=$(cat secrets/postgres_password)/" \
         -e "s/^INFLUX_ADMIN_TOKEN=.*/INFLUX_ADMIN_TOKEN=$(cat secrets/influx_admin_token)/" .env.example >.env
 fi
-echo "secrets in $(pwd)/secrets and .env; Kafka TLS: put kafka.keystore.p12 and its password file in secrets/"
+# Kafka's external listener needs a TLS keystore. Without one of your own (from the municipal CA),
+# a self-signed certificate for $KAFKA_PUBLIC_HOST is made; agents then trust secrets/kafka-ca.pem.
+if [[ ! -s secrets/kafka.keystore.p12 ]]; then
+    host="${KAFKA_PUBLIC_HOST:-kafka.example.org}"
+    [[ -s secrets/kafka_keystore_password ]] || rand >secrets/kafka_keystore_password
+    openssl req -x509 -newkey rsa:3072 -nodes -days 825 -subj "/CN=$host" -addext "subjectAltName=DNS:$host" \
+        -keyout secrets/kafka-key.pem -out secrets/kafka-ca.pem 2>/dev/null
+    openssl pkcs12 -export -in secrets/kafka-ca.pem -inkey secrets/kafka-key.pem -name kafka \
+        -out secrets/kafka.keystore.p12 -passout file:secrets/kafka_keystore_password
+    rm -f secrets/kafka-key.pem
+    echo "self-signed Kafka certificate for $host: give agents secrets/kafka-ca.pem as ssl_cafile" >&2
+fi
+# Containers run as their own non-root users and read the files through bind mounts, so the files are
+# world-readable while the directory stays private to the host's root.
+chmod 0700 secrets
+chmod 0644 secrets/*
+echo "secrets in $(pwd)/secrets and .env"

@@ -8,9 +8,13 @@ structural checks against deploy/retention.yaml and the real settings classes.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import stat
 import subprocess
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -188,3 +192,23 @@ def test_every_service_bounds_its_logs() -> None:
     for name, service in SERVICES.items():
         assert service["logging"]["driver"] == "json-file", name
         assert service["logging"]["options"]["max-size"] == "10m", name
+
+
+def test_make_secrets_creates_every_referenced_secret_once(tmp_path: Path) -> None:
+    work = tmp_path / "compose"
+    shutil.copytree(COMPOSE_DIR, work, ignore=shutil.ignore_patterns("secrets", ".env"))
+    env = {**os.environ, "KAFKA_PUBLIC_HOST": "kafka.test.example"}
+    subprocess.run(["bash", "make-secrets.sh"], cwd=work, env=env, check=True, capture_output=True, timeout=120)
+    secrets = work / "secrets"
+    for name, spec in COMPOSE["secrets"].items():
+        path = work / spec["file"]
+        assert path.is_file(), name
+        assert path.stat().st_size > 0, name
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, f"{name}: containers run as non-root"
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
+    dotenv = (work / ".env").read_text(encoding="utf-8")
+    assert "change-me" not in dotenv
+    assert f"POSTGRES_PASSWORD={(secrets / 'postgres_password').read_text()}" in dotenv
+    before = {p.name: p.read_bytes() for p in secrets.iterdir()}
+    subprocess.run(["bash", "make-secrets.sh"], cwd=work, env=env, check=True, capture_output=True, timeout=120)
+    assert {p.name: p.read_bytes() for p in secrets.iterdir()} == before, "re-running never rotates secrets"
