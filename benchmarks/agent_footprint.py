@@ -157,7 +157,7 @@ def delivered(tmp: Path) -> tuple[int, int]:
     from fleetpulse.agents.spool import Spool
 
     with Spool(tmp / "agent" / "spool.sqlite3", 10**9) as spool:
-        return spool.next_seq, spool.count()
+        return spool.next_seq - spool.initial_seq, spool.count()
 
 
 def main() -> int:
