@@ -9,9 +9,11 @@ from __future__ import annotations
 import copy
 import re
 import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -271,7 +273,7 @@ def test_ingresses_terminate_tls() -> None:
 def test_yaml_lints_clean() -> None:
     files = sorted(str(p) for p in DEPLOY.rglob("*.yaml") if "/lib/" not in str(p))
     proc = subprocess.run(
-        ["yamllint", "-c", str(DEPLOY / ".yamllint.yaml"), *files],
+        [sys.executable, "-m", "yamllint", "-c", str(DEPLOY / ".yamllint.yaml"), *files],
         capture_output=True,
         text=True,
         timeout=120,
@@ -322,3 +324,18 @@ def test_fleetpulse_containers_get_valid_settings(workload: str, monkeypatch: py
     if "FLEETPULSE_KAFKA__SASL_USERNAME" in env:  # Kafka clients also need the cluster CA
         assert settings.kafka.ssl_cafile is not None
         assert str(settings.kafka.ssl_cafile.parent) in mounts
+
+
+def test_yamllint_config_still_catches_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: 1\na: 2\nenabled: yes\n", encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "yamllint", "-c", str(DEPLOY / ".yamllint.yaml"), str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "duplication of key" in proc.stdout
+    assert "truthy" in proc.stdout
