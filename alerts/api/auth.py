@@ -67,11 +67,13 @@ class Authenticator:
         self.users = {u.name: u for u in settings.users}
         self.tokens = [(t.token_sha256, Principal(t.name, t.role)) for t in settings.tokens]
         self._verified: OrderedDict[str, Principal] = OrderedDict()
+        self._decoy = hash_secret(secrets.token_urlsafe(16))
         self._cache_size = cache_size
 
     def basic(self, username: str, password: str) -> Principal | None:
         user = self.users.get(username)
         if user is None:
+            verify_secret(password, self._decoy)  # same work as a real user: no username probing by timing
             return None
         key = hashlib.sha256(f"{username}\0{password}\0{user.password_hash}".encode()).hexdigest()
         if key in self._verified:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_UPGRADE_LOCK = threading.Lock()
+MIGRATION_LOCK = 0x666C7470  # "fltp": the PostgreSQL advisory lock serialising schema upgrades
 
 
 def make_engine(url: str) -> Engine:
@@ -43,11 +46,21 @@ def alembic_config(engine: Engine | None = None) -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision`` (idempotent: a current database is left as it is)."""
     cfg = alembic_config(engine)
+    with _UPGRADE_LOCK:  # alembic's command API keeps module globals: one upgrade per process at a time
+        _upgrade(engine, cfg, revision)
+
+
+def _upgrade(engine: Engine, cfg: Config, revision: str) -> None:
     alembic_log = logging.getLogger("alembic")
     level = alembic_log.level
     alembic_log.setLevel(max(level, logging.WARNING))  # its per-run INFO chatter drowns the service logs
     try:
         with engine.begin() as connection:
+            # several processes starting at once: one migrates, the others wait and then find it done
+            if engine.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+            elif engine.dialect.name == "sqlite":
+                connection.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock, and the DDL inside one transaction
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, revision)
     finally:

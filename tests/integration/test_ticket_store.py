@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from fleetpulse.alerts.store import upgrade
+from fleetpulse.alerts.store import make_engine, upgrade
 from fleetpulse.alerts.store.models import TicketRow
 from fleetpulse.alerts.store.repository import TicketFilter, TicketStore
 from fleetpulse.alerts.tickets import TransitionError
@@ -241,3 +241,18 @@ def test_history_batch_keeps_one_point_per_interval_per_component(store: TicketS
     ]
     assert svc.record_scores(scores) == 3 * 2 * 4
     assert svc.record_scores(scores) == 0  # a replayed batch adds nothing
+
+
+def test_concurrent_first_starts_migrate_once(store_url: str) -> None:
+    """Several processes opening a fresh store at once (API + consumers): all succeed, the schema is made once."""
+    import subprocess
+    import sys
+
+    code = "import sys; from fleetpulse.alerts.store import make_engine, upgrade; upgrade(make_engine(sys.argv[1]))"
+    procs = [subprocess.Popen([sys.executable, "-c", code, store_url], stderr=subprocess.PIPE) for _ in range(3)]
+    errors = [p.communicate(timeout=120)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
+    engine = make_engine(store_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+    engine.dispose()
