@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
@@ -18,6 +19,7 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Respo
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from fleetpulse.alerts.api.auth import ADMIN_ROLES, READ_ROLES, WRITE_ROLES, Authenticator, Principal, require
 from fleetpulse.alerts.settings import AlertSettings
@@ -34,6 +36,7 @@ from fleetpulse.alerts.tickets import TicketService, TransitionError
 from fleetpulse.contract.v1 import Component, DeviceInventory, TicketState
 
 Clock = Callable[[], datetime]
+log = logging.getLogger(__name__)
 TicketId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 FilterText = Annotated[str | None, Query(max_length=128)]
 Reader = Annotated[Principal, Depends(require(*READ_ROLES))]
@@ -173,7 +176,11 @@ def create_app(
         description="Replacement and repair tickets from predicted hardware failures. "
         "Roles: fleet_manager (read, approve, close), it_support (read only), admin (everything).",
         lifespan=lifespan,
-        responses={401: {"description": "no or invalid credentials"}, 403: {"description": "role may not do this"}},
+        responses={
+            401: {"description": "no or invalid credentials"},
+            403: {"description": "role may not do this"},
+            503: {"description": "ticket store unreachable, retry later"},
+        },
     )
     app.state.authenticator = Authenticator(settings.api)
     app.state.store = ticket_store
@@ -195,9 +202,15 @@ def create_app(
         response.headers.setdefault("Cache-Control", "no-store")
         return response
 
+    @app.exception_handler(OperationalError)
+    async def store_down(_: Request, exc: OperationalError) -> JSONResponse:
+        """The database is unreachable: say so (503, retry later) instead of a bare server error."""
+        log.error("ticket store unavailable", extra={"fields": {"error": str(exc.orig)[:300]}})
+        return JSONResponse({"detail": "ticket store unavailable, retry later"}, status_code=503)
+
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
-        """Liveness for load balancers; the only route without a role, and it reveals nothing."""
+        """Readiness for load balancers; the only route without a role, and it reveals nothing."""
         with ticket_store.session() as session:
             session.execute(text("SELECT 1"))
         return {"status": "ok"}

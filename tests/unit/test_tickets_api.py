@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.routing import APIRoute
@@ -198,3 +199,18 @@ def test_pages_render_for_readers_with_security_headers(client: TestClient) -> N
     assert "Library" in device.text
     assert "<script>alert" not in client.get("/", params={"site": "<script>alert(1)</script>"}, auth=auth("fm")).text
     assert client.get("/static/app.js", auth=auth("it")).headers["content-type"].startswith("text/javascript")
+
+
+def test_unreachable_store_answers_503_not_500(tmp_path: Path) -> None:
+    settings = api_settings(f"sqlite:///{tmp_path}/t.db")
+    store = TicketStore.open(settings.store_url)
+    with TestClient(create_app(settings, store), raise_server_exceptions=False) as test_client:
+        assert test_client.get("/healthz").status_code == 200
+        (tmp_path / "t.db").unlink()
+        (tmp_path / "t.db").mkdir()  # the file is gone and cannot be re-created: every query fails
+        store.engine.dispose()
+        assert test_client.get("/healthz").status_code == 503
+        response = test_client.get("/api/v1/tickets", auth=auth("fm"))
+        assert response.status_code == 503
+        assert response.json() == {"detail": "ticket store unavailable, retry later"}
+    store.close()
