@@ -39,6 +39,10 @@ class ApiSettings(_Frozen):
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
     users: list[ApiUser] = []
     tokens: list[ApiToken] = []
+    login_failure_limit: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        default=20, description="failed logins per client address within the window before it gets 429"
+    )
+    login_failure_window: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(minutes=5)
 
 
 class OutboxSettings(_Frozen):

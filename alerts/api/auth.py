@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections import OrderedDict
+import threading
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -69,6 +71,7 @@ class Authenticator:
         self._verified: OrderedDict[str, Principal] = OrderedDict()
         self._decoy = hash_secret(secrets.token_urlsafe(16))
         self._cache_size = cache_size
+        self.throttle = FailureThrottle(settings.login_failure_limit, settings.login_failure_window.total_seconds())
 
     def basic(self, username: str, password: str) -> Principal | None:
         user = self.users.get(username)
@@ -96,6 +99,40 @@ class Authenticator:
         return found
 
 
+class FailureThrottle:
+    """After ``limit`` failed logins from one client address within ``window_s``, refuse its attempts
+    until the oldest failure ages out: online password guessing gets ~limit tries per window."""
+
+    def __init__(
+        self, limit: int, window_s: float, clock: Callable[[], float] = time.monotonic, max_clients: int = 10_000
+    ) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.clock = clock
+        self.max_clients = max_clients
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def blocked_for(self, client: str) -> float:
+        with self._lock:
+            failures = self._failures.get(client)
+            if not failures:
+                return 0.0
+            now = self.clock()
+            while failures and failures[0] <= now - self.window_s:
+                failures.popleft()
+            if len(failures) < self.limit:
+                return 0.0
+            return failures[0] + self.window_s - now
+
+    def failed(self, client: str) -> None:
+        with self._lock:
+            self._failures.setdefault(client, deque(maxlen=self.limit)).append(self.clock())
+            self._failures.move_to_end(client)
+            while len(self._failures) > self.max_clients:
+                self._failures.popitem(last=False)
+
+
 def _unauthorized() -> HTTPException:
     return HTTPException(
         status.HTTP_401_UNAUTHORIZED,
@@ -110,12 +147,21 @@ def current_principal(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> Principal:
     auth: Authenticator = request.app.state.authenticator
-    principal = None
-    if bearer is not None:
-        principal = auth.bearer(bearer.credentials)
-    elif basic is not None:
+    if bearer is None and basic is None:
+        raise _unauthorized()
+    client = request.client.host if request.client else "unknown"
+    wait = auth.throttle.blocked_for(client)
+    if wait > 0:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "too many failed logins from this address; try again later",
+            headers={"Retry-After": str(int(wait) + 1)},
+        )
+    principal = auth.bearer(bearer.credentials) if bearer is not None else None
+    if principal is None and basic is not None:
         principal = auth.basic(basic.username, basic.password)
     if principal is None:
+        auth.throttle.failed(client)
         raise _unauthorized()
     return principal
 
