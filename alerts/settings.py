@@ -40,7 +40,7 @@ class ApiSettings(_Frozen):
     users: list[ApiUser] = []
     tokens: list[ApiToken] = []
     login_failure_limit: Annotated[int, Field(ge=1, le=10_000)] = Field(
-        default=20, description="failed logins per client address within the window before it gets 429"
+        default=20, description="failed logins per client address and login name within the window before 429"
     )
     login_failure_window: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(minutes=5)
 

@@ -179,7 +179,7 @@ def create_app(
         responses={
             401: {"description": "no or invalid credentials"},
             403: {"description": "role may not do this"},
-            429: {"description": "too many failed logins from this address"},
+            429: {"description": "too many failed logins, retry later"},
             503: {"description": "ticket store unreachable, retry later"},
         },
     )

@@ -100,8 +100,8 @@ class Authenticator:
 
 
 class FailureThrottle:
-    """After ``limit`` failed logins from one client address within ``window_s``, refuse its attempts
-    until the oldest failure ages out: online password guessing gets ~limit tries per window."""
+    """After ``limit`` failed logins of one client (address + login) within ``window_s``, refuse its
+    attempts until the oldest failure ages out: online guessing gets ~limit tries per window."""
 
     def __init__(
         self, limit: int, window_s: float, clock: Callable[[], float] = time.monotonic, max_clients: int = 10_000
@@ -149,12 +149,15 @@ def current_principal(
     auth: Authenticator = request.app.state.authenticator
     if bearer is None and basic is None:
         raise _unauthorized()
-    client = request.client.host if request.client else "unknown"
+    # keyed by address AND login: behind a reverse proxy every user shares one address, and one
+    # user's typos must not lock out the whole office
+    address = request.client.host if request.client else "unknown"
+    client = f"{address}|{basic.username if basic is not None and bearer is None else 'bearer'}"
     wait = auth.throttle.blocked_for(client)
     if wait > 0:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
-            "too many failed logins from this address; try again later",
+            "too many failed logins; try again later",
             headers={"Retry-After": str(int(wait) + 1)},
         )
     principal = auth.bearer(bearer.credentials) if bearer is not None else None

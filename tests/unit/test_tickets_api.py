@@ -230,6 +230,7 @@ def test_password_guessing_is_throttled_per_address(store_url: str) -> None:
         blocked = test_client.get("/api/v1/tickets", auth=auth("fm"))
         assert blocked.status_code == 429  # even the right password, until the window passes
         assert 1 <= int(blocked.headers["retry-after"]) <= 61
+        assert test_client.get("/api/v1/tickets", auth=auth("it")).status_code == 200  # other users unaffected
         auth_state = test_client.app.state.authenticator  # type: ignore[attr-defined]
         auth_state.throttle.clock = lambda: 1e12  # the window has passed
         assert test_client.get("/api/v1/tickets", auth=auth("fm")).status_code == 200
