@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -146,15 +146,12 @@ class TicketService:
         return kept
 
     def prune_history(self, now: datetime) -> int:
+        """Drop history older than ``history_retention`` (data minimisation; the plot needs months, not years)."""
         with self.store.session() as session:
-            old = session.scalars(
-                select(RiskPoint).where(RiskPoint.at < now - self.settings.consumer.history_retention)
+            result = session.execute(
+                delete(RiskPoint).where(RiskPoint.at < now - self.settings.consumer.history_retention)
             )
-            count = 0
-            for point in old:
-                session.delete(point)
-                count += 1
-            return count
+            return int(getattr(result, "rowcount", 0) or 0)
 
     def apply_alert(self, alert: Alert, now: datetime) -> ApplyResult:
         """Open, update or annotate the component's one open ticket; idempotent by ``alert_id``.
