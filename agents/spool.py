@@ -205,4 +205,9 @@ class Spool:
         return self._total_bytes()
 
     def evicted(self) -> dict[Priority, int]:
+        """Records dropped over the cap since the spool was created.
+
+        A record being sent while it is evicted may still reach the broker, so this is an upper bound
+        on what was lost.
+        """
         return {Priority.ROUTINE: self._meta("evicted_routine"), Priority.EVENT: self._meta("evicted_event")}
