@@ -70,8 +70,8 @@ class TicketConsumer:
         self.topics = Topics(prefix=kafka.topic_prefix)
         self.clock = clock
         self.stats = stats or ConsumerStats()
-        self._last_delivery = 0.0
-        self._last_prune = 0.0
+        self._last_delivery = float("-inf")
+        self._last_prune = float("-inf")  # prune at start, then hourly
         self._own_store = store is None
         self.store = store or TicketStore.open(settings.store_url)
         self._closers: list[Callable[[], None]] = [self.store.close] if self._own_store else []
