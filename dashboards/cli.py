@@ -61,6 +61,39 @@ def push_command(ctx: typer.Context) -> None:
         typer.echo(f"dashboard {uid}: {settings.url.rstrip('/')}{url}")
 
 
+@dashboards_app.command("rollup")
+def rollup_command(
+    ctx: typer.Context,
+    once: Annotated[bool, typer.Option("--once", help="one rollup, then exit (for a CronJob)")] = False,
+) -> None:
+    """Write the fleet rollup the fleet-health panels read: now, then every grafana.rollup.every_s seconds."""
+    import time
+    from datetime import UTC, datetime
+
+    import httpx
+
+    from fleetpulse.dashboards.rollup import InfluxV1Api, run_rollup
+
+    settings = settings_from(ctx)
+    rollup = settings.grafana.rollup
+    threshold = settings.alerts.policy.raise_threshold
+    api = InfluxV1Api(rollup.influx)
+    try:
+        while True:
+            try:
+                points = run_rollup(api, datetime.now(UTC), threshold)
+                typer.echo(f"fleet rollup: {len(points)} points")
+            except (httpx.HTTPError, RuntimeError) as exc:
+                typer.echo(f"error: fleet rollup failed: {exc}", err=True)
+                if once:
+                    raise typer.Exit(1) from None
+            if once:
+                return
+            time.sleep(rollup.every_s)
+    finally:
+        api.close()
+
+
 def register(app: typer.Typer) -> None:
     """Add this component's commands to ``fleetpulse``."""
     app.add_typer(dashboards_app, name="dashboards")

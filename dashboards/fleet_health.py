@@ -3,8 +3,9 @@
 How many devices report, how many components are at risk and where (component,
 site, hardware model), whether that is getting worse, and which devices to open
 in the drill-down. "At risk" = the latest champion score of a component is at or
-above ``$threshold``; current-state panels look at the last 24 hours, trends at the
-dashboard's range.
+above the threshold. Per-site/model/component counts and trends come from the
+``fleet`` rollup (``fleetpulse dashboards rollup``, computed once every few minutes
+instead of by every viewer); the device-level panels read the last 24 hours of scores.
 """
 
 from __future__ import annotations
@@ -37,8 +38,22 @@ _LATEST_RISK = (
 )
 
 
+# Latest rollup point per (component, site, hardware model): see fleetpulse.dashboards.rollup.
+_ROLLUP_GROUPS = '"component", "site", "device_model"'
+ROLLUP_CURRENT = "1h"
+"""The rollup runs every few minutes; a group missing for an hour has no scored component left."""
+
+
+def _rollup_latest(fields: str) -> str:
+    return f'SELECT {fields} FROM "fleet" WHERE $timeFilter AND {FLEET_FILTER} GROUP BY {_ROLLUP_GROUPS}'
+
+
+_LAST_MAX = 'last("max_risk") AS "max_risk"'
+
+
 def _at_risk_by(tag: str) -> str:
-    return f'SELECT count("risk") AS "at risk" FROM ({_LATEST_RISK}) WHERE "risk" >= $threshold GROUP BY "{tag}"'
+    inner = _rollup_latest('last("at_risk") AS "at_risk"')
+    return f'SELECT sum("at_risk") AS "at risk" FROM ({inner}) GROUP BY "{tag}"'
 
 
 def build(ds: dm.DataSourceRef) -> db.Dashboard:
@@ -83,40 +98,42 @@ def build(ds: dm.DataSourceRef) -> db.Dashboard:
         .with_panel(
             stat_panel(
                 "Highest component risk",
-                "The single highest latest score in the fleet selection.",
+                "The single highest latest score in the fleet selection (fleet rollup).",
                 ds,
-                q(f'SELECT max("risk") AS "risk" FROM ({_LATEST_RISK})'),
+                q(f'SELECT max("max_risk") AS "risk" FROM ({_rollup_latest(_LAST_MAX)})'),
                 unit="percentunit",
             )
             .thresholds(risk_thresholds())
-            .time_from(CURRENT)
+            .time_from(ROLLUP_CURRENT)
         )
         .with_row(row("Where"))
         .with_panel(
             bars_panel(
                 "At risk by component",
-                "Components at or above the threshold.",
+                "Components at or above the alert policy's raise threshold (from the fleet rollup).",
                 ds,
                 q(_at_risk_by("component"), alias="$tag_component"),
-            ).time_from(CURRENT)
+            ).time_from(ROLLUP_CURRENT)
         )
-        .with_panel(bars_panel("At risk by site", "", ds, q(_at_risk_by("site"), alias="$tag_site")).time_from(CURRENT))
+        .with_panel(
+            bars_panel("At risk by site", "", ds, q(_at_risk_by("site"), alias="$tag_site")).time_from(ROLLUP_CURRENT)
+        )
         .with_panel(
             bars_panel(
                 "At risk by hardware model", "", ds, q(_at_risk_by("device_model"), alias="$tag_device_model")
-            ).time_from(CURRENT)
+            ).time_from(ROLLUP_CURRENT)
         )
         .with_row(row("Trend"))
         .with_panel(
             ts_panel(
-                "At-risk scores per interval",
-                "Champion scores at or above the threshold, by component. A component is scored once per report, "
-                "so a device reporting hourly adds one per hour while it stays at risk. Read straight from the "
-                "points (no per-device subquery) so it stays fast on a large fleet.",
+                "Components at risk over time",
+                "Components at or above the alert policy's raise threshold, from the fleet rollup "
+                "(last rollup in each interval).",
                 ds,
                 q(
-                    f'SELECT count("risk") AS "at risk" FROM "risk" WHERE $timeFilter AND {CHAMPION} AND {FLEET_FILTER} '
-                    'AND "risk" >= $threshold GROUP BY time($__interval), "component" fill(0)',
+                    'SELECT sum("at_risk") AS "at risk" FROM (SELECT last("at_risk") AS "at_risk" FROM "fleet" '
+                    f"WHERE $timeFilter AND {FLEET_FILTER} GROUP BY time($__interval), {_ROLLUP_GROUPS}) "
+                    'WHERE $timeFilter GROUP BY time($__interval), "component" fill(none)',
                     alias="$tag_component",
                 ),
             ).interval("1h")
@@ -124,11 +141,14 @@ def build(ds: dm.DataSourceRef) -> db.Dashboard:
         .with_panel(
             ts_panel(
                 "Mean risk by component",
-                "Fleet-wide mean champion score; a rising line with no new alerts means many small drifts.",
+                "Fleet-wide mean of each component's latest champion score (fleet rollup, weighted by the "
+                "number of components); a rising line with no new alerts means many small drifts.",
                 ds,
                 q(
-                    f'SELECT mean("risk") FROM "risk" WHERE $timeFilter AND {CHAMPION} AND {FLEET_FILTER} '
-                    'GROUP BY time($__interval), "component" fill(none)',
+                    'SELECT sum("weighted") / sum("n") AS "mean" FROM (SELECT last("mean_risk") * last("components") '
+                    'AS "weighted", last("components") AS "n" FROM "fleet" '
+                    f"WHERE $timeFilter AND {FLEET_FILTER} GROUP BY time($__interval), {_ROLLUP_GROUPS}) "
+                    'WHERE $timeFilter GROUP BY time($__interval), "component" fill(none)',
                     alias="$tag_component",
                 ),
             )

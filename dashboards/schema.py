@@ -53,4 +53,14 @@ TICKET = Measurement(
     "'pending' until a technician records confirmed_fault / no_fault_found / false_alarm",
 )
 
-EXTRA_MEASUREMENTS = (PIPELINE, DRIFT, TICKET)
+FLEET = Measurement(
+    name="fleet",
+    tags=("component", "site", "device_model"),
+    fields=("components", "at_risk", "mean_risk", "max_risk"),
+    doc="written every few minutes by `fleetpulse dashboards rollup`: each component's latest champion "
+    "score within the last 24 h, aggregated per (component, site, hardware model); at_risk counts "
+    "scores at or above the alert policy's raise threshold. Fleet views read this instead of "
+    "scanning every device's points on every refresh",
+)
+
+EXTRA_MEASUREMENTS = (PIPELINE, DRIFT, TICKET, FLEET)

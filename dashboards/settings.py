@@ -33,6 +33,18 @@ class InfluxSourceSettings(BaseModel):
         return self
 
 
+class RollupSettings(BaseModel):
+    """``fleetpulse dashboards rollup``: where to read scores and write ``fleet`` points, and how often.
+
+    Needs write access to the database/bucket, unlike Grafana's read-only data source.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    influx: InfluxSourceSettings = InfluxSourceSettings()
+    every_s: float = Field(default=300.0, ge=10.0)
+
+
 class GrafanaSettings(BaseModel):
     """Where Grafana is and how dashboards are named there.
 
@@ -54,6 +66,7 @@ class GrafanaSettings(BaseModel):
     datasource_name: str = "fleetpulse InfluxDB"
     datasource_uid: str = Field(default="fleetpulse-influxdb", pattern=r"^[A-Za-z0-9_-]{1,40}$")
     influx: InfluxSourceSettings = InfluxSourceSettings()
+    rollup: RollupSettings = RollupSettings()
 
     @model_validator(mode="after")
     def _one_auth(self) -> GrafanaSettings:

@@ -11,15 +11,20 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from fleetpulse.cli import app
 from fleetpulse.dashboards.build import build_all
 from fleetpulse.dashboards.queries import DashboardQuery, dashboard_queries, fill_macros
+from fleetpulse.dashboards.rollup import InfluxV1Api, run_rollup
 from fleetpulse.dashboards.sample import DRILL_DEVICE, END, SITES, START, fleet_points
-from fleetpulse.dashboards.schema import EXTRA_MEASUREMENTS
+from fleetpulse.dashboards.schema import EXTRA_MEASUREMENTS, FLEET
+from fleetpulse.dashboards.settings import InfluxSourceSettings
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +42,9 @@ SELECTIONS = {
 
 
 QUERIES = dashboard_queries(build_all())
-FIXED = {"threshold": "0.5", "device_id": DRILL_DEVICE}
+THRESHOLD = 0.5
+FIXED = {"threshold": str(THRESHOLD), "device_id": DRILL_DEVICE}
+ROLLUP_HOURS_BEFORE_END = (18, 12, 6, 0)
 
 
 def substitute(query: DashboardQuery, selection: dict[str, str]) -> str:
@@ -56,6 +63,11 @@ def loaded_db(influxdb1_url: str) -> Iterator[tuple[str, str]]:
                 "/write", params={"db": database, "precision": "ns"}, content="\n".join(lines[i : i + 5000])
             )
             assert resp.status_code == 204, resp.text
+        # The fleet-health panels read the rollup: produce it the way the CronJob does, at several times.
+        api = InfluxV1Api(InfluxSourceSettings(url=influxdb1_url, database=database))
+        for hours_before_end in ROLLUP_HOURS_BEFORE_END:
+            run_rollup(api, END - timedelta(hours=hours_before_end), THRESHOLD)
+        api.close()
         yield influxdb1_url, database
         client.post("/query", params={"q": f'DROP DATABASE "{database}"'})
 
@@ -73,8 +85,8 @@ def test_sample_covers_every_measurement_the_dashboards_read() -> None:
     points = fleet_points()
     measurements = {p.measurement for p in points}
     read = {m for q in QUERIES for m in re.findall(r'FROM "(\w+)"', q.query)}
-    assert read <= measurements, read - measurements
-    for extra in EXTRA_MEASUREMENTS:
+    assert read - {FLEET.name} <= measurements, read - measurements
+    for extra in (m for m in EXTRA_MEASUREMENTS if m is not FLEET):
         sample = next(p for p in points if p.measurement == extra.name)
         assert (set(sample.tags), set(sample.fields)) == (set(extra.tags), set(extra.fields)), extra.name
 
@@ -90,12 +102,45 @@ def test_query_returns_rows(loaded_db: tuple[str, str], query: DashboardQuery, s
     value_columns = [
         [v for col, v in zip(s["columns"], row, strict=True) if col != "time"] for s in series for row in s["values"]
     ]
-    assert any(v is not None for values in value_columns for v in values), f"{query.dashboard} {query.where}: only nulls"
+    assert any(v is not None for values in value_columns for v in values), (
+        f"{query.dashboard} {query.where}: only nulls"
+    )
 
 
-def test_current_state_panels_use_the_last_day() -> None:
-    overridden = [q for q in QUERIES if q.time_from is not None]
-    assert len(overridden) >= 10
-    assert {q.time_from for q in overridden} == {"24h"}
-    start, end = overridden[0].time_range(START, END)
-    assert (end - start).total_seconds() == 86_400
+def test_current_state_panels_override_the_range() -> None:
+    """Latest-score panels read the last day; rollup-based ones the last hour (the rollup runs every few minutes)."""
+    overridden = {q.time_from: q for q in QUERIES if q.time_from is not None}
+    assert set(overridden) == {"24h", "1h"}
+    for time_from, seconds in (("24h", 86_400), ("1h", 3_600)):
+        start, end = overridden[time_from].time_range(START, END)
+        assert (end - start).total_seconds() == seconds
+    assert all('FROM "fleet"' in q.query for q in QUERIES if q.time_from == "1h")
+
+
+def test_rollup_matches_an_independent_count(loaded_db: tuple[str, str]) -> None:
+    """The rollup at END equals what the sample's own points say: latest champion score per component in 24 h."""
+    url, database = loaded_db
+    latest: dict[tuple[str, str, str], tuple[float, float]] = {}
+    for p in fleet_points():
+        if p.measurement == "risk" and p.tags["role"] == "champion" and END - timedelta(hours=24) < p.time <= END:
+            key = (p.tags["device_id"], p.tags["component"], p.tags.get("component_id", ""))
+            if key not in latest or p.time.timestamp() >= latest[key][0]:
+                latest[key] = (p.time.timestamp(), float(p.fields["risk"]))
+    expected_at_risk = sum(1 for _, risk in latest.values() if risk >= THRESHOLD)
+    end_ms = int(END.timestamp() * 1000)
+    series = run(
+        url, database, f'SELECT sum("at_risk"), sum("components"), max("max_risk") FROM "fleet" WHERE time = {end_ms}ms'
+    )
+    _, at_risk, components, max_risk = series[0]["values"][0]
+    assert (at_risk, components) == (expected_at_risk, len(latest))
+    assert expected_at_risk > 0
+    assert max_risk == max(risk for _, risk in latest.values())
+
+
+def test_rollup_command_runs_against_influxdb(loaded_db: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    url, database = loaded_db
+    monkeypatch.setenv("FLEETPULSE_GRAFANA__ROLLUP__INFLUX__URL", url)
+    monkeypatch.setenv("FLEETPULSE_GRAFANA__ROLLUP__INFLUX__DATABASE", database)
+    result = CliRunner().invoke(app, ["dashboards", "rollup", "--once"])
+    assert result.exit_code == 0, result.output
+    assert "fleet rollup:" in result.output

@@ -30,7 +30,7 @@ from tests.unit.deploy.tools import DEPLOY, dclint, dclint_schema, retention_pol
 COMPOSE_DIR = DEPLOY / "compose"
 COMPOSE = yaml.safe_load((COMPOSE_DIR / "compose.yaml").read_text(encoding="utf-8"))
 SERVICES: dict[str, Any] = COMPOSE["services"]
-APP_SERVICES = ("migrate", "worker", "tickets", "api")
+APP_SERVICES = ("migrate", "worker", "tickets", "rollup", "api")
 # Key and service order is cosmetic; the file is ordered by data flow for readers.
 ORDER_RULES = ["service-keys-order", "services-alphabetical-order", "top-level-properties-order"]
 
@@ -185,6 +185,8 @@ def test_app_services_get_valid_settings(service: str, monkeypatch: pytest.Monke
     settings = load_settings(ServerSettings, COMPOSE_DIR / "server.toml")
     assert settings.alerts.store_url == "postgresql+psycopg://fleetpulse:dummy@postgres:5432/fleetpulse"
     assert settings.streams.tsdb.kind == "influxdb2"
+    assert settings.grafana.rollup.influx.token is not None
+    assert settings.grafana.rollup.influx.url == "http://influxdb:8086"
     assert {c["target"] for c in SERVICES[service]["configs"]} == {"/etc/fleetpulse/server.toml"}
 
 

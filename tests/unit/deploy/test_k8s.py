@@ -50,10 +50,16 @@ def one(kind: str, name: str) -> dict[str, Any]:
     return found
 
 
+def _template(doc: dict[str, Any]) -> dict[str, Any]:
+    spec = doc["spec"]["jobTemplate"]["spec"] if doc["kind"] == "CronJob" else doc["spec"]
+    template: dict[str, Any] = spec["template"]
+    return template
+
+
 def pod_specs() -> Iterator[tuple[str, dict[str, Any]]]:
     for doc in build("overlays/production"):
-        if doc["kind"] in ("Deployment", "StatefulSet", "Job"):
-            yield f"{doc['kind']}/{doc['metadata']['name']}", doc["spec"]["template"]["spec"]
+        if doc["kind"] in ("Deployment", "StatefulSet", "Job", "CronJob"):
+            yield f"{doc['kind']}/{doc['metadata']['name']}", _template(doc)["spec"]
 
 
 @pytest.mark.parametrize("target", ["base", "overlays/production"])
@@ -261,6 +267,12 @@ def test_network_policies_default_deny_with_explicit_allowances() -> None:
         if p.get("ingress")
     }
     assert {"fleetpulse-api", "grafana", "influxdb", "fleetpulse-worker"} <= allowed
+    influx_peers = {
+        peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+        for rule in policies["influxdb-from-writers-and-grafana"]["ingress"]
+        for peer in rule["from"]
+    }
+    assert influx_peers == {"fleetpulse-worker", "grafana", "fleetpulse-rollup"}
 
 
 def test_ingresses_terminate_tls() -> None:
@@ -321,6 +333,9 @@ def test_fleetpulse_containers_get_valid_settings(workload: str, monkeypatch: py
         assert settings.kafka.sasl_password is not None
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert "/etc/fleetpulse" in mounts
+    if workload == "fleetpulse-rollup":
+        assert settings.grafana.rollup.influx.token is not None
+        assert settings.grafana.rollup.influx.url == "http://influxdb:8086"
     if "FLEETPULSE_KAFKA__SASL_USERNAME" in env:  # Kafka clients also need the cluster CA
         assert settings.kafka.ssl_cafile is not None
         assert str(settings.kafka.ssl_cafile.parent) in mounts
@@ -339,3 +354,12 @@ def test_yamllint_config_still_catches_errors(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "duplication of key" in proc.stdout
     assert "truthy" in proc.stdout
+
+
+def test_rollup_runs_every_five_minutes_without_overlap() -> None:
+    cron = one("CronJob", "fleetpulse-rollup")["spec"]
+    assert cron["schedule"] == "*/5 * * * *"
+    assert cron["concurrencyPolicy"] == "Forbid"
+    assert cron["jobTemplate"]["spec"]["activeDeadlineSeconds"] < 300
+    (container,) = _template(one("CronJob", "fleetpulse-rollup"))["spec"]["containers"]
+    assert container["args"] == ["dashboards", "rollup", "--once"]

@@ -1,0 +1,114 @@
+"""Fleet rollup: the current at-risk picture, computed once and stored, instead of by every viewer.
+
+Fleet-wide panels that need "each component's latest score" must visit every device's
+series; with ~100,000 devices and dashboards refreshing every minute for every
+viewer, that cost multiplies. The rollup runs that query on a schedule and writes
+the few aggregated ``fleet`` points (see ``schema.FLEET``) the panels then read.
+It speaks only InfluxDB's v1-compatible ``/query`` and ``/write`` endpoints, which
+1.x, 2.x (DBRP) and 3.x all serve.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import httpx
+
+from fleetpulse.dashboards.schema import FLEET
+from fleetpulse.dashboards.settings import InfluxSourceSettings
+from fleetpulse.streams.points import Point
+
+log = logging.getLogger(__name__)
+WINDOW = timedelta(hours=24)
+GROUP = ("component", "site", "device_model")
+
+
+class InfluxQL(Protocol):
+    def query(self, text: str) -> list[dict[str, Any]]: ...
+
+    def write(self, lines: list[str]) -> None: ...
+
+
+class InfluxV1Api:
+    """InfluxDB's v1-compatible HTTP API with the configured credentials."""
+
+    def __init__(self, settings: InfluxSourceSettings, timeout_s: float = 120.0) -> None:
+        headers, auth = {}, None
+        if settings.token is not None:
+            headers["Authorization"] = f"Token {settings.token.get_secret_value()}"
+        elif settings.username is not None:
+            auth = (settings.username, settings.password.get_secret_value() if settings.password else "")
+        self._client = httpx.Client(
+            base_url=settings.url, headers=headers, auth=auth, timeout=timeout_s, verify=not settings.tls_skip_verify
+        )
+        self._db = settings.database
+
+    def query(self, text: str) -> list[dict[str, Any]]:
+        resp = self._client.post("/query", params={"db": self._db, "epoch": "ms"}, data={"q": text})
+        resp.raise_for_status()
+        result = resp.json()["results"][0]
+        if "error" in result:
+            raise RuntimeError(f"InfluxDB refused the rollup query: {result['error']}")
+        return list(result.get("series", []))
+
+    def write(self, lines: list[str]) -> None:
+        if lines:
+            self._client.post("/write", params={"db": self._db}, content="\n".join(lines)).raise_for_status()
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _latest_scores(at: datetime) -> str:
+    start_ms = int((at - WINDOW).timestamp() * 1000)
+    end_ms = int(at.timestamp() * 1000)
+    return (
+        'SELECT last("risk") AS "risk" FROM "risk" '
+        f"WHERE time > {start_ms}ms AND time <= {end_ms}ms AND \"role\" = 'champion' "
+        'GROUP BY "device_id", "component", "component_id", "site", "device_model"'
+    )
+
+
+def rollup_queries(at: datetime, threshold: float) -> tuple[str, str]:
+    """(per-group count/mean/max of the latest scores, per-group count of those at or above the threshold)."""
+    inner = _latest_scores(at)
+    by = ", ".join(f'"{tag}"' for tag in GROUP)
+    stats = f'SELECT count("risk") AS "components", mean("risk") AS "mean_risk", max("risk") AS "max_risk" FROM ({inner}) GROUP BY {by}'
+    at_risk = f'SELECT count("risk") AS "at_risk" FROM ({inner}) WHERE "risk" >= {threshold!r} GROUP BY {by}'
+    return stats, at_risk
+
+
+def _by_group(series: list[dict[str, Any]]) -> dict[tuple[str, ...], dict[str, Any]]:
+    out = {}
+    for s in series:
+        tags: Mapping[str, str] = s.get("tags", {})
+        row = dict(zip(s["columns"], s["values"][0], strict=True))
+        out[tuple(tags.get(t, "") for t in GROUP)] = row
+    return out
+
+
+def rollup_points(stats: list[dict[str, Any]], at_risk: list[dict[str, Any]], at: datetime) -> list[Point]:
+    """One ``fleet`` point per (component, site, hardware model); groups with no risky component get 0."""
+    risky = _by_group(at_risk)
+    points = []
+    for key, row in sorted(_by_group(stats).items()):
+        fields = {
+            "components": int(row["components"]),
+            "at_risk": int(risky.get(key, {}).get("at_risk", 0)),
+            "mean_risk": float(row["mean_risk"]),
+            "max_risk": float(row["max_risk"]),
+        }
+        points.append(Point(FLEET.name, dict(zip(GROUP, key, strict=True)), fields, at))
+    return points
+
+
+def run_rollup(api: InfluxQL, at: datetime, threshold: float) -> list[Point]:
+    """Compute and write the rollup for time ``at``; returns the points written."""
+    stats_q, risk_q = rollup_queries(at, threshold)
+    points = rollup_points(api.query(stats_q), api.query(risk_q), at)
+    api.write([p.to_line_protocol() for p in points])
+    log.info("fleet rollup written", extra={"points": len(points), "at": at.isoformat()})
+    return points

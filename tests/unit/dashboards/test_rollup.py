@@ -1,0 +1,53 @@
+"""The fleet rollup's pure part (InfluxDB JSON -> points) and its command's failure handling."""
+
+from __future__ import annotations
+
+import socket
+from datetime import UTC, datetime
+
+import pytest
+from typer.testing import CliRunner
+
+from fleetpulse.cli import app
+from fleetpulse.dashboards.rollup import rollup_points, rollup_queries
+from fleetpulse.dashboards.schema import FLEET
+
+AT = datetime(2026, 11, 20, tzinfo=UTC)
+
+
+def _series(tags: dict[str, str], **values: float) -> dict[str, object]:
+    return {"name": "risk", "tags": tags, "columns": ["time", *values], "values": [[0, *values.values()]]}
+
+
+def test_groups_without_risky_components_count_zero() -> None:
+    disk_a = {"component": "disk", "site": "A", "device_model": "M1"}
+    battery_b = {"component": "battery", "site": "B", "device_model": "M2"}
+    stats = [
+        _series(disk_a, components=10, mean_risk=0.4, max_risk=0.9),
+        _series(battery_b, components=3, mean_risk=0.1, max_risk=0.2),
+    ]
+    at_risk = [_series(disk_a, at_risk=4)]
+    points = {p.tags["site"]: p for p in rollup_points(stats, at_risk, AT)}
+    assert points["A"].fields == {"components": 10, "at_risk": 4, "mean_risk": 0.4, "max_risk": 0.9}
+    assert points["B"].fields["at_risk"] == 0
+    assert all(p.measurement == FLEET.name and set(p.tags) == set(FLEET.tags) for p in points.values())
+    assert all(set(p.fields) == set(FLEET.fields) and p.time == AT for p in points.values())
+
+
+def test_queries_window_the_last_day_of_champion_scores() -> None:
+    stats, at_risk = rollup_queries(AT, 0.5)
+    end_ms = int(AT.timestamp() * 1000)
+    for query in (stats, at_risk):
+        assert f"time > {end_ms - 86_400_000}ms AND time <= {end_ms}ms" in query
+        assert """"role" = 'champion'""" in query
+    assert 'WHERE "risk" >= 0.5' in at_risk
+
+
+def test_rollup_command_fails_clearly_when_influxdb_is_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("FLEETPULSE_GRAFANA__ROLLUP__INFLUX__URL", f"http://127.0.0.1:{port}")
+    result = CliRunner().invoke(app, ["dashboards", "rollup", "--once"])
+    assert result.exit_code == 1
+    assert "fleet rollup failed" in result.output
