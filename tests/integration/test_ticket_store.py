@@ -256,3 +256,17 @@ def test_concurrent_first_starts_migrate_once(store_url: str) -> None:
     with engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
     engine.dispose()
+
+
+def test_migration_downgrades_and_upgrades_again(store: TicketStore) -> None:
+    from alembic import command
+
+    from fleetpulse.alerts.store import alembic_config
+
+    with store.engine.begin() as connection:
+        cfg = alembic_config(store.engine)
+        cfg.attributes["connection"] = connection
+        command.downgrade(cfg, "base")
+    assert "tickets" not in inspect(store.engine).get_table_names()
+    upgrade(store.engine)
+    assert "tickets" in inspect(store.engine).get_table_names()
