@@ -17,7 +17,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from fleetpulse.alerts import actions, storm
-from fleetpulse.alerts.connectors.base import StormSummary, storm_notification, ticket_notification
+from fleetpulse.alerts.connectors.base import (
+    StormSummary,
+    storm_notification,
+    ticket_notification,
+    update_notification,
+)
 from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.models import (
     AlertSeen,
@@ -371,8 +376,34 @@ class TicketService:
                     )
                     payload = label.model_dump(mode="json")
                     self._enqueue(session, LABELS_TARGET, f"outcome-{ticket.id}", "outcome", payload, now)
+                self._notify_update(session, ticket, current.value, actor, note, outcome, now)
         views = [self.store.get_ticket(i) for i in ticket_ids]
         return [v for v in views if v is not None]
+
+    def _notify_update(
+        self,
+        session: Session,
+        ticket: TicketRow,
+        from_state: str,
+        actor: str,
+        note: str,
+        outcome: str | None,
+        now: datetime,
+    ) -> None:
+        """Tell each connector that has this ticket's incident (storm members have none of their own)."""
+        key = f"fleetpulse-ticket-{ticket.id}"
+        targets = session.scalars(
+            select(OutboxRow.target).where(OutboxRow.dedup_key == key, OutboxRow.subject == "ticket")
+        ).all()
+        if not targets:
+            return
+        session.flush()
+        view = TicketStore._view(ticket, session.get(Device, ticket.device_id))
+        message = update_notification(view.to_contract(), from_state, actor, note, outcome)
+        payload = message.model_dump(mode="json")
+        for target in targets:
+            if target in self.connector_names:
+                self._enqueue(session, target, f"{key}-{ticket.state}", "update", payload, now)
 
     # --- helpers --------------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ class StormSummary(BaseModel):
 class Notification(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    subject: Literal["ticket", "storm"]
+    subject: Literal["ticket", "storm", "update"]
     dedup_key: str
     title: str
     body: str
@@ -97,4 +97,24 @@ def storm_notification(storm: StormSummary) -> Notification:
         body="\n".join(lines),
         urgency="high",
         storm=storm,
+    )
+
+
+def update_notification(ticket: Ticket, from_state: str, actor: str, note: str, outcome: str | None) -> Notification:
+    """A lifecycle change of a ticket the ITSM already has; ``dedup_key`` names that incident."""
+    lines = [
+        f"fleetpulse ticket {ticket.ticket_id} ({ticket.component.value} of {ticket.device_id}) "
+        f"moved from {from_state} to {ticket.state.value} by {actor} at {ticket.updated_at:%Y-%m-%d %H:%M} UTC.",
+    ]
+    if outcome:
+        lines.append(f"Outcome: {outcome.replace('_', ' ')}.")
+    if note:
+        lines.append(f"Note: {note}")
+    return Notification(
+        subject="update",
+        dedup_key=f"fleetpulse-ticket-{ticket.ticket_id}",
+        title=f"[fleetpulse] ticket {ticket.ticket_id} {ticket.state.value}",
+        body="\n".join(lines),
+        urgency=ticket.urgency,
+        ticket=ticket,
     )

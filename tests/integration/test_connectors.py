@@ -26,7 +26,7 @@ from kafka import KafkaConsumer
 from pydantic import TypeAdapter
 
 from fleetpulse.alerts.connectors import ConnectorConfig, DeliveryError, build
-from fleetpulse.alerts.connectors.base import ticket_notification
+from fleetpulse.alerts.connectors.base import ticket_notification, update_notification
 from fleetpulse.alerts.labels import LabelPublisher
 from fleetpulse.alerts.outbox import backoff, deliver_due
 from fleetpulse.alerts.settings import OutboxSettings
@@ -85,6 +85,14 @@ class RecordingHttp:
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
+
+            def do_PATCH(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                recorder.requests.append(HttpRecord("PATCH", self.path, dict(self.headers.items()), body))
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -374,4 +382,77 @@ def test_outcomes_reach_the_labels_topic(kafka_settings: KafkaSettings, tmp_path
     assert [(o.device_id, o.outcome, o.recorded_by, o.model_version) for o in outcomes] == [
         ("pc-1", "confirmed_fault", "bob", "1.2.0"),
         ("pc-2", "false_alarm", "carol", "1.2.0"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "existing", "patched_path", "field"),
+    [
+        (
+            "servicenow",
+            {"result": [{"number": "INC7", "sys_id": "abc123"}]},
+            "/api/now/table/incident/abc123",
+            "work_notes",
+        ),
+        ("topdesk", [{"id": "9f1e", "number": "I 7"}], "/tas/api/incidents/id/9f1e", "action"),
+    ],
+)
+def test_lifecycle_changes_are_noted_on_the_itsm_incident(
+    kind: str,
+    existing: Any,
+    patched_path: str,
+    field: str,
+    http_server: RecordingHttp,
+    smtp_server: RecordingSmtp,
+    tmp_path: Path,
+) -> None:
+    config = connector_config(kind, http_server, smtp_server)
+    store = TicketStore.open(f"sqlite:///{tmp_path}/t.db")
+    svc = service(store, connectors=[{"kind": "webhook", "name": config.name, "url": "http://127.0.0.1:9/"}])
+    svc.apply_alert(make_alert("pc-1"), NOW)
+    svc.transition([1], TicketState.APPROVED, "anna", NOW, note="swap next week")
+    svc.transition([1], TicketState.DISMISSED, "anna", NOW, outcome="no_fault_found")
+    connector = build(config)
+    http_server.lookup_answer = existing
+    report = deliver_due(store, {config.name: connector}, None, OutboxSettings(), NOW)
+    store.close()
+    assert report.delivered == 3  # creation (found by the lookup: no duplicate) + two updates
+    patches = [r for r in http_server.requests if r.method == "PATCH"]
+    assert [r.path for r in patches] == [patched_path, patched_path]
+    first, second = (json.loads(r.body)[field] for r in patches)
+    assert "moved from open to approved by anna" in first
+    assert "swap next week" in first
+    assert "Outcome: no fault found" in second
+    assert not [r for r in http_server.requests if r.method == "POST"]
+
+
+def test_update_waits_until_the_incident_exists(
+    http_server: RecordingHttp, smtp_server: RecordingSmtp, tmp_path: Path
+) -> None:
+    store = TicketStore.open(f"sqlite:///{tmp_path}/n.db")
+    svc = service(store)
+    svc.apply_alert(make_alert(), NOW)
+    ticket = store.list_tickets()[0].to_contract()
+    store.close()
+    note = update_notification(ticket, "open", "anna", "", None)
+    with pytest.raises(DeliveryError, match="not found"):
+        build(connector_config("servicenow", http_server, smtp_server)).deliver(note)
+
+
+def test_storm_members_without_an_incident_get_no_updates(tmp_path: Path) -> None:
+    store = TicketStore.open(f"sqlite:///{tmp_path}/t.db")
+    svc = service(
+        store,
+        storm={"threshold": 2},
+        connectors=[{"kind": "webhook", "name": "hook", "url": "http://127.0.0.1:9/"}],
+    )
+    svc.apply_alert(make_alert("pc-1"), NOW)  # alone: gets its own incident
+    svc.apply_alert(make_alert("pc-2"), NOW)  # second of the key: storm, one problem incident
+    svc.transition([1, 2], TicketState.APPROVED, "anna", NOW)
+    subjects = sorted((r.subject, r.dedup_key) for r in store.outbox())
+    store.close()
+    assert subjects == [
+        ("storm", subjects[0][1]),
+        ("ticket", "fleetpulse-ticket-1"),
+        ("update", "fleetpulse-ticket-1-approved"),
     ]
