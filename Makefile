@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY ?= python3
 export FLEETPULSE_TEST_STACK_DIR ?= $(CURDIR)/.local/test-stack
 
-.PHONY: install lint typecheck check test test-unit test-integration demo stack-up stack-down bench clean
+.PHONY: install lint typecheck check test test-unit test-integration demo stack-up stack-down bench clean train evaluate
 
 install:
 	deploy/local/install-deps.sh
@@ -44,6 +44,14 @@ stack-down:
 
 bench:
 	$(PY) benchmarks/run_all.py
+
+# Disk model on the real Backblaze data -> .local/models (registered champion the worker serves).
+train:
+	fleetpulse train --data-dir ../shared/data --out .local/models
+
+# The evaluation report on real data (model vs baselines, battery end of life) -> .local/reports/latest.
+evaluate:
+	fleetpulse evaluate --data-dir ../shared/data --out .local/reports/latest
 
 clean: stack-down
 	rm -rf .local

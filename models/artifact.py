@@ -25,6 +25,7 @@ from fleetpulse.contract import Component, Factor, RiskScore
 from fleetpulse.models.base import make_score, scorable
 from fleetpulse.models.explain import factor
 from fleetpulse.models.features import CURRENT_DISK, DISK_FEATURES, GROWTH_COUNTERS, disk_vector
+from fleetpulse.models.rules import RISK_CRITICAL, critical_signs
 from fleetpulse.models.state import DeviceState
 from fleetpulse.models.training import single_thread
 
@@ -123,7 +124,12 @@ EXPLANATION_GROUPS = _explanation_groups()
 
 @dataclass
 class TrainedDiskScorer:
-    """Calibrated probabilities of disk failure within 7 and 30 days from the shared features."""
+    """Calibrated probabilities of disk failure within 7 and 30 days from the shared features.
+
+    Backblaze data has neither the drive's SMART verdict nor NVMe health logs, so the
+    model cannot weigh them; when a drive declares itself failing (``critical_signs``)
+    the risk is raised to the rule's critical level and the reason is the first factor.
+    """
 
     name: str
     version: str
@@ -155,7 +161,9 @@ class TrainedDiskScorer:
         n, g = len(features), len(EXPLANATION_GROUPS)
         perturbed = np.repeat(features, g, axis=0)
         for k, (_, members) in enumerate(EXPLANATION_GROUPS):
-            perturbed[k::g, members] = self.reference[members]
+            # only values the drive reports are reset; a missing value stays missing
+            block = perturbed[k::g, members]
+            perturbed[k::g, members] = np.where(np.isnan(block), block, self.reference[members])
         reset = self.predict(perturbed, horizon).reshape(n, g)
         drop: np.ndarray = base[:, None] - reset
         return drop
@@ -171,6 +179,7 @@ class TrainedDiskScorer:
         features = np.asarray(rows, dtype=float)
         horizon = max(self.models)
         risk = self.predict(features, horizon)
+        overrides = [critical_signs(dict(zip(DISK_FEATURES, row.tolist(), strict=True))) for row in features]
         short = self.predict(features, min(self.models)) if len(self.models) > 1 else risk
         contrib = self.contributions(features, horizon)
         scores = []
@@ -197,9 +206,14 @@ class TrainedDiskScorer:
                         text=f"{100 * short[i]:.1f}% chance of failure within {min(self.models)} days",
                     )
                 )
+            value = float(risk[i])
+            if overrides[i]:
+                # signals the training data never carried (SMART verdict, NVMe health log):
+                # the drive's own alarm wins over a model that cannot see it
+                value = max(value, RISK_CRITICAL)
+                names = overrides[i]
+                factors = [factor(n, float(features[i, DISK_FEATURES.index(n)]), 1.0) for n in names] + factors
             scores.append(
-                make_score(
-                    self, state, now, risk=float(risk[i]), horizon_days=horizon, component_id=key, factors=factors
-                )
+                make_score(self, state, now, risk=value, horizon_days=horizon, component_id=key, factors=factors)
             )
         return scores

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 DATA_DIR = Path("../shared/data")
 CACHE_DIR = Path(".local/cache")
 ROWS = {"daily": 868_524, "survival": 644_569}
+INNER_CUTOFF = date(2014, 10, 1)
 
 
 def _replay(kind: str, data_dir: Path, cache_dir: Path) -> Instants:
@@ -94,14 +96,17 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write the evaluation report (Markdown, PNG plots, metrics.json) on the real data."""
         from fleetpulse.models.battery_eval import evaluate_real, evaluate_simulated
-        from fleetpulse.models.pipeline import EXPERIMENTS, run_experiment
+        from fleetpulse.models.pipeline import EXPERIMENTS, inner_validation, run_experiment
         from fleetpulse.models.report import write_report
 
         results = []
         meta: dict[str, Any] = {"seed": seed, "data": {}}
+        selection = []
         for kind in ("daily", "survival"):
             instants = _replay(kind, data_dir, cache_dir)
             meta["data"][kind] = _data_reference(data_dir, kind)
+            if kind == "survival":
+                selection = inner_validation(instants, EXPERIMENTS[kind], INNER_CUTOFF, seed, _step)
             results.append(run_experiment(instants, EXPERIMENTS[kind], seed, _step))
         battery_dir = data_dir / "battery"
         if not battery_dir.is_dir():
@@ -118,5 +123,5 @@ def register(app: typer.Typer) -> None:
                 "those whose battery crosses 60 % by capacity fade in the window; truth from the noisy readings "
                 "(5-reading median)."
             )
-        path = write_report(out, results, real, simulated, note, meta)
+        path = write_report(out, results, selection, real, simulated, note, meta)
         typer.echo(f"report written to {path}")

@@ -125,6 +125,26 @@ def operating_point(scores: DriveScores, threshold: float) -> OperatingPoint:
     )
 
 
+def detection_at_far(scores: DriveScores, far: float) -> float:
+    """Detection at exactly ``far`` false alarms, interpolating across a tied score.
+
+    A score shared by many healthy drives (e.g. every drive with clean counters) makes
+    the achievable false-alarm rates jump; alarming on a random part of the tied drives
+    reaches any rate in between (the ROC chord). Used to compare with a binary rule at
+    the rule's own rate, which a scorer with ties can otherwise only undershoot.
+    """
+    below = operating_point(scores, threshold_at_cap(scores.negative, far))
+    if below.false_alarm_rate >= far or not np.isfinite(below.threshold):
+        return below.detection_rate
+    tied = float(np.nextafter(below.threshold, -np.inf))
+    tied_value = float(scores.negative[scores.negative <= tied].max()) if (scores.negative <= tied).any() else tied
+    above = operating_point(scores, tied_value)
+    if above.false_alarm_rate <= below.false_alarm_rate:
+        return below.detection_rate
+    share = (far - below.false_alarm_rate) / (above.false_alarm_rate - below.false_alarm_rate)
+    return below.detection_rate + share * (above.detection_rate - below.detection_rate)
+
+
 def pr_auc(scores: DriveScores) -> float:
     y = np.concatenate([np.ones(len(scores.positive)), np.zeros(len(scores.negative))])
     s = np.concatenate([scores.positive, scores.negative])

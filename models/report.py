@@ -11,7 +11,7 @@ import numpy as np
 
 from fleetpulse.models.battery_eval import BatteryResult
 from fleetpulse.models.evaluation import CAPS, TICKETS_PER_WEEK, threshold_at_cap
-from fleetpulse.models.pipeline import ExperimentResult, HorizonResult
+from fleetpulse.models.pipeline import ExperimentResult, HorizonResult, SelectionRow
 
 
 def _pct(value: float | None) -> str:
@@ -102,7 +102,14 @@ def _verdict(horizon: HorizonResult) -> list[str]:
             if b is None or m is None:
                 continue
             word = "beats" if m > b else "ties" if m == b else "does NOT beat"
-            lines.append(f"- {point}: model {word} {baseline.name} ({_pct(m)} vs {_pct(b)} of failed drives detected)")
+            line = f"- {point}: model {word} {baseline.name} ({_pct(m)} vs {_pct(b)} of failed drives detected"
+            exact = model.points[point].get("detection_rate_at_exact_far")
+            if exact is not None and exact != m:
+                word = "beats" if exact > b else "ties" if exact == b else "does NOT beat"
+                line += (
+                    f"; with ties split to reach exactly the same false-alarm rate the model {word} it: {_pct(exact)}"
+                )
+            lines.append(line + ")")
     return lines
 
 
@@ -200,9 +207,31 @@ def battery_section(
     return md, metrics
 
 
+def selection_section(rows: list[SelectionRow]) -> list[str]:
+    if not rows:
+        return []
+    points = list(rows[0].detection)
+    md = [
+        "## Model selection (training data only)",
+        "",
+        "Candidate feature sets compared on the 2013-2016 training drives alone: half of them (second hash) fit "
+        "before 2014-10-01, the other half validated from 2014-10-01 to the cut-off, 30-day horizon. The set "
+        "with the best validation numbers is the one the model uses; test drives are not read.",
+        "",
+        "| feature set | PR-AUC | " + " | ".join(f"detection @ {p}" for p in points) + " |",
+        "|---|---|" + "---|" * len(points),
+    ]
+    for row in rows:
+        md.append(
+            f"| {row.feature_set} | {row.pr_auc:.3f} | " + " | ".join(_pct(row.detection[p]) for p in points) + " |"
+        )
+    return [*md, ""]
+
+
 def write_report(
     out: Path,
     experiments: list[ExperimentResult],
+    selection: list[SelectionRow],
     real: BatteryResult,
     simulated: BatteryResult | None,
     sim_note: str,
@@ -226,6 +255,10 @@ def write_report(
         section, m = experiment_section(result, out)
         md += [*section, ""]
         metrics["experiments"][result.experiment.name] = m
+    md += selection_section(selection)
+    metrics["model_selection"] = [
+        {"feature_set": r.feature_set, "pr_auc": r.pr_auc, "detection": r.detection} for r in selection
+    ]
     section, m = battery_section(real, simulated, sim_note)
     md += section
     metrics["battery"] = m

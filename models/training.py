@@ -30,9 +30,15 @@ from fleetpulse.models.features import DISK_FEATURES, GROWTH_COUNTERS
 
 HORIZONS = (7, 30)
 MAX_NEGATIVES = 120_000
-# Not a property of the drive but of how often it reported (replayed change points vs
-# daily reports): the model must not learn it, or training and serving would differ.
-MODEL_EXCLUDED = frozenset({"history_days"})
+# history_days is not a property of the drive but of how often it reported (replayed
+# change points vs daily reports), so the model must never learn it. Dropping age and
+# temperature too won the inner validation on training drives only (see
+# ``pipeline.inner_validation`` and the report's "model selection" table).
+FEATURE_SETS: dict[str, frozenset[str]] = {
+    "all but history_days": frozenset({"history_days"}),
+    "counters only (no age, temperature)": frozenset({"history_days", "power_on_hours", "temperature_c"}),
+}
+MODEL_EXCLUDED = FEATURE_SETS["counters only (no age, temperature)"]
 BACKBLAZE_FEATURES = ("smart_5", "smart_187", "smart_188", "smart_197", "smart_198")
 SINGLE_ATTRIBUTE_CANDIDATES = ("smart_5", "smart_187", "smart_188", "smart_197", "smart_198", "smart_199")
 
@@ -153,6 +159,17 @@ def monotonic_constraints() -> list[int]:
         base = name.split("_delta_")[0].split("_slope_")[0].split("_growth_days_")[0]
         out.append(1 if base in rising else -1 if name in falling else 0)
     return out
+
+
+def fit_ranker(data: TrainingSet, seed: int, excluded: frozenset[str]) -> HistGradientBoostingClassifier:
+    """The uncalibrated trees alone (ranking is all model selection needs)."""
+    features = data.features.copy()
+    features[:, np.isnan(features).all(axis=0)] = 0.0
+    features[:, [DISK_FEATURES.index(name) for name in excluded]] = 0.0
+    model = _classifier(seed)
+    with single_thread():
+        model.fit(features, data.y, sample_weight=data.weight)
+    return model
 
 
 def fit_calibrated(data: TrainingSet, seed: int) -> CalibratedClassifierCV:

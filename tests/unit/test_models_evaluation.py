@@ -159,3 +159,17 @@ def test_training_on_a_real_subset_beats_chance(shared_data: Path) -> None:
     assert model.pr_auc > 2 * prevalence
     assert model.brier is not None
     assert model.brier < 0.1
+
+
+def test_detection_at_exact_far_splits_ties() -> None:
+    from fleetpulse.models.evaluation import DriveScores, detection_at_far
+
+    scores = DriveScores(
+        positive=np.array([0.0, 1.0]),
+        negative=np.array([0.0, 0.0, 0.0, 0.0, 1.0]),
+        pos_days=[np.array([1.0]), np.array([2.0])],
+        pos_scores=[np.array([0.0]), np.array([1.0])],
+    )
+    # reachable: FAR 0.2 (detect 1 of 2) and FAR 1.0 (detect both); 0.5 lies 3/8 of the way
+    assert detection_at_far(scores, 0.5) == pytest.approx(0.5 + 0.375 * 0.5)
+    assert detection_at_far(scores, 0.2) == pytest.approx(0.5)
