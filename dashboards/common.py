@@ -60,16 +60,6 @@ def tag_variable(
     return var
 
 
-def threshold_variable() -> db.CustomVariable:
-    """Risk above which a component counts as at risk; matches the alert policy's default raise level."""
-    return (
-        db.CustomVariable("threshold")
-        .label("Risk threshold")
-        .values("0.3,0.5,0.7,0.9")
-        .current(dm.VariableOption(selected=True, text="0.5", value="0.5"))
-    )
-
-
 def q(query: str, ref_id: str = "A", alias: str | None = None) -> InfluxQL:
     target = InfluxQL(" ".join(query.split())).ref_id(ref_id)
     return target.alias(alias) if alias else target

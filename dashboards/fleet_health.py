@@ -3,9 +3,9 @@
 How many devices report, how many components are at risk and where (component,
 site, hardware model), whether that is getting worse, and which devices to open
 in the drill-down. "At risk" = the latest champion score of a component is at or
-above the threshold. Per-site/model/component counts and trends come from the
-``fleet`` rollup (``fleetpulse dashboards rollup``, computed once every few minutes
-instead of by every viewer); the device-level panels read the last 24 hours of scores.
+above the alert policy's raise threshold. Counts and trends come from the ``fleet`` and
+``fleet_devices`` rollups (``fleetpulse dashboards rollup``, computed every few minutes
+instead of by every viewer); the riskiest-components table reads the last 24 hours of scores.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from fleetpulse.dashboards.common import (
     stat_panel,
     table_panel,
     tag_variable,
-    threshold_variable,
     ts_panel,
 )
 
@@ -51,6 +50,14 @@ def _rollup_latest(fields: str) -> str:
 _LAST_MAX = 'last("max_risk") AS "max_risk"'
 
 
+def _devices_now(field: str) -> str:
+    """Sum over (site, hardware model) of the latest ``fleet_devices`` value."""
+    return (
+        f'SELECT sum("v") AS "devices" FROM (SELECT last("{field}") AS "v" FROM "fleet_devices" '
+        f'WHERE $timeFilter AND {FLEET_FILTER} GROUP BY "site", "device_model")'
+    )
+
+
 def _at_risk_by(tag: str) -> str:
     inner = _rollup_latest('last("at_risk") AS "at_risk"')
     return f'SELECT sum("at_risk") AS "at risk" FROM ({inner}) GROUP BY "{tag}"'
@@ -61,31 +68,25 @@ def build(ds: dm.DataSourceRef) -> db.Dashboard:
         new_dashboard(UID, "fleetpulse · Fleet health", __doc__ or "")
         .with_variable(tag_variable("site", "Site", "device", "site", ds))
         .with_variable(tag_variable("device_model", "Hardware model", "device", "device_model", ds))
-        .with_variable(threshold_variable())
         .with_row(row("Now"))
         .with_panel(
             stat_panel(
                 "Devices reporting",
-                "Distinct devices with at least one health report in the time range.",
+                "Devices with a health report in the last 24 hours (fleet rollup).",
                 ds,
-                q(
-                    'SELECT count("n") AS "devices" FROM (SELECT last("collector_errors") AS "n" FROM "device" '
-                    f'WHERE $timeFilter AND {FLEET_FILTER} GROUP BY "device_id")'
-                ),
-            ).time_from(CURRENT)
+                q(_devices_now("reporting")),
+            ).time_from(ROLLUP_CURRENT)
         )
         .with_panel(
             stat_panel(
                 "Devices at risk",
-                "Devices with at least one component whose latest score is at or above the threshold.",
+                "Devices with at least one component whose latest score is at or above the alert policy's "
+                "raise threshold (fleet rollup).",
                 ds,
-                q(
-                    'SELECT count("risk") AS "devices" FROM (SELECT max("risk") AS "risk" '
-                    f'FROM ({_LATEST_RISK}) GROUP BY "device_id") WHERE "risk" >= $threshold'
-                ),
+                q(_devices_now("at_risk")),
             )
             .color_scheme(db.FieldColor().mode(dm.FieldColorModeId.FIXED).fixed_color("orange"))
-            .time_from(CURRENT)
+            .time_from(ROLLUP_CURRENT)
         )
         .with_panel(
             stat_panel(
@@ -168,15 +169,17 @@ def build(ds: dm.DataSourceRef) -> db.Dashboard:
         )
         .with_panel(
             ts_panel(
-                "Devices reporting over time",
-                "Distinct reporting devices per interval: a drop means agents, the MDM bridge or the pipeline stalled.",
+                "Devices reporting and at risk over time",
+                "From the fleet rollup (devices seen in the 24 h before each rollup): a drop in reporting "
+                "devices means agents, the MDM bridge or the pipeline stalled.",
                 ds,
                 q(
-                    'SELECT count("n") AS "devices" FROM (SELECT last("collector_errors") AS "n" FROM "device" '
-                    f'WHERE $timeFilter AND {FLEET_FILTER} GROUP BY time($__interval), "device_id") '
-                    "WHERE $timeFilter GROUP BY time($__interval) fill(0)"
+                    'SELECT sum("reporting") AS "reporting", sum("at_risk") AS "at risk" FROM (SELECT '
+                    'last("reporting") AS "reporting", last("at_risk") AS "at_risk" FROM "fleet_devices" '
+                    f'WHERE $timeFilter AND {FLEET_FILTER} GROUP BY time($__interval), "site", "device_model") '
+                    "WHERE $timeFilter GROUP BY time($__interval) fill(none)"
                 ),
-            )
+            ).interval("1h")
         )
         .with_row(row("Devices to act on"))
         .with_panel(

@@ -17,13 +17,14 @@ from typing import Any, Protocol
 
 import httpx
 
-from fleetpulse.dashboards.schema import FLEET
+from fleetpulse.dashboards.schema import FLEET, FLEET_DEVICES
 from fleetpulse.dashboards.settings import InfluxSourceSettings
 from fleetpulse.streams.points import Point
 
 log = logging.getLogger(__name__)
 WINDOW = timedelta(hours=24)
 GROUP = ("component", "site", "device_model")
+DEVICE_GROUP = ("site", "device_model")
 
 
 class InfluxQL(Protocol):
@@ -62,14 +63,26 @@ class InfluxV1Api:
         self._client.close()
 
 
+def _window(at: datetime) -> str:
+    return f"time > {int((at - WINDOW).timestamp() * 1000)}ms AND time <= {int(at.timestamp() * 1000)}ms"
+
+
 def _latest_scores(at: datetime) -> str:
-    start_ms = int((at - WINDOW).timestamp() * 1000)
-    end_ms = int(at.timestamp() * 1000)
     return (
-        'SELECT last("risk") AS "risk" FROM "risk" '
-        f"WHERE time > {start_ms}ms AND time <= {end_ms}ms AND \"role\" = 'champion' "
+        f'SELECT last("risk") AS "risk" FROM "risk" WHERE {_window(at)} AND "role" = \'champion\' '
         'GROUP BY "device_id", "component", "component_id", "site", "device_model"'
     )
+
+
+def device_queries(at: datetime, threshold: float) -> tuple[str, str]:
+    """(per site/model: devices that reported, devices with any component at or above the threshold)."""
+    reporting = (
+        'SELECT count("n") AS "reporting" FROM (SELECT last("collector_errors") AS "n" FROM "device" '
+        f'WHERE {_window(at)} GROUP BY "device_id", "site", "device_model") GROUP BY "site", "device_model"'
+    )
+    worst = f'SELECT max("risk") AS "risk" FROM ({_latest_scores(at)}) GROUP BY "device_id", "site", "device_model"'
+    at_risk = f'SELECT count("risk") AS "at_risk" FROM ({worst}) WHERE "risk" >= {threshold!r} GROUP BY "site", "device_model"'
+    return reporting, at_risk
 
 
 def rollup_queries(at: datetime, threshold: float) -> tuple[str, str]:
@@ -81,13 +94,23 @@ def rollup_queries(at: datetime, threshold: float) -> tuple[str, str]:
     return stats, at_risk
 
 
-def _by_group(series: list[dict[str, Any]]) -> dict[tuple[str, ...], dict[str, Any]]:
+def _by_group(series: list[dict[str, Any]], group: tuple[str, ...] = GROUP) -> dict[tuple[str, ...], dict[str, Any]]:
     out = {}
     for s in series:
         tags: Mapping[str, str] = s.get("tags", {})
         row = dict(zip(s["columns"], s["values"][0], strict=True))
-        out[tuple(tags.get(t, "") for t in GROUP)] = row
+        out[tuple(tags.get(t, "") for t in group)] = row
     return out
+
+
+def device_points(reporting: list[dict[str, Any]], at_risk: list[dict[str, Any]], at: datetime) -> list[Point]:
+    """One ``fleet_devices`` point per (site, hardware model) that reported."""
+    risky = _by_group(at_risk, DEVICE_GROUP)
+    points = []
+    for key, row in sorted(_by_group(reporting, DEVICE_GROUP).items()):
+        fields = {"reporting": int(row["reporting"]), "at_risk": int(risky.get(key, {}).get("at_risk", 0))}
+        points.append(Point(FLEET_DEVICES.name, dict(zip(DEVICE_GROUP, key, strict=True)), fields, at))
+    return points
 
 
 def rollup_points(stats: list[dict[str, Any]], at_risk: list[dict[str, Any]], at: datetime) -> list[Point]:
@@ -109,6 +132,8 @@ def run_rollup(api: InfluxQL, at: datetime, threshold: float) -> list[Point]:
     """Compute and write the rollup for time ``at``; returns the points written."""
     stats_q, risk_q = rollup_queries(at, threshold)
     points = rollup_points(api.query(stats_q), api.query(risk_q), at)
+    reporting_q, devices_at_risk_q = device_queries(at, threshold)
+    points += device_points(api.query(reporting_q), api.query(devices_at_risk_q), at)
     api.write([p.to_line_protocol() for p in points])
     log.info("fleet rollup written", extra={"points": len(points), "at": at.isoformat()})
     return points

@@ -63,4 +63,12 @@ FLEET = Measurement(
     "scanning every device's points on every refresh",
 )
 
-EXTRA_MEASUREMENTS = (PIPELINE, DRIFT, TICKET, FLEET)
+FLEET_DEVICES = Measurement(
+    name="fleet_devices",
+    tags=("site", "device_model"),
+    fields=("reporting", "at_risk"),
+    doc="written with ``fleet``: devices with a health report in the last 24 h, and devices with at least "
+    "one component whose latest champion score is at or above the raise threshold, per (site, hardware model)",
+)
+
+EXTRA_MEASUREMENTS = (PIPELINE, DRIFT, TICKET, FLEET, FLEET_DEVICES)

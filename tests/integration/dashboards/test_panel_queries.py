@@ -23,7 +23,7 @@ from fleetpulse.dashboards.build import build_all
 from fleetpulse.dashboards.queries import DashboardQuery, dashboard_queries, fill_macros
 from fleetpulse.dashboards.rollup import InfluxV1Api, run_rollup
 from fleetpulse.dashboards.sample import DRILL_DEVICE, END, SITES, START, fleet_points
-from fleetpulse.dashboards.schema import EXTRA_MEASUREMENTS, FLEET
+from fleetpulse.dashboards.schema import EXTRA_MEASUREMENTS, FLEET, FLEET_DEVICES
 from fleetpulse.dashboards.settings import InfluxSourceSettings
 
 pytestmark = pytest.mark.integration
@@ -85,8 +85,9 @@ def test_sample_covers_every_measurement_the_dashboards_read() -> None:
     points = fleet_points()
     measurements = {p.measurement for p in points}
     read = {m for q in QUERIES for m in re.findall(r'FROM "(\w+)"', q.query)}
-    assert read - {FLEET.name} <= measurements, read - measurements
-    for extra in (m for m in EXTRA_MEASUREMENTS if m is not FLEET):
+    rollups = {FLEET.name, FLEET_DEVICES.name}
+    assert read - rollups <= measurements, read - measurements
+    for extra in (m for m in EXTRA_MEASUREMENTS if m.name not in rollups):
         sample = next(p for p in points if p.measurement == extra.name)
         assert (set(sample.tags), set(sample.fields)) == (set(extra.tags), set(extra.fields)), extra.name
 
@@ -114,7 +115,7 @@ def test_current_state_panels_override_the_range() -> None:
     for time_from, seconds in (("24h", 86_400), ("1h", 3_600)):
         start, end = overridden[time_from].time_range(START, END)
         assert (end - start).total_seconds() == seconds
-    assert all('FROM "fleet"' in q.query for q in QUERIES if q.time_from == "1h")
+    assert all(re.search(r'FROM "fleet(_devices)?"', q.query) for q in QUERIES if q.time_from == "1h")
 
 
 def test_rollup_matches_an_independent_count(loaded_db: tuple[str, str]) -> None:
@@ -135,6 +136,15 @@ def test_rollup_matches_an_independent_count(loaded_db: tuple[str, str]) -> None
     assert (at_risk, components) == (expected_at_risk, len(latest))
     assert expected_at_risk > 0
     assert max_risk == max(risk for _, risk in latest.values())
+    reporting = {
+        p.tags["device_id"]
+        for p in fleet_points()
+        if p.measurement == "device" and END - timedelta(hours=24) < p.time <= END
+    }
+    risky_devices = {key[0] for key, (_, risk) in latest.items() if risk >= THRESHOLD}
+    series = run(url, database, f'SELECT sum("reporting"), sum("at_risk") FROM "fleet_devices" WHERE time = {end_ms}ms')
+    assert series[0]["values"][0][1:] == [len(reporting), len(risky_devices)]
+    assert 0 < len(risky_devices) < len(reporting)
 
 
 def test_rollup_command_runs_against_influxdb(loaded_db: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:

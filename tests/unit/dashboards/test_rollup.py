@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from fleetpulse.cli import app
-from fleetpulse.dashboards.rollup import rollup_points, rollup_queries
-from fleetpulse.dashboards.schema import FLEET
+from fleetpulse.dashboards.rollup import device_points, device_queries, rollup_points, rollup_queries
+from fleetpulse.dashboards.schema import FLEET, FLEET_DEVICES
 
 AT = datetime(2026, 11, 20, tzinfo=UTC)
 
@@ -34,6 +34,16 @@ def test_groups_without_risky_components_count_zero() -> None:
     assert all(set(p.fields) == set(FLEET.fields) and p.time == AT for p in points.values())
 
 
+def test_device_points_count_reporting_and_risky_devices() -> None:
+    a, b = {"site": "A", "device_model": "M1"}, {"site": "B", "device_model": "M1"}
+    points = device_points([_series(a, reporting=7), _series(b, reporting=2)], [_series(a, at_risk=1)], AT)
+    assert [(p.tags, p.fields) for p in points] == [
+        (a, {"reporting": 7, "at_risk": 1}),
+        (b, {"reporting": 2, "at_risk": 0}),
+    ]
+    assert all(p.measurement == FLEET_DEVICES.name for p in points)
+
+
 def test_queries_window_the_last_day_of_champion_scores() -> None:
     stats, at_risk = rollup_queries(AT, 0.5)
     end_ms = int(AT.timestamp() * 1000)
@@ -41,6 +51,10 @@ def test_queries_window_the_last_day_of_champion_scores() -> None:
         assert f"time > {end_ms - 86_400_000}ms AND time <= {end_ms}ms" in query
         assert """"role" = 'champion'""" in query
     assert 'WHERE "risk" >= 0.5' in at_risk
+    reporting, devices_at_risk = device_queries(AT, 0.5)
+    assert f"time > {end_ms - 86_400_000}ms" in reporting
+    assert 'max("risk")' in devices_at_risk
+    assert 'WHERE "risk" >= 0.5 GROUP BY "site", "device_model"' in devices_at_risk
 
 
 def test_rollup_command_fails_clearly_when_influxdb_is_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
