@@ -117,7 +117,9 @@ def test_end_to_end_alert_to_itsm_and_outcome_to_labels(kafka_settings: KafkaSet
             assert response.status_code == 200
         store.close()
         stats = consume_until_idle(settings, kafka_settings, idle_seconds=1, max_seconds=60)
-        assert stats.delivered == 1
+        assert stats.delivered == 2  # the outcome label, and the dismissal noted at the webhook
+        update = json.loads(hook.requests[1].body)
+        assert (update["subject"], update["ticket"]["state"]) == ("update", "dismissed")
     finally:
         hook.stop()
     outcomes = [TicketOutcome.model_validate(v) for v in read_all(kafka_settings, topics.labels)]
