@@ -199,6 +199,7 @@ def test_pages_render_for_readers_with_security_headers(client: TestClient) -> N
     assert "Library" in device.text
     assert "<script>alert" not in client.get("/", params={"site": "<script>alert(1)</script>"}, auth=auth("fm")).text
     assert client.get("/static/app.js", auth=auth("it")).headers["content-type"].startswith("text/javascript")
+    assert "Showing the 1 most urgent of 2 tickets" in client.get("/", params={"limit": 1}, auth=auth("it")).text
 
 
 def test_unreachable_store_answers_503_not_500(tmp_path: Path) -> None:
