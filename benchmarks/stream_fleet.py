@@ -29,7 +29,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from kafka import KafkaConsumer
-from stream_common import Fleet, add_kafka_args, create_topics, free_port, kafka_settings, producer, start_worker
+from stream_common import (
+    STAMP_TEXT,
+    Fleet,
+    add_kafka_args,
+    create_topics,
+    free_port,
+    kafka_settings,
+    producer,
+    start_worker,
+)
 
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import Topics
@@ -121,14 +130,12 @@ def run_load(
             at = datetime.now(UTC)
             stamp = b'"collected_at":"' + at.isoformat().replace("+00:00", "Z").encode() + b'"'
             for n in range(sent, due):
-                topic, key, before, after = templates[n % len(templates)]
+                topic, key, head, tail = templates[n % len(templates)]
                 seq = first_seq + n // len(templates)
                 prod.send(
                     topic,
                     key=key,
-                    value=before
-                    + str(seq).encode()
-                    + after.replace(b'"collected_at":"2026-01-01T00:00:00Z"', stamp, 1),
+                    value=head + str(seq).encode() + tail.replace(STAMP_TEXT, stamp, 1),
                 )
             sent = due
         else:
@@ -187,6 +194,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker processes for the latency phases")
     parser.add_argument("--seconds", type=float, default=60.0, help="duration of each load phase")
     parser.add_argument("--rescore-interval", default=None, help="ISO 8601 duration, e.g. PT0S; default: production")
+    parser.add_argument("--skip-recovery", action="store_true", help="only the latency phases")
     parser.add_argument("--multipliers", default="1,10", help="load levels as multiples of devices/60 reports/s")
     args = parser.parse_args()
 
@@ -218,15 +226,16 @@ def main() -> None:
         results["preload"] = {"records": preload, "seconds": round(time.monotonic() - started, 1)}
         print("preload", results["preload"], flush=True)
 
-        results["recovery_local_rocksdb"] = time_recovery(
-            kafka, fleet, first, data_dir, port, 1, instance="bench-w1", **streams
-        )
-        print("recovery (own RocksDB dir)", results["recovery_local_rocksdb"], flush=True)
-        shutil.rmtree(data_dir)
-        results["recovery_from_changelog"] = time_recovery(
-            kafka, fleet, first, data_dir, port, 2, instance="bench-w1", **streams
-        )
-        print("recovery (empty dir, changelog only)", results["recovery_from_changelog"], flush=True)
+        if not args.skip_recovery:
+            results["recovery_local_rocksdb"] = time_recovery(
+                kafka, fleet, first, data_dir, port, 1, instance="bench-w1", **streams
+            )
+            print("recovery (own RocksDB dir)", results["recovery_local_rocksdb"], flush=True)
+            shutil.rmtree(data_dir)
+            results["recovery_from_changelog"] = time_recovery(
+                kafka, fleet, first, data_dir, port, 2, instance="bench-w1", **streams
+            )
+            print("recovery (empty dir, changelog only)", results["recovery_from_changelog"], flush=True)
         wait_caught_up(kafka, f"{kafka.topic_prefix}fleetpulse", timeout=600)
 
         others = [start_worker(kafka, instance=f"bench-w{i + 2}", **streams) for i in range(max(0, args.workers - 1))]

@@ -42,13 +42,13 @@ from faust.streams import _current_event  # Faust's own per-event context: selec
 
 from fleetpulse.alerts.policy import AlertPolicy
 from fleetpulse.config import KafkaSettings
-from fleetpulse.contract import Topics, encode
+from fleetpulse.contract import RiskScore, Topics, encode
 from fleetpulse.models.registry import ScorerSet, load_scorers
 from fleetpulse.models.state import DeviceState
 from fleetpulse.settings import ServerSettings
 from fleetpulse.streams.kafka_admin import ssl_context
 from fleetpulse.streams.metrics import PipelineMetrics
-from fleetpulse.streams.points import pipeline_point
+from fleetpulse.streams.points import drift_point, pipeline_point
 from fleetpulse.streams.processing import DeviceRecord, Processor, RawRecord
 from fleetpulse.streams.settings import StreamSettings
 from fleetpulse.streams.sinks import Sink, build_sink
@@ -105,6 +105,7 @@ class Pipeline:
         self.worker = worker
         self.positions: dict[Any, int] = {}
         self.recent: deque[DeviceState] = deque(maxlen=processor.settings.baseline_sample)
+        self.recent_scores: deque[RiskScore] = deque(maxlen=4 * processor.settings.baseline_sample)
         self.out_topics = {
             name: app.topic(name, key_serializer="raw", value_serializer="raw")
             for name in (topics.scores, topics.alerts, topics.dead_letter)
@@ -169,6 +170,7 @@ class Pipeline:
                 self.table[device_id.encode()] = current
 
         self.recent.extend(record.state for record in result.records.values())
+        self.recent_scores.extend(result.scores)
         for raw in raws:
             self.positions[(raw.topic, raw.partition)] = raw.offset + 1
         self.metrics.record_batch(
@@ -185,6 +187,17 @@ class Pipeline:
         if self.recent:
             self.processor.scorers.fit_baselines(list(self.recent))
             log.info("anomaly baselines refitted", extra={"fields": {"states": len(self.recent)}})
+
+    async def report_drift(self) -> None:
+        """PSI of recent features and scores against each trained model's reference profile."""
+        from fleetpulse.models.drift import check_drift
+
+        results = check_drift(self.processor.scorers, list(self.recent), list(self.recent_scores))
+        now = datetime.now(UTC)
+        self.sink.add(drift_point(r.scorer, r.name, r.cohort, r.psi, now) for r in results)
+        await self.sink.flush()
+        drifted = [f"{r.scorer}/{r.cohort}/{r.name}" for r in results if r.level == "drift"]
+        log.info("drift checked", extra={"fields": {"results": len(results), "drifted": drifted[:20]}})
 
     def consumer_lag(self) -> int:
         """Messages behind the partition ends, over this worker's assigned input partitions."""
@@ -294,6 +307,12 @@ def create_app(
         @app.timer(interval=s.baseline_refit_s)  # type: ignore[misc,untyped-decorator]
         async def refit() -> None:
             pipeline.refit_baselines()
+
+    if s.drift_interval_s > 0:
+
+        @app.timer(interval=s.drift_interval_s)  # type: ignore[misc,untyped-decorator]
+        async def drift() -> None:
+            await pipeline.report_drift()
 
     @app.page("/metrics")  # type: ignore[misc,untyped-decorator]
     async def metrics_page(web: Any, request: Any) -> Any:

@@ -75,6 +75,9 @@ class StreamSettings(BaseModel):
             "(0: never, priors only; makes anomaly scores independent of processing history)"
         ),
     )
-    baseline_sample: int = Field(default=2000, ge=1, description="recent device states kept for the refit")
+    drift_interval_s: float = Field(
+        default=3600.0, ge=0, description="how often PSI drift of recent features/scores goes to the TSDB (0: never)"
+    )
+    baseline_sample: int = Field(default=2000, ge=1, description="recent device states kept for the refit and drift")
     stats_interval_s: float = Field(default=10.0, gt=0, description="how often pipeline stats go to the TSDB")
     tsdb: InfluxV2Sink | NoSink = Field(default_factory=InfluxV2Sink, discriminator="kind")

@@ -51,6 +51,7 @@ def Worker(
         "session_timeout_s": 6,
         "rebalance_timeout_s": 10,
         "stats_interval_s": 2,
+        "drift_interval_s": 2,
         "batch_max": 100,
         "baseline_refit_s": 0,  # anomaly scores from priors only: a replay from scratch must match exactly
         "tsdb__kind": "influxdb2" if tsdb_url else "none",

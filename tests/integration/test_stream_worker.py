@@ -112,6 +112,9 @@ def test_end_to_end_agent_to_tickets_with_dead_letters(
     assert {a["alert_id"] for a in alerts} == replay.alert_ids
     assert read_topic(kafka_settings, topics.scores)
     assert 'fleetpulse_stream_dead_letters_total{kind="stale_replay"} 1.0' in metrics
+    log = worker.log_path.read_text()
+    assert '"msg": "drift checked"' in log
+    assert '"msg": "pipeline stats"' in log  # structured JSON logs
 
     store_url = f"sqlite:///{tmp_path}/tickets.db"
     stats = consume_until_idle(AlertSettings(store_url=store_url), kafka_settings, idle_seconds=2, max_seconds=120)
