@@ -1,6 +1,7 @@
 """Model quality: are the scores still trustworthy?
 
-Score distributions (champion and challenger side by side), input drift as
+Score distributions (champion and challenger side by side, from the ``fleet_scores``
+rollup that ``fleetpulse dashboards rollup`` writes), input drift as
 population stability index per feature (written by the models component, see
 ``fleetpulse.dashboards.schema.DRIFT``), and what technicians found when they
 worked the tickets (``schema.TICKET``): the honest precision signal.
@@ -71,14 +72,15 @@ def build(ds: dm.DataSourceRef) -> db.Dashboard:
         .with_panel(
             ts_panel(
                 "Score distribution over time",
-                "Mean and p50/p90/p99 per model version and role: the shadow-scored challenger next to the "
-                "champion on the same reports; a jump at a deploy is the model, not the fleet.",
+                "Mean and p50/p90/p99 of each component's latest score, per component, model version and role "
+                "(fleet rollup): the shadow-scored challenger next to the champion; a jump at a deploy is the "
+                "model, not the fleet.",
                 ds,
                 q(
-                    'SELECT mean("risk") AS "mean", percentile("risk", 50) AS "p50", percentile("risk", 90) AS "p90", '
-                    f'percentile("risk", 99) AS "p99" FROM "risk" WHERE $timeFilter AND {MODEL} '
-                    'AND "component" =~ /^$component$/ GROUP BY time($__interval), "model_version", "role" fill(none)',
-                    alias="$tag_model_version $tag_role $col",
+                    'SELECT last("mean") AS "mean", last("p50") AS "p50", last("p90") AS "p90", last("p99") AS "p99" '
+                    f'FROM "fleet_scores" WHERE $timeFilter AND {MODEL} AND "component" =~ /^$component$/ '
+                    'GROUP BY time($__interval), "component", "model_version", "role" fill(none)',
+                    alias="$tag_component $tag_model_version $tag_role $col",
                 ),
             )
             .unit("percentunit")
@@ -86,12 +88,14 @@ def build(ds: dm.DataSourceRef) -> db.Dashboard:
         )
         .with_panel(
             ts_panel(
-                "Scores per interval",
-                "How many components each model version scored; a gap means the scorer stopped.",
+                "Components scored",
+                "Components with a score in the 24 h before each rollup, per model version and role; a drop "
+                "means the scorer stopped.",
                 ds,
                 q(
-                    f'SELECT count("risk") AS "scores" FROM "risk" WHERE $timeFilter AND {MODEL} '
-                    'GROUP BY time($__interval), "model_version", "role" fill(0)',
+                    'SELECT sum("n") AS "components" FROM (SELECT last("components") AS "n" FROM "fleet_scores" '
+                    f'WHERE $timeFilter AND {MODEL} GROUP BY time($__interval), "component", "model_version", "role") '
+                    'WHERE $timeFilter GROUP BY time($__interval), "model_version", "role" fill(none)',
                     alias="$tag_model_version $tag_role",
                 ),
             ).interval("1h")

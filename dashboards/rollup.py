@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from fleetpulse.dashboards.schema import FLEET, FLEET_DEVICES
+from fleetpulse.dashboards.schema import FLEET, FLEET_DEVICES, FLEET_SCORES
 from fleetpulse.dashboards.settings import InfluxSourceSettings
 from fleetpulse.streams.points import Point
 
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 WINDOW = timedelta(hours=24)
 GROUP = ("component", "site", "device_model")
 DEVICE_GROUP = ("site", "device_model")
+SCORE_GROUP = ("component", "role", "model_name", "model_version")
 
 
 class InfluxQL(Protocol):
@@ -72,6 +73,22 @@ def _latest_scores(at: datetime) -> str:
         f'SELECT last("risk") AS "risk" FROM "risk" WHERE {_window(at)} AND "role" = \'champion\' '
         'GROUP BY "device_id", "component", "component_id", "site", "device_model"'
     )
+
+
+def score_distribution_query(at: datetime) -> str:
+    """Per component and model version/role: count, mean and percentiles of the latest scores."""
+    by = ", ".join(f'"{tag}"' for tag in SCORE_GROUP)
+    latest = f'SELECT last("risk") AS "risk" FROM "risk" WHERE {_window(at)} GROUP BY "device_id", "component_id", {by}'
+    stats = ", ".join(f'percentile("risk", {n}) AS "p{n}"' for n in (50, 90, 99))
+    return f'SELECT count("risk") AS "components", mean("risk") AS "mean", {stats} FROM ({latest}) GROUP BY {by}'
+
+
+def score_points(series: list[dict[str, Any]], at: datetime) -> list[Point]:
+    points = []
+    for key, row in sorted(_by_group(series, SCORE_GROUP).items()):
+        fields = {"components": int(row["components"]), **{f: float(row[f]) for f in ("mean", "p50", "p90", "p99")}}
+        points.append(Point(FLEET_SCORES.name, dict(zip(SCORE_GROUP, key, strict=True)), fields, at))
+    return points
 
 
 def device_queries(at: datetime, threshold: float) -> tuple[str, str]:
@@ -134,6 +151,7 @@ def run_rollup(api: InfluxQL, at: datetime, threshold: float) -> list[Point]:
     points = rollup_points(api.query(stats_q), api.query(risk_q), at)
     reporting_q, devices_at_risk_q = device_queries(at, threshold)
     points += device_points(api.query(reporting_q), api.query(devices_at_risk_q), at)
+    points += score_points(api.query(score_distribution_query(at)), at)
     api.write([p.to_line_protocol() for p in points])
     log.info("fleet rollup written", extra={"points": len(points), "at": at.isoformat()})
     return points

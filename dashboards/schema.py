@@ -71,4 +71,12 @@ FLEET_DEVICES = Measurement(
     "one component whose latest champion score is at or above the raise threshold, per (site, hardware model)",
 )
 
-EXTRA_MEASUREMENTS = (PIPELINE, DRIFT, TICKET, FLEET, FLEET_DEVICES)
+FLEET_SCORES = Measurement(
+    name="fleet_scores",
+    tags=("component", "role", "model_name", "model_version"),
+    fields=("components", "mean", "p50", "p90", "p99"),
+    doc="written with ``fleet``: distribution of each component's latest score in the last 24 h, per "
+    "model version and role (champion and the shadow-scored challenger)",
+)
+
+EXTRA_MEASUREMENTS = (PIPELINE, DRIFT, TICKET, FLEET, FLEET_DEVICES, FLEET_SCORES)

@@ -23,7 +23,7 @@ from fleetpulse.dashboards.build import build_all
 from fleetpulse.dashboards.queries import DashboardQuery, dashboard_queries, fill_macros
 from fleetpulse.dashboards.rollup import InfluxV1Api, run_rollup
 from fleetpulse.dashboards.sample import DRILL_DEVICE, END, SITES, START, fleet_points
-from fleetpulse.dashboards.schema import EXTRA_MEASUREMENTS, FLEET, FLEET_DEVICES
+from fleetpulse.dashboards.schema import EXTRA_MEASUREMENTS, FLEET, FLEET_DEVICES, FLEET_SCORES
 from fleetpulse.dashboards.settings import InfluxSourceSettings
 
 pytestmark = pytest.mark.integration
@@ -85,7 +85,7 @@ def test_sample_covers_every_measurement_the_dashboards_read() -> None:
     points = fleet_points()
     measurements = {p.measurement for p in points}
     read = {m for q in QUERIES for m in re.findall(r'FROM "(\w+)"', q.query)}
-    rollups = {FLEET.name, FLEET_DEVICES.name}
+    rollups = {FLEET.name, FLEET_DEVICES.name, FLEET_SCORES.name}
     assert read - rollups <= measurements, read - measurements
     for extra in (m for m in EXTRA_MEASUREMENTS if m.name not in rollups):
         sample = next(p for p in points if p.measurement == extra.name)
@@ -115,7 +115,7 @@ def test_current_state_panels_override_the_range() -> None:
     for time_from, seconds in (("24h", 86_400), ("1h", 3_600)):
         start, end = overridden[time_from].time_range(START, END)
         assert (end - start).total_seconds() == seconds
-    assert all(re.search(r'FROM "fleet(_devices)?"', q.query) for q in QUERIES if q.time_from == "1h")
+    assert all(re.search(r'FROM "fleet(_devices|_scores)?"', q.query) for q in QUERIES if q.time_from == "1h")
 
 
 def test_rollup_matches_an_independent_count(loaded_db: tuple[str, str]) -> None:
@@ -145,6 +145,30 @@ def test_rollup_matches_an_independent_count(loaded_db: tuple[str, str]) -> None
     series = run(url, database, f'SELECT sum("reporting"), sum("at_risk") FROM "fleet_devices" WHERE time = {end_ms}ms')
     assert series[0]["values"][0][1:] == [len(reporting), len(risky_devices)]
     assert 0 < len(risky_devices) < len(reporting)
+    # Score distribution: per (component, role, model version), the count equals the latest scores seen.
+    scored: dict[tuple[str, str, str], int] = {}
+    seen: set[tuple[str, ...]] = set()
+    for p in fleet_points():
+        if p.measurement == "risk" and END - timedelta(hours=24) < p.time <= END:
+            key = (
+                p.tags["device_id"],
+                p.tags["component"],
+                p.tags.get("component_id", ""),
+                p.tags["role"],
+                p.tags["model_version"],
+            )
+            if key not in seen:
+                seen.add(key)
+                group = (p.tags["component"], p.tags["role"], p.tags["model_version"])
+                scored[group] = scored.get(group, 0) + 1
+    series = run(
+        url,
+        database,
+        f'SELECT "components", "p50", "p99" FROM "fleet_scores" WHERE time = {end_ms}ms GROUP BY "component", "role", "model_version"',
+    )
+    got = {(s["tags"]["component"], s["tags"]["role"], s["tags"]["model_version"]): s["values"][0][1] for s in series}
+    assert got == scored
+    assert all(0 <= s["values"][0][2] <= s["values"][0][3] <= 1 for s in series)
 
 
 def test_rollup_command_runs_against_influxdb(loaded_db: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:

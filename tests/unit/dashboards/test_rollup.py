@@ -9,8 +9,15 @@ import pytest
 from typer.testing import CliRunner
 
 from fleetpulse.cli import app
-from fleetpulse.dashboards.rollup import device_points, device_queries, rollup_points, rollup_queries
-from fleetpulse.dashboards.schema import FLEET, FLEET_DEVICES
+from fleetpulse.dashboards.rollup import (
+    device_points,
+    device_queries,
+    rollup_points,
+    rollup_queries,
+    score_distribution_query,
+    score_points,
+)
+from fleetpulse.dashboards.schema import FLEET, FLEET_DEVICES, FLEET_SCORES
 
 AT = datetime(2026, 11, 20, tzinfo=UTC)
 
@@ -65,3 +72,12 @@ def test_rollup_command_fails_clearly_when_influxdb_is_unreachable(monkeypatch: 
     result = CliRunner().invoke(app, ["dashboards", "rollup", "--once"])
     assert result.exit_code == 1
     assert "fleet rollup failed" in result.output
+
+
+def test_score_points_keep_role_and_model_version() -> None:
+    tags = {"component": "disk", "role": "challenger", "model_name": "m", "model_version": "2"}
+    (point,) = score_points([_series(tags, components=5, mean=0.2, p50=0.1, p90=0.5, p99=0.9)], AT)
+    assert point.measurement == FLEET_SCORES.name
+    assert point.tags == tags
+    assert point.fields == {"components": 5, "mean": 0.2, "p50": 0.1, "p90": 0.5, "p99": 0.9}
+    assert 'percentile("risk", 99)' in score_distribution_query(AT)
