@@ -257,7 +257,9 @@ def test_full_spool_during_outage_keeps_every_event(tmp_path: Path, kafka_settin
     log = tmp_path / "agent.log"
     agent = start_agent(env, log)
     try:
-        time.sleep(4)
+        deadline = time.monotonic() + 60
+        while spooled(tmp_path)[1] < 5 and time.monotonic() < deadline:  # collecting (slow start under load)
+            time.sleep(0.2)
         for i in range(3):  # three kernel crashes while the broker is unreachable
             (crash_dir / f"dmesg-efi-{i}").write_text("panic")
             time.sleep(1.5)
