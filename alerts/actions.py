@@ -106,9 +106,8 @@ def recommend(component: Component, kind: DeviceKind | None, inventory: DeviceIn
     if component is Component.DEVICE:
         return ActionPlan(
             kind="diagnose",
-            text="Run the vendor's hardware diagnostics and check the OS (updates, drivers, reimage): the signals "
-            "concern the device as a whole, not one part. Repair what is found; replace the device only if it "
-            f"cannot be repaired.{claim}",
+            text="Diagnose first: vendor hardware diagnostics and an OS check (updates, drivers, reimage); the "
+            f"signals concern the whole device. Repair what is found, replace only if unrepairable.{claim}",
             co2e_avoided_kg=0.0,
         )
     part = _PART_NAMES.get(component, component.value)

@@ -200,10 +200,16 @@ class TicketStore:
         return TicketView.model_validate(data)
 
     def list_tickets(self, flt: TicketFilter = TicketFilter(), limit: int = 500, offset: int = 0) -> list[TicketView]:
-        """Most urgent first: urgency, then risk, then the oldest ticket."""
+        """Most urgent first: urgency, then still-alerting before cleared, then risk, then the oldest ticket."""
         query = (
             self._ticket_query(flt)
-            .order_by(TicketRow.urgency_rank.desc(), TicketRow.risk.desc(), TicketRow.opened_at, TicketRow.id)
+            .order_by(
+                TicketRow.urgency_rank.desc(),
+                TicketRow.alert_cleared_at.is_not(None),  # still alerting before cleared since
+                TicketRow.risk.desc(),
+                TicketRow.opened_at,
+                TicketRow.id,
+            )
             .limit(limit)
             .offset(offset)
         )

@@ -132,8 +132,8 @@ class Cdp:
             await asyncio.sleep(0.2)
         raise TimeoutError(f"timed out waiting for {expression}")
 
-    async def screenshot(self, path: Path) -> Path:
-        data = await self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+    async def screenshot(self, path: Path, full_page: bool = True) -> Path:
+        data = await self.send("Page.captureScreenshot", format="png", captureBeyondViewport=full_page)
         await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
         await asyncio.to_thread(path.write_bytes, base64.b64decode(data["data"]))
         return path
@@ -153,8 +153,13 @@ def basic_auth(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
 
-def screenshot_pages(urls: dict[str, str], out_dir: Path, username: str, password: str) -> dict[str, Path]:
-    """Capture each ``name -> url`` as ``out_dir/<name>.png`` as the given user (the demo's closing proof)."""
+def screenshot_pages(
+    urls: dict[str, str], out_dir: Path, username: str, password: str, full_page: bool = False
+) -> dict[str, Path]:
+    """Capture each ``name -> url`` as ``out_dir/<name>.png`` as the given user (the demo's closing proof).
+
+    By default only the 1400x900 window, as a person would see it; ``full_page`` for long pages too.
+    """
 
     async def run(ws_url: str) -> dict[str, Path]:
         shots: dict[str, Path] = {}
@@ -163,7 +168,7 @@ def screenshot_pages(urls: dict[str, str], out_dir: Path, username: str, passwor
             await cdp.start(basic_auth(username, password))
             for name, url in urls.items():
                 await cdp.navigate(url)
-                shots[name] = await cdp.screenshot(out_dir / f"{name}.png")
+                shots[name] = await cdp.screenshot(out_dir / f"{name}.png", full_page)
         return shots
 
     with chromium_page() as ws_url:

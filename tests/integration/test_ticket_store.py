@@ -270,3 +270,11 @@ def test_migration_downgrades_and_upgrades_again(store: TicketStore) -> None:
     assert "tickets" not in inspect(store.engine).get_table_names()
     upgrade(store.engine)
     assert "tickets" in inspect(store.engine).get_table_names()
+
+
+def test_queue_puts_cleared_alerts_after_still_alerting_ones_of_the_same_urgency(store: TicketStore) -> None:
+    svc = service(store)
+    svc.apply_alert(make_alert("pc-1", risk=0.99), NOW)
+    svc.apply_alert(make_alert("pc-2", risk=0.95), NOW)
+    svc.apply_alert(make_alert("pc-1", i=5, alert_id="c", state=AlertState.CLEARED, risk=0.05), NOW)
+    assert [t.device_id for t in store.list_tickets()] == ["pc-2", "pc-1"]

@@ -88,7 +88,7 @@ def test_every_plan_is_explained_and_non_negative(component: Component, kind: De
 def test_whole_device_signals_lead_to_diagnosis_not_scrapping() -> None:
     plan = actions.recommend(Component.DEVICE, None, make_inventory(warranty_end=date(2027, 1, 1)), TODAY)
     assert plan.kind == "diagnose"
-    assert "hardware diagnostics" in plan.text
+    assert "vendor hardware diagnostics" in plan.text
     assert "under warranty (until 2027-01-01)" in plan.text
 
 
