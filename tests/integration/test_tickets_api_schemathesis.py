@@ -30,6 +30,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 STORE = Path(__file__).resolve().parents[2] / ".local" / "test-schemathesis" / "tickets.db"
 
 
+def _basic(user: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{PASSWORD}".encode()).decode()}
+
+
 def _app():  # type: ignore[no-untyped-def]
     STORE.parent.mkdir(parents=True, exist_ok=True)
     STORE.unlink(missing_ok=True)
@@ -42,11 +46,7 @@ def _app():  # type: ignore[no-untyped-def]
     return create_app(settings, store)
 
 
-schema = schemathesis.openapi.from_asgi("/openapi.json", _app())
-
-
-def _basic(user: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{PASSWORD}".encode()).decode()}
+schema = schemathesis.openapi.from_asgi("/openapi.json", _app(), headers=_basic("root"))
 
 
 @pytest.fixture(autouse=True)

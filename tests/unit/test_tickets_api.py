@@ -6,9 +6,9 @@ import csv
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from fleetpulse.alerts.api import create_app
@@ -64,18 +64,29 @@ def test_password_hashes_verify_and_reject() -> None:
     assert not verify_secret(PASSWORD, "garbage")
 
 
+def all_routes(routes: list[Any]) -> Iterator[Any]:
+    for route in routes:
+        if hasattr(route, "original_router"):  # an included router (the web pages)
+            yield from all_routes(route.original_router.routes)
+        else:
+            yield route
+
+
 def test_no_route_answers_without_credentials(client: TestClient) -> None:
-    """Walk every route the app has; all but /healthz must say 401 to an anonymous caller."""
-    for route in client.app.routes:  # type: ignore[attr-defined]
-        if not isinstance(route, APIRoute):
-            continue
+    """Walk every route the app has (API, pages, static, spec); all but /healthz must say 401 to an anonymous caller."""
+    paths = set()
+    for route in all_routes(client.app.routes):  # type: ignore[attr-defined]
         path = route.path.replace("{ticket_id}", "1").replace("{device_id}", "pc-1").replace("{name}", "app.js")
+        paths.add(route.path)
         for method in route.methods:
             response = client.request(method, path, json={})
             expected = 200 if route.path == "/healthz" else 401
             assert response.status_code == expected, (method, path, response.text)
             if expected == 401:
                 assert response.headers["www-authenticate"].startswith("Basic")
+    assert {"/", "/devices/{device_id}", "/static/{name}", "/openapi.json", "/api/v1/tickets"} <= paths
+    assert not paths & {"/docs", "/redoc"}
+    assert client.get("/openapi.json", auth=auth("it")).json()["info"]["title"] == "fleetpulse tickets"
 
 
 @pytest.mark.parametrize("credentials", [("fm", "wrong"), ("nobody", PASSWORD), ("", ""), ("fm", PASSWORD + "\x00")])
