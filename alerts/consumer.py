@@ -117,6 +117,9 @@ class TicketConsumer:
         alerts: list[tuple[Any, Alert]] = []
         scores: list[RiskScore] = []
         for record in records:
+            if record.value is None and record.topic != self.topics.inventory:
+                self._dead_letter(record, "schema_violation", "empty record (tombstone) on a topic of events")
+                continue
             try:
                 if record.topic == self.topics.alerts:
                     alerts.append((record, decode(record.value, Alert)))

@@ -29,7 +29,7 @@ __all__ = ["store_url"]  # fixture
 pytestmark = pytest.mark.integration
 
 
-def produce(kafka: KafkaSettings, records: list[tuple[str, bytes, bytes]]) -> None:
+def produce(kafka: KafkaSettings, records: list[tuple[str, bytes, bytes | None]]) -> None:
     producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all")
     for topic, key, value in records:
         producer.send(topic, key=key, value=value)
@@ -58,12 +58,14 @@ def test_replayed_alerts_open_one_ticket_per_component(kafka_settings: KafkaSett
     records += [
         (topics.alerts, b"pc-9", b"{not json"),
         (topics.alerts, b"pc-9", json.dumps({"schema_version": 7}).encode()),
+        (topics.alerts, b"pc-9", None),  # a tombstone where events belong
+        (topics.inventory, b"pc-0003", None),  # a retired device: fine, its history stays
     ]
     produce(kafka_settings, records)
 
     stats = consume_until_idle(settings, kafka_settings, idle_seconds=2, max_seconds=60)
     assert stats.results["opened"] == 5
-    assert stats.dead_letters == 2
+    assert stats.dead_letters == 3
 
     # replay everything (a new consumer group re-reads from the start) plus the raises once more
     produce(kafka_settings, [(topics.alerts, a.device_id.encode(), encode(a)) for a in raises])
@@ -71,6 +73,7 @@ def test_replayed_alerts_open_one_ticket_per_component(kafka_settings: KafkaSett
     stats = consume_until_idle(replay, kafka_settings, idle_seconds=2, max_seconds=60)
     assert stats.results.get("opened", 0) == 0
     assert stats.results["duplicate"] == 5 + 2 + 5
+    assert stats.dead_letters == 3
 
     store = TicketStore.open(settings.store_url)
     open_tickets = store.open_tickets()
@@ -87,7 +90,7 @@ def test_replayed_alerts_open_one_ticket_per_component(kafka_settings: KafkaSett
     letters = read_all(kafka_settings, topics.dead_letter)
     # the replay re-read the two bad records: each pass dead-letters them again (with the reason), none crash
     kinds = sorted(str(letter["error_kind"]) for letter in letters)
-    assert kinds == ["malformed_json", "malformed_json", "unsupported_version", "unsupported_version"]
+    assert kinds == sorted(["malformed_json", "unsupported_version", "schema_violation"] * 2)
 
 
 def test_end_to_end_alert_to_itsm_and_outcome_to_labels(kafka_settings: KafkaSettings, tmp_path: Path) -> None:
