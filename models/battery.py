@@ -48,18 +48,36 @@ def _pairwise_slopes(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     return np.asarray((ys[j][ok] - ys[i][ok]) / dx[ok])
 
 
-def crossing(
-    days: Sequence[float],
-    values: Sequence[float],
-    threshold: float,
-    short_days: float = SHORT_DAYS,
-    long_days: float = LONG_DAYS,
-) -> Crossing | None:
-    """Extrapolate a fading series to ``threshold``; ``None`` with fewer than 3 recent readings.
+@dataclass(frozen=True, slots=True)
+class Trend:
+    """A robust fade trend, fitted once and extrapolated to any number of thresholds."""
 
-    Level and slope come from the last ``short_days``; the slope is the steeper of that
-    and the ``long_days`` slope, because fade accelerates with age (the "knee") while a
-    short flat stretch (lab cells recover after rests) must not read as "never".
+    level: float
+    slope: float
+    steep: float
+    shallow: float
+    long_slope: float
+
+    def crossing(self, threshold: float) -> Crossing:
+        if self.level <= threshold:
+            return Crossing(0.0, 0.0, 0.0, self.level, self.slope)
+        return Crossing(
+            days=_days(self.level, threshold, self.slope),
+            low=_days(self.level, threshold, min(self.steep, self.slope)),
+            high=_days(self.level, threshold, max(min(self.shallow, self.long_slope), self.slope)),
+            level=self.level,
+            slope_per_day=self.slope,
+        )
+
+
+def fit_trend(
+    days: Sequence[float], values: Sequence[float], short_days: float = SHORT_DAYS, long_days: float = LONG_DAYS
+) -> Trend | None:
+    """Level and slope from the last ``short_days``; ``None`` with fewer than 3 recent readings.
+
+    The slope is the steeper of the short and the ``long_days`` slope, because fade
+    accelerates with age (the "knee") while a short flat stretch (lab cells recover
+    after rests) must not read as "never".
     """
     xs, ys = np.asarray(days, dtype=float), np.asarray(values, dtype=float)
     if len(xs) == 0:
@@ -72,21 +90,23 @@ def crossing(
     longer = xs > xs[-1] - long_days
     long_slope = float(np.median(_pairwise_slopes(xs[longer], ys[longer])))
     short_slope = float(np.median(short_slopes))
-    slope = min(short_slope, long_slope)
     level = float(np.median(ys_short - short_slope * (xs_short - xs_short[-1])))
     steep, shallow = (float(q) for q in np.quantile(short_slopes, [0.25, 0.75]))
-    if level <= threshold:
-        return Crossing(0.0, 0.0, 0.0, level, slope)
-    return Crossing(
-        days=_days(level, threshold, slope),
-        low=_days(level, threshold, min(steep, slope)),
-        high=_days(level, threshold, max(min(shallow, long_slope), slope)),
-        level=level,
-        slope_per_day=slope,
-    )
+    return Trend(level=level, slope=min(short_slope, long_slope), steep=steep, shallow=shallow, long_slope=long_slope)
+
+
+def crossing(days: Sequence[float], values: Sequence[float], threshold: float) -> Crossing | None:
+    """Extrapolate a fading series to ``threshold`` (see :func:`fit_trend`)."""
+    trend = fit_trend(days, values)
+    return None if trend is None else trend.crossing(threshold)
+
+
+def battery_trend(battery: BatteryHistory, column: str = "health_ratio") -> Trend | None:
+    pts = points(battery.series, column)
+    return fit_trend([d for d, _ in pts], [v for _, v in pts])
 
 
 def battery_crossing(battery: BatteryHistory, threshold: float, column: str = "health_ratio") -> Crossing | None:
     """Days until ``column`` of the battery history crosses ``threshold``."""
-    pts = points(battery.series, column)
-    return crossing([d for d, _ in pts], [v for _, v in pts], threshold)
+    trend = battery_trend(battery, column)
+    return None if trend is None else trend.crossing(threshold)

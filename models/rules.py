@@ -18,6 +18,7 @@ from fleetpulse.models.battery import (
     SERVICE_RATIO,
     WORN_OUT_RATIO,
     battery_crossing,
+    battery_trend,
 )
 from fleetpulse.models.explain import factor
 from fleetpulse.models.features import battery_features, disk_features
@@ -100,8 +101,9 @@ class BatteryRuleScorer:
             feats = battery_features(battery)
             if math.isnan(feats["health_ratio"]):
                 continue
-            service = battery_crossing(battery, SERVICE_RATIO)
-            worn = battery_crossing(battery, WORN_OUT_RATIO)
+            trend = battery_trend(battery)
+            service = trend.crossing(SERVICE_RATIO) if trend else None
+            worn = trend.crossing(WORN_OUT_RATIO) if trend else None
             runtime = battery_crossing(battery, MIN_RUNTIME_MINUTES, column="runtime_full_minutes")
             level = service.level if service else feats["health_ratio_last"]
             factors: list[Factor] = [factor("health_ratio", level, 1.0)]
