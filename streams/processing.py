@@ -260,9 +260,9 @@ class Processor:
         if inventory.device_id in pending:
             self._score(pending, now, out)
         state = apply_inventory(record.state if record else None, inventory)
-        policies = record.policies if record else {}
-        out.records[inventory.device_id] = DeviceRecord(
-            state=state, policies=policies, inventory_at=inventory.updated_at
+        base = record or DeviceRecord(state=state)
+        out.records[inventory.device_id] = base.model_copy(
+            update={"state": state, "inventory_at": inventory.updated_at}
         )
         out.last_record_of[inventory.device_id] = index
         out.counts["inventory"] += 1

@@ -268,3 +268,15 @@ def test_devices_are_rescored_on_change_not_on_every_report() -> None:
     assert [s.report_seq for s in result.scores] == [0, 15, 30, 31]  # first, every 15 min, the health event
     assert result.counts["not_rescored"] == 28
     assert result.counts["accepted"] == 32
+
+
+def test_inventory_arriving_after_reports_keeps_dedup_policy_and_scoring_state() -> None:
+    """Inventory and reports come from different topics, so either can be first."""
+    table, proc = Table(), processor()
+    table.run(proc, [report_raw(report("pc-1", s, realloc=80)) for s in range(3)])
+    before = DeviceRecord.from_bytes(table.data["pc-1"])
+    table.run(proc, [inventory_raw("pc-1")])
+    after = DeviceRecord.from_bytes(table.data["pc-1"])
+    assert after.state.site == "Town Hall"
+    assert after.inventory_at is not None
+    assert (after.scored_at, after.policies, after.state.last_seq) == (before.scored_at, before.policies, 2)
