@@ -5,6 +5,7 @@ Kept free of I/O imports so settings can be loaded without the HTTP/SMTP machine
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -55,6 +56,7 @@ class SmtpConfig(_Connector):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 25
     starttls: bool = False
+    ssl_cafile: Path | None = Field(default=None, description="CA bundle for a relay with a private CA")
     username: str | None = None
     password: SecretStr | None = None
     sender: str = "fleetpulse@localhost"

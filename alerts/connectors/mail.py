@@ -27,8 +27,9 @@ class Smtp:
         try:
             with smtplib.SMTP(self.config.host, self.config.port, timeout=self.config.timeout_s) as smtp:
                 if self.config.starttls:
-                    smtp.starttls(context=ssl.create_default_context())
-                if self.config.username and self.config.password:
+                    cafile = str(self.config.ssl_cafile) if self.config.ssl_cafile else None
+                    smtp.starttls(context=ssl.create_default_context(cafile=cafile))
+                if self.config.username and self.config.password:  # only after STARTTLS when configured
                     smtp.login(self.config.username, self.config.password.get_secret_value())
                 smtp.send_message(message)
         except (OSError, smtplib.SMTPException) as exc:

@@ -11,6 +11,8 @@ import hashlib
 import hmac
 import json
 import socketserver
+import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -111,7 +113,10 @@ class RecordingSmtp:
     """Just enough SMTP (RFC 5321) to accept mail and keep it: EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT."""
 
     port: int
+    tls: ssl.SSLContext | None = None
     messages: list[tuple[str, list[str], Message]] = field(default_factory=list)
+    logins: list[str] = field(default_factory=list)
+    tls_used: list[bool] = field(default_factory=list)
     server: socketserver.ThreadingTCPServer | None = None
 
     def start(self) -> None:
@@ -120,15 +125,29 @@ class RecordingSmtp:
         class Handler(socketserver.StreamRequestHandler):
             def reply(self, line: str) -> None:
                 self.wfile.write(f"{line}\r\n".encode())
+                self.wfile.flush()
 
             def handle(self) -> None:
-                sender, rcpts = "", []
+                sender, rcpts, secure = "", [], False
                 self.reply("220 recorder ESMTP")
                 while line := self.rfile.readline():
                     command = line.decode().strip()
                     verb = command[:4].upper()
-                    if verb in ("EHLO", "HELO"):
+                    if verb == "EHLO" and recorder.tls is not None:
+                        self.reply("250-recorder")
+                        self.reply("250-AUTH PLAIN" if secure else "250-STARTTLS")
+                        self.reply("250 8BITMIME")
+                    elif verb in ("EHLO", "HELO"):
                         self.reply("250 recorder")
+                    elif command.upper() == "STARTTLS" and recorder.tls is not None:
+                        self.reply("220 go ahead")
+                        self.connection = recorder.tls.wrap_socket(self.connection, server_side=True)
+                        self.rfile = self.connection.makefile("rb")
+                        self.wfile = self.connection.makefile("wb")
+                        secure = True
+                    elif verb == "AUTH":
+                        recorder.logins.append(base64.b64decode(command.split()[2]).decode())
+                        self.reply("235 authenticated")
                     elif verb == "MAIL":
                         sender, rcpts = command.split(":", 1)[1].strip(" <>"), []
                         self.reply("250 OK")
@@ -141,6 +160,7 @@ class RecordingSmtp:
                         while (chunk := self.rfile.readline()) not in (b".\r\n", b""):
                             data += chunk[1:] if chunk.startswith(b"..") else chunk
                         recorder.messages.append((sender, rcpts, message_from_bytes(data)))
+                        recorder.tls_used.append(secure)
                         self.reply("250 queued")
                     elif verb in ("RSET", "NOOP"):
                         self.reply("250 OK")
@@ -456,3 +476,84 @@ def test_storm_members_without_an_incident_get_no_updates(tmp_path: Path) -> Non
         ("ticket", "fleetpulse-ticket-1"),
         ("update", "fleetpulse-ticket-1-approved"),
     ]
+
+
+@pytest.fixture
+def relay_tls(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
+    """A self-signed certificate for 127.0.0.1 (a relay with a private CA) and its server context."""
+    key, cert = tmp_path / "relay.key", tmp_path / "relay.crt"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    return cert, tls
+
+
+def test_email_over_starttls_with_login(relay_tls: tuple[Path, ssl.SSLContext], tmp_path: Path) -> None:
+    """A relay with a private CA: STARTTLS first, then AUTH PLAIN, then the message, all encrypted."""
+    cert, tls = relay_tls
+    relay = RecordingSmtp(free_port(), tls=tls)
+    relay.start()
+    try:
+        config = TypeAdapter(ConnectorConfig).validate_python(
+            {
+                "kind": "smtp",
+                "name": "mail",
+                "host": "127.0.0.1",
+                "port": relay.port,
+                "starttls": True,
+                "ssl_cafile": str(cert),
+                "username": "fleetpulse",
+                "password": "relay-pw",
+                "recipients": ["it@example.org"],
+            }
+        )
+        build(config).deliver(sample_notification(tmp_path))
+    finally:
+        relay.stop()
+    assert relay.logins == ["\x00fleetpulse\x00relay-pw"]
+    assert relay.tls_used == [True]
+    assert relay.messages[0][2]["Subject"].startswith("[fleetpulse]")
+
+
+def test_email_refuses_a_relay_it_cannot_verify(relay_tls: tuple[Path, ssl.SSLContext], tmp_path: Path) -> None:
+    _cert, tls = relay_tls
+    relay = RecordingSmtp(free_port(), tls=tls)
+    relay.start()
+    try:
+        config = TypeAdapter(ConnectorConfig).validate_python(
+            {
+                "kind": "smtp",
+                "name": "mail",
+                "port": relay.port,
+                "starttls": True,
+                "username": "u",
+                "password": "p",
+                "recipients": ["it@example.org"],
+            }
+        )
+        with pytest.raises(DeliveryError, match="CERTIFICATE_VERIFY_FAILED"):
+            build(config).deliver(sample_notification(tmp_path))
+    finally:
+        relay.stop()
+    assert relay.logins == []  # the password never left the client
