@@ -2,6 +2,8 @@
 # installs everything and passes the tests; `make demo` runs the main job.
 SHELL := /bin/bash
 PY ?= python3
+# ruff does not follow the fleetpulse/<component> symlinks, so the component folders are named here.
+LINT_PATHS := fleetpulse agents streams models alerts dashboards tests benchmarks
 export FLEETPULSE_TEST_STACK_DIR ?= $(CURDIR)/.local/test-stack
 
 .PHONY: install lint typecheck check test test-unit test-integration demo stack-up stack-down bench clean train evaluate
@@ -10,8 +12,8 @@ install:
 	deploy/local/install-deps.sh
 
 lint:
-	ruff check fleetpulse tests benchmarks
-	ruff format --check fleetpulse tests benchmarks
+	ruff check $(LINT_PATHS)
+	ruff format --check $(LINT_PATHS)
 
 typecheck:
 	mypy
