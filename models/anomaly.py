@@ -1,12 +1,13 @@
 """Unlabelled anomaly score for a device relative to its model cohort.
 
-No labels exist for crashes, overheating or slow boots, so the score is a tail
+No labels exist for crashes, overheating or slow boots, so the score rests on a tail
 probability: how unlikely is this device's last week if it behaved like the rest of
 its cohort (same hardware model)? Counts (crashes, unexpected shutdowns, days with
 thermal excursions) are compared with a Poisson at the cohort's daily rate, the
-boot-time trend with a robust z-score against the cohort. ``risk`` = 1 - the
-Bonferroni-corrected smallest p-value, so a device is only "risky" when some signal
-is genuinely rare for its cohort.
+boot-time trend and the week's hottest CPU reading with a robust z-score against the
+cohort. ``risk`` grows with the surprise of the rarest signal (Bonferroni-corrected,
+see :func:`surprise_risk`); it is a ranking scale, not a calibrated probability,
+because there are no labels to calibrate it on.
 
 Cohort rates come from :meth:`AnomalyScorer.fit_baseline` (the processor calls it
 periodically with the states it holds, see ``ScorerSet.fit_baselines``); cohorts with
@@ -38,7 +39,29 @@ COUNT_SIGNALS = {
 }
 PRIOR_DAILY_RATE = {"crashes_7d": 0.02, "unexpected_shutdowns_7d": 0.01, "thermal_excursions_7d": 0.02}
 PRIOR_BOOT_TREND = (0.0, 0.5)  # median, robust scale (s/day)
-SIGNALS = len(COUNT_SIGNALS) + 1
+PRIOR_CPU_MAX = (80.0, 6.0)  # median, robust scale (deg C) of the hottest CPU reading in 7 days
+# continuous signals compared by robust z-score: feature -> CohortBaseline attribute
+ROBUST_SIGNALS = {"boot_duration_trend_s_per_day": "boot_trend", "cpu_max_c_7d": "cpu_max"}
+SIGNALS = len(COUNT_SIGNALS) + len(ROBUST_SIGNALS)
+MIN_TREND_DAYS = 14
+SURPRISE_HALF = 6.0  # risk 0.5 at a corrected p-value of 1e-6
+
+
+def _usable(feats: dict[str, float], signal: str) -> float:
+    """A boot-time trend over fewer than ``MIN_TREND_DAYS`` days is noise, not a signal."""
+    if signal == "boot_duration_trend_s_per_day" and not feats["active_days_30d"] >= MIN_TREND_DAYS:
+        return math.nan
+    return feats[signal]
+
+
+def surprise_risk(pvalue: float) -> float:
+    """Map a signal's p-value to [0, 1) without saturating: s = -log10 of the
+    Bonferroni-corrected p-value, risk = s / (s + SURPRISE_HALF). A flaky-but-healthy
+    device at p = 1e-9 and a dying one at p = 1e-40 stay distinguishable, which a plain
+    1 - p (both 1.0) would not."""
+    corrected = min(1.0, SIGNALS * max(pvalue, 1e-300))
+    surprise = -math.log10(corrected)
+    return surprise / (surprise + SURPRISE_HALF)
 
 
 def cohort_of(state: DeviceState) -> str:
@@ -50,6 +73,16 @@ class CohortBaseline:
     daily_rate: dict[str, float]
     boot_trend: tuple[float, float]
     devices: int
+    cpu_max: tuple[float, float] = PRIOR_CPU_MAX
+
+
+def _robust(values: list[float], prior: tuple[float, float], floor: float) -> tuple[float, float]:
+    """(median, 1.4826 * MAD) of the known values, or ``prior`` when too few are known."""
+    known = np.array([v for v in values if not math.isnan(v)], dtype=float)
+    if len(known) < MIN_COHORT:
+        return prior
+    median = float(np.median(known))
+    return median, max(float(np.median(np.abs(known - median))) * 1.4826, floor)
 
 
 @dataclass
@@ -76,13 +109,9 @@ class AnomalyScorer:
             for signal, monthly in COUNT_SIGNALS.items():
                 total = sum(0.0 if math.isnan(r[monthly]) else r[monthly] for r in rows)
                 rates[signal] = max(total / max(days, 1.0), 1e-4)
-            trends = np.array([r["boot_duration_trend_s_per_day"] for r in rows], dtype=float)
-            trends = trends[~np.isnan(trends)]
-            boot = PRIOR_BOOT_TREND
-            if len(trends) >= MIN_COHORT:
-                mad = float(np.median(np.abs(trends - np.median(trends)))) * 1.4826
-                boot = (float(np.median(trends)), max(mad, 0.05))
-            self.baselines[cohort] = CohortBaseline(rates, boot, len(rows))
+            boot = _robust([_usable(r, "boot_duration_trend_s_per_day") for r in rows], PRIOR_BOOT_TREND, 0.05)
+            cpu = _robust([r["cpu_max_c_7d"] for r in rows], PRIOR_CPU_MAX, 1.0)
+            self.baselines[cohort] = CohortBaseline(rates, boot, len(rows), cpu)
 
     def _baseline(self, state: DeviceState) -> CohortBaseline:
         return self.baselines.get(cohort_of(state)) or CohortBaseline(PRIOR_DAILY_RATE, PRIOR_BOOT_TREND, 0)
@@ -102,16 +131,16 @@ class AnomalyScorer:
                     continue
                 mu = base.daily_rate[signal] * max(exposure, 1.0)
                 pvalues[signal] = float(poisson.sf(observed - 1.0, mu)) if observed > 0 else 1.0
-            trend = feats["boot_duration_trend_s_per_day"]
-            if not math.isnan(trend):
-                pvalues["boot_duration_trend_s_per_day"] = float(
-                    norm.sf((trend - base.boot_trend[0]) / base.boot_trend[1])
-                )
+            for signal, attribute in ROBUST_SIGNALS.items():
+                value = _usable(feats, signal)
+                if not math.isnan(value):
+                    center, scale = getattr(base, attribute)
+                    pvalues[signal] = float(norm.sf((value - center) / scale))
             if not pvalues:
                 continue
             ranked = sorted(pvalues.items(), key=lambda kv: kv[1])
-            risk = 1.0 - min(1.0, SIGNALS * ranked[0][1])
-            factors = [factor(name, feats[name], 1.0 - min(1.0, SIGNALS * p)) for name, p in ranked[:3] if p < 0.5]
+            risk = surprise_risk(ranked[0][1])
+            factors = [factor(name, feats[name], surprise_risk(p)) for name, p in ranked[:3] if p < 0.5]
             cohort_text = (
                 f"cohort '{cohort_of(state)}' ({base.devices} devices)" if base.devices else "fleet-wide priors"
             )

@@ -11,6 +11,8 @@ import hashlib
 import json
 import math
 import platform
+import re
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -62,6 +64,27 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def content_digest(path: Path) -> str:
+    """SHA-256 of a skops dump's content, independent of zip timestamps and of the member
+    names skops derives from memory addresses: the same fitted model always gets the same
+    digest, so a retrain with the same seed and data reproduces the artifact's version."""
+    sha = hashlib.sha256()
+    with zipfile.ZipFile(path) as archive:
+        schema = archive.read("schema.json").decode()
+        members = list(dict.fromkeys(re.findall(r"\d+\.npy", schema)))
+        ids: dict[str, str] = {}
+
+        def canonical(match: re.Match[str]) -> str:
+            return f'"__id__": {ids.setdefault(match.group(1), str(len(ids)))}'
+
+        for index, name in enumerate(members):
+            schema = schema.replace(f'"{name}"', f'"member-{index}"')
+        sha.update(re.sub(r'"__id__": (\d+)', canonical, schema).encode())
+        for name in members:
+            sha.update(archive.read(name))
+    return sha.hexdigest()
+
+
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for dist in ("scikit-learn", "skops", "numpy", "pandas", "fleetpulse"):
@@ -80,7 +103,13 @@ def save_artifact(directory: Path, payload: dict[str, Any], meta: dict[str, Any]
     untrusted = set(sio.get_untrusted_types(file=model_path)) - TRUSTED_TYPES
     if untrusted:
         raise ArtifactError(f"refusing to write an artifact with types outside TRUSTED_TYPES: {sorted(untrusted)}")
-    meta = {**meta, "model_file": MODEL_FILE, "sha256": sha256_file(model_path), "libraries": library_versions()}
+    meta = {
+        **meta,
+        "model_file": MODEL_FILE,
+        "sha256": sha256_file(model_path),
+        "content_sha256": content_digest(model_path),
+        "libraries": library_versions(),
+    }
     (directory / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
     return meta
 

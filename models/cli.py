@@ -95,6 +95,7 @@ def register(app: typer.Typer) -> None:
         sim_devices: Annotated[int, typer.Option(help="simulated laptops for the battery check (0 = skip)")] = 2000,
     ) -> None:
         """Write the evaluation report (Markdown, PNG plots, metrics.json) on the real data."""
+        from fleetpulse.models.anomaly_eval import evaluate_simulated_anomaly
         from fleetpulse.models.battery_eval import evaluate_real, evaluate_simulated
         from fleetpulse.models.pipeline import EXPERIMENTS, inner_validation, run_experiment
         from fleetpulse.models.report import write_report
@@ -123,5 +124,9 @@ def register(app: typer.Typer) -> None:
                 "those whose battery crosses 60 % by capacity fade in the window; truth from the noisy readings "
                 "(5-reading median)."
             )
-        path = write_report(out, results, selection, real, simulated, note, meta)
+        anomaly = None
+        if sim_devices > 0:
+            _step(f"device anomaly score on {sim_devices // 2} simulated PCs")
+            anomaly = evaluate_simulated_anomaly(sim_devices // 2, seed)
+        path = write_report(out, results, selection, real, simulated, note, anomaly, meta)
         typer.echo(f"report written to {path}")

@@ -34,7 +34,7 @@ def _metrics(result: ExperimentResult) -> dict[str, Any]:
 def publish_disk_model(
     result: ExperimentResult, instants: Instants, registry_dir: Path, seed: int, data_ref: dict[str, str]
 ) -> Path:
-    """Write ``<registry_dir>/disk-gbm-<date>-<sha8>/`` and return it (not yet registered)."""
+    """Write ``<registry_dir>/disk-gbm-<content digest>/`` and return it (not yet registered)."""
     exp = result.experiment
     train, _ = Split(cutoff_day=float(exp.cutoff.toordinal())).masks(instants)
     rng = np.random.default_rng(seed)
@@ -60,7 +60,7 @@ def publish_disk_model(
     staging = registry_dir / ".staging"
     shutil.rmtree(staging, ignore_errors=True)
     meta = save_artifact(staging, payload, meta)
-    version = f"{datetime.now(UTC):%Y%m%d}-{meta['sha256'][:8]}"
+    version = meta["content_sha256"][:12]
     meta["version"] = version
     (staging / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
     final = registry_dir / f"{MODEL_NAME}-{version}"

@@ -144,3 +144,16 @@ def test_registry_with_broken_artifact_fails_loudly(tmp_path: Path) -> None:
     register_artifact(tmp_path, "disk", "missing-artifact", ScorerRole.CHAMPION)
     with pytest.raises(ArtifactError):
         load_scorers(ModelSettings(registry_dir=tmp_path))
+
+
+def test_content_digest_ignores_zip_timestamps_and_object_ids(artifact_dir: Path, tmp_path: Path) -> None:
+    import copy
+
+    from fleetpulse.models.artifact import content_digest
+
+    payload, _ = load_artifact(artifact_dir)
+    save_artifact(tmp_path / "again", copy.deepcopy(payload), {"name": "disk-gbm"})
+    assert content_digest(tmp_path / "again" / MODEL_FILE) == content_digest(artifact_dir / MODEL_FILE)
+    payload["horizon_30"] = payload["horizon_7"]
+    save_artifact(tmp_path / "other", payload, {"name": "disk-gbm"})
+    assert content_digest(tmp_path / "other" / MODEL_FILE) != content_digest(artifact_dir / MODEL_FILE)

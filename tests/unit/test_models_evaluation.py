@@ -123,8 +123,8 @@ def test_anomaly_is_relative_to_the_cohort() -> None:
     scorer = AnomalyScorer()
     scorer.fit_baseline([*normal, odd])
     scores = {s.device_id: s for s in scorer.score_batch([*normal, odd], datetime(2026, 2, 1, tzinfo=UTC))}
-    assert scores["pc-99"].risk > 0.99
-    assert max(s.risk for k, s in scores.items() if k != "pc-99") < 0.9
+    assert scores["pc-99"].risk > 0.5
+    assert max(s.risk for k, s in scores.items() if k != "pc-99") < scores["pc-99"].risk - 0.2
     assert "crashes in 7 days" in scores["pc-99"].factors[0].text
     assert "cohort 'T14'" in scores["pc-99"].factors[0].text
 
