@@ -127,7 +127,24 @@ class Pipeline:
 
         return lookup
 
+    def _owned(self, events: Sequence[Any]) -> list[Any]:
+        """Events of partitions this worker still owns.
+
+        ``take_events`` can hand over events buffered before a rebalance; writing state for a
+        partition that now belongs to another worker would put an old value into its changelog
+        after the new owner's writes. Their offsets are not committed by us (Faust discards
+        commits of revoked partitions), so the new owner processes them.
+        """
+        assigned = self.app.consumer.assignment()
+        owned = [e for e in events if e.message.tp in assigned]
+        if len(owned) < len(events):
+            self.metrics.outcomes.labels("revoked_skipped").inc(len(events) - len(owned))
+        return owned
+
     async def handle(self, events: Sequence[Any]) -> None:
+        events = self._owned(events)
+        if not events:
+            return
         started = time.perf_counter()
         raws = [
             RawRecord(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value)
@@ -160,11 +177,18 @@ class Pipeline:
         if written < points and self.sink.kind != "none":
             self.metrics.tsdb_dropped.inc(points - written)
 
+        assigned = self.app.consumer.assignment()  # again: the awaits above may have spanned a rebalance
         for device_id, record in result.records.items():
-            _current_event.set(weakref.ref(events[result.last_record_of[device_id]]))
+            event = events[result.last_record_of[device_id]]
+            if event.message.tp not in assigned:
+                continue
+            _current_event.set(weakref.ref(event))
             self.table[device_id.encode()] = record.to_bytes()
         for device_id in result.rewrite - result.records.keys():
-            _current_event.set(weakref.ref(events[result.last_record_of[device_id]]))
+            event = events[result.last_record_of[device_id]]
+            if event.message.tp not in assigned:
+                continue
+            _current_event.set(weakref.ref(event))
             current = self.table.get(device_id.encode())
             if current is not None:
                 self.table[device_id.encode()] = current

@@ -163,3 +163,22 @@ def replay_from_scratch(kafka: KafkaSettings) -> Replay:
 
 def comparable(records: dict[str, DeviceRecord]) -> dict[str, Any]:
     return {k: v.model_dump(mode="json") for k, v in sorted(records.items())}
+
+
+def state_differences(actual: dict[str, DeviceRecord], expected: dict[str, DeviceRecord]) -> list[str]:
+    """Human-readable differences between two tables (empty when equal): which device, which field."""
+    a, e = comparable(actual), comparable(expected)
+    out = [f"missing {k}" for k in e.keys() - a.keys()] + [f"unexpected {k}" for k in a.keys() - e.keys()]
+    for key in sorted(a.keys() & e.keys()):
+        if a[key] != e[key]:
+            fields = _diff(a[key], e[key], key)
+            out.extend(fields[:5])
+    return out
+
+
+def _diff(a: Any, e: Any, path: str) -> list[str]:
+    if isinstance(a, dict) and isinstance(e, dict):
+        return [d for k in sorted(a.keys() | e.keys()) for d in _diff(a.get(k), e.get(k), f"{path}.{k}")]
+    if isinstance(a, list) and isinstance(e, list) and len(a) == len(e):
+        return [f"{path}[{i}]: live={x!r} replay={y!r}" for i, (x, y) in enumerate(zip(a, e, strict=True)) if x != y]
+    return [] if a == e else [f"{path}: live={a!r} replay={e!r}"[:400]]
