@@ -207,6 +207,8 @@ class Processor:
             out.rewrite.add(report.device_id)
             out.last_record_of.setdefault(report.device_id, index)
             return self._reject(raw, kind, reason, now, out)
+        if record is not None and report.seq > record.state.last_seq + 1 and record.state.last_seq >= 0:
+            out.counts["seq_gap"] += 1  # a report never seen: dropped by the agent's spool cap, or lost upstream
         if record is None or record.inventory_at is None:
             if self.settings.unknown_devices == "reject":
                 return self._reject(raw, "unknown_device", f"no inventory record for {report.device_id}", now, out)

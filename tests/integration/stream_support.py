@@ -179,6 +179,8 @@ def state_differences(actual: dict[str, DeviceRecord], expected: dict[str, Devic
 def _diff(a: Any, e: Any, path: str) -> list[str]:
     if isinstance(a, dict) and isinstance(e, dict):
         return [d for k in sorted(a.keys() | e.keys()) for d in _diff(a.get(k), e.get(k), f"{path}.{k}")]
-    if isinstance(a, list) and isinstance(e, list) and len(a) == len(e):
+    if isinstance(a, list) and isinstance(e, list):
+        if len(a) != len(e):
+            return [f"{path}: {len(a)} values live, {len(e)} in the replay; live={a!r} replay={e!r}"]
         return [f"{path}[{i}]: live={x!r} replay={y!r}" for i, (x, y) in enumerate(zip(a, e, strict=True)) if x != y]
-    return [] if a == e else [f"{path}: live={a!r} replay={e!r}"[:400]]
+    return [] if a == e else [f"{path}: live={a!r} replay={e!r}"]

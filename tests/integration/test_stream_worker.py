@@ -174,9 +174,10 @@ def test_kill_9_mid_stream_then_restart_loses_nothing_and_duplicates_nothing(
 @pytest.mark.xfail(
     strict=False,
     reason=(
-        "known gap, about 1 run in 4: after the joiner leaves, one device's battery cycle_count column "
-        "in the changelog differs in length from the replay (other columns, seq, policies and alerts equal); "
-        "cause not found yet"
+        "known gap, about 1 run in 4: after a rebalance one report of a few devices is missing from the "
+        "live state (the following reports are applied, so dedup, policies and alerts still match the replay). "
+        "Suspected: faust-streaming skips and acks records fetched in the previous consumer generation; "
+        "the worker counts such holes as seq_gap"
     ),
 )
 def test_second_worker_joins_and_leaves_without_changing_the_outcome(
@@ -204,7 +205,9 @@ def test_second_worker_joins_and_leaves_without_changing_the_outcome(
         first.stop()
 
     replay = replay_from_scratch(kafka_settings)
-    assert not state_differences(table_state(kafka_settings), replay.records)
+    differences = state_differences(table_state(kafka_settings), replay.records)
+    (tmp_path / "differences.txt").write_text("\n".join(differences))
+    assert not differences
     alerts = [json.loads(m.value) for m in read_topic(kafka_settings, topics.alerts)]
     assert {a["alert_id"] for a in alerts} == replay.alert_ids
 
