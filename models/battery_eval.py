@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from fleetpulse.contract import BatteryHealth, DeviceKind, HealthReport, Platform
-from fleetpulse.models.battery import MAX_DAYS, battery_crossing
+from fleetpulse.models.battery import MAX_DAYS, MIN_RUNTIME_MINUTES, battery_crossing
 from fleetpulse.models.features import points
 from fleetpulse.models.state import DeviceState, apply_report_in_place
 
@@ -42,6 +42,7 @@ class Series:
     ratio: list[float]
     design: float
     cycles: list[int] | None = None
+    runtime: list[float] | None = None
 
 
 def load_real(battery_dir: Path) -> list[Series]:
@@ -100,7 +101,10 @@ def _replay(series: Series) -> Iterator[tuple[float, DeviceState]]:
             kind=DeviceKind.LAPTOP,
             platform=Platform.MACOS,
             battery=BatteryHealth(
-                design_capacity=series.design, full_charge_capacity=max(0.0, ratio) * series.design, cycle_count=cycles
+                design_capacity=series.design,
+                full_charge_capacity=max(0.0, ratio) * series.design,
+                cycle_count=cycles,
+                runtime_full_minutes=series.runtime[seq] if series.runtime else None,
             ),
         )
         apply_report_in_place(state, report)
@@ -126,8 +130,8 @@ class BatteryResult:
     def add(self, method: str, bucket: tuple[int, int], error: float) -> None:
         self.errors.setdefault(method, {}).setdefault(bucket, []).append(error)
 
-    def add_coverage(self, bucket: tuple[int, int], inside: bool) -> None:
-        self.coverage.setdefault("robust", {}).setdefault(bucket, []).append(inside)
+    def add_coverage(self, method: str, bucket: tuple[int, int], inside: bool) -> None:
+        self.coverage.setdefault(method, {}).setdefault(bucket, []).append(inside)
 
     def table(self) -> dict[str, dict[str, dict[str, float | int | None]]]:
         out: dict[str, dict[str, dict[str, float | int | None]]] = {}
@@ -152,11 +156,19 @@ def _bucket(remaining: float) -> tuple[int, int] | None:
     return None
 
 
-def evaluate_series(series: Series, result: BatteryResult, thresholds: tuple[float, ...] = THRESHOLDS) -> None:
-    truths = {t: true_crossing(series.days, series.ratio, t) for t in thresholds}
+def evaluate_series(
+    series: Series, result: BatteryResult, thresholds: tuple[float, ...] = THRESHOLDS, column: str = "health_ratio"
+) -> None:
+    """Score the estimates of ``column`` (capacity ratio, or runtime minutes) crossing ``thresholds``."""
+    values = series.runtime if column == "runtime_full_minutes" else series.ratio
+    if values is None:
+        return
+    truths = {t: true_crossing(series.days, values, t) for t in thresholds}
     if all(v is None for v in truths.values()):
         return
-    result.series_used.append(series.name)
+    suffix = " (runtime < 3 h)" if column == "runtime_full_minutes" else ""
+    if not suffix:
+        result.series_used.append(series.name)
     for n, (day, state) in enumerate(_replay(series), start=1):
         if n < MIN_READINGS or state.battery is None:
             continue
@@ -166,14 +178,14 @@ def evaluate_series(series: Series, result: BatteryResult, thresholds: tuple[flo
             bucket = _bucket(truth - day)
             if bucket is None:
                 continue
-            estimate = battery_crossing(state.battery, threshold)
+            estimate = battery_crossing(state.battery, threshold, column=column)
             if estimate is not None:
-                result.add("robust", bucket, abs(estimate.days - (truth - day)))
-                result.add_coverage(bucket, estimate.low <= truth - day <= estimate.high)
-            pts = points(state.battery.series, "health_ratio")
+                result.add(f"robust{suffix}", bucket, abs(estimate.days - (truth - day)))
+                result.add_coverage(f"robust{suffix}", bucket, estimate.low <= truth - day <= estimate.high)
+            pts = points(state.battery.series, column)
             naive = ols_days([d for d, _ in pts], [v for _, v in pts], threshold)
             if naive is not None:
-                result.add("least-squares, all history", bucket, abs(naive - (truth - day)))
+                result.add(f"least-squares, all history{suffix}", bucket, abs(naive - (truth - day)))
 
 
 def evaluate_real(battery_dir: Path) -> BatteryResult:
@@ -196,22 +208,35 @@ def simulated_series(devices: int, seed: int, days: int) -> list[Series]:
         devices=devices, seed=seed, start=EPOCH, days=days, mix=FleetMix(laptop=1.0, desktop=0.0, phone=0.0, tablet=0.0)
     )
     fading = {g.device_id for g in sim.ground_truth() if g.component.value == "battery" and g.cause == "capacity_fade"}
-    readings: dict[str, list[tuple[float, float, float, int]]] = {}
+    readings: dict[str, list[tuple[float, float, float, int, float]]] = {}
     for report in sim.reports():
         if report.device_id in fading and report.battery is not None:
             bat = report.battery
             day = (report.collected_at - EPOCH).total_seconds() / 86_400.0
+            minutes = bat.runtime_full_minutes if bat.runtime_full_minutes is not None else float("nan")
             readings.setdefault(report.device_id, []).append(
-                (day, bat.health_ratio, bat.design_capacity, bat.cycle_count or 0)
+                (day, bat.health_ratio, bat.design_capacity, bat.cycle_count or 0, minutes)
             )
-    return [
-        Series(device, "simulator", [r[0] for r in rows], [r[1] for r in rows], rows[0][2], [r[3] for r in rows])
-        for device, rows in sorted(readings.items())
-    ]
+    out = []
+    for device, rows in sorted(readings.items()):
+        runtime = [r[4] for r in rows]
+        out.append(
+            Series(
+                device,
+                "simulator",
+                [r[0] for r in rows],
+                [r[1] for r in rows],
+                rows[0][2],
+                [r[3] for r in rows],
+                None if any(np.isnan(runtime)) else runtime,
+            )
+        )
+    return out
 
 
 def evaluate_simulated(devices: int, seed: int, days: int = 540) -> BatteryResult:
     result = BatteryResult()
     for series in simulated_series(devices, seed, days):
         evaluate_series(series, result, thresholds=(0.6,))
+        evaluate_series(series, result, thresholds=(MIN_RUNTIME_MINUTES,), column="runtime_full_minutes")
     return result

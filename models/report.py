@@ -182,7 +182,8 @@ def battery_section(
         "",
         "Days until the capacity ratio crosses 80 % and 60 % of design, predicted after every reading from the "
         "readings so far; error grouped by the true remaining days. Real series: " + ", ".join(real.series_used) + ". "
-        "Lab cells: one cycle = one day. The fit windows (60/240 days) were chosen on these same real series "
+        "Lab cells: one cycle = one day. Runtime under 3 h is scored on simulated laptops only (no real runtime "
+        "histories exist). The fit windows (60/240 days) were chosen on these same real series "
         "(no held-out battery data exists), so the real-data numbers are optimistic; the simulated laptops were not "
         "used for any choice.",
         "",
