@@ -11,11 +11,13 @@ Windows are relative to the history's newest day (event time), not to the wall c
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from fleetpulse.models.state import BatteryHistory, DailySeries, DeviceState, DiskHistory
 
@@ -153,13 +155,22 @@ def disk_vector(disk: DiskHistory) -> list[float]:
     return [feats[name] for name in DISK_FEATURES]
 
 
+@functools.lru_cache(maxsize=256)
+def _pair_indices(n: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """All (i < j) index pairs; cached because every battery history of one length shares them."""
+    i, j = np.triu_indices(n, k=1)
+    i.setflags(write=False)
+    j.setflags(write=False)
+    return i, j
+
+
 def theil_sen(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
     """Robust line fit: (slope, level at the last x). Median of pairwise slopes, so a few
     noisy capacity readings (calibration jumps, lab regeneration) do not swing the trend."""
     xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if len(xs) < 2:
         return NAN, float(ys[-1]) if len(ys) else NAN
-    i, j = np.triu_indices(len(xs), k=1)
+    i, j = _pair_indices(len(xs))
     dx = xs[j] - xs[i]
     ok = dx > 0
     if not ok.any():

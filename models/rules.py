@@ -17,6 +17,7 @@ from fleetpulse.models.battery import (
     MIN_RUNTIME_MINUTES,
     SERVICE_RATIO,
     WORN_OUT_RATIO,
+    Crossing,
     battery_crossing,
     battery_trend,
 )
@@ -30,6 +31,11 @@ NVME_SPARE_MARGIN_PCT = 0.0
 RISK_CRITICAL = 0.9
 RISK_FLAGGED_GROWING = 0.7
 RISK_FLAGGED = 0.5
+RISK_WEAR_OUT_POSSIBLE = 0.55
+ORDER_LEAD_HORIZONS = 2
+"""A battery swap needs ordering time: wear-out plausible within two horizons already warrants a ticket."""
+RISK_SERVICE_DUE = 0.3
+"""Below the default raise threshold: visible on dashboards and the device page, no ticket."""
 RISK_CLEAR = 0.02
 
 
@@ -85,12 +91,32 @@ class DiskRuleScorer:
 
 
 class BatteryRuleScorer:
-    """Robust capacity-fade extrapolation: days until 80 % (service) and 60 % (worn out)."""
+    """Robust capacity-fade extrapolation: days until 80 % (service) and 60 % (worn out).
+
+    Only wear-out (60 %, now or plausibly within the horizon) reaches alerting risk: a
+    battery below 80 % is "service due" and shows on dashboards, but a fleet where a
+    third of the laptops sit between 60 and 80 % must not get a ticket for each of them.
+    """
 
     name = "battery-fade"
-    version = "1"
+    version = "2"
     component = Component.BATTERY
     horizon_days = 30
+
+    def _risk(self, level: float, service: Crossing | None, worn: Crossing | None) -> float:
+        if level < WORN_OUT_RATIO:
+            return RISK_CRITICAL
+        if worn is not None and worn.days <= self.horizon_days:
+            return RISK_FLAGGED_GROWING
+        # The point estimate, not the low bound: on noisy readings the low bound swings by
+        # months from one report to the next, which would make alerts flap.
+        if worn is not None and worn.days <= ORDER_LEAD_HORIZONS * self.horizon_days:
+            return RISK_WEAR_OUT_POSSIBLE
+        if level < SERVICE_RATIO:
+            return RISK_SERVICE_DUE
+        if service is not None and service.low <= self.horizon_days:
+            return 0.2
+        return RISK_CLEAR
 
     def score_batch(self, states: Sequence[DeviceState], now: datetime) -> list[RiskScore]:
         scores = []
@@ -127,18 +153,7 @@ class BatteryRuleScorer:
                 )
             if not math.isnan(feats["cycle_count"]):
                 factors.append(factor("cycle_count", feats["cycle_count"], 0.1))
-            if level < WORN_OUT_RATIO:
-                risk = RISK_CRITICAL
-            elif service is None:
-                risk = RISK_FLAGGED if level < SERVICE_RATIO else RISK_CLEAR
-            elif service.days == 0.0 or service.high <= self.horizon_days:
-                risk = RISK_FLAGGED_GROWING
-            elif service.days <= self.horizon_days:
-                risk = RISK_FLAGGED
-            elif service.low <= self.horizon_days:
-                risk = 0.2
-            else:
-                risk = RISK_CLEAR
+            risk = self._risk(level, service, worn)
             scores.append(
                 make_score(
                     self,
