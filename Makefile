@@ -6,7 +6,7 @@ PY ?= python3
 LINT_PATHS := fleetpulse agents streams models alerts dashboards tests benchmarks
 export FLEETPULSE_TEST_STACK_DIR ?= $(CURDIR)/.local/test-stack
 
-.PHONY: install lint typecheck check test test-unit test-integration demo stack-up stack-down bench clean train evaluate
+.PHONY: install lint typecheck check test test-unit test-integration demo stack-up stack-down clean train evaluate
 
 install:
 	deploy/local/install-deps.sh
@@ -31,9 +31,9 @@ test-unit:
 test-integration:
 	$(PY) -m pytest -m integration
 
+# Services are found by the pid files / data folders under the test stack's state folder.
 test-stack-down:
-	FLEETPULSE_LOCAL_DIR=$(FLEETPULSE_TEST_STACK_DIR) FLEETPULSE_KAFKA_PORT=19092 FLEETPULSE_VM_PORT=18428 \
-	FLEETPULSE_INFLUXDB1_PORT=18086 FLEETPULSE_PG_PORT=15433 deploy/local/stack.sh stop all
+	FLEETPULSE_LOCAL_DIR=$(FLEETPULSE_TEST_STACK_DIR) deploy/local/stack.sh stop all
 
 demo: install
 	fleetpulse demo
@@ -43,9 +43,6 @@ stack-up:
 
 stack-down:
 	deploy/local/stack.sh stop all
-
-bench:
-	$(PY) benchmarks/run_all.py
 
 # Disk model on the real Backblaze data -> .local/models (registered champion the worker serves).
 train:
