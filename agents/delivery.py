@@ -19,7 +19,7 @@ from kafka.errors import KafkaError
 
 from fleetpulse.agents.settings import DeliverySettings
 from fleetpulse.agents.spool import Spool, SpooledRecord
-from fleetpulse.config import KafkaSettings
+from fleetpulse.config import KafkaSettings, kafka_python_security
 from fleetpulse.contract import Topics
 
 log = logging.getLogger(__name__)
@@ -43,20 +43,8 @@ def producer_config(kafka: KafkaSettings, delivery: DeliverySettings, client_id:
         "retry_backoff_ms": 500,
         "reconnect_backoff_ms": 500,
         "reconnect_backoff_max_ms": 10_000,
-        "security_protocol": kafka.security_protocol,
+        **kafka_python_security(kafka),
     }
-    if kafka.sasl_mechanism:
-        config["sasl_mechanism"] = kafka.sasl_mechanism
-        config["sasl_plain_username"] = kafka.sasl_username
-        config["sasl_plain_password"] = kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
-    if kafka.ssl_cafile:
-        config["ssl_cafile"] = str(kafka.ssl_cafile)
-    if kafka.ssl_certfile:
-        config["ssl_certfile"] = str(kafka.ssl_certfile)
-    if kafka.ssl_keyfile:
-        config["ssl_keyfile"] = str(kafka.ssl_keyfile)
-    if kafka.ssl_key_password:
-        config["ssl_password"] = kafka.ssl_key_password.get_secret_value()
     return config
 
 

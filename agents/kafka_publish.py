@@ -11,36 +11,19 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from fleetpulse.config import KafkaSettings
+from fleetpulse.config import KafkaSettings, kafka_python_security
 from fleetpulse.contract import DeviceInventory, DeviceKind, HealthReport, Topics, encode, report_key
 
 if TYPE_CHECKING:
     from fleetpulse.agents.simulator import FleetSimulator
 
 MOBILE_KINDS = frozenset({DeviceKind.PHONE, DeviceKind.TABLET})
-
-
-def _security(kafka: KafkaSettings) -> dict[str, Any]:
-    opts: dict[str, Any] = {"security_protocol": kafka.security_protocol}
-    if kafka.sasl_mechanism:
-        opts["sasl_mechanism"] = kafka.sasl_mechanism
-        opts["sasl_plain_username"] = kafka.sasl_username
-        opts["sasl_plain_password"] = kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
-    if kafka.ssl_cafile:
-        opts["ssl_cafile"] = str(kafka.ssl_cafile)
-    if kafka.ssl_certfile:
-        opts["ssl_certfile"] = str(kafka.ssl_certfile)
-    if kafka.ssl_keyfile:
-        opts["ssl_keyfile"] = str(kafka.ssl_keyfile)
-    if kafka.ssl_key_password:
-        opts["ssl_password"] = kafka.ssl_key_password.get_secret_value()
-    return opts
 
 
 def make_producer(kafka: KafkaSettings) -> KafkaProducer:
@@ -54,7 +37,7 @@ def make_producer(kafka: KafkaSettings) -> KafkaProducer:
         enable_idempotence=True,  # retries neither duplicate nor reorder a device's records
         max_in_flight_requests_per_connection=5,
         request_timeout_ms=kafka.request_timeout_ms,
-        **_security(kafka),
+        **kafka_python_security(kafka),
     )
 
 
@@ -64,7 +47,7 @@ def ensure_topics(kafka: KafkaSettings, partitions: int = 12) -> None:
     admin = KafkaAdminClient(
         bootstrap_servers=kafka.bootstrap_servers.split(","),
         request_timeout_ms=kafka.request_timeout_ms,
-        **_security(kafka),
+        **kafka_python_security(kafka),
     )
     try:
         existing = set(admin.list_topics())

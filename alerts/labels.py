@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from fleetpulse.alerts.connectors.base import DeliveryError
-from fleetpulse.config import KafkaSettings
+from fleetpulse.config import KafkaSettings, kafka_python_security
 from fleetpulse.contract.codec import encode, report_key
 from fleetpulse.contract.topics import Topics
 from fleetpulse.contract.v1 import TicketOutcome
@@ -19,24 +19,9 @@ def kafka_client_options(kafka: KafkaSettings) -> dict[str, Any]:
     """kafka-python connection options from the shared settings (TLS/SASL never hard-coded)."""
     options: dict[str, Any] = {
         "bootstrap_servers": kafka.bootstrap_servers.split(","),
-        "security_protocol": kafka.security_protocol,
         "request_timeout_ms": kafka.request_timeout_ms,
+        **kafka_python_security(kafka),
     }
-    if kafka.sasl_mechanism:
-        options |= {
-            "sasl_mechanism": kafka.sasl_mechanism,
-            "sasl_plain_username": kafka.sasl_username,
-            "sasl_plain_password": kafka.sasl_password.get_secret_value() if kafka.sasl_password else None,
-        }
-    for key, value in (
-        ("ssl_cafile", kafka.ssl_cafile),
-        ("ssl_certfile", kafka.ssl_certfile),
-        ("ssl_keyfile", kafka.ssl_keyfile),
-    ):
-        if value is not None:
-            options[key] = str(value)
-    if kafka.ssl_key_password is not None:
-        options["ssl_password"] = kafka.ssl_key_password.get_secret_value()
     return options
 
 

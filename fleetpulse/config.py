@@ -39,6 +39,25 @@ class KafkaSettings(BaseModel):
     request_timeout_ms: int = Field(default=30_000, ge=1_000)
 
 
+def kafka_python_security(kafka: KafkaSettings) -> dict[str, Any]:
+    """kafka-python's TLS/SASL options from the shared settings: the one place secrets are unwrapped for it."""
+    options: dict[str, Any] = {"security_protocol": kafka.security_protocol}
+    if kafka.sasl_mechanism:
+        options["sasl_mechanism"] = kafka.sasl_mechanism
+        options["sasl_plain_username"] = kafka.sasl_username
+        options["sasl_plain_password"] = kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
+    for key, path in (
+        ("ssl_cafile", kafka.ssl_cafile),
+        ("ssl_certfile", kafka.ssl_certfile),
+        ("ssl_keyfile", kafka.ssl_keyfile),
+    ):
+        if path is not None:
+            options[key] = str(path)
+    if kafka.ssl_key_password is not None:
+        options["ssl_password"] = kafka.ssl_key_password.get_secret_value()
+    return options
+
+
 def masked_dump(settings: BaseModel) -> dict[str, Any]:
     """Settings as a dict for display: secrets stay masked (pydantic prints ``**********``)."""
     return settings.model_dump(mode="json")
