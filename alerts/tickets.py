@@ -364,6 +364,7 @@ class TicketService:
                 text = note if outcome is None else f"outcome: {outcome}. {note}".strip()
                 self._event(session, ticket.id, now, "transition", text, actor=actor, frm=current.value, to=to.value)
                 if outcome is not None:
+                    ticket.outcome = outcome
                     label = TicketOutcome(
                         ticket_id=ticket.id,
                         device_id=ticket.device_id,

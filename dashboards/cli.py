@@ -71,8 +71,10 @@ def rollup_command(
     from datetime import UTC, datetime
 
     import httpx
+    from sqlalchemy.exc import SQLAlchemyError
 
-    from fleetpulse.dashboards.rollup import InfluxV1Api, run_rollup
+    from fleetpulse.alerts.store.repository import TicketStore
+    from fleetpulse.dashboards.rollup import InfluxV1Api, run_rollup, ticket_points
 
     settings = settings_from(ctx)
     rollup = settings.grafana.rollup
@@ -80,13 +82,27 @@ def rollup_command(
     api = InfluxV1Api(rollup.influx)
     try:
         while True:
+            at = datetime.now(UTC)
             try:
-                points = run_rollup(api, datetime.now(UTC), threshold)
+                points = run_rollup(api, at, threshold)
                 typer.echo(f"fleet rollup: {len(points)} points")
             except (httpx.HTTPError, RuntimeError) as exc:
                 typer.echo(f"error: fleet rollup failed: {exc}", err=True)
                 if once:
                     raise typer.Exit(1) from None
+            if rollup.tickets:
+                try:
+                    store = TicketStore.open(settings.alerts.store_url, migrate=False)
+                    try:
+                        tickets = ticket_points(store.ticket_counts(), at)
+                    finally:
+                        store.close()
+                    api.write([p.to_line_protocol() for p in tickets])
+                    typer.echo(f"ticket snapshot: {len(tickets)} points")
+                except (httpx.HTTPError, SQLAlchemyError) as exc:
+                    typer.echo(f"error: ticket snapshot failed: {exc}", err=True)
+                    if once:
+                        raise typer.Exit(1) from None
             if once:
                 return
             time.sleep(rollup.every_s)

@@ -13,13 +13,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
-from fleetpulse.dashboards.schema import FLEET, FLEET_DEVICES, FLEET_SCORES
+from fleetpulse.dashboards.schema import FLEET, FLEET_DEVICES, FLEET_SCORES, TICKET
 from fleetpulse.dashboards.settings import InfluxSourceSettings
 from fleetpulse.streams.points import Point
+
+if TYPE_CHECKING:
+    from fleetpulse.alerts.store.repository import TicketCount
 
 log = logging.getLogger(__name__)
 WINDOW = timedelta(hours=24)
@@ -155,3 +158,17 @@ def run_rollup(api: InfluxQL, at: datetime, threshold: float) -> list[Point]:
     api.write([p.to_line_protocol() for p in points])
     log.info("fleet rollup written", extra={"points": len(points), "at": at.isoformat()})
     return points
+
+
+def ticket_points(counts: list[TicketCount], at: datetime) -> list[Point]:
+    """The ``ticket`` snapshot (``schema.TICKET``) from the ticket store's counts: ticket outcomes per
+    component are the honest precision signal on the model-quality dashboard."""
+    return [
+        Point(
+            TICKET.name,
+            {"component": c.component, "state": c.state, "outcome": c.outcome, "site": c.site},
+            {"count": c.count},
+            at,
+        )
+        for c in counts
+    ]

@@ -43,6 +43,7 @@ class RollupSettings(BaseModel):
 
     influx: InfluxSourceSettings = InfluxSourceSettings()
     every_s: float = Field(default=300.0, ge=10.0)
+    tickets: bool = Field(default=True, description="also snapshot ticket counts from alerts.store_url")
 
 
 class GrafanaSettings(BaseModel):

@@ -95,6 +95,8 @@ class TicketRow(Base):
     storm_key: Mapped[str] = mapped_column(String(400), index=True)
     storm_group: Mapped[str | None] = mapped_column(ForeignKey("storm_groups.group_id"), index=True)
     last_alert_id: Mapped[str] = mapped_column(String(128))
+    outcome: Mapped[str | None] = mapped_column(String(32), default=None)
+    """confirmed_fault / no_fault_found / false_alarm, once a closed ticket's result is recorded."""
     alert_cleared_at: Mapped[datetime | None]
     opened_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     updated_at: Mapped[datetime]

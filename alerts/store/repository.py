@@ -84,6 +84,14 @@ class OpenTicket(_View):
     opened_at: datetime
 
 
+class TicketCount(_View):
+    component: str
+    state: str
+    outcome: str
+    site: str
+    count: int
+
+
 class OutboxView(_View):
     id: int
     target: str
@@ -244,6 +252,25 @@ class TicketStore:
                     opened_at=t.opened_at,
                 )
                 for t in session.scalars(query)
+            ]
+
+    def ticket_counts(self) -> list[TicketCount]:
+        """Tickets per (component, state, outcome, site): the dashboards' periodic ``ticket`` snapshot."""
+        query = (
+            select(TicketRow.component, TicketRow.state, TicketRow.outcome, Device.site, func.count(TicketRow.id))
+            .outerjoin(Device, Device.device_id == TicketRow.device_id)
+            .group_by(TicketRow.component, TicketRow.state, TicketRow.outcome, Device.site)
+        )
+        with self.session() as session:
+            return [
+                TicketCount(
+                    component=component,
+                    state=state,
+                    outcome=outcome or "pending",
+                    site=site or "unknown",
+                    count=count,
+                )
+                for component, state, outcome, site, count in session.execute(query)
             ]
 
     def facets(self) -> dict[str, list[str]]:

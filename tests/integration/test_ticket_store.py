@@ -23,7 +23,7 @@ def test_migrations_are_idempotent_and_create_every_table(store: TicketStore) ->
     tables = set(inspect(store.engine).get_table_names())
     assert {"tickets", "ticket_events", "alerts_seen", "devices", "outbox", "storm_groups", "risk_history"} <= tables
     with store.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"  # head revision
 
 
 def test_one_open_ticket_per_component_and_replays_change_nothing(store: TicketStore) -> None:
@@ -254,7 +254,9 @@ def test_concurrent_first_starts_migrate_once(store_url: str) -> None:
     assert [p.returncode for p in procs] == [0, 0, 0], errors
     engine = make_engine(store_url)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [
+            "0002"
+        ]  # head revision
     engine.dispose()
 
 
@@ -278,3 +280,21 @@ def test_queue_puts_cleared_alerts_after_still_alerting_ones_of_the_same_urgency
     svc.apply_alert(make_alert("pc-2", risk=0.95), NOW)
     svc.apply_alert(make_alert("pc-1", i=5, alert_id="c", state=AlertState.CLEARED, risk=0.05), NOW)
     assert [t.device_id for t in store.list_tickets()] == ["pc-2", "pc-1"]
+
+
+def test_ticket_counts_carry_recorded_outcomes(store: TicketStore) -> None:
+    svc = service(store)
+    svc.apply_inventory(make_inventory("pc-1", site="Town Hall"))
+    svc.apply_alert(make_alert("pc-1"), NOW)
+    svc.apply_alert(make_alert("pc-2"), NOW)
+    svc.apply_alert(make_alert("pc-3"), NOW)
+    svc.transition([1], TicketState.DISMISSED, "carol", NOW, outcome="false_alarm")
+    svc.transition([2], TicketState.APPROVED, "alice", NOW)
+    svc.transition([2], TicketState.ORDERED, "alice", NOW)
+    svc.transition([2], TicketState.DONE, "bob", NOW, outcome="confirmed_fault")
+    counts = sorted((c.state, c.outcome, c.site, c.count) for c in store.ticket_counts())
+    assert counts == [
+        ("dismissed", "false_alarm", "Town Hall", 1),
+        ("done", "confirmed_fault", "unknown", 1),
+        ("open", "pending", "unknown", 1),
+    ]

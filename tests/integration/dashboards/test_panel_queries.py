@@ -12,12 +12,14 @@ import re
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from typer.testing import CliRunner
 
+from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.cli import app
 from fleetpulse.dashboards.build import build_all
 from fleetpulse.dashboards.queries import DashboardQuery, dashboard_queries, fill_macros
@@ -171,10 +173,34 @@ def test_rollup_matches_an_independent_count(loaded_db: tuple[str, str]) -> None
     assert all(0 <= s["values"][0][2] <= s["values"][0][3] <= 1 for s in series)
 
 
-def test_rollup_command_runs_against_influxdb(loaded_db: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rollup_command_runs_against_influxdb(
+    loaded_db: tuple[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The CronJob's command: fleet rollup plus the ticket snapshot from a real ticket store."""
+    from fleetpulse.alerts.store.repository import TicketStore
+    from fleetpulse.alerts.tickets import TicketService
+    from fleetpulse.contract.v1 import TicketState
+    from tests.alerts_support import NOW, make_alert
+
+    store_url = f"sqlite:///{tmp_path / 'tickets.db'}"
+    store = TicketStore.open(store_url)
+    service = TicketService(store, AlertSettings(store_url=store_url))
+    service.apply_alert(make_alert("pc-rollup-1"), NOW)
+    service.transition([1], TicketState.DISMISSED, "carol", NOW, outcome="false_alarm")
+    store.close()
     url, database = loaded_db
     monkeypatch.setenv("FLEETPULSE_GRAFANA__ROLLUP__INFLUX__URL", url)
     monkeypatch.setenv("FLEETPULSE_GRAFANA__ROLLUP__INFLUX__DATABASE", database)
+    monkeypatch.setenv("FLEETPULSE_ALERTS__STORE_URL", store_url)
     result = CliRunner().invoke(app, ["dashboards", "rollup", "--once"])
     assert result.exit_code == 0, result.output
     assert "fleet rollup:" in result.output
+    assert "ticket snapshot: 1 points" in result.output
+    rows = httpx.get(
+        f"{url}/query",
+        params={
+            "db": database,
+            "q": 'SELECT last("count") FROM "ticket" WHERE "outcome" = \'false_alarm\' AND time > now() - 1h',
+        },
+    ).json()
+    assert rows["results"][0]["series"][0]["values"][0][1] == 1

@@ -81,3 +81,18 @@ def test_score_points_keep_role_and_model_version() -> None:
     assert point.tags == tags
     assert point.fields == {"components": 5, "mean": 0.2, "p50": 0.1, "p90": 0.5, "p99": 0.9}
     assert 'percentile("risk", 99)' in score_distribution_query(AT)
+
+
+def test_ticket_points_follow_the_ticket_schema() -> None:
+    from fleetpulse.alerts.store.repository import TicketCount
+    from fleetpulse.dashboards.rollup import ticket_points
+    from fleetpulse.dashboards.schema import TICKET
+
+    counts = [TicketCount(component="battery", state="done", outcome="confirmed_fault", site="Town Hall", count=3)]
+    (point,) = ticket_points(counts, AT)
+    assert point.measurement == TICKET.name
+    assert set(point.tags) == set(TICKET.tags)
+    assert set(point.fields) == set(TICKET.fields)
+    assert point.to_line_protocol() == (
+        "ticket,component=battery,outcome=confirmed_fault,site=Town\\ Hall,state=done count=3i 1795132800000000000"
+    )
