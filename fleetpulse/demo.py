@@ -13,13 +13,9 @@ import asyncio
 import logging
 import os
 import secrets
-import signal
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -38,6 +34,7 @@ if TYPE_CHECKING:
     from fleetpulse.agents.kafka_publish import PublishStats
     from fleetpulse.alerts.store.repository import TicketStore
     from fleetpulse.scorecard import ComponentScore
+    from fleetpulse.streams.process import WorkerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 STACK = REPO / "deploy" / "local" / "stack.sh"
@@ -55,67 +52,39 @@ def _stack(action: str, *services: str) -> None:
     subprocess.run(["bash", str(STACK), action, *services], check=True)
 
 
-@contextmanager
-def _worker(settings: ServerSettings, run_dir: Path, web_port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """A real ``fleetpulse worker`` process configured through environment variables."""
-    env = dict(os.environ)
-    env.update(
-        FLEETPULSE_KAFKA__BOOTSTRAP_SERVERS=settings.kafka.bootstrap_servers,
-        FLEETPULSE_KAFKA__TOPIC_PREFIX=settings.kafka.topic_prefix,
-        FLEETPULSE_LOG_LEVEL="WARNING",
+def _worker(settings: ServerSettings, run_dir: Path) -> WorkerProcess:
+    """A real ``fleetpulse worker`` process; the user's own FLEETPULSE_* settings pass through."""
+    from fleetpulse.streams.process import WorkerProcess
+
+    inherited = {
+        k: v for k, v in os.environ.items() if k.startswith("FLEETPULSE_") and not k.startswith("FLEETPULSE_KAFKA__")
+    }
+    return WorkerProcess(
+        kafka=settings.kafka,
+        streams={"web_port": _free_port(), "data_dir": run_dir / "worker"},
+        log_path=run_dir / "worker.log",
+        extra_env={**inherited, "FLEETPULSE_LOG_LEVEL": "WARNING"},
     )
-    log = (run_dir / "worker.log").open("wb")
-    cmd = [
-        sys.executable,
-        "-m",
-        "fleetpulse",
-        "worker",
-        "--web-port",
-        str(web_port),
-        "--data-dir",
-        str(run_dir / "worker"),
-    ]
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
 
 
-def _wait_for_worker(settings: ServerSettings, proc: subprocess.Popen[bytes], total: int, timeout_s: float) -> float:
-    """Block until the worker has committed every input record; returns the seconds it took."""
-    from aiokafka.errors import KafkaError
+def _wait_for_worker(settings: ServerSettings, worker: WorkerProcess, total: int, timeout_s: float) -> None:
+    """Block until the worker has committed every input record, with a progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from fleetpulse.streams.app import group_id
-    from fleetpulse.streams.kafka_admin import consumer_lag
+    from fleetpulse.streams.process import wait_caught_up
 
-    started = time.monotonic()
-    group = group_id(settings)
     with Progress(
         TextColumn("processing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False
     ) as bar:
         task = bar.add_task("worker", total=total)
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker exited with code {proc.returncode}; see its log")
-            try:
-                lag = asyncio.run(consumer_lag(settings.kafka, group))
-            except KafkaError:  # e.g. the group coordinator is still being elected on a fresh broker
-                lag = total
+
+        def progress(lag: int) -> None:
+            if not worker.running():
+                raise RuntimeError(f"worker exited; see {worker.log_path}")
             bar.update(task, completed=max(0, total - lag))
-            if lag == 0:
-                return time.monotonic() - started
-            if time.monotonic() - started > timeout_s:
-                raise TimeoutError(f"worker still {lag} records behind after {timeout_s:.0f}s")
-            time.sleep(1.0)
+
+        wait_caught_up(settings.kafka, group_id(settings), timeout=timeout_s, on_lag=progress)
 
 
 def _read_alerts(kafka: KafkaSettings) -> list[Alert]:
@@ -247,13 +216,16 @@ def demo(
         )
         truth = sim.ground_truth()
         console.print(f"ground truth: {len(truth)} component failures in the window")
-        with _worker(settings, run_dir, web_port=_free_port()) as proc:
+        worker = _worker(settings, run_dir).start()
+        try:
             started = time.monotonic()
             stats = publish_fleet(sim, settings.kafka, progress=True)
             if stats.errors:
                 console.print(f"[red]{len(stats.errors)} publish errors[/red], first: {stats.errors[0]}")
-            _wait_for_worker(settings, proc, total=stats.inventory + stats.reports, timeout_s=1800)
+            _wait_for_worker(settings, worker, total=stats.inventory + stats.reports, timeout_s=1800)
             elapsed = time.monotonic() - started
+        finally:
+            worker.stop(timeout=60)
         consumed = consume_until_idle(settings.alerts, settings.kafka, idle_seconds=3.0)
         console.print(f"ticket consumer: {consumed}")
         alerts = _read_alerts(settings.kafka)

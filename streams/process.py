@@ -15,10 +15,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from aiokafka.errors import KafkaError
 
 from fleetpulse.config import KafkaSettings
 from fleetpulse.streams.kafka_admin import consumer_lag
@@ -117,12 +119,31 @@ class WorkerProcess:
             self.proc.wait(timeout=10)
 
 
-def wait_caught_up(kafka: KafkaSettings, group_id: str, timeout: float = 300.0, poll_s: float = 1.0) -> float:
-    """Seconds until ``group_id`` committed everything on the input topics (zero lag twice in a row)."""
+def wait_caught_up(
+    kafka: KafkaSettings,
+    group_id: str,
+    timeout: float = 300.0,
+    poll_s: float = 1.0,
+    on_lag: Callable[[int], None] | None = None,
+) -> float:
+    """Seconds until ``group_id`` committed everything on the input topics (zero lag twice in a row).
+
+    ``on_lag`` sees every measured lag (progress display; it may raise to give up, e.g. when the
+    worker died). Retriable Kafka errors (a group coordinator still being elected on a fresh
+    broker) count as "not caught up yet".
+    """
     started = time.monotonic()
     zero_in_a_row = 0
     while time.monotonic() - started < timeout:
-        lag = asyncio.run(consumer_lag(kafka, group_id))
+        try:
+            lag = asyncio.run(consumer_lag(kafka, group_id))
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
+            time.sleep(poll_s)
+            continue
+        if on_lag is not None:
+            on_lag(lag)
         zero_in_a_row = zero_in_a_row + 1 if lag == 0 else 0
         if zero_in_a_row >= 2:
             return time.monotonic() - started
