@@ -46,7 +46,9 @@ def chromium_binary() -> str:
 @contextmanager
 def chromium_page(profile: Path | None = None, start_timeout_s: float = 30.0) -> Iterator[str]:
     """Start headless Chromium; yields the DevTools websocket URL of its first page. Stops it afterwards."""
-    with tempfile.TemporaryDirectory(prefix="fleetpulse-chromium-") as tmp:
+    # Chromium's helper processes can still write into the profile for a moment after the browser
+    # exits; a leftover temp folder is harmless, a failed cleanup must not fail the caller.
+    with tempfile.TemporaryDirectory(prefix="fleetpulse-chromium-", ignore_cleanup_errors=True) as tmp:
         user_data = profile or Path(tmp)
         proc = subprocess.Popen(
             [chromium_binary(), *CHROMIUM_FLAGS, f"--user-data-dir={user_data}", "about:blank"],
