@@ -305,6 +305,11 @@ def apply_report(state: DeviceState | None, report: HealthReport) -> DeviceState
 def apply_inventory(state: DeviceState | None, inventory: DeviceInventory) -> DeviceState:
     """New state with the asset facts of ``inventory`` (pure)."""
     base = DeviceState(device_id=inventory.device_id) if state is None else state.model_copy(deep=True)
+    return apply_inventory_in_place(base, inventory)
+
+
+def apply_inventory_in_place(base: DeviceState, inventory: DeviceInventory) -> DeviceState:
+    """Join the asset facts by mutation: the stream owns the states it decoded for a batch."""
     base.kind = base.kind or inventory.kind
     base.vendor = inventory.vendor
     base.model = inventory.model

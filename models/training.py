@@ -16,14 +16,16 @@ Protocol (unit = drive serial):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import average_precision_score
 from sklearn.model_selection import GroupKFold
-from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
 
 from fleetpulse.models.data import Instants, drive_group
 from fleetpulse.models.features import DISK_FEATURES, GROWTH_COUNTERS
@@ -140,10 +142,16 @@ def training_set(instants: Instants, mask: np.ndarray, y: np.ndarray, seed: int)
     return TrainingSet(instants.features[chosen], y[chosen], weight, instants.drive[chosen])
 
 
-def single_thread() -> threadpool_limits:
+@functools.cache
+def _threadpools() -> ThreadpoolController:
+    """Found once: scanning the loaded libraries costs ~1 ms, too much per scoring batch."""
+    return ThreadpoolController()
+
+
+def single_thread() -> Any:
     """One OpenMP thread: on a shared 2-core machine, spinning OpenMP threads that fight
     other processes make tree fitting several times slower than a single thread."""
-    return threadpool_limits(limits=1, user_api="openmp")
+    return _threadpools().limit(limits=1, user_api="openmp")
 
 
 def monotonic_constraints() -> list[int]:

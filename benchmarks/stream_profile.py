@@ -1,0 +1,101 @@
+"""Where a worker's time goes, without Kafka: the pure processor over a simulated fleet, in-process.
+
+Feeds :meth:`Processor.process_batch` the same byte payloads the throughput benchmark
+publishes (inventory first, then ``--rounds`` reports per device one minute apart), with
+the table as a dict of bytes, exactly as the Faust wrapper stores it (``DeviceRecord``
+JSON). Prints events/s per stage and, with ``--profile``, the top functions by
+cumulative time. Use it to find what to optimise before measuring against Kafka with
+``stream_throughput.py``.
+
+    python benchmarks/stream_profile.py --devices 5000 --rounds 5 --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import time
+from datetime import UTC, datetime, timedelta
+
+from stream_common import Fleet
+
+from fleetpulse.contract import Topics
+from fleetpulse.models.registry import ScorerSet, load_scorers, rule_scorers
+from fleetpulse.settings import ServerSettings
+from fleetpulse.streams.app import tune_gc
+from fleetpulse.streams.processing import DeviceRecord, Processor, RawRecord
+
+
+def batches(fleet: Fleet, rounds: int, size: int) -> list[list[RawRecord]]:
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=rounds + 1)
+    records = [RawRecord(fleet.topics.inventory, 0, i, k, v) for i, (k, v) in enumerate(fleet.inventory)]
+    for r in range(rounds):
+        for topic, key, value in fleet.payloads(r, start + timedelta(minutes=r)):
+            records.append(RawRecord(topic, 0, len(records), key, value))
+    return [records[i : i + size] for i in range(0, len(records), size)]
+
+
+def run(processor: Processor, work: list[list[RawRecord]]) -> dict[str, float]:
+    """Process every batch; returns seconds per stage (decode state, process, encode state)."""
+    table: dict[bytes, bytes] = {}
+    spent = {"state_decode": 0.0, "process": 0.0, "state_encode": 0.0}
+
+    def lookup(_index: int, device_id: str) -> DeviceRecord | None:
+        started = time.perf_counter()
+        raw = table.get(device_id.encode())
+        record = None if raw is None else DeviceRecord.from_bytes(raw)
+        spent["state_decode"] += time.perf_counter() - started
+        return record
+
+    for batch in work:
+        started = time.perf_counter()
+        result = processor.process_batch(batch, lookup, datetime.now(UTC))
+        spent["process"] += time.perf_counter() - started
+        started = time.perf_counter()
+        for device_id, record in result.records.items():
+            table[device_id.encode()] = record.to_bytes()
+        spent["state_encode"] += time.perf_counter() - started
+    spent["process"] -= spent["state_decode"]
+    return spent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--rules-only", action="store_true", help="rule scorers instead of the configured models")
+    parser.add_argument("--profile", action="store_true", help="print the top functions by cumulative time")
+    parser.add_argument("--default-gc", action="store_true", help="CPython's collector settings, not the worker's")
+    args = parser.parse_args()
+
+    settings = ServerSettings()
+    topics = Topics(prefix="profile.")
+    scorers: ScorerSet = rule_scorers() if args.rules_only else load_scorers(settings.models)
+    print("scorers:", scorers.describe())
+    processor = Processor(settings.streams, topics, scorers, settings.alerts.policy)
+    fleet = Fleet.simulate(args.devices, topics)
+    work = batches(fleet, args.rounds, args.batch)
+    events = sum(len(b) for b in work)
+    if not args.default_gc:
+        tune_gc(settings.streams.gc_young_threshold)
+
+    profiler = cProfile.Profile() if args.profile else None
+    started = time.perf_counter()
+    if profiler:
+        profiler.enable()
+    spent = run(processor, work)
+    if profiler:
+        profiler.disable()
+    total = time.perf_counter() - started
+    print(f"{'default' if args.default_gc else 'worker'} gc settings")
+    print(f"{events} events in {total:.2f} s: {events / total:,.0f} events/s, {1e6 * total / events:.0f} us/event")
+    for stage, seconds in spent.items():
+        print(f"  {stage:13s} {seconds:7.2f} s  {1e6 * seconds / events:6.0f} us/event")
+    if profiler:
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
+
+
+if __name__ == "__main__":
+    main()
