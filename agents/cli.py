@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from fleetpulse import logs
-from fleetpulse.agents.settings import AgentSettings
+from fleetpulse.agents.settings import AgentSettings, load_agent_settings
 
 app = typer.Typer(help="fleetpulse endpoint agent", no_args_is_help=True, pretty_exceptions_enable=False)
 config_app = typer.Typer(help="inspect the configuration", no_args_is_help=True)
@@ -37,11 +37,9 @@ def main(
 
 
 def _settings(ctx: typer.Context) -> AgentSettings:
-    from fleetpulse.config import load_settings
-
     path = ctx.find_root().obj
     try:
-        settings = load_settings(AgentSettings, path)
+        settings = load_agent_settings(path)
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: invalid configuration: {exc}", err=True)
         raise typer.Exit(2) from None

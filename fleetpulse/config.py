@@ -8,17 +8,14 @@ Each deployable (agent, server) has one TOML file plus environment variables
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
 
-S = TypeVar("S", bound=BaseSettings)
+if TYPE_CHECKING:  # imported where used: the endpoint agent uses this module but never loads settings with it
+    from pydantic_settings import BaseSettings
+
+S = TypeVar("S", bound="BaseSettings")
 
 
 class KafkaSettings(BaseModel):
@@ -65,6 +62,11 @@ def masked_dump(settings: BaseModel) -> dict[str, Any]:
 
 def load_settings(cls: type[S], toml_path: Path | None) -> S:
     """Build settings from init defaults < TOML file < environment variables."""
+    from pydantic_settings import (
+        PydanticBaseSettingsSource,
+        SettingsConfigDict,
+        TomlConfigSettingsSource,
+    )
 
     class _FromFile(cls):  # type: ignore[valid-type,misc]
         model_config = SettingsConfigDict(toml_file=toml_path)

@@ -12,8 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from fleetpulse.agents.identity import build_identity, mapping_entry
-from fleetpulse.agents.settings import AgentSettings, IdentitySettings
-from fleetpulse.config import load_settings
+from fleetpulse.agents.settings import IdentitySettings, load_agent_settings
 from fleetpulse.contract import HealthReport
 
 REPO = Path(__file__).resolve().parents[3]
@@ -88,7 +87,7 @@ def test_config_show_masks_secrets(machine_id: Path) -> None:
 
 
 def test_sample_config_loads() -> None:
-    settings = load_settings(AgentSettings, SAMPLE_CONFIG)
+    settings = load_agent_settings(SAMPLE_CONFIG)
     assert {c.kind for c in settings.collectors} >= {"smart", "battery", "stability"}
     assert settings.interval_s == 60
 
