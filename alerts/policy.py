@@ -15,26 +15,60 @@ component_id) in a Faust table, serialised with ``model_dump(mode="json")``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from fleetpulse.contract.v1 import Alert, AlertState, RiskScore, ScorerRole
+from fleetpulse.contract.v1 import Alert, AlertState, Component, RiskScore, ScorerRole
 
 Probability = Annotated[float, Field(gt=0.0, le=1.0)]
+ClearProbability = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class Thresholds(BaseModel):
+    """Raise (enter) and clear (exit) risk of one component's scores.
+
+    Per component because scorers live on different scales: the rule scorers emit fixed
+    levels (0.5 flagged, 0.9 critical) while a calibrated disk model's probabilities of
+    failure within 30 days are mostly far below 0.5 even for drives that do fail.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    raise_threshold: Probability
+    clear_threshold: ClearProbability
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> Thresholds:
+        if self.clear_threshold >= self.raise_threshold:
+            raise ValueError(
+                f"clear_threshold ({self.clear_threshold}) must be below raise_threshold ({self.raise_threshold})"
+            )
+        return self
+
 
 _MAX_KEY_CHARS = 86
 """alert_id is a ShortText (<= 128 chars): longer keys get a hashed component_id (64+1+7+1+13 = 86)."""
 
 
 class AlertPolicy(BaseModel):
-    """Thresholds of the rule; one policy for the whole fleet, set in ``[alerts.policy]``."""
+    """Thresholds of the rule; one policy for the whole fleet, set in ``[alerts.policy]``.
+
+    ``raise_threshold``/``clear_threshold`` apply to every component without an entry in
+    ``components`` (``[alerts.policy.components.disk]``). A component left out of the
+    config can get its thresholds from the served model (:meth:`with_defaults`, e.g. a
+    trained disk model's operating point at a false-alarm cap, stored in its artifact).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     raise_threshold: Probability = 0.5
-    clear_threshold: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.3
+    clear_threshold: ClearProbability = 0.3
+    components: dict[Component, Thresholds] = Field(
+        default_factory=dict, description="per-component raise/clear thresholds; configured values always win"
+    )
     consecutive: Annotated[int, Field(ge=1, le=1000)] = Field(
         default=3, description="scores in a row at or above raise_threshold before an alert is raised"
     )
@@ -53,6 +87,19 @@ class AlertPolicy(BaseModel):
                 f"clear_threshold ({self.clear_threshold}) must be below raise_threshold ({self.raise_threshold})"
             )
         return self
+
+    def thresholds(self, component: Component) -> Thresholds:
+        """The raise/clear pair that applies to ``component``."""
+        configured = self.components.get(component)
+        if configured is not None:
+            return configured
+        # already validated as a pair by _hysteresis; skip re-validation on this hot path
+        return Thresholds.model_construct(raise_threshold=self.raise_threshold, clear_threshold=self.clear_threshold)
+
+    def with_defaults(self, defaults: Mapping[Component, Thresholds]) -> AlertPolicy:
+        """A copy where components without configured thresholds take ``defaults``."""
+        merged = {**defaults, **self.components}
+        return self.model_copy(update={"components": merged})
 
 
 class PolicyState(BaseModel):
@@ -114,9 +161,10 @@ def step(policy: AlertPolicy, state: PolicyState | None, score: RiskScore) -> tu
     if score.role is not ScorerRole.CHAMPION or _is_replay(state, score):
         return state, None
     seen = {"last_at": score.collected_at, "last_report_seq": score.report_seq}
+    limits = policy.thresholds(score.component)
 
     if not state.raised:
-        above = state.above + 1 if score.risk >= policy.raise_threshold else 0
+        above = state.above + 1 if score.risk >= limits.raise_threshold else 0
         cooling = state.cleared_at is not None and score.collected_at < state.cleared_at + policy.cooldown
         if above < policy.consecutive or cooling:
             return state.model_copy(update={"above": above, "below": 0, **seen}), None
@@ -134,7 +182,7 @@ def step(policy: AlertPolicy, state: PolicyState | None, score: RiskScore) -> tu
         )
         return new, _alert(score, AlertState.RAISED, alert_id)
 
-    below = state.below + 1 if score.risk < policy.clear_threshold else 0
+    below = state.below + 1 if score.risk < limits.clear_threshold else 0
     if below < policy.clear_consecutive:
         return state.model_copy(update={"above": 0, "below": below, **seen}), None
     alert_id = f"{state.raised_alert_id}:cleared"

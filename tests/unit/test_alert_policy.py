@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from fleetpulse.alerts.policy import AlertPolicy, PolicyState, step
+from fleetpulse.alerts.policy import AlertPolicy, PolicyState, Thresholds, step
 from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.contract.v1 import Alert, AlertState, Component, Factor, RiskScore, ScorerRole
 
@@ -156,6 +156,53 @@ def test_policy_is_part_of_alert_settings() -> None:
     assert settings.policy.raise_threshold == 0.7
     assert settings.policy.cooldown == timedelta(hours=12)
     assert AlertSettings().policy == AlertPolicy()
+
+
+DISK_LOW = Thresholds(raise_threshold=0.05, clear_threshold=0.02)
+
+
+def test_component_thresholds_apply_only_to_their_component() -> None:
+    policy = POLICY.model_copy(update={"components": {Component.DISK: DISK_LOW}})
+    _, alerts = run([0.06, 0.07, 0.06], policy)
+    assert [a.state for a in alerts] == [AlertState.RAISED]
+    # 0.1 is above the disk clear threshold: the alert stays raised; below 0.02 twice clears it
+    _, alerts = run([0.06, 0.07, 0.06, 0.1, 0.01, 0.01], policy)
+    assert [a.state for a in alerts] == [AlertState.RAISED, AlertState.CLEARED]
+    battery = PolicyState()
+    for i, risk in enumerate([0.06, 0.07, 0.06, 0.4]):
+        battery, alert = step(policy, battery, score(i, risk, component=Component.BATTERY))
+        assert alert is None
+
+
+def test_defaults_fill_only_unconfigured_components() -> None:
+    configured = AlertPolicy.model_validate({"components": {"disk": {"raise_threshold": 0.2, "clear_threshold": 0.1}}})
+    model_default = Thresholds(raise_threshold=0.04, clear_threshold=0.02)
+    merged = configured.with_defaults({Component.DISK: model_default, Component.BATTERY: model_default})
+    assert merged.thresholds(Component.DISK) == Thresholds(raise_threshold=0.2, clear_threshold=0.1)
+    assert merged.thresholds(Component.BATTERY) == model_default
+    assert merged.thresholds(Component.DEVICE) == Thresholds(raise_threshold=0.5, clear_threshold=0.3)
+    assert configured.thresholds(Component.BATTERY).raise_threshold == 0.5
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"disk": {"raise_threshold": 0.05, "clear_threshold": 0.05}},
+        {"disk": {"raise_threshold": 0.0, "clear_threshold": 0.0}},
+        {"disk": {"raise_threshold": 0.05}},
+        {"printer": {"raise_threshold": 0.05, "clear_threshold": 0.01}},
+    ],
+)
+def test_invalid_component_thresholds_are_rejected(bad: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        AlertPolicy.model_validate({"components": bad})
+
+
+def test_component_thresholds_come_from_alert_settings() -> None:
+    settings = AlertSettings.model_validate(
+        {"policy": {"components": {"disk": {"raise_threshold": 0.045, "clear_threshold": 0.02}}}}
+    )
+    assert settings.policy.thresholds(Component.DISK) == Thresholds(raise_threshold=0.045, clear_threshold=0.02)
 
 
 risk_seqs = st.lists(st.floats(min_value=0.0, max_value=1.0, allow_nan=False), max_size=60)
