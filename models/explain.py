@@ -43,6 +43,19 @@ _PLAIN = {
     "mem_uncorrectable": "{v:.0f} uncorrectable memory errors",
     "mem_correctable_delta_7d": "{v:.0f} new correctable memory errors in 7 days",
     "active_days_30d": "reported on {v:.0f} of the last 30 days",
+    "cpu_max_c_recent": "typical daily peak temperature this week {v:.0f} °C",
+    "cpu_max_c_baseline": "typical daily peak temperature in earlier weeks {v:.0f} °C",
+    "cpu_max_c_rise": "daily peak temperature {v:+.0f} °C against the device's own earlier weeks",
+    "hot_days_7d": "reached 95 °C or more on {v:.0f} of the last 7 days",
+    "throttle_increase_7d": "CPU slowed itself down for heat {v:.0f} times in 7 days",
+    "fan_rpm_recent": "fan peaks at {v:.0f} rpm this week",
+    "fan_rpm_baseline": "fan peaked at {v:.0f} rpm in earlier weeks",
+    "fan_rpm_ratio": "fan reaches only {p:.0f}% of its earlier top speed",
+    "mem_uncorrectable_7d": "{v:.0f} uncorrectable memory errors in the last 7 days",
+    "mem_correctable": "{v:.0f} corrected memory errors on record",
+    "mem_correctable_increase_7d": "{v:.0f} new corrected memory errors in 7 days",
+    "mem_correctable_max_day_7d": "up to {v:.0f} new corrected memory errors in one day",
+    "mem_correctable_growth_days_7d": "new corrected memory errors on {v:.0f} of the last 7 days",
 }
 
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from fleetpulse.models.state import BatteryHistory, DailySeries, DeviceState, DiskHistory
+from fleetpulse.models.state import THERMAL_EXCURSION_C, BatteryHistory, DailySeries, DeviceState, DiskHistory
 
 NAN = float("nan")
 WINDOWS = (1, 7, 30)
@@ -75,6 +75,30 @@ DEVICE_FEATURES: tuple[str, ...] = (
     "mem_correctable_delta_7d",
     "active_days_30d",
 )
+THERMAL_FEATURES: tuple[str, ...] = (
+    "cpu_max_c_recent",
+    "cpu_max_c_baseline",
+    "cpu_max_c_rise",
+    "hot_days_7d",
+    "throttle_increase_7d",
+    "fan_rpm_recent",
+    "fan_rpm_baseline",
+    "fan_rpm_ratio",
+)
+MEMORY_FEATURES: tuple[str, ...] = (
+    "mem_uncorrectable_7d",
+    "mem_correctable",
+    "mem_correctable_increase_7d",
+    "mem_correctable_max_day_7d",
+    "mem_correctable_growth_days_7d",
+)
+RECENT_DAYS = 7
+"""The "now" of a device's thermal behaviour: a week, so one heavy-load day does not decide."""
+BASELINE_GAP_DAYS = 14
+"""Baseline days end this long before the newest day: a fan that fades over weeks must not
+drag its own baseline along."""
+MIN_RECENT_DAYS = 3
+MIN_BASELINE_DAYS = 5
 
 
 def points(series: DailySeries, column: str) -> list[tuple[int, float]]:
@@ -239,4 +263,92 @@ def device_features(state: DeviceState) -> dict[str, float]:
     mem_c = points(series, "mem_correctable")
     out["mem_correctable_delta_7d"] = window_delta(mem_c, 7) if mem_c else NAN
     out["active_days_30d"] = float(sum(1 for d in series.days if d > last_day - 30))
+    return out
+
+
+def finite_points(series: DailySeries, column: str) -> list[tuple[int, float]]:
+    """:func:`points` without non-finite values (a corrupt state must not poison a median)."""
+    return [(d, v) for d, v in points(series, column) if math.isfinite(v)]
+
+
+def counter_increase(pts: Sequence[tuple[int, float]], window: int) -> float:
+    """Growth of a cumulative counter over the last ``window`` days, robust to resets.
+
+    EDAC and CPU throttle counters restart at zero on reboot, WHEA counts shrink when the
+    event log rotates: a drop starts a new baseline instead of counting as growth (unlike
+    :func:`window_delta`, which would go negative, or Prometheus' ``increase``, which would
+    count the whole value after a drop and so invent growth on log rotation).
+    """
+    if not pts:
+        return NAN
+    last_day = pts[-1][0]
+    return float(sum(b - a for (_, a), (d, b) in itertools.pairwise(pts) if d > last_day - window and b > a))
+
+
+def max_daily_increase(pts: Sequence[tuple[int, float]], window: int) -> float:
+    """Largest growth of a cumulative counter from one daily bucket to the next in the window."""
+    if not pts:
+        return NAN
+    last_day = pts[-1][0]
+    return float(max((b - a for (_, a), (d, b) in itertools.pairwise(pts) if d > last_day - window), default=0.0))
+
+
+def recent_and_baseline(pts: Sequence[tuple[int, float]]) -> tuple[float, float]:
+    """Median of the last ``RECENT_DAYS`` days and of the days ``BASELINE_GAP_DAYS`` or more
+    before the newest day (``nan`` when fewer than ``MIN_RECENT_DAYS``/``MIN_BASELINE_DAYS``).
+
+    Medians of daily maxima: a device's hottest reading depends on the day's workload,
+    the median of a week of them on its cooling.
+    """
+    if not pts:
+        return NAN, NAN
+    last_day = pts[-1][0]
+    recent = [v for d, v in pts if d > last_day - RECENT_DAYS]
+    baseline = [v for d, v in pts if d <= last_day - BASELINE_GAP_DAYS]
+    return (
+        float(np.median(recent)) if len(recent) >= MIN_RECENT_DAYS else NAN,
+        float(np.median(baseline)) if len(baseline) >= MIN_BASELINE_DAYS else NAN,
+    )
+
+
+def thermal_features(state: DeviceState) -> dict[str, float]:
+    """Cooling health from the daily device series; all ``nan`` when the device reports no thermals."""
+    series = state.device
+    out = dict.fromkeys(THERMAL_FEATURES, NAN)
+    cpu = finite_points(series, "cpu_max_c")
+    throttle = finite_points(series, "throttle_events")
+    fans = finite_points(series, "fan_rpm_max")
+    if not (cpu or throttle or fans):
+        return out
+    last_day = series.days[-1]
+    if cpu:
+        recent, baseline = recent_and_baseline(cpu)
+        out["cpu_max_c_recent"], out["cpu_max_c_baseline"] = recent, baseline
+        out["cpu_max_c_rise"] = recent - baseline
+        out["hot_days_7d"] = float(sum(1 for d, v in cpu if d > last_day - RECENT_DAYS and v >= THERMAL_EXCURSION_C))
+    if throttle:
+        out["throttle_increase_7d"] = counter_increase(throttle, RECENT_DAYS)
+    if fans:
+        recent, baseline = recent_and_baseline(fans)
+        out["fan_rpm_recent"], out["fan_rpm_baseline"] = recent, baseline
+        out["fan_rpm_ratio"] = recent / baseline if baseline > 0 else NAN
+    return out
+
+
+def memory_features(state: DeviceState) -> dict[str, float]:
+    """Memory error counters from the daily device series; all ``nan`` when none are reported."""
+    series = state.device
+    out = dict.fromkeys(MEMORY_FEATURES, NAN)
+    ue = finite_points(series, "mem_uncorrectable")
+    ce = finite_points(series, "mem_correctable")
+    if not (ue or ce):
+        return out
+    last_day = series.days[-1]
+    if ue:
+        out["mem_uncorrectable_7d"] = max((v for d, v in ue if d > last_day - RECENT_DAYS), default=0.0)
+    if ce:
+        out["mem_correctable"] = ce[-1][1]
+        out["mem_correctable_increase_7d"] = counter_increase(ce, RECENT_DAYS)
+        out["mem_correctable_max_day_7d"] = max_daily_increase(ce, RECENT_DAYS)
+        out["mem_correctable_growth_days_7d"] = growth_days(ce, RECENT_DAYS)
     return out

@@ -18,6 +18,7 @@ from fleetpulse.contract import Component, RiskScore, ScorerRole
 from fleetpulse.models.anomaly import AnomalyScorer
 from fleetpulse.models.artifact import ArtifactError, TrainedDiskScorer
 from fleetpulse.models.base import Scorer
+from fleetpulse.models.device_rules import MemoryRuleScorer, ThermalRuleScorer
 from fleetpulse.models.rules import BatteryRuleScorer, DiskRuleScorer
 from fleetpulse.models.settings import ModelSettings
 from fleetpulse.models.state import DeviceState
@@ -52,7 +53,9 @@ class ScorerSet:
 
 
 def rule_scorers() -> ScorerSet:
-    return ScorerSet(champions=[DiskRuleScorer(), BatteryRuleScorer(), AnomalyScorer()])
+    return ScorerSet(
+        champions=[DiskRuleScorer(), BatteryRuleScorer(), ThermalRuleScorer(), MemoryRuleScorer(), AnomalyScorer()]
+    )
 
 
 def load_scorers(settings: ModelSettings) -> ScorerSet:
@@ -71,6 +74,8 @@ def load_scorers(settings: ModelSettings) -> ScorerSet:
             champions=[
                 TrainedDiskScorer.from_artifact(settings.registry_dir / disk_champion),
                 BatteryRuleScorer(),
+                ThermalRuleScorer(),
+                MemoryRuleScorer(),
                 AnomalyScorer(),
             ],
             challengers=[DiskRuleScorer()],

@@ -82,6 +82,7 @@ DEVICE_MERGE: dict[str, Merge] = {
     "thermal_excursions": "sum",
     "cpu_max_c": "max",
     "throttle_events": "max",
+    "fan_rpm_max": "max",
     "boot_duration_s": "mean",
     "mem_correctable": "last",
     "mem_uncorrectable": "last",
@@ -273,6 +274,8 @@ def _apply_device(state: DeviceState, report: HealthReport, day: int) -> None:
         "thermal_excursions": None if hottest is None else float(hottest >= THERMAL_EXCURSION_C),
         "cpu_max_c": hottest,
         "throttle_events": therm.throttle_events if therm else None,
+        # the day's fastest fan reading: what the fan can still reach, not what idle asked of it
+        "fan_rpm_max": max(therm.fan_rpm) if therm and therm.fan_rpm else None,
         "mem_correctable": mem.correctable_errors if mem else None,
         "mem_uncorrectable": mem.uncorrectable_errors if mem else None,
     }

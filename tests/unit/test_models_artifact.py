@@ -127,11 +127,19 @@ def test_registry_champion_and_challenger(artifact_dir: Path) -> None:
     assert [s.name for s in load_scorers(ModelSettings(registry_dir=registry_dir / "empty")).champions] == [
         "disk-rule",
         "battery-fade",
+        "thermal-rule",
+        "memory-rule",
         "device-anomaly",
     ]
     register_artifact(registry_dir, "disk", artifact_dir.name, ScorerRole.CHAMPION)
     scorers = load_scorers(ModelSettings(registry_dir=registry_dir))
-    assert [s.name for s in scorers.champions] == ["disk-gbm", "battery-fade", "device-anomaly"]
+    assert [s.name for s in scorers.champions] == [
+        "disk-gbm",
+        "battery-fade",
+        "thermal-rule",
+        "memory-rule",
+        "device-anomaly",
+    ]
     assert [s.name for s in scorers.challengers] == ["disk-rule"]
     scores = scorers.score(fleet(), NOW)
     disk = {(s.model_name, s.role) for s in scores if s.component is Component.DISK}

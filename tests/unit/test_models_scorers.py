@@ -11,9 +11,11 @@ from fleetpulse.contract import (
     Component,
     DiskHealth,
     HealthReport,
+    MemoryHealth,
     RiskScore,
     ScorerRole,
     StabilityHealth,
+    ThermalHealth,
 )
 from fleetpulse.models.base import Scorer
 from fleetpulse.models.registry import ScorerSet, load_scorers, rule_scorers
@@ -49,6 +51,8 @@ def fleet() -> list[DeviceState]:
                 ],
                 battery=BatteryHealth(design_capacity=50, full_charge_capacity=48 - 0.001 * day),
                 stability=StabilityHealth(crashes=0, boot_duration_s=20.0),
+                thermal=ThermalHealth(cpu_max_c=62.0 + day % 5, fan_rpm=[2900.0 + 10 * (day % 7)], throttle_events=0),
+                memory=MemoryHealth(correctable_errors=2, uncorrectable_errors=0),
             ),
         )
         failing = apply_report(
@@ -71,6 +75,12 @@ def fleet() -> list[DeviceState]:
                 ],
                 battery=BatteryHealth(design_capacity=50, full_charge_capacity=45 - 0.1 * day),
                 stability=StabilityHealth(crashes=3 if day > 110 else 0, boot_duration_s=20.0 + day),
+                thermal=ThermalHealth(
+                    cpu_max_c=min(110.0, 60.0 + 2.0 * max(0, day - 95)),
+                    fan_rpm=[max(200.0, 3000.0 - 100.0 * max(0, day - 95))],
+                    throttle_events=10 * max(0, day - 105),
+                ),
+                memory=MemoryHealth(correctable_errors=5 * max(0, day - 100), uncorrectable_errors=int(day > 115)),
             ),
         )
     assert healthy is not None
@@ -125,6 +135,8 @@ def test_scorer_set_labels_roles() -> None:
     assert roles == {
         (Component.DISK, ScorerRole.CHAMPION),
         (Component.BATTERY, ScorerRole.CHALLENGER),
+        (Component.THERMAL, ScorerRole.CHALLENGER),
+        (Component.MEMORY, ScorerRole.CHALLENGER),
         (Component.DEVICE, ScorerRole.CHALLENGER),
     }
 
@@ -146,3 +158,13 @@ def test_battery_rule_estimates_days_to_80_percent() -> None:
     ok = scores["pc-ok"]
     assert ok.days_to_failure is not None
     assert ok.days_to_failure > 1000
+
+
+def test_thermal_and_memory_rules_flag_only_the_failing_pc() -> None:
+    scores = {(s.component, s.device_id): s for s in rule_scorers().score(fleet(), NOW)}
+    assert scores[(Component.THERMAL, "pc-bad")].risk >= 0.9
+    assert scores[(Component.MEMORY, "pc-bad")].risk >= 0.9
+    assert scores[(Component.THERMAL, "pc-ok")].risk < 0.1
+    assert scores[(Component.MEMORY, "pc-ok")].risk < 0.1
+    assert any("earlier top speed" in f.text for f in scores[(Component.THERMAL, "pc-bad")].factors)
+    assert "uncorrectable memory errors" in scores[(Component.MEMORY, "pc-bad")].factors[0].text
