@@ -26,8 +26,8 @@ from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import DeviceInventory, Topics, decode, decode_report
 
 
-async def ceiling(kafka: KafkaSettings, topics: Topics, total: int) -> tuple[float, int]:
-    """events/s of consume + deserialize, timed from the first record to the last."""
+async def ceiling(kafka: KafkaSettings, topics: Topics, total: int) -> tuple[float, float, int]:
+    """(events/s, events per CPU second, records) of consume + deserialize, from the first record to the last."""
     consumer = AIOKafkaConsumer(
         topics.inventory,
         topics.health,
@@ -39,13 +39,13 @@ async def ceiling(kafka: KafkaSettings, topics: Topics, total: int) -> tuple[flo
         max_poll_records=5000,
     )
     await consumer.start()
-    seen, first = 0, None
+    seen, first, cpu_first = 0, None, 0.0
     try:
         while seen < total:
             batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
             for tp, messages in batches.items():
                 if first is None and messages:
-                    first = time.perf_counter()
+                    first, cpu_first = time.perf_counter(), time.process_time()
                 for m in messages:
                     if tp.topic == topics.inventory:
                         decode(m.value, DeviceInventory)
@@ -53,7 +53,7 @@ async def ceiling(kafka: KafkaSettings, topics: Topics, total: int) -> tuple[flo
                         decode_report(m.value)
                 seen += len(messages)
         assert first is not None
-        return seen / (time.perf_counter() - first), seen
+        return seen / (time.perf_counter() - first), seen / (time.process_time() - cpu_first), seen
     finally:
         await consumer.stop()
 
@@ -85,26 +85,36 @@ def main() -> None:
         f"published {total} records ({len(fleet.inventory)} inventory, {args.rounds} rounds) to {kafka.bootstrap_servers}"
     )
 
-    raw_rate, seen = asyncio.run(ceiling(kafka, topics, total))
-    print(f"ceiling  (aiokafka consume + pydantic decode): {raw_rate:10.0f} events/s over {seen} records")
+    raw_rate, raw_cpu_rate, seen = asyncio.run(ceiling(kafka, topics, total))
+    print(
+        f"ceiling  (aiokafka consume + pydantic decode): {raw_rate:10.0f} events/s "
+        f"({raw_cpu_rate:.0f} per CPU second) over {seen} records"
+    )
 
     extra = {"tsdb__kind": "influxdb2", "tsdb__url": args.tsdb_url} if args.tsdb_url else {}
     workers = [start_worker(kafka, instance=f"bench-w{i + 1}", **extra) for i in range(args.workers)]
     try:
         for worker in workers:
             worker.wait_ready(timeout=120)
-        first, done = wait_processed(workers, total, timeout=3600)
+        processed = wait_processed(workers, total, timeout=3600)
         metrics = "\n".join(worker.metrics() for worker in workers)
     finally:
         for worker in workers:
             worker.stop()
-    rate = total / (done - first)
+    rate = total / (processed.done - processed.first)
+    cpu_rate = total / processed.cpu_s
     scores = sum(
         float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("fleetpulse_stream_scores_total")
     )
     per_process = rate / args.workers
-    print(f"pipeline ({args.workers} worker process(es), RocksDB, full): {rate:10.0f} events/s")
-    print(f"ratio pipeline/ceiling per process: {per_process / raw_rate:.1%}   scores emitted: {scores:.0f}")
+    print(
+        f"pipeline ({args.workers} worker process(es), RocksDB, full): {rate:10.0f} events/s "
+        f"({cpu_rate:.0f} per CPU second)"
+    )
+    print(
+        f"ratio pipeline/ceiling per process: {per_process / raw_rate:.1%} wall clock, "
+        f"{cpu_rate / raw_cpu_rate:.1%} CPU   scores emitted: {scores:.0f}"
+    )
     print(
         json.dumps(
             {
@@ -115,6 +125,9 @@ def main() -> None:
                 "pipeline_eps": round(rate),
                 "workers": args.workers,
                 "ratio_per_process": round(per_process / raw_rate, 3),
+                "ceiling_eps_per_cpu_s": round(raw_cpu_rate),
+                "pipeline_eps_per_cpu_s": round(cpu_rate),
+                "ratio_cpu": round(cpu_rate / raw_cpu_rate, 3),
                 "scores": int(scores),
                 "tsdb": bool(args.tsdb_url),
             }

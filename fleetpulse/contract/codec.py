@@ -46,9 +46,18 @@ def _describe(exc: ValidationError) -> str:
 
 
 def decode(payload: bytes | str, model: type[M]) -> M:
+    """Valid records take pydantic's compiled JSON path; anything it refuses is re-read to say why."""
     raw = payload.encode() if isinstance(payload, str) else payload
     if len(raw) > MAX_MESSAGE_BYTES:
         raise ContractError("oversized", f"{len(raw)} bytes > limit {MAX_MESSAGE_BYTES}")
+    try:
+        return model.model_validate_json(raw)
+    except (ValidationError, ValueError, RecursionError, OverflowError):
+        return _decode_explained(raw, model)
+
+
+def _decode_explained(raw: bytes, model: type[M]) -> M:
+    """The slow path: classifies the failure (or accepts what only the stdlib parser reads)."""
     try:
         obj = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
