@@ -1,4 +1,4 @@
-"""The ``fleetpulse-agent`` command: run, once, identity, config show, version.
+"""The typer app behind ``fleetpulse-agent`` (see :mod:`fleetpulse.agents.cli` for the entry point).
 
 Configuration: ``--config PATH`` or ``$FLEETPULSE_AGENT_CONFIG`` (TOML), overridden by
 ``FLEETPULSE_AGENT_*`` environment variables. Heavy modules are imported inside commands.
@@ -7,15 +7,14 @@ Configuration: ``--config PATH`` or ``$FLEETPULSE_AGENT_CONFIG`` (TOML), overrid
 from __future__ import annotations
 
 import json
-import os
-import signal
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from fleetpulse import logs
+from fleetpulse.agents.cli import config_path, run_service
 from fleetpulse.agents.settings import AgentSettings, load_agent_settings
 
 app = typer.Typer(help="fleetpulse endpoint agent", no_args_is_help=True, pretty_exceptions_enable=False)
@@ -31,9 +30,7 @@ def main(
         typer.Option("--config", "-c", help="agent TOML file (default: $FLEETPULSE_AGENT_CONFIG)"),
     ] = None,
 ) -> None:
-    ctx.obj = config or (
-        Path(os.environ["FLEETPULSE_AGENT_CONFIG"]) if os.environ.get("FLEETPULSE_AGENT_CONFIG") else None
-    )
+    ctx.obj = config_path(config)
 
 
 def _settings(ctx: typer.Context) -> AgentSettings:
@@ -99,42 +96,6 @@ def run(
     max_reports: Annotated[int | None, typer.Option(help="stop after this many reports (tests, benchmarks)")] = None,
 ) -> None:
     """Run the agent: collect every interval, spool on disk, deliver to Kafka."""
-    import logging
-    import sqlite3
-
-    from fleetpulse.agents.identity import build_identity
-    from fleetpulse.agents.runner import Agent, build_collectors
-
-    settings = _settings(ctx)
-    ident = build_identity(settings.identity)
-    state_dir = settings.spool_dir / "state"
-    try:
-        agent = Agent(settings, ident, build_collectors(settings, ident, state_dir))
-    except (OSError, sqlite3.Error) as exc:
-        typer.echo(f"error: cannot open the spool in {settings.spool_dir}: {exc}", err=True)
-        raise typer.Exit(1) from None
-
-    def _stop(signum: int, _frame: Any) -> None:
-        logging.getLogger(__name__).info("stopping", extra={"fields": {"signal": signum}})
-        agent.stop()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    logging.getLogger(__name__).info(
-        "agent started",
-        extra={
-            "fields": {
-                "device_id": ident.device_id,
-                "bootstrap": settings.kafka.bootstrap_servers,
-                "security_protocol": settings.kafka.security_protocol,
-                "interval_s": settings.interval_s,
-                "spool": str(agent.spool_path),
-                "next_seq": agent.spool.next_seq,
-            }
-        },
-    )
-    agent.run(max_reports=max_reports)
-
-
-if __name__ == "__main__":
-    app()
+    code = run_service(ctx.find_root().obj, max_reports)
+    if code:
+        raise typer.Exit(code)
