@@ -16,17 +16,17 @@ import argparse
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from fleetpulse.alerts.api import create_app
 from fleetpulse.alerts.api.auth import hash_secret
 from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.repository import TicketStore
+from fleetpulse.alerts.store.scratch import scratch_schema
 from fleetpulse.alerts.tickets import TicketService
 from fleetpulse.contract.v1 import Alert, AlertState, Component, DeviceInventory, DeviceKind, Factor, RiskScore
 
@@ -55,16 +55,8 @@ def own_schema(url: str | None) -> Iterator[str | None]:
     if url is None or not url.startswith("postgresql"):
         yield url
         return
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(url)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    with scratch_schema(url, prefix="bench") as scratch_url:
+        yield scratch_url
 
 
 def main() -> None:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.repository import TicketStore
+from fleetpulse.alerts.store.scratch import scratch_schema
 from fleetpulse.alerts.tickets import TicketService
 from fleetpulse.contract.v1 import Alert, AlertState, Component, DeviceInventory, DeviceKind, Factor
 
@@ -60,16 +59,8 @@ def make_inventory(device_id: str = "pc-0001", **overrides: object) -> DeviceInv
 
 def pg_schema_url(postgres_url: str) -> Iterator[str]:
     """A fresh schema per test, so tests never see each other's tickets; dropped afterwards."""
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_url)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{postgres_url}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    with scratch_schema(postgres_url, prefix="t") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
