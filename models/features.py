@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import statistics
 from collections.abc import Sequence
 
 import numpy as np
@@ -268,7 +269,11 @@ def device_features(state: DeviceState) -> dict[str, float]:
 
 def finite_points(series: DailySeries, column: str) -> list[tuple[int, float]]:
     """:func:`points` without non-finite values (a corrupt state must not poison a median)."""
-    return [(d, v) for d, v in points(series, column) if math.isfinite(v)]
+    col = series.columns.get(column)
+    if col is None:
+        return []
+    isfinite = math.isfinite
+    return [(d, v) for d, v in zip(series.days, col, strict=True) if v is not None and isfinite(v)]
 
 
 def counter_increase(pts: Sequence[tuple[int, float]], window: int) -> float:
@@ -305,9 +310,9 @@ def recent_and_baseline(pts: Sequence[tuple[int, float]]) -> tuple[float, float]
     last_day = pts[-1][0]
     recent = [v for d, v in pts if d > last_day - RECENT_DAYS]
     baseline = [v for d, v in pts if d <= last_day - BASELINE_GAP_DAYS]
-    return (
-        float(np.median(recent)) if len(recent) >= MIN_RECENT_DAYS else NAN,
-        float(np.median(baseline)) if len(baseline) >= MIN_BASELINE_DAYS else NAN,
+    return (  # statistics.median: numpy's costs ~20x more on a few dozen values
+        float(statistics.median(recent)) if len(recent) >= MIN_RECENT_DAYS else NAN,
+        float(statistics.median(baseline)) if len(baseline) >= MIN_BASELINE_DAYS else NAN,
     )
 
 
