@@ -36,6 +36,9 @@ METADATA_FILE = "metadata.json"
 # Everything a calibrated HistGradientBoosting dump legitimately contains beyond skops' defaults.
 TRUSTED_TYPES = frozenset(
     {
+        "fleetpulse.models.disk_model.DiskRiskModel",
+        "sklearn.linear_model._logistic.LogisticRegression",
+        # artifacts trained before the stacked model (still loadable as challengers)
         "sklearn.calibration.CalibratedClassifierCV",
         "sklearn.calibration._CalibratedClassifier",
         "sklearn.calibration._SigmoidCalibration",
@@ -167,6 +170,7 @@ class TrainedDiskScorer:
     models: dict[int, Any]
     reference: np.ndarray
     drift_profile: dict[str, Any] | None = None
+    operating_points: dict[str, Any] | None = None
     component: Component = Component.DISK
 
     @classmethod
@@ -180,7 +184,18 @@ class TrainedDiskScorer:
             version=str(meta["version"]),
             models=models,
             reference=np.asarray(payload["reference"], dtype=float),
+            operating_points=meta.get("operating_points"),
         )
+
+    def alert_thresholds(self, cap: str) -> tuple[float, float] | None:
+        """(raise, clear) suggested for alerts on this scorer's risk (the longest horizon):
+        raise at the stored operating point for ``cap``, clear at half of it (hysteresis).
+        None for artifacts without stored operating points."""
+        point = (self.operating_points or {}).get(str(max(self.models)), {}).get(cap)
+        threshold = point.get("threshold") if isinstance(point, dict) else None
+        if not isinstance(threshold, int | float) or not 0.0 < threshold <= 1.0:
+            return None
+        return float(threshold), float(threshold) / 2
 
     def predict(self, features: np.ndarray, horizon: int) -> np.ndarray:
         with single_thread():

@@ -110,3 +110,33 @@ def battery_crossing(battery: BatteryHistory, threshold: float, column: str = "h
     """Days until ``column`` of the battery history crosses ``threshold``."""
     trend = battery_trend(battery, column)
     return None if trend is None else trend.crossing(threshold)
+
+
+def minutes_per_ratio(battery: BatteryHistory, window_days: float = LONG_DAYS) -> float | None:
+    """Runtime on a full charge per unit of capacity ratio: the median of runtime / ratio over
+    the readings of the last ``window_days`` that carry both (None with fewer than 3)."""
+    ratio = dict(points(battery.series, "health_ratio"))
+    runtime = points(battery.series, "runtime_full_minutes")
+    if not runtime:
+        return None
+    last = runtime[-1][0]
+    per_ratio = [m / ratio[d] for d, m in runtime if d > last - window_days and ratio.get(d, 0.0) > 0.0]
+    return float(np.median(per_ratio)) if len(per_ratio) >= 3 else None
+
+
+def runtime_crossing(battery: BatteryHistory, minutes: float = MIN_RUNTIME_MINUTES) -> Crossing | None:
+    """Days until runtime on a full charge drops under ``minutes``, via the capacity trend.
+
+    At a given power draw, runtime is proportional to the charge the battery holds, so the
+    runtime threshold is a capacity threshold: ``minutes / minutes_per_ratio``. Runtime
+    readings scatter with what the user ran that day; capacity readings barely do. A trend
+    fitted to runtime itself inherits that scatter (its slope swings by years); the
+    median of runtime / capacity over months is stable, and the capacity trend is the
+    one already validated against real histories. A workload change shifts the median
+    within ``LONG_DAYS``.
+    """
+    scale = minutes_per_ratio(battery)
+    trend = battery_trend(battery)
+    if scale is None or trend is None or scale <= 0.0:
+        return None
+    return trend.crossing(minutes / scale)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from fleetpulse.contract import BatteryHealth, DeviceKind, HealthReport, Platform
-from fleetpulse.models.battery import MAX_DAYS, MIN_RUNTIME_MINUTES, battery_crossing
+from fleetpulse.models.battery import MAX_DAYS, MIN_RUNTIME_MINUTES, battery_crossing, runtime_crossing
 from fleetpulse.models.features import points
 from fleetpulse.models.state import DeviceState, apply_report_in_place
 
@@ -178,10 +178,17 @@ def evaluate_series(
             bucket = _bucket(truth - day)
             if bucket is None:
                 continue
+            if suffix:
+                scaled = runtime_crossing(state.battery, threshold)
+                if scaled is not None:
+                    name = f"capacity trend x runtime per capacity{suffix}"
+                    result.add(name, bucket, abs(scaled.days - (truth - day)))
+                    result.add_coverage(name, bucket, scaled.low <= truth - day <= scaled.high)
             estimate = battery_crossing(state.battery, threshold, column=column)
             if estimate is not None:
-                result.add(f"robust{suffix}", bucket, abs(estimate.days - (truth - day)))
-                result.add_coverage(f"robust{suffix}", bucket, estimate.low <= truth - day <= estimate.high)
+                name = f"robust{' runtime trend' if suffix else ''}{suffix}"
+                result.add(name, bucket, abs(estimate.days - (truth - day)))
+                result.add_coverage(name, bucket, estimate.low <= truth - day <= estimate.high)
             pts = points(state.battery.series, column)
             naive = ols_days([d for d, _ in pts], [v for _, v in pts], threshold)
             if naive is not None:

@@ -97,6 +97,7 @@ class HorizonResult:
     train_positive_instants: int
     train_instants: int
     calibration: tuple[np.ndarray, np.ndarray] | None
+    alert_thresholds: dict[str, dict[str, float | None]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -147,6 +148,41 @@ def healthy_reference(features: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.nanmedian(healthy, axis=0) if len(healthy) else np.full(features.shape[1], np.nan)
 
 
+def censored_at(instants: Instants, cutoff: float) -> Instants:
+    """The same instants as they were known at ``cutoff``: later failures not yet seen."""
+    return Instants(
+        instants.features,
+        instants.drive,
+        instants.day,
+        instants.serials,
+        instants.models,
+        np.minimum(instants.end_day, cutoff),
+        instants.failed & (instants.end_day < cutoff),
+    )
+
+
+def alert_thresholds(
+    instants: Instants, train: np.ndarray, oof: np.ndarray, test_drives: DriveScores, horizon: int, cutoff: float
+) -> dict[str, dict[str, float | None]]:
+    """Probability thresholds at each false-alarm cap, chosen on out-of-fold scores of the
+    training drives before the cut-off (what a deployment can know), and what they give on test."""
+    score = np.where(np.isnan(oof), -np.inf, oof)
+    train_drives = drive_scores(censored_at(instants, cutoff), train, score, horizon)
+    out: dict[str, dict[str, float | None]] = {}
+    for cap in CAPS:
+        threshold = threshold_at_cap(train_drives.negative, cap)
+        on_train = operating_point(train_drives, threshold)
+        on_test = operating_point(test_drives, threshold)
+        out[f"cap {100 * cap:g}%"] = {
+            "threshold": threshold if np.isfinite(threshold) else None,
+            "train_false_alarm_rate": on_train.false_alarm_rate,
+            "train_detection_rate": on_train.detection_rate,
+            "test_false_alarm_rate": on_test.false_alarm_rate,
+            "test_detection_rate": on_test.detection_rate,
+        }
+    return out
+
+
 def run_experiment(instants: Instants, experiment: Experiment, seed: int, step: Step | None = None) -> ExperimentResult:
     from sklearn.calibration import calibration_curve
 
@@ -165,7 +201,10 @@ def run_experiment(instants: Instants, experiment: Experiment, seed: int, step: 
         say(
             f"{experiment.name}: fitting {horizon}-day model on {len(data.y):,} instants ({int(data.y.sum())} positive)"
         )
-        model = fit_calibrated(data, seed)
+        model = fit_calibrated(data, seed, also_score=(instants.features[train], instants.drive[train]))
+        oof = np.full(len(instants.day), np.nan)
+        oof[train] = model.oof_also_
+        del model.oof_also_  # training-side scores, not part of the served model
         models[horizon] = model
         if horizon == max(experiment.horizons):
             reference = healthy_reference(instants.features[train], y_train[train])
@@ -217,6 +256,7 @@ def run_experiment(instants: Instants, experiment: Experiment, seed: int, step: 
                     extra,
                 )
             )
+        thresholds = alert_thresholds(instants, train, oof, scorers[0].drives, horizon, cutoff)
         known = test & ~np.isnan(y_test)
         calibration = None
         if y_test[known].sum() > 0:
@@ -231,6 +271,7 @@ def run_experiment(instants: Instants, experiment: Experiment, seed: int, step: 
                 train_positive_instants=int(data.y.sum()),
                 train_instants=int((train & ~np.isnan(y_train)).sum()),
                 calibration=calibration,
+                alert_thresholds=thresholds,
                 notes=notes,
             )
         )
@@ -262,7 +303,7 @@ def inner_validation(
     the real cut-off (labels censored at the real cut-off). The test side is never read.
     """
     from fleetpulse.models.data import drive_group
-    from fleetpulse.models.training import FEATURE_SETS, fit_ranker
+    from fleetpulse.models.training import CANDIDATES
 
     say = step or (lambda _msg: None)
     horizon = max(experiment.horizons)
@@ -275,26 +316,12 @@ def inner_validation(
     before = instants.day < inner
     fit_mask = outer_train & ~validation_drive & before
     val_mask = outer_train & validation_drive & ~before
-    known = Instants(
-        instants.features,
-        instants.drive,
-        instants.day,
-        instants.serials,
-        instants.models,
-        np.minimum(instants.end_day, outer),
-        instants.failed & (instants.end_day < outer),
-    )
+    known = censored_at(instants, outer)
     rule_drives = drive_scores(known, val_mask, backblaze_rule_score(instants.features), horizon)
     rule_far = float((rule_drives.negative >= 1.0).mean()) if len(rule_drives.negative) else 0.0
     data = training_set(instants, fit_mask, labels(instants, horizon, inner), seed)
-    rows = []
-    for name, excluded in FEATURE_SETS.items():
-        say(f"model selection: {name}")
-        model = fit_ranker(data, seed, excluded)
-        score = np.zeros(len(instants.day))
-        with single_thread():
-            score[val_mask] = model.predict_proba(instants.features[val_mask])[:, 1]
-        drives = drive_scores(known, val_mask, score, horizon)
+
+    def row(name: str, drives: DriveScores) -> SelectionRow:
         detection = {
             f"cap {100 * cap:g}%": operating_point(drives, threshold_at_cap(drives.negative, cap)).detection_rate
             for cap in CAPS
@@ -302,5 +329,14 @@ def inner_validation(
         detection[f"rule's FAR {100 * rule_far:.1f}%"] = operating_point(
             drives, threshold_at_cap(drives.negative, rule_far)
         ).detection_rate
-        rows.append(SelectionRow(name, detection, pr_auc(drives)))
+        return SelectionRow(name, detection, pr_auc(drives))
+
+    rows = [row("Backblaze rule (reference)", rule_drives)]
+    for name, (excluded, stacked) in CANDIDATES.items():
+        say(f"model selection: {name}")
+        model = fit_calibrated(data, seed, excluded, stack_counters=stacked)
+        score = np.zeros(len(instants.day))
+        with single_thread():
+            score[val_mask] = model.predict_proba(instants.features[val_mask])[:, 1]
+        rows.append(row(name, drive_scores(known, val_mask, score, horizon)))
     return rows

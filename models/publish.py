@@ -55,6 +55,14 @@ def publish_disk_model(
         "data": data_ref,
         "split": {"experiment": exp.name, "cutoff": exp.cutoff.isoformat(), "description": exp.description},
         "metrics": _metrics(result),
+        "operating_points": {
+            str(h.horizon): {
+                "basis": "out-of-fold probabilities of the training drives before the cut-off; "
+                "threshold = lowest probability that alarms at most the cap's share of healthy drives",
+                **h.alert_thresholds,
+            }
+            for h in result.horizons
+        },
         "drift_profile": build_profile(instants.features[sample], scores),
     }
     staging = registry_dir / ".staging"

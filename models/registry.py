@@ -45,6 +45,20 @@ class ScorerSet:
             if fit is not None:
                 fit(states)
 
+    def alert_thresholds(self, cap: str) -> dict[Component, tuple[float, float]]:
+        """(raise, clear) per component suggested by champions with stored operating points.
+
+        The stream worker merges these under the configured policy
+        (``AlertPolicy.with_defaults``): configured per-component thresholds always win.
+        """
+        out: dict[Component, tuple[float, float]] = {}
+        for scorer in self.champions:
+            suggest = getattr(scorer, "alert_thresholds", None)
+            pair = suggest(cap) if suggest is not None else None
+            if pair is not None:
+                out[scorer.component] = pair
+        return out
+
     def describe(self) -> dict[str, list[str]]:
         return {
             "champions": [f"{s.name}:{s.version}" for s in self.champions],

@@ -13,6 +13,7 @@ from fleetpulse.models.anomaly_eval import AnomalyResult
 from fleetpulse.models.battery_eval import BatteryResult
 from fleetpulse.models.evaluation import CAPS, TICKETS_PER_WEEK, threshold_at_cap
 from fleetpulse.models.pipeline import ExperimentResult, HorizonResult, SelectionRow
+from fleetpulse.models.training import CHOSEN
 
 
 def _pct(value: float | None) -> str:
@@ -167,9 +168,25 @@ def experiment_section(result: ExperimentResult, out: Path) -> tuple[list[str], 
             md.append(
                 f"| {scorer.name} | " + " | ".join(_pct(scorer.precision_at_k[k]) for k in TICKETS_PER_WEEK) + " |"
             )
+        if horizon.alert_thresholds:
+            md += [
+                "",
+                "Alert thresholds for deployment, chosen on out-of-fold scores of the training drives before the "
+                "cut-off (stored in the artifact), and what the same thresholds give on the test drives:",
+                "",
+                "| cap | probability threshold | training FA / detection | test FA / detection |",
+                "|---|---|---|---|",
+            ]
+            for cap, t in horizon.alert_thresholds.items():
+                md.append(
+                    f"| {cap} | {_num(t['threshold'], 4)} | {_pct(t['train_false_alarm_rate'])} / "
+                    f"{_pct(t['train_detection_rate'])} | {_pct(t['test_false_alarm_rate'])} / "
+                    f"{_pct(t['test_detection_rate'])} |"
+                )
         md += ["", "Verdict (same false-alarm rate):", "", *_verdict(horizon)]
         md += ["", *(f"Note: {n}" for n in horizon.notes)]
         md += ["", *(f"![{f}]({f})" for f in files)]
+        h_metrics["alert_thresholds"] = horizon.alert_thresholds
         metrics["horizons"][str(horizon.horizon)] = h_metrics
     return md, metrics
 
@@ -209,24 +226,25 @@ def battery_section(
     return md, metrics
 
 
-def selection_section(rows: list[SelectionRow]) -> list[str]:
+def selection_section(rows: list[SelectionRow], chosen: str) -> list[str]:
     if not rows:
         return []
     points = list(rows[0].detection)
     md = [
         "## Model selection (training data only)",
         "",
-        "Candidate feature sets compared on the 2013-2016 training drives alone: half of them (second hash) fit "
-        "before 2014-10-01, the other half validated from 2014-10-01 to the cut-off, 30-day horizon. The set "
-        "with the best validation numbers is the one the model uses; test drives are not read.",
+        "Candidates compared on the 2013-2016 training drives alone: half of them (second hash) fit before "
+        '2014-10-01, the other half validated from 2014-10-01 to the cut-off, 30-day horizon. "trees" = monotone '
+        'gradient-boosted trees, Platt-calibrated; "+ counter score" = stacked with a non-negative logistic score '
+        "on log error counters, their growth and the Backblaze flag (tie-free in the tail). The model uses the "
+        f"candidate marked **used**: {chosen}. Test drives are not read.",
         "",
-        "| feature set | PR-AUC | " + " | ".join(f"detection @ {p}" for p in points) + " |",
+        "| candidate | PR-AUC | " + " | ".join(f"detection @ {p}" for p in points) + " |",
         "|---|---|" + "---|" * len(points),
     ]
     for row in rows:
-        md.append(
-            f"| {row.feature_set} | {row.pr_auc:.3f} | " + " | ".join(_pct(row.detection[p]) for p in points) + " |"
-        )
+        name = f"**{row.feature_set} (used)**" if row.feature_set == chosen else row.feature_set
+        md.append(f"| {name} | {row.pr_auc:.3f} | " + " | ".join(_pct(row.detection[p]) for p in points) + " |")
     return [*md, ""]
 
 
@@ -278,7 +296,7 @@ def write_report(
         section, m = experiment_section(result, out)
         md += [*section, ""]
         metrics["experiments"][result.experiment.name] = m
-    md += selection_section(selection)
+    md += selection_section(selection, CHOSEN)
     metrics["model_selection"] = [
         {"feature_set": r.feature_set, "pr_auc": r.pr_auc, "detection": r.detection} for r in selection
     ]

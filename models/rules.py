@@ -18,8 +18,8 @@ from fleetpulse.models.battery import (
     SERVICE_RATIO,
     WORN_OUT_RATIO,
     Crossing,
-    battery_crossing,
     battery_trend,
+    runtime_crossing,
 )
 from fleetpulse.models.explain import factor
 from fleetpulse.models.features import battery_features, disk_features
@@ -130,7 +130,7 @@ class BatteryRuleScorer:
             trend = battery_trend(battery)
             service = trend.crossing(SERVICE_RATIO) if trend else None
             worn = trend.crossing(WORN_OUT_RATIO) if trend else None
-            runtime = battery_crossing(battery, MIN_RUNTIME_MINUTES, column="runtime_full_minutes")
+            runtime = runtime_crossing(battery, MIN_RUNTIME_MINUTES)
             level = service.level if service else feats["health_ratio_last"]
             factors: list[Factor] = [factor("health_ratio", level, 1.0)]
             if not math.isnan(feats["fade_per_day"]):

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ModelSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     registry_dir: Path = Path(".local/models")
+    alert_cap: Literal["cap 0.1%", "cap 1%"] = Field(
+        default="cap 1%",
+        description="false-alarm cap whose stored operating point a trained champion suggests as its "
+        "alert raise threshold (used for components without thresholds in [alerts.policy.components])",
+    )

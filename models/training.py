@@ -11,7 +11,7 @@ Protocol (unit = drive serial):
   0 if the drive was observed for more than H days after it without failing,
   otherwise censored (NaN) -- drives that leave without failing are never negatives;
 * all fitting (classifier, calibration, subsampling, the single-attribute baseline's
-  choice) uses training instants only; hyper-parameters are fixed in code.
+  choice, alert thresholds) uses training instants only; hyper-parameters are fixed in code.
 """
 
 from __future__ import annotations
@@ -21,26 +21,32 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import average_precision_score
-from sklearn.model_selection import GroupKFold
 from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
 
 from fleetpulse.models.data import Instants, drive_group
+from fleetpulse.models.disk_model import DiskRiskModel
 from fleetpulse.models.features import DISK_FEATURES, GROWTH_COUNTERS
 
 HORIZONS = (7, 30)
 MAX_NEGATIVES = 120_000
 # history_days is not a property of the drive but of how often it reported (replayed
 # change points vs daily reports), so the model must never learn it. Dropping age and
-# temperature too won the inner validation on training drives only (see
-# ``pipeline.inner_validation`` and the report's "model selection" table).
+# temperature too, and stacking the trees with the counter score, won the inner
+# validation on training drives only (see ``pipeline.inner_validation`` and the
+# report's "model selection" table).
 FEATURE_SETS: dict[str, frozenset[str]] = {
     "all but history_days": frozenset({"history_days"}),
     "counters only (no age, temperature)": frozenset({"history_days", "power_on_hours", "temperature_c"}),
 }
 MODEL_EXCLUDED = FEATURE_SETS["counters only (no age, temperature)"]
+# (name, stack the counter score?) pairs the inner validation compares
+CANDIDATES: dict[str, tuple[frozenset[str], bool]] = {
+    **{f"trees, {name}": (excluded, False) for name, excluded in FEATURE_SETS.items()},
+    **{f"trees + counter score, {name}": (excluded, True) for name, excluded in FEATURE_SETS.items()},
+}
+CHOSEN = "trees + counter score, counters only (no age, temperature)"
 BACKBLAZE_FEATURES = ("smart_5", "smart_187", "smart_188", "smart_197", "smart_198")
 SINGLE_ATTRIBUTE_CANDIDATES = ("smart_5", "smart_187", "smart_188", "smart_197", "smart_198", "smart_199")
 
@@ -169,29 +175,22 @@ def monotonic_constraints() -> list[int]:
     return out
 
 
-def fit_ranker(data: TrainingSet, seed: int, excluded: frozenset[str]) -> HistGradientBoostingClassifier:
-    """The uncalibrated trees alone (ranking is all model selection needs)."""
-    features = data.features.copy()
-    features[:, np.isnan(features).all(axis=0)] = 0.0
-    features[:, [DISK_FEATURES.index(name) for name in excluded]] = 0.0
-    model = _classifier(seed)
-    with single_thread():
-        model.fit(features, data.y, sample_weight=data.weight)
-    return model
+def fit_calibrated(
+    data: TrainingSet,
+    seed: int,
+    excluded: frozenset[str] = MODEL_EXCLUDED,
+    also_score: tuple[np.ndarray, np.ndarray] | None = None,
+    stack_counters: bool = True,
+) -> DiskRiskModel:
+    """Monotone trees stacked with a monotone counter score, calibrated on out-of-fold
+    predictions grouped by drive (see :mod:`~fleetpulse.models.disk_model`).
 
-
-def fit_calibrated(data: TrainingSet, seed: int) -> CalibratedClassifierCV:
-    """Gradient-boosted trees, Platt-calibrated on out-of-fold predictions grouped by drive.
-
-    Features the training data never carries (e.g. SMART 187 in 2013) and
-    ``MODEL_EXCLUDED`` are set to a constant for fitting: the trees cannot split on them, so at serving time their
-    values are ignored, and the model still takes the full serving feature vector.
+    Features the training data never carries (e.g. SMART 187 in 2013) and ``excluded``
+    are set to a constant for the trees: they cannot split on them, so at serving time
+    their values are ignored, and the model still takes the full serving feature vector.
+    ``also_score=(features, drive)`` rows get out-of-fold probabilities in ``oof_also_``.
     """
-    features = data.features.copy()
-    features[:, np.isnan(features).all(axis=0)] = 0.0
-    features[:, [DISK_FEATURES.index(name) for name in MODEL_EXCLUDED]] = 0.0
-    folds = list(GroupKFold(n_splits=3).split(features, data.y, data.groups))
-    model = CalibratedClassifierCV(_classifier(seed), method="sigmoid", cv=folds, ensemble=False)
+    model = DiskRiskModel(_classifier(seed), tuple(sorted(excluded)), stack_counters=stack_counters)
     with single_thread():
-        model.fit(features, data.y, sample_weight=data.weight)
+        model.fit(data.features, data.y, sample_weight=data.weight, groups=data.groups, also_score=also_score)
     return model

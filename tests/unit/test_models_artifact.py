@@ -46,6 +46,7 @@ def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "horizons": [7, 30],
         "feature_names": list(DISK_FEATURES),
         "drift_profile": build_profile(data.features, scores),
+        "operating_points": {"30": {"cap 0.1%": {"threshold": 0.16}, "cap 1%": {"threshold": 0.045}}},
     }
     save_artifact(directory, {"horizon_7": models[7], "horizon_30": models[30], "reference": reference}, meta)
     return directory
@@ -165,3 +166,28 @@ def test_content_digest_ignores_zip_timestamps_and_object_ids(artifact_dir: Path
     payload["horizon_30"] = payload["horizon_7"]
     save_artifact(tmp_path / "other", payload, {"name": "disk-gbm"})
     assert content_digest(tmp_path / "other" / MODEL_FILE) != content_digest(artifact_dir / MODEL_FILE)
+
+
+def test_stored_operating_point_becomes_the_disk_alert_threshold(artifact_dir: Path) -> None:
+    from fleetpulse.alerts.policy import AlertPolicy, Thresholds
+    from fleetpulse.models.registry import rule_scorers
+
+    scorer = TrainedDiskScorer.from_artifact(artifact_dir)
+    assert scorer.alert_thresholds("cap 1%") == (0.045, 0.0225)
+    assert scorer.alert_thresholds("cap 0.1%") == (0.16, 0.08)
+    registry_dir = artifact_dir.parent
+    register_artifact(registry_dir, "disk", artifact_dir.name, ScorerRole.CHAMPION)
+    suggested = load_scorers(ModelSettings(registry_dir=registry_dir)).alert_thresholds("cap 1%")
+    assert suggested == {Component.DISK: (0.045, 0.0225)}
+    assert rule_scorers().alert_thresholds("cap 1%") == {}  # rule levels keep the fleet thresholds
+    policy = AlertPolicy().with_defaults(
+        {c: Thresholds(raise_threshold=r, clear_threshold=x) for c, (r, x) in suggested.items()}
+    )
+    assert policy.thresholds(Component.DISK).raise_threshold == 0.045
+    assert policy.thresholds(Component.BATTERY).raise_threshold == 0.5
+
+
+def test_artifact_without_operating_points_suggests_nothing(artifact_dir: Path) -> None:
+    scorer = TrainedDiskScorer.from_artifact(artifact_dir)
+    scorer.operating_points = None
+    assert scorer.alert_thresholds("cap 1%") is None
