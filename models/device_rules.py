@@ -124,14 +124,19 @@ class ThermalRuleScorer:
 
 
 def memory_risk(feats: dict[str, float]) -> float:
-    """Uncorrectable errors are critical (mcelog's default DIMM trigger is one per day); a
-    storm or recurring corrected errors are a ticket; a single burst is watched; a static
-    count from the past is clear."""
-    if feats["mem_uncorrectable_7d"] > 0:
+    """New uncorrectable errors are critical (mcelog's default DIMM trigger is one per day);
+    a storm or recurring corrected errors are a ticket; a single burst, or uncorrectable
+    errors of unknown age already on record, are watched; static corrected counts are clear.
+
+    Only *new* uncorrectable errors raise a ticket: Windows keeps WHEA events in its log
+    for months, so a count that does not grow would re-open a ticket after every cooldown,
+    even after the module was swapped.
+    """
+    if feats["mem_uncorrectable_increase_7d"] > 0:
         return RISK_CRITICAL
     if feats["mem_correctable_max_day_7d"] >= CE_PER_DAY or feats["mem_correctable_growth_days_7d"] >= CE_GROWTH_DAYS:
         return RISK_FLAGGED_GROWING
-    if feats["mem_correctable_increase_7d"] > 0:
+    if feats["mem_correctable_increase_7d"] > 0 or feats["mem_uncorrectable"] > 0:
         return RISK_SERVICE_DUE
     return RISK_CLEAR
 
@@ -157,8 +162,10 @@ class MemoryRuleScorer:
                 continue
             risk = memory_risk(feats)
             factors: list[Factor] = []
-            if feats["mem_uncorrectable_7d"] > 0:
-                factors.append(factor("mem_uncorrectable_7d", feats["mem_uncorrectable_7d"], 1.0))
+            if feats["mem_uncorrectable_increase_7d"] > 0:
+                factors.append(factor("mem_uncorrectable_increase_7d", feats["mem_uncorrectable_increase_7d"], 1.0))
+            elif feats["mem_uncorrectable"] > 0:
+                factors.append(factor("mem_uncorrectable", feats["mem_uncorrectable"], 0.3))
             if feats["mem_correctable_max_day_7d"] > 0:
                 factors.append(factor("mem_correctable_max_day_7d", feats["mem_correctable_max_day_7d"], 0.7))
                 factors.append(factor("mem_correctable_growth_days_7d", feats["mem_correctable_growth_days_7d"], 0.5))

@@ -51,7 +51,7 @@ _PLAIN = {
     "fan_rpm_recent": "fan peaks at {v:.0f} rpm this week",
     "fan_rpm_baseline": "fan peaked at {v:.0f} rpm in earlier weeks",
     "fan_rpm_ratio": "fan reaches only {p:.0f}% of its earlier top speed",
-    "mem_uncorrectable_7d": "{v:.0f} uncorrectable memory errors in the last 7 days",
+    "mem_uncorrectable_increase_7d": "{v:.0f} new uncorrectable memory errors in 7 days",
     "mem_correctable": "{v:.0f} corrected memory errors on record",
     "mem_correctable_increase_7d": "{v:.0f} new corrected memory errors in 7 days",
     "mem_correctable_max_day_7d": "up to {v:.0f} new corrected memory errors in one day",

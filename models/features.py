@@ -87,7 +87,8 @@ THERMAL_FEATURES: tuple[str, ...] = (
     "fan_rpm_ratio",
 )
 MEMORY_FEATURES: tuple[str, ...] = (
-    "mem_uncorrectable_7d",
+    "mem_uncorrectable",
+    "mem_uncorrectable_increase_7d",
     "mem_correctable",
     "mem_correctable_increase_7d",
     "mem_correctable_max_day_7d",
@@ -348,9 +349,9 @@ def memory_features(state: DeviceState) -> dict[str, float]:
     ce = finite_points(series, "mem_correctable")
     if not (ue or ce):
         return out
-    last_day = series.days[-1]
     if ue:
-        out["mem_uncorrectable_7d"] = max((v for d, v in ue if d > last_day - RECENT_DAYS), default=0.0)
+        out["mem_uncorrectable"] = ue[-1][1]
+        out["mem_uncorrectable_increase_7d"] = counter_increase(ue, RECENT_DAYS)
     if ce:
         out["mem_correctable"] = ce[-1][1]
         out["mem_correctable_increase_7d"] = counter_increase(ce, RECENT_DAYS)

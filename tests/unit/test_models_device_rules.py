@@ -168,12 +168,14 @@ def test_memory_rules() -> None:
     assert one(scorer, memory_days([4] * 14 + [5, 5, 6, 6, 7, 7])) == 0.7  # recurring on 3 days
     assert one(scorer, memory_days([4] * 20, [0] * 19 + [1])) == 0.9
     assert one(scorer, memory_days([4] * 10 + [1] * 10, [1] * 5 + [0] * 15)) == 0.02  # reboot reset, UE long ago
+    assert one(scorer, memory_days([4] * 20, [1] * 20)) == 0.3  # an old UE still in the event log: watched
+    assert one(scorer, memory_days([4] * 20, [0] * 10 + [1] * 10)) == 0.3  # a UE 10 days ago, none since
 
 
 def test_memory_factors_in_plain_words() -> None:
     (score,) = MemoryRuleScorer().score_batch([memory_days([4] * 18 + [30, 30], [0] * 19 + [2])], NOW)
     texts = [f.text for f in score.factors]
-    assert texts[0] == "2 uncorrectable memory errors in the last 7 days"
+    assert texts[0] == "2 new uncorrectable memory errors in 7 days"
     assert "up to 26 new corrected memory errors in one day" in texts
     assert memory_features(memory_days([4] * 18 + [30, 30]))["mem_correctable_increase_7d"] == 26.0
 
