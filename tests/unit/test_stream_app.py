@@ -1,0 +1,63 @@
+"""The Faust wrapper's periodic jobs, on an app that never connects (memory store, no Kafka)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fleetpulse.contract import Component, RiskScore, encode
+from fleetpulse.models.registry import ScorerSet, rule_scorers
+from fleetpulse.models.state import DeviceState
+from fleetpulse.settings import ServerSettings
+from fleetpulse.streams.app import create_app
+from fleetpulse.streams.processing import DeviceRecord
+from fleetpulse.streams.sinks import NullSink
+
+NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+class RecordingBaselines:
+    """A scorer that only records what its baseline refit was given."""
+
+    name = "recording"
+    version = "1"
+    component = Component.DEVICE
+
+    def __init__(self) -> None:
+        self.fitted: list[str] = []
+
+    def score_batch(self, states: Sequence[DeviceState], now: datetime) -> list[RiskScore]:
+        return []
+
+    def fit_baseline(self, states: Sequence[DeviceState]) -> None:
+        self.fitted = [s.device_id for s in states]
+
+
+def test_baseline_refit_and_drift_read_the_encoded_recent_states(tmp_path: Path) -> None:
+    settings = ServerSettings.model_validate(
+        {"streams": {"store": "memory", "data_dir": tmp_path, "tsdb": {"kind": "none"}}}
+    )
+    recording = RecordingBaselines()
+    scorers = ScorerSet(champions=[*rule_scorers().champions, recording])
+    app = create_app(settings, scorers=scorers, sink=NullSink())
+    pipeline = app.fleetpulse  # type: ignore[attr-defined]
+    for n in range(3):
+        pipeline.recent.append(DeviceRecord(state=DeviceState(device_id=f"dev-{n}")).to_bytes())
+    score = RiskScore(
+        device_id="dev-0",
+        component=Component.DISK,
+        risk=0.1,
+        model_name="m",
+        model_version="1",
+        report_seq=0,
+        collected_at=NOW,
+        scored_at=NOW,
+    )
+    pipeline.recent_scores.append(encode(score))
+
+    pipeline.refit_baselines()
+    asyncio.run(pipeline.report_drift())
+
+    assert recording.fitted == ["dev-0", "dev-1", "dev-2"]
