@@ -58,10 +58,12 @@ def run_service(config: Path | None, max_reports: int | None) -> int:
     import sqlite3
 
     from fleetpulse import logs
+    from fleetpulse.agents.heap import freeze_startup_objects, single_malloc_arena
     from fleetpulse.agents.identity import build_identity
     from fleetpulse.agents.runner import Agent, build_collectors
     from fleetpulse.agents.settings import load_agent_settings
 
+    single_malloc_arena()
     try:
         settings = load_agent_settings(config)
     except (FileNotFoundError, ValueError) as exc:
@@ -95,6 +97,7 @@ def run_service(config: Path | None, max_reports: int | None) -> int:
             }
         },
     )
+    freeze_startup_objects()
     agent.run(max_reports=max_reports)
     return 0
 

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from fleetpulse import __version__
 from fleetpulse.agents.collectors.base import Collector, CollectorContext, Section
 from fleetpulse.agents.delivery import Backoff, Delivery
+from fleetpulse.agents.heap import release_free_memory
 from fleetpulse.agents.identity import Identity, current_platform
 from fleetpulse.agents.inventory import collect_inventory
 from fleetpulse.agents.settings import AgentSettings
@@ -239,6 +240,7 @@ class Agent:
                 if now >= next_collect:
                     if self._guarded(self.collect_into_spool, "collect"):
                         produced += 1
+                    release_free_memory()
                     next_collect += interval
                     if next_collect <= time.monotonic():  # fell behind (suspend, slow disk): skip, don't burst
                         next_collect = time.monotonic() + interval

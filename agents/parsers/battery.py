@@ -8,11 +8,13 @@ Design and full-charge capacity must come in the same unit; the ratio is what pr
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ET
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fleetpulse.agents.parsers.common import ParseError, build_lenient, first_number
 from fleetpulse.contract import BatteryHealth
+
+if TYPE_CHECKING:
+    import xml.etree.ElementTree as ET
 
 # --------------------------------------------------------------------------- Linux sysfs
 
@@ -88,6 +90,8 @@ _DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)
 
 def parse_powercfg_battery_report(xml_text: str | bytes) -> list[BatteryHealth]:
     """``powercfg /batteryreport /xml``: one record per installed battery (mWh)."""
+    import xml.etree.ElementTree as ET  # Windows only: the XML parser (~0.4 MB) stays unloaded elsewhere
+
     raw = xml_text.encode() if isinstance(xml_text, str) else xml_text
     if b"<!DOCTYPE" in raw[:4096] or b"<!ENTITY" in raw:
         raise ParseError("refusing XML with a DTD")  # powercfg never emits one; entities could explode
