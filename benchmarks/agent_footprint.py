@@ -16,6 +16,12 @@ children) / wall time over the measured period (psutil CPU times tick at 10 ms: 
 after a warm-up that excludes start-up costs. Targets: agent RSS <= 1.5x node-exporter's,
 agent CPU < 0.1 % of one core at a 60 s interval.
 
+Floor rows, measured in the same run the same way: idle processes of the agent's own interpreter
+(same site-packages and .pth files) that only import what the agent cannot do without: nothing
+(``python``), kafka-python (``+kafka``), and kafka-python plus the pydantic wire contract
+(``+kafka+contract``). They show which part of the agent's RSS is structural to a Python agent on
+kafka-python with the shared pydantic contract, and which part the agent's own code adds.
+
     python benchmarks/agent_footprint.py --period 600 --bootstrap 127.0.0.1:19092
 """
 
@@ -140,6 +146,22 @@ def start_agent(tmp: Path, bootstrap: str, interval: float) -> subprocess.Popen[
     )
 
 
+FLOORS = {
+    "floor: python": "",
+    "floor: +kafka": "import kafka",
+    "floor: +kafka+contract": "import kafka, fleetpulse.contract",
+}
+
+
+def start_floor(imports: str) -> subprocess.Popen[bytes]:
+    """An idle interpreter holding only ``imports``: what any agent built on them costs at least."""
+    return subprocess.Popen(
+        [sys.executable, "-c", f"{imports}\nimport signal\nsignal.pause()"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def start_node_exporter(port: int) -> subprocess.Popen[bytes]:
     argv = [NODE_EXPORTER, f"--web.listen-address=127.0.0.1:{port}", "--collector.disable-defaults"]
     argv += [f"--collector.{name}" for name in NODE_COLLECTORS]
@@ -184,6 +206,7 @@ def main() -> int:
         Subject("fleetpulse-agent", start_agent(tmp, args.bootstrap, args.interval)),
         Subject("node-exporter", start_node_exporter(port)),
         Subject("collectd", start_collectd(tmp, args.interval)),
+        *(Subject(name, start_floor(imports)) for name, imports in FLOORS.items()),
     ]
     try:
         time.sleep(args.warmup)
@@ -223,7 +246,7 @@ def main() -> int:
 
     print(f"\nFootprint over {wall:.0f} s at a {args.interval:g} s interval (warm-up {args.warmup:g} s excluded)")
     print(
-        f"{'process':<18}{'RSS mean MB':>12}{'RSS max MB':>12}{'USS mean MB':>12}{'CPU % core':>12}"
+        f"{'process':<24}{'RSS mean MB':>12}{'RSS max MB':>12}{'USS mean MB':>12}{'CPU % core':>12}"
         f"{'RSS vs NE':>11}{'CPU vs NE':>11}"
     )
     ne = next(s for s in subjects if s.name == "node-exporter")
@@ -234,7 +257,7 @@ def main() -> int:
         cpu = (s.cpu_end - s.cpu_start) / wall * 100
         cpu_ratio = f"{cpu / ne_cpu:.2f}x" if ne_cpu > 0 else "n/a"
         print(
-            f"{s.name:<18}{rss / 2**20:>12.1f}{max(s.rss_samples) / 2**20:>12.1f}"
+            f"{s.name:<24}{rss / 2**20:>12.1f}{max(s.rss_samples) / 2**20:>12.1f}"
             f"{sum(s.uss_samples) / len(s.uss_samples) / 2**20:>12.1f}{cpu:>12.4f}"
             f"{rss / ne_rss:>10.2f}x{cpu_ratio:>11}"
         )
@@ -245,6 +268,13 @@ def main() -> int:
     print(f"agent reports: {produced} collected, {produced - spooled} delivered to Kafka, {spooled} still spooled")
     print(
         f"target RSS <= 1.5x node-exporter: {'met' if agent_rss <= 1.5 * ne_rss else 'NOT met'} ({agent_rss / ne_rss:.2f}x)"
+    )
+    floor = next(s for s in subjects if s.name == "floor: +kafka+contract")
+    floor_rss = sum(floor.rss_samples) / len(floor.rss_samples)
+    print(
+        f"structural floor (idle python + kafka-python + contract): {floor_rss / 2**20:.1f} MB = "
+        f"{floor_rss / ne_rss:.2f}x node-exporter; the agent's own code and work add "
+        f"{(agent_rss - floor_rss) / 2**20:.1f} MB; 1.5x node-exporter = {1.5 * ne_rss / 2**20:.1f} MB"
     )
     print(f"target CPU < 0.1 % of one core: {'met' if agent_cpu < 0.1 else 'NOT met'} ({agent_cpu:.4f} %)")
     shutil.rmtree(tmp, ignore_errors=True)
