@@ -106,6 +106,11 @@ def main() -> None:
     scores = sum(
         float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("fleetpulse_stream_scores_total")
     )
+    gc_s = sum(
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("fleetpulse_stream_gc_pause_seconds_total")
+    )
     per_process = rate / args.workers
     print(
         f"pipeline ({args.workers} worker process(es), RocksDB, full): {rate:10.0f} events/s "
@@ -115,6 +120,12 @@ def main() -> None:
         f"ratio pipeline/ceiling per process: {per_process / raw_rate:.1%} wall clock, "
         f"{cpu_rate / raw_cpu_rate:.1%} CPU   scores emitted: {scores:.0f}"
     )
+    by_generation = ", ".join(
+        f"gen {line.partition('generation=')[2][1]}: {float(line.split()[-1]):.1f} s"
+        for line in metrics.splitlines()
+        if line.startswith("fleetpulse_stream_gc_pause_seconds_total")
+    )
+    print(f"garbage collection in the workers: {gc_s:.1f} s ({by_generation}); {processed.cpu_s:.1f} CPU s measured")
     print(
         json.dumps(
             {
@@ -129,6 +140,7 @@ def main() -> None:
                 "pipeline_eps_per_cpu_s": round(cpu_rate),
                 "ratio_cpu": round(cpu_rate / raw_cpu_rate, 3),
                 "scores": int(scores),
+                "gc_s": round(gc_s, 2),
                 "tsdb": bool(args.tsdb_url),
             }
         )

@@ -397,6 +397,7 @@ def run_worker(settings: ServerSettings) -> None:
     asyncio.run(ensure_topics(settings.kafka, settings.streams.partitions, settings.streams.replication_factor))
     app = create_app(settings)
     tune_gc(settings.streams.gc_young_threshold)
+    app.fleetpulse.metrics.watch_gc()  # type: ignore[attr-defined]
     worker = faust.Worker(
         app,
         loglevel=settings.log_level,

@@ -6,6 +6,7 @@ one process (tests) without metric name clashes.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import Counter as PyCounter
 from collections import deque
@@ -49,6 +50,10 @@ class PipelineMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.gc_pauses = Counter(
+            "fleetpulse_stream_gc_pause_seconds", "time in cyclic garbage collection", ["generation"], registry=r
+        )
+        self._gc_started = 0.0
         self.totals: PyCounter[str] = PyCounter()
         self._scoring_ms: deque[float] = deque(maxlen=2048)
         self._last_batch = 0
@@ -56,6 +61,16 @@ class PipelineMetrics:
         self._window_events = 0
         self.last_batch_at: float | None = None
         self.current_lag = 0
+
+    def watch_gc(self) -> None:
+        """Count collector pauses: once per process (callbacks are global), from the worker's entry point."""
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.gc_pauses.labels(str(info["generation"])).inc(time.perf_counter() - self._gc_started)
 
     def set_lag(self, lag: int) -> None:
         self.current_lag = lag

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +13,7 @@ from fleetpulse.models.registry import ScorerSet, rule_scorers
 from fleetpulse.models.state import DeviceState
 from fleetpulse.settings import ServerSettings
 from fleetpulse.streams.app import create_app
+from fleetpulse.streams.metrics import PipelineMetrics
 from fleetpulse.streams.processing import DeviceRecord
 from fleetpulse.streams.sinks import NullSink
 
@@ -61,3 +63,13 @@ def test_baseline_refit_and_drift_read_the_encoded_recent_states(tmp_path: Path)
     asyncio.run(pipeline.report_drift())
 
     assert recording.fitted == ["dev-0", "dev-1", "dev-2"]
+
+
+def test_gc_pauses_are_counted_per_generation() -> None:
+    metrics = PipelineMetrics()
+    metrics.watch_gc()
+    try:
+        gc.collect()
+    finally:
+        gc.callbacks.remove(metrics._on_gc)
+    assert b'fleetpulse_stream_gc_pause_seconds_total{generation="2"}' in metrics.exposition()
