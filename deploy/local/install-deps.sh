@@ -8,7 +8,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 
 debs=(openjdk-17-jre-headless maven victoria-metrics influxdb postgresql chromium chromium-driver
-      smartmontools upower prometheus-node-exporter collectd-core)
+      smartmontools upower prometheus-node-exporter collectd-core systemd)
 missing=()
 for p in "${debs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if ((${#missing[@]})); then
