@@ -51,6 +51,7 @@ from fleetpulse.streams.kafka_admin import ssl_context
 from fleetpulse.streams.metrics import PipelineMetrics
 from fleetpulse.streams.points import drift_point, pipeline_point
 from fleetpulse.streams.processing import DeviceRecord, Processor, RawRecord
+from fleetpulse.streams.recovery import SeekFirstTableManager
 from fleetpulse.streams.settings import StreamSettings
 from fleetpulse.streams.sinks import Sink, build_sink
 
@@ -308,6 +309,7 @@ def create_app(
         web_host=s.web_host,
         web_port=s.web_port,
         web_in_thread=False,
+        TableManager=SeekFirstTableManager,  # seeks input partitions before records flow (recovery.py)
     )
     metrics = PipelineMetrics()
     table = app.Table(TABLE_NAME, default=None, partitions=s.partitions, key_type=bytes, value_type=bytes)
