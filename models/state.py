@@ -17,7 +17,7 @@ Memory is bounded by construction:
 
 Buckets are stored column-wise (:class:`DailySeries`) so each column name appears
 once in the JSON. Measured JSON size: simulated PCs after 60 days of daily reports
-average 6.3 KB (``benchmarks/models_scoring.py``); a laptop whose one disk reports
+average 6.6 KB (``benchmarks/models_scoring.py``); a laptop whose one disk reports
 every counter, with 400 days of battery history, is about 20 KB; the worst case
 (``MAX_DISKS`` disks, every counter every day) is about 52 KB, under
 ``MAX_STATE_BYTES`` (64 KiB, tested in ``tests/unit/test_models_state.py``).

@@ -143,7 +143,7 @@ def test_worst_case_state_stays_under_the_byte_bound() -> None:
                 cycle_count=day,
                 runtime_full_minutes=333.3,
             ),
-            thermal=ThermalHealth(cpu_max_c=97.25, throttle_events=day),
+            thermal=ThermalHealth(cpu_max_c=97.25, fan_rpm=[2345.5], throttle_events=day),
             memory=MemoryHealth(correctable_errors=day, uncorrectable_errors=1),
             stability=StabilityHealth(crashes=3, unexpected_shutdowns=1, boot_duration_s=31.7),
         )
