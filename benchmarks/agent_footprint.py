@@ -23,6 +23,7 @@ Floor rows, measured in the same run the same way: idle processes of the agent's
 kafka-python with the shared pydantic contract, and which part the agent's own code adds.
 
     python benchmarks/agent_footprint.py --period 600 --bootstrap 127.0.0.1:19092
+    python benchmarks/agent_footprint.py --period 600 --python /path/to/agent-venv/bin/python
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+
+REPO = Path(__file__).resolve().parents[1]
 
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 COLLECTD = "/usr/sbin/collectd"
@@ -128,8 +131,16 @@ class Subject:
         self.uss_samples.append(uss)
 
 
-def start_agent(tmp: Path, bootstrap: str, interval: float) -> subprocess.Popen[bytes]:
+def python_env(python: str) -> dict[str, str]:
+    """Another interpreter (e.g. a clean venv holding only the agent's dependencies) runs this checkout."""
     env = dict(os.environ)
+    if python != sys.executable:
+        env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def start_agent(tmp: Path, bootstrap: str, interval: float, python: str) -> subprocess.Popen[bytes]:
+    env = python_env(python)
     env.update(
         FLEETPULSE_AGENT_KAFKA__BOOTSTRAP_SERVERS=bootstrap,
         FLEETPULSE_AGENT_KAFKA__TOPIC_PREFIX=f"bench{uuid.uuid4().hex[:6]}.",
@@ -139,7 +150,7 @@ def start_agent(tmp: Path, bootstrap: str, interval: float) -> subprocess.Popen[
         FLEETPULSE_AGENT_LOG_LEVEL="WARNING",
     )
     return subprocess.Popen(
-        [sys.executable, "-m", "fleetpulse.agents.cli", "run"],
+        [python, "-m", "fleetpulse.agents.cli", "run"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=(tmp / "agent.log").open("wb"),
@@ -153,10 +164,11 @@ FLOORS = {
 }
 
 
-def start_floor(imports: str) -> subprocess.Popen[bytes]:
+def start_floor(imports: str, python: str) -> subprocess.Popen[bytes]:
     """An idle interpreter holding only ``imports``: what any agent built on them costs at least."""
     return subprocess.Popen(
-        [sys.executable, "-c", f"{imports}\nimport signal\nsignal.pause()"],
+        [python, "-c", f"{imports}\nimport signal\nsignal.pause()"],
+        env=python_env(python),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -194,6 +206,12 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=60.0, help="collection interval of all three")
     parser.add_argument("--warmup", type=float, default=15.0, help="seconds excluded from the measurement")
     parser.add_argument("--bootstrap", default="127.0.0.1:19092", help="Kafka the agent sends to")
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter of the agent and the floor rows, e.g. a venv with only the agent's dependencies "
+        "(this checkout goes on its PYTHONPATH); default: this one",
+    )
     args = parser.parse_args()
     for tool in (NODE_EXPORTER, COLLECTD):
         if not shutil.which(tool):
@@ -203,10 +221,10 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="fleetpulse-footprint-"))
     port = free_port()
     subjects = [
-        Subject("fleetpulse-agent", start_agent(tmp, args.bootstrap, args.interval)),
+        Subject("fleetpulse-agent", start_agent(tmp, args.bootstrap, args.interval, args.python)),
         Subject("node-exporter", start_node_exporter(port)),
         Subject("collectd", start_collectd(tmp, args.interval)),
-        *(Subject(name, start_floor(imports)) for name, imports in FLOORS.items()),
+        *(Subject(name, start_floor(imports, args.python)) for name, imports in FLOORS.items()),
     ]
     try:
         time.sleep(args.warmup)
@@ -245,6 +263,7 @@ def main() -> int:
                 s.proc.kill()
 
     print(f"\nFootprint over {wall:.0f} s at a {args.interval:g} s interval (warm-up {args.warmup:g} s excluded)")
+    print(f"agent and floor rows run under {args.python}")
     print(
         f"{'process':<24}{'RSS mean MB':>12}{'RSS max MB':>12}{'USS mean MB':>12}{'CPU % core':>12}"
         f"{'RSS vs NE':>11}{'CPU vs NE':>11}"
