@@ -16,8 +16,12 @@ So two monotone scorers see the same serving feature vector:
   error ranks a drive higher and no two drives with different counters tie;
 
 and a two-input logistic calibration fitted on their out-of-fold scores (folds grouped by
-drive) turns both into one probability. Every step is non-decreasing in each input, so
-the probability itself is the tie-free ranking score: thresholds, alerts and the
+drive) turns both into one probability. The calibration optimises log-loss, which barely
+notices the order inside the tail, so it may give the counter score little or no weight;
+the counter score therefore also breaks the trees' ties: ``tie_break`` (1e-4) times it is
+added to the calibrated logit (a parameter, so it is part of the artifact's content and version) -- far below any calibration error, but it orders drives the
+trees put in one leaf (more and growing errors first). Every step is non-decreasing in
+each input, so the probability itself is the ranking score: thresholds, alerts and the
 evaluation all use the same number.
 """
 
@@ -33,6 +37,7 @@ from sklearn.model_selection import GroupKFold
 
 from fleetpulse.models.features import DISK_FEATURES, GROWTH_COUNTERS
 
+TIE_BREAK = 1e-4
 RULE_COUNTERS = ("smart_5", "smart_187", "smart_188", "smart_197", "smart_198")
 _COUNTER_COLUMNS = [DISK_FEATURES.index(name) for name in GROWTH_COUNTERS]
 _GROWTH_COLUMNS = [DISK_FEATURES.index(f"{name}_delta_30d") for name in GROWTH_COUNTERS]
@@ -90,12 +95,14 @@ class DiskRiskModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         n_splits: int = 3,
         linear_c: float = 1.0,
         stack_counters: bool = True,
+        tie_break: float = TIE_BREAK,
     ) -> None:
         self.trees = trees
         self.excluded = excluded
         self.n_splits = n_splits
         self.linear_c = linear_c
         self.stack_counters = stack_counters
+        self.tie_break = tie_break
 
     def _tree_input(self, features: np.ndarray) -> np.ndarray:
         x = np.array(features, dtype=float)
@@ -158,7 +165,8 @@ class DiskRiskModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         return self
 
     def _combine(self, tree_score: np.ndarray, linear_score: np.ndarray) -> np.ndarray:
-        z = self.stack_coef_[0] * tree_score + self.stack_coef_[1] * linear_score + self.stack_intercept_
+        weight = self.stack_coef_[1] + (self.tie_break if self.stack_counters else 0.0)
+        z = self.stack_coef_[0] * tree_score + weight * linear_score + self.stack_intercept_
         out: np.ndarray = 1.0 / (1.0 + np.exp(-z))
         return out
 

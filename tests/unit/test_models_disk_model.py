@@ -74,3 +74,12 @@ def test_unreported_counters_count_as_zero_errors() -> None:
     inputs = counter_inputs(row)[0]
     assert inputs[-2] == 1.0
     assert inputs[-1] == 1.0
+
+
+def test_counter_score_breaks_the_trees_ties_even_without_stack_weight() -> None:
+    model = fit_calibrated(drives(), seed=0)
+    model.stack_coef_ = np.array([model.stack_coef_[0], 0.0])
+    p = [model.predict_proba(one_drive(smart_5=v))[0, 1] for v in (0, 1)]
+    assert p[0] < p[1]
+    trees_only = fit_calibrated(drives(), seed=0, stack_counters=False)
+    assert trees_only.predict_proba(one_drive(smart_5=1))[0, 1] > 0
