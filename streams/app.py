@@ -41,7 +41,7 @@ from typing import Any
 import faust
 from faust.streams import _current_event  # Faust's own per-event context: selects the table partition
 
-from fleetpulse.alerts.policy import AlertPolicy
+from fleetpulse.alerts.policy import AlertPolicy, Thresholds
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import RiskScore, Topics, encode
 from fleetpulse.models.registry import ScorerSet, load_scorers
@@ -268,6 +268,30 @@ class Pipeline:
         }
 
 
+def serving_policy(settings: ServerSettings, scorers: ScorerSet) -> AlertPolicy:
+    """The configured alert policy; components it leaves open take the champion's stored operating point.
+
+    A trained model's calibrated probabilities live far below a rule's fixed levels (the disk
+    model's 1 % false-alarm point is ~0.15), so one global threshold would silence it.
+    """
+    suggested = scorers.alert_thresholds(settings.models.alert_cap)
+    return settings.alerts.policy.with_defaults(
+        {c: Thresholds(raise_threshold=r, clear_threshold=x) for c, (r, x) in suggested.items()}
+    )
+
+
+def serving_summary(processor: Processor) -> dict[str, Any]:
+    """What this worker scores with and alerts on, for its start-up log line."""
+    policy = processor.policy
+    return {
+        **processor.scorers.describe(),
+        "thresholds": {
+            "default": [policy.raise_threshold, policy.clear_threshold],
+            **{c.value: [t.raise_threshold, t.clear_threshold] for c, t in policy.components.items()},
+        },
+    }
+
+
 def create_app(
     settings: ServerSettings,
     *,
@@ -313,12 +337,8 @@ def create_app(
     )
     metrics = PipelineMetrics()
     table = app.Table(TABLE_NAME, default=None, partitions=s.partitions, key_type=bytes, value_type=bytes)
-    processor = Processor(
-        s,
-        topics,
-        scorers if scorers is not None else load_scorers(settings.models),
-        policy if policy is not None else settings.alerts.policy,
-    )
+    scorers = scorers if scorers is not None else load_scorers(settings.models)
+    processor = Processor(s, topics, scorers, policy if policy is not None else serving_policy(settings, scorers))
     pipeline = Pipeline(app, table, topics, processor, sink or build_sink(s.tsdb), metrics, worker)
     app.fleetpulse = pipeline  # type: ignore[attr-defined]
     source = app.topic(
@@ -334,6 +354,10 @@ def create_app(
     async def process(stream: Any) -> None:
         async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
             await pipeline.handle(events)
+
+    @app.task  # type: ignore[misc,untyped-decorator]
+    async def announce() -> None:
+        log.info("serving", extra={"fields": serving_summary(processor)})
 
     @app.timer(interval=s.stats_interval_s)  # type: ignore[misc,untyped-decorator]
     async def stats() -> None:

@@ -12,7 +12,7 @@ from fleetpulse.contract import Component, RiskScore, encode
 from fleetpulse.models.registry import ScorerSet, rule_scorers
 from fleetpulse.models.state import DeviceState
 from fleetpulse.settings import ServerSettings
-from fleetpulse.streams.app import create_app
+from fleetpulse.streams.app import create_app, serving_policy, serving_summary
 from fleetpulse.streams.metrics import PipelineMetrics
 from fleetpulse.streams.processing import DeviceRecord
 from fleetpulse.streams.sinks import NullSink
@@ -73,3 +73,32 @@ def test_gc_pauses_are_counted_per_generation() -> None:
     finally:
         gc.callbacks.remove(metrics._on_gc)
     assert b'fleetpulse_stream_gc_pause_seconds_total{generation="2"}' in metrics.exposition()
+
+
+class SuggestingDiskScorer(RecordingBaselines):
+    """A champion with a stored operating point, like a trained disk model."""
+
+    component = Component.DISK
+
+    def alert_thresholds(self, cap: str) -> tuple[float, float]:
+        return (0.15, 0.075)
+
+
+def test_serving_policy_takes_the_champions_operating_point_unless_configured() -> None:
+    scorers = ScorerSet(champions=[SuggestingDiskScorer()])
+    served = serving_policy(ServerSettings(), scorers)
+    assert served.thresholds(Component.DISK).raise_threshold == 0.15
+    assert served.thresholds(Component.BATTERY).raise_threshold == 0.5
+
+    configured = ServerSettings.model_validate(
+        {"alerts": {"policy": {"components": {"disk": {"raise_threshold": 0.4, "clear_threshold": 0.2}}}}}
+    )
+    assert serving_policy(configured, scorers).thresholds(Component.DISK).raise_threshold == 0.4
+
+
+def test_serving_summary_names_scorers_and_thresholds(tmp_path: Path) -> None:
+    settings = ServerSettings.model_validate({"streams": {"store": "memory", "data_dir": tmp_path}})
+    app = create_app(settings, scorers=ScorerSet(champions=[SuggestingDiskScorer()]), sink=NullSink())
+    summary = serving_summary(app.fleetpulse.processor)  # type: ignore[attr-defined]
+    assert summary["champions"] == ["recording:1"]
+    assert summary["thresholds"]["disk"] == [0.15, 0.075]
