@@ -8,9 +8,11 @@ fast when already up); ``make test``/``.ci/run`` stop them at the end.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,3 +86,10 @@ class DedicatedKafka:
 
     def stop(self) -> None:
         run_stack("stop", "kafka", self._env())
+
+
+def modules_loaded_by(code: str) -> set[str]:
+    """Every module a fresh interpreter has loaded after running ``code`` (import-graph tests)."""
+    script = f"{code}\nimport json as _json, sys as _sys\nprint(_json.dumps(sorted(_sys.modules)))\n"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    return set(json.loads(out.stdout.splitlines()[-1]))

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
+
+from tests.harness import modules_loaded_by
 
 FORBIDDEN = ("faust", "mode", "sklearn", "numpy", "pandas", "scipy", "aiokafka", "fastapi", "sqlalchemy")
 
 
 def test_agent_import_graph_has_no_heavy_dependencies() -> None:
     code = (
-        "import sys, json, importlib, pkgutil\n"
+        "import importlib, pkgutil\n"
         "import fleetpulse.agents, fleetpulse.agents.cli, fleetpulse.contract\n"
         "for m in pkgutil.walk_packages(fleetpulse.agents.__path__, 'fleetpulse.agents.'):\n"
         "    if m.name.split('.')[-1] not in ('server_cli', 'simulator', 'mdm'):\n"
         "        importlib.import_module(m.name)\n"
-        "print(json.dumps(sorted(sys.modules)))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    loaded = json.loads(out.stdout)
+    loaded = modules_loaded_by(code)
     heavy = sorted({name for name in loaded for bad in FORBIDDEN if name == bad or name.startswith(bad + ".")})
     assert heavy == [], f"agent imports heavy modules: {heavy}"
 
@@ -51,7 +49,7 @@ AGENT_THIRD_PARTY = {
 
 def test_agent_runtime_loads_only_stdlib_and_its_five_dependencies() -> None:
     code = (
-        "import sys, json, importlib, pkgutil\n"
+        "import importlib, pkgutil\n"
         "import fleetpulse.agents.collectors, fleetpulse.agents.parsers\n"
         "mods = ['fleetpulse.agents.cli', 'fleetpulse.agents.runner', 'fleetpulse.agents.delivery',\n"
         "        'fleetpulse.agents.spool', 'fleetpulse.agents.identity', 'fleetpulse.agents.inventory']\n"
@@ -59,9 +57,7 @@ def test_agent_runtime_loads_only_stdlib_and_its_five_dependencies() -> None:
         "    mods += [m.name for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.')]\n"
         "for m in mods:\n"
         "    importlib.import_module(m)\n"
-        "print(json.dumps(sorted({n.split('.')[0] for n in sys.modules})))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    loaded = set(json.loads(out.stdout))
+    loaded = {name.split(".")[0] for name in modules_loaded_by(code)}
     extra = sorted(n for n in loaded - AGENT_THIRD_PARTY if n not in sys.stdlib_module_names and not n.startswith("_"))
     assert extra == [], f"agent runtime imports packages outside its declared dependencies: {extra}"

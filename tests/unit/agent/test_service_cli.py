@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fleetpulse.agents import cli, commands
+from tests.harness import modules_loaded_by
 
 LINES = [
     ["run"],
@@ -79,12 +79,14 @@ def test_run_service_rejects_a_bad_config_with_status_2(tmp_path: Path) -> None:
 
 def test_service_process_does_not_load_typer(tmp_path: Path) -> None:
     code = (
-        "import sys, json\n"
+        "import sys\n"
         "from fleetpulse.agents import cli\n"
-        "cli.run_service = lambda config, n: print(json.dumps(sorted(sys.modules))) or 0\n"
+        "cli.run_service = lambda config, n: 0\n"
         "sys.argv = ['fleetpulse-agent', 'run']\n"
-        "cli.main()\n"
+        "try:\n"
+        "    cli.main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    loaded = set(json.loads(out.stdout))
+    loaded = modules_loaded_by(code)
     assert {"typer", "click", "rich"} & loaded == set()

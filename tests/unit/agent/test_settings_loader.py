@@ -6,10 +6,7 @@ model declared as a pydantic-settings class, fed the same TOML file and environm
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -21,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fleetpulse.agents.settings import AgentSettings, load_agent_settings
 from fleetpulse.config import load_settings
+from tests.harness import modules_loaded_by
 
 REPO = Path(__file__).resolve().parents[3]
 SAMPLE_CONFIG = REPO / "deploy" / "agent" / "agent.toml"
@@ -126,12 +124,9 @@ def test_missing_file_is_reported() -> None:
 def test_service_path_does_not_load_pydantic_settings() -> None:
     """pydantic-settings brings asyncio and dotenv: ~3 MB resident on every endpoint for nothing."""
     code = (
-        "import sys, json\n"
         "import fleetpulse.agents.cli, fleetpulse.agents.runner, fleetpulse.agents.delivery\n"
         "from fleetpulse.agents.settings import load_agent_settings\n"
         "load_agent_settings(None)\n"
-        "print(json.dumps(sorted(sys.modules)))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    loaded = set(json.loads(out.stdout))
+    loaded = modules_loaded_by(code)
     assert {"pydantic_settings", "dotenv", "asyncio"} & loaded == set()
