@@ -151,11 +151,16 @@ def _alert(score: RiskScore, state: AlertState, alert_id: str) -> Alert:
     )
 
 
-def step(policy: AlertPolicy, state: PolicyState | None, score: RiskScore) -> tuple[PolicyState, Alert | None]:
+def step(
+    policy: AlertPolicy, state: PolicyState | None, score: RiskScore, *, explained: bool = False
+) -> tuple[PolicyState, Alert | None]:
     """Advance one component's rule by one score; returns the new state and the alert it caused, if any.
 
     Challenger scores never raise tickets (they are shadow models under evaluation), and
     duplicate or out-of-order scores are ignored, so at-least-once delivery is harmless.
+    ``explained``: a more specific diagnosis of the same device accounts for this score (a
+    device anomaly driven by heat while the cooling rule is raised), so it counts as not
+    above the raise threshold: one cause, one ticket. An open alert still clears as usual.
     """
     state = state or PolicyState()
     if score.role is not ScorerRole.CHAMPION or _is_replay(state, score):
@@ -164,7 +169,7 @@ def step(policy: AlertPolicy, state: PolicyState | None, score: RiskScore) -> tu
     limits = policy.thresholds(score.component)
 
     if not state.raised:
-        above = state.above + 1 if score.risk >= limits.raise_threshold else 0
+        above = state.above + 1 if score.risk >= limits.raise_threshold and not explained else 0
         cooling = state.cleared_at is not None and score.collected_at < state.cleared_at + policy.cooldown
         if above < policy.consecutive or cooling:
             return state.model_copy(update={"above": above, "below": 0, **seen}), None

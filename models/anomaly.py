@@ -43,6 +43,11 @@ PRIOR_CPU_MAX = (80.0, 6.0)  # median, robust scale (deg C) of the hottest CPU r
 # continuous signals compared by robust z-score: feature -> CohortBaseline attribute
 ROBUST_SIGNALS = {"boot_duration_trend_s_per_day": "boot_trend", "cpu_max_c_7d": "cpu_max"}
 SIGNALS = len(COUNT_SIGNALS) + len(ROBUST_SIGNALS)
+EXPLAINED_BY = {
+    Component.THERMAL: frozenset({"thermal_excursions_7d", "cpu_max_c_7d"}),
+    Component.MEMORY: frozenset({"crashes_7d", "unexpected_shutdowns_7d"}),
+}
+"""Anomaly signals a specific diagnosis accounts for: failing cooling runs hot; failing memory crashes."""
 MIN_TREND_DAYS = 14
 SURPRISE_HALF = 6.0  # risk 0.5 at a corrected p-value of 1e-6
 

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from fleetpulse.alerts.policy import AlertPolicy, PolicyState, step
 from fleetpulse.contract import (
     Alert,
+    Component,
     ContractError,
     DeadLetter,
     DeviceInventory,
@@ -46,6 +47,7 @@ from fleetpulse.contract import (
     decode_report,
 )
 from fleetpulse.contract.v1 import DeviceKind
+from fleetpulse.models.anomaly import EXPLAINED_BY
 from fleetpulse.models.registry import ScorerSet
 from fleetpulse.models.state import DeviceState, apply_inventory_in_place, apply_report_in_place
 from fleetpulse.streams.points import Point, alert_point, report_points, score_point
@@ -119,6 +121,14 @@ class BatchResult:
     counts: Counter[str] = field(default_factory=Counter)
     last_record_of: dict[str, int] = field(default_factory=dict)
     """device id -> index (in the batch) of its last record: tells the caller which partition to write to."""
+
+
+def explained_anomaly(score: RiskScore, diagnosed: set[Component]) -> bool:
+    """A device anomaly whose leading signal a raised specific diagnosis of the device accounts for."""
+    if score.component is not Component.DEVICE or not score.factors:
+        return False
+    leading = score.factors[0].feature
+    return any(leading in EXPLAINED_BY.get(component, ()) for component in diagnosed)
 
 
 def policy_key(score: RiskScore) -> str:
@@ -285,6 +295,17 @@ class Processor:
         out.counts[f"dead_letter.{kind}"] += 1
         return None
 
+    def _diagnosed(self, scores: Sequence[RiskScore]) -> dict[str, set[Component]]:
+        """Per device, the components whose champion score is at or above their raise threshold."""
+        out: dict[str, set[Component]] = {}
+        for score in scores:
+            if (
+                score.role is ScorerRole.CHAMPION
+                and score.risk >= self.policy.thresholds(score.component).raise_threshold
+            ):
+                out.setdefault(score.device_id, set()).add(score.component)
+        return out
+
     def _score(self, pending: dict[str, DeviceState], now: datetime, out: BatchResult) -> None:
         """One vectorised scoring call per generation, then the alert policy per champion score.
 
@@ -302,6 +323,7 @@ class Processor:
             out.counts["scoring_error"] += len(states)
             return
         out.scores.extend(scores)
+        diagnosed = self._diagnosed(scores)
         for score in scores:
             record = out.records[score.device_id]
             inventory = record.inventory()
@@ -309,7 +331,8 @@ class Processor:
             if score.role is not ScorerRole.CHAMPION:
                 continue
             key = policy_key(score)
-            new_state, alert = step(self.policy, record.policies.get(key), score)
+            explained = explained_anomaly(score, diagnosed.get(score.device_id, set()))
+            new_state, alert = step(self.policy, record.policies.get(key), score, explained=explained)
             record.policies = {**record.policies, key: new_state}
             if alert is not None:
                 out.alerts.append(alert)

@@ -250,3 +250,19 @@ def test_raise_needs_k_high_scores_and_respects_cooldown(policy: AlertPolicy, ri
             assert len(window) == policy.clear_consecutive
             assert all(r < policy.clear_threshold for r in window)
             last_clear = alert.at
+
+
+def test_an_explained_score_never_raises_but_an_open_alert_still_clears() -> None:
+    state = PolicyState()
+    for i in range(5):
+        state, alert = step(POLICY, state, score(i, 0.9), explained=True)
+        assert alert is None
+    assert not state.raised
+
+    raised, _ = run([0.9, 0.9, 0.9])
+    assert raised.raised
+    state, alert = step(POLICY, raised, score(10, 0.1), explained=True)
+    assert alert is None  # clear_consecutive (2) still applies
+    _, alert = step(POLICY, state, score(11, 0.1), explained=True)
+    assert alert is not None
+    assert alert.state is AlertState.CLEARED

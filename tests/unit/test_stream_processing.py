@@ -14,6 +14,7 @@ from fleetpulse.contract import (
     Component,
     DeviceInventory,
     DiskHealth,
+    Factor,
     HealthReport,
     RiskScore,
     StabilityHealth,
@@ -22,7 +23,7 @@ from fleetpulse.contract import (
 )
 from fleetpulse.models.registry import ScorerSet, rule_scorers
 from fleetpulse.models.state import DeviceState
-from fleetpulse.streams.processing import DeviceRecord, Processor, RawRecord
+from fleetpulse.streams.processing import DeviceRecord, Processor, RawRecord, explained_anomaly
 from fleetpulse.streams.settings import StreamSettings
 
 TOPICS = Topics(prefix="u.")
@@ -280,3 +281,26 @@ def test_inventory_arriving_after_reports_keeps_dedup_policy_and_scoring_state()
     assert after.state.site == "Town Hall"
     assert after.inventory_at is not None
     assert (after.scored_at, after.policies, after.state.last_seq) == (before.scored_at, before.policies, 2)
+
+
+def _device_anomaly(leading: str) -> RiskScore:
+    return RiskScore(
+        device_id="pc-1",
+        component=Component.DEVICE,
+        risk=0.8,
+        model_name="device-anomaly",
+        model_version="1",
+        report_seq=1,
+        collected_at=NOW,
+        scored_at=NOW,
+        factors=[Factor(feature=leading, value=5.0, contribution=0.8, text="unusual")],
+    )
+
+
+def test_a_device_anomaly_is_explained_only_by_the_diagnosis_of_its_leading_signal() -> None:
+    heat, crashes = _device_anomaly("cpu_max_c_7d"), _device_anomaly("crashes_7d")
+    assert explained_anomaly(heat, {Component.THERMAL})
+    assert not explained_anomaly(heat, {Component.MEMORY, Component.DISK})
+    assert explained_anomaly(crashes, {Component.MEMORY})
+    assert not explained_anomaly(crashes, {Component.THERMAL})
+    assert not explained_anomaly(heat, set())
