@@ -407,8 +407,9 @@ def tune_gc(young_threshold: int) -> None:
 
     Start-up objects (modules, Faust, the models) are moved out of the collector's reach,
     and young collections run less often: every decoded device state is a burst of
-    short-lived objects, and with CPython's defaults the collector took ~40 % of the
-    worker's CPU (``benchmarks/stream_profile.py``).
+    short-lived objects, and with CPython's defaults the collector took ~40 % of the pure
+    processor's CPU (``benchmarks/stream_profile.py``; the worker exports its pauses as
+    ``fleetpulse_stream_gc_pause_seconds``).
     """
     gc.collect()
     gc.freeze()
