@@ -106,6 +106,7 @@ class Pipeline:
         self.metrics = metrics
         self.worker = worker
         self.positions: dict[Any, int] = {}
+        self.commit_seen: dict[Any, tuple[int | None, float]] = {}  # tp -> (committed offset, since)
         # Kept encoded: thousands of live model objects would be rescanned by every full garbage
         # collection (measured ~30 % of CPU); bytes are invisible to the collector.
         self.recent: deque[bytes] = deque(maxlen=processor.settings.baseline_sample)
@@ -255,10 +256,36 @@ class Pipeline:
         await self.sink.flush()
         log.info("pipeline stats", extra={"fields": {"worker": self.worker, **stats}})
 
+    def stalled_partitions(self) -> list[str]:
+        """Input partitions with processed records whose committed offset has not moved for ``commit_stall_s``.
+
+        Processing can look healthy (no lag, no errors) while commits have stopped: a
+        restart would then replay everything since the last commit. The committed offsets
+        are Faust's own bookkeeping (``Consumer._committed_offset``; no public accessor).
+        """
+        consumer = self.app.consumer
+        committed_offsets = getattr(consumer, "_committed_offset", {})
+        now = time.monotonic()
+        stalled = []
+        for tp in consumer.assignment():
+            processed = self.positions.get((tp.topic, tp.partition))
+            committed = committed_offsets.get(tp)
+            if processed is None or (committed is not None and committed >= processed):
+                self.commit_seen.pop(tp, None)
+                continue
+            seen = self.commit_seen.get(tp)
+            if seen is None or seen[0] != committed:
+                self.commit_seen[tp] = (committed, now)
+            elif now - seen[1] >= self.processor.settings.commit_stall_s:
+                stalled.append(f"{tp.topic}/{tp.partition}")
+        return stalled
+
     def health(self) -> dict[str, Any]:
         last = self.metrics.last_batch_at
+        stalled = [] if self.app.rebalancing else self.stalled_partitions()
         return {
-            "status": "ok",
+            "status": "stalled" if stalled else "ok",
+            "uncommitted_partitions": stalled,
             "worker": self.worker,
             "rebalancing": bool(self.app.rebalancing),
             "assigned_partitions": len(self.app.consumer.assignment()) if self.app.consumer else 0,
@@ -381,7 +408,8 @@ def create_app(
 
     @app.page("/health")  # type: ignore[misc,untyped-decorator]
     async def health_page(web: Any, request: Any) -> Any:
-        return web.json(pipeline.health())
+        health = pipeline.health()
+        return web.json(health, status=200 if health["status"] == "ok" else 503)
 
     @app.service  # type: ignore[misc,untyped-decorator]
     class SinkCloser(faust.Service):  # type: ignore[misc,untyped-decorator]

@@ -95,4 +95,12 @@ class StreamSettings(BaseModel):
     )
     baseline_sample: int = Field(default=2000, ge=1, description="recent device states kept for the refit and drift")
     stats_interval_s: float = Field(default=10.0, gt=0, description="how often pipeline stats go to the TSDB")
+    commit_stall_s: float = Field(
+        default=120.0,
+        gt=0,
+        description=(
+            "processed but uncommitted records whose committed offset has not moved for this long make "
+            "/health answer 503 'stalled' (a liveness probe then restarts the worker)"
+        ),
+    )
     tsdb: InfluxV2Sink | NoSink = Field(default_factory=InfluxV2Sink, discriminator="kind")

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
+from faust.types import TP
 
 from fleetpulse.contract import Component, RiskScore, encode
 from fleetpulse.models.registry import ScorerSet, rule_scorers
@@ -102,3 +106,54 @@ def test_serving_summary_names_scorers_and_thresholds(tmp_path: Path) -> None:
     summary = serving_summary(app.fleetpulse.processor)  # type: ignore[attr-defined]
     assert summary["champions"] == ["recording:1"]
     assert summary["thresholds"]["disk"] == [0.15, 0.075]
+
+
+class FakeConsumer:
+    """Faust's consumer as far as the health check reads it."""
+
+    def __init__(self, tp: TP) -> None:
+        self.tp = tp
+        self._committed_offset: dict[TP, int | None] = {tp: None}
+
+    def assignment(self) -> set[TP]:
+        return {self.tp}
+
+    def highwater(self, tp: TP) -> int:
+        return 100
+
+
+class FakeApp:
+    rebalancing = False
+
+    def __init__(self, consumer: FakeConsumer) -> None:
+        self.consumer = consumer
+
+
+def test_health_reports_a_stall_when_commits_stop_behind_processed_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = ServerSettings.model_validate(
+        {"streams": {"store": "memory", "data_dir": tmp_path, "commit_stall_s": 60}}
+    )
+    pipeline = create_app(settings, scorers=rule_scorers(), sink=NullSink()).fleetpulse  # type: ignore[attr-defined]
+    tp = TP(pipeline.topics.health, 3)
+    consumer = FakeConsumer(tp)
+    pipeline.app = FakeApp(consumer)
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+
+    pipeline.positions[(tp.topic, tp.partition)] = 100
+    consumer._committed_offset[tp] = 40
+    assert pipeline.health()["status"] == "ok"  # uncommitted work, but the clock only starts now
+    clock[0] += 30
+    consumer._committed_offset[tp] = 80  # commits advance: not stalled
+    assert pipeline.health()["status"] == "ok"
+    clock[0] += 59
+    assert pipeline.health()["status"] == "ok"
+    clock[0] += 2
+    health = pipeline.health()
+    assert health["status"] == "stalled"
+    assert health["uncommitted_partitions"] == [f"{tp.topic}/3"]
+
+    consumer._committed_offset[tp] = 100  # everything committed: healthy again
+    assert pipeline.health()["status"] == "ok"
