@@ -35,13 +35,11 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 
-from fleetpulse.models.features import DISK_FEATURES, GROWTH_COUNTERS
+from fleetpulse.models.features import DISK_FEATURES, GROWTH_COUNTERS, backblaze_flags
 
 TIE_BREAK = 1e-4
-RULE_COUNTERS = ("smart_5", "smart_187", "smart_188", "smart_197", "smart_198")
 _COUNTER_COLUMNS = [DISK_FEATURES.index(name) for name in GROWTH_COUNTERS]
 _GROWTH_COLUMNS = [DISK_FEATURES.index(f"{name}_delta_30d") for name in GROWTH_COUNTERS]
-_RULE_COLUMNS = [DISK_FEATURES.index(name) for name in RULE_COUNTERS]
 LINEAR_INPUTS: tuple[str, ...] = (
     *(f"log1p {name}" for name in GROWTH_COUNTERS),
     *(f"log1p {name} growth 30d" for name in GROWTH_COUNTERS),
@@ -54,7 +52,7 @@ def counter_inputs(features: np.ndarray) -> np.ndarray:
     """The linear scorer's inputs; a counter the drive does not report counts as zero errors."""
     counters = np.clip(np.nan_to_num(features[:, _COUNTER_COLUMNS].astype(float), nan=0.0), 0.0, None)
     growth = np.clip(np.nan_to_num(features[:, _GROWTH_COLUMNS].astype(float), nan=0.0), 0.0, None)
-    flagged = np.nan_to_num(features[:, _RULE_COLUMNS].astype(float), nan=0.0) > 0
+    flagged = backblaze_flags(features)
     return np.column_stack(
         [np.log1p(counters), np.log1p(growth), flagged.any(axis=1).astype(float), flagged.sum(axis=1).astype(float)]
     )

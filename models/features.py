@@ -35,6 +35,8 @@ GROWTH_COUNTERS: dict[str, str] = {
     "smart_199": "udma_crc_errors",
     "media_errors": "media_errors",
 }
+BACKBLAZE_COUNTERS = ("smart_5", "smart_187", "smart_188", "smart_197", "smart_198")
+"""Backblaze's published failure rule: any of these raw counts above zero."""
 CURRENT_DISK: dict[str, str] = {
     **GROWTH_COUNTERS,
     "critical_warning": "critical_warning",
@@ -103,11 +105,15 @@ MIN_RECENT_DAYS = 3
 MIN_BASELINE_DAYS = 5
 
 
-def points(series: DailySeries, column: str) -> list[tuple[int, float]]:
-    """(day, value) pairs of the days that have a value in ``column``."""
+def points(series: DailySeries, column: str, *, finite: bool = False) -> list[tuple[int, float]]:
+    """(day, value) pairs of the days that have a value in ``column``; with ``finite``, only
+    finite values (the medians of the cooling rule must not be poisoned by a corrupt state)."""
     col = series.columns.get(column)
     if col is None:
         return []
+    if finite:
+        isfinite = math.isfinite
+        return [(d, v) for d, v in zip(series.days, col, strict=True) if v is not None and isfinite(v)]
     return [(d, v) for d, v in zip(series.days, col, strict=True) if v is not None]
 
 
@@ -179,6 +185,14 @@ def disk_features(disk: DiskHistory) -> dict[str, float]:
 def disk_vector(disk: DiskHistory) -> list[float]:
     feats = disk_features(disk)
     return [feats[name] for name in DISK_FEATURES]
+
+
+def backblaze_flags(features: np.ndarray) -> npt.NDArray[np.bool_]:
+    """(n, 5) which of ``BACKBLAZE_COUNTERS`` are above zero in each row of disk feature vectors
+    (a counter the drive does not report counts as zero)."""
+    cols = [DISK_FEATURES.index(name) for name in BACKBLAZE_COUNTERS]
+    flags: npt.NDArray[np.bool_] = np.nan_to_num(features[:, cols].astype(float), nan=0.0) > 0
+    return flags
 
 
 @functools.lru_cache(maxsize=256)
@@ -268,15 +282,6 @@ def device_features(state: DeviceState) -> dict[str, float]:
     return out
 
 
-def finite_points(series: DailySeries, column: str) -> list[tuple[int, float]]:
-    """:func:`points` without non-finite values (a corrupt state must not poison a median)."""
-    col = series.columns.get(column)
-    if col is None:
-        return []
-    isfinite = math.isfinite
-    return [(d, v) for d, v in zip(series.days, col, strict=True) if v is not None and isfinite(v)]
-
-
 def counter_increase(pts: Sequence[tuple[int, float]], window: int) -> float:
     """Growth of a cumulative counter over the last ``window`` days, robust to resets.
 
@@ -321,9 +326,9 @@ def thermal_features(state: DeviceState) -> dict[str, float]:
     """Cooling health from the daily device series; all ``nan`` when the device reports no thermals."""
     series = state.device
     out = dict.fromkeys(THERMAL_FEATURES, NAN)
-    cpu = finite_points(series, "cpu_max_c")
-    throttle = finite_points(series, "throttle_events")
-    fans = finite_points(series, "fan_rpm_max")
+    cpu = points(series, "cpu_max_c", finite=True)
+    throttle = points(series, "throttle_events", finite=True)
+    fans = points(series, "fan_rpm_max", finite=True)
     if not (cpu or throttle or fans):
         return out
     last_day = series.days[-1]
@@ -345,8 +350,8 @@ def memory_features(state: DeviceState) -> dict[str, float]:
     """Memory error counters from the daily device series; all ``nan`` when none are reported."""
     series = state.device
     out = dict.fromkeys(MEMORY_FEATURES, NAN)
-    ue = finite_points(series, "mem_uncorrectable")
-    ce = finite_points(series, "mem_correctable")
+    ue = points(series, "mem_uncorrectable", finite=True)
+    ce = points(series, "mem_correctable", finite=True)
     if not (ue or ce):
         return out
     if ue:

@@ -22,10 +22,9 @@ from fleetpulse.models.battery import (
     runtime_crossing,
 )
 from fleetpulse.models.explain import factor
-from fleetpulse.models.features import battery_features, disk_features
+from fleetpulse.models.features import BACKBLAZE_COUNTERS, battery_features, disk_features
 from fleetpulse.models.state import DeviceState
 
-BACKBLAZE_COUNTERS = ("smart_5", "smart_187", "smart_188", "smart_197", "smart_198")
 NVME_SPARE_MARGIN_PCT = 0.0
 
 RISK_CRITICAL = 0.9

@@ -27,7 +27,7 @@ from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
 
 from fleetpulse.models.data import Instants, drive_group
 from fleetpulse.models.disk_model import DiskRiskModel
-from fleetpulse.models.features import DISK_FEATURES, GROWTH_COUNTERS
+from fleetpulse.models.features import DISK_FEATURES, GROWTH_COUNTERS, backblaze_flags
 
 HORIZONS = (7, 30)
 MAX_NEGATIVES = 120_000
@@ -47,7 +47,6 @@ CANDIDATES: dict[str, tuple[frozenset[str], bool]] = {
     **{f"trees + counter score, {name}": (excluded, True) for name, excluded in FEATURE_SETS.items()},
 }
 CHOSEN = "trees + counter score, counters only (no age, temperature)"
-BACKBLAZE_FEATURES = ("smart_5", "smart_187", "smart_188", "smart_197", "smart_198")
 SINGLE_ATTRIBUTE_CANDIDATES = ("smart_5", "smart_187", "smart_188", "smart_197", "smart_198", "smart_199")
 
 
@@ -82,9 +81,7 @@ def labels(instants: Instants, horizon: int, cutoff_day: float | None = None) ->
 
 
 def backblaze_rule_score(features: np.ndarray) -> np.ndarray:
-    cols = [DISK_FEATURES.index(name) for name in BACKBLAZE_FEATURES]
-    flagged: np.ndarray = (np.nan_to_num(features[:, cols], nan=0.0) > 0).any(axis=1)
-    return flagged.astype(float)
+    return backblaze_flags(features).any(axis=1).astype(float)
 
 
 def smart_flag_score(features: np.ndarray) -> np.ndarray:
