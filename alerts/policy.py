@@ -96,6 +96,10 @@ class AlertPolicy(BaseModel):
         # already validated as a pair by _hysteresis; skip re-validation on this hot path
         return Thresholds.model_construct(raise_threshold=self.raise_threshold, clear_threshold=self.clear_threshold)
 
+    def at_raise_level(self, score: RiskScore) -> bool:
+        """Whether ``score`` counts towards raising its component (before ``consecutive`` and cooldown)."""
+        return score.risk >= self.thresholds(score.component).raise_threshold
+
     def with_defaults(self, defaults: Mapping[Component, Thresholds]) -> AlertPolicy:
         """A copy where components without configured thresholds take ``defaults``."""
         merged = {**defaults, **self.components}
@@ -166,10 +170,9 @@ def step(
     if score.role is not ScorerRole.CHAMPION or _is_replay(state, score):
         return state, None
     seen = {"last_at": score.collected_at, "last_report_seq": score.report_seq}
-    limits = policy.thresholds(score.component)
 
     if not state.raised:
-        above = state.above + 1 if score.risk >= limits.raise_threshold and not explained else 0
+        above = state.above + 1 if policy.at_raise_level(score) and not explained else 0
         cooling = state.cleared_at is not None and score.collected_at < state.cleared_at + policy.cooldown
         if above < policy.consecutive or cooling:
             return state.model_copy(update={"above": above, "below": 0, **seen}), None
@@ -187,7 +190,7 @@ def step(
         )
         return new, _alert(score, AlertState.RAISED, alert_id)
 
-    below = state.below + 1 if score.risk < limits.clear_threshold else 0
+    below = state.below + 1 if score.risk < policy.thresholds(score.component).clear_threshold else 0
     if below < policy.clear_consecutive:
         return state.model_copy(update={"above": 0, "below": below, **seen}), None
     alert_id = f"{state.raised_alert_id}:cleared"

@@ -299,10 +299,7 @@ class Processor:
         """Per device, the components whose champion score is at or above their raise threshold."""
         out: dict[str, set[Component]] = {}
         for score in scores:
-            if (
-                score.role is ScorerRole.CHAMPION
-                and score.risk >= self.policy.thresholds(score.component).raise_threshold
-            ):
+            if score.role is ScorerRole.CHAMPION and self.policy.at_raise_level(score):
                 out.setdefault(score.device_id, set()).add(score.component)
         return out
 
