@@ -509,25 +509,28 @@ def relay_tls(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
     return cert, tls
 
 
+def starttls_mail(port: int, **overrides: object) -> ConnectorConfig:
+    """An SMTP connector that logs in after STARTTLS (``overrides``: host, CA file)."""
+    settings = {
+        "kind": "smtp",
+        "name": "mail",
+        "port": port,
+        "starttls": True,
+        "username": "fleetpulse",
+        "password": "relay-pw",
+        "recipients": ["it@example.org"],
+        **overrides,
+    }
+    return TypeAdapter(ConnectorConfig).validate_python(settings)
+
+
 def test_email_over_starttls_with_login(relay_tls: tuple[Path, ssl.SSLContext], tmp_path: Path) -> None:
     """A relay with a private CA: STARTTLS first, then AUTH PLAIN, then the message, all encrypted."""
     cert, tls = relay_tls
     relay = RecordingSmtp(free_port(), tls=tls)
     relay.start()
     try:
-        config = TypeAdapter(ConnectorConfig).validate_python(
-            {
-                "kind": "smtp",
-                "name": "mail",
-                "host": "127.0.0.1",
-                "port": relay.port,
-                "starttls": True,
-                "ssl_cafile": str(cert),
-                "username": "fleetpulse",
-                "password": "relay-pw",
-                "recipients": ["it@example.org"],
-            }
-        )
+        config = starttls_mail(relay.port, host="127.0.0.1", ssl_cafile=str(cert))
         build(config).deliver(sample_notification(tmp_path))
     finally:
         relay.stop()
@@ -541,17 +544,7 @@ def test_email_refuses_a_relay_it_cannot_verify(relay_tls: tuple[Path, ssl.SSLCo
     relay = RecordingSmtp(free_port(), tls=tls)
     relay.start()
     try:
-        config = TypeAdapter(ConnectorConfig).validate_python(
-            {
-                "kind": "smtp",
-                "name": "mail",
-                "port": relay.port,
-                "starttls": True,
-                "username": "u",
-                "password": "p",
-                "recipients": ["it@example.org"],
-            }
-        )
+        config = starttls_mail(relay.port)
         with pytest.raises(DeliveryError, match="CERTIFICATE_VERIFY_FAILED"):
             build(config).deliver(sample_notification(tmp_path))
     finally:
