@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -76,6 +76,14 @@ class Fleet:
         seq_text = str(seq).encode()
         for topic, key, before, after in self.templates:
             yield topic, key, before + seq_text + after.replace(STAMP_TEXT, stamp, 1)
+
+    def rounds(self, rounds: int) -> Iterator[tuple[str, bytes, bytes]]:
+        """The benchmarks' input: the inventory, then ``rounds`` reports per device one minute apart, ending now."""
+        start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=rounds + 1)
+        for key, value in self.inventory:
+            yield self.topics.inventory, key, value
+        for r in range(rounds):
+            yield from self.payloads(r, start + timedelta(minutes=r))
 
 
 def producer(kafka: KafkaSettings) -> KafkaProducer:

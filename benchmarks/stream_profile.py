@@ -16,7 +16,7 @@ import argparse
 import cProfile
 import pstats
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from stream_common import Fleet
 
@@ -28,11 +28,7 @@ from fleetpulse.streams.processing import DeviceRecord, Processor, RawRecord
 
 
 def batches(fleet: Fleet, rounds: int, size: int) -> list[list[RawRecord]]:
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=rounds + 1)
-    records = [RawRecord(fleet.topics.inventory, 0, i, k, v) for i, (k, v) in enumerate(fleet.inventory)]
-    for r in range(rounds):
-        for topic, key, value in fleet.payloads(r, start + timedelta(minutes=r)):
-            records.append(RawRecord(topic, 0, len(records), key, value))
+    records = [RawRecord(topic, 0, i, key, value) for i, (topic, key, value) in enumerate(fleet.rounds(rounds))]
     return [records[i : i + size] for i in range(0, len(records), size)]
 
 

@@ -17,7 +17,6 @@ import asyncio
 import json
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer
 from stream_common import Fleet, add_kafka_args, create_topics, kafka_settings, producer, start_worker, wait_processed
@@ -71,13 +70,9 @@ def main() -> None:
     topics = Topics(prefix=kafka.topic_prefix)
     create_topics(kafka)
     fleet = Fleet.simulate(args.devices, topics)
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=args.rounds + 1)
     prod = producer(kafka)
-    for key, value in fleet.inventory:
-        prod.send(topics.inventory, key=key, value=value)
-    for r in range(args.rounds):
-        for topic, key, value in fleet.payloads(r, start + timedelta(minutes=r)):
-            prod.send(topic, key=key, value=value)
+    for topic, key, value in fleet.rounds(args.rounds):
+        prod.send(topic, key=key, value=value)
     prod.flush()
     prod.close()
     total = len(fleet.inventory) + args.rounds * len(fleet.templates)
