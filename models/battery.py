@@ -95,12 +95,6 @@ def fit_trend(
     return Trend(level=level, slope=min(short_slope, long_slope), steep=steep, shallow=shallow, long_slope=long_slope)
 
 
-def crossing(days: Sequence[float], values: Sequence[float], threshold: float) -> Crossing | None:
-    """Extrapolate a fading series to ``threshold`` (see :func:`fit_trend`)."""
-    trend = fit_trend(days, values)
-    return None if trend is None else trend.crossing(threshold)
-
-
 def battery_trend(battery: BatteryHistory, column: str = "health_ratio") -> Trend | None:
     pts = points(battery.series, column)
     return fit_trend([d for d, _ in pts], [v for _, v in pts])

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from fleetpulse.contract import BatteryHealth, DiskHealth, HealthReport, StabilityHealth, ThermalHealth
-from fleetpulse.models.battery import crossing
+from fleetpulse.models.battery import fit_trend
 from fleetpulse.models.features import (
     DISK_FEATURES,
     battery_features,
@@ -101,15 +101,17 @@ def test_battery_features_and_crossing() -> None:
     assert feats["fade_per_day"] == pytest.approx(0.001)
     assert feats["fade_per_100_cycles"] == pytest.approx(0.1)
     assert feats["cycle_count"] == 98.0
-    ahead = crossing([float(d) for d in days], [0.95 - 0.001 * d for d in days], 0.8)
-    assert ahead is not None
+    trend = fit_trend([float(d) for d in days], [0.95 - 0.001 * d for d in days])
+    assert trend is not None
+    ahead = trend.crossing(0.8)
     assert ahead.days == pytest.approx(52.0)
     assert ahead.low == pytest.approx(52.0)
     assert ahead.high == pytest.approx(52.0)
-    below = crossing([0.0, 1.0, 2.0], [0.7, 0.69, 0.68], 0.8)
-    assert below is not None
+    short = fit_trend([0.0, 1.0, 2.0], [0.7, 0.69, 0.68])
+    assert short is not None
+    below = short.crossing(0.8)
     assert below.days == 0.0
-    assert crossing([0.0, 1.0], [0.9, 0.89], 0.8) is None
+    assert fit_trend([0.0, 1.0], [0.9, 0.89]) is None
 
 
 def test_device_features_windows() -> None:
