@@ -5,7 +5,12 @@ probability: how unlikely is this device's last week if it behaved like the rest
 its cohort (same hardware model)? Counts (crashes, unexpected shutdowns, days with
 thermal excursions) are compared with a Poisson at the cohort's daily rate, the
 boot-time trend and the week's hottest CPU reading with a robust z-score against the
-cohort. ``risk`` grows with the surprise of the rarest signal (Bonferroni-corrected,
+cohort. Counts are compared with the larger of the cohort's rate and the device's own
+rate in its earlier weeks: a device that has always crashed often (a driver, its
+software) is a support case, not a failing part, and must not hold a replacement ticket
+for ever, while a part about to fail shows as a rise against its own past (simulated
+main boards crash ~1.5 times a day in their last two weeks). ``risk`` grows with the
+surprise of the rarest signal (Bonferroni-corrected,
 see :func:`surprise_risk`); it is a ranking scale, not a calibrated probability,
 because there are no labels to calibrate it on.
 
@@ -42,6 +47,9 @@ PRIOR_BOOT_TREND = (0.0, 0.5)  # median, robust scale (s/day)
 PRIOR_CPU_MAX = (80.0, 6.0)  # median, robust scale (deg C) of the hottest CPU reading in 7 days
 # continuous signals compared by robust z-score: feature -> CohortBaseline attribute
 ROBUST_SIGNALS = {"boot_duration_trend_s_per_day": "boot_trend", "cpu_max_c_7d": "cpu_max"}
+OWN_NOISE = {"boot_duration_trend_s_per_day": "boot_duration_trend_se"}
+"""The device's own uncertainty of a signal, added to the cohort's spread in the z-score:
+a noisy device's fitted trend deviates from the cohort's by chance alone."""
 SIGNALS = len(COUNT_SIGNALS) + len(ROBUST_SIGNALS)
 EXPLAINED_BY = {
     Component.THERMAL: frozenset({"thermal_excursions_7d", "cpu_max_c_7d"}),
@@ -49,6 +57,8 @@ EXPLAINED_BY = {
 }
 """Anomaly signals a specific diagnosis accounts for: failing cooling runs hot; failing memory crashes."""
 MIN_TREND_DAYS = 14
+MIN_OWN_DAYS = 14
+"""Earlier active days (before the scored week) needed before a device's own rate counts."""
 SURPRISE_HALF = 6.0  # risk 0.5 at a corrected p-value of 1e-6
 
 
@@ -57,6 +67,20 @@ def _usable(feats: dict[str, float], signal: str) -> float:
     if signal == "boot_duration_trend_s_per_day" and not feats["active_days_30d"] >= MIN_TREND_DAYS:
         return math.nan
     return feats[signal]
+
+
+def expected_daily_rate(feats: dict[str, float], signal: str, cohort_rate: float) -> tuple[float, bool]:
+    """(daily rate the week's count is judged against, whether it is the device's own).
+
+    The device's own rate comes from its 30-day count minus the scored week, over the
+    active days before that week, once there are ``MIN_OWN_DAYS`` of them.
+    """
+    earlier_days = feats["active_days_30d"] - feats["active_days_7d"]
+    earlier_count = feats[COUNT_SIGNALS[signal]] - feats[signal]
+    if not earlier_days >= MIN_OWN_DAYS or math.isnan(earlier_count):
+        return cohort_rate, False
+    own = earlier_count / earlier_days
+    return (own, True) if own > cohort_rate else (cohort_rate, False)
 
 
 def surprise_risk(pvalue: float) -> float:
@@ -128,18 +152,24 @@ class AnomalyScorer:
                 continue
             feats = device_features(state)
             base = self._baseline(state)
-            exposure = min(7.0, feats["active_days_30d"])
+            exposure = max(feats["active_days_7d"], 1.0)
             pvalues: dict[str, float] = {}
+            against_own: set[str] = set()
             for signal in COUNT_SIGNALS:
                 observed = feats[signal]
                 if math.isnan(observed):
                     continue
-                mu = base.daily_rate[signal] * max(exposure, 1.0)
-                pvalues[signal] = float(poisson.sf(observed - 1.0, mu)) if observed > 0 else 1.0
+                rate, own = expected_daily_rate(feats, signal, base.daily_rate[signal])
+                if own:
+                    against_own.add(signal)
+                pvalues[signal] = float(poisson.sf(observed - 1.0, rate * exposure)) if observed > 0 else 1.0
             for signal, attribute in ROBUST_SIGNALS.items():
                 value = _usable(feats, signal)
                 if not math.isnan(value):
                     center, scale = getattr(base, attribute)
+                    own_noise = feats.get(OWN_NOISE.get(signal, ""), 0.0)
+                    if not math.isnan(own_noise):
+                        scale = math.hypot(scale, own_noise)
                     pvalues[signal] = float(norm.sf((value - center) / scale))
             if not pvalues:
                 continue
@@ -149,6 +179,15 @@ class AnomalyScorer:
             cohort_text = (
                 f"cohort '{cohort_of(state)}' ({base.devices} devices)" if base.devices else "fleet-wide priors"
             )
-            factors = [f.model_copy(update={"text": f"{f.text}; unusual versus {cohort_text}"}) for f in factors]
+            factors = [
+                f.model_copy(
+                    update={
+                        "text": f"{f.text}; unusual even against this device's own earlier weeks"
+                        if f.feature in against_own
+                        else f"{f.text}; unusual versus {cohort_text}"
+                    }
+                )
+                for f in factors
+            ]
             scores.append(make_score(self, state, now, risk=risk, horizon_days=self.horizon_days, factors=factors))
         return scores

@@ -35,9 +35,17 @@ class AnomalyResult:
 
 
 def evaluate_simulated_anomaly(
-    devices: int, seed: int, days: int = 90, every_days: int = 3, horizon: int = 14, failure_scale: float = 10.0
+    devices: int,
+    seed: int,
+    alert_threshold: float,
+    days: int = 90,
+    every_days: int = 3,
+    horizon: int = 14,
+    failure_scale: float = 10.0,
 ) -> AnomalyResult:
-    """``failure_scale`` multiplies the simulator's hazards so a small fleet has failures to count."""
+    """``failure_scale`` multiplies the simulator's hazards so a small fleet has failures to count;
+    ``alert_threshold`` (the worker's raise threshold) is reported beside the false-alarm caps,
+    because it, not a cap, decides which devices get tickets."""
     from fleetpulse.agents.simulator import FleetMix, FleetSimulator
 
     mix = FleetMix(laptop=0.6, desktop=0.4, phone=0.0, tablet=0.0)
@@ -70,9 +78,9 @@ def evaluate_simulated_anomaly(
     detection: dict[str, dict[str, float]] = {}
     false_alarm: dict[str, float] = {}
     causes = {"device": "main board", "thermal": "fan"}
-    for cap in CAPS:
-        thr = threshold_at_cap(healthy, cap)
-        label = f"cap {100 * cap:g}%"
+    thresholds = {f"cap {100 * cap:g}%": threshold_at_cap(healthy, cap) for cap in CAPS}
+    thresholds[f"alert threshold {alert_threshold:g}"] = alert_threshold
+    for label, thr in thresholds.items():
         false_alarm[label] = float((healthy >= thr).mean()) if len(healthy) else 0.0
         detection[label] = {}
         for component, name in causes.items():

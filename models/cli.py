@@ -95,6 +95,7 @@ def register(app: typer.Typer) -> None:
         sim_devices: Annotated[int, typer.Option(help="simulated laptops for the battery check (0 = skip)")] = 2000,
     ) -> None:
         """Write the evaluation report (Markdown, PNG plots, metrics.json) on the real data."""
+        from fleetpulse.alerts.policy import AlertPolicy
         from fleetpulse.models.anomaly_eval import evaluate_simulated_anomaly
         from fleetpulse.models.battery_eval import evaluate_real, evaluate_simulated
         from fleetpulse.models.pipeline import EXPERIMENTS, inner_validation, run_experiment
@@ -127,6 +128,6 @@ def register(app: typer.Typer) -> None:
         anomaly = None
         if sim_devices > 0:
             _step(f"device anomaly score on {sim_devices // 2} simulated PCs")
-            anomaly = evaluate_simulated_anomaly(sim_devices // 2, seed)
+            anomaly = evaluate_simulated_anomaly(sim_devices // 2, seed, AlertPolicy().raise_threshold)
         path = write_report(out, results, selection, real, simulated, note, anomaly, meta)
         typer.echo(f"report written to {path}")

@@ -74,8 +74,10 @@ DEVICE_FEATURES: tuple[str, ...] = (
     "cpu_max_c_7d",
     "boot_duration_s_7d",
     "boot_duration_trend_s_per_day",
+    "boot_duration_trend_se",
     "mem_uncorrectable",
     "mem_correctable_delta_7d",
+    "active_days_7d",
     "active_days_30d",
 )
 THERMAL_FEATURES: tuple[str, ...] = (
@@ -220,6 +222,20 @@ def theil_sen(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
     return slope, level
 
 
+def slope_standard_error(x: Sequence[float], y: Sequence[float], slope: float, level: float) -> float:
+    """How far a fitted slope may stray by noise alone: robust residual scatter (1.4826 x MAD)
+    over the spread of x, the ordinary least-squares formula with a robust scatter. Boot
+    times scatter by a minute on a spinning disk, so a month of them "trends" by a second a
+    day without anything changing; only a slope well outside this is a trend."""
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(xs) < 3 or math.isnan(slope):
+        return NAN
+    residuals = ys - (level + slope * (xs - xs[-1]))
+    scatter = 1.4826 * float(np.median(np.abs(residuals - np.median(residuals))))
+    spread = float(np.sum((xs - xs.mean()) ** 2))
+    return scatter / math.sqrt(spread) if spread > 0 else NAN
+
+
 def battery_features(battery: BatteryHistory, fit_days: int = 120) -> dict[str, float]:
     series = battery.series
     ratio = points(series, "health_ratio")
@@ -273,11 +289,15 @@ def device_features(state: DeviceState) -> dict[str, float]:
     recent_boot = [v for d, v in boot if d > last_day - 7]
     out["boot_duration_s_7d"] = float(np.median(recent_boot)) if recent_boot else NAN
     if len(boot) >= 3:
-        out["boot_duration_trend_s_per_day"] = theil_sen([d for d, _ in boot], [v for _, v in boot])[0]
+        days, seconds = [d for d, _ in boot], [v for _, v in boot]
+        slope, level = theil_sen(days, seconds)
+        out["boot_duration_trend_s_per_day"] = slope
+        out["boot_duration_trend_se"] = slope_standard_error(days, seconds, slope, level)
     mem_u = points(series, "mem_uncorrectable")
     out["mem_uncorrectable"] = mem_u[-1][1] if mem_u else NAN
     mem_c = points(series, "mem_correctable")
     out["mem_correctable_delta_7d"] = window_delta(mem_c, 7) if mem_c else NAN
+    out["active_days_7d"] = float(sum(1 for d in series.days if d > last_day - 7))
     out["active_days_30d"] = float(sum(1 for d in series.days if d > last_day - 30))
     return out
 

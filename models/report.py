@@ -261,7 +261,8 @@ def anomaly_section(result: AnomalyResult | None) -> list[str]:
         f"No real labelled data exists for crashes or overheating, so this checks the mechanism on "
         f"{result.devices} simulated PCs (90 days, failure hazards x10 so a small fleet has failures; scored every "
         f"3 days with cohort baselines refitted). Detection = failure preceded within 14 days by a score at or above "
-        f"the threshold; false alarms over {result.healthy} devices without any failure.",
+        f"the threshold; false alarms over {result.healthy} devices without any failure. The alert-threshold column "
+        f"applies the worker's raise threshold to single scores (the worker also waits for several in a row).",
         "",
         "| failure | n | " + " | ".join(f"detection @ {c} (FA {_pct(result.false_alarm[c])})" for c in caps) + " |",
         "|---|---|" + "---|" * len(caps),

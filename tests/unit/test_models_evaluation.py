@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -96,13 +97,19 @@ def test_psi_is_zero_for_same_distribution_and_large_for_shift() -> None:
     assert psi([0.5, 0.5], [0.5, 0.5]) == 0.0
 
 
-def _device(i: int, crashes_per_day: int) -> DeviceState:
+def _device(
+    i: int,
+    crashes_per_day: int,
+    earlier_crashes_per_day: int | None = None,
+    boot_seconds: Callable[[int], float] = lambda day: 30.0,
+) -> DeviceState:
+    """30 daily reports; ``crashes_per_day`` in the last week, before that ``earlier_crashes_per_day``
+    (default: one crash every 15 days)."""
     state = DeviceState(device_id=f"pc-{i}", model="T14")
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     for day in range(30):
-        stab = StabilityHealth(
-            crashes=crashes_per_day if day >= 23 else (1 if day % 15 == i % 15 else 0), boot_duration_s=30.0
-        )
+        earlier = (1 if day % 15 == i % 15 else 0) if earlier_crashes_per_day is None else earlier_crashes_per_day
+        stab = StabilityHealth(crashes=crashes_per_day if day >= 23 else earlier, boot_duration_s=boot_seconds(day))
         apply_report_in_place(
             state,
             HealthReport(
@@ -127,6 +134,32 @@ def test_anomaly_is_relative_to_the_cohort() -> None:
     assert max(s.risk for k, s in scores.items() if k != "pc-99") < scores["pc-99"].risk - 0.2
     assert "crashes in 7 days" in scores["pc-99"].factors[0].text
     assert "cohort 'T14'" in scores["pc-99"].factors[0].text
+
+
+def test_a_device_that_always_crashed_often_is_not_a_failing_part() -> None:
+    """Chronic instability is a support case; only a rise against the device's own past is a precursor."""
+    normal = [_device(i, 0) for i in range(MIN_COHORT + 5)]
+    chronic = _device(98, 2, earlier_crashes_per_day=2)
+    sudden = _device(99, 2)
+    scorer = AnomalyScorer()
+    scorer.fit_baseline([*normal, chronic, sudden])
+    scores = {s.device_id: s for s in scorer.score_batch([chronic, sudden], datetime(2026, 2, 1, tzinfo=UTC))}
+    assert scores["pc-99"].risk > 0.5
+    assert scores["pc-98"].risk < 0.1
+
+
+def test_a_noisy_boot_time_is_not_a_trend_but_a_steady_rise_is() -> None:
+    rng = np.random.default_rng(0)
+    noise = rng.uniform(60.0, 140.0, size=30)  # a spinning disk: a minute of scatter, no trend
+    normal = [_device(i, 0) for i in range(MIN_COHORT + 5)]
+    noisy = _device(98, 0, boot_seconds=lambda day: float(noise[day]))
+    rising = _device(99, 0, boot_seconds=lambda day: 30.0 + 3.0 * day + float(noise[day] - 100.0) / 40.0)
+    scorer = AnomalyScorer()
+    scorer.fit_baseline([*normal, noisy, rising])
+    scores = {s.device_id: s for s in scorer.score_batch([noisy, rising], datetime(2026, 2, 1, tzinfo=UTC))}
+    assert scores["pc-98"].risk < 0.2
+    assert scores["pc-99"].risk > 0.5
+    assert "boot time changing" in scores["pc-99"].factors[0].text
 
 
 def test_battery_end_of_life_on_real_histories(shared_data: Path) -> None:

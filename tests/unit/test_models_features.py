@@ -15,6 +15,7 @@ from fleetpulse.models.features import (
     device_features,
     disk_features,
     growth_days,
+    slope_standard_error,
     theil_sen,
     window_delta,
     window_slope,
@@ -89,6 +90,17 @@ def test_theil_sen_ignores_an_outlier() -> None:
     slope, level = theil_sen(x, y)
     assert slope == pytest.approx(-0.01)
     assert level == pytest.approx(0.94)
+
+
+def test_slope_standard_error_grows_with_scatter_and_shrinks_with_span() -> None:
+    x = list(range(30))
+    line = [2.0 * d for d in x]
+    assert slope_standard_error(x, line, *theil_sen(x, line)) == pytest.approx(0.0, abs=1e-12)
+    zigzag = [2.0 * d + (10.0 if d % 2 else -10.0) for d in x]
+    wide = slope_standard_error(x, zigzag, *theil_sen(x, zigzag))
+    half = slope_standard_error(x[:14], zigzag[:14], *theil_sen(x[:14], zigzag[:14]))
+    assert 0.0 < wide < half
+    assert math.isnan(slope_standard_error([0, 1], [0.0, 1.0], 1.0, 1.0))
 
 
 def test_battery_features_and_crossing() -> None:
