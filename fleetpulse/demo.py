@@ -10,7 +10,6 @@ never mix; the folder keeps the worker state, the ticket database and the logs.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import secrets
 import subprocess
@@ -171,6 +170,9 @@ def demo(
     keep_stack: Annotated[bool, typer.Option(help="leave Kafka and the TSDB running afterwards")] = False,
 ) -> None:
     """Run a simulated fleet through the real pipeline and compare tickets with ground truth."""
+    # the demo talks through its own console: keep library chatter (alembic's plugin set-up
+    # at import, kafka clients' retries) out, and do it before the imports below log anything
+    logs.configure("WARNING")
     from fleetpulse.agents.kafka_publish import publish_fleet
     from fleetpulse.agents.simulator import FleetSimulator
     from fleetpulse.alerts.api.auth import hash_secret
@@ -182,8 +184,6 @@ def demo(
 
     console = _console()
     base = settings_from(ctx)
-    logs.configure("WARNING")  # the demo talks through its own console; keep client chatter out
-    logging.getLogger("kafka").setLevel(logging.ERROR)  # retries right after topic creation are expected
     run = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     run_dir = (REPO / ".local" / "demo" / f"run-{run}").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,10 @@ device's reports, its inventory and its state must land on the same partition.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
+import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -20,6 +22,7 @@ from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import Topics
 
 COMPACTED = {"cleanup.policy": "compact"}
+VISIBLE_TIMEOUT_S = 30.0
 
 
 def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
@@ -72,9 +75,35 @@ async def ensure_topics(kafka: KafkaSettings, partitions: int = 12, replication_
             return []
         with contextlib.suppress(TopicAlreadyExistsError):  # created concurrently: same outcome
             await admin.create_topics(wanted)
+        await _wait_until_visible(admin, [t.name for t in wanted], partitions, VISIBLE_TIMEOUT_S)
         return [t.name for t in wanted]
     finally:
         await admin.close()
+
+
+async def _wait_until_visible(admin: AIOKafkaAdminClient, names: list[str], partitions: int, timeout_s: float) -> None:
+    """Return once the broker describes every topic with a leader for each partition.
+
+    CreateTopics answers when the controller has the topics; the broker that serves
+    metadata learns of them a moment later (seconds on a loaded machine), and a producer
+    asking in between logs "not found in cluster metadata" errors while it retries.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        described = await admin.describe_topics(names)
+        ready = {
+            t["topic"]
+            for t in described
+            if t["error_code"] == 0
+            and len(t["partitions"]) == partitions
+            and all(p["leader"] >= 0 for p in t["partitions"])
+        }
+        missing = sorted(set(names) - ready)
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics created but not visible after {timeout_s:.0f} s: {', '.join(missing)}")
+        await asyncio.sleep(0.2)
 
 
 async def consumer_lag(kafka: KafkaSettings, group_id: str, topics: list[str] | None = None) -> int:

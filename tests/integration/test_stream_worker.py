@@ -9,6 +9,7 @@ consumer opens one ticket per id).
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 import urllib.parse
@@ -244,3 +245,21 @@ def test_topics_are_created_with_explicit_partitions_and_compacted_inventory(kaf
         assert configs["topic"][topics.inventory]["cleanup.policy"]["value"] == "compact"
     finally:
         admin.close()
+
+
+def test_created_topics_are_visible_to_a_producer_at_once(
+    kafka_settings: KafkaSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ensure_topics returns only when the broker serves the topics' metadata, so the first
+    producer does not log "not found in cluster metadata" while it retries."""
+    from kafka import KafkaProducer
+
+    create_topics(kafka_settings)
+    topics = Topics(prefix=kafka_settings.topic_prefix)
+    producer = KafkaProducer(bootstrap_servers=kafka_settings.bootstrap_servers, max_block_ms=10_000)
+    try:
+        with caplog.at_level(logging.WARNING, logger="kafka"):
+            assert {t: len(producer.partitions_for(t)) for t in topics.all()} == dict.fromkeys(topics.all(), 12)
+    finally:
+        producer.close(timeout=5)
+    assert not [r for r in caplog.records if "not found in cluster metadata" in r.getMessage()]
