@@ -145,6 +145,29 @@ def detection_at_far(scores: DriveScores, far: float) -> float:
     return below.detection_rate + share * (above.detection_rate - below.detection_rate)
 
 
+def detection_area(scores: DriveScores, max_far: float) -> float:
+    """Mean detection rate over false-alarm rates 0..``max_far``: the normalised partial area
+    under the drive-level detection-vs-false-alarm curve, tied scores as chords (as
+    :func:`detection_at_far`). One number for "how well the tail is ordered" up to an
+    operating point, where PR-AUC weighs the whole curve."""
+    from sklearn.metrics import roc_curve
+
+    if not len(scores.positive) or not len(scores.negative):
+        return 0.0
+    y = np.concatenate([np.ones(len(scores.positive)), np.zeros(len(scores.negative))])
+    s = np.concatenate([scores.positive, scores.negative])
+    s = np.where(np.isfinite(s), s, np.min(s[np.isfinite(s)]) - 1.0 if np.isfinite(s).any() else 0.0)
+    far, detection, _ = roc_curve(y, s)
+    if max_far <= 0:
+        return float(detection[far == 0].max())
+    # first curve point at or past max_far (far[0] == 0 < max_far); the chord into it ends the area
+    i = int(np.searchsorted(far, max_far, side="left"))
+    edge = detection[i - 1] + (max_far - far[i - 1]) / (far[i] - far[i - 1]) * (detection[i] - detection[i - 1])
+    x = np.append(far[:i], max_far)
+    top = np.append(detection[:i], edge)
+    return float(np.trapezoid(top, x) / max_far)
+
+
 def pr_auc(scores: DriveScores) -> float:
     y = np.concatenate([np.ones(len(scores.positive)), np.zeros(len(scores.negative))])
     s = np.concatenate([scores.positive, scores.negative])
