@@ -20,6 +20,7 @@ from fleetpulse.models.evaluation import (
     CAPS,
     DriveScores,
     brier,
+    detection_area,
     detection_at_far,
     drive_scores,
     operating_point,
@@ -98,6 +99,7 @@ class HorizonResult:
     train_instants: int
     calibration: tuple[np.ndarray, np.ndarray] | None
     alert_thresholds: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    selection_far: float = 0.0  # the counter weight's objective averages detection up to this FA rate
     notes: list[str] = field(default_factory=list)
 
 
@@ -161,6 +163,29 @@ def censored_at(instants: Instants, cutoff: float) -> Instants:
     )
 
 
+def rule_far_objective(
+    instants: Instants, mask: np.ndarray, horizon: int, cutoff: float
+) -> tuple[Callable[[np.ndarray], float], float]:
+    """The counter weight's selection objective on the ``mask`` instants as known at ``cutoff``,
+    and the false-alarm rate it stops at.
+
+    The objective maps scores of the ``mask`` instants to the mean drive-level detection over
+    false-alarm rates from 0 to the Backblaze rule's rate on the same drives -- the range the
+    model must win, measured like the test report
+    (:func:`~fleetpulse.models.evaluation.drive_scores`), on training data only.
+    """
+    known = censored_at(instants, cutoff)
+    rule = drive_scores(known, mask, backblaze_rule_score(instants.features), horizon)
+    far = float((rule.negative >= 1.0).mean()) if len(rule.negative) else 0.0
+
+    def objective(score_on_mask: np.ndarray) -> float:
+        score = np.full(len(instants.day), -np.inf)
+        score[mask] = score_on_mask
+        return detection_area(drive_scores(known, mask, score, horizon), far)
+
+    return objective, far
+
+
 def alert_thresholds(
     instants: Instants, train: np.ndarray, oof: np.ndarray, test_drives: DriveScores, horizon: int, cutoff: float
 ) -> dict[str, dict[str, float | None]]:
@@ -201,7 +226,10 @@ def run_experiment(instants: Instants, experiment: Experiment, seed: int, step: 
         say(
             f"{experiment.name}: fitting {horizon}-day model on {len(data.y):,} instants ({int(data.y.sum())} positive)"
         )
-        model = fit_calibrated(data, seed, also_score=(instants.features[train], instants.drive[train]))
+        objective, selection_far = rule_far_objective(instants, train, horizon, cutoff)
+        model = fit_calibrated(
+            data, seed, also_score=(instants.features[train], instants.drive[train]), objective=objective
+        )
         oof = np.full(len(instants.day), np.nan)
         oof[train] = model.oof_also_
         del model.oof_also_  # training-side scores, not part of the served model
@@ -272,6 +300,7 @@ def run_experiment(instants: Instants, experiment: Experiment, seed: int, step: 
                 train_instants=int((train & ~np.isnan(y_train)).sum()),
                 calibration=calibration,
                 alert_thresholds=thresholds,
+                selection_far=selection_far,
                 notes=notes,
             )
         )
@@ -332,9 +361,11 @@ def inner_validation(
         return SelectionRow(name, detection, pr_auc(drives))
 
     rows = [row("Backblaze rule (reference)", rule_drives)]
-    for name, (excluded, stacked) in CANDIDATES.items():
+    objective, _ = rule_far_objective(instants, fit_mask, horizon, inner)
+    fit_rows = (instants.features[fit_mask], instants.drive[fit_mask])
+    for name, (excluded, counter_weights) in CANDIDATES.items():
         say(f"model selection: {name}")
-        model = fit_calibrated(data, seed, excluded, stack_counters=stacked)
+        model = fit_calibrated(data, seed, excluded, fit_rows, objective, counter_weights)
         score = np.zeros(len(instants.day))
         with single_thread():
             score[val_mask] = model.predict_proba(instants.features[val_mask])[:, 1]

@@ -10,13 +10,15 @@ Protocol (unit = drive serial):
 * label of an instant for horizon H: 1 if the drive failed within H days after it,
   0 if the drive was observed for more than H days after it without failing,
   otherwise censored (NaN) -- drives that leave without failing are never negatives;
-* all fitting (classifier, calibration, subsampling, the single-attribute baseline's
-  choice, alert thresholds) uses training instants only; hyper-parameters are fixed in code.
+* all fitting (classifier, counter weight, calibration, subsampling, the single-attribute
+  baseline's choice, alert thresholds) uses training instants only; hyper-parameters and
+  the counter-weight grid are fixed in code.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,14 +28,14 @@ from sklearn.metrics import average_precision_score
 from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
 
 from fleetpulse.models.data import Instants, drive_group
-from fleetpulse.models.disk_model import DiskRiskModel
+from fleetpulse.models.disk_model import COUNTER_WEIGHTS, DiskRiskModel
 from fleetpulse.models.features import DISK_FEATURES, GROWTH_COUNTERS, backblaze_flags
 
 HORIZONS = (7, 30)
 MAX_NEGATIVES = 120_000
 # history_days is not a property of the drive but of how often it reported (replayed
 # change points vs daily reports), so the model must never learn it. Dropping age and
-# temperature too, and stacking the trees with the counter score, won the inner
+# temperature too, and adding the weighted counter score to the trees, won the inner
 # validation on training drives only (see ``pipeline.inner_validation`` and the
 # report's "model selection" table).
 FEATURE_SETS: dict[str, frozenset[str]] = {
@@ -41,10 +43,11 @@ FEATURE_SETS: dict[str, frozenset[str]] = {
     "counters only (no age, temperature)": frozenset({"history_days", "power_on_hours", "temperature_c"}),
 }
 MODEL_EXCLUDED = FEATURE_SETS["counters only (no age, temperature)"]
-# (name, stack the counter score?) pairs the inner validation compares
-CANDIDATES: dict[str, tuple[frozenset[str], bool]] = {
-    **{f"trees, {name}": (excluded, False) for name, excluded in FEATURE_SETS.items()},
-    **{f"trees + counter score, {name}": (excluded, True) for name, excluded in FEATURE_SETS.items()},
+# (excluded features, counter-weight grid) per candidate the inner validation compares;
+# a grid of (0.0,) is the trees alone
+CANDIDATES: dict[str, tuple[frozenset[str], tuple[float, ...]]] = {
+    **{f"trees, {name}": (excluded, (0.0,)) for name, excluded in FEATURE_SETS.items()},
+    **{f"trees + counter score, {name}": (excluded, COUNTER_WEIGHTS) for name, excluded in FEATURE_SETS.items()},
 }
 CHOSEN = "trees + counter score, counters only (no age, temperature)"
 SINGLE_ATTRIBUTE_CANDIDATES = ("smart_5", "smart_187", "smart_188", "smart_197", "smart_198", "smart_199")
@@ -177,17 +180,27 @@ def fit_calibrated(
     seed: int,
     excluded: frozenset[str] = MODEL_EXCLUDED,
     also_score: tuple[np.ndarray, np.ndarray] | None = None,
-    stack_counters: bool = True,
+    objective: Callable[[np.ndarray], float] | None = None,
+    counter_weights: tuple[float, ...] = COUNTER_WEIGHTS,
 ) -> DiskRiskModel:
-    """Monotone trees stacked with a monotone counter score, calibrated on out-of-fold
+    """Monotone trees plus a weighted monotone counter score, calibrated on out-of-fold
     predictions grouped by drive (see :mod:`~fleetpulse.models.disk_model`).
 
     Features the training data never carries (e.g. SMART 187 in 2013) and ``excluded``
     are set to a constant for the trees: they cannot split on them, so at serving time
     their values are ignored, and the model still takes the full serving feature vector.
-    ``also_score=(features, drive)`` rows get out-of-fold probabilities in ``oof_also_``.
+    ``also_score=(features, drive)`` rows get out-of-fold probabilities in ``oof_also_``;
+    ``objective`` ranks their out-of-fold scores to choose the counter weight from
+    ``counter_weights`` (see :func:`~fleetpulse.models.pipeline.rule_far_objective`).
     """
-    model = DiskRiskModel(_classifier(seed), tuple(sorted(excluded)), stack_counters=stack_counters)
+    model = DiskRiskModel(_classifier(seed), tuple(sorted(excluded)), counter_weights=counter_weights)
     with single_thread():
-        model.fit(data.features, data.y, sample_weight=data.weight, groups=data.groups, also_score=also_score)
+        model.fit(
+            data.features,
+            data.y,
+            sample_weight=data.weight,
+            groups=data.groups,
+            also_score=also_score,
+            objective=objective,
+        )
     return model

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skops.io as sio
+from sklearn.metrics import average_precision_score
 
 from fleetpulse.contract import Component, ScorerRole
 from fleetpulse.models.artifact import MODEL_FILE, ArtifactError, TrainedDiskScorer, load_artifact, save_artifact
@@ -36,7 +37,14 @@ def tiny_training_set(seed: int = 0) -> TrainingSet:
 @pytest.fixture(scope="module")
 def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = tiny_training_set()
-    models = {7: fit_calibrated(data, seed=0), 30: fit_calibrated(data, seed=1)}
+
+    def objective(score: np.ndarray) -> float:
+        return float(average_precision_score(data.y, score))
+
+    models = {
+        h: fit_calibrated(data, seed=seed, also_score=(data.features, data.groups), objective=objective)
+        for h, seed in ((7, 0), (30, 1))
+    }
     reference = healthy_reference(data.features, data.y)
     directory = tmp_path_factory.mktemp("registry") / "disk-gbm-test"
     scores = models[30].predict_proba(np.nan_to_num(data.features, nan=0.0))[:, 1]
@@ -58,6 +66,8 @@ def test_round_trip_gives_identical_predictions(artifact_dir: Path) -> None:
     assert set(meta["libraries"]) >= {"python", "scikit-learn", "skops", "numpy"}
     x = tiny_training_set(seed=5).features
     reloaded = payload["horizon_30"].predict_proba(x)[:, 1]
+    assert payload["horizon_30"].counter_weight_ in payload["horizon_30"].counter_weights
+    assert np.isfinite(payload["horizon_30"].objective_values_).all()
     again = load_artifact(artifact_dir)[0]["horizon_30"].predict_proba(x)[:, 1]
     np.testing.assert_array_equal(reloaded, again)
     high = x.copy()

@@ -1,12 +1,16 @@
-"""The stacked disk model: tie-free and monotone in the error counters, honest out-of-fold scores."""
+"""The disk model: tie-free and monotone in the error counters, counter weight chosen by the
+objective, honest out-of-fold scores."""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score
 
-from fleetpulse.models.disk_model import _nonnegative_logit, counter_inputs
+from fleetpulse.models.disk_model import COUNTER_WEIGHTS, DiskRiskModel, _nonnegative_logit, counter_inputs
 from fleetpulse.models.features import DISK_FEATURES
 from fleetpulse.models.training import TrainingSet, fit_calibrated
 
@@ -26,6 +30,16 @@ def drives(n: int = 4000, seed: int = 0) -> TrainingSet:
     return TrainingSet(x, y, np.ones(n), np.arange(n) // 4)
 
 
+def ranking_by(y: np.ndarray) -> Callable[[np.ndarray], float]:
+    """A stand-in for the pipeline's drive-level objective: average precision of the scores."""
+    return lambda score: float(average_precision_score(y, score))
+
+
+def fit_chosen(data: TrainingSet, seed: int = 0) -> DiskRiskModel:
+    """The default grid, counter weight chosen on the fit rows' own out-of-fold scores."""
+    return fit_calibrated(data, seed, also_score=(data.features, data.groups), objective=ranking_by(data.y))
+
+
 def one_drive(**values: float) -> np.ndarray:
     row = np.full((1, len(DISK_FEATURES)), np.nan)
     for name in ("smart_5", "smart_197", "smart_5_delta_30d", "smart_197_delta_30d"):
@@ -35,25 +49,29 @@ def one_drive(**values: float) -> np.ndarray:
     return row
 
 
-def test_any_error_counter_ranks_above_a_clean_drive_and_risk_never_falls_as_counters_grow() -> None:
-    model = fit_calibrated(drives(), seed=0)
+@pytest.mark.parametrize("weight", [COUNTER_WEIGHTS[0], COUNTER_WEIGHTS[-1]])
+def test_any_error_counter_ranks_above_a_clean_drive_and_risk_never_falls_as_counters_grow(weight: float) -> None:
+    model = fit_calibrated(drives(), seed=0, counter_weights=(weight,))
     clean = model.predict_proba(one_drive())[0, 1]
     ladder = [model.predict_proba(one_drive(smart_5=v))[0, 1] for v in (1, 2, 5, 20, 200, 5000)]
+    growth = [model.predict_proba(one_drive(smart_5=20, smart_5_delta_30d=v))[0, 1] for v in (0, 1, 10, 100)]
     assert clean < ladder[0]
     assert all(a <= b for a, b in itertools.pairwise(ladder))
+    assert all(a <= b for a, b in itertools.pairwise(growth))
     assert ladder[0] < ladder[-1]
     assert 0.0 < clean < 1.0
+    assert model.calibration_slope_ > 0
 
 
-def test_out_of_fold_scores_cover_only_drives_the_folds_held_out() -> None:
+def test_out_of_fold_scores_cover_every_row_from_a_model_that_did_not_fit_its_drive() -> None:
     data = drives(2000)
     extra = data.features[:50]
     groups = np.concatenate([data.groups[:40], np.full(10, 10**6)])  # the last ten drives were never fitted
-    model = fit_calibrated(data, seed=0, also_score=(extra, groups))
+    model = fit_calibrated(data, seed=0, also_score=(extra, groups), counter_weights=(1.0,))
     oof = model.oof_also_
-    assert np.isfinite(oof[:40]).all()
-    assert ((oof[:40] > 0) & (oof[:40] < 1)).all()
-    assert np.isnan(oof[40:]).all()
+    assert ((oof > 0) & (oof < 1)).all()
+    in_sample = model.predict_proba(extra)[:, 1]
+    assert not np.allclose(oof[:40], in_sample[:40])  # the fold models, not the final fit
 
 
 def test_negative_weights_are_dropped_not_kept() -> None:
@@ -76,10 +94,71 @@ def test_unreported_counters_count_as_zero_errors() -> None:
     assert inputs[-1] == 1.0
 
 
-def test_counter_score_breaks_the_trees_ties_even_without_stack_weight() -> None:
-    model = fit_calibrated(drives(), seed=0)
-    model.stack_coef_ = np.array([model.stack_coef_[0], 0.0])
-    p = [model.predict_proba(one_drive(smart_5=v))[0, 1] for v in (0, 1)]
-    assert p[0] < p[1]
-    trees_only = fit_calibrated(drives(), seed=0, stack_counters=False)
+def test_the_smallest_grid_weight_still_breaks_the_trees_ties() -> None:
+    tie_break = fit_calibrated(drives(), seed=0, counter_weights=(COUNTER_WEIGHTS[0],))
+    trees_only = fit_calibrated(drives(), seed=0, counter_weights=(0.0,))
+    rows = [one_drive(smart_197=v) for v in (3, 9, 30)]  # the trees put these in one leaf
+    assert len({trees_only.predict_proba(r)[0, 1] for r in rows}) == 1
+    p = [tie_break.predict_proba(r)[0, 1] for r in rows]
+    assert p[0] < p[1] < p[2]
+    assert not trees_only.linear_coef_.any()
     assert trees_only.predict_proba(one_drive(smart_5=1))[0, 1] > 0
+
+
+def test_the_counter_weight_is_the_grid_point_the_objective_scores_best() -> None:
+    data = drives(2000)
+    values = iter([0.1, 0.5, 0.9, 0.2, 0.9, 0.3])  # the first best (third weight) wins a tie
+    seen: list[np.ndarray] = []
+
+    def objective(score: np.ndarray) -> float:
+        seen.append(score)
+        return next(values)
+
+    model = fit_calibrated(data, seed=0, also_score=(data.features, data.groups), objective=objective)
+    assert len(seen) == len(COUNTER_WEIGHTS)
+    assert model.counter_weight_ == COUNTER_WEIGHTS[2]
+    np.testing.assert_array_equal(model.objective_values_, [0.1, 0.5, 0.9, 0.2, 0.9, 0.3])
+    assert all(s.shape == (len(data.y),) and np.isfinite(s).all() for s in seen)
+    described = model.describe()
+    assert described["counter_weight"] == COUNTER_WEIGHTS[2]
+    assert described["objective_per_counter_weight"]["0.3"] == 0.9
+
+
+def test_a_real_ranking_objective_gives_the_counter_score_weight() -> None:
+    """Where the counters carry the signal, average precision prefers some counter weight over
+    the tie-break-only weight, and the choice is reproducible from the seed."""
+    model = fit_chosen(drives())
+    assert model.counter_weight_ in COUNTER_WEIGHTS
+    assert model.objective_values_[COUNTER_WEIGHTS.index(model.counter_weight_)] == model.objective_values_.max()
+    again = fit_chosen(drives())
+    assert again.counter_weight_ == model.counter_weight_
+    x = drives(500, seed=3).features
+    np.testing.assert_array_equal(model.predict_proba(x), again.predict_proba(x))
+
+
+def test_several_weights_need_an_objective_and_weights_cannot_be_negative() -> None:
+    data = drives(500)
+    with pytest.raises(ValueError, match="objective"):
+        fit_calibrated(data, seed=0)
+    with pytest.raises(ValueError, match=">= 0"):
+        fit_calibrated(data, seed=0, counter_weights=(-1.0,))
+
+
+def test_an_artifact_from_before_the_counter_weight_loads_as_the_same_function() -> None:
+    model = fit_calibrated(drives(1500), seed=0, counter_weights=(0.5,))
+    state = model.__getstate__()
+    for name in ("counter_weights", "counter_weight_", "objective_values_"):
+        del state[name]
+    slope, intercept = state.pop("calibration_slope_"), state.pop("calibration_intercept_")
+    tie_break = 1e-4
+    state |= {
+        "stack_coef_": np.array([slope, 0.5 * slope - tie_break]),
+        "stack_intercept_": intercept,
+        "tie_break": tie_break,
+        "stack_counters": True,
+    }
+    old = DiskRiskModel.__new__(DiskRiskModel)
+    old.__setstate__(state)
+    x = drives(300, seed=4).features
+    np.testing.assert_allclose(old.predict_proba(x), model.predict_proba(x), rtol=1e-12)
+    assert old.describe()["counter_weight"] == pytest.approx(0.5)

@@ -206,3 +206,37 @@ def test_detection_at_exact_far_splits_ties() -> None:
     # reachable: FAR 0.2 (detect 1 of 2) and FAR 1.0 (detect both); 0.5 lies 3/8 of the way
     assert detection_at_far(scores, 0.5) == pytest.approx(0.5 + 0.375 * 0.5)
     assert detection_at_far(scores, 0.2) == pytest.approx(0.5)
+
+
+def test_detection_area_averages_detection_up_to_the_false_alarm_limit() -> None:
+    from fleetpulse.models.evaluation import DriveScores, detection_area
+
+    def scores(positive: list[float], negative: list[float]) -> DriveScores:
+        return DriveScores(positive=np.array(positive), negative=np.array(negative))
+
+    # 4 healthy drives: the first false alarm costs 25 %; one failed drive ranks above all of them
+    ranked = scores([3.0, 1.0], [2.0, 0.0, 0.0, 0.0])
+    assert detection_area(ranked, 0.25) == pytest.approx(0.5)
+    # the other failed drive ties with the first false alarm: the chord from (0, 1/2) to (1/4, 1)
+    assert detection_area(scores([3.0, 2.0], [2.0, 0.0, 0.0, 0.0]), 0.25) == pytest.approx(0.75)
+    # tied scores are a chord too: a healthy drive tied with the best failed drive
+    assert detection_area(scores([3.0, 1.0], [3.0, 0.0, 0.0, 0.0]), 0.25) == pytest.approx(0.25)
+    # no failed drive in the window at all (-inf) is never detected
+    assert detection_area(scores([-np.inf], [0.0, 1.0]), 0.5) == 0.0
+    assert detection_area(ranked, 0.0) == 0.5
+
+
+def test_rule_far_objective_stops_at_the_rules_false_alarm_rate_on_censored_training_drives() -> None:
+    from fleetpulse.models.pipeline import rule_far_objective
+
+    inst = toy()
+    inst.features[inst.drive == 1, DISK_FEATURES.index("smart_5")] = 1.0  # the rule alarms healthy drive 1
+    train = inst.day < 20
+    objective, far = rule_far_objective(inst, train, horizon=7, cutoff=20.0)
+    assert far == 0.5  # of the two healthy drives with follow-up before the cut-off
+    failing_first = np.where(inst.drive == 0, 2.0, inst.drive.astype(float) / 10)[train]
+    assert objective(failing_first) == 1.0
+    assert objective(-failing_first) == 0.0
+    # a failure after the cut-off is unknown: drive 0 cut at day 8 is just a healthy drive
+    _, early = rule_far_objective(inst, inst.day < 8, horizon=7, cutoff=8.0)
+    assert early == 1 / 3
