@@ -55,6 +55,7 @@ def publish_disk_model(
         "data": data_ref,
         "split": {"experiment": exp.name, "cutoff": exp.cutoff.isoformat(), "description": exp.description},
         "metrics": _metrics(result),
+        "models": {str(h): model.describe() for h, model in sorted(result.models.items())},
         "operating_points": {
             str(h.horizon): {
                 "basis": "out-of-fold probabilities of the training drives before the cut-off; "

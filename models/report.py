@@ -115,6 +115,30 @@ def _verdict(horizon: HorizonResult) -> list[str]:
     return lines
 
 
+def _counter_weight(model: Any, selection_far: float) -> tuple[list[str], dict[str, Any]]:
+    """The counter weight the model chose on training drives, and the objective at every grid point."""
+    if model is None or not hasattr(model, "counter_weight_"):
+        return [], {}
+    described = model.describe()
+    grid = described["objective_per_counter_weight"]
+    chosen = described["counter_weight"]
+    md = [
+        "",
+        f"Counter-score weight w (ranking score = trees' logit + w x counter score): **{chosen:g}**, chosen on the "
+        "training drives' out-of-fold scores (folds grouped by drive, labels censored at the cut-off) by mean "
+        f"detection over false-alarm rates 0..{_pct(selection_far)} (the Backblaze rule's rate on the training "
+        "drives); test drives are not read. Objective per grid point:",
+        "",
+        "| w | " + " | ".join(f"**{w}**" if float(w) == chosen else w for w in grid) + " |",
+        "|---|" + "---|" * len(grid),
+        "| mean detection, training drives | "
+        + " | ".join("-" if v is None else f"{100 * v:.2f}%" for v in grid.values())
+        + " |",
+    ]
+    metrics = {"max_false_alarm_rate": selection_far, "chosen": chosen, "objective": grid}
+    return md, metrics
+
+
 def experiment_section(result: ExperimentResult, out: Path) -> tuple[list[str], dict[str, Any]]:
     exp = result.experiment
     md = [f"## {exp.name}", "", exp.description, ""]
@@ -183,10 +207,13 @@ def experiment_section(result: ExperimentResult, out: Path) -> tuple[list[str], 
                     f"{_pct(t['train_detection_rate'])} | {_pct(t['test_false_alarm_rate'])} / "
                     f"{_pct(t['test_detection_rate'])} |"
                 )
+        weight_md, weight_metrics = _counter_weight(result.models.get(horizon.horizon), horizon.selection_far)
+        md += weight_md
         md += ["", "Verdict (same false-alarm rate):", "", *_verdict(horizon)]
         md += ["", *(f"Note: {n}" for n in horizon.notes)]
         md += ["", *(f"![{f}]({f})" for f in files)]
         h_metrics["alert_thresholds"] = horizon.alert_thresholds
+        h_metrics["counter_weight_selection"] = weight_metrics
         metrics["horizons"][str(horizon.horizon)] = h_metrics
     return md, metrics
 
@@ -238,8 +265,9 @@ def selection_section(rows: list[SelectionRow], chosen: str) -> list[str]:
         "",
         "Candidates compared on the 2013-2016 training drives alone: half of them (second hash) fit before "
         '2014-10-01, the other half validated from 2014-10-01 to the cut-off, 30-day horizon. "trees" = monotone '
-        'gradient-boosted trees, Platt-calibrated; "+ counter score" = stacked with a non-negative logistic score '
-        "on log error counters, their growth and the Backblaze flag (tie-free in the tail). The model uses the "
+        'gradient-boosted trees, Platt-calibrated; "+ counter score" = trees\' logit + w x a non-negative logistic '
+        "score on log error counters, their growth and the Backblaze flag (tie-free in the tail), w chosen on the "
+        "fitting half's out-of-fold scores as in the model sections. The model uses the "
         f"candidate marked **used**: {chosen}. Test drives are not read.",
         "",
         "| candidate | PR-AUC | " + " | ".join(f"detection @ {p}" for p in points) + " |",
