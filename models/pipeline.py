@@ -358,6 +358,9 @@ def inner_validation(
         detection[f"rule's FAR {100 * rule_far:.1f}%"] = operating_point(
             drives, threshold_at_cap(drives.negative, rule_far)
         ).detection_rate
+        detection[f"FA 0-{100 * rule_far:.1f}% (mean, the counter weight's objective)"] = detection_area(
+            drives, rule_far
+        )
         return SelectionRow(name, detection, pr_auc(drives))
 
     rows = [row("Backblaze rule (reference)", rule_drives)]

@@ -276,6 +276,12 @@ def selection_section(rows: list[SelectionRow], chosen: str) -> list[str]:
     for row in rows:
         name = f"**{row.feature_set} (used)**" if row.feature_set == chosen else row.feature_set
         md.append(f"| {name} | {row.pr_auc:.3f} | " + " | ".join(_pct(row.detection[p]) for p in points) + " |")
+    best = max(rows[1:], key=lambda row: row.detection[points[-1]], default=None)
+    if best is not None and best.feature_set != chosen:
+        md += [
+            "",
+            f"Note: by the last column (the counter weight's objective) the best candidate is {best.feature_set}.",
+        ]
     return [*md, ""]
 
 
