@@ -102,9 +102,11 @@ class BatteryRuleScorer:
     component = Component.BATTERY
     horizon_days = 30
 
-    def _risk(self, level: float, service: Crossing | None, worn: Crossing | None) -> float:
+    def _risk(self, level: float, service: Crossing | None, worn: Crossing | None, fading: bool) -> float:
         if level < WORN_OUT_RATIO:
             return RISK_CRITICAL
+        if not fading:  # no projection to trust: the level alone decides
+            return RISK_SERVICE_DUE if level < SERVICE_RATIO else RISK_CLEAR
         if worn is not None and worn.days <= self.horizon_days:
             return RISK_FLAGGED_GROWING
         # The point estimate, not the low bound: on noisy readings the low bound swings by
@@ -152,7 +154,7 @@ class BatteryRuleScorer:
                 )
             if not math.isnan(feats["cycle_count"]):
                 factors.append(factor("cycle_count", feats["cycle_count"], 0.1))
-            risk = self._risk(level, service, worn)
+            risk = self._risk(level, service, worn, trend is not None and trend.fading)
             scores.append(
                 make_score(
                     self,

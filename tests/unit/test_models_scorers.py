@@ -160,6 +160,38 @@ def test_battery_rule_estimates_days_to_80_percent() -> None:
     assert ok.days_to_failure > 1000
 
 
+def _battery_days(ratios: list[float]) -> DeviceState:
+    """One daily battery reading per ratio of design capacity."""
+    state = None
+    for day, ratio in enumerate(ratios):
+        state = apply_report(
+            state,
+            HealthReport(
+                device_id="pc-b",
+                seq=day,
+                collected_at=T0 + timedelta(days=day),
+                kind="laptop",
+                platform="windows",
+                battery=BatteryHealth(design_capacity=50_000.0, full_charge_capacity=50_000.0 * ratio),
+            ),
+        )
+    assert state is not None
+    return state
+
+
+def test_battery_wear_out_is_projected_only_from_a_month_of_readings() -> None:
+    """A week "fading" half a point a day reaches 60 % in a week on paper; that is no
+    ticket. A month of a clear fade toward 60 % within the ordering lead time is one."""
+    (scorer,) = [s for s in rule_scorers().champions if s.component is Component.BATTERY]
+    week = _battery_days([0.665 - 0.005 * d for d in range(7)])
+    month = _battery_days([0.665 - 0.001 * d for d in range(40)])
+    (week_score,) = scorer.score_batch([week], T0 + timedelta(days=7))
+    (month_score,) = scorer.score_batch([month], T0 + timedelta(days=40))
+    assert 0.0 < week_score.risk < 0.5  # service due (below 80 %), no projection yet
+    assert month_score.risk >= 0.5
+    assert any(f.feature == "days_to_60pct" for f in month_score.factors)
+
+
 def test_thermal_and_memory_rules_flag_only_the_failing_pc() -> None:
     scores = {(s.component, s.device_id): s for s in rule_scorers().score(fleet(), NOW)}
     assert scores[(Component.THERMAL, "pc-bad")].risk >= 0.9
