@@ -3,6 +3,8 @@
 Both read the same messages from the real local Kafka in the same run:
 
 * ceiling: one aiokafka consumer, ``decode_report``/``decode(DeviceInventory)`` per record, nothing else;
+* Faust floor: a Faust app configured like the worker that only decodes each record and
+  writes it to its RocksDB table (``faust_floor.py``): what the framework costs per event;
 * pipeline: one ``fleetpulse worker`` process (RocksDB table, 12 partitions): validate, dedup,
   state, features, score (rule scorers), alert policy, emit scores/alerts/dead letters,
   changelog writes, TSDB points built (sink ``none`` unless ``--tsdb-url``).
@@ -18,6 +20,7 @@ import json
 import time
 import uuid
 
+import faust_floor
 from aiokafka import AIOKafkaConsumer
 from stream_common import Fleet, add_kafka_args, create_topics, kafka_settings, producer, start_worker, wait_processed
 
@@ -86,6 +89,12 @@ def main() -> None:
         f"({raw_cpu_rate:.0f} per CPU second) over {seen} records"
     )
 
+    floor_rate, floor_cpu_rate = faust_floor.measure(kafka, topics, total)
+    print(
+        f"Faust floor (decode + one table write per event): {floor_rate:10.0f} events/s "
+        f"({floor_cpu_rate:.0f} per CPU second) = {floor_rate / raw_rate:.1%} of the ceiling"
+    )
+
     extra = {"tsdb__kind": "influxdb2", "tsdb__url": args.tsdb_url} if args.tsdb_url else {}
     workers = [start_worker(kafka, instance=f"bench-w{i + 1}", **extra) for i in range(args.workers)]
     try:
@@ -120,6 +129,10 @@ def main() -> None:
         for line in metrics.splitlines()
         if line.startswith("fleetpulse_stream_gc_pause_seconds_total")
     )
+    print(
+        f"ratio pipeline/Faust floor per process: {per_process / floor_rate:.1%} wall clock, "
+        f"{cpu_rate / floor_cpu_rate:.1%} CPU"
+    )
     print(f"garbage collection in the workers: {gc_s:.1f} s ({by_generation}); {processed.cpu_s:.1f} CPU s measured")
     print(
         json.dumps(
@@ -130,7 +143,10 @@ def main() -> None:
                 "ceiling_eps": round(raw_rate),
                 "pipeline_eps": round(rate),
                 "workers": args.workers,
+                "floor_eps": round(floor_rate),
+                "floor_eps_per_cpu_s": round(floor_cpu_rate),
                 "ratio_per_process": round(per_process / raw_rate, 3),
+                "ratio_to_floor_per_process": round(per_process / floor_rate, 3),
                 "ceiling_eps_per_cpu_s": round(raw_cpu_rate),
                 "pipeline_eps_per_cpu_s": round(cpu_rate),
                 "ratio_cpu": round(cpu_rate / raw_cpu_rate, 3),
