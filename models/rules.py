@@ -102,11 +102,9 @@ class BatteryRuleScorer:
     component = Component.BATTERY
     horizon_days = 30
 
-    def _risk(self, level: float, service: Crossing | None, worn: Crossing | None, fading: bool) -> float:
+    def _risk(self, level: float, service: Crossing | None, worn: Crossing | None) -> float:
         if level < WORN_OUT_RATIO:
             return RISK_CRITICAL
-        if not fading:  # no projection to trust: the level alone decides
-            return RISK_SERVICE_DUE if level < SERVICE_RATIO else RISK_CLEAR
         if worn is not None and worn.days <= self.horizon_days:
             return RISK_FLAGGED_GROWING
         # The point estimate, not the low bound: on noisy readings the low bound swings by
@@ -129,10 +127,12 @@ class BatteryRuleScorer:
             if math.isnan(feats["health_ratio"]):
                 continue
             trend = battery_trend(battery)
-            service = trend.crossing(SERVICE_RATIO) if trend else None
-            worn = trend.crossing(WORN_OUT_RATIO) if trend else None
-            runtime = runtime_crossing(battery, MIN_RUNTIME_MINUTES)
-            level = service.level if service else feats["health_ratio_last"]
+            level = trend.level if trend else feats["health_ratio_last"]
+            # no projection (and no days-to-threshold on the ticket) until the fade is real
+            projected = trend if trend is not None and trend.fading else None
+            service = projected.crossing(SERVICE_RATIO) if projected else None
+            worn = projected.crossing(WORN_OUT_RATIO) if projected else None
+            runtime = runtime_crossing(battery, MIN_RUNTIME_MINUTES) if projected else None
             factors: list[Factor] = [factor("health_ratio", level, 1.0)]
             if not math.isnan(feats["fade_per_day"]):
                 factors.append(factor("fade_per_day", feats["fade_per_day"], 0.5))
@@ -154,7 +154,7 @@ class BatteryRuleScorer:
                 )
             if not math.isnan(feats["cycle_count"]):
                 factors.append(factor("cycle_count", feats["cycle_count"], 0.1))
-            risk = self._risk(level, service, worn, trend is not None and trend.fading)
+            risk = self._risk(level, service, worn)
             scores.append(
                 make_score(
                     self,

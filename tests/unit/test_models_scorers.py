@@ -188,6 +188,8 @@ def test_battery_wear_out_is_projected_only_from_a_month_of_readings() -> None:
     (week_score,) = scorer.score_batch([week], T0 + timedelta(days=7))
     (month_score,) = scorer.score_batch([month], T0 + timedelta(days=40))
     assert 0.0 < week_score.risk < 0.5  # service due (below 80 %), no projection yet
+    assert week_score.days_to_failure == 0.0  # already below 80 %; no days-to-60 % on paper
+    assert not any(f.feature == "days_to_60pct" for f in week_score.factors)
     assert month_score.risk >= 0.5
     assert any(f.feature == "days_to_60pct" for f in month_score.factors)
 
