@@ -1,9 +1,10 @@
 """What any Faust processor with per-device table state pays per event, before it does any work.
 
 The throughput target compares the worker with a raw aiokafka loop. This measures the
-third point in between, on the same records: a Faust app configured like the worker
-(RocksDB table, 12 partitions, ``take_events`` batches, the worker's commit, buffer,
-producer and garbage-collector settings) whose agent only decodes each record as the ceiling does and writes
+third point in between, on the same records: a Faust app with the worker's own Faust
+settings (``streams.app.faust_config``: RocksDB, 12 partitions, commit, buffer and producer
+settings), its ``take_events`` batches and garbage-collector tuning, whose agent only
+decodes each record as the ceiling does and writes
 its bytes to the table (one changelog message per event, as the worker's state write).
 No scoring, no output topics. The worker cannot be faster than this floor; the gap
 between floor and ceiling is the framework's share, the gap between worker and floor ours.
@@ -28,6 +29,7 @@ from typing import Any
 
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import Topics
+from fleetpulse.settings import ServerSettings
 from fleetpulse.streams.settings import StreamSettings
 
 
@@ -67,34 +69,21 @@ def _child(spec: dict[str, Any]) -> None:
     from faust.streams import _current_event
 
     from fleetpulse.contract import DeviceInventory, decode, decode_report
-    from fleetpulse.streams.app import tune_gc
+    from fleetpulse.streams.app import faust_config, tune_gc
 
-    settings = StreamSettings()
-    topics = Topics(prefix=spec["prefix"])
-    app = faust.App(
-        f"floor-{uuid.uuid4().hex[:8]}",
-        broker=[f"kafka://{server}" for server in spec["bootstrap"].split(",")],
-        store="rocksdb://",
-        datadir=spec["datadir"],
-        topic_partitions=settings.partitions,
-        topic_allow_declare=True,
-        broker_commit_interval=settings.commit_interval_s,
-        producer_linger=settings.producer_linger_s,
-        producer_max_batch_size=settings.producer_batch_bytes,
-        consumer_auto_offset_reset="earliest",
-        stream_buffer_maxsize=settings.buffer_maxsize,
-        producer_acks=-1,
-        key_serializer="raw",
-        value_serializer="raw",
-        web_enabled=False,
+    streams = StreamSettings(data_dir=Path(spec["datadir"]), instance_id="faust-floor")
+    settings = ServerSettings(
+        kafka=KafkaSettings(bootstrap_servers=spec["bootstrap"], topic_prefix=spec["prefix"]), streams=streams
     )
-    table = app.Table("floor", default=None, partitions=settings.partitions, key_type=bytes, value_type=bytes)
-    source = app.topic(topics.health, topics.mobile, topics.inventory, partitions=settings.partitions)
+    topics = Topics(prefix=spec["prefix"])
+    app = faust.App(f"floor-{uuid.uuid4().hex[:8]}", **{**faust_config(settings), "web_enabled": False})
+    table = app.Table("floor", default=None, partitions=streams.partitions, key_type=bytes, value_type=bytes)
+    source = app.topic(topics.health, topics.mobile, topics.inventory, partitions=streams.partitions)
     seen = {"n": 0, "wall": 0.0, "cpu": 0.0}
 
     @app.agent(source, concurrency=1)  # type: ignore[misc]
     async def floor(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+        async for events in stream.take_events(streams.batch_max, within=streams.batch_within_s):
             if not seen["n"]:
                 seen["wall"], seen["cpu"] = time.perf_counter(), time.process_time()
             for event in events:
@@ -110,9 +99,7 @@ def _child(spec: dict[str, Any]) -> None:
                 result = {"eps": seen["n"] / wall, "eps_per_cpu_s": seen["n"] / cpu, "records": seen["n"]}
                 await asyncio.to_thread(Path(spec["result"]).write_text, json.dumps(result))
 
-    tune_gc(
-        settings.gc_young_threshold
-    )  # the worker's collector settings: the floor must not be lower for lack of them
+    tune_gc(streams.gc_young_threshold)  # as the worker: the floor must not be lower for lack of it
     worker = faust.Worker(app, loglevel="WARNING", quiet=True)
     worker.execute_from_commandline()
 

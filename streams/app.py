@@ -319,6 +319,39 @@ def serving_summary(processor: Processor) -> dict[str, Any]:
     }
 
 
+def faust_config(settings: ServerSettings) -> dict[str, Any]:
+    """The worker's Faust settings, in one place: the throughput benchmark's Faust floor
+    (``benchmarks/faust_floor.py``) runs with exactly these."""
+    s, kafka = settings.streams, settings.kafka
+    return {
+        "broker": [f"kafka://{server}" for server in kafka.bootstrap_servers.split(",")],
+        "broker_credentials": faust_credentials(kafka),
+        "store": "rocksdb://" if s.store == "rocksdb" else "memory://",
+        "datadir": str(s.data_dir),
+        "topic_partitions": s.partitions,
+        "topic_replication_factor": s.replication_factor,
+        "topic_allow_declare": True,
+        "broker_session_timeout": s.session_timeout_s,
+        "broker_heartbeat_interval": s.heartbeat_interval_s,
+        "broker_rebalance_timeout": s.rebalance_timeout_s,
+        "broker_commit_interval": s.commit_interval_s,
+        "producer_linger": s.producer_linger_s,
+        "producer_max_batch_size": s.producer_batch_bytes,
+        "consumer_group_instance_id": instance_id(s),
+        "consumer_auto_offset_reset": "earliest",
+        "stream_buffer_maxsize": s.buffer_maxsize,
+        "producer_acks": -1,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "web_enabled": True,
+        "web_bind": s.web_host,
+        "web_host": s.web_host,
+        "web_port": s.web_port,
+        "web_in_thread": False,
+        "TableManager": SeekFirstTableManager,  # seeks input partitions before records flow (recovery.py)
+    }
+
+
 def create_app(
     settings: ServerSettings,
     *,
@@ -334,34 +367,7 @@ def create_app(
     s, kafka = settings.streams, settings.kafka
     topics = Topics(prefix=kafka.topic_prefix)
     worker = instance_id(s)
-    app = faust.App(
-        group_id(settings),
-        broker=[f"kafka://{server}" for server in kafka.bootstrap_servers.split(",")],
-        broker_credentials=faust_credentials(kafka),
-        store="rocksdb://" if s.store == "rocksdb" else "memory://",
-        datadir=str(s.data_dir),
-        topic_partitions=s.partitions,
-        topic_replication_factor=s.replication_factor,
-        topic_allow_declare=True,
-        broker_session_timeout=s.session_timeout_s,
-        broker_heartbeat_interval=s.heartbeat_interval_s,
-        broker_rebalance_timeout=s.rebalance_timeout_s,
-        broker_commit_interval=s.commit_interval_s,
-        producer_linger=s.producer_linger_s,
-        producer_max_batch_size=s.producer_batch_bytes,
-        consumer_group_instance_id=worker,
-        consumer_auto_offset_reset="earliest",
-        stream_buffer_maxsize=s.buffer_maxsize,
-        producer_acks=-1,
-        key_serializer="raw",
-        value_serializer="raw",
-        web_enabled=True,
-        web_bind=s.web_host,
-        web_host=s.web_host,
-        web_port=s.web_port,
-        web_in_thread=False,
-        TableManager=SeekFirstTableManager,  # seeks input partitions before records flow (recovery.py)
-    )
+    app = faust.App(group_id(settings), **faust_config(settings))
     metrics = PipelineMetrics()
     table = app.Table(TABLE_NAME, default=None, partitions=s.partitions, key_type=bytes, value_type=bytes)
     scorers = scorers if scorers is not None else load_scorers(settings.models)
