@@ -10,6 +10,7 @@ never mix; the folder keeps the worker state, the ticket database and the logs.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import subprocess
@@ -173,6 +174,7 @@ def demo(
     # the demo talks through its own console: keep library chatter (alembic's plugin set-up
     # at import, kafka clients' retries) out, and do it before the imports below log anything
     logs.configure("WARNING")
+    logging.getLogger("kafka").setLevel(logging.ERROR)  # kafka-python's assignor/event-loop warnings
     from fleetpulse.agents.kafka_publish import publish_fleet
     from fleetpulse.agents.simulator import FleetSimulator
     from fleetpulse.alerts.api.auth import hash_secret
