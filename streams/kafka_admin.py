@@ -75,13 +75,13 @@ async def ensure_topics(kafka: KafkaSettings, partitions: int = 12, replication_
             return []
         with contextlib.suppress(TopicAlreadyExistsError):  # created concurrently: same outcome
             await admin.create_topics(wanted)
-        await _wait_until_visible(admin, [t.name for t in wanted], partitions, VISIBLE_TIMEOUT_S)
+        await _wait_until_visible(admin, [t.name for t in wanted], VISIBLE_TIMEOUT_S)
         return [t.name for t in wanted]
     finally:
         await admin.close()
 
 
-async def _wait_until_visible(admin: AIOKafkaAdminClient, names: list[str], partitions: int, timeout_s: float) -> None:
+async def _wait_until_visible(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float) -> None:
     """Return once the broker describes every topic with a leader for each partition.
 
     CreateTopics answers when the controller has the topics; the broker that serves
@@ -94,9 +94,7 @@ async def _wait_until_visible(admin: AIOKafkaAdminClient, names: list[str], part
         ready = {
             t["topic"]
             for t in described
-            if t["error_code"] == 0
-            and len(t["partitions"]) == partitions
-            and all(p["leader"] >= 0 for p in t["partitions"])
+            if t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
         }
         missing = sorted(set(names) - ready)
         if not missing:
