@@ -163,6 +163,12 @@ def censored_at(instants: Instants, cutoff: float) -> Instants:
     )
 
 
+def rule_false_alarm_rate(rule: DriveScores) -> float:
+    """Share of healthy drives Backblaze's rule flags (its scores are 0 or 1): the false-alarm
+    rate at which the model is compared with it, and up to which the counter weight is chosen."""
+    return float((rule.negative >= 1.0).mean()) if len(rule.negative) else 0.0
+
+
 def rule_far_objective(
     instants: Instants, mask: np.ndarray, horizon: int, cutoff: float
 ) -> tuple[Callable[[np.ndarray], float], float]:
@@ -176,7 +182,7 @@ def rule_far_objective(
     """
     known = censored_at(instants, cutoff)
     rule = drive_scores(known, mask, backblaze_rule_score(instants.features), horizon)
-    far = float((rule.negative >= 1.0).mean()) if len(rule.negative) else 0.0
+    far = rule_false_alarm_rate(rule)
 
     def objective(score_on_mask: np.ndarray) -> float:
         score = np.full(len(instants.day), -np.inf)
@@ -246,7 +252,7 @@ def run_experiment(instants: Instants, experiment: Experiment, seed: int, step: 
         flag = smart_flag_score(instants.features)
         single = single_attribute_score(instants.features, chosen[horizon])
         rule_drives = drive_scores(instants, test, rule, horizon)
-        rule_far = float((rule_drives.negative >= 1.0).mean()) if len(rule_drives.negative) else 0.0
+        rule_far = rule_false_alarm_rate(rule_drives)
         extra = {f"rule's FAR {100 * rule_far:.2f}%": rule_far}
         scorers = [
             _evaluate_scorer("model", instants, test, score, horizon, cutoff, y_test, True, extra),
@@ -347,7 +353,7 @@ def inner_validation(
     val_mask = outer_train & validation_drive & ~before
     known = censored_at(instants, outer)
     rule_drives = drive_scores(known, val_mask, backblaze_rule_score(instants.features), horizon)
-    rule_far = float((rule_drives.negative >= 1.0).mean()) if len(rule_drives.negative) else 0.0
+    rule_far = rule_false_alarm_rate(rule_drives)
     data = training_set(instants, fit_mask, labels(instants, horizon, inner), seed)
 
     def row(name: str, drives: DriveScores) -> SelectionRow:
