@@ -144,7 +144,9 @@ def minutes_per_ratio(battery: BatteryHistory, window_days: float = LONG_DAYS) -
     return float(np.median(per_ratio)) if len(per_ratio) >= 3 else None
 
 
-def runtime_crossing(battery: BatteryHistory, minutes: float = MIN_RUNTIME_MINUTES) -> Crossing | None:
+def runtime_crossing(
+    battery: BatteryHistory, minutes: float = MIN_RUNTIME_MINUTES, trend: Trend | None = None
+) -> Crossing | None:
     """Days until runtime on a full charge drops under ``minutes``, via the capacity trend.
 
     At a given power draw, runtime is proportional to the charge the battery holds, so the
@@ -153,10 +155,10 @@ def runtime_crossing(battery: BatteryHistory, minutes: float = MIN_RUNTIME_MINUT
     fitted to runtime itself inherits that scatter (its slope swings by years); the
     median of runtime / capacity over months is stable, and the capacity trend is the
     one already validated against real histories. A workload change shifts the median
-    within ``LONG_DAYS``.
+    within ``LONG_DAYS``. A caller that has fitted the capacity trend already passes it as ``trend``.
     """
     scale = minutes_per_ratio(battery)
-    trend = battery_trend(battery)
+    trend = trend or battery_trend(battery)
     if scale is None or trend is None or scale <= 0.0:
         return None
     return trend.crossing(minutes / scale)

@@ -132,7 +132,7 @@ class BatteryRuleScorer:
             projected = trend if trend is not None and trend.fading else None
             service = projected.crossing(SERVICE_RATIO) if projected else None
             worn = projected.crossing(WORN_OUT_RATIO) if projected else None
-            runtime = runtime_crossing(battery, MIN_RUNTIME_MINUTES) if projected else None
+            runtime = runtime_crossing(battery, MIN_RUNTIME_MINUTES, projected) if projected else None
             factors: list[Factor] = [factor("health_ratio", level, 1.0)]
             if not math.isnan(feats["fade_per_day"]):
                 factors.append(factor("fade_per_day", feats["fade_per_day"], 0.5))
