@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -43,10 +42,9 @@ def measure(kafka: KafkaSettings, topics: Topics, total: int, timeout_s: float =
         "result": str(out / "result.json"),
         "datadir": str(out / "data"),
     }
+    log = (out / "floor.log").open("wb")
     child = subprocess.Popen(
-        [sys.executable, __file__, "child", json.dumps(spec)],
-        stdout=subprocess.DEVNULL,
-        stderr=(out / "floor.log").open("wb"),
+        [sys.executable, __file__, "child", json.dumps(spec)], stdout=subprocess.DEVNULL, stderr=log
     )
     try:
         deadline = time.monotonic() + timeout_s
@@ -62,6 +60,14 @@ def measure(kafka: KafkaSettings, topics: Topics, total: int, timeout_s: float =
     finally:
         child.kill()
         child.wait()
+        log.close()
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write then rename, so the polling parent never reads a half-written result."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(text)
+    partial.replace(path)
 
 
 def _child(spec: dict[str, Any]) -> None:
@@ -97,7 +103,7 @@ def _child(spec: dict[str, Any]) -> None:
             if seen["n"] >= spec["total"]:
                 wall, cpu = time.perf_counter() - seen["wall"], time.process_time() - seen["cpu"]
                 result = {"eps": seen["n"] / wall, "eps_per_cpu_s": seen["n"] / cpu, "records": seen["n"]}
-                await asyncio.to_thread(Path(spec["result"]).write_text, json.dumps(result))
+                await asyncio.to_thread(_write_whole, Path(spec["result"]), json.dumps(result))
 
     tune_gc(streams.gc_young_threshold)  # as the worker: the floor must not be lower for lack of it
     worker = faust.Worker(app, loglevel="WARNING", quiet=True)
@@ -107,5 +113,4 @@ def _child(spec: dict[str, Any]) -> None:
 if __name__ == "__main__":
     if len(sys.argv) != 3 or sys.argv[1] != "child":
         sys.exit(__doc__)
-    os.environ.setdefault("PYTHONHASHSEED", "0")
     _child(json.loads(sys.argv[2]))
