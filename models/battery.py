@@ -1,8 +1,10 @@
 """Battery end-of-life: days until the capacity ratio (or runtime) crosses a threshold.
 
 A robust trend (Theil-Sen) over the recent capacity history, extrapolated
-linearly; predictions are capped at ten years (``MAX_DAYS``). The interval comes from the spread (inter-quartile) of the pairwise
-slopes, so a noisy history yields an honest wide interval instead of false precision.
+linearly; predictions are capped at ten years (``MAX_DAYS``). The interval around the
+estimate is calibrated on how wrong such estimates were on real histories
+(:mod:`~fleetpulse.models.battery_interval`): the error is the bias of a straight line
+through a curved fade, which no spread of the fitted slopes shows.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fleetpulse.models.battery_interval import interval
 from fleetpulse.models.features import points, slope_standard_error
 from fleetpulse.models.state import BatteryHistory
 
@@ -30,7 +33,8 @@ first week for batteries that reach 60 % months after the window)."""
 
 @dataclass(frozen=True, slots=True)
 class Crossing:
-    """Days from the newest reading until the threshold is crossed (0 if already below)."""
+    """Days from the newest reading until the threshold is crossed (0 if already below), with
+    the calibrated interval ``low``..``high`` (nominal ``battery_interval.NOMINAL_COVERAGE``)."""
 
     days: float
     low: float
@@ -39,7 +43,7 @@ class Crossing:
     slope_per_day: float
 
 
-def _days(level: float, threshold: float, slope: float) -> float:
+def days_to_threshold(level: float, threshold: float, slope: float) -> float:
     if slope >= 0.0:
         return MAX_DAYS
     return float(min(MAX_DAYS, (level - threshold) / -slope))
@@ -54,7 +58,11 @@ def _pairwise_slopes(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True, slots=True)
 class Trend:
-    """A robust fade trend, fitted once and extrapolated to any number of thresholds."""
+    """A robust fade trend, fitted once and extrapolated to any number of thresholds.
+
+    ``steep`` and ``shallow`` are the inter-quartile pairwise slopes of the short window:
+    the interval served before the calibrated one, kept as the evaluation's baseline.
+    """
 
     level: float
     slope: float
@@ -76,15 +84,9 @@ class Trend:
         return self.span_days >= MIN_PROJECTION_SPAN_DAYS and self.slope + 2.0 * self.slope_se < 0.0
 
     def crossing(self, threshold: float) -> Crossing:
-        if self.level <= threshold:
-            return Crossing(0.0, 0.0, 0.0, self.level, self.slope)
-        return Crossing(
-            days=_days(self.level, threshold, self.slope),
-            low=_days(self.level, threshold, min(self.steep, self.slope)),
-            high=_days(self.level, threshold, max(min(self.shallow, self.long_slope), self.slope)),
-            level=self.level,
-            slope_per_day=self.slope,
-        )
+        days = 0.0 if self.level <= threshold else days_to_threshold(self.level, threshold, self.slope)
+        low, high = interval(days)
+        return Crossing(days, min(low, MAX_DAYS), min(high, MAX_DAYS), self.level, self.slope)
 
 
 def fit_trend(

@@ -24,7 +24,16 @@ from pathlib import Path
 import numpy as np
 
 from fleetpulse.contract import BatteryHealth, DeviceKind, HealthReport, Platform
-from fleetpulse.models.battery import MAX_DAYS, MIN_RUNTIME_MINUTES, battery_crossing, runtime_crossing
+from fleetpulse.models.battery import (
+    MAX_DAYS,
+    MIN_RUNTIME_MINUTES,
+    Trend,
+    battery_trend,
+    days_to_threshold,
+    minutes_per_ratio,
+    runtime_crossing,
+)
+from fleetpulse.models.battery_interval import CalibrationRecord, leave_one_series_out
 from fleetpulse.models.features import points
 from fleetpulse.models.state import DeviceState, apply_report_in_place
 
@@ -121,17 +130,51 @@ def ols_days(days: list[float], ratio: list[float], threshold: float) -> float |
     return float(min(MAX_DAYS, (level - threshold) / -slope)) if slope < 0 else MAX_DAYS
 
 
+IntervalSample = tuple[bool, float]
+"""Whether the interval held the true remaining days, and its width in days."""
+
+SLOPE_SPREAD = "slope inter-quartile range (before)"
+CALIBRATED = "calibrated, served factors"
+LEAVE_ONE_OUT = "calibrated, leave-one-series-out"
+
+
+def slope_spread_interval(trend: Trend, threshold: float) -> tuple[float, float]:
+    """The interval served before the calibrated one: days at the inter-quartile pairwise
+    slopes of the short window (the high end no shallower than the long window's slope)."""
+    if trend.level <= threshold:
+        return 0.0, 0.0
+    return (
+        days_to_threshold(trend.level, threshold, min(trend.steep, trend.slope)),
+        days_to_threshold(trend.level, threshold, max(min(trend.shallow, trend.long_slope), trend.slope)),
+    )
+
+
+def _bucket_names(remaining: float) -> list[str]:
+    bucket = _bucket(remaining)
+    return ["all", f"{bucket[0]}-{bucket[1]}"] if bucket else ["all"]
+
+
 @dataclass
 class BatteryResult:
     errors: dict[str, dict[tuple[int, int], list[float]]] = field(default_factory=dict)
-    coverage: dict[str, dict[tuple[int, int], list[bool]]] = field(default_factory=dict)
+    intervals: dict[str, dict[str, dict[str, list[IntervalSample]]]] = field(default_factory=dict)
+    """estimate -> interval kind -> bucket ("0-30", ..., "all": every prediction with a crossing ahead)."""
+    records: list[CalibrationRecord] = field(default_factory=list)
+    """Capacity-ratio predictions with a known crossing ahead: the calibration set of the interval."""
     series_used: list[str] = field(default_factory=list)
 
     def add(self, method: str, bucket: tuple[int, int], error: float) -> None:
         self.errors.setdefault(method, {}).setdefault(bucket, []).append(error)
 
-    def add_coverage(self, method: str, bucket: tuple[int, int], inside: bool) -> None:
-        self.coverage.setdefault(method, {}).setdefault(bucket, []).append(inside)
+    def add_interval(self, estimate: str, kind: str, remaining: float, low: float, high: float) -> None:
+        by_bucket = self.intervals.setdefault(estimate, {}).setdefault(kind, {})
+        for name in _bucket_names(remaining):
+            by_bucket.setdefault(name, []).append((low <= remaining <= high, high - low))
+
+    def add_leave_one_series_out(self, estimate: str) -> None:
+        """Intervals for ``records`` from factors fitted on the other series only."""
+        for record, low, high in leave_one_series_out(self.records):
+            self.add_interval(estimate, LEAVE_ONE_OUT, record.true_days, low, high)
 
     def table(self) -> dict[str, dict[str, dict[str, float | int | None]]]:
         out: dict[str, dict[str, dict[str, float | int | None]]] = {}
@@ -139,14 +182,29 @@ class BatteryResult:
             out[method] = {}
             for bucket in BUCKETS:
                 errs = by_bucket.get(bucket, [])
-                cov = self.coverage.get(method, {}).get(bucket, [])
                 out[method][f"{bucket[0]}-{bucket[1]}"] = {
                     "n": len(errs),
                     "mae_days": float(np.mean(errs)) if errs else None,
                     "median_abs_error_days": float(np.median(errs)) if errs else None,
-                    "interval_coverage": float(np.mean(cov)) if cov else None,
                 }
         return out
+
+    def interval_table(self) -> dict[str, dict[str, dict[str, dict[str, float | int | None]]]]:
+        """estimate -> interval kind -> bucket -> n, coverage, median width (days)."""
+        return {
+            estimate: {
+                kind: {
+                    name: {
+                        "n": len(samples),
+                        "coverage": float(np.mean([inside for inside, _ in samples])),
+                        "median_width_days": float(np.median([width for _, width in samples])),
+                    }
+                    for name, samples in by_bucket.items()
+                }
+                for kind, by_bucket in kinds.items()
+            }
+            for estimate, kinds in self.intervals.items()
+        }
 
 
 def _bucket(remaining: float) -> tuple[int, int] | None:
@@ -159,7 +217,11 @@ def _bucket(remaining: float) -> tuple[int, int] | None:
 def evaluate_series(
     series: Series, result: BatteryResult, thresholds: tuple[float, ...] = THRESHOLDS, column: str = "health_ratio"
 ) -> None:
-    """Score the estimates of ``column`` (capacity ratio, or runtime minutes) crossing ``thresholds``."""
+    """Score the estimates of ``column`` (capacity ratio, or runtime minutes) crossing ``thresholds``.
+
+    Intervals are scored on every prediction with a crossing ahead ("all") as well as per
+    bucket; capacity-ratio predictions also become calibration records.
+    """
     values = series.runtime if column == "runtime_full_minutes" else series.ratio
     if values is None:
         return
@@ -172,33 +234,48 @@ def evaluate_series(
     for n, (day, state) in enumerate(_replay(series), start=1):
         if n < MIN_READINGS or state.battery is None:
             continue
+        capacity = battery_trend(state.battery)
         for threshold, truth in truths.items():
-            if truth is None:
+            if truth is None or truth - day <= 0:
                 continue
-            bucket = _bucket(truth - day)
-            if bucket is None:
-                continue
+            remaining = truth - day
+            bucket = _bucket(remaining)
             if suffix:
-                scaled = runtime_crossing(state.battery, threshold)
-                if scaled is not None:
+                scale = minutes_per_ratio(state.battery)
+                scaled = runtime_crossing(state.battery, threshold, capacity)
+                if scaled is not None and capacity is not None and scale:
                     name = f"capacity trend x runtime per capacity{suffix}"
-                    result.add(name, bucket, abs(scaled.days - (truth - day)))
-                    result.add_coverage(name, bucket, scaled.low <= truth - day <= scaled.high)
-            estimate = battery_crossing(state.battery, threshold, column=column)
+                    result.add_interval(name, CALIBRATED, remaining, scaled.low, scaled.high)
+                    result.add_interval(
+                        name, SLOPE_SPREAD, remaining, *slope_spread_interval(capacity, threshold / scale)
+                    )
+                    if bucket:
+                        result.add(name, bucket, abs(scaled.days - remaining))
+            estimate = battery_trend(state.battery, column) if suffix else capacity
             if estimate is not None:
                 name = f"robust{' runtime trend' if suffix else ''}{suffix}"
-                result.add(name, bucket, abs(estimate.days - (truth - day)))
-                result.add_coverage(name, bucket, estimate.low <= truth - day <= estimate.high)
+                crossing = estimate.crossing(threshold)
+                result.add_interval(name, CALIBRATED, remaining, crossing.low, crossing.high)
+                result.add_interval(name, SLOPE_SPREAD, remaining, *slope_spread_interval(estimate, threshold))
+                if not suffix:
+                    result.records.append(CalibrationRecord(series.name, crossing.days, remaining))
+                if bucket:
+                    result.add(name, bucket, abs(crossing.days - remaining))
+            if bucket is None:
+                continue
             pts = points(state.battery.series, column)
             naive = ols_days([d for d, _ in pts], [v for _, v in pts], threshold)
             if naive is not None:
-                result.add(f"least-squares, all history{suffix}", bucket, abs(naive - (truth - day)))
+                result.add(f"least-squares, all history{suffix}", bucket, abs(naive - remaining))
 
 
 def evaluate_real(battery_dir: Path) -> BatteryResult:
+    """The real histories, with the interval also scored leave-one-series-out (the served
+    factors were fitted on these same series, so their coverage here is in-sample)."""
     result = BatteryResult()
     for series in load_real(battery_dir):
         evaluate_series(series, result)
+    result.add_leave_one_series_out("robust")
     return result
 
 

@@ -117,8 +117,7 @@ def test_battery_features_and_crossing() -> None:
     assert trend is not None
     ahead = trend.crossing(0.8)
     assert ahead.days == pytest.approx(52.0)
-    assert ahead.low == pytest.approx(52.0)
-    assert ahead.high == pytest.approx(52.0)
+    assert ahead.low < 52.0 < ahead.high  # calibrated interval: see test_models_battery
     short = fit_trend([0.0, 1.0, 2.0], [0.7, 0.69, 0.68])
     assert short is not None
     below = short.crossing(0.8)
