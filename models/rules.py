@@ -164,8 +164,9 @@ class BatteryRuleScorer:
                     horizon_days=self.horizon_days,
                     factors=factors,
                     days_to_failure=service.days if service else (0.0 if level < SERVICE_RATIO else None),
-                    days_low=service.low if service else None,
-                    days_high=service.high if service else None,
+                    # already below 80 %: a fact of the level, shown without a range as when unprojected
+                    days_low=service.low if service and service.days > 0 else None,
+                    days_high=service.high if service and service.days > 0 else None,
                 )
             )
         return scores

@@ -18,6 +18,7 @@ from fleetpulse.contract import (
     ThermalHealth,
 )
 from fleetpulse.models.base import Scorer
+from fleetpulse.models.battery_interval import interval
 from fleetpulse.models.registry import ScorerSet, load_scorers, rule_scorers
 from fleetpulse.models.settings import ModelSettings
 from fleetpulse.models.state import DeviceState, apply_report
@@ -192,6 +193,22 @@ def test_battery_wear_out_is_projected_only_from_a_month_of_readings() -> None:
     assert not any(f.feature == "days_to_60pct" for f in week_score.factors)
     assert month_score.risk >= 0.5
     assert any(f.feature == "days_to_60pct" for f in month_score.factors)
+
+
+def test_battery_score_carries_the_calibrated_interval() -> None:
+    """Days to 80 % come with the calibrated range; a battery already below 80 % gets none
+    (that is a fact of its level, not a projection)."""
+    (scorer,) = [s for s in rule_scorers().champions if s.component is Component.BATTERY]
+    fading = _battery_days([0.88 - 0.001 * d for d in range(40)])
+    below = _battery_days([0.75 - 0.001 * d for d in range(40)])
+    (fading_score, below_score) = scorer.score_batch([fading, below], T0 + timedelta(days=40))
+    assert fading_score.days_to_failure == pytest.approx(41.0)
+    low, high = interval(41.0)
+    assert (fading_score.days_to_failure_low, fading_score.days_to_failure_high) == pytest.approx((low, high))
+    assert low < 41.0 < high
+    assert below_score.days_to_failure == 0.0
+    assert below_score.days_to_failure_low is None
+    assert below_score.days_to_failure_high is None
 
 
 def test_thermal_and_memory_rules_flag_only_the_failing_pc() -> None:
