@@ -128,12 +128,6 @@ def battery_trend(battery: BatteryHistory, column: str = "health_ratio") -> Tren
     return fit_trend([d for d, _ in pts], [v for _, v in pts])
 
 
-def battery_crossing(battery: BatteryHistory, threshold: float, column: str = "health_ratio") -> Crossing | None:
-    """Days until ``column`` of the battery history crosses ``threshold``."""
-    trend = battery_trend(battery, column)
-    return None if trend is None else trend.crossing(threshold)
-
-
 def minutes_per_ratio(battery: BatteryHistory, window_days: float = LONG_DAYS) -> float | None:
     """Runtime on a full charge per unit of capacity ratio: the median of runtime / ratio over
     the readings of the last ``window_days`` that carry both (None with fewer than 3)."""

@@ -12,7 +12,7 @@ import pytest
 from fleetpulse.models.battery import (
     MAX_DAYS,
     MIN_RUNTIME_MINUTES,
-    battery_crossing,
+    battery_trend,
     fit_trend,
     minutes_per_ratio,
     runtime_crossing,
@@ -63,11 +63,11 @@ def test_capacity_scaled_estimate_is_steadier_than_a_runtime_trend() -> None:
     for seed in range(5):
         battery = last_state(laptop(seed=seed))
         scaled = runtime_crossing(battery, MIN_RUNTIME_MINUTES)
-        trend = battery_crossing(battery, MIN_RUNTIME_MINUTES, column="runtime_full_minutes")
+        trend = battery_trend(battery, column="runtime_full_minutes")
         assert scaled is not None
         assert trend is not None
         errors_scaled.append(abs(scaled.days - 101.0))
-        errors_trend.append(abs(trend.days - 101.0))
+        errors_trend.append(abs(trend.crossing(MIN_RUNTIME_MINUTES).days - 101.0))
     assert np.mean(errors_scaled) < np.mean(errors_trend)
 
 
