@@ -15,6 +15,7 @@ For a horizon H over the test instants:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -125,6 +126,30 @@ def operating_point(scores: DriveScores, threshold: float) -> OperatingPoint:
     )
 
 
+def flagged_share(negative: np.ndarray) -> float:
+    """Share of healthy drives a 0/1 rule flags: its one false-alarm rate."""
+    return float((negative >= 1.0).mean()) if len(negative) else 0.0
+
+
+def _exact_detection(positive: np.ndarray, negative_desc: np.ndarray, far: float) -> float:
+    """:func:`detection_at_far` on bare arrays (``negative_desc`` sorted high to low): the
+    bootstrap calls it thousands of times."""
+    n = len(negative_desc)
+    allowed = int(np.floor(far * n))
+    if allowed >= n:  # every drive alarmed, even one without a scored instant (as operating_point)
+        return float(len(positive) > 0)
+    tied = negative_desc[allowed]
+    threshold = np.nextafter(tied, np.inf)
+    npos = max(1, len(positive))
+    below_far = float((negative_desc >= threshold).sum()) / max(1, n)
+    below = float((positive >= threshold).sum()) / npos
+    if below_far >= far:
+        return below
+    above_far = float((negative_desc >= tied).sum()) / n
+    above = float((positive >= tied).sum()) / npos
+    return below + (far - below_far) / (above_far - below_far) * (above - below)
+
+
 def detection_at_far(scores: DriveScores, far: float) -> float:
     """Detection at exactly ``far`` false alarms, interpolating across a tied score.
 
@@ -133,16 +158,97 @@ def detection_at_far(scores: DriveScores, far: float) -> float:
     reaches any rate in between (the ROC chord). Used to compare with a binary rule at
     the rule's own rate, which a scorer with ties can otherwise only undershoot.
     """
-    below = operating_point(scores, threshold_at_cap(scores.negative, far))
-    if below.false_alarm_rate >= far or not np.isfinite(below.threshold):
-        return below.detection_rate
-    tied = float(np.nextafter(below.threshold, -np.inf))
-    tied_value = float(scores.negative[scores.negative <= tied].max()) if (scores.negative <= tied).any() else tied
-    above = operating_point(scores, tied_value)
-    if above.false_alarm_rate <= below.false_alarm_rate:
-        return below.detection_rate
-    share = (far - below.false_alarm_rate) / (above.false_alarm_rate - below.false_alarm_rate)
-    return below.detection_rate + share * (above.detection_rate - below.detection_rate)
+    return _exact_detection(scores.positive, np.sort(scores.negative)[::-1], far)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Model minus baseline detection at one false-alarm rate, with a bootstrap interval."""
+
+    difference: float
+    low: float
+    high: float
+
+
+def paired_difference(
+    model: DriveScores,
+    baseline: DriveScores,
+    far_of: Callable[[np.ndarray], float],
+    resamples: int = 1000,
+    seed: int = 0,
+) -> PairedDifference:
+    """Detection difference at the false-alarm rate ``far_of(baseline healthy scores)``, both
+    scorers with ties split (:func:`detection_at_far`), and its 95 % percentile interval
+    from resampling drives with replacement (failed and healthy drives separately, the same
+    drives for both scorers: the two alarm sets overlap, so the paired interval is much
+    narrower than two separate ones).
+
+    ``model`` and ``baseline`` must come from :func:`drive_scores` on the same instants and
+    test mask, so their arrays list the same drives in the same order. ``far_of`` receives
+    the (resampled) baseline's healthy-drive scores: a fixed cap, or the rate a binary rule
+    flags in that sample.
+    """
+    if model.positive.shape != baseline.positive.shape or model.negative.shape != baseline.negative.shape:
+        raise ValueError("model and baseline scores must list the same drives")
+
+    def difference(pos: np.ndarray, neg: np.ndarray) -> float:
+        far = far_of(baseline.negative[neg])
+        return _exact_detection(model.positive[pos], np.sort(model.negative[neg])[::-1], far) - _exact_detection(
+            baseline.positive[pos], np.sort(baseline.negative[neg])[::-1], far
+        )
+
+    npos, nneg = len(model.positive), len(model.negative)
+    point = difference(np.arange(npos), np.arange(nneg))
+    if not npos or not nneg:
+        return PairedDifference(point, point, point)
+    rng = np.random.default_rng(seed)
+    draws = np.array([difference(rng.integers(0, npos, npos), rng.integers(0, nneg, nneg)) for _ in range(resamples)])
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return PairedDifference(point, float(low), float(high))
+
+
+@dataclass(frozen=True)
+class FlagHeadroom:
+    """Failure shares that decide whether any ranking can beat a binary rule at its own rate.
+
+    At the rule's false-alarm rate a scorer can only do better by swapping drives: alarming
+    on some drives the rule leaves alone instead of some it flags. That pays only if the
+    riskiest unflagged drives fail more often than the least risky flagged ones.
+    """
+
+    flagged_drives: int
+    least_risky_flagged_failure_share: float  # the tenth of flagged drives the model ranks lowest
+    unflagged_drives: int
+    riskiest_unflagged_failure_share: float  # the tenth of unflagged drives the model ranks highest
+    riskiest_percent_unflagged_failure_share: float  # the model's top 1 % of unflagged drives
+
+
+def flag_headroom(model: DriveScores, rule: DriveScores) -> FlagHeadroom:
+    """:class:`FlagHeadroom` of ``rule`` (scores 0/1) under the ranking of ``model`` (same drives)."""
+    score = np.concatenate([model.positive, model.negative])
+    failed = np.concatenate([np.ones(len(model.positive), bool), np.zeros(len(model.negative), bool)])
+    flagged = np.concatenate([rule.positive, rule.negative]) >= 1.0
+
+    def share(mask: np.ndarray, fraction: float, riskiest: bool) -> float:
+        """Failure share of the ``fraction`` of ``mask`` drives ranked first; a tied score at
+        the cut counts in proportion (the expectation of a random tie-break)."""
+        if not mask.any():
+            return float("nan")
+        s = -score[mask] if riskiest else score[mask]
+        f = failed[mask]
+        k = max(1, round(fraction * len(s)))
+        cut = np.sort(s)[k - 1]
+        before, tied = s < cut, s == cut
+        expected = f[before].sum() + (k - before.sum()) * f[tied].mean()
+        return float(expected / k)
+
+    return FlagHeadroom(
+        flagged_drives=int(flagged.sum()),
+        least_risky_flagged_failure_share=share(flagged, 0.1, riskiest=False),
+        unflagged_drives=int((~flagged).sum()),
+        riskiest_unflagged_failure_share=share(~flagged, 0.1, riskiest=True),
+        riskiest_percent_unflagged_failure_share=share(~flagged, 0.01, riskiest=True),
+    )
 
 
 def detection_area(scores: DriveScores, max_far: float) -> float:

@@ -7,6 +7,7 @@ the served model are the same fit.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,11 +20,16 @@ from fleetpulse.models.data import Instants
 from fleetpulse.models.evaluation import (
     CAPS,
     DriveScores,
+    FlagHeadroom,
+    PairedDifference,
     brier,
     detection_area,
     detection_at_far,
     drive_scores,
+    flag_headroom,
+    flagged_share,
     operating_point,
+    paired_difference,
     pr_auc,
     precision_at_k,
     threshold_at_cap,
@@ -41,6 +47,7 @@ from fleetpulse.models.training import (
 )
 
 Step = Callable[[str], None]
+RULE_NAME = "Backblaze rule (SMART 5/187/188/197/198 > 0)"
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,11 @@ class HorizonResult:
     alert_thresholds: dict[str, dict[str, float | None]] = field(default_factory=dict)
     selection_far: float = 0.0  # the counter weight's objective averages detection up to this FA rate
     notes: list[str] = field(default_factory=list)
+    # baseline name -> operating point label -> model minus baseline detection, ties split
+    differences: dict[str, dict[str, PairedDifference]] = field(default_factory=dict)
+    # can any ranking beat the rule at its own rate? on the training drives' out-of-fold
+    # scores (what the model was chosen on) and on the test drives
+    headroom: dict[str, FlagHeadroom] = field(default_factory=dict)
 
 
 @dataclass
@@ -166,7 +178,28 @@ def censored_at(instants: Instants, cutoff: float) -> Instants:
 def rule_false_alarm_rate(rule: DriveScores) -> float:
     """Share of healthy drives Backblaze's rule flags (its scores are 0 or 1): the false-alarm
     rate at which the model is compared with it, and up to which the counter weight is chosen."""
-    return float((rule.negative >= 1.0).mean()) if len(rule.negative) else 0.0
+    return flagged_share(rule.negative)
+
+
+def _fixed_rate(far: float, _negative: np.ndarray) -> float:
+    return far
+
+
+def paired_differences(
+    scorers: list[ScorerResult], fars: dict[str, float], rule_label: str, seed: int
+) -> dict[str, dict[str, PairedDifference]]:
+    """The model (first scorer) against every baseline at every operating point, paired over
+    drives; at the rule's own point the rate is the rule's in each resample."""
+    model = scorers[0]
+    out: dict[str, dict[str, PairedDifference]] = {}
+    for baseline in scorers[1:]:
+        for label, far in fars.items():
+            own_rate = baseline.name == RULE_NAME and label == rule_label
+            far_of = flagged_share if own_rate else functools.partial(_fixed_rate, far)
+            out.setdefault(baseline.name, {})[label] = paired_difference(
+                model.drives, baseline.drives, far_of, seed=seed
+            )
+    return out
 
 
 def rule_far_objective(
@@ -253,11 +286,12 @@ def run_experiment(instants: Instants, experiment: Experiment, seed: int, step: 
         single = single_attribute_score(instants.features, chosen[horizon])
         rule_drives = drive_scores(instants, test, rule, horizon)
         rule_far = rule_false_alarm_rate(rule_drives)
-        extra = {f"rule's FAR {100 * rule_far:.2f}%": rule_far}
+        rule_label = f"rule's FAR {100 * rule_far:.2f}%"
+        extra = {rule_label: rule_far}
         scorers = [
             _evaluate_scorer("model", instants, test, score, horizon, cutoff, y_test, True, extra),
             _evaluate_scorer(
-                "Backblaze rule (SMART 5/187/188/197/198 > 0)",
+                RULE_NAME,
                 instants,
                 test,
                 rule,
@@ -291,6 +325,16 @@ def run_experiment(instants: Instants, experiment: Experiment, seed: int, step: 
                 )
             )
         thresholds = alert_thresholds(instants, train, oof, scorers[0].drives, horizon, cutoff)
+        say(f"{experiment.name}: paired bootstrap of the {horizon}-day comparisons")
+        fars = {f"cap {100 * cap:g}%": cap for cap in CAPS} | extra
+        known_train = censored_at(instants, cutoff)
+        headroom = {
+            "training drives (out-of-fold)": flag_headroom(
+                drive_scores(known_train, train, np.where(np.isnan(oof), -np.inf, oof), horizon),
+                drive_scores(known_train, train, rule, horizon),
+            ),
+            "test drives": flag_headroom(scorers[0].drives, rule_drives),
+        }
         known = test & ~np.isnan(y_test)
         calibration = None
         if y_test[known].sum() > 0:
@@ -308,6 +352,8 @@ def run_experiment(instants: Instants, experiment: Experiment, seed: int, step: 
                 alert_thresholds=thresholds,
                 selection_far=selection_far,
                 notes=notes,
+                differences=paired_differences(scorers, fars, rule_label, seed),
+                headroom=headroom,
             )
         )
     return ExperimentResult(

@@ -113,8 +113,46 @@ def _verdict(horizon: HorizonResult) -> list[str]:
                 line += (
                     f"; with ties split to reach exactly the same false-alarm rate the model {word} it: {_pct(exact)}"
                 )
+            diff = horizon.differences.get(baseline.name, {}).get(point)
+            if diff is not None:
+                spans_zero = diff.low <= 0.0 <= diff.high
+                line += (
+                    f"; paired, ties split for both: {100 * diff.difference:+.1f} points, 95% CI "
+                    f"{100 * diff.low:+.1f} to {100 * diff.high:+.1f}{' (within sampling error)' if spans_zero else ''}"
+                )
             lines.append(line + ")")
     return lines
+
+
+_PAIRED_NOTE = (
+    "Each line compares detection at the same false-alarm rate. The paired difference alarms on a random part of "
+    "a tied score's drives to reach exactly that rate, for both scorers (for the rule below its own rate that "
+    "means a random part of the drives it flags), and its 95% interval comes from 1,000 resamples of the test "
+    "drives, the same drives for both scorers."
+)
+
+
+def _headroom(horizon: HorizonResult) -> tuple[list[str], dict[str, Any]]:
+    """Whether the data leaves any room to beat the rule at its own rate, in numbers."""
+    if not horizon.headroom:
+        return [], {}
+    md = [
+        "",
+        "Can any ranking beat the Backblaze rule at its own false-alarm rate? Only by alarming on some drives the "
+        "rule leaves alone instead of some it flags, which pays only if the riskiest unflagged drives fail more "
+        "often than the least risky flagged ones. Failure shares, drives ranked by the model:",
+        "",
+        "| drives | flagged by the rule | least risky tenth of them | not flagged | riskiest tenth of them | "
+        "riskiest 1% of them |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, h in horizon.headroom.items():
+        md.append(
+            f"| {name} | {h.flagged_drives:,} | {_pct(h.least_risky_flagged_failure_share)} | "
+            f"{h.unflagged_drives:,} | {_pct(h.riskiest_unflagged_failure_share)} | "
+            f"{_pct(h.riskiest_percent_unflagged_failure_share)} |"
+        )
+    return md, {name: vars(h) for name, h in horizon.headroom.items()}
 
 
 def _counter_weight(model: Any, selection_far: float) -> tuple[list[str], dict[str, Any]]:
@@ -211,11 +249,17 @@ def experiment_section(result: ExperimentResult, out: Path) -> tuple[list[str], 
                 )
         weight_md, weight_metrics = _counter_weight(result.models.get(horizon.horizon), horizon.selection_far)
         md += weight_md
-        md += ["", "Verdict (same false-alarm rate):", "", *_verdict(horizon)]
+        md += ["", "Verdict (same false-alarm rate):", "", *_verdict(horizon), "", _PAIRED_NOTE]
+        headroom_md, headroom_metrics = _headroom(horizon)
+        md += headroom_md
         md += ["", *(f"Note: {n}" for n in horizon.notes)]
         md += ["", *(f"![{f}]({f})" for f in files)]
         h_metrics["alert_thresholds"] = horizon.alert_thresholds
         h_metrics["counter_weight_selection"] = weight_metrics
+        h_metrics["paired_differences"] = {
+            name: {point: vars(d) for point, d in by_point.items()} for name, by_point in horizon.differences.items()
+        }
+        h_metrics["rule_headroom"] = headroom_metrics
         metrics["horizons"][str(horizon.horizon)] = h_metrics
     return md, metrics
 

@@ -240,3 +240,59 @@ def test_rule_far_objective_stops_at_the_rules_false_alarm_rate_on_censored_trai
     # a failure after the cut-off is unknown: drive 0 cut at day 8 is just a healthy drive
     _, early = rule_far_objective(inst, inst.day < 8, horizon=7, cutoff=8.0)
     assert early == 1 / 3
+
+
+def test_paired_difference_is_zero_for_the_same_alarms_and_bounds_a_real_gain() -> None:
+    from fleetpulse.models.evaluation import DriveScores, flagged_share, paired_difference
+
+    rng = np.random.default_rng(0)
+    rule = DriveScores(positive=(rng.random(200) < 0.5).astype(float), negative=(rng.random(4000) < 0.05).astype(float))
+    # a ranking that alarms on exactly the rule's drives first ties it at the rule's rate in every resample
+    same = DriveScores(positive=rule.positive * 2, negative=rule.negative * 2)
+    tie = paired_difference(same, rule, flagged_share, resamples=200)
+    assert (tie.difference, tie.low, tie.high) == (0.0, 0.0, 0.0)
+    # a ranking that also puts half of the rule's misses above its healthy alarms wins, and the interval says so
+    better = DriveScores(
+        positive=np.where(rule.positive == 1, 3.0, np.where(np.arange(200) % 2 == 0, 2.5, 0.0)),
+        negative=rule.negative * 2,
+    )
+    gain = paired_difference(better, rule, flagged_share, resamples=200)
+    assert gain.difference > 0.1
+    assert 0.0 < gain.low <= gain.difference <= gain.high
+
+
+def test_paired_difference_rejects_scores_of_different_drives() -> None:
+    from fleetpulse.models.evaluation import DriveScores, paired_difference
+
+    a = DriveScores(positive=np.zeros(3), negative=np.zeros(10))
+    b = DriveScores(positive=np.zeros(4), negative=np.zeros(10))
+    with pytest.raises(ValueError, match="same drives"):
+        paired_difference(a, b, lambda _negative: 0.1)
+
+
+def test_flag_headroom_compares_the_least_risky_flagged_with_the_riskiest_unflagged() -> None:
+    from fleetpulse.models.evaluation import DriveScores, flag_headroom
+
+    # 10 flagged drives (2 failed, ranked lowest and highest), 100 unflagged (1 failed, ranked top)
+    model = DriveScores(
+        positive=np.array([0.1, 0.9, 0.8]),
+        negative=np.concatenate([np.linspace(0.2, 0.7, 8), np.linspace(0.0, 0.5, 99)]),
+    )
+    rule = DriveScores(positive=np.array([1.0, 1.0, 0.0]), negative=np.concatenate([np.ones(8), np.zeros(99)]))
+    h = flag_headroom(model, rule)
+    assert (h.flagged_drives, h.unflagged_drives) == (10, 100)
+    assert h.least_risky_flagged_failure_share == 1.0  # the lowest-ranked flagged drive failed
+    assert h.riskiest_unflagged_failure_share == pytest.approx(0.1)
+    assert h.riskiest_percent_unflagged_failure_share == 1.0
+
+
+def test_flag_headroom_counts_a_tie_at_the_cut_in_proportion() -> None:
+    from fleetpulse.models.evaluation import DriveScores, flag_headroom
+
+    # every unflagged drive has the same score: its riskiest tenth is the whole group's failure share
+    model = DriveScores(positive=np.array([0.0, 0.0]), negative=np.zeros(18))
+    rule = DriveScores(positive=np.zeros(2), negative=np.zeros(18))
+    h = flag_headroom(model, rule)
+    assert h.riskiest_unflagged_failure_share == pytest.approx(0.1)
+    assert h.flagged_drives == 0
+    assert np.isnan(h.least_risky_flagged_failure_share)
