@@ -28,7 +28,7 @@ tests/unit/test_models_battery.py checks they match that computation on the shar
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,10 +113,13 @@ def fit_factors(records: Sequence[CalibrationRecord], coverage: float = NOMINAL_
     return tuple(out)
 
 
-def leave_one_series_out(records: Sequence[CalibrationRecord]) -> list[tuple[CalibrationRecord, float, float]]:
-    """Every record with the interval from factors fitted on the *other* series only."""
+def leave_group_out(
+    records: Sequence[CalibrationRecord], group: Callable[[str], str] = lambda series: series
+) -> list[tuple[CalibrationRecord, float, float]]:
+    """Every record with the interval from factors fitted on the records of the *other*
+    groups only; by default each series is its own group (leave-one-series-out)."""
     out = []
-    for series in sorted({r.series for r in records}):
-        factors = fit_factors([r for r in records if r.series != series])
-        out += [(r, *interval(r.predicted_days, factors)) for r in records if r.series == series]
+    for held in sorted({group(r.series) for r in records}):
+        factors = fit_factors([r for r in records if group(r.series) != held])
+        out += [(r, *interval(r.predicted_days, factors)) for r in records if group(r.series) == held]
     return out

@@ -26,7 +26,7 @@ from fleetpulse.models.battery_interval import (
     CalibrationRecord,
     fit_factors,
     interval,
-    leave_one_series_out,
+    leave_group_out,
 )
 from fleetpulse.models.state import BatteryHistory
 
@@ -124,10 +124,17 @@ def test_factors_weigh_every_battery_equally() -> None:
 
 def test_leave_one_series_out_never_calibrates_on_the_held_out_series() -> None:
     records = _records("a", 20.0, [1.0] * 5) + _records("b", 20.0, [1.1] * 5) + _records("wild", 20.0, [9.0] * 5)
-    wild = [(r, high) for r, _, high in leave_one_series_out(records) if r.series == "wild"]
+    wild = [(r, high) for r, _, high in leave_group_out(records) if r.series == "wild"]
     assert len(wild) == 5
     # calibrated on a and b only (ratios 1.0 and 1.1): wild's own ninefold errors stay outside
     assert all(record.true_days > high for record, high in wild)
+
+
+def test_groups_are_held_out_whole() -> None:
+    """Simulated laptops are held out by halves: a group's factors never see its own series."""
+    records = _records("a1", 20.0, [1.0] * 3) + _records("a2", 20.0, [1.1] * 3) + _records("b1", 20.0, [9.0] * 3)
+    held = leave_group_out(records, group=lambda series: series[0])
+    assert {high for r, _, high in held if r.series.startswith("a")} == {interval(20.0, fit_factors(records[6:]))[1]}
 
 
 def test_served_factors_match_their_computation_on_the_real_histories(shared_data: Path) -> None:
