@@ -336,7 +336,9 @@ def battery_section(
         "simulated laptops (halves by a hash of the device id; capacity estimate only; not served). "
         "Coverage = share of predictions whose interval held the true remaining days; buckets by the true remaining "
         "days as above, plus all = every prediction with a crossing ahead (also beyond 180 days: the population the "
-        "factors are calibrated on). Width = median high - low in days. The calibration holds given the prediction, "
+        "factors are calibrated on). Width = median high - low in days. Coverage counts predictions while "
+        "the factors weigh batteries equally, so pooled coverage can miss nominal even in-distribution. The "
+        "calibration holds given the prediction, "
         "not given the outcome: batteries just before the knee are predicted too long, so the bucket of true "
         "remaining 0-30 days is covered less than nominal and the longer buckets more.",
         "",
