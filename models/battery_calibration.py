@@ -14,7 +14,7 @@ from pathlib import Path
 from fleetpulse.models.battery_eval import BatteryResult, evaluate_series, load_real
 from fleetpulse.models.battery_interval import BinFactors, fit_factors
 
-DEFAULT_BATTERY_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "battery"
+DEFAULT_BATTERY_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "battery"
 
 
 def served_factors(battery_dir: Path) -> tuple[BinFactors, ...]:

@@ -11,7 +11,9 @@ instead: over the replayed real histories, the distribution of
 Its lower and upper ``(1 - NOMINAL_COVERAGE) / 2`` quantiles become multiplicative
 factors. A relative error carries over from lab cells (one cycle = one day) to laptops
 (calendar days) where an error in days would not; the one day offset gives "already
-below" (0 days predicted) an upper bound too.
+below" (0 days predicted) an upper bound too. The bins, though, are in days and so carry
+the lab cells' one-cycle-a-day assumption: a laptop cycling less often lands in a longer
+bin than a lab cell at the same stage of wear.
 
 Each battery weighs the same within a bin (its readings are one history, not independent
 draws): four CALCE cells with ~900 cycles each would otherwise set every factor.
