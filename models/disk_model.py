@@ -146,6 +146,7 @@ class DiskRiskModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         groups: np.ndarray | None = None,
         also_score: tuple[np.ndarray, np.ndarray] | None = None,
         objective: Callable[[np.ndarray], float] | None = None,
+        calibration_rows: np.ndarray | None = None,
     ) -> DiskRiskModel:
         """Fit; ``also_score=(features, groups)`` rows get out-of-fold probabilities in
         ``oof_also_`` -- honest training-side scores for choosing alert thresholds. A row's
@@ -153,7 +154,8 @@ class DiskRiskModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         (e.g. drives whose negatives were all subsampled away) by the first fold, which did
         not see them either. ``objective`` maps out-of-fold ranking scores of those rows to a
         number to maximise; it picks the counter weight (first best in grid order) and is
-        required when the grid has several."""
+        required when the grid has several. ``calibration_rows`` (a mask over the rows)
+        restricts the probability calibration to them, e.g. the most recent instants."""
         grid = np.asarray(self.counter_weights, dtype=float)
         if grid.size == 0 or (grid < 0).any():
             raise ValueError("counter_weights must be a non-empty grid of weights >= 0")
@@ -188,8 +190,11 @@ class DiskRiskModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if objective is not None and also_score is not None:
             self.objective_values_ = np.array([objective(also[:, 0] + weight * also[:, 1]) for weight in grid])
         self.counter_weight_ = float(grid[int(np.argmax(self.objective_values_))] if grid.size > 1 else grid[0])
+        cal = np.ones(len(y), dtype=bool) if calibration_rows is None else np.asarray(calibration_rows, dtype=bool)
+        if len(np.unique(y[cal])) < 2:
+            raise ValueError("the calibration rows must hold both failures and healthy instants")
         slope, self.calibration_intercept_ = _nonnegative_logit(
-            (oof[:, 0] + self.counter_weight_ * oof[:, 1])[:, None], y, w, 1e4
+            (oof[cal, 0] + self.counter_weight_ * oof[cal, 1])[:, None], y[cal], w[cal], 1e4
         )
         self.calibration_slope_ = float(slope[0])
         self.trees_, self.linear_coef_, self.linear_intercept_ = self._fit_parts(x, lin, y, w)

@@ -162,3 +162,33 @@ def test_an_artifact_from_before_the_counter_weight_loads_as_the_same_function()
     x = drives(300, seed=4).features
     np.testing.assert_allclose(old.predict_proba(x), model.predict_proba(x), rtol=1e-12)
     assert old.describe()["counter_weight"] == pytest.approx(0.5)
+
+
+def test_probabilities_follow_the_recent_failure_rate_but_the_ranking_does_not_change() -> None:
+    from dataclasses import replace
+
+    from fleetpulse.models.training import CALIBRATION_DAYS, recent_rows
+
+    # the same drives, but failures at a flagged count became three times as likely in the last months
+    data = drives(8000, seed=3)
+    day = np.linspace(0.0, 720.0, len(data.y))
+    recent = recent_rows(day)
+    assert recent.mean() == pytest.approx(CALIBRATION_DAYS / 720.0, abs=0.01)
+    rng = np.random.default_rng(1)
+    flagged = counter_inputs(data.features)[:, 0] > 0
+    y = np.where(recent & flagged & (rng.random(len(data.y)) < 0.2), 1.0, data.y)
+    whole = fit_calibrated(replace(data, y=y), seed=0, counter_weights=(1.0,))
+    latest = fit_calibrated(replace(data, y=y, day=day), seed=0, counter_weights=(1.0,))
+    rows = data.features[recent & flagged]
+    assert latest.predict_proba(rows)[:, 1].mean() > whole.predict_proba(rows)[:, 1].mean()
+    assert latest.predict_proba(rows)[:, 1].mean() == pytest.approx(y[recent & flagged].mean(), abs=0.05)
+    order = np.argsort(whole.predict_proba(data.features)[:, 1], kind="stable")
+    assert (np.diff(latest.predict_proba(data.features)[order, 1]) >= -1e-12).all()
+
+
+def test_calibration_rows_without_a_failure_are_refused() -> None:
+    data = drives()
+    with pytest.raises(ValueError, match="both failures and healthy"):
+        DiskRiskModel(fit_calibrated(data, seed=0, counter_weights=(1.0,)).trees, counter_weights=(1.0,)).fit(
+            data.features, data.y, groups=data.groups, calibration_rows=data.y == 0
+        )
