@@ -89,6 +89,23 @@ class DiskRuleScorer:
         return scores
 
 
+def _days_to_next_threshold(
+    level: float, service: Crossing | None, worn: Crossing | None
+) -> tuple[float | None, float | None, float | None]:
+    """Days, low, high to the next threshold ahead: 80 % while above it, then 60 %.
+
+    A battery already below 80 % is counted toward 60 %, not as "0 days": zero days reads as
+    a failure today and made every such ticket critical, while its evidence said weeks.
+    Below 60 % it has failed (0 days). Unprojected, there are no days at all.
+    """
+    if level < WORN_OUT_RATIO:
+        return 0.0, None, None
+    ahead = service if level >= SERVICE_RATIO else worn
+    if ahead is None:
+        return None, None, None
+    return ahead.days, ahead.low, ahead.high
+
+
 class BatteryRuleScorer:
     """Robust capacity-fade extrapolation: days until 80 % (service) and 60 % (worn out).
 
@@ -98,7 +115,7 @@ class BatteryRuleScorer:
     """
 
     name = "battery-fade"
-    version = "2"
+    version = "3"
     component = Component.BATTERY
     horizon_days = 30
 
@@ -155,6 +172,7 @@ class BatteryRuleScorer:
             if not math.isnan(feats["cycle_count"]):
                 factors.append(factor("cycle_count", feats["cycle_count"], 0.1))
             risk = self._risk(level, service, worn)
+            days, low, high = _days_to_next_threshold(level, service, worn)
             scores.append(
                 make_score(
                     self,
@@ -163,10 +181,9 @@ class BatteryRuleScorer:
                     risk=risk,
                     horizon_days=self.horizon_days,
                     factors=factors,
-                    days_to_failure=service.days if service else (0.0 if level < SERVICE_RATIO else None),
-                    # already below 80 %: a fact of the level, shown without a range as when unprojected
-                    days_low=service.low if service and service.days > 0 else None,
-                    days_high=service.high if service and service.days > 0 else None,
+                    days_to_failure=days,
+                    days_low=low,
+                    days_high=high,
                 )
             )
         return scores

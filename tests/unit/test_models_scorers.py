@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from fleetpulse.alerts.actions import urgency
 from fleetpulse.contract import (
     BatteryHealth,
     Component,
@@ -150,11 +151,11 @@ def test_disk_rule_explains_flags_in_plain_words() -> None:
     assert scores["n0"].risk < 0.1
 
 
-def test_battery_rule_estimates_days_to_80_percent() -> None:
+def test_battery_rule_estimates_days_to_the_next_threshold() -> None:
     scores = {s.device_id: s for s in rule_scorers().score(fleet(), NOW) if s.component is Component.BATTERY}
     bad = scores["pc-bad"]
-    # 45 - 0.1*day of 50: 0.662 at day 119, already below 80 %
-    assert bad.days_to_failure == 0.0
+    # 45 - 0.1*day of 50: 0.662 at day 119, already below 80 %, fading 0.2 points a day toward 60 %
+    assert bad.days_to_failure == pytest.approx(31.0, abs=1.5)
     assert bad.risk > 0.5
     ok = scores["pc-ok"]
     assert ok.days_to_failure is not None
@@ -189,26 +190,30 @@ def test_battery_wear_out_is_projected_only_from_a_month_of_readings() -> None:
     (week_score,) = scorer.score_batch([week], T0 + timedelta(days=7))
     (month_score,) = scorer.score_batch([month], T0 + timedelta(days=40))
     assert 0.0 < week_score.risk < 0.5  # service due (below 80 %), no projection yet
-    assert week_score.days_to_failure == 0.0  # already below 80 %; no days-to-60 % on paper
+    assert week_score.days_to_failure is None  # already below 80 %; no days-to-60 % on paper
     assert not any(f.feature == "days_to_60pct" for f in week_score.factors)
     assert month_score.risk >= 0.5
     assert any(f.feature == "days_to_60pct" for f in month_score.factors)
 
 
-def test_battery_score_carries_the_calibrated_interval() -> None:
-    """Days to 80 % come with the calibrated range; a battery already below 80 % gets none
-    (that is a fact of its level, not a projection)."""
+def test_battery_score_carries_the_calibrated_interval_to_the_next_threshold() -> None:
+    """Days to 80 % come with the calibrated range; below 80 % the days and range are to 60 %
+    (zero days would read as failed today and make the ticket critical); below 60 % the
+    battery has failed: 0 days, no range."""
     (scorer,) = [s for s in rule_scorers().champions if s.component is Component.BATTERY]
     fading = _battery_days([0.88 - 0.001 * d for d in range(40)])
     below = _battery_days([0.75 - 0.001 * d for d in range(40)])
-    (fading_score, below_score) = scorer.score_batch([fading, below], T0 + timedelta(days=40))
+    worn = _battery_days([0.59 - 0.001 * d for d in range(40)])
+    (fading_score, below_score, worn_score) = scorer.score_batch([fading, below, worn], T0 + timedelta(days=40))
     assert fading_score.days_to_failure == pytest.approx(41.0)
     low, high = interval(41.0)
     assert (fading_score.days_to_failure_low, fading_score.days_to_failure_high) == pytest.approx((low, high))
     assert low < 41.0 < high
-    assert below_score.days_to_failure == 0.0
-    assert below_score.days_to_failure_low is None
-    assert below_score.days_to_failure_high is None
+    assert below_score.days_to_failure == pytest.approx(111.0)  # 0.711 at day 39, 0.1 points a day
+    assert (below_score.days_to_failure_low, below_score.days_to_failure_high) == pytest.approx(interval(111.0))
+    assert urgency(below_score.risk, below_score.days_to_failure, below_score.days_to_failure_low) != "critical"
+    assert worn_score.days_to_failure == 0.0
+    assert worn_score.days_to_failure_low is None
 
 
 def test_thermal_and_memory_rules_flag_only_the_failing_pc() -> None:
