@@ -274,6 +274,33 @@ def detection_area(scores: DriveScores, max_far: float) -> float:
     return float(np.trapezoid(top, x) / max_far)
 
 
+CALIBRATION_QUANTILES = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.999, 1.0)
+"""Bin edges of the calibration table, as quantiles of the predicted probability: most
+instants are clean drives, so equal-count deciles spend nine bins on them and lump every
+alarm-worthy score into one; these edges keep splitting the tail alerts are raised from."""
+
+
+@dataclass(frozen=True)
+class CalibrationBins:
+    count: np.ndarray
+    predicted: np.ndarray  # mean predicted probability per bin
+    observed: np.ndarray  # observed failure fraction per bin
+
+
+def calibration_bins(
+    y: np.ndarray, p: np.ndarray, quantiles: tuple[float, ...] = CALIBRATION_QUANTILES
+) -> CalibrationBins:
+    """Mean prediction vs observed rate per bin of ``p`` (labelled instants only; a bin edge
+    shared by tied predictions merges the bins it separates)."""
+    edges = np.unique(np.quantile(p, quantiles))
+    index = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, max(0, len(edges) - 2))
+    count = np.bincount(index, minlength=max(1, len(edges) - 1))
+    used = count > 0
+    predicted = np.bincount(index, weights=p, minlength=len(count))[used] / count[used]
+    observed = np.bincount(index, weights=y, minlength=len(count))[used] / count[used]
+    return CalibrationBins(count[used], predicted, observed)
+
+
 def pr_auc(scores: DriveScores) -> float:
     y = np.concatenate([np.ones(len(scores.positive)), np.zeros(len(scores.negative))])
     s = np.concatenate([scores.positive, scores.negative])

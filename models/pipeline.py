@@ -19,10 +19,12 @@ import numpy as np
 from fleetpulse.models.data import Instants
 from fleetpulse.models.evaluation import (
     CAPS,
+    CalibrationBins,
     DriveScores,
     FlagHeadroom,
     PairedDifference,
     brier,
+    calibration_bins,
     detection_area,
     detection_at_far,
     drive_scores,
@@ -104,7 +106,7 @@ class HorizonResult:
     test_healthy_drives: int
     train_positive_instants: int
     train_instants: int
-    calibration: tuple[np.ndarray, np.ndarray] | None
+    calibration: CalibrationBins | None
     alert_thresholds: dict[str, dict[str, float | None]] = field(default_factory=dict)
     selection_far: float = 0.0  # the counter weight's objective averages detection up to this FA rate
     notes: list[str] = field(default_factory=list)
@@ -248,8 +250,6 @@ def alert_thresholds(
 
 
 def run_experiment(instants: Instants, experiment: Experiment, seed: int, step: Step | None = None) -> ExperimentResult:
-    from sklearn.calibration import calibration_curve
-
     say = step or (lambda _msg: None)
     cutoff = float(experiment.cutoff.toordinal())
     split = Split(cutoff_day=cutoff)
@@ -338,8 +338,7 @@ def run_experiment(instants: Instants, experiment: Experiment, seed: int, step: 
         known = test & ~np.isnan(y_test)
         calibration = None
         if y_test[known].sum() > 0:
-            frac, mean_pred = calibration_curve(y_test[known], score[known], n_bins=10, strategy="quantile")
-            calibration = (np.asarray(mean_pred), np.asarray(frac))
+            calibration = calibration_bins(y_test[known], score[known])
         horizons.append(
             HorizonResult(
                 horizon=horizon,

@@ -13,7 +13,7 @@ import numpy as np
 from fleetpulse.models.anomaly_eval import AnomalyResult
 from fleetpulse.models.battery_eval import CALIBRATED, LEAVE_ONE_OUT, OTHER_HALF, SLOPE_SPREAD, BatteryResult
 from fleetpulse.models.battery_interval import FACTORS, NOMINAL_COVERAGE
-from fleetpulse.models.evaluation import CAPS, TICKETS_PER_WEEK, threshold_at_cap
+from fleetpulse.models.evaluation import CAPS, TICKETS_PER_WEEK, PairedDifference, threshold_at_cap
 from fleetpulse.models.pipeline import ExperimentResult, HorizonResult, SelectionRow
 from fleetpulse.models.training import CHOSEN
 
@@ -81,11 +81,16 @@ def _plots(result: ExperimentResult, horizon: HorizonResult, out: Path) -> list[
 
     if horizon.calibration is not None:
         fig, ax = plt.subplots(figsize=(4.5, 4.5))
-        pred, frac = horizon.calibration
-        top = max(float(pred.max()), float(frac.max()), 1e-3) * 1.1
-        ax.plot([0, top], [0, top], "k--", lw=1, label="perfect")
-        ax.plot(pred, frac, "o-", label="model")
-        ax.set_xlabel("predicted probability")
+        cal = horizon.calibration
+        shown = (cal.predicted > 0) & (cal.observed > 0)  # log axes
+        low = (
+            max(1e-4, float(min(cal.predicted[shown].min(), cal.observed[shown].min())) / 1.5) if shown.any() else 1e-4
+        )
+        ax.plot([low, 1.0], [low, 1.0], "k--", lw=1, label="perfect")
+        ax.plot(cal.predicted[shown], cal.observed[shown], "o-", label="model")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("predicted probability (tail-split bins)")
         ax.set_ylabel("observed failure fraction")
         ax.set_title(f"calibration, {horizon.horizon}-day")
         ax.legend(fontsize=8)
@@ -115,13 +120,18 @@ def _verdict(horizon: HorizonResult) -> list[str]:
                 )
             diff = horizon.differences.get(baseline.name, {}).get(point)
             if diff is not None:
-                spans_zero = diff.low <= 0.0 <= diff.high
                 line += (
                     f"; paired, ties split for both: {100 * diff.difference:+.1f} points, 95% CI "
-                    f"{100 * diff.low:+.1f} to {100 * diff.high:+.1f}{' (within sampling error)' if spans_zero else ''}"
+                    f"{100 * diff.low:+.1f} to {100 * diff.high:+.1f}{_interval_word(diff)}"
                 )
             lines.append(line + ")")
     return lines
+
+
+def _interval_word(diff: PairedDifference) -> str:
+    if diff.low == diff.high == 0.0:
+        return " (equal in every resample)"
+    return " (within sampling error)" if diff.low <= 0.0 <= diff.high else ""
 
 
 _PAIRED_NOTE = (
@@ -153,6 +163,24 @@ def _headroom(horizon: HorizonResult) -> tuple[list[str], dict[str, Any]]:
             f"{_pct(h.riskiest_percent_unflagged_failure_share)} |"
         )
     return md, {name: vars(h) for name, h in horizon.headroom.items()}
+
+
+def _calibration_table(horizon: HorizonResult) -> tuple[list[str], dict[str, Any]]:
+    """Predicted vs observed on the labelled test instants, the tail split finely."""
+    cal = horizon.calibration
+    if cal is None:
+        return [], {}
+    md = [
+        "",
+        f"Calibration on the labelled test instants ({int(cal.count.sum()):,}, natural prevalence); bins are "
+        "quantiles 0-50-80-90-95-98-99-99.9-100 % of the predicted probability (tied edges merge bins):",
+        "",
+        "| instants | mean predicted | observed failure fraction |",
+        "|---|---|---|",
+        *(f"| {n:,} | {p:.4f} | {o:.4f} |" for n, p, o in zip(cal.count, cal.predicted, cal.observed, strict=True)),
+    ]
+    metrics = {"count": cal.count.tolist(), "predicted": cal.predicted.tolist(), "observed": cal.observed.tolist()}
+    return md, metrics
 
 
 def _counter_weight(model: Any, selection_far: float) -> tuple[list[str], dict[str, Any]]:
@@ -247,6 +275,8 @@ def experiment_section(result: ExperimentResult, out: Path) -> tuple[list[str], 
                     f"{_pct(t['train_detection_rate'])} | {_pct(t['test_false_alarm_rate'])} / "
                     f"{_pct(t['test_detection_rate'])} |"
                 )
+        calibration_md, calibration_metrics = _calibration_table(horizon)
+        md += calibration_md
         weight_md, weight_metrics = _counter_weight(result.models.get(horizon.horizon), horizon.selection_far)
         md += weight_md
         md += ["", "Verdict (same false-alarm rate):", "", *_verdict(horizon), "", _PAIRED_NOTE]
@@ -260,6 +290,7 @@ def experiment_section(result: ExperimentResult, out: Path) -> tuple[list[str], 
             name: {point: vars(d) for point, d in by_point.items()} for name, by_point in horizon.differences.items()
         }
         h_metrics["rule_headroom"] = headroom_metrics
+        h_metrics["calibration"] = calibration_metrics
         metrics["horizons"][str(horizon.horizon)] = h_metrics
     return md, metrics
 
