@@ -141,11 +141,13 @@ def _exact_detection(positive: np.ndarray, negative_desc: np.ndarray, far: float
     tied = negative_desc[allowed]
     threshold = np.nextafter(tied, np.inf)
     npos = max(1, len(positive))
-    below_far = float((negative_desc >= threshold).sum()) / max(1, n)
+    below_far = float((negative_desc >= threshold).sum()) / n
     below = float((positive >= threshold).sum()) / npos
     if below_far >= far:
         return below
     above_far = float((negative_desc >= tied).sum()) / n
+    if above_far <= below_far:  # a NaN score ties with nothing
+        return below
     above = float((positive >= tied).sum()) / npos
     return below + (far - below_far) / (above_far - below_far) * (above - below)
 
