@@ -227,13 +227,10 @@ def rule_far_objective(
     return objective, far
 
 
-def alert_thresholds(
-    instants: Instants, train: np.ndarray, oof: np.ndarray, test_drives: DriveScores, horizon: int, cutoff: float
-) -> dict[str, dict[str, float | None]]:
-    """Probability thresholds at each false-alarm cap, chosen on out-of-fold scores of the
-    training drives before the cut-off (what a deployment can know), and what they give on test."""
-    score = np.where(np.isnan(oof), -np.inf, oof)
-    train_drives = drive_scores(censored_at(instants, cutoff), train, score, horizon)
+def alert_thresholds(train_drives: DriveScores, test_drives: DriveScores) -> dict[str, dict[str, float | None]]:
+    """Probability thresholds at each false-alarm cap, chosen on ``train_drives`` -- out-of-fold
+    scores of the training drives as known at the cut-off (what a deployment can know) -- and
+    what they give on test."""
     out: dict[str, dict[str, float | None]] = {}
     for cap in CAPS:
         threshold = threshold_at_cap(train_drives.negative, cap)
@@ -324,14 +321,14 @@ def run_experiment(instants: Instants, experiment: Experiment, seed: int, step: 
                     extra,
                 )
             )
-        thresholds = alert_thresholds(instants, train, oof, scorers[0].drives, horizon, cutoff)
+        known_train = censored_at(instants, cutoff)
+        train_drives = drive_scores(known_train, train, np.where(np.isnan(oof), -np.inf, oof), horizon)
+        thresholds = alert_thresholds(train_drives, scorers[0].drives)
         say(f"{experiment.name}: paired bootstrap of the {horizon}-day comparisons")
         fars = {f"cap {100 * cap:g}%": cap for cap in CAPS} | extra
-        known_train = censored_at(instants, cutoff)
         headroom = {
             "training drives (out-of-fold)": flag_headroom(
-                drive_scores(known_train, train, np.where(np.isnan(oof), -np.inf, oof), horizon),
-                drive_scores(known_train, train, rule, horizon),
+                train_drives, drive_scores(known_train, train, rule, horizon)
             ),
             "test drives": flag_headroom(scorers[0].drives, rule_drives),
         }
