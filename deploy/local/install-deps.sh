@@ -16,8 +16,13 @@ if ((${#missing[@]})); then
     echo "installing Debian packages: ${missing[*]}" >&2
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    # Debian starts these as system services on install; the project runs its own instances.
-    for svc in influxdb victoria-metrics prometheus-node-exporter collectd postgresql; do
+    # Debian starts a service when it installs its package; the project runs its own instances, so
+    # stop the ones this run just installed. Services that were installed before are left as they were.
+    declare -A service_of=([influxdb]=influxdb [victoria-metrics]=victoria-metrics
+        [prometheus-node-exporter]=prometheus-node-exporter [collectd-core]=collectd [postgresql]=postgresql)
+    for p in "${missing[@]}"; do
+        svc="${service_of[$p]:-}"
+        [[ -n "$svc" ]] || continue
         $sudo systemctl stop "$svc" 2>/dev/null || $sudo service "$svc" stop 2>/dev/null || true
     done
 fi
