@@ -1,0 +1,73 @@
+"""pyproject declares exactly what the product imports: nothing missing, nothing unused.
+
+An undeclared import works only while some other package happens to pull it in; an unused
+declaration is weight on every install. Distributions the code loads by name rather than by
+import (drivers, plug-ins) are listed with the reason.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+COMPONENTS = ("fleetpulse", "agents", "streams", "models", "alerts", "dashboards")
+
+# Loaded by name, never imported by the product's own code.
+LOADED_BY_NAME = {
+    "rocksdict": "faust's table store, chosen by the store URL rocksdict://",
+    "psycopg": "SQLAlchemy's PostgreSQL driver, chosen by the URL postgresql+psycopg://",
+}
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _requirement_name(requirement: str) -> str:
+    match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement)
+    assert match, requirement
+    return _normalise(match.group(0))
+
+
+def _declared() -> set[str]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    requirements = [*project["dependencies"], *project["optional-dependencies"]["server"]]
+    return {_requirement_name(r) for r in requirements if not r.startswith("fleetpulse")}
+
+
+def _imported_top_level_modules() -> dict[str, str]:
+    """Third-party top-level module -> one file importing it."""
+    found: dict[str, str] = {}
+    for component in COMPONENTS:
+        for path in sorted((REPO / component).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    top = name.split(".")[0]
+                    if top not in sys.stdlib_module_names and top not in COMPONENTS:
+                        found.setdefault(top, str(path.relative_to(REPO)))
+    return found
+
+
+def test_every_import_is_declared_and_every_declaration_imported() -> None:
+    distributions = importlib.metadata.packages_distributions()
+    imported: dict[str, str] = {}
+    for module, where in _imported_top_level_modules().items():
+        owners = distributions.get(module)
+        assert owners, f"{module} (imported in {where}) belongs to no installed distribution"
+        imported[_normalise(owners[0])] = where
+    declared = _declared()
+    undeclared = {name: where for name, where in imported.items() if name not in declared}
+    assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"
+    unused = declared - set(imported) - set(LOADED_BY_NAME)
+    assert not unused, f"declared in pyproject.toml but never imported: {sorted(unused)}"
