@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from fleetpulse.config import KafkaSettings
-from tests.harness import PORTS, SHARED_DATA, STATE, DedicatedKafka, free_port, run_stack
+from tests.harness import PORTS, SHARED_DATA, STATE, DedicatedKafka, free_port, run_stack, unavailable
 
 # Wall-clock deadlines make property tests flaky on a loaded 2-core machine; examples stay bounded.
 settings.register_profile("fleetpulse", deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -22,7 +22,7 @@ settings.load_profile("fleetpulse")
 def shared_data() -> Path:
     """../shared/data beside the repository (real third-party data, read in place)."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data not found at {SHARED_DATA}: place the shared/ folder beside the repository")
+        unavailable(f"real data not found at {SHARED_DATA}: place the shared/ folder beside the repository")
     return SHARED_DATA
 
 

@@ -38,7 +38,7 @@ if [[ ! -x "$tools/bin/kustomize" ]]; then
         echo "building kustomize (Go module proxy)" >&2
         GOBIN="$tools/bin" "$go" install sigs.k8s.io/kustomize/kustomize/v5@v5.5.0
     else
-        echo "warning: no Go toolchain: the Kubernetes manifest tests will be skipped" >&2
+        echo "warning: no Go toolchain: the Kubernetes manifest tests will be skipped (they fail under CI=true)" >&2
     fi
 fi
 if [[ ! -x "$tools/node/node_modules/.bin/dclint" ]]; then
@@ -47,7 +47,7 @@ if [[ ! -x "$tools/node/node_modules/.bin/dclint" ]]; then
         mkdir -p "$tools/node"
         npm install --silent --no-audit --no-fund --prefix "$tools/node" dclint@3.1.0 >/dev/null
     else
-        echo "warning: no npm: the compose schema tests will be skipped" >&2
+        echo "warning: no npm: the compose schema tests will be skipped (they fail under CI=true)" >&2
     fi
 fi
 

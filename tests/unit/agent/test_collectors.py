@@ -17,7 +17,7 @@ from fleetpulse.agents.collectors.config import BatteryConfig, CollectorConfig, 
 from fleetpulse.agents.collectors.stability import StabilityCollector
 from fleetpulse.agents.runner import CollectorRunner, build_report
 from fleetpulse.contract import CollectorError, DeviceKind, HealthReport, MemoryHealth, Platform
-from tests.harness import SHARED_DATA
+from tests.harness import SHARED_DATA, unavailable
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "agent"
 NOW_TS = "2026-01-01T00:00:00Z"
@@ -138,7 +138,7 @@ esac
 def fake_smartctl(tmp_path: Path) -> tuple[Path, Path]:
     models = SHARED_DATA / "smartctl" / "scrutiny_testdata" / "models"
     if not models.is_dir():
-        pytest.skip(f"smartctl corpus not found at {models}")
+        unavailable(f"smartctl corpus not found at {models}")
     log = tmp_path / "calls.log"
     script = tmp_path / "smartctl"
     script.write_text(

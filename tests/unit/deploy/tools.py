@@ -9,10 +9,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pytest
 import yaml
 
-from tests.harness import REPO
+from tests.harness import REPO, unavailable
 
 DEPLOY = REPO / "deploy"
 LOCAL = REPO / ".local"
@@ -25,7 +24,7 @@ def tool(name: str, *candidates: Path) -> str:
             return str(path)
     found = shutil.which(name)
     if found is None:
-        pytest.skip(f"{name} not found: {INSTALL_HINT}")
+        unavailable(f"{name} not found: {INSTALL_HINT}")
     return found
 
 
@@ -41,7 +40,7 @@ def dclint_schema() -> Path:
     """The Compose Specification JSON schema that ships inside the dclint npm package."""
     path = LOCAL / "node" / "node_modules" / "dclint" / "schemas" / "compose.schema.json"
     if not path.is_file():
-        pytest.skip(f"dclint's compose schema not found at {path}: {INSTALL_HINT}")
+        unavailable(f"dclint's compose schema not found at {path}: {INSTALL_HINT}")
     return path
 
 
