@@ -3,10 +3,10 @@
 SHELL := /bin/bash
 PY ?= python3
 # ruff does not follow the fleetpulse/<component> symlinks, so the component folders are named here.
-LINT_PATHS := fleetpulse agents streams models alerts dashboards tests benchmarks
+LINT_PATHS := fleetpulse agents streams models alerts dashboards tests benchmarks docs
 export FLEETPULSE_TEST_STACK_DIR ?= $(CURDIR)/.local/test-stack
 
-.PHONY: install lint typecheck check test test-unit test-integration demo stack-up stack-down clean train evaluate
+.PHONY: install lint typecheck check docs test test-unit test-integration demo stack-up stack-down clean train evaluate
 
 install:
 	deploy/local/install-deps.sh
@@ -20,8 +20,12 @@ typecheck:
 
 check: lint typecheck
 
+# The docs site, strictly: a broken link or a reference page that fails to generate fails the build.
+docs:
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true mkdocs build --strict --quiet
+
 # Everything: install, static checks, unit + integration tests against real services.
-test: install check
+test: install check docs
 	set -o pipefail; trap '$(MAKE) --no-print-directory test-stack-down' EXIT; \
 	$(PY) -m pytest -p no:cacheprovider
 
