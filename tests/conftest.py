@@ -61,6 +61,13 @@ def postgres_url() -> str:
     return f"postgresql+psycopg://fleetpulse@127.0.0.1:{PORTS['postgres']}/fleetpulse"
 
 
+@pytest.fixture(scope="session")
+def keycloak_url() -> str:
+    """Keycloak with the realm deploy/local/keycloak/fleetpulse-realm.json (users anna, ben, carla, nobody)."""
+    run_stack("start", "keycloak")
+    return f"http://127.0.0.1:{PORTS['keycloak']}"
+
+
 @pytest.fixture
 def dedicated_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DedicatedKafka]:
     state = STATE.parent / f"kafka-{uuid.uuid4().hex[:8]}"

@@ -29,6 +29,7 @@ PORTS = {
     "tsdb": int(os.environ.get("FLEETPULSE_TEST_VM_PORT", "18428")),
     "influxdb1": int(os.environ.get("FLEETPULSE_TEST_INFLUXDB1_PORT", "18086")),
     "postgres": int(os.environ.get("FLEETPULSE_TEST_PG_PORT", "15433")),
+    "keycloak": int(os.environ.get("FLEETPULSE_TEST_KEYCLOAK_PORT", "18180")),
 }
 
 
@@ -55,6 +56,7 @@ def stack_env(state: Path = STATE, kafka_port: int | None = None) -> dict[str, s
         FLEETPULSE_VM_PORT=str(PORTS["tsdb"]),
         FLEETPULSE_INFLUXDB1_PORT=str(PORTS["influxdb1"]),
         FLEETPULSE_PG_PORT=str(PORTS["postgres"]),
+        FLEETPULSE_KEYCLOAK_PORT=str(PORTS["keycloak"]),
         FLEETPULSE_KAFKA_HEAP="512m",
     )
     return env

@@ -57,3 +57,18 @@ if [[ ! -f "$here/lib/.complete" ]]; then
     mvn -q -B -Dstyle.color=never -f "$here/pom.xml" dependency:copy-dependencies -DoutputDirectory="$here/lib" -DincludeScope=runtime
     touch "$here/lib/.complete"
 fi
+
+# Keycloak (the identity provider the single sign-on tests log in through) from its Maven Central
+# distribution, built once for the local stack's options (file database, health endpoint).
+kc_version="$(cat "$here/keycloak/version")"
+kc_home="$here/keycloak-dist/keycloak-$kc_version"
+if [[ ! -f "$kc_home/.complete" ]]; then
+    echo "fetching Keycloak $kc_version from Maven Central" >&2
+    rm -rf "$here/keycloak-dist" && mkdir -p "$here/keycloak-dist"
+    mvn -q -B -Dstyle.color=never dependency:copy \
+        -Dartifact="org.keycloak:keycloak-quarkus-dist:$kc_version:tar.gz" -DoutputDirectory="$here/keycloak-dist"
+    tar -xzf "$here/keycloak-dist/keycloak-quarkus-dist-$kc_version.tar.gz" -C "$here/keycloak-dist"
+    rm "$here/keycloak-dist/keycloak-quarkus-dist-$kc_version.tar.gz"
+    JAVA_HOME="$("$here/keycloak/java-home.sh")" "$kc_home/bin/kc.sh" build --db=dev-file --health-enabled=true --cache=local >/dev/null
+    touch "$kc_home/.complete"
+fi

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Local single-machine stack for demos and tests: real Apache Kafka (KRaft, from
 # Maven Central jars on the machine's JDK), VictoriaMetrics (InfluxDB v2 write
-# API), InfluxDB 1.x (InfluxQL for dashboard queries) and PostgreSQL.
+# API), InfluxDB 1.x (InfluxQL for dashboard queries), PostgreSQL and Keycloak (the
+# OpenID Connect provider of single sign-on, with the realm in keycloak/fleetpulse-realm.json).
 #
-#   deploy/local/stack.sh start  [kafka|tsdb|influxdb1|postgres|all]   (default: kafka tsdb)
+#   deploy/local/stack.sh start  [kafka|tsdb|influxdb1|postgres|keycloak|all]   (default: kafka tsdb)
 #   deploy/local/stack.sh stop   [...]                                 (default: all)
 #   deploy/local/stack.sh status
 #
@@ -20,6 +21,7 @@ controller_port="${FLEETPULSE_KAFKA_CONTROLLER_PORT:-$((kafka_port + 1))}"
 vm_port="${FLEETPULSE_VM_PORT:-8428}"
 influx1_port="${FLEETPULSE_INFLUXDB1_PORT:-8086}"
 pg_port="${FLEETPULSE_PG_PORT:-5433}"
+keycloak_port="${FLEETPULSE_KEYCLOAK_PORT:-8180}"
 libdir="$here/lib"
 
 log() { printf '%s stack: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
@@ -198,9 +200,53 @@ stop_postgres() {
     log "postgres stopped"
 }
 
+# --- Keycloak (OpenID Connect provider for single sign-on) -------------------------
+
+keycloak_home() { echo "$here/keycloak-dist/keycloak-$(cat "$here/keycloak/version")"; }
+
+keycloak_ready() {
+    alive "$1" || { log "keycloak exited during start"; tail -n 30 "$(dirname "$1")/keycloak.log" >&2; exit 1; }
+    curl -sf "http://127.0.0.1:$((keycloak_port + 1))/health/ready" >/dev/null 2>&1
+}
+
+keycloak_admin_token() {
+    curl -sf --max-time 120 "http://127.0.0.1:$keycloak_port/realms/master/protocol/openid-connect/token" \
+        -d grant_type=password -d client_id=admin-cli -d username=admin \
+        --data-urlencode "password=$(cat "$1")" | python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])'
+}
+
+keycloak_realm() { # state dir: imports the fleetpulse realm unless it exists
+    local token
+    token="$(keycloak_admin_token "$1/admin-password")"
+    if ! curl -sf --max-time 120 -o /dev/null -H "Authorization: Bearer $token" \
+        "http://127.0.0.1:$keycloak_port/admin/realms/fleetpulse"; then
+        curl -sf --max-time 300 -o /dev/null -H "Authorization: Bearer $token" -H "Content-Type: application/json" \
+            --data-binary "@$here/keycloak/fleetpulse-realm.json" "http://127.0.0.1:$keycloak_port/admin/realms"
+        log "imported realm fleetpulse"
+    fi
+}
+
+start_keycloak() {
+    local dir="$state/keycloak" pidfile="$state/keycloak/keycloak.pid" home
+    if alive "$pidfile"; then log "keycloak already running (port $keycloak_port)"; keycloak_realm "$dir"; return 0; fi
+    home="$(keycloak_home)"
+    [[ -f "$home/.complete" ]] || { log "Keycloak not installed: run make install (deploy/local/install-deps.sh)"; exit 1; }
+    mkdir -p "$dir" && chmod 700 "$dir"
+    if [[ ! -f "$dir/admin-password" ]]; then (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >"$dir/admin-password"); fi
+    KC_BOOTSTRAP_ADMIN_USERNAME=admin KC_BOOTSTRAP_ADMIN_PASSWORD="$(cat "$dir/admin-password")" \
+        JAVA_HOME="$("$here/keycloak/java-home.sh")" JAVA_OPTS_KC_HEAP="-Xms128m -Xmx512m" \
+        nohup "$home/bin/kc.sh" start --optimized --http-enabled=true --http-host=127.0.0.1 \
+        --http-port="$keycloak_port" --http-management-port="$((keycloak_port + 1))" --hostname-strict=false \
+        --db-url="jdbc:h2:file:$dir/db;NON_KEYWORDS=VALUE" >"$dir/keycloak.log" 2>&1 &
+    echo $! >"$pidfile"
+    wait_for "keycloak" 300 keycloak_ready "$pidfile" || { tail -n 30 "$dir/keycloak.log" >&2; exit 1; }
+    keycloak_realm "$dir"
+    log "keycloak ready on http://127.0.0.1:$keycloak_port/realms/fleetpulse (admin password in $dir/admin-password)"
+}
+
 # --- dispatch ------------------------------------------------------------------
 
-services() { if [[ $# -eq 0 ]]; then echo "$default"; elif [[ "$1" == all ]]; then echo "kafka tsdb influxdb1 postgres"; else echo "$@"; fi; }
+services() { if [[ $# -eq 0 ]]; then echo "$default"; elif [[ "$1" == all ]]; then echo "kafka tsdb influxdb1 postgres keycloak"; else echo "$@"; fi; }
 
 cmd="${1:-}"; shift || true
 case "$cmd" in
@@ -208,21 +254,22 @@ start)
     default="kafka tsdb"
     for s in $(services "$@"); do "start_$s"; done ;;
 stop)
-    default="kafka tsdb influxdb1 postgres"
+    default="kafka tsdb influxdb1 postgres keycloak"
     for s in $(services "$@"); do
         case "$s" in
         kafka) stop_pid kafka "$state/kafka/kafka.pid" ;;
         tsdb) stop_pid victoria-metrics "$state/victoria-metrics/vm.pid" ;;
         influxdb1) stop_pid influxdb1 "$state/influxdb1/influxd.pid" ;;
         postgres) stop_postgres ;;
+        keycloak) stop_pid keycloak "$state/keycloak/keycloak.pid" ;;
         *) log "unknown service $s"; exit 2 ;;
         esac
     done ;;
 status)
-    for s in kafka:kafka/kafka.pid tsdb:victoria-metrics/vm.pid influxdb1:influxdb1/influxd.pid; do
+    for s in kafka:kafka/kafka.pid tsdb:victoria-metrics/vm.pid influxdb1:influxdb1/influxd.pid keycloak:keycloak/keycloak.pid; do
         if alive "$state/${s#*:}"; then echo "${s%%:*}: running"; else echo "${s%%:*}: stopped"; fi
     done
     if [[ -f "$state/postgres/data/postmaster.pid" ]]; then echo "postgres: running"; else echo "postgres: stopped"; fi ;;
 *)
-    echo "usage: $0 start|stop|status [kafka|tsdb|influxdb1|postgres|all]" >&2; exit 2 ;;
+    echo "usage: $0 start|stop|status [kafka|tsdb|influxdb1|postgres|keycloak|all]" >&2; exit 2 ;;
 esac

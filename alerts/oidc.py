@@ -1,0 +1,288 @@
+"""OpenID Connect relying party for the fleet-manager page: authorization code flow with PKCE.
+
+People log in with their organisation account (Keycloak, Entra ID, ADFS); fleetpulse keeps no
+passwords for them. The provider's discovery document and signing keys are fetched and cached;
+an ID token whose key id is unknown triggers one key refresh, so the provider can rotate keys
+without a restart. Token signatures and claims are checked by joserfc (Authlib's JOSE library),
+PKCE values come from Authlib. Roles and site scope come from the token's claims through a
+configured mapping (:func:`identity_from_claims`): no mapped role means no access.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any
+from urllib.parse import urlencode, urlsplit
+
+import httpx
+from authlib.common.security import generate_token
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from joserfc import jwt
+from joserfc.errors import InvalidKeyIdError, JoseError
+from joserfc.jwk import KeySet
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from fleetpulse.alerts.settings import Role
+
+# Highest first: a person in several mapped groups gets the most capable role.
+ROLE_ORDER: tuple[Role, ...] = ("admin", "fleet_manager", "it_support")
+ALL_SITES = "*"
+SIGNING_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+
+
+class OidcError(Exception):
+    """A login that cannot complete; the message is safe to show (no tokens, no secrets)."""
+
+
+class OidcSettings(BaseModel):
+    """Single sign-on through an OpenID Connect provider (Keycloak, Entra ID, ADFS)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    issuer: str = Field(description="the provider's issuer URL, exactly as in its ID tokens")
+    client_id: str
+    client_secret: SecretStr | None = Field(default=None, description="confidential client; None for a public client")
+    redirect_url: str = Field(description="this page's callback as the browser reaches it: https://…/auth/callback")
+    post_logout_redirect_url: str | None = Field(
+        default=None, description="where the provider sends the browser after logout"
+    )
+    scopes: list[str] = ["openid", "profile", "email"]
+    role_claim: str = Field(default="groups", description="claim holding group or role names")
+    roles: dict[str, Role] = Field(default_factory=dict, description="claim value -> fleetpulse role")
+    site_claim: str = Field(default="groups", description="claim holding the person's sites")
+    sites: dict[str, str] = Field(
+        default_factory=dict, description='claim value -> site name as in the inventory; "*" = every site'
+    )
+    department_claim: str | None = Field(default=None, description="claim narrowing the scope to departments")
+    departments: dict[str, str] = Field(default_factory=dict, description="claim value -> department")
+    clock_skew_s: Annotated[int, Field(ge=0, le=300)] = 60
+    metadata_cache_s: Annotated[int, Field(ge=60)] = 3600
+    allow_insecure_http: bool = Field(
+        default=False, description="accept an http:// issuer (a local test provider only): tokens would travel in clear"
+    )
+
+    @model_validator(mode="after")
+    def _https_unless_allowed(self) -> OidcSettings:
+        for name in ("issuer", "redirect_url"):
+            scheme = urlsplit(getattr(self, name)).scheme
+            if scheme not in ("https", "http"):
+                raise ValueError(f"{name} must be an http(s) URL")
+            if scheme == "http" and not self.allow_insecure_http:
+                raise ValueError(f"{name} must use https (set allow_insecure_http only for a local test provider)")
+        if "openid" not in self.scopes:
+            raise ValueError('scopes must include "openid"')
+        return self
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A person as the provider asserted them, with the role and scope fleetpulse grants."""
+
+    issuer: str
+    subject: str
+    display_name: str
+    role: Role
+    sites: frozenset[str]
+    departments: frozenset[str] = frozenset()
+
+    @property
+    def all_sites(self) -> bool:
+        return ALL_SITES in self.sites
+
+
+def _claim_values(claims: Mapping[str, Any], name: str) -> list[str]:
+    """A claim as a list of strings; nested names ("realm_access.roles") follow objects."""
+    value: Any = claims
+    for part in name.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str)]
+    return []
+
+
+def identity_from_claims(claims: Mapping[str, Any], settings: OidcSettings) -> Identity | None:
+    """The role and scope the mapping grants, or None when it grants no role or no site."""
+    granted = {settings.roles[v] for v in _claim_values(claims, settings.role_claim) if v in settings.roles}
+    role = next((r for r in ROLE_ORDER if r in granted), None)
+    sites = frozenset(settings.sites[v] for v in _claim_values(claims, settings.site_claim) if v in settings.sites)
+    if role is None or not sites:
+        return None
+    departments: frozenset[str] = frozenset()
+    if settings.department_claim:
+        departments = frozenset(
+            settings.departments[v]
+            for v in _claim_values(claims, settings.department_claim)
+            if v in settings.departments
+        )
+    name = next(
+        (str(claims[k]) for k in ("name", "preferred_username", "email") if isinstance(claims.get(k), str)),
+        str(claims["sub"]),
+    )
+    return Identity(str(claims["iss"]), str(claims["sub"]), name, role, sites, departments)
+
+
+@dataclass(frozen=True)
+class AuthorizationRequest:
+    """What the page keeps in the pending login until the provider redirects back."""
+
+    url: str
+    state: str
+    nonce: str
+    code_verifier: str
+
+
+class OidcProvider:
+    """Discovery, the authorization URL, the code exchange and ID-token validation for one provider."""
+
+    def __init__(
+        self, settings: OidcSettings, http: httpx.Client | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.settings = settings
+        self._http = http or httpx.Client(timeout=10.0)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._metadata: dict[str, Any] | None = None
+        self._metadata_at = 0.0
+        self._keys: KeySet | None = None
+
+    def metadata(self) -> dict[str, Any]:
+        with self._lock:
+            if self._metadata is None or self._clock() - self._metadata_at > self.settings.metadata_cache_s:
+                url = self.settings.issuer.rstrip("/") + "/.well-known/openid-configuration"
+                document = self._get_json(url, "discovery document")
+                if document.get("issuer") != self.settings.issuer:
+                    raise OidcError("the provider's discovery document names another issuer")
+                for key in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
+                    if not isinstance(document.get(key), str):
+                        raise OidcError(f"the provider's discovery document has no {key}")
+                self._metadata, self._metadata_at, self._keys = document, self._clock(), None
+            return self._metadata
+
+    def authorization_request(self) -> AuthorizationRequest:
+        state, nonce, verifier = generate_token(32), generate_token(32), generate_token(64)
+        query = {
+            "response_type": "code",
+            "client_id": self.settings.client_id,
+            "redirect_uri": self.settings.redirect_url,
+            "scope": " ".join(self.settings.scopes),
+            "state": state,
+            "nonce": nonce,
+            "code_challenge": create_s256_code_challenge(verifier),
+            "code_challenge_method": "S256",
+        }
+        return AuthorizationRequest(
+            f"{self.metadata()['authorization_endpoint']}?{urlencode(query)}", state, nonce, verifier
+        )
+
+    def exchange(self, code: str, code_verifier: str) -> dict[str, Any]:
+        """Trade the authorization code for tokens at the provider's token endpoint."""
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": self.settings.redirect_url,
+            "code_verifier": code_verifier,
+            "client_id": self.settings.client_id,
+        }
+        try:
+            if self.settings.client_secret is None:
+                response = self._http.post(self.metadata()["token_endpoint"], data=form)
+            else:
+                secret = self.settings.client_secret.get_secret_value()
+                response = self._http.post(
+                    self.metadata()["token_endpoint"], data=form, auth=httpx.BasicAuth(self.settings.client_id, secret)
+                )
+        except httpx.HTTPError as exc:
+            raise OidcError(f"the provider's token endpoint is unreachable ({type(exc).__name__})") from None
+        if response.status_code != 200:
+            error = _safe_error(response)
+            raise OidcError(f"the provider refused the login (HTTP {response.status_code}{error})")
+        tokens = response.json()
+        if not isinstance(tokens, dict) or not isinstance(tokens.get("id_token"), str):
+            raise OidcError("the provider's answer holds no ID token")
+        return tokens
+
+    def validate_id_token(self, id_token: str, nonce: str) -> dict[str, Any]:
+        """Signature (provider's keys), issuer, audience, expiry, issued-at and nonce, or OidcError."""
+        try:
+            token = self._decode(id_token)
+        except JoseError as exc:
+            raise OidcError(f"the ID token is not valid ({exc.error})") from None
+        claims = dict(token.claims)
+        registry = jwt.JWTClaimsRegistry(
+            now=int(self._clock()),
+            leeway=self.settings.clock_skew_s,
+            iss={"essential": True, "value": self.settings.issuer},
+            sub={"essential": True},
+            exp={"essential": True},
+            iat={"essential": True},
+            nonce={"essential": True, "value": nonce},
+        )
+        try:
+            registry.validate(claims)
+        except JoseError as exc:
+            raise OidcError(
+                f"the ID token is not valid ({exc.error}: {exc.description or ''})".rstrip(": )") + ")"
+            ) from None
+        audience = claims.get("aud")
+        audiences = audience if isinstance(audience, list) else [audience]
+        if self.settings.client_id not in audiences:
+            raise OidcError("the ID token was issued for another client")
+        if len(audiences) > 1 and claims.get("azp") != self.settings.client_id:
+            raise OidcError("the ID token's authorized party is another client")
+        return claims
+
+    def end_session_url(self, id_token_hint: str | None) -> str | None:
+        """The provider's logout URL (RP-initiated logout), or None if it offers none."""
+        endpoint = self.metadata().get("end_session_endpoint")
+        if not isinstance(endpoint, str):
+            return None
+        query = {"client_id": self.settings.client_id}
+        if id_token_hint:
+            query["id_token_hint"] = id_token_hint
+        if self.settings.post_logout_redirect_url:
+            query["post_logout_redirect_uri"] = self.settings.post_logout_redirect_url
+        return f"{endpoint}?{urlencode(query)}"
+
+    def _decode(self, id_token: str) -> jwt.Token:
+        try:
+            return jwt.decode(id_token, self._key_set(refresh=False), algorithms=SIGNING_ALGORITHMS)
+        except InvalidKeyIdError:
+            # The provider may have rotated its keys since they were fetched: refetch once.
+            return jwt.decode(id_token, self._key_set(refresh=True), algorithms=SIGNING_ALGORITHMS)
+
+    def _key_set(self, refresh: bool) -> KeySet:
+        uri = self.metadata()["jwks_uri"]
+        with self._lock:
+            if self._keys is None or refresh:
+                document = self._get_json(uri, "signing keys")
+                usable = [k for k in document.get("keys", []) if isinstance(k, dict) and k.get("use", "sig") == "sig"]
+                try:
+                    self._keys = KeySet.import_key_set({"keys": usable})
+                except (JoseError, ValueError, TypeError) as exc:
+                    raise OidcError(f"the provider's signing keys cannot be read ({type(exc).__name__})") from None
+            return self._keys
+
+    def _get_json(self, url: str, what: str) -> dict[str, Any]:
+        try:
+            response = self._http.get(url)
+            response.raise_for_status()
+            document = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise OidcError(f"the provider's {what} cannot be fetched ({type(exc).__name__})") from None
+        if not isinstance(document, dict):
+            raise OidcError(f"the provider's {what} is not a JSON object")
+        return document
+
+
+def _safe_error(response: httpx.Response) -> str:
+    """The OAuth error code only: a provider's description may echo what was sent."""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        return ""
+    return f": {error}" if isinstance(error, str) and error.isascii() and len(error) < 64 else ""

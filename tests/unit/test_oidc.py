@@ -1,0 +1,207 @@
+"""OpenID Connect relying party: every forged, replayed or mis-addressed ID token is refused.
+
+The provider is played by an httpx mock transport serving a discovery document and a key set of
+keys generated here; the same code runs against real Keycloak in tests/integration/test_oidc_keycloak.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from joserfc import jwt
+from joserfc.jwk import RSAKey
+
+from fleetpulse.alerts.oidc import OidcError, OidcProvider, OidcSettings, identity_from_claims
+
+ISSUER = "https://id.example.org/realms/city"
+NOW = 1_800_000_000
+
+
+class FakeProvider:
+    def __init__(self) -> None:
+        self.keys = [RSAKey.generate_key(2048, parameters={"kid": "k1", "use": "sig", "alg": "RS256"})]
+        self.jwks_fetches = 0
+        self.issuer = ISSUER
+        self.token_answer: tuple[int, dict[str, Any]] = (200, {})
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/.well-known/openid-configuration"):
+            return httpx.Response(
+                200,
+                json={
+                    "issuer": self.issuer,
+                    "authorization_endpoint": f"{ISSUER}/auth",
+                    "token_endpoint": f"{ISSUER}/token",
+                    "jwks_uri": f"{ISSUER}/certs",
+                    "end_session_endpoint": f"{ISSUER}/logout",
+                },
+            )
+        if request.url.path.endswith("/certs"):
+            self.jwks_fetches += 1
+            return httpx.Response(200, json={"keys": [k.as_dict(private=False) for k in self.keys]})
+        if request.url.path.endswith("/token"):
+            return httpx.Response(self.token_answer[0], json=self.token_answer[1])
+        return httpx.Response(404)
+
+    def sign(self, claims: dict[str, Any], key: RSAKey | None = None) -> str:
+        key = key or self.keys[0]
+        return jwt.encode({"alg": "RS256", "kid": key.kid}, claims, key)
+
+
+def settings(**overrides: Any) -> OidcSettings:
+    values: dict[str, Any] = {
+        "issuer": ISSUER,
+        "client_id": "fleetpulse-page",
+        "client_secret": "s3cret-client",
+        "redirect_url": "https://fleet.example.org/auth/callback",
+        "roles": {"fp-managers": "fleet_manager", "fp-support": "it_support", "fp-admins": "admin"},
+        "sites": {"site-rathaus": "Rathaus", "site-all": "*"},
+    }
+    values.update(overrides)
+    return OidcSettings.model_validate(values)
+
+
+def claims(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "iss": ISSUER,
+        "sub": "f3c1-subject",
+        "aud": "fleetpulse-page",
+        "exp": NOW + 300,
+        "iat": NOW - 5,
+        "nonce": "n-123",
+        "name": "Anna Berger",
+        "groups": ["fp-managers", "site-rathaus"],
+    }
+    base.update(overrides)
+    return base
+
+
+@pytest.fixture
+def provider() -> FakeProvider:
+    return FakeProvider()
+
+
+def rp(provider: FakeProvider, **overrides: Any) -> OidcProvider:
+    http = httpx.Client(transport=httpx.MockTransport(provider.handler))
+    return OidcProvider(settings(**overrides), http=http, clock=lambda: float(NOW))
+
+
+def test_valid_token_gives_claims_and_identity(provider: FakeProvider) -> None:
+    relying_party = rp(provider)
+    validated = relying_party.validate_id_token(provider.sign(claims()), nonce="n-123")
+    identity = identity_from_claims(validated, relying_party.settings)
+    assert identity is not None
+    assert (identity.issuer, identity.subject, identity.display_name) == (ISSUER, "f3c1-subject", "Anna Berger")
+    assert identity.role == "fleet_manager"
+    assert identity.sites == frozenset({"Rathaus"})
+    assert not identity.all_sites
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"iss": "https://evil.example.org/realms/city"}, "iss"),
+        ({"aud": "another-client"}, "another client"),
+        ({"aud": ["fleetpulse-page", "other"], "azp": "other"}, "authorized party"),
+        ({"exp": NOW - 3600}, "exp"),
+        ({"nonce": "replayed-nonce"}, "nonce"),
+        ({"iat": None}, "iat"),
+    ],
+)
+def test_misaddressed_expired_or_replayed_tokens_are_refused(
+    provider: FakeProvider, change: dict[str, Any], reason: str
+) -> None:
+    token_claims = {k: v for k, v in claims(**change).items() if v is not None}
+    with pytest.raises(OidcError, match=reason):
+        rp(provider).validate_id_token(provider.sign(token_claims), nonce="n-123")
+
+
+def test_token_signed_by_another_key_is_refused(provider: FakeProvider) -> None:
+    attacker = RSAKey.generate_key(2048, parameters={"kid": "k1", "use": "sig"})
+    with pytest.raises(OidcError, match="not valid"):
+        rp(provider).validate_id_token(provider.sign(claims(), key=attacker), nonce="n-123")
+
+
+def test_unsigned_token_is_refused(provider: FakeProvider) -> None:
+    def b64(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    unsigned = f"{b64({'alg': 'none', 'kid': 'k1'})}.{b64(claims())}."
+    with pytest.raises(OidcError, match="not valid"):
+        rp(provider).validate_id_token(unsigned, nonce="n-123")
+
+
+def test_rotated_keys_are_fetched_once_without_restart(provider: FakeProvider) -> None:
+    relying_party = rp(provider)
+    relying_party.validate_id_token(provider.sign(claims()), nonce="n-123")
+    assert provider.jwks_fetches == 1
+    provider.keys = [RSAKey.generate_key(2048, parameters={"kid": "k2", "use": "sig", "alg": "RS256"})]
+    relying_party.validate_id_token(provider.sign(claims()), nonce="n-123")
+    assert provider.jwks_fetches == 2
+    relying_party.validate_id_token(provider.sign(claims()), nonce="n-123")
+    assert provider.jwks_fetches == 2
+
+
+def test_discovery_document_naming_another_issuer_is_refused(provider: FakeProvider) -> None:
+    provider.issuer = "https://evil.example.org"
+    with pytest.raises(OidcError, match="another issuer"):
+        rp(provider).authorization_request()
+
+
+def test_authorization_request_uses_pkce_s256_state_and_nonce(provider: FakeProvider) -> None:
+    request = rp(provider).authorization_request()
+    query = {k: v[0] for k, v in parse_qs(urlsplit(request.url).query).items()}
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(request.code_verifier.encode()).digest()).rstrip(b"=")
+    assert query["code_challenge"] == challenge.decode()
+    assert query["code_challenge_method"] == "S256"
+    assert query["state"] == request.state
+    assert query["nonce"] == request.nonce
+    assert query["response_type"] == "code"
+    assert query["redirect_uri"] == "https://fleet.example.org/auth/callback"
+    assert len({request.state, request.nonce, request.code_verifier}) == 3
+
+
+def test_token_endpoint_refusal_does_not_echo_the_providers_text(provider: FakeProvider) -> None:
+    provider.token_answer = (400, {"error": "invalid_grant", "error_description": "code=abc secret=s3cret-client"})
+    with pytest.raises(OidcError) as refused:
+        rp(provider).exchange("abc", "verifier")
+    assert "invalid_grant" in str(refused.value)
+    assert "s3cret" not in str(refused.value)
+    assert "code=abc" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("groups", "expected"),
+    [
+        ([], None),
+        (["fp-managers"], None),  # a role but no site: no access
+        (["site-rathaus"], None),  # a site but no role: no access
+        (["fp-support", "fp-admins", "site-all"], ("admin", frozenset({"*"}))),
+        (["fp-support", "site-rathaus", "unmapped"], ("it_support", frozenset({"Rathaus"}))),
+    ],
+)
+def test_roles_and_sites_come_only_from_mapped_claims(
+    groups: list[str], expected: tuple[str, frozenset[str]] | None
+) -> None:
+    identity = identity_from_claims(claims(groups=groups), settings())
+    assert (identity and (identity.role, identity.sites)) == expected
+
+
+def test_plain_http_provider_needs_explicit_opt_in() -> None:
+    with pytest.raises(ValueError, match="https"):
+        settings(issuer="http://127.0.0.1:8180/realms/city")
+    assert settings(issuer="http://127.0.0.1:8180/realms/city", allow_insecure_http=True).allow_insecure_http
+
+
+def test_logout_url_is_rp_initiated(provider: FakeProvider) -> None:
+    url = rp(provider, post_logout_redirect_url="https://fleet.example.org/auth/logged-out").end_session_url("tok")
+    assert url is not None
+    query = parse_qs(urlsplit(url).query)
+    assert query["id_token_hint"] == ["tok"]
+    assert query["post_logout_redirect_uri"] == ["https://fleet.example.org/auth/logged-out"]
