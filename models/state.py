@@ -23,7 +23,8 @@ reporting every counter every day about 52 KB. The largest report the contract
 allows (every string and list at its limit, every number at its longest form), daily
 for a year, builds about 102 KB, so the bound ``MAX_STATE_BYTES`` (64 KiB) is
 enforced where the state is encoded (:func:`fit_in_place`): oldest history goes
-first, deterministically (tested in ``tests/unit/test_models_state.py``).
+first, deterministically (``DeviceRecord.to_bytes`` in the stream; tested in
+``tests/unit/test_hostile_inventory_and_state.py``).
 
 Time is the report's ``collected_at`` (event time), never the wall clock; days are
 UTC calendar days stored as proleptic ordinals (``date.toordinal()``).
