@@ -84,7 +84,9 @@ class DeviceRecord(BaseModel):
         A record over the bound first loses the alert states of disks its state no longer
         tracks (a device rotating disk ids would otherwise grow them without end), then its
         oldest history (:func:`fit_in_place`). Both happen in place, so the record kept in
-        memory is the one stored.
+        memory is the one stored. Records within the bound (every real device: the worst
+        case of genuine reports is about 52 KB) are stored as they are, so only a record
+        over it can depend on where batches end.
         """
         raw = self.model_dump_json().encode()
         if len(raw) <= MAX_STATE_BYTES:

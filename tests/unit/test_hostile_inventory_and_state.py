@@ -15,7 +15,7 @@ from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.contract import DeviceInventory, DiskHealth, HealthReport, encode
 from fleetpulse.models.registry import rule_scorers
 from fleetpulse.models.state import MAX_STATE_BYTES, DeviceState, apply_report_in_place, state_bytes
-from fleetpulse.streams.processing import DeviceRecord
+from fleetpulse.streams.processing import DeviceRecord, RawRecord
 from fleetpulse.streams.settings import StreamSettings
 from tests.alerts_support import make_inventory, service
 from tests.unit.largest_report import DEVICE_ID, daily_rounds, largest_report
@@ -25,7 +25,7 @@ FUTURE = datetime(2099, 1, 1, tzinfo=UTC)
 SKEW = StreamSettings().max_clock_skew
 
 
-def inventory_raw(device: str, site: str, updated_at: datetime, offset: int = 0):  # type: ignore[no-untyped-def]
+def inventory_raw(device: str, site: str, updated_at: datetime, offset: int = 0) -> RawRecord:
     inv = DeviceInventory(device_id=device, kind="laptop", site=site, updated_at=updated_at)
     return raw(TOPICS.inventory, encode(inv), device.encode(), offset)
 
