@@ -12,7 +12,7 @@ Integrity is anchored outside the artifact: the index holds the SHA-256 of both 
 every registered artifact, and with ``models.signing_key`` set the index itself carries
 an HMAC-SHA256 under that key, so whoever can write the registry folder but not the
 server's configuration cannot change a model or its alert threshold. A packaged registry
-(inside the installed ``fleetpulse`` package) is trusted like the code next to it: its
+(inside the installed ``fleetpulse.models`` package) is trusted like the code next to it: its
 own index's digests are verified, no signature is needed, nothing is written.
 
 Artifact ids are plain folder names of the registry folder: no ``..``, no separators,
@@ -55,8 +55,8 @@ log = logging.getLogger(__name__)
 REGISTRY_FILE = "registry.json"
 REGISTRY_FORMAT = 2
 ARTIFACT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-"""The installed ``fleetpulse`` package: a registry inside it ships with the code."""
+PACKAGE_ROOT = Path(__file__).resolve().parent
+"""The installed ``fleetpulse.models`` package: a registry inside it ships with the code."""
 
 
 @dataclass

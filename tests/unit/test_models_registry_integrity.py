@@ -213,3 +213,11 @@ def test_packaged_registry_is_verified_read_only_without_a_signature(
     champions, threshold, refused = worker_policy(registry_dir, KEY)
     assert (champions[0], threshold) == ("disk-rule", RULE_DISK_RAISE)
     assert "does not match the registry index" in refused[0]
+
+
+def test_only_a_registry_inside_the_models_package_counts_as_packaged(tmp_path: Path) -> None:
+    assert registry_module.is_packaged(registry_module.PACKAGE_ROOT / "registry")
+    assert not registry_module.is_packaged(Path(".local/models"))  # the default, next to the checkout
+    assert not registry_module.is_packaged(tmp_path)
+    (tmp_path / "escape").symlink_to(registry_module.PACKAGE_ROOT.parent)
+    assert not registry_module.is_packaged(tmp_path / "escape" / "agents")
