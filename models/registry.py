@@ -144,7 +144,7 @@ def load_scorers(settings: ModelSettings) -> ScorerSet:
 def _refused(scorers: ScorerSet, what: str | Path, exc: ArtifactError) -> ScorerSet:
     log.error(
         "model artifact refused: serving without it",
-        extra={"fields": {"artifact": str(what), "error": str(exc), "serving": scorers.describe()}},
+        extra={"fields": {"artifact": str(what), "error": str(exc)}},
     )
     scorers.refused.append(f"{what}: {exc}")
     return scorers
@@ -160,7 +160,7 @@ def is_packaged(registry_dir: Path) -> bool:
 
 def artifact_dir(registry_dir: Path, artifact_id: str) -> Path:
     """The folder of ``artifact_id``, refused unless it stays inside ``registry_dir`` (also through symlinks)."""
-    if not isinstance(artifact_id, str) or not ARTIFACT_ID.fullmatch(artifact_id) or artifact_id.strip(".") == "":
+    if not ARTIFACT_ID.fullmatch(artifact_id):  # a leading letter or digit: never ".", ".." or a path
         raise ArtifactError(f"artifact id {artifact_id!r} is not a plain folder name of the registry")
     root = registry_dir.resolve()
     directory = registry_dir / artifact_id
