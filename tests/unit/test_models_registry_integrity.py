@@ -221,3 +221,11 @@ def test_only_a_registry_inside_the_models_package_counts_as_packaged(tmp_path: 
     assert not registry_module.is_packaged(tmp_path)
     (tmp_path / "escape").symlink_to(registry_module.PACKAGE_ROOT.parent)
     assert not registry_module.is_packaged(tmp_path / "escape" / "agents")
+
+
+def test_training_into_an_old_registry_stops_before_training(registry_dir: Path, tmp_path: Path) -> None:
+    old_format(registry_dir)
+    args = ["train", "--out", str(registry_dir), "--data-dir", str(tmp_path / "no-data")]
+    result = CliRunner().invoke(cli_app, args)
+    assert result.exit_code == 2
+    assert "fleetpulse models migrate" in result.output
