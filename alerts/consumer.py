@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fleetpulse.alerts.connectors import Connector, build
@@ -48,6 +48,14 @@ class ConsumerStats:
     def add(self, result: str, n: int = 1) -> None:
         if n:
             self.results[result] = self.results.get(result, 0) + n
+
+
+def future_dated(inventory: DeviceInventory, now: datetime, skew: timedelta) -> str | None:
+    """Why ``inventory`` is refused, or None: dated beyond the clock-skew tolerance, it would
+    outrank every correct update of the device until that date (the stream worker's rule)."""
+    if inventory.updated_at <= now + skew:
+        return None
+    return f"updated_at {inventory.updated_at.isoformat()} is ahead of receive time {now.isoformat()}"
 
 
 class TicketConsumer:
@@ -125,13 +133,20 @@ class TicketConsumer:
                     alerts.append((record, decode(record.value, Alert)))
                 elif record.topic == self.topics.inventory:
                     if record.value is not None:  # None = compaction tombstone (device retired): keep its history
-                        inventory.append(decode(record.value, DeviceInventory))
+                        facts = decode(record.value, DeviceInventory)
+                        reason = future_dated(facts, self.clock(), self.settings.consumer.max_clock_skew)
+                        if reason is not None:
+                            self._dead_letter(record, "clock_skew", reason)
+                            continue
+                        inventory.append(facts)
                 elif record.topic == self.topics.scores:
                     scores.append(decode(record.value, RiskScore))
             except ContractError as exc:
                 self._dead_letter(record, exc.kind, exc.reason)
         if inventory:
-            applied = self.service.apply_inventories(inventory)
+            applied = self.service.apply_inventories(
+                inventory, not_after=self.clock() + self.settings.consumer.max_clock_skew
+            )
             self.stats.add("inventory", applied)
             self.stats.add("inventory_stale", len(inventory) - applied)
         for record, alert in alerts:

@@ -60,6 +60,10 @@ class ConsumerSettings(_Frozen):
         default=timedelta(hours=1), description="keep at most one risk point per component per interval"
     )
     history_retention: timedelta = timedelta(days=180)
+    max_clock_skew: timedelta = Field(
+        default=timedelta(minutes=10),
+        description="inventory dated further in the future than this is dead-lettered (as the stream worker does)",
+    )
 
 
 class AlertSettings(_Frozen):

@@ -83,8 +83,12 @@ class TicketService:
     def apply_inventory(self, inventory: DeviceInventory) -> bool:
         return self.apply_inventories([inventory]) == 1
 
-    def apply_inventories(self, records: Sequence[DeviceInventory]) -> int:
+    def apply_inventories(self, records: Sequence[DeviceInventory], not_after: datetime | None = None) -> int:
         """Keep the newest facts per device in one transaction; an older record (replay) never wins.
+
+        Nothing dated after ``not_after`` (the consumer passes its clock plus the skew
+        tolerance) is applied, and stored facts dated after it do not block correct updates:
+        a future date would otherwise outrank every later record until that date.
 
         Inventory and alerts travel on different topics, so an alert may open a ticket before
         its device's facts arrive: open (not yet approved) tickets get their recommendation
@@ -93,8 +97,11 @@ class TicketService:
         applied = 0
         with self.store.session() as session:
             for inventory in records:
+                if not_after is not None and inventory.updated_at > not_after:
+                    continue
                 device = session.get(Device, inventory.device_id)
-                if device is not None and device.updated_at >= inventory.updated_at:
+                stored = device.updated_at if device is not None else None
+                if stored is not None and stored >= inventory.updated_at and (not_after is None or stored <= not_after):
                     continue
                 if device is None:
                     device = Device(device_id=inventory.device_id)

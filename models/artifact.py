@@ -1,13 +1,17 @@
 """Versioned model artifacts: ``model.skops`` + ``metadata.json``, and the scorer serving them.
 
-Loading never trusts the file: the skops dump may only contain the types in
-``TRUSTED_TYPES`` (an explicit list in code, not read from the artifact), and the
-file's SHA-256 must match the metadata. Anything else raises :class:`ArtifactError`.
+Loading never trusts the files: both must match SHA-256 digests held outside them (the
+registry index, :mod:`fleetpulse.models.registry`; a digest inside ``metadata.json``
+would protect nothing, since whoever edits the file can edit the digest), and the skops
+dump may only contain the types in ``TRUSTED_TYPES`` (an explicit list in code, not read
+from the artifact). The bytes verified are the bytes loaded. Anything else raises
+:class:`ArtifactError`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
 import platform
@@ -59,12 +63,45 @@ TRUSTED_TYPES = frozenset(
 )
 
 
+ARTIFACT_FILES = (MODEL_FILE, METADATA_FILE)
+
+
 class ArtifactError(RuntimeError):
     """An artifact that is missing, tampered with, or contains types we do not trust."""
 
 
 def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def artifact_digests(directory: Path) -> dict[str, str]:
+    """SHA-256 of each file of the artifact in ``directory``, as the registry index records them."""
+    missing = [name for name in ARTIFACT_FILES if not (directory / name).is_file()]
+    if missing:
+        raise ArtifactError(f"artifact incomplete: {directory} lacks {', '.join(missing)}")
+    return {name: sha256_file(directory / name) for name in ARTIFACT_FILES}
+
+
+def _verified_bytes(directory: Path, digests: dict[str, str]) -> dict[str, bytes]:
+    """Each file's bytes, read once, after checking them against ``digests``."""
+    out: dict[str, bytes] = {}
+    for name in ARTIFACT_FILES:
+        path = directory / name
+        expected = digests.get(name)
+        if expected is None:
+            raise ArtifactError(f"{path}: the registry index holds no digest for it")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ArtifactError(f"artifact incomplete: cannot read {path} ({exc.strerror})") from None
+        actual = hashlib.sha256(data).hexdigest()
+        if not hmac.compare_digest(actual, expected):
+            raise ArtifactError(
+                f"{path}: SHA-256 {actual} does not match the registry index ({expected}): "
+                "the file changed after the artifact was registered"
+            )
+        out[name] = data
+    return out
 
 
 def content_digest(path: Path) -> str:
@@ -117,25 +154,26 @@ def save_artifact(directory: Path, payload: dict[str, Any], meta: dict[str, Any]
     return meta
 
 
-def load_artifact(directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(payload, metadata) after verifying checksum and types."""
-    meta_path, model_path = directory / METADATA_FILE, directory / MODEL_FILE
-    if not meta_path.is_file() or not model_path.is_file():
-        raise ArtifactError(f"artifact incomplete: {directory} needs {METADATA_FILE} and {MODEL_FILE}")
+def load_artifact(directory: Path, digests: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(payload, metadata) after verifying both files against ``digests`` and the dump's types."""
+    files = _verified_bytes(directory, digests)
     try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{meta_path}: invalid JSON ({exc})") from None
-    actual = sha256_file(model_path)
-    if meta.get("sha256") != actual:
-        raise ArtifactError(f"{model_path}: checksum {actual} does not match metadata {meta.get('sha256')}")
-    untrusted = sio.get_untrusted_types(file=model_path)
+        meta = json.loads(files[METADATA_FILE])
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{directory / METADATA_FILE}: invalid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{directory / METADATA_FILE}: expected an object")
+    model = files[MODEL_FILE]
+    try:
+        untrusted = sio.get_untrusted_types(data=model)
+    except (zipfile.BadZipFile, ValueError, KeyError) as exc:
+        raise ArtifactError(f"{directory / MODEL_FILE}: not a skops dump ({exc})") from None
     unexpected = set(untrusted) - TRUSTED_TYPES
     if unexpected:
-        raise ArtifactError(f"{model_path}: contains types outside TRUSTED_TYPES: {sorted(unexpected)}")
-    payload = sio.load(model_path, trusted=untrusted)
+        raise ArtifactError(f"{directory / MODEL_FILE}: contains types outside TRUSTED_TYPES: {sorted(unexpected)}")
+    payload = sio.loads(model, trusted=untrusted)
     if not isinstance(payload, dict):
-        raise ArtifactError(f"{model_path}: payload is not a dict")
+        raise ArtifactError(f"{directory / MODEL_FILE}: payload is not a dict")
     return payload, meta
 
 
@@ -174,18 +212,21 @@ class TrainedDiskScorer:
     component: Component = Component.DISK
 
     @classmethod
-    def from_artifact(cls, directory: Path) -> TrainedDiskScorer:
-        payload, meta = load_artifact(directory)
+    def from_artifact(cls, directory: Path, digests: dict[str, str]) -> TrainedDiskScorer:
+        """The scorer of the artifact in ``directory``, verified against the registry's ``digests``."""
+        payload, meta = load_artifact(directory, digests)
         if tuple(meta.get("feature_names", ())) != DISK_FEATURES:
             raise ArtifactError(f"{directory}: trained on different features than this code computes")
-        models = {int(h): payload[f"horizon_{h}"] for h in meta["horizons"]}
-        return cls(
-            name=str(meta["name"]),
-            version=str(meta["version"]),
-            models=models,
-            reference=np.asarray(payload["reference"], dtype=float),
-            operating_points=meta.get("operating_points"),
-        )
+        try:
+            return cls(
+                name=str(meta["name"]),
+                version=str(meta["version"]),
+                models={int(h): payload[f"horizon_{h}"] for h in meta["horizons"]},
+                reference=np.asarray(payload["reference"], dtype=float),
+                operating_points=meta.get("operating_points"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{directory}: incomplete artifact ({type(exc).__name__}: {exc})") from None
 
     def alert_thresholds(self, cap: str) -> tuple[float, float] | None:
         """(raise, clear) suggested for alerts on this scorer's risk (the longest horizon):

@@ -4,10 +4,12 @@
                          versioned artifact and register it (champion by default).
 ``fleetpulse evaluate``  the whole evaluation report on real data (both Backblaze sets,
                          baselines, battery end of life on real and simulated histories).
+``fleetpulse models``    check (``verify``) and upgrade/re-sign (``migrate``) the registry index.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -73,18 +75,85 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train the disk failure model (7- and 30-day) and register it as a versioned artifact."""
         from fleetpulse.contract import ScorerRole
+        from fleetpulse.models.artifact import ArtifactError
         from fleetpulse.models.pipeline import EXPERIMENTS, run_experiment
         from fleetpulse.models.publish import publish_disk_model
-        from fleetpulse.models.registry import register_artifact
+        from fleetpulse.models.registry import read_registry, register_artifact, signing_key
 
         if role not in ("champion", "challenger"):
             raise typer.BadParameter("role must be champion or challenger")
-        registry_dir = out or settings_from(ctx).models.registry_dir
+        settings = settings_from(ctx).models
+        registry_dir = out or settings.registry_dir
+        key = signing_key(settings)
+        try:
+            read_registry(registry_dir, key)  # refuse an index we could not extend before an hour of training
+        except ArtifactError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
         instants = _replay("survival", data_dir, cache_dir)
         result = run_experiment(instants, EXPERIMENTS["survival"], seed, _step)
         directory = publish_disk_model(result, instants, registry_dir, seed, _data_reference(data_dir, "survival"))
-        register_artifact(registry_dir, "disk", directory.name, ScorerRole(role))
+        register_artifact(registry_dir, "disk", directory.name, ScorerRole(role), key=key)
         typer.echo(f"artifact {directory} registered as {role}")
+
+    models_app = typer.Typer(help="The model registry: verify it, migrate or re-sign its index.", no_args_is_help=True)
+    app.add_typer(models_app, name="models")
+
+    @models_app.command()
+    def verify(
+        ctx: typer.Context,
+        registry_dir: Annotated[Path | None, typer.Option(help="default: settings models.registry_dir")] = None,
+    ) -> None:
+        """Check the index (format, signature) and every registered artifact as the worker loads it; exit 1 on failure."""
+        from fleetpulse.models.artifact import ArtifactError
+        from fleetpulse.models.registry import signing_key, verify_registry
+
+        settings = settings_from(ctx).models
+        directory = registry_dir or settings.registry_dir
+        try:
+            verdicts = verify_registry(directory, signing_key(settings))
+        except ArtifactError as exc:
+            typer.echo(f"REFUSED {directory}: {exc}", err=True)
+            raise typer.Exit(1) from None
+        for verdict in verdicts:
+            typer.echo(f"ok      {verdict.artifact_id}" if verdict.error is None else f"REFUSED {verdict.error}")
+        if any(v.error is not None for v in verdicts):
+            raise typer.Exit(1)
+        typer.echo(f"{directory}: {len(verdicts)} artifact(s) verified")
+
+    @models_app.command()
+    def migrate(
+        ctx: typer.Context,
+        registry_dir: Annotated[Path | None, typer.Option(help="default: settings models.registry_dir")] = None,
+    ) -> None:
+        """Rewrite the index with the digests of both files of each artifact, signed with models.signing_key.
+
+        For an index of the old format the files are recorded AS THEY ARE NOW: check them first
+        (below: each artifact's digests and stored alert thresholds). An index in the current
+        format is re-signed only if every file still matches its recorded digest.
+        """
+        from fleetpulse.models.artifact import ArtifactError
+        from fleetpulse.models.registry import artifact_dir, migrate_registry, signing_key
+
+        settings = settings_from(ctx).models
+        directory = registry_dir or settings.registry_dir
+        key = signing_key(settings)
+        try:
+            registry = migrate_registry(directory, key)
+        except ArtifactError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        for artifact_id, digests in registry.artifacts.items():
+            meta = json.loads((artifact_dir(directory, artifact_id) / "metadata.json").read_bytes())
+            thresholds = {
+                f"{horizon}d {cap}": point.get("threshold")
+                for horizon, caps in (meta.get("operating_points") or {}).items()
+                for cap, point in caps.items()
+                if isinstance(point, dict)
+            }
+            typer.echo(f"{artifact_id}: {digests} alert thresholds {thresholds}")
+        signed = "signed with models.signing_key" if key is not None else "unsigned (no models.signing_key)"
+        typer.echo(f"{directory / 'registry.json'}: {len(registry.artifacts)} artifact(s) recorded, {signed}")
 
     @app.command()
     def evaluate(

@@ -5,15 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
 class ModelSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     registry_dir: Path = Path(".local/models")
     alert_cap: Literal["cap 0.1%", "cap 1%"] = Field(
         default="cap 1%",
         description="false-alarm cap whose stored operating point a trained champion suggests as its "
         "alert raise threshold (used for components without thresholds in [alerts.policy.components])",
+    )
+    signing_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key the registry index is signed with (``fleetpulse train``, ``fleetpulse models "
+        "migrate``) and verified against before any model is served; at least 32 random characters",
+        min_length=32,
     )

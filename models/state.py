@@ -18,9 +18,13 @@ Memory is bounded by construction:
 Buckets are stored column-wise (:class:`DailySeries`) so each column name appears
 once in the JSON. Measured JSON size: simulated PCs after 60 days of daily reports
 average 6.6 KB (``benchmarks/models_scoring.py``); a laptop whose one disk reports
-every counter, with 400 days of battery history, is about 20 KB; the worst case
-(``MAX_DISKS`` disks, every counter every day) is about 52 KB, under
-``MAX_STATE_BYTES`` (64 KiB, tested in ``tests/unit/test_models_state.py``).
+every counter, with 400 days of battery history, is about 20 KB; ``MAX_DISKS`` disks
+reporting every counter every day about 52 KB. The largest report the contract
+allows (every string and list at its limit, every number at its longest form), daily
+for a year, builds about 102 KB, so the bound ``MAX_STATE_BYTES`` (64 KiB) is
+enforced where the state is encoded (:func:`fit_in_place`): oldest history goes
+first, deterministically (``DeviceRecord.to_bytes`` in the stream; tested in
+``tests/unit/test_hostile_inventory_and_state.py``).
 
 Time is the report's ``collected_at`` (event time), never the wall clock; days are
 UTC calendar days stored as proleptic ordinals (``date.toordinal()``).
@@ -29,11 +33,12 @@ UTC calendar days stored as proleptic ordinals (``date.toordinal()``).
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from fleetpulse.contract import (
     DeviceInventory,
@@ -48,6 +53,8 @@ WINDOW_DAYS = 35
 MAX_DISKS = 8
 MAX_BATTERY_POINTS = 240
 MAX_STATE_BYTES = 64 * 1024
+MIN_BATTERY_POINTS = WINDOW_DAYS
+"""Thinning to fit the byte bound keeps at least this many battery points before cutting days."""
 THERMAL_EXCURSION_C = 95.0
 
 Merge = Literal["last", "sum", "max", "mean"]
@@ -321,3 +328,54 @@ def apply_inventory_in_place(base: DeviceState, inventory: DeviceInventory) -> D
     base.purchase_date = inventory.purchase_date
     base.warranty_end = inventory.warranty_end
     return base
+
+
+_STATE_JSON: TypeAdapter[DeviceState] = TypeAdapter(DeviceState)
+
+
+def state_bytes(state: DeviceState) -> int:
+    """Encoded size in bytes (UTF-8: a 128-character name can take 512)."""
+    return len(_STATE_JSON.dump_json(state))
+
+
+def _thin_battery(state: DeviceState, excess: int) -> bool:
+    """Coarsen the battery history's older half (its oldest points go first); False when at the floor."""
+    series = state.battery.series if state.battery is not None else None
+    if series is None or len(series.days) <= MIN_BATTERY_POINTS:
+        return False
+    per_point = len(series.model_dump_json()) / len(series.days)
+    series.thin_to(max(MIN_BATTERY_POINTS, len(series.days) - math.ceil(excess / per_point)))
+    return True
+
+
+def _cut_oldest_days(state: DeviceState, excess: int) -> bool:
+    """Drop the oldest day buckets of every series (never a series' newest); False when nothing is left to drop."""
+    series = [disk.series for disk in state.disks.values()] + [state.device]
+    if state.battery is not None:
+        series.append(state.battery.series)
+    droppable = sorted({day for s in series for day in s.days[:-1]})
+    if not droppable:
+        return False
+    per_day = sum(len(s.model_dump_json()) for s in series) / len({day for s in series for day in s.days})
+    cutoff = droppable[min(len(droppable), math.ceil(excess / per_day)) - 1] + 1
+    for s in series:
+        s.keep_from(min(cutoff, s.days[-1]))
+    return True
+
+
+def fit_in_place(state: DeviceState, max_bytes: int) -> int:
+    """Thin ``state`` until its JSON is at most ``max_bytes``; returns the final size.
+
+    Oldest history goes first: the battery's long history is coarsened down to
+    ``MIN_BATTERY_POINTS``, then the oldest day buckets of every series are cut. Each
+    step is sized from the measured excess, so a state far over the bound costs a few
+    encodings, not one per bucket. Depends only on the state: the same state always
+    thins to the same result. A state already within the bound is left untouched.
+    """
+    size = state_bytes(state)
+    while size > max_bytes:
+        excess = size - max_bytes
+        if not (_thin_battery(state, excess) or _cut_oldest_days(state, excess)):
+            break  # one bucket per series left: the contract's limits keep that far under any sane bound
+        size = state_bytes(state)
+    return size

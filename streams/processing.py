@@ -49,7 +49,14 @@ from fleetpulse.contract import (
 from fleetpulse.contract.v1 import DeviceKind
 from fleetpulse.models.anomaly import EXPLAINED_BY
 from fleetpulse.models.registry import ScorerSet
-from fleetpulse.models.state import DeviceState, apply_inventory_in_place, apply_report_in_place
+from fleetpulse.models.state import (
+    MAX_STATE_BYTES,
+    DeviceState,
+    apply_inventory_in_place,
+    apply_report_in_place,
+    fit_in_place,
+    state_bytes,
+)
 from fleetpulse.streams.points import Point, alert_point, report_points, score_point
 from fleetpulse.streams.settings import StreamSettings
 
@@ -72,7 +79,29 @@ class DeviceRecord(BaseModel):
     scored_at: datetime | None = Field(default=None, description="event time of the last report that was scored")
 
     def to_bytes(self) -> bytes:
-        return self.model_dump_json().encode()
+        """The table value, never over ``MAX_STATE_BYTES``.
+
+        A record over the bound first loses the alert states of disks its state no longer
+        tracks (a device rotating disk ids would otherwise grow them without end), then its
+        oldest history (:func:`fit_in_place`). Both happen in place, so the record kept in
+        memory is the one stored. Records within the bound (every real device: the worst
+        case of genuine reports is about 52 KB) are stored as they are, so only a record
+        over it can depend on where batches end.
+        """
+        raw = self.model_dump_json().encode()
+        if len(raw) <= MAX_STATE_BYTES:
+            return raw
+        tracked = {f"{Component.DISK.value}:{key}" for key in self.state.disks}
+        self.policies = {
+            key: policy
+            for key, policy in self.policies.items()
+            if not key.startswith(f"{Component.DISK.value}:") or key in tracked
+        }
+        raw = self.model_dump_json().encode()
+        if len(raw) > MAX_STATE_BYTES:
+            fit_in_place(self.state, MAX_STATE_BYTES - (len(raw) - state_bytes(self.state)))
+            raw = self.model_dump_json().encode()
+        return raw
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> DeviceRecord:
@@ -266,8 +295,15 @@ class Processor:
         if raw.key != inventory.device_id.encode():
             reason = f"record key {raw.key!r} is not the device id {inventory.device_id!r}"
             return self._reject(raw, "schema_violation", reason, now, out)
+        latest_credible = now + self.settings.max_clock_skew
+        if inventory.updated_at > latest_credible:
+            # a record dated in the future would outrank every correct update until that date
+            reason = f"updated_at {inventory.updated_at.isoformat()} is ahead of receive time {now.isoformat()}"
+            return self._reject(raw, "clock_skew", reason, now, out)
         record = self._current(index, inventory.device_id, lookup, out)
-        if record is not None and record.inventory_at is not None and inventory.updated_at < record.inventory_at:
+        joined_at = record.inventory_at if record is not None else None
+        # a future date stored before this check existed does not block correct updates either
+        if joined_at is not None and joined_at <= latest_credible and inventory.updated_at < joined_at:
             return self._reject(raw, "stale_replay", "inventory record older than the one already joined", now, out)
         if inventory.device_id in pending:
             self._score(pending, now, out)

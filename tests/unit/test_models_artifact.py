@@ -1,4 +1,8 @@
-"""Artifacts: skops round trip, checksum and type checks, registry champion/challenger, served scorer."""
+"""Artifacts: skops round trip, digest and type checks, registry champion/challenger, served scorer.
+
+The attacks on the registry (edited threshold, swapped model, paths out of the folder) are in
+``test_models_registry_integrity.py``.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +16,18 @@ import skops.io as sio
 from sklearn.metrics import average_precision_score
 
 from fleetpulse.contract import Component, ScorerRole
-from fleetpulse.models.artifact import MODEL_FILE, ArtifactError, TrainedDiskScorer, load_artifact, save_artifact
+from fleetpulse.models.artifact import (
+    MODEL_FILE,
+    ArtifactError,
+    TrainedDiskScorer,
+    artifact_digests,
+    load_artifact,
+    save_artifact,
+)
 from fleetpulse.models.drift import build_profile, check_drift
 from fleetpulse.models.features import DISK_FEATURES
 from fleetpulse.models.pipeline import healthy_reference
-from fleetpulse.models.registry import load_scorers, register_artifact
+from fleetpulse.models.registry import Registry, load_scorers, register_artifact, write_registry
 from fleetpulse.models.settings import ModelSettings
 from fleetpulse.models.training import TrainingSet, fit_calibrated
 from tests.unit.test_models_scorers import NOW, check_conformance, fleet
@@ -61,14 +72,14 @@ def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_round_trip_gives_identical_predictions(artifact_dir: Path) -> None:
-    payload, meta = load_artifact(artifact_dir)
+    payload, meta = load_artifact(artifact_dir, artifact_digests(artifact_dir))
     assert meta["sha256"]
     assert set(meta["libraries"]) >= {"python", "scikit-learn", "skops", "numpy"}
     x = tiny_training_set(seed=5).features
     reloaded = payload["horizon_30"].predict_proba(x)[:, 1]
     assert payload["horizon_30"].counter_weight_ in payload["horizon_30"].counter_weights
     assert np.isfinite(payload["horizon_30"].objective_values_).all()
-    again = load_artifact(artifact_dir)[0]["horizon_30"].predict_proba(x)[:, 1]
+    again = load_artifact(artifact_dir, artifact_digests(artifact_dir))[0]["horizon_30"].predict_proba(x)[:, 1]
     np.testing.assert_array_equal(reloaded, again)
     high = x.copy()
     high[:, DISK_FEATURES.index("smart_5")] = 200
@@ -76,6 +87,7 @@ def test_round_trip_gives_identical_predictions(artifact_dir: Path) -> None:
 
 
 def test_tampered_model_is_refused(artifact_dir: Path, tmp_path: Path) -> None:
+    digests = artifact_digests(artifact_dir)
     copy = tmp_path / "copy"
     copy.mkdir()
     for f in artifact_dir.iterdir():
@@ -83,20 +95,8 @@ def test_tampered_model_is_refused(artifact_dir: Path, tmp_path: Path) -> None:
     data = bytearray((copy / MODEL_FILE).read_bytes())
     data[len(data) // 2] ^= 0xFF
     (copy / MODEL_FILE).write_bytes(bytes(data))
-    with pytest.raises(ArtifactError, match="checksum"):
-        load_artifact(copy)
-
-
-def test_metadata_checksum_must_match(artifact_dir: Path, tmp_path: Path) -> None:
-    copy = tmp_path / "copy"
-    copy.mkdir()
-    for f in artifact_dir.iterdir():
-        (copy / f.name).write_bytes(f.read_bytes())
-    meta = json.loads((copy / "metadata.json").read_text())
-    meta["sha256"] = "0" * 64
-    (copy / "metadata.json").write_text(json.dumps(meta))
-    with pytest.raises(ArtifactError, match="checksum"):
-        load_artifact(copy)
+    with pytest.raises(ArtifactError, match=r"model\.skops: SHA-256 \w+ does not match the registry index"):
+        load_artifact(copy, digests)
 
 
 @dataclass
@@ -107,25 +107,24 @@ class Smuggled:
 def test_untrusted_types_are_refused_on_write_and_load(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="TRUSTED_TYPES"):
         save_artifact(tmp_path / "bad", {"horizon_30": Smuggled()}, {"name": "x"})
-    # a dump written by someone else, with a matching checksum, is still refused on load
+    # a dump written by someone else, with digests that match, is still refused on load
     forged = tmp_path / "forged"
     forged.mkdir()
     sio.dump({"horizon_30": Smuggled()}, forged / MODEL_FILE)
-    import hashlib
-
-    sha = hashlib.sha256((forged / MODEL_FILE).read_bytes()).hexdigest()
-    (forged / "metadata.json").write_text(json.dumps({"sha256": sha}))
+    (forged / "metadata.json").write_text(json.dumps({"name": "x"}))
     with pytest.raises(ArtifactError, match="TRUSTED_TYPES"):
-        load_artifact(forged)
+        load_artifact(forged, artifact_digests(forged))
 
 
 def test_missing_files_are_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="incomplete"):
-        load_artifact(tmp_path)
+        artifact_digests(tmp_path)
+    with pytest.raises(ArtifactError, match="no digest"):
+        load_artifact(tmp_path, {})
 
 
 def test_trained_scorer_conforms_and_explains(artifact_dir: Path) -> None:
-    scorer = TrainedDiskScorer.from_artifact(artifact_dir)
+    scorer = TrainedDiskScorer.from_artifact(artifact_dir, artifact_digests(artifact_dir))
     check_conformance(scorer)
     scores = {s.component_id: s for s in scorer.score_batch(fleet(), NOW)}
     assert scores["s1"].risk > scores["n0"].risk
@@ -159,10 +158,13 @@ def test_registry_champion_and_challenger(artifact_dir: Path) -> None:
     assert drift == []  # fewer than MIN_SAMPLES disks per device model
 
 
-def test_registry_with_broken_artifact_fails_loudly(tmp_path: Path) -> None:
-    register_artifact(tmp_path, "disk", "missing-artifact", ScorerRole.CHAMPION)
-    with pytest.raises(ArtifactError):
-        load_scorers(ModelSettings(registry_dir=tmp_path))
+def test_registering_a_missing_artifact_fails_and_an_index_naming_one_serves_the_rules(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="incomplete"):
+        register_artifact(tmp_path, "disk", "missing-artifact", ScorerRole.CHAMPION)
+    write_registry(tmp_path, Registry(champions={"disk": "missing-artifact"}))
+    scorers = load_scorers(ModelSettings(registry_dir=tmp_path))
+    assert scorers.champions[0].name == "disk-rule"
+    assert "missing-artifact" in scorers.refused[0]
 
 
 def test_content_digest_ignores_zip_timestamps_and_object_ids(artifact_dir: Path, tmp_path: Path) -> None:
@@ -170,7 +172,7 @@ def test_content_digest_ignores_zip_timestamps_and_object_ids(artifact_dir: Path
 
     from fleetpulse.models.artifact import content_digest
 
-    payload, _ = load_artifact(artifact_dir)
+    payload, _ = load_artifact(artifact_dir, artifact_digests(artifact_dir))
     save_artifact(tmp_path / "again", copy.deepcopy(payload), {"name": "disk-gbm"})
     assert content_digest(tmp_path / "again" / MODEL_FILE) == content_digest(artifact_dir / MODEL_FILE)
     payload["horizon_30"] = payload["horizon_7"]
@@ -182,7 +184,7 @@ def test_stored_operating_point_becomes_the_disk_alert_threshold(artifact_dir: P
     from fleetpulse.alerts.policy import AlertPolicy, Thresholds
     from fleetpulse.models.registry import rule_scorers
 
-    scorer = TrainedDiskScorer.from_artifact(artifact_dir)
+    scorer = TrainedDiskScorer.from_artifact(artifact_dir, artifact_digests(artifact_dir))
     assert scorer.alert_thresholds("cap 1%") == (0.045, 0.0225)
     assert scorer.alert_thresholds("cap 0.1%") == (0.16, 0.08)
     registry_dir = artifact_dir.parent
@@ -198,6 +200,6 @@ def test_stored_operating_point_becomes_the_disk_alert_threshold(artifact_dir: P
 
 
 def test_artifact_without_operating_points_suggests_nothing(artifact_dir: Path) -> None:
-    scorer = TrainedDiskScorer.from_artifact(artifact_dir)
+    scorer = TrainedDiskScorer.from_artifact(artifact_dir, artifact_digests(artifact_dir))
     scorer.operating_points = None
     assert scorer.alert_thresholds("cap 1%") is None

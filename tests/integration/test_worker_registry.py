@@ -1,0 +1,84 @@
+"""The real worker process started on a registry whose champion's threshold was edited on disk.
+
+It must refuse the artifact, say so in its log, and keep scoring and alerting with the
+disk rule as champion (never the edited 1.0 threshold that would turn disk alerts off).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from fleetpulse.config import KafkaSettings
+from fleetpulse.contract import DeviceInventory, DiskHealth, HealthReport, Topics, encode
+from fleetpulse.contract.v1 import ScorerRole
+from fleetpulse.models.artifact import METADATA_FILE
+from fleetpulse.models.registry import register_artifact
+from tests.integration.stream_support import Worker, create_topics, produce, read_topic, wait_caught_up
+from tests.unit.test_models_artifact import artifact_dir
+
+__all__ = ["artifact_dir"]  # fixture
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_worker_refuses_an_edited_threshold_and_alerts_with_the_disk_rule(
+    kafka_settings: KafkaSettings, artifact_dir: Path, tmp_path: Path
+) -> None:
+    registry = tmp_path / "registry"
+    shutil.copytree(artifact_dir, registry / "disk-gbm-test")
+    register_artifact(registry, "disk", "disk-gbm-test", ScorerRole.CHAMPION)
+    meta_path = registry / "disk-gbm-test" / METADATA_FILE
+    meta = json.loads(meta_path.read_text())
+    meta["operating_points"]["30"]["cap 1%"]["threshold"] = 1.0
+    meta_path.write_text(json.dumps(meta))
+
+    topics = Topics(prefix=kafka_settings.topic_prefix)
+    create_topics(kafka_settings)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=5)
+    inventory = DeviceInventory(device_id="pc-1", kind="desktop", updated_at=start)
+    reports = [
+        HealthReport(
+            device_id="pc-1",
+            seq=day,
+            collected_at=start + timedelta(days=day),
+            kind="desktop",
+            platform="linux",
+            disks=[DiskHealth(name="sda", serial_hash="s1", reallocated_sectors=4000 + 100 * day, smart_passed=False)],
+        )
+        for day in range(4)
+    ]
+    produce(
+        kafka_settings,
+        [(topics.inventory, b"pc-1", encode(inventory))] + [(topics.health, b"pc-1", encode(r)) for r in reports],
+    )
+
+    worker = Worker(kafka_settings, tmp_path / "w1", store="memory", instance="registry")
+    worker.extra_env["FLEETPULSE_MODELS__REGISTRY_DIR"] = str(registry)
+    worker.start()
+    try:
+        assert worker.wait_ready()["status"] == "ok"
+        wait_caught_up(kafka_settings)
+    finally:
+        worker.stop()
+
+    log = [json.loads(line) for line in worker.log_path.read_text().splitlines() if line.startswith("{")]
+    refused = [entry for entry in log if entry.get("msg") == "model artifact refused: serving without it"]
+    assert refused
+    assert refused[0]["level"] == "error"
+    assert "metadata.json: SHA-256" in refused[0]["error"]
+    serving = next(entry for entry in log if entry.get("msg") == "serving")
+    assert serving["champions"][0].startswith("disk-rule:")
+    assert serving["refused"]
+    assert serving["thresholds"].get("disk", serving["thresholds"]["default"])[0] != 1.0
+
+    scores = [json.loads(m.value) for m in read_topic(kafka_settings, topics.scores)]
+    disk = [s for s in scores if s["component"] == "disk" and s["role"] == "champion"]
+    assert disk
+    assert {s["model_name"] for s in disk} == {"disk-rule"}
+    alerts = [json.loads(m.value) for m in read_topic(kafka_settings, topics.alerts)]
+    assert any(a["component"] == "disk" and a["state"] == "raised" for a in alerts)

@@ -1,0 +1,231 @@
+"""Attacks on the model registry on disk, through the loading path the stream worker uses.
+
+Before the registry held digests, the SHA-256 lived inside the ``metadata.json`` it was to
+protect: raising the stored disk threshold to 1.0 silently turned disk alerts off, and a
+registry entry ``../outside-artifact`` was loaded from outside the registry folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fleetpulse.alerts.policy import AlertPolicy
+from fleetpulse.cli import app as cli_app
+from fleetpulse.contract import Component, ScorerRole
+from fleetpulse.models import registry as registry_module
+from fleetpulse.models.artifact import METADATA_FILE, MODEL_FILE, artifact_digests
+from fleetpulse.models.registry import (
+    REGISTRY_FILE,
+    Registry,
+    load_scorers,
+    read_registry,
+    register_artifact,
+    write_registry,
+)
+from fleetpulse.models.settings import ModelSettings
+from fleetpulse.settings import ServerSettings
+from fleetpulse.streams.app import create_app, serving_policy
+from tests.unit.test_models_artifact import artifact_dir
+
+__all__ = ["artifact_dir"]  # fixture
+
+KEY = "k" * 40
+ARTIFACT = "disk-gbm-test"
+RULE_DISK_RAISE = AlertPolicy().thresholds(Component.DISK).raise_threshold
+
+
+@pytest.fixture
+def registry_dir(artifact_dir: Path, tmp_path: Path) -> Path:
+    """A registry on disk with the test artifact as disk champion; its cap-1% threshold is 0.3."""
+    root = tmp_path / "registry"
+    shutil.copytree(artifact_dir, root / ARTIFACT)
+    meta_path = root / ARTIFACT / METADATA_FILE
+    meta = json.loads(meta_path.read_text())
+    meta["operating_points"]["30"]["cap 1%"]["threshold"] = 0.3
+    meta_path.write_text(json.dumps(meta))
+    register_artifact(root, "disk", ARTIFACT, ScorerRole.CHAMPION)
+    return root
+
+
+def worker_policy(registry: Path, key: str | None = None) -> tuple[list[str], float, list[str]]:
+    """(champions, disk raise threshold, refusals) as the stream worker builds them at start-up."""
+    settings = ServerSettings(models=ModelSettings(registry_dir=registry, signing_key=key))
+    app = create_app(settings)
+    processor = app.fleetpulse.processor  # type: ignore[attr-defined]
+    champions = [s.name for s in processor.scorers.champions]
+    return champions, processor.policy.thresholds(Component.DISK).raise_threshold, processor.scorers.refused
+
+
+def test_intact_registry_serves_the_champion_and_its_threshold(registry_dir: Path) -> None:
+    champions, threshold, refused = worker_policy(registry_dir)
+    assert champions[0] == "disk-gbm"
+    assert threshold == 0.3
+    assert refused == []
+
+
+def test_edited_threshold_is_refused_and_the_worker_serves_the_disk_rule(
+    registry_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    meta_path = registry_dir / ARTIFACT / METADATA_FILE
+    meta = json.loads(meta_path.read_text())
+    meta["operating_points"]["30"]["cap 1%"]["threshold"] = 1.0  # disk alerts off
+    meta_path.write_text(json.dumps(meta))
+
+    with caplog.at_level(logging.ERROR, logger="fleetpulse.models.registry"):
+        champions, threshold, refused = worker_policy(registry_dir)
+    assert champions[0] == "disk-rule"
+    assert threshold == RULE_DISK_RAISE != 1.0
+    assert "metadata.json: SHA-256" in refused[0]
+    assert "does not match the registry index" in refused[0]
+    assert any(r.getMessage() == "model artifact refused: serving without it" for r in caplog.records)
+
+
+def test_swapped_model_file_is_refused(registry_dir: Path, tmp_path: Path, artifact_dir: Path) -> None:
+    # another well-formed, trusted-types dump: its horizons swapped, so it scores differently
+    from fleetpulse.models.artifact import load_artifact, save_artifact
+
+    payload, meta = load_artifact(artifact_dir, artifact_digests(artifact_dir))
+    payload["horizon_30"], payload["horizon_7"] = payload["horizon_7"], payload["horizon_30"]
+    save_artifact(tmp_path / "other", payload, meta)
+    shutil.copy(tmp_path / "other" / MODEL_FILE, registry_dir / ARTIFACT / MODEL_FILE)
+
+    scorers = load_scorers(ModelSettings(registry_dir=registry_dir))
+    assert scorers.champions[0].name == "disk-rule"
+    assert "model.skops: SHA-256" in scorers.refused[0]
+    policy = serving_policy(ServerSettings(models=ModelSettings(registry_dir=registry_dir)), scorers)
+    assert policy.thresholds(Component.DISK).raise_threshold == RULE_DISK_RAISE
+
+
+def test_entry_outside_the_registry_folder_is_refused(registry_dir: Path) -> None:
+    outside = registry_dir.parent / "outside-artifact"
+    shutil.copytree(registry_dir / ARTIFACT, outside)
+    (registry_dir / "inside-link").symlink_to(outside, target_is_directory=True)
+    digests = artifact_digests(outside)  # the attacker writes matching digests into the index
+    for entry in ("../outside-artifact", str(outside), "inside-link", "..", "a/../../outside-artifact"):
+        write_registry(registry_dir, Registry(champions={"disk": entry}, artifacts={entry: digests}))
+        champions, threshold, refused = worker_policy(registry_dir)
+        assert champions[0] == "disk-rule", entry
+        assert threshold == RULE_DISK_RAISE
+        assert "plain folder name" in refused[0] or "leads outside the registry folder" in refused[0], refused
+
+
+def test_a_symlinked_file_leading_out_is_refused(registry_dir: Path) -> None:
+    outside = registry_dir.parent / "elsewhere.json"
+    shutil.move(registry_dir / ARTIFACT / METADATA_FILE, outside)
+    (registry_dir / ARTIFACT / METADATA_FILE).symlink_to(outside)
+    scorers = load_scorers(ModelSettings(registry_dir=registry_dir))
+    assert scorers.champions[0].name == "disk-rule"
+    assert "leads outside the registry folder" in scorers.refused[0]
+
+
+def test_signed_index_refuses_an_attacker_who_also_rewrites_the_digests(artifact_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "signed"
+    shutil.copytree(artifact_dir, root / ARTIFACT)
+    register_artifact(root, "disk", ARTIFACT, ScorerRole.CHAMPION, key=KEY.encode())
+    assert worker_policy(root, KEY)[0][0] == "disk-gbm"
+    meta_path = root / ARTIFACT / METADATA_FILE
+    meta = json.loads(meta_path.read_text())
+    meta["operating_points"]["30"]["cap 1%"]["threshold"] = 1.0
+    meta_path.write_text(json.dumps(meta))
+    index = json.loads((root / REGISTRY_FILE).read_text())
+    index["artifacts"][ARTIFACT][METADATA_FILE] = artifact_digests(root / ARTIFACT)[METADATA_FILE]
+    (root / REGISTRY_FILE).write_text(json.dumps(index))
+
+    champions, threshold, refused = worker_policy(root, KEY)
+    assert champions[0] == "disk-rule"
+    assert threshold == RULE_DISK_RAISE
+    assert "signature that does not match models.signing_key" in refused[0]
+    del index["hmac"]
+    (root / REGISTRY_FILE).write_text(json.dumps(index))
+    assert "is not signed" in worker_policy(root, KEY)[2][0]
+
+
+def old_format(registry_dir: Path) -> None:
+    """The index as versions without digests wrote it."""
+    (registry_dir / REGISTRY_FILE).write_text(json.dumps({"champions": {"disk": ARTIFACT}, "challengers": {}}))
+
+
+def test_old_registry_is_refused_naming_the_fix_and_migrates_with_the_cli(
+    registry_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old_format(registry_dir)
+    champions, _, refused = worker_policy(registry_dir)
+    assert champions[0] == "disk-rule"
+    assert f"fleetpulse models migrate --registry-dir {registry_dir}" in refused[0]
+
+    monkeypatch.setenv("FLEETPULSE_MODELS__SIGNING_KEY", KEY)
+    runner = CliRunner()
+    verify = runner.invoke(cli_app, ["models", "verify", "--registry-dir", str(registry_dir)])
+    assert verify.exit_code == 1
+    assert "fleetpulse models migrate" in verify.output
+    migrated = runner.invoke(cli_app, ["models", "migrate", "--registry-dir", str(registry_dir)])
+    assert migrated.exit_code == 0, migrated.output
+    assert "'30d cap 1%': 0.3" in migrated.output  # the operator sees the thresholds being vouched for
+    assert "signed with models.signing_key" in migrated.output
+    assert KEY not in migrated.output
+    verify = runner.invoke(cli_app, ["models", "verify", "--registry-dir", str(registry_dir)])
+    assert verify.exit_code == 0, verify.output
+    assert f"ok      {ARTIFACT}" in verify.output
+    champions, threshold, refused = worker_policy(registry_dir, KEY)
+    assert (champions[0], threshold, refused) == ("disk-gbm", 0.3, [])
+
+
+def test_migration_never_launders_a_changed_file(registry_dir: Path) -> None:
+    meta_path = registry_dir / ARTIFACT / METADATA_FILE
+    meta_path.write_text(meta_path.read_text().replace('"threshold": 0.3', '"threshold": 1.0'))
+    result = CliRunner().invoke(cli_app, ["models", "migrate", "--registry-dir", str(registry_dir)])
+    assert result.exit_code == 1
+    assert "does not match the registry index" in result.output
+    verify = CliRunner().invoke(cli_app, ["models", "verify", "--registry-dir", str(registry_dir)])
+    assert verify.exit_code == 1
+    assert f"REFUSED {registry_dir / ARTIFACT / METADATA_FILE}" in verify.output
+
+
+def test_old_registry_with_an_edited_model_does_not_migrate(registry_dir: Path) -> None:
+    old_format(registry_dir)
+    data = bytearray((registry_dir / ARTIFACT / MODEL_FILE).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (registry_dir / ARTIFACT / MODEL_FILE).write_bytes(bytes(data))
+    result = CliRunner().invoke(cli_app, ["models", "migrate", "--registry-dir", str(registry_dir)])
+    assert result.exit_code == 1
+    assert "does not match the digest in its own metadata" in result.output
+
+
+def test_packaged_registry_is_verified_read_only_without_a_signature(
+    registry_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registry shipped inside the package: its own index's digests, no deployment key, nothing written."""
+    monkeypatch.setattr(registry_module, "PACKAGE_ROOT", registry_dir.parent.resolve())
+    before = {p: p.stat().st_mtime_ns for p in registry_dir.rglob("*")}
+    champions, threshold, refused = worker_policy(registry_dir, KEY)
+    assert (champions[0], threshold, refused) == ("disk-gbm", 0.3, [])
+    assert read_registry(registry_dir, KEY.encode()).champions == {"disk": ARTIFACT}
+    assert {p: p.stat().st_mtime_ns for p in registry_dir.rglob("*")} == before
+
+    meta_path = registry_dir / ARTIFACT / METADATA_FILE
+    meta_path.write_text(meta_path.read_text().replace('"threshold": 0.3', '"threshold": 1.0'))
+    champions, threshold, refused = worker_policy(registry_dir, KEY)
+    assert (champions[0], threshold) == ("disk-rule", RULE_DISK_RAISE)
+    assert "does not match the registry index" in refused[0]
+
+
+def test_only_a_registry_inside_the_models_package_counts_as_packaged(tmp_path: Path) -> None:
+    assert registry_module.is_packaged(registry_module.PACKAGE_ROOT / "registry")
+    assert not registry_module.is_packaged(Path(".local/models"))  # the default, next to the checkout
+    assert not registry_module.is_packaged(tmp_path)
+    (tmp_path / "escape").symlink_to(registry_module.PACKAGE_ROOT.parent)
+    assert not registry_module.is_packaged(tmp_path / "escape" / "agents")
+
+
+def test_training_into_an_old_registry_stops_before_training(registry_dir: Path, tmp_path: Path) -> None:
+    old_format(registry_dir)
+    args = ["train", "--out", str(registry_dir), "--data-dir", str(tmp_path / "no-data")]
+    result = CliRunner().invoke(cli_app, args)
+    assert result.exit_code == 2
+    assert "fleetpulse models migrate" in result.output
