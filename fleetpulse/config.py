@@ -153,11 +153,7 @@ def load_settings(cls: type[S], toml_path: Path | None, secrets_dirs: Sequence[P
     A secret file wins over the environment: it is the deliberate, narrower channel
     (``LoadCredential=``, a mounted Secret), and it may fill a password the TOML leaves out.
     """
-    from pydantic_settings import (
-        PydanticBaseSettingsSource,
-        SettingsConfigDict,
-        TomlConfigSettingsSource,
-    )
+    from pydantic_settings import PydanticBaseSettingsSource, TomlConfigSettingsSource
 
     secrets = read_secret_files(secrets_dirs)
     if toml_path is not None and not toml_path.is_file():
@@ -180,8 +176,6 @@ def load_settings(cls: type[S], toml_path: Path | None, secrets_dirs: Sequence[P
             return overlay_secret_files(data, secrets)
 
     class _FromFile(cls):  # type: ignore[valid-type,misc]
-        model_config = SettingsConfigDict(toml_file=toml_path)
-
         @classmethod
         def settings_customise_sources(
             cls,
@@ -191,7 +185,7 @@ def load_settings(cls: type[S], toml_path: Path | None, secrets_dirs: Sequence[P
             dotenv_settings: PydanticBaseSettingsSource,
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
-            layers = [TomlConfigSettingsSource(settings_cls)] if toml_path is not None else []
+            layers = [TomlConfigSettingsSource(settings_cls, toml_file=toml_path)] if toml_path is not None else []
             return (init_settings, _Merged(settings_cls, *layers, env_settings))
 
     loaded = _FromFile()
