@@ -128,7 +128,7 @@ class RecordingSmtp:
                 self.wfile.flush()
 
             def handle(self) -> None:
-                sender, rcpts, secure = "", [], False
+                sender, rcpts, secure = "", list[str](), False
                 self.reply("220 recorder ESMTP")
                 while line := self.rfile.readline():
                     command = line.decode().strip()
