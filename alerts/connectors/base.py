@@ -28,6 +28,7 @@ _CREDENTIAL_PATTERNS = (
     re.compile(r"(?i)\b(basic|bearer|token|digest)(\s+)[A-Za-z0-9+/=._~-]{4,}"),
     re.compile(r"(?i)(://)([^/\s:@]*:)[^/\s@]*(@)"),
 )
+_WITHHELD = "error text withheld: it echoed a configured secret"
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -38,22 +39,33 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
     An ITSM answering 401 may echo the request, Authorization header included; that text
     goes to the outbox row, the log and the admin API.
     """
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        variants = {
-            secret,
-            json.dumps(secret)[1:-1],
-            quote(secret, safe=""),
-            quote_plus(secret),
-            base64.b64encode(secret.encode()).decode().rstrip("="),
-        }
-        for variant in sorted(variants, key=len, reverse=True):
-            if variant:
-                text = text.replace(variant, REDACTED)
+    variants = sorted(
+        {
+            variant
+            for secret in secrets
+            if secret
+            for variant in (
+                secret,
+                json.dumps(secret)[1:-1],
+                quote(secret, safe=""),
+                quote_plus(secret),
+                base64.b64encode(secret.encode()).decode().rstrip("="),
+            )
+            if variant
+        },
+        key=len,
+        reverse=True,
+    )
+    for variant in variants:
+        text = text.replace(variant, REDACTED)
     text = _CREDENTIAL_PATTERNS[0].sub(lambda m: f"{m[1]}{m[2]}{REDACTED}", text)
     text = _CREDENTIAL_PATTERNS[1].sub(lambda m: f"{m[1]}{m[2]}{REDACTED}", text)
     text = _CREDENTIAL_PATTERNS[2].sub(lambda m: f"{m[1]}{m[2]}{REDACTED}{m[3]}", text)
     text = _CONTROL.sub(" ", text)
-    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+    text = text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+    if any(variant in text for variant in variants):  # the marker and its neighbours spelt a secret again
+        return "" if any(variant in _WITHHELD for variant in variants) else _WITHHELD
+    return text
 
 
 class DeliveryError(RuntimeError):
