@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import base64
 import re
+import socketserver
+import ssl
+import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
+from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +196,101 @@ def test_permanent_http_answers_are_told_apart(
     with pytest.raises(DeliveryError, match=f"HTTP {status}") as raised:
         build(connector_config("topdesk", http_server, smtp_server)).deliver(sample_notification(tmp_path))
     assert isinstance(raised.value, PermanentDeliveryError) is permanent
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
+    key, cert = tmp_path / "relay.key", tmp_path / "relay.crt"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return cert, context
+
+
+def _implicit_tls_relay(context: ssl.SSLContext, logins: list[str], subjects: list[str]) -> socketserver.TCPServer:
+    """SMTPS (port 465 style): TLS from the first byte, then EHLO/AUTH PLAIN/MAIL/RCPT/DATA/QUIT."""
+
+    class Handler(socketserver.StreamRequestHandler):
+        def setup(self) -> None:
+            self.request = context.wrap_socket(self.request, server_side=True)
+            super().setup()
+
+        def handle(self) -> None:
+            def reply(line: str) -> None:
+                self.wfile.write(f"{line}\r\n".encode())
+
+            reply("220 smtps ready")
+            while line := self.rfile.readline():
+                command = line.decode().strip()
+                verb = command[:4].upper()
+                if verb == "EHLO":
+                    reply("250-smtps")
+                    reply("250 AUTH PLAIN")
+                elif verb == "AUTH":
+                    logins.append(base64.b64decode(command.split()[2]).decode())
+                    reply("235 ok")
+                elif verb in ("MAIL", "RCPT"):
+                    reply("250 ok")
+                elif verb == "DATA":
+                    reply("354 go")
+                    data = b""
+                    while (chunk := self.rfile.readline()) not in (b".\r\n", b""):
+                        data += chunk
+                    subjects.append(str(message_from_bytes(data)["Subject"]))
+                    reply("250 queued")
+                elif verb == "QUIT":
+                    reply("221 bye")
+                    return
+                else:
+                    reply("502 no")
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", free_port()), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_email_over_implicit_tls_with_login(tmp_path: Path) -> None:
+    cert, context = _self_signed(tmp_path)
+    logins: list[str] = []
+    subjects: list[str] = []
+    relay = _implicit_tls_relay(context, logins, subjects)
+    try:
+        config: ConnectorConfig = TypeAdapter(ConnectorConfig).validate_python(
+            {
+                "kind": "smtp",
+                "name": "mail",
+                "port": relay.server_address[1],
+                "tls": "implicit",
+                "ssl_cafile": str(cert),
+                "username": "fleetpulse",
+                "password": "relay-pw",
+                "recipients": ["it@example.org"],
+            }
+        )
+        build(config).deliver(sample_notification(tmp_path))
+    finally:
+        relay.shutdown()
+        relay.server_close()
+    assert logins == ["\x00fleetpulse\x00relay-pw"]
+    assert subjects[0].startswith("[fleetpulse]")
