@@ -72,9 +72,14 @@ def describe_config_error(exc: Exception) -> str:
     if not isinstance(exc, ValidationError):
         return str(exc)
     lines = [f"{exc.error_count()} problem(s):"]
-    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+    for error in exc.errors(include_url=False):
         where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        lines.append(f"  {where}: {error['msg']}")
+        message = error["msg"]
+        quoted = [error.get("input"), error.get("ctx", {}).get("tag")]  # e.g. an unknown ``kind`` is quoted
+        for rejected in quoted:
+            if isinstance(rejected, str) and rejected:
+                message = message.replace(repr(rejected), "<value hidden>").replace(f"'{rejected}'", "<value hidden>")
+        lines.append(f"  {where}: {message}")
     return "\n".join(lines)
 
 

@@ -68,3 +68,16 @@ def test_config_errors_name_the_field_not_the_value() -> None:
     assert "secret-2" not in text
     assert "sasl_pasword: Extra inputs are not permitted" in text
     assert "request_timeout_ms: Input should be a valid integer" in text
+
+
+def test_a_value_quoted_by_the_error_message_is_hidden() -> None:
+    """pydantic quotes an unknown discriminator tag; someone may have pasted a password there."""
+    from pydantic import TypeAdapter
+
+    from fleetpulse.alerts.connectors import ConnectorConfig
+
+    with pytest.raises(ValidationError) as raised:
+        TypeAdapter(ConnectorConfig).validate_python({"kind": "pasted-secret-3", "name": "x"})
+    text = describe_config_error(raised.value)
+    assert "pasted-secret-3" not in text
+    assert "<value hidden>" in text
