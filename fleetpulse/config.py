@@ -9,6 +9,7 @@ library code receives settings objects as arguments.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -58,9 +59,24 @@ def kafka_python_security(kafka: KafkaSettings) -> dict[str, Any]:
     return options
 
 
+_URL_PASSWORD = re.compile(r"(?<=://)([^/@:\s]*):[^/@\s]*@")
+
+
+def _mask_url_passwords(value: Any) -> Any:
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(r"\1:**********@", value)
+    if isinstance(value, dict):
+        return {key: _mask_url_passwords(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_mask_url_passwords(item) for item in value]
+    return value
+
+
 def masked_dump(settings: BaseModel) -> dict[str, Any]:
-    """Settings as a dict for display: secrets stay masked (pydantic prints ``**********``)."""
-    return settings.model_dump(mode="json")
+    """Settings as a dict for display: secrets stay masked (pydantic prints ``**********``), and so do
+    passwords inside URLs (``alerts.store_url = "postgresql+psycopg://user:password@host/db"``)."""
+    dumped: dict[str, Any] = _mask_url_passwords(settings.model_dump(mode="json"))
+    return dumped
 
 
 def describe_config_error(exc: Exception) -> str:

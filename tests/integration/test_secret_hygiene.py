@@ -163,6 +163,7 @@ def planted() -> Planted:
         "agent_sasl",
         "agent_key",
         "agent_identity",
+        "store",
     ]
     values = {name: _planted(name) for name in names}
     values["webhook"] = _webhook_secret()
@@ -238,7 +239,9 @@ def test_server_config_errors_never_print_a_secret(
 def test_server_valid_config_show_masks_every_secret(planted: Planted, tmp_path: Path) -> None:
     toml_path = tmp_path / "server.toml"
     toml_path.write_text(_toml(server_config(planted, "https://itsm.example.org", 25, "sqlite://")), encoding="utf-8")
-    proc = run_cli(SERVER_CLI, ["--config", str(toml_path), "config", "show"], _clean_env(tmp_path))
+    env = _clean_env(tmp_path)  # the database password travels inside the store URL
+    env["FLEETPULSE_ALERTS__STORE_URL"] = f"postgresql+psycopg://fleetpulse:{planted.values['store']}@pg:5432/fleet"
+    proc = run_cli(SERVER_CLI, ["--config", str(toml_path), "config", "show"], env)
     assert proc.returncode == 0, proc.stderr
     shown = json.loads(proc.stdout)
     assert shown["alerts"]["connectors"][1]["username"] == "svc-planted"
