@@ -190,10 +190,11 @@ def test_app_services_get_valid_settings(service: str, monkeypatch: pytest.Monke
         assert target.parent == Path(env["FLEETPULSE_SECRETS_DIR"])
         (mounted / target.name).write_text("dummy\n", encoding="utf-8")
     settings = load_settings(ServerSettings, COMPOSE_DIR / "server.toml", [mounted])
-    assert settings.streams.tsdb.token.get_secret_value() == "dummy"
     assert settings.alerts.store_url == "postgresql+psycopg://fleetpulse:dummy@postgres:5432/fleetpulse"
     assert settings.streams.tsdb.kind == "influxdb2"
+    assert settings.streams.tsdb.token.get_secret_value() == "dummy"
     assert settings.grafana.rollup.influx.token is not None
+    assert settings.grafana.rollup.influx.token.get_secret_value() == "dummy"
     assert settings.grafana.rollup.influx.url == "http://influxdb:8086"
     assert {c["target"] for c in SERVICES[service]["configs"]} == {"/etc/fleetpulse/server.toml"}
 
