@@ -62,12 +62,13 @@ def run_service(config: Path | None, max_reports: int | None) -> int:
     from fleetpulse.agents.identity import build_identity
     from fleetpulse.agents.runner import Agent, build_collectors
     from fleetpulse.agents.settings import load_agent_settings
+    from fleetpulse.config import describe_config_error
 
     single_malloc_arena()
     try:
         settings = load_agent_settings(config)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"error: invalid configuration: {exc}", file=sys.stderr)
+        print(f"error: invalid configuration: {describe_config_error(exc)}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level)
     ident = build_identity(settings.identity)

@@ -16,6 +16,7 @@ import typer
 from fleetpulse import logs
 from fleetpulse.agents.cli import config_path, run_service
 from fleetpulse.agents.settings import AgentSettings, load_agent_settings
+from fleetpulse.config import describe_config_error
 
 app = typer.Typer(help="fleetpulse endpoint agent", no_args_is_help=True, pretty_exceptions_enable=False)
 config_app = typer.Typer(help="inspect the configuration", no_args_is_help=True)
@@ -38,7 +39,7 @@ def _settings(ctx: typer.Context) -> AgentSettings:
     try:
         settings = load_agent_settings(path)
     except (FileNotFoundError, ValueError) as exc:
-        typer.echo(f"error: invalid configuration: {exc}", err=True)
+        typer.echo(f"error: invalid configuration: {describe_config_error(exc)}", err=True)
         raise typer.Exit(2) from None
     logs.configure(settings.log_level)
     return settings

@@ -76,7 +76,10 @@ def register(app: typer.Typer) -> None:
         finally:
             labels.close()
             store.close()
-        typer.echo(f"delivered={report.delivered} failed={report.failed} skipped={report.skipped}")
+        typer.echo(
+            f"delivered={report.delivered} failed={report.failed} skipped={report.skipped} "
+            f"needs_attention={report.needs_attention}"
+        )
         for error in report.errors:
             typer.echo(f"  {error}", err=True)
 

@@ -183,6 +183,7 @@ class TicketConsumer:
         )
         self.stats.delivered += report.delivered
         self.stats.delivery_failures += report.failed
+        self.stats.add("outbox_needs_attention", report.needs_attention)
 
     def caught_up(self) -> bool:
         """True when every assigned partition has been read to its end."""

@@ -1,23 +1,28 @@
-"""Delivers outbox rows to their targets with retries and exponential backoff.
+"""Delivers outbox rows to their targets, retrying with the project's one policy (:mod:`fleetpulse.retry`).
 
 A row leaves the pending set only when its target confirmed it; an ITSM that is down
-for hours only delays delivery (attempts back off up to ``backoff_max``), nothing is lost.
+for hours only delays delivery (capped, jittered backoff up to ``backoff_max``), nothing is lost.
+A failure retrying cannot fix (rejected login, a 4xx answer) is not retried at that rate:
+the row is marked as needing attention with the reason, logged as an error, counted, and
+tried again only after ``attention_recheck`` or when an administrator asks (outbox retry).
 Connectors are handed in, so tests and the demo can deliver with whatever is configured.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from fleetpulse.alerts.connectors.base import Connector, DeliveryError, Notification
+from fleetpulse.alerts.connectors.base import Connector, DeliveryError, Notification, PermanentDeliveryError, scrub
 from fleetpulse.alerts.settings import OutboxSettings
-from fleetpulse.alerts.store.repository import OutboxView, TicketStore
+from fleetpulse.alerts.store.repository import NEEDS_ATTENTION, OutboxView, TicketStore
 from fleetpulse.contract.v1 import TicketOutcome
+from fleetpulse.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +36,19 @@ class DeliveryReport:
     delivered: int = 0
     failed: int = 0
     skipped: int = 0
+    needs_attention: int = 0
     errors: list[str] = field(default_factory=list)
 
 
-def backoff(settings: OutboxSettings, attempts: int) -> timedelta:
-    """base * 2^(attempts-1), capped: 5 s, 10 s, 20 s, ... 15 min."""
-    exponent = min(max(attempts - 1, 0), 30)
-    delay: timedelta = settings.backoff_base * (2**exponent)
-    return min(delay, settings.backoff_max)
+def retry_policy(settings: OutboxSettings) -> RetryPolicy:
+    return RetryPolicy(base_s=settings.backoff_base.total_seconds(), cap_s=settings.backoff_max.total_seconds())
+
+
+def next_attempt(
+    settings: OutboxSettings, failures: int, now: datetime, rand: Callable[[], float] = random.random
+) -> datetime:
+    """When to try a row again after ``failures`` consecutive failures (finite for any count)."""
+    return now + timedelta(seconds=retry_policy(settings).delay(failures, rand))
 
 
 def _send(row: OutboxView, connectors: Mapping[str, Connector], labels: OutcomeSink | None) -> str | None:
@@ -65,6 +75,8 @@ def deliver_due(
     A target that fails once in a pass is not tried again in it: its other due rows wait for
     the same backoff, so a down ITSM costs one timeout per pass, not one per ticket. With
     ``budget_s`` the pass stops early (the consumer must get back to polling Kafka).
+    Error texts are scrubbed again here (credential-looking material, length) before they
+    are stored or logged; connectors already removed their own configured secrets.
     """
     report = DeliveryReport()
     targets = [*connectors, *(["labels"] if labels is not None else [])]
@@ -81,16 +93,40 @@ def deliver_due(
         except LookupError:
             report.skipped += 1
             continue
+        except PermanentDeliveryError as exc:
+            reason = scrub(str(exc))
+            recheck_at = now + settings.attention_recheck
+            attempts = store.mark_failed(row.id, f"{NEEDS_ATTENTION}{reason}", recheck_at)
+            if exc.whole_target:
+                store.defer_target(row.target, recheck_at)
+                down.add(row.target)
+            report.needs_attention += 1
+            report.errors.append(f"{row.target}#{row.id}: {NEEDS_ATTENTION}{reason}")
+            log.error(
+                "outbox delivery needs attention; not retried until recheck or an admin retry",
+                extra={
+                    "fields": {
+                        "target": row.target,
+                        "outbox_id": row.id,
+                        "attempts": attempts,
+                        "whole_target": exc.whole_target,
+                        "recheck_at": recheck_at.isoformat(),
+                        "error": reason,
+                    }
+                },
+            )
+            continue
         except DeliveryError as exc:
-            retry_at = now + backoff(settings, row.attempts + 1)
-            attempts = store.mark_failed(row.id, str(exc), retry_at)
+            reason = scrub(str(exc))
+            retry_at = next_attempt(settings, row.attempts + 1, now)
+            attempts = store.mark_failed(row.id, reason, retry_at)
             store.defer_target(row.target, retry_at)
             down.add(row.target)
             report.failed += 1
-            report.errors.append(f"{row.target}#{row.id}: {exc}")
+            report.errors.append(f"{row.target}#{row.id}: {reason}")
             log.warning(
                 "outbox delivery failed; will retry",
-                extra={"fields": {"target": row.target, "outbox_id": row.id, "attempts": attempts, "error": str(exc)}},
+                extra={"fields": {"target": row.target, "outbox_id": row.id, "attempts": attempts, "error": reason}},
             )
             continue
         store.mark_delivered(row.id, now, ref)

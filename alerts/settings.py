@@ -46,11 +46,22 @@ class ApiSettings(_Frozen):
 
 
 class OutboxSettings(_Frozen):
-    """Retries with exponential backoff; a row is never dropped, only delayed up to ``backoff_max``."""
+    """Retries with capped, jittered exponential backoff; a row is never dropped, only delayed.
+
+    Transient failures wait up to ``backoff_max``; a permanent one (rejected login, 4xx) marks
+    the row as needing attention and waits ``attention_recheck`` (or an admin's outbox retry).
+    """
 
     backoff_base: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(seconds=5)
     backoff_max: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(minutes=15)
+    attention_recheck: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(hours=6)
     batch: Annotated[int, Field(ge=1, le=10_000)] = 100
+
+    @model_validator(mode="after")
+    def _base_within_max(self) -> OutboxSettings:
+        if self.backoff_base > self.backoff_max:
+            raise ValueError("outbox.backoff_base must not exceed outbox.backoff_max")
+        return self
 
 
 class ConsumerSettings(_Frozen):

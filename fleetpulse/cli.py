@@ -6,6 +6,7 @@ the commands so ``fleetpulse --help`` stays fast.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -15,12 +16,15 @@ import typer
 from fleetpulse import demo, logs
 from fleetpulse.agents import server_cli as agents_cli
 from fleetpulse.alerts import cli as alerts_cli
-from fleetpulse.cliutil import load_server_settings
+from fleetpulse.cliutil import load_server_settings, settings_from
+from fleetpulse.config import masked_dump
 from fleetpulse.dashboards import cli as dashboards_cli
 from fleetpulse.models import cli as models_cli
 from fleetpulse.streams import cli as streams_cli
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+config_app = typer.Typer(help="inspect the configuration", no_args_is_help=True)
+app.add_typer(config_app, name="config")
 
 
 @app.callback()
@@ -39,3 +43,9 @@ def main(
 
 for component in (streams_cli, models_cli, alerts_cli, dashboards_cli, agents_cli, demo):
     component.register(app)
+
+
+@config_app.command("show")
+def config_show(ctx: typer.Context) -> None:
+    """Print the effective configuration (TOML, environment, secret files) as JSON, secrets masked."""
+    typer.echo(json.dumps(masked_dump(settings_from(ctx)), indent=2))

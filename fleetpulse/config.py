@@ -1,16 +1,20 @@
 """Settings shared by every deployable, and the one loader the CLIs call.
 
 Each deployable (agent, server) has one TOML file plus environment variables
-(``FLEETPULSE_...``, nested with ``__``). Only the command line calls
-:func:`load_settings`; library code receives settings objects as arguments.
+(``FLEETPULSE_...``, nested with ``__``). The server also reads secrets from files
+(systemd credentials, Kubernetes secret mounts), so passwords need not sit in the
+TOML file or the environment. Only the command line calls :func:`load_settings`;
+library code receives settings objects as arguments.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 if TYPE_CHECKING:  # imported where used: the endpoint agent uses this module but never loads settings with it
     from pydantic_settings import BaseSettings
@@ -55,22 +59,144 @@ def kafka_python_security(kafka: KafkaSettings) -> dict[str, Any]:
     return options
 
 
+_URL_PASSWORD = re.compile(r"(?<=://)([^/@:\s]*):[^/@\s]*@")
+
+
+def _mask_url_passwords(value: Any) -> Any:
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(r"\1:**********@", value)
+    if isinstance(value, dict):
+        return {key: _mask_url_passwords(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_mask_url_passwords(item) for item in value]
+    return value
+
+
 def masked_dump(settings: BaseModel) -> dict[str, Any]:
-    """Settings as a dict for display: secrets stay masked (pydantic prints ``**********``)."""
-    return settings.model_dump(mode="json")
+    """Settings as a dict for display: secrets stay masked (pydantic prints ``**********``), and so do
+    passwords inside URLs (``alerts.store_url = "postgresql+psycopg://user:password@host/db"``)."""
+    dumped: dict[str, Any] = _mask_url_passwords(settings.model_dump(mode="json"))
+    return dumped
 
 
-def load_settings(cls: type[S], toml_path: Path | None) -> S:
-    """Build settings from init defaults < TOML file < environment variables."""
-    from pydantic_settings import (
-        PydanticBaseSettingsSource,
-        SettingsConfigDict,
-        TomlConfigSettingsSource,
-    )
+def describe_config_error(exc: Exception) -> str:
+    """A configuration error as the CLIs print it: where and what, never the offending value.
+
+    pydantic's own text repeats each rejected ``input_value``, which for a misspelt key
+    (``sasl_pasword``) or a connector lacking its username is the password itself.
+    """
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    lines = [f"{exc.error_count()} problem(s):"]
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"]
+        quoted = [error.get("input"), error.get("ctx", {}).get("tag")]  # e.g. an unknown ``kind`` is quoted
+        for rejected in quoted:
+            if isinstance(rejected, str) and rejected:
+                message = message.replace(repr(rejected), "<value hidden>").replace(f"'{rejected}'", "<value hidden>")
+        lines.append(f"  {where}: {message}")
+    return "\n".join(lines)
+
+
+SECRET_FILE_PREFIX = "FLEETPULSE_"  # noqa: S105 (a file-name prefix, not a secret)
+SECRETS_DIR_ENV = "FLEETPULSE_SECRETS_DIR"
+SYSTEMD_CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
+
+
+def secrets_dirs_from_env(environ: Mapping[str, str]) -> list[Path]:
+    """Where secret files are: systemd's ``$CREDENTIALS_DIRECTORY`` and ``$FLEETPULSE_SECRETS_DIR`` (a k8s mount)."""
+    return [Path(environ[name]) for name in (SYSTEMD_CREDENTIALS_ENV, SECRETS_DIR_ENV) if environ.get(name)]
+
+
+def read_secret_files(dirs: Sequence[Path]) -> dict[str, str]:
+    """``FLEETPULSE_<PATH>`` files of ``dirs`` as ``{"<path>": value}`` (path lower-cased, one trailing newline cut).
+
+    Other files are ignored: a credentials directory or secret mount may hold more than ours.
+    """
+    found: dict[str, str] = {}
+    for directory in dirs:
+        if not directory.is_dir():
+            raise FileNotFoundError(f"secrets directory not found: {directory}")
+        for path in sorted(directory.iterdir()):
+            if not path.name.upper().startswith(SECRET_FILE_PREFIX) or not path.is_file():
+                continue
+            key = path.name[len(SECRET_FILE_PREFIX) :].lower()
+            if key in found:
+                raise ValueError(f"secret {path.name} is given in more than one secrets directory")
+            found[key] = path.read_text(encoding="utf-8").removesuffix("\n").removesuffix("\r")
+    return found
+
+
+def overlay_secret_files(data: dict[str, Any], secrets: Mapping[str, str], delimiter: str = "__") -> dict[str, Any]:
+    """Put each secret at its settings path (``kafka__sasl_password``) into ``data``.
+
+    A list of named entries is addressed by the entry's ``name``:
+    ``alerts__connectors__snow__password`` is the password of the connector named ``snow``.
+    """
+    for key, value in secrets.items():
+        *parents, leaf = key.split(delimiter)
+        node: Any = data
+        walked: list[str] = []
+        for part in parents:
+            if isinstance(node, list):
+                named = [item for item in node if isinstance(item, dict) and item.get("name") == part]
+                if not named:
+                    where = ".".join(walked)
+                    raise ValueError(
+                        f"secret file {SECRET_FILE_PREFIX}{key.upper()}: no entry named {part!r} in {where}"
+                    )
+                node = named[0]
+            elif isinstance(node, dict):
+                node = node.setdefault(part, {})
+            else:
+                raise ValueError(f"secret file {SECRET_FILE_PREFIX}{key.upper()} does not name a settings field")
+            walked.append(part)
+        if not isinstance(node, dict):
+            raise ValueError(f"secret file {SECRET_FILE_PREFIX}{key.upper()} does not name a settings field")
+        node[leaf] = value
+    return data
+
+
+def _deep_update(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_update(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(cls: type[S], toml_path: Path | None, secrets_dirs: Sequence[Path] = ()) -> S:
+    """Build settings from defaults < TOML file < environment variables < secret files in ``secrets_dirs``.
+
+    A secret file wins over the environment: it is the deliberate, narrower channel
+    (``LoadCredential=``, a mounted Secret), and it may fill a password the TOML leaves out.
+    """
+    from pydantic_settings import PydanticBaseSettingsSource, TomlConfigSettingsSource
+
+    secrets = read_secret_files(secrets_dirs)
+    if toml_path is not None and not toml_path.is_file():
+        raise FileNotFoundError(f"config file not found: {toml_path}")
+
+    class _Merged(PydanticBaseSettingsSource):
+        """TOML, then the environment over it, then the secret files over both."""
+
+        def __init__(self, settings_cls: type[BaseSettings], *layers: PydanticBaseSettingsSource) -> None:
+            super().__init__(settings_cls)
+            self.layers = layers
+
+        def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+            return None, field_name, False
+
+        def __call__(self) -> dict[str, Any]:
+            data: dict[str, Any] = {}
+            for layer in self.layers:
+                data = _deep_update(data, layer())
+            return overlay_secret_files(data, secrets)
 
     class _FromFile(cls):  # type: ignore[valid-type,misc]
-        model_config = SettingsConfigDict(toml_file=toml_path)
-
         @classmethod
         def settings_customise_sources(
             cls,
@@ -80,12 +206,8 @@ def load_settings(cls: type[S], toml_path: Path | None) -> S:
             dotenv_settings: PydanticBaseSettingsSource,
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
-            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-            if toml_path is not None:
-                if not toml_path.is_file():
-                    raise FileNotFoundError(f"config file not found: {toml_path}")
-                sources.append(TomlConfigSettingsSource(settings_cls))
-            return tuple(sources)
+            layers = [TomlConfigSettingsSource(settings_cls, toml_file=toml_path)] if toml_path is not None else []
+            return (init_settings, _Merged(settings_cls, *layers, env_settings))
 
     loaded = _FromFile()
     return cls.model_validate(loaded.model_dump())

@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
 class InfluxV2Sink(BaseModel):
@@ -20,7 +20,7 @@ class InfluxV2Sink(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     kind: Literal["influxdb2"] = "influxdb2"
     url: str = "http://127.0.0.1:8428"
-    token: str = ""
+    token: SecretStr = SecretStr("")
     org: str = "fleetpulse"
     bucket: str = "fleetpulse"
     timeout_s: float = Field(default=10.0, gt=0)

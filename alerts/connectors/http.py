@@ -1,18 +1,26 @@
-"""Connectors that speak HTTP: generic webhook, ServiceNow Table API, TOPdesk incidents API."""
+"""Connectors that speak HTTP: generic webhook, ServiceNow Table API, TOPdesk incidents API.
+
+Every error text is scrubbed of the connector's credentials before it leaves this module:
+it is stored in the outbox, logged and shown by the admin API.
+"""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import html
 import json
 import logging
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
 
-from fleetpulse.alerts.connectors.base import DeliveryError, Notification
-from fleetpulse.alerts.connectors.config import ServiceNowConfig, TopdeskConfig, WebhookConfig
+from fleetpulse.alerts.connectors.base import DeliveryError, Notification, PermanentDeliveryError, scrub
+from fleetpulse.alerts.connectors.config import ServiceNowConfig, TopdeskConfig, WebhookConfig, webhook_key
+from fleetpulse.retry import is_permanent_status
 
 USER_AGENT = "fleetpulse-alerts/1"
 log = logging.getLogger(__name__)
@@ -24,9 +32,14 @@ def _post(
     headers: dict[str, str],
     timeout: float,
     auth: httpx.BasicAuth | None,
+    secrets: Sequence[str],
     method: str = "POST",
 ) -> Any:
-    """POST (or PATCH) and return the parsed JSON (or None); every failure becomes a DeliveryError."""
+    """POST (or PATCH) and return the parsed JSON (or None); every failure becomes a DeliveryError.
+
+    Answers no retry can change (a redirect, 4xx but timeouts and rate limits) raise
+    :class:`PermanentDeliveryError`; 401/403/407 concern every message to the target.
+    """
     try:
         response = httpx.request(
             method,
@@ -39,20 +52,24 @@ def _post(
             follow_redirects=False,
         )
     except httpx.HTTPError as exc:
-        raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
-    if response.status_code >= 300:
-        raise DeliveryError(f"HTTP {response.status_code}: {response.text[:300]}")
+        raise DeliveryError(scrub(f"{type(exc).__name__}: {exc}", secrets)) from None
+    status = response.status_code
+    if status >= 300:
+        message = scrub(f"HTTP {status}: {response.text}", secrets)
+        if status < 400 or is_permanent_status(status):
+            raise PermanentDeliveryError(message, whole_target=status in (401, 403, 407) or status < 400)
+        raise DeliveryError(message)
     try:
         return response.json() if response.content else None
     except ValueError:
         return None
 
 
-def _lookup(url: str, params: dict[str, str], timeout: float, auth: httpx.BasicAuth) -> Any:
+def _lookup(url: str, params: dict[str, str], timeout: float, auth: httpx.BasicAuth, secrets: Sequence[str]) -> Any:
     """GET for an incident created by an earlier attempt whose answer was lost (timeout after the POST).
 
-    Unreachable -> DeliveryError (the POST would fail too); refused (e.g. no read right) -> None,
-    and the caller creates the incident anyway.
+    Unreachable -> DeliveryError (the POST would fail too); login refused -> PermanentDeliveryError;
+    otherwise refused (e.g. no read right) -> None, and the caller creates the incident anyway.
     """
     try:
         response = httpx.get(
@@ -64,7 +81,9 @@ def _lookup(url: str, params: dict[str, str], timeout: float, auth: httpx.BasicA
             follow_redirects=False,
         )
     except httpx.HTTPError as exc:
-        raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
+        raise DeliveryError(scrub(f"{type(exc).__name__}: {exc}", secrets)) from None
+    if response.status_code in (401, 407):
+        raise PermanentDeliveryError(scrub(f"HTTP {response.status_code}: {response.text}", secrets), whole_target=True)
     if response.status_code != 200 or not response.content:
         if response.status_code not in (200, 204):
             log.warning("ITSM lookup refused; creating without it", extra={"fields": {"status": response.status_code}})
@@ -75,20 +94,43 @@ def _lookup(url: str, params: dict[str, str], timeout: float, auth: httpx.BasicA
         return None
 
 
-class Webhook:
-    """POSTs the whole notification as JSON; receivers verify ``X-Fleetpulse-Signature``."""
+def _basic(username: str, password: str) -> tuple[httpx.BasicAuth, list[str]]:
+    """The auth for httpx and the secrets its failures must never show (password, the header's user:password)."""
+    return httpx.BasicAuth(username, password), [password, f"{username}:{password}"]
 
-    def __init__(self, config: WebhookConfig) -> None:
+
+def sign_webhook(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    """Standard Webhooks ``webhook-signature``: ``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body``."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+class Webhook:
+    """POSTs the whole notification as JSON, signed per Standard Webhooks (https://www.standardwebhooks.com).
+
+    ``webhook-id`` is derived from the body, so a retry of the same message carries the same id
+    (receivers deduplicate on it) and two messages never share one; the signature covers id,
+    timestamp and body, so a captured delivery cannot be replayed later or altered.
+    """
+
+    def __init__(self, config: WebhookConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.name = config.name
+        self.clock = clock
+        self.key = webhook_key(config.secret.get_secret_value()) if config.secret is not None else None
 
     def deliver(self, notification: Notification) -> str | None:
         body = notification.model_dump_json().encode()
-        headers = {"X-Fleetpulse-Delivery": notification.dedup_key}
-        if self.config.secret is not None:
-            digest = hmac.new(self.config.secret.get_secret_value().encode(), body, hashlib.sha256).hexdigest()
-            headers["X-Fleetpulse-Signature"] = f"sha256={digest}"
-        _post(self.config.url, body, headers, self.config.timeout_s, None)
+        msg_id = "msg_" + hashlib.sha256(body).hexdigest()[:32]
+        timestamp = int(self.clock())
+        headers = {
+            "X-Fleetpulse-Delivery": notification.dedup_key,
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp),
+        }
+        if self.key is not None:
+            headers["webhook-signature"] = sign_webhook(self.key, msg_id, timestamp, body)
+        _post(self.config.url, body, headers, self.config.timeout_s, None, self.config.secrets())
         return notification.dedup_key
 
 
@@ -107,12 +149,13 @@ class ServiceNow:
         self.config = config
         self.name = config.name
 
-    def _find(self, url: str, key: str, auth: httpx.BasicAuth) -> dict[str, Any] | None:
+    def _find(self, url: str, key: str, auth: httpx.BasicAuth, secrets: Sequence[str]) -> dict[str, Any] | None:
         found = _lookup(
             url,
             {"sysparm_query": f"correlation_id={key}", "sysparm_fields": "number,sys_id", "sysparm_limit": "1"},
             self.config.timeout_s,
             auth,
+            secrets,
         )
         existing = found.get("result") if isinstance(found, dict) else None
         if isinstance(existing, list) and existing and isinstance(existing[0], dict):
@@ -121,14 +164,14 @@ class ServiceNow:
 
     def deliver(self, notification: Notification) -> str | None:
         url = f"{self.config.instance_url.rstrip('/')}/api/now/table/{self.config.table}"
-        auth = httpx.BasicAuth(self.config.username, self.config.password.get_secret_value())
-        existing = self._find(url, notification.dedup_key, auth)
+        auth, secrets = _basic(self.config.username, self.config.password.get_secret_value())
+        existing = self._find(url, notification.dedup_key, auth, secrets)
         if notification.subject == "update":
             # lifecycle news goes to the work notes; closing the incident stays IT-support's decision
             if existing is None or not existing.get("sys_id"):
                 raise DeliveryError(f"incident {notification.dedup_key} not found (not created yet?)")
             body = json.dumps({"work_notes": f"{notification.title}\n{notification.body}"}).encode()
-            _post(f"{url}/{existing['sys_id']}", body, {}, self.config.timeout_s, auth, method="PATCH")
+            _post(f"{url}/{existing['sys_id']}", body, {}, self.config.timeout_s, auth, secrets, method="PATCH")
             return str(existing.get("number") or existing["sys_id"])
         if existing is not None:
             return str(existing.get("number") or existing.get("sys_id") or "") or None
@@ -143,7 +186,7 @@ class ServiceNow:
         }
         if self.config.assignment_group:
             record["assignment_group"] = self.config.assignment_group
-        answer = _post(url, json.dumps(record).encode(), {}, self.config.timeout_s, auth)
+        answer = _post(url, json.dumps(record).encode(), {}, self.config.timeout_s, auth, secrets)
         result = answer.get("result", {}) if isinstance(answer, dict) else {}
         return str(result.get("number") or result.get("sys_id") or "") or None
 
@@ -164,13 +207,14 @@ class Topdesk:
 
     def deliver(self, notification: Notification) -> str | None:
         url = f"{self.config.url.rstrip('/')}/tas/api/incidents"
-        auth = httpx.BasicAuth(self.config.username, self.config.app_password.get_secret_value())
+        auth, secrets = _basic(self.config.username, self.config.app_password.get_secret_value())
         external = notification.dedup_key[:60]
         found = _lookup(
             url,
             {"query": f"externalNumber=={external}", "fields": "id,number", "page_size": "1"},
             self.config.timeout_s,
             auth,
+            secrets,
         )
         existing = found[0] if isinstance(found, list) and found and isinstance(found[0], dict) else None
         if notification.subject == "update":
@@ -179,7 +223,7 @@ class Topdesk:
                 raise DeliveryError(f"incident {external} not found (not created yet?)")
             text = html.escape(f"{notification.title}\n{notification.body}").replace("\n", "<br>")
             body = json.dumps({"action": text, "actionInvisibleForCaller": True}).encode()
-            _post(f"{url}/id/{existing['id']}", body, {}, self.config.timeout_s, auth, method="PATCH")
+            _post(f"{url}/id/{existing['id']}", body, {}, self.config.timeout_s, auth, secrets, method="PATCH")
             return str(existing.get("number") or existing["id"])
         if existing is not None:
             return str(existing.get("number") or existing.get("id") or "") or None
@@ -192,7 +236,7 @@ class Topdesk:
         }
         if self.config.category:
             record["category"] = {"name": self.config.category}
-        answer = _post(url, json.dumps(record).encode(), {}, self.config.timeout_s, auth)
+        answer = _post(url, json.dumps(record).encode(), {}, self.config.timeout_s, auth, secrets)
         if isinstance(answer, dict):
             return str(answer.get("number") or answer.get("id") or "") or None
         return None

@@ -1,4 +1,7 @@
-"""E-mail connector: one plain-text message per ticket or storm, over SMTP (optionally STARTTLS + login)."""
+"""E-mail connector: one plain-text message per ticket or storm, over SMTP with STARTTLS or implicit TLS.
+
+A login is only ever sent over TLS (configuration refuses anything else unless ``allow_insecure``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import ssl
 from email.message import EmailMessage
 from email.utils import make_msgid
 
-from fleetpulse.alerts.connectors.base import DeliveryError, Notification
+from fleetpulse.alerts.connectors.base import DeliveryError, Notification, PermanentDeliveryError, scrub
 from fleetpulse.alerts.connectors.config import SmtpConfig
 
 
@@ -15,6 +18,20 @@ class Smtp:
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config
         self.name = config.name
+
+    def _connect(self) -> smtplib.SMTP:
+        cafile = str(self.config.ssl_cafile) if self.config.ssl_cafile else None
+        if self.config.tls == "implicit":
+            context = ssl.create_default_context(cafile=cafile)
+            return smtplib.SMTP_SSL(self.config.host, self.config.port, timeout=self.config.timeout_s, context=context)
+        smtp = smtplib.SMTP(self.config.host, self.config.port, timeout=self.config.timeout_s)
+        if self.config.tls == "starttls":
+            try:
+                smtp.starttls(context=ssl.create_default_context(cafile=cafile))
+            except BaseException:
+                smtp.close()
+                raise
+        return smtp
 
     def deliver(self, notification: Notification) -> str | None:
         message = EmailMessage()
@@ -24,14 +41,20 @@ class Smtp:
         message["Message-ID"] = make_msgid(idstring=notification.dedup_key, domain="fleetpulse")
         message["X-Fleetpulse-Delivery"] = notification.dedup_key
         message.set_content(notification.body)
+        secrets = self.config.secrets()
         try:
-            with smtplib.SMTP(self.config.host, self.config.port, timeout=self.config.timeout_s) as smtp:
-                if self.config.starttls:
-                    cafile = str(self.config.ssl_cafile) if self.config.ssl_cafile else None
-                    smtp.starttls(context=ssl.create_default_context(cafile=cafile))
-                if self.config.username and self.config.password:  # only after STARTTLS when configured
+            with self._connect() as smtp:
+                if self.config.username and self.config.password:
                     smtp.login(self.config.username, self.config.password.get_secret_value())
                 smtp.send_message(message)
+        except (smtplib.SMTPAuthenticationError, smtplib.SMTPNotSupportedError, ssl.SSLCertVerificationError) as exc:
+            # wrong login, a relay without STARTTLS, an untrusted certificate: every message would fail alike
+            raise PermanentDeliveryError(scrub(f"{type(exc).__name__}: {exc}", secrets), whole_target=True) from None
+        except smtplib.SMTPResponseException as exc:
+            text = scrub(f"{type(exc).__name__}: {exc}", secrets)
+            if 500 <= exc.smtp_code < 600:  # SMTP 5yz: permanent by RFC 5321
+                raise PermanentDeliveryError(text, whole_target=False) from None
+            raise DeliveryError(text) from None
         except (OSError, smtplib.SMTPException) as exc:
-            raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
+            raise DeliveryError(scrub(f"{type(exc).__name__}: {exc}", secrets)) from None
         return str(message["Message-ID"])

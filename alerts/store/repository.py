@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, computed_field
 from sqlalchemy import Engine, Select, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -92,6 +92,9 @@ class TicketCount(_View):
     count: int
 
 
+NEEDS_ATTENTION = "needs attention: "
+
+
 class OutboxView(_View):
     id: int
     target: str
@@ -104,6 +107,12 @@ class OutboxView(_View):
     delivered_at: datetime | None
     external_ref: str | None
     last_error: str | None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def needs_attention(self) -> bool:
+        """The last attempt failed in a way retrying cannot fix (login rejected, 4xx): an admin must act."""
+        return self.last_error is not None and self.last_error.startswith(NEEDS_ATTENTION)
 
 
 class StormView(_View):

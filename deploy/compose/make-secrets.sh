@@ -11,8 +11,7 @@ for name in postgres_password influx_admin_password influx_admin_token influx_gr
     [[ -s "secrets/$name" ]] || rand >"secrets/$name"
 done
 if [[ ! -f .env ]]; then
-    sed -e "s/^POSTGRES_PASSWORD=.*/POSTGRES_PASSWORD=$(cat secrets/postgres_password)/" \
-        -e "s/^INFLUX_ADMIN_TOKEN=.*/INFLUX_ADMIN_TOKEN=$(cat secrets/influx_admin_token)/" .env.example >.env
+    sed -e "s/^POSTGRES_PASSWORD=.*/POSTGRES_PASSWORD=$(cat secrets/postgres_password)/" .env.example >.env
 fi
 # Kafka's external listener needs a TLS keystore. Without one of your own (from the municipal CA),
 # a self-signed certificate for $KAFKA_PUBLIC_HOST is made; agents then trust secrets/kafka-ca.pem.

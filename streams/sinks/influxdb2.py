@@ -42,7 +42,7 @@ class InfluxV2PointSink:
 
             self._client = InfluxDBClientAsync(
                 url=self.config.url,
-                token=self.config.token,
+                token=self.config.token.get_secret_value(),
                 org=self.config.org,
                 timeout=int(self.config.timeout_s * 1000),
             )

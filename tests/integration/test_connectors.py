@@ -30,7 +30,7 @@ from pydantic import TypeAdapter
 from fleetpulse.alerts.connectors import ConnectorConfig, DeliveryError, build
 from fleetpulse.alerts.connectors.base import ticket_notification, update_notification
 from fleetpulse.alerts.labels import LabelPublisher
-from fleetpulse.alerts.outbox import backoff, deliver_due
+from fleetpulse.alerts.outbox import deliver_due, retry_policy
 from fleetpulse.alerts.settings import OutboxSettings
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.config import KafkaSettings
@@ -128,7 +128,7 @@ class RecordingSmtp:
                 self.wfile.flush()
 
             def handle(self) -> None:
-                sender, rcpts, secure = "", [], False
+                sender, rcpts, secure = "", list[str](), False
                 self.reply("220 recorder ESMTP")
                 while line := self.rfile.readline():
                     command = line.decode().strip()
@@ -197,18 +197,36 @@ def smtp_server() -> Iterator[RecordingSmtp]:
     server.stop()
 
 
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"fleetpulse-webhook-test-key-32b!").decode()
+
+
 def connector_config(kind: str, http: RecordingHttp, smtp: RecordingSmtp) -> ConnectorConfig:
+    """Each kind against the local recorders, which speak plain HTTP/SMTP: credentials need ``allow_insecure``."""
     configs: dict[str, dict[str, Any]] = {
-        "webhook": {"kind": "webhook", "name": "hook", "url": f"{http.url}/hooks/fleet", "secret": "s3cret"},
+        "webhook": {"kind": "webhook", "name": "hook", "url": f"{http.url}/hooks/fleet", "secret": WEBHOOK_SECRET},
         "servicenow": {
             "kind": "servicenow",
             "name": "snow",
             "instance_url": http.url,
             "username": "svc",
             "password": "pw",
+            "allow_insecure": True,
         },
-        "topdesk": {"kind": "topdesk", "name": "td", "url": http.url, "username": "op", "app_password": "app-pw"},
-        "smtp": {"kind": "smtp", "name": "mail", "port": smtp.port, "recipients": ["it@example.org", "fm@example.org"]},
+        "topdesk": {
+            "kind": "topdesk",
+            "name": "td",
+            "url": http.url,
+            "username": "op",
+            "app_password": "app-pw",
+            "allow_insecure": True,
+        },
+        "smtp": {
+            "kind": "smtp",
+            "name": "mail",
+            "port": smtp.port,
+            "tls": "none",
+            "recipients": ["it@example.org", "fm@example.org"],
+        },
     }
     return TypeAdapter(ConnectorConfig).validate_python(configs[kind])
 
@@ -240,12 +258,18 @@ def test_every_connector_delivers_one_incident(
     assert "pc-0001" in received[0]
 
 
-def test_webhook_signs_the_body(http_server: RecordingHttp, smtp_server: RecordingSmtp, tmp_path: Path) -> None:
+def test_webhook_signs_id_timestamp_and_body(
+    http_server: RecordingHttp, smtp_server: RecordingSmtp, tmp_path: Path
+) -> None:
+    """Standard Webhooks: ``v1,`` + base64 HMAC-SHA256 over ``webhook-id.webhook-timestamp.body``."""
     build(connector_config("webhook", http_server, smtp_server)).deliver(sample_notification(tmp_path))
     request = http_server.requests[0]
     assert request.path == "/hooks/fleet"
-    expected = hmac.new(b"s3cret", request.body, hashlib.sha256).hexdigest()
-    assert request.headers["X-Fleetpulse-Signature"] == f"sha256={expected}"
+    msg_id, timestamp = request.headers["webhook-id"], request.headers["webhook-timestamp"]
+    key = base64.b64decode(WEBHOOK_SECRET.removeprefix("whsec_"))
+    signed = f"{msg_id}.{timestamp}.".encode() + request.body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    assert request.headers["webhook-signature"] == f"v1,{expected}"
     assert json.loads(request.body)["ticket"]["recommended_action"].startswith("Replace the SSD")
 
 
@@ -347,14 +371,17 @@ def test_outbox_loses_nothing_while_the_itsm_is_down(tmp_path: Path) -> None:
     first = deliver_due(store, connectors, None, outbox_settings, NOW)
     # one failed attempt per target, the target's other rows wait with it instead of timing out one by one
     assert (first.delivered, first.failed, first.skipped) == (0, 2, 4)
-    assert {r.next_attempt_at for r in store.outbox()} == {NOW + timedelta(seconds=5)}
+    for target in ("snow", "mail"):  # each target's rows wait together, 2.5-5 s (first delay, jittered)
+        (retry_at,) = {r.next_attempt_at for r in store.outbox() if r.target == target}
+        assert NOW + timedelta(seconds=2.5) <= retry_at <= NOW + timedelta(seconds=5)
     assert sorted(r.attempts for r in store.outbox()) == [0, 0, 0, 0, 1, 1]
     assert deliver_due(store, connectors, None, outbox_settings, NOW + timedelta(seconds=1)).failed == 0  # backing off
     for k in range(2, 6):  # still down: the delay doubles up to the cap, rows stay pending
         deliver_due(store, connectors, None, outbox_settings, NOW + timedelta(hours=k))
     assert all(r.delivered_at is None and r.last_error for r in store.outbox() if r.attempts)
-    assert backoff(outbox_settings, 5) == timedelta(minutes=1)
-    assert backoff(outbox_settings, 2) == timedelta(seconds=10)
+    assert not any(r.needs_attention for r in store.outbox())  # unreachable is transient
+    assert retry_policy(outbox_settings).ceiling(5) == 60.0
+    assert retry_policy(outbox_settings).ceiling(2) == 10.0
 
     http.answer = {"result": {"number": "INC0010002"}}
     http.start()
@@ -515,7 +542,7 @@ def starttls_mail(port: int, **overrides: object) -> ConnectorConfig:
         "kind": "smtp",
         "name": "mail",
         "port": port,
-        "starttls": True,
+        "tls": "starttls",
         "username": "fleetpulse",
         "password": "relay-pw",
         "recipients": ["it@example.org"],

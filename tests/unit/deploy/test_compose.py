@@ -103,7 +103,8 @@ def test_secrets_are_files_never_inline() -> None:
     assert all(set(v) == {"file"} and v["file"].startswith("./secrets/") for v in defined.values())
     for name, service in SERVICES.items():
         for secret in service.get("secrets", []):
-            assert secret in defined, f"{name} uses undefined secret {secret}"
+            source = secret["source"] if isinstance(secret, dict) else secret
+            assert source in defined, f"{name} uses undefined secret {source}"
         env = service.get("environment", {})
         for key, value in env.items():
             if re.search(r"PASSWORD|TOKEN|SECRET", key) and not key.endswith(("_FILE", "__FILE", "USER")):
@@ -175,17 +176,25 @@ def test_shell_scripts_pass_shellcheck() -> None:
 
 
 @pytest.mark.parametrize("service", APP_SERVICES)
-def test_app_services_get_valid_settings(service: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_app_services_get_valid_settings(service: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The compose environment (with .env values stood in) loads into the real settings."""
     env = SERVICES[service]["environment"]
     assert env["FLEETPULSE_CONFIG"] == "/etc/fleetpulse/server.toml"
     for name, value in env.items():
-        if name.startswith("FLEETPULSE_") and name != "FLEETPULSE_CONFIG":
+        if name.startswith("FLEETPULSE_") and name not in ("FLEETPULSE_CONFIG", "FLEETPULSE_SECRETS_DIR"):
             monkeypatch.setenv(name, re.sub(r"\$\{\w+(:[?-][^}]*)?\}", "dummy", str(value)))
-    settings = load_settings(ServerSettings, COMPOSE_DIR / "server.toml")
+    mounted = tmp_path / "secrets"  # the secret files compose mounts in FLEETPULSE_SECRETS_DIR, as dummies
+    mounted.mkdir()
+    for secret in SERVICES[service]["secrets"]:
+        target = Path(secret["target"])
+        assert target.parent == Path(env["FLEETPULSE_SECRETS_DIR"])
+        (mounted / target.name).write_text("dummy\n", encoding="utf-8")
+    settings = load_settings(ServerSettings, COMPOSE_DIR / "server.toml", [mounted])
     assert settings.alerts.store_url == "postgresql+psycopg://fleetpulse:dummy@postgres:5432/fleetpulse"
     assert settings.streams.tsdb.kind == "influxdb2"
+    assert settings.streams.tsdb.token.get_secret_value() == "dummy"
     assert settings.grafana.rollup.influx.token is not None
+    assert settings.grafana.rollup.influx.token.get_secret_value() == "dummy"
     assert settings.grafana.rollup.influx.url == "http://influxdb:8086"
     assert {c["target"] for c in SERVICES[service]["configs"]} == {"/etc/fleetpulse/server.toml"}
 

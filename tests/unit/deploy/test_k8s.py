@@ -20,7 +20,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from fleetpulse.config import load_settings
+from fleetpulse.config import SECRETS_DIR_ENV, load_settings
 from fleetpulse.contract import Topics
 from fleetpulse.dashboards.build import build_all, render
 from fleetpulse.settings import ServerSettings
@@ -121,6 +121,8 @@ def _secret_names(node: Any) -> Iterator[str]:
             yield node["secretKeyRef"]["name"]
         if isinstance(node.get("secretName"), str):
             yield node["secretName"]
+        if isinstance(node.get("secret"), dict) and isinstance(node["secret"].get("name"), str):
+            yield node["secret"]["name"]  # a projected volume's source
         for ref in node.get("secretTargetRef", []):
             yield ref["name"]
         for value in node.values():
@@ -307,23 +309,43 @@ def _container_env(container: dict[str, Any]) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize(
-    "workload", ["fleetpulse-worker", "fleetpulse-tickets", "fleetpulse-api", "fleetpulse-db-upgrade"]
-)
-def test_fleetpulse_containers_get_valid_settings(workload: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every FLEETPULSE_* variable the manifests set is a real settings path with an acceptable value."""
+def _mounted_secret_files(pod: dict[str, Any], container: dict[str, Any], mount_path: str) -> dict[str, str]:
+    """File name -> ``Secret/key`` of the projected secret volume the container mounts at ``mount_path``."""
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == mount_path]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    return {
+        item["path"]: f"{source['secret']['name']}/{item['key']}"
+        for source in volume["projected"]["sources"]
+        for item in source["secret"]["items"]
+    }
+
+
+FLEETPULSE_WORKLOADS = ["fleetpulse-worker", "fleetpulse-tickets", "fleetpulse-api", "fleetpulse-db-upgrade"]
+
+
+@pytest.mark.parametrize("workload", [*FLEETPULSE_WORKLOADS, "fleetpulse-rollup"])
+def test_fleetpulse_containers_get_valid_settings(
+    workload: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Every FLEETPULSE_* variable and mounted secret file is a real settings path with an acceptable value."""
     (doc,) = [
         d
         for d in build("overlays/production")
-        if d["kind"] in ("Deployment", "Job") and d["metadata"]["name"] == workload
+        if d["kind"] in ("Deployment", "Job", "CronJob") and d["metadata"]["name"] == workload
     ]
-    (container,) = doc["spec"]["template"]["spec"]["containers"]
+    pod = _template(doc)["spec"]
+    (container,) = pod["containers"]
     env = _container_env(container)
     assert env["FLEETPULSE_CONFIG"] == "/etc/fleetpulse/server.toml"
     for name, value in env.items():
-        if name.startswith("FLEETPULSE_") and name != "FLEETPULSE_CONFIG":
+        if name.startswith("FLEETPULSE_") and name not in ("FLEETPULSE_CONFIG", SECRETS_DIR_ENV):
             monkeypatch.setenv(name, value)
-    settings = load_settings(ServerSettings, K8S / "base" / "server.toml")
+    secrets_dirs = []
+    if SECRETS_DIR_ENV in env:  # the mounted files stand in as dummies, like secretKeyRef values
+        for file_name in _mounted_secret_files(pod, container, env[SECRETS_DIR_ENV]):
+            (tmp_path / file_name).write_text("dummy-secret\n", encoding="utf-8")
+        secrets_dirs.append(tmp_path)
+    settings = load_settings(ServerSettings, K8S / "base" / "server.toml", secrets_dirs)
     if "FLEETPULSE_ALERTS__STORE_URL" in env:
         assert settings.alerts.store_url.startswith(
             "postgresql+psycopg://fleetpulse:dummy-secret@fleetpulse-pg-rw:5432/"
@@ -331,14 +353,38 @@ def test_fleetpulse_containers_get_valid_settings(workload: str, monkeypatch: py
     if "FLEETPULSE_KAFKA__SASL_USERNAME" in env:
         assert settings.kafka.sasl_username == env["FLEETPULSE_KAFKA__SASL_USERNAME"]
         assert settings.kafka.sasl_password is not None
+        assert settings.kafka.sasl_password.get_secret_value() == "dummy-secret"
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert "/etc/fleetpulse" in mounts
+    if workload == "fleetpulse-worker":
+        assert settings.streams.tsdb.kind == "influxdb2"
+        assert settings.streams.tsdb.token.get_secret_value() == "dummy-secret"
     if workload == "fleetpulse-rollup":
         assert settings.grafana.rollup.influx.token is not None
+        assert settings.grafana.rollup.influx.token.get_secret_value() == "dummy-secret"
         assert settings.grafana.rollup.influx.url == "http://influxdb:8086"
     if "FLEETPULSE_KAFKA__SASL_USERNAME" in env:  # Kafka clients also need the cluster CA
         assert settings.kafka.ssl_cafile is not None
         assert str(settings.kafka.ssl_cafile.parent) in mounts
+
+
+@pytest.mark.parametrize("workload", ["fleetpulse-worker", "fleetpulse-tickets", "fleetpulse-rollup"])
+def test_service_credentials_are_mounted_files_not_environment(workload: str) -> None:
+    """Kafka passwords and InfluxDB tokens reach the app as files (not in /proc/<pid>/environ or crash dumps)."""
+    (doc,) = [
+        d
+        for d in build("overlays/production")
+        if d["kind"] in ("Deployment", "CronJob") and d["metadata"]["name"] == workload
+    ]
+    pod = _template(doc)["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    # (the database password is still composed into FLEETPULSE_ALERTS__STORE_URL through $(PG_PASSWORD))
+    in_env = [name for name, e in env.items() if "valueFrom" in e and re.search(r"PASSWORD|TOKEN", name)]
+    assert in_env in ([], ["PG_PASSWORD"])
+    files = _mounted_secret_files(pod, container, env[SECRETS_DIR_ENV]["value"])
+    assert all(name.startswith("FLEETPULSE_") for name in files)
+    assert pod["securityContext"]["fsGroup"] == 10001  # mode 0440 + fsGroup: readable by the app user only
 
 
 def test_yamllint_config_still_catches_errors(tmp_path: Path) -> None:
