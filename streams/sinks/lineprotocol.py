@@ -59,17 +59,19 @@ class HttpWriter:
         headers: Mapping[str, str],
         timeout_s: float,
         auth: tuple[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = url
         self.params = dict(params)
         self.headers = {"Content-Type": "text/plain; charset=utf-8", **headers}
         self.timeout_s = timeout_s
         self.auth = auth
+        self.transport = transport
         self._client: httpx.AsyncClient | None = None
 
     async def write(self, body: bytes) -> None:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout_s, auth=self.auth)
+            self._client = httpx.AsyncClient(timeout=self.timeout_s, auth=self.auth, transport=self.transport)
         try:
             response = await self._client.post(self.url, params=self.params, headers=self.headers, content=body)
         except httpx.HTTPError as exc:  # timeouts, refused connections, broken responses
