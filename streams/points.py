@@ -121,8 +121,12 @@ class Point:
         """
         if not self.fields:
             raise UnencodablePoint("no_fields", f"{self.measurement!r} point without fields")
-        tag_part = "".join(f",{_tag_key(k)}={_escape_key(v)}" for k, v in sorted(self.tags.items()) if v != "")
-        field_part = ",".join(f"{_field_key(k)}={_format_field(k, v)}" for k, v in sorted(self.fields.items()))
+        tags = [(_tag_key(k), _escape_key(v)) for k, v in sorted(self.tags.items()) if v != ""]
+        fields = [(_field_key(k), _format_field(k, v)) for k, v in sorted(self.fields.items())]
+        if len({k for k, _ in tags}) < len(tags) or len({k for k, _ in fields}) < len(fields):
+            raise UnencodablePoint("invalid", f"{self.measurement!r} point has keys that are equal once stored")
+        tag_part = "".join(f",{k}={v}" for k, v in tags)
+        field_part = ",".join(f"{k}={v}" for k, v in fields)
         return f"{_escape_measurement(self.measurement)}{tag_part} {field_part} {_nanos(self.time)}"
 
 
@@ -133,8 +137,17 @@ def _tag_key(key: str) -> str:
     return escaped
 
 
+def stored_field_key(key: str) -> str:
+    """:func:`stored_text` for a field key, whose double quotes also become U+FFFD.
+
+    VictoriaMetrics reads a quote in a field key as the start of a string value and silently
+    stores 0 for the field: a quote there cannot be written faithfully to every server.
+    """
+    return stored_text(key).replace('"', REPLACEMENT)
+
+
 def _field_key(key: str) -> str:
-    escaped = _escape_key(key)
+    escaped = _escape_key(key.replace('"', REPLACEMENT))
     if not escaped or escaped == "time":
         raise UnencodablePoint("invalid", f"field key {key!r} is empty or reserved")
     return escaped
