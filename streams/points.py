@@ -64,6 +64,7 @@ _MEASUREMENT_ESCAPES = str.maketrans({**_UNREPRESENTABLE, ",": "\\,", " ": "\\ "
 # A backslash before an escaped character, another backslash or the end of the text is read
 # differently by InfluxDB 1.x (kept, or "invalid tag format") and VictoriaMetrics (unescaped).
 _AMBIGUOUS_BACKSLASH = re.compile(r"\\(?=[\\,= ]|\Z)")
+_PLAIN = re.compile(r"[^\x00-\x20\x7f-\x9f\u2028\u2029\ud800-\udfff\\\\,=]*")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _INT64 = 2**63
 _NANOS_MAX = _INT64 - 2  # InfluxDB's valid time range: +-(2**63 - 2) ns
@@ -89,13 +90,20 @@ def stored_text(text: str) -> str:
     return text.translate(_STORED)
 
 
-@lru_cache(maxsize=65_536)  # tag values repeat (site, model, kind, device ids): escape each once
 def _escape_key(text: str) -> str:
+    if _PLAIN.fullmatch(text):  # most texts (device ids, kinds): nothing to replace or escape
+        return text
+    return _escape_special(text)
+
+
+@lru_cache(maxsize=16_384)  # sites and models with spaces repeat across the fleet
+def _escape_special(text: str) -> str:
     if "\\" in text:
         text = _AMBIGUOUS_BACKSLASH.sub(REPLACEMENT, text)
     return text.translate(_KEY_ESCAPES)
 
 
+@lru_cache(maxsize=256)  # a handful of measurements
 def _escape_measurement(text: str) -> str:
     if "\\" in text:
         text = _AMBIGUOUS_BACKSLASH.sub(REPLACEMENT, text)
@@ -121,15 +129,20 @@ class Point:
         """
         if not self.fields:
             raise UnencodablePoint("no_fields", f"{self.measurement!r} point without fields")
-        tags = [(_tag_key(k), _escape_key(v)) for k, v in sorted(self.tags.items()) if v != ""]
-        fields = [(_field_key(k), _format_field(k, v)) for k, v in sorted(self.fields.items())]
-        if len({k for k, _ in tags}) < len(tags) or len({k for k, _ in fields}) < len(fields):
-            raise UnencodablePoint("invalid", f"{self.measurement!r} point has keys that are equal once stored")
-        tag_part = "".join(f",{k}={v}" for k, v in tags)
-        field_part = ",".join(f"{k}={v}" for k, v in fields)
+        tag_part = "".join([f",{_tag_key(k)}={_escape_key(v)}" for k, v in sorted(self.tags.items()) if v])
+        field_part = ",".join([f"{_field_key(k)}={_format_field(k, v)}" for k, v in sorted(self.fields.items())])
+        if REPLACEMENT in tag_part or REPLACEMENT in field_part:  # escaping alone is one-to-one
+            self._check_keys_stay_distinct()
         return f"{_escape_measurement(self.measurement)}{tag_part} {field_part} {_nanos(self.time)}"
 
+    def _check_keys_stay_distinct(self) -> None:
+        tag_keys = [_tag_key(k) for k, v in self.tags.items() if v]  # escaping is one-to-one on stored text
+        field_keys = [_field_key(k) for k in self.fields]
+        if len(set(tag_keys)) < len(tag_keys) or len(set(field_keys)) < len(field_keys):
+            raise UnencodablePoint("invalid", f"{self.measurement!r} point has keys that are equal once stored")
 
+
+@lru_cache(maxsize=4096)
 def _tag_key(key: str) -> str:
     escaped = _escape_key(key)
     if not escaped or escaped == "time":
@@ -146,6 +159,7 @@ def stored_field_key(key: str) -> str:
     return stored_text(key).replace('"', REPLACEMENT)
 
 
+@lru_cache(maxsize=4096)
 def _field_key(key: str) -> str:
     escaped = _escape_key(key.replace('"', REPLACEMENT))
     if not escaped or escaped == "time":
@@ -154,6 +168,9 @@ def _field_key(key: str) -> str:
 
 
 def _format_field(key: str, value: FieldValue) -> str:
+    kind = type(value)
+    if kind is float and math.isfinite(value):  # the common case first
+        return repr(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -161,10 +178,11 @@ def _format_field(key: str, value: FieldValue) -> str:
             raise UnencodablePoint("invalid", f"field {key!r} is outside the 64-bit integer range")
         return f"{value}i"
     if isinstance(value, float) and math.isfinite(value):
-        return repr(value)
-    raise UnencodablePoint("invalid", f"field {key!r} is {type(value).__name__} {value!r}, not a finite number")
+        return repr(float(value))
+    raise UnencodablePoint("invalid", f"field {key!r} is {kind.__name__} {value!r}, not a finite number")
 
 
+@lru_cache(maxsize=4096)  # every point of a report shares its time
 def _nanos(at: datetime) -> int:
     if at.tzinfo is None:
         raise UnencodablePoint("invalid", "naive timestamp")

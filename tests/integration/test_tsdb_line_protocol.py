@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import Phase, given, settings
+from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 
 from fleetpulse.contract import DeviceInventory, DiskHealth, HealthReport
@@ -140,6 +140,7 @@ def influx_db(influxdb1_url: str) -> Iterator[InfluxDatabase]:
 @given(
     hostile=st.lists(st.tuples(HOSTILE, st.dictionaries(HOSTILE, HOSTILE, max_size=4), HOSTILE), min_size=1, max_size=6)
 )
+@example(hostile=[('=\\," \n#', {"=": "\\", ",": "a\\", "\r": "\\\\"}, '"= \\'), ("\ud800", {"\t": "\x00"}, "\u2028")])
 def test_arbitrary_text_round_trips_through_both_tsdbs_without_extra_series(
     victoria_metrics_url: str, influxdb1_url: str, hostile: list[tuple[str, dict[str, str], str]]
 ) -> None:

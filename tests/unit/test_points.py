@@ -45,17 +45,21 @@ HOSTILE = st.text(
 
 
 def parse_line(line: str) -> tuple[str, dict[str, str], dict[str, str], str]:
-    """The conservative reading every server shares: unescaped ',', '=' and ' ' separate; '\\x' escapes x."""
+    """The reading every server shares: unescaped ',', '=' and ' ' separate ('=' not in the measurement).
+
+    A backslash escapes a following separator and is literal otherwise.
+    """
     parts: list[list[str]] = [[]]
     separators: list[str] = []
     i = 0
     while i < len(line):
         char = line[i]
-        if char == "\\" and i + 1 < len(line) and line[i + 1] in ",= ":
+        separator = ", " if not separators else ",= "
+        if char == "\\" and i + 1 < len(line) and line[i + 1] in separator:
             parts[-1].append(line[i + 1])
             i += 2
             continue
-        if char in ",= ":
+        if char in separator:
             separators.append(char)
             parts.append([])
         else:
