@@ -34,6 +34,18 @@ Measurements:
 
 Every point is timed by event time (the report's ``collected_at``), never by the
 wall clock at processing, so a replay after a crash rewrites identical points.
+
+Text is hostile (a disk serial, an MDM model name): no text may end the line or add
+a tag, field or series. Line protocol has no escape for a line break, and InfluxDB 1.x
+and VictoriaMetrics read backslashes before separators differently, so the stored
+text (:func:`stored_text`) is the input with each of these replaced by U+FFFD:
+control characters (C0, DEL, C1, which include line breaks), U+2028/U+2029, lone
+surrogates, a backslash before a backslash, ``,``, ``=``, space or the end of the text,
+and (field keys only) ``"``. Everything else, quotes, ``#`` and other Unicode included,
+is stored exactly; the integration tests read it back from both TSDBs. A point that
+cannot be stored (no fields, a reserved or duplicate key, a non-finite or out-of-range
+value, a time outside the TSDB's range) raises :class:`UnencodablePoint`, which the
+sink counts as a drop with its reason.
 """
 
 from __future__ import annotations
