@@ -29,8 +29,9 @@ class SinkCollector(Collector):
     """Exports the sink's own counts, so every point is in exactly one series and none is double-counted.
 
     ``fleetpulse_stream_tsdb_dropped_total{reason}``: ``no_fields``/``invalid`` (no TSDB can store
-    the point), ``rejected`` (the TSDB refused that one point), ``refused`` (the TSDB refused every
-    request: credentials, bucket), ``unavailable`` (still failing after the retries).
+    the point), ``rejected`` (the TSDB refused that one point), ``unisolated`` (in a rejected part
+    of a batch left when splitting stopped), ``refused`` (the TSDB refused every request:
+    credentials, bucket), ``unavailable`` (still failing after the retries).
     """
 
     def __init__(self, sink: SinkCounts) -> None:

@@ -27,6 +27,11 @@ TSDB_RETRY = RetryPolicy(base_s=0.25, cap_s=5.0)
 # Statuses that blame the request's content: splitting the batch isolates the bad points.
 # Other 4xx (401, 403, 404) refuse every request alike: splitting would only multiply them.
 _SPLITTABLE = frozenset({400, 413, 422})
+_SPLIT_REQUESTS_PER_HALVING = 16  # enough to isolate about 8 bad points exactly in any batch
+
+
+def _count(chunk: list[bytes], pending: list[list[bytes]]) -> int:
+    return len(chunk) + sum(map(len, pending))
 
 
 class WriteFailed(Exception):
@@ -128,26 +133,33 @@ class LineProtocolSink:
         lines, self._lines = self._lines, []
         written = 0
         pending = [lines] if lines else []
+        # Isolating k bad points costs about 2k*log2(n) requests; a TSDB refusing every point
+        # (a field type conflict on a whole measurement) must not turn each batch into 2n requests.
+        budget = _SPLIT_REQUESTS_PER_HALVING * len(lines).bit_length()
         while pending:
             chunk = pending.pop()
+            if budget == 0:  # only parts of rejected requests are left
+                self._drop("unisolated", _count(chunk, pending), error="split budget spent")
+                break
+            budget -= 1
             try:
                 await self._write_with_retries(chunk)
             except WriteRejected as exc:
-                if exc.status in _SPLITTABLE and len(chunk) > 1:
-                    middle = len(chunk) // 2
-                    pending += [chunk[middle:], chunk[:middle]]  # first half next: order kept
-                elif exc.status in _SPLITTABLE:
+                if exc.status not in _SPLITTABLE:
+                    self._drop("refused", _count(chunk, pending), status=exc.status, error=exc.message)
+                    pending.clear()
+                elif len(chunk) == 1:
                     self._drop("rejected", 1, status=exc.status, error=exc.message)
                 else:
-                    self._drop("refused", len(chunk) + sum(map(len, pending)), status=exc.status, error=exc.message)
-                    pending.clear()
+                    middle = len(chunk) // 2
+                    pending += [chunk[middle:], chunk[:middle]]  # first half next: order kept
                 continue
             except WriteFailed as exc:
-                self._drop("unavailable", len(chunk) + sum(map(len, pending)), error=str(exc)[:300])
+                self._drop("unavailable", _count(chunk, pending), error=str(exc)[:300])
                 pending.clear()
                 continue
             written += len(chunk)
-        self.written += written
+            self.written += len(chunk)
         return written
 
     async def _write_with_retries(self, chunk: list[bytes]) -> None:

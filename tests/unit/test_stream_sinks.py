@@ -126,6 +126,19 @@ async def test_rejected_points_are_isolated_and_counted_exactly(caplog: pytest.L
     assert "fleetpulse_stream_tsdb_points_total 997.0" in exposition
 
 
+async def test_a_tsdb_rejecting_every_point_costs_a_bounded_number_of_requests() -> None:
+    def answer(_: bytes) -> None:
+        raise WriteRejected(400, "partial write: field type conflict")
+
+    writer = FakeWriter(answer)
+    sink = LineProtocolSink("fake", writer, retries=3, sleep=no_sleep)
+    sink.add(numbered(5000))
+    assert await sink.flush() == 0
+    assert len(writer.bodies) == 16 * 13  # not 2 * 5000: the split stops after its budget
+    assert sum(sink.dropped.values()) == 5000  # still every point counted, by what is known of it
+    assert set(sink.dropped) == {"rejected", "unisolated"}
+
+
 async def test_refused_requests_are_neither_retried_nor_split() -> None:
     def answer(_: bytes) -> None:
         raise WriteRejected(401, "unauthorized access")
