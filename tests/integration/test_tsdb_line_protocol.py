@@ -136,6 +136,7 @@ def influx_db(influxdb1_url: str) -> Iterator[InfluxDatabase]:
     db.drop()
 
 
+@pytest.mark.slow
 @settings(max_examples=40, phases=[Phase.explicit, Phase.generate])  # shrinking through real servers takes minutes
 @given(
     hostile=st.lists(st.tuples(HOSTILE, st.dictionaries(HOSTILE, HOSTILE, max_size=4), HOSTILE), min_size=1, max_size=6)
