@@ -104,6 +104,7 @@ class Pipeline:
         self.processor = processor
         self.sink = sink
         self.metrics = metrics
+        metrics.track_sink(sink)
         self.worker = worker
         self.positions: dict[Any, int] = {}
         self.commit_seen: dict[Any, tuple[int | None, float]] = {}  # tp -> (committed offset, since)
@@ -177,11 +178,7 @@ class Pipeline:
             self.metrics.event_latency.observe(max(0.0, (emitted - report.collected_at).total_seconds()))
 
         self.sink.add(result.points)
-        points = len(result.points)
-        written = await self.sink.flush()
-        self.metrics.tsdb_points.inc(written)
-        if written < points and self.sink.kind != "none":
-            self.metrics.tsdb_dropped.inc(points - written)
+        await self.sink.flush()  # written and dropped points are counted by the sink (metrics.track_sink)
 
         assigned = self.app.consumer.assignment()  # again: the awaits above may have spanned a rebalance
         for device_id, record in result.records.items():

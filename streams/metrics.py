@@ -10,9 +10,42 @@ import gc
 import time
 from collections import Counter as PyCounter
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+
+class SinkCounts(Protocol):
+    @property
+    def written(self) -> int: ...
+    @property
+    def dropped(self) -> Mapping[str, int]: ...
+
+
+class SinkCollector(Collector):
+    """Exports the sink's own counts, so every point is in exactly one series and none is double-counted.
+
+    ``fleetpulse_stream_tsdb_dropped_total{reason}``: ``no_fields``/``invalid`` (no TSDB can store
+    the point), ``rejected`` (the TSDB refused that one point), ``unisolated`` (in a rejected part
+    of a batch left when splitting stopped), ``refused`` (the TSDB refused every request:
+    credentials, bucket), ``unavailable`` (still failing after the retries).
+    """
+
+    def __init__(self, sink: SinkCounts) -> None:
+        self.sink = sink
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "fleetpulse_stream_tsdb_points", "points written to the TSDB", value=self.sink.written
+        )
+        dropped = CounterMetricFamily("fleetpulse_stream_tsdb_dropped", "points given up, by reason", labels=["reason"])
+        for reason, points in sorted(self.sink.dropped.items()):
+            dropped.add_metric([reason], points)
+        yield dropped
+
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
@@ -26,8 +59,6 @@ class PipelineMetrics:
         self.dead_letters = Counter("fleetpulse_stream_dead_letters", "dead letters by kind", ["kind"], registry=r)
         self.scores = Counter("fleetpulse_stream_scores", "risk scores emitted", registry=r)
         self.alerts = Counter("fleetpulse_stream_alerts", "alerts emitted", registry=r)
-        self.tsdb_points = Counter("fleetpulse_stream_tsdb_points", "points written to the TSDB", registry=r)
-        self.tsdb_dropped = Counter("fleetpulse_stream_tsdb_dropped", "points dropped after retries", registry=r)
         self.lag = Gauge("fleetpulse_stream_consumer_lag", "messages behind the partition end", registry=r)
         self.batch_size = Histogram(
             "fleetpulse_stream_batch_size",
@@ -61,6 +92,9 @@ class PipelineMetrics:
         self._window_events = 0
         self.last_batch_at: float | None = None
         self.current_lag = 0
+
+    def track_sink(self, sink: SinkCounts) -> None:
+        self.registry.register(SinkCollector(sink))
 
     def watch_gc(self) -> None:
         """Count collector pauses: once per process (callbacks are global), from the worker's entry point."""

@@ -34,18 +34,95 @@ Measurements:
 
 Every point is timed by event time (the report's ``collected_at``), never by the
 wall clock at processing, so a replay after a crash rewrites identical points.
+
+Text is hostile (a disk serial, an MDM model name): no text may end the line or add
+a tag, field or series. Line protocol has no escape for a line break, and InfluxDB 1.x
+and VictoriaMetrics read backslashes before separators differently, so the stored
+text (:func:`stored_text`) is the input with each of these replaced by U+FFFD:
+control characters (C0, DEL, C1, which include line breaks), U+2028/U+2029, lone
+surrogates, a backslash before a backslash, ``,``, ``=``, space or the end of the text,
+and (field keys only) ``"``. Everything else, quotes, ``#`` and other Unicode included,
+is stored exactly; the integration tests read it back from both TSDBs. A point that
+cannot be stored (no fields, a reserved or duplicate key, a non-finite or out-of-range
+value, a time outside the TSDB's range) raises :class:`UnencodablePoint`, which the
+sink counts as a drop with its reason.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 from fleetpulse.contract import Alert, AlertState, DeviceInventory, HealthReport, RiskScore
 
 FieldValue = float | int | bool
+
+REPLACEMENT = "\ufffd"
+"""Stands in for every character the line protocol cannot carry identically on every server."""
+
+# Line protocol has no escape for a line break (an escaped newline is kept with its backslash by
+# InfluxDB 1.x and drops the line on VictoriaMetrics), other control characters are stored raw and
+# break the tools that read them back, and lone surrogates cannot be encoded as UTF-8.
+_UNREPRESENTABLE = {
+    code: REPLACEMENT for code in (*range(0x00, 0x20), *range(0x7F, 0xA0), 0x2028, 0x2029, *range(0xD800, 0xE000))
+}
+_STORED = str.maketrans(_UNREPRESENTABLE)
+_KEY_ESCAPES = str.maketrans({**_UNREPRESENTABLE, ",": "\\,", "=": "\\=", " ": "\\ "})
+_MEASUREMENT_ESCAPES = str.maketrans({**_UNREPRESENTABLE, ",": "\\,", " ": "\\ "})
+# A backslash before an escaped character, another backslash or the end of the text is read
+# differently by InfluxDB 1.x (kept, or "invalid tag format") and VictoriaMetrics (unescaped).
+_AMBIGUOUS_BACKSLASH = re.compile(r"\\(?=[\\,= ]|\Z)")
+_PLAIN = re.compile(r"[^\x00-\x20\x7f-\x9f\u2028\u2029\ud800-\udfff\\\\,=]*")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_INT64 = 2**63
+_NANOS_MAX = _INT64 - 2  # InfluxDB's valid time range: +-(2**63 - 2) ns
+
+
+class UnencodablePoint(ValueError):
+    """A point no line-protocol server can store; ``reason`` is the drop counter's label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+def stored_text(text: str) -> str:
+    """The text a TSDB stores for a measurement, tag key/value or field key written by this module.
+
+    Identical to ``text`` unless it holds control characters, line/paragraph separators, lone
+    surrogates or a backslash before a backslash, comma, ``=``, space or the end: each of those
+    becomes U+FFFD, so the same input always lands in the same series and never in another line.
+    """
+    if "\\" in text:
+        text = _AMBIGUOUS_BACKSLASH.sub(REPLACEMENT, text)
+    return text.translate(_STORED)
+
+
+def _escape_key(text: str) -> str:
+    if _PLAIN.fullmatch(text):  # most texts (device ids, kinds): nothing to replace or escape
+        return text
+    return _escape_special(text)
+
+
+@lru_cache(maxsize=16_384)  # sites and models with spaces repeat across the fleet
+def _escape_special(text: str) -> str:
+    if "\\" in text:
+        text = _AMBIGUOUS_BACKSLASH.sub(REPLACEMENT, text)
+    return text.translate(_KEY_ESCAPES)
+
+
+@lru_cache(maxsize=256)  # a handful of measurements
+def _escape_measurement(text: str) -> str:
+    if "\\" in text:
+        text = _AMBIGUOUS_BACKSLASH.sub(REPLACEMENT, text)
+    escaped = text.translate(_MEASUREMENT_ESCAPES)
+    if not escaped or escaped.startswith("#"):  # '#' starts a comment line: the point would vanish
+        raise UnencodablePoint("invalid", f"measurement {escaped!r} is empty or starts with '#'")
+    return escaped
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,23 +133,75 @@ class Point:
     time: datetime
 
     def to_line_protocol(self) -> str:
-        """One line of InfluxDB line protocol, nanosecond precision."""
-        tag_part = "".join(f",{_escape_key(k)}={_escape_key(v)}" for k, v in sorted(self.tags.items()) if v != "")
-        field_part = ",".join(f"{_escape_key(k)}={_format_field(v)}" for k, v in sorted(self.fields.items()))
-        nanos = int(self.time.timestamp()) * 1_000_000_000 + self.time.microsecond * 1_000
-        return f"{_escape_key(self.measurement)}{tag_part} {field_part} {nanos}"
+        """One line of InfluxDB line protocol, nanosecond precision; raises :class:`UnencodablePoint`.
+
+        Every text goes through :func:`stored_text` and is escaped, so no input can end the line,
+        add a tag or field, or be read differently by InfluxDB 1.x/2.x and VictoriaMetrics.
+        Empty tag values are left out (a TSDB stores an empty tag as no tag).
+        """
+        if not self.fields:
+            raise UnencodablePoint("no_fields", f"{self.measurement!r} point without fields")
+        tag_part = "".join([f",{_tag_key(k)}={_escape_key(v)}" for k, v in sorted(self.tags.items()) if v])
+        field_part = ",".join([f"{_field_key(k)}={_format_field(k, v)}" for k, v in sorted(self.fields.items())])
+        if REPLACEMENT in tag_part or REPLACEMENT in field_part:  # escaping alone is one-to-one
+            self._check_keys_stay_distinct()
+        return f"{_escape_measurement(self.measurement)}{tag_part} {field_part} {_nanos(self.time)}"
+
+    def _check_keys_stay_distinct(self) -> None:
+        tag_keys = [_tag_key(k) for k, v in self.tags.items() if v]  # escaping is one-to-one on stored text
+        field_keys = [_field_key(k) for k in self.fields]
+        if len(set(tag_keys)) < len(tag_keys) or len(set(field_keys)) < len(field_keys):
+            raise UnencodablePoint("invalid", f"{self.measurement!r} point has keys that are equal once stored")
 
 
-def _escape_key(text: str) -> str:
-    return text.replace("\\", "\\\\").replace(",", r"\,").replace("=", r"\=").replace(" ", r"\ ")
+@lru_cache(maxsize=4096)
+def _tag_key(key: str) -> str:
+    escaped = _escape_key(key)
+    if not escaped or escaped == "time":
+        raise UnencodablePoint("invalid", f"tag key {key!r} is empty or reserved")
+    return escaped
 
 
-def _format_field(value: FieldValue) -> str:
+def stored_field_key(key: str) -> str:
+    """:func:`stored_text` for a field key, whose double quotes also become U+FFFD.
+
+    VictoriaMetrics reads a quote in a field key as the start of a string value and silently
+    stores 0 for the field: a quote there cannot be written faithfully to every server.
+    """
+    return stored_text(key).replace('"', REPLACEMENT)
+
+
+@lru_cache(maxsize=4096)
+def _field_key(key: str) -> str:
+    escaped = _escape_key(key.replace('"', REPLACEMENT))
+    if not escaped or escaped == "time":
+        raise UnencodablePoint("invalid", f"field key {key!r} is empty or reserved")
+    return escaped
+
+
+def _format_field(key: str, value: FieldValue) -> str:
+    kind = type(value)
+    if kind is float and math.isfinite(value):  # the common case first
+        return repr(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
+        if not -_INT64 <= value < _INT64:
+            raise UnencodablePoint("invalid", f"field {key!r} is outside the 64-bit integer range")
         return f"{value}i"
-    return repr(float(value))
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(float(value))
+    raise UnencodablePoint("invalid", f"field {key!r} is {kind.__name__} {value!r}, not a finite number")
+
+
+@lru_cache(maxsize=4096)  # every point of a report shares its time
+def _nanos(at: datetime) -> int:
+    if at.tzinfo is None:
+        raise UnencodablePoint("invalid", "naive timestamp")
+    nanos = (at - _EPOCH) // timedelta(microseconds=1) * 1_000
+    if not -_NANOS_MAX <= nanos <= _NANOS_MAX:
+        raise UnencodablePoint("invalid", f"timestamp {at.isoformat()} outside the TSDB's time range")
+    return nanos
 
 
 def _numeric(values: Mapping[str, FieldValue | None]) -> dict[str, FieldValue]:

@@ -27,6 +27,19 @@ class InfluxV2Sink(BaseModel):
     retries: int = Field(default=3, ge=0, description="attempts after the first before a batch is given up (counted)")
 
 
+class InfluxV1Sink(BaseModel):
+    """InfluxDB 1.x through its /write endpoint (1.8+ also accepts the ``influxdb2`` kind)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: Literal["influxdb1"] = "influxdb1"
+    url: str = "http://127.0.0.1:8086"
+    database: str = "fleetpulse"
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    timeout_s: float = Field(default=10.0, gt=0)
+    retries: int = Field(default=3, ge=0, description="attempts after the first before a batch is given up (counted)")
+
+
 class NoSink(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     kind: Literal["none"] = "none"
@@ -103,4 +116,4 @@ class StreamSettings(BaseModel):
             "/health answer 503 'stalled' (a liveness probe then restarts the worker)"
         ),
     )
-    tsdb: InfluxV2Sink | NoSink = Field(default_factory=InfluxV2Sink, discriminator="kind")
+    tsdb: InfluxV2Sink | InfluxV1Sink | NoSink = Field(default_factory=InfluxV2Sink, discriminator="kind")

@@ -10,19 +10,28 @@ key again overwrites it (InfluxDB) or deduplicates it (VictoriaMetrics with
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from typing import Protocol, runtime_checkable
 
 from fleetpulse.streams.points import Point
-from fleetpulse.streams.settings import InfluxV2Sink, NoSink
+from fleetpulse.streams.settings import InfluxV1Sink, InfluxV2Sink, NoSink
 
 
 @runtime_checkable
 class Sink(Protocol):
     kind: str
 
+    @property
+    def written(self) -> int:
+        """Points written so far."""
+
+    @property
+    def dropped(self) -> Mapping[str, int]:
+        """Points given up so far, by reason; ``written`` plus these is every point added."""
+
     def add(self, points: Iterable[Point]) -> None:
-        """Buffer points (no I/O)."""
+        """Buffer points (no I/O); a point no TSDB can store is dropped here and counted."""
 
     async def flush(self) -> int:
         """Write everything buffered; returns points written. Never raises for TSDB outages (counted)."""
@@ -37,21 +46,28 @@ class NullSink:
 
     def __init__(self) -> None:
         self.pending = 0
+        self.written = 0
+        self.dropped: Counter[str] = Counter()
 
     def add(self, points: Iterable[Point]) -> None:
         self.pending += sum(1 for _ in points)
 
     async def flush(self) -> int:
-        written, self.pending = self.pending, 0
-        return written
+        flushed, self.pending = self.pending, 0
+        self.written += flushed
+        return flushed
 
     async def close(self) -> None:
         return None
 
 
-def build_sink(config: InfluxV2Sink | NoSink) -> Sink:
+def build_sink(config: InfluxV2Sink | InfluxV1Sink | NoSink) -> Sink:
     if isinstance(config, InfluxV2Sink):
         from fleetpulse.streams.sinks.influxdb2 import InfluxV2PointSink
 
         return InfluxV2PointSink(config)
+    if isinstance(config, InfluxV1Sink):
+        from fleetpulse.streams.sinks.influxdb1 import InfluxV1PointSink
+
+        return InfluxV1PointSink(config)
     return NullSink()
