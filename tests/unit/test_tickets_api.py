@@ -23,7 +23,7 @@ __all__ = ["store_url"]  # fixture
 USERS = {"fm": "fleet_manager", "it": "it_support", "root": "admin"}
 PASSWORD = "correct horse battery staple"
 TOKEN = "tok-0123456789abcdef"
-HASH = hash_secret(PASSWORD, iterations=1000)
+HASH = hash_secret(PASSWORD)
 
 
 def api_settings(store_url: str) -> AlertSettings:

@@ -1,0 +1,111 @@
+"""The API's front door (pure ASGI): authenticate from the headers, then admit a bounded body.
+
+Order matters for memory: an unauthenticated request is answered 401 before a byte of its
+body is read, and the server stops reading a socket whose body nobody receives. An
+authenticated request announcing more than ``max_body_bytes`` is answered 413 at once; a
+body without a length (chunked) is counted as it arrives and refused as soon as it passes the
+limit. Either way no more than the limit is ever held, however large the upload.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+
+import anyio.to_thread
+from fastapi import HTTPException, status
+from sqlalchemy.exc import OperationalError
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fleetpulse.alerts.api.auth import PRINCIPAL_STATE, Authenticator, AuthFailure, client_address
+from fleetpulse.alerts.settings import ApiLimits
+
+log = logging.getLogger(__name__)
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive`` once a body passes the limit; the app's exception handling answers 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            f"request body larger than {limit} bytes",
+            headers={"Connection": "close"},
+        )
+
+
+class RequestGate:
+    """ASGI middleware: authentication for every path but ``open_paths``, then the body limit."""
+
+    def __init__(
+        self, app: ASGIApp, authenticator: Authenticator, limits: ApiLimits, open_paths: Collection[str]
+    ) -> None:
+        self.app = app
+        self.authenticator = authenticator
+        self.limits = limits
+        self.open_paths = frozenset(open_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        has_body = "transfer-encoding" in headers or headers.get("content-length", "0") != "0"
+        if scope["path"] not in self.open_paths:
+            peer = scope["client"][0] if scope.get("client") else None
+            address = client_address(peer, headers.get("x-forwarded-for"), self.limits.trusted_proxies)
+            try:
+                principal = await anyio.to_thread.run_sync(
+                    self.authenticator.authenticate, headers.get("authorization"), address
+                )
+            except AuthFailure as failure:
+                await _refuse(scope, receive, send, failure.status_code, failure.detail, failure.headers, has_body)
+                return
+            except OperationalError as exc:
+                log.error("ticket store unavailable", extra={"fields": {"error": str(exc.orig)[:300]}})
+                await _refuse(scope, receive, send, 503, "ticket store unavailable, retry later", {}, has_body)
+                return
+            scope.setdefault("state", {})[PRINCIPAL_STATE] = principal
+        limit = self.limits.max_body_bytes
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await _refuse(scope, receive, send, 413, f"request body larger than {limit} bytes", {}, True)
+            return
+        if not has_body:
+            await self.app(scope, receive, send)
+            return
+        received = 0
+
+        async def bounded_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, bounded_receive, tracking_send)
+        except BodyTooLarge as exc:  # raised where no exception handler runs (e.g. inside a middleware)
+            if started:
+                raise
+            await _refuse(scope, receive, send, exc.status_code, str(exc.detail), {}, True)
+
+
+async def _refuse(
+    scope: Scope, receive: Receive, send: Send, code: int, detail: str, headers: dict[str, str], unread_body: bool
+) -> None:
+    """Answer without reading the body; a connection with an unread body is closed, not drained."""
+    if unread_body:
+        headers = {**headers, "Connection": "close"}
+    await JSONResponse({"detail": detail}, status_code=code, headers=headers)(scope, receive, send)

@@ -1,0 +1,94 @@
+"""Login failure counts and upgraded password hashes of the API, kept in the ticket store.
+
+In the database rather than in memory so that every API replica counts the same failures:
+an attacker spreading guesses over the replicas behind a load balancer gains nothing.
+Counting is one atomic upsert per failure, correct under concurrent replicas on PostgreSQL
+(row lock of the conflicting key) and SQLite (one writer at a time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from fleetpulse.alerts.store.models import LoginFailure, PasswordUpgrade
+from fleetpulse.alerts.store.repository import TicketStore
+
+
+def _insert(session: Session) -> Callable[[Any], Any]:
+    """The dialect's INSERT with ``ON CONFLICT`` support (both store backends have it)."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+class LoginRecords:
+    """Failure counts per throttle key and current-scheme password hashes, on the ticket store."""
+
+    def __init__(self, store: TicketStore) -> None:
+        self.store = store
+
+    def failures(self, keys: Sequence[str], now: datetime) -> dict[str, tuple[int, datetime]]:
+        """``key -> (failures, blocked_until)`` of the keys with failures on record."""
+        with self.store.session() as session:
+            rows = session.execute(
+                select(LoginFailure.key, LoginFailure.failures, LoginFailure.blocked_until).where(
+                    LoginFailure.key.in_(keys)
+                )
+            )
+            return {key: (failures, blocked_until) for key, failures, blocked_until in rows}
+
+    def record_failure(
+        self, key: str, now: datetime, forget_after: timedelta, block_for: Callable[[int], timedelta]
+    ) -> tuple[int, datetime]:
+        """Count one failure of ``key`` (restarting from 1 after ``forget_after`` without failures) and
+        block the key for ``block_for(failures)`` from now. Returns ``(failures, blocked_until)``."""
+        table = LoginFailure.__table__
+        with self.store.session() as session:
+            upsert = _insert(session)(table).values(key=key, failures=1, last_failure_at=now, blocked_until=now)
+            upsert = upsert.on_conflict_do_update(
+                index_elements=[table.c.key],
+                set_={
+                    "failures": case((table.c.last_failure_at < now - forget_after, 1), else_=table.c.failures + 1),
+                    "last_failure_at": now,
+                },
+            ).returning(table.c.failures, table.c.blocked_until)
+            failures, blocked_until = session.execute(upsert).one()
+            until = max(blocked_until, now + block_for(failures))
+            session.execute(update(LoginFailure).where(LoginFailure.key == key).values(blocked_until=until))
+            return failures, until
+
+    def clear(self, key: str) -> None:
+        with self.store.session() as session:
+            session.execute(delete(LoginFailure).where(LoginFailure.key == key))
+
+    def prune(self, now: datetime, forget_after: timedelta) -> int:
+        """Drop counts that are forgotten and no longer block: the table stays as small as the attack is recent."""
+        with self.store.session() as session:
+            result = session.execute(
+                delete(LoginFailure).where(
+                    LoginFailure.last_failure_at < now - forget_after, LoginFailure.blocked_until < now
+                )
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    def upgraded_hash(self, name: str, configured_sha256: str) -> str | None:
+        """The current-scheme hash of ``name``, if it was made from the password hash configured now."""
+        with self.store.session() as session:
+            row = session.get(PasswordUpgrade, name)
+            return row.password_hash if row is not None and row.configured_sha256 == configured_sha256 else None
+
+    def save_upgraded_hash(self, name: str, configured_sha256: str, password_hash: str, now: datetime) -> None:
+        table = PasswordUpgrade.__table__
+        with self.store.session() as session:
+            values = {
+                "name": name,
+                "configured_sha256": configured_sha256,
+                "password_hash": password_hash,
+                "upgraded_at": now,
+            }
+            upsert = _insert(session)(table).values(**values)
+            session.execute(upsert.on_conflict_do_update(index_elements=[table.c.name], set_=values))
