@@ -13,7 +13,6 @@ import logging
 from collections.abc import Collection
 
 import anyio.to_thread
-from fastapi import HTTPException, status
 from sqlalchemy.exc import OperationalError
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
@@ -25,15 +24,8 @@ from fleetpulse.alerts.settings import ApiLimits
 log = logging.getLogger(__name__)
 
 
-class BodyTooLarge(HTTPException):
-    """Raised from ``receive`` once a body passes the limit; the app's exception handling answers 413."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(
-            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-            f"request body larger than {limit} bytes",
-            headers={"Connection": "close"},
-        )
+class BodyTooLarge(Exception):
+    """Raised from ``receive`` once a body passes the limit, after the gate has answered 413 itself."""
 
 
 class RequestGate:
@@ -77,29 +69,34 @@ class RequestGate:
             await self.app(scope, receive, send)
             return
         received = 0
+        started = refused = False
 
         async def bounded_receive() -> Message:
-            nonlocal received
+            nonlocal received, refused
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge(limit)
+                    if not (started or refused):
+                        refused = True
+                        await _refuse(scope, receive, send, 413, f"request body larger than {limit} bytes", {}, True)
+                    raise BodyTooLarge
             return message
 
-        started = False
-
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal started
+            if refused:  # 413 is sent: whatever the app makes of the aborted read is not
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
-            await self.app(scope, bounded_receive, tracking_send)
-        except BodyTooLarge as exc:  # raised where no exception handler runs (e.g. inside a middleware)
-            if started:
+            await self.app(scope, bounded_receive, guarded_send)
+        except Exception:
+            # the app may re-raise the aborted read as anything (a 400, an ExceptionGroup from a
+            # task group); once the 413 is out, that failure is the expected end of the request
+            if not refused:
                 raise
-            await _refuse(scope, receive, send, exc.status_code, str(exc.detail), {}, True)
 
 
 async def _refuse(

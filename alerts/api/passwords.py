@@ -1,8 +1,9 @@
 """Password hashes of API logins: Argon2id (argon2-cffi) for new hashes, PBKDF2 still verified.
 
-Argon2id parameters follow OWASP's password storage guidance (19 MiB, 2 passes, 1 lane):
-memory-hard against GPU guessing, yet small enough that the few verifications a process runs
-at once (:data:`CONCURRENT_VERIFICATIONS`) stay far inside the API's 512 MiB memory limit.
+Argon2id parameters are one of OWASP's equivalent password-storage settings (12 MiB, 3 passes,
+1 lane): memory-hard against GPU guessing, and small enough for the API's memory budget. All
+hashing runs on :data:`HASHING_THREADS` dedicated threads, so however many logins arrive at once,
+at most that many 12 MiB blocks exist, and only those threads' malloc arenas ever hold one.
 Older hashes (``pbkdf2_sha256$...`` at any iteration count, Argon2 with weaker parameters)
 keep working; :func:`needs_rehash` tells the login path to replace them after a successful login.
 """
@@ -12,33 +13,34 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-_ARGON2 = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1, hash_len=32, salt_len=16)
-CONCURRENT_VERIFICATIONS = 2
-"""Hash computations a process runs at once: each holds 19 MiB, so a flood of logins cannot exhaust memory."""
-_SLOTS = threading.BoundedSemaphore(CONCURRENT_VERIFICATIONS)
+_ARGON2 = PasswordHasher(time_cost=3, memory_cost=12 * 1024, parallelism=1, hash_len=32, salt_len=16)
+HASHING_THREADS = 2
+_HASHING = ThreadPoolExecutor(max_workers=HASHING_THREADS, thread_name_prefix="password-hash")
 PBKDF2_PREFIX = "pbkdf2_sha256$"
 
 
 def hash_secret(secret: str) -> str:
     """The value for ``password_hash`` in the configuration (``$argon2id$...``)."""
-    with _SLOTS:
-        return _ARGON2.hash(secret)
+    return _HASHING.submit(_ARGON2.hash, secret).result()
 
 
 def verify_secret(secret: str, encoded: str) -> bool:
     """True if ``secret`` matches ``encoded`` (Argon2 or legacy PBKDF2); malformed hashes never match."""
-    with _SLOTS:
-        if encoded.startswith(PBKDF2_PREFIX):
-            return _verify_pbkdf2(secret, encoded)
-        try:
-            return _ARGON2.verify(encoded, secret)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            return False
+    return _HASHING.submit(_verify, secret, encoded).result()
+
+
+def _verify(secret: str, encoded: str) -> bool:
+    if encoded.startswith(PBKDF2_PREFIX):
+        return _verify_pbkdf2(secret, encoded)
+    try:
+        return _ARGON2.verify(encoded, secret)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
 
 
 def needs_rehash(encoded: str) -> bool:

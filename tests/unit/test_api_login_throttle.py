@@ -62,7 +62,7 @@ def replica(settings: AlertSettings, clock: FakeClock) -> Iterator[dict[str, Tes
 
 
 def tickets(client: TestClient, user: str, password: str) -> int:
-    return client.get("/api/v1/tickets", auth=(user, password)).status_code
+    return int(client.get("/api/v1/tickets", auth=(user, password)).status_code)
 
 
 def test_guessing_backs_off_per_login_and_address_without_locking_out_the_owner(store_url: str) -> None:
