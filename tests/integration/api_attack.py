@@ -53,6 +53,7 @@ class ApiServer:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "fleetpulse", "api", "--host", "127.0.0.1", "--port", str(self.port)],
             env=env,
+            cwd=self.state,  # `python -m` puts the working directory first on sys.path
             stdout=log,
             stderr=subprocess.STDOUT,
         )
