@@ -2,8 +2,8 @@
 
 Authentication runs from the request headers alone, before any body is read
 (:mod:`fleetpulse.alerts.api.gate`), and leaves the :class:`Principal` on the request;
-routes only check its role (:func:`require`). Replacing the login scheme means replacing
-:class:`Authenticator`; routes and the gate stay as they are.
+routes only check its role (:func:`require`). Another login scheme is another
+:class:`Authenticates` implementation handed to the gate; routes stay as they are.
 
 Secrets never sit in the configuration in clear text. Hashing is deliberately slow, so a
 successful check is remembered in memory under a SHA-256 of the credentials (never the
@@ -20,12 +20,13 @@ import ipaddress
 import logging
 import math
 import secrets
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
@@ -61,6 +62,14 @@ def token_sha256(token: str) -> str:
 class Principal:
     name: str
     role: Role
+
+
+class Authenticates(Protocol):
+    """What the gate needs of a login scheme: a caller from the headers, or :class:`AuthFailure`."""
+
+    def authenticate(self, authorization: str | None, address: str) -> Principal:
+        """Blocking (hashing, store): the gate runs it on a worker thread."""
+        ...
 
 
 class AuthFailure(Exception):
@@ -183,6 +192,7 @@ class Authenticator:
         self.throttle = LoginThrottle(records, settings.limits)
         self.clock = clock
         self._verified: OrderedDict[str, Principal] = OrderedDict()
+        self._verified_lock = threading.Lock()  # requests authenticate on several worker threads
         self._decoy = hash_secret(secrets.token_urlsafe(16))
         self._cache_size = cache_size
         weak = sorted(u.name for u in settings.users if needs_rehash(u.password_hash))
@@ -222,9 +232,11 @@ class Authenticator:
             verify_secret(password, self._decoy)  # same work as a real user: no username probing by timing
             return None
         key = hashlib.sha256(f"{username}\0{password}\0{user.password_hash}".encode()).hexdigest()
-        if key in self._verified:
-            self._verified.move_to_end(key)
-            return self._verified[key]
+        with self._verified_lock:
+            cached = self._verified.get(key)
+            if cached is not None:
+                self._verified.move_to_end(key)
+                return cached
         configured = hashlib.sha256(user.password_hash.encode()).hexdigest()
         current = self.records.upgraded_hash(user.name, configured) or user.password_hash
         if not verify_secret(password, current):
@@ -233,9 +245,10 @@ class Authenticator:
             self.records.save_upgraded_hash(user.name, configured, hash_secret(password), self.clock())
             log.info("password hash upgraded to the current scheme", extra={"fields": {"user": user.name}})
         principal = Principal(user.name, user.role)
-        self._verified[key] = principal
-        if len(self._verified) > self._cache_size:
-            self._verified.popitem(last=False)
+        with self._verified_lock:
+            self._verified[key] = principal
+            if len(self._verified) > self._cache_size:
+                self._verified.popitem(last=False)
         return principal
 
     def bearer(self, token: str) -> Principal | None:

@@ -18,7 +18,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fleetpulse.alerts.api.auth import PRINCIPAL_STATE, Authenticator, AuthFailure, client_address
+from fleetpulse.alerts.api.auth import PRINCIPAL_STATE, Authenticates, AuthFailure, client_address
 from fleetpulse.alerts.settings import ApiLimits
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class RequestGate:
     """ASGI middleware: authentication for every path but ``open_paths``, then the body limit."""
 
     def __init__(
-        self, app: ASGIApp, authenticator: Authenticator, limits: ApiLimits, open_paths: Collection[str]
+        self, app: ASGIApp, authenticator: Authenticates, limits: ApiLimits, open_paths: Collection[str]
     ) -> None:
         self.app = app
         self.authenticator = authenticator
