@@ -34,7 +34,7 @@ from pydantic import IPvAnyNetwork
 
 from fleetpulse.alerts.api.passwords import hash_secret, needs_rehash, verify_secret
 from fleetpulse.alerts.settings import ApiLimits, ApiSettings, Role
-from fleetpulse.alerts.store.logins import LoginRecords
+from fleetpulse.alerts.store.logins import Attempt, LoginRecords
 from fleetpulse.retry import RetryPolicy
 
 __all__ = ["hash_secret", "verify_secret"]  # re-exported: `fleetpulse tickets hash-secret`, demo, tests
@@ -112,11 +112,12 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted_proxies:
 class LoginThrottle:
     """Slows down guessing without locking the owner out.
 
-    Each failure is counted twice: for the login name from this address, and for the address
-    across all names (spraying). Past the free failures each further failure blocks its key for a
-    doubling delay (capped); a throttled request is refused before its password is checked, so
-    it teaches the attacker nothing. The owner logging in from another address is never slowed
-    down by someone else's guesses, and a success from an address clears that name's count there.
+    Each password attempt is counted twice: for the login name from this address, and for the
+    address across all names (spraying). Past the free failures each further failure blocks its
+    key for a doubling delay (capped). An attempt is counted before its password is checked and
+    uncounted if it succeeds, so concurrent guesses are admitted one at a time, and a throttled
+    request is refused without checking its password: it teaches the attacker nothing. The
+    owner logging in from another address is never slowed down by someone else's guesses.
     """
 
     records: LoginRecords
@@ -136,44 +137,59 @@ class LoginThrottle:
     def address_key(address: str) -> str:
         return hashlib.sha256(f"address\0{address}".encode()).hexdigest()
 
-    def check(self, login: str | None, address: str, now: datetime) -> bool:
-        """Raise 429 while the login at this address, or the address itself, is blocked.
-        Returns whether the login has failures on record here (to clear after a success)."""
+    def check(self, login: str | None, address: str, now: datetime) -> None:
+        """Raise 429 while the address, or the login at this address, is blocked (read only: for
+        credentials already verified, and tokens). A login with failures here has them cleared."""
         keys = [self.address_key(address)] + ([self.login_key(login, address)] if login is not None else [])
-        found = self.records.failures(keys, now)
+        found = self.records.failures(keys)
         until = max((blocked for _, blocked in found.values()), default=now)
         if until > now:
-            wait = math.ceil((until - now).total_seconds())
-            raise AuthFailure(
-                status.HTTP_429_TOO_MANY_REQUESTS,
-                "too many failed logins; try again later",
-                {"Retry-After": str(max(wait, 1))},
-            )
-        return login is not None and self.login_key(login, address) in found
+            raise _too_many(until, now)
+        if login is not None and self.login_key(login, address) in found:
+            self.records.clear(self.login_key(login, address))
 
-    def failed(self, login: str | None, address: str, now: datetime) -> None:
+    def begin(self, login: str, address: str, now: datetime) -> Attempt:
+        """Count a password attempt as failed up front (429 if blocked); :meth:`succeeded` uncounts it."""
         limits = self.limits
-        if login is not None:
-            self.records.record_failure(
-                self.login_key(login, address),
-                now,
-                limits.forget_after,
-                self._block_after(limits.free_failures_per_login),
-            )
-        failures, _ = self.records.record_failure(
-            self.address_key(address), now, limits.forget_after, self._block_after(limits.free_failures_per_address)
-        )
-        if failures == limits.free_failures_per_address + 1:
+        self._prune(now)
+        spray = self._count(self.address_key(address), now, limits.free_failures_per_address)
+        if spray.failures == limits.free_failures_per_address + 1:
             log.warning("login failures for many names from one address", extra={"fields": {"address": address}})
+        if not spray.allowed:
+            raise _too_many(spray.blocked_until, now)
+        guess = self._count(self.login_key(login, address), now, limits.free_failures_per_login)
+        if not guess.allowed:
+            self.records.cancel(spray)
+            raise _too_many(guess.blocked_until, now)
+        return spray
+
+    def succeeded(self, login: str, address: str, spray: Attempt) -> None:
+        self.records.clear(self.login_key(login, address))
+        self.records.cancel(spray)
+
+    def token_failed(self, address: str, now: datetime) -> None:
+        """A wrong bearer token: counted against the address (tokens are random: guessing one is hopeless)."""
+        self._count(self.address_key(address), now, self.limits.free_failures_per_address)
+
+    def _count(self, key: str, now: datetime, free: int) -> Attempt:
+        return self.records.record_failure(
+            key,
+            now,
+            self.limits.forget_after,
+            lambda failures: timedelta(seconds=self._backoff.ceiling(failures - free)),
+        )
+
+    def _prune(self, now: datetime) -> None:
         if time.monotonic() - self._last_prune >= self.prune_every_s:
             self._last_prune = time.monotonic()
-            self.records.prune(now, limits.forget_after)
+            self.records.prune(now, self.limits.forget_after)
 
-    def succeeded(self, login: str, address: str) -> None:
-        self.records.clear(self.login_key(login, address))
 
-    def _block_after(self, free: int) -> Callable[[int], timedelta]:
-        return lambda failures: timedelta(seconds=self._backoff.ceiling(failures - free))
+def _too_many(until: datetime, now: datetime) -> AuthFailure:
+    wait = math.ceil((until - now).total_seconds())
+    return AuthFailure(
+        status.HTTP_429_TOO_MANY_REQUESTS, "too many failed logins; try again later", {"Retry-After": str(max(wait, 1))}
+    )
 
 
 class Authenticator:
@@ -206,37 +222,46 @@ class Authenticator:
     def authenticate(self, authorization: str | None, address: str) -> Principal:
         """The caller named by the ``Authorization`` header; :class:`AuthFailure` if none (blocking: hashes, store)."""
         scheme, _, value = (authorization or "").partition(" ")
-        scheme = scheme.lower()
-        if scheme == "bearer" and value.strip():
-            return self._attempt(None, address, lambda: self.bearer(value.strip()))
-        if scheme == "basic":
-            credentials = _basic_credentials(value.strip())
-            if credentials is not None:
-                login, password = credentials
-                return self._attempt(login, address, lambda: self.basic(login, password))
+        scheme, value = scheme.lower(), value.strip()
+        credentials = _basic_credentials(value) if scheme == "basic" else None
+        if credentials is not None:
+            return self._basic(*credentials, address)
+        if scheme == "bearer" and value:
+            self.throttle.check(None, address, self.clock())
+            principal = self.bearer(value)
+            if principal is None:
+                self.throttle.token_failed(address, self.clock())
+                raise unauthorized()
+            return principal
         raise unauthorized()  # no credentials at all is not a failed login
 
-    def _attempt(self, login: str | None, address: str, verify: Callable[[], Principal | None]) -> Principal:
-        had_failures = self.throttle.check(login, address, self.clock())
-        principal = verify()
+    def _basic(self, login: str, password: str, address: str) -> Principal:
+        configured = self.users[login].password_hash if login in self.users else ""
+        cache_key = hashlib.sha256(f"{login}\0{password}\0{configured}".encode()).hexdigest()
+        with self._verified_lock:
+            cached = self._verified.get(cache_key)
+            if cached is not None:
+                self._verified.move_to_end(cache_key)
+        if cached is not None:
+            self.throttle.check(login, address, self.clock())  # still refused while throttled: no oracle
+            return cached
+        spray = self.throttle.begin(login, address, self.clock())
+        principal = self.verify_password(login, password)
         if principal is None:
-            self.throttle.failed(login, address, self.clock())
             raise unauthorized()
-        if login is not None and had_failures:
-            self.throttle.succeeded(login, address)
+        self.throttle.succeeded(login, address, spray)
+        with self._verified_lock:
+            self._verified[cache_key] = principal
+            if len(self._verified) > self._cache_size:
+                self._verified.popitem(last=False)
         return principal
 
-    def basic(self, username: str, password: str) -> Principal | None:
+    def verify_password(self, username: str, password: str) -> Principal | None:
+        """Check against the configured hash (or its upgrade in the store), upgrading an old hash."""
         user = self.users.get(username)
         if user is None:
             verify_secret(password, self._decoy)  # same work as a real user: no username probing by timing
             return None
-        key = hashlib.sha256(f"{username}\0{password}\0{user.password_hash}".encode()).hexdigest()
-        with self._verified_lock:
-            cached = self._verified.get(key)
-            if cached is not None:
-                self._verified.move_to_end(key)
-                return cached
         configured = hashlib.sha256(user.password_hash.encode()).hexdigest()
         current = self.records.upgraded_hash(user.name, configured) or user.password_hash
         if not verify_secret(password, current):
@@ -244,12 +269,7 @@ class Authenticator:
         if needs_rehash(current):
             self.records.save_upgraded_hash(user.name, configured, hash_secret(password), self.clock())
             log.info("password hash upgraded to the current scheme", extra={"fields": {"user": user.name}})
-        principal = Principal(user.name, user.role)
-        with self._verified_lock:
-            self._verified[key] = principal
-            if len(self._verified) > self._cache_size:
-                self._verified.popitem(last=False)
-        return principal
+        return Principal(user.name, user.role)
 
     def bearer(self, token: str) -> Principal | None:
         digest = token_sha256(token)

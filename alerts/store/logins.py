@@ -9,6 +9,7 @@ Counting is one atomic upsert per failure, correct under concurrent replicas on 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,13 +26,24 @@ def _insert(session: Session) -> Callable[[Any], Any]:
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One counted attempt of a throttle key, and the block it left (see :meth:`LoginRecords.record_failure`)."""
+
+    key: str
+    allowed: bool
+    failures: int
+    blocked_before: datetime
+    blocked_until: datetime
+
+
 class LoginRecords:
     """Failure counts per throttle key and current-scheme password hashes, on the ticket store."""
 
     def __init__(self, store: TicketStore) -> None:
         self.store = store
 
-    def failures(self, keys: Sequence[str], now: datetime) -> dict[str, tuple[int, datetime]]:
+    def failures(self, keys: Sequence[str]) -> dict[str, tuple[int, datetime]]:
         """``key -> (failures, blocked_until)`` of the keys with failures on record."""
         with self.store.session() as session:
             rows = session.execute(
@@ -43,9 +55,14 @@ class LoginRecords:
 
     def record_failure(
         self, key: str, now: datetime, forget_after: timedelta, block_for: Callable[[int], timedelta]
-    ) -> tuple[int, datetime]:
-        """Count one failure of ``key`` (restarting from 1 after ``forget_after`` without failures) and
-        block the key for ``block_for(failures)`` from now. Returns ``(failures, blocked_until)``."""
+    ) -> Attempt:
+        """Count one failure of ``key`` (from 1 again after ``forget_after`` without failures) and block
+        the key for ``block_for(failures)`` from now, unless it is blocked already: then the failure is
+        not counted and the attempt is refused (``allowed`` False).
+
+        Callers count an attempt *before* checking the password and :meth:`cancel` it on success,
+        so concurrent attempts are admitted one by one: a burst of guesses cannot slip past the block.
+        """
         table = LoginFailure.__table__
         with self.store.session() as session:
             upsert = _insert(session)(table).values(key=key, failures=1, last_failure_at=now, blocked_until=now)
@@ -57,9 +74,28 @@ class LoginRecords:
                 },
             ).returning(table.c.failures, table.c.blocked_until)
             failures, blocked_until = session.execute(upsert).one()
+            row = update(LoginFailure).where(LoginFailure.key == key)
+            if blocked_until > now:
+                session.execute(row.values(failures=LoginFailure.failures - 1))
+                return Attempt(key, False, failures - 1, blocked_until, blocked_until)
             until = max(blocked_until, now + block_for(failures))
-            session.execute(update(LoginFailure).where(LoginFailure.key == key).values(blocked_until=until))
-            return failures, until
+            session.execute(row.values(blocked_until=until))
+            return Attempt(key, True, failures, blocked_until, until)
+
+    def cancel(self, attempt: Attempt) -> None:
+        """The attempt succeeded: uncount it, and lift the block it set unless a later failure replaced it."""
+        with self.store.session() as session:
+            session.execute(
+                update(LoginFailure)
+                .where(LoginFailure.key == attempt.key)
+                .values(
+                    failures=case((LoginFailure.failures > 0, LoginFailure.failures - 1), else_=0),
+                    blocked_until=case(
+                        (LoginFailure.blocked_until == attempt.blocked_until, attempt.blocked_before),
+                        else_=LoginFailure.blocked_until,
+                    ),
+                )
+            )
 
     def clear(self, key: str) -> None:
         with self.store.session() as session:

@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from pydantic import IPvAnyNetwork
 
 from fleetpulse.alerts.api import create_app
-from fleetpulse.alerts.api.auth import client_address
-from fleetpulse.alerts.settings import AlertSettings
+from fleetpulse.alerts.api.auth import AuthFailure, LoginThrottle, client_address
+from fleetpulse.alerts.settings import AlertSettings, ApiLimits
 from fleetpulse.alerts.store.logins import LoginRecords
 from fleetpulse.alerts.store.repository import TicketStore
 from tests.alerts_support import store_url
@@ -26,7 +26,12 @@ from tests.unit.test_tickets_api import PASSWORD, TOKEN, api_settings
 __all__ = ["store_url"]  # fixture
 
 ATTACKER = "10.0.0.66"
+HOUR = timedelta(hours=1)
 OWNER_DESK = "10.0.0.7"
+
+
+def seconds(failures: int) -> timedelta:
+    return timedelta(seconds=failures)
 
 
 class FakeClock:
@@ -146,7 +151,7 @@ def test_concurrent_failures_on_two_engines_are_all_counted(store_url: str) -> N
             thread.start()
         for thread in threads:
             thread.join()
-        assert LoginRecords(stores[0]).failures(["k" * 64], now)["k" * 64][0] == 200
+        assert LoginRecords(stores[0]).failures(["k" * 64])["k" * 64][0] == 200
     finally:
         for store in stores:
             store.close()
@@ -157,15 +162,45 @@ def test_failure_counts_are_forgotten_and_pruned(store_url: str) -> None:
     records = LoginRecords(store)
     now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
     try:
-        for _ in range(3):
-            records.record_failure("a" * 64, now, timedelta(hours=1), lambda n: timedelta(seconds=n))
-        assert records.failures(["a" * 64], now)["a" * 64] == (3, now + timedelta(seconds=3))
+        for second in (0, 10, 20):
+            assert records.record_failure("a" * 64, now + timedelta(seconds=second), HOUR, seconds).allowed
+        assert records.failures(["a" * 64])["a" * 64] == (3, now + timedelta(seconds=23))
+        assert not records.record_failure("a" * 64, now + timedelta(seconds=21), HOUR, seconds).allowed  # blocked
+        assert records.failures(["a" * 64])["a" * 64][0] == 3  # a refused attempt is not counted
         later = now + timedelta(hours=2)
-        assert records.record_failure("a" * 64, later, timedelta(hours=1), lambda _: timedelta(0))[0] == 1
-        assert records.prune(later + timedelta(hours=2), timedelta(hours=1)) == 1
-        assert records.failures(["a" * 64], later) == {}
+        assert records.record_failure("a" * 64, later, HOUR, seconds).failures == 1  # forgotten after an hour
+        assert records.prune(later + timedelta(hours=2), HOUR) == 1
+        assert records.failures(["a" * 64]) == {}
     finally:
         store.close()
+
+
+def test_a_burst_of_concurrent_guesses_is_admitted_one_at_a_time(store_url: str) -> None:
+    """20 guesses at once on two replicas: only the free ones and one more reach the password check."""
+    stores = [TicketStore.open(store_url), TicketStore.open(store_url)]
+    limits = ApiLimits(free_failures_per_login=3, backoff_base=timedelta(seconds=30))
+    throttles = [LoginThrottle(LoginRecords(store), limits) for store in stores]
+    now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    admitted: list[int] = []
+    try:
+
+        def guess(i: int) -> None:
+            try:
+                throttles[i % 2].begin("fm", ATTACKER, now)
+            except AuthFailure as refused:
+                assert refused.status_code == 429
+            else:
+                admitted.append(i)  # the password would be checked now, and be wrong
+
+        threads = [threading.Thread(target=guess, args=(i,)) for i in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(admitted) == 4
+    finally:
+        for store in stores:
+            store.close()
 
 
 def test_client_address_trusts_forwarded_for_only_from_trusted_proxies() -> None:
