@@ -62,9 +62,9 @@ class ApiLimits(_Frozen):
     )
 
     @model_validator(mode="after")
-    def _base_below_max(self) -> ApiLimits:
-        if self.backoff_base > self.backoff_max:
-            raise ValueError("backoff_base must not exceed backoff_max")
+    def _ordered_durations(self) -> ApiLimits:
+        if not self.backoff_base <= self.backoff_max <= self.forget_after:
+            raise ValueError("need backoff_base <= backoff_max <= forget_after (a block must not outlast its count)")
         return self
 
 

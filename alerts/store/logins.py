@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, delete, select, update
@@ -19,6 +19,9 @@ from sqlalchemy.orm import Session
 
 from fleetpulse.alerts.store.models import LoginFailure, PasswordUpgrade
 from fleetpulse.alerts.store.repository import TicketStore
+
+NEVER_BLOCKED = datetime(1970, 1, 1, tzinfo=UTC)
+"""``blocked_until`` of a key whose failures are all free: before any clock reading of any replica."""
 
 
 def _insert(session: Session) -> Callable[[Any], Any]:
@@ -65,7 +68,9 @@ class LoginRecords:
         """
         table = LoginFailure.__table__
         with self.store.session() as session:
-            upsert = _insert(session)(table).values(key=key, failures=1, last_failure_at=now, blocked_until=now)
+            upsert = _insert(session)(table).values(
+                key=key, failures=1, last_failure_at=now, blocked_until=NEVER_BLOCKED
+            )
             upsert = upsert.on_conflict_do_update(
                 index_elements=[table.c.key],
                 set_={
@@ -78,7 +83,12 @@ class LoginRecords:
             if blocked_until > now:
                 session.execute(row.values(failures=LoginFailure.failures - 1))
                 return Attempt(key, False, failures - 1, blocked_until, blocked_until)
-            until = max(blocked_until, now + block_for(failures))
+            block = block_for(failures)
+            if block <= timedelta(0):
+                # a free failure leaves the block as it is: set to `now`, it would refuse a concurrent
+                # attempt whose clock reading is a moment older
+                return Attempt(key, True, failures, blocked_until, blocked_until)
+            until = max(blocked_until, now + block)
             session.execute(row.values(blocked_until=until))
             return Attempt(key, True, failures, blocked_until, until)
 
