@@ -62,7 +62,10 @@ class RequestGate:
             scope.setdefault("state", {})[PRINCIPAL_STATE] = principal
         limit = self.limits.max_body_bytes
         declared = headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        if declared is not None and not (declared.isascii() and declared.isdigit() and len(declared) <= 18):
+            await _refuse(scope, receive, send, 400, "invalid Content-Length", {}, True)
+            return
+        if declared is not None and int(declared) > limit:
             await _refuse(scope, receive, send, 413, f"request body larger than {limit} bytes", {}, True)
             return
         if not has_body:

@@ -157,3 +157,10 @@ def test_health_check_needs_no_credentials_but_is_bounded(app: FastAPI) -> None:
     upload = Upload()
     code, _, _ = call(app, upload, HUGE, "/healthz")
     assert (code, upload.taken) == (413, 0)
+
+
+@pytest.mark.parametrize("length", ["9" * 5000, "\u00b2", "-1", "1e9", "0x10"])
+def test_a_malformed_content_length_is_refused_unread(app: FastAPI, length: str) -> None:
+    upload = Upload()
+    code, _, _ = call(app, upload, JSON | {"Content-Length": length, "Authorization": basic("fm", PASSWORD)})
+    assert (code, upload.taken) == (400, 0)
