@@ -10,18 +10,24 @@ limit. Either way no more than the limit is ever held, however large the upload.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection, MutableMapping
+from typing import Any
 
-import anyio.to_thread
+from fastapi.concurrency import run_in_threadpool
+from fastapi.datastructures import Headers
+from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
-from starlette.datastructures import Headers
-from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fleetpulse.alerts.api.auth import PRINCIPAL_STATE, Authenticates, AuthFailure, client_address
 from fleetpulse.alerts.settings import ApiLimits
 
 log = logging.getLogger(__name__)
+# the ASGI interface (as starlette.types spells it; FastAPI is the dependency this module declares)
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class BodyTooLarge(Exception):
@@ -49,7 +55,7 @@ class RequestGate:
             peer = scope["client"][0] if scope.get("client") else None
             address = client_address(peer, headers.get("x-forwarded-for"), self.limits.trusted_proxies)
             try:
-                principal = await anyio.to_thread.run_sync(
+                principal = await run_in_threadpool(
                     self.authenticator.authenticate, headers.get("authorization"), address
                 )
             except AuthFailure as failure:
