@@ -50,11 +50,23 @@ class ApiLimits(_Frozen):
         default=1024 * 1024,
         description="largest request body read (413 above); the largest valid bulk transition is about 10 KB",
     )
-    free_failures_per_login: Annotated[int, Field(ge=1, le=1000)] = 5
-    free_failures_per_address: Annotated[int, Field(ge=1, le=100_000)] = 20
-    backoff_base: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(seconds=1)
-    backoff_max: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(minutes=15)
-    forget_after: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(hours=1)
+    free_failures_per_login: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=5, description="failed logins of one name from one address before its backoff starts"
+    )
+    free_failures_per_address: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=20, description="failed logins of any names from one address before the address's backoff starts"
+    )
+    backoff_base: Annotated[timedelta, Field(gt=timedelta(0))] = Field(
+        default=timedelta(seconds=1),
+        description="block after the first failure past the free ones; doubles per failure",
+    )
+    backoff_max: Annotated[timedelta, Field(gt=timedelta(0))] = Field(
+        default=timedelta(minutes=15),
+        description="longest block; the owner at the attacker's address waits at most this",
+    )
+    forget_after: Annotated[timedelta, Field(gt=timedelta(0))] = Field(
+        default=timedelta(hours=1), description="a key's failure count restarts after this long without failures"
+    )
     trusted_proxies: list[IPvAnyNetwork] = Field(
         default=[],
         description="reverse proxies (e.g. the ingress controller's pod network) whose X-Forwarded-For names the "
