@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, model_validator
 
 from fleetpulse.alerts.connectors.config import ConnectorConfig
 from fleetpulse.alerts.policy import AlertPolicy
@@ -19,11 +19,13 @@ class _Frozen(BaseModel):
 
 
 class ApiUser(_Frozen):
-    """A login for HTTP basic auth; the secret is stored only as a PBKDF2 hash (``fleetpulse tickets hash-secret``)."""
+    """A login for HTTP basic auth; the secret is stored only as a hash (``fleetpulse tickets hash-secret``)."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9._@-]{1,64}$")]
     role: Role
-    password_hash: str = Field(description="pbkdf2_sha256$<iterations>$<salt hex>$<hash hex>")
+    password_hash: str = Field(
+        description="$argon2id$... from `fleetpulse tickets hash-secret` (older pbkdf2_sha256$... hashes still verify)"
+    )
 
 
 class ApiToken(_Frozen):
@@ -34,15 +36,56 @@ class ApiToken(_Frozen):
     token_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
+class ApiLimits(_Frozen):
+    """What one client may cost the API: request body size and the login throttle.
+
+    Login failures are counted in the ticket store (shared by all replicas). A login name
+    failing from one address is slowed down by a doubling delay after ``free_failures_per_login``
+    (the owner elsewhere is unaffected); an address failing for many names (password spraying)
+    is slowed down after ``free_failures_per_address``. Counts are forgotten after ``forget_after``
+    without failures.
+    """
+
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = Field(
+        default=1024 * 1024,
+        description="largest request body read (413 above); the largest valid bulk transition is about 10 KB",
+    )
+    free_failures_per_login: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=5, description="failed logins of one name from one address before its backoff starts"
+    )
+    free_failures_per_address: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=20, description="failed logins of any names from one address before the address's backoff starts"
+    )
+    backoff_base: Annotated[timedelta, Field(gt=timedelta(0))] = Field(
+        default=timedelta(seconds=1),
+        description="block after the first failure past the free ones; doubles per failure",
+    )
+    backoff_max: Annotated[timedelta, Field(gt=timedelta(0))] = Field(
+        default=timedelta(minutes=15),
+        description="longest block; the owner at the attacker's address waits at most this",
+    )
+    forget_after: Annotated[timedelta, Field(gt=timedelta(0))] = Field(
+        default=timedelta(hours=1), description="a key's failure count restarts after this long without failures"
+    )
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default=[],
+        description="reverse proxies (e.g. the ingress controller's pod network) whose X-Forwarded-For names the "
+        "client address; without them every client behind the proxy shares the proxy's address",
+    )
+
+    @model_validator(mode="after")
+    def _ordered_durations(self) -> ApiLimits:
+        if not self.backoff_base <= self.backoff_max <= self.forget_after:
+            raise ValueError("need backoff_base <= backoff_max <= forget_after (a block must not outlast its count)")
+        return self
+
+
 class ApiSettings(_Frozen):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
     users: list[ApiUser] = []
     tokens: list[ApiToken] = []
-    login_failure_limit: Annotated[int, Field(ge=1, le=10_000)] = Field(
-        default=20, description="failed logins per client address and login name within the window before 429"
-    )
-    login_failure_window: Annotated[timedelta, Field(gt=timedelta(0))] = timedelta(minutes=5)
+    limits: ApiLimits = ApiLimits()
 
 
 class OutboxSettings(_Frozen):

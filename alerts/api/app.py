@@ -1,6 +1,7 @@
 """The ticket API (JSON, OpenAPI at /openapi.json) and the fleet-manager page, from one app factory.
 
-Every route needs a role except ``/healthz``. Writes need a JSON body: browsers cannot
+Every route needs a role except ``/healthz``; credentials are checked before a request body is
+read, and bodies are bounded (:mod:`fleetpulse.alerts.api.gate`). Writes need a JSON body: browsers cannot
 send one cross-site without a CORS preflight (which this app never grants), so cached
 basic-auth credentials cannot be abused by another site (CSRF).
 """
@@ -22,7 +23,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from fleetpulse.alerts.api.auth import ADMIN_ROLES, READ_ROLES, WRITE_ROLES, Authenticator, Principal, require
+from fleetpulse.alerts.api.gate import RequestGate
 from fleetpulse.alerts.settings import AlertSettings
+from fleetpulse.alerts.store.logins import LoginRecords
 from fleetpulse.alerts.store.repository import (
     EventView,
     HistoryPoint,
@@ -184,11 +187,13 @@ def create_app(
         responses={
             401: {"description": "no or invalid credentials"},
             403: {"description": "role may not do this"},
+            413: {"description": "request body larger than alerts.api.limits.max_body_bytes"},
             429: {"description": "too many failed logins, retry later"},
             503: {"description": "ticket store unreachable, retry later"},
         },
     )
-    app.state.authenticator = Authenticator(settings.api)
+    authenticator = Authenticator(settings.api, LoginRecords(ticket_store), clock)
+    app.state.authenticator = authenticator
     app.state.store = ticket_store
     app.state.service = service
 
@@ -314,4 +319,6 @@ def create_app(
     from fleetpulse.alerts.web.pages import router as web_router
 
     app.include_router(web_router)
+    # outermost: nothing below it runs, and no body is read, before the caller is known
+    app.add_middleware(RequestGate, authenticator=authenticator, limits=settings.api.limits, open_paths={"/healthz"})
     return app

@@ -1,57 +1,57 @@
-"""Who is calling: HTTP basic (PBKDF2-hashed passwords) or bearer tokens (SHA-256), each with one role.
+"""Who is calling: HTTP basic (Argon2id-hashed passwords) or bearer tokens (SHA-256), each with one role.
 
-Secrets never sit in the configuration in clear text. PBKDF2 is deliberately slow, so a
+Authentication runs from the request headers alone, before any body is read
+(:mod:`fleetpulse.alerts.api.gate`), and leaves the :class:`Principal` on the request;
+routes only check its role (:func:`require`). Another login scheme is another
+:class:`Authenticates` implementation handed to the gate; routes stay as they are.
+
+Secrets never sit in the configuration in clear text. Hashing is deliberately slow, so a
 successful check is remembered in memory under a SHA-256 of the credentials (never the
 password itself) to keep page loads fast.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
+import ipaddress
+import logging
+import math
 import secrets
 import threading
 import time
-from collections import OrderedDict, deque
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Annotated
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Protocol
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
+from pydantic import IPvAnyNetwork
 
-from fleetpulse.alerts.settings import ApiSettings, Role
+from fleetpulse.alerts.api.passwords import hash_secret, needs_rehash, verify_secret
+from fleetpulse.alerts.settings import ApiLimits, ApiSettings, Role
+from fleetpulse.alerts.store.logins import Attempt, LoginRecords
+from fleetpulse.retry import RetryPolicy
 
-PBKDF2_ITERATIONS = 200_000
+__all__ = ["hash_secret", "verify_secret"]  # re-exported: `fleetpulse tickets hash-secret`, demo, tests
+
 READ_ROLES: tuple[Role, ...] = ("fleet_manager", "it_support", "admin")
 WRITE_ROLES: tuple[Role, ...] = ("fleet_manager", "admin")
 ADMIN_ROLES: tuple[Role, ...] = ("admin",)
+PRINCIPAL_STATE = "principal"
+"""Key under which the gate leaves the authenticated caller in the request's state."""
 
+log = logging.getLogger(__name__)
+Clock = Callable[[], datetime]
+
+# Declared as dependencies only so the OpenAPI document names both schemes; the gate has
+# already authenticated the request when they run.
 basic_scheme = HTTPBasic(auto_error=False, realm="fleetpulse")
 bearer_scheme = HTTPBearer(auto_error=False)
-
-
-def _pbkdf2(secret: str, salt: bytes, iterations: int) -> bytes:
-    """PBKDF2-HMAC-SHA256 over SHA-256(secret): HMAC zero-pads short keys and hashes long ones,
-    so without the pre-hash "pw" and "pw\\0" (or a long password and its digest) would be equal."""
-    return hashlib.pbkdf2_hmac("sha256", hashlib.sha256(secret.encode()).digest(), salt, iterations)
-
-
-def hash_secret(secret: str, iterations: int = PBKDF2_ITERATIONS) -> str:
-    """The value for ``password_hash`` in the configuration."""
-    salt = secrets.token_bytes(16)
-    return f"pbkdf2_sha256${iterations}${salt.hex()}${_pbkdf2(secret, salt, iterations).hex()}"
-
-
-def verify_secret(secret: str, encoded: str) -> bool:
-    try:
-        scheme, iterations, salt, expected = encoded.split("$")
-        if scheme != "pbkdf2_sha256":
-            return False
-        digest = _pbkdf2(secret, bytes.fromhex(salt), int(iterations))
-    except ValueError:
-        return False
-    return hmac.compare_digest(digest.hex(), expected)
 
 
 def token_sha256(token: str) -> str:
@@ -64,31 +64,212 @@ class Principal:
     role: Role
 
 
+class Authenticates(Protocol):
+    """What the gate needs of a login scheme: a caller from the headers, or :class:`AuthFailure`."""
+
+    def authenticate(self, authorization: str | None, address: str) -> Principal:
+        """Blocking (hashing, store): the gate runs it on a worker thread."""
+        ...
+
+
+class AuthFailure(Exception):
+    """The request is refused before its body is read: 401 (no or bad credentials) or 429 (throttled)."""
+
+    def __init__(self, status_code: int, detail: str, headers: dict[str, str]) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
+        self.headers = headers
+
+
+def unauthorized() -> AuthFailure:
+    return AuthFailure(
+        status.HTTP_401_UNAUTHORIZED,
+        "authentication required",
+        {"WWW-Authenticate": 'Basic realm="fleetpulse", charset="UTF-8"'},
+    )
+
+
+def client_address(peer: str | None, forwarded_for: str | None, trusted_proxies: Sequence[IPvAnyNetwork]) -> str:
+    """The caller's address: the TCP peer, or, when the peer is a trusted proxy, the right-most
+    X-Forwarded-For entry not added by a trusted proxy (entries further left are the client's to forge)."""
+    if peer is None:
+        return "unknown"
+    hops = [peer]
+    if forwarded_for and trusted_proxies:
+        hops = [hop.strip() for hop in forwarded_for.split(",")] + [peer]
+    for hop in reversed(hops):
+        try:
+            address = ipaddress.ip_address(hop)
+        except ValueError:
+            return hop[:64]  # garbage from a trusted proxy's client: still a stable key for that client
+        if not any(address in network for network in trusted_proxies):
+            return str(address)
+    return hops[0][:64]
+
+
+@dataclass
+class LoginThrottle:
+    """Slows down guessing without locking the owner out.
+
+    Each password attempt is counted twice: for the login name from this address, and for the
+    address across all names (spraying). Past the free failures each further failure blocks its
+    key for a doubling delay (capped). An attempt is counted before its password is checked and
+    uncounted if it succeeds, so concurrent guesses are admitted one at a time, and a throttled
+    request is refused without checking its password: it teaches the attacker nothing. The
+    owner logging in from another address is never slowed down by someone else's guesses.
+    """
+
+    records: LoginRecords
+    limits: ApiLimits
+    prune_every_s: float = 60.0
+    _backoff: RetryPolicy = field(init=False)
+    _last_prune: float = field(default=float("-inf"), init=False)
+
+    def __post_init__(self) -> None:
+        self._backoff = RetryPolicy(self.limits.backoff_base.total_seconds(), self.limits.backoff_max.total_seconds())
+
+    @staticmethod
+    def login_key(login: str, address: str) -> str:
+        return hashlib.sha256(f"login\0{address}\0{login}".encode()).hexdigest()
+
+    @staticmethod
+    def address_key(address: str) -> str:
+        return hashlib.sha256(f"address\0{address}".encode()).hexdigest()
+
+    def check(self, login: str | None, address: str, now: datetime) -> None:
+        """Raise 429 while the address, or the login at this address, is blocked (read only: for
+        credentials already verified, and tokens). A login with failures here has them cleared."""
+        keys = [self.address_key(address)] + ([self.login_key(login, address)] if login is not None else [])
+        found = self.records.failures(keys)
+        until = max((blocked for _, blocked in found.values()), default=now)
+        if until > now:
+            raise _too_many(until, now)
+        if login is not None and self.login_key(login, address) in found:
+            self.records.clear(self.login_key(login, address))
+
+    def begin(self, login: str, address: str, now: datetime) -> Attempt:
+        """Count a password attempt as failed up front (429 if blocked); :meth:`succeeded` uncounts it."""
+        limits = self.limits
+        self._prune(now)
+        spray = self._count(self.address_key(address), now, limits.free_failures_per_address)
+        if spray.failures == limits.free_failures_per_address + 1:
+            log.warning("login failures for many names from one address", extra={"fields": {"address": address}})
+        if not spray.allowed:
+            raise _too_many(spray.blocked_until, now)
+        guess = self._count(self.login_key(login, address), now, limits.free_failures_per_login)
+        if not guess.allowed:
+            self.records.cancel(spray)
+            raise _too_many(guess.blocked_until, now)
+        return spray
+
+    def succeeded(self, login: str, address: str, spray: Attempt) -> None:
+        self.records.clear(self.login_key(login, address))
+        self.records.cancel(spray)
+
+    def token_failed(self, address: str, now: datetime) -> None:
+        """A wrong bearer token: counted against the address (tokens are random: guessing one is hopeless)."""
+        self._count(self.address_key(address), now, self.limits.free_failures_per_address)
+
+    def _count(self, key: str, now: datetime, free: int) -> Attempt:
+        return self.records.record_failure(
+            key,
+            now,
+            self.limits.forget_after,
+            lambda failures: timedelta(seconds=self._backoff.ceiling(failures - free)),
+        )
+
+    def _prune(self, now: datetime) -> None:
+        if time.monotonic() - self._last_prune >= self.prune_every_s:
+            self._last_prune = time.monotonic()
+            self.records.prune(now, self.limits.forget_after)
+
+
+def _too_many(until: datetime, now: datetime) -> AuthFailure:
+    wait = math.ceil((until - now).total_seconds())
+    return AuthFailure(
+        status.HTTP_429_TOO_MANY_REQUESTS, "too many failed logins; try again later", {"Retry-After": str(max(wait, 1))}
+    )
+
+
 class Authenticator:
-    def __init__(self, settings: ApiSettings, cache_size: int = 1024) -> None:
+    """Checks the Authorization header of a request from a given address, throttled (:class:`LoginThrottle`)."""
+
+    def __init__(
+        self,
+        settings: ApiSettings,
+        records: LoginRecords,
+        clock: Clock = lambda: datetime.now(UTC),
+        cache_size: int = 1024,
+    ) -> None:
         self.users = {u.name: u for u in settings.users}
         self.tokens = [(t.token_sha256, Principal(t.name, t.role)) for t in settings.tokens]
+        self.records = records
+        self.throttle = LoginThrottle(records, settings.limits)
+        self.clock = clock
         self._verified: OrderedDict[str, Principal] = OrderedDict()
+        self._verified_lock = threading.Lock()  # requests authenticate on several worker threads
         self._decoy = hash_secret(secrets.token_urlsafe(16))
         self._cache_size = cache_size
-        self.throttle = FailureThrottle(settings.login_failure_limit, settings.login_failure_window.total_seconds())
+        weak = sorted(u.name for u in settings.users if needs_rehash(u.password_hash))
+        if weak:
+            log.warning(
+                "configured password hashes use an old scheme; they are upgraded in the store at the next login, "
+                "replace them in the configuration with `fleetpulse tickets hash-secret`",
+                extra={"fields": {"users": weak}},
+            )
 
-    def basic(self, username: str, password: str) -> Principal | None:
+    def authenticate(self, authorization: str | None, address: str) -> Principal:
+        """The caller named by the ``Authorization`` header; :class:`AuthFailure` if none (blocking: hashes, store)."""
+        scheme, _, value = (authorization or "").partition(" ")
+        scheme, value = scheme.lower(), value.strip()
+        credentials = _basic_credentials(value) if scheme == "basic" else None
+        if credentials is not None:
+            return self._basic(*credentials, address)
+        if scheme == "bearer" and value:
+            self.throttle.check(None, address, self.clock())
+            principal = self.bearer(value)
+            if principal is None:
+                self.throttle.token_failed(address, self.clock())
+                raise unauthorized()
+            return principal
+        raise unauthorized()  # no credentials at all is not a failed login
+
+    def _basic(self, login: str, password: str, address: str) -> Principal:
+        configured = self.users[login].password_hash if login in self.users else ""
+        cache_key = hashlib.sha256(f"{login}\0{password}\0{configured}".encode()).hexdigest()
+        with self._verified_lock:
+            cached = self._verified.get(cache_key)
+            if cached is not None:
+                self._verified.move_to_end(cache_key)
+        if cached is not None:
+            self.throttle.check(login, address, self.clock())  # still refused while throttled: no oracle
+            return cached
+        spray = self.throttle.begin(login, address, self.clock())
+        principal = self.verify_password(login, password)
+        if principal is None:
+            raise unauthorized()
+        self.throttle.succeeded(login, address, spray)
+        with self._verified_lock:
+            self._verified[cache_key] = principal
+            if len(self._verified) > self._cache_size:
+                self._verified.popitem(last=False)
+        return principal
+
+    def verify_password(self, username: str, password: str) -> Principal | None:
+        """Check against the configured hash (or its upgrade in the store), upgrading an old hash."""
         user = self.users.get(username)
         if user is None:
             verify_secret(password, self._decoy)  # same work as a real user: no username probing by timing
             return None
-        key = hashlib.sha256(f"{username}\0{password}\0{user.password_hash}".encode()).hexdigest()
-        if key in self._verified:
-            self._verified.move_to_end(key)
-            return self._verified[key]
-        if not verify_secret(password, user.password_hash):
+        configured = hashlib.sha256(user.password_hash.encode()).hexdigest()
+        current = self.records.upgraded_hash(user.name, configured) or user.password_hash
+        if not verify_secret(password, current):
             return None
-        principal = Principal(user.name, user.role)
-        self._verified[key] = principal
-        if len(self._verified) > self._cache_size:
-            self._verified.popitem(last=False)
-        return principal
+        if needs_rehash(current):
+            self.records.save_upgraded_hash(user.name, configured, hash_secret(password), self.clock())
+            log.info("password hash upgraded to the current scheme", extra={"fields": {"user": user.name}})
+        return Principal(user.name, user.role)
 
     def bearer(self, token: str) -> Principal | None:
         digest = token_sha256(token)
@@ -99,73 +280,25 @@ class Authenticator:
         return found
 
 
-class FailureThrottle:
-    """After ``limit`` failed logins of one client (address + login) within ``window_s``, refuse its
-    attempts until the oldest failure ages out: online guessing gets ~limit tries per window."""
-
-    def __init__(
-        self, limit: int, window_s: float, clock: Callable[[], float] = time.monotonic, max_clients: int = 10_000
-    ) -> None:
-        self.limit = limit
-        self.window_s = window_s
-        self.clock = clock
-        self.max_clients = max_clients
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def blocked_for(self, client: str) -> float:
-        with self._lock:
-            failures = self._failures.get(client)
-            if not failures:
-                return 0.0
-            now = self.clock()
-            while failures and failures[0] <= now - self.window_s:
-                failures.popleft()
-            if len(failures) < self.limit:
-                return 0.0
-            return failures[0] + self.window_s - now
-
-    def failed(self, client: str) -> None:
-        with self._lock:
-            self._failures.setdefault(client, deque(maxlen=self.limit)).append(self.clock())
-            self._failures.move_to_end(client)
-            while len(self._failures) > self.max_clients:
-                self._failures.popitem(last=False)
-
-
-def _unauthorized() -> HTTPException:
-    return HTTPException(
-        status.HTTP_401_UNAUTHORIZED,
-        "authentication required",
-        headers={"WWW-Authenticate": 'Basic realm="fleetpulse", charset="UTF-8"'},
-    )
+def _basic_credentials(value: str) -> tuple[str, str] | None:
+    try:
+        decoded = base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    login, colon, password = decoded.partition(":")
+    return (login, password) if colon else None
 
 
 def current_principal(
     request: Request,
-    basic: Annotated[HTTPBasicCredentials | None, Depends(basic_scheme)],
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    _basic: Annotated[HTTPBasicCredentials | None, Depends(basic_scheme)],
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> Principal:
-    auth: Authenticator = request.app.state.authenticator
-    if bearer is None and basic is None:
-        raise _unauthorized()
-    # keyed by address AND login: behind a reverse proxy every user shares one address, and one
-    # user's typos must not lock out the whole office
-    address = request.client.host if request.client else "unknown"
-    client = f"{address}|{basic.username if basic is not None and bearer is None else 'bearer'}"
-    wait = auth.throttle.blocked_for(client)
-    if wait > 0:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            "too many failed logins; try again later",
-            headers={"Retry-After": str(int(wait) + 1)},
-        )
-    principal = auth.bearer(bearer.credentials) if bearer is not None else None
-    if principal is None and basic is not None:
-        principal = auth.basic(basic.username, basic.password)
-    if principal is None:
-        auth.throttle.failed(client)
-        raise _unauthorized()
+    """The caller the gate authenticated (401 if the app runs without the gate, which never happens in service)."""
+    principal = getattr(request.state, PRINCIPAL_STATE, None)
+    if not isinstance(principal, Principal):
+        failure = unauthorized()
+        raise HTTPException(failure.status_code, failure.detail, headers=failure.headers)
     return principal
 
 

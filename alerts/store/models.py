@@ -158,3 +158,33 @@ class OutboxRow(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
     external_ref: Mapped[str | None] = mapped_column(String(200))
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class LoginFailure(Base):
+    """Recent failed logins per throttle key, shared by every API replica on this database.
+
+    ``key`` is a SHA-256 of the login name + client address (or of the address alone, for
+    spraying across names), so mistyped passwords entered as login names are never stored.
+    """
+
+    __tablename__ = "login_failures"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_failure_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    blocked_until: Mapped[datetime]
+
+
+class PasswordUpgrade(Base):
+    """A configured password hash replaced by a current-scheme hash at a successful login.
+
+    Valid only while the configured hash is unchanged (``configured_sha256``): an operator
+    who sets a new password in the configuration makes the upgrade void.
+    """
+
+    __tablename__ = "api_password_upgrades"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    configured_sha256: Mapped[str] = mapped_column(String(64))
+    password_hash: Mapped[str] = mapped_column(String(512))
+    upgraded_at: Mapped[datetime]

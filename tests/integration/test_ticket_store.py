@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from fleetpulse.alerts.store import make_engine, upgrade
+from fleetpulse.alerts.store import alembic_config, make_engine, upgrade
 from fleetpulse.alerts.store.models import TicketRow
 from fleetpulse.alerts.store.repository import TicketFilter, TicketStore
 from fleetpulse.alerts.tickets import TransitionError
@@ -16,14 +17,25 @@ from fleetpulse.contract.v1 import AlertState, Component, RiskScore, TicketOutco
 from tests.alerts_support import NOW, T0, make_alert, make_inventory, service, store, store_url
 
 __all__ = ["store", "store_url"]  # fixtures
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def test_migrations_are_idempotent_and_create_every_table(store: TicketStore) -> None:
     upgrade(store.engine)
     tables = set(inspect(store.engine).get_table_names())
-    assert {"tickets", "ticket_events", "alerts_seen", "devices", "outbox", "storm_groups", "risk_history"} <= tables
+    assert {
+        "tickets",
+        "ticket_events",
+        "alerts_seen",
+        "devices",
+        "outbox",
+        "storm_groups",
+        "risk_history",
+        "login_failures",
+        "api_password_upgrades",
+    } <= tables
     with store.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"  # head revision
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == HEAD
 
 
 def test_one_open_ticket_per_component_and_replays_change_nothing(store: TicketStore) -> None:
@@ -254,24 +266,20 @@ def test_concurrent_first_starts_migrate_once(store_url: str) -> None:
     assert [p.returncode for p in procs] == [0, 0, 0], errors
     engine = make_engine(store_url)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [
-            "0002"
-        ]  # head revision
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [HEAD]
     engine.dispose()
 
 
 def test_migration_downgrades_and_upgrades_again(store: TicketStore) -> None:
     from alembic import command
 
-    from fleetpulse.alerts.store import alembic_config
-
     with store.engine.begin() as connection:
         cfg = alembic_config(store.engine)
         cfg.attributes["connection"] = connection
         command.downgrade(cfg, "base")
-    assert "tickets" not in inspect(store.engine).get_table_names()
+    assert not {"tickets", "login_failures", "api_password_upgrades"} & set(inspect(store.engine).get_table_names())
     upgrade(store.engine)
-    assert "tickets" in inspect(store.engine).get_table_names()
+    assert {"tickets", "login_failures", "api_password_upgrades"} <= set(inspect(store.engine).get_table_names())
 
 
 def test_queue_puts_cleared_alerts_after_still_alerting_ones_of_the_same_urgency(store: TicketStore) -> None:

@@ -58,4 +58,4 @@ def test_consume_list_transition_export(kafka_settings: KafkaSettings, tmp_path:
     assert len(rows) == 2
     assert runner.invoke(app, ["tickets", "list", "--component", "gpu"]).exit_code == 2
     hashed = runner.invoke(app, ["tickets", "hash-secret"], input="s3cret\ns3cret\n")
-    assert hashed.output.strip().splitlines()[-1].startswith("pbkdf2_sha256$")
+    assert hashed.output.strip().splitlines()[-1].startswith("$argon2id$")

@@ -1,0 +1,84 @@
+"""Password hashing: Argon2id for new hashes, old PBKDF2 hashes still accepted and upgraded at login."""
+
+from __future__ import annotations
+
+import hashlib
+
+from argon2 import PasswordHasher
+from fastapi.testclient import TestClient
+
+from fleetpulse.alerts.api import create_app
+from fleetpulse.alerts.api.passwords import hash_secret, needs_rehash, pbkdf2_hash, verify_secret
+from fleetpulse.alerts.settings import AlertSettings
+from fleetpulse.alerts.store.logins import LoginRecords
+from fleetpulse.alerts.store.repository import TicketStore
+from tests.alerts_support import store_url
+
+__all__ = ["store_url"]  # fixture
+
+PASSWORD = "correct horse battery staple"
+
+
+def test_new_hashes_are_argon2id_with_current_parameters() -> None:
+    encoded = hash_secret(PASSWORD)
+    assert encoded.startswith("$argon2id$v=19$m=12288,t=3,p=1$")
+    assert verify_secret(PASSWORD, encoded)
+    assert not verify_secret(PASSWORD + "\x00", encoded)
+    assert not needs_rehash(encoded)
+    assert hash_secret(PASSWORD) != encoded  # salted
+
+
+def test_old_and_malformed_hashes() -> None:
+    legacy = pbkdf2_hash(PASSWORD, 200_000)
+    assert verify_secret(PASSWORD, legacy)
+    assert not verify_secret("wrong", legacy)
+    assert needs_rehash(legacy)
+    weak_argon2 = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PASSWORD)
+    assert verify_secret(PASSWORD, weak_argon2)
+    assert needs_rehash(weak_argon2)
+    for garbage in ("md5$1$00$00", "garbage", "pbkdf2_sha256$99999999999$00$00", "pbkdf2_sha256$x$zz$00", ""):
+        assert not verify_secret(PASSWORD, garbage)
+        assert needs_rehash(garbage)
+
+
+def settings_with(store_url: str, password_hash: str) -> AlertSettings:
+    return AlertSettings.model_validate(
+        {
+            "store_url": store_url,
+            "api": {"users": [{"name": "fm", "role": "fleet_manager", "password_hash": password_hash}]},
+        }
+    )
+
+
+def test_an_old_hash_is_upgraded_at_the_next_login(store_url: str) -> None:
+    """A PBKDF2 hash from an existing configuration logs in, and the store keeps an Argon2id hash
+    that every replica uses from then on; a new password in the configuration voids the upgrade."""
+    legacy = pbkdf2_hash(PASSWORD, 200_000)
+    store = TicketStore.open(store_url)
+    records = LoginRecords(store)
+    try:
+        with TestClient(create_app(settings_with(store_url, legacy), store)) as client:
+            assert client.get("/api/v1/me", auth=("fm", "wrong")).status_code == 401
+            assert records.upgraded_hash("fm", _sha256(legacy)) is None  # only a successful login upgrades
+            assert client.get("/api/v1/me", auth=("fm", PASSWORD)).status_code == 200
+        upgraded = records.upgraded_hash("fm", _sha256(legacy))
+        assert upgraded is not None
+        assert upgraded.startswith("$argon2id$")
+        assert verify_secret(PASSWORD, upgraded)
+
+        with TestClient(create_app(settings_with(store_url, legacy), store)) as other_replica:
+            assert other_replica.get("/api/v1/me", auth=("fm", PASSWORD)).status_code == 200
+            assert other_replica.get("/api/v1/me", auth=("fm", "wrong")).status_code == 401
+        assert records.upgraded_hash("fm", _sha256(legacy)) == upgraded  # not re-hashed again
+
+        rotated = hash_secret("a new passphrase")
+        with TestClient(create_app(settings_with(store_url, rotated), store)) as client:
+            assert client.get("/api/v1/me", auth=("fm", PASSWORD)).status_code == 401
+            assert client.get("/api/v1/me", auth=("fm", "a new passphrase")).status_code == 200
+        assert records.upgraded_hash("fm", _sha256(rotated)) is None  # a current hash needs no upgrade
+    finally:
+        store.close()
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
