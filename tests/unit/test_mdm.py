@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,13 +13,14 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from fleetpulse.agents.mdm import (
+    GraphJsonReader,
+    RowError,
     SeqStore,
     dead_letters,
     ingest,
     ingest_text,
     pseudonymise,
     read_csv,
-    read_graph_json,
 )
 from fleetpulse.cli import app
 from fleetpulse.contract import DeviceKind, Platform, ReportSource, decode_report, encode
@@ -150,18 +152,26 @@ def test_csv_headers_are_matched_loosely_and_bad_rows_are_reported() -> None:
     ]
 
 
+def _read_graph(text: str) -> tuple[list[tuple[str, object]], list[str]]:
+    reader = GraphJsonReader(io.StringIO(text), "x")
+    return list(reader), reader.warnings
+
+
 def test_paging_variants_and_incomplete_exports() -> None:
     pages = json.loads((FIXTURES / "managed_devices_pages.json").read_text())
     as_lines = "\n".join(json.dumps(p) for p in pages)
-    items, warnings = read_graph_json(as_lines, "x")
+    items, warnings = _read_graph(as_lines)
     assert len(items) == 7
     assert warnings == []
-    items, warnings = read_graph_json(json.dumps(pages[0]), "x")
+    items, warnings = _read_graph(json.dumps(pages[0]))
     assert len(items) == 3
     assert warnings == ["x: last page has @odata.nextLink: the export is incomplete (more pages on the server)"]
-    items, warnings = read_graph_json('{"error": {"code": "Forbidden"}}\nnot json\n', "x")
-    assert items == []
-    assert len(warnings) == 2
+    items, warnings = _read_graph('{"error": {"code": "Forbidden"}}\nnot json\n')
+    assert [(ref, str(err)) for ref, err in items] == [
+        ("x:page 1", "not a Graph collection page (no 'value' array)"),
+        ("x:line 2:page 1", "expected a Graph page object, found other text; rest of the page skipped"),
+    ]
+    assert all(isinstance(err, RowError) for _, err in items)
 
 
 def test_duplicate_rows_in_one_input_are_skipped() -> None:
@@ -225,8 +235,7 @@ def test_fuzzed_graph_items_never_crash_and_every_row_is_accounted_for(items: li
 
 @given(text=st.text(max_size=400))
 def test_fuzzed_csv_never_crashes(text: str) -> None:
-    rows, _ = read_csv(text)
-    result = ingest(rows, SECRET, SeqStore(":memory:"), AS_OF)
+    result = ingest(read_csv(io.StringIO(text)), SECRET, SeqStore(":memory:"), AS_OF)
     assert len(result.reports) + len(result.errors) + len(result.skipped) == result.rows
 
 
@@ -240,8 +249,7 @@ def test_fuzzed_csv_values_never_crash(battery: object, sync: str) -> None:
         json.dumps(v) if not isinstance(v, str) else '"' + v.replace('"', '""') + '"'
         for v in ("abc", "iOS", "iPhone", sync, battery)
     )
-    rows, _ = read_csv(header + line + "\n")
-    result = ingest(rows, SECRET, SeqStore(":memory:"), AS_OF)
+    result = ingest(read_csv(io.StringIO(header + line + "\n")), SECRET, SeqStore(":memory:"), AS_OF)
     assert len(result.reports) + len(result.errors) + len(result.skipped) == result.rows
 
 
