@@ -11,11 +11,15 @@ Inputs (see README "Simulator and MDM bridge"):
   ``userExperienceAnalyticsBatteryHealthDevicePerformance`` objects (Windows laptops).
 - ``csv``: one row per device; headers are Graph property names, matched case- and
   punctuation-insensitively (``lastSyncDateTime`` == ``Last Sync DateTime``).
+Both in UTF-8 (with or without a BOM) or UTF-16 with a BOM. Exports are streamed: memory holds one
+item (at most 1 MiB of JSON, or one CSV line of at most 64 KiB) and one batch of reports, never the file.
 
 Mapping rules:
 - Only whitelisted, non-personal fields are read. User principal names, e-mail addresses,
   phone numbers, IMEI/MEID, serial numbers, device names and MAC addresses are never copied,
-  not even into error messages or dead letters.
+  not even into error messages or dead letters. Dead letters copy an allow-listed field only
+  when its value passes that field's check (a known enum value, an ISO timestamp, a number
+  below a million, a byte count rounded to two digits); otherwise only the field's name is kept.
 - ``device_id`` = ``mdm-`` + HMAC-SHA256(secret, Intune device id), truncated to 128 bits.
 - The MDM reports battery health only as a percentage, so ``design_capacity`` is 100 and
   ``full_charge_capacity`` is the percentage (unit "mAh", dimensionless on both sides);
@@ -23,7 +27,9 @@ Mapping rules:
 - ``seq`` comes from a small SQLite state: the same observation (device + content) always
   gets the same seq and collected_at, so re-ingesting an export produces identical records
   and the stream's (device_id, seq) dedup drops them.
-- Bad rows become :class:`RowError` entries with a reason; the bridge never raises on input.
+- Bad rows become :class:`RowError` entries with a reason and their location (``file:line 12``,
+  ``file:page 2:item 7``); so does a broken file (truncated, not JSON), after its readable rows.
+  The bridge never raises on input.
 """
 
 from __future__ import annotations
@@ -738,12 +744,14 @@ def _finite(value: Any) -> float | None:
     return None
 
 
-def _small_number(value: Any) -> float | None:
+def _small_number(value: Any) -> float | int | None:
     """A measurement below a million: too short to be an IMEI, a phone number or an account id."""
     if isinstance(value, str):
         value = float(value) if _SMALL_DECIMAL.fullmatch(value.strip()) else None
     number = _finite(value)
-    return number if number is not None and abs(number) < 1e6 else None
+    if number is None or abs(number) >= 1e6:
+        return None
+    return int(number) if number.is_integer() else number
 
 
 def _size_magnitude(value: Any) -> float | None:
