@@ -1019,17 +1019,21 @@ def run_ingest(
             continue
         with stream:
             rows, context, warnings = read_rows(stream, fmt, path.name)
-            for outcome in iter_ingest(rows, secret, store, as_of, context):
-                summary.rows += 1
-                if isinstance(outcome, Mapped):
-                    summary.reports += 1
-                    pending.append(outcome)
-                    if len(pending) >= batch:
-                        flush()
-                elif isinstance(outcome, Rejected):
-                    _count_rejected(summary, outcome.problem, dead_letter_file)
-                else:
-                    summary.skipped += 1
+            try:
+                for outcome in iter_ingest(rows, secret, store, as_of, context):
+                    summary.rows += 1
+                    if isinstance(outcome, Mapped):
+                        summary.reports += 1
+                        pending.append(outcome)
+                        if len(pending) >= batch:
+                            flush()
+                    elif isinstance(outcome, Rejected):
+                        _count_rejected(summary, outcome.problem, dead_letter_file)
+                    else:
+                        summary.skipped += 1
+            except OSError as exc:  # a failing disk or network share: the rows read so far are kept
+                problem = Problem(path.name, f"read failed: {exc.strerror or type(exc).__name__}; rest of file skipped")
+                _count_rejected(summary, problem, dead_letter_file)
             summary.warnings += warnings
     flush()
     return summary

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,10 @@ from fleetpulse.agents.mdm import (
     ingest_text,
     pseudonymise,
     read_csv,
+    run_ingest,
 )
 from fleetpulse.cli import app
-from fleetpulse.contract import DeviceKind, Platform, ReportSource, decode_report, encode
+from fleetpulse.contract import DeviceKind, HealthReport, Platform, ReportSource, decode_report, encode
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mdm"
 SECRET = b"test-fleet-secret"
@@ -433,18 +433,20 @@ def test_personal_data_in_allow_listed_fields_never_reaches_a_dead_letter(
     }
 
 
-def test_an_unreadable_file_is_an_error_and_the_other_files_are_still_read(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    missing = tmp_path / "gone.json"
-    missing.write_text("{}")
+def test_an_unreadable_file_is_an_error_and_the_other_files_are_still_read(tmp_path: Path) -> None:
+    unreadable = tmp_path / "a-directory.json"
+    unreadable.mkdir()
     good = tmp_path / "good.json"
     good.write_text(json.dumps({"value": [_good_phone("a")]}))
-    missing.chmod(0)
-    code, output, _ = _cli(tmp_path, monkeypatch, str(missing), str(good))
-    missing.chmod(0o600)
-    assert "reports: 1" in output
-    assert code == 3 or os.geteuid() == 0, output  # root reads mode-0 files
+    published: list[HealthReport] = []
+    with SeqStore(":memory:") as store:
+        summary = run_ingest(
+            [unreadable, good], "graph-json", SECRET, store, AS_OF, lambda _inv, reports: published.extend(reports)
+        )
+    assert (summary.rows, summary.reports, summary.rejected) == (1, 1, 1)
+    assert summary.first_problems[0].ref == "a-directory.json"
+    assert summary.first_problems[0].reason.startswith("unreadable: ")
+    assert len(published) == 1
 
 
 _GRAPH_PIECES = st.sampled_from(
