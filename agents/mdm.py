@@ -316,16 +316,30 @@ class _JsonStream:
                 raise _BadJson(f"a JSON value larger than {limit // 1024} KiB")
             self.fill()
 
-    def resync(self) -> bool:
-        """Skip to the next line that starts with ``{`` (the next page of a page-per-line export)."""
+    def indent(self) -> str | None:
+        """The whitespace before the position when nothing else precedes it on its line, else None."""
+        start = self.text.rfind("\n", 0, self.pos)
+        if start < 0:
+            return None
+        prefix = self.text[start + 1 : self.pos]
+        return prefix if prefix.strip(" \t") == "" else None
+
+    def resync(self, indent: str = "") -> bool:
+        """Skip to the next line that starts with ``indent`` and ``{``: the next page of a page-per-line
+        export, or (with the indentation of the broken item) the next item of a pretty-printed page."""
+        marker = "\n" + indent + "{"
         while True:
-            found = self.text.find("\n{", self.pos)
+            found = self.text.find(marker, self.pos)
             if found >= 0:
-                self.pos = found + 1
+                self.pos = found + len(marker) - 1
                 return True
-            self.pos = max(self.pos, len(self.text) - 1)
+            self.pos = max(self.pos, len(self.text) - len(marker) + 1)
             if not self.fill():
                 return False
+
+
+class _InputExhausted(Exception):
+    """A broken item was reported and nothing readable follows it."""
 
 
 def _describe(char: str) -> str:
@@ -365,6 +379,8 @@ class GraphJsonReader:
                     yield from self._read_page()
                 else:
                     raise _BadJson(f"expected a Graph page object, found {_describe(first)}")
+            except _InputExhausted:
+                break
             except _BadJson as exc:
                 where = f"page {self._page}:item {self._item}" if self._item >= 0 else f"page {max(self._page, 1)}"
                 yield f"{self.source}:line {stream.line}:{where}", RowError(exc.reason + "; rest of the page skipped")
@@ -424,11 +440,28 @@ class GraphJsonReader:
     def _items(self) -> Iterator[tuple[str, Any]]:
         stream = self._json
         self._item = 0
+        resumed = False
         while stream.peek() != "]":
-            if self._item:
+            if self._item and not resumed:
                 stream.expect(",", "',' between items")
-            item = stream.value(MAX_ITEM_CHARS)
-            yield f"{self.source}:page {self._page}:item {self._item}", item
+            resumed = False
+            stream.peek()
+            indent = stream.indent()
+            try:
+                item: Any = stream.value(MAX_ITEM_CHARS)
+            except _BadJson as exc:
+                if indent is None:  # a compact page: no line tells where the next item starts
+                    raise
+                # A pretty-printed page puts every item on a line of its own at the same indentation.
+                ref = f"{self.source}:line {stream.line}:page {self._page}:item {self._item}"
+                resumed = stream.resync(indent)
+                more = "item skipped" if resumed else "rest of the input skipped"
+                item = RowError(exc.reason if stream.eof and not resumed else f"{exc.reason}; {more}")
+                yield ref, item
+                if not resumed:
+                    raise _InputExhausted from None
+            else:
+                yield f"{self.source}:page {self._page}:item {self._item}", item
             self._item += 1
         stream.pos += 1
         self._item = -1

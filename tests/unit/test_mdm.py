@@ -348,6 +348,21 @@ def test_a_truncated_export_keeps_its_complete_rows_and_fails_with_the_location(
     assert [d["ref"] for d in letters] == ["cut.json:line 21:page 1:item 2"]
 
 
+def test_a_broken_item_of_a_pretty_printed_export_costs_only_that_item(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = json.dumps({"value": [_good_phone(name) for name in "abcd"]}, indent=4)
+    export = tmp_path / "pretty.json"
+    export.write_text(text.replace('"b",', '"b" "garbage",').replace('"c",', '"' + "c" * 2_000_000 + '",'))
+    code, output, letters = _cli(tmp_path, monkeypatch, str(export))
+    assert code == 3, output
+    assert "rows: 4, reports: 2, rejected: 2" in output, "items after the broken ones are read"
+    assert [(d["ref"], d["reason"]) for d in letters] == [
+        ("pretty.json:line 12:page 1:item 1", "invalid JSON; item skipped"),
+        ("pretty.json:line 21:page 1:item 2", "a JSON value larger than 1024 KiB; item skipped"),
+    ]
+
+
 def test_a_broken_page_of_a_page_per_line_export_costs_only_that_page(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
