@@ -318,7 +318,7 @@ class _JsonStream:
 
     def indent(self) -> str | None:
         """The whitespace before the position when nothing else precedes it on its line, else None."""
-        start = self.text.rfind("\n", 0, self.pos)
+        start = self.text.rfind("\n", max(0, self.pos - 256), self.pos)  # deeper indentation is no export's
         if start < 0:
             return None
         prefix = self.text[start + 1 : self.pos]
