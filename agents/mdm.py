@@ -204,6 +204,8 @@ MAX_ITEM_CHARS = 1024 * 1024
 MAX_CSV_LINE = 64 * 1024
 """A CSV line longer than this is reported as a row error instead of being read (nor, as csv's own
 field-size limit would, costing the rest of the file)."""
+MAX_CSV_ROW = 1024 * 1024
+"""Quoted fields may span lines; a row over this many characters is refused like a long line."""
 MAX_NUMBER_DIGITS = 20
 _CHUNK = 64 * 1024
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
@@ -468,16 +470,19 @@ class GraphJsonReader:
 
 
 class _BoundedLines:
-    """Physical lines for :func:`csv.reader`, none longer than :data:`MAX_CSV_LINE`.
+    """Physical lines for :func:`csv.reader`, none longer than :data:`MAX_CSV_LINE`, no row (quoted
+    fields can span lines) longer than :data:`MAX_CSV_ROW`.
 
-    A longer line is read in pieces, never whole, and replaced by an empty line; its number is kept
-    in ``oversized`` so the row is reported instead of parsed.
+    A longer line is read in pieces, never whole, and replaced by an empty stand-in, as is every line of
+    a row once it passes the row limit; ``oversized`` keeps where and why, so the row is reported
+    instead of parsed.
     """
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.line = 0
-        self.oversized: int | None = None
+        self.row_chars = 0
+        self.oversized: tuple[int, str] | None = None
 
     def __iter__(self) -> Iterator[str]:
         return self
@@ -487,21 +492,40 @@ class _BoundedLines:
         if not line:
             raise StopIteration
         self.line += 1
+        self.row_chars += len(line)
         if len(line) > MAX_CSV_LINE and not line.endswith(("\n", "\r")):
-            rest = line
+            quotes, rest = line.count('"'), line
             while rest and not rest.endswith(("\n", "\r")):
                 rest = self.stream.readline(MAX_CSV_LINE)
-            if self.oversized is None:
-                self.oversized = self.line
-            return "\n"
+                quotes += rest.count('"')
+            self._refuse(f"line longer than {MAX_CSV_LINE} characters")
+            return _stand_in(quotes)
+        if self.row_chars > MAX_CSV_ROW:
+            self._refuse(f"row longer than {MAX_CSV_ROW} characters")
+            return _stand_in(line.count('"'))
         return line
+
+    def _refuse(self, reason: str) -> None:
+        if self.oversized is None:
+            self.oversized = (self.line, reason)
+
+    def next_row(self) -> tuple[int, str] | None:
+        """Start counting a new row; return the refusal of the row just read, if any."""
+        refused, self.oversized, self.row_chars = self.oversized, None, 0
+        return refused
+
+
+def _stand_in(quotes: int) -> str:
+    """An empty line that leaves csv's quoting state where the refused line would have: a row that
+    ends on it still ends, and the next row is read from its first line."""
+    return '"\n' if quotes % 2 else "\n"
 
 
 def read_csv(stream: TextIO, source: str = "input") -> Iterator[tuple[str, Any]]:
     """Rows keyed by normalised header (``lastsyncdatetime``), each with the line it starts on.
 
-    Streams row by row; a line over :data:`MAX_CSV_LINE` characters or a malformed row is a row error
-    and reading continues with the next line.
+    Streams row by row; a line over :data:`MAX_CSV_LINE` characters, a row over :data:`MAX_CSV_ROW`
+    or a malformed row is a row error and reading continues with the next line.
     """
     lines = _BoundedLines(stream)
     reader = csv.reader(lines)
@@ -509,23 +533,25 @@ def read_csv(stream: TextIO, source: str = "input") -> Iterator[tuple[str, Any]]
         header = next(reader)
     except (StopIteration, csv.Error):
         header = []
-    if lines.oversized is not None or not any(h.strip() for h in header):
+    if lines.next_row() is not None or not any(h.strip() for h in header):
         yield f"{source}:line 1", RowError("no CSV header")
         return
     keys = [_norm(h) for h in header]
     start = lines.line + 1
     while True:
+        problem: str | None = None
         try:
             values = next(reader)
         except StopIteration:
             break
         except csv.Error as exc:
-            yield f"{source}:line {start}", RowError(f"unreadable CSV row ({str(exc)[:80]})")
-            values = None
-        if lines.oversized is not None:
-            yield f"{source}:line {lines.oversized}", RowError(f"line longer than {MAX_CSV_LINE} characters")
-            lines.oversized = None
-        elif values is None or not any(v.strip() for v in values):
+            values, problem = [], f"unreadable CSV row ({str(exc)[:80]})"
+        if (refused := lines.next_row()) is not None:
+            line, problem = refused
+            problem += f" (at line {line})" if line != start else ""
+        if problem is not None:
+            yield f"{source}:line {start}", RowError(problem)
+        elif not any(v.strip() for v in values):
             pass
         elif len(values) != len(keys):
             yield f"{source}:line {start}", RowError(f"{len(values)} columns, header has {len(keys)}")

@@ -391,6 +391,21 @@ def test_a_200_kb_csv_field_costs_only_its_row(tmp_path: Path, monkeypatch: pyte
     assert [(d["ref"], d["reason"]) for d in letters] == [("big.csv:line 2", "line longer than 65536 characters")]
 
 
+def test_a_row_of_many_long_multi_line_fields_costs_only_that_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    header, *rows = (FIXTURES / "devices.csv").read_text().splitlines()
+    quoted = ",".join('"' + ("x" * 60_000 + "\n") * 2 + '"' for _ in range(13))  # 13 columns of 120 KB
+    export = tmp_path / "tall.csv"
+    export.write_text("\n".join([header, quoted, *rows[:2]]) + "\n")
+    code, output, letters = _cli(tmp_path, monkeypatch, str(export), "--format", "csv")
+    assert code == 3, output
+    assert "rows: 3, reports: 2, rejected: 1" in output
+    assert [(d["ref"], d["reason"]) for d in letters] == [
+        ("tall.csv:line 2", "row longer than 1048576 characters (at line 19)")
+    ]
+
+
 @pytest.mark.parametrize("fmt", ["graph-json", "csv"])
 def test_a_5000_digit_number_is_a_row_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str) -> None:
     digits = "9" * 5000
