@@ -353,8 +353,9 @@ class GraphJsonReader:
 
     Accepts one page, a JSON array of pages, or one page per line, in any mix. Memory holds one item
     (at most :data:`MAX_ITEM_CHARS`), never the file. A syntax error (a truncated file, garbage) becomes
-    a row error at its line and page; reading resumes at the next line that starts a page, so the
-    pages of a page-per-line export after a broken one are still read.
+    a row error at its line, page and item; reading resumes at the next item of a pretty-printed page
+    (the next line with the broken item's indentation), else at the next line that starts a page, so
+    what follows a broken item or page is still read.
     """
 
     def __init__(self, stream: TextIO, source: str = "input") -> None:
