@@ -11,11 +11,15 @@ Inputs (see README "Simulator and MDM bridge"):
   ``userExperienceAnalyticsBatteryHealthDevicePerformance`` objects (Windows laptops).
 - ``csv``: one row per device; headers are Graph property names, matched case- and
   punctuation-insensitively (``lastSyncDateTime`` == ``Last Sync DateTime``).
+Both in UTF-8 (with or without a BOM) or UTF-16 with a BOM. Exports are streamed: memory holds one
+item (at most 1 MiB of JSON, or one CSV line of at most 64 KiB) and one batch of reports, never the file.
 
 Mapping rules:
 - Only whitelisted, non-personal fields are read. User principal names, e-mail addresses,
   phone numbers, IMEI/MEID, serial numbers, device names and MAC addresses are never copied,
-  not even into error messages or dead letters.
+  not even into error messages or dead letters. Dead letters copy an allow-listed field only
+  when its value passes that field's check (a known enum value, an ISO timestamp, a number
+  below a million, a byte count rounded to two digits); otherwise only the field's name is kept.
 - ``device_id`` = ``mdm-`` + HMAC-SHA256(secret, Intune device id), truncated to 128 bits.
 - The MDM reports battery health only as a percentage, so ``design_capacity`` is 100 and
   ``full_charge_capacity`` is the percentage (unit "mAh", dimensionless on both sides);
@@ -23,23 +27,27 @@ Mapping rules:
 - ``seq`` comes from a small SQLite state: the same observation (device + content) always
   gets the same seq and collected_at, so re-ingesting an export produces identical records
   and the stream's (device_id, seq) dedup drops them.
-- Bad rows become :class:`RowError` entries with a reason; the bridge never raises on input.
+- Bad rows become :class:`RowError` entries with a reason and their location (``file:line 12``,
+  ``file:page 2:item 7``); so does a broken file (truncated, not JSON), after its readable rows.
+  The bridge never raises on input.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import hmac
 import io
 import json
+import math
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 from pydantic import ValidationError
 
@@ -57,21 +65,6 @@ from fleetpulse.contract import (
 
 InputFormat = Literal["graph-json", "csv"]
 BRIDGE_VERSION = "mdm-bridge-1"
-MAX_INPUT_BYTES = 512 * 1024 * 1024
-_EXCERPT_FIELDS = (
-    "deviceType",
-    "chassisType",
-    "operatingSystem",
-    "lastSyncDateTime",
-    "batteryHealthPercentage",
-    "batteryChargeCycles",
-    "maxCapacityPercentage",
-    "estimatedRuntimeInMinutes",
-    "totalStorageSpaceInBytes",
-    "freeStorageSpaceInBytes",
-    "totalStorageSpace",
-    "freeStorageSpace",
-)
 
 
 class RowError(Exception):
@@ -178,6 +171,17 @@ class SeqStore:
         )
         return seq, collected_at
 
+    def start_input(self) -> None:
+        """Forget which observations the previous input held (duplicates are counted per input)."""
+        self._db.execute("CREATE TEMP TABLE IF NOT EXISTS input_seen (key BLOB PRIMARY KEY) WITHOUT ROWID")
+        self._db.execute("DELETE FROM input_seen")
+
+    def first_in_input(self, device_id: str, fingerprint: str) -> bool:
+        """True the first time this observation appears in the current input. Kept in SQLite's temp
+        store rather than a Python set, so a 500 MB export does not hold a million keys in memory."""
+        key = hashlib.sha256(f"{device_id}\0{fingerprint}".encode()).digest()[:16]
+        return self._db.execute("INSERT OR IGNORE INTO input_seen (key) VALUES (?)", (key,)).rowcount == 1
+
     def commit(self) -> None:
         if self._db.in_transaction:
             self._db.execute("COMMIT")
@@ -193,71 +197,368 @@ class SeqStore:
         self.close()
 
 
-# --- readers: raw rows with a reference ------------------------------------------------------
+# --- readers: rows with a reference, streamed -----------------------------------------------
+
+MAX_ITEM_CHARS = 1024 * 1024
+"""A Graph object of a device is a few KB; a larger one is refused, so one row can never exhaust memory."""
+MAX_CSV_LINE = 64 * 1024
+"""A CSV line longer than this is reported as a row error instead of being read (nor, as csv's own
+field-size limit would, costing the rest of the file)."""
+MAX_CSV_ROW = 1024 * 1024
+"""Quoted fields may span lines; a row over this many characters is refused like a long line."""
+MAX_NUMBER_DIGITS = 20
+_CHUNK = 64 * 1024
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
 
 
 def _norm(key: str) -> str:
     return re.sub(r"[^a-z0-9]", "", key.lower())
 
 
-def read_graph_json(text: str, source: str = "input") -> tuple[list[tuple[str, Any]], list[str]]:
-    """Items of all pages in the text, each with a reference; plus warnings (e.g. missing pages)."""
-    warnings: list[str] = []
-    pages: list[Any] = []
-    stripped = text.strip()
-    if not stripped:
-        return [], [f"{source}: empty input"]
-    try:
-        doc = json.loads(stripped)
-        pages = doc if isinstance(doc, list) else [doc]
-    except (json.JSONDecodeError, RecursionError):
-        # One page per line (what a paging export loop appends).
-        for number, line in enumerate(stripped.splitlines(), 1):
-            if not line.strip():
-                continue
+def open_export(path: Path) -> TextIO:
+    """The export as text: UTF-8 with or without a BOM, or UTF-16 with a BOM (PowerShell's ``Out-File``).
+
+    Undecodable bytes become U+FFFD, which no field validation accepts, so they cost a value, not the file.
+    """
+    raw = path.open("rb")
+    head = raw.peek(4)[:4]
+    encoding = "utf-8-sig"
+    if head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        encoding = "utf-16"
+    return io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="")
+
+
+class _AbsurdNumber:
+    """A JSON integer of more than :data:`MAX_NUMBER_DIGITS` digits, kept unconverted: Python's int()
+    refuses (or is slow on) thousands of digits, and no MDM counter needs more than 20."""
+
+    def __repr__(self) -> str:
+        return f"<number of more than {MAX_NUMBER_DIGITS} digits>"
+
+
+def _json_int(text: str) -> int | _AbsurdNumber:
+    return int(text) if len(text.lstrip("-")) <= MAX_NUMBER_DIGITS else _AbsurdNumber()
+
+
+_DECODER = json.JSONDecoder(parse_int=_json_int)
+
+
+class _BadJson(Exception):
+    """The stream is not valid JSON at the reader's position (``reason`` names no content)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _JsonStream:
+    """A sliding window over a text stream: holds at most one item plus one chunk, tracks the line."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.text = ""
+        self.pos = 0
+        self.eof = False
+        self.line_base = 1
+        """Line number at ``text[0]``."""
+
+    @property
+    def line(self) -> int:
+        return self.line_base + self.text.count("\n", 0, self.pos)
+
+    def fill(self) -> bool:
+        """Drop what was consumed, append a chunk; False at end of input."""
+        if self.eof:
+            return False
+        self.line_base += self.text.count("\n", 0, self.pos)
+        chunk = self.stream.read(_CHUNK)
+        self.text = self.text[self.pos :] + chunk
+        self.pos = 0
+        self.eof = not chunk
+        return bool(chunk)
+
+    def peek(self) -> str:
+        """The next non-whitespace character ("" at end of input), not consumed."""
+        while True:
+            match = _WHITESPACE.match(self.text, self.pos)
+            self.pos = match.end() if match else self.pos
+            if self.pos < len(self.text):
+                return self.text[self.pos]
+            if not self.fill():
+                return ""
+
+    def expect(self, char: str, what: str) -> None:
+        found = self.peek()
+        if found != char:
+            raise _BadJson(f"expected {what}, found {_describe(found)}")
+        self.pos += 1
+
+    def value(self, limit: int) -> Any:
+        """Decode the JSON value at the position, reading more input until it is complete."""
+        self.peek()
+        while True:
             try:
-                pages.append(json.loads(line))
-            except (json.JSONDecodeError, RecursionError) as exc:
-                warnings.append(f"{source}:line {number}: not JSON ({str(exc)[:120]}); page skipped")
-    items: list[tuple[str, Any]] = []
-    for number, page in enumerate(pages, 1):
-        if not isinstance(page, dict) or not isinstance(page.get("value"), list):
-            warnings.append(f"{source}:page {number}: not a Graph collection page (no 'value' array); skipped")
-            continue
-        for index, item in enumerate(page["value"]):
-            items.append((f"{source}:page {number}:item {index}", item))
-    if pages and isinstance(pages[-1], dict) and pages[-1].get("@odata.nextLink"):
-        warnings.append(f"{source}: last page has @odata.nextLink: the export is incomplete (more pages on the server)")
-    return items, warnings
+                value, end = _DECODER.raw_decode(self.text, self.pos)
+            except json.JSONDecodeError as exc:
+                # More input can complete a value cut at the window's end (an open string, a split
+                # literal); an error well inside the window is a syntax error whatever follows.
+                cut = exc.msg.startswith("Unterminated string") or exc.pos + 64 >= len(self.text)
+                if not cut or self.eof:
+                    raise _BadJson(
+                        "truncated JSON: the input ends inside a value" if self.eof else "invalid JSON"
+                    ) from None
+            except RecursionError:
+                raise _BadJson("JSON nested too deeply") from None
+            else:
+                if end < len(self.text) or self.eof:
+                    self.pos = end
+                    return value
+                # a number at the window's end may continue in the next chunk
+            if len(self.text) - self.pos > limit:
+                raise _BadJson(f"a JSON value larger than {limit // 1024} KiB")
+            self.fill()
+
+    def indent(self) -> str | None:
+        """The whitespace before the position when nothing else precedes it on its line, else None."""
+        start = self.text.rfind("\n", max(0, self.pos - 256), self.pos)  # deeper indentation is no export's
+        if start < 0:
+            return None
+        prefix = self.text[start + 1 : self.pos]
+        return prefix if prefix.strip(" \t") == "" else None
+
+    def resync(self, indent: str = "") -> bool:
+        """Skip to the next line that starts with ``indent`` and ``{``: the next page of a page-per-line
+        export, or (with the indentation of the broken item) the next item of a pretty-printed page."""
+        marker = "\n" + indent + "{"
+        while True:
+            found = self.text.find(marker, self.pos)
+            if found >= 0:
+                self.pos = found + len(marker) - 1
+                return True
+            self.pos = max(self.pos, len(self.text) - len(marker) + 1)
+            if not self.fill():
+                return False
 
 
-def read_csv(text: str, source: str = "input") -> tuple[list[tuple[str, Any]], list[str]]:
-    """Rows keyed by normalised header (``lastsyncdatetime``), each with a line reference."""
-    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
+class _InputExhausted(Exception):
+    """A broken item was reported and nothing readable follows it."""
+
+
+def _describe(char: str) -> str:
+    return "end of input" if char == "" else f"'{char}'" if char in '[]{},:"' else "other text"
+
+
+class GraphJsonReader:
+    """Streams the items of Graph collection pages, each with its reference (``file:page 2:item 7``).
+
+    Accepts one page, a JSON array of pages, or one page per line, in any mix. Memory holds one item
+    (at most :data:`MAX_ITEM_CHARS`), never the file. A syntax error (a truncated file, garbage) becomes
+    a row error at its line, page and item; reading resumes at the next item of a pretty-printed page
+    (the next line with the broken item's indentation), else at the next line that starts a page, so
+    what follows a broken item or page is still read.
+    """
+
+    def __init__(self, stream: TextIO, source: str = "input") -> None:
+        self.source = source
+        self.context = ""
+        """``@odata.context`` of the latest page that had one: it names the entity set."""
+        self.warnings: list[str] = []
+        self._json = _JsonStream(stream)
+        self._page = 0
+        self._item = -1
+        self._next_link = False
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        stream = self._json
+        while True:
+            try:
+                first = stream.peek()
+                if first == "":
+                    break
+                if first == "[":
+                    stream.pos += 1
+                    yield from self._pages_of_array()
+                elif first == "{":
+                    yield from self._read_page()
+                else:
+                    raise _BadJson(f"expected a Graph page object, found {_describe(first)}")
+            except _InputExhausted:
+                break
+            except _BadJson as exc:
+                where = f"page {self._page}:item {self._item}" if self._item >= 0 else f"page {max(self._page, 1)}"
+                yield f"{self.source}:line {stream.line}:{where}", RowError(exc.reason + "; rest of the page skipped")
+                self._item = -1
+                if not stream.resync():
+                    break
+        if self._next_link:
+            self.warnings.append(
+                f"{self.source}: last page has @odata.nextLink: the export is incomplete (more pages on the server)"
+            )
+
+    def _pages_of_array(self) -> Iterator[tuple[str, Any]]:
+        stream = self._json
+        count = 0
+        while stream.peek() != "]":
+            if count:
+                stream.expect(",", "',' between pages")
+            if stream.peek() == "{":
+                yield from self._read_page()
+            else:
+                self._page += 1
+                stream.value(MAX_ITEM_CHARS)
+                yield f"{self.source}:page {self._page}", RowError("not a Graph collection page (not an object)")
+            count += 1
+        stream.pos += 1
+
+    def _read_page(self) -> Iterator[tuple[str, Any]]:
+        stream = self._json
+        self._page += 1
+        self._item = -1
+        self._next_link = False
+        has_value = False
+        stream.expect("{", "a page object")
+        members = 0
+        while stream.peek() != "}":
+            if members:
+                stream.expect(",", "',' between members")
+            if stream.peek() != '"':
+                raise _BadJson(f"expected a member name, found {_describe(stream.peek())}")
+            key = stream.value(4096)
+            stream.expect(":", "':' after a member name")
+            members += 1
+            if key == "value" and stream.peek() == "[":
+                has_value = True
+                stream.pos += 1
+                yield from self._items()
+                continue
+            member = stream.value(MAX_ITEM_CHARS)
+            if key == "@odata.context" and isinstance(member, str):
+                self.context = member[:512]
+            elif key == "@odata.nextLink":
+                self._next_link = bool(member)
+        stream.pos += 1
+        if not has_value:
+            yield f"{self.source}:page {self._page}", RowError("not a Graph collection page (no 'value' array)")
+
+    def _items(self) -> Iterator[tuple[str, Any]]:
+        stream = self._json
+        self._item = 0
+        resumed = False
+        while stream.peek() != "]":
+            if self._item and not resumed:
+                stream.expect(",", "',' between items")
+            resumed = False
+            stream.peek()
+            indent = stream.indent()
+            try:
+                item: Any = stream.value(MAX_ITEM_CHARS)
+            except _BadJson as exc:
+                if indent is None:  # a compact page: no line tells where the next item starts
+                    raise
+                # A pretty-printed page puts every item on a line of its own at the same indentation.
+                ref = f"{self.source}:line {stream.line}:page {self._page}:item {self._item}"
+                resumed = stream.resync(indent)
+                more = "item skipped" if resumed else "rest of the input skipped"
+                item = RowError(exc.reason if stream.eof and not resumed else f"{exc.reason}; {more}")
+                yield ref, item
+                if not resumed:
+                    raise _InputExhausted from None
+            else:
+                yield f"{self.source}:page {self._page}:item {self._item}", item
+            self._item += 1
+        stream.pos += 1
+        self._item = -1
+
+
+class _BoundedLines:
+    """Physical lines for :func:`csv.reader`, none longer than :data:`MAX_CSV_LINE`, no row (quoted
+    fields can span lines) longer than :data:`MAX_CSV_ROW`.
+
+    A longer line is read in pieces, never whole, and replaced by an empty stand-in, as is every line of
+    a row once it passes the row limit; ``oversized`` keeps where and why, so the row is reported
+    instead of parsed.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.line = 0
+        self.row_chars = 0
+        self.oversized: tuple[int, str] | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        line = self.stream.readline(MAX_CSV_LINE + 1)
+        if not line:
+            raise StopIteration
+        self.line += 1
+        self.row_chars += len(line)
+        if len(line) > MAX_CSV_LINE and not line.endswith(("\n", "\r")):
+            quotes, rest = line.count('"'), line
+            while rest and not rest.endswith(("\n", "\r")):
+                rest = self.stream.readline(MAX_CSV_LINE)
+                quotes += rest.count('"')
+            self._refuse(f"line longer than {MAX_CSV_LINE} characters")
+            return _stand_in(quotes)
+        if self.row_chars > MAX_CSV_ROW:
+            self._refuse(f"row longer than {MAX_CSV_ROW} characters")
+            return _stand_in(line.count('"'))
+        return line
+
+    def _refuse(self, reason: str) -> None:
+        if self.oversized is None:
+            self.oversized = (self.line, reason)
+
+    def next_row(self) -> tuple[int, str] | None:
+        """Start counting a new row; return the refusal of the row just read, if any."""
+        refused, self.oversized, self.row_chars = self.oversized, None, 0
+        return refused
+
+
+def _stand_in(quotes: int) -> str:
+    """An empty line that leaves csv's quoting state where the refused line would have: a row that
+    ends on it still ends, and the next row is read from its first line."""
+    return '"\n' if quotes % 2 else "\n"
+
+
+def read_csv(stream: TextIO, source: str = "input") -> Iterator[tuple[str, Any]]:
+    """Rows keyed by normalised header (``lastsyncdatetime``), each with the line it starts on.
+
+    Streams row by row; a line over :data:`MAX_CSV_LINE` characters, a row over :data:`MAX_CSV_ROW`
+    or a malformed row is a row error and reading continues with the next line.
+    """
+    lines = _BoundedLines(stream)
+    reader = csv.reader(lines)
     try:
         header = next(reader)
     except (StopIteration, csv.Error):
-        return [], [f"{source}: no CSV header"]
+        header = []
+    if lines.next_row() is not None or not any(h.strip() for h in header):
+        yield f"{source}:line 1", RowError("no CSV header")
+        return
     keys = [_norm(h) for h in header]
-    rows: list[tuple[str, Any]] = []
-    warnings: list[str] = []
-    line = 1
+    start = lines.line + 1
     while True:
+        problem: str | None = None
         try:
             values = next(reader)
         except StopIteration:
             break
         except csv.Error as exc:
-            warnings.append(f"{source}:line {reader.line_num}: unreadable CSV ({exc}); rest of file skipped")
-            break
-        line = reader.line_num
-        if not any(v.strip() for v in values):
-            continue
-        if len(values) != len(keys):
-            rows.append((f"{source}:line {line}", RowError(f"{len(values)} columns, header has {len(keys)}")))
-            continue
-        rows.append((f"{source}:line {line}", {k: v for k, v in zip(keys, values, strict=True) if v.strip() != ""}))
-    return rows, warnings
+            values, problem = [], f"unreadable CSV row ({str(exc)[:80]})"
+        if (refused := lines.next_row()) is not None:
+            line, problem = refused
+            problem += f" (at line {line})" if line != start else ""
+        if problem is not None:
+            yield f"{source}:line {start}", RowError(problem)
+        elif not any(v.strip() for v in values):
+            pass
+        elif len(values) != len(keys):
+            yield f"{source}:line {start}", RowError(f"{len(values)} columns, header has {len(keys)}")
+        else:
+            yield f"{source}:line {start}", {k: v for k, v in zip(keys, values, strict=True) if v.strip() != ""}
+        start = lines.line + 1
 
 
 # --- field parsing ----------------------------------------------------------------------------
@@ -275,15 +576,23 @@ def _number(value: Any, name: str, low: float, high: float) -> float | None:
         return None
     if isinstance(value, bool):
         raise RowError(f"{name}: expected a number, got a boolean")
+    if isinstance(value, _AbsurdNumber) or (isinstance(value, str) and len(value.strip()) > 2 * MAX_NUMBER_DIGITS):
+        raise RowError(f"{name}: a number of more than {MAX_NUMBER_DIGITS} digits")
     try:
         number = float(value)
     except (TypeError, ValueError, OverflowError):
         raise RowError(f"{name}: not a number") from None
-    if number != number or number in (float("inf"), float("-inf")):
+    if not math.isfinite(number):
         raise RowError(f"{name}: not a finite number")
     if not low <= number <= high:
-        raise RowError(f"{name}: {number:g} outside {low:g}..{high:g}")
+        raise RowError(f"{name}: {_shown(number)} outside {low:g}..{high:g}")
     return number
+
+
+def _shown(number: float) -> str:
+    """A rejected value for a reason: small ones as they are; long ones (which could be an IMEI or a
+    phone number typed into the wrong column) only by their size."""
+    return f"{number:g}" if abs(number) < 1e6 else f"a number of {len(str(int(abs(number))))} digits"
 
 
 def _timestamp(value: Any, name: str) -> datetime:
@@ -305,9 +614,11 @@ def _timestamp(value: Any, name: str) -> datetime:
 
 
 def _text(value: Any, limit: int = 128) -> str | None:
-    if not isinstance(value, str) or not value.strip():
+    """A display string (vendor, model); control characters are dropped, never forwarded."""
+    if not isinstance(value, str):
         return None
-    return value.strip()[:limit]
+    text = "".join(ch for ch in value[: 4 * limit] if ch.isprintable()).strip()
+    return text[:limit] or None
 
 
 def _kind_and_platform(device_type: Any, chassis: Any, os_name: Any) -> tuple[DeviceKind, Platform]:
@@ -322,7 +633,8 @@ def _kind_and_platform(device_type: Any, chassis: Any, os_name: Any) -> tuple[De
         return DeviceKind.TABLET, Platform.IOS
     if dtype.startswith("android") or os_n == "android":
         return (DeviceKind.TABLET if chassis_n == "tablet" else DeviceKind.PHONE), Platform.ANDROID
-    raise _NotMobile(f"not a phone or tablet (operatingSystem/deviceType {os_n or dtype or 'missing'})")
+    shown = next((v for v in (os_n, dtype) if v in _KNOWN_VALUES), "unrecognised" if os_n or dtype else "missing")
+    raise _NotMobile(f"not a phone or tablet (operatingSystem/deviceType {shown})")
 
 
 class _NotMobile(RowError):
@@ -425,15 +737,137 @@ def _is_battery_performance(item: Any, context: str) -> bool:
     return ("maxCapacityPercentage" in item and "deviceId" in item) or "maxcapacitypercentage" in item
 
 
+# --- dead-letter excerpts: only values proven non-personal ------------------------------------
+
+_KNOWN_VALUES = frozenset(
+    # Graph's deviceType and chassisType enums and the operatingSystem names Intune reports, normalised
+    [
+        "desktop",
+        "windowsrt",
+        "winmo6",
+        "nokia",
+        "windowsphone",
+        "mac",
+        "wince",
+        "winembedded",
+        "iphone",
+        "ipad",
+        "ipod",
+        "android",
+        "isocconsumer",
+        "unix",
+        "macmdm",
+        "hololens",
+        "surfacehub",
+        "androidforwork",
+        "androidenterprise",
+        "windows10x",
+        "androidngms",
+        "androidaosp",
+        "chromeos",
+        "linux",
+        "blackberry",
+        "palm",
+        "unknown",
+        "cloudpc",
+        "laptop",
+        "worksworkstation",
+        "enterpriseserver",
+        "phone",
+        "tablet",
+        "mobileother",
+        "mobileunknown",
+        "ios",
+        "ipados",
+        "windows",
+        "macos",
+        "windowsmobile",
+        "windowsholographic",
+    ]
+)
+_ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,7})?(?:Z|[+-]\d{2}:\d{2})?")
+_SMALL_DECIMAL = re.compile(r"-?\d{1,6}(?:\.\d{1,4})?")
+_DIGITS = re.compile(r"\d{1,20}")
+
+
+def _known_value(value: Any) -> str | None:
+    return value.strip() if isinstance(value, str) and _norm(value) in _KNOWN_VALUES else None
+
+
+def _iso_time(value: Any) -> str | None:
+    return value if isinstance(value, str) and _ISO_TIME.fullmatch(value) else None
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _small_number(value: Any) -> float | int | None:
+    """A measurement below a million: too short to be an IMEI, a phone number or an account id."""
+    if isinstance(value, str):
+        value = float(value) if _SMALL_DECIMAL.fullmatch(value.strip()) else None
+    number = _finite(value)
+    if number is None or abs(number) >= 1e6:
+        return None
+    return int(number) if number.is_integer() else number
+
+
+def _size_magnitude(value: Any) -> float | None:
+    """A byte count rounded to two significant digits: shows why the row failed, identifies nobody."""
+    if isinstance(value, str):
+        value = int(value) if _DIGITS.fullmatch(value.strip()) else None
+    number = _finite(value)
+    return float(f"{number:.2g}") if number is not None and 0 <= number < 1e20 else None
+
+
+_EXCERPT_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "deviceType": _known_value,
+    "chassisType": _known_value,
+    "operatingSystem": _known_value,
+    "lastSyncDateTime": _iso_time,
+    "batteryHealthPercentage": _small_number,
+    "batteryChargeCycles": _small_number,
+    "maxCapacityPercentage": _small_number,
+    "estimatedRuntimeInMinutes": _small_number,
+    "totalStorageSpaceInBytes": _size_magnitude,
+    "freeStorageSpaceInBytes": _size_magnitude,
+    "totalStorageSpace": _size_magnitude,
+    "freeStorageSpace": _size_magnitude,
+}
+"""The only fields a dead letter may carry, each with the check its value must pass to be copied."""
+_EXCERPT_FIELDS = {_norm(name): check for name, check in _EXCERPT_CHECKS.items()}
+_EXCERPT_NAMES = {_norm(name): name for name in _EXCERPT_CHECKS}
+
+
 def _excerpt(item: Any) -> dict[str, Any]:
-    """Only non-personal fields survive into error records."""
+    """The row's allow-listed fields whose VALUES are proven non-personal, for a dead letter.
+
+    A field is copied only when its value passes its field's check (see :data:`_EXCERPT_FIELDS`):
+    anything else -- an e-mail address typed into ``operatingSystem``, an IMEI in a storage column --
+    is withheld, and only the field's name and why appear under ``withheld``.
+    """
     if not isinstance(item, Mapping):
         return {}
-    keep = {_norm(k) for k in _EXCERPT_FIELDS}
-    out = {
-        k: v for k, v in item.items() if isinstance(k, str) and _norm(k) in keep and isinstance(v, str | int | float)
-    }
-    return {k: (v[:64] if isinstance(v, str) else v) for k, v in out.items()}
+    sources: list[Mapping[str, Any]] = [item]
+    hardware = item.get("hardwareInformation")
+    if isinstance(hardware, Mapping):
+        sources.append(hardware)
+    kept: dict[str, Any] = {}
+    withheld: dict[str, str] = {}
+    for source in sources:
+        for key, value in source.items():
+            check = _EXCERPT_FIELDS.get(_norm(key)) if isinstance(key, str) else None
+            if check is None or value is None or value == "":
+                continue
+            name = _EXCERPT_NAMES[_norm(key)]
+            proven = check(value)
+            if proven is None:
+                withheld[name] = "value withheld: not a recognised non-personal value"
+            else:
+                kept[name] = proven
+    return {**kept, "withheld": withheld} if withheld else kept
 
 
 # --- ingest -------------------------------------------------------------------------------------
@@ -472,84 +906,202 @@ def to_report(obs: Observation, device_id: str, seq: int, collected_at: datetime
     )
 
 
-def ingest(
+@dataclass(frozen=True, slots=True)
+class Mapped:
+    """One row that became a report (and the inventory record that goes before it)."""
+
+    ref: str
+    report: HealthReport
+    inventory: DeviceInventory
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    problem: Problem
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    problem: Problem
+
+
+Outcome = Mapped | Rejected | Skipped
+
+
+def iter_ingest(
     rows: Iterable[tuple[str, Any]],
     secret: bytes,
     store: SeqStore,
     as_of: datetime,
-    context: str = "",
-) -> IngestResult:
-    """Map rows to reports (and inventory), pseudonymised and sequenced. Never raises on bad rows."""
+    context: Callable[[], str] = str,
+) -> Iterator[Outcome]:
+    """Map rows one by one to pseudonymised, sequenced reports; every row yields exactly one outcome.
+
+    Never raises on bad rows. ``context`` gives the entity set of the rows being read (Graph's
+    ``@odata.context``). Seqs are assigned inside the store's open transaction: commit it
+    (``store.commit()``) before publishing what was yielded, so a published seq is never handed out again.
+    """
     if not secret:
         raise ValueError("an MDM pseudonymisation secret is required")
-    result = IngestResult()
-    seen: set[tuple[str, str]] = set()
+    store.start_input()
     for ref, item in rows:
-        result.rows += 1
         try:
             if isinstance(item, RowError):
                 raise item
-            mapper = map_battery_performance if _is_battery_performance(item, context) else map_managed_device
+            mapper = map_battery_performance if _is_battery_performance(item, context()) else map_managed_device
             obs = mapper(item)
             device_id = pseudonymise(obs.intune_id, secret)
             fingerprint = obs.fingerprint()
-            if (device_id, fingerprint) in seen:
-                result.skipped.append(Problem(ref, "duplicate of an earlier row in this input"))
+            if not store.first_in_input(device_id, fingerprint):
+                yield Skipped(Problem(ref, "duplicate of an earlier row in this input"))
                 continue
-            seen.add((device_id, fingerprint))
             # Validate against the contract before a seq is spent on the observation.
             draft = to_report(obs, device_id, 0, obs.collected_at or as_of)
             inventory = DeviceInventory(
                 device_id=device_id, kind=obs.kind, vendor=obs.vendor, model=obs.model, updated_at=draft.collected_at
             )
             seq, collected_at = store.assign(device_id, fingerprint, draft.collected_at)
-            result.reports.append(draft.model_copy(update={"seq": seq, "collected_at": collected_at}))
-            result.inventory.append(inventory.model_copy(update={"updated_at": collected_at}))
+            yield Mapped(
+                ref,
+                draft.model_copy(update={"seq": seq, "collected_at": collected_at}),
+                inventory.model_copy(update={"updated_at": collected_at}),
+            )
         except _NotMobile as exc:
-            result.skipped.append(Problem(ref, exc.reason))
+            yield Skipped(Problem(ref, exc.reason))
         except RowError as exc:
-            result.errors.append(Problem(ref, exc.reason, _excerpt(item)))
+            yield Rejected(Problem(ref, exc.reason, _excerpt(item)))
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
             where = ".".join(str(p) for p in first["loc"])
-            result.errors.append(Problem(ref, f"rejected by contract: {where}: {first['msg']}", _excerpt(item)))
+            yield Rejected(Problem(ref, f"rejected by contract: {where}: {first['msg']}", _excerpt(item)))
+
+
+def ingest(
+    rows: Iterable[tuple[str, Any]],
+    secret: bytes,
+    store: SeqStore,
+    as_of: datetime,
+    context: Callable[[], str] = str,
+) -> IngestResult:
+    """:func:`iter_ingest` collected into lists (for small inputs and tests; the CLI streams)."""
+    result = IngestResult()
+    for outcome in iter_ingest(rows, secret, store, as_of, context):
+        result.rows += 1
+        if isinstance(outcome, Mapped):
+            result.reports.append(outcome.report)
+            result.inventory.append(outcome.inventory)
+        elif isinstance(outcome, Rejected):
+            result.errors.append(outcome.problem)
+        else:
+            result.skipped.append(outcome.problem)
     store.commit()
     return result
+
+
+def read_rows(
+    stream: TextIO, fmt: InputFormat, source: str
+) -> tuple[Iterator[tuple[str, Any]], Callable[[], str], list[str]]:
+    """Rows of an export as they are read, the entity-set context, and the reader's warnings (filled as it goes)."""
+    if fmt == "graph-json":
+        reader = GraphJsonReader(stream, source)
+        return iter(reader), lambda: reader.context, reader.warnings
+    return read_csv(stream, source), str, []
 
 
 def ingest_text(
     text: str, fmt: InputFormat, secret: bytes, store: SeqStore, as_of: datetime, source: str = "input"
 ) -> IngestResult:
-    """Read an export (``graph-json`` or ``csv``) and :func:`ingest` it; reader warnings are kept."""
-    if fmt == "graph-json":
-        rows, warnings = read_graph_json(text, source)
-        context = _context_of(text)
-    else:
-        rows, warnings = read_csv(text, source)
-        context = ""
+    """Read an export held in a string (``graph-json`` or ``csv``) and :func:`ingest` it."""
+    rows, context, warnings = read_rows(io.StringIO(text.removeprefix("\ufeff")), fmt, source)
     result = ingest(rows, secret, store, as_of, context)
     result.warnings = warnings + result.warnings
     return result
 
 
-def _context_of(text: str) -> str:
-    """The ``@odata.context`` of the first page, which names the entity set."""
-    match = re.search(r'"@odata\.context"\s*:\s*"([^"]{0,512})"', text[:4096])
-    return match.group(1) if match else ""
-
-
-def read_export(path: Path) -> str:
-    """Read one export file, refusing absurd sizes instead of exhausting memory."""
-    size = path.stat().st_size
-    if size > MAX_INPUT_BYTES:
-        raise RowError(f"{path.name}: {size} bytes > limit {MAX_INPUT_BYTES}")
-    return path.read_bytes().decode("utf-8", errors="replace")
+def dead_letter(problem: Problem, at: datetime) -> str:
+    """One JSON line for a rejected row: where, why, and the values proven non-personal only."""
+    return json.dumps(
+        {"ref": problem.ref, "reason": problem.reason, "excerpt": problem.excerpt, "rejected_at": at.isoformat()},
+        sort_keys=True,
+    )
 
 
 def dead_letters(result: IngestResult, at: datetime) -> Iterator[str]:
-    """JSON lines for rejected rows: where, why, and the non-personal fields only."""
     for problem in result.errors:
-        yield json.dumps(
-            {"ref": problem.ref, "reason": problem.reason, "excerpt": problem.excerpt, "rejected_at": at.isoformat()},
-            sort_keys=True,
-        )
+        yield dead_letter(problem, at)
+
+
+# --- the CLI's run: stream files to the publisher ---------------------------------------------
+
+Publish = Callable[[list[DeviceInventory], list[HealthReport]], None]
+
+
+@dataclass
+class RunSummary:
+    """Counts of one ``mdm ingest`` run; only the first problems are kept for display."""
+
+    rows: int = 0
+    reports: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    first_problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def run_ingest(
+    paths: Iterable[Path],
+    fmt: InputFormat,
+    secret: bytes,
+    store: SeqStore,
+    as_of: datetime,
+    publish: Publish | None,
+    dead_letter_file: TextIO | None = None,
+    batch: int = 1000,
+) -> RunSummary:
+    """Stream every export through :func:`iter_ingest`: reports go to ``publish`` in batches (after the
+    store commits their seqs), rejected rows to ``dead_letter_file`` as they come. Memory stays bounded
+    by one batch and one item, whatever the size of the files."""
+    summary = RunSummary()
+    pending: list[Mapped] = []
+
+    def flush() -> None:
+        store.commit()
+        if publish is not None and pending:
+            publish([m.inventory for m in pending], [m.report for m in pending])
+        pending.clear()
+
+    for path in paths:
+        try:
+            stream = open_export(path)
+        except OSError as exc:
+            problem = Problem(path.name, f"unreadable: {exc.strerror or type(exc).__name__}")
+            _count_rejected(summary, problem, dead_letter_file)
+            continue
+        with stream:
+            rows, context, warnings = read_rows(stream, fmt, path.name)
+            try:
+                for outcome in iter_ingest(rows, secret, store, as_of, context):
+                    summary.rows += 1
+                    if isinstance(outcome, Mapped):
+                        summary.reports += 1
+                        pending.append(outcome)
+                        if len(pending) >= batch:
+                            flush()
+                    elif isinstance(outcome, Rejected):
+                        _count_rejected(summary, outcome.problem, dead_letter_file)
+                    else:
+                        summary.skipped += 1
+            except OSError as exc:  # a failing disk or network share: the rows read so far are kept
+                problem = Problem(path.name, f"read failed: {exc.strerror or type(exc).__name__}; rest of file skipped")
+                _count_rejected(summary, problem, dead_letter_file)
+            summary.warnings += warnings
+    flush()
+    return summary
+
+
+def _count_rejected(summary: RunSummary, problem: Problem, dead_letter_file: TextIO | None) -> None:
+    summary.rejected += 1
+    if len(summary.first_problems) < 20:
+        summary.first_problems.append(problem)
+    if dead_letter_file is not None:
+        dead_letter_file.write(dead_letter(problem, datetime.now(UTC)) + "\n")

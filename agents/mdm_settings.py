@@ -19,5 +19,6 @@ class MdmSettings(BaseModel):
         description="per-device seq memory: re-ingesting an export yields the same seq, so consumers dedup",
     )
     dead_letter_path: Path | None = Field(
-        default=None, description="JSON lines file for rejected rows (only non-personal fields are kept)"
+        default=None,
+        description="JSON lines file for rejected rows: location, reason, and only the values proven non-personal",
     )

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from kafka import KafkaProducer
 
 log = logging.getLogger(__name__)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
@@ -121,20 +125,14 @@ def mdm_ingest(
 ) -> None:
     """Map MDM exports to health reports (pseudonymised, idempotent seq) and publish them.
 
-    Exit status: 0 all rows mapped, 3 some rows rejected (the rest was published), 1 publishing failed.
+    Files are streamed (memory stays bounded whatever their size); reports are published in batches.
+    Exit status: 0 all rows mapped, 3 some rows or files rejected (each named with its location; the
+    rest was published), 1 publishing failed.
     """
     from fleetpulse.agents.kafka_publish import PublishStats, ensure_topics, make_producer, publish_records
-    from fleetpulse.agents.mdm import (
-        IngestResult,
-        InputFormat,
-        RowError,
-        SeqStore,
-        dead_letters,
-        ingest_text,
-        read_export,
-    )
+    from fleetpulse.agents.mdm import InputFormat, SeqStore, run_ingest
     from fleetpulse.cliutil import settings_from
-    from fleetpulse.contract import Topics
+    from fleetpulse.contract import DeviceInventory, HealthReport, Topics
 
     if fmt not in ("graph-json", "csv"):
         raise typer.BadParameter("--format must be graph-json or csv")
@@ -146,61 +144,55 @@ def mdm_ingest(
     secret = settings.mdm.secret.get_secret_value().encode()
     _quiet_kafka_client()
     when = _parse_start(as_of) if as_of else datetime.now(UTC)
-    total = IngestResult()
-    with SeqStore(settings.mdm.state_path) as store:
-        for path in paths:
-            try:
-                text = read_export(path)
-            except (OSError, RowError) as exc:
-                total.warnings.append(f"{path.name}: unreadable: {exc}")
-                continue
-            part = ingest_text(text, input_format, secret, store, when, source=path.name)
-            total.reports += part.reports
-            total.inventory += part.inventory
-            total.errors += part.errors
-            total.skipped += part.skipped
-            total.warnings += part.warnings
-            total.rows += part.rows
-    for warning in total.warnings:
-        typer.echo(f"warning: {warning}", err=True)
-    for problem in total.errors[:20]:
-        typer.echo(f"rejected {problem.ref}: {problem.reason}", err=True)
-    if len(total.errors) > 20:
-        typer.echo(f"... and {len(total.errors) - 20} more rejected rows", err=True)
+    stats = PublishStats()
+    topics = Topics(prefix=settings.kafka.topic_prefix)
+    producers: list[KafkaProducer] = []
+
+    def publish(inventory: list[DeviceInventory], reports: list[HealthReport]) -> None:
+        if not producers:
+            ensure_topics(settings.kafka)
+            producers.append(make_producer(settings.kafka))
+        publish_records(producers[0], topics, inventory, reports, stats)
+
     dead_path = dead_letter or settings.mdm.dead_letter_path
-    if dead_path is not None and total.errors:
-        dead_path.parent.mkdir(parents=True, exist_ok=True)
-        with dead_path.open("a") as fh:
-            for line in dead_letters(total, datetime.now(UTC)):
-                fh.write(line + "\n")
+    with contextlib.ExitStack() as stack:
+        dead_file = None
+        if dead_path is not None:
+            dead_path.parent.mkdir(parents=True, exist_ok=True)
+            dead_file = stack.enter_context(dead_path.open("a", encoding="utf-8"))
+        try:
+            with SeqStore(settings.mdm.state_path) as store:
+                summary = run_ingest(paths, input_format, secret, store, when, publish if to_kafka else None, dead_file)
+        finally:
+            for producer in producers:
+                producer.flush()
+                producer.close()
+    for warning in summary.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    for problem in summary.first_problems:
+        typer.echo(f"rejected {problem.ref}: {problem.reason}", err=True)
+    if summary.rejected > len(summary.first_problems):
+        typer.echo(f"... and {summary.rejected - len(summary.first_problems)} more rejected rows", err=True)
     typer.echo(
-        f"rows: {total.rows}, reports: {len(total.reports)}, rejected: {len(total.errors)}, "
-        f"skipped: {len(total.skipped)} (PCs, duplicates)"
+        f"rows: {summary.rows}, reports: {summary.reports}, rejected: {summary.rejected}, "
+        f"skipped: {summary.skipped} (PCs, duplicates)"
     )
     log.info(
         "mdm ingest",
         extra={
             "files": len(paths),
-            "rows": total.rows,
-            "reports": len(total.reports),
-            "rejected": len(total.errors),
-            "skipped": len(total.skipped),
+            "rows": summary.rows,
+            "reports": summary.reports,
+            "rejected": summary.rejected,
+            "skipped": summary.skipped,
         },
     )
-    if to_kafka and total.reports:
-        ensure_topics(settings.kafka)
-        stats = PublishStats()
-        producer = make_producer(settings.kafka)
-        try:
-            publish_records(producer, Topics(prefix=settings.kafka.topic_prefix), total.inventory, total.reports, stats)
-            producer.flush()
-        finally:
-            producer.close()
+    if producers:
         typer.echo(f"published {stats.health} health, {stats.mobile} mobile, {stats.inventory} inventory records")
         if stats.errors:
             typer.echo(f"error: {len(stats.errors)} sends failed, first: {stats.errors[0]}", err=True)
             raise typer.Exit(1)
-    if total.errors:
+    if summary.rejected:
         raise typer.Exit(3)
 
 

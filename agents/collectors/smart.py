@@ -50,11 +50,14 @@ class SmartCollector:
         disks: list[DiskHealth] = []
         errors: list[CollectorError] = []
         for name, dev_type in targets[: self.max_disks]:
+            dropped: list[str] = []
             try:
-                disk = self._read(name, dev_type, per_call)
+                disk = self._read(name, dev_type, per_call, dropped)
             except (OSError, RuntimeError, ParseError, subprocess.SubprocessError) as exc:
                 errors.append(CollectorError(collector=f"smart:{name}"[:128], error=str(exc)[:2048]))
                 continue
+            if dropped:  # values smartctl printed that could not be used: the rest of the disk is reported
+                errors.append(CollectorError(collector=f"smart:{name}"[:128], error="; ".join(dropped)[:2048]))
             if disk is not None:
                 disks.append(disk)
         section: Section = {"disks": disks}
@@ -75,7 +78,7 @@ class SmartCollector:
                 found.append((device["name"], dev_type if isinstance(dev_type, str) else None))
         return found
 
-    def _read(self, name: str, dev_type: str | None, timeout_s: float) -> DiskHealth | None:
+    def _read(self, name: str, dev_type: str | None, timeout_s: float, dropped: list[str]) -> DiskHealth | None:
         argv = [self.smartctl, "--json", "-a", "-n", f"standby,{STANDBY_EXIT}"]
         if dev_type:
             argv += ["-d", dev_type]
@@ -84,4 +87,4 @@ class SmartCollector:
             return None  # asleep: report it next time rather than wake it
         if proc.returncode & FATAL_EXIT_BITS:
             raise RuntimeError(f"smartctl exit status {proc.returncode} for {name}")
-        return parse_smartctl_json(proc.stdout, name=name, hasher=self.ctx.hash_serial)
+        return parse_smartctl_json(proc.stdout, name=name, hasher=self.ctx.hash_serial, problems=dropped)

@@ -10,7 +10,16 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from fleetpulse.agents.parsers.common import ParseError, build_lenient, first_number
+from fleetpulse.agents.parsers.common import (
+    MAX_LINE,
+    ParseError,
+    build_lenient,
+    checked_float,
+    checked_int,
+    first_number,
+    guarded,
+    named,
+)
 from fleetpulse.contract import BatteryHealth
 
 if TYPE_CHECKING:
@@ -19,8 +28,12 @@ if TYPE_CHECKING:
 # --------------------------------------------------------------------------- Linux sysfs
 
 
-def parse_power_supply_uevent(text: str) -> BatteryHealth | None:
-    """A power_supply ``uevent`` file; ``None`` for mains adapters and batteries without capacity data."""
+def parse_power_supply_uevent(text: str, problems: list[str] | None = None) -> BatteryHealth | None:
+    """A power_supply ``uevent`` file; ``None`` for mains adapters and batteries without capacity data.
+
+    An unusable optional value (a 5000-digit cycle count) costs only its field, named in ``problems``.
+    """
+    sink = problems if problems is not None else []
     values: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.partition("=")
@@ -32,32 +45,36 @@ def parse_power_supply_uevent(text: str) -> BatteryHealth | None:
         return None  # a mouse or headset battery, not the laptop's
     fields: dict[str, Any] = {}
     for prefix, unit in (("ENERGY", "mWh"), ("CHARGE", "mAh")):
-        design, full = _micro(values.get(f"{prefix}_FULL_DESIGN")), _micro(values.get(f"{prefix}_FULL"))
+        design = _micro(values.get(f"{prefix}_FULL_DESIGN"), f"{prefix}_FULL_DESIGN")
+        full = _micro(values.get(f"{prefix}_FULL"), f"{prefix}_FULL")
         if design and full is not None:
             fields.update(design_capacity=design, full_charge_capacity=full, unit=unit)
             break
     if not fields:
         return None
     cycles = values.get("CYCLE_COUNT")
-    fields["cycle_count"] = int(cycles) if cycles and cycles.isdigit() and int(cycles) > 0 else None
+    count = guarded(sink, "CYCLE_COUNT", checked_int, cycles if cycles and cycles.isdecimal() else None)
+    fields["cycle_count"] = count or None
     temp = values.get("TEMP")
-    if temp and re.fullmatch(r"-?\d+", temp):
-        fields["temperature_c"] = int(temp) / 10.0  # sysfs reports tenths of a degree
-    return build_lenient(BatteryHealth, fields, required=("design_capacity", "full_charge_capacity"))
+    if temp and temp.removeprefix("-").isdecimal():
+        tenths = guarded(sink, "TEMP", checked_int, temp)
+        fields["temperature_c"] = tenths / 10.0 if tenths is not None else None  # sysfs: tenths of a degree
+    return build_lenient(BatteryHealth, fields, required=("design_capacity", "full_charge_capacity"), problems=sink)
 
 
-def _micro(text: str | None) -> float | None:
+def _micro(text: str | None, field: str) -> float | None:
     """sysfs energy/charge values are in µWh / µAh."""
-    if text is None or not re.fullmatch(r"\d+", text):
+    if text is None or not text.isdecimal():
         return None
-    return int(text) / 1000.0
+    return named(field, checked_int, text) / 1000.0
 
 
 # --------------------------------------------------------------------------- upower
 
 
-def parse_upower(text: str) -> BatteryHealth | None:
+def parse_upower(text: str, problems: list[str] | None = None) -> BatteryHealth | None:
     """``upower -i /org/freedesktop/UPower/devices/battery_BAT0``; ``None`` when it is not a battery."""
+    sink = problems if problems is not None else []
     values: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.strip().partition(":")
@@ -69,7 +86,8 @@ def parse_upower(text: str) -> BatteryHealth | None:
         raise ParseError("not upower -i output")
     if values.get("power supply", "yes") == "no":
         return None
-    design, full = first_number(values["energy-full-design"]), first_number(values.get("energy-full", ""))
+    design = named("energy-full-design", first_number, values["energy-full-design"])
+    full = named("energy-full", first_number, values.get("energy-full", ""))
     if not design or full is None:
         return None
     fields: dict[str, Any] = {
@@ -77,10 +95,10 @@ def parse_upower(text: str) -> BatteryHealth | None:
         "full_charge_capacity": full * 1000.0,
         "unit": "mWh",
     }
-    cycles = first_number(values.get("charge-cycles", ""))
+    cycles = guarded(sink, "charge-cycles", first_number, values.get("charge-cycles"))
     fields["cycle_count"] = int(cycles) if cycles is not None and cycles > 0 else None
-    fields["temperature_c"] = first_number(values.get("temperature", ""))
-    return build_lenient(BatteryHealth, fields, required=("design_capacity", "full_charge_capacity"))
+    fields["temperature_c"] = guarded(sink, "temperature", first_number, values.get("temperature"))
+    return build_lenient(BatteryHealth, fields, required=("design_capacity", "full_charge_capacity"), problems=sink)
 
 
 # --------------------------------------------------------------------------- Windows powercfg
@@ -88,8 +106,9 @@ def parse_upower(text: str) -> BatteryHealth | None:
 _DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
 
 
-def parse_powercfg_battery_report(xml_text: str | bytes) -> list[BatteryHealth]:
+def parse_powercfg_battery_report(xml_text: str | bytes, problems: list[str] | None = None) -> list[BatteryHealth]:
     """``powercfg /batteryreport /xml``: one record per installed battery (mWh)."""
+    sink = problems if problems is not None else []
     import xml.etree.ElementTree as ET  # Windows only: the XML parser (~0.4 MB) stays unloaded elsewhere
 
     raw = xml_text.encode() if isinstance(xml_text, str) else xml_text
@@ -107,10 +126,11 @@ def parse_powercfg_battery_report(xml_text: str | bytes) -> list[BatteryHealth]:
         if _local(node.tag) != "Battery":
             continue
         child = {_local(c.tag): (c.text or "").strip() for c in node}
-        design, full = _num(child.get("DesignCapacity")), _num(child.get("FullChargeCapacity"))
+        design = named("DesignCapacity", _num, child.get("DesignCapacity", ""))
+        full = named("FullChargeCapacity", _num, child.get("FullChargeCapacity", ""))
         if not design or full is None:
             continue
-        cycles = _num(child.get("CycleCount"))
+        cycles = guarded(sink, "CycleCount", _num, child.get("CycleCount"))
         batteries.append(
             build_lenient(
                 BatteryHealth,
@@ -122,6 +142,7 @@ def parse_powercfg_battery_report(xml_text: str | bytes) -> list[BatteryHealth]:
                     "runtime_full_minutes": runtime,
                 },
                 required=("design_capacity", "full_charge_capacity"),
+                problems=sink,
             )
         )
     return batteries
@@ -151,50 +172,66 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def _num(text: str | None) -> float | None:
-    return float(text) if text and re.fullmatch(r"\d+(?:\.\d+)?", text) else None
+def _num(text: str) -> float | None:
+    return checked_float(text) if text and re.fullmatch(r"\d+(?:\.\d+)?", text[:MAX_LINE]) else None
 
 
 # --------------------------------------------------------------------------- macOS ioreg
 
-_IOREG_PAIR = re.compile(r'^\s*[|\s]*"(\w+)"\s*=\s*(.+?)\s*$')
+_IOREG_INDENT = re.compile(r"[|\s]*")
+_WORD = re.compile(r"\w+")
 
 
-def parse_ioreg_battery(text: str) -> BatteryHealth | None:
+def _ioreg_pair(line: str) -> tuple[str, str] | None:
+    """``  | "Key" = value`` as (key, value); string operations instead of a backtracking regex."""
+    body = line[_IOREG_INDENT.match(line).end() :]  # type: ignore[union-attr]  # a star pattern always matches
+    if not body.startswith('"'):
+        return None
+    key, quote, rest = body[1:].partition('"')
+    before, equals, value = rest.partition("=")
+    if not quote or not equals or before.strip() or not value.strip() or not _WORD.fullmatch(key):
+        return None
+    return key, value.strip()
+
+
+def parse_ioreg_battery(text: str, problems: list[str] | None = None) -> BatteryHealth | None:
     """``ioreg -r -n AppleSmartBattery`` (mAh); ``None`` on Macs without a battery."""
+    sink = problems if problems is not None else []
     values: dict[str, str] = {}
     for line in text.splitlines():
-        match = _IOREG_PAIR.match(line)
-        if match and match.group(1) not in values:
-            values[match.group(1)] = match.group(2)
+        pair = _ioreg_pair(line[:MAX_LINE])
+        if pair and pair[0] not in values:
+            values[pair[0]] = pair[1]
+
+    def _int_value(key: str) -> int | None:
+        text = values.get(key)
+        return guarded(sink, key, checked_int, text) if text and text.isdecimal() else None
+
     if not values:
         if "AppleSmartBattery" in text or not text.strip():
             return None
         raise ParseError("not ioreg output")
-    design = _int_value(values.get("DesignCapacity"))
+    design = _int_value("DesignCapacity")
     # Apple silicon reports MaxCapacity as a percentage; the mAh value is AppleRawMaxCapacity.
-    full = _int_value(values.get("AppleRawMaxCapacity")) or _int_value(values.get("NominalChargeCapacity"))
+    full = _int_value("AppleRawMaxCapacity") or _int_value("NominalChargeCapacity")
     if full is None:
-        max_capacity = _int_value(values.get("MaxCapacity"))
+        max_capacity = _int_value("MaxCapacity")
         full = max_capacity if max_capacity is not None and (design is None or max_capacity > 100) else None
     if not design or full is None:
         return None
-    temp = _int_value(values.get("Temperature"))
+    temp = _int_value("Temperature")
     return build_lenient(
         BatteryHealth,
         {
             "design_capacity": float(design),
             "full_charge_capacity": float(full),
             "unit": "mAh",
-            "cycle_count": _int_value(values.get("CycleCount")),
+            "cycle_count": _int_value("CycleCount"),
             "temperature_c": temp / 100.0 if temp is not None else None,  # centi-degrees
         },
         required=("design_capacity", "full_charge_capacity"),
+        problems=sink,
     )
-
-
-def _int_value(text: str | None) -> int | None:
-    return int(text) if text and re.fullmatch(r"\d+", text) else None
 
 
 # --------------------------------------------------------------------------- Windows WMI

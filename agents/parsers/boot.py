@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from fleetpulse.agents.parsers.common import ParseError
+from fleetpulse.agents.parsers.common import ParseError, checked_int, named
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(min|ms|s|h)\b")
 _UNIT_SECONDS = {"h": 3600.0, "min": 60.0, "s": 1.0, "ms": 0.001}
@@ -42,4 +42,4 @@ def parse_windows_boot_event(xml_text: str) -> float:
     match = re.search(r"<Data Name=['\"]BootTime['\"]>\s*(\d+)\s*</Data>", xml_text)
     if match is None:
         raise ParseError("no BootTime in the boot performance event (none recorded yet?)")
-    return int(match.group(1)) / 1000.0
+    return named("BootTime", checked_int, match.group(1)) / 1000.0

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
-from fleetpulse.agents.parsers.common import ParseError
+from fleetpulse.agents.parsers.common import MAX_DIGITS, ParseError, bounded_lines, checked_int, named
 from fleetpulse.contract import MemoryHealth
 
 # WHEA-Logger event ids: 19 and 47 are corrected errors (machine check / memory); 18 and 20 are fatal.
@@ -25,13 +24,14 @@ def parse_edac_counts(files: Mapping[str, str]) -> MemoryHealth | None:
         if leaf not in ("ce_count", "ue_count"):
             continue
         value = text.strip()
-        if not re.fullmatch(r"\d+", value):
-            raise ParseError(f"{path}: not a counter: {value[:40]!r}")
+        if not value.isdecimal():
+            raise ParseError(f"{path[:200]}: not a counter: {value[:40]!r}")
         seen = True
+        count = named(path[:200], checked_int, value)
         if leaf == "ce_count":
-            ce += int(value)
+            ce += count
         else:
-            ue += int(value)
+            ue += count
     return MemoryHealth(correctable_errors=ce, uncorrectable_errors=ue) if seen else None
 
 
@@ -40,10 +40,20 @@ def parse_whea_events(text: str) -> MemoryHealth:
 
     Counts the events wevtutil printed; the collector bounds the query (``/c:``) and its time window.
     """
-    ids = [int(m) for m in re.findall(r"^\s*Event ID:\s*(\d+)\s*$", text, flags=re.MULTILINE)]
+    ids = [checked_int(v) for v in _event_ids(text) if len(v) <= MAX_DIGITS]
     if not ids and text.strip() and "Event[" not in text:
         raise ParseError("not wevtutil text output")
     return MemoryHealth(
         correctable_errors=sum(1 for i in ids if i in WHEA_CORRECTED),
         uncorrectable_errors=sum(1 for i in ids if i in WHEA_FATAL),
     )
+
+
+def _event_ids(text: str) -> list[str]:
+    """The digits of every ``Event ID: N`` line (per line, so no pattern can backtrack across lines)."""
+    found = []
+    for line in bounded_lines(text):
+        head, colon, value = line.strip().partition(":")
+        if colon and head == "Event ID" and value.strip().isdecimal():
+            found.append(value.strip())
+    return found

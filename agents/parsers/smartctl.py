@@ -12,7 +12,17 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from fleetpulse.agents.parsers.common import ParseError, build_lenient, first_int, first_number, grouped_int
+from fleetpulse.agents.parsers.common import (
+    MAX_DIGITS,
+    ParseError,
+    bounded_lines,
+    build_lenient,
+    checked_int,
+    first_int,
+    first_number,
+    grouped_int,
+    guarded,
+)
 from fleetpulse.contract import DiskHealth, DiskKind
 
 SerialHasher = Callable[[str], str]
@@ -64,12 +74,47 @@ def _hours_from_attr9(name: str, raw: int) -> int:
 # --------------------------------------------------------------------------- JSON
 
 
-def parse_smartctl_json(
-    text: str | bytes, *, name: str | None = None, hasher: SerialHasher | None = None
-) -> DiskHealth:
-    """One ``smartctl --json -a/-x`` document to a :class:`DiskHealth`."""
+class _AbsurdNumber:
+    """Stands in for a JSON integer too long to convert, so the rest of the document still parses."""
+
+
+def _json_int(text: str) -> int | _AbsurdNumber:
     try:
-        doc = json.loads(text)
+        return checked_int(text)
+    except ParseError:
+        return _AbsurdNumber()
+
+
+def _absurd_numbers(doc: Any) -> list[str]:
+    """``path: reason`` for each integer :func:`_json_int` refused (iterative: no recursion limit)."""
+    found: list[str] = []
+    stack: list[tuple[str, Any]] = [("", doc)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, dict):
+            stack += [(f"{path}.{str(key)[:64]}".lstrip("."), value) for key, value in node.items()]
+        elif isinstance(node, list):
+            stack += [(f"{path}[{index}]", value) for index, value in enumerate(node)]
+        elif isinstance(node, _AbsurdNumber):
+            found.append(f"{path[:256]}: a number of more than {MAX_DIGITS} digits")
+    return found
+
+
+def parse_smartctl_json(
+    text: str | bytes,
+    *,
+    name: str | None = None,
+    hasher: SerialHasher | None = None,
+    problems: list[str] | None = None,
+) -> DiskHealth:
+    """One ``smartctl --json -a/-x`` document to a :class:`DiskHealth`.
+
+    Values that cannot be used (a 5000-digit integer, a temperature the contract rejects) cost only
+    their field; each is named in ``problems`` when a list is given.
+    """
+    sink = problems if problems is not None else []
+    try:
+        doc = json.loads(text, parse_int=_json_int)
     except (ValueError, RecursionError) as exc:
         raise ParseError(f"not JSON: {exc}") from None
     if not isinstance(doc, dict):
@@ -81,6 +126,7 @@ def parse_smartctl_json(
     )
     if not has_data:
         raise ParseError("no device data in smartctl JSON (a scan listing or a failed run)")
+    sink += _absurd_numbers(doc)
 
     fields: dict[str, Any] = {
         "name": str(device.get("name") or name or "unknown")[:128],
@@ -98,7 +144,7 @@ def parse_smartctl_json(
 
     table = _dig(doc, "ata_smart_attributes", "table")
     if isinstance(table, list):
-        _json_ata_attributes(table, fields)
+        _json_ata_attributes(table, fields, sink)
     nvme = doc.get("nvme_smart_health_information_log")
     if isinstance(nvme, dict):
         for src, dst in NVME_LOG_FIELDS.items():
@@ -113,7 +159,7 @@ def parse_smartctl_json(
         totals = [_dig(errlog, op, "total_uncorrected_errors") for op in ("read", "write", "verify")]
         if any(t is not None for t in totals):
             fields["reported_uncorrect"] = sum(t or 0 for t in totals)
-    return build_lenient(DiskHealth, fields, required=("name",))
+    return build_lenient(DiskHealth, fields, required=("name",), problems=sink)
 
 
 def _json_kind(doc: dict[str, Any], device: dict[str, Any]) -> DiskKind:
@@ -126,14 +172,17 @@ def _json_kind(doc: dict[str, Any], device: dict[str, Any]) -> DiskKind:
     return DiskKind.UNKNOWN
 
 
-def _json_ata_attributes(table: list[Any], fields: dict[str, Any]) -> None:
+def _json_ata_attributes(table: list[Any], fields: dict[str, Any], problems: list[str]) -> None:
     temps: dict[int, int] = {}
     for attr in table:
         if not isinstance(attr, dict) or not isinstance(attr.get("id"), int):
             continue
         raw: dict[str, Any] = attr["raw"] if isinstance(attr.get("raw"), dict) else {}
         raw_string = raw.get("string")
-        value = first_int(raw_string) if isinstance(raw_string, str) else _int(raw.get("value"))
+        if isinstance(raw_string, str):
+            value = guarded(problems, f"ata_smart_attributes id {attr['id']}", first_int, raw_string)
+        else:
+            value = _int(raw.get("value"))
         if value is None:
             continue
         attr_id = attr["id"]
@@ -165,7 +214,6 @@ def _dig(doc: Any, *keys: str) -> Any:
 
 # --------------------------------------------------------------------------- text
 
-_KEY_VALUE = re.compile(r"^([A-Za-z][^:]{1,60}?):\s*(.*?)\s*$")
 _ATTR_ROW = re.compile(r"^\s*(\d{1,3})\s+(\S+)\s+(.*)$")
 _HEALTH_ATA = "SMART overall-health self-assessment test result"
 _HEALTH_SCSI = "SMART Health Status"
@@ -173,14 +221,29 @@ _HEALTH_SCSI = "SMART Health Status"
 _SCSI_ERROR_ROW = re.compile(r"^(?:read|write|verify):\s+(?:[\d.,]+\s+){5,6}(\d+)$")
 
 
-def parse_smartctl_text(text: str, *, name: str | None = None, hasher: SerialHasher | None = None) -> DiskHealth:
-    """The text of ``smartctl -a``/``-x`` (ATA classic or brief tables, NVMe log, SCSI) to :class:`DiskHealth`."""
+def _key_value(line: str) -> tuple[str, str] | None:
+    """``Key: value`` with a key of 2..61 characters starting with a letter (linear: no regex backtracking)."""
+    key, colon, value = line.partition(":")
+    if not colon or not 2 <= len(key) <= 61 or not ("A" <= key[0] <= "Z" or "a" <= key[0] <= "z"):
+        return None
+    return key, value.strip()
+
+
+def parse_smartctl_text(
+    text: str, *, name: str | None = None, hasher: SerialHasher | None = None, problems: list[str] | None = None
+) -> DiskHealth:
+    """The text of ``smartctl -a``/``-x`` (ATA classic or brief tables, NVMe log, SCSI) to :class:`DiskHealth`.
+
+    Runs in linear time on any text (lines are cut to ``MAX_LINE``); a value that cannot be used (a
+    5000-digit number) costs only its field, named in ``problems`` when a list is given.
+    """
+    sink = problems if problems is not None else []
     info: dict[str, str] = {}
-    lines = text.splitlines()
+    lines = bounded_lines(text)
     for line in lines:
-        match = _KEY_VALUE.match(line)
-        if match and match.group(1) not in info:
-            info[match.group(1).strip()] = match.group(2)
+        pair = _key_value(line)
+        if pair and pair[0] not in info:
+            info[pair[0].strip()] = pair[1]
 
     model = info.get("Device Model") or info.get("Model Number") or info.get("Product")
     if model is None and _HEALTH_ATA not in info and _HEALTH_SCSI not in info and "Critical Warning" not in info:
@@ -192,7 +255,7 @@ def parse_smartctl_text(text: str, *, name: str | None = None, hasher: SerialHas
         "model": (model or "").strip()[:128] or None,
         "serial_hash": _serial(info.get("Serial Number") or info.get("Serial number"), hasher),
         "firmware": info.get("Firmware Version") or info.get("Revision"),
-        "capacity_bytes": _text_capacity(info),
+        "capacity_bytes": _text_capacity(info, sink),
         "kind": _text_kind(info, is_nvme),
     }
     health = info.get(_HEALTH_ATA)
@@ -202,20 +265,20 @@ def parse_smartctl_text(text: str, *, name: str | None = None, hasher: SerialHas
         fields["smart_passed"] = info[_HEALTH_SCSI].upper().startswith("OK")
 
     if is_nvme:
-        _text_nvme(info, fields)
-    _text_ata_attributes(lines, fields)
-    _text_scsi(info, lines, fields)
+        _text_nvme(info, fields, sink)
+    _text_ata_attributes(lines, fields, sink)
+    _text_scsi(info, lines, fields, sink)
     if fields.get("temperature_c") is None:
         for key in ("Current Temperature", "Current Drive Temperature", "Temperature"):
-            if key in info and (value := first_number(info[key])) is not None:
+            if (value := guarded(sink, key, first_number, info.get(key))) is not None:
                 fields["temperature_c"] = value
                 break
-    return build_lenient(DiskHealth, fields, required=("name",))
+    return build_lenient(DiskHealth, fields, required=("name",), problems=sink)
 
 
-def _text_capacity(info: dict[str, str]) -> int | None:
+def _text_capacity(info: dict[str, str], problems: list[str]) -> int | None:
     for key in ("User Capacity", "Total NVM Capacity", "Namespace 1 Size/Capacity"):
-        if key in info and (value := grouped_int(info[key])):
+        if value := guarded(problems, key, grouped_int, info.get(key)):
             return value
     return None
 
@@ -231,12 +294,8 @@ def _text_kind(info: dict[str, str], is_nvme: bool) -> DiskKind:
     return DiskKind.UNKNOWN
 
 
-def _text_nvme(info: dict[str, str], fields: dict[str, Any]) -> None:
-    warning = info.get("Critical Warning", "")
-    try:
-        fields["critical_warning"] = int(warning.split()[0], 0) if warning else None
-    except ValueError:
-        fields["critical_warning"] = None
+def _text_nvme(info: dict[str, str], fields: dict[str, Any], problems: list[str]) -> None:
+    fields["critical_warning"] = guarded(problems, "Critical Warning", _critical_warning, info.get("Critical Warning"))
     for key, dst in (
         ("Available Spare", "available_spare_pct"),
         ("Available Spare Threshold", "available_spare_threshold_pct"),
@@ -247,12 +306,23 @@ def _text_nvme(info: dict[str, str], fields: dict[str, Any]) -> None:
         ("Error Information Log Entries", "num_err_log_entries"),
     ):
         if key in info:
-            fields[dst] = grouped_int(info[key])
+            fields[dst] = guarded(problems, key, grouped_int, info[key])
     if "Temperature" in info:
-        fields["temperature_c"] = first_number(info["Temperature"])
+        fields["temperature_c"] = guarded(problems, "Temperature", first_number, info["Temperature"])
 
 
-def _text_ata_attributes(lines: list[str], fields: dict[str, Any]) -> None:
+def _critical_warning(text: str) -> int | None:
+    """``0x00`` (the usual form) or a decimal; anything else is not a reading."""
+    token = text.split(maxsplit=1)[0] if text.strip() else ""
+    if token[:2].lower() == "0x" and 2 < len(token) <= 18:
+        try:
+            return int(token, 16)
+        except ValueError:
+            return None
+    return checked_int(token) if token.isdecimal() else None
+
+
+def _text_ata_attributes(lines: list[str], fields: dict[str, Any], problems: list[str]) -> None:
     """Both table styles: brief (``FLAGS VALUE WORST THRESH FAIL RAW``) and classic (10 columns)."""
     raw_column: int | None = None
     temps: dict[int, int] = {}
@@ -271,7 +341,7 @@ def _text_ata_attributes(lines: list[str], fields: dict[str, Any]) -> None:
         if len(tokens) <= raw_column:
             continue
         attr_id, attr_name = int(tokens[0]), tokens[1]
-        raw = first_int(" ".join(tokens[raw_column:]))
+        raw = guarded(problems, f"attribute {attr_id} {attr_name[:32]}", first_int, " ".join(tokens[raw_column:]))
         if raw is None:
             continue
         if attr_id in ATA_COUNTERS:
@@ -284,20 +354,23 @@ def _text_ata_attributes(lines: list[str], fields: dict[str, Any]) -> None:
         fields["temperature_c"] = next(temps[i] for i in ATA_TEMPERATURES if i in temps)
 
 
-def _text_scsi(info: dict[str, str], lines: list[str], fields: dict[str, Any]) -> None:
+def _text_scsi(info: dict[str, str], lines: list[str], fields: dict[str, Any], problems: list[str]) -> None:
     """SAS drives: grown defects stand in for reallocations, uncorrected errors for 187."""
-    if "Elements in grown defect list" in info:
-        fields["reallocated_sectors"] = grouped_int(info["Elements in grown defect list"])
-    hours = info.get("Accumulated power on time, hours:minutes")
-    if hours and (value := first_int(hours)) is not None:
+    defects = "Elements in grown defect list"
+    if defects in info:
+        fields["reallocated_sectors"] = guarded(problems, defects, grouped_int, info[defects])
+    hours_key = "Accumulated power on time, hours:minutes"
+    if (value := guarded(problems, hours_key, first_int, info.get(hours_key) or None)) is not None:
         fields["power_on_hours"] = value
     uncorrected: list[int] = []
     for line in lines:
         stripped = line.strip()
-        if stripped.startswith("number of hours powered up =") and (value_f := first_number(stripped)) is not None:
-            fields["power_on_hours"] = int(value_f)
+        if stripped.startswith("number of hours powered up ="):
+            value_f = guarded(problems, "number of hours powered up", first_number, stripped)
+            if value_f is not None:
+                fields["power_on_hours"] = int(value_f)
         match = _SCSI_ERROR_ROW.match(stripped)
-        if match:
-            uncorrected.append(int(match.group(1)))
+        if match and (errors := guarded(problems, "total uncorrected errors", checked_int, match.group(1))) is not None:
+            uncorrected.append(errors)
     if uncorrected:
         fields["reported_uncorrect"] = sum(uncorrected)

@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from fleetpulse.agents.mdm import (
+    GraphJsonReader,
+    RowError,
     SeqStore,
     dead_letters,
     ingest,
     ingest_text,
     pseudonymise,
     read_csv,
-    read_graph_json,
+    run_ingest,
 )
 from fleetpulse.cli import app
-from fleetpulse.contract import DeviceKind, Platform, ReportSource, decode_report, encode
+from fleetpulse.contract import DeviceKind, HealthReport, Platform, ReportSource, decode_report, encode
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mdm"
 SECRET = b"test-fleet-secret"
@@ -150,18 +154,26 @@ def test_csv_headers_are_matched_loosely_and_bad_rows_are_reported() -> None:
     ]
 
 
+def _read_graph(text: str) -> tuple[list[tuple[str, object]], list[str]]:
+    reader = GraphJsonReader(io.StringIO(text), "x")
+    return list(reader), reader.warnings
+
+
 def test_paging_variants_and_incomplete_exports() -> None:
     pages = json.loads((FIXTURES / "managed_devices_pages.json").read_text())
     as_lines = "\n".join(json.dumps(p) for p in pages)
-    items, warnings = read_graph_json(as_lines, "x")
+    items, warnings = _read_graph(as_lines)
     assert len(items) == 7
     assert warnings == []
-    items, warnings = read_graph_json(json.dumps(pages[0]), "x")
+    items, warnings = _read_graph(json.dumps(pages[0]))
     assert len(items) == 3
     assert warnings == ["x: last page has @odata.nextLink: the export is incomplete (more pages on the server)"]
-    items, warnings = read_graph_json('{"error": {"code": "Forbidden"}}\nnot json\n', "x")
-    assert items == []
-    assert len(warnings) == 2
+    items, warnings = _read_graph('{"error": {"code": "Forbidden"}}\nnot json\n')
+    assert [(ref, str(err)) for ref, err in items] == [
+        ("x:page 1", "not a Graph collection page (no 'value' array)"),
+        ("x:line 2:page 1", "expected a Graph page object, found other text; rest of the page skipped"),
+    ]
+    assert all(isinstance(err, RowError) for _, err in items)
 
 
 def test_duplicate_rows_in_one_input_are_skipped() -> None:
@@ -225,8 +237,7 @@ def test_fuzzed_graph_items_never_crash_and_every_row_is_accounted_for(items: li
 
 @given(text=st.text(max_size=400))
 def test_fuzzed_csv_never_crashes(text: str) -> None:
-    rows, _ = read_csv(text)
-    result = ingest(rows, SECRET, SeqStore(":memory:"), AS_OF)
+    result = ingest(read_csv(io.StringIO(text)), SECRET, SeqStore(":memory:"), AS_OF)
     assert len(result.reports) + len(result.errors) + len(result.skipped) == result.rows
 
 
@@ -240,8 +251,7 @@ def test_fuzzed_csv_values_never_crash(battery: object, sync: str) -> None:
         json.dumps(v) if not isinstance(v, str) else '"' + v.replace('"', '""') + '"'
         for v in ("abc", "iOS", "iPhone", sync, battery)
     )
-    rows, _ = read_csv(header + line + "\n")
-    result = ingest(rows, SECRET, SeqStore(":memory:"), AS_OF)
+    result = ingest(read_csv(io.StringIO(header + line + "\n")), SECRET, SeqStore(":memory:"), AS_OF)
     assert len(result.reports) + len(result.errors) + len(result.skipped) == result.rows
 
 
@@ -279,3 +289,232 @@ def test_two_stores_on_one_file_never_hand_out_a_seq_twice(tmp_path: Path) -> No
     first.close()
     assert (a[0], b[0]) == (0, 1)
     assert again == (0, AS_OF)
+
+
+# --- hostile exports: each test performs the attack through the real CLI --------------------------
+
+
+def _page_with(changes: dict[int, dict[str, object]]) -> dict[str, Any]:
+    """The second fixture page (iPhone, Android, iPad and a PC) with the given item fields replaced."""
+    page: dict[str, Any] = json.loads((FIXTURES / "managed_devices_pages.json").read_text())[1]
+    page.pop("@odata.nextLink", None)
+    for index, fields in changes.items():
+        page["value"][index].update(fields)
+    return page
+
+
+def _good_phone(intune_id: str) -> dict[str, object]:
+    return {
+        "id": intune_id,
+        "operatingSystem": "iOS",
+        "deviceType": "iPhone",
+        "lastSyncDateTime": "2025-03-05T07:10:00Z",
+        "hardwareInformation": {"batteryHealthPercentage": 88},
+    }
+
+
+def _cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str, list[dict[str, Any]]]:
+    """Run ``fleetpulse mdm ingest --dry-run``; exit code, output and the dead letters written."""
+    monkeypatch.setenv("FLEETPULSE_MDM__SECRET", "cli-secret")
+    monkeypatch.setenv("FLEETPULSE_MDM__STATE_PATH", str(tmp_path / "state.sqlite"))
+    dead = tmp_path / "dead.jsonl"
+    dead.unlink(missing_ok=True)
+    result = CliRunner().invoke(app, ["mdm", "ingest", *args, "--dry-run", "--dead-letter", str(dead)])
+    letters = [json.loads(line) for line in dead.read_text().splitlines()] if dead.exists() else []
+    return result.exit_code, result.output, letters
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])
+def test_an_export_with_a_byte_order_mark_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, encoding: str
+) -> None:
+    export = tmp_path / "bom.json"
+    export.write_bytes(json.dumps({"value": [_good_phone("a"), _good_phone("b")]}).encode(encoding))
+    code, output, _ = _cli(tmp_path, monkeypatch, str(export))
+    assert code == 0, output
+    assert "rows: 2, reports: 2, rejected: 0" in output
+
+
+def test_a_truncated_export_keeps_its_complete_rows_and_fails_with_the_location(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = json.dumps({"value": [_good_phone("a"), _good_phone("b"), _good_phone("c")]}, indent=2)
+    export = tmp_path / "cut.json"
+    export.write_text(text[: text.index('"c"') + 2])
+    code, output, letters = _cli(tmp_path, monkeypatch, str(export))
+    assert code == 3, output
+    assert "rows: 3, reports: 2, rejected: 1" in output
+    assert "rejected cut.json:line 21:page 1:item 2: truncated JSON: the input ends inside a value" in output
+    assert [d["ref"] for d in letters] == ["cut.json:line 21:page 1:item 2"]
+
+
+def test_a_broken_item_of_a_pretty_printed_export_costs_only_that_item(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = json.dumps({"value": [_good_phone(name) for name in "abcd"]}, indent=4)
+    export = tmp_path / "pretty.json"
+    export.write_text(text.replace('"b",', '"b" "garbage",').replace('"c",', '"' + "c" * 2_000_000 + '",'))
+    code, output, letters = _cli(tmp_path, monkeypatch, str(export))
+    assert code == 3, output
+    assert "rows: 4, reports: 2, rejected: 2" in output, "items after the broken ones are read"
+    assert [(d["ref"], d["reason"]) for d in letters] == [
+        ("pretty.json:line 12:page 1:item 1", "invalid JSON; item skipped"),
+        ("pretty.json:line 21:page 1:item 2", "a JSON value larger than 1024 KiB; item skipped"),
+    ]
+
+
+def test_a_broken_page_of_a_page_per_line_export_costs_only_that_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pages = [json.dumps({"value": [_good_phone(name)]}) for name in "abc"]
+    export = tmp_path / "pages.json"
+    export.write_text(
+        "\n".join([pages[0], pages[1][:25] + "\x00garbage", pages[2], '{"error": {"code": "Forbidden"}}'])
+    )
+    code, output, letters = _cli(tmp_path, monkeypatch, str(export))
+    assert code == 3, output
+    assert "rows: 4, reports: 2, rejected: 2" in output
+    assert [(d["ref"], d["reason"]) for d in letters] == [
+        ("pages.json:line 2:page 2:item 0", "invalid JSON; rest of the page skipped"),
+        ("pages.json:page 4", "not a Graph collection page (no 'value' array)"),
+    ]
+
+
+def test_a_200_kb_csv_field_costs_only_its_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    header, *rows = (FIXTURES / "devices.csv").read_text().splitlines()
+    bloated = rows[0].replace("iPhone 13", "M" * 200_000).replace("0f9d2e6a", "1f9d2e6a")
+    export = tmp_path / "big.csv"
+    export.write_text("\n".join([header, bloated, *rows[:2]]) + "\n")
+    code, output, letters = _cli(tmp_path, monkeypatch, str(export), "--format", "csv")
+    assert code == 3, output
+    assert "rows: 3, reports: 2, rejected: 1" in output, "the rows after the long field are kept"
+    assert [(d["ref"], d["reason"]) for d in letters] == [("big.csv:line 2", "line longer than 65536 characters")]
+
+
+def test_a_row_of_many_long_multi_line_fields_costs_only_that_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    header, *rows = (FIXTURES / "devices.csv").read_text().splitlines()
+    quoted = ",".join('"' + ("x" * 60_000 + "\n") * 2 + '"' for _ in range(13))  # 13 columns of 120 KB
+    export = tmp_path / "tall.csv"
+    export.write_text("\n".join([header, quoted, *rows[:2]]) + "\n")
+    code, output, letters = _cli(tmp_path, monkeypatch, str(export), "--format", "csv")
+    assert code == 3, output
+    assert "rows: 3, reports: 2, rejected: 1" in output
+    assert [(d["ref"], d["reason"]) for d in letters] == [
+        ("tall.csv:line 2", "row longer than 1048576 characters (at line 19)")
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["graph-json", "csv"])
+def test_a_5000_digit_number_is_a_row_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str) -> None:
+    digits = "9" * 5000
+    if fmt == "csv":
+        export = tmp_path / "n.csv"
+        export.write_text(
+            "id,operatingSystem,deviceType,lastSyncDateTime,batteryChargeCycles\n"
+            f"a,iOS,iPhone,2025-03-05T07:10:00Z,{digits}\nb,iOS,iPhone,2025-03-05T07:10:00Z,12\n"
+        )
+    else:
+        export = tmp_path / "n.json"
+        text = json.dumps({"value": [{**_good_phone("a"), "totalStorageSpaceInBytes": 1}, _good_phone("b")]})
+        export.write_text(text.replace('"totalStorageSpaceInBytes": 1', f'"totalStorageSpaceInBytes": {digits}'))
+    code, output, letters = _cli(tmp_path, monkeypatch, str(export), "--format", fmt)
+    assert code == 3, output
+    assert "rows: 2, reports: 1, rejected: 1" in output
+    assert "a number of more than 20 digits" in letters[0]["reason"]
+    assert digits[:30] not in output + json.dumps(letters)
+
+
+def test_personal_data_in_allow_listed_fields_never_reaches_a_dead_letter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    planted = {
+        "operatingSystem": "erika.mustermann@city.example",
+        "chassisType": "Erika Mustermann",
+        "lastSyncDateTime": "+49 30 1234567",
+        "totalStorageSpaceInBytes": 356938035643809,  # an IMEI where a byte count belongs
+        "freeStorageSpaceInBytes": "35 391805 123456 7",
+    }
+    page = _page_with(
+        {
+            1: planted,  # android, never synced: rejected
+            2: {"deviceType": "F2LXK1ABCD12", "hardwareInformation": {"batteryHealthPercentage": 353918051234567}},
+        }
+    )
+    export = tmp_path / "pii.json"
+    export.write_text(json.dumps(page))
+    code, output, letters = _cli(tmp_path, monkeypatch, str(export))
+    assert code == 3, output
+    blob = (output + json.dumps(letters)).lower()
+    for needle in [*PERSONAL, "356938035643809", "3569380", "353918051234567", "3539180", "30 1234567"]:
+        assert needle.lower() not in blob, needle
+    first, second = (d["excerpt"] for d in letters[:2])
+    assert first["withheld"] == {
+        name: "value withheld: not a recognised non-personal value"
+        for name in ("operatingSystem", "chassisType", "lastSyncDateTime", "freeStorageSpaceInBytes")
+    }
+    assert first["totalStorageSpaceInBytes"] == 3.6e14, "a byte count keeps only its magnitude"
+    assert first["deviceType"] == "androidEnterprise", "values that pass their field's check are kept"
+    assert letters[1]["reason"] == "batteryHealthPercentage: a number of 15 digits outside 0..100"
+    assert second["withheld"] == {
+        "deviceType": "value withheld: not a recognised non-personal value",
+        "batteryHealthPercentage": "value withheld: not a recognised non-personal value",
+    }
+
+
+def test_an_unreadable_file_is_an_error_and_the_other_files_are_still_read(tmp_path: Path) -> None:
+    unreadable = tmp_path / "a-directory.json"
+    unreadable.mkdir()
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"value": [_good_phone("a")]}))
+    published: list[HealthReport] = []
+    with SeqStore(":memory:") as store:
+        summary = run_ingest(
+            [unreadable, good], "graph-json", SECRET, store, AS_OF, lambda _inv, reports: published.extend(reports)
+        )
+    assert (summary.rows, summary.reports, summary.rejected) == (1, 1, 1)
+    assert summary.first_problems[0].ref == "a-directory.json"
+    assert summary.first_problems[0].reason.startswith("unreadable: ")
+    assert len(published) == 1
+
+
+_GRAPH_PIECES = st.sampled_from(
+    [
+        '{"value": [',
+        "]}",
+        "{",
+        "}",
+        "[",
+        "]",
+        ",",
+        ":",
+        '"value"',
+        '"@odata.context"',
+        '"x"',
+        "\n",
+        "\n    {",
+        "\n    ",
+        '{"id": "a", "operatingSystem": "iOS", "lastSyncDateTime": "2025-03-05T07:10:00Z"}',
+        "1" * 30,
+        "-",
+        "\\",
+        '"',
+        "\ufeff",
+        "nul",
+        "true",
+        "1e999",
+    ]
+)
+
+
+@given(pieces=st.lists(_GRAPH_PIECES | st.text(max_size=8), max_size=40))
+@settings(max_examples=300, deadline=None)
+def test_fuzzed_json_streams_never_crash_and_every_problem_has_a_location(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    reader = GraphJsonReader(io.StringIO(text), "f")
+    rows = list(reader)
+    result = ingest(iter(rows), SECRET, SeqStore(":memory:"), AS_OF)
+    assert result.rows == len(rows)
+    assert all(ref.startswith("f:") for ref, _ in rows)
+    assert len(result.reports) + len(result.errors) + len(result.skipped) == result.rows

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleetpulse.agents.parsers import ParseError
@@ -142,7 +144,7 @@ def test_thermal_ignores_disconnected_sensors() -> None:
     assert thermal_from_sensors({}, {}) is None
 
 
-PARSERS = [
+PARSERS: list[Callable[[str], object]] = [
     lambda s: parse_smartctl_text(s, name="x"),
     lambda s: parse_smartctl_json(s, name="x"),
     parse_power_supply_uevent,
@@ -214,3 +216,170 @@ def test_smartctl_json_survives_wrongly_typed_fields(doc: dict[str, object]) -> 
 
     with contextlib.suppress(ParseError):
         parse_smartctl_json(json.dumps(doc), name="x")
+
+
+# --------------------------------------------------------------------------- hostile input
+
+_BIG = "9" * 5_000
+
+
+def test_absurd_numbers_in_smartctl_text_cost_only_their_field() -> None:
+    text = "\n".join(
+        [
+            "Device Model:     WDC WD40EFRX",
+            f"User Capacity:    {_BIG} bytes [4.00 TB]",
+            "Rotation Rate:    5400 rpm",
+            "SMART overall-health self-assessment test result: PASSED",
+            "ID# ATTRIBUTE_NAME          FLAG     VALUE WORST THRESH TYPE      UPDATED  WHEN_FAILED RAW_VALUE",
+            f"  5 Reallocated_Sector_Ct   0x0033   200   200   140    Pre-fail  Always       -       {_BIG}",
+            "  9 Power_On_Hours          0x0032   042   042   000    Old_age   Always       -       42512",
+            f"194 Temperature_Celsius     0x0022   119   103   000    Old_age   Always       -       {_BIG}",
+        ]
+    )
+    problems: list[str] = []
+    disk = parse_smartctl_text(text, name="sda", problems=problems)
+    assert (disk.model, disk.smart_passed, disk.power_on_hours) == ("WDC WD40EFRX", True, 42512)
+    assert disk.capacity_bytes is None
+    assert disk.reallocated_sectors is None
+    assert problems == [
+        "User Capacity: a number of more than 20 digits",
+        "attribute 5 Reallocated_Sector_Ct: a number of more than 20 digits",
+        "attribute 194 Temperature_Celsius: a number of more than 20 digits",
+    ]
+    assert all(_BIG[:30] not in p for p in problems), "the number itself is never echoed"
+
+
+def test_absurd_numbers_in_smartctl_json_cost_only_their_field() -> None:
+    doc = (
+        '{"model_name": "X", "smart_status": {"passed": false}, "temperature": {"current": 41},'
+        f' "power_on_time": {{"hours": {_BIG}}}, "ata_smart_attributes": {{"table": ['
+        f'{{"id": 5, "name": "Reallocated_Sector_Ct", "raw": {{"value": {_BIG}, "string": "{_BIG}"}}}},'
+        '{"id": 197, "raw": {"value": 8}}]}}'
+    )
+    problems: list[str] = []
+    disk = parse_smartctl_json(doc, name="sda", problems=problems)
+    assert (disk.model, disk.smart_passed, disk.temperature_c, disk.current_pending_sectors) == ("X", False, 41, 8)
+    assert disk.power_on_hours is None
+    assert disk.reallocated_sectors is None
+    assert sorted(problems) == [
+        "ata_smart_attributes id 5: a number of more than 20 digits",
+        "ata_smart_attributes.table[0].raw.value: a number of more than 20 digits",
+        "power_on_time.hours: a number of more than 20 digits",
+    ]
+
+
+def test_absurd_numbers_in_battery_boot_and_memory_outputs() -> None:
+    problems: list[str] = []
+    uevent = f"POWER_SUPPLY_TYPE=Battery\nPOWER_SUPPLY_ENERGY_FULL_DESIGN=57000000\nPOWER_SUPPLY_ENERGY_FULL=43890000\nPOWER_SUPPLY_CYCLE_COUNT={_BIG}\n"
+    battery = parse_power_supply_uevent(uevent, problems)
+    assert battery is not None
+    assert (battery.design_capacity, battery.cycle_count) == (57000.0, None)
+    assert problems == ["CYCLE_COUNT: a number of more than 20 digits"]
+    with pytest.raises(ParseError, match="ENERGY_FULL_DESIGN: a number of more than 20 digits"):
+        parse_power_supply_uevent(f"POWER_SUPPLY_ENERGY_FULL_DESIGN={_BIG}\nPOWER_SUPPLY_ENERGY_FULL=1\n")
+    ioreg = f'  | "DesignCapacity" = 5000\n  | "AppleRawMaxCapacity" = 4000\n  | "CycleCount" = {_BIG}\n'
+    assert parse_ioreg_battery(ioreg) is not None
+    with pytest.raises(ParseError, match="BootTime"):
+        parse_windows_boot_event(f"<Data Name='BootTime'>{_BIG}</Data>")
+    with pytest.raises(ParseError, match="mc0/ce_count: a number of more than 20 digits"):
+        parse_edac_counts({"mc0/ce_count": _BIG})
+    assert parse_whea_events(f"Event ID: {_BIG}\nEvent ID: 19\n").correctable_errors == 1
+
+
+def _hostile(size: int) -> str:
+    """Long whitespace and digit runs, wide rows and binary junk inside a real smartctl frame."""
+    pieces = [
+        "Device Model: x" + " " * 40_000 + "y",
+        " " * 40_000,
+        "User Capacity: " + "9" * 5_000,
+        "ID# ATTRIBUTE_NAME          FLAGS    VALUE WORST THRESH FAIL RAW_VALUE",
+        "  5 Reallocated_Sector_Ct   PO--CK   001   001   005    NOW  " + "9" * 5_000,
+        "  9 Power_On_Hours " + " 1" * 20_000,
+        "read: " + "1 " * 10_000 + "1",
+        '    | "CycleCount" = ' + " " * 40_000 + "x",
+        "Event ID: " + "1" * 5_000,
+        bytes(range(256)).decode("latin-1") * 8,
+        "\n".join(["  5 Reallocated_Sector_Ct PO--CK 001 001 005 NOW 1", "x:", "Event ID: 19"] * 300),
+    ]
+    out = ["SMART overall-health self-assessment test result: PASSED"]
+    while sum(len(p) + 1 for p in out) < size:
+        out += pieces
+    return "\n".join(out)[:size]
+
+
+_TEXT_PARSERS: dict[str, Callable[[str], object]] = {
+    "smartctl": lambda s: parse_smartctl_text(s, name="x"),
+    "upower": parse_upower,
+    "uevent": parse_power_supply_uevent,
+    "ioreg": parse_ioreg_battery,
+    "whea": parse_whea_events,
+    "systemd": parse_systemd_analyze,
+}
+
+
+def _best_seconds(parser: str, text: str) -> float:
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        with contextlib.suppress(ParseError):
+            _TEXT_PARSERS[parser](text)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@pytest.mark.parametrize("parser", sorted(_TEXT_PARSERS))
+def test_hostile_megabyte_parses_in_linear_time(parser: str) -> None:
+    """Doubling hostile input at most roughly doubles the time (a wide x4 margin over at least 25 ms absorbs a busy machine);
+    benchmarks/parsers_hostile.py prints the absolute times (about 5 ms per MB; target < 0.5 s)."""
+    one, two = _hostile(1_000_000), _hostile(2_000_000)
+    assert _best_seconds(parser, one) < 0.5
+    small, large = _best_seconds(parser, one), _best_seconds(parser, two)
+    assert large < 4 * max(small, 0.025), (small, large)
+
+
+@pytest.mark.parametrize("width", [40_000, 80_000])
+def test_a_long_whitespace_run_behind_a_key_is_linear(width: int) -> None:
+    line = "Device Model: x" + " " * width + "y\nSMART overall-health self-assessment test result: PASSED\n"
+    assert _best_seconds("smartctl", line * 10) < 0.5
+
+
+_HOSTILE_RUN = st.tuples(
+    st.sampled_from(
+        [
+            "",
+            "Device Model: ",
+            "User Capacity: ",
+            "  5 Raw_Read PO 1 1 1 - ",
+            "read: ",
+            "Event ID: ",
+            '| "CycleCount" = ',
+            "POWER_SUPPLY_CYCLE_COUNT=",
+            "charge-cycles: ",
+            "Startup finished in 1s = ",
+        ]
+    ),
+    st.sampled_from([" ", "9", "\t", "1 ", "0x", ":", "\x00", "\u00a0", "٣"]),
+    st.integers(0, 30_000),
+    st.text(max_size=20),
+).map(lambda t: t[0] + t[1] * t[2] + t[3])
+
+
+@pytest.mark.parametrize("parser", range(len(PARSERS)))
+@given(
+    lines=st.lists(
+        _HOSTILE_RUN
+        | st.sampled_from(
+            [
+                "SMART overall-health self-assessment test result: PASSED",
+                "ID# ATTRIBUTE_NAME FLAGS VALUE WORST THRESH FAIL RAW_VALUE",
+                "POWER_SUPPLY_ENERGY_FULL_DESIGN=1000",
+                "energy-full-design: 50 Wh",
+            ]
+        ),
+        max_size=12,
+    )
+)
+@settings(max_examples=60, deadline=None)
+def test_hostile_runs_never_raise_anything_but_parse_error(parser: int, lines: list[str]) -> None:
+    with contextlib.suppress(ParseError):
+        PARSERS[parser]("\n".join(lines))
