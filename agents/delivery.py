@@ -96,7 +96,8 @@ class Delivery:
         self.client_id = client_id
         self.signer = signer
         self.topics = Topics(prefix=kafka.topic_prefix)
-        self._streams = {"health": self.topics.health, "inventory": self.topics.inventory}
+        # the agent's inventory goes with its reports, MACed: agents may write the health topic only
+        self._streams = {"health": self.topics.health, "inventory": self.topics.health}
         self._producer: KafkaProducer | None = None
 
     def close(self, timeout_s: float = 5.0) -> None:

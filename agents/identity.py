@@ -27,7 +27,7 @@ from pathlib import Path
 
 from fleetpulse.agents.settings import IdentitySettings
 from fleetpulse.contract import DeviceEnrolment, Platform, encode, report_key
-from fleetpulse.contract.auth import KEY_BYTES, enrolment_headers, report_headers
+from fleetpulse.contract.auth import KEY_BYTES, enrolment_headers, inventory_headers, report_headers
 
 DEVICE_KEY_FILE = "device.key"
 
@@ -184,6 +184,6 @@ class RecordSigner:
     def headers(self, stream: str, value: bytes) -> list[tuple[str, bytes]]:
         if stream == "enrolment":
             return enrolment_headers(self.key, value)
-        if stream == "health":
-            return report_headers(self.key, value)
-        return []  # inventory: asset facts, not device health
+        if stream == "inventory":
+            return inventory_headers(self.key, value)
+        return report_headers(self.key, value)

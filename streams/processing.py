@@ -62,6 +62,7 @@ from fleetpulse.contract import (
 )
 from fleetpulse.contract.auth import (
     ENROLMENT_TYPE,
+    INVENTORY_TYPE,
     MAC_HEADER,
     TYPE_HEADER,
     Headers,
@@ -233,8 +234,18 @@ class Processor:
             return self._reject(raw, "schema_violation", "empty record (tombstone) on a report topic", now, out)
         if raw.topic == self.topics.control:
             return self._control(index, raw, raw.value, lookup, now, out)
-        if raw.topic == self.topics.health and header(raw.headers, TYPE_HEADER) == ENROLMENT_TYPE:
+        record_type = header(raw.headers, TYPE_HEADER) if raw.topic == self.topics.health else None
+        if record_type == ENROLMENT_TYPE:
             return self._enrol(index, raw, raw.value, lookup, now, out)
+        if record_type == INVENTORY_TYPE:
+            # an agent's own asset facts: joined like IT's inventory once its MAC proves the device sent them
+            device_id = (raw.key or b"").decode("utf-8", "replace")
+            refused = self._unauthenticated(
+                self._current(index, device_id, lookup, out), device_id, raw.value, raw.headers
+            )
+            if refused is not None:
+                return self._reject(raw, "unauthenticated", refused, now, out)
+            return self._inventory(index, raw, lookup, now, out, pending)
         try:
             report = decode_report(raw.value)
         except ContractError as exc:

@@ -7,7 +7,9 @@ need no canonicalisation and consumers that ignore headers still read it.
 
 The key reaches the stream worker in a :class:`~fleetpulse.contract.v1.DeviceEnrolment` record
 (header ``fleetpulse-type: enrolment``) on the same topic and partition as the device's reports,
-so it is always read before them. HMAC rather than a signature: verifying costs ~1-2 µs per
+so it is always read before them. An agent's own inventory record (vendor, model) travels there
+too (``fleetpulse-type: inventory``), MACed like a report: the agents' Kafka principal may write
+the health topic only. HMAC rather than a signature: verifying costs ~1-2 µs per
 report against ~100-300 µs for Ed25519 (``benchmarks/stream_profile.py``), and the worker that
 verifies is the only reader of the topic and of the state that holds the keys.
 """
@@ -21,6 +23,7 @@ from collections.abc import Iterable, Mapping
 MAC_HEADER = "fleetpulse-mac"
 TYPE_HEADER = "fleetpulse-type"
 ENROLMENT_TYPE = b"enrolment"
+INVENTORY_TYPE = b"inventory"
 KEY_BYTES = 32
 
 Headers = Iterable[tuple[str, bytes]] | Mapping[str, bytes]
@@ -47,6 +50,10 @@ def report_headers(key: bytes, value: bytes) -> list[tuple[str, bytes]]:
 def enrolment_headers(key: bytes, value: bytes) -> list[tuple[str, bytes]]:
     """An enrolment is MACed with the key it carries: proof that the sender holds that key."""
     return [(TYPE_HEADER, ENROLMENT_TYPE), (MAC_HEADER, record_mac(key, value))]
+
+
+def inventory_headers(key: bytes, value: bytes) -> list[tuple[str, bytes]]:
+    return [(TYPE_HEADER, INVENTORY_TYPE), (MAC_HEADER, record_mac(key, value))]
 
 
 def header(headers: Headers | None, name: str) -> bytes | None:
