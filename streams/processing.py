@@ -183,6 +183,23 @@ def dead_letter(raw: RawRecord, kind: ErrorKind, reason: str, now: datetime) -> 
     )
 
 
+def authentication_failure(
+    record: DeviceRecord | None, device_id: str, value: bytes, headers: Headers | None
+) -> str | None:
+    """Why a health-topic record is not provably from ``device_id`` (None: it is)."""
+    if record is None or record.device_key is None:
+        return (
+            f"device {device_id} has no enrolled key: its agent enrols before its first report; "
+            f"after a reinstall IT runs `fleetpulse devices re-enrol {device_id}`"
+        )
+    mac = header(headers, MAC_HEADER)
+    if mac is None:
+        return f"no {MAC_HEADER} header: the sender does not sign its reports (agent too old, or not an agent)"
+    if not mac_matches(bytes.fromhex(record.device_key), value, mac):
+        return f"{MAC_HEADER} does not match the key enrolled for {device_id}"
+    return None
+
+
 class Processor:
     """Validates, deduplicates, folds into state, scores in batches and runs the alert policy."""
 
@@ -240,9 +257,8 @@ class Processor:
         if record_type == INVENTORY_TYPE:
             # an agent's own asset facts: joined like IT's inventory once its MAC proves the device sent them
             device_id = (raw.key or b"").decode("utf-8", "replace")
-            refused = self._unauthenticated(
-                self._current(index, device_id, lookup, out), device_id, raw.value, raw.headers
-            )
+            known = self._current(index, device_id, lookup, out)
+            refused = authentication_failure(known, device_id, raw.value, raw.headers)
             if refused is not None:
                 return self._reject(raw, "unauthenticated", refused, now, out)
             return self._inventory(index, raw, lookup, now, out, pending)
@@ -258,7 +274,7 @@ class Processor:
             return self._reject(raw, "clock_skew", reason, now, out)
         record = self._current(index, report.device_id, lookup, out)
         if raw.topic == self.topics.health:
-            refused = self._unauthenticated(record, report.device_id, raw.value, raw.headers)
+            refused = authentication_failure(record, report.device_id, raw.value, raw.headers)
             if refused is not None:
                 return self._reject(raw, "unauthenticated", refused, now, out)
         last_at = record.state.last_collected_at if record is not None else None
@@ -343,22 +359,6 @@ class Processor:
         out.records[inventory.device_id] = record
         out.last_record_of[inventory.device_id] = index
         out.counts["inventory"] += 1
-
-    def _unauthenticated(
-        self, record: DeviceRecord | None, device_id: str, value: bytes, headers: Headers | None
-    ) -> str | None:
-        """Why the record is not provably from ``device_id`` (None: it is)."""
-        if record is None or record.device_key is None:
-            return (
-                f"device {device_id} has no enrolled key: its agent enrols before its first report; "
-                f"after a reinstall IT runs `fleetpulse devices re-enrol {device_id}`"
-            )
-        mac = header(headers, MAC_HEADER)
-        if mac is None:
-            return f"no {MAC_HEADER} header: the sender does not sign its reports (agent too old, or not an agent)"
-        if not mac_matches(bytes.fromhex(record.device_key), value, mac):
-            return f"{MAC_HEADER} does not match the key enrolled for {device_id}"
-        return None
 
     def _seq_bound(self, last_seq: int, report: HealthReport) -> int:
         """The highest acceptable seq: a bounded step, or up to the report's own clock.
