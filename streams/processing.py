@@ -100,6 +100,9 @@ class DeviceRecord(BaseModel):
     pinned_fingerprint: str | None = Field(
         default=None, description="set by IT's re-enrolment: only the key with this fingerprint may enrol next"
     )
+    offered_key: str | None = Field(
+        default=None, description="the last key refused for this device: IT's re-enrolment may pin it by fingerprint"
+    )
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
@@ -399,8 +402,10 @@ class Processor:
             pinned = key_fingerprint(bytes.fromhex(record.device_key))
             reason = (
                 f"{device_id} is enrolled with key {pinned[:16]}, this enrolment offers {offered[:16]}; "
-                f"if the device was reinstalled, IT runs `fleetpulse devices re-enrol {device_id}`"
+                f"if the device was reinstalled, IT runs `fleetpulse devices re-enrol {device_id} "
+                f"--fingerprint <key_fingerprint from fleetpulse-agent identity>`"
             )
+            self._remember_offer(index, record, enrolment.key, out)
             return self._reject(raw, "enrolment_conflict", reason, now, out)
         if record is not None and record.pinned_fingerprint not in (None, offered):
             reason = f"IT pinned key {str(record.pinned_fingerprint)[:16]} for {device_id}; this enrolment offers {offered[:16]}"
@@ -409,12 +414,19 @@ class Processor:
             return self._reject(raw, "unknown_device", f"no inventory record for {device_id}", now, out)
         record = record or DeviceRecord(state=DeviceState(device_id=device_id))
         record.device_key = enrolment.key
-        record.pinned_fingerprint = None
+        record.pinned_fingerprint = record.offered_key = None
         out.records[device_id] = record
         out.last_record_of[device_id] = index
         out.counts["enrolled"] += 1
         log.info("device enrolled", extra={"fields": {"device_id": device_id, "fingerprint": offered[:16]}})
         return None
+
+    def _remember_offer(self, index: int, record: DeviceRecord, key: str, out: BatchResult) -> None:
+        """Keep the last refused key: IT's re-enrolment with its fingerprint pins it without waiting for the
+        device to enrol again (the reinstalled agent enrols once per session, usually before IT acts)."""
+        record.offered_key = key
+        out.records[record.state.device_id] = record
+        out.last_record_of[record.state.device_id] = index
 
     def _control(
         self,
@@ -434,8 +446,13 @@ class Processor:
         if raw.key != device_id.encode():
             return self._reject(raw, "schema_violation", f"record key {raw.key!r} is not the device id", now, out)
         record = self._current(index, device_id, lookup, out) or DeviceRecord(state=DeviceState(device_id=device_id))
-        record.device_key = None
-        record.pinned_fingerprint = control.fingerprint
+        offered = record.offered_key
+        if offered is not None and control.fingerprint == key_fingerprint(bytes.fromhex(offered)):
+            record.device_key, record.pinned_fingerprint = offered, None
+            out.counts["enrolled"] += 1
+        else:
+            record.device_key, record.pinned_fingerprint = None, control.fingerprint
+        record.offered_key = None
         out.records[device_id] = record
         out.last_record_of[device_id] = index
         out.counts["re_enrol"] += 1

@@ -58,8 +58,8 @@ def test_attack_forged_huge_seq_for_another_device_is_refused_and_its_alerts_sti
     ]
     refused = table.run(proc, attacks)
     assert kinds(refused) == ["unauthenticated", "unauthenticated", "enrolment_conflict"]
-    assert not refused.records
-    assert DeviceRecord.from_bytes(table.data["pc-1"]).state.last_seq == 2
+    victim = DeviceRecord.from_bytes(table.data["pc-1"])
+    assert (victim.state.last_seq, victim.device_key) == (2, device_key("pc-1").hex())
 
     genuine = [
         report_raw(report("pc-1", 3 + i, realloc=2000 + 500 * i, at=NOW - timedelta(minutes=50 - i))) for i in range(6)
@@ -155,6 +155,28 @@ def test_re_enrolment_by_it_accepts_the_reinstalled_agent_and_locks_out_the_old_
     assert record.device_key == new_key.hex()
     assert record.state.last_seq == 0
     assert record.state.site == "Town Hall"  # history and inventory survive re-enrolment
+
+
+def test_re_enrolment_with_the_fingerprint_of_the_refused_key_pins_it_at_once() -> None:
+    """The usual order: the reinstalled agent enrols (refused), IT sees the dead letter and re-enrols."""
+    proc, new_key = processor(), os.urandom(32)
+    table = Table("pc-1")
+    table.run(proc, [enrolment_raw("pc-1", key=new_key)])
+    pinned = table.run(proc, [control_raw("pc-1", key_fingerprint(new_key))])
+    assert pinned.counts["enrolled"] == 1
+    record = DeviceRecord.from_bytes(table.data["pc-1"])
+    assert (record.device_key, record.offered_key) == (new_key.hex(), None)
+
+    unpinned = Table("pc-1")  # without a fingerprint the refused key is not trusted: the next enrolment wins
+    unpinned.run(proc, [enrolment_raw("pc-1", key=new_key), control_raw("pc-1")])
+    assert DeviceRecord.from_bytes(unpinned.data["pc-1"]).device_key is None
+
+    raced = Table("pc-1")  # the attacker's refused key came last: the fingerprint does not match it
+    raced.run(proc, [enrolment_raw("pc-1", key=new_key), enrolment_raw("pc-1", key=ATTACKER_KEY)])
+    raced.run(proc, [control_raw("pc-1", key_fingerprint(new_key)), enrolment_raw("pc-1", key=ATTACKER_KEY)])
+    assert DeviceRecord.from_bytes(raced.data["pc-1"]).device_key is None
+    raced.run(proc, [enrolment_raw("pc-1", key=new_key)])
+    assert DeviceRecord.from_bytes(raced.data["pc-1"]).device_key == new_key.hex()
 
 
 def test_re_enrolment_pinned_to_a_fingerprint_refuses_any_other_key() -> None:
