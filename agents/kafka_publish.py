@@ -72,6 +72,7 @@ def report_topic(topics: Topics, report: HealthReport) -> str:
 @dataclass
 class PublishStats:
     inventory: int = 0
+    enrolments: int = 0
     health: int = 0
     mobile: int = 0
     bytes: int = 0
@@ -129,6 +130,7 @@ def publish_records(
                 send = producer.send(topic, key=enrolment.key, value=enrolment.value, headers=enrolment.headers)
                 send.add_errback(failed)
                 enrolled.add(report.device_id)
+                stats.enrolments += 1
             record = signed_report(report, device_key)
             payload = record.value
             producer.send(topic, key=record.key, value=payload, headers=record.headers).add_errback(failed)
