@@ -281,22 +281,22 @@ class Processor:
             if refused is not None:
                 return self._reject(raw, "unauthenticated", refused, now, out)
         last_at = record.state.last_collected_at if record is not None else None
+        last_seq = record.state.last_seq if record is not None else -1
+        replayed = last_at is None or report.collected_at <= last_at
+        if record is not None and report.seq <= last_seq and replayed:
+            kind = "duplicate" if report.seq == last_seq else "stale_replay"
+            reason = f"seq {report.seq} already processed (last seq {last_seq})"
+            out.rewrite.add(report.device_id)
+            out.last_record_of.setdefault(report.device_id, index)
+            return self._reject(raw, kind, reason, now, out)
         if last_at is not None and report.collected_at < last_at - self.settings.max_backdate:
             reason = (
                 f"collected_at {report.collected_at.isoformat()} is more than {self.settings.max_backdate} "
                 f"before the device's last event {last_at.isoformat()}"
             )
             return self._reject(raw, "clock_skew", reason, now, out)
-        last_seq = record.state.last_seq if record is not None else -1
-        if record is not None and report.seq <= last_seq:
-            if last_at is not None and report.collected_at > last_at:
-                out.counts["seq_restart"] += 1  # newer than anything processed: a fresh spool, not a replay
-            else:
-                kind = "duplicate" if report.seq == last_seq else "stale_replay"
-                reason = f"seq {report.seq} already processed (last seq {last_seq})"
-                out.rewrite.add(report.device_id)
-                out.last_record_of.setdefault(report.device_id, index)
-                return self._reject(raw, kind, reason, now, out)
+        if report.seq <= last_seq:
+            out.counts["seq_restart"] += 1  # newer than anything processed: a fresh spool, not a replay
         elif report.seq > (bound := self._seq_bound(last_seq, report)):
             reason = (
                 f"seq {report.seq} is beyond the bound {bound} (last seq {last_seq}, report time in Unix ms + skew)"

@@ -236,3 +236,12 @@ def test_signed_bytes_are_the_value_exactly() -> None:
     tampered = signed.value.replace(b'"reallocated_sectors":1', b'"reallocated_sectors":9')
     result = table.run(proc, [RawRecord(TOPICS.health, 0, 0, signed.key, tampered, signed.headers)])
     assert kinds(result) == ["unauthenticated"]
+
+
+def test_an_old_replay_is_a_stale_replay_not_a_clock_error() -> None:
+    """A worker catching up after a crash re-reads reports days older than the device's latest."""
+    table, proc = Table("pc-1"), processor()
+    week = [report("pc-1", d, at=NOW - timedelta(days=7 - d)) for d in range(7)]
+    table.run(proc, [report_raw(r) for r in week])
+    result = table.run(proc, [report_raw(week[0])])
+    assert kinds(result) == ["stale_replay"]
