@@ -7,8 +7,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import SecretStr
 import pytest
+from pydantic import SecretStr
 
 from fleetpulse.agents import delivery as delivery_module
 from fleetpulse.agents.delivery import Backoff, Delivery, producer_config
