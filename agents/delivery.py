@@ -97,7 +97,7 @@ class Delivery:
         self.signer = signer
         self.topics = Topics(prefix=kafka.topic_prefix)
         # the agent's inventory goes with its reports, MACed: agents may write the health topic only
-        self._streams = {"health": self.topics.health, "inventory": self.topics.health}
+        self._streams = {"health": self.topics.health, "inventory": self.topics.health, "enrolment": self.topics.health}
         self._producer: KafkaProducer | None = None
 
     def close(self, timeout_s: float = 5.0) -> None:

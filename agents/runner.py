@@ -177,6 +177,9 @@ class Agent:
         return report
 
     def spool_inventory(self) -> None:
+        """Asset facts, preceded by the key enrolment: re-sent daily, so a worker that missed the one of
+        the delivery session (upgraded later, state restored) learns the key within a day."""
+        self.spool.append("enrolment", *self.signer.enrolment(), Priority.EVENT)
         inventory = collect_inventory(self.identity.device_id, self.kind, self.platform)
         self.spool.append("inventory", report_key(inventory.device_id), encode(inventory), Priority.EVENT)
         self._wake.set()

@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -24,10 +25,15 @@ from fleetpulse.agents.identity import build_identity
 from fleetpulse.agents.runner import Agent, build_collectors
 from fleetpulse.agents.settings import AgentSettings, DeliverySettings, IdentitySettings
 from fleetpulse.agents.spool import Spool
+from fleetpulse.alerts.policy import AlertPolicy
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import DeviceEnrolment, DeviceInventory, HealthReport, Priority, Topics, decode, decode_report
 from fleetpulse.contract.auth import ENROLMENT_TYPE, INVENTORY_TYPE, MAC_HEADER, TYPE_HEADER, mac_matches
+from fleetpulse.models.registry import ScorerSet
+from fleetpulse.streams.processing import Processor, RawRecord
+from fleetpulse.streams.settings import StreamSettings
 from tests.harness import DedicatedKafka, free_port
+from tests.integration.stream_support import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -165,8 +171,16 @@ def test_agent_delivers_every_report_once_in_order(tmp_path: Path, kafka_setting
     key_file = tmp_path / "spool" / "device.key"
     assert key_file.stat().st_mode & 0o777 == 0o600
     key = bytes.fromhex(key_file.read_text().strip())
-    [(_, enrolment, _)] = consume(kafka_settings.bootstrap_servers, topics.health, 1, record_type=ENROLMENT_TYPE)
-    assert decode(enrolment, DeviceEnrolment).key == key.hex()
+    enrolments = consume(kafka_settings.bootstrap_servers, topics.health, 2, record_type=ENROLMENT_TYPE)
+    assert len(enrolments) == 2  # the delivery session's and the one sent with the (daily) inventory
+    assert {decode(value, DeviceEnrolment).key for _, value, _ in enrolments} == {key.hex()}
+    # and the worker's processor accepts exactly what the real agent sent, in its order on the partition
+    processor = Processor(StreamSettings(), topics, ScorerSet(champions=[]), AlertPolicy())
+    wire = read_topic(kafka_settings, topics.health)
+    raws = [RawRecord(m.topic, m.partition, m.offset, m.key, m.value, m.headers) for m in wire]
+    result = processor.process_batch(raws, lambda _i, _d: None, datetime.now(UTC))
+    assert not result.dead_letters, [d.reason for d in result.dead_letters]
+    assert (result.counts["accepted"], result.counts["inventory"]) == (15, 1)
     assert all(mac_matches(key, value, headers.get(MAC_HEADER)) for _, value, headers in [*records, *inventory])
     assert spooled(tmp_path) == (0, 15), "everything acknowledged leaves the spool"
     stability_state = json.loads((tmp_path / "state" / "stability.json").read_text())

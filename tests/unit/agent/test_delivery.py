@@ -122,7 +122,8 @@ def test_each_session_enrols_first_and_every_record_is_maced(tmp_path: Path, mon
         )
         inventory = DeviceInventory(device_id="d1", kind="laptop", model="T14", updated_at=datetime.now(UTC))
         spool.append("inventory", b"d1", encode(inventory), Priority.EVENT)
-        assert delivery.drain(spool).delivered == 2
+        spool.append("enrolment", *signer.enrolment(), Priority.EVENT)  # the agent's daily re-enrolment
+        assert delivery.drain(spool).delivered == 3
         spool.append_report(
             lambda seq: HealthReport(
                 device_id="d1", seq=seq, collected_at=datetime.now(UTC), kind="laptop", platform="linux"
@@ -137,6 +138,7 @@ def test_each_session_enrols_first_and_every_record_is_maced(tmp_path: Path, mon
         (topics.health, ENROLMENT_TYPE),
         (topics.health, None),
         (topics.health, INVENTORY_TYPE),  # agents may write the health topic only
+        (topics.health, ENROLMENT_TYPE),
         (topics.health, None),
     ]
     assert decode(sent[0][2], DeviceEnrolment).key == key.hex()
