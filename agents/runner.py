@@ -177,8 +177,9 @@ class Agent:
         return report
 
     def spool_inventory(self) -> None:
-        """Asset facts, preceded by the key enrolment: re-sent daily, so a worker that missed the one of
-        the delivery session (upgraded later, state restored) learns the key within a day."""
+        """Asset facts, preceded by the key enrolment: re-sent daily, so a worker that lost the key (state
+        rebuilt without its changelog) or was told by IT to accept the device's next enrolment has it
+        within a day, without waiting for a new delivery session."""
         self.spool.append("enrolment", *self.signer.enrolment(), Priority.EVENT)
         inventory = collect_inventory(self.identity.device_id, self.kind, self.platform)
         self.spool.append("inventory", report_key(inventory.device_id), encode(inventory), Priority.EVENT)
