@@ -59,7 +59,7 @@ def run_service(config: Path | None, max_reports: int | None) -> int:
 
     from fleetpulse import logs
     from fleetpulse.agents.heap import freeze_startup_objects, single_malloc_arena
-    from fleetpulse.agents.identity import build_identity
+    from fleetpulse.agents.identity import IdentityError, build_identity
     from fleetpulse.agents.runner import Agent, build_collectors
     from fleetpulse.agents.settings import load_agent_settings
     from fleetpulse.config import describe_config_error
@@ -75,6 +75,9 @@ def run_service(config: Path | None, max_reports: int | None) -> int:
     state_dir = settings.spool_dir / "state"
     try:
         agent = Agent(settings, ident, build_collectors(settings, ident, state_dir))
+    except IdentityError as exc:
+        print(f"error: device key: {exc}", file=sys.stderr)
+        return 1
     except (OSError, sqlite3.Error) as exc:
         print(f"error: cannot open the spool in {settings.spool_dir}: {exc}", file=sys.stderr)
         return 1

@@ -65,12 +65,20 @@ def config_show(ctx: typer.Context) -> None:
 def identity(ctx: typer.Context) -> None:
     """Print this machine's entry for IT's asset register (device id next to hostname and serial).
 
-    Run by IT on the machine; the entry is printed, never sent.
+    Run by IT on the machine; the entry is printed, never sent. It includes the fingerprint of the
+    device's report key (created here if missing) for ``fleetpulse devices re-enrol --fingerprint``.
     """
-    from fleetpulse.agents.identity import build_identity, mapping_entry
+    from fleetpulse.agents.identity import IdentityError, build_identity, load_or_create_device_key, mapping_entry
+    from fleetpulse.contract.auth import key_fingerprint
 
     settings = _settings(ctx)
-    typer.echo(json.dumps(mapping_entry(build_identity(settings.identity), settings.identity)))
+    entry = mapping_entry(build_identity(settings.identity), settings.identity)
+    try:
+        entry["key_fingerprint"] = key_fingerprint(load_or_create_device_key(settings.spool_dir))
+    except (OSError, IdentityError) as exc:
+        typer.echo(f"error: device key: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(entry))
 
 
 @app.command()

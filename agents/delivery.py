@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
@@ -48,6 +48,16 @@ def producer_config(kafka: KafkaSettings, delivery: DeliverySettings, client_id:
     return config
 
 
+class Signer(Protocol):
+    """Authenticates this device's records (``fleetpulse.agents.identity.RecordSigner``)."""
+
+    def headers(self, stream: str, value: bytes) -> list[tuple[str, bytes]]: ...
+
+    def enrolment(self) -> tuple[bytes, bytes]:
+        """(key, value) of the record that enrols this device's key."""
+        ...
+
+
 @dataclass
 class Backoff:
     """Exponential backoff with jitter, so 26,000 agents do not reconnect in lockstep after an outage."""
@@ -78,12 +88,16 @@ class DrainResult:
 
 
 class Delivery:
-    def __init__(self, kafka: KafkaSettings, delivery: DeliverySettings, client_id: str) -> None:
+    def __init__(
+        self, kafka: KafkaSettings, delivery: DeliverySettings, client_id: str, signer: Signer | None = None
+    ) -> None:
         self.kafka = kafka
         self.settings = delivery
         self.client_id = client_id
+        self.signer = signer
         self.topics = Topics(prefix=kafka.topic_prefix)
-        self._streams = {"health": self.topics.health, "inventory": self.topics.inventory}
+        # the agent's inventory goes with its reports, MACed: agents may write the health topic only
+        self._streams = {"health": self.topics.health, "inventory": self.topics.health, "enrolment": self.topics.health}
         self._producer: KafkaProducer | None = None
 
     def close(self, timeout_s: float = 5.0) -> None:
@@ -120,11 +134,21 @@ class Delivery:
 
     def _send_batch(self, batch: list[SpooledRecord]) -> tuple[list[int], str | None]:
         """Returns the ids of the longest acknowledged prefix of ``batch`` and the first error, if any."""
+        fresh = self._producer is None
         producer = self._get_producer()
         futures = []
         error: str | None = None
+        if fresh and self.signer is not None:
+            # every session starts with the enrolment: same partition, so the worker pins the key
+            # before it reads any report of this session (repeats are no-ops there)
+            key, value = self.signer.enrolment()
+            enrolment = producer.send(
+                self.topics.health, value=value, key=key, headers=self.signer.headers("enrolment", value)
+            )
         for record in batch:
             headers = [("seq", str(record.seq).encode())] if record.seq is not None else []
+            if self.signer is not None:
+                headers.extend(self.signer.headers(record.stream, record.value))
             try:
                 futures.append(
                     producer.send(self._streams[record.stream], value=record.value, key=record.key, headers=headers)
@@ -137,6 +161,9 @@ class Delivery:
         except KafkaError as exc:
             error = error or f"flush: {type(exc).__name__}: {exc}"
         acked: list[int] = []
+        if fresh and self.signer is not None and (not enrolment.is_done or enrolment.failed()):
+            self.close(timeout_s=0)  # the next attempt opens a new session and enrols again
+            return acked, error or "enrolment not acknowledged"
         for record, future in zip(batch, futures, strict=False):
             if not future.is_done or future.failed():
                 failure = future.exception if future.is_done else None

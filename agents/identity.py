@@ -3,6 +3,10 @@
 The device id is ``HMAC-SHA256(fleet secret, machine id)``; disk serials travel as HMACs under the
 same secret. Only IT, holding the secret and the asset register, links ids back to machines: the
 ``fleetpulse-agent identity`` command prints this machine's register entry (see :func:`mapping_entry`).
+
+Authenticity is separate from the pseudonym: every installation creates its own random report key
+(:func:`load_or_create_device_key`, owner-only file next to the spool), so a PC that knows the fleet
+secret and the shared Kafka credential still cannot speak for another device.
 """
 
 from __future__ import annotations
@@ -10,15 +14,22 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import platform
+import secrets
 import socket
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fleetpulse.agents.settings import IdentitySettings
-from fleetpulse.contract import Platform
+from fleetpulse.contract import DeviceEnrolment, Platform, encode, report_key
+from fleetpulse.contract.auth import KEY_BYTES, enrolment_headers, inventory_headers, report_headers
+
+DEVICE_KEY_FILE = "device.key"
 
 log = logging.getLogger(__name__)
 
@@ -116,3 +127,63 @@ def mapping_entry(identity: Identity, settings: IdentitySettings) -> dict[str, s
         "model": _dmi("product_name"),
         "system_serial": _dmi("product_serial"),
     }
+
+
+def load_or_create_device_key(directory: Path) -> bytes:
+    """This installation's report key: created once (owner-only), then read; never logged or printed.
+
+    A key file that others can read or write is refused: whoever reads it can speak for this
+    device, whoever writes it can lock the device out.
+    """
+    path = directory / DEVICE_KEY_FILE
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_device_key(path)
+    with os.fdopen(fd, "w") as file:
+        file.write(secrets.token_hex(KEY_BYTES) + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+    log.info("device key created", extra={"fields": {"path": str(path)}})
+    return _read_device_key(path)
+
+
+def _read_device_key(path: Path) -> bytes:
+    if sys.platform != "win32":  # Windows: the installer restricts the ProgramData folder's ACL
+        mode = path.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise IdentityError(f"{path} is accessible to other users (mode {stat.filemode(mode)}); chmod 600 it")
+    text = path.read_text().strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != KEY_BYTES:
+        raise IdentityError(f"{path} does not hold a {KEY_BYTES}-byte hex key; delete it and re-enrol the device")
+    return key
+
+
+@dataclass(frozen=True)
+class RecordSigner:
+    """Kafka headers that authenticate this device's records (see ``fleetpulse.contract.auth``)."""
+
+    device_id: str
+    key: bytes
+    agent_version: str
+
+    def enrolment(self) -> tuple[bytes, bytes]:
+        record = DeviceEnrolment(
+            device_id=self.device_id,
+            key=self.key.hex(),
+            created_at=datetime.now(UTC),
+            agent_version=self.agent_version[:128],
+        )
+        return report_key(self.device_id), encode(record)
+
+    def headers(self, stream: str, value: bytes) -> list[tuple[str, bytes]]:
+        if stream == "enrolment":
+            return enrolment_headers(self.key, value)
+        if stream == "inventory":
+            return inventory_headers(self.key, value)
+        return report_headers(self.key, value)

@@ -17,6 +17,7 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from fleetpulse.agents.signing import enrolment_record, signed_report
 from fleetpulse.config import KafkaSettings, kafka_python_security
 from fleetpulse.contract import DeviceInventory, DeviceKind, HealthReport, Topics, encode, report_key
 
@@ -71,6 +72,7 @@ def report_topic(topics: Topics, report: HealthReport) -> str:
 @dataclass
 class PublishStats:
     inventory: int = 0
+    enrolments: int = 0
     health: int = 0
     mobile: int = 0
     bytes: int = 0
@@ -104,18 +106,37 @@ def publish_records(
     reports: Iterable[HealthReport],
     stats: PublishStats,
     on_record: Callable[[], None] | None = None,
+    device_keys: Callable[[str], bytes] | None = None,
 ) -> None:
-    """Send inventory first (so consumers can join), then reports in their given order."""
+    """Send inventory first (so consumers can join), then reports in their given order.
+
+    PC reports go out as their agent would send them: MACed with ``device_keys(device_id)``, the
+    device enrolled just before its first one. Without ``device_keys`` only mobile reports (the
+    MDM bridge's, authenticated by its Kafka principal) are accepted downstream.
+    """
     failed = _Failures(stats)
+    enrolled: set[str] = set()
     for item in inventory:
         payload = encode(item)
         producer.send(topics.inventory, key=report_key(item.device_id), value=payload).add_errback(failed)
         stats.inventory += 1
         stats.bytes += len(payload)
     for report in reports:
-        payload = encode(report)
         topic = report_topic(topics, report)
-        producer.send(topic, key=report_key(report.device_id), value=payload).add_errback(failed)
+        if topic == topics.health and device_keys is not None:
+            device_key = device_keys(report.device_id)
+            if report.device_id not in enrolled:
+                enrolment = enrolment_record(report.device_id, device_key, report.collected_at)
+                send = producer.send(topic, key=enrolment.key, value=enrolment.value, headers=enrolment.headers)
+                send.add_errback(failed)
+                enrolled.add(report.device_id)
+                stats.enrolments += 1
+            record = signed_report(report, device_key)
+            payload = record.value
+            producer.send(topic, key=record.key, value=payload, headers=record.headers).add_errback(failed)
+        else:
+            payload = encode(report)
+            producer.send(topic, key=report_key(report.device_id), value=payload).add_errback(failed)
         if topic == topics.mobile:
             stats.mobile += 1
         else:
@@ -155,10 +176,10 @@ def publish_fleet(sim: FleetSimulator, kafka_settings: KafkaSettings, progress: 
                     if counter[0] % 2000 == 0:
                         bar.update(task, completed=min(expected, counter[0]))
 
-                publish_records(producer, topics, sim.inventory(), sim.reports(), stats, tick)
+                publish_records(producer, topics, sim.inventory(), sim.reports(), stats, tick, sim.device_key)
                 bar.update(task, completed=expected)
         else:
-            publish_records(producer, topics, sim.inventory(), sim.reports(), stats)
+            publish_records(producer, topics, sim.inventory(), sim.reports(), stats, device_keys=sim.device_key)
         producer.flush()
     finally:
         producer.close()

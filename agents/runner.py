@@ -22,7 +22,7 @@ from fleetpulse import __version__
 from fleetpulse.agents.collectors.base import Collector, CollectorContext, Section
 from fleetpulse.agents.delivery import Backoff, Delivery
 from fleetpulse.agents.heap import release_free_memory
-from fleetpulse.agents.identity import Identity, current_platform
+from fleetpulse.agents.identity import Identity, RecordSigner, current_platform, load_or_create_device_key
 from fleetpulse.agents.inventory import collect_inventory
 from fleetpulse.agents.settings import AgentSettings
 from fleetpulse.agents.spool import Spool
@@ -149,6 +149,7 @@ class Agent:
         self.runner = CollectorRunner(collectors)
         self.spool_path = settings.spool_dir / SPOOL_FILE
         self.spool = Spool(self.spool_path, settings.spool_max_bytes)
+        self.signer = RecordSigner(identity.device_id, load_or_create_device_key(settings.spool_dir), __version__)
         self.stop_event = threading.Event()
         self._wake = threading.Event()
         self._collection_done = threading.Event()
@@ -176,6 +177,10 @@ class Agent:
         return report
 
     def spool_inventory(self) -> None:
+        """Asset facts, preceded by the key enrolment: re-sent daily, so a worker that lost the key (state
+        rebuilt without its changelog) or was told by IT to accept the device's next enrolment has it
+        within a day, without waiting for a new delivery session."""
+        self.spool.append("enrolment", *self.signer.enrolment(), Priority.EVENT)
         inventory = collect_inventory(self.identity.device_id, self.kind, self.platform)
         self.spool.append("inventory", report_key(inventory.device_id), encode(inventory), Priority.EVENT)
         self._wake.set()
@@ -185,7 +190,10 @@ class Agent:
     def _deliver_forever(self) -> None:
         spool = Spool(self.spool_path, self.settings.spool_max_bytes)
         delivery = Delivery(
-            self.settings.kafka, self.settings.delivery, client_id=f"fleetpulse-agent-{self.identity.device_id[:16]}"
+            self.settings.kafka,
+            self.settings.delivery,
+            client_id=f"fleetpulse-agent-{self.identity.device_id[:16]}",
+            signer=self.signer,
         )
         backoff = Backoff(self.settings.delivery.backoff_initial_s, self.settings.delivery.backoff_max_s)
         try:

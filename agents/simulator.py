@@ -42,6 +42,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
+from fleetpulse.agents.signing import derived_device_key
 from fleetpulse.contract import (
     BatteryHealth,
     Component,
@@ -424,6 +425,10 @@ class FleetSimulator:
         self._order = sorted(range(devices), key=lambda i: (self._devices[i].offset_s, i))
         self._live_seq = [0] * devices
         self._live_round = 0
+
+    def device_key(self, device_id: str) -> bytes:
+        """The simulated device's report key, derived from the seed (a simulated fleet is not a secret)."""
+        return derived_device_key(f"fleetpulse-simulator:{self.seed}".encode(), device_id)
 
     # -- profile generation ---------------------------------------------------------------
 

@@ -73,8 +73,8 @@ def _write_whole(path: Path, text: str) -> None:
 def _child(spec: dict[str, Any]) -> None:
     import faust
     from faust.streams import _current_event
+    from stream_common import decode_input
 
-    from fleetpulse.contract import DeviceInventory, decode, decode_report
     from fleetpulse.streams.app import faust_config, tune_gc
 
     streams = StreamSettings(data_dir=Path(spec["datadir"]), instance_id="faust-floor")
@@ -93,10 +93,7 @@ def _child(spec: dict[str, Any]) -> None:
             if not seen["n"]:
                 seen["wall"], seen["cpu"] = time.perf_counter(), time.process_time()
             for event in events:
-                if event.message.topic == topics.inventory:
-                    decode(event.value, DeviceInventory)
-                else:
-                    decode_report(event.value)
+                decode_input(topics, event.message.topic, event.value, event.message.headers)
                 _current_event.set(weakref.ref(event))  # as the worker does: selects the table partition
                 table[event.key] = event.value
             seen["n"] += len(events)

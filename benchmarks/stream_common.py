@@ -17,9 +17,11 @@ from pathlib import Path
 import psutil
 from kafka import KafkaProducer
 
+from fleetpulse.agents.signing import SignedRecord, enrolment_record
 from fleetpulse.agents.simulator import FleetSimulator
 from fleetpulse.config import KafkaSettings
-from fleetpulse.contract import Topics, encode, report_key
+from fleetpulse.contract import DeviceEnrolment, DeviceInventory, Topics, decode, decode_report, encode, report_key
+from fleetpulse.contract.auth import ENROLMENT_TYPE, TYPE_HEADER, Headers, header, report_headers
 from fleetpulse.streams.kafka_admin import ensure_topics
 from fleetpulse.streams.process import WorkerProcess
 
@@ -49,41 +51,82 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+Record = tuple[str, bytes, bytes, list[tuple[str, bytes]]]
+"""topic, key, value, headers"""
+
+
 @dataclass
 class Fleet:
-    """One round of the fleet's reports as byte templates: seq and collected_at are stamped at send time."""
+    """One round of the fleet's reports as byte templates: seq and collected_at are stamped at send time.
+
+    PC reports are MACed with their device's key after stamping, as the agent does; ``enrolments``
+    (one per PC, sent before its first report) give the worker those keys.
+    """
 
     topics: Topics
     inventory: list[tuple[bytes, bytes]]
     templates: list[tuple[str, bytes, bytes, bytes]]  # topic, key, before seq, after seq (with STAMP)
+    device_keys: dict[bytes, bytes]  # record key -> the PC's report key
+    enrolments: list[SignedRecord]
 
     @classmethod
     def simulate(cls, devices: int, topics: Topics, seed: int = 1) -> Fleet:
         sim = FleetSimulator(devices, seed=seed, start=datetime(2025, 1, 1, tzinfo=UTC), days=800)
         inventory = [(report_key(i.device_id), encode(i)) for i in sim.inventory()]
         templates = []
+        device_keys: dict[bytes, bytes] = {}
+        enrolments = []
         for report in sim.live_reports(STAMP):
             payload = encode(report)
             before, after = payload.split(b'"seq":0,', 1)
             assert STAMP_TEXT in after
             topic = topics.mobile if report.kind.value in ("phone", "tablet") else topics.health
-            templates.append((topic, report_key(report.device_id), before + b'"seq":', b"," + after))
-        return cls(topics, inventory, templates)
+            key = report_key(report.device_id)
+            if topic == topics.health:
+                device_keys[key] = sim.device_key(report.device_id)
+                enrolments.append(enrolment_record(report.device_id, device_keys[key], STAMP))
+            templates.append((topic, key, before + b'"seq":', b"," + after))
+        return cls(topics, inventory, templates, device_keys, enrolments)
 
-    def payloads(self, seq: int, at: datetime) -> Iterator[tuple[str, bytes, bytes]]:
+    def headers(self, key: bytes, value: bytes) -> list[tuple[str, bytes]]:
+        """What the device's agent would send with ``value``: a MAC for PCs, nothing for MDM phones."""
+        device_key = self.device_keys.get(key)
+        return [] if device_key is None else report_headers(device_key, value)
+
+    def stamped(self, n: int, seq: int, stamp: bytes) -> Record:
+        """The ``n``-th template with ``seq`` and the ``"collected_at":...`` text ``stamp``, MACed."""
+        topic, key, before, after = self.templates[n % len(self.templates)]
+        value = before + str(seq).encode() + after.replace(STAMP_TEXT, stamp, 1)
+        return topic, key, value, self.headers(key, value)
+
+    def payloads(self, seq: int, at: datetime) -> Iterator[Record]:
         """The whole round stamped with ``seq`` and ``at``."""
         stamp = b'"collected_at":"' + at.isoformat().replace("+00:00", "Z").encode() + b'"'
-        seq_text = str(seq).encode()
-        for topic, key, before, after in self.templates:
-            yield topic, key, before + seq_text + after.replace(STAMP_TEXT, stamp, 1)
+        for n in range(len(self.templates)):
+            yield self.stamped(n, seq, stamp)
 
-    def rounds(self, rounds: int) -> Iterator[tuple[str, bytes, bytes]]:
-        """The benchmarks' input: the inventory, then ``rounds`` reports per device one minute apart, ending now."""
-        start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=rounds + 1)
+    def preamble(self) -> Iterator[Record]:
+        """The inventory, then every PC's enrolment."""
         for key, value in self.inventory:
-            yield self.topics.inventory, key, value
+            yield self.topics.inventory, key, value, []
+        for enrolment in self.enrolments:
+            yield self.topics.health, enrolment.key, enrolment.value, enrolment.headers
+
+    def rounds(self, rounds: int) -> Iterator[Record]:
+        """The benchmarks' input: the preamble, then ``rounds`` reports per device one minute apart, ending now."""
+        start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=rounds + 1)
+        yield from self.preamble()
         for r in range(rounds):
             yield from self.payloads(r, start + timedelta(minutes=r))
+
+
+def decode_input(topics: Topics, topic: str, value: bytes, headers: Headers | None) -> object:
+    """Decode an input record by its kind, as the worker does first (ceiling and floor of the throughput benchmark)."""
+    if topic == topics.inventory:
+        return decode(value, DeviceInventory)
+    if header(headers, TYPE_HEADER) == ENROLMENT_TYPE:
+        return decode(value, DeviceEnrolment)
+    return decode_report(value)
 
 
 def producer(kafka: KafkaSettings) -> KafkaProducer:

@@ -30,7 +30,6 @@ from pathlib import Path
 
 from kafka import KafkaConsumer
 from stream_common import (
-    STAMP_TEXT,
     Fleet,
     add_kafka_args,
     create_topics,
@@ -130,13 +129,8 @@ def run_load(
             at = datetime.now(UTC)
             stamp = b'"collected_at":"' + at.isoformat().replace("+00:00", "Z").encode() + b'"'
             for n in range(sent, due):
-                topic, key, head, tail = templates[n % len(templates)]
-                seq = first_seq + n // len(templates)
-                prod.send(
-                    topic,
-                    key=key,
-                    value=head + str(seq).encode() + tail.replace(STAMP_TEXT, stamp, 1),
-                )
+                topic, key, value, headers = fleet.stamped(n, first_seq + n // len(templates), stamp)
+                prod.send(topic, key=key, value=value, headers=headers)
             sent = due
         else:
             time.sleep(tick)
@@ -178,8 +172,9 @@ def time_recovery(
     ready = time.monotonic() - started
     before = (restarted.health() or {}).get("events_total", 0)
     prod = producer(kafka)
-    topic, key, head, tail = fleet.templates[0]
-    prod.send(topic, key=key, value=head + str(seq).encode() + tail)
+    stamp = b'"collected_at":"' + datetime.now(UTC).isoformat().replace("+00:00", "Z").encode() + b'"'
+    topic, key, value, headers = fleet.stamped(0, seq, stamp)
+    prod.send(topic, key=key, value=value, headers=headers)
     prod.flush()
     prod.close()
     restarted.wait_events(before + 1, timeout=600)
@@ -205,13 +200,11 @@ def main() -> None:
     results: dict[str, object] = {"devices": args.devices, "reports_per_round": len(fleet.templates)}
 
     prod = producer(kafka)
-    for key, value in fleet.inventory:
-        prod.send(topics.inventory, key=key, value=value)
-    for topic, key, value in fleet.payloads(0, datetime.now(UTC) - timedelta(minutes=5)):
-        prod.send(topic, key=key, value=value)
+    for topic, key, value, headers in [*fleet.preamble(), *fleet.payloads(0, datetime.now(UTC) - timedelta(minutes=5))]:
+        prod.send(topic, key=key, value=value, headers=headers)
     prod.flush()
     prod.close()
-    preload = len(fleet.inventory) + len(fleet.templates)
+    preload = len(fleet.inventory) + len(fleet.enrolments) + len(fleet.templates)
 
     streams: dict[str, object] = {"stats_interval_s": 5}
     if args.rescore_interval is not None:

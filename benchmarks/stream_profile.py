@@ -7,6 +7,11 @@ JSON). Prints events/s per stage and, with ``--profile``, the top functions by
 cumulative time. Use it to find what to optimise before measuring against Kafka with
 ``stream_throughput.py``.
 
+Device authentication is measured on its own over the same records: the processor's check
+(:func:`~fleetpulse.streams.processing.authentication_failure`, HMAC-SHA256 of the value)
+per PC report, side by side with the whole per-event cost, and with Ed25519 verification of
+the same payloads (the alternative that keeps no secret on the server).
+
     python benchmarks/stream_profile.py --devices 5000 --rounds 5 --profile
 """
 
@@ -21,14 +26,19 @@ from datetime import UTC, datetime
 from stream_common import Fleet
 
 from fleetpulse.contract import Topics
+from fleetpulse.contract.auth import MAC_HEADER, header
 from fleetpulse.models.registry import ScorerSet, load_scorers, rule_scorers
+from fleetpulse.models.state import DeviceState
 from fleetpulse.settings import ServerSettings
 from fleetpulse.streams.app import tune_gc
-from fleetpulse.streams.processing import DeviceRecord, Processor, RawRecord
+from fleetpulse.streams.processing import DeviceRecord, Processor, RawRecord, authentication_failure
 
 
 def batches(fleet: Fleet, rounds: int, size: int) -> list[list[RawRecord]]:
-    records = [RawRecord(topic, 0, i, key, value) for i, (topic, key, value) in enumerate(fleet.rounds(rounds))]
+    records = [
+        RawRecord(topic, 0, i, key, value, headers)
+        for i, (topic, key, value, headers) in enumerate(fleet.rounds(rounds))
+    ]
     return [records[i : i + size] for i in range(0, len(records), size)]
 
 
@@ -54,6 +64,37 @@ def run(processor: Processor, work: list[list[RawRecord]]) -> dict[str, float]:
         spent["state_encode"] += time.perf_counter() - started
     spent["process"] -= spent["state_decode"]
     return spent
+
+
+def auth_cost(fleet: Fleet, work: list[list[RawRecord]], repeat: int = 3) -> tuple[int, float, float]:
+    """(PC reports, µs per report for the processor's HMAC check, µs per report for Ed25519 verification)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    records = {
+        key: DeviceRecord(state=DeviceState(device_id=key.decode()), device_key=k.hex())
+        for key, k in fleet.device_keys.items()
+    }
+    checks = [
+        (records[r.key], r.key.decode(), r.value or b"", r.headers)
+        for batch in work
+        for r in batch
+        if r.key is not None and r.key in records and header(r.headers, MAC_HEADER) is not None
+    ]
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        failures = sum(authentication_failure(*check) is not None for check in checks)
+        best = min(best, time.perf_counter() - started)
+    assert failures == 0, "every simulated PC report must authenticate"
+    sample = [value for _, _, value, _ in checks[:2000]]
+    signer = Ed25519PrivateKey.generate()
+    public = signer.public_key()
+    signatures = [signer.sign(value) for value in sample]
+    started = time.perf_counter()
+    for value, signature in zip(sample, signatures, strict=True):
+        public.verify(signature, value)
+    ed25519 = (time.perf_counter() - started) / max(1, len(sample))
+    return len(checks), 1e6 * best / max(1, len(checks)), 1e6 * ed25519
 
 
 def main() -> None:
@@ -89,6 +130,13 @@ def main() -> None:
     print(f"{events} events in {total:.2f} s: {events / total:,.0f} events/s, {1e6 * total / events:.0f} us/event")
     for stage, seconds in spent.items():
         print(f"  {stage:13s} {seconds:7.2f} s  {1e6 * seconds / events:6.0f} us/event")
+    reports, hmac_us, ed25519_us = auth_cost(fleet, work)
+    per_event = 1e6 * total / events
+    print(
+        f"device authentication over {reports} PC reports: HMAC-SHA256 check {hmac_us:.1f} us/report "
+        f"({hmac_us / per_event:.1%} of {per_event:.0f} us/event); Ed25519 verify would be {ed25519_us:.1f} us/report "
+        f"({ed25519_us / hmac_us:.0f}x)"
+    )
     if profiler:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
 

@@ -22,10 +22,19 @@ import uuid
 
 import faust_floor
 from aiokafka import AIOKafkaConsumer
-from stream_common import Fleet, add_kafka_args, create_topics, kafka_settings, producer, start_worker, wait_processed
+from stream_common import (
+    Fleet,
+    add_kafka_args,
+    create_topics,
+    decode_input,
+    kafka_settings,
+    producer,
+    start_worker,
+    wait_processed,
+)
 
 from fleetpulse.config import KafkaSettings
-from fleetpulse.contract import DeviceInventory, Topics, decode, decode_report
+from fleetpulse.contract import Topics
 
 
 async def ceiling(kafka: KafkaSettings, topics: Topics, total: int) -> tuple[float, float, int]:
@@ -49,10 +58,7 @@ async def ceiling(kafka: KafkaSettings, topics: Topics, total: int) -> tuple[flo
                 if first is None and messages:
                     first, cpu_first = time.perf_counter(), time.process_time()
                 for m in messages:
-                    if tp.topic == topics.inventory:
-                        decode(m.value, DeviceInventory)
-                    else:
-                        decode_report(m.value)
+                    decode_input(topics, tp.topic, m.value, m.headers)
                 seen += len(messages)
         assert first is not None
         return seen / (time.perf_counter() - first), seen / (time.process_time() - cpu_first), seen
@@ -74,11 +80,11 @@ def main() -> None:
     create_topics(kafka)
     fleet = Fleet.simulate(args.devices, topics)
     prod = producer(kafka)
-    for topic, key, value in fleet.rounds(args.rounds):
-        prod.send(topic, key=key, value=value)
+    for topic, key, value, headers in fleet.rounds(args.rounds):
+        prod.send(topic, key=key, value=value, headers=headers)
     prod.flush()
     prod.close()
-    total = len(fleet.inventory) + args.rounds * len(fleet.templates)
+    total = len(fleet.inventory) + len(fleet.enrolments) + args.rounds * len(fleet.templates)
     print(
         f"published {total} records ({len(fleet.inventory)} inventory, {args.rounds} rounds) to {kafka.bootstrap_servers}"
     )

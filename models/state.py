@@ -296,7 +296,9 @@ def apply_report_in_place(state: DeviceState, report: HealthReport) -> DeviceSta
     state.kind = report.kind
     state.platform = report.platform
     state.last_seq = report.seq
-    state.last_collected_at = report.collected_at
+    # a late report (within the stream's backdate bound) must not move the device's clock back
+    last = state.last_collected_at
+    state.last_collected_at = report.collected_at if last is None or report.collected_at > last else last
     _apply_disks(state, report, day)
     _apply_battery(state, report, day)
     _apply_device(state, report, day)

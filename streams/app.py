@@ -1,7 +1,7 @@
 """The Faust app: thin transport around :class:`~fleetpulse.streams.processing.Processor`.
 
-One agent (concurrency 1) reads the report topics and the compacted inventory topic
-together, so every change to a device's table value is serialised through one loop.
+One agent (concurrency 1) reads the report topics (with the agents' key enrolments), the
+compacted inventory topic and IT's control topic together, so every change to a device's table value is serialised through one loop.
 Records arrive as raw bytes (``value_serializer="raw"``): malformed input reaches our
 dead-letter path instead of crashing Faust's deserializer.
 
@@ -153,7 +153,14 @@ class Pipeline:
             return
         started = time.perf_counter()
         raws = [
-            RawRecord(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value)
+            RawRecord(
+                e.message.topic,
+                e.message.partition,
+                e.message.offset,
+                e.message.key,
+                e.message.value,
+                e.message.headers,
+            )
             for e in events
         ]
         now = datetime.now(UTC)
@@ -233,7 +240,7 @@ class Pipeline:
 
     def consumer_lag(self) -> int:
         """Messages behind the partition ends, over this worker's assigned input partitions."""
-        inputs = {self.topics.health, self.topics.mobile, self.topics.inventory}
+        inputs = {self.topics.health, self.topics.mobile, self.topics.inventory, self.topics.control}
         lag = 0
         consumer = self.app.consumer
         for tp in consumer.assignment():
@@ -375,6 +382,7 @@ def create_app(
         topics.health,
         topics.mobile,
         topics.inventory,
+        topics.control,
         partitions=s.partitions,
         key_serializer="raw",
         value_serializer="raw",

@@ -60,5 +60,8 @@ def worker(
 
 def register(app: typer.Typer) -> None:
     """Add this component's commands to ``fleetpulse``."""
+    from fleetpulse.streams.devices import devices_app
+
     app.command("worker")(worker)
     app.add_typer(topics_app, name="topics")
+    app.add_typer(devices_app, name="devices")

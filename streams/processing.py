@@ -9,8 +9,20 @@ alert policy's state per component. Both live in ONE value so a device's dedup
 position (``state.last_seq``), features and alert hysteresis change atomically with
 one changelog write.
 
+Authenticity before anything else: a report on the health topic must carry the MAC of
+its device's enrolled key (``fleetpulse.contract.auth``), checked before the record can
+change any state. The key is pinned by the device's first enrolment (or the fingerprint
+IT pinned on the control topic) and kept in the device's table value, so the check costs
+no extra read. Reports on the mobile topic come from the MDM bridge, whose Kafka principal
+is the only one allowed to write it.
+
 Dedup and replays: a report with ``seq <= state.last_seq`` is dead-lettered as
-``duplicate`` (equal) or ``stale_replay`` (older) and changes nothing. Reports of one
+``duplicate`` (equal) or ``stale_replay`` (older) and changes nothing, unless its
+``collected_at`` is newer than the device's last event: then it cannot be a replay of
+anything processed, and it is a new agent spool counting from a lower seq
+(``seq_restart``). Bounds keep even an authenticated bug from wedging a device: a
+``seq`` too far ahead (``seq_out_of_bounds``) and a ``collected_at`` far before the
+device's last event (``clock_skew``) are refused. Reports of one
 device inside one batch are scored one after another ("generations"), so the result
 does not depend on where batch boundaries fall: a replay from scratch reaches the
 same table state as live processing.
@@ -37,6 +49,8 @@ from fleetpulse.contract import (
     Component,
     ContractError,
     DeadLetter,
+    DeviceControl,
+    DeviceEnrolment,
     DeviceInventory,
     HealthReport,
     Priority,
@@ -45,6 +59,16 @@ from fleetpulse.contract import (
     Topics,
     decode,
     decode_report,
+)
+from fleetpulse.contract.auth import (
+    ENROLMENT_TYPE,
+    INVENTORY_TYPE,
+    MAC_HEADER,
+    TYPE_HEADER,
+    Headers,
+    header,
+    key_fingerprint,
+    mac_matches,
 )
 from fleetpulse.contract.v1 import DeviceKind
 from fleetpulse.models.anomaly import EXPLAINED_BY
@@ -64,6 +88,8 @@ log = logging.getLogger(__name__)
 
 EXCERPT_BYTES = 1024
 """Payload bytes kept in a dead letter: enough to diagnose, bounded (escaped, at most 4 KiB of text)."""
+ENROLMENT_EXCERPT = "<enrolment: withheld, it carries a device key>"
+"""Dead letters are read more widely than the health topic: a key in one would let its reader forge reports."""
 
 ErrorKind = str
 
@@ -77,6 +103,13 @@ class DeviceRecord(BaseModel):
     policies: dict[str, PolicyState] = {}
     inventory_at: datetime | None = None
     scored_at: datetime | None = Field(default=None, description="event time of the last report that was scored")
+    device_key: str | None = Field(default=None, description="the enrolled report key (hex); None: not enrolled")
+    pinned_fingerprint: str | None = Field(
+        default=None, description="set by IT's re-enrolment: only the key with this fingerprint may enrol next"
+    )
+    offered_key: str | None = Field(
+        default=None, description="the last key refused for this device: IT's re-enrolment may pin it by fingerprint"
+    )
 
     def to_bytes(self) -> bytes:
         """The table value, never over ``MAX_STATE_BYTES``.
@@ -134,6 +167,7 @@ class RawRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+    headers: Headers | None = None
 
 
 @dataclass
@@ -167,6 +201,7 @@ def policy_key(score: RiskScore) -> str:
 def dead_letter(raw: RawRecord, kind: ErrorKind, reason: str, now: datetime) -> DeadLetter:
     payload = raw.value or b""
     key = raw.key.decode("utf-8", "backslashreplace")[:128] if raw.key is not None else None
+    enrolment = header(raw.headers, TYPE_HEADER) == ENROLMENT_TYPE
     return DeadLetter(
         reason=reason[:2048],
         error_kind=kind,  # type: ignore[arg-type]
@@ -174,10 +209,27 @@ def dead_letter(raw: RawRecord, kind: ErrorKind, reason: str, now: datetime) -> 
         partition=raw.partition,
         offset=raw.offset,
         key=key,
-        payload_excerpt=payload[:EXCERPT_BYTES].decode("utf-8", "backslashreplace"),
+        payload_excerpt=ENROLMENT_EXCERPT if enrolment else payload[:EXCERPT_BYTES].decode("utf-8", "backslashreplace"),
         payload_bytes=len(payload),
         received_at=now,
     )
+
+
+def authentication_failure(
+    record: DeviceRecord | None, device_id: str, value: bytes, headers: Headers | None
+) -> str | None:
+    """Why a health-topic record is not provably from ``device_id`` (None: it is)."""
+    if record is None or record.device_key is None:
+        return (
+            f"device {device_id} has no enrolled key: its agent enrols before its first report; "
+            f"after a reinstall IT runs `fleetpulse devices re-enrol {device_id}`"
+        )
+    mac = header(headers, MAC_HEADER)
+    if mac is None:
+        return f"no {MAC_HEADER} header: the sender does not sign its reports (agent too old, or not an agent)"
+    if not mac_matches(bytes.fromhex(record.device_key), value, mac):
+        return f"{MAC_HEADER} does not match the key enrolled for {device_id}"
+    return None
 
 
 class Processor:
@@ -229,6 +281,19 @@ class Processor:
             return self._inventory(index, raw, lookup, now, out, pending)
         if raw.value is None:
             return self._reject(raw, "schema_violation", "empty record (tombstone) on a report topic", now, out)
+        if raw.topic == self.topics.control:
+            return self._control(index, raw, raw.value, lookup, now, out)
+        record_type = header(raw.headers, TYPE_HEADER) if raw.topic == self.topics.health else None
+        if record_type == ENROLMENT_TYPE:
+            return self._enrol(index, raw, raw.value, lookup, now, out)
+        if record_type == INVENTORY_TYPE:
+            # an agent's own asset facts: joined like IT's inventory once its MAC proves the device sent them
+            device_id = (raw.key or b"").decode("utf-8", "replace")
+            known = self._current(index, device_id, lookup, out)
+            refused = authentication_failure(known, device_id, raw.value, raw.headers)
+            if refused is not None:
+                return self._reject(raw, "unauthenticated", refused, now, out)
+            return self._inventory(index, raw, lookup, now, out, pending)
         try:
             report = decode_report(raw.value)
         except ContractError as exc:
@@ -240,13 +305,33 @@ class Processor:
             reason = f"collected_at {report.collected_at.isoformat()} is ahead of receive time {now.isoformat()}"
             return self._reject(raw, "clock_skew", reason, now, out)
         record = self._current(index, report.device_id, lookup, out)
-        if record is not None and report.seq <= record.state.last_seq:
-            kind = "duplicate" if report.seq == record.state.last_seq else "stale_replay"
-            reason = f"seq {report.seq} already processed (last seq {record.state.last_seq})"
+        if raw.topic == self.topics.health:
+            refused = authentication_failure(record, report.device_id, raw.value, raw.headers)
+            if refused is not None:
+                return self._reject(raw, "unauthenticated", refused, now, out)
+        last_at = record.state.last_collected_at if record is not None else None
+        last_seq = record.state.last_seq if record is not None else -1
+        replayed = last_at is None or report.collected_at <= last_at
+        if record is not None and report.seq <= last_seq and replayed:
+            kind = "duplicate" if report.seq == last_seq else "stale_replay"
+            reason = f"seq {report.seq} already processed (last seq {last_seq})"
             out.rewrite.add(report.device_id)
             out.last_record_of.setdefault(report.device_id, index)
             return self._reject(raw, kind, reason, now, out)
-        if record is not None and report.seq > record.state.last_seq + 1 and record.state.last_seq >= 0:
+        if last_at is not None and report.collected_at < last_at - self.settings.max_backdate:
+            reason = (
+                f"collected_at {report.collected_at.isoformat()} is more than {self.settings.max_backdate} "
+                f"before the device's last event {last_at.isoformat()}"
+            )
+            return self._reject(raw, "clock_skew", reason, now, out)
+        if report.seq <= last_seq:
+            out.counts["seq_restart"] += 1  # newer than anything processed: a fresh spool, not a replay
+        elif report.seq > (bound := self._seq_bound(last_seq, report)):
+            reason = (
+                f"seq {report.seq} is beyond the bound {bound} (last seq {last_seq}, report time in Unix ms + skew)"
+            )
+            return self._reject(raw, "seq_out_of_bounds", reason, now, out)
+        elif report.seq > last_seq + 1 and last_seq >= 0:
             out.counts["seq_gap"] += 1  # a report never seen: dropped by the agent's spool cap, or lost upstream
         if record is None or record.inventory_at is None:
             if self.settings.unknown_devices == "reject":
@@ -313,6 +398,103 @@ class Processor:
         out.records[inventory.device_id] = record
         out.last_record_of[inventory.device_id] = index
         out.counts["inventory"] += 1
+
+    def _seq_bound(self, last_seq: int, report: HealthReport) -> int:
+        """The highest acceptable seq: a bounded step, or up to the report's own clock.
+
+        An agent's spool starts counting at the Unix time in ms and counts one per report,
+        so a fresh spool (reinstall, corruption) jumps far ahead but never past its clock.
+        """
+        clock_ms = int(report.collected_at.timestamp() * 1000)
+        skew_ms = int(self.settings.max_clock_skew.total_seconds() * 1000)
+        return max(last_seq + self.settings.max_seq_jump, clock_ms + skew_ms)
+
+    def _enrol(
+        self,
+        index: int,
+        raw: RawRecord,
+        value: bytes,
+        lookup: Callable[[int, str], DeviceRecord | None],
+        now: datetime,
+        out: BatchResult,
+    ) -> None:
+        """Pin a device's key: first enrolment wins (or the fingerprint IT pinned); a repeat is a no-op."""
+        try:
+            enrolment = decode(value, DeviceEnrolment)
+        except ContractError as exc:
+            return self._reject(raw, exc.kind, exc.reason, now, out)
+        device_id = enrolment.device_id
+        if raw.key != device_id.encode():
+            return self._reject(raw, "schema_violation", f"record key {raw.key!r} is not the device id", now, out)
+        key = bytes.fromhex(enrolment.key)
+        if not mac_matches(key, value, header(raw.headers, MAC_HEADER)):
+            return self._reject(raw, "unauthenticated", "enrolment not signed with the key it carries", now, out)
+        record = self._current(index, device_id, lookup, out)
+        offered = key_fingerprint(key)
+        if record is not None and record.device_key == enrolment.key:
+            out.counts["enrolment_repeat"] += 1  # every agent start re-sends its enrolment
+            return None
+        if record is not None and record.device_key is not None:
+            pinned = key_fingerprint(bytes.fromhex(record.device_key))
+            reason = (
+                f"{device_id} is enrolled with key {pinned[:16]}, this enrolment offers {offered[:16]}; "
+                f"if the device was reinstalled, IT runs `fleetpulse devices re-enrol {device_id} "
+                f"--fingerprint <key_fingerprint from fleetpulse-agent identity>`"
+            )
+            self._remember_offer(index, record, enrolment.key, out)
+            return self._reject(raw, "enrolment_conflict", reason, now, out)
+        if record is not None and record.pinned_fingerprint not in (None, offered):
+            reason = f"IT pinned key {str(record.pinned_fingerprint)[:16]} for {device_id}; this enrolment offers {offered[:16]}"
+            return self._reject(raw, "enrolment_conflict", reason, now, out)
+        if (record is None or record.inventory_at is None) and self.settings.unknown_devices == "reject":
+            return self._reject(raw, "unknown_device", f"no inventory record for {device_id}", now, out)
+        record = record or DeviceRecord(state=DeviceState(device_id=device_id))
+        record.device_key = enrolment.key
+        record.pinned_fingerprint = record.offered_key = None
+        out.records[device_id] = record
+        out.last_record_of[device_id] = index
+        out.counts["enrolled"] += 1
+        log.info("device enrolled", extra={"fields": {"device_id": device_id, "fingerprint": offered[:16]}})
+        return None
+
+    def _remember_offer(self, index: int, record: DeviceRecord, key: str, out: BatchResult) -> None:
+        """Keep the last refused key: IT's re-enrolment with its fingerprint pins it without waiting for the
+        device to enrol again (the reinstalled agent enrols once per session, usually before IT acts)."""
+        record.offered_key = key
+        out.records[record.state.device_id] = record
+        out.last_record_of[record.state.device_id] = index
+
+    def _control(
+        self,
+        index: int,
+        raw: RawRecord,
+        value: bytes,
+        lookup: Callable[[int, str], DeviceRecord | None],
+        now: datetime,
+        out: BatchResult,
+    ) -> None:
+        """IT's re-enrolment: forget the pinned key so the device's next enrolment (optionally: this key) wins."""
+        try:
+            control = decode(value, DeviceControl)
+        except ContractError as exc:
+            return self._reject(raw, exc.kind, exc.reason, now, out)
+        device_id = control.device_id
+        if raw.key != device_id.encode():
+            return self._reject(raw, "schema_violation", f"record key {raw.key!r} is not the device id", now, out)
+        record = self._current(index, device_id, lookup, out) or DeviceRecord(state=DeviceState(device_id=device_id))
+        offered = record.offered_key
+        if offered is not None and control.fingerprint == key_fingerprint(bytes.fromhex(offered)):
+            record.device_key, record.pinned_fingerprint = offered, None
+            out.counts["enrolled"] += 1
+        else:
+            record.device_key, record.pinned_fingerprint = None, control.fingerprint
+        record.offered_key = None
+        out.records[device_id] = record
+        out.last_record_of[device_id] = index
+        out.counts["re_enrol"] += 1
+        fields = {"device_id": device_id, "issued_by": control.issued_by, "fingerprint": control.fingerprint}
+        log.warning("device re-enrolment opened", extra={"fields": fields})
+        return None
 
     def _due(self, record: DeviceRecord, report: HealthReport) -> bool:
         """Score on change, not on every report: a new day bucket, a health event, or the interval passed.

@@ -84,6 +84,18 @@ class StreamSettings(BaseModel):
     max_clock_skew: timedelta = Field(
         default=timedelta(minutes=10), description="reports dated further in the future than this are dead-lettered"
     )
+    max_backdate: timedelta = Field(
+        default=timedelta(days=2),
+        description="reports dated further before their device's last event are dead-lettered (clock_skew)",
+    )
+    max_seq_jump: int = Field(
+        default=1_000_000,
+        ge=1,
+        description=(
+            "a seq further above the device's last one is refused unless it is below the report's own time in "
+            "Unix ms (a new agent spool starts its counter at the clock)"
+        ),
+    )
     unknown_devices: Literal["accept", "reject"] = Field(
         default="accept",
         description="reports of devices without inventory: accept (counted, tagged 'unknown') or dead-letter",

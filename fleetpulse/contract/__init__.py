@@ -2,6 +2,8 @@
 
 Agent and server both import from here and nowhere else. A breaking change adds a
 new version module (``v2``) and new topic names; ``v1`` is never edited incompatibly.
+Which device sent a record is proven by Kafka headers (``contract.auth``), not by the
+record's value, so the v1 values stay byte-for-byte what they were.
 """
 
 from fleetpulse.contract.codec import (
@@ -21,6 +23,8 @@ from fleetpulse.contract.v1 import (
     CollectorError,
     Component,
     DeadLetter,
+    DeviceControl,
+    DeviceEnrolment,
     DeviceInventory,
     DeviceKind,
     DiskHealth,
@@ -51,6 +55,8 @@ __all__ = [
     "Component",
     "ContractError",
     "DeadLetter",
+    "DeviceControl",
+    "DeviceEnrolment",
     "DeviceInventory",
     "DeviceKind",
     "DiskHealth",

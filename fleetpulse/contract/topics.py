@@ -16,7 +16,7 @@ class Topics:
 
     @property
     def health(self) -> str:
-        """Health reports from PC agents (key: device id)."""
+        """Health reports and key enrolments from PC agents (key: device id; see ``contract.auth``)."""
         return self._name("health")
 
     @property
@@ -43,6 +43,11 @@ class Topics:
         return self._name("labels")
 
     @property
+    def control(self) -> str:
+        """IT's device actions (re-enrolment); only IT's principal may write it (key: device id)."""
+        return self._name("control")
+
+    @property
     def dead_letter(self) -> str:
         return self._name("deadletter")
 
@@ -54,5 +59,6 @@ class Topics:
             self.scores,
             self.alerts,
             self.labels,
+            self.control,
             self.dead_letter,
         ]

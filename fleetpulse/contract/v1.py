@@ -47,6 +47,7 @@ LongText = Annotated[str, StringConstraints(max_length=2048)]
 Count = Annotated[int, Field(ge=0, le=2**48)]
 Celsius = Annotated[float, Field(ge=-40.0, le=150.0)]
 Percent = Annotated[float, Field(ge=0.0, le=100.0)]
+Hex256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
 class _Record(BaseModel):
@@ -244,6 +245,33 @@ class DeviceInventory(_Record):
     updated_at: UtcDatetime
 
 
+class DeviceEnrolment(_Record):
+    """A device's report key, sent by its agent on the health topic before its first report.
+
+    The first enrolment of a device pins its key (trust on first use, or the fingerprint IT
+    pinned with ``fleetpulse devices re-enrol``); an enrolment with another key is dead-lettered.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    device_id: DeviceId
+    key: Hex256 = Field(description="the device's HMAC key, hex; readable only by the stream worker")
+    created_at: UtcDatetime
+    agent_version: ShortText = "0"
+
+
+class DeviceControl(_Record):
+    """An IT action on a device's enrolment, on the control topic that only IT's principal may write."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    device_id: DeviceId
+    action: Literal["re_enrol"] = Field(description="forget the pinned key: the device's next enrolment is accepted")
+    fingerprint: Hex256 | None = Field(
+        default=None, description="accept only the key with this fingerprint (printed by `fleetpulse-agent identity`)"
+    )
+    issued_by: ShortText
+    issued_at: UtcDatetime
+
+
 class Factor(_Record):
     """One contributing signal behind a score, in words a fleet manager understands."""
 
@@ -366,6 +394,9 @@ class DeadLetter(_Record):
         "unknown_device",
         "clock_skew",
         "processing_error",
+        "unauthenticated",
+        "enrolment_conflict",
+        "seq_out_of_bounds",
     ]
     source_topic: ShortText
     partition: Annotated[int, Field(ge=0)] | None = None

@@ -12,6 +12,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from fleetpulse.agents.signing import enrolment_record, signed_report
 from fleetpulse.agents.simulator import FleetSimulator
 from fleetpulse.alerts.policy import AlertPolicy
 from fleetpulse.config import KafkaSettings
@@ -79,19 +80,33 @@ def small_fleet(devices: int = 40, days: int = 20, seed: int = 7) -> FleetSimula
     return FleetSimulator(devices, seed=seed, start=start, days=days, failure_scale=30)
 
 
-def fleet_records(sim: FleetSimulator, topics: Topics) -> list[tuple[str, bytes, bytes]]:
-    records = [(topics.inventory, report_key(i.device_id), encode(i)) for i in sim.inventory()]
+Record = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
+"""topic, key, value, headers"""
+
+
+def fleet_records(sim: FleetSimulator, topics: Topics) -> list[Record]:
+    """Inventory, then every report as its sender publishes it: PCs enrol first and MAC each report."""
+    records: list[Record] = [(topics.inventory, report_key(i.device_id), encode(i), []) for i in sim.inventory()]
+    enrolled: set[str] = set()
     for report in sim.reports():
-        topic = topics.mobile if report.kind.value in ("phone", "tablet") else topics.health
-        records.append((topic, report_key(report.device_id), encode(report)))
+        if report.kind.value in ("phone", "tablet"):
+            records.append((topics.mobile, report_key(report.device_id), encode(report), []))
+            continue
+        key = sim.device_key(report.device_id)
+        if report.device_id not in enrolled:
+            enrolment = enrolment_record(report.device_id, key, report.collected_at)
+            records.append((topics.health, enrolment.key, enrolment.value, enrolment.headers))
+            enrolled.add(report.device_id)
+        signed = signed_report(report, key)
+        records.append((topics.health, signed.key, signed.value, signed.headers))
     return records
 
 
-def produce(kafka: KafkaSettings, records: Iterable[tuple[str, bytes | None, bytes | None]]) -> int:
+def produce(kafka: KafkaSettings, records: Iterable[Record | tuple[str, bytes | None, bytes | None]]) -> int:
     producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all", linger_ms=5)
     count = 0
-    for topic, key, value in records:
-        producer.send(topic, key=key, value=value)
+    for topic, key, value, *headers in records:
+        producer.send(topic, key=key, value=value, headers=headers[0] if headers else None)
         count += 1
     producer.flush()
     producer.close()
@@ -145,8 +160,8 @@ def replay_from_scratch(kafka: KafkaSettings) -> Replay:
     alert_ids: set[str] = set()
     dead = 0
     raws = [
-        RawRecord(m.topic, m.partition, m.offset, m.key, m.value)
-        for name in (topics.inventory, topics.health, topics.mobile)
+        RawRecord(m.topic, m.partition, m.offset, m.key, m.value, m.headers)
+        for name in (topics.inventory, topics.control, topics.health, topics.mobile)
         for m in read_topic(kafka, name)
     ]
     for i in range(0, len(raws), 500):

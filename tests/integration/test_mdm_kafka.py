@@ -38,12 +38,12 @@ def test_mdm_ingest_publishes_and_replays_idempotently(
 
     topics = Topics(prefix=kafka_settings.topic_prefix)
     mobile = _read_all(kafka_settings, topics.mobile, 4)
-    reports = [decode_report(v) for _, v in mobile]
+    reports = [decode_report(v) for _, v, _ in mobile]
     assert len(reports) == 4
-    assert all(key == r.device_id.encode() for (key, _), r in zip(mobile, reports, strict=True))
+    assert all(key == r.device_id.encode() for (key, _, _), r in zip(mobile, reports, strict=True))
     assert len({(r.device_id, r.seq) for r in reports}) == 2, "the replay carries the same dedup keys"
     assert len({r.model_dump_json() for r in reports}) == 2, "and byte-identical records"
-    inventory = [decode(v, DeviceInventory) for _, v in _read_all(kafka_settings, topics.inventory, 4)]
+    inventory = [decode(v, DeviceInventory) for _, v, _ in _read_all(kafka_settings, topics.inventory, 4)]
     assert {i.model for i in inventory} == {"iPhone 13", "Pixel 7a"}
 
 

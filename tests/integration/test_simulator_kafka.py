@@ -13,11 +13,12 @@ from fleetpulse.agents.kafka_publish import publish_fleet
 from fleetpulse.agents.simulator import FleetSimulator
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import DeviceInventory, Topics, decode, decode_report
+from fleetpulse.contract.auth import ENROLMENT_TYPE, MAC_HEADER, TYPE_HEADER, mac_matches
 
 pytestmark = pytest.mark.integration
 
 
-def _read_all(kafka: KafkaSettings, topic: str, expected: int) -> list[tuple[bytes, bytes]]:
+def _read_all(kafka: KafkaSettings, topic: str, expected: int) -> list[tuple[bytes, bytes, dict[str, bytes]]]:
     consumer = KafkaConsumer(
         topic,
         bootstrap_servers=kafka.bootstrap_servers,
@@ -28,10 +29,10 @@ def _read_all(kafka: KafkaSettings, topic: str, expected: int) -> list[tuple[byt
         session_timeout_ms=6_000,
         heartbeat_interval_ms=2_000,
     )
-    out: list[tuple[bytes, bytes]] = []
+    out: list[tuple[bytes, bytes, dict[str, bytes]]] = []
     try:
         for _ in range(10):
-            out += [(m.key, m.value) for m in consumer]
+            out += [(m.key, m.value, dict(m.headers or [])) for m in consumer]
             if len(out) >= expected:
                 break
     finally:
@@ -50,20 +51,25 @@ def test_publish_fleet_round_trip(kafka_settings: KafkaSettings) -> None:
 
     topics = Topics(prefix=kafka_settings.topic_prefix)
     inventory = _read_all(kafka_settings, topics.inventory, 60)
-    assert sorted(decode(v, DeviceInventory).device_id.encode() for _, v in inventory) == sorted(
-        k for k, _ in inventory
+    assert sorted(decode(v, DeviceInventory).device_id.encode() for _, v, _ in inventory) == sorted(
+        k for k, _, _ in inventory
     )
     assert len(inventory) == 60
 
-    health = _read_all(kafka_settings, topics.health, stats.health)
+    on_health = _read_all(kafka_settings, topics.health, stats.health + stats.enrolments)
+    enrolments = [r for r in on_health if r[2].get(TYPE_HEADER) == ENROLMENT_TYPE]
+    health = [r for r in on_health if TYPE_HEADER not in r[2]]
     mobile = _read_all(kafka_settings, topics.mobile, stats.mobile)
     assert len(health) == stats.health
     assert len(mobile) == stats.mobile
-    for key, value in health + mobile:
+    assert stats.enrolments == len(enrolments) == len({k for k, _, _ in health})  # each PC enrols once
+    for key, value, _ in health + mobile:
         assert decode_report(value).device_id.encode() == key
+    for key, value, headers in health:  # MACed with the simulated device's own key, as its agent would
+        assert mac_matches(sim.device_key(key.decode()), value, headers.get(MAC_HEADER))
     # Per-device order survives partitioning: seq strictly increasing within each key.
     last: dict[bytes, int] = {}
-    for key, value in health:
+    for key, value, _ in health:
         seq = decode_report(value).seq
         assert seq > last.get(key, -1)
         last[key] = seq

@@ -24,8 +24,10 @@ from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import Topics
+from fleetpulse.contract.auth import TYPE_HEADER, header
 from tests.harness import DedicatedKafka
 from tests.integration.stream_support import (
+    Record,
     Worker,
     create_topics,
     fleet_records,
@@ -42,9 +44,10 @@ pytestmark = pytest.mark.integration
 
 
 def hostile_records(
-    topics: Topics, valid_report: bytes, count: int = 40
-) -> list[tuple[str, bytes | None, bytes | None]]:
-    """Malformed, oversized, wrong-version, schema-breaking, mis-keyed and replayed records."""
+    topics: Topics, valid: Record, count: int = 40
+) -> list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]]:
+    """Malformed, oversized, wrong-version, schema-breaking, mis-keyed, unsigned and replayed records."""
+    valid_report, valid_headers = valid[2] or b"", valid[3]
     rng = random.Random(5)
     doc = json.loads(valid_report)
     own = doc["device_id"].encode()
@@ -64,11 +67,12 @@ def hostile_records(
         (b"pc-x", json.dumps({**doc, "device_id": "../../etc/passwd"}).encode()),
         (b"pc-x", b'{"a":' * 5000 + b"1" + b"}" * 5000),  # deep nesting
         (b"other-key", valid_report),  # key does not match the device: would split state
-        (own, valid_report),  # replay of an already processed report
+        (own, json.dumps({**doc, "seq": doc["seq"] + 1}).encode()),  # not signed by the device
     ]
     while len(crafted) < count:
         crafted.append((b"fuzz", bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 200)))))
-    return [(topics.health, key, value) for key, value in crafted]
+    replay = (topics.health, own, valid_report, valid_headers)  # an already processed report, signed
+    return [replay, *((topics.health, key, value, []) for key, value in crafted)]
 
 
 def test_end_to_end_agent_to_tickets_with_dead_letters(
@@ -79,7 +83,7 @@ def test_end_to_end_agent_to_tickets_with_dead_letters(
     # 35 days: the alerts this fleet raises need a month of history (battery wear-out is
     # projected only from a month of readings)
     records = fleet_records(small_fleet(devices=40, days=35), topics)
-    first_report = next(v for t, _, v in records if t == topics.health)
+    first_report = next(r for r in records if r[0] == topics.health and not header(r[3], TYPE_HEADER))
     hostile = hostile_records(topics, first_report)
     produce(kafka_settings, records[: len(records) // 2])
     produce(kafka_settings, hostile)  # in the middle of valid traffic
@@ -106,6 +110,7 @@ def test_end_to_end_agent_to_tickets_with_dead_letters(
         "schema_violation",
         "clock_skew",
         "stale_replay",
+        "unauthenticated",
     } <= set(kinds)
 
     replay = replay_from_scratch(kafka_settings)

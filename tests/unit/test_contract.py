@@ -9,11 +9,14 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from fleetpulse.contract import (
     MAX_MESSAGE_BYTES,
     BatteryHealth,
     ContractError,
+    DeviceControl,
+    DeviceEnrolment,
     DiskHealth,
     HealthReport,
     Priority,
@@ -22,6 +25,7 @@ from fleetpulse.contract import (
     decode_report,
     encode,
 )
+from fleetpulse.contract.auth import MAC_HEADER, header, key_fingerprint, mac_matches, report_headers
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -134,3 +138,22 @@ def test_arbitrary_json_objects_are_accepted_or_classified(body: dict[str, objec
         assert err.reason
     else:
         assert decoded.device_id
+
+
+def test_device_auth_primitives() -> None:
+    """The MAC covers the value bytes exactly; headers may repeat (the last wins) or come as a mapping."""
+    key, value = b"k" * 32, b'{"device_id":"pc-1"}'
+    headers = report_headers(key, value)
+    assert mac_matches(key, value, header(headers, MAC_HEADER))
+    assert not mac_matches(key, value + b" ", header(headers, MAC_HEADER))
+    assert not mac_matches(key, value, None)
+    assert header([(MAC_HEADER, b"a"), (MAC_HEADER, b"b")], MAC_HEADER) == b"b"
+    assert header({MAC_HEADER: b"c"}, MAC_HEADER) == b"c"
+    assert header(None, MAC_HEADER) is None
+    assert key.hex() not in key_fingerprint(key)
+    with pytest.raises(ValidationError):
+        DeviceEnrolment(device_id="pc-1", key="ab" * 16, created_at=datetime.now(UTC))  # 16 bytes: too short
+    with pytest.raises(ValidationError):
+        DeviceControl(
+            device_id="pc-1", action="re_enrol", fingerprint="XYZ", issued_by="it", issued_at=datetime.now(UTC)
+        )

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fleetpulse.agents.signing import derived_device_key, enrolment_record, signed_report
 from fleetpulse.alerts.policy import AlertPolicy
 from fleetpulse.contract import (
     Component,
@@ -76,8 +77,19 @@ def raw(topic: str, value: bytes | None, key: bytes | None, offset: int = 0) -> 
     return RawRecord(topic=topic, partition=0, offset=offset, key=key, value=value)
 
 
-def report_raw(r: HealthReport, offset: int = 0) -> RawRecord:
-    return raw(TOPICS.health, encode(r), r.device_id.encode(), offset)
+def device_key(device: str) -> bytes:
+    return derived_device_key(b"unit-tests", device)
+
+
+def report_raw(r: HealthReport, offset: int = 0, key: bytes | None = None) -> RawRecord:
+    """The report as its agent sends it: MACed with the device's key (or ``key``)."""
+    signed = signed_report(r, key if key is not None else device_key(r.device_id))
+    return RawRecord(TOPICS.health, 0, offset, signed.key, signed.value, signed.headers)
+
+
+def enrolment_raw(device: str, key: bytes | None = None, offset: int = 0) -> RawRecord:
+    signed = enrolment_record(device, key if key is not None else device_key(device), NOW - timedelta(days=30))
+    return RawRecord(TOPICS.health, 0, offset, signed.key, signed.value, signed.headers)
 
 
 def inventory_raw(device: str) -> RawRecord:
@@ -88,10 +100,16 @@ def inventory_raw(device: str) -> RawRecord:
 
 
 class Table:
-    """The Faust table as the processor sees it: bytes per device, written after each batch."""
+    """The Faust table as the processor sees it: bytes per device, written after each batch.
 
-    def __init__(self) -> None:
+    ``devices`` are enrolled first, as their agents do before their first report.
+    """
+
+    def __init__(self, *devices: str) -> None:
         self.data: dict[str, bytes] = {}
+        if devices:
+            enrolled = self.run(processor(), [enrolment_raw(d) for d in devices])
+            assert enrolled.counts["enrolled"] == len(devices)
 
     def lookup(self, index: int, device_id: str) -> DeviceRecord | None:
         value = self.data.get(device_id)
@@ -110,7 +128,7 @@ def processor(settings: StreamSettings | None = None, scorers: ScorerSet | None 
 
 
 def test_valid_reports_update_state_score_and_alert() -> None:
-    table, proc = Table(), processor()
+    table, proc = Table("pc-1"), processor()
     table.run(proc, [inventory_raw("pc-1")])
     result = table.run(proc, [report_raw(report("pc-1", s, realloc=80), s) for s in range(3)])
     assert result.counts["accepted"] == 3
@@ -126,7 +144,7 @@ def test_valid_reports_update_state_score_and_alert() -> None:
 
 
 def test_duplicates_and_replays_are_dead_lettered_and_change_nothing() -> None:
-    table, proc = Table(), processor()
+    table, proc = Table("pc-1"), processor()
     table.run(proc, [report_raw(report("pc-1", s, realloc=80)) for s in range(3)])
     before = dict(table.data)
     result = table.run(proc, [report_raw(report("pc-1", 2)), report_raw(report("pc-1", 0))])
@@ -142,7 +160,8 @@ def test_result_does_not_depend_on_batch_boundaries() -> None:
     """Live (small batches) and catch-up (one big batch) reach the same state and the same alerts."""
     records = [inventory_raw(f"pc-{d}") for d in range(3)]
     records += [report_raw(report(f"pc-{d}", s, realloc=(s * 37 + d * 11) % 120)) for s in range(12) for d in range(3)]
-    one, many = Table(), Table()
+    devices = [f"pc-{d}" for d in range(3)]
+    one, many = Table(*devices), Table(*devices)
     big = one.run(processor(), records)
     alerts = []
     for i in range(0, len(records), 5):
@@ -176,16 +195,16 @@ def test_bad_records_become_dead_letters_with_reasons(value: bytes | None, key: 
 
 
 def test_unknown_devices_accepted_and_counted_by_default_or_rejected() -> None:
-    accepted = Table().run(processor(), [report_raw(report("new-pc", 1))])
+    accepted = Table("new-pc").run(processor(), [report_raw(report("new-pc", 1))])
     assert accepted.counts["unknown_device"] == 1
     assert accepted.counts["accepted"] == 1
     strict = processor(StreamSettings(unknown_devices="reject"))
-    rejected = Table().run(strict, [report_raw(report("new-pc", 1))])
+    rejected = Table("new-pc").run(strict, [report_raw(report("new-pc", 1))])
     assert [d.error_kind for d in rejected.dead_letters] == ["unknown_device"]
 
 
 def test_invalid_inventory_is_dead_lettered_and_tombstone_drops_the_join() -> None:
-    table, proc = Table(), processor()
+    table, proc = Table("pc-1"), processor()
     bad = table.run(proc, [raw(TOPICS.inventory, b'{"device_id": "x"}', b"x")])
     assert bad.dead_letters[0].error_kind == "schema_violation"
     table.run(proc, [inventory_raw("pc-1"), report_raw(report("pc-1", 1))])
@@ -200,14 +219,14 @@ def test_a_failing_scorer_does_not_stop_state_updates() -> None:
         def score_batch(self, states: Sequence[DeviceState], now: datetime) -> list[RiskScore]:
             raise RuntimeError("bug")
 
-    table = Table()
+    table = Table("pc-1")
     result = table.run(processor(scorers=ScorerSet(champions=[Broken()])), [report_raw(report("pc-1", 1))])
     assert result.counts["scoring_error"] == 1
     assert "pc-1" in table.data
 
 
 def test_rule_scorers_run_in_the_core() -> None:
-    result = Table().run(
+    result = Table("pc-1").run(
         processor(scorers=rule_scorers()), [report_raw(report("pc-1", s, realloc=500)) for s in range(4)]
     )
     assert result.scores
@@ -235,7 +254,7 @@ hostile_bytes = st.one_of(
 
 @given(st.lists(st.tuples(hostile_bytes, st.binary(max_size=80) | st.none()), min_size=1, max_size=8))
 def test_hostile_records_all_dead_letter_while_valid_traffic_continues(junk: list[tuple[bytes, bytes | None]]) -> None:
-    table, proc = Table(), processor()
+    table, proc = Table("pc-ok", "pc-h"), processor()
     valid = [report_raw(report("pc-ok", s), offset=1000 + s) for s in range(len(junk))]
     mixed = [
         r
@@ -265,7 +284,7 @@ def test_devices_are_rescored_on_change_not_on_every_report() -> None:
         platform="linux",
         stability=StabilityHealth(crashes=1),
     )
-    result = Table().run(processor(), [report_raw(r) for r in [*minutely, event]])
+    result = Table("pc-1").run(processor(), [report_raw(r) for r in [*minutely, event]])
     assert [s.report_seq for s in result.scores] == [0, 15, 30, 31]  # first, every 15 min, the health event
     assert result.counts["not_rescored"] == 28
     assert result.counts["accepted"] == 32
@@ -273,7 +292,7 @@ def test_devices_are_rescored_on_change_not_on_every_report() -> None:
 
 def test_inventory_arriving_after_reports_keeps_dedup_policy_and_scoring_state() -> None:
     """Inventory and reports come from different topics, so either can be first."""
-    table, proc = Table(), processor()
+    table, proc = Table("pc-1"), processor()
     table.run(proc, [report_raw(report("pc-1", s, realloc=80)) for s in range(3)])
     before = DeviceRecord.from_bytes(table.data["pc-1"])
     table.run(proc, [inventory_raw("pc-1")])

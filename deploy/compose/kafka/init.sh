@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One-shot Kafka setup on the internal listener: topics with the retention of deploy/retention.yaml,
-# the SCRAM user agents authenticate with on the external listener, and its write-only ACLs.
+# the SCRAM user agents authenticate with on the external listener, and its write-only ACL on the
+# health topic (reports, key enrolments and the agent's inventory all travel there, MACed with the
+# device's own key). The control topic (IT's re-enrolments) is written from the internal network only.
 # Idempotent: existing topics are reconfigured to the policy, the user's password is re-set.
 set -euo pipefail
 bin=/opt/kafka/bin
@@ -35,13 +37,17 @@ topic fleetpulse.inventory.v1 compact
 topic fleetpulse.scores.v1 7
 topic fleetpulse.alerts.v1 30
 topic fleetpulse.labels.v1 365
+topic fleetpulse.control.v1 30
 topic fleetpulse.deadletter.v1 14
 
 password="$(cat /run/secrets/kafka_agent_password)"
 "$bin/kafka-configs.sh" --bootstrap-server "$bootstrap" --alter --entity-type users --entity-name fleetpulse-agent \
     --add-config "SCRAM-SHA-512=[iterations=8192,password=$password]" >/dev/null
-for t in fleetpulse.health.v1 fleetpulse.mobile.v1 fleetpulse.inventory.v1; do
-    "$bin/kafka-acls.sh" --bootstrap-server "$bootstrap" --add --allow-principal User:fleetpulse-agent \
+"$bin/kafka-acls.sh" --bootstrap-server "$bootstrap" --add --allow-principal User:fleetpulse-agent \
+    --operation Write --operation Describe --topic fleetpulse.health.v1 >/dev/null
+# earlier setups also let agents write these: an agent could then pose as the MDM bridge or as IT's inventory
+for t in fleetpulse.mobile.v1 fleetpulse.inventory.v1; do
+    "$bin/kafka-acls.sh" --bootstrap-server "$bootstrap" --remove --force --allow-principal User:fleetpulse-agent \
         --operation Write --operation Describe --topic "$t" >/dev/null
 done
-echo "user fleetpulse-agent: SCRAM-SHA-512, write-only on health/mobile/inventory"
+echo "user fleetpulse-agent: SCRAM-SHA-512, write-only on health"

@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,15 @@ from fleetpulse.agents.identity import build_identity
 from fleetpulse.agents.runner import Agent, build_collectors
 from fleetpulse.agents.settings import AgentSettings, DeliverySettings, IdentitySettings
 from fleetpulse.agents.spool import Spool
+from fleetpulse.alerts.policy import AlertPolicy
 from fleetpulse.config import KafkaSettings
-from fleetpulse.contract import DeviceInventory, HealthReport, Priority, Topics, decode, decode_report
+from fleetpulse.contract import DeviceEnrolment, DeviceInventory, HealthReport, Priority, Topics, decode, decode_report
+from fleetpulse.contract.auth import ENROLMENT_TYPE, INVENTORY_TYPE, MAC_HEADER, TYPE_HEADER, mac_matches
+from fleetpulse.models.registry import ScorerSet
+from fleetpulse.streams.processing import Processor, RawRecord
+from fleetpulse.streams.settings import StreamSettings
 from tests.harness import DedicatedKafka, free_port
+from tests.integration.stream_support import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -43,9 +50,10 @@ FAST_DELIVERY = DeliverySettings(
 
 
 def consume(
-    bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0
+    bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0, record_type: bytes | None = None
 ) -> list[tuple[bytes, bytes, dict[str, bytes]]]:
-    """Every record of ``topic`` from the start, until ``expected`` arrived (and a little longer for extras)."""
+    """Every record of ``topic`` of ``record_type`` (``fleetpulse-type`` header; None: reports) from the
+    start, until ``expected`` arrived (and a little longer for extras)."""
     consumer = KafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -62,7 +70,10 @@ def consume(
     try:
         while time.monotonic() < deadline:
             for batch in consumer.poll(timeout_ms=500).values():
-                records.extend((r.key, r.value, dict(r.headers or [])) for r in batch)
+                for r in batch:
+                    headers = dict(r.headers or [])
+                    if headers.get(TYPE_HEADER) == record_type:
+                        records.append((r.key, r.value, headers))
             if len(records) >= expected:
                 settle_until = settle_until or time.monotonic() + 2.0  # catch duplicates that trail behind
                 if time.monotonic() >= settle_until:
@@ -154,8 +165,23 @@ def test_agent_delivers_every_report_once_in_order(tmp_path: Path, kafka_setting
     assert isinstance(report, HealthReport)
     assert report.system is not None
     assert report.device_id == "it-agent-1"
-    inventory = consume(kafka_settings.bootstrap_servers, topics.inventory, expected=1)
+    inventory = consume(kafka_settings.bootstrap_servers, topics.health, expected=1, record_type=INVENTORY_TYPE)
     assert decode(inventory[0][1], DeviceInventory).device_id == "it-agent-1"
+    # every record is MACed with the key the agent created (owner-only) and enrolled on the same topic
+    key_file = tmp_path / "spool" / "device.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    key = bytes.fromhex(key_file.read_text().strip())
+    enrolments = consume(kafka_settings.bootstrap_servers, topics.health, 2, record_type=ENROLMENT_TYPE)
+    assert len(enrolments) == 2  # the delivery session's and the one sent with the (daily) inventory
+    assert {decode(value, DeviceEnrolment).key for _, value, _ in enrolments} == {key.hex()}
+    # and the worker's processor accepts exactly what the real agent sent, in its order on the partition
+    processor = Processor(StreamSettings(), topics, ScorerSet(champions=[]), AlertPolicy())
+    wire = read_topic(kafka_settings, topics.health)
+    raws = [RawRecord(m.topic, m.partition, m.offset, m.key, m.value, m.headers) for m in wire]
+    result = processor.process_batch(raws, lambda _i, _d: None, datetime.now(UTC))
+    assert not result.dead_letters, [d.reason for d in result.dead_letters]
+    assert (result.counts["accepted"], result.counts["inventory"]) == (15, 1)
+    assert all(mac_matches(key, value, headers.get(MAC_HEADER)) for _, value, headers in [*records, *inventory])
     assert spooled(tmp_path) == (0, 15), "everything acknowledged leaves the spool"
     stability_state = json.loads((tmp_path / "state" / "stability.json").read_text())
     assert stability_state["clean_stop"] is True, "an orderly stop is remembered (no false unexpected shutdown)"

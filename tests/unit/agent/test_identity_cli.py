@@ -11,9 +11,16 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from fleetpulse.agents.identity import build_identity, mapping_entry
+from fleetpulse.agents.identity import (
+    DEVICE_KEY_FILE,
+    IdentityError,
+    build_identity,
+    load_or_create_device_key,
+    mapping_entry,
+)
 from fleetpulse.agents.settings import IdentitySettings, load_agent_settings
 from fleetpulse.contract import HealthReport
+from fleetpulse.contract.auth import key_fingerprint
 
 REPO = Path(__file__).resolve().parents[3]
 SAMPLE_CONFIG = REPO / "deploy" / "agent" / "agent.toml"
@@ -107,15 +114,37 @@ def test_once_prints_a_valid_report(tmp_path: Path, machine_id: Path) -> None:
     assert not (tmp_path / "spool").exists(), "once neither spools nor sends"
 
 
-def test_identity_command_prints_the_register_entry(machine_id: Path) -> None:
-    out = agent_cli(
-        "identity",
-        env={"FLEETPULSE_AGENT_IDENTITY__SECRET": "s", "FLEETPULSE_AGENT_IDENTITY__MACHINE_ID_FILE": str(machine_id)},
-    )
+def test_identity_command_prints_the_register_entry(machine_id: Path, tmp_path: Path) -> None:
+    env = {
+        "FLEETPULSE_AGENT_IDENTITY__SECRET": "s",
+        "FLEETPULSE_AGENT_IDENTITY__MACHINE_ID_FILE": str(machine_id),
+        "FLEETPULSE_AGENT_SPOOL_DIR": str(tmp_path / "spool"),
+    }
+    out = agent_cli("identity", env=env)
     assert out.returncode == 0, out.stderr
     entry = json.loads(out.stdout)
     assert entry["machine_id"] == "3d1219c7c4c5404aaa1f6d2a48adfda4"
     assert entry["device_id"].startswith("d")
+    # the device key is created at install (owner-only) and only its fingerprint is ever printed
+    key_file = tmp_path / "spool" / "device.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    key = bytes.fromhex(key_file.read_text().strip())
+    assert entry["key_fingerprint"] == key_fingerprint(key)
+    assert key.hex() not in out.stdout + out.stderr
+    assert json.loads(agent_cli("identity", env=env).stdout)["key_fingerprint"] == entry["key_fingerprint"]
+
+
+def test_device_key_file_others_can_read_or_garbage_is_refused(tmp_path: Path) -> None:
+    key = load_or_create_device_key(tmp_path)
+    assert load_or_create_device_key(tmp_path) == key
+    path = tmp_path / DEVICE_KEY_FILE
+    path.chmod(0o644)
+    with pytest.raises(IdentityError, match="accessible to other users"):
+        load_or_create_device_key(tmp_path)
+    path.chmod(0o600)
+    path.write_text("not hex")
+    with pytest.raises(IdentityError, match="32-byte hex key"):
+        load_or_create_device_key(tmp_path)
 
 
 def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:

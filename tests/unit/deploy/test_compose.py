@@ -129,6 +129,17 @@ def test_kafka_init_applies_the_retention_policy() -> None:
     )
 
 
+def test_agents_may_write_the_health_topic_only() -> None:
+    """Agents share one credential: any topic they may write, any PC may forge. Reports, enrolments and
+    the agent's inventory travel on the health topic, each MACed with the device's own key."""
+    script = (COMPOSE_DIR / "kafka" / "init.sh").read_text(encoding="utf-8").replace("\\\n", " ")
+    granted = re.findall(r"--add --allow-principal User:fleetpulse-agent\s+(.*?)>/dev/null", script)
+    assert granted == ["--operation Write --operation Describe --topic fleetpulse.health.v1 "]
+    revoked = re.search(r"for t in (.*?); do\s+\S+ --bootstrap-server \S+ --remove", script)
+    assert revoked is not None
+    assert set(revoked.group(1).split()) == {Topics().mobile, Topics().inventory}
+
+
 def test_influxdb_bucket_retention_matches_policy() -> None:
     env = SERVICES["influxdb"]["environment"]
     assert env["DOCKER_INFLUXDB_INIT_RETENTION"] == f"{retention_policy()['influxdb']['retention_days']}d"

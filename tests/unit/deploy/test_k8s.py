@@ -195,12 +195,32 @@ def test_kafka_users_are_least_privilege() -> None:
         "fleetpulse-agent",
         "fleetpulse-mdm",
         "fleetpulse-keda",
+        "fleetpulse-it",
     }
     assert users["fleetpulse-mdm"]["authentication"]["type"] == "tls"
     agent_acls = users["fleetpulse-agent"]["authorization"]["acls"]
     assert [(a["resource"]["name"], sorted(a["operations"])) for a in agent_acls] == [
         (Topics().health, ["Describe", "Write"])
     ]
+    # only IT's principal writes the control topic (re-enrolment); the worker reads it but may not write it
+    writers = {
+        name
+        for name, spec in users.items()
+        for acl in spec["authorization"]["acls"]
+        if "Write" in acl["operations"]
+        and acl.get("type", "allow") == "allow"
+        and Topics().control.startswith(acl["resource"].get("name", "\0"))
+        and (acl["resource"].get("patternType") == "prefix" or acl["resource"].get("name") == Topics().control)
+    }
+    denied = {
+        name
+        for name, spec in users.items()
+        for acl in spec["authorization"]["acls"]
+        if acl.get("type") == "deny"
+        and acl["resource"].get("name") == Topics().control
+        and "Write" in acl["operations"]
+    }
+    assert writers - denied == {"fleetpulse-it"}
     keda_ops = {op for a in users["fleetpulse-keda"]["authorization"]["acls"] for op in a["operations"]}
     assert keda_ops == {"Describe"}
 
