@@ -84,10 +84,11 @@ def identity(ctx: typer.Context) -> None:
 @app.command()
 def once(ctx: typer.Context) -> None:
     """Collect one report now (SMART included) and print it as JSON; nothing is sent or spooled."""
-    from datetime import UTC, datetime
+    from datetime import datetime
 
     from fleetpulse.agents.identity import build_identity, current_platform
     from fleetpulse.agents.runner import CollectorRunner, build_collectors, build_report, detect_kind
+    from fleetpulse.compat import UTC
 
     settings = _settings(ctx)
     ident = build_identity(settings.identity)

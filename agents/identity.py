@@ -22,10 +22,11 @@ import stat
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from fleetpulse.agents.settings import IdentitySettings
+from fleetpulse.compat import UTC
 from fleetpulse.contract import DeviceEnrolment, Platform, encode, report_key
 from fleetpulse.contract.auth import KEY_BYTES, enrolment_headers, inventory_headers, report_headers
 

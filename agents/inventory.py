@@ -7,9 +7,10 @@ leaves them empty rather than guess.
 from __future__ import annotations
 
 import subprocess
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
+from fleetpulse.compat import UTC
 from fleetpulse.contract import DeviceInventory, DeviceKind, Platform
 
 DMI = Path("/sys/class/dmi/id")

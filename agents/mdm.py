@@ -45,12 +45,13 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from pydantic import ValidationError
 
+from fleetpulse.compat import UTC
 from fleetpulse.contract import (
     BatteryHealth,
     DeviceInventory,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from fleetpulse.compat import UTC
 
 if TYPE_CHECKING:
     from kafka import KafkaProducer

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from fleetpulse.agents.collectors.config import CollectorConfig, default_collectors

@@ -38,11 +38,12 @@ import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from fleetpulse.agents.signing import derived_device_key
+from fleetpulse.compat import UTC
 from fleetpulse.contract import (
     BatteryHealth,
     Component,

@@ -12,8 +12,7 @@ Design rules:
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
-from enum import StrEnum
+from datetime import date, datetime
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -25,6 +24,8 @@ from pydantic import (
     StringConstraints,
     model_validator,
 )
+
+from fleetpulse.compat import UTC, StrEnum
 
 SCHEMA_VERSION: Literal[1] = 1
 

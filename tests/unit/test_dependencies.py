@@ -11,8 +11,9 @@ import ast
 import importlib.metadata
 import re
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 COMPONENTS = ("fleetpulse", "agents", "streams", "models", "alerts", "dashboards")

@@ -8,8 +8,9 @@ missing from every install while the editable checkout still imports it.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,12 +13,12 @@ import re
 import shutil
 import stat
 import subprocess
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+import tomllib
 import yaml
 
 from fleetpulse.config import load_settings
