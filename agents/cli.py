@@ -98,8 +98,7 @@ def run_service(config: Path | None, max_reports: int | None) -> int:
         },
     )
     freeze_startup_objects()
-    agent.run(max_reports=max_reports)
-    return 0
+    return agent.run(max_reports=max_reports)
 
 
 def main() -> None:

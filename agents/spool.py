@@ -9,20 +9,39 @@ only after the broker acknowledged them (at-least-once; consumers drop duplicate
 
 Over the size cap, the oldest ROUTINE records are evicted first; EVENT records (failing
 disks, crashes) go only when nothing routine is left. Every eviction is counted and logged.
+
+A corrupt file (overwritten header, truncation, damaged pages) must neither stop the agent
+for good nor strand the records still readable in it: :func:`open_spool` checks the file,
+moves a corrupt one aside into ``quarantine/`` (kept for forensics, the newest
+:data:`QUARANTINE_KEEP` only), salvages every readable record into a fresh spool whose sequence
+continues above the old one, and says so in a :class:`SpoolRecovery` the agent reports.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fleetpulse.contract import HealthReport, Priority, encode
 
+if TYPE_CHECKING:
+    from fleetpulse.agents.salvage import SalvagedRecord
+
 log = logging.getLogger(__name__)
+
+PAGE_SIZE = 4096
+"""Set explicitly so the salvage reader knows the page size even when the header is destroyed."""
+QUARANTINE_DIR = "quarantine"
+QUARANTINE_KEEP = 3
+"""Corrupt spools kept for forensics; older ones are deleted, so quarantine stays within ~3 spool caps."""
+_CORRUPTION_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
 ROW_OVERHEAD_BYTES = 64
 """Rough per-record SQLite overhead, so the cap tracks the file size rather than payload bytes only."""
@@ -69,6 +88,7 @@ class Spool:
         self.path = path
         self.max_bytes = max_bytes
         self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")
         self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -121,6 +141,22 @@ class Spool:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    def restore(self, records: Iterable[SalvagedRecord]) -> int:
+        """Store records salvaged from a corrupt spool, in their order and with their own seq; returns how many."""
+        db = self._db
+        stored = 0
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for record in records:
+                self._insert(record.stream, record.key, record.value, record.seq, record.priority)
+                stored += 1
+            self._evict_over_cap()
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return stored
 
     def _insert(self, stream: str, key: bytes, value: bytes, seq: int | None, priority: Priority) -> None:
         size = len(key) + len(value) + ROW_OVERHEAD_BYTES
@@ -182,6 +218,12 @@ class Spool:
 
     # ----------------------------------------------------------------- state
 
+    def problem(self) -> str | None:
+        """What SQLite's structural check finds wrong with the file, or None when it is sound."""
+        rows = self._db.execute("PRAGMA quick_check(5)").fetchall()
+        found = [str(row[0]) for row in rows if row[0] != "ok"]
+        return "; ".join(found)[:500] if found else None
+
     def _meta(self, name: str) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         return int(row[0])
@@ -211,3 +253,88 @@ class Spool:
         on what was lost.
         """
         return {Priority.ROUTINE: self._meta("evicted_routine"), Priority.EVENT: self._meta("evicted_event")}
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """SQLite says the file itself is damaged (not locked, full or unreadable for a passing reason)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.DatabaseError) and code is not None and code & 0xFF in _CORRUPTION_CODES
+
+
+@dataclass(frozen=True)
+class SpoolRecovery:
+    """What happened to a corrupt spool; the agent logs it and reports it to the server."""
+
+    problem: str
+    quarantined: Path
+    salvaged: int
+    rejected: int
+    next_seq: int
+
+    def describe(self) -> str:
+        return (
+            f"spool file corrupt ({self.problem}): moved to {self.quarantined}, "
+            f"{self.salvaged} records salvaged, {self.rejected} damaged records dropped, "
+            f"sequence continues at {self.next_seq}"
+        )
+
+
+def open_spool(path: Path, max_bytes: int) -> tuple[Spool, SpoolRecovery | None]:
+    """The spool at ``path``, recovered first if the file is corrupt (see the module docstring)."""
+    try:
+        spool = Spool(path, max_bytes)
+        problem = spool.problem()
+        if problem is None:
+            return spool, None
+        spool.close()
+    except sqlite3.DatabaseError as exc:
+        if not is_corruption(exc):
+            raise
+        problem = str(exc)
+    return _recover(path, max_bytes, problem)
+
+
+def _recover(path: Path, max_bytes: int, problem: str) -> tuple[Spool, SpoolRecovery]:
+    from fleetpulse.agents.salvage import salvage
+
+    quarantined = _quarantine(path)
+    found = salvage(quarantined)
+    highest = max((r.seq for r in found.records if r.seq is not None), default=-1)
+    start = max(time.time_ns() // 1_000_000, highest + 1, found.next_seq or 0)
+    spool = Spool(path, max_bytes, initial_seq=start)
+    try:
+        salvaged = spool.restore(found.records)
+    except BaseException:
+        spool.close()
+        raise
+    recovery = SpoolRecovery(problem, quarantined, salvaged, found.rejected, spool.next_seq)
+    log.error(
+        "spool file corrupt: quarantined, readable records salvaged",
+        extra={
+            "fields": {
+                "problem": problem,
+                "quarantined": str(quarantined),
+                "salvaged": salvaged,
+                "rejected": found.rejected,
+                "next_seq": recovery.next_seq,
+            }
+        },
+    )
+    return spool, recovery
+
+
+def _quarantine(path: Path) -> Path:
+    """Move the spool and its WAL/shared-memory files aside together; keep the newest few."""
+    folder = path.parent / QUARANTINE_DIR
+    folder.mkdir(mode=0o700, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    target = folder / f"{path.stem}-{stamp}{path.suffix}"
+    for suffix in ("", "-wal", "-shm"):  # a WAL left behind would be replayed into the fresh spool
+        source = path.with_name(path.name + suffix)
+        if source.exists():
+            os.replace(source, target.with_name(target.name + suffix))
+    kept = sorted(folder.glob(f"{path.stem}-*{path.suffix}"), reverse=True)
+    for old in kept[QUARANTINE_KEEP:]:
+        for suffix in ("", "-wal", "-shm"):
+            old.with_name(old.name + suffix).unlink(missing_ok=True)
+    return target
