@@ -41,7 +41,20 @@ PAGE_SIZE = 4096
 QUARANTINE_DIR = "quarantine"
 QUARANTINE_KEEP = 3
 """Corrupt spools kept for forensics; older ones are deleted, so quarantine stays within ~3 spool caps."""
-_CORRUPTION_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+_PASSING_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_INTERRUPT,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PERM,
+    }
+)
+"""SQLite failures that say nothing about the file's content (contention, resources, permissions)."""
 
 ROW_OVERHEAD_BYTES = 64
 """Rough per-record SQLite overhead, so the cap tracks the file size rather than payload bytes only."""
@@ -218,12 +231,6 @@ class Spool:
 
     # ----------------------------------------------------------------- state
 
-    def problem(self) -> str | None:
-        """What SQLite's structural check finds wrong with the file, or None when it is sound."""
-        rows = self._db.execute("PRAGMA quick_check(5)").fetchall()
-        found = [str(row[0]) for row in rows if row[0] != "ok"]
-        return "; ".join(found)[:500] if found else None
-
     def _meta(self, name: str) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         return int(row[0])
@@ -256,9 +263,17 @@ class Spool:
 
 
 def is_corruption(exc: BaseException) -> bool:
-    """SQLite says the file itself is damaged (not locked, full or unreadable for a passing reason)."""
+    """The file itself is damaged, not locked, full or unreadable for a passing reason.
+
+    Damage shows as SQLite's corruption codes but also as generic errors ("unsupported file
+    format", a schema that no longer parses), so every SQLite error that is not about contention,
+    resources or permissions counts. Damaged text surfaces from Python's sqlite3 as
+    :class:`UnicodeDecodeError` rather than as an SQLite error.
+    """
+    if isinstance(exc, UnicodeDecodeError):
+        return True
     code = getattr(exc, "sqlite_errorcode", None)
-    return isinstance(exc, sqlite3.DatabaseError) and code is not None and code & 0xFF in _CORRUPTION_CODES
+    return isinstance(exc, sqlite3.DatabaseError) and code is not None and code & 0xFF not in _PASSING_CODES
 
 
 @dataclass(frozen=True)
@@ -281,17 +296,35 @@ class SpoolRecovery:
 
 def open_spool(path: Path, max_bytes: int) -> tuple[Spool, SpoolRecovery | None]:
     """The spool at ``path``, recovered first if the file is corrupt (see the module docstring)."""
+    problem = find_damage(path) if path.exists() else None
+    if problem is None:
+        try:
+            return Spool(path, max_bytes), None
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+            if not is_corruption(exc):
+                raise
+            problem = str(exc)
+    return _recover(path, max_bytes, problem)
+
+
+def find_damage(path: Path) -> str | None:
+    """What SQLite's structural check finds wrong with the file, or None when it is sound.
+
+    Read-only, so a damaged file is quarantined exactly as it was found.
+    """
     try:
-        spool = Spool(path, max_bytes)
-        problem = spool.problem()
-        if problem is None:
-            return spool, None
-        spool.close()
-    except sqlite3.DatabaseError as exc:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        db.text_factory = lambda raw: raw.decode("utf-8", "replace")  # the check's findings quote damaged bytes
+        try:
+            rows = db.execute("PRAGMA quick_check(5)").fetchall()
+        finally:
+            db.close()
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
         if not is_corruption(exc):
             raise
-        problem = str(exc)
-    return _recover(path, max_bytes, problem)
+        return str(exc)
+    found = [str(row[0]) for row in rows if row[0] != "ok"]
+    return "; ".join(found)[:500] if found else None
 
 
 def _recover(path: Path, max_bytes: int, problem: str) -> tuple[Spool, SpoolRecovery]:
