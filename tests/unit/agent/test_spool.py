@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -171,18 +172,15 @@ def test_kill_9_mid_write_loses_nothing_committed(tmp_path: Path) -> None:
 
 def filled_spool(path: Path, count: int = 300, device_id: str = "dev-1") -> dict[int, bytes]:
     """A closed (checkpointed) spool of ``count`` reports; returns seq -> stored value."""
+
+    def make(seq: int, padding: int) -> HealthReport:
+        return HealthReport(
+            device_id=device_id, seq=seq, collected_at=NOW, kind="laptop", platform="linux", agent_version="v" * padding
+        )
+
     with Spool(path, 10**9) as spool:
         for i in range(count):
-            spool.append_report(
-                lambda seq, i=i: HealthReport(
-                    device_id=device_id,
-                    seq=seq,
-                    collected_at=NOW,
-                    kind="laptop",
-                    platform="linux",
-                    agent_version="v" * (i % 60),
-                )
-            )
+            spool.append_report(functools.partial(make, padding=i % 60))
         return {r.seq: r.value for r in spool.peek(10**6) if r.seq is not None}
 
 
@@ -272,7 +270,7 @@ def test_corrupt_spool_is_quarantined_and_every_readable_record_salvaged(
         spool, recovery = open_spool(path, 10**9)
     with spool:
         assert recovery is not None
-        salvaged = {r.seq: r.value for r in spool.peek(10**6)}
+        salvaged = {r.seq: r.value for r in spool.peek(10**6) if r.seq is not None}
         assert expected <= set(salvaged) <= expected | maybe, "every readable record is salvaged, nothing else"
         assert all(values[seq] == value for seq, value in salvaged.items()), "salvaged byte for byte"
         assert spool.next_seq > max(values), "the fresh spool continues above the old sequence"
