@@ -62,10 +62,11 @@ def run_service(config: Path | None, max_reports: int | None) -> int:
     from fleetpulse.agents.identity import build_identity
     from fleetpulse.agents.runner import Agent, build_collectors
     from fleetpulse.agents.settings import load_agent_settings
+    from fleetpulse.agents.trust import running_privileged
 
     single_malloc_arena()
     try:
-        settings = load_agent_settings(config)
+        settings = load_agent_settings(config, privileged=running_privileged())
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: invalid configuration: {exc}", file=sys.stderr)
         return 2
