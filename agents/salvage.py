@@ -46,15 +46,6 @@ class SalvagedRecord:
     priority: Priority
 
 
-@dataclass
-class SalvageResult:
-    records: list[SalvagedRecord]
-    rejected: int
-    """Rows shaped like spool records whose value failed the contract (damaged in place)."""
-    next_seq: int | None
-    """The largest sequence counter found in the damaged file, if any survived."""
-
-
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
     value = 0
     for i in range(8):
@@ -146,36 +137,36 @@ class _Pages:
         return page if len(page) == self.page_size else None
 
 
-def _leaf_rows(pages: _Pages, number: int, page: bytes) -> Iterator[tuple[int, bytes]]:
-    """``(rowid, payload)`` of each cell of a table leaf page; a cell that does not parse is skipped."""
+def _leaf_cells(page: bytes, number: int) -> range:
+    """Indexes of the cells of a table leaf page (empty for any other page)."""
     start = 100 if number == 1 else 0
-    if page[start] != _TABLE_LEAF:
-        return
-    cells = int.from_bytes(page[start + 3 : start + 5], "big")
+    return range(int.from_bytes(page[start + 3 : start + 5], "big")) if page[start] == _TABLE_LEAF else range(0)
+
+
+def _cell(pages: _Pages, number: int, page: bytes, index: int) -> tuple[int, bytes] | None:
+    """``(rowid, payload)`` of one table leaf cell, or None if it does not parse."""
     usable = pages.usable
+    pointer_at = (100 if number == 1 else 0) + 8 + 2 * index
+    if pointer_at + 2 > usable:
+        return None
+    pos = int.from_bytes(page[pointer_at : pointer_at + 2], "big")
+    try:
+        size, pos = _varint(page, pos)
+        rowid, pos = _varint(page, pos)
+    except IndexError:
+        return None
+    if size > _MAX_RECORD_BYTES:
+        return None
     max_local = usable - 35
     min_local = (usable - 12) * 32 // 255 - 23
-    for i in range(cells):
-        pointer_at = start + 8 + 2 * i
-        if pointer_at + 2 > usable:
-            return
-        pos = int.from_bytes(page[pointer_at : pointer_at + 2], "big")
-        try:
-            size, pos = _varint(page, pos)
-            rowid, pos = _varint(page, pos)
-            if size > _MAX_RECORD_BYTES:
-                continue
-            local = size
-            if size > max_local:
-                local = min_local + (size - min_local) % (usable - 4)
-                local = local if local <= max_local else min_local
-            payload = page[pos : pos + local]
-            if local < size:
-                payload += _overflow(pages, int.from_bytes(page[pos + local : pos + local + 4], "big"), size - local)
-            if len(payload) == size:
-                yield rowid, payload
-        except (IndexError, ValueError):
-            continue
+    local = size
+    if size > max_local:
+        local = min_local + (size - min_local) % (usable - 4)
+        local = local if local <= max_local else min_local
+    payload = page[pos : pos + local]
+    if local < size:
+        payload += _overflow(pages, int.from_bytes(page[pos + local : pos + local + 4], "big"), size - local)
+    return (rowid, payload) if len(payload) == size else None
 
 
 def _overflow(pages: _Pages, number: int, wanted: int) -> bytes:
@@ -216,33 +207,74 @@ def _valid(record: SalvagedRecord) -> bool:
         return False
 
 
-def salvage(path: Path) -> SalvageResult:
-    """Every record still readable in the spool file at ``path`` (and its ``-wal``), oldest first."""
-    wal_path = path.with_name(path.name + "-wal")
-    records: dict[int, SalvagedRecord] = {}
-    rejected: set[int] = set()
-    next_seq: int | None = None
-    with contextlib.ExitStack() as files:
-        db = files.enter_context(path.open("rb"))
-        pages = _Pages(db, files.enter_context(wal_path.open("rb")) if wal_path.exists() else None)
-        for number in sorted(pages.where):
-            page = pages.read(number)
+def _row(pages: _Pages, number: int, page: bytes, index: int) -> tuple[int, list[Column]] | None:
+    cell = _cell(pages, number, page, index)
+    if cell is None:
+        return None
+    try:
+        return cell[0], _parse_record(cell[1])
+    except (IndexError, ValueError, struct.error):
+        return None
+
+
+class Salvage:
+    """The readable records of a damaged spool file (and its ``-wal``), found in one pass over its pages.
+
+    Only where each record lies is kept, and :meth:`records` reads them again one by one, so
+    salvaging a full spool costs little more memory than one record.
+    """
+
+    def __init__(self, path: Path) -> None:
+        wal_path = path.with_name(path.name + "-wal")
+        self._files = contextlib.ExitStack()
+        db = self._files.enter_context(path.open("rb"))
+        self._pages = _Pages(db, self._files.enter_context(wal_path.open("rb")) if wal_path.exists() else None)
+        self._where: dict[int, tuple[int, int]] = {}
+        rejected: set[int] = set()
+        self.next_seq: int | None = None
+        """The largest sequence counter found in the damaged file, if any survived."""
+        self.highest_seq: int | None = None
+        """The largest sequence number among the salvaged records."""
+        for number in sorted(self._pages.where):
+            page = self._pages.read(number)
             if page is None:
                 continue
-            for rowid, payload in _leaf_rows(pages, number, page):
-                try:
-                    columns = _parse_record(payload)
-                except (IndexError, ValueError, struct.error):
+            for index in _leaf_cells(page, number):
+                row = _row(self._pages, number, page, index)
+                if row is None:
                     continue
+                rowid, columns = row
                 if len(columns) == 2 and columns[0] == "next_seq" and isinstance(columns[1], int):
-                    next_seq = max(next_seq or 0, columns[1])
+                    self.next_seq = max(self.next_seq or 0, columns[1])
                     continue
                 record = _as_record(rowid, columns)
                 if record is None:
                     continue
                 if _valid(record):
-                    records[rowid] = record
+                    self._where[rowid] = (number, index)
                     rejected.discard(rowid)
-                elif rowid not in records:
+                    if record.seq is not None:
+                        self.highest_seq = max(self.highest_seq or record.seq, record.seq)
+                elif rowid not in self._where:
                     rejected.add(rowid)
-    return SalvageResult([records[r] for r in sorted(records)], len(rejected), next_seq)
+        self.rejected = len(rejected)
+        """Rows shaped like spool records whose value failed the contract (damaged in place)."""
+
+    def __enter__(self) -> Salvage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._files.close()
+
+    def records(self) -> Iterator[SalvagedRecord]:
+        """The salvaged records, oldest first."""
+        cached: tuple[int, bytes | None] = (0, None)  # neighbouring records mostly share a page
+        for rowid in sorted(self._where):
+            number, index = self._where[rowid]
+            if cached[0] != number:
+                cached = (number, self._pages.read(number))
+            page = cached[1]
+            row = _row(self._pages, number, page, index) if page is not None else None
+            record = _as_record(*row) if row is not None else None
+            if record is not None:
+                yield record

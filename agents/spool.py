@@ -328,18 +328,18 @@ def find_damage(path: Path) -> str | None:
 
 
 def _recover(path: Path, max_bytes: int, problem: str) -> tuple[Spool, SpoolRecovery]:
-    from fleetpulse.agents.salvage import salvage
+    from fleetpulse.agents.salvage import Salvage
 
     quarantined = _quarantine(path)
-    found = salvage(quarantined)
-    highest = max((r.seq for r in found.records if r.seq is not None), default=-1)
-    start = max(time.time_ns() // 1_000_000, highest + 1, found.next_seq or 0)
-    spool = Spool(path, max_bytes, initial_seq=start)
-    try:
-        salvaged = spool.restore(found.records)
-    except BaseException:
-        spool.close()
-        raise
+    with Salvage(quarantined) as found:
+        above_old = max(found.next_seq or 0, 0 if found.highest_seq is None else found.highest_seq + 1)
+        start = max(time.time_ns() // 1_000_000, above_old)
+        spool = Spool(path, max_bytes, initial_seq=start)
+        try:
+            salvaged = spool.restore(found.records())
+        except BaseException:
+            spool.close()
+            raise
     recovery = SpoolRecovery(problem, quarantined, salvaged, found.rejected, spool.next_seq)
     log.error(
         "spool file corrupt: quarantined, readable records salvaged",
