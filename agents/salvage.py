@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from fleetpulse.agents.spool import STREAMS
 from fleetpulse.contract import DeviceInventory, Priority, decode, decode_report
 
 DEFAULT_PAGE_SIZE = 4096
@@ -189,7 +190,7 @@ def _as_record(rowid: int, columns: list[Column]) -> SalvagedRecord | None:
     if len(columns) != 7 or columns[0] is not None:
         return None
     _, stream, key, value, seq, priority, _size = columns
-    if stream not in ("health", "inventory") or not isinstance(key, bytes) or not isinstance(value, bytes):
+    if stream not in STREAMS or not isinstance(key, bytes) or not isinstance(value, bytes):
         return None
     if not (seq is None or isinstance(seq, int)) or priority not in (0, 1):
         return None

@@ -60,6 +60,8 @@ ROW_OVERHEAD_BYTES = 64
 """Rough per-record SQLite overhead, so the cap tracks the file size rather than payload bytes only."""
 
 _PRIORITY_RANK = {Priority.EVENT: 0, Priority.ROUTINE: 1}
+STREAMS = ("health", "inventory")
+"""What a record may be sent as; delivery maps each to its topic."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -101,6 +103,8 @@ class Spool:
         self.path = path
         self.max_bytes = max_bytes
         self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        # damaged text must not make every read fail: such records are dropped in peek()
+        self._db.text_factory = lambda raw: raw.decode("utf-8", "replace")
         self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")
         self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -205,14 +209,28 @@ class Spool:
     # ----------------------------------------------------------------- reading
 
     def peek(self, limit: int) -> list[SpooledRecord]:
-        """The oldest ``limit`` records, in the order they were collected."""
+        """The oldest ``limit`` records, in the order they were collected.
+
+        A record damaged in place (the file's structure is sound, its bytes are not) would block
+        every record behind it, so it is dropped here and logged.
+        """
         rows = self._db.execute(
             "SELECT id, stream, key, value, seq, priority FROM records ORDER BY id LIMIT ?", (limit,)
         ).fetchall()
-        return [
-            SpooledRecord(row[0], row[1], row[2], row[3], row[4], Priority.EVENT if row[5] == 0 else Priority.ROUTINE)
-            for row in rows
-        ]
+        records: list[SpooledRecord] = []
+        damaged: list[int] = []
+        for row_id, stream, key, value, seq, rank in rows:
+            sound = stream in STREAMS and isinstance(key, bytes) and isinstance(value, bytes) and rank in (0, 1)
+            if not sound or not (seq is None or isinstance(seq, int)):
+                damaged.append(row_id)
+                continue
+            records.append(
+                SpooledRecord(row_id, stream, key, value, seq, Priority.EVENT if rank == 0 else Priority.ROUTINE)
+            )
+        if damaged:
+            log.error("spool records damaged in place: dropped", extra={"fields": {"ids": damaged[:20]}})
+            self.ack(damaged)
+        return records
 
     def ack(self, ids: list[int]) -> None:
         """Forget records the broker acknowledged."""

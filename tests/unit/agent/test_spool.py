@@ -354,3 +354,23 @@ def test_salvage_never_crashes_and_never_invents_records(
         for record in records:
             assert record.seq in values
             assert values[record.seq] == record.value
+
+
+def test_a_record_damaged_in_place_is_dropped_not_blocking_the_rest(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The file's structure is sound, one record's bytes are not: it must not stop delivery of the others."""
+    path = tmp_path / "spool.sqlite3"
+    values = filled_spool(path, count=10)
+    raw = bytearray(path.read_bytes())
+    at = raw.find(b"health" + b"dev-1")  # a record's stream column, right before its key
+    raw[at] = 0xFF  # no longer UTF-8
+    path.write_bytes(bytes(raw))
+    spool, recovery = open_spool(path, 10**9)
+    with spool, caplog.at_level(logging.ERROR, logger="fleetpulse.agents.spool"):
+        assert recovery is None, "SQLite's structural check passes"
+        left = spool.peek(100)
+        assert len(left) == 9
+        assert all(values[r.seq] == r.value for r in left if r.seq is not None)
+        assert spool.count() == 9
+    assert any(r.getMessage() == "spool records damaged in place: dropped" for r in caplog.records)
