@@ -17,6 +17,7 @@ import logging
 import ssl
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -84,6 +85,35 @@ def rejection_reason(exc: BaseException) -> str | None:
     return None
 
 
+class _ConnectionFailures(logging.Handler):
+    """The latest exceptions kafka-python logged for failed connections (a few, so memory stays bounded).
+
+    kafka-python logs why a connection failed (certificate not trusted, SASL credentials refused)
+    but its producer raises only "Unable to bootstrap"; this is where the reason is found.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.recent: deque[BaseException] = deque(maxlen=16)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        self.recent.extend(arg for arg in args if isinstance(arg, BaseException))
+
+    def take(self) -> list[BaseException]:
+        self.acquire()  # emit() runs on kafka-python's I/O thread, under the same lock
+        try:
+            taken = list(self.recent)
+            self.recent.clear()
+        finally:
+            self.release()
+        return taken
+
+
+_connection_failures = _ConnectionFailures()
+logging.getLogger("kafka").addHandler(_connection_failures)
+
+
 @dataclass(frozen=True)
 class DrainResult:
     delivered: int
@@ -118,6 +148,7 @@ class Delivery:
         """Send spooled records oldest first until the spool is empty, an error occurs or ``budget_s`` passes."""
         deadline = time.monotonic() + (budget_s if budget_s is not None else float("inf"))
         delivered = 0
+        _connection_failures.take()  # only this attempt's connection failures explain its error
         while time.monotonic() < deadline:
             batch = spool.peek(self.settings.max_batch_records)
             if not batch:
@@ -131,7 +162,9 @@ class Delivery:
             delivered += len(acked)
             if error is not None:
                 self.close(timeout_s=0)
-                return DrainResult(delivered, error, rejection_reason(cause) if cause is not None else None)
+                causes = [cause, *_connection_failures.take()]
+                reasons = [rejection_reason(c) for c in causes if c is not None]
+                return DrainResult(delivered, error, next((r for r in reasons if r is not None), None))
         return DrainResult(delivered)
 
     def _send_batch(self, batch: list[SpooledRecord]) -> tuple[list[int], str | None, BaseException | None]:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
+import socket
 import ssl
+import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -161,3 +167,69 @@ def test_unreachable_broker_keeps_everything_spooled(tmp_path: Path) -> None:
         assert result.delivered == 0
         assert time.monotonic() - started < 10, "a dead broker must not hang the delivery thread"
         assert [r.seq for r in spool.peek(10)] == [0, 1, 2]
+
+
+@pytest.fixture
+def untrusted_tls_endpoint(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A TLS listener with a self-signed certificate, and a CA file that did not sign it."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make test certificates")
+    for name in ("server", "other"):
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                f"/CN={name}",
+                "-keyout",
+                str(tmp_path / f"{name}.key"),
+                "-out",
+                str(tmp_path / f"{name}.pem"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "server.pem", tmp_path / "server.key")
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with contextlib.suppress(OSError), conn, context.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(16)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1], tmp_path / "other.pem"
+    stop.set()
+    thread.join(timeout=5)
+    listener.close()
+
+
+def test_an_untrusted_broker_certificate_is_reported_as_a_rejection(
+    tmp_path: Path, untrusted_tls_endpoint: tuple[int, Path]
+) -> None:
+    """The real kafka-python client only raises "Unable to bootstrap"; the reason is still found and named."""
+    port, wrong_ca = untrusted_tls_endpoint
+    kafka = KafkaSettings(
+        bootstrap_servers=f"127.0.0.1:{port}", security_protocol="SSL", ssl_cafile=wrong_ca, request_timeout_ms=2_000
+    )
+    delivery = Delivery(kafka, DeliverySettings(max_block_ms=2_000, flush_timeout_s=2.0), client_id="t")
+    with one_report_spool(tmp_path / "s.db") as spool:
+        result = delivery.drain(spool)
+        delivery.close(timeout_s=0)
+        assert spool.count() == 1
+    assert result.error is not None
+    assert result.rejected == "TLS certificate rejected"
