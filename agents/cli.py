@@ -62,11 +62,12 @@ def run_service(config: Path | None, max_reports: int | None) -> int:
     from fleetpulse.agents.identity import IdentityError, build_identity
     from fleetpulse.agents.runner import Agent, build_collectors
     from fleetpulse.agents.settings import load_agent_settings
+    from fleetpulse.agents.trust import running_privileged
     from fleetpulse.config import describe_config_error
 
     single_malloc_arena()
     try:
-        settings = load_agent_settings(config)
+        settings = load_agent_settings(config, privileged=running_privileged())
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: invalid configuration: {describe_config_error(exc)}", file=sys.stderr)
         return 2
@@ -102,8 +103,7 @@ def run_service(config: Path | None, max_reports: int | None) -> int:
         },
     )
     freeze_startup_objects()
-    agent.run(max_reports=max_reports)
-    return 0
+    return agent.run(max_reports=max_reports)
 
 
 def main() -> None:

@@ -35,9 +35,11 @@ def main(
 
 
 def _settings(ctx: typer.Context) -> AgentSettings:
+    from fleetpulse.agents.trust import running_privileged
+
     path = ctx.find_root().obj
     try:
-        settings = load_agent_settings(path)
+        settings = load_agent_settings(path, privileged=running_privileged())
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: invalid configuration: {describe_config_error(exc)}", err=True)
         raise typer.Exit(2) from None

@@ -4,23 +4,37 @@ The producer is idempotent (``acks=all``), gzip-compressed (stdlib codec, no ext
 lingers briefly to batch. A failed attempt closes the producer so the next one starts from a clean
 session; records the broker did not acknowledge stay spooled and go again later (at-least-once,
 duplicates carry the same ``(device_id, seq)`` and are dropped downstream).
+
+Retries follow the project's one policy (:mod:`fleetpulse.retry`): capped, jittered, finite after any
+number of failures. A rejection no retry can fix by itself (credentials refused, topic not
+authorised, certificate not trusted) is reported with its reason and retried only at the cap, so an
+operator's fix is picked up without the agent hammering the broker meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
-import random
+import ssl
+import sys
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import (
+    AuthorizationError,
+    KafkaError,
+    SaslAuthenticationFailedError,
+    UnsupportedSaslMechanismError,
+)
 
 from fleetpulse.agents.settings import DeliverySettings
 from fleetpulse.agents.spool import Spool, SpooledRecord
 from fleetpulse.config import KafkaSettings, kafka_python_security
 from fleetpulse.contract import Topics
+from fleetpulse.retry import Backoff, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -58,33 +72,64 @@ class Signer(Protocol):
         ...
 
 
-@dataclass
-class Backoff:
-    """Exponential backoff with jitter, so 26,000 agents do not reconnect in lockstep after an outage."""
+def rejection_reason(exc: BaseException) -> str | None:
+    """Why the broker or TLS layer refused us for good, or None for failures worth retrying soon.
 
-    initial_s: float
-    max_s: float
-    failures: int = 0
-    not_before: float = 0.0
+    kafka-python wraps TLS failures in connection errors, so the whole cause chain is searched.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, SaslAuthenticationFailedError | UnsupportedSaslMechanismError):
+            return "authentication failed (SASL credentials rejected)"
+        if isinstance(current, AuthorizationError):
+            return f"authorization failed ({type(current).__name__})"
+        if isinstance(current, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(current):
+            return "TLS certificate rejected"
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+        pending.extend(a for a in current.args if isinstance(a, BaseException))
+    return None
 
-    def ready(self, now: float) -> bool:
-        return now >= self.not_before
 
-    def failed(self, now: float) -> float:
-        delay: float = min(self.max_s, self.initial_s * 2.0**self.failures) * random.uniform(0.5, 1.0)
-        self.failures += 1
-        self.not_before = now + delay
-        return delay
+class _ConnectionFailures(logging.Handler):
+    """The latest exceptions kafka-python logged for failed connections (a few, so memory stays bounded).
 
-    def succeeded(self) -> None:
-        self.failures = 0
-        self.not_before = 0.0
+    kafka-python logs why a connection failed (certificate not trusted, SASL credentials refused)
+    but its producer raises only "Unable to bootstrap"; this is where the reason is found.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.recent: deque[BaseException] = deque(maxlen=16)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        self.recent.extend(arg for arg in args if isinstance(arg, BaseException))
+
+    def take(self) -> list[BaseException]:
+        self.acquire()  # emit() runs on kafka-python's I/O thread, under the same lock
+        try:
+            taken = list(self.recent)
+            self.recent.clear()
+        finally:
+            self.release()
+        return taken
+
+
+_connection_failures = _ConnectionFailures()
+logging.getLogger("kafka").addHandler(_connection_failures)
 
 
 @dataclass(frozen=True)
 class DrainResult:
     delivered: int
     error: str | None = None
+    rejected: str | None = None
+    """Set when the failure is a permanent rejection (see :func:`rejection_reason`): its reason."""
 
 
 class Delivery:
@@ -117,27 +162,32 @@ class Delivery:
         """Send spooled records oldest first until the spool is empty, an error occurs or ``budget_s`` passes."""
         deadline = time.monotonic() + (budget_s if budget_s is not None else float("inf"))
         delivered = 0
+        _connection_failures.take()  # only this attempt's connection failures explain its error
         while time.monotonic() < deadline:
             batch = spool.peek(self.settings.max_batch_records)
             if not batch:
                 return DrainResult(delivered)
+            cause: BaseException | None = None
             try:
-                acked, error = self._send_batch(batch)
+                acked, error, cause = self._send_batch(batch)
             except Exception as exc:  # any client failure: keep the records, retry later on a fresh producer
-                acked, error = [], f"{type(exc).__name__}: {exc}"
+                acked, error, cause = [], f"{type(exc).__name__}: {exc}", exc
             spool.ack(acked)
             delivered += len(acked)
             if error is not None:
                 self.close(timeout_s=0)
-                return DrainResult(delivered, error)
+                causes = [cause, *_connection_failures.take()]
+                reasons = [rejection_reason(c) for c in causes if c is not None]
+                return DrainResult(delivered, error, next((r for r in reasons if r is not None), None))
         return DrainResult(delivered)
 
-    def _send_batch(self, batch: list[SpooledRecord]) -> tuple[list[int], str | None]:
-        """Returns the ids of the longest acknowledged prefix of ``batch`` and the first error, if any."""
+    def _send_batch(self, batch: list[SpooledRecord]) -> tuple[list[int], str | None, BaseException | None]:
+        """The ids of the longest acknowledged prefix of ``batch``, and the first error and its exception, if any."""
         fresh = self._producer is None
         producer = self._get_producer()
         futures = []
         error: str | None = None
+        cause: BaseException | None = None
         if fresh and self.signer is not None:
             # every session starts with the enrolment: same partition, so the worker pins the key
             # before it reads any report of this session (repeats are no-ops there)
@@ -154,22 +204,80 @@ class Delivery:
                     producer.send(self._streams[record.stream], value=record.value, key=record.key, headers=headers)
                 )
             except KafkaError as exc:
-                error = f"send: {type(exc).__name__}: {exc}"
+                error, cause = f"send: {type(exc).__name__}: {exc}", exc
                 break
         try:
             producer.flush(timeout=self.settings.flush_timeout_s)
         except KafkaError as exc:
-            error = error or f"flush: {type(exc).__name__}: {exc}"
+            if error is None:
+                error, cause = f"flush: {type(exc).__name__}: {exc}", exc
         acked: list[int] = []
         if fresh and self.signer is not None and (not enrolment.is_done or enrolment.failed()):
             self.close(timeout_s=0)  # the next attempt opens a new session and enrols again
-            return acked, error or "enrolment not acknowledged"
+            return acked, error or "enrolment not acknowledged", cause
         for record, future in zip(batch, futures, strict=False):
             if not future.is_done or future.failed():
                 failure = future.exception if future.is_done else None
-                error = (
-                    error or f"not acknowledged: {type(failure).__name__ if failure else 'timeout'}: {failure or ''}"
-                )
+                if error is None:
+                    name = type(failure).__name__ if failure else "timeout"
+                    error, cause = f"not acknowledged: {name}: {failure or ''}", failure
                 break
             acked.append(record.id)
-        return acked, error
+        return acked, error, cause
+
+
+class Drainer(Protocol):
+    def drain(self, spool: Spool, budget_s: float | None = None) -> DrainResult: ...
+
+
+class DeliveryLoop:
+    """One delivery attempt per :meth:`step`, and how long to wait before the next.
+
+    The thread that runs it only waits; keeping the decisions here lets a test drive thousands of
+    failures through the very loop the agent runs, without sleeping.
+    """
+
+    def __init__(self, delivery: Drainer, policy: RetryPolicy, clock: Callable[[], float] = time.monotonic) -> None:
+        self.delivery = delivery
+        self.backoff = Backoff(policy)
+        self._clock = clock
+
+    @property
+    def failing(self) -> bool:
+        return self.backoff.failures > 0
+
+    def step(self, spool: Spool) -> float | None:
+        """Drain ``spool`` once; None when it is empty (wait for new records), else seconds until the retry."""
+        if not spool.count():
+            return None
+        result = self.delivery.drain(spool)
+        if result.error is None:
+            if self.failing:
+                log.info(
+                    "delivery recovered",
+                    extra={"fields": {"delivered": result.delivered, "after_failures": self.backoff.failures}},
+                )
+            self.backoff.succeeded()
+            log.debug("spool drained", extra={"fields": {"delivered": result.delivered}})
+            return None
+        now = self._clock()
+        delay = self.backoff.failed(now)
+        fields: dict[str, Any] = {
+            "error": result.error[:500],
+            "delivered": result.delivered,
+            "spooled": spool.count(),
+            "failures": self.backoff.failures,
+        }
+        if result.rejected is None:
+            log.warning(
+                "delivery failed; records stay spooled", extra={"fields": {**fields, "retry_in_s": round(delay, 1)}}
+            )
+            return delay
+        # retrying sooner cannot help: wait as long as the policy ever waits (sys.maxsize saturates its exponent)
+        delay = self.backoff.policy.delay(sys.maxsize)
+        self.backoff.not_before = now + delay
+        log.error(
+            "delivery rejected; fix the agent's Kafka credentials or certificates, records stay spooled",
+            extra={"fields": {**fields, "reason": result.rejected, "retry_in_s": round(delay, 1)}},
+        )
+        return delay

@@ -3,6 +3,11 @@
 Collection never waits for the network and delivery never waits for collectors, so a broker
 outage changes nothing on the device except the spool growing (bounded). Each thread has its
 own SQLite connection to the spool; SQLite serialises the writes.
+
+No thread dies silently: if the delivery thread fails unexpectedly, or the spool turns out to be
+corrupt while running, the agent logs why, stops and exits non-zero, and the service manager
+restarts it (systemd ``Restart=on-failure``, WinSW ``onfailure``); the next start repairs the
+spool (:func:`~fleetpulse.agents.spool.open_spool`).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +25,15 @@ from pydantic import ValidationError
 
 from fleetpulse import __version__
 from fleetpulse.agents.collectors.base import Collector, CollectorContext, Section
-from fleetpulse.agents.delivery import Backoff, Delivery
+from fleetpulse.agents.delivery import Delivery, DeliveryLoop
 from fleetpulse.agents.heap import release_free_memory
 from fleetpulse.agents.identity import Identity, RecordSigner, current_platform, load_or_create_device_key
 from fleetpulse.agents.inventory import collect_inventory
 from fleetpulse.agents.settings import AgentSettings
-from fleetpulse.agents.spool import Spool
+from fleetpulse.agents.spool import Spool, is_corruption, open_spool
+from fleetpulse.compat import UTC
 from fleetpulse.contract import CollectorError, DeviceKind, HealthReport, Platform, Priority, encode, report_key
+from fleetpulse.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -148,20 +155,28 @@ class Agent:
         self.platform = current_platform()
         self.runner = CollectorRunner(collectors)
         self.spool_path = settings.spool_dir / SPOOL_FILE
-        self.spool = Spool(self.spool_path, settings.spool_max_bytes)
+        self.spool, self.recovery = open_spool(self.spool_path, settings.spool_max_bytes)
+        # the server learns of a repaired spool from the next report, like any other failed part
+        self._pending_errors = [_error("spool", self.recovery.describe())] if self.recovery else []
         self.signer = RecordSigner(identity.device_id, load_or_create_device_key(settings.spool_dir), __version__)
         self.stop_event = threading.Event()
         self._wake = threading.Event()
         self._collection_done = threading.Event()
+        self.failure: str | None = None
+        """Why the agent stopped on its own; the service then exits non-zero to be restarted."""
 
     # ----------------------------------------------------------------- collection
 
     def collect_into_spool(self) -> HealthReport:
         collected_at = datetime.now(UTC)
         section = self.runner.collect()
+        if self._pending_errors:
+            errors = [*self._pending_errors, *section.get("collector_errors", [])]
+            section = {**section, "collector_errors": errors[:MAX_COLLECTOR_ERRORS]}
         report = self.spool.append_report(
             lambda seq: build_report(seq, self.identity.device_id, self.kind, self.platform, collected_at, section)
         )
+        self._pending_errors = []
         log.debug(
             "report spooled",
             extra={
@@ -188,6 +203,12 @@ class Agent:
     # ----------------------------------------------------------------- delivery thread
 
     def _deliver_forever(self) -> None:
+        try:
+            self._deliver()
+        except BaseException as exc:  # the thread must not end unseen: stop the agent so it is restarted
+            self._fail("delivery", exc)
+
+    def _deliver(self) -> None:
         spool = Spool(self.spool_path, self.settings.spool_max_bytes)
         delivery = Delivery(
             self.settings.kafka,
@@ -195,44 +216,39 @@ class Agent:
             client_id=f"fleetpulse-agent-{self.identity.device_id[:16]}",
             signer=self.signer,
         )
-        backoff = Backoff(self.settings.delivery.backoff_initial_s, self.settings.delivery.backoff_max_s)
+        retry = RetryPolicy(self.settings.delivery.backoff_initial_s, self.settings.delivery.backoff_max_s)
+        loop = DeliveryLoop(delivery, retry)
         try:
             while not self.stop_event.is_set():
                 self._wake.clear()
-                if spool.count():
-                    result = delivery.drain(spool)
-                    if result.error is None:
-                        if backoff.failures:
-                            log.info("delivery recovered", extra={"fields": {"delivered": result.delivered}})
-                        backoff.succeeded()
-                        log.debug("spool drained", extra={"fields": {"delivered": result.delivered}})
-                    else:
-                        delay = backoff.failed(time.monotonic())
-                        log.warning(
-                            "delivery failed; records stay spooled",
-                            extra={
-                                "fields": {
-                                    "error": result.error[:500],
-                                    "delivered": result.delivered,
-                                    "spooled": spool.count(),
-                                    "retry_in_s": round(delay, 1),
-                                }
-                            },
-                        )
-                        self.stop_event.wait(delay)
-                        continue
+                delay = loop.step(spool)
+                if delay is not None:
+                    self.stop_event.wait(delay)
+                    continue
                 self._wake.wait(self.settings.interval_s)
             self._collection_done.wait(timeout=60)  # the last report may still be being spooled
-            if backoff.failures == 0:  # best effort on shutdown; during an outage don't wait on the broker
+            if not loop.failing and self.failure is None:  # best effort; during an outage don't wait on the broker
                 delivery.drain(spool, budget_s=5.0)
         finally:
             delivery.close()
             spool.close()
 
+    def _fail(self, thread: str, exc: BaseException) -> None:
+        self.failure = f"{thread}: {type(exc).__name__}: {exc}"
+        log.critical(
+            "agent stopping after an unrecoverable error; the service manager restarts it",
+            exc_info=exc,
+            extra={"fields": {"thread": thread, "error": self.failure[:500], "corrupt_spool": is_corruption(exc)}},
+        )
+        self.stop()
+
     # ----------------------------------------------------------------- main loop
 
-    def run(self, max_reports: int | None = None) -> None:
-        """Collect every ``interval_s`` until :meth:`stop` (or ``max_reports`` reports) while delivering."""
+    def run(self, max_reports: int | None = None) -> int:
+        """Collect every ``interval_s`` until :meth:`stop` (or ``max_reports`` reports) while delivering.
+
+        Returns the exit status: 0 after an orderly stop, 1 when :attr:`failure` stopped the agent.
+        """
         sender = threading.Thread(target=self._deliver_forever, name="delivery", daemon=True)
         sender.start()
         interval = self.settings.interval_s
@@ -262,12 +278,16 @@ class Agent:
             sender.join(timeout=self.settings.delivery.flush_timeout_s + 10)
             self.runner.close()
             self.spool.close()
+        return 0 if self.failure is None else 1
 
     def _guarded(self, step: Callable[[], object], what: str) -> bool:
         try:
             step()
-        except Exception:
-            log.exception("agent step failed", extra={"fields": {"step": what}})
+        except Exception as exc:
+            if is_corruption(exc):  # every later step would fail the same way: restart and repair instead
+                self._fail("collection", exc)
+            else:
+                log.exception("agent step failed", extra={"fields": {"step": what}})
             return False
         return True
 

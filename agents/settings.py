@@ -3,6 +3,13 @@
 Environment variables use the prefix ``FLEETPULSE_AGENT_`` and ``__`` for nesting, e.g.
 ``FLEETPULSE_AGENT_KAFKA__BOOTSTRAP_SERVERS`` or ``FLEETPULSE_AGENT_IDENTITY__SECRET``.
 Only the CLI loads these (:func:`load_agent_settings`); library code receives the objects.
+
+Secrets (the Kafka SASL and key passwords, the fleet secret) can also come from files, so they
+need not sit in the environment or the TOML: ``<field>_file = "/path"`` next to the field (TOML,
+or ``FLEETPULSE_AGENT_KAFKA__SASL_PASSWORD_FILE``), or a systemd credential named after the
+field's dotted path (``LoadCredential=kafka.sasl_password:...``, read from
+``$CREDENTIALS_DIRECTORY``). A value set directly wins over the credentials folder; a value and
+a ``_file`` for the same field is an error.
 """
 
 from __future__ import annotations
@@ -14,10 +21,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic.fields import FieldInfo
 
 from fleetpulse.agents.collectors.config import CollectorConfig, default_collectors
+from fleetpulse.agents.trust import check_trusted
+from fleetpulse.compat import tomllib
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import DeviceKind
 
@@ -63,6 +72,9 @@ class DeliverySettings(BaseModel):
 
 ENV_PREFIX = "FLEETPULSE_AGENT_"
 ENV_NESTED_DELIMITER = "__"
+FILE_OPTION_SUFFIX = "_file"
+CREDENTIALS_DIRECTORY_ENV = "CREDENTIALS_DIRECTORY"
+MAX_SECRET_FILE_BYTES = 64 * 1024
 
 
 class AgentSettings(BaseModel):
@@ -85,8 +97,14 @@ class AgentSettings(BaseModel):
     collectors: Annotated[list[CollectorConfig], Field(max_length=32)] = Field(default_factory=default_collectors)
 
 
-def load_agent_settings(toml_path: Path | None, environ: Mapping[str, str] | None = None) -> AgentSettings:
+def load_agent_settings(
+    toml_path: Path | None, environ: Mapping[str, str] | None = None, *, privileged: bool = False
+) -> AgentSettings:
     """Defaults < TOML file < ``FLEETPULSE_AGENT_*`` environment, as :func:`fleetpulse.config.load_settings` does.
+
+    ``privileged`` (the service): the config file and secret files must be safe from every
+    non-administrator (:func:`fleetpulse.agents.trust.check_trusted`), else
+    :class:`~fleetpulse.agents.trust.UntrustedPathError`.
 
     Why not pydantic-settings, as the server does: importing it loads asyncio, python-dotenv and
     its cloud secret providers, about 3 MB that would stay resident on every endpoint for a TOML
@@ -98,13 +116,79 @@ def load_agent_settings(toml_path: Path | None, environ: Mapping[str, str] | Non
     if toml_path is not None:
         if not toml_path.is_file():
             raise FileNotFoundError(f"config file not found: {toml_path}")
+        if privileged:
+            check_trusted(Path(os.path.abspath(toml_path)), "config file")
         with toml_path.open("rb") as fh:
             try:
                 data = tomllib.load(fh)
             except tomllib.TOMLDecodeError as exc:
                 raise ValueError(f"{toml_path}: {exc}") from None
-    env = {k.lower(): v for k, v in (os.environ if environ is None else environ).items()}
-    return AgentSettings.model_validate(_deep_update(data, _from_env(AgentSettings, ENV_PREFIX.lower(), env)))
+    source = os.environ if environ is None else environ
+    env = {k.lower(): v for k, v in source.items()}
+    merged = _deep_update(data, _from_env(AgentSettings, ENV_PREFIX.lower(), env))
+    credentials = source.get(CREDENTIALS_DIRECTORY_ENV)
+    for path in secret_fields(AgentSettings):
+        _resolve_secret(merged, path, Path(credentials) if credentials else None, privileged)
+    return AgentSettings.model_validate(merged)
+
+
+def secret_fields(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Dotted paths of every secret in the settings tree, e.g. ``("kafka", "sasl_password")``."""
+    found: list[tuple[str, ...]] = []
+    for name, field in model.model_fields.items():
+        if _is_secret(field):
+            found.append((*prefix, name))
+        elif (nested := _model_of(field.annotation)) is not None:
+            found.extend(secret_fields(nested, (*prefix, name)))
+    return found
+
+
+def _is_secret(field: FieldInfo) -> bool:
+    annotation = field.annotation
+    return annotation is SecretStr or SecretStr in get_args(annotation)
+
+
+def _resolve_secret(data: dict[str, Any], path: tuple[str, ...], credentials: Path | None, privileged: bool) -> None:
+    """Fill the secret at ``path`` from ``<name>_file`` or the credentials folder, in place."""
+    *parents, name = path
+    table: Any = data
+    for part in parents:
+        child = table.get(part) if isinstance(table, dict) else None
+        if child is None and isinstance(table, dict):
+            child = table[part] = {}
+        table = child
+    if not isinstance(table, dict):
+        return  # not a table: validation reports the real problem
+    dotted = ".".join(path)
+    file_key = name + FILE_OPTION_SUFFIX
+    if file_key in table:
+        if table.get(name) is not None:
+            raise ValueError(f"{dotted}: set either {name} or {file_key}, not both")
+        file = table.pop(file_key)
+        if file is not None:
+            table[name] = read_secret_file(Path(str(file)), dotted, privileged)
+    elif table.get(name) is None and credentials is not None and (credentials / dotted).is_file():
+        table[name] = read_secret_file(credentials / dotted, dotted, privileged)
+
+
+def read_secret_file(path: Path, field: str, privileged: bool = False) -> str:
+    """The secret in ``path``, without a trailing newline; errors name the file, never its content."""
+    if privileged:
+        check_trusted(path, f"{field}: secret file")
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_SECRET_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"{field}: cannot read secret file {path}: {exc.strerror or type(exc).__name__}") from None
+    if len(raw) > MAX_SECRET_FILE_BYTES:
+        raise ValueError(f"{field}: secret file {path} is larger than {MAX_SECRET_FILE_BYTES} bytes")
+    try:
+        value = raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
+    except UnicodeDecodeError:
+        raise ValueError(f"{field}: secret file {path} is not UTF-8 text") from None
+    if not value:
+        raise ValueError(f"{field}: secret file {path} is empty")
+    return value
 
 
 def _is_complex(annotation: Any) -> bool:

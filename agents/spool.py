@@ -9,25 +9,60 @@ only after the broker acknowledged them (at-least-once; consumers drop duplicate
 
 Over the size cap, the oldest ROUTINE records are evicted first; EVENT records (failing
 disks, crashes) go only when nothing routine is left. Every eviction is counted and logged.
+
+A corrupt file (overwritten header, truncation, damaged pages) must neither stop the agent
+for good nor strand the records still readable in it: :func:`open_spool` checks the file,
+moves a corrupt one aside into ``quarantine/`` (kept for forensics, the newest
+:data:`QUARANTINE_KEEP` only), salvages every readable record into a fresh spool whose sequence
+continues above the old one, and says so in a :class:`SpoolRecovery` the agent reports.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from fleetpulse.compat import UTC
 from fleetpulse.contract import HealthReport, Priority, encode
 
+if TYPE_CHECKING:
+    from fleetpulse.agents.salvage import SalvagedRecord
+
 log = logging.getLogger(__name__)
+
+PAGE_SIZE = 4096
+"""Set explicitly so the salvage reader knows the page size even when the header is destroyed."""
+QUARANTINE_DIR = "quarantine"
+QUARANTINE_KEEP = 3
+"""Corrupt spools kept for forensics; older ones are deleted, so quarantine stays within ~3 spool caps."""
+_PASSING_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_INTERRUPT,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PERM,
+    }
+)
+"""SQLite failures that say nothing about the file's content (contention, resources, permissions)."""
 
 ROW_OVERHEAD_BYTES = 64
 """Rough per-record SQLite overhead, so the cap tracks the file size rather than payload bytes only."""
 
 _PRIORITY_RANK = {Priority.EVENT: 0, Priority.ROUTINE: 1}
+STREAMS = ("health", "inventory", "enrolment")
+"""What a record may be sent as; delivery maps each to its topic."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -69,6 +104,9 @@ class Spool:
         self.path = path
         self.max_bytes = max_bytes
         self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        # damaged text must not make every read fail: such records are dropped in peek()
+        self._db.text_factory = lambda raw: raw.decode("utf-8", "replace")
+        self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")
         self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -122,6 +160,22 @@ class Spool:
             db.execute("ROLLBACK")
             raise
 
+    def restore(self, records: Iterable[SalvagedRecord]) -> int:
+        """Store records salvaged from a corrupt spool, in their order and with their own seq; returns how many."""
+        db = self._db
+        stored = 0
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for record in records:
+                self._insert(record.stream, record.key, record.value, record.seq, record.priority)
+                stored += 1
+            self._evict_over_cap()
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return stored
+
     def _insert(self, stream: str, key: bytes, value: bytes, seq: int | None, priority: Priority) -> None:
         size = len(key) + len(value) + ROW_OVERHEAD_BYTES
         if size > self.max_bytes:
@@ -156,14 +210,28 @@ class Spool:
     # ----------------------------------------------------------------- reading
 
     def peek(self, limit: int) -> list[SpooledRecord]:
-        """The oldest ``limit`` records, in the order they were collected."""
+        """The oldest ``limit`` records, in the order they were collected.
+
+        A record damaged in place (the file's structure is sound, its bytes are not) would block
+        every record behind it, so it is dropped here and logged.
+        """
         rows = self._db.execute(
             "SELECT id, stream, key, value, seq, priority FROM records ORDER BY id LIMIT ?", (limit,)
         ).fetchall()
-        return [
-            SpooledRecord(row[0], row[1], row[2], row[3], row[4], Priority.EVENT if row[5] == 0 else Priority.ROUTINE)
-            for row in rows
-        ]
+        records: list[SpooledRecord] = []
+        damaged: list[int] = []
+        for row_id, stream, key, value, seq, rank in rows:
+            sound = stream in STREAMS and isinstance(key, bytes) and isinstance(value, bytes) and rank in (0, 1)
+            if not sound or not (seq is None or isinstance(seq, int)):
+                damaged.append(row_id)
+                continue
+            records.append(
+                SpooledRecord(row_id, stream, key, value, seq, Priority.EVENT if rank == 0 else Priority.ROUTINE)
+            )
+        if damaged:
+            log.error("spool records damaged in place: dropped", extra={"fields": {"ids": damaged[:20]}})
+            self.ack(damaged)
+        return records
 
     def ack(self, ids: list[int]) -> None:
         """Forget records the broker acknowledged."""
@@ -211,3 +279,114 @@ class Spool:
         on what was lost.
         """
         return {Priority.ROUTINE: self._meta("evicted_routine"), Priority.EVENT: self._meta("evicted_event")}
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """The file itself is damaged, not locked, full or unreadable for a passing reason.
+
+    Damage shows as SQLite's corruption codes but also as generic errors ("unsupported file
+    format", a schema that no longer parses), so every SQLite error that is not about contention,
+    resources or permissions counts. Damaged text surfaces from Python's sqlite3 as
+    :class:`UnicodeDecodeError` rather than as an SQLite error.
+    """
+    if isinstance(exc, UnicodeDecodeError):
+        return True
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.DatabaseError) and code is not None and code & 0xFF not in _PASSING_CODES
+
+
+@dataclass(frozen=True)
+class SpoolRecovery:
+    """What happened to a corrupt spool; the agent logs it and reports it to the server."""
+
+    problem: str
+    quarantined: Path
+    salvaged: int
+    rejected: int
+    next_seq: int
+
+    def describe(self) -> str:
+        return (
+            f"spool file corrupt ({self.problem}): moved to {self.quarantined}, "
+            f"{self.salvaged} records salvaged, {self.rejected} damaged records dropped, "
+            f"sequence continues at {self.next_seq}"
+        )
+
+
+def open_spool(path: Path, max_bytes: int) -> tuple[Spool, SpoolRecovery | None]:
+    """The spool at ``path``, recovered first if the file is corrupt (see the module docstring)."""
+    problem = find_damage(path) if path.exists() else None
+    if problem is None:
+        try:
+            return Spool(path, max_bytes), None
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+            if not is_corruption(exc):
+                raise
+            problem = str(exc)
+    return _recover(path, max_bytes, problem)
+
+
+def find_damage(path: Path) -> str | None:
+    """What SQLite's structural check finds wrong with the file, or None when it is sound.
+
+    Read-only, so a damaged file is quarantined exactly as it was found.
+    """
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        db.text_factory = lambda raw: raw.decode("utf-8", "replace")  # the check's findings quote damaged bytes
+        try:
+            rows = db.execute("PRAGMA quick_check(5)").fetchall()
+        finally:
+            db.close()
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+        if not is_corruption(exc):
+            raise
+        return str(exc)
+    found = [str(row[0]) for row in rows if row[0] != "ok"]
+    return "; ".join(found)[:500] if found else None
+
+
+def _recover(path: Path, max_bytes: int, problem: str) -> tuple[Spool, SpoolRecovery]:
+    from fleetpulse.agents.salvage import Salvage
+
+    quarantined = _quarantine(path)
+    with Salvage(quarantined) as found:
+        above_old = max(found.next_seq or 0, 0 if found.highest_seq is None else found.highest_seq + 1)
+        start = max(time.time_ns() // 1_000_000, above_old)
+        spool = Spool(path, max_bytes, initial_seq=start)
+        try:
+            salvaged = spool.restore(found.records())
+        except BaseException:
+            spool.close()
+            raise
+    recovery = SpoolRecovery(problem, quarantined, salvaged, found.rejected, spool.next_seq)
+    log.error(
+        "spool file corrupt: quarantined, readable records salvaged",
+        extra={
+            "fields": {
+                "problem": problem,
+                "quarantined": str(quarantined),
+                "salvaged": salvaged,
+                "rejected": found.rejected,
+                "next_seq": recovery.next_seq,
+            }
+        },
+    )
+    return spool, recovery
+
+
+def _quarantine(path: Path) -> Path:
+    """Move the spool and its WAL/shared-memory files aside together; keep the newest few."""
+    folder = path.parent / QUARANTINE_DIR
+    folder.mkdir(mode=0o700, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    target = folder / f"{path.stem}-{stamp}{path.suffix}"
+    for suffix in ("", "-wal", "-shm"):  # a WAL left behind would be replayed into the fresh spool
+        source = path.with_name(path.name + suffix)
+        if source.exists():
+            os.replace(source, target.with_name(target.name + suffix))
+    kept = sorted(folder.glob(f"{path.stem}-*{path.suffix}"), reverse=True)
+    for old in kept[QUARANTINE_KEEP:]:
+        for suffix in ("", "-wal", "-shm"):
+            old.with_name(old.name + suffix).unlink(missing_ok=True)
+    return target

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from fleetpulse.agents.trust import resolve_tool
 from fleetpulse.contract import Platform
 
 Section = dict[str, Any]
@@ -42,8 +43,13 @@ class CollectorContext:
 
 
 def run_tool(argv: list[str], timeout_s: float, ok_codes: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
-    """One bounded subprocess: no shell, C locale (parsers read English), output size capped by the timeout."""
+    """One bounded subprocess: no shell, C locale (parsers read English), output size capped by the timeout.
+
+    The binary must be one only administrators can replace (:func:`~fleetpulse.agents.trust.resolve_tool`):
+    the agent runs it with its own privileges.
+    """
     env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
+    argv = [resolve_tool(argv[0]), *argv[1:]]
     proc = subprocess.run(
         argv, capture_output=True, text=True, errors="replace", timeout=timeout_s, check=False, env=env
     )

@@ -6,11 +6,12 @@ model here with its own ``kind`` literal; the discriminated union does the rest.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fleetpulse.agents.collectors.base import Collector, CollectorContext, Throttled
 
@@ -32,9 +33,19 @@ class _Config(BaseModel, ABC):
 class SmartConfig(_Config):
     kind: Literal["smart"] = "smart"
     timeout_s: float = Field(default=120.0, gt=0, le=600)
-    smartctl: str = "smartctl"
+    smartctl: str = Field(
+        default="smartctl",
+        description="absolute path, or a bare name looked up in the system's tool folders (never $PATH)",
+    )
     devices: list[str] | None = Field(default=None, description="None: every device smartctl --scan-open finds")
     max_disks: int = Field(default=16, ge=1, le=32)
+
+    @field_validator("smartctl")
+    @classmethod
+    def _absolute_or_bare(cls, value: str) -> str:
+        if not os.path.isabs(value) and (os.sep in value or (os.altsep is not None and os.altsep in value)):
+            raise ValueError("must be an absolute path or a bare name")
+        return value
 
     def build(self, ctx: CollectorContext) -> Collector:
         from fleetpulse.agents.collectors.smart import SmartCollector

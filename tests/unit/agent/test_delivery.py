@@ -1,36 +1,128 @@
-"""Delivery without a broker: backoff, producer security settings, and nothing lost when Kafka is down."""
+"""Delivery without a broker: the retry loop, producer security settings, and nothing lost when Kafka is down."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from kafka.errors import KafkaConnectionError, SaslAuthenticationFailedError, TopicAuthorizationFailedError
 from pydantic import SecretStr
 
 from fleetpulse.agents import delivery as delivery_module
-from fleetpulse.agents.delivery import Backoff, Delivery, producer_config
+from fleetpulse.agents.delivery import Delivery, DeliveryLoop, DrainResult, producer_config, rejection_reason
 from fleetpulse.agents.identity import RecordSigner
 from fleetpulse.agents.settings import DeliverySettings
 from fleetpulse.agents.spool import Spool
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import DeviceEnrolment, DeviceInventory, HealthReport, Priority, Topics, decode, encode
 from fleetpulse.contract.auth import ENROLMENT_TYPE, INVENTORY_TYPE, MAC_HEADER, TYPE_HEADER, mac_matches
+from fleetpulse.retry import RetryPolicy
 from tests.harness import free_port
 
 
-def test_backoff_grows_exponentially_with_jitter_and_caps() -> None:
-    backoff = Backoff(initial_s=1.0, max_s=20.0)
-    delays = [backoff.failed(now=0.0) for _ in range(8)]
-    for attempt, delay in enumerate(delays):
-        ceiling = min(20.0, 2.0**attempt)
-        assert ceiling / 2 <= delay <= ceiling
-    assert not backoff.ready(now=0.0)
-    backoff.succeeded()
-    assert backoff.ready(now=0.0)
-    assert len({round(Backoff(1.0, 20.0).failed(0.0), 6) for _ in range(20)}) > 1, "jittered, not lockstep"
+class FailingBroker:
+    """Stands in for :class:`Delivery`: every drain fails with the given result (nothing sent)."""
+
+    def __init__(self, result: DrainResult) -> None:
+        self.result = result
+        self.attempts = 0
+
+    def drain(self, spool: Spool, budget_s: float | None = None) -> DrainResult:
+        self.attempts += 1
+        return self.result
+
+
+def one_report_spool(path: Path) -> Spool:
+    spool = Spool(path, 10**6, initial_seq=0)
+    spool.append_report(
+        lambda seq: HealthReport(
+            device_id="d1", seq=seq, collected_at=datetime.now(UTC), kind="laptop", platform="linux"
+        )
+    )
+    return spool
+
+
+def test_ten_thousand_failures_through_the_delivery_loop_stay_capped_and_jittered(tmp_path: Path) -> None:
+    """An expired credential for months: the delay saturates at the cap and never overflows (it did at 1,024)."""
+    broker = FailingBroker(DrainResult(0, "not acknowledged: KafkaTimeoutError: timeout"))
+    loop = DeliveryLoop(broker, RetryPolicy(base_s=2.0, cap_s=300.0), clock=lambda: 0.0)
+    with one_report_spool(tmp_path / "s.db") as spool:
+        delays = [loop.step(spool) for _ in range(10_000)]
+        assert spool.count() == 1, "records stay spooled through every failure"
+    assert broker.attempts == 10_000
+    assert all(d is not None and 0 < d <= 300.0 for d in delays)
+    assert [round(d or 0) for d in delays[:3]] != [0, 0, 0]
+    assert 1.0 <= (delays[0] or 0) <= 2.0, "the first retry comes soon"
+    saturated = [d or 0.0 for d in delays[20:]]
+    assert min(saturated) >= 150.0, "capped delays keep equal jitter's lower half"
+    assert len({round(d, 3) for d in saturated}) > 1000, "jittered, so a fleet does not reconnect in lockstep"
+    assert loop.backoff.failures == 10_000
+
+
+def test_delivery_loop_recovers_and_resets_after_success(tmp_path: Path) -> None:
+    broker = FailingBroker(DrainResult(0, "flush: KafkaTimeoutError"))
+    loop = DeliveryLoop(broker, RetryPolicy(base_s=1.0, cap_s=20.0), clock=lambda: 0.0)
+    with one_report_spool(tmp_path / "s.db") as spool:
+        for _ in range(50):
+            loop.step(spool)
+        broker.result = DrainResult(1)
+        assert loop.step(spool) is None
+        assert not loop.failing
+        broker.result = DrainResult(0, "flush: KafkaTimeoutError")
+        assert (loop.step(spool) or 0) <= 1.0, "after recovery the backoff starts small again"
+
+
+def test_rejected_credentials_are_reported_with_their_reason_and_retried_only_at_the_cap(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rejected = DrainResult(0, "send: SaslAuthenticationFailedError", rejected="authentication failed (SASL)")
+    broker = FailingBroker(rejected)
+    loop = DeliveryLoop(broker, RetryPolicy(base_s=2.0, cap_s=300.0), clock=lambda: 0.0)
+    with (
+        caplog.at_level(logging.ERROR, logger="fleetpulse.agents.delivery"),
+        one_report_spool(tmp_path / "s.db") as spool,
+    ):
+        delays = [loop.step(spool) or 0.0 for _ in range(100)]
+    assert min(delays) >= 150.0, "no blind full-rate retrying of a refused credential"
+    assert max(delays) <= 300.0, "still retried: an operator may fix the credential"
+    reasons = [getattr(r, "fields", {}).get("reason") for r in caplog.records]
+    assert reasons.count("authentication failed (SASL)") == 100
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        (SaslAuthenticationFailedError("bad password"), "authentication failed"),
+        (TopicAuthorizationFailedError(), "authorization failed"),
+        (KafkaConnectionError(ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] expired")), "TLS"),
+        (KafkaConnectionError("socket disconnected"), None),
+        (TimeoutError("flush"), None),
+    ],
+)
+def test_permanent_failures_are_told_apart_from_transient_ones(exc: BaseException, reason: str | None) -> None:
+    found = rejection_reason(exc)
+    assert (found is None) if reason is None else (found is not None and found.startswith(reason))
+
+
+def test_a_wrapped_certificate_failure_is_found_in_the_cause_chain() -> None:
+    try:
+        try:
+            raise ssl.SSLCertVerificationError(1, "certificate has expired")
+        except ssl.SSLError as inner:
+            raise KafkaConnectionError("handshake failed") from inner
+    except KafkaConnectionError as outer:
+        assert rejection_reason(outer) == "TLS certificate rejected"
 
 
 def test_producer_config_is_durable_and_carries_scram_and_mtls_settings(tmp_path: Path) -> None:
@@ -143,3 +235,69 @@ def test_each_session_enrols_first_and_every_record_is_maced(tmp_path: Path, mon
     ]
     assert decode(sent[0][2], DeviceEnrolment).key == key.hex()
     assert all(mac_matches(key, value, dict(headers).get(MAC_HEADER)) for _, _, value, headers in sent)
+
+
+@pytest.fixture
+def untrusted_tls_endpoint(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A TLS listener with a self-signed certificate, and a CA file that did not sign it."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make test certificates")
+    for name in ("server", "other"):
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                f"/CN={name}",
+                "-keyout",
+                str(tmp_path / f"{name}.key"),
+                "-out",
+                str(tmp_path / f"{name}.pem"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "server.pem", tmp_path / "server.key")
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with contextlib.suppress(OSError), conn, context.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(16)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1], tmp_path / "other.pem"
+    stop.set()
+    thread.join(timeout=5)
+    listener.close()
+
+
+def test_an_untrusted_broker_certificate_is_reported_as_a_rejection(
+    tmp_path: Path, untrusted_tls_endpoint: tuple[int, Path]
+) -> None:
+    """The real kafka-python client only raises "Unable to bootstrap"; the reason is still found and named."""
+    port, wrong_ca = untrusted_tls_endpoint
+    kafka = KafkaSettings(
+        bootstrap_servers=f"127.0.0.1:{port}", security_protocol="SSL", ssl_cafile=wrong_ca, request_timeout_ms=2_000
+    )
+    delivery = Delivery(kafka, DeliverySettings(max_block_ms=2_000, flush_timeout_s=2.0), client_id="t")
+    with one_report_spool(tmp_path / "s.db") as spool:
+        result = delivery.drain(spool)
+        delivery.close(timeout_s=0)
+        assert spool.count() == 1
+    assert result.error is not None
+    assert result.rejected == "TLS certificate rejected"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import signal
 import sqlite3
@@ -15,7 +17,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetpulse.agents.spool import ROW_OVERHEAD_BYTES, Spool
+from fleetpulse.agents.spool import (
+    PAGE_SIZE,
+    QUARANTINE_DIR,
+    QUARANTINE_KEEP,
+    ROW_OVERHEAD_BYTES,
+    Spool,
+    find_damage,
+    open_spool,
+)
 from fleetpulse.contract import HealthReport, Priority, StabilityHealth, decode_report
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -155,3 +165,212 @@ def test_kill_9_mid_write_loses_nothing_committed(tmp_path: Path) -> None:
             # acks remove the oldest, so what remains is a gap-free run ending at the last allocated seq
             assert stored == set(range(min(stored), spool.next_seq)), "a sequence number vanished"
             assert all(decode_report(r.value).seq == r.seq for r in spool.peek(10**6))
+
+
+# ----------------------------------------------------------------- corruption: quarantine and salvage
+
+
+def filled_spool(path: Path, count: int = 300, device_id: str = "dev-1") -> dict[int, bytes]:
+    """A closed (checkpointed) spool of ``count`` reports; returns seq -> stored value."""
+
+    def make(seq: int, padding: int) -> HealthReport:
+        return HealthReport(
+            device_id=device_id, seq=seq, collected_at=NOW, kind="laptop", platform="linux", agent_version="v" * padding
+        )
+
+    with Spool(path, 10**9) as spool:
+        for i in range(count):
+            spool.append_report(functools.partial(make, padding=i % 60))
+        return {r.seq: r.value for r in spool.peek(10**6) if r.seq is not None}
+
+
+def corrupt(path: Path, how: str) -> tuple[int, int]:
+    """Damage the spool file as the attacker did; returns the destroyed byte range ``[start, end)``."""
+    size = path.stat().st_size
+    if how == "header":
+        start, end = 0, 100
+        damage = os.urandom(100)
+    elif how == "meta":
+        db = sqlite3.connect(path)
+        root = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'meta'").fetchone()[0]
+        db.close()
+        start, end = (root - 1) * PAGE_SIZE, root * PAGE_SIZE
+        damage = bytes(PAGE_SIZE)
+    elif how == "random":
+        start = size // 2 + 1000
+        end = start + 8192
+        damage = os.urandom(8192)
+    elif how == "truncate":
+        start, end = size * 6 // 10, size
+        with path.open("r+b") as fh:
+            fh.truncate(start)
+        return start // PAGE_SIZE * PAGE_SIZE, end  # a partial last page is no page
+    else:
+        raise ValueError(how)
+    with path.open("r+b") as fh:
+        fh.seek(start)
+        fh.write(damage)
+    return start, end
+
+
+def readable_after(intact: bytes, values: dict[int, bytes], damaged: tuple[int, int]) -> tuple[set[int], set[int]]:
+    """Independent oracle: (reports certainly readable, reports that may or may not be) after the damage.
+
+    Certainly readable: a stored copy whose cell and page header lie clear of the damage. SQLite
+    moves cells when it rebalances pages and leaves the old copy on the freed page, so a record
+    may be stored twice; either copy is the same bytes and counts. May be readable: a copy right
+    next to the damage (its cell's own header or trailing columns may be hit).
+    """
+    start, end = damaged
+
+    def clear(lo: int, hi: int) -> bool:
+        return hi <= start or lo >= end
+
+    certain, maybe = set(), set()
+    for seq, value in values.items():
+        at = intact.find(value)
+        assert at >= 0
+        while at >= 0:
+            page = at // PAGE_SIZE * PAGE_SIZE
+            if clear(at - 64, at + len(value) + 16) and clear(page, page + 128):
+                certain.add(seq)
+            elif clear(at, at + len(value)):
+                maybe.add(seq)
+            at = intact.find(value, at + 1)
+    return certain, maybe - certain
+
+
+def sqlite_objects(path: Path) -> str | None:
+    """What SQLite itself says about the file: an error at open, or its structural check's complaint."""
+    try:
+        db = sqlite3.connect(path)
+        try:
+            rows = db.execute("PRAGMA quick_check").fetchall()
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    return None if rows == [("ok",)] else str(rows)
+
+
+@pytest.mark.parametrize("how", ["header", "truncate", "meta", "random"])
+def test_corrupt_spool_is_quarantined_and_every_readable_record_salvaged(
+    tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "spool.sqlite3"
+    values = filled_spool(path)
+    intact = path.read_bytes()
+    damaged = corrupt(path, how)
+    expected, maybe = readable_after(intact, values, damaged)
+    assert len(expected) >= (300 if how in ("header", "meta") else 100)
+    assert sqlite_objects(path), "SQLite refuses the file: the agent used to crash-loop or stall on it"
+    found = path.read_bytes()
+
+    with caplog.at_level(logging.ERROR, logger="fleetpulse.agents.spool"):
+        spool, recovery = open_spool(path, 10**9)
+    with spool:
+        assert recovery is not None
+        salvaged = {r.seq: r.value for r in spool.peek(10**6) if r.seq is not None}
+        assert expected <= set(salvaged) <= expected | maybe, "every readable record is salvaged, nothing else"
+        assert all(values[seq] == value for seq, value in salvaged.items()), "salvaged byte for byte"
+        assert spool.next_seq > max(values), "the fresh spool continues above the old sequence"
+        assert spool.append_report(lambda seq: report(seq)).seq > max(values)
+        assert find_damage(spool.path) is None
+    assert recovery.salvaged == len(salvaged)
+    assert recovery.quarantined.parent == tmp_path / QUARANTINE_DIR
+    assert recovery.quarantined.read_bytes() == found, "kept as found, for forensics"
+    assert "corrupt" in recovery.describe()
+    assert str(recovery.quarantined) in recovery.describe()
+    logged = [getattr(r, "fields", {}) for r in caplog.records if r.levelno == logging.ERROR]
+    assert [f["salvaged"] for f in logged] == [len(salvaged)]
+
+
+def test_records_only_in_the_write_ahead_log_are_salvaged_too(tmp_path: Path) -> None:
+    """Killed before a checkpoint: the newest records live only in ``-wal``, which moves with the file."""
+    path = tmp_path / "spool.sqlite3"
+    values = filled_spool(path, count=50)
+    holder = Spool(path, 10**9)  # a second connection keeps the WAL from being checkpointed away
+    holder._db.execute("PRAGMA wal_autocheckpoint=0")
+    for _ in range(30):
+        holder.append_report(lambda seq: report(seq))
+    newest = {r.seq: r.value for r in holder.peek(10**6) if r.seq is not None}
+    snapshot = tmp_path / "copy"
+    snapshot.mkdir()
+    for suffix in ("", "-wal"):
+        (snapshot / f"spool.sqlite3{suffix}").write_bytes((tmp_path / f"spool.sqlite3{suffix}").read_bytes())
+    holder.close()
+    copied = snapshot / "spool.sqlite3"
+    assert (snapshot / "spool.sqlite3-wal").stat().st_size > 0
+    corrupt(copied, "truncate")
+    spool, recovery = open_spool(copied, 10**9)
+    with spool:
+        assert recovery is not None
+        salvaged = {r.seq: r.value for r in spool.peek(10**6)}
+        only_in_wal = {seq: value for seq, value in newest.items() if seq not in values}
+        assert len(only_in_wal) == 30
+        assert only_in_wal.items() <= salvaged.items()
+        assert salvaged.items() <= newest.items()
+    assert not (snapshot / "spool.sqlite3-wal").exists(), "the old WAL never replays into the fresh spool"
+
+
+def test_quarantine_keeps_only_the_newest_few(tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite3"
+    for _ in range(QUARANTINE_KEEP + 2):
+        filled_spool(path, count=3)
+        corrupt(path, "header")
+        open_spool(path, 10**9)[0].close()
+        path.unlink()
+        for suffix in ("-wal", "-shm"):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+    kept = sorted(p.name for p in (tmp_path / QUARANTINE_DIR).iterdir())
+    assert len([k for k in kept if k.endswith(".sqlite3")]) == QUARANTINE_KEEP
+
+
+def test_a_sound_spool_opens_without_recovery(tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite3"
+    values = filled_spool(path, count=10)
+    spool, recovery = open_spool(path, 10**9)
+    with spool:
+        assert recovery is None
+        assert [r.seq for r in spool.peek(100)] == sorted(values)
+    assert not (tmp_path / QUARANTINE_DIR).exists()
+
+
+@settings(max_examples=25, deadline=None)
+@given(start=st.integers(0, 120_000), garbage=st.binary(min_size=1, max_size=9000))
+def test_salvage_never_crashes_and_never_invents_records(
+    tmp_path_factory: pytest.TempPathFactory, start: int, garbage: bytes
+) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "spool.sqlite3"
+    values = filled_spool(path, count=100)
+    with path.open("r+b") as fh:
+        fh.seek(min(start, path.stat().st_size))
+        fh.write(garbage)
+    spool, recovery = open_spool(path, 10**9)
+    with spool:
+        records = spool.peek(10**6)
+    assert len(records) <= len(values)
+    if recovery is not None:  # (bytes inside a record that SQLite finds sound go out as they are: dead-lettered)
+        for record in records:
+            assert record.seq in values
+            assert values[record.seq] == record.value
+
+
+def test_a_record_damaged_in_place_is_dropped_not_blocking_the_rest(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The file's structure is sound, one record's bytes are not: it must not stop delivery of the others."""
+    path = tmp_path / "spool.sqlite3"
+    values = filled_spool(path, count=10)
+    raw = bytearray(path.read_bytes())
+    at = raw.find(b"health" + b"dev-1")  # a record's stream column, right before its key
+    raw[at] = 0xFF  # no longer UTF-8
+    path.write_bytes(bytes(raw))
+    spool, recovery = open_spool(path, 10**9)
+    with spool, caplog.at_level(logging.ERROR, logger="fleetpulse.agents.spool"):
+        assert recovery is None, "SQLite's structural check passes"
+        left = spool.peek(100)
+        assert len(left) == 9
+        assert all(values[r.seq] == r.value for r in left if r.seq is not None)
+        assert spool.count() == 9
+    assert any(r.getMessage() == "spool records damaged in place: dropped" for r in caplog.records)
