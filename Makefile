@@ -5,7 +5,7 @@ PY ?= python3
 LINT_PATHS := fleetpulse agents streams models alerts dashboards tests benchmarks docs
 export FLEETPULSE_TEST_STACK_DIR ?= $(CURDIR)/.local/test-stack
 
-.PHONY: install lint typecheck check docs test test-unit test-integration demo stack-up stack-down clean train evaluate
+.PHONY: install lint typecheck check docs test test-pythons test-unit test-integration demo stack-up stack-down clean train evaluate
 
 install:
 	deploy/local/install-deps.sh
@@ -33,6 +33,11 @@ docs:
 test: install check docs
 	set -o pipefail; trap '$(MAKE) --no-print-directory test-stack-down' EXIT; \
 	$(PY) -m pytest -p no:cacheprovider
+	$(MAKE) --no-print-directory test-pythons
+
+# The agent's unit tests on CPython 3.10, 3.12 and 3.13, the server's on 3.12 and 3.13 (pyenv interpreters).
+test-pythons:
+	tests/other_pythons.sh
 
 test-unit:
 	$(PY) -m pytest -m "not integration"

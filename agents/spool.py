@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -42,20 +43,22 @@ PAGE_SIZE = 4096
 QUARANTINE_DIR = "quarantine"
 QUARANTINE_KEEP = 3
 """Corrupt spools kept for forensics; older ones are deleted, so quarantine stays within ~3 spool caps."""
-_PASSING_CODES = frozenset(
-    {
-        sqlite3.SQLITE_BUSY,
-        sqlite3.SQLITE_LOCKED,
-        sqlite3.SQLITE_NOMEM,
-        sqlite3.SQLITE_READONLY,
-        sqlite3.SQLITE_INTERRUPT,
-        sqlite3.SQLITE_IOERR,
-        sqlite3.SQLITE_FULL,
-        sqlite3.SQLITE_CANTOPEN,
-        sqlite3.SQLITE_PERM,
-    }
-)
+# SQLite's primary result codes (sqlite3 exports them as names only from Python 3.11 on):
+# BUSY, LOCKED, NOMEM, READONLY, INTERRUPT, IOERR, FULL, CANTOPEN, PERM.
+_PASSING_CODES = frozenset({5, 6, 7, 8, 9, 10, 13, 14, 3})
 """SQLite failures that say nothing about the file's content (contention, resources, permissions)."""
+_PASSING_MESSAGES = (
+    "database is locked",
+    "database table is locked",
+    "out of memory",
+    "attempt to write a readonly database",
+    "interrupted",
+    "disk i/o error",
+    "database or disk is full",
+    "unable to open database file",
+    "access permission denied",
+)
+"""The same failures by SQLite's message, for Python 3.10, whose exceptions carry no result code."""
 
 ROW_OVERHEAD_BYTES = 64
 """Rough per-record SQLite overhead, so the cap tracks the file size rather than payload bytes only."""
@@ -291,8 +294,13 @@ def is_corruption(exc: BaseException) -> bool:
     """
     if isinstance(exc, UnicodeDecodeError):
         return True
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    if sys.version_info < (3, 11):  # no result codes on the exception: judge by SQLite's message
+        message = str(exc).lower()
+        return not isinstance(exc, sqlite3.ProgrammingError) and not any(p in message for p in _PASSING_MESSAGES)
     code = getattr(exc, "sqlite_errorcode", None)
-    return isinstance(exc, sqlite3.DatabaseError) and code is not None and code & 0xFF not in _PASSING_CODES
+    return code is not None and int(code) & 0xFF not in _PASSING_CODES
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ AGENT_THIRD_PARTY = {
     "kafka",
     "certifi",
     "fleetpulse",
+    "tomli",  # tomllib's backport, a dependency on Python 3.10 only
 }
 
 

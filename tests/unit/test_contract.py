@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from fleetpulse.compat import UTC
 from fleetpulse.contract import (
     MAX_MESSAGE_BYTES,
     BatteryHealth,

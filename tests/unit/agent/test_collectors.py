@@ -33,7 +33,9 @@ def ctx(tmp_path: Path, smart_interval_s: float = 3600.0) -> CollectorContext:
 
 
 def _report(section: Section) -> HealthReport:
-    from datetime import UTC, datetime
+    from datetime import datetime
+
+    from fleetpulse.compat import UTC
 
     return build_report(0, "dev-1", DeviceKind.DESKTOP, Platform.LINUX, datetime.now(UTC), section)
 

@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,7 @@ from fleetpulse.agents.delivery import Delivery, DeliveryLoop, DrainResult, prod
 from fleetpulse.agents.identity import RecordSigner
 from fleetpulse.agents.settings import DeliverySettings
 from fleetpulse.agents.spool import Spool
+from fleetpulse.compat import UTC
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import DeviceEnrolment, DeviceInventory, HealthReport, Priority, Topics, decode, encode
 from fleetpulse.contract.auth import ENROLMENT_TYPE, INVENTORY_TYPE, MAC_HEADER, TYPE_HEADER, mac_matches

@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,7 @@ from fleetpulse.agents.spool import (
     find_damage,
     open_spool,
 )
+from fleetpulse.compat import UTC
 from fleetpulse.contract import HealthReport, Priority, StabilityHealth, decode_report
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -129,7 +130,8 @@ def test_spool_invariants(
 
 WRITER = """
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
+from fleetpulse.compat import UTC
 from pathlib import Path
 from fleetpulse.agents.spool import Spool
 from fleetpulse.contract import HealthReport
