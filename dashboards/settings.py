@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from fleetpulse.config import refuse_credentials_in_clear
+
 
 class InfluxSourceSettings(BaseModel):
     """The InfluxQL data source Grafana reads.
@@ -25,11 +27,14 @@ class InfluxSourceSettings(BaseModel):
     password: SecretStr | None = None
     http_method: Literal["GET", "POST"] = "POST"
     tls_skip_verify: bool = False
+    allow_insecure: bool = Field(default=False, description="send credentials over http:// (a protected network only)")
 
     @model_validator(mode="after")
     def _one_auth(self) -> InfluxSourceSettings:
         if self.token is not None and self.username is not None:
             raise ValueError("set either influx.token (2.x/3.x) or influx.username/password (1.x), not both")
+        sends = self.token is not None or self.password is not None
+        refuse_credentials_in_clear(self.url, "influx.url", sends, self.allow_insecure)
         return self
 
 
@@ -69,8 +74,12 @@ class GrafanaSettings(BaseModel):
     influx: InfluxSourceSettings = InfluxSourceSettings()
     rollup: RollupSettings = RollupSettings()
 
+    allow_insecure: bool = Field(default=False, description="send credentials over http:// (a protected network only)")
+
     @model_validator(mode="after")
     def _one_auth(self) -> GrafanaSettings:
         if self.token is not None and self.username is not None:
             raise ValueError("set either grafana.token or grafana.username/password, not both")
+        sends = self.token is not None or self.password is not None
+        refuse_credentials_in_clear(self.url, "grafana.url", sends, self.allow_insecure)
         return self

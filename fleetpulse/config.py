@@ -13,8 +13,9 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 if TYPE_CHECKING:  # imported where used: the endpoint agent uses this module but never loads settings with it
     from pydantic_settings import BaseSettings
@@ -38,6 +39,27 @@ class KafkaSettings(BaseModel):
     ssl_keyfile: Path | None = None
     ssl_key_password: SecretStr | None = None
     request_timeout_ms: int = Field(default=30_000, ge=1_000)
+    allow_insecure: bool = Field(
+        default=False, description="send the SASL password without TLS (SASL_PLAINTEXT): a lab, never production"
+    )
+
+    @model_validator(mode="after")
+    def _no_password_in_clear(self) -> KafkaSettings:
+        if self.security_protocol == "SASL_PLAINTEXT" and self.sasl_password is not None and not self.allow_insecure:
+            raise ValueError(
+                "security_protocol SASL_PLAINTEXT would send the SASL password in clear: use SASL_SSL "
+                "(or set allow_insecure = true for a test system)"
+            )
+        return self
+
+
+def refuse_credentials_in_clear(url: str, field: str, sends_credentials: bool, allow_insecure: bool) -> None:
+    """Credentials go only over TLS: an http:// URL with credentials needs an explicit ``allow_insecure``."""
+    if urlsplit(url).scheme == "http" and sends_credentials and not allow_insecure:
+        raise ValueError(
+            f"{field} is http://: the credentials would be sent in clear; use https:// "
+            "(or set allow_insecure = true where the traffic never leaves a protected network)"
+        )
 
 
 def kafka_python_security(kafka: KafkaSettings) -> dict[str, Any]:

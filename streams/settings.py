@@ -11,7 +11,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from fleetpulse.config import refuse_credentials_in_clear
 
 
 class InfluxV2Sink(BaseModel):
@@ -25,6 +27,12 @@ class InfluxV2Sink(BaseModel):
     bucket: str = "fleetpulse"
     timeout_s: float = Field(default=10.0, gt=0)
     retries: int = Field(default=3, ge=0, description="attempts after the first before a batch is given up (counted)")
+    allow_insecure: bool = Field(default=False, description="send the token over http:// (a protected network only)")
+
+    @model_validator(mode="after")
+    def _token_over_tls(self) -> InfluxV2Sink:
+        refuse_credentials_in_clear(self.url, "streams.tsdb.url", bool(self.token), self.allow_insecure)
+        return self
 
 
 class InfluxV1Sink(BaseModel):
@@ -38,6 +46,13 @@ class InfluxV1Sink(BaseModel):
     password: SecretStr = SecretStr("")
     timeout_s: float = Field(default=10.0, gt=0)
     retries: int = Field(default=3, ge=0, description="attempts after the first before a batch is given up (counted)")
+    allow_insecure: bool = Field(default=False, description="send the password over http:// (a protected network only)")
+
+    @model_validator(mode="after")
+    def _password_over_tls(self) -> InfluxV1Sink:
+        sends = bool(self.username) or bool(self.password)
+        refuse_credentials_in_clear(self.url, "streams.tsdb.url", sends, self.allow_insecure)
+        return self
 
 
 class NoSink(BaseModel):

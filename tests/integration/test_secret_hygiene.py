@@ -97,11 +97,12 @@ def server_config(planted: Planted, http_url: str, smtp_port: int, store_url: st
     return {
         "log_level": "INFO",
         "kafka": {"sasl_username": "kafka-user", "sasl_password": s["kafka_sasl"], "ssl_key_password": s["kafka_key"]},
-        "streams": {"tsdb": {"kind": "influxdb2", "url": http_url, "token": s["tsdb_token"]}},
+        "streams": {"tsdb": {"kind": "influxdb2", "url": http_url, "token": s["tsdb_token"], "allow_insecure": True}},
         "grafana": {
             "token": s["grafana_token"],
-            "influx": {"username": "influx-planted", "password": s["grafana_influx"]},
-            "rollup": {"influx": {"token": s["rollup_token"]}},
+            "allow_insecure": True,
+            "influx": {"username": "influx-planted", "password": s["grafana_influx"], "allow_insecure": True},
+            "rollup": {"influx": {"token": s["rollup_token"], "allow_insecure": True}},
         },
         "mdm": {"secret": s["mdm_secret"]},
         "alerts": {

@@ -35,3 +35,28 @@ def test_scram_over_tls_with_client_certificate() -> None:
     shown = str(masked_dump(kafka))
     assert "s3cret" not in shown
     assert "k3y" not in shown
+
+
+def test_credentials_are_never_configured_to_travel_in_clear() -> None:
+    """Kafka SASL, TSDB tokens and Grafana credentials over plain transport need an explicit opt-in."""
+    import pytest
+    from pydantic import ValidationError
+
+    from fleetpulse.dashboards.settings import GrafanaSettings, InfluxSourceSettings
+    from fleetpulse.streams.settings import InfluxV1Sink, InfluxV2Sink
+
+    refused = [
+        lambda **kw: KafkaSettings(
+            security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", sasl_password="pw", **kw
+        ),  # type: ignore[arg-type]
+        lambda **kw: InfluxV2Sink(url="http://tsdb:8086", token="tok", **kw),  # type: ignore[arg-type]
+        lambda **kw: InfluxV1Sink(url="http://tsdb:8086", username="u", password="pw", **kw),  # type: ignore[arg-type]
+        lambda **kw: InfluxSourceSettings(url="http://tsdb:8086", token="tok", **kw),  # type: ignore[arg-type]
+        lambda **kw: GrafanaSettings(url="http://grafana:3000", token="tok", **kw),  # type: ignore[arg-type]
+    ]
+    for build in refused:
+        with pytest.raises(ValidationError, match="clear"):
+            build()
+        assert build(allow_insecure=True).allow_insecure
+    assert InfluxV2Sink(url="http://127.0.0.1:8428").token.get_secret_value() == ""  # no credentials: fine
+    assert InfluxV2Sink(url="https://tsdb:8086", token="tok").url == "https://tsdb:8086"  # type: ignore[arg-type]

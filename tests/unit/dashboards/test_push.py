@@ -114,6 +114,9 @@ def grafana() -> Iterator[FakeGrafana]:
 
 
 def _push(grafana: FakeGrafana, monkeypatch: pytest.MonkeyPatch) -> str:
+    # the fake Grafana and the data source speak plain http: credentials in clear need the opt-in
+    monkeypatch.setenv("FLEETPULSE_GRAFANA__ALLOW_INSECURE", "true")
+    monkeypatch.setenv("FLEETPULSE_GRAFANA__INFLUX__ALLOW_INSECURE", "true")
     monkeypatch.setenv("FLEETPULSE_GRAFANA__URL", grafana.url)
     monkeypatch.setenv("FLEETPULSE_GRAFANA__TOKEN", "glsa_test")
     monkeypatch.setenv("FLEETPULSE_GRAFANA__INFLUX__URL", "http://influxdb:8086")
@@ -184,7 +187,9 @@ def test_push_reports_grafana_errors_clearly(grafana: FakeGrafana, monkeypatch: 
 
 
 def test_influxdb1_basic_auth_payload() -> None:
-    settings = GrafanaSettings(influx=InfluxSourceSettings(username="grafana", password="s3cret"))
+    settings = GrafanaSettings(
+        influx=InfluxSourceSettings(username="grafana", password="s3cret", allow_insecure=True)  # type: ignore[arg-type]
+    )
     payload = datasource_payload(settings)
     assert payload["basicAuth"] is True
     assert payload["basicAuthUser"] == "grafana"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import subprocess
 
+import tomllib
+
 from tests.harness import REPO
 from tests.unit.deploy.tools import DEPLOY, tool
 
@@ -16,13 +18,13 @@ def test_hadolint_finds_no_problem() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_image_contains_every_linked_component() -> None:
-    """fleetpulse/<component> are symlinks to top-level folders; a missing COPY would ship dangling links."""
+def test_image_contains_every_component_folder() -> None:
+    """pyproject maps the top-level component folders into fleetpulse.<component>; a missing COPY breaks the install."""
     text = DOCKERFILE.read_text(encoding="utf-8")
     copied = set(re.findall(r"^COPY (\w+) \./\1$", text, re.MULTILINE))
-    linked = {p.name for p in (REPO / "fleetpulse").iterdir() if p.is_symlink()}
-    assert linked, "expected component symlinks in fleetpulse/"
-    assert linked | {"fleetpulse"} <= copied
+    mapped = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())
+    assert mapped, "expected the component folders in pyproject's package-dir"
+    assert mapped | {"fleetpulse"} <= copied
 
 
 def test_runtime_user_is_not_root() -> None:
