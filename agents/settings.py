@@ -27,7 +27,7 @@ from pydantic.fields import FieldInfo
 from fleetpulse.agents.collectors.config import CollectorConfig, default_collectors
 from fleetpulse.agents.trust import check_trusted
 from fleetpulse.compat import tomllib
-from fleetpulse.config import KafkaSettings
+from fleetpulse.config import KafkaSettings, deep_update
 from fleetpulse.contract import DeviceKind
 
 MB = 1024 * 1024
@@ -125,7 +125,7 @@ def load_agent_settings(
                 raise ValueError(f"{toml_path}: {exc}") from None
     source = os.environ if environ is None else environ
     env = {k.lower(): v for k, v in source.items()}
-    merged = _deep_update(data, _from_env(AgentSettings, ENV_PREFIX.lower(), env))
+    merged = deep_update(data, _from_env(AgentSettings, ENV_PREFIX.lower(), env))
     credentials = source.get(CREDENTIALS_DIRECTORY_ENV)
     for path in secret_fields(AgentSettings):
         _resolve_secret(merged, path, Path(credentials) if credentials else None, privileged)
@@ -234,7 +234,7 @@ def _from_env(model: type[BaseModel], prefix: str, env: Mapping[str, str]) -> di
             else {}
         )
         if nested:
-            value = _deep_update(value or {}, nested)
+            value = deep_update(value or {}, nested)
         if value is not None:
             out[name] = value
     return out
@@ -259,13 +259,3 @@ def _explode(annotation: Any, prefix: str, env: Mapping[str, str]) -> dict[str, 
         if isinstance(target, dict):
             target[leaf] = value
     return result
-
-
-def _deep_update(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_update(merged[key], value)
-        else:
-            merged[key] = value
-    return merged

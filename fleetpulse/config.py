@@ -180,11 +180,12 @@ def overlay_secret_files(data: dict[str, Any], secrets: Mapping[str, str], delim
     return data
 
 
-def _deep_update(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+def deep_update(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update`` merged in, tables merged key by key: how settings layers combine."""
     merged = dict(base)
     for key, value in update.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_update(merged[key], value)
+            merged[key] = deep_update(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -215,7 +216,7 @@ def load_settings(cls: type[S], toml_path: Path | None, secrets_dirs: Sequence[P
         def __call__(self) -> dict[str, Any]:
             data: dict[str, Any] = {}
             for layer in self.layers:
-                data = _deep_update(data, layer())
+                data = deep_update(data, layer())
             return overlay_secret_files(data, secrets)
 
     class _FromFile(cls):  # type: ignore[valid-type,misc]

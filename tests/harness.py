@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -109,3 +110,34 @@ def modules_loaded_by(code: str) -> set[str]:
     script = f"{code}\nimport json as _json, sys as _sys\nprint(_json.dumps(sorted(_sys.modules)))\n"
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     return set(json.loads(out.stdout.splitlines()[-1]))
+
+
+def self_signed_tls(folder: Path, name: str = "127.0.0.1") -> tuple[Path, ssl.SSLContext]:
+    """A one-day self-signed certificate for ``name`` (an IP address gets it as subjectAltName too)
+    and a server context holding it: a TLS peer with a private CA, made by openssl."""
+    key, cert = folder / f"{name}.key", folder / f"{name}.pem"
+    san = ["-addext", f"subjectAltName=IP:{name}"] if name.replace(".", "").isdigit() else []
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            f"/CN={name}",
+            *san,
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return cert, context

@@ -7,7 +7,6 @@ import base64
 import re
 import socketserver
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +20,7 @@ from pydantic import TypeAdapter, ValidationError
 from fleetpulse.alerts.connectors import ConnectorConfig, DeliveryError, build
 from fleetpulse.alerts.connectors.base import PermanentDeliveryError
 from fleetpulse.alerts.connectors.config import SmtpConfig
-from tests.harness import free_port
+from tests.harness import free_port, self_signed_tls
 from tests.integration.test_connectors import (
     WEBHOOK_SECRET,
     RecordingHttp,
@@ -198,35 +197,6 @@ def test_permanent_http_answers_are_told_apart(
     assert isinstance(raised.value, PermanentDeliveryError) is permanent
 
 
-def _self_signed(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
-    key, cert = tmp_path / "relay.key", tmp_path / "relay.crt"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    return cert, context
-
-
 def _implicit_tls_relay(context: ssl.SSLContext, logins: list[str], subjects: list[str]) -> socketserver.TCPServer:
     """SMTPS (port 465 style): TLS from the first byte, then EHLO/AUTH PLAIN/MAIL/RCPT/DATA/QUIT."""
 
@@ -271,7 +241,7 @@ def _implicit_tls_relay(context: ssl.SSLContext, logins: list[str], subjects: li
 
 
 def test_email_over_implicit_tls_with_login(tmp_path: Path) -> None:
-    cert, context = _self_signed(tmp_path)
+    cert, context = self_signed_tls(tmp_path)
     logins: list[str] = []
     subjects: list[str] = []
     relay = _implicit_tls_relay(context, logins, subjects)

@@ -12,7 +12,6 @@ import hmac
 import json
 import socketserver
 import ssl
-import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from fleetpulse.contract.codec import decode
 from fleetpulse.contract.topics import Topics
 from fleetpulse.contract.v1 import TicketOutcome, TicketState
 from tests.alerts_support import NOW, make_alert, make_inventory, service
-from tests.harness import free_port
+from tests.harness import free_port, self_signed_tls
 
 pytestmark = pytest.mark.integration
 
@@ -508,32 +507,7 @@ def test_storm_members_without_an_incident_get_no_updates(tmp_path: Path) -> Non
 @pytest.fixture
 def relay_tls(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
     """A self-signed certificate for 127.0.0.1 (a relay with a private CA) and its server context."""
-    key, cert = tmp_path / "relay.key", tmp_path / "relay.crt"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.load_cert_chain(cert, key)
-    return cert, tls
+    return self_signed_tls(tmp_path)
 
 
 def starttls_mail(port: int, **overrides: object) -> ConnectorConfig:

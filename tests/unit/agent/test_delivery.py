@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -29,7 +27,7 @@ from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import DeviceEnrolment, DeviceInventory, HealthReport, Priority, Topics, decode, encode
 from fleetpulse.contract.auth import ENROLMENT_TYPE, INVENTORY_TYPE, MAC_HEADER, TYPE_HEADER, mac_matches
 from fleetpulse.retry import RetryPolicy
-from tests.harness import free_port
+from tests.harness import free_port, self_signed_tls
 
 
 class FailingBroker:
@@ -241,31 +239,8 @@ def test_each_session_enrols_first_and_every_record_is_maced(tmp_path: Path, mon
 @pytest.fixture
 def untrusted_tls_endpoint(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """A TLS listener with a self-signed certificate, and a CA file that did not sign it."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make test certificates")
-    for name in ("server", "other"):
-        subprocess.run(
-            [
-                "openssl",
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                f"/CN={name}",
-                "-keyout",
-                str(tmp_path / f"{name}.key"),
-                "-out",
-                str(tmp_path / f"{name}.pem"),
-            ],
-            check=True,
-            capture_output=True,
-        )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(tmp_path / "server.pem", tmp_path / "server.key")
+    _, context = self_signed_tls(tmp_path, "server")
+    other, _ = self_signed_tls(tmp_path, "other")
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.2)
     stop = threading.Event()
@@ -281,7 +256,7 @@ def untrusted_tls_endpoint(tmp_path: Path) -> Iterator[tuple[int, Path]]:
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    yield listener.getsockname()[1], tmp_path / "other.pem"
+    yield listener.getsockname()[1], other
     stop.set()
     thread.join(timeout=5)
     listener.close()
