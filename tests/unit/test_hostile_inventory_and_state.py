@@ -19,7 +19,7 @@ from fleetpulse.streams.processing import DeviceRecord, RawRecord
 from fleetpulse.streams.settings import StreamSettings
 from tests.alerts_support import make_inventory, service
 from tests.unit.largest_report import DEVICE_ID, daily_rounds, largest_report
-from tests.unit.test_stream_processing import NOW, TOPICS, Table, processor, raw, report_raw
+from tests.unit.test_stream_processing import NOW, TOPICS, Table, enrolment_raw, processor, raw, report_raw
 
 FUTURE = datetime(2099, 1, 1, tzinfo=UTC)
 SKEW = StreamSettings().max_clock_skew
@@ -94,7 +94,7 @@ def test_largest_valid_report_daily_for_250_days_stays_under_the_state_bound() -
     assert state_bytes(unbounded) > 1.4 * MAX_STATE_BYTES  # the attack: about 102 KB without the bound
 
     table, proc = Table(), processor(scorers=rule_scorers())
-    table.run(proc, [inventory_raw(DEVICE_ID, "Town Hall", NOW - timedelta(days=300))])
+    table.run(proc, [inventory_raw(DEVICE_ID, "Town Hall", NOW - timedelta(days=300)), enrolment_raw(DEVICE_ID)])
     sizes = []
     for offset, report in enumerate(rounds, start=1):
         result = table.run(proc, [report_raw(report, offset)])
@@ -129,6 +129,7 @@ def test_thinning_is_deterministic() -> None:
 def test_alert_states_of_rotated_disk_ids_cannot_grow_the_record_without_end() -> None:
     """Every report names 32 new failing disks: each scored disk leaves an alert state behind."""
     table, proc = Table(), processor(scorers=rule_scorers())
+    table.run(proc, [enrolment_raw(DEVICE_ID)])
     template = largest_report(1, NOW).model_dump()
     days = 120
     for day in range(days):
