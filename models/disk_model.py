@@ -19,12 +19,17 @@ the number of flagged counters, with only non-negative weights kept, is added wi
 30-day growth, NVMe critical warning included) makes every extra error or growth rank a
 drive strictly higher, also for counters the training data never carried.
 
-The ranking score is ``z = tree logit + w * counter score + TIE_BREAK * tie-break``. ``w``
+A drive first seen with a large bad-sector count has no growth yet, and in training large
+counts nearly always come with growth, so the trees rate such a drive low. The probability is
+therefore at least a *bad-sector floor*: a non-negative logistic in ``log1p`` of the largest
+of SMART 5/197/198 alone -- the failure rate that count implies, whatever its history.
+
+The ranking score is ``z = tree logit + w * counter score (+ TIE_BREAK * tie-break)``. ``w``
 and whether age is used are chosen jointly from fixed grids by a ranking objective the
 caller supplies, evaluated on out-of-fold scores whose folds are grouped by the caller's
 ``groups`` -- drive models in the pipeline, so the choice is a leave-model-out inner
 validation on training drives. A 1-D logistic on the out-of-fold ``z`` (slope kept >= 0)
-makes it a probability. Every step is non-decreasing in each error counter, so the
+makes it a probability; its logit, raised to the floor's, plus the tie-break is served. Every step is non-decreasing in each error counter, so the
 probability itself is the ranking score: thresholds, alerts and the evaluation all use
 the same number.
 """
@@ -54,6 +59,7 @@ _ERROR_COLUMNS = [DISK_FEATURES.index(name) for name in ERROR_COUNTERS]
 _ERROR_GROWTH_7D = [DISK_FEATURES.index(f"{name}_delta_7d") for name in ERROR_COUNTERS]
 _ERROR_GROWTH_30D = [DISK_FEATURES.index(f"{name}_delta_30d") for name in ERROR_COUNTERS]
 _AGE_COLUMN = DISK_FEATURES.index("power_on_hours")
+_SECTOR_COLUMNS = [DISK_FEATURES.index(name) for name in ("smart_5", "smart_197", "smart_198")]
 _CRITICAL_COLUMN = DISK_FEATURES.index("critical_warning")
 LINEAR_INPUTS: tuple[str, ...] = (
     *(f"log1p {name}" for name in GROWTH_COUNTERS),
@@ -117,6 +123,13 @@ def tree_inputs(features: np.ndarray, age: bool) -> np.ndarray:
             hours,
         ]
     )
+
+
+def bad_sectors(features: np.ndarray) -> np.ndarray:
+    """``log1p`` of the largest bad-sector count (SMART 5 reallocated, 197 pending, 198 offline
+    uncorrectable): the floor's input."""
+    out: np.ndarray = np.log1p(_nonnegative(features, _SECTOR_COLUMNS).max(axis=1))
+    return out
 
 
 def tie_break_inputs(features: np.ndarray) -> np.ndarray:
@@ -187,7 +200,7 @@ class DiskRiskModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         was chosen (a two-input calibration ``a * trees + (b + tie_break) * counter score + c``)
         load as the same function: slope ``a``, weight ``(b + tie_break) / a``."""
         if "age_" not in state:
-            state["age_"], state["tie_break_"] = None, 0.0
+            state["age_"], state["tie_break_"], state["floor_coef_"] = None, 0.0, None
             state["age_options"] = (False,)
         if "stack_coef_" in state:
             (a, b), c = state.pop("stack_coef_"), state.pop("stack_intercept_")
@@ -254,14 +267,16 @@ class DiskRiskModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=float)
         g = np.arange(len(y)) if groups is None else np.asarray(groups)
         self.classes_ = np.array([0.0, 1.0])
-        lin, tie = counter_inputs(features), TIE_BREAK * tie_break_inputs(features)
+        lin = counter_inputs(features)
         extra, extra_groups = also_score if also_score is not None else (np.empty((0, features.shape[1])), np.empty(0))
         extra_lin, extra_tie = counter_inputs(extra), TIE_BREAK * tie_break_inputs(extra)
         trees_oof = np.zeros((len(ages), len(y)))
         trees_also = np.full((len(ages), len(extra)), np.nan)
         lin_oof, lin_also = np.zeros(len(y)), np.full(len(extra), np.nan)
         never_fitted = ~np.isin(extra_groups, g)
-        for fold, (fit_rows, held_rows) in enumerate(GroupKFold(n_splits=self.n_splits).split(features, y, g)):
+        for fold, (fit_rows, held_rows) in enumerate(
+            GroupKFold(n_splits=min(self.n_splits, len(np.unique(g)))).split(features, y, g)
+        ):
             coef, intercept = self._fit_linear(lin[fit_rows], y[fit_rows], w[fit_rows])
             lin_oof[held_rows] = lin[held_rows] @ coef + intercept
             rows = np.isin(extra_groups, np.unique(g[held_rows])) | (never_fitted & (fold == 0))
@@ -283,17 +298,25 @@ class DiskRiskModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         cal = np.ones(len(y), dtype=bool) if calibration_rows is None else np.asarray(calibration_rows, dtype=bool)
         if len(np.unique(y[cal])) < 2:
             raise ValueError("the calibration rows must hold both failures and healthy instants")
-        z = trees_oof[chosen_age] + self.counter_weight_ * lin_oof + tie
+        z = trees_oof[chosen_age] + self.counter_weight_ * lin_oof
         slope, self.calibration_intercept_ = _nonnegative_logit(z[cal, None], y[cal], w[cal], 1e4)
         self.calibration_slope_ = float(slope[0])
+        floor, self.floor_intercept_ = _nonnegative_logit(bad_sectors(features)[cal, None], y[cal], w[cal], 1e4)
+        self.floor_coef_ = float(floor[0])
         self.trees_ = self._fit_trees(tree_inputs(features, self.age_), y, w)
         self.linear_coef_, self.linear_intercept_ = self._fit_linear(lin, y, w)
         if also_score is not None:
-            self.oof_also_ = self._combine(trees_also[chosen_age] + self.counter_weight_ * lin_also + extra_tie)
+            self.oof_also_ = self._combine(
+                trees_also[chosen_age] + self.counter_weight_ * lin_also, bad_sectors(extra), extra_tie
+            )
         return self
 
-    def _combine(self, z: np.ndarray) -> np.ndarray:
-        out: np.ndarray = 1.0 / (1.0 + np.exp(-(self.calibration_slope_ * z + self.calibration_intercept_)))
+    def _combine(self, z: np.ndarray, sectors: np.ndarray, tie: np.ndarray | float) -> np.ndarray:
+        """Probability: the calibrated score, at least the bad-sector floor, plus the tie-break."""
+        logit = self.calibration_slope_ * z + self.calibration_intercept_
+        if self.floor_coef_ is not None:
+            logit = np.maximum(logit, self.floor_coef_ * sectors + self.floor_intercept_)
+        out: np.ndarray = 1.0 / (1.0 + np.exp(-(logit + tie)))
         return out
 
     def decision_function(self, features: np.ndarray) -> np.ndarray:
@@ -306,7 +329,7 @@ class DiskRiskModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         tree_score = self.trees_.decision_function(self._tree_input(features))
         linear_score = counter_inputs(features) @ self.linear_coef_ + self.linear_intercept_
         tie = self.tie_break_ * tie_break_inputs(features) if self.tie_break_ else 0.0
-        p = self._combine(tree_score + self.counter_weight_ * linear_score + tie)
+        p = self._combine(tree_score + self.counter_weight_ * linear_score, bad_sectors(features), tie)
         return np.column_stack([1.0 - p, p])
 
     def predict(self, features: np.ndarray) -> np.ndarray:
@@ -327,6 +350,7 @@ class DiskRiskModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 for weight, value in zip(self.counter_weights, row, strict=True)
             },
             "calibration": {"slope": self.calibration_slope_, "intercept": self.calibration_intercept_},
+            "bad_sector_floor": {"coef": self.floor_coef_, "intercept": getattr(self, "floor_intercept_", None)},
             "counter_score_inputs": {
                 name: float(c) for name, c in zip(LINEAR_INPUTS, self.linear_coef_, strict=True) if c > 0
             },

@@ -62,7 +62,7 @@ from fleetpulse.models.training import (
 )
 
 MIN_FAILED_DRIVES = 20
-TRANSFER_NEGATIVES = 30_000
+TRANSFER_NEGATIVES = 20_000
 """Negatives kept per fold's fit (weighted back): many folds share two cores with other work."""
 SCORED_HEALTHY_DRIVES = 0.25
 """Share of healthy training drives (all their instants) whose out-of-fold scores choose age and

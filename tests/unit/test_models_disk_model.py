@@ -168,7 +168,7 @@ def test_an_artifact_from_before_the_counter_weight_loads_as_the_same_function()
     assert old.describe()["counter_weight"] == pytest.approx(0.5)
 
 
-def test_probabilities_follow_the_recent_failure_rate_but_the_ranking_does_not_change() -> None:
+def test_probabilities_follow_the_recent_failure_rate_but_the_fitted_scores_do_not_change() -> None:
     from dataclasses import replace
 
     from fleetpulse.models.training import CALIBRATION_DAYS, recent_rows
@@ -186,8 +186,10 @@ def test_probabilities_follow_the_recent_failure_rate_but_the_ranking_does_not_c
     rows = data.features[recent & flagged]
     assert latest.predict_proba(rows)[:, 1].mean() > whole.predict_proba(rows)[:, 1].mean()
     assert latest.predict_proba(rows)[:, 1].mean() == pytest.approx(y[recent & flagged].mean(), abs=0.05)
-    order = np.argsort(whole.predict_proba(data.features)[:, 1], kind="stable")
-    assert (np.diff(latest.predict_proba(data.features)[order, 1]) >= -1e-12).all()
+    # only the calibration (and the bad-sector floor) follow the recent rate; the scores they map do not
+    np.testing.assert_array_equal(latest.linear_coef_, whole.linear_coef_)
+    x = latest._tree_input(data.features)
+    np.testing.assert_array_equal(latest.trees_.decision_function(x), whole.trees_.decision_function(x))
 
 
 def test_calibration_rows_without_a_failure_are_refused() -> None:
