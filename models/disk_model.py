@@ -311,6 +311,13 @@ class DiskRiskModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             )
         return self
 
+    def floor_probability(self, sectors: float) -> float:
+        """The bad-sector floor at ``sectors``: every drive reporting that many bad sectors (or
+        more) scores at least this, whatever else it reports."""
+        if self.floor_coef_ is None:
+            return 0.0
+        return float(1.0 / (1.0 + np.exp(-(self.floor_coef_ * np.log1p(sectors) + self.floor_intercept_))))
+
     def _combine(self, z: np.ndarray, sectors: np.ndarray, tie: np.ndarray | float) -> np.ndarray:
         """Probability: the calibrated score, at least the bad-sector floor, plus the tie-break."""
         logit = self.calibration_slope_ * z + self.calibration_intercept_

@@ -492,8 +492,10 @@ def transfer_section(result: TransferResult) -> tuple[list[str], dict[str, Any]]
             "|---|---|---|---|---|---|---|",
             *differences,
             "",
-            "Alert thresholds as stored (chosen on the training drives' leave-model-out scores) applied to the "
-            "held-out drives; calibration = mean predicted probability vs observed failure fraction over the labelled "
+            "Alert thresholds as the artifact stores them (lowest keeping the cap on the training drives' "
+            "leave-model-out scores, pooled and for the median training drive model, then lowered to the bad-sector "
+            "floor at 1,000 sectors so such a drive is ticketed from its first report) applied to the held-out "
+            "drives: false-alarm rate achieved / detection; calibration = mean predicted probability vs observed failure fraction over the labelled "
             "held-out instants; the choices the inner validation made:",
             "",
             "| held out | cap 0.1%: FA / detection | cap 1%: FA / detection | predicted / observed (instants) | "

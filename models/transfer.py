@@ -48,6 +48,7 @@ from fleetpulse.models.pipeline import (
     censored_at,
     held_out_thresholds,
     ranking_objective,
+    sector_alarm_thresholds,
 )
 from fleetpulse.models.training import (
     Split,
@@ -175,7 +176,7 @@ def _fit_fold(
         score = model.predict_proba(instants.features[test])[:, 1]
     return FoldFit(
         score=score,
-        thresholds=held_out_thresholds(known, scored, oof, horizon, groups),
+        thresholds=sector_alarm_thresholds(held_out_thresholds(known, scored, oof, horizon, groups), model),
         single_attribute=choose_single_attribute(instants.features[train], y_train[train]),
         age_used=bool(model.age_),
         counter_weight=float(model.counter_weight_),

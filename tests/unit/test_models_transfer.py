@@ -24,7 +24,13 @@ def fleet(drives_per_model: int = 160, seed: int = 0) -> Instants:
     """Daily instants over 60 days; a drive about to fail grows SMART 5 (scaled per drive model)."""
     rng = np.random.default_rng(seed)
     start = float(date(2015, 1, 1).toordinal())
-    rows, drive, day, serials, models, end, failed = [], [], [], [], [], [], []
+    rows: list[np.ndarray] = []
+    drive: list[int] = []
+    day: list[float] = []
+    serials: list[str] = []
+    models: list[str] = []
+    end: list[float] = []
+    failed: list[bool] = []
     for m, name in enumerate(MODELS):
         for k in range(drives_per_model):
             index = len(serials)
@@ -77,7 +83,8 @@ def test_held_out_drive_models_are_only_scored_and_folds_are_cached(
     monkeypatch.setattr(transfer, "fit_calibrated", recording_fit)
     result = transfer.run_transfer(instants, EXPERIMENT, seed=0, cache_dir=tmp_path, min_failed=5)
     held = [h.name for h in result.drive_models]
-    assert held and set(held) <= set(MODELS)
+    assert held
+    assert set(held) <= set(MODELS)
     for name, seen in zip(held, fitted_on, strict=False):
         assert name not in seen
     vendors = [h.name for h in result.vendors]
