@@ -418,7 +418,9 @@ def _held_out_rows(rows: list[HeldOut]) -> tuple[list[str], list[str], list[str]
         )
         cells = [_diff(h.differences[b][p]) for b in (RULE_NAME, SINGLE) for p in h.detection[MODEL]]
         differences.append(f"| {name} | " + " | ".join(cells) + " |")
-        caps = " | ".join(f"{_pct(a['false_alarm_rate'])} / {_pct(a['detection_rate'])}" for a in h.alerts.values())
+        caps = " | ".join(
+            f"{100 * a['false_alarm_rate']:.2f}% / {_pct(a['detection_rate'])}" for a in h.alerts.values()
+        )
         cal = h.calibration
         choices = ", ".join(
             sorted(
