@@ -58,9 +58,10 @@ stack-up:
 stack-down:
 	deploy/local/stack.sh stop all
 
-# Disk model on the real Backblaze data -> .local/models (registered champion the worker serves).
+# Disk model on the real Backblaze data -> models/shipped, the registry packaged with fleetpulse that the
+# worker and `make demo` serve by default (same data and seed give the same version digest).
 train:
-	fleetpulse train --data-dir ../shared/data --out .local/models
+	fleetpulse train --data-dir ../shared/data --ship
 
 # The evaluation report on real data (model vs baselines, battery end of life) -> .local/reports/latest.
 evaluate:

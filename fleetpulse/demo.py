@@ -25,7 +25,7 @@ import typer
 from fleetpulse import logs
 from fleetpulse.cliutil import settings_from
 from fleetpulse.config import KafkaSettings
-from fleetpulse.contract import Alert
+from fleetpulse.contract import Alert, Component
 from fleetpulse.settings import ServerSettings
 
 if TYPE_CHECKING:
@@ -53,17 +53,33 @@ def _stack(action: str, *services: str) -> None:
 
 
 def _worker(settings: ServerSettings, run_dir: Path) -> WorkerProcess:
-    """A real ``fleetpulse worker`` process; the user's own FLEETPULSE_* settings pass through."""
+    """A real ``fleetpulse worker`` process; the user's own FLEETPULSE_* settings pass through,
+    and it serves the model registry the demo announced (by default the shipped champion)."""
     from fleetpulse.streams.process import WorkerProcess
 
     inherited = {
         k: v for k, v in os.environ.items() if k.startswith("FLEETPULSE_") and not k.startswith("FLEETPULSE_KAFKA__")
     }
+    registry = {"FLEETPULSE_MODELS__REGISTRY_DIR": str(settings.models.registry_dir.resolve())}
     return WorkerProcess(
         kafka=settings.kafka,
         streams={"web_port": _free_port(), "data_dir": run_dir / "worker"},
         log_path=run_dir / "worker.log",
-        extra_env={**inherited, "FLEETPULSE_LOG_LEVEL": "WARNING"},
+        extra_env={**inherited, **registry, "FLEETPULSE_LOG_LEVEL": "WARNING"},
+    )
+
+
+def _served_models(console: Console, settings: ServerSettings) -> None:
+    """Which scorers the worker will serve: the shipped trained disk champion unless configured otherwise."""
+    from fleetpulse.models.registry import load_scorers
+    from fleetpulse.streams.app import serving_policy
+
+    scorers = load_scorers(settings.models)
+    disk = serving_policy(settings, scorers).thresholds(Component.DISK)
+    console.print(
+        f"models from {settings.models.registry_dir}: champions {', '.join(scorers.describe()['champions'])}; "
+        f"disk alert at risk >= {disk.raise_threshold:.3f} ({settings.models.alert_cap} false alarms on drive "
+        "models held out of training)"
     )
 
 
@@ -206,6 +222,7 @@ def demo(
         }
     )
     console.rule(f"fleetpulse demo — {devices:,} devices x {days} days, seed {seed}; files in {run_dir}")
+    _served_models(console, settings)
     _stack("start", "kafka", "tsdb")
     try:
         asyncio.run(ensure_topics(settings.kafka, settings.streams.partitions))

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,8 +22,8 @@ if TYPE_CHECKING:
 
 DATA_DIR = Path("../shared/data")
 CACHE_DIR = Path(".local/cache")
+TRAINED_REGISTRY = Path(".local/models")
 ROWS = {"daily": 868_524, "survival": 644_569}
-INNER_CUTOFF = date(2014, 10, 1)
 
 
 def _replay(kind: str, data_dir: Path, cache_dir: Path) -> Instants:
@@ -67,34 +66,46 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         data_dir: Annotated[Path, typer.Option(help="folder with backblaze/ and battery/")] = DATA_DIR,
         out: Annotated[
-            Path | None, typer.Option(help="registry folder (default: settings models.registry_dir)")
+            Path | None,
+            typer.Option(help="registry folder (default: .local/models; with --ship the packaged registry)"),
         ] = None,
         seed: Annotated[int, typer.Option(help="random seed; same seed and data give the same model")] = 0,
         role: Annotated[str, typer.Option(help="champion or challenger")] = "champion",
         cache_dir: Annotated[Path, typer.Option(help="replay cache")] = CACHE_DIR,
+        ship: Annotated[
+            bool, typer.Option(help="replace the registry packaged with fleetpulse by this champion (make train)")
+        ] = False,
     ) -> None:
         """Train the disk failure model (7- and 30-day) and register it as a versioned artifact."""
         from fleetpulse.contract import ScorerRole
         from fleetpulse.models.artifact import ArtifactError
         from fleetpulse.models.pipeline import EXPERIMENTS, run_experiment
-        from fleetpulse.models.publish import publish_disk_model
+        from fleetpulse.models.publish import publish_disk_model, ship_disk_model
         from fleetpulse.models.registry import read_registry, register_artifact, signing_key
+        from fleetpulse.models.settings import SHIPPED_REGISTRY
 
         if role not in ("champion", "challenger"):
             raise typer.BadParameter("role must be champion or challenger")
-        settings = settings_from(ctx).models
-        registry_dir = out or settings.registry_dir
-        key = signing_key(settings)
-        try:
-            read_registry(registry_dir, key)  # refuse an index we could not extend before an hour of training
-        except ArtifactError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+        if ship and role != "champion":
+            raise typer.BadParameter("only a champion is shipped")
+        key = signing_key(settings_from(ctx).models)
+        registry_dir = out or (SHIPPED_REGISTRY if ship else TRAINED_REGISTRY)
+        if not ship:
+            try:
+                read_registry(registry_dir, key)  # refuse an index we could not extend before an hour of training
+            except ArtifactError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2) from None
         instants = _replay("survival", data_dir, cache_dir)
         result = run_experiment(instants, EXPERIMENTS["survival"], seed, _step)
-        directory = publish_disk_model(result, instants, registry_dir, seed, _data_reference(data_dir, "survival"))
+        data_ref = _data_reference(data_dir, "survival")
+        if ship:
+            directory = ship_disk_model(result, instants, registry_dir, seed, data_ref)
+            typer.echo(f"artifact {directory} shipped as the packaged champion")
+            return
+        directory = publish_disk_model(result, instants, registry_dir, seed, data_ref)
         register_artifact(registry_dir, "disk", directory.name, ScorerRole(role), key=key)
-        typer.echo(f"artifact {directory} registered as {role}")
+        typer.echo(f"artifact {directory} registered as {role} (serve it: models.registry_dir = {registry_dir})")
 
     models_app = typer.Typer(help="The model registry: verify it, migrate or re-sign its index.", no_args_is_help=True)
     app.add_typer(models_app, name="models")
@@ -167,17 +178,17 @@ def register(app: typer.Typer) -> None:
         from fleetpulse.alerts.policy import AlertPolicy
         from fleetpulse.models.anomaly_eval import evaluate_simulated_anomaly
         from fleetpulse.models.battery_eval import evaluate_real, evaluate_simulated
-        from fleetpulse.models.pipeline import EXPERIMENTS, inner_validation, run_experiment
+        from fleetpulse.models.pipeline import EXPERIMENTS, run_experiment
         from fleetpulse.models.report import write_report
+        from fleetpulse.models.transfer import run_transfer
 
         results = []
         meta: dict[str, Any] = {"seed": seed, "data": {}}
-        selection = []
+        transfers = []
         for kind in ("daily", "survival"):
             instants = _replay(kind, data_dir, cache_dir)
             meta["data"][kind] = _data_reference(data_dir, kind)
-            if kind == "survival":
-                selection = inner_validation(instants, EXPERIMENTS[kind], INNER_CUTOFF, seed, _step)
+            transfers.append(run_transfer(instants, EXPERIMENTS[kind], seed, cache_dir, _step))
             results.append(run_experiment(instants, EXPERIMENTS[kind], seed, _step))
         battery_dir = data_dir / "battery"
         if not battery_dir.is_dir():
@@ -198,5 +209,5 @@ def register(app: typer.Typer) -> None:
         if sim_devices > 0:
             _step(f"device anomaly score on {sim_devices // 2} simulated PCs")
             anomaly = evaluate_simulated_anomaly(sim_devices // 2, seed, AlertPolicy().raise_threshold)
-        path = write_report(out, results, selection, real, simulated, note, anomaly, meta)
+        path = write_report(out, results, transfers, real, simulated, note, anomaly, meta)
         typer.echo(f"report written to {path}")

@@ -42,6 +42,7 @@ from fleetpulse.models.training import (
     choose_single_attribute,
     fit_calibrated,
     labels,
+    model_groups,
     single_attribute_score,
     single_thread,
     smart_flag_score,
@@ -108,7 +109,6 @@ class HorizonResult:
     train_instants: int
     calibration: CalibrationBins | None
     alert_thresholds: dict[str, dict[str, float | None]] = field(default_factory=dict)
-    selection_far: float = 0.0  # the counter weight's objective averages detection up to this FA rate
     notes: list[str] = field(default_factory=list)
     # baseline name -> operating point label -> model minus baseline detection, ties split
     differences: dict[str, dict[str, PairedDifference]] = field(default_factory=dict)
@@ -204,39 +204,76 @@ def paired_differences(
     return out
 
 
-def rule_far_objective(
-    instants: Instants, mask: np.ndarray, horizon: int, cutoff: float
-) -> tuple[Callable[[np.ndarray], float], float]:
-    """The counter weight's selection objective on the ``mask`` instants as known at ``cutoff``,
-    and the false-alarm rate it stops at.
-
-    The objective maps scores of the ``mask`` instants to the mean drive-level detection over
-    false-alarm rates from 0 to the Backblaze rule's rate on the same drives -- the range the
-    model must win, measured like the test report
-    (:func:`~fleetpulse.models.evaluation.drive_scores`), on training data only.
-    """
+def ranking_objective(
+    instants: Instants, mask: np.ndarray, horizon: int, cutoff: float, max_far: float = max(CAPS)
+) -> Callable[[np.ndarray], float]:
+    """The selection objective (age, counter weight) on the ``mask`` instants as known at
+    ``cutoff``: their scores -> mean drive-level detection over false-alarm rates 0..``max_far``
+    (both alert caps), measured like the test report
+    (:func:`~fleetpulse.models.evaluation.drive_scores`), on training data only."""
     known = censored_at(instants, cutoff)
-    rule = drive_scores(known, mask, backblaze_rule_score(instants.features), horizon)
-    far = rule_false_alarm_rate(rule)
 
     def objective(score_on_mask: np.ndarray) -> float:
         score = np.full(len(instants.day), -np.inf)
         score[mask] = score_on_mask
-        return detection_area(drive_scores(known, mask, score, horizon), far)
+        return detection_area(drive_scores(known, mask, score, horizon), max_far)
 
-    return objective, far
+    return objective
 
 
-def alert_thresholds(train_drives: DriveScores, test_drives: DriveScores) -> dict[str, dict[str, float | None]]:
-    """Probability thresholds at each false-alarm cap, chosen on ``train_drives`` -- out-of-fold
-    scores of the training drives as known at the cut-off (what a deployment can know) -- and
-    what they give on test."""
+MIN_HEALTHY_DRIVES_PER_CAP = 10.0
+"""A training drive model sets a threshold of its own at a cap only with at least this many
+healthy drives per allowed false alarm (1,000 at 1 %, 10,000 at 0.1 %): fewer make its
+per-model rate too noisy to aim at."""
+
+
+def held_out_thresholds(
+    known: Instants, mask: np.ndarray, oof: np.ndarray, horizon: int, groups: np.ndarray
+) -> dict[str, float]:
+    """Alert threshold per cap from out-of-fold scores of the ``mask`` drives, each scored by a
+    model that never saw its drive model (what a drive model new to the fleet looks like):
+    the lowest that keeps false alarms at or under the cap on those drives pooled and on the
+    median of their drive models (``groups``) big enough to measure it.
+
+    The median, not every model: a drive model that fails a lot (e.g. ST3000DM001) has many
+    "healthy" drives with large counters that fail soon after the data end, and no threshold
+    a fleet could use keeps those under the cap.
+    """
+    pooled = drive_scores(known, mask, oof, horizon)
+    out = {f"cap {100 * cap:g}%": threshold_at_cap(pooled.negative, cap) for cap in CAPS}
+    per_model: dict[str, list[float]] = {label: [] for label in out}
+    for group in np.unique(groups[mask]):
+        negative = drive_scores(known, mask & (groups == group), oof, horizon).negative
+        for cap in CAPS:
+            if len(negative) >= MIN_HEALTHY_DRIVES_PER_CAP / cap:
+                per_model[f"cap {100 * cap:g}%"].append(threshold_at_cap(negative, cap))
+    return {label: max(t, float(np.median(per_model[label]))) if per_model[label] else t for label, t in out.items()}
+
+
+ALARM_SECTORS = 1_000
+"""A drive reporting this many reallocated, pending or offline-uncorrectable sectors is alarmed
+at every cap, from its first report on: that much surface damage needs a ticket whatever the
+history. It costs few false alarms -- well under 1 % of healthy drives ever reach it."""
+
+
+def sector_alarm_thresholds(thresholds: dict[str, float], model: Any) -> dict[str, float]:
+    """``thresholds`` lowered where needed to the model's bad-sector floor at ``ALARM_SECTORS``
+    (every drive with that many bad sectors scores at least the floor)."""
+    floor = float(model.floor_probability(ALARM_SECTORS))
+    return {label: min(threshold, floor) for label, threshold in thresholds.items()}
+
+
+def alert_thresholds(
+    thresholds: dict[str, float], train_drives: DriveScores, test_drives: DriveScores
+) -> dict[str, dict[str, float | None]]:
+    """The stored probability thresholds (:func:`held_out_thresholds`, from out-of-fold scores
+    of the training drives as known at the cut-off -- what a deployment can know) and what
+    they give on the training and the test drives."""
     out: dict[str, dict[str, float | None]] = {}
-    for cap in CAPS:
-        threshold = threshold_at_cap(train_drives.negative, cap)
+    for label, threshold in thresholds.items():
         on_train = operating_point(train_drives, threshold)
         on_test = operating_point(test_drives, threshold)
-        out[f"cap {100 * cap:g}%"] = {
+        out[label] = {
             "threshold": threshold if np.isfinite(threshold) else None,
             "train_false_alarm_rate": on_train.false_alarm_rate,
             "train_detection_rate": on_train.detection_rate,
@@ -256,16 +293,15 @@ def run_experiment(instants: Instants, experiment: Experiment, seed: int, step: 
     chosen: dict[int, str] = {}
     horizons: list[HorizonResult] = []
     reference = np.full(instants.features.shape[1], np.nan)
+    groups = model_groups(instants)
     for horizon in experiment.horizons:
         y_train = labels(instants, horizon, cutoff)
         data = training_set(instants, train, y_train, seed)
         say(
             f"{experiment.name}: fitting {horizon}-day model on {len(data.y):,} instants ({int(data.y.sum())} positive)"
         )
-        objective, selection_far = rule_far_objective(instants, train, horizon, cutoff)
-        model = fit_calibrated(
-            data, seed, also_score=(instants.features[train], instants.drive[train]), objective=objective
-        )
+        objective = ranking_objective(instants, train, horizon, cutoff)
+        model = fit_calibrated(data, seed, also_score=(instants.features[train], groups[train]), objective=objective)
         oof = np.full(len(instants.day), np.nan)
         oof[train] = model.oof_also_
         del model.oof_also_  # training-side scores, not part of the served model
@@ -322,8 +358,13 @@ def run_experiment(instants: Instants, experiment: Experiment, seed: int, step: 
                 )
             )
         known_train = censored_at(instants, cutoff)
-        train_drives = drive_scores(known_train, train, np.where(np.isnan(oof), -np.inf, oof), horizon)
-        thresholds = alert_thresholds(train_drives, scorers[0].drives)
+        oof = np.where(np.isnan(oof), -np.inf, oof)
+        train_drives = drive_scores(known_train, train, oof, horizon)
+        thresholds = alert_thresholds(
+            sector_alarm_thresholds(held_out_thresholds(known_train, train, oof, horizon, groups), model),
+            train_drives,
+            scorers[0].drives,
+        )
         say(f"{experiment.name}: paired bootstrap of the {horizon}-day comparisons")
         fars = {f"cap {100 * cap:g}%": cap for cap in CAPS} | extra
         headroom = {
@@ -346,7 +387,6 @@ def run_experiment(instants: Instants, experiment: Experiment, seed: int, step: 
                 train_instants=int((train & ~np.isnan(y_train)).sum()),
                 calibration=calibration,
                 alert_thresholds=thresholds,
-                selection_far=selection_far,
                 notes=notes,
                 differences=paired_differences(scorers, fars, rule_label, seed),
                 headroom=headroom,
@@ -361,64 +401,3 @@ def run_experiment(instants: Instants, experiment: Experiment, seed: int, step: 
         train_drives=len(np.unique(instants.drive[train])),
         test_drives=int(is_test_drive[np.unique(instants.drive[test])].sum()) if test.any() else 0,
     )
-
-
-@dataclass
-class SelectionRow:
-    feature_set: str
-    detection: dict[str, float]
-    pr_auc: float
-
-
-def inner_validation(
-    instants: Instants, experiment: Experiment, inner_cutoff: date, seed: int, step: Step | None = None
-) -> list[SelectionRow]:
-    """Compare the candidate feature sets using training drives and training time only.
-
-    Training drives are split again by a second hash; the inner model learns from one half
-    before ``inner_cutoff`` and is validated on the other half between ``inner_cutoff`` and
-    the real cut-off (labels censored at the real cut-off). The test side is never read.
-    """
-    from fleetpulse.models.data import drive_group
-    from fleetpulse.models.training import CANDIDATES
-
-    say = step or (lambda _msg: None)
-    horizon = max(experiment.horizons)
-    outer = float(experiment.cutoff.toordinal())
-    inner = float(inner_cutoff.toordinal())
-    outer_train, _ = Split(cutoff_day=outer).masks(instants)
-    validation_drive = np.array([drive_group(s, salt="inner-validation") < 0.5 for s in instants.serials])[
-        instants.drive
-    ]
-    before = instants.day < inner
-    fit_mask = outer_train & ~validation_drive & before
-    val_mask = outer_train & validation_drive & ~before
-    known = censored_at(instants, outer)
-    rule_drives = drive_scores(known, val_mask, backblaze_rule_score(instants.features), horizon)
-    rule_far = rule_false_alarm_rate(rule_drives)
-    data = training_set(instants, fit_mask, labels(instants, horizon, inner), seed)
-
-    def row(name: str, drives: DriveScores) -> SelectionRow:
-        detection = {
-            f"cap {100 * cap:g}%": operating_point(drives, threshold_at_cap(drives.negative, cap)).detection_rate
-            for cap in CAPS
-        }
-        detection[f"rule's FAR {100 * rule_far:.1f}%"] = operating_point(
-            drives, threshold_at_cap(drives.negative, rule_far)
-        ).detection_rate
-        detection[f"FA 0-{100 * rule_far:.1f}% (mean, the counter weight's objective)"] = detection_area(
-            drives, rule_far
-        )
-        return SelectionRow(name, detection, pr_auc(drives))
-
-    rows = [row("Backblaze rule (reference)", rule_drives)]
-    objective, _ = rule_far_objective(instants, fit_mask, horizon, inner)
-    fit_rows = (instants.features[fit_mask], instants.drive[fit_mask])
-    for name, (excluded, counter_weights) in CANDIDATES.items():
-        say(f"model selection: {name}")
-        model = fit_calibrated(data, seed, excluded, fit_rows, objective, counter_weights)
-        score = np.zeros(len(instants.day))
-        with single_thread():
-            score[val_mask] = model.predict_proba(instants.features[val_mask])[:, 1]
-        rows.append(row(name, drive_scores(known, val_mask, score, horizon)))
-    return rows

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import hashlib
 import json
 import shutil
 from datetime import UTC, datetime
@@ -15,7 +17,7 @@ from fleetpulse.models.data import Instants, code_digest
 from fleetpulse.models.drift import build_profile
 from fleetpulse.models.features import DISK_FEATURES
 from fleetpulse.models.pipeline import ExperimentResult
-from fleetpulse.models.training import MODEL_EXCLUDED, Split
+from fleetpulse.models.training import Split
 
 MODEL_NAME = "disk-gbm"
 PROFILE_SAMPLE = 50_000
@@ -29,6 +31,36 @@ def _metrics(result: ExperimentResult) -> dict[str, Any]:
             for scorer in horizon.scorers
         }
     return out
+
+
+def model_code_digest() -> str:
+    """Digest of the code a trained disk model depends on (syntax trees, so formatting does not
+    count): the shipped artifact is current only while it matches."""
+    from fleetpulse.models import data, disk_model, features, pipeline, state, training
+
+    sha = hashlib.sha256()
+    for module in (state, features, data, disk_model, training, pipeline):
+        sha.update(ast.dump(ast.parse(Path(str(module.__file__)).read_text())).encode())
+    return sha.hexdigest()[:12]
+
+
+def ship_disk_model(
+    result: ExperimentResult, instants: Instants, ship_dir: Path, seed: int, data_ref: dict[str, str]
+) -> Path:
+    """Publish the trained champion into ``ship_dir`` as its only artifact and register it
+    there: the registry packaged with fleetpulse (rerun by ``make train`` whenever the model,
+    its code or the artifact format changes; the same seed and data give the same version)."""
+    from fleetpulse.contract import ScorerRole
+    from fleetpulse.models.registry import REGISTRY_FILE, register_artifact
+
+    ship_dir.mkdir(parents=True, exist_ok=True)
+    directory = publish_disk_model(result, instants, ship_dir, seed, data_ref)
+    for old in ship_dir.iterdir():
+        if old.is_dir() and old != directory:
+            shutil.rmtree(old)
+    (ship_dir / REGISTRY_FILE).unlink(missing_ok=True)
+    register_artifact(ship_dir, "disk", directory.name, ScorerRole.CHAMPION)
+    return directory
 
 
 def publish_disk_model(
@@ -50,8 +82,8 @@ def publish_disk_model(
         "seed": seed,
         "horizons": sorted(result.models),
         "feature_names": list(DISK_FEATURES),
-        "features_ignored_by_model": sorted(MODEL_EXCLUDED),
         "feature_code_digest": code_digest(),
+        "model_code_digest": model_code_digest(),
         "data": data_ref,
         "split": {"experiment": exp.name, "cutoff": exp.cutoff.isoformat(), "description": exp.description},
         "metrics": _metrics(result),

@@ -14,8 +14,8 @@ from fleetpulse.models.anomaly_eval import AnomalyResult
 from fleetpulse.models.battery_eval import CALIBRATED, LEAVE_ONE_OUT, OTHER_HALF, SLOPE_SPREAD, BatteryResult
 from fleetpulse.models.battery_interval import FACTORS, NOMINAL_COVERAGE
 from fleetpulse.models.evaluation import CAPS, TICKETS_PER_WEEK, PairedDifference, threshold_at_cap
-from fleetpulse.models.pipeline import ExperimentResult, HorizonResult, SelectionRow
-from fleetpulse.models.training import CHOSEN
+from fleetpulse.models.pipeline import RULE_NAME, ExperimentResult, HorizonResult
+from fleetpulse.models.transfer import MIN_FAILED_DRIVES, MODEL, SINGLE, HeldOut, TransferResult
 
 
 def _pct(value: float | None) -> str:
@@ -183,27 +183,28 @@ def _calibration_table(horizon: HorizonResult) -> tuple[list[str], dict[str, Any
     return md, metrics
 
 
-def _counter_weight(model: Any, selection_far: float) -> tuple[list[str], dict[str, Any]]:
-    """The counter weight the model chose on training drives, and the objective at every grid point."""
+def _counter_weight(model: Any) -> tuple[list[str], dict[str, Any]]:
+    """Age and counter weight as chosen on the training drives, and the objective at every grid point."""
     if model is None or not hasattr(model, "counter_weight_"):
         return [], {}
     described = model.describe()
     grid = described["objective_per_counter_weight"]
-    chosen = described["counter_weight"]
+    chosen = f"{'age' if described['age_used'] else 'no age'}, w={described['counter_weight']:g}"
     md = [
         "",
-        f"Counter-score weight w (ranking score = trees' logit + w x counter score): **{chosen:g}**, chosen on the "
-        "training drives' out-of-fold scores (folds grouped by drive, labels censored at the cut-off) by mean "
-        f"detection over false-alarm rates 0..{_pct(selection_far)} (the Backblaze rule's rate on the training "
-        "drives); test drives are not read. Objective per grid point:",
+        f"Chosen on the training drives: **{chosen}** (ranking score = trees' logit + w x counter score + "
+        f"{described['tie_break']:g} x tie-break; age = power-on hours as a monotone tree input). Chosen by mean "
+        "detection over false-alarm rates 0..1 % on out-of-fold scores whose folds hold out whole drive models "
+        "(labels censored at the cut-off); test drives are not read. Objective per grid point:",
         "",
-        "| w | " + " | ".join(f"**{w}**" if float(w) == chosen else w for w in grid) + " |",
-        "|---|" + "---|" * len(grid),
-        "| mean detection, training drives | "
-        + " | ".join("-" if v is None else f"{100 * v:.2f}%" for v in grid.values())
-        + " |",
+        "| choice | mean detection, training drives (leave-model-out) |",
+        "|---|---|",
+        *(
+            f"| {'**' + k + '**' if k == chosen else k} | {'-' if v is None else f'{100 * v:.2f}%'} |"
+            for k, v in grid.items()
+        ),
     ]
-    metrics = {"max_false_alarm_rate": selection_far, "chosen": chosen, "objective": grid}
+    metrics = {"chosen": chosen, "objective": grid}
     return md, metrics
 
 
@@ -277,7 +278,7 @@ def experiment_section(result: ExperimentResult, out: Path) -> tuple[list[str], 
                 )
         calibration_md, calibration_metrics = _calibration_table(horizon)
         md += calibration_md
-        weight_md, weight_metrics = _counter_weight(result.models.get(horizon.horizon), horizon.selection_far)
+        weight_md, weight_metrics = _counter_weight(result.models.get(horizon.horizon))
         md += weight_md
         md += ["", "Verdict (same false-alarm rate):", "", *_verdict(horizon), "", _PAIRED_NOTE]
         headroom_md, headroom_metrics = _headroom(horizon)
@@ -399,33 +400,130 @@ def battery_section(
     return md, metrics
 
 
-def selection_section(rows: list[SelectionRow], chosen: str) -> list[str]:
-    if not rows:
-        return []
-    points = list(rows[0].detection)
+def _diff(d: PairedDifference) -> str:
+    return f"{100 * d.difference:+.1f} ({100 * d.low:+.1f}..{100 * d.high:+.1f})"
+
+
+def _held_out_rows(rows: list[HeldOut]) -> tuple[list[str], list[str], list[str]]:
+    """(detection, paired differences, alerts and calibration) table rows."""
+    scorers = (MODEL, RULE_NAME, SINGLE)
+    detection, differences, alerts = [], [], []
+    for h in rows:
+        name = f"**{h.name}**" if h.kind == "pooled" else h.name
+        trio = [" / ".join(_pct(h.detection[s][p]) for s in scorers) for p in h.detection[MODEL]]
+        lead = " / ".join(_num(h.lead_median_days[s], 0) for s in scorers)
+        detection.append(
+            f"| {name} | {h.failed_drives} / {h.healthy_drives:,} | {h.single_attribute} | {trio[0]} | {trio[1]} | "
+            f"{_pct(h.rule_far)}: {trio[2]} | {' / '.join(f'{h.pr_auc[s]:.3f}' for s in scorers)} | {lead} |"
+        )
+        cells = [_diff(h.differences[b][p]) for b in (RULE_NAME, SINGLE) for p in h.detection[MODEL]]
+        differences.append(f"| {name} | " + " | ".join(cells) + " |")
+        caps = " | ".join(
+            f"{100 * a['false_alarm_rate']:.2f}% / {_pct(a['detection_rate'])}" for a in h.alerts.values()
+        )
+        cal = h.calibration
+        choices = ", ".join(
+            sorted(
+                {f"{'age' if age else 'no age'} w={w:g}" for age, w in zip(h.age_used, h.counter_weight, strict=True)}
+            )
+        )
+        alerts.append(
+            f"| {name} | {caps} | {cal['mean_predicted']:.4f} / {cal['observed']:.4f} ({int(cal['instants']):,}) "
+            f"| {choices} |"
+        )
+    return detection, differences, alerts
+
+
+def _held_out_metrics(h: HeldOut) -> dict[str, Any]:
+    return {
+        "kind": h.kind,
+        "failed_drives": h.failed_drives,
+        "healthy_drives": h.healthy_drives,
+        "single_attribute": h.single_attribute,
+        "rule_false_alarm_rate": h.rule_far,
+        "detection": h.detection,
+        "pr_auc": h.pr_auc,
+        "lead_median_days_at_1pct": h.lead_median_days,
+        "paired_differences": {b: {p: vars(d) for p, d in by.items()} for b, by in h.differences.items()},
+        "stored_thresholds_on_held_out": h.alerts,
+        "calibration": h.calibration,
+        "age_used": h.age_used,
+        "counter_weight": h.counter_weight,
+    }
+
+
+def transfer_section(result: TransferResult) -> tuple[list[str], dict[str, Any]]:
+    """The headline: drive models (and vendors) the model never saw in training."""
+    exp = result.experiment
     md = [
-        "## Model selection (training data only)",
+        f"## Drive models never seen in training: {exp.name}, {result.horizon}-day horizon",
         "",
-        "Candidates compared on the 2013-2016 training drives alone: half of them (second hash) fit before "
-        '2014-10-01, the other half validated from 2014-10-01 to the cut-off, 30-day horizon. "trees" = monotone '
-        'gradient-boosted trees, Platt-calibrated; "+ counter score" = trees\' logit + w x a non-negative logistic '
-        "score on log error counters, their growth and the Backblaze flag (tie-free in the tail), w chosen on the "
-        "fitting half's out-of-fold scores as in the model sections. The model uses the "
-        f"candidate marked **used**: {chosen}. Test drives are not read.",
+        f"Leave one drive model out, for every drive model with at least {MIN_FAILED_DRIVES} failed drives after the "
+        "cut-off, then pooled over them; below, leave one vendor out. The model and the single-attribute baseline "
+        "are fitted on the other drive models only (training drives, instants before the cut-off, labels censored "
+        "there; age, counter weight, calibration and alert thresholds chosen on out-of-fold scores whose folds hold "
+        "out whole drive models), and tested on every drive of the held-out model from the cut-off on, at its "
+        "natural prevalence. Detection at exactly the false-alarm rate (a tied score's drives alarmed in part, for "
+        "every scorer, so the binary rule can be compared below its own rate); lead time = median days from the first "
+        "alarm to failure at 1 % false alarms. Cells read model / Backblaze rule / single attribute.",
         "",
-        "| candidate | PR-AUC | " + " | ".join(f"detection @ {p}" for p in points) + " |",
-        "|---|---|" + "---|" * len(points),
     ]
-    for row in rows:
-        name = f"**{row.feature_set} (used)**" if row.feature_set == chosen else row.feature_set
-        md.append(f"| {name} | {row.pr_auc:.3f} | " + " | ".join(_pct(row.detection[p]) for p in points) + " |")
-    best = max(rows[1:], key=lambda row: row.detection[points[-1]], default=None)
-    if best is not None and best.feature_set != chosen:
+    metrics: dict[str, Any] = {"horizon": result.horizon, "held_out": {}}
+    blocks = (
+        ("Held-out drive models", [*result.drive_models, *([result.pooled] if result.pooled else [])]),
+        ("Held-out vendors", result.vendors),
+    )
+    for title, rows in blocks:
+        if not rows:
+            md += [f"{title}: none with at least {MIN_FAILED_DRIVES} failed drives after the cut-off.", ""]
+            continue
+        detection, differences, alerts = _held_out_rows(rows)
         md += [
+            f"### {title}",
             "",
-            f"Note: by the last column (the counter weight's objective) the best candidate is {best.feature_set}.",
+            "| held out | failed / healthy drives | single attribute | detection @ FA 0.1% | @ FA 1% | "
+            "@ rule's FA rate | PR-AUC | lead median (days) |",
+            "|---|---|---|---|---|---|---|---|",
+            *detection,
+            "",
+            "Model minus baseline, detection points, paired bootstrap 95 % interval (1,000 resamples of the held-out "
+            "drives, the same drives for both):",
+            "",
+            "| held out | vs rule @ 0.1% | vs rule @ 1% | vs rule @ its rate | vs single @ 0.1% | vs single @ 1% | "
+            "vs single @ rule's rate |",
+            "|---|---|---|---|---|---|---|",
+            *differences,
+            "",
+            "Alert thresholds as the artifact stores them (lowest keeping the cap on the training drives' "
+            "leave-model-out scores, pooled and for the median training drive model, then lowered to the bad-sector "
+            "floor at 1,000 sectors so such a drive is ticketed from its first report) applied to the held-out "
+            "drives: false-alarm rate achieved / detection; calibration = mean predicted probability vs observed failure fraction over the labelled "
+            "held-out instants; the choices the inner validation made:",
+            "",
+            "| held out | cap 0.1%: FA / detection | cap 1%: FA / detection | predicted / observed (instants) | "
+            "chosen |",
+            "|---|---|---|---|---|",
+            *alerts,
+            "",
         ]
-    return [*md, ""]
+        for h in rows:
+            metrics["held_out"][h.name] = _held_out_metrics(h)
+    cal = result.pooled_calibration
+    if cal is not None:
+        md += [
+            "Calibration pooled over the held-out drive models (labelled instants; quantile bins of the prediction):",
+            "",
+            "| instants | mean predicted | observed failure fraction |",
+            "|---|---|---|",
+            *(f"| {n:,} | {p:.4f} | {o:.4f} |" for n, p, o in zip(cal.count, cal.predicted, cal.observed, strict=True)),
+            "",
+        ]
+        metrics["pooled_calibration"] = {
+            "count": cal.count.tolist(),
+            "predicted": cal.predicted.tolist(),
+            "observed": cal.observed.tolist(),
+        }
+    return md, metrics
 
 
 def anomaly_section(result: AnomalyResult | None) -> list[str]:
@@ -452,7 +550,7 @@ def anomaly_section(result: AnomalyResult | None) -> list[str]:
 def write_report(
     out: Path,
     experiments: list[ExperimentResult],
-    selection: list[SelectionRow],
+    transfers: list[TransferResult],
     real: BatteryResult,
     simulated: BatteryResult | None,
     sim_note: str,
@@ -472,15 +570,22 @@ def write_report(
         "Thresholds per false-alarm cap are operating points of each scorer's own curve; nothing is tuned on test data.",
         "",
     ]
-    metrics: dict[str, Any] = {"meta": meta, "experiments": {}}
+    metrics: dict[str, Any] = {"meta": meta, "experiments": {}, "leave_model_out": {}}
+    for transfer in transfers:
+        section, m = transfer_section(transfer)
+        md += [*section, ""]
+        metrics["leave_model_out"][transfer.experiment.name] = m
+    md += [
+        "## In distribution (every drive model on both sides of the split)",
+        "",
+        "For comparison with earlier reports only: the numbers that matter for a fleet of new drive models are the "
+        "leave-model-out tables above.",
+        "",
+    ]
     for result in experiments:
         section, m = experiment_section(result, out)
         md += [*section, ""]
         metrics["experiments"][result.experiment.name] = m
-    md += selection_section(selection, CHOSEN)
-    metrics["model_selection"] = [
-        {"feature_set": r.feature_set, "pr_auc": r.pr_auc, "detection": r.detection} for r in selection
-    ]
     md += anomaly_section(anomaly)
     if anomaly is not None:
         metrics["anomaly_simulated"] = {

@@ -28,30 +28,11 @@ from sklearn.metrics import average_precision_score
 from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
 
 from fleetpulse.models.data import Instants, drive_group
-from fleetpulse.models.disk_model import COUNTER_WEIGHTS, DiskRiskModel
-from fleetpulse.models.features import DISK_FEATURES, GROWTH_COUNTERS, backblaze_flags
+from fleetpulse.models.disk_model import AGE_OPTIONS, COUNTER_WEIGHTS, DiskRiskModel
+from fleetpulse.models.features import DISK_FEATURES, backblaze_flags
 
 HORIZONS = (7, 30)
-MAX_NEGATIVES = 120_000
-# history_days is not a property of the drive but of how often it reported (replayed
-# change points vs daily reports), so the model must never learn it. Whether age and
-# temperature stay in is decided by the inner validation on training drives only
-# (``pipeline.inner_validation``, the report's "model selection" table), by the same
-# objective that chooses the counter weight: mean detection over false-alarm rates up to
-# the Backblaze rule's. With the weight chosen by that objective, keeping them scores
-# higher there (61.0 vs 60.7 %, and 70.2 vs 67.6 % at the rule's own rate).
-FEATURE_SETS: dict[str, frozenset[str]] = {
-    "all but history_days": frozenset({"history_days"}),
-    "counters only (no age, temperature)": frozenset({"history_days", "power_on_hours", "temperature_c"}),
-}
-MODEL_EXCLUDED = FEATURE_SETS["all but history_days"]
-# (excluded features, counter-weight grid) per candidate the inner validation compares;
-# a grid of (0.0,) is the trees alone
-CANDIDATES: dict[str, tuple[frozenset[str], tuple[float, ...]]] = {
-    **{f"trees, {name}": (excluded, (0.0,)) for name, excluded in FEATURE_SETS.items()},
-    **{f"trees + counter score, {name}": (excluded, COUNTER_WEIGHTS) for name, excluded in FEATURE_SETS.items()},
-}
-CHOSEN = "trees + counter score, all but history_days"
+MAX_NEGATIVES = 60_000
 SINGLE_ATTRIBUTE_CANDIDATES = ("smart_5", "smart_187", "smart_188", "smart_197", "smart_198", "smart_199")
 
 
@@ -123,7 +104,6 @@ def _classifier(seed: int) -> HistGradientBoostingClassifier:
         min_samples_leaf=100,
         l2_regularization=1.0,
         early_stopping=False,
-        monotonic_cst=monotonic_constraints(),
         random_state=seed,
     )
 
@@ -153,18 +133,31 @@ def recent_rows(day: np.ndarray, days: float = CALIBRATION_DAYS) -> np.ndarray:
     return np.asarray(day >= day.max() - days) if len(day) else np.zeros(0, dtype=bool)
 
 
-def training_set(instants: Instants, mask: np.ndarray, y: np.ndarray, seed: int) -> TrainingSet:
-    """Labelled training instants; negatives subsampled (and re-weighted) to bound fit time."""
+def model_groups(instants: Instants) -> np.ndarray:
+    """Per instant, an index of its drive model: the out-of-fold folds hold out whole drive
+    models, so every choice made on them (age, counter weight, calibration, alert
+    thresholds) is judged on drive models the fold never saw -- as in service."""
+    _, per_drive = np.unique(np.asarray(instants.models), return_inverse=True)
+    out: np.ndarray = per_drive[instants.drive]
+    return out
+
+
+def training_set(
+    instants: Instants, mask: np.ndarray, y: np.ndarray, seed: int, max_negatives: int = MAX_NEGATIVES
+) -> TrainingSet:
+    """Labelled training instants; negatives subsampled (and re-weighted) to bound fit time;
+    rows grouped by drive model."""
     index = np.flatnonzero(mask & ~np.isnan(y))
     positives = index[y[index] == 1.0]
     negatives = index[y[index] == 0.0]
-    rate = min(1.0, MAX_NEGATIVES / max(1, len(negatives)))
+    rate = min(1.0, max_negatives / max(1, len(negatives)))
     if rate < 1.0:
         rng = np.random.default_rng(seed)
         negatives = np.sort(rng.choice(negatives, size=int(len(negatives) * rate), replace=False))
     chosen = np.concatenate([positives, negatives])
     weight = np.concatenate([np.ones(len(positives)), np.full(len(negatives), 1.0 / rate)])
-    return TrainingSet(instants.features[chosen], y[chosen], weight, instants.drive[chosen], instants.day[chosen])
+    groups = model_groups(instants)
+    return TrainingSet(instants.features[chosen], y[chosen], weight, groups[chosen], instants.day[chosen])
 
 
 @functools.cache
@@ -179,21 +172,6 @@ def single_thread() -> Any:
     return _threadpools().limit(limits=1, user_api="openmp")
 
 
-def monotonic_constraints() -> list[int]:
-    """Risk may only rise with error counters and their growth, and fall with NVMe spare.
-
-    With a few hundred failures to learn from, this keeps the trees from learning noise
-    such as "exactly 3 reallocated sectors is safer than 2".
-    """
-    rising = set(GROWTH_COUNTERS) | {"critical_warning", "percentage_used", "smart_failed"}
-    falling = {"available_spare_pct", "spare_margin_pct"}
-    out = []
-    for name in DISK_FEATURES:
-        base = name.split("_delta_")[0].split("_slope_")[0].split("_growth_days_")[0]
-        out.append(1 if base in rising else -1 if name in falling else 0)
-    return out
-
-
 def _calibration_rows(data: TrainingSet) -> np.ndarray | None:
     """The recent rows, or all (None) when there are no days or the recent ones lack a failure."""
     if data.day is None:
@@ -205,24 +183,22 @@ def _calibration_rows(data: TrainingSet) -> np.ndarray | None:
 def fit_calibrated(
     data: TrainingSet,
     seed: int,
-    excluded: frozenset[str] = MODEL_EXCLUDED,
     also_score: tuple[np.ndarray, np.ndarray] | None = None,
     objective: Callable[[np.ndarray], float] | None = None,
     counter_weights: tuple[float, ...] = COUNTER_WEIGHTS,
+    age_options: tuple[bool, ...] = AGE_OPTIONS,
 ) -> DiskRiskModel:
-    """Monotone trees plus a weighted monotone counter score, calibrated on out-of-fold
-    predictions grouped by drive (see :mod:`~fleetpulse.models.disk_model`).
+    """Monotone trees on drive-model-invariant inputs plus a weighted monotone counter score,
+    calibrated on out-of-fold predictions grouped by ``data.groups`` (drive models in the
+    pipeline; see :mod:`~fleetpulse.models.disk_model`).
 
-    Features the training data never carries (e.g. SMART 187 in 2013) and ``excluded``
-    are set to a constant for the trees: they cannot split on them, so at serving time
-    their values are ignored, and the model still takes the full serving feature vector.
-    ``also_score=(features, drive)`` rows get out-of-fold probabilities in ``oof_also_``;
+    ``also_score=(features, groups)`` rows get out-of-fold probabilities in ``oof_also_``;
     ``objective`` ranks their out-of-fold scores to choose the counter weight from
-    ``counter_weights`` (see :func:`~fleetpulse.models.pipeline.rule_far_objective`).
-    Rows with days are calibrated on their last ``CALIBRATION_DAYS`` (see there) when
-    those hold failures.
+    ``counter_weights`` and whether age is used from ``age_options`` (see
+    :func:`~fleetpulse.models.pipeline.ranking_objective`). Rows with days are calibrated on
+    their last ``CALIBRATION_DAYS`` (see there) when those hold failures.
     """
-    model = DiskRiskModel(_classifier(seed), tuple(sorted(excluded)), counter_weights=counter_weights)
+    model = DiskRiskModel(_classifier(seed), counter_weights=counter_weights, age_options=age_options)
     with single_thread():
         model.fit(
             data.features,

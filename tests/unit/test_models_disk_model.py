@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from fleetpulse.models.disk_model import COUNTER_WEIGHTS, DiskRiskModel, _nonnegative_logit, counter_inputs
+from fleetpulse.models.disk_model import AGE_OPTIONS, COUNTER_WEIGHTS, DiskRiskModel, _nonnegative_logit, counter_inputs
 from fleetpulse.models.features import DISK_FEATURES
 from fleetpulse.models.training import TrainingSet, fit_calibrated
 
@@ -51,7 +51,7 @@ def one_drive(**values: float) -> np.ndarray:
 
 @pytest.mark.parametrize("weight", [COUNTER_WEIGHTS[0], COUNTER_WEIGHTS[-1]])
 def test_any_error_counter_ranks_above_a_clean_drive_and_risk_never_falls_as_counters_grow(weight: float) -> None:
-    model = fit_calibrated(drives(), seed=0, counter_weights=(weight,))
+    model = fit_calibrated(drives(), seed=0, counter_weights=(weight,), age_options=(False,))
     clean = model.predict_proba(one_drive())[0, 1]
     ladder = [model.predict_proba(one_drive(smart_5=v))[0, 1] for v in (1, 2, 5, 20, 200, 5000)]
     growth = [model.predict_proba(one_drive(smart_5=20, smart_5_delta_30d=v))[0, 1] for v in (0, 1, 10, 100)]
@@ -67,7 +67,7 @@ def test_out_of_fold_scores_cover_every_row_from_a_model_that_did_not_fit_its_dr
     data = drives(2000)
     extra = data.features[:50]
     groups = np.concatenate([data.groups[:40], np.full(10, 10**6)])  # the last ten drives were never fitted
-    model = fit_calibrated(data, seed=0, also_score=(extra, groups), counter_weights=(1.0,))
+    model = fit_calibrated(data, seed=0, also_score=(extra, groups), counter_weights=(1.0,), age_options=(False,))
     oof = model.oof_also_
     assert ((oof > 0) & (oof < 1)).all()
     in_sample = model.predict_proba(extra)[:, 1]
@@ -94,20 +94,21 @@ def test_unreported_counters_count_as_zero_errors() -> None:
     assert inputs[-1] == 1.0
 
 
-def test_the_smallest_grid_weight_still_breaks_the_trees_ties() -> None:
-    tie_break = fit_calibrated(drives(), seed=0, counter_weights=(COUNTER_WEIGHTS[0],))
-    trees_only = fit_calibrated(drives(), seed=0, counter_weights=(0.0,))
+def test_the_tie_break_orders_drives_the_trees_put_in_one_leaf_even_without_the_counter_score() -> None:
+    trees_only = fit_calibrated(drives(), seed=0, counter_weights=(0.0,), age_options=(False,))
     rows = [one_drive(smart_197=v) for v in (3, 9, 30)]  # the trees put these in one leaf
-    assert len({trees_only.predict_proba(r)[0, 1] for r in rows}) == 1
-    p = [tie_break.predict_proba(r)[0, 1] for r in rows]
+    leaf = {float(trees_only.trees_.decision_function(trees_only._tree_input(r))[0]) for r in rows}
+    assert len(leaf) == 1
+    p = [trees_only.predict_proba(r)[0, 1] for r in rows]
     assert p[0] < p[1] < p[2]
     assert not trees_only.linear_coef_.any()
-    assert trees_only.predict_proba(one_drive(smart_5=1))[0, 1] > 0
+    assert trees_only.predict_proba(one_drive(smart_5=1))[0, 1] > trees_only.predict_proba(one_drive())[0, 1]
 
 
 def test_the_counter_weight_is_the_grid_point_the_objective_scores_best() -> None:
     data = drives(2000)
-    values = iter([0.1, 0.5, 0.9, 0.2, 0.9, 0.3])  # the first best (third weight) wins a tie
+    # without age, then with age; the first best (with age, third weight) wins a tie
+    values = iter([0.1, 0.5, 0.2, 0.2, 0.3, 0.3, 0.1, 0.5, 0.9, 0.2, 0.9, 0.3])
     seen: list[np.ndarray] = []
 
     def objective(score: np.ndarray) -> float:
@@ -115,13 +116,15 @@ def test_the_counter_weight_is_the_grid_point_the_objective_scores_best() -> Non
         return next(values)
 
     model = fit_calibrated(data, seed=0, also_score=(data.features, data.groups), objective=objective)
-    assert len(seen) == len(COUNTER_WEIGHTS)
+    assert len(seen) == 2 * len(COUNTER_WEIGHTS)
     assert model.counter_weight_ == COUNTER_WEIGHTS[2]
-    np.testing.assert_array_equal(model.objective_values_, [0.1, 0.5, 0.9, 0.2, 0.9, 0.3])
+    assert model.age_ is True
+    assert model.objective_values_.shape == (2, len(COUNTER_WEIGHTS))
     assert all(s.shape == (len(data.y),) and np.isfinite(s).all() for s in seen)
     described = model.describe()
     assert described["counter_weight"] == COUNTER_WEIGHTS[2]
-    assert described["objective_per_counter_weight"]["0.3"] == 0.9
+    assert described["age_used"] is True
+    assert described["objective_per_counter_weight"]["age, w=0.3"] == 0.9
 
 
 def test_a_real_ranking_objective_gives_the_counter_score_weight() -> None:
@@ -129,7 +132,8 @@ def test_a_real_ranking_objective_gives_the_counter_score_weight() -> None:
     the tie-break-only weight, and the choice is reproducible from the seed."""
     model = fit_chosen(drives())
     assert model.counter_weight_ in COUNTER_WEIGHTS
-    assert model.objective_values_[COUNTER_WEIGHTS.index(model.counter_weight_)] == model.objective_values_.max()
+    chosen = (AGE_OPTIONS.index(model.age_), COUNTER_WEIGHTS.index(model.counter_weight_))
+    assert model.objective_values_[chosen] == model.objective_values_.max()
     again = fit_chosen(drives())
     assert again.counter_weight_ == model.counter_weight_
     x = drives(500, seed=3).features
@@ -141,11 +145,11 @@ def test_several_weights_need_an_objective_and_weights_cannot_be_negative() -> N
     with pytest.raises(ValueError, match="objective"):
         fit_calibrated(data, seed=0)
     with pytest.raises(ValueError, match=">= 0"):
-        fit_calibrated(data, seed=0, counter_weights=(-1.0,))
+        fit_calibrated(data, seed=0, counter_weights=(-1.0,), age_options=(False,))
 
 
 def test_an_artifact_from_before_the_counter_weight_loads_as_the_same_function() -> None:
-    model = fit_calibrated(drives(1500), seed=0, counter_weights=(0.5,))
+    model = fit_calibrated(drives(1500), seed=0, counter_weights=(0.5,), age_options=(False,))
     state = model.__getstate__()
     for name in ("counter_weights", "counter_weight_", "objective_values_"):
         del state[name]
@@ -164,7 +168,7 @@ def test_an_artifact_from_before_the_counter_weight_loads_as_the_same_function()
     assert old.describe()["counter_weight"] == pytest.approx(0.5)
 
 
-def test_probabilities_follow_the_recent_failure_rate_but_the_ranking_does_not_change() -> None:
+def test_probabilities_follow_the_recent_failure_rate_but_the_fitted_scores_do_not_change() -> None:
     from dataclasses import replace
 
     from fleetpulse.models.training import CALIBRATION_DAYS, recent_rows
@@ -177,18 +181,22 @@ def test_probabilities_follow_the_recent_failure_rate_but_the_ranking_does_not_c
     rng = np.random.default_rng(1)
     flagged = counter_inputs(data.features)[:, 0] > 0
     y = np.where(recent & flagged & (rng.random(len(data.y)) < 0.2), 1.0, data.y)
-    whole = fit_calibrated(replace(data, y=y), seed=0, counter_weights=(1.0,))
-    latest = fit_calibrated(replace(data, y=y, day=day), seed=0, counter_weights=(1.0,))
+    whole = fit_calibrated(replace(data, y=y), seed=0, counter_weights=(1.0,), age_options=(False,))
+    latest = fit_calibrated(replace(data, y=y, day=day), seed=0, counter_weights=(1.0,), age_options=(False,))
     rows = data.features[recent & flagged]
     assert latest.predict_proba(rows)[:, 1].mean() > whole.predict_proba(rows)[:, 1].mean()
     assert latest.predict_proba(rows)[:, 1].mean() == pytest.approx(y[recent & flagged].mean(), abs=0.05)
-    order = np.argsort(whole.predict_proba(data.features)[:, 1], kind="stable")
-    assert (np.diff(latest.predict_proba(data.features)[order, 1]) >= -1e-12).all()
+    # only the calibration (and the bad-sector floor) follow the recent rate; the scores they map do not
+    np.testing.assert_array_equal(latest.linear_coef_, whole.linear_coef_)
+    x = latest._tree_input(data.features)
+    np.testing.assert_array_equal(latest.trees_.decision_function(x), whole.trees_.decision_function(x))
 
 
 def test_calibration_rows_without_a_failure_are_refused() -> None:
     data = drives()
     with pytest.raises(ValueError, match="both failures and healthy"):
-        DiskRiskModel(fit_calibrated(data, seed=0, counter_weights=(1.0,)).trees, counter_weights=(1.0,)).fit(
-            data.features, data.y, groups=data.groups, calibration_rows=data.y == 0
-        )
+        DiskRiskModel(
+            fit_calibrated(data, seed=0, counter_weights=(1.0,), age_options=(False,)).trees,
+            counter_weights=(1.0,),
+            age_options=(False,),
+        ).fit(data.features, data.y, groups=data.groups, calibration_rows=data.y == 0)

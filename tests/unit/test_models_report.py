@@ -4,35 +4,38 @@ from __future__ import annotations
 
 import numpy as np
 
-from fleetpulse.models.disk_model import COUNTER_WEIGHTS
-from fleetpulse.models.report import _counter_weight
+from fleetpulse.models.disk_model import AGE_OPTIONS, COUNTER_WEIGHTS
+from fleetpulse.models.report import _counter_weight, transfer_section
 from tests.unit.test_models_disk_model import drives, fit_chosen
 
 
-def test_counter_weight_section_marks_the_chosen_weight_and_lists_the_grid() -> None:
+def test_choice_section_marks_the_chosen_age_and_weight_and_lists_the_grid() -> None:
     model = fit_chosen(drives(1500))
-    md, metrics = _counter_weight(model, 0.0537)
+    md, metrics = _counter_weight(model)
     text = "\n".join(md)
-    assert f"**{model.counter_weight_:g}**" in text
-    assert "0..5.4%" in text
-    assert metrics["chosen"] == model.counter_weight_
-    assert metrics["max_false_alarm_rate"] == 0.0537
-    assert list(metrics["objective"]) == [f"{w:g}" for w in COUNTER_WEIGHTS]
-    best = max(metrics["objective"].values())
-    assert np.isclose(metrics["objective"][f"{model.counter_weight_:g}"], best)
-    assert _counter_weight(None, 0.05) == ([], {})
+    chosen = f"{'age' if model.age_ else 'no age'}, w={model.counter_weight_:g}"
+    assert f"**{chosen}**" in text
+    assert metrics["chosen"] == chosen
+    assert list(metrics["objective"]) == [
+        f"{'age' if age else 'no age'}, w={w:g}" for age in AGE_OPTIONS for w in COUNTER_WEIGHTS
+    ]
+    assert np.isclose(metrics["objective"][chosen], max(metrics["objective"].values()))
+    assert _counter_weight(None) == ([], {})
 
 
-def test_selection_section_says_when_the_used_candidate_is_not_best_by_the_objective() -> None:
-    from fleetpulse.models.pipeline import SelectionRow
-    from fleetpulse.models.report import selection_section
+def test_transfer_section_puts_each_held_out_model_next_to_both_baselines() -> None:
+    from fleetpulse.models.transfer import run_transfer
+    from tests.unit.test_models_transfer import EXPERIMENT, fleet
 
-    def row(name: str, objective: float) -> SelectionRow:
-        return SelectionRow(name, {"cap 1%": 0.4, "FA 0-9.8% (mean)": objective}, 0.5)
-
-    rows = [row("rule", 0.9), row("a", 0.61), row("b", 0.60)]
-    assert "the best candidate is a." in "\n".join(selection_section(rows, "b"))
-    assert "best candidate" not in "\n".join(selection_section(rows, "a"))
+    result = run_transfer(fleet(), EXPERIMENT, seed=0, min_failed=5)
+    md, metrics = transfer_section(result)
+    text = "\n".join(md)
+    assert "pooled over held-out drive models" in text
+    for held in result.drive_models:
+        row = next(line for line in md if line.startswith(f"| {held.name} | {held.failed_drives} / "))
+        assert row.count(" / ") >= 4  # model / rule / single attribute in every detection cell
+        assert held.name in metrics["held_out"]
+    assert "Held-out vendors" in text
 
 
 def test_calibration_bins_split_the_tail_and_merge_tied_edges() -> None:
