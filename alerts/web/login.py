@@ -145,10 +145,10 @@ def login_form(
         )
         sessions.cookies.set(response, LOGIN_COOKIE, fresh, int(api.session.login_timeout.total_seconds()), LOGIN_PATH)
         return response
-    response = RedirectResponse(safe_next(next_path), status_code=303)
-    sessions.cookies.clear(response, LOGIN_COOKIE, LOGIN_PATH)
-    _open_session(request, response, principal, "local", None)
-    return response
+    redirect = RedirectResponse(safe_next(next_path), status_code=303)
+    sessions.cookies.clear(redirect, LOGIN_COOKIE, LOGIN_PATH)
+    _open_session(request, redirect, principal, "local", None)
+    return redirect
 
 
 @router.get("/auth/callback", response_class=HTMLResponse)
@@ -208,10 +208,10 @@ def callback(
         issuer=identity.issuer,
         subject=identity.subject,
     )
-    response = RedirectResponse(safe_next(pending.next_path), status_code=303)
-    sessions.cookies.clear(response, LOGIN_COOKIE, LOGIN_PATH)
-    _open_session(request, response, principal, "oidc", tokens["id_token"])
-    return response
+    redirect = RedirectResponse(safe_next(pending.next_path), status_code=303)
+    sessions.cookies.clear(redirect, LOGIN_COOKIE, LOGIN_PATH)
+    _open_session(request, redirect, principal, "oidc", tokens["id_token"])
+    return redirect
 
 
 @router.post("/auth/logout")
