@@ -21,6 +21,7 @@ import pytest
 import uvicorn
 
 from fleetpulse.alerts.api import create_app
+from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.alerts.storm import StormPolicy
 from fleetpulse.alerts.tickets import TicketService
@@ -106,7 +107,9 @@ def populate(service: TicketService) -> None:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, TicketStore]]:
-    settings = api_settings(f"sqlite:///{tmp_path}/tickets.db").model_copy(update={"storm": StormPolicy(threshold=4)})
+    data = api_settings(f"sqlite:///{tmp_path}/tickets.db").model_dump()
+    data["api"]["session"]["cookie_secure"] = True  # as the demo serves it: Chromium keeps Secure cookies on loopback
+    settings = AlertSettings.model_validate(data).model_copy(update={"storm": StormPolicy(threshold=4)})
     store = TicketStore.open(settings.store_url)
     populate(TicketService(store, settings))
     port = free_port()
