@@ -37,6 +37,10 @@ class OidcError(Exception):
     """A login that cannot complete; the message is safe to show (no tokens, no secrets)."""
 
 
+class OidcUnavailable(OidcError):
+    """The provider cannot be reached or answers with an error page: try again later, nothing is wrong with the login."""
+
+
 @dataclass(frozen=True)
 class Identity:
     """A person as the provider asserted them, with the role and scope fleetpulse grants."""
@@ -157,7 +161,7 @@ class OidcProvider:
                     self.metadata()["token_endpoint"], data=form, auth=httpx.BasicAuth(self.settings.client_id, secret)
                 )
         except httpx.HTTPError as exc:
-            raise OidcError(f"the provider's token endpoint is unreachable ({type(exc).__name__})") from None
+            raise OidcUnavailable(f"the provider's token endpoint is unreachable ({type(exc).__name__})") from None
         if response.status_code != 200:
             error = _safe_error(response)
             raise OidcError(f"the provider refused the login (HTTP {response.status_code}{error})")
@@ -231,9 +235,12 @@ class OidcProvider:
         try:
             response = self._http.get(url)
             response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise OidcUnavailable(f"the provider's {what} cannot be fetched ({type(exc).__name__})") from None
+        try:
             document = response.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            raise OidcError(f"the provider's {what} cannot be fetched ({type(exc).__name__})") from None
+        except ValueError as exc:
+            raise OidcError(f"the provider's {what} cannot be read ({type(exc).__name__})") from None
         if not isinstance(document, dict):
             raise OidcError(f"the provider's {what} is not a JSON object")
         return document

@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fleetpulse.alerts.api import access
 from fleetpulse.alerts.api.auth import Authenticator, AuthFailure, Principal, client_address
 from fleetpulse.alerts.api.sessions import LOGIN_COOKIE, PageSessions
-from fleetpulse.alerts.oidc import OidcError, OidcProvider, identity_from_claims
+from fleetpulse.alerts.oidc import OidcError, OidcProvider, OidcUnavailable, identity_from_claims
 from fleetpulse.alerts.settings import ApiSettings
 from fleetpulse.alerts.store.sessions import StoredPendingLogin, StoredSession
 from fleetpulse.alerts.web.templating import render
@@ -180,10 +180,11 @@ def callback(
     try:
         tokens = provider.exchange(code, pending.code_verifier)
         claims = provider.validate_id_token(tokens["id_token"], pending.nonce)
+    except OidcUnavailable as exc:
+        access.login_failed("oidc", str(exc), address)
+        return _unavailable(str(exc))
     except OidcError as exc:
         access.login_failed("oidc", str(exc), address)
-        if "unreachable" in str(exc) or "cannot be fetched" in str(exc):
-            return _unavailable(str(exc))
         return _message("Login refused", f"The login could not be completed: {exc}.", 403, restart)
     identity = identity_from_claims(claims, provider.settings)
     if identity is None:
