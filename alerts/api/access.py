@@ -8,10 +8,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from fleetpulse.alerts.api.auth import Principal
+from fastapi import Request
+
+from fleetpulse.alerts.api.auth import Principal, client_address
+from fleetpulse.alerts.settings import ApiSettings
 from fleetpulse.alerts.store.repository import TicketFilter
 
 log = logging.getLogger("fleetpulse.access")
+
+
+def source_address(request: Request) -> str:
+    """The caller's address as the login throttle sees it (behind trusted proxies: the client's)."""
+    api: ApiSettings = request.app.state.api_settings
+    peer = request.client.host if request.client else None
+    return client_address(peer, request.headers.get("x-forwarded-for"), api.limits.trusted_proxies)
 
 
 def login_succeeded(principal: Principal, method: str, address: str) -> None:
@@ -39,17 +49,13 @@ def login_failed(method: str, reason: str, address: str, login: str | None = Non
     log.warning("login", extra={"fields": fields})
 
 
-def csv_exported(principal: Principal, flt: TicketFilter, rows: int) -> None:
+def csv_exported(principal: Principal, flt: TicketFilter, rows: int, address: str) -> None:
     """Personal data leaves the system: who exported which filter (scope included) and how many rows."""
-    log.info(
-        "csv export",
-        extra={"fields": {"user": principal.name, "filter": flt.model_dump(mode="json"), "rows": rows}},
-    )
+    fields = {"user": principal.name, "filter": flt.model_dump(mode="json"), "rows": rows, "address": address}
+    log.info("csv export", extra={"fields": fields})
 
 
-def bulk_transitioned(principal: Principal, ticket_ids: Sequence[int], to_state: str) -> None:
+def bulk_transitioned(principal: Principal, ticket_ids: Sequence[int], to_state: str, address: str) -> None:
     """A bulk action that was applied (all of ``ticket_ids``)."""
-    log.info(
-        "bulk transition",
-        extra={"fields": {"user": principal.name, "tickets": list(ticket_ids), "to": to_state}},
-    )
+    fields = {"user": principal.name, "tickets": list(ticket_ids), "to": to_state, "address": address}
+    log.info("bulk transition", extra={"fields": fields})

@@ -285,11 +285,11 @@ def create_app(
         return TicketPage(total=ticket_store.count_tickets(flt), items=ticket_store.list_tickets(flt, limit, offset))
 
     @app.get("/api/v1/tickets.csv", tags=["tickets"], response_class=Response)
-    def export_csv(principal: Reader, flt: Filter) -> Response:
+    def export_csv(request: Request, principal: Reader, flt: Filter) -> Response:
         """The filtered queue as CSV (all matching tickets within the caller's scope)."""
         flt = principal.scoped(flt)
         tickets = ticket_store.list_tickets(flt, limit=1_000_000)
-        access.csv_exported(principal, flt, len(tickets))
+        access.csv_exported(principal, flt, len(tickets), access.source_address(request))
         body = tickets_csv(tickets)
         return Response(
             body,
@@ -324,7 +324,7 @@ def create_app(
             **JSON_ONLY,
         },
     )
-    def bulk_transition(principal: Writer, body: BulkTransitionIn) -> list[TicketView]:
+    def bulk_transition(request: Request, principal: Writer, body: BulkTransitionIn) -> list[TicketView]:
         """All or nothing: one ticket that cannot move, does not exist or is outside the caller's scope
         stops the whole batch (404 names no ticket, so it reveals nothing about other sites)."""
         ids = list(dict.fromkeys(body.ticket_ids))
@@ -339,7 +339,7 @@ def create_app(
             moved = service.transition(ids, body.to, principal.name, clock(), body.note)
         except TransitionError as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-        access.bulk_transitioned(principal, ids, body.to.value)
+        access.bulk_transitioned(principal, ids, body.to.value, access.source_address(request))
         return moved
 
     @app.get("/api/v1/devices/{device_id}", tags=["devices"], responses={404: {"description": "unknown device"}})

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from fleetpulse.alerts.api import access
-from fleetpulse.alerts.api.auth import Authenticator, AuthFailure, Principal, client_address
+from fleetpulse.alerts.api.auth import Authenticator, AuthFailure, Principal
 from fleetpulse.alerts.api.sessions import LOGIN_COOKIE, PageSessions
 from fleetpulse.alerts.oidc import OidcError, OidcProvider, OidcUnavailable, identity_from_claims
 from fleetpulse.alerts.settings import ApiSettings
@@ -34,12 +34,6 @@ def safe_next(target: str | None) -> str:
     if not target or not target.startswith("/") or target.startswith(("//", "/\\")) or len(target) > 500:
         return "/"
     return target if target.isprintable() else "/"
-
-
-def _address(request: Request) -> str:
-    api: ApiSettings = request.app.state.api_settings
-    peer = request.client.host if request.client else None
-    return client_address(peer, request.headers.get("x-forwarded-for"), api.limits.trusted_proxies)
 
 
 def _message(title: str, text: str, status_code: int, action: tuple[str, str] | None = None) -> HTMLResponse:
@@ -62,7 +56,7 @@ def _open_session(
         id_token,
     )
     sessions.open(response, record)
-    access.login_succeeded(principal, method, _address(request))
+    access.login_succeeded(principal, method, access.source_address(request))
 
 
 @router.get("/auth/login", response_class=HTMLResponse)
@@ -130,13 +124,13 @@ def login_form(
         return _message("No login form", "Log in with your organisation account.", 404, ("/auth/login", "Log in"))
     expected = sessions.cookies.unsign(sessions.cookies.read(request.headers.get("cookie"), LOGIN_COOKIE))
     if expected is None or not hmac.compare_digest(expected.encode(), csrf.encode()):
-        access.login_failed("local", "csrf", _address(request), username)
+        access.login_failed("local", "csrf", access.source_address(request), username)
         return _message("Login form expired", "Open the login page again.", 403, ("/auth/login", "Log in"))
     try:
-        principal = authenticator.password_login(username, password, _address(request))
+        principal = authenticator.password_login(username, password, access.source_address(request))
     except AuthFailure as failure:
         access.login_failed(
-            "local", "throttled" if failure.status_code == 429 else "password", _address(request), username
+            "local", "throttled" if failure.status_code == 429 else "password", access.source_address(request), username
         )
         error = "Too many failed logins; try again later." if failure.status_code == 429 else "Wrong name or password."
         fresh = secrets.token_urlsafe(32)
@@ -161,7 +155,7 @@ def callback(
     """The provider sends the browser back here: the pending login must be this browser's, and used once."""
     provider: OidcProvider | None = request.app.state.oidc
     sessions: PageSessions = request.app.state.page_sessions
-    address = _address(request)
+    address = access.source_address(request)
     if provider is None:
         return _message("No single sign-on", "Single sign-on is not configured here.", 404)
     login_id = sessions.cookies.unsign(sessions.cookies.read(request.headers.get("cookie"), LOGIN_COOKIE))

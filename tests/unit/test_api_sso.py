@@ -483,3 +483,28 @@ def test_outbox_is_for_admins_of_every_site_only(sso: App) -> None:
         ).status_code
         == 403
     )
+
+
+def test_logins_exports_and_bulk_actions_reach_the_access_hooks(sso: App, caplog: pytest.LogCaptureFixture) -> None:
+    """The audit trail hooks in at fleetpulse.alerts.api.access: each event passes there, with scope and address."""
+    caplog.set_level("INFO", logger="fleetpulse.access")
+    anna = sso.log_in(ANNA)
+    anna.get("/api/v1/tickets.csv", params={"state": "open"})
+    anna.post(
+        "/api/v1/tickets/bulk-transition",
+        json={"ticket_ids": [1, 2], "to": "approved"},
+        headers={"X-CSRF-Token": csrf(anna)},
+    )
+    refused = sso.browser()
+    query = sso.start_login(refused)
+    refused.get("/auth/callback", params={"code": "good-code", "state": "forged"})
+    events = [(r.getMessage(), r.fields) for r in caplog.records if r.name == "fleetpulse.access"]  # type: ignore[attr-defined]
+    by_kind = {(message, fields.get("outcome")): fields for message, fields in events}
+    assert by_kind[("login", "success")]["subject"] == "f3c1-subject"
+    assert by_kind[("login", "success")]["sites"] == ["Rathaus"]
+    assert by_kind[("login", "failure")]["reason"] == "state mismatch"
+    export = by_kind[("csv export", None)]
+    assert (export["rows"], export["filter"]["in_sites"], export["filter"]["states"]) == (2, ["Rathaus"], ["open"])
+    assert by_kind[("bulk transition", None)]["tickets"] == [1, 2]
+    assert all(fields["address"] for _, fields in events)
+    assert query["state"] != "forged"
