@@ -133,12 +133,12 @@ class AuthFailure(Exception):
         self.headers = headers
 
 
+BEARER_CHALLENGE = 'Bearer realm="fleetpulse"'
+
+
 def unauthorized() -> AuthFailure:
     """401 with a bearer challenge: a basic challenge would make browsers show their password pop-up."""
     return AuthFailure(status.HTTP_401_UNAUTHORIZED, "authentication required", {"WWW-Authenticate": BEARER_CHALLENGE})
-
-
-BEARER_CHALLENGE = 'Bearer realm="fleetpulse"'
 
 
 def client_address(peer: str | None, forwarded_for: str | None, trusted_proxies: Sequence[IPvAnyNetwork]) -> str:

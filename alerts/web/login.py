@@ -27,6 +27,8 @@ router = APIRouter(tags=["login"], include_in_schema=False)
 log = logging.getLogger(__name__)
 LOGIN_PATH = "/auth"
 Text = Annotated[str, Form(max_length=256)]
+ACTOR_MAX = 128
+"""A display name longer than the audit trail's actor column is cut (the subject identifies the person)."""
 
 
 def safe_next(target: str | None) -> str:
@@ -195,7 +197,7 @@ def callback(
         sessions.cookies.clear(response, LOGIN_COOKIE, LOGIN_PATH)
         return response
     principal = Principal(
-        identity.display_name,
+        identity.display_name[:ACTOR_MAX],
         identity.role,
         identity.sites,
         identity.departments,
