@@ -1,6 +1,6 @@
 """Page login and access scope, end to end through the app with a fake OpenID Connect provider.
 
-The provider is the httpx mock of tests/unit/test_oidc.py (its own keys, discovery, token and
+Runs on SQLite, and on PostgreSQL with the integration tests. The provider is the httpx mock of tests/unit/test_oidc.py (its own keys, discovery, token and
 logout endpoints); the app runs in FastAPI's TestClient over https, so ``Secure`` cookies
 travel as in a browser. Every attack on the login (forged callback, replay, other browser,
 tampered or mis-addressed token, missing CSRF token, stale session) and every attempt of a
@@ -14,7 +14,6 @@ import base64
 import csv
 import hashlib
 import io
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -29,9 +28,10 @@ from fleetpulse.alerts.oidc import OidcProvider
 from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.alerts.tickets import TicketService
-from tests.alerts_support import NOW, make_alert, make_inventory
+from tests.alerts_support import NOW, make_alert, make_inventory, store, store_url
 from tests.unit.test_oidc import ISSUER, FakeProvider, claims
 
+__all__ = ["store", "store_url"]  # fixtures: SQLite, and PostgreSQL when integration tests run
 TOKEN_NOW = 1_800_000_000  # the fake provider's clock (tests/unit/test_oidc.py)
 PASSWORD = "correct horse battery staple"
 HASH = hash_secret(PASSWORD)
@@ -105,13 +105,6 @@ def settings(tmp_url: str, **api: Any) -> AlertSettings:
     return AlertSettings.model_validate({"store_url": tmp_url, "api": values})
 
 
-@pytest.fixture
-def store(tmp_path: Any) -> Iterator[TicketStore]:
-    ticket_store = TicketStore.open(f"sqlite:///{tmp_path}/t.db")
-    yield ticket_store
-    ticket_store.close()
-
-
 def populate(store: TicketStore, alert_settings: AlertSettings) -> None:
     """Tickets 1 (Rathaus/Finance), 2 (Rathaus/Culture), 3 (Schule Nord)."""
     svc = TicketService(store, alert_settings)
@@ -127,7 +120,7 @@ class App:
 
     def __init__(self, store: TicketStore, provider: Provider, **api: Any) -> None:
         self.clock = Clock()
-        self.settings = settings(str(store.engine.url), **api)
+        self.settings = settings(store.engine.url.render_as_string(hide_password=False), **api)
         populate(store, self.settings)
         self.provider = provider
         rp = OidcProvider(
