@@ -1,7 +1,7 @@
 """Single sign-on in a real browser: headless Chromium, real Keycloak, the real API server.
 
-Anna (fleet manager, site Rathaus) logs in through Keycloak's own login form, sees only
-Rathaus tickets, approves one over the session with its CSRF token (a write without the
+Anna (fleet manager, site Rathaus) logs in through Keycloak's own login form, sees and exports
+only Rathaus tickets, cannot include another site's ticket in a bulk action, approves one over the session with its CSRF token (a write without the
 token is refused), and logs out at fleetpulse and at Keycloak (RP-initiated): opening the page
 again asks Keycloak for a password again. A person without fleetpulse groups ends on the
 "no access" page, not in a login loop.
@@ -132,6 +132,13 @@ async def anna_session(base: str, ws_url: str) -> dict[str, Any]:
             ".then(r => r.status)"
         )
         seen["other_site"] = await cdp.js("fetch('/api/v1/tickets/3').then(r => r.status)")
+        seen["csv"] = await cdp.js("fetch(document.getElementById('export').href).then(r => r.text())")
+        seen["bulk_other_site"] = await cdp.js(
+            "fetch('/api/v1/tickets/bulk-transition', {method: 'POST', credentials: 'same-origin',"
+            " headers: {'Content-Type': 'application/json',"
+            " 'X-CSRF-Token': document.querySelector('meta[name=csrf-token]').content},"
+            " body: JSON.stringify({ticket_ids: [1, 3], to: 'approved'})}).then(r => r.status)"
+        )
         await cdp.js("document.querySelectorAll('input.pick')[0].click()")
         await cdp.js("document.getElementById('bulk-approve').click()")
         seen["status"] = await cdp.wait_for(
@@ -164,6 +171,8 @@ def test_anna_logs_in_with_keycloak_sees_her_site_approves_and_logs_out(server: 
     assert seen["cookie_visible_to_scripts"] == ""  # HttpOnly
     assert seen["without_csrf"] == 403
     assert seen["other_site"] == 404
+    assert [line.split(",")[3] for line in seen["csv"].strip().splitlines()[1:]] == ["rh-1", "rh-2"]
+    assert seen["bulk_other_site"] == 404  # with a valid CSRF token, but ticket 3 is at Schule Nord
     assert seen["status"] == "Approved 1 ticket(s)."
     approved = [t for t in store.list_tickets() if t.state.value == "approved"]
     assert [t.device_id for t in approved] == ["rh-1"]
