@@ -198,8 +198,9 @@ def register(app: typer.Typer) -> None:
         from fleetpulse.alerts.api import create_app
 
         settings = settings_from(ctx)
-        if not settings.alerts.api.users and not settings.alerts.api.tokens:
-            typer.echo("warning: no API users or tokens configured; every route except /healthz answers 401", err=True)
+        api = settings.alerts.api
+        if not api.users and not api.tokens and api.oidc is None:
+            typer.echo("warning: no single sign-on, users or tokens configured; nobody can log in", err=True)
         uvicorn.run(
             create_app(settings.alerts),
             host=host or settings.alerts.api.host,

@@ -14,8 +14,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
-from urllib.parse import urlencode, urlsplit
+from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 from authlib.common.security import generate_token
@@ -23,13 +23,13 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from fleetpulse.alerts.settings import Role
+from fleetpulse.alerts.settings import ALL_SITES, OidcSettings, Role
+
+__all__ = ["ALL_SITES", "OidcSettings"]  # re-exported: the RP's settings live with the API's
 
 # Highest first: a person in several mapped groups gets the most capable role.
 ROLE_ORDER: tuple[Role, ...] = ("admin", "fleet_manager", "it_support")
-ALL_SITES = "*"
 SIGNING_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 
 
@@ -37,44 +37,8 @@ class OidcError(Exception):
     """A login that cannot complete; the message is safe to show (no tokens, no secrets)."""
 
 
-class OidcSettings(BaseModel):
-    """Single sign-on through an OpenID Connect provider (Keycloak, Entra ID, ADFS)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    issuer: str = Field(description="the provider's issuer URL, exactly as in its ID tokens")
-    client_id: str
-    client_secret: SecretStr | None = Field(default=None, description="confidential client; None for a public client")
-    redirect_url: str = Field(description="this page's callback as the browser reaches it: https://…/auth/callback")
-    post_logout_redirect_url: str | None = Field(
-        default=None, description="where the provider sends the browser after logout"
-    )
-    scopes: list[str] = ["openid", "profile", "email"]
-    role_claim: str = Field(default="groups", description="claim holding group or role names")
-    roles: dict[str, Role] = Field(default_factory=dict, description="claim value -> fleetpulse role")
-    site_claim: str = Field(default="groups", description="claim holding the person's sites")
-    sites: dict[str, str] = Field(
-        default_factory=dict, description='claim value -> site name as in the inventory; "*" = every site'
-    )
-    department_claim: str | None = Field(default=None, description="claim narrowing the scope to departments")
-    departments: dict[str, str] = Field(default_factory=dict, description="claim value -> department")
-    clock_skew_s: Annotated[int, Field(ge=0, le=300)] = 60
-    metadata_cache_s: Annotated[int, Field(ge=60)] = 3600
-    allow_insecure_http: bool = Field(
-        default=False, description="accept an http:// issuer (a local test provider only): tokens would travel in clear"
-    )
-
-    @model_validator(mode="after")
-    def _https_unless_allowed(self) -> OidcSettings:
-        for name in ("issuer", "redirect_url"):
-            scheme = urlsplit(getattr(self, name)).scheme
-            if scheme not in ("https", "http"):
-                raise ValueError(f"{name} must be an http(s) URL")
-            if scheme == "http" and not self.allow_insecure_http:
-                raise ValueError(f"{name} must use https (set allow_insecure_http only for a local test provider)")
-        if "openid" not in self.scopes:
-            raise ValueError('scopes must include "openid"')
-        return self
+class OidcUnavailable(OidcError):
+    """The provider cannot be reached or answers with an error page: try again later, nothing is wrong with the login."""
 
 
 @dataclass(frozen=True)
@@ -197,7 +161,7 @@ class OidcProvider:
                     self.metadata()["token_endpoint"], data=form, auth=httpx.BasicAuth(self.settings.client_id, secret)
                 )
         except httpx.HTTPError as exc:
-            raise OidcError(f"the provider's token endpoint is unreachable ({type(exc).__name__})") from None
+            raise OidcUnavailable(f"the provider's token endpoint is unreachable ({type(exc).__name__})") from None
         if response.status_code != 200:
             error = _safe_error(response)
             raise OidcError(f"the provider refused the login (HTTP {response.status_code}{error})")
@@ -271,9 +235,12 @@ class OidcProvider:
         try:
             response = self._http.get(url)
             response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise OidcUnavailable(f"the provider's {what} cannot be fetched ({type(exc).__name__})") from None
+        try:
             document = response.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            raise OidcError(f"the provider's {what} cannot be fetched ({type(exc).__name__})") from None
+        except ValueError as exc:
+            raise OidcError(f"the provider's {what} cannot be read ({type(exc).__name__})") from None
         if not isinstance(document, dict):
             raise OidcError(f"the provider's {what} is not a JSON object")
         return document

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, model_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, model_validator
 
 from fleetpulse.alerts.connectors.config import ConnectorConfig
 from fleetpulse.alerts.policy import AlertPolicy
 from fleetpulse.alerts.storm import StormPolicy
 
 Role = Literal["fleet_manager", "it_support", "admin"]
+ALL_SITES = "*"
+SiteName = Annotated[str, Field(min_length=1, max_length=128)]
 
 
 class _Frozen(BaseModel):
@@ -19,13 +22,17 @@ class _Frozen(BaseModel):
 
 
 class ApiUser(_Frozen):
-    """A login for HTTP basic auth; the secret is stored only as a hash (``fleetpulse tickets hash-secret``)."""
+    """A local login (login form, or HTTP basic for API clients); the secret is stored only as a hash."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9._@-]{1,64}$")]
     role: Role
     password_hash: str = Field(
         description="$argon2id$... from `fleetpulse tickets hash-secret` (older pbkdf2_sha256$... hashes still verify)"
     )
+    sites: Annotated[list[SiteName], Field(min_length=1)] = Field(
+        default=[ALL_SITES], description='sites this login sees and changes; "*" = every site'
+    )
+    departments: list[SiteName] = Field(default=[], description="narrows the sites to these departments; [] = all")
 
 
 class ApiToken(_Frozen):
@@ -34,6 +41,78 @@ class ApiToken(_Frozen):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9._@-]{1,64}$")]
     role: Role
     token_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    sites: Annotated[list[SiteName], Field(min_length=1)] = Field(
+        description='sites the token sees and changes; "*" = every site (required: a token states its scope)'
+    )
+    departments: list[SiteName] = Field(default=[], description="narrows the sites to these departments; [] = all")
+
+
+class OidcSettings(_Frozen):
+    """Single sign-on through an OpenID Connect provider (Keycloak, Entra ID, ADFS)."""
+
+    issuer: str = Field(description="the provider's issuer URL, exactly as in its ID tokens")
+    client_id: str
+    client_secret: SecretStr | None = Field(default=None, description="confidential client; None for a public client")
+    redirect_url: str = Field(description="this page's callback as the browser reaches it: https://…/auth/callback")
+    post_logout_redirect_url: str | None = Field(
+        default=None, description="where the provider sends the browser after logout (…/auth/logged-out)"
+    )
+    scopes: list[str] = ["openid", "profile", "email"]
+    role_claim: str = Field(default="groups", description="claim holding group or role names")
+    roles: dict[str, Role] = Field(default_factory=dict, description="claim value -> fleetpulse role")
+    site_claim: str = Field(default="groups", description="claim holding the person's sites")
+    sites: dict[str, str] = Field(
+        default_factory=dict, description='claim value -> site name as in the inventory; "*" = every site'
+    )
+    department_claim: str | None = Field(default=None, description="claim narrowing the scope to departments")
+    departments: dict[str, str] = Field(default_factory=dict, description="claim value -> department")
+    clock_skew_s: Annotated[int, Field(ge=0, le=300)] = 60
+    metadata_cache_s: Annotated[int, Field(ge=60)] = 3600
+    allow_insecure_http: bool = Field(
+        default=False, description="accept an http:// issuer (a local test provider only): tokens would travel in clear"
+    )
+
+    @model_validator(mode="after")
+    def _https_unless_allowed(self) -> OidcSettings:
+        for name in ("issuer", "redirect_url"):
+            scheme = urlsplit(getattr(self, name)).scheme
+            if scheme not in ("https", "http"):
+                raise ValueError(f"{name} must be an http(s) URL")
+            if scheme == "http" and not self.allow_insecure_http:
+                raise ValueError(f"{name} must use https (set allow_insecure_http only for a local test provider)")
+        if "openid" not in self.scopes:
+            raise ValueError('scopes must include "openid"')
+        return self
+
+
+class SessionSettings(_Frozen):
+    """Page sessions: kept in the ticket store, named by a signed cookie."""
+
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="signs the session cookie (32+ random bytes, the same on every replica); "
+        "unset: a random key per process, so sessions end at a restart",
+    )
+    cookie_secure: bool = Field(
+        default=True, description="send the cookie over HTTPS only; turn off only for a local http:// install"
+    )
+    idle_timeout: Annotated[timedelta, Field(gt=timedelta(0))] = Field(
+        default=timedelta(minutes=30), description="a session unused this long ends"
+    )
+    absolute_timeout: Annotated[timedelta, Field(gt=timedelta(0))] = Field(
+        default=timedelta(hours=10), description="a session ends this long after its login, however busy"
+    )
+    login_timeout: Annotated[timedelta, Field(gt=timedelta(0), le=timedelta(hours=1))] = Field(
+        default=timedelta(minutes=10), description="a started login must come back from the provider within this"
+    )
+
+    @model_validator(mode="after")
+    def _idle_within_absolute(self) -> SessionSettings:
+        if self.idle_timeout > self.absolute_timeout:
+            raise ValueError("session.idle_timeout must not exceed session.absolute_timeout")
+        if self.secret_key is not None and len(self.secret_key.get_secret_value()) < 32:
+            raise ValueError("session.secret_key needs at least 32 characters")
+        return self
 
 
 class ApiLimits(_Frozen):
@@ -86,6 +165,23 @@ class ApiSettings(_Frozen):
     users: list[ApiUser] = []
     tokens: list[ApiToken] = []
     limits: ApiLimits = ApiLimits()
+    oidc: OidcSettings | None = Field(default=None, description="single sign-on for the page (recommended)")
+    local_login: bool | None = Field(
+        default=None,
+        description="`users` log in through the page's login form and, for API clients, HTTP basic; "
+        "unset: the form only, and only when `oidc` is not configured",
+    )
+    session: SessionSettings = SessionSettings()
+
+    @property
+    def login_form(self) -> bool:
+        """The page offers the local login form: asked for, or the default without single sign-on."""
+        return self.local_login if self.local_login is not None else self.oidc is None
+
+    @property
+    def basic_auth(self) -> bool:
+        """API clients may send HTTP basic credentials: only when local login is switched on explicitly."""
+        return self.local_login is True
 
 
 class OutboxSettings(_Frozen):

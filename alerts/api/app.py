@@ -1,9 +1,12 @@
 """The ticket API (JSON, OpenAPI at /openapi.json) and the fleet-manager page, from one app factory.
 
-Every route needs a role except ``/healthz``; credentials are checked before a request body is
-read, and bodies are bounded (:mod:`fleetpulse.alerts.api.gate`). Writes need a JSON body: browsers cannot
-send one cross-site without a CORS preflight (which this app never grants), so cached
-basic-auth credentials cannot be abused by another site (CSRF).
+Every route needs a role except ``/healthz``, the login pages and the static files; credentials
+are checked before a request body is read, and bodies are bounded (:mod:`fleetpulse.alerts.api.gate`).
+Every route keeps to the caller's scope: lists and exports are filtered to its sites, another
+site's ticket or device is "not found" (its existence is not revealed), and a bulk action
+naming any ticket outside the scope fails as a whole with 404, applying nothing.
+Writes need a JSON body (no cross-site form can send one without a CORS preflight, which this
+app never grants) and, from a page session, the session's CSRF token.
 """
 
 from __future__ import annotations
@@ -22,8 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
+from fleetpulse.alerts.api import access
 from fleetpulse.alerts.api.auth import ADMIN_ROLES, READ_ROLES, WRITE_ROLES, Authenticator, Principal, require
 from fleetpulse.alerts.api.gate import RequestGate
+from fleetpulse.alerts.api.sessions import PageSessions, SessionCookies
+from fleetpulse.alerts.oidc import OidcProvider
 from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.logins import LoginRecords
 from fleetpulse.alerts.store.repository import (
@@ -35,7 +41,11 @@ from fleetpulse.alerts.store.repository import (
     TicketStore,
     TicketView,
 )
+from fleetpulse.alerts.store.sessions import WebSessions
 from fleetpulse.alerts.tickets import TicketService, TransitionError
+from fleetpulse.alerts.web.login import router as login_router
+from fleetpulse.alerts.web.pages import STATIC_PATHS, visible_storms
+from fleetpulse.alerts.web.pages import router as web_router
 from fleetpulse.contract.v1 import Component, DeviceInventory, TicketState
 
 Clock = Callable[[], datetime]
@@ -45,6 +55,9 @@ FilterText = Annotated[str | None, Query(max_length=128)]
 Reader = Annotated[Principal, Depends(require(*READ_ROLES))]
 Writer = Annotated[Principal, Depends(require(*WRITE_ROLES))]
 Admin = Annotated[Principal, Depends(require(*ADMIN_ROLES))]
+LOGIN_PATHS = frozenset({"/auth/login", "/auth/callback", "/auth/logout", "/auth/logout-provider", "/auth/logged-out"})
+FORM_PATHS = frozenset({"/auth/login", "/auth/logout"})
+"""Plain HTML form posts, each checking its own CSRF token (every other write must be JSON)."""
 JSON_ONLY: dict[int | str, dict[str, Any]] = {
     400: {"description": "body is not valid JSON"},
     415: {"description": "writes need Content-Type: application/json"},
@@ -91,6 +104,8 @@ class DeviceDetail(BaseModel):
 class Me(BaseModel):
     name: str
     role: str
+    sites: list[str]
+    departments: list[str]
 
 
 def ticket_filter(
@@ -159,10 +174,17 @@ def tickets_csv(tickets: list[TicketView]) -> str:
     return out.getvalue()
 
 
+NOT_FOUND = "ticket not found"
+
+
 def create_app(
-    settings: AlertSettings, store: TicketStore | None = None, clock: Clock = lambda: datetime.now(UTC)
+    settings: AlertSettings,
+    store: TicketStore | None = None,
+    clock: Clock = lambda: datetime.now(UTC),
+    oidc: OidcProvider | None = None,
 ) -> FastAPI:
-    """The whole web service. Pass ``store`` to share one (tests, demo); otherwise it opens ``store_url``."""
+    """The whole web service. Pass ``store`` to share one (tests, demo); otherwise it opens ``store_url``.
+    ``oidc`` replaces the provider client built from ``api.oidc`` (tests)."""
     own_store = store is None
     ticket_store = store or TicketStore.open(settings.store_url)
     service = TicketService(ticket_store, settings)
@@ -192,14 +214,18 @@ def create_app(
             503: {"description": "ticket store unreachable, retry later"},
         },
     )
-    authenticator = Authenticator(settings.api, LoginRecords(ticket_store), clock)
+    page_sessions = PageSessions(WebSessions(ticket_store), SessionCookies(settings.api.session), clock)
+    authenticator = Authenticator(settings.api, LoginRecords(ticket_store), page_sessions, clock)
     app.state.authenticator = authenticator
+    app.state.page_sessions = page_sessions
+    app.state.api_settings = settings.api
+    app.state.oidc = oidc or (OidcProvider(settings.api.oidc) if settings.api.oidc is not None else None)
     app.state.store = ticket_store
     app.state.service = service
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+        if request.method in ("POST", "PUT", "PATCH", "DELETE") and request.url.path not in FORM_PATHS:
             content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if content_type != "application/json":
                 return JSONResponse({"detail": "writes need Content-Type: application/json"}, status_code=415)
@@ -233,22 +259,38 @@ def create_app(
 
     @app.get("/api/v1/me", tags=["auth"])
     def me(principal: Reader) -> Me:
-        return Me(name=principal.name, role=principal.role)
+        return Me(
+            name=principal.name,
+            role=principal.role,
+            sites=sorted(principal.sites),
+            departments=sorted(principal.departments),
+        )
+
+    def visible_ticket(principal: Principal, ticket_id: int) -> TicketView:
+        """The ticket, or 404 alike for a missing one and one outside the caller's scope."""
+        ticket = ticket_store.get_ticket(ticket_id)
+        if ticket is None or not principal.sees(ticket.site, ticket.department):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
+        return ticket
 
     @app.get("/api/v1/tickets", tags=["tickets"])
     def list_tickets(
-        _: Reader,
+        principal: Reader,
         flt: Filter,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     ) -> TicketPage:
-        """The queue, most urgent first."""
+        """The queue within the caller's scope, most urgent first."""
+        flt = principal.scoped(flt)
         return TicketPage(total=ticket_store.count_tickets(flt), items=ticket_store.list_tickets(flt, limit, offset))
 
     @app.get("/api/v1/tickets.csv", tags=["tickets"], response_class=Response)
-    def export_csv(_: Reader, flt: Filter) -> Response:
-        """The filtered queue as CSV (all matching tickets)."""
-        body = tickets_csv(ticket_store.list_tickets(flt, limit=1_000_000))
+    def export_csv(request: Request, principal: Reader, flt: Filter) -> Response:
+        """The filtered queue as CSV (all matching tickets within the caller's scope)."""
+        flt = principal.scoped(flt)
+        tickets = ticket_store.list_tickets(flt, limit=1_000_000)
+        access.csv_exported(principal, flt, len(tickets), access.source_address(request))
+        body = tickets_csv(tickets)
         return Response(
             body,
             media_type="text/csv; charset=utf-8",
@@ -256,10 +298,8 @@ def create_app(
         )
 
     @app.get("/api/v1/tickets/{ticket_id}", tags=["tickets"], responses={404: {"description": "no such ticket"}})
-    def get_ticket(_: Reader, ticket_id: TicketId) -> TicketDetail:
-        ticket = ticket_store.get_ticket(ticket_id)
-        if ticket is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "ticket not found")
+    def get_ticket(principal: Reader, ticket_id: TicketId) -> TicketDetail:
+        ticket = visible_ticket(principal, ticket_id)
         return TicketDetail(ticket=ticket, events=ticket_store.ticket_events(ticket_id))
 
     @app.post(
@@ -269,8 +309,7 @@ def create_app(
     )
     def transition(principal: Writer, ticket_id: TicketId, body: TransitionIn) -> TicketView:
         """open -> approved -> ordered -> done, or dismissed; closing records the outcome as a training label."""
-        if ticket_store.get_ticket(ticket_id) is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "ticket not found")
+        visible_ticket(principal, ticket_id)
         try:
             return service.transition([ticket_id], body.to, principal.name, clock(), body.note, body.outcome)[0]
         except TransitionError as exc:
@@ -279,46 +318,72 @@ def create_app(
     @app.post(
         "/api/v1/tickets/bulk-transition",
         tags=["tickets"],
-        responses={409: {"description": "not allowed"}, **JSON_ONLY},
+        responses={
+            404: {"description": "a ticket does not exist or is outside your scope (none are named)"},
+            409: {"description": "not allowed"},
+            **JSON_ONLY,
+        },
     )
-    def bulk_transition(principal: Writer, body: BulkTransitionIn) -> list[TicketView]:
-        """All or nothing: one ticket that cannot move stops the whole batch."""
+    def bulk_transition(request: Request, principal: Writer, body: BulkTransitionIn) -> list[TicketView]:
+        """All or nothing: one ticket that cannot move, does not exist or is outside the caller's scope
+        stops the whole batch (404 names no ticket, so it reveals nothing about other sites)."""
         ids = list(dict.fromkeys(body.ticket_ids))
+        if not principal.unrestricted:
+            for ticket_id in ids:
+                ticket = ticket_store.get_ticket(ticket_id)
+                if ticket is None or not principal.sees(ticket.site, ticket.department):
+                    raise HTTPException(
+                        status.HTTP_404_NOT_FOUND, "some tickets do not exist or are outside your scope; none changed"
+                    )
         try:
-            return service.transition(ids, body.to, principal.name, clock(), body.note)
+            moved = service.transition(ids, body.to, principal.name, clock(), body.note)
         except TransitionError as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+        access.bulk_transitioned(principal, ids, body.to.value, access.source_address(request))
+        return moved
 
     @app.get("/api/v1/devices/{device_id}", tags=["devices"], responses={404: {"description": "unknown device"}})
     def device(
-        _: Reader, device_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+        principal: Reader, device_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
     ) -> DeviceDetail:
         inventory = ticket_store.get_device(device_id)
-        tickets = ticket_store.list_tickets(TicketFilter(device_id=device_id))
-        if inventory is None and not tickets:
+        tickets = ticket_store.list_tickets(principal.scoped(TicketFilter(device_id=device_id)))
+        if not tickets and (inventory is None or not principal.sees(inventory.site, inventory.department)):
             raise HTTPException(status.HTTP_404_NOT_FOUND, "device not found")
         return DeviceDetail(
             device_id=device_id, inventory=inventory, tickets=tickets, history=ticket_store.history(device_id)
         )
 
     @app.get("/api/v1/storms", tags=["tickets"])
-    def storms(_: Reader) -> list[StormView]:
-        """Fleet-wide spikes grouped into one problem each."""
-        return ticket_store.storms()
+    def storms(principal: Reader) -> list[StormView]:
+        """Fleet-wide spikes grouped into one problem each (a scoped caller: those touching its scope)."""
+        return visible_storms(ticket_store, principal)
 
     @app.get("/api/v1/outbox", tags=["admin"])
-    def outbox(_: Admin, pending: bool = False) -> list[OutboxView]:
-        """Messages owed to connectors and the labels topic, newest first."""
+    def outbox(principal: Admin, pending: bool = False) -> list[OutboxView]:
+        """Messages owed to connectors and the labels topic, newest first (admins of every site only)."""
+        fleet_wide(principal)
         return ticket_store.outbox(pending_only=pending)
 
     @app.post("/api/v1/outbox/retry", tags=["admin"], responses=JSON_ONLY)
-    def retry(_: Admin, body: RetryIn) -> dict[str, int]:
+    def retry(principal: Admin, body: RetryIn) -> dict[str, int]:
         """Make pending messages due now (e.g. after an ITSM outage)."""
+        fleet_wide(principal)
         return {"rescheduled": ticket_store.retry_now(clock(), body.ids)}
 
-    from fleetpulse.alerts.web.pages import router as web_router
-
     app.include_router(web_router)
+    app.include_router(login_router)
     # outermost: nothing below it runs, and no body is read, before the caller is known
-    app.add_middleware(RequestGate, authenticator=authenticator, limits=settings.api.limits, open_paths={"/healthz"})
+    app.add_middleware(
+        RequestGate,
+        authenticator=authenticator,
+        limits=settings.api.limits,
+        open_paths={"/healthz", *LOGIN_PATHS, *STATIC_PATHS},
+    )
     return app
+
+
+def fleet_wide(principal: Principal) -> None:
+    """The outbox holds every site's tickets: only for a caller who sees every site."""
+    if not principal.unrestricted:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "the outbox is for admins of every site")

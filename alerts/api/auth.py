@@ -1,9 +1,13 @@
-"""Who is calling: HTTP basic (Argon2id-hashed passwords) or bearer tokens (SHA-256), each with one role.
+"""Who is calling, with which role and which sites: a page session, a bearer token, or HTTP basic.
 
+People use the page through a session (single sign-on or the local login form,
+:mod:`fleetpulse.alerts.api.sessions`); machines send a bearer token (stored as its SHA-256);
+HTTP basic with Argon2id-hashed passwords is accepted only where local login is switched on.
 Authentication runs from the request headers alone, before any body is read
 (:mod:`fleetpulse.alerts.api.gate`), and leaves the :class:`Principal` on the request;
-routes only check its role (:func:`require`). Another login scheme is another
-:class:`Authenticates` implementation handed to the gate; routes stay as they are.
+routes check its role (:func:`require`) and keep to its scope (:meth:`Principal.scoped`,
+:meth:`Principal.sees`). Another login scheme is another :class:`Authenticates` implementation
+handed to the gate; routes stay as they are.
 
 Secrets never sit in the configuration in clear text. Hashing is deliberately slow, so a
 successful check is remembered in memory under a SHA-256 of the credentials (never the
@@ -26,15 +30,17 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Protocol
+from typing import Annotated, Literal, Protocol
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
 from pydantic import IPvAnyNetwork
 
 from fleetpulse.alerts.api.passwords import hash_secret, needs_rehash, verify_secret
-from fleetpulse.alerts.settings import ApiLimits, ApiSettings, Role
+from fleetpulse.alerts.api.sessions import CSRF_HEADER, UNSAFE_METHODS, PageSessions
+from fleetpulse.alerts.settings import ALL_SITES, ApiLimits, ApiSettings, Role
 from fleetpulse.alerts.store.logins import Attempt, LoginRecords
+from fleetpulse.alerts.store.repository import TicketFilter
 from fleetpulse.retry import RetryPolicy
 
 __all__ = ["hash_secret", "verify_secret"]  # re-exported: `fleetpulse tickets hash-secret`, demo, tests
@@ -60,14 +66,59 @@ def token_sha256(token: str) -> str:
 
 @dataclass(frozen=True)
 class Principal:
+    """An authenticated caller: one role, and the sites (``*`` = all) and departments (empty = all) it may see."""
+
     name: str
     role: Role
+    sites: frozenset[str]
+    departments: frozenset[str] = frozenset()
+    via: Literal["session", "bearer", "basic"] = "bearer"
+    csrf_token: str | None = None
+    issuer: str | None = None
+    subject: str | None = None
+
+    @property
+    def all_sites(self) -> bool:
+        return ALL_SITES in self.sites
+
+    @property
+    def unrestricted(self) -> bool:
+        """Sees everything, including devices without inventory (no site known)."""
+        return self.all_sites and not self.departments
+
+    def sees(self, site: str | None, department: str | None) -> bool:
+        """Whether a device at ``site``/``department`` is in scope; a device of unknown site only for unrestricted."""
+        if self.unrestricted:
+            return True
+        if site is None or not (self.all_sites or site in self.sites):
+            return False
+        return not self.departments or department in self.departments
+
+    def scoped(self, flt: TicketFilter) -> TicketFilter:
+        """``flt`` narrowed to this caller's scope (the database does the filtering: counts and pages stay right)."""
+        return flt.model_copy(
+            update={
+                "in_sites": None if self.all_sites else self.sites,
+                "in_departments": self.departments or None,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class RequestHead:
+    """What a login scheme may look at: the request line and headers, never the body."""
+
+    method: str
+    authorization: str | None
+    cookie: str | None
+    csrf_token: str | None
+    address: str
 
 
 class Authenticates(Protocol):
     """What the gate needs of a login scheme: a caller from the headers, or :class:`AuthFailure`."""
 
-    def authenticate(self, authorization: str | None, address: str) -> Principal:
+    def authenticate(self, head: RequestHead) -> Principal:
         """Blocking (hashing, store): the gate runs it on a worker thread."""
         ...
 
@@ -82,12 +133,12 @@ class AuthFailure(Exception):
         self.headers = headers
 
 
+BEARER_CHALLENGE = 'Bearer realm="fleetpulse"'
+
+
 def unauthorized() -> AuthFailure:
-    return AuthFailure(
-        status.HTTP_401_UNAUTHORIZED,
-        "authentication required",
-        {"WWW-Authenticate": 'Basic realm="fleetpulse", charset="UTF-8"'},
-    )
+    """401 with a bearer challenge: a basic challenge would make browsers show their password pop-up."""
+    return AuthFailure(status.HTTP_401_UNAUTHORIZED, "authentication required", {"WWW-Authenticate": BEARER_CHALLENGE})
 
 
 def client_address(peer: str | None, forwarded_for: str | None, trusted_proxies: Sequence[IPvAnyNetwork]) -> str:
@@ -199,11 +250,17 @@ class Authenticator:
         self,
         settings: ApiSettings,
         records: LoginRecords,
+        sessions: PageSessions | None = None,
         clock: Clock = lambda: datetime.now(UTC),
         cache_size: int = 1024,
     ) -> None:
         self.users = {u.name: u for u in settings.users}
-        self.tokens = [(t.token_sha256, Principal(t.name, t.role)) for t in settings.tokens]
+        self.tokens = [
+            (t.token_sha256, Principal(t.name, t.role, frozenset(t.sites), frozenset(t.departments)))
+            for t in settings.tokens
+        ]
+        self.basic_enabled = settings.basic_auth
+        self.sessions = sessions
         self.records = records
         self.throttle = LoginThrottle(records, settings.limits)
         self.clock = clock
@@ -219,11 +276,15 @@ class Authenticator:
                 extra={"fields": {"users": weak}},
             )
 
-    def authenticate(self, authorization: str | None, address: str) -> Principal:
-        """The caller named by the ``Authorization`` header; :class:`AuthFailure` if none (blocking: hashes, store)."""
-        scheme, _, value = (authorization or "").partition(" ")
+    def authenticate(self, head: RequestHead) -> Principal:
+        """The caller named by the ``Authorization`` header or the session cookie; :class:`AuthFailure` if none
+        (blocking: hashes, store). A cookie-authenticated write must carry the session's CSRF token."""
+        if head.authorization is None and head.cookie is not None and self.sessions is not None:
+            return self._session(head)
+        address = head.address
+        scheme, _, value = (head.authorization or "").partition(" ")
         scheme, value = scheme.lower(), value.strip()
-        credentials = _basic_credentials(value) if scheme == "basic" else None
+        credentials = _basic_credentials(value) if scheme == "basic" and self.basic_enabled else None
         if credentials is not None:
             return self._basic(*credentials, address)
         if scheme == "bearer" and value:
@@ -234,6 +295,32 @@ class Authenticator:
                 raise unauthorized()
             return principal
         raise unauthorized()  # no credentials at all is not a failed login
+
+    def _session(self, head: RequestHead) -> Principal:
+        assert self.sessions is not None
+        found = self.sessions.find(head.cookie)
+        if found is None:
+            raise unauthorized()
+        if head.method in UNSAFE_METHODS and not hmac.compare_digest(
+            (head.csrf_token or "").encode(), found.csrf_token.encode()
+        ):
+            raise AuthFailure(
+                status.HTTP_403_FORBIDDEN, f"missing or wrong CSRF token (the page sends it in {CSRF_HEADER})", {}
+            )
+        return Principal(
+            found.name,
+            _role(found.role),
+            found.sites,
+            found.departments,
+            via="session",
+            csrf_token=found.csrf_token,
+            issuer=found.issuer,
+            subject=found.subject,
+        )
+
+    def password_login(self, login: str, password: str, address: str) -> Principal:
+        """The login form's check: the same hashes and throttle as HTTP basic (:class:`AuthFailure` 401/429)."""
+        return self._basic(login, password, address)
 
     def _basic(self, login: str, password: str, address: str) -> Principal:
         configured = self.users[login].password_hash if login in self.users else ""
@@ -269,7 +356,7 @@ class Authenticator:
         if needs_rehash(current):
             self.records.save_upgraded_hash(user.name, configured, hash_secret(password), self.clock())
             log.info("password hash upgraded to the current scheme", extra={"fields": {"user": user.name}})
-        return Principal(user.name, user.role)
+        return Principal(user.name, user.role, frozenset(user.sites), frozenset(user.departments), via="basic")
 
     def bearer(self, token: str) -> Principal | None:
         digest = token_sha256(token)
@@ -278,6 +365,13 @@ class Authenticator:
             if hmac.compare_digest(digest, expected):
                 found = principal
         return found
+
+
+def _role(value: str) -> Role:
+    for role in READ_ROLES:
+        if role == value:
+            return role
+    raise unauthorized()  # a session row with a role this version does not know grants nothing
 
 
 def _basic_credentials(value: str) -> tuple[str, str] | None:

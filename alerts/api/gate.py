@@ -5,6 +5,9 @@ body is read, and the server stops reading a socket whose body nobody receives. 
 authenticated request announcing more than ``max_body_bytes`` is answered 413 at once; a
 body without a length (chunked) is counted as it arrives and refused as soon as it passes the
 limit. Either way no more than the limit is ever held, however large the upload.
+
+A browser asking for a page without a session is sent to the login page (303) instead of
+getting a 401: browsers answer a 401 with their password pop-up, which nobody should meet.
 """
 
 from __future__ import annotations
@@ -12,13 +15,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi.concurrency import run_in_threadpool
 from fastapi.datastructures import Headers
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy.exc import OperationalError
 
-from fleetpulse.alerts.api.auth import PRINCIPAL_STATE, Authenticates, AuthFailure, client_address
+from fleetpulse.alerts.api.auth import PRINCIPAL_STATE, Authenticates, AuthFailure, RequestHead, client_address
+from fleetpulse.alerts.api.sessions import CSRF_HEADER
 from fleetpulse.alerts.settings import ApiLimits
 
 log = logging.getLogger(__name__)
@@ -54,11 +59,15 @@ class RequestGate:
         if scope["path"] not in self.open_paths:
             peer = scope["client"][0] if scope.get("client") else None
             address = client_address(peer, headers.get("x-forwarded-for"), self.limits.trusted_proxies)
+            head = RequestHead(
+                scope["method"], headers.get("authorization"), headers.get("cookie"), headers.get(CSRF_HEADER), address
+            )
             try:
-                principal = await run_in_threadpool(
-                    self.authenticator.authenticate, headers.get("authorization"), address
-                )
+                principal = await run_in_threadpool(self.authenticator.authenticate, head)
             except AuthFailure as failure:
+                if failure.status_code == 401 and _is_page_visit(scope, headers):
+                    await _to_login(scope, receive, send)
+                    return
                 await _refuse(scope, receive, send, failure.status_code, failure.detail, failure.headers, has_body)
                 return
             except OperationalError as exc:
@@ -106,6 +115,22 @@ class RequestGate:
             # task group); once the 413 is out, that failure is the expected end of the request
             if not refused:
                 raise
+
+
+def _is_page_visit(scope: Scope, headers: Headers) -> bool:
+    """A browser navigating to a page (not a script or API client, which get the 401)."""
+    path: str = scope["path"]
+    return (
+        scope["method"] in ("GET", "HEAD")
+        and not path.startswith("/api/")
+        and path != "/openapi.json"
+        and "text/html" in headers.get("accept", "")
+    )
+
+
+async def _to_login(scope: Scope, receive: Receive, send: Send) -> None:
+    target = scope["path"] + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
+    await RedirectResponse("/auth/login?" + urlencode({"next": target}), status_code=303)(scope, receive, send)
 
 
 async def _refuse(

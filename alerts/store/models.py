@@ -188,3 +188,38 @@ class PasswordUpgrade(Base):
     configured_sha256: Mapped[str] = mapped_column(String(64))
     password_hash: Mapped[str] = mapped_column(String(512))
     upgraded_at: Mapped[datetime]
+
+
+class WebSession(Base):
+    """A logged-in page session; the browser holds only the signed id, stored here as its SHA-256."""
+
+    __tablename__ = "web_sessions"
+
+    id_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16))
+    sites: Mapped[list[Any]] = mapped_column(JSON)
+    departments: Mapped[list[Any]] = mapped_column(JSON)
+    method: Mapped[str] = mapped_column(String(8))
+    """``oidc`` or ``local``."""
+    issuer: Mapped[str | None] = mapped_column(String(512))
+    subject: Mapped[str | None] = mapped_column(String(256))
+    id_token: Mapped[str | None] = mapped_column(Text)
+    """Kept for the provider's logout (``id_token_hint``)."""
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+
+class PendingLogin(Base):
+    """A login sent to the provider and not yet back: bound to the browser by a cookie, used once."""
+
+    __tablename__ = "pending_logins"
+
+    id_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(128))
+    nonce: Mapped[str] = mapped_column(String(128))
+    code_verifier: Mapped[str] = mapped_column(String(128))
+    next_path: Mapped[str] = mapped_column(String(512))
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)

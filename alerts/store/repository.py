@@ -142,6 +142,10 @@ class TicketFilter(BaseModel):
     device_model: str | None = None
     device_id: str | None = None
     storm_group: str | None = None
+    in_sites: frozenset[str] | None = None
+    """The caller's scope: only devices at these sites (None = every site, and devices without inventory)."""
+    in_departments: frozenset[str] | None = None
+    """The caller's scope narrowed to these departments (None = every department)."""
 
 
 def inventory_of(device: Device | None) -> DeviceInventory | None:
@@ -201,6 +205,10 @@ class TicketStore:
             query = query.where(Device.department == flt.department)
         if flt.device_model is not None:
             query = query.where(Device.model == flt.device_model)
+        if flt.in_sites is not None:
+            query = query.where(Device.site.in_(sorted(flt.in_sites)))
+        if flt.in_departments is not None:
+            query = query.where(Device.department.in_(sorted(flt.in_departments)))
         return query
 
     @staticmethod

@@ -1,7 +1,7 @@
 """Headless Chromium over the DevTools protocol: screenshots of the page for the demo and the browser test.
 
-The page needs credentials, which ``chromium --screenshot`` cannot send; over DevTools we
-set the Authorization header once and then navigate, click and capture like a user would.
+The page needs a login, which ``chromium --screenshot`` cannot do; over DevTools we fill in
+the login form once and then navigate, click and capture like a user would.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -119,6 +120,17 @@ class Cdp:
         await self.send("Page.navigate", url=url)
         await self.wait_event("Page.loadEventFired")
 
+    async def log_in(self, base: str, username: str, password: str) -> None:
+        """Through the page's local login form, as a person would (the session cookie is then the browser's)."""
+        await self.navigate(base + "/auth/login")
+        self.events = [e for e in self.events if e.get("method") != "Page.loadEventFired"]
+        await self.js(
+            f"document.querySelector('input[name=username]').value = {json.dumps(username)};"
+            f"document.querySelector('input[name=password]').value = {json.dumps(password)};"
+            "document.querySelector('form.login').submit()"
+        )
+        await self.wait_event("Page.loadEventFired")
+
     async def js(self, expression: str) -> Any:
         result = await self.send("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
         if "exceptionDetails" in result:
@@ -151,14 +163,10 @@ class Cdp:
         return found
 
 
-def basic_auth(username: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
-
-
 def screenshot_pages(
     urls: dict[str, str], out_dir: Path, username: str, password: str, full_page: bool = False
 ) -> dict[str, Path]:
-    """Capture each ``name -> url`` as ``out_dir/<name>.png`` as the given user (the demo's closing proof).
+    """Capture each ``name -> url`` as ``out_dir/<name>.png`` as the given local user (the demo's closing proof).
 
     By default only the 1400x900 window, as a person would see it; ``full_page`` for long pages too.
     """
@@ -167,7 +175,9 @@ def screenshot_pages(
         shots: dict[str, Path] = {}
         async with aiohttp.ClientSession() as http, http.ws_connect(ws_url, max_msg_size=64 * 2**20) as ws:
             cdp = Cdp(ws)
-            await cdp.start(basic_auth(username, password))
+            await cdp.start()
+            first = urlsplit(next(iter(urls.values())))
+            await cdp.log_in(f"{first.scheme}://{first.netloc}", username, password)
             for name, url in urls.items():
                 await cdp.navigate(url)
                 shots[name] = await cdp.screenshot(out_dir / f"{name}.png", full_page)

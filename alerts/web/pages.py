@@ -1,33 +1,49 @@
-"""HTML routes of the fleet-manager page; they read the same store as the JSON API and need the same roles."""
+"""HTML routes of the fleet-manager page; they read the same store as the JSON API and need the same roles.
+
+Everything shown keeps to the caller's scope: the queue, the filter choices, the fleet-wide
+problems and the device page (another site's device is "not found", as if it did not exist).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path as FsPath
 from typing import Annotated, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from fastapi.responses import HTMLResponse, Response
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from fleetpulse.alerts.api.auth import READ_ROLES, WRITE_ROLES, Principal, require
-from fleetpulse.alerts.store.repository import OPEN_STATES, TicketFilter, TicketStore
+from fleetpulse.alerts.store.repository import OPEN_STATES, StormView, TicketFilter, TicketStore
 from fleetpulse.alerts.tickets import TRANSITIONS
 from fleetpulse.alerts.web.plot import risk_svg
+from fleetpulse.alerts.web.templating import HERE, render
 from fleetpulse.contract.v1 import Component, TicketState
 
-HERE = FsPath(__file__).resolve().parent
 STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
-templates = Environment(
-    loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]), trim_blocks=True
-)
+STATIC_PATHS = frozenset(f"/static/{name}" for name in STATIC)
+"""Served without a login: the login page needs its style sheet, and the files are public anyway."""
 Reader = Annotated[Principal, Depends(require(*READ_ROLES))]
 FilterText = Annotated[str | None, Query(max_length=128)]
 router = APIRouter(tags=["web"])
 
 
-def _render(name: str, **context: object) -> HTMLResponse:
-    return HTMLResponse(templates.get_template(name).render(**context))
+def visible_storms(store: TicketStore, principal: Principal) -> list[StormView]:
+    """Fleet-wide problems; a scoped caller sees only those with tickets in their scope."""
+    storms = store.storms()
+    if principal.unrestricted:
+        return storms
+    groups = {t.storm_group for t in store.list_tickets(principal.scoped(TicketFilter()), limit=1_000_000)}
+    return [g for g in storms if g.group_id in groups]
+
+
+def visible_facets(store: TicketStore, principal: Principal) -> dict[str, list[str]]:
+    """Filter choices: a scoped caller is not told the names of other sites or departments."""
+    facets = store.facets()
+    if not principal.all_sites:
+        facets["site"] = [s for s in facets["site"] if s in principal.sites]
+    if principal.departments:
+        facets["department"] = [d for d in facets["department"] if d in principal.departments]
+    return facets
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -51,13 +67,15 @@ def queue(
         if state == "all"
         else (TicketState(state),)
     )
-    flt = TicketFilter(
-        states=states,
-        site=site or None,
-        department=department or None,
-        component=component,
-        device_model=model or None,
-        storm_group=storm_group or None,
+    flt = principal.scoped(
+        TicketFilter(
+            states=states,
+            site=site or None,
+            department=department or None,
+            component=component,
+            device_model=model or None,
+            storm_group=storm_group or None,
+        )
     )
     query = {
         "site": site,
@@ -67,17 +85,17 @@ def queue(
         "storm_group": storm_group,
     }
     export_query = [(k, v) for k, v in query.items() if v] + [("state", s.value) for s in states]
-    return _render(
+    return render(
         "queue.html",
         principal=principal,
         can_write=principal.role in WRITE_ROLES,
         tickets=store.list_tickets(flt, limit=limit),
         total=store.count_tickets(flt),
-        facets=store.facets(),
+        facets=visible_facets(store, principal),
         components=[c.value for c in Component],
         selected={**query, "state": state},
         export_url="/api/v1/tickets.csv?" + urlencode(export_query),
-        storms=store.storms()[:10],
+        storms=visible_storms(store, principal)[:10],
     )
 
 
@@ -90,12 +108,12 @@ def device_page(
     """One device: inventory facts, risk history plot, its tickets with evidence and audit trail."""
     store: TicketStore = request.app.state.store
     inventory = store.get_device(device_id)
-    tickets = store.list_tickets(TicketFilter(device_id=device_id))
-    if inventory is None and not tickets:
+    tickets = store.list_tickets(principal.scoped(TicketFilter(device_id=device_id)))
+    if not tickets and (inventory is None or not principal.sees(inventory.site, inventory.department)):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "device not found")
     threshold = request.app.state.service.settings.policy.raise_threshold
     markers = [(t.opened_at, f"ticket #{t.id} opened") for t in tickets]
-    return _render(
+    return render(
         "device.html",
         principal=principal,
         can_write=principal.role in WRITE_ROLES,
@@ -109,7 +127,7 @@ def device_page(
 
 
 @router.get("/static/{name}", responses={404: {"description": "no such file"}})
-def static(_: Reader, name: Annotated[str, Path(max_length=32)]) -> Response:
+def static(name: Annotated[str, Path(max_length=32)]) -> Response:
     if name not in STATIC:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
     return Response((HERE / "static" / name).read_bytes(), media_type=STATIC[name])

@@ -21,10 +21,11 @@ import pytest
 import uvicorn
 
 from fleetpulse.alerts.api import create_app
+from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.alerts.storm import StormPolicy
 from fleetpulse.alerts.tickets import TicketService
-from fleetpulse.alerts.web.browser import Cdp, basic_auth, chromium_page, screenshot_pages
+from fleetpulse.alerts.web.browser import Cdp, chromium_page, screenshot_pages
 from fleetpulse.contract.v1 import Component, DeviceKind, Factor, RiskScore, TicketState
 from tests.alerts_support import NOW, T0, make_alert, make_inventory
 from tests.harness import REPO, free_port
@@ -106,7 +107,9 @@ def populate(service: TicketService) -> None:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, TicketStore]]:
-    settings = api_settings(f"sqlite:///{tmp_path}/tickets.db").model_copy(update={"storm": StormPolicy(threshold=4)})
+    data = api_settings(f"sqlite:///{tmp_path}/tickets.db").model_dump()
+    data["api"]["session"]["cookie_secure"] = True  # as the demo serves it: Chromium keeps Secure cookies on loopback
+    settings = AlertSettings.model_validate(data).model_copy(update={"storm": StormPolicy(threshold=4)})
     store = TicketStore.open(settings.store_url)
     populate(TicketService(store, settings))
     port = free_port()
@@ -125,10 +128,12 @@ def server(tmp_path: Path) -> Iterator[tuple[str, TicketStore]]:
 
 async def drive(base: str, ws_url: str) -> dict[str, Any]:
     seen: dict[str, Any] = {}
-    auth = basic_auth("fm", PASSWORD)
     async with aiohttp.ClientSession() as http, http.ws_connect(ws_url, max_msg_size=64 * 2**20) as ws:
         cdp = Cdp(ws)
-        await cdp.start(auth)
+        await cdp.start()
+        await cdp.navigate(base + "/")
+        seen["login_redirect"] = await cdp.js("location.pathname")
+        await cdp.log_in(base, "fm", PASSWORD)
 
         await cdp.navigate(base + "/")
         seen["title"] = await cdp.js("document.title")
@@ -195,6 +200,7 @@ def test_fleet_manager_page_in_headless_chromium(server: tuple[str, TicketStore]
     with chromium_page() as ws_url:
         seen = asyncio.run(drive(base, ws_url))
 
+    assert seen["login_redirect"] == "/auth/login"  # the login form, never the browser's basic-auth pop-up
     assert seen["title"] == "Ticket queue · fleetpulse"
     ranks = {"critical": 3, "high": 2, "medium": 1, "low": 0}
     assert len(seen["urgencies"]) == 14

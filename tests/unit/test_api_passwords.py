@@ -45,7 +45,10 @@ def settings_with(store_url: str, password_hash: str) -> AlertSettings:
     return AlertSettings.model_validate(
         {
             "store_url": store_url,
-            "api": {"users": [{"name": "fm", "role": "fleet_manager", "password_hash": password_hash}]},
+            "api": {
+                "users": [{"name": "fm", "role": "fleet_manager", "password_hash": password_hash}],
+                "local_login": True,
+            },
         }
     )
 

@@ -1,11 +1,14 @@
 // fleetpulse page: bulk approve on the queue, transitions on the device page. No framework, no CDN.
 "use strict";
 
+// The session's CSRF token: every write sends it, the server refuses a cookie-authenticated write without it.
+const csrfToken = () => document.querySelector('meta[name="csrf-token"]')?.content ?? "";
+
 async function postJson(url, body) {
   const response = await fetch(url, {
     method: "POST",
     credentials: "same-origin",
-    headers: { "Content-Type": "application/json", Accept: "application/json" },
+    headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRF-Token": csrfToken() },
     body: JSON.stringify(body),
   });
   const data = await response.json().catch(() => ({}));

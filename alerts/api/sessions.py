@@ -1,0 +1,117 @@
+"""Page sessions: a signed cookie naming a session kept in the ticket store.
+
+The cookie is ``HttpOnly`` (scripts never see it), ``Secure`` (HTTPS only, unless turned off for
+a local http install) and ``SameSite=Lax`` (not sent on another site's sub-requests and form
+posts). It carries a random id and an HMAC of it: a forged or altered cookie is refused before
+the database is asked. Each session has its own CSRF token, which the page sends in the
+``X-CSRF-Token`` header (fetch) or a form field, and which a cookie-authenticated write must carry.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from fastapi import Response
+from starlette.requests import cookie_parser
+
+from fleetpulse.alerts.settings import SessionSettings
+from fleetpulse.alerts.store.sessions import StoredSession, WebSessions
+
+SESSION_COOKIE = "fleetpulse_session"
+LOGIN_COOKIE = "fleetpulse_login"
+"""The pending login (OIDC) or the login form's CSRF token (local): binds a login to the browser that began it."""
+CSRF_HEADER = "x-csrf-token"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+log = logging.getLogger(__name__)
+
+
+class SessionCookies:
+    """Signs, reads, sets and clears the session and login cookies."""
+
+    def __init__(self, settings: SessionSettings) -> None:
+        self.settings = settings
+        if settings.secret_key is None:
+            log.warning(
+                "alerts.api.session.secret_key is not set: a random key signs the session cookies, so sessions end "
+                "at a restart and do not work across replicas"
+            )
+            self._key = secrets.token_bytes(32)
+        else:
+            self._key = settings.secret_key.get_secret_value().encode()
+
+    def sign(self, value: str) -> str:
+        return f"{value}.{self._mac(value)}"
+
+    def unsign(self, signed: str | None) -> str | None:
+        """The value of a cookie this service signed, or None (absent, forged, altered)."""
+        if not signed or len(signed) > 512:
+            return None
+        value, _, mac = signed.rpartition(".")
+        return value if value and hmac.compare_digest(mac, self._mac(value)) else None
+
+    def _mac(self, value: str) -> str:
+        digest = hmac.new(self._key, value.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    @staticmethod
+    def read(cookie_header: str | None, name: str) -> str | None:
+        return cookie_parser(cookie_header).get(name) if cookie_header else None
+
+    def set(self, response: Response, name: str, value: str, max_age_s: int, path: str = "/") -> None:
+        response.set_cookie(
+            name,
+            self.sign(value),
+            max_age=max_age_s,
+            path=path,
+            secure=self.settings.cookie_secure,
+            httponly=True,
+            samesite="lax",
+        )
+
+    def clear(self, response: Response, name: str, path: str = "/") -> None:
+        response.delete_cookie(name, path=path, secure=self.settings.cookie_secure, httponly=True, samesite="lax")
+
+
+class PageSessions:
+    """Opens, finds (timeouts applied) and ends page sessions."""
+
+    def __init__(
+        self, store: WebSessions, cookies: SessionCookies, clock: Callable[[], datetime], prune_every_s: float = 60.0
+    ) -> None:
+        self.store = store
+        self.cookies = cookies
+        self.settings = cookies.settings
+        self.clock = clock
+        self._prune_every_s = prune_every_s
+        self._last_prune = float("-inf")
+
+    def open(self, response: Response, record: StoredSession) -> None:
+        """A new session (a new id at every login: no session fixation), its cookie set on ``response``."""
+        session_id = secrets.token_urlsafe(32)
+        self.store.create(session_id, record, self.clock(), self.settings.absolute_timeout)
+        self.cookies.set(response, SESSION_COOKIE, session_id, int(self.settings.absolute_timeout.total_seconds()))
+
+    def find(self, cookie_header: str | None) -> StoredSession | None:
+        """The live session the request's cookie names, or None."""
+        session_id = self.cookies.unsign(self.cookies.read(cookie_header, SESSION_COOKIE))
+        if session_id is None:
+            return None
+        now = self.clock()
+        if time.monotonic() - self._last_prune >= self._prune_every_s:
+            self._last_prune = time.monotonic()
+            self.store.prune(now, self.settings.idle_timeout)
+        return self.store.find(session_id, now, self.settings.idle_timeout)
+
+    def end(self, cookie_header: str | None, response: Response) -> StoredSession | None:
+        """Logout: the session is deleted in the store (every replica) and its cookie cleared."""
+        self.cookies.clear(response, SESSION_COOKIE)
+        session_id = self.cookies.unsign(self.cookies.read(cookie_header, SESSION_COOKIE))
+        return self.store.end(session_id) if session_id is not None else None

@@ -1,0 +1,148 @@
+"""Page sessions and pending single sign-on logins, kept in the ticket store.
+
+In the database rather than in memory so that every API replica knows every session and a
+logout or timeout ends a session everywhere at once. The browser holds the random session id;
+the table holds only its SHA-256, so a read of the database yields no usable session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, update
+
+from fleetpulse.alerts.store.models import PendingLogin, WebSession
+from fleetpulse.alerts.store.repository import TicketStore
+
+TOUCH_EVERY = timedelta(minutes=1)
+"""The idle clock is moved at most this often: one write a minute per session, not per request."""
+
+
+def _digest(secret_id: str) -> str:
+    return hashlib.sha256(secret_id.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredSession:
+    """Who a session belongs to, what they may see, and its CSRF token."""
+
+    csrf_token: str
+    name: str
+    role: str
+    sites: frozenset[str]
+    departments: frozenset[str]
+    method: str
+    issuer: str | None
+    subject: str | None
+    id_token: str | None
+
+
+def _record(row: WebSession) -> StoredSession:
+    return StoredSession(
+        row.csrf_token,
+        row.name,
+        row.role,
+        frozenset(row.sites),
+        frozenset(row.departments),
+        row.method,
+        row.issuer,
+        row.subject,
+        row.id_token,
+    )
+
+
+@dataclass(frozen=True)
+class StoredPendingLogin:
+    state: str
+    nonce: str
+    code_verifier: str
+    next_path: str
+
+
+class WebSessions:
+    """Create, look up (with idle and absolute timeouts), and end page sessions; pending logins, used once."""
+
+    def __init__(self, store: TicketStore) -> None:
+        self.store = store
+
+    def create(self, session_id: str, record: StoredSession, now: datetime, absolute_timeout: timedelta) -> None:
+        with self.store.session() as session:
+            session.add(
+                WebSession(
+                    id_sha256=_digest(session_id),
+                    csrf_token=record.csrf_token,
+                    name=record.name,
+                    role=record.role,
+                    sites=sorted(record.sites),
+                    departments=sorted(record.departments),
+                    method=record.method,
+                    issuer=record.issuer,
+                    subject=record.subject,
+                    id_token=record.id_token,
+                    created_at=now,
+                    last_seen_at=now,
+                    expires_at=now + absolute_timeout,
+                )
+            )
+
+    def find(self, session_id: str, now: datetime, idle_timeout: timedelta) -> StoredSession | None:
+        """The live session, its idle clock moved; an expired or idle one is deleted and None returned."""
+        key = _digest(session_id)
+        with self.store.session() as session:
+            row = session.get(WebSession, key)
+            if row is None:
+                return None
+            if row.expires_at <= now or row.last_seen_at + idle_timeout <= now:
+                session.delete(row)
+                return None
+            if now - row.last_seen_at >= TOUCH_EVERY:
+                session.execute(update(WebSession).where(WebSession.id_sha256 == key).values(last_seen_at=now))
+            return _record(row)
+
+    def end(self, session_id: str) -> StoredSession | None:
+        """Delete the session (logout); what it was, for the provider's logout."""
+        key = _digest(session_id)
+        with self.store.session() as session:
+            row = session.get(WebSession, key)
+            if row is None:
+                return None
+            ended = _record(row)
+            session.delete(row)
+            return ended
+
+    def start_login(self, login_id: str, pending: StoredPendingLogin, expires_at: datetime) -> None:
+        with self.store.session() as session:
+            session.add(
+                PendingLogin(
+                    id_sha256=_digest(login_id),
+                    state=pending.state,
+                    nonce=pending.nonce,
+                    code_verifier=pending.code_verifier,
+                    next_path=pending.next_path,
+                    expires_at=expires_at,
+                )
+            )
+
+    def take_login(self, login_id: str, now: datetime) -> StoredPendingLogin | None:
+        """The pending login of this browser, removed (a callback is accepted once), or None if none or expired."""
+        with self.store.session() as session:
+            row = session.get(PendingLogin, _digest(login_id))
+            if row is None:
+                return None
+            session.delete(row)
+            if row.expires_at <= now:
+                return None
+            return StoredPendingLogin(row.state, row.nonce, row.code_verifier, row.next_path)
+
+    def prune(self, now: datetime, idle_timeout: timedelta) -> int:
+        """Drop expired sessions and abandoned logins."""
+        with self.store.session() as session:
+            ended = session.execute(
+                delete(WebSession).where(
+                    (WebSession.expires_at <= now) | (WebSession.last_seen_at <= now - idle_timeout)
+                )
+            )
+            abandoned = session.execute(delete(PendingLogin).where(PendingLogin.expires_at <= now))
+            return int(getattr(ended, "rowcount", 0) or 0) + int(getattr(abandoned, "rowcount", 0) or 0)

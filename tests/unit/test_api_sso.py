@@ -1,0 +1,503 @@
+"""Page login and access scope, end to end through the app with a fake OpenID Connect provider.
+
+Runs on SQLite, and on PostgreSQL with the integration tests. The provider is the httpx mock of tests/unit/test_oidc.py (its own keys, discovery, token and
+logout endpoints); the app runs in FastAPI's TestClient over https, so ``Secure`` cookies
+travel as in a browser. Every attack on the login (forged callback, replay, other browser,
+tampered or mis-addressed token, missing CSRF token, stale session) and every attempt of a
+site lead to see or change another site's tickets or devices is performed here and refused.
+The same flow runs against real Keycloak and Chromium in tests/integration/test_sso_browser.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from fleetpulse.alerts.api import create_app
+from fleetpulse.alerts.api.auth import hash_secret, token_sha256
+from fleetpulse.alerts.oidc import OidcProvider
+from fleetpulse.alerts.settings import AlertSettings
+from fleetpulse.alerts.store.repository import TicketStore
+from fleetpulse.alerts.tickets import TicketService
+from tests.alerts_support import NOW, make_alert, make_inventory, store, store_url
+from tests.unit.test_oidc import ISSUER, FakeProvider, claims
+
+__all__ = ["store", "store_url"]  # fixtures: SQLite, and PostgreSQL when integration tests run
+TOKEN_NOW = 1_800_000_000  # the fake provider's clock (tests/unit/test_oidc.py)
+PASSWORD = "correct horse battery staple"
+HASH = hash_secret(PASSWORD)
+SCHULE_TOKEN = "tok-schule-nord-0123456789"
+HTML = {"Accept": "text/html"}
+OIDC = {
+    "issuer": ISSUER,
+    "client_id": "fleetpulse-page",
+    "client_secret": "s3cret-client",
+    "redirect_url": "https://testserver/auth/callback",
+    "post_logout_redirect_url": "https://testserver/auth/logged-out",
+    "roles": {"fp-managers": "fleet_manager", "fp-support": "it_support", "fp-admins": "admin"},
+    "sites": {"site-rathaus": "Rathaus", "site-schule": "Schule Nord", "site-all": "*"},
+    "department_claim": "groups",
+    "departments": {"dept-finance": "Finance"},
+}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class Provider(FakeProvider):
+    """The fake provider, checking PKCE at its token endpoint and issuing a token for the last login's nonce."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.challenge = ""
+        self.nonce = ""
+        self.claims: dict[str, Any] = {}
+        self.down = False
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("provider down")
+        if request.url.path.endswith("/token"):
+            form = parse_qs(request.content.decode())
+            verifier = form["code_verifier"][0]
+            digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+            if digest != self.challenge or form["code"] != ["good-code"]:
+                return httpx.Response(400, json={"error": "invalid_grant"})
+            return httpx.Response(200, json={"id_token": self.sign(claims(nonce=self.nonce, **self.claims))})
+        return super().handler(request)
+
+
+@pytest.fixture
+def provider() -> Provider:
+    return Provider()
+
+
+def settings(tmp_url: str, **api: Any) -> AlertSettings:
+    values: dict[str, Any] = {
+        "oidc": OIDC,
+        "users": [
+            {"name": "local-rathaus", "role": "fleet_manager", "password_hash": HASH, "sites": ["Rathaus"]},
+        ],
+        "tokens": [
+            {
+                "name": "schule-bot",
+                "role": "fleet_manager",
+                "token_sha256": token_sha256(SCHULE_TOKEN),
+                "sites": ["Schule Nord"],
+            }
+        ],
+    }
+    values.update(api)
+    return AlertSettings.model_validate({"store_url": tmp_url, "api": values})
+
+
+def populate(store: TicketStore, alert_settings: AlertSettings) -> None:
+    """Tickets 1 (Rathaus/Finance), 2 (Rathaus/Culture), 3 (Schule Nord)."""
+    svc = TicketService(store, alert_settings)
+    svc.apply_inventory(make_inventory("pc-r1", site="Rathaus", department="Finance"))
+    svc.apply_inventory(make_inventory("pc-r2", site="Rathaus", department="Culture"))
+    svc.apply_inventory(make_inventory("pc-s1", site="Schule Nord", department="Finance"))
+    for n, device in enumerate(("pc-r1", "pc-r2", "pc-s1")):
+        svc.apply_alert(make_alert(device, risk=0.9 - n / 10), NOW)
+
+
+class App:
+    """The app with a fake clock and provider; ``browser()`` is a fresh browser (own cookie jar)."""
+
+    def __init__(self, store: TicketStore, provider: Provider, **api: Any) -> None:
+        self.clock = Clock()
+        self.settings = settings(store.engine.url.render_as_string(hide_password=False), **api)
+        populate(store, self.settings)
+        self.provider = provider
+        rp = OidcProvider(
+            self.settings.api.oidc,  # type: ignore[arg-type]
+            http=httpx.Client(transport=httpx.MockTransport(provider.handler)),
+            clock=lambda: float(TOKEN_NOW),
+        )
+        self.app = create_app(self.settings, store, clock=self.clock, oidc=rp)
+
+    def browser(self) -> TestClient:
+        return TestClient(self.app, base_url="https://testserver", follow_redirects=False)
+
+    def start_login(self, browser: TestClient, next_path: str = "/") -> dict[str, str]:
+        """The browser opens the login; returns the authorization request's query (the provider got it)."""
+        response = browser.get("/auth/login", params={"next": next_path}, headers=HTML)
+        assert response.status_code == 302, response.text
+        assert response.headers["location"].startswith(f"{ISSUER}/auth?")
+        query = {k: v[0] for k, v in parse_qs(urlsplit(response.headers["location"]).query).items()}
+        self.provider.challenge, self.provider.nonce = query["code_challenge"], query["nonce"]
+        return query
+
+    def log_in(self, groups: list[str], browser: TestClient | None = None, **extra: Any) -> TestClient:
+        browser = browser or self.browser()
+        self.provider.claims = {"groups": groups, **extra}
+        query = self.start_login(browser)
+        back = browser.get("/auth/callback", params={"code": "good-code", "state": query["state"]})
+        assert back.status_code == 303, back.text
+        return browser
+
+
+@pytest.fixture
+def sso(store: TicketStore, provider: Provider) -> App:
+    return App(store, provider)
+
+
+def csrf(browser: TestClient) -> str:
+    page = browser.get("/", headers=HTML).text
+    return page.split('name="csrf-token" content="')[1].split('"')[0]
+
+
+ANNA = ["fp-managers", "site-rathaus"]
+
+
+# --- login -------------------------------------------------------------------------------------
+
+
+def test_browser_without_session_goes_to_the_login_never_to_a_basic_popup(sso: App) -> None:
+    browser = sso.browser()
+    page = browser.get("/devices/pc-r1?x=1", headers=HTML)
+    assert page.status_code == 303
+    assert page.headers["location"] == "/auth/login?next=%2Fdevices%2Fpc-r1%3Fx%3D1"
+    api = browser.get("/api/v1/tickets")
+    assert api.status_code == 401
+    assert api.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_sso_login_uses_pkce_and_opens_a_hardened_session(sso: App, provider: Provider) -> None:
+    browser = sso.browser()
+    query = sso.start_login(browser, next_path="/devices/pc-r1")
+    assert query["code_challenge_method"] == "S256"
+    assert query["redirect_uri"] == "https://testserver/auth/callback"
+    pending = browser.cookies.jar
+    login_cookie = next(c for c in pending if c.name == "fleetpulse_login")
+    assert login_cookie.path == "/auth"
+    assert login_cookie.secure
+    provider.claims = {"groups": ANNA}
+    back = browser.get("/auth/callback", params={"code": "good-code", "state": query["state"]})
+    assert back.status_code == 303
+    assert back.headers["location"] == "/devices/pc-r1"
+    set_cookie = next(v for v in back.headers.get_list("set-cookie") if v.startswith("fleetpulse_session="))
+    for flag in ("HttpOnly", "Secure", "SameSite=lax", "Path=/"):
+        assert flag.lower() in set_cookie.lower(), set_cookie
+    me = browser.get("/api/v1/me").json()
+    assert me == {"name": "Anna Berger", "role": "fleet_manager", "sites": ["Rathaus"], "departments": []}
+
+
+def test_a_stolen_code_without_the_pkce_verifier_is_refused(sso: App, provider: Provider) -> None:
+    browser = sso.browser()
+    query = sso.start_login(browser)
+    provider.challenge = "challenge-of-the-attackers-own-login"
+    back = browser.get("/auth/callback", params={"code": "good-code", "state": query["state"]})
+    assert back.status_code == 403
+    assert "invalid_grant" in back.text
+    assert browser.get("/api/v1/me").status_code == 401
+
+
+def test_forged_replayed_foreign_and_late_callbacks_are_refused(sso: App) -> None:
+    victim = sso.browser()
+    query = sso.start_login(victim)
+    attacker = sso.browser()  # login CSRF: the attacker sends the victim's callback to another browser
+    assert attacker.get("/auth/callback", params={"code": "good-code", "state": query["state"]}).status_code == 400
+    assert victim.get("/auth/callback", params={"code": "good-code", "state": "forged"}).status_code == 400
+    # the pending login was used up by the failed attempt: even the right state does not work twice
+    assert victim.get("/auth/callback", params={"code": "good-code", "state": query["state"]}).status_code == 400
+    late = sso.browser()
+    query = sso.start_login(late)
+    sso.clock.now += timedelta(minutes=11)  # login_timeout is 10 minutes
+    answer = late.get("/auth/callback", params={"code": "good-code", "state": query["state"]})
+    assert answer.status_code == 400
+    assert "took too long" in answer.text
+    for browser in (victim, attacker, late):
+        assert browser.get("/api/v1/me").status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("token_claims", "reason"),
+    [
+        ({"aud": "another-client"}, "another client"),
+        ({"exp": TOKEN_NOW - 3600}, "exp"),
+        ({"iss": "https://evil.example.org"}, "iss"),
+    ],
+)
+def test_expired_misaddressed_or_foreign_id_tokens_open_no_session(
+    sso: App, token_claims: dict[str, Any], reason: str
+) -> None:
+    browser = sso.browser()
+    sso.provider.claims = {"groups": ANNA, **token_claims}
+    query = sso.start_login(browser)
+    answer = browser.get("/auth/callback", params={"code": "good-code", "state": query["state"]})
+    assert answer.status_code == 403
+    assert reason in answer.text
+    assert browser.get("/api/v1/me").status_code == 401
+
+
+def test_tampered_id_token_signature_opens_no_session(sso: App, provider: Provider) -> None:
+    browser = sso.browser()
+    query = sso.start_login(browser)
+    original = provider.sign
+
+    def tampered(token_claims: dict[str, Any], key: Any = None) -> str:
+        header, payload, signature = original(token_claims, key).split(".")
+        forged = base64.urlsafe_b64encode(
+            base64.urlsafe_b64decode(payload + "==").replace(b"fp-support", b"fp-admins")
+        ).rstrip(b"=")
+        return f"{header}.{forged.decode()}.{signature}"
+
+    provider.sign = tampered  # type: ignore[method-assign]
+    provider.claims = {"groups": ["fp-support", "site-all"]}
+    answer = browser.get("/auth/callback", params={"code": "good-code", "state": query["state"]})
+    assert answer.status_code == 403
+    assert browser.get("/api/v1/me").status_code == 401
+
+
+def test_account_without_role_or_site_gets_a_clear_page_not_a_loop(sso: App, provider: Provider) -> None:
+    for groups in ([], ["fp-managers"], ["site-rathaus"]):
+        browser = sso.browser()
+        provider.claims = {"groups": groups, "preferred_username": "nobody"}
+        query = sso.start_login(browser)
+        answer = browser.get("/auth/callback", params={"code": "good-code", "state": query["state"]})
+        assert answer.status_code == 403
+        assert "no fleetpulse role or site" in answer.text
+        assert "fp-managers" in answer.text  # which groups IT can add
+        assert "location" not in answer.headers
+        assert browser.get("/api/v1/me").status_code == 401
+
+
+def test_provider_down_gives_a_clear_page_not_a_crash(sso: App, provider: Provider) -> None:
+    provider.down = True
+    answer = sso.browser().get("/auth/login", headers=HTML)
+    assert answer.status_code == 503
+    assert "cannot be reached" in answer.text
+    provider.down = False
+    browser = sso.browser()
+    query = sso.start_login(browser)
+    provider.down = True
+    answer = browser.get("/auth/callback", params={"code": "good-code", "state": query["state"]})
+    assert answer.status_code == 503
+
+
+def test_next_parameter_cannot_send_the_browser_to_another_site(sso: App, provider: Provider) -> None:
+    for target in ("https://evil.example.org/", "//evil.example.org", "/\\evil.example.org"):
+        browser = sso.browser()
+        provider.claims = {"groups": ANNA}
+        query = sso.start_login(browser, next_path=target)
+        back = browser.get("/auth/callback", params={"code": "good-code", "state": query["state"]})
+        assert back.headers["location"] == "/"
+
+
+# --- session: CSRF, timeouts, logout -----------------------------------------------------------
+
+
+def test_cookie_authenticated_writes_need_the_csrf_token(sso: App) -> None:
+    browser = sso.log_in(ANNA)
+    body = {"to": "approved"}
+    assert browser.post("/api/v1/tickets/1/transition", json=body).status_code == 403
+    wrong = {"X-CSRF-Token": "guessed"}
+    assert browser.post("/api/v1/tickets/1/transition", json=body, headers=wrong).status_code == 403
+    bulk = {"ticket_ids": [1, 2], "to": "approved"}
+    assert browser.post("/api/v1/tickets/bulk-transition", json=bulk).status_code == 403
+    assert browser.get("/api/v1/tickets/1").json()["ticket"]["state"] == "open"
+    right = {"X-CSRF-Token": csrf(browser)}
+    assert browser.post("/api/v1/tickets/1/transition", json=body, headers=right).status_code == 200
+    events = browser.get("/api/v1/tickets/1").json()["events"]
+    assert events[-1]["actor"] == "Anna Berger"
+
+
+def test_forged_session_cookie_is_refused(sso: App) -> None:
+    browser = sso.log_in(ANNA)
+    value = browser.cookies["fleetpulse_session"]
+    session_id, _, mac = value.rpartition(".")
+    for cookie in (f"{session_id[:-1]}x.{mac}", session_id, f"{session_id}.{mac[:-1]}x"):
+        assert sso.browser().get("/api/v1/me", headers={"Cookie": f"fleetpulse_session={cookie}"}).status_code == 401
+    assert sso.browser().get("/api/v1/me", headers={"Cookie": f"fleetpulse_session={value}"}).status_code == 200
+
+
+def test_idle_and_absolute_timeouts_end_the_session(sso: App) -> None:
+    idle = sso.log_in(ANNA)
+    sso.clock.now += timedelta(minutes=29)
+    assert idle.get("/api/v1/me").status_code == 200
+    sso.clock.now += timedelta(minutes=29)  # 29 min since the last use: still alive
+    assert idle.get("/api/v1/me").status_code == 200
+    sso.clock.now += timedelta(minutes=31)
+    assert idle.get("/api/v1/me").status_code == 401
+    assert idle.get("/", headers=HTML).status_code == 303  # back to the login
+
+    busy = sso.log_in(ANNA)
+    for _ in range(10 * 3 - 1):  # used every 20 minutes for just under 10 hours
+        sso.clock.now += timedelta(minutes=20)
+        assert busy.get("/api/v1/me").status_code == 200
+    sso.clock.now += timedelta(minutes=20)
+    assert busy.get("/api/v1/me").status_code == 401
+
+
+def test_logout_ends_the_session_here_and_at_the_provider(sso: App) -> None:
+    browser = sso.log_in(ANNA)
+    cookie = browser.cookies["fleetpulse_session"]
+    token = csrf(browser)
+    assert browser.post("/auth/logout", data={"csrf": "forged"}).status_code == 403  # cross-site logout form
+    assert browser.get("/api/v1/me").status_code == 200
+    out = browser.post("/auth/logout", data={"csrf": token})
+    assert out.status_code == 303
+    target = urlsplit(out.headers["location"])
+    assert f"{target.scheme}://{target.netloc}{target.path}" == f"{ISSUER}/logout"
+    query = parse_qs(target.query)
+    assert query["post_logout_redirect_uri"] == ["https://testserver/auth/logged-out"]
+    assert query["id_token_hint"][0].count(".") == 2
+    assert browser.get("/api/v1/me").status_code == 401
+    replay = sso.browser()  # the old cookie, kept by an attacker, is dead on every replica
+    assert replay.get("/api/v1/me", headers={"Cookie": f"fleetpulse_session={cookie}"}).status_code == 401
+    assert "logged out" in browser.get("/auth/logged-out").text
+
+
+# --- local login and machine access ------------------------------------------------------------
+
+
+def test_local_login_form_is_the_default_without_sso(store: TicketStore, provider: Provider) -> None:
+    app = App(store, provider, oidc=None)
+    browser = app.browser()
+    form = browser.get("/auth/login", headers=HTML)
+    assert form.status_code == 200
+    assert 'name="csrf"' in form.text
+    token = form.text.split('name="csrf" value="')[1].split('"')[0]
+    login = {"username": "local-rathaus", "password": PASSWORD, "next": "/"}
+    assert browser.post("/auth/login", data={**login, "csrf": "forged"}).status_code == 403  # login CSRF
+    token = browser.get("/auth/login", headers=HTML).text.split('name="csrf" value="')[1].split('"')[0]
+    wrong = browser.post("/auth/login", data={**login, "password": "wrong", "csrf": token})
+    assert wrong.status_code == 401
+    assert "Wrong name or password" in wrong.text
+    token = wrong.text.split('name="csrf" value="')[1].split('"')[0]
+    ok = browser.post("/auth/login", data={**login, "csrf": token})
+    assert ok.status_code == 303
+    assert browser.get("/api/v1/me").json()["sites"] == ["Rathaus"]
+    assert [t["device_id"] for t in browser.get("/api/v1/tickets").json()["items"]] == ["pc-r1", "pc-r2"]
+    # HTTP basic for API clients only where local login is switched on explicitly
+    assert app.browser().get("/api/v1/me", auth=("local-rathaus", PASSWORD)).status_code == 401
+
+
+def test_basic_for_api_clients_only_when_enabled_explicitly(store: TicketStore, provider: Provider) -> None:
+    app = App(store, provider, local_login=True)
+    client = app.browser()
+    answer = client.get("/api/v1/me", auth=("local-rathaus", PASSWORD))
+    assert answer.status_code == 200
+    assert "basic" not in client.get("/api/v1/me").headers["www-authenticate"].lower()
+    login = client.get("/auth/login", headers=HTML)
+    assert login.status_code == 200
+    assert 'id="sso"' in login.text
+
+
+def test_sso_only_config_offers_no_password_login(sso: App) -> None:
+    browser = sso.browser()
+    assert browser.get("/api/v1/me", auth=("local-rathaus", PASSWORD)).status_code == 401
+    assert browser.post("/auth/login", data={"username": "x", "password": "y", "csrf": "z"}).status_code == 404
+
+
+def test_bearer_token_keeps_to_its_scope(sso: App) -> None:
+    bot = sso.browser()
+    bot.headers["Authorization"] = f"Bearer {SCHULE_TOKEN}"
+    assert [t["device_id"] for t in bot.get("/api/v1/tickets").json()["items"]] == ["pc-s1"]
+    assert bot.get("/api/v1/tickets/1").status_code == 404
+    assert bot.post("/api/v1/tickets/1/transition", json={"to": "approved"}).status_code == 404
+    assert bot.post("/api/v1/tickets/3/transition", json={"to": "approved"}).status_code == 200  # no CSRF: no cookie
+
+
+# --- scope on every route ------------------------------------------------------------------------
+
+
+def test_site_lead_never_sees_another_sites_tickets_or_devices(sso: App) -> None:
+    anna = sso.log_in(ANNA)
+    listed = anna.get("/api/v1/tickets").json()
+    assert (listed["total"], [t["device_id"] for t in listed["items"]]) == (2, ["pc-r1", "pc-r2"])
+    assert anna.get("/api/v1/tickets", params={"site": "Schule Nord"}).json()["total"] == 0
+    rows = list(csv.DictReader(io.StringIO(anna.get("/api/v1/tickets.csv").text)))
+    assert [r["device_id"] for r in rows] == ["pc-r1", "pc-r2"]
+    assert anna.get("/api/v1/tickets.csv", params={"site": "Schule Nord"}).text.count("\n") == 1  # header only
+    missing = anna.get("/api/v1/tickets/999")
+    other = anna.get("/api/v1/tickets/3")
+    assert (
+        (other.status_code, other.json())
+        == (missing.status_code, missing.json())
+        == (404, {"detail": "ticket not found"})
+    )
+    assert anna.get("/api/v1/devices/pc-s1").status_code == 404
+    assert anna.get("/api/v1/devices/pc-r1").status_code == 200
+    assert anna.get("/devices/pc-s1", headers=HTML).status_code == 404
+    page = anna.get("/", headers=HTML).text
+    assert "pc-r1" in page
+    assert "pc-s1" not in page
+    assert "Schule Nord" not in page  # not even as a filter choice
+    assert "Schule Nord" not in anna.get("/", params={"state": "all"}, headers=HTML).text
+
+
+def test_site_lead_never_changes_another_sites_tickets(sso: App, store: TicketStore) -> None:
+    anna = sso.log_in(ANNA)
+    token = {"X-CSRF-Token": csrf(anna)}
+    answer = anna.post("/api/v1/tickets/3/transition", json={"to": "approved"}, headers=token)
+    assert (answer.status_code, answer.json()) == (404, {"detail": "ticket not found"})
+    bulk = anna.post("/api/v1/tickets/bulk-transition", json={"ticket_ids": [1, 3], "to": "approved"}, headers=token)
+    assert bulk.status_code == 404
+    assert "3" not in bulk.json()["detail"]  # names nothing outside the scope
+    assert [store.get_ticket(i).state.value for i in (1, 2, 3)] == ["open", "open", "open"]  # type: ignore[union-attr]
+    ok = anna.post("/api/v1/tickets/bulk-transition", json={"ticket_ids": [1, 2], "to": "approved"}, headers=token)
+    assert ok.status_code == 200
+    assert store.get_ticket(3).state.value == "open"  # type: ignore[union-attr]
+
+
+def test_department_scope_narrows_a_site(sso: App) -> None:
+    finance = sso.log_in(["fp-support", "site-rathaus", "dept-finance"])
+    assert [t["device_id"] for t in finance.get("/api/v1/tickets").json()["items"]] == ["pc-r1"]
+    assert finance.get("/api/v1/tickets/2").status_code == 404
+    assert finance.get("/api/v1/devices/pc-r2").status_code == 404
+
+
+def test_outbox_is_for_admins_of_every_site_only(sso: App) -> None:
+    site_admin = sso.log_in(["fp-admins", "site-rathaus"])
+    assert site_admin.get("/api/v1/outbox").status_code == 403
+    carla = sso.log_in(["fp-admins", "site-all"])
+    assert carla.get("/api/v1/outbox").status_code == 200
+    assert carla.get("/api/v1/tickets").json()["total"] == 3
+    support = sso.log_in(["fp-support", "site-all"])
+    assert (
+        support.post(
+            "/api/v1/tickets/1/transition", json={"to": "approved"}, headers={"X-CSRF-Token": csrf(support)}
+        ).status_code
+        == 403
+    )
+
+
+def test_logins_exports_and_bulk_actions_reach_the_access_hooks(sso: App, caplog: pytest.LogCaptureFixture) -> None:
+    """The audit trail hooks in at fleetpulse.alerts.api.access: each event passes there, with scope and address."""
+    caplog.set_level("INFO", logger="fleetpulse.access")
+    anna = sso.log_in(ANNA)
+    anna.get("/api/v1/tickets.csv", params={"state": "open"})
+    anna.post(
+        "/api/v1/tickets/bulk-transition",
+        json={"ticket_ids": [1, 2], "to": "approved"},
+        headers={"X-CSRF-Token": csrf(anna)},
+    )
+    refused = sso.browser()
+    query = sso.start_login(refused)
+    refused.get("/auth/callback", params={"code": "good-code", "state": "forged"})
+    events = [(r.getMessage(), r.fields) for r in caplog.records if r.name == "fleetpulse.access"]  # type: ignore[attr-defined]
+    by_kind = {(message, fields.get("outcome")): fields for message, fields in events}
+    assert by_kind[("login", "success")]["subject"] == "f3c1-subject"
+    assert by_kind[("login", "success")]["sites"] == ["Rathaus"]
+    assert by_kind[("login", "failure")]["reason"] == "state mismatch"
+    export = by_kind[("csv export", None)]
+    assert (export["rows"], export["filter"]["in_sites"], export["filter"]["states"]) == (2, ["Rathaus"], ["open"])
+    assert by_kind[("bulk transition", None)]["tickets"] == [1, 2]
+    assert all(fields["address"] for _, fields in events)
+    assert query["state"] != "forged"
