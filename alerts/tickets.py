@@ -381,7 +381,15 @@ class TicketService:
                     ticket.open_key = None
                 text = note if outcome is None else f"outcome: {outcome}. {note}".strip()
                 self._event(
-                    session, ticket.id, now, "transition", text, actor=actor, frm=current.value, to=to.value, context=context
+                    session,
+                    ticket.id,
+                    now,
+                    "transition",
+                    text,
+                    actor=actor,
+                    frm=current.value,
+                    to=to.value,
+                    context=context,
                 )
                 if outcome is not None:
                     ticket.outcome = outcome

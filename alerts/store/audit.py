@@ -53,7 +53,7 @@ class AuditKind(StrEnum):
     LOGIN_SUCCESS = "login.success"
     LOGIN_FAILURE = "login.failure"
     LOGOUT = "session.logout"
-    TOKEN_USE = "token.use"
+    TOKEN_USE = "token.use"  # noqa: S105 - a record kind, not a secret
     CSV_EXPORT = "export.csv"
     BULK_ACTION = "tickets.bulk"
     DELIVERED = "delivery.delivered"
@@ -258,9 +258,7 @@ class AuditLog:
             (view,) = _append(session, [entry], self._clock())
             return view
 
-    def records(
-        self, after_seq: int = 0, limit: int = 500, kind: str | None = None
-    ) -> list[AuditRecordView]:
+    def records(self, after_seq: int = 0, limit: int = 500, kind: str | None = None) -> list[AuditRecordView]:
         """Read-only page of the trail in chain order (for an admin view)."""
         query = select(*_COLUMNS).where(AuditRecord.seq > after_seq).order_by(AuditRecord.seq).limit(limit)
         if kind is not None:
@@ -309,7 +307,9 @@ class AuditLog:
                 if row.seq != 1:
                     cut = json.loads(checkpoint) if checkpoint is not None else {}
                     if cut.get("pruned_through") != row.seq - 1 or cut.get("head_hash") != row.prev_hash:
-                        return broken(row.seq, f"records 1..{row.seq - 1} are missing and no prune checkpoint covers them")
+                        return broken(
+                            row.seq, f"records 1..{row.seq - 1} are missing and no prune checkpoint covers them"
+                        )
                     expected_prev, prev_seq = row.prev_hash, row.seq - 1
             if row.seq != prev_seq + 1:
                 return broken(row.seq, f"records {prev_seq + 1}..{row.seq - 1} are missing")
@@ -325,7 +325,9 @@ class AuditLog:
                 anchored = True
             expected_prev, prev_seq = row.hash, row.seq
             checked += 1
-        if (prev_seq, expected_prev) != (head_seq, head_hash):
+        if prev_seq == head_seq and expected_prev != head_hash:
+            return broken(prev_seq, "its hash differs from the head's (the newest record was altered)")
+        if prev_seq != head_seq:
             return broken(prev_seq + 1, f"the chain ends at record {prev_seq} but the head says {head_seq}")
         if not anchored:
             return broken(anchor[0] if anchor else None, "the anchored record is no longer in the trail")
@@ -359,7 +361,9 @@ class AuditLog:
         with self._session() as session:
             session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq))  # appends wait
             head_seq = session.execute(select(AuditHead.seq).where(AuditHead.id == 1)).scalar_one()
-            young = session.execute(select(AuditRecord.seq).where(AuditRecord.at >= before).order_by(AuditRecord.seq).limit(1)).scalar_one_or_none()
+            young = session.execute(
+                select(AuditRecord.seq).where(AuditRecord.at >= before).order_by(AuditRecord.seq).limit(1)
+            ).scalar_one_or_none()
             through = (young if young is not None else head_seq + 1) - 1
             cut_hash = session.execute(select(AuditRecord.hash).where(AuditRecord.seq == through)).scalar_one_or_none()
             if cut_hash is None:
@@ -373,7 +377,9 @@ class AuditLog:
                 session.execute(text("DELETE FROM audit_prune_permit"))
             count = int(getattr(removed, "rowcount", 0) or 0)
             payload = {"pruned_through": through, "head_hash": cut_hash, "removed": count, "before": before.isoformat()}
-            _append(session, [_Entry(AuditKind.PRUNED.value, SYSTEM_CONTEXT, canonical_payload(payload))], self._clock())
+            _append(
+                session, [_Entry(AuditKind.PRUNED.value, SYSTEM_CONTEXT, canonical_payload(payload))], self._clock()
+            )
             return count
 
 

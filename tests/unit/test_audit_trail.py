@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -68,7 +69,7 @@ def test_the_api_records_logins_exports_and_logouts_with_the_asserted_identity(s
     assert export.payload == {"filter": {"site": "Town Hall"}, "rows": 12}
     assert records[4].actor_issuer == "local"
     assert [r.seq for r in records] == [1, 2, 3, 4, 5]
-    assert all(r.prev_hash == p.hash for p, r in zip(records, records[1:], strict=False))
+    assert all(r.prev_hash == p.hash for p, r in itertools.pairwise(records))
     assert store.audit.verify().ok
     assert store.audit.records(after_seq=3, kind="token.use")[0].seq == 5
 
@@ -76,13 +77,15 @@ def test_the_api_records_logins_exports_and_logouts_with_the_asserted_identity(s
 def test_hostile_identity_fields_are_bounded_and_kept_verbatim(store: TicketStore) -> None:
     hostile = AuditActor("i" * 5000, "s\x00\n" * 300, '=HYPERLINK("http://evil")', "r" * 300)
     view = store.audit.record(AuditKind.LOGIN_FAILURE, hostile, "q" * 999, "x" * 999, {"raw": "\u202e\x00"})
-    assert len(view.actor_issuer) == 255 and len(view.actor_role) == 64
-    assert len(view.request_id) == 128 and len(view.source) == 128
+    assert len(view.actor_issuer) == 255
+    assert len(view.actor_role) == 64
+    assert len(view.request_id) == 128
+    assert len(view.source) == 128
     assert store.audit.verify().ok
     out = io.StringIO()
     store.audit.export(out, "csv", None, None)
-    row = list(csv.DictReader(io.StringIO(out.getvalue())))[0]
-    assert row["actor_name"] == "'=HYPERLINK(\"http://evil\")"  # never a formula in the auditor's spreadsheet
+    row = next(iter(csv.DictReader(io.StringIO(out.getvalue()))))
+    assert row["actor_name"] == '\'=HYPERLINK("http://evil")'  # never a formula in the auditor's spreadsheet
 
 
 def test_ticket_lifecycle_and_bulk_actions_are_recorded_in_the_same_transaction(store: TicketStore) -> None:
@@ -103,7 +106,8 @@ def test_ticket_lifecycle_and_bulk_actions_are_recorded_in_the_same_transaction(
         "ticket.transition",
         "ticket.transition",
     ]
-    assert records[0].actor_subject == "fleetpulse" and records[0].actor_role == "system"
+    assert records[0].actor_subject == "fleetpulse"
+    assert records[0].actor_role == "system"
     assert records[2].payload == {"tickets": [1, 2], "to": "approved", "outcome": None, "note": "budget ok"}
     approved = records[3]
     assert (approved.actor_subject, approved.request_id, approved.source) == ("5f1c-anna", "req-9", "192.0.2.10")
@@ -126,11 +130,16 @@ def test_a_refused_transition_records_nothing(store: TicketStore) -> None:
     before = store.audit.verify().head_seq
     with pytest.raises(TransitionError):
         svc.transition([1, 99], TicketState.APPROVED, "anna", NOW)
-    with pytest.raises(RuntimeError), store.session() as session:
-        stage(session, AuditKind.BULK_ACTION, AuditContext(ANNA))
-        raise RuntimeError("rolled back")
+    with pytest.raises(RuntimeError, match="rolled back"):
+        _stage_then_fail(store)
     assert store.audit.verify().head_seq == before
     assert [r.kind for r in store.audit.records()] == ["ticket.opened"]
+
+
+def _stage_then_fail(store: TicketStore) -> None:
+    with store.session() as session:
+        stage(session, AuditKind.BULK_ACTION, AuditContext(ANNA))
+        raise RuntimeError("rolled back")
 
 
 class _Connector:
@@ -177,8 +186,10 @@ def test_prune_removes_whole_old_ranges_and_leaves_a_verifiable_checkpoint(store
     assert store.audit.prune(t0 + timedelta(days=6)) == 6
     assert store.audit.prune(t0 + timedelta(days=6)) == 0  # nothing older is left
     remaining = store.audit.records()
-    assert remaining[0].seq == 7 and remaining[-1].kind == "audit.pruned"
-    assert remaining[-1].payload["pruned_through"] == 6 and remaining[-1].payload["head_hash"] == cut_hash
+    assert remaining[0].seq == 7
+    assert remaining[-1].kind == "audit.pruned"
+    assert remaining[-1].payload["pruned_through"] == 6
+    assert remaining[-1].payload["head_hash"] == cut_hash
     result = store.audit.verify()
     assert result.ok, result
     assert (result.first_seq, result.checked) == (7, 5)
@@ -211,7 +222,8 @@ def test_cli_verifies_exports_and_prunes(tmp_path: Path) -> None:
     head = verified.output.strip().splitlines()[-1].removeprefix("head ")
     assert runner.invoke(app, ["audit", "verify", "--anchor", head]).exit_code == 0
     wrong = runner.invoke(app, ["audit", "verify", "--anchor", f"2:{'0' * 64}"])
-    assert wrong.exit_code == 1 and "anchor" in wrong.output
+    assert wrong.exit_code == 1
+    assert "anchor" in wrong.output
 
     exported = runner.invoke(app, ["audit", "export", "--since", "2024-01-01T00:00:00"])
     lines = [json.loads(line) for line in exported.stdout.splitlines()]
@@ -221,5 +233,6 @@ def test_cli_verifies_exports_and_prunes(tmp_path: Path) -> None:
     assert [r["request_id"] for r in rows] == ["old"]
 
     pruned = runner.invoke(app, ["audit", "prune"])
-    assert pruned.exit_code == 0 and "1 audit records" in pruned.output
+    assert pruned.exit_code == 0
+    assert "1 audit records" in pruned.output
     assert runner.invoke(app, ["audit", "verify"]).exit_code == 0
