@@ -131,23 +131,19 @@ def canonical_payload(payload: dict[str, Any] | None) -> str:
     return json.dumps(payload or {}, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+_HASHED = EXPORT_COLUMNS[:-1]
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _digest(fields: Sequence[Any]) -> str:
+    """SHA-256 of ``[format, seq, at, kind, issuer, subject, name, role, request_id, source, payload, prev_hash]``."""
+    body = [CANONICAL_FORMAT, fields[0], fields[1].isoformat(timespec="microseconds"), *fields[2:11]]
+    return hashlib.sha256(_ENCODE(body).encode()).hexdigest()
+
+
 def chain_hash(row: Any) -> str:
     """SHA-256 over the canonical serialisation of every stored field but the hash itself."""
-    body = [
-        CANONICAL_FORMAT,
-        row.seq,
-        row.at.isoformat(timespec="microseconds"),
-        row.kind,
-        row.actor_issuer,
-        row.actor_subject,
-        row.actor_name,
-        row.actor_role,
-        row.request_id,
-        row.source,
-        row.payload,
-        row.prev_hash,
-    ]
-    return hashlib.sha256(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
+    return _digest([getattr(row, name) for name in _HASHED])
 
 
 def stage(
@@ -229,7 +225,7 @@ class VerifyResult:
     reason: str = ""
 
 
-_COLUMNS = [getattr(AuditRecord, name) for name in (*EXPORT_COLUMNS,)]
+_COLUMNS = [getattr(AuditRecord, name) for name in EXPORT_COLUMNS]
 
 
 class AuditLog:
@@ -317,7 +313,7 @@ class AuditLog:
                 return broken(
                     row.seq, f"its predecessor hash does not match record {prev_seq} (one of them was altered)"
                 )
-            if chain_hash(row) != row.hash:
+            if _digest(row) != row.hash:
                 return broken(row.seq, "its content does not match its hash (altered)")
             if anchor is not None and row.seq == anchor[0]:
                 if row.hash != anchor[1]:
