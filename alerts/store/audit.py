@@ -164,6 +164,9 @@ def append_staged(session: Session, now: datetime) -> None:
     """Give the staged records their place in the chain; called by the store just before commit."""
     entries: list[_Entry] | None = session.info.pop(_PENDING, None)
     if entries:
+        # every other write first: a transaction holding the head lock then waits on nothing
+        # but its commit, so it can never be part of a lock cycle with ticket or alert rows
+        session.flush()
         _append(session, entries, now)
 
 

@@ -7,8 +7,9 @@ first broken record every time.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
 
@@ -19,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from fleetpulse.alerts.store.audit import AuditActor, AuditContext, AuditKind, chain_hash
 from fleetpulse.alerts.store.models import AuditRecord
 from fleetpulse.alerts.store.repository import TicketStore
+from fleetpulse.alerts.tickets import TransitionError
 from fleetpulse.contract.v1 import TicketState
 from tests.alerts_support import NOW, make_alert, service, store, store_url
 
@@ -216,6 +218,54 @@ def test_concurrent_writers_get_one_gapless_chain(store_url: str) -> None:
         assert result.checked == result.head_seq == len(stores) * per_writer
         ids = {r.request_id for r in stores[0].audit.records(limit=1000)}
         assert len(ids) == len(stores) * per_writer
+    finally:
+        for replica in stores:
+            replica.close()
+
+
+@pytest.mark.slow
+def test_concurrent_ticket_writers_and_api_records_neither_deadlock_nor_fork_the_chain(store_url: str) -> None:
+    """Consumers racing on the same alerts while replicas approve tickets and record exports."""
+    stores = [TicketStore.open(store_url) for _ in range(4)]
+    errors: list[BaseException] = []
+    results: list[str] = []
+    barrier = threading.Barrier(len(stores))
+
+    def consume(replica: TicketStore) -> None:
+        svc = service(replica)
+        barrier.wait()
+        for n in range(15):
+            results.append(svc.apply_alert(make_alert(f"pc-{n:04d}"), NOW))
+
+    def approve(replica: TicketStore) -> None:
+        svc = service(replica)
+        barrier.wait()
+        for _ in range(15):
+            replica.audit.record(AuditKind.CSV_EXPORT, ANNA, "r", "192.0.2.10", {"filter": {}})
+            open_ids = [t.ticket_id for t in replica.open_tickets()]
+            # another replica may have approved one of them first: refused as a whole, as it should be
+            with contextlib.suppress(TransitionError):
+                svc.transition(open_ids[:3], TicketState.APPROVED, "anna", NOW)
+
+    def run(work: Callable[[TicketStore], None], replica: TicketStore) -> None:
+        try:
+            work(replica)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    work = [consume, consume, approve, approve]
+    threads = [threading.Thread(target=run, args=(w, s)) for w, s in zip(work, stores, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert not errors, errors
+        assert sorted(results).count("opened") == 15
+        result = stores[0].audit.verify()
+        assert result.ok, result
+        opened = stores[0].audit.records(limit=10_000, kind="ticket.opened")
+        assert len(opened) == 15  # a lost race records nothing
     finally:
         for replica in stores:
             replica.close()
