@@ -38,7 +38,8 @@ def fill(store: TicketStore, count: int) -> None:
 
 def measure(store: TicketStore) -> tuple[float, float]:
     started = time.perf_counter()
-    read = sum(1 for _ in store.audit._pages(5000))
+    with store.audit._snapshot() as conn:
+        read = sum(1 for _ in store.audit._pages(conn, 5000))
     floor = time.perf_counter() - started
     started = time.perf_counter()
     result = store.audit.verify()

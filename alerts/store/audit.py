@@ -25,12 +25,13 @@ import hashlib
 import io
 import json
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Engine, delete, insert, select, text, update
+from sqlalchemy import Connection, Engine, delete, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from fleetpulse.alerts.store.models import AuditHead, AuditRecord
@@ -265,32 +266,48 @@ class AuditLog:
         with self.engine.connect() as conn:
             return [_view(row) for row in conn.execute(query)]
 
-    def _pages(self, page: int, since: datetime | None = None, until: datetime | None = None) -> Iterator[Any]:
+    @contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        """One read transaction over one snapshot: appends and prunes running meanwhile stay invisible."""
+        with self.engine.connect() as conn:
+            if self.engine.dialect.name == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                if self.engine.dialect.name == "sqlite":
+                    conn.exec_driver_sql("BEGIN")  # pysqlite defers BEGIN to the first write otherwise
+                yield conn
+
+    @staticmethod
+    def _pages(
+        conn: Connection, page: int, since: datetime | None = None, until: datetime | None = None
+    ) -> Iterator[Any]:
         """Every record in chain order, fetched by key ranges so memory stays flat for any length."""
         after = -1
-        with self.engine.connect() as conn:
-            while True:
-                query = select(*_COLUMNS).where(AuditRecord.seq > after).order_by(AuditRecord.seq).limit(page)
-                if since is not None:
-                    query = query.where(AuditRecord.at >= since)
-                if until is not None:
-                    query = query.where(AuditRecord.at < until)
-                rows = conn.execute(query).all()
-                yield from rows
-                if len(rows) < page:
-                    return
-                after = rows[-1].seq
+        while True:
+            query = select(*_COLUMNS).where(AuditRecord.seq > after).order_by(AuditRecord.seq).limit(page)
+            if since is not None:
+                query = query.where(AuditRecord.at >= since)
+            if until is not None:
+                query = query.where(AuditRecord.at < until)
+            rows = conn.execute(query).all()
+            yield from rows
+            if len(rows) < page:
+                return
+            after = rows[-1].seq
 
     def verify(self, anchor: tuple[int, str] | None = None, page: int = 5000) -> VerifyResult:
         """Walk the whole chain; stop at the first record that does not fit (with the reason)."""
-        with self.engine.connect() as conn:
-            head = conn.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)).one_or_none()
-            checkpoint = conn.execute(
-                select(AuditRecord.payload)
-                .where(AuditRecord.kind == AuditKind.PRUNED.value)
-                .order_by(AuditRecord.seq.desc())
-                .limit(1)
-            ).scalar_one_or_none()
+        with self._snapshot() as conn:
+            return self._verify(conn, anchor, page)
+
+    def _verify(self, conn: Connection, anchor: tuple[int, str] | None, page: int) -> VerifyResult:
+        head = conn.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)).one_or_none()
+        checkpoint = conn.execute(
+            select(AuditRecord.payload)
+            .where(AuditRecord.kind == AuditKind.PRUNED.value)
+            .order_by(AuditRecord.seq.desc())
+            .limit(1)
+        ).scalar_one_or_none()
         head_seq, head_hash = (head.seq, head.hash) if head is not None else (0, GENESIS)
         checked = 0
         first: int | None = None
@@ -300,11 +317,11 @@ class AuditLog:
         def broken(seq: int | None, reason: str) -> VerifyResult:
             return VerifyResult(False, checked, first, head_seq, head_hash, seq, reason)
 
-        for row in self._pages(page):
+        for row in self._pages(conn, page):
             if first is None:
                 first = row.seq
                 if row.seq != 1:
-                    cut = json.loads(checkpoint) if checkpoint is not None else {}
+                    cut = _checkpoint(checkpoint)
                     if cut.get("pruned_through") != row.seq - 1 or cut.get("head_hash") != row.prev_hash:
                         return broken(
                             row.seq, f"records 1..{row.seq - 1} are missing and no prune checkpoint covers them"
@@ -340,15 +357,16 @@ class AuditLog:
         writer = csv.writer(out) if fmt == "csv" else None
         if writer is not None:
             writer.writerow(EXPORT_COLUMNS)
-        for row in self._pages(5000, since, until):
-            view = _view(row)
-            if writer is None:
-                out.write(view.model_dump_json() + "\n")
-            else:
-                values = view.model_dump(mode="json")
-                values["payload"] = row.payload
-                writer.writerow([_csv_cell(values[c]) for c in EXPORT_COLUMNS])
-            count += 1
+        with self._snapshot() as conn:
+            for row in self._pages(conn, 5000, since, until):
+                view = _view(row)
+                if writer is None:
+                    out.write(view.model_dump_json() + "\n")
+                else:
+                    values = view.model_dump(mode="json")
+                    values["payload"] = row.payload
+                    writer.writerow([_csv_cell(values[c]) for c in EXPORT_COLUMNS])
+                count += 1
         return count
 
     def prune(self, before: datetime) -> int:
@@ -380,6 +398,15 @@ class AuditLog:
                 session, [_Entry(AuditKind.PRUNED.value, SYSTEM_CONTEXT, canonical_payload(payload))], self._clock()
             )
             return count
+
+
+def _checkpoint(payload: str | None) -> dict[str, Any]:
+    """A prune checkpoint's payload; anything unreadable counts as no checkpoint (reported as such)."""
+    try:
+        cut = json.loads(payload) if payload is not None else {}
+    except ValueError:
+        return {}
+    return cut if isinstance(cut, dict) else {}
 
 
 def _csv_cell(value: object) -> str:

@@ -269,3 +269,38 @@ def test_concurrent_ticket_writers_and_api_records_neither_deadlock_nor_fork_the
     finally:
         for replica in stores:
             replica.close()
+
+
+def test_verify_and_export_during_appends_and_a_prune_raise_no_false_alarm(trail: TicketStore) -> None:
+    """Verify reads one snapshot: records appended or pruned meanwhile do not look like tampering."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def append() -> None:
+        try:
+            while not stop.is_set():
+                trail.audit.record(AuditKind.TOKEN_USE, ANNA, "bg", "192.0.2.10")
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    writer = threading.Thread(target=append)
+    writer.start()
+    try:
+        for round_ in range(5):
+            result = trail.audit.verify(page=3)
+            assert result.ok, result
+            if round_ == 2:
+                trail.clock = lambda: NOW.replace(year=2030)
+                trail.audit.prune(NOW.replace(year=2029))
+    finally:
+        stop.set()
+        writer.join()
+    assert not errors, errors
+    assert trail.audit.verify().ok
+
+
+def test_a_garbage_prune_checkpoint_is_reported_not_crashed_on(trail: TicketStore) -> None:
+    with as_database_owner(trail) as conn:
+        conn.execute(text("DELETE FROM audit_log WHERE seq = 1"))
+        conn.execute(text("UPDATE audit_log SET kind = 'audit.pruned', payload = '[not json' WHERE seq = 6"))
+    assert broken(trail) == (2, "records 1..1 are missing and no prune checkpoint covers them")
