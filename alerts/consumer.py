@@ -166,6 +166,8 @@ class TicketConsumer:
         if time.monotonic() - self._last_prune > 3600:
             self._last_prune = time.monotonic()
             self.stats.add("history_pruned", self.service.prune_history(self.clock()))
+            retention = self.service.settings.consumer.audit_retention
+            self.stats.add("audit_pruned", self.service.store.audit.prune(self.clock() - retention))
         return len(records)
 
     def deliver_outbox(self, force: bool = True) -> None:

@@ -210,6 +210,9 @@ class ConsumerSettings(_Frozen):
         default=timedelta(hours=1), description="keep at most one risk point per component per interval"
     )
     history_retention: timedelta = timedelta(days=180)
+    audit_retention: Annotated[timedelta, Field(ge=timedelta(days=1))] = Field(
+        default=timedelta(days=1095), description="audit trail kept this long (NIS2 evidence; deploy/retention.yaml)"
+    )
     max_clock_skew: timedelta = Field(
         default=timedelta(minutes=10),
         description="inventory dated further in the future than this is dead-lettered (as the stream worker does)",

@@ -1,7 +1,7 @@
 """The ticket rules: alerts open and update tickets, people move them through their lifecycle.
 
 Everything that must happen together happens in one database transaction: the ticket,
-its audit event, the "alert seen" mark and the outbox rows for the connectors and the
+its event and audit-trail record, the "alert seen" mark and the outbox rows for the connectors and the
 labels topic. A crash in between therefore loses nothing and duplicates nothing.
 """
 
@@ -24,6 +24,7 @@ from fleetpulse.alerts.connectors.base import (
     update_notification,
 )
 from fleetpulse.alerts.settings import AlertSettings
+from fleetpulse.alerts.store.audit import SYSTEM_CONTEXT, AuditActor, AuditContext, AuditKind, stage, ticket_kind
 from fleetpulse.alerts.store.models import (
     AlertSeen,
     Device,
@@ -348,8 +349,15 @@ class TicketService:
         now: datetime,
         note: str = "",
         outcome: Outcome | None = None,
+        context: AuditContext | None = None,
     ) -> list[TicketView]:
-        """Move tickets to ``to`` (all or none); closing ones publishes their outcome as a training label."""
+        """Move tickets to ``to`` (all or none); closing ones publishes their outcome as a training label.
+
+        ``context`` is the identity, request id and source address the audit trail records;
+        without it ``actor`` is recorded as a local account. Several tickets at once are
+        also recorded as one bulk action naming them all.
+        """
+        context = context or AuditContext(AuditActor.local(actor))
         if to in ALLOWED_OUTCOMES:
             outcome = outcome or DEFAULT_OUTCOME[to]
             if outcome not in ALLOWED_OUTCOMES[to]:
@@ -357,6 +365,9 @@ class TicketService:
         elif outcome is not None:
             raise TransitionError(f"an outcome is recorded only when a ticket is done or dismissed, not {to.value!r}")
         with self.store.session() as session:
+            if len(ticket_ids) > 1:
+                bulk = {"tickets": list(ticket_ids), "to": to.value, "outcome": outcome, "note": note}
+                stage(session, AuditKind.BULK_ACTION, context, bulk)
             for ticket_id in ticket_ids:
                 ticket = session.get(TicketRow, ticket_id)
                 if ticket is None:
@@ -369,7 +380,17 @@ class TicketService:
                 if ticket.state not in OPEN_STATES:
                     ticket.open_key = None
                 text = note if outcome is None else f"outcome: {outcome}. {note}".strip()
-                self._event(session, ticket.id, now, "transition", text, actor=actor, frm=current.value, to=to.value)
+                self._event(
+                    session,
+                    ticket.id,
+                    now,
+                    "transition",
+                    text,
+                    actor=actor,
+                    frm=current.value,
+                    to=to.value,
+                    context=context,
+                )
                 if outcome is not None:
                     ticket.outcome = outcome
                     label = TicketOutcome(
@@ -425,10 +446,13 @@ class TicketService:
         actor: str = SYSTEM_ACTOR,
         frm: str | None = None,
         to: str | None = None,
+        context: AuditContext = SYSTEM_CONTEXT,
     ) -> None:
         session.add(
             TicketEvent(ticket_id=ticket_id, at=at, actor=actor, kind=kind, from_state=frm, to_state=to, note=note)
         )
+        payload = {"ticket_id": ticket_id, "event_at": at.isoformat(), "from": frm, "to": to, "note": note}
+        stage(session, ticket_kind(kind), context, payload)
 
     @staticmethod
     def _enqueue(

@@ -4,7 +4,10 @@ Invariants the database itself enforces, so they hold with several consumers or 
 - ``alerts_seen.alert_id`` is the primary key: a replayed alert is recognised, never applied twice;
 - ``tickets.open_key`` is unique and set only while a ticket is open, approved or ordered:
   one open ticket per device + component + component_id;
-- ``outbox (target, dedup_key)`` is unique: a ticket is handed to each connector once.
+- ``outbox (target, dedup_key)`` is unique: a ticket is handed to each connector once;
+- ``audit_log.seq`` is the primary key and every append locks the one ``audit_head`` row:
+  the hash chain has one order, whatever the number of writers; triggers refuse UPDATE
+  and DELETE of audit records (DELETE only for ``fleetpulse audit prune``).
 """
 
 from __future__ import annotations
@@ -12,7 +15,19 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Date, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -223,3 +238,36 @@ class PendingLogin(Base):
     code_verifier: Mapped[str] = mapped_column(String(128))
     next_path: Mapped[str] = mapped_column(String(512))
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+
+class AuditRecord(Base):
+    """One entry of the append-only, hash-chained audit trail (see :mod:`fleetpulse.alerts.store.audit`).
+
+    ``payload`` is stored as the exact canonical JSON text that was hashed, so verifying
+    never depends on how a backend round-trips JSON.
+    """
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    kind: Mapped[str] = mapped_column(String(64), index=True)
+    actor_issuer: Mapped[str] = mapped_column(String(255))
+    actor_subject: Mapped[str] = mapped_column(String(255))
+    actor_name: Mapped[str] = mapped_column(String(255))
+    actor_role: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The chain's tip (one row, id 1): appends lock it, so they are serialised on every backend."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))

@@ -5,16 +5,23 @@ The alert-to-ticket rules live in :mod:`fleetpulse.alerts.tickets`; this module 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, computed_field
-from sqlalchemy import Engine, Select, func, select, update
+from sqlalchemy import Engine, Select, event, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from fleetpulse.alerts.store import make_engine, upgrade
+from fleetpulse.alerts.store.audit import (
+    AuditKind,
+    AuditLog,
+    append_staged,
+    discard_staged,
+    stage,
+)
 from fleetpulse.alerts.store.models import Device, OutboxRow, RiskPoint, StormGroup, TicketEvent, TicketRow
 from fleetpulse.contract.v1 import Component, DeviceInventory, DeviceKind, Factor, Ticket, TicketState
 
@@ -165,11 +172,19 @@ def inventory_of(device: Device | None) -> DeviceInventory | None:
 
 
 class TicketStore:
-    """Owns the engine and hands out sessions; created once per process from ``store_url``."""
+    """Owns the engine and hands out sessions; created once per process from ``store_url``.
 
-    def __init__(self, engine: Engine) -> None:
+    Audit records staged in a session (:func:`fleetpulse.alerts.store.audit.stage`) are
+    appended to the trail when that session commits, in the same transaction.
+    """
+
+    def __init__(self, engine: Engine, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.engine = engine
+        self.clock = clock
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        event.listen(self._sessions, "before_commit", lambda session: append_staged(session, self.clock()))
+        event.listen(self._sessions, "after_rollback", discard_staged)
+        self.audit = AuditLog(engine, self.session, lambda: self.clock())
 
     @classmethod
     def open(cls, url: str, migrate: bool = True) -> TicketStore:
@@ -341,19 +356,25 @@ class TicketStore:
             return [OutboxView.model_validate(r) for r in session.scalars(query)]
 
     def mark_delivered(self, outbox_id: int, now: datetime, external_ref: str | None) -> None:
+        """The target confirmed the row; the delivery is recorded in the audit trail with it."""
         with self.session() as session:
             row = session.get_one(OutboxRow, outbox_id)
             row.attempts += 1
             row.delivered_at = now
             row.external_ref = external_ref[:200] if external_ref else None
             row.last_error = None
+            stage(session, AuditKind.DELIVERED, payload=_delivery(row))
 
     def mark_failed(self, outbox_id: int, error: str, next_attempt_at: datetime) -> int:
+        """A failed attempt (``needs attention: …`` when retrying cannot fix it), audited with the reason."""
         with self.session() as session:
             row = session.get_one(OutboxRow, outbox_id)
             row.attempts += 1
             row.last_error = error[:2000]
             row.next_attempt_at = next_attempt_at
+            attention = row.last_error.startswith(NEEDS_ATTENTION)
+            kind = AuditKind.DELIVERY_NEEDS_ATTENTION if attention else AuditKind.DELIVERY_FAILED
+            stage(session, kind, payload=_delivery(row) | {"next_attempt_at": next_attempt_at.isoformat()})
             return row.attempts
 
     def defer_target(self, target: str, until: datetime) -> int:
@@ -376,6 +397,19 @@ class TicketStore:
             for row in rows:
                 row.next_attempt_at = now
             return len(rows)
+
+
+def _delivery(row: OutboxRow) -> dict[str, Any]:
+    """What an auditor needs of a connector delivery: which message went where, and how it ended."""
+    return {
+        "outbox_id": row.id,
+        "target": row.target,
+        "subject": row.subject,
+        "dedup_key": row.dedup_key,
+        "attempts": row.attempts,
+        "external_ref": row.external_ref,
+        "error": row.last_error,
+    }
 
 
 def open_tickets(store_url: str) -> list[OpenTicket]:

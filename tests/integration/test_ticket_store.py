@@ -33,6 +33,8 @@ def test_migrations_are_idempotent_and_create_every_table(store: TicketStore) ->
         "risk_history",
         "login_failures",
         "api_password_upgrades",
+        "audit_log",
+        "audit_head",
     } <= tables
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == HEAD
