@@ -48,12 +48,14 @@ def register(app: typer.Typer) -> None:
 
         settings = settings_from(ctx)
         if until_idle is not None:
-            stats = consume_until_idle(settings.alerts, settings.kafka, idle_seconds=until_idle, max_seconds=86_400)
+            stats = consume_until_idle(
+                settings.alerts, settings.kafka, settings.streams, idle_seconds=until_idle, max_seconds=86_400
+            )
         else:
             stop = threading.Event()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: stop.set())
-            stats = run_consumer(settings.alerts, settings.kafka, stop)
+            stats = run_consumer(settings.alerts, settings.kafka, settings.streams, stop)
         typer.echo(
             f"records={stats.records} results={stats.results} dead_letters={stats.dead_letters} "
             f"delivered={stats.delivered} delivery_failures={stats.delivery_failures}"

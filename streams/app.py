@@ -458,9 +458,9 @@ def tune_gc(young_threshold: int) -> None:
 
 def run_worker(settings: ServerSettings) -> None:
     """Create missing topics, then run the worker until SIGTERM/SIGINT (blocking)."""
-    from fleetpulse.streams.kafka_admin import ensure_topics
+    from fleetpulse.streams.kafka_admin import create_configured_topics
 
-    asyncio.run(ensure_topics(settings.kafka, settings.streams.partitions, settings.streams.replication_factor))
+    create_configured_topics(settings.kafka, settings.streams)
     app = create_app(settings)
     tune_gc(settings.streams.gc_young_threshold)
     app.fleetpulse.metrics.watch_gc()  # type: ignore[attr-defined]
