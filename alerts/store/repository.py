@@ -115,6 +115,15 @@ class OutboxView(_View):
         return self.last_error is not None and self.last_error.startswith(NEEDS_ATTENTION)
 
 
+class OutboxBacklog(BaseModel):
+    """Undelivered outbox rows of one target: the operator's view of "is delivery keeping up"."""
+
+    target: str
+    pending: int
+    needs_attention: int
+    oldest_created_at: datetime
+
+
 class StormView(_View):
     group_id: str
     component: str
@@ -321,6 +330,26 @@ class TicketStore:
             query = query.where(OutboxRow.delivered_at.is_(None))
         with self.session() as session:
             return [OutboxView.model_validate(r) for r in session.scalars(query)]
+
+    def outbox_backlog(self) -> list[OutboxBacklog]:
+        """Per target: undelivered rows, those waiting for an administrator, and when the oldest was queued."""
+        attention = OutboxRow.last_error.startswith(NEEDS_ATTENTION)
+        query = (
+            select(
+                OutboxRow.target,
+                func.count(),
+                func.count().filter(attention),
+                func.min(OutboxRow.created_at),
+            )
+            .where(OutboxRow.delivered_at.is_(None))
+            .group_by(OutboxRow.target)
+            .order_by(OutboxRow.target)
+        )
+        with self.session() as session:
+            return [
+                OutboxBacklog(target=target, pending=pending, needs_attention=waiting, oldest_created_at=oldest)
+                for target, pending, waiting, oldest in session.execute(query)
+            ]
 
     def due_outbox(self, now: datetime, limit: int, targets: Sequence[str]) -> list[OutboxView]:
         query = (
