@@ -245,15 +245,17 @@ def _store_and_filter(
 
 
 def _serve_outbox_metrics(stack: contextlib.ExitStack, settings: AlertSettings) -> None:
-    """Serve the outbox gauges on ``[alerts.consumer] metrics_host:metrics_port`` until ``stack`` closes."""
+    """Serve the outbox and coverage gauges on ``[alerts.consumer] metrics_host:metrics_port`` until ``stack`` closes."""
     from prometheus_client import start_http_server
 
-    from fleetpulse.alerts.metrics import outbox_registry
+    from fleetpulse.alerts.metrics import store_registry
     from fleetpulse.alerts.store.repository import TicketStore
 
     port = settings.consumer.metrics_port
     assert port is not None  # the caller checked
     store = stack.enter_context(contextlib.closing(TicketStore.open(settings.store_url)))
-    server, thread = start_http_server(port, settings.consumer.metrics_host, registry=outbox_registry(store))
+    server, thread = start_http_server(
+        port, settings.consumer.metrics_host, registry=store_registry(store, settings.consumer.silent_after)
+    )
     stack.callback(thread.join, 5)
     stack.callback(server.shutdown)

@@ -124,6 +124,21 @@ class OutboxBacklog(BaseModel):
     oldest_created_at: datetime
 
 
+class SiteCoverage(BaseModel):
+    """Devices of one site in the inventory, and those whose daily inventory has stopped arriving."""
+
+    site: str
+    devices: int
+    silent: int
+
+
+class SilentDevice(BaseModel):
+    device_id: str
+    site: str
+    device_model: str
+    last_inventory_at: datetime
+
+
 class StormView(_View):
     group_id: str
     component: str
@@ -289,6 +304,30 @@ class TicketStore:
                     count=count,
                 )
                 for component, state, outcome, site, count in session.execute(query)
+            ]
+
+    def site_coverage(self, silent_before: datetime) -> list[SiteCoverage]:
+        """Per site: inventoried devices, and those whose last inventory is older than ``silent_before``."""
+        silent = func.count().filter(Device.updated_at < silent_before)
+        query = select(Device.site, func.count(), silent).group_by(Device.site).order_by(Device.site)
+        with self.session() as session:
+            return [
+                SiteCoverage(site=site or "unknown", devices=devices, silent=quiet)
+                for site, devices, quiet in session.execute(query)
+            ]
+
+    def silent_devices(self, silent_before: datetime, limit: int = 20_000) -> list[SilentDevice]:
+        """Devices whose last inventory is older than ``silent_before``, longest silent first."""
+        query = (
+            select(Device.device_id, Device.site, Device.model, Device.updated_at)
+            .where(Device.updated_at < silent_before)
+            .order_by(Device.updated_at, Device.device_id)
+            .limit(limit)
+        )
+        with self.session() as session:
+            return [
+                SilentDevice(device_id=d, site=site or "unknown", device_model=model or "unknown", last_inventory_at=at)
+                for d, site, model, at in session.execute(query)
             ]
 
     def facets(self) -> dict[str, list[str]]:

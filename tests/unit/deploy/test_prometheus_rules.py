@@ -8,17 +8,20 @@ import re
 import subprocess
 import sys
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
 from prometheus_client import generate_latest
 
-from fleetpulse.alerts.metrics import outbox_registry
+from fleetpulse.alerts.metrics import store_registry
+from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.models import OutboxRow
 from fleetpulse.alerts.store.repository import TicketStore
+from fleetpulse.alerts.tickets import TicketService
 from fleetpulse.streams.metrics import PipelineMetrics
+from tests.alerts_support import make_inventory
 from tests.unit.deploy.test_k8s import objects
 from tests.unit.deploy.tools import DEPLOY, tool
 
@@ -119,7 +122,8 @@ def _exported_metric_names(tmp_path: Path) -> set[str]:
                 next_attempt_at=now,
             )
         )
-    text = (generate_latest(worker.registry) + generate_latest(outbox_registry(store))).decode()
+    TicketService(store, AlertSettings()).apply_inventory(make_inventory("pc-1"))
+    text = (generate_latest(worker.registry) + generate_latest(store_registry(store, timedelta(hours=48)))).decode()
     store.close()
     return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
 

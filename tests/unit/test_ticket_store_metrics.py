@@ -1,4 +1,4 @@
-"""The ticket consumer's outbox gauges: read from the store at scrape time, served over HTTP."""
+"""The ticket consumer's gauges (outbox, agent coverage): read from the store at scrape time, served over HTTP."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from pathlib import Path
 
 from prometheus_client import start_http_server
 
-from fleetpulse.alerts.metrics import outbox_registry
+from fleetpulse.alerts.metrics import store_registry
+from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.models import OutboxRow
 from fleetpulse.alerts.store.repository import NEEDS_ATTENTION, TicketStore
+from fleetpulse.alerts.tickets import TicketService
+from tests.alerts_support import make_inventory
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 
@@ -40,7 +43,7 @@ def _store(tmp_path: Path) -> TicketStore:
 
 def test_backlog_per_target_counts_pending_attention_and_oldest_age(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    registry = outbox_registry(store, clock=lambda: NOW)
+    registry = store_registry(store, timedelta(hours=48), clock=lambda: NOW)
 
     def value(name: str, target: str) -> float | None:
         sample: float | None = registry.get_sample_value(name, {"target": target})
@@ -60,7 +63,7 @@ def test_gauges_are_served_over_http(tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server, thread = start_http_server(port, "127.0.0.1", registry=outbox_registry(store))
+    server, thread = start_http_server(port, "127.0.0.1", registry=store_registry(store, timedelta(hours=48)))
     try:
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     finally:
@@ -68,3 +71,26 @@ def test_gauges_are_served_over_http(tmp_path: Path) -> None:
         thread.join(5)
         store.close()
     assert 'fleetpulse_tickets_outbox_pending{target="webhook"} 2.0' in body
+
+
+def test_coverage_counts_devices_whose_daily_inventory_stopped_per_site(tmp_path: Path) -> None:
+    store = TicketStore.open(f"sqlite:///{tmp_path / 'tickets.db'}")
+    service = TicketService(store, AlertSettings())
+    last_inventory_h = {"pc-1": 1, "pc-2": 30, "pc-3": 50, "pc-4": 200, "pc-5": 2}
+    for device, hours in last_inventory_h.items():
+        site = "town-hall" if device in ("pc-1", "pc-2", "pc-3") else "library"
+        inventory = make_inventory(device, site=site, updated_at=NOW - timedelta(hours=hours))
+        assert service.apply_inventory(inventory)
+    registry = store_registry(store, timedelta(hours=48), clock=lambda: NOW)
+
+    def value(name: str, site: str) -> float | None:
+        sample: float | None = registry.get_sample_value(name, {"site": site})
+        return sample
+
+    assert value("fleetpulse_tickets_devices", "town-hall") == 3
+    assert value("fleetpulse_tickets_devices_silent", "town-hall") == 1  # pc-3; pc-2 missed one inventory only
+    assert value("fleetpulse_tickets_devices", "library") == 2
+    assert value("fleetpulse_tickets_devices_silent", "library") == 1
+    silent = store.silent_devices(NOW - timedelta(hours=48))
+    assert [(d.device_id, d.site) for d in silent] == [("pc-4", "library"), ("pc-3", "town-hall")]
+    store.close()
