@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
         settings = settings_from(ctx)
         with contextlib.ExitStack() as stack:
             if settings.alerts.consumer.metrics_port is not None:
-                _serve_outbox_metrics(stack, settings.alerts)
+                _serve_store_metrics(stack, settings.alerts)
             if until_idle is not None:
                 stats = consume_until_idle(
                     settings.alerts, settings.kafka, settings.streams, idle_seconds=until_idle, max_seconds=86_400
@@ -244,7 +244,7 @@ def _store_and_filter(
     return TicketStore.open(settings.alerts.store_url), flt
 
 
-def _serve_outbox_metrics(stack: contextlib.ExitStack, settings: AlertSettings) -> None:
+def _serve_store_metrics(stack: contextlib.ExitStack, settings: AlertSettings) -> None:
     """Serve the outbox and coverage gauges on ``[alerts.consumer] metrics_host:metrics_port`` until ``stack`` closes."""
     from prometheus_client import start_http_server
 
