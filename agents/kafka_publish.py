@@ -7,15 +7,12 @@ the same routing of reports to the PC or mobile topic.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from kafka import KafkaProducer
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
 
 from fleetpulse.agents.signing import enrolment_record, signed_report
 from fleetpulse.config import KafkaSettings, kafka_python_security
@@ -23,6 +20,7 @@ from fleetpulse.contract import DeviceInventory, DeviceKind, HealthReport, Topic
 
 if TYPE_CHECKING:
     from fleetpulse.agents.simulator import FleetSimulator
+    from fleetpulse.streams.settings import StreamSettings
 
 MOBILE_KINDS = frozenset({DeviceKind.PHONE, DeviceKind.TABLET})
 
@@ -40,29 +38,6 @@ def make_producer(kafka: KafkaSettings) -> KafkaProducer:
         request_timeout_ms=kafka.request_timeout_ms,
         **kafka_python_security(kafka),
     )
-
-
-def ensure_topics(kafka: KafkaSettings, partitions: int = 12) -> None:
-    """Create the input topics if missing; inventory is compacted (latest facts per device)."""
-    topics = Topics(prefix=kafka.topic_prefix)
-    admin = KafkaAdminClient(
-        bootstrap_servers=kafka.bootstrap_servers.split(","),
-        request_timeout_ms=kafka.request_timeout_ms,
-        **kafka_python_security(kafka),
-    )
-    try:
-        existing = set(admin.list_topics())
-        wanted = [
-            NewTopic(topics.health, partitions, 1),
-            NewTopic(topics.mobile, partitions, 1),
-            NewTopic(topics.inventory, partitions, 1, topic_configs={"cleanup.policy": "compact"}),
-        ]
-        missing = [t for t in wanted if t.name not in existing]
-        if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):  # created concurrently: fine
-                admin.create_topics(missing)
-    finally:
-        admin.close()
 
 
 def report_topic(topics: Topics, report: HealthReport) -> str:
@@ -146,13 +121,18 @@ def publish_records(
             on_record()
 
 
-def publish_fleet(sim: FleetSimulator, kafka_settings: KafkaSettings, progress: bool = True) -> PublishStats:
+def publish_fleet(
+    sim: FleetSimulator, kafka_settings: KafkaSettings, streams: StreamSettings, progress: bool = True
+) -> PublishStats:
     """Publish a :class:`~fleetpulse.agents.simulator.FleetSimulator`'s inventory and reports.
 
-    Blocks until every record is acknowledged (acks=all); failures end up in ``errors``.
+    Missing topics are created as the worker would create them (``streams`` partitions and
+    replication). Blocks until every record is acknowledged (acks=all); failures end up in ``errors``.
     """
+    from fleetpulse.streams.kafka_admin import create_configured_topics
+
     topics = Topics(prefix=kafka_settings.topic_prefix)
-    ensure_topics(kafka_settings)
+    create_configured_topics(kafka_settings, streams)
     stats = PublishStats()
     producer = make_producer(kafka_settings)
     started = time.perf_counter()

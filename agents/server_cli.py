@@ -86,7 +86,7 @@ def simulate(
     )
     typer.echo(f"ground truth: {len(truth)} failures {dict(Counter(g.component.value for g in truth))}")
     if to_kafka:
-        stats = publish_fleet(sim, settings.kafka, progress=progress)
+        stats = publish_fleet(sim, settings.kafka, settings.streams, progress=progress)
         typer.echo(
             f"published {stats.inventory} inventory, {stats.health} health, {stats.mobile} mobile records "
             f"({stats.bytes / 1e6:.1f} MB) in {stats.seconds:.1f} s = {stats.per_second:,.0f} records/s"
@@ -131,10 +131,11 @@ def mdm_ingest(
     Exit status: 0 all rows mapped, 3 some rows or files rejected (each named with its location; the
     rest was published), 1 publishing failed.
     """
-    from fleetpulse.agents.kafka_publish import PublishStats, ensure_topics, make_producer, publish_records
+    from fleetpulse.agents.kafka_publish import PublishStats, make_producer, publish_records
     from fleetpulse.agents.mdm import InputFormat, SeqStore, run_ingest
     from fleetpulse.cliutil import settings_from
     from fleetpulse.contract import DeviceInventory, HealthReport, Topics
+    from fleetpulse.streams.kafka_admin import create_configured_topics
 
     if fmt not in ("graph-json", "csv"):
         raise typer.BadParameter("--format must be graph-json or csv")
@@ -152,7 +153,7 @@ def mdm_ingest(
 
     def publish(inventory: list[DeviceInventory], reports: list[HealthReport]) -> None:
         if not producers:
-            ensure_topics(settings.kafka)
+            create_configured_topics(settings.kafka, settings.streams)
             producers.append(make_producer(settings.kafka))
         publish_records(producers[0], topics, inventory, reports, stats)
 

@@ -9,8 +9,8 @@ SMTP; retried, never lost), ``labels`` (outcomes -> labels topic), ``api/`` + ``
 What ``fleetpulse demo`` (and other callers) use — everything takes settings objects::
 
     from fleetpulse.alerts.consumer import consume_until_idle, run_consumer
-    stats = consume_until_idle(settings.alerts, settings.kafka, idle_seconds=5, max_seconds=300)
-    # or run_consumer(settings.alerts, settings.kafka, stop_event) until a threading.Event is set
+    stats = consume_until_idle(settings.alerts, settings.kafka, settings.streams, idle_seconds=5, max_seconds=300)
+    # or run_consumer(settings.alerts, settings.kafka, settings.streams, stop_event) until a threading.Event is set
 
     from fleetpulse.alerts.store.repository import open_tickets
     for t in open_tickets(settings.alerts.store_url):  # OpenTicket: ticket_id, device_id, component,

@@ -6,16 +6,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from fleetpulse.cliutil import settings_from
+
+if TYPE_CHECKING:
+    from fleetpulse.alerts.settings import AlertSettings
 
 
 def register(app: typer.Typer) -> None:
@@ -50,13 +54,18 @@ def register(app: typer.Typer) -> None:
         from fleetpulse.alerts.consumer import consume_until_idle, run_consumer
 
         settings = settings_from(ctx)
-        if until_idle is not None:
-            stats = consume_until_idle(settings.alerts, settings.kafka, idle_seconds=until_idle, max_seconds=86_400)
-        else:
-            stop = threading.Event()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: stop.set())
-            stats = run_consumer(settings.alerts, settings.kafka, stop)
+        with contextlib.ExitStack() as stack:
+            if settings.alerts.consumer.metrics_port is not None:
+                _serve_store_metrics(stack, settings.alerts)
+            if until_idle is not None:
+                stats = consume_until_idle(
+                    settings.alerts, settings.kafka, settings.streams, idle_seconds=until_idle, max_seconds=86_400
+                )
+            else:
+                stop = threading.Event()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    signal.signal(sig, lambda *_: stop.set())
+                stats = run_consumer(settings.alerts, settings.kafka, settings.streams, stop)
         typer.echo(
             f"records={stats.records} results={stats.results} dead_letters={stats.dead_letters} "
             f"delivered={stats.delivered} delivery_failures={stats.delivery_failures}"
@@ -237,3 +246,20 @@ def _store_and_filter(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     return TicketStore.open(settings.alerts.store_url), flt
+
+
+def _serve_store_metrics(stack: contextlib.ExitStack, settings: AlertSettings) -> None:
+    """Serve the outbox and coverage gauges on ``[alerts.consumer] metrics_host:metrics_port`` until ``stack`` closes."""
+    from prometheus_client import start_http_server
+
+    from fleetpulse.alerts.metrics import store_registry
+    from fleetpulse.alerts.store.repository import TicketStore
+
+    port = settings.consumer.metrics_port
+    assert port is not None  # the caller checked
+    store = stack.enter_context(contextlib.closing(TicketStore.open(settings.store_url)))
+    server, thread = start_http_server(
+        port, settings.consumer.metrics_host, registry=store_registry(store, settings.consumer.silent_after)
+    )
+    stack.callback(thread.join, 5)
+    stack.callback(server.shutdown)

@@ -9,7 +9,6 @@ also works off the outbox (ITSM connectors and the labels topic).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -28,6 +27,7 @@ from fleetpulse.config import KafkaSettings
 from fleetpulse.contract.codec import ContractError, decode, encode
 from fleetpulse.contract.topics import Topics
 from fleetpulse.contract.v1 import Alert, DeadLetter, DeviceInventory, RiskScore
+from fleetpulse.streams.settings import StreamSettings
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
@@ -65,6 +65,7 @@ class TicketConsumer:
         self,
         settings: AlertSettings,
         kafka: KafkaSettings,
+        streams: StreamSettings,
         store: TicketStore | None = None,
         connectors: Mapping[str, Connector] | None = None,
         labels: OutcomeSink | None = None,
@@ -72,6 +73,8 @@ class TicketConsumer:
         stats: ConsumerStats | None = None,
     ) -> None:
         from kafka import KafkaConsumer, KafkaProducer
+
+        from fleetpulse.streams.kafka_admin import create_configured_topics
 
         self.settings = settings
         self.kafka = kafka
@@ -93,7 +96,7 @@ class TicketConsumer:
                 self._closers.append(publisher.close)
                 labels = publisher
             self.labels: OutcomeSink = labels
-            _ensure_topics(kafka)
+            create_configured_topics(kafka, streams)
             options = kafka_client_options(kafka)
             self.dead_letters = KafkaProducer(acks="all", **options)
             self._closers.append(lambda: self.dead_letters.close(timeout=5))
@@ -225,16 +228,10 @@ class TicketConsumer:
                 log.exception("error while closing the ticket consumer")
 
 
-def _ensure_topics(kafka: KafkaSettings) -> None:
-    """Create missing fleetpulse topics with the pipeline's partitioning (streams owns that decision)."""
-    from fleetpulse.streams.kafka_admin import ensure_topics
-
-    asyncio.run(ensure_topics(kafka))
-
-
 def run_consumer(
     settings: AlertSettings,
     kafka: KafkaSettings,
+    streams: StreamSettings,
     stop: threading.Event,
     connectors: Mapping[str, Connector] | None = None,
     retry_s: float = 5.0,
@@ -252,7 +249,7 @@ def run_consumer(
     while not stop.is_set():
         consumer: TicketConsumer | None = None
         try:
-            consumer = TicketConsumer(settings, kafka, connectors=connectors, stats=stats)
+            consumer = TicketConsumer(settings, kafka, streams, connectors=connectors, stats=stats)
             while not stop.is_set():
                 consumer.poll_once()
             consumer.deliver_outbox()
@@ -272,6 +269,7 @@ def run_consumer(
 def consume_until_idle(
     settings: AlertSettings,
     kafka: KafkaSettings,
+    streams: StreamSettings,
     idle_seconds: float = 5.0,
     max_seconds: float = 300.0,
     connectors: Mapping[str, Connector] | None = None,
@@ -280,7 +278,7 @@ def consume_until_idle(
 
     For the demo and tests: returns when the ticket store reflects everything on the topics.
     """
-    consumer = TicketConsumer(settings, kafka, connectors=connectors)
+    consumer = TicketConsumer(settings, kafka, streams, connectors=connectors)
     try:
         started = last_record = time.monotonic()
         while time.monotonic() - started < max_seconds:

@@ -205,6 +205,15 @@ class OutboxSettings(_Frozen):
 
 class ConsumerSettings(_Frozen):
     group_id: str = "fleetpulse-tickets"
+    metrics_host: str = Field(default="127.0.0.1", description="address of the consumer's Prometheus /metrics")
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65_535, description="serve the outbox and coverage gauges on this port; None: not served"
+    )
+    silent_after: timedelta = Field(
+        default=timedelta(hours=48),
+        description="a device whose last inventory is older is counted as silent: the agent's daily inventory "
+        "(inventory_interval_s) plus the 24 h of silence the coverage alert is about",
+    )
     poll_timeout_ms: Annotated[int, Field(ge=10, le=60_000)] = 500
     history_min_interval: timedelta = Field(
         default=timedelta(hours=1), description="keep at most one risk point per component per interval"

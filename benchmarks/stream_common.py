@@ -140,7 +140,7 @@ def producer(kafka: KafkaSettings) -> KafkaProducer:
 
 
 def create_topics(kafka: KafkaSettings, partitions: int = 12) -> None:
-    asyncio.run(ensure_topics(kafka, partitions))
+    asyncio.run(ensure_topics(kafka, partitions, 1))
 
 
 def start_worker(

@@ -74,7 +74,7 @@ def rollup_command(
     from sqlalchemy.exc import SQLAlchemyError
 
     from fleetpulse.alerts.store.repository import TicketStore
-    from fleetpulse.dashboards.rollup import InfluxV1Api, run_rollup, ticket_points
+    from fleetpulse.dashboards.rollup import InfluxV1Api, run_rollup, silent_device_points, ticket_points
 
     settings = settings_from(ctx)
     rollup = settings.grafana.rollup
@@ -95,10 +95,12 @@ def rollup_command(
                     store = TicketStore.open(settings.alerts.store_url, migrate=False)
                     try:
                         tickets = ticket_points(store.ticket_counts(), at)
+                        silent = store.silent_devices(at - settings.alerts.consumer.silent_after)
+                        tickets += silent_device_points(silent, at)
                     finally:
                         store.close()
                     api.write([p.to_line_protocol() for p in tickets])
-                    typer.echo(f"ticket snapshot: {len(tickets)} points")
+                    typer.echo(f"ticket snapshot: {len(tickets)} points ({len(silent)} silent devices)")
                 except (httpx.HTTPError, SQLAlchemyError) as exc:
                     typer.echo(f"error: ticket snapshot failed: {exc}", err=True)
                     if once:

@@ -5,7 +5,8 @@ site, hardware model), whether that is getting worse, and which devices to open
 in the drill-down. "At risk" = the latest champion score of a component is at or
 above the alert policy's raise threshold. Counts and trends come from the ``fleet`` and
 ``fleet_devices`` rollups (``fleetpulse dashboards rollup``, computed every few minutes
-instead of by every viewer); the riskiest-components table reads the last 24 hours of scores.
+instead of by every viewer); the riskiest-components table reads the last 24 hours of scores,
+the silent-devices table the rollup's ``silent_device`` snapshot from the ticket store.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ _LATEST_RISK = (
 _ROLLUP_GROUPS = '"component", "site", "device_model"'
 ROLLUP_CURRENT = "1h"
 """The rollup runs every few minutes; a group missing for an hour has no scored component left."""
+SILENT_CURRENT = "15m"
+"""A few rollup runs: a device that reported again drops out of the silent list within minutes."""
 
 
 def _rollup_latest(fields: str) -> str:
@@ -196,6 +199,28 @@ def build(ds: dm.DataSourceRef) -> db.Dashboard:
             .time_from(CURRENT)
             .unit("percentunit")
             .thresholds(risk_thresholds())
+            .data_links(
+                [
+                    db.DashboardLink("Open device")
+                    .type(dm.DashboardLinkType.LINK)
+                    .url("/d/fleetpulse-device?var-device_id=${__data.fields.device_id}&${__url_time_range}")
+                ]
+            )
+        )
+        .with_panel(
+            table_panel(
+                "Silent devices",
+                "Inventoried devices with no daily inventory for [alerts.consumer] silent_after (48 h: they have "
+                "not reported for at least 24 h), longest silent first; the agent coverage alert counts them per "
+                "site. Many at one site: its network or an agent rollout.",
+                ds,
+                q(
+                    'SELECT last("hours_silent") AS "hours silent" FROM "silent_device" '
+                    f'WHERE $timeFilter AND {FLEET_FILTER} GROUP BY "device_id", "site", "device_model"'
+                ),
+            )
+            .span(24)
+            .time_from(SILENT_CURRENT)
             .data_links(
                 [
                     db.DashboardLink("Open device")

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
-from fleetpulse.dashboards.schema import FLEET, FLEET_DEVICES, FLEET_SCORES, TICKET
+from fleetpulse.dashboards.schema import FLEET, FLEET_DEVICES, FLEET_SCORES, SILENT_DEVICE, TICKET
 from fleetpulse.dashboards.settings import InfluxSourceSettings
 from fleetpulse.streams.points import Point
 
 if TYPE_CHECKING:
-    from fleetpulse.alerts.store.repository import TicketCount
+    from fleetpulse.alerts.store.repository import SilentDevice, TicketCount
 
 log = logging.getLogger(__name__)
 WINDOW = timedelta(hours=24)
@@ -171,4 +171,17 @@ def ticket_points(counts: list[TicketCount], at: datetime) -> list[Point]:
             at,
         )
         for c in counts
+    ]
+
+
+def silent_device_points(devices: list[SilentDevice], at: datetime) -> list[Point]:
+    """The ``silent_device`` snapshot (``schema.SILENT_DEVICE``): the devices behind the coverage alert, by name."""
+    return [
+        Point(
+            SILENT_DEVICE.name,
+            {"device_id": d.device_id, "site": d.site, "device_model": d.device_model},
+            {"hours_silent": round((at - d.last_inventory_at).total_seconds() / 3600, 1)},
+            at,
+        )
+        for d in devices
     ]

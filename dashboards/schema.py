@@ -79,4 +79,13 @@ FLEET_SCORES = Measurement(
     "model version and role (champion and the shadow-scored challenger)",
 )
 
-EXTRA_MEASUREMENTS = (PIPELINE, DRIFT, TICKET, FLEET, FLEET_DEVICES, FLEET_SCORES)
+SILENT_DEVICE = Measurement(
+    name="silent_device",
+    tags=("device_id", "site", "device_model"),
+    fields=("hours_silent",),
+    doc="written with ``ticket`` by `fleetpulse dashboards rollup`: one point per inventoried device whose last "
+    "daily inventory is older than [alerts.consumer] silent_after (the devices the coverage alert counts); "
+    "hours since that inventory",
+)
+
+EXTRA_MEASUREMENTS = (PIPELINE, DRIFT, TICKET, FLEET, FLEET_DEVICES, FLEET_SCORES, SILENT_DEVICE)

@@ -9,7 +9,6 @@ never mix; the folder keeps the worker state, the ticket database and the logs.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import secrets
@@ -198,7 +197,7 @@ def demo(
     from fleetpulse.alerts.settings import ApiSettings, ApiUser
     from fleetpulse.alerts.store.repository import TicketStore
     from fleetpulse.scorecard import Failure, first_raises, score
-    from fleetpulse.streams.kafka_admin import ensure_topics
+    from fleetpulse.streams.kafka_admin import create_configured_topics
 
     console = _console()
     base = settings_from(ctx)
@@ -225,7 +224,7 @@ def demo(
     _served_models(console, settings)
     _stack("start", "kafka", "tsdb")
     try:
-        asyncio.run(ensure_topics(settings.kafka, settings.streams.partitions))
+        create_configured_topics(settings.kafka, settings.streams)
         sim = FleetSimulator(
             devices=devices,
             seed=seed,
@@ -238,14 +237,14 @@ def demo(
         worker = _worker(settings, run_dir).start()
         try:
             started = time.monotonic()
-            stats = publish_fleet(sim, settings.kafka, progress=True)
+            stats = publish_fleet(sim, settings.kafka, settings.streams, progress=True)
             if stats.errors:
                 console.print(f"[red]{len(stats.errors)} publish errors[/red], first: {stats.errors[0]}")
             _wait_for_worker(settings, worker, total=stats.inventory + stats.reports, timeout_s=1800)
             elapsed = time.monotonic() - started
         finally:
             worker.stop(timeout=60)
-        consumed = consume_until_idle(settings.alerts, settings.kafka, idle_seconds=3.0)
+        consumed = consume_until_idle(settings.alerts, settings.kafka, settings.streams, idle_seconds=3.0)
         console.print(f"ticket consumer: {consumed}")
         alerts = _read_alerts(settings.kafka)
         failures = [Failure(t.device_id, t.component, t.fails_at, t.predictable) for t in truth]

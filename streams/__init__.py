@@ -6,8 +6,9 @@ delivery guarantee (at-least-once, idempotent effects, effects durable before st
 
 What other components (and ``fleetpulse demo``) use:
 
-* ``await kafka_admin.ensure_topics(kafka_settings, partitions=12)`` -- create every topic
-  (inventory compacted); ``fleetpulse topics create`` on the command line.
+* ``kafka_admin.create_configured_topics(kafka_settings, stream_settings)`` -- create every
+  missing topic with ``[streams] partitions``/``replication_factor`` (inventory compacted);
+  ``fleetpulse topics create`` on the command line.
 * ``fleetpulse worker`` -- run a worker with the server settings (creates missing topics
   first). ``process.WorkerProcess(kafka, {"web_port": 6066, "store": "rocksdb", ...}, log_path)``
   runs it as a child process (``start``/``wait_ready``/``health``/``stop``/``kill9``).

@@ -255,22 +255,26 @@ class Pipeline:
     async def report_stats(self) -> None:
         lag = self.consumer_lag()
         self.metrics.set_lag(lag)
+        ages = {} if self.app.rebalancing else self.uncommitted_ages()
+        self.metrics.commit_age.set(max(ages.values(), default=0.0))
         stats = self.metrics.snapshot()
         self.sink.add([pipeline_point(self.worker, datetime.now(UTC), stats)])
         await self.sink.flush()
         log.info("pipeline stats", extra={"fields": {"worker": self.worker, **stats}})
 
-    def stalled_partitions(self) -> list[str]:
-        """Input partitions with processed records whose committed offset has not moved for ``commit_stall_s``.
+    def uncommitted_ages(self) -> dict[str, float]:
+        """Seconds each input partition with processed but uncommitted records has kept the same committed offset.
 
         Processing can look healthy (no lag, no errors) while commits have stopped: a
         restart would then replay everything since the last commit. The committed offsets
         are Faust's own bookkeeping (``Consumer._committed_offset``; no public accessor).
+        The clock of a partition starts when it is first seen behind, so ages grow by
+        the interval between calls (``/health`` and the stats timer).
         """
         consumer = self.app.consumer
         committed_offsets = getattr(consumer, "_committed_offset", {})
         now = time.monotonic()
-        stalled = []
+        ages = {}
         for tp in consumer.assignment():
             processed = self.positions.get((tp.topic, tp.partition))
             committed = committed_offsets.get(tp)
@@ -279,10 +283,14 @@ class Pipeline:
                 continue
             seen = self.commit_seen.get(tp)
             if seen is None or seen[0] != committed:
-                self.commit_seen[tp] = (committed, now)
-            elif now - seen[1] >= self.processor.settings.commit_stall_s:
-                stalled.append(f"{tp.topic}/{tp.partition}")
-        return stalled
+                seen = self.commit_seen[tp] = (committed, now)
+            ages[f"{tp.topic}/{tp.partition}"] = now - seen[1]
+        return ages
+
+    def stalled_partitions(self) -> list[str]:
+        """Input partitions whose committed offset has not moved for ``commit_stall_s`` (``/health`` answers 503)."""
+        limit = self.processor.settings.commit_stall_s
+        return [name for name, age in self.uncommitted_ages().items() if age >= limit]
 
     def health(self) -> dict[str, Any]:
         last = self.metrics.last_batch_at
@@ -458,9 +466,9 @@ def tune_gc(young_threshold: int) -> None:
 
 def run_worker(settings: ServerSettings) -> None:
     """Create missing topics, then run the worker until SIGTERM/SIGINT (blocking)."""
-    from fleetpulse.streams.kafka_admin import ensure_topics
+    from fleetpulse.streams.kafka_admin import create_configured_topics
 
-    asyncio.run(ensure_topics(settings.kafka, settings.streams.partitions, settings.streams.replication_factor))
+    create_configured_topics(settings.kafka, settings.streams)
     app = create_app(settings)
     tune_gc(settings.streams.gc_young_threshold)
     app.fleetpulse.metrics.watch_gc()  # type: ignore[attr-defined]

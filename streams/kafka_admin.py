@@ -2,7 +2,10 @@
 
 Topics are created explicitly (never auto-created) so the partition count is a decision:
 all input topics and the state table's changelog must have the same count, because a
-device's reports, its inventory and its state must land on the same partition.
+device's reports, its inventory and its state must land on the same partition. Every
+component that creates topics (worker, ticket consumer, ``fleetpulse simulate``,
+``fleetpulse ingest-mdm``) goes through :func:`create_configured_topics`, so the count and
+the replication factor come from ``[streams]`` whichever starts first.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from aiokafka.helpers import create_ssl_context
 
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import Topics
+from fleetpulse.streams.settings import StreamSettings
 
 COMPACTED = {"cleanup.policy": "compact"}
 VISIBLE_TIMEOUT_S = 30.0
@@ -55,11 +59,12 @@ def topic_configs(topics: Topics) -> dict[str, dict[str, str]]:
     return {name: (COMPACTED if name == topics.inventory else {}) for name in topics.all()}
 
 
-async def ensure_topics(kafka: KafkaSettings, partitions: int = 12, replication_factor: int = 1) -> list[str]:
+async def ensure_topics(kafka: KafkaSettings, partitions: int, replication_factor: int) -> list[str]:
     """Create every fleetpulse topic that does not exist yet; returns the names created.
 
     Existing topics are left alone (their partition count is not changed: that would
-    move devices to other partitions and split their state).
+    move devices to other partitions and split their state). Raises
+    :class:`TopicCreationError` when the broker refuses the partitions or replication asked for.
     """
     topics = Topics(prefix=kafka.topic_prefix)
     admin = AIOKafkaAdminClient(**aiokafka_auth(kafka))
@@ -74,11 +79,30 @@ async def ensure_topics(kafka: KafkaSettings, partitions: int = 12, replication_
         if not wanted:
             return []
         with contextlib.suppress(TopicAlreadyExistsError):  # created concurrently: same outcome
-            await admin.create_topics(wanted)
+            response = await admin.create_topics(wanted)
+            _raise_for_refused(response.topic_errors)
         await _wait_until_visible(admin, [t.name for t in wanted], VISIBLE_TIMEOUT_S)
         return [t.name for t in wanted]
     finally:
         await admin.close()
+
+
+class TopicCreationError(RuntimeError):
+    """The broker refused to create a topic as configured (e.g. more replicas than brokers)."""
+
+
+def _raise_for_refused(topic_errors: list[tuple[Any, ...]]) -> None:
+    """CreateTopics reports refusals per topic in its answer instead of raising. Left unchecked,
+    the wait below would make the broker auto-create them with its own defaults."""
+    refused = [t for t in topic_errors if t[1] not in (0, TopicAlreadyExistsError.errno)]
+    if refused:
+        details = "; ".join(f"{t[0]}: {t[2] if len(t) > 2 and t[2] else f'error {t[1]}'}" for t in refused)
+        raise TopicCreationError(f"the broker refused to create {len(refused)} topic(s): {details}")
+
+
+def create_configured_topics(kafka: KafkaSettings, streams: StreamSettings) -> list[str]:
+    """Blocking :func:`ensure_topics` with ``[streams] partitions`` and ``replication_factor``."""
+    return asyncio.run(ensure_topics(kafka, streams.partitions, streams.replication_factor))
 
 
 async def _wait_until_visible(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float) -> None:

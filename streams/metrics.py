@@ -60,6 +60,12 @@ class PipelineMetrics:
         self.scores = Counter("fleetpulse_stream_scores", "risk scores emitted", registry=r)
         self.alerts = Counter("fleetpulse_stream_alerts", "alerts emitted", registry=r)
         self.lag = Gauge("fleetpulse_stream_consumer_lag", "messages behind the partition end", registry=r)
+        self.commit_age = Gauge(
+            "fleetpulse_stream_commit_age_seconds",
+            "longest time an input partition's committed offset has stayed behind the processed records "
+            "(0: everything processed is committed); /health answers 503 from [streams] commit_stall_s",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "fleetpulse_stream_batch_size",
             "records per batch",

@@ -122,6 +122,30 @@ class OutboxView(_View):
         return self.last_error is not None and self.last_error.startswith(NEEDS_ATTENTION)
 
 
+class OutboxBacklog(BaseModel):
+    """Undelivered outbox rows of one target: the operator's view of "is delivery keeping up"."""
+
+    target: str
+    pending: int
+    needs_attention: int
+    oldest_created_at: datetime
+
+
+class SiteCoverage(BaseModel):
+    """Devices of one site in the inventory, and those whose daily inventory has stopped arriving."""
+
+    site: str
+    devices: int
+    silent: int
+
+
+class SilentDevice(BaseModel):
+    device_id: str
+    site: str
+    device_model: str
+    last_inventory_at: datetime
+
+
 class StormView(_View):
     group_id: str
     component: str
@@ -305,6 +329,30 @@ class TicketStore:
                 for component, state, outcome, site, count in session.execute(query)
             ]
 
+    def site_coverage(self, silent_before: datetime) -> list[SiteCoverage]:
+        """Per site: inventoried devices, and those whose last inventory is older than ``silent_before``."""
+        silent = func.count().filter(Device.updated_at < silent_before)
+        query = select(Device.site, func.count(), silent).group_by(Device.site).order_by(Device.site)
+        with self.session() as session:
+            return [
+                SiteCoverage(site=site or "unknown", devices=devices, silent=quiet)
+                for site, devices, quiet in session.execute(query)
+            ]
+
+    def silent_devices(self, silent_before: datetime, limit: int = 20_000) -> list[SilentDevice]:
+        """Devices whose last inventory is older than ``silent_before``, longest silent first."""
+        query = (
+            select(Device.device_id, Device.site, Device.model, Device.updated_at)
+            .where(Device.updated_at < silent_before)
+            .order_by(Device.updated_at, Device.device_id)
+            .limit(limit)
+        )
+        with self.session() as session:
+            return [
+                SilentDevice(device_id=d, site=site or "unknown", device_model=model or "unknown", last_inventory_at=at)
+                for d, site, model, at in session.execute(query)
+            ]
+
     def facets(self) -> dict[str, list[str]]:
         """Distinct values the page offers as filters."""
         with self.session() as session:
@@ -344,6 +392,26 @@ class TicketStore:
             query = query.where(OutboxRow.delivered_at.is_(None))
         with self.session() as session:
             return [OutboxView.model_validate(r) for r in session.scalars(query)]
+
+    def outbox_backlog(self) -> list[OutboxBacklog]:
+        """Per target: undelivered rows, those waiting for an administrator, and when the oldest was queued."""
+        attention = OutboxRow.last_error.startswith(NEEDS_ATTENTION)
+        query = (
+            select(
+                OutboxRow.target,
+                func.count(),
+                func.count().filter(attention),
+                func.min(OutboxRow.created_at),
+            )
+            .where(OutboxRow.delivered_at.is_(None))
+            .group_by(OutboxRow.target)
+            .order_by(OutboxRow.target)
+        )
+        with self.session() as session:
+            return [
+                OutboxBacklog(target=target, pending=pending, needs_attention=waiting, oldest_created_at=oldest)
+                for target, pending, waiting, oldest in session.execute(query)
+            ]
 
     def due_outbox(self, now: datetime, limit: int, targets: Sequence[str]) -> list[OutboxView]:
         query = (

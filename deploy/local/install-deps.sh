@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the local stack and the tests need on a fresh Debian machine:
-# Debian packages (TSDBs, PostgreSQL, Chromium, smartmontools, comparison
-# agents for the footprint benchmark), the Python package with its dev extras,
+# Debian packages (TSDBs, PostgreSQL, Chromium, smartmontools, prometheus for promtool,
+# comparison agents for the footprint benchmark), the Python package with its dev extras,
 # and the Kafka jars from Maven Central. Safe to run again: skips what is there.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 
 debs=(openjdk-17-jre-headless maven victoria-metrics influxdb postgresql chromium chromium-driver
-      smartmontools upower prometheus-node-exporter collectd-core systemd)
+      smartmontools upower prometheus-node-exporter prometheus collectd-core systemd)
 missing=()
 for p in "${debs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -18,7 +18,7 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     # Debian starts a service when it installs its package; the project runs its own instances, so
     # stop the ones this run just installed. Services that were installed before are left as they were.
-    declare -A service_of=([influxdb]=influxdb [victoria-metrics]=victoria-metrics
+    declare -A service_of=([influxdb]=influxdb [victoria-metrics]=victoria-metrics [prometheus]=prometheus
         [prometheus-node-exporter]=prometheus-node-exporter [collectd-core]=collectd [postgresql]=postgresql)
     for p in "${missing[@]}"; do
         svc="${service_of[$p]:-}"

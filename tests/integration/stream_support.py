@@ -72,7 +72,7 @@ def wait_caught_up(kafka: KafkaSettings, timeout: float = 120.0) -> float:
 
 
 def create_topics(kafka: KafkaSettings) -> None:
-    asyncio.run(ensure_topics(kafka, 12))
+    asyncio.run(ensure_topics(kafka, 12, 1))
 
 
 def small_fleet(devices: int = 40, days: int = 20, seed: int = 7) -> FleetSimulator:

@@ -18,6 +18,7 @@ from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import DeviceInventory, Topics, encode
+from fleetpulse.streams.settings import StreamSettings
 from tests.integration.stream_support import Worker, create_topics, produce, read_topic, table_state, wait_caught_up
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -50,7 +51,9 @@ def test_future_dated_inventory_is_dead_lettered_and_correct_updates_apply(
     assert table["pc-2"].state.site == "Library"
 
     store_url = f"sqlite:///{tmp_path}/tickets.db"
-    stats = consume_until_idle(AlertSettings(store_url=store_url), kafka_settings, idle_seconds=2, max_seconds=120)
+    stats = consume_until_idle(
+        AlertSettings(store_url=store_url), kafka_settings, StreamSettings(), idle_seconds=2, max_seconds=120
+    )
     assert stats.results.get("inventory") == 2
     store = TicketStore.open(store_url)
     try:

@@ -14,6 +14,7 @@ from fleetpulse.agents.simulator import FleetSimulator
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import DeviceInventory, Topics, decode, decode_report
 from fleetpulse.contract.auth import ENROLMENT_TYPE, MAC_HEADER, TYPE_HEADER, mac_matches
+from fleetpulse.streams.settings import StreamSettings
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +46,7 @@ def test_publish_fleet_round_trip(kafka_settings: KafkaSettings) -> None:
     expected = Counter(
         "mobile" if sim.is_mobile(sim.device_ids().index(r.device_id)) else "health" for r in sim.reports()
     )
-    stats = publish_fleet(sim, kafka_settings, progress=False)
+    stats = publish_fleet(sim, kafka_settings, StreamSettings(), progress=False)
     assert stats.errors == []
     assert (stats.inventory, stats.health, stats.mobile) == (60, expected["health"], expected["mobile"])
 

@@ -25,6 +25,7 @@ from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import Topics
 from fleetpulse.contract.auth import TYPE_HEADER, header
+from fleetpulse.streams.settings import StreamSettings
 from tests.harness import DedicatedKafka
 from tests.integration.stream_support import (
     Record,
@@ -125,7 +126,9 @@ def test_end_to_end_agent_to_tickets_with_dead_letters(
     assert '"msg": "pipeline stats"' in log  # structured JSON logs
 
     store_url = f"sqlite:///{tmp_path}/tickets.db"
-    stats = consume_until_idle(AlertSettings(store_url=store_url), kafka_settings, idle_seconds=2, max_seconds=120)
+    stats = consume_until_idle(
+        AlertSettings(store_url=store_url), kafka_settings, StreamSettings(), idle_seconds=2, max_seconds=120
+    )
     store = TicketStore.open(store_url)
     try:
         tickets = store.list_tickets(limit=10_000)

@@ -19,6 +19,7 @@ from fleetpulse.config import KafkaSettings
 from fleetpulse.contract.codec import encode
 from fleetpulse.contract.topics import Topics
 from fleetpulse.contract.v1 import AlertState, TicketOutcome
+from fleetpulse.streams.settings import StreamSettings
 from tests.alerts_support import make_alert, make_inventory, store_url
 from tests.harness import free_port
 from tests.integration.test_connectors import RecordingHttp
@@ -63,14 +64,14 @@ def test_replayed_alerts_open_one_ticket_per_component(kafka_settings: KafkaSett
     ]
     produce(kafka_settings, records)
 
-    stats = consume_until_idle(settings, kafka_settings, idle_seconds=2, max_seconds=60)
+    stats = consume_until_idle(settings, kafka_settings, StreamSettings(), idle_seconds=2, max_seconds=60)
     assert stats.results["opened"] == 5
     assert stats.dead_letters == 3
 
     # replay everything (a new consumer group re-reads from the start) plus the raises once more
     produce(kafka_settings, [(topics.alerts, a.device_id.encode(), encode(a)) for a in raises])
     replay = settings.model_copy(update={"consumer": settings.consumer.model_copy(update={"group_id": "replay"})})
-    stats = consume_until_idle(replay, kafka_settings, idle_seconds=2, max_seconds=60)
+    stats = consume_until_idle(replay, kafka_settings, StreamSettings(), idle_seconds=2, max_seconds=60)
     assert stats.results.get("opened", 0) == 0
     assert stats.results["duplicate"] == 5 + 2 + 5
     assert stats.dead_letters == 3
@@ -107,7 +108,7 @@ def test_end_to_end_alert_to_itsm_and_outcome_to_labels(kafka_settings: KafkaSet
     )
     try:
         produce(kafka_settings, [(topics.alerts, b"pc-7", encode(make_alert("pc-7")))])
-        stats = consume_until_idle(settings, kafka_settings, idle_seconds=2, max_seconds=60)
+        stats = consume_until_idle(settings, kafka_settings, StreamSettings(), idle_seconds=2, max_seconds=60)
         assert stats.results["opened"] == 1
         assert stats.delivered == 1
         assert json.loads(hook.requests[0].body)["ticket"]["device_id"] == "pc-7"
@@ -119,7 +120,7 @@ def test_end_to_end_alert_to_itsm_and_outcome_to_labels(kafka_settings: KafkaSet
             )
             assert response.status_code == 200
         store.close()
-        stats = consume_until_idle(settings, kafka_settings, idle_seconds=1, max_seconds=60)
+        stats = consume_until_idle(settings, kafka_settings, StreamSettings(), idle_seconds=1, max_seconds=60)
         assert stats.delivered == 2  # the outcome label, and the dismissal noted at the webhook
         update = json.loads(hook.requests[1].body)
         assert (update["subject"], update["ticket"]["state"]) == ("update", "dismissed")

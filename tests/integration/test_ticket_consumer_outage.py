@@ -20,6 +20,7 @@ from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract.codec import encode
 from fleetpulse.contract.topics import Topics
+from fleetpulse.streams.settings import StreamSettings
 from tests.alerts_support import make_alert, pg_schema_url
 from tests.harness import PORTS, free_port
 
@@ -115,7 +116,8 @@ def test_consumer_resumes_after_the_store_comes_back(kafka_settings: KafkaSettin
     stop = threading.Event()
     result = {}
     worker = threading.Thread(
-        target=lambda: result.update(stats=run_consumer(settings, kafka_settings, stop, retry_s=1.0)), daemon=True
+        target=lambda: result.update(stats=run_consumer(settings, kafka_settings, StreamSettings(), stop, retry_s=1.0)),
+        daemon=True,
     )
     worker.start()
     try:

@@ -157,3 +157,28 @@ def test_health_reports_a_stall_when_commits_stop_behind_processed_records(
 
     consumer._committed_offset[tp] = 100  # everything committed: healthy again
     assert pipeline.health()["status"] == "ok"
+
+
+def test_commit_age_is_exported_for_the_commit_stall_alert(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = ServerSettings.model_validate({"streams": {"store": "memory", "data_dir": tmp_path}})
+    pipeline = create_app(settings, scorers=rule_scorers(), sink=NullSink()).fleetpulse  # type: ignore[attr-defined]
+    tp = TP(pipeline.topics.health, 0)
+    consumer = FakeConsumer(tp)
+    pipeline.app = FakeApp(consumer)
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+
+    def commit_age() -> float | None:
+        value: float | None = pipeline.metrics.registry.get_sample_value("fleetpulse_stream_commit_age_seconds")
+        return value
+
+    pipeline.positions[(tp.topic, tp.partition)] = 100
+    consumer._committed_offset[tp] = 40
+    asyncio.run(pipeline.report_stats())
+    assert commit_age() == 0.0
+    clock[0] += 300
+    asyncio.run(pipeline.report_stats())
+    assert commit_age() == 300.0
+    consumer._committed_offset[tp] = 100
+    asyncio.run(pipeline.report_stats())
+    assert commit_age() == 0.0

@@ -16,7 +16,7 @@ from fleetpulse.agents.collectors.battery import BatteryCollector
 from fleetpulse.agents.collectors.config import BatteryConfig, CollectorConfig, SmartConfig, default_collectors
 from fleetpulse.agents.collectors.stability import StabilityCollector
 from fleetpulse.agents.runner import CollectorRunner, build_report
-from fleetpulse.contract import CollectorError, DeviceKind, HealthReport, MemoryHealth, Platform
+from fleetpulse.contract import DeviceKind, HealthReport, MemoryHealth, Platform
 from tests.harness import SHARED_DATA, unavailable
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "agent"
@@ -45,20 +45,36 @@ def test_every_collector_kind_is_in_the_defaults() -> None:
     assert {c.model_fields["kind"].default for c in union} == {c.kind for c in default_collectors()}
 
 
+NO_DISKS_SMARTCTL = """#!/bin/sh
+echo '{"devices": []}'
+"""
+
+
+def _on_fake_machine(config: CollectorConfig, tmp_path: Path) -> CollectorConfig:
+    """SMART reads a tool that CI machines may lack: point it at one that answers "no disks"."""
+    if not isinstance(config, SmartConfig):
+        return config
+    script = tmp_path / "smartctl"
+    script.write_text(NO_DISKS_SMARTCTL)
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return SmartConfig(smartctl=str(script))
+
+
 @pytest.mark.parametrize("config", default_collectors(), ids=lambda c: c.kind)
 def test_collector_conformance(tmp_path: Path, config: CollectorConfig) -> None:
-    """Each kind builds into a Collector whose section (on this machine) forms a valid report, or raises."""
-    collector = config.build(ctx(tmp_path))
+    """Each kind builds into a Collector that collects without error and forms a valid report.
+
+    On a machine without the hardware (no battery, sensors or EDAC) a collector reports
+    nothing; raising there would put a collector error into every report of such a fleet.
+    """
+    collector = _on_fake_machine(config, tmp_path).build(ctx(tmp_path))
     assert isinstance(collector, Collector)
     assert collector.name == config.kind
     assert collector.timeout_s == config.timeout_s
-    try:
-        section = collector.collect()
-    except Exception as exc:  # allowed: the runner reports it (see test below)
-        section = {"collector_errors": [CollectorError(collector=collector.name, error=str(exc)[:2048])]}
-    assert isinstance(section, dict)
+    section = CollectorRunner([collector]).collect()
+    assert section.get("collector_errors", []) == [], "the collector raised"
     report = _report(section)
-    assert [e for e in report.collector_errors if e.collector == "report"] == [], "section broke the contract"
+    assert report.collector_errors == [], "section broke the contract"
 
 
 class _Boom:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import socket
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -17,7 +18,7 @@ from fleetpulse.dashboards.rollup import (
     score_distribution_query,
     score_points,
 )
-from fleetpulse.dashboards.schema import FLEET, FLEET_DEVICES, FLEET_SCORES
+from fleetpulse.dashboards.schema import FLEET, FLEET_DEVICES, FLEET_SCORES, SILENT_DEVICE
 
 AT = datetime(2026, 11, 20, tzinfo=UTC)
 
@@ -96,3 +97,23 @@ def test_ticket_points_follow_the_ticket_schema() -> None:
     assert point.to_line_protocol() == (
         "ticket,component=battery,outcome=confirmed_fault,site=Town\\ Hall,state=done count=3i 1795132800000000000"
     )
+
+
+def test_silent_device_points_name_each_silent_device_with_hours_since_its_inventory(tmp_path: Path) -> None:
+    from fleetpulse.alerts.settings import AlertSettings
+    from fleetpulse.alerts.store.repository import TicketStore
+    from fleetpulse.alerts.tickets import TicketService
+    from fleetpulse.dashboards.rollup import silent_device_points
+    from tests.alerts_support import make_inventory
+
+    store = TicketStore.open(f"sqlite:///{tmp_path / 'tickets.db'}")
+    service = TicketService(store, AlertSettings())
+    service.apply_inventory(make_inventory("pc-quiet", site="Library", updated_at=AT - timedelta(hours=72)))
+    service.apply_inventory(make_inventory("pc-fine", site="Library", updated_at=AT - timedelta(hours=3)))
+    (point,) = silent_device_points(store.silent_devices(AT - timedelta(hours=48)), AT)
+    store.close()
+    assert point.measurement == SILENT_DEVICE.name
+    assert set(point.tags) == set(SILENT_DEVICE.tags)
+    assert set(point.fields) == set(SILENT_DEVICE.fields)
+    assert point.tags == {"device_id": "pc-quiet", "site": "Library", "device_model": "ThinkPad T14 Gen 2"}
+    assert point.fields == {"hours_silent": 72.0}

@@ -28,7 +28,17 @@ from tests.unit.deploy.tools import DEPLOY, kustomize, retention_policy
 
 K8S = DEPLOY / "k8s"
 KUBERNETES_VERSION = "1.30.0"
-CRD_KINDS = {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser", "ScaledObject", "TriggerAuthentication", "Cluster"}
+CRD_KINDS = {
+    "Kafka",
+    "KafkaNodePool",
+    "KafkaTopic",
+    "KafkaUser",
+    "ScaledObject",
+    "TriggerAuthentication",
+    "Cluster",
+    "PrometheusRule",  # checked in test_prometheus_rules.py
+    "ServiceMonitor",
+}
 DAY_MS = 86_400_000
 
 
@@ -288,7 +298,7 @@ def test_network_policies_default_deny_with_explicit_allowances() -> None:
         for p in policies.values()
         if p.get("ingress")
     }
-    assert {"fleetpulse-api", "grafana", "influxdb", "fleetpulse-worker"} <= allowed
+    assert {"fleetpulse-api", "grafana", "influxdb", "fleetpulse-worker", "fleetpulse-tickets"} <= allowed
     influx_peers = {
         peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
         for rule in policies["influxdb-from-writers-and-grafana"]["ingress"]

@@ -1,0 +1,72 @@
+"""Every component that creates topics does it with ``[streams] partitions`` and ``replication_factor``.
+
+Whichever starts first on a fresh cluster (``fleetpulse simulate``, the ticket consumer, the
+worker) decides the partition count for good, so none of them may fall back to a fixed one.
+Against the real broker (one node: a replication factor of 2 cannot be met, which shows the
+setting reaches the broker, and the refusal must be an error, not topics the broker then
+auto-creates with its own defaults).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from typer.testing import CliRunner
+
+from fleetpulse.alerts.consumer import TicketConsumer
+from fleetpulse.alerts.settings import AlertSettings
+from fleetpulse.cli import app
+from fleetpulse.config import KafkaSettings
+from fleetpulse.contract import Topics
+from fleetpulse.streams.kafka_admin import TopicCreationError, aiokafka_auth
+from fleetpulse.streams.settings import StreamSettings
+
+pytestmark = pytest.mark.integration
+
+
+def _partition_counts(kafka: KafkaSettings) -> dict[str, int]:
+    async def describe() -> dict[str, int]:
+        admin = AIOKafkaAdminClient(**aiokafka_auth(kafka))
+        await admin.start()
+        try:
+            described = await admin.describe_topics(Topics(prefix=kafka.topic_prefix).all())
+            return {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
+        finally:
+            await admin.close()
+
+    return asyncio.run(describe())
+
+
+def test_simulate_creates_topics_with_the_configured_partitions(kafka_settings: KafkaSettings, tmp_path: Path) -> None:
+    config = tmp_path / "server.toml"
+    config.write_text(
+        f'[kafka]\nbootstrap_servers = "{kafka_settings.bootstrap_servers}"\n'
+        f'topic_prefix = "{kafka_settings.topic_prefix}"\n[streams]\npartitions = 3\n'
+    )
+    result = CliRunner().invoke(
+        app, ["--config", str(config), "simulate", "--devices", "5", "--days", "1", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    counts = _partition_counts(kafka_settings)
+    assert set(counts) == set(Topics(prefix=kafka_settings.topic_prefix).all())
+    assert set(counts.values()) == {3}
+
+
+def test_ticket_consumer_creates_topics_with_the_configured_partitions(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    alerts = AlertSettings(store_url=f"sqlite:///{tmp_path / 'tickets.db'}")
+    TicketConsumer(alerts, kafka_settings, StreamSettings(partitions=5)).close()
+    counts = _partition_counts(kafka_settings)
+    assert set(counts) == set(Topics(prefix=kafka_settings.topic_prefix).all())
+    assert set(counts.values()) == {5}
+
+
+def test_ticket_consumer_asks_for_the_configured_replication(kafka_settings: KafkaSettings, tmp_path: Path) -> None:
+    alerts = AlertSettings(store_url=f"sqlite:///{tmp_path / 'tickets.db'}")
+    with pytest.raises(TopicCreationError, match="replication factor of 2"):
+        TicketConsumer(alerts, kafka_settings, StreamSettings(replication_factor=2))
+    assert _partition_counts(kafka_settings) == {}
