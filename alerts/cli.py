@@ -200,8 +200,12 @@ def register(app: typer.Typer) -> None:
         settings = settings_from(ctx)
         if not settings.alerts.api.users and not settings.alerts.api.tokens:
             typer.echo("warning: no API users or tokens configured; every route except /healthz answers 401", err=True)
+        from fleetpulse.serving import serving_policy
+
+        web = create_app(settings.alerts)
+        web.state.serving_policy = serving_policy(settings)  # the device page draws the thresholds served
         uvicorn.run(
-            create_app(settings.alerts),
+            web,
             host=host or settings.alerts.api.host,
             port=port or settings.alerts.api.port,
             log_config=None,

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from fleetpulse.alerts.api.auth import READ_ROLES, WRITE_ROLES, Principal, require
+from fleetpulse.alerts.policy import AlertPolicy
 from fleetpulse.alerts.store.repository import OPEN_STATES, TicketFilter, TicketStore
 from fleetpulse.alerts.tickets import TRANSITIONS
 from fleetpulse.alerts.web.plot import risk_svg
@@ -93,7 +94,10 @@ def device_page(
     tickets = store.list_tickets(TicketFilter(device_id=device_id))
     if inventory is None and not tickets:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "device not found")
-    threshold = request.app.state.service.settings.policy.raise_threshold
+    # the policy the worker serves (with the champions' operating points) when the server knows it
+    policy: AlertPolicy = (
+        getattr(request.app.state, "serving_policy", None) or request.app.state.service.settings.policy
+    )
     markers = [(t.opened_at, f"ticket #{t.id} opened") for t in tickets]
     return _render(
         "device.html",
@@ -104,8 +108,15 @@ def device_page(
         tickets=tickets,
         events={t.id: store.ticket_events(t.id) for t in tickets},
         next_states={t.id: [s.value for s in TicketState if s in TRANSITIONS[t.state]] for t in tickets},
-        plot=risk_svg(store.history(device_id), threshold, markers),
+        plot=risk_svg(store.history(device_id), lambda c: _raise_threshold(policy, c), markers),
     )
+
+
+def _raise_threshold(policy: AlertPolicy, component: str) -> float:
+    try:
+        return policy.thresholds(Component(component)).raise_threshold
+    except ValueError:  # a component this server does not know: the fleet-wide level
+        return policy.raise_threshold
 
 
 @router.get("/static/{name}", responses={404: {"description": "no such file"}})
