@@ -165,7 +165,7 @@ def publish_fleet(sim: FleetSimulator, kafka_settings: KafkaSettings, progress: 
                 TextColumn("[bold]simulating"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("reports (estimate)"),
+                TextColumn("reports"),
                 TimeRemainingColumn(),
             ) as bar:
                 task = bar.add_task("reports", total=expected)
@@ -177,7 +177,7 @@ def publish_fleet(sim: FleetSimulator, kafka_settings: KafkaSettings, progress: 
                         bar.update(task, completed=min(expected, counter[0]))
 
                 publish_records(producer, topics, sim.inventory(), sim.reports(), stats, tick, sim.device_key)
-                bar.update(task, completed=expected)
+                bar.update(task, total=stats.reports, completed=stats.reports)  # the estimate gives way to the count
         else:
             publish_records(producer, topics, sim.inventory(), sim.reports(), stats, device_keys=sim.device_key)
         producer.flush()
