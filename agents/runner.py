@@ -128,11 +128,12 @@ class CollectorRunner:
 
 def merge_sections(older: Section, newer: Section) -> Section:
     """``newer`` wins, except that a collector that had nothing to say (SMART between its hourly
-    reads, a throttled battery) does not erase what an earlier probe saw; errors accumulate."""
+    reads, a throttled battery) does not erase what an earlier probe saw; errors accumulate, each
+    once (a collector failing at every probe is one entry, not fifteen)."""
     merged = {**older}
     for key, value in newer.items():
         if key == "collector_errors":
-            merged[key] = [*older.get(key, []), *value][:MAX_COLLECTOR_ERRORS]
+            merged[key] = list(dict.fromkeys([*older.get(key, []), *value]))[:MAX_COLLECTOR_ERRORS]
         elif key != "disks" or value:
             merged[key] = value
     return merged

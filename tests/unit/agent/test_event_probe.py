@@ -196,3 +196,19 @@ def test_the_default_event_sources_are_the_cheap_checks_and_smart(tmp_path: Path
     sources = {kind for kind, c in built.items() if getattr(c, "event_source", False)}
     assert sources == {"smart", "battery", "stability"}
     assert isinstance(built["battery"], Throttled), "battery keeps its own limit: powercfg costs a process"
+
+
+def test_a_collector_failing_at_every_probe_is_reported_once(tmp_path: Path) -> None:
+    class Failing:
+        name = "stability"
+        timeout_s = 5.0
+        event_source = True
+
+        def collect(self) -> Section:
+            raise OSError("crash folder unreadable")
+
+    agent = make_agent(tmp_path, Failing())
+    for _ in range(14):
+        assert agent.probe() is None
+    report = agent.collect_into_spool()
+    assert [e.error for e in report.collector_errors] == ["OSError: crash folder unreadable"]
