@@ -43,7 +43,7 @@ STACK = REPO / "deploy" / "local" / "stack.sh"
 DEMO_DIR = REPO / ".local" / "demo"
 
 SCORECARD_COLUMNS = {
-    "component": "the part a model watches (disk, battery, memory, board, ...)",
+    "component": "what is scored: disk, battery, thermal, memory, or device (the whole device's behaviour)",
     "failures": "components that failed inside the simulated window (ground truth)",
     "caught": "failures with an alert raised before the failure",
     "recall": "caught / failures",
