@@ -145,7 +145,7 @@ def publish_fleet(
                 TextColumn("[bold]simulating"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("reports (estimate)"),
+                TextColumn("reports"),
                 TimeRemainingColumn(),
             ) as bar:
                 task = bar.add_task("reports", total=expected)
@@ -157,7 +157,7 @@ def publish_fleet(
                         bar.update(task, completed=min(expected, counter[0]))
 
                 publish_records(producer, topics, sim.inventory(), sim.reports(), stats, tick, sim.device_key)
-                bar.update(task, completed=expected)
+                bar.update(task, total=stats.reports, completed=stats.reports)  # the estimate gives way to the count
         else:
             publish_records(producer, topics, sim.inventory(), sim.reports(), stats, device_keys=sim.device_key)
         producer.flush()

@@ -1,5 +1,8 @@
 """The agent loop: collect on schedule into the spool; a second thread drains the spool to Kafka.
 
+Between regular reports a cheap event probe runs only the collectors that can see a health event
+(:mod:`fleetpulse.agents.events`); an event is reported at once, with event priority.
+
 Collection never waits for the network and delivery never waits for collectors, so a broker
 outage changes nothing on the device except the spool growing (bounded). Each thread has its
 own SQLite connection to the spool; SQLite serialises the writes.
@@ -15,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from pydantic import ValidationError
 from fleetpulse import __version__
 from fleetpulse.agents.collectors.base import Collector, CollectorContext, Section
 from fleetpulse.agents.delivery import Delivery, DeliveryLoop
+from fleetpulse.agents.events import EventBaseline, health_events
 from fleetpulse.agents.heap import release_free_memory
 from fleetpulse.agents.identity import Identity, RecordSigner, current_platform, load_or_create_device_key
 from fleetpulse.agents.inventory import collect_inventory
@@ -72,9 +76,10 @@ class CollectorRunner:
         self.collectors = collectors
         self._stuck: dict[str, threading.Thread] = {}
 
-    def collect(self) -> Section:
+    def collect(self, collectors: Sequence[Collector] | None = None) -> Section:
+        """One section from ``collectors`` (default: all of them)."""
         merged: Section = {"disks": [], "collector_errors": []}
-        for collector in self.collectors:
+        for collector in self.collectors if collectors is None else collectors:
             section, error = self._run_one(collector)
             if error is not None:
                 merged["collector_errors"].append(_error(collector.name, error))
@@ -121,6 +126,19 @@ class CollectorRunner:
                     log.warning("collector close failed", extra={"fields": {"collector": collector.name}})
 
 
+def merge_sections(older: Section, newer: Section) -> Section:
+    """``newer`` wins, except that a collector that had nothing to say (SMART between its hourly
+    reads, a throttled battery) does not erase what an earlier probe saw; errors accumulate, each
+    once (a collector failing at every probe is one entry, not fifteen)."""
+    merged = {**older}
+    for key, value in newer.items():
+        if key == "collector_errors":
+            merged[key] = list(dict.fromkeys([*older.get(key, []), *value]))[:MAX_COLLECTOR_ERRORS]
+        elif key != "disks" or value:
+            merged[key] = value
+    return merged
+
+
 def build_report(
     seq: int, device_id: str, kind: DeviceKind, platform: Platform, collected_at: datetime, section: Section
 ) -> HealthReport:
@@ -154,6 +172,11 @@ class Agent:
         self.kind = kind or detect_kind(settings)
         self.platform = current_platform()
         self.runner = CollectorRunner(collectors)
+        self._event_collectors = [c for c in collectors if getattr(c, "event_source", False)]
+        self._routine_collectors = [c for c in collectors if not getattr(c, "event_source", False)]
+        self._since_report: Section = {}
+        """What the event collectors saw since the last report; it goes into the next one."""
+        self._baseline = EventBaseline()
         self.spool_path = settings.spool_dir / SPOOL_FILE
         self.spool, self.recovery = open_spool(self.spool_path, settings.spool_max_bytes)
         # the server learns of a repaired spool from the next report, like any other failed part
@@ -167,22 +190,41 @@ class Agent:
 
     # ----------------------------------------------------------------- collection
 
-    def collect_into_spool(self) -> HealthReport:
+    def probe_events(self) -> list[str]:
+        """Run the event collectors; what they saw is kept for the next report, events are returned."""
+        self._since_report = merge_sections(self._since_report, self.runner.collect(self._event_collectors))
+        return health_events(self._baseline, self._since_report)
+
+    def probe(self) -> HealthReport | None:
+        """Between regular reports: a report now if a health event happened, else nothing."""
+        events = self.probe_events()
+        if not events:
+            return None
+        log.info("health event: reporting now", extra={"fields": {"events": events[:16]}})
+        return self.collect_into_spool(events)
+
+    def collect_into_spool(self, events: list[str] | None = None) -> HealthReport:
+        """A report from every collector; ``events``: the probe already ran the event collectors."""
         collected_at = datetime.now(UTC)
-        section = self.runner.collect()
+        if events is None:
+            events = self.probe_events()
+        section = merge_sections(self._since_report, self.runner.collect(self._routine_collectors))
         if self._pending_errors:
             errors = [*self._pending_errors, *section.get("collector_errors", [])]
             section = {**section, "collector_errors": errors[:MAX_COLLECTOR_ERRORS]}
         report = self.spool.append_report(
-            lambda seq: build_report(seq, self.identity.device_id, self.kind, self.platform, collected_at, section)
+            lambda seq: build_report(seq, self.identity.device_id, self.kind, self.platform, collected_at, section),
+            priority=Priority.EVENT if events else None,
         )
         self._pending_errors = []
+        self._since_report = {}
+        self._baseline.remember(section)
         log.debug(
             "report spooled",
             extra={
                 "fields": {
                     "seq": report.seq,
-                    "priority": report.priority.value,
+                    "priority": "event" if events else report.priority.value,
                     "errors": len(report.collector_errors),
                     "spooled": self.spool.count(),
                 }
@@ -245,15 +287,18 @@ class Agent:
     # ----------------------------------------------------------------- main loop
 
     def run(self, max_reports: int | None = None) -> int:
-        """Collect every ``interval_s`` until :meth:`stop` (or ``max_reports`` reports) while delivering.
+        """Collect every ``interval_s`` until :meth:`stop` (or ``max_reports`` reports) while delivering;
+        probe for health events every ``event_probe_interval_s`` in between.
 
         Returns the exit status: 0 after an orderly stop, 1 when :attr:`failure` stopped the agent.
         """
         sender = threading.Thread(target=self._deliver_forever, name="delivery", daemon=True)
         sender.start()
         interval = self.settings.interval_s
+        probe_every = self.settings.event_probe_interval_s or float("inf")
         next_collect = time.monotonic()
         next_inventory = next_collect
+        next_probe = next_collect + probe_every
         produced = 0
         try:
             while not self.stop_event.is_set():
@@ -268,9 +313,13 @@ class Agent:
                     next_collect += interval
                     if next_collect <= time.monotonic():  # fell behind (suspend, slow disk): skip, don't burst
                         next_collect = time.monotonic() + interval
+                    next_probe = time.monotonic() + probe_every
                     if max_reports is not None and produced >= max_reports:
                         break
-                self.stop_event.wait(max(0.0, next_collect - time.monotonic()))
+                elif now >= next_probe:
+                    self._guarded(self.probe, "probe")
+                    next_probe = time.monotonic() + probe_every
+                self.stop_event.wait(max(0.0, min(next_collect, next_probe) - time.monotonic()))
         finally:
             self.stop_event.set()
             self._collection_done.set()

@@ -86,7 +86,14 @@ class AgentSettings(BaseModel):
     kafka: KafkaSettings = KafkaSettings()
     identity: IdentitySettings = IdentitySettings()
     delivery: DeliverySettings = DeliverySettings()
-    interval_s: float = Field(default=60.0, ge=0.05, description="seconds between health reports")
+    interval_s: float = Field(
+        default=900.0, ge=0.05, description="seconds between health reports; health events are sent at once"
+    )
+    event_probe_interval_s: float = Field(
+        default=60.0,
+        ge=0.0,
+        description="seconds between cheap checks for health events (crash, battery, SMART growth); 0: off",
+    )
     smart_interval_s: float = Field(
         default=3600.0, ge=0.0, description="SMART is polled at most this often: it can wake disks and costs I/O"
     )

@@ -130,10 +130,13 @@ class Spool:
 
     # ----------------------------------------------------------------- writing
 
-    def append_report(self, make: Callable[[int], HealthReport], stream: str = "health") -> HealthReport:
+    def append_report(
+        self, make: Callable[[int], HealthReport], stream: str = "health", priority: Priority | None = None
+    ) -> HealthReport:
         """Allocate the next sequence number, build the report with it and store it, atomically.
 
-        If ``make`` raises, nothing is stored and the number is not consumed.
+        If ``make`` raises, nothing is stored and the number is not consumed. ``priority`` overrides the
+        report's own when the agent knows more (a battery that just crossed a threshold is an event).
         """
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -142,7 +145,7 @@ class Spool:
             report = make(seq)
             if report.seq != seq:
                 raise ValueError(f"report built with seq {report.seq}, allocated {seq}")
-            self._insert(stream, report.device_id.encode(), encode(report), seq, report.priority)
+            self._insert(stream, report.device_id.encode(), encode(report), seq, priority or report.priority)
             db.execute("UPDATE meta SET value = ? WHERE name = 'next_seq'", (seq + 1,))
             self._evict_over_cap()
             db.execute("COMMIT")

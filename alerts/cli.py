@@ -213,8 +213,12 @@ def register(app: typer.Typer) -> None:
         api = settings.alerts.api
         if not api.users and not api.tokens and api.oidc is None:
             typer.echo("warning: no single sign-on, users or tokens configured; nobody can log in", err=True)
+        from fleetpulse.serving import serving_policy
+
+        web = create_app(settings.alerts)
+        web.state.serving_policy = serving_policy(settings)  # the device page draws the thresholds served
         uvicorn.run(
-            create_app(settings.alerts),
+            web,
             host=host or settings.alerts.api.host,
             port=port or settings.alerts.api.port,
             log_config=None,

@@ -9,9 +9,12 @@ never mix; the folder keeps the worker state, the ticket database and the logs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import re
 import secrets
+import shutil
 import subprocess
 import threading
 import time
@@ -37,6 +40,26 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[1]
 STACK = REPO / "deploy" / "local" / "stack.sh"
+DEMO_DIR = REPO / ".local" / "demo"
+
+SCORECARD_COLUMNS = {
+    "component": "what is scored: disk, battery, thermal, memory, or device (the whole device's behaviour)",
+    "failures": "components that failed inside the simulated window (ground truth)",
+    "caught": "failures with an alert raised before the failure",
+    "recall": "caught / failures",
+    "predictable": "failures the simulator preceded with warning signs in the telemetry; the rest fail without any",
+    "caught pred.": "predictable failures with an alert raised before the failure",
+    "recall pred.": "caught pred. / predictable: what a model can be expected to find",
+    "alerted": "components with at least one alert raised",
+    "no failure": "alerted components that did not fail inside the window (at most false alarms: some fail later)",
+    "precision": "(alerted - no failure) / alerted",
+    "median lead d": "median days from the first alert to the failure, over caught failures",
+}
+"""The scorecard's columns and what each means, printed under the table."""
+
+DEMO_WORKER_STREAMS: dict[str, object] = {"commit_interval_s": 5.0}
+"""The demo replays weeks of a fleet in minutes on one machine: a commit (changelog flush plus
+offsets) takes over a second under that backlog, so a one-second commit timer overlapped itself."""
 
 
 def _console() -> Console:
@@ -62,7 +85,7 @@ def _worker(settings: ServerSettings, run_dir: Path) -> WorkerProcess:
     registry = {"FLEETPULSE_MODELS__REGISTRY_DIR": str(settings.models.registry_dir.resolve())}
     return WorkerProcess(
         kafka=settings.kafka,
-        streams={"web_port": _free_port(), "data_dir": run_dir / "worker"},
+        streams={"web_port": _free_port(), "data_dir": run_dir / "worker", **DEMO_WORKER_STREAMS},
         log_path=run_dir / "worker.log",
         extra_env={**inherited, **registry, "FLEETPULSE_LOG_LEVEL": "WARNING"},
     )
@@ -71,7 +94,7 @@ def _worker(settings: ServerSettings, run_dir: Path) -> WorkerProcess:
 def _served_models(console: Console, settings: ServerSettings) -> None:
     """Which scorers the worker will serve: the shipped trained disk champion unless configured otherwise."""
     from fleetpulse.models.registry import load_scorers
-    from fleetpulse.streams.app import serving_policy
+    from fleetpulse.serving import serving_policy
 
     scorers = load_scorers(settings.models)
     disk = serving_policy(settings, scorers).thresholds(Component.DISK)
@@ -82,22 +105,56 @@ def _served_models(console: Console, settings: ServerSettings) -> None:
     )
 
 
-def _wait_for_worker(settings: ServerSettings, worker: WorkerProcess, total: int, timeout_s: float) -> None:
-    """Block until the worker has committed every input record, with a progress bar."""
+def _wait_for_group_coordinator(kafka: KafkaSettings, group: str, timeout_s: float = 120.0) -> None:
+    """A fresh broker creates its offsets topic on the first coordinator lookup and answers "not
+    available" until it has; asked here first, the worker finds its coordinator at once instead of
+    logging GroupCoordinatorNotAvailableError while it joins."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
+
+    from fleetpulse.streams.kafka_admin import aiokafka_auth
+
+    async def lookup() -> None:
+        admin = AIOKafkaAdminClient(**aiokafka_auth(kafka))
+        await admin.start()
+        try:
+            await admin.list_consumer_group_offsets(group)
+        finally:
+            await admin.close()
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            asyncio.run(lookup())
+            return
+        except KafkaError as exc:
+            if not exc.retriable or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _wait_for_worker(settings: ServerSettings, worker: WorkerProcess, reports: int, timeout_s: float) -> None:
+    """Block until the worker has committed every input record, with a progress bar that counts
+    reports as the summary does (the inventory records in the backlog are not reports)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from fleetpulse.streams.app import group_id
     from fleetpulse.streams.process import wait_caught_up
 
     with Progress(
-        TextColumn("processing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False
+        TextColumn("processing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("reports"),
+        TimeElapsedColumn(),
+        transient=False,
     ) as bar:
-        task = bar.add_task("worker", total=total)
+        task = bar.add_task("worker", total=reports)
 
         def progress(lag: int) -> None:
             if not worker.running():
                 raise RuntimeError(f"worker exited; see {worker.log_path}")
-            bar.update(task, completed=max(0, total - lag))
+            bar.update(task, completed=min(reports, max(0, reports - lag)))
 
         wait_caught_up(settings.kafka, group_id(settings), timeout=timeout_s, on_lag=progress)
 
@@ -134,17 +191,7 @@ def _print_scorecard(
     from rich.table import Table
 
     table = Table(title="Tickets raised vs ground truth (simulated fleet)")
-    for col in (
-        "component",
-        "failures",
-        "predictable",
-        "caught",
-        "recall (predictable)",
-        "alerted",
-        "no failure",
-        "precision",
-        "median lead d",
-    ):
+    for col in SCORECARD_COLUMNS:
         table.add_column(col, justify="right")
 
     def pct(value: float | None) -> str:
@@ -154,20 +201,22 @@ def _print_scorecard(
         table.add_row(
             row.component.value,
             str(row.failures),
-            str(row.predictable_failures),
             str(row.caught),
-            f"{pct(row.recall)} ({pct(row.recall_predictable)})",
+            pct(row.recall),
+            str(row.predictable_failures),
+            str(row.caught_predictable),
+            pct(row.recall_predictable),
             str(row.alerted_components),
             str(row.false_alarms),
             pct(row.precision),
             "-" if row.median_lead_days is None else f"{row.median_lead_days:.1f}",
         )
     console.print(table)
+    for column, meaning in SCORECARD_COLUMNS.items():
+        console.print(f"  [bold]{column}[/bold]: {meaning}")
     console.print(
         f"{stats.reports:,} reports from {stats.inventory:,} devices published and processed in {elapsed_s:.1f}s "
-        f"({stats.reports / max(elapsed_s, 1e-9):,.0f} reports/s end to end); {tickets} open tickets.\n"
-        "caught = alert raised before the component failed; 'no failure' = alerted component that did not fail "
-        "inside the window (an upper bound on false alarms: it may fail later)."
+        f"({stats.reports / max(elapsed_s, 1e-9):,.0f} reports/s end to end); {tickets} open tickets."
     )
 
 
@@ -184,6 +233,9 @@ def demo(
     ] = -1,
     port: Annotated[int, typer.Option(help="port of the fleet-manager page")] = 8080,
     keep_stack: Annotated[bool, typer.Option(help="leave Kafka and the TSDB running afterwards")] = False,
+    keep_runs: Annotated[
+        int, typer.Option(min=1, help="run folders kept under .local/demo (this one included); older ones are removed")
+    ] = 5,
 ) -> None:
     """Run a simulated fleet through the real pipeline and compare tickets with ground truth."""
     # the demo talks through its own console: keep library chatter (alembic's plugin set-up
@@ -194,16 +246,18 @@ def demo(
     from fleetpulse.agents.simulator import FleetSimulator
     from fleetpulse.alerts.api.auth import hash_secret
     from fleetpulse.alerts.consumer import consume_until_idle
-    from fleetpulse.alerts.settings import ApiSettings, ApiUser
+    from fleetpulse.alerts.settings import ApiSettings, ApiUser, SessionSettings
     from fleetpulse.alerts.store.repository import TicketStore
     from fleetpulse.scorecard import Failure, first_raises, score
+    from fleetpulse.streams.app import group_id
     from fleetpulse.streams.kafka_admin import create_configured_topics
 
     console = _console()
     base = settings_from(ctx)
     run = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    run_dir = (REPO / ".local" / "demo" / f"run-{run}").resolve()
+    run_dir = (DEMO_DIR / f"run-{run}").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    kept, removed = _prune_runs(DEMO_DIR, keep_runs)
     password = secrets.token_urlsafe(12)
     settings = base.model_copy(
         update={
@@ -215,12 +269,17 @@ def demo(
                         host="127.0.0.1",
                         port=port,
                         users=[ApiUser(name="manager", role="fleet_manager", password_hash=hash_secret(password))],
+                        session=SessionSettings(cookie_secure=False),  # the demo page is plain http on 127.0.0.1
                     ),
                 }
             ),
         }
     )
     console.rule(f"fleetpulse demo — {devices:,} devices x {days} days, seed {seed}; files in {run_dir}")
+    console.print(
+        f"run folders in {DEMO_DIR}: {', '.join(p.name for p in kept)}"
+        + (f" ({len(removed)} older removed; --keep-runs {keep_runs})" if removed else "")
+    )
     _served_models(console, settings)
     _stack("start", "kafka", "tsdb")
     try:
@@ -234,13 +293,14 @@ def demo(
         )
         truth = sim.ground_truth()
         console.print(f"ground truth: {len(truth)} component failures in the window")
+        _wait_for_group_coordinator(settings.kafka, group_id(settings))
         worker = _worker(settings, run_dir).start()
         try:
             started = time.monotonic()
             stats = publish_fleet(sim, settings.kafka, settings.streams, progress=True)
             if stats.errors:
                 console.print(f"[red]{len(stats.errors)} publish errors[/red], first: {stats.errors[0]}")
-            _wait_for_worker(settings, worker, total=stats.inventory + stats.reports, timeout_s=1800)
+            _wait_for_worker(settings, worker, stats.reports, timeout_s=1800)
             elapsed = time.monotonic() - started
         finally:
             worker.stop(timeout=60)
@@ -262,6 +322,21 @@ def demo(
     console.rule("demo finished")
 
 
+RUN_NAME = re.compile(r"run-\d{8}T\d{6}")
+
+
+def _prune_runs(demo_dir: Path, keep: int) -> tuple[list[Path], list[Path]]:
+    """Keep the newest ``keep`` run folders (names sort by time), remove older ones; (kept, removed).
+
+    Only folders named like a run are touched, so nothing else a user put there is removed.
+    """
+    runs = sorted(p for p in demo_dir.glob("run-*") if p.is_dir() and RUN_NAME.fullmatch(p.name))
+    removed = runs[: max(0, len(runs) - keep)]
+    for folder in removed:
+        shutil.rmtree(folder, ignore_errors=True)
+    return runs[len(removed) :], removed
+
+
 def _free_port() -> int:
     import socket
 
@@ -276,12 +351,17 @@ def _serve_page(console: Console, settings: ServerSettings, store: TicketStore, 
     from fleetpulse.alerts.api.app import create_app
 
     api = settings.alerts.api
-    server = uvicorn.Server(uvicorn.Config(create_app(settings.alerts, store=store), host=api.host, port=api.port))
+    from fleetpulse.serving import serving_policy
+
+    web = create_app(settings.alerts, store=store)
+    web.state.serving_policy = serving_policy(settings)  # the device page draws the thresholds the worker served
+    server = uvicorn.Server(uvicorn.Config(web, host=api.host, port=api.port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://{api.host}:{api.port}/"
     console.print(
-        f"fleet-manager page: [bold]{url}[/bold]  (user [bold]manager[/bold], password [bold]{password}[/bold])"
+        f"fleet-manager page: [bold]{url}[/bold] — log in on its form as [bold]manager[/bold] with password "
+        f"[bold]{password}[/bold] (a local account made for this run only; production logs in through single sign-on)"
     )
     try:
         if seconds < 0:

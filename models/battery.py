@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fleetpulse.models.battery_interval import interval
-from fleetpulse.models.features import points, slope_standard_error
+from fleetpulse.models.features import level_at_latest, pairwise_slopes, points, slope_standard_error
 from fleetpulse.models.state import BatteryHistory
 
 MAX_DAYS = 3_650.0
@@ -47,13 +47,6 @@ def days_to_threshold(level: float, threshold: float, slope: float) -> float:
     if slope >= 0.0:
         return MAX_DAYS
     return float(min(MAX_DAYS, (level - threshold) / -slope))
-
-
-def _pairwise_slopes(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    i, j = np.triu_indices(len(xs), k=1)
-    dx = xs[j] - xs[i]
-    ok = dx > 0
-    return np.asarray((ys[j][ok] - ys[i][ok]) / dx[ok])
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,11 +98,11 @@ def fit_trend(
     xs_short, ys_short = xs[recent], ys[recent]
     if len(xs_short) < 3 or xs_short[-1] - xs_short[0] <= 0:
         return None
-    short_slopes = _pairwise_slopes(xs_short, ys_short)
+    short_slopes = pairwise_slopes(xs_short, ys_short)
     longer = xs > xs[-1] - long_days
-    long_slope = float(np.median(_pairwise_slopes(xs[longer], ys[longer])))
+    long_slope = float(np.median(pairwise_slopes(xs[longer], ys[longer])))
     short_slope = float(np.median(short_slopes))
-    level = float(np.median(ys_short - short_slope * (xs_short - xs_short[-1])))
+    level = level_at_latest(xs_short, ys_short, short_slope)
     steep, shallow = (float(q) for q in np.quantile(short_slopes, [0.25, 0.75]))
     slope_se = slope_standard_error(xs_short, ys_short, short_slope, level)
     return Trend(

@@ -206,20 +206,34 @@ def _pair_indices(n: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
     return i, j
 
 
+def pairwise_slopes(
+    x: Sequence[float] | npt.NDArray[np.float64], y: Sequence[float] | npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """The slope between every two points with different x: the same set whatever order the points
+    come in (as ``scipy.stats.theilslopes`` takes them), so the fits below do not depend on it."""
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    i, j = _pair_indices(len(xs))
+    dx = xs[j] - xs[i]
+    ok = dx != 0
+    return np.asarray((ys[j][ok] - ys[i][ok]) / dx[ok], dtype=float)
+
+
+def level_at_latest(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], slope: float) -> float:
+    """The robust level of a line with ``slope`` at the largest x (the latest reading)."""
+    return float(np.median(y - slope * (x - x.max())))
+
+
 def theil_sen(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
-    """Robust line fit: (slope, level at the last x). Median of pairwise slopes, so a few
+    """Robust line fit: (slope, level at the largest x). Median of pairwise slopes, so a few
     noisy capacity readings (calibration jumps, lab regeneration) do not swing the trend."""
     xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if len(xs) < 2:
         return NAN, float(ys[-1]) if len(ys) else NAN
-    i, j = _pair_indices(len(xs))
-    dx = xs[j] - xs[i]
-    ok = dx > 0
-    if not ok.any():
+    slopes = pairwise_slopes(xs, ys)
+    if not len(slopes):
         return NAN, float(np.median(ys))
-    slope = float(np.median((ys[j][ok] - ys[i][ok]) / dx[ok]))
-    level = float(np.median(ys - slope * (xs - xs[-1])))
-    return slope, level
+    slope = float(np.median(slopes))
+    return slope, level_at_latest(xs, ys, slope)
 
 
 def slope_standard_error(x: Sequence[float], y: Sequence[float], slope: float, level: float) -> float:
@@ -230,7 +244,7 @@ def slope_standard_error(x: Sequence[float], y: Sequence[float], slope: float, l
     xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if len(xs) < 3 or math.isnan(slope):
         return NAN
-    residuals = ys - (level + slope * (xs - xs[-1]))
+    residuals = ys - (level + slope * (xs - xs.max()))
     scatter = 1.4826 * float(np.median(np.abs(residuals - np.median(residuals))))
     spread = float(np.sum((xs - xs.mean()) ** 2))
     return scatter / math.sqrt(spread) if spread > 0 else NAN

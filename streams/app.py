@@ -41,11 +41,12 @@ from typing import Any
 import faust
 from faust.streams import _current_event  # Faust's own per-event context: selects the table partition
 
-from fleetpulse.alerts.policy import AlertPolicy, Thresholds
+from fleetpulse.alerts.policy import AlertPolicy
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import RiskScore, Topics, encode
 from fleetpulse.models.registry import ScorerSet, load_scorers
 from fleetpulse.models.state import DeviceState
+from fleetpulse.serving import serving_policy
 from fleetpulse.settings import ServerSettings
 from fleetpulse.streams.kafka_admin import ssl_context
 from fleetpulse.streams.metrics import PipelineMetrics
@@ -307,18 +308,6 @@ class Pipeline:
         }
 
 
-def serving_policy(settings: ServerSettings, scorers: ScorerSet) -> AlertPolicy:
-    """The configured alert policy; components it leaves open take the champion's stored operating point.
-
-    A trained model's calibrated probabilities live far below a rule's fixed levels (the disk
-    model's 1 % false-alarm point is ~0.15), so one global threshold would silence it.
-    """
-    suggested = scorers.alert_thresholds(settings.models.alert_cap)
-    return settings.alerts.policy.with_defaults(
-        {c: Thresholds(raise_threshold=r, clear_threshold=x) for c, (r, x) in suggested.items()}
-    )
-
-
 def serving_summary(processor: Processor) -> dict[str, Any]:
     """What this worker scores with and alerts on, for its start-up log line."""
     policy = processor.policy
@@ -403,6 +392,10 @@ def create_app(
 
     @app.task  # type: ignore[misc,untyped-decorator]
     async def announce() -> None:
+        # a scoring batch writes up to batch_max table rows, each a changelog record in Faust's
+        # producer buffer; at its fixed ebb of 100 records Faust warned "producer buffer full" and
+        # paused the stream after nearly every batch of a backlog
+        app.producer.buffer.max_messages = max(app.producer.buffer.max_messages, s.batch_max)
         log.info("serving", extra={"fields": serving_summary(processor)})
 
     @app.timer(interval=s.stats_interval_s)  # type: ignore[misc,untyped-decorator]

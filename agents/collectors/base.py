@@ -92,6 +92,7 @@ class Throttled:
         self.inner = inner
         self.name = inner.name
         self.timeout_s = inner.timeout_s
+        self.event_source: bool = getattr(inner, "event_source", False)
         self.interval_s = interval_s
         self._clock = clock
         self._last: float | None = None

@@ -23,6 +23,8 @@ POWER_SUPPLY = Path("/sys/class/power_supply")
 
 class BatteryCollector:
     name = "battery"
+    event_source = True
+    """Run by the agent's event probe between reports (see :mod:`fleetpulse.agents.events`)."""
 
     def __init__(self, ctx: CollectorContext, timeout_s: float, sysfs_root: Path = POWER_SUPPLY) -> None:
         self.ctx = ctx

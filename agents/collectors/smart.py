@@ -25,6 +25,8 @@ FATAL_EXIT_BITS = 0b011
 
 class SmartCollector:
     name = "smart"
+    event_source = True
+    """Run by the agent's event probe between reports (see :mod:`fleetpulse.agents.events`)."""
 
     def __init__(
         self, ctx: CollectorContext, smartctl: str, timeout_s: float, devices: list[str] | None, max_disks: int

@@ -38,6 +38,8 @@ def current_boot_id() -> str:
 
 class StabilityCollector:
     name = "stability"
+    event_source = True
+    """Run by the agent's event probe between reports (see :mod:`fleetpulse.agents.events`)."""
 
     def __init__(self, ctx: CollectorContext, timeout_s: float, crash_dirs: tuple[Path, ...] | None = None) -> None:
         self.ctx = ctx
@@ -66,13 +68,15 @@ class StabilityCollector:
 
     def collect(self) -> Section:
         state = self.state.load()
+        seen = dict(state)
         since = float(state.get("crash_seen_until", time.time()))
         crashes, newest = self._new_crash_dumps(since)
         state["crash_seen_until"] = max(since, newest)
         if "boot_duration_s" not in state:
             state["boot_duration_s"] = self._boot_duration()
         unexpected, self._pending_unexpected = self._pending_unexpected, 0
-        self.state.save(state)
+        if state != seen:  # the event probe runs this every minute: no fsync when nothing changed
+            self.state.save(state)
         return {
             "stability": StabilityHealth(
                 crashes=crashes,

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, sta
 from fastapi.responses import HTMLResponse, Response
 
 from fleetpulse.alerts.api.auth import READ_ROLES, WRITE_ROLES, Principal, require
+from fleetpulse.alerts.policy import AlertPolicy
 from fleetpulse.alerts.store.repository import OPEN_STATES, StormView, TicketFilter, TicketStore
 from fleetpulse.alerts.tickets import TRANSITIONS
 from fleetpulse.alerts.web.plot import risk_svg
@@ -111,7 +112,10 @@ def device_page(
     tickets = store.list_tickets(principal.scoped(TicketFilter(device_id=device_id)))
     if not tickets and (inventory is None or not principal.sees(inventory.site, inventory.department)):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "device not found")
-    threshold = request.app.state.service.settings.policy.raise_threshold
+    # the policy the worker serves (with the champions' operating points) when the server knows it
+    policy: AlertPolicy = (
+        getattr(request.app.state, "serving_policy", None) or request.app.state.service.settings.policy
+    )
     markers = [(t.opened_at, f"ticket #{t.id} opened") for t in tickets]
     return render(
         "device.html",
@@ -122,8 +126,15 @@ def device_page(
         tickets=tickets,
         events={t.id: store.ticket_events(t.id) for t in tickets},
         next_states={t.id: [s.value for s in TicketState if s in TRANSITIONS[t.state]] for t in tickets},
-        plot=risk_svg(store.history(device_id), threshold, markers),
+        plot=risk_svg(store.history(device_id), lambda c: _raise_threshold(policy, c), markers),
     )
+
+
+def _raise_threshold(policy: AlertPolicy, component: str) -> float:
+    try:
+        return policy.thresholds(Component(component)).raise_threshold
+    except ValueError:  # a component this server does not know: the fleet-wide level
+        return policy.raise_threshold
 
 
 @router.get("/static/{name}", responses={404: {"description": "no such file"}})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from html import escape
 
@@ -13,8 +13,22 @@ LEFT, RIGHT, TOP, BOTTOM = 48, 170, 16, 36
 COLOURS = ["#c0392b", "#2471a3", "#1e8449", "#b9770e", "#7d3c98", "#117a65", "#566573"]
 
 
-def risk_svg(points: Sequence[HistoryPoint], threshold: float, markers: Sequence[tuple[datetime, str]] = ()) -> str:
-    """Risk over time per component, with the raise threshold and ticket openings marked."""
+def threshold_lines(points: Sequence[HistoryPoint], raise_threshold: Callable[[str], float]) -> list[tuple[float, str]]:
+    """(level, label) of the raise threshold served for each component on the chart, components
+    sharing a level on one line: a trained disk model raises at its own operating point, not at
+    the rules' fleet-wide level."""
+    by_level: dict[float, list[str]] = {}
+    for component in sorted({p.component for p in points}):
+        by_level.setdefault(raise_threshold(component), []).append(component)
+    return [(level, f"{', '.join(names)} alert {level:.1%}") for level, names in sorted(by_level.items())]
+
+
+def risk_svg(
+    points: Sequence[HistoryPoint],
+    raise_threshold: Callable[[str], float],
+    markers: Sequence[tuple[datetime, str]] = (),
+) -> str:
+    """Risk over time per component, with each component's raise threshold and ticket openings marked."""
     if not points:
         return (
             f'<svg class="plot" viewBox="0 0 {WIDTH} 60" role="img" aria-label="no history">'
@@ -40,12 +54,13 @@ def risk_svg(points: Sequence[HistoryPoint], threshold: float, markers: Sequence
             f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y(level):.1f}" y2="{y(level):.1f}" stroke="#e3e3e3"/>'
         )
         parts.append(f'<text x="{LEFT - 6}" y="{y(level) + 4:.1f}" text-anchor="end" font-size="11">{level:.0%}</text>')
-    parts.append(
-        f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y(threshold):.1f}" y2="{y(threshold):.1f}" '
-        f'stroke="#c0392b" stroke-dasharray="6 4"/>'
-        f'<text x="{LEFT + plot_w - 4}" y="{y(threshold) - 4:.1f}" text-anchor="end" font-size="11" fill="#c0392b">'
-        f"alert threshold</text>"
-    )
+    for level, label in threshold_lines(points, raise_threshold):
+        parts.append(
+            f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y(level):.1f}" y2="{y(level):.1f}" '
+            f'stroke="#c0392b" stroke-dasharray="6 4"/>'
+            f'<text x="{LEFT + plot_w - 4}" y="{y(level) - 4:.1f}" text-anchor="end" font-size="11" fill="#c0392b">'
+            f"{escape(label)}</text>"
+        )
     for at, label in markers:
         if start <= at <= end:
             parts.append(

@@ -60,3 +60,14 @@ def test_demo_runs_end_to_end_and_raises_tickets(tmp_path: Path) -> None:
     assert tickets is not None
     assert int(tickets.group(1)) > 0
     assert "kafka stopped" in proc.stderr  # the demo stops what it started
+    processed = re.search(r"processing.*?([\d,]+)/([\d,]+) reports", out)
+    assert processed is not None, out[-3000:]
+    counts = {int(processed.group(1)), int(processed.group(2)), int(published.group(1).replace(",", ""))}
+    assert len(counts) == 1, "the progress bar counts what the summary counts"
+    for column in ("recall pred.:", "no failure:", "median lead d:"):
+        assert column in out, "every column is explained under the table"
+    run_dir = Path(re.search(r"files in (\S+)", out.replace("\n", "")).group(1))  # type: ignore[union-attr]
+    worker_log = (run_dir / "worker.log").read_text()
+    assert "producer buffer full" not in worker_log
+    assert "GroupCoordinatorNotAvailableError" not in worker_log
+    print(out)  # the closing note shows the demo output: pytest -s prints it

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import scipy.stats
 
 from fleetpulse.contract import BatteryHealth, DiskHealth, HealthReport, StabilityHealth, ThermalHealth
 from fleetpulse.models.battery import fit_trend
@@ -90,6 +92,24 @@ def test_theil_sen_ignores_an_outlier() -> None:
     slope, level = theil_sen(x, y)
     assert slope == pytest.approx(-0.01)
     assert level == pytest.approx(0.94)
+
+
+def test_theil_sen_does_not_depend_on_input_order() -> None:
+    """Pairs were taken in input order and only rising ones kept: a shuffled history lost most pairs.
+    The slope is the median over every pair with distinct x, as ``scipy.stats.theilslopes`` computes it."""
+    rng = random.Random(17)
+    x = [rng.uniform(0, 200) for _ in range(40)] + [50.0, 50.0]  # a tie in x is no pair
+    y = [0.95 - 0.001 * d + rng.gauss(0, 0.01) for d in x]
+    slope, level = theil_sen(x, y)
+    assert slope == pytest.approx(scipy.stats.theilslopes(y, x).slope, rel=1e-12)
+    for _ in range(5):
+        order = rng.sample(range(len(x)), len(x))
+        shuffled = theil_sen([x[k] for k in order], [y[k] for k in order])
+        assert shuffled == pytest.approx((slope, level), rel=1e-12)
+    same_cycles = [0.0, 100.0, 100.0, 300.0]  # cycle counts repeat and need not rise in report order
+    assert theil_sen(same_cycles[::-1], [1.0, 0.9, 0.9, 0.8]) == pytest.approx(
+        theil_sen(same_cycles, [0.8, 0.9, 0.9, 1.0])
+    )
 
 
 def test_slope_standard_error_grows_with_scatter_and_shrinks_with_span() -> None:

@@ -18,7 +18,7 @@ from fleetpulse.agents.identity import (
     load_or_create_device_key,
     mapping_entry,
 )
-from fleetpulse.agents.settings import IdentitySettings, load_agent_settings
+from fleetpulse.agents.settings import AgentSettings, IdentitySettings, load_agent_settings
 from fleetpulse.contract import HealthReport
 from fleetpulse.contract.auth import key_fingerprint
 
@@ -96,7 +96,8 @@ def test_config_show_masks_secrets(machine_id: Path) -> None:
 def test_sample_config_loads() -> None:
     settings = load_agent_settings(SAMPLE_CONFIG)
     assert {c.kind for c in settings.collectors} >= {"smart", "battery", "stability"}
-    assert settings.interval_s == 60
+    assert settings.interval_s == 900 == AgentSettings().interval_s, "the sample shows the default: 15 minutes"
+    assert settings.event_probe_interval_s == 60
 
 
 def test_once_prints_a_valid_report(tmp_path: Path, machine_id: Path) -> None:
