@@ -1,20 +1,28 @@
 """Access events the audit trail records: one function per event, called from exactly one place each.
 
-Each writes a structured log line now; the audit log hooks in here, so the routes never change.
+Each appends a record to the ticket store's hash-chained audit log (who, as the identity
+provider asserted them, from which address, in which request) and writes a structured log line.
+Ticket transitions are recorded by the ticket service itself, in the transaction of the change,
+with the context :func:`audit_context` builds.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from fastapi import Request
 
 from fleetpulse.alerts.api.auth import Principal, client_address
 from fleetpulse.alerts.settings import ApiSettings
-from fleetpulse.alerts.store.repository import TicketFilter
+from fleetpulse.alerts.store.audit import AuditActor, AuditContext, AuditKind
+from fleetpulse.alerts.store.repository import TicketFilter, TicketStore
 
 log = logging.getLogger("fleetpulse.access")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
 def source_address(request: Request) -> str:
@@ -24,38 +32,59 @@ def source_address(request: Request) -> str:
     return client_address(peer, request.headers.get("x-forwarded-for"), api.limits.trusted_proxies)
 
 
-def login_succeeded(principal: Principal, method: str, address: str) -> None:
+def request_id(request: Request) -> str:
+    """The proxy's ``X-Request-ID`` when it is a plain token, else one made here (kept for the request)."""
+    existing = getattr(request.state, "request_id", None)
+    if isinstance(existing, str):
+        return existing
+    offered = request.headers.get("x-request-id", "")
+    rid = offered if _REQUEST_ID.match(offered) else uuid.uuid4().hex
+    request.state.request_id = rid
+    return rid
+
+
+def actor(principal: Principal) -> AuditActor:
+    """The identity as asserted: the provider's issuer and subject for single sign-on, else a local account."""
+    if principal.issuer and principal.subject:
+        return AuditActor(principal.issuer, principal.subject, principal.name, principal.role)
+    return AuditActor.local(principal.name, principal.role)
+
+
+def audit_context(request: Request, principal: Principal) -> AuditContext:
+    return AuditContext(actor(principal), request_id(request), source_address(request))
+
+
+def _record(request: Request, kind: AuditKind, who: AuditActor, payload: dict[str, Any]) -> None:
+    store: TicketStore = request.app.state.store
+    store.audit.record(kind, who, request_id(request), source_address(request), payload)
+
+
+def login_succeeded(request: Request, principal: Principal, method: str) -> None:
     """A page session was opened (``method``: ``oidc`` or ``local``)."""
-    log.info(
-        "login",
-        extra={
-            "fields": {
-                "outcome": "success",
-                "method": method,
-                "user": principal.name,
-                "issuer": principal.issuer,
-                "subject": principal.subject,
-                "role": principal.role,
-                "sites": sorted(principal.sites),
-                "address": address,
-            }
-        },
-    )
+    payload = {"method": method, "sites": sorted(principal.sites), "departments": sorted(principal.departments)}
+    _record(request, AuditKind.LOGIN_SUCCESS, actor(principal), payload)
+    log.info("login", extra={"fields": {"outcome": "success", "user": principal.name, **payload}})
 
 
-def login_failed(method: str, reason: str, address: str, login: str | None = None) -> None:
-    """A login that opened no session: wrong password, provider refusal, bad token, no role or site."""
-    fields = {"outcome": "failure", "method": method, "reason": reason, "address": address, "user": login}
-    log.warning("login", extra={"fields": fields})
+def login_failed(request: Request, method: str, reason: str, login: str | None = None) -> None:
+    """A login whose credentials or token were checked and opened no session.
+
+    Throttled attempts (429) never reach here, so spraying cannot flood the trail.
+    """
+    who = AuditActor.local(login[:128] if login else "(unknown)")
+    payload = {"method": method, "reason": reason[:300]}
+    _record(request, AuditKind.LOGIN_FAILURE, who, payload)
+    log.warning("login", extra={"fields": {"outcome": "failure", "user": login, **payload}})
 
 
-def csv_exported(principal: Principal, flt: TicketFilter, rows: int, address: str) -> None:
+def csv_exported(request: Request, principal: Principal, flt: TicketFilter, rows: int) -> None:
     """Personal data leaves the system: who exported which filter (scope included) and how many rows."""
-    fields = {"user": principal.name, "filter": flt.model_dump(mode="json"), "rows": rows, "address": address}
-    log.info("csv export", extra={"fields": fields})
+    payload = {"filter": flt.model_dump(mode="json"), "rows": rows}
+    _record(request, AuditKind.CSV_EXPORT, actor(principal), payload)
+    log.info("csv export", extra={"fields": {"user": principal.name, **payload}})
 
 
-def bulk_transitioned(principal: Principal, ticket_ids: Sequence[int], to_state: str, address: str) -> None:
-    """A bulk action that was applied (all of ``ticket_ids``)."""
-    fields = {"user": principal.name, "tickets": list(ticket_ids), "to": to_state, "address": address}
+def bulk_transitioned(principal: Principal, ticket_ids: Sequence[int], to_state: str) -> None:
+    """A bulk action that was applied; the ticket service recorded it in the trail with the change."""
+    fields = {"user": principal.name, "tickets": list(ticket_ids), "to": to_state}
     log.info("bulk transition", extra={"fields": fields})

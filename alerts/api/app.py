@@ -289,7 +289,7 @@ def create_app(
         """The filtered queue as CSV (all matching tickets within the caller's scope)."""
         flt = principal.scoped(flt)
         tickets = ticket_store.list_tickets(flt, limit=1_000_000)
-        access.csv_exported(principal, flt, len(tickets), access.source_address(request))
+        access.csv_exported(request, principal, flt, len(tickets))
         body = tickets_csv(tickets)
         return Response(
             body,
@@ -307,11 +307,14 @@ def create_app(
         tags=["tickets"],
         responses={404: {"description": "no such ticket"}, 409: {"description": "transition not allowed"}, **JSON_ONLY},
     )
-    def transition(principal: Writer, ticket_id: TicketId, body: TransitionIn) -> TicketView:
+    def transition(request: Request, principal: Writer, ticket_id: TicketId, body: TransitionIn) -> TicketView:
         """open -> approved -> ordered -> done, or dismissed; closing records the outcome as a training label."""
         visible_ticket(principal, ticket_id)
+        context = access.audit_context(request, principal)
         try:
-            return service.transition([ticket_id], body.to, principal.name, clock(), body.note, body.outcome)[0]
+            return service.transition(
+                [ticket_id], body.to, principal.name, clock(), body.note, body.outcome, context=context
+            )[0]
         except TransitionError as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
 
@@ -336,10 +339,12 @@ def create_app(
                         status.HTTP_404_NOT_FOUND, "some tickets do not exist or are outside your scope; none changed"
                     )
         try:
-            moved = service.transition(ids, body.to, principal.name, clock(), body.note)
+            moved = service.transition(
+                ids, body.to, principal.name, clock(), body.note, context=access.audit_context(request, principal)
+            )
         except TransitionError as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-        access.bulk_transitioned(principal, ids, body.to.value, access.source_address(request))
+        access.bulk_transitioned(principal, ids, body.to.value)
         return moved
 
     @app.get("/api/v1/devices/{device_id}", tags=["devices"], responses={404: {"description": "unknown device"}})

@@ -58,7 +58,7 @@ def _open_session(
         id_token,
     )
     sessions.open(response, record)
-    access.login_succeeded(principal, method, access.source_address(request))
+    access.login_succeeded(request, principal, method)
 
 
 @router.get("/auth/login", response_class=HTMLResponse)
@@ -126,14 +126,13 @@ def login_form(
         return _message("No login form", "Log in with your organisation account.", 404, ("/auth/login", "Log in"))
     expected = sessions.cookies.unsign(sessions.cookies.read(request.headers.get("cookie"), LOGIN_COOKIE))
     if expected is None or not hmac.compare_digest(expected.encode(), csrf.encode()):
-        access.login_failed("local", "csrf", access.source_address(request), username)
+        access.login_failed(request, "local", "csrf", username)
         return _message("Login form expired", "Open the login page again.", 403, ("/auth/login", "Log in"))
     try:
         principal = authenticator.password_login(username, password, access.source_address(request))
     except AuthFailure as failure:
-        access.login_failed(
-            "local", "throttled" if failure.status_code == 429 else "password", access.source_address(request), username
-        )
+        if failure.status_code != 429:  # throttled attempts checked no password: they stay out of the trail
+            access.login_failed(request, "local", "password", username)
         error = "Too many failed logins; try again later." if failure.status_code == 429 else "Wrong name or password."
         fresh = secrets.token_urlsafe(32)
         response = render(
@@ -157,35 +156,34 @@ def callback(
     """The provider sends the browser back here: the pending login must be this browser's, and used once."""
     provider: OidcProvider | None = request.app.state.oidc
     sessions: PageSessions = request.app.state.page_sessions
-    address = access.source_address(request)
     if provider is None:
         return _message("No single sign-on", "Single sign-on is not configured here.", 404)
     login_id = sessions.cookies.unsign(sessions.cookies.read(request.headers.get("cookie"), LOGIN_COOKIE))
     pending = sessions.store.take_login(login_id, sessions.clock()) if login_id else None
     restart = ("/auth/login", "Log in again")
     if pending is None:
-        access.login_failed("oidc", "no pending login in this browser", address)
+        access.login_failed(request, "oidc", "no pending login in this browser")
         return _message("Login expired", "This login was not started in this browser or took too long.", 400, restart)
     if state is None or not hmac.compare_digest(state.encode(), pending.state.encode()):
-        access.login_failed("oidc", "state mismatch", address)
+        access.login_failed(request, "oidc", "state mismatch")
         return _message("Login refused", "The answer from the login service does not match this login.", 400, restart)
     if error is not None or code is None:
         reason = error if error and error.replace("_", "").isalnum() else "no code"
-        access.login_failed("oidc", f"provider: {reason}", address)
+        access.login_failed(request, "oidc", f"provider: {reason}")
         return _message("Login refused", f"The login service refused the login ({reason}).", 403, restart)
     try:
         tokens = provider.exchange(code, pending.code_verifier)
         claims = provider.validate_id_token(tokens["id_token"], pending.nonce)
     except OidcUnavailable as exc:
-        access.login_failed("oidc", str(exc), address)
+        access.login_failed(request, "oidc", str(exc))
         return _unavailable(str(exc))
     except OidcError as exc:
-        access.login_failed("oidc", str(exc), address)
+        access.login_failed(request, "oidc", str(exc))
         return _message("Login refused", f"The login could not be completed: {exc}.", 403, restart)
     identity = identity_from_claims(claims, provider.settings)
     if identity is None:
         name = str(claims.get("preferred_username") or claims.get("email") or claims.get("sub"))
-        access.login_failed("oidc", "no mapped role or site", address, name)
+        access.login_failed(request, "oidc", "no mapped role or site", name)
         groups = ", ".join(sorted(provider.settings.roles)) or "a fleetpulse group"
         response = _message(
             "No access to fleetpulse",
