@@ -1,9 +1,10 @@
 """Writes the reference pages from the code at build time (mkdocs-gen-files), so they cannot drift.
 
 Pages: settings (every field of the server's and the agent's settings with type, default,
-environment variable and description), the command lines, the wire contract (topics and
-record fields) and the worker's Prometheus metrics. Documents kept beside the code they
-describe (deploy/production.md, the example evaluation report) are copied in unchanged.
+environment variable and description), the command lines, the wire contract (topics, record
+fields and JSON Schemas), the Prometheus metrics and the Grafana dashboards panel by panel.
+Documents kept beside the code they describe (deploy/production.md, the example evaluation
+report) are copied in unchanged.
 """
 
 from __future__ import annotations
@@ -234,6 +235,58 @@ def metrics_page() -> str:
     return "\n".join(lines) + "\n"
 
 
+# --- dashboards -----------------------------------------------------------------------------
+
+
+def _panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Panels in layout order, rows included; a collapsed row carries its panels inside it."""
+    for panel in panels:
+        yield panel
+        yield from _panels(panel.get("panels", []))
+
+
+def _dashboard_sections(dashboard: dict[str, Any]) -> Iterator[str]:
+    title = dashboard["title"].removeprefix("fleetpulse · ")
+    yield f"\n## {title}\n"
+    yield f"UID `{dashboard['uid']}`, refreshes every {dashboard['refresh']}.\n"
+    yield inspect.cleandoc(dashboard.get("description", "")).replace("``", "`") + "\n"
+    variables = dashboard.get("templating", {}).get("list", [])
+    if variables:
+        yield "| variable | label | values from |\n|---|---|---|"
+        for variable in variables:
+            yield f"| `${variable['name']}` | {_cell(variable.get('label', ''))} | `{_cell(variable.get('query', ''))}` |"
+    for panel in _panels(dashboard.get("panels", [])):
+        if panel["type"] == "row":
+            yield f"\n### {panel['title']}\n"
+            continue
+        window = f" Always the last {panel['timeFrom']}." if panel.get("timeFrom") else ""
+        description = " ".join(panel.get("description", "").split())
+        yield f"**{panel['title']}** ({panel['type']}) — {description}{window}\n"
+        targets = panel.get("targets", [])
+        if targets:
+            yield '??? abstract "InfluxQL"\n'
+            for target in targets:
+                if target.get("alias"):
+                    yield f"    Series named `{target['alias']}`:\n"
+                yield f"    ```sql\n    {target['query']}\n    ```\n"
+
+
+def dashboards_page() -> str:
+    from fleetpulse.dashboards.build import build_all
+
+    lines = [
+        "# Dashboards",
+        "",
+        "Generated from the dashboards' code (`dashboards/`, `build_all()`): every panel with what it",
+        "shows and the InfluxQL it runs against the InfluxDB data source. Variables narrow the",
+        "queries; `$timeFilter` is the dashboard's time range unless the panel always shows a fixed",
+        "last period.",
+    ]
+    for dashboard in build_all().values():
+        lines += list(_dashboard_sections(dashboard))
+    return "\n".join(lines) + "\n"
+
+
 # --- documents kept beside the code ---------------------------------------------------------
 
 
@@ -273,6 +326,7 @@ for page, render in {
     "reference/cli.md": cli_page,
     "reference/contract.md": contract_page,
     "reference/metrics.md": metrics_page,
+    "reference/dashboards.md": dashboards_page,
 }.items():
     with mkdocs_gen_files.open(page, "w") as fh:
         fh.write(render())
