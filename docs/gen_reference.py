@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+import json
 import os
 import re
 import types
@@ -186,6 +187,8 @@ def contract_page() -> str:
         f"Schema version **{SCHEMA_VERSION}**. Every record on Kafka is one of the pydantic models below,",
         "JSON-encoded, keyed by device id where it concerns a device. Agents and server import the same",
         "models (`fleetpulse.contract`); a breaking change is a new version and new topic names.",
+        "Each record's JSON Schema (as validated, from `model_json_schema()`) is under its field table,",
+        "for producers and consumers written without the Python models.",
         "",
         "## Topics",
         "",
@@ -207,6 +210,10 @@ def contract_page() -> str:
                 lines.append(
                     f"| `{field_name}` | `{_cell(_type_name(field.annotation))}` | {_cell(field.description or '')} |"
                 )
+            schema = json.dumps(obj.model_json_schema(), indent=2, sort_keys=True, ensure_ascii=False)
+            lines += ["", f'??? note "JSON Schema of {name}"', "", "    ```json"]
+            lines += [f"    {line}" for line in schema.splitlines()]
+            lines.append("    ```")
     return "\n".join(lines) + "\n"
 
 
