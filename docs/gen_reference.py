@@ -16,7 +16,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -220,25 +220,56 @@ def contract_page() -> str:
 # --- metrics --------------------------------------------------------------------------------
 
 
-def metrics_page() -> str:
-    from fleetpulse.streams.metrics import PipelineMetrics
+def _metric_row(name: str, kind: str, labels: Iterable[str], documentation: str) -> str:
+    label_cells = ", ".join(f"`{label}`" for label in labels)
+    return f"| `{name}` | {kind} | {label_cells} | {_cell(documentation)} |"
 
-    metrics = PipelineMetrics()
+
+def metrics_page() -> str:
+    from fleetpulse.alerts.metrics import StoreCollector
+    from fleetpulse.alerts.settings import ConsumerSettings
+    from fleetpulse.streams.metrics import PipelineMetrics
+    from fleetpulse.streams.settings import StreamSettings
+
+    streams, consumer = StreamSettings(), ConsumerSettings()
+    table = ["| metric | type | labels | help |", "|---|---|---|---|"]
     lines = [
-        "# Stream worker metrics",
+        "# Metrics",
         "",
-        "Generated from the worker's metric registry. Served at `http://<worker>:6066/metrics`",
-        "(Prometheus text format); `/health` answers 503 when commits stall.",
+        "Generated from the metric definitions. Two processes serve Prometheus metrics (text format",
+        "at `/metrics`); scrape every replica of both. Counters are exposed with the suffix `_total`,",
+        "histograms as `_bucket`, `_sum` and `_count`.",
         "",
-        "| metric | type | labels | help |",
-        "|---|---|---|---|",
+        "## Stream worker (`fleetpulse worker`)",
+        "",
+        "Served at `http://<[streams] web_host>:<[streams] web_port>/metrics` (default",
+        f"`{streams.web_host}:{streams.web_port}`); `/health` answers 503 when commits stall.",
+        "Each worker counts only the partitions it owns: sum over the workers for the fleet.",
+        "",
+        *table,
     ]
-    for metric in vars(metrics).values():
-        if not isinstance(metric, MetricWrapperBase):
-            continue
-        (family,) = metric.describe()
-        labels = ", ".join(f"`{label}`" for label in metric._labelnames)
-        lines.append(f"| `{family.name}` | {family.type} | {labels} | {_cell(family.documentation)} |")
+    for metric in vars(PipelineMetrics()).values():
+        if isinstance(metric, MetricWrapperBase):
+            (family,) = metric.describe()
+            lines.append(_metric_row(family.name, family.type, metric._labelnames, family.documentation))
+    lines += [
+        "",
+        "## Ticket consumer (`fleetpulse tickets consume`)",
+        "",
+        "Served at `http://<[alerts.consumer] metrics_host>:<[alerts.consumer] metrics_port>/metrics`",
+        f"when `metrics_port` is set (default: not served; host `{consumer.metrics_host}`). The gauges are",
+        "read from the ticket store at each scrape, so every consumer replica reports the same values:",
+        "aggregate with `max`, not `sum`. A device counts as silent when its last daily inventory is",
+        "older than `[alerts.consumer] silent_after` (default",
+        f"{consumer.silent_after.total_seconds() / 3600:g} h).",
+        "",
+        *table,
+    ]
+    empty_store = types.SimpleNamespace(outbox_backlog=list, site_coverage=lambda since: [])
+    collector = StoreCollector(empty_store, consumer.silent_after)  # type: ignore[arg-type]
+    for family in collector.collect():
+        labels = getattr(family, "_labelnames", ())
+        lines.append(_metric_row(family.name, family.type, labels, family.documentation))
     return "\n".join(lines) + "\n"
 
 
