@@ -1,20 +1,22 @@
 """Writes the reference pages from the code at build time (mkdocs-gen-files), so they cannot drift.
 
 Pages: settings (every field of the server's and the agent's settings with type, default,
-environment variable and description), the command lines, the wire contract (topics and
-record fields) and the worker's Prometheus metrics. Documents kept beside the code they
-describe (deploy/production.md, the example evaluation report) are copied in unchanged.
+environment variable and description), the command lines, the wire contract (topics, record
+fields and JSON Schemas), the Prometheus metrics and the Grafana dashboards panel by panel.
+Documents kept beside the code they describe (deploy/production.md, the example evaluation
+report) are copied in unchanged.
 """
 
 from __future__ import annotations
 
 import enum
 import inspect
+import json
 import os
 import re
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +187,8 @@ def contract_page() -> str:
         f"Schema version **{SCHEMA_VERSION}**. Every record on Kafka is one of the pydantic models below,",
         "JSON-encoded, keyed by device id where it concerns a device. Agents and server import the same",
         "models (`fleetpulse.contract`); a breaking change is a new version and new topic names.",
+        "Each record's JSON Schema (as validated, from `model_json_schema()`) is under its field table,",
+        "for producers and consumers written without the Python models.",
         "",
         "## Topics",
         "",
@@ -206,31 +210,118 @@ def contract_page() -> str:
                 lines.append(
                     f"| `{field_name}` | `{_cell(_type_name(field.annotation))}` | {_cell(field.description or '')} |"
                 )
+            schema = json.dumps(obj.model_json_schema(), indent=2, sort_keys=True, ensure_ascii=False)
+            lines += ["", f'??? note "JSON Schema of {name}"', "", "    ```json"]
+            lines += [f"    {line}" for line in schema.splitlines()]
+            lines.append("    ```")
     return "\n".join(lines) + "\n"
 
 
 # --- metrics --------------------------------------------------------------------------------
 
 
-def metrics_page() -> str:
-    from fleetpulse.streams.metrics import PipelineMetrics
+def _metric_row(name: str, kind: str, labels: Iterable[str], documentation: str) -> str:
+    label_cells = ", ".join(f"`{label}`" for label in labels)
+    return f"| `{name}` | {kind} | {label_cells} | {_cell(documentation)} |"
 
-    metrics = PipelineMetrics()
+
+def metrics_page() -> str:
+    from fleetpulse.alerts.metrics import StoreCollector
+    from fleetpulse.alerts.settings import ConsumerSettings
+    from fleetpulse.streams.metrics import PipelineMetrics
+    from fleetpulse.streams.settings import StreamSettings
+
+    streams, consumer = StreamSettings(), ConsumerSettings()
+    table = ["| metric | type | labels | help |", "|---|---|---|---|"]
     lines = [
-        "# Stream worker metrics",
+        "# Metrics",
         "",
-        "Generated from the worker's metric registry. Served at `http://<worker>:6066/metrics`",
-        "(Prometheus text format); `/health` answers 503 when commits stall.",
+        "Generated from the metric definitions. Two processes serve Prometheus metrics (text format",
+        "at `/metrics`); scrape every replica of both. Counters are exposed with the suffix `_total`,",
+        "histograms as `_bucket`, `_sum` and `_count`.",
         "",
-        "| metric | type | labels | help |",
-        "|---|---|---|---|",
+        "## Stream worker (`fleetpulse worker`)",
+        "",
+        "Served at `http://<[streams] web_host>:<[streams] web_port>/metrics` (default",
+        f"`{streams.web_host}:{streams.web_port}`); `/health` answers 503 when commits stall.",
+        "Each worker counts only the partitions it owns: sum over the workers for the fleet.",
+        "",
+        *table,
     ]
-    for metric in vars(metrics).values():
-        if not isinstance(metric, MetricWrapperBase):
+    for metric in vars(PipelineMetrics()).values():
+        if isinstance(metric, MetricWrapperBase):
+            (family,) = metric.describe()
+            lines.append(_metric_row(family.name, family.type, metric._labelnames, family.documentation))
+    lines += [
+        "",
+        "## Ticket consumer (`fleetpulse tickets consume`)",
+        "",
+        "Served at `http://<[alerts.consumer] metrics_host>:<[alerts.consumer] metrics_port>/metrics`",
+        f"when `metrics_port` is set (default: not served; host `{consumer.metrics_host}`). The gauges are",
+        "read from the ticket store at each scrape, so every consumer replica reports the same values:",
+        "aggregate with `max`, not `sum`. A device counts as silent when its last daily inventory is",
+        "older than `[alerts.consumer] silent_after` (default",
+        f"{consumer.silent_after.total_seconds() / 3600:g} h).",
+        "",
+        *table,
+    ]
+    empty_store = types.SimpleNamespace(outbox_backlog=list, site_coverage=lambda since: [])
+    collector = StoreCollector(empty_store, consumer.silent_after)  # type: ignore[arg-type]
+    for family in collector.collect():
+        labels = getattr(family, "_labelnames", ())
+        lines.append(_metric_row(family.name, family.type, labels, family.documentation))
+    return "\n".join(lines) + "\n"
+
+
+# --- dashboards -----------------------------------------------------------------------------
+
+
+def _panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Panels in layout order, rows included; a collapsed row carries its panels inside it."""
+    for panel in panels:
+        yield panel
+        yield from _panels(panel.get("panels", []))
+
+
+def _dashboard_sections(dashboard: dict[str, Any]) -> Iterator[str]:
+    title = dashboard["title"].removeprefix("fleetpulse · ")
+    yield f"\n## {title}\n"
+    yield f"UID `{dashboard['uid']}`, refreshes every {dashboard['refresh']}.\n"
+    yield inspect.cleandoc(dashboard.get("description", "")).replace("``", "`") + "\n"
+    variables = dashboard.get("templating", {}).get("list", [])
+    if variables:
+        yield "| variable | label | values from |\n|---|---|---|"
+        for variable in variables:
+            yield f"| `${variable['name']}` | {_cell(variable.get('label', ''))} | `{_cell(variable.get('query', ''))}` |"
+    for panel in _panels(dashboard.get("panels", [])):
+        if panel["type"] == "row":
+            yield f"\n### {panel['title']}\n"
             continue
-        (family,) = metric.describe()
-        labels = ", ".join(f"`{label}`" for label in metric._labelnames)
-        lines.append(f"| `{family.name}` | {family.type} | {labels} | {_cell(family.documentation)} |")
+        window = f" Always the last {panel['timeFrom']}." if panel.get("timeFrom") else ""
+        description = " ".join(panel.get("description", "").split())
+        yield f"**{panel['title']}** ({panel['type']}) — {description}{window}\n"
+        targets = panel.get("targets", [])
+        if targets:
+            yield '??? abstract "InfluxQL"\n'
+            for target in targets:
+                if target.get("alias"):
+                    yield f"    Series named `{target['alias']}`:\n"
+                yield f"    ```sql\n    {target['query']}\n    ```\n"
+
+
+def dashboards_page() -> str:
+    from fleetpulse.dashboards.build import build_all
+
+    lines = [
+        "# Dashboards",
+        "",
+        "Generated from the dashboards' code (`dashboards/`, `build_all()`): every panel with what it",
+        "shows and the InfluxQL it runs against the InfluxDB data source. Variables narrow the",
+        "queries; `$timeFilter` is the dashboard's time range unless the panel always shows a fixed",
+        "last period.",
+    ]
+    for dashboard in build_all().values():
+        lines += list(_dashboard_sections(dashboard))
     return "\n".join(lines) + "\n"
 
 
@@ -273,6 +364,7 @@ for page, render in {
     "reference/cli.md": cli_page,
     "reference/contract.md": contract_page,
     "reference/metrics.md": metrics_page,
+    "reference/dashboards.md": dashboards_page,
 }.items():
     with mkdocs_gen_files.open(page, "w") as fh:
         fh.write(render())
