@@ -226,22 +226,6 @@ def test_detection_area_averages_detection_up_to_the_false_alarm_limit() -> None
     assert detection_area(ranked, 0.0) == 0.5
 
 
-def test_rule_far_objective_stops_at_the_rules_false_alarm_rate_on_censored_training_drives() -> None:
-    from fleetpulse.models.pipeline import rule_far_objective
-
-    inst = toy()
-    inst.features[inst.drive == 1, DISK_FEATURES.index("smart_5")] = 1.0  # the rule alarms healthy drive 1
-    train = inst.day < 20
-    objective, far = rule_far_objective(inst, train, horizon=7, cutoff=20.0)
-    assert far == 0.5  # of the two healthy drives with follow-up before the cut-off
-    failing_first = np.where(inst.drive == 0, 2.0, inst.drive.astype(float) / 10)[train]
-    assert objective(failing_first) == 1.0
-    assert objective(-failing_first) == 0.0
-    # a failure after the cut-off is unknown: drive 0 cut at day 8 is just a healthy drive
-    _, early = rule_far_objective(inst, inst.day < 8, horizon=7, cutoff=8.0)
-    assert early == 1 / 3
-
-
 def test_paired_difference_is_zero_for_the_same_alarms_and_bounds_a_real_gain() -> None:
     from fleetpulse.models.evaluation import DriveScores, flagged_share, paired_difference
 

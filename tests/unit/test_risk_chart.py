@@ -49,7 +49,10 @@ def test_the_device_page_draws_the_disk_models_threshold(tmp_path: Path) -> None
     settings = AlertSettings.model_validate(
         {
             "store_url": f"sqlite:///{tmp_path / 'tickets.db'}",
-            "api": {"users": [{"name": "fm", "role": "fleet_manager", "password_hash": hash_secret(PASSWORD)}]},
+            "api": {
+                "users": [{"name": "fm", "role": "fleet_manager", "password_hash": hash_secret(PASSWORD)}],
+                "local_login": True,  # Basic for this scripted client
+            },
         }
     )
     store = TicketStore.open(settings.store_url)
