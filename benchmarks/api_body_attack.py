@@ -69,7 +69,10 @@ def main() -> None:
         base = Path(tmp)
         servers = {
             f"baseline {args.baseline}": ApiServer(
-                base / "baseline", password_hash, pythonpath=str(export_revision(args.baseline, base / "src"))
+                base / "baseline",
+                password_hash,
+                pythonpath=str(export_revision(args.baseline, base / "src")),
+                local_login=False,  # older revisions take Basic without a switch (and refuse unknown settings)
             ),
             "this checkout": ApiServer(base / "current", password_hash, pythonpath=str(REPO)),
         }

@@ -16,13 +16,17 @@ def serving_policy(settings: ServerSettings, scorers: ScorerSet | None = None) -
 
     A trained model's calibrated probabilities live far below a rule's fixed levels (the disk
     model's 1 % false-alarm point is ~0.15), so one global threshold would silence it.
-    ``scorers`` default to the registry's (:func:`~fleetpulse.models.registry.load_scorers`).
+    Without ``scorers`` (the API, which draws the served thresholds but scores nothing) the
+    champions' stored thresholds are read from the verified registry without loading a model
+    (:func:`~fleetpulse.models.index.champion_thresholds`), so the API stays free of the numeric
+    libraries and small.
     """
     if scorers is None:
-        from fleetpulse.models.registry import load_scorers
+        from fleetpulse.models.index import champion_thresholds
 
-        scorers = load_scorers(settings.models)
-    suggested = scorers.alert_thresholds(settings.models.alert_cap)
+        suggested = champion_thresholds(settings.models)
+    else:
+        suggested = scorers.alert_thresholds(settings.models.alert_cap)
     return settings.alerts.policy.with_defaults(
         {c: Thresholds(raise_threshold=r, clear_threshold=x) for c, (r, x) in suggested.items()}
     )

@@ -31,12 +31,18 @@ from fleetpulse.contract import Component, Factor, RiskScore
 from fleetpulse.models.base import make_score, scorable
 from fleetpulse.models.explain import factor
 from fleetpulse.models.features import CURRENT_DISK, DISK_FEATURES, GROWTH_COUNTERS, disk_vector
+from fleetpulse.models.index import (
+    ARTIFACT_FILES,
+    METADATA_FILE,
+    MODEL_FILE,
+    ArtifactError,
+    sha256_file,
+    stored_threshold,
+)
 from fleetpulse.models.rules import RISK_CRITICAL, critical_signs
 from fleetpulse.models.state import DeviceState
 from fleetpulse.models.training import single_thread
 
-MODEL_FILE = "model.skops"
-METADATA_FILE = "metadata.json"
 # Everything a calibrated HistGradientBoosting dump legitimately contains beyond skops' defaults.
 TRUSTED_TYPES = frozenset(
     {
@@ -61,25 +67,6 @@ TRUSTED_TYPES = frozenset(
         "numpy.ndarray",
     }
 )
-
-
-ARTIFACT_FILES = (MODEL_FILE, METADATA_FILE)
-
-
-class ArtifactError(RuntimeError):
-    """An artifact that is missing, tampered with, or contains types we do not trust."""
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def artifact_digests(directory: Path) -> dict[str, str]:
-    """SHA-256 of each file of the artifact in ``directory``, as the registry index records them."""
-    missing = [name for name in ARTIFACT_FILES if not (directory / name).is_file()]
-    if missing:
-        raise ArtifactError(f"artifact incomplete: {directory} lacks {', '.join(missing)}")
-    return {name: sha256_file(directory / name) for name in ARTIFACT_FILES}
 
 
 def _verified_bytes(directory: Path, digests: dict[str, str]) -> dict[str, bytes]:
@@ -232,11 +219,7 @@ class TrainedDiskScorer:
         """(raise, clear) suggested for alerts on this scorer's risk (the longest horizon):
         raise at the stored operating point for ``cap``, clear at half of it (hysteresis).
         None for artifacts without stored operating points."""
-        point = (self.operating_points or {}).get(str(max(self.models)), {}).get(cap)
-        threshold = point.get("threshold") if isinstance(point, dict) else None
-        if not isinstance(threshold, int | float) or not 0.0 < threshold <= 1.0:
-            return None
-        return float(threshold), float(threshold) / 2
+        return stored_threshold(self.operating_points, self.models, cap)
 
     def predict(self, features: np.ndarray, horizon: int) -> np.ndarray:
         with single_thread():

@@ -78,10 +78,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train the disk failure model (7- and 30-day) and register it as a versioned artifact."""
         from fleetpulse.contract import ScorerRole
-        from fleetpulse.models.artifact import ArtifactError
+        from fleetpulse.models.index import ArtifactError, read_registry, signing_key
         from fleetpulse.models.pipeline import EXPERIMENTS, run_experiment
         from fleetpulse.models.publish import publish_disk_model, ship_disk_model
-        from fleetpulse.models.registry import read_registry, register_artifact, signing_key
+        from fleetpulse.models.registry import register_artifact
         from fleetpulse.models.settings import SHIPPED_REGISTRY
 
         if role not in ("champion", "challenger"):
@@ -116,8 +116,8 @@ def register(app: typer.Typer) -> None:
         registry_dir: Annotated[Path | None, typer.Option(help="default: settings models.registry_dir")] = None,
     ) -> None:
         """Check the index (format, signature) and every registered artifact as the worker loads it; exit 1 on failure."""
-        from fleetpulse.models.artifact import ArtifactError
-        from fleetpulse.models.registry import signing_key, verify_registry
+        from fleetpulse.models.index import ArtifactError, signing_key
+        from fleetpulse.models.registry import verify_registry
 
         settings = settings_from(ctx).models
         directory = registry_dir or settings.registry_dir
@@ -143,8 +143,8 @@ def register(app: typer.Typer) -> None:
         (below: each artifact's digests and stored alert thresholds). An index in the current
         format is re-signed only if every file still matches its recorded digest.
         """
-        from fleetpulse.models.artifact import ArtifactError
-        from fleetpulse.models.registry import artifact_dir, migrate_registry, signing_key
+        from fleetpulse.models.index import ArtifactError, artifact_dir, signing_key
+        from fleetpulse.models.registry import migrate_registry
 
         settings = settings_from(ctx).models
         directory = registry_dir or settings.registry_dir

@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from fleetpulse.models.artifact import METADATA_FILE, save_artifact
+from fleetpulse.models.artifact import save_artifact
 from fleetpulse.models.data import Instants, code_digest
 from fleetpulse.models.drift import build_profile
 from fleetpulse.models.features import DISK_FEATURES
+from fleetpulse.models.index import METADATA_FILE
 from fleetpulse.models.pipeline import ExperimentResult
 from fleetpulse.models.training import Split
 
@@ -51,7 +52,8 @@ def ship_disk_model(
     there: the registry packaged with fleetpulse (rerun by ``make train`` whenever the model,
     its code or the artifact format changes; the same seed and data give the same version)."""
     from fleetpulse.contract import ScorerRole
-    from fleetpulse.models.registry import REGISTRY_FILE, register_artifact
+    from fleetpulse.models.index import REGISTRY_FILE
+    from fleetpulse.models.registry import register_artifact
 
     ship_dir.mkdir(parents=True, exist_ok=True)
     directory = publish_disk_model(result, instants, ship_dir, seed, data_ref)

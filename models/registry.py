@@ -23,11 +23,8 @@ never the changed model. Without an index the rule scorers are champions.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,27 +33,29 @@ from typing import Any
 
 from fleetpulse.contract import Component, RiskScore, ScorerRole
 from fleetpulse.models.anomaly import AnomalyScorer
-from fleetpulse.models.artifact import (
-    ARTIFACT_FILES,
-    METADATA_FILE,
-    MODEL_FILE,
-    ArtifactError,
-    TrainedDiskScorer,
-    artifact_digests,
-)
+from fleetpulse.models.artifact import TrainedDiskScorer
 from fleetpulse.models.base import Scorer
 from fleetpulse.models.device_rules import MemoryRuleScorer, ThermalRuleScorer
+from fleetpulse.models.index import (
+    METADATA_FILE,
+    MODEL_FILE,
+    REGISTRY_FILE,
+    REGISTRY_FORMAT,
+    ArtifactError,
+    Registry,
+    _parse,
+    _structure,
+    artifact_digests,
+    artifact_dir,
+    index_mac,
+    read_registry,
+    signing_key,
+)
 from fleetpulse.models.rules import BatteryRuleScorer, DiskRuleScorer
 from fleetpulse.models.settings import ModelSettings
 from fleetpulse.models.state import DeviceState
 
 log = logging.getLogger(__name__)
-
-REGISTRY_FILE = "registry.json"
-REGISTRY_FORMAT = 2
-ARTIFACT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-PACKAGE_ROOT = Path(__file__).resolve().parent
-"""The installed ``fleetpulse.models`` package: a registry inside it ships with the code."""
 
 
 @dataclass
@@ -127,7 +126,7 @@ def load_scorers(settings: ModelSettings) -> ScorerSet:
     champion_id = registry.champions.get(Component.DISK.value)
     if champion_id is not None:
         try:
-            champion = registry.load(settings.registry_dir, champion_id)
+            champion = load_artifact(registry, settings.registry_dir, champion_id)
         except ArtifactError as exc:
             _refused(scorers, champion_id, exc)
         else:
@@ -135,7 +134,7 @@ def load_scorers(settings: ModelSettings) -> ScorerSet:
             scorers.challengers.append(DiskRuleScorer())
     for artifact_id in registry.challengers.get(Component.DISK.value, []):
         try:
-            scorers.challengers.append(registry.load(settings.registry_dir, artifact_id))
+            scorers.challengers.append(load_artifact(registry, settings.registry_dir, artifact_id))
         except ArtifactError as exc:
             _refused(scorers, artifact_id, exc)
     return scorers
@@ -148,127 +147,6 @@ def _refused(scorers: ScorerSet, what: str | Path, exc: ArtifactError) -> Scorer
     )
     scorers.refused.append(f"{what}: {exc}")
     return scorers
-
-
-def signing_key(settings: ModelSettings) -> bytes | None:
-    return settings.signing_key.get_secret_value().encode() if settings.signing_key is not None else None
-
-
-def is_packaged(registry_dir: Path) -> bool:
-    return registry_dir.resolve().is_relative_to(PACKAGE_ROOT)
-
-
-def artifact_dir(registry_dir: Path, artifact_id: str) -> Path:
-    """The folder of ``artifact_id``, refused unless it stays inside ``registry_dir`` (also through symlinks)."""
-    if not ARTIFACT_ID.fullmatch(artifact_id):  # a leading letter or digit: never ".", ".." or a path
-        raise ArtifactError(f"artifact id {artifact_id!r} is not a plain folder name of the registry")
-    root = registry_dir.resolve()
-    directory = registry_dir / artifact_id
-    for path in (directory, *(directory / name for name in ARTIFACT_FILES)):
-        if not path.resolve().is_relative_to(root):
-            raise ArtifactError(f"{path} leads outside the registry folder {root}")
-    return directory
-
-
-@dataclass
-class Registry:
-    """The verified content of a registry index."""
-
-    champions: dict[str, str] = field(default_factory=dict)
-    challengers: dict[str, list[str]] = field(default_factory=dict)
-    artifacts: dict[str, dict[str, str]] = field(default_factory=dict)
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "format": REGISTRY_FORMAT,
-            "champions": self.champions,
-            "challengers": self.challengers,
-            "artifacts": self.artifacts,
-        }
-
-    def referenced(self) -> list[str]:
-        ids = list(self.champions.values()) + [i for group in self.challengers.values() for i in group]
-        return list(dict.fromkeys(ids))
-
-    def digests(self, artifact_id: str) -> dict[str, str]:
-        entry = self.artifacts.get(artifact_id)
-        if entry is None:
-            raise ArtifactError(f"artifact {artifact_id!r} is registered without digests in {REGISTRY_FILE}")
-        return entry
-
-    def load(self, registry_dir: Path, artifact_id: str) -> TrainedDiskScorer:
-        return TrainedDiskScorer.from_artifact(artifact_dir(registry_dir, artifact_id), self.digests(artifact_id))
-
-
-def index_mac(body: dict[str, Any], key: bytes) -> str:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    return hmac.new(key, canonical, hashlib.sha256).hexdigest()
-
-
-def _migrate_hint(registry_dir: Path) -> str:
-    return f"run `fleetpulse models migrate --registry-dir {registry_dir}` after checking its artifacts"
-
-
-def _parse(registry_dir: Path) -> dict[str, Any] | None:
-    path = registry_dir / REGISTRY_FILE
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path}: invalid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise ArtifactError(f"{path}: expected an object")
-    return data
-
-
-def _structure(path: Path, data: dict[str, Any]) -> Registry:
-    champions, challengers, artifacts = (
-        data.get("champions", {}),
-        data.get("challengers", {}),
-        data.get("artifacts", {}),
-    )
-    valid = (
-        isinstance(champions, dict)
-        and all(isinstance(v, str) for v in champions.values())
-        and isinstance(challengers, dict)
-        and all(isinstance(v, list) and all(isinstance(i, str) for i in v) for v in challengers.values())
-        and isinstance(artifacts, dict)
-        and all(
-            isinstance(v, dict) and all(isinstance(d, str) for d in v.values()) and set(v) == set(ARTIFACT_FILES)
-            for v in artifacts.values()
-        )
-    )
-    if not valid:
-        raise ArtifactError(f"{path}: malformed registry index")
-    return Registry(dict(champions), {k: list(v) for k, v in challengers.items()}, dict(artifacts))
-
-
-def read_registry(registry_dir: Path, key: bytes | None = None) -> Registry:
-    """The index of ``registry_dir`` after checking its format and, with ``key``, its HMAC.
-
-    No index is an empty registry. An index of the format before digests is refused with
-    the command that migrates it.
-    """
-    path = registry_dir / REGISTRY_FILE
-    data = _parse(registry_dir)
-    if data is None:
-        return Registry()
-    if data.get("format") != REGISTRY_FORMAT:
-        raise ArtifactError(
-            f"{path}: registry index without artifact digests (format {data.get('format', 1)}, "
-            f"this version needs {REGISTRY_FORMAT}); {_migrate_hint(registry_dir)}"
-        )
-    registry = _structure(path, data)
-    if key is not None and not is_packaged(registry_dir):
-        mac = data.get("hmac")
-        if not isinstance(mac, str) or not hmac.compare_digest(mac, index_mac(registry.body(), key)):
-            state = "is not signed" if mac is None else "has a signature that does not match models.signing_key"
-            raise ArtifactError(
-                f"{path} {state}: the index or an artifact digest was changed, or the key differs from the "
-                f"one it was signed with; {_migrate_hint(registry_dir)}"
-            )
-    return registry
 
 
 def write_registry(registry_dir: Path, registry: Registry, key: bytes | None = None) -> None:
@@ -310,6 +188,11 @@ def register_artifact(
     return registry
 
 
+def load_artifact(registry: Registry, registry_dir: Path, artifact_id: str) -> TrainedDiskScorer:
+    """The artifact as the worker serves it, after its files match the index's digests."""
+    return TrainedDiskScorer.from_artifact(artifact_dir(registry_dir, artifact_id), registry.digests(artifact_id))
+
+
 @dataclass
 class Verdict:
     artifact_id: str
@@ -322,7 +205,7 @@ def verify_registry(registry_dir: Path, key: bytes | None = None) -> list[Verdic
     verdicts = []
     for artifact_id in registry.referenced():
         try:
-            registry.load(registry_dir, artifact_id)
+            load_artifact(registry, registry_dir, artifact_id)
             verdicts.append(Verdict(artifact_id, None))
         except ArtifactError as exc:
             verdicts.append(Verdict(artifact_id, str(exc)))
@@ -345,7 +228,7 @@ def migrate_registry(registry_dir: Path, key: bytes | None = None) -> Registry:
     if data.get("format") == REGISTRY_FORMAT:
         registry = _structure(path, data)
         for artifact_id in registry.referenced():
-            registry.load(registry_dir, artifact_id)
+            load_artifact(registry, registry_dir, artifact_id)
     else:
         registry = _structure(path, {**data, "artifacts": {}})
         for artifact_id in registry.referenced():

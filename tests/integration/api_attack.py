@@ -33,6 +33,8 @@ class ApiServer:
     state: Path
     password_hash: str
     pythonpath: str | None = None
+    local_login: bool = True
+    """Switch on the local login (and so HTTP Basic for API clients); revisions before it had no switch."""
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
 
@@ -46,6 +48,8 @@ class ApiServer:
             ),
             PYTHONDONTWRITEBYTECODE="1",
         )
+        if self.local_login:
+            env["FLEETPULSE_ALERTS__API__LOCAL_LOGIN"] = "true"
         if self.pythonpath is not None:
             env["PYTHONPATH"] = self.pythonpath
         self.state.mkdir(parents=True, exist_ok=True)

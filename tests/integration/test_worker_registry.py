@@ -16,7 +16,7 @@ import pytest
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import DeviceInventory, DiskHealth, HealthReport, Topics, encode
 from fleetpulse.contract.v1 import ScorerRole
-from fleetpulse.models.artifact import METADATA_FILE
+from fleetpulse.models.index import METADATA_FILE
 from fleetpulse.models.registry import register_artifact
 from tests.integration.stream_support import Worker, create_topics, produce, read_topic, wait_caught_up
 from tests.unit.test_models_artifact import artifact_dir

@@ -16,18 +16,12 @@ import skops.io as sio
 from sklearn.metrics import average_precision_score
 
 from fleetpulse.contract import Component, ScorerRole
-from fleetpulse.models.artifact import (
-    MODEL_FILE,
-    ArtifactError,
-    TrainedDiskScorer,
-    artifact_digests,
-    load_artifact,
-    save_artifact,
-)
+from fleetpulse.models.artifact import TrainedDiskScorer, load_artifact, save_artifact
 from fleetpulse.models.drift import build_profile, check_drift
 from fleetpulse.models.features import DISK_FEATURES
+from fleetpulse.models.index import MODEL_FILE, ArtifactError, Registry, artifact_digests
 from fleetpulse.models.pipeline import healthy_reference
-from fleetpulse.models.registry import Registry, load_scorers, register_artifact, write_registry
+from fleetpulse.models.registry import load_scorers, register_artifact, write_registry
 from fleetpulse.models.settings import ModelSettings
 from fleetpulse.models.training import TrainingSet, fit_calibrated
 from tests.unit.test_models_scorers import NOW, check_conformance, fleet

@@ -18,16 +18,9 @@ from typer.testing import CliRunner
 from fleetpulse.alerts.policy import AlertPolicy
 from fleetpulse.cli import app as cli_app
 from fleetpulse.contract import Component, ScorerRole
-from fleetpulse.models import registry as registry_module
-from fleetpulse.models.artifact import METADATA_FILE, MODEL_FILE, artifact_digests
-from fleetpulse.models.registry import (
-    REGISTRY_FILE,
-    Registry,
-    load_scorers,
-    read_registry,
-    register_artifact,
-    write_registry,
-)
+from fleetpulse.models import index as registry_module
+from fleetpulse.models.index import METADATA_FILE, MODEL_FILE, REGISTRY_FILE, Registry, artifact_digests, read_registry
+from fleetpulse.models.registry import load_scorers, register_artifact, write_registry
 from fleetpulse.models.settings import ModelSettings
 from fleetpulse.settings import ServerSettings
 from fleetpulse.streams.app import create_app, serving_policy

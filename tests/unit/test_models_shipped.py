@@ -21,7 +21,8 @@ from fleetpulse.alerts.policy import PolicyState, step
 from fleetpulse.contract import Component, DiskHealth, DiskKind, HealthReport, ScorerRole
 from fleetpulse.models.artifact import TrainedDiskScorer
 from fleetpulse.models.features import DISK_FEATURES, GROWTH_COUNTERS
-from fleetpulse.models.registry import load_scorers, read_registry
+from fleetpulse.models.index import read_registry
+from fleetpulse.models.registry import load_scorers
 from fleetpulse.models.settings import SHIPPED_REGISTRY, ModelSettings
 from fleetpulse.models.state import DeviceState, apply_report
 from fleetpulse.settings import ServerSettings
