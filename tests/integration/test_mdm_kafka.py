@@ -109,7 +109,7 @@ def test_hostile_exports_publish_every_good_row_and_dead_letter_the_rest(
     assert "published 0 health, 1 mobile, 1 inventory records" in csv_run.output
 
     topics = Topics(prefix=kafka_settings.topic_prefix)
-    reports = [decode_report(v) for _, v in _read_all(kafka_settings, topics.mobile, 6)]
+    reports = [decode_report(v) for _, v, _ in _read_all(kafka_settings, topics.mobile, 6)]
     assert len(reports) == 6
     letters = [json.loads(line) for line in dead.read_text().splitlines()]
     assert [(d["ref"], d["reason"]) for d in letters] == [
