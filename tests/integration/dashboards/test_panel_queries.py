@@ -20,12 +20,13 @@ import pytest
 from typer.testing import CliRunner
 
 from fleetpulse.alerts.settings import AlertSettings
+from fleetpulse.alerts.store.repository import SilentDevice
 from fleetpulse.cli import app
 from fleetpulse.dashboards.build import build_all
 from fleetpulse.dashboards.queries import DashboardQuery, dashboard_queries, fill_macros
-from fleetpulse.dashboards.rollup import InfluxV1Api, run_rollup
+from fleetpulse.dashboards.rollup import InfluxV1Api, run_rollup, silent_device_points
 from fleetpulse.dashboards.sample import DRILL_DEVICE, END, SITES, START, fleet_points
-from fleetpulse.dashboards.schema import EXTRA_MEASUREMENTS, FLEET, FLEET_DEVICES, FLEET_SCORES
+from fleetpulse.dashboards.schema import EXTRA_MEASUREMENTS, FLEET, FLEET_DEVICES, FLEET_SCORES, SILENT_DEVICE
 from fleetpulse.dashboards.settings import InfluxSourceSettings
 
 pytestmark = pytest.mark.integration
@@ -69,6 +70,14 @@ def loaded_db(influxdb1_url: str) -> Iterator[tuple[str, str]]:
         api = InfluxV1Api(InfluxSourceSettings(url=influxdb1_url, database=database))
         for hours_before_end in ROLLUP_HOURS_BEFORE_END:
             run_rollup(api, END - timedelta(hours=hours_before_end), THRESHOLD)
+        # ... and its silent-device list (from the ticket store's inventory there): one device silent for 2 days
+        silent = SilentDevice(
+            device_id=DRILL_DEVICE,
+            site="Library",
+            device_model="Latitude 7420",
+            last_inventory_at=END - timedelta(days=2),
+        )
+        api.write([p.to_line_protocol() for p in silent_device_points([silent], END)])
         api.close()
         yield influxdb1_url, database
         client.post("/query", params={"q": f'DROP DATABASE "{database}"'})
@@ -87,7 +96,7 @@ def test_sample_covers_every_measurement_the_dashboards_read() -> None:
     points = fleet_points()
     measurements = {p.measurement for p in points}
     read = {m for q in QUERIES for m in re.findall(r'FROM "(\w+)"', q.query)}
-    rollups = {FLEET.name, FLEET_DEVICES.name, FLEET_SCORES.name}
+    rollups = {FLEET.name, FLEET_DEVICES.name, FLEET_SCORES.name, SILENT_DEVICE.name}  # written by the rollup job
     assert read - rollups <= measurements, read - measurements
     for extra in (m for m in EXTRA_MEASUREMENTS if m.name not in rollups):
         sample = next(p for p in points if p.measurement == extra.name)
@@ -111,13 +120,15 @@ def test_query_returns_rows(loaded_db: tuple[str, str], query: DashboardQuery, s
 
 
 def test_current_state_panels_override_the_range() -> None:
-    """Latest-score panels read the last day; rollup-based ones the last hour (the rollup runs every few minutes)."""
+    """Latest-score panels read the last day; rollup-based ones the last hour (the rollup runs every few
+    minutes); the silent-device list only the latest rollup (15 min), so a device back in touch drops off."""
     overridden = {q.time_from: q for q in QUERIES if q.time_from is not None}
-    assert set(overridden) == {"24h", "1h"}
-    for time_from, seconds in (("24h", 86_400), ("1h", 3_600)):
+    assert set(overridden) == {"24h", "1h", "15m"}
+    for time_from, seconds in (("24h", 86_400), ("1h", 3_600), ("15m", 900)):
         start, end = overridden[time_from].time_range(START, END)
         assert (end - start).total_seconds() == seconds
     assert all(re.search(r'FROM "fleet(_devices|_scores)?"', q.query) for q in QUERIES if q.time_from == "1h")
+    assert all('FROM "silent_device"' in q.query for q in QUERIES if q.time_from == "15m")
 
 
 def test_rollup_matches_an_independent_count(loaded_db: tuple[str, str]) -> None:
