@@ -65,7 +65,7 @@ def run_worker_until_caught_up(kafka: KafkaSettings, data_dir: Path) -> None:
     worker = Worker(kafka, data_dir, store="memory")
     worker.start()
     try:
-        worker.wait_ready()
+        worker.wait_ready(timeout=180)  # a second worker in the group rejoins slowly on a loaded machine
         wait_caught_up(kafka)
     finally:
         worker.stop()

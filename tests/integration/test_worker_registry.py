@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from fleetpulse.agents.signing import derived_device_key, enrolment_record, signed_report
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import DeviceInventory, DiskHealth, HealthReport, Topics, encode
 from fleetpulse.contract.v1 import ScorerRole
@@ -52,9 +53,16 @@ def test_worker_refuses_an_edited_threshold_and_alerts_with_the_disk_rule(
         )
         for day in range(4)
     ]
+    key = derived_device_key(b"registry-test", "pc-1")
+    enrolment = enrolment_record("pc-1", key, start)
+    signed = [signed_report(r, key) for r in reports]
     produce(
         kafka_settings,
-        [(topics.inventory, b"pc-1", encode(inventory))] + [(topics.health, b"pc-1", encode(r)) for r in reports],
+        [
+            (topics.inventory, b"pc-1", encode(inventory), []),
+            (topics.health, enrolment.key, enrolment.value, enrolment.headers),
+        ]
+        + [(topics.health, r.key, r.value, r.headers) for r in signed],
     )
 
     worker = Worker(kafka_settings, tmp_path / "w1", store="memory", instance="registry")
