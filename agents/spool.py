@@ -67,6 +67,7 @@ _PRIORITY_RANK = {Priority.EVENT: 0, Priority.ROUTINE: 1}
 STREAMS = ("health", "inventory", "enrolment")
 """What a record may be sent as; delivery maps each to its topic."""
 
+_RECORD_COLUMNS = ["id", "stream", "key", "value", "seq", "priority", "size"]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -347,6 +348,7 @@ def find_damage(path: Path) -> str | None:
         db.text_factory = lambda raw: raw.decode("utf-8", "replace")  # the check's findings quote damaged bytes
         try:
             rows = db.execute("PRAGMA quick_check(5)").fetchall()
+            columns = [str(row[1]) for row in db.execute("PRAGMA table_info(records)").fetchall()]
         finally:
             db.close()
     except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
@@ -354,7 +356,12 @@ def find_damage(path: Path) -> str | None:
             raise
         return str(exc)
     found = [str(row[0]) for row in rows if row[0] != "ok"]
-    return "; ".join(found)[:500] if found else None
+    if found:
+        return "; ".join(found)[:500]
+    # A damaged schema text can still be well-formed SQL: the structure checks out, the columns do not.
+    if columns and columns != _RECORD_COLUMNS:
+        return f"records table has columns {columns!r}"[:500]
+    return None
 
 
 def _recover(path: Path, max_bytes: int, problem: str) -> tuple[Spool, SpoolRecovery]:

@@ -338,6 +338,20 @@ def test_a_sound_spool_opens_without_recovery(tmp_path: Path) -> None:
     assert not (tmp_path / QUARANTINE_DIR).exists()
 
 
+def test_a_damaged_schema_that_is_still_valid_sql_is_recovered(tmp_path: Path) -> None:
+    """One byte of the stored CREATE TABLE changed ("stream" -> "_tream"): the structure checks out, the columns do not."""
+    path = tmp_path / "spool.sqlite3"
+    values = filled_spool(path, count=10)
+    data = path.read_bytes()
+    assert data.count(b"stream TEXT") == 1
+    path.write_bytes(data.replace(b"stream TEXT", b"_tream TEXT"))
+    spool, recovery = open_spool(path, 10**9)
+    with spool:
+        assert recovery is not None
+        assert "columns" in recovery.problem
+        assert sorted(r.seq for r in spool.peek(100)) == sorted(values)
+
+
 @settings(max_examples=25, deadline=None)
 @given(start=st.integers(0, 120_000), garbage=st.binary(min_size=1, max_size=9000))
 def test_salvage_never_crashes_and_never_invents_records(
