@@ -22,6 +22,7 @@ COMPONENTS = ("fleetpulse", "agents", "streams", "models", "alerts", "dashboards
 LOADED_BY_NAME = {
     "rocksdict": "faust's table store, chosen by the store URL rocksdict://",
     "psycopg": "SQLAlchemy's PostgreSQL driver, chosen by the URL postgresql+psycopg://",
+    "python-multipart": "FastAPI's form parser, which it imports when a route takes form fields (the login form)",
 }
 
 
