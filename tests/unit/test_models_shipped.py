@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -77,6 +78,11 @@ def test_the_default_registry_is_the_packaged_one_and_holds_only_the_champion() 
     assert sorted(p.name for p in SHIPPED_REGISTRY.iterdir() if p.is_dir()) == [champion]
 
 
+@pytest.mark.skipif(
+    sys.version_info[:2] != (3, 11),
+    reason="the digest is of the code's syntax trees, whose printed form differs between Python versions; "
+    "make train and this check run on 3.11",
+)
 def test_the_shipped_artifact_was_trained_by_the_current_model_code() -> None:
     """A change to the model's code must be followed by ``make train`` (which reships)."""
     from fleetpulse.models.publish import model_code_digest
