@@ -9,7 +9,7 @@ import socketserver
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from email import message_from_bytes
 from pathlib import Path
 from typing import Any
@@ -30,22 +30,6 @@ from tests.integration.test_connectors import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def http_server() -> Iterator[RecordingHttp]:
-    server = RecordingHttp(free_port())
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[RecordingSmtp]:
-    server = RecordingSmtp(free_port())
-    server.start()
-    yield server
-    server.stop()
 
 
 PRODUCTION_MD = Path(__file__).resolve().parents[2] / "deploy" / "production.md"

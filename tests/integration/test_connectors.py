@@ -13,7 +13,6 @@ import json
 import socketserver
 import ssl
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from email import message_from_bytes
@@ -178,22 +177,6 @@ class RecordingSmtp:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
-
-
-@pytest.fixture
-def http_server() -> Iterator[RecordingHttp]:
-    server = RecordingHttp(free_port())
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[RecordingSmtp]:
-    server = RecordingSmtp(free_port())
-    server.start()
-    yield server
-    server.stop()
 
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"fleetpulse-webhook-test-key-32b!").decode()
