@@ -40,6 +40,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -85,6 +86,7 @@ from fleetpulse.streams.points import Point, alert_point, report_points, score_p
 from fleetpulse.streams.settings import StreamSettings
 
 log = logging.getLogger(__name__)
+Keyed = TypeVar("Keyed", DeviceEnrolment, DeviceControl)
 
 EXCERPT_BYTES = 1024
 """Payload bytes kept in a dead letter: enough to diagnose, bounded (escaped, at most 4 KiB of text)."""
@@ -419,13 +421,10 @@ class Processor:
         out: BatchResult,
     ) -> None:
         """Pin a device's key: first enrolment wins (or the fingerprint IT pinned); a repeat is a no-op."""
-        try:
-            enrolment = decode(value, DeviceEnrolment)
-        except ContractError as exc:
-            return self._reject(raw, exc.kind, exc.reason, now, out)
+        enrolment = self._keyed(raw, value, DeviceEnrolment, now, out)
+        if enrolment is None:
+            return None
         device_id = enrolment.device_id
-        if raw.key != device_id.encode():
-            return self._reject(raw, "schema_violation", f"record key {raw.key!r} is not the device id", now, out)
         key = bytes.fromhex(enrolment.key)
         if not mac_matches(key, value, header(raw.headers, MAC_HEADER)):
             return self._reject(raw, "unauthenticated", "enrolment not signed with the key it carries", now, out)
@@ -474,13 +473,10 @@ class Processor:
         out: BatchResult,
     ) -> None:
         """IT's re-enrolment: forget the pinned key so the device's next enrolment (optionally: this key) wins."""
-        try:
-            control = decode(value, DeviceControl)
-        except ContractError as exc:
-            return self._reject(raw, exc.kind, exc.reason, now, out)
+        control = self._keyed(raw, value, DeviceControl, now, out)
+        if control is None:
+            return None
         device_id = control.device_id
-        if raw.key != device_id.encode():
-            return self._reject(raw, "schema_violation", f"record key {raw.key!r} is not the device id", now, out)
         record = self._current(index, device_id, lookup, out) or DeviceRecord(state=DeviceState(device_id=device_id))
         offered = record.offered_key
         if offered is not None and control.fingerprint == key_fingerprint(bytes.fromhex(offered)):
@@ -507,6 +503,18 @@ class Processor:
         if report.collected_at.date() != last.date():
             return True
         return report.collected_at - last >= self.settings.rescore_interval
+
+    def _keyed(self, raw: RawRecord, value: bytes, model: type[Keyed], now: datetime, out: BatchResult) -> Keyed | None:
+        """``value`` as ``model`` when it decodes and names the device its record key names; else dead-lettered."""
+        try:
+            record = decode(value, model)
+        except ContractError as exc:
+            self._reject(raw, exc.kind, exc.reason, now, out)
+            return None
+        if raw.key != record.device_id.encode():
+            self._reject(raw, "schema_violation", f"record key {raw.key!r} is not the device id", now, out)
+            return None
+        return record
 
     def _reject(self, raw: RawRecord, kind: ErrorKind, reason: str, now: datetime, out: BatchResult) -> None:
         out.dead_letters.append(dead_letter(raw, kind, reason, now))
