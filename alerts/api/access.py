@@ -69,12 +69,15 @@ def login_succeeded(request: Request, principal: Principal, method: str) -> None
 def login_failed(request: Request, method: str, reason: str, login: str | None = None) -> None:
     """A login whose credentials or token were checked and opened no session.
 
-    Throttled attempts (429) never reach here, so spraying cannot flood the trail.
+    Throttled attempts (429) never reach here, so spraying cannot flood the trail. A typed name
+    that is no configured account is not kept: people type their password into the name field.
     """
-    who = AuditActor.local(login[:128] if login else "(unknown)")
+    api: ApiSettings = request.app.state.api_settings
+    known = method != "local" or any(user.name == login for user in api.users)
+    name = login[:128] if login and known else "(unknown)"
     payload = {"method": method, "reason": reason[:300]}
-    _record(request, AuditKind.LOGIN_FAILURE, who, payload)
-    log.warning("login", extra={"fields": {"outcome": "failure", "user": login, **payload}})
+    _record(request, AuditKind.LOGIN_FAILURE, AuditActor.local(name), payload)
+    log.warning("login", extra={"fields": {"outcome": "failure", "user": name, **payload}})
 
 
 def csv_exported(request: Request, principal: Principal, flt: TicketFilter, rows: int) -> None:

@@ -366,6 +366,22 @@ def test_logout_ends_the_session_here_and_at_the_provider(sso: App) -> None:
 # --- local login and machine access ------------------------------------------------------------
 
 
+def test_a_password_typed_into_the_name_field_never_reaches_the_trail(
+    store: TicketStore, provider: Provider, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="fleetpulse.access")
+    app = App(store, provider, oidc=None)
+    browser = app.browser()
+    token = browser.get("/auth/login", headers=HTML).text.split('name="csrf" value="')[1].split('"')[0]
+    typed = "My-Secret-Passw0rd!"
+    answer = browser.post("/auth/login", data={"username": typed, "password": "x", "next": "/", "csrf": token})
+    assert answer.status_code == 401
+    failures = [r for r in store.audit.records(limit=1000) if r.kind == "login.failure"]
+    assert [r.actor_subject for r in failures] == ["(unknown)"]
+    assert typed not in caplog.text
+    assert typed not in str([r.model_dump() for r in store.audit.records(limit=1000)])
+
+
 def test_local_login_form_is_the_default_without_sso(store: TicketStore, provider: Provider) -> None:
     app = App(store, provider, oidc=None)
     browser = app.browser()
