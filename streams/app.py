@@ -52,6 +52,7 @@ from fleetpulse.streams.kafka_admin import ssl_context
 from fleetpulse.streams.metrics import PipelineMetrics
 from fleetpulse.streams.points import drift_point, pipeline_point
 from fleetpulse.streams.processing import DeviceRecord, Processor, RawRecord
+from fleetpulse.streams.assignor import RestartTolerantAssignor
 from fleetpulse.streams.recovery import SeekFirstTableManager
 from fleetpulse.streams.settings import StreamSettings
 from fleetpulse.streams.sinks import Sink, build_sink
@@ -350,6 +351,7 @@ def faust_config(settings: ServerSettings) -> dict[str, Any]:
         "web_port": s.web_port,
         "web_in_thread": False,
         "TableManager": SeekFirstTableManager,  # seeks input partitions before records flow (recovery.py)
+        "PartitionAssignor": RestartTolerantAssignor,  # a restart on a new web address (assignor.py)
     }
 
 
