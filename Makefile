@@ -5,7 +5,7 @@ PY ?= python3
 LINT_PATHS := fleetpulse agents streams models alerts dashboards tests benchmarks docs
 export FLEETPULSE_TEST_STACK_DIR ?= $(CURDIR)/.local/test-stack
 
-.PHONY: install lint typecheck check docs test test-pythons test-unit test-integration demo stack-up stack-down clean train evaluate
+.PHONY: install lint typecheck check docs results test test-pythons test-unit test-integration demo stack-up stack-down clean train evaluate
 
 install:
 	deploy/local/install-deps.sh
@@ -27,7 +27,13 @@ check: lint typecheck
 
 # The docs site, strictly: a broken link or a reference page that fails to generate fails the build.
 docs:
+	$(PY) docs/gen_results.py --check
 	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true mkdocs build --strict --quiet
+
+# The measured tables in README.md and the Performance page, from models/reports/example/metrics.json
+# (make evaluate) and benchmarks/results/*.json (the benchmark scripts).
+results:
+	$(PY) docs/gen_results.py --write
 
 # Everything: install, static checks, unit + integration tests against real services.
 test: install check docs

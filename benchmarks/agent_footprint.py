@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+from record import record
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -213,6 +214,7 @@ def main() -> int:
         "(this checkout goes on its PYTHONPATH); default: this one",
     )
     args = parser.parse_args()
+    load_at_start = os.getloadavg()[0]
     for tool in (NODE_EXPORTER, COLLECTD):
         if not shutil.which(tool):
             print(f"missing {tool}: apt-get install prometheus-node-exporter collectd-core", file=sys.stderr)
@@ -269,12 +271,18 @@ def main() -> int:
         f"{'RSS vs NE':>11}{'CPU vs NE':>11}"
     )
     ne = next(s for s in subjects if s.name == "node-exporter")
+    recorded: dict[str, object] = {"period_s": round(wall), "interval_s": args.interval, "processes": {}}
     ne_rss = sum(ne.rss_samples) / len(ne.rss_samples)
     ne_cpu = (ne.cpu_end - ne.cpu_start) / wall * 100
     for s in subjects:
         rss = sum(s.rss_samples) / len(s.rss_samples)
         cpu = (s.cpu_end - s.cpu_start) / wall * 100
         cpu_ratio = f"{cpu / ne_cpu:.2f}x" if ne_cpu > 0 else "n/a"
+        recorded["processes"][s.name] = {  # type: ignore[index]
+            "rss_mb": round(rss / 2**20, 1),
+            "uss_mb": round(sum(s.uss_samples) / len(s.uss_samples) / 2**20, 1),
+            "cpu_pct_core": round(cpu, 4),
+        }
         print(
             f"{s.name:<24}{rss / 2**20:>12.1f}{max(s.rss_samples) / 2**20:>12.1f}"
             f"{sum(s.uss_samples) / len(s.uss_samples) / 2**20:>12.1f}{cpu:>12.4f}"
@@ -296,6 +304,8 @@ def main() -> int:
         f"{(agent_rss - floor_rss) / 2**20:.1f} MB; 1.5x node-exporter = {1.5 * ne_rss / 2**20:.1f} MB"
     )
     print(f"target CPU < 0.1 % of one core: {'met' if agent_cpu < 0.1 else 'NOT met'} ({agent_cpu:.4f} %)")
+    recorded["reports"] = {"collected": produced, "delivered": produced - spooled}
+    record("agent_footprint", recorded, load_at_start)
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

@@ -16,6 +16,7 @@ bytes per report (telemetry) and per scoring (scores), the numbers storage sizin
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 import uuid
@@ -23,6 +24,7 @@ from collections import Counter, defaultdict
 from datetime import timedelta
 
 import httpx
+from record import record
 
 from fleetpulse.dashboards.build import build_all
 from fleetpulse.dashboards.queries import dashboard_queries, fill_macros
@@ -90,8 +92,10 @@ def main() -> None:
     parser.add_argument("--url", default="http://127.0.0.1:18086", help="InfluxDB 1.x (deploy/local/stack.sh)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    load_at_start = os.getloadavg()[0]
     reports_per_device = int((END - START) / STEP) + 1
     results = {}
+    recorded: dict[str, object] = {"devices": args.devices, "reports_per_device": reports_per_device}
     with httpx.Client(base_url=args.url, timeout=600) as client:
         for label, devices in (("baseline", 24), ("fleet", args.devices)):
             database = f"fp_bench_{uuid.uuid4().hex[:8]}"
@@ -102,6 +106,11 @@ def main() -> None:
                     kind: (sum(counts[m] for m in ms) / reports, sum(sizes[m] for m in ms) / reports)
                     for kind, ms in (("telemetry", TELEMETRY), ("scores", SCORES))
                 }
+                if label == "fleet":
+                    recorded["write_points_per_s"] = round(points / load_s)
+                    recorded["per_report"] = {
+                        kind: {"points": round(n, 2), "bytes": round(b)} for kind, (n, b) in per.items()
+                    }
                 print(
                     f"{label}: {devices:,} devices, {reports:,} reports -> {points:,} points written in {load_s:.1f} s "
                     f"= {points / load_s:,.0f} points/s (one HTTP client, batches of 5000); per report: "
@@ -112,6 +121,8 @@ def main() -> None:
                 for hours_before_end in (18, 12, 6, 0):
                     run_rollup(api, END - timedelta(hours=hours_before_end), 0.5)
                 api.close()
+                if label == "fleet":
+                    recorded["rollup_s_per_run"] = round((time.perf_counter() - t0) / 4, 2)
                 print(
                     f"  fleet rollup (what the 5-minute job pays once): {(time.perf_counter() - t0) / 4 * 1000:,.0f} ms per run"
                 )
@@ -128,6 +139,11 @@ def main() -> None:
             f"{dashboard:32} {base[0] * 1000:6.0f} ms {fleet[0] * 1000:6.0f} ms {fleet[0] / base[0]:6.1f}  "
             f"{fleet[1] * 1000:.0f} ms {fleet[2]}"
         )
+    recorded["dashboard_load_s"] = {
+        dashboard: {"baseline": round(results["baseline"][dashboard][0], 3), "fleet": round(fleet[0], 3)}
+        for dashboard, fleet in sorted(results["fleet"].items())
+    }
+    record("dashboard_queries", recorded, load_at_start)
 
 
 if __name__ == "__main__":

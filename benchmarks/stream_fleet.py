@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import re
 import shutil
 import tempfile
@@ -29,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from kafka import KafkaConsumer
+from record import record
 from stream_common import (
     Fleet,
     add_kafka_args,
@@ -192,6 +194,7 @@ def main() -> None:
     parser.add_argument("--skip-recovery", action="store_true", help="only the latency phases")
     parser.add_argument("--multipliers", default="1,10", help="load levels as multiples of devices/60 reports/s")
     args = parser.parse_args()
+    load_at_start = os.getloadavg()[0]
 
     kafka = kafka_settings(args.bootstrap)
     topics = Topics(prefix=kafka.topic_prefix)
@@ -254,6 +257,7 @@ def main() -> None:
     results["workers"] = args.workers
     results["rescore_interval"] = args.rescore_interval or "production default"
     print(json.dumps(results))
+    record("stream_fleet", results, load_at_start)
 
 
 if __name__ == "__main__":

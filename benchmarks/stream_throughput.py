@@ -17,11 +17,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 import uuid
 
 import faust_floor
 from aiokafka import AIOKafkaConsumer
+from record import record
 from stream_common import (
     Fleet,
     add_kafka_args,
@@ -74,6 +76,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker processes (the ratio is reported per process)")
     parser.add_argument("--tsdb-url", default=None, help="write points to this InfluxDB v2 / VictoriaMetrics URL")
     args = parser.parse_args()
+    load_at_start = os.getloadavg()[0]
 
     kafka = kafka_settings(args.bootstrap)
     topics = Topics(prefix=kafka.topic_prefix)
@@ -140,28 +143,26 @@ def main() -> None:
         f"{cpu_rate / floor_cpu_rate:.1%} CPU"
     )
     print(f"garbage collection in the workers: {gc_s:.1f} s ({by_generation}); {processed.cpu_s:.1f} CPU s measured")
-    print(
-        json.dumps(
-            {
-                "devices": args.devices,
-                "rounds": args.rounds,
-                "records": total,
-                "ceiling_eps": round(raw_rate),
-                "pipeline_eps": round(rate),
-                "workers": args.workers,
-                "floor_eps": round(floor_rate),
-                "floor_eps_per_cpu_s": round(floor_cpu_rate),
-                "ratio_per_process": round(per_process / raw_rate, 3),
-                "ratio_to_floor_per_process": round(per_process / floor_rate, 3),
-                "ceiling_eps_per_cpu_s": round(raw_cpu_rate),
-                "pipeline_eps_per_cpu_s": round(cpu_rate),
-                "ratio_cpu": round(cpu_rate / raw_cpu_rate, 3),
-                "scores": int(scores),
-                "gc_s": round(gc_s, 2),
-                "tsdb": bool(args.tsdb_url),
-            }
-        )
-    )
+    results = {
+        "devices": args.devices,
+        "rounds": args.rounds,
+        "records": total,
+        "ceiling_eps": round(raw_rate),
+        "pipeline_eps": round(rate),
+        "workers": args.workers,
+        "floor_eps": round(floor_rate),
+        "floor_eps_per_cpu_s": round(floor_cpu_rate),
+        "ratio_per_process": round(per_process / raw_rate, 3),
+        "ratio_to_floor_per_process": round(per_process / floor_rate, 3),
+        "ceiling_eps_per_cpu_s": round(raw_cpu_rate),
+        "pipeline_eps_per_cpu_s": round(cpu_rate),
+        "ratio_cpu": round(cpu_rate / raw_cpu_rate, 3),
+        "scores": int(scores),
+        "gc_s": round(gc_s, 2),
+        "tsdb": bool(args.tsdb_url),
+    }
+    print(json.dumps(results))
+    record("stream_throughput", results, load_at_start)
 
 
 if __name__ == "__main__":
