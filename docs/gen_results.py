@@ -199,7 +199,9 @@ def agent_table(doc: Document) -> str:
         "|---|---|---|---|",
         *(
             f"| {name} | {p['rss_mb']:g} | {p['uss_mb']:g} | {p['cpu_pct_core']:.4f} |"
-            for name, p in r["processes"].items()
+            for name, p in sorted(
+                r["processes"].items(), key=lambda item: (item[0] != "fleetpulse-agent", item[0].startswith("floor"))
+            )
         ),
     ]
     return "\n".join(lines) + "\n"
