@@ -65,8 +65,8 @@ class WorkerProcess:
             )
         return self
 
-    def _get(self, path: str) -> bytes:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}{path}", timeout=2) as resp:
+    def _get(self, path: str, timeout: float = 2.0) -> bytes:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}{path}", timeout=timeout) as resp:
             return bytes(resp.read())
 
     def health(self) -> dict[str, Any] | None:
@@ -76,7 +76,8 @@ class WorkerProcess:
             return None
 
     def metrics(self) -> str:
-        return self._get("/metrics").decode()
+        """The Prometheus page; a worker busy with a backlog can take seconds to answer it."""
+        return self._get("/metrics", timeout=30.0).decode()
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
