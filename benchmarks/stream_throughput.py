@@ -10,6 +10,10 @@ Both read the same messages from the real local Kafka in the same run:
   state, features, score (rule scorers), alert policy, emit scores/alerts/dead letters,
   changelog writes, TSDB points built (sink ``none`` unless ``--tsdb-url``).
 
+With ``--baseline-checkout DIR`` (the importable root of another fleetpulse version, e.g. an
+export of an earlier commit) that version's worker also runs on the same records, in its own
+consumer group: before and after in one run.
+
 Usage: python benchmarks/stream_throughput.py --bootstrap 127.0.0.1:19092 --devices 20000 --rounds 5
 """
 
@@ -20,6 +24,8 @@ import asyncio
 import json
 import time
 import uuid
+from dataclasses import dataclass
+from pathlib import Path
 
 import faust_floor
 from aiokafka import AIOKafkaConsumer
@@ -67,6 +73,29 @@ async def ceiling(kafka: KafkaSettings, topics: Topics, total: int) -> tuple[flo
         await consumer.stop()
 
 
+@dataclass
+class WorkerRun:
+    rate: float
+    cpu_rate: float
+    metrics: str
+
+
+def run_workers(
+    kafka: KafkaSettings, total: int, count: int, extra_env: dict[str, str] | None = None, **streams: object
+) -> WorkerRun:
+    """``count`` worker processes over the published records; events/s first to last, events per CPU second."""
+    workers = [start_worker(kafka, instance=f"bench-w{i + 1}", extra_env=extra_env, **streams) for i in range(count)]
+    try:
+        for worker in workers:
+            worker.wait_ready(timeout=120)
+        processed = wait_processed(workers, total, timeout=3600)
+        metrics = "\n".join(worker.metrics() for worker in workers)
+    finally:
+        for worker in workers:
+            worker.stop()
+    return WorkerRun(total / (processed.done - processed.first), total / processed.cpu_s, metrics)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_kafka_args(parser)
@@ -74,6 +103,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="reports per device, one minute apart")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (the ratio is reported per process)")
     parser.add_argument("--tsdb-url", default=None, help="write points to this InfluxDB v2 / VictoriaMetrics URL")
+    parser.add_argument(
+        "--baseline-checkout", type=Path, default=None, help="also measure the worker of this fleetpulse checkout"
+    )
     args = parser.parse_args()
 
     kafka = kafka_settings(args.bootstrap)
@@ -109,18 +141,18 @@ def main() -> None:
         f"{batch_cpu_rate / raw_cpu_rate:.1%} CPU"
     )
 
-    extra = {"tsdb__kind": "influxdb2", "tsdb__url": args.tsdb_url} if args.tsdb_url else {}
-    workers = [start_worker(kafka, instance=f"bench-w{i + 1}", **extra) for i in range(args.workers)]
-    try:
-        for worker in workers:
-            worker.wait_ready(timeout=120)
-        processed = wait_processed(workers, total, timeout=3600)
-        metrics = "\n".join(worker.metrics() for worker in workers)
-    finally:
-        for worker in workers:
-            worker.stop()
-    rate = total / (processed.done - processed.first)
-    cpu_rate = total / processed.cpu_s
+    extra: dict[str, object] = {"tsdb__kind": "influxdb2", "tsdb__url": args.tsdb_url} if args.tsdb_url else {}
+    baseline = None
+    if args.baseline_checkout is not None:
+        env = {"PYTHONPATH": str(args.baseline_checkout.resolve())}
+        baseline = run_workers(kafka, total, args.workers, env, app_id="fleetpulse-baseline", **extra)
+        print(
+            f"baseline worker ({args.baseline_checkout}): {baseline.rate:10.0f} events/s "
+            f"({baseline.cpu_rate:.0f} per CPU second) = {baseline.cpu_rate / raw_cpu_rate:.1%} of the ceiling CPU, "
+            f"{1e6 / baseline.cpu_rate:.1f} CPU µs per event"
+        )
+    run = run_workers(kafka, total, args.workers, **extra)
+    rate, cpu_rate, metrics = run.rate, run.cpu_rate, run.metrics
     scores = sum(
         float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("fleetpulse_stream_scores_total")
     )
@@ -152,7 +184,7 @@ def main() -> None:
         f"ceiling {1e6 / raw_cpu_rate:.1f}, stock floor {1e6 / floor_cpu_rate:.1f}, "
         f"batch floor {1e6 / batch_cpu_rate:.1f}, worker {1e6 / cpu_rate:.1f}"
     )
-    print(f"garbage collection in the workers: {gc_s:.1f} s ({by_generation}); {processed.cpu_s:.1f} CPU s measured")
+    print(f"garbage collection in the workers: {gc_s:.1f} s ({by_generation}); {total / cpu_rate:.1f} CPU s measured")
     print(
         json.dumps(
             {
@@ -176,6 +208,8 @@ def main() -> None:
                 "scores": int(scores),
                 "gc_s": round(gc_s, 2),
                 "tsdb": bool(args.tsdb_url),
+                "baseline_eps_per_cpu_s": round(baseline.cpu_rate) if baseline else None,
+                "baseline_ratio_cpu": round(baseline.cpu_rate / raw_cpu_rate, 3) if baseline else None,
             }
         )
     )

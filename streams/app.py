@@ -5,15 +5,17 @@ compacted inventory topic and IT's control topic together, so every change to a 
 Records arrive as raw bytes (``value_serializer="raw"``): malformed input reaches our
 dead-letter path instead of crashing Faust's deserializer.
 
-Delivery guarantee (at-least-once with idempotent effects), per batch of
-``take_events``:
+Faust's per-record paths are replaced by batch ones (``faust_internals.py``): the fetcher
+hands a whole fetch to the agent's channel, the agent reads the channel in bulk, and
+state is written per partition as one RocksDB write batch plus one changelog batch.
+
+Delivery guarantee (at-least-once with idempotent effects), per batch:
 
 1. read each device's value from the table, run the pure processor;
 2. send dead letters, scores and alerts, and WAIT until Kafka acknowledged them;
 3. write the batch's points to the TSDB (one request);
-4. only then write the new table values (local store + changelog);
-5. ``take_events`` acks the events; Faust flushes the producer (changelog) before it
-   commits their offsets.
+4. only then write the new table values (local store + changelog batch per partition);
+5. ack the events; Faust flushes the producer (changelog) before it commits their offsets.
 
 A crash before 4 replays the batch from the old state: the same alerts come out
 again with the same deterministic ``alert_id`` (the ticket consumer deduplicates on

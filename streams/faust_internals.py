@@ -30,9 +30,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import faust
+import rocksdict
 from faust.stores import memory as memory_store
 from faust.stores import rocksdb as rocksdb_store
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -208,7 +209,9 @@ class BatchRocksDBStore(rocksdb_store.Store):  # type: ignore[misc]
         return value
 
     def write_batch(self, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None:
-        batch = rocksdb_store.WriteBatch(raw_mode=True)
+        if not self.use_rocksdict:
+            raise RuntimeError("the batch store writes through rocksdict (python-rocksdb is not supported)")
+        batch = rocksdict.WriteBatch(raw_mode=True)
         for key, value in items:
             batch.put(key, value)
         self._db_for_partition(partition).write(batch)
@@ -216,7 +219,7 @@ class BatchRocksDBStore(rocksdb_store.Store):  # type: ignore[misc]
             self._key_index[key] = partition
 
 
-class BatchMemoryStore(memory_store.Store):  # type: ignore[misc]
+class BatchMemoryStore(memory_store.Store[Any, Any]):  # type: ignore[misc]
     """Faust's in-memory store with the same batch interface (tests and single-node demos)."""
 
     def read(self, partition: int, key: bytes) -> bytes | None:
@@ -230,7 +233,7 @@ class BatchMemoryStore(memory_store.Store):  # type: ignore[misc]
 BATCH_STORES: dict[str, type[Any]] = {"rocksdb": BatchRocksDBStore, "memory": BatchMemoryStore}
 
 
-class DeviceTable(faust.Table):  # type: ignore[misc]
+class DeviceTable(faust.Table[bytes, bytes]):  # type: ignore[misc]
     """A bytes -> bytes Faust table written in batches: one store write and one changelog batch per partition.
 
     Recovery, standbys, rebalancing and offset commits are Faust's own; only the per-key
@@ -258,8 +261,10 @@ class DeviceTable(faust.Table):  # type: ignore[misc]
 
     def read(self, partition: int, key: bytes) -> bytes | None:
         """The stored value of ``key`` in ``partition`` (one RocksDB read), or None."""
-        value: bytes | None = self.data.read(partition, key)
-        return value
+        return self._batch_store().read(partition, key)
+
+    def _batch_store(self) -> BatchRocksDBStore | BatchMemoryStore:
+        return cast(BatchRocksDBStore | BatchMemoryStore, self.data)
 
     async def write_batch(self, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None:
         """Store ``items`` in ``partition`` and queue them to the changelog as one batch.
@@ -269,7 +274,7 @@ class DeviceTable(faust.Table):  # type: ignore[misc]
         """
         if not items:
             return
-        self.data.write_batch(partition, items)
+        self._batch_store().write_batch(partition, items)
         topic = self.changelog_topic.get_topic_name()
         for sent, count in await send_batches(self.app, topic, partition, items):
             sent.add_done_callback(self._persisted(TP(topic, partition), count))
@@ -284,7 +289,7 @@ class DeviceTable(faust.Table):  # type: ignore[misc]
 
 
 async def send_batches(
-    app: faust.App, topic: str, partition: int, items: Sequence[tuple[bytes | None, bytes]]
+    app: Any, topic: str, partition: int, items: Sequence[tuple[bytes | None, bytes]]
 ) -> list[tuple[asyncio.Future[Any], int]]:
     """Queue ``items`` to one partition as producer batches (one unless they exceed the batch size).
 
@@ -306,7 +311,7 @@ async def send_batches(
     return sent
 
 
-async def publish(app: faust.App, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> list[Any]:
+async def publish(app: Any, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> list[Any]:
     """Queue ``records`` to ``topic`` partitioned by key as Kafka's default partitioner does, one batch per
     partition; returns the delivery futures (await them to know the records are acknowledged)."""
     if not records:
@@ -317,7 +322,7 @@ async def publish(app: faust.App, topic: str, records: Sequence[tuple[bytes | No
     for key, value in records:
         partition = producer._partition(topic, None, key, value, key, value)
         by_partition.setdefault(partition, []).append((key, value))
-    futures = []
+    futures: list[Any] = []
     for partition, items in by_partition.items():
         futures.extend(sent for sent, _ in await send_batches(app, topic, partition, items))
     return futures
