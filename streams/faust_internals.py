@@ -200,12 +200,15 @@ def ack_events(events: Sequence[Any]) -> None:
 
 
 class BatchRocksDBStore(rocksdb_store.Store):  # type: ignore[misc]
-    """Faust's RocksDB store, read and written by explicit partition; writes as one RocksDB write batch."""
+    """Faust's RocksDB store, read and written by explicit partition; writes as one RocksDB write batch.
+
+    Faust's key -> partition index (a locked LRU cache, updated on every read and write) is
+    left out: it only speeds up reads that name no partition, which the worker never makes
+    (such a read still finds the key by looking in every partition's database).
+    """
 
     def read(self, partition: int, key: bytes) -> bytes | None:
         value: bytes | None = self._db_for_partition(partition).get(key)
-        if value is not None:
-            self._key_index[key] = partition
         return value
 
     def write_batch(self, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None:
@@ -215,8 +218,6 @@ class BatchRocksDBStore(rocksdb_store.Store):  # type: ignore[misc]
         for key, value in items:
             batch.put(key, value)
         self._db_for_partition(partition).write(batch)
-        for key, _ in items:
-            self._key_index[key] = partition
 
 
 class BatchMemoryStore(memory_store.Store[Any, Any]):  # type: ignore[misc]
