@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import faust_floor
 from aiokafka import AIOKafkaConsumer
+from record import record
 from stream_common import (
     Fleet,
     add_kafka_args,
@@ -107,6 +109,7 @@ def main() -> None:
         "--baseline-checkout", type=Path, default=None, help="also measure the worker of this fleetpulse checkout"
     )
     args = parser.parse_args()
+    load_at_start = os.getloadavg()[0]
 
     kafka = kafka_settings(args.bootstrap)
     topics = Topics(prefix=kafka.topic_prefix)
@@ -185,34 +188,30 @@ def main() -> None:
         f"batch floor {1e6 / batch_cpu_rate:.1f}, worker {1e6 / cpu_rate:.1f}"
     )
     print(f"garbage collection in the workers: {gc_s:.1f} s ({by_generation}); {total / cpu_rate:.1f} CPU s measured")
-    print(
-        json.dumps(
-            {
-                "devices": args.devices,
-                "rounds": args.rounds,
-                "records": total,
-                "ceiling_eps": round(raw_rate),
-                "pipeline_eps": round(rate),
-                "workers": args.workers,
-                "floor_eps": round(floor_rate),
-                "floor_eps_per_cpu_s": round(floor_cpu_rate),
-                "batch_floor_eps": round(batch_rate),
-                "batch_floor_eps_per_cpu_s": round(batch_cpu_rate),
-                "ratio_batch_floor_cpu": round(batch_cpu_rate / raw_cpu_rate, 3),
-                "ratio_floor_cpu": round(floor_cpu_rate / raw_cpu_rate, 3),
-                "ratio_per_process": round(per_process / raw_rate, 3),
-                "ratio_to_floor_per_process": round(per_process / batch_rate, 3),
-                "ceiling_eps_per_cpu_s": round(raw_cpu_rate),
-                "pipeline_eps_per_cpu_s": round(cpu_rate),
-                "ratio_cpu": round(cpu_rate / raw_cpu_rate, 3),
-                "scores": int(scores),
-                "gc_s": round(gc_s, 2),
-                "tsdb": bool(args.tsdb_url),
-                "baseline_eps_per_cpu_s": round(baseline.cpu_rate) if baseline else None,
-                "baseline_ratio_cpu": round(baseline.cpu_rate / raw_cpu_rate, 3) if baseline else None,
-            }
-        )
-    )
+    results = {
+        "devices": args.devices,
+        "rounds": args.rounds,
+        "records": total,
+        "ceiling_eps": round(raw_rate),
+        "pipeline_eps": round(rate),
+        "workers": args.workers,
+        "floor_eps": round(floor_rate),
+        "floor_eps_per_cpu_s": round(floor_cpu_rate),
+        "new_floor_eps": round(batch_rate),
+        "new_floor_eps_per_cpu_s": round(batch_cpu_rate),
+        "ratio_per_process": round(per_process / raw_rate, 3),
+        "ratio_to_floor_per_process": round(per_process / batch_rate, 3),
+        "ceiling_eps_per_cpu_s": round(raw_cpu_rate),
+        "pipeline_eps_per_cpu_s": round(cpu_rate),
+        "ratio_cpu": round(cpu_rate / raw_cpu_rate, 3),
+        "scores": int(scores),
+        "gc_s": round(gc_s, 2),
+        "tsdb": bool(args.tsdb_url),
+    }
+    if baseline is not None:
+        results["baseline_eps_per_cpu_s"] = round(baseline.cpu_rate)
+    print(json.dumps(results))
+    record("stream_throughput", results, load_at_start)
 
 
 if __name__ == "__main__":

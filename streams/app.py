@@ -133,7 +133,7 @@ class Pipeline:
     def _owned(self, events: Sequence[Any]) -> list[Any]:
         """Events of partitions this worker still owns.
 
-        ``take_events`` can hand over events buffered before a rebalance; writing state for a
+        A batch can hold events buffered before a rebalance; writing state for a
         partition that now belongs to another worker would put an old value into its changelog
         after the new owner's writes. Their offsets are not committed by us (Faust discards
         commits of revoked partitions), so the new owner processes them.
