@@ -148,6 +148,7 @@ def start_worker(
     data_dir: Path | None = None,
     web_port: int | None = None,
     instance: str = "bench-w1",
+    extra_env: dict[str, str] | None = None,
     **streams: object,
 ) -> WorkerProcess:
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="fleetpulse-bench-"))
@@ -160,7 +161,7 @@ def start_worker(
         "stats_interval_s": 5,
         **streams,
     }
-    return WorkerProcess(kafka, settings, data_dir.with_suffix(".log")).start()
+    return WorkerProcess(kafka, settings, data_dir.with_suffix(".log"), extra_env=extra_env or {}).start()
 
 
 def cpu_seconds(workers: list[WorkerProcess]) -> float:

@@ -3,11 +3,16 @@
 Both read the same messages from the real local Kafka in the same run:
 
 * ceiling: one aiokafka consumer, ``decode_report``/``decode(DeviceInventory)`` per record, nothing else;
-* Faust floor: a Faust app configured like the worker that only decodes each record and
-  writes it to its RocksDB table (``faust_floor.py``): what the framework costs per event;
+* Faust floors: a Faust app configured like the worker that only decodes each record and
+  writes it to its RocksDB table (``faust_floor.py``), on stock Faust and on the worker's
+  batch path: what the framework costs per event;
 * pipeline: one ``fleetpulse worker`` process (RocksDB table, 12 partitions): validate, dedup,
   state, features, score (rule scorers), alert policy, emit scores/alerts/dead letters,
   changelog writes, TSDB points built (sink ``none`` unless ``--tsdb-url``).
+
+With ``--baseline-checkout DIR`` (the importable root of another fleetpulse version, e.g. an
+export of an earlier commit) that version's worker also runs on the same records, in its own
+consumer group: before and after in one run.
 
 Usage: python benchmarks/stream_throughput.py --bootstrap 127.0.0.1:19092 --devices 20000 --rounds 5
 """
@@ -20,6 +25,8 @@ import json
 import os
 import time
 import uuid
+from dataclasses import dataclass
+from pathlib import Path
 
 import faust_floor
 from aiokafka import AIOKafkaConsumer
@@ -68,6 +75,29 @@ async def ceiling(kafka: KafkaSettings, topics: Topics, total: int) -> tuple[flo
         await consumer.stop()
 
 
+@dataclass
+class WorkerRun:
+    rate: float
+    cpu_rate: float
+    metrics: str
+
+
+def run_workers(
+    kafka: KafkaSettings, total: int, count: int, extra_env: dict[str, str] | None = None, **streams: object
+) -> WorkerRun:
+    """``count`` worker processes over the published records; events/s first to last, events per CPU second."""
+    workers = [start_worker(kafka, instance=f"bench-w{i + 1}", extra_env=extra_env, **streams) for i in range(count)]
+    try:
+        for worker in workers:
+            worker.wait_ready(timeout=120)
+        processed = wait_processed(workers, total, timeout=3600)
+        metrics = "\n".join(worker.metrics() for worker in workers)
+    finally:
+        for worker in workers:
+            worker.stop()
+    return WorkerRun(total / (processed.done - processed.first), total / processed.cpu_s, metrics)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_kafka_args(parser)
@@ -75,6 +105,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="reports per device, one minute apart")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (the ratio is reported per process)")
     parser.add_argument("--tsdb-url", default=None, help="write points to this InfluxDB v2 / VictoriaMetrics URL")
+    parser.add_argument(
+        "--baseline-checkout", type=Path, default=None, help="also measure the worker of this fleetpulse checkout"
+    )
     args = parser.parse_args()
     load_at_start = os.getloadavg()[0]
 
@@ -98,24 +131,31 @@ def main() -> None:
         f"({raw_cpu_rate:.0f} per CPU second) over {seen} records"
     )
 
-    floor_rate, floor_cpu_rate = faust_floor.measure(kafka, topics, total)
+    floor_rate, floor_cpu_rate = faust_floor.measure(kafka, topics, total, path="faust")
     print(
-        f"Faust floor (decode + one table write per event): {floor_rate:10.0f} events/s "
-        f"({floor_cpu_rate:.0f} per CPU second) = {floor_rate / raw_rate:.1%} of the ceiling"
+        f"Faust floor, stock (take_events, table[key] per event): {floor_rate:10.0f} events/s "
+        f"({floor_cpu_rate:.0f} per CPU second) = {floor_rate / raw_rate:.1%} of the ceiling, "
+        f"{floor_cpu_rate / raw_cpu_rate:.1%} CPU"
+    )
+    batch_rate, batch_cpu_rate = faust_floor.measure(kafka, topics, total, path="batch")
+    print(
+        f"Faust floor, batch path (the worker's):              {batch_rate:10.0f} events/s "
+        f"({batch_cpu_rate:.0f} per CPU second) = {batch_rate / raw_rate:.1%} of the ceiling, "
+        f"{batch_cpu_rate / raw_cpu_rate:.1%} CPU"
     )
 
-    extra = {"tsdb__kind": "influxdb2", "tsdb__url": args.tsdb_url} if args.tsdb_url else {}
-    workers = [start_worker(kafka, instance=f"bench-w{i + 1}", **extra) for i in range(args.workers)]
-    try:
-        for worker in workers:
-            worker.wait_ready(timeout=120)
-        processed = wait_processed(workers, total, timeout=3600)
-        metrics = "\n".join(worker.metrics() for worker in workers)
-    finally:
-        for worker in workers:
-            worker.stop()
-    rate = total / (processed.done - processed.first)
-    cpu_rate = total / processed.cpu_s
+    extra: dict[str, object] = {"tsdb__kind": "influxdb2", "tsdb__url": args.tsdb_url} if args.tsdb_url else {}
+    baseline = None
+    if args.baseline_checkout is not None:
+        env = {"PYTHONPATH": str(args.baseline_checkout.resolve())}
+        baseline = run_workers(kafka, total, args.workers, env, app_id="fleetpulse-baseline", **extra)
+        print(
+            f"baseline worker ({args.baseline_checkout}): {baseline.rate:10.0f} events/s "
+            f"({baseline.cpu_rate:.0f} per CPU second) = {baseline.cpu_rate / raw_cpu_rate:.1%} of the ceiling CPU, "
+            f"{1e6 / baseline.cpu_rate:.1f} CPU µs per event"
+        )
+    run = run_workers(kafka, total, args.workers, **extra)
+    rate, cpu_rate, metrics = run.rate, run.cpu_rate, run.metrics
     scores = sum(
         float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("fleetpulse_stream_scores_total")
     )
@@ -139,10 +179,15 @@ def main() -> None:
         if line.startswith("fleetpulse_stream_gc_pause_seconds_total")
     )
     print(
-        f"ratio pipeline/Faust floor per process: {per_process / floor_rate:.1%} wall clock, "
-        f"{cpu_rate / floor_cpu_rate:.1%} CPU"
+        f"ratio pipeline/batch floor per process: {per_process / batch_rate:.1%} wall clock, "
+        f"{cpu_rate / batch_cpu_rate:.1%} CPU"
     )
-    print(f"garbage collection in the workers: {gc_s:.1f} s ({by_generation}); {processed.cpu_s:.1f} CPU s measured")
+    print(
+        "CPU µs per event: "
+        f"ceiling {1e6 / raw_cpu_rate:.1f}, stock floor {1e6 / floor_cpu_rate:.1f}, "
+        f"batch floor {1e6 / batch_cpu_rate:.1f}, worker {1e6 / cpu_rate:.1f}"
+    )
+    print(f"garbage collection in the workers: {gc_s:.1f} s ({by_generation}); {total / cpu_rate:.1f} CPU s measured")
     results = {
         "devices": args.devices,
         "rounds": args.rounds,
@@ -152,8 +197,10 @@ def main() -> None:
         "workers": args.workers,
         "floor_eps": round(floor_rate),
         "floor_eps_per_cpu_s": round(floor_cpu_rate),
+        "new_floor_eps": round(batch_rate),
+        "new_floor_eps_per_cpu_s": round(batch_cpu_rate),
         "ratio_per_process": round(per_process / raw_rate, 3),
-        "ratio_to_floor_per_process": round(per_process / floor_rate, 3),
+        "ratio_to_floor_per_process": round(per_process / batch_rate, 3),
         "ceiling_eps_per_cpu_s": round(raw_cpu_rate),
         "pipeline_eps_per_cpu_s": round(cpu_rate),
         "ratio_cpu": round(cpu_rate / raw_cpu_rate, 3),
@@ -161,6 +208,8 @@ def main() -> None:
         "gc_s": round(gc_s, 2),
         "tsdb": bool(args.tsdb_url),
     }
+    if baseline is not None:
+        results["baseline_eps_per_cpu_s"] = round(baseline.cpu_rate)
     print(json.dumps(results))
     record("stream_throughput", results, load_at_start)
 

@@ -5,15 +5,17 @@ compacted inventory topic and IT's control topic together, so every change to a 
 Records arrive as raw bytes (``value_serializer="raw"``): malformed input reaches our
 dead-letter path instead of crashing Faust's deserializer.
 
-Delivery guarantee (at-least-once with idempotent effects), per batch of
-``take_events``:
+Faust's per-record paths are replaced by batch ones (``faust_internals.py``): the fetcher
+hands a whole fetch to the agent's channel, the agent reads the channel in bulk, and
+state is written per partition as one RocksDB write batch plus one changelog batch.
+
+Delivery guarantee (at-least-once with idempotent effects), per batch:
 
 1. read each device's value from the table, run the pure processor;
 2. send dead letters, scores and alerts, and WAIT until Kafka acknowledged them;
 3. write the batch's points to the TSDB (one request);
-4. only then write the new table values (local store + changelog);
-5. ``take_events`` acks the events; Faust flushes the producer (changelog) before it
-   commits their offsets.
+4. only then write the new table values (local store + changelog batch per partition);
+5. ack the events; Faust flushes the producer (changelog) before it commits their offsets.
 
 A crash before 4 replays the batch from the old state: the same alerts come out
 again with the same deterministic ``alert_id`` (the ticket consumer deduplicates on
@@ -32,14 +34,12 @@ import gc
 import logging
 import socket
 import time
-import weakref
 from collections import Counter, deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from faust.streams import _current_event  # Faust's own per-event context: selects the table partition
 
 from fleetpulse.alerts.policy import AlertPolicy
 from fleetpulse.config import KafkaSettings
@@ -48,11 +48,18 @@ from fleetpulse.models.registry import ScorerSet, load_scorers
 from fleetpulse.models.state import DeviceState
 from fleetpulse.serving import serving_policy
 from fleetpulse.settings import ServerSettings
+from fleetpulse.streams.faust_internals import (
+    DeviceTable,
+    RestartTolerantAssignor,
+    ack_events,
+    event_batches,
+    install_transport,
+    publish,
+)
 from fleetpulse.streams.kafka_admin import ssl_context
 from fleetpulse.streams.metrics import PipelineMetrics
 from fleetpulse.streams.points import drift_point, pipeline_point
 from fleetpulse.streams.processing import DeviceRecord, Processor, RawRecord
-from fleetpulse.streams.assignor import RestartTolerantAssignor
 from fleetpulse.streams.recovery import SeekFirstTableManager
 from fleetpulse.streams.settings import StreamSettings
 from fleetpulse.streams.sinks import Sink, build_sink
@@ -93,7 +100,7 @@ class Pipeline:
     def __init__(
         self,
         app: faust.App,
-        table: Any,
+        table: DeviceTable,
         topics: Topics,
         processor: Processor,
         sink: Sink,
@@ -114,15 +121,10 @@ class Pipeline:
         # collection (measured ~30 % of CPU); bytes are invisible to the collector.
         self.recent: deque[bytes] = deque(maxlen=processor.settings.baseline_sample)
         self.recent_scores: deque[bytes] = deque(maxlen=4 * processor.settings.baseline_sample)
-        self.out_topics = {
-            name: app.topic(name, key_serializer="raw", value_serializer="raw")
-            for name in (topics.scores, topics.alerts, topics.dead_letter)
-        }
 
     def _lookup(self, events: Sequence[Any]) -> Any:
         def lookup(index: int, device_id: str) -> DeviceRecord | None:
-            _current_event.set(weakref.ref(events[index]))
-            raw = self.table.get(device_id.encode())
+            raw = self.table.read(events[index].message.partition, device_id.encode())
             if raw is None:
                 return None
             try:
@@ -138,7 +140,7 @@ class Pipeline:
     def _owned(self, events: Sequence[Any]) -> list[Any]:
         """Events of partitions this worker still owns.
 
-        ``take_events`` can hand over events buffered before a rebalance; writing state for a
+        A batch can hold events buffered before a rebalance; writing state for a
         partition that now belongs to another worker would put an old value into its changelog
         after the new owner's writes. Their offsets are not committed by us (Faust discards
         commits of revoked partitions), so the new owner processes them.
@@ -169,17 +171,20 @@ class Pipeline:
         result = self.processor.process_batch(raws, self._lookup(events), now)
         scored = time.perf_counter()
 
-        pending = []
-        send = self.out_topics
-        for dl in result.dead_letters:
-            pending.append(
-                await send[self.topics.dead_letter].send(key=dl.key.encode() if dl.key else None, value=encode(dl))
-            )
         encoded_scores = [encode(score) for score in result.scores]
-        for score, value in zip(result.scores, encoded_scores, strict=True):
-            pending.append(await send[self.topics.scores].send(key=score.device_id.encode(), value=value))
-        for alert in result.alerts:
-            pending.append(await send[self.topics.alerts].send(key=alert.device_id.encode(), value=encode(alert)))
+        pending = [
+            *await publish(
+                self.app,
+                self.topics.dead_letter,
+                [(dl.key.encode() if dl.key else None, encode(dl)) for dl in result.dead_letters],
+            ),
+            *await publish(
+                self.app,
+                self.topics.scores,
+                [(score.device_id.encode(), value) for score, value in zip(result.scores, encoded_scores, strict=True)],
+            ),
+            *await publish(self.app, self.topics.alerts, [(a.device_id.encode(), encode(a)) for a in result.alerts]),
+        ]
         if pending:
             await asyncio.gather(*pending)  # effects durable before the state that records them
         emitted = datetime.now(UTC)
@@ -190,22 +195,23 @@ class Pipeline:
         await self.sink.flush()  # written and dropped points are counted by the sink (metrics.track_sink)
 
         assigned = self.app.consumer.assignment()  # again: the awaits above may have spanned a rebalance
+        writes: dict[int, list[tuple[bytes, bytes]]] = {}
         for device_id, record in result.records.items():
-            event = events[result.last_record_of[device_id]]
-            if event.message.tp not in assigned:
+            message = events[result.last_record_of[device_id]].message
+            if message.tp not in assigned:
                 continue
-            _current_event.set(weakref.ref(event))
             value = record.to_bytes()
-            self.table[device_id.encode()] = value
+            writes.setdefault(message.partition, []).append((device_id.encode(), value))
             self.recent.append(value)
         for device_id in result.rewrite - result.records.keys():
-            event = events[result.last_record_of[device_id]]
-            if event.message.tp not in assigned:
+            message = events[result.last_record_of[device_id]].message
+            if message.tp not in assigned:
                 continue
-            _current_event.set(weakref.ref(event))
-            current = self.table.get(device_id.encode())
+            current = self.table.read(message.partition, device_id.encode())
             if current is not None:
-                self.table[device_id.encode()] = current
+                writes.setdefault(message.partition, []).append((device_id.encode(), current))
+        for partition, items in writes.items():
+            await self.table.write_batch(partition, items)  # one RocksDB write batch + one changelog batch
 
         self.recent_scores.extend(encoded_scores)
         for raw in raws:
@@ -351,8 +357,23 @@ def faust_config(settings: ServerSettings) -> dict[str, Any]:
         "web_port": s.web_port,
         "web_in_thread": False,
         "TableManager": SeekFirstTableManager,  # seeks input partitions before records flow (recovery.py)
-        "PartitionAssignor": RestartTolerantAssignor,  # a restart on a new web address (assignor.py)
+        "PartitionAssignor": RestartTolerantAssignor,  # a restart on a new web address (faust_internals.py)
     }
+
+
+def device_table(app: faust.App, name: str, partitions: int) -> DeviceTable:
+    """The app's bytes -> bytes device table, written in batches (registered with the app like ``app.Table``)."""
+    table = DeviceTable(
+        app,
+        name=name,
+        default=None,
+        beacon=app.tables.beacon,
+        partitions=partitions,
+        key_type=bytes,
+        value_type=bytes,
+    )
+    app.tables.add(table)
+    return table
 
 
 def create_app(
@@ -371,8 +392,9 @@ def create_app(
     topics = Topics(prefix=kafka.topic_prefix)
     worker = instance_id(s)
     app = faust.App(group_id(settings), **faust_config(settings))
+    install_transport(app)
     metrics = PipelineMetrics()
-    table = app.Table(TABLE_NAME, default=None, partitions=s.partitions, key_type=bytes, value_type=bytes)
+    table = device_table(app, TABLE_NAME, s.partitions)
     scorers = scorers if scorers is not None else load_scorers(settings.models)
     processor = Processor(s, topics, scorers, policy if policy is not None else serving_policy(settings, scorers))
     pipeline = Pipeline(app, table, topics, processor, sink or build_sink(s.tsdb), metrics, worker)
@@ -389,15 +411,12 @@ def create_app(
 
     @app.agent(source, concurrency=1, name="fleetpulse.process")  # type: ignore[misc,untyped-decorator]
     async def process(stream: Any) -> None:
-        async for events in stream.take_events(s.batch_max, within=s.batch_within_s):
+        async for events in event_batches(stream, s.batch_max, s.batch_within_s):
             await pipeline.handle(events)
+            ack_events(events)
 
     @app.task  # type: ignore[misc,untyped-decorator]
     async def announce() -> None:
-        # a scoring batch writes up to batch_max table rows, each a changelog record in Faust's
-        # producer buffer; at its fixed ebb of 100 records Faust warned "producer buffer full" and
-        # paused the stream after nearly every batch of a backlog
-        app.producer.buffer.max_messages = max(app.producer.buffer.max_messages, s.batch_max)
         log.info("serving", extra={"fields": serving_summary(processor)})
 
     @app.timer(interval=s.stats_interval_s)  # type: ignore[misc,untyped-decorator]

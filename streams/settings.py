@@ -74,7 +74,7 @@ class StreamSettings(BaseModel):
         default=None,
         description="static group membership id; default <hostname>-<web_port>, unique per worker on a host",
     )
-    batch_max: int = Field(default=2000, ge=1, description="events per scoring batch (stream.take_events)")
+    batch_max: int = Field(default=2000, ge=1, description="events per scoring batch (read from the channel in bulk)")
     batch_within_s: float = Field(default=0.2, gt=0, description="max wait to fill a batch: bounds added latency")
     buffer_maxsize: int = Field(default=4096, ge=1, description="Faust per-partition buffer; full buffers pause fetch")
     session_timeout_s: float = Field(default=10.0, gt=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -42,8 +43,11 @@ def Worker(
     tsdb_url: str | None = None,
     web_port: int | None = None,
     instance: str = "w1",
+    **overrides: object,
 ) -> WorkerProcess:
-    """A worker child process with short test timeouts and small batches (so kills land mid-stream)."""
+    """A worker child process with short test timeouts and small batches (so kills land mid-stream).
+
+    ``overrides`` are further stream settings (e.g. ``commit_interval_s``)."""
     streams: dict[str, object] = {
         "store": store,
         "data_dir": data_dir,
@@ -56,6 +60,7 @@ def Worker(
         "batch_max": 100,
         "baseline_refit_s": 0,  # anomaly scores from priors only: a replay from scratch must match exactly
         "tsdb__kind": "influxdb2" if tsdb_url else "none",
+        **overrides,
     }
     if tsdb_url:
         streams["tsdb__url"] = tsdb_url
@@ -145,11 +150,27 @@ def table_state(kafka: KafkaSettings) -> dict[str, DeviceRecord]:
     return {k: DeviceRecord.from_bytes(v) for k, v in latest.items()}
 
 
+ScoreKey = tuple[str, str, str, str, str, int]
+"""device, component, component id, model, role, report seq: what identifies one emitted score"""
+
+
+def score_key(score: dict[str, Any]) -> ScoreKey:
+    return (
+        score["device_id"],
+        score["component"],
+        score["component_id"],
+        score["model_name"],
+        score["role"],
+        score["report_seq"],
+    )
+
+
 @dataclass
 class Replay:
     records: dict[str, DeviceRecord]
     alert_ids: set[str]
     dead_letters: int
+    scores: Counter[ScoreKey]
 
 
 def replay_from_scratch(kafka: KafkaSettings) -> Replay:
@@ -158,6 +179,7 @@ def replay_from_scratch(kafka: KafkaSettings) -> Replay:
     processor = Processor(StreamSettings(), topics, load_scorers(RULES_ONLY), AlertPolicy())
     table: dict[str, DeviceRecord] = {}
     alert_ids: set[str] = set()
+    scores: Counter[ScoreKey] = Counter()
     dead = 0
     raws = [
         RawRecord(m.topic, m.partition, m.offset, m.key, m.value, m.headers)
@@ -172,8 +194,9 @@ def replay_from_scratch(kafka: KafkaSettings) -> Replay:
         )
         table.update(result.records)
         alert_ids |= {a.alert_id for a in result.alerts}
+        scores.update(score_key(score.model_dump(mode="json")) for score in result.scores)
         dead += len(result.dead_letters)
-    return Replay(table, alert_ids, dead)
+    return Replay(table, alert_ids, dead, scores)
 
 
 def comparable(records: dict[str, DeviceRecord]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from faust.assignor.client_assignment import ClientAssignment, ClientMetadata
 from fleetpulse.models.registry import ScorerSet
 from fleetpulse.settings import ServerSettings
 from fleetpulse.streams.app import create_app
-from fleetpulse.streams.assignor import RestartTolerantAssignor
+from fleetpulse.streams.faust_internals import RestartTolerantAssignor
 from fleetpulse.streams.sinks import NullSink
 
 PREVIOUS_URL = "http://127.0.0.1:1111"

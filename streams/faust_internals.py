@@ -1,0 +1,369 @@
+"""The worker's hot path on faust-streaming's extension points, pinned to one faust-streaming version.
+
+Faust spends most of a table-state job's time on its own per-record machinery: the
+fetcher awaits every record through ``wait_first`` (two tasks and an ``asyncio.wait``
+each), stream iteration and ``take_events`` hand events over one by one, and every
+table write is one RocksDB put plus one message through the producer buffer. The
+worker keeps Faust's consumer group, tables, changelog, recovery and commit protocol,
+and replaces only those per-record paths, each through a subclass Faust lets an app
+plug in:
+
+* :class:`DrainingConsumer` (via :class:`DrainingTransport`, set as ``app.transport``):
+  hands a whole fetched batch to the conductor inside ONE task that the flow-stop
+  event can interrupt, instead of one task pair per record;
+* :func:`event_batches`: reads the agent's channel queue in bulk; the caller acks the
+  batch in a plain loop after handling it;
+* :class:`RestartTolerantAssignor` (``PartitionAssignor=`` setting): a static member that
+  comes back on another web address takes its cached assignment instead of failing Faust's
+  address assertion;
+* :class:`DeviceTable` with :class:`BatchRocksDBStore` / :class:`BatchMemoryStore`: reads
+  and writes by explicit partition, one RocksDB write batch and one changelog batch per
+  partition per call.
+
+These overrides reach private names (the assignor's compressed client metadata, ``Consumer._drain_messages`` and its read-offset and
+gap bookkeeping, the store's partition databases, the producer's aiokafka client, the
+queue's error deque). They live in this one module, which refuses any other
+faust-streaming version than :data:`FAUST_STREAMING_VERSION` (also pinned in
+pyproject.toml); ``tests/unit/test_faust_internals.py`` fails loudly when an internal
+they rely on changes its signature or disappears.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, cast
+
+import faust
+import rocksdict
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from faust.assignor import PartitionAssignor
+from faust.assignor.client_assignment import ClientMetadata
+from faust.stores import memory as memory_store
+from faust.stores import rocksdb as rocksdb_store
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers import aiokafka as aiokafka_driver
+from faust.types import TP
+from yarl import URL
+
+FAUST_STREAMING_VERSION = "0.15.3"
+"""The only faust-streaming release whose internals this module was written and tested against."""
+
+log = logging.getLogger(__name__)
+
+YIELD_EVERY = 100
+"""Records handed over between yields to the event loop (as Faust's own drain loop)."""
+
+
+def require_pinned_faust() -> None:
+    """Refuse to run on another faust-streaming release: the overrides below would silently misbehave."""
+    if faust.__version__ != FAUST_STREAMING_VERSION:
+        raise RuntimeError(
+            f"fleetpulse's stream worker is built for faust-streaming {FAUST_STREAMING_VERSION}, "
+            f"found {faust.__version__}: re-check fleetpulse/streams/faust_internals.py against its source"
+        )
+
+
+class DrainingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
+    """Faust's aiokafka consumer whose fetcher hands each fetched batch over in one interruptible task.
+
+    Faust's ``_drain_messages`` wraps EVERY record in ``wait_first(callback, suspend_flow.wait())``
+    so that a rebalance can interrupt a delivery blocked on a full stream buffer. Waiting on the
+    whole batch keeps that property (the flow-stop event cancels the delivery where it blocks;
+    a record is marked read only after its delivery completed) at one task pair per fetch.
+    Offset-gap bookkeeping and ``commit_every`` behave as in Faust.
+    """
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                records = self.getmany(timeout=1.0)
+                await self.sleep(0)  # getmany can return at once in a loop: let the event loop run
+                if not self.should_stop:
+                    # the fetch itself runs outside the interruptible part, as in Faust: it waits while the
+                    # flow is stopped, and a fetch cancelled half-way would lose records the client returned
+                    first = await anext(records, None)
+                    if first is not None:
+                        await self.wait_first(self._deliver(first, records), self.suspend_flow.wait())
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _deliver(self, first: tuple[TP, Any], rest: AsyncIterator[tuple[TP, Any]]) -> None:
+        """Every record of one fetch to the conductor, in order; gaps and ``commit_every`` as Faust does."""
+        await self._deliver_one(*first)
+        since_yield = 1
+        async for tp, message in rest:
+            since_yield += 1
+            if since_yield > YIELD_EVERY:
+                await asyncio.sleep(0)
+                since_yield = 0
+            await self._deliver_one(tp, message)
+
+    async def _deliver_one(self, tp: TP, message: Any) -> None:
+        offset = message.offset
+        read = self._read_offset[tp]
+        if read is not None and offset < read:
+            self.log.dev("DROPPED MESSAGE ROFF %r", offset)
+            return
+        if read and offset - read > 1 and self.app.topics.acks_enabled_for(message.topic):
+            await self._add_gap(tp, read + 1, offset)
+        if self._commit_every is not None and self._n_acked >= self._commit_every:
+            self._n_acked = 0
+            await asyncio.shield(self.commit())  # a flow stop must not cancel a commit half-way
+        await self.callback(message)
+        self._read_offset[tp] = offset
+
+
+class DrainingTransport(aiokafka_driver.Transport):  # type: ignore[misc]
+    """Faust's aiokafka transport with :class:`DrainingConsumer` (``app.transport = DrainingTransport(...)``)."""
+
+    Consumer = DrainingConsumer
+
+
+def install_transport(app: faust.App) -> None:
+    """Give ``app`` the draining transport; must run before anything touches ``app.transport`` (topics, tables)."""
+    require_pinned_faust()
+    app.transport = DrainingTransport(app.conf.broker_consumer, app)
+
+
+async def event_batches(stream: Any, max_events: int, within_s: float) -> AsyncIterator[list[Any]]:
+    """Batches of up to ``max_events`` events from the agent's channel, waiting at most ``within_s`` to fill one.
+
+    Each event is tracked for acking as stream iteration tracks it; events delivered before
+    a rebalance (flow stopped, or an older consumer generation) are acked without being
+    yielded, as Faust skips them. The caller acks a yielded batch with :func:`ack_events`
+    once it is handled: until then its offsets stay uncommitted.
+    """
+    app = stream.app
+    queue = stream.channel.queue
+    errors = queue._errors
+    consumer = app.consumer
+    track = consumer.track_message
+    acks_enabled_for = app.topics.acks_enabled_for
+    flow_active = app.flow_control.is_active
+    stopping = False
+    while not stream.should_stop:
+        if errors:
+            raise errors.popleft()
+        batch: list[Any] = []
+        try:
+            event = queue.get_nowait() if not queue.empty() else await queue.get()
+        except StopAsyncIteration:  # Faust ends the channel this way when the agent stops
+            return
+        deadline = time.monotonic() + within_s
+        while True:
+            message = event.message
+            if not flow_active() or message.generation_id != app.consumer_generation_id:
+                ack_events([event])
+            else:
+                if not message.tracked and acks_enabled_for(message.topic):
+                    message.tracked = True
+                    track(message)
+                batch.append(event)
+            if len(batch) >= max_events:
+                break
+            if not queue.empty():
+                event = queue.get_nowait()
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                event = await asyncio.wait_for(queue.get(), remaining)
+            except TimeoutError:
+                break
+            except StopAsyncIteration:
+                stopping = True
+                break
+        if batch:
+            yield batch
+        if stopping:
+            return
+
+
+def ack_events(events: Sequence[Any]) -> None:
+    """Mark handled events safe to commit (Faust commits an offset once all events before it are acked)."""
+    for event in events:
+        message = event.message
+        if event.ack():
+            event.app.sensors.on_message_out(message.tp, message.offset, message)
+
+
+class BatchRocksDBStore(rocksdb_store.Store):  # type: ignore[misc]
+    """Faust's RocksDB store, read and written by explicit partition; writes as one RocksDB write batch.
+
+    Faust's key -> partition index (a locked LRU cache, updated on every read and write) is
+    left out: it only speeds up reads that name no partition, which the worker never makes
+    (such a read still finds the key by looking in every partition's database).
+    """
+
+    def read(self, partition: int, key: bytes) -> bytes | None:
+        value: bytes | None = self._db_for_partition(partition).get(key)
+        return value
+
+    def write_batch(self, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None:
+        if not self.use_rocksdict:
+            raise RuntimeError("the batch store writes through rocksdict (python-rocksdb is not supported)")
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for key, value in items:
+            batch.put(key, value)
+        self._db_for_partition(partition).write(batch)
+
+
+class BatchMemoryStore(memory_store.Store[Any, Any]):  # type: ignore[misc]
+    """Faust's in-memory store with the same batch interface (tests and single-node demos)."""
+
+    def read(self, partition: int, key: bytes) -> bytes | None:
+        value: bytes | None = self.data.get(key)
+        return value
+
+    def write_batch(self, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None:
+        self.data.update(items)
+
+
+BATCH_STORES: dict[str, type[Any]] = {"rocksdb": BatchRocksDBStore, "memory": BatchMemoryStore}
+
+
+class DeviceTable(faust.Table[bytes, bytes]):  # type: ignore[misc]
+    """A bytes -> bytes Faust table written in batches: one store write and one changelog batch per partition.
+
+    Recovery, standbys, rebalancing and offset commits are Faust's own; only the per-key
+    paths are replaced. Changelog records go straight into the producer's accumulator as
+    one batch per partition; Faust's commit flushes the producer before it commits input
+    offsets, so the changelog is durable before the records that caused it are committed.
+    """
+
+    def _new_store_by_url(self, url: str | URL) -> Any:
+        scheme = URL(str(url)).scheme
+        if scheme not in BATCH_STORES:
+            raise ValueError(f"table store {scheme!r} has no batch store (one of {sorted(BATCH_STORES)})")
+        return BATCH_STORES[scheme](
+            url,
+            self.app,
+            self,
+            table_name=self.name,
+            key_type=self.key_type,
+            key_serializer=self.key_serializer,
+            value_serializer=self.value_serializer,
+            value_type=self.value_type,
+            loop=self.loop,
+            options=self.options,
+        )
+
+    def read(self, partition: int, key: bytes) -> bytes | None:
+        """The stored value of ``key`` in ``partition`` (one RocksDB read), or None."""
+        return self._batch_store().read(partition, key)
+
+    def _batch_store(self) -> BatchRocksDBStore | BatchMemoryStore:
+        return cast(BatchRocksDBStore | BatchMemoryStore, self.data)
+
+    async def write_batch(self, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None:
+        """Store ``items`` in ``partition`` and queue them to the changelog as one batch.
+
+        Returns once the batch is in the producer's accumulator (not yet acknowledged):
+        the store's persisted changelog offset advances when Kafka acknowledges it.
+        """
+        if not items:
+            return
+        self._batch_store().write_batch(partition, items)
+        topic = self.changelog_topic.get_topic_name()
+        for sent, count in await send_batches(self.app, topic, partition, items):
+            sent.add_done_callback(self._persisted(TP(topic, partition), count))
+
+    def _persisted(self, tp: TP, count: int) -> Callable[[asyncio.Future[Any]], None]:
+        def on_sent(sent: asyncio.Future[Any]) -> None:
+            if sent.cancelled() or sent.exception() is not None or sent.result() is None:
+                return  # not acknowledged: recovery re-reads the changelog from the last acknowledged offset
+            self.data.set_persisted_offset(tp, sent.result().offset + count - 1)
+
+        return on_sent
+
+
+async def send_batches(
+    app: Any, topic: str, partition: int, items: Sequence[tuple[bytes | None, bytes]]
+) -> list[tuple[asyncio.Future[Any], int]]:
+    """Queue ``items`` to one partition as producer batches (one unless they exceed the batch size).
+
+    Returns each batch's delivery future with its record count. Faust's commit flushes the
+    producer before committing input offsets, so these are durable before their inputs commit.
+    """
+    producer = app.producer._ensure_producer()
+    sent: list[tuple[asyncio.Future[Any], int]] = []
+    builder, count = producer.create_batch(), 0
+    for key, value in items:
+        if builder.append(key=key, value=value, timestamp=None) is None:
+            sent.append((await producer.send_batch(builder, topic, partition=partition), count))
+            builder, count = producer.create_batch(), 0
+            if builder.append(key=key, value=value, timestamp=None) is None:
+                raise ValueError(f"a record of {len(value)} bytes exceeds the producer's batch size")
+        count += 1
+    if count:
+        sent.append((await producer.send_batch(builder, topic, partition=partition), count))
+    return sent
+
+
+async def publish(app: Any, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> list[Any]:
+    """Queue ``records`` to ``topic`` partitioned by key as Kafka's default partitioner does, one batch per
+    partition; returns the delivery futures (await them to know the records are acknowledged)."""
+    if not records:
+        return []
+    producer = app.producer._ensure_producer()
+    await producer.client._wait_on_metadata(topic)
+    by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
+    for key, value in records:
+        partition = producer._partition(topic, None, key, value, key, value)
+        by_partition.setdefault(partition, []).append((key, value))
+    futures: list[Any] = []
+    for partition, items in by_partition.items():
+        futures.extend(sent for sent, _ in await send_batches(app, topic, partition, items))
+    return futures
+
+
+class RestartTolerantAssignor(PartitionAssignor):
+    """Faust's assignor that accepts its own cached assignment after a restart on a new address.
+
+    The worker joins its consumer group as a static member (``consumer_group_instance_id``). When a
+    worker restarts within the session timeout, Kafka hands the returning member the assignment the
+    leader computed for its previous incarnation, without a rebalance. Faust stores the member's web
+    URL in that assignment and ends ``PartitionAssignor.on_assignment`` with
+    ``assert metadata.url == str(self._url)``: a worker that came back with another ``web_port`` or
+    ``web_host`` (same ``instance_id``) fails the assertion inside aiokafka's coordinator task, which
+    then stops for good. The process stays alive, owns no partition and never becomes ready.
+
+    The URL in an assignment only serves Faust's routing of table-key web requests between workers,
+    which this worker does not use. The returning member therefore takes its assignment with its own
+    URL; the leader learns the new address at the next rebalance.
+    """
+
+    def on_assignment(self, assignment: ConsumerProtocolMemberAssignment) -> None:
+        metadata = cast(ClientMetadata, ClientMetadata.loads(self._decompress(assignment.user_data)))
+        own_url = str(self._url)
+        if metadata.url != own_url:
+            log.warning(
+                "assignment carries this worker's previous web address; taking it as this worker's",
+                extra={"fields": {"assigned_url": metadata.url, "own_url": own_url}},
+            )
+            metadata.url = own_url
+            assignment = ConsumerProtocolMemberAssignment(
+                assignment.version, assignment.assignment, self._compress(metadata.dumps())
+            )
+        super().on_assignment(assignment)

@@ -1,0 +1,220 @@
+"""The faust-streaming internals the worker's hot path relies on are still the ones it was written against.
+
+``fleetpulse.streams.faust_internals`` overrides or calls private faust-streaming and
+aiokafka code. A release that renames, re-signs or rewrites any of it must fail here,
+loudly and by name, before a worker misbehaves: every digest below is of the source of
+an internal that the module replaces or depends on. When one fails, read the new source,
+adapt faust_internals.py, then update the digest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiokafka
+import faust
+import pytest
+from faust.stores import rocksdb as rocksdb_store
+from faust.tables.base import Collection
+from faust.transport import consumer as faust_consumer
+from faust.transport.drivers import aiokafka as aiokafka_driver
+from faust.types import TP
+from mode.utils.queues import FlowControlEvent, ThrowableQueue
+
+from fleetpulse.models.registry import ScorerSet
+from fleetpulse.settings import ServerSettings
+from fleetpulse.streams import faust_internals
+from fleetpulse.streams.app import create_app
+from fleetpulse.streams.faust_internals import (
+    FAUST_STREAMING_VERSION,
+    BatchMemoryStore,
+    BatchRocksDBStore,
+    DeviceTable,
+    DrainingConsumer,
+    DrainingTransport,
+    require_pinned_faust,
+)
+from fleetpulse.streams.sinks import NullSink
+
+SOURCE_DIGESTS = {
+    # replaced by DrainingConsumer._drain_messages/_deliver: its gap, commit_every and read-offset handling must match
+    "faust.transport.consumer.Consumer._drain_messages": (faust_consumer.Consumer._drain_messages, "44a2500309e8"),
+    "faust.transport.consumer.Consumer._add_gap": (faust_consumer.Consumer._add_gap, "4df2573ded7c"),
+    "faust.transport.consumer.Fetcher._fetcher": (faust_consumer.Fetcher._fetcher, "68f894f0b577"),
+    # DeviceTable builds its store the way Collection does
+    "faust.tables.base.Collection._new_store_by_url": (Collection._new_store_by_url, "343a8125107d"),
+    # BatchRocksDBStore reads/writes the partition databases as these do
+    "faust.stores.rocksdb.Store._set": (rocksdb_store.Store._set, "4227e561e288"),
+    "faust.stores.rocksdb.Store._db_for_partition": (rocksdb_store.Store._db_for_partition, "cb7e67d5f9ef"),
+    "faust.stores.rocksdb.Store.apply_changelog_batch": (rocksdb_store.Store.apply_changelog_batch, "ea3344d369fc"),
+    # DeviceTable sets the persisted changelog offset as Faust's changelog callback does
+    "faust.tables.base.Collection._on_changelog_sent": (Collection._on_changelog_sent, "60122c86a120"),
+    # the commit flushes the producer before committing: what makes batched changelog writes safe
+    "faust.transport.consumer.Consumer._commit_offsets": (faust_consumer.Consumer._commit_offsets, "1a6979904118"),
+    "faust.transport.drivers.aiokafka.Producer.flush": (aiokafka_driver.Producer.flush, "36d0cb3615f6"),
+}
+
+
+def digest(function: Any) -> str:
+    function = getattr(function, "fun", function)  # a Service.task wraps its coroutine function
+    return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()[:12]
+
+
+def test_the_installed_faust_streaming_is_the_pinned_release() -> None:
+    assert faust.__version__ == FAUST_STREAMING_VERSION
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    assert f'"faust-streaming=={FAUST_STREAMING_VERSION}"' in pyproject
+
+
+def test_another_faust_streaming_release_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(faust, "__version__", "0.99.0")
+    with pytest.raises(RuntimeError, match=r"built for faust-streaming 0\.15\.3, found 0\.99\.0"):
+        require_pinned_faust()
+
+
+@pytest.mark.parametrize("name", sorted(SOURCE_DIGESTS))
+def test_patched_internal_source_is_unchanged(name: str) -> None:
+    function, expected = SOURCE_DIGESTS[name]
+    assert digest(function) == expected, (
+        f"{name} changed in this faust-streaming release: re-check fleetpulse/streams/faust_internals.py "
+        f"against it, then update its digest here"
+    )
+
+
+def test_private_signatures_and_attributes_are_as_used(tmp_path: Path) -> None:
+    assert list(inspect.signature(faust_consumer.Consumer._drain_messages).parameters) == ["self", "fetcher"]
+    assert list(inspect.signature(faust_consumer.Consumer._add_gap).parameters) == [
+        "self",
+        "tp",
+        "offset_from",
+        "offset_to",
+    ]
+    assert "consumer._drain_messages(self)" in inspect.getsource(faust_consumer.Fetcher._fetcher.fun)
+    assert list(inspect.signature(aiokafka.AIOKafkaProducer.send_batch).parameters) == [
+        "self",
+        "batch",
+        "topic",
+        "partition",
+    ]
+    assert list(inspect.signature(aiokafka.AIOKafkaProducer._partition).parameters) == [
+        "self",
+        "topic",
+        "partition",
+        "key",
+        "value",
+        "serialized_key",
+        "serialized_value",
+    ]
+    assert hasattr(aiokafka_driver.Producer, "_ensure_producer")
+    assert "_errors" in vars(ThrowableQueue(maxsize=1, flow_control=FlowControlEvent()))
+    assert hasattr(rocksdb_store, "WriteBatch")
+
+    app = create_app(
+        ServerSettings.model_validate({"streams": {"store": "memory", "data_dir": str(tmp_path)}}),
+        scorers=ScorerSet([]),
+        sink=NullSink(),
+    )
+    consumer: Any = app.consumer
+    for attribute in ("_read_offset", "_commit_every", "_n_acked", "suspend_flow", "diag", "callback", "_stopped"):
+        assert hasattr(consumer, attribute), attribute
+
+
+def test_the_app_runs_on_the_batch_transport_table_and_store(tmp_path: Path) -> None:
+    for store, store_class in (("memory", BatchMemoryStore), ("rocksdb", BatchRocksDBStore)):
+        settings = ServerSettings.model_validate({"streams": {"store": store, "data_dir": str(tmp_path / store)}})
+        app = create_app(settings, scorers=ScorerSet([]), sink=NullSink())
+        table: Any = app.fleetpulse.table  # type: ignore[attr-defined]
+        assert isinstance(app.transport, DrainingTransport)
+        assert isinstance(app.consumer, DrainingConsumer)
+        assert isinstance(table, DeviceTable)
+        assert isinstance(table.data, store_class)
+        assert app.tables[table.name] is table
+
+
+def test_rocksdb_batch_store_writes_one_batch_per_partition_and_reads_by_partition(tmp_path: Path) -> None:
+    app = create_app(
+        ServerSettings.model_validate({"streams": {"store": "rocksdb", "data_dir": str(tmp_path)}}),
+        scorers=ScorerSet([]),
+        sink=NullSink(),
+    )
+    store: Any = app.fleetpulse.table.data  # type: ignore[attr-defined]
+    store.write_batch(3, [(b"pc-1", b"one"), (b"pc-2", b"two")])
+    store.write_batch(4, [(b"pc-1", b"other partition")])
+    assert store.read(3, b"pc-1") == b"one"
+    assert store.read(3, b"pc-2") == b"two"
+    assert store.read(4, b"pc-1") == b"other partition"
+    assert store.read(5, b"pc-1") is None
+    store.set_persisted_offset(TP("changelog", 3), 41)
+    assert store.persisted_offset(TP("changelog", 3)) == 41
+
+
+def test_persisted_offset_is_the_last_record_of_an_acknowledged_batch(tmp_path: Path) -> None:
+    app = create_app(
+        ServerSettings.model_validate({"streams": {"store": "rocksdb", "data_dir": str(tmp_path)}}),
+        scorers=ScorerSet([]),
+        sink=NullSink(),
+    )
+    table: Any = app.fleetpulse.table  # type: ignore[attr-defined]
+    tp = TP("changelog", 2)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        acknowledged, failed = loop.create_future(), loop.create_future()
+        acknowledged.set_result(aiokafka.structs.RecordMetadata("changelog", 2, tp, 100, -1, -1, None))
+        table._persisted(tp, 5)(acknowledged)
+        failed.set_exception(aiokafka.errors.KafkaTimeoutError())
+        table._persisted(tp, 9)(failed)
+
+    asyncio.run(run())
+    assert table.data.persisted_offset(tp) == 104
+
+
+def test_a_fetch_is_delivered_in_order_with_read_offsets_and_gaps(tmp_path: Path) -> None:
+    app = create_app(
+        ServerSettings.model_validate({"streams": {"store": "memory", "data_dir": str(tmp_path)}}),
+        scorers=ScorerSet([]),
+        sink=NullSink(),
+    )
+    consumer: Any = app.consumer
+    tp = TP("in", 0)
+    delivered: list[int] = []
+    gaps: list[tuple[int, int]] = []
+
+    class Message:
+        def __init__(self, offset: int) -> None:
+            self.offset, self.topic = offset, "in"
+
+    async def callback(message: Any) -> None:
+        delivered.append(message.offset)
+
+    async def add_gap(tp: TP, offset_from: int, offset_to: int) -> None:
+        gaps.append((offset_from, offset_to))
+
+    async def fetched() -> AsyncIterator[tuple[TP, Any]]:
+        for offset in (6, 9, 4, 10):
+            yield tp, Message(offset)
+
+    consumer.callback = callback
+    consumer._add_gap = add_gap
+    consumer._commit_every = None
+    consumer._read_offset[tp] = 4
+    app.topics.acks_enabled_for = lambda topic: True  # type: ignore[method-assign]
+    asyncio.run(consumer._deliver((tp, Message(5)), fetched()))
+
+    assert delivered == [5, 6, 9, 10]  # 4 was read before: dropped as Faust drops it
+    assert gaps == [(7, 9)]
+    assert consumer._read_offset[tp] == 10
+
+
+def test_memory_batch_store_reads_what_it_wrote() -> None:
+    store = BatchMemoryStore.__new__(BatchMemoryStore)
+    store.data = {}
+    store.write_batch(0, [(b"a", b"1"), (b"b", b"2")])
+    assert store.read(7, b"a") == b"1"
+    assert store.read(0, b"c") is None
+    assert faust_internals.BATCH_STORES["memory"] is BatchMemoryStore
