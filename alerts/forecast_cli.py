@@ -8,11 +8,14 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from fleetpulse.cliutil import settings_from
+
+if TYPE_CHECKING:
+    from fleetpulse.models.forecast_settings import ForecastSettings
 
 DATA_DIR = Path("../shared/data")
 CACHE_DIR = Path(".local/cache")
@@ -37,11 +40,15 @@ def register(app: typer.Typer) -> None:
         data_dir: Annotated[Path, typer.Option(help="folder with backblaze/ (--backtest)")] = DATA_DIR,
         cache_dir: Annotated[Path, typer.Option(help="replay cache (--backtest)")] = CACHE_DIR,
         out: Annotated[Path, typer.Option(help="report file (--backtest)")] = BACKTEST_OUT,
+        sim_devices: Annotated[
+            int, typer.Option(help="simulated devices for the battery and fan backtest (--backtest; 0 = skip)")
+        ] = 1000,
+        seed: Annotated[int, typer.Option(help="simulator seed (--backtest)")] = 0,
     ) -> None:
         """Expected part replacements per component, hardware model and site in the next 30 and 90 days."""
         settings = settings_from(ctx).alerts
         if backtest:
-            _backtest(data_dir, cache_dir, out, settings.forecast.coverage)
+            _backtest(data_dir, cache_dir, out, settings.forecast, sim_devices, seed)
             return
         from fleetpulse.alerts.api.auth import Principal
         from fleetpulse.alerts.forecast import scoped_forecast
@@ -73,7 +80,9 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"interval: {100 * rows[0].coverage:g} % prediction interval of the count")
 
 
-def _backtest(data_dir: Path, cache_dir: Path, out: Path, coverage: float) -> None:
+def _backtest(
+    data_dir: Path, cache_dir: Path, out: Path, settings: ForecastSettings, sim_devices: int, seed: int
+) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from fleetpulse.contract import Component
@@ -96,7 +105,14 @@ def _backtest(data_dir: Path, cache_dir: Path, out: Path, coverage: float) -> No
         task = progress.add_task("replaying test drives to each window start", total=644_569)
         probes = fb.cached_probes(data_dir, cache_dir, windows, lambda n: progress.advance(task, n))
     risk = scorer.predict(probes.features.astype(float), fb.WINDOW_DAYS)
-    rows = fb.backtest(probes, risk, coverage, fb.window_starts(windows))
+    rows = fb.backtest(probes, risk, settings.coverage, fb.window_starts(windows))
+    report = fb.markdown(rows, settings.coverage, champion, file_digest(path))
+    if sim_devices > 0:
+        from fleetpulse.models.forecast_simulated import simulated_backtest
+
+        typer.echo(f"simulating {sim_devices} devices for the battery and fan backtest", err=True)
+        sim = simulated_backtest(sim_devices, seed, settings=settings)
+        report += "\n" + fb.simulated_markdown(sim.rows, settings.coverage, sim.devices, sim.seed, sim.days)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(fb.markdown(rows, coverage, champion, file_digest(path)))
+    out.write_text(report)
     typer.echo(f"backtest written to {out}")

@@ -9,8 +9,10 @@ Per part, the probability of a replacement within the window:
 * a served probability (the disk model's calibrated risk, or a rule's alert level)
   over its own horizon is converted to the window at a constant hazard:
   ``1 - (1 - risk) ** (window / horizon)``;
-* a rule component scored "clear" (``RISK_CLEAR``, a level rather than a probability)
-  gets the component's configured annual failure rate instead, converted the same way;
+* a rule component scored "clear" (``RISK_CLEAR``, a level rather than a probability), and
+  a battery without an end-of-life estimate (its levels mean "service due", not "worn
+  out soon"), get the component's configured annual failure rate instead, converted the
+  same way;
 * a battery with an end-of-life estimate (days until 60 % of design capacity) gets the
   probability that the true crossing falls in the window, from the calibrated interval
   of :mod:`~fleetpulse.models.battery_interval` read as a log-normal distribution of
@@ -114,8 +116,11 @@ def window_probability(part: PartRisk, window_days: int, settings: ForecastSetti
     """The part's probability of needing a replacement within ``window_days`` (rules in the module doc)."""
     if part.component is Component.BATTERY and part.replace_in_days is not None:
         return crossing_probability(part.replace_in_days, window_days)
-    rule_clear = part.component is not Component.DISK and part.risk <= RISK_CLEAR
-    if rule_clear and part.component in settings.annual_failure_rate:
+    # a battery's levels without an end-of-life estimate say "service due", not "worn out soon"
+    no_evidence = part.component is Component.BATTERY or (
+        part.component is not Component.DISK and part.risk <= RISK_CLEAR
+    )
+    if no_evidence and part.component in settings.annual_failure_rate:
         return hazard_converted(settings.annual_failure_rate[part.component], 365.0, window_days)
     return hazard_converted(part.risk, part.horizon_days, window_days)
 
