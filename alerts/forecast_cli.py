@@ -87,7 +87,7 @@ def _backtest(
 
     from fleetpulse.contract import Component
     from fleetpulse.models import forecast_backtest as fb
-    from fleetpulse.models.data import SURVIVAL_FILE, file_digest
+    from fleetpulse.models.data import SURVIVAL_FILE, cached_replay, file_digest
     from fleetpulse.models.index import read_registry
     from fleetpulse.models.registry import load_artifact
     from fleetpulse.models.settings import SHIPPED_REGISTRY
@@ -104,9 +104,15 @@ def _backtest(
     with Progress(*columns) as progress:
         task = progress.add_task("replaying test drives to each window start", total=644_569)
         probes = fb.cached_probes(data_dir, cache_dir, windows, lambda n: progress.advance(task, n))
+        task = progress.add_task("replaying the survival table through the serving state", total=644_569)
+        instants = cached_replay("survival", data_dir, cache_dir, lambda n: progress.advance(task, n))
+    factor = fb.disk_odds_factor(instants)
+    typer.echo(f"disk odds factor (training drives before the cut-off): {factor:.4f}", err=True)
     risk = scorer.predict(probes.features.astype(float), fb.WINDOW_DAYS)
-    rows = fb.backtest(probes, risk, settings.coverage, fb.window_starts(windows))
-    report = fb.markdown(rows, settings.coverage, champion, file_digest(path))
+    starts = fb.window_starts(windows)
+    rows = fb.backtest(probes, risk, settings.coverage, starts, settings.disk_odds_factor)
+    served = fb.backtest(probes, risk, settings.coverage, starts)
+    report = fb.markdown(rows, served, settings.coverage, settings.disk_odds_factor, champion, file_digest(path))
     if sim_devices > 0:
         from fleetpulse.models.forecast_simulated import simulated_backtest
 

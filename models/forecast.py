@@ -9,6 +9,11 @@ Per part, the probability of a replacement within the window:
 * a served probability (the disk model's calibrated risk, or a rule's alert level)
   over its own horizon is converted to the window at a constant hazard:
   ``1 - (1 - risk) ** (window / horizon)``;
+* the disk risk first has its odds multiplied by ``disk_odds_factor``: the model is
+  calibrated on the survival table's instants, which sit where SMART counters change
+  (5.8 % of them precede a failure within 30 days), while a forecast scores every drive
+  every day (0.41 % a month fail); the factor is that change of base rate, measured on the
+  training drives before the model's cut-off (:func:`~fleetpulse.models.forecast_backtest.disk_odds_factor`);
 * a rule component scored "clear" (``RISK_CLEAR``, a level rather than a probability), and
   a battery without an end-of-life estimate (its levels mean "service due", not "worn
   out soon"), get the component's configured annual failure rate instead, converted the
@@ -77,6 +82,14 @@ def hazard_converted(risk: float, horizon_days: float, window_days: float) -> fl
     return float(1.0 - (1.0 - risk) ** (window_days / horizon_days))
 
 
+def shift_odds(risk: float, factor: float) -> float:
+    """``risk`` with its odds multiplied by ``factor`` (a change of base rate, the prior correction)."""
+    if risk >= 1.0 or risk <= 0.0 or factor == 1.0:
+        return risk
+    odds = factor * risk / (1.0 - risk)
+    return odds / (1.0 + odds)
+
+
 def _normal_cdf(x: float) -> float:
     return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
 
@@ -122,7 +135,8 @@ def window_probability(part: PartRisk, window_days: int, settings: ForecastSetti
     )
     if no_evidence and part.component in settings.annual_failure_rate:
         return hazard_converted(settings.annual_failure_rate[part.component], 365.0, window_days)
-    return hazard_converted(part.risk, part.horizon_days, window_days)
+    risk = shift_odds(part.risk, settings.disk_odds_factor) if part.component is Component.DISK else part.risk
+    return hazard_converted(risk, part.horizon_days, window_days)
 
 
 def poisson_binomial(probabilities: Sequence[float] | np.ndarray) -> np.ndarray:

@@ -25,10 +25,19 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from fleetpulse.models.data import SURVIVAL_COLUMNS, SURVIVAL_FILE, _report, _snapshot, drive_group, file_digest
+from fleetpulse.models.data import (
+    SURVIVAL_COLUMNS,
+    SURVIVAL_FILE,
+    Instants,
+    _report,
+    _snapshot,
+    drive_group,
+    file_digest,
+)
 from fleetpulse.models.features import DISK_FEATURES, disk_vector
-from fleetpulse.models.forecast import count_interval, hazard_converted, poisson_binomial
+from fleetpulse.models.forecast import count_interval, hazard_converted, poisson_binomial, shift_odds
 from fleetpulse.models.state import DeviceState, apply_report_in_place
+from fleetpulse.models.training import Split, labels
 
 WINDOW_DAYS = 30
 CUTOFF = date(2015, 7, 1)
@@ -169,6 +178,27 @@ def cached_probes(data_dir: Path, cache_dir: Path, windows: int, progress: Progr
     return probes
 
 
+def disk_odds_factor(instants: Instants, cutoff: date = CUTOFF, horizon: int = WINDOW_DAYS) -> float:
+    """Odds of failure within ``horizon`` days per drive-day over those per instant, on the training
+    drives before ``cutoff`` only (what the model was fitted on, nothing of the backtest's data).
+
+    Per instant: the share of labelled training instants followed by a failure within the horizon.
+    Per drive-day: the training drives' failures over their days in service before the cut-off,
+    as the probability of at least one failure in ``horizon`` days at that constant rate.
+    """
+    cutoff_day = float(cutoff.toordinal())
+    split = Split(cutoff_day=cutoff_day)
+    train, _ = split.masks(instants)
+    per_instant = float(np.nanmean(labels(instants, horizon, cutoff_day)[train]))
+    first = np.full(len(instants.serials), np.inf)
+    np.minimum.at(first, instants.drive, instants.day)
+    training_drive = ~split.test_drive(instants)
+    days = np.clip(np.minimum(instants.end_day, cutoff_day) - first, 0.0, None)[training_drive].sum()
+    failures = (instants.failed & (instants.end_day < cutoff_day))[training_drive].sum()
+    per_day = 1.0 - math.exp(-failures / days * horizon)
+    return (per_day / (1.0 - per_day)) / (per_instant / (1.0 - per_instant))
+
+
 @dataclass(frozen=True)
 class BacktestRow:
     group: str
@@ -184,9 +214,12 @@ class BacktestRow:
         return self.low <= self.observed <= self.high
 
 
-def backtest(probes: Probes, risk_30d: np.ndarray, coverage: float, starts: list[float]) -> list[BacktestRow]:
+def backtest(
+    probes: Probes, risk_30d: np.ndarray, coverage: float, starts: list[float], odds_factor: float = 1.0
+) -> list[BacktestRow]:
     """Forecast against outcome per drive model (those with ``MIN_DRIVES`` test drives at the
-    cut-off, the rest pooled) and window, plus the fleet total per window."""
+    cut-off, the rest pooled) and window, plus the fleet total per window; the risks' odds
+    multiplied by ``odds_factor`` first (1: as served)."""
     at_cutoff = probes.drive[probes.window == 0]
     counts: dict[str, int] = {}
     for d in at_cutoff:
@@ -201,7 +234,10 @@ def backtest(probes: Probes, risk_30d: np.ndarray, coverage: float, starts: list
         failed_in = probes.failed[drives] & (end < start + WINDOW_DAYS)
         followed = np.where(failed_in, WINDOW_DAYS, np.minimum(end - start, WINDOW_DAYS))
         p = np.array(
-            [hazard_converted(r, WINDOW_DAYS, max(f, 0.0)) for r, f in zip(risk_30d[here], followed, strict=True)]
+            [
+                hazard_converted(shift_odds(r, odds_factor), WINDOW_DAYS, max(f, 0.0))
+                for r, f in zip(risk_30d[here], followed, strict=True)
+            ]
         )
         groups = group_of[drives]
         for name in [*sorted(named), OTHER, ALL]:
@@ -260,28 +296,41 @@ def _iter_rows(rows: list[BacktestRow]) -> Iterator[str]:
         )
 
 
-def markdown(rows: list[BacktestRow], coverage: float, model_id: str, data_sha: str) -> str:
-    """The backtest section of the report: per-group summary, then every window."""
+def markdown(
+    rows: list[BacktestRow],
+    served: list[BacktestRow],
+    coverage: float,
+    odds_factor: float,
+    model_id: str,
+    data_sha: str,
+) -> str:
+    """The disk section of the backtest report: per drive model the forecast with the per-day
+    base rate (``rows``, what ``fleetpulse forecast`` serves) and the raw model risk (``served``)."""
     lines = [
-        "# Parts forecast backtest: disks on the 2013-2016 Backblaze survival table",
+        "# Parts forecast backtest",
         "",
-        f"Model: shipped champion `{model_id}` (30-day calibrated probability). Data: "
-        f"`{Path(SURVIVAL_FILE).name}` (sha256 `{data_sha[:12]}`). Forecast made at the start of each "
-        f"{WINDOW_DAYS}-day window after the model's cut-off {CUTOFF}, for the held-out test drives in service "
-        f"then; nominal interval {100 * coverage:g} % (exact Poisson-binomial, equal-tailed). "
-        "Error = (expected - observed) / observed over all windows.",
+        "## Disks on the 2013-2016 Backblaze survival table",
         "",
-        "| drive model | windows | interval held | expected | observed | error of the total |",
-        "|---|---|---|---|---|---|",
+        f"Model: shipped champion `{model_id}` (30-day probability). Data: `{Path(SURVIVAL_FILE).name}` "
+        f"(sha256 `{data_sha[:12]}`). A forecast is made at the start of each {WINDOW_DAYS}-day window after "
+        f"the model's cut-off {CUTOFF}, for the held-out test drives in service then, and compared with the "
+        f"failures of the window. Nominal interval {100 * coverage:g} % (exact Poisson-binomial, equal-tailed). "
+        f"Base-rate odds factor {odds_factor:.4f} (training drives before the cut-off). "
+        "Error of the total = (expected - observed) / observed over all windows.",
+        "",
+        "| drive model | windows | interval held | expected | observed | error of the total "
+        "| raw risk: interval held | raw risk: expected | raw risk: error |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for g in summary(rows):
+    for g, raw in zip(summary(rows), summary(served), strict=True):
         lines.append(
             f"| {g.group} | {g.windows} | {g.covered}/{g.windows} ({100 * g.covered / g.windows:.0f} %) | "
-            f"{g.expected:.1f} | {g.observed} | {g.error_pct:+.0f} % |"
+            f"{g.expected:.1f} | {g.observed} | {g.error_pct:+.0f} % | {raw.covered}/{raw.windows} | "
+            f"{raw.expected:.1f} | {raw.error_pct:+.0f} % |"
         )
     lines += [
         "",
-        "## Every window",
+        "Every window (with the base rate):",
         "",
         "| drive model | window | drives | expected | interval | observed | held |",
         "|---|---|---|---|---|---|---|",

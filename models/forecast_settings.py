@@ -12,6 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from fleetpulse.alerts.actions import DEVICE_CO2E_KG, PART_CO2E_KG
 from fleetpulse.contract import Component, DeviceKind
 
+DISK_ODDS_FACTOR = 0.0678
+"""Odds of a 30-day disk failure per drive-day over those per training instant, on the Backblaze
+training drives before the shipped model's cut-off; ``fleetpulse forecast --backtest`` prints it
+and tests/unit/test_forecast_backtest.py checks it against that computation on the shared data."""
+
 
 class ForecastSettings(BaseModel):
     """Assumptions of the forecast; every figure is a documented default (docs/explanation/forecast.md)."""
@@ -26,6 +31,12 @@ class ForecastSettings(BaseModel):
             Component.MEMORY: 0.005,
         },
         description="yearly replacement rate of a part its rule scores 'clear' (a level, not a probability)",
+    )
+    disk_odds_factor: float = Field(
+        default=DISK_ODDS_FACTOR,
+        gt=0.0,
+        le=1.0,
+        description="odds multiplier from the disk model's per-instant calibration to a per-day base rate",
     )
     device_co2e_kg: dict[DeviceKind, float] = Field(default_factory=lambda: dict(DEVICE_CO2E_KG))
     part_co2e_kg: dict[str, float] = Field(

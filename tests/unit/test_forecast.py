@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from fleetpulse.contract import Component, DeviceKind, Factor, RiskScore
 from fleetpulse.alerts.tickets import replacement_days
+from fleetpulse.contract import Component, DeviceKind, Factor, RiskScore
 from fleetpulse.models.forecast import (
     PartRisk,
     count_interval,
@@ -16,6 +16,7 @@ from fleetpulse.models.forecast import (
     forecast,
     hazard_converted,
     poisson_binomial,
+    shift_odds,
     window_probability,
 )
 from fleetpulse.models.forecast_settings import ForecastSettings
@@ -61,7 +62,8 @@ def test_interval_is_equal_tailed_and_holds_at_least_the_nominal_share() -> None
     pmf = poisson_binomial([0.2] * 50)
     low, high = count_interval(pmf, 0.9)
     assert pmf[low : high + 1].sum() >= 0.9
-    assert pmf[:low].sum() <= 0.05 and pmf[high + 1 :].sum() <= 0.05
+    assert pmf[:low].sum() <= 0.05
+    assert pmf[high + 1 :].sum() <= 0.05
     assert count_interval(poisson_binomial([0.0, 0.0]), 0.9) == (0, 0)
     assert count_interval(poisson_binomial([1.0, 1.0, 1.0]), 0.9) == (3, 3)
 
@@ -69,7 +71,8 @@ def test_interval_is_equal_tailed_and_holds_at_least_the_nominal_share() -> None
 def test_horizon_conversion_at_constant_hazard() -> None:
     assert hazard_converted(0.1, 30, 30) == pytest.approx(0.1)
     assert hazard_converted(0.1, 30, 90) == pytest.approx(1 - 0.9**3)
-    assert hazard_converted(1.0, 30, 1) == 1.0 and hazard_converted(0.0, 30, 90) == 0.0
+    assert hazard_converted(1.0, 30, 1) == 1.0
+    assert hazard_converted(0.0, 30, 90) == 0.0
 
 
 def test_battery_uses_its_end_of_life_estimate_and_interval() -> None:
@@ -86,13 +89,16 @@ def test_a_rule_scoring_clear_gets_the_annual_rate_not_its_level() -> None:
     assert window_probability(fan, 365, SETTINGS) == pytest.approx(SETTINGS.annual_failure_rate[Component.THERMAL])
     flagged = part(Component.THERMAL, risk=0.7)
     assert window_probability(flagged, 30, SETTINGS) == pytest.approx(0.7)
-    disk = part(Component.DISK, risk=0.02)  # a calibrated probability stays one
-    assert window_probability(disk, 30, SETTINGS) == pytest.approx(0.02)
+    disk = part(Component.DISK, risk=0.02)  # a calibrated probability, moved to the per-day base rate
+    assert window_probability(disk, 30, SETTINGS) == pytest.approx(shift_odds(0.02, SETTINGS.disk_odds_factor))
+    assert window_probability(disk, 30, ForecastSettings(disk_odds_factor=1.0)) == pytest.approx(0.02)
+    assert shift_odds(0.5, 0.1) == pytest.approx(0.1 / 1.1)
+    assert shift_odds(1.0, 0.1) == 1.0
 
 
 def test_forecast_groups_by_component_model_and_site_with_co2e() -> None:
     parts = [part(risk=0.5) for _ in range(4)] + [part(site="Library", risk=0.1), part(device_kind=None, risk=0.5)]
-    rows = forecast(parts, SETTINGS, windows=(30,))
+    rows = forecast(parts, ForecastSettings(disk_odds_factor=1.0), windows=(30,))
     town = next(r for r in rows if r.site == "Town Hall")
     assert (town.parts, town.expected) == (5, 2.5)
     assert town.low <= 2 <= town.high

@@ -14,6 +14,8 @@ from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.alerts.tickets import TicketService
 from fleetpulse.contract import Component, RiskScore
+from fleetpulse.models.forecast import shift_odds
+from fleetpulse.models.forecast_settings import ForecastSettings
 from tests.alerts_support import NOW, make_inventory, store_url
 
 __all__ = ["store_url"]  # fixture
@@ -32,7 +34,9 @@ def settings_for(url: str) -> AlertSettings:
     )
 
 
-def score(device_id: str, risk: float, component: Component = Component.DISK, age: timedelta = timedelta(0)) -> RiskScore:
+def score(
+    device_id: str, risk: float, component: Component = Component.DISK, age: timedelta = timedelta(0)
+) -> RiskScore:
     return RiskScore.model_validate(
         {
             "device_id": device_id,
@@ -76,8 +80,11 @@ def test_fleet_manager_of_every_site_sees_the_whole_fleet(client: TestClient) ->
         (s, w) for s in ("Town Hall", "Library", "unknown") for w in (30, 90)
     }
     library = next(r for r in got if r["site"] == "Library" and r["window_days"] == 30)
-    assert library["parts"] == 2 and library["expected"] == pytest.approx(1.5)
-    assert library["hardware_model"] == "OptiPlex 7090" and library["component"] == "disk"
+    assert library["parts"] == 2
+    odds = ForecastSettings().disk_odds_factor
+    assert library["expected"] == pytest.approx(shift_odds(0.6, odds) + shift_odds(0.9, odds), abs=1e-3)
+    assert library["hardware_model"] == "OptiPlex 7090"
+    assert library["component"] == "disk"
     assert all(r["component"] != "thermal" for r in got)  # its only score is older than max_score_age_days
 
 

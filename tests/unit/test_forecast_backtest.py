@@ -10,7 +10,8 @@ import pytest
 
 from fleetpulse.contract import Component
 from fleetpulse.models import forecast_backtest as fb
-from fleetpulse.models.data import SURVIVAL_FILE
+from fleetpulse.models.data import SURVIVAL_FILE, cached_replay
+from fleetpulse.models.forecast_settings import DISK_ODDS_FACTOR
 from fleetpulse.models.forecast_simulated import WARM_UP_DAYS, simulated_backtest
 from fleetpulse.models.index import read_registry
 from fleetpulse.models.registry import load_artifact
@@ -30,11 +31,13 @@ def test_backtest_counts_failures_in_the_window_and_discounts_drives_that_leave(
     )
     rows = fb.backtest(probes, np.array([0.1, 0.5, 0.2, 0.3]), 0.9, starts)
     first = {r.group: r for r in rows if r.window == 0}
-    assert first[fb.OTHER].observed == 1 and first[fb.OTHER].drives == 3  # no model has MIN_DRIVES drives
+    assert first[fb.OTHER].observed == 1
+    assert first[fb.OTHER].drives == 3
     assert first[fb.OTHER].expected == pytest.approx(0.1 + (1 - 0.5**0.5) + 0.2)
     assert next(r for r in rows if r.window == 1 and r.group == fb.ALL).observed == 1
     summary = {g.group: g for g in fb.summary(rows)}
-    assert summary[fb.ALL].observed == 2 and summary[fb.ALL].windows == 2
+    assert summary[fb.ALL].observed == 2
+    assert summary[fb.ALL].windows == 2
 
 
 def test_disk_backtest_on_the_real_survival_table(shared_data: Path) -> None:
@@ -57,8 +60,17 @@ def test_disk_backtest_on_the_real_survival_table(shared_data: Path) -> None:
         int(probes.failed[d] and probes.end_day[d] >= fb.window_starts(windows)[0]) for d in range(len(probes.models))
     )
     assert all(r.low <= r.expected + 1 and r.expected <= r.high + 1 for r in rows)
-    text = fb.markdown(rows, 0.9, "disk-gbm-x", "0" * 64)
+    text = fb.markdown(rows, rows, 0.9, 0.07, "disk-gbm-x", "0" * 64)
     assert "| all models | 15 |" in text
+
+
+@pytest.mark.slow
+def test_served_disk_odds_factor_is_the_one_measured_on_the_training_drives(shared_data: Path) -> None:
+    """The forecast's default base-rate correction matches its computation (replays the table once, cached)."""
+    if not (shared_data / SURVIVAL_FILE).is_file():
+        pytest.skip(f"{shared_data / SURVIVAL_FILE} not found: the Backblaze survival table is needed")
+    instants = cached_replay("survival", shared_data, Path(__file__).resolve().parents[2] / ".local" / "cache")
+    assert fb.disk_odds_factor(instants) == pytest.approx(DISK_ODDS_FACTOR, abs=5e-5)
 
 
 def test_simulated_backtest_compares_batteries_and_fans_with_ground_truth() -> None:
