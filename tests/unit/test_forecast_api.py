@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from fleetpulse.alerts.api import create_app
 from fleetpulse.alerts.api.auth import hash_secret
 from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.alerts.tickets import TicketService
+from fleetpulse.cli import app
 from fleetpulse.contract import Component, RiskScore
 from fleetpulse.models.forecast import shift_odds
 from fleetpulse.models.forecast_settings import ForecastSettings
@@ -35,7 +39,11 @@ def settings_for(url: str) -> AlertSettings:
 
 
 def score(
-    device_id: str, risk: float, component: Component = Component.DISK, age: timedelta = timedelta(0)
+    device_id: str,
+    risk: float,
+    component: Component = Component.DISK,
+    age: timedelta = timedelta(0),
+    **extra: object,
 ) -> RiskScore:
     return RiskScore.model_validate(
         {
@@ -48,6 +56,7 @@ def score(
             "report_seq": 1,
             "collected_at": NOW - age,
             "scored_at": NOW - age,
+            **extra,
         }
     )
 
@@ -62,6 +71,7 @@ def client(store_url: str) -> Iterator[TestClient]:
     svc.apply_inventory(make_inventory("pc-3", site="Library", model="OptiPlex 7090"))
     svc.record_scores([score("pc-1", 0.2), score("pc-2", 0.6), score("pc-3", 0.9), score("pc-9", 0.5)])
     svc.record_scores([score("pc-1", 0.4, Component.THERMAL, age=timedelta(days=60))])  # stale: left out
+    svc.record_scores([score("pc-3", 0.9, Component.BATTERY, days_to_failure=0.0)])  # below 60 %: due now
     with TestClient(create_app(settings, store, clock=lambda: NOW)) as test_client:
         yield test_client
     store.close()
@@ -79,13 +89,16 @@ def test_fleet_manager_of_every_site_sees_the_whole_fleet(client: TestClient) ->
     assert {(r["site"], r["window_days"]) for r in got} == {
         (s, w) for s in ("Town Hall", "Library", "unknown") for w in (30, 90)
     }
-    library = next(r for r in got if r["site"] == "Library" and r["window_days"] == 30)
+    library = next(r for r in got if r["site"] == "Library" and r["window_days"] == 30 and r["component"] == "disk")
     assert library["parts"] == 2
     odds = ForecastSettings().disk_odds_factor
     assert library["expected"] == pytest.approx(shift_odds(0.6, odds) + shift_odds(0.9, odds), abs=1e-3)
     assert library["hardware_model"] == "OptiPlex 7090"
     assert library["component"] == "disk"
     assert all(r["component"] != "thermal" for r in got)  # its only score is older than max_score_age_days
+    battery = [r for r in got if r["component"] == "battery"]
+    assert [(r["site"], r["expected"], r["low"], r["high"]) for r in battery] == [("Library", 1.0, 1, 1)] * 2
+    assert battery[0]["co2e_avoided_kg"] == pytest.approx(250.0 - 8.0)  # laptop kept, battery swapped
 
 
 def test_site_lead_asking_for_another_sites_forecast_gets_nothing_of_it(client: TestClient) -> None:
@@ -106,3 +119,29 @@ def test_forecast_needs_a_role_and_valid_filters(client: TestClient) -> None:
     assert client.get("/api/v1/forecast", params={"site": "x" * 500}, auth=("fm", PASSWORD)).status_code == 422
     only = rows(client, "fm", component="disk", site="Library")
     assert {r["site"] for r in only} == {"Library"}
+
+
+def test_cli_prints_the_forecast_from_the_store(tmp_path: Path) -> None:
+    """``fleetpulse forecast`` reads the same latest scores as the API (here: scored a minute ago)."""
+    url = f"sqlite:///{tmp_path}/tickets.db"
+    store = TicketStore.open(url)
+    svc = TicketService(store, settings_for(url))
+    svc.apply_inventory(make_inventory("pc-1", site="Town Hall"))
+    svc.apply_inventory(make_inventory("pc-2", site="Library", model="OptiPlex 7090"))
+    now = datetime.now(UTC) - timedelta(minutes=1)
+    svc.record_scores(
+        [
+            score("pc-1", 0.2).model_copy(update={"collected_at": now}),
+            score("pc-2", 0.9).model_copy(update={"collected_at": now}),
+        ]
+    )
+    store.close()
+    runner = CliRunner(env={"FLEETPULSE_ALERTS__STORE_URL": url})
+    table = runner.invoke(app, ["forecast"])
+    assert table.exit_code == 0, table.output
+    assert "OptiPlex 7090" in table.output
+    assert "90 % prediction interval" in table.output
+    as_json = runner.invoke(app, ["forecast", "--format", "json", "--site", "Library", "--component", "disk"])
+    rows = json.loads(as_json.stdout)
+    assert {(r["site"], r["window_days"]) for r in rows} == {("Library", 30), ("Library", 90)}
+    assert runner.invoke(app, ["forecast", "--component", "gpu"]).exit_code == 2
