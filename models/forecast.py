@@ -42,11 +42,13 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
+from scipy.special import ndtr, ndtri
+from scipy.stats import binom
 
 from fleetpulse.contract import Component, DeviceKind
 from fleetpulse.models.battery import MAX_DAYS
+from fleetpulse.models.battery_interval import FACTORS, OFFSET_DAYS
 from fleetpulse.models.battery_interval import NOMINAL_COVERAGE as BATTERY_INTERVAL_COVERAGE
-from fleetpulse.models.battery_interval import interval
 from fleetpulse.models.forecast_settings import ForecastSettings, part_key
 from fleetpulse.models.rules import RISK_CLEAR
 
@@ -90,60 +92,80 @@ def shift_odds(risk: float, factor: float) -> float:
     return odds / (1.0 + odds)
 
 
-def _normal_cdf(x: float) -> float:
-    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+_BATTERY_Z = float(ndtri((1.0 + BATTERY_INTERVAL_COVERAGE) / 2.0))
 
 
-def _normal_quantile(p: float) -> float:
-    """Inverse of the standard normal CDF by bisection (used for one constant)."""
-    low, high = -10.0, 10.0
-    for _ in range(200):
-        mid = (low + high) / 2.0
-        low, high = (mid, high) if _normal_cdf(mid) < p else (low, mid)
-    return (low + high) / 2.0
+def _battery_intervals(days: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`~fleetpulse.models.battery_interval.interval` for many estimates at once."""
+    factors = FACTORS
+    edges = np.array([f.up_to_days for f in factors])
+    fit = np.minimum(np.searchsorted(edges, days, side="left"), len(factors) - 1)
+    low_f = np.array([f.low for f in factors])[fit]
+    high_f = np.array([f.high for f in factors])[fit]
+    base = days + OFFSET_DAYS
+    low = np.maximum(0.0, np.minimum(days, base * low_f - OFFSET_DAYS))
+    high = np.maximum(days, base * high_f - OFFSET_DAYS)
+    uncalibrated = np.array([f.series == 0 for f in factors])[fit]
+    return np.where(uncalibrated, 0.0, low), np.where(uncalibrated, np.inf, high)
 
 
-_BATTERY_Z = _normal_quantile((1.0 + BATTERY_INTERVAL_COVERAGE) / 2.0)
+def crossing_probabilities(days: np.ndarray, window_days: float) -> np.ndarray:
+    """Probability that batteries predicted to reach 60 % in ``days`` do so within ``window_days``.
+
+    The calibrated interval around each estimate holds the true crossing with probability
+    ``BATTERY_INTERVAL_COVERAGE``; read as a log-normal of ``true + 1`` with those quantiles
+    (an open upper end is taken as ``MAX_DAYS``).
+    """
+    days = np.asarray(days, dtype=float)
+    low, high = _battery_intervals(days)
+    high = np.where(np.isfinite(high), np.minimum(high, MAX_DAYS), MAX_DAYS)
+    high = np.maximum(high, days)
+    log_low, log_high = np.log(low + 1.0), np.log(high + 1.0)
+    width = log_high - log_low
+    mu = (log_low + log_high) / 2.0
+    sigma = np.where(width > 0.0, width, 1.0) / (2.0 * _BATTERY_Z)
+    z = (math.log(window_days + 1.0) - mu) / sigma
+    p = ndtr(z)
+    p = np.where(width > 0.0, p, (days <= window_days).astype(float))
+    return np.where(days <= 0.0, 1.0, p)
 
 
 def crossing_probability(days: float, window_days: float) -> float:
-    """Probability that a battery predicted to reach 60 % in ``days`` does so within ``window_days``.
+    return float(crossing_probabilities(np.array([days]), window_days)[0])
 
-    The calibrated interval around ``days`` holds the true crossing with probability
-    ``BATTERY_INTERVAL_COVERAGE``; read as a log-normal of ``true + 1`` with those quantiles.
-    """
-    if days <= 0.0:
-        return 1.0
-    low, high = interval(days)
-    if not math.isfinite(high) or high >= MAX_DAYS:
-        high = max(high if math.isfinite(high) else MAX_DAYS, days)
-    log_low, log_high = math.log(low + 1.0), math.log(high + 1.0)
-    if log_high <= log_low:
-        return 1.0 if days <= window_days else 0.0
-    mu = (log_low + log_high) / 2.0
-    sigma = (log_high - log_low) / (2.0 * _BATTERY_Z)
-    return _normal_cdf((math.log(window_days + 1.0) - mu) / sigma)
+
+def window_probabilities(parts: Sequence[PartRisk], window_days: int, settings: ForecastSettings) -> np.ndarray:
+    """Each part's probability of needing a replacement within ``window_days`` (rules in the module doc)."""
+    codes = {c: i for i, c in enumerate(Component)}
+    component = np.array([codes[p.component] for p in parts], dtype=np.int8)
+    risk = np.array([p.risk for p in parts], dtype=float)
+    horizon = np.array([p.horizon_days for p in parts], dtype=float)
+    days = np.array([np.nan if p.replace_in_days is None else p.replace_in_days for p in parts], dtype=float)
+    disk = component == codes[Component.DISK]
+    battery = component == codes[Component.BATTERY]
+    odds = settings.disk_odds_factor * risk / np.maximum(1.0 - risk, 1e-300)
+    shifted = np.where(disk & (risk > 0.0) & (risk < 1.0), odds / (1.0 + odds), risk)
+    out = 1.0 - np.power(np.clip(1.0 - shifted, 0.0, 1.0), window_days / horizon)
+    # a battery's levels without an end-of-life estimate say "service due", not "worn out soon"
+    no_evidence = battery | (~disk & (risk <= RISK_CLEAR))
+    for part, rate in settings.annual_failure_rate.items():
+        out = np.where(no_evidence & (component == codes[part]), hazard_converted(rate, 365.0, window_days), out)
+    estimated = battery & ~np.isnan(days)
+    if estimated.any():
+        out[estimated] = crossing_probabilities(days[estimated], window_days)
+    return out
 
 
 def window_probability(part: PartRisk, window_days: int, settings: ForecastSettings) -> float:
-    """The part's probability of needing a replacement within ``window_days`` (rules in the module doc)."""
-    if part.component is Component.BATTERY and part.replace_in_days is not None:
-        return crossing_probability(part.replace_in_days, window_days)
-    # a battery's levels without an end-of-life estimate say "service due", not "worn out soon"
-    no_evidence = part.component is Component.BATTERY or (
-        part.component is not Component.DISK and part.risk <= RISK_CLEAR
-    )
-    if no_evidence and part.component in settings.annual_failure_rate:
-        return hazard_converted(settings.annual_failure_rate[part.component], 365.0, window_days)
-    risk = shift_odds(part.risk, settings.disk_odds_factor) if part.component is Component.DISK else part.risk
-    return hazard_converted(risk, part.horizon_days, window_days)
+    return float(window_probabilities([part], window_days, settings)[0])
 
 
 def poisson_binomial(probabilities: Sequence[float] | np.ndarray) -> np.ndarray:
     """Exact distribution of the number of successes of independent Bernoulli trials.
 
     ``pmf[k]`` = P(k successes), truncated after the last ``k`` carrying more than 1e-12 of
-    mass (beyond the mean by many standard deviations), so the cost is parts x support.
+    mass (beyond the mean by many standard deviations). Parts with the same probability
+    (a rule level, the model's floor) enter as one binomial, the others one step each.
     """
     ps = np.clip(np.asarray(probabilities, dtype=float), 0.0, 1.0)
     mean, var = float(ps.sum()), float((ps * (1.0 - ps)).sum())
@@ -151,11 +173,12 @@ def poisson_binomial(probabilities: Sequence[float] | np.ndarray) -> np.ndarray:
     pmf = np.zeros(support)
     pmf[0] = 1.0
     certain = int((ps >= 1.0).sum())
-    top = 0
-    for p in ps[(ps > 0.0) & (ps < 1.0)]:
-        top = min(top + 1, support - 1)
-        pmf[1 : top + 1] = pmf[1 : top + 1] * (1.0 - p) + pmf[:top] * p
+    values, counts = np.unique(ps[(ps > 0.0) & (ps < 1.0)], return_counts=True)
+    for p in values[counts == 1].tolist():
+        pmf[1:] = pmf[1:] * (1.0 - p) + pmf[:-1] * p
         pmf[0] *= 1.0 - p
+    for p, n in zip(values[counts > 1].tolist(), counts[counts > 1].tolist(), strict=True):
+        pmf = np.convolve(pmf, binom.pmf(np.arange(min(n, support - 1) + 1), n, p))[:support]
     if certain:
         pmf = np.concatenate([np.zeros(certain), pmf])
     keep = np.nonzero(pmf > _TRUNCATE)[0]
@@ -206,14 +229,20 @@ def forecast(
     parts: Iterable[PartRisk], settings: ForecastSettings, windows: Sequence[int] = WINDOWS
 ) -> list[ForecastRow]:
     """One row per component, hardware model, site and window, most expected replacements first."""
-    groups: dict[tuple[Component, str, str], list[PartRisk]] = defaultdict(list)
+    parts = list(parts)
+    groups: dict[tuple[Component, str, str], list[int]] = defaultdict(list)
+    for i, part in enumerate(parts):
+        groups[(part.component, part.hardware_model, part.site)].append(i)
+    savings: dict[tuple[Component, DeviceKind | None], float] = {}
     for part in parts:
-        groups[(part.component, part.hardware_model, part.site)].append(part)
+        if (part.component, part.device_kind) not in savings:
+            savings[(part.component, part.device_kind)] = co2e_avoided_per_repair(part, settings)
+    saving = np.array([savings[(p.component, p.device_kind)] for p in parts])
     rows = []
-    for (component, model, site), members in groups.items():
-        saving = np.array([co2e_avoided_per_repair(p, settings) for p in members])
-        for window in windows:
-            ps = np.array([window_probability(p, window, settings) for p in members])
+    for window in windows:
+        probability = window_probabilities(parts, window, settings) if parts else np.zeros(0)
+        for (component, model, site), members in groups.items():
+            ps = probability[members]
             low, high = count_interval(poisson_binomial(ps), settings.coverage)
             rows.append(
                 ForecastRow(
@@ -226,7 +255,7 @@ def forecast(
                     low=low,
                     high=high,
                     coverage=settings.coverage,
-                    co2e_avoided_kg=round(float((ps * saving).sum()), 1),
+                    co2e_avoided_kg=round(float((ps * saving[members]).sum()), 1),
                 )
             )
     rows.sort(key=lambda r: (r.window_days, -r.expected, r.component.value, r.hardware_model, r.site))

@@ -128,3 +128,14 @@ def test_battery_replacement_days_come_from_the_scorers_60_percent_estimate() ->
     assert replacement_days(_score(days_to_failure=0.0)) == 0.0
     assert replacement_days(_score(days_to_failure=12.0)) is None  # days to 80 %, not to replacement
     assert replacement_days(_score(component=Component.DISK, days_to_failure=3.0)) is None
+
+
+def test_vectorised_battery_interval_is_the_served_one() -> None:
+    from fleetpulse.models.battery_interval import interval
+    from fleetpulse.models.forecast import _battery_intervals
+
+    days = np.array([0.0, 0.5, 12.0, 30.0, 30.5, 89.0, 200.0, 365.0, 800.0, 3650.0])
+    low, high = _battery_intervals(days)
+    expected = np.array([interval(float(d)) for d in days])
+    assert np.allclose(low, expected[:, 0])
+    assert np.allclose(high, expected[:, 1])
