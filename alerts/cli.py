@@ -1,7 +1,7 @@
 """Command-line entry points of this component, registered on the ``fleetpulse`` app.
 
 ``fleetpulse tickets consume|list|transition|export|deliver|hash-secret``, ``fleetpulse api``,
-``fleetpulse db upgrade``, ``fleetpulse audit verify|export|prune``. Heavy imports stay inside the commands.
+``fleetpulse db upgrade``, ``fleetpulse audit verify|export|prune``, ``fleetpulse forecast``. Heavy imports stay inside the commands.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ if TYPE_CHECKING:
 
 def register(app: typer.Typer) -> None:
     """Add this component's commands to ``fleetpulse``."""
-    from fleetpulse.alerts import audit_cli
+    from fleetpulse.alerts import audit_cli, forecast_cli
 
     audit_cli.register(app)
+    forecast_cli.register(app)
     tickets = typer.Typer(help="Replacement and repair tickets.", no_args_is_help=True)
     db = typer.Typer(help="Ticket store schema.", no_args_is_help=True)
     app.add_typer(tickets, name="tickets")

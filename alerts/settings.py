@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, mod
 from fleetpulse.alerts.connectors.config import ConnectorConfig
 from fleetpulse.alerts.policy import AlertPolicy
 from fleetpulse.alerts.storm import StormPolicy
+from fleetpulse.models.forecast_settings import ForecastSettings
 
 Role = Literal["fleet_manager", "it_support", "admin"]
 ALL_SITES = "*"
@@ -236,6 +237,7 @@ class AlertSettings(_Frozen):
     outbox: OutboxSettings = OutboxSettings()
     consumer: ConsumerSettings = ConsumerSettings()
     connectors: list[ConnectorConfig] = []
+    forecast: ForecastSettings = ForecastSettings()
 
     @model_validator(mode="after")
     def _unique_connector_names(self) -> AlertSettings:

@@ -73,6 +73,16 @@ class TransitionError(ValueError):
     """A transition the lifecycle does not allow (or an unknown ticket); shown to the user as is."""
 
 
+def replacement_days(score: RiskScore) -> float | None:
+    """Days until a battery needs replacing (the parts forecast's input): 0 when already below
+    60 % (the scorer's ``days_to_failure`` is then 0), else its ``days_to_60pct`` explanation."""
+    if score.component is not Component.BATTERY:
+        return None
+    if score.days_to_failure == 0.0:
+        return 0.0
+    return next((f.value for f in score.factors if f.feature == "days_to_60pct" and f.value is not None), None)
+
+
 class TicketService:
     def __init__(self, store: TicketStore, settings: AlertSettings) -> None:
         self.store = store
@@ -152,6 +162,8 @@ class TicketService:
                         component_id=score.component_id,
                         at=score.collected_at,
                         risk=score.risk,
+                        horizon_days=score.horizon_days,
+                        replace_in_days=replacement_days(score),
                     )
                 )
                 last[key] = score.collected_at

@@ -357,6 +357,10 @@ def copy_documents() -> None:
         for image in sorted(example.glob("*.png")):
             with mkdocs_gen_files.open(f"models/{image.name}", "wb") as out:
                 out.write(image.read_bytes())
+    backtest = REPO / "models" / "reports" / "forecast-backtest.md"
+    if backtest.is_file():
+        with mkdocs_gen_files.open("models/forecast-backtest.md", "w") as out:
+            out.write(_relink(backtest.read_text(encoding="utf-8"), "models/reports"))
 
 
 for page, render in {

@@ -29,6 +29,7 @@ from fleetpulse.alerts.api import access
 from fleetpulse.alerts.api.auth import ADMIN_ROLES, READ_ROLES, WRITE_ROLES, Authenticator, Principal, require
 from fleetpulse.alerts.api.gate import RequestGate
 from fleetpulse.alerts.api.sessions import PageSessions, SessionCookies
+from fleetpulse.alerts.forecast import scoped_forecast
 from fleetpulse.alerts.oidc import OidcProvider
 from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.logins import LoginRecords
@@ -47,6 +48,7 @@ from fleetpulse.alerts.web.login import router as login_router
 from fleetpulse.alerts.web.pages import STATIC_PATHS, visible_storms
 from fleetpulse.alerts.web.pages import router as web_router
 from fleetpulse.contract.v1 import Component, DeviceInventory, TicketState
+from fleetpulse.models.forecast import ForecastRow
 
 Clock = Callable[[], datetime]
 log = logging.getLogger(__name__)
@@ -219,6 +221,8 @@ def create_app(
     app.state.authenticator = authenticator
     app.state.page_sessions = page_sessions
     app.state.api_settings = settings.api
+    app.state.forecast_settings = settings.forecast
+    app.state.clock = clock
     app.state.oidc = oidc or (OidcProvider(settings.api.oidc) if settings.api.oidc is not None else None)
     app.state.store = ticket_store
     app.state.service = service
@@ -363,6 +367,14 @@ def create_app(
     def storms(principal: Reader) -> list[StormView]:
         """Fleet-wide spikes grouped into one problem each (a scoped caller: those touching its scope)."""
         return visible_storms(ticket_store, principal)
+
+    @app.get("/api/v1/forecast", tags=["forecast"])
+    def parts_forecast(
+        principal: Reader, site: FilterText = None, component: Component | None = None, model: FilterText = None
+    ) -> list[ForecastRow]:
+        """Expected part replacements per component, hardware model and site in the next 30 and 90 days,
+        with a prediction interval, over the devices in the caller's scope only."""
+        return scoped_forecast(ticket_store, settings.forecast, principal, clock(), site, component, model)
 
     @app.get("/api/v1/outbox", tags=["admin"])
     def outbox(principal: Admin, pending: bool = False) -> list[OutboxView]:

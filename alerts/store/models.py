@@ -154,6 +154,9 @@ class RiskPoint(Base):
     component_id: Mapped[str] = mapped_column(String(128), default="")
     at: Mapped[datetime]
     risk: Mapped[float] = mapped_column(Float)
+    horizon_days: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
+    replace_in_days: Mapped[float | None] = mapped_column(Float)
+    """The part's own estimate of days until it needs replacing (battery: 60 % capacity); the forecast reads it."""
 
 
 class OutboxRow(Base):

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, sta
 from fastapi.responses import HTMLResponse, Response
 
 from fleetpulse.alerts.api.auth import READ_ROLES, WRITE_ROLES, Principal, require
+from fleetpulse.alerts.forecast import scoped_forecast
 from fleetpulse.alerts.policy import AlertPolicy
 from fleetpulse.alerts.store.repository import OPEN_STATES, StormView, TicketFilter, TicketStore
 from fleetpulse.alerts.tickets import TRANSITIONS
@@ -26,6 +27,8 @@ STATIC_PATHS = frozenset(f"/static/{name}" for name in STATIC)
 Reader = Annotated[Principal, Depends(require(*READ_ROLES))]
 FilterText = Annotated[str | None, Query(max_length=128)]
 router = APIRouter(tags=["web"])
+FORECAST_ROWS = 40
+"""Rows of the parts forecast on the page (most expected first); the API and CLI give all."""
 
 
 def visible_storms(store: TicketStore, principal: Principal) -> list[StormView]:
@@ -97,6 +100,15 @@ def queue(
         selected={**query, "state": state},
         export_url="/api/v1/tickets.csv?" + urlencode(export_query),
         storms=visible_storms(store, principal)[:10],
+        forecast=scoped_forecast(
+            store,
+            request.app.state.forecast_settings,
+            principal,
+            request.app.state.clock(),
+            site or None,
+            component,
+            model or None,
+        )[:FORECAST_ROWS],
     )
 
 
