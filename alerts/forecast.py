@@ -9,7 +9,7 @@ another site's devices.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, select
@@ -92,6 +92,39 @@ def fleet_forecast(
     return forecast(latest_part_scores(store, since, sites, departments), settings, windows)
 
 
+class ForecastCache:
+    """Computed forecasts per scope, reused for ``ForecastSettings.cache_s``.
+
+    The queue page shows the forecast on every load; at 100,000 devices computing it takes
+    seconds, while the scores under it change with the report interval (15 minutes). Entries
+    are keyed by the sites and departments summed, so one scope never sees another's rows.
+    """
+
+    MAX_ENTRIES = 256
+
+    def __init__(self, ttl_s: int) -> None:
+        self.ttl = timedelta(seconds=ttl_s)
+        self._entries: dict[tuple[frozenset[str] | None, frozenset[str]], tuple[datetime, list[ForecastRow]]] = {}
+
+    def get(
+        self,
+        sites: set[str] | None,
+        departments: frozenset[str],
+        now: datetime,
+        compute: Callable[[], list[ForecastRow]],
+    ) -> list[ForecastRow]:
+        key = (None if sites is None else frozenset(sites), departments)
+        cached = self._entries.get(key)
+        if cached is not None and timedelta(0) <= now - cached[0] < self.ttl:
+            return cached[1]
+        rows = compute()
+        if self.ttl > timedelta(0):
+            if len(self._entries) >= self.MAX_ENTRIES:
+                self._entries.clear()
+            self._entries[key] = (now, rows)
+        return rows
+
+
 def scoped_forecast(
     store: TicketStore,
     settings: ForecastSettings,
@@ -100,6 +133,7 @@ def scoped_forecast(
     site: str | None = None,
     component: Component | None = None,
     hardware_model: str | None = None,
+    cache: ForecastCache | None = None,
 ) -> list[ForecastRow]:
     """The forecast over ``principal``'s scope, optionally narrowed to one site, component or model.
 
@@ -109,7 +143,12 @@ def scoped_forecast(
     sites: set[str] | None = None if principal.all_sites else set(principal.sites)
     if site is not None:
         sites = {site} if sites is None or site in sites else set()
-    rows = fleet_forecast(store, settings, now, sites, principal.departments or None)
+    departments = principal.departments or None
+
+    def compute() -> list[ForecastRow]:
+        return fleet_forecast(store, settings, now, sites, departments)
+
+    rows = compute() if cache is None else cache.get(sites, principal.departments, now, compute)
     return [
         r
         for r in rows

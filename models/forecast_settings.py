@@ -44,6 +44,12 @@ class ForecastSettings(BaseModel):
         description="'<component>' or '<component>:mobile' -> embodied CO2e of the spare part",
     )
     max_score_age_days: int = Field(default=14, ge=1, le=365, description="older latest scores are left out")
+    cache_s: int = Field(
+        default=300,
+        ge=0,
+        le=86_400,
+        description="seconds a computed forecast is reused per scope by the page and API (0: every request)",
+    )
 
 
 def part_key(component: Component, mobile: bool) -> str:

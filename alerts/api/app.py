@@ -29,7 +29,7 @@ from fleetpulse.alerts.api import access
 from fleetpulse.alerts.api.auth import ADMIN_ROLES, READ_ROLES, WRITE_ROLES, Authenticator, Principal, require
 from fleetpulse.alerts.api.gate import RequestGate
 from fleetpulse.alerts.api.sessions import PageSessions, SessionCookies
-from fleetpulse.alerts.forecast import scoped_forecast
+from fleetpulse.alerts.forecast import ForecastCache, scoped_forecast
 from fleetpulse.alerts.oidc import OidcProvider
 from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.logins import LoginRecords
@@ -222,6 +222,7 @@ def create_app(
     app.state.page_sessions = page_sessions
     app.state.api_settings = settings.api
     app.state.forecast_settings = settings.forecast
+    app.state.forecast_cache = ForecastCache(settings.forecast.cache_s)
     app.state.clock = clock
     app.state.oidc = oidc or (OidcProvider(settings.api.oidc) if settings.api.oidc is not None else None)
     app.state.store = ticket_store
@@ -374,7 +375,9 @@ def create_app(
     ) -> list[ForecastRow]:
         """Expected part replacements per component, hardware model and site in the next 30 and 90 days,
         with a prediction interval, over the devices in the caller's scope only."""
-        return scoped_forecast(ticket_store, settings.forecast, principal, clock(), site, component, model)
+        return scoped_forecast(
+            ticket_store, settings.forecast, principal, clock(), site, component, model, app.state.forecast_cache
+        )
 
     @app.get("/api/v1/outbox", tags=["admin"])
     def outbox(principal: Admin, pending: bool = False) -> list[OutboxView]:

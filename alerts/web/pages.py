@@ -108,6 +108,7 @@ def queue(
             site or None,
             component,
             model or None,
+            request.app.state.forecast_cache,
         )[:FORECAST_ROWS],
     )
 

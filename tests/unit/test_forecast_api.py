@@ -13,12 +13,13 @@ from typer.testing import CliRunner
 
 from fleetpulse.alerts.api import create_app
 from fleetpulse.alerts.api.auth import hash_secret
+from fleetpulse.alerts.forecast import ForecastCache
 from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.alerts.tickets import TicketService
 from fleetpulse.cli import app
 from fleetpulse.contract import Component, RiskScore
-from fleetpulse.models.forecast import shift_odds
+from fleetpulse.models.forecast import ForecastRow, shift_odds
 from fleetpulse.models.forecast_settings import ForecastSettings
 from tests.alerts_support import NOW, make_inventory, store_url
 
@@ -111,6 +112,41 @@ def test_site_lead_asking_for_another_sites_forecast_gets_nothing_of_it(client: 
     page = client.get("/", auth=("lead", PASSWORD))
     assert page.status_code == 200
     assert "Library" not in page.text.split('id="forecast"')[1]
+
+
+def test_a_cached_forecast_never_crosses_scopes_and_expires() -> None:
+    """The fleet manager's forecast is cached first; the site lead's answer must still be its own."""
+    cache = ForecastCache(ttl_s=300)
+    computed: list[str] = []
+
+    def compute(who: str) -> list[ForecastRow]:
+        computed.append(who)
+        return [
+            ForecastRow(
+                component=Component.DISK,
+                site=who,
+                hardware_model="m",
+                window_days=30,
+                parts=1,
+                expected=0.1,
+                low=0,
+                high=1,
+                coverage=0.9,
+                co2e_avoided_kg=0.0,
+            )
+        ]
+
+    everyone = cache.get(None, frozenset(), NOW, lambda: compute("all"))
+    lead = cache.get({"Town Hall"}, frozenset(), NOW, lambda: compute("Town Hall"))
+    assert [r.site for r in everyone] == ["all"]
+    assert [r.site for r in lead] == ["Town Hall"]
+    assert cache.get({"Town Hall"}, frozenset(), NOW + timedelta(minutes=4), lambda: compute("again")) == lead
+    assert cache.get({"Town Hall"}, frozenset({"IT"}), NOW, lambda: compute("department"))[0].site == "department"
+    cache.get({"Town Hall"}, frozenset(), NOW + timedelta(minutes=6), lambda: compute("expired"))
+    assert computed == ["all", "Town Hall", "department", "expired"]
+    assert ForecastCache(ttl_s=0).get(None, frozenset(), NOW, lambda: compute("uncached")) is not None
+    assert ForecastCache(ttl_s=0).get(None, frozenset(), NOW, lambda: compute("uncached")) is not None
+    assert computed[-2:] == ["uncached", "uncached"]
 
 
 def test_forecast_needs_a_role_and_valid_filters(client: TestClient) -> None:
