@@ -35,7 +35,7 @@ from __future__ import annotations
 import bisect
 import math
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Literal
 
@@ -106,20 +106,28 @@ else:  # array.array is not subscriptable before Python 3.12, and pydantic evalu
 MISSING = float("nan")
 """A day without a value in a column. Reports cannot carry NaN (the contract refuses it), so it
 never stands for a reading."""
+LARGEST_VALUE = 2.0**1009
+"""Column values are below this (reports are bounded far lower): the stored form tells NaN and
+infinity from numbers by their high byte, which reaches them at 2**1009."""
 
 
-def _days(days: Iterable[int]) -> Days:
+def _days(days: Iterable[int] = ()) -> Days:
     try:
         return array("i", days)
-    except (TypeError, OverflowError) as exc:  # pydantic reports ValueError only; these would escape it raw
+    except (TypeError, OverflowError) as exc:
         raise ValueError(f"days must be day ordinals: {exc}") from None
 
 
-def _values(values: Iterable[float | None]) -> Values:
+def _values(values: Sequence[float | None]) -> Values:
+    """A column from a list (JSON, constructors): ``None`` is a missing value, a NaN or infinity is refused."""
     try:
-        return array("d", (MISSING if v is None else v for v in values))
-    except (TypeError, OverflowError) as exc:
+        col = array("d", (MISSING if v is None else v for v in values))
+    except (TypeError, OverflowError) as exc:  # pydantic reports ValueError only; these would escape it raw
         raise ValueError(f"column values must be numbers or null: {exc}") from None
+    for value, given in zip(col, values, strict=True):
+        if given is not None and not abs(value) < LARGEST_VALUE:
+            raise ValueError(f"column value {given!r} is a NaN, an infinity or beyond 1e300: no report produces one")
+    return col
 
 
 class DailySeries(BaseModel):
@@ -198,9 +206,8 @@ class DailySeries(BaseModel):
             if value is None:
                 continue
             how = merge[name]
-            col = self.columns.get(name)
-            if col is None:
-                col = self.columns[name] = array("d", (MISSING,)) * len(days)
+            known = self.columns.get(name)
+            col = self.columns[name] = array("d", (MISSING,)) * len(days) if known is None else known
             old = col[index]
             missing = old != old
             if how == "mean":

@@ -27,6 +27,9 @@ import struct
 import sys
 from array import array
 from collections.abc import Sequence
+from typing import cast
+
+from pydantic.main import IncEx
 
 from fleetpulse.models.state import MISSING, DailySeries, Days, DeviceState, Values
 
@@ -71,7 +74,7 @@ COLUMN_NAMES: tuple[str, ...] = (
     "mem_uncorrectable",
 )
 COLUMN_ID = {name: ident for ident, name in enumerate(COLUMN_NAMES)}
-HISTORY_FIELDS = {"device": True, "disks": {"__all__": {"series"}}, "battery": {"series"}}
+HISTORY_FIELDS = cast("IncEx", {"device": True, "disks": {"__all__": {"series"}}, "battery": {"series"}})
 """``model_dump_json`` exclusion of a state's histories: its header is the rest."""
 MAX_DAY = 3_652_059  # date.max.toordinal()
 
@@ -276,13 +279,3 @@ def unpack(raw: bytes) -> tuple[bytes, list[DailySeries]]:
     if reader.offset != len(raw):
         raise StateDecodeError(f"{len(raw) - reader.offset} bytes after the last history")
     return header, series
-
-
-def check_finite(state: DeviceState) -> DeviceState:
-    """Refuse a JSON-decoded state holding a NaN or an infinity, as version 2 does (JSON's ``NaN``
-    would read as a missing value, ``Infinity`` could never be written back)."""
-    for history in series_of(state):
-        for name, col in history.columns.items():
-            if _out_of_range(_little(col)):
-                raise StateDecodeError(f"column {name} holds a NaN, an infinity or a value beyond 1e300")
-    return state

@@ -43,6 +43,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.main import IncEx
 
 from fleetpulse.alerts.policy import AlertPolicy, PolicyState, step
 from fleetpulse.contract import (
@@ -95,7 +96,7 @@ ENROLMENT_EXCERPT = "<enrolment: withheld, it carries a device key>"
 """Dead letters are read more widely than the health topic: a key in one would let its reader forge reports."""
 
 ErrorKind = str
-WITHOUT_HISTORIES = {"state": state_codec.HISTORY_FIELDS}
+WITHOUT_HISTORIES: IncEx = {"state": state_codec.HISTORY_FIELDS}
 """The record's JSON header in the table value: the histories follow it packed (``state_codec``)."""
 
 
@@ -149,9 +150,7 @@ class DeviceRecord(BaseModel):
         :class:`~fleetpulse.models.state_codec.StateDecodeError` (or pydantic's error: both are
         ``ValueError``). A version-1 (JSON) value is written as version 2 with the device's next update."""
         if state_codec.is_legacy_json(raw):
-            record = cls.model_validate_json(raw)
-            state_codec.check_finite(record.state)
-            return record
+            return cls.model_validate_json(raw)
         header, series = state_codec.unpack(raw)
         record = cls.model_validate_json(header)
         state_codec.attach(record.state, series)
