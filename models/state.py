@@ -33,13 +33,14 @@ UTC calendar days stored as proleptic ordinals (``date.toordinal()``).
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_serializer, field_validator
 
 from fleetpulse.contract import (
     DeviceInventory,
@@ -111,7 +112,7 @@ LARGEST_VALUE = 2.0**1009
 infinity from numbers by their high byte, which reaches them at 2**1009."""
 
 
-def _days(days: Iterable[int] = ()) -> Days:
+def _days(days: Iterable[int]) -> Days:
     try:
         return array("i", days)
     except (TypeError, OverflowError) as exc:
@@ -144,7 +145,7 @@ class DailySeries(BaseModel):
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    days: Days = Field(default_factory=_days)
+    days: Days = Field(default_factory=functools.partial(array, "i"))
     columns: dict[str, Values] = {}
 
     @field_validator("days", mode="before")
@@ -159,12 +160,14 @@ class DailySeries(BaseModel):
             return value
         return {name: _values(col) if isinstance(col, list | tuple) else col for name, col in value.items()}
 
-    @model_validator(mode="after")
-    def _columns_match_days(self) -> DailySeries:
-        for name, col in self.columns.items():
-            if len(col) != len(self.days):
-                raise ValueError(f"column {name} has {len(col)} values for {len(self.days)} days")
-        return self
+    @field_validator("columns")
+    @classmethod
+    def _columns_match_days(cls, columns: dict[str, Values], info: ValidationInfo) -> dict[str, Values]:
+        days = info.data.get("days", ())
+        for name, col in columns.items():
+            if len(col) != len(days):
+                raise ValueError(f"column {name} has {len(col)} values for {len(days)} days")
+        return columns
 
     @field_serializer("days")
     def _days_as_list(self, days: Days) -> list[int]:

@@ -1,23 +1,21 @@
-"""The stored form of a device's daily histories: packed arrays behind a version tag.
+"""The table value of a device: its JSON header and its daily histories as packed arrays, version-tagged.
 
-The stream keeps one value per device in its table (RocksDB and changelog) and decodes
-and re-encodes it for every report. As JSON, that round trip spent its time building one
-Python object per number (orjson and msgpack build the same objects); packed, a column is
-one ``array.array`` copy and one C-level ``tolist``. The in-memory model is unchanged
-(:class:`~fleetpulse.models.state.DailySeries` of lists), so ``apply_report`` and every
-feature read the very same values whichever encoding a state was loaded from.
+The stream decodes and re-encodes a device's value for every report. As JSON, that round
+trip spends its time building one Python object per number (orjson and msgpack build the
+same objects). :class:`~fleetpulse.models.state.DailySeries` keeps its columns in typed
+arrays, so here a history is a few byte copies each way: no object per number, and the
+values read back bit for bit, so every feature is the same whichever way a state was stored.
 
 Layout (little-endian), version 2::
 
-    b"FPS" | u8 version | u32 header length | header | u8 series count | series ...
-    series: u16 days | u8 dense | u8 sparse | i32[days] day ordinals | u8[dense] column ids
-            | u8[sparse] column ids | f64[dense * days] values | per sparse column:
-            ceil(days / 8) presence bytes, f64[present] values
+    b"FPS" | u8 version | u32 header length | header | u8 history count | history ...
+    history: u16 days | u8 dense | u8 sparse | i32[days] day ordinals | u8[dense + sparse] column ids
+             | f64[dense * days] values | per sparse column: ceil(days / 8) presence bytes, f64[present] values
 
 The header is the caller's JSON of everything else (validated by its pydantic model); the
-series follow in :func:`series_of` order. Version 1 is the JSON the stream stored before
-(it starts with ``{``) and still loads; anything else, and any value no report can produce
-(a NaN or infinity, days out of order, counts past the end), raises :class:`StateDecodeError`.
+histories follow in :func:`series_of` order. Version 1 is plain JSON (it starts with ``{``)
+and still loads; anything else, and any value no report can produce (a NaN or infinity, days
+out of order, a count past the end), raises :class:`StateDecodeError`.
 """
 
 from __future__ import annotations
@@ -80,9 +78,11 @@ MAX_DAY = 3_652_059  # date.max.toordinal()
 
 _PREFIX = struct.Struct("<3sBI")
 _SERIES = struct.Struct("<HBB")
-_SWAP = sys.byteorder != "little"
-if array("i").itemsize != 4 or array("d").itemsize != 8:
-    raise ImportError("the state layout needs 4-byte C ints and 8-byte C doubles")
+if sys.byteorder != "little" or array("i").itemsize != 4 or array("d").itemsize != 8:
+    raise ImportError("the state layout is little-endian 4-byte C ints and 8-byte C doubles, as arrays hold them here")
+
+Decoded = tuple[Days, dict[str, Values]]
+"""One history's day ordinals and columns, as :func:`unpack` returns them."""
 
 
 class StateDecodeError(ValueError):
@@ -97,16 +97,16 @@ def series_of(state: DeviceState) -> list[DailySeries]:
     return series
 
 
-def attach(state: DeviceState, series: Sequence[DailySeries]) -> DeviceState:
-    """Put decoded histories back into a ``state`` decoded from the header (:func:`series_of` order)."""
-    expected = 1 + len(state.disks) + (state.battery is not None)
-    if len(series) != expected:
-        raise StateDecodeError(f"the header has {expected} histories, the value holds {len(series)}")
-    state.device = series[0]
-    for disk, history in zip(state.disks.values(), series[1:], strict=False):
-        disk.series = history
-    if state.battery is not None:
-        state.battery.series = series[-1]
+def attach(state: DeviceState, decoded: Sequence[Decoded]) -> DeviceState:
+    """Fill the histories of a ``state`` decoded from the header (empty until now) with ``decoded``.
+
+    They are the header's own fresh ``DailySeries`` objects, filled in place: no model is built twice.
+    """
+    series = series_of(state)
+    if len(series) != len(decoded):
+        raise StateDecodeError(f"the header has {len(series)} histories, the value holds {len(decoded)}")
+    for history, (days, columns) in zip(series, decoded, strict=True):
+        history.__dict__.update(days=days, columns=columns)
     return state
 
 
@@ -120,27 +120,24 @@ def _out_of_range(packed: bytes | memoryview) -> bool:
     return b"\x7f" in high or b"\xff" in high
 
 
-def _present(col: Values) -> list[bool] | None:
-    """Which days of ``col`` hold a value; None when all do (no NaN: the fast, common case)."""
-    if not _out_of_range(_little(col)):
-        return None
-    return [v == v for v in col]
-
-
-def _little(values: Values | Days) -> bytes:
-    if _SWAP:
-        values = array(values.typecode, values)
-        values.byteswap()
-    return values.tobytes()
+def _split(series: DailySeries) -> tuple[list[str], list[tuple[str, Values, list[bool]]]]:
+    """Dense column names, and the sparse columns (with a day is-present list), of a series holding a NaN."""
+    dense, sparse = [], []
+    for name, col in series.columns.items():
+        present = [v == v for v in col]
+        if all(present):
+            dense.append(name)
+        else:
+            sparse.append((name, col, present))
+    return dense, sparse
 
 
 def series_size(series: DailySeries) -> int:
     """Bytes ``series`` takes in the encoding (computed, not encoded)."""
-    days = len(series.days)
-    size = _SERIES.size + (4 + 8) * days + 2 * len(series.columns)
-    for col in series.columns.values():
-        present = _present(col)
-        if present is not None:
+    days, columns = len(series.days), series.columns
+    size = _SERIES.size + 4 * days + (1 + 8 * days) * len(columns)
+    if _out_of_range(b"".join([col.tobytes() for col in columns.values()])):
+        for _, _, present in _split(series)[1]:
             size += (days + 7) // 8 - 8 * present.count(False)
     return size
 
@@ -152,31 +149,29 @@ def encoded_size(state: DeviceState) -> int:
 
 
 def _pack_series(series: DailySeries, out: list[bytes]) -> None:
-    """Dense columns first, as one block of floats; then each sparse one as a presence mask and its values."""
-    days = series.days
-    dense: list[tuple[str, Values]] = []
-    sparse: list[tuple[str, Values, list[bool]]] = []
-    for name, col in series.columns.items():
-        if len(col) != len(days):
-            raise ValueError(f"column {name} has {len(col)} values for {len(days)} days")
-        present = _present(col)
-        if present is None:
-            dense.append((name, col))
-        else:
-            sparse.append((name, col, present))
+    """Dense columns as one block of floats; each sparse one (a day without a value) as a presence mask
+    and its values. The block is checked once: a series without NaN (nearly all) is dense throughout."""
+    days, columns = series.days, series.columns
+    block = b"".join([col.tobytes() for col in columns.values()])
+    if len(block) != 8 * len(days) * len(columns):
+        raise ValueError(f"a history's columns are not all {len(days)} days long")
+    if not _out_of_range(block):
+        out += (_SERIES.pack(len(days), len(columns), 0), days.tobytes(), bytes([COLUMN_ID[n] for n in columns]), block)
+        return
+    dense, sparse = _split(series)
     out += (
         _SERIES.pack(len(days), len(dense), len(sparse)),
-        _little(days),
-        bytes(COLUMN_ID[name] for name, _ in dense),
-        bytes(COLUMN_ID[name] for name, _, _ in sparse),
+        days.tobytes(),
+        bytes([COLUMN_ID[name] for name in dense]),
+        bytes([COLUMN_ID[name] for name, _, _ in sparse]),
+        *(columns[name].tobytes() for name in dense),
     )
-    out += (_little(col) for _, col in dense)
     for name, col, present in sparse:
         mask = bytearray((len(days) + 7) // 8)
         for i, flag in enumerate(present):
             if flag:
                 mask[i >> 3] |= 1 << (i & 7)
-        values = _little(array("d", (v for v, flag in zip(col, present, strict=True) if flag)))
+        values = array("d", (v for v, flag in zip(col, present, strict=True) if flag)).tobytes()
         if _out_of_range(values):
             raise ValueError(f"column {name} holds an infinite value: no report produces one")
         out += (bytes(mask), values)
@@ -213,57 +208,48 @@ class _Reader:
         return chunk
 
 
-def _floats(chunk: memoryview, name: str) -> Values:
+def _floats(chunk: memoryview, what: str) -> Values:
     if _out_of_range(chunk):
-        raise StateDecodeError(
-            f"column {name} holds a NaN, an infinity or a value beyond 1e300: no report produces one"
-        )
+        raise StateDecodeError(f"{what} holds a NaN, an infinity or a value beyond 1e300: no report produces one")
     values = array("d")
     values.frombytes(chunk)
-    if _SWAP:
-        values.byteswap()
     return values
 
 
-def _names(ids: memoryview, seen: set[str]) -> list[str]:
-    names = []
-    for ident in ids.tobytes():
-        if ident >= len(COLUMN_NAMES):
-            raise StateDecodeError(f"unknown column id {ident} (this version knows {len(COLUMN_NAMES)})")
-        name = COLUMN_NAMES[ident]
-        if name in seen:
-            raise StateDecodeError(f"column {name} appears twice in one history")
-        seen.add(name)
-        names.append(name)
-    return names
-
-
-def _unpack_series(reader: _Reader) -> DailySeries:
+def _unpack_series(reader: _Reader) -> Decoded:
     n_days, n_dense, n_sparse = _SERIES.unpack(reader.take(_SERIES.size, "a history's counts"))
+    n_ids = n_dense + n_sparse
+    fixed = reader.take(4 * n_days + n_ids + 8 * n_days * n_dense, f"a history of {n_days} days, {n_ids} columns")
     days = array("i")
-    days.frombytes(reader.take(4 * n_days, f"{n_days} day ordinals"))
-    if _SWAP:
-        days.byteswap()
-    ordinals = days.tolist()
-    if ordinals and not (ordinals[0] > 0 and ordinals[-1] <= MAX_DAY and all(map(operator.lt, ordinals, ordinals[1:]))):
-        raise StateDecodeError("day ordinals out of order, repeated or outside the calendar")
-    seen: set[str] = set()
-    dense = _names(reader.take(n_dense, "dense column ids"), seen)
-    sparse = _names(reader.take(n_sparse, "sparse column ids"), seen)
-    block = _floats(reader.take(8 * n_days * n_dense, f"{n_dense} columns of {n_days} days"), "a dense")
-    columns: dict[str, Values] = {name: block[i * n_days : (i + 1) * n_days] for i, name in enumerate(dense)}
-    for name in sparse:
+    days.frombytes(fixed[: 4 * n_days])
+    if n_days and not (days[0] > 0 and days[-1] <= MAX_DAY):
+        raise StateDecodeError(f"day ordinals {days[0]}..{days[-1]} are outside the calendar")
+    if n_days > 1:
+        ordinals = days.tolist()
+        if not all(map(operator.lt, ordinals, ordinals[1:])):
+            raise StateDecodeError("day ordinals out of order or repeated")
+    ids = fixed[4 * n_days : 4 * n_days + n_ids].tobytes()
+    if ids and max(ids) >= len(COLUMN_NAMES):
+        raise StateDecodeError(f"unknown column id {max(ids)} (this version knows {len(COLUMN_NAMES)})")
+    if len(set(ids)) != n_ids:
+        raise StateDecodeError(f"a column appears twice in one history (ids {list(ids)})")
+    block = _floats(fixed[4 * n_days + n_ids :], "a dense column")
+    columns: dict[str, Values] = {
+        COLUMN_NAMES[ident]: block[i * n_days : (i + 1) * n_days] for i, ident in enumerate(ids[:n_dense])
+    }
+    for ident in ids[n_dense:]:
+        name = COLUMN_NAMES[ident]
         mask = reader.take((n_days + 7) // 8, f"column {name}'s presence bytes").tobytes()
         positions = [i for i in range(n_days) if mask[i >> 3] & (1 << (i & 7))]
-        present = _floats(reader.take(8 * len(positions), f"column {name}"), name)
+        present = _floats(reader.take(8 * len(positions), f"column {name}"), f"column {name}")
         col = array("d", (MISSING,)) * n_days
         for position, value in zip(positions, present, strict=True):
             col[position] = value
         columns[name] = col
-    return DailySeries.model_construct(days=days, columns=columns)
+    return days, columns
 
 
-def unpack(raw: bytes) -> tuple[bytes, list[DailySeries]]:
+def unpack(raw: bytes) -> tuple[bytes, list[Decoded]]:
     """Split a version-2 value into its header and validated histories (raises :class:`StateDecodeError`)."""
     if raw[:3] != MAGIC:
         raise StateDecodeError(f"not a device state: it starts with {bytes(raw[:4])!r}")
