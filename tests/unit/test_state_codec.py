@@ -84,9 +84,7 @@ def health_reports(draw: st.DrawFn) -> list[HealthReport]:
             )
         )
         memory = draw(st.none() | st.builds(MemoryHealth, correctable_errors=counts, uncorrectable_errors=counts))
-        out.append(
-            report(seq, at, disks=disks, battery=battery, stability=stability, thermal=thermal, memory=memory)
-        )
+        out.append(report(seq, at, disks=disks, battery=battery, stability=stability, thermal=thermal, memory=memory))
     return out
 
 
@@ -173,7 +171,7 @@ def offset_of_first_float(value: bytes) -> int:
 
 
 def refused(value: bytes) -> str:
-    with pytest.raises(ValueError) as caught:
+    with pytest.raises(ValueError, match=r"\S") as caught:  # StateDecodeError or pydantic's error, with a reason
         DeviceRecord.from_bytes(value)
     return str(caught.value)
 
