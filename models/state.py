@@ -15,15 +15,13 @@ Memory is bounded by construction:
   point, so the history keeps spanning years at coarser resolution;
 * device stability/thermal/memory: ``WINDOW_DAYS`` daily buckets of counts.
 
-Buckets are stored column-wise (:class:`DailySeries`, typed arrays). Measured JSON size (the
-encoding the stream used before ``state_codec``'s packed arrays; about the same): simulated PCs after 60 days of daily reports
-average 6.6 KB (``benchmarks/models_scoring.py``); a laptop whose one disk reports
-every counter, with 400 days of battery history, is about 20 KB; ``MAX_DISKS`` disks
-reporting every counter every day about 52 KB. The largest report the contract
-allows (every string and list at its limit, every number at its longest form), daily
-for a year, builds about 102 KB, so the bound ``MAX_STATE_BYTES`` (64 KiB) is
-enforced where the state is encoded (:func:`fit_in_place`): oldest history goes
-first, deterministically (``DeviceRecord.to_bytes`` in the stream; tested in
+Buckets are stored column-wise in typed arrays (:class:`DailySeries`), 8 bytes per value
+stored. Measured size of the stream's table value (``benchmarks/state_codec.py``): simulated PCs
+after 60 days of daily reports average about 8.8 KB with their alert states; the largest report the
+contract allows (every string and list at its limit, ``MAX_DISKS`` disks reporting every counter),
+daily for 250 days, builds about 60 KB of history, and its alert states come on top. The bound
+``MAX_STATE_BYTES`` (64 KiB) is enforced where the state is encoded (:func:`fit_in_place`): oldest
+history goes first, deterministically (``DeviceRecord.to_bytes`` in the stream; tested in
 ``tests/unit/test_hostile_inventory_and_state.py``).
 
 Time is the report's ``collected_at`` (event time), never the wall clock; days are
