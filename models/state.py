@@ -144,7 +144,7 @@ class DailySeries(BaseModel):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     days: Days = Field(default_factory=functools.partial(array, "i"))
-    columns: dict[str, Values] = {}
+    columns: dict[str, Values] = Field(default_factory=dict)
 
     @field_validator("days", mode="before")
     @classmethod
