@@ -110,13 +110,13 @@ def attach(state: DeviceState, decoded: Sequence[Decoded]) -> DeviceState:
     return state
 
 
-def _out_of_range(packed: bytes | memoryview) -> bool:
-    """Whether any little-endian float64 in ``packed`` is a NaN, an infinity or at least 2**1009.
+def _out_of_range(packed: bytes, start: int = 0, end: int | None = None) -> bool:
+    """Whether any little-endian float64 in ``packed[start:end]`` is a NaN, an infinity or at least 2**1009.
 
     Their high byte is 0x7F or 0xFF (sign and the exponent's top seven bits set): one strided
     byte slice and two C-level searches, no Python object per value.
     """
-    high = bytes(packed[7::8])
+    high = packed[start + 7 : end : 8]
     return b"\x7f" in high or b"\xff" in high
 
 
@@ -190,63 +190,61 @@ def is_legacy_json(raw: bytes) -> bool:
     return raw[:1] == LEGACY_JSON_START
 
 
-class _Reader:
-    """Bounds-checked reads from one value: a count past the end is an error, never a short read."""
-
-    def __init__(self, raw: bytes, offset: int) -> None:
-        self.view = memoryview(raw)
-        self.offset = offset
-
-    def take(self, size: int, what: str) -> memoryview:
-        end = self.offset + size
-        if end > len(self.view):
-            raise StateDecodeError(
-                f"truncated: {what} needs {size} bytes at offset {self.offset}, the value has {len(self.view)}"
-            )
-        chunk = self.view[self.offset : end]
-        self.offset = end
-        return chunk
+def _out_of_bounds(what: str, needed: int, offset: int, size: int) -> StateDecodeError:
+    return StateDecodeError(f"truncated: {what} needs {needed} bytes at offset {offset}, the value has {size}")
 
 
-def _floats(chunk: memoryview, what: str) -> Values:
-    if _out_of_range(chunk):
+def _floats(raw: bytes, start: int, end: int, what: str) -> Values:
+    if _out_of_range(raw, start, end):
         raise StateDecodeError(f"{what} holds a NaN, an infinity or a value beyond 1e300: no report produces one")
     values = array("d")
-    values.frombytes(chunk)
+    values.frombytes(memoryview(raw)[start:end])
     return values
 
 
-def _unpack_series(reader: _Reader) -> Decoded:
-    n_days, n_dense, n_sparse = _SERIES.unpack(reader.take(_SERIES.size, "a history's counts"))
+def _unpack_series(raw: bytes, offset: int) -> tuple[Decoded, int]:
+    """One history from ``offset``: its days and columns, and the offset after it."""
+    size = len(raw)
+    if offset + _SERIES.size > size:
+        raise _out_of_bounds("a history's counts", _SERIES.size, offset, size)
+    n_days, n_dense, n_sparse = _SERIES.unpack_from(raw, offset)
     n_ids = n_dense + n_sparse
-    fixed = reader.take(4 * n_days + n_ids + 8 * n_days * n_dense, f"a history of {n_days} days, {n_ids} columns")
+    start = offset + _SERIES.size
+    ids_at = start + 4 * n_days
+    block_at = ids_at + n_ids
+    end = block_at + 8 * n_days * n_dense
+    if end > size:
+        raise _out_of_bounds(f"a history of {n_days} days and {n_ids} columns", end - offset, offset, size)
     days = array("i")
-    days.frombytes(fixed[: 4 * n_days])
+    days.frombytes(memoryview(raw)[start:ids_at])
     if n_days and not (days[0] > 0 and days[-1] <= MAX_DAY):
         raise StateDecodeError(f"day ordinals {days[0]}..{days[-1]} are outside the calendar")
     if n_days > 1:
         ordinals = days.tolist()
         if not all(map(operator.lt, ordinals, ordinals[1:])):
             raise StateDecodeError("day ordinals out of order or repeated")
-    ids = fixed[4 * n_days : 4 * n_days + n_ids].tobytes()
-    if ids and max(ids) >= len(COLUMN_NAMES):
-        raise StateDecodeError(f"unknown column id {max(ids)} (this version knows {len(COLUMN_NAMES)})")
-    if len(set(ids)) != n_ids:
-        raise StateDecodeError(f"a column appears twice in one history (ids {list(ids)})")
-    block = _floats(fixed[4 * n_days + n_ids :], "a dense column")
+    ids = raw[ids_at:block_at]
+    if ids and (max(ids) >= len(COLUMN_NAMES) or len(set(ids)) != n_ids):
+        raise StateDecodeError(f"unknown or repeated column ids {list(ids)} (this version knows {len(COLUMN_NAMES)})")
+    block = _floats(raw, block_at, end, "a dense column")
     columns: dict[str, Values] = {
         COLUMN_NAMES[ident]: block[i * n_days : (i + 1) * n_days] for i, ident in enumerate(ids[:n_dense])
     }
+    mask_size = (n_days + 7) // 8
     for ident in ids[n_dense:]:
         name = COLUMN_NAMES[ident]
-        mask = reader.take((n_days + 7) // 8, f"column {name}'s presence bytes").tobytes()
+        if end + mask_size > size:
+            raise _out_of_bounds(f"column {name}'s presence bytes", mask_size, end, size)
+        mask = raw[end : end + mask_size]
         positions = [i for i in range(n_days) if mask[i >> 3] & (1 << (i & 7))]
-        present = _floats(reader.take(8 * len(positions), f"column {name}"), f"column {name}")
+        start, end = end + mask_size, end + mask_size + 8 * len(positions)
+        if end > size:
+            raise _out_of_bounds(f"column {name}", end - start, start, size)
         col = array("d", (MISSING,)) * n_days
-        for position, value in zip(positions, present, strict=True):
+        for position, value in zip(positions, _floats(raw, start, end, f"column {name}"), strict=True):
             col[position] = value
         columns[name] = col
-    return days, columns
+    return (days, columns), end
 
 
 def unpack(raw: bytes) -> tuple[bytes, list[Decoded]]:
@@ -258,10 +256,13 @@ def unpack(raw: bytes) -> tuple[bytes, list[Decoded]]:
     _, version, header_size = _PREFIX.unpack_from(raw)
     if version != VERSION:
         raise StateDecodeError(f"state encoding version {version}: this worker reads 1 (JSON) and {VERSION}")
-    reader = _Reader(raw, _PREFIX.size)
-    header = reader.take(header_size, "the header").tobytes()
-    (count,) = reader.take(1, "the history count")
-    series = [_unpack_series(reader) for _ in range(count)]
-    if reader.offset != len(raw):
-        raise StateDecodeError(f"{len(raw) - reader.offset} bytes after the last history")
-    return header, series
+    count_at = _PREFIX.size + header_size
+    if count_at >= len(raw):
+        raise _out_of_bounds("the header and history count", header_size + 1, _PREFIX.size, len(raw))
+    offset, series = count_at + 1, []
+    for _ in range(raw[count_at]):
+        history, offset = _unpack_series(raw, offset)
+        series.append(history)
+    if offset != len(raw):
+        raise StateDecodeError(f"{len(raw) - offset} bytes after the last history")
+    return raw[_PREFIX.size : _PREFIX.size + header_size], series
