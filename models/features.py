@@ -108,15 +108,15 @@ MIN_BASELINE_DAYS = 5
 
 
 def points(series: DailySeries, column: str, *, finite: bool = False) -> list[tuple[int, float]]:
-    """(day, value) pairs of the days that have a value in ``column``; with ``finite``, only
-    finite values (the medians of the cooling rule must not be poisoned by a corrupt state)."""
+    """(day, value) pairs of the days that have a value in ``column`` (a missing one is NaN); with
+    ``finite``, only finite values (the medians of the cooling rule must not be poisoned by a corrupt state)."""
     col = series.columns.get(column)
     if col is None:
         return []
     if finite:
         isfinite = math.isfinite
-        return [(d, v) for d, v in zip(series.days, col, strict=True) if v is not None and isfinite(v)]
-    return [(d, v) for d, v in zip(series.days, col, strict=True) if v is not None]
+        return [(d, v) for d, v in zip(series.days, col, strict=True) if isfinite(v)]
+    return [(d, v) for d, v in zip(series.days, col, strict=True) if v == v]
 
 
 def window_delta(pts: Sequence[tuple[int, float]], window: int) -> float:

@@ -1,7 +1,7 @@
 """Per-device state: the bounded memory of one device that features are computed from.
 
 The stream processor keeps one :class:`DeviceState` per device in a Faust table
-(JSON via ``model_dump_json``/``model_validate_json``); training replays real
+(encoded by :mod:`fleetpulse.models.state_codec`); training replays real
 daily SMART rows through the very same :func:`apply_report`, so features cannot
 drift between training and serving.
 
@@ -15,15 +15,13 @@ Memory is bounded by construction:
   point, so the history keeps spanning years at coarser resolution;
 * device stability/thermal/memory: ``WINDOW_DAYS`` daily buckets of counts.
 
-Buckets are stored column-wise (:class:`DailySeries`) so each column name appears
-once in the JSON. Measured JSON size: simulated PCs after 60 days of daily reports
-average 6.6 KB (``benchmarks/models_scoring.py``); a laptop whose one disk reports
-every counter, with 400 days of battery history, is about 20 KB; ``MAX_DISKS`` disks
-reporting every counter every day about 52 KB. The largest report the contract
-allows (every string and list at its limit, every number at its longest form), daily
-for a year, builds about 102 KB, so the bound ``MAX_STATE_BYTES`` (64 KiB) is
-enforced where the state is encoded (:func:`fit_in_place`): oldest history goes
-first, deterministically (``DeviceRecord.to_bytes`` in the stream; tested in
+Buckets are stored column-wise in typed arrays (:class:`DailySeries`), 8 bytes per value
+stored. Measured size of the stream's table value (``benchmarks/state_codec.py``): simulated PCs
+after 60 days of daily reports average about 8.8 KB with their alert states; the largest report the
+contract allows (every string and list at its limit, ``MAX_DISKS`` disks reporting every counter),
+daily for 250 days, builds about 60 KB of history, and its alert states come on top. The bound
+``MAX_STATE_BYTES`` (64 KiB) is enforced where the state is encoded (:func:`fit_in_place`): oldest
+history goes first, deterministically (``DeviceRecord.to_bytes`` in the stream; tested in
 ``tests/unit/test_hostile_inventory_and_state.py``).
 
 Time is the report's ``collected_at`` (event time), never the wall clock; days are
@@ -33,12 +31,14 @@ UTC calendar days stored as proleptic ordinals (``date.toordinal()``).
 from __future__ import annotations
 
 import bisect
+import functools
 import math
-from collections.abc import Mapping
+from array import array
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_serializer, field_validator
 
 from fleetpulse.contract import (
     DeviceInventory,
@@ -96,44 +96,131 @@ DEVICE_MERGE: dict[str, Merge] = {
 }
 
 
+if TYPE_CHECKING:
+    Days = array[int]
+    Values = array[float]
+else:  # array.array is not subscriptable before Python 3.12, and pydantic evaluates annotations
+    Days = Values = array
+
+MISSING = float("nan")
+"""A day without a value in a column. Reports cannot carry NaN (the contract refuses it), so it
+never stands for a reading."""
+LARGEST_VALUE = 2.0**1009
+"""Column values are below this (reports are bounded far lower): the stored form tells NaN and
+infinity from numbers by their high byte, which reaches them at 2**1009."""
+
+
+def _days(days: Iterable[int]) -> Days:
+    try:
+        return array("i", days)
+    except (TypeError, OverflowError) as exc:
+        raise ValueError(f"days must be day ordinals: {exc}") from None
+
+
+def _values(values: Sequence[float | None]) -> Values:
+    """A column from a list (JSON, constructors): ``None`` is a missing value, a NaN or infinity is refused."""
+    try:
+        col = array("d", (MISSING if v is None else v for v in values))
+    except (TypeError, OverflowError) as exc:  # pydantic reports ValueError only; these would escape it raw
+        raise ValueError(f"column values must be numbers or null: {exc}") from None
+    for value, given in zip(col, values, strict=True):
+        if given is not None and not abs(value) < LARGEST_VALUE:
+            raise ValueError(f"column value {given!r} is a NaN, an infinity or beyond 1e300: no report produces one")
+    return col
+
+
 class DailySeries(BaseModel):
-    """Daily buckets stored column-wise; ``None`` where a day had no value for a column.
+    """Daily buckets stored column-wise in typed arrays; ``MISSING`` (NaN) where a day had no value.
+
+    Arrays, not lists: a device's history is a few thousand numbers that the stream decodes
+    and re-encodes for every report, and an array moves as one block of bytes instead of one
+    Python object per number (:mod:`fleetpulse.models.state_codec`). JSON and constructors
+    still speak lists with ``None`` for a missing value.
 
     A ``mean`` column keeps its reading count in the hidden column ``<name>__n`` so
     further readings of the same day update the mean exactly.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    days: list[int] = []
-    columns: dict[str, list[float | None]] = {}
+    days: Days = Field(default_factory=functools.partial(array, "i"))
+    columns: dict[str, Values] = Field(default_factory=dict)
+
+    @field_validator("days", mode="before")
+    @classmethod
+    def _days_from_list(cls, value: object) -> object:
+        return _days(value) if isinstance(value, list | tuple) else value
+
+    @field_validator("columns", mode="before")
+    @classmethod
+    def _columns_from_lists(cls, value: object) -> object:
+        if not isinstance(value, dict):
+            return value
+        return {name: _values(col) if isinstance(col, list | tuple) else col for name, col in value.items()}
+
+    @field_validator("columns")
+    @classmethod
+    def _columns_match_days(cls, columns: dict[str, Values], info: ValidationInfo) -> dict[str, Values]:
+        days = info.data.get("days", ())
+        for name, col in columns.items():
+            if len(col) != len(days):
+                raise ValueError(f"column {name} has {len(col)} values for {len(days)} days")
+        return columns
+
+    @field_serializer("days")
+    def _days_as_list(self, days: Days) -> list[int]:
+        return days.tolist()
+
+    @field_serializer("columns")
+    def _columns_as_lists(self, columns: dict[str, Values]) -> dict[str, list[float | None]]:
+        return {name: self.column(name) for name in columns}
+
+    def __eq__(self, other: object) -> bool:
+        """Same days and the same columns bit for bit (NaN marks a missing value, so ``==`` on floats would not do)."""
+        if not isinstance(other, DailySeries):
+            return NotImplemented
+        theirs = other.columns
+        return (
+            self.days == other.days
+            and self.columns.keys() == theirs.keys()
+            and all(col.tobytes() == theirs[name].tobytes() for name, col in self.columns.items())
+        )
+
+    __hash__ = None  # type: ignore[assignment]
 
     def column(self, name: str) -> list[float | None]:
-        return self.columns.get(name, [None] * len(self.days))
+        """The column as a list, ``None`` on days without a value."""
+        col = self.columns.get(name)
+        if col is None:
+            return [None] * len(self.days)
+        return [v if v == v else None for v in col]
 
     def upsert(self, day: int, values: Mapping[str, float | None], merge: Mapping[str, Merge]) -> None:
         """Fold one reading into its day's bucket (creating the bucket in day order)."""
-        index = bisect.bisect_left(self.days, day)
-        if index == len(self.days) or self.days[index] != day:
-            self.days.insert(index, day)
+        days = self.days
+        index = bisect.bisect_left(days, day)
+        if index == len(days) or days[index] != day:
+            days.insert(index, day)
             for col in self.columns.values():
-                col.insert(index, None)
+                col.insert(index, MISSING)
         for name, value in values.items():
             if value is None:
                 continue
             how = merge[name]
-            if name not in self.columns:
-                self.columns[name] = [None] * len(self.days)
-            col = self.columns[name]
+            known = self.columns.get(name)
+            col = self.columns[name] = array("d", (MISSING,)) * len(days) if known is None else known
             old = col[index]
+            missing = old != old
             if how == "mean":
                 counts = self.columns.get(f"{name}__n")
                 if counts is None:
-                    counts = self.columns[f"{name}__n"] = [None] * len(self.days)
-                n = counts[index] or 0.0
-                col[index] = float(value) if old is None or n == 0.0 else old + (value - old) / (n + 1.0)
+                    counts = self.columns[f"{name}__n"] = array("d", (MISSING,)) * len(days)
+                n = counts[index]
+                if n != n:
+                    n = 0.0
+                col[index] = float(value) if missing or n == 0.0 else old + (value - old) / (n + 1.0)
                 counts[index] = n + 1.0
-            elif old is None or how == "last":
+            elif missing or how == "last":
                 col[index] = float(value)
             elif how == "sum":
                 col[index] = old + value
@@ -153,8 +240,8 @@ class DailySeries(BaseModel):
         while len(self.days) > max_points:
             older = len(self.days) - max_points // 2
             keep = [i for i in range(len(self.days)) if i >= older or i % 2 == 0]
-            self.days = [self.days[i] for i in keep]
-            self.columns = {name: [col[i] for i in keep] for name, col in self.columns.items()}
+            self.days = _days(self.days[i] for i in keep)
+            self.columns = {name: array("d", (col[i] for i in keep)) for name, col in self.columns.items()}
 
 
 class DiskHistory(BaseModel):
@@ -332,20 +419,21 @@ def apply_inventory_in_place(base: DeviceState, inventory: DeviceInventory) -> D
     return base
 
 
-_STATE_JSON: TypeAdapter[DeviceState] = TypeAdapter(DeviceState)
-
-
 def state_bytes(state: DeviceState) -> int:
-    """Encoded size in bytes (UTF-8: a 128-character name can take 512)."""
-    return len(_STATE_JSON.dump_json(state))
+    """Bytes ``state`` takes in the table's encoding (:mod:`fleetpulse.models.state_codec`)."""
+    from fleetpulse.models.state_codec import encoded_size  # the codec is built on this module's models
+
+    return encoded_size(state)
 
 
 def _thin_battery(state: DeviceState, excess: int) -> bool:
     """Coarsen the battery history's older half (its oldest points go first); False when at the floor."""
+    from fleetpulse.models.state_codec import series_size
+
     series = state.battery.series if state.battery is not None else None
     if series is None or len(series.days) <= MIN_BATTERY_POINTS:
         return False
-    per_point = len(series.model_dump_json()) / len(series.days)
+    per_point = series_size(series) / len(series.days)
     series.thin_to(max(MIN_BATTERY_POINTS, len(series.days) - math.ceil(excess / per_point)))
     return True
 
@@ -358,7 +446,9 @@ def _cut_oldest_days(state: DeviceState, excess: int) -> bool:
     droppable = sorted({day for s in series for day in s.days[:-1]})
     if not droppable:
         return False
-    per_day = sum(len(s.model_dump_json()) for s in series) / len({day for s in series for day in s.days})
+    from fleetpulse.models.state_codec import series_size
+
+    per_day = sum(series_size(s) for s in series) / len({day for s in series for day in s.days})
     cutoff = droppable[min(len(droppable), math.ceil(excess / per_day)) - 1] + 1
     for s in series:
         s.keep_from(min(cutoff, s.days[-1]))
@@ -366,7 +456,7 @@ def _cut_oldest_days(state: DeviceState, excess: int) -> bool:
 
 
 def fit_in_place(state: DeviceState, max_bytes: int) -> int:
-    """Thin ``state`` until its JSON is at most ``max_bytes``; returns the final size.
+    """Thin ``state`` until its encoding is at most ``max_bytes``; returns the final size.
 
     Oldest history goes first: the battery's long history is coarsened down to
     ``MIN_BATTERY_POINTS``, then the oldest day buckets of every series are cut. Each

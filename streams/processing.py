@@ -43,6 +43,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.main import IncEx
 
 from fleetpulse.alerts.policy import AlertPolicy, PolicyState, step
 from fleetpulse.contract import (
@@ -72,6 +73,7 @@ from fleetpulse.contract.auth import (
     mac_matches,
 )
 from fleetpulse.contract.v1 import DeviceKind
+from fleetpulse.models import state_codec
 from fleetpulse.models.anomaly import EXPLAINED_BY
 from fleetpulse.models.registry import ScorerSet
 from fleetpulse.models.state import (
@@ -94,10 +96,12 @@ ENROLMENT_EXCERPT = "<enrolment: withheld, it carries a device key>"
 """Dead letters are read more widely than the health topic: a key in one would let its reader forge reports."""
 
 ErrorKind = str
+WITHOUT_HISTORIES: IncEx = {"state": state_codec.HISTORY_FIELDS}
+"""The record's JSON header in the table value: the histories follow it packed (``state_codec``)."""
 
 
 class DeviceRecord(BaseModel):
-    """One device's table value (JSON): model state + alert policy state per component."""
+    """One device's table value: model state + alert policy state per component."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -114,16 +118,15 @@ class DeviceRecord(BaseModel):
     )
 
     def to_bytes(self) -> bytes:
-        """The table value, never over ``MAX_STATE_BYTES``.
+        """The table value (``state_codec`` version 2), never over ``MAX_STATE_BYTES``.
 
         A record over the bound first loses the alert states of disks its state no longer
         tracks (a device rotating disk ids would otherwise grow them without end), then its
         oldest history (:func:`fit_in_place`). Both happen in place, so the record kept in
-        memory is the one stored. Records within the bound (every real device: the worst
-        case of genuine reports is about 52 KB) are stored as they are, so only a record
-        over it can depend on where batches end.
+        memory is the one stored. Records within the bound (every real device) are stored
+        as they are, so only a record over it can depend on where batches end.
         """
-        raw = self.model_dump_json().encode()
+        raw = self._encode()
         if len(raw) <= MAX_STATE_BYTES:
             return raw
         tracked = {f"{Component.DISK.value}:{key}" for key in self.state.disks}
@@ -132,15 +135,26 @@ class DeviceRecord(BaseModel):
             for key, policy in self.policies.items()
             if not key.startswith(f"{Component.DISK.value}:") or key in tracked
         }
-        raw = self.model_dump_json().encode()
+        raw = self._encode()
         if len(raw) > MAX_STATE_BYTES:
             fit_in_place(self.state, MAX_STATE_BYTES - (len(raw) - state_bytes(self.state)))
-            raw = self.model_dump_json().encode()
+            raw = self._encode()
         return raw
+
+    def _encode(self) -> bytes:
+        return state_codec.pack(self.model_dump_json(exclude=WITHOUT_HISTORIES).encode(), self.state)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> DeviceRecord:
-        return cls.model_validate_json(raw)
+        """Decode a table value of either version; a value that cannot be read back exactly raises
+        :class:`~fleetpulse.models.state_codec.StateDecodeError` (or pydantic's error: both are
+        ``ValueError``). A version-1 (JSON) value is written as version 2 with the device's next update."""
+        if state_codec.is_legacy_json(raw):
+            return cls.model_validate_json(raw)
+        header, series = state_codec.unpack(raw)
+        record = cls.model_validate_json(header)
+        state_codec.attach(record.state, series)
+        return record
 
     def inventory(self) -> DeviceInventory | None:
         """The joined asset facts as the storage mapping wants them (unvalidated: they came validated)."""

@@ -14,7 +14,7 @@ from fleetpulse.alerts.consumer import future_dated
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.contract import DeviceInventory, DiskHealth, HealthReport, encode
 from fleetpulse.models.registry import rule_scorers
-from fleetpulse.models.state import MAX_STATE_BYTES, DeviceState, apply_report_in_place, state_bytes
+from fleetpulse.models.state import MAX_STATE_BYTES, DeviceState, apply_report_in_place, fit_in_place, state_bytes
 from fleetpulse.streams.processing import DeviceRecord, RawRecord
 from fleetpulse.streams.settings import StreamSettings
 from tests.alerts_support import make_inventory, service
@@ -91,7 +91,7 @@ def test_largest_valid_report_daily_for_250_days_stays_under_the_state_bound() -
     unbounded = DeviceState(device_id=DEVICE_ID)
     for report in rounds:
         apply_report_in_place(unbounded, report)
-    assert state_bytes(unbounded) > 1.4 * MAX_STATE_BYTES  # the attack: about 102 KB without the bound
+    assert state_bytes(unbounded) > 0.9 * MAX_STATE_BYTES  # the attack: about 60 KB of history, alert states on top
 
     table, proc = Table(), processor(scorers=rule_scorers())
     table.run(proc, [inventory_raw(DEVICE_ID, "Town Hall", NOW - timedelta(days=300)), enrolment_raw(DEVICE_ID)])
@@ -107,9 +107,23 @@ def test_largest_valid_report_daily_for_250_days_stays_under_the_state_bound() -
     assert all(disk.series.days[-1] == newest for disk in record.state.disks.values())  # the newest day is kept
     assert record.state.battery is not None
     assert record.state.battery.series.days[-1] == newest
-    assert record.state.device.days[0] > newest - 35  # the oldest days went first
     assert record.state.site == "Town Hall"
     assert {key.split(":")[0] for key in record.policies} >= {"disk", "battery"}  # alert states survive
+
+
+def test_a_state_over_the_bound_loses_its_oldest_days_first() -> None:
+    state = DeviceState(device_id=DEVICE_ID)
+    rounds = daily_rounds(NOW - timedelta(days=250), 250)
+    for report in rounds:
+        apply_report_in_place(state, report)
+    bound = 16 * 1024  # the eight disks alone keep about 13.5 KB of names, models and one day each
+    assert fit_in_place(state, bound) <= bound
+    newest = rounds[-1].collected_at.date().toordinal()
+    assert len(state.disks) == 8
+    assert all(disk.series.days[-1] == newest for disk in state.disks.values())  # the newest day is kept
+    assert state.battery is not None
+    assert state.battery.series.days[-1] == newest
+    assert state.device.days[0] > newest - 35  # the oldest days went first
 
 
 def test_thinning_is_deterministic() -> None:
@@ -140,4 +154,4 @@ def test_alert_states_of_rotated_disk_ids_cannot_grow_the_record_without_end() -
     record = DeviceRecord.from_bytes(table.data[DEVICE_ID])
     tracked = {f"disk:{key}" for key in record.state.disks}
     assert tracked <= record.policies.keys()  # the disks still reporting keep their alert state
-    assert len(record.policies) < days * 8 / 4  # most of the 960 scored disks' states are gone
+    assert len(record.policies) < days * 8 / 3  # most of the 960 scored disks' states are gone

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from array import array
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
@@ -209,14 +210,18 @@ COLUMNS = ("cpu_max_c", "throttle_events", "fan_rpm_max", "mem_correctable", "me
     )
 )
 def test_hostile_state_values_never_crash(series: tuple[list[int], dict[str, list[float | None]]]) -> None:
-    """States decoded from storage may hold NaN, infinities or absurd counters: no crash,
-    risks stay in [0, 1], every factor has text and the score survives the wire codec."""
+    """States in memory may hold infinities or absurd counters (decoding refuses them, the scorers do not
+    rely on it): no crash, risks stay in [0, 1], every factor has text and the score survives the wire codec."""
     days, columns = series
+    nan = float("nan")
     state = DeviceState(
         device_id="pc-h",
         last_seq=len(days),
         last_collected_at=T0,
-        device=DailySeries(days=[730_000 + d for d in days], columns=columns),
+        device=DailySeries.model_construct(
+            days=array("i", [730_000 + d for d in days]),
+            columns={name: array("d", [nan if v is None else v for v in col]) for name, col in columns.items()},
+        ),
     )
     for scorer in (ThermalRuleScorer(), MemoryRuleScorer()):
         for score in scorer.score_batch([state], NOW):

@@ -65,7 +65,7 @@ def test_apply_report_is_pure_and_uses_event_time() -> None:
     assert second.last_seq == 2
     assert second.last_collected_at == T0 + timedelta(days=1)
     assert second.disks["h-a"].series.column("reallocated_sectors") == [1.0, 3.0]
-    assert second.disks["h-a"].series.days == [T0.date().toordinal(), T0.date().toordinal() + 1]
+    assert second.disks["h-a"].series.days.tolist() == [T0.date().toordinal(), T0.date().toordinal() + 1]
 
 
 def test_same_day_readings_merge_last_sum_and_mean() -> None:
@@ -103,7 +103,7 @@ def test_disk_window_is_bounded_and_old_disks_expire() -> None:
 def test_out_of_order_day_is_inserted_in_order() -> None:
     state = apply_report(None, report(1, T0 + timedelta(days=2), disks=[full_disk("a", 5)]))
     state = apply_report(state, report(2, T0, disks=[full_disk("a", 4)]))
-    assert state.disks["h-a"].series.days == [T0.date().toordinal(), T0.date().toordinal() + 2]
+    assert state.disks["h-a"].series.days.tolist() == [T0.date().toordinal(), T0.date().toordinal() + 2]
     assert state.disks["h-a"].series.column("reallocated_sectors") == [4.0, 5.0]
 
 
@@ -116,7 +116,7 @@ def test_battery_history_thins_but_keeps_span() -> None:
     days = state.battery.series.days
     assert len(days) <= MAX_BATTERY_POINTS
     assert days[-1] - days[0] > 900
-    assert days[-120:] == list(range(days[-1] - 119, days[-1] + 1))
+    assert days[-120:].tolist() == list(range(days[-1] - 119, days[-1] + 1))
 
 
 def test_new_design_capacity_starts_a_new_battery_history() -> None:
@@ -183,5 +183,5 @@ def test_daily_series_stays_sorted_and_rectangular(readings: list[tuple[int, flo
     for day, value in readings:
         series.upsert(day, {"x": value, "y": value}, {"x": "last", "y": "mean"})
         series.keep_from(series.days[-1] - 30)
-    assert series.days == sorted(set(series.days))
+    assert series.days.tolist() == sorted(set(series.days))
     assert all(len(col) == len(series.days) for col in series.columns.values())
