@@ -242,6 +242,8 @@ class Processor:
         self.topics = topics
         self.scorers = scorers
         self.policy = policy
+        self._inventories: dict[str, tuple[DeviceRecord, DeviceKind | None, DeviceInventory | None]] = {}
+        """Per batch: each device's joined asset facts, built once (every report, score and alert point carries them)."""
 
     def process_batch(
         self,
@@ -252,15 +254,32 @@ class Processor:
         """Process ``batch`` in order. ``lookup(index, device_id)`` reads the table for the batch's i-th record."""
         out = BatchResult()
         pending: dict[str, DeviceState] = {}  # states advanced since the last scoring call
-        for index, raw in enumerate(batch):
-            try:
-                self._one(index, raw, lookup, now, out, pending)
-            except (ValidationError, ValueError, TypeError, RecursionError) as exc:
-                log.exception("processing error", extra={"fields": {"topic": raw.topic, "offset": raw.offset}})
-                out.dead_letters.append(dead_letter(raw, "processing_error", f"{type(exc).__name__}: {exc}", now))
-                out.counts["dead_letter.processing_error"] += 1
-        self._score(pending, now, out)
+        self._inventories.clear()
+        try:
+            for index, raw in enumerate(batch):
+                try:
+                    self._one(index, raw, lookup, now, out, pending)
+                except (ValidationError, ValueError, TypeError, RecursionError) as exc:
+                    log.exception("processing error", extra={"fields": {"topic": raw.topic, "offset": raw.offset}})
+                    out.dead_letters.append(dead_letter(raw, "processing_error", f"{type(exc).__name__}: {exc}", now))
+                    out.counts["dead_letter.processing_error"] += 1
+            self._score(pending, now, out)
+        finally:
+            self._inventories.clear()
         return out
+
+    def _inventory_of(self, record: DeviceRecord) -> DeviceInventory | None:
+        """``record.inventory()``, reused while the record object and its kind stay the same.
+
+        Only :meth:`_inventory` changes the other joined facts of a record, and it drops the entry.
+        """
+        state = record.state
+        cached = self._inventories.get(state.device_id)
+        if cached is not None and cached[0] is record and cached[1] is state.kind:
+            return cached[2]
+        inventory = record.inventory()
+        self._inventories[state.device_id] = (record, state.kind, inventory)
+        return inventory
 
     def _current(
         self, index: int, device_id: str, lookup: Callable[[int, str], DeviceRecord | None], out: BatchResult
@@ -353,7 +372,7 @@ class Processor:
         out.records[report.device_id] = record
         out.last_record_of[report.device_id] = index
         out.reports.append(report)
-        out.points.extend(report_points(report, record.inventory()))
+        out.points.extend(report_points(report, self._inventory_of(record)))
         out.counts["accepted"] += 1
         return None
 
@@ -371,6 +390,7 @@ class Processor:
             device_id = (raw.key or b"").decode("utf-8", "replace")
             record = self._current(index, device_id, lookup, out)
             if record is not None:
+                self._inventories.pop(device_id, None)
                 out.records[device_id] = record.model_copy(update={"inventory_at": None})
                 out.last_record_of[device_id] = index
             out.counts["inventory_tombstone"] += 1
@@ -395,6 +415,7 @@ class Processor:
         if inventory.device_id in pending:
             self._score(pending, now, out)
         record = record or DeviceRecord(state=DeviceState(device_id=inventory.device_id))
+        self._inventories.pop(inventory.device_id, None)
         apply_inventory_in_place(record.state, inventory)
         record.inventory_at = inventory.updated_at
         out.records[inventory.device_id] = record
@@ -549,7 +570,7 @@ class Processor:
         diagnosed = self._diagnosed(scores)
         for score in scores:
             record = out.records[score.device_id]
-            inventory = record.inventory()
+            inventory = self._inventory_of(record)
             out.points.append(score_point(score, inventory))
             if score.role is not ScorerRole.CHAMPION:
                 continue
