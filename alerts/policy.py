@@ -128,6 +128,10 @@ class PolicyState(BaseModel):
     last_report_seq: int | None = None
 
 
+_FIRST_STATE = PolicyState()
+"""A component's state before its first score (frozen, so one instance serves every component)."""
+
+
 def _component_key(score: RiskScore) -> str:
     key = f"{score.device_id}:{score.component.value}:{score.component_id}"
     if len(key) <= _MAX_KEY_CHARS:
@@ -173,7 +177,7 @@ def step(
     device anomaly driven by heat while the cooling rule is raised), so it counts as not
     above the raise threshold: one cause, one ticket. An open alert still clears as usual.
     """
-    state = state or PolicyState()
+    state = state or _FIRST_STATE
     if score.role is not ScorerRole.CHAMPION or _is_replay(state, score):
         return state, None
     seen = {"last_at": score.collected_at, "last_report_seq": score.report_seq}
