@@ -98,7 +98,14 @@ class AlertPolicy(BaseModel):
 
     def at_raise_level(self, score: RiskScore) -> bool:
         """Whether ``score`` counts towards raising its component (before ``consecutive`` and cooldown)."""
-        return score.risk >= self.thresholds(score.component).raise_threshold
+        # read the pair without building a Thresholds: this runs for every champion score
+        configured = self.components.get(score.component)
+        return score.risk >= (self.raise_threshold if configured is None else configured.raise_threshold)
+
+    def below_clear_level(self, score: RiskScore) -> bool:
+        """Whether ``score`` counts towards clearing its component's open alert."""
+        configured = self.components.get(score.component)
+        return score.risk < (self.clear_threshold if configured is None else configured.clear_threshold)
 
     def with_defaults(self, defaults: Mapping[Component, Thresholds]) -> AlertPolicy:
         """A copy where components without configured thresholds take ``defaults``."""
@@ -119,6 +126,10 @@ class PolicyState(BaseModel):
     cleared_at: AwareDatetime | None = None
     last_at: AwareDatetime | None = Field(default=None, description="event time of the last accepted score")
     last_report_seq: int | None = None
+
+
+_FIRST_STATE = PolicyState()
+"""A component's state before its first score (frozen, so one instance serves every component)."""
 
 
 def _component_key(score: RiskScore) -> str:
@@ -166,7 +177,7 @@ def step(
     device anomaly driven by heat while the cooling rule is raised), so it counts as not
     above the raise threshold: one cause, one ticket. An open alert still clears as usual.
     """
-    state = state or PolicyState()
+    state = state or _FIRST_STATE
     if score.role is not ScorerRole.CHAMPION or _is_replay(state, score):
         return state, None
     seen = {"last_at": score.collected_at, "last_report_seq": score.report_seq}
@@ -190,7 +201,7 @@ def step(
         )
         return new, _alert(score, AlertState.RAISED, alert_id)
 
-    below = state.below + 1 if score.risk < policy.thresholds(score.component).clear_threshold else 0
+    below = state.below + 1 if policy.below_clear_level(score) else 0
     if below < policy.clear_consecutive:
         return state.model_copy(update={"above": 0, "below": below, **seen}), None
     alert_id = f"{state.raised_alert_id}:cleared"

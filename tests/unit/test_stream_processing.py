@@ -214,6 +214,25 @@ def test_invalid_inventory_is_dead_lettered_and_tombstone_drops_the_join() -> No
     assert record.state.last_seq == 1
 
 
+def test_points_carry_the_inventory_joined_at_their_place_in_the_batch() -> None:
+    """A device's asset facts are built once per batch, so a join or tombstone inside it must renew them."""
+    moved = DeviceInventory(device_id="pc-1", kind="laptop", model="T14", site="Library", updated_at=NOW)
+    batch = [
+        inventory_raw("pc-1"),
+        report_raw(report("pc-1", 1)),
+        raw(TOPICS.inventory, encode(moved), b"pc-1"),
+        report_raw(report("pc-1", 2)),
+        raw(TOPICS.inventory, None, b"pc-1"),
+        report_raw(report("pc-1", 3)),
+    ]
+    result = Table("pc-1").run(processor(scorers=rule_scorers()), batch)
+    sites = [p.tags["site"] for p in result.points if p.measurement == "device"]
+    assert sites == ["Town Hall", "Library", "unknown"]
+    joined = DeviceRecord(state=DeviceState(device_id="pc-1"), inventory_at=NOW)
+    joined.state.site = "Library"
+    assert joined.inventory() == DeviceInventory(device_id="pc-1", kind="desktop", site="Library", updated_at=NOW)
+
+
 def test_a_failing_scorer_does_not_stop_state_updates() -> None:
     class Broken(ConstantScorer):
         def score_batch(self, states: Sequence[DeviceState], now: datetime) -> list[RiskScore]:
