@@ -36,6 +36,7 @@ from fleetpulse.models.evaluation import (
     precision_at_k,
     threshold_at_cap,
 )
+from fleetpulse.models.thresholds import thresholds_for_new_models
 from fleetpulse.models.training import (
     Split,
     backblaze_rule_score,
@@ -221,33 +222,15 @@ def ranking_objective(
     return objective
 
 
-MIN_HEALTHY_DRIVES_PER_CAP = 10.0
-"""A training drive model sets a threshold of its own at a cap only with at least this many
-healthy drives per allowed false alarm (1,000 at 1 %, 10,000 at 0.1 %): fewer make its
-per-model rate too noisy to aim at."""
-
-
 def held_out_thresholds(
     known: Instants, mask: np.ndarray, oof: np.ndarray, horizon: int, groups: np.ndarray
 ) -> dict[str, float]:
     """Alert threshold per cap from out-of-fold scores of the ``mask`` drives, each scored by a
     model that never saw its drive model (what a drive model new to the fleet looks like):
-    the lowest that keeps false alarms at or under the cap on those drives pooled and on the
-    median of their drive models (``groups``) big enough to measure it.
-
-    The median, not every model: a drive model that fails a lot (e.g. ST3000DM001) has many
-    "healthy" drives with large counters that fail soon after the data end, and no threshold
-    a fleet could use keeps those under the cap.
-    """
-    pooled = drive_scores(known, mask, oof, horizon)
-    out = {f"cap {100 * cap:g}%": threshold_at_cap(pooled.negative, cap) for cap in CAPS}
-    per_model: dict[str, list[float]] = {label: [] for label in out}
-    for group in np.unique(groups[mask]):
-        negative = drive_scores(known, mask & (groups == group), oof, horizon).negative
-        for cap in CAPS:
-            if len(negative) >= MIN_HEALTHY_DRIVES_PER_CAP / cap:
-                per_model[f"cap {100 * cap:g}%"].append(threshold_at_cap(negative, cap))
-    return {label: max(t, float(np.median(per_model[label]))) if per_model[label] else t for label, t in out.items()}
+    the lowest that keeps the cap on most of their drive models (``groups``), see
+    :mod:`~fleetpulse.models.thresholds`."""
+    negatives = [drive_scores(known, mask & (groups == g), oof, horizon).negative for g in np.unique(groups[mask])]
+    return thresholds_for_new_models(negatives)
 
 
 ALARM_SECTORS = 1_000

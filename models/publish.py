@@ -37,10 +37,10 @@ def _metrics(result: ExperimentResult) -> dict[str, Any]:
 def model_code_digest() -> str:
     """Digest of the code a trained disk model depends on (syntax trees, so formatting does not
     count): the shipped artifact is current only while it matches."""
-    from fleetpulse.models import data, disk_model, features, pipeline, state, training
+    from fleetpulse.models import data, disk_model, features, pipeline, state, thresholds, training
 
     sha = hashlib.sha256()
-    for module in (state, features, data, disk_model, training, pipeline):
+    for module in (state, features, data, disk_model, training, pipeline, thresholds):
         sha.update(ast.dump(ast.parse(Path(str(module.__file__)).read_text())).encode())
     return sha.hexdigest()[:12]
 
