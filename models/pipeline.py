@@ -233,17 +233,14 @@ def held_out_thresholds(
     return thresholds_for_new_models(negatives)
 
 
-ALARM_SECTORS = 1_000
-"""A drive reporting this many reallocated, pending or offline-uncorrectable sectors is alarmed
-at every cap, from its first report on: that much surface damage needs a ticket whatever the
-history. It costs few false alarms -- well under 1 % of healthy drives ever reach it."""
-
-
-def sector_alarm_thresholds(thresholds: dict[str, float], model: Any) -> dict[str, float]:
-    """``thresholds`` lowered where needed to the model's bad-sector floor at ``ALARM_SECTORS``
-    (every drive with that many bad sectors scores at least the floor)."""
-    floor = float(model.floor_probability(ALARM_SECTORS))
-    return {label: min(threshold, floor) for label, threshold in thresholds.items()}
+def sound_sector_alarm(thresholds: dict[str, float], model: Any) -> dict[str, float]:
+    """Sets the model's sector alarm to the highest finite stored threshold, so a drive with
+    ``ALARM_SECTORS`` bad sectors is alarmed at every cap from its first report; the thresholds
+    themselves stay as estimated (returned unchanged)."""
+    finite = [t for t in thresholds.values() if np.isfinite(t) and 0.0 < t < 1.0]
+    if finite:
+        model.set_sector_alarm(max(finite))
+    return thresholds
 
 
 def alert_thresholds(
@@ -285,9 +282,11 @@ def run_experiment(instants: Instants, experiment: Experiment, seed: int, step: 
         )
         objective = ranking_objective(instants, train, horizon, cutoff)
         model = fit_calibrated(data, seed, also_score=(instants.features[train], groups[train]), objective=objective)
-        oof = np.full(len(instants.day), np.nan)
+        oof = np.full(len(instants.day), -np.inf)
         oof[train] = model.oof_also_
         del model.oof_also_  # training-side scores, not part of the served model
+        known_train = censored_at(instants, cutoff)
+        stored = sound_sector_alarm(held_out_thresholds(known_train, train, oof, horizon, groups), model)
         models[horizon] = model
         if horizon == max(experiment.horizons):
             reference = healthy_reference(instants.features[train], y_train[train])
@@ -340,14 +339,8 @@ def run_experiment(instants: Instants, experiment: Experiment, seed: int, step: 
                     extra,
                 )
             )
-        known_train = censored_at(instants, cutoff)
-        oof = np.where(np.isnan(oof), -np.inf, oof)
         train_drives = drive_scores(known_train, train, oof, horizon)
-        thresholds = alert_thresholds(
-            sector_alarm_thresholds(held_out_thresholds(known_train, train, oof, horizon, groups), model),
-            train_drives,
-            scorers[0].drives,
-        )
+        thresholds = alert_thresholds(stored, train_drives, scorers[0].drives)
         say(f"{experiment.name}: paired bootstrap of the {horizon}-day comparisons")
         fars = {f"cap {100 * cap:g}%": cap for cap in CAPS} | extra
         headroom = {

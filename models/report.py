@@ -13,8 +13,9 @@ import numpy as np
 from fleetpulse.models.anomaly_eval import AnomalyResult
 from fleetpulse.models.battery_eval import CALIBRATED, LEAVE_ONE_OUT, OTHER_HALF, SLOPE_SPREAD, BatteryResult
 from fleetpulse.models.battery_interval import FACTORS, NOMINAL_COVERAGE
+from fleetpulse.models.disk_model import ALARM_SECTORS
 from fleetpulse.models.evaluation import CAPS, TICKETS_PER_WEEK, PairedDifference, threshold_at_cap
-from fleetpulse.models.pipeline import ALARM_SECTORS, RULE_NAME, ExperimentResult, HorizonResult
+from fleetpulse.models.pipeline import RULE_NAME, ExperimentResult, HorizonResult
 from fleetpulse.models.thresholds import COVERAGE, MIN_MODELS
 from fleetpulse.models.transfer import MIN_FAILED_DRIVES, MODEL, SINGLE, HeldOut, TransferResult
 
@@ -509,9 +510,9 @@ def transfer_section(result: TransferResult) -> tuple[list[str], dict[str, Any]]
             f"Alert thresholds as the artifact stores them, applied to the held-out drives. Per cap: the lowest "
             f"threshold that keeps the cap on at least {100 * COVERAGE:g} % of the training drive models, each "
             "measured on its own leave-model-out scores (drive models with enough healthy drives to allow one false "
-            f"alarm at the cap; with fewer than {MIN_MODELS} such models, the pooled training drives), then lowered to "
-            f"the bad-sector floor at {ALARM_SECTORS:,} sectors so such a drive is ticketed from its first report "
-            "(a pooled row spans its folds' thresholds). False alarms = alarmed / healthy held-out drives, with a 95 % "
+            f"alarm at the cap; with fewer than {MIN_MODELS} such models, the pooled training drives); a drive with "
+            f"{ALARM_SECTORS:,} or more bad sectors scores at least the highest of them, so it is ticketed at every cap "
+            "from its first report (a pooled row spans its folds' thresholds). False alarms = alarmed / healthy held-out drives, with a 95 % "
             "bootstrap interval (drives resampled; no alarm among n drives gives 0-0, yet up to 3/n is not ruled "
             "out); at or under the cap: the rate, else its interval; detection = failed held-out drives alarmed "
             f"in the {result.horizon} days before failure.",

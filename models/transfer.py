@@ -48,7 +48,7 @@ from fleetpulse.models.pipeline import (
     censored_at,
     held_out_thresholds,
     ranking_objective,
-    sector_alarm_thresholds,
+    sound_sector_alarm,
 )
 from fleetpulse.models.thresholds import cap_label, false_alarm_interval
 from fleetpulse.models.training import (
@@ -173,11 +173,12 @@ def _fit_fold(
     model = fit_calibrated(data, seed, also_score=(instants.features[scored], groups[scored]), objective=objective)
     oof = np.full(len(instants.day), -np.inf)
     oof[scored] = model.oof_also_
+    thresholds = sound_sector_alarm(held_out_thresholds(known, scored, oof, horizon, groups), model)
     with single_thread():
         score = model.predict_proba(instants.features[test])[:, 1]
     return FoldFit(
         score=score,
-        thresholds=sector_alarm_thresholds(held_out_thresholds(known, scored, oof, horizon, groups), model),
+        thresholds=thresholds,
         single_attribute=choose_single_attribute(instants.features[train], y_train[train]),
         age_used=bool(model.age_),
         counter_weight=float(model.counter_weight_),
