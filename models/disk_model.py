@@ -339,8 +339,9 @@ class DiskRiskModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         logit = self.calibration_slope_ * z + self.calibration_intercept_
         if self.floor_coef_ is not None:
             logit = np.maximum(logit, self.floor_coef_ * sectors + self.floor_intercept_)
-        if getattr(self, "sector_alarm_", None) is not None:
-            alarm = float(np.log(self.sector_alarm_) - np.log1p(-self.sector_alarm_))
+        alarm_probability: float | None = getattr(self, "sector_alarm_", None)
+        if alarm_probability is not None:
+            alarm = float(np.log(alarm_probability) - np.log1p(-alarm_probability))
             logit = np.where(sectors >= np.log1p(ALARM_SECTORS), np.maximum(logit, alarm), logit)
         out: np.ndarray = 1.0 / (1.0 + np.exp(-(logit + tie)))
         return out
