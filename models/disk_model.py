@@ -22,7 +22,9 @@ drive strictly higher, also for counters the training data never carried.
 A drive first seen with a large bad-sector count has no growth yet, and in training large
 counts nearly always come with growth, so the trees rate such a drive low. The probability is
 therefore at least a *bad-sector floor*: a non-negative logistic in ``log1p`` of the largest
-of SMART 5/197/198 alone -- the failure rate that count implies, whatever its history.
+of SMART 5/197/198 alone -- the failure rate that count implies, whatever its history. And a
+drive with ``ALARM_SECTORS`` or more scores at least the *sector alarm*, set to the highest
+stored alert threshold, so it is ticketed at every cap while the caps keep their own thresholds.
 
 The ranking score is ``z = tree logit + w * counter score (+ TIE_BREAK * tie-break)``. ``w``
 and whether age is used are chosen jointly from fixed grids by a ranking objective the
@@ -51,6 +53,10 @@ from fleetpulse.models.features import DISK_FEATURES, GROWTH_COUNTERS, backblaze
 COUNTER_WEIGHTS: tuple[float, ...] = (1e-4, 0.1, 0.3, 1.0, 3.0, 10.0)
 AGE_OPTIONS: tuple[bool, ...] = (False, True)
 TIE_BREAK = 1e-3
+ALARM_SECTORS = 1_000
+"""A drive reporting this many reallocated, pending or offline-uncorrectable sectors scores at
+least the sector alarm (:meth:`DiskRiskModel.set_sector_alarm`), from its first report on: that
+much surface damage needs a ticket whatever the history. Well under 1 % of healthy drives reach it."""
 """Logit per unit of the tie-break sum: far below any tree step, yet every extra error ranks higher."""
 ERROR_COUNTERS: tuple[str, ...] = ("smart_5", "smart_187", "smart_188", "smart_197", "smart_198", "media_errors")
 _COUNTER_COLUMNS = [DISK_FEATURES.index(name) for name in GROWTH_COUNTERS]
@@ -202,6 +208,7 @@ class DiskRiskModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if "age_" not in state:
             state["age_"], state["tie_break_"], state["floor_coef_"] = None, 0.0, None
             state["age_options"] = (False,)
+        state.setdefault("sector_alarm_", None)
         if "stack_coef_" in state:
             (a, b), c = state.pop("stack_coef_"), state.pop("stack_intercept_")
             weight = b + (state.pop("tie_break") if state.pop("stack_counters") else 0.0)
@@ -295,6 +302,7 @@ class DiskRiskModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         chosen_age, chosen_weight = divmod(best, grid.size)
         self.age_, self.counter_weight_ = bool(ages[chosen_age]), float(grid[chosen_weight])
         self.tie_break_ = TIE_BREAK
+        self.sector_alarm_: float | None = None
         cal = np.ones(len(y), dtype=bool) if calibration_rows is None else np.asarray(calibration_rows, dtype=bool)
         if len(np.unique(y[cal])) < 2:
             raise ValueError("the calibration rows must hold both failures and healthy instants")
@@ -318,11 +326,23 @@ class DiskRiskModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             return 0.0
         return float(1.0 / (1.0 + np.exp(-(self.floor_coef_ * np.log1p(sectors) + self.floor_intercept_))))
 
+    def set_sector_alarm(self, probability: float) -> None:
+        """Every drive with ``ALARM_SECTORS`` or more bad sectors scores at least ``probability``
+        (the highest stored alert threshold: such a drive is ticketed at every cap)."""
+        if not 0.0 < probability < 1.0:
+            raise ValueError("the sector alarm must be a probability strictly between 0 and 1")
+        self.sector_alarm_ = float(probability)
+
     def _combine(self, z: np.ndarray, sectors: np.ndarray, tie: np.ndarray | float) -> np.ndarray:
-        """Probability: the calibrated score, at least the bad-sector floor, plus the tie-break."""
+        """Probability: the calibrated score, at least the bad-sector floor and, from
+        ``ALARM_SECTORS`` on, the sector alarm; plus the tie-break (>= 0)."""
         logit = self.calibration_slope_ * z + self.calibration_intercept_
         if self.floor_coef_ is not None:
             logit = np.maximum(logit, self.floor_coef_ * sectors + self.floor_intercept_)
+        alarm_probability: float | None = getattr(self, "sector_alarm_", None)
+        if alarm_probability is not None:
+            alarm = float(np.log(alarm_probability) - np.log1p(-alarm_probability))
+            logit = np.where(sectors >= np.log1p(ALARM_SECTORS), np.maximum(logit, alarm), logit)
         out: np.ndarray = 1.0 / (1.0 + np.exp(-(logit + tie)))
         return out
 
@@ -358,6 +378,7 @@ class DiskRiskModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             },
             "calibration": {"slope": self.calibration_slope_, "intercept": self.calibration_intercept_},
             "bad_sector_floor": {"coef": self.floor_coef_, "intercept": getattr(self, "floor_intercept_", None)},
+            "sector_alarm": {"sectors": ALARM_SECTORS, "probability": getattr(self, "sector_alarm_", None)},
             "counter_score_inputs": {
                 name: float(c) for name, c in zip(LINEAR_INPUTS, self.linear_coef_, strict=True) if c > 0
             },

@@ -36,6 +36,7 @@ from fleetpulse.models.evaluation import (
     precision_at_k,
     threshold_at_cap,
 )
+from fleetpulse.models.thresholds import thresholds_for_new_models
 from fleetpulse.models.training import (
     Split,
     backblaze_rule_score,
@@ -221,46 +222,25 @@ def ranking_objective(
     return objective
 
 
-MIN_HEALTHY_DRIVES_PER_CAP = 10.0
-"""A training drive model sets a threshold of its own at a cap only with at least this many
-healthy drives per allowed false alarm (1,000 at 1 %, 10,000 at 0.1 %): fewer make its
-per-model rate too noisy to aim at."""
-
-
 def held_out_thresholds(
     known: Instants, mask: np.ndarray, oof: np.ndarray, horizon: int, groups: np.ndarray
 ) -> dict[str, float]:
     """Alert threshold per cap from out-of-fold scores of the ``mask`` drives, each scored by a
     model that never saw its drive model (what a drive model new to the fleet looks like):
-    the lowest that keeps false alarms at or under the cap on those drives pooled and on the
-    median of their drive models (``groups``) big enough to measure it.
-
-    The median, not every model: a drive model that fails a lot (e.g. ST3000DM001) has many
-    "healthy" drives with large counters that fail soon after the data end, and no threshold
-    a fleet could use keeps those under the cap.
-    """
-    pooled = drive_scores(known, mask, oof, horizon)
-    out = {f"cap {100 * cap:g}%": threshold_at_cap(pooled.negative, cap) for cap in CAPS}
-    per_model: dict[str, list[float]] = {label: [] for label in out}
-    for group in np.unique(groups[mask]):
-        negative = drive_scores(known, mask & (groups == group), oof, horizon).negative
-        for cap in CAPS:
-            if len(negative) >= MIN_HEALTHY_DRIVES_PER_CAP / cap:
-                per_model[f"cap {100 * cap:g}%"].append(threshold_at_cap(negative, cap))
-    return {label: max(t, float(np.median(per_model[label]))) if per_model[label] else t for label, t in out.items()}
+    the lowest that keeps the cap on most of their drive models (``groups``), see
+    :mod:`~fleetpulse.models.thresholds`."""
+    negatives = [drive_scores(known, mask & (groups == g), oof, horizon).negative for g in np.unique(groups[mask])]
+    return thresholds_for_new_models(negatives)
 
 
-ALARM_SECTORS = 1_000
-"""A drive reporting this many reallocated, pending or offline-uncorrectable sectors is alarmed
-at every cap, from its first report on: that much surface damage needs a ticket whatever the
-history. It costs few false alarms -- well under 1 % of healthy drives ever reach it."""
-
-
-def sector_alarm_thresholds(thresholds: dict[str, float], model: Any) -> dict[str, float]:
-    """``thresholds`` lowered where needed to the model's bad-sector floor at ``ALARM_SECTORS``
-    (every drive with that many bad sectors scores at least the floor)."""
-    floor = float(model.floor_probability(ALARM_SECTORS))
-    return {label: min(threshold, floor) for label, threshold in thresholds.items()}
+def sound_sector_alarm(thresholds: dict[str, float], model: Any) -> dict[str, float]:
+    """Sets the model's sector alarm to the highest finite stored threshold, so a drive with
+    ``ALARM_SECTORS`` bad sectors is alarmed at every cap from its first report; the thresholds
+    themselves stay as estimated (returned unchanged)."""
+    finite = [t for t in thresholds.values() if np.isfinite(t) and 0.0 < t < 1.0]
+    if finite:
+        model.set_sector_alarm(max(finite))
+    return thresholds
 
 
 def alert_thresholds(
@@ -302,9 +282,11 @@ def run_experiment(instants: Instants, experiment: Experiment, seed: int, step: 
         )
         objective = ranking_objective(instants, train, horizon, cutoff)
         model = fit_calibrated(data, seed, also_score=(instants.features[train], groups[train]), objective=objective)
-        oof = np.full(len(instants.day), np.nan)
+        oof = np.full(len(instants.day), -np.inf)
         oof[train] = model.oof_also_
         del model.oof_also_  # training-side scores, not part of the served model
+        known_train = censored_at(instants, cutoff)
+        stored = sound_sector_alarm(held_out_thresholds(known_train, train, oof, horizon, groups), model)
         models[horizon] = model
         if horizon == max(experiment.horizons):
             reference = healthy_reference(instants.features[train], y_train[train])
@@ -357,14 +339,8 @@ def run_experiment(instants: Instants, experiment: Experiment, seed: int, step: 
                     extra,
                 )
             )
-        known_train = censored_at(instants, cutoff)
-        oof = np.where(np.isnan(oof), -np.inf, oof)
         train_drives = drive_scores(known_train, train, oof, horizon)
-        thresholds = alert_thresholds(
-            sector_alarm_thresholds(held_out_thresholds(known_train, train, oof, horizon, groups), model),
-            train_drives,
-            scorers[0].drives,
-        )
+        thresholds = alert_thresholds(stored, train_drives, scorers[0].drives)
         say(f"{experiment.name}: paired bootstrap of the {horizon}-day comparisons")
         fars = {f"cap {100 * cap:g}%": cap for cap in CAPS} | extra
         headroom = {

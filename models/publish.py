@@ -14,10 +14,12 @@ import numpy as np
 
 from fleetpulse.models.artifact import save_artifact
 from fleetpulse.models.data import Instants, code_digest
+from fleetpulse.models.disk_model import ALARM_SECTORS
 from fleetpulse.models.drift import build_profile
 from fleetpulse.models.features import DISK_FEATURES
 from fleetpulse.models.index import METADATA_FILE
 from fleetpulse.models.pipeline import ExperimentResult
+from fleetpulse.models.thresholds import COVERAGE
 from fleetpulse.models.training import Split
 
 MODEL_NAME = "disk-gbm"
@@ -37,10 +39,10 @@ def _metrics(result: ExperimentResult) -> dict[str, Any]:
 def model_code_digest() -> str:
     """Digest of the code a trained disk model depends on (syntax trees, so formatting does not
     count): the shipped artifact is current only while it matches."""
-    from fleetpulse.models import data, disk_model, features, pipeline, state, training
+    from fleetpulse.models import data, disk_model, features, pipeline, state, thresholds, training
 
     sha = hashlib.sha256()
-    for module in (state, features, data, disk_model, training, pipeline):
+    for module in (state, features, data, disk_model, training, pipeline, thresholds):
         sha.update(ast.dump(ast.parse(Path(str(module.__file__)).read_text())).encode())
     return sha.hexdigest()[:12]
 
@@ -92,8 +94,9 @@ def publish_disk_model(
         "models": {str(h): model.describe() for h, model in sorted(result.models.items())},
         "operating_points": {
             str(h.horizon): {
-                "basis": "out-of-fold probabilities of the training drives before the cut-off; "
-                "threshold = lowest probability that alarms at most the cap's share of healthy drives",
+                "basis": "leave-model-out probabilities of the training drives before the cut-off; threshold = "
+                f"lowest probability that keeps the cap on at least {100 * COVERAGE:g} % of the training drive models (too few "
+                f"models to measure a cap: the pooled drives); {ALARM_SECTORS:,} bad sectors score at least the highest",
                 **h.alert_thresholds,
             }
             for h in result.horizons

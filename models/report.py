@@ -13,8 +13,10 @@ import numpy as np
 from fleetpulse.models.anomaly_eval import AnomalyResult
 from fleetpulse.models.battery_eval import CALIBRATED, LEAVE_ONE_OUT, OTHER_HALF, SLOPE_SPREAD, BatteryResult
 from fleetpulse.models.battery_interval import FACTORS, NOMINAL_COVERAGE
+from fleetpulse.models.disk_model import ALARM_SECTORS
 from fleetpulse.models.evaluation import CAPS, TICKETS_PER_WEEK, PairedDifference, threshold_at_cap
 from fleetpulse.models.pipeline import RULE_NAME, ExperimentResult, HorizonResult
+from fleetpulse.models.thresholds import COVERAGE, MIN_MODELS
 from fleetpulse.models.transfer import MIN_FAILED_DRIVES, MODEL, SINGLE, HeldOut, TransferResult
 
 
@@ -404,10 +406,10 @@ def _diff(d: PairedDifference) -> str:
     return f"{100 * d.difference:+.1f} ({100 * d.low:+.1f}..{100 * d.high:+.1f})"
 
 
-def _held_out_rows(rows: list[HeldOut]) -> tuple[list[str], list[str], list[str]]:
-    """(detection, paired differences, alerts and calibration) table rows."""
+def _held_out_rows(rows: list[HeldOut]) -> tuple[list[str], list[str], list[str], list[str]]:
+    """(detection, paired differences, stored alert thresholds, calibration and choices) table rows."""
     scorers = (MODEL, RULE_NAME, SINGLE)
-    detection, differences, alerts = [], [], []
+    detection, differences, alerts, calibration = [], [], [], []
     for h in rows:
         name = f"**{h.name}**" if h.kind == "pooled" else h.name
         trio = [" / ".join(_pct(h.detection[s][p]) for s in scorers) for p in h.detection[MODEL]]
@@ -418,20 +420,31 @@ def _held_out_rows(rows: list[HeldOut]) -> tuple[list[str], list[str], list[str]
         )
         cells = [_diff(h.differences[b][p]) for b in (RULE_NAME, SINGLE) for p in h.detection[MODEL]]
         differences.append(f"| {name} | " + " | ".join(cells) + " |")
-        caps = " | ".join(
-            f"{100 * a['false_alarm_rate']:.2f}% / {_pct(a['detection_rate'])}" for a in h.alerts.values()
-        )
+        for cap, a in h.alerts.items():
+            low, high = a["threshold_min"], a["threshold_max"]
+            threshold = f"{low:.3f}" if low == high else f"{low:.3f}-{high:.3f}"
+            verdict = (
+                "yes"
+                if a["false_alarm_rate"] <= a["cap"]
+                else "within interval"
+                if a["false_alarm_low"] <= a["cap"]
+                else "**no**"
+            )
+            alerts.append(
+                f"| {name} | {cap} | {threshold} | {int(a['false_alarms']):,} / {int(a['healthy_drives']):,} | "
+                f"{100 * a['false_alarm_rate']:.2f}% ({100 * a['false_alarm_low']:.2f}-{100 * a['false_alarm_high']:.2f}%) "
+                f"| {verdict} | {_pct(a['detection_rate'])} |"
+            )
         cal = h.calibration
         choices = ", ".join(
             sorted(
                 {f"{'age' if age else 'no age'} w={w:g}" for age, w in zip(h.age_used, h.counter_weight, strict=True)}
             )
         )
-        alerts.append(
-            f"| {name} | {caps} | {cal['mean_predicted']:.4f} / {cal['observed']:.4f} ({int(cal['instants']):,}) "
-            f"| {choices} |"
+        calibration.append(
+            f"| {name} | {cal['mean_predicted']:.4f} / {cal['observed']:.4f} ({int(cal['instants']):,}) | {choices} |"
         )
-    return detection, differences, alerts
+    return detection, differences, alerts, calibration
 
 
 def _held_out_metrics(h: HeldOut) -> dict[str, Any]:
@@ -477,7 +490,7 @@ def transfer_section(result: TransferResult) -> tuple[list[str], dict[str, Any]]
         if not rows:
             md += [f"{title}: none with at least {MIN_FAILED_DRIVES} failed drives after the cut-off.", ""]
             continue
-        detection, differences, alerts = _held_out_rows(rows)
+        detection, differences, alerts, calibration = _held_out_rows(rows)
         md += [
             f"### {title}",
             "",
@@ -494,16 +507,27 @@ def transfer_section(result: TransferResult) -> tuple[list[str], dict[str, Any]]
             "|---|---|---|---|---|---|---|",
             *differences,
             "",
-            "Alert thresholds as the artifact stores them (lowest keeping the cap on the training drives' "
-            "leave-model-out scores, pooled and for the median training drive model, then lowered to the bad-sector "
-            "floor at 1,000 sectors so such a drive is ticketed from its first report) applied to the held-out "
-            "drives: false-alarm rate achieved / detection; calibration = mean predicted probability vs observed failure fraction over the labelled "
-            "held-out instants; the choices the inner validation made:",
+            f"Alert thresholds as the artifact stores them, applied to the held-out drives. Per cap: the lowest "
+            f"threshold that keeps the cap on at least {100 * COVERAGE:g} % of the training drive models, each "
+            "measured on its own leave-model-out scores (drive models with enough healthy drives to allow one false "
+            f"alarm at the cap; with fewer than {MIN_MODELS} such models, the pooled training drives); a drive with "
+            f"{ALARM_SECTORS:,} or more bad sectors scores at least the highest of them, so it is ticketed at every cap "
+            "from its first report (a pooled row spans its folds' thresholds). False alarms = alarmed / healthy held-out drives, with a 95 % "
+            "bootstrap interval (drives resampled; no alarm among n drives gives 0-0, yet up to 3/n is not ruled "
+            "out); at or under the cap: the rate, else its interval; detection = failed held-out drives alarmed "
+            f"in the {result.horizon} days before failure.",
             "",
-            "| held out | cap 0.1%: FA / detection | cap 1%: FA / detection | predicted / observed (instants) | "
-            "chosen |",
-            "|---|---|---|---|---|",
+            "| held out | cap | threshold | false alarms | false-alarm rate (95 % interval) | at or under the cap | "
+            "detection |",
+            "|---|---|---|---|---|---|---|",
             *alerts,
+            "",
+            "Calibration = mean predicted probability vs observed failure fraction over the labelled held-out "
+            "instants; the choices the inner validation made:",
+            "",
+            "| held out | predicted / observed (instants) | chosen |",
+            "|---|---|---|",
+            *calibration,
             "",
         ]
         for h in rows:

@@ -48,8 +48,9 @@ from fleetpulse.models.pipeline import (
     censored_at,
     held_out_thresholds,
     ranking_objective,
-    sector_alarm_thresholds,
+    sound_sector_alarm,
 )
+from fleetpulse.models.thresholds import cap_label, false_alarm_interval
 from fleetpulse.models.training import (
     Split,
     backblaze_rule_score,
@@ -110,7 +111,7 @@ class HeldOut:
     pr_auc: dict[str, float]
     lead_median_days: dict[str, float | None]  # scorer -> median lead at 1 % false alarms
     differences: dict[str, dict[str, PairedDifference]]  # baseline -> operating point -> model minus it
-    alerts: dict[str, dict[str, float]]  # cap -> achieved FA / detection of the stored-threshold method
+    alerts: dict[str, dict[str, float]]  # cap -> stored threshold(s), achieved FA (interval) / detection
     calibration: dict[str, float]  # mean predicted vs observed on labelled instants
     age_used: list[bool] = field(default_factory=list)
     counter_weight: list[float] = field(default_factory=list)
@@ -136,10 +137,10 @@ class TransferResult:
 
 def _code_digest() -> str:
     """The model's code: a cached fold is reused only while it is unchanged."""
-    from fleetpulse.models import disk_model, evaluation, pipeline, training
+    from fleetpulse.models import disk_model, evaluation, pipeline, thresholds, training
 
     sha = hashlib.sha256()
-    for module in (disk_model, training, pipeline, evaluation):
+    for module in (disk_model, training, pipeline, evaluation, thresholds):
         sha.update(ast.dump(ast.parse(Path(str(module.__file__)).read_text())).encode())
     return sha.hexdigest()[:12]
 
@@ -172,11 +173,12 @@ def _fit_fold(
     model = fit_calibrated(data, seed, also_score=(instants.features[scored], groups[scored]), objective=objective)
     oof = np.full(len(instants.day), -np.inf)
     oof[scored] = model.oof_also_
+    thresholds = sound_sector_alarm(held_out_thresholds(known, scored, oof, horizon, groups), model)
     with single_thread():
         score = model.predict_proba(instants.features[test])[:, 1]
     return FoldFit(
         score=score,
-        thresholds=sector_alarm_thresholds(held_out_thresholds(known, scored, oof, horizon, groups), model),
+        thresholds=thresholds,
         single_attribute=choose_single_attribute(instants.features[train], y_train[train]),
         age_used=bool(model.age_),
         counter_weight=float(model.counter_weight_),
@@ -254,13 +256,23 @@ def _summarise(
                 drives[MODEL], drives[baseline], far_of, seed=seed
             )
     alerts: dict[str, dict[str, float]] = {}
-    for cap in (f"cap {100 * c:g}%" for c in CAPS):
+    for c in CAPS:
+        cap = cap_label(c)
         alarmed = sum(int((d.negative >= t[cap]).sum()) for d, t in thresholds)
         detected = sum(int((d.positive >= t[cap]).sum()) for d, t in thresholds)
         healthy = sum(len(d.negative) for d, _ in thresholds)
         failed = sum(len(d.positive) for d, _ in thresholds)
+        low, high = false_alarm_interval(alarmed, healthy, seed=seed)
+        stored = [t[cap] for _, t in thresholds]
         alerts[cap] = {
+            "cap": c,
+            "threshold_min": min(stored),
+            "threshold_max": max(stored),
+            "false_alarms": float(alarmed),
+            "healthy_drives": float(healthy),
             "false_alarm_rate": alarmed / max(1, healthy),
+            "false_alarm_low": low,
+            "false_alarm_high": high,
             "detection_rate": detected / max(1, failed),
         }
     predicted, observed, count = predicted_observed

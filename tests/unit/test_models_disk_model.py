@@ -200,3 +200,24 @@ def test_calibration_rows_without_a_failure_are_refused() -> None:
             counter_weights=(1.0,),
             age_options=(False,),
         ).fit(data.features, data.y, groups=data.groups, calibration_rows=data.y == 0)
+
+
+def test_the_sector_alarm_lifts_only_drives_with_a_thousand_bad_sectors_and_keeps_risk_monotone() -> None:
+    model = fit_calibrated(drives(1500), seed=0, counter_weights=(0.5,), age_options=(False,))
+    ladder = [one_drive(smart_5=v) for v in (0, 10, 999, 1000, 5000)] + [one_drive(smart_197=1000)]
+    before = np.array([model.predict_proba(x)[0, 1] for x in ladder])
+    alarm = (float(before.max()) + 1.0) / 2
+    model.set_sector_alarm(alarm)
+    after = np.array([model.predict_proba(x)[0, 1] for x in ladder])
+    np.testing.assert_array_equal(after[:3], before[:3])  # under 1,000 bad sectors nothing changes
+    assert (after[3:] >= alarm).all()  # 1,000 reallocated or pending sectors: at least the alarm
+    assert all(a <= b for a, b in itertools.pairwise(after[:5]))
+    assert model.describe()["sector_alarm"] == {"sectors": 1000, "probability": alarm}
+    state = model.__getstate__()
+    del state["sector_alarm_"]  # an artifact from before the sector alarm serves without it
+    old = DiskRiskModel.__new__(DiskRiskModel)
+    old.__setstate__(state)
+    np.testing.assert_allclose([old.predict_proba(x)[0, 1] for x in ladder], before, rtol=1e-12)
+    for bad in (0.0, 1.0, float("nan")):
+        with pytest.raises(ValueError, match="sector alarm"):
+            model.set_sector_alarm(bad)

@@ -35,6 +35,13 @@ def test_transfer_section_puts_each_held_out_model_next_to_both_baselines() -> N
         row = next(line for line in md if line.startswith(f"| {held.name} | {held.failed_drives} / "))
         assert row.count(" / ") >= 4  # model / rule / single attribute in every detection cell
         assert held.name in metrics["held_out"]
+        for cap, alert in held.alerts.items():
+            # the stored threshold on the held-out drives: alarmed / healthy, rate with its interval, detection
+            row = next(line for line in md if line.startswith(f"| {held.name} | {cap} | "))
+            alarmed, healthy = int(alert["false_alarms"]), int(alert["healthy_drives"])
+            assert f"| {alarmed:,} / {healthy:,} | {100 * alert['false_alarm_rate']:.2f}% (" in row
+            assert alert["false_alarm_low"] <= alert["false_alarm_rate"] <= alert["false_alarm_high"]
+            assert metrics["held_out"][held.name]["stored_thresholds_on_held_out"][cap] == alert
     assert "Held-out vendors" in text
 
 
