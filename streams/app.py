@@ -115,7 +115,7 @@ class Pipeline:
         self.recent_scores: deque[bytes] = deque(maxlen=4 * processor.settings.baseline_sample)
         self.out_topics = {
             name: app.topic(name, key_serializer="raw", value_serializer="raw")
-            for name in (topics.scores, topics.alerts, topics.dead_letter)
+            for name in (topics.scores, topics.alerts, topics.features, topics.dead_letter)
         }
 
     def _lookup(self, events: Sequence[Any]) -> Any:
@@ -179,6 +179,8 @@ class Pipeline:
             pending.append(await send[self.topics.scores].send(key=score.device_id.encode(), value=value))
         for alert in result.alerts:
             pending.append(await send[self.topics.alerts].send(key=alert.device_id.encode(), value=encode(alert)))
+        for logged in result.features:
+            pending.append(await send[self.topics.features].send(key=logged.log_key().encode(), value=encode(logged)))
         if pending:
             await asyncio.gather(*pending)  # effects durable before the state that records them
         emitted = datetime.now(UTC)
