@@ -35,15 +35,13 @@ from typing import Literal
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from fleetpulse.alerts.store.audit import AuditContext, stage
+from fleetpulse.alerts.store.audit import AuditContext, AuditKind, stage
 from fleetpulse.alerts.store.models import FailureReport, FeatureLogRow, TicketRow
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.contract.v1 import Component, FeatureLogRecord, TicketState
 
 log = logging.getLogger(__name__)
 ReportOutcome = Literal["failed", "retired"]
-FAILURE_REPORT_KIND = "label.failure_report"
-"""Audit record kind of a failure report."""
 
 
 @dataclass(frozen=True)
@@ -188,7 +186,7 @@ class FleetLog:
                     )
                 )
                 session.flush()
-                stage(session, FAILURE_REPORT_KIND, context, payload)
+                stage(session, AuditKind.FAILURE_REPORT, context, payload)
         except IntegrityError:
             return False
         return True
