@@ -68,7 +68,7 @@ def _col(features: np.ndarray, name: str) -> np.ndarray:
 
 
 def _log_growth(values: np.ndarray) -> np.ndarray:
-    return np.log1p(np.clip(np.nan_to_num(values, nan=0.0), 0.0, None))
+    return np.asarray(np.log1p(np.clip(np.nan_to_num(values, nan=0.0), 0.0, None)), dtype=float)
 
 
 def stack_features(features: np.ndarray, champion_probability: np.ndarray) -> np.ndarray:
