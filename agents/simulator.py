@@ -115,10 +115,14 @@ class FirmwareFault:
     lead_days: tuple[float, float] = (21.0, 60.0)
     spurious_share: float = 0.3
     spurious_max: int = 6
+    model_share: float = 0.0
+    """Extra share of (non-Apple) laptops bought as the affected model, on top of its 1-in-5 catalogue share."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.afr <= 1.0 or not 0.0 <= self.spurious_share <= 1.0:
             raise ValueError("afr must be in (0, 1], spurious_share in [0, 1]")
+        if not 0.0 <= self.model_share <= 1.0:
+            raise ValueError("model_share must be in [0, 1]")
         if not 0.0 < self.lead_days[0] <= self.lead_days[1]:
             raise ValueError("lead_days must be (low, high) with 0 < low <= high")
 
@@ -504,6 +508,11 @@ class FleetSimulator:
         on_hours = rng.uniform(6.0, 11.0) if laptop else rng.uniform(8.0, 24.0)
         if laptop:
             vendor, model, design = _MACBOOK if dev.platform is Platform.MACOS else rng.choice(_LAPTOPS)
+            batch = self.firmware_fault
+            # a draw only when a batch share is set: a fleet with the defect but no batch stays as it was
+            batched = batch is not None and batch.model_share > 0 and dev.platform is not Platform.MACOS
+            if batch is not None and batched and rng.random() < batch.model_share:
+                vendor, model, design = next((v, m, d) for v, m, d in _LAPTOPS if m == batch.laptop_model)
             dev.battery = _Battery(rng, float(design), "mWh", age, rng.uniform(0.15, 0.9))
             self._maybe_cell_fault(rng, dev.battery)
             kinds = ((DiskKind.NVME, DiskKind.SSD, DiskKind.HDD), (0.75, 0.20, 0.05))
