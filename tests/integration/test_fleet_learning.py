@@ -52,7 +52,7 @@ START = datetime(2025, 1, 6, tzinfo=UTC)
 DAYS = 365
 DEVICES = 800
 SEED = 18
-FAULT = FirmwareFault(afr=0.5)
+FAULT = FirmwareFault(afr=0.5, model_share=0.4)
 INTERVAL = timedelta(days=2)
 """One report every other day: a year of the fleet in minutes; the feature log gets a row per report."""
 REPORT = Path(".local/reports/fleet-year.md")
