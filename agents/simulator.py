@@ -99,6 +99,34 @@ class FleetMix:
             raise ValueError("fleet mix shares must be non-negative and not all zero")
 
 
+@dataclass(frozen=True, slots=True)
+class FirmwareFault:
+    """One laptop model's SSD firmware defect, a failure signature Backblaze's data never showed.
+
+    On that model's NVMe drives the firmware logs a few spurious media errors that never grow
+    (``spurious_share`` of the drives), and a share of drives (``afr`` a year) dies of the defect
+    after weeks of steadily rising media errors -- no spare drop, no critical warning, the SMART
+    verdict stays "passed". A model that reads any media error as the drive declaring itself
+    failing cannot tell the two apart; a model that learned the fleet's outcomes can.
+    """
+
+    laptop_model: str = "ThinkPad L14 Gen 2"
+    afr: float = 0.25
+    lead_days: tuple[float, float] = (21.0, 60.0)
+    spurious_share: float = 0.3
+    spurious_max: int = 6
+    model_share: float = 0.0
+    """Extra share of (non-Apple) laptops bought as the affected model, on top of its 1-in-5 catalogue share."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.afr <= 1.0 or not 0.0 <= self.spurious_share <= 1.0:
+            raise ValueError("afr must be in (0, 1], spurious_share in [0, 1]")
+        if not 0.0 <= self.model_share <= 1.0:
+            raise ValueError("model_share must be in [0, 1]")
+        if not 0.0 < self.lead_days[0] <= self.lead_days[1]:
+            raise ValueError("lead_days must be (low, high) with 0 < low <= high")
+
+
 class GroundTruthFailure(BaseModel):
     """The day a component dies (what a perfect predictor would have ticketed in advance)."""
 
@@ -186,6 +214,7 @@ class _Disk:
         "benign_realloc",
         "capacity",
         "fail_day",
+        "firmware_failure",
         "free_frac",
         "hours_per_day",
         "kind",
@@ -223,6 +252,7 @@ class _Disk:
         self.fail_day = NEVER
         self.onset_day = NEVER
         self.predictable = False
+        self.firmware_failure = False
         self.smart_trips = False
         self.max_realloc = self.max_pending = self.max_uncorrect = self.max_timeout = 0
 
@@ -238,6 +268,13 @@ class _Disk:
             self.max_pending = int(rng.lognormvariate(math.log(24), 1.2)) + 1
             self.max_uncorrect = int(rng.lognormvariate(math.log(12), 1.2))
             self.max_timeout = int(rng.lognormvariate(math.log(3), 1.0))
+
+    def plan_firmware_failure(self, rng: random.Random, fail_day: float, fault: FirmwareFault) -> None:
+        self.fail_day = fail_day
+        self.predictable = self.firmware_failure = True
+        self.onset_day = fail_day - rng.uniform(*fault.lead_days)
+        self.smart_trips = False
+        self.max_realloc = int(rng.lognormvariate(math.log(150), 0.8)) + 20
 
     def progress(self, t: float) -> float:
         """0 before the fault shows, rising convexly to 1 on the failure day."""
@@ -398,9 +435,11 @@ class FleetSimulator:
         report_interval: timedelta = timedelta(days=1),
         mix: FleetMix | None = None,
         failure_scale: float = 1.0,
+        firmware_fault: FirmwareFault | None = None,
     ) -> None:
         """``failure_scale`` multiplies every failure hazard: >1 gives a small demo fleet enough
-        failures to evaluate; calibration holds only at 1.0."""
+        failures to evaluate; calibration holds only at 1.0. ``firmware_fault`` adds one laptop
+        model's SSD firmware defect (a fleet unlike Backblaze's); without it the fleet is unchanged."""
         if devices < 1:
             raise ValueError("devices must be >= 1")
         if days < 1:
@@ -412,6 +451,7 @@ class FleetSimulator:
         if not 0.0 < failure_scale <= 100.0:
             raise ValueError("failure_scale must be in (0, 100]")
         self.failure_scale = failure_scale
+        self.firmware_fault = firmware_fault
         self.seed = seed
         self.start = start.astimezone(UTC)
         self.days = days
@@ -468,6 +508,11 @@ class FleetSimulator:
         on_hours = rng.uniform(6.0, 11.0) if laptop else rng.uniform(8.0, 24.0)
         if laptop:
             vendor, model, design = _MACBOOK if dev.platform is Platform.MACOS else rng.choice(_LAPTOPS)
+            batch = self.firmware_fault
+            # a draw only when a batch share is set: a fleet with the defect but no batch stays as it was
+            batched = batch is not None and batch.model_share > 0 and dev.platform is not Platform.MACOS
+            if batch is not None and batched and rng.random() < batch.model_share:
+                vendor, model, design = next((v, m, d) for v, m, d in _LAPTOPS if m == batch.laptop_model)
             dev.battery = _Battery(rng, float(design), "mWh", age, rng.uniform(0.15, 0.9))
             self._maybe_cell_fault(rng, dev.battery)
             kinds = ((DiskKind.NVME, DiskKind.SSD, DiskKind.HDD), (0.75, 0.20, 0.05))
@@ -483,6 +528,14 @@ class FleetSimulator:
             day = _fail_day(rng, DISK_AFR[disk.kind], self.failure_scale)
             if day < self.days:
                 disk.plan_failure(rng, day)
+        fault = self.firmware_fault
+        if fault is not None and laptop and model == fault.laptop_model and disks[0].kind is DiskKind.NVME:
+            # drawn only for the affected model: every other device keeps the fleet it has without the fault
+            if rng.random() < fault.spurious_share:
+                disks[0].benign_realloc = max(disks[0].benign_realloc, rng.randint(1, fault.spurious_max))
+            day = _fail_day(rng, fault.afr, self.failure_scale)
+            if day < min(self.days, disks[0].fail_day):
+                disks[0].plan_firmware_failure(rng, day, fault)
         dev.disks = tuple(disks)
         dev.thermal = _Thermal(rng, laptop)
         fan_day = _fail_day(rng, FAN_AFR, self.failure_scale)
@@ -601,7 +654,7 @@ class FleetSimulator:
                             Component.DISK,
                             disk.serial_hash,
                             disk.fail_day,
-                            f"{disk.kind.value}_{'wear_out' if disk.predictable else 'sudden'}",
+                            _disk_cause(disk),
                             disk.predictable,
                             disk.onset_day if disk.predictable else None,
                         )
@@ -795,8 +848,9 @@ class FleetSimulator:
         free = int(disk.capacity * max(0.02, disk.free_frac - 0.0003 * max(0.0, t)))
         p = disk.progress(t)
         if disk.kind is DiskKind.NVME:
-            spare = 100.0 - p * rng.uniform(88.0, 96.0) if disk.predictable else 100.0
-            warning = (1 if spare < 10.0 else 0) | (4 if p > 0.85 else 0)
+            wearing = disk.predictable and not disk.firmware_failure  # the firmware defect shows in media errors only
+            spare = 100.0 - p * rng.uniform(88.0, 96.0) if wearing else 100.0
+            warning = (1 if spare < 10.0 else 0) | (4 if wearing and p > 0.85 else 0)
             return DiskHealth(
                 name=disk.name,
                 kind=disk.kind,
@@ -849,6 +903,12 @@ class FleetSimulator:
             battery=self._battery(dev.battery, t, rng, False),
             system=SystemLoad(disk_free_bytes=free),
         )
+
+
+def _disk_cause(disk: _Disk) -> str:
+    if disk.firmware_failure:
+        return f"{disk.kind.value}_firmware"
+    return f"{disk.kind.value}_{'wear_out' if disk.predictable else 'sudden'}"
 
 
 def _add_years(day: date, years: int) -> date:

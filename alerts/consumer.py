@@ -1,4 +1,5 @@
-"""Kafka -> ticket store: alerts open/update tickets, inventory keeps device facts, scores feed the history plot.
+"""Kafka -> ticket store: alerts open/update tickets, inventory keeps device facts, scores feed the history plot,
+the feature log feeds fleet retraining.
 
 At-least-once and still exact: offsets are committed only after the store committed,
 and a redelivered (or replayed) alert is recognised by its ``alert_id``, so it never
@@ -18,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fleetpulse.alerts.connectors import Connector, build
+from fleetpulse.alerts.fleetlog import FleetLog
 from fleetpulse.alerts.labels import LabelPublisher, kafka_client_options
 from fleetpulse.alerts.outbox import OutcomeSink, deliver_due
 from fleetpulse.alerts.settings import AlertSettings
@@ -26,7 +28,7 @@ from fleetpulse.alerts.tickets import TicketService
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract.codec import ContractError, decode, encode
 from fleetpulse.contract.topics import Topics
-from fleetpulse.contract.v1 import Alert, DeadLetter, DeviceInventory, RiskScore
+from fleetpulse.contract.v1 import Alert, DeadLetter, DeviceInventory, FeatureLogRecord, RiskScore
 from fleetpulse.streams.settings import StreamSettings
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,7 @@ class TicketConsumer:
         self._closers: list[Callable[[], None]] = [self.store.close] if self._own_store else []
         try:
             self.service = TicketService(self.store, settings)
+            self.fleet_log = FleetLog(self.store)
             self.connectors = (
                 dict(connectors) if connectors is not None else {c.name: build(c) for c in settings.connectors}
             )
@@ -111,7 +114,9 @@ class TicketConsumer:
                 **options,
             )
             self._closers.append(self.consumer.close)
-            self.consumer.subscribe([self.topics.alerts, self.topics.inventory, self.topics.scores])
+            self.consumer.subscribe(
+                [self.topics.alerts, self.topics.inventory, self.topics.scores, self.topics.features]
+            )
         except BaseException:
             self.close()
             raise
@@ -127,6 +132,7 @@ class TicketConsumer:
         inventory: list[DeviceInventory] = []
         alerts: list[tuple[Any, Alert]] = []
         scores: list[RiskScore] = []
+        features: list[FeatureLogRecord] = []
         for record in records:
             if record.value is None and record.topic != self.topics.inventory:
                 self._dead_letter(record, "schema_violation", "empty record (tombstone) on a topic of events")
@@ -144,6 +150,8 @@ class TicketConsumer:
                         inventory.append(facts)
                 elif record.topic == self.topics.scores:
                     scores.append(decode(record.value, RiskScore))
+                elif record.topic == self.topics.features:
+                    features.append(decode(record.value, FeatureLogRecord))
             except ContractError as exc:
                 self._dead_letter(record, exc.kind, exc.reason)
         if inventory:
@@ -161,6 +169,10 @@ class TicketConsumer:
             kept = self.service.record_scores(scores)
             self.stats.add("history", kept)
             self.stats.add("history_skipped", len(scores) - kept)
+        if features:
+            logged = self.fleet_log.record_features(features)
+            self.stats.add("feature_log", logged)
+            self.stats.add("feature_log_repeated", len(features) - logged)
         if records:
             self.dead_letters.flush(timeout=30)
             self.consumer.commit()
@@ -171,6 +183,8 @@ class TicketConsumer:
             self.stats.add("history_pruned", self.service.prune_history(self.clock()))
             retention = self.service.settings.consumer.audit_retention
             self.stats.add("audit_pruned", self.service.store.audit.prune(self.clock() - retention))
+            kept_for = self.service.settings.consumer.feature_log_retention
+            self.stats.add("feature_log_pruned", self.fleet_log.prune_features(self.clock(), kept_for))
         return len(records)
 
     def deliver_outbox(self, force: bool = True) -> None:

@@ -220,6 +220,10 @@ class ConsumerSettings(_Frozen):
         default=timedelta(hours=1), description="keep at most one risk point per component per interval"
     )
     history_retention: timedelta = timedelta(days=180)
+    feature_log_retention: Annotated[timedelta, Field(ge=timedelta(days=1))] = Field(
+        default=timedelta(days=730),
+        description="feature-log rows kept this long: a year to train on plus the labelled period (deploy/retention.yaml)",
+    )
     audit_retention: Annotated[timedelta, Field(ge=timedelta(days=1))] = Field(
         default=timedelta(days=1095), description="audit trail kept this long (NIS2 evidence; deploy/retention.yaml)"
     )

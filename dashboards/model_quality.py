@@ -1,7 +1,8 @@
 """Model quality: are the scores still trustworthy?
 
 Score distributions (champion and challenger side by side, from the ``fleet_scores``
-rollup that ``fleetpulse dashboards rollup`` writes), input drift as
+rollup that ``fleetpulse dashboards rollup`` writes), which model versions the workers serve
+(``serving_model``: a promoted champion shows up without a restart), input drift as
 population stability index per feature (written by the models component, see
 ``fleetpulse.dashboards.schema.DRIFT``), and what technicians found when they
 worked the tickets (``schema.TICKET``): the honest precision signal.
@@ -99,6 +100,23 @@ def build(ds: dm.DataSourceRef) -> db.Dashboard:
                     alias="$tag_model_version $tag_role",
                 ),
             ).interval("1h")
+        )
+        .with_panel(
+            ts_panel(
+                "Serving model versions",
+                "Models each stream worker serves, per component, role and version (written with the pipeline "
+                "stats): a champion promoted with `fleetpulse models promote` appears as a new champion version "
+                "within the worker's registry poll, without a restart.",
+                ds,
+                q(
+                    'SELECT max("serving") AS "serving" FROM "serving_model" WHERE $timeFilter '
+                    f'AND {MODEL} AND "component" =~ /^$component$/ '
+                    'GROUP BY time($__interval), "component", "role", "model_name", "model_version" fill(none)',
+                    alias="$tag_component $tag_role $tag_model_name:$tag_model_version",
+                ),
+            )
+            .span(24)
+            .interval("1m")
         )
         .with_row(row("Drift"))
         .with_panel(

@@ -88,4 +88,12 @@ SILENT_DEVICE = Measurement(
     "hours since that inventory",
 )
 
-EXTRA_MEASUREMENTS = (PIPELINE, DRIFT, TICKET, FLEET, FLEET_DEVICES, FLEET_SCORES, SILENT_DEVICE)
+SERVING_MODEL = Measurement(
+    name="serving_model",
+    tags=("worker", "component", "role", "model_name", "model_version"),
+    fields=("serving",),
+    doc="written with ``pipeline``: one point per model a worker serves (value 1); a new champion loaded "
+    "from the registry shows as a new model_version from that time on",
+)
+
+EXTRA_MEASUREMENTS = (PIPELINE, DRIFT, TICKET, FLEET, FLEET_DEVICES, FLEET_SCORES, SILENT_DEVICE, SERVING_MODEL)

@@ -221,6 +221,10 @@ class TrainedDiskScorer:
         None for artifacts without stored operating points."""
         return stored_threshold(self.operating_points, self.models, cap)
 
+    def critical(self, feats: dict[str, float]) -> list[str]:
+        """The drive's own alarms that raise the risk to critical whatever the model says."""
+        return critical_signs(feats)
+
     def predict(self, features: np.ndarray, horizon: int) -> np.ndarray:
         with single_thread():
             return np.asarray(self.models[horizon].predict_proba(features)[:, 1], dtype=float)
@@ -261,7 +265,7 @@ class TrainedDiskScorer:
         features = np.asarray(rows, dtype=float)
         horizon = max(self.models)
         risk = self.predict(features, horizon)
-        overrides = [critical_signs(dict(zip(DISK_FEATURES, row.tolist(), strict=True))) for row in features]
+        overrides = [self.critical(dict(zip(DISK_FEATURES, row.tolist(), strict=True))) for row in features]
         short = self.predict(features, min(self.models)) if len(self.models) > 1 else risk
         contrib = self.contributions(features, horizon, risk)
         scores = []

@@ -75,8 +75,23 @@ def register(app: typer.Typer) -> None:
         ship: Annotated[
             bool, typer.Option(help="replace the registry packaged with fleetpulse by this champion (make train)")
         ] = False,
+        fleet: Annotated[
+            bool,
+            typer.Option(
+                help="train a challenger on the fleet's own feature log and labels (ticket store), stacked on the "
+                "champion, and compare it with the champion on the last --holdout-days"
+            ),
+        ] = False,
+        holdout_days: Annotated[int, typer.Option(min=14, max=365, help="--fleet: held-out labelled period")] = 90,
+        labelled_through: Annotated[
+            str | None,
+            typer.Option(help="--fleet: last day labels are complete (YYYY-MM-DD; default: the log's last day)"),
+        ] = None,
+        report: Annotated[Path | None, typer.Option(help="--fleet: write the comparison here (Markdown)")] = None,
     ) -> None:
-        """Train the disk failure model (7- and 30-day) and register it as a versioned artifact."""
+        """Train the disk failure model (7- and 30-day) and register it as a versioned artifact.
+
+        With ``--fleet``: learn from this fleet's outcomes instead (see ``fleetpulse.models.fleet``)."""
         from fleetpulse.contract import ScorerRole
         from fleetpulse.models.index import ArtifactError, read_registry, signing_key
         from fleetpulse.models.pipeline import EXPERIMENTS, run_experiment
@@ -89,6 +104,11 @@ def register(app: typer.Typer) -> None:
         if ship and role != "champion":
             raise typer.BadParameter("only a champion is shipped")
         key = signing_key(settings_from(ctx).models)
+        if fleet:
+            if ship or role != "champion":
+                raise typer.BadParameter("--fleet registers a challenger: promote it with `fleetpulse models promote`")
+            _train_fleet(ctx, out or TRAINED_REGISTRY, key, seed, holdout_days, labelled_through, report)
+            return
         registry_dir = out or (SHIPPED_REGISTRY if ship else TRAINED_REGISTRY)
         if not ship:
             try:
@@ -133,6 +153,58 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"{directory}: {len(verdicts)} artifact(s) verified")
 
     @models_app.command()
+    def promote(
+        ctx: typer.Context,
+        artifact_id: Annotated[
+            str, typer.Argument(help="a registered disk challenger (from `fleetpulse train --fleet`)")
+        ],
+        registry_dir: Annotated[Path | None, typer.Option(help="default: settings models.registry_dir")] = None,
+        override: Annotated[
+            bool, typer.Option(help="promote although the challenger does not win (needs --reason)")
+        ] = False,
+        reason: Annotated[
+            str | None, typer.Option(help="why the gate is overridden (written to the audit trail)")
+        ] = None,
+    ) -> None:
+        """Make a challenger the disk champion if it beat the champion on the held-out period (the gate),
+        or with ``--override --reason``; audited in the ticket store. Workers pick it up without a restart."""
+        import getpass
+
+        from fleetpulse.alerts.store.audit import AuditActor, AuditKind
+        from fleetpulse.alerts.store.repository import TicketStore
+        from fleetpulse.models.fleet import PromotionRefused, make_champion, promotion_check
+        from fleetpulse.models.index import ArtifactError, signing_key
+
+        settings = settings_from(ctx)
+        directory = registry_dir or settings.models.registry_dir
+        key = signing_key(settings.models)
+        note = (reason or "").strip()
+        if override and not note:
+            raise typer.BadParameter("--override needs --reason: the audit trail records why")
+        if note and not override:
+            raise typer.BadParameter("--reason is for --override")
+        try:
+            wins, evidence = promotion_check(directory, artifact_id, key)
+        except (PromotionRefused, ArtifactError) as exc:
+            typer.echo(f"REFUSED: {exc}", err=True)
+            raise typer.Exit(1) from None
+        if not wins and not override:
+            typer.echo(f"REFUSED: the challenger does not win: {evidence}", err=True)
+            raise typer.Exit(1)
+        kind = AuditKind.MODEL_PROMOTED if wins else AuditKind.MODEL_PROMOTED_OVERRIDE
+        payload = {"artifact": artifact_id, "registry": str(directory), "gate": evidence, "wins": wins}
+        if not wins:
+            payload["reason"] = note[:1000]
+        store = TicketStore.open(settings.alerts.store_url)
+        try:
+            store.audit.record(kind, AuditActor.local(getpass.getuser(), "operator"), source="cli", payload=payload)
+        finally:
+            store.close()
+        previous = make_champion(directory, artifact_id, key)
+        verdict = "wins" if wins else "OVERRIDDEN"
+        typer.echo(f"{artifact_id} is the disk champion ({verdict}: {evidence}); {previous} is now a challenger")
+
+    @models_app.command()
     def migrate(
         ctx: typer.Context,
         registry_dir: Annotated[Path | None, typer.Option(help="default: settings models.registry_dir")] = None,
@@ -165,6 +237,71 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{artifact_id}: {digests} alert thresholds {thresholds}")
         signed = "signed with models.signing_key" if key is not None else "unsigned (no models.signing_key)"
         typer.echo(f"{directory / 'registry.json'}: {len(registry.artifacts)} artifact(s) recorded, {signed}")
+
+    def _train_fleet(
+        ctx: typer.Context,
+        registry_dir: Path,
+        key: bytes | None,
+        seed: int,
+        holdout_days: int,
+        labelled_through: str | None,
+        report: Path | None,
+    ) -> None:
+        from datetime import date
+
+        from fleetpulse.alerts.fleetlog import FleetLog
+        from fleetpulse.alerts.store.repository import TicketStore
+        from fleetpulse.contract import Component, ScorerRole
+        from fleetpulse.models.fleet import (
+            FleetRows,
+            FleetTrainingError,
+            adopt_champion,
+            publish_fleet_model,
+            report_markdown,
+            train_fleet_challenger,
+        )
+        from fleetpulse.models.index import ArtifactError, artifact_dir, read_registry
+        from fleetpulse.models.registry import load_artifact, register_artifact
+
+        settings = settings_from(ctx)
+        try:
+            through = date.fromisoformat(labelled_through) if labelled_through else None
+        except ValueError:
+            raise typer.BadParameter("--labelled-through must be YYYY-MM-DD") from None
+        store = TicketStore.open(settings.alerts.store_url)
+        try:
+            log = FleetLog(store)
+            _step("reading the feature log and labels from the ticket store")
+            rows = FleetRows.from_log(log.feature_rows(Component.DISK))
+            outcomes = log.outcomes()
+        finally:
+            store.close()
+        if not len(rows.day):
+            typer.echo("error: the feature log holds no disk rows yet", err=True)
+            raise typer.Exit(2)
+        try:
+            champion_id = adopt_champion(registry_dir, settings.models.registry_dir, key)
+            champion = load_artifact(read_registry(registry_dir, key), registry_dir, champion_id)
+            through = through or date.fromordinal(int(rows.day.max()))
+            _step(
+                f"fitting the challenger on {len(rows.day):,} disk-days, holding out {holdout_days} days to {through}"
+            )
+            experiment = train_fleet_challenger(
+                champion, rows, outcomes, through, holdout_days, settings.models.alert_cap, seed
+            )
+            directory = publish_fleet_model(experiment, artifact_dir(registry_dir, champion_id), registry_dir, seed)
+            register_artifact(registry_dir, "disk", directory.name, ScorerRole.CHALLENGER, key=key)
+        except (FleetTrainingError, ArtifactError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        text = report_markdown(experiment.report)
+        if report is not None:
+            report.parent.mkdir(parents=True, exist_ok=True)
+            report.write_text(text)
+        typer.echo(text)
+        typer.echo(
+            f"challenger {directory.name} registered in {registry_dir}; `fleetpulse models promote {directory.name}`"
+        )
 
     @app.command()
     def evaluate(

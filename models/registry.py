@@ -36,6 +36,7 @@ from fleetpulse.models.anomaly import AnomalyScorer
 from fleetpulse.models.artifact import TrainedDiskScorer
 from fleetpulse.models.base import Scorer
 from fleetpulse.models.device_rules import MemoryRuleScorer, ThermalRuleScorer
+from fleetpulse.models.fleet import load_disk_scorer
 from fleetpulse.models.index import (
     METADATA_FILE,
     MODEL_FILE,
@@ -94,6 +95,14 @@ class ScorerSet:
             if pair is not None:
                 out[scorer.component] = pair
         return out
+
+    def served(self) -> list[tuple[str, str, str, str]]:
+        """(component, role, name, version) of every scorer: what the model-info metric and the TSDB show."""
+        return [
+            (scorer.component.value, role.value, scorer.name, scorer.version)
+            for role, group in ((ScorerRole.CHAMPION, self.champions), (ScorerRole.CHALLENGER, self.challengers))
+            for scorer in group
+        ]
 
     def describe(self) -> dict[str, list[str]]:
         return {
@@ -173,7 +182,7 @@ def register_artifact(
     a new champion demotes the previous one to challenger."""
     registry = read_registry(registry_dir, key)
     digests = artifact_digests(artifact_dir(registry_dir, artifact_id))
-    TrainedDiskScorer.from_artifact(registry_dir / artifact_id, digests)  # never register what cannot be served
+    load_disk_scorer(registry_dir / artifact_id, digests)  # never register what cannot be served
     registry.artifacts[artifact_id] = digests
     challengers = [c for c in registry.challengers.get(component, []) if c != artifact_id]
     if role is ScorerRole.CHAMPION:
@@ -190,7 +199,7 @@ def register_artifact(
 
 def load_artifact(registry: Registry, registry_dir: Path, artifact_id: str) -> TrainedDiskScorer:
     """The artifact as the worker serves it, after its files match the index's digests."""
-    return TrainedDiskScorer.from_artifact(artifact_dir(registry_dir, artifact_id), registry.digests(artifact_id))
+    return load_disk_scorer(artifact_dir(registry_dir, artifact_id), registry.digests(artifact_id))
 
 
 @dataclass
@@ -240,7 +249,7 @@ def migrate_registry(registry_dir: Path, key: bytes | None = None) -> Registry:
                 raise ArtifactError(f"{directory / METADATA_FILE}: invalid JSON ({exc})") from None
             if not isinstance(meta, dict) or meta.get("sha256") != digests[MODEL_FILE]:
                 raise ArtifactError(f"{directory}: model file does not match the digest in its own metadata")
-            TrainedDiskScorer.from_artifact(directory, digests)
+            load_disk_scorer(directory, digests)
             registry.artifacts[artifact_id] = digests
     write_registry(registry_dir, registry, key)
     return registry

@@ -58,9 +58,10 @@ from fleetpulse.streams.faust_internals import (
 )
 from fleetpulse.streams.kafka_admin import ssl_context
 from fleetpulse.streams.metrics import PipelineMetrics
-from fleetpulse.streams.points import drift_point, pipeline_point
+from fleetpulse.streams.points import drift_point, pipeline_point, serving_point
 from fleetpulse.streams.processing import DeviceRecord, Processor, RawRecord
 from fleetpulse.streams.recovery import SeekFirstTableManager
+from fleetpulse.streams.reload import RegistryWatch, accept
 from fleetpulse.streams.settings import StreamSettings
 from fleetpulse.streams.sinks import Sink, build_sink
 
@@ -184,6 +185,9 @@ class Pipeline:
                 [(score.device_id.encode(), value) for score, value in zip(result.scores, encoded_scores, strict=True)],
             ),
             *await publish(self.app, self.topics.alerts, [(a.device_id.encode(), encode(a)) for a in result.alerts]),
+            *await publish(
+                self.app, self.topics.features, [(f.log_key().encode(), encode(f)) for f in result.features]
+            ),
         ]
         if pending:
             await asyncio.gather(*pending)  # effects durable before the state that records them
@@ -224,6 +228,25 @@ class Pipeline:
             scored - started,
             time.perf_counter() - started,
         )
+
+    async def reload_models(self, settings: ServerSettings, watch: RegistryWatch) -> bool:
+        """Serve the registry's models if its index changed and verifies (see :mod:`fleetpulse.streams.reload`)."""
+        if not watch.changed():
+            return False
+        loaded = await asyncio.to_thread(load_scorers, settings.models)
+        if not accept(self.processor.scorers, loaded):
+            self.metrics.model_reloads.labels("refused").inc()
+            return False
+        self.use_models(loaded, serving_policy(settings, loaded))
+        self.metrics.model_reloads.labels("served").inc()
+        return True
+
+    def use_models(self, scorers: ScorerSet, policy: AlertPolicy) -> None:
+        """Swap the scorers and their alert policy between two batches (``handle`` never awaits while scoring)."""
+        self.processor.scorers = scorers
+        self.processor.policy = policy
+        self.metrics.set_models(scorers.served())
+        self.refit_baselines()
 
     def _recent_states(self) -> list[DeviceState]:
         return [DeviceRecord.from_bytes(raw).state for raw in self.recent]
@@ -266,7 +289,9 @@ class Pipeline:
         ages = {} if self.app.rebalancing else self.uncommitted_ages()
         self.metrics.commit_age.set(max(ages.values(), default=0.0))
         stats = self.metrics.snapshot()
-        self.sink.add([pipeline_point(self.worker, datetime.now(UTC), stats)])
+        now = datetime.now(UTC)
+        self.sink.add([pipeline_point(self.worker, now, stats)])
+        self.sink.add([serving_point(self.worker, served, now) for served in self.processor.scorers.served()])
         await self.sink.flush()
         log.info("pipeline stats", extra={"fields": {"worker": self.worker, **stats}})
 
@@ -395,9 +420,12 @@ def create_app(
     install_transport(app)
     metrics = PipelineMetrics()
     table = device_table(app, TABLE_NAME, s.partitions)
+    # scorers passed in by tests and benchmarks stay as given; the registry's are watched from before loading
+    watch = RegistryWatch(settings.models.registry_dir) if scorers is None and s.registry_poll_s > 0 else None
     scorers = scorers if scorers is not None else load_scorers(settings.models)
     processor = Processor(s, topics, scorers, policy if policy is not None else serving_policy(settings, scorers))
     pipeline = Pipeline(app, table, topics, processor, sink or build_sink(s.tsdb), metrics, worker)
+    metrics.set_models(scorers.served())
     app.fleetpulse = pipeline  # type: ignore[attr-defined]
     source = app.topic(
         topics.health,
@@ -428,6 +456,13 @@ def create_app(
         @app.timer(interval=s.baseline_refit_s)  # type: ignore[misc,untyped-decorator]
         async def refit() -> None:
             pipeline.refit_baselines()
+
+    if watch is not None:
+        registry = watch
+
+        @app.timer(interval=s.registry_poll_s)  # type: ignore[misc,untyped-decorator]
+        async def reload_models() -> None:
+            await pipeline.reload_models(settings, registry)
 
     if s.drift_interval_s > 0:
 

@@ -10,7 +10,7 @@ import gc
 import time
 from collections import Counter as PyCounter
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -60,6 +60,15 @@ class PipelineMetrics:
         self.scores = Counter("fleetpulse_stream_scores", "risk scores emitted", registry=r)
         self.alerts = Counter("fleetpulse_stream_alerts", "alerts emitted", registry=r)
         self.lag = Gauge("fleetpulse_stream_consumer_lag", "messages behind the partition end", registry=r)
+        self.models = Gauge(
+            "fleetpulse_stream_model_info",
+            "1 per model the worker serves (role champion or challenger); changes when a new champion is loaded",
+            ["component", "role", "model_name", "model_version"],
+            registry=r,
+        )
+        self.model_reloads = Counter(
+            "fleetpulse_stream_model_reloads", "registry changes by result (served, refused)", ["result"], registry=r
+        )
         self.commit_age = Gauge(
             "fleetpulse_stream_commit_age_seconds",
             "longest time an input partition's committed offset has stayed behind the processed records "
@@ -111,6 +120,12 @@ class PipelineMetrics:
             self._gc_started = time.perf_counter()
         else:
             self.gc_pauses.labels(str(info["generation"])).inc(time.perf_counter() - self._gc_started)
+
+    def set_models(self, served: Sequence[tuple[str, str, str, str]]) -> None:
+        """(component, role, name, version) of every served model; the previous set is forgotten."""
+        self.models.clear()
+        for labels in served:
+            self.models.labels(*labels).set(1)
 
     def set_lag(self, lag: int) -> None:
         self.current_lag = lag

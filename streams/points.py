@@ -315,6 +315,13 @@ def pipeline_point(worker: str, at: datetime, stats: Mapping[str, float | int]) 
     return Point("pipeline", {"worker": worker}, _numeric(stats), at)
 
 
+def serving_point(worker: str, served: tuple[str, str, str, str], at: datetime) -> Point:
+    """One model a worker serves (component, role, name, version): the Model-quality dashboard shows the switch."""
+    component, role, name, version = served
+    tags = {"worker": worker, "component": component, "role": role, "model_name": name, "model_version": version}
+    return Point("serving_model", tags, {"serving": 1}, at)
+
+
 def drift_point(model_name: str, feature: str, device_model: str, psi: float, at: datetime) -> Point:
     tags = {"model_name": model_name, "feature": feature, "device_model": device_model or "unknown"}
     return Point("drift", tags, _numeric({"psi": psi}), at)

@@ -30,7 +30,9 @@ same table state as live processing.
 Scoring is on change, not per report (:meth:`Processor._due`): at one report a minute
 the daily-bucketed features barely move, so a device is rescored on its first report
 of a day, on a health event, or when ``rescore_interval`` of event time has passed.
-Every report still updates the state and writes its metrics.
+Every report still updates the state and writes its metrics. Each generation's champion
+scores also yield feature-log records (:mod:`fleetpulse.streams.featurelog`): daily and
+threshold-crossing, for fleet retraining.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from fleetpulse.contract import (
     DeviceControl,
     DeviceEnrolment,
     DeviceInventory,
+    FeatureLogRecord,
     HealthReport,
     Priority,
     RiskScore,
@@ -84,6 +87,7 @@ from fleetpulse.models.state import (
     fit_in_place,
     state_bytes,
 )
+from fleetpulse.streams.featurelog import feature_records
 from fleetpulse.streams.points import Point, alert_point, report_points, score_point
 from fleetpulse.streams.settings import StreamSettings
 
@@ -206,11 +210,14 @@ class BatchResult:
     reports: list[HealthReport] = field(default_factory=list)
     scores: list[RiskScore] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    features: list[FeatureLogRecord] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     points: list[Point] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     last_record_of: dict[str, int] = field(default_factory=dict)
     """device id -> index (in the batch) of its last record: tells the caller which partition to write to."""
+    first_of_day: set[str] = field(default_factory=set)
+    """devices whose pending scoring is their first of a UTC day: their components get a daily feature-log record"""
 
 
 def explained_anomaly(score: RiskScore, diagnosed: set[Component]) -> bool:
@@ -390,6 +397,8 @@ class Processor:
         record = record or DeviceRecord(state=DeviceState(device_id=report.device_id))
         apply_report_in_place(record.state, report)
         if self._due(record, report):
+            if record.scored_at is None or record.scored_at.date() != report.collected_at.date():
+                out.first_of_day.add(report.device_id)
             record.scored_at = report.collected_at
             pending[report.device_id] = record.state
         else:
@@ -583,8 +592,11 @@ class Processor:
         """
         if not pending:
             return
-        states = list(pending.values())
+        by_device = dict(pending)
+        states = list(by_device.values())
         pending.clear()
+        first_of_day = out.first_of_day & by_device.keys()
+        out.first_of_day -= first_of_day
         try:
             scores = self.scorers.score(states, now)
         except Exception:
@@ -592,6 +604,7 @@ class Processor:
             out.counts["scoring_error"] += len(states)
             return
         out.scores.extend(scores)
+        out.features.extend(feature_records(scores, by_device, first_of_day, self.policy.at_raise_level, now))
         diagnosed = self._diagnosed(scores)
         for score in scores:
             record = out.records[score.device_id]

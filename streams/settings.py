@@ -133,6 +133,11 @@ class StreamSettings(BaseModel):
     drift_interval_s: float = Field(
         default=3600.0, ge=0, description="how often PSI drift of recent features/scores goes to the TSDB (0: never)"
     )
+    registry_poll_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="how often the registry index is checked for a new champion, loaded without a restart (0: never)",
+    )
     baseline_sample: int = Field(default=2000, ge=1, description="recent device states kept for the refit and drift")
     stats_interval_s: float = Field(default=10.0, gt=0, description="how often pipeline stats go to the TSDB")
     commit_stall_s: float = Field(

@@ -29,6 +29,7 @@ from fleetpulse.alerts.api import access
 from fleetpulse.alerts.api.auth import ADMIN_ROLES, READ_ROLES, WRITE_ROLES, Authenticator, Principal, require
 from fleetpulse.alerts.api.gate import RequestGate
 from fleetpulse.alerts.api.sessions import PageSessions, SessionCookies
+from fleetpulse.alerts.fleetlog import FleetLog
 from fleetpulse.alerts.forecast import ForecastCache, scoped_forecast
 from fleetpulse.alerts.oidc import OidcProvider
 from fleetpulse.alerts.settings import AlertSettings
@@ -80,6 +81,25 @@ class BulkTransitionIn(_In):
     ticket_ids: Annotated[list[Annotated[int, Field(ge=1, le=2**31 - 1)]], Field(min_length=1, max_length=500)]
     to: TicketState
     note: Annotated[str, Field(max_length=1000)] = ""
+
+
+class FailureReportIn(_In):
+    """A failure no ticket predicted, or a retired device: labels the feature log needs for recall."""
+
+    device_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+    component: Component
+    component_id: Annotated[str, Field(max_length=128)] = ""
+    on_day: date = Field(description="the day the component failed or the device was retired (UTC)")
+    outcome: Literal["failed", "retired"]
+    note: Annotated[str, Field(max_length=1000)] = ""
+
+
+class FailureReportOut(BaseModel):
+    device_id: str
+    component: Component
+    component_id: str
+    on_day: date
+    outcome: str
 
 
 class RetryIn(_In):
@@ -363,6 +383,40 @@ def create_app(
         return DeviceDetail(
             device_id=device_id, inventory=inventory, tickets=tickets, history=ticket_store.history(device_id)
         )
+
+    @app.post(
+        "/api/v1/failure-reports",
+        tags=["labels"],
+        status_code=status.HTTP_201_CREATED,
+        responses={
+            404: {"description": "unknown device, or outside your scope"},
+            409: {"description": "this report is already recorded"},
+            422: {"description": "invalid report (e.g. a day in the future)"},
+            **JSON_ONLY,
+        },
+    )
+    def failure_report(request: Request, principal: Writer, body: FailureReportIn) -> FailureReportOut:
+        """Record a failure no ticket predicted (``failed``) or a retired device (``retired``) as a training
+        label; audited. Only devices in the caller's scope (404 alike for unknown and out-of-scope ones)."""
+        inventory = ticket_store.get_device(body.device_id)
+        if inventory is None or not principal.sees(inventory.site, inventory.department):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "device not found")
+        now = clock()
+        if not date(2000, 1, 1) <= body.on_day <= now.date():
+            raise HTTPException(422, "on_day must be a past day (UTC), not the future")
+        recorded = FleetLog(ticket_store).record_failure(
+            body.device_id,
+            body.component,
+            body.component_id,
+            body.on_day,
+            body.outcome,
+            body.note,
+            access.audit_context(request, principal),
+            now,
+        )
+        if not recorded:
+            raise HTTPException(status.HTTP_409_CONFLICT, "this failure report is already recorded")
+        return FailureReportOut(**body.model_dump(exclude={"note"}))
 
     @app.get("/api/v1/storms", tags=["tickets"])
     def storms(principal: Reader) -> list[StormView]:

@@ -61,6 +61,9 @@ class AuditKind(StrEnum):
     DELIVERY_FAILED = "delivery.failed"
     DELIVERY_NEEDS_ATTENTION = "delivery.needs_attention"
     PRUNED = "audit.pruned"
+    FAILURE_REPORT = "label.failure_report"
+    MODEL_PROMOTED = "model.promoted"
+    MODEL_PROMOTED_OVERRIDE = "model.promoted_override"
 
 
 def ticket_kind(event_kind: str) -> str:

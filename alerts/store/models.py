@@ -274,3 +274,44 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class FeatureLogRow(Base):
+    """The worker's feature log (``FeatureLogRecord``): what fleet retraining reads, in one SQL place."""
+
+    __tablename__ = "feature_log"
+    __table_args__ = (Index("ix_feature_log_component_day", "component", "day"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    log_key: Mapped[str] = mapped_column(String(400), unique=True)
+    """``FeatureLogRecord.log_key``: a repeated daily record (rescore, replay) is the same row."""
+    device_id: Mapped[str] = mapped_column(String(64), index=True)
+    component: Mapped[str] = mapped_column(String(16))
+    component_id: Mapped[str] = mapped_column(String(128), default="")
+    hardware_model: Mapped[str | None] = mapped_column(String(128))
+    day: Mapped[date] = mapped_column(Date)
+    reason: Mapped[str] = mapped_column(String(16))
+    features: Mapped[dict[str, Any]] = mapped_column(JSON)
+    risk: Mapped[float] = mapped_column(Float)
+    model_name: Mapped[str] = mapped_column(String(128))
+    model_version: Mapped[str] = mapped_column(String(128))
+    collected_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    scored_at: Mapped[datetime]
+    report_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class FailureReport(Base):
+    """A label no ticket produced, recorded by a fleet manager: a missed failure or a retired device."""
+
+    __tablename__ = "failure_reports"
+    __table_args__ = (UniqueConstraint("device_id", "component", "component_id", "on_day", "outcome"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(64), index=True)
+    component: Mapped[str] = mapped_column(String(16))
+    component_id: Mapped[str] = mapped_column(String(128), default="")
+    on_day: Mapped[date] = mapped_column(Date)
+    outcome: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str] = mapped_column(Text, default="")
+    recorded_by: Mapped[str] = mapped_column(String(128))
+    recorded_at: Mapped[datetime]

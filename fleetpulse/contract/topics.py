@@ -43,6 +43,11 @@ class Topics:
         return self._name("labels")
 
     @property
+    def features(self) -> str:
+        """Feature log for fleet retraining (key: ``FeatureLogRecord.log_key``); the ticket store keeps it."""
+        return self._name("features")
+
+    @property
     def control(self) -> str:
         """IT's device actions (re-enrolment); only IT's principal may write it (key: device id)."""
         return self._name("control")
@@ -59,6 +64,7 @@ class Topics:
             self.scores,
             self.alerts,
             self.labels,
+            self.features,
             self.control,
             self.dead_letter,
         ]

@@ -306,6 +306,53 @@ class RiskScore(_Record):
     factors: Annotated[list[Factor], Field(max_length=10)] = []
 
 
+FeatureName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+FEATURE_LOG_MAX_FEATURES = 128
+"""More than every feature a scorer computes (the disk model: 47): a bound, not a budget."""
+
+
+class FeatureLogReason(StrEnum):
+    DAILY = "daily"
+    THRESHOLD = "threshold"
+
+
+class FeatureLogRecord(_Record):
+    """The features and score the worker used for one component: what fleet retraining learns from.
+
+    Logged once per device, component and day (``daily``) and for every score at or above the
+    component's raise threshold (``threshold``). Features only, never identities: the device is
+    its pseudonymous id, the disk its salted serial hash, the hardware model a catalogue name.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    device_id: DeviceId
+    component: Component
+    component_id: ShortText = ""
+    hardware_model: ShortText | None = Field(default=None, description="the device's model from the inventory")
+    day: date = Field(description="UTC day of the report the score was computed from")
+    reason: FeatureLogReason
+    features: Annotated[dict[FeatureName, float], Field(max_length=FEATURE_LOG_MAX_FEATURES)] = Field(
+        description="finite values only: a feature the device does not report is absent, never 0"
+    )
+    risk: Annotated[float, Field(ge=0.0, le=1.0)]
+    model_name: ShortText
+    model_version: ShortText
+    collected_at: UtcDatetime
+    scored_at: UtcDatetime
+    report_seq: Count
+
+    @model_validator(mode="after")
+    def _day_of_report(self) -> FeatureLogRecord:
+        if self.day != self.collected_at.date():
+            raise ValueError("day must be the UTC day of collected_at")
+        return self
+
+    def log_key(self) -> str:
+        """Kafka key and store identity: the daily record of a component is one row per day."""
+        suffix = self.day.isoformat() if self.reason is FeatureLogReason.DAILY else self.collected_at.isoformat()
+        return f"{self.device_id}|{self.component.value}|{self.component_id}|{self.reason.value}|{suffix}"
+
+
 class AlertState(StrEnum):
     RAISED = "raised"
     CLEARED = "cleared"

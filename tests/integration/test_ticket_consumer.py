@@ -128,3 +128,44 @@ def test_end_to_end_alert_to_itsm_and_outcome_to_labels(kafka_settings: KafkaSet
         hook.stop()
     outcomes = [TicketOutcome.model_validate(v) for v in read_all(kafka_settings, topics.labels)]
     assert [(o.device_id, o.outcome, o.recorded_by) for o in outcomes] == [("pc-7", "false_alarm", "fm")]
+
+
+def test_feature_log_records_are_stored_once_and_hostile_ones_dead_lettered(
+    kafka_settings: KafkaSettings, store_url: str
+) -> None:
+    from fleetpulse.alerts.fleetlog import FleetLog
+    from fleetpulse.contract import Component
+    from tests.unit.test_feature_log import record
+
+    topics = Topics(prefix=kafka_settings.topic_prefix)
+    good = record()
+    valid = encode(good)
+    hostile = [
+        valid.replace(b'"media_errors":3.0', b'"media_errors":NaN'),  # not a finite number
+        valid.replace(b'"media_errors":3.0', b'"media_errors; DROP TABLE feature_log":3.0'),  # not a feature name
+        json.dumps({**json.loads(valid), "features": {f"f{i}": 1.0 for i in range(200)}}).encode(),  # unbounded
+        json.dumps(
+            {**json.loads(valid), "owner_email": "someone@example.org"}
+        ).encode(),  # personal data: unknown field
+    ]
+    key = good.log_key().encode()
+    produce(
+        kafka_settings,
+        [(topics.features, key, valid), (topics.features, key, valid)] + [(topics.features, key, h) for h in hostile],
+    )
+    stats = consume_until_idle(
+        AlertSettings(store_url=store_url), kafka_settings, StreamSettings(), idle_seconds=2, max_seconds=60
+    )
+    assert stats.results["feature_log"] == 1
+    assert stats.results["feature_log_repeated"] == 1
+    assert stats.dead_letters == len(hostile)
+    store = TicketStore.open(store_url)
+    try:
+        (row,) = FleetLog(store).feature_rows(Component.DISK)
+    finally:
+        store.close()
+    assert row.features == {"media_errors": 3.0, "media_errors_delta_7d": 2.0}
+    letters = [
+        letter for letter in read_all(kafka_settings, topics.dead_letter) if letter["source_topic"] == topics.features
+    ]
+    assert len(letters) == len(hostile)

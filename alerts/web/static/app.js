@@ -75,4 +75,22 @@ function setupDevice() {
   });
 }
 
-document.addEventListener("DOMContentLoaded", () => { setupQueue(); setupDevice(); });
+function setupFailureReport() {
+  const form = document.getElementById("failure-report");
+  if (!form) return;
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const result = form.querySelector(".result");
+    const fields = ["device_id", "component", "component_id", "on_day", "outcome", "note"];
+    const body = Object.fromEntries(fields.map((name) => [name, form.elements[name].value]));
+    try {
+      const saved = await postJson("/api/v1/failure-reports", body);
+      result.textContent = `Recorded: ${saved.device_id} ${saved.component} ${saved.outcome} on ${saved.on_day}.`;
+      form.reset();
+    } catch (err) {
+      result.textContent = `Not recorded: ${err.message}`;
+    }
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => { setupQueue(); setupDevice(); setupFailureReport(); });

@@ -37,6 +37,7 @@ topic fleetpulse.inventory.v1 compact
 topic fleetpulse.scores.v1 7
 topic fleetpulse.alerts.v1 30
 topic fleetpulse.labels.v1 365
+topic fleetpulse.features.v1 30
 topic fleetpulse.control.v1 30
 topic fleetpulse.deadletter.v1 14
 

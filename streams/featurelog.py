@@ -1,0 +1,95 @@
+"""The feature log: which scores the worker records with their features, for fleet retraining.
+
+Pure functions; :class:`~fleetpulse.streams.processing.Processor` calls them after each
+scoring generation. A component is logged on the device's first scoring of a UTC day
+(``daily``: one row per device, component and day is enough to learn from, and bounds the
+volume at ~3 records per device and day) and whenever its champion score is at or above
+the component's raise threshold (``threshold``: the scores that open tickets, all of them,
+because those are the instants a ticket outcome later labels).
+
+"First scoring of the day" needs no state beyond what the worker keeps anyway: the
+processor scores a device on its first report of a new day (``Processor._due``), and
+the previous scoring time is ``DeviceRecord.scored_at``. A daily record repeated by a
+replay or a rescore has the same key (:meth:`FeatureLogRecord.log_key`) and lands on the
+same row of the ticket store's ``feature_log`` table.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import datetime
+
+from fleetpulse.contract import Component, FeatureLogReason, FeatureLogRecord, RiskScore, ScorerRole
+from fleetpulse.contract.v1 import FEATURE_LOG_MAX_FEATURES
+from fleetpulse.models.features import (
+    battery_features,
+    device_features,
+    disk_features,
+    memory_features,
+    thermal_features,
+)
+from fleetpulse.models.state import DeviceState
+
+
+def log_reason(score: RiskScore, first_of_day: bool, at_raise_level: bool) -> FeatureLogReason | None:
+    """Why ``score`` is logged, or None. Only champion scores: they are what tickets were opened on."""
+    if score.role is not ScorerRole.CHAMPION:
+        return None
+    if first_of_day:
+        return FeatureLogReason.DAILY
+    if at_raise_level:
+        return FeatureLogReason.THRESHOLD
+    return None
+
+
+def component_features(state: DeviceState, component: Component, component_id: str) -> dict[str, float]:
+    """The feature values the scorers of ``component`` computed, finite ones only (absent = unknown)."""
+    raw: dict[str, float]
+    if component is Component.DISK:
+        disk = state.disks.get(component_id)
+        raw = disk_features(disk) if disk is not None else {}
+    elif component is Component.BATTERY:
+        raw = battery_features(state.battery) if state.battery is not None else {}
+    elif component is Component.THERMAL:
+        raw = thermal_features(state)
+    elif component is Component.MEMORY:
+        raw = memory_features(state)
+    else:
+        raw = device_features(state)
+    finite = {name: float(value) for name, value in raw.items() if math.isfinite(value)}
+    return dict(sorted(finite.items())[:FEATURE_LOG_MAX_FEATURES])
+
+
+def feature_records(
+    scores: list[RiskScore],
+    states: dict[str, DeviceState],
+    first_of_day: set[str],
+    at_raise_level: Callable[[RiskScore], bool],
+    now: datetime,
+) -> list[FeatureLogRecord]:
+    """The feature-log records of one scoring generation (``states``: device id -> scored state)."""
+    out = []
+    for score in scores:
+        reason = log_reason(score, score.device_id in first_of_day, at_raise_level(score))
+        state = states.get(score.device_id)
+        if reason is None or state is None:
+            continue
+        out.append(
+            FeatureLogRecord(
+                device_id=score.device_id,
+                component=score.component,
+                component_id=score.component_id,
+                hardware_model=state.model,
+                day=score.collected_at.date(),
+                reason=reason,
+                features=component_features(state, score.component, score.component_id),
+                risk=score.risk,
+                model_name=score.model_name,
+                model_version=score.model_version,
+                collected_at=score.collected_at,
+                scored_at=now,
+                report_seq=score.report_seq,
+            )
+        )
+    return out

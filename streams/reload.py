@@ -1,0 +1,62 @@
+"""Hot reload of the served models: a new champion is picked up without restarting the worker.
+
+The worker polls the registry index (``registry.json``); when its bytes change it loads the
+scorers again off the event loop (:func:`~fleetpulse.models.registry.load_scorers`, with every
+integrity check) and swaps them into the processor between two batches, together with the
+alert policy their stored operating points suggest. An index that fails verification after
+the change is not served: the worker keeps the verified models it has and logs why (a
+tampered index must not even downgrade the disk champion to the rule).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleetpulse.models.index import REGISTRY_FILE
+from fleetpulse.models.registry import ScorerSet
+
+log = logging.getLogger(__name__)
+
+
+def index_fingerprint(registry_dir: Path) -> str | None:
+    """SHA-256 of the registry index (None: no index, the rule scorers are champions)."""
+    try:
+        return hashlib.sha256((registry_dir / REGISTRY_FILE).read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+@dataclass
+class RegistryWatch:
+    """Tells when the index changed since the scorers in use were loaded."""
+
+    registry_dir: Path
+    seen: str | None = None
+
+    def __post_init__(self) -> None:
+        self.seen = index_fingerprint(self.registry_dir)
+
+    def changed(self) -> bool:
+        current = index_fingerprint(self.registry_dir)
+        if current == self.seen:
+            return False
+        self.seen = current
+        return True
+
+
+def accept(current: ScorerSet, loaded: ScorerSet) -> bool:
+    """Whether ``loaded`` may replace ``current``: only when every registered artifact verified."""
+    if loaded.refused:
+        log.error(
+            "registry changed but did not verify: serving the models loaded before",
+            extra={"fields": {"refused": loaded.refused, "serving": current.describe()}},
+        )
+        return False
+    log.warning(
+        "registry changed: serving the new models",
+        extra={"fields": {"before": current.describe(), "after": loaded.describe()}},
+    )
+    return True

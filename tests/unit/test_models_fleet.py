@@ -1,0 +1,214 @@
+"""Fleet retraining: stacked features, labels as known at the cut-off, paired component scores, the
+promotion gate (refused, overridden with an audited reason) and the worker's hot reload of the index."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from fleetpulse.alerts.fleetlog import Outcome
+from fleetpulse.alerts.store.repository import TicketStore
+from fleetpulse.cli import app as cli_app
+from fleetpulse.contract import Component, ScorerRole
+from fleetpulse.models.features import DISK_FEATURES
+from fleetpulse.models.fleet import (
+    STACK_FEATURES,
+    FleetDiskScorer,
+    FleetExperiment,
+    FleetRows,
+    adopt_champion,
+    component_scores,
+    publish_fleet_model,
+    row_labels,
+    served_risk,
+    stack_features,
+)
+from fleetpulse.models.index import artifact_dir, read_registry
+from fleetpulse.models.registry import load_artifact, register_artifact
+from fleetpulse.models.rules import RISK_CRITICAL
+from fleetpulse.models.settings import SHIPPED_REGISTRY
+
+D0 = date(2025, 1, 1)
+
+
+@dataclass
+class Row:
+    device_id: str
+    component: str
+    component_id: str
+    day: date
+    features: dict[str, Any]
+
+
+def test_stack_features_are_finite_and_named() -> None:
+    features = np.full((2, len(DISK_FEATURES)), np.nan)
+    features[1, DISK_FEATURES.index("media_errors")] = 12
+    features[1, DISK_FEATURES.index("media_errors_delta_7d")] = 5
+    stacked = stack_features(features, np.array([0.0, 1.0]))
+    assert stacked.shape == (2, len(STACK_FEATURES))
+    assert np.isfinite(stacked).all()
+    assert stacked[1, STACK_FEATURES.index("sign_media_errors")] == 1.0
+    assert stacked[1, STACK_FEATURES.index("media_errors_delta_7d_log")] == pytest.approx(np.log1p(5))
+
+
+def test_rows_keep_the_days_last_log_and_labels_are_as_known_at_the_cutoff() -> None:
+    rows = FleetRows.from_log(
+        [
+            Row("pc-1", "disk", "a", D0, {"media_errors": 1}),
+            Row("pc-1", "disk", "a", D0, {"media_errors": 2, "bogus": "x"}),  # the day's last row wins
+            Row("pc-1", "disk", "a", D0 + timedelta(days=40), {"media_errors": 9}),
+            Row("pc-2", "disk", "b", D0, {"media_errors": float("inf")}),
+        ]
+    )
+    assert len(rows.day) == 3
+    assert rows.features[0, DISK_FEATURES.index("media_errors")] == 2.0
+    assert np.isnan(rows.features[1, DISK_FEATURES.index("media_errors")])  # pc-2's non-finite value: unknown
+    failure = [Outcome("pc-1", "disk", "a", D0 + timedelta(days=50), "failure")]
+    later = row_labels(rows, failure, known_at=D0 + timedelta(days=100))
+    assert later.tolist() == [0.0, 0.0, 1.0]  # 50 days ahead: healthy in the window; 10 days ahead: positive
+    earlier = row_labels(rows, failure, known_at=D0 + timedelta(days=45))
+    assert earlier[0] == 0.0
+    assert np.isnan(earlier[2])
+
+
+def test_component_scores_pair_the_same_components() -> None:
+    score = np.array([0.1, 0.9, 0.2, 0.3, 0.05])
+    y = np.array([0.0, 1.0, 0.0, 0.0, np.nan])
+    owner = np.array([0, 0, 1, 1, 2])
+    drives = component_scores(score, y, owner, np.ones(5, bool))
+    assert drives.positive.tolist() == [0.9]  # its best score in the window before failure
+    assert drives.negative.tolist() == [0.3]  # component 2 has no labelled row: left out
+
+
+@pytest.fixture(scope="module")
+def champion() -> Any:
+    registry = read_registry(SHIPPED_REGISTRY)
+    return load_artifact(registry, SHIPPED_REGISTRY, registry.champions["disk"])
+
+
+def fleet_challenger(champion: Any, registry_dir: Path, wins: bool) -> str:
+    """A real fleet artifact (fitted on synthetic rows) with a stated evaluation, registered as challenger."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    layer = LogisticRegression().fit(rng.normal(size=(40, len(STACK_FEATURES))), np.arange(40) % 2)
+    point = {
+        "false_alarm_rate": 0.01,
+        "champion_detection": 0.2,
+        "challenger_detection": 0.6 if wins else 0.25,
+        "difference": 0.4 if wins else 0.05,
+        "difference_low": 0.1 if wins else -0.1,
+        "difference_high": 0.7 if wins else 0.2,
+    }
+    report = {
+        "champion": f"{champion.name}:{champion.version}",
+        "cutoff": "2025-10-01",
+        "labelled_through": "2025-12-30",
+        "gate": "cap 1%",
+        "comparison": {"cap 1%": point},
+        "wins": wins,
+    }
+    challenger = FleetDiskScorer(
+        name="disk-fleet",
+        version="unsaved",
+        models=dict(champion.models),
+        reference=champion.reference,
+        fleet=layer,
+        learned_signs=("media_errors",),
+        base=report["champion"],
+        operating_points={"30": {"cap 1%": {"threshold": 0.05}, "cap 0.1%": {"threshold": 0.2}}},
+    )
+    champion_id = adopt_champion(registry_dir, SHIPPED_REGISTRY, None)
+    directory = publish_fleet_model(
+        FleetExperiment(challenger, report), artifact_dir(registry_dir, champion_id), registry_dir, 0
+    )
+    register_artifact(registry_dir, "disk", directory.name, ScorerRole.CHALLENGER)
+    return directory.name
+
+
+def test_fleet_artifact_loads_as_served_and_weighs_learned_alarms(champion: Any, tmp_path: Path) -> None:
+    artifact = fleet_challenger(champion, tmp_path, wins=True)
+    loaded = load_artifact(read_registry(tmp_path), tmp_path, artifact)
+    assert isinstance(loaded, FleetDiskScorer)
+    assert loaded.learned_signs == ("media_errors",)
+    features = np.full((1, len(DISK_FEATURES)), np.nan)
+    features[0, DISK_FEATURES.index("media_errors")] = 3
+    features[0, DISK_FEATURES.index("spare_margin_pct")] = 50
+    assert served_risk(champion, features)[0] >= RISK_CRITICAL  # the shipped model: any media error is critical
+    assert served_risk(loaded, features)[0] < RISK_CRITICAL  # the fleet layer weighs it instead
+    meta = json.loads((tmp_path / artifact / "metadata.json").read_text())
+    assert meta["kind"] == "fleet-stacked"
+    assert meta["models"]
+
+
+def test_promotion_gate_refuses_a_loser_and_audits_an_override(champion: Any, tmp_path: Path) -> None:
+    registry = tmp_path / "models"
+    artifact = fleet_challenger(champion, registry, wins=False)
+    store_url = f"sqlite:///{tmp_path}/tickets.db"
+    env = {"FLEETPULSE_ALERTS__STORE_URL": store_url, "FLEETPULSE_MODELS__REGISTRY_DIR": str(registry)}
+    runner = CliRunner()
+    refused = runner.invoke(cli_app, ["models", "promote", artifact], env=env)
+    assert refused.exit_code == 1
+    assert "does not win" in refused.output
+    no_reason = runner.invoke(cli_app, ["models", "promote", artifact, "--override"], env=env)
+    assert no_reason.exit_code == 2
+    assert read_registry(registry).champions["disk"] != artifact
+    forced = runner.invoke(
+        cli_app, ["models", "promote", artifact, "--override", "--reason", "vendor recall notice"], env=env
+    )
+    assert forced.exit_code == 0, forced.output
+    assert read_registry(registry).champions["disk"] == artifact
+    store = TicketStore.open(store_url)
+    try:
+        (record,) = store.audit.records(kind="model.promoted_override")
+    finally:
+        store.close()
+    assert record.payload["reason"] == "vendor recall notice"
+    assert record.payload["artifact"] == artifact
+    unknown = runner.invoke(cli_app, ["models", "promote", "disk-fleet-000000000000"], env=env)
+    assert unknown.exit_code == 1
+
+
+def test_worker_serves_a_promoted_champion_without_restart_and_keeps_verified_models_on_tampering(
+    champion: Any, tmp_path: Path
+) -> None:
+    from fleetpulse.settings import ServerSettings
+    from fleetpulse.streams.app import create_app
+    from fleetpulse.streams.reload import RegistryWatch
+
+    registry = tmp_path / "models"
+    artifact = fleet_challenger(champion, registry, wins=True)
+    settings = ServerSettings.model_validate(
+        {"models": {"registry_dir": str(registry)}, "streams": {"tsdb": {"kind": "none"}}}
+    )
+    worker = create_app(settings).fleetpulse  # type: ignore[attr-defined]
+    watch = RegistryWatch(registry)
+    assert asyncio.run(worker.reload_models(settings, watch)) is False  # nothing changed
+    runner = CliRunner()
+    env = {
+        "FLEETPULSE_ALERTS__STORE_URL": f"sqlite:///{tmp_path}/t.db",
+        "FLEETPULSE_MODELS__REGISTRY_DIR": str(registry),
+    }
+    assert runner.invoke(cli_app, ["models", "promote", artifact], env=env).exit_code == 0
+    assert asyncio.run(worker.reload_models(settings, watch)) is True
+    disk = next(s for s in worker.processor.scorers.champions if s.component is Component.DISK)
+    assert isinstance(disk, FleetDiskScorer)
+    assert worker.processor.policy.thresholds(Component.DISK).raise_threshold == 0.05  # its stored operating point
+    assert (
+        f'model_name="disk-fleet",model_version="{disk.version}",role="champion"'
+        in worker.metrics.exposition().decode()
+    )
+    # attack: swap the champion's model file behind the index; the worker keeps serving what it verified
+    (registry / artifact / "model.skops").write_bytes(b"not a model")
+    index = registry / "registry.json"
+    index.write_text(index.read_text() + "\n")
+    assert asyncio.run(worker.reload_models(settings, watch)) is False
+    assert next(s for s in worker.processor.scorers.champions if s.component is Component.DISK) is disk
