@@ -3,7 +3,7 @@
 Feeds :meth:`Processor.process_batch` the same byte payloads the throughput benchmark
 publishes (inventory first, then ``--rounds`` reports per device one minute apart), with
 the table as a dict of bytes, exactly as the Faust wrapper stores it (``DeviceRecord``
-JSON). Prints CPU µs/event per stage (state decode, processing, the models' scoring call,
+bytes, packed histories). Prints CPU µs/event per stage (state decode, processing, the models' scoring call,
 the alert policy around it, state encode) and, with ``--profile``, the top functions by
 cumulative time. Use it to find what to optimise before measuring against Kafka with
 ``stream_throughput.py``.
