@@ -18,7 +18,7 @@ from fleetpulse.alerts.api.auth import Principal
 from fleetpulse.alerts.store.models import Device, RiskPoint
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.contract.v1 import Component, DeviceKind
-from fleetpulse.models.forecast import PARTS, UNKNOWN, WINDOWS, ForecastRow, PartRisk, forecast
+from fleetpulse.models.forecast_rows import PARTS, UNKNOWN, WINDOWS, ForecastRow, PartRisk
 from fleetpulse.models.forecast_settings import ForecastSettings
 
 
@@ -88,6 +88,8 @@ def fleet_forecast(
     departments: Collection[str] | None = None,
     windows: tuple[int, ...] = WINDOWS,
 ) -> list[ForecastRow]:
+    from fleetpulse.models.forecast import forecast  # numpy and scipy: loaded by the first forecast asked for
+
     since = now - timedelta(days=settings.max_score_age_days)
     return forecast(latest_part_scores(store, since, sites, departments), settings, windows)
 

@@ -20,7 +20,8 @@ import numpy as np
 
 from fleetpulse.contract import Component, DeviceKind
 from fleetpulse.models import forecast as fc
-from fleetpulse.models.forecast import PartRisk, forecast
+from fleetpulse.models.forecast import forecast
+from fleetpulse.models.forecast_rows import PartRisk
 from fleetpulse.models.forecast_settings import ForecastSettings
 
 

@@ -38,10 +38,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 from scipy.special import ndtr, ndtri
 from scipy.stats import binom
 
@@ -49,29 +47,12 @@ from fleetpulse.contract import Component, DeviceKind
 from fleetpulse.models.battery import MAX_DAYS
 from fleetpulse.models.battery_interval import FACTORS, OFFSET_DAYS
 from fleetpulse.models.battery_interval import NOMINAL_COVERAGE as BATTERY_INTERVAL_COVERAGE
+from fleetpulse.models.forecast_rows import WINDOWS, ForecastRow, PartRisk
 from fleetpulse.models.forecast_settings import ForecastSettings, part_key
 from fleetpulse.models.rules import RISK_CLEAR
 
-WINDOWS = (30, 90)
-PARTS = (Component.DISK, Component.BATTERY, Component.THERMAL, Component.MEMORY)
-"""Replaceable parts; the whole-device anomaly score asks for a diagnosis, not a part."""
-UNKNOWN = "unknown"
 _TRUNCATE = 1e-12
 _MOBILE = frozenset({DeviceKind.PHONE, DeviceKind.TABLET})
-
-
-@dataclass(frozen=True, slots=True)
-class PartRisk:
-    """The latest score of one device component, with where the part is (site) and what it sits in."""
-
-    component: Component
-    site: str
-    hardware_model: str
-    device_kind: DeviceKind | None
-    risk: float
-    horizon_days: int
-    replace_in_days: float | None = None
-    """The part's own estimate of days until it needs replacing (battery: until 60 %), if it makes one."""
 
 
 def hazard_converted(risk: float, horizon_days: float, window_days: float) -> float:
@@ -194,24 +175,6 @@ def count_interval(pmf: np.ndarray, coverage: float) -> tuple[int, int]:
     low = int(np.searchsorted(cdf, tail, side="right"))
     high = int(np.searchsorted(cdf, 1.0 - tail - 1e-12, side="left"))
     return low, min(high, len(pmf) - 1)
-
-
-class ForecastRow(BaseModel):
-    """Expected replacements of one component, hardware model and site within ``window_days``."""
-
-    model_config = ConfigDict(frozen=True)
-
-    component: Component
-    hardware_model: str
-    site: str
-    window_days: int
-    parts: int
-    expected: float
-    low: int
-    high: int
-    coverage: float
-    co2e_avoided_kg: float
-    """Expected embodied CO2e avoided when these parts are repaired instead of the devices replaced."""
 
 
 def co2e_avoided_per_repair(part: PartRisk, settings: ForecastSettings) -> float:

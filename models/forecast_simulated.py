@@ -23,8 +23,9 @@ import numpy as np
 from fleetpulse.alerts.tickets import replacement_days
 from fleetpulse.contract import Component
 from fleetpulse.models.device_rules import ThermalRuleScorer
-from fleetpulse.models.forecast import PartRisk, count_interval, poisson_binomial, window_probability
+from fleetpulse.models.forecast import count_interval, poisson_binomial, window_probability
 from fleetpulse.models.forecast_backtest import WINDOW_DAYS, BacktestRow
+from fleetpulse.models.forecast_rows import PartRisk
 from fleetpulse.models.forecast_settings import ForecastSettings
 from fleetpulse.models.rules import BatteryRuleScorer
 from fleetpulse.models.state import DeviceState, apply_report_in_place

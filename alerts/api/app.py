@@ -49,7 +49,7 @@ from fleetpulse.alerts.web.login import router as login_router
 from fleetpulse.alerts.web.pages import STATIC_PATHS, visible_storms
 from fleetpulse.alerts.web.pages import router as web_router
 from fleetpulse.contract.v1 import Component, DeviceInventory, TicketState
-from fleetpulse.models.forecast import ForecastRow
+from fleetpulse.models.forecast_rows import ForecastRow
 
 Clock = Callable[[], datetime]
 log = logging.getLogger(__name__)

@@ -10,7 +10,6 @@ import pytest
 from fleetpulse.alerts.tickets import replacement_days
 from fleetpulse.contract import Component, DeviceKind, Factor, RiskScore
 from fleetpulse.models.forecast import (
-    PartRisk,
     count_interval,
     crossing_probability,
     forecast,
@@ -19,6 +18,7 @@ from fleetpulse.models.forecast import (
     shift_odds,
     window_probability,
 )
+from fleetpulse.models.forecast_rows import PartRisk
 from fleetpulse.models.forecast_settings import ForecastSettings
 from tests.alerts_support import NOW
 

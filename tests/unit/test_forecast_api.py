@@ -19,9 +19,11 @@ from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.alerts.tickets import TicketService
 from fleetpulse.cli import app
 from fleetpulse.contract import Component, RiskScore
-from fleetpulse.models.forecast import ForecastRow, shift_odds
+from fleetpulse.models.forecast import shift_odds
+from fleetpulse.models.forecast_rows import ForecastRow
 from fleetpulse.models.forecast_settings import ForecastSettings
 from tests.alerts_support import NOW, make_inventory, store_url
+from tests.harness import modules_loaded_by
 
 __all__ = ["store_url"]  # fixture
 
@@ -181,3 +183,10 @@ def test_cli_prints_the_forecast_from_the_store(tmp_path: Path) -> None:
     rows = json.loads(as_json.stdout)
     assert {(r["site"], r["window_days"]) for r in rows} == {("Library", 30), ("Library", 90)}
     assert runner.invoke(app, ["forecast", "--component", "gpu"]).exit_code == 2
+
+
+def test_starting_the_api_loads_no_numeric_library() -> None:
+    """numpy and scipy (~100 MB resident) come with the first forecast, not with every API process:
+    the request-body memory test measures the server as it starts."""
+    loaded = modules_loaded_by("from fleetpulse.alerts.api import create_app\n")
+    assert not {"numpy", "scipy", "sklearn", "pandas"} & {name.split(".")[0] for name in loaded}
