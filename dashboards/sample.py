@@ -35,7 +35,15 @@ from fleetpulse.contract import (
     ThermalHealth,
 )
 from fleetpulse.dashboards.schema import TICKET
-from fleetpulse.streams.points import Point, alert_point, drift_point, pipeline_point, report_points, score_point
+from fleetpulse.streams.points import (
+    Point,
+    alert_point,
+    drift_point,
+    pipeline_point,
+    report_points,
+    score_point,
+    serving_point,
+)
 
 END = datetime(2026, 11, 20, tzinfo=UTC)
 START = END - timedelta(days=3)
@@ -235,6 +243,8 @@ def _operational_points(rng: random.Random) -> list[Point]:
                 "batch_size": 64 + int(rng.random() * 64),
             }
             points.append(pipeline_point(worker, at, fields))
+            for served in (("disk", "champion", *CHAMPION), ("disk", "challenger", *CHALLENGER)):
+                points.append(serving_point(worker, served, at))
             at += tick
     six_hours = timedelta(hours=6)
     at = START
