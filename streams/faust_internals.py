@@ -35,6 +35,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import faust
 import rocksdict
@@ -46,7 +47,6 @@ from faust.stores import rocksdb as rocksdb_store
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
-from yarl import URL
 
 FAUST_STREAMING_VERSION = "0.15.3"
 """The only faust-streaming release whose internals this module was written and tested against."""
@@ -252,8 +252,8 @@ class DeviceTable(faust.Table[bytes, bytes]):  # type: ignore[misc]
     offsets, so the changelog is durable before the records that caused it are committed.
     """
 
-    def _new_store_by_url(self, url: str | URL) -> Any:
-        scheme = URL(str(url)).scheme
+    def _new_store_by_url(self, url: Any) -> Any:  # a str or Faust's yarl.URL
+        scheme = urlsplit(str(url)).scheme
         if scheme not in BATCH_STORES:
             raise ValueError(f"table store {scheme!r} has no batch store (one of {sorted(BATCH_STORES)})")
         return BATCH_STORES[scheme](
