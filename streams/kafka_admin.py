@@ -129,13 +129,14 @@ async def _wait_until_visible(admin: AIOKafkaAdminClient, names: list[str], time
 
 
 async def consumer_lag(kafka: KafkaSettings, group_id: str, topics: list[str] | None = None) -> int:
-    """Messages not yet committed by ``group_id`` on the input topics (health, mobile, inventory).
+    """Messages not yet committed by ``group_id`` on the worker's input topics (health, mobile,
+    inventory and IT's control topic: a re-enrolment is input like a report).
 
     A partition the group never committed counts from its beginning offset, so a worker
     that has not started yet shows the full backlog rather than zero.
     """
     default = Topics(prefix=kafka.topic_prefix)
-    names = topics or [default.health, default.mobile, default.inventory]
+    names = topics or [default.health, default.mobile, default.inventory, default.control]
     admin = AIOKafkaAdminClient(**aiokafka_auth(kafka))
     consumer = AIOKafkaConsumer(enable_auto_commit=False, **aiokafka_auth(kafka))
     await admin.start()
