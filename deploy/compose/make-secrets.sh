@@ -25,8 +25,19 @@ if [[ ! -s secrets/kafka.keystore.p12 ]]; then
     rm -f secrets/kafka-key.pem
     echo "self-signed Kafka certificate for $host: give agents secrets/kafka-ca.pem as ssl_cafile" >&2
 fi
+# Signs the page's session cookie (at least 32 characters).
+[[ -s secrets/session_secret_key ]] || head -c 48 /dev/urandom | base64 | tr -d '/+=\n' >secrets/session_secret_key
+# The page's single sign-on client secret is issued by the identity provider, not made here.
+if [[ ! -s secrets/oidc_client_secret && -n "${OIDC_CLIENT_SECRET:-}" ]]; then
+    printf '%s' "$OIDC_CLIENT_SECRET" >secrets/oidc_client_secret
+fi
 # Containers run as their own non-root users and read the files through bind mounts, so the files are
 # world-readable while the directory stays private to the host's root.
 chmod 0700 secrets
 chmod 0644 secrets/*
 echo "secrets in $(pwd)/secrets and .env"
+if [[ ! -s secrets/oidc_client_secret ]]; then
+    echo "missing secrets/oidc_client_secret: register the page at your identity provider (deploy/production.md," \
+        "Single sign-on), set [alerts.api.oidc] in server.toml, then run OIDC_CLIENT_SECRET=... ./make-secrets.sh" >&2
+    exit 1
+fi

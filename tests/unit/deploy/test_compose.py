@@ -32,6 +32,7 @@ COMPOSE = yaml.safe_load((COMPOSE_DIR / "compose.yaml").read_text(encoding="utf-
 SERVICES: dict[str, Any] = COMPOSE["services"]
 APP_SERVICES = ("migrate", "worker", "tickets", "rollup", "api")
 # Key and service order is cosmetic; the file is ordered by data flow for readers.
+MOUNTED_SECRET = "mounted-" + "x" * 40  # stands in for every secret file (a cookie key needs 32+ characters)
 ORDER_RULES = ["service-keys-order", "services-alphabetical-order", "top-level-properties-order"]
 
 
@@ -199,15 +200,31 @@ def test_app_services_get_valid_settings(service: str, monkeypatch: pytest.Monke
     for secret in SERVICES[service]["secrets"]:
         target = Path(secret["target"])
         assert target.parent == Path(env["FLEETPULSE_SECRETS_DIR"])
-        (mounted / target.name).write_text("dummy\n", encoding="utf-8")
+        (mounted / target.name).write_text(f"{MOUNTED_SECRET}\n", encoding="utf-8")
     settings = load_settings(ServerSettings, COMPOSE_DIR / "server.toml", [mounted])
     assert settings.alerts.store_url == "postgresql+psycopg://fleetpulse:dummy@postgres:5432/fleetpulse"
     assert settings.streams.tsdb.kind == "influxdb2"
-    assert settings.streams.tsdb.token.get_secret_value() == "dummy"
+    assert settings.streams.tsdb.token.get_secret_value() == MOUNTED_SECRET
     assert settings.grafana.rollup.influx.token is not None
-    assert settings.grafana.rollup.influx.token.get_secret_value() == "dummy"
+    assert settings.grafana.rollup.influx.token.get_secret_value() == MOUNTED_SECRET
     assert settings.grafana.rollup.influx.url == "http://influxdb:8086"
     assert {c["target"] for c in SERVICES[service]["configs"]} == {"/etc/fleetpulse/server.toml"}
+    if service == "api":  # single sign-on's client secret and the cookie key arrive as files
+        oidc, session = settings.alerts.api.oidc, settings.alerts.api.session
+        assert oidc is not None
+        assert oidc.client_secret is not None
+        assert oidc.client_secret.get_secret_value() == MOUNTED_SECRET
+        assert session.secret_key is not None
+        assert session.secret_key.get_secret_value() == MOUNTED_SECRET
+        assert session.cookie_secure
+        assert not settings.alerts.api.login_form
+
+
+def test_the_api_trusts_forwarded_addresses_from_the_backend_gateway_only() -> None:
+    """The audit trail and login throttle see the person's address, not the reverse proxy's."""
+    settings = load_settings(ServerSettings, COMPOSE_DIR / "server.toml")
+    (ipam,) = COMPOSE["networks"]["backend"]["ipam"]["config"]
+    assert [str(net) for net in settings.alerts.api.limits.trusted_proxies] == [f"{ipam['gateway']}/32"]
 
 
 def test_every_service_bounds_its_logs() -> None:
@@ -219,7 +236,7 @@ def test_every_service_bounds_its_logs() -> None:
 def test_make_secrets_creates_every_referenced_secret_once(tmp_path: Path) -> None:
     work = tmp_path / "compose"
     shutil.copytree(COMPOSE_DIR, work, ignore=shutil.ignore_patterns("secrets", ".env"))
-    env = {**os.environ, "KAFKA_PUBLIC_HOST": "kafka.test.example"}
+    env = {**os.environ, "KAFKA_PUBLIC_HOST": "kafka.test.example", "OIDC_CLIENT_SECRET": "from-the-provider"}
     subprocess.run(["bash", "make-secrets.sh"], cwd=work, env=env, check=True, capture_output=True, timeout=120)
     secrets = work / "secrets"
     for name, spec in COMPOSE["secrets"].items():
@@ -234,3 +251,17 @@ def test_make_secrets_creates_every_referenced_secret_once(tmp_path: Path) -> No
     before = {p.name: p.read_bytes() for p in secrets.iterdir()}
     subprocess.run(["bash", "make-secrets.sh"], cwd=work, env=env, check=True, capture_output=True, timeout=120)
     assert {p.name: p.read_bytes() for p in secrets.iterdir()} == before, "re-running never rotates secrets"
+    assert (secrets / "oidc_client_secret").read_text(encoding="utf-8") == "from-the-provider"
+    assert len((secrets / "session_secret_key").read_text(encoding="utf-8")) >= 48
+
+
+def test_make_secrets_refuses_to_finish_without_the_sso_client_secret(tmp_path: Path) -> None:
+    """The provider issues it: no placeholder is made, and the operator is told what to do."""
+    work = tmp_path / "compose"
+    shutil.copytree(COMPOSE_DIR, work, ignore=shutil.ignore_patterns("secrets", ".env"))
+    env = {k: v for k, v in os.environ.items() if k != "OIDC_CLIENT_SECRET"} | {"KAFKA_PUBLIC_HOST": "kafka.test"}
+    proc = subprocess.run(["bash", "make-secrets.sh"], cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "OIDC_CLIENT_SECRET=... ./make-secrets.sh" in proc.stderr
+    assert not (work / "secrets" / "oidc_client_secret").exists()
+    assert (work / "secrets" / "session_secret_key").is_file(), "the other secrets are made all the same"

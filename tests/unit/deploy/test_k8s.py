@@ -350,6 +350,7 @@ def _mounted_secret_files(pod: dict[str, Any], container: dict[str, Any], mount_
     }
 
 
+MOUNTED_SECRET = "mounted-" + "x" * 40  # stands in for every secret file (a cookie key needs 32+ characters)
 FLEETPULSE_WORKLOADS = ["fleetpulse-worker", "fleetpulse-tickets", "fleetpulse-api", "fleetpulse-db-upgrade"]
 
 
@@ -373,7 +374,7 @@ def test_fleetpulse_containers_get_valid_settings(
     secrets_dirs = []
     if SECRETS_DIR_ENV in env:  # the mounted files stand in as dummies, like secretKeyRef values
         for file_name in _mounted_secret_files(pod, container, env[SECRETS_DIR_ENV]):
-            (tmp_path / file_name).write_text("dummy-secret\n", encoding="utf-8")
+            (tmp_path / file_name).write_text(f"{MOUNTED_SECRET}\n", encoding="utf-8")
         secrets_dirs.append(tmp_path)
     settings = load_settings(ServerSettings, K8S / "base" / "server.toml", secrets_dirs)
     if "FLEETPULSE_ALERTS__STORE_URL" in env:
@@ -383,22 +384,31 @@ def test_fleetpulse_containers_get_valid_settings(
     if "FLEETPULSE_KAFKA__SASL_USERNAME" in env:
         assert settings.kafka.sasl_username == env["FLEETPULSE_KAFKA__SASL_USERNAME"]
         assert settings.kafka.sasl_password is not None
-        assert settings.kafka.sasl_password.get_secret_value() == "dummy-secret"
+        assert settings.kafka.sasl_password.get_secret_value() == MOUNTED_SECRET
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert "/etc/fleetpulse" in mounts
     if workload == "fleetpulse-worker":
         assert settings.streams.tsdb.kind == "influxdb2"
-        assert settings.streams.tsdb.token.get_secret_value() == "dummy-secret"
+        assert settings.streams.tsdb.token.get_secret_value() == MOUNTED_SECRET
     if workload == "fleetpulse-rollup":
         assert settings.grafana.rollup.influx.token is not None
-        assert settings.grafana.rollup.influx.token.get_secret_value() == "dummy-secret"
+        assert settings.grafana.rollup.influx.token.get_secret_value() == MOUNTED_SECRET
         assert settings.grafana.rollup.influx.url == "http://influxdb:8086"
+    if workload == "fleetpulse-api":  # single sign-on's client secret and the cookie key: files, one for all replicas
+        oidc, session = settings.alerts.api.oidc, settings.alerts.api.session
+        assert oidc is not None
+        assert oidc.client_secret is not None
+        assert oidc.client_secret.get_secret_value() == MOUNTED_SECRET
+        assert session.secret_key is not None
+        assert session.secret_key.get_secret_value() == MOUNTED_SECRET
+        assert session.cookie_secure
+        assert settings.alerts.api.limits.trusted_proxies, "audit and throttle need the address behind the ingress"
     if "FLEETPULSE_KAFKA__SASL_USERNAME" in env:  # Kafka clients also need the cluster CA
         assert settings.kafka.ssl_cafile is not None
         assert str(settings.kafka.ssl_cafile.parent) in mounts
 
 
-@pytest.mark.parametrize("workload", ["fleetpulse-worker", "fleetpulse-tickets", "fleetpulse-rollup"])
+@pytest.mark.parametrize("workload", ["fleetpulse-worker", "fleetpulse-tickets", "fleetpulse-rollup", "fleetpulse-api"])
 def test_service_credentials_are_mounted_files_not_environment(workload: str) -> None:
     """Kafka passwords and InfluxDB tokens reach the app as files (not in /proc/<pid>/environ or crash dumps)."""
     (doc,) = [
