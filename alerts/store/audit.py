@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, Engine, delete, insert, select, text, update
 from sqlalchemy.orm import Session
 
-from fleetpulse.alerts.store.models import AuditHead, AuditRecord
+from fleetpulse.alerts.store.models import AuditHead, AuditRecord, TicketEvent
 from fleetpulse.compat import StrEnum
 
 GENESIS = "0" * 64
@@ -401,6 +401,60 @@ class AuditLog:
                 session, [_Entry(AuditKind.PRUNED.value, SYSTEM_CONTEXT, canonical_payload(payload))], self._clock()
             )
             return count
+
+
+def adopt_ticket_events(session: Session, now: datetime) -> int:
+    """Chain every ticket event that no record covers yet (those written before the trail existed).
+
+    Each becomes a ``ticket.<kind>`` record at ``now`` whose payload carries the event's own
+    time, its bare actor name and ``"imported": true``: from here on that history is
+    tamper-evident too. An event is covered when a chained record names its ticket, kind and
+    time (every event since the trail is written to both). Events older than the latest
+    prune cut are past retention and stay out. Returns how many were chained.
+    """
+    covered: set[tuple[int, str, datetime]] = set()
+    cut: datetime | None = None
+    rows = session.execute(
+        select(AuditRecord.kind, AuditRecord.payload).where(
+            AuditRecord.kind.like("ticket.%") | (AuditRecord.kind == AuditKind.PRUNED.value)
+        )
+    )
+    for kind, stored in rows:
+        data = _checkpoint(stored)
+        if kind == AuditKind.PRUNED.value:
+            before = _aware(data.get("before"))
+            cut = before if cut is None or (before is not None and before > cut) else cut
+            continue
+        at = _aware(data.get("event_at"))
+        if isinstance(data.get("ticket_id"), int) and at is not None:
+            covered.add((data["ticket_id"], kind, at))
+    entries: list[_Entry] = []
+    for event in session.scalars(select(TicketEvent).order_by(TicketEvent.id)):
+        kind = ticket_kind(event.kind)
+        if (event.ticket_id, kind, event.at) in covered or (cut is not None and event.at < cut):
+            continue
+        payload = {
+            "ticket_id": event.ticket_id,
+            "event_at": event.at.isoformat(),
+            "from": event.from_state,
+            "to": event.to_state,
+            "note": event.note,
+            "actor": event.actor,
+            "imported": True,
+        }
+        entries.append(_Entry(kind, SYSTEM_CONTEXT, canonical_payload(payload)))
+    if entries:
+        _append(session, entries, now)
+    return len(entries)
+
+
+def _aware(value: Any) -> datetime | None:
+    """An ISO time from a payload as an aware datetime; anything else is None."""
+    try:
+        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return None if parsed is None or parsed.tzinfo is None else parsed
 
 
 def _checkpoint(payload: str | None) -> dict[str, Any]:

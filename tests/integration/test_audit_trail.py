@@ -14,9 +14,11 @@ from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
+from alembic import command
 from sqlalchemy import Connection, select, text
 from sqlalchemy.exc import DBAPIError
 
+from fleetpulse.alerts.store import alembic_config, upgrade
 from fleetpulse.alerts.store.audit import AuditActor, AuditContext, AuditKind, chain_hash
 from fleetpulse.alerts.store.models import AuditRecord
 from fleetpulse.alerts.store.repository import TicketStore
@@ -304,3 +306,31 @@ def test_a_garbage_prune_checkpoint_is_reported_not_crashed_on(trail: TicketStor
         conn.execute(text("DELETE FROM audit_log WHERE seq = 1"))
         conn.execute(text("UPDATE audit_log SET kind = 'audit.pruned', payload = '[not json' WHERE seq = 6"))
     assert broken(trail) == (2, "records 1..1 are missing and no prune checkpoint covers them")
+
+
+def test_ticket_events_written_before_the_trail_are_chained_once_by_the_upgrade(store: TicketStore) -> None:
+    """A store upgraded from before the trail: its earlier ticket history becomes tamper-evident too."""
+    svc = service(store)
+    svc.apply_alert(make_alert(i=1), NOW)
+    svc.transition([1], TicketState.APPROVED, "anna", NOW, "budget ok", context=AuditContext(ANNA, "r1", "192.0.2.10"))
+    history = [(e.kind, e.actor) for e in store.ticket_events(1)]
+    _migrate(store, "0004")  # back to the schema before the trail: only ticket_events hold the history
+    upgrade(store.engine)
+    imported = store.audit.records()
+    assert [(r.kind.removeprefix("ticket."), r.payload["actor"]) for r in imported] == history
+    assert all(r.payload["imported"] is True and r.payload["ticket_id"] == 1 for r in imported)
+    svc.transition([1], TicketState.ORDERED, "anna", NOW, "ordered", context=AuditContext(ANNA, "r2", "192.0.2.10"))
+    _migrate(store, "0007")  # the adoption applied again finds everything covered
+    upgrade(store.engine)
+    assert len(store.audit.records()) == len(history) + 1
+    assert store.audit.verify().ok
+    with as_database_owner(store) as conn:  # the imported history is covered by the chain now
+        conn.execute(text("UPDATE audit_log SET payload = replace(payload, 'anna', 'mallory') WHERE seq = 2"))
+    assert store.audit.verify().broken_seq == 2
+
+
+def _migrate(store: TicketStore, revision: str) -> None:
+    with store.engine.begin() as connection:
+        cfg = alembic_config(store.engine)
+        cfg.attributes["connection"] = connection
+        command.downgrade(cfg, revision)
