@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,6 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
-import uvicorn
 
 from fleetpulse.alerts.api import create_app
 from fleetpulse.alerts.settings import AlertSettings
@@ -28,7 +25,7 @@ from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.alerts.tickets import TicketService
 from fleetpulse.alerts.web.browser import Cdp, chromium_page
 from tests.alerts_support import NOW, make_alert, make_inventory
-from tests.harness import STATE, free_port
+from tests.harness import STATE, free_port, served
 from tests.integration.test_oidc_keycloak import PASSWORDS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -86,16 +83,8 @@ def server(tmp_path: Path, keycloak_url: str) -> Iterator[tuple[str, TicketStore
     for n, (device, site) in enumerate([("rh-1", "Rathaus"), ("rh-2", "Rathaus"), ("sn-1", "Schule Nord")]):
         service.apply_inventory(make_inventory(device, site=site))
         service.apply_alert(make_alert(device, risk=0.9 - n / 10), NOW)
-    uv = uvicorn.Server(uvicorn.Config(create_app(settings, store), host="127.0.0.1", port=port, log_config=None))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not uv.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield base, store
-    uv.should_exit = True
-    thread.join(10)
+    with served(create_app(settings, store), port):
+        yield base, store
     store.close()
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +16,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-import uvicorn
 
 from fleetpulse.alerts.api import create_app
 from fleetpulse.alerts.settings import AlertSettings
@@ -28,7 +25,7 @@ from fleetpulse.alerts.tickets import TicketService
 from fleetpulse.alerts.web.browser import Cdp, chromium_page, screenshot_pages
 from fleetpulse.contract.v1 import Component, DeviceKind, Factor, RiskScore, TicketState
 from tests.alerts_support import NOW, T0, make_alert, make_inventory
-from tests.harness import REPO, free_port
+from tests.harness import REPO, free_port, served
 from tests.unit.test_tickets_api import PASSWORD, api_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -113,16 +110,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, TicketStore]]:
     store = TicketStore.open(settings.store_url)
     populate(TicketService(store, settings))
     port = free_port()
-    uv = uvicorn.Server(uvicorn.Config(create_app(settings, store), host="127.0.0.1", port=port, log_config=None))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not uv.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", store
-    uv.should_exit = True
-    thread.join(10)
+    with served(create_app(settings, store), port):
+        yield f"http://127.0.0.1:{port}", store
     store.close()
 
 
