@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from pydantic import SecretStr
 
 from fleetpulse import logs
 from fleetpulse.cliutil import settings_from
@@ -269,7 +270,8 @@ def demo(
                         host="127.0.0.1",
                         port=port,
                         users=[ApiUser(name="manager", role="fleet_manager", password_hash=hash_secret(password))],
-                        session=SessionSettings(cookie_secure=False),  # the demo page is plain http on 127.0.0.1
+                        # plain http on 127.0.0.1; one process, so a key of its own lives as long as the page
+                        session=SessionSettings(cookie_secure=False, secret_key=SecretStr(secrets.token_urlsafe(48))),
                     ),
                 }
             ),

@@ -60,6 +60,7 @@ def test_demo_runs_end_to_end_and_raises_tickets(tmp_path: Path) -> None:
     assert tickets is not None
     assert int(tickets.group(1)) > 0
     assert "kafka stopped" in proc.stderr  # the demo stops what it started
+    assert '"level": "warning"' not in out + proc.stderr, "a newcomer's first run shows no warnings"
     processed = re.search(r"processing.*?([\d,]+)/([\d,]+) reports", out)
     assert processed is not None, out[-3000:]
     counts = {int(processed.group(1)), int(processed.group(2)), int(published.group(1).replace(",", ""))}
