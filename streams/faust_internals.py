@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -46,7 +46,9 @@ from faust.stores import memory as memory_store
 from faust.stores import rocksdb as rocksdb_store
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
-from faust.types import TP
+from faust.types import TP, EventT
+
+from fleetpulse.streams.state_cache import DecodedCache
 
 FAUST_STREAMING_VERSION = "0.15.3"
 """The only faust-streaming release whose internals this module was written and tested against."""
@@ -250,7 +252,26 @@ class DeviceTable(faust.Table[bytes, bytes]):  # type: ignore[misc]
     paths are replaced. Changelog records go straight into the producer's accumulator as
     one batch per partition; Faust's commit flushes the producer before it commits input
     offsets, so the changelog is durable before the records that caused it are committed.
+
+    ``decoded`` (set by the app) holds decoded values of the active partitions; the table drops
+    a partition's entries wherever Faust changes what this worker holds for it: a rebalance
+    that revokes or newly assigns it, and every changelog batch applied to it (recovery, standby).
     """
+
+    decoded: DecodedCache[Any] | None = None
+
+    async def on_rebalance(
+        self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP], generation_id: int = 0
+    ) -> None:
+        if self.decoded is not None:
+            self.decoded.drop_partitions(tp.partition for tp in revoked | newly_assigned)
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+
+    def apply_changelog_batch(self, batch: Iterable[EventT[Any]]) -> None:
+        events = list(batch)
+        if self.decoded is not None:
+            self.decoded.drop_partitions({event.message.partition for event in events})
+        super().apply_changelog_batch(events)
 
     def _new_store_by_url(self, url: Any) -> Any:  # a str or Faust's yarl.URL
         scheme = urlsplit(str(url)).scheme

@@ -96,6 +96,15 @@ class StreamSettings(BaseModel):
             "objects"
         ),
     )
+    state_cache_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=0,
+        description=(
+            "memory cap of the decoded device states kept between batches (estimated ~13 KB per device with a day "
+            "of history, ~18 KB with 90 days; least recently used dropped first; 0: decode every lookup): a stored "
+            "state is decoded only when it is not cached, which was the processor's largest per-report cost"
+        ),
+    )
     max_clock_skew: timedelta = Field(
         default=timedelta(minutes=10), description="reports dated further in the future than this are dead-lettered"
     )
