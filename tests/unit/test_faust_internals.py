@@ -19,6 +19,7 @@ from typing import Any
 import aiokafka
 import faust
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from faust.stores import rocksdb as rocksdb_store
 from faust.tables.base import Collection
 from faust.tables.manager import TableManager
@@ -26,6 +27,8 @@ from faust.tables.recovery import Recovery
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
+from hypothesis import given
+from hypothesis import strategies as st
 from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
 from fleetpulse.models.registry import ScorerSet
@@ -59,6 +62,9 @@ SOURCE_DIGESTS = {
     # the commit flushes the producer before committing: what makes batched changelog writes safe
     "faust.transport.consumer.Consumer._commit_offsets": (faust_consumer.Consumer._commit_offsets, "1a6979904118"),
     "faust.transport.drivers.aiokafka.Producer.flush": (aiokafka_driver.Producer.flush, "36d0cb3615f6"),
+    # publish partitions keyed records as the producer's _partition with the default partitioner, remembered per key
+    "aiokafka.AIOKafkaProducer._partition": (aiokafka.AIOKafkaProducer._partition, "e45fa9c539d4"),
+    "aiokafka.partitioner.DefaultPartitioner.__call__": (DefaultPartitioner.__call__, "4911320054e7"),
     # DeviceTable drops decoded values where Faust replaces stored ones: every table's rebalance, every changelog batch
     "faust.tables.manager.TableManager.on_rebalance": (TableManager.on_rebalance, "2d2c23a07bf5"),
     "faust.tables.base.Collection.on_rebalance": (Collection.on_rebalance, "0812ad692171"),
@@ -117,6 +123,9 @@ def test_private_signatures_and_attributes_are_as_used(tmp_path: Path) -> None:
         "serialized_value",
     ]
     assert hasattr(aiokafka_driver.Producer, "_ensure_producer")
+    producer_init = inspect.getsource(aiokafka.AIOKafkaProducer.__init__)
+    assert "self._partitioner = partitioner" in producer_init
+    assert "self._metadata = self.client.cluster" in producer_init
     assert "_errors" in vars(ThrowableQueue(maxsize=1, flow_control=FlowControlEvent()))
     assert hasattr(rocksdb_store, "WriteBatch")
     assert inspect.getsource(Recovery).count("table.apply_changelog_batch(") == 2  # standbys and active recovery
@@ -184,6 +193,14 @@ def test_the_table_drops_decoded_values_of_moved_and_restored_partitions(tmp_pat
     assert table.data.read(3, b"pc-1") == b"restored"
     assert decoded.take(3, b"pc-1", b"stored") is None
     assert [decoded.take(p, b"pc-1", b"stored") for p in (0, 4)] == ["record 0", "record 4"]
+
+
+@given(key=st.binary(max_size=64), partitions=st.integers(min_value=1, max_value=64))
+def test_a_remembered_key_partition_is_the_default_partitioners(key: bytes, partitions: int) -> None:
+    all_partitions = tuple(range(partitions))
+    expected = DefaultPartitioner()(key, list(all_partitions), [])
+    assert faust_internals.default_partition(key, all_partitions) == expected
+    assert faust_internals.default_partition(key, all_partitions) == expected
 
 
 def test_persisted_offset_is_the_last_record_of_an_acknowledged_batch(tmp_path: Path) -> None:
