@@ -7,7 +7,9 @@ dead-letter path instead of crashing Faust's deserializer.
 
 Faust's per-record paths are replaced by batch ones (``faust_internals.py``): the fetcher
 hands a whole fetch to the agent's channel, the agent reads the channel in bulk, and
-state is written per partition as one RocksDB write batch plus one changelog batch.
+state is written per partition as one RocksDB write batch plus one changelog batch. Decoded
+device records stay in memory between batches (``state_cache.py``), served while the table
+still holds the bytes they were stored with.
 
 Delivery guarantee (at-least-once with idempotent effects), per batch:
 
