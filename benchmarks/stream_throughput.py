@@ -188,6 +188,19 @@ def main() -> None:
         f"batch floor {1e6 / batch_cpu_rate:.1f}, worker {1e6 / cpu_rate:.1f}"
     )
     print(f"garbage collection in the workers: {gc_s:.1f} s ({by_generation}); {total / cpu_rate:.1f} CPU s measured")
+    cache = {
+        name: sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(prefix))
+        for name, prefix in (
+            ("hits", 'fleetpulse_stream_state_cache_lookups_total{result="hit"}'),
+            ("misses", 'fleetpulse_stream_state_cache_lookups_total{result="miss"}'),
+            ("bytes", "fleetpulse_stream_state_cache_bytes "),
+            ("entries", "fleetpulse_stream_state_cache_entries "),
+        )
+    }
+    print(
+        f"decoded-state cache: {cache['hits']:.0f} hits, {cache['misses']:.0f} misses "
+        f"(lookups of stored states), {cache['entries']:.0f} devices in {cache['bytes'] / 2**20:.0f} MiB (estimated)"
+    )
     results = {
         "devices": args.devices,
         "rounds": args.rounds,
@@ -206,6 +219,8 @@ def main() -> None:
         "ratio_cpu": round(cpu_rate / raw_cpu_rate, 3),
         "scores": int(scores),
         "gc_s": round(gc_s, 2),
+        "state_cache_hits": int(cache["hits"]),
+        "state_cache_misses": int(cache["misses"]),
         "tsdb": bool(args.tsdb_url),
     }
     if baseline is not None:

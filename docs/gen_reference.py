@@ -228,8 +228,10 @@ def _metric_row(name: str, kind: str, labels: Iterable[str], documentation: str)
 def metrics_page() -> str:
     from fleetpulse.alerts.metrics import StoreCollector
     from fleetpulse.alerts.settings import ConsumerSettings
-    from fleetpulse.streams.metrics import PipelineMetrics
+    from fleetpulse.streams.metrics import PipelineMetrics, SinkCollector, StateCacheCollector
     from fleetpulse.streams.settings import StreamSettings
+    from fleetpulse.streams.sinks import NullSink
+    from fleetpulse.streams.state_cache import DecodedCache
 
     streams, consumer = StreamSettings(), ConsumerSettings()
     table = ["| metric | type | labels | help |", "|---|---|---|---|"]
@@ -252,6 +254,11 @@ def metrics_page() -> str:
         if isinstance(metric, MetricWrapperBase):
             (family,) = metric.describe()
             lines.append(_metric_row(family.name, family.type, metric._labelnames, family.documentation))
+    for collector in (SinkCollector(NullSink()), StateCacheCollector(DecodedCache(0))):
+        for family in collector.collect():
+            lines.append(
+                _metric_row(family.name, family.type, getattr(family, "_labelnames", ()), family.documentation)
+            )
     lines += [
         "",
         "## Ticket consumer (`fleetpulse tickets consume`)",

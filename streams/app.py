@@ -7,7 +7,9 @@ dead-letter path instead of crashing Faust's deserializer.
 
 Faust's per-record paths are replaced by batch ones (``faust_internals.py``): the fetcher
 hands a whole fetch to the agent's channel, the agent reads the channel in bulk, and
-state is written per partition as one RocksDB write batch plus one changelog batch.
+state is written per partition as one RocksDB write batch plus one changelog batch. Decoded
+device records stay in memory between batches (``state_cache.py``), served while the table
+still holds the bytes they were stored with.
 
 Delivery guarantee (at-least-once with idempotent effects), per batch:
 
@@ -64,6 +66,7 @@ from fleetpulse.streams.recovery import SeekFirstTableManager
 from fleetpulse.streams.reload import RegistryWatch, accept
 from fleetpulse.streams.settings import StreamSettings
 from fleetpulse.streams.sinks import Sink, build_sink
+from fleetpulse.streams.state_cache import DecodedCache
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +118,9 @@ class Pipeline:
         self.sink = sink
         self.metrics = metrics
         metrics.track_sink(sink)
+        self.decoded: DecodedCache[DeviceRecord] = DecodedCache(processor.settings.state_cache_bytes)
+        table.decoded = self.decoded  # the table drops entries of partitions Faust moves or restores
+        metrics.track_state_cache(self.decoded)
         self.worker = worker
         self.positions: dict[Any, int] = {}
         self.commit_seen: dict[Any, tuple[int | None, float]] = {}  # tp -> (committed offset, since)
@@ -124,12 +130,17 @@ class Pipeline:
         self.recent_scores: deque[bytes] = deque(maxlen=4 * processor.settings.baseline_sample)
 
     def _lookup(self, events: Sequence[Any]) -> Any:
+        """The batch's table reads: a record comes from the decoded-state cache while the table still holds
+        the bytes it was stored with. It leaves the cache: the processor changes records in place (also a
+        record it then dead-letters as ``processing_error``), so only the records this batch stores go back."""
+
         def lookup(index: int, device_id: str) -> DeviceRecord | None:
-            raw = self.table.read(events[index].message.partition, device_id.encode())
+            partition, key = events[index].message.partition, device_id.encode()
+            raw = self.table.read(partition, key)
             if raw is None:
                 return None
             try:
-                return DeviceRecord.from_bytes(raw)
+                return self.decoded.lookup(partition, key, raw, DeviceRecord.from_bytes)
             except ValueError:
                 # an incompatible stored value (e.g. after a state schema change) must not wedge the device
                 log.warning("unreadable device state reset", extra={"fields": {"device_id": device_id}})
@@ -200,12 +211,15 @@ class Pipeline:
 
         assigned = self.app.consumer.assignment()  # again: the awaits above may have spanned a rebalance
         writes: dict[int, list[tuple[bytes, bytes]]] = {}
+        stored: list[tuple[Any, bytes, bytes, DeviceRecord]] = []
         for device_id, record in result.records.items():
             message = events[result.last_record_of[device_id]].message
             if message.tp not in assigned:
                 continue
-            value = record.to_bytes()
-            writes.setdefault(message.partition, []).append((device_id.encode(), value))
+            value = record.to_bytes()  # may thin the record in place: the object is then the stored one
+            key = device_id.encode()
+            writes.setdefault(message.partition, []).append((key, value))
+            stored.append((message.tp, key, value, record))
             self.recent.append(value)
         for device_id in result.rewrite - result.records.keys():
             message = events[result.last_record_of[device_id]].message
@@ -216,6 +230,10 @@ class Pipeline:
                 writes.setdefault(message.partition, []).append((device_id.encode(), current))
         for partition, items in writes.items():
             await self.table.write_batch(partition, items)  # one RocksDB write batch + one changelog batch
+        assigned = self.app.consumer.assignment()  # a partition revoked while writing keeps no entries
+        for tp, key, value, record in stored:
+            if tp in assigned:
+                self.decoded.put(tp.partition, key, value, record)
 
         self.recent_scores.extend(encoded_scores)
         for raw in raws:

@@ -21,8 +21,8 @@ plug in:
   partition per call.
 
 These overrides reach private names (the assignor's compressed client metadata, ``Consumer._drain_messages`` and its read-offset and
-gap bookkeeping, the store's partition databases, the producer's aiokafka client, the
-queue's error deque). They live in this one module, which refuses any other
+gap bookkeeping, the store's partition databases, the producer's aiokafka client, partitioner
+and cluster metadata, the queue's error deque). They live in this one module, which refuses any other
 faust-streaming version than :data:`FAUST_STREAMING_VERSION` (also pinned in
 pyproject.toml); ``tests/unit/test_faust_internals.py`` fails loudly when an internal
 they rely on changes its signature or disappears.
@@ -31,22 +31,26 @@ they rely on changes its signature or disappears.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, cast
 from urllib.parse import urlsplit
 
 import faust
 import rocksdict
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from aiokafka.partitioner import DefaultPartitioner
 from faust.assignor import PartitionAssignor
 from faust.assignor.client_assignment import ClientMetadata
 from faust.stores import memory as memory_store
 from faust.stores import rocksdb as rocksdb_store
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
-from faust.types import TP
+from faust.types import TP, EventT
+
+from fleetpulse.streams.state_cache import DecodedCache
 
 FAUST_STREAMING_VERSION = "0.15.3"
 """The only faust-streaming release whose internals this module was written and tested against."""
@@ -55,6 +59,8 @@ log = logging.getLogger(__name__)
 
 YIELD_EVERY = 100
 """Records handed over between yields to the event loop (as Faust's own drain loop)."""
+KEY_PARTITIONS_KEPT = 262_144
+"""Record keys whose default partition is remembered (a device id or feature-log key: ~0.2 KB each)."""
 
 
 def require_pinned_faust() -> None:
@@ -250,7 +256,26 @@ class DeviceTable(faust.Table[bytes, bytes]):  # type: ignore[misc]
     paths are replaced. Changelog records go straight into the producer's accumulator as
     one batch per partition; Faust's commit flushes the producer before it commits input
     offsets, so the changelog is durable before the records that caused it are committed.
+
+    ``decoded`` (set by the app) holds decoded values of the active partitions; the table drops
+    a partition's entries wherever Faust changes what this worker holds for it: a rebalance
+    that revokes or newly assigns it, and every changelog batch applied to it (recovery, standby).
     """
+
+    decoded: DecodedCache[Any] | None = None
+
+    async def on_rebalance(
+        self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP], generation_id: int = 0
+    ) -> None:
+        if self.decoded is not None:
+            self.decoded.drop_partitions(tp.partition for tp in revoked | newly_assigned)
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+
+    def apply_changelog_batch(self, batch: Iterable[EventT[Any]]) -> None:
+        events = list(batch)
+        if self.decoded is not None:
+            self.decoded.drop_partitions({event.message.partition for event in events})
+        super().apply_changelog_batch(events)
 
     def _new_store_by_url(self, url: Any) -> Any:  # a str or Faust's yarl.URL
         scheme = urlsplit(str(url)).scheme
@@ -321,6 +346,14 @@ async def send_batches(
     return sent
 
 
+@functools.lru_cache(maxsize=KEY_PARTITIONS_KEPT)
+def default_partition(key: bytes, all_partitions: tuple[int, ...]) -> int:
+    """Kafka's default partition of ``key`` among ``all_partitions``, remembered: aiokafka's murmur2 is pure
+    Python (~10 µs a key, measured ~3 % of the worker's CPU) and the worker produces to the same keys every batch."""
+    partition: int = DefaultPartitioner()(key, list(all_partitions), list(all_partitions))
+    return partition
+
+
 async def publish(app: Any, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> list[Any]:
     """Queue ``records`` to ``topic`` partitioned by key as Kafka's default partitioner does, one batch per
     partition; returns the delivery futures (await them to know the records are acknowledged)."""
@@ -328,9 +361,14 @@ async def publish(app: Any, topic: str, records: Sequence[tuple[bytes | None, by
         return []
     producer = app.producer._ensure_producer()
     await producer.client._wait_on_metadata(topic)
+    by_key = isinstance(producer._partitioner, DefaultPartitioner)
+    all_partitions = tuple(producer._metadata.partitions_for_topic(topic))
     by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
     for key, value in records:
-        partition = producer._partition(topic, None, key, value, key, value)
+        if by_key and key is not None:
+            partition = default_partition(key, all_partitions)
+        else:
+            partition = producer._partition(topic, None, key, value, key, value)
         by_partition.setdefault(partition, []).append((key, value))
     futures: list[Any] = []
     for partition, items in by_partition.items():

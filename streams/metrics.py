@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 
@@ -45,6 +45,39 @@ class SinkCollector(Collector):
         for reason, points in sorted(self.sink.dropped.items()):
             dropped.add_metric([reason], points)
         yield dropped
+
+
+class CacheCounts(Protocol):
+    hits: int
+    misses: int
+    size_bytes: int
+
+    def __len__(self) -> int: ...
+
+
+class StateCacheCollector(Collector):
+    """Exports the decoded-state cache's own counts: lookups served without decoding, and its estimated size."""
+
+    def __init__(self, cache: CacheCounts) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        lookups = CounterMetricFamily(
+            "fleetpulse_stream_state_cache_lookups",
+            "stored device states looked up, by result (hit: served decoded; miss: decoded)",
+            labels=["result"],
+        )
+        lookups.add_metric(["hit"], self.cache.hits)
+        lookups.add_metric(["miss"], self.cache.misses)
+        yield lookups
+        yield GaugeMetricFamily(
+            "fleetpulse_stream_state_cache_bytes",
+            "estimated memory of the decoded-state cache ([streams] state_cache_bytes caps it)",
+            value=self.cache.size_bytes,
+        )
+        yield GaugeMetricFamily(
+            "fleetpulse_stream_state_cache_entries", "devices in the decoded-state cache", value=len(self.cache)
+        )
 
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -110,6 +143,9 @@ class PipelineMetrics:
 
     def track_sink(self, sink: SinkCounts) -> None:
         self.registry.register(SinkCollector(sink))
+
+    def track_state_cache(self, cache: CacheCounts) -> None:
+        self.registry.register(StateCacheCollector(cache))
 
     def watch_gc(self) -> None:
         """Count collector pauses: once per process (callbacks are global), from the worker's entry point."""

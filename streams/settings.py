@@ -96,6 +96,16 @@ class StreamSettings(BaseModel):
             "objects"
         ),
     )
+    state_cache_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=0,
+        description=(
+            "memory cap of the decoded device states kept between batches (estimated ~13 KB per device with a day "
+            "of history, ~18 KB with 90 days; least recently used dropped first; 0: decode every lookup). Size it "
+            "to hold all of a worker's devices (devices / workers x 18 KB): reports come round in cycles, so a "
+            "cap below that evicts each state before its device reports again"
+        ),
+    )
     max_clock_skew: timedelta = Field(
         default=timedelta(minutes=10), description="reports dated further in the future than this are dead-lettered"
     )

@@ -19,11 +19,16 @@ from typing import Any
 import aiokafka
 import faust
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from faust.stores import rocksdb as rocksdb_store
 from faust.tables.base import Collection
+from faust.tables.manager import TableManager
+from faust.tables.recovery import Recovery
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
+from hypothesis import given
+from hypothesis import strategies as st
 from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
 from fleetpulse.models.registry import ScorerSet
@@ -57,6 +62,13 @@ SOURCE_DIGESTS = {
     # the commit flushes the producer before committing: what makes batched changelog writes safe
     "faust.transport.consumer.Consumer._commit_offsets": (faust_consumer.Consumer._commit_offsets, "1a6979904118"),
     "faust.transport.drivers.aiokafka.Producer.flush": (aiokafka_driver.Producer.flush, "36d0cb3615f6"),
+    # publish partitions keyed records as the producer's _partition with the default partitioner, remembered per key
+    "aiokafka.AIOKafkaProducer._partition": (aiokafka.AIOKafkaProducer._partition, "e45fa9c539d4"),
+    "aiokafka.partitioner.DefaultPartitioner.__call__": (DefaultPartitioner.__call__, "4911320054e7"),
+    # DeviceTable drops decoded values where Faust replaces stored ones: every table's rebalance, every changelog batch
+    "faust.tables.manager.TableManager.on_rebalance": (TableManager.on_rebalance, "2d2c23a07bf5"),
+    "faust.tables.base.Collection.on_rebalance": (Collection.on_rebalance, "0812ad692171"),
+    "faust.tables.base.Collection.apply_changelog_batch": (Collection.apply_changelog_batch, "b980a78d3ae9"),
 }
 
 
@@ -111,8 +123,12 @@ def test_private_signatures_and_attributes_are_as_used(tmp_path: Path) -> None:
         "serialized_value",
     ]
     assert hasattr(aiokafka_driver.Producer, "_ensure_producer")
+    producer_init = inspect.getsource(aiokafka.AIOKafkaProducer.__init__)
+    assert "self._partitioner = partitioner" in producer_init
+    assert "self._metadata = self.client.cluster" in producer_init
     assert "_errors" in vars(ThrowableQueue(maxsize=1, flow_control=FlowControlEvent()))
     assert hasattr(rocksdb_store, "WriteBatch")
+    assert inspect.getsource(Recovery).count("table.apply_changelog_batch(") == 2  # standbys and active recovery
 
     app = create_app(
         ServerSettings.model_validate({"streams": {"store": "memory", "data_dir": str(tmp_path)}}),
@@ -151,6 +167,40 @@ def test_rocksdb_batch_store_writes_one_batch_per_partition_and_reads_by_partiti
     assert store.read(5, b"pc-1") is None
     store.set_persisted_offset(TP("changelog", 3), 41)
     assert store.persisted_offset(TP("changelog", 3)) == 41
+
+
+def test_the_table_drops_decoded_values_of_moved_and_restored_partitions(tmp_path: Path) -> None:
+    app = create_app(
+        ServerSettings.model_validate({"streams": {"store": "memory", "data_dir": str(tmp_path)}}),
+        scorers=ScorerSet([]),
+        sink=NullSink(),
+    )
+    table: Any = app.fleetpulse.table  # type: ignore[attr-defined]
+    decoded = table.decoded
+    assert decoded is app.fleetpulse.decoded  # type: ignore[attr-defined]
+    for partition in range(5):
+        decoded.put(partition, b"pc-1", b"stored", f"record {partition}")
+    asyncio.run(table.on_rebalance({TP("in", 0), TP("in", 2)}, {TP("in", 1)}, {TP("in", 2)}))
+    assert [decoded.take(p, b"pc-1", b"stored") is not None for p in (1, 2)] == [False, False]
+
+    class Message:
+        partition, value = 3, b"restored"
+
+    class Event:
+        key, value, message = b"pc-1", b"restored", Message()
+
+    table.apply_changelog_batch(iter([Event()]))  # Faust may hand over any iterable: read once
+    assert table.data.read(3, b"pc-1") == b"restored"
+    assert decoded.take(3, b"pc-1", b"stored") is None
+    assert [decoded.take(p, b"pc-1", b"stored") for p in (0, 4)] == ["record 0", "record 4"]
+
+
+@given(key=st.binary(max_size=64), partitions=st.integers(min_value=1, max_value=64))
+def test_a_remembered_key_partition_is_the_default_partitioners(key: bytes, partitions: int) -> None:
+    all_partitions = tuple(range(partitions))
+    expected = DefaultPartitioner()(key, list(all_partitions), [])
+    assert faust_internals.default_partition(key, all_partitions) == expected
+    assert faust_internals.default_partition(key, all_partitions) == expected
 
 
 def test_persisted_offset_is_the_last_record_of_an_acknowledged_batch(tmp_path: Path) -> None:

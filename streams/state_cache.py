@@ -1,0 +1,92 @@
+"""Decoded device records of this worker's partitions, kept between batches within a memory cap.
+
+Decoding a device's table value builds its whole pydantic record: the largest single cost
+of a report (``benchmarks/stream_profile.py``: ``state_decode``). A device reports again
+within minutes, to the same worker, so the worker keeps the record it stored and serves it
+back instead of decoding it.
+
+Two rules keep a served record exactly what a fresh decode would give:
+
+* an entry is served only while the table holds the very bytes it was decoded from or
+  encoded to: a value replaced under it (changelog recovery, a standby taking over, a
+  rebalance that moved the partition away and back) is decoded again;
+* entries are lent, not shared: :meth:`DecodedCache.take` removes the entry, because the
+  processor changes the records it looks up in place. The caller puts back the record
+  whose bytes it stored (or an unchanged one it did not store); a record a batch may have
+  changed without storing (a processing error, a batch that failed) is never put back.
+
+Size is estimated per entry from the encoded length (:func:`entry_bytes`) and the least
+recently used entries go first once the cap is reached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
+
+Value = TypeVar("Value")
+
+RECORD_OVERHEAD_BYTES = 10_600
+"""Python objects of a decoded record besides its history arrays (measured: ~10.6 KB per ``DeviceRecord``)."""
+
+
+def entry_bytes(encoded: int) -> int:
+    """Memory of one entry with an ``encoded``-byte value: the record's objects, its history arrays
+    (about the encoded length: they are packed as stored), and the kept value itself.
+
+    Measured with ``tracemalloc`` on simulated devices after 1, 30 and 90 days of reports
+    (1.4, 4.9 and 7.2 KB encoded; 12.0, 15.4 and 17.8 KB decoded), within 1 %.
+    """
+    return RECORD_OVERHEAD_BYTES + 2 * encoded
+
+
+class DecodedCache(Generic[Value]):
+    """(partition, key) -> the decoded value of the bytes stored there, least recently used first."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size_bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._entries: dict[tuple[int, bytes], tuple[bytes, Value, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def take(self, partition: int, key: bytes, stored: bytes) -> Value | None:
+        """Remove and return the value decoded from ``stored``, or None (the caller decodes ``stored``)."""
+        entry = self._entries.pop((partition, key), None)
+        if entry is not None:
+            self.size_bytes -= entry[2]
+            if entry[0] == stored:
+                self.hits += 1
+                return entry[1]
+        self.misses += 1
+        return None
+
+    def lookup(self, partition: int, key: bytes, stored: bytes, decode: Callable[[bytes], Value]) -> Value:
+        """The value of ``stored``: the cached one (removed, see :meth:`take`) or ``decode(stored)``."""
+        value = self.take(partition, key, stored)
+        return decode(stored) if value is None else value
+
+    def put(self, partition: int, key: bytes, stored: bytes, value: Value) -> None:
+        """Keep ``value``, which must be exactly what decoding ``stored`` (the bytes now in the table) gives."""
+        size = entry_bytes(len(stored))
+        if size > self.max_bytes:
+            return
+        old = self._entries.pop((partition, key), None)
+        if old is not None:
+            self.size_bytes -= old[2]
+        self._entries[(partition, key)] = (stored, value, size)
+        self.size_bytes += size
+        while self.size_bytes > self.max_bytes:
+            oldest = next(iter(self._entries))
+            self.size_bytes -= self._entries.pop(oldest)[2]
+
+    def drop_partitions(self, partitions: Iterable[int]) -> None:
+        """Forget the entries of ``partitions`` (revoked, or rewritten by changelog recovery)."""
+        dropped = set(partitions)
+        if not dropped or not self._entries:
+            return
+        for slot in [slot for slot in self._entries if slot[0] in dropped]:
+            self.size_bytes -= self._entries.pop(slot)[2]
