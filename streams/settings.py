@@ -101,9 +101,9 @@ class StreamSettings(BaseModel):
         ge=0,
         description=(
             "memory cap of the decoded device states kept between batches (estimated ~13 KB per device with a day "
-            "of history, ~18 KB with 90 days; least recently used dropped first; 0: decode every lookup). Size it "
-            "to hold all of a worker's devices (devices / workers x 18 KB): reports come round in cycles, so a "
-            "cap below that evicts each state before its device reports again"
+            "of history, ~18 KB with 90 days; 0: decode every lookup). Once full, a state is kept only in place of "
+            "one unused for a week, so a cap below a worker's devices (devices / workers x 18 KB) serves that share "
+            "of them from memory and decodes the rest"
         ),
     )
     max_clock_skew: timedelta = Field(

@@ -15,16 +15,24 @@ Two rules keep a served record exactly what a fresh decode would give:
   whose bytes it stored (or an unchanged one it did not store); a record a batch may have
   changed without storing (a processing error, a batch that failed) is never put back.
 
-Size is estimated per entry from the encoded length (:func:`entry_bytes`) and the least
-recently used entries go first once the cap is reached.
+Size is estimated per entry from the encoded length (:func:`entry_bytes`). Once the cap is
+reached, a new record is kept only in place of an entry unused for :data:`IDLE_EVICTION_S`
+(a retired or long-offline device); otherwise it is not kept. Devices report in cycles, so
+evicting the least recently used entry would always evict the device that reports next
+(no hits at all once the fleet outgrows the cap); keeping the entries held serves a
+cap/fleet share of every cycle from the cache.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 Value = TypeVar("Value")
+
+IDLE_EVICTION_S = 7 * 24 * 3600.0
+"""An entry unused this long gives way to a new one once the cache is full (a device off for a week)."""
 
 RECORD_OVERHEAD_BYTES = 10_600
 """Python objects of a decoded record besides its history arrays (measured: ~10.6 KB per ``DeviceRecord``)."""
@@ -41,14 +49,15 @@ def entry_bytes(encoded: int) -> int:
 
 
 class DecodedCache(Generic[Value]):
-    """(partition, key) -> the decoded value of the bytes stored there, least recently used first."""
+    """(partition, key) -> the decoded value of the bytes stored there, in order of last use."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_bytes = max_bytes
         self.size_bytes = 0
         self.hits = 0
         self.misses = 0
-        self._entries: dict[tuple[int, bytes], tuple[bytes, Value, int]] = {}
+        self._clock = clock
+        self._entries: dict[tuple[int, bytes], tuple[bytes, Value, int, float]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -77,11 +86,14 @@ class DecodedCache(Generic[Value]):
         old = self._entries.pop((partition, key), None)
         if old is not None:
             self.size_bytes -= old[2]
-        self._entries[(partition, key)] = (stored, value, size)
-        self.size_bytes += size
-        while self.size_bytes > self.max_bytes:
+        now = self._clock()
+        while self.size_bytes + size > self.max_bytes:
             oldest = next(iter(self._entries))
+            if now - self._entries[oldest][3] < IDLE_EVICTION_S:
+                return  # full of devices still reporting: keep those, not this one
             self.size_bytes -= self._entries.pop(oldest)[2]
+        self._entries[(partition, key)] = (stored, value, size, now)
+        self.size_bytes += size
 
     def drop_partitions(self, partitions: Iterable[int]) -> None:
         """Forget the entries of ``partitions`` (revoked, or rewritten by changelog recovery)."""

@@ -18,7 +18,7 @@ from fleetpulse.models.state import DeviceState
 from fleetpulse.streams import processing
 from fleetpulse.streams.processing import BatchResult, DeviceRecord, Processor, RawRecord
 from fleetpulse.streams.settings import StreamSettings
-from fleetpulse.streams.state_cache import DecodedCache, entry_bytes
+from fleetpulse.streams.state_cache import IDLE_EVICTION_S, DecodedCache, entry_bytes
 
 TOPICS = Topics(prefix="t.")
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -45,18 +45,32 @@ def test_a_served_record_is_lent_not_shared() -> None:
     assert cache.size_bytes == 0
 
 
-def test_the_cap_evicts_the_least_recently_stored_first() -> None:
+def test_a_full_cache_keeps_its_reporting_devices_and_replaces_only_idle_ones() -> None:
     value = b"x" * 100
-    cache: DecodedCache[int] = DecodedCache(3 * entry_bytes(len(value)))
+    clock = [0.0]
+    cache: DecodedCache[int] = DecodedCache(3 * entry_bytes(len(value)), clock=lambda: clock[0])
     for n in range(3):
         cache.put(0, f"d{n}".encode(), value, n)
-    assert cache.take(0, b"d0", value) == 0
-    cache.put(0, b"d0", value, 0)  # stored again: now the most recent
-    cache.put(0, b"d3", value, 3)
-    assert len(cache) == 3
+    cache.put(0, b"d3", value, 3)  # full of devices still reporting: the newcomer is not kept
+    assert cache.take(0, b"d3", value) is None
     assert cache.size_bytes == 3 * entry_bytes(len(value))
-    assert cache.take(0, b"d1", value) is None
-    assert [cache.take(0, key, value) for key in (b"d2", b"d0", b"d3")] == [2, 0, 3]
+    assert cache.take(0, b"d0", value) == 0
+    clock[0] = IDLE_EVICTION_S
+    cache.put(0, b"d0", value, 0)  # stored again: now the most recent
+    cache.put(0, b"d4", value, 4)  # d1, unused for the idle limit, gives way
+    assert len(cache) == 3
+    assert [cache.take(0, key, value) for key in (b"d1", b"d2", b"d0", b"d4")] == [None, 2, 0, 4]
+
+
+def test_devices_reporting_in_cycles_larger_than_the_cap_still_hit() -> None:
+    """The fleet outgrows the cap: a least-recently-used cache would evict every device just before it reports."""
+    value = b"x" * 100
+    cache: DecodedCache[int] = DecodedCache(250 * entry_bytes(len(value)))
+    for _ in range(4):
+        for n in range(1000):
+            key = f"d{n}".encode()
+            cache.put(0, key, value, cache.lookup(0, key, value, lambda _raw, n=n: n))
+    assert cache.hits == 3 * 250
 
 
 def test_an_entry_over_the_cap_and_a_zero_cap_keep_nothing() -> None:
