@@ -296,7 +296,7 @@ def prior_from_history(counts: list[WindowCount]) -> CalibrationPrior:
         t = totals.setdefault(c.hardware_model, [0.0, 0.0])
         t[0] += c.observed
         t[1] += c.expected
-    pooled = fitted.pooled[calibration_key(Component.DISK, '')].factor
+    pooled = fitted.pooled[calibration_key(Component.DISK, "")].factor
     shape = spread_shape(list(totals.values()), pooled, blank.model_copy(update={"spread_shape": 1.0}))
     dispersion = window_dispersion(
         [c.observed for c in counts], [f * c.expected for f, c in zip(factors, counts, strict=True)], 0.0, 0.0
@@ -351,7 +351,9 @@ def backtest(
             pmf = convolve_all([pmfs[m] for m in np.unique(o.model[mask]).tolist()])
             low, high = count_interval(pmf, coverage)
             rows.append(
-                BacktestRow(name, k - history, int(mask.sum()), float(p[mask].sum()), low, high, int(o.failed[mask].sum()))
+                BacktestRow(
+                    name, k - history, int(mask.sum()), float(p[mask].sum()), low, high, int(o.failed[mask].sum())
+                )
             )
     return rows
 
