@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, func, select
 
-from fleetpulse.alerts.api.auth import Principal
 from fleetpulse.alerts.store.models import Device, RiskPoint
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.contract.v1 import Component, DeviceKind
@@ -41,6 +40,7 @@ from fleetpulse.models.forecast_rows import (
 from fleetpulse.models.forecast_settings import ForecastSettings
 
 if TYPE_CHECKING:
+    from fleetpulse.alerts.api.auth import Principal
     from fleetpulse.models.forecast_calibration import WindowCount
 
 

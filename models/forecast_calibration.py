@@ -164,7 +164,7 @@ def mixed_count_pmf(probabilities: np.ndarray, variance: float, nodes: int = MIX
     out = np.zeros(max(len(f) for f in pmfs))
     for f in pmfs:
         out[: len(f)] += f
-    return out / out.sum()
+    return np.asarray(out / out.sum())
 
 
 def convolve_all(pmfs: Sequence[np.ndarray]) -> np.ndarray:
