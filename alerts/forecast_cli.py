@@ -110,8 +110,8 @@ def _backtest(
     typer.echo(f"disk odds factor (training drives before the cut-off): {factor:.4f}", err=True)
     risk = scorer.predict(probes.features.astype(float), fb.WINDOW_DAYS)
     starts = fb.window_starts(windows, fb.HISTORY_WINDOWS)
-    before = fb.window_counts(fb.window_outcomes(probes, risk, starts, settings.disk_odds_factor), starts)
-    measured = fb.prior_from_history(before[: sum(1 for c in before if c.end <= starts[fb.HISTORY_WINDOWS])])
+    evidence = fb.window_counts(fb.window_outcomes(probes, risk, starts, settings.disk_odds_factor), starts)
+    measured = fb.prior_from_history([c for c in evidence if c.end <= starts[fb.HISTORY_WINDOWS]])
     typer.echo(
         f"calibration prior (windows before the cut-off): spread shape {measured.spread_shape:.3f}, "
         f"dispersion {measured.dispersion:.4f}",

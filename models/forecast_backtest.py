@@ -287,7 +287,7 @@ def prior_from_history(counts: list[WindowCount]) -> CalibrationPrior:
     """The spread and dispersion measured on ``counts`` alone (no prior weight): what the shipped
     :class:`~fleetpulse.models.forecast_settings.CalibrationPrior` defaults are, from the windows
     before the cut-off."""
-    blank = CalibrationPrior(spread_weight=0.0, dispersion_weight=0.0, pooled_strength=1e-9)
+    blank = CalibrationPrior(spread_weight=0.0, dispersion_weight=0.0, pooled_strength=1e-9, half_life_days=None)
     end = max(c.end for c in counts)
     fitted = calibrate(counts, end, blank)
     factors = [fitted.of(c.component, c.hardware_model).factor for c in counts]

@@ -83,3 +83,21 @@ def test_simulated_backtest_compares_batteries_and_fans_with_ground_truth() -> N
     assert all(r.window == 0 and r.drives > 0 and r.low <= r.high for r in result.rows)
     assert [r.observed for r in result.rows] == [r.observed for r in result.uncorrected]
     assert "| battery | 1 |" in fb.simulated_markdown(result.rows, result.uncorrected, 0.9, 60, 1, result.days)
+
+
+@pytest.mark.slow
+def test_shipped_calibration_prior_is_the_one_measured_before_the_cut_off(shared_data: Path) -> None:
+    """The spread and dispersion defaults match their computation on the windows before the cut-off
+    (replays the test drives once, cached)."""
+    if not (shared_data / SURVIVAL_FILE).is_file():
+        pytest.skip(f"{shared_data / SURVIVAL_FILE} not found: the Backblaze survival table is needed")
+    cache = Path(__file__).resolve().parents[2] / ".local" / "cache"
+    probes = fb.cached_probes(shared_data, cache, fb.windows_in_data(), fb.HISTORY_WINDOWS)
+    registry = read_registry(SHIPPED_REGISTRY)
+    scorer = load_artifact(registry, SHIPPED_REGISTRY, registry.champions[Component.DISK.value])
+    starts = fb.window_starts(fb.windows_in_data(), fb.HISTORY_WINDOWS)
+    outcomes = fb.window_outcomes(probes, scorer.predict(probes.features.astype(float), 30), starts, DISK_ODDS_FACTOR)
+    before = [c for c in fb.window_counts(outcomes, starts) if c.end <= starts[fb.HISTORY_WINDOWS]]
+    measured = fb.prior_from_history(before)
+    assert measured.spread_shape == pytest.approx(CalibrationPrior().spread_shape, abs=0.01)
+    assert measured.dispersion == pytest.approx(CalibrationPrior().dispersion, abs=0.001)
