@@ -23,9 +23,11 @@ probabilities ``1 - (1 - p) ** (theta * u)``; ``u`` is gamma with mean 1 and var
 ``v = (1 + 1 / posterior_shape) * (1 + dispersion) - 1``: the factor's own uncertainty times
 the window-to-window spread (batches, seasonality) measured on past windows as the variance
 of observed around expected beyond Poisson, ``sum((O - mu)^2 - mu) / sum(mu^2)``. The mixture
-is integrated over ``MIXTURE_NODES`` equal-probability quantiles of ``u``; at ``v = 0`` it is
-the exact Poisson-binomial. Within the mixture probabilities are rounded to three significant
-digits (equal values convolve as one binomial: milliseconds for a 20,000-disk group).
+is integrated over ``MIXTURE_NODES`` equal-probability quantiles of ``u`` (moved to keep its mean
+and variance exactly); at ``v = 0`` it is the exact Poisson-binomial. Within the mixture, parts
+whose probabilities differ by less than ``BIN_WIDTH`` (5 %) enter as one binomial at their mean
+probability, which keeps the mean and changes the variance by less than 0.1 %: a group costs a
+fraction of a millisecond to a few, whatever its number of parts.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ from fleetpulse.contract import Component
 from fleetpulse.models.forecast_rows import Calibration, PartCalibration, calibration_key
 from fleetpulse.models.forecast_settings import CalibrationPrior
 
-MIXTURE_NODES = 24
+MIXTURE_NODES = 16
+BIN_WIDTH = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,30 +144,50 @@ def mixing_variance(calibration: PartCalibration, dispersion: float) -> float:
     return (1.0 + parameter) * (1.0 + dispersion) - 1.0
 
 
-def _three_digits(p: np.ndarray) -> np.ndarray:
-    inner = (p > 0.0) & (p < 1.0)
-    scale = np.ones_like(p)
-    scale[inner] = 10.0 ** (np.floor(np.log10(p[inner])) - 2.0)
-    return np.where(inner, np.round(p / scale) * scale, p)
+def _bins(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Parts with probabilities within ``BIN_WIDTH`` of each other as one bin: (parts per bin, their mean probability)."""
+    index = np.floor(np.log(p) / math.log(1.0 + BIN_WIDTH)).astype(np.int64)
+    labels, inverse, counts = np.unique(index, return_inverse=True, return_counts=True)
+    return counts.astype(float), np.bincount(inverse, weights=p, minlength=len(labels)) / counts
+
+
+def _multipliers(variance: float, nodes: int) -> np.ndarray:
+    """Equal-probability quantiles of a gamma of mean 1 and ``variance``, moved to keep both exactly."""
+    shape = 1.0 / variance
+    q = gamma.ppf((np.arange(nodes) + 0.5) / nodes, shape, scale=1.0 / shape)
+    q = 1.0 + (q - q.mean()) * math.sqrt(variance) / max(float(q.std()), 1e-300)
+    return np.asarray(np.clip(q, 0.0, None))
 
 
 def mixed_count_pmf(probabilities: np.ndarray, variance: float, nodes: int = MIXTURE_NODES) -> np.ndarray:
     """Distribution of the count when every hazard is scaled by one gamma multiplier of mean 1 and
-    ``variance`` (module doc); the exact Poisson-binomial when ``variance`` is 0."""
+    ``variance`` (module doc); the exact Poisson-binomial when ``variance`` is 0.
+
+    Per multiplier the count's generating function is evaluated at the roots of unity (a product
+    over bins of parts with nearly equal probabilities) and inverted by one FFT, all multipliers at once.
+    """
     from fleetpulse.models.forecast import poisson_binomial
 
     p = np.clip(np.asarray(probabilities, dtype=float), 0.0, 1.0)
     if variance <= 1e-12:
         return poisson_binomial(p)
-    shape = 1.0 / variance
-    u = gamma.ppf((np.arange(nodes) + 0.5) / nodes, shape, scale=1.0 / shape)
-    u = u / u.mean()
-    rounded = _three_digits(p)
-    pmfs = [poisson_binomial(apply_factor(rounded, float(x))) for x in u]
-    out = np.zeros(max(len(f) for f in pmfs))
-    for f in pmfs:
-        out[: len(f)] += f
-    return np.asarray(out / out.sum())
+    certain = int((p >= 1.0).sum())
+    uncertain = p[(p > 0.0) & (p < 1.0)]
+    if len(uncertain) == 0:
+        return poisson_binomial(p)
+    n, mean_p = _bins(uncertain)
+    u = _multipliers(variance, nodes)
+    scaled = 1.0 - np.power(1.0 - mean_p[:, None], u[None, :])  # (bins, nodes)
+    top = (n[:, None] * scaled).sum(axis=0).max()
+    size = 1 << max(3, math.ceil(math.log2(top + 12.0 * math.sqrt(top) + 13.0)))  # the largest node's tail
+    size = min(size, 1 << math.ceil(math.log2(int(n.sum()) + 1)))
+    z = np.exp(2j * np.pi * np.arange(size // 2 + 1) / size)  # the other half are the conjugates
+    log_g = np.einsum("b,bkm->km", n, np.log(1.0 - scaled[:, :, None] + scaled[:, :, None] * z[None, None, :]))
+    pmf = np.clip(np.fft.irfft(np.conj(np.exp(log_g)), n=size, axis=1), 0.0, None).mean(axis=0)
+    pmf = np.concatenate([np.zeros(certain), pmf])
+    keep = np.nonzero(pmf > 1e-12)[0]
+    pmf = pmf[: keep[-1] + 1] if len(keep) else pmf[:1]
+    return np.asarray(pmf / pmf.sum())
 
 
 def convolve_all(pmfs: Sequence[np.ndarray]) -> np.ndarray:
