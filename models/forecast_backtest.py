@@ -5,8 +5,11 @@ At the start of each 30-day window after the disk model's cut-off (2015-07-01), 
 scored as the worker would score it that day: its history is replayed through the serving
 state up to the window start, plus one report at the window start carrying its unchanged
 counters and current power-on hours. The shipped champion's calibrated 30-day probability
-of each drive is summed per drive model into the forecast and its exact Poisson-binomial
-interval; the observed count is the drives of that model that failed in the window.
+of each drive, recalibrated per drive model from the windows that ended before the window
+starts (:mod:`~fleetpulse.models.forecast_calibration`; ``HISTORY_WINDOWS`` windows before the
+cut-off are forecast for that purpose only), is summed per drive model into the forecast and
+its overdispersed interval; the observed count is the drives of that model that failed in
+the window.
 
 A drive the data stop following within a window without a failure (decommissioned, or the
 table ends) counts only for the days it was followed: ``1 - (1 - p) ** (days / 30)``.
