@@ -163,7 +163,7 @@ def _multipliers(variance: float, nodes: int) -> np.ndarray:
     q = gamma.ppf((np.arange(nodes) + 0.5) / nodes, shape, scale=1.0 / shape)
     q = np.clip(1.0 + (q - q.mean()) * math.sqrt(variance) / max(float(q.std()), 1e-300), 0.0, None)
     q.setflags(write=False)
-    return q
+    return np.asarray(q)
 
 
 def mixed_count_pmf(probabilities: np.ndarray, variance: float, nodes: int = MIXTURE_NODES) -> np.ndarray:
