@@ -103,22 +103,35 @@ def _backtest(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns) as progress:
         task = progress.add_task("replaying test drives to each window start", total=644_569)
-        probes = fb.cached_probes(data_dir, cache_dir, windows, lambda n: progress.advance(task, n))
+        probes = fb.cached_probes(data_dir, cache_dir, windows, fb.HISTORY_WINDOWS, lambda n: progress.advance(task, n))
         task = progress.add_task("replaying the survival table through the serving state", total=644_569)
         instants = cached_replay("survival", data_dir, cache_dir, lambda n: progress.advance(task, n))
     factor = fb.disk_odds_factor(instants)
     typer.echo(f"disk odds factor (training drives before the cut-off): {factor:.4f}", err=True)
     risk = scorer.predict(probes.features.astype(float), fb.WINDOW_DAYS)
-    starts = fb.window_starts(windows)
-    rows = fb.backtest(probes, risk, settings.coverage, starts, settings.disk_odds_factor)
-    served = fb.backtest(probes, risk, settings.coverage, starts)
-    report = fb.markdown(rows, served, settings.coverage, settings.disk_odds_factor, champion, file_digest(path))
+    starts = fb.window_starts(windows, fb.HISTORY_WINDOWS)
+    evidence = fb.window_counts(fb.window_outcomes(probes, risk, starts, settings.disk_odds_factor), starts)
+    measured = fb.prior_from_history([c for c in evidence if c.end <= starts[fb.HISTORY_WINDOWS]])
+    typer.echo(
+        f"calibration prior (windows before the cut-off): spread shape {measured.spread_shape:.3f}, "
+        f"dispersion {measured.dispersion:.4f}",
+        err=True,
+    )
+    prior = settings.calibration
+    h = fb.HISTORY_WINDOWS
+    rows = fb.backtest(probes, risk, settings.coverage, starts, settings.disk_odds_factor, h, prior)
+    base = fb.backtest(probes, risk, settings.coverage, starts, settings.disk_odds_factor, h)
+    served = fb.backtest(probes, risk, settings.coverage, starts, history=h)
+    sha = file_digest(path)
+    report = fb.markdown(rows, base, served, settings.coverage, settings.disk_odds_factor, prior, champion, sha)
     if sim_devices > 0:
         from fleetpulse.models.forecast_simulated import simulated_backtest
 
         typer.echo(f"simulating {sim_devices} devices for the battery and fan backtest", err=True)
         sim = simulated_backtest(sim_devices, seed, settings=settings)
-        report += "\n" + fb.simulated_markdown(sim.rows, settings.coverage, sim.devices, sim.seed, sim.days)
+        report += "\n" + fb.simulated_markdown(
+            sim.rows, sim.uncorrected, settings.coverage, sim.devices, sim.seed, sim.days
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report)
     typer.echo(f"backtest written to {out}")

@@ -2,10 +2,11 @@
 
 Each device has a disk (90 % at the model's floor probability, the rest spread up to 30 %), a fan
 scored "clear" and a battery (half with an end-of-life estimate), spread over 40 sites and 25
-hardware models (1,200 groups per window, both windows). The baseline is the exact
-Poisson-binomial by one dynamic-programming step per part, the served one enters equal
-probabilities as one binomial each; the ratio of the two and the growth from 10k to 100k devices
-(linear is 10x) are printed side by side, both runs in the same process.
+hardware models (1,200 groups per window, both windows). Three runs in the same process: the
+exact Poisson-binomial by one dynamic-programming step per part (baseline), the exact one as
+served without overdispersion (equal probabilities enter as one binomial each), and the served
+overdispersed interval (the prior's spread and dispersion: one FFT per group); the ratios to
+the baseline and the growth from 10k to 100k devices (linear is 10x) are printed side by side.
 
     python benchmarks/forecast.py
 """
@@ -21,8 +22,10 @@ import numpy as np
 from fleetpulse.contract import Component, DeviceKind
 from fleetpulse.models import forecast as fc
 from fleetpulse.models.forecast import forecast
-from fleetpulse.models.forecast_rows import PartRisk
-from fleetpulse.models.forecast_settings import ForecastSettings
+from fleetpulse.models.forecast_rows import Calibration, PartRisk
+from fleetpulse.models.forecast_settings import CalibrationPrior, ForecastSettings
+
+EXACT = Calibration(prior=CalibrationPrior(spread_shape=math.inf, dispersion=0.0))
 
 
 def fleet(devices: int, seed: int = 0) -> list[PartRisk]:
@@ -53,25 +56,28 @@ def per_part_dp(probabilities: np.ndarray) -> np.ndarray:
     return pmf / pmf.sum()
 
 
-def timed(parts: list[PartRisk]) -> float:
+def timed(parts: list[PartRisk], calibration: Calibration | None) -> float:
     start = time.perf_counter()
-    forecast(parts, ForecastSettings())
+    forecast(parts, ForecastSettings(), calibration=calibration)
     return time.perf_counter() - start
 
 
 def main() -> None:
     served = fc.poisson_binomial
-    print(f"{'devices':>8} {'baseline s':>11} {'served s':>9} {'ratio':>6}")
+    print(f"{'devices':>8} {'baseline s':>11} {'exact s':>8} {'ratio':>6} {'overdispersed s':>16} {'ratio':>6}")
     results = {}
     for devices in (10_000, 100_000):
         parts = fleet(devices)
         fc.poisson_binomial = per_part_dp  # type: ignore[assignment]
-        baseline = timed(parts)
+        baseline = timed(parts, EXACT)
         fc.poisson_binomial = served
-        mine = timed(parts)
-        results[devices] = mine
-        print(f"{devices:>8} {baseline:>11.2f} {mine:>9.2f} {baseline / mine:>6.1f}")
-    print(f"growth 10k -> 100k devices: {results[100_000] / results[10_000]:.1f}x (linear: 10x)")
+        exact = timed(parts, EXACT)
+        mixed = timed(parts, None)
+        results[devices] = mixed
+        print(
+            f"{devices:>8} {baseline:>11.2f} {exact:>8.2f} {baseline / exact:>6.1f} {mixed:>16.2f} {baseline / mixed:>6.1f}"
+        )
+    print(f"growth of the overdispersed 10k -> 100k devices: {results[100_000] / results[10_000]:.1f}x (linear: 10x)")
 
 
 if __name__ == "__main__":

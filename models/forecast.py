@@ -24,13 +24,14 @@ Per part, the probability of a replacement within the window:
   ``days + 1`` whose ``(1 - NOMINAL_COVERAGE) / 2`` and ``(1 + NOMINAL_COVERAGE) / 2``
   quantiles are the interval's ends; a battery already below 60 % is due now (1).
 
-The count of replacements in a group is a sum of independent Bernoulli variables with
-different probabilities: a Poisson-binomial distribution, computed *exactly* (dynamic
-programming over the parts, truncated where the remaining mass is below 1e-12). Exact
-rather than simulated: the same table comes out on every run, the tails carry no Monte
-Carlo error, and a group of 100,000 parts costs milliseconds. Independence is the
-assumption the backtest checks: a batch fault (many drives of one model failing
-together) makes real counts more spread out than the interval says.
+Each group's probabilities are then corrected by what the fleet's past windows say about
+its component and hardware model (a rate factor, shrunk toward the pooled one), and the
+interval is that of a Poisson-binomial count mixed over the factor's uncertainty and the
+window-to-window spread; without any history both come from the Backblaze-measured prior
+(:mod:`~fleetpulse.models.forecast_calibration`, which also says why). The Poisson-binomial
+itself is computed *exactly* (dynamic programming over the parts, truncated where the
+remaining mass is below 1e-12): the same table comes out on every run and a group of
+100,000 parts costs milliseconds.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from fleetpulse.contract import Component, DeviceKind
 from fleetpulse.models.battery import MAX_DAYS
 from fleetpulse.models.battery_interval import FACTORS, OFFSET_DAYS
 from fleetpulse.models.battery_interval import NOMINAL_COVERAGE as BATTERY_INTERVAL_COVERAGE
-from fleetpulse.models.forecast_rows import WINDOWS, ForecastRow, PartRisk
+from fleetpulse.models.forecast_rows import WINDOWS, Calibration, ForecastRow, PartRisk, calibration_stratum
 from fleetpulse.models.forecast_settings import ForecastSettings, part_key
 from fleetpulse.models.rules import RISK_CLEAR
 
@@ -189,13 +190,21 @@ def co2e_avoided_per_repair(part: PartRisk, settings: ForecastSettings) -> float
 
 
 def forecast(
-    parts: Iterable[PartRisk], settings: ForecastSettings, windows: Sequence[int] = WINDOWS
+    parts: Iterable[PartRisk],
+    settings: ForecastSettings,
+    windows: Sequence[int] = WINDOWS,
+    calibration: Calibration | None = None,
 ) -> list[ForecastRow]:
-    """One row per component, hardware model, site and window, most expected replacements first."""
+    """One row per component, hardware model, site and window, most expected replacements first;
+    ``calibration``: the fleet's learned factors (None: the prior of ``settings.calibration`` alone)."""
+    from fleetpulse.models.forecast_calibration import calibrated_count
+
+    calibration = calibration or Calibration(prior=settings.calibration)
     parts = list(parts)
     groups: dict[tuple[Component, str, str], list[int]] = defaultdict(list)
     for i, part in enumerate(parts):
         groups[(part.component, part.hardware_model, part.site)].append(i)
+    strata = np.array([calibration_stratum(p.component, p.replace_in_days) for p in parts], dtype=object)
     savings: dict[tuple[Component, DeviceKind | None], float] = {}
     for part in parts:
         if (part.component, part.device_kind) not in savings:
@@ -205,8 +214,8 @@ def forecast(
     for window in windows:
         probability = window_probabilities(parts, window, settings) if parts else np.zeros(0)
         for (component, model, site), members in groups.items():
-            ps = probability[members]
-            low, high = count_interval(poisson_binomial(ps), settings.coverage)
+            ps, pmf = calibrated_count(probability[members], strata[members], component, model, calibration)
+            low, high = count_interval(pmf, settings.coverage)
             rows.append(
                 ForecastRow(
                     component=component,

@@ -17,6 +17,42 @@ DISK_ODDS_FACTOR = 0.0678
 training drives before the shipped model's cut-off; ``fleetpulse forecast --backtest`` prints it
 and tests/unit/test_forecast_backtest.py checks it against that computation on the shared data."""
 
+SPREAD_SHAPE = 0.78
+DISPERSION = 0.024
+
+
+class CalibrationPrior(BaseModel):
+    """What the forecast assumes about a hardware model before the fleet has outcomes for it.
+
+    The spread and dispersion defaults are measured on the Backblaze drive models in the six
+    30-day windows before the disk model's cut-off (``fleetpulse forecast --backtest`` prints
+    them): how far one model's failure rate strays from the pooled one, and how much one
+    window's count strays beyond Poisson noise. The weights say how many models' or windows'
+    worth of evidence the prior counts for against the fleet's own.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    spread_shape: float = Field(
+        default=SPREAD_SHAPE, gt=0.0, description="gamma shape of a model's factor around the pooled one (1/CV^2)"
+    )
+    spread_weight: float = Field(default=3.0, ge=0.0, description="hardware models' worth of evidence of the spread")
+    pooled_strength: float = Field(
+        default=2.0, gt=0.0, description="expected failures' worth of evidence that the pooled factor is 1"
+    )
+    dispersion: float = Field(
+        default=DISPERSION, ge=0.0, description="variance of a window's rate beyond Poisson (0: Poisson-binomial)"
+    )
+    dispersion_weight: float = Field(
+        default=400.0, ge=0.0, description="evidence of the dispersion prior, in squared expected failures"
+    )
+    half_life_days: float | None = Field(
+        default=180.0, gt=0.0, description="age at which a past window counts half (None: all count fully)"
+    )
+    history_windows: int = Field(
+        default=12, ge=0, le=60, description="past 30-day windows of the fleet's own outcomes read per forecast"
+    )
+
 
 class ForecastSettings(BaseModel):
     """Assumptions of the forecast; every figure is a documented default (docs/explanation/forecast.md)."""
@@ -37,6 +73,13 @@ class ForecastSettings(BaseModel):
         gt=0.0,
         le=1.0,
         description="odds multiplier from the disk model's per-instant calibration to a per-day base rate",
+    )
+    calibration: CalibrationPrior = CalibrationPrior()
+    calibration_cache_s: int = Field(
+        default=3600,
+        ge=0,
+        le=86_400,
+        description="seconds the factors learned from the fleet's outcomes are reused (labels arrive by the day)",
     )
     device_co2e_kg: dict[DeviceKind, float] = Field(default_factory=lambda: dict(DEVICE_CO2E_KG))
     part_co2e_kg: dict[str, float] = Field(

@@ -242,7 +242,7 @@ def create_app(
     app.state.page_sessions = page_sessions
     app.state.api_settings = settings.api
     app.state.forecast_settings = settings.forecast
-    app.state.forecast_cache = ForecastCache(settings.forecast.cache_s)
+    app.state.forecast_cache = ForecastCache(settings.forecast.cache_s, settings.forecast.calibration_cache_s)
     app.state.clock = clock
     app.state.oidc = oidc or (OidcProvider(settings.api.oidc) if settings.api.oidc is not None else None)
     app.state.store = ticket_store

@@ -11,7 +11,7 @@ import pytest
 from fleetpulse.contract import Component
 from fleetpulse.models import forecast_backtest as fb
 from fleetpulse.models.data import SURVIVAL_FILE, cached_replay
-from fleetpulse.models.forecast_settings import DISK_ODDS_FACTOR
+from fleetpulse.models.forecast_settings import DISK_ODDS_FACTOR, CalibrationPrior
 from fleetpulse.models.forecast_simulated import WARM_UP_DAYS, simulated_backtest
 from fleetpulse.models.index import read_registry
 from fleetpulse.models.registry import load_artifact
@@ -47,20 +47,24 @@ def test_disk_backtest_on_the_real_survival_table(shared_data: Path) -> None:
         pytest.skip(f"{path} not found: the Backblaze survival table is needed")
     windows = fb.windows_in_data()
     assert windows == 15
-    probes = fb.survival_probes(path, windows, max_drives=1500)
+    starts = fb.window_starts(windows, fb.HISTORY_WINDOWS)
+    probes = fb.survival_probes(path, starts, max_drives=1500)
     assert probes.features.shape[0] == len(probes.drive) == len(probes.window) > 0
-    assert set(np.unique(probes.window)) <= set(range(windows))
+    assert set(np.unique(probes.window)) <= set(range(fb.HISTORY_WINDOWS + windows))
     registry = read_registry(SHIPPED_REGISTRY)
     scorer = load_artifact(registry, SHIPPED_REGISTRY, registry.champions[Component.DISK.value])
     risk = scorer.predict(probes.features.astype(float), fb.WINDOW_DAYS)
-    rows = fb.backtest(probes, risk, 0.9, fb.window_starts(windows))
+    prior = CalibrationPrior()
+    rows = fb.backtest(probes, risk, 0.9, starts, DISK_ODDS_FACTOR, fb.HISTORY_WINDOWS, prior)
+    base = fb.backtest(probes, risk, 0.9, starts, DISK_ODDS_FACTOR, fb.HISTORY_WINDOWS)
     totals = [r for r in rows if r.group == fb.ALL]
     assert len(totals) == windows
     assert sum(r.observed for r in totals) == sum(
         int(probes.failed[d] and probes.end_day[d] >= fb.window_starts(windows)[0]) for d in range(len(probes.models))
     )
     assert all(r.low <= r.expected + 1 and r.expected <= r.high + 1 for r in rows)
-    text = fb.markdown(rows, rows, 0.9, 0.07, "disk-gbm-x", "0" * 64)
+    assert [r.observed for r in rows] == [r.observed for r in base]
+    text = fb.markdown(rows, base, base, 0.9, 0.07, prior, "disk-gbm-x", "0" * 64)
     assert "| all models | 15 |" in text
 
 
@@ -77,4 +81,23 @@ def test_simulated_backtest_compares_batteries_and_fans_with_ground_truth() -> N
     result = simulated_backtest(60, seed=1, days=WARM_UP_DAYS + fb.WINDOW_DAYS)
     assert {r.group for r in result.rows} == {"battery", "thermal"}
     assert all(r.window == 0 and r.drives > 0 and r.low <= r.high for r in result.rows)
-    assert "| battery | 1 |" in fb.simulated_markdown(result.rows, 0.9, 60, 1, result.days)
+    assert [r.observed for r in result.rows] == [r.observed for r in result.uncorrected]
+    assert "| battery | 1 |" in fb.simulated_markdown(result.rows, result.uncorrected, 0.9, 60, 1, result.days)
+
+
+@pytest.mark.slow
+def test_shipped_calibration_prior_is_the_one_measured_before_the_cut_off(shared_data: Path) -> None:
+    """The spread and dispersion defaults match their computation on the windows before the cut-off
+    (replays the test drives once, cached)."""
+    if not (shared_data / SURVIVAL_FILE).is_file():
+        pytest.skip(f"{shared_data / SURVIVAL_FILE} not found: the Backblaze survival table is needed")
+    cache = Path(__file__).resolve().parents[2] / ".local" / "cache"
+    probes = fb.cached_probes(shared_data, cache, fb.windows_in_data(), fb.HISTORY_WINDOWS)
+    registry = read_registry(SHIPPED_REGISTRY)
+    scorer = load_artifact(registry, SHIPPED_REGISTRY, registry.champions[Component.DISK.value])
+    starts = fb.window_starts(fb.windows_in_data(), fb.HISTORY_WINDOWS)
+    outcomes = fb.window_outcomes(probes, scorer.predict(probes.features.astype(float), 30), starts, DISK_ODDS_FACTOR)
+    before = [c for c in fb.window_counts(outcomes, starts) if c.end <= starts[fb.HISTORY_WINDOWS]]
+    measured = fb.prior_from_history(before)
+    assert measured.spread_shape == pytest.approx(CalibrationPrior().spread_shape, abs=0.01)
+    assert measured.dispersion == pytest.approx(CalibrationPrior().dispersion, abs=0.001)
