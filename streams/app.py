@@ -257,6 +257,7 @@ class Pipeline:
             return False
         self.use_models(loaded, serving_policy(settings, loaded))
         self.metrics.model_reloads.labels("served").inc()
+        log.info("serving reloaded models", extra={"fields": serving_summary(self.processor)})
         return True
 
     def use_models(self, scorers: ScorerSet, policy: AlertPolicy) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -90,3 +91,77 @@ def test_worker_refuses_an_edited_threshold_and_alerts_with_the_disk_rule(
     assert {s["model_name"] for s in disk} == {"disk-rule"}
     alerts = [json.loads(m.value) for m in read_topic(kafka_settings, topics.alerts)]
     assert any(a["component"] == "disk" and a["state"] == "raised" for a in alerts)
+
+
+def test_the_running_worker_serves_a_promoted_champion_without_a_restart(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    """`fleetpulse models promote` while the worker runs: its next reports are scored by the new champion."""
+    from typer.testing import CliRunner
+
+    from fleetpulse.cli import app as cli_app
+    from fleetpulse.models.index import read_registry
+    from fleetpulse.models.registry import load_artifact
+    from fleetpulse.models.settings import SHIPPED_REGISTRY
+    from tests.unit.test_models_fleet import fleet_challenger
+
+    shipped = read_registry(SHIPPED_REGISTRY)
+    registry = tmp_path / "models"
+    artifact = fleet_challenger(load_artifact(shipped, SHIPPED_REGISTRY, shipped.champions["disk"]), registry, True)
+    topics = Topics(prefix=kafka_settings.topic_prefix)
+    create_topics(kafka_settings)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=6)
+    key = derived_device_key(b"reload-test", "pc-1")
+    enrolment = enrolment_record("pc-1", key, start)
+    reports = [
+        signed_report(
+            HealthReport(
+                device_id="pc-1",
+                seq=day,
+                collected_at=start + timedelta(days=day),
+                kind="desktop",
+                platform="linux",
+                disks=[DiskHealth(name="sda", serial_hash="s1", media_errors=day, reallocated_sectors=10 * day)],
+            ),
+            key,
+        )
+        for day in range(6)
+    ]
+    inventory = DeviceInventory(device_id="pc-1", kind="desktop", updated_at=start)
+    produce(
+        kafka_settings,
+        [
+            (topics.inventory, b"pc-1", encode(inventory), []),
+            (topics.health, enrolment.key, enrolment.value, enrolment.headers),
+        ]
+        + [(topics.health, r.key, r.value, r.headers) for r in reports[:3]],
+    )
+    worker = Worker(kafka_settings, tmp_path / "w1", store="memory", instance="reload", registry_poll_s=1)
+    worker.extra_env["FLEETPULSE_MODELS__REGISTRY_DIR"] = str(registry)
+    worker.start()
+    try:
+        assert worker.wait_ready()["status"] == "ok"
+        wait_caught_up(kafka_settings)
+        env = {
+            "FLEETPULSE_ALERTS__STORE_URL": f"sqlite:///{tmp_path}/tickets.db",
+            "FLEETPULSE_MODELS__REGISTRY_DIR": str(registry),
+        }
+        promoted = CliRunner().invoke(cli_app, ["models", "promote", artifact], env=env)
+        assert promoted.exit_code == 0, promoted.output
+        deadline = datetime.now(UTC) + timedelta(seconds=60)
+        while "serving reloaded models" not in worker.log_path.read_text():
+            assert datetime.now(UTC) < deadline, "the worker did not pick up the promoted champion"
+            time.sleep(0.5)
+        produce(kafka_settings, [(topics.health, r.key, r.value, r.headers) for r in reports[3:]])
+        wait_caught_up(kafka_settings)
+        assert worker.running(), "served by the same process"
+    finally:
+        worker.stop()
+
+    champion_scores = [
+        json.loads(m.value)
+        for m in read_topic(kafka_settings, topics.scores)
+        if json.loads(m.value)["component"] == "disk" and json.loads(m.value)["role"] == "champion"
+    ]
+    by_seq = {s["report_seq"]: s["model_name"] for s in champion_scores}
+    assert [by_seq[seq] for seq in range(6)] == ["disk-gbm"] * 3 + ["disk-fleet"] * 3
