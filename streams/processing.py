@@ -78,6 +78,7 @@ from fleetpulse.contract.auth import (
 from fleetpulse.contract.v1 import DeviceKind
 from fleetpulse.models import state_codec
 from fleetpulse.models.anomaly import EXPLAINED_BY
+from fleetpulse.models.feature_cache import shared_features
 from fleetpulse.models.registry import ScorerSet
 from fleetpulse.models.state import (
     MAX_STATE_BYTES,
@@ -597,14 +598,15 @@ class Processor:
         pending.clear()
         first_of_day = out.first_of_day & by_device.keys()
         out.first_of_day -= first_of_day
-        try:
-            scores = self.scorers.score(states, now)
-        except Exception:
-            log.exception("scoring failed", extra={"fields": {"states": len(states)}})
-            out.counts["scoring_error"] += len(states)
-            return
-        out.scores.extend(scores)
-        out.features.extend(feature_records(scores, by_device, first_of_day, self.policy.at_raise_level, now))
+        with shared_features():  # the feature log reads the features the scorers computed
+            try:
+                scores = self.scorers.score(states, now)
+            except Exception:
+                log.exception("scoring failed", extra={"fields": {"states": len(states)}})
+                out.counts["scoring_error"] += len(states)
+                return
+            out.scores.extend(scores)
+            out.features.extend(feature_records(scores, by_device, first_of_day, self.policy.at_raise_level, now))
         diagnosed = self._diagnosed(scores)
         for score in scores:
             record = out.records[score.device_id]
