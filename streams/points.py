@@ -56,8 +56,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from typing import Protocol
 
-from fleetpulse.contract import Alert, AlertState, DeviceInventory, HealthReport, RiskScore
+from fleetpulse.contract import Alert, AlertState, HealthReport, RiskScore
 
 FieldValue = float | int | bool
 
@@ -214,13 +215,23 @@ def _numeric(values: Mapping[str, FieldValue | None]) -> dict[str, FieldValue]:
     return out
 
 
-def _inventory_tags(inventory: DeviceInventory | None) -> dict[str, str]:
+class AssetFacts(Protocol):
+    """What points are tagged with from the inventory: a ``DeviceInventory``, or the state it was joined into."""
+
+    @property
+    def site(self) -> str | None: ...
+
+    @property
+    def model(self) -> str | None: ...
+
+
+def _inventory_tags(inventory: AssetFacts | None) -> dict[str, str]:
     if inventory is None:
         return {"site": "unknown", "device_model": "unknown"}
     return {"site": inventory.site or "unknown", "device_model": inventory.model or "unknown"}
 
 
-def report_points(report: HealthReport, inventory: DeviceInventory | None = None) -> list[Point]:
+def report_points(report: HealthReport, inventory: AssetFacts | None = None) -> list[Point]:
     """All points of one health report: one ``device`` point, one per disk, one for the battery."""
     inv = _inventory_tags(inventory)
     base = {"device_id": report.device_id, **inv}
@@ -285,7 +296,7 @@ def report_points(report: HealthReport, inventory: DeviceInventory | None = None
     return points
 
 
-def score_point(score: RiskScore, inventory: DeviceInventory | None = None) -> Point:
+def score_point(score: RiskScore, inventory: AssetFacts | None = None) -> Point:
     tags = {
         "device_id": score.device_id,
         "component": score.component.value,
@@ -299,7 +310,7 @@ def score_point(score: RiskScore, inventory: DeviceInventory | None = None) -> P
     return Point("risk", tags, fields, score.collected_at)
 
 
-def alert_point(alert: Alert, inventory: DeviceInventory | None = None) -> Point:
+def alert_point(alert: Alert, inventory: AssetFacts | None = None) -> Point:
     tags = {
         "device_id": alert.device_id,
         "component": alert.component.value,

@@ -41,7 +41,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -75,7 +75,6 @@ from fleetpulse.contract.auth import (
     key_fingerprint,
     mac_matches,
 )
-from fleetpulse.contract.v1 import DeviceKind
 from fleetpulse.models import state_codec
 from fleetpulse.models.anomaly import EXPLAINED_BY
 from fleetpulse.models.feature_cache import shared_features
@@ -103,11 +102,6 @@ ENROLMENT_EXCERPT = "<enrolment: withheld, it carries a device key>"
 ErrorKind = str
 WITHOUT_HISTORIES: IncEx = {"state": state_codec.HISTORY_FIELDS}
 """The record's JSON header in the table value: the histories follow it packed (``state_codec``)."""
-
-_INVENTORY_TEMPLATE = DeviceInventory.model_construct(
-    device_id="", kind=DeviceKind.DESKTOP, updated_at=datetime(1970, 1, 1, tzinfo=UTC)
-)
-"""Every field a :meth:`DeviceRecord.inventory` sets is replaced in its copy; the rest are the model's defaults."""
 
 
 class DeviceRecord(BaseModel):
@@ -166,28 +160,12 @@ class DeviceRecord(BaseModel):
         state_codec.attach(record.state, series)
         return record
 
-    def inventory(self) -> DeviceInventory | None:
-        """The joined asset facts as the storage mapping wants them.
+    def asset_facts(self) -> DeviceState | None:
+        """The joined inventory's facts the TSDB points are tagged with (site, model), or None when unjoined.
 
-        Unvalidated (they came validated) and copied from a template: ``model_construct``
-        costs about four times as much, and this runs for every report.
+        The state holds them: no inventory record is built for every report and score.
         """
-        if self.inventory_at is None:
-            return None
-        s = self.state
-        return _INVENTORY_TEMPLATE.model_copy(
-            update={
-                "device_id": s.device_id,
-                "kind": s.kind or DeviceKind.DESKTOP,
-                "vendor": s.vendor,
-                "model": s.model,
-                "purchase_date": s.purchase_date,
-                "warranty_end": s.warranty_end,
-                "site": s.site,
-                "department": s.department,
-                "updated_at": self.inventory_at,
-            }
-        )
+        return self.state if self.inventory_at is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,8 +253,6 @@ class Processor:
         self.topics = topics
         self.scorers = scorers
         self.policy = policy
-        self._inventories: dict[str, tuple[DeviceRecord, DeviceKind | None, DeviceInventory | None]] = {}
-        """Per batch: each device's joined asset facts, built once (every report, score and alert point carries them)."""
 
     def process_batch(
         self,
@@ -287,32 +263,15 @@ class Processor:
         """Process ``batch`` in order. ``lookup(index, device_id)`` reads the table for the batch's i-th record."""
         out = BatchResult()
         pending: dict[str, DeviceState] = {}  # states advanced since the last scoring call
-        self._inventories.clear()
-        try:
-            for index, raw in enumerate(batch):
-                try:
-                    self._one(index, raw, lookup, now, out, pending)
-                except (ValidationError, ValueError, TypeError, RecursionError) as exc:
-                    log.exception("processing error", extra={"fields": {"topic": raw.topic, "offset": raw.offset}})
-                    out.dead_letters.append(dead_letter(raw, "processing_error", f"{type(exc).__name__}: {exc}", now))
-                    out.counts["dead_letter.processing_error"] += 1
-            self._score(pending, now, out)
-        finally:
-            self._inventories.clear()
+        for index, raw in enumerate(batch):
+            try:
+                self._one(index, raw, lookup, now, out, pending)
+            except (ValidationError, ValueError, TypeError, RecursionError) as exc:
+                log.exception("processing error", extra={"fields": {"topic": raw.topic, "offset": raw.offset}})
+                out.dead_letters.append(dead_letter(raw, "processing_error", f"{type(exc).__name__}: {exc}", now))
+                out.counts["dead_letter.processing_error"] += 1
+        self._score(pending, now, out)
         return out
-
-    def _inventory_of(self, record: DeviceRecord) -> DeviceInventory | None:
-        """``record.inventory()``, reused while the record object and its kind stay the same.
-
-        Only :meth:`_inventory` changes the other joined facts of a record, and it drops the entry.
-        """
-        state = record.state
-        cached = self._inventories.get(state.device_id)
-        if cached is not None and cached[0] is record and cached[1] is state.kind:
-            return cached[2]
-        inventory = record.inventory()
-        self._inventories[state.device_id] = (record, state.kind, inventory)
-        return inventory
 
     def _current(
         self, index: int, device_id: str, lookup: Callable[[int, str], DeviceRecord | None], out: BatchResult
@@ -407,7 +366,7 @@ class Processor:
         out.records[report.device_id] = record
         out.last_record_of[report.device_id] = index
         out.reports.append(report)
-        out.points.extend(report_points(report, self._inventory_of(record)))
+        out.points.extend(report_points(report, record.asset_facts()))
         out.counts["accepted"] += 1
         return None
 
@@ -425,7 +384,6 @@ class Processor:
             device_id = (raw.key or b"").decode("utf-8", "replace")
             record = self._current(index, device_id, lookup, out)
             if record is not None:
-                self._inventories.pop(device_id, None)
                 out.records[device_id] = record.model_copy(update={"inventory_at": None})
                 out.last_record_of[device_id] = index
             out.counts["inventory_tombstone"] += 1
@@ -450,7 +408,6 @@ class Processor:
         if inventory.device_id in pending:
             self._score(pending, now, out)
         record = record or DeviceRecord(state=DeviceState(device_id=inventory.device_id))
-        self._inventories.pop(inventory.device_id, None)
         apply_inventory_in_place(record.state, inventory)
         record.inventory_at = inventory.updated_at
         out.records[inventory.device_id] = record
@@ -610,8 +567,8 @@ class Processor:
         diagnosed = self._diagnosed(scores)
         for score in scores:
             record = out.records[score.device_id]
-            inventory = self._inventory_of(record)
-            out.points.append(score_point(score, inventory))
+            facts = record.asset_facts()
+            out.points.append(score_point(score, facts))
             if score.role is not ScorerRole.CHAMPION:
                 continue
             key = policy_key(score)
@@ -620,4 +577,4 @@ class Processor:
             record.policies = {**record.policies, key: new_state}
             if alert is not None:
                 out.alerts.append(alert)
-                out.points.append(alert_point(alert, inventory))
+                out.points.append(alert_point(alert, facts))
