@@ -197,24 +197,25 @@ class DailySeries(BaseModel):
 
     def upsert(self, day: int, values: Mapping[str, float | None], merge: Mapping[str, Merge]) -> None:
         """Fold one reading into its day's bucket (creating the bucket in day order)."""
-        days = self.days
+        days, columns = self.days, self.columns
         index = bisect.bisect_left(days, day)
         if index == len(days) or days[index] != day:
             days.insert(index, day)
-            for col in self.columns.values():
+            for col in columns.values():
                 col.insert(index, MISSING)
         for name, value in values.items():
             if value is None:
                 continue
             how = merge[name]
-            known = self.columns.get(name)
-            col = self.columns[name] = array("d", (MISSING,)) * len(days) if known is None else known
+            col = columns.get(name)
+            if col is None:
+                col = columns[name] = array("d", (MISSING,)) * len(days)
             old = col[index]
             missing = old != old
             if how == "mean":
-                counts = self.columns.get(f"{name}__n")
+                counts = columns.get(f"{name}__n")
                 if counts is None:
-                    counts = self.columns[f"{name}__n"] = array("d", (MISSING,)) * len(days)
+                    counts = columns[f"{name}__n"] = array("d", (MISSING,)) * len(days)
                 n = counts[index]
                 if n != n:
                     n = 0.0
@@ -320,11 +321,17 @@ def _apply_disks(state: DeviceState, report: HealthReport, day: int) -> None:
         if hist is None:
             hist = DiskHistory(name=disk.name, first_seen=at, last_seen=at)
             state.disks[key] = hist
-        hist.name = disk.name
-        hist.kind = disk.kind if disk.kind is not DiskKind.UNKNOWN else hist.kind
-        hist.model = disk.model or hist.model
-        hist.capacity_bytes = disk.capacity_bytes or hist.capacity_bytes
-        hist.last_seen = max(hist.last_seen, at)
+        # assigned only when changed: a model's attribute assignment costs, and a disk's facts rarely change
+        if hist.name != disk.name:
+            hist.name = disk.name
+        if disk.kind is not DiskKind.UNKNOWN and hist.kind is not disk.kind:
+            hist.kind = disk.kind
+        if disk.model and hist.model != disk.model:
+            hist.model = disk.model
+        if disk.capacity_bytes and hist.capacity_bytes != disk.capacity_bytes:
+            hist.capacity_bytes = disk.capacity_bytes
+        if at > hist.last_seen:
+            hist.last_seen = at
         hist.series.upsert(day, _disk_values(disk), DISK_MERGE)
         hist.series.keep_from(hist.series.days[-1] - WINDOW_DAYS + 1)
     horizon = day - WINDOW_DAYS
