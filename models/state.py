@@ -387,8 +387,10 @@ def _apply_device(state: DeviceState, report: HealthReport, day: int) -> None:
 def apply_report_in_place(state: DeviceState, report: HealthReport) -> DeviceState:
     """Fold ``report`` into ``state`` by mutation; training replays use it to avoid copies."""
     day = report.collected_at.date().toordinal()
-    state.kind = report.kind
-    state.platform = report.platform
+    if state.kind is not report.kind:  # a model's attribute assignment costs; these rarely change
+        state.kind = report.kind
+    if state.platform is not report.platform:
+        state.platform = report.platform
     state.last_seq = report.seq
     # a late report (within the stream's backdate bound) must not move the device's clock back
     last = state.last_collected_at

@@ -208,7 +208,7 @@ def explained_anomaly(score: RiskScore, diagnosed: set[Component]) -> bool:
 
 
 def policy_key(score: RiskScore) -> str:
-    return f"{score.component.value}:{score.component_id}"
+    return f"{score.component._value_}:{score.component_id}"
 
 
 def dead_letter(raw: RawRecord, kind: ErrorKind, reason: str, now: datetime) -> DeadLetter:
@@ -251,6 +251,8 @@ class Processor:
     def __init__(self, settings: StreamSettings, topics: Topics, scorers: ScorerSet, policy: AlertPolicy) -> None:
         self.settings = settings
         self.topics = topics
+        # ``Topics`` builds each name on access: read once, compared for every record
+        self._inventory_topic, self._control_topic, self._health_topic = topics.inventory, topics.control, topics.health
         self.scorers = scorers
         self.policy = policy
 
@@ -290,13 +292,13 @@ class Processor:
         pending: dict[str, DeviceState],
     ) -> None:
         """Handle one record, advancing its device's state in place (states are owned: decoded per batch)."""
-        if raw.topic == self.topics.inventory:
+        if raw.topic == self._inventory_topic:
             return self._inventory(index, raw, lookup, now, out, pending)
         if raw.value is None:
             return self._reject(raw, "schema_violation", "empty record (tombstone) on a report topic", now, out)
-        if raw.topic == self.topics.control:
+        if raw.topic == self._control_topic:
             return self._control(index, raw, raw.value, lookup, now, out)
-        record_type = header(raw.headers, TYPE_HEADER) if raw.topic == self.topics.health else None
+        record_type = header(raw.headers, TYPE_HEADER) if raw.topic == self._health_topic else None
         if record_type == ENROLMENT_TYPE:
             return self._enrol(index, raw, raw.value, lookup, now, out)
         if record_type == INVENTORY_TYPE:
@@ -318,7 +320,7 @@ class Processor:
             reason = f"collected_at {report.collected_at.isoformat()} is ahead of receive time {now.isoformat()}"
             return self._reject(raw, "clock_skew", reason, now, out)
         record = self._current(index, report.device_id, lookup, out)
-        if raw.topic == self.topics.health:
+        if raw.topic == self._health_topic:
             refused = authentication_failure(record, report.device_id, raw.value, raw.headers)
             if refused is not None:
                 return self._reject(raw, "unauthenticated", refused, now, out)
