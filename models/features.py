@@ -331,7 +331,7 @@ def device_features(state: DeviceState) -> dict[str, float]:
     out["cpu_max_c_7d"] = max(cpu) if cpu else NAN
     boot = [(d, v) for d, v in points(series, "boot_duration_s") if d > last_day - 30]
     recent_boot = [v for d, v in boot if d > last_day - 7]
-    out["boot_duration_s_7d"] = float(np.median(recent_boot)) if recent_boot else NAN
+    out["boot_duration_s_7d"] = float(statistics.median(recent_boot)) if recent_boot else NAN  # as numpy's, bit for bit
     if len(boot) >= 3:
         days, seconds = [d for d, _ in boot], [v for _, v in boot]
         slope, level = theil_sen(days, seconds)
