@@ -201,8 +201,8 @@ class DailySeries(BaseModel):
         index = bisect.bisect_left(days, day)
         if index == len(days) or days[index] != day:
             days.insert(index, day)
-            for col in columns.values():
-                col.insert(index, MISSING)
+            for shifted in columns.values():
+                shifted.insert(index, MISSING)
         for name, value in values.items():
             if value is None:
                 continue
@@ -210,6 +210,9 @@ class DailySeries(BaseModel):
             col = columns.get(name)
             if col is None:
                 col = columns[name] = array("d", (MISSING,)) * len(days)
+            if how == "last":  # most columns: the old value does not matter
+                col[index] = float(value)
+                continue
             old = col[index]
             missing = old != old
             if how == "mean":
@@ -221,7 +224,7 @@ class DailySeries(BaseModel):
                     n = 0.0
                 col[index] = float(value) if missing or n == 0.0 else old + (value - old) / (n + 1.0)
                 counts[index] = n + 1.0
-            elif missing or how == "last":
+            elif missing:
                 col[index] = float(value)
             elif how == "sum":
                 col[index] = old + value
