@@ -32,7 +32,7 @@ from scipy.special import ndtr, pdtrc
 from fleetpulse.contract import Component, RiskScore
 from fleetpulse.models.base import make_score, scorable
 from fleetpulse.models.explain import factor
-from fleetpulse.models.features import device_features
+from fleetpulse.models.feature_cache import device_features
 from fleetpulse.models.state import DeviceState
 
 MIN_COHORT = 20

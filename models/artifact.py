@@ -30,7 +30,8 @@ import skops.io as sio
 from fleetpulse.contract import Component, Factor, RiskScore
 from fleetpulse.models.base import make_score, scorable
 from fleetpulse.models.explain import factor
-from fleetpulse.models.features import CURRENT_DISK, DISK_FEATURES, GROWTH_COUNTERS, disk_vector
+from fleetpulse.models.feature_cache import disk_vector
+from fleetpulse.models.features import CURRENT_DISK, DISK_FEATURES, GROWTH_COUNTERS
 from fleetpulse.models.index import (
     ARTIFACT_FILES,
     METADATA_FILE,
@@ -244,14 +245,22 @@ class TrainedDiskScorer:
         return drop
 
     def _drops(self, features: np.ndarray, base: np.ndarray, horizon: int) -> np.ndarray:
+        """Only rows a reset changes are predicted: a group already at its typical value (or
+        missing) drops nothing, exactly, since a row's prediction depends on that row alone.
+        At a healthy fleet that is about three groups in four."""
         n, g = len(features), len(EXPLANATION_GROUPS)
         perturbed = np.repeat(features, g, axis=0)
+        changed = np.zeros((n, g), dtype=bool)
         for k, (_, members) in enumerate(EXPLANATION_GROUPS):
             # only values the drive reports are reset; a missing value stays missing
             block = perturbed[k::g, members]
-            perturbed[k::g, members] = np.where(np.isnan(block), block, self.reference[members])
-        reset = self.predict(perturbed, horizon).reshape(n, g)
-        drop: np.ndarray = base[:, None] - reset
+            reference = self.reference[members]
+            changed[:, k] = ~np.all(np.isnan(block) | (block == reference), axis=1)
+            perturbed[k::g, members] = np.where(np.isnan(block), block, reference)
+        drop = np.zeros((n, g))
+        rows = changed.ravel()
+        if rows.any():
+            drop[changed] = np.repeat(base, g)[rows] - self.predict(perturbed[rows], horizon)
         return drop
 
     def score_batch(self, states: Sequence[DeviceState], now: datetime) -> list[RiskScore]:

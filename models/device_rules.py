@@ -20,7 +20,7 @@ from datetime import datetime
 from fleetpulse.contract import Component, Factor, RiskScore
 from fleetpulse.models.base import make_score, scorable
 from fleetpulse.models.explain import factor
-from fleetpulse.models.features import memory_features, thermal_features
+from fleetpulse.models.feature_cache import memory_features, thermal_features
 from fleetpulse.models.rules import RISK_CLEAR, RISK_CRITICAL, RISK_FLAGGED_GROWING, RISK_SERVICE_DUE
 from fleetpulse.models.state import DeviceState
 

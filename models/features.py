@@ -153,32 +153,62 @@ def growth_days(pts: Sequence[tuple[int, float]], window: int) -> float:
     return float(sum(1 for (_, a), (d, b) in itertools.pairwise(pts) if d > last_day - window and b > a))
 
 
+_COUNTER_KEYS = {
+    feature: (tuple(f"{feature}_delta_{w}d" for w in WINDOWS), f"{feature}_slope_30d", f"{feature}_growth_days_30d")
+    for feature in GROWTH_COUNTERS
+}
+
+
 def _counter_features(feature: str, pts: Sequence[tuple[int, float]], out: dict[str, float]) -> None:
     """Deltas, 30-day slope and growth days of one counter (one pass; hot in training replays)."""
+    deltas, slope, growth = _COUNTER_KEYS[feature]
     if not pts:
-        for w in WINDOWS:
-            out[f"{feature}_delta_{w}d"] = NAN
-        out[f"{feature}_slope_30d"] = NAN
-        out[f"{feature}_growth_days_30d"] = NAN
+        for key in deltas:
+            out[key] = NAN
+        out[slope] = out[growth] = NAN
         return
-    for w in WINDOWS:
-        out[f"{feature}_delta_{w}d"] = window_delta(pts, w)
-    out[f"{feature}_slope_30d"] = window_slope(pts, 30)
-    out[f"{feature}_growth_days_30d"] = growth_days(pts, 30)
+    for key, w in zip(deltas, WINDOWS, strict=True):
+        out[key] = window_delta(pts, w)
+    out[slope] = window_slope(pts, 30)
+    out[growth] = growth_days(pts, 30)
+
+
+def _constant_counter_features(feature: str, value: float, days: int, out: dict[str, float]) -> None:
+    """:func:`_counter_features` of a counter with the same value on each of its ``days`` (>= 1) days,
+    without the scans: every delta is ``value - value``, the slope that over a positive span (from two
+    days on), no day grew. The usual case: a healthy drive's error counters stay at zero."""
+    deltas, slope, growth = _COUNTER_KEYS[feature]
+    zero = value - value
+    for key in deltas:
+        out[key] = zero
+    out[slope] = zero if days >= 2 else NAN
+    out[growth] = 0.0
+
+
+def _last_value(series: DailySeries, column: str) -> float:
+    """The newest value of ``column`` (``points(series, column)[-1][1]``), NaN when it has none."""
+    for value in reversed(series.columns.get(column, ())):
+        if value == value:
+            return value
+    return NAN
 
 
 def disk_features(disk: DiskHistory) -> dict[str, float]:
     series = disk.series
     out: dict[str, float] = {}
     for feature, column in CURRENT_DISK.items():
+        if feature not in GROWTH_COUNTERS:
+            out[feature] = _last_value(series, column)
+            continue
+        col = series.columns.get(column)
+        if col and col.count(col[0]) == len(col):  # one value on every day (a NaN never equals itself)
+            out[feature] = col[-1]
+            _constant_counter_features(feature, col[-1], len(col), out)
+            continue
         pts = points(series, column)
         out[feature] = pts[-1][1] if pts else NAN
-        if feature in GROWTH_COUNTERS:
-            _counter_features(feature, pts, out)
-    spare, threshold = out["available_spare_pct"], NAN
-    thr_pts = points(series, "available_spare_threshold_pct")
-    if thr_pts:
-        threshold = thr_pts[-1][1]
+        _counter_features(feature, pts, out)
+    spare, threshold = out["available_spare_pct"], _last_value(series, "available_spare_threshold_pct")
     out["spare_margin_pct"] = spare - threshold if not (math.isnan(spare) or math.isnan(threshold)) else NAN
     out["history_days"] = float(series.days[-1] - series.days[0] + 1) if series.days else 0.0
     return out
@@ -301,7 +331,7 @@ def device_features(state: DeviceState) -> dict[str, float]:
     out["cpu_max_c_7d"] = max(cpu) if cpu else NAN
     boot = [(d, v) for d, v in points(series, "boot_duration_s") if d > last_day - 30]
     recent_boot = [v for d, v in boot if d > last_day - 7]
-    out["boot_duration_s_7d"] = float(np.median(recent_boot)) if recent_boot else NAN
+    out["boot_duration_s_7d"] = float(statistics.median(recent_boot)) if recent_boot else NAN  # as numpy's, bit for bit
     if len(boot) >= 3:
         days, seconds = [d for d, _ in boot], [v for _, v in boot]
         slope, level = theil_sen(days, seconds)

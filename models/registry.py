@@ -36,6 +36,7 @@ from fleetpulse.models.anomaly import AnomalyScorer
 from fleetpulse.models.artifact import TrainedDiskScorer
 from fleetpulse.models.base import Scorer
 from fleetpulse.models.device_rules import MemoryRuleScorer, ThermalRuleScorer
+from fleetpulse.models.feature_cache import shared_features
 from fleetpulse.models.fleet import load_disk_scorer
 from fleetpulse.models.index import (
     METADATA_FILE,
@@ -69,10 +70,11 @@ class ScorerSet:
     def score(self, states: Sequence[DeviceState], now: datetime) -> list[RiskScore]:
         """All scores for ``states``, each labelled with its scorer's role."""
         out: list[RiskScore] = []
-        for role, group in ((ScorerRole.CHAMPION, self.champions), (ScorerRole.CHALLENGER, self.challengers)):
-            for scorer in group:
-                for score in scorer.score_batch(states, now):
-                    out.append(score if score.role is role else score.model_copy(update={"role": role}))
+        with shared_features():  # a disk's features serve its champion and its challengers
+            for role, group in ((ScorerRole.CHAMPION, self.champions), (ScorerRole.CHALLENGER, self.challengers)):
+                for scorer in group:
+                    for score in scorer.score_batch(states, now):
+                        out.append(score if score.role is role else score.model_copy(update={"role": role}))
         return out
 
     def fit_baselines(self, states: Sequence[DeviceState]) -> None:

@@ -22,7 +22,8 @@ from fleetpulse.models.battery import (
     runtime_crossing,
 )
 from fleetpulse.models.explain import factor
-from fleetpulse.models.features import BACKBLAZE_COUNTERS, battery_features, disk_features
+from fleetpulse.models.feature_cache import battery_features, disk_features
+from fleetpulse.models.features import BACKBLAZE_COUNTERS
 from fleetpulse.models.state import DeviceState
 
 NVME_SPARE_MARGIN_PCT = 0.0

@@ -197,30 +197,34 @@ class DailySeries(BaseModel):
 
     def upsert(self, day: int, values: Mapping[str, float | None], merge: Mapping[str, Merge]) -> None:
         """Fold one reading into its day's bucket (creating the bucket in day order)."""
-        days = self.days
+        days, columns = self.days, self.columns
         index = bisect.bisect_left(days, day)
         if index == len(days) or days[index] != day:
             days.insert(index, day)
-            for col in self.columns.values():
-                col.insert(index, MISSING)
+            for shifted in columns.values():
+                shifted.insert(index, MISSING)
         for name, value in values.items():
             if value is None:
                 continue
             how = merge[name]
-            known = self.columns.get(name)
-            col = self.columns[name] = array("d", (MISSING,)) * len(days) if known is None else known
+            col = columns.get(name)
+            if col is None:
+                col = columns[name] = array("d", (MISSING,)) * len(days)
+            if how == "last":  # most columns: the old value does not matter
+                col[index] = float(value)
+                continue
             old = col[index]
             missing = old != old
             if how == "mean":
-                counts = self.columns.get(f"{name}__n")
+                counts = columns.get(f"{name}__n")
                 if counts is None:
-                    counts = self.columns[f"{name}__n"] = array("d", (MISSING,)) * len(days)
+                    counts = columns[f"{name}__n"] = array("d", (MISSING,)) * len(days)
                 n = counts[index]
                 if n != n:
                     n = 0.0
                 col[index] = float(value) if missing or n == 0.0 else old + (value - old) / (n + 1.0)
                 counts[index] = n + 1.0
-            elif missing or how == "last":
+            elif missing:
                 col[index] = float(value)
             elif how == "sum":
                 col[index] = old + value
@@ -320,11 +324,17 @@ def _apply_disks(state: DeviceState, report: HealthReport, day: int) -> None:
         if hist is None:
             hist = DiskHistory(name=disk.name, first_seen=at, last_seen=at)
             state.disks[key] = hist
-        hist.name = disk.name
-        hist.kind = disk.kind if disk.kind is not DiskKind.UNKNOWN else hist.kind
-        hist.model = disk.model or hist.model
-        hist.capacity_bytes = disk.capacity_bytes or hist.capacity_bytes
-        hist.last_seen = max(hist.last_seen, at)
+        # assigned only when changed: a model's attribute assignment costs, and a disk's facts rarely change
+        if hist.name != disk.name:
+            hist.name = disk.name
+        if disk.kind is not DiskKind.UNKNOWN and hist.kind is not disk.kind:
+            hist.kind = disk.kind
+        if disk.model and hist.model != disk.model:
+            hist.model = disk.model
+        if disk.capacity_bytes and hist.capacity_bytes != disk.capacity_bytes:
+            hist.capacity_bytes = disk.capacity_bytes
+        if at > hist.last_seen:
+            hist.last_seen = at
         hist.series.upsert(day, _disk_values(disk), DISK_MERGE)
         hist.series.keep_from(hist.series.days[-1] - WINDOW_DAYS + 1)
     horizon = day - WINDOW_DAYS
@@ -380,8 +390,10 @@ def _apply_device(state: DeviceState, report: HealthReport, day: int) -> None:
 def apply_report_in_place(state: DeviceState, report: HealthReport) -> DeviceState:
     """Fold ``report`` into ``state`` by mutation; training replays use it to avoid copies."""
     day = report.collected_at.date().toordinal()
-    state.kind = report.kind
-    state.platform = report.platform
+    if state.kind is not report.kind:  # a model's attribute assignment costs; these rarely change
+        state.kind = report.kind
+    if state.platform is not report.platform:
+        state.platform = report.platform
     state.last_seq = report.seq
     # a late report (within the stream's backdate bound) must not move the device's clock back
     last = state.last_collected_at

@@ -156,7 +156,12 @@ def _pack_series(series: DailySeries, out: list[bytes]) -> None:
     if len(block) != 8 * len(days) * len(columns):
         raise ValueError(f"a history's columns are not all {len(days)} days long")
     if not _out_of_range(block):
-        out += (_SERIES.pack(len(days), len(columns), 0), days.tobytes(), bytes([COLUMN_ID[n] for n in columns]), block)
+        out += (
+            _SERIES.pack(len(days), len(columns), 0),
+            days.tobytes(),
+            bytes(map(COLUMN_ID.__getitem__, columns)),
+            block,
+        )
         return
     dense, sparse = _split(series)
     out += (

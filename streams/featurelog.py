@@ -22,7 +22,7 @@ from datetime import datetime
 
 from fleetpulse.contract import Component, FeatureLogReason, FeatureLogRecord, RiskScore, ScorerRole
 from fleetpulse.contract.v1 import FEATURE_LOG_MAX_FEATURES
-from fleetpulse.models.features import (
+from fleetpulse.models.feature_cache import (
     battery_features,
     device_features,
     disk_features,

@@ -56,8 +56,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from typing import Protocol
 
-from fleetpulse.contract import Alert, AlertState, DeviceInventory, HealthReport, RiskScore
+from fleetpulse.contract import Alert, AlertState, HealthReport, RiskScore
 
 FieldValue = float | int | bool
 
@@ -206,25 +207,36 @@ def _nanos(at: datetime) -> int:
 
 def _numeric(values: Mapping[str, FieldValue | None]) -> dict[str, FieldValue]:
     """Drop absent and non-finite values: line protocol has no null, and NaN is not storable."""
-    out: dict[str, FieldValue] = {}
-    for key, value in values.items():
-        if value is None or (isinstance(value, float) and not math.isfinite(value)):
-            continue
-        out[key] = value
-    return out
+    isfinite = math.isfinite
+    return {
+        key: value
+        for key, value in values.items()
+        if value is not None and not (isinstance(value, float) and not isfinite(value))
+    }
 
 
-def _inventory_tags(inventory: DeviceInventory | None) -> dict[str, str]:
+class AssetFacts(Protocol):
+    """What points are tagged with from the inventory: a ``DeviceInventory``, or the state it was joined into."""
+
+    @property
+    def site(self) -> str | None: ...
+
+    @property
+    def model(self) -> str | None: ...
+
+
+def _inventory_tags(inventory: AssetFacts | None) -> dict[str, str]:
     if inventory is None:
         return {"site": "unknown", "device_model": "unknown"}
     return {"site": inventory.site or "unknown", "device_model": inventory.model or "unknown"}
 
 
-def report_points(report: HealthReport, inventory: DeviceInventory | None = None) -> list[Point]:
+def report_points(report: HealthReport, inventory: AssetFacts | None = None) -> list[Point]:
     """All points of one health report: one ``device`` point, one per disk, one for the battery."""
     inv = _inventory_tags(inventory)
     base = {"device_id": report.device_id, **inv}
     at = report.collected_at
+    kind = report.kind._value_  # an enum's ``.value`` is a Python-level property: ~6x the cost, per point
     sysload, stab, therm, mem = report.system, report.stability, report.thermal, report.memory
     device_fields = _numeric(
         {
@@ -243,9 +255,7 @@ def report_points(report: HealthReport, inventory: DeviceInventory | None = None
             "collector_errors": len(report.collector_errors),
         }
     )
-    points = [
-        Point("device", {**base, "kind": report.kind.value, "platform": report.platform.value}, device_fields, at)
-    ]
+    points = [Point("device", {**base, "kind": kind, "platform": report.platform._value_}, device_fields, at)]
     for disk in report.disks:
         disk_fields = _numeric(
             {
@@ -267,7 +277,7 @@ def report_points(report: HealthReport, inventory: DeviceInventory | None = None
             }
         )
         if disk_fields:
-            tags = {**base, "disk": disk.serial_hash or disk.name, "disk_kind": disk.kind.value}
+            tags = {**base, "disk": disk.serial_hash or disk.name, "disk_kind": disk.kind._value_}
             points.append(Point("disk", tags, disk_fields, at))
     if report.battery is not None:
         bat = report.battery
@@ -281,25 +291,25 @@ def report_points(report: HealthReport, inventory: DeviceInventory | None = None
                 "runtime_full_minutes": bat.runtime_full_minutes,
             }
         )
-        points.append(Point("battery", {**base, "kind": report.kind.value}, battery_fields, at))
+        points.append(Point("battery", {**base, "kind": kind}, battery_fields, at))
     return points
 
 
-def score_point(score: RiskScore, inventory: DeviceInventory | None = None) -> Point:
+def score_point(score: RiskScore, inventory: AssetFacts | None = None) -> Point:
     tags = {
         "device_id": score.device_id,
-        "component": score.component.value,
+        "component": score.component._value_,
         "component_id": score.component_id,
         "model_name": score.model_name,
         "model_version": score.model_version,
-        "role": score.role.value,
+        "role": score.role._value_,
         **_inventory_tags(inventory),
     }
     fields = _numeric({"risk": score.risk, "days_to_failure": score.days_to_failure})
     return Point("risk", tags, fields, score.collected_at)
 
 
-def alert_point(alert: Alert, inventory: DeviceInventory | None = None) -> Point:
+def alert_point(alert: Alert, inventory: AssetFacts | None = None) -> Point:
     tags = {
         "device_id": alert.device_id,
         "component": alert.component.value,

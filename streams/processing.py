@@ -41,7 +41,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -75,9 +75,9 @@ from fleetpulse.contract.auth import (
     key_fingerprint,
     mac_matches,
 )
-from fleetpulse.contract.v1 import DeviceKind
 from fleetpulse.models import state_codec
 from fleetpulse.models.anomaly import EXPLAINED_BY
+from fleetpulse.models.feature_cache import shared_features
 from fleetpulse.models.registry import ScorerSet
 from fleetpulse.models.state import (
     MAX_STATE_BYTES,
@@ -102,11 +102,6 @@ ENROLMENT_EXCERPT = "<enrolment: withheld, it carries a device key>"
 ErrorKind = str
 WITHOUT_HISTORIES: IncEx = {"state": state_codec.HISTORY_FIELDS}
 """The record's JSON header in the table value: the histories follow it packed (``state_codec``)."""
-
-_INVENTORY_TEMPLATE = DeviceInventory.model_construct(
-    device_id="", kind=DeviceKind.DESKTOP, updated_at=datetime(1970, 1, 1, tzinfo=UTC)
-)
-"""Every field a :meth:`DeviceRecord.inventory` sets is replaced in its copy; the rest are the model's defaults."""
 
 
 class DeviceRecord(BaseModel):
@@ -165,28 +160,12 @@ class DeviceRecord(BaseModel):
         state_codec.attach(record.state, series)
         return record
 
-    def inventory(self) -> DeviceInventory | None:
-        """The joined asset facts as the storage mapping wants them.
+    def asset_facts(self) -> DeviceState | None:
+        """The joined inventory's facts the TSDB points are tagged with (site, model), or None when unjoined.
 
-        Unvalidated (they came validated) and copied from a template: ``model_construct``
-        costs about four times as much, and this runs for every report.
+        The state holds them: no inventory record is built for every report and score.
         """
-        if self.inventory_at is None:
-            return None
-        s = self.state
-        return _INVENTORY_TEMPLATE.model_copy(
-            update={
-                "device_id": s.device_id,
-                "kind": s.kind or DeviceKind.DESKTOP,
-                "vendor": s.vendor,
-                "model": s.model,
-                "purchase_date": s.purchase_date,
-                "warranty_end": s.warranty_end,
-                "site": s.site,
-                "department": s.department,
-                "updated_at": self.inventory_at,
-            }
-        )
+        return self.state if self.inventory_at is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +208,7 @@ def explained_anomaly(score: RiskScore, diagnosed: set[Component]) -> bool:
 
 
 def policy_key(score: RiskScore) -> str:
-    return f"{score.component.value}:{score.component_id}"
+    return f"{score.component._value_}:{score.component_id}"
 
 
 def dead_letter(raw: RawRecord, kind: ErrorKind, reason: str, now: datetime) -> DeadLetter:
@@ -272,10 +251,10 @@ class Processor:
     def __init__(self, settings: StreamSettings, topics: Topics, scorers: ScorerSet, policy: AlertPolicy) -> None:
         self.settings = settings
         self.topics = topics
+        # ``Topics`` builds each name on access: read once, compared for every record
+        self._inventory_topic, self._control_topic, self._health_topic = topics.inventory, topics.control, topics.health
         self.scorers = scorers
         self.policy = policy
-        self._inventories: dict[str, tuple[DeviceRecord, DeviceKind | None, DeviceInventory | None]] = {}
-        """Per batch: each device's joined asset facts, built once (every report, score and alert point carries them)."""
 
     def process_batch(
         self,
@@ -286,32 +265,15 @@ class Processor:
         """Process ``batch`` in order. ``lookup(index, device_id)`` reads the table for the batch's i-th record."""
         out = BatchResult()
         pending: dict[str, DeviceState] = {}  # states advanced since the last scoring call
-        self._inventories.clear()
-        try:
-            for index, raw in enumerate(batch):
-                try:
-                    self._one(index, raw, lookup, now, out, pending)
-                except (ValidationError, ValueError, TypeError, RecursionError) as exc:
-                    log.exception("processing error", extra={"fields": {"topic": raw.topic, "offset": raw.offset}})
-                    out.dead_letters.append(dead_letter(raw, "processing_error", f"{type(exc).__name__}: {exc}", now))
-                    out.counts["dead_letter.processing_error"] += 1
-            self._score(pending, now, out)
-        finally:
-            self._inventories.clear()
+        for index, raw in enumerate(batch):
+            try:
+                self._one(index, raw, lookup, now, out, pending)
+            except (ValidationError, ValueError, TypeError, RecursionError) as exc:
+                log.exception("processing error", extra={"fields": {"topic": raw.topic, "offset": raw.offset}})
+                out.dead_letters.append(dead_letter(raw, "processing_error", f"{type(exc).__name__}: {exc}", now))
+                out.counts["dead_letter.processing_error"] += 1
+        self._score(pending, now, out)
         return out
-
-    def _inventory_of(self, record: DeviceRecord) -> DeviceInventory | None:
-        """``record.inventory()``, reused while the record object and its kind stay the same.
-
-        Only :meth:`_inventory` changes the other joined facts of a record, and it drops the entry.
-        """
-        state = record.state
-        cached = self._inventories.get(state.device_id)
-        if cached is not None and cached[0] is record and cached[1] is state.kind:
-            return cached[2]
-        inventory = record.inventory()
-        self._inventories[state.device_id] = (record, state.kind, inventory)
-        return inventory
 
     def _current(
         self, index: int, device_id: str, lookup: Callable[[int, str], DeviceRecord | None], out: BatchResult
@@ -330,13 +292,13 @@ class Processor:
         pending: dict[str, DeviceState],
     ) -> None:
         """Handle one record, advancing its device's state in place (states are owned: decoded per batch)."""
-        if raw.topic == self.topics.inventory:
+        if raw.topic == self._inventory_topic:
             return self._inventory(index, raw, lookup, now, out, pending)
         if raw.value is None:
             return self._reject(raw, "schema_violation", "empty record (tombstone) on a report topic", now, out)
-        if raw.topic == self.topics.control:
+        if raw.topic == self._control_topic:
             return self._control(index, raw, raw.value, lookup, now, out)
-        record_type = header(raw.headers, TYPE_HEADER) if raw.topic == self.topics.health else None
+        record_type = header(raw.headers, TYPE_HEADER) if raw.topic == self._health_topic else None
         if record_type == ENROLMENT_TYPE:
             return self._enrol(index, raw, raw.value, lookup, now, out)
         if record_type == INVENTORY_TYPE:
@@ -358,7 +320,7 @@ class Processor:
             reason = f"collected_at {report.collected_at.isoformat()} is ahead of receive time {now.isoformat()}"
             return self._reject(raw, "clock_skew", reason, now, out)
         record = self._current(index, report.device_id, lookup, out)
-        if raw.topic == self.topics.health:
+        if raw.topic == self._health_topic:
             refused = authentication_failure(record, report.device_id, raw.value, raw.headers)
             if refused is not None:
                 return self._reject(raw, "unauthenticated", refused, now, out)
@@ -406,7 +368,7 @@ class Processor:
         out.records[report.device_id] = record
         out.last_record_of[report.device_id] = index
         out.reports.append(report)
-        out.points.extend(report_points(report, self._inventory_of(record)))
+        out.points.extend(report_points(report, record.asset_facts()))
         out.counts["accepted"] += 1
         return None
 
@@ -424,7 +386,6 @@ class Processor:
             device_id = (raw.key or b"").decode("utf-8", "replace")
             record = self._current(index, device_id, lookup, out)
             if record is not None:
-                self._inventories.pop(device_id, None)
                 out.records[device_id] = record.model_copy(update={"inventory_at": None})
                 out.last_record_of[device_id] = index
             out.counts["inventory_tombstone"] += 1
@@ -449,7 +410,6 @@ class Processor:
         if inventory.device_id in pending:
             self._score(pending, now, out)
         record = record or DeviceRecord(state=DeviceState(device_id=inventory.device_id))
-        self._inventories.pop(inventory.device_id, None)
         apply_inventory_in_place(record.state, inventory)
         record.inventory_at = inventory.updated_at
         out.records[inventory.device_id] = record
@@ -597,19 +557,20 @@ class Processor:
         pending.clear()
         first_of_day = out.first_of_day & by_device.keys()
         out.first_of_day -= first_of_day
-        try:
-            scores = self.scorers.score(states, now)
-        except Exception:
-            log.exception("scoring failed", extra={"fields": {"states": len(states)}})
-            out.counts["scoring_error"] += len(states)
-            return
-        out.scores.extend(scores)
-        out.features.extend(feature_records(scores, by_device, first_of_day, self.policy.at_raise_level, now))
+        with shared_features():  # the feature log reads the features the scorers computed
+            try:
+                scores = self.scorers.score(states, now)
+            except Exception:
+                log.exception("scoring failed", extra={"fields": {"states": len(states)}})
+                out.counts["scoring_error"] += len(states)
+                return
+            out.scores.extend(scores)
+            out.features.extend(feature_records(scores, by_device, first_of_day, self.policy.at_raise_level, now))
         diagnosed = self._diagnosed(scores)
         for score in scores:
             record = out.records[score.device_id]
-            inventory = self._inventory_of(record)
-            out.points.append(score_point(score, inventory))
+            facts = record.asset_facts()
+            out.points.append(score_point(score, facts))
             if score.role is not ScorerRole.CHAMPION:
                 continue
             key = policy_key(score)
@@ -618,4 +579,4 @@ class Processor:
             record.policies = {**record.policies, key: new_state}
             if alert is not None:
                 out.alerts.append(alert)
-                out.points.append(alert_point(alert, inventory))
+                out.points.append(alert_point(alert, facts))

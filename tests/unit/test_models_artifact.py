@@ -16,7 +16,13 @@ import skops.io as sio
 from sklearn.metrics import average_precision_score
 
 from fleetpulse.contract import Component, ScorerRole
-from fleetpulse.models.artifact import TrainedDiskScorer, load_artifact, save_artifact
+from fleetpulse.models.artifact import (
+    EXPLAIN_MIN_DROP,
+    EXPLANATION_GROUPS,
+    TrainedDiskScorer,
+    load_artifact,
+    save_artifact,
+)
 from fleetpulse.models.drift import build_profile, check_drift
 from fleetpulse.models.features import DISK_FEATURES
 from fleetpulse.models.index import MODEL_FILE, ArtifactError, Registry, artifact_digests
@@ -197,3 +203,24 @@ def test_artifact_without_operating_points_suggests_nothing(artifact_dir: Path) 
     scorer = TrainedDiskScorer.from_artifact(artifact_dir, artifact_digests(artifact_dir))
     scorer.operating_points = None
     assert scorer.alert_thresholds("cap 1%") is None
+
+
+def test_explanations_equal_resetting_every_group_bit_for_bit() -> None:
+    """Only rows a group's reset changes are predicted; the drops equal predicting all of them,
+    including exact zeros for groups already at the typical value or not reported."""
+    scorer = next(s for s in load_scorers(ModelSettings()).champions if isinstance(s, TrainedDiskScorer))
+    rng = np.random.default_rng(7)
+    rows = np.tile(scorer.reference, (400, 1))
+    noisy = rng.random(rows.shape) < 0.15
+    rows[noisy] = rng.integers(0, 50, noisy.sum())
+    rows[rng.random(rows.shape) < 0.1] = np.nan
+    horizon = max(scorer.models)
+    base = scorer.predict(rows, horizon)
+    groups = len(EXPLANATION_GROUPS)
+    perturbed = np.repeat(rows, groups, axis=0)
+    for k, (_, members) in enumerate(EXPLANATION_GROUPS):
+        block = perturbed[k::groups, members]
+        perturbed[k::groups, members] = np.where(np.isnan(block), block, scorer.reference[members])
+    every = base[:, None] - scorer.predict(perturbed, horizon).reshape(len(rows), groups)
+    expected = np.where((base > EXPLAIN_MIN_DROP)[:, None], every, 0.0)
+    assert scorer.contributions(rows, horizon).tobytes() == expected.tobytes()

@@ -4,25 +4,38 @@ from __future__ import annotations
 
 import math
 import random
+import struct
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 import scipy.stats
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fleetpulse.contract import BatteryHealth, DiskHealth, HealthReport, StabilityHealth, ThermalHealth
 from fleetpulse.models.battery import fit_trend
 from fleetpulse.models.features import (
+    CURRENT_DISK,
     DISK_FEATURES,
+    GROWTH_COUNTERS,
     battery_features,
     device_features,
     disk_features,
     growth_days,
+    points,
     slope_standard_error,
     theil_sen,
     window_delta,
     window_slope,
 )
-from fleetpulse.models.state import DeviceState, apply_report_in_place
+from fleetpulse.models.state import (
+    DISK_COUNTERS,
+    DailySeries,
+    DeviceState,
+    DiskHistory,
+    apply_report_in_place,
+)
 
 T0 = datetime(2026, 3, 1, 6, tzinfo=UTC)
 
@@ -162,3 +175,48 @@ def test_device_features_windows() -> None:
     assert feats["boot_duration_s_7d"] == 34.0
     assert feats["boot_duration_trend_s_per_day"] > 0.4
     assert feats["active_days_30d"] == 5.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    days=st.lists(st.integers(0, 60), max_size=35, unique=True).map(sorted),
+    columns=st.dictionaries(
+        st.sampled_from(sorted({*DISK_COUNTERS})),
+        st.one_of(
+            st.sampled_from([0.0, 3.0, 1e300]).map(lambda v: ("constant", v)),
+            st.just(("scattered", 0.0)),
+        ),
+    ),
+    seed=st.integers(0, 2**32),
+)
+def test_disk_features_equal_the_full_scans_bit_for_bit(
+    days: list[int], columns: dict[str, tuple[str, float]], seed: int
+) -> None:
+    """The shortcuts (a counter constant over its history, the newest value read from the end) give the
+    features every scan gives, including a history with missing days and one value only."""
+    rng = random.Random(seed)
+    values: dict[str, list[float | None]] = {
+        name: [v if how == "constant" else rng.choice([None, float(rng.randint(0, 9))]) for _ in days]
+        for name, (how, v) in columns.items()
+    }
+    series = DailySeries(days=[700_000 + d for d in days], columns=values)
+    disk = DiskHistory(name="sda", first_seen=T0, last_seen=T0, series=series)
+    expected: dict[str, float] = {}
+    for feature, column in CURRENT_DISK.items():
+        pts = points(series, column)
+        expected[feature] = pts[-1][1] if pts else math.nan
+        if feature in GROWTH_COUNTERS:
+            expected.update(
+                {f"{feature}_delta_{w}d": window_delta(pts, w) if pts else math.nan for w in (1, 7, 30)},
+            )
+            expected[f"{feature}_slope_30d"] = window_slope(pts, 30) if pts else math.nan
+            expected[f"{feature}_growth_days_30d"] = growth_days(pts, 30) if pts else math.nan
+    got = disk_features(disk)
+    for name, value in expected.items():
+        assert struct.pack("<d", got[name]) == struct.pack("<d", value) or (math.isnan(got[name]) and math.isnan(value))
+
+
+def test_boot_median_is_numpys() -> None:
+    """The typical boot time is the median numpy computes, also for an even count (mean of the middle two)."""
+    state = replay([0, 1, 2, 3], stability=[StabilityHealth(boot_duration_s=s) for s in (30.1, 45.7, 31.3, 60.9)])
+    assert device_features(state)["boot_duration_s_7d"] == float(np.median([30.1, 45.7, 31.3, 60.9]))

@@ -230,7 +230,8 @@ def test_points_carry_the_inventory_joined_at_their_place_in_the_batch() -> None
     assert sites == ["Town Hall", "Library", "unknown"]
     joined = DeviceRecord(state=DeviceState(device_id="pc-1"), inventory_at=NOW)
     joined.state.site = "Library"
-    assert joined.inventory() == DeviceInventory(device_id="pc-1", kind="desktop", site="Library", updated_at=NOW)
+    assert joined.asset_facts() is joined.state
+    assert DeviceRecord(state=joined.state).asset_facts() is None
 
 
 def test_a_failing_scorer_does_not_stop_state_updates() -> None:
