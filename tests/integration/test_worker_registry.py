@@ -20,12 +20,36 @@ from fleetpulse.contract import DeviceInventory, DiskHealth, HealthReport, Topic
 from fleetpulse.contract.v1 import ScorerRole
 from fleetpulse.models.index import METADATA_FILE
 from fleetpulse.models.registry import register_artifact
-from tests.integration.stream_support import Worker, create_topics, produce, read_topic, wait_caught_up
+from tests.integration.stream_support import Record, Worker, create_topics, produce, read_topic, wait_caught_up
 from tests.unit.test_models_artifact import artifact_dir
 
 __all__ = ["artifact_dir"]  # fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def one_pc(topics: Topics, disks: list[DiskHealth]) -> list[Record]:
+    """pc-1's inventory, its enrolment, then one signed report a day with ``disks[day]``, ending yesterday."""
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=len(disks) + 1)
+    key = derived_device_key(b"registry-test", "pc-1")
+    enrolment = enrolment_record("pc-1", key, start)
+    inventory = DeviceInventory(device_id="pc-1", kind="desktop", updated_at=start)
+    records: list[Record] = [
+        (topics.inventory, b"pc-1", encode(inventory), []),
+        (topics.health, enrolment.key, enrolment.value, enrolment.headers),
+    ]
+    for day, disk in enumerate(disks):
+        report = HealthReport(
+            device_id="pc-1",
+            seq=day,
+            collected_at=start + timedelta(days=day),
+            kind="desktop",
+            platform="linux",
+            disks=[disk],
+        )
+        signed = signed_report(report, key)
+        records.append((topics.health, signed.key, signed.value, signed.headers))
+    return records
 
 
 def test_worker_refuses_an_edited_threshold_and_alerts_with_the_disk_rule(
@@ -41,30 +65,11 @@ def test_worker_refuses_an_edited_threshold_and_alerts_with_the_disk_rule(
 
     topics = Topics(prefix=kafka_settings.topic_prefix)
     create_topics(kafka_settings)
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=5)
-    inventory = DeviceInventory(device_id="pc-1", kind="desktop", updated_at=start)
-    reports = [
-        HealthReport(
-            device_id="pc-1",
-            seq=day,
-            collected_at=start + timedelta(days=day),
-            kind="desktop",
-            platform="linux",
-            disks=[DiskHealth(name="sda", serial_hash="s1", reallocated_sectors=4000 + 100 * day, smart_passed=False)],
-        )
-        for day in range(4)
+    failing = [
+        DiskHealth(name="sda", serial_hash="s1", reallocated_sectors=4000 + 100 * d, smart_passed=False)
+        for d in range(4)
     ]
-    key = derived_device_key(b"registry-test", "pc-1")
-    enrolment = enrolment_record("pc-1", key, start)
-    signed = [signed_report(r, key) for r in reports]
-    produce(
-        kafka_settings,
-        [
-            (topics.inventory, b"pc-1", encode(inventory), []),
-            (topics.health, enrolment.key, enrolment.value, enrolment.headers),
-        ]
-        + [(topics.health, r.key, r.value, r.headers) for r in signed],
-    )
+    produce(kafka_settings, one_pc(topics, failing))
 
     worker = Worker(kafka_settings, tmp_path / "w1", store="memory", instance="registry")
     worker.extra_env["FLEETPULSE_MODELS__REGISTRY_DIR"] = str(registry)
@@ -110,32 +115,10 @@ def test_the_running_worker_serves_a_promoted_champion_without_a_restart(
     artifact = fleet_challenger(load_artifact(shipped, SHIPPED_REGISTRY, shipped.champions["disk"]), registry, True)
     topics = Topics(prefix=kafka_settings.topic_prefix)
     create_topics(kafka_settings)
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=6)
-    key = derived_device_key(b"reload-test", "pc-1")
-    enrolment = enrolment_record("pc-1", key, start)
-    reports = [
-        signed_report(
-            HealthReport(
-                device_id="pc-1",
-                seq=day,
-                collected_at=start + timedelta(days=day),
-                kind="desktop",
-                platform="linux",
-                disks=[DiskHealth(name="sda", serial_hash="s1", media_errors=day, reallocated_sectors=10 * day)],
-            ),
-            key,
-        )
-        for day in range(6)
-    ]
-    inventory = DeviceInventory(device_id="pc-1", kind="desktop", updated_at=start)
-    produce(
-        kafka_settings,
-        [
-            (topics.inventory, b"pc-1", encode(inventory), []),
-            (topics.health, enrolment.key, enrolment.value, enrolment.headers),
-        ]
-        + [(topics.health, r.key, r.value, r.headers) for r in reports[:3]],
+    records = one_pc(
+        topics, [DiskHealth(name="sda", serial_hash="s1", media_errors=d, reallocated_sectors=10 * d) for d in range(6)]
     )
+    produce(kafka_settings, records[:5])  # inventory, enrolment, three reports
     worker = Worker(kafka_settings, tmp_path / "w1", store="memory", instance="reload", registry_poll_s=1)
     worker.extra_env["FLEETPULSE_MODELS__REGISTRY_DIR"] = str(registry)
     worker.start()
@@ -152,7 +135,7 @@ def test_the_running_worker_serves_a_promoted_champion_without_a_restart(
         while "serving reloaded models" not in worker.log_path.read_text():
             assert datetime.now(UTC) < deadline, "the worker did not pick up the promoted champion"
             time.sleep(0.5)
-        produce(kafka_settings, [(topics.health, r.key, r.value, r.headers) for r in reports[3:]])
+        produce(kafka_settings, records[5:])
         wait_caught_up(kafka_settings)
         assert worker.running(), "served by the same process"
     finally:

@@ -25,14 +25,21 @@ from fleetpulse.config import load_settings
 from fleetpulse.contract import Topics
 from fleetpulse.dashboards.settings import GrafanaSettings
 from fleetpulse.settings import ServerSettings
-from tests.unit.deploy.tools import DEPLOY, dclint, dclint_schema, retention_policy, tool
+from tests.unit.deploy.tools import (
+    DEPLOY,
+    MOUNTED_SECRET,
+    assert_sso_secrets_are_the_mounted_files,
+    dclint,
+    dclint_schema,
+    retention_policy,
+    tool,
+)
 
 COMPOSE_DIR = DEPLOY / "compose"
 COMPOSE = yaml.safe_load((COMPOSE_DIR / "compose.yaml").read_text(encoding="utf-8"))
 SERVICES: dict[str, Any] = COMPOSE["services"]
 APP_SERVICES = ("migrate", "worker", "tickets", "rollup", "api")
 # Key and service order is cosmetic; the file is ordered by data flow for readers.
-MOUNTED_SECRET = "mounted-" + "x" * 40  # stands in for every secret file (a cookie key needs 32+ characters)
 ORDER_RULES = ["service-keys-order", "services-alphabetical-order", "top-level-properties-order"]
 
 
@@ -210,14 +217,7 @@ def test_app_services_get_valid_settings(service: str, monkeypatch: pytest.Monke
     assert settings.grafana.rollup.influx.url == "http://influxdb:8086"
     assert {c["target"] for c in SERVICES[service]["configs"]} == {"/etc/fleetpulse/server.toml"}
     if service == "api":  # single sign-on's client secret and the cookie key arrive as files
-        oidc, session = settings.alerts.api.oidc, settings.alerts.api.session
-        assert oidc is not None
-        assert oidc.client_secret is not None
-        assert oidc.client_secret.get_secret_value() == MOUNTED_SECRET
-        assert session.secret_key is not None
-        assert session.secret_key.get_secret_value() == MOUNTED_SECRET
-        assert session.cookie_secure
-        assert not settings.alerts.api.login_form
+        assert_sso_secrets_are_the_mounted_files(settings)
 
 
 def test_the_api_trusts_forwarded_addresses_from_the_backend_gateway_only() -> None:

@@ -24,7 +24,13 @@ from fleetpulse.config import SECRETS_DIR_ENV, load_settings
 from fleetpulse.contract import Topics
 from fleetpulse.dashboards.build import build_all, render
 from fleetpulse.settings import ServerSettings
-from tests.unit.deploy.tools import DEPLOY, kustomize, retention_policy
+from tests.unit.deploy.tools import (
+    DEPLOY,
+    MOUNTED_SECRET,
+    assert_sso_secrets_are_the_mounted_files,
+    kustomize,
+    retention_policy,
+)
 
 K8S = DEPLOY / "k8s"
 KUBERNETES_VERSION = "1.30.0"
@@ -350,7 +356,6 @@ def _mounted_secret_files(pod: dict[str, Any], container: dict[str, Any], mount_
     }
 
 
-MOUNTED_SECRET = "mounted-" + "x" * 40  # stands in for every secret file (a cookie key needs 32+ characters)
 FLEETPULSE_WORKLOADS = ["fleetpulse-worker", "fleetpulse-tickets", "fleetpulse-api", "fleetpulse-db-upgrade"]
 
 
@@ -394,15 +399,8 @@ def test_fleetpulse_containers_get_valid_settings(
         assert settings.grafana.rollup.influx.token is not None
         assert settings.grafana.rollup.influx.token.get_secret_value() == MOUNTED_SECRET
         assert settings.grafana.rollup.influx.url == "http://influxdb:8086"
-    if workload == "fleetpulse-api":  # single sign-on's client secret and the cookie key: files, one for all replicas
-        oidc, session = settings.alerts.api.oidc, settings.alerts.api.session
-        assert oidc is not None
-        assert oidc.client_secret is not None
-        assert oidc.client_secret.get_secret_value() == MOUNTED_SECRET
-        assert session.secret_key is not None
-        assert session.secret_key.get_secret_value() == MOUNTED_SECRET
-        assert session.cookie_secure
-        assert settings.alerts.api.limits.trusted_proxies, "audit and throttle need the address behind the ingress"
+    if workload == "fleetpulse-api":  # single sign-on's client secret and the cookie key arrive as files
+        assert_sso_secrets_are_the_mounted_files(settings)
     if "FLEETPULSE_KAFKA__SASL_USERNAME" in env:  # Kafka clients also need the cluster CA
         assert settings.kafka.ssl_cafile is not None
         assert str(settings.kafka.ssl_cafile.parent) in mounts

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from fleetpulse.settings import ServerSettings
 from tests.harness import REPO, unavailable
 
 DEPLOY = REPO / "deploy"
@@ -46,3 +47,20 @@ def dclint_schema() -> Path:
 
 def retention_policy() -> dict:  # type: ignore[type-arg]
     return yaml.safe_load((DEPLOY / "retention.yaml").read_text(encoding="utf-8"))
+
+
+MOUNTED_SECRET = "mounted-" + "x" * 40
+"""Stands in for every mounted secret file (a session cookie key needs 32+ characters)."""
+
+
+def assert_sso_secrets_are_the_mounted_files(settings: ServerSettings) -> None:
+    """The API's single sign-on client secret and cookie key come from the secret mount, over TLS only."""
+    oidc, session = settings.alerts.api.oidc, settings.alerts.api.session
+    assert oidc is not None
+    assert oidc.client_secret is not None
+    assert oidc.client_secret.get_secret_value() == MOUNTED_SECRET
+    assert session.secret_key is not None
+    assert session.secret_key.get_secret_value() == MOUNTED_SECRET
+    assert session.cookie_secure
+    assert not settings.alerts.api.login_form
+    assert settings.alerts.api.limits.trusted_proxies, "audit and throttle need the address behind the proxy"
