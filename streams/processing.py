@@ -291,7 +291,8 @@ class Processor:
         out: BatchResult,
         pending: dict[str, DeviceState],
     ) -> None:
-        """Handle one record, advancing its device's state in place (states are owned: decoded per batch)."""
+        """Handle one record, advancing its device's state in place (the batch owns each state it looks up:
+        freshly decoded, or taken out of the worker's decoded-state cache)."""
         if raw.topic == self._inventory_topic:
             return self._inventory(index, raw, lookup, now, out, pending)
         if raw.value is None:

@@ -324,7 +324,7 @@ class AuditLog:
             if first is None:
                 first = row.seq
                 if row.seq != 1:
-                    cut = _checkpoint(checkpoint)
+                    cut = _payload_object(checkpoint)
                     if cut.get("pruned_through") != row.seq - 1 or cut.get("head_hash") != row.prev_hash:
                         return broken(
                             row.seq, f"records 1..{row.seq - 1} are missing and no prune checkpoint covers them"
@@ -420,7 +420,7 @@ def adopt_ticket_events(session: Session, now: datetime) -> int:
         )
     )
     for kind, stored in rows:
-        data = _checkpoint(stored)
+        data = _payload_object(stored)
         if kind == AuditKind.PRUNED.value:
             before = _aware(data.get("before"))
             cut = before if cut is None or (before is not None and before > cut) else cut
@@ -457,8 +457,9 @@ def _aware(value: Any) -> datetime | None:
     return None if parsed is None or parsed.tzinfo is None else parsed
 
 
-def _checkpoint(payload: str | None) -> dict[str, Any]:
-    """A prune checkpoint's payload; anything unreadable counts as no checkpoint (reported as such)."""
+def _payload_object(payload: str | None) -> dict[str, Any]:
+    """A stored payload as a JSON object; anything unreadable is empty (a prune checkpoint that is no
+    checkpoint, reported as such; an event record that covers no event)."""
     try:
         cut = json.loads(payload) if payload is not None else {}
     except ValueError:
