@@ -19,7 +19,7 @@ from sqlalchemy import Connection, select, text
 from sqlalchemy.exc import DBAPIError
 
 from fleetpulse.alerts.store import alembic_config, upgrade
-from fleetpulse.alerts.store.audit import AuditActor, AuditContext, AuditKind, chain_hash
+from fleetpulse.alerts.store.audit import AuditActor, AuditContext, AuditKind, adopt_ticket_events, chain_hash
 from fleetpulse.alerts.store.models import AuditRecord
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.alerts.tickets import TransitionError
@@ -334,3 +334,21 @@ def _migrate(store: TicketStore, revision: str) -> None:
         cfg = alembic_config(store.engine)
         cfg.attributes["connection"] = connection
         command.downgrade(cfg, revision)
+
+
+def test_hostile_stored_payloads_neither_stop_the_adoption_nor_hide_an_event(trail: TicketStore) -> None:
+    """Records rewritten by a database owner (not JSON, a list, a naive or garbage time, a text ticket id)
+    cover no event and stop no upgrade: the events they claimed are chained again, and verify names the edit."""
+    kinds = [r.kind for r in trail.audit.records()]
+    assert kinds[:5] == ["ticket.opened", "ticket.opened", "tickets.bulk", "ticket.transition", "ticket.transition"]
+    payloads = ["[not json", "[1, 2]", '{"ticket_id": 1, "event_at": "2026-11-01T12:00:00"}', '{"ticket_id": "1"}']
+    with as_database_owner(trail) as conn:
+        for seq, payload in zip((2, 3, 4, 5), payloads, strict=True):
+            conn.execute(text("UPDATE audit_log SET payload = :p WHERE seq = :s"), {"p": payload, "s": seq})
+        conn.execute(
+            text("UPDATE audit_log SET kind = 'audit.pruned', payload = '{\"before\": \"soon\"}' WHERE seq = 6")
+        )
+    with trail.session() as session:
+        adopted = adopt_ticket_events(session, NOW)
+    assert adopted == 3  # both transitions and the second opening: only record 1 still names its event
+    assert trail.audit.verify().broken_seq == 2
