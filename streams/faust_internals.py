@@ -44,8 +44,11 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.partitioner import DefaultPartitioner
 from faust.assignor import PartitionAssignor
 from faust.assignor.client_assignment import ClientMetadata
+from faust.serializers import codecs
+from faust.serializers.schemas import Schema
 from faust.stores import memory as memory_store
 from faust.stores import rocksdb as rocksdb_store
+from faust.transport._cython.conductor import ConductorHandler
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP, EventT
@@ -135,8 +138,86 @@ class DrainingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
         if self._commit_every is not None and self._n_acked >= self._commit_every:
             self._n_acked = 0
             await asyncio.shield(self.commit())  # a flow stop must not cancel a commit half-way
-        await self.callback(message)
+        if not self._put_direct(tp, message):
+            await self.callback(message)
         self._read_offset[tp] = offset
+
+    def _put_direct(self, tp: TP, message: Any) -> bool:
+        """Put ``message`` into its one channel's queue as the conductor's handler would, without awaiting.
+
+        Faust's per-record route (the conductor's ``on_message`` under its lock, the compiled
+        ``ConductorHandler``, the flow-control and producer-buffer waits, the topic's decode
+        closure) costs more than the rest of the fetch; for a record it would deliver to one raw
+        bytes channel at once, the outcome is this put. Returns False, leaving the record to
+        Faust's route, wherever that route could wait or do more: routes being rebuilt
+        (rebalance), flow stopped, producer buffer over its limit, a full queue, several
+        channels, or a channel that decodes.
+        """
+        conductor = self.app.topics
+        if self.callback is not conductor.on_message or conductor._tp_to_callback_lock.locked():
+            return False
+        handler = conductor._tp_to_callback.get(tp)
+        route = self._routes.get(tp)
+        if route is None or route.handler is not handler:
+            route = self._routes[tp] = DirectRoute.of(self.app, handler)
+        if route.queue is None or len(route.channels) != 1 or route.channel not in route.channels or not route.open():
+            return False
+        queue = route.queue
+        if queue.full():
+            return False
+        message.refcount += 1  # as the handler's message.incref(1): the event acks it once
+        queue.put_nowait_enhanced(
+            route.event(self.app, message.key, message.value, message.headers, message),
+            on_pressure_high=route.on_pressure_high,
+            on_pressure_drop=route.on_pressure_drop,
+        )
+        return True
+
+    @functools.cached_property
+    def _routes(self) -> dict[TP, DirectRoute]:
+        return {}
+
+
+def delivers_raw(channel: Any) -> bool:
+    """Whether Faust's decode of ``channel`` hands a record's key and value over unchanged (raw codec, no model)."""
+    schema = getattr(channel, "schema", None)
+    return (
+        type(schema) is Schema
+        and schema.key_serializer == "raw"
+        and schema.value_serializer == "raw"
+        and schema.key_type in (None, bytes)
+        and schema.value_type in (None, bytes)
+        and type(codecs.get_codec("raw")) is codecs.raw
+    )
+
+
+class DirectRoute:
+    """What :meth:`DrainingConsumer._put_direct` needs of one partition's conductor handler, looked up once.
+
+    ``queue`` is None when the handler's records cannot bypass it: not the compiled
+    ``ConductorHandler``, no channel or several, or a channel that decodes.
+    """
+
+    def __init__(self, handler: Any, channel: Any, event: Any, open_: Callable[[], bool]) -> None:
+        self.handler, self.channel, self.event, self.open = handler, channel, event, open_
+        self.channels = getattr(handler, "channels", ())  # live: the conductor adds and removes channels in place
+        self.queue = None if channel is None else channel.queue
+        self.on_pressure_high = getattr(handler, "on_pressure_high", None)
+        self.on_pressure_drop = getattr(handler, "on_pressure_drop", None)
+
+    @classmethod
+    def of(cls, app: Any, handler: Any) -> DirectRoute:
+        channels = getattr(handler, "channels", None) if isinstance(handler, ConductorHandler) else None
+        if not channels or len(channels) != 1 or not delivers_raw(next(iter(channels))):
+            return cls(handler, None, None, lambda: False)
+        (channel,) = channels
+        flow_active = app.flow_control.is_active
+        buffer = app.producer.buffer
+
+        def open_() -> bool:  # what the handler's acquire_flow_control and wait_until_producer_ebb would pass at once
+            return bool(flow_active()) and buffer.size <= buffer.max_messages
+
+        return cls(handler, channel, app.conf.Event, open_)
 
 
 class DrainingTransport(aiokafka_driver.Transport):  # type: ignore[misc]

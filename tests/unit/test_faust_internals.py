@@ -20,16 +20,19 @@ import aiokafka
 import faust
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
+from faust.serializers.registry import Registry
+from faust.serializers.schemas import Schema
 from faust.stores import rocksdb as rocksdb_store
 from faust.tables.base import Collection
 from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
+from faust.transport import conductor as faust_conductor
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
 from hypothesis import given
 from hypothesis import strategies as st
-from mode.utils.queues import FlowControlEvent, ThrowableQueue
+from mode.utils.queues import FlowControlEvent, FlowControlQueue, ThrowableQueue
 
 from fleetpulse.models.registry import ScorerSet
 from fleetpulse.settings import ServerSettings
@@ -51,6 +54,21 @@ SOURCE_DIGESTS = {
     "faust.transport.consumer.Consumer._drain_messages": (faust_consumer.Consumer._drain_messages, "44a2500309e8"),
     "faust.transport.consumer.Consumer._add_gap": (faust_consumer.Consumer._add_gap, "4df2573ded7c"),
     "faust.transport.consumer.Fetcher._fetcher": (faust_consumer.Fetcher._fetcher, "68f894f0b577"),
+    # DrainingConsumer._put_direct does what the conductor's route does for a record of one raw bytes channel
+    "faust.transport.conductor.Conductor._compile_message_handler": (
+        faust_conductor.Conductor._compile_message_handler,
+        "9fbc0538097a",
+    ),
+    "faust.transport.conductor.Conductor._update_callback_map": (
+        faust_conductor.Conductor._update_callback_map,
+        "37598771880d",
+    ),
+    "faust.transport.conductor.Conductor._build_handler": (faust_conductor.Conductor._build_handler, "5c071d127798"),
+    "faust.serializers.schemas.Schema.compile": (Schema.compile, "d46eec5ce319"),
+    "faust.serializers.registry.Registry.loads_key": (Registry.loads_key, "75262a2361a3"),
+    "faust.serializers.registry.Registry.loads_value": (Registry.loads_value, "a9a8d9f63e03"),
+    "faust.serializers.registry.Registry._prepare_payload": (Registry._prepare_payload, "0740e90d2a90"),
+    "mode.utils.queues.FlowControlQueue.put_nowait_enhanced": (FlowControlQueue.put_nowait_enhanced, "f1839f43dda3"),
     # DeviceTable builds its store the way Collection does
     "faust.tables.base.Collection._new_store_by_url": (Collection._new_store_by_url, "343a8125107d"),
     # BatchRocksDBStore reads/writes the partition databases as these do
@@ -81,6 +99,15 @@ def test_the_installed_faust_streaming_is_the_pinned_release() -> None:
     assert faust.__version__ == FAUST_STREAMING_VERSION
     pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     assert f'"faust-streaming=={FAUST_STREAMING_VERSION}"' in pyproject
+
+
+def test_the_compiled_conductor_handler_is_unchanged() -> None:
+    """The worker's direct put mirrors the compiled handler (Cython: its shipped .pyx source is what is checked)."""
+    source = Path(faust_conductor.__file__).parent / "_cython" / "conductor.pyx"
+    assert isinstance(faust_internals.ConductorHandler, type)
+    assert hashlib.sha256(source.read_bytes()).hexdigest()[:12] == "dde1f9742678", (
+        "faust's compiled ConductorHandler changed: re-check DrainingConsumer._put_direct against conductor.pyx"
+    )
 
 
 def test_another_faust_streaming_release_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -268,3 +295,98 @@ def test_memory_batch_store_reads_what_it_wrote() -> None:
     assert store.read(7, b"a") == b"1"
     assert store.read(0, b"c") is None
     assert faust_internals.BATCH_STORES["memory"] is BatchMemoryStore
+
+
+def raw_message(tp: TP, offset: int) -> Any:
+    return aiokafka_driver.ConsumerMessage(
+        tp.topic,
+        tp.partition,
+        offset,
+        1.5,
+        0,
+        [("h", b"v")],
+        b"pc-%d" % offset,
+        b"report %d" % offset,
+        None,
+        4,
+        8,
+        tp,
+        generation_id=0,
+    )
+
+
+async def fetched_from(records: list[tuple[TP, Any]]) -> AsyncIterator[tuple[TP, Any]]:
+    for record in records:
+        yield record
+
+
+def subscribed_app(tmp_path: Path, *channels: Any) -> tuple[Any, TP]:
+    """An app whose conductor routes partition ``in/0`` to ``channels`` (as after a subscription), flow running."""
+    app = create_app(
+        ServerSettings.model_validate({"streams": {"store": "memory", "data_dir": str(tmp_path)}}),
+        scorers=ScorerSet([]),
+        sink=NullSink(),
+    )
+    tp = TP("in", 0)
+    for channel in channels:
+        app.topics._tp_index[tp].add(channel(app))
+    app.topics._update_callback_map()
+    app.flow_control.resume()
+    app.consumer._read_offset[tp] = None
+    return app, tp
+
+
+def raw_channel(app: Any) -> Any:
+    return app.topic("in", key_serializer="raw", value_serializer="raw").clone(is_iterator=True)
+
+
+def json_channel(app: Any) -> Any:
+    return app.topic("in", key_serializer="raw", value_serializer="json").clone(is_iterator=True)
+
+
+def test_a_raw_channel_gets_the_events_faust_would_put_without_its_route(tmp_path: Path) -> None:
+    app, tp = subscribed_app(tmp_path, raw_channel)
+    consumer: Any = app.consumer
+    (channel,) = app.topics._tp_index[tp]
+    records = [(tp, raw_message(tp, offset)) for offset in (3, 4, 7)]
+
+    async def run() -> list[Any]:
+        await consumer._deliver(records[0], fetched_from(records[1:]))
+        return [channel.queue.get_nowait() for _ in range(channel.queue.qsize())]
+
+    events = asyncio.run(run())
+    assert consumer._routes[tp].queue is channel.queue  # the direct put served them
+    assert [e.message.offset for e in events] == [3, 4, 7]
+    for event, (_, message) in zip(events, records, strict=True):
+        expected = asyncio.run(channel.decode(message, propagate=True))
+        assert (event.key, event.value, event.headers, event.message) == (
+            expected.key,
+            expected.value,
+            expected.headers,
+            expected.message,
+        )
+        assert type(event) is type(expected)
+        assert event.message.refcount == 1  # as the handler's incref: one ack acks it
+    assert consumer._read_offset[tp] == 7
+
+
+@pytest.mark.parametrize("situation", ["decoding channel", "two channels", "flow stopped", "routes rebuilt", "full"])
+def test_records_take_fausts_route_where_it_would_wait_or_decode(tmp_path: Path, situation: str) -> None:
+    channels = {"decoding channel": [json_channel], "two channels": [raw_channel, raw_channel]}
+    app, tp = subscribed_app(tmp_path, *channels.get(situation, [raw_channel]))
+    consumer: Any = app.consumer
+    queues = [channel.queue for channel in app.topics._tp_index[tp]]
+    if situation == "flow stopped":
+        app.flow_control.suspend()
+    if situation == "full":
+        for offset in range(queues[0].maxsize):
+            queues[0].put_nowait(offset)
+
+    async def run() -> bool:
+        if situation == "routes rebuilt":
+            async with app.topics._tp_to_callback_lock:
+                return bool(consumer._put_direct(tp, raw_message(tp, 1)))
+        return bool(consumer._put_direct(tp, raw_message(tp, 1)))
+
+    assert asyncio.run(run()) is False
+    assert [queue.qsize() for queue in queues] == [queue.maxsize if situation == "full" else 0 for queue in queues]
