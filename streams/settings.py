@@ -96,6 +96,16 @@ class StreamSettings(BaseModel):
             "objects"
         ),
     )
+    gc_middle_threshold: int = Field(
+        default=1000,
+        ge=10,
+        description=(
+            "young-generation collections between middle-generation ones (CPython default 10); each middle "
+            "collection rescans every object that outlived a young one, such as the decoded-state cache. At 1000 "
+            "the worker's peak memory measured the same as at 10: cyclic garbage still goes, at the next middle "
+            "collection"
+        ),
+    )
     state_cache_bytes: int = Field(
         default=256 * 1024 * 1024,
         ge=0,

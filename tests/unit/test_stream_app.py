@@ -16,7 +16,7 @@ from fleetpulse.contract import Component, RiskScore, encode
 from fleetpulse.models.registry import ScorerSet, rule_scorers
 from fleetpulse.models.state import DeviceState
 from fleetpulse.settings import ServerSettings
-from fleetpulse.streams.app import create_app, serving_policy, serving_summary
+from fleetpulse.streams.app import create_app, serving_policy, serving_summary, tune_gc
 from fleetpulse.streams.metrics import PipelineMetrics
 from fleetpulse.streams.processing import DeviceRecord
 from fleetpulse.streams.sinks import NullSink
@@ -86,6 +86,17 @@ class SuggestingDiskScorer(RecordingBaselines):
 
     def alert_thresholds(self, cap: str) -> tuple[float, float]:
         return (0.15, 0.075)
+
+
+def test_the_worker_sets_young_and_middle_collector_thresholds_from_its_settings() -> None:
+    streams = ServerSettings().streams
+    before = gc.get_threshold()
+    try:
+        tune_gc(streams.gc_young_threshold, streams.gc_middle_threshold)
+        assert gc.get_threshold() == (10_000, 1000, before[2])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
 
 
 def test_serving_policy_takes_the_champions_operating_point_unless_configured() -> None:
