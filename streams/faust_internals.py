@@ -195,7 +195,7 @@ class DirectRoute:
     """What :meth:`DrainingConsumer._put_direct` needs of one partition's conductor handler, looked up once.
 
     ``queue`` is None when the handler's records cannot bypass it: not the compiled
-    ``ConductorHandler``, no channel or several, or a channel that decodes.
+    ``ConductorHandler``, no channel or several, a channel that decodes, or a threaded producer.
     """
 
     def __init__(self, handler: Any, channel: Any, event: Any, open_: Callable[[], bool]) -> None:
@@ -208,14 +208,15 @@ class DirectRoute:
     @classmethod
     def of(cls, app: Any, handler: Any) -> DirectRoute:
         channels = getattr(handler, "channels", None) if isinstance(handler, ConductorHandler) else None
-        if not channels or len(channels) != 1 or not delivers_raw(next(iter(channels))):
+        if not channels or len(channels) != 1 or not delivers_raw(next(iter(channels))) or app.conf.producer_threaded:
             return cls(handler, None, None, lambda: False)
         (channel,) = channels
         flow_active = app.flow_control.is_active
         buffer = app.producer.buffer
+        pending, limit = buffer.pending, buffer.max_messages  # ProducerBuffer.size without its settings lookup
 
         def open_() -> bool:  # what the handler's acquire_flow_control and wait_until_producer_ebb would pass at once
-            return bool(flow_active()) and buffer.size <= buffer.max_messages
+            return bool(flow_active()) and pending.qsize() <= limit
 
         return cls(handler, channel, app.conf.Event, open_)
 

@@ -29,6 +29,7 @@ from faust.tables.recovery import Recovery
 from faust.transport import conductor as faust_conductor
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as aiokafka_driver
+from faust.transport.producer import ProducerBuffer
 from faust.types import TP
 from hypothesis import given
 from hypothesis import strategies as st
@@ -69,6 +70,8 @@ SOURCE_DIGESTS = {
     "faust.serializers.registry.Registry.loads_value": (Registry.loads_value, "a9a8d9f63e03"),
     "faust.serializers.registry.Registry._prepare_payload": (Registry._prepare_payload, "0740e90d2a90"),
     "mode.utils.queues.FlowControlQueue.put_nowait_enhanced": (FlowControlQueue.put_nowait_enhanced, "f1839f43dda3"),
+    "faust.transport.producer.ProducerBuffer.size": (ProducerBuffer.size.fget, "b543a978fdec"),
+    "faust.transport.producer.ProducerBuffer.wait_until_ebb": (ProducerBuffer.wait_until_ebb, "758dd5744044"),
     # DeviceTable builds its store the way Collection does
     "faust.tables.base.Collection._new_store_by_url": (Collection._new_store_by_url, "343a8125107d"),
     # BatchRocksDBStore reads/writes the partition databases as these do
@@ -370,7 +373,9 @@ def test_a_raw_channel_gets_the_events_faust_would_put_without_its_route(tmp_pat
     assert consumer._read_offset[tp] == 7
 
 
-@pytest.mark.parametrize("situation", ["decoding channel", "two channels", "flow stopped", "routes rebuilt", "full"])
+@pytest.mark.parametrize(
+    "situation", ["decoding channel", "two channels", "flow stopped", "routes rebuilt", "full", "producer buffer over"]
+)
 def test_records_take_fausts_route_where_it_would_wait_or_decode(tmp_path: Path, situation: str) -> None:
     channels = {"decoding channel": [json_channel], "two channels": [raw_channel, raw_channel]}
     app, tp = subscribed_app(tmp_path, *channels.get(situation, [raw_channel]))
@@ -381,6 +386,10 @@ def test_records_take_fausts_route_where_it_would_wait_or_decode(tmp_path: Path,
     if situation == "full":
         for offset in range(queues[0].maxsize):
             queues[0].put_nowait(offset)
+    if situation == "producer buffer over":
+        buffer = app.producer.buffer
+        for n in range(buffer.max_messages + 1):
+            buffer.pending.put_nowait(n)
 
     async def run() -> bool:
         if situation == "routes rebuilt":
