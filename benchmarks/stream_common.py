@@ -174,6 +174,19 @@ def cpu_seconds(workers: list[WorkerProcess]) -> float:
     return total
 
 
+def peak_rss_mib(workers: list[WorkerProcess]) -> float:
+    """The largest peak resident memory of the worker processes so far (Linux ``VmHWM``; 0 elsewhere)."""
+    peak = 0.0
+    for worker in workers:
+        assert worker.proc is not None
+        status = Path(f"/proc/{worker.proc.pid}/status")
+        if status.exists():
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) / 1024)
+    return peak
+
+
 @dataclass
 class Processed:
     """Wall-clock and CPU time between the first processed event and the last."""

@@ -37,6 +37,7 @@ from stream_common import (
     create_topics,
     decode_input,
     kafka_settings,
+    peak_rss_mib,
     producer,
     start_worker,
     wait_processed,
@@ -80,6 +81,7 @@ class WorkerRun:
     rate: float
     cpu_rate: float
     metrics: str
+    peak_rss_mib: float
 
 
 def run_workers(
@@ -92,10 +94,11 @@ def run_workers(
             worker.wait_ready(timeout=120)
         processed = wait_processed(workers, total, timeout=3600)
         metrics = "\n".join(worker.metrics() for worker in workers)
+        peak = peak_rss_mib(workers)
     finally:
         for worker in workers:
             worker.stop()
-    return WorkerRun(total / (processed.done - processed.first), total / processed.cpu_s, metrics)
+    return WorkerRun(total / (processed.done - processed.first), total / processed.cpu_s, metrics, peak)
 
 
 def main() -> None:
@@ -152,7 +155,7 @@ def main() -> None:
         print(
             f"baseline worker ({args.baseline_checkout}): {baseline.rate:10.0f} events/s "
             f"({baseline.cpu_rate:.0f} per CPU second) = {baseline.cpu_rate / raw_cpu_rate:.1%} of the ceiling CPU, "
-            f"{1e6 / baseline.cpu_rate:.1f} CPU µs per event"
+            f"{1e6 / baseline.cpu_rate:.1f} CPU µs per event, peak RSS {baseline.peak_rss_mib:.0f} MiB"
         )
     run = run_workers(kafka, total, args.workers, **extra)
     rate, cpu_rate, metrics = run.rate, run.cpu_rate, run.metrics
@@ -188,6 +191,7 @@ def main() -> None:
         f"batch floor {1e6 / batch_cpu_rate:.1f}, worker {1e6 / cpu_rate:.1f}"
     )
     print(f"garbage collection in the workers: {gc_s:.1f} s ({by_generation}); {total / cpu_rate:.1f} CPU s measured")
+    print(f"worker peak RSS: {run.peak_rss_mib:.0f} MiB")
     cache = {
         name: sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(prefix))
         for name, prefix in (
@@ -219,12 +223,14 @@ def main() -> None:
         "ratio_cpu": round(cpu_rate / raw_cpu_rate, 3),
         "scores": int(scores),
         "gc_s": round(gc_s, 2),
+        "worker_peak_rss_mib": round(run.peak_rss_mib),
         "state_cache_hits": int(cache["hits"]),
         "state_cache_misses": int(cache["misses"]),
         "tsdb": bool(args.tsdb_url),
     }
     if baseline is not None:
         results["baseline_eps_per_cpu_s"] = round(baseline.cpu_rate)
+        results["baseline_peak_rss_mib"] = round(baseline.peak_rss_mib)
     print(json.dumps(results))
     record("stream_throughput", results, load_at_start)
 
