@@ -45,6 +45,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from faust.assignor import PartitionAssignor
 from faust.assignor.client_assignment import ClientMetadata
 from faust.serializers import codecs
+from faust.serializers.registry import Registry
 from faust.serializers.schemas import Schema
 from faust.stores import memory as memory_store
 from faust.stores import rocksdb as rocksdb_store
@@ -178,13 +179,19 @@ class DrainingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
         return {}
 
 
-def delivers_raw(channel: Any) -> bool:
-    """Whether Faust's decode of ``channel`` hands a record's key and value over unchanged (raw codec, no model)."""
+def delivers_raw(app: Any, channel: Any) -> bool:
+    """Whether Faust's decode of ``channel`` hands a record's key and value over unchanged (raw codec, no model).
+
+    A topic without serializers of its own decodes with the app's (``key_serializer=`` and
+    ``value_serializer=`` settings), as Faust's serializer registry does.
+    """
     schema = getattr(channel, "schema", None)
+    registry = app.serializers
     return (
         type(schema) is Schema
-        and schema.key_serializer == "raw"
-        and schema.value_serializer == "raw"
+        and type(registry) is Registry
+        and (schema.key_serializer or registry.key_serializer) == "raw"
+        and (schema.value_serializer or registry.value_serializer) == "raw"
         and schema.key_type in (None, bytes)
         and schema.value_type in (None, bytes)
         and type(codecs.get_codec("raw")) is codecs.raw
@@ -208,7 +215,12 @@ class DirectRoute:
     @classmethod
     def of(cls, app: Any, handler: Any) -> DirectRoute:
         channels = getattr(handler, "channels", None) if isinstance(handler, ConductorHandler) else None
-        if not channels or len(channels) != 1 or not delivers_raw(next(iter(channels))) or app.conf.producer_threaded:
+        if (
+            not channels
+            or len(channels) != 1
+            or not delivers_raw(app, next(iter(channels)))
+            or app.conf.producer_threaded
+        ):
             return cls(handler, None, None, lambda: False)
         (channel,) = channels
         flow_active = app.flow_control.is_active

@@ -343,12 +343,18 @@ def raw_channel(app: Any) -> Any:
     return app.topic("in", key_serializer="raw", value_serializer="raw").clone(is_iterator=True)
 
 
+def default_channel(app: Any) -> Any:
+    """A topic without serializers of its own: it decodes with the app's (the worker's app: raw)."""
+    return app.topic("in").clone(is_iterator=True)
+
+
 def json_channel(app: Any) -> Any:
     return app.topic("in", key_serializer="raw", value_serializer="json").clone(is_iterator=True)
 
 
-def test_a_raw_channel_gets_the_events_faust_would_put_without_its_route(tmp_path: Path) -> None:
-    app, tp = subscribed_app(tmp_path, raw_channel)
+@pytest.mark.parametrize("channel_of", [raw_channel, default_channel])
+def test_a_raw_channel_gets_the_events_faust_would_put_without_its_route(tmp_path: Path, channel_of: Any) -> None:
+    app, tp = subscribed_app(tmp_path, channel_of)
     consumer: Any = app.consumer
     (channel,) = app.topics._tp_index[tp]
     records = [(tp, raw_message(tp, offset)) for offset in (3, 4, 7)]
