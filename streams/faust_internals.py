@@ -9,8 +9,9 @@ and replaces only those per-record paths, each through a subclass Faust lets an 
 plug in:
 
 * :class:`DrainingConsumer` (via :class:`DrainingTransport`, set as ``app.transport``):
-  hands a whole fetched batch to the conductor inside ONE task that the flow-stop
-  event can interrupt, instead of one task pair per record;
+  hands a whole fetched batch over inside ONE task that the flow-stop event can interrupt,
+  instead of one task pair per record, and puts a record meant for one raw bytes channel
+  straight into that channel's queue, as the conductor's compiled handler would;
 * :func:`event_batches`: reads the agent's channel queue in bulk; the caller acks the
   batch in a plain loop after handling it;
 * :class:`RestartTolerantAssignor` (``PartitionAssignor=`` setting): a static member that
@@ -21,7 +22,7 @@ plug in:
   partition per call.
 
 These overrides reach private names (the assignor's compressed client metadata, ``Consumer._drain_messages`` and its read-offset and
-gap bookkeeping, the store's partition databases, the producer's aiokafka client, partitioner
+gap bookkeeping, the conductor's per-partition handlers and their lock, the producer buffer's pending queue, the store's partition databases, the producer's aiokafka client, partitioner
 and cluster metadata, the queue's error deque). They live in this one module, which refuses any other
 faust-streaming version than :data:`FAUST_STREAMING_VERSION` (also pinned in
 pyproject.toml); ``tests/unit/test_faust_internals.py`` fails loudly when an internal
