@@ -119,7 +119,7 @@ def test_a_json_table_is_read_and_rewritten_packed_by_the_next_worker(
     values = latest_values(kafka_settings)
     updated = {k for k, v in values.items() if v != stored.get(k)}
     assert updated
-    assert all(values[k].startswith(b"FPS\x02") for k in updated)  # rewritten packed on their next update
+    assert all(values[k].startswith(b"FPS\x03") for k in updated)  # rewritten packed on their next update
     replay = replay_from_scratch(kafka_settings)
     assert not state_differences(table_state(kafka_settings), replay.records)
     alerts = [json.loads(m.value) for m in read_topic(kafka_settings, topics.alerts)]
