@@ -36,7 +36,7 @@ import sys
 from array import array
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any, cast, get_args, get_origin
 
 import orjson
 from pydantic import BaseModel
@@ -161,19 +161,30 @@ def _state_fields(state: DeviceState) -> dict[str, Any]:
     return fields
 
 
-def header_json(record: BaseModel, state: DeviceState) -> bytes:
-    """``record``'s JSON without ``state``'s histories, byte for byte what
-    ``record.model_dump_json(exclude={"state": HISTORY_FIELDS})`` writes.
+@lru_cache(maxsize=16)
+def _dicts_of_models(record_type: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of ``record_type`` that hold a dict of models (a ``DeviceRecord``'s alert states)."""
+    names = []
+    for name, field in record_type.model_fields.items():
+        args = get_args(field.annotation)
+        if get_origin(field.annotation) is dict and isinstance(args[1], type) and issubclass(args[1], BaseModel):
+            names.append(name)
+    return tuple(names)
 
-    Built by orjson from the models' field dicts (pydantic serialises the same in about twice
-    the time), the record's dicts of models (its alert states) flattened here rather than
-    through orjson's per-object hook. A value orjson does not write (an integer beyond 64 bits,
-    a string that is not Unicode) takes pydantic's own path.
+
+def header_json(record: BaseModel, state: DeviceState) -> bytes:
+    """``record``'s JSON without ``state``'s histories: what ``record.model_dump_json(exclude={"state":
+    HISTORY_FIELDS})`` writes (but for how a float past 1e16 spells its exponent), read back by the
+    same validation.
+
+    Built by orjson from the models' field dicts, the record's dicts of models (its alert states)
+    flattened here rather than through orjson's per-object hook: pydantic serialises the same in
+    about twice the time. A value orjson does not write (an integer beyond 64 bits, a string that
+    is not Unicode) takes pydantic's own path.
     """
     fields = record.__dict__.copy()
-    for name, value in fields.items():
-        if type(value) is dict and value and isinstance(next(iter(value.values())), BaseModel):
-            fields[name] = {key: model.__dict__ for key, model in value.items()}
+    for name in _dicts_of_models(type(record)):
+        fields[name] = {key: model.__dict__ for key, model in fields[name].items()}
     fields["state"] = _state_fields(state)
     try:
         return orjson.dumps(fields, default=_model_fields, option=orjson.OPT_UTC_Z)
@@ -204,13 +215,18 @@ def _only_missing_out_of_range(packed: bytes, start: int, end: int) -> bool:
     return bits.count(MISSING_BITS) == high.count(0x7F)
 
 
-@lru_cache(maxsize=1024)
+_IDS: dict[tuple[str, ...], bytes] = {}
+"""Stored ids per order of column names: a few orders exist (columns appear in their merge order)."""
+
+
 def _column_ids(names: tuple[str, ...]) -> bytes:
-    """The stored ids of a history's columns (few distinct orders exist: cached)."""
     try:
-        return bytes([COLUMN_ID[name] for name in names])
+        ids = bytes([COLUMN_ID[name] for name in names])
     except KeyError as exc:
         raise ValueError(f"column {exc.args[0]!r} has no stored id: add it to COLUMN_NAMES") from None
+    if len(_IDS) < 4096:
+        _IDS[names] = ids
+    return ids
 
 
 def series_size(series: DailySeries) -> int:
@@ -234,9 +250,10 @@ def pack(header: bytes, state: DeviceState) -> bytes:
     One join of the histories' own arrays; the values are checked once, as one block.
     """
     series = series_of(state)
-    if len(series) > MAX_HISTORIES:
-        raise ValueError(f"{len(series)} histories: the layout holds {MAX_HISTORIES}")
-    heads: list[int] = []
+    count = len(series)
+    if count > MAX_HISTORIES:
+        raise ValueError(f"{count} histories: the layout holds {MAX_HISTORIES}")
+    heads: list[int] = [count]
     days: list[Days] = []
     ids: list[bytes] = []
     values: list[Values] = []
@@ -246,13 +263,15 @@ def pack(header: bytes, state: DeviceState) -> bytes:
         n_days, n_columns = len(history.days), len(columns)
         heads += (n_days, n_columns)
         days.append(history.days)
-        ids.append(_column_ids(tuple(columns)))
+        names = tuple(columns)
+        ids.append(_IDS.get(names) or _column_ids(names))
         values += columns.values()
         layout += 4 * n_days + n_columns
         floats += n_days * n_columns
-    head = _PREFIX.pack(MAGIC, VERSION, len(header))
-    raw = b"".join([head, header, _heads(len(series)).pack(len(series), *heads), *days, *ids, *values])
-    start = _PREFIX.size + len(header) + 1 + _HEAD_BYTES * len(series) + layout
+    raw = b"".join(
+        [_PREFIX.pack(MAGIC, VERSION, len(header)), header, _heads(count).pack(*heads), *days, *ids, *values]
+    )
+    start = _PREFIX.size + len(header) + 1 + _HEAD_BYTES * count + layout
     if len(raw) != start + 8 * floats:
         raise ValueError("a history's columns are not all as long as its days")
     if _out_of_range(raw, start) and not _only_missing_out_of_range(raw, start, len(raw)):
