@@ -1,4 +1,4 @@
-"""What the stream's table value costs to decode and encode: packed arrays (version 2) vs JSON (version 1).
+"""What the stream's table value costs to decode and encode: packed arrays (version 3) vs JSON (version 1).
 
 The worker decodes a device's value, applies the report and encodes it again for every
 event. States come from the fleet simulator after ``--days`` daily reports (a laptop's

@@ -45,7 +45,6 @@ from datetime import datetime
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic.main import IncEx
 
 from fleetpulse.alerts.policy import AlertPolicy, PolicyState, step
 from fleetpulse.contract import (
@@ -100,8 +99,6 @@ ENROLMENT_EXCERPT = "<enrolment: withheld, it carries a device key>"
 """Dead letters are read more widely than the health topic: a key in one would let its reader forge reports."""
 
 ErrorKind = str
-WITHOUT_HISTORIES: IncEx = {"state": state_codec.HISTORY_FIELDS}
-"""The record's JSON header in the table value: the histories follow it packed (``state_codec``)."""
 
 
 class DeviceRecord(BaseModel):
@@ -122,7 +119,7 @@ class DeviceRecord(BaseModel):
     )
 
     def to_bytes(self) -> bytes:
-        """The table value (``state_codec`` version 2), never over ``MAX_STATE_BYTES``.
+        """The table value (``state_codec`` version 3), never over ``MAX_STATE_BYTES``.
 
         A record over the bound first loses the alert states of disks its state no longer
         tracks (a device rotating disk ids would otherwise grow them without end), then its
@@ -146,13 +143,13 @@ class DeviceRecord(BaseModel):
         return raw
 
     def _encode(self) -> bytes:
-        return state_codec.pack(self.model_dump_json(exclude=WITHOUT_HISTORIES).encode(), self.state)
+        return state_codec.pack(state_codec.header_json(self, self.state), self.state)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> DeviceRecord:
         """Decode a table value of either version; a value that cannot be read back exactly raises
         :class:`~fleetpulse.models.state_codec.StateDecodeError` (or pydantic's error: both are
-        ``ValueError``). A version-1 (JSON) value is written as version 2 with the device's next update."""
+        ``ValueError``). A version-1 (JSON) or -2 value is written as version 3 with the device's next update."""
         if state_codec.is_legacy_json(raw):
             return cls.model_validate_json(raw)
         header, series = state_codec.unpack(raw)
