@@ -57,8 +57,28 @@ def component_features(state: DeviceState, component: Component, component_id: s
         raw = memory_features(state)
     else:
         raw = device_features(state)
-    finite = {name: float(value) for name, value in raw.items() if math.isfinite(value)}
-    return dict(sorted(finite.items())[:FEATURE_LOG_MAX_FEATURES])
+    out: dict[str, float] = {}
+    for name in _sorted_names(tuple(raw)):
+        value = raw[name]
+        if math.isfinite(value):
+            out[name] = float(value)
+            if len(out) == FEATURE_LOG_MAX_FEATURES:
+                break
+    return out
+
+
+_SORTED_NAMES: dict[tuple[str, ...], tuple[str, ...]] = {}
+"""A scorer's feature names in log order, per name set: each component's set is fixed by the code, so
+sorting happens once per component, not once per record."""
+
+
+def _sorted_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    ordered = _SORTED_NAMES.get(names)
+    if ordered is None:
+        if len(_SORTED_NAMES) >= 64:  # name sets come from code: a handful; never let it grow without bound
+            _SORTED_NAMES.clear()
+        ordered = _SORTED_NAMES[names] = tuple(sorted(names))
+    return ordered
 
 
 def feature_records(
@@ -71,6 +91,8 @@ def feature_records(
     """The feature-log records of one scoring generation (``states``: device id -> scored state)."""
     out = []
     for score in scores:
+        if score.role is not ScorerRole.CHAMPION:  # only champions are logged (log_reason); skip the threshold look-up
+            continue
         reason = log_reason(score, score.device_id in first_of_day, at_raise_level(score))
         state = states.get(score.device_id)
         if reason is None or state is None:
