@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import datetime
+from itertools import islice
+from operator import itemgetter
 
 from fleetpulse.contract import Component, FeatureLogReason, FeatureLogRecord, RiskScore, ScorerRole
 from fleetpulse.contract.v1 import FEATURE_LOG_MAX_FEATURES
@@ -57,28 +59,25 @@ def component_features(state: DeviceState, component: Component, component_id: s
         raw = memory_features(state)
     else:
         raw = device_features(state)
-    out: dict[str, float] = {}
-    for name in _sorted_names(tuple(raw)):
-        value = raw[name]
-        if math.isfinite(value):
-            out[name] = float(value)
-            if len(out) == FEATURE_LOG_MAX_FEATURES:
-                break
-    return out
+    names, values = _log_order(tuple(raw))
+    finite = {name: float(value) for name, value in zip(names, values(raw), strict=True) if math.isfinite(value)}
+    return finite if len(finite) <= FEATURE_LOG_MAX_FEATURES else dict(islice(finite.items(), FEATURE_LOG_MAX_FEATURES))
 
 
-_SORTED_NAMES: dict[tuple[str, ...], tuple[str, ...]] = {}
-"""A scorer's feature names in log order, per name set: each component's set is fixed by the code, so
-sorting happens once per component, not once per record."""
+_LOG_ORDER: dict[tuple[str, ...], tuple[tuple[str, ...], Callable[[dict[str, float]], tuple[float, ...]]]] = {}
+"""Per feature-name set: the names in log (sorted) order and a getter of their values in that order. Each
+scorer's name set is fixed by the code, so the sort happens once per component, not once per record."""
 
 
-def _sorted_names(names: tuple[str, ...]) -> tuple[str, ...]:
-    ordered = _SORTED_NAMES.get(names)
-    if ordered is None:
-        if len(_SORTED_NAMES) >= 64:  # name sets come from code: a handful; never let it grow without bound
-            _SORTED_NAMES.clear()
-        ordered = _SORTED_NAMES[names] = tuple(sorted(names))
-    return ordered
+def _log_order(names: tuple[str, ...]) -> tuple[tuple[str, ...], Callable[[dict[str, float]], tuple[float, ...]]]:
+    known = _LOG_ORDER.get(names)
+    if known is None:
+        if len(_LOG_ORDER) >= 64:  # name sets come from code: a handful; never let it grow without bound
+            _LOG_ORDER.clear()
+        ordered = tuple(sorted(names))
+        getter = itemgetter(*ordered) if len(ordered) > 1 else (lambda raw: tuple(raw[n] for n in ordered))
+        known = _LOG_ORDER[names] = (ordered, getter)
+    return known
 
 
 def feature_records(
