@@ -59,6 +59,11 @@ def component_features(state: DeviceState, component: Component, component_id: s
         raw = memory_features(state)
     else:
         raw = device_features(state)
+    return logged_values(raw)
+
+
+def logged_values(raw: dict[str, float]) -> dict[str, float]:
+    """The finite values of ``raw`` as floats, by name, the first ``FEATURE_LOG_MAX_FEATURES`` of them."""
     names, values = _log_order(tuple(raw))
     finite = {name: float(value) for name, value in zip(names, values(raw), strict=True) if math.isfinite(value)}
     return finite if len(finite) <= FEATURE_LOG_MAX_FEATURES else dict(islice(finite.items(), FEATURE_LOG_MAX_FEATURES))
