@@ -282,7 +282,7 @@ class TrainedDiskScorer:
         contrib = self.contributions(features, horizon, risk)
         # one sort for the batch (the same per-row sort as argsort of each row), and only rows
         # with a drop worth a line are walked: at a healthy fleet, hardly any
-        explained = (contrib > EXPLAIN_MIN_DROP).any(axis=1)
+        explained = np.any(contrib > EXPLAIN_MIN_DROP, axis=1)
         order = np.argsort(-contrib[explained], axis=1)[:, :3] if explained.any() else None
         ranks = iter(() if order is None else order.tolist())
         scores = []
