@@ -195,19 +195,20 @@ class AnomalyScorer:
                 continue
             ranked = sorted(pvalues.items(), key=lambda kv: kv[1])
             risk = surprise_risk(ranked[0][1])
-            factors = [factor(name, feats[name], surprise_risk(p)) for name, p in ranked[:3] if p < 0.5]
             cohort_text = (
                 f"cohort '{cohort_of(state)}' ({base.devices} devices)" if base.devices else "fleet-wide priors"
             )
             factors = [
-                f.model_copy(
-                    update={
-                        "text": f"{f.text}; unusual even against this device's own earlier weeks"
-                        if f.feature in against_own
-                        else f"{f.text}; unusual versus {cohort_text}"
-                    }
+                factor(
+                    name,
+                    feats[name],
+                    surprise_risk(p),
+                    "; unusual even against this device's own earlier weeks"
+                    if name in against_own
+                    else f"; unusual versus {cohort_text}",
                 )
-                for f in factors
+                for name, p in ranked[:3]
+                if p < 0.5
             ]
             scores.append(make_score(self, state, now, risk=risk, horizon_days=self.horizon_days, factors=factors))
         return scores

@@ -30,7 +30,7 @@ import skops.io as sio
 from fleetpulse.contract import Component, Factor, RiskScore
 from fleetpulse.models.base import make_score, scorable
 from fleetpulse.models.explain import factor
-from fleetpulse.models.feature_cache import disk_vector
+from fleetpulse.models.feature_cache import disk_features, disk_vector
 from fleetpulse.models.features import CURRENT_DISK, DISK_FEATURES, GROWTH_COUNTERS
 from fleetpulse.models.index import (
     ARTIFACT_FILES,
@@ -178,6 +178,8 @@ def _explanation_groups() -> list[tuple[str, list[int]]]:
 
 
 EXPLANATION_GROUPS = _explanation_groups()
+_COLUMN = {name: i for i, name in enumerate(DISK_FEATURES)}
+"""Column of each feature in the model's input (``DISK_FEATURES.index`` without the scan)."""
 EXPLAIN_MIN_DROP = 0.001
 """Risk drops up to this are not worth a line on a ticket."""
 
@@ -264,35 +266,38 @@ class TrainedDiskScorer:
         return drop
 
     def score_batch(self, states: Sequence[DeviceState], now: datetime) -> list[RiskScore]:
-        rows, owners = [], []
+        rows, owners, feats = [], [], []
         for state in scorable(states):
             for key, disk in state.disks.items():
                 rows.append(disk_vector(disk))
+                feats.append(disk_features(disk))
                 owners.append((state, key))
         if not rows:
             return []
         features = np.asarray(rows, dtype=float)
         horizon = max(self.models)
         risk = self.predict(features, horizon)
-        overrides = [self.critical(dict(zip(DISK_FEATURES, row.tolist(), strict=True))) for row in features]
+        overrides = [self.critical(row) for row in feats]
         short = self.predict(features, min(self.models)) if len(self.models) > 1 else risk
         contrib = self.contributions(features, horizon, risk)
+        # one sort for the batch (the same per-row sort as argsort of each row), and only rows
+        # with a drop worth a line are walked: at a healthy fleet, hardly any
+        explained = np.any(contrib > EXPLAIN_MIN_DROP, axis=1)
+        order = np.argsort(-contrib[explained], axis=1)[:, :3] if explained.any() else None
+        ranks = iter(() if order is None else order.tolist())
         scores = []
         for i, (state, key) in enumerate(owners):
-            order = np.argsort(-contrib[i])[:3]
             factors: list[Factor] = []
-            for k in order:
+            for k in next(ranks) if explained[i] else ():
                 if contrib[i, k] <= EXPLAIN_MIN_DROP:
                     break
                 name = EXPLANATION_GROUPS[k][0]
-                value = float(features[i, DISK_FEATURES.index(name)])
-                fac = factor(name, value, float(contrib[i, k]))
+                value = float(features[i, _COLUMN[name]])
                 delta_name = f"{name}_delta_7d"
-                if delta_name in DISK_FEATURES and not math.isnan(features[i, DISK_FEATURES.index(delta_name)]):
-                    delta = features[i, DISK_FEATURES.index(delta_name)]
-                    if delta > 0:
-                        fac = fac.model_copy(update={"text": f"{fac.text}, {delta:+.0f} in 7 days"})
-                factors.append(fac)
+                delta = features[i, _COLUMN[delta_name]] if delta_name in _COLUMN else math.nan
+                # the 7-day growth joins the text only when it grew
+                suffix = f", {delta:+.0f} in 7 days" if not math.isnan(delta) and delta > 0 else ""
+                factors.append(factor(name, value, float(contrib[i, k]), suffix))
             if len(self.models) > 1:
                 factors.append(
                     Factor(
@@ -307,7 +312,7 @@ class TrainedDiskScorer:
                 # the drive's own alarm wins over a model that cannot see it
                 value = max(value, RISK_CRITICAL)
                 names = overrides[i]
-                factors = [factor(n, float(features[i, DISK_FEATURES.index(n)]), 1.0) for n in names] + factors
+                factors = [factor(n, float(features[i, _COLUMN[n]]), 1.0) for n in names] + factors
             scores.append(
                 make_score(self, state, now, risk=value, horizon_days=horizon, component_id=key, factors=factors)
             )

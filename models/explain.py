@@ -84,10 +84,14 @@ def describe(feature: str, value: float) -> str:
     )
 
 
-def factor(feature: str, value: float, contribution: float) -> Factor:
+def factor(feature: str, value: float, contribution: float, suffix: str = "") -> Factor:
+    """The factor for ``feature`` at ``value``; ``suffix`` (context the scorer adds) ends its text.
+
+    One validated ``Factor`` per line on a ticket: scorers pass their context here instead
+    of copying a finished factor to change its text."""
     return Factor(
         feature=feature,
         value=None if math.isnan(value) else value,
         contribution=contribution if math.isfinite(contribution) else 0.0,
-        text=describe(feature, value),
+        text=describe(feature, value) + suffix,
     )

@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import datetime
+from itertools import islice
+from operator import itemgetter
 
 from fleetpulse.contract import Component, FeatureLogReason, FeatureLogRecord, RiskScore, ScorerRole
 from fleetpulse.contract.v1 import FEATURE_LOG_MAX_FEATURES
@@ -57,8 +59,30 @@ def component_features(state: DeviceState, component: Component, component_id: s
         raw = memory_features(state)
     else:
         raw = device_features(state)
-    finite = {name: float(value) for name, value in raw.items() if math.isfinite(value)}
-    return dict(sorted(finite.items())[:FEATURE_LOG_MAX_FEATURES])
+    return logged_values(raw)
+
+
+def logged_values(raw: dict[str, float]) -> dict[str, float]:
+    """The finite values of ``raw`` as floats, by name, the first ``FEATURE_LOG_MAX_FEATURES`` of them."""
+    names, values = _log_order(tuple(raw))
+    finite = {name: float(value) for name, value in zip(names, values(raw), strict=True) if math.isfinite(value)}
+    return finite if len(finite) <= FEATURE_LOG_MAX_FEATURES else dict(islice(finite.items(), FEATURE_LOG_MAX_FEATURES))
+
+
+_LOG_ORDER: dict[tuple[str, ...], tuple[tuple[str, ...], Callable[[dict[str, float]], tuple[float, ...]]]] = {}
+"""Per feature-name set: the names in log (sorted) order and a getter of their values in that order. Each
+scorer's name set is fixed by the code, so the sort happens once per component, not once per record."""
+
+
+def _log_order(names: tuple[str, ...]) -> tuple[tuple[str, ...], Callable[[dict[str, float]], tuple[float, ...]]]:
+    known = _LOG_ORDER.get(names)
+    if known is None:
+        if len(_LOG_ORDER) >= 64:  # name sets come from code: a handful; never let it grow without bound
+            _LOG_ORDER.clear()
+        ordered = tuple(sorted(names))
+        getter = itemgetter(*ordered) if len(ordered) > 1 else (lambda raw: tuple(raw[n] for n in ordered))
+        known = _LOG_ORDER[names] = (ordered, getter)
+    return known
 
 
 def feature_records(
@@ -71,6 +95,8 @@ def feature_records(
     """The feature-log records of one scoring generation (``states``: device id -> scored state)."""
     out = []
     for score in scores:
+        if score.role is not ScorerRole.CHAMPION:  # only champions are logged (log_reason); skip the threshold look-up
+            continue
         reason = log_reason(score, score.device_id in first_of_day, at_raise_level(score))
         state = states.get(score.device_id)
         if reason is None or state is None:

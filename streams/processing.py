@@ -565,16 +565,25 @@ class Processor:
             out.scores.extend(scores)
             out.features.extend(feature_records(scores, by_device, first_of_day, self.policy.at_raise_level, now))
         diagnosed = self._diagnosed(scores)
+        points, alerts, records = out.points, out.alerts, out.records
+        # each scored record gets one fresh policies dict (never the decoded one: it may be shared), then
+        # every champion score of the generation updates it in place
+        fresh: dict[str, dict[str, PolicyState]] = {}
+        none_diagnosed: set[Component] = set()
         for score in scores:
-            record = out.records[score.device_id]
+            device_id = score.device_id
+            record = records[device_id]
             facts = record.asset_facts()
-            out.points.append(score_point(score, facts))
+            points.append(score_point(score, facts))
             if score.role is not ScorerRole.CHAMPION:
                 continue
+            policies = fresh.get(device_id)
+            if policies is None:
+                policies = fresh[device_id] = dict(record.policies)
+                record.policies = policies
             key = policy_key(score)
-            explained = explained_anomaly(score, diagnosed.get(score.device_id, set()))
-            new_state, alert = step(self.policy, record.policies.get(key), score, explained=explained)
-            record.policies = {**record.policies, key: new_state}
+            explained = explained_anomaly(score, diagnosed.get(device_id, none_diagnosed))
+            policies[key], alert = step(self.policy, policies.get(key), score, explained=explained)
             if alert is not None:
-                out.alerts.append(alert)
-                out.points.append(alert_point(alert, facts))
+                alerts.append(alert)
+                points.append(alert_point(alert, facts))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import random
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -11,8 +13,9 @@ from fleetpulse.alerts.fleetlog import ComponentLabel, FleetLog, Outcome, combin
 from fleetpulse.alerts.store.audit import AuditActor, AuditContext
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.contract import Component, FeatureLogReason, FeatureLogRecord, RiskScore, ScorerRole, decode, encode
+from fleetpulse.contract.v1 import FEATURE_LOG_MAX_FEATURES
 from fleetpulse.models.registry import rule_scorers
-from fleetpulse.streams.featurelog import log_reason
+from fleetpulse.streams.featurelog import log_reason, logged_values
 from tests.alerts_support import store, store_url
 from tests.unit.test_stream_processing import NOW, Table, inventory_raw, processor, report, report_raw
 
@@ -112,6 +115,21 @@ def test_logged_features_are_the_scored_components_finite_features() -> None:
     assert disk.hardware_model == "T14"
     assert disk.features["smart_5"] == 5.0
     assert "media_errors" not in disk.features  # not reported by this drive: absent, not 0
+
+
+@pytest.mark.parametrize("size", [0, 1, 47, FEATURE_LOG_MAX_FEATURES + 30])
+def test_logged_values_are_the_first_finite_features_by_name(size: int) -> None:
+    """Whatever order a feature dict comes in, and however often its name set repeats: the finite values as
+    floats, sorted by name, at most FEATURE_LOG_MAX_FEATURES of them."""
+    rng = random.Random(size)
+    for _ in range(3):
+        names = [f"f_{rng.randrange(10**6)}" for _ in range(size)]
+        raw = {name: rng.choice([math.nan, math.inf, -math.inf, 3, 0.5, rng.random()]) for name in names}
+        expected = dict(sorted((n, float(v)) for n, v in raw.items() if math.isfinite(v))[:FEATURE_LOG_MAX_FEATURES])
+        for shuffled in (raw, dict(reversed(list(raw.items())))):
+            logged = logged_values(shuffled)
+            assert list(logged.items()) == list(expected.items())
+            assert all(type(v) is float for v in logged.values())
 
 
 def test_batch_boundaries_do_not_change_the_log() -> None:

@@ -7,7 +7,9 @@ The attacks on the registry (edited threshold, swapped model, paths out of the f
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,8 @@ import pytest
 import skops.io as sio
 from sklearn.metrics import average_precision_score
 
-from fleetpulse.contract import Component, ScorerRole
+from fleetpulse.agents.simulator import FleetSimulator
+from fleetpulse.contract import Component, Factor, ScorerRole
 from fleetpulse.models.artifact import (
     EXPLAIN_MIN_DROP,
     EXPLANATION_GROUPS,
@@ -23,12 +26,16 @@ from fleetpulse.models.artifact import (
     load_artifact,
     save_artifact,
 )
+from fleetpulse.models.base import MAX_FACTORS
 from fleetpulse.models.drift import build_profile, check_drift
+from fleetpulse.models.explain import factor
+from fleetpulse.models.feature_cache import disk_features, shared_features
 from fleetpulse.models.features import DISK_FEATURES
 from fleetpulse.models.index import MODEL_FILE, ArtifactError, Registry, artifact_digests
 from fleetpulse.models.pipeline import healthy_reference
 from fleetpulse.models.registry import load_scorers, register_artifact, write_registry
 from fleetpulse.models.settings import ModelSettings
+from fleetpulse.models.state import DeviceState, apply_report
 from fleetpulse.models.training import TrainingSet, fit_calibrated
 from tests.unit.test_models_scorers import NOW, check_conformance, fleet
 
@@ -224,3 +231,60 @@ def test_explanations_equal_resetting_every_group_bit_for_bit() -> None:
     every = base[:, None] - scorer.predict(perturbed, horizon).reshape(len(rows), groups)
     expected = np.where((base > EXPLAIN_MIN_DROP)[:, None], every, 0.0)
     assert scorer.contributions(rows, horizon).tobytes() == expected.tobytes()
+
+
+def _factors_row_by_row(scorer: TrainedDiskScorer, states: list[DeviceState]) -> list[list[Factor]]:
+    """The disk scorer's factors built the plain way, one drive at a time: the reference for its batch path."""
+    rows = [[disk_features(disk)[name] for name in DISK_FEATURES] for state in states for disk in state.disks.values()]
+    features = np.asarray(rows, dtype=float)
+    horizon, shortest = max(scorer.models), min(scorer.models)
+    risk = scorer.predict(features, horizon)
+    short = scorer.predict(features, shortest)
+    contrib = scorer.contributions(features, horizon, risk)
+    out = []
+    for i, row in enumerate(features):
+        factors = []
+        for k in np.argsort(-contrib[i])[:3]:
+            if contrib[i, k] <= EXPLAIN_MIN_DROP:
+                break
+            name = EXPLANATION_GROUPS[k][0]
+            fac = factor(name, float(row[DISK_FEATURES.index(name)]), float(contrib[i, k]))
+            delta_name = f"{name}_delta_7d"
+            if delta_name in DISK_FEATURES and not math.isnan(row[DISK_FEATURES.index(delta_name)]):
+                delta = row[DISK_FEATURES.index(delta_name)]
+                if delta > 0:
+                    fac = fac.model_copy(update={"text": f"{fac.text}, {delta:+.0f} in 7 days"})
+            factors.append(fac)
+        factors.append(
+            Factor(
+                feature=f"risk_{shortest}d",
+                value=float(short[i]),
+                text=f"{100 * short[i]:.1f}% chance of failure within {shortest} days",
+            )
+        )
+        alarms = scorer.critical(dict(zip(DISK_FEATURES, row.tolist(), strict=True)))
+        factors = [factor(n, float(row[DISK_FEATURES.index(n)]), 1.0) for n in alarms] + factors
+        out.append(factors[:MAX_FACTORS])
+    return out
+
+
+def test_batch_factors_equal_the_row_by_row_explanation(artifact_dir: Path) -> None:
+    """The batch path (one sort, only rows with a drop worth a line, alarms read from the computed features)
+    gives every drive the factors of the plain per-drive loop, texts and values exactly."""
+    shipped = next(s for s in load_scorers(ModelSettings()).champions if isinstance(s, TrainedDiskScorer))
+    trained = TrainedDiskScorer.from_artifact(artifact_dir, artifact_digests(artifact_dir))
+    states = [s for s in fleet() if s.last_collected_at is not None]
+    simulated: dict[str, DeviceState] = {}
+    sim = FleetSimulator(60, seed=3, start=NOW - timedelta(days=150), days=150, failure_scale=30.0)
+    for report in sim.reports():
+        simulated[report.device_id] = apply_report(simulated.get(report.device_id), report)
+    states += list(simulated.values())
+    for scorer in (shipped, trained):
+        with shared_features():
+            scores = scorer.score_batch(states, NOW)
+            expected = _factors_row_by_row(scorer, states)
+        assert [s.factors for s in scores] == expected
+        factors = [f for s in scores for f in s.factors]
+        assert any(", +" in f.text and "in 7 days" in f.text for f in factors), "a 7-day growth must be exercised"
+        assert any(0.0 < f.contribution < 1.0 for f in factors), "model drops must be exercised"
+        assert any(f.contribution == 1.0 for f in factors), "drive alarms must be exercised"

@@ -343,3 +343,24 @@ def test_a_device_anomaly_is_explained_only_by_the_diagnosis_of_its_leading_sign
     assert explained_anomaly(crashes, {Component.MEMORY})
     assert not explained_anomaly(crashes, {Component.THERMAL})
     assert not explained_anomaly(heat, set())
+
+
+def test_scoring_never_changes_a_looked_up_policies_dict_in_place() -> None:
+    """Each generation updates a fresh policies dict of its record, never the one the lookup handed over
+    (a decoded-state cache may still hold it): the result is the same as from freshly decoded values."""
+    day = NOW - timedelta(days=3)
+    first = [inventory_raw("pc-1"), report_raw(report("pc-1", 1, realloc=5, at=day), 1)]
+    later = [report_raw(report("pc-1", s, realloc=200 * s, at=day + timedelta(days=s - 1)), s) for s in (2, 3)]
+    fresh, proc = Table("pc-1"), processor(scorers=rule_scorers())
+    fresh.run(proc, first)
+    held = fresh.lookup(0, "pc-1")
+    assert held is not None
+    policies, before = held.policies, dict(held.policies)
+    assert len(before) > 1
+    result = proc.process_batch(later, lambda _index, _device: held, NOW)
+    assert held.policies is not policies
+    assert policies == before
+    expected = fresh.run(proc, later)
+    assert result.records["pc-1"].to_bytes() == expected.records["pc-1"].to_bytes()
+    assert [a.alert_id for a in result.alerts] == [a.alert_id for a in expected.alerts]
+    assert result.records["pc-1"].policies != before
