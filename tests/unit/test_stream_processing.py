@@ -347,9 +347,8 @@ def test_a_device_anomaly_is_explained_only_by_the_diagnosis_of_its_leading_sign
 
 def test_reports_decoded_ahead_of_their_turn_fail_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
     """A report the decoder raises on, even unexpectedly, is dead-lettered at its place between valid ones."""
+    from fleetpulse.contract import decode_report
     from fleetpulse.streams import processing
-
-    decode_report = processing.decode_report
 
     def odd_decoder(value: bytes | str) -> HealthReport:
         if b'"seq":1,' in (value if isinstance(value, bytes) else value.encode()):
