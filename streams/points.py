@@ -56,7 +56,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from operator import attrgetter
 from typing import Protocol
 
 from fleetpulse.contract import Alert, AlertState, HealthReport, RiskScore
@@ -252,104 +251,67 @@ def _inventory_tags(inventory: AssetFacts | None) -> dict[str, str]:
     return {"site": inventory.site or "unknown", "device_model": inventory.model or "unknown"}
 
 
-DEVICE_FIELDS = (
-    "cpu_percent",
-    "memory_percent",
-    "disk_free_bytes",
-    "crashes",
-    "unexpected_shutdowns",
-    "boot_duration_s",
-    "cpu_max_c",
-    "sensors_max_c",
-    "fan_rpm_max",
-    "throttle_events",
-    "mem_correctable",
-    "mem_uncorrectable",
-)
-DISK_FIELDS = (
-    "power_on_hours",
-    "temperature_c",
-    "reallocated_sectors",
-    "reported_uncorrect",
-    "command_timeout",
-    "current_pending_sectors",
-    "offline_uncorrectable",
-    "udma_crc_errors",
-    "critical_warning",
-    "available_spare_pct",
-    "percentage_used",
-    "media_errors",
-    "num_err_log_entries",
-    "unsafe_shutdowns",
-)
-BATTERY_FIELDS = (
-    "health_ratio",
-    "design_capacity",
-    "full_charge_capacity",
-    "cycle_count",
-    "temperature_c",
-    "runtime_full_minutes",
-)
-# A report's readings are taken with one C call per part (``attrgetter``), in the field order above.
-_system_readings = attrgetter("cpu_percent", "memory_percent", "disk_free_bytes")
-_stability_readings = attrgetter("crashes", "unexpected_shutdowns", "boot_duration_s")
-_memory_readings = attrgetter("correctable_errors", "uncorrectable_errors")
-_disk_readings = attrgetter(*DISK_FIELDS)
-_battery_readings = attrgetter(*BATTERY_FIELDS)
-_ABSENT = (None,) * len(DEVICE_FIELDS)
-
-
-def _numeric_fields(names: tuple[str, ...], values: tuple[FieldValue | None, ...]) -> dict[str, FieldValue]:
-    """:func:`_numeric` of ``names`` paired with ``values``: no mapping with the absent values is built first."""
-    isfinite = math.isfinite
-    return {
-        key: value
-        for key, value in zip(names, values, strict=True)
-        if value is not None and not (isinstance(value, float) and not isfinite(value))
-    }
-
-
-def _device_readings(report: HealthReport) -> tuple[FieldValue | None, ...]:
-    """The ``device`` point's readings in ``DEVICE_FIELDS`` order, ``None`` where the report has none."""
-    sysload, stab, therm, mem = report.system, report.stability, report.thermal, report.memory
-    thermal = (
-        (therm.cpu_max_c, therm.sensors_max_c, max(therm.fan_rpm) if therm.fan_rpm else None, therm.throttle_events)
-        if therm is not None
-        else _ABSENT[:4]
-    )
-    return (
-        *(_system_readings(sysload) if sysload is not None else _ABSENT[:3]),
-        *(_stability_readings(stab) if stab is not None else _ABSENT[:3]),
-        *thermal,
-        *(_memory_readings(mem) if mem is not None else _ABSENT[:2]),
-    )
-
-
 def report_points(report: HealthReport, inventory: AssetFacts | None = None) -> list[Point]:
     """All points of one health report: one ``device`` point, one per disk, one for the battery."""
     inv = _inventory_tags(inventory)
     base = {"device_id": report.device_id, **inv}
     at = report.collected_at
     kind = report.kind._value_  # an enum's ``.value`` is a Python-level property: ~6x the cost, per point
-    device_fields = _numeric_fields(DEVICE_FIELDS, _device_readings(report))
-    device_fields["collector_errors"] = len(report.collector_errors)
+    sysload, stab, therm, mem = report.system, report.stability, report.thermal, report.memory
+    device_fields = _numeric(
+        {
+            "cpu_percent": sysload.cpu_percent if sysload else None,
+            "memory_percent": sysload.memory_percent if sysload else None,
+            "disk_free_bytes": sysload.disk_free_bytes if sysload else None,
+            "crashes": stab.crashes if stab else None,
+            "unexpected_shutdowns": stab.unexpected_shutdowns if stab else None,
+            "boot_duration_s": stab.boot_duration_s if stab else None,
+            "cpu_max_c": therm.cpu_max_c if therm else None,
+            "sensors_max_c": therm.sensors_max_c if therm else None,
+            "fan_rpm_max": max(therm.fan_rpm) if therm and therm.fan_rpm else None,
+            "throttle_events": therm.throttle_events if therm else None,
+            "mem_correctable": mem.correctable_errors if mem else None,
+            "mem_uncorrectable": mem.uncorrectable_errors if mem else None,
+            "collector_errors": len(report.collector_errors),
+        }
+    )
     points = [Point("device", {**base, "kind": kind, "platform": report.platform._value_}, device_fields, at)]
     for disk in report.disks:
-        disk_fields = _numeric_fields(DISK_FIELDS, _disk_readings(disk))
-        if disk.smart_passed is not None:
-            disk_fields["smart_failed"] = int(not disk.smart_passed)
+        disk_fields = _numeric(
+            {
+                "power_on_hours": disk.power_on_hours,
+                "temperature_c": disk.temperature_c,
+                "reallocated_sectors": disk.reallocated_sectors,
+                "reported_uncorrect": disk.reported_uncorrect,
+                "command_timeout": disk.command_timeout,
+                "current_pending_sectors": disk.current_pending_sectors,
+                "offline_uncorrectable": disk.offline_uncorrectable,
+                "udma_crc_errors": disk.udma_crc_errors,
+                "critical_warning": disk.critical_warning,
+                "available_spare_pct": disk.available_spare_pct,
+                "percentage_used": disk.percentage_used,
+                "media_errors": disk.media_errors,
+                "num_err_log_entries": disk.num_err_log_entries,
+                "unsafe_shutdowns": disk.unsafe_shutdowns,
+                "smart_failed": None if disk.smart_passed is None else int(not disk.smart_passed),
+            }
+        )
         if disk_fields:
             tags = {**base, "disk": disk.serial_hash or disk.name, "disk_kind": disk.kind._value_}
             points.append(Point("disk", tags, disk_fields, at))
     if report.battery is not None:
-        points.append(
-            Point(
-                "battery",
-                {**base, "kind": kind},
-                _numeric_fields(BATTERY_FIELDS, _battery_readings(report.battery)),
-                at,
-            )
+        bat = report.battery
+        battery_fields = _numeric(
+            {
+                "health_ratio": bat.health_ratio,
+                "design_capacity": bat.design_capacity,
+                "full_charge_capacity": bat.full_charge_capacity,
+                "cycle_count": bat.cycle_count,
+                "temperature_c": bat.temperature_c,
+                "runtime_full_minutes": bat.runtime_full_minutes,
+            }
         )
+        points.append(Point("battery", {**base, "kind": kind}, battery_fields, at))
     return points
 
 
