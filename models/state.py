@@ -33,6 +33,7 @@ from __future__ import annotations
 import bisect
 import functools
 import math
+import operator
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
@@ -197,39 +198,65 @@ class DailySeries(BaseModel):
 
     def upsert(self, day: int, values: Mapping[str, float | None], merge: Mapping[str, Merge]) -> None:
         """Fold one reading into its day's bucket (creating the bucket in day order)."""
-        days, columns = self.days, self.columns
-        index = bisect.bisect_left(days, day)
-        if index == len(days) or days[index] != day:
-            days.insert(index, day)
-            for shifted in columns.values():
-                shifted.insert(index, MISSING)
+        index = self._bucket(day)
+        columns = self.columns
         for name, value in values.items():
             if value is None:
                 continue
-            how = merge[name]
             col = columns.get(name)
             if col is None:
-                col = columns[name] = array("d", (MISSING,)) * len(days)
+                col = self._new_column(name)
+            how = merge[name]
             if how == "last":  # most columns: the old value does not matter
-                col[index] = float(value)
+                col[index] = value
                 continue
             old = col[index]
             missing = old != old
             if how == "mean":
                 counts = columns.get(f"{name}__n")
                 if counts is None:
-                    counts = columns[f"{name}__n"] = array("d", (MISSING,)) * len(days)
+                    counts = self._new_column(f"{name}__n")
                 n = counts[index]
                 if n != n:
                     n = 0.0
-                col[index] = float(value) if missing or n == 0.0 else old + (value - old) / (n + 1.0)
+                col[index] = value if missing or n == 0.0 else old + (value - old) / (n + 1.0)
                 counts[index] = n + 1.0
             elif missing:
-                col[index] = float(value)
+                col[index] = value
             elif how == "sum":
                 col[index] = old + value
             else:
                 col[index] = max(old, value)
+
+    def set_last(self, day: int, names: Sequence[str], values: Sequence[float | None]) -> None:
+        """:meth:`upsert` of columns that all keep the day's last value, given in ``names`` order.
+
+        The per-report path of every disk's counters: no mapping to build, no merge to look up.
+        """
+        index = self._bucket(day)
+        columns = self.columns
+        for name, value in zip(names, values, strict=True):
+            if value is not None:
+                col = columns.get(name)
+                if col is None:
+                    col = self._new_column(name)
+                col[index] = value
+
+    def _bucket(self, day: int) -> int:
+        """Index of ``day``'s bucket, inserted in day order (a missing value in every column) when new."""
+        days = self.days
+        if days and days[-1] == day:  # the common case: another report on the newest day
+            return len(days) - 1
+        index = bisect.bisect_left(days, day)
+        if index == len(days) or days[index] != day:
+            days.insert(index, day)
+            for shifted in self.columns.values():
+                shifted.insert(index, MISSING)
+        return index
+
+    def _new_column(self, name: str) -> Values:
+        col = self.columns[name] = array("d", (MISSING,)) * len(self.days)
+        return col
 
     def keep_from(self, first_day: int) -> None:
         """Drop buckets older than ``first_day``."""
@@ -297,33 +324,19 @@ def disk_key(disk: DiskHealth) -> str:
     return disk.serial_hash or disk.name
 
 
-def _disk_values(disk: DiskHealth) -> dict[str, float | None]:
-    return {
-        "reallocated_sectors": disk.reallocated_sectors,
-        "reported_uncorrect": disk.reported_uncorrect,
-        "command_timeout": disk.command_timeout,
-        "current_pending_sectors": disk.current_pending_sectors,
-        "offline_uncorrectable": disk.offline_uncorrectable,
-        "udma_crc_errors": disk.udma_crc_errors,
-        "media_errors": disk.media_errors,
-        "critical_warning": disk.critical_warning,
-        "available_spare_pct": disk.available_spare_pct,
-        "available_spare_threshold_pct": disk.available_spare_threshold_pct,
-        "percentage_used": disk.percentage_used,
-        "power_on_hours": disk.power_on_hours,
-        "temperature_c": disk.temperature_c,
-        "smart_failed": None if disk.smart_passed is None else float(not disk.smart_passed),
-    }
+_DISK_READINGS = operator.attrgetter(*DISK_COUNTERS[:-1])
+"""A report's disk counters in ``DISK_COUNTERS`` order, but ``smart_failed`` (derived from ``smart_passed``)."""
 
 
 def _apply_disks(state: DeviceState, report: HealthReport, day: int) -> None:
     at = report.collected_at
+    disks = state.disks
     for disk in report.disks:
         key = disk_key(disk)
-        hist = state.disks.get(key)
+        hist = disks.get(key)
         if hist is None:
             hist = DiskHistory(name=disk.name, first_seen=at, last_seen=at)
-            state.disks[key] = hist
+            disks[key] = hist
         # assigned only when changed: a model's attribute assignment costs, and a disk's facts rarely change
         if hist.name != disk.name:
             hist.name = disk.name
@@ -335,14 +348,16 @@ def _apply_disks(state: DeviceState, report: HealthReport, day: int) -> None:
             hist.capacity_bytes = disk.capacity_bytes
         if at > hist.last_seen:
             hist.last_seen = at
-        hist.series.upsert(day, _disk_values(disk), DISK_MERGE)
-        hist.series.keep_from(hist.series.days[-1] - WINDOW_DAYS + 1)
+        passed = disk.smart_passed
+        series = hist.series
+        series.set_last(day, DISK_COUNTERS, (*_DISK_READINGS(disk), None if passed is None else float(not passed)))
+        series.keep_from(series.days[-1] - WINDOW_DAYS + 1)
     horizon = day - WINDOW_DAYS
-    stale = [k for k, h in state.disks.items() if h.last_seen.date().toordinal() <= horizon]
+    stale = [k for k, h in disks.items() if h.last_seen.date().toordinal() <= horizon]
     for key in stale:
-        del state.disks[key]
-    if len(state.disks) > MAX_DISKS:
-        newest = sorted(state.disks.items(), key=lambda kv: kv[1].last_seen, reverse=True)[:MAX_DISKS]
+        del disks[key]
+    if len(disks) > MAX_DISKS:
+        newest = sorted(disks.items(), key=lambda kv: kv[1].last_seen, reverse=True)[:MAX_DISKS]
         state.disks = dict(newest)
 
 
@@ -356,7 +371,8 @@ def _apply_battery(state: DeviceState, report: HealthReport, day: int) -> None:
         # a different design capacity means a different (replaced) battery: start afresh
         hist = BatteryHistory(design_capacity=bat.design_capacity, unit=bat.unit, first_seen=at, last_seen=at)
         state.battery = hist
-    hist.last_seen = max(hist.last_seen, at)
+    if at > hist.last_seen:
+        hist.last_seen = at
     values: dict[str, float | None] = {
         "health_ratio": bat.health_ratio,
         "full_charge_capacity": bat.full_charge_capacity,
@@ -368,28 +384,36 @@ def _apply_battery(state: DeviceState, report: HealthReport, day: int) -> None:
 
 
 def _apply_device(state: DeviceState, report: HealthReport, day: int) -> None:
-    stab, therm, mem = report.stability, report.thermal, report.memory
-    hottest = max((t for t in (therm.cpu_max_c, therm.sensors_max_c) if t is not None), default=None) if therm else None
-    values: dict[str, float | None] = {
-        "reports": 1.0,
-        "crashes": stab.crashes if stab else None,
-        "unexpected_shutdowns": stab.unexpected_shutdowns if stab else None,
-        "boot_duration_s": stab.boot_duration_s if stab else None,
-        "thermal_excursions": None if hottest is None else float(hottest >= THERMAL_EXCURSION_C),
-        "cpu_max_c": hottest,
-        "throttle_events": therm.throttle_events if therm else None,
+    values: dict[str, float | None] = {"reports": 1.0}
+    stab = report.stability
+    if stab is not None:
+        values["crashes"] = stab.crashes
+        values["unexpected_shutdowns"] = stab.unexpected_shutdowns
+        values["boot_duration_s"] = stab.boot_duration_s
+    therm = report.thermal
+    if therm is not None:
+        cpu, sensors = therm.cpu_max_c, therm.sensors_max_c
+        hottest = sensors if cpu is None else cpu if sensors is None else max(cpu, sensors)
+        if hottest is not None:
+            values["thermal_excursions"] = float(hottest >= THERMAL_EXCURSION_C)
+            values["cpu_max_c"] = hottest
+        values["throttle_events"] = therm.throttle_events
         # the day's fastest fan reading: what the fan can still reach, not what idle asked of it
-        "fan_rpm_max": max(therm.fan_rpm) if therm and therm.fan_rpm else None,
-        "mem_correctable": mem.correctable_errors if mem else None,
-        "mem_uncorrectable": mem.uncorrectable_errors if mem else None,
-    }
-    state.device.upsert(day, values, DEVICE_MERGE)
-    state.device.keep_from(state.device.days[-1] - WINDOW_DAYS + 1)
+        if therm.fan_rpm:
+            values["fan_rpm_max"] = max(therm.fan_rpm)
+    mem = report.memory
+    if mem is not None:
+        values["mem_correctable"] = mem.correctable_errors
+        values["mem_uncorrectable"] = mem.uncorrectable_errors
+    series = state.device
+    series.upsert(day, values, DEVICE_MERGE)
+    series.keep_from(series.days[-1] - WINDOW_DAYS + 1)
 
 
 def apply_report_in_place(state: DeviceState, report: HealthReport) -> DeviceState:
     """Fold ``report`` into ``state`` by mutation; training replays use it to avoid copies."""
-    day = report.collected_at.date().toordinal()
+    at = report.collected_at
+    day = at.toordinal()  # the contract normalises collected_at to UTC: its date is the UTC day
     if state.kind is not report.kind:  # a model's attribute assignment costs; these rarely change
         state.kind = report.kind
     if state.platform is not report.platform:
@@ -397,7 +421,8 @@ def apply_report_in_place(state: DeviceState, report: HealthReport) -> DeviceSta
     state.last_seq = report.seq
     # a late report (within the stream's backdate bound) must not move the device's clock back
     last = state.last_collected_at
-    state.last_collected_at = report.collected_at if last is None or report.collected_at > last else last
+    if last is None or at > last:
+        state.last_collected_at = at
     _apply_disks(state, report, day)
     _apply_battery(state, report, day)
     _apply_device(state, report, day)

@@ -126,12 +126,27 @@ def _escape_measurement(text: str) -> str:
     return escaped
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Point:
+    """One TSDB point; immutable once built.
+
+    Built for every report, score and alert the stream handles: ``__init__`` stores the fields
+    through their slot descriptors, at a third of the cost of the ``object.__setattr__`` call per
+    field that a frozen dataclass's generated ``__init__`` makes. Assignment still raises.
+    """
+
     measurement: str
     tags: Mapping[str, str]
     fields: Mapping[str, FieldValue]
     time: datetime
+
+    def __init__(
+        self, measurement: str, tags: Mapping[str, str], fields: Mapping[str, FieldValue], time: datetime
+    ) -> None:
+        _set_measurement(self, measurement)
+        _set_tags(self, tags)
+        _set_fields(self, fields)
+        _set_time(self, time)
 
     def to_line_protocol(self) -> str:
         """One line of InfluxDB line protocol, nanosecond precision; raises :class:`UnencodablePoint`.
@@ -153,6 +168,11 @@ class Point:
         field_keys = [_field_key(k) for k in self.fields]
         if len(set(tag_keys)) < len(tag_keys) or len(set(field_keys)) < len(field_keys):
             raise UnencodablePoint("invalid", f"{self.measurement!r} point has keys that are equal once stored")
+
+
+_set_measurement, _set_tags, _set_fields, _set_time = (
+    Point.__dict__[name].__set__ for name in ("measurement", "tags", "fields", "time")
+)
 
 
 @lru_cache(maxsize=4096)

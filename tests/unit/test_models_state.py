@@ -185,3 +185,22 @@ def test_daily_series_stays_sorted_and_rectangular(readings: list[tuple[int, flo
         series.keep_from(series.days[-1] - 30)
     assert series.days.tolist() == sorted(set(series.days))
     assert all(len(col) == len(series.days) for col in series.columns.values())
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 60), st.lists(st.none() | st.floats(-1e9, 1e9, allow_nan=False), min_size=3, max_size=3)
+        ),
+        max_size=40,
+    )
+)
+def test_set_last_is_upsert_of_last_columns(readings: list[tuple[int, list[float | None]]]) -> None:
+    """The disk counters' fast path stores what the generic fold stores, columns created in the same order."""
+    names = ("a", "b", "c")
+    fast, generic = DailySeries(), DailySeries()
+    for day, values in readings:
+        fast.set_last(day, names, values)
+        generic.upsert(day, dict(zip(names, values, strict=True)), dict.fromkeys(names, "last"))
+    assert fast == generic
+    assert list(fast.columns) == list(generic.columns)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import unicodedata
 from datetime import UTC, datetime
 
@@ -160,3 +161,12 @@ def test_points_no_tsdb_can_store_raise_with_a_reason(point: Point, reason: str)
     with pytest.raises(UnencodablePoint) as raised:
         point.to_line_protocol()
     assert raised.value.reason == reason
+
+
+def test_a_point_stays_immutable_and_compares_by_value() -> None:
+    point = Point("device", {"device_id": "pc-1"}, {"crashes": 1}, AT)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        point.measurement = "disk"  # type: ignore[misc]
+    assert point == Point("device", {"device_id": "pc-1"}, {"crashes": 1}, AT)
+    assert point != Point("device", {"device_id": "pc-2"}, {"crashes": 1}, AT)
+    assert repr(point).startswith("Point(measurement='device', tags={'device_id': 'pc-1'}")

@@ -364,3 +364,21 @@ def test_scoring_never_changes_a_looked_up_policies_dict_in_place() -> None:
     assert result.records["pc-1"].to_bytes() == expected.records["pc-1"].to_bytes()
     assert [a.alert_id for a in result.alerts] == [a.alert_id for a in expected.alerts]
     assert result.records["pc-1"].policies != before
+
+
+def test_reports_decoded_ahead_of_their_turn_fail_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A report the decoder raises on, even unexpectedly, is dead-lettered at its place between valid ones."""
+    from fleetpulse.contract import decode_report
+    from fleetpulse.streams import processing
+
+    def odd_decoder(value: bytes | str) -> HealthReport:
+        if b'"seq":1,' in (value if isinstance(value, bytes) else value.encode()):
+            raise TypeError("decoder bug")
+        return decode_report(value)
+
+    monkeypatch.setattr(processing, "decode_report", odd_decoder)
+    records = [report_raw(report("pc-1", s), s) for s in range(3)] + [raw(TOPICS.health, b"{not json", b"pc-1", 3)]
+    result = Table("pc-1").run(processor(), records)
+    assert [(d.offset, d.error_kind) for d in result.dead_letters] == [(1, "processing_error"), (3, "malformed_json")]
+    assert "TypeError: decoder bug" in result.dead_letters[0].reason
+    assert [r.seq for r in result.reports] == [0, 2]
