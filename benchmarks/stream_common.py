@@ -120,6 +120,16 @@ class Fleet:
             yield from self.payloads(r, start + timedelta(minutes=r))
 
 
+def publish_rounds(kafka: KafkaSettings, fleet: Fleet, rounds: int) -> int:
+    """Publish ``fleet``'s inventory, enrolments and ``rounds`` reports per device; returns the record count."""
+    prod = producer(kafka)
+    for topic, key, value, headers in fleet.rounds(rounds):
+        prod.send(topic, key=key, value=value, headers=headers)
+    prod.flush()
+    prod.close()
+    return len(fleet.inventory) + len(fleet.enrolments) + rounds * len(fleet.templates)
+
+
 def decode_input(topics: Topics, topic: str, value: bytes, headers: Headers | None) -> object:
     """Decode an input record by its kind, as the worker does first (ceiling and floor of the throughput benchmark)."""
     if topic == topics.inventory:

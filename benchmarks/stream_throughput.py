@@ -38,7 +38,7 @@ from stream_common import (
     decode_input,
     kafka_settings,
     peak_rss_mib,
-    producer,
+    publish_rounds,
     start_worker,
     wait_processed,
 )
@@ -118,12 +118,7 @@ def main() -> None:
     topics = Topics(prefix=kafka.topic_prefix)
     create_topics(kafka)
     fleet = Fleet.simulate(args.devices, topics)
-    prod = producer(kafka)
-    for topic, key, value, headers in fleet.rounds(args.rounds):
-        prod.send(topic, key=key, value=value, headers=headers)
-    prod.flush()
-    prod.close()
-    total = len(fleet.inventory) + len(fleet.enrolments) + args.rounds * len(fleet.templates)
+    total = publish_rounds(kafka, fleet, args.rounds)
     print(
         f"published {total} records ({len(fleet.inventory)} inventory, {args.rounds} rounds) to {kafka.bootstrap_servers}"
     )

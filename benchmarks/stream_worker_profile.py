@@ -23,7 +23,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from stream_common import Fleet, add_kafka_args, create_topics, kafka_settings, producer, start_worker, wait_processed
+from stream_common import (
+    Fleet,
+    add_kafka_args,
+    cpu_seconds,
+    create_topics,
+    kafka_settings,
+    publish_rounds,
+    start_worker,
+    wait_processed,
+)
 
 from fleetpulse.contract import Topics
 
@@ -84,12 +93,7 @@ def main() -> None:
     kafka = kafka_settings(args.bootstrap)
     create_topics(kafka)
     fleet = Fleet.simulate(args.devices, Topics(prefix=kafka.topic_prefix))
-    prod = producer(kafka)
-    for topic, key, value, headers in fleet.rounds(args.rounds):
-        prod.send(topic, key=key, value=value, headers=headers)
-    prod.flush()
-    prod.close()
-    total = len(fleet.inventory) + len(fleet.enrolments) + args.rounds * len(fleet.templates)
+    total = publish_rounds(kafka, fleet, args.rounds)
     print(f"published {total} records ({args.devices} devices, {args.rounds} rounds)", flush=True)
 
     worker = start_worker(kafka, app_id=f"fleetpulse-profile-{int(time.time())}")
@@ -97,18 +101,20 @@ def main() -> None:
     try:
         worker.wait_ready(timeout=120)
         assert worker.proc is not None
+        cpu_at_start = cpu_seconds([worker])  # ready and idle: start-up is not charged to the events
         sampler = subprocess.Popen(
             [spy, "record", "-p", str(worker.proc.pid), "-r", str(args.rate), "--format", "raw", "-o", str(out)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        processed = wait_processed([worker], total, timeout=3600)
+        wait_processed([worker], total, timeout=3600)
+        cpu_s = cpu_seconds([worker]) - cpu_at_start
         sampler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
         sampler.wait(timeout=60)
     finally:
         worker.stop()
 
-    us_per_event = 1e6 * processed.cpu_s / total
+    us_per_event = 1e6 * cpu_s / total
     samples = charge(out)
     count = sum(samples.values())
     print(f"worker under sampling: {us_per_event:.1f} CPU µs/event over {total} events, {count} samples")
