@@ -137,9 +137,7 @@ def _child(spec: dict[str, Any]) -> None:
             await counted(events)
 
     app.agent(source, concurrency=1, name="floor")(batched if batch_path else stock)
-    tune_gc(
-        streams.gc_young_threshold, streams.gc_middle_threshold
-    )  # as the worker: the floor must not be lower for lack of it
+    tune_gc(streams)  # as the worker: the floor must not be lower for lack of it
     # the worker's log level and logging: at WARNING Faust keeps its spinner and logs the root at DEBUG
     worker = faust.Worker(
         app,

@@ -142,7 +142,7 @@ def main() -> None:
     work = batches(fleet, args.rounds, args.batch)
     events = sum(len(b) for b in work)
     if not args.default_gc:
-        tune_gc(settings.streams.gc_young_threshold)
+        tune_gc(settings.streams)
 
     profiler = cProfile.Profile() if args.profile else None
     started = time.process_time()

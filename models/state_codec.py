@@ -215,18 +215,13 @@ def _only_missing_out_of_range(packed: bytes, start: int, end: int) -> bool:
     return bits.count(MISSING_BITS) == high.count(0x7F)
 
 
-_IDS: dict[tuple[str, ...], bytes] = {}
-"""Stored ids per order of column names: a few orders exist (columns appear in their merge order)."""
-
-
+@lru_cache(maxsize=4096)
 def _column_ids(names: tuple[str, ...]) -> bytes:
+    """Stored ids of column names in their order: a few orders exist (columns appear in their merge order)."""
     try:
-        ids = bytes([COLUMN_ID[name] for name in names])
+        return bytes([COLUMN_ID[name] for name in names])
     except KeyError as exc:
         raise ValueError(f"column {exc.args[0]!r} has no stored id: add it to COLUMN_NAMES") from None
-    if len(_IDS) < 4096:
-        _IDS[names] = ids
-    return ids
 
 
 def series_size(series: DailySeries) -> int:
@@ -264,7 +259,7 @@ def pack(header: bytes, state: DeviceState) -> bytes:
         heads += (n_days, n_columns)
         days.append(history.days)
         names = tuple(columns)
-        ids.append(_IDS.get(names) or _column_ids(names))
+        ids.append(_column_ids(names))
         values += columns.values()
         layout += 4 * n_days + n_columns
         floats += n_days * n_columns

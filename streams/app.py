@@ -517,7 +517,7 @@ def logging_config(level: str) -> dict[str, Any]:
     }
 
 
-def tune_gc(young_threshold: int, middle_threshold: int = 10) -> None:
+def tune_gc(streams: StreamSettings) -> None:
     """Keep the cyclic garbage collector off the hot path.
 
     Start-up objects (modules, Faust, the models) are moved out of the collector's reach,
@@ -525,13 +525,13 @@ def tune_gc(young_threshold: int, middle_threshold: int = 10) -> None:
     short-lived objects, and with CPython's defaults the collector took ~40 % of the pure
     processor's CPU (``benchmarks/stream_profile.py``; the worker exports its pauses as
     ``fleetpulse_stream_gc_pause_seconds``). Middle collections, which rescan everything that
-    outlived a young one (the decoded-state cache among it), run every ``middle_threshold``
+    outlived a young one (the decoded-state cache among it), run every ``gc_middle_threshold``
     young ones (CPython's default 10).
     """
     gc.collect()
     gc.freeze()
     _, _, old = gc.get_threshold()
-    gc.set_threshold(young_threshold, middle_threshold, old)
+    gc.set_threshold(streams.gc_young_threshold, streams.gc_middle_threshold, old)
 
 
 def run_worker(settings: ServerSettings) -> None:
@@ -540,7 +540,7 @@ def run_worker(settings: ServerSettings) -> None:
 
     create_configured_topics(settings.kafka, settings.streams)
     app = create_app(settings)
-    tune_gc(settings.streams.gc_young_threshold, settings.streams.gc_middle_threshold)
+    tune_gc(settings.streams)
     app.fleetpulse.metrics.watch_gc()  # type: ignore[attr-defined]
     worker = faust.Worker(
         app,

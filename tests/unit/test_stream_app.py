@@ -92,7 +92,7 @@ def test_the_worker_sets_young_and_middle_collector_thresholds_from_its_settings
     streams = ServerSettings().streams
     before = gc.get_threshold()
     try:
-        tune_gc(streams.gc_young_threshold, streams.gc_middle_threshold)
+        tune_gc(streams)
         assert gc.get_threshold() == (10_000, 1000, before[2])
     finally:
         gc.unfreeze()
