@@ -7,7 +7,7 @@ Both read the same messages from the real local Kafka in the same run:
   writes it to its RocksDB table (``faust_floor.py``), on stock Faust and on the worker's
   batch path: what the framework costs per event;
 * pipeline: one ``fleetpulse worker`` process (RocksDB table, 12 partitions): validate, dedup,
-  state, features, score (rule scorers), alert policy, emit scores/alerts/dead letters,
+  state, features, score (the configured models), alert policy, emit scores/alerts/dead letters,
   changelog writes, TSDB points built (sink ``none`` unless ``--tsdb-url``).
 
 With ``--baseline-checkout DIR`` (the importable root of another fleetpulse version, e.g. an

@@ -28,7 +28,9 @@ import numpy as np
 import skops.io as sio
 
 from fleetpulse.contract import Component, Factor, RiskScore
+from fleetpulse.models import forest
 from fleetpulse.models.base import make_score, scorable
+from fleetpulse.models.disk_model import DiskRiskModel
 from fleetpulse.models.explain import factor
 from fleetpulse.models.feature_cache import disk_features, disk_vector
 from fleetpulse.models.features import CURRENT_DISK, DISK_FEATURES, GROWTH_COUNTERS
@@ -42,7 +44,7 @@ from fleetpulse.models.index import (
 )
 from fleetpulse.models.rules import RISK_CRITICAL, critical_signs
 from fleetpulse.models.state import DeviceState
-from fleetpulse.models.training import single_thread
+from fleetpulse.models.threads import single_thread
 
 # Everything a calibrated HistGradientBoosting dump legitimately contains beyond skops' defaults.
 TRUSTED_TYPES = frozenset(
@@ -184,6 +186,18 @@ EXPLAIN_MIN_DROP = 0.001
 """Risk drops up to this are not worth a line on a ticket."""
 
 
+def verified_trees(directory: Path, models: dict[int, Any]) -> dict[int, Any]:
+    """``models``, once each disk model's trees are proven walkable (:func:`~fleetpulse.models.forest.flatten`):
+    a child pointing back at its parent would loop scikit-learn's own prediction forever."""
+    for horizon, model in models.items():
+        if isinstance(model, DiskRiskModel):
+            try:
+                forest.flat_forest(model.trees_)
+            except ValueError as exc:
+                raise ArtifactError(f"{directory}: the {horizon}-day model's trees are malformed ({exc})") from None
+    return models
+
+
 @dataclass
 class TrainedDiskScorer:
     """Calibrated probabilities of disk failure within 7 and 30 days from the shared features.
@@ -211,7 +225,7 @@ class TrainedDiskScorer:
             return cls(
                 name=str(meta["name"]),
                 version=str(meta["version"]),
-                models={int(h): payload[f"horizon_{h}"] for h in meta["horizons"]},
+                models=verified_trees(directory, {int(h): payload[f"horizon_{h}"] for h in meta["horizons"]}),
                 reference=np.asarray(payload["reference"], dtype=float),
                 operating_points=meta.get("operating_points"),
             )
@@ -229,8 +243,11 @@ class TrainedDiskScorer:
         return critical_signs(feats)
 
     def predict(self, features: np.ndarray, horizon: int) -> np.ndarray:
+        model = self.models[horizon]
+        if isinstance(model, DiskRiskModel):  # it limits scikit-learn's threads where it calls it
+            return np.asarray(model.predict_proba(features)[:, 1], dtype=float)
         with single_thread():
-            return np.asarray(self.models[horizon].predict_proba(features)[:, 1], dtype=float)
+            return np.asarray(model.predict_proba(features)[:, 1], dtype=float)
 
     def contributions(self, features: np.ndarray, horizon: int, base: np.ndarray | None = None) -> np.ndarray:
         """(n, groups) drop in risk when a group is reset to a typical healthy value.

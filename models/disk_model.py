@@ -47,6 +47,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 
+from fleetpulse.models import forest
 from fleetpulse.models.features import DISK_FEATURES, GROWTH_COUNTERS, backblaze_flags
 
 # 1e-4: the trees decide, the counter score only breaks their ties; up to 10: it dominates
@@ -353,7 +354,7 @@ class DiskRiskModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         features = np.asarray(features, dtype=float)
-        tree_score = self.trees_.decision_function(self._tree_input(features))
+        tree_score = forest.decision_function(self.trees_, self._tree_input(features))
         linear_score = counter_inputs(features) @ self.linear_coef_ + self.linear_intercept_
         tie = self.tie_break_ * tie_break_inputs(features) if self.tie_break_ else 0.0
         p = self._combine(tree_score + self.counter_weight_ * linear_score, bad_sectors(features), tie)

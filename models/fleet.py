@@ -39,12 +39,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from fleetpulse.alerts.fleetlog import LabelKey, Outcome, combine, row_label
-from fleetpulse.models.artifact import TrainedDiskScorer, load_artifact, save_artifact
+from fleetpulse.models.artifact import TrainedDiskScorer, load_artifact, save_artifact, verified_trees
 from fleetpulse.models.evaluation import CAPS, DriveScores, detection_at_far, paired_difference, threshold_at_cap
 from fleetpulse.models.features import DISK_FEATURES, GROWTH_COUNTERS
 from fleetpulse.models.index import METADATA_FILE, ArtifactError
 from fleetpulse.models.rules import NVME_SPARE_MARGIN_PCT, RISK_CRITICAL, critical_signs
-from fleetpulse.models.training import single_thread
+from fleetpulse.models.threads import single_thread
 
 FLEET_KIND = "fleet-stacked"
 MODEL_NAME = "disk-fleet"
@@ -134,7 +134,7 @@ def load_disk_scorer(directory: Path, digests: dict[str, str]) -> TrainedDiskSco
         return FleetDiskScorer(
             name=str(meta["name"]),
             version=str(meta["version"]),
-            models={int(h): payload[f"horizon_{h}"] for h in meta["horizons"]},
+            models=verified_trees(directory, {int(h): payload[f"horizon_{h}"] for h in meta["horizons"]}),
             reference=np.asarray(payload["reference"], dtype=float),
             operating_points=meta.get("operating_points"),
             fleet=payload["fleet"],

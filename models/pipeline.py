@@ -36,6 +36,7 @@ from fleetpulse.models.evaluation import (
     precision_at_k,
     threshold_at_cap,
 )
+from fleetpulse.models.threads import single_thread
 from fleetpulse.models.thresholds import thresholds_for_new_models
 from fleetpulse.models.training import (
     Split,
@@ -45,7 +46,6 @@ from fleetpulse.models.training import (
     labels,
     model_groups,
     single_attribute_score,
-    single_thread,
     smart_flag_score,
     training_set,
 )

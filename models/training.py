@@ -17,19 +17,17 @@ Protocol (unit = drive serial):
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import average_precision_score
-from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
 
 from fleetpulse.models.data import Instants, drive_group
 from fleetpulse.models.disk_model import AGE_OPTIONS, COUNTER_WEIGHTS, DiskRiskModel
 from fleetpulse.models.features import DISK_FEATURES, backblaze_flags
+from fleetpulse.models.threads import single_thread
 
 HORIZONS = (7, 30)
 MAX_NEGATIVES = 60_000
@@ -158,18 +156,6 @@ def training_set(
     weight = np.concatenate([np.ones(len(positives)), np.full(len(negatives), 1.0 / rate)])
     groups = model_groups(instants)
     return TrainingSet(instants.features[chosen], y[chosen], weight, groups[chosen], instants.day[chosen])
-
-
-@functools.cache
-def _threadpools() -> ThreadpoolController:
-    """Found once: scanning the loaded libraries costs ~1 ms, too much per scoring batch."""
-    return ThreadpoolController()
-
-
-def single_thread() -> Any:
-    """One OpenMP thread: on a shared 2-core machine, spinning OpenMP threads that fight
-    other processes make tree fitting several times slower than a single thread."""
-    return _threadpools().limit(limits=1, user_api="openmp")
 
 
 def _calibration_rows(data: TrainingSet) -> np.ndarray | None:

@@ -50,6 +50,7 @@ from fleetpulse.models.pipeline import (
     ranking_objective,
     sound_sector_alarm,
 )
+from fleetpulse.models.threads import single_thread
 from fleetpulse.models.thresholds import cap_label, false_alarm_interval
 from fleetpulse.models.training import (
     Split,
@@ -59,7 +60,6 @@ from fleetpulse.models.training import (
     labels,
     model_groups,
     single_attribute_score,
-    single_thread,
     training_set,
 )
 

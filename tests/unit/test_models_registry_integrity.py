@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -19,7 +20,15 @@ from fleetpulse.alerts.policy import AlertPolicy
 from fleetpulse.cli import app as cli_app
 from fleetpulse.contract import Component, ScorerRole
 from fleetpulse.models import index as registry_module
-from fleetpulse.models.index import METADATA_FILE, MODEL_FILE, REGISTRY_FILE, Registry, artifact_digests, read_registry
+from fleetpulse.models.index import (
+    METADATA_FILE,
+    MODEL_FILE,
+    REGISTRY_FILE,
+    ArtifactError,
+    Registry,
+    artifact_digests,
+    read_registry,
+)
 from fleetpulse.models.registry import load_scorers, register_artifact, write_registry
 from fleetpulse.models.settings import ModelSettings
 from fleetpulse.settings import ServerSettings
@@ -137,6 +146,33 @@ def test_signed_index_refuses_an_attacker_who_also_rewrites_the_digests(artifact
     del index["hmac"]
     (root / REGISTRY_FILE).write_text(json.dumps(index))
     assert "is not signed" in worker_policy(root, KEY)[2][0]
+
+
+def test_a_model_whose_tree_loops_is_refused_before_it_can_hang_the_worker(artifact_dir: Path, tmp_path: Path) -> None:
+    """Digests and a signature prove who wrote an artifact, not that it is sane: a tree whose split
+    points back at itself would spin scikit-learn's prediction forever on the first disk scored."""
+    from fleetpulse.models.artifact import load_artifact, save_artifact
+
+    payload, meta = load_artifact(artifact_dir, artifact_digests(artifact_dir))
+    payload["horizon_30"].trees_._predictors[3][0].nodes["left"][0] = 0
+    save_artifact(tmp_path / "looping", payload, meta)
+    malformed = "the 30-day model's trees are malformed (tree 3: a child does not follow its parent)"
+    with pytest.raises(ArtifactError, match=re.escape(malformed)):
+        register_artifact(tmp_path, "disk", "looping", ScorerRole.CHAMPION)
+
+    # an unsigned registry's writer swaps the model in and rewrites its digest by hand
+    root = tmp_path / "registry"
+    shutil.copytree(artifact_dir, root / ARTIFACT)
+    register_artifact(root, "disk", ARTIFACT, ScorerRole.CHAMPION)
+    shutil.copy(tmp_path / "looping" / MODEL_FILE, root / ARTIFACT / MODEL_FILE)
+    index = json.loads((root / REGISTRY_FILE).read_text())
+    index["artifacts"][ARTIFACT][MODEL_FILE] = artifact_digests(root / ARTIFACT)[MODEL_FILE]
+    (root / REGISTRY_FILE).write_text(json.dumps(index))
+
+    champions, threshold, refused = worker_policy(root)
+    assert champions[0] == "disk-rule"
+    assert threshold == RULE_DISK_RAISE
+    assert malformed in refused[0]
 
 
 def old_format(registry_dir: Path) -> None:
