@@ -191,8 +191,11 @@ def verified_trees(directory: Path, models: dict[int, Any]) -> dict[int, Any]:
     a child pointing back at its parent would loop scikit-learn's own prediction forever."""
     for horizon, model in models.items():
         if isinstance(model, DiskRiskModel):
+            trees = getattr(model, "trees_", None)
+            if trees is None:
+                raise ArtifactError(f"{directory}: the {horizon}-day model has no fitted trees")
             try:
-                forest.flat_forest(model.trees_)
+                forest.flat_forest(trees)
             except ValueError as exc:
                 raise ArtifactError(f"{directory}: the {horizon}-day model's trees are malformed ({exc})") from None
     return models

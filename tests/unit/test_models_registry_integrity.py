@@ -175,6 +175,16 @@ def test_a_model_whose_tree_loops_is_refused_before_it_can_hang_the_worker(artif
     assert malformed in refused[0]
 
 
+def test_a_disk_model_without_trees_is_refused_at_load(artifact_dir: Path, tmp_path: Path) -> None:
+    from fleetpulse.models.artifact import load_artifact, save_artifact
+
+    payload, meta = load_artifact(artifact_dir, artifact_digests(artifact_dir))
+    del payload["horizon_7"].trees_
+    save_artifact(tmp_path / "treeless", payload, meta)
+    with pytest.raises(ArtifactError, match="the 7-day model has no fitted trees"):
+        register_artifact(tmp_path, "disk", "treeless", ScorerRole.CHAMPION)
+
+
 def old_format(registry_dir: Path) -> None:
     """The index as versions without digests wrote it."""
     (registry_dir / REGISTRY_FILE).write_text(json.dumps({"champions": {"disk": ARTIFACT}, "challengers": {}}))
