@@ -11,7 +11,9 @@ Phases (one run):
    scored; ``processed`` = the workers' histogram of ``collected_at`` to "effects durable" for
    every report (state, metrics, any score/alert), interpolated from its buckets.
    ``--rescore-interval PT0S`` scores every report (worst case); the default is production's
-   score-on-change.
+   score-on-change. The workers' CPU per report at each load (idle polling included) sits beside
+   their CPU per record while draining the preload: a worker that keeps up with a trickle of
+   reports handles small batches, whose fixed costs a drain spreads over thousands of records.
 
 Usage: python benchmarks/stream_fleet.py --bootstrap 127.0.0.1:19092 --devices 100000 --workers 2
 """
@@ -34,6 +36,7 @@ from record import record
 from stream_common import (
     Fleet,
     add_kafka_args,
+    cpu_seconds,
     create_topics,
     free_port,
     kafka_settings,
@@ -121,6 +124,7 @@ def run_load(
     child.start()
     assert queue.get(timeout=60) == "ready"
     before = latency_histogram(workers)
+    cpu_before = cpu_seconds(workers)
     prod = producer(kafka)
     templates = fleet.templates
     sent, tick = 0, 0.01
@@ -142,8 +146,10 @@ def run_load(
     latencies: list[float] = queue.get(timeout=seconds + drain_s + 120)
     child.join()
     after = latency_histogram(workers)
+    cpu = cpu_seconds(workers) - cpu_before
     processed = after.get(float("inf"), 0.0) - before.get(float("inf"), 0.0)
     return {
+        "worker_cpu_us_per_report": round(1e6 * cpu / max(processed, 1.0), 1),
         "processed_within_window": int(processed),
         "processed_p50_s": round(histogram_quantile(before, after, 0.50), 3),
         "processed_p99_s": round(histogram_quantile(before, after, 0.99), 3),
@@ -217,9 +223,13 @@ def main() -> None:
     first = start_worker(kafka, data_dir=data_dir, web_port=port, instance="bench-w1", **streams)
     try:
         first.wait_ready(timeout=120)
-        started = time.monotonic()
+        started, cpu_started = time.monotonic(), cpu_seconds([first])
         wait_caught_up(kafka, f"{kafka.topic_prefix}fleetpulse", timeout=3600, poll_s=2)
-        results["preload"] = {"records": preload, "seconds": round(time.monotonic() - started, 1)}
+        results["preload"] = {
+            "records": preload,
+            "seconds": round(time.monotonic() - started, 1),
+            "worker_cpu_us_per_record": round(1e6 * (cpu_seconds([first]) - cpu_started) / preload, 1),
+        }
         print("preload", results["preload"], flush=True)
 
         if not args.skip_recovery:

@@ -11,7 +11,8 @@ plug in:
 * :class:`DrainingConsumer` (via :class:`DrainingTransport`, set as ``app.transport``):
   hands a whole fetched batch over inside ONE task that the flow-stop event can interrupt,
   instead of one task pair per record, and puts a record meant for one raw bytes channel
-  straight into that channel's queue, as the conductor's compiled handler would;
+  straight into that channel's queue, as the conductor's compiled handler would; its
+  :class:`FetchWaitConsumerThread` lets the broker gather records before it answers a fetch;
 * :func:`event_batches`: reads the agent's channel queue in bulk; the caller acks the
   batch in a plain loop after handling it;
 * :class:`RestartTolerantAssignor` (``PartitionAssignor=`` setting): a static member that
@@ -23,7 +24,7 @@ plug in:
 
 These overrides reach private names (the assignor's compressed client metadata, ``Consumer._drain_messages`` and its read-offset and
 gap bookkeeping, the conductor's per-partition handlers and their lock, the producer buffer's pending queue, the store's partition databases, the producer's aiokafka client, partitioner
-and cluster metadata, the queue's error deque). They live in this one module, which refuses any other
+and cluster metadata, the aiokafka consumer's fetch settings, the queue's error deque). They live in this one module, which refuses any other
 faust-streaming version than :data:`FAUST_STREAMING_VERSION` (also pinned in
 pyproject.toml); ``tests/unit/test_faust_internals.py`` fails loudly when an internal
 they rely on changes its signature or disappears.
@@ -86,6 +87,9 @@ class DrainingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
     a record is marked read only after its delivery completed) at one task pair per fetch.
     Offset-gap bookkeeping and ``commit_every`` behave as in Faust.
     """
+
+    def _new_consumer_thread(self) -> FetchWaitConsumerThread:
+        return FetchWaitConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: Any) -> None:
         consumer_should_stop = self._stopped.is_set
@@ -234,16 +238,40 @@ class DirectRoute:
         return cls(handler, channel, app.conf.Event, open_)
 
 
+class FetchWaitConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):  # type: ignore[misc]
+    """Faust's consumer thread, whose aiokafka consumer lets the broker gather records before it answers a fetch.
+
+    Faust asks for at least 1 byte per fetch, so the broker answers as soon as one record arrives: at a
+    trickle of reports the consumer thread sends fetch after fetch, each carrying a few records, and at
+    one report per device-minute for 20,000 devices that took about half of the worker's CPU
+    (``benchmarks/stream_fleet.py``). With a minimum size and a bounded wait, one fetch carries a batch's
+    worth; while the worker drains a backlog, fetches fill at once and nothing changes.
+    """
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # read by AIOKafkaConsumer.start() when it builds its fetcher, which has not happened yet
+        consumer._fetch_min_bytes = transport.fetch_min_bytes
+        consumer._fetch_max_wait_ms = transport.fetch_max_wait_ms
+        return consumer
+
+
 class DrainingTransport(aiokafka_driver.Transport):  # type: ignore[misc]
     """Faust's aiokafka transport with :class:`DrainingConsumer` (``app.transport = DrainingTransport(...)``)."""
 
     Consumer = DrainingConsumer
+    fetch_min_bytes = 1
+    fetch_max_wait_ms = 1500
+    """Faust's own fetch settings, until :func:`install_transport` sets the worker's."""
 
 
-def install_transport(app: faust.App) -> None:
+def install_transport(app: faust.App, fetch_min_bytes: int, fetch_max_wait_s: float) -> None:
     """Give ``app`` the draining transport; must run before anything touches ``app.transport`` (topics, tables)."""
     require_pinned_faust()
-    app.transport = DrainingTransport(app.conf.broker_consumer, app)
+    transport = DrainingTransport(app.conf.broker_consumer, app)
+    transport.fetch_min_bytes = fetch_min_bytes
+    transport.fetch_max_wait_ms = max(1, round(fetch_max_wait_s * 1000))
+    app.transport = transport
 
 
 async def event_batches(stream: Any, max_events: int, within_s: float) -> AsyncIterator[list[Any]]:

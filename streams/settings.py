@@ -77,6 +77,17 @@ class StreamSettings(BaseModel):
     batch_max: int = Field(default=2000, ge=1, description="events per scoring batch (read from the channel in bulk)")
     batch_within_s: float = Field(default=0.2, gt=0, description="max wait to fill a batch: bounds added latency")
     buffer_maxsize: int = Field(default=4096, ge=1, description="Faust per-partition buffer; full buffers pause fetch")
+    fetch_min_bytes: int = Field(
+        default=65_536,
+        ge=1,
+        description=(
+            "the broker answers a fetch once this much is ready or fetch_max_wait_s has passed: at a trickle of "
+            "reports, a few large fetches instead of one per record (1: answer at once)"
+        ),
+    )
+    fetch_max_wait_s: float = Field(
+        default=0.1, gt=0, le=10, description="longest the broker holds a fetch for fetch_min_bytes: added latency"
+    )
     session_timeout_s: float = Field(default=10.0, gt=0)
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
     rebalance_timeout_s: float = Field(default=20.0, gt=0)

@@ -53,3 +53,13 @@ def test_sizing_plans_each_worker_at_the_target_utilisation() -> None:
     assert gen.workers_for(100, 2000) == 1
     assert gen.workers_for(1667, 2000) == 3  # 1,667 / (2,000 x 0.3) = 2.8
     assert gen.workers_for(16_667, 2000) == 28
+
+
+def test_sizing_plans_with_the_costlier_of_draining_and_keeping_up() -> None:
+    gen = gen_results()
+    throughput = {"results": {"pipeline_eps_per_cpu_s": 2000}}  # 500 µs per event while draining
+    keeping_up = {"results": {"latency_1x": {"achieved_rate": 333, "worker_cpu_us_per_report": 1000.0}}}
+    assert "| 100,000 devices, a report a minute | 1,667 | 6 |" in gen.sizing_table(throughput, keeping_up)
+    assert "| 100,000 devices, a report a minute | 1,667 | 3 |" in gen.sizing_table(throughput, None)
+    cheaper = {"results": {"latency_1x": {"achieved_rate": 333, "worker_cpu_us_per_report": 400.0}}}
+    assert "| 100,000 devices, a report a minute | 1,667 | 3 |" in gen.sizing_table(throughput, cheaper)

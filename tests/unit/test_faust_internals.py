@@ -46,6 +46,7 @@ from fleetpulse.streams.faust_internals import (
     DeviceTable,
     DrainingConsumer,
     DrainingTransport,
+    FetchWaitConsumerThread,
     require_pinned_faust,
 )
 from fleetpulse.streams.sinks import NullSink
@@ -90,6 +91,15 @@ SOURCE_DIGESTS = {
     "faust.tables.manager.TableManager.on_rebalance": (TableManager.on_rebalance, "2d2c23a07bf5"),
     "faust.tables.base.Collection.on_rebalance": (Collection.on_rebalance, "0812ad692171"),
     "faust.tables.base.Collection.apply_changelog_batch": (Collection.apply_changelog_batch, "b980a78d3ae9"),
+    # FetchWaitConsumerThread changes the fetch settings of the consumer Faust builds, before it starts
+    "faust.transport.drivers.aiokafka.AIOKafkaConsumerThread._create_worker_consumer": (
+        aiokafka_driver.AIOKafkaConsumerThread._create_worker_consumer,
+        "c2701bfc3e6f",
+    ),
+    "faust.transport.drivers.aiokafka.Consumer._new_consumer_thread": (
+        aiokafka_driver.Consumer._new_consumer_thread,
+        "0870ec53dea7",
+    ),
 }
 
 
@@ -159,6 +169,9 @@ def test_private_signatures_and_attributes_are_as_used(tmp_path: Path) -> None:
     assert "_errors" in vars(ThrowableQueue(maxsize=1, flow_control=FlowControlEvent()))
     assert hasattr(rocksdb_store, "WriteBatch")
     assert inspect.getsource(Recovery).count("table.apply_changelog_batch(") == 2  # standbys and active recovery
+    consumer_start = inspect.getsource(aiokafka.AIOKafkaConsumer.start)
+    assert "fetch_min_bytes=self._fetch_min_bytes" in consumer_start
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in consumer_start
 
     app = create_app(
         ServerSettings.model_validate({"streams": {"store": "memory", "data_dir": str(tmp_path)}}),
@@ -180,6 +193,21 @@ def test_the_app_runs_on_the_batch_transport_table_and_store(tmp_path: Path) -> 
         assert isinstance(table, DeviceTable)
         assert isinstance(table.data, store_class)
         assert app.tables[table.name] is table
+
+
+def test_the_worker_consumer_lets_the_broker_gather_a_fetch(tmp_path: Path) -> None:
+    streams = {"store": "memory", "data_dir": str(tmp_path), "fetch_min_bytes": 12_345, "fetch_max_wait_s": 0.25}
+    app = create_app(ServerSettings.model_validate({"streams": streams}), scorers=ScorerSet([]), sink=NullSink())
+    thread = app.consumer._new_consumer_thread()
+    assert isinstance(thread, FetchWaitConsumerThread)
+
+    async def built() -> Any:
+        consumer = thread._create_worker_consumer(app.transport)
+        await consumer.stop()
+        return consumer
+
+    consumer = asyncio.run(built())
+    assert (consumer._fetch_min_bytes, consumer._fetch_max_wait_ms) == (12_345, 250)
 
 
 def test_rocksdb_batch_store_writes_one_batch_per_partition_and_reads_by_partition(tmp_path: Path) -> None:
