@@ -88,11 +88,17 @@ TREE_INPUTS: tuple[str, ...] = (
 _LARGEST = float(np.finfo(float).max)
 
 
-def _nonnegative(features: np.ndarray, columns: list[int]) -> np.ndarray:
+def _columns(*groups: list[int]) -> np.ndarray:
+    """Column indices as an index array: numpy converts a list on every indexing, which costs
+    more than the indexing itself at the few rows a stream worker's call scores."""
+    out: np.ndarray = np.array([c for group in groups for c in group], dtype=np.intp)
+    return out
+
+
+def _nonnegative(features: np.ndarray, columns: np.ndarray) -> np.ndarray:
     """Counts as the model reads them: unreported (NaN) is zero errors, a reset is no growth,
-    an infinite count the largest float (``np.clip(np.nan_to_num(x, nan=0.0), 0.0, None)``,
-    value for value, in three array operations: the stream worker scores a few drives per call,
-    where numpy's wrappers cost more than the arithmetic)."""
+    an infinite count the largest float -- ``np.clip(np.nan_to_num(x, nan=0.0), 0.0, None)``
+    value for value, without the cost of those wrappers."""
     x = features[:, columns]
     out: np.ndarray = np.where(x > 0.0, np.minimum(x, _LARGEST), 0.0)
     return out
@@ -110,21 +116,28 @@ def _floored(x: np.ndarray, step: float, cap: float) -> np.ndarray:
     return out
 
 
-_TREE_COUNTER_COLUMNS = _ERROR_COLUMNS + _ERROR_GROWTH_7D + _ERROR_GROWTH_30D
+# Each input function cleans all the columns it reads in one pass. Its parts are column blocks
+# of a column-major matrix, laid out as the separate per-block arrays were, so every reduction
+# and the linear score's matrix product add in the same order.
 _ERRORS = len(ERROR_COUNTERS)
+_TREE_COLUMNS = _columns(_ERROR_COLUMNS, _ERROR_GROWTH_7D, _ERROR_GROWTH_30D)
+_TIE_COLUMNS = _columns(_ERROR_COLUMNS, _ERROR_GROWTH_30D, [_CRITICAL_COLUMN])
+_LINEAR_COLUMNS = _columns(_COUNTER_COLUMNS, _GROWTH_COLUMNS)
+_SECTORS = _columns(_SECTOR_COLUMNS)
+_BACKBLAZE_AMONG_COUNTERS = _columns([list(GROWTH_COUNTERS).index(name) for name in BACKBLAZE_COUNTERS])
 
 
 def tree_inputs(features: np.ndarray, age: bool) -> np.ndarray:
     """The trees' inputs (``TREE_INPUTS``), each non-decreasing in every error counter and
     its growth (``log1p`` to 1/16, i.e. counts to about 6 %, up to 3 million); the age column
     (power-on hours to 500 h) is constant -- never split on -- unless ``age``."""
-    counts = _floored(np.log1p(_nonnegative(features, _TREE_COUNTER_COLUMNS)), LOG_STEP, LOG_CAP)
+    counts = _floored(np.log1p(_nonnegative(features, _TREE_COLUMNS)), LOG_STEP, LOG_CAP)
     level, growth_30d = counts[:, :_ERRORS], counts[:, 2 * _ERRORS :]
-    out = np.empty((len(features), len(TREE_INPUTS)), order="F")  # the layout ``np.column_stack`` gave
+    out = np.empty((len(features), len(TREE_INPUTS)), order="F")
     out[:, : 3 * _ERRORS] = counts
-    out[:, 3 * _ERRORS] = level.max(axis=1)
-    out[:, 3 * _ERRORS + 1] = growth_30d.max(axis=1)
-    out[:, 3 * _ERRORS + 2] = (level > 0).sum(axis=1)
+    out[:, 3 * _ERRORS] = np.maximum.reduce(level, axis=1)
+    out[:, 3 * _ERRORS + 1] = np.maximum.reduce(growth_30d, axis=1)
+    out[:, 3 * _ERRORS + 2] = np.add.reduce(level > 0, axis=1)
     out[:, 3 * _ERRORS + 3] = (
         _floored(features[:, _AGE_COLUMN].astype(float), AGE_STEP_HOURS, AGE_CAP_HOURS) if age else 0.0
     )
@@ -134,32 +147,28 @@ def tree_inputs(features: np.ndarray, age: bool) -> np.ndarray:
 def bad_sectors(features: np.ndarray) -> np.ndarray:
     """``log1p`` of the largest bad-sector count (SMART 5 reallocated, 197 pending, 198 offline
     uncorrectable): the floor's input."""
-    out: np.ndarray = np.log1p(_nonnegative(features, _SECTOR_COLUMNS).max(axis=1))
+    out: np.ndarray = np.log1p(np.maximum.reduce(_nonnegative(features, _SECTORS), axis=1))
     return out
 
 
 def tie_break_inputs(features: np.ndarray) -> np.ndarray:
     """Summed ``log1p`` of every error counter, its 30-day growth and the NVMe critical warning."""
-    level = np.log1p(_nonnegative(features, _ERROR_COLUMNS)).sum(axis=1)
-    growth = np.log1p(_nonnegative(features, _ERROR_GROWTH_30D)).sum(axis=1)
-    critical = np.log1p(_nonnegative(features, [_CRITICAL_COLUMN]))[:, 0]
-    out: np.ndarray = level + growth + critical
+    logs = np.log1p(_nonnegative(features, _TIE_COLUMNS))
+    level = np.add.reduce(logs[:, :_ERRORS], axis=1)
+    growth = np.add.reduce(logs[:, _ERRORS : 2 * _ERRORS], axis=1)
+    out: np.ndarray = level + growth + logs[:, 2 * _ERRORS]
     return out
-
-
-_BACKBLAZE_AMONG_COUNTERS = [list(GROWTH_COUNTERS).index(name) for name in BACKBLAZE_COUNTERS]
 
 
 def counter_inputs(features: np.ndarray) -> np.ndarray:
     """The linear scorer's inputs; a counter the drive does not report counts as zero errors."""
-    counters = _nonnegative(features, _COUNTER_COLUMNS)
-    flagged = counters[:, _BACKBLAZE_AMONG_COUNTERS] > 0  # ``backblaze_flags``: a count above zero
-    k = len(_COUNTER_COLUMNS)
-    out = np.empty((len(features), 2 * k + 2), order="F")  # column-major like its parts: the same matrix product
-    out[:, :k] = np.log1p(counters)
-    out[:, k : 2 * k] = np.log1p(_nonnegative(features, _GROWTH_COLUMNS))
-    out[:, 2 * k] = flagged.any(axis=1)
-    out[:, 2 * k + 1] = flagged.sum(axis=1)
+    counts = _nonnegative(features, _LINEAR_COLUMNS)
+    flagged = counts[:, _BACKBLAZE_AMONG_COUNTERS] > 0  # ``backblaze_flags``: a count above zero
+    k = len(_LINEAR_COLUMNS)
+    out = np.empty((len(features), k + 2), order="F")
+    out[:, :k] = np.log1p(counts)
+    out[:, k] = np.logical_or.reduce(flagged, axis=1)
+    out[:, k + 1] = np.add.reduce(flagged, axis=1)
     return out
 
 
