@@ -99,7 +99,7 @@ def _nonnegative(features: np.ndarray, columns: np.ndarray) -> np.ndarray:
     """Counts as the model reads them: unreported (NaN) is zero errors, a reset is no growth,
     an infinite count the largest float -- ``np.clip(np.nan_to_num(x, nan=0.0), 0.0, None)``
     value for value, without the cost of those wrappers."""
-    x = features[:, columns]
+    x = features[:, columns].astype(float, copy=False)  # training passes float32 replays
     out: np.ndarray = np.where(x > 0.0, np.minimum(x, _LARGEST), 0.0)
     return out
 
