@@ -180,6 +180,17 @@ def _explanation_groups() -> list[tuple[str, list[int]]]:
 
 
 EXPLANATION_GROUPS = _explanation_groups()
+
+
+def _group_columns() -> np.ndarray:
+    """(groups, features): which columns each of ``EXPLANATION_GROUPS`` resets."""
+    columns = np.zeros((len(EXPLANATION_GROUPS), len(DISK_FEATURES)), dtype=bool)
+    for k, (_, members) in enumerate(EXPLANATION_GROUPS):
+        columns[k, members] = True
+    return columns
+
+
+_GROUP_COLUMNS = _group_columns()
 _COLUMN = {name: i for i, name in enumerate(DISK_FEATURES)}
 """Column of each feature in the model's input (``DISK_FEATURES.index`` without the scan)."""
 EXPLAIN_MIN_DROP = 0.001
@@ -270,19 +281,15 @@ class TrainedDiskScorer:
         """Only rows a reset changes are predicted: a group already at its typical value (or
         missing) drops nothing, exactly, since a row's prediction depends on that row alone.
         At a healthy fleet that is about three groups in four."""
-        n, g = len(features), len(EXPLANATION_GROUPS)
-        perturbed = np.repeat(features, g, axis=0)
-        changed = np.zeros((n, g), dtype=bool)
-        for k, (_, members) in enumerate(EXPLANATION_GROUPS):
-            # only values the drive reports are reset; a missing value stays missing
-            block = perturbed[k::g, members]
-            reference = self.reference[members]
-            changed[:, k] = ~np.all(np.isnan(block) | (block == reference), axis=1)
-            perturbed[k::g, members] = np.where(np.isnan(block), block, reference)
-        drop = np.zeros((n, g))
-        rows = changed.ravel()
-        if rows.any():
-            drop[changed] = np.repeat(base, g)[rows] - self.predict(perturbed[rows], horizon)
+        # only values the drive reports are reset; a missing value stays missing
+        reset = _GROUP_COLUMNS & ~np.isnan(features)[:, None, :]  # (n, groups, features)
+        changed = np.any(reset & (features != self.reference)[:, None, :], axis=2)
+        drop = np.zeros(changed.shape)
+        if changed.any():
+            row, group = np.nonzero(changed)  # row-major: drive by drive, each drive's groups in order
+            perturbed = features[row]
+            np.copyto(perturbed, self.reference, where=reset[row, group])
+            drop[changed] = base[row] - self.predict(perturbed, horizon)
         return drop
 
     def score_batch(self, states: Sequence[DeviceState], now: datetime) -> list[RiskScore]:

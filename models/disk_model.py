@@ -38,6 +38,7 @@ the same number.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -48,7 +49,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 
 from fleetpulse.models import forest
-from fleetpulse.models.features import DISK_FEATURES, GROWTH_COUNTERS, backblaze_flags
+from fleetpulse.models.features import BACKBLAZE_COUNTERS, DISK_FEATURES, GROWTH_COUNTERS
 
 # 1e-4: the trees decide, the counter score only breaks their ties; up to 10: it dominates
 COUNTER_WEIGHTS: tuple[float, ...] = (1e-4, 0.1, 0.3, 1.0, 3.0, 10.0)
@@ -85,9 +86,22 @@ TREE_INPUTS: tuple[str, ...] = (
 )
 
 
-def _nonnegative(features: np.ndarray, columns: list[int]) -> np.ndarray:
-    """Counts as the model reads them: unreported (NaN) is zero errors, a reset is no growth."""
-    out: np.ndarray = np.clip(np.nan_to_num(features[:, columns].astype(float), nan=0.0), 0.0, None)
+_LARGEST = float(np.finfo(float).max)
+
+
+def _columns(*groups: list[int]) -> np.ndarray:
+    """Column indices as an index array: numpy converts a list on every indexing, which costs
+    more than the indexing itself at the few rows a stream worker's call scores."""
+    out: np.ndarray = np.array([c for group in groups for c in group], dtype=np.intp)
+    return out
+
+
+def _nonnegative(features: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """Counts as the model reads them: unreported (NaN) is zero errors, a reset is no growth,
+    an infinite count the largest float -- ``np.clip(np.nan_to_num(x, nan=0.0), 0.0, None)``
+    value for value, without the cost of those wrappers."""
+    x = features[:, columns].astype(float, copy=False)  # training passes float32 replays
+    out: np.ndarray = np.where(x > 0.0, np.minimum(x, _LARGEST), 0.0)
     return out
 
 
@@ -103,59 +117,60 @@ def _floored(x: np.ndarray, step: float, cap: float) -> np.ndarray:
     return out
 
 
-def _log_counts(features: np.ndarray, columns: list[int]) -> np.ndarray:
-    return _floored(np.log1p(_nonnegative(features, columns)), LOG_STEP, LOG_CAP)
+# Each input function cleans all the columns it reads in one pass. Its parts are column blocks
+# of a column-major matrix, laid out as the separate per-block arrays were, so every reduction
+# and the linear score's matrix product add in the same order.
+_ERRORS = len(ERROR_COUNTERS)
+_TREE_COLUMNS = _columns(_ERROR_COLUMNS, _ERROR_GROWTH_7D, _ERROR_GROWTH_30D)
+_TIE_COLUMNS = _columns(_ERROR_COLUMNS, _ERROR_GROWTH_30D, [_CRITICAL_COLUMN])
+_LINEAR_COLUMNS = _columns(_COUNTER_COLUMNS, _GROWTH_COLUMNS)
+_SECTORS = _columns(_SECTOR_COLUMNS)
+_BACKBLAZE_AMONG_COUNTERS = _columns([list(GROWTH_COUNTERS).index(name) for name in BACKBLAZE_COUNTERS])
 
 
 def tree_inputs(features: np.ndarray, age: bool) -> np.ndarray:
     """The trees' inputs (``TREE_INPUTS``), each non-decreasing in every error counter and
     its growth (``log1p`` to 1/16, i.e. counts to about 6 %, up to 3 million); the age column
     (power-on hours to 500 h) is constant -- never split on -- unless ``age``."""
-    level = _log_counts(features, _ERROR_COLUMNS)
-    growth_7d = _log_counts(features, _ERROR_GROWTH_7D)
-    growth_30d = _log_counts(features, _ERROR_GROWTH_30D)
-    hours = (
-        _floored(features[:, _AGE_COLUMN].astype(float), AGE_STEP_HOURS, AGE_CAP_HOURS)
-        if age
-        else np.zeros(len(features))
+    counts = _floored(np.log1p(_nonnegative(features, _TREE_COLUMNS)), LOG_STEP, LOG_CAP)
+    level, growth_30d = counts[:, :_ERRORS], counts[:, 2 * _ERRORS :]
+    out = np.empty((len(features), len(TREE_INPUTS)), order="F")
+    out[:, : 3 * _ERRORS] = counts
+    out[:, 3 * _ERRORS] = np.maximum.reduce(level, axis=1)
+    out[:, 3 * _ERRORS + 1] = np.maximum.reduce(growth_30d, axis=1)
+    out[:, 3 * _ERRORS + 2] = np.add.reduce(level > 0, axis=1)
+    out[:, 3 * _ERRORS + 3] = (
+        _floored(features[:, _AGE_COLUMN].astype(float), AGE_STEP_HOURS, AGE_CAP_HOURS) if age else 0.0
     )
-    return np.column_stack(
-        [
-            level,
-            growth_7d,
-            growth_30d,
-            level.max(axis=1),
-            growth_30d.max(axis=1),
-            (level > 0).sum(axis=1),
-            hours,
-        ]
-    )
+    return out
 
 
 def bad_sectors(features: np.ndarray) -> np.ndarray:
     """``log1p`` of the largest bad-sector count (SMART 5 reallocated, 197 pending, 198 offline
     uncorrectable): the floor's input."""
-    out: np.ndarray = np.log1p(_nonnegative(features, _SECTOR_COLUMNS).max(axis=1))
+    out: np.ndarray = np.log1p(np.maximum.reduce(_nonnegative(features, _SECTORS), axis=1))
     return out
 
 
 def tie_break_inputs(features: np.ndarray) -> np.ndarray:
     """Summed ``log1p`` of every error counter, its 30-day growth and the NVMe critical warning."""
-    level = np.log1p(_nonnegative(features, _ERROR_COLUMNS)).sum(axis=1)
-    growth = np.log1p(_nonnegative(features, _ERROR_GROWTH_30D)).sum(axis=1)
-    critical = np.log1p(_nonnegative(features, [_CRITICAL_COLUMN]))[:, 0]
-    out: np.ndarray = level + growth + critical
+    logs = np.log1p(_nonnegative(features, _TIE_COLUMNS))
+    level = np.add.reduce(logs[:, :_ERRORS], axis=1)
+    growth = np.add.reduce(logs[:, _ERRORS : 2 * _ERRORS], axis=1)
+    out: np.ndarray = level + growth + logs[:, 2 * _ERRORS]
     return out
 
 
 def counter_inputs(features: np.ndarray) -> np.ndarray:
     """The linear scorer's inputs; a counter the drive does not report counts as zero errors."""
-    counters = np.clip(np.nan_to_num(features[:, _COUNTER_COLUMNS].astype(float), nan=0.0), 0.0, None)
-    growth = np.clip(np.nan_to_num(features[:, _GROWTH_COLUMNS].astype(float), nan=0.0), 0.0, None)
-    flagged = backblaze_flags(features)
-    return np.column_stack(
-        [np.log1p(counters), np.log1p(growth), flagged.any(axis=1).astype(float), flagged.sum(axis=1).astype(float)]
-    )
+    counts = _nonnegative(features, _LINEAR_COLUMNS)
+    flagged = counts[:, _BACKBLAZE_AMONG_COUNTERS] > 0  # ``backblaze_flags``: a count above zero
+    k = len(_LINEAR_COLUMNS)
+    out = np.empty((len(features), k + 2), order="F")
+    out[:, :k] = np.log1p(counts)
+    out[:, k] = np.logical_or.reduce(flagged, axis=1)
+    out[:, k + 1] = np.add.reduce(flagged, axis=1)
+    return out
 
 
 def _nonnegative_logit(x: np.ndarray, y: np.ndarray, weight: np.ndarray, c: float) -> tuple[np.ndarray, float]:
@@ -177,6 +192,16 @@ def _nonnegative_logit(x: np.ndarray, y: np.ndarray, weight: np.ndarray, c: floa
             break
         keep[np.flatnonzero(keep)[fitted < 0]] = False
     return coef, intercept
+
+
+_ALARM_LEVEL = np.log1p(ALARM_SECTORS)
+"""``bad_sectors`` of a drive at ``ALARM_SECTORS``."""
+
+
+@functools.lru_cache(maxsize=8)
+def _logit(probability: float) -> float:
+    """The sector alarm's logit, once per probability rather than once per scoring call."""
+    return float(np.log(probability) - np.log1p(-probability))
 
 
 class DiskRiskModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
@@ -342,8 +367,7 @@ class DiskRiskModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             logit = np.maximum(logit, self.floor_coef_ * sectors + self.floor_intercept_)
         alarm_probability: float | None = getattr(self, "sector_alarm_", None)
         if alarm_probability is not None:
-            alarm = float(np.log(alarm_probability) - np.log1p(-alarm_probability))
-            logit = np.where(sectors >= np.log1p(ALARM_SECTORS), np.maximum(logit, alarm), logit)
+            logit = np.where(sectors >= _ALARM_LEVEL, np.maximum(logit, _logit(alarm_probability)), logit)
         out: np.ndarray = 1.0 / (1.0 + np.exp(-(logit + tie)))
         return out
 
@@ -358,7 +382,9 @@ class DiskRiskModel(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         linear_score = counter_inputs(features) @ self.linear_coef_ + self.linear_intercept_
         tie = self.tie_break_ * tie_break_inputs(features) if self.tie_break_ else 0.0
         p = self._combine(tree_score + self.counter_weight_ * linear_score, bad_sectors(features), tie)
-        return np.column_stack([1.0 - p, p])
+        out = np.empty((len(p), 2))
+        out[:, 0], out[:, 1] = 1.0 - p, p
+        return out
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         out: np.ndarray = (self.predict_proba(features)[:, 1] >= 0.5).astype(float)
