@@ -96,7 +96,7 @@ def _child(spec: dict[str, Any]) -> None:
     app = faust.App(f"floor-{uuid.uuid4().hex[:8]}", **{**faust_config(settings), "web_enabled": False})
     batch_path = spec["path"] == "batch"
     if batch_path:
-        install_transport(app, streams.fetch_min_bytes, streams.fetch_max_wait_s)
+        install_transport(app, streams)
         table: Any = device_table(app, "floor", streams.partitions)
     else:
         table = app.Table("floor", default=None, partitions=streams.partitions, key_type=bytes, value_type=bytes)

@@ -1,7 +1,7 @@
 """What one call of the disk model's trees costs, by rows per call: flat evaluation vs scikit-learn.
 
 The stream worker scores the devices of each batch in one call, so at a steady trickle of
-reports a call holds a few drives. Prints CPU µs per call and per row of the shipped disk
+reports a call holds a few drives. Prints CPU µs per call of the shipped disk
 model's trees (both horizons) for scikit-learn's ``decision_function`` (the baseline, under
 the same one-thread OpenMP limit the worker uses) and for :mod:`fleetpulse.models.forest`,
 the ratio, and whether both gave the same bits. The rows are the serving inputs of
@@ -51,8 +51,9 @@ def main() -> None:
     models = [m for m in getattr(disk, "models", {}).values() if isinstance(m, DiskRiskModel)]
     if not models:
         raise SystemExit(f"the configured disk champion {disk.name} has no trees")
+    sizes = [int(size) for size in args.sizes.split(",")]
     rng = np.random.default_rng(1)
-    features = rng.gamma(0.3, 20.0, size=(max(int(s) for s in args.sizes.split(",")), len(DISK_FEATURES)))
+    features = rng.gamma(0.3, 20.0, size=(max(sizes), len(DISK_FEATURES)))
     features[rng.random(features.shape) < 0.1] = np.nan
     rows = [model._tree_input(features) for model in models]
     print(f"disk model {disk.name}: {len(models)} horizons, flat evaluation up to {forest.SMALL_CALL_ROWS} rows")
@@ -60,7 +61,7 @@ def main() -> None:
     flats = [flat for model in models if (flat := forest.flat_forest(model.trees_)) is not None]
     if len(flats) != len(models):
         raise SystemExit(f"{disk.name}'s trees are left to scikit-learn (categorical splits): nothing to compare")
-    for size in (int(s) for s in args.sizes.split(",")):
+    for size in sizes:
 
         def sklearn_call(size: int = size) -> list[np.ndarray]:
             with single_thread():

@@ -436,7 +436,7 @@ def create_app(
     topics = Topics(prefix=kafka.topic_prefix)
     worker = instance_id(s)
     app = faust.App(group_id(settings), **faust_config(settings))
-    install_transport(app, s.fetch_min_bytes, s.fetch_max_wait_s)
+    install_transport(app, s)
     metrics = PipelineMetrics()
     table = device_table(app, TABLE_NAME, s.partitions)
     # scorers passed in by tests and benchmarks stay as given; the registry's are watched from before loading

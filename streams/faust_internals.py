@@ -56,6 +56,7 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP, EventT
 
+from fleetpulse.streams.settings import StreamSettings
 from fleetpulse.streams.state_cache import DecodedCache
 
 FAUST_STREAMING_VERSION = "0.15.3"
@@ -260,17 +261,17 @@ class DrainingTransport(aiokafka_driver.Transport):  # type: ignore[misc]
     """Faust's aiokafka transport with :class:`DrainingConsumer` (``app.transport = DrainingTransport(...)``)."""
 
     Consumer = DrainingConsumer
-    fetch_min_bytes = 1
-    fetch_max_wait_ms = 1500
-    """Faust's own fetch settings, until :func:`install_transport` sets the worker's."""
+    fetch_min_bytes: int
+    fetch_max_wait_ms: int
+    """The worker's fetch settings, set by :func:`install_transport`."""
 
 
-def install_transport(app: faust.App, fetch_min_bytes: int, fetch_max_wait_s: float) -> None:
+def install_transport(app: faust.App, streams: StreamSettings) -> None:
     """Give ``app`` the draining transport; must run before anything touches ``app.transport`` (topics, tables)."""
     require_pinned_faust()
     transport = DrainingTransport(app.conf.broker_consumer, app)
-    transport.fetch_min_bytes = fetch_min_bytes
-    transport.fetch_max_wait_ms = max(1, round(fetch_max_wait_s * 1000))
+    transport.fetch_min_bytes = streams.fetch_min_bytes
+    transport.fetch_max_wait_ms = max(1, round(streams.fetch_max_wait_s * 1000))
     app.transport = transport
 
 
