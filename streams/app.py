@@ -439,6 +439,7 @@ def create_app(
     install_transport(app, s)
     metrics = PipelineMetrics()
     table = device_table(app, TABLE_NAME, s.partitions)
+    table.write_ahead_log = s.state_write_ahead_log
     # scorers passed in by tests and benchmarks stay as given; the registry's are watched from before loading
     watch = RegistryWatch(settings.models.registry_dir) if scorers is None and s.registry_poll_s > 0 else None
     scorers = scorers if scorers is not None else load_scorers(settings.models)
