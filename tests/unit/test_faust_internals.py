@@ -20,6 +20,7 @@ import aiokafka
 import faust
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from faust.serializers.registry import Registry
 from faust.serializers.schemas import Schema
 from faust.stores import rocksdb as rocksdb_store
@@ -325,6 +326,11 @@ def test_the_table_drops_decoded_values_of_moved_and_restored_partitions(tmp_pat
     assert table.data.read(3, b"pc-1") == b"restored"
     assert decoded.take(3, b"pc-1", b"stored") is None
     assert [decoded.take(p, b"pc-1", b"stored") for p in (0, 4)] == ["record 0", "record 4"]
+
+
+@given(key=st.binary(max_size=300))
+def test_murmur2_is_aiokafkas(key: bytes) -> None:
+    assert faust_internals.murmur2(key) == aiokafka_murmur2(key)
 
 
 @given(key=st.binary(max_size=64), partitions=st.integers(min_value=1, max_value=64))
