@@ -12,7 +12,9 @@ Both read the same messages from the real local Kafka in the same run:
 
 With ``--baseline-checkout DIR`` (the importable root of another fleetpulse version, e.g. an
 export of an earlier commit) that version's worker also runs on the same records, in its own
-consumer group: before and after in one run.
+consumer group: before and after in one run. A worker's CPU per event varies by about ±10 % from
+one run to the next on a shared machine; ``--pairs N`` runs both workers N times, alternating
+which goes first, and reports each one's median run and the median of the N paired ratios.
 
 Usage: python benchmarks/stream_throughput.py --bootstrap 127.0.0.1:19092 --devices 20000 --rounds 5
 """
@@ -101,6 +103,11 @@ def run_workers(
     return WorkerRun(total / (processed.done - processed.first), total / processed.cpu_s, metrics, peak)
 
 
+def median_run(runs: list[WorkerRun]) -> WorkerRun:
+    """The run with the median CPU per event (the upper one of an even count)."""
+    return sorted(runs, key=lambda run: run.cpu_rate)[len(runs) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_kafka_args(parser)
@@ -111,6 +118,7 @@ def main() -> None:
     parser.add_argument(
         "--baseline-checkout", type=Path, default=None, help="also measure the worker of this fleetpulse checkout"
     )
+    parser.add_argument("--pairs", type=int, default=1, help="with --baseline-checkout: runs of each worker")
     args = parser.parse_args()
     load_at_start = os.getloadavg()[0]
 
@@ -143,16 +151,31 @@ def main() -> None:
     )
 
     extra: dict[str, object] = {"tsdb__kind": "influxdb2", "tsdb__url": args.tsdb_url} if args.tsdb_url else {}
-    baseline = None
-    if args.baseline_checkout is not None:
-        env = {"PYTHONPATH": str(args.baseline_checkout.resolve())}
-        baseline = run_workers(kafka, total, args.workers, env, app_id="fleetpulse-baseline", **extra)
+    baseline_env = {"PYTHONPATH": str(args.baseline_checkout.resolve())} if args.baseline_checkout else None
+    runs: list[WorkerRun] = []
+    baselines: list[WorkerRun] = []
+    for pair in range(args.pairs if baseline_env else 1):
+        for which in ("baseline", "worker") if pair % 2 == 0 else ("worker", "baseline"):
+            if which == "worker":
+                runs.append(run_workers(kafka, total, args.workers, app_id=f"fleetpulse-{pair}", **extra))
+                print(f"worker run {pair + 1}: {1e6 / runs[-1].cpu_rate:.1f} CPU µs per event", flush=True)
+            elif baseline_env is not None:
+                app_id = f"fleetpulse-baseline-{pair}"
+                baselines.append(run_workers(kafka, total, args.workers, baseline_env, app_id=app_id, **extra))
+                print(f"baseline run {pair + 1}: {1e6 / baselines[-1].cpu_rate:.1f} CPU µs per event", flush=True)
+    run = median_run(runs)
+    baseline = median_run(baselines) if baselines else None
+    if baseline is not None:
+        paired = sorted(b.cpu_rate / r.cpu_rate for r, b in zip(runs, baselines, strict=True))
         print(
-            f"baseline worker ({args.baseline_checkout}): {baseline.rate:10.0f} events/s "
+            f"baseline worker ({args.baseline_checkout}), median of {len(baselines)}: {baseline.rate:10.0f} events/s "
             f"({baseline.cpu_rate:.0f} per CPU second) = {baseline.cpu_rate / raw_cpu_rate:.1%} of the ceiling CPU, "
             f"{1e6 / baseline.cpu_rate:.1f} CPU µs per event, peak RSS {baseline.peak_rss_mib:.0f} MiB"
         )
-    run = run_workers(kafka, total, args.workers, **extra)
+        print(
+            f"worker CPU per event / baseline's, paired runs: median {paired[len(paired) // 2]:.3f} "
+            f"(each: {', '.join(f'{ratio:.3f}' for ratio in paired)})"
+        )
     rate, cpu_rate, metrics = run.rate, run.cpu_rate, run.metrics
     scores = sum(
         float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("fleetpulse_stream_scores_total")
@@ -164,7 +187,7 @@ def main() -> None:
     )
     per_process = rate / args.workers
     print(
-        f"pipeline ({args.workers} worker process(es), RocksDB, full): {rate:10.0f} events/s "
+        f"pipeline ({args.workers} worker process(es), RocksDB, full), median of {len(runs)}: {rate:10.0f} events/s "
         f"({cpu_rate:.0f} per CPU second)"
     )
     print(
@@ -226,6 +249,9 @@ def main() -> None:
     if baseline is not None:
         results["baseline_eps_per_cpu_s"] = round(baseline.cpu_rate)
         results["baseline_peak_rss_mib"] = round(baseline.peak_rss_mib)
+        results["pairs"] = len(runs)
+        results["worker_cpu_us_per_event_runs"] = [round(1e6 / r.cpu_rate, 1) for r in runs]
+        results["baseline_cpu_us_per_event_runs"] = [round(1e6 / b.cpu_rate, 1) for b in baselines]
     print(json.dumps(results))
     record("stream_throughput", results, load_at_start)
 
