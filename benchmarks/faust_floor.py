@@ -97,7 +97,7 @@ def _child(spec: dict[str, Any]) -> None:
     batch_path = spec["path"] == "batch"
     if batch_path:
         install_transport(app, streams)
-        table: Any = device_table(app, "floor", streams.partitions)
+        table: Any = device_table(app, "floor", streams)
     else:
         table = app.Table("floor", default=None, partitions=streams.partitions, key_type=bytes, value_type=bytes)
     source = app.topic(topics.health, topics.mobile, topics.inventory, partitions=streams.partitions)

@@ -23,15 +23,15 @@ import rocksdict
 from faust.stores.rocksdb import RocksDBOptions
 from state_codec import fleet_records
 
+from fleetpulse.streams.faust_internals import unlogged_writes
+
 
 def write_all(path: Path, batches: list[list[tuple[bytes, bytes]]], logged: bool) -> float:
     """CPU seconds to write ``batches`` into a fresh database at ``path`` and close it."""
     started = time.process_time()
     db = RocksDBOptions(use_rocksdict=True).open(path)
     if not logged:
-        unlogged = rocksdict.WriteOptions()
-        unlogged.disable_wal = True  # type: ignore[method-assign,assignment]  # a property; the stub says method
-        db.set_write_options(unlogged)
+        db.set_write_options(unlogged_writes())
     for items in batches:
         batch = rocksdict.WriteBatch(raw_mode=True)
         for key, value in items:

@@ -405,17 +405,18 @@ def faust_config(settings: ServerSettings) -> dict[str, Any]:
     }
 
 
-def device_table(app: faust.App, name: str, partitions: int) -> DeviceTable:
+def device_table(app: faust.App, name: str, streams: StreamSettings) -> DeviceTable:
     """The app's bytes -> bytes device table, written in batches (registered with the app like ``app.Table``)."""
     table = DeviceTable(
         app,
         name=name,
         default=None,
         beacon=app.tables.beacon,
-        partitions=partitions,
+        partitions=streams.partitions,
         key_type=bytes,
         value_type=bytes,
     )
+    table.write_ahead_log = streams.state_write_ahead_log
     app.tables.add(table)
     return table
 
@@ -438,8 +439,7 @@ def create_app(
     app = faust.App(group_id(settings), **faust_config(settings))
     install_transport(app, s)
     metrics = PipelineMetrics()
-    table = device_table(app, TABLE_NAME, s.partitions)
-    table.write_ahead_log = s.state_write_ahead_log
+    table = device_table(app, TABLE_NAME, s)
     # scorers passed in by tests and benchmarks stay as given; the registry's are watched from before loading
     watch = RegistryWatch(settings.models.registry_dir) if scorers is None and s.registry_poll_s > 0 else None
     scorers = scorers if scorers is not None else load_scorers(settings.models)

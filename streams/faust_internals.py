@@ -343,6 +343,13 @@ def ack_events(events: Sequence[Any]) -> None:
             event.app.sensors.on_message_out(message.tp, message.offset, message)
 
 
+def unlogged_writes() -> rocksdict.WriteOptions:
+    """RocksDB write options without the write-ahead log (see :meth:`BatchRocksDBStore._open_for_partition`)."""
+    options = rocksdict.WriteOptions()
+    options.disable_wal = True  # type: ignore[method-assign,assignment]  # a property; the stub says method
+    return options
+
+
 class BatchRocksDBStore(rocksdb_store.Store):  # type: ignore[misc]
     """Faust's RocksDB store, read and written by explicit partition; writes as one RocksDB write batch.
 
@@ -362,10 +369,8 @@ class BatchRocksDBStore(rocksdb_store.Store):  # type: ignore[misc]
         included, goes through the database's default write options, so none of them is logged alone.
         """
         db = super()._open_for_partition(partition)
-        if self.use_rocksdict and not getattr(self.table, "write_ahead_log", True):
-            unlogged = rocksdict.WriteOptions()
-            unlogged.disable_wal = True  # type: ignore[method-assign,assignment]  # a property; the stub says method
-            db.set_write_options(unlogged)
+        if self.use_rocksdict and not cast("DeviceTable", self.table).write_ahead_log:
+            db.set_write_options(unlogged_writes())
         return db
 
     async def stop(self) -> None:
@@ -417,8 +422,8 @@ class DeviceTable(faust.Table[bytes, bytes]):  # type: ignore[misc]
     """
 
     decoded: DecodedCache[Any] | None = None
-    write_ahead_log: bool = True
-    """Whether the RocksDB store logs its writes (set from ``[streams] state_write_ahead_log`` by the app)."""
+    write_ahead_log: bool
+    """Whether the RocksDB store logs its writes (``[streams] state_write_ahead_log``, set by ``device_table``)."""
 
     async def on_rebalance(
         self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP], generation_id: int = 0
