@@ -75,7 +75,14 @@ class StreamSettings(BaseModel):
         description="static group membership id; default <hostname>-<web_port>, unique per worker on a host",
     )
     batch_max: int = Field(default=2000, ge=1, description="events per scoring batch (read from the channel in bulk)")
-    batch_within_s: float = Field(default=0.2, gt=0, description="max wait to fill a batch: bounds added latency")
+    batch_within_s: float = Field(
+        default=0.5,
+        gt=0,
+        description=(
+            "longest wait to fill a batch, the latency it adds: a worker keeping up with live reports pays its fixed "
+            "costs per batch, so larger batches cost less CPU per report"
+        ),
+    )
     buffer_maxsize: int = Field(default=4096, ge=1, description="Faust per-partition buffer; full buffers pause fetch")
     fetch_min_bytes: int = Field(
         default=65_536,
@@ -86,7 +93,7 @@ class StreamSettings(BaseModel):
         ),
     )
     fetch_max_wait_s: float = Field(
-        default=0.1, gt=0, le=10, description="longest the broker holds a fetch for fetch_min_bytes: added latency"
+        default=0.25, gt=0, le=10, description="longest the broker holds a fetch for fetch_min_bytes: added latency"
     )
     state_write_ahead_log: bool = Field(
         default=False,
