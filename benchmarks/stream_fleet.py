@@ -47,6 +47,7 @@ from stream_common import (
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import Topics
 from fleetpulse.streams.process import WorkerProcess, wait_caught_up
+from fleetpulse.streams.settings import StreamSettings
 
 COLLECTED = re.compile(rb'"collected_at":"([^"]+)"')
 SEQ = re.compile(rb'"report_seq":(\d+)')
@@ -190,6 +191,17 @@ def time_recovery(
     return {"ready_s": round(ready, 1), "processing_s": round(time.monotonic() - started, 1)}
 
 
+def stream_overrides(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[str, str]:
+    """``--set NAME=VALUE`` options as ``[streams]`` overrides; an unknown name stops here, not in the worker."""
+    overrides = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or name not in StreamSettings.model_fields:
+            parser.error(f"--set {pair!r}: expected NAME=VALUE with NAME a [streams] setting")
+        overrides[name] = value
+    return overrides
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_kafka_args(parser)
@@ -199,6 +211,13 @@ def main() -> None:
     parser.add_argument("--rescore-interval", default=None, help="ISO 8601 duration, e.g. PT0S; default: production")
     parser.add_argument("--skip-recovery", action="store_true", help="only the latency phases")
     parser.add_argument("--multipliers", default="1,10", help="load levels as multiples of devices/60 reports/s")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a [streams] setting of the workers, e.g. batch_within_s=0.2 (repeatable): measure a tuning",
+    )
     args = parser.parse_args()
     load_at_start = os.getloadavg()[0]
 
@@ -215,9 +234,11 @@ def main() -> None:
     prod.close()
     preload = len(fleet.inventory) + len(fleet.enrolments) + len(fleet.templates)
 
-    streams: dict[str, object] = {"stats_interval_s": 5}
+    streams: dict[str, object] = {"stats_interval_s": 5, **stream_overrides(parser, args.set)}
     if args.rescore_interval is not None:
         streams["rescore_interval"] = args.rescore_interval
+    if args.set:
+        results["settings"] = streams
     data_dir = Path(tempfile.mkdtemp(prefix="fleetpulse-bench-w1-"))
     port = free_port()
     first = start_worker(kafka, data_dir=data_dir, web_port=port, instance="bench-w1", **streams)
