@@ -24,12 +24,15 @@ from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
 
+from fleetpulse.alerts import bounded_http
 from fleetpulse.alerts.settings import ALL_SITES, OidcSettings, Role
 
 __all__ = ["ALL_SITES", "OidcSettings"]  # re-exported: the RP's settings live with the API's
 
 # Highest first: a person in several mapped groups gets the most capable role.
 ROLE_ORDER: tuple[Role, ...] = ("admin", "fleet_manager", "it_support")
+ANSWER_DEADLINE_S = 30.0
+"""A whole answer of the provider, however steadily its bytes come (each network wait has its own 10 s timeout)."""
 SIGNING_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 
 
@@ -152,20 +155,27 @@ class OidcProvider:
             "code_verifier": code_verifier,
             "client_id": self.settings.client_id,
         }
+        secret = self.settings.client_secret
+        auth = None if secret is None else httpx.BasicAuth(self.settings.client_id, secret.get_secret_value())
         try:
-            if self.settings.client_secret is None:
-                response = self._http.post(self.metadata()["token_endpoint"], data=form)
-            else:
-                secret = self.settings.client_secret.get_secret_value()
-                response = self._http.post(
-                    self.metadata()["token_endpoint"], data=form, auth=httpx.BasicAuth(self.settings.client_id, secret)
-                )
+            response = bounded_http.request(
+                "POST",
+                self.metadata()["token_endpoint"],
+                client=self._http,
+                data=form,
+                auth=auth,
+                deadline_s=ANSWER_DEADLINE_S,
+            )
         except httpx.HTTPError as exc:
             raise OidcUnavailable(f"the provider's token endpoint is unreachable ({type(exc).__name__})") from None
         if response.status_code != 200:
             error = _safe_error(response)
             raise OidcError(f"the provider refused the login (HTTP {response.status_code}{error})")
-        tokens = response.json()
+        try:
+            tokens = response.json()
+        except ValueError:
+            # a maintenance page or a proxy's error page in front of the provider, answered with 200
+            raise OidcUnavailable("the provider's token endpoint did not answer with JSON") from None
         if not isinstance(tokens, dict) or not isinstance(tokens.get("id_token"), str):
             raise OidcError("the provider's answer holds no ID token")
         return tokens
@@ -224,7 +234,10 @@ class OidcProvider:
         with self._lock:
             if self._keys is None or refresh:
                 document = self._get_json(uri, "signing keys")
-                usable = [k for k in document.get("keys", []) if isinstance(k, dict) and k.get("use", "sig") == "sig"]
+                keys = document.get("keys")
+                if not isinstance(keys, list):
+                    raise OidcError("the provider's signing keys are not a key set")
+                usable = [k for k in keys if isinstance(k, dict) and k.get("use", "sig") == "sig"]
                 try:
                     self._keys = KeySet.import_key_set({"keys": usable})
                 except (JoseError, ValueError, TypeError) as exc:
@@ -233,10 +246,11 @@ class OidcProvider:
 
     def _get_json(self, url: str, what: str) -> dict[str, Any]:
         try:
-            response = self._http.get(url)
-            response.raise_for_status()
+            response = bounded_http.request("GET", url, client=self._http, deadline_s=ANSWER_DEADLINE_S)
         except httpx.HTTPError as exc:
             raise OidcUnavailable(f"the provider's {what} cannot be fetched ({type(exc).__name__})") from None
+        if not 200 <= response.status_code < 300:
+            raise OidcUnavailable(f"the provider's {what} cannot be fetched (HTTP {response.status_code})")
         try:
             document = response.json()
         except ValueError as exc:
@@ -246,7 +260,7 @@ class OidcProvider:
         return document
 
 
-def _safe_error(response: httpx.Response) -> str:
+def _safe_error(response: bounded_http.Answer) -> str:
     """The OAuth error code only: a provider's description may echo what was sent."""
     try:
         error = response.json().get("error")

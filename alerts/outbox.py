@@ -51,14 +51,18 @@ def next_attempt(
     return now + timedelta(seconds=retry_policy(settings).delay(failures, rand))
 
 
+class TargetNotConfigured(LookupError):
+    """The row's target is not configured in this process: the row stays pending for one that has it."""
+
+
 def _send(row: OutboxView, connectors: Mapping[str, Connector], labels: OutcomeSink | None) -> str | None:
     if row.subject == "outcome":
         if labels is None:
-            raise LookupError("no labels publisher configured")
+            raise TargetNotConfigured("no labels publisher configured")
         return labels.publish(TicketOutcome.model_validate(row.payload))
     connector = connectors.get(row.target)
     if connector is None:
-        raise LookupError(f"connector {row.target!r} is not configured")
+        raise TargetNotConfigured(f"connector {row.target!r} is not configured")
     return connector.deliver(Notification.model_validate(row.payload))
 
 
@@ -90,45 +94,74 @@ def deliver_due(
             continue
         try:
             ref = _send(row, connectors, labels)
-        except LookupError:
+        except TargetNotConfigured:
             report.skipped += 1
             continue
         except PermanentDeliveryError as exc:
-            reason = scrub(str(exc))
-            recheck_at = now + settings.attention_recheck
-            attempts = store.mark_failed(row.id, f"{NEEDS_ATTENTION}{reason}", recheck_at)
-            if exc.whole_target:
-                store.defer_target(row.target, recheck_at)
-                down.add(row.target)
-            report.needs_attention += 1
-            report.errors.append(f"{row.target}#{row.id}: {NEEDS_ATTENTION}{reason}")
-            log.error(
-                "outbox delivery needs attention; not retried until recheck or an admin retry",
-                extra={
-                    "fields": {
-                        "target": row.target,
-                        "outbox_id": row.id,
-                        "attempts": attempts,
-                        "whole_target": exc.whole_target,
-                        "recheck_at": recheck_at.isoformat(),
-                        "error": reason,
-                    }
-                },
-            )
+            _needs_attention(store, settings, row, scrub(str(exc)), exc.whole_target, now, report, down)
             continue
         except DeliveryError as exc:
-            reason = scrub(str(exc))
-            retry_at = next_attempt(settings, row.attempts + 1, now)
-            attempts = store.mark_failed(row.id, reason, retry_at)
-            store.defer_target(row.target, retry_at)
-            down.add(row.target)
-            report.failed += 1
-            report.errors.append(f"{row.target}#{row.id}: {reason}")
-            log.warning(
-                "outbox delivery failed; will retry",
-                extra={"fields": {"target": row.target, "outbox_id": row.id, "attempts": attempts, "error": reason}},
-            )
+            _retry_later(store, settings, row, scrub(str(exc)), now, report, down)
+            continue
+        except Exception as exc:  # one row a connector cannot handle must not stop every delivery
+            # no retry changes it: a hostile or broken answer, a payload the target cannot take
+            _needs_attention(store, settings, row, scrub(f"{type(exc).__name__}: {exc}"), False, now, report, down)
             continue
         store.mark_delivered(row.id, now, ref)
         report.delivered += 1
     return report
+
+
+def _needs_attention(
+    store: TicketStore,
+    settings: OutboxSettings,
+    row: OutboxView,
+    reason: str,
+    whole_target: bool,
+    now: datetime,
+    report: DeliveryReport,
+    down: set[str],
+) -> None:
+    """A failure no retry fixes: the row waits for the recheck or an admin (the whole target too, for a login)."""
+    recheck_at = now + settings.attention_recheck
+    attempts = store.mark_failed(row.id, f"{NEEDS_ATTENTION}{reason}", recheck_at)
+    if whole_target:
+        store.defer_target(row.target, recheck_at)
+        down.add(row.target)
+    report.needs_attention += 1
+    report.errors.append(f"{row.target}#{row.id}: {NEEDS_ATTENTION}{reason}")
+    log.error(
+        "outbox delivery needs attention; not retried until recheck or an admin retry",
+        extra={
+            "fields": {
+                "target": row.target,
+                "outbox_id": row.id,
+                "attempts": attempts,
+                "whole_target": whole_target,
+                "recheck_at": recheck_at.isoformat(),
+                "error": reason,
+            }
+        },
+    )
+
+
+def _retry_later(
+    store: TicketStore,
+    settings: OutboxSettings,
+    row: OutboxView,
+    reason: str,
+    now: datetime,
+    report: DeliveryReport,
+    down: set[str],
+) -> None:
+    """The target could not take the row now (down, timeout, 5xx): it and the target's other rows wait a backoff."""
+    retry_at = next_attempt(settings, row.attempts + 1, now)
+    attempts = store.mark_failed(row.id, reason, retry_at)
+    store.defer_target(row.target, retry_at)
+    down.add(row.target)
+    report.failed += 1
+    report.errors.append(f"{row.target}#{row.id}: {reason}")
+    log.warning(
+        "outbox delivery failed; will retry",
+        extra={"fields": {"target": row.target, "outbox_id": row.id, "attempts": attempts, "error": reason}},
+    )

@@ -20,6 +20,7 @@ from fleetpulse.alerts.api.auth import Principal, client_address
 from fleetpulse.alerts.settings import ApiSettings
 from fleetpulse.alerts.store.audit import AuditActor, AuditContext, AuditKind
 from fleetpulse.alerts.store.repository import TicketFilter, TicketStore
+from fleetpulse.alerts.store.sessions import StoredSession
 
 log = logging.getLogger("fleetpulse.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -67,10 +68,12 @@ def login_succeeded(request: Request, principal: Principal, method: str) -> None
 
 
 def login_failed(request: Request, method: str, reason: str, login: str | None = None) -> None:
-    """A login whose credentials or token were checked and opened no session.
+    """A login that opened no session: its credentials or token were refused, or it could not even be checked
+    (an expired form, a callback without a pending login).
 
-    Throttled attempts (429) never reach here, so spraying cannot flood the trail. A typed name
-    that is no configured account is not kept: people type their password into the name field.
+    Throttled attempts (429) never reach here, so spraying cannot flood the trail: the page counts
+    the failures no password check counts against the caller's address. A typed name that is no
+    configured account is not kept: people type their password into the name field.
     """
     api: ApiSettings = request.app.state.api_settings
     known = method != "local" or any(user.name == login for user in api.users)
@@ -78,6 +81,24 @@ def login_failed(request: Request, method: str, reason: str, login: str | None =
     payload = {"method": method, "reason": reason[:300]}
     _record(request, AuditKind.LOGIN_FAILURE, AuditActor.local(name), payload)
     log.warning("login", extra={"fields": {"outcome": "failure", "user": name, **payload}})
+
+
+def logged_out(request: Request, session: StoredSession) -> None:
+    """A page session ended at its owner's request (expired sessions just lapse)."""
+    if session.issuer and session.subject:
+        who = AuditActor(session.issuer, session.subject, session.name, session.role)
+    else:
+        who = AuditActor.local(session.name, session.role)
+    payload = {"method": session.method}
+    _record(request, AuditKind.LOGOUT, who, payload)
+    log.info("logout", extra={"fields": {"user": session.name, **payload}})
+
+
+def outbox_retried(request: Request, principal: Principal, ids: Sequence[int] | None, rescheduled: int) -> None:
+    """An administrator made owed messages due now: deliveries to ITSMs (and their personal data) go out."""
+    payload = {"ids": list(ids) if ids is not None else "all pending", "rescheduled": rescheduled}
+    _record(request, AuditKind.OUTBOX_RETRY, actor(principal), payload)
+    log.info("outbox retry", extra={"fields": {"user": principal.name, **payload}})
 
 
 def csv_exported(request: Request, principal: Principal, flt: TicketFilter, rows: int) -> None:

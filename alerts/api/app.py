@@ -440,10 +440,12 @@ def create_app(
         return ticket_store.outbox(pending_only=pending)
 
     @app.post("/api/v1/outbox/retry", tags=["admin"], responses=JSON_ONLY)
-    def retry(principal: Admin, body: RetryIn) -> dict[str, int]:
-        """Make pending messages due now (e.g. after an ITSM outage)."""
+    def retry(request: Request, principal: Admin, body: RetryIn) -> dict[str, int]:
+        """Make pending messages due now (e.g. after an ITSM outage); recorded in the audit trail."""
         fleet_wide(principal)
-        return {"rescheduled": ticket_store.retry_now(clock(), body.ids)}
+        rescheduled = ticket_store.retry_now(clock(), body.ids)
+        access.outbox_retried(request, principal, body.ids, rescheduled)
+        return {"rescheduled": rescheduled}
 
     app.include_router(web_router)
     app.include_router(login_router)

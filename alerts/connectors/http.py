@@ -12,17 +12,24 @@ import hmac
 import html
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
 
+from fleetpulse.alerts import bounded_http
 from fleetpulse.alerts.connectors.base import DeliveryError, Notification, PermanentDeliveryError, scrub
 from fleetpulse.alerts.connectors.config import ServiceNowConfig, TopdeskConfig, WebhookConfig, webhook_key
 from fleetpulse.retry import is_permanent_status
 
 USER_AGENT = "fleetpulse-alerts/1"
+ANSWER_DEADLINE_FACTOR = 3
+"""A whole answer may take this many times the connector's timeout (which bounds each network wait)."""
+_ITSM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""What an ITSM record id may be before it becomes part of a request URL (ServiceNow sys_id, TOPdesk UUID)."""
+MAX_REFERENCE_CHARS = 128
 log = logging.getLogger(__name__)
 
 
@@ -41,13 +48,14 @@ def _post(
     :class:`PermanentDeliveryError`; 401/403/407 concern every message to the target.
     """
     try:
-        response = httpx.request(
+        response = bounded_http.request(
             method,
             url,
             content=body,
             headers={"Content-Type": "application/json", "Accept": "application/json", "User-Agent": USER_AGENT}
             | headers,
             timeout=timeout,
+            deadline_s=ANSWER_DEADLINE_FACTOR * timeout,
             auth=auth,
             follow_redirects=False,
         )
@@ -72,11 +80,13 @@ def _lookup(url: str, params: dict[str, str], timeout: float, auth: httpx.BasicA
     otherwise refused (e.g. no read right) -> None, and the caller creates the incident anyway.
     """
     try:
-        response = httpx.get(
+        response = bounded_http.request(
+            "GET",
             url,
             params=params,
             headers={"Accept": "application/json", "User-Agent": USER_AGENT},
             timeout=timeout,
+            deadline_s=ANSWER_DEADLINE_FACTOR * timeout,
             auth=auth,
             follow_redirects=False,
         )
@@ -92,6 +102,27 @@ def _lookup(url: str, params: dict[str, str], timeout: float, auth: httpx.BasicA
         return response.json()
     except ValueError:
         return None
+
+
+def _record_id(value: object, what: str) -> str:
+    """An id the ITSM returned, checked before it becomes part of a request URL."""
+    text = value if isinstance(value, str) else ""
+    if not _ITSM_ID.fullmatch(text):
+        raise PermanentDeliveryError(f"the ITSM returned an unusable {what} id", whole_target=False)
+    return text
+
+
+def _reference(*candidates: object) -> str | None:
+    """The first usable reference among ``candidates`` (incident number, then id) as short printable text.
+
+    It is stored with the outbox row and shown by the admin API: an ITSM's answer is not trusted to keep it sane.
+    """
+    for value in candidates:
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            text = "".join(ch for ch in str(value) if ch.isprintable())[:MAX_REFERENCE_CHARS]
+            if text:
+                return text
+    return None
 
 
 def _basic(username: str, password: str) -> tuple[httpx.BasicAuth, list[str]]:
@@ -170,11 +201,12 @@ class ServiceNow:
             # lifecycle news goes to the work notes; closing the incident stays IT-support's decision
             if existing is None or not existing.get("sys_id"):
                 raise DeliveryError(f"incident {notification.dedup_key} not found (not created yet?)")
+            sys_id = _record_id(existing["sys_id"], "incident")
             body = json.dumps({"work_notes": f"{notification.title}\n{notification.body}"}).encode()
-            _post(f"{url}/{existing['sys_id']}", body, {}, self.config.timeout_s, auth, secrets, method="PATCH")
-            return str(existing.get("number") or existing["sys_id"])
+            _post(f"{url}/{sys_id}", body, {}, self.config.timeout_s, auth, secrets, method="PATCH")
+            return _reference(existing.get("number"), sys_id)
         if existing is not None:
-            return str(existing.get("number") or existing.get("sys_id") or "") or None
+            return _reference(existing.get("number"), existing.get("sys_id"))
         record: dict[str, Any] = {
             "short_description": notification.title[:160],
             "description": notification.body,
@@ -187,8 +219,8 @@ class ServiceNow:
         if self.config.assignment_group:
             record["assignment_group"] = self.config.assignment_group
         answer = _post(url, json.dumps(record).encode(), {}, self.config.timeout_s, auth, secrets)
-        result = answer.get("result", {}) if isinstance(answer, dict) else {}
-        return str(result.get("number") or result.get("sys_id") or "") or None
+        result = answer.get("result") if isinstance(answer, dict) else None
+        return _reference(result.get("number"), result.get("sys_id")) if isinstance(result, dict) else None
 
 
 _TOPDESK_PRIORITY = {"critical": "P1", "high": "P2", "medium": "P3", "low": "P4"}
@@ -221,12 +253,13 @@ class Topdesk:
             # lifecycle news becomes an action entry; closing the incident stays IT-support's decision
             if existing is None or not existing.get("id"):
                 raise DeliveryError(f"incident {external} not found (not created yet?)")
+            incident_id = _record_id(existing["id"], "incident")
             text = html.escape(f"{notification.title}\n{notification.body}").replace("\n", "<br>")
             body = json.dumps({"action": text, "actionInvisibleForCaller": True}).encode()
-            _post(f"{url}/id/{existing['id']}", body, {}, self.config.timeout_s, auth, secrets, method="PATCH")
-            return str(existing.get("number") or existing["id"])
+            _post(f"{url}/id/{incident_id}", body, {}, self.config.timeout_s, auth, secrets, method="PATCH")
+            return _reference(existing.get("number"), incident_id)
         if existing is not None:
-            return str(existing.get("number") or existing.get("id") or "") or None
+            return _reference(existing.get("number"), existing.get("id"))
         record: dict[str, Any] = {
             "caller": {"dynamicName": self.config.caller_name},
             "briefDescription": notification.title[:80],
@@ -237,6 +270,4 @@ class Topdesk:
         if self.config.category:
             record["category"] = {"name": self.config.category}
         answer = _post(url, json.dumps(record).encode(), {}, self.config.timeout_s, auth, secrets)
-        if isinstance(answer, dict):
-            return str(answer.get("number") or answer.get("id") or "") or None
-        return None
+        return _reference(answer.get("number"), answer.get("id")) if isinstance(answer, dict) else None

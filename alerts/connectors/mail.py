@@ -5,6 +5,7 @@ A login is only ever sent over TLS (configuration refuses anything else unless `
 
 from __future__ import annotations
 
+import re
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -12,6 +13,13 @@ from email.utils import make_msgid
 
 from fleetpulse.alerts.connectors.base import DeliveryError, Notification, PermanentDeliveryError, scrub
 from fleetpulse.alerts.connectors.config import SmtpConfig
+
+_HEADER_BREAKING = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
+
+
+def header_text(value: str) -> str:
+    """``value`` as one header line: a line break in a title (a disk name a device reported) must not add a header."""
+    return _HEADER_BREAKING.sub(" ", value)
 
 
 class Smtp:
@@ -37,9 +45,9 @@ class Smtp:
         message = EmailMessage()
         message["From"] = self.config.sender
         message["To"] = ", ".join(self.config.recipients)
-        message["Subject"] = notification.title
-        message["Message-ID"] = make_msgid(idstring=notification.dedup_key, domain="fleetpulse")
-        message["X-Fleetpulse-Delivery"] = notification.dedup_key
+        message["Subject"] = header_text(notification.title)
+        message["Message-ID"] = make_msgid(idstring=header_text(notification.dedup_key), domain="fleetpulse")
+        message["X-Fleetpulse-Delivery"] = header_text(notification.dedup_key)
         message.set_content(notification.body)
         secrets = self.config.secrets()
         try:

@@ -57,6 +57,7 @@ class AuditKind(StrEnum):
     TOKEN_USE = "token.use"  # noqa: S105 - a record kind, not a secret
     CSV_EXPORT = "export.csv"
     BULK_ACTION = "tickets.bulk"
+    OUTBOX_RETRY = "outbox.retry"
     DELIVERED = "delivery.delivered"
     DELIVERY_FAILED = "delivery.failed"
     DELIVERY_NEEDS_ATTENTION = "delivery.needs_attention"

@@ -101,6 +101,26 @@ def _start_sso(request: Request, provider: OidcProvider, target: str) -> Respons
     return response
 
 
+def _unchecked_failure(request: Request, method: str, reason: str, login: str | None = None) -> Response | None:
+    """Record a login that failed before any credential was checked (an expired form, a callback without a
+    pending login), counted against the caller's address like a wrong token.
+
+    Such requests need no secret to send, so past the address's free failures they are refused with 429
+    and not recorded: a script cannot fill the audit trail, which keeps every record for years.
+    """
+    authenticator: Authenticator = request.app.state.authenticator
+    address, now = access.source_address(request), authenticator.clock()
+    try:
+        authenticator.throttle.check(None, address, now)
+    except AuthFailure as failure:
+        response = _message("Too many failed logins", "Too many failed logins; try again later.", 429)
+        response.headers.update(failure.headers)
+        return response
+    authenticator.throttle.token_failed(address, now)
+    access.login_failed(request, method, reason, login)
+    return None
+
+
 def _unavailable(reason: str) -> HTMLResponse:
     return _message(
         "Login service unavailable",
@@ -126,8 +146,8 @@ def login_form(
         return _message("No login form", "Log in with your organisation account.", 404, ("/auth/login", "Log in"))
     expected = sessions.cookies.unsign(sessions.cookies.read(request.headers.get("cookie"), LOGIN_COOKIE))
     if expected is None or not hmac.compare_digest(expected.encode(), csrf.encode()):
-        access.login_failed(request, "local", "csrf", username)
-        return _message("Login form expired", "Open the login page again.", 403, ("/auth/login", "Log in"))
+        throttled = _unchecked_failure(request, "local", "csrf", username)
+        return throttled or _message("Login form expired", "Open the login page again.", 403, ("/auth/login", "Log in"))
     try:
         principal = authenticator.password_login(username, password, access.source_address(request))
     except AuthFailure as failure:
@@ -162,15 +182,17 @@ def callback(
     pending = sessions.store.take_login(login_id, sessions.clock()) if login_id else None
     restart = ("/auth/login", "Log in again")
     if pending is None:
-        access.login_failed(request, "oidc", "no pending login in this browser")
-        return _message("Login expired", "This login was not started in this browser or took too long.", 400, restart)
+        throttled = _unchecked_failure(request, "oidc", "no pending login in this browser")
+        expired = "This login was not started in this browser or took too long."
+        return throttled or _message("Login expired", expired, 400, restart)
     if state is None or not hmac.compare_digest(state.encode(), pending.state.encode()):
-        access.login_failed(request, "oidc", "state mismatch")
-        return _message("Login refused", "The answer from the login service does not match this login.", 400, restart)
+        throttled = _unchecked_failure(request, "oidc", "state mismatch")
+        mismatch = "The answer from the login service does not match this login."
+        return throttled or _message("Login refused", mismatch, 400, restart)
     if error is not None or code is None:
         reason = error if error and error.replace("_", "").isalnum() else "no code"
-        access.login_failed(request, "oidc", f"provider: {reason}")
-        return _message("Login refused", f"The login service refused the login ({reason}).", 403, restart)
+        throttled = _unchecked_failure(request, "oidc", f"provider: {reason}")
+        return throttled or _message("Login refused", f"The login service refused the login ({reason}).", 403, restart)
     try:
         tokens = provider.exchange(code, pending.code_verifier)
         claims = provider.validate_id_token(tokens["id_token"], pending.nonce)
@@ -221,6 +243,8 @@ def logout(request: Request, csrf: Text) -> Response:
         return _message("Logout refused", "The logout form is not from this page.", 403, ("/", "Back"))
     response: Response = RedirectResponse("/auth/logged-out", status_code=303)
     ended = sessions.end(request.headers.get("cookie"), response)
+    if ended is not None:
+        access.logged_out(request, ended)
     if provider is not None and ended is not None and ended.method == "oidc":
         try:
             end_session = provider.end_session_url(ended.id_token)

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from email import message_from_bytes
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from fleetpulse.alerts.connectors import ConnectorConfig, DeliveryError, build
-from fleetpulse.alerts.connectors.base import PermanentDeliveryError
+from fleetpulse.alerts.connectors.base import MAX_ERROR_CHARS, Connector, PermanentDeliveryError
 from fleetpulse.alerts.connectors.config import SmtpConfig
 from tests.harness import free_port, self_signed_tls
 from tests.integration.test_connectors import (
@@ -248,3 +249,116 @@ def test_email_over_implicit_tls_with_login(tmp_path: Path) -> None:
         relay.server_close()
     assert logins == ["\x00fleetpulse\x00relay-pw"]
     assert subjects[0].startswith("[fleetpulse]")
+
+
+class _HostileAnswer:
+    """An HTTP server answering every request with ``status`` and a body of ``chunks`` pieces of ``chunk``
+    bytes, ``pause_s`` apart: a flood, or a trickle that beats every per-read timeout."""
+
+    def __init__(self, status: int, chunk: int, chunks: int, pause_s: float = 0.0) -> None:
+        self.sent = 0
+        answer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(chunk * chunks))
+                self.end_headers()
+                piece = b" " * chunk
+                try:
+                    for _ in range(chunks):
+                        self.wfile.write(piece)
+                        answer.sent += chunk
+                        time.sleep(pause_s)
+                except OSError:  # the client stopped reading
+                    pass
+
+            do_GET = do_POST = do_PATCH = _answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _webhook(url: str, timeout_s: float = 10.0) -> Connector:
+    config = {"kind": "webhook", "name": "hook", "url": url, "timeout_s": timeout_s}
+    return build(TypeAdapter(ConnectorConfig).validate_python(config))
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_an_endless_answer_is_cut_off_at_its_cap(status: int, tmp_path: Path) -> None:
+    """A hostile receiver answers with 2 GiB: the connector stops reading at 1 MiB (4 KiB of an error
+    page) and reports a delivery error instead of holding the body in memory."""
+    flood = _HostileAnswer(status, chunk=1 << 20, chunks=2048)
+    try:
+        with pytest.raises(DeliveryError) as raised:
+            _webhook(flood.url).deliver(sample_notification(tmp_path))
+    finally:
+        flood.close()
+    assert ("larger than" in str(raised.value)) is (status == 200)
+    assert len(str(raised.value)) <= MAX_ERROR_CHARS
+    assert flood.sent < 64 << 20  # the server could not push its 2 GiB: the client hung up
+
+
+def test_a_trickling_answer_is_cut_off_at_the_deadline(tmp_path: Path) -> None:
+    """One byte every 0.2 s never trips a 1 s read timeout; the whole answer still has 3x the timeout."""
+    trickle = _HostileAnswer(200, chunk=1, chunks=10_000, pause_s=0.2)
+    started = time.monotonic()
+    try:
+        with pytest.raises(DeliveryError, match="AnswerTooSlow"):
+            _webhook(trickle.url, timeout_s=1.0).deliver(sample_notification(tmp_path))
+    finally:
+        trickle.close()
+    assert time.monotonic() - started < 10
+
+
+def test_servicenow_answers_of_the_wrong_shape_end_in_no_reference_and_no_crash(
+    http_server: RecordingHttp, smtp_server: RecordingSmtp, tmp_path: Path
+) -> None:
+    snow = build(connector_config("servicenow", http_server, smtp_server))
+    for answer in ({"result": None}, {"result": ["INC1"]}, {"result": {"number": {"$gt": ""}, "sys_id": "x" * 10_000}}):
+        http_server.answer = answer
+        reference = snow.deliver(sample_notification(tmp_path))
+        assert reference is None or len(reference) <= 128
+
+
+def test_a_hostile_incident_id_never_becomes_part_of_a_request_url(
+    http_server: RecordingHttp, smtp_server: RecordingSmtp, tmp_path: Path
+) -> None:
+    """An ITSM (or whoever answers in its name) returns an id that would aim the update elsewhere."""
+    note = sample_notification(tmp_path)
+    update = note.model_copy(update={"subject": "update"})
+    for kind, lookup in (
+        ("servicenow", {"result": [{"sys_id": "../../sys_user/admin?sysparm_x=1", "number": "INC1"}]}),
+        ("topdesk", [{"id": "../operators/id/1", "number": "I 1"}]),
+    ):
+        http_server.lookup_answer = lookup
+        with pytest.raises(PermanentDeliveryError, match="unusable incident id"):
+            build(connector_config(kind, http_server, smtp_server)).deliver(update)
+    assert [r.method for r in http_server.requests] == ["GET", "GET"]  # no PATCH went out
+
+
+def test_a_line_break_in_a_title_cannot_add_a_mail_header(
+    http_server: RecordingHttp, smtp_server: RecordingSmtp, tmp_path: Path
+) -> None:
+    """A device names its disk ``sda\\r\\nBcc: ...``: the part id reaches the ticket's title, the mail's subject."""
+    note = sample_notification(tmp_path)
+    hostile = note.model_copy(update={"title": "[fleetpulse] high: disk sda\r\nBcc: attacker@example.org of pc-0001"})
+    build(connector_config("smtp", http_server, smtp_server)).deliver(hostile)
+    ((_sender, recipients, message),) = smtp_server.messages
+    assert message["Bcc"] is None
+    assert recipients == ["it@example.org", "fm@example.org"]
+    assert message["Subject"] == "[fleetpulse] high: disk sda  Bcc: attacker@example.org of pc-0001"

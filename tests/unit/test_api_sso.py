@@ -523,3 +523,46 @@ def test_logins_exports_and_bulk_actions_land_in_the_audit_trail(sso: App) -> No
     assert records["ticket.transition"].actor_issuer == ISSUER
     assert store.audit.verify().ok
     assert query["state"] != "forged"
+
+
+def test_logouts_and_outbox_retries_land_in_the_audit_trail(sso: App) -> None:
+    """The real logout form and the admin's retry, not records written by hand: both change who sees or
+    receives what, so both are evidence."""
+    carla = sso.log_in(["fp-admins", "site-all"])
+    retried = carla.post("/api/v1/outbox/retry", json={"ids": [1, 2]}, headers={"X-CSRF-Token": csrf(carla)})
+    assert retried.status_code == 200
+    assert carla.post("/auth/logout", data={"csrf": csrf(carla)}).status_code == 303
+    store: TicketStore = sso.app.state.store
+    records = {record.kind: record for record in store.audit.records(limit=1000)}
+    retry = records["outbox.retry"]
+    assert (retry.actor_subject, retry.payload["ids"]) == ("f3c1-subject", [1, 2])
+    assert retry.payload["rescheduled"] == retried.json()["rescheduled"]
+    logout = records["session.logout"]
+    assert (logout.actor_issuer, logout.actor_subject, logout.payload["method"]) == (ISSUER, "f3c1-subject", "oidc")
+    assert store.audit.verify().ok
+
+
+def _login_failures(app: App) -> int:
+    store: TicketStore = app.app.state.store
+    return sum(record.kind == "login.failure" for record in store.audit.records(limit=10_000))
+
+
+def test_callbacks_sent_without_a_login_cannot_flood_the_audit_trail(sso: App) -> None:
+    """A callback needs no secret: a script sends it by the thousand. Past the address's free failures it is
+    refused (429) and not recorded; a login through the provider still completes."""
+    script = sso.browser()
+    statuses = [script.get("/auth/callback", params={"code": "x", "state": "y"}).status_code for _ in range(200)]
+    free = sso.settings.api.limits.free_failures_per_address
+    assert _login_failures(sso) == statuses.count(400) == free + 1
+    assert statuses.count(429) == 200 - (free + 1)
+    sso.log_in(ANNA)
+
+
+def test_login_forms_without_their_token_cannot_flood_the_audit_trail(store: TicketStore, provider: Provider) -> None:
+    local = App(store, provider, oidc=None)
+    script = local.browser()
+    login = {"username": "local-rathaus", "password": "guess", "csrf": "forged"}
+    statuses = [script.post("/auth/login", data=login).status_code for _ in range(100)]
+    free = local.settings.api.limits.free_failures_per_address
+    assert _login_failures(local) == statuses.count(403) == free + 1
+    assert statuses.count(429) == 100 - (free + 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,7 +18,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from fleetpulse.alerts.oidc import OidcError, OidcProvider, OidcSettings, identity_from_claims
+from fleetpulse.alerts.oidc import OidcError, OidcProvider, OidcSettings, OidcUnavailable, identity_from_claims
 
 ISSUER = "https://id.example.org/realms/city"
 NOW = 1_800_000_000
@@ -205,3 +206,39 @@ def test_logout_url_is_rp_initiated(provider: FakeProvider) -> None:
     query = parse_qs(urlsplit(url).query)
     assert query["id_token_hint"] == ["tok"]
     assert query["post_logout_redirect_uri"] == ["https://fleet.example.org/auth/logged-out"]
+
+
+def test_a_token_endpoint_answering_html_is_unavailable_not_a_crash(provider: FakeProvider) -> None:
+    """A maintenance page in front of the provider answers 200 with HTML: the login page says 'try later'."""
+    relying_party = rp(provider)
+    html = httpx.Response(200, text="<html>maintenance</html>")
+    relying_party._http = httpx.Client(
+        transport=httpx.MockTransport(lambda r: html if r.url.path.endswith("/token") else provider.handler(r))
+    )
+    with pytest.raises(OidcUnavailable, match="did not answer with JSON"):
+        relying_party.exchange("code", "verifier")
+
+
+@pytest.mark.parametrize("keys", [{"kid": "k1"}, 7, None, "keys"])
+def test_a_key_set_that_is_no_list_is_refused(provider: FakeProvider, keys: object) -> None:
+    relying_party = rp(provider)
+    relying_party._http = httpx.Client(
+        transport=httpx.MockTransport(
+            lambda r: httpx.Response(200, json={"keys": keys}) if r.url.path.endswith("/certs") else provider.handler(r)
+        )
+    )
+    with pytest.raises(OidcError, match="not a key set"):
+        relying_party.validate_id_token(provider.sign(claims()), nonce="n-123")
+
+
+def test_an_endless_provider_answer_is_cut_off(provider: FakeProvider) -> None:
+    """A hostile discovery endpoint answers with gigabytes: the read stops at the cap, the login is 'unavailable'."""
+
+    def endless() -> Iterator[bytes]:
+        while True:
+            yield b" " * 65536
+
+    relying_party = rp(provider)
+    relying_party._http = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(200, content=endless())))
+    with pytest.raises(OidcUnavailable, match="AnswerTooLarge"):
+        relying_party.metadata()

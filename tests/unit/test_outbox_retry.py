@@ -117,3 +117,40 @@ def test_a_rejected_message_does_not_hold_back_the_others(tmp_path: Path) -> Non
     assert report.needs_attention == 3
     assert itsm.calls == 3
     assert all(r.needs_attention and r.next_attempt_at == NOW + settings.attention_recheck for r in rows)
+
+
+class ChokesOnOne:
+    """A connector with a bug one row triggers (an ITSM answer of an unexpected shape, a header the mail library
+    refuses): it raises a plain exception for ``bad_device``'s ticket and delivers the others."""
+
+    def __init__(self, bad_device: str) -> None:
+        self.name = "itsm"
+        self.bad_device = bad_device
+        self.delivered: list[str] = []
+
+    def deliver(self, notification: Notification) -> str | None:
+        assert notification.ticket is not None
+        if notification.ticket.device_id == self.bad_device:
+            raise AttributeError("'NoneType' object has no attribute 'get'")
+        self.delivered.append(notification.ticket.device_id)
+        return "INC1"
+
+
+def test_a_row_the_connector_chokes_on_is_parked_and_every_other_row_delivered(tmp_path: Path) -> None:
+    """One poisoned row used to raise out of the pass: the consumer exited, and died on the same row after
+    every restart, so no ticket reached the ITSM any more."""
+    settings = OutboxSettings()
+    store = _store(tmp_path, devices=3)
+    itsm = ChokesOnOne("pc-0")
+    try:
+        report = deliver_due(store, {"itsm": itsm}, None, settings, NOW)
+        again = deliver_due(store, {"itsm": itsm}, None, settings, NOW + timedelta(minutes=1))
+        rows = store.outbox()
+    finally:
+        store.close()
+    assert sorted(itsm.delivered) == ["pc-1", "pc-2"]
+    assert (report.delivered, report.needs_attention) == (2, 1)
+    assert (again.delivered, again.needs_attention) == (0, 0)  # parked until the recheck, not retried at full rate
+    (parked,) = [r for r in rows if r.needs_attention]
+    assert "AttributeError" in (parked.last_error or "")
+    assert parked.next_attempt_at == NOW + settings.attention_recheck
