@@ -75,6 +75,7 @@ def run_service(config: Path | None, max_reports: int | None) -> int:
     ident = build_identity(settings.identity)
     state_dir = settings.spool_dir / "state"
     try:
+        settings.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # before the collectors' state is in it
         agent = Agent(settings, ident, build_collectors(settings, ident, state_dir))
     except IdentityError as exc:
         print(f"error: device key: {exc}", file=sys.stderr)

@@ -137,7 +137,7 @@ def load_or_create_device_key(directory: Path) -> bytes:
     device, whoever writes it can lock the device out.
     """
     path = directory / DEVICE_KEY_FILE
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

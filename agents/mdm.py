@@ -608,7 +608,10 @@ def _timestamp(value: Any, name: str) -> datetime:
         raise RowError(f"{name}: not an ISO 8601 timestamp") from None
     if parsed.tzinfo is None:
         raise RowError(f"{name}: timestamp without time zone")
-    parsed = parsed.astimezone(UTC)
+    try:
+        parsed = parsed.astimezone(UTC)
+    except (OverflowError, ValueError):  # 9999-12-31T23:59:59-01:00 parses, but is past datetime.max in UTC
+        raise RowError(f"{name}: outside the range of dates") from None
     if not 2000 <= parsed.year < 2100:
         raise RowError(f"{name}: year {parsed.year} outside 2000..2099")
     return parsed
@@ -647,6 +650,10 @@ def _intune_id(value: Any) -> str:
         raise RowError("id: missing Intune device id")
     if len(value) > 256:
         raise RowError("id: longer than 256 characters")
+    try:
+        value.encode()  # JSON's "\ud800" decodes to a lone surrogate, which no pseudonym can hash
+    except UnicodeEncodeError:
+        raise RowError("id: not valid Unicode") from None
     return value.strip()
 
 
@@ -938,9 +945,11 @@ def iter_ingest(
 ) -> Iterator[Outcome]:
     """Map rows one by one to pseudonymised, sequenced reports; every row yields exactly one outcome.
 
-    Never raises on bad rows. ``context`` gives the entity set of the rows being read (Graph's
-    ``@odata.context``). Seqs are assigned inside the store's open transaction: commit it
-    (``store.commit()``) before publishing what was yielded, so a published seq is never handed out again.
+    Never raises on bad rows: an exception no check foresaw refuses its row, named by its type (not
+    its message, which could quote the row); only a failing seq store raises. ``context`` gives the
+    entity set of the rows being read (Graph's ``@odata.context``). Seqs are assigned inside the
+    store's open transaction: commit it (``store.commit()``) before publishing what was yielded, so a
+    published seq is never handed out again.
     """
     if not secret:
         raise ValueError("an MDM pseudonymisation secret is required")
@@ -975,6 +984,11 @@ def iter_ingest(
             first = exc.errors(include_url=False)[0]
             where = ".".join(str(p) for p in first["loc"])
             yield Rejected(Problem(ref, f"rejected by contract: {where}: {first['msg']}", _excerpt(item)))
+        except sqlite3.Error:
+            raise  # the seq store failed, not the row: stop before seqs and reports disagree
+        except Exception as exc:  # input no check foresaw costs its row, never the rest of the export
+            reason = f"refused: unexpected {type(exc).__name__} while mapping the row"
+            yield Rejected(Problem(ref, reason, _excerpt(item)))
 
 
 def ingest(

@@ -16,6 +16,7 @@ spool (:func:`~fleetpulse.agents.spool.open_spool`).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,7 +37,16 @@ from fleetpulse.agents.inventory import collect_inventory
 from fleetpulse.agents.settings import AgentSettings
 from fleetpulse.agents.spool import Spool, is_corruption, open_spool
 from fleetpulse.compat import UTC
-from fleetpulse.contract import CollectorError, DeviceKind, HealthReport, Platform, Priority, encode, report_key
+from fleetpulse.contract import (
+    MAX_MESSAGE_BYTES,
+    CollectorError,
+    DeviceKind,
+    HealthReport,
+    Platform,
+    Priority,
+    encode,
+    report_key,
+)
 from fleetpulse.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -66,7 +76,16 @@ def build_collectors(settings: AgentSettings, identity: Identity, state_dir: Pat
 
 
 def _error(collector: str, message: str) -> CollectorError:
-    return CollectorError(collector=collector[:128], error=message[:2048])
+    """A collector's failure as the report carries it; an OS error naming a file whose name is not UTF-8 holds
+    lone surrogates, which the contract refuses: they become U+FFFD instead of costing the whole collection."""
+    return CollectorError(collector=_valid_text(collector)[:128], error=_valid_text(message)[:2048])
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _valid_text(text: str) -> str:
+    return _LONE_SURROGATE.sub("\ufffd", text)
 
 
 class CollectorRunner:
@@ -152,10 +171,52 @@ def build_report(
         "agent_version": __version__,
     }
     try:
-        return HealthReport(**base, **section)
+        report = HealthReport(**base, **section)
     except ValidationError as exc:
         errors = [*section.get("collector_errors", []), _error("report", f"sections rejected: {exc}")]
-        return HealthReport(**base, collector_errors=errors[:MAX_COLLECTOR_ERRORS])
+        report = HealthReport(**base, collector_errors=errors[:MAX_COLLECTOR_ERRORS])
+    return fit_message_limit(report)
+
+
+_NOTE_BYTES = 256
+"""Room kept for the note that says how many collector errors were cut (about 150 bytes of JSON)."""
+_MIN_ERROR_CHARS = 64
+"""An error is halved down to about this length before errors are dropped."""
+
+
+def fit_message_limit(report: HealthReport) -> HealthReport:
+    """The report within the server's message limit, which otherwise dead-letters it whole as oversized.
+
+    Only collector errors can push a valid report over it (64 of 2048 characters of 4-byte UTF-8,
+    see tests/unit/largest_report.py), so the longest are halved, then dropped, until it fits, and
+    a note in the report and the log says how many: the disks and battery always get through.
+    """
+    size = len(encode(report))
+    if size <= MAX_MESSAGE_BYTES:
+        return report
+    errors = list(report.collector_errors)
+    costs = [len(encode(e)) + 1 for e in errors]  # a report's JSON is the sum of its errors', each with a comma
+    cut = [False] * len(errors)
+    dropped = 0
+    while errors and (size + _NOTE_BYTES > MAX_MESSAGE_BYTES or len(errors) >= MAX_COLLECTOR_ERRORS):
+        i = costs.index(max(costs))
+        text = errors[i].error
+        if len(text) > _MIN_ERROR_CHARS and len(errors) < MAX_COLLECTOR_ERRORS:
+            errors[i] = errors[i].model_copy(update={"error": text[: len(text) // 2]})
+            cut[i] = True
+            cost = len(encode(errors[i])) + 1
+            size, costs[i] = size + cost - costs[i], cost
+        else:
+            del errors[i], cut[i]
+            size -= costs.pop(i)
+            dropped += 1
+    shortened = sum(cut)
+    log.warning(
+        "report over the message limit: collector errors cut",
+        extra={"fields": {"seq": report.seq, "shortened": shortened, "dropped": dropped}},
+    )
+    note = f"{shortened} collector errors shortened, {dropped} dropped: the report exceeded {MAX_MESSAGE_BYTES} bytes"
+    return report.model_copy(update={"collector_errors": [*errors, _error("report", note)]})
 
 
 class Agent:

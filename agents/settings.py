@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic.fields import FieldInfo
 
 from fleetpulse.agents.collectors.config import CollectorConfig, default_collectors
-from fleetpulse.agents.trust import check_trusted
+from fleetpulse.agents.trust import check_private, check_trusted
 from fleetpulse.compat import tomllib
 from fleetpulse.config import KafkaSettings, deep_update
 from fleetpulse.contract import DeviceKind
@@ -110,7 +110,9 @@ def load_agent_settings(
     """Defaults < TOML file < ``FLEETPULSE_AGENT_*`` environment, as :func:`fleetpulse.config.load_settings` does.
 
     ``privileged`` (the service): the config file and secret files must be safe from every
-    non-administrator (:func:`fleetpulse.agents.trust.check_trusted`), else
+    non-administrator (:func:`fleetpulse.agents.trust.check_trusted`), and secret files, or a
+    config file holding a secret inline, readable by root only
+    (:func:`fleetpulse.agents.trust.check_private`); else
     :class:`~fleetpulse.agents.trust.UntrustedPathError`.
 
     Why not pydantic-settings, as the server does: importing it loads asyncio, python-dotenv and
@@ -130,6 +132,10 @@ def load_agent_settings(
                 data = tomllib.load(fh)
             except tomllib.TOMLDecodeError as exc:
                 raise ValueError(f"{toml_path}: {exc}") from None
+        if privileged and (inline := [".".join(p) for p in secret_fields(AgentSettings) if _lookup(data, p)]):
+            files = ", ".join(name + FILE_OPTION_SUFFIX for name in inline)
+            fix = f"it holds {', '.join(inline)} inline: chmod 600 it, or name a root-only file instead ({files})"
+            check_private(Path(os.path.abspath(toml_path)), "config file", fix)
     source = os.environ if environ is None else environ
     env = {k.lower(): v for k, v in source.items()}
     merged = deep_update(data, _from_env(AgentSettings, ENV_PREFIX.lower(), env))
@@ -148,6 +154,13 @@ def secret_fields(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[
         elif (nested := _model_of(field.annotation)) is not None:
             found.extend(secret_fields(nested, (*prefix, name)))
     return found
+
+
+def _lookup(data: Any, path: tuple[str, ...]) -> Any:
+    """The value at ``path`` in nested tables, or None when any step is missing or not a table."""
+    for part in path:
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
 
 
 def _is_secret(field: FieldInfo) -> bool:
@@ -182,6 +195,7 @@ def read_secret_file(path: Path, field: str, privileged: bool = False) -> str:
     """The secret in ``path``, without a trailing newline; errors name the file, never its content."""
     if privileged:
         check_trusted(path, f"{field}: secret file")
+        check_private(path, f"{field}: secret file")
     try:
         with path.open("rb") as fh:
             raw = fh.read(MAX_SECRET_FILE_BYTES + 1)

@@ -19,6 +19,7 @@ continues above the old one, and says so in a :class:`SpoolRecovery` the agent r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -104,7 +105,8 @@ class Spool:
         the spool is lost (reinstall, wiped disk): at one report per second or slower, the counter
         never catches up with the clock, so consumers never mistake new reports for replays.
         """
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _owner_only(path)
         self.path = path
         self.max_bytes = max_bytes
         self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
@@ -323,6 +325,22 @@ class SpoolRecovery:
             f"{self.salvaged} records salvaged, {self.rejected} damaged records dropped, "
             f"sequence continues at {self.next_seq}"
         )
+
+
+def _owner_only(path: Path) -> None:
+    """Make the spool owner-only (0600), whatever the umask: it holds the enrolment record, whose key
+    lets whoever reads it speak for the device (``device.key`` is 0600 for the same reason).
+
+    The database file is created here, before SQLite would create it under the umask; SQLite gives
+    the -wal and -shm files it creates the database's mode. Files left by an older agent are fixed.
+    Windows: the installer restricts the ProgramData folder's ACL.
+    """
+    if sys.platform == "win32":
+        return
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(path.with_name(path.name + suffix), 0o600)
 
 
 def open_spool(path: Path, max_bytes: int) -> tuple[Spool, SpoolRecovery | None]:

@@ -7,7 +7,8 @@ would let that user choose what runs with those privileges, so such paths are re
 POSIX: the file and every folder above it (of the path as given and as resolved through
 symlinks) must be owned by root or by the agent's own account, and not writable by group (unless
 the group is root's) or others; a world-writable folder with the sticky bit (``/tmp``) is
-accepted, since there nobody can replace another user's entry.
+accepted, since there nobody can replace another user's entry. A secret file, and a config file
+holding a secret inline, must in addition be readable by root only (:func:`check_private`).
 
 Windows: the ACL is not read. A privileged agent accepts only paths under the folders that are
 writable by Administrators, SYSTEM and TrustedInstaller alone in a standard installation:
@@ -82,6 +83,31 @@ def check_trusted(path: Path, what: str) -> None:
                 f"{what} {path}{where} {problem}: refusing it, since the agent runs privileged; "
                 "make it owned by root and writable by root only"
             )
+
+
+def check_private(path: Path, what: str, fix: str = "chmod 600 it") -> None:
+    """Raise :class:`UntrustedPathError` if users other than root can read ``path`` (a secret, POSIX).
+
+    Group read is accepted for group root only, as group write is: systemd's credentials are root's,
+    mode 0400 plus an ACL entry for the service's user, which ``stat`` shows as group-readable.
+    Windows: the ACL is not read (see above). Errors name the file, never its content.
+    """
+    if sys.platform == "win32":
+        return
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise UntrustedPathError(f"{what} {path}: cannot check it: {exc.strerror}") from None
+    mode = f"mode {stat.S_IMODE(info.st_mode):04o}"
+    if info.st_mode & stat.S_IROTH:
+        who = "every user"
+    elif info.st_mode & stat.S_IRGRP and info.st_gid != 0:
+        who = f"group {info.st_gid}"
+    else:
+        return
+    raise UntrustedPathError(
+        f"{what} {path} is readable by {who} ({mode}): refusing it, since the agent runs privileged; {fix}"
+    )
 
 
 def _chain(path: Path) -> list[Path]:

@@ -5,11 +5,18 @@ the boot id it runs under and marks a clean stop when the service is stopped (wh
 on an orderly shutdown). A new boot id without a clean-stop mark means the machine went down
 hard (power loss, hang, hard reset). Crashes are counted as new kernel crash dumps (pstore,
 kdump, Windows minidumps, macOS panic reports): counts only, never names or contents.
+
+A crash folder may be writable by every user (``/var/crash`` on Ubuntu), so on POSIX only entries
+owned by root or the agent count, and an mtime later than now neither counts nor moves the
+"seen until" watermark: a planted file dated 2099 would otherwise hide every later crash.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +33,18 @@ CRASH_DIRS = {
     Platform.MACOS: (Path("/Library/Logs/DiagnosticReports"),),
 }
 MAX_CRASHES_PER_REPORT = 1000
+
+log = logging.getLogger(__name__)
+
+
+def crash_dump_owners() -> frozenset[int] | None:
+    """Owners whose entries are crash dumps: root (the kernel's dump tools) and the agent itself.
+
+    None on Windows, where ``st_uid`` is always 0 and the minidump folders are administrators' alone.
+    """
+    if sys.platform == "win32":
+        return None
+    return frozenset({0, os.geteuid()})
 
 
 def current_boot_id() -> str:
@@ -45,6 +64,8 @@ class StabilityCollector:
         self.ctx = ctx
         self.timeout_s = timeout_s
         self.crash_dirs = crash_dirs if crash_dirs is not None else CRASH_DIRS.get(ctx.platform, ())
+        self.crash_owners = crash_dump_owners()
+        self._future_logged = 0
         self.state = StateFile(ctx.state_dir / "stability.json")
         self.boot_id = current_boot_id()
         self._pending_unexpected = self._check_previous_boot()
@@ -69,8 +90,9 @@ class StabilityCollector:
     def collect(self) -> Section:
         state = self.state.load()
         seen = dict(state)
-        since = float(state.get("crash_seen_until", time.time()))
-        crashes, newest = self._new_crash_dumps(since)
+        now = time.time()
+        since = min(float(state.get("crash_seen_until", now)), now)  # a future mark (older agents) would blind it
+        crashes, newest = self._new_crash_dumps(since, now)
         state["crash_seen_until"] = max(since, newest)
         if "boot_duration_s" not in state:
             state["boot_duration_s"] = self._boot_duration()
@@ -86,8 +108,9 @@ class StabilityCollector:
             )
         }
 
-    def _new_crash_dumps(self, since: float) -> tuple[int, float]:
-        count, newest = 0, since
+    def _new_crash_dumps(self, since: float, now: float) -> tuple[int, float]:
+        """Entries dated in ``(since, now]``: the count (capped) and the newest such mtime."""
+        count, newest, foreign, future = 0, since, 0, 0
         for folder in self.crash_dirs:
             try:
                 entries = list(folder.iterdir())
@@ -95,12 +118,23 @@ class StabilityCollector:
                 continue
             for entry in entries:
                 try:
-                    mtime = entry.stat().st_mtime
+                    info = entry.lstat()  # a user's symlink to a root file is still the user's
                 except OSError:
                     continue
-                if mtime > since:
-                    count += 1
-                    newest = max(newest, mtime)
+                if info.st_mtime > now:
+                    future += 1  # counted once the clock reaches it, if it is genuine
+                elif info.st_mtime > since:
+                    newest = max(newest, info.st_mtime)
+                    if self.crash_owners is None or info.st_uid in self.crash_owners:
+                        count += 1
+                    else:
+                        foreign += 1
+        more_future, self._future_logged = future > self._future_logged, future
+        if foreign or more_future:  # logged once per entry, though the probe looks every minute
+            log.warning(
+                "crash folder entries not counted",
+                extra={"fields": {"owned_by_other_users": foreign, "dated_in_the_future": future}},
+            )
         return min(count, MAX_CRASHES_PER_REPORT), newest
 
     def _boot_duration(self) -> float | None:

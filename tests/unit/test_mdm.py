@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from fleetpulse.agents import mdm
 from fleetpulse.agents.mdm import (
     GraphJsonReader,
     RowError,
@@ -518,3 +519,44 @@ def test_fuzzed_json_streams_never_crash_and_every_problem_has_a_location(pieces
     assert result.rows == len(rows)
     assert all(ref.startswith("f:") for ref, _ in rows)
     assert len(result.reports) + len(result.errors) + len(result.skipped) == result.rows
+
+
+def test_a_sync_time_past_the_last_date_costs_only_its_row(tmp_path: Path) -> None:
+    """Before: 9999-12-31T23:59:59-01:00 parsed, then overflowed in UTC and aborted the whole run."""
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    hostile = [
+        {**_good_phone("late"), "lastSyncDateTime": "9999-12-31T23:59:59-01:00"},
+        {**_good_phone("surrogate"), "id": "\ud800"},
+    ]
+    first.write_text(json.dumps({"value": [_good_phone("a"), *hostile, _good_phone("b")]}))
+    second.write_text(json.dumps({"value": [_good_phone("c")]}))
+    published: list[HealthReport] = []
+    with SeqStore(":memory:") as store:
+        summary = run_ingest(
+            [first, second], "graph-json", SECRET, store, AS_OF, lambda _inv, reports: published.extend(reports)
+        )
+    assert (summary.rows, summary.reports, summary.rejected) == (5, 3, 2)
+    assert len(published) == 3
+    assert [(p.ref, p.reason) for p in summary.first_problems] == [
+        ("a.json:page 1:item 1", "lastSyncDateTime: outside the range of dates"),
+        ("a.json:page 1:item 2", "id: not valid Unicode"),
+    ]
+
+
+def test_an_unforeseen_exception_refuses_its_row_by_type_and_the_rest_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A check the bridge lacks must cost one row, reported, never the export or a quote of the row."""
+    real = mdm.map_managed_device
+
+    def fragile(item: Any) -> Any:
+        if item.get("id") == "odd":
+            raise KeyError("muster@city.example")
+        return real(item)
+
+    monkeypatch.setattr(mdm, "map_managed_device", fragile)
+    text = json.dumps({"value": [_good_phone("a"), _good_phone("odd"), _good_phone("b")]})
+    result = ingest_text(text, "graph-json", SECRET, SeqStore(":memory:"), AS_OF, "f")
+    assert len(result.reports) == 2
+    assert [(p.ref, p.reason) for p in result.errors] == [
+        ("f:page 1:item 1", "refused: unexpected KeyError while mapping the row")
+    ]
+    assert "muster@" not in "".join(dead_letters(result, AS_OF))

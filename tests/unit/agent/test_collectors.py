@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
 import stat
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import get_args
 
@@ -15,12 +18,23 @@ from fleetpulse.agents.collectors.base import Collector, CollectorContext, Secti
 from fleetpulse.agents.collectors.battery import BatteryCollector
 from fleetpulse.agents.collectors.config import BatteryConfig, CollectorConfig, SmartConfig, default_collectors
 from fleetpulse.agents.collectors.stability import StabilityCollector
-from fleetpulse.agents.runner import CollectorRunner, build_report
-from fleetpulse.contract import DeviceKind, HealthReport, MemoryHealth, Platform
+from fleetpulse.agents.runner import MAX_COLLECTOR_ERRORS, CollectorRunner, _error, build_report
+from fleetpulse.compat import UTC
+from fleetpulse.contract import (
+    MAX_MESSAGE_BYTES,
+    DeviceKind,
+    HealthReport,
+    MemoryHealth,
+    Platform,
+    decode_report,
+    encode,
+)
 from tests.harness import SHARED_DATA, unavailable
+from tests.unit.largest_report import DEVICE_ID, largest_report
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "agent"
 NOW_TS = "2026-01-01T00:00:00Z"
+NOBODY = 65534
 
 
 def ctx(tmp_path: Path, smart_interval_s: float = 3600.0) -> CollectorContext:
@@ -33,10 +47,6 @@ def ctx(tmp_path: Path, smart_interval_s: float = 3600.0) -> CollectorContext:
 
 
 def _report(section: Section) -> HealthReport:
-    from datetime import datetime
-
-    from fleetpulse.compat import UTC
-
     return build_report(0, "dev-1", DeviceKind.DESKTOP, Platform.LINUX, datetime.now(UTC), section)
 
 
@@ -134,10 +144,64 @@ def test_runner_reports_failures_and_timeouts_instead_of_dying() -> None:
     assert "still hanging" in {e.collector: e.error for e in again["collector_errors"]}["hang"]
 
 
+class _UndecodableName:
+    """A crash folder holding a file whose name is not UTF-8: Python hands it over with lone surrogates."""
+
+    name = "stability\udcff"
+    timeout_s = 1.0
+
+    def collect(self) -> Section:
+        raise OSError("cannot read /var/crash/core." + b"\xff".decode("utf-8", "surrogateescape"))
+
+
+def test_an_error_naming_a_file_that_is_not_utf8_is_reported_not_lost() -> None:
+    """The contract refuses lone surrogates: the error used to raise while being recorded, losing the round."""
+    section = CollectorRunner([_UndecodableName(), _Boom()]).collect()
+    report = _report(section)
+    errors = {e.collector: e.error for e in report.collector_errors}
+    assert errors["stability\ufffd"] == "OSError: cannot read /var/crash/core.\ufffd"
+    assert "boom" in errors
+
+
 def test_report_survives_a_collector_breaking_the_contract() -> None:
     report = _report(CollectorRunner([_Bad()]).collect())
     assert report.thermal is None
     assert report.collector_errors[-1].collector == "report"
+
+
+@pytest.mark.parametrize("char", ["\ufffd", "\x01", "\U0001f4be"], ids=["replacement", "control", "4-byte"])
+def test_a_report_over_the_message_limit_sheds_collector_errors_not_its_data(
+    char: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: 64 errors of 2048 such characters made a valid report of up to 800 KB; the worker
+    dead-lettered it whole as oversized, disks and battery with it."""
+    largest = largest_report(1, datetime.now(UTC))
+    sections = {
+        name: getattr(largest, name) for name in ("disks", "battery", "thermal", "memory", "stability", "system")
+    }
+    errors = [_error(f"smart:/dev/sd{i}", f"{i}:".ljust(2048, char)) for i in range(MAX_COLLECTOR_ERRORS)]
+    with caplog.at_level(logging.WARNING):
+        report = build_report(
+            7, DEVICE_ID, largest.kind, largest.platform, largest.collected_at, {**sections, "collector_errors": errors}
+        )
+    raw = encode(report)
+    assert len(raw) <= MAX_MESSAGE_BYTES
+    received = decode_report(raw)  # what the worker does: no longer refused as oversized
+    assert received.model_dump(include=set(sections)) == largest.model_dump(include=set(sections))
+    note = received.collector_errors[-1]
+    assert note.collector == "report"
+    assert f"dropped: the report exceeded {MAX_MESSAGE_BYTES} bytes" in note.error
+    assert len(received.collector_errors) <= MAX_COLLECTOR_ERRORS
+    kept = received.collector_errors[:-1]
+    assert kept
+    assert all(e.error.startswith(f"{e.collector.removeprefix('smart:/dev/sd')}:") for e in kept)
+    assert "collector errors cut" in caplog.text
+
+
+def test_a_report_within_the_message_limit_is_left_alone() -> None:
+    errors = [_error("smart", "x" * 2048) for _ in range(MAX_COLLECTOR_ERRORS)]
+    report = _report({"collector_errors": errors})
+    assert report.collector_errors == errors
 
 
 FAKE_SMARTCTL = """#!/bin/sh
@@ -224,4 +288,62 @@ def test_new_crash_dumps_are_counted_once(tmp_path: Path) -> None:
     section = collector.collect()
     assert section["stability"].crashes == 2
     assert _report(section).priority.value == "event"
+    assert collector.collect()["stability"].crashes == 0
+
+
+def _date(path: Path, mtime: float) -> None:
+    os.utime(path, (mtime, mtime), follow_symlinks=False)
+
+
+def test_a_crash_file_dated_in_the_future_does_not_blind_the_collector(tmp_path: Path) -> None:
+    """Before: one ``touch -d 2099-01-01`` in /var/crash (writable by all) moved the watermark to 2099."""
+    dumps = tmp_path / "crash"
+    dumps.mkdir()
+    collector = StabilityCollector(ctx(tmp_path), 5.0, crash_dirs=(dumps,))
+    assert collector.collect()["stability"].crashes == 0
+    planted = dumps / "x.crash"
+    planted.write_text("")
+    _date(planted, 4_070_908_800.0)  # 2099-01-01
+    assert collector.collect()["stability"].crashes == 0, "a future date is not a crash"
+    time.sleep(0.05)
+    (dumps / "dmesg-efi-1").write_text("panic")
+    assert collector.collect()["stability"].crashes == 1
+    restarted = StabilityCollector(ctx(tmp_path), 5.0, crash_dirs=(dumps,))
+    time.sleep(0.05)
+    (dumps / "dmesg-efi-2").write_text("panic")
+    assert restarted.collect()["stability"].crashes == 1, "the saved watermark never passed now"
+
+
+def test_a_watermark_saved_in_the_future_is_brought_back_to_now(tmp_path: Path) -> None:
+    """An agent from before the fix may have saved 2099: the next collect clamps it to now."""
+    dumps = tmp_path / "crash"
+    dumps.mkdir()
+    collector = StabilityCollector(ctx(tmp_path), 5.0, crash_dirs=(dumps,))
+    state = tmp_path / "state" / "stability.json"
+    state.write_text(json.dumps({**json.loads(state.read_text()), "crash_seen_until": 4_070_908_800.0}))
+    assert collector.collect()["stability"].crashes == 0
+    assert json.loads(state.read_text())["crash_seen_until"] <= time.time()
+    time.sleep(0.05)
+    (dumps / "dmesg-efi-1").write_text("panic")
+    assert collector.collect()["stability"].crashes == 1
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="planting as another user needs chown: root")
+def test_crash_files_planted_by_other_users_are_not_counted(tmp_path: Path) -> None:
+    """Before: every file a user dropped into /var/crash counted as a crash, up to 1000 per report."""
+    dumps = tmp_path / "crash"
+    dumps.mkdir()
+    dumps.chmod(0o1777)
+    collector = StabilityCollector(ctx(tmp_path), 5.0, crash_dirs=(dumps,))
+    assert collector.collect()["stability"].crashes == 0
+    time.sleep(0.05)
+    for n in range(50):
+        planted = dumps / f"fake-{n}.crash"
+        planted.write_text("")
+        os.chown(planted, NOBODY, NOBODY)
+    link = dumps / "link-to-a-root-file"  # a root file's fresh mtime, through the user's own link
+    link.symlink_to(tmp_path / "state" / "stability.json")
+    os.chown(link, NOBODY, NOBODY, follow_symlinks=False)
+    (dumps / "202611230101").mkdir()  # kdump's, owned by root
+    assert collector.collect()["stability"].crashes == 1
     assert collector.collect()["stability"].crashes == 0

@@ -101,6 +101,66 @@ def test_privileged_agent_refuses_a_secret_file_others_can_write(tmp_path: Path)
         load_agent_settings(None, {"FLEETPULSE_AGENT_KAFKA__SASL_PASSWORD_FILE": str(path)}, privileged=True)
 
 
+posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX modes (Windows: the folder's ACL)")
+NOBODY_GROUP = 65534
+
+
+def _shared_group(path: Path) -> None:
+    """Give ``path`` a group other than root's (it already has one when the tests do not run as root)."""
+    if os.geteuid() == 0:
+        os.chown(path, 0, NOBODY_GROUP)
+
+
+@posix_only
+@pytest.mark.parametrize(
+    ("mode", "who"), [(0o644, "every user"), (0o604, "every user"), (0o640, "group")], ids=["0644", "0604", "0640"]
+)
+def test_privileged_agent_refuses_a_secret_file_others_can_read(tmp_path: Path, mode: int, who: str) -> None:
+    """Before: only writers were checked, so the Kafka password in a 0644 file was accepted."""
+    path = write(tmp_path / "kafka.sasl_password", SASL, mode=mode)
+    _shared_group(path)
+    for env in ({"FLEETPULSE_AGENT_KAFKA__SASL_PASSWORD_FILE": str(path)}, {"CREDENTIALS_DIRECTORY": str(tmp_path)}):
+        with pytest.raises(UntrustedPathError, match=f"readable by {who}") as caught:
+            load_agent_settings(None, env, privileged=True)
+        assert f"kafka.sasl_password: secret file {path} is readable" in str(caught.value)
+        assert "chmod 600" in str(caught.value)
+        assert SASL not in str(caught.value)
+    assert load_agent_settings(None, env).kafka.sasl_password is not None, "an unprivileged (dev) agent reads it"
+
+
+@posix_only
+def test_privileged_agent_refuses_inline_secrets_in_a_config_others_can_read(tmp_path: Path) -> None:
+    """Before: identity.secret and the Kafka password inline in a 0644 agent.toml were accepted."""
+    toml = write(
+        tmp_path / "agent.toml",
+        f'[kafka]\nsasl_password = "{SASL}"\n[identity]\nsecret = "{FLEET}"\n',
+        mode=0o644,
+    )
+    with pytest.raises(UntrustedPathError, match="readable by every user") as caught:
+        load_agent_settings(toml, {}, privileged=True)
+    message = str(caught.value)
+    assert f"config file {toml} is readable" in message
+    assert "kafka.sasl_password, identity.secret inline: chmod 600 it" in message
+    assert SASL not in message
+    assert FLEET not in message
+    assert load_agent_settings(toml, {}).identity.secret is not None, "an unprivileged (dev) agent reads it"
+    toml.chmod(0o600)
+    assert load_agent_settings(toml, {}, privileged=True).identity.secret is not None
+    toml.write_text('[kafka]\nsasl_username = "agent"\n')  # no secret in it: readable by all is fine
+    toml.chmod(0o644)
+    assert load_agent_settings(toml, {}, privileged=True).kafka.sasl_username == "agent"
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="a root-group file: needs root")
+def test_privileged_agent_accepts_a_systemd_credential_readable_by_group_root(tmp_path: Path) -> None:
+    """systemd writes credentials root:root 0400 plus an ACL for the service's user; stat shows 0440."""
+    creds = tmp_path / "credentials"
+    write(creds / "kafka.sasl_password", SASL, mode=0o440)
+    settings = load_agent_settings(None, {"CREDENTIALS_DIRECTORY": str(creds)}, privileged=True)
+    assert settings.kafka.sasl_password is not None
+    assert settings.kafka.sasl_password.get_secret_value() == SASL
+
+
 def test_real_cli_reads_systemd_credentials_and_prints_them_masked(tmp_path: Path) -> None:
     creds = tmp_path / "credentials"
     write(creds / "kafka.sasl_password", SASL)

@@ -390,3 +390,34 @@ def test_a_record_damaged_in_place_is_dropped_not_blocking_the_rest(
         assert all(values[r.seq] == r.value for r in left if r.seq is not None)
         assert spool.count() == 9
     assert any(r.getMessage() == "spool records damaged in place: dropped" for r in caplog.records)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="Windows: the installer restricts the folder's ACL")
+def test_the_spool_holding_the_device_key_is_owner_only_whatever_the_umask(tmp_path: Path) -> None:
+    """Before: spool.sqlite3 and its WAL, which carry the enrolment record (the device key in hex), were 0644."""
+    from fleetpulse.agents.identity import build_identity
+    from fleetpulse.agents.runner import Agent
+    from fleetpulse.agents.settings import AgentSettings, IdentitySettings
+
+    old_spool = tmp_path / "older-agent" / "spool.sqlite3"
+    old_spool.parent.mkdir()
+    previous = os.umask(0o022)
+    try:
+        Spool(old_spool, 10**6).close()
+        os.chmod(old_spool, 0o644)  # as an agent before the fix left it
+        for spool_dir in (tmp_path / "new" / "spool", old_spool.parent):
+            settings = AgentSettings(
+                spool_dir=spool_dir, identity=IdentitySettings(device_id="pc-1"), collectors=[], device_kind="desktop"
+            )
+            agent = Agent(settings, build_identity(settings.identity), [])
+            agent.spool_inventory()
+            key = agent.signer.key.hex().encode()
+            files = {f.name: f for f in spool_dir.iterdir() if f.is_file()}
+            assert {"spool.sqlite3", "spool.sqlite3-wal", "spool.sqlite3-shm", "device.key"} <= set(files)
+            assert key in files["spool.sqlite3-wal"].read_bytes(), "the attack's target: the key is in the spool"
+            others = {name: oct(f.stat().st_mode & 0o777) for name, f in files.items() if f.stat().st_mode & 0o077}
+            assert others == {}, "no spool file is readable by group or others"
+            agent.spool.close()
+        assert (tmp_path / "new" / "spool").stat().st_mode & 0o777 == 0o700
+    finally:
+        os.umask(previous)
