@@ -2,7 +2,7 @@
 
 Why a module of its own: the simulator command, the demo and the MDM bridge all need the
 same durable producer (acks=all, idempotent ordering per key, batching, compression) and
-the same routing of reports to the PC or mobile topic.
+the same routing of reports to the agents' health topic or the MDM bridge's mobile topic.
 """
 
 from __future__ import annotations
@@ -16,13 +16,11 @@ from kafka import KafkaProducer
 
 from fleetpulse.agents.signing import enrolment_record, signed_report
 from fleetpulse.config import KafkaSettings, kafka_python_security
-from fleetpulse.contract import DeviceInventory, DeviceKind, HealthReport, Topics, encode, report_key
+from fleetpulse.contract import DeviceInventory, HealthReport, ReportSource, Topics, encode, report_key
 
 if TYPE_CHECKING:
     from fleetpulse.agents.simulator import FleetSimulator
     from fleetpulse.streams.settings import StreamSettings
-
-MOBILE_KINDS = frozenset({DeviceKind.PHONE, DeviceKind.TABLET})
 
 
 def make_producer(kafka: KafkaSettings) -> KafkaProducer:
@@ -41,7 +39,9 @@ def make_producer(kafka: KafkaSettings) -> KafkaProducer:
 
 
 def report_topic(topics: Topics, report: HealthReport) -> str:
-    return topics.mobile if report.kind in MOBILE_KINDS else topics.health
+    """By sender, not device kind: the MDM bridge's reports (laptops' battery rows too) carry no device MAC, and
+    its principal may write the mobile topic only; everything else is an agent's, MACed on the health topic."""
+    return topics.mobile if report.source is ReportSource.MDM else topics.health
 
 
 @dataclass
@@ -85,9 +85,9 @@ def publish_records(
 ) -> None:
     """Send inventory first (so consumers can join), then reports in their given order.
 
-    PC reports go out as their agent would send them: MACed with ``device_keys(device_id)``, the
-    device enrolled just before its first one. Without ``device_keys`` only mobile reports (the
-    MDM bridge's, authenticated by its Kafka principal) are accepted downstream.
+    Agents' reports go out as their agent would send them: MACed with ``device_keys(device_id)``, the
+    device enrolled just before its first one. Without ``device_keys`` only the MDM bridge's reports
+    (on the mobile topic, authenticated by its Kafka principal) are accepted downstream.
     """
     failed = _Failures(stats)
     enrolled: set[str] = set()

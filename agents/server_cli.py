@@ -68,9 +68,10 @@ def simulate(
     import time
     from collections import Counter
 
-    from fleetpulse.agents.kafka_publish import MOBILE_KINDS, publish_fleet
+    from fleetpulse.agents.kafka_publish import publish_fleet, report_topic
     from fleetpulse.agents.simulator import FleetSimulator
     from fleetpulse.cliutil import settings_from
+    from fleetpulse.contract import Topics
 
     settings = settings_from(ctx)
     _quiet_kafka_client()
@@ -97,8 +98,9 @@ def simulate(
         return
     started = time.perf_counter()
     health = mobile = 0
+    topics = Topics()
     for report in sim.reports():
-        if report.kind in MOBILE_KINDS:
+        if report_topic(topics, report) == topics.mobile:
             mobile += 1
         else:
             health += 1

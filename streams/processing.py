@@ -14,7 +14,14 @@ its device's enrolled key (``fleetpulse.contract.auth``), checked before the rec
 change any state. The key is pinned by the device's first enrolment (or the fingerprint
 IT pinned on the control topic) and kept in the device's table value, so the check costs
 no extra read. Reports on the mobile topic come from the MDM bridge, whose Kafka principal
-is the only one allowed to write it.
+is the only one allowed to write it; they carry no device MAC, so the topic takes only reports
+whose ``source`` is the MDM and never one for a device an agent authenticates
+(:func:`mobile_refusal`): a leaked MDM credential cannot write a PC's history.
+
+Asset facts: IT's register (the compacted inventory topic) is authoritative and alone makes a
+device known (``unknown_devices``). An agent's own MACed inventory on the health topic knows only
+kind, vendor and model: it fills what the register lacks, never clears the register's facts and is
+ordered by its own ``agent_inventory_at``, so IT's next update is never refused as older than it.
 
 Dedup and replays: a report with ``seq <= state.last_seq`` is dead-lettered as
 ``duplicate`` (equal) or ``stale_replay`` (older) and changes nothing, unless its
@@ -58,6 +65,7 @@ from fleetpulse.contract import (
     FeatureLogRecord,
     HealthReport,
     Priority,
+    ReportSource,
     RiskScore,
     ScorerRole,
     Topics,
@@ -108,7 +116,12 @@ class DeviceRecord(BaseModel):
 
     state: DeviceState
     policies: dict[str, PolicyState] = {}
-    inventory_at: datetime | None = None
+    inventory_at: datetime | None = Field(default=None, description="updated_at of IT's register record joined")
+    agent_inventory_at: datetime | None = Field(
+        default=None,
+        description="updated_at of the agent's own inventory last applied (orders its replays apart from IT's); "
+        "absent from values stored before it, read as None",
+    )
     scored_at: datetime | None = Field(default=None, description="event time of the last report that was scored")
     device_key: str | None = Field(default=None, description="the enrolled report key (hex); None: not enrolled")
     pinned_fingerprint: str | None = Field(
@@ -242,6 +255,22 @@ def authentication_failure(
     return None
 
 
+def mobile_refusal(record: DeviceRecord | None, report: HealthReport) -> str | None:
+    """Why a mobile-topic report is not the MDM bridge's to write (None: it is).
+
+    The topic's ACL proves only that the MDM principal wrote the record, and nothing on it is MACed: a
+    device that authenticates with an agent key (enrolled, pinned or offered) is written by its agent only.
+    """
+    if report.source is not ReportSource.MDM:
+        return (
+            f"source {report.source.value!r} on the mobile topic, which carries the MDM bridge's reports only: "
+            "agents MAC theirs on the health topic"
+        )
+    if record is not None and (record.device_key or record.pinned_fingerprint or record.offered_key):
+        return f"device {report.device_id} authenticates with its agent's key: the MDM bridge may not write it"
+    return None
+
+
 class Processor:
     """Validates, deduplicates, folds into state, scores in batches and runs the alert policy."""
 
@@ -321,13 +350,7 @@ class Processor:
         if record_type == ENROLMENT_TYPE:
             return self._enrol(index, raw, raw.value, lookup, now, out)
         if record_type == INVENTORY_TYPE:
-            # an agent's own asset facts: joined like IT's inventory once its MAC proves the device sent them
-            device_id = (raw.key or b"").decode("utf-8", "replace")
-            known = self._current(index, device_id, lookup, out)
-            refused = authentication_failure(known, device_id, raw.value, raw.headers)
-            if refused is not None:
-                return self._reject(raw, "unauthenticated", refused, now, out)
-            return self._inventory(index, raw, lookup, now, out, pending)
+            return self._agent_inventory(index, raw, raw.value, lookup, now, out, pending)
         try:
             report = decoded.pop(index) if index in decoded else decode_report(raw.value)
             if isinstance(report, Exception):
@@ -343,8 +366,10 @@ class Processor:
         record = self._current(index, report.device_id, lookup, out)
         if raw.topic == self._health_topic:
             refused = authentication_failure(record, report.device_id, raw.value, raw.headers)
-            if refused is not None:
-                return self._reject(raw, "unauthenticated", refused, now, out)
+        else:
+            refused = mobile_refusal(record, report)
+        if refused is not None:
+            return self._reject(raw, "unauthenticated", refused, now, out)
         last_at = record.state.last_collected_at if record is not None else None
         last_seq = record.state.last_seq if record is not None else -1
         replayed = last_at is None or report.collected_at <= last_at
@@ -411,22 +436,11 @@ class Processor:
                 out.last_record_of[device_id] = index
             out.counts["inventory_tombstone"] += 1
             return
-        try:
-            inventory = decode(raw.value, DeviceInventory)
-        except ContractError as exc:
-            return self._reject(raw, exc.kind, exc.reason, now, out)
-        if raw.key != inventory.device_id.encode():
-            reason = f"record key {raw.key!r} is not the device id {inventory.device_id!r}"
-            return self._reject(raw, "schema_violation", reason, now, out)
-        latest_credible = now + self.settings.max_clock_skew
-        if inventory.updated_at > latest_credible:
-            # a record dated in the future would outrank every correct update until that date
-            reason = f"updated_at {inventory.updated_at.isoformat()} is ahead of receive time {now.isoformat()}"
-            return self._reject(raw, "clock_skew", reason, now, out)
+        inventory = self._inventory_record(raw, raw.value, now, out)
+        if inventory is None:
+            return None
         record = self._current(index, inventory.device_id, lookup, out)
-        joined_at = record.inventory_at if record is not None else None
-        # a future date stored before this check existed does not block correct updates either
-        if joined_at is not None and joined_at <= latest_credible and inventory.updated_at < joined_at:
+        if self._older(inventory, record.inventory_at if record is not None else None, now):
             return self._reject(raw, "stale_replay", "inventory record older than the one already joined", now, out)
         if inventory.device_id in pending:
             self._score(pending, now, out)
@@ -436,6 +450,80 @@ class Processor:
         out.records[inventory.device_id] = record
         out.last_record_of[inventory.device_id] = index
         out.counts["inventory"] += 1
+
+    def _agent_inventory(
+        self,
+        index: int,
+        raw: RawRecord,
+        value: bytes,
+        lookup: Callable[[int, str], DeviceRecord | None],
+        now: datetime,
+        out: BatchResult,
+        pending: dict[str, DeviceState],
+    ) -> None:
+        """An agent's own asset facts, once its MAC proves the device sent them: kind, vendor and model only.
+
+        The agent sends them at start-up and daily with site, department and dates empty: joined like IT's
+        register, they would erase its facts and move ``inventory_at`` past IT's next update. So they fill
+        only what the register lacks (while the device is not in the register, the agent's newer reading
+        replaces its older one), are ordered by ``agent_inventory_at`` and make no device known.
+        """
+        device_id = (raw.key or b"").decode("utf-8", "replace")
+        record = self._current(index, device_id, lookup, out)
+        refused = authentication_failure(record, device_id, value, raw.headers)
+        if refused is not None:
+            return self._reject(raw, "unauthenticated", refused, now, out)
+        assert record is not None, "authenticated: the record holds the device's key"
+        inventory = self._inventory_record(raw, value, now, out)
+        if inventory is None:
+            return None
+        registered = record.inventory_at is not None
+        if not registered and self.settings.unknown_devices == "reject":
+            return self._reject(raw, "unknown_device", f"no inventory record for {device_id}", now, out)
+        if self._older(inventory, record.agent_inventory_at, now):
+            return self._reject(raw, "stale_replay", "agent inventory older than the one already applied", now, out)
+        if device_id in pending:
+            self._score(pending, now, out)
+        state = record.state
+        state.kind = state.kind or inventory.kind
+        if registered:
+            state.vendor, state.model = state.vendor or inventory.vendor, state.model or inventory.model
+        else:
+            state.vendor, state.model = inventory.vendor or state.vendor, inventory.model or state.model
+        record.agent_inventory_at = inventory.updated_at
+        out.records[device_id] = record
+        out.last_record_of[device_id] = index
+        out.counts["inventory"] += 1
+        return None
+
+    def _inventory_record(
+        self, raw: RawRecord, value: bytes, now: datetime, out: BatchResult
+    ) -> DeviceInventory | None:
+        """``value`` as an inventory record of the device its key names, not dated ahead; else dead-lettered."""
+        try:
+            inventory = decode(value, DeviceInventory)
+        except ContractError as exc:
+            self._reject(raw, exc.kind, exc.reason, now, out)
+            return None
+        if raw.key != inventory.device_id.encode():
+            reason = f"record key {raw.key!r} is not the device id {inventory.device_id!r}"
+            self._reject(raw, "schema_violation", reason, now, out)
+            return None
+        if inventory.updated_at > now + self.settings.max_clock_skew:
+            # a record dated in the future would outrank every correct update until that date
+            reason = f"updated_at {inventory.updated_at.isoformat()} is ahead of receive time {now.isoformat()}"
+            self._reject(raw, "clock_skew", reason, now, out)
+            return None
+        return inventory
+
+    def _older(self, inventory: DeviceInventory, applied_at: datetime | None, now: datetime) -> bool:
+        """Whether ``inventory`` is older than the one applied at ``applied_at``: a replay that must not win.
+
+        A future date stored before future dates were refused does not block correct updates either.
+        """
+        if applied_at is None or applied_at > now + self.settings.max_clock_skew:
+            return False
+        return inventory.updated_at < applied_at
 
     def _seq_bound(self, last_seq: int, report: HealthReport) -> int:
         """The highest acceptable seq: a bounded step, or up to the report's own clock.

@@ -47,7 +47,8 @@ def _describe(exc: ValidationError) -> str:
 
 def decode(payload: bytes | str, model: type[M]) -> M:
     """Valid records take pydantic's compiled JSON path; anything it refuses is re-read to say why."""
-    raw = payload.encode() if isinstance(payload, str) else payload
+    # a lone surrogate has no UTF-8 form: passed through, it is refused below with a reason instead of raising here
+    raw = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else payload
     if len(raw) > MAX_MESSAGE_BYTES:
         raise ContractError("oversized", f"{len(raw)} bytes > limit {MAX_MESSAGE_BYTES}")
     try:
@@ -60,13 +61,21 @@ def _decode_explained(raw: bytes, model: type[M]) -> M:
     """The slow path: classifies the failure (or accepts what only the stdlib parser reads)."""
     try:
         obj = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ContractError("malformed_json", str(exc)[:300]) from None
+    except RecursionError:
+        raise ContractError("malformed_json", "nested too deeply") from None
+    except ValueError as exc:
+        # Python's int-string limit (sys.set_int_max_str_digits): json.loads refuses a huge integer literal with a
+        # plain ValueError; escaping decode's ContractError-only promise, it would wedge a consumer on the record
+        raise ContractError("malformed_json", f"unreadable number: {str(exc).partition(';')[0][:200]}") from None
     if not isinstance(obj, dict):
         raise ContractError("schema_violation", f"expected a JSON object, got {type(obj).__name__}")
     version = obj.get("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
-        raise ContractError("unsupported_version", f"schema_version {version!r}; this consumer reads {SCHEMA_VERSION}")
+        # only a scalar is quoted: the repr of a deeply nested value could itself raise RecursionError
+        shown = repr(version)[:80] if isinstance(version, str | int | float | bool) else type(version).__name__
+        raise ContractError("unsupported_version", f"schema_version {shown}; this consumer reads {SCHEMA_VERSION}")
     try:
         return model.model_validate(obj)
     except ValidationError as exc:

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from fleetpulse.agents.signing import enrolment_record, signed_report
 from fleetpulse.agents.simulator import FirmwareFault, FleetMix, FleetSimulator
 from fleetpulse.alerts.fleetlog import FleetLog
 from fleetpulse.alerts.settings import AlertSettings
@@ -134,12 +135,19 @@ def run_year(store_url: str, devices: int = DEVICES, days: int = DAYS) -> Year:
 
     batch: list[RawRecord] = []
     day: date | None = None
+    enrolled: set[str] = set()
     for offset, report in enumerate(sim.reports()):
         if day is not None and report.collected_at.date() != day:
             run_day(batch, report.collected_at)
             batch = []
         day = report.collected_at.date()
-        batch.append(RawRecord(topics.mobile, 0, offset, report.device_id.encode(), encode(report)))
+        key = sim.device_key(report.device_id)
+        if report.device_id not in enrolled:  # as the agent does before its first report
+            enrolment = enrolment_record(report.device_id, key, report.collected_at)
+            batch.append(RawRecord(topics.health, 0, offset, enrolment.key, enrolment.value, enrolment.headers))
+            enrolled.add(report.device_id)
+        signed = signed_report(report, key)
+        batch.append(RawRecord(topics.health, 0, offset, signed.key, signed.value, signed.headers))
     end = START + timedelta(days=days)
     run_day(batch, end)
     missed = 0

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from fleetpulse.agents.kafka_publish import PublishStats, publish_records
+from fleetpulse.agents.mdm import SeqStore, ingest_text
 from fleetpulse.agents.simulator import FleetSimulator
-from fleetpulse.contract import DeviceKind, Topics, decode_report
+from fleetpulse.contract import DeviceKind, ReportSource, Topics, decode_report
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 class _Future:
@@ -31,7 +35,7 @@ class _FakeProducer:
         return _Future(TimeoutError("broker gone") if topic == self.fail_topic else None)
 
 
-def test_reports_are_routed_by_device_kind_after_the_inventory() -> None:
+def test_reports_are_routed_by_their_sender_after_the_inventory() -> None:
     sim = FleetSimulator(80, 5, datetime(2025, 1, 1, tzinfo=UTC), 3)
     topics = Topics(prefix="p.")
     producer = _FakeProducer()
@@ -41,8 +45,8 @@ def test_reports_are_routed_by_device_kind_after_the_inventory() -> None:
     for topic, key, value in producer.sent[80:]:
         report = decode_report(value)
         assert key == report.device_id.encode()
-        mobile = report.kind in (DeviceKind.PHONE, DeviceKind.TABLET)
-        assert topic == (topics.mobile if mobile else topics.health)
+        assert topic == (topics.mobile if report.source is ReportSource.MDM else topics.health)
+        assert (topic == topics.mobile) == (report.kind in (DeviceKind.PHONE, DeviceKind.TABLET))  # simulated MDM
     assert stats.inventory == 80
     assert stats.health + stats.mobile == len(producer.sent) - 80
     assert stats.errors == []
@@ -56,3 +60,16 @@ def test_failed_sends_are_counted_not_lost_silently() -> None:
     assert stats.mobile > 0
     assert len(stats.errors) == stats.mobile
     assert "broker gone" in stats.errors[0]
+
+
+def test_mdm_laptop_battery_rows_go_to_the_mobile_topic_its_principal_may_write() -> None:
+    """Endpoint-analytics battery rows are Windows laptops: routed by kind, the MDM bridge's unsigned
+    reports went to the agents' health topic (no write ACL for it; dead-lettered unauthenticated)."""
+    export = (FIXTURES / "mdm" / "battery_health_device_performance.json").read_text()
+    result = ingest_text(export, "graph-json", b"secret", SeqStore(":memory:"), datetime(2025, 3, 6, tzinfo=UTC))
+    assert result.reports
+    assert {r.kind for r in result.reports} == {DeviceKind.LAPTOP}
+    topics, producer, stats = Topics(prefix="p."), _FakeProducer(), PublishStats()
+    publish_records(producer, topics, result.inventory, result.reports, stats)  # type: ignore[arg-type]
+    assert [t for t, _, _ in producer.sent if t != topics.inventory] == [topics.mobile] * len(result.reports)
+    assert (stats.health, stats.mobile) == (0, len(result.reports))

@@ -107,10 +107,44 @@ def test_reports_without_an_enrolled_key_are_dead_lettered_and_create_no_state()
     assert not result.records
 
 
+def mdm_report(device: str, kind: str = "phone", source: str = "mdm") -> HealthReport:
+    platform = "ios" if kind == "phone" else "windows"
+    at = NOW - timedelta(hours=1)
+    return HealthReport(device_id=device, seq=1, collected_at=at, source=source, kind=kind, platform=platform)
+
+
 def test_mobile_reports_are_authenticated_by_the_mdm_principal_not_a_device_key() -> None:
-    phone = HealthReport(device_id="ph-1", seq=1, collected_at=NOW - timedelta(hours=1), kind="phone", platform="ios")
-    result = Table().run(processor(), [raw(TOPICS.mobile, encode(phone), b"ph-1")])
-    assert result.counts["accepted"] == 1
+    table, proc = Table(), processor()
+    phone, laptop = mdm_report("mdm-0a1b", "phone"), mdm_report("mdm-2c3d", "laptop")  # battery rows are laptops
+    result = table.run(proc, [raw(TOPICS.mobile, encode(r), r.device_id.encode()) for r in (phone, laptop)])
+    assert result.counts["accepted"] == 2
+    assert not result.dead_letters
+
+
+def test_attack_mdm_credential_cannot_write_an_agents_device_through_the_mobile_topic() -> None:
+    """The mobile topic carries no device MAC: whoever holds the MDM principal (or a producer bug) could
+    write any device's history there. An agent's own report, or any report for a device that an agent key
+    authenticates (enrolled, pinned by IT or offered), is dead-lettered and changes nothing."""
+    table, proc = Table("pc-1"), processor()
+    genuine_history(table)
+    before = table.data["pc-1"]
+    table.run(proc, [enrolment_raw("pc-2"), enrolment_raw("pc-2", key=ATTACKER_KEY)])  # pc-2: a key offered
+    table.run(proc, [control_raw("pc-3", fingerprint=key_fingerprint(device_key("pc-3")))])  # pc-3: pinned by IT
+    forged = [
+        mdm_report("pc-1", "laptop", source="agent"),  # an agent's report without its MAC
+        mdm_report("pc-1", "laptop"),  # claims to be the MDM's
+        mdm_report("pc-2", "laptop"),
+        mdm_report("pc-3", "laptop"),
+        mdm_report("mdm-0a1b", source="simulator"),  # not the MDM bridge's either
+    ]
+    result = table.run(proc, [raw(TOPICS.mobile, encode(r), r.device_id.encode(), i) for i, r in enumerate(forged)])
+    assert kinds(result) == ["unauthenticated"] * len(forged)
+    assert "mobile topic" in result.dead_letters[0].reason
+    assert "authenticates with its agent's key" in result.dead_letters[1].reason
+    assert result.counts["accepted"] == 0
+    assert table.data["pc-1"] == before
+    assert DeviceRecord.from_bytes(table.data["pc-3"]).state.last_seq == -1
+    assert "mdm-0a1b" not in table.data
 
 
 def test_first_enrolment_pins_the_key_repeats_are_no_ops_and_keys_never_reach_dead_letters() -> None:
