@@ -171,11 +171,14 @@ class DeviceRecord(BaseModel):
         return record
 
     def asset_facts(self) -> DeviceState | None:
-        """The joined inventory's facts the TSDB points are tagged with (site, model), or None when unjoined.
+        """The inventory facts the TSDB points are tagged with (site, model), or None when no inventory joined.
 
-        The state holds them: no inventory record is built for every report and score.
+        IT's register or the agent's own record (which knows the model, not the site): a fleet without a
+        register still sees its dashboards by hardware model. The state holds them: no inventory record
+        is built for every report and score.
         """
-        return self.state if self.inventory_at is not None else None
+        joined = self.inventory_at is not None or self.agent_inventory_at is not None
+        return self.state if joined else None
 
 
 @dataclass(frozen=True, slots=True)

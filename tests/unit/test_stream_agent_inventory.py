@@ -102,6 +102,9 @@ def test_agent_inventory_does_not_make_a_device_known() -> None:
     assert stored(table, "new-pc").state.model == "20W0"
     accepted = table.run(proc, [report_raw(report("new-pc", 1))])
     assert (accepted.counts["accepted"], accepted.counts["unknown_device"]) == (1, 1)
+    # its points still carry the model the agent reported: dashboards by hardware model work without a register
+    device_point = next(p for p in accepted.points if p.measurement == "device")
+    assert (device_point.tags["device_model"], device_point.tags["site"]) == ("20W0", "unknown")
     # strict: a device IT took out of the register (tombstone) stays unknown, whatever its agent sends
     strict = processor(StreamSettings(unknown_devices="reject"))
     table.run(strict, [it_raw(REGISTER.model_copy(update={"device_id": "new-pc"}))])
