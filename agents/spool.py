@@ -337,7 +337,10 @@ def _owner_only(path: Path) -> None:
     """
     if sys.platform == "win32":
         return
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    # Only a new file is opened here: closing any descriptor of a file drops every POSIX lock this process
+    # holds on it, so opening the live spool again would silently release the other thread's SQLite locks.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     for suffix in ("", "-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):
             os.chmod(path.with_name(path.name + suffix), 0o600)

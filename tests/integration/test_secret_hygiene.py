@@ -298,6 +298,12 @@ def test_agent_config_errors_never_print_a_secret(
 def test_agent_config_show_masks_every_secret(planted: Planted, tmp_path: Path) -> None:
     toml_path = tmp_path / "agent.toml"
     toml_path.write_text(_toml(agent_config(planted)), encoding="utf-8")
+    if os.geteuid() == 0:  # run as root, the agent refuses inline secrets in a file others can read
+        refused = run_cli(AGENT_CLI, ["--config", str(toml_path), "config", "show"], _clean_env(tmp_path))
+        assert refused.returncode != 0
+        assert "chmod 600" in refused.stderr
+        assert not planted.leaks(refused.stdout + refused.stderr)
+    toml_path.chmod(0o600)
     proc = run_cli(AGENT_CLI, ["--config", str(toml_path), "config", "show"], _clean_env(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert not planted.leaks(proc.stdout + proc.stderr)
