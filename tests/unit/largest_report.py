@@ -10,10 +10,11 @@ per list item, so disks get distinct keys), every number at the value with the l
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
+from fleetpulse.compat import UTC
 from fleetpulse.contract import HealthReport, encode
 from fleetpulse.contract.codec import MAX_MESSAGE_BYTES
 
