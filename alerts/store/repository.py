@@ -353,16 +353,22 @@ class TicketStore:
                 for d, site, model, at in session.execute(query)
             ]
 
-    def facets(self) -> dict[str, list[str]]:
-        """Distinct values the page offers as filters."""
+    def facets(self, flt: TicketFilter = TicketFilter()) -> dict[str, list[str]]:
+        """Distinct sites, departments and models of the devices with tickets ``flt`` selects: pass a
+        caller's scope and the page names no site, department or hardware model outside it."""
+        columns = self._ticket_query(flt).with_only_columns(Device.site, Device.department, Device.model).distinct()
+        sites: set[str] = set()
+        departments: set[str] = set()
+        models: set[str] = set()
         with self.session() as session:
-            out: dict[str, list[str]] = {}
-            for name, column in (("site", Device.site), ("department", Device.department), ("model", Device.model)):
-                values = session.scalars(
-                    select(column).join(TicketRow, TicketRow.device_id == Device.device_id).distinct()
-                )
-                out[name] = sorted(v for v in values if v)
-            return out
+            for site, department, model in session.execute(columns):
+                sites.add(site or "")
+                departments.add(department or "")
+                models.add(model or "")
+        return {
+            name: sorted(v for v in values if v)
+            for name, values in (("site", sites), ("department", departments), ("model", models))
+        }
 
     # --- devices -----------------------------------------------------------------------------
 

@@ -41,13 +41,8 @@ def visible_storms(store: TicketStore, principal: Principal) -> list[StormView]:
 
 
 def visible_facets(store: TicketStore, principal: Principal) -> dict[str, list[str]]:
-    """Filter choices: a scoped caller is not told the names of other sites or departments."""
-    facets = store.facets()
-    if not principal.all_sites:
-        facets["site"] = [s for s in facets["site"] if s in principal.sites]
-    if principal.departments:
-        facets["department"] = [d for d in facets["department"] if d in principal.departments]
-    return facets
+    """Filter choices from the caller's scope only: no other site's, department's or hardware model's name."""
+    return store.facets(principal.scoped(TicketFilter()))
 
 
 @router.get("/", response_class=HTMLResponse)

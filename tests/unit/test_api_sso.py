@@ -106,11 +106,11 @@ def settings(tmp_url: str, **api: Any) -> AlertSettings:
 
 
 def populate(store: TicketStore, alert_settings: AlertSettings) -> None:
-    """Tickets 1 (Rathaus/Finance), 2 (Rathaus/Culture), 3 (Schule Nord)."""
+    """Tickets 1 (Rathaus/Finance), 2 (Rathaus/Culture), 3 (Schule Nord, the only Latitude 5440)."""
     svc = TicketService(store, alert_settings)
     svc.apply_inventory(make_inventory("pc-r1", site="Rathaus", department="Finance"))
     svc.apply_inventory(make_inventory("pc-r2", site="Rathaus", department="Culture"))
-    svc.apply_inventory(make_inventory("pc-s1", site="Schule Nord", department="Finance"))
+    svc.apply_inventory(make_inventory("pc-s1", site="Schule Nord", department="Finance", model="Latitude 5440"))
     for n, device in enumerate(("pc-r1", "pc-r2", "pc-s1")):
         svc.apply_alert(make_alert(device, risk=0.9 - n / 10), NOW)
 
@@ -455,6 +455,7 @@ def test_site_lead_never_sees_another_sites_tickets_or_devices(sso: App) -> None
     assert "pc-r1" in page
     assert "pc-s1" not in page
     assert "Schule Nord" not in page  # not even as a filter choice
+    assert "Latitude 5440" not in page  # nor the hardware another site runs
     assert "Schule Nord" not in anna.get("/", params={"state": "all"}, headers=HTML).text
 
 
@@ -477,6 +478,9 @@ def test_department_scope_narrows_a_site(sso: App) -> None:
     assert [t["device_id"] for t in finance.get("/api/v1/tickets").json()["items"]] == ["pc-r1"]
     assert finance.get("/api/v1/tickets/2").status_code == 404
     assert finance.get("/api/v1/devices/pc-r2").status_code == 404
+    page = finance.get("/", headers=HTML).text
+    assert "Finance" in page
+    assert "Culture" not in page  # the filter offers no department outside the scope
 
 
 def test_outbox_is_for_admins_of_every_site_only(sso: App) -> None:
