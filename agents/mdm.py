@@ -53,6 +53,7 @@ from pydantic import ValidationError
 
 from fleetpulse.compat import UTC
 from fleetpulse.contract import (
+    MDM_DEVICE_ID_PREFIX,
     BatteryHealth,
     DeviceInventory,
     DeviceKind,
@@ -131,7 +132,7 @@ class IngestResult:
 def pseudonymise(intune_id: str, secret: bytes) -> str:
     """Stable, unlinkable-without-the-secret device id (fits the contract's DeviceId)."""
     digest = hmac.new(secret, b"intune:" + intune_id.encode(), hashlib.sha256).hexdigest()
-    return f"mdm-{digest[:32]}"
+    return f"{MDM_DEVICE_ID_PREFIX}{digest[:32]}"
 
 
 class SeqStore:

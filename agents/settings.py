@@ -21,14 +21,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 
 from fleetpulse.agents.collectors.config import CollectorConfig, default_collectors
 from fleetpulse.agents.trust import check_private, check_trusted
 from fleetpulse.compat import tomllib
 from fleetpulse.config import KafkaSettings, deep_update
-from fleetpulse.contract import DeviceKind
+from fleetpulse.contract import MDM_DEVICE_ID_PREFIX, DeviceKind
 
 MB = 1024 * 1024
 
@@ -52,6 +52,16 @@ class IdentitySettings(BaseModel):
     )
     device_id: str | None = Field(default=None, description="explicit override (tests, lab machines)")
     machine_id_file: Path | None = Field(default=None, description="override where the machine id is read")
+
+    @field_validator("device_id")
+    @classmethod
+    def _not_an_mdm_pseudonym(cls, value: str | None) -> str | None:
+        if value is not None and value.startswith(MDM_DEVICE_ID_PREFIX):
+            raise ValueError(
+                f"ids starting with {MDM_DEVICE_ID_PREFIX!r} are the MDM bridge's pseudonyms; the server refuses "
+                "an agent's enrolment under one"
+            )
+        return value
 
 
 class DeliverySettings(BaseModel):

@@ -55,6 +55,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fleetpulse.alerts.policy import AlertPolicy, PolicyState, step
 from fleetpulse.contract import (
+    MDM_DEVICE_ID_PREFIX,
     Alert,
     Component,
     ContractError,
@@ -123,6 +124,11 @@ class DeviceRecord(BaseModel):
         "absent from values stored before it, read as None",
     )
     scored_at: datetime | None = Field(default=None, description="event time of the last report that was scored")
+    mdm_reported_at: datetime | None = Field(
+        default=None,
+        description="event time of the last MDM bridge report applied: no agent may enrol the device then; "
+        "absent from values stored before it, read as None",
+    )
     device_key: str | None = Field(default=None, description="the enrolled report key (hex); None: not enrolled")
     pinned_fingerprint: str | None = Field(
         default=None, description="set by IT's re-enrolment: only the key with this fingerprint may enrol next"
@@ -407,6 +413,8 @@ class Processor:
             self._score(pending, now, out)
         record = record or DeviceRecord(state=DeviceState(device_id=report.device_id))
         apply_report_in_place(record.state, report)
+        if raw.topic != self._health_topic:
+            record.mdm_reported_at = report.collected_at
         if self._due(record, report):
             if record.scored_at is None or record.scored_at.date() != report.collected_at.date():
                 out.first_of_day.add(report.device_id)
@@ -556,6 +564,11 @@ class Processor:
         if not mac_matches(key, value, header(raw.headers, MAC_HEADER)):
             return self._reject(raw, "unauthenticated", "enrolment not signed with the key it carries", now, out)
         record = self._current(index, device_id, lookup, out)
+        if device_id.startswith(MDM_DEVICE_ID_PREFIX) or (record is not None and record.mdm_reported_at is not None):
+            # with a key pinned, the MDM bridge's reports for the phone would be refused and the enrolling
+            # agent would write its history
+            reason = f"{device_id} is reported by the MDM bridge: an agent may not enrol it"
+            return self._reject(raw, "enrolment_conflict", reason, now, out)
         offered = key_fingerprint(key)
         if record is not None and record.device_key == enrolment.key:
             out.counts["enrolment_repeat"] += 1  # every agent start re-sends its enrolment
@@ -611,7 +624,7 @@ class Processor:
             out.counts["enrolled"] += 1
         else:
             record.device_key, record.pinned_fingerprint = None, control.fingerprint
-        record.offered_key = None
+        record.offered_key = record.mdm_reported_at = None  # IT hands the device over to its agent
         out.records[device_id] = record
         out.last_record_of[device_id] = index
         out.counts["re_enrol"] += 1

@@ -16,6 +16,7 @@ from fleetpulse.contract.codec import (
 )
 from fleetpulse.contract.topics import Topics
 from fleetpulse.contract.v1 import (
+    MDM_DEVICE_ID_PREFIX,
     SCHEMA_VERSION,
     Alert,
     AlertState,
@@ -49,6 +50,7 @@ from fleetpulse.contract.v1 import (
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
+    "MDM_DEVICE_ID_PREFIX",
     "SCHEMA_VERSION",
     "Alert",
     "AlertState",

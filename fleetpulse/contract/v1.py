@@ -43,6 +43,8 @@ def _utc(value: datetime) -> datetime:
 
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
 DeviceId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+MDM_DEVICE_ID_PREFIX = "mdm-"
+"""The MDM bridge's pseudonyms start with it: no agent may enrol such an id and write that phone's history."""
 ShortText = Annotated[str, StringConstraints(max_length=128)]
 LongText = Annotated[str, StringConstraints(max_length=2048)]
 Count = Annotated[int, Field(ge=0, le=2**48)]

@@ -147,6 +147,35 @@ def test_attack_mdm_credential_cannot_write_an_agents_device_through_the_mobile_
     assert "mdm-0a1b" not in table.data
 
 
+def test_attack_agent_credential_cannot_enrol_a_phone_and_lock_the_mdm_bridge_out() -> None:
+    """Any PC's credential may send enrolments. Pinning a key for a phone would make the mobile topic refuse
+    the MDM bridge's reports for it and let the attacker write its history: an id in the bridge's pseudonym
+    namespace, or any device the bridge already reports (the simulator's phones carry other ids), is refused."""
+    table, proc = Table(), processor()
+    phone, sim_phone = mdm_report("mdm-0a1b"), mdm_report("phone-0007")
+    table.run(proc, [raw(TOPICS.mobile, encode(r), r.device_id.encode(), i) for i, r in enumerate((phone, sim_phone))])
+    fresh = "mdm-" + "f" * 32  # a phone the bridge has not reported yet
+    result = table.run(proc, [enrolment_raw(d, key=ATTACKER_KEY) for d in ("mdm-0a1b", "phone-0007", fresh)])
+    assert kinds(result) == ["enrolment_conflict"] * 3
+    assert all("reported by the MDM bridge" in d.reason for d in result.dead_letters)
+    assert all(ATTACKER_KEY.hex() not in d.model_dump_json() for d in result.dead_letters)
+    assert all(DeviceRecord.from_bytes(table.data[d]).device_key is None for d in ("mdm-0a1b", "phone-0007"))
+    assert fresh not in table.data
+    later = mdm_report("mdm-0a1b").model_copy(update={"seq": 2, "collected_at": NOW - timedelta(minutes=5)})
+    assert table.run(proc, [raw(TOPICS.mobile, encode(later), b"mdm-0a1b")]).counts["accepted"] == 1
+
+
+def test_it_can_hand_a_bridge_reported_device_to_its_agent() -> None:
+    """IT's re-enrolment is the one way an id the MDM bridge reported (outside its namespace) gets an agent key."""
+    table, proc = Table(), processor()
+    sim_phone = mdm_report("phone-0007")
+    table.run(proc, [raw(TOPICS.mobile, encode(sim_phone), b"phone-0007")])
+    fingerprint = key_fingerprint(device_key("phone-0007"))
+    result = table.run(proc, [control_raw("phone-0007", fingerprint), enrolment_raw("phone-0007")])
+    assert (kinds(result), result.counts["enrolled"]) == ([], 1)
+    assert DeviceRecord.from_bytes(table.data["phone-0007"]).device_key == device_key("phone-0007").hex()
+
+
 def test_first_enrolment_pins_the_key_repeats_are_no_ops_and_keys_never_reach_dead_letters() -> None:
     table, proc = Table(), processor()
     first = table.run(proc, [enrolment_raw("pc-1"), enrolment_raw("pc-1")])

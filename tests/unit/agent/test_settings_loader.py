@@ -116,6 +116,14 @@ def test_bad_files_are_a_value_error_like_the_reference(tmp_path: Path, content:
     assert _both({}, toml) == (ValueError, ValueError)
 
 
+def test_an_agent_cannot_be_configured_under_an_mdm_pseudonym(tmp_path: Path) -> None:
+    """The server refuses such an enrolment anyway; the agent says why at start, not in a dead letter."""
+    toml = tmp_path / "agent.toml"
+    toml.write_text('[identity]\ndevice_id = "mdm-0123456789abcdef0123456789abcdef"\n')
+    with pytest.raises(ValueError, match="MDM bridge's pseudonyms"):
+        load_agent_settings(toml)
+
+
 def test_missing_file_is_reported() -> None:
     with pytest.raises(FileNotFoundError):
         load_agent_settings(Path("/nonexistent/agent.toml"))
