@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -86,11 +87,16 @@ def identity_from_claims(claims: Mapping[str, Any], settings: OidcSettings) -> I
             for v in _claim_values(claims, settings.department_claim)
             if v in settings.departments
         )
-    name = next(
-        (str(claims[k]) for k in ("name", "preferred_username", "email") if isinstance(claims.get(k), str)),
-        str(claims["sub"]),
-    )
+    names = (visible_text(claims[k]) for k in settings.name_claims if isinstance(claims.get(k), str))
+    name = next((n for n in names if n), visible_text(str(claims["sub"])))
     return Identity(str(claims["iss"]), str(claims["sub"]), name, role, sites, departments)
+
+
+def visible_text(value: str) -> str:
+    """``value`` without control, format and unassigned characters, whitespace collapsed: a name shown on a
+    ticket history cannot reorder itself (U+202E) or hide characters to pass for someone else's."""
+    kept = "".join(c if unicodedata.category(c)[0] != "C" else " " for c in value)
+    return " ".join(kept.split())
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,13 @@ class OidcSettings(_Frozen):
     )
     department_claim: str | None = Field(default=None, description="claim narrowing the scope to departments")
     departments: dict[str, str] = Field(default_factory=dict, description="claim value -> department")
+    name_claims: list[str] = Field(
+        default=["preferred_username", "email"],
+        description=(
+            "claims naming the person on ticket histories, first present wins (else the subject); add "
+            '"name" only where people cannot edit it, or anyone could act under a colleague\'s name'
+        ),
+    )
     clock_skew_s: Annotated[int, Field(ge=0, le=300)] = 60
     metadata_cache_s: Annotated[int, Field(ge=60)] = 3600
     allow_insecure_http: bool = Field(

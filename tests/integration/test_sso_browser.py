@@ -29,7 +29,7 @@ from tests.harness import STATE, free_port, served
 from tests.integration.test_oidc_keycloak import PASSWORDS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-ACTOR = "Anna Berger"  # the display name Keycloak asserts (realm file)
+ACTOR = "anna"  # the username Keycloak asserts as preferred_username (realm file)
 
 
 def allow_redirects(keycloak_url: str, base: str) -> None:

@@ -77,6 +77,7 @@ def claims(**overrides: Any) -> dict[str, Any]:
         "iat": NOW - 5,
         "nonce": "n-123",
         "name": "Anna Berger",
+        "preferred_username": "anna",
         "groups": ["fp-managers", "site-rathaus"],
     }
     base.update(overrides)
@@ -98,7 +99,7 @@ def test_valid_token_gives_claims_and_identity(provider: FakeProvider) -> None:
     validated = relying_party.validate_id_token(provider.sign(claims()), nonce="n-123")
     identity = identity_from_claims(validated, relying_party.settings)
     assert identity is not None
-    assert (identity.issuer, identity.subject, identity.display_name) == (ISSUER, "f3c1-subject", "Anna Berger")
+    assert (identity.issuer, identity.subject, identity.display_name) == (ISSUER, "f3c1-subject", "anna")
     assert identity.role == "fleet_manager"
     assert identity.sites == frozenset({"Rathaus"})
     assert not identity.all_sites
@@ -242,3 +243,20 @@ def test_an_endless_provider_answer_is_cut_off(provider: FakeProvider) -> None:
     relying_party._http = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(200, content=endless())))
     with pytest.raises(OidcUnavailable, match="AnswerTooLarge"):
         relying_party.metadata()
+
+
+def test_attack_a_self_edited_display_name_does_not_become_the_actor(provider: FakeProvider) -> None:
+    """Many providers let people edit their own ``name``: Anna renames herself "Carla Novak" and approves
+    tickets. Histories name her by the provider-controlled username unless IT opts into ``name``, and no
+    claim can reorder or hide characters to pass for someone else."""
+    relying_party = rp(provider)
+    spoofed = claims(name="Carla Novak")
+    assert identity_from_claims(spoofed, relying_party.settings).display_name == "anna"  # type: ignore[union-attr]
+    reordered = claims(preferred_username="\u202eallrac\u200b\n", email="anna@rathaus.example")
+    assert identity_from_claims(reordered, relying_party.settings).display_name == "allrac"  # type: ignore[union-attr]
+    hidden = claims(preferred_username="\u200b\u202e\x00", email="anna@rathaus.example")
+    assert identity_from_claims(hidden, relying_party.settings).display_name == "anna@rathaus.example"  # type: ignore[union-attr]
+    bare = {k: v for k, v in claims().items() if k not in ("preferred_username", "email")}
+    assert identity_from_claims(bare, relying_party.settings).display_name == "f3c1-subject"  # type: ignore[union-attr]
+    directory_names = rp(provider, name_claims=["name", "preferred_username"]).settings
+    assert identity_from_claims(spoofed, directory_names).display_name == "Carla Novak"  # type: ignore[union-attr]
