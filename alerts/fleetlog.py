@@ -36,7 +36,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from fleetpulse.alerts.store.audit import AuditContext, AuditKind, stage
-from fleetpulse.alerts.store.models import FailureReport, FeatureLogRow, TicketRow
+from fleetpulse.alerts.store.models import Device, FailureReport, FeatureLogRow, TicketRow
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.contract.v1 import Component, FeatureLogRecord, TicketState
 
@@ -223,9 +223,15 @@ class FleetLog:
     def labels(self) -> tuple[dict[LabelKey, ComponentLabel], dict[str, date]]:
         return combine(self.outcomes())
 
-    def feature_rows(self, component: Component, since: date | None = None) -> list[FeatureLogRow]:
-        """The feature log of ``component`` (oldest first), optionally from ``since``."""
+    def feature_rows(
+        self, component: Component, since: date | None = None, registered_only: bool = True
+    ) -> list[FeatureLogRow]:
+        """The feature log of ``component`` (oldest first), optionally from ``since``; by default of the
+        devices in IT's register only: an agent can enrol any new id and report anything about it, but
+        cannot register it, so ids minted to outvote the fleet never reach training."""
         query = select(FeatureLogRow).where(FeatureLogRow.component == component.value)
+        if registered_only:
+            query = query.where(FeatureLogRow.device_id.in_(select(Device.device_id)))
         if since is not None:
             query = query.where(FeatureLogRow.day >= since)
         with self.store.session() as session:

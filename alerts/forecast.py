@@ -38,6 +38,7 @@ from fleetpulse.models.forecast_rows import (
     calibration_stratum,
 )
 from fleetpulse.models.forecast_settings import ForecastSettings
+from fleetpulse.models.state import MAX_DISKS
 
 if TYPE_CHECKING:
     from fleetpulse.alerts.api.auth import Principal
@@ -62,7 +63,11 @@ def _latest_parts(
     sites: Collection[str] | None = None,
     departments: Collection[str] | None = None,
 ) -> list[tuple[tuple[str, str, str], PartRisk]]:
-    """(device id, component, component id) and part of the newest score in ``[since, until)``."""
+    """(device id, component, component id) and part of the newest score in ``[since, until)``.
+
+    At most :data:`~fleetpulse.models.state.MAX_DISKS` parts of a kind per device, the most recently scored:
+    the worker tracks no more, and a PC inventing fresh disk serials must not order parts by the thousand.
+    """
     newer = [RiskPoint.at >= since] + ([RiskPoint.at < until] if until is not None else [])
     newest = (
         select(
@@ -93,13 +98,19 @@ def _latest_parts(
     if departments is not None:
         query = query.where(Device.department.in_(sorted(departments)))
     seen: set[tuple[str, str, str]] = set()
+    per_device: dict[tuple[str, str], int] = {}
     parts = []
     with store.session() as session:
-        for point, device in session.execute(query):
+        rows = sorted(session.execute(query), key=lambda row: row[0].at, reverse=True)
+        for point, device in rows:
             key = (point.device_id, point.component, point.component_id)
             if key in seen:  # two points at the same instant: count the part once
                 continue
             seen.add(key)
+            kind = (point.device_id, point.component)
+            per_device[kind] = per_device.get(kind, 0) + 1
+            if per_device[kind] > MAX_DISKS:
+                continue
             parts.append(
                 (
                     key,

@@ -184,7 +184,7 @@ def register(app: typer.Typer) -> None:
         if note and not override:
             raise typer.BadParameter("--reason is for --override")
         try:
-            wins, evidence = promotion_check(directory, artifact_id, key)
+            wins, evidence, digests = promotion_check(directory, artifact_id, key)
         except (PromotionRefused, ArtifactError) as exc:
             typer.echo(f"REFUSED: {exc}", err=True)
             raise typer.Exit(1) from None
@@ -200,7 +200,11 @@ def register(app: typer.Typer) -> None:
             store.audit.record(kind, AuditActor.local(getpass.getuser(), "operator"), source="cli", payload=payload)
         finally:
             store.close()
-        previous = make_champion(directory, artifact_id, key)
+        try:
+            previous = make_champion(directory, artifact_id, key, digests)
+        except ArtifactError as exc:  # its files changed after the gate judged them
+            typer.echo(f"REFUSED: {exc}", err=True)
+            raise typer.Exit(1) from None
         verdict = "wins" if wins else "OVERRIDDEN"
         typer.echo(f"{artifact_id} is the disk champion ({verdict}: {evidence}); {previous} is now a challenger")
 

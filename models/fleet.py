@@ -11,7 +11,12 @@ regression on the fleet's rows (:func:`stack_features`). With no fleet signal it
 the champion's ranking; where the fleet's outcomes disagree with the champion, it follows them.
 A drive alarm (``critical_signs``) that the champion turns into a critical risk whatever its
 model says is handed to the fitted layer instead only when the training rows show it on at
-least :data:`MIN_SIGN_COMPONENTS` components -- enough to weigh it; rarer alarms keep the override.
+least :data:`MIN_SIGN_DEVICES` devices -- enough to weigh it; rarer alarms keep the override.
+
+One device, one voice: any PC can report what it likes about its own disks, so the rows come only
+from devices in IT's register (an agent cannot mint them), a device logging more disks than a
+device state tracks (:data:`~fleetpulse.models.state.MAX_DISKS`: rotated serials) is left out
+whole, and alarms are counted per device, so no single device can teach the layer to ignore one.
 
 Protocol (Backblaze's, on the fleet's time axis): labels as known at the cut-off train the
 challenger on the days before it (a row is positive when its component fails within
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import shutil
 from collections.abc import Sequence
@@ -44,13 +50,16 @@ from fleetpulse.models.evaluation import CAPS, DriveScores, detection_at_far, pa
 from fleetpulse.models.features import DISK_FEATURES, GROWTH_COUNTERS
 from fleetpulse.models.index import METADATA_FILE, ArtifactError
 from fleetpulse.models.rules import NVME_SPARE_MARGIN_PCT, RISK_CRITICAL, critical_signs
+from fleetpulse.models.state import MAX_DISKS
 from fleetpulse.models.threads import single_thread
+
+log = logging.getLogger(__name__)
 
 FLEET_KIND = "fleet-stacked"
 MODEL_NAME = "disk-fleet"
 HORIZON_DAYS = 30
-MIN_SIGN_COMPONENTS = 20
-"""Training components showing a drive alarm before the fitted layer, not the override, weighs it."""
+MIN_SIGN_DEVICES = 20
+"""Training devices showing a drive alarm before the fitted layer, not the override, weighs it."""
 SIGNS = ("smart_failed", "critical_warning", "media_errors", "spare_margin_pct")
 STACK_FEATURES: tuple[str, ...] = (
     "champion_logit",
@@ -164,12 +173,23 @@ class FleetRows:
     day: np.ndarray  # date ordinals
     component: np.ndarray  # index into keys
     keys: list[LabelKey]
+    left_out: dict[str, int] = field(default_factory=dict)
+    """Devices left out for logging more components than a device state tracks, with their count."""
 
     @classmethod
     def from_log(cls, rows: Sequence[LoggedRow]) -> FleetRows:
         last: dict[tuple[LabelKey, date], LoggedRow] = {}
+        components: dict[str, set[tuple[str, str]]] = {}
         for row in rows:
             last[((row.device_id, row.component, row.component_id), row.day)] = row
+            components.setdefault(row.device_id, set()).add((row.component, row.component_id))
+        left_out = {device: len(c) for device, c in components.items() if len(c) > MAX_DISKS}
+        if left_out:
+            log.warning(
+                "devices left out of fleet training: more components than a device tracks",
+                extra={"fields": {"devices": len(left_out), "examples": sorted(left_out)[:5]}},
+            )
+            last = {k: row for k, row in last.items() if k[0][0] not in left_out}
         keys: dict[LabelKey, int] = {}
         features, days, owners = [], [], []
         for (key, day), row in sorted(last.items(), key=lambda item: (item[0][1], item[0][0])):
@@ -182,6 +202,7 @@ class FleetRows:
             np.asarray(days, dtype=np.int64),
             np.asarray(owners, dtype=np.int64),
             list(keys),
+            left_out,
         )
 
 
@@ -256,7 +277,8 @@ def train_fleet_challenger(
     learned = tuple(
         sign
         for sign in SIGNS
-        if len({int(rows.component[i]) for i in np.flatnonzero(fit) if sign in signs[i]}) >= MIN_SIGN_COMPONENTS
+        if len({rows.keys[int(rows.component[i])][0] for i in np.flatnonzero(fit) if sign in signs[i]})
+        >= MIN_SIGN_DEVICES
     )
     layer = LogisticRegression(C=1.0, max_iter=2000)
     with single_thread():
@@ -318,6 +340,7 @@ def train_fleet_challenger(
             "healthy_disks": len(held_out_champion.negative),
         },
         "learned_signs": list(learned),
+        "left_out_devices": len(rows.left_out),
         "comparison": comparison,
         "gate": gate_cap,
         "wins": comparison[gate_cap]["difference_low"] > 0.0,
@@ -380,6 +403,10 @@ def report_markdown(report: dict[str, Any]) -> str:
         )
     verdict = "wins" if report["wins"] else "does not win"
     lines += ["", f"Gate ({report['gate']}): the challenger {verdict} (lower end of the interval above zero)."]
+    if report.get("left_out_devices"):
+        lines.append(
+            f"Left out: {report['left_out_devices']} devices that logged more disks than a device tracks ({MAX_DISKS})."
+        )
     if report["learned_signs"]:
         lines.append(f"Drive alarms weighed by the fleet's outcomes instead of overriding: {report['learned_signs']}.")
     return "\n".join(lines) + "\n"
@@ -413,8 +440,9 @@ def adopt_champion(registry_dir: Path, source_dir: Path, key: bytes | None) -> s
     return champion
 
 
-def promotion_verdict(scorer: TrainedDiskScorer) -> tuple[bool, str]:
-    """Whether the gate lets ``scorer`` become champion, and the evidence in words."""
+def promotion_verdict(scorer: TrainedDiskScorer, champion: str) -> tuple[bool, str]:
+    """Whether the gate lets ``scorer`` become champion in place of ``champion`` (``name:version``), and the
+    evidence in words: a win against an earlier champion is no win against this one."""
     evaluation = scorer.evaluation if isinstance(scorer, FleetDiskScorer) else {}
     if not evaluation:
         return False, f"{scorer.name}:{scorer.version} carries no fleet evaluation against the champion"
@@ -425,26 +453,40 @@ def promotion_verdict(scorer: TrainedDiskScorer) -> tuple[bool, str]:
         f"{100 * point['challenger_detection']:.1f} %, difference {100 * point['difference']:+.1f} pp "
         f"(95 % paired interval {100 * point['difference_low']:+.1f} .. {100 * point['difference_high']:+.1f})"
     )
+    if evaluation["champion"] != champion:
+        return (
+            False,
+            f"measured against {evaluation['champion']}, but the champion is now {champion}: retrain ({evidence})",
+        )
     return bool(evaluation["wins"]), evidence
 
 
-def promotion_check(registry_dir: Path, artifact_id: str, key: bytes | None) -> tuple[bool, str]:
-    """The gate's verdict on the registered disk challenger ``artifact_id``, loaded as the worker would."""
+def promotion_check(registry_dir: Path, artifact_id: str, key: bytes | None) -> tuple[bool, str, dict[str, str]]:
+    """The gate's verdict on the registered disk challenger ``artifact_id``, loaded as the worker would, and
+    the digests of the files it judged (:func:`make_champion` registers exactly those)."""
     from fleetpulse.models.index import read_registry
     from fleetpulse.models.registry import load_artifact
 
     registry = read_registry(registry_dir, key)
     if artifact_id not in registry.challengers.get("disk", []):
         raise PromotionRefused(f"{artifact_id} is not a registered disk challenger of {registry_dir}")
-    return promotion_verdict(load_artifact(registry, registry_dir, artifact_id))
+    current_id = registry.champions.get("disk")
+    if current_id is None:
+        raise PromotionRefused(f"{registry_dir} has no disk champion to measure {artifact_id} against")
+    current = load_artifact(registry, registry_dir, current_id)
+    verdict = promotion_verdict(load_artifact(registry, registry_dir, artifact_id), f"{current.name}:{current.version}")
+    return (*verdict, dict(registry.digests(artifact_id)))
 
 
-def make_champion(registry_dir: Path, artifact_id: str, key: bytes | None) -> str | None:
-    """Register ``artifact_id`` as the disk champion (the previous one becomes a challenger); returns the previous."""
+def make_champion(registry_dir: Path, artifact_id: str, key: bytes | None, digests: dict[str, str]) -> str | None:
+    """Register ``artifact_id`` as the disk champion (the previous one becomes a challenger); returns the previous.
+
+    ``digests`` are those :func:`promotion_check` judged: files changed since raise ``ArtifactError``.
+    """
     from fleetpulse.contract import ScorerRole
     from fleetpulse.models.index import read_registry
     from fleetpulse.models.registry import register_artifact
 
     previous = read_registry(registry_dir, key).champions.get("disk")
-    register_artifact(registry_dir, "disk", artifact_id, ScorerRole.CHAMPION, key=key)
+    register_artifact(registry_dir, "disk", artifact_id, ScorerRole.CHAMPION, key=key, digests=digests)
     return previous

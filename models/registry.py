@@ -179,11 +179,13 @@ def register_artifact(
     role: ScorerRole,
     keep_challengers: int = 2,
     key: bytes | None = None,
+    digests: dict[str, str] | None = None,
 ) -> Registry:
-    """Record ``artifact_id`` with the digests of its files as they are now (just written by training);
-    a new champion demotes the previous one to challenger."""
+    """Record ``artifact_id`` with ``digests``, or the digests of its files as they are now (just written by
+    training); a new champion demotes the previous one to challenger. The files must match ``digests``:
+    promoting passes the ones the gate checked, so no edit made since is signed into the index."""
     registry = read_registry(registry_dir, key)
-    digests = artifact_digests(artifact_dir(registry_dir, artifact_id))
+    digests = digests if digests is not None else artifact_digests(artifact_dir(registry_dir, artifact_id))
     load_disk_scorer(registry_dir / artifact_id, digests)  # never register what cannot be served
     registry.artifacts[artifact_id] = digests
     challengers = [c for c in registry.challengers.get(component, []) if c != artifact_id]

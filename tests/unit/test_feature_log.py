@@ -10,13 +10,15 @@ import pytest
 from pydantic import ValidationError
 
 from fleetpulse.alerts.fleetlog import ComponentLabel, FleetLog, Outcome, combine, row_label, ticket_fact
+from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.audit import AuditActor, AuditContext
 from fleetpulse.alerts.store.repository import TicketStore
+from fleetpulse.alerts.tickets import TicketService
 from fleetpulse.contract import Component, FeatureLogReason, FeatureLogRecord, RiskScore, ScorerRole, decode, encode
 from fleetpulse.contract.v1 import FEATURE_LOG_MAX_FEATURES
 from fleetpulse.models.registry import rule_scorers
 from fleetpulse.streams.featurelog import log_reason, logged_values
-from tests.alerts_support import store, store_url
+from tests.alerts_support import make_inventory, store, store_url
 from tests.unit.test_stream_processing import NOW, Table, inventory_raw, processor, report, report_raw
 
 __all__ = ["store", "store_url"]  # fixtures
@@ -148,6 +150,8 @@ def test_store_keeps_first_daily_row_and_every_threshold_row(store: TicketStore)
     crossing = record(day=DAY0 + timedelta(hours=4), reason=FeatureLogReason.THRESHOLD, risk=0.9)
     assert log.record_features([daily, later_same_day, crossing]) == 2
     assert log.record_features([daily, crossing]) == 0  # redelivered
+    assert log.feature_rows(Component.DISK) == []  # pc-1 is not in IT's register: never trained on
+    TicketService(store, AlertSettings()).apply_inventory(make_inventory("pc-1"))
     rows = log.feature_rows(Component.DISK)
     assert [(r.reason, r.risk) for r in rows] == [("daily", 0.2), ("threshold", 0.9)]
     assert rows[0].features == {"media_errors": 3.0, "media_errors_delta_7d": 2.0}

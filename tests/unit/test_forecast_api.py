@@ -190,3 +190,22 @@ def test_starting_the_api_loads_no_numeric_library() -> None:
     the request-body memory test measures the server as it starts."""
     loaded = modules_loaded_by("from fleetpulse.alerts.api import create_app\n")
     assert not {"numpy", "scipy", "sklearn", "pandas"} & {name.split(".")[0] for name in loaded}
+
+
+def test_attack_a_pc_inventing_disk_serials_orders_no_more_parts_than_it_can_hold(store_url: str) -> None:
+    """A PC reports a fresh disk serial every few minutes, each scored once (never alerted): every one used
+    to count as a part, 1,600 'disks' from one PC in a day. A device counts at most the disks it is tracked
+    with, the most recently scored."""
+    from fleetpulse.alerts.forecast import fleet_forecast
+    from fleetpulse.models.state import MAX_DISKS
+
+    store = TicketStore.open(store_url)
+    try:
+        svc = TicketService(store, settings_for(store_url))
+        svc.apply_inventory(make_inventory("pc-1", site="Town Hall"))
+        invented = [score("pc-1", 0.5, component_id=f"evil-{n}", age=timedelta(minutes=n)) for n in range(200)]
+        svc.record_scores(invented)
+        disk = next(r for r in fleet_forecast(store, ForecastSettings(), NOW) if r.component is Component.DISK)
+    finally:
+        store.close()
+    assert disk.parts == MAX_DISKS

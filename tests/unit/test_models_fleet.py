@@ -26,12 +26,15 @@ from fleetpulse.models.fleet import (
     FleetRows,
     adopt_champion,
     component_scores,
+    make_champion,
+    promotion_check,
     publish_fleet_model,
     row_labels,
     served_risk,
     stack_features,
+    train_fleet_challenger,
 )
-from fleetpulse.models.index import artifact_dir, read_registry
+from fleetpulse.models.index import ArtifactError, artifact_dir, read_registry
 from fleetpulse.models.registry import load_artifact, register_artifact
 from fleetpulse.models.rules import RISK_CRITICAL
 from fleetpulse.models.settings import SHIPPED_REGISTRY
@@ -94,11 +97,11 @@ def champion() -> Any:
     return load_artifact(registry, SHIPPED_REGISTRY, registry.champions["disk"])
 
 
-def fleet_challenger(champion: Any, registry_dir: Path, wins: bool) -> str:
+def fleet_challenger(champion: Any, registry_dir: Path, wins: bool, seed: int = 0) -> str:
     """A real fleet artifact (fitted on synthetic rows) with a stated evaluation, registered as challenger."""
     from sklearn.linear_model import LogisticRegression
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     layer = LogisticRegression().fit(rng.normal(size=(40, len(STACK_FEATURES))), np.arange(40) % 2)
     point = {
         "false_alarm_rate": 0.01,
@@ -177,6 +180,32 @@ def test_promotion_gate_refuses_a_loser_and_audits_an_override(champion: Any, tm
     assert unknown.exit_code == 1
 
 
+def test_attack_files_edited_after_the_gate_are_never_signed_into_the_index(champion: Any, tmp_path: Path) -> None:
+    """Someone who can write the registry folder but has no signing key edits the challenger's stored alert
+    threshold to 1.0 (disk alerts off) between the gate's check and the promotion: the promotion is refused."""
+    artifact = fleet_challenger(champion, tmp_path, wins=True)
+    wins, _, digests = promotion_check(tmp_path, artifact, None)
+    assert wins
+    meta_file = tmp_path / artifact / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    meta["operating_points"]["30"]["cap 1%"]["threshold"] = 1.0
+    meta_file.write_text(json.dumps(meta))
+    before = read_registry(tmp_path).champions["disk"]
+    with pytest.raises(ArtifactError):
+        make_champion(tmp_path, artifact, None, digests)
+    assert read_registry(tmp_path).champions["disk"] == before
+
+
+def test_a_win_against_an_earlier_champion_is_no_win_against_the_current_one(champion: Any, tmp_path: Path) -> None:
+    first = fleet_challenger(champion, tmp_path, wins=True)
+    second = fleet_challenger(champion, tmp_path, wins=True, seed=1)  # both measured against the shipped champion
+    wins, _, digests = promotion_check(tmp_path, first, None)
+    make_champion(tmp_path, first, None, digests)
+    wins, evidence, _ = promotion_check(tmp_path, second, None)
+    assert not wins
+    assert "retrain" in evidence
+
+
 def test_worker_serves_a_promoted_champion_without_restart_and_keeps_verified_models_on_tampering(
     champion: Any, tmp_path: Path
 ) -> None:
@@ -212,3 +241,57 @@ def test_worker_serves_a_promoted_champion_without_restart_and_keeps_verified_mo
     index.write_text(index.read_text() + "\n")
     assert asyncio.run(worker.reload_models(settings, watch)) is False
     assert next(s for s in worker.processor.scorers.champions if s.component is Component.DISK) is disk
+
+
+def _fleet_log(champion: Any, attacker: list[Row]) -> tuple[FleetRows, list[Outcome]]:
+    """400 honest disks on 400 devices over 240 days, 60 failing with growing sectors (10 of them declaring
+    SMART failure in their last 10 days); plus ``attacker``'s rows."""
+    rng = np.random.default_rng(1)
+    base = dict(zip(DISK_FEATURES, champion.reference.tolist(), strict=True))
+    base.update(smart_failed=0.0, critical_warning=0.0, media_errors=0.0, spare_margin_pct=50.0, history_days=100.0)
+    rows, outcomes = [], []
+    for c in range(400):
+        fail_day = D0 + timedelta(days=int(rng.integers(40, 240))) if c < 60 else None
+        for d in range(0, 240, 3):
+            day = D0 + timedelta(days=d)
+            if fail_day and day > fail_day:
+                break
+            features = dict(base)
+            if fail_day and (left := (fail_day - day).days) <= 30:
+                grow = 30 - left
+                features.update(smart_5=8.0 * grow, smart_5_delta_7d=20.0, smart_5_delta_30d=8.0 * grow)
+                features.update(smart_5_growth_days_30d=float(grow), smart_197=2.0 * grow)
+                features["smart_failed"] = 1.0 if c % 6 == 0 and left <= 10 else 0.0
+            rows.append(Row(f"pc-{c}", "disk", f"s{c}", day, features))
+        if fail_day:
+            outcomes.append(Outcome(f"pc-{c}", "disk", f"s{c}", fail_day, "failure"))
+    return FleetRows.from_log(
+        [*rows, *(Row(r.device_id, r.component, r.component_id, r.day, base | r.features) for r in attacker)]
+    ), outcomes
+
+
+def test_attack_one_pc_cannot_teach_the_fleet_model_to_ignore_smart_failure(champion: Any) -> None:
+    """A PC reports, with its own genuine key, fresh SMART-failed disks every day that are never ticketed (so
+    labelled healthy). Counted per component, its alarms outvoted the fleet's ten real ones: the challenger
+    scored a SMART-failed drive 0.000 and passed the gate. Now the device is left out for logging more disks
+    than a device tracks, and an alarm needs 20 devices, so the override stays."""
+    rotating = [
+        Row("pc-evil", "disk", f"evil-{d}-{k}", D0 + timedelta(days=d), {"smart_failed": 1.0})
+        for d in range(240)
+        for k in range(8)
+    ]
+    steady = [
+        Row("pc-evil", "disk", f"evil-{k}", D0 + timedelta(days=d), {"smart_failed": 1.0})
+        for d in range(240)
+        for k in range(8)
+    ]
+    probe = np.full((1, len(DISK_FEATURES)), np.nan)
+    probe[0] = champion.reference
+    probe[0, DISK_FEATURES.index("smart_failed")] = 1.0
+    for attack, left_out in ((rotating, {"pc-evil": 1920}), (steady, {})):
+        rows, outcomes = _fleet_log(champion, attack)
+        assert rows.left_out == left_out
+        experiment = train_fleet_challenger(champion, rows, outcomes, D0 + timedelta(days=239), holdout_days=90)
+        assert experiment.challenger.learned_signs == ()
+        assert served_risk(experiment.challenger, probe)[0] >= RISK_CRITICAL
+        assert experiment.report["left_out_devices"] == len(left_out)
