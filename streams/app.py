@@ -395,7 +395,11 @@ def faust_config(settings: ServerSettings) -> dict[str, Any]:
         "producer_acks": -1,
         "key_serializer": "raw",
         "value_serializer": "raw",
-        "web_enabled": True,
+        "web_enabled": True,  # our /metrics and /health; Faust's own pages are off: its table pages
+        "web_tables_enabled": False,  # answer device records, enrolled report keys included
+        "web_router_enabled": False,
+        "web_graph_enabled": False,
+        "web_stats_enabled": False,
         "web_bind": s.web_host,
         "web_host": s.web_host,
         "web_port": s.web_port,

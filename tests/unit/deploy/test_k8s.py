@@ -252,6 +252,15 @@ def test_server_toml_is_valid_for_the_real_settings() -> None:
     assert settings.streams.partitions == retention_policy()["kafka"]["partitions"]
 
 
+def test_worker_probes_reach_the_port_the_worker_binds() -> None:
+    """The kubelet probes the pod address: a worker bound to loopback (the settings' default) fails its
+    probes and is killed every couple of minutes."""
+    (container,) = one("Deployment", "fleetpulse-worker")["spec"]["template"]["spec"]["containers"]
+    assert container["livenessProbe"]["httpGet"]["port"] == "metrics"
+    assert {"name": "metrics", "containerPort": _k8s_settings().streams.web_port} in container["ports"]
+    assert _k8s_settings().streams.web_host == "0.0.0.0"
+
+
 def test_workers_scale_on_consumer_lag() -> None:
     scaled = one("ScaledObject", "fleetpulse-worker")["spec"]
     assert scaled["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "fleetpulse-worker"}
