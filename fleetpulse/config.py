@@ -54,10 +54,11 @@ class KafkaSettings(BaseModel):
 
 
 def refuse_credentials_in_clear(url: str, field: str, sends_credentials: bool, allow_insecure: bool) -> None:
-    """Credentials go only over TLS: an http:// URL with credentials needs an explicit ``allow_insecure``."""
-    if urlsplit(url).scheme == "http" and sends_credentials and not allow_insecure:
+    """Credentials go only over TLS: any URL but https:// with credentials needs an explicit ``allow_insecure``
+    (a scheme-less ``//host`` is no exception: clients fall back to plain http for it)."""
+    if urlsplit(url).scheme.lower() != "https" and sends_credentials and not allow_insecure:
         raise ValueError(
-            f"{field} is http://: the credentials would be sent in clear; use https:// "
+            f"{field} is not https://: the credentials would be sent in clear; use https:// "
             "(or set allow_insecure = true where the traffic never leaves a protected network)"
         )
 

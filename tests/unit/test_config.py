@@ -53,6 +53,9 @@ def test_credentials_are_never_configured_to_travel_in_clear() -> None:
         lambda **kw: InfluxV1Sink(url="http://tsdb:8086", username="u", password="pw", **kw),  # type: ignore[arg-type]
         lambda **kw: InfluxSourceSettings(url="http://tsdb:8086", token="tok", **kw),  # type: ignore[arg-type]
         lambda **kw: GrafanaSettings(url="http://grafana:3000", token="tok", **kw),  # type: ignore[arg-type]
+        # scheme-less: grafana-client falls back to plain http
+        lambda **kw: GrafanaSettings(url="//grafana.example.org:3000", token="tok", **kw),  # type: ignore[arg-type]
+        lambda **kw: InfluxV2Sink(url="HTTP://tsdb:8086", token="tok", **kw),  # type: ignore[arg-type]
     ]
     for build in refused:
         with pytest.raises(ValidationError, match="clear"):
