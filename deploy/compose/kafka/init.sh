@@ -14,13 +14,14 @@ until "$bin/kafka-broker-api-versions.sh" --bootstrap-server "$bootstrap" >/dev/
     echo "waiting for kafka at $bootstrap" >&2; sleep 2
 done
 
-topic() { # name retention_days|compact
-    local name="$1" policy="$2" config
+topic() { # name retention_days|compact [max GiB per partition]
+    local name="$1" policy="$2" max_gib="${3:-}" config
     if [[ "$policy" == compact ]]; then
         config="cleanup.policy=compact,delete.retention.ms=$day_ms"
     else
         config="cleanup.policy=delete,retention.ms=$((policy * day_ms))"
     fi
+    if [[ -n "$max_gib" ]]; then config="$config,retention.bytes=$((max_gib * 1073741824))"; fi
     local create_args=()
     IFS=, read -ra pairs <<<"$config"
     for pair in "${pairs[@]}"; do create_args+=(--config "$pair"); done
@@ -31,7 +32,7 @@ topic() { # name retention_days|compact
     echo "topic $name: $config"
 }
 
-topic fleetpulse.health.v1 7
+topic fleetpulse.health.v1 7 4
 topic fleetpulse.mobile.v1 7
 topic fleetpulse.inventory.v1 compact
 topic fleetpulse.scores.v1 7
@@ -39,11 +40,14 @@ topic fleetpulse.alerts.v1 30
 topic fleetpulse.labels.v1 365
 topic fleetpulse.features.v1 30
 topic fleetpulse.control.v1 30
-topic fleetpulse.deadletter.v1 14
+topic fleetpulse.deadletter.v1 14 1
 
 password="$(cat /run/secrets/kafka_agent_password)"
 "$bin/kafka-configs.sh" --bootstrap-server "$bootstrap" --alter --entity-type users --entity-name fleetpulse-agent \
     --add-config "SCRAM-SHA-512=[iterations=8192,password=$password]" >/dev/null
+# every PC shares this user: its quota (per broker) bounds what one PC's flood can take from the others
+"$bin/kafka-configs.sh" --bootstrap-server "$bootstrap" --alter --entity-type users --entity-name fleetpulse-agent \
+    --add-config "producer_byte_rate=1048576" >/dev/null
 "$bin/kafka-acls.sh" --bootstrap-server "$bootstrap" --add --allow-principal User:fleetpulse-agent \
     --operation Write --operation Describe --topic fleetpulse.health.v1 >/dev/null
 # earlier setups also let agents write these: an agent could then pose as the MDM bridge or as IT's inventory

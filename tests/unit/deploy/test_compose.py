@@ -120,9 +120,12 @@ def test_secrets_are_files_never_inline() -> None:
     assert (COMPOSE_DIR / ".gitignore").read_text(encoding="utf-8").split() == [".env", "secrets/"]
 
 
-def _init_topics() -> dict[str, str]:
+def _init_topics() -> dict[str, tuple[str, str]]:
+    """Per topic: its retention argument and its size bound in GiB per partition ('' when unbounded)."""
     script = (COMPOSE_DIR / "kafka" / "init.sh").read_text(encoding="utf-8")
-    return dict(re.findall(r"^topic (\S+) (\S+)$", script, re.MULTILINE))
+    return {
+        name: (policy, gib) for name, policy, gib in re.findall(r"^topic (\S+) (\S+)(?: (\d+))?$", script, re.MULTILINE)
+    }
 
 
 def test_kafka_init_applies_the_retention_policy() -> None:
@@ -131,10 +134,16 @@ def test_kafka_init_applies_the_retention_policy() -> None:
     assert set(topics) == set(policy) == set(Topics().all())
     for name, rule in policy.items():
         expected = "compact" if rule["cleanup_policy"] == "compact" else str(rule["retention_days"])
-        assert topics[name] == expected, name
+        assert topics[name] == (expected, str(rule.get("max_gib_per_partition", ""))), name
     assert SERVICES["kafka-init"]["environment"]["FLEETPULSE_PARTITIONS"] == str(
         retention_policy()["kafka"]["partitions"]
     )
+
+
+def test_the_shared_agent_user_has_a_produce_quota() -> None:
+    """Every PC authenticates as one user: without a quota one PC's flood takes the broker's whole bandwidth."""
+    script = (COMPOSE_DIR / "kafka" / "init.sh").read_text(encoding="utf-8").replace("\\\n", " ")
+    assert re.search(r"--entity-name fleetpulse-agent\s+--add-config \"producer_byte_rate=\d+\"", script)
 
 
 def test_agents_may_write_the_health_topic_only() -> None:

@@ -192,14 +192,20 @@ def test_topics_follow_the_retention_policy() -> None:
             assert "retention.ms" not in config
         else:
             assert config["retention.ms"] == rule["retention_days"] * DAY_MS, name
+        assert config.get("retention.bytes") == (
+            rule["max_gib_per_partition"] * 2**30 if "max_gib_per_partition" in rule else None
+        ), name
+    assert "max_gib_per_partition" in policy["topics"][Topics().health], "the topic any PC can fill is bounded in size"
 
 
 def test_documented_retention_matches_policy() -> None:
     doc = (DEPLOY / "production.md").read_text(encoding="utf-8")
     for name, rule in retention_policy()["kafka"]["topics"].items():
         (line,) = [row for row in doc.splitlines() if row.startswith(f"| Kafka `{name}`")]
-        expected = "compacted" if rule["retention_days"] is None else f"| {rule['retention_days']} days |"
+        expected = "compacted" if rule["retention_days"] is None else f"| {rule['retention_days']} days"
         assert expected in line, line
+        if "max_gib_per_partition" in rule:
+            assert f"at most {rule['max_gib_per_partition']} GiB per partition" in line, line
     assert f"| {retention_policy()['influxdb']['retention_days']} days |" in doc
 
 
