@@ -213,27 +213,46 @@ def test_app_services_get_valid_settings(service: str, monkeypatch: pytest.Monke
             monkeypatch.setenv(name, re.sub(r"\$\{\w+(:[?-][^}]*)?\}", "dummy", str(value)))
     mounted = tmp_path / "secrets"  # the secret files compose mounts in FLEETPULSE_SECRETS_DIR, as dummies
     mounted.mkdir()
-    for secret in SERVICES[service]["secrets"]:
+    for secret in SERVICES[service].get("secrets", []):
         target = Path(secret["target"])
         assert target.parent == Path(env["FLEETPULSE_SECRETS_DIR"])
         (mounted / target.name).write_text(f"{MOUNTED_SECRET}\n", encoding="utf-8")
     settings = load_settings(ServerSettings, COMPOSE_DIR / "server.toml", [mounted])
     assert settings.alerts.store_url == "postgresql+psycopg://fleetpulse:dummy@postgres:5432/fleetpulse"
     assert settings.streams.tsdb.kind == "influxdb2"
-    assert settings.streams.tsdb.token.get_secret_value() == MOUNTED_SECRET
-    assert settings.grafana.rollup.influx.token is not None
-    assert settings.grafana.rollup.influx.token.get_secret_value() == MOUNTED_SECRET
     assert settings.grafana.rollup.influx.url == "http://influxdb:8086"
+    # the InfluxDB token (all-access) only where InfluxDB is used: never in the API the reverse proxy exposes
+    writes = settings.streams.tsdb.token.get_secret_value()
+    reads = settings.grafana.rollup.influx.token
+    assert writes == (MOUNTED_SECRET if service == "worker" else "")
+    assert (reads.get_secret_value() if reads else None) == (MOUNTED_SECRET if service == "rollup" else None)
     assert {c["target"] for c in SERVICES[service]["configs"]} == {"/etc/fleetpulse/server.toml"}
     if service == "api":  # single sign-on's client secret and the cookie key arrive as files
         assert_sso_secrets_are_the_mounted_files(settings)
 
 
-def test_the_api_trusts_forwarded_addresses_from_the_backend_gateway_only() -> None:
+def test_the_api_trusts_forwarded_addresses_from_its_network_gateway_only() -> None:
     """The audit trail and login throttle see the person's address, not the reverse proxy's."""
     settings = load_settings(ServerSettings, COMPOSE_DIR / "server.toml")
-    (ipam,) = COMPOSE["networks"]["backend"]["ipam"]["config"]
+    assert SERVICES["api"]["networks"] == ["frontend"]
+    (ipam,) = COMPOSE["networks"]["frontend"]["ipam"]["config"]
     assert [str(net) for net in settings.alerts.api.limits.trusted_proxies] == [f"{ipam['gateway']}/32"]
+
+
+def test_exposed_services_cannot_reach_kafkas_unauthenticated_listener_or_influxdb() -> None:
+    """Kafka's internal listener trusts its clients as super users: a compromised API or Grafana on its
+    network could re-enrol any device's key on the control topic, so neither shares it."""
+
+    def networks(name: str) -> set[str]:
+        return set(SERVICES[name].get("networks", []))
+
+    assert networks("kafka") == {"backend"}
+    exposed = [name for name, service in SERVICES.items() if service.get("ports") and name != "kafka"]
+    assert sorted(exposed) == ["api", "grafana"]
+    for name in exposed:
+        assert not networks(name) & networks("kafka"), name
+    assert not networks("api") & networks("influxdb")
+    assert all(networks(name) for name in SERVICES), "every service names its networks"
 
 
 def test_every_service_bounds_its_logs() -> None:
