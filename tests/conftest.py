@@ -58,7 +58,8 @@ def influxdb1_url() -> str:
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
     run_stack("start", "postgres")
-    return f"postgresql+psycopg://fleetpulse@127.0.0.1:{PORTS['postgres']}/fleetpulse"
+    password = (STATE / "postgres" / "password").read_text().strip()  # made by stack.sh, readable by us only
+    return f"postgresql+psycopg://fleetpulse:{password}@127.0.0.1:{PORTS['postgres']}/fleetpulse"
 
 
 @pytest.fixture(scope="session")

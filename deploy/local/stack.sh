@@ -176,18 +176,34 @@ start_postgres() {
     mkdir -p "$dir"
     local run=()
     if [[ "$(id -u)" == 0 ]]; then chown postgres:postgres "$dir"; run=(runuser -u postgres --); fi
+    # The superuser's password, readable by this user only (a trusting server on 127.0.0.1 would let any
+    # local user in as superuser, and on to the postgres account's shell through COPY ... FROM PROGRAM).
+    local password_file="$dir/password"
+    if [[ ! -s "$password_file" ]]; then
+        (umask 077; head -c 32 /dev/urandom | base64 | tr -d '/+=\n' >"$password_file")
+    fi
+    if [[ "$(id -u)" == 0 ]]; then chown postgres:postgres "$password_file"; fi
     if [[ -f "$dir/data/postmaster.pid" ]] && "${run[@]}" "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
-        log "postgres already running (port $pg_port)"; return 0
+        log "postgres already running (port $pg_port)"
+    else
+        if [[ ! -f "$dir/data/PG_VERSION" ]]; then
+            "${run[@]}" "$bin/initdb" -D "$dir/data" -U fleetpulse --auth=scram-sha-256 --pwfile="$password_file" \
+                -E UTF8 >/dev/null
+        fi
+        local options="-p $pg_port -k $dir -c listen_addresses=127.0.0.1 -c unix_socket_permissions=0700"
+        "${run[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 -o "$options" start >/dev/null
     fi
-    if [[ ! -f "$dir/data/PG_VERSION" ]]; then
-        "${run[@]}" "$bin/initdb" -D "$dir/data" -U fleetpulse --auth=trust -E UTF8 >/dev/null
+    if grep -qE '^(local|host)\s.*\strust$' "$dir/data/pg_hba.conf"; then # made by an older version of this script
+        "${run[@]}" "$bin/psql" -h 127.0.0.1 -p "$pg_port" -U fleetpulse -d postgres -q \
+            <<<"ALTER ROLE fleetpulse PASSWORD '$(cat "$password_file")'"
+        sed -i -E 's/^((local|host)\s.*\s)trust$/\1scram-sha-256/' "$dir/data/pg_hba.conf"
+        "${run[@]}" "$bin/pg_ctl" -D "$dir/data" reload >/dev/null
+        log "postgres: password authentication instead of trust"
     fi
-    "${run[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
-        -o "-p $pg_port -k $dir -c listen_addresses=127.0.0.1" start >/dev/null
-    "${run[@]}" "$bin/psql" -h 127.0.0.1 -p "$pg_port" -U fleetpulse -d postgres -tAc \
-        "SELECT 1 FROM pg_database WHERE datname='fleetpulse'" | grep -q 1 ||
-        "${run[@]}" "$bin/createdb" -h 127.0.0.1 -p "$pg_port" -U fleetpulse fleetpulse
-    log "postgres ready: postgresql://fleetpulse@127.0.0.1:$pg_port/fleetpulse"
+    PGPASSWORD="$(cat "$password_file")" "${run[@]}" "$bin/psql" -h 127.0.0.1 -p "$pg_port" -U fleetpulse -d postgres \
+        -tAc "SELECT 1 FROM pg_database WHERE datname='fleetpulse'" | grep -q 1 ||
+        PGPASSWORD="$(cat "$password_file")" "${run[@]}" "$bin/createdb" -h 127.0.0.1 -p "$pg_port" -U fleetpulse fleetpulse
+    log "postgres ready: postgresql://fleetpulse:<$password_file>@127.0.0.1:$pg_port/fleetpulse"
 }
 
 stop_postgres() {
@@ -209,21 +225,23 @@ keycloak_ready() {
     curl -sf "http://127.0.0.1:$((keycloak_port + 1))/health/ready" >/dev/null 2>&1
 }
 
-keycloak_admin_token() {
-    curl -sf --max-time 120 "http://127.0.0.1:$keycloak_port/realms/master/protocol/openid-connect/token" \
-        -d grant_type=password -d client_id=admin-cli -d username=admin \
-        --data-urlencode "password=$(cat "$1")" | python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])'
+# The admin password and token go to curl in files, never as arguments: any local user can read those (ps).
+keycloak_admin_header() { # state dir: writes <dir>/admin-header, the admin's bearer token as a curl header
+    (umask 077; curl -sf --max-time 120 "http://127.0.0.1:$keycloak_port/realms/master/protocol/openid-connect/token" \
+        -d grant_type=password -d client_id=admin-cli -d username=admin --data-urlencode "password@$1/admin-password" |
+        python3 -c 'import json, sys; print("Authorization: Bearer " + json.load(sys.stdin)["access_token"])' \
+            >"$1/admin-header")
 }
 
 keycloak_realm() { # state dir: imports the fleetpulse realm unless it exists
-    local token
-    token="$(keycloak_admin_token "$1/admin-password")"
-    if ! curl -sf --max-time 120 -o /dev/null -H "Authorization: Bearer $token" \
+    keycloak_admin_header "$1"
+    if ! curl -sf --max-time 120 -o /dev/null -H "@$1/admin-header" \
         "http://127.0.0.1:$keycloak_port/admin/realms/fleetpulse"; then
-        curl -sf --max-time 300 -o /dev/null -H "Authorization: Bearer $token" -H "Content-Type: application/json" \
+        curl -sf --max-time 300 -o /dev/null -H "@$1/admin-header" -H "Content-Type: application/json" \
             --data-binary "@$here/keycloak/fleetpulse-realm.json" "http://127.0.0.1:$keycloak_port/admin/realms"
         log "imported realm fleetpulse"
     fi
+    rm -f "$1/admin-header"
 }
 
 start_keycloak() {
