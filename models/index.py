@@ -73,14 +73,20 @@ class Registry:
     champions: dict[str, str] = field(default_factory=dict)
     challengers: dict[str, list[str]] = field(default_factory=dict)
     artifacts: dict[str, dict[str, str]] = field(default_factory=dict)
+    generation: int = 0
+    """Counts the index's writes, under its signature: a worker refuses an older index than the one it
+    serves (an old signed copy put back). Indexes written before it read as 0."""
 
     def body(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "format": REGISTRY_FORMAT,
             "champions": self.champions,
             "challengers": self.challengers,
             "artifacts": self.artifacts,
         }
+        if self.generation:  # absent from older indexes, whose signatures must keep verifying
+            body["generation"] = self.generation
+        return body
 
     def referenced(self) -> list[str]:
         ids = list(self.champions.values()) + [i for group in self.challengers.values() for i in group]
@@ -116,13 +122,16 @@ def _parse(registry_dir: Path) -> dict[str, Any] | None:
 
 
 def _structure(path: Path, data: dict[str, Any]) -> Registry:
-    champions, challengers, artifacts = (
+    champions, challengers, artifacts, generation = (
         data.get("champions", {}),
         data.get("challengers", {}),
         data.get("artifacts", {}),
+        data.get("generation", 0),
     )
     valid = (
-        isinstance(champions, dict)
+        type(generation) is int
+        and generation >= 0
+        and isinstance(champions, dict)
         and all(isinstance(v, str) for v in champions.values())
         and isinstance(challengers, dict)
         and all(isinstance(v, list) and all(isinstance(i, str) for i in v) for v in challengers.values())
@@ -134,7 +143,7 @@ def _structure(path: Path, data: dict[str, Any]) -> Registry:
     )
     if not valid:
         raise ArtifactError(f"{path}: malformed registry index")
-    return Registry(dict(champions), {k: list(v) for k, v in challengers.items()}, dict(artifacts))
+    return Registry(dict(champions), {k: list(v) for k, v in challengers.items()}, dict(artifacts), generation)
 
 
 def read_registry(registry_dir: Path, key: bytes | None = None) -> Registry:

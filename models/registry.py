@@ -50,6 +50,7 @@ from fleetpulse.models.index import (
     artifact_digests,
     artifact_dir,
     index_mac,
+    is_packaged,
     read_registry,
     signing_key,
 )
@@ -66,6 +67,8 @@ class ScorerSet:
     challengers: list[Scorer] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     """Why registered artifacts are not served (shown in the worker's start-up line)."""
+    generation: int = 0
+    """The registry index's generation these scorers were loaded from."""
 
     def score(self, states: Sequence[DeviceState], now: datetime) -> list[RiskScore]:
         """All scores for ``states``, each labelled with its scorer's role."""
@@ -134,6 +137,13 @@ def load_scorers(settings: ModelSettings) -> ScorerSet:
     except ArtifactError as exc:
         return _refused(rule_scorers(), settings.registry_dir / REGISTRY_FILE, exc)
     scorers = rule_scorers()
+    scorers.generation = registry.generation
+    if key is None and registry.champions and not is_packaged(settings.registry_dir):
+        log.warning(
+            "registry index is not signed (models.signing_key unset): whoever can write the folder chooses the "
+            "served models and their alert thresholds",
+            extra={"fields": {"registry": str(settings.registry_dir)}},
+        )
     champion_id = registry.champions.get(Component.DISK.value)
     if champion_id is not None:
         try:
@@ -163,6 +173,7 @@ def _refused(scorers: ScorerSet, what: str | Path, exc: ArtifactError) -> Scorer
 def write_registry(registry_dir: Path, registry: Registry, key: bytes | None = None) -> None:
     """Write the index atomically, signed when ``key`` is given; digests only of referenced artifacts."""
     registry.artifacts = {i: registry.artifacts[i] for i in registry.referenced() if i in registry.artifacts}
+    registry.generation += 1
     body: dict[str, Any] = registry.body()
     if key is not None:
         body["hmac"] = index_mac(registry.body(), key)

@@ -48,7 +48,14 @@ class RegistryWatch:
 
 
 def accept(current: ScorerSet, loaded: ScorerSet) -> bool:
-    """Whether ``loaded`` may replace ``current``: only when every registered artifact verified."""
+    """Whether ``loaded`` may replace ``current``: only when every registered artifact verified, from an
+    index no older than the one served (a signed old copy put back would bring back a demoted model)."""
+    if loaded.generation < current.generation:
+        log.error(
+            "registry index is older than the one served: serving the models loaded before",
+            extra={"fields": {"generation": loaded.generation, "serving_generation": current.generation}},
+        )
+        return False
     if loaded.refused:
         log.error(
             "registry changed but did not verify: serving the models loaded before",

@@ -268,3 +268,34 @@ def test_training_into_an_old_registry_stops_before_training(registry_dir: Path,
     result = CliRunner().invoke(cli_app, args)
     assert result.exit_code == 2
     assert "fleetpulse models migrate" in result.output
+
+
+def test_attack_an_old_signed_index_put_back_is_not_served(artifact_dir: Path, tmp_path: Path) -> None:
+    """Whoever can write the registry folder keeps a copy of today's signed index and puts it back after IT
+    demotes the champion: the copy verifies, but is older than the index the worker serves."""
+    from fleetpulse.streams.reload import accept
+
+    root = tmp_path / "signed"
+    shutil.copytree(artifact_dir, root / ARTIFACT)
+    register_artifact(root, "disk", ARTIFACT, ScorerRole.CHAMPION, key=KEY.encode())
+    settings = ModelSettings(registry_dir=root, signing_key=KEY)
+    old_index = (root / REGISTRY_FILE).read_bytes()
+    demoted = read_registry(root, KEY.encode())
+    demoted.champions.clear()
+    write_registry(root, demoted, KEY.encode())
+    serving = load_scorers(settings)
+    assert serving.champions[0].name == "disk-rule"
+    (root / REGISTRY_FILE).write_bytes(old_index)
+    restored = load_scorers(settings)
+    assert not restored.refused  # its signature verifies ...
+    assert restored.generation < serving.generation
+    assert not accept(serving, restored)  # ... but the worker keeps what it serves
+
+
+def test_an_index_signed_before_generations_still_verifies(registry_dir: Path) -> None:
+    index = json.loads((registry_dir / REGISTRY_FILE).read_text())
+    index.pop("generation")
+    index.pop("hmac", None)
+    index["hmac"] = registry_module.index_mac(index, KEY.encode())
+    (registry_dir / REGISTRY_FILE).write_text(json.dumps(index))
+    assert read_registry(registry_dir, KEY.encode()).generation == 0
