@@ -48,7 +48,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -88,10 +88,12 @@ from fleetpulse.models.anomaly import EXPLAINED_BY
 from fleetpulse.models.feature_cache import shared_features
 from fleetpulse.models.registry import ScorerSet
 from fleetpulse.models.state import (
+    MAX_DISKS,
     MAX_STATE_BYTES,
     DeviceState,
     apply_inventory_in_place,
     apply_report_in_place,
+    disk_key,
     fit_in_place,
     state_bytes,
 )
@@ -280,6 +282,33 @@ def mobile_refusal(record: DeviceRecord | None, report: HealthReport) -> str | N
     return None
 
 
+DISK_TURNOVER = timedelta(days=1)
+"""A device whose state tracks ``MAX_DISKS`` disks takes a new one only in place of a disk unseen this long."""
+
+
+def admitted_disks(state: DeviceState, report: HealthReport, out: BatchResult) -> HealthReport:
+    """``report`` without the new disks its device has no room for.
+
+    The state tracks at most ``MAX_DISKS`` disks and evicts the least recently seen, so a PC inventing a
+    fresh serial with every report would get each one scored, logged for training and stored as a risk
+    history: thousands of components a day. A full device takes a new disk only in place of one unseen
+    for ``DISK_TURNOVER`` (a swapped disk), and each refused disk is counted.
+    """
+    tracked = state.disks
+    if len(tracked) + len(report.disks) <= MAX_DISKS:
+        return report
+    new = [disk for disk in report.disks if disk_key(disk) not in tracked]
+    if not new:
+        return report
+    unseen_since = report.collected_at - DISK_TURNOVER
+    room = MAX_DISKS - len(tracked) + sum(1 for disk in tracked.values() if disk.last_seen < unseen_since)
+    refused = {disk_key(disk) for disk in new[max(room, 0) :]}
+    if not refused:
+        return report
+    out.counts["disk_refused_no_room"] += len(refused)
+    return report.model_copy(update={"disks": [d for d in report.disks if disk_key(d) not in refused]})
+
+
 class Processor:
     """Validates, deduplicates, folds into state, scores in batches and runs the alert policy."""
 
@@ -412,6 +441,7 @@ class Processor:
             # outcome does not depend on where batch boundaries fall
             self._score(pending, now, out)
         record = record or DeviceRecord(state=DeviceState(device_id=report.device_id))
+        report = admitted_disks(record.state, report, out)
         apply_report_in_place(record.state, report)
         if raw.topic != self._health_topic:
             record.mdm_reported_at = report.collected_at

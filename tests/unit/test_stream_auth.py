@@ -308,3 +308,36 @@ def test_an_old_replay_is_a_stale_replay_not_a_clock_error() -> None:
     table.run(proc, [report_raw(r) for r in week])
     result = table.run(proc, [report_raw(week[0])])
     assert kinds(result) == ["stale_replay"]
+
+
+def test_attack_a_pc_inventing_disk_serials_gets_no_more_disks_scored_than_it_can_hold() -> None:
+    """A PC reports fresh disk serials with every report. Each new disk used to be tracked (evicting another),
+    scored, logged for training, stored as risk history and written to the TSDB as a new series: thousands
+    a day. A full device now takes a new disk only in place of one unseen for a day, as after a swap."""
+    from fleetpulse.contract import DiskHealth
+    from fleetpulse.models.state import MAX_DISKS
+
+    table, proc = Table("pc-1"), processor()
+    genuine_history(table)
+
+    def with_disks(seq: int, at: datetime, serials: list[str]) -> HealthReport:
+        disks = [
+            DiskHealth(name=f"sd{n}", serial_hash=s, kind="hdd", smart_passed=False) for n, s in enumerate(serials)
+        ]
+        return report("pc-1", seq, at=at).model_copy(update={"disks": disks})
+
+    start = NOW - timedelta(hours=30)
+    flood = [with_disks(3 + i, start + timedelta(minutes=i), [f"x{i}-{k}" for k in range(8)]) for i in range(100)]
+    result = table.run(proc, [report_raw(r, i) for i, r in enumerate(flood)])
+    assert result.counts["accepted"] == 100
+    state = DeviceRecord.from_bytes(table.data["pc-1"]).state
+    assert len(state.disks) == MAX_DISKS
+    scored = {s.component_id for s in result.scores if s.component.value == "disk"}
+    assert len(scored) <= MAX_DISKS + 1  # the genuine disk's last score and at most the disks it has room for
+    assert result.counts["disk_refused_no_room"] == 99 * 8  # the first report's 8 took the room (sda: unseen for days)
+    series = {p.tags["disk"] for p in result.points if p.measurement == "disk"}
+    assert series == {f"x0-{k}" for k in range(8)}  # no TSDB series for the refused disks either
+
+    later = table.run(proc, [report_raw(with_disks(200, start + timedelta(days=1, hours=1), ["new-disk"]))])
+    assert later.counts["disk_refused_no_room"] == 0  # the others are unseen for a day: a swap is taken
+    assert "new-disk" in DeviceRecord.from_bytes(table.data["pc-1"]).state.disks
