@@ -160,7 +160,12 @@ def test_secrets_are_referenced_never_inlined() -> None:
         for container in spec["containers"]:
             for env in container.get("env", []):
                 if re.search(r"PASSWORD|TOKEN", env["name"]) and "value" in env:
+                    if env["name"].endswith("__FILE") and env["value"].startswith("/run/secrets/"):
+                        continue  # a path to a mounted secret
                     pytest.fail(f"{name}: {env['name']} has an inline value")
+    (grafana,) = [spec for name, spec in pod_specs() if name == "Deployment/grafana"]
+    names = {env["name"] for env in grafana["containers"][0]["env"]}
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in names, "the admin password arrives as a file"
 
 
 def test_kafka_is_kraft_with_tls_scram_and_mtls() -> None:
