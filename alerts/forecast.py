@@ -92,6 +92,7 @@ def _latest_parts(
             ),
         )
         .join(Device, Device.device_id == RiskPoint.device_id, isouter=True)
+        .order_by(RiskPoint.at.desc())  # the most recently scored parts first: they are the ones a device keeps
     )
     if sites is not None:
         query = query.where(Device.site.in_(sorted(sites)))
@@ -101,8 +102,7 @@ def _latest_parts(
     per_device: dict[tuple[str, str], int] = {}
     parts = []
     with store.session() as session:
-        rows = sorted(session.execute(query), key=lambda row: row[0].at, reverse=True)
-        for point, device in rows:
+        for point, device in session.execute(query):
             key = (point.device_id, point.component, point.component_id)
             if key in seen:  # two points at the same instant: count the part once
                 continue

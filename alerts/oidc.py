@@ -87,9 +87,14 @@ def identity_from_claims(claims: Mapping[str, Any], settings: OidcSettings) -> I
             for v in _claim_values(claims, settings.department_claim)
             if v in settings.departments
         )
+    return Identity(str(claims["iss"]), str(claims["sub"]), display_name(claims, settings), role, sites, departments)
+
+
+def display_name(claims: Mapping[str, Any], settings: OidcSettings) -> str:
+    """The person as ticket histories and the login pages name them: the first of ``name_claims`` present
+    (provider-controlled by default), else the subject, shown as :func:`visible_text`."""
     names = (visible_text(claims[k]) for k in settings.name_claims if isinstance(claims.get(k), str))
-    name = next((n for n in names if n), visible_text(str(claims["sub"])))
-    return Identity(str(claims["iss"]), str(claims["sub"]), name, role, sites, departments)
+    return next((n for n in names if n), visible_text(str(claims["sub"])))
 
 
 def visible_text(value: str) -> str:

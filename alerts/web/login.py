@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fleetpulse.alerts.api import access
 from fleetpulse.alerts.api.auth import Authenticator, AuthFailure, Principal
 from fleetpulse.alerts.api.sessions import LOGIN_COOKIE, PageSessions
-from fleetpulse.alerts.oidc import OidcError, OidcProvider, OidcUnavailable, identity_from_claims, visible_text
+from fleetpulse.alerts.oidc import OidcError, OidcProvider, OidcUnavailable, display_name, identity_from_claims
 from fleetpulse.alerts.settings import ApiSettings
 from fleetpulse.alerts.store.sessions import StoredPendingLogin, StoredSession
 from fleetpulse.alerts.web.templating import render
@@ -204,7 +204,7 @@ def callback(
         return _message("Login refused", f"The login could not be completed: {exc}.", 403, restart)
     identity = identity_from_claims(claims, provider.settings)
     if identity is None:
-        name = visible_text(str(claims.get("preferred_username") or claims.get("email") or claims.get("sub")))
+        name = display_name(claims, provider.settings)
         access.login_failed(request, "oidc", "no mapped role or site", name)
         groups = ", ".join(sorted(provider.settings.roles)) or "a fleetpulse group"
         response = _message(
