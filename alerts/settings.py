@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 
 from fleetpulse.alerts.connectors.config import ConnectorConfig
 from fleetpulse.alerts.policy import AlertPolicy
@@ -180,6 +181,20 @@ class ApiSettings(_Frozen):
         "unset: the form only, and only when `oidc` is not configured",
     )
     session: SessionSettings = SessionSettings()
+
+    @field_validator("users", "tokens", mode="before")
+    @classmethod
+    def _list_from_json_text(cls, value: object) -> object:
+        """A secret file (``FLEETPULSE_ALERTS__API__USERS``, a mounted Secret) holds the list as JSON text.
+
+        The parser's message gives a position only, never the text: it holds password hashes.
+        """
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a JSON list: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
 
     @property
     def login_form(self) -> bool:

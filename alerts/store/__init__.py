@@ -9,20 +9,33 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _UPGRADE_LOCK = threading.Lock()
 MIGRATION_LOCK = 0x666C7470  # "fltp": the PostgreSQL advisory lock serialising schema upgrades
 
 
+LIBPQ_SCHEMES = ("postgresql", "postgres")
+"""A libpq URI's schemes (``postgresql://user:password@host/db``, as CloudNativePG's app Secret holds it):
+served by psycopg 3, the PostgreSQL driver fleetpulse ships (SQLAlchemy would pick the absent psycopg2)."""
+
+
+def store_url(url: str) -> URL:
+    """``url`` parsed, a libpq URI given the psycopg driver; any other URL as written."""
+    parsed = make_url(url)
+    if parsed.drivername in LIBPQ_SCHEMES:
+        return parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
 def make_engine(url: str) -> Engine:
     """An engine for the store URL; SQLite gets its folder created, WAL and foreign keys on."""
-    parsed = make_url(url)
+    parsed = store_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
@@ -32,7 +45,7 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(parsed, pool_pre_ping=True)
 
 
 def alembic_config(engine: Engine | None = None) -> Config:

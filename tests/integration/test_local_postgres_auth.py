@@ -8,6 +8,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
+from fleetpulse.alerts.store.repository import TicketStore
 from tests.harness import PORTS, STATE
 
 pytestmark = [pytest.mark.integration]
@@ -31,3 +32,16 @@ def test_attack_another_local_user_without_the_password_is_refused(postgres_url:
         host=url.host, port=url.port, user=url.username, password=url.password, dbname=url.database
     ) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_the_operators_libpq_uri_opens_the_ticket_store(postgres_url: str) -> None:
+    """Kubernetes mounts CloudNativePG's own ``uri`` (``postgresql://``, no driver) as the store URL: it reaches
+    the real server through psycopg 3, migrations and all."""
+    libpq_uri = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    assert libpq_uri.startswith("postgresql://fleetpulse:")
+    store = TicketStore.open(libpq_uri)
+    try:
+        assert store.engine.url.drivername == "postgresql+psycopg"
+        assert store.count_tickets() >= 0
+    finally:
+        store.close()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from fleetpulse.alerts.store import store_url
 from fleetpulse.config import load_settings, secrets_dirs_from_env
 from fleetpulse.settings import ServerSettings
 
@@ -123,3 +124,49 @@ def test_the_real_cli_reads_systemd_credentials(toml: Path, tmp_path: Path) -> N
     assert loaded.returncode == 0, loaded.stderr
     assert json.loads(loaded.stdout)["alerts"]["connectors"][0]["password"] == "**********"
     assert "snow-cred-42" not in loaded.stdout + loaded.stderr
+
+
+USERS = [{"name": "it-lead", "role": "admin", "password_hash": "$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA"}]
+
+
+def test_local_logins_and_the_database_uri_arrive_from_a_kubernetes_mount(toml: Path, tmp_path: Path) -> None:
+    """What the manifests mount: the operator's libpq URI, password inside, and the logins as JSON text."""
+    mount = _k8s_secret_mount(
+        tmp_path / "run-secrets",
+        {
+            "FLEETPULSE_ALERTS__STORE_URL": "postgresql://fleetpulse:pg-pw-7@fleetpulse-pg-rw.fleetpulse:5432/fleetpulse",
+            "FLEETPULSE_ALERTS__API__USERS": json.dumps(USERS),
+            "FLEETPULSE_ALERTS__CONNECTORS__SNOW__PASSWORD": "snow",
+        },
+    )
+    settings = load_settings(ServerSettings, toml, secrets_dirs_from_env({"FLEETPULSE_SECRETS_DIR": str(mount)}))
+    assert [(user.name, user.role) for user in settings.alerts.api.users] == [("it-lead", "admin")]
+    url = store_url(settings.alerts.store_url)
+    assert (url.drivername, url.username, url.password) == ("postgresql+psycopg", "fleetpulse", "pg-pw-7")
+    assert store_url("postgres://u:p@db/fleet").drivername == "postgresql+psycopg"
+    assert store_url("sqlite:///tickets.db").drivername == "sqlite"  # every other URL as written
+
+
+def test_attack_a_malformed_logins_file_is_refused_without_echoing_its_hashes(toml: Path, tmp_path: Path) -> None:
+    """A truncated users.json must stop the CLI with a position, never print the password hashes it holds;
+    ``config show`` masks the database password inside a mounted URI."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPULSE_") and k != "CREDENTIALS_DIRECTORY"}
+    mount = tmp_path / "mount"
+    mount.mkdir()
+    (mount / "FLEETPULSE_ALERTS__CONNECTORS__SNOW__PASSWORD").write_text("snow", encoding="utf-8")
+    (mount / "FLEETPULSE_ALERTS__STORE_URL").write_text(
+        "postgresql://fleetpulse:pg-pw-7@db/fleetpulse", encoding="utf-8"
+    )
+    (mount / "FLEETPULSE_ALERTS__API__USERS").write_text(json.dumps(USERS)[:-3], encoding="utf-8")
+    env["FLEETPULSE_SECRETS_DIR"] = str(mount)
+    command = [sys.executable, "-m", "fleetpulse", "--config", str(toml), "config", "show"]
+    refused = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert refused.returncode == 2
+    assert "alerts.api.users" in refused.stderr
+    assert "not a JSON list" in refused.stderr
+    assert "argon2id" not in refused.stdout + refused.stderr
+    (mount / "FLEETPULSE_ALERTS__API__USERS").write_text(json.dumps(USERS), encoding="utf-8")
+    shown = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["alerts"]["store_url"] == "postgresql://fleetpulse:**********@db/fleetpulse"
+    assert "pg-pw-7" not in shown.stdout + shown.stderr

@@ -7,6 +7,7 @@ checked structurally against the retention policy and the application's real set
 from __future__ import annotations
 
 import copy
+import json
 import re
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import pytest
 import tomllib
 import yaml
 
+from fleetpulse.alerts.store import store_url
 from fleetpulse.config import SECRETS_DIR_ENV, load_settings
 from fleetpulse.contract import Topics
 from fleetpulse.dashboards.build import build_all, render
@@ -353,16 +355,8 @@ def test_yaml_lints_clean() -> None:
 
 
 def _container_env(container: dict[str, Any]) -> dict[str, str]:
-    """The environment Kubernetes would give the container: Secrets stand in as dummies, $(VAR) expanded."""
-    env: dict[str, str] = {}
-    for item in container.get("env", []):
-        if "value" in item:
-            value = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], item["value"])
-        else:
-            key = item["valueFrom"]["secretKeyRef"]["key"]
-            value = "[]" if key.endswith(".json") else "dummy-secret"
-        env[item["name"]] = value
-    return env
+    """The container's plain environment (no Secret reaches it: see the credentials test below)."""
+    return {item["name"]: item["value"] for item in container.get("env", []) if "value" in item}
 
 
 def _mounted_secret_files(pod: dict[str, Any], container: dict[str, Any], mount_path: str) -> dict[str, str]:
@@ -377,6 +371,12 @@ def _mounted_secret_files(pod: dict[str, Any], container: dict[str, Any], mount_
 
 
 FLEETPULSE_WORKLOADS = ["fleetpulse-worker", "fleetpulse-tickets", "fleetpulse-api", "fleetpulse-db-upgrade"]
+MOUNTED_FILE_VALUES = {  # what the Secrets hold where a plain string would not do, with MOUNTED_SECRET inside
+    "fleetpulse-pg-app/uri": f"postgresql://fleetpulse:{MOUNTED_SECRET}@fleetpulse-pg-rw.fleetpulse:5432/fleetpulse",
+    "fleetpulse-api-users/users.json": json.dumps(
+        [{"name": "it-lead", "role": "admin", "password_hash": f"$argon2id${MOUNTED_SECRET}", "sites": ["*"]}]
+    ),
+}
 
 
 @pytest.mark.parametrize("workload", [*FLEETPULSE_WORKLOADS, "fleetpulse-rollup"])
@@ -397,15 +397,23 @@ def test_fleetpulse_containers_get_valid_settings(
         if name.startswith("FLEETPULSE_") and name not in ("FLEETPULSE_CONFIG", SECRETS_DIR_ENV):
             monkeypatch.setenv(name, value)
     secrets_dirs = []
+    files: dict[str, str] = {}
     if SECRETS_DIR_ENV in env:  # the mounted files stand in as dummies, like secretKeyRef values
-        for file_name in _mounted_secret_files(pod, container, env[SECRETS_DIR_ENV]):
-            (tmp_path / file_name).write_text(f"{MOUNTED_SECRET}\n", encoding="utf-8")
+        files = _mounted_secret_files(pod, container, env[SECRETS_DIR_ENV])
+        for file_name, source in files.items():
+            (tmp_path / file_name).write_text(f"{MOUNTED_FILE_VALUES.get(source, MOUNTED_SECRET)}\n", encoding="utf-8")
         secrets_dirs.append(tmp_path)
     settings = load_settings(ServerSettings, K8S / "base" / "server.toml", secrets_dirs)
-    if "FLEETPULSE_ALERTS__STORE_URL" in env:
-        assert settings.alerts.store_url.startswith(
-            "postgresql+psycopg://fleetpulse:dummy-secret@fleetpulse-pg-rw:5432/"
+    if workload in ("fleetpulse-tickets", "fleetpulse-api", "fleetpulse-db-upgrade"):
+        # the operator's own URI, password and all, as a file: the driver is psycopg 3's
+        assert files["FLEETPULSE_ALERTS__STORE_URL"] == "fleetpulse-pg-app/uri"
+        url = store_url(settings.alerts.store_url)
+        assert (url.drivername, url.host, url.database) == (
+            "postgresql+psycopg",
+            "fleetpulse-pg-rw.fleetpulse",
+            "fleetpulse",
         )
+        assert url.password == MOUNTED_SECRET
     if "FLEETPULSE_KAFKA__SASL_USERNAME" in env:
         assert settings.kafka.sasl_username == env["FLEETPULSE_KAFKA__SASL_USERNAME"]
         assert settings.kafka.sasl_password is not None
@@ -421,25 +429,26 @@ def test_fleetpulse_containers_get_valid_settings(
         assert settings.grafana.rollup.influx.url == "http://influxdb:8086"
     if workload == "fleetpulse-api":  # single sign-on's client secret and the cookie key arrive as files
         assert_sso_secrets_are_the_mounted_files(settings)
+        assert [user.name for user in settings.alerts.api.users] == ["it-lead"]  # local logins too
     if "FLEETPULSE_KAFKA__SASL_USERNAME" in env:  # Kafka clients also need the cluster CA
         assert settings.kafka.ssl_cafile is not None
         assert str(settings.kafka.ssl_cafile.parent) in mounts
 
 
-@pytest.mark.parametrize("workload", ["fleetpulse-worker", "fleetpulse-tickets", "fleetpulse-rollup", "fleetpulse-api"])
+@pytest.mark.parametrize("workload", [*FLEETPULSE_WORKLOADS, "fleetpulse-rollup"])
 def test_service_credentials_are_mounted_files_not_environment(workload: str) -> None:
-    """Kafka passwords and InfluxDB tokens reach the app as files (not in /proc/<pid>/environ or crash dumps)."""
+    """Kafka passwords, InfluxDB tokens, the database URI and the local logins reach the app as files:
+    not in /proc/<pid>/environ, crash dumps or the environment a child process inherits."""
     (doc,) = [
         d
         for d in build("overlays/production")
-        if d["kind"] in ("Deployment", "CronJob") and d["metadata"]["name"] == workload
+        if d["kind"] in ("Deployment", "Job", "CronJob") and d["metadata"]["name"] == workload
     ]
     pod = _template(doc)["spec"]
     (container,) = pod["containers"]
     env = {e["name"]: e for e in container["env"]}
-    # (the database password is still composed into FLEETPULSE_ALERTS__STORE_URL through $(PG_PASSWORD))
-    in_env = [name for name, e in env.items() if "valueFrom" in e and re.search(r"PASSWORD|TOKEN", name)]
-    assert in_env in ([], ["PG_PASSWORD"])
+    assert [name for name, e in env.items() if "valueFrom" in e] == []
+    assert [name for name, e in env.items() if "$(" in e.get("value", "")] == []  # nothing composed from a Secret
     files = _mounted_secret_files(pod, container, env[SECRETS_DIR_ENV]["value"])
     assert all(name.startswith("FLEETPULSE_") for name in files)
     assert pod["securityContext"]["fsGroup"] == 10001  # mode 0440 + fsGroup: readable by the app user only
