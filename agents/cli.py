@@ -1,4 +1,4 @@
-"""The ``fleetpulse-agent`` command: run, once, identity, config show, version.
+"""The ``fleetpulse-agent`` command: run, once, identity, smart-snapshot, config show, version.
 
 ``run`` is what systemd or the Windows service starts, and that process then stays resident on
 every PC for months, so its command line (``[--config PATH] run [--max-reports N]``) is parsed
@@ -62,12 +62,13 @@ def run_service(config: Path | None, max_reports: int | None) -> int:
     from fleetpulse.agents.identity import IdentityError, build_identity
     from fleetpulse.agents.runner import Agent, build_collectors
     from fleetpulse.agents.settings import load_agent_settings
-    from fleetpulse.agents.trust import running_privileged
     from fleetpulse.config import describe_config_error
 
     single_malloc_arena()
     try:
-        settings = load_agent_settings(config, privileged=running_privileged())
+        # strict whether or not it holds privileges (the Linux service holds none): its config decides where
+        # the fleet's data goes, and its secrets authenticate the device, so no other user may change or read them
+        settings = load_agent_settings(config, strict=True)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: invalid configuration: {describe_config_error(exc)}", file=sys.stderr)
         return 2

@@ -39,7 +39,7 @@ def _settings(ctx: typer.Context) -> AgentSettings:
 
     path = ctx.find_root().obj
     try:
-        settings = load_agent_settings(path, privileged=running_privileged())
+        settings = load_agent_settings(path, strict=running_privileged())
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: invalid configuration: {describe_config_error(exc)}", err=True)
         raise typer.Exit(2) from None
@@ -100,6 +100,41 @@ def once(ctx: typer.Context) -> None:
         section = runner.collect()
     report = build_report(0, ident.device_id, detect_kind(settings), current_platform(), collected_at, section)
     typer.echo(report.model_dump_json(indent=2, exclude_none=True))
+
+
+@app.command("smart-snapshot")
+def smart_snapshot(
+    out: Annotated[Path, typer.Option(help="the folder the agent reads (its smart_snapshot_dir)")] = Path(
+        "/run/fleetpulse-smart"
+    ),
+    smartctl: Annotated[
+        str, typer.Option(help="absolute path, or a bare name looked up in the system's tool folders")
+    ] = "smartctl",
+    timeout_s: Annotated[float, typer.Option(min=1.0, max=600.0, help="per smartctl run: half of it")] = 120.0,
+    max_disks: Annotated[int, typer.Option(min=1, max=32)] = 16,
+) -> None:
+    """Run smartctl for every disk and write the snapshot the agent reads: what fleetpulse-smart.service runs.
+
+    This process, not the agent, holds the capabilities smartctl needs (CAP_SYS_RAWIO, CAP_SYS_ADMIN); it
+    reads no configuration and no secret and needs no network.
+    """
+    from fleetpulse.agents.collectors.smart import STANDBY_EXIT
+    from fleetpulse.agents.collectors.smart_snapshot import SnapshotError, take_snapshot
+    from fleetpulse.agents.trust import UntrustedPathError
+
+    logs.configure("INFO")
+    try:
+        snapshot = take_snapshot(smartctl, out, timeout_s, max_disks, STANDBY_EXIT)
+    except (OSError, SnapshotError, UntrustedPathError) as exc:
+        typer.echo(f"error: SMART snapshot in {out}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    summary = {
+        "taken_at": snapshot.taken_at.isoformat(),
+        "disks": [d.name for d in snapshot.disks],
+        "failed": [d.name for d in snapshot.disks if d.error is not None],
+        "errors": snapshot.errors,
+    }
+    typer.echo(json.dumps(summary))
 
 
 @app.command()

@@ -71,6 +71,7 @@ def build_collectors(settings: AgentSettings, identity: Identity, state_dir: Pat
         platform=current_platform(),
         hash_serial=identity.hash_serial,
         smart_interval_s=settings.smart_interval_s,
+        smart_snapshot_dir=settings.smart_snapshot_dir,
     )
     return [config.build_throttled(ctx) for config in settings.collectors]
 

@@ -107,19 +107,31 @@ class AgentSettings(BaseModel):
     smart_interval_s: float = Field(
         default=3600.0, ge=0.0, description="SMART is polled at most this often: it can wake disks and costs I/O"
     )
+    smart_snapshot_dir: Path | None = Field(
+        default=None,
+        description="read SMART from the snapshot fleetpulse-smart.service writes here (Linux: /run/fleetpulse-smart) "
+        "instead of running smartctl, so the agent needs no capabilities; None: run smartctl itself",
+    )
     inventory_interval_s: float = Field(default=86_400.0, ge=0.0)
     spool_dir: Path = Field(default_factory=default_spool_dir)
     spool_max_bytes: int = Field(default=50 * MB, ge=64 * 1024)
     device_kind: DeviceKind | None = Field(default=None, description="None: laptop if a battery is present")
     collectors: Annotated[list[CollectorConfig], Field(max_length=32)] = Field(default_factory=default_collectors)
 
+    @field_validator("smart_snapshot_dir")
+    @classmethod
+    def _absolute_snapshot_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_absolute():
+            raise ValueError("must be an absolute path: the helper writes it, the agent checks who owns it")
+        return value
+
 
 def load_agent_settings(
-    toml_path: Path | None, environ: Mapping[str, str] | None = None, *, privileged: bool = False
+    toml_path: Path | None, environ: Mapping[str, str] | None = None, *, strict: bool = False
 ) -> AgentSettings:
     """Defaults < TOML file < ``FLEETPULSE_AGENT_*`` environment, as :func:`fleetpulse.config.load_settings` does.
 
-    ``privileged`` (the service): the config file and secret files must be safe from every
+    ``strict`` (the service, and any privileged run): the config file and secret files must be safe from every
     non-administrator (:func:`fleetpulse.agents.trust.check_trusted`), and secret files, or a
     config file holding a secret inline, readable by root only
     (:func:`fleetpulse.agents.trust.check_private`); else
@@ -135,14 +147,14 @@ def load_agent_settings(
     if toml_path is not None:
         if not toml_path.is_file():
             raise FileNotFoundError(f"config file not found: {toml_path}")
-        if privileged:
+        if strict:
             check_trusted(Path(os.path.abspath(toml_path)), "config file")
         with toml_path.open("rb") as fh:
             try:
                 data = tomllib.load(fh)
             except tomllib.TOMLDecodeError as exc:
                 raise ValueError(f"{toml_path}: {exc}") from None
-        if privileged and (inline := [".".join(p) for p in secret_fields(AgentSettings) if _lookup(data, p)]):
+        if strict and (inline := [".".join(p) for p in secret_fields(AgentSettings) if _lookup(data, p)]):
             files = ", ".join(name + FILE_OPTION_SUFFIX for name in inline)
             fix = f"it holds {', '.join(inline)} inline: chmod 600 it, or name a root-only file instead ({files})"
             check_private(Path(os.path.abspath(toml_path)), "config file", fix)
@@ -151,7 +163,7 @@ def load_agent_settings(
     merged = deep_update(data, _from_env(AgentSettings, ENV_PREFIX.lower(), env))
     credentials = source.get(CREDENTIALS_DIRECTORY_ENV)
     for path in secret_fields(AgentSettings):
-        _resolve_secret(merged, path, Path(credentials) if credentials else None, privileged)
+        _resolve_secret(merged, path, Path(credentials) if credentials else None, strict)
     return AgentSettings.model_validate(merged)
 
 
@@ -178,7 +190,7 @@ def _is_secret(field: FieldInfo) -> bool:
     return annotation is SecretStr or SecretStr in get_args(annotation)
 
 
-def _resolve_secret(data: dict[str, Any], path: tuple[str, ...], credentials: Path | None, privileged: bool) -> None:
+def _resolve_secret(data: dict[str, Any], path: tuple[str, ...], credentials: Path | None, strict: bool) -> None:
     """Fill the secret at ``path`` from ``<name>_file`` or the credentials folder, in place."""
     *parents, name = path
     table: Any = data
@@ -196,14 +208,14 @@ def _resolve_secret(data: dict[str, Any], path: tuple[str, ...], credentials: Pa
             raise ValueError(f"{dotted}: set either {name} or {file_key}, not both")
         file = table.pop(file_key)
         if file is not None:
-            table[name] = read_secret_file(Path(str(file)), dotted, privileged)
+            table[name] = read_secret_file(Path(str(file)), dotted, strict)
     elif table.get(name) is None and credentials is not None and (credentials / dotted).is_file():
-        table[name] = read_secret_file(credentials / dotted, dotted, privileged)
+        table[name] = read_secret_file(credentials / dotted, dotted, strict)
 
 
-def read_secret_file(path: Path, field: str, privileged: bool = False) -> str:
+def read_secret_file(path: Path, field: str, strict: bool = False) -> str:
     """The secret in ``path``, without a trailing newline; errors name the file, never its content."""
-    if privileged:
+    if strict:
         check_trusted(path, f"{field}: secret file")
         check_private(path, f"{field}: secret file")
     try:

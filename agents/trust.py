@@ -1,8 +1,9 @@
-"""What a privileged agent may read its orders from and run: only what administrators control.
+"""What the agent's service may read its orders from and run: only what administrators control.
 
-The service runs as root (Linux: a dynamic user holding CAP_SYS_RAWIO/CAP_SYS_ADMIN; Windows:
-LocalSystem). A config file, secret file or tool binary that any other local user can modify
-would let that user choose what runs with those privileges, so such paths are refused.
+The service runs as root on macOS, as LocalSystem on Windows and as a dynamic user without
+capabilities on Linux (its SMART helper holds the two smartctl needs). A config file, secret file
+or tool binary that any other local user can modify would let that user choose what runs with the
+service's privileges and where the fleet's data goes, so such paths are refused.
 
 POSIX: the file and every folder above it (of the path as given and as resolved through
 symlinks) must be owned by root or by the agent's own account, and not writable by group (unless
@@ -10,7 +11,7 @@ the group is root's) or others; a world-writable folder with the sticky bit (``/
 accepted, since there nobody can replace another user's entry. A secret file, and a config file
 holding a secret inline, must in addition be readable by root only (:func:`check_private`).
 
-Windows: the ACL is not read. A privileged agent accepts only paths under the folders that are
+Windows: the ACL is not read. The service accepts only paths under the folders that are
 writable by Administrators, SYSTEM and TrustedInstaller alone in a standard installation:
 ``%SystemRoot%``, ``%ProgramFiles%`` and the agent's ``%ProgramData%\\fleetpulse-agent``, whose
 ACL ``deploy/agent/windows/install-service.ps1`` restricts to SYSTEM and Administrators.
@@ -80,7 +81,7 @@ def check_trusted(path: Path, what: str) -> None:
         if problem is not None:
             where = "" if candidate == path else f" (folder {candidate})"
             raise UntrustedPathError(
-                f"{what} {path}{where} {problem}: refusing it, since the agent runs privileged; "
+                f"{what} {path}{where} {problem}: refusing it, since the agent's service acts on it; "
                 "make it owned by root and writable by root only"
             )
 
@@ -106,7 +107,7 @@ def check_private(path: Path, what: str, fix: str = "chmod 600 it") -> None:
     else:
         return
     raise UntrustedPathError(
-        f"{what} {path} is readable by {who} ({mode}): refusing it, since the agent runs privileged; {fix}"
+        f"{what} {path} is readable by {who} ({mode}): refusing it, since the agent's service relies on it; {fix}"
     )
 
 

@@ -40,6 +40,8 @@ class CollectorContext:
     platform: Platform
     hash_serial: Callable[[str], str]
     smart_interval_s: float
+    smart_snapshot_dir: Path | None = None
+    """Read SMART from the privileged helper's snapshot here instead of running smartctl (Linux service)."""
 
 
 def run_tool(argv: list[str], timeout_s: float, ok_codes: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:

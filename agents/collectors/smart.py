@@ -3,24 +3,33 @@
 Why gently: SMART reads cost I/O and can spin up a sleeping disk, which shortens its life and
 annoys users. So: at most once per ``smart_interval_s`` (remembered across restarts), one
 smartctl at a time, and ``-n standby`` so a disk in standby is skipped, never woken.
+
+With ``smart_snapshot_dir`` set (the Linux service), the collector runs no ``smartctl`` itself: it
+reads what the privileged helper wrote (:mod:`~fleetpulse.agents.collectors.smart_snapshot`).
 """
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
-from typing import Any
+from datetime import datetime, timedelta
+from pathlib import Path
 
-from fleetpulse.agents.collectors.base import CollectorContext, Section, StateFile, run_tool
+from fleetpulse.agents.collectors.base import CollectorContext, Section, StateFile
+from fleetpulse.agents.collectors.smart_snapshot import read_disk, read_snapshot, scan
 from fleetpulse.agents.parsers import ParseError
 from fleetpulse.agents.parsers.smartctl import parse_smartctl_json
+from fleetpulse.compat import UTC
 from fleetpulse.contract import CollectorError, DiskHealth
 
 STANDBY_EXIT = 3
 """``-n standby,3``: smartctl exits with 3 when it skipped a disk in standby (distinct from its bit flags 1/2/4)."""
 FATAL_EXIT_BITS = 0b011
 """smartctl exit bits 0 (command line) and 1 (device open failed) mean no data; higher bits carry data."""
+MIN_HELPER_PERIOD_S = 3600.0
+"""``fleetpulse-smart.timer`` runs the helper hourly: a snapshot is judged against at least that period."""
+SNAPSHOT_STALE_INTERVALS = 3
+"""A snapshot older than three helper periods is reported as stale, not as the disks' current health."""
 
 
 class SmartCollector:
@@ -47,46 +56,66 @@ class SmartCollector:
         if not self.due(now):
             return {}
         self.state.save({"last_poll": now})
-        per_call = max(1.0, self.timeout_s / 2)
-        targets = self._scan(per_call) if self.devices is None else [(d, None) for d in self.devices]
-        disks: list[DiskHealth] = []
-        errors: list[CollectorError] = []
-        for name, dev_type in targets[: self.max_disks]:
-            dropped: list[str] = []
-            try:
-                disk = self._read(name, dev_type, per_call, dropped)
-            except (OSError, RuntimeError, ParseError, subprocess.SubprocessError) as exc:
-                errors.append(CollectorError(collector=f"smart:{name}"[:128], error=str(exc)[:2048]))
-                continue
-            if dropped:  # values smartctl printed that could not be used: the rest of the disk is reported
-                errors.append(CollectorError(collector=f"smart:{name}"[:128], error="; ".join(dropped)[:2048]))
-            if disk is not None:
-                disks.append(disk)
+        if self.ctx.smart_snapshot_dir is not None:
+            disks, errors = self._from_snapshot(self.ctx.smart_snapshot_dir, now)
+        else:
+            disks, errors = self._from_smartctl()
         section: Section = {"disks": disks}
         if errors:
             section["collector_errors"] = errors
         return section
 
-    def _scan(self, timeout_s: float) -> list[tuple[str, str | None]]:
-        proc = run_tool([self.smartctl, "--scan-open", "--json"], timeout_s, ok_codes=tuple(range(256)))
-        try:
-            doc: Any = json.loads(proc.stdout)
-        except ValueError as exc:
-            raise RuntimeError(f"smartctl --scan-open: not JSON: {exc}") from None
-        found: list[tuple[str, str | None]] = []
-        for device in doc.get("devices", []) if isinstance(doc, dict) else []:
-            if isinstance(device, dict) and isinstance(device.get("name"), str):
-                dev_type = device.get("type")
-                found.append((device["name"], dev_type if isinstance(dev_type, str) else None))
-        return found
+    def _from_smartctl(self) -> tuple[list[DiskHealth], list[CollectorError]]:
+        per_call = max(1.0, self.timeout_s / 2)
+        targets = scan(self.smartctl, per_call) if self.devices is None else [(d, None) for d in self.devices]
+        disks: list[DiskHealth] = []
+        errors: list[CollectorError] = []
+        for name, dev_type in targets[: self.max_disks]:
+            dropped: list[str] = []
+            try:
+                status, output = read_disk(self.smartctl, name, dev_type, per_call, STANDBY_EXIT)
+                disk = self._disk(name, status, output, dropped)
+            except (OSError, RuntimeError, ParseError, subprocess.SubprocessError) as exc:
+                errors.append(_error(name, str(exc)))
+                continue
+            self._keep(name, disk, dropped, disks, errors)
+        return disks, errors
 
-    def _read(self, name: str, dev_type: str | None, timeout_s: float, dropped: list[str]) -> DiskHealth | None:
-        argv = [self.smartctl, "--json", "-a", "-n", f"standby,{STANDBY_EXIT}"]
-        if dev_type:
-            argv += ["-d", dev_type]
-        proc = run_tool([*argv, name], timeout_s, ok_codes=tuple(range(256)))
-        if proc.returncode == STANDBY_EXIT:
+    def _from_snapshot(self, folder: Path, now: float) -> tuple[list[DiskHealth], list[CollectorError]]:
+        """The helper's outputs, read as this collector's own (``devices`` selects among them)."""
+        stale_after = timedelta(seconds=SNAPSHOT_STALE_INTERVALS * max(self.ctx.smart_interval_s, MIN_HELPER_PERIOD_S))
+        snapshot = read_snapshot(folder, stale_after, datetime.fromtimestamp(now, UTC))
+        disks: list[DiskHealth] = []
+        errors = [CollectorError(collector="smart", error=error) for error in snapshot.errors]
+        chosen = [d for d in snapshot.disks if self.devices is None or d.name in self.devices]
+        for entry in chosen[: self.max_disks]:
+            dropped: list[str] = []
+            try:
+                if entry.error is not None or entry.output is None:
+                    raise RuntimeError(entry.error or "no output")
+                disk = self._disk(entry.name, entry.exit_status, entry.output, dropped)
+            except (RuntimeError, ParseError) as exc:
+                errors.append(_error(entry.name, str(exc)))
+                continue
+            self._keep(entry.name, disk, dropped, disks, errors)
+        return disks, errors
+
+    def _disk(self, name: str, status: int, output: str | bytes, dropped: list[str]) -> DiskHealth | None:
+        if status == STANDBY_EXIT:
             return None  # asleep: report it next time rather than wake it
-        if proc.returncode & FATAL_EXIT_BITS:
-            raise RuntimeError(f"smartctl exit status {proc.returncode} for {name}")
-        return parse_smartctl_json(proc.stdout, name=name, hasher=self.ctx.hash_serial, problems=dropped)
+        if status & FATAL_EXIT_BITS or status < 0:
+            raise RuntimeError(f"smartctl exit status {status} for {name}")
+        return parse_smartctl_json(output, name=name, hasher=self.ctx.hash_serial, problems=dropped)
+
+    @staticmethod
+    def _keep(
+        name: str, disk: DiskHealth | None, dropped: list[str], disks: list[DiskHealth], errors: list[CollectorError]
+    ) -> None:
+        if dropped:  # values smartctl printed that could not be used: the rest of the disk is reported
+            errors.append(_error(name, "; ".join(dropped)))
+        if disk is not None:
+            disks.append(disk)
+
+
+def _error(name: str, message: str) -> CollectorError:
+    return CollectorError(collector=f"smart:{name}"[:128], error=message[:2048])

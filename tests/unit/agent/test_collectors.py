@@ -29,7 +29,7 @@ from fleetpulse.contract import (
     decode_report,
     encode,
 )
-from tests.harness import SHARED_DATA, unavailable
+from tests.unit.agent.smartctl_fake import make_fake_smartctl
 from tests.unit.largest_report import DEVICE_ID, largest_report
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "agent"
@@ -204,30 +204,9 @@ def test_a_report_within_the_message_limit_is_left_alone() -> None:
     assert report.collector_errors == errors
 
 
-FAKE_SMARTCTL = """#!/bin/sh
-# records every call, answers from recorded real outputs
-echo "$@" >> "{log}"
-case "$*" in
-  *--scan-open*) echo '{{"devices": [{{"name": "/dev/sda", "type": "sat"}}, {{"name": "/dev/nvme0", "type": "nvme"}}, {{"name": "/dev/sdb", "type": "sat"}}]}}' ;;
-  */dev/sda) cat "{sda}" ;;
-  */dev/nvme0) cat "{nvme}" ;;
-  */dev/sdb) echo '{{"smartctl": {{"exit_status": 3}}}}'; exit 3 ;;
-esac
-"""
-
-
 @pytest.fixture
 def fake_smartctl(tmp_path: Path) -> tuple[Path, Path]:
-    models = SHARED_DATA / "smartctl" / "scrutiny_testdata" / "models"
-    if not models.is_dir():
-        unavailable(f"smartctl corpus not found at {models}")
-    log = tmp_path / "calls.log"
-    script = tmp_path / "smartctl"
-    script.write_text(
-        FAKE_SMARTCTL.format(log=log, sda=models / "smart-ata-failed-scrutiny.json", nvme=models / "smart-nvme.json")
-    )
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    return script, log
+    return make_fake_smartctl(tmp_path)
 
 
 def test_smart_polls_hourly_skips_standby_and_hashes_serials(tmp_path: Path, fake_smartctl: tuple[Path, Path]) -> None:

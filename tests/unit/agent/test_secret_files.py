@@ -98,7 +98,7 @@ def test_a_value_and_a_file_for_one_secret_is_an_error(tmp_path: Path) -> None:
 def test_privileged_agent_refuses_a_secret_file_others_can_write(tmp_path: Path) -> None:
     path = write(tmp_path / "sasl", SASL, mode=0o666)
     with pytest.raises(UntrustedPathError, match="writable by every user"):
-        load_agent_settings(None, {"FLEETPULSE_AGENT_KAFKA__SASL_PASSWORD_FILE": str(path)}, privileged=True)
+        load_agent_settings(None, {"FLEETPULSE_AGENT_KAFKA__SASL_PASSWORD_FILE": str(path)}, strict=True)
 
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX modes (Windows: the folder's ACL)")
@@ -121,7 +121,7 @@ def test_privileged_agent_refuses_a_secret_file_others_can_read(tmp_path: Path, 
     _shared_group(path)
     for env in ({"FLEETPULSE_AGENT_KAFKA__SASL_PASSWORD_FILE": str(path)}, {"CREDENTIALS_DIRECTORY": str(tmp_path)}):
         with pytest.raises(UntrustedPathError, match=f"readable by {who}") as caught:
-            load_agent_settings(None, env, privileged=True)
+            load_agent_settings(None, env, strict=True)
         assert f"kafka.sasl_password: secret file {path} is readable" in str(caught.value)
         assert "chmod 600" in str(caught.value)
         assert SASL not in str(caught.value)
@@ -137,7 +137,7 @@ def test_privileged_agent_refuses_inline_secrets_in_a_config_others_can_read(tmp
         mode=0o644,
     )
     with pytest.raises(UntrustedPathError, match="readable by every user") as caught:
-        load_agent_settings(toml, {}, privileged=True)
+        load_agent_settings(toml, {}, strict=True)
     message = str(caught.value)
     assert f"config file {toml} is readable" in message
     assert "kafka.sasl_password, identity.secret inline: chmod 600 it" in message
@@ -145,10 +145,10 @@ def test_privileged_agent_refuses_inline_secrets_in_a_config_others_can_read(tmp
     assert FLEET not in message
     assert load_agent_settings(toml, {}).identity.secret is not None, "an unprivileged (dev) agent reads it"
     toml.chmod(0o600)
-    assert load_agent_settings(toml, {}, privileged=True).identity.secret is not None
+    assert load_agent_settings(toml, {}, strict=True).identity.secret is not None
     toml.write_text('[kafka]\nsasl_username = "agent"\n')  # no secret in it: readable by all is fine
     toml.chmod(0o644)
-    assert load_agent_settings(toml, {}, privileged=True).kafka.sasl_username == "agent"
+    assert load_agent_settings(toml, {}, strict=True).kafka.sasl_username == "agent"
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="a root-group file: needs root")
@@ -156,7 +156,7 @@ def test_privileged_agent_accepts_a_systemd_credential_readable_by_group_root(tm
     """systemd writes credentials root:root 0400 plus an ACL for the service's user; stat shows 0440."""
     creds = tmp_path / "credentials"
     write(creds / "kafka.sasl_password", SASL, mode=0o440)
-    settings = load_agent_settings(None, {"CREDENTIALS_DIRECTORY": str(creds)}, privileged=True)
+    settings = load_agent_settings(None, {"CREDENTIALS_DIRECTORY": str(creds)}, strict=True)
     assert settings.kafka.sasl_password is not None
     assert settings.kafka.sasl_password.get_secret_value() == SASL
 
@@ -178,3 +178,24 @@ def test_real_cli_reads_systemd_credentials_and_prints_them_masked(tmp_path: Pat
     shown = json.loads(proc.stdout)
     assert shown["kafka"]["sasl_password"] == "**********", "loaded from the credential, shown masked"
     assert SASL not in proc.stdout + proc.stderr
+
+
+@posix_only
+def test_attack_the_service_refuses_a_readable_secret_without_holding_privileges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The Linux service holds no capability (SMART comes from its helper), so ``running_privileged`` is False
+    for it: the file checks must not depend on it, or the Kafka password in a 0644 file is read again."""
+    import fleetpulse.agents.trust as trust
+    from fleetpulse.agents.cli import run_service
+
+    monkeypatch.setattr(trust, "running_privileged", lambda: False)
+    path = write(tmp_path / "kafka.sasl_password", SASL, mode=0o644)
+    _shared_group(path)
+    monkeypatch.setenv("FLEETPULSE_AGENT_KAFKA__SASL_PASSWORD_FILE", str(path))
+    monkeypatch.setenv("FLEETPULSE_AGENT_SPOOL_DIR", str(tmp_path / "spool"))
+    assert run_service(None, max_reports=0) == 2
+    err = capsys.readouterr().err
+    assert "readable by every user" in err
+    assert SASL not in err
+    assert not (tmp_path / "spool").exists(), "refused before anything ran"

@@ -123,7 +123,7 @@ def test_a_tool_others_can_modify_is_never_run(tmp_path: Path, attack: str) -> N
     errors = json.loads(result.stdout)["collector_errors"]
     assert [e["collector"] for e in errors] == ["smart"]
     assert "UntrustedPathError" in errors[0]["error"]
-    assert "refusing it, since the agent runs privileged" in errors[0]["error"]
+    assert "refusing it, since the agent's service acts on it" in errors[0]["error"]
     assert not marker.exists()
 
 

@@ -1,0 +1,224 @@
+"""SMART through the privileged helper: the helper writes a snapshot, the capability-less agent reads it.
+
+The reports must be the ones the agent made running smartctl itself, and the file must be trusted
+only when root wrote it: any other local user could otherwise plant a disk's health or hide a failing
+disk. The attacks run as root because planting as another user needs chown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from fleetpulse.agents.collectors.base import CollectorContext
+from fleetpulse.agents.collectors.config import SmartConfig
+from fleetpulse.agents.collectors.smart import STANDBY_EXIT
+from fleetpulse.agents.collectors.smart_snapshot import (
+    MAX_SNAPSHOT_BYTES,
+    SNAPSHOT_FILE,
+    SnapshotError,
+    read_snapshot,
+    take_snapshot,
+)
+from fleetpulse.agents.runner import CollectorRunner
+from fleetpulse.agents.trust import UntrustedPathError
+from fleetpulse.compat import UTC
+from fleetpulse.contract import Platform
+from tests.unit.agent.smartctl_fake import make_fake_smartctl
+
+NOBODY = 65534
+HOUR = timedelta(hours=1)
+as_root = pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="planting as another user needs root")
+
+
+def context(tmp_path: Path, snapshot_dir: Path | None) -> CollectorContext:
+    state = tmp_path / ("state-snapshot" if snapshot_dir else "state-direct")
+    return CollectorContext(state, Platform.LINUX, lambda s: f"h-{len(s)}", 3600.0, snapshot_dir)
+
+
+@pytest.fixture
+def snapshot_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "run-fleetpulse-smart"
+    folder.mkdir(mode=0o755)
+    return folder
+
+
+def test_the_snapshot_path_reports_what_smartctl_run_by_the_agent_reports(tmp_path: Path, snapshot_dir: Path) -> None:
+    script, log = make_fake_smartctl(tmp_path)
+    direct = SmartConfig(smartctl=str(script)).build(context(tmp_path, None)).collect()
+    taken = take_snapshot(str(script), snapshot_dir, 120.0, 16, STANDBY_EXIT)
+    assert [d.name for d in taken.disks] == ["/dev/sda", "/dev/nvme0", "/dev/sdb"]
+    calls = log.read_text().splitlines()
+    assert all("-n standby,3" in call for call in calls if "--scan-open" not in call)  # no disk woken
+    written = snapshot_dir / SNAPSHOT_FILE
+    assert written.stat().st_mode & 0o777 == 0o644
+    before = len(log.read_text().splitlines())
+    from_snapshot = SmartConfig(smartctl="/nonexistent/smartctl").build(context(tmp_path, snapshot_dir)).collect()
+    assert len(log.read_text().splitlines()) == before, "the agent ran no smartctl"
+    assert from_snapshot == direct
+    assert {d.name for d in from_snapshot["disks"]} == {"/dev/sda", "/dev/testfoobarpass"}  # sdb asleep: not reported
+    devices_only = SmartConfig(devices=["/dev/nvme0"]).build(context(tmp_path / "second", snapshot_dir)).collect()
+    assert [d.model for d in devices_only["disks"]] == [d.model for d in direct["disks"] if d.kind.value == "nvme"]
+
+
+def test_the_real_commands_end_to_end(tmp_path: Path, snapshot_dir: Path) -> None:
+    """``fleetpulse-agent smart-snapshot`` as the helper unit runs it, then ``once`` as the agent unit runs it."""
+    script, _ = make_fake_smartctl(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETPULSE_AGENT")}
+    agent = [sys.executable, "-m", "fleetpulse.agents.cli"]
+    helper = subprocess.run(
+        [*agent, "smart-snapshot", "--out", str(snapshot_dir), "--smartctl", str(script)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert helper.returncode == 0, helper.stderr
+    assert json.loads(helper.stdout.splitlines()[-1])["disks"] == ["/dev/sda", "/dev/nvme0", "/dev/sdb"]
+    env |= {
+        "FLEETPULSE_AGENT_SMART_SNAPSHOT_DIR": str(snapshot_dir),
+        "FLEETPULSE_AGENT_SPOOL_DIR": str(tmp_path / "spool"),
+        "FLEETPULSE_AGENT_IDENTITY__DEVICE_ID": "pc-0001",
+        "FLEETPULSE_AGENT_COLLECTORS": json.dumps([{"kind": "smart", "smartctl": "/nonexistent/smartctl"}]),
+    }
+    once = subprocess.run([*agent, "once"], capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert once.returncode == 0, once.stderr
+    report = json.loads(once.stdout)
+    assert sorted(d["name"] for d in report["disks"]) == ["/dev/sda", "/dev/testfoobarpass"]
+    assert report.get("collector_errors", []) == []
+
+
+def _planted(folder: Path, doc: object) -> Path:
+    path = folder / SNAPSHOT_FILE
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def _doc(taken_at: datetime, **extra: object) -> dict[str, object]:
+    return {"format": 1, "taken_at": taken_at.isoformat(), "disks": [], "errors": [], **extra}
+
+
+@as_root
+def test_attack_a_snapshot_planted_by_another_user_is_refused(tmp_path: Path, snapshot_dir: Path) -> None:
+    """A user who could write the snapshot would report a failing disk healthy (or a healthy one failing)."""
+    now = datetime.now(UTC)
+    path = _planted(snapshot_dir, _doc(now))
+    os.chown(path, NOBODY, NOBODY)
+    with pytest.raises(SnapshotError, match=f"owned by uid {NOBODY}"):
+        read_snapshot(snapshot_dir, 3 * HOUR, now)
+    section = CollectorRunner([SmartConfig().build(context(tmp_path, snapshot_dir))]).collect()
+    assert section["disks"] == []
+    assert section["collector_errors"][0].collector == "smart"
+    os.chown(path, 0, 0)
+    read_snapshot(snapshot_dir, 3 * HOUR, now)  # root's own file is read
+
+
+@as_root
+@pytest.mark.parametrize("what", ["file", "folder"])
+def test_attack_a_snapshot_others_can_rewrite_is_refused(snapshot_dir: Path, what: str) -> None:
+    now = datetime.now(UTC)
+    path = _planted(snapshot_dir, _doc(now))
+    (path if what == "file" else snapshot_dir).chmod(0o666 if what == "file" else 0o777)
+    with pytest.raises(SnapshotError, match="writable by every user"):
+        read_snapshot(snapshot_dir, 3 * HOUR, now)
+
+
+@as_root
+def test_attack_a_link_to_another_root_file_is_not_followed(tmp_path: Path, snapshot_dir: Path) -> None:
+    """Even a root-owned target: the agent reads only the file the helper wrote, never a path it links to."""
+    now = datetime.now(UTC)
+    elsewhere = _planted(tmp_path, _doc(now))
+    (snapshot_dir / SNAPSHOT_FILE).symlink_to(elsewhere)
+    with pytest.raises(SnapshotError, match="cannot open it"):
+        read_snapshot(snapshot_dir, 3 * HOUR, now)
+
+
+@as_root
+def test_attack_the_helper_writes_through_no_planted_link(tmp_path: Path, snapshot_dir: Path) -> None:
+    """A link waiting at the helper's temporary name must not make root overwrite what it points to."""
+    script, _ = make_fake_smartctl(tmp_path)
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    (snapshot_dir / f".{SNAPSHOT_FILE}.{os.getpid()}.tmp").symlink_to(victim)
+    take_snapshot(str(script), snapshot_dir, 120.0, 16, STANDBY_EXIT)
+    assert victim.read_text() == "untouched"
+    assert not (snapshot_dir / SNAPSHOT_FILE).is_symlink()
+    other = tmp_path / "users-folder"
+    other.mkdir()
+    os.chown(other, NOBODY, NOBODY)
+    with pytest.raises(UntrustedPathError, match="owned by uid"):
+        take_snapshot(str(script), other, 120.0, 16, STANDBY_EXIT)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"{not json", "not JSON"),
+        (b"[]", "not a format-1 SMART snapshot"),
+        (json.dumps({"format": 1, "taken_at": "2026-12-03T09:00:00", "disks": []}).encode(), "UTC offset"),
+        (json.dumps({"format": 1, "taken_at": "tomorrow", "disks": []}).encode(), "UTC offset"),
+        (json.dumps(_doc(datetime.now(UTC), disks={"a": 1})).encode(), "must be lists"),
+        (json.dumps(_doc(datetime.now(UTC), disks=[{"name": "/dev/sda"}])).encode(), "no integer exit_status"),
+        (json.dumps(_doc(datetime.now(UTC), disks=[{"exit_status": 0}])).encode(), "needs a name"),
+        (b"[" * 100_000 + b"]" * 100_000, "not JSON"),
+        (b" " * (MAX_SNAPSHOT_BYTES + 1), "byte bound"),
+    ],
+    ids=[
+        "garbage",
+        "not-a-snapshot",
+        "naive-time",
+        "no-time",
+        "disks-not-list",
+        "no-status",
+        "no-name",
+        "deep",
+        "huge",
+    ],
+)
+def test_malformed_snapshots_are_refused_with_a_reason(snapshot_dir: Path, content: bytes, reason: str) -> None:
+    (snapshot_dir / SNAPSHOT_FILE).write_bytes(content)
+    with pytest.raises(SnapshotError, match=reason) as refused:
+        read_snapshot(snapshot_dir, 3 * HOUR, datetime.now(UTC))
+    assert len(str(refused.value)) < 600
+
+
+def test_a_stale_or_future_snapshot_is_not_reported_as_current_health(tmp_path: Path, snapshot_dir: Path) -> None:
+    """A stopped timer must not keep re-sending hours-old readings as today's; a clock jump forward is refused too."""
+    now = datetime.now(UTC)
+    _planted(snapshot_dir, _doc(now - 4 * HOUR))
+    with pytest.raises(SnapshotError, match=r"is fleetpulse-smart\.timer running"):
+        read_snapshot(snapshot_dir, 3 * HOUR, now)
+    section = CollectorRunner([SmartConfig().build(context(tmp_path, snapshot_dir))]).collect()
+    assert section["disks"] == []
+    assert "fleetpulse-smart.timer" in section["collector_errors"][0].error
+    _planted(snapshot_dir, _doc(now + HOUR))
+    with pytest.raises(SnapshotError, match="in the future"):
+        read_snapshot(snapshot_dir, 3 * HOUR, now)
+    _planted(snapshot_dir, _doc(now - 2 * HOUR, errors=["smartctl --scan-open: exited 2"]))
+    assert read_snapshot(snapshot_dir, 3 * HOUR, now).errors == ["smartctl --scan-open: exited 2"]
+
+
+def test_a_missing_snapshot_is_a_collector_error_not_a_crash(tmp_path: Path, snapshot_dir: Path) -> None:
+    section = CollectorRunner([SmartConfig().build(context(tmp_path, snapshot_dir))]).collect()
+    assert section["collector_errors"][0].collector == "smart"
+    assert "snapshot.json" in section["collector_errors"][0].error
+
+
+def test_a_failed_smartctl_run_is_reported_per_disk(tmp_path: Path, snapshot_dir: Path) -> None:
+    now = datetime.now(UTC)
+    disks = [
+        {"name": "/dev/sda", "type": "sat", "exit_status": 2, "output": {"smartctl": {"exit_status": 2}}},
+        {"name": "/dev/sdc", "type": None, "exit_status": -1, "error": "smartctl timed out"},
+    ]
+    _planted(snapshot_dir, _doc(now, disks=disks))
+    section = SmartConfig().build(context(tmp_path, snapshot_dir)).collect()
+    assert section["disks"] == []
+    errors = {e.collector: e.error for e in section["collector_errors"]}
+    assert errors == {"smart:/dev/sda": "smartctl exit status 2 for /dev/sda", "smart:/dev/sdc": "smartctl timed out"}
