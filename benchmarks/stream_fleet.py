@@ -14,6 +14,8 @@ Phases (one run):
    score-on-change. The workers' CPU per report at each load (idle polling included) sits beside
    their CPU per record while draining the preload: a worker that keeps up with a trickle of
    reports handles small batches, whose fixed costs a drain spreads over thousands of records.
+   With ``--tsdb-url`` the workers write their points to that TSDB, as in production (encoding
+   a report's points costs about 20 µs: ``native_core.py`` measures it).
 
 Usage: python benchmarks/stream_fleet.py --bootstrap 127.0.0.1:19092 --devices 100000 --workers 2
 """
@@ -212,6 +214,11 @@ def main() -> None:
     parser.add_argument("--skip-recovery", action="store_true", help="only the latency phases")
     parser.add_argument("--multipliers", default="1,10", help="load levels as multiples of devices/60 reports/s")
     parser.add_argument(
+        "--tsdb-url",
+        default=None,
+        help="write points to this InfluxDB v2 / VictoriaMetrics URL, as a production worker does (default: none)",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -237,6 +244,8 @@ def main() -> None:
     streams: dict[str, object] = {"stats_interval_s": 5, **stream_overrides(parser, args.set)}
     if args.rescore_interval is not None:
         streams["rescore_interval"] = args.rescore_interval
+    if args.tsdb_url:
+        streams |= {"tsdb__kind": "influxdb2", "tsdb__url": args.tsdb_url}
     if args.set:
         results["settings"] = streams
     data_dir = Path(tempfile.mkdtemp(prefix="fleetpulse-bench-w1-"))
@@ -287,6 +296,7 @@ def main() -> None:
         first.stop()
     results["workers"] = args.workers
     results["rescore_interval"] = args.rescore_interval or "production default"
+    results["tsdb"] = "influxdb2" if args.tsdb_url else "none"
     print(json.dumps(results))
     record("stream_fleet", results, load_at_start)
 

@@ -136,8 +136,8 @@ def stream_table(throughput: Document, fleet: Document | None) -> str:
                 )
                 if "worker_cpu_us_per_report" in value:
                     lines.append(
-                        f"| worker CPU per report at {value['achieved_rate']:,} reports/s (idle polling included) | "
-                        f"{value['worker_cpu_us_per_report']:,.0f} µs |"
+                        f"| worker CPU per report at {value['achieved_rate']:,} reports/s (idle polling"
+                        f"{tsdb_writes(fleet)} included) | {value['worker_cpu_us_per_report']:,.0f} µs |"
                     )
         if "recovery_local_rocksdb" in f:
             lines.append(
@@ -149,6 +149,11 @@ def stream_table(throughput: Document, fleet: Document | None) -> str:
                 f"| ready after kill -9, from the changelog alone | {f['recovery_from_changelog']['ready_s']:g} s |"
             )
     return "\n".join(lines) + "\n"
+
+
+def tsdb_writes(fleet: Document) -> str:
+    """``, TSDB writes`` when the fleet run's workers wrote their points to a TSDB, as production workers do."""
+    return ", TSDB writes" if fleet["results"].get("tsdb", "none") != "none" else ""
 
 
 def steady_state_us(fleet: Document | None) -> tuple[float, float] | None:
@@ -177,7 +182,8 @@ def sizing_table(throughput: Document, fleet: Document | None) -> str:
     if steady:
         basis = (
             f"the higher of {basis} and its {steady[0]:.0f} µs per report keeping up with {steady[1]:,} reports/s "
-            "(small batches and idle polling cost more per report)"
+            "(small batches and idle polling cost more per report"
+            f"{'; points written to the TSDB' if fleet and tsdb_writes(fleet) else ''})"
         )
     lines = [
         f"From {basis}, planning each worker at {100 * TARGET_UTILISATION:.0f} % of its capacity "

@@ -88,6 +88,10 @@ class SmartCollector:
         disks: list[DiskHealth] = []
         errors = [CollectorError(collector="smart", error=error) for error in snapshot.errors]
         chosen = [d for d in snapshot.disks if self.devices is None or d.name in self.devices]
+        missing = sorted(set(self.devices or ()) - {d.name for d in snapshot.disks})
+        errors += [
+            _error(name, "not in the helper's snapshot (it reads what smartctl --scan-open finds)") for name in missing
+        ]
         for entry in chosen[: self.max_disks]:
             dropped: list[str] = []
             try:

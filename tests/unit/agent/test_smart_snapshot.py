@@ -63,8 +63,9 @@ def test_the_snapshot_path_reports_what_smartctl_run_by_the_agent_reports(tmp_pa
     assert len(log.read_text().splitlines()) == before, "the agent ran no smartctl"
     assert from_snapshot == direct
     assert {d.name for d in from_snapshot["disks"]} == {"/dev/sda", "/dev/testfoobarpass"}  # sdb asleep: not reported
-    devices_only = SmartConfig(devices=["/dev/nvme0"]).build(context(tmp_path / "second", snapshot_dir)).collect()
-    assert [d.model for d in devices_only["disks"]] == [d.model for d in direct["disks"] if d.kind.value == "nvme"]
+    chosen = SmartConfig(devices=["/dev/nvme0", "/dev/sdz"]).build(context(tmp_path / "second", snapshot_dir)).collect()
+    assert [d.model for d in chosen["disks"]] == [d.model for d in direct["disks"] if d.kind.value == "nvme"]
+    assert [e.collector for e in chosen["collector_errors"]] == ["smart:/dev/sdz"]  # configured, but not scanned
 
 
 def test_the_real_commands_end_to_end(tmp_path: Path, snapshot_dir: Path) -> None:
