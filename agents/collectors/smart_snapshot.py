@@ -31,8 +31,10 @@ from fleetpulse.compat import UTC
 
 SNAPSHOT_FILE = "snapshot.json"
 SNAPSHOT_FORMAT = 1
-MAX_SNAPSHOT_BYTES = 16 * 1024 * 1024
-"""32 disks (the collector's limit) of the largest real ``smartctl --json -a`` outputs fit several times over."""
+MAX_DISK_OUTPUT_BYTES = 512 * 1024
+"""One device's ``smartctl --json -a``: real outputs are 10-60 KB; a device answering more is recorded as an error."""
+MAX_SNAPSHOT_BYTES = 32 * MAX_DISK_OUTPUT_BYTES
+"""32 disks (the collector's limit) at the per-device bound: one odd device cannot cost the others theirs."""
 CLOCK_SKEW = timedelta(minutes=5)
 
 
@@ -111,10 +113,14 @@ def take_snapshot(
             entry.update(exit_status=-1, error=str(exc)[:2048])
         else:
             entry["exit_status"] = status
-            try:
-                entry["output"] = json.loads(output)
-            except ValueError as exc:
-                entry["error"] = f"smartctl output is not JSON: {exc}"[:2048]
+            size = len(output.encode())
+            if size > MAX_DISK_OUTPUT_BYTES:
+                entry["error"] = f"smartctl printed {size} bytes, over the {MAX_DISK_OUTPUT_BYTES}-byte bound"
+            else:
+                try:
+                    entry["output"] = json.loads(output)
+                except (ValueError, RecursionError) as exc:
+                    entry["error"] = f"smartctl output is not JSON: {str(exc)[:200]}"
         entries.append(entry)
     doc = {"format": SNAPSHOT_FORMAT, "taken_at": taken_at.isoformat(), "disks": entries, "errors": errors}
     _replace(out_dir / SNAPSHOT_FILE, json.dumps(doc).encode())

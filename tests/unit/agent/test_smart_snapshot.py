@@ -20,6 +20,7 @@ from fleetpulse.agents.collectors.base import CollectorContext
 from fleetpulse.agents.collectors.config import SmartConfig
 from fleetpulse.agents.collectors.smart import STANDBY_EXIT
 from fleetpulse.agents.collectors.smart_snapshot import (
+    MAX_DISK_OUTPUT_BYTES,
     MAX_SNAPSHOT_BYTES,
     SNAPSHOT_FILE,
     SnapshotError,
@@ -223,3 +224,31 @@ def test_a_failed_smartctl_run_is_reported_per_disk(tmp_path: Path, snapshot_dir
     assert section["disks"] == []
     errors = {e.collector: e.error for e in section["collector_errors"]}
     assert errors == {"smart:/dev/sda": "smartctl exit status 2 for /dev/sda", "smart:/dev/sdc": "smartctl timed out"}
+
+
+def test_one_device_printing_too_much_costs_only_its_own_entry(tmp_path: Path, snapshot_dir: Path) -> None:
+    """A device (a USB bridge, a broken firmware) answering megabytes or nested garbage must not stop the snapshot."""
+    script = tmp_path / "smartctl"
+    huge, deep = tmp_path / "huge.json", tmp_path / "deep.json"
+    huge.write_text('{"x": "' + "a" * (MAX_DISK_OUTPUT_BYTES + 1) + '"}')
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    (tmp_path / "real").mkdir()
+    real, _ = make_fake_smartctl(tmp_path / "real")
+    script.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in\n'
+        """  *--scan-open*) echo '{"devices": [{"name": "/dev/sda"}, {"name": "/dev/sdx"}, {"name": "/dev/sdy"}]}' ;;\n"""
+        f'  */dev/sdx) cat "{huge}" ;;\n'
+        f'  */dev/sdy) cat "{deep}" ;;\n'
+        f'  *) exec "{real}" "$@" ;;\n'
+        "esac\n"
+    )
+    script.chmod(0o755)
+    taken = take_snapshot(str(script), snapshot_dir, 120.0, 16, STANDBY_EXIT)
+    errors = {d.name: d.error for d in taken.disks}
+    assert errors["/dev/sda"] is None
+    assert "over the 524288-byte bound" in (errors["/dev/sdx"] or "")
+    assert "not JSON" in (errors["/dev/sdy"] or "")
+    section = SmartConfig().build(context(tmp_path, snapshot_dir)).collect()
+    assert [d.name for d in section["disks"]] == ["/dev/sda"]
+    assert sorted(e.collector for e in section["collector_errors"]) == ["smart:/dev/sdx", "smart:/dev/sdy"]
