@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Generates every secret the compose stack reads: .env (interpolated into service
-# environments) and secrets/* (mounted as files). Never overwrites existing values.
+# Generates every secret the compose stack reads, in secrets/* (mounted as files), and a .env with
+# the image name and public URLs (no secret). Never overwrites existing values.
 set -euo pipefail
 cd "$(dirname "$0")"
 umask 077
@@ -10,9 +10,11 @@ for name in postgres_password influx_admin_password influx_admin_token influx_gr
     grafana_admin_password kafka_agent_password; do
     [[ -s "secrets/$name" ]] || rand >"secrets/$name"
 done
-if [[ ! -f .env ]]; then
-    sed -e "s/^POSTGRES_PASSWORD=.*/POSTGRES_PASSWORD=$(cat secrets/postgres_password)/" .env.example >.env
-fi
+# The ticket store's URL as the services read it, from a file: a password in their environment would reach
+# every child process, /proc/<pid>/environ and crash reports.
+[[ -s secrets/store_url ]] ||
+    printf 'postgresql://fleetpulse:%s@postgres:5432/fleetpulse' "$(cat secrets/postgres_password)" >secrets/store_url
+[[ -f .env ]] || cp .env.example .env
 # Kafka's external listener needs a TLS keystore. Without one of your own (from the municipal CA),
 # a self-signed certificate for $KAFKA_PUBLIC_HOST is made; agents then trust secrets/kafka-ca.pem.
 if [[ ! -s secrets/kafka.keystore.p12 ]]; then
@@ -35,7 +37,7 @@ fi
 # world-readable while the directory stays private to the host's root.
 chmod 0700 secrets
 chmod 0644 secrets/*
-echo "secrets in $(pwd)/secrets and .env"
+echo "secrets in $(pwd)/secrets, settings in .env"
 if [[ ! -s secrets/oidc_client_secret ]]; then
     echo "missing secrets/oidc_client_secret: register the page at your identity provider (deploy/production.md," \
         "Single sign-on), set [alerts.api.oidc] in server.toml, then run OIDC_CLIENT_SECRET=... ./make-secrets.sh" >&2

@@ -21,6 +21,7 @@ import pytest
 import tomllib
 import yaml
 
+from fleetpulse.alerts.store import store_url
 from fleetpulse.config import load_settings
 from fleetpulse.contract import Topics
 from fleetpulse.dashboards.settings import GrafanaSettings
@@ -39,6 +40,8 @@ COMPOSE_DIR = DEPLOY / "compose"
 COMPOSE = yaml.safe_load((COMPOSE_DIR / "compose.yaml").read_text(encoding="utf-8"))
 SERVICES: dict[str, Any] = COMPOSE["services"]
 APP_SERVICES = ("migrate", "worker", "tickets", "rollup", "api")
+STORE_URL = f"postgresql://fleetpulse:{MOUNTED_SECRET}@postgres:5432/fleetpulse"
+"""What make-secrets.sh writes to secrets/store_url, with the stand-in password."""
 # Key and service order is cosmetic; the file is ordered by data flow for readers.
 ORDER_RULES = ["service-keys-order", "services-alphabetical-order", "top-level-properties-order"]
 
@@ -116,8 +119,15 @@ def test_secrets_are_files_never_inline() -> None:
         env = service.get("environment", {})
         for key, value in env.items():
             if re.search(r"PASSWORD|TOKEN|SECRET", key) and not key.endswith(("_FILE", "__FILE", "USER")):
-                assert "${" in str(value) or "/run/secrets/" in str(value), f"{name}.{key} looks inlined"
+                assert "/run/secrets" in str(value), f"{name}.{key}: a secret in the environment, not a file"
+            assert not re.search(r"://[^/@\s]*:[^/@\s]*@", str(value)), f"{name}.{key}: a URL with a password"
+    store_users = {name for name, service in SERVICES.items() if "store_url" in _secret_sources(service)}
+    assert store_users == {"migrate", "tickets", "api"}, "the ticket store's password only where the store is used"
     assert (COMPOSE_DIR / ".gitignore").read_text(encoding="utf-8").split() == [".env", "secrets/"]
+
+
+def _secret_sources(service: dict[str, Any]) -> set[str]:
+    return {secret["source"] if isinstance(secret, dict) else secret for secret in service.get("secrets", [])}
 
 
 def _init_topics() -> dict[str, tuple[str, str]]:
@@ -216,9 +226,14 @@ def test_app_services_get_valid_settings(service: str, monkeypatch: pytest.Monke
     for secret in SERVICES[service].get("secrets", []):
         target = Path(secret["target"])
         assert target.parent == Path(env["FLEETPULSE_SECRETS_DIR"])
-        (mounted / target.name).write_text(f"{MOUNTED_SECRET}\n", encoding="utf-8")
+        value = STORE_URL if secret["source"] == "store_url" else MOUNTED_SECRET
+        (mounted / target.name).write_text(f"{value}\n", encoding="utf-8")
     settings = load_settings(ServerSettings, COMPOSE_DIR / "server.toml", [mounted])
-    assert settings.alerts.store_url == "postgresql+psycopg://fleetpulse:dummy@postgres:5432/fleetpulse"
+    if service in ("migrate", "tickets", "api"):
+        url = store_url(settings.alerts.store_url)
+        assert (url.drivername, url.host, url.password) == ("postgresql+psycopg", "postgres", MOUNTED_SECRET)
+    else:
+        assert settings.alerts.store_url.startswith("sqlite:"), "no database password where the store is not used"
     assert settings.streams.tsdb.kind == "influxdb2"
     assert settings.grafana.rollup.influx.url == "http://influxdb:8086"
     # the InfluxDB token (all-access) only where InfluxDB is used: never in the API the reverse proxy exposes
@@ -274,8 +289,9 @@ def test_make_secrets_creates_every_referenced_secret_once(tmp_path: Path) -> No
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, f"{name}: containers run as non-root"
     assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
     dotenv = (work / ".env").read_text(encoding="utf-8")
-    assert "change-me" not in dotenv
-    assert f"POSTGRES_PASSWORD={(secrets / 'postgres_password').read_text()}" in dotenv
+    password = (secrets / "postgres_password").read_text()
+    assert password not in dotenv, "no secret in .env"
+    assert (secrets / "store_url").read_text() == f"postgresql://fleetpulse:{password}@postgres:5432/fleetpulse"
     before = {p.name: p.read_bytes() for p in secrets.iterdir()}
     subprocess.run(["bash", "make-secrets.sh"], cwd=work, env=env, check=True, capture_output=True, timeout=120)
     assert {p.name: p.read_bytes() for p in secrets.iterdir()} == before, "re-running never rotates secrets"
