@@ -14,8 +14,9 @@ no Python object per field, as a measurement prototype (it is not shipped). This
    ``apply_report_in_place``, ``DeviceRecord.to_bytes``, ``report_points``/``to_line_protocol``);
 3. runs the Rust core over the same bytes;
 4. checks that every device's final table value and every line are equal, byte for byte;
-5. prints CPU µs per report for both, their ratio, and the whole in-process processor (scoring included)
-   over the same fleet for scale.
+5. prints CPU µs per report for both, stage by stage (each prefix of the path is timed; a stage is the
+   difference of two), their ratio, and the whole in-process processor (scoring included) over the
+   same fleet for scale.
 
     python benchmarks/native_core.py --devices 10000 --rounds 5
 
@@ -132,13 +133,24 @@ def build() -> Path:
     return CRATE / "target" / "release" / "fleetpulse-native-core-probe"
 
 
-def python_path(
-    work: Workload, settings: ServerSettings, now: datetime, encode_lines: bool
-) -> tuple[float, dict[bytes, bytes], list[bytes], int]:
-    """The worker's functions for the stages the core replaces; (CPU s, table, lines, dead letters).
+STAGES = (
+    "decode and validate the report",
+    "authenticate it (HMAC)",
+    "deduplicate, fold into the cached state",
+    "encode the table value",
+    "build its TSDB points",
+    "encode them as line protocol",
+)
+"""The per-report path in order; ``--stages``-style prefixes of it are timed, their differences are the stages."""
 
-    Without ``encode_lines`` the points are built but not encoded, as in a worker whose TSDB sink is
-    ``none`` (``stream_throughput.py`` without ``--tsdb-url``); lines are then left empty.
+
+def python_path(
+    work: Workload, settings: ServerSettings, now: datetime, stages: int = len(STAGES)
+) -> tuple[float, dict[bytes, bytes], list[bytes], int]:
+    """The worker's functions for the first ``stages`` of :data:`STAGES`; (CPU s, table, lines, dead letters).
+
+    Five stages build the points without encoding them, as in a worker whose TSDB sink is ``none``
+    (``stream_throughput.py`` without ``--tsdb-url``).
     """
     health = work.health_topic
     skew = settings.streams.max_clock_skew
@@ -160,6 +172,8 @@ def python_path(
         if key != device_id.encode() or report.collected_at > now + skew:
             dead += 1
             continue
+        if stages == 1:
+            continue
         record = records.get(device_id)
         if topic == health:
             refused = authentication_failure(record, device_id, value, headers)
@@ -167,6 +181,8 @@ def python_path(
             refused = mobile_refusal(record, report)
         if refused is not None:
             dead += 1
+            continue
+        if stages == 2:
             continue
         if record is None:
             record = records[device_id] = DeviceRecord(state=DeviceState(device_id=device_id))
@@ -176,9 +192,13 @@ def python_path(
             dead += 1
             continue
         apply_report_in_place(state, report)
+        if stages == 3:
+            continue
         table[key] = record.to_bytes()
+        if stages == 4:
+            continue
         points = report_points(report, record.asset_facts())
-        if encode_lines:
+        if stages == 6:
             lines.extend(point.to_line_protocol() for point in points)
     spent = time.process_time() - started
     return spent, table, [line.encode() for line in lines], dead
@@ -188,7 +208,10 @@ def frame(*parts: bytes) -> bytes:
     return b"".join(struct.pack("<I", len(part)) + part for part in parts)
 
 
-def native_path(probe: Path, work: Workload, now: datetime) -> tuple[dict[str, float], dict[bytes, bytes], list[bytes]]:
+def native_path(
+    probe: Path, work: Workload, now: datetime, stages: int = 5
+) -> tuple[dict[str, float], dict[bytes, bytes], list[bytes]]:
+    """The Rust core over the same records, up to ``stages`` (its 5th writes the lines: points and encoding)."""
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         (folder / "records").write_bytes(
@@ -198,7 +221,8 @@ def native_path(probe: Path, work: Workload, now: datetime) -> tuple[dict[str, f
             )
         )
         micros = int(now.timestamp()) * 1_000_000 + now.microsecond
-        args = [str(probe), *(str(folder / name) for name in ("records", "table", "lines")), str(micros)]
+        names = ("records", "table", "lines")
+        args = [str(probe), *(str(folder / name) for name in names), str(micros), str(stages)]
         result = json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
         raw, table, at = (folder / "table").read_bytes(), {}, 0
         while at < len(raw):
@@ -258,16 +282,14 @@ def main() -> None:
     print(f"{args.devices} devices, {args.rounds} rounds: {len(reports)} reports", flush=True)
 
     timed = Workload(reports, fleet.device_keys, topics.health)
-    python_runs = [python_path(timed, settings, now, encode_lines=True) for _ in range(args.repeat)]
-    python_s, table, lines, dead = min(python_runs, key=lambda run: run[0])
-    points_only_s = min(python_path(timed, settings, now, encode_lines=False)[0] for _ in range(args.repeat))
+    python_runs = [python_path(timed, settings, now) for _ in range(args.repeat)]
+    _, table, lines, dead = min(python_runs, key=lambda run: run[0])
     native_runs = [native_path(probe, timed, now) for _ in range(args.repeat)]
     fastest = min(native_runs, key=lambda run: run[0]["cpu_s"])
-    result, native_table = fastest[0], fastest[1]
     same = compare("simulated fleet", (table, lines, dead), fastest)
     if (args.corpus / "manifest.csv").is_file():
         real = real_disks(args.corpus, topics)
-        _, real_table, real_lines, real_dead = python_path(real, settings, now, encode_lines=True)
+        _, real_table, real_lines, real_dead = python_path(real, settings, now)
         same = (
             compare("real smartctl disks", (real_table, real_lines, real_dead), native_path(probe, real, now)) and same
         )
@@ -276,7 +298,21 @@ def main() -> None:
     if not same:
         sys.exit("the prototype's output differs from the Python worker's: its timings compare different work")
 
-    decoded = list(native_table.values())
+    def us(seconds: float) -> float:
+        return 1e6 * seconds / len(reports)
+
+    # each prefix of the path, fastest of --repeat runs; a stage's cost is the difference of two prefixes
+    python_prefix = [0.0] + [
+        us(min(python_path(timed, settings, now, stages)[0] for _ in range(args.repeat)))
+        for stages in range(1, len(STAGES) + 1)
+    ]
+    native_prefix = [0.0] + [
+        us(min(native_path(probe, timed, now, stages)[0]["cpu_s"] for _ in range(args.repeat)))
+        for stages in range(1, 6)
+    ]
+    native_prefix.append(native_prefix[-1])  # the native core writes the lines directly: no separate encoding
+
+    decoded = list(fastest[1].values())
     started = time.process_time()
     for value in decoded:
         DeviceRecord.from_bytes(value)
@@ -289,17 +325,15 @@ def main() -> None:
     whole = time.process_time() - started
     events = sum(len(batch) for batch in work)
 
-    native_us = 1e6 * result["cpu_s"] / len(reports)
     print()
-    print("per report: decode and validate, authenticate, deduplicate, fold into the cached state,")
-    print(f"encode the table value, TSDB points; CPU us, fastest of {args.repeat} runs")
-    print(f"  {'':46s} {'python':>8s} {'native':>8s} {'native/python':>14s}")
-    for what, seconds in (
-        ("lines encoded (a worker writing to a TSDB)", python_s),
-        ("points built only (TSDB sink none)", points_only_s),
-    ):
-        python_us = 1e6 * seconds / len(reports)
-        print(f"  {what:46s} {python_us:8.1f} {native_us:8.2f} {native_us / python_us:14.3f}")
+    print(f"CPU us per report, fastest of {args.repeat} runs {'python':>18s} {'native':>8s}")
+    for index, stage in enumerate(STAGES, start=1):
+        python_us = python_prefix[index] - python_prefix[index - 1]
+        native_us = native_prefix[index] - native_prefix[index - 1]
+        print(f"  {stage:44s} {python_us:8.1f} {native_us:8.2f}")
+    for label, stages in (("total, points built (TSDB sink none)", 5), ("total, lines encoded (writing to a TSDB)", 6)):
+        ratio = native_prefix[stages] / python_prefix[stages]
+        print(f"  {label:44s} {python_prefix[stages]:8.1f} {native_prefix[stages]:8.2f}   native/python {ratio:.3f}")
     print(f"a native table value read back by Python (a state to score): {decode_us:.1f} us")
     print(f"the whole in-process processor, scoring included: {1e6 * whole / events:.1f} us per event, of which")
     for stage, seconds in spent.items():
