@@ -195,6 +195,8 @@ class ApiSettings(_Frozen):
             return json.loads(value)
         except json.JSONDecodeError as exc:
             raise ValueError(f"not a JSON list: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        except RecursionError:
+            raise ValueError("not a JSON list: nested too deeply") from None
 
     @property
     def login_form(self) -> bool:

@@ -165,6 +165,11 @@ def test_attack_a_malformed_logins_file_is_refused_without_echoing_its_hashes(to
     assert "alerts.api.users" in refused.stderr
     assert "not a JSON list" in refused.stderr
     assert "argon2id" not in refused.stdout + refused.stderr
+    (mount / "FLEETPULSE_ALERTS__API__USERS").write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    deep = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert deep.returncode == 2
+    assert "nested too deeply" in deep.stderr
+    assert "Traceback" not in deep.stderr
     (mount / "FLEETPULSE_ALERTS__API__USERS").write_text(json.dumps(USERS), encoding="utf-8")
     shown = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=False)
     assert shown.returncode == 0, shown.stderr
