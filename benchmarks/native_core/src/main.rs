@@ -1,5 +1,5 @@
-//! Measurement prototype of a native per-report core for the stream worker (issue: the worker at 10 % of
-//! the raw consume ceiling). Not part of the product: `benchmarks/native_core.py` builds and runs it.
+//! Measurement prototype of a native per-report core for the stream worker: what the per-report path
+//! costs without Python objects. Not part of the product: `benchmarks/native_core.py` builds and runs it.
 //!
 //! It does what the Python worker does for one health report between the Kafka record and the scorers,
 //! with no Python object per field: JSON decode and the contract's checks of the fields it reads, the
