@@ -118,13 +118,12 @@ def smart_snapshot(
     This process, not the agent, holds the capabilities smartctl needs (CAP_SYS_RAWIO, CAP_SYS_ADMIN); it
     reads no configuration and no secret and needs no network.
     """
-    from fleetpulse.agents.collectors.smart import STANDBY_EXIT
     from fleetpulse.agents.collectors.smart_snapshot import SnapshotError, take_snapshot
     from fleetpulse.agents.trust import UntrustedPathError
 
     logs.configure("INFO")
     try:
-        snapshot = take_snapshot(smartctl, out, timeout_s, max_disks, STANDBY_EXIT)
+        snapshot = take_snapshot(smartctl, out, timeout_s, max_disks)
     except (OSError, SnapshotError, UntrustedPathError) as exc:
         typer.echo(f"error: SMART snapshot in {out}: {exc}", err=True)
         raise typer.Exit(1) from None

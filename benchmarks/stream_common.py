@@ -38,6 +38,19 @@ def add_kafka_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_tsdb_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tsdb-url",
+        default=None,
+        help="write points to this InfluxDB v2 / VictoriaMetrics URL, as a production worker does (default: none)",
+    )
+
+
+def tsdb_streams(url: str | None) -> dict[str, object]:
+    """The workers' ``[streams]`` settings that send their points to ``url`` (none: the null sink)."""
+    return {"tsdb__kind": "influxdb2", "tsdb__url": url} if url else {}
+
+
 def kafka_settings(bootstrap: str | None) -> KafkaSettings:
     if bootstrap is None:
         subprocess.run(["bash", str(REPO / "deploy/local/stack.sh"), "start", "kafka"], check=True)

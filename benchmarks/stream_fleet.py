@@ -38,12 +38,14 @@ from record import record
 from stream_common import (
     Fleet,
     add_kafka_args,
+    add_tsdb_arg,
     cpu_seconds,
     create_topics,
     free_port,
     kafka_settings,
     producer,
     start_worker,
+    tsdb_streams,
 )
 
 from fleetpulse.config import KafkaSettings
@@ -213,11 +215,7 @@ def main() -> None:
     parser.add_argument("--rescore-interval", default=None, help="ISO 8601 duration, e.g. PT0S; default: production")
     parser.add_argument("--skip-recovery", action="store_true", help="only the latency phases")
     parser.add_argument("--multipliers", default="1,10", help="load levels as multiples of devices/60 reports/s")
-    parser.add_argument(
-        "--tsdb-url",
-        default=None,
-        help="write points to this InfluxDB v2 / VictoriaMetrics URL, as a production worker does (default: none)",
-    )
+    add_tsdb_arg(parser)
     parser.add_argument(
         "--set",
         action="append",
@@ -241,11 +239,13 @@ def main() -> None:
     prod.close()
     preload = len(fleet.inventory) + len(fleet.enrolments) + len(fleet.templates)
 
-    streams: dict[str, object] = {"stats_interval_s": 5, **stream_overrides(parser, args.set)}
+    streams: dict[str, object] = {
+        "stats_interval_s": 5,
+        **stream_overrides(parser, args.set),
+        **tsdb_streams(args.tsdb_url),
+    }
     if args.rescore_interval is not None:
         streams["rescore_interval"] = args.rescore_interval
-    if args.tsdb_url:
-        streams |= {"tsdb__kind": "influxdb2", "tsdb__url": args.tsdb_url}
     if args.set:
         results["settings"] = streams
     data_dir = Path(tempfile.mkdtemp(prefix="fleetpulse-bench-w1-"))
@@ -296,7 +296,7 @@ def main() -> None:
         first.stop()
     results["workers"] = args.workers
     results["rescore_interval"] = args.rescore_interval or "production default"
-    results["tsdb"] = "influxdb2" if args.tsdb_url else "none"
+    results["tsdb"] = bool(args.tsdb_url)
     print(json.dumps(results))
     record("stream_fleet", results, load_at_start)
 

@@ -36,12 +36,14 @@ from record import record
 from stream_common import (
     Fleet,
     add_kafka_args,
+    add_tsdb_arg,
     create_topics,
     decode_input,
     kafka_settings,
     peak_rss_mib,
     publish_rounds,
     start_worker,
+    tsdb_streams,
     wait_processed,
 )
 
@@ -114,7 +116,7 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5, help="reports per device, one minute apart")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (the ratio is reported per process)")
-    parser.add_argument("--tsdb-url", default=None, help="write points to this InfluxDB v2 / VictoriaMetrics URL")
+    add_tsdb_arg(parser)
     parser.add_argument(
         "--baseline-checkout", type=Path, default=None, help="also measure the worker of this fleetpulse checkout"
     )
@@ -150,7 +152,7 @@ def main() -> None:
         f"{batch_cpu_rate / raw_cpu_rate:.1%} CPU"
     )
 
-    extra: dict[str, object] = {"tsdb__kind": "influxdb2", "tsdb__url": args.tsdb_url} if args.tsdb_url else {}
+    extra = tsdb_streams(args.tsdb_url)
     baseline_env = {"PYTHONPATH": str(args.baseline_checkout.resolve())} if args.baseline_checkout else None
     runs: list[WorkerRun] = []
     baselines: list[WorkerRun] = []

@@ -137,7 +137,8 @@ def stream_table(throughput: Document, fleet: Document | None) -> str:
                 if "worker_cpu_us_per_report" in value:
                     lines.append(
                         f"| worker CPU per report at {value['achieved_rate']:,} reports/s (idle polling"
-                        f"{tsdb_writes(fleet)} included) | {value['worker_cpu_us_per_report']:,.0f} µs |"
+                        f"{', TSDB writes' if wrote_tsdb(fleet) else ''} included) | "
+                        f"{value['worker_cpu_us_per_report']:,.0f} µs |"
                     )
         if "recovery_local_rocksdb" in f:
             lines.append(
@@ -151,9 +152,9 @@ def stream_table(throughput: Document, fleet: Document | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def tsdb_writes(fleet: Document) -> str:
-    """``, TSDB writes`` when the fleet run's workers wrote their points to a TSDB, as production workers do."""
-    return ", TSDB writes" if fleet["results"].get("tsdb", "none") != "none" else ""
+def wrote_tsdb(fleet: Document) -> bool:
+    """Whether the fleet run's workers wrote their points to a TSDB, as production workers do."""
+    return bool(fleet["results"].get("tsdb"))
 
 
 def steady_state_us(fleet: Document | None) -> tuple[float, float] | None:
@@ -183,7 +184,7 @@ def sizing_table(throughput: Document, fleet: Document | None) -> str:
         basis = (
             f"the higher of {basis} and its {steady[0]:.0f} µs per report keeping up with {steady[1]:,} reports/s "
             "(small batches and idle polling cost more per report"
-            f"{'; points written to the TSDB' if fleet and tsdb_writes(fleet) else ''})"
+            f"{'; points written to the TSDB' if fleet and wrote_tsdb(fleet) else ''})"
         )
     lines = [
         f"From {basis}, planning each worker at {100 * TARGET_UTILISATION:.0f} % of its capacity "

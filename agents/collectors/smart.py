@@ -16,14 +16,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from fleetpulse.agents.collectors.base import CollectorContext, Section, StateFile
-from fleetpulse.agents.collectors.smart_snapshot import read_disk, read_snapshot, scan
+from fleetpulse.agents.collectors.smart_snapshot import STANDBY_EXIT, read_disk, read_snapshot, scan
 from fleetpulse.agents.parsers import ParseError
 from fleetpulse.agents.parsers.smartctl import parse_smartctl_json
 from fleetpulse.compat import UTC
 from fleetpulse.contract import CollectorError, DiskHealth
 
-STANDBY_EXIT = 3
-"""``-n standby,3``: smartctl exits with 3 when it skipped a disk in standby (distinct from its bit flags 1/2/4)."""
 FATAL_EXIT_BITS = 0b011
 """smartctl exit bits 0 (command line) and 1 (device open failed) mean no data; higher bits carry data."""
 MIN_HELPER_PERIOD_S = 3600.0
@@ -73,7 +71,7 @@ class SmartCollector:
         for name, dev_type in targets[: self.max_disks]:
             dropped: list[str] = []
             try:
-                status, output = read_disk(self.smartctl, name, dev_type, per_call, STANDBY_EXIT)
+                status, output = read_disk(self.smartctl, name, dev_type, per_call)
                 disk = self._disk(name, status, output, dropped)
             except (OSError, RuntimeError, ParseError, subprocess.SubprocessError) as exc:
                 errors.append(_error(name, str(exc)))

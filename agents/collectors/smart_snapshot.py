@@ -29,6 +29,8 @@ from fleetpulse.agents.collectors.base import run_tool
 from fleetpulse.agents.trust import UntrustedPathError, check_trusted
 from fleetpulse.compat import UTC
 
+STANDBY_EXIT = 3
+"""``-n standby,3``: smartctl exits with 3 when it skipped a disk in standby (distinct from its bit flags 1/2/4)."""
 SNAPSHOT_FILE = "snapshot.json"
 SNAPSHOT_FORMAT = 1
 MAX_DISK_OUTPUT_BYTES = 512 * 1024
@@ -75,9 +77,9 @@ def scan(smartctl: str, timeout_s: float) -> list[tuple[str, str | None]]:
     return found
 
 
-def read_disk(smartctl: str, name: str, dev_type: str | None, timeout_s: float, standby_exit: int) -> tuple[int, str]:
+def read_disk(smartctl: str, name: str, dev_type: str | None, timeout_s: float) -> tuple[int, str]:
     """``smartctl --json -a -n standby`` of one device: (exit status, output); a disk in standby is not woken."""
-    argv = [smartctl, "--json", "-a", "-n", f"standby,{standby_exit}"]
+    argv = [smartctl, "--json", "-a", "-n", f"standby,{STANDBY_EXIT}"]
     if dev_type:
         argv += ["-d", dev_type]
     proc = run_tool([*argv, name], timeout_s, ok_codes=tuple(range(256)))
@@ -89,7 +91,6 @@ def take_snapshot(
     out_dir: Path,
     timeout_s: float,
     max_disks: int,
-    standby_exit: int,
     now: datetime | None = None,
 ) -> Snapshot:
     """Run ``smartctl`` for every device and replace ``out_dir/snapshot.json``; what the helper service does.
@@ -108,7 +109,7 @@ def take_snapshot(
     for name, dev_type in devices[:max_disks]:
         entry: dict[str, Any] = {"name": name, "type": dev_type}
         try:
-            status, output = read_disk(smartctl, name, dev_type, per_call, standby_exit)
+            status, output = read_disk(smartctl, name, dev_type, per_call)
         except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
             entry.update(exit_status=-1, error=str(exc)[:2048])
         else:

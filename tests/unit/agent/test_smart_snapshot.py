@@ -18,7 +18,6 @@ import pytest
 
 from fleetpulse.agents.collectors.base import CollectorContext
 from fleetpulse.agents.collectors.config import SmartConfig
-from fleetpulse.agents.collectors.smart import STANDBY_EXIT
 from fleetpulse.agents.collectors.smart_snapshot import (
     MAX_DISK_OUTPUT_BYTES,
     MAX_SNAPSHOT_BYTES,
@@ -53,7 +52,7 @@ def snapshot_dir(tmp_path: Path) -> Path:
 def test_the_snapshot_path_reports_what_smartctl_run_by_the_agent_reports(tmp_path: Path, snapshot_dir: Path) -> None:
     script, log = make_fake_smartctl(tmp_path)
     direct = SmartConfig(smartctl=str(script)).build(context(tmp_path, None)).collect()
-    taken = take_snapshot(str(script), snapshot_dir, 120.0, 16, STANDBY_EXIT)
+    taken = take_snapshot(str(script), snapshot_dir, 120.0, 16)
     assert [d.name for d in taken.disks] == ["/dev/sda", "/dev/nvme0", "/dev/sdb"]
     calls = log.read_text().splitlines()
     assert all("-n standby,3" in call for call in calls if "--scan-open" not in call)  # no disk woken
@@ -149,14 +148,14 @@ def test_attack_the_helper_writes_through_no_planted_link(tmp_path: Path, snapsh
     victim = tmp_path / "victim"
     victim.write_text("untouched")
     (snapshot_dir / f".{SNAPSHOT_FILE}.{os.getpid()}.tmp").symlink_to(victim)
-    take_snapshot(str(script), snapshot_dir, 120.0, 16, STANDBY_EXIT)
+    take_snapshot(str(script), snapshot_dir, 120.0, 16)
     assert victim.read_text() == "untouched"
     assert not (snapshot_dir / SNAPSHOT_FILE).is_symlink()
     other = tmp_path / "users-folder"
     other.mkdir()
     os.chown(other, NOBODY, NOBODY)
     with pytest.raises(UntrustedPathError, match="owned by uid"):
-        take_snapshot(str(script), other, 120.0, 16, STANDBY_EXIT)
+        take_snapshot(str(script), other, 120.0, 16)
 
 
 @pytest.mark.parametrize(
@@ -244,7 +243,7 @@ def test_one_device_printing_too_much_costs_only_its_own_entry(tmp_path: Path, s
         "esac\n"
     )
     script.chmod(0o755)
-    taken = take_snapshot(str(script), snapshot_dir, 120.0, 16, STANDBY_EXIT)
+    taken = take_snapshot(str(script), snapshot_dir, 120.0, 16)
     errors = {d.name: d.error for d in taken.disks}
     assert errors["/dev/sda"] is None
     assert "over the 524288-byte bound" in (errors["/dev/sdx"] or "")
