@@ -75,12 +75,29 @@ class StateFile:
 
     def save(self, data: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        with tmp.open("w") as fh:
-            json.dump(data, fh)
+        replace_file(self.path, json.dumps(data).encode(), 0o600)
+
+
+def replace_file(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to a fresh file beside ``path``, then rename it over: readers see the old or the new file.
+
+    The fresh file is created exclusively and never through a link planted at its name, so a privileged
+    writer (the SMART helper runs as root) cannot be made to write elsewhere; ``mode`` is set whatever the umask.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    temporary.unlink(missing_ok=True)  # left by an earlier run of the same pid that died mid-write
+    fd = os.open(temporary, flags, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 class Throttled:

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fleetpulse.agents.collectors.base import run_tool
+from fleetpulse.agents.collectors.base import replace_file, run_tool
 from fleetpulse.agents.trust import UntrustedPathError, check_trusted
 from fleetpulse.compat import UTC
 
@@ -124,28 +124,11 @@ def take_snapshot(
                     entry["error"] = f"smartctl output is not JSON: {str(exc)[:200]}"
         entries.append(entry)
     doc = {"format": SNAPSHOT_FORMAT, "taken_at": taken_at.isoformat(), "disks": entries, "errors": errors}
-    _replace(out_dir / SNAPSHOT_FILE, json.dumps(doc).encode())
-    return Snapshot(taken_at, [_disk_output(entry) for entry in entries], errors)
-
-
-def _replace(path: Path, data: bytes) -> None:
-    """Write ``data`` to a fresh file beside ``path`` (never following a planted link), then rename it over."""
+    data = json.dumps(doc).encode()
     if len(data) > MAX_SNAPSHOT_BYTES:
         raise SnapshotError(f"snapshot of {len(data)} bytes is over the {MAX_SNAPSHOT_BYTES}-byte bound")
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    temporary.unlink(missing_ok=True)  # left by an earlier run of the same pid that died mid-write
-    fd = os.open(temporary, flags, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(temporary, 0o644)  # readable by the agent's account whatever the helper's umask
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    replace_file(out_dir / SNAPSHOT_FILE, data, 0o644)  # readable by the agent's account
+    return Snapshot(taken_at, [_disk_output(entry) for entry in entries], errors)
 
 
 def read_snapshot(folder: Path, max_age: timedelta, now: datetime) -> Snapshot:
