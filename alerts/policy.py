@@ -19,9 +19,9 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fleetpulse.contract.v1 import Alert, AlertState, Component, RiskScore, ScorerRole
+from fleetpulse.contract.v1 import Alert, AlertState, Component, RiskScore, ScorerRole, UtcDatetime
 
 Probability = Annotated[float, Field(gt=0.0, le=1.0)]
 ClearProbability = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -123,8 +123,8 @@ class PolicyState(BaseModel):
     below: Annotated[int, Field(ge=0)] = Field(default=0, description="consecutive scores < clear_threshold")
     raise_seq: Annotated[int, Field(ge=0)] = Field(default=0, description="how many times this component was raised")
     raised_alert_id: str | None = Field(default=None, description="id of the open raise, echoed by its clear")
-    cleared_at: AwareDatetime | None = None
-    last_at: AwareDatetime | None = Field(default=None, description="event time of the last accepted score")
+    cleared_at: UtcDatetime | None = None
+    last_at: UtcDatetime | None = Field(default=None, description="event time of the last accepted score")
     last_report_seq: int | None = None
 
 

@@ -36,7 +36,7 @@ import math
 import operator
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import date, datetime
+from datetime import date
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_serializer, field_validator
@@ -49,6 +49,7 @@ from fleetpulse.contract import (
     HealthReport,
     Platform,
 )
+from fleetpulse.contract.v1 import UtcDatetime
 
 WINDOW_DAYS = 35
 MAX_DISKS = 8
@@ -282,8 +283,8 @@ class DiskHistory(BaseModel):
     kind: DiskKind = DiskKind.UNKNOWN
     model: str | None = None
     capacity_bytes: int | None = None
-    first_seen: datetime
-    last_seen: datetime
+    first_seen: UtcDatetime
+    last_seen: UtcDatetime
     series: DailySeries = Field(default_factory=DailySeries)
 
 
@@ -292,8 +293,8 @@ class BatteryHistory(BaseModel):
 
     design_capacity: float
     unit: Literal["mWh", "mAh"] = "mWh"
-    first_seen: datetime
-    last_seen: datetime
+    first_seen: UtcDatetime
+    last_seen: UtcDatetime
     series: DailySeries = Field(default_factory=DailySeries)
 
 
@@ -306,7 +307,7 @@ class DeviceState(BaseModel):
     kind: DeviceKind | None = None
     platform: Platform | None = None
     last_seq: int = -1
-    last_collected_at: datetime | None = None
+    last_collected_at: UtcDatetime | None = None
     # inventory facts (joined from the compacted inventory topic)
     vendor: str | None = None
     model: str | None = None

@@ -149,6 +149,12 @@ class Pipeline:
 
         return lookup
 
+    def _partition_counts(self, raws: Sequence[RawRecord]) -> dict[str, int]:
+        """Each source topic's partition count as the cluster reports it (the configured count until it has)."""
+        consumer = self.app.consumer
+        configured = self.processor.settings.partitions
+        return {topic: consumer.topic_partitions(topic) or configured for topic in {raw.topic for raw in raws}}
+
     def _owned(self, events: Sequence[Any]) -> list[Any]:
         """Events of partitions this worker still owns.
 
@@ -180,7 +186,7 @@ class Pipeline:
             for e in events
         ]
         now = datetime.now(UTC)
-        result = self.processor.process_batch(raws, self._lookup(events), now)
+        result = self.processor.process_batch(raws, self._lookup(events), now, self._partition_counts(raws))
         scored = time.perf_counter()
 
         encoded_scores = [encode(score) for score in result.scores]

@@ -35,9 +35,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import sys
 import time
-from array import array
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -58,6 +56,7 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP, EventT
 
+from fleetpulse.streams.partitioning import default_partition
 from fleetpulse.streams.settings import StreamSettings
 from fleetpulse.streams.state_cache import DecodedCache
 
@@ -68,11 +67,6 @@ log = logging.getLogger(__name__)
 
 YIELD_EVERY = 100
 """Records handed over between yields to the event loop (as Faust's own drain loop)."""
-if sys.byteorder != "little" or array("I").itemsize != 4:  # as the state codec, which refuses them too
-    raise ImportError("murmur2 reads keys as little-endian 4-byte words, as arrays hold them here")
-
-KEY_PARTITIONS_KEPT = 262_144
-"""Record keys whose default partition is remembered (a device id or feature-log key: ~0.2 KB each)."""
 
 
 def require_pinned_faust() -> None:
@@ -505,43 +499,6 @@ async def send_batches(
     if count:
         sent.append((await producer.send_batch(builder, topic, partition=partition), count))
     return sent
-
-
-@functools.lru_cache(maxsize=KEY_PARTITIONS_KEPT)
-def default_partition(key: bytes, all_partitions: tuple[int, ...]) -> int:
-    """Kafka's default partition of ``key`` among ``all_partitions`` (``DefaultPartitioner``'s), remembered:
-    the worker produces to the same device keys every batch. Feature-log keys name a day, so most are new."""
-    return all_partitions[(murmur2(key) & 0x7FFFFFFF) % len(all_partitions)]
-
-
-_MURMUR_M = 0x5BD1E995
-_U32 = 0xFFFFFFFF
-
-
-def murmur2(data: bytes) -> int:
-    """Kafka's MurmurHash2 of ``data``, as aiokafka's ``murmur2`` computes it, a 32-bit word per step.
-
-    aiokafka's pure-Python version assembles each word from four indexed bytes and masks after
-    every operation: about 12 µs for a feature-log key, twice what this takes
-    (``tests/unit/test_faust_internals.py`` checks that they agree).
-    """
-    m, u32 = _MURMUR_M, _U32
-    length = len(data)
-    end = length & ~3
-    h = 0x9747B28C ^ length
-    for k in array("I", data[:end]):  # native order: the module refuses a big-endian machine at import
-        k = (k * m) & u32
-        h = ((h * m) & u32) ^ (((k ^ (k >> 24)) * m) & u32)
-    tail = length & 3
-    if tail:
-        if tail == 3:
-            h ^= data[end + 2] << 16
-        if tail >= 2:
-            h ^= data[end + 1] << 8
-        h = ((h ^ data[end]) * m) & u32
-    h ^= h >> 13
-    h = (h * m) & u32
-    return h ^ (h >> 15)
 
 
 async def publish(app: Any, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> list[Any]:

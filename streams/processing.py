@@ -46,12 +46,12 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from fleetpulse.alerts.policy import AlertPolicy, PolicyState, step
 from fleetpulse.contract import (
@@ -83,6 +83,7 @@ from fleetpulse.contract.auth import (
     key_fingerprint,
     mac_matches,
 )
+from fleetpulse.contract.v1 import UtcDatetime
 from fleetpulse.models import state_codec
 from fleetpulse.models.anomaly import EXPLAINED_BY
 from fleetpulse.models.feature_cache import shared_features
@@ -98,6 +99,7 @@ from fleetpulse.models.state import (
     state_bytes,
 )
 from fleetpulse.streams.featurelog import feature_records
+from fleetpulse.streams.partitioning import default_partition
 from fleetpulse.streams.points import Point, alert_point, report_points, score_point
 from fleetpulse.streams.settings import StreamSettings
 
@@ -110,6 +112,9 @@ ENROLMENT_EXCERPT = "<enrolment: withheld, it carries a device key>"
 """Dead letters are read more widely than the health topic: a key in one would let its reader forge reports."""
 
 ErrorKind = str
+RECORD_ERRORS = (ValueError, TypeError, RecursionError, ArithmeticError)
+"""What odd input can raise in processing (pydantic's ``ValidationError`` is a ``ValueError``; a date
+pushed past the calendar an ``OverflowError``): the record is dead-lettered, the worker goes on."""
 
 
 class DeviceRecord(BaseModel):
@@ -119,14 +124,14 @@ class DeviceRecord(BaseModel):
 
     state: DeviceState
     policies: dict[str, PolicyState] = {}
-    inventory_at: datetime | None = Field(default=None, description="updated_at of IT's register record joined")
-    agent_inventory_at: datetime | None = Field(
+    inventory_at: UtcDatetime | None = Field(default=None, description="updated_at of IT's register record joined")
+    agent_inventory_at: UtcDatetime | None = Field(
         default=None,
         description="updated_at of the agent's own inventory last applied (orders its replays apart from IT's); "
         "absent from values stored before it, read as None",
     )
-    scored_at: datetime | None = Field(default=None, description="event time of the last report that was scored")
-    mdm_reported_at: datetime | None = Field(
+    scored_at: UtcDatetime | None = Field(default=None, description="event time of the last report that was scored")
+    mdm_reported_at: UtcDatetime | None = Field(
         default=None,
         description="event time of the last MDM bridge report applied: no agent may enrol the device then; "
         "absent from values stored before it, read as None",
@@ -325,20 +330,48 @@ class Processor:
         batch: Sequence[RawRecord],
         lookup: Callable[[int, str], DeviceRecord | None],
         now: datetime,
+        partitions: Mapping[str, int] | None = None,
     ) -> BatchResult:
-        """Process ``batch`` in order. ``lookup(index, device_id)`` reads the table for the batch's i-th record."""
+        """Process ``batch`` in order. ``lookup(index, device_id)`` reads the table for the batch's i-th record.
+
+        ``partitions`` gives each source topic's partition count: a keyed record found anywhere but
+        on its key's default partition is refused (the runtime always passes it; without it every
+        record counts as placed right, as on a topic of one partition).
+        """
         out = BatchResult()
         pending: dict[str, DeviceState] = {}  # states advanced since the last scoring call
         decoded = self._decode_reports(batch)
+        homes = {topic: tuple(range(count)) for topic, count in (partitions or {}).items()}
         for index, raw in enumerate(batch):
             try:
+                if raw.key is not None and raw.topic in homes and self._misplaced(raw, homes[raw.topic], now, out):
+                    continue
                 self._one(index, raw, lookup, now, out, pending, decoded)
-            except (ValidationError, ValueError, TypeError, RecursionError) as exc:
-                log.exception("processing error", extra={"fields": {"topic": raw.topic, "offset": raw.offset}})
-                out.dead_letters.append(dead_letter(raw, "processing_error", f"{type(exc).__name__}: {exc}", now))
-                out.counts["dead_letter.processing_error"] += 1
-        self._score(pending, now, out)
+            except RECORD_ERRORS as exc:
+                self._failed(raw, exc, now, out)
+        states = len(pending)
+        try:
+            self._score(pending, now, out)
+        except RECORD_ERRORS:  # the batch's states are still stored: one odd state must not stop the partition
+            log.exception("alert policy failed", extra={"fields": {"states": states}})
+            out.counts["scoring_error"] += states
         return out
+
+    def _failed(self, raw: RawRecord, exc: Exception, now: datetime, out: BatchResult) -> None:
+        log.exception("processing error", extra={"fields": {"topic": raw.topic, "offset": raw.offset}})
+        out.dead_letters.append(dead_letter(raw, "processing_error", f"{type(exc).__name__}: {exc}", now))
+        out.counts["dead_letter.processing_error"] += 1
+
+    def _misplaced(self, raw: RawRecord, all_partitions: tuple[int, ...], now: datetime, out: BatchResult) -> bool:
+        """Whether ``raw`` sits on another partition than its key's: refused, it would read and write a device
+        state the key's own partition does not hold (a producer may choose any partition; ACLs cannot stop it)."""
+        assert raw.key is not None
+        home = default_partition(raw.key, all_partitions)
+        if raw.partition == home:
+            return False
+        reason = f"a record with this key belongs on partition {home} of {len(all_partitions)}, not {raw.partition}"
+        self._reject(raw, "wrong_partition", reason, now, out)
+        return True
 
     def _decode_reports(self, batch: Sequence[RawRecord]) -> dict[int, HealthReport | Exception]:
         """The batch's health reports decoded in one loop, by index; a failure is kept to be raised in turn.
@@ -663,16 +696,22 @@ class Processor:
         return None
 
     def _due(self, record: DeviceRecord, report: HealthReport) -> bool:
-        """Score on change, not on every report: a new day bucket, a health event, or the interval passed.
+        """Score on change, not on every report: a later day bucket, a health event, or the interval passed.
 
-        Decided on event time only, so live processing and replays score the same reports.
+        Decided on event time only, so live processing and replays score the same reports. Each
+        trigger needs event time to move forward past the last scoring (a health event by
+        ``event_rescore_gap``): a device sending event after event, or alternating between two days,
+        costs one scoring per gap of its clock, which runs at most ``max_clock_skew`` ahead of ours.
         """
         last = record.scored_at
-        if last is None or report.priority is Priority.EVENT:
+        if last is None:
             return True
-        if report.collected_at.date() != last.date():
+        elapsed = report.collected_at - last
+        if report.priority is Priority.EVENT and elapsed >= self.settings.event_rescore_gap:
             return True
-        return report.collected_at - last >= self.settings.rescore_interval
+        if report.collected_at.date() > last.date():
+            return True
+        return elapsed >= self.settings.rescore_interval
 
     def _keyed(self, raw: RawRecord, value: bytes, model: type[Keyed], now: datetime, out: BatchResult) -> Keyed | None:
         """``value`` as ``model`` when it decodes and names the device its record key names; else dead-lettered."""

@@ -167,6 +167,14 @@ class StreamSettings(BaseModel):
             "unless they carry a health event (SMART change, crash): features are daily, scores barely move"
         ),
     )
+    event_rescore_gap: timedelta = Field(
+        default=timedelta(minutes=1),
+        description=(
+            "a report carrying a health event is scored at once unless its device was scored less than this "
+            "(event time) before; it is then scored with the next due report. Bounds the scoring one device's "
+            "reports can cause"
+        ),
+    )
     baseline_refit_s: float = Field(
         default=3600.0,
         ge=0,

@@ -447,6 +447,7 @@ class DeadLetter(_Record):
         "unauthenticated",
         "enrolment_conflict",
         "seq_out_of_bounds",
+        "wrong_partition",
     ]
     source_topic: ShortText
     partition: Annotated[int, Field(ge=0)] | None = None

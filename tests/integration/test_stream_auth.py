@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from kafka import KafkaProducer
 from typer.testing import CliRunner
 
 from fleetpulse.agents.signing import enrolment_record, signed_report
@@ -19,10 +20,12 @@ from fleetpulse.cli import app as fleetpulse_cli
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import DeviceInventory, DiskHealth, HealthReport, Topics, encode
 from fleetpulse.contract.auth import key_fingerprint
+from fleetpulse.streams.partitioning import default_partition
 from tests.integration.stream_support import (
     Record,
     Worker,
     create_topics,
+    group_id,
     produce,
     read_topic,
     replay_from_scratch,
@@ -169,3 +172,40 @@ def test_re_enrolment_cli_lets_a_reinstalled_device_back_in_and_locks_the_old_ke
     record = table_state(kafka_settings)[VICTIM]
     assert record.device_key == new_key.hex()
     assert (record.state.last_seq, record.state.last_collected_at) == (0, now - timedelta(minutes=10))
+
+
+def test_records_produced_to_a_chosen_partition_are_refused(kafka_settings: KafkaSettings, tmp_path: Path) -> None:
+    """Kafka's ACLs let the attacker write any partition of the health topic: its enrolment and failing reports
+    for the victim, sent to another partition than the victim's, must not reach any state, alert or changelog."""
+    topics = Topics(prefix=kafka_settings.topic_prefix)
+    create_topics(kafka_settings)
+    now = datetime.now(UTC).replace(microsecond=0)
+    produce(
+        kafka_settings,
+        [
+            enrolment(VICTIM_KEY, topics, now - timedelta(days=3)),
+            *(signed(disk_report(d, 0, now - timedelta(days=3 - d)), VICTIM_KEY, topics) for d in range(3)),
+        ],
+    )
+    home = default_partition(VICTIM.encode(), tuple(range(12)))
+    chosen = (home + 5) % 12
+    attack = [
+        enrolment(ATTACKER_KEY, topics, now),
+        *(signed(disk_report(100 + i, 6000, now - timedelta(minutes=30 - i)), ATTACKER_KEY, topics) for i in range(4)),
+    ]
+    producer = KafkaProducer(bootstrap_servers=kafka_settings.bootstrap_servers, acks="all")
+    for topic, key, value, headers in attack:
+        producer.send(topic, key=key, value=value, headers=headers, partition=chosen)
+    producer.flush()
+    producer.close()
+
+    run_worker_until_caught_up(kafka_settings, tmp_path / "w1")
+
+    dead = [json.loads(m.value) for m in read_topic(kafka_settings, topics.dead_letter)]
+    assert [(d["error_kind"], d["partition"]) for d in dead] == [("wrong_partition", chosen)] * 5
+    assert ATTACKER_KEY.hex() not in json.dumps(dead)
+    assert read_topic(kafka_settings, topics.alerts) == []
+    changelog = read_topic(kafka_settings, f"{group_id(kafka_settings)}-devices-changelog")
+    assert {m.partition for m in changelog if m.key == VICTIM.encode()} == {home}
+    record = table_state(kafka_settings)[VICTIM]
+    assert (record.device_key, record.state.last_seq) == (VICTIM_KEY.hex(), 2)

@@ -328,19 +328,6 @@ def test_the_table_drops_decoded_values_of_moved_and_restored_partitions(tmp_pat
     assert [decoded.take(p, b"pc-1", b"stored") for p in (0, 4)] == ["record 0", "record 4"]
 
 
-@given(key=st.binary(max_size=300))
-def test_murmur2_is_aiokafkas(key: bytes) -> None:
-    assert faust_internals.murmur2(key) == aiokafka_murmur2(key)
-
-
-@given(key=st.binary(max_size=64), partitions=st.integers(min_value=1, max_value=64))
-def test_a_remembered_key_partition_is_the_default_partitioners(key: bytes, partitions: int) -> None:
-    all_partitions = tuple(range(partitions))
-    expected = DefaultPartitioner()(key, list(all_partitions), [])
-    assert faust_internals.default_partition(key, all_partitions) == expected
-    assert faust_internals.default_partition(key, all_partitions) == expected
-
-
 def test_persisted_offset_is_the_last_record_of_an_acknowledged_batch(tmp_path: Path) -> None:
     app = create_app(
         ServerSettings.model_validate({"streams": {"store": "rocksdb", "data_dir": str(tmp_path)}}),

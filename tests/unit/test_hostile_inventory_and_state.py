@@ -7,10 +7,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from fleetpulse.alerts.consumer import future_dated
+from fleetpulse.alerts.policy import PolicyState
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.contract import DeviceInventory, DiskHealth, HealthReport, encode
 from fleetpulse.models.registry import rule_scorers
@@ -20,6 +24,7 @@ from fleetpulse.streams.settings import StreamSettings
 from tests.alerts_support import make_inventory, service
 from tests.unit.largest_report import DEVICE_ID, daily_rounds, largest_report
 from tests.unit.test_stream_processing import NOW, TOPICS, Table, enrolment_raw, processor, raw, report_raw
+from tests.unit.test_stream_processing import report as health_report
 
 FUTURE = datetime(2099, 1, 1, tzinfo=UTC)
 SKEW = StreamSettings().max_clock_skew
@@ -155,3 +160,54 @@ def test_alert_states_of_rotated_disk_ids_cannot_grow_the_record_without_end() -
     tracked = {f"disk:{key}" for key in record.state.disks}
     assert tracked <= record.policies.keys()  # the disks still reporting keep their alert state
     assert len(record.policies) < days * 8 / 3  # most of the 960 scored disks' states are gone
+
+
+def _planted(table: Table, device: str, change: Callable[[DeviceRecord], None]) -> None:
+    """Rewrite the device's stored value as a hostile changelog would: fields set without validation."""
+    record = DeviceRecord.from_bytes(table.data[device])
+    change(record)
+    table.data[device] = record.to_bytes()
+
+
+def _year_one(record: DeviceRecord) -> None:
+    record.state.last_collected_at = datetime(1, 1, 1, tzinfo=UTC)
+
+
+def _cleared_in_9999(record: DeviceRecord) -> None:
+    record.policies = {
+        key: PolicyState().model_copy(update={"cleared_at": datetime.max.replace(tzinfo=UTC)})
+        for key in record.policies
+    }
+
+
+@pytest.mark.parametrize("change", [_year_one, _cleared_in_9999])
+def test_a_stored_date_no_device_reports_is_an_unreadable_state_not_a_crash(
+    change: Callable[[DeviceRecord], None],
+) -> None:
+    """Date arithmetic on year 1 or 9999 raises OverflowError: such a value must not even decode (the
+    worker then resets the device's state, ``state_reset``), as the contract refuses it in a report."""
+    table, proc = Table("pc-1"), processor()
+    table.run(proc, [report_raw(health_report("pc-1", s, realloc=80), s) for s in range(3)])
+    _planted(table, "pc-1", change)
+    with pytest.raises(ValueError, match=r"outside 2000\.\.2100"):
+        DeviceRecord.from_bytes(table.data["pc-1"])
+
+
+def test_an_overflow_in_processing_is_a_dead_letter_and_one_in_the_last_scoring_a_count() -> None:
+    """Were such a date to reach the processor anyway (a state built in memory), the batch still completes."""
+    table, proc = Table("pc-1", "pc-2"), processor()
+    table.run(proc, [report_raw(health_report(d, s, realloc=80), s) for d in ("pc-1", "pc-2") for s in range(3)])
+    year_one = DeviceRecord.from_bytes(table.data["pc-1"])
+    _year_one(year_one)
+    cooling = DeviceRecord.from_bytes(table.data["pc-2"])
+    _cleared_in_9999(cooling)
+    held = {"pc-1": year_one, "pc-2": cooling}
+
+    result = proc.process_batch(
+        [report_raw(health_report(d, 3, realloc=90), 3) for d in ("pc-1", "pc-2")], lambda _, device: held[device], NOW
+    )
+
+    assert [(d.key, d.error_kind) for d in result.dead_letters] == [("pc-1", "processing_error")]
+    assert "OverflowError" in result.dead_letters[0].reason
+    assert result.counts["scoring_error"] == 1
+    assert "pc-2" in result.records

@@ -310,6 +310,36 @@ def test_devices_are_rescored_on_change_not_on_every_report() -> None:
     assert result.counts["accepted"] == 32
 
 
+def crash_report(seq: int, at: datetime) -> HealthReport:
+    """A report carrying a health event, which asks for scoring at once."""
+    return HealthReport(
+        device_id="pc-1",
+        seq=seq,
+        collected_at=at,
+        kind="laptop",
+        platform="linux",
+        stability=StabilityHealth(crashes=1),
+    )
+
+
+def test_a_flood_of_health_events_from_one_device_costs_one_scoring_per_minute_of_its_clock() -> None:
+    """The attack: one authenticated PC sends 300 crash reports a second apart; each used to run every scorer."""
+    start = NOW - timedelta(hours=1)
+    flood = [crash_report(s, start + timedelta(seconds=s)) for s in range(300)]
+    result = Table("pc-1").run(processor(), [report_raw(r, offset=r.seq) for r in flood])
+    assert result.counts["accepted"] == 300
+    assert [s.report_seq for s in result.scores] == [0, 60, 120, 180, 240]
+
+
+def test_reports_alternating_between_two_days_are_not_each_a_new_day_to_score() -> None:
+    """Backdating within ``max_backdate`` is accepted (a spool catching up), but only a later day starts a bucket."""
+    today = NOW.replace(hour=0, minute=30)
+    alternating = [report("pc-1", s, at=today - timedelta(days=s % 2, minutes=-s)) for s in range(40)]
+    result = Table("pc-1").run(processor(), [report_raw(r, offset=r.seq) for r in alternating])
+    assert result.counts["accepted"] == 40
+    assert [s.report_seq for s in result.scores] == [0, 16, 32]  # today's every 15 minutes, yesterday's never
+
+
 def test_inventory_arriving_after_reports_keeps_dedup_policy_and_scoring_state() -> None:
     """Inventory and reports come from different topics, so either can be first."""
     table, proc = Table("pc-1"), processor()
