@@ -59,7 +59,7 @@ def run_service(config: Path | None, max_reports: int | None) -> int:
 
     from fleetpulse import logs
     from fleetpulse.agents.heap import freeze_startup_objects, single_malloc_arena
-    from fleetpulse.agents.identity import IdentityError, build_identity
+    from fleetpulse.agents.identity import IdentityError, build_identity, load_or_create_device_key
     from fleetpulse.agents.runner import Agent, build_collectors
     from fleetpulse.agents.settings import load_agent_settings
     from fleetpulse.config import describe_config_error
@@ -76,7 +76,8 @@ def run_service(config: Path | None, max_reports: int | None) -> int:
     ident = build_identity(settings.identity)
     state_dir = settings.spool_dir / "state"
     try:
-        settings.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # before the collectors' state is in it
+        # first: it makes the folder, and refuses one (or a key) another user planted before anything is written there
+        load_or_create_device_key(settings.spool_dir, strict=True)
         agent = Agent(settings, ident, build_collectors(settings, ident, state_dir))
     except IdentityError as exc:
         print(f"error: device key: {exc}", file=sys.stderr)

@@ -71,12 +71,14 @@ def identity(ctx: typer.Context) -> None:
     device's report key (created here if missing) for ``fleetpulse devices re-enrol --fingerprint``.
     """
     from fleetpulse.agents.identity import IdentityError, build_identity, load_or_create_device_key, mapping_entry
+    from fleetpulse.agents.trust import running_privileged
     from fleetpulse.contract.auth import key_fingerprint
 
     settings = _settings(ctx)
     entry = mapping_entry(build_identity(settings.identity), settings.identity)
     try:
-        entry["key_fingerprint"] = key_fingerprint(load_or_create_device_key(settings.spool_dir))
+        key = load_or_create_device_key(settings.spool_dir, strict=running_privileged())
+        entry["key_fingerprint"] = key_fingerprint(key)
     except (OSError, IdentityError) as exc:
         typer.echo(f"error: device key: {exc}", err=True)
         raise typer.Exit(1) from None

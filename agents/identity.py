@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 
 from fleetpulse.agents.settings import IdentitySettings
+from fleetpulse.agents.trust import UntrustedPathError, check_trusted
 from fleetpulse.compat import UTC
 from fleetpulse.contract import DeviceEnrolment, Platform, encode, report_key
 from fleetpulse.contract.auth import KEY_BYTES, enrolment_headers, inventory_headers, report_headers
@@ -130,27 +131,41 @@ def mapping_entry(identity: Identity, settings: IdentitySettings) -> dict[str, s
     }
 
 
-def load_or_create_device_key(directory: Path) -> bytes:
+def load_or_create_device_key(directory: Path, *, strict: bool = False) -> bytes:
     """This installation's report key: created once (owner-only), then read; never logged or printed.
 
     A key file that others can read or write is refused: whoever reads it can speak for this
-    device, whoever writes it can lock the device out.
+    device, whoever writes it can lock the device out. ``strict`` (the service): the folder and the
+    key must also be owned by root or the agent and writable by nobody else, as its config must
+    (:func:`~fleetpulse.agents.trust.check_trusted`): a key planted in a folder another user made
+    before the agent started would be that user's.
     """
     path = directory / DEVICE_KEY_FILE
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if strict:
+        _check_trusted(directory, "spool folder")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return _read_device_key(path)
+        return _read_device_key(path, strict)
     with os.fdopen(fd, "w") as file:
         file.write(secrets.token_hex(KEY_BYTES) + "\n")
         file.flush()
         os.fsync(file.fileno())
     log.info("device key created", extra={"fields": {"path": str(path)}})
-    return _read_device_key(path)
+    return _read_device_key(path, strict)
 
 
-def _read_device_key(path: Path) -> bytes:
+def _check_trusted(path: Path, what: str) -> None:
+    try:
+        check_trusted(Path(os.path.abspath(path)), what)
+    except UntrustedPathError as exc:
+        raise IdentityError(str(exc)) from None
+
+
+def _read_device_key(path: Path, strict: bool) -> bytes:
+    if strict:
+        _check_trusted(path, "device key")
     if sys.platform != "win32":  # Windows: the installer restricts the ProgramData folder's ACL
         mode = path.stat().st_mode
         if mode & (stat.S_IRWXG | stat.S_IRWXO):

@@ -16,7 +16,6 @@ spool (:func:`~fleetpulse.agents.spool.open_spool`).
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,7 +27,7 @@ import psutil
 from pydantic import ValidationError
 
 from fleetpulse import __version__
-from fleetpulse.agents.collectors.base import Collector, CollectorContext, Section
+from fleetpulse.agents.collectors.base import Collector, CollectorContext, Section, collector_error
 from fleetpulse.agents.delivery import Delivery, DeliveryLoop
 from fleetpulse.agents.events import EventBaseline, health_events
 from fleetpulse.agents.heap import release_free_memory
@@ -39,7 +38,6 @@ from fleetpulse.agents.spool import Spool, is_corruption, open_spool
 from fleetpulse.compat import UTC
 from fleetpulse.contract import (
     MAX_MESSAGE_BYTES,
-    CollectorError,
     DeviceKind,
     HealthReport,
     Platform,
@@ -76,19 +74,6 @@ def build_collectors(settings: AgentSettings, identity: Identity, state_dir: Pat
     return [config.build_throttled(ctx) for config in settings.collectors]
 
 
-def _error(collector: str, message: str) -> CollectorError:
-    """A collector's failure as the report carries it; an OS error naming a file whose name is not UTF-8 holds
-    lone surrogates, which the contract refuses: they become U+FFFD instead of costing the whole collection."""
-    return CollectorError(collector=_valid_text(collector)[:128], error=_valid_text(message)[:2048])
-
-
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _valid_text(text: str) -> str:
-    return _LONE_SURROGATE.sub("\ufffd", text)
-
-
 class CollectorRunner:
     """Runs each collector in its own daemon thread with a deadline; a hung collector is skipped, not waited on."""
 
@@ -102,7 +87,7 @@ class CollectorRunner:
         for collector in self.collectors if collectors is None else collectors:
             section, error = self._run_one(collector)
             if error is not None:
-                merged["collector_errors"].append(_error(collector.name, error))
+                merged["collector_errors"].append(collector_error(collector.name, error))
             for key, value in section.items():
                 if key in ("disks", "collector_errors"):
                     merged[key].extend(value)
@@ -174,7 +159,7 @@ def build_report(
     try:
         report = HealthReport(**base, **section)
     except ValidationError as exc:
-        errors = [*section.get("collector_errors", []), _error("report", f"sections rejected: {exc}")]
+        errors = [*section.get("collector_errors", []), collector_error("report", f"sections rejected: {exc}")]
         report = HealthReport(**base, collector_errors=errors[:MAX_COLLECTOR_ERRORS])
     return fit_message_limit(report)
 
@@ -217,7 +202,7 @@ def fit_message_limit(report: HealthReport) -> HealthReport:
         extra={"fields": {"seq": report.seq, "shortened": shortened, "dropped": dropped}},
     )
     note = f"{shortened} collector errors shortened, {dropped} dropped: the report exceeded {MAX_MESSAGE_BYTES} bytes"
-    return report.model_copy(update={"collector_errors": [*errors, _error("report", note)]})
+    return report.model_copy(update={"collector_errors": [*errors, collector_error("report", note)]})
 
 
 class Agent:
@@ -242,7 +227,7 @@ class Agent:
         self.spool_path = settings.spool_dir / SPOOL_FILE
         self.spool, self.recovery = open_spool(self.spool_path, settings.spool_max_bytes)
         # the server learns of a repaired spool from the next report, like any other failed part
-        self._pending_errors = [_error("spool", self.recovery.describe())] if self.recovery else []
+        self._pending_errors = [collector_error("spool", self.recovery.describe())] if self.recovery else []
         self.signer = RecordSigner(identity.device_id, load_or_create_device_key(settings.spool_dir), __version__)
         self.stop_event = threading.Event()
         self._wake = threading.Event()

@@ -15,6 +15,10 @@ from typing import Any
 from fleetpulse.compat import UTC
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+RECORD_DUMPING_LOGGERS = ("kafka", "aiokafka")
+"""Kafka clients that log every record they send, and the bytes on the wire, at DEBUG: the agent's
+enrolment record carries its device key, SASL PLAIN the password. They stay at INFO or above whatever
+the configured level, so a DEBUG log holds no secret."""
 
 
 class JsonFormatter(logging.Formatter):
@@ -45,3 +49,5 @@ def configure(level: str = "INFO", json_output: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in RECORD_DUMPING_LOGGERS:
+        logging.getLogger(name).setLevel(max(root.level, logging.INFO))

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from fleetpulse.agents.parsers.common import valid_text
 from fleetpulse.agents.trust import resolve_tool
-from fleetpulse.contract import Platform
+from fleetpulse.contract import CollectorError, Platform
 
 Section = dict[str, Any]
 """A partial :class:`~fleetpulse.contract.HealthReport`: field name -> contract value, e.g. ``{"battery": ...}``."""
@@ -30,6 +31,12 @@ class Collector(Protocol):
     timeout_s: float
 
     def collect(self) -> Section: ...
+
+
+def collector_error(collector: str, message: str) -> CollectorError:
+    """A failure as the report carries it: a name that is not UTF-8 (a device, a file in an OS error) holds lone
+    surrogates, which the contract refuses; they become U+FFFD instead of costing the whole collection."""
+    return CollectorError(collector=valid_text(collector)[:128], error=valid_text(message)[:2048])
 
 
 @dataclass(frozen=True)

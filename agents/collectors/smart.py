@@ -15,7 +15,7 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from fleetpulse.agents.collectors.base import CollectorContext, Section, StateFile
+from fleetpulse.agents.collectors.base import CollectorContext, Section, StateFile, collector_error
 from fleetpulse.agents.collectors.smart_snapshot import STANDBY_EXIT, read_disk, read_snapshot, scan
 from fleetpulse.agents.parsers import ParseError
 from fleetpulse.agents.parsers.smartctl import parse_smartctl_json
@@ -73,7 +73,7 @@ class SmartCollector:
             try:
                 status, output = read_disk(self.smartctl, name, dev_type, per_call)
                 disk = self._disk(name, status, output, dropped)
-            except (OSError, RuntimeError, ParseError, subprocess.SubprocessError) as exc:
+            except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as exc:  # ValueError: ParseError too
                 errors.append(_error(name, str(exc)))
                 continue
             self._keep(name, disk, dropped, disks, errors)
@@ -84,7 +84,7 @@ class SmartCollector:
         stale_after = timedelta(seconds=SNAPSHOT_STALE_INTERVALS * max(self.ctx.smart_interval_s, MIN_HELPER_PERIOD_S))
         snapshot = read_snapshot(folder, stale_after, datetime.fromtimestamp(now, UTC))
         disks: list[DiskHealth] = []
-        errors = [CollectorError(collector="smart", error=error) for error in snapshot.errors]
+        errors = [collector_error("smart", error) for error in snapshot.errors]
         chosen = [d for d in snapshot.disks if self.devices is None or d.name in self.devices]
         missing = sorted(set(self.devices or ()) - {d.name for d in snapshot.disks})
         errors += [
@@ -120,4 +120,4 @@ class SmartCollector:
 
 
 def _error(name: str, message: str) -> CollectorError:
-    return CollectorError(collector=f"smart:{name}"[:128], error=message[:2048])
+    return collector_error(f"smart:{name}", message)

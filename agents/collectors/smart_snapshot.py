@@ -37,6 +37,8 @@ MAX_DISK_OUTPUT_BYTES = 512 * 1024
 """One device's ``smartctl --json -a``: real outputs are 10-60 KB; a device answering more is recorded as an error."""
 MAX_SNAPSHOT_BYTES = 32 * MAX_DISK_OUTPUT_BYTES
 """32 disks (the collector's limit) at the per-device bound: one odd device cannot cost the others theirs."""
+MAX_OUTPUT_DEPTH = 64
+"""smartctl's JSON nests a few levels; deeper output is refused, so the snapshot (3 levels more) always encodes."""
 CLOCK_SKEW = timedelta(minutes=5)
 
 
@@ -78,12 +80,29 @@ def scan(smartctl: str, timeout_s: float) -> list[tuple[str, str | None]]:
 
 
 def read_disk(smartctl: str, name: str, dev_type: str | None, timeout_s: float) -> tuple[int, str]:
-    """``smartctl --json -a -n standby`` of one device: (exit status, output); a disk in standby is not woken."""
+    """``smartctl --json -a -n standby`` of one device: (exit status, output); a disk in standby is not woken.
+
+    ``--scan-open`` may print a name or type no argument can hold (NUL, a lone surrogate the OS cannot
+    encode), on which subprocess raises: :class:`ValueError` here, so only that device fails.
+    """
     argv = [smartctl, "--json", "-a", "-n", f"standby,{STANDBY_EXIT}"]
     if dev_type:
         argv += ["-d", dev_type]
+    for value in (name, dev_type or ""):
+        if not _can_be_argument(value):
+            raise ValueError(
+                f"{value[:128]!r} cannot be passed to smartctl: it holds NUL or a character the OS cannot encode"
+            )
     proc = run_tool([*argv, name], timeout_s, ok_codes=tuple(range(256)))
     return proc.returncode, proc.stdout
+
+
+def _can_be_argument(text: str) -> bool:
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError:
+        return False
+    return "\0" not in text
 
 
 def take_snapshot(
@@ -110,7 +129,7 @@ def take_snapshot(
         entry: dict[str, Any] = {"name": name, "type": dev_type}
         try:
             status, output = read_disk(smartctl, name, dev_type, per_call)
-        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as exc:
             entry.update(exit_status=-1, error=str(exc)[:2048])
         else:
             entry["exit_status"] = status
@@ -119,9 +138,14 @@ def take_snapshot(
                 entry["error"] = f"smartctl printed {size} bytes, over the {MAX_DISK_OUTPUT_BYTES}-byte bound"
             else:
                 try:
-                    entry["output"] = json.loads(output)
+                    parsed = json.loads(output)
                 except (ValueError, RecursionError) as exc:
                     entry["error"] = f"smartctl output is not JSON: {str(exc)[:200]}"
+                else:
+                    if _nests_deeper(parsed, MAX_OUTPUT_DEPTH):
+                        entry["error"] = f"smartctl output nests more than {MAX_OUTPUT_DEPTH} levels deep"
+                    else:
+                        entry["output"] = parsed
         entries.append(entry)
     doc = {"format": SNAPSHOT_FORMAT, "taken_at": taken_at.isoformat(), "disks": entries, "errors": errors}
     data = json.dumps(doc).encode()
@@ -129,6 +153,19 @@ def take_snapshot(
         raise SnapshotError(f"snapshot of {len(data)} bytes is over the {MAX_SNAPSHOT_BYTES}-byte bound")
     replace_file(out_dir / SNAPSHOT_FILE, data, 0o644)  # readable by the agent's account
     return Snapshot(taken_at, [_disk_output(entry) for entry in entries], errors)
+
+
+def _nests_deeper(doc: Any, limit: int) -> bool:
+    """Whether ``doc`` holds lists or objects more than ``limit`` levels deep; iterative, as ``doc`` may nest
+    to the interpreter's recursion limit."""
+    stack = [(doc, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth == limit:
+                return True
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return False
 
 
 def read_snapshot(folder: Path, max_age: timedelta, now: datetime) -> Snapshot:

@@ -8,7 +8,9 @@ kdump, Windows minidumps, macOS panic reports): counts only, never names or cont
 
 A crash folder may be writable by every user (``/var/crash`` on Ubuntu), so on POSIX only entries
 owned by root or the agent count, and an mtime later than now neither counts nor moves the
-"seen until" watermark: a planted file dated 2099 would otherwise hide every later crash.
+"seen until" watermark: a planted file dated 2099 would otherwise hide every later crash. A folder
+is read as a stream and at most :data:`MAX_CRASH_DIR_ENTRIES` of its entries are examined per probe:
+a million planted files would otherwise cost every probe seconds and hundreds of MiB.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import psutil
 
-from fleetpulse.agents.collectors.base import CollectorContext, Section, StateFile, run_tool
+from fleetpulse.agents.collectors.base import CollectorContext, Section, StateFile, collector_error, run_tool
 from fleetpulse.agents.parsers import ParseError
 from fleetpulse.agents.parsers.boot import WINDOWS_BOOT_QUERY, parse_systemd_analyze, parse_windows_boot_event
 from fleetpulse.contract import Platform, StabilityHealth
@@ -33,6 +35,8 @@ CRASH_DIRS = {
     Platform.MACOS: (Path("/Library/Logs/DiagnosticReports"),),
 }
 MAX_CRASHES_PER_REPORT = 1000
+MAX_CRASH_DIR_ENTRIES = 10_000
+"""Crash tools keep a handful of dumps; a folder holding more is being flooded, and reported as such."""
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +96,14 @@ class StabilityCollector:
         seen = dict(state)
         now = time.time()
         since = min(float(state.get("crash_seen_until", now)), now)  # a future mark (older agents) would blind it
-        crashes, newest = self._new_crash_dumps(since, now)
+        crashes, newest, flooded = self._new_crash_dumps(since, now)
         state["crash_seen_until"] = max(since, newest)
         if "boot_duration_s" not in state:
             state["boot_duration_s"] = self._boot_duration()
         unexpected, self._pending_unexpected = self._pending_unexpected, 0
         if state != seen:  # the event probe runs this every minute: no fsync when nothing changed
             self.state.save(state)
-        return {
+        section: Section = {
             "stability": StabilityHealth(
                 crashes=crashes,
                 unexpected_shutdowns=unexpected,
@@ -107,35 +111,50 @@ class StabilityCollector:
                 uptime_s=max(0.0, time.time() - psutil.boot_time()),
             )
         }
+        if flooded:
+            section["collector_errors"] = [
+                collector_error(
+                    self.name,
+                    f"crash folder {folder} holds more than {MAX_CRASH_DIR_ENTRIES} entries: only that many are "
+                    "examined, so crashes may go uncounted; are other users filling it?",
+                )
+                for folder in flooded
+            ]
+        return section
 
-    def _new_crash_dumps(self, since: float, now: float) -> tuple[int, float]:
-        """Entries dated in ``(since, now]``: the count (capped) and the newest such mtime."""
+    def _new_crash_dumps(self, since: float, now: float) -> tuple[int, float, list[Path]]:
+        """Entries dated in ``(since, now]``: the count (capped), the newest such mtime, the folders
+        holding more than :data:`MAX_CRASH_DIR_ENTRIES` entries (the rest of each is not examined)."""
         count, newest, foreign, future = 0, since, 0, 0
+        flooded: list[Path] = []
         for folder in self.crash_dirs:
             try:
-                entries = list(folder.iterdir())
+                with os.scandir(folder) as entries:  # streamed: a flooded folder is never held in memory
+                    for examined, entry in enumerate(entries):
+                        if examined == MAX_CRASH_DIR_ENTRIES:
+                            flooded.append(folder)
+                            break
+                        try:
+                            info = entry.stat(follow_symlinks=False)  # a user's link to a root file is the user's
+                        except OSError:
+                            continue
+                        if info.st_mtime > now:
+                            future += 1  # counted once the clock reaches it, if it is genuine
+                        elif info.st_mtime > since:
+                            newest = max(newest, info.st_mtime)
+                            if self.crash_owners is None or info.st_uid in self.crash_owners:
+                                count += 1
+                            else:
+                                foreign += 1
             except OSError:
-                continue
-            for entry in entries:
-                try:
-                    info = entry.lstat()  # a user's symlink to a root file is still the user's
-                except OSError:
-                    continue
-                if info.st_mtime > now:
-                    future += 1  # counted once the clock reaches it, if it is genuine
-                elif info.st_mtime > since:
-                    newest = max(newest, info.st_mtime)
-                    if self.crash_owners is None or info.st_uid in self.crash_owners:
-                        count += 1
-                    else:
-                        foreign += 1
+                continue  # not on this machine, or gone while read
         more_future, self._future_logged = future > self._future_logged, future
         if foreign or more_future:  # logged once per entry, though the probe looks every minute
             log.warning(
                 "crash folder entries not counted",
                 extra={"fields": {"owned_by_other_users": foreign, "dated_in_the_future": future}},
             )
-        return min(count, MAX_CRASHES_PER_REPORT), newest
+        return min(count, MAX_CRASHES_PER_REPORT), newest, flooded
 
     def _boot_duration(self) -> float | None:
         try:

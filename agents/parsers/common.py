@@ -23,6 +23,7 @@ MAX_DIGITS = 20
 
 _FIRST_INT = re.compile(r"\s*(\d+)")
 _NUMBER = re.compile(r"-?(\d+)(?:\.(\d+))?")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class ParseError(ValueError):
@@ -31,6 +32,12 @@ class ParseError(ValueError):
 
 class FieldError(ParseError):
     """One value is unusable (e.g. a 5000-digit number); the caller drops that field and keeps the rest."""
+
+
+def valid_text(text: str) -> str:
+    """``text`` with lone surrogates as U+FFFD: a name that is not UTF-8 (``/dev/sd\\udc80``, a crash file)
+    reaches Python as lone surrogates, which the contract refuses, costing the whole record."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
 
 
 def bounded_lines(text: str) -> list[str]:

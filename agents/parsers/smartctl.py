@@ -22,6 +22,7 @@ from fleetpulse.agents.parsers.common import (
     first_number,
     grouped_int,
     guarded,
+    valid_text,
 )
 from fleetpulse.contract import DiskHealth, DiskKind
 
@@ -129,7 +130,7 @@ def parse_smartctl_json(
     sink += _absurd_numbers(doc)
 
     fields: dict[str, Any] = {
-        "name": str(device.get("name") or name or "unknown")[:128],
+        "name": valid_text(str(device.get("name") or name or "unknown"))[:128],
         "model": _str(doc.get("model_name")) or _str(doc.get("product")),
         "serial_hash": _serial(_str(doc.get("serial_number")), hasher),
         "firmware": _str(doc.get("firmware_version")) or _str(doc.get("revision")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 from pathlib import Path
 
@@ -32,3 +33,28 @@ def make_fake_smartctl(tmp_path: Path) -> tuple[Path, Path]:
     )
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     return script, log
+
+
+FAILING_DISK = {
+    "device": {"name": "/dev/sda", "protocol": "ATA"},
+    "model_name": "Failing",
+    "smart_status": {"passed": False},
+}
+"""What matters most in a report: a disk failing its SMART health check."""
+
+
+def scripted_smartctl(tmp_path: Path, scanned: list[str], outputs: dict[str, str]) -> Path:
+    """A smartctl whose ``--scan-open`` lists ``scanned`` (any names, JSON-escaped) and that prints ``outputs[name]``
+    for a device (plain names only: they are shell patterns); any other device fails with exit status 2."""
+    (tmp_path / "scan.json").write_text(json.dumps({"devices": [{"name": n, "type": "sat"} for n in scanned]}))
+    cases = ""
+    for n, (name, text) in enumerate(outputs.items()):
+        (tmp_path / f"out{n}.json").write_text(text)
+        cases += f'  *{name}) cat "{tmp_path}/out{n}.json" ;;\n'
+    script = tmp_path / "smartctl"
+    script.write_text(
+        f'#!/bin/sh\ncase "$*" in\n  *--scan-open*) cat "{tmp_path}/scan.json" ;;\n{cases}'
+        "  *) echo '{}'; exit 2 ;;\nesac\n"
+    )
+    script.chmod(0o755)
+    return script

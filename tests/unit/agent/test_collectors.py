@@ -8,17 +8,19 @@ import os
 import shutil
 import stat
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import get_args
 
 import pytest
 
-from fleetpulse.agents.collectors.base import Collector, CollectorContext, Section, Throttled
+from fleetpulse.agents.collectors import stability
+from fleetpulse.agents.collectors.base import Collector, CollectorContext, Section, Throttled, collector_error
 from fleetpulse.agents.collectors.battery import BatteryCollector
 from fleetpulse.agents.collectors.config import BatteryConfig, CollectorConfig, SmartConfig, default_collectors
 from fleetpulse.agents.collectors.stability import StabilityCollector
-from fleetpulse.agents.runner import MAX_COLLECTOR_ERRORS, CollectorRunner, _error, build_report
+from fleetpulse.agents.runner import MAX_COLLECTOR_ERRORS, CollectorRunner, build_report
 from fleetpulse.compat import UTC
 from fleetpulse.contract import (
     MAX_MESSAGE_BYTES,
@@ -179,7 +181,7 @@ def test_a_report_over_the_message_limit_sheds_collector_errors_not_its_data(
     sections = {
         name: getattr(largest, name) for name in ("disks", "battery", "thermal", "memory", "stability", "system")
     }
-    errors = [_error(f"smart:/dev/sd{i}", f"{i}:".ljust(2048, char)) for i in range(MAX_COLLECTOR_ERRORS)]
+    errors = [collector_error(f"smart:/dev/sd{i}", f"{i}:".ljust(2048, char)) for i in range(MAX_COLLECTOR_ERRORS)]
     with caplog.at_level(logging.WARNING):
         report = build_report(
             7, DEVICE_ID, largest.kind, largest.platform, largest.collected_at, {**sections, "collector_errors": errors}
@@ -199,7 +201,7 @@ def test_a_report_over_the_message_limit_sheds_collector_errors_not_its_data(
 
 
 def test_a_report_within_the_message_limit_is_left_alone() -> None:
-    errors = [_error("smart", "x" * 2048) for _ in range(MAX_COLLECTOR_ERRORS)]
+    errors = [collector_error("smart", "x" * 2048) for _ in range(MAX_COLLECTOR_ERRORS)]
     report = _report({"collector_errors": errors})
     assert report.collector_errors == errors
 
@@ -326,3 +328,51 @@ def test_crash_files_planted_by_other_users_are_not_counted(tmp_path: Path) -> N
     (dumps / "202611230101").mkdir()  # kdump's, owned by root
     assert collector.collect()["stability"].crashes == 1
     assert collector.collect()["stability"].crashes == 0
+
+
+class _CountingScandir:
+    """``os.scandir`` that counts the entries its caller takes."""
+
+    taken = 0
+    real = os.scandir
+
+    def __init__(self, path: Path) -> None:
+        self._entries = _CountingScandir.real(path)
+
+    def __enter__(self) -> _CountingScandir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._entries.close()
+
+    def __iter__(self) -> Iterator[os.DirEntry[str]]:
+        for entry in self._entries:
+            _CountingScandir.taken += 1
+            yield entry
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="planting as another user needs chown: root")
+def test_attack_a_flooded_crash_folder_costs_a_bounded_probe_and_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: every probe listed the whole folder into memory and stat'ed every entry: a million empty files a
+    user planted in /var/crash (writable by all) cost 5 s and 300 MiB a minute, past the unit's MemoryMax."""
+    monkeypatch.setattr(stability, "MAX_CRASH_DIR_ENTRIES", 100)
+    monkeypatch.setattr(os, "scandir", _CountingScandir)
+    dumps = tmp_path / "crash"
+    dumps.mkdir()
+    dumps.chmod(0o1777)
+    collector = StabilityCollector(ctx(tmp_path), 5.0, crash_dirs=(dumps,))
+    time.sleep(0.05)
+    for n in range(1000):
+        planted = dumps / f"x{n:08d}"
+        planted.write_text("")
+        os.chown(planted, NOBODY, NOBODY)
+    (dumps / "root-vmcore").write_text("")
+    _CountingScandir.taken = 0
+    section = CollectorRunner([collector]).collect()
+    assert _CountingScandir.taken == 101, "the entry past the bound tells the folder is flooded; no more are read"
+    assert section["stability"].crashes <= 1
+    assert [e.collector for e in section["collector_errors"]] == ["stability"]
+    assert f"crash folder {dumps} holds more than 100 entries" in section["collector_errors"][0].error
+    assert _report(section).stability == section["stability"]

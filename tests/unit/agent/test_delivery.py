@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import socket
@@ -12,11 +13,14 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from kafka import KafkaProducer
 from kafka.errors import KafkaConnectionError, SaslAuthenticationFailedError, TopicAuthorizationFailedError
 from pydantic import SecretStr
 
+from fleetpulse import logs
 from fleetpulse.agents import delivery as delivery_module
 from fleetpulse.agents.delivery import Delivery, DeliveryLoop, DrainResult, producer_config, rejection_reason
 from fleetpulse.agents.identity import RecordSigner
@@ -234,6 +238,58 @@ def test_each_session_enrols_first_and_every_record_is_maced(tmp_path: Path, mon
     ]
     assert decode(sent[0][2], DeviceEnrolment).key == key.hex()
     assert all(mac_matches(key, value, dict(headers).get(MAC_HEADER)) for _, _, value, headers in sent)
+
+
+class _ProducerWithoutBroker(KafkaProducer):  # type: ignore[misc]
+    """The real producer, told the topic has partition 0: ``send()`` runs, and logs, as it would against a broker."""
+
+    sends = 0
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**{**config, "api_version": (2, 8), "enable_idempotence": False})  # no broker to ask
+        self._metadata.partitions_for_topic = lambda topic: {0}
+        self._partition = lambda *args, **kwargs: 0
+
+    def send(self, *args: Any, **kwargs: Any) -> Any:
+        _ProducerWithoutBroker.sends += 1
+        return super().send(*args, **kwargs)
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """:func:`fleetpulse.logs.configure` changes process-wide loggers; the next tests get them back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    quiet = {name: logging.getLogger(name).level for name in logs.RECORD_DUMPING_LOGGERS}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, old in quiet.items():
+        logging.getLogger(name).setLevel(old)
+
+
+@pytest.mark.usefixtures("restored_logging")
+def test_attack_a_debug_log_does_not_hold_the_device_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: with ``log_level = "DEBUG"`` kafka-python logged every record it sent, so the enrolment that opens
+    each session put the device's report key in the agent's log, for anyone who reads logs to sign as the device."""
+    monkeypatch.setattr(delivery_module, "KafkaProducer", _ProducerWithoutBroker)
+    logs.configure("DEBUG")  # what log_level = "DEBUG" in agent.toml does
+    written = io.StringIO()
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(written)
+    key = os.urandom(32)
+    kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", request_timeout_ms=1_000)
+    settings = DeliverySettings(max_block_ms=1_000, flush_timeout_s=0.5, delivery_timeout_ms=1_000)
+    delivery = Delivery(kafka, settings, client_id="t", signer=RecordSigner("d1", key, "test"))
+    with one_report_spool(tmp_path / "s.db") as spool:
+        result = delivery.drain(spool)
+        delivery.close(timeout_s=0)
+        assert spool.count() == 1, "nothing acknowledged: nothing lost"
+    assert result.error is not None
+    assert _ProducerWithoutBroker.sends >= 2, "the enrolment and the report went through send()"
+    assert logging.getLogger("fleetpulse.agents").isEnabledFor(logging.DEBUG), "the agent's own DEBUG stays on"
+    assert key.hex() not in written.getvalue()
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from fleetpulse.contract import HealthReport
 from fleetpulse.contract.auth import key_fingerprint
 
 REPO = Path(__file__).resolve().parents[3]
+NOBODY = 65534
 SAMPLE_CONFIG = REPO / "deploy" / "agent" / "agent.toml"
 
 
@@ -146,6 +147,37 @@ def test_device_key_file_others_can_read_or_garbage_is_refused(tmp_path: Path) -
     path.write_text("not hex")
     with pytest.raises(IdentityError, match="32-byte hex key"):
         load_or_create_device_key(tmp_path)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="planting as another user needs chown: root")
+def test_attack_a_device_key_planted_by_another_user_is_refused(tmp_path: Path, machine_id: Path) -> None:
+    """Before: a user who made the spool folder first (spool_dir under /tmp, /var/tmp) left a key of their
+    choosing there, owner-only, and the service signed this device's reports with it."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # like /tmp: any user may create a folder here
+    spool_dir = shared / "fleetpulse-agent"
+    spool_dir.mkdir(mode=0o700)
+    planted = spool_dir / DEVICE_KEY_FILE
+    key = os.urandom(32)
+    planted.write_text(key.hex() + "\n")
+    planted.chmod(0o600)
+    for path in (spool_dir, planted):
+        os.chown(path, NOBODY, NOBODY)
+    with pytest.raises(IdentityError, match=f"spool folder .* owned by uid {NOBODY}"):
+        load_or_create_device_key(spool_dir, strict=True)
+    env = {"FLEETPULSE_AGENT_SPOOL_DIR": str(spool_dir), "FLEETPULSE_AGENT_IDENTITY__MACHINE_ID_FILE": str(machine_id)}
+    out = agent_cli("run", "--max-reports", "1", env=env)
+    assert out.returncode == 1
+    assert f"error: device key: spool folder {spool_dir} is owned by uid {NOBODY}" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert key.hex() not in out.stderr
+    assert [p.name for p in spool_dir.iterdir()] == [DEVICE_KEY_FILE], "the service wrote nothing into their folder"
+    os.chown(spool_dir, 0, 0)  # their key in a folder of root's
+    with pytest.raises(IdentityError, match=f"device key .* owned by uid {NOBODY}"):
+        load_or_create_device_key(spool_dir, strict=True)
+    os.chown(planted, 0, 0)
+    assert load_or_create_device_key(spool_dir, strict=True) == key, "root's own key is read"
 
 
 def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from fleetpulse.agents.collectors.base import CollectorContext
+from fleetpulse.agents.collectors.base import CollectorContext, Section
 from fleetpulse.agents.collectors.config import SmartConfig
 from fleetpulse.agents.collectors.smart_snapshot import (
     MAX_DISK_OUTPUT_BYTES,
+    MAX_OUTPUT_DEPTH,
     MAX_SNAPSHOT_BYTES,
     SNAPSHOT_FILE,
     SnapshotError,
@@ -30,7 +31,7 @@ from fleetpulse.agents.runner import CollectorRunner
 from fleetpulse.agents.trust import UntrustedPathError
 from fleetpulse.compat import UTC
 from fleetpulse.contract import Platform
-from tests.unit.agent.smartctl_fake import make_fake_smartctl
+from tests.unit.agent.smartctl_fake import FAILING_DISK, make_fake_smartctl, scripted_smartctl
 
 NOBODY = 65534
 HOUR = timedelta(hours=1)
@@ -251,3 +252,75 @@ def test_one_device_printing_too_much_costs_only_its_own_entry(tmp_path: Path, s
     section = SmartConfig().build(context(tmp_path, snapshot_dir)).collect()
     assert [d.name for d in section["disks"]] == ["/dev/sda"]
     assert sorted(e.collector for e in section["collector_errors"]) == ["smart:/dev/sdx", "smart:/dev/sdy"]
+
+
+def _smart_of_every_kind(tmp_path: Path, snapshot_dir: Path, smartctl: Path) -> list[Section]:
+    """What the agent reports running ``smartctl`` itself, then from the helper's snapshot."""
+    direct = CollectorRunner([SmartConfig(smartctl=str(smartctl)).build(context(tmp_path, None))]).collect()
+    take_snapshot(str(smartctl), snapshot_dir, 120.0, 16)
+    from_snapshot = CollectorRunner([SmartConfig().build(context(tmp_path, snapshot_dir))]).collect()
+    return [direct, from_snapshot]
+
+
+@pytest.mark.parametrize("odd", ["/dev/sd\x00b", "/dev/sd\ud800b"], ids=["nul", "lone-surrogate"])
+def test_attack_a_device_name_no_argument_can_hold_costs_only_its_own_entry(
+    tmp_path: Path, snapshot_dir: Path, odd: str
+) -> None:
+    """Before: ``--scan-open`` naming such a device made subprocess raise for the whole run: the helper wrote no
+    snapshot and the command died with a traceback; the agent's own SMART collector lost every disk."""
+    smartctl = scripted_smartctl(tmp_path, ["/dev/sda", odd], {"/dev/sda": json.dumps(FAILING_DISK)})
+    taken = take_snapshot(str(smartctl), snapshot_dir, 120.0, 16)
+    errors = {d.name: d.error for d in taken.disks}
+    assert errors["/dev/sda"] is None
+    assert f"{odd!r} cannot be passed to smartctl" in (errors[odd] or "")
+    reported = "smart:" + odd.replace("\ud800", "\ufffd")  # the contract holds no lone surrogate
+    for section in _smart_of_every_kind(tmp_path, snapshot_dir, smartctl):
+        assert [(d.name, d.smart_passed) for d in section["disks"]] == [("/dev/sda", False)]
+        assert [e.collector for e in section["collector_errors"]] == [reported]
+
+
+def test_attack_an_undecodable_device_name_does_not_hide_a_failing_disk(tmp_path: Path, snapshot_dir: Path) -> None:
+    """Before: a name holding a byte that is not UTF-8 (``\\udc80`` in Python) is a valid argument, but the agent could
+    not record that device's error (the contract refuses lone surrogates): the failing disk beside it went unreported."""
+    smartctl = scripted_smartctl(tmp_path, ["/dev/sda", "/dev/sd\udc80"], {"/dev/sda": json.dumps(FAILING_DISK)})
+    for section in _smart_of_every_kind(tmp_path, snapshot_dir, smartctl):
+        assert [(d.name, d.smart_passed) for d in section["disks"]] == [("/dev/sda", False)]
+        errors = {e.collector: e.error for e in section["collector_errors"]}
+        assert errors == {"smart:/dev/sd\ufffd": "smartctl exit status 2 for /dev/sd\ufffd"}
+
+
+def _deepest_json_accepted() -> int:
+    """How deeply ``json.loads`` nests in this interpreter (it differs between versions)."""
+    low, high = 1, 100_000
+    while low < high:
+        middle = (low + high + 1) // 2
+        try:
+            json.loads("[" * middle + "]" * middle)
+        except RecursionError:
+            high = middle - 1
+        else:
+            low = middle
+    return low
+
+
+def test_attack_output_nested_just_within_the_parser_limit_costs_only_its_own_entry(
+    tmp_path: Path, snapshot_dir: Path
+) -> None:
+    """Before: output that ``json.loads`` still took was kept, and the snapshot around it (3 levels deeper) failed to
+    encode: RecursionError, no snapshot for any disk. The depths around the parser's limit are all tried."""
+    deepest = _deepest_json_accepted()
+    refused: list[str] = []
+    for depth in (MAX_OUTPUT_DEPTH, MAX_OUTPUT_DEPTH + 1, *range(deepest - 8, deepest + 3)):
+        nested = '{"model_name": ' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+        smartctl = scripted_smartctl(
+            tmp_path, ["/dev/sda", "/dev/sdb"], {"/dev/sda": json.dumps(FAILING_DISK), "/dev/sdb": nested}
+        )
+        taken = take_snapshot(str(smartctl), snapshot_dir, 120.0, 16)
+        errors = {d.name: d.error for d in taken.disks}
+        assert errors["/dev/sda"] is None
+        assert (errors["/dev/sdb"] is None) == (depth == MAX_OUTPUT_DEPTH)
+        refused.append(errors["/dev/sdb"] or "")
+    assert f"nests more than {MAX_OUTPUT_DEPTH} levels deep" in refused[1]
+    assert any("nests more than" in error for error in refused[2:]), "some depth passed the parser"
+    section = SmartConfig().build(context(tmp_path, snapshot_dir)).collect()
+    assert [(d.name, d.smart_passed) for d in section["disks"]] == [("/dev/sda", False)]
