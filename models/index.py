@@ -110,10 +110,14 @@ def _migrate_hint(registry_dir: Path) -> str:
 
 def _parse(registry_dir: Path) -> dict[str, Any] | None:
     path = registry_dir / REGISTRY_FILE
-    if not path.is_file():
-        return None
     try:
-        data = json.loads(path.read_bytes())
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # a folder in its place, no permission: refused, never read as "no index"
+        raise ArtifactError(f"{path}: unreadable ({exc.strerror or type(exc).__name__})") from None
+    try:
+        data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{path}: invalid JSON ({exc})") from None
     if not isinstance(data, dict):
@@ -146,15 +150,18 @@ def _structure(path: Path, data: dict[str, Any]) -> Registry:
     return Registry(dict(champions), {k: list(v) for k, v in challengers.items()}, dict(artifacts), generation)
 
 
-def read_registry(registry_dir: Path, key: bytes | None = None) -> Registry:
+def read_registry(registry_dir: Path, key: bytes | None = None, *, required: bool = False) -> Registry:
     """The index of ``registry_dir`` after checking its format and, with ``key``, its HMAC.
 
-    No index is an empty registry. An index of the format before digests is refused with
-    the command that migrates it.
+    No index is an empty registry, unless it is ``required`` (serving with a signing key: whoever
+    deleted a signed index would otherwise demote every champion to the rules unnoticed). An index
+    of the format before digests is refused with the command that migrates it.
     """
     path = registry_dir / REGISTRY_FILE
     data = _parse(registry_dir)
     if data is None:
+        if required and not is_packaged(registry_dir):
+            raise ArtifactError(f"{path} is missing, though models.signing_key is set: the index was deleted")
         return Registry()
     if data.get("format") != REGISTRY_FORMAT:
         raise ArtifactError(

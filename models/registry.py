@@ -129,11 +129,12 @@ def load_scorers(settings: ModelSettings) -> ScorerSet:
     A trained disk champion replaces the disk rule, which then runs as a challenger so the
     two stay comparable. A registry or artifact that fails verification is refused: the
     error is logged and kept in ``ScorerSet.refused``, and its component keeps the rule
-    scorer, so a tampered threshold is never served and the worker still runs.
+    scorer, so a tampered threshold is never served and the worker still runs. With a signing key,
+    a missing index is refused too.
     """
     key = signing_key(settings)
     try:
-        registry = read_registry(settings.registry_dir, key)
+        registry = read_registry(settings.registry_dir, key, required=key is not None)
     except ArtifactError as exc:
         return _refused(rule_scorers(), settings.registry_dir / REGISTRY_FILE, exc)
     scorers = rule_scorers()

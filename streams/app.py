@@ -257,7 +257,12 @@ class Pipeline:
         """Serve the registry's models if its index changed and verifies (see :mod:`fleetpulse.streams.reload`)."""
         if not watch.changed():
             return False
-        loaded = await asyncio.to_thread(load_scorers, settings.models)
+        try:
+            loaded = await asyncio.to_thread(load_scorers, settings.models)
+        except Exception:  # unforeseen (verification failures are refusals): the timer must not end the worker
+            log.exception("loading the changed registry failed: serving the models loaded before")
+            self.metrics.model_reloads.labels("refused").inc()
+            return False
         if not accept(self.processor.scorers, loaded):
             self.metrics.model_reloads.labels("refused").inc()
             return False

@@ -22,11 +22,17 @@ log = logging.getLogger(__name__)
 
 
 def index_fingerprint(registry_dir: Path) -> str | None:
-    """SHA-256 of the registry index (None: no index, the rule scorers are champions)."""
+    """SHA-256 of the registry index (None: no index, the rule scorers are champions).
+
+    An index that cannot be read (a folder in its place, no permission) is a change too: loading it
+    is then refused and the worker keeps the models it serves.
+    """
     try:
         return hashlib.sha256((registry_dir / REGISTRY_FILE).read_bytes()).hexdigest()
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        return f"unreadable: {exc.errno}"
 
 
 @dataclass

@@ -299,3 +299,34 @@ def test_an_index_signed_before_generations_still_verifies(registry_dir: Path) -
     index["hmac"] = registry_module.index_mac(index, KEY.encode())
     (registry_dir / REGISTRY_FILE).write_text(json.dumps(index))
     assert read_registry(registry_dir, KEY.encode()).generation == 0
+
+
+def test_attack_deleting_a_signed_index_is_refused_not_read_as_no_models(artifact_dir: Path, tmp_path: Path) -> None:
+    """Without the index every champion would quietly fall back to its rule, with nothing refused to alert on."""
+    root = tmp_path / "signed"
+    shutil.copytree(artifact_dir, root / ARTIFACT)
+    register_artifact(root, "disk", ARTIFACT, ScorerRole.CHAMPION, key=KEY.encode())
+    (root / REGISTRY_FILE).unlink()
+
+    champions, threshold, refused = worker_policy(root, KEY)
+
+    assert (champions[0], threshold) == ("disk-rule", RULE_DISK_RAISE)
+    assert "is missing, though models.signing_key is set" in refused[0]
+    assert worker_policy(root)[2] == []  # unsigned registries keep meaning "no index, no models yet"
+
+
+def test_attack_a_folder_in_place_of_the_index_is_refused_and_never_stops_the_reload_timer(
+    registry_dir: Path,
+) -> None:
+    from fleetpulse.streams.reload import RegistryWatch, accept
+
+    watch = RegistryWatch(registry_dir)
+    serving = load_scorers(ModelSettings(registry_dir=registry_dir))
+    (registry_dir / REGISTRY_FILE).unlink()
+    (registry_dir / REGISTRY_FILE).mkdir()
+
+    assert watch.changed()
+    assert not watch.changed()  # unreadable until someone fixes it: one refusal, not one per poll
+    loaded = load_scorers(ModelSettings(registry_dir=registry_dir))
+    assert "unreadable" in loaded.refused[0]
+    assert not accept(serving, loaded)
