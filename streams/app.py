@@ -46,6 +46,7 @@ import faust
 from fleetpulse.alerts.policy import AlertPolicy
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import RiskScore, Topics, encode
+from fleetpulse.models.index import is_packaged, signing_key
 from fleetpulse.models.registry import ScorerSet, load_scorers
 from fleetpulse.models.state import DeviceState
 from fleetpulse.serving import serving_policy
@@ -64,6 +65,7 @@ from fleetpulse.streams.points import drift_point, pipeline_point, serving_point
 from fleetpulse.streams.processing import DeviceRecord, Processor, RawRecord
 from fleetpulse.streams.recovery import SeekFirstTableManager
 from fleetpulse.streams.reload import RegistryWatch, accept
+from fleetpulse.streams.serving_floor import RegistryFloor, read_floor, registry_id
 from fleetpulse.streams.settings import StreamSettings
 from fleetpulse.streams.sinks import Sink, build_sink
 from fleetpulse.streams.state_cache import DecodedCache
@@ -128,6 +130,7 @@ class Pipeline:
         # collection (measured ~30 % of CPU); bytes are invisible to the collector.
         self.recent: deque[bytes] = deque(maxlen=processor.settings.baseline_sample)
         self.recent_scores: deque[bytes] = deque(maxlen=4 * processor.settings.baseline_sample)
+        self.registry_floor: RegistryFloor | None = None  # set for a signed registry (serving_floor.py)
 
     def _lookup(self, events: Sequence[Any]) -> Any:
         """The batch's table reads: a record comes from the decoded-state cache while the table still holds
@@ -263,13 +266,23 @@ class Pipeline:
             log.exception("loading the changed registry failed: serving the models loaded before")
             self.metrics.model_reloads.labels("refused").inc()
             return False
-        if not accept(self.processor.scorers, loaded):
+        floor = self.registry_floor.floor if self.registry_floor is not None else 0
+        if not accept(self.processor.scorers, loaded, floor):
             self.metrics.model_reloads.labels("refused").inc()
             return False
         self.use_models(loaded, serving_policy(settings, loaded))
         self.metrics.model_reloads.labels("served").inc()
         log.info("serving reloaded models", extra={"fields": serving_summary(self.processor)})
+        await self.record_served()
         return True
+
+    async def record_served(self) -> None:
+        """Raise the registry floor on the serving topic to the index now served (signed registries only)."""
+        if self.registry_floor is None:
+            return
+        record = self.registry_floor.record(self.processor.scorers, self.worker, datetime.now(UTC))
+        if record is not None:
+            await asyncio.gather(*await publish(self.app, self.topics.serving, [record]))
 
     def use_models(self, scorers: ScorerSet, policy: AlertPolicy) -> None:
         """Swap the scorers and their alert policy between two batches (``handle`` never awaits while scoring)."""
@@ -442,11 +455,14 @@ def create_app(
     scorers: ScorerSet | None = None,
     policy: AlertPolicy | None = None,
     sink: Sink | None = None,
+    registry_floor: RegistryFloor | None = None,
 ) -> faust.App:
     """Build the worker's Faust app; nothing connects until the app starts.
 
     ``scorers``/``policy``/``sink`` default to what the settings configure; tests and
-    benchmarks pass their own. The pipeline is reachable as ``app.fleetpulse``.
+    benchmarks pass their own. ``registry_floor``: the signed registry's floor read from the
+    serving topic (:func:`run_worker` reads it); an older index is not served. The pipeline is
+    reachable as ``app.fleetpulse``.
     """
     s, kafka = settings.streams, settings.kafka
     topics = Topics(prefix=kafka.topic_prefix)
@@ -458,8 +474,11 @@ def create_app(
     # scorers passed in by tests and benchmarks stay as given; the registry's are watched from before loading
     watch = RegistryWatch(settings.models.registry_dir) if scorers is None and s.registry_poll_s > 0 else None
     scorers = scorers if scorers is not None else load_scorers(settings.models)
+    if registry_floor is not None:
+        scorers = registry_floor.hold(scorers)
     processor = Processor(s, topics, scorers, policy if policy is not None else serving_policy(settings, scorers))
     pipeline = Pipeline(app, table, topics, processor, sink or build_sink(s.tsdb), metrics, worker)
+    pipeline.registry_floor = registry_floor
     metrics.set_models(scorers.served())
     app.fleetpulse = pipeline  # type: ignore[attr-defined]
     source = app.topic(
@@ -481,6 +500,7 @@ def create_app(
     @app.task  # type: ignore[misc,untyped-decorator]
     async def announce() -> None:
         log.info("serving", extra={"fields": serving_summary(processor)})
+        await pipeline.record_served()
 
     @app.timer(interval=s.stats_interval_s)  # type: ignore[misc,untyped-decorator]
     async def stats() -> None:
@@ -550,12 +570,24 @@ def tune_gc(streams: StreamSettings) -> None:
     gc.set_threshold(streams.gc_young_threshold, streams.gc_middle_threshold, old)
 
 
+def registry_floor(settings: ServerSettings) -> RegistryFloor | None:
+    """The signed registry's floor from the serving topic (blocking); None for an unsigned or packaged one."""
+    key = signing_key(settings.models)
+    if key is None or is_packaged(settings.models.registry_dir):
+        return None
+    floor = RegistryFloor(registry_id(key), settings.models.registry_dir)
+    topics = Topics(prefix=settings.kafka.topic_prefix)
+    floor.floor = asyncio.run(read_floor(settings.kafka, topics, floor.registry))
+    log.info("registry floor read", extra={"fields": {"registry": floor.registry, "generation": floor.floor}})
+    return floor
+
+
 def run_worker(settings: ServerSettings) -> None:
     """Create missing topics, then run the worker until SIGTERM/SIGINT (blocking)."""
     from fleetpulse.streams.kafka_admin import create_configured_topics
 
     create_configured_topics(settings.kafka, settings.streams)
-    app = create_app(settings)
+    app = create_app(settings, registry_floor=registry_floor(settings))
     tune_gc(settings.streams)
     app.fleetpulse.metrics.watch_gc()  # type: ignore[attr-defined]
     worker = faust.Worker(

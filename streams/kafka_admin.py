@@ -55,8 +55,10 @@ def aiokafka_auth(kafka: KafkaSettings) -> dict[str, Any]:
 
 
 def topic_configs(topics: Topics) -> dict[str, dict[str, str]]:
-    """Inventory keeps the latest record per device forever (compacted); the rest are time-retained streams."""
-    return {name: (COMPACTED if name == topics.inventory else {}) for name in topics.all()}
+    """Inventory (latest record per device) and serving (each generation served) are compacted, kept for
+    good; the rest are time-retained streams."""
+    compacted = {topics.inventory, topics.serving}
+    return {name: (COMPACTED if name in compacted else {}) for name in topics.all()}
 
 
 async def ensure_topics(kafka: KafkaSettings, partitions: int, replication_factor: int) -> list[str]:

@@ -53,13 +53,15 @@ class RegistryWatch:
         return True
 
 
-def accept(current: ScorerSet, loaded: ScorerSet) -> bool:
+def accept(current: ScorerSet, loaded: ScorerSet, floor: int = 0) -> bool:
     """Whether ``loaded`` may replace ``current``: only when every registered artifact verified, from an
-    index no older than the one served (a signed old copy put back would bring back a demoted model)."""
-    if loaded.generation < current.generation:
+    index no older than the one served nor than ``floor``, the newest any worker served (a signed old
+    copy put back would bring back a demoted model)."""
+    served = max(current.generation, floor)
+    if loaded.generation < served:
         log.error(
             "registry index is older than the one served: serving the models loaded before",
-            extra={"fields": {"generation": loaded.generation, "serving_generation": current.generation}},
+            extra={"fields": {"generation": loaded.generation, "serving_generation": served}},
         )
         return False
     if loaded.refused:

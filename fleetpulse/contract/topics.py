@@ -53,6 +53,11 @@ class Topics:
         return self._name("control")
 
     @property
+    def serving(self) -> str:
+        """Compacted: the registry index generations workers served (key: ``ServedRegistry.log_key``)."""
+        return self._name("serving")
+
+    @property
     def dead_letter(self) -> str:
         return self._name("deadletter")
 
@@ -66,5 +71,6 @@ class Topics:
             self.labels,
             self.features,
             self.control,
+            self.serving,
             self.dead_letter,
         ]

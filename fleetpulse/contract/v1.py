@@ -275,6 +275,28 @@ class DeviceControl(_Record):
     issued_at: UtcDatetime
 
 
+class ServedRegistry(_Record):
+    """A signed model registry index a worker served: restarted workers refuse any older index.
+
+    A worker forgets on restart which index it served; whoever kept an old signed copy of the index
+    could otherwise put it back and have a demoted model served again. Only the workers' principal
+    may write the serving topic, so the registry folder's writers cannot lower what it records.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    registry: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")] = Field(
+        description="the registry's identity: a fingerprint of the key that signs its index"
+    )
+    generation: Annotated[int, Field(ge=1, le=2**48)]
+    index_sha256: Hex256
+    worker: ShortText
+    served_at: UtcDatetime
+
+    def log_key(self) -> str:
+        """One record per generation: compaction can never leave an older generation as the latest word."""
+        return f"{self.registry}:{self.generation:015d}"
+
+
 class Factor(_Record):
     """One contributing signal behind a score, in words a fleet manager understands."""
 

@@ -40,6 +40,7 @@ topic fleetpulse.alerts.v1 30
 topic fleetpulse.labels.v1 365
 topic fleetpulse.features.v1 30
 topic fleetpulse.control.v1 30
+topic fleetpulse.serving.v1 compact
 topic fleetpulse.deadletter.v1 14 1
 
 password="$(cat /run/secrets/kafka_agent_password)"

@@ -216,6 +216,26 @@ def test_documented_retention_matches_policy() -> None:
     assert f"| {retention_policy()['influxdb']['retention_days']} days |" in doc
 
 
+def _writers(users: dict[str, Any], topic: str) -> set[str]:
+    """Users allowed to write ``topic`` (by its name or a prefix of it) and not denied it by name."""
+    allowed = {
+        name
+        for name, spec in users.items()
+        for acl in spec["authorization"]["acls"]
+        if "Write" in acl["operations"]
+        and acl.get("type", "allow") == "allow"
+        and topic.startswith(acl["resource"].get("name", "\0"))
+        and (acl["resource"].get("patternType") == "prefix" or acl["resource"].get("name") == topic)
+    }
+    denied = {
+        name
+        for name, spec in users.items()
+        for acl in spec["authorization"]["acls"]
+        if acl.get("type") == "deny" and acl["resource"].get("name") == topic and "Write" in acl["operations"]
+    }
+    return allowed - denied
+
+
 def test_kafka_users_are_least_privilege() -> None:
     users = {u["metadata"]["name"]: u["spec"] for u in objects("KafkaUser")}
     assert set(users) == {
@@ -232,24 +252,9 @@ def test_kafka_users_are_least_privilege() -> None:
         (Topics().health, ["Describe", "Write"])
     ]
     # only IT's principal writes the control topic (re-enrolment); the worker reads it but may not write it
-    writers = {
-        name
-        for name, spec in users.items()
-        for acl in spec["authorization"]["acls"]
-        if "Write" in acl["operations"]
-        and acl.get("type", "allow") == "allow"
-        and Topics().control.startswith(acl["resource"].get("name", "\0"))
-        and (acl["resource"].get("patternType") == "prefix" or acl["resource"].get("name") == Topics().control)
-    }
-    denied = {
-        name
-        for name, spec in users.items()
-        for acl in spec["authorization"]["acls"]
-        if acl.get("type") == "deny"
-        and acl["resource"].get("name") == Topics().control
-        and "Write" in acl["operations"]
-    }
-    assert writers - denied == {"fleetpulse-it"}
+    assert _writers(users, Topics().control) == {"fleetpulse-it"}
+    # only the workers record the registry generations they served: the registry's writers cannot lower the floor
+    assert _writers(users, Topics().serving) == {"fleetpulse-worker"}
     keda_ops = {op for a in users["fleetpulse-keda"]["authorization"]["acls"] for op in a["operations"]}
     assert keda_ops == {"Describe"}
 
