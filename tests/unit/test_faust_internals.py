@@ -20,7 +20,6 @@ import aiokafka
 import faust
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
-from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from faust.serializers.registry import Registry
 from faust.serializers.schemas import Schema
 from faust.stores import rocksdb as rocksdb_store
@@ -32,8 +31,6 @@ from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP
-from hypothesis import given
-from hypothesis import strategies as st
 from mode.utils.queues import FlowControlEvent, FlowControlQueue, ThrowableQueue
 
 from fleetpulse.models.registry import ScorerSet
