@@ -8,10 +8,13 @@ of them than that is read.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import time
-from collections.abc import Iterator
+import socket
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 import httpx
@@ -63,26 +66,97 @@ def request(
     :class:`AnswerTooLarge`), the first ``max_error_bytes`` of any other, all within ``deadline_s``
     from the start (else :class:`AnswerTooSlow`). Both are ``httpx.HTTPError``, as a refused
     connection is. The cap counts decoded bytes, so a compressed answer cannot expand past it.
+
+    The deadline covers the whole exchange (connect, TLS, request, headers, body): see :class:`_Watchdog`.
+    The request asks for ``Connection: close`` so it never rides on a pooled connection whose
+    socket the watchdog has not seen opened.
     """
-    started = time.monotonic()
-    # without a client: a connection per request, as ``httpx.request`` makes
-    opened = client.stream(method, url, **kwargs) if client is not None else httpx.stream(method, url, **kwargs)
-    with opened as response:
-        failed = response.status_code >= 300
-        limit = max_error_bytes if failed else max_bytes
-        body = bytearray()
-        for chunk in _chunks(response, started, deadline_s):
-            body += chunk
-            if len(body) > limit:
-                if failed:
-                    del body[limit:]
-                    break
-                raise AnswerTooLarge(f"the answer is larger than {limit} bytes")
-        return Answer(response.status_code, bytes(body))
+    headers = httpx.Headers(kwargs.pop("headers", None))
+    headers["Connection"] = "close"
+    watchdog = _Watchdog(deadline_s)
+    too_slow = f"the answer took longer than {deadline_s:g} s"
+    try:
+        with contextlib.ExitStack() as scope:
+            scope.enter_context(watchdog)
+            if client is None:  # a client of its own, as ``httpx.request`` makes
+                client = scope.enter_context(httpx.Client())
+            response = scope.enter_context(
+                client.stream(method, url, headers=headers, extensions={"trace": watchdog.trace}, **kwargs)
+            )
+            failed = response.status_code >= 300
+            limit = max_error_bytes if failed else max_bytes
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                if watchdog.expired:  # also checked here, for a transport whose socket the watchdog cannot see
+                    raise AnswerTooSlow(too_slow)
+                body += chunk
+                if len(body) > limit:
+                    if failed:
+                        del body[limit:]
+                        break
+                    raise AnswerTooLarge(f"the answer is larger than {limit} bytes")
+            return Answer(response.status_code, bytes(body))
+    except httpx.HTTPError as exc:
+        if watchdog.expired and not isinstance(exc, AnswerTooSlow):  # whatever the cut connection raised
+            raise AnswerTooSlow(too_slow) from None
+        raise
 
 
-def _chunks(response: httpx.Response, started: float, deadline_s: float) -> Iterator[bytes]:
-    for chunk in response.iter_bytes():
-        if time.monotonic() - started > deadline_s:
-            raise AnswerTooSlow(f"the answer took longer than {deadline_s:g} s")
-        yield chunk
+_OPENED = ".connect_tcp.complete"
+"""The httpcore ``trace`` event carrying a new connection's stream (TLS and proxy tunnels ride on its socket)."""
+
+
+class _Watchdog:
+    """Shuts the exchange's socket down when the deadline passes, wherever the exchange waits.
+
+    A per-read timeout cannot bound a server that sends one byte just before each timeout, in its
+    TLS handshake or headers as in its body, and the callers are synchronous (the consumer's
+    delivery loop, the API's worker threads): a timer thread shuts the socket down, so the blocked
+    read or write fails at once. The socket comes from httpcore's ``trace`` extension as the
+    connection opens; the watchdog shuts down its own duplicate of it, so a descriptor the
+    exchange has already closed and the process reused is never touched.
+    """
+
+    def __init__(self, deadline_s: float) -> None:
+        self.expired = False
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._timer = threading.Timer(deadline_s, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._timer.cancel()
+        with self._lock:
+            for own in self._sockets:
+                own.close()
+            self._sockets.clear()
+
+    def trace(self, event: str, info: Mapping[str, Any]) -> None:
+        """httpcore's ``trace`` callback: keep a duplicate of each socket the exchange opens."""
+        if not event.endswith(_OPENED):
+            return
+        opened = info["return_value"].get_extra_info("socket")
+        if not isinstance(opened, socket.socket):
+            return
+        with self._lock, contextlib.suppress(OSError):  # no descriptor left: the body check still holds
+            own = opened.dup()
+            self._sockets.append(own)
+            if self.expired:
+                _shut(own)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for own in self._sockets:
+                _shut(own)
+
+
+def _shut(own: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed by the peer or the exchange
+        own.shutdown(socket.SHUT_RDWR)

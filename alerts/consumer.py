@@ -3,9 +3,9 @@ the feature log feeds fleet retraining.
 
 At-least-once and still exact: offsets are committed only after the store committed,
 and a redelivered (or replayed) alert is recognised by its ``alert_id``, so it never
-opens a second ticket. Records that do not decode go to the dead-letter topic with the
-reason and are never retried forever or dropped silently. Between polls the consumer
-also works off the outbox (ITSM connectors and the labels topic).
+opens a second ticket. Records that do not decode, or hold a value the store refuses, go to
+the dead-letter topic with the reason and are never retried forever or dropped silently.
+Between polls the consumer also works off the outbox (ITSM connectors and the labels topic).
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import DataError, IntegrityError
 
 from fleetpulse.alerts.connectors import Connector, build
 from fleetpulse.alerts.fleetlog import FleetLog
@@ -33,6 +35,11 @@ from fleetpulse.streams.settings import StreamSettings
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
+T = TypeVar("T")
+REFUSED_BY_STORE = (DataError, IntegrityError)
+"""The store refusing a value (too long, a NUL character, a constraint): the record's fault, so it is
+dead-lettered. Connection errors (OperationalError, InterfaceError) are not among them: they propagate,
+nothing is committed, and the consumer restarts and re-reads."""
 
 
 def utc_now() -> datetime:
@@ -129,10 +136,10 @@ class TicketConsumer:
         """
         batches = self.consumer.poll(timeout_ms=self.settings.consumer.poll_timeout_ms)
         records = [record for partition_records in batches.values() for record in partition_records]
-        inventory: list[DeviceInventory] = []
+        inventory: list[tuple[Any, DeviceInventory]] = []
         alerts: list[tuple[Any, Alert]] = []
-        scores: list[RiskScore] = []
-        features: list[FeatureLogRecord] = []
+        scores: list[tuple[Any, RiskScore]] = []
+        features: list[tuple[Any, FeatureLogRecord]] = []
         for record in records:
             if record.value is None and record.topic != self.topics.inventory:
                 self._dead_letter(record, "schema_violation", "empty record (tombstone) on a topic of events")
@@ -147,32 +154,33 @@ class TicketConsumer:
                         if reason is not None:
                             self._dead_letter(record, "clock_skew", reason)
                             continue
-                        inventory.append(facts)
+                        inventory.append((record, facts))
                 elif record.topic == self.topics.scores:
-                    scores.append(decode(record.value, RiskScore))
+                    scores.append((record, decode(record.value, RiskScore)))
                 elif record.topic == self.topics.features:
-                    features.append(decode(record.value, FeatureLogRecord))
+                    features.append((record, decode(record.value, FeatureLogRecord)))
             except ContractError as exc:
                 self._dead_letter(record, exc.kind, exc.reason)
         if inventory:
-            applied = self.service.apply_inventories(
-                inventory, not_after=self.clock() + self.settings.consumer.max_clock_skew
-            )
+            not_after = self.clock() + self.settings.consumer.max_clock_skew
+            applied, stored = self._store(inventory, lambda batch: self.service.apply_inventories(batch, not_after))
             self.stats.add("inventory", applied)
-            self.stats.add("inventory_stale", len(inventory) - applied)
+            self.stats.add("inventory_stale", stored - applied)
         for record, alert in alerts:
             try:
                 self.stats.add(self.service.apply_alert(alert, self.clock()))
-            except ValueError as exc:  # decoded but cannot be applied; database errors propagate (no commit)
+            except REFUSED_BY_STORE as exc:
+                self._dead_letter(record, "processing_error", _refusal(exc))
+            except ValueError as exc:  # decoded but cannot be applied; connection errors propagate (no commit)
                 self._dead_letter(record, "processing_error", f"{type(exc).__name__}: {exc}")
         if scores:
-            kept = self.service.record_scores(scores)
+            kept, stored = self._store(scores, self.service.record_scores)
             self.stats.add("history", kept)
-            self.stats.add("history_skipped", len(scores) - kept)
+            self.stats.add("history_skipped", stored - kept)
         if features:
-            logged = self.fleet_log.record_features(features)
+            logged, stored = self._store(features, self.fleet_log.record_features)
             self.stats.add("feature_log", logged)
-            self.stats.add("feature_log_repeated", len(features) - logged)
+            self.stats.add("feature_log_repeated", stored - logged)
         if records:
             self.dead_letters.flush(timeout=30)
             self.consumer.commit()
@@ -212,6 +220,25 @@ class TicketConsumer:
         ends = self.consumer.end_offsets(list(assigned))
         return all(self.consumer.position(tp) >= ends[tp] for tp in assigned)
 
+    def _store(self, batch: Sequence[tuple[Any, T]], write: Callable[[Sequence[T]], int]) -> tuple[int, int]:
+        """``write`` the batch in one transaction; returns what ``write`` counted and how many records the
+        store took. If the store refuses the batch, each record is written on its own: only the ones it
+        refuses are dead-lettered (with its reason), the others are kept, and the poll still commits."""
+        try:
+            return write([value for _, value in batch]), len(batch)
+        except REFUSED_BY_STORE:
+            log.warning(
+                "ticket store refused a batch; writing its records one by one", extra={"fields": {"n": len(batch)}}
+            )
+        counted = stored = 0
+        for record, value in batch:
+            try:
+                counted += write([value])
+                stored += 1
+            except REFUSED_BY_STORE as exc:
+                self._dead_letter(record, "processing_error", _refusal(exc))
+        return counted, stored
+
     def _dead_letter(self, record: Any, kind: Any, reason: str) -> None:
         payload: bytes = record.value or b""
         letter = DeadLetter(
@@ -240,6 +267,13 @@ class TicketConsumer:
                 closer()
             except Exception:  # closing must not mask the error that made us close
                 log.exception("error while closing the ticket consumer")
+
+
+def _refusal(exc: DataError | IntegrityError) -> str:
+    """The database's own first line (e.g. "value too long for type character varying(64)"), without the
+    statement and parameters SQLAlchemy appends: the dead letter already carries the record."""
+    first = next(iter(str(exc.orig).splitlines()), "")
+    return f"the ticket store refused the record ({type(exc).__name__}: {first})"
 
 
 def run_consumer(

@@ -34,6 +34,10 @@ __all__ = ["ALL_SITES", "OidcSettings"]  # re-exported: the RP's settings live w
 ROLE_ORDER: tuple[Role, ...] = ("admin", "fleet_manager", "it_support")
 ANSWER_DEADLINE_S = 30.0
 """A whole answer of the provider, however steadily its bytes come (each network wait has its own 10 s timeout)."""
+MAX_SUBJECT_CHARS = 255
+"""OpenID Connect Core 1.0 §2: ``sub`` "MUST NOT exceed 255 ASCII characters"; sessions and the audit trail keep it whole."""
+MAX_NAME_CHARS = 128
+"""What a ticket history's actor column holds: a longer name would be cut short, and could then read as someone else's."""
 SIGNING_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 
 
@@ -219,6 +223,7 @@ class OidcProvider:
             raise OidcError("the ID token was issued for another client")
         if len(audiences) > 1 and claims.get("azp") != self.settings.client_id:
             raise OidcError("the ID token's authorized party is another client")
+        _check_stored_claims(claims, self.settings)
         return claims
 
     def end_session_url(self, id_token_hint: str | None) -> str | None:
@@ -269,6 +274,20 @@ class OidcProvider:
         if not isinstance(document, dict):
             raise OidcError(f"the provider's {what} is not a JSON object")
         return document
+
+
+def _check_stored_claims(claims: Mapping[str, Any], settings: OidcSettings) -> None:
+    """The subject and the name fleetpulse stores must fit their columns whole: refused here, a login
+    fails with a reason instead of a database error, and nothing is stored cut short."""
+    subject = claims.get("sub")
+    if (
+        not isinstance(subject, str)
+        or not 0 < len(subject) <= MAX_SUBJECT_CHARS
+        or any(unicodedata.category(c)[0] == "C" for c in subject)
+    ):
+        raise OidcError(f"the ID token's subject is not 1 to {MAX_SUBJECT_CHARS} printable characters")
+    if len(display_name(claims, settings)) > MAX_NAME_CHARS:
+        raise OidcError(f"the ID token names the person with more than {MAX_NAME_CHARS} characters")
 
 
 def _safe_error(response: bounded_http.Answer) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -71,6 +71,10 @@ ALLOWED_OUTCOMES: dict[TicketState, frozenset[str]] = {
 
 class TransitionError(ValueError):
     """A transition the lifecycle does not allow (or an unknown ticket); shown to the user as is."""
+
+
+class TransitionConflict(TransitionError):
+    """A concurrent change of the same ticket won; nothing of this one was applied (the API answers 409)."""
 
 
 def replacement_days(score: RiskScore) -> float | None:
@@ -376,12 +380,31 @@ class TicketService:
                 raise TransitionError(f"outcome {outcome!r} does not fit state {to.value!r}")
         elif outcome is not None:
             raise TransitionError(f"an outcome is recorded only when a ticket is done or dismissed, not {to.value!r}")
+        try:
+            self._transition(ticket_ids, to, actor, now, note, outcome, context)
+        except IntegrityError:
+            # a write the row locks did not serialise (e.g. the closing label's outbox row) raced another change
+            raise TransitionConflict("the ticket was changed at the same time; reload it and try again") from None
+        views = [self.store.get_ticket(i) for i in ticket_ids]
+        return [v for v in views if v is not None]
+
+    def _transition(
+        self,
+        ticket_ids: Sequence[int],
+        to: TicketState,
+        actor: str,
+        now: datetime,
+        note: str,
+        outcome: Outcome | None,
+        context: AuditContext,
+    ) -> None:
         with self.store.session() as session:
+            tickets = self._locked(session, ticket_ids)
             if len(ticket_ids) > 1:
                 bulk = {"tickets": list(ticket_ids), "to": to.value, "outcome": outcome, "note": note}
                 stage(session, AuditKind.BULK_ACTION, context, bulk)
             for ticket_id in ticket_ids:
-                ticket = session.get(TicketRow, ticket_id)
+                ticket = tickets.get(ticket_id)
                 if ticket is None:
                     raise TransitionError(f"ticket {ticket_id} not found")
                 current = TicketState(ticket.state)
@@ -418,8 +441,26 @@ class TicketService:
                     payload = label.model_dump(mode="json")
                     self._enqueue(session, LABELS_TARGET, f"outcome-{ticket.id}", "outcome", payload, now)
                 self._notify_update(session, ticket, current.value, actor, note, outcome, now)
-        views = [self.store.get_ticket(i) for i in ticket_ids]
-        return [v for v in views if v is not None]
+
+    @staticmethod
+    def _locked(session: Session, ticket_ids: Sequence[int]) -> dict[int, TicketRow]:
+        """The tickets to move, locked until commit: a concurrent transition of one of them waits, then
+        reads its new state and is refused, instead of both passing the lifecycle check.
+
+        PostgreSQL locks the rows (``FOR UPDATE``, in id order, so two bulk moves cannot deadlock);
+        SQLite ignores ``FOR UPDATE`` and reads outside any lock, so there a no-op UPDATE first takes
+        the database's write lock.
+        """
+        ids = sorted(set(ticket_ids))
+        if session.get_bind().dialect.name == "sqlite":
+            session.execute(
+                update(TicketRow)
+                .where(TicketRow.id.in_(ids))
+                .values(state=TicketRow.state)
+                .execution_options(synchronize_session=False)
+            )
+        rows = session.scalars(select(TicketRow).where(TicketRow.id.in_(ids)).order_by(TicketRow.id).with_for_update())
+        return {row.id: row for row in rows}
 
     def _notify_update(
         self,

@@ -12,11 +12,11 @@ import logging
 import re
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Request
 
-from fleetpulse.alerts.api.auth import Principal, client_address
+from fleetpulse.alerts.api.auth import Principal, RequestHead, client_address
 from fleetpulse.alerts.settings import ApiSettings
 from fleetpulse.alerts.store.audit import AuditActor, AuditContext, AuditKind
 from fleetpulse.alerts.store.repository import TicketFilter, TicketStore
@@ -24,6 +24,8 @@ from fleetpulse.alerts.store.sessions import StoredSession
 
 log = logging.getLogger("fleetpulse.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+PASSWORD_METHODS = frozenset({"local", "basic"})
+"""Logins naming an account: a failure keeps the name only if it is a configured account."""
 
 
 def source_address(request: Request) -> str:
@@ -75,12 +77,39 @@ def login_failed(request: Request, method: str, reason: str, login: str | None =
     the failures no password check counts against the caller's address. A typed name that is no
     configured account is not kept: people type their password into the name field.
     """
+    store: TicketStore = request.app.state.store
     api: ApiSettings = request.app.state.api_settings
-    known = method != "local" or any(user.name == login for user in api.users)
+    _login_failed(store, api, request_id(request), source_address(request), method, reason, login)
+
+
+def _login_failed(
+    store: TicketStore, api: ApiSettings, rid: str, source: str, method: str, reason: str, login: str | None
+) -> None:
+    known = method not in PASSWORD_METHODS or any(user.name == login for user in api.users)
     name = login[:128] if login and known else "(unknown)"
     payload = {"method": method, "reason": reason[:300]}
-    _record(request, AuditKind.LOGIN_FAILURE, AuditActor.local(name), payload)
+    store.audit.record(AuditKind.LOGIN_FAILURE, AuditActor.local(name), rid, source, payload)
     log.warning("login", extra={"fields": {"outcome": "failure", "user": name, **payload}})
+
+
+class HeaderTrail:
+    """The records of API clients' logins, which are checked from the request headers alone
+    (:class:`~fleetpulse.alerts.api.auth.Authenticator`, on behalf of the gate): refused HTTP basic
+    logins and bearer tokens, and token use. Never the password or token itself."""
+
+    def __init__(self, store: TicketStore, api: ApiSettings) -> None:
+        self.store = store
+        self.api = api
+
+    def login_failed(self, head: RequestHead, method: Literal["basic", "bearer"], login: str | None) -> None:
+        reason = "password" if method == "basic" else "token"
+        _login_failed(self.store, self.api, head.request_id, head.address, method, reason, login)
+
+    def token_used(self, head: RequestHead, principal: Principal) -> None:
+        """A bearer token authenticated a request (the authenticator calls this once an hour per address)."""
+        payload = {"method": "bearer", "sites": sorted(principal.sites), "departments": sorted(principal.departments)}
+        self.store.audit.record(AuditKind.TOKEN_USE, actor(principal), head.request_id, head.address, payload)
+        log.info("token use", extra={"fields": {"user": principal.name, **payload}})
 
 
 def logged_out(request: Request, session: StoredSession) -> None:

@@ -14,14 +14,16 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
@@ -65,6 +67,26 @@ JSON_ONLY: dict[int | str, dict[str, Any]] = {
     400: {"description": "body is not valid JSON"},
     415: {"description": "writes need Content-Type: application/json"},
 }
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+NO_CONTROL = "must not contain control characters"
+
+
+def _one_line(value: str) -> str:
+    """Refuse control characters: PostgreSQL cannot store NUL, and the rest garble logs, pages and exports."""
+    if CONTROL.search(value):
+        raise ValueError(NO_CONTROL)
+    return value
+
+
+def _lines(value: str) -> str:
+    """Free text: tabs and line breaks, but no other control character (see :func:`_one_line`)."""
+    if CONTROL_BUT_LINES.search(value):
+        raise ValueError(f"{NO_CONTROL} other than tabs and line breaks")
+    return value
+
+
+Note = Annotated[str, Field(max_length=1000), AfterValidator(_lines)]
 
 
 class _In(BaseModel):
@@ -73,14 +95,14 @@ class _In(BaseModel):
 
 class TransitionIn(_In):
     to: TicketState
-    note: Annotated[str, Field(max_length=1000)] = ""
+    note: Note = ""
     outcome: Literal["confirmed_fault", "no_fault_found", "false_alarm"] | None = None
 
 
 class BulkTransitionIn(_In):
     ticket_ids: Annotated[list[Annotated[int, Field(ge=1, le=2**31 - 1)]], Field(min_length=1, max_length=500)]
     to: TicketState
-    note: Annotated[str, Field(max_length=1000)] = ""
+    note: Note = ""
 
 
 class FailureReportIn(_In):
@@ -88,10 +110,10 @@ class FailureReportIn(_In):
 
     device_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
     component: Component
-    component_id: Annotated[str, Field(max_length=128)] = ""
+    component_id: Annotated[str, Field(max_length=128), AfterValidator(_one_line)] = ""
     on_day: date = Field(description="the day the component failed or the device was retired (UTC)")
     outcome: Literal["failed", "retired"]
-    note: Annotated[str, Field(max_length=1000)] = ""
+    note: Note = ""
 
 
 class FailureReportOut(BaseModel):
@@ -236,8 +258,16 @@ def create_app(
             503: {"description": "ticket store unreachable, retry later"},
         },
     )
-    page_sessions = PageSessions(WebSessions(ticket_store), SessionCookies(settings.api.session), clock)
-    authenticator = Authenticator(settings.api, LoginRecords(ticket_store), page_sessions, clock)
+    page_sessions = PageSessions(
+        WebSessions(ticket_store), SessionCookies(settings.api.session), clock, settings.api.users
+    )
+    authenticator = Authenticator(
+        settings.api,
+        LoginRecords(ticket_store),
+        page_sessions,
+        clock,
+        trail=access.HeaderTrail(ticket_store, settings.api),
+    )
     app.state.authenticator = authenticator
     app.state.page_sessions = page_sessions
     app.state.api_settings = settings.api
@@ -250,6 +280,11 @@ def create_app(
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        # query parameters (the API's and the pages' filters) end up in queries of the ticket store
+        hostile = [name for name, value in request.query_params.multi_items() if CONTROL.search(name + value)]
+        if hostile:
+            where = [("query", name) if name.isidentifier() else ("query",) for name in hostile]
+            return JSONResponse({"detail": [_invalid(loc, NO_CONTROL, "value_error") for loc in where]}, 422)
         if request.method in ("POST", "PUT", "PATCH", "DELETE") and request.url.path not in FORM_PATHS:
             content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if content_type != "application/json":
@@ -269,6 +304,13 @@ def create_app(
         """The database is unreachable: say so (503, retry later) instead of a bare server error."""
         log.error("ticket store unavailable", extra={"fields": {"error": str(exc.orig)[:300]}})
         return JSONResponse({"detail": "ticket store unavailable, retry later"}, status_code=503)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 naming each invalid field and what is wrong with it, never the value sent: FastAPI's own
+        answer echoes it, and a lone surrogate in it (valid JSON, not encodable as UTF-8) made that a 500."""
+        errors = [_invalid(error["loc"], str(error["msg"]), str(error["type"])) for error in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
@@ -457,6 +499,12 @@ def create_app(
         open_paths={"/healthz", *LOGIN_PATHS, *STATIC_PATHS},
     )
     return app
+
+
+def _invalid(loc: Sequence[object], msg: str, kind: str) -> dict[str, object]:
+    """One validation error as FastAPI documents it (``loc``, ``msg``, ``type``); a field name the request
+    chose (an unknown JSON key) is cut short."""
+    return {"loc": [part if isinstance(part, int) else str(part)[:64] for part in loc], "msg": msg, "type": kind}
 
 
 def fleet_wide(principal: Principal) -> None:

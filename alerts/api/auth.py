@@ -50,6 +50,8 @@ WRITE_ROLES: tuple[Role, ...] = ("fleet_manager", "admin")
 ADMIN_ROLES: tuple[Role, ...] = ("admin",)
 PRINCIPAL_STATE = "principal"
 """Key under which the gate leaves the authenticated caller in the request's state."""
+TOKEN_USE_EVERY = timedelta(hours=1)
+"""A token's use is recorded at most this often per address: a busy integration would fill the trail."""
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
@@ -113,6 +115,7 @@ class RequestHead:
     cookie: str | None
     csrf_token: str | None
     address: str
+    request_id: str = ""
 
 
 class Authenticates(Protocol):
@@ -120,6 +123,18 @@ class Authenticates(Protocol):
 
     def authenticate(self, head: RequestHead) -> Principal:
         """Blocking (hashing, store): the gate runs it on a worker thread."""
+        ...
+
+
+class AuthTrail(Protocol):
+    """Where the authenticator reports what the audit trail keeps (``access.HeaderTrail``)."""
+
+    def login_failed(self, head: RequestHead, method: Literal["basic", "bearer"], login: str | None) -> None:
+        """Credentials the throttle admitted were wrong (``login``: the name given, never the secret)."""
+        ...
+
+    def token_used(self, head: RequestHead, principal: Principal) -> None:
+        """A bearer token authenticated the request."""
         ...
 
 
@@ -159,16 +174,33 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted_proxies:
     return hops[0][:64]
 
 
+def throttle_scope(address: str) -> str:
+    """What the throttle counts as one source: an IPv4 address, or an IPv6 address's /64, since
+    every host gets a whole /64 and can pick a fresh address from it for each guess. An
+    IPv4-mapped IPv6 address (a dual-stack listener's IPv4 peer) is its IPv4 address, not the
+    /64 that holds every IPv4 client."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv4Address):
+        return str(ip)
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+
+
 @dataclass
 class LoginThrottle:
     """Slows down guessing without locking the owner out.
 
     Each password attempt is counted twice: for the login name from this address, and for the
-    address across all names (spraying). Past the free failures each further failure blocks its
-    key for a doubling delay (capped). An attempt is counted before its password is checked and
-    uncounted if it succeeds, so concurrent guesses are admitted one at a time, and a throttled
-    request is refused without checking its password: it teaches the attacker nothing. The
-    owner logging in from another address is never slowed down by someone else's guesses.
+    address across all names (spraying); an IPv6 address counts as its /64 (:func:`throttle_scope`).
+    Past the free failures each further failure blocks its key for a doubling delay (capped). An
+    attempt is counted before its password is checked and uncounted if it succeeds, so concurrent
+    guesses are admitted one at a time, and a throttled request is refused without checking its
+    password: it teaches the attacker nothing. The owner logging in from another address is never
+    slowed down by someone else's guesses.
     """
 
     records: LoginRecords
@@ -182,11 +214,11 @@ class LoginThrottle:
 
     @staticmethod
     def login_key(login: str, address: str) -> str:
-        return hashlib.sha256(f"login\0{address}\0{login}".encode()).hexdigest()
+        return hashlib.sha256(f"login\0{throttle_scope(address)}\0{login}".encode()).hexdigest()
 
     @staticmethod
     def address_key(address: str) -> str:
-        return hashlib.sha256(f"address\0{address}".encode()).hexdigest()
+        return hashlib.sha256(f"address\0{throttle_scope(address)}".encode()).hexdigest()
 
     def check(self, login: str | None, address: str, now: datetime) -> None:
         """Raise 429 while the address, or the login at this address, is blocked (read only: for
@@ -218,9 +250,10 @@ class LoginThrottle:
         self.records.clear(self.login_key(login, address))
         self.records.cancel(spray)
 
-    def token_failed(self, address: str, now: datetime) -> None:
-        """A wrong bearer token: counted against the address (tokens are random: guessing one is hopeless)."""
-        self._count(self.address_key(address), now, self.limits.free_failures_per_address)
+    def token_failed(self, address: str, now: datetime) -> bool:
+        """A wrong bearer token: counted against the address (tokens are random: guessing one is hopeless).
+        False if the address was blocked meanwhile: the failure is not counted, nor worth recording."""
+        return self._count(self.address_key(address), now, self.limits.free_failures_per_address).allowed
 
     def _count(self, key: str, now: datetime, free: int) -> Attempt:
         return self.records.record_failure(
@@ -244,7 +277,12 @@ def _too_many(until: datetime, now: datetime) -> AuthFailure:
 
 
 class Authenticator:
-    """Checks the Authorization header of a request from a given address, throttled (:class:`LoginThrottle`)."""
+    """Checks the Authorization header of a request from a given address, throttled (:class:`LoginThrottle`).
+
+    Refused credentials the throttle admitted, and each token's use (once an hour per address), go
+    to ``trail``: throttled attempts are refused unchecked and unrecorded, so guessing cannot
+    flood the audit trail beyond the throttle's budget.
+    """
 
     def __init__(
         self,
@@ -253,6 +291,7 @@ class Authenticator:
         sessions: PageSessions | None = None,
         clock: Clock = lambda: datetime.now(UTC),
         cache_size: int = 1024,
+        trail: AuthTrail | None = None,
     ) -> None:
         self.users = {u.name: u for u in settings.users}
         self.tokens = [
@@ -268,6 +307,9 @@ class Authenticator:
         self._verified_lock = threading.Lock()  # requests authenticate on several worker threads
         self._decoy = hash_secret(secrets.token_urlsafe(16))
         self._cache_size = cache_size
+        self.trail = trail
+        self._tokens_recorded: OrderedDict[tuple[Principal, str], datetime] = OrderedDict()
+        self._tokens_lock = threading.Lock()
         weak = sorted(u.name for u in settings.users if needs_rehash(u.password_hash))
         if weak:
             log.warning(
@@ -286,15 +328,37 @@ class Authenticator:
         scheme, value = scheme.lower(), value.strip()
         credentials = _basic_credentials(value) if scheme == "basic" and self.basic_enabled else None
         if credentials is not None:
-            return self._basic(*credentials, address)
+            principal = self._basic(*credentials, address)
+            if principal is None:
+                if self.trail is not None:
+                    self.trail.login_failed(head, "basic", credentials[0])
+                raise unauthorized()
+            return principal
         if scheme == "bearer" and value:
             self.throttle.check(None, address, self.clock())
             principal = self.bearer(value)
             if principal is None:
-                self.throttle.token_failed(address, self.clock())
+                if self.throttle.token_failed(address, self.clock()) and self.trail is not None:
+                    self.trail.login_failed(head, "bearer", None)
                 raise unauthorized()
+            self._token_used(head, principal)
             return principal
         raise unauthorized()  # no credentials at all is not a failed login
+
+    def _token_used(self, head: RequestHead, principal: Principal) -> None:
+        """Record a token's use once an hour per address (IPv6: per /64), not at every request."""
+        if self.trail is None:
+            return
+        key, now = (principal, throttle_scope(head.address)), self.clock()
+        with self._tokens_lock:
+            last = self._tokens_recorded.get(key)
+            if last is not None and now - last < TOKEN_USE_EVERY:
+                return
+            self._tokens_recorded[key] = now
+            self._tokens_recorded.move_to_end(key)
+            if len(self._tokens_recorded) > self._cache_size:
+                self._tokens_recorded.popitem(last=False)
+        self.trail.token_used(head, principal)
 
     def _session(self, head: RequestHead) -> Principal:
         assert self.sessions is not None
@@ -320,9 +384,13 @@ class Authenticator:
 
     def password_login(self, login: str, password: str, address: str) -> Principal:
         """The login form's check: the same hashes and throttle as HTTP basic (:class:`AuthFailure` 401/429)."""
-        return self._basic(login, password, address)
+        principal = self._basic(login, password, address)
+        if principal is None:
+            raise unauthorized()
+        return principal
 
-    def _basic(self, login: str, password: str, address: str) -> Principal:
+    def _basic(self, login: str, password: str, address: str) -> Principal | None:
+        """The configured user, or None for a wrong name or password; 429 (:class:`AuthFailure`) while throttled."""
         configured = self.users[login].password_hash if login in self.users else ""
         cache_key = hashlib.sha256(f"{login}\0{password}\0{configured}".encode()).hexdigest()
         with self._verified_lock:
@@ -335,7 +403,7 @@ class Authenticator:
         spray = self.throttle.begin(login, address, self.clock())
         principal = self.verify_password(login, password)
         if principal is None:
-            raise unauthorized()
+            return None
         self.throttle.succeeded(login, address, spray)
         with self._verified_lock:
             self._verified[cache_key] = principal

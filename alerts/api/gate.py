@@ -17,11 +17,13 @@ from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any
 from urllib.parse import urlencode
 
+from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.datastructures import Headers
 from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy.exc import OperationalError
 
+from fleetpulse.alerts.api.access import request_id
 from fleetpulse.alerts.api.auth import PRINCIPAL_STATE, Authenticates, AuthFailure, RequestHead, client_address
 from fleetpulse.alerts.api.sessions import CSRF_HEADER
 from fleetpulse.alerts.settings import ApiLimits
@@ -60,7 +62,12 @@ class RequestGate:
             peer = scope["client"][0] if scope.get("client") else None
             address = client_address(peer, headers.get("x-forwarded-for"), self.limits.trusted_proxies)
             head = RequestHead(
-                scope["method"], headers.get("authorization"), headers.get("cookie"), headers.get(CSRF_HEADER), address
+                scope["method"],
+                headers.get("authorization"),
+                headers.get("cookie"),
+                headers.get(CSRF_HEADER),
+                address,
+                request_id(Request(scope)),  # the id the routes' audit records of this request carry too
             )
             try:
                 principal = await run_in_threadpool(self.authenticator.authenticate, head)

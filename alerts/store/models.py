@@ -76,7 +76,8 @@ class Device(Base):
 class StormGroup(Base):
     __tablename__ = "storm_groups"
 
-    group_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    group_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    """The alert's ``storm_group`` (contract ``ShortText``: up to 128 characters) or one derived here."""
     storm_key: Mapped[str] = mapped_column(String(400), index=True)
     component: Mapped[str] = mapped_column(String(16))
     cause: Mapped[str] = mapped_column(String(128))

@@ -462,10 +462,12 @@ class TicketStore:
             return int(getattr(result, "rowcount", 0) or 0)
 
     def retry_now(self, now: datetime, ids: Sequence[int] | None = None) -> int:
-        """Make pending rows due immediately (an admin's 'the ITSM is back, push now')."""
+        """Make pending rows due immediately (an admin's 'the ITSM is back, push now'): the pending rows
+        among ``ids``, or every pending row when ``ids`` is None. An empty list names no row: it never
+        means all, so a client that filtered its selection down to nothing sends nothing out."""
         with self.session() as session:
             query = select(OutboxRow).where(OutboxRow.delivered_at.is_(None))
-            if ids:
+            if ids is not None:
                 query = query.where(OutboxRow.id.in_(ids))
             rows = list(session.scalars(query))
             for row in rows:

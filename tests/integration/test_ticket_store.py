@@ -6,15 +6,18 @@ from datetime import date, timedelta
 
 import pytest
 from alembic.script import ScriptDirectory
+from fastapi.testclient import TestClient
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
+from fleetpulse.alerts.api import create_app
 from fleetpulse.alerts.store import alembic_config, make_engine, upgrade
 from fleetpulse.alerts.store.models import TicketRow
 from fleetpulse.alerts.store.repository import TicketFilter, TicketStore
 from fleetpulse.alerts.tickets import TransitionError
 from fleetpulse.contract.v1 import AlertState, Component, RiskScore, TicketOutcome, TicketState
 from tests.alerts_support import NOW, T0, make_alert, make_inventory, service, store, store_url
+from tests.unit.test_tickets_api import PASSWORD, api_settings
 
 __all__ = ["store", "store_url"]  # fixtures
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
@@ -308,3 +311,20 @@ def test_ticket_counts_carry_recorded_outcomes(store: TicketStore) -> None:
         ("done", "confirmed_fault", "unknown", 1),
         ("open", "pending", "unknown", 1),
     ]
+
+
+def test_nul_in_text_is_refused_by_the_api_before_the_store(store: TicketStore) -> None:
+    """PostgreSQL cannot store NUL in text: sent in a note, a component id or a filter, it was a failed
+    write or query (500). The API refuses it (422) and the ticket is unchanged."""
+    settings = api_settings(store.engine.url.render_as_string(hide_password=False))
+    svc = service(store)
+    svc.apply_inventory(make_inventory("pc-1"))
+    svc.apply_alert(make_alert("pc-1"), NOW)
+    client = TestClient(create_app(settings, store), raise_server_exceptions=False)
+    fm = ("fm", PASSWORD)
+    note = client.post("/api/v1/tickets/1/transition", json={"to": "approved", "note": "a\u0000b"}, auth=fm)
+    report = {"device_id": "pc-1", "component": "disk", "component_id": "x\u0000", "on_day": "2026-10-01"}
+    failure = client.post("/api/v1/failure-reports", json=report | {"outcome": "failed"}, auth=fm)
+    listed = client.get("/api/v1/tickets", params={"site": "a\u0000"}, auth=fm)
+    assert [note.status_code, failure.status_code, listed.status_code] == [422, 422, 422]
+    assert client.get("/api/v1/tickets/1", auth=fm).json()["ticket"]["state"] == "open"
