@@ -181,9 +181,7 @@ text = st.text(max_size=20)
 
 
 @PROPERTY
-@given(
-    when, when, text, st.floats(min_value=1.0, max_value=1e300), st.integers(0, 2**70), st.none() | when, text
-)
+@given(when, when, text, st.floats(min_value=1.0, max_value=1e300), st.integers(0, 2**70), st.none() | when, text)
 def test_the_header_reads_back_as_the_record_whatever_its_values(
     seen: datetime, scored: datetime, name: str, capacity: float, big: int, joined: datetime | None, key: str
 ) -> None:
