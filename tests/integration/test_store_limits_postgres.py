@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
 import pytest
 from alembic import command
@@ -23,19 +22,16 @@ from alembic.migration import MigrationContext
 from sqlalchemy import String, inspect
 from sqlalchemy.exc import DataError
 
-from fleetpulse.alerts.consumer import TicketConsumer
 from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store import alembic_config, upgrade
 from fleetpulse.alerts.store.models import Base
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.alerts.tickets import TicketService
-from fleetpulse.config import KafkaSettings
 from fleetpulse.contract.codec import decode, encode
 from fleetpulse.contract.topics import Topics
 from fleetpulse.contract.v1 import Component, DeadLetter, FeatureLogReason, FeatureLogRecord, RiskScore
-from fleetpulse.streams.settings import StreamSettings
 from tests.alerts_support import NOW, T0, make_alert, make_inventory, pg_schema_url
-from tests.unit.test_contract_poison import FakeKafkaConsumer, FakeKafkaProducer, NoLabels
+from tests.unit.test_contract_poison import consumer_over
 from tests.unit.test_oidc_stored_claims import attack_oversized_subject_callback, longest_subject_logs_in
 from tests.unit.test_ticket_transition_race import (
     attack_concurrent_approvals,
@@ -137,17 +133,9 @@ def test_attack_records_postgresql_refuses_are_dead_lettered_and_the_poll_goes_o
         (topics.features, encode(feature_log("pc-4", hardware_model="T14\x00"))),  # poison
         (topics.alerts, encode(make_alert("pc-5"))),
     ]
-    records = [
-        SimpleNamespace(topic=topic, partition=0, offset=offset, key=b"pc", value=value)
-        for offset, (topic, value) in enumerate(values)
-    ]
-    kafka_consumer, producer = FakeKafkaConsumer(records), FakeKafkaProducer()
-    monkeypatch.setattr("kafka.KafkaConsumer", lambda **_: kafka_consumer)
-    monkeypatch.setattr("kafka.KafkaProducer", lambda **_: producer)
-    monkeypatch.setattr("fleetpulse.streams.kafka_admin.create_configured_topics", lambda *_: None)
-    consumer = TicketConsumer(AlertSettings(), KafkaSettings(), StreamSettings(), pg_store, {}, NoLabels())
+    consumer, kafka_consumer, producer = consumer_over(values, pg_store, monkeypatch)
     try:
-        assert consumer.poll_once() == len(records)
+        assert consumer.poll_once() == len(values)
     finally:
         consumer.close()
     assert kafka_consumer.commits == 1

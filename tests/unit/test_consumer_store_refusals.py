@@ -7,21 +7,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
 
-from fleetpulse.alerts.consumer import TicketConsumer
-from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.repository import TicketStore
-from fleetpulse.config import KafkaSettings
 from fleetpulse.contract.codec import encode
 from fleetpulse.contract.topics import Topics
-from fleetpulse.streams.settings import StreamSettings
 from tests.alerts_support import make_alert, make_inventory
-from tests.unit.test_contract_poison import FakeKafkaConsumer, FakeKafkaProducer, NoLabels
+from tests.unit.test_contract_poison import consumer_over
 
 
 def test_an_unreachable_store_is_retried_not_dead_lettered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -30,16 +25,8 @@ def test_an_unreachable_store_is_retried_not_dead_lettered(tmp_path: Path, monke
         (topics.inventory, encode(make_inventory("pc-1", updated_at=datetime.now(UTC) - timedelta(hours=1)))),
         (topics.alerts, encode(make_alert("pc-1"))),
     ]
-    records = [
-        SimpleNamespace(topic=topic, partition=0, offset=offset, key=b"pc-1", value=value)
-        for offset, (topic, value) in enumerate(values)
-    ]
-    kafka_consumer, producer = FakeKafkaConsumer(records), FakeKafkaProducer()
-    monkeypatch.setattr("kafka.KafkaConsumer", lambda **_: kafka_consumer)
-    monkeypatch.setattr("kafka.KafkaProducer", lambda **_: producer)
-    monkeypatch.setattr("fleetpulse.streams.kafka_admin.create_configured_topics", lambda *_: None)
     gone = TicketStore(create_engine(f"sqlite:///{tmp_path}/no-such-folder/tickets.db"))
-    consumer = TicketConsumer(AlertSettings(), KafkaSettings(), StreamSettings(), gone, {}, NoLabels())
+    consumer, kafka_consumer, producer = consumer_over(values, gone, monkeypatch, key=b"pc-1")
     try:
         with pytest.raises(OperationalError):
             consumer.poll_once()

@@ -8,7 +8,7 @@ the same record forever, and the stream worker logged it as a processing error w
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -126,6 +126,22 @@ class NoLabels:
         raise AssertionError("no ticket closes here")
 
 
+def consumer_over(
+    values: Sequence[tuple[str, bytes]], store: TicketStore, monkeypatch: pytest.MonkeyPatch, key: bytes = b"pc"
+) -> tuple[TicketConsumer, FakeKafkaConsumer, FakeKafkaProducer]:
+    """A ticket consumer over ``store`` whose one poll returns ``values`` ((topic, value), offsets in order)."""
+    records = [
+        SimpleNamespace(topic=topic, partition=0, offset=offset, key=key, value=value)
+        for offset, (topic, value) in enumerate(values)
+    ]
+    kafka_consumer, producer = FakeKafkaConsumer(records), FakeKafkaProducer()
+    monkeypatch.setattr("kafka.KafkaConsumer", lambda **_: kafka_consumer)
+    monkeypatch.setattr("kafka.KafkaProducer", lambda **_: producer)
+    monkeypatch.setattr("fleetpulse.streams.kafka_admin.create_configured_topics", lambda *_: None)
+    consumer = TicketConsumer(AlertSettings(), KafkaSettings(), StreamSettings(), store, {}, NoLabels())
+    return consumer, kafka_consumer, producer
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[TicketStore]:
     opened = TicketStore.open(f"sqlite:///{tmp_path}/tickets.db")
@@ -143,17 +159,9 @@ def test_the_ticket_consumer_dead_letters_unreadable_records_and_commits(
         (topics.scores, b'{"risk": ' + HUGE_NUMBER + b"}"),
     ]
     valid = (topics.inventory, encode(make_inventory("pc-0002", updated_at=datetime.now(UTC) - timedelta(hours=1))))
-    records = [
-        SimpleNamespace(topic=topic, partition=0, offset=offset, key=b"pc-0001", value=value)
-        for offset, (topic, value) in enumerate([*poison, valid])
-    ]
-    kafka_consumer, producer = FakeKafkaConsumer(records), FakeKafkaProducer()
-    monkeypatch.setattr("kafka.KafkaConsumer", lambda **_: kafka_consumer)
-    monkeypatch.setattr("kafka.KafkaProducer", lambda **_: producer)
-    monkeypatch.setattr("fleetpulse.streams.kafka_admin.create_configured_topics", lambda *_: None)
-    consumer = TicketConsumer(AlertSettings(), KafkaSettings(), StreamSettings(), store, {}, NoLabels())
+    consumer, kafka_consumer, producer = consumer_over([*poison, valid], store, monkeypatch, key=b"pc-0001")
     try:
-        assert consumer.poll_once() == len(records)  # raised ValueError before the commit
+        assert consumer.poll_once() == len(poison) + 1  # raised ValueError before the commit
     finally:
         consumer.close()
     assert kafka_consumer.commits == 1
