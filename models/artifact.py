@@ -161,10 +161,29 @@ def load_artifact(directory: Path, digests: dict[str, str]) -> tuple[dict[str, A
     unexpected = set(untrusted) - TRUSTED_TYPES
     if unexpected:
         raise ArtifactError(f"{directory / MODEL_FILE}: contains types outside TRUSTED_TYPES: {sorted(unexpected)}")
-    payload = sio.loads(model, trusted=untrusted)
+    payload = _loads(model, untrusted)
     if not isinstance(payload, dict):
         raise ArtifactError(f"{directory / MODEL_FILE}: payload is not a dict")
     return payload, meta
+
+
+# CPython 3.11 keeps one AST recursion counter per interpreter (python/cpython#106905, fixed in
+# 3.12): numpy parses every array header with ``ast.literal_eval``, so a traceback formatted by another
+# thread (which parses source on 3.11) while an artifact loads can fail the load with this error.
+_SPURIOUS_AST_ERROR = "AST constructor recursion depth mismatch"
+_LOAD_ATTEMPTS = 3
+
+
+def _loads(model: bytes, trusted: Sequence[str]) -> Any:
+    """``skops.io.loads``, retried when it meets the spurious 3.11 error above (nothing else is retried)."""
+    attempt = 1
+    while True:
+        try:
+            return sio.loads(model, trusted=list(trusted))
+        except SystemError as exc:
+            if attempt == _LOAD_ATTEMPTS or not str(exc).startswith(_SPURIOUS_AST_ERROR):
+                raise
+            attempt += 1
 
 
 def _explanation_groups() -> list[tuple[str, list[int]]]:

@@ -41,16 +41,22 @@ class RegistryWatch:
 
     registry_dir: Path
     seen: str | None = None
+    loaded: str | None = None
 
     def __post_init__(self) -> None:
-        self.seen = index_fingerprint(self.registry_dir)
+        self.seen = self.loaded = index_fingerprint(self.registry_dir)
 
     def changed(self) -> bool:
         current = index_fingerprint(self.registry_dir)
         if current == self.seen:
             return False
-        self.seen = current
+        self.loaded, self.seen = self.seen, current
         return True
+
+    def retry(self) -> None:
+        """Report the last change again at the next check: loading it failed for a reason that may pass
+        (a refusal is final: the same bytes would be refused again)."""
+        self.seen = self.loaded
 
 
 def accept(current: ScorerSet, loaded: ScorerSet, floor: int = 0) -> bool:

@@ -106,6 +106,38 @@ def test_tampered_model_is_refused(artifact_dir: Path, tmp_path: Path) -> None:
         load_artifact(copy, digests)
 
 
+@pytest.mark.parametrize(
+    ("failures", "message", "attempts"),
+    [
+        (2, "AST constructor recursion depth mismatch (before=258, after=80)", 3),
+        (3, "AST constructor recursion depth mismatch (before=258, after=80)", 3),
+        (1, "error return without exception set", 1),
+    ],
+)
+def test_only_python_3_11s_spurious_ast_error_is_retried_and_only_twice(
+    artifact_dir: Path, monkeypatch: pytest.MonkeyPatch, failures: int, message: str, attempts: int
+) -> None:
+    """On 3.11 numpy's array-header parse fails this way when another thread formats a traceback meanwhile."""
+    import fleetpulse.models.artifact as artifact
+
+    calls = []
+    real_loads = sio.loads
+
+    def flaky(data: bytes, trusted: list[str]) -> object:
+        calls.append(1)
+        if len(calls) <= failures:
+            raise SystemError(message)
+        return real_loads(data, trusted=trusted)
+
+    monkeypatch.setattr(artifact.sio, "loads", flaky)
+    if failures < attempts:
+        assert "horizon_30" in load_artifact(artifact_dir, artifact_digests(artifact_dir))[0]
+    else:
+        with pytest.raises(SystemError, match=message[:20]):
+            load_artifact(artifact_dir, artifact_digests(artifact_dir))
+    assert len(calls) == attempts
+
+
 @dataclass
 class Smuggled:
     payload: str = "not a model"

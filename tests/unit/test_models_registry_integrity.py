@@ -7,6 +7,7 @@ registry entry ``../outside-artifact`` was loaded from outside the registry fold
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -29,7 +30,7 @@ from fleetpulse.models.index import (
     artifact_digests,
     read_registry,
 )
-from fleetpulse.models.registry import load_scorers, register_artifact, write_registry
+from fleetpulse.models.registry import ScorerSet, load_scorers, register_artifact, write_registry
 from fleetpulse.models.settings import ModelSettings
 from fleetpulse.settings import ServerSettings
 from fleetpulse.streams.app import create_app, serving_policy
@@ -330,3 +331,28 @@ def test_attack_a_folder_in_place_of_the_index_is_refused_and_never_stops_the_re
     loaded = load_scorers(ModelSettings(registry_dir=registry_dir))
     assert "unreadable" in loaded.refused[0]
     assert not accept(serving, loaded)
+
+
+def test_a_reload_that_failed_for_a_passing_reason_is_retried_at_the_next_check(
+    registry_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fleetpulse.streams.app as stream_app
+    from fleetpulse.streams.reload import RegistryWatch
+
+    settings = ServerSettings.model_validate(
+        {"models": {"registry_dir": str(registry_dir)}, "streams": {"tsdb": {"kind": "none"}}}
+    )
+    worker = stream_app.create_app(settings).fleetpulse  # type: ignore[attr-defined]
+    watch = RegistryWatch(registry_dir)
+    index = registry_dir / REGISTRY_FILE
+    index.write_text(index.read_text() + "\n")
+    real_load = stream_app.load_scorers
+
+    def out_of_memory_once(models: ModelSettings) -> ScorerSet:
+        monkeypatch.setattr(stream_app, "load_scorers", real_load)
+        raise MemoryError
+
+    monkeypatch.setattr(stream_app, "load_scorers", out_of_memory_once)
+    assert asyncio.run(worker.reload_models(settings, watch)) is False
+    assert asyncio.run(worker.reload_models(settings, watch)) is True  # the index did not change again
+    assert asyncio.run(worker.reload_models(settings, watch)) is False

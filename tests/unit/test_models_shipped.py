@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fleetpulse.alerts.policy import PolicyState, step
+from fleetpulse.alerts.policy import AlertPolicy, PolicyState, step
 from fleetpulse.contract import Component, DiskHealth, DiskKind, HealthReport, ScorerRole
 from fleetpulse.models.artifact import TrainedDiskScorer
 from fleetpulse.models.features import DISK_FEATURES, GROWTH_COUNTERS
@@ -42,6 +42,12 @@ def served() -> TrainedDiskScorer:
     assert len(disk) == 1
     assert isinstance(disk[0], TrainedDiskScorer), "the default registry serves the shipped trained champion"
     return disk[0]
+
+
+@functools.cache
+def default_policy() -> AlertPolicy:
+    """The alert policy the worker derives from the default registry (loaded once: examples share it)."""
+    return serving_policy(ServerSettings(), load_scorers(ModelSettings()))
 
 
 def risk(row: np.ndarray) -> np.ndarray:
@@ -140,7 +146,7 @@ def test_a_first_report_with_a_thousand_bad_sectors_is_ticketed_under_the_defaul
     field: str, sectors: int
 ) -> None:
     scorer = served()
-    policy = serving_policy(ServerSettings(), load_scorers(ModelSettings()))
+    policy = default_policy()
     threshold = policy.thresholds(Component.DISK).raise_threshold
     suggested = scorer.alert_thresholds(ModelSettings().alert_cap)
     assert suggested is not None
