@@ -3,6 +3,8 @@
 Why a module of its own: the simulator command, the demo and the MDM bridge all need the
 same durable producer (acks=all, idempotent ordering per key, batching, compression) and
 the same routing of reports to the agents' health topic or the MDM bridge's mobile topic.
+Inventory goes to IT's register (the simulator and the demo play IT), or with ``mdm=True``
+to the MDM bridge's own inventory topic: its principal may not write the register.
 """
 
 from __future__ import annotations
@@ -82,8 +84,11 @@ def publish_records(
     stats: PublishStats,
     on_record: Callable[[], None] | None = None,
     device_keys: Callable[[str], bytes] | None = None,
+    mdm: bool = False,
 ) -> None:
     """Send inventory first (so consumers can join), then reports in their given order.
+
+    ``mdm``: the MDM bridge publishes, its inventory goes to its own topic (else to IT's register).
 
     Agents' reports go out as their agent would send them: MACed with ``device_keys(device_id)``, the
     device enrolled just before its first one. Without ``device_keys`` only the MDM bridge's reports
@@ -91,9 +96,10 @@ def publish_records(
     """
     failed = _Failures(stats)
     enrolled: set[str] = set()
+    inventory_topic = topics.mobile_inventory if mdm else topics.inventory
     for item in inventory:
         payload = encode(item)
-        producer.send(topics.inventory, key=report_key(item.device_id), value=payload).add_errback(failed)
+        producer.send(inventory_topic, key=report_key(item.device_id), value=payload).add_errback(failed)
         stats.inventory += 1
         stats.bytes += len(payload)
     for report in reports:

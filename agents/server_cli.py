@@ -157,7 +157,7 @@ def mdm_ingest(
         if not producers:
             create_configured_topics(settings.kafka, settings.streams)
             producers.append(make_producer(settings.kafka))
-        publish_records(producers[0], topics, inventory, reports, stats)
+        publish_records(producers[0], topics, inventory, reports, stats, mdm=True)
 
     dead_path = dead_letter or settings.mdm.dead_letter_path
     with contextlib.ExitStack() as stack:

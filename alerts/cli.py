@@ -178,16 +178,21 @@ def register(app: typer.Typer) -> None:
         component: str | None = None,
         model: str | None = None,
     ) -> None:
-        """The filtered queue as CSV (same columns as the page's export)."""
-        from fleetpulse.alerts.api.app import tickets_csv
+        """The filtered queue as CSV (same columns as the page's export), written as it is read."""
+        from fleetpulse.alerts.api.app import write_tickets_csv
 
         store, flt = _store_and_filter(ctx, state, site, department, component, model)
-        body = tickets_csv(store.list_tickets(flt, limit=10_000_000))
-        store.close()
-        if output is None:
-            sys.stdout.write(body)
-        else:
-            output.write_text(body, encoding="utf-8")
+        try:
+            with (
+                contextlib.nullcontext(sys.stdout)
+                if output is None
+                else output.open("w", encoding="utf-8", newline="") as out,
+                store.stream_tickets(flt) as tickets,
+            ):
+                write_tickets_csv(tickets, out)
+        finally:
+            store.close()
+        if output is not None:
             typer.echo(f"wrote {output}")
 
     @tickets.command("hash-secret")

@@ -1,6 +1,10 @@
 """Kafka -> ticket store: alerts open/update tickets, inventory keeps device facts, scores feed the history plot,
 the feature log feeds fleet retraining.
 
+Device facts come from IT's register and from the MDM bridge's own inventory topic; a record on the
+latter counts only for the bridge's devices (``mdm_inventory_refusal``), so a leaked bridge certificate
+cannot move a PC into another site's ticket scope or change its warranty (repair or replace).
+
 At-least-once and still exact: offsets are committed only after the store committed,
 and a redelivered (or replayed) alert is recognised by its ``alert_id``, so it never
 opens a second ticket. Records that do not decode, or hold a value the store refuses, go to
@@ -28,6 +32,7 @@ from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.alerts.tickets import TicketService
 from fleetpulse.config import KafkaSettings
+from fleetpulse.contract.auth import mdm_inventory_refusal
 from fleetpulse.contract.codec import ContractError, decode, encode
 from fleetpulse.contract.topics import Topics
 from fleetpulse.contract.v1 import Alert, DeadLetter, DeviceInventory, FeatureLogRecord, RiskScore
@@ -122,7 +127,13 @@ class TicketConsumer:
             )
             self._closers.append(self.consumer.close)
             self.consumer.subscribe(
-                [self.topics.alerts, self.topics.inventory, self.topics.scores, self.topics.features]
+                [
+                    self.topics.alerts,
+                    self.topics.inventory,
+                    self.topics.mobile_inventory,
+                    self.topics.scores,
+                    self.topics.features,
+                ]
             )
         except BaseException:
             self.close()
@@ -136,24 +147,24 @@ class TicketConsumer:
         """
         batches = self.consumer.poll(timeout_ms=self.settings.consumer.poll_timeout_ms)
         records = [record for partition_records in batches.values() for record in partition_records]
+        inventory_topics = (self.topics.inventory, self.topics.mobile_inventory)
         inventory: list[tuple[Any, DeviceInventory]] = []
         alerts: list[tuple[Any, Alert]] = []
         scores: list[tuple[Any, RiskScore]] = []
         features: list[tuple[Any, FeatureLogRecord]] = []
         for record in records:
-            if record.value is None and record.topic != self.topics.inventory:
+            if record.value is None and record.topic not in inventory_topics:
                 self._dead_letter(record, "schema_violation", "empty record (tombstone) on a topic of events")
                 continue
             try:
                 if record.topic == self.topics.alerts:
                     alerts.append((record, decode(record.value, Alert)))
-                elif record.topic == self.topics.inventory:
-                    if record.value is not None:  # None = compaction tombstone (device retired): keep its history
-                        facts = decode(record.value, DeviceInventory)
-                        reason = future_dated(facts, self.clock(), self.settings.consumer.max_clock_skew)
-                        if reason is not None:
-                            self._dead_letter(record, "clock_skew", reason)
-                            continue
+                elif record.topic in inventory_topics:
+                    facts = decode(record.value, DeviceInventory) if record.value is not None else None
+                    refused = self._inventory_refusal(record, facts)
+                    if refused is not None:
+                        self._dead_letter(record, *refused)
+                    elif facts is not None:  # None = compaction tombstone (device retired): keep its history
                         inventory.append((record, facts))
                 elif record.topic == self.topics.scores:
                     scores.append((record, decode(record.value, RiskScore)))
@@ -219,6 +230,21 @@ class TicketConsumer:
             return False
         ends = self.consumer.end_offsets(list(assigned))
         return all(self.consumer.position(tp) >= ends[tp] for tp in assigned)
+
+    def _inventory_refusal(self, record: Any, facts: DeviceInventory | None) -> tuple[str, str] | None:
+        """(error kind, reason) of an inventory record the store must not apply (``facts`` None: a tombstone).
+
+        Like the stream worker: the MDM bridge's topic names only the bridge's devices, and a record
+        dated ahead would outrank every correct update of its device until that date.
+        """
+        if record.topic == self.topics.mobile_inventory:
+            device_id = facts.device_id if facts is not None else (record.key or b"").decode(errors="replace")
+            reason = mdm_inventory_refusal(device_id, facts.kind if facts is not None else None)
+            if reason is not None:
+                return "unauthenticated", reason
+        if facts is not None and (reason := future_dated(facts, self.clock(), self.settings.consumer.max_clock_skew)):
+            return "clock_skew", reason
+        return None
 
     def _store(self, batch: Sequence[tuple[Any, T]], write: Callable[[Sequence[T]], int]) -> tuple[int, int]:
         """``write`` the batch in one transaction; returns what ``write`` counted and how many records the

@@ -125,7 +125,7 @@ class SessionSettings(_Frozen):
 
 
 class ApiLimits(_Frozen):
-    """What one client may cost the API: request body size and the login throttle.
+    """What one client may cost the API: request body size, CSV export size and the login throttle.
 
     Login failures are counted in the ticket store (shared by all replicas). A login name
     failing from one address is slowed down by a doubling delay after ``free_failures_per_login``
@@ -137,6 +137,16 @@ class ApiLimits(_Frozen):
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = Field(
         default=1024 * 1024,
         description="largest request body read (413 above); the largest valid bulk transition is about 10 KB",
+    )
+    max_export_rows: Annotated[int, Field(ge=1, le=10_000_000)] = Field(
+        default=100_000,
+        description="most tickets one CSV export may hold (422 above, asking for a narrower filter); the file "
+        "(about 300 bytes a ticket) is spooled to the temporary directory while it is sent",
+    )
+    max_concurrent_exports: Annotated[int, Field(ge=1, le=32)] = Field(
+        default=2,
+        description="CSV exports written or sent at once per API process (503 with Retry-After above): the "
+        "temporary directory holds at most this many export files",
     )
     free_failures_per_login: Annotated[int, Field(ge=1, le=1000)] = Field(
         default=5, description="failed logins of one name from one address before its backoff starts"
@@ -159,6 +169,13 @@ class ApiLimits(_Frozen):
         default=[],
         description="reverse proxies (e.g. the ingress controller's pod network) whose X-Forwarded-For names the "
         "client address; without them every client behind the proxy shares the proxy's address",
+    )
+    max_pending_password_checks: Annotated[int, Field(ge=1, le=32)] = Field(
+        default=8,
+        description="password checks (login form, HTTP basic) waiting for or on the two hashing threads; one more "
+        "is refused with 503 and Retry-After, unchecked and not counted as a failure, so wrong passwords from "
+        "many addresses cannot hold the API's 40 request threads; tokens, sessions and recently verified "
+        "basic credentials need no check",
     )
 
     @model_validator(mode="after")

@@ -70,7 +70,7 @@ def main() -> None:
         settings = AlertSettings.model_validate(
             {
                 "store_url": url,
-                "api": {"users": [{"name": "b", "role": "admin", "password_hash": hash_secret("b", 1000)}]},
+                "api": {"users": [{"name": "b", "role": "admin", "password_hash": hash_secret("b")}]},
                 "connectors": [{"kind": "webhook", "name": "hook", "url": "http://127.0.0.1:9/"}],
             }
         )

@@ -1,7 +1,7 @@
 """The Faust app: thin transport around :class:`~fleetpulse.streams.processing.Processor`.
 
 One agent (concurrency 1) reads the report topics (with the agents' key enrolments), the
-compacted inventory topic and IT's control topic together, so every change to a device's table value is serialised through one loop.
+compacted inventory topics (IT's register and the MDM bridge's) and IT's control topic together, so every change to a device's table value is serialised through one loop.
 Records arrive as raw bytes (``value_serializer="raw"``): malformed input reaches our
 dead-letter path instead of crashing Faust's deserializer.
 
@@ -315,7 +315,13 @@ class Pipeline:
 
     def consumer_lag(self) -> int:
         """Messages behind the partition ends, over this worker's assigned input partitions."""
-        inputs = {self.topics.health, self.topics.mobile, self.topics.inventory, self.topics.control}
+        inputs = {
+            self.topics.health,
+            self.topics.mobile,
+            self.topics.inventory,
+            self.topics.mobile_inventory,
+            self.topics.control,
+        }
         lag = 0
         consumer = self.app.consumer
         for tp in consumer.assignment():
@@ -486,6 +492,7 @@ def create_app(
         topics.health,
         topics.mobile,
         topics.inventory,
+        topics.mobile_inventory,
         topics.control,
         partitions=s.partitions,
         key_serializer="raw",

@@ -55,9 +55,9 @@ def aiokafka_auth(kafka: KafkaSettings) -> dict[str, Any]:
 
 
 def topic_configs(topics: Topics) -> dict[str, dict[str, str]]:
-    """Inventory (latest record per device) and serving (each generation served) are compacted, kept for
-    good; the rest are time-retained streams."""
-    compacted = {topics.inventory, topics.serving}
+    """The inventory topics (latest record per device) and serving (each generation served) are compacted,
+    kept for good; the rest are time-retained streams."""
+    compacted = {topics.inventory, topics.mobile_inventory, topics.serving}
     return {name: (COMPACTED if name in compacted else {}) for name in topics.all()}
 
 
@@ -131,14 +131,14 @@ async def _wait_until_visible(admin: AIOKafkaAdminClient, names: list[str], time
 
 
 async def consumer_lag(kafka: KafkaSettings, group_id: str, topics: list[str] | None = None) -> int:
-    """Messages not yet committed by ``group_id`` on the worker's input topics (health, mobile,
-    inventory and IT's control topic: a re-enrolment is input like a report).
+    """Messages not yet committed by ``group_id`` on the worker's input topics (health, mobile, both
+    inventory topics and IT's control topic: a re-enrolment is input like a report).
 
     A partition the group never committed counts from its beginning offset, so a worker
     that has not started yet shows the full backlog rather than zero.
     """
     default = Topics(prefix=kafka.topic_prefix)
-    names = topics or [default.health, default.mobile, default.inventory, default.control]
+    names = topics or [default.health, default.mobile, default.inventory, default.mobile_inventory, default.control]
     admin = AIOKafkaAdminClient(**aiokafka_auth(kafka))
     consumer = AIOKafkaConsumer(enable_auto_commit=False, **aiokafka_auth(kafka))
     await admin.start()

@@ -19,9 +19,12 @@ whose ``source`` is the MDM and never one for a device an agent authenticates
 (:func:`mobile_refusal`): a leaked MDM credential cannot write a PC's history.
 
 Asset facts: IT's register (the compacted inventory topic) is authoritative and alone makes a
-device known (``unknown_devices``). An agent's own MACed inventory on the health topic knows only
-kind, vendor and model: it fills what the register lacks, never clears the register's facts and is
-ordered by its own ``agent_inventory_at``, so IT's next update is never refused as older than it.
+device known (``unknown_devices``). The MDM bridge's asset facts travel on a compacted topic of their
+own, joined like the register's but only for the bridge's devices (:func:`mdm_inventory_refusal`): a
+leaked MDM credential cannot move a PC to another site, change its warranty or retire it. An agent's
+own MACed inventory on the health topic knows only kind, vendor and model: it fills what the register
+lacks, never clears the register's facts and is ordered by its own ``agent_inventory_at``, so IT's
+next update is never refused as older than it.
 
 Dedup and replays: a report with ``seq <= state.last_seq`` is dead-lettered as
 ``duplicate`` (equal) or ``stale_replay`` (older) and changes nothing, unless its
@@ -82,6 +85,7 @@ from fleetpulse.contract.auth import (
     header,
     key_fingerprint,
     mac_matches,
+    mdm_inventory_refusal,
 )
 from fleetpulse.contract.v1 import UtcDatetime
 from fleetpulse.models import state_codec
@@ -322,6 +326,7 @@ class Processor:
         self.topics = topics
         # ``Topics`` builds each name on access: read once, compared for every record
         self._inventory_topic, self._control_topic, self._health_topic = topics.inventory, topics.control, topics.health
+        self._mobile_inventory_topic = topics.mobile_inventory
         self.scorers = scorers
         self.policy = policy
 
@@ -381,8 +386,9 @@ class Processor:
         Decoding is pure, so each record's outcome, dead letter included, is the one it had in turn.
         """
         decoded: dict[int, HealthReport | Exception] = {}
+        no_reports = (self._inventory_topic, self._mobile_inventory_topic, self._control_topic)
         for index, raw in enumerate(batch):
-            if raw.value is None or raw.topic == self._inventory_topic or raw.topic == self._control_topic:
+            if raw.value is None or raw.topic in no_reports:
                 continue
             if raw.topic == self._health_topic and header(raw.headers, TYPE_HEADER) in (ENROLMENT_TYPE, INVENTORY_TYPE):
                 continue
@@ -411,7 +417,7 @@ class Processor:
     ) -> None:
         """Handle one record, advancing its device's state in place (the batch owns each state it looks up:
         freshly decoded, or taken out of the worker's decoded-state cache)."""
-        if raw.topic == self._inventory_topic:
+        if raw.topic == self._inventory_topic or raw.topic == self._mobile_inventory_topic:
             return self._inventory(index, raw, lookup, now, out, pending)
         if raw.value is None:
             return self._reject(raw, "schema_violation", "empty record (tombstone) on a report topic", now, out)
@@ -501,9 +507,13 @@ class Processor:
         out: BatchResult,
         pending: dict[str, DeviceState],
     ) -> None:
+        """IT's register record, or the MDM bridge's for one of its devices, joined as the device's asset facts."""
+        mdm = raw.topic == self._mobile_inventory_topic
         if raw.value is None:
             # compaction tombstone: the device left the inventory; keep its history, drop the join
             device_id = (raw.key or b"").decode("utf-8", "replace")
+            if mdm and (refused := mdm_inventory_refusal(device_id, None)) is not None:
+                return self._reject(raw, "unauthenticated", refused, now, out)
             record = self._current(index, device_id, lookup, out)
             if record is not None:
                 out.records[device_id] = record.model_copy(update={"inventory_at": None})
@@ -513,6 +523,8 @@ class Processor:
         inventory = self._inventory_record(raw, raw.value, now, out)
         if inventory is None:
             return None
+        if mdm and (refused := mdm_inventory_refusal(inventory.device_id, inventory.kind)) is not None:
+            return self._reject(raw, "unauthenticated", refused, now, out)
         record = self._current(index, inventory.device_id, lookup, out)
         if self._older(inventory, record.inventory_at if record is not None else None, now):
             return self._reject(raw, "stale_replay", "inventory record older than the one already joined", now, out)

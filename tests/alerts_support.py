@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from sqlalchemy import insert, select
 
 from fleetpulse.alerts.settings import AlertSettings
-from fleetpulse.alerts.store.repository import TicketStore
+from fleetpulse.alerts.store.models import Device, TicketRow
+from fleetpulse.alerts.store.repository import TicketStore, open_key
 from fleetpulse.alerts.store.scratch import scratch_schema
 from fleetpulse.alerts.tickets import TicketService
 from fleetpulse.contract.v1 import Alert, AlertState, Component, DeviceInventory, DeviceKind, Factor
@@ -80,3 +82,36 @@ def store(store_url: str) -> Iterator[TicketStore]:
 
 def service(store: TicketStore, **settings: object) -> TicketService:
     return TicketService(store, AlertSettings.model_validate(settings))
+
+
+def bulk_tickets(store: TicketStore, count: int, sites: Sequence[str] = ("Town Hall", "Library")) -> None:
+    """``count`` open tickets, each on its own device at one of ``sites`` in turn, the first made by the
+    ticket service and the rest copies of it in a few bulk INSERTs (seconds for 50,000, where the service
+    takes minutes): for tests of large stores. Risks and opening times vary, and every seventh device's
+    model starts like a spreadsheet formula."""
+    svc = service(store)
+    svc.apply_inventory(make_inventory("bulk-000000", site=sites[0]))
+    svc.apply_alert(make_alert("bulk-000000"), NOW)
+    with store.session() as session:
+        device = session.get_one(Device, "bulk-000000")
+        ticket = session.scalars(select(TicketRow).where(TicketRow.device_id == "bulk-000000")).one()
+        device_row = {c.key: getattr(device, c.key) for c in Device.__table__.columns}
+        ticket_row = {c.key: getattr(ticket, c.key) for c in TicketRow.__table__.columns if c.key != "id"}
+    devices, tickets = [], []
+    for i in range(1, count):
+        device_id = f"bulk-{i:06d}"
+        model = "=cmd|' /C calc'!A0" if i % 7 == 0 else f'ThinkPad T{i % 20}, "Gen" {i % 3}'
+        devices.append(device_row | {"device_id": device_id, "site": sites[i % len(sites)], "model": model})
+        tickets.append(
+            ticket_row
+            | {
+                "device_id": device_id,
+                "open_key": open_key(device_id, ticket_row["component"], ticket_row["component_id"]),
+                "risk": round(0.5 + (i * 7919 % 500) / 1000, 3),
+                "opened_at": ticket_row["opened_at"] + timedelta(seconds=i % 1000),
+            }
+        )
+    with store.session() as session:
+        for start in range(0, len(tickets), 5000):
+            session.execute(insert(Device), devices[start : start + 5000])
+            session.execute(insert(TicketRow), tickets[start : start + 5000])

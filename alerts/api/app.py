@@ -15,14 +15,16 @@ import csv
 import io
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, Literal
+from typing import IO, Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
@@ -209,13 +211,38 @@ def _csv_cell(value: object) -> str:
     return f"'{text_value}" if text_value[:1] in ("=", "+", "-", "@", "\t", "\r") else text_value
 
 
-def tickets_csv(tickets: list[TicketView]) -> str:
-    out = io.StringIO()
+def write_tickets_csv(tickets: Iterable[TicketView], out: IO[str]) -> int:
+    """The header and one row per ticket, written as they come (an export never holds the whole queue);
+    returns how many tickets."""
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
+    rows = 0
     for ticket in tickets:
         writer.writerow([_csv_cell(getattr(ticket, c)) for c in CSV_COLUMNS])
-    return out.getvalue()
+        rows += 1
+    return rows
+
+
+EXPORT_SPOOL_BYTES = 4 * 1024 * 1024
+"""An export's CSV stays in memory up to this size, then moves to a temporary file."""
+EXPORT_CHUNK_BYTES = 64 * 1024
+
+
+def _sent_in_chunks(spool: IO[bytes], place: threading.BoundedSemaphore) -> Iterator[bytes]:
+    """The spooled export in pieces; closed (a file on disk is deleted) and its place among the exports
+    given back once sent or the client has gone."""
+    try:
+        with spool:
+            while chunk := spool.read(EXPORT_CHUNK_BYTES):
+                yield chunk
+    finally:
+        place.release()
+
+
+def _too_many(most: int) -> HTTPException:
+    return HTTPException(
+        422, f"more than {most} tickets match, the most an export holds: narrow the filter (state, site, ...)"
+    )
 
 
 NOT_FOUND = "ticket not found"
@@ -351,17 +378,57 @@ def create_app(
         flt = principal.scoped(flt)
         return TicketPage(total=ticket_store.count_tickets(flt), items=ticket_store.list_tickets(flt, limit, offset))
 
-    @app.get("/api/v1/tickets.csv", tags=["tickets"], response_class=Response)
+    # exports being written or sent, each holding up to max_export_rows tickets in a temporary file
+    export_places = threading.BoundedSemaphore(settings.api.limits.max_concurrent_exports)
+
+    @app.get(
+        "/api/v1/tickets.csv",
+        tags=["tickets"],
+        response_class=Response,
+        responses={
+            422: {"description": "more tickets match than alerts.api.limits.max_export_rows"},
+            503: {"description": "alerts.api.limits.max_concurrent_exports exports are in progress"},
+        },
+    )
     def export_csv(request: Request, principal: Reader, flt: Filter) -> Response:
-        """The filtered queue as CSV (all matching tickets within the caller's scope)."""
+        """The filtered queue as CSV (all matching tickets within the caller's scope, refused above the limit).
+
+        The store streams the rows into a spooled file (memory up to a few MiB, then disk), which is sent
+        only after the store's connection is back in the pool: however large the queue and however slow
+        the client, an export holds one fetch chunk in memory and no connection while it is sent.
+        """
         flt = principal.scoped(flt)
-        tickets = ticket_store.list_tickets(flt, limit=1_000_000)
-        access.csv_exported(request, principal, flt, len(tickets))
-        body = tickets_csv(tickets)
-        return Response(
-            body,
+        most = settings.api.limits.max_export_rows
+        if ticket_store.count_tickets(flt) > most:
+            raise _too_many(most)
+        if not export_places.acquire(blocking=False):
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                "too many exports in progress; try again shortly",
+                headers={"Retry-After": "10"},
+            )
+        spool = tempfile.SpooledTemporaryFile(max_size=EXPORT_SPOOL_BYTES)  # noqa: SIM115 closed once sent
+        try:
+            out = io.TextIOWrapper(spool, encoding="utf-8", newline="")
+            with ticket_store.stream_tickets(flt, limit=most + 1) as tickets:
+                rows = write_tickets_csv(tickets, out)
+            out.detach()  # flushed; the spool stays open
+            if rows > most:  # tickets opened since the count
+                raise _too_many(most)
+            access.csv_exported(request, principal, flt, rows)
+            size = spool.tell()
+            spool.seek(0)
+        except BaseException:
+            spool.close()
+            export_places.release()
+            raise
+        return StreamingResponse(
+            _sent_in_chunks(spool, export_places),
             media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": 'attachment; filename="fleetpulse-tickets.csv"'},
+            headers={
+                "Content-Disposition": 'attachment; filename="fleetpulse-tickets.csv"',
+                "Content-Length": str(size),
+            },
         )
 
     @app.get("/api/v1/tickets/{ticket_id}", tags=["tickets"], responses={404: {"description": "no such ticket"}})

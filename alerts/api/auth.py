@@ -11,7 +11,8 @@ handed to the gate; routes stay as they are.
 
 Secrets never sit in the configuration in clear text. Hashing is deliberately slow, so a
 successful check is remembered in memory under a SHA-256 of the credentials (never the
-password itself) to keep page loads fast.
+password itself) to keep page loads fast. Only a bounded number of password checks wait for
+the hashing threads (:class:`HashingAdmission`); beyond it a login is refused with 503, unchecked.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
 from pydantic import IPvAnyNetwork
 
-from fleetpulse.alerts.api.passwords import hash_secret, needs_rehash, verify_secret
+from fleetpulse.alerts.api.passwords import HashingAdmission, HashingBusy, hash_secret, needs_rehash, verify_secret
 from fleetpulse.alerts.api.sessions import CSRF_HEADER, UNSAFE_METHODS, PageSessions
 from fleetpulse.alerts.settings import ALL_SITES, ApiLimits, ApiSettings, Role
 from fleetpulse.alerts.store.logins import Attempt, LoginRecords
@@ -139,7 +140,8 @@ class AuthTrail(Protocol):
 
 
 class AuthFailure(Exception):
-    """The request is refused before its body is read: 401 (no or bad credentials) or 429 (throttled)."""
+    """The request is refused before its body is read: 401 (no or bad credentials), 429 (throttled) or
+    503 (too many password checks pending)."""
 
     def __init__(self, status_code: int, detail: str, headers: dict[str, str]) -> None:
         super().__init__(detail)
@@ -269,6 +271,12 @@ class LoginThrottle:
             self.records.prune(now, self.limits.forget_after)
 
 
+def _hashing_busy() -> AuthFailure:
+    return AuthFailure(
+        status.HTTP_503_SERVICE_UNAVAILABLE, "too many logins being checked; try again shortly", {"Retry-After": "1"}
+    )
+
+
 def _too_many(until: datetime, now: datetime) -> AuthFailure:
     wait = math.ceil((until - now).total_seconds())
     return AuthFailure(
@@ -302,6 +310,7 @@ class Authenticator:
         self.sessions = sessions
         self.records = records
         self.throttle = LoginThrottle(records, settings.limits)
+        self.hashing = HashingAdmission(settings.limits.max_pending_password_checks)
         self.clock = clock
         self._verified: OrderedDict[str, Principal] = OrderedDict()
         self._verified_lock = threading.Lock()  # requests authenticate on several worker threads
@@ -383,14 +392,15 @@ class Authenticator:
         )
 
     def password_login(self, login: str, password: str, address: str) -> Principal:
-        """The login form's check: the same hashes and throttle as HTTP basic (:class:`AuthFailure` 401/429)."""
+        """The login form's check: the same hashes and throttle as HTTP basic (:class:`AuthFailure` 401/429/503)."""
         principal = self._basic(login, password, address)
         if principal is None:
             raise unauthorized()
         return principal
 
     def _basic(self, login: str, password: str, address: str) -> Principal | None:
-        """The configured user, or None for a wrong name or password; 429 (:class:`AuthFailure`) while throttled."""
+        """The configured user, or None for a wrong name or password; :class:`AuthFailure` 429 while throttled,
+        503 while the hashing admission is full (before the throttle counts the attempt: it was never checked)."""
         configured = self.users[login].password_hash if login in self.users else ""
         cache_key = hashlib.sha256(f"{login}\0{password}\0{configured}".encode()).hexdigest()
         with self._verified_lock:
@@ -400,8 +410,12 @@ class Authenticator:
         if cached is not None:
             self.throttle.check(login, address, self.clock())  # still refused while throttled: no oracle
             return cached
-        spray = self.throttle.begin(login, address, self.clock())
-        principal = self.verify_password(login, password)
+        try:
+            with self.hashing.admit():
+                spray = self.throttle.begin(login, address, self.clock())
+                principal = self.verify_password(login, password)
+        except HashingBusy:
+            raise _hashing_busy() from None
         if principal is None:
             return None
         self.throttle.succeeded(login, address, spray)

@@ -4,6 +4,8 @@ Argon2id parameters are one of OWASP's equivalent password-storage settings (12 
 1 lane): memory-hard against GPU guessing, and small enough for the API's memory budget. All
 hashing runs on :data:`HASHING_THREADS` dedicated threads, so however many logins arrive at once,
 at most that many 12 MiB blocks exist, and only those threads' malloc arenas ever hold one.
+Callers that anyone can trigger (logins) go through a :class:`HashingAdmission`, which refuses
+checks beyond a bound instead of queueing them.
 Older hashes (``pbkdf2_sha256$...`` at any iteration count, Argon2 with weaker parameters)
 keep working; :func:`needs_rehash` tells the login path to replace them after a successful login.
 """
@@ -12,8 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -22,6 +29,10 @@ _ARGON2 = PasswordHasher(time_cost=3, memory_cost=12 * 1024, parallelism=1, hash
 HASHING_THREADS = 2
 _HASHING = ThreadPoolExecutor(max_workers=HASHING_THREADS, thread_name_prefix="password-hash")
 PBKDF2_PREFIX = "pbkdf2_sha256$"
+REFUSALS_LOGGED_EVERY_S = 60.0
+"""A flood of refused checks logs one warning per this interval, not one per request."""
+
+log = logging.getLogger(__name__)
 
 
 def hash_secret(secret: str) -> str:
@@ -32,6 +43,51 @@ def hash_secret(secret: str) -> str:
 def verify_secret(secret: str, encoded: str) -> bool:
     """True if ``secret`` matches ``encoded`` (Argon2 or legacy PBKDF2); malformed hashes never match."""
     return _HASHING.submit(_verify, secret, encoded).result()
+
+
+class HashingBusy(Exception):
+    """A password check was refused unchecked: :class:`HashingAdmission` has no free place."""
+
+
+class HashingAdmission:
+    """At most ``limit`` password checks pending or running at once; one more is refused at once.
+
+    Each check waits for one of :data:`HASHING_THREADS`, holding the request thread that asked for it.
+    Unbounded, wrong passwords sent from many addresses (each within its throttle budget) would queue
+    faster than they are hashed and take every request thread of the API; refused, they cost nothing,
+    and requests that need no hashing (tokens, sessions, remembered credentials) keep being served.
+    """
+
+    def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self._free = threading.BoundedSemaphore(limit)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._unlogged = 0
+        self._logged_at = float("-inf")
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        """Hold a place for the checks (and hash upgrade) inside; :class:`HashingBusy` if none is free."""
+        if not self._free.acquire(blocking=False):
+            self._refused()
+            raise HashingBusy
+        try:
+            yield
+        finally:
+            self._free.release()
+
+    def _refused(self) -> None:
+        with self._lock:
+            self._unlogged += 1
+            now = self._clock()
+            if now - self._logged_at < REFUSALS_LOGGED_EVERY_S:
+                return
+            refused, self._unlogged, self._logged_at = self._unlogged, 0, now
+        log.warning(
+            "password checks refused: too many logins being checked at once",
+            extra={"fields": {"refused_since_last_warning": refused, "max_pending_password_checks": self.limit}},
+        )
 
 
 def _verify(secret: str, encoded: str) -> bool:

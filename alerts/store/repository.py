@@ -263,22 +263,46 @@ class TicketStore:
             }
         return TicketView.model_validate(data)
 
-    def list_tickets(self, flt: TicketFilter = TicketFilter(), limit: int = 500, offset: int = 0) -> list[TicketView]:
+    def _queue_query(self, flt: TicketFilter) -> Select[TicketRow, Device]:
         """Most urgent first: urgency, then still-alerting before cleared, then risk, then the oldest ticket."""
-        query = (
-            self._ticket_query(flt)
-            .order_by(
-                TicketRow.urgency_rank.desc(),
-                TicketRow.alert_cleared_at.is_not(None),  # still alerting before cleared since
-                TicketRow.risk.desc(),
-                TicketRow.opened_at,
-                TicketRow.id,
-            )
-            .limit(limit)
-            .offset(offset)
+        return self._ticket_query(flt).order_by(
+            TicketRow.urgency_rank.desc(),
+            TicketRow.alert_cleared_at.is_not(None),  # still alerting before cleared since
+            TicketRow.risk.desc(),
+            TicketRow.opened_at,
+            TicketRow.id,
         )
+
+    def list_tickets(self, flt: TicketFilter = TicketFilter(), limit: int = 500, offset: int = 0) -> list[TicketView]:
+        """One page of the queue, in :meth:`_queue_query`'s order."""
+        query = self._queue_query(flt).limit(limit).offset(offset)
         with self.session() as session:
             return [self._view(row, device) for row, device in session.execute(query).all()]
+
+    @contextmanager
+    def stream_tickets(
+        self, flt: TicketFilter = TicketFilter(), limit: int | None = None, chunk: int = 1000
+    ) -> Iterator[Iterator[TicketView]]:
+        """The whole queue in :meth:`list_tickets`' order, fetched ``chunk`` rows at a time, for exports:
+        memory stays flat for any number of tickets (a server-side cursor on PostgreSQL).
+
+        The session and its pooled connection are held until the ``with`` block ends: leave it before
+        handing anything to a client that may read slowly.
+        """
+        query = self._queue_query(flt).limit(limit).execution_options(yield_per=chunk)
+        with self.session() as session:
+            yield (self._view(row, device) for row, device in session.execute(query))
+
+    def storm_groups_of(self, flt: TicketFilter) -> set[str]:
+        """The storm groups of the filtered tickets, read as such (not the tickets: any number of them)."""
+        query = (
+            self._ticket_query(flt)
+            .with_only_columns(TicketRow.storm_group)
+            .where(TicketRow.storm_group.is_not(None))
+            .distinct()
+        )
+        with self.session() as session:
+            return {group for group in session.scalars(query) if group is not None}
 
     def count_tickets(self, flt: TicketFilter = TicketFilter()) -> int:
         query = select(func.count()).select_from(self._ticket_query(flt).subquery())

@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 LOGIN_PATH = "/auth"
 Text = Annotated[str, Form(max_length=256)]
 ACTOR_MAX = 128
+_FORM_ERRORS = {
+    429: "Too many failed logins; try again later.",
+    503: "Too many logins are being checked right now; try again in a moment.",
+}
 """A display name longer than the audit trail's actor column is cut (the subject identifies the person)."""
 
 
@@ -151,13 +155,16 @@ def login_form(
     try:
         principal = authenticator.password_login(username, password, access.source_address(request))
     except AuthFailure as failure:
-        if failure.status_code != 429:  # throttled attempts checked no password: they stay out of the trail
+        unchecked = failure.status_code in (429, 503)  # throttled or busy: no password checked, nothing to record
+        if not unchecked:
             access.login_failed(request, "local", "password", username)
-        error = "Too many failed logins; try again later." if failure.status_code == 429 else "Wrong name or password."
+        error = _FORM_ERRORS.get(failure.status_code, "Wrong name or password.")
         fresh = secrets.token_urlsafe(32)
         response = render(
             "login.html", failure.status_code, csrf=fresh, next_path=safe_next(next_path), sso=False, error=error
         )
+        if unchecked:
+            response.headers.update(failure.headers)
         sessions.cookies.set(response, LOGIN_COOKIE, fresh, int(api.session.login_timeout.total_seconds()), LOGIN_PATH)
         return response
     redirect = RedirectResponse(safe_next(next_path), status_code=303)

@@ -36,7 +36,7 @@ def visible_storms(store: TicketStore, principal: Principal) -> list[StormView]:
     storms = store.storms()
     if principal.unrestricted:
         return storms
-    groups = {t.storm_group for t in store.list_tickets(principal.scoped(TicketFilter()), limit=1_000_000)}
+    groups = store.storm_groups_of(principal.scoped(TicketFilter()))
     return [g for g in storms if g.group_id in groups]
 
 

@@ -20,6 +20,8 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 
+from fleetpulse.contract.v1 import MDM_DEVICE_ID_PREFIX, DeviceKind
+
 MAC_HEADER = "fleetpulse-mac"
 TYPE_HEADER = "fleetpulse-type"
 ENROLMENT_TYPE = b"enrolment"
@@ -27,6 +29,9 @@ INVENTORY_TYPE = b"inventory"
 KEY_BYTES = 32
 
 Headers = Iterable[tuple[str, bytes]] | Mapping[str, bytes]
+
+MDM_KINDS = frozenset({DeviceKind.PHONE, DeviceKind.TABLET, DeviceKind.LAPTOP})
+"""What the MDM bridge reports: phones and tablets, and laptops from Intune's battery-health export."""
 
 
 def record_mac(key: bytes, value: bytes) -> bytes:
@@ -54,6 +59,24 @@ def enrolment_headers(key: bytes, value: bytes) -> list[tuple[str, bytes]]:
 
 def inventory_headers(key: bytes, value: bytes) -> list[tuple[str, bytes]]:
     return [(TYPE_HEADER, INVENTORY_TYPE), (MAC_HEADER, record_mac(key, value))]
+
+
+def mdm_inventory_refusal(device_id: str, kind: DeviceKind | None) -> str | None:
+    """Why a record on the MDM bridge's inventory topic is not the bridge's to write (None: it is).
+
+    The topic's ACL proves only that the MDM principal wrote it, and nothing on it is MACed: it may name
+    only the bridge's own pseudonyms (``MDM_DEVICE_ID_PREFIX``) of a kind the bridge reports, so a leaked
+    bridge certificate cannot move a PC of IT's register to another site or change its warranty.
+    ``kind`` is None for a tombstone.
+    """
+    if not device_id.startswith(MDM_DEVICE_ID_PREFIX):
+        return (
+            f"device {device_id} is not the MDM bridge's (its pseudonyms start with {MDM_DEVICE_ID_PREFIX!r}): "
+            "its asset facts come from IT's register only"
+        )
+    if kind is not None and kind not in MDM_KINDS:
+        return f"kind {kind.value!r} on the MDM inventory topic, which carries phones, tablets and laptops only"
+    return None
 
 
 def header(headers: Headers | None, name: str) -> bytes | None:

@@ -26,8 +26,18 @@ class Topics:
 
     @property
     def inventory(self) -> str:
-        """Compacted: latest asset facts per device (key: device id)."""
+        """Compacted: IT's asset register, latest facts per device (key: device id)."""
         return self._name("inventory")
+
+    @property
+    def mobile_inventory(self) -> str:
+        """Compacted: the MDM bridge's asset facts of the devices it reports (key: device id).
+
+        The bridge's own topic because Kafka ACLs cannot restrict keys: with write access to the register,
+        a leaked bridge certificate could move any PC to another site or change its warranty. Consumers
+        join a record from it only for a device of the bridge (``contract.auth.mdm_inventory_refusal``).
+        """
+        return self._name("mobile.inventory")
 
     @property
     def scores(self) -> str:
@@ -66,6 +76,7 @@ class Topics:
             self.health,
             self.mobile,
             self.inventory,
+            self.mobile_inventory,
             self.scores,
             self.alerts,
             self.labels,

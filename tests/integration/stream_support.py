@@ -183,7 +183,7 @@ def replay_from_scratch(kafka: KafkaSettings) -> Replay:
     dead = 0
     raws = [
         RawRecord(m.topic, m.partition, m.offset, m.key, m.value, m.headers)
-        for name in (topics.inventory, topics.control, topics.health, topics.mobile)
+        for name in (topics.inventory, topics.mobile_inventory, topics.control, topics.health, topics.mobile)
         for m in read_topic(kafka, name)
     ]
     for i in range(0, len(raws), 500):

@@ -1,4 +1,6 @@
-"""``fleetpulse mdm ingest`` publishes mobile reports to the real broker; a replay adds no new (device, seq)."""
+"""``fleetpulse mdm ingest`` publishes mobile reports and its inventory to the real broker (its inventory on its
+own topic, never IT's register); a replay adds no new (device, seq). A leaked bridge certificate's attack on IT's
+register, through the real worker and ticket consumer, is refused."""
 
 from __future__ import annotations
 
@@ -6,14 +8,20 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from fleetpulse.alerts.consumer import consume_until_idle
+from fleetpulse.alerts.settings import AlertSettings
+from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.cli import app
 from fleetpulse.config import KafkaSettings
-from fleetpulse.contract import DeviceInventory, Topics, decode, decode_report
+from fleetpulse.contract import MDM_DEVICE_ID_PREFIX, DeviceInventory, Topics, decode, decode_report, encode
+from fleetpulse.streams.settings import StreamSettings
+from tests.integration.stream_support import Worker, create_topics, produce, read_topic, table_state, wait_caught_up
 from tests.integration.test_simulator_kafka import _read_all
 
 pytestmark = pytest.mark.integration
@@ -43,8 +51,72 @@ def test_mdm_ingest_publishes_and_replays_idempotently(
     assert all(key == r.device_id.encode() for (key, _, _), r in zip(mobile, reports, strict=True))
     assert len({(r.device_id, r.seq) for r in reports}) == 2, "the replay carries the same dedup keys"
     assert len({r.model_dump_json() for r in reports}) == 2, "and byte-identical records"
-    inventory = [decode(v, DeviceInventory) for _, v, _ in _read_all(kafka_settings, topics.inventory, 4)]
+    inventory = [decode(v, DeviceInventory) for _, v, _ in _read_all(kafka_settings, topics.mobile_inventory, 4)]
     assert {i.model for i in inventory} == {"iPhone 13", "Pixel 7a"}
+    assert all(i.device_id.startswith(MDM_DEVICE_ID_PREFIX) for i in inventory)
+    assert read_topic(kafka_settings, topics.inventory) == [], "IT's register: the bridge's principal may not write it"
+
+
+@pytest.mark.slow
+def test_a_leaked_mdm_certificate_cannot_rewrite_a_pcs_register_facts(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    """What the bridge's principal may write, on the real broker, through the real worker and ticket consumer:
+    a PC moved to another site with a new warranty, disguised as a phone, and retired by a tombstone on the
+    MDM inventory topic, then a desktop under a bridge id. All are dead-lettered; the phone's facts join."""
+    topics = Topics(prefix=kafka_settings.topic_prefix)
+    create_topics(kafka_settings)
+    now = datetime.now(UTC).replace(microsecond=0)
+    register = DeviceInventory(
+        device_id="pc-1",
+        kind="laptop",
+        site="Town Hall",
+        warranty_end=date(2024, 1, 1),
+        updated_at=now - timedelta(hours=2),
+    )
+    moved = register.model_copy(update={"kind": "desktop", "site": "other", "warranty_end": date(2031, 1, 1)})
+    moved = moved.model_copy(update={"updated_at": now - timedelta(hours=1)})
+    disguised = moved.model_copy(update={"kind": "phone"})
+    desktop = DeviceInventory(device_id="mdm-0a1b", kind="desktop", site="other", updated_at=now - timedelta(hours=1))
+    phone = DeviceInventory(device_id="mdm-0c2d", kind="phone", model="iPhone 13", updated_at=now - timedelta(hours=1))
+    produce(kafka_settings, [(topics.inventory, b"pc-1", encode(register))])
+    attack = [(b"pc-1", encode(moved)), (b"pc-1", encode(disguised)), (b"pc-1", None), (b"mdm-0a1b", encode(desktop))]
+    produce(kafka_settings, [(topics.mobile_inventory, key, value) for key, value in attack])
+    produce(kafka_settings, [(topics.mobile_inventory, b"mdm-0c2d", encode(phone))])
+
+    worker = Worker(kafka_settings, tmp_path / "w1", store="memory", instance="mdm-inv")
+    worker.start()
+    try:
+        worker.wait_ready()
+        wait_caught_up(kafka_settings)
+    finally:
+        worker.stop()
+    table = table_state(kafka_settings)
+    assert (table["pc-1"].state.site, table["pc-1"].state.warranty_end) == ("Town Hall", date(2024, 1, 1))
+    assert table["pc-1"].inventory_at == register.updated_at
+    assert "mdm-0a1b" not in table
+    assert table["mdm-0c2d"].state.model == "iPhone 13"
+
+    store_url = f"sqlite:///{tmp_path}/tickets.db"
+    stats = consume_until_idle(
+        AlertSettings(store_url=store_url), kafka_settings, StreamSettings(), idle_seconds=2, max_seconds=120
+    )
+    assert stats.results.get("inventory") == 2  # the register's PC and the bridge's phone
+    store = TicketStore.open(store_url)
+    try:
+        pc, forged, joined = (store.get_device(d) for d in ("pc-1", "mdm-0a1b", "mdm-0c2d"))
+    finally:
+        store.close()
+    assert pc is not None
+    assert (pc.site, pc.warranty_end, pc.kind) == ("Town Hall", date(2024, 1, 1), "laptop")
+    assert forged is None
+    assert joined is not None
+    assert joined.model == "iPhone 13"
+
+    dead = [json.loads(m.value) for m in read_topic(kafka_settings, topics.dead_letter)]
+    assert len(dead) == 8  # each of the four attack records, once by the worker and once by the ticket consumer
+    assert {(d["error_kind"], d["source_topic"]) for d in dead} == {("unauthenticated", topics.mobile_inventory)}
+    assert sorted(d["key"] for d in dead) == ["mdm-0a1b"] * 2 + ["pc-1"] * 6
 
 
 def test_hostile_exports_publish_every_good_row_and_dead_letter_the_rest(

@@ -107,7 +107,7 @@ def replayed_scores(kafka: KafkaSettings) -> list[dict[str, object]]:
     table: dict[str, DeviceRecord] = {}
     raws = [
         RawRecord(m.topic, m.partition, m.offset, m.key, m.value, m.headers)
-        for name in (topics.inventory, topics.control, topics.health, topics.mobile)
+        for name in (topics.inventory, topics.mobile_inventory, topics.control, topics.health, topics.mobile)
         for m in read_topic(kafka, name)
     ]
     scores = []

@@ -5,13 +5,16 @@
   (VARCHAR(64)): the DataError was no ValueError, so the ticket consumer crash-looped on the record;
 - values PostgreSQL refuses where SQLite stores anything (a NUL character): the consumer dead-letters the
   record with the reason and applies the rest of its poll;
-- an ID token whose ``sub`` does not fit ``web_sessions.subject``: the login callback answered 500.
+- an ID token whose ``sub`` does not fit ``web_sessions.subject``: the login callback answered 500;
+- a CSV export read through psycopg's default cursor, which fetches the whole result into the API at once.
 
 The SQLite halves are tests/unit/test_ticket_transition_race.py and tests/unit/test_oidc_stored_claims.py.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -19,9 +22,11 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import String, inspect
+from fastapi.testclient import TestClient
+from sqlalchemy import String, event, inspect
 from sqlalchemy.exc import DataError
 
+from fleetpulse.alerts.api import create_app
 from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store import alembic_config, upgrade
 from fleetpulse.alerts.store.models import Base
@@ -30,7 +35,7 @@ from fleetpulse.alerts.tickets import TicketService
 from fleetpulse.contract.codec import decode, encode
 from fleetpulse.contract.topics import Topics
 from fleetpulse.contract.v1 import Component, DeadLetter, FeatureLogReason, FeatureLogRecord, RiskScore
-from tests.alerts_support import NOW, T0, make_alert, make_inventory, pg_schema_url
+from tests.alerts_support import NOW, T0, bulk_tickets, make_alert, make_inventory, pg_schema_url
 from tests.unit.test_contract_poison import consumer_over
 from tests.unit.test_oidc_stored_claims import attack_oversized_subject_callback, longest_subject_logs_in
 from tests.unit.test_ticket_transition_race import (
@@ -39,6 +44,8 @@ from tests.unit.test_ticket_transition_race import (
     attack_crossing_bulk_moves,
     slow_moves,
 )
+from tests.unit.test_tickets_api import PASSWORD
+from tests.unit.test_tickets_export import export_settings
 
 __all__ = ["slow_moves"]  # fixture
 pytestmark = pytest.mark.integration
@@ -202,3 +209,29 @@ def test_attack_the_callback_refuses_an_oversized_subject(pg_store: TicketStore)
 
 def test_the_callback_keeps_the_longest_allowed_subject_whole(pg_store: TicketStore) -> None:
     longest_subject_logs_in(pg_store)
+
+
+# --- the CSV export ----------------------------------------------------------------------------------
+
+
+def test_the_csv_export_streams_through_a_server_side_cursor(pg_url: str, pg_store: TicketStore) -> None:
+    """psycopg's default cursor fetches the whole result into the client at once, however it is then read:
+    the export must ask for a server-side (named) cursor, and still return every row in the queue's order."""
+    bulk_tickets(pg_store, 2500)  # past two fetch chunks
+    cursors: list[tuple[str, str]] = []
+
+    def seen(_: object, cursor: object, statement: str, *__: object) -> None:
+        cursors.append((type(cursor).__name__, statement))
+
+    event.listen(pg_store.engine, "before_cursor_execute", seen)
+    with TestClient(create_app(export_settings(pg_url), pg_store)) as client:
+        response = client.get("/api/v1/tickets.csv", auth=("it", PASSWORD))
+    event.remove(pg_store.engine, "before_cursor_execute", seen)
+    assert response.status_code == 200, response.text
+    exported = [row["device_id"] for row in csv.DictReader(io.StringIO(response.text))]
+    assert exported == [t.device_id for t in pg_store.list_tickets(limit=10_000)]
+    assert len(exported) == 2500
+    streamed = [statement for kind, statement in cursors if kind == "ServerCursor"]
+    assert len(streamed) == 1
+    assert "FROM tickets" in streamed[0]
+    assert "ORDER BY" in streamed[0]

@@ -9,7 +9,9 @@ SQLite here, their PostgreSQL case (NUL) is in tests/integration/test_ticket_sto
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from fleetpulse.alerts.api import create_app
-from fleetpulse.alerts.api.auth import hash_secret, throttle_scope, token_sha256
+from fleetpulse.alerts.api import auth, create_app, passwords
+from fleetpulse.alerts.api.auth import LoginThrottle, hash_secret, throttle_scope, token_sha256
 from fleetpulse.alerts.settings import AlertSettings
+from fleetpulse.alerts.store.logins import LoginRecords
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.alerts.tickets import TicketService
 from tests.alerts_support import NOW, make_alert, make_inventory, store_url
@@ -256,6 +259,107 @@ def test_throttle_scope() -> None:
     assert throttle_scope("::ffff:10.0.0.7") == "10.0.0.7"
     assert throttle_scope("fe80::1%eth0") == "fe80::/64"
     assert throttle_scope("unknown") == "unknown"
+
+
+# --- wrong passwords from many addresses cannot stall the API --------------------------------------
+
+
+class HeldHashing:
+    """Wrong passwords are "hashed" until :meth:`release` (the correct one for real), and request
+    threads waiting on a password check are counted."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.released = threading.Event()
+        self.changed = threading.Condition()
+        self.waiting = self.peak = 0
+        real_verify, real_check = passwords._verify, auth.verify_secret
+
+        def held_verify(secret: str, encoded: str) -> bool:
+            if secret == PASSWORD:
+                return real_verify(secret, encoded)
+            self.released.wait()
+            return False
+
+        def counted_check(secret: str, encoded: str) -> bool:
+            with self.changed:
+                self.waiting += 1
+                self.peak = max(self.peak, self.waiting)
+                self.changed.notify_all()
+            try:
+                return real_check(secret, encoded)
+            finally:
+                with self.changed:
+                    self.waiting -= 1
+
+        monkeypatch.setattr(passwords, "_verify", held_verify)
+        monkeypatch.setattr(auth, "verify_secret", counted_check)
+
+    def await_waiting(self, count: int) -> None:
+        with self.changed:
+            assert self.changed.wait_for(lambda: self.waiting == count, timeout=30), self.waiting
+
+    def release(self) -> None:
+        self.released.set()
+
+
+def test_a_flood_of_wrong_passwords_from_many_addresses_is_refused_not_queued(
+    store: TicketStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A botnet sends one wrong password per address (within every throttle budget) while hashing is
+    stuck: beyond the bound the checks are refused with 503 at once, tokens, sessions and remembered
+    credentials are served meanwhile, and afterwards nobody is throttled for the refused attempts."""
+    bound, bots = 4, 24
+    limits = {"max_pending_password_checks": bound, "trusted_proxies": ["127.0.0.0/8"]}
+    fresh = {"name": "fm", "role": "fleet_manager", "password_hash": HASH}  # logs in only after the flood
+    app = started(store, [ROOT, LEAD, fresh], limits=limits)
+    hashing = HeldHashing(monkeypatch)
+    guesses = {f"203.0.113.{i}": "root" if i % 2 else f"user{i}" for i in range(bots)}  # known and unknown names
+
+    def send(address: str, **request: Any) -> httpx.Response:
+        return client.get("/api/v1/me", headers={"X-Forwarded-For": address} | request.pop("headers", {}), **request)
+
+    with (
+        TestClient(app, client=("127.0.0.1", 40000), follow_redirects=False) as client,
+        ThreadPoolExecutor(bots + 4) as pool,
+    ):
+        log_in(client, "lead-a")  # a page session, opened before the flood
+        session = {"Cookie": f"fleetpulse_session={client.cookies['fleetpulse_session']}"}
+        client.cookies.clear()
+        assert send("10.0.0.9", auth=("root", PASSWORD)).status_code == 200  # a script remembered by the cache
+        try:
+            flood = {pool.submit(send, address, auth=(name, "guess")): address for address, name in guesses.items()}
+            answered = as_completed(flood, timeout=30)
+            refused = [next(answered) for _ in range(bots - bound)]
+            hashing.await_waiting(bound)  # the admitted ones hold their request threads, and no more do
+            assert {(f.result().status_code, f.result().headers["retry-after"]) for f in refused} == {(503, "1")}
+            assert refused[0].result().json() == {"detail": "too many logins being checked; try again shortly"}
+
+            def served(call: Callable[..., httpx.Response], *args: Any, **kwargs: Any) -> httpx.Response:
+                """Answered while hashing is stuck (a failure, not a hang, if it waits for hashing)."""
+                return pool.submit(call, *args, **kwargs).result(timeout=30)
+
+            assert served(send, "10.0.0.8", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+            assert served(send, "10.0.0.7", headers=session).status_code == 200
+            assert served(send, "10.0.0.9", auth=("root", PASSWORD)).status_code == 200
+            form = client.get("/auth/login", headers=HTML).text.split('name="csrf" value="')[1].split('"')[0]
+            login = {"username": "lead-a", "password": "typo", "csrf": form}
+            busy = served(client.post, "/auth/login", data=login)
+            assert (busy.status_code, busy.headers["retry-after"]) == (503, "1")
+            assert "try again in a moment" in busy.text
+            assert hashing.peak == bound
+        finally:
+            hashing.release()
+        assert sorted(f.result().status_code for f in flood) == [401] * bound + [503] * (bots - bound)
+
+        failed = [r.source for r in store.audit.records(kind="login.failure")]
+        checked = sorted(flood[f] for f in flood if f.result().status_code == 401)
+        assert sorted(failed) == checked  # the refused attempts were never checked, nor recorded
+        records = LoginRecords(store)
+        unchecked = sorted(set(guesses) - set(checked))
+        for address in unchecked:  # nor counted by the throttle
+            keys = [LoginThrottle.address_key(address), LoginThrottle.login_key(guesses[address], address)]
+            assert records.failures(keys) == {}
+        assert send(unchecked[0], auth=("fm", PASSWORD)).status_code == 200  # hashed again, from a refused address
 
 
 # --- hostile text is a 422, never a 500 ------------------------------------------------------------

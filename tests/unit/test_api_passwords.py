@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 
+import pytest
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
 from fleetpulse.alerts.api import create_app
-from fleetpulse.alerts.api.passwords import hash_secret, needs_rehash, pbkdf2_hash, verify_secret
+from fleetpulse.alerts.api.passwords import (
+    REFUSALS_LOGGED_EVERY_S,
+    HashingAdmission,
+    HashingBusy,
+    hash_secret,
+    needs_rehash,
+    pbkdf2_hash,
+    verify_secret,
+)
 from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.logins import LoginRecords
 from fleetpulse.alerts.store.repository import TicketStore
@@ -39,6 +49,27 @@ def test_old_and_malformed_hashes() -> None:
     for garbage in ("md5$1$00$00", "garbage", "pbkdf2_sha256$99999999999$00$00", "pbkdf2_sha256$x$zz$00", ""):
         assert not verify_secret(PASSWORD, garbage)
         assert needs_rehash(garbage)
+
+
+def test_hashing_admission_refuses_beyond_its_bound_and_logs_once_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [1000.0]
+    admission = HashingAdmission(2, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="fleetpulse.alerts.api.passwords"):
+        with admission.admit(), admission.admit():
+            for _ in range(5):
+                with pytest.raises(HashingBusy), admission.admit():
+                    pytest.fail("admitted beyond the bound")
+            now[0] += REFUSALS_LOGGED_EVERY_S
+            with pytest.raises(HashingBusy), admission.admit():
+                pass
+        with pytest.raises(RuntimeError), admission.admit():  # a failed check gives its place back
+            raise RuntimeError
+        with admission.admit(), admission.admit():
+            pass
+    warnings = [record.__dict__["fields"]["refused_since_last_warning"] for record in caplog.records]
+    assert warnings == [1, 5]  # the first refusal, then the rest of the interval and the next one
 
 
 def settings_with(store_url: str, password_hash: str) -> AlertSettings:

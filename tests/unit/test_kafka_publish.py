@@ -11,6 +11,7 @@ from fleetpulse.agents.kafka_publish import PublishStats, publish_records
 from fleetpulse.agents.mdm import SeqStore, ingest_text
 from fleetpulse.agents.simulator import FleetSimulator
 from fleetpulse.contract import DeviceKind, ReportSource, Topics, decode_report
+from fleetpulse.contract.auth import mdm_inventory_refusal
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -70,6 +71,19 @@ def test_mdm_laptop_battery_rows_go_to_the_mobile_topic_its_principal_may_write(
     assert result.reports
     assert {r.kind for r in result.reports} == {DeviceKind.LAPTOP}
     topics, producer, stats = Topics(prefix="p."), _FakeProducer(), PublishStats()
-    publish_records(producer, topics, result.inventory, result.reports, stats)  # type: ignore[arg-type]
-    assert [t for t, _, _ in producer.sent if t != topics.inventory] == [topics.mobile] * len(result.reports)
+    publish_records(producer, topics, result.inventory, result.reports, stats, mdm=True)  # type: ignore[arg-type]
+    assert [t for t, _, _ in producer.sent if t != topics.mobile_inventory] == [topics.mobile] * len(result.reports)
     assert (stats.health, stats.mobile) == (0, len(result.reports))
+    assert all(mdm_inventory_refusal(i.device_id, i.kind) is None for i in result.inventory), "consumers join them"
+
+
+def test_the_mdm_bridge_never_writes_its_inventory_to_the_register() -> None:
+    """Its principal may write only the mobile topics: a record on IT's register would be refused by Kafka."""
+    export = (FIXTURES / "mdm" / "managed_devices_pages.json").read_text()
+    result = ingest_text(export, "graph-json", b"secret", SeqStore(":memory:"), datetime(2025, 3, 6, tzinfo=UTC))
+    assert result.inventory
+    topics, producer = Topics(prefix="p."), _FakeProducer()
+    publish_records(producer, topics, result.inventory, result.reports, PublishStats(), mdm=True)  # type: ignore[arg-type]
+    assert {t for t, _, _ in producer.sent} == {topics.mobile_inventory, topics.mobile}
+    inventory = [k for t, k, _ in producer.sent if t == topics.mobile_inventory]
+    assert inventory == [i.device_id.encode() for i in result.inventory]

@@ -57,7 +57,8 @@ class Table:
 
 class Consumer:
     def assignment(self) -> set[TP]:
-        return {TP(t, p) for t in (TOPICS.health, TOPICS.inventory) for p in range(PARTITIONS)}
+        inputs = (TOPICS.health, TOPICS.inventory, TOPICS.mobile_inventory)
+        return {TP(t, p) for t in inputs for p in range(PARTITIONS)}
 
     def topic_partitions(self, topic: str) -> int:
         return PARTITIONS
@@ -193,3 +194,24 @@ def test_the_pure_processor_refuses_misplaced_records_on_every_source_topic() ->
     ]
     assert result.records[VICTIM].device_key == VICTIM_KEY.hex()
     assert result.records[VICTIM].inventory_at is None
+
+
+def test_the_mdm_inventory_topic_is_partition_checked_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bridge's principal picks partitions like any producer: its phone's facts count on their home only."""
+    phone = "mdm-0a1b2c3d"
+    home = default_partition(phone.encode(), tuple(range(PARTITIONS)))
+    inventory = DeviceInventory(device_id=phone, kind="phone", site="HQ", updated_at=NOW - timedelta(hours=1))
+    record = SimpleNamespace(key=phone.encode(), value=encode(inventory), headers=[])
+    worker = Worker(monkeypatch)
+    worker.send(
+        (TOPICS.mobile_inventory, record, (home + 1) % PARTITIONS),  # type: ignore[arg-type]
+        (TOPICS.mobile_inventory, record, home),  # type: ignore[arg-type]
+    )
+
+    assert [(d.source_topic, d.error_kind) for d in worker.dead_letters()] == [
+        (TOPICS.mobile_inventory, "wrong_partition")
+    ]
+    assert worker.table.read((home + 1) % PARTITIONS, phone.encode()) is None
+    joined = worker.table.read(home, phone.encode())
+    assert joined is not None
+    assert DeviceRecord.from_bytes(joined).state.site == "HQ"

@@ -35,6 +35,7 @@ topic() { # name retention_days|compact [max GiB per partition]
 topic fleetpulse.health.v1 7 4
 topic fleetpulse.mobile.v1 7
 topic fleetpulse.inventory.v1 compact
+topic fleetpulse.mobile.inventory.v1 compact
 topic fleetpulse.scores.v1 7
 topic fleetpulse.alerts.v1 30
 topic fleetpulse.labels.v1 365

@@ -255,6 +255,16 @@ def test_kafka_users_are_least_privilege() -> None:
     assert _writers(users, Topics().control) == {"fleetpulse-it"}
     # only the workers record the registry generations they served: the registry's writers cannot lower the floor
     assert _writers(users, Topics().serving) == {"fleetpulse-worker"}
+    # the MDM bridge writes its own topics, never IT's register: a leaked certificate cannot rewrite a PC's facts
+    # (the consumers join its inventory for its own mdm- devices only: tests/unit/test_mdm_inventory_topic.py)
+    assert "fleetpulse-mdm" not in _writers(users, Topics().inventory)
+    assert _writers(users, Topics().mobile_inventory) == {"fleetpulse-mdm"}
+    mdm_acls = users["fleetpulse-mdm"]["authorization"]["acls"]
+    assert {a["resource"]["name"] for a in mdm_acls} == {Topics().mobile, Topics().mobile_inventory}
+    tickets_reads = {
+        a["resource"]["name"] for a in users["fleetpulse-tickets"]["authorization"]["acls"] if "Read" in a["operations"]
+    }
+    assert {Topics().inventory, Topics().mobile_inventory} <= tickets_reads
     keda_ops = {op for a in users["fleetpulse-keda"]["authorization"]["acls"] for op in a["operations"]}
     assert keda_ops == {"Describe"}
 

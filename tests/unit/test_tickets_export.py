@@ -1,0 +1,265 @@
+"""The CSV export streams: same bytes as the list-based export it replaced, flat memory for a large
+store, no store connection held while the client reads, and a refusal (never a cut) above the limit."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import csv
+import io
+import threading
+import tracemalloc
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from fleetpulse.alerts.api import app as api_app
+from fleetpulse.alerts.api import create_app
+from fleetpulse.alerts.api.app import CSV_COLUMNS, _csv_cell
+from fleetpulse.alerts.settings import AlertSettings
+from fleetpulse.alerts.store.repository import TicketFilter, TicketStore, TicketView
+from fleetpulse.contract.v1 import TicketState
+from tests.alerts_support import NOW, bulk_tickets, make_alert, make_inventory, service, store, store_url
+from tests.unit.test_tickets_api import HASH, PASSWORD, api_settings
+
+__all__ = ["store", "store_url"]  # fixtures: SQLite, and PostgreSQL when integration tests run
+
+SCOPED = {"hall": (["Town Hall"], []), "hall-finance": (["Town Hall", "Library"], ["Finance"])}
+
+
+def export_settings(store_url: str, **limits: object) -> AlertSettings:
+    """``it`` sees every site; ``hall`` one site; ``hall-finance`` two sites' Finance departments."""
+    data = api_settings(store_url).model_dump(mode="json")
+    data["api"]["users"] += [
+        {"name": name, "role": "it_support", "password_hash": HASH, "sites": sites, "departments": departments}
+        for name, (sites, departments) in SCOPED.items()
+    ]
+    data["api"]["limits"] |= limits
+    return AlertSettings.model_validate(data)
+
+
+def list_based_csv(tickets: list[TicketView]) -> str:
+    """The export as it was built before streaming (``tickets_csv``), the reference for its bytes."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for ticket in tickets:
+        writer.writerow([_csv_cell(getattr(ticket, c)) for c in CSV_COLUMNS])
+    return out.getvalue()
+
+
+def mixed_store(store: TicketStore) -> None:
+    """Tickets past several fetch chunks at three sites, a formula and CSV quoting in the device model, and
+    one ticket on a device without inventory (every-site callers see it, scoped ones do not)."""
+    bulk_tickets(store, 2500, sites=("Town Hall", "Library", "Depot"))
+    svc = service(store)
+    svc.apply_inventory(make_inventory("pc-f", site="Library", department="Finance", model='=HYPERLINK("x"),\n"y"'))
+    svc.apply_alert(make_alert("pc-f", risk=0.99), NOW)
+    svc.apply_alert(make_alert("pc-nowhere", risk=0.97, component_id="+sn"), NOW)
+
+
+@pytest.mark.parametrize(
+    ("user", "scope", "params"),
+    [
+        ("it", TicketFilter(), {}),
+        ("it", TicketFilter(site="Library", states=(TicketState.OPEN,)), {"site": "Library", "state": "open"}),
+        ("hall", TicketFilter(in_sites=frozenset({"Town Hall"})), {}),
+        (
+            "hall-finance",
+            TicketFilter(in_sites=frozenset({"Town Hall", "Library"}), in_departments=frozenset({"Finance"})),
+            {},
+        ),
+    ],
+)
+def test_export_is_byte_identical_to_the_list_based_one(
+    store: TicketStore, store_url: str, user: str, scope: TicketFilter, params: dict[str, str]
+) -> None:
+    mixed_store(store)
+    with TestClient(create_app(export_settings(store_url), store)) as client:
+        response = client.get("/api/v1/tickets.csv", params=params, auth=(user, PASSWORD))
+    assert response.status_code == 200, response.text
+    expected = list_based_csv(store.list_tickets(scope, limit=1_000_000)).encode()
+    assert response.content == expected
+    assert expected.count(b"\r\n") > 100  # a real comparison, not two header lines
+    assert response.headers["content-type"] == "text/csv; charset=utf-8"
+    assert response.headers["content-disposition"] == 'attachment; filename="fleetpulse-tickets.csv"'
+    assert response.headers["content-length"] == str(len(expected))
+    exported = store.audit.records(kind="export.csv")[-1].payload
+    assert exported["rows"] == len(list(csv.reader(io.StringIO(expected.decode())))) - 1
+
+
+def test_export_holds_no_store_connection_while_the_client_reads(
+    store: TicketStore, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mixed_store(store)
+    in_use: list[int] = []
+
+    def watched(spool: IO[bytes], place: threading.BoundedSemaphore) -> Iterator[bytes]:
+        in_use.append(store.engine.pool.checkedout())  # type: ignore[attr-defined]
+        yield from sent_in_chunks(spool, place)
+
+    sent_in_chunks = api_app._sent_in_chunks
+    monkeypatch.setattr(api_app, "_sent_in_chunks", watched)
+    with TestClient(create_app(export_settings(store_url), store)) as client:
+        assert client.get("/api/v1/tickets.csv", auth=("it", PASSWORD)).status_code == 200
+    assert in_use == [0]
+
+
+def test_export_above_the_limit_is_refused_not_cut(
+    store: TicketStore, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bulk_tickets(store, 5, sites=("Town Hall", "Library"))
+    settings = export_settings(store_url, max_export_rows=3)
+    with TestClient(create_app(settings, store)) as client:
+        refused = client.get("/api/v1/tickets.csv", auth=("it", PASSWORD))
+        assert refused.status_code == 422
+        assert "more than 3 tickets match" in refused.json()["detail"]
+        assert "narrow the filter" in refused.json()["detail"]
+        narrowed = client.get("/api/v1/tickets.csv", params={"site": "Library"}, auth=("it", PASSWORD))
+        assert narrowed.status_code == 200
+        assert len(list(csv.DictReader(io.StringIO(narrowed.text)))) == 2
+        assert client.get("/api/v1/tickets.csv", auth=("hall", PASSWORD)).status_code == 200  # 3 in scope: all
+        # tickets opened between the count and the export: refused as well, not cut to the limit
+        monkeypatch.setattr(store, "count_tickets", lambda flt: 0)
+        assert client.get("/api/v1/tickets.csv", auth=("it", PASSWORD)).status_code == 422
+    assert [r.payload["rows"] for r in store.audit.records(kind="export.csv")] == [2, 3]
+
+
+def test_exports_beyond_the_concurrent_limit_are_refused_until_one_is_sent(
+    store: TicketStore, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each export holds a temporary file until sent: a reader starting many (slow) downloads gets 503s."""
+    bulk_tickets(store, 5, sites=("Town Hall",))
+    sending, release = threading.Event(), threading.Event()
+    sent_in_chunks = api_app._sent_in_chunks
+
+    def slow_client(spool: IO[bytes], place: threading.BoundedSemaphore) -> Iterator[bytes]:
+        sending.set()
+        release.wait(30)
+        yield from sent_in_chunks(spool, place)
+
+    monkeypatch.setattr(api_app, "_sent_in_chunks", slow_client)
+    with TestClient(create_app(export_settings(store_url, max_concurrent_exports=1), store)) as client:
+        first: list[int] = []
+        downloading = threading.Thread(
+            target=lambda: first.append(client.get("/api/v1/tickets.csv", auth=("it", PASSWORD)).status_code)
+        )
+        downloading.start()
+        assert sending.wait(30)
+        busy = client.get("/api/v1/tickets.csv", auth=("it", PASSWORD))
+        assert busy.status_code == 503
+        assert busy.headers["retry-after"] == "10"
+        release.set()
+        downloading.join(30)
+        assert first == [200]
+        assert client.get("/api/v1/tickets.csv", auth=("it", PASSWORD)).status_code == 200  # the place is back
+
+
+# --- memory ----------------------------------------------------------------------------------------
+
+LARGE_STORE = 20_000
+STREAMED_PEAK_LIMIT = 24 * 1024 * 1024
+"""Generous: the spool's 4 MiB in memory (briefly twice when it moves to disk) and one fetch chunk."""
+
+
+def asgi_get(app: FastAPI, path: str, user: str) -> tuple[int, int]:
+    """GET through the ASGI app as a server runs it, the body counted and dropped as it arrives (a test
+    client would keep it all, which is the very memory being measured). Returns (status, body bytes)."""
+    basic = base64.b64encode(f"{user}:{PASSWORD}".encode()).decode()
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), (b"authorization", f"Basic {basic}".encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    answer = {"status": 0, "bytes": 0}
+    requests = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def run() -> None:
+        done = asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            if requests:
+                return requests.pop()
+            await done.wait()  # the client stays until the whole body has arrived
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                answer["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                answer["bytes"] += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    done.set()
+
+        await app(scope, receive, send)
+
+    asyncio.run(run())
+    return answer["status"], answer["bytes"]
+
+
+def peak_bytes(run: Callable[[], object]) -> int:
+    tracemalloc.start()
+    try:
+        run()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.slow
+def test_export_of_a_large_store_keeps_memory_flat(tmp_path: Any) -> None:
+    """20,000 tickets: the list-based export peaks far above the bound (measured for comparison), the
+    streamed one, whole request through the app included, stays under it."""
+    url = f"sqlite:///{tmp_path}/tickets.db"
+    store = TicketStore.open(url)
+    try:
+        bulk_tickets(store, LARGE_STORE)
+        app = create_app(export_settings(url), store)
+        status, size = asgi_get(app, "/api/v1/tickets.csv", "it")  # warm: routes, middleware, auth cache
+        assert status == 200
+        old = peak_bytes(lambda: list_based_csv(store.list_tickets(TicketFilter(), limit=1_000_000)).encode())
+        streamed: list[tuple[int, int]] = []
+        new = peak_bytes(lambda: streamed.append(asgi_get(app, "/api/v1/tickets.csv", "it")))
+    finally:
+        store.close()
+    print(
+        f"\n{LARGE_STORE} tickets, {size / 1e6:.1f} MB of CSV: peak {old / 1e6:.1f} MB list-based, "
+        f"{new / 1e6:.1f} MB streamed"
+    )
+    assert streamed == [(200, size)]
+    assert size > api_app.EXPORT_SPOOL_BYTES  # past the spool's memory part: the file on disk is exercised
+    assert old > 2 * STREAMED_PEAK_LIMIT  # the bound means something
+    assert new < STREAMED_PEAK_LIMIT
+
+
+# --- the storm list had the same unbounded read --------------------------------------------------------
+
+
+def test_scoped_storm_list_reads_groups_not_tickets(
+    store: TicketStore, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = service(store)
+    for device_id, site, group in (("pc-h", "Town Hall", "g-hall"), ("pc-l", "Library", "g-lib")):
+        svc.apply_inventory(make_inventory(device_id, site=site, model=f"model of {group}"))  # one storm each
+        svc.apply_alert(make_alert(device_id, storm_group=group), NOW)
+    svc.apply_alert(make_alert("pc-nowhere", storm_group="g-nowhere"), NOW)
+    monkeypatch.setattr(store, "list_tickets", None)  # the page and the API must not load the tickets
+    with TestClient(create_app(export_settings(store_url), store)) as client:
+        seen = {u: client.get("/api/v1/storms", auth=(u, PASSWORD)).json() for u in ("it", "hall", "hall-finance")}
+    assert {u: sorted(g["group_id"] for g in groups) for u, groups in seen.items()} == {
+        "it": ["g-hall", "g-lib", "g-nowhere"],
+        "hall": ["g-hall"],
+        "hall-finance": ["g-hall", "g-lib"],
+    }
