@@ -228,15 +228,28 @@ EXPORT_SPOOL_BYTES = 4 * 1024 * 1024
 EXPORT_CHUNK_BYTES = 64 * 1024
 
 
-def _sent_in_chunks(spool: IO[bytes], place: threading.BoundedSemaphore) -> Iterator[bytes]:
+class SpooledExport(Iterator[bytes]):
     """The spooled export in pieces; closed (a file on disk is deleted) and its place among the exports
-    given back once sent or the client has gone."""
-    try:
-        with spool:
-            while chunk := spool.read(EXPORT_CHUNK_BYTES):
-                yield chunk
-    finally:
-        place.release()
+    given back once sent, or once dropped unsent (a client gone before the first piece: a generator's
+    ``finally`` would never run, and the place would be lost for good)."""
+
+    def __init__(self, spool: IO[bytes], place: threading.BoundedSemaphore) -> None:
+        self._spool, self._place, self._open = spool, place, True
+
+    def __next__(self) -> bytes:
+        chunk = self._spool.read(EXPORT_CHUNK_BYTES) if self._open else b""
+        if not chunk:
+            self.close()
+            raise StopIteration
+        return chunk
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            self._spool.close()
+            self._place.release()
+
+    __del__ = close
 
 
 def _too_many(most: int) -> HTTPException:
@@ -423,7 +436,7 @@ def create_app(
             export_places.release()
             raise
         return StreamingResponse(
-            _sent_in_chunks(spool, export_places),
+            SpooledExport(spool, export_places),
             media_type="text/csv; charset=utf-8",
             headers={
                 "Content-Disposition": 'attachment; filename="fleetpulse-tickets.csv"',

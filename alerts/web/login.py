@@ -28,11 +28,11 @@ log = logging.getLogger(__name__)
 LOGIN_PATH = "/auth"
 Text = Annotated[str, Form(max_length=256)]
 ACTOR_MAX = 128
+"""A display name longer than the audit trail's actor column is cut (the subject identifies the person)."""
 _FORM_ERRORS = {
     429: "Too many failed logins; try again later.",
     503: "Too many logins are being checked right now; try again in a moment.",
 }
-"""A display name longer than the audit trail's actor column is cut (the subject identifies the person)."""
 
 
 def safe_next(target: str | None) -> str:

@@ -7,10 +7,11 @@ import asyncio
 import base64
 import csv
 import io
+import tempfile
 import threading
 import tracemalloc
-from collections.abc import Callable, Iterator
-from typing import IO, Any
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -18,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from fleetpulse.alerts.api import app as api_app
 from fleetpulse.alerts.api import create_app
-from fleetpulse.alerts.api.app import CSV_COLUMNS, _csv_cell
+from fleetpulse.alerts.api.app import CSV_COLUMNS, SpooledExport, _csv_cell
 from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.repository import TicketFilter, TicketStore, TicketView
 from fleetpulse.contract.v1 import TicketState
@@ -97,15 +98,16 @@ def test_export_holds_no_store_connection_while_the_client_reads(
     mixed_store(store)
     in_use: list[int] = []
 
-    def watched(spool: IO[bytes], place: threading.BoundedSemaphore) -> Iterator[bytes]:
-        in_use.append(store.engine.pool.checkedout())  # type: ignore[attr-defined]
-        yield from sent_in_chunks(spool, place)
+    class Watched(SpooledExport):
+        def __next__(self) -> bytes:
+            in_use.append(store.engine.pool.checkedout())  # type: ignore[attr-defined]
+            return super().__next__()
 
-    sent_in_chunks = api_app._sent_in_chunks
-    monkeypatch.setattr(api_app, "_sent_in_chunks", watched)
+    monkeypatch.setattr(api_app, "SpooledExport", Watched)
     with TestClient(create_app(export_settings(store_url), store)) as client:
         assert client.get("/api/v1/tickets.csv", auth=("it", PASSWORD)).status_code == 200
-    assert in_use == [0]
+    assert in_use
+    assert set(in_use) == {0}
 
 
 def test_export_above_the_limit_is_refused_not_cut(
@@ -134,14 +136,14 @@ def test_exports_beyond_the_concurrent_limit_are_refused_until_one_is_sent(
     """Each export holds a temporary file until sent: a reader starting many (slow) downloads gets 503s."""
     bulk_tickets(store, 5, sites=("Town Hall",))
     sending, release = threading.Event(), threading.Event()
-    sent_in_chunks = api_app._sent_in_chunks
 
-    def slow_client(spool: IO[bytes], place: threading.BoundedSemaphore) -> Iterator[bytes]:
-        sending.set()
-        release.wait(30)
-        yield from sent_in_chunks(spool, place)
+    class SlowClient(SpooledExport):
+        def __next__(self) -> bytes:
+            sending.set()
+            release.wait(30)
+            return super().__next__()
 
-    monkeypatch.setattr(api_app, "_sent_in_chunks", slow_client)
+    monkeypatch.setattr(api_app, "SpooledExport", SlowClient)
     with TestClient(create_app(export_settings(store_url, max_concurrent_exports=1), store)) as client:
         first: list[int] = []
         downloading = threading.Thread(
@@ -156,6 +158,22 @@ def test_exports_beyond_the_concurrent_limit_are_refused_until_one_is_sent(
         downloading.join(30)
         assert first == [200]
         assert client.get("/api/v1/tickets.csv", auth=("it", PASSWORD)).status_code == 200  # the place is back
+
+
+@pytest.mark.parametrize("pieces_read", [0, 1])
+def test_an_export_dropped_unsent_gives_its_place_and_file_back(pieces_read: int) -> None:
+    """A client gone before the first piece (the server never starts sending) must not keep the place."""
+    place = threading.BoundedSemaphore(1)
+    assert place.acquire(blocking=False)
+    spool = tempfile.SpooledTemporaryFile(max_size=16)  # noqa: SIM115 the export closes it
+    spool.write(b"x" * (api_app.EXPORT_CHUNK_BYTES + 1))
+    spool.seek(0)
+    export = SpooledExport(spool, place)
+    for _ in range(pieces_read):
+        next(export)
+    del export
+    assert spool.closed
+    assert place.acquire(blocking=False)
 
 
 # --- memory ----------------------------------------------------------------------------------------
