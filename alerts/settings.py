@@ -173,7 +173,7 @@ class ApiLimits(_Frozen):
     max_pending_password_checks: Annotated[int, Field(ge=1, le=32)] = Field(
         default=8,
         description="password checks (login form, HTTP basic) waiting for or on the two hashing threads; one more "
-        "is refused with 503 and Retry-After, unchecked and not counted as a failure, so wrong passwords from "
+        "is refused with 503 and Retry-After, unchecked but counted by the login throttle, so wrong passwords from "
         "many addresses cannot hold the API's 40 request threads; tokens, sessions and recently verified "
         "basic credentials need no check",
     )

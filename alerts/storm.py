@@ -19,7 +19,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fleetpulse.contract.v1 import Alert
+from fleetpulse.contract.v1 import MDM_DEVICE_ID_PREFIX, Alert
 
 
 class StormPolicy(BaseModel):
@@ -39,7 +39,13 @@ def cause(alert: Alert) -> str:
 
 
 def storm_key(alert: Alert, device_model: str | None) -> str:
-    return f"{alert.component.value}|{cause(alert)}|{device_model or 'unknown'}"
+    """Component, cause and device model; the MDM bridge's devices storm apart from IT's register's (model
+    ``mdm:<model>``): the bridge states their models itself, so naming a PC model must not pull PCs'
+    tickets into a storm of its devices' alerts."""
+    model = device_model or "unknown"
+    if alert.device_id.startswith(MDM_DEVICE_ID_PREFIX):
+        model = f"mdm:{model}"
+    return f"{alert.component.value}|{cause(alert)}|{model}"
 
 
 def is_storm(policy: StormPolicy, at: datetime, recent: Sequence[datetime]) -> bool:

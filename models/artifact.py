@@ -161,7 +161,14 @@ def load_artifact(directory: Path, digests: dict[str, str]) -> tuple[dict[str, A
     unexpected = set(untrusted) - TRUSTED_TYPES
     if unexpected:
         raise ArtifactError(f"{directory / MODEL_FILE}: contains types outside TRUSTED_TYPES: {sorted(unexpected)}")
-    payload = _loads(model, untrusted)
+    try:
+        payload = _loads(model, untrusted)
+    except (SystemError, MemoryError):
+        raise  # may pass (Python 3.11's AST race, memory): a worker tries again at its next registry check
+    except Exception as exc:  # a corrupt or hostile dump: refused for good
+        raise ArtifactError(
+            f"{directory / MODEL_FILE}: does not load ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
     if not isinstance(payload, dict):
         raise ArtifactError(f"{directory / MODEL_FILE}: payload is not a dict")
     return payload, meta

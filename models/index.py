@@ -108,18 +108,26 @@ def _migrate_hint(registry_dir: Path) -> str:
     return f"run `fleetpulse models migrate --registry-dir {registry_dir}` after checking its artifacts"
 
 
+MAX_INDEX_BYTES = 1024 * 1024
+"""Far above any real index (about 300 bytes an artifact): a larger one is refused before it is parsed,
+since it is read at every registry check and parsed before its signature can be checked."""
+
+
 def _parse(registry_dir: Path) -> dict[str, Any] | None:
     path = registry_dir / REGISTRY_FILE
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as index:
+            raw = index.read(MAX_INDEX_BYTES + 1)
     except FileNotFoundError:
         return None
     except OSError as exc:  # a folder in its place, no permission: refused, never read as "no index"
         raise ArtifactError(f"{path}: unreadable ({exc.strerror or type(exc).__name__})") from None
+    if len(raw) > MAX_INDEX_BYTES:
+        raise ArtifactError(f"{path}: larger than {MAX_INDEX_BYTES} bytes")
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path}: invalid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # JSON, UTF-8, a number too long to convert, nesting
+        raise ArtifactError(f"{path}: invalid JSON ({type(exc).__name__}: {str(exc)[:200]})") from None
     if not isinstance(data, dict):
         raise ArtifactError(f"{path}: expected an object")
     return data

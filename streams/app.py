@@ -263,10 +263,14 @@ class Pipeline:
         try:
             loaded = await asyncio.to_thread(load_scorers, settings.models)
         except Exception:  # unforeseen (verification failures are refusals): the timer must not end the worker
-            log.exception("loading the changed registry failed: serving the models loaded before, retrying")
+            retrying = watch.retry()
+            log.exception(
+                "loading the changed registry failed: serving the models loaded before",
+                extra={"fields": {"retrying": retrying}},
+            )
             self.metrics.model_reloads.labels("refused").inc()
-            watch.retry()
             return False
+        watch.settled()
         floor = self.registry_floor.floor if self.registry_floor is not None else 0
         if not accept(self.processor.scorers, loaded, floor):
             self.metrics.model_reloads.labels("refused").inc()

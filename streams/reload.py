@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleetpulse.models.index import REGISTRY_FILE
+from fleetpulse.models.index import MAX_INDEX_BYTES, REGISTRY_FILE
 from fleetpulse.models.registry import ScorerSet
 
 log = logging.getLogger(__name__)
@@ -28,11 +28,17 @@ def index_fingerprint(registry_dir: Path) -> str | None:
     is then refused and the worker keeps the models it serves.
     """
     try:
-        return hashlib.sha256((registry_dir / REGISTRY_FILE).read_bytes()).hexdigest()
+        with (registry_dir / REGISTRY_FILE).open("rb") as index:  # beyond the bound it is refused anyway
+            return hashlib.sha256(index.read(MAX_INDEX_BYTES + 1)).hexdigest()
     except FileNotFoundError:
         return None
     except OSError as exc:
         return f"unreadable: {exc.errno}"
+
+
+RELOAD_ATTEMPTS = 3
+"""Loads of one changed index that fail for a reason that may pass (memory, say) before it waits for the
+next change: a failure that does not pass must not cost a full load at every registry check."""
 
 
 @dataclass
@@ -42,6 +48,7 @@ class RegistryWatch:
     registry_dir: Path
     seen: str | None = None
     loaded: str | None = None
+    attempts: int = 0
 
     def __post_init__(self) -> None:
         self.seen = self.loaded = index_fingerprint(self.registry_dir)
@@ -51,12 +58,22 @@ class RegistryWatch:
         if current == self.seen:
             return False
         self.loaded, self.seen = self.seen, current
+        self.attempts += 1
         return True
 
-    def retry(self) -> None:
-        """Report the last change again at the next check: loading it failed for a reason that may pass
-        (a refusal is final: the same bytes would be refused again)."""
+    def retry(self) -> bool:
+        """Report the last change again at the next check, since loading it failed for a reason that may pass
+        (a refusal is final: the same bytes would be refused again); False once it failed ``RELOAD_ATTEMPTS``
+        times."""
+        if self.attempts >= RELOAD_ATTEMPTS:
+            self.attempts = 0
+            return False
         self.seen = self.loaded
+        return True
+
+    def settled(self) -> None:
+        """The last change was served or refused: the next one gets its own attempts."""
+        self.attempts = 0
 
 
 def accept(current: ScorerSet, loaded: ScorerSet, floor: int = 0) -> bool:

@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
+from starlette.types import Receive, Scope, Send
 
 from fleetpulse.alerts.api import access
 from fleetpulse.alerts.api.auth import ADMIN_ROLES, READ_ROLES, WRITE_ROLES, Authenticator, Principal, require
@@ -252,6 +253,21 @@ class SpooledExport(Iterator[bytes]):
     __del__ = close
 
 
+class ExportResponse(StreamingResponse):
+    """Sends a :class:`SpooledExport` and closes it however sending ends (a client gone mid-download
+    included), not only once the garbage collector drops it."""
+
+    def __init__(self, export: SpooledExport, headers: dict[str, str]) -> None:
+        super().__init__(export, media_type="text/csv; charset=utf-8", headers=headers)
+        self.export = export
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.export.close()
+
+
 def _too_many(most: int) -> HTTPException:
     return HTTPException(
         422, f"more than {most} tickets match, the most an export holds: narrow the filter (state, site, ...)"
@@ -435,9 +451,8 @@ def create_app(
             spool.close()
             export_places.release()
             raise
-        return StreamingResponse(
+        return ExportResponse(
             SpooledExport(spool, export_places),
-            media_type="text/csv; charset=utf-8",
             headers={
                 "Content-Disposition": 'attachment; filename="fleetpulse-tickets.csv"',
                 "Content-Length": str(size),

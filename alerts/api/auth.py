@@ -400,7 +400,9 @@ class Authenticator:
 
     def _basic(self, login: str, password: str, address: str) -> Principal | None:
         """The configured user, or None for a wrong name or password; :class:`AuthFailure` 429 while throttled,
-        503 while the hashing admission is full (before the throttle counts the attempt: it was never checked)."""
+        503 while the hashing admission is full. The throttle counts the attempt before admission: a refused,
+        unchecked guess must still cost a try, or an attacker filling the admission from many addresses could
+        guess freely from one and learn the password from the one answer the cache gives without hashing."""
         configured = self.users[login].password_hash if login in self.users else ""
         cache_key = hashlib.sha256(f"{login}\0{password}\0{configured}".encode()).hexdigest()
         with self._verified_lock:
@@ -410,12 +412,12 @@ class Authenticator:
         if cached is not None:
             self.throttle.check(login, address, self.clock())  # still refused while throttled: no oracle
             return cached
+        spray = self.throttle.begin(login, address, self.clock())
         try:
             with self.hashing.admit():
-                spray = self.throttle.begin(login, address, self.clock())
                 principal = self.verify_password(login, password)
         except HashingBusy:
-            raise _hashing_busy() from None
+            raise _hashing_busy() from None  # stays counted
         if principal is None:
             return None
         self.throttle.succeeded(login, address, spray)

@@ -54,8 +54,9 @@ class HashingAdmission:
 
     Each check waits for one of :data:`HASHING_THREADS`, holding the request thread that asked for it.
     Unbounded, wrong passwords sent from many addresses (each within its throttle budget) would queue
-    faster than they are hashed and take every request thread of the API; refused, they cost nothing,
-    and requests that need no hashing (tokens, sessions, remembered credentials) keep being served.
+    faster than they are hashed and take every request thread of the API; refused, they cost no hashing
+    (the login throttle still counts them), and requests that need no hashing (tokens, sessions,
+    remembered credentials) keep being served.
     """
 
     def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic) -> None:

@@ -101,6 +101,7 @@ def test_storm_key_uses_the_strongest_signal_and_device_model() -> None:
     )
     assert storm.storm_key(alert, "EliteBook 840 G8") == "disk|firmware_crc|EliteBook 840 G8"
     assert storm.storm_key(make_alert(factors=[]), None) == "disk|unspecified|unknown"
+    assert storm.storm_key(make_alert("mdm-0a1b", factors=[]), "Latitude 7420") == "disk|unspecified|mdm:Latitude 7420"
 
 
 def test_storm_needs_threshold_raises_inside_the_window() -> None:

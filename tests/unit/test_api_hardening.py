@@ -307,7 +307,8 @@ def test_a_flood_of_wrong_passwords_from_many_addresses_is_refused_not_queued(
 ) -> None:
     """A botnet sends one wrong password per address (within every throttle budget) while hashing is
     stuck: beyond the bound the checks are refused with 503 at once, tokens, sessions and remembered
-    credentials are served meanwhile, and afterwards nobody is throttled for the refused attempts."""
+    credentials are served meanwhile. A refused guess still counts for the throttle: otherwise guesses
+    from one address, refused unchecked, would end in the remembered password's 200."""
     bound, bots = 4, 24
     limits = {"max_pending_password_checks": bound, "trusted_proxies": ["127.0.0.0/8"]}
     fresh = {"name": "fm", "role": "fleet_manager", "password_hash": HASH}  # logs in only after the flood
@@ -346,6 +347,10 @@ def test_a_flood_of_wrong_passwords_from_many_addresses_is_refused_not_queued(
             busy = served(client.post, "/auth/login", data=login)
             assert (busy.status_code, busy.headers["retry-after"]) == (503, "1")
             assert "try again in a moment" in busy.text
+            # attack: guess root's password from one address while the bots keep the admission full
+            oracle = [served(send, "198.51.100.7", auth=("root", f"guess{i}")).status_code for i in range(6)]
+            assert oracle == [503] * 6  # refused unchecked, yet counted: the 6th is past the 5 free failures
+            assert served(send, "198.51.100.7", auth=("root", PASSWORD)).status_code == 429  # not the cache's 200
             assert hashing.peak == bound
         finally:
             hashing.release()
@@ -356,9 +361,9 @@ def test_a_flood_of_wrong_passwords_from_many_addresses_is_refused_not_queued(
         assert sorted(failed) == checked  # the refused attempts were never checked, nor recorded
         records = LoginRecords(store)
         unchecked = sorted(set(guesses) - set(checked))
-        for address in unchecked:  # nor counted by the throttle
+        for address in unchecked:  # but counted by the throttle, one failure each: within every budget
             keys = [LoginThrottle.address_key(address), LoginThrottle.login_key(guesses[address], address)]
-            assert records.failures(keys) == {}
+            assert [failures for failures, _ in records.failures(keys).values()] == [1, 1]
         assert send(unchecked[0], auth=("fm", PASSWORD)).status_code == 200  # hashed again, from a refused address
 
 

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from fleetpulse.alerts.store.repository import TicketStore
-from fleetpulse.contract import DeadLetter, DeviceInventory, DeviceKind, Topics, decode, encode
+from fleetpulse.alerts.store.repository import TicketFilter, TicketStore
+from fleetpulse.contract import Component, DeadLetter, DeviceInventory, DeviceKind, Topics, decode, encode
 from fleetpulse.contract.auth import mdm_inventory_refusal
 from fleetpulse.streams.processing import DeviceRecord, RawRecord
+from tests.alerts_support import NOW as ALERT_AT
+from tests.alerts_support import make_alert, make_inventory, service
 from tests.unit.test_contract_poison import FakeKafkaConsumer, consumer_over
 from tests.unit.test_stream_processing import NOW, TOPICS, Table, inventory_raw, processor, raw, report, report_raw
 
@@ -175,3 +177,19 @@ def test_the_ticket_consumer_refuses_an_mdm_id_of_a_pc_kind_and_joins_an_mdm_pho
     joined = store.get_device(PHONE)
     assert joined is not None
     assert joined.site == "HQ"
+
+
+def test_the_bridges_devices_named_as_a_pc_model_storm_apart_from_the_pcs(store: TicketStore) -> None:
+    """The bridge states its laptops' models itself: 30 battery alerts of its devices under a PC's model
+    within the window must not pull that PC's ticket into their storm (grouped problem, no repair of its own)."""
+    svc = service(store)
+    svc.apply_inventory(make_inventory("pc-1", model="Latitude 7420"))
+    svc.apply_alert(make_alert("pc-1", component=Component.BATTERY, component_id="bat0"), ALERT_AT)
+    for n in range(30):
+        svc.apply_inventories([make_inventory(f"mdm-{n:04d}", kind=DeviceKind.LAPTOP, model="Latitude 7420")])
+        svc.apply_alert(make_alert(f"mdm-{n:04d}", i=2 + n, component=Component.BATTERY, component_id="bat0"), ALERT_AT)
+    (pc,) = store.list_tickets(TicketFilter(device_id="pc-1"))
+    assert pc.storm_group is None
+    (group,) = store.storms()
+    assert group.device_model == "mdm:Latitude 7420"
+    assert group.member_count == 30

@@ -356,3 +356,69 @@ def test_a_reload_that_failed_for_a_passing_reason_is_retried_at_the_next_check(
     assert asyncio.run(worker.reload_models(settings, watch)) is False
     assert asyncio.run(worker.reload_models(settings, watch)) is True  # the index did not change again
     assert asyncio.run(worker.reload_models(settings, watch)) is False
+
+
+def test_attack_an_index_whose_loading_always_fails_costs_three_loads_not_one_per_check(
+    registry_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fleetpulse.streams.app as stream_app
+    from fleetpulse.streams.reload import RELOAD_ATTEMPTS, RegistryWatch
+
+    settings = ServerSettings.model_validate(
+        {"models": {"registry_dir": str(registry_dir)}, "streams": {"tsdb": {"kind": "none"}}}
+    )
+    worker = stream_app.create_app(settings).fleetpulse  # type: ignore[attr-defined]
+    watch = RegistryWatch(registry_dir)
+    loads = []
+
+    def never_loads(models: ModelSettings) -> ScorerSet:
+        loads.append(1)
+        raise MemoryError
+
+    monkeypatch.setattr(stream_app, "load_scorers", never_loads)
+    index = registry_dir / REGISTRY_FILE
+    index.write_text(index.read_text() + "\n")
+    assert not any(asyncio.run(worker.reload_models(settings, watch)) for _ in range(10))
+    assert len(loads) == RELOAD_ATTEMPTS == 3
+    index.write_text(index.read_text() + "\n")  # a new change gets its own attempts
+    assert not any(asyncio.run(worker.reload_models(settings, watch)) for _ in range(10))
+    assert len(loads) == 2 * RELOAD_ATTEMPTS
+
+
+@pytest.mark.parametrize(
+    ("index", "refusal"),
+    [
+        (b'{"generation": ' + b"9" * 5000 + b"}", "invalid JSON (ValueError"),  # too long for int()
+        (b"[" * 100_000 + b"]" * 100_000, "invalid JSON (RecursionError"),
+        (b'{"pad": "' + b"x" * (1024 * 1024) + b'"}', "larger than 1048576 bytes"),
+    ],
+)
+def test_attack_a_hostile_index_is_a_refusal_not_an_error_that_is_retried(
+    registry_dir: Path, index: bytes, refusal: str
+) -> None:
+    """Parsed before its signature can be checked: whoever can write the folder chooses these bytes."""
+    (registry_dir / REGISTRY_FILE).write_bytes(index)
+    with pytest.raises(ArtifactError, match=re.escape(refusal)):
+        read_registry(registry_dir, KEY.encode())
+    loaded = load_scorers(ModelSettings(registry_dir=registry_dir, signing_key=KEY))
+    assert refusal in loaded.refused[0]
+
+
+def test_attack_a_dump_that_does_not_load_is_refused_for_good(artifact_dir: Path, tmp_path: Path) -> None:
+    """A skops file whose array header is corrupt (digests recomputed: an unsigned registry) is refused,
+    not raised as an unforeseen error that the worker would retry."""
+    import io
+    import zipfile
+
+    from fleetpulse.models.artifact import load_artifact
+
+    copy = tmp_path / "copy"
+    shutil.copytree(artifact_dir, copy)
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO((copy / MODEL_FILE).read_bytes())) as dump, zipfile.ZipFile(out, "w") as bad:
+        for name in dump.namelist():
+            corrupt = b"\x93NUMPY\x01\x00\x10\x00{'descr': 1}    "
+            bad.writestr(name, corrupt if name.endswith(".npy") else dump.read(name))
+    (copy / MODEL_FILE).write_bytes(out.getvalue())
+    with pytest.raises(ArtifactError, match="does not load"):
+        load_artifact(copy, artifact_digests(copy))

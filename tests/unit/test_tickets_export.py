@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import csv
+import gc
 import io
 import tempfile
 import threading
@@ -174,6 +176,62 @@ def test_an_export_dropped_unsent_gives_its_place_and_file_back(pieces_read: int
     del export
     assert spool.closed
     assert place.acquire(blocking=False)
+
+
+@pytest.mark.parametrize("spec_version", ["2.3", "2.4"])
+def test_a_client_gone_mid_download_gives_the_export_place_back_at_once(
+    store: TicketStore, store_url: str, spec_version: str
+) -> None:
+    """ASGI 2.4 servers report a gone client as an OSError from ``send``: the place must come back then,
+    not whenever the garbage collector gets to the response (disabled here to tell the two apart)."""
+    bulk_tickets(store, 1500, sites=("Town Hall",))  # several pieces
+    app = create_app(export_settings(store_url, max_concurrent_exports=1), store)
+    basic = base64.b64encode(f"it:{PASSWORD}".encode())
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": spec_version},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/api/v1/tickets.csv",
+        "raw_path": b"/api/v1/tickets.csv",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), (b"authorization", b"Basic " + basic)],
+        "client": ("127.0.0.1", 40000),
+        "server": ("testserver", 80),
+    }
+
+    async def download_then_leave() -> int:
+        requests = [{"type": "http.request", "body": b"", "more_body": False}]
+        first_piece = asyncio.Event()
+        status: list[int] = []
+
+        async def receive() -> dict[str, Any]:
+            if requests:
+                return requests.pop()
+            await first_piece.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            elif first_piece.is_set():
+                raise OSError("connection reset by peer")
+            else:
+                first_piece.set()
+
+        with contextlib.suppress(Exception):
+            await app(scope, receive, send)
+        return status[0]
+
+    gc.disable()
+    try:
+        assert asyncio.run(download_then_leave()) == 200
+        with TestClient(app) as client:
+            assert client.get("/api/v1/tickets.csv", auth=("it", PASSWORD)).status_code == 200
+    finally:
+        gc.enable()
 
 
 # --- memory ----------------------------------------------------------------------------------------
