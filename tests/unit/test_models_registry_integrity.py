@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,9 @@ from fleetpulse.models.index import (
 from fleetpulse.models.registry import ScorerSet, load_scorers, register_artifact, write_registry
 from fleetpulse.models.settings import ModelSettings
 from fleetpulse.settings import ServerSettings
+from fleetpulse.streams import app as stream_app
 from fleetpulse.streams.app import create_app, serving_policy
+from fleetpulse.streams.reload import RELOAD_ATTEMPTS, RegistryWatch
 from tests.unit.test_models_artifact import artifact_dir
 
 __all__ = ["artifact_dir"]  # fixture
@@ -319,7 +322,7 @@ def test_attack_deleting_a_signed_index_is_refused_not_read_as_no_models(artifac
 def test_attack_a_folder_in_place_of_the_index_is_refused_and_never_stops_the_reload_timer(
     registry_dir: Path,
 ) -> None:
-    from fleetpulse.streams.reload import RegistryWatch, accept
+    from fleetpulse.streams.reload import accept
 
     watch = RegistryWatch(registry_dir)
     serving = load_scorers(ModelSettings(registry_dir=registry_dir))
@@ -333,17 +336,20 @@ def test_attack_a_folder_in_place_of_the_index_is_refused_and_never_stops_the_re
     assert not accept(serving, loaded)
 
 
-def test_a_reload_that_failed_for_a_passing_reason_is_retried_at_the_next_check(
-    registry_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import fleetpulse.streams.app as stream_app
-    from fleetpulse.streams.reload import RegistryWatch
-
+def reloading(registry_dir: Path) -> Callable[[], bool]:
+    """One registry check of a worker serving ``registry_dir`` (True: it serves a reloaded index)."""
     settings = ServerSettings.model_validate(
         {"models": {"registry_dir": str(registry_dir)}, "streams": {"tsdb": {"kind": "none"}}}
     )
-    worker = stream_app.create_app(settings).fleetpulse  # type: ignore[attr-defined]
+    worker = create_app(settings).fleetpulse  # type: ignore[attr-defined]
     watch = RegistryWatch(registry_dir)
+    return lambda: bool(asyncio.run(worker.reload_models(settings, watch)))
+
+
+def test_a_reload_that_failed_for_a_passing_reason_is_retried_at_the_next_check(
+    registry_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    check = reloading(registry_dir)
     index = registry_dir / REGISTRY_FILE
     index.write_text(index.read_text() + "\n")
     real_load = stream_app.load_scorers
@@ -353,22 +359,15 @@ def test_a_reload_that_failed_for_a_passing_reason_is_retried_at_the_next_check(
         raise MemoryError
 
     monkeypatch.setattr(stream_app, "load_scorers", out_of_memory_once)
-    assert asyncio.run(worker.reload_models(settings, watch)) is False
-    assert asyncio.run(worker.reload_models(settings, watch)) is True  # the index did not change again
-    assert asyncio.run(worker.reload_models(settings, watch)) is False
+    assert check() is False
+    assert check() is True  # the index did not change again
+    assert check() is False
 
 
 def test_attack_an_index_whose_loading_always_fails_costs_three_loads_not_one_per_check(
     registry_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fleetpulse.streams.app as stream_app
-    from fleetpulse.streams.reload import RELOAD_ATTEMPTS, RegistryWatch
-
-    settings = ServerSettings.model_validate(
-        {"models": {"registry_dir": str(registry_dir)}, "streams": {"tsdb": {"kind": "none"}}}
-    )
-    worker = stream_app.create_app(settings).fleetpulse  # type: ignore[attr-defined]
-    watch = RegistryWatch(registry_dir)
+    check = reloading(registry_dir)
     loads = []
 
     def never_loads(models: ModelSettings) -> ScorerSet:
@@ -378,10 +377,10 @@ def test_attack_an_index_whose_loading_always_fails_costs_three_loads_not_one_pe
     monkeypatch.setattr(stream_app, "load_scorers", never_loads)
     index = registry_dir / REGISTRY_FILE
     index.write_text(index.read_text() + "\n")
-    assert not any(asyncio.run(worker.reload_models(settings, watch)) for _ in range(10))
+    assert not any(check() for _ in range(10))
     assert len(loads) == RELOAD_ATTEMPTS == 3
     index.write_text(index.read_text() + "\n")  # a new change gets its own attempts
-    assert not any(asyncio.run(worker.reload_models(settings, watch)) for _ in range(10))
+    assert not any(check() for _ in range(10))
     assert len(loads) == 2 * RELOAD_ATTEMPTS
 
 
