@@ -13,6 +13,7 @@ operator's fix is picked up without the agent hammering the broker meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 import sys
@@ -132,6 +133,26 @@ class DrainResult:
     """Set when the failure is a permanent rejection (see :func:`rejection_reason`): its reason."""
 
 
+SENDER_STOP_S = 5.0
+
+
+def _stop_network_thread(producer: KafkaProducer) -> None:
+    """Stop a producer whose ``close`` failed.
+
+    kafka-python's ``close`` flushes first and, with records still pending at its timeout (a broker gone
+    mid-session), raises before it stops its network thread. That thread would live on for the agent's
+    lifetime, one per failed session, retrying the broker and perhaps delivering later what the next
+    session sends again. Its sender is stopped without sending; the records stay in the spool.
+    """
+    sender = getattr(producer, "_sender", None)  # tests/unit/agent/test_delivery.py fails if this goes away
+    if sender is None:
+        return
+    sender.force_close()
+    sender.join(SENDER_STOP_S)
+    with contextlib.suppress(Exception):  # nothing pending now: marks it closed (no retry from __del__)
+        producer.close(timeout=0)
+
+
 class Delivery:
     def __init__(
         self, kafka: KafkaSettings, delivery: DeliverySettings, client_id: str, signer: Signer | None = None
@@ -151,7 +172,8 @@ class Delivery:
             try:
                 producer.close(timeout=timeout_s)
             except Exception:  # closing a broken session must never take the agent down
-                log.debug("producer close failed", exc_info=True)
+                log.debug("producer close failed: stopping its network thread", exc_info=True)
+                _stop_network_thread(producer)
 
     def _get_producer(self) -> KafkaProducer:
         if self._producer is None:

@@ -292,6 +292,23 @@ def test_attack_a_debug_log_does_not_hold_the_device_key(tmp_path: Path, monkeyp
     assert key.hex() not in written.getvalue()
 
 
+def test_a_session_closed_with_records_pending_leaves_no_network_thread_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kafka-python's close flushes first and raises when records are still pending: before, each such
+    session left its network thread retrying the broker for the agent's lifetime."""
+    monkeypatch.setattr(delivery_module, "KafkaProducer", _ProducerWithoutBroker)
+    kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", request_timeout_ms=1_000)
+    settings = DeliverySettings(max_block_ms=1_000, flush_timeout_s=0.5, delivery_timeout_ms=1_000)
+    delivery = Delivery(kafka, settings, client_id="pending-session")
+    with one_report_spool(tmp_path / "s.db") as spool:
+        for _ in range(3):
+            assert delivery.drain(spool).error is not None  # each failed session is closed, a new one opened
+        delivery.close(timeout_s=0)
+        assert spool.count() == 1, "nothing acknowledged: nothing lost"
+    assert [t.name for t in threading.enumerate() if t.name.startswith("pending-session")] == []
+
+
 @pytest.fixture
 def untrusted_tls_endpoint(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """A TLS listener with a self-signed certificate, and a CA file that did not sign it."""
