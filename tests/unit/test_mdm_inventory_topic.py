@@ -8,9 +8,7 @@ bridge's certificate and knows the wire format; the victim is a PC in IT's regis
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -20,8 +18,10 @@ from fleetpulse.contract.auth import mdm_inventory_refusal
 from fleetpulse.streams.processing import DeviceRecord, RawRecord
 from tests.alerts_support import NOW as ALERT_AT
 from tests.alerts_support import make_alert, make_inventory, service
-from tests.unit.test_contract_poison import FakeKafkaConsumer, consumer_over
+from tests.unit.test_contract_poison import FakeKafkaConsumer, consumer_over, store
 from tests.unit.test_stream_processing import NOW, TOPICS, Table, inventory_raw, processor, raw, report, report_raw
+
+__all__ = ["store"]  # fixture: a SQLite ticket store
 
 PHONE = "mdm-0a1b2c3d"
 
@@ -113,13 +113,6 @@ def test_it_register_may_still_write_a_bridge_device() -> None:
     result = table.run(processor(), [raw(TOPICS.inventory, encode(register), PHONE.encode())])
     assert result.dead_letters == []
     assert DeviceRecord.from_bytes(table.data[PHONE]).state.site == "HQ"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[TicketStore]:
-    opened = TicketStore.open(f"sqlite:///{tmp_path}/tickets.db")
-    yield opened
-    opened.close()
 
 
 def _poll(
