@@ -125,7 +125,7 @@ class SessionSettings(_Frozen):
 
 
 class ApiLimits(_Frozen):
-    """What one client may cost the API: request body size, CSV export size and the login throttle.
+    """What one client may cost the API: request body size, CSV exports and the login throttle.
 
     Login failures are counted in the ticket store (shared by all replicas). A login name
     failing from one address is slowed down by a doubling delay after ``free_failures_per_login``
@@ -147,6 +147,12 @@ class ApiLimits(_Frozen):
         default=2,
         description="CSV exports written or sent at once per API process (503 with Retry-After above): the "
         "temporary directory holds at most this many export files",
+    )
+    max_concurrent_exports_per_user: Annotated[int, Field(ge=1, le=32)] = Field(
+        default=1,
+        description="CSV exports one caller (a login, token or single sign-on subject) may have written or sent at "
+        "once (429 with Retry-After above), so one slow downloader cannot hold every export place; at most "
+        "max_concurrent_exports",
     )
     free_failures_per_login: Annotated[int, Field(ge=1, le=1000)] = Field(
         default=5, description="failed logins of one name from one address before its backoff starts"
@@ -182,6 +188,16 @@ class ApiLimits(_Frozen):
     def _ordered_durations(self) -> ApiLimits:
         if not self.backoff_base <= self.backoff_max <= self.forget_after:
             raise ValueError("need backoff_base <= backoff_max <= forget_after (a block must not outlast its count)")
+        return self
+
+    @model_validator(mode="after")
+    def _exports_per_user_within_all(self) -> ApiLimits:
+        if self.max_concurrent_exports_per_user > self.max_concurrent_exports:
+            raise ValueError(
+                f"max_concurrent_exports_per_user ({self.max_concurrent_exports_per_user}) must not exceed "
+                f"max_concurrent_exports ({self.max_concurrent_exports}): one caller cannot run more exports than "
+                "the API process runs at once"
+            )
         return self
 
 

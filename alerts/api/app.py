@@ -227,6 +227,77 @@ def write_tickets_csv(tickets: Iterable[TicketView], out: IO[str]) -> int:
 EXPORT_SPOOL_BYTES = 4 * 1024 * 1024
 """An export's CSV stays in memory up to this size, then moves to a temporary file."""
 EXPORT_CHUNK_BYTES = 64 * 1024
+EXPORT_RETRY_AFTER = {"Retry-After": "10"}
+ExportHolder = tuple[str, str]
+"""Whose export: the issuer and subject the audit trail records (a local login or token: ``local`` and its name)."""
+
+
+def export_holder(principal: Principal) -> ExportHolder:
+    """The caller's stable identity, not its display name: a single sign-on name can change between logins."""
+    who = access.actor(principal)
+    return who.issuer, who.subject
+
+
+class ExportPlaces:
+    """The exports being written or sent, each holding a temporary file: at most ``most`` at once, and at
+    most ``most_per_holder`` of one caller's, so one caller downloading slowly cannot hold every place and
+    shut everyone else out. Endpoints run on a thread pool: both counts change under one lock."""
+
+    def __init__(self, most: int, most_per_holder: int) -> None:
+        self._free = threading.BoundedSemaphore(most)
+        self._most_per_holder = most_per_holder
+        self._held: dict[ExportHolder, int] = {}  # holders with a place only: a key goes with its last place
+        self._lock = threading.Lock()
+
+    def take(self, holder: ExportHolder) -> ExportPlace:
+        """A place for one export; 429 if the caller already has its share (taking none of everyone's),
+        503 if every place is taken."""
+        with self._lock:
+            if self._held.get(holder, 0) >= self._most_per_holder:
+                raise HTTPException(
+                    status.HTTP_429_TOO_MANY_REQUESTS,
+                    f"you already have an export in progress (at most {self._most_per_holder} at once per caller):"
+                    " let it finish, then try again",
+                    headers=EXPORT_RETRY_AFTER,
+                )
+            if not self._free.acquire(blocking=False):
+                raise HTTPException(
+                    status.HTTP_503_SERVICE_UNAVAILABLE,
+                    "too many exports in progress; try again shortly",
+                    headers=EXPORT_RETRY_AFTER,
+                )
+            self._held[holder] = self._held.get(holder, 0) + 1
+        return ExportPlace(self, holder)
+
+    @property
+    def holders(self) -> int:
+        """Callers holding a place now."""
+        with self._lock:
+            return len(self._held)
+
+    def give_back(self, place: ExportPlace) -> None:
+        """Once per place: a second call (another way the same export ended) changes nothing."""
+        with self._lock:
+            if not place.held:
+                return
+            place.held = False
+            left = self._held[place.holder] - 1
+            if left:
+                self._held[place.holder] = left
+            else:
+                del self._held[place.holder]
+            self._free.release()
+
+
+class ExportPlace:
+    """One export's place, given back once however many of the ways an export ends call :meth:`release`
+    (sent, client gone, dropped unsent, failed while written)."""
+
+    def __init__(self, places: ExportPlaces, holder: ExportHolder) -> None:
+        self.places, self.holder, self.held = places, holder, True
+
+    def release(self) -> None:
+        self.places.give_back(self)
 
 
 class SpooledExport(Iterator[bytes]):
@@ -234,7 +305,7 @@ class SpooledExport(Iterator[bytes]):
     given back once sent, or once dropped unsent (a client gone before the first piece: a generator's
     ``finally`` would never run, and the place would be lost for good)."""
 
-    def __init__(self, spool: IO[bytes], place: threading.BoundedSemaphore) -> None:
+    def __init__(self, spool: IO[bytes], place: ExportPlace) -> None:
         self._spool, self._place, self._open = spool, place, True
 
     def __next__(self) -> bytes:
@@ -408,7 +479,10 @@ def create_app(
         return TicketPage(total=ticket_store.count_tickets(flt), items=ticket_store.list_tickets(flt, limit, offset))
 
     # exports being written or sent, each holding up to max_export_rows tickets in a temporary file
-    export_places = threading.BoundedSemaphore(settings.api.limits.max_concurrent_exports)
+    export_places = ExportPlaces(
+        settings.api.limits.max_concurrent_exports, settings.api.limits.max_concurrent_exports_per_user
+    )
+    app.state.export_places = export_places
 
     @app.get(
         "/api/v1/tickets.csv",
@@ -416,6 +490,10 @@ def create_app(
         response_class=Response,
         responses={
             422: {"description": "more tickets match than alerts.api.limits.max_export_rows"},
+            429: {
+                "description": "the caller already has alerts.api.limits.max_concurrent_exports_per_user exports "
+                "in progress, or too many failed logins; retry later"
+            },
             503: {"description": "alerts.api.limits.max_concurrent_exports exports are in progress"},
         },
     )
@@ -424,18 +502,14 @@ def create_app(
 
         The store streams the rows into a spooled file (memory up to a few MiB, then disk), which is sent
         only after the store's connection is back in the pool: however large the queue and however slow
-        the client, an export holds one fetch chunk in memory and no connection while it is sent.
+        the client, an export holds one fetch chunk in memory and no connection while it is sent. A caller
+        already running its share of the export places gets 429, so one slow downloader cannot take them all.
         """
         flt = principal.scoped(flt)
         most = settings.api.limits.max_export_rows
         if ticket_store.count_tickets(flt) > most:
             raise _too_many(most)
-        if not export_places.acquire(blocking=False):
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE,
-                "too many exports in progress; try again shortly",
-                headers={"Retry-After": "10"},
-            )
+        place = export_places.take(export_holder(principal))
         spool = tempfile.SpooledTemporaryFile(max_size=EXPORT_SPOOL_BYTES)  # noqa: SIM115 closed once sent
         try:
             out = io.TextIOWrapper(spool, encoding="utf-8", newline="")
@@ -449,10 +523,10 @@ def create_app(
             spool.seek(0)
         except BaseException:
             spool.close()
-            export_places.release()
+            place.release()
             raise
         return ExportResponse(
-            SpooledExport(spool, export_places),
+            SpooledExport(spool, place),
             headers={
                 "Content-Disposition": 'attachment; filename="fleetpulse-tickets.csv"',
                 "Content-Length": str(size),

@@ -21,12 +21,12 @@ from fastapi.testclient import TestClient
 
 from fleetpulse.alerts.api import app as api_app
 from fleetpulse.alerts.api import create_app
-from fleetpulse.alerts.api.app import CSV_COLUMNS, SpooledExport, _csv_cell
-from fleetpulse.alerts.settings import AlertSettings
+from fleetpulse.alerts.api.app import CSV_COLUMNS, ExportPlaces, SpooledExport, _csv_cell
+from fleetpulse.alerts.settings import AlertSettings, ApiLimits
 from fleetpulse.alerts.store.repository import TicketFilter, TicketStore, TicketView
 from fleetpulse.contract.v1 import TicketState
 from tests.alerts_support import NOW, bulk_tickets, make_alert, make_inventory, service, store, store_url
-from tests.unit.test_tickets_api import HASH, PASSWORD, api_settings
+from tests.unit.test_tickets_api import HASH, PASSWORD, TOKEN, api_settings
 
 __all__ = ["store", "store_url"]  # fixtures: SQLite, and PostgreSQL when integration tests run
 
@@ -135,7 +135,8 @@ def test_export_above_the_limit_is_refused_not_cut(
 def test_exports_beyond_the_concurrent_limit_are_refused_until_one_is_sent(
     store: TicketStore, store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each export holds a temporary file until sent: a reader starting many (slow) downloads gets 503s."""
+    """Each export holds a temporary file until sent: once every place is taken by (slow) downloads, other
+    readers get 503s."""
     bulk_tickets(store, 5, sites=("Town Hall",))
     sending, release = threading.Event(), threading.Event()
 
@@ -153,7 +154,7 @@ def test_exports_beyond_the_concurrent_limit_are_refused_until_one_is_sent(
         )
         downloading.start()
         assert sending.wait(30)
-        busy = client.get("/api/v1/tickets.csv", auth=("it", PASSWORD))
+        busy = client.get("/api/v1/tickets.csv", auth=("hall", PASSWORD))
         assert busy.status_code == 503
         assert busy.headers["retry-after"] == "10"
         release.set()
@@ -164,29 +165,25 @@ def test_exports_beyond_the_concurrent_limit_are_refused_until_one_is_sent(
 
 @pytest.mark.parametrize("pieces_read", [0, 1])
 def test_an_export_dropped_unsent_gives_its_place_and_file_back(pieces_read: int) -> None:
-    """A client gone before the first piece (the server never starts sending) must not keep the place."""
-    place = threading.BoundedSemaphore(1)
-    assert place.acquire(blocking=False)
+    """A client gone before the first piece (the server never starts sending) must not keep the place,
+    neither among everyone's exports nor among its caller's."""
+    places = ExportPlaces(most=1, most_per_holder=1)
     spool = tempfile.SpooledTemporaryFile(max_size=16)  # noqa: SIM115 the export closes it
     spool.write(b"x" * (api_app.EXPORT_CHUNK_BYTES + 1))
     spool.seek(0)
-    export = SpooledExport(spool, place)
+    export = SpooledExport(spool, places.take(("local", "it")))
     for _ in range(pieces_read):
         next(export)
     del export
     assert spool.closed
-    assert place.acquire(blocking=False)
+    assert places.holders == 0
+    places.take(("local", "it")).release()
 
 
-@pytest.mark.parametrize("spec_version", ["2.3", "2.4"])
-def test_a_client_gone_mid_download_gives_the_export_place_back_at_once(
-    store: TicketStore, store_url: str, spec_version: str
-) -> None:
-    """ASGI 2.4 servers report a gone client as an OSError from ``send``: the place must come back then,
-    not whenever the garbage collector gets to the response (disabled here to tell the two apart)."""
-    bulk_tickets(store, 1500, sites=("Town Hall",))  # several pieces
-    app = create_app(export_settings(store_url, max_concurrent_exports=1), store)
-    basic = base64.b64encode(f"it:{PASSWORD}".encode())
+def leave_mid_download(app: FastAPI, spec_version: str = "2.4", user: str = "it") -> int:
+    """An export through the ASGI app by a client gone after the first piece (a server of ASGI spec
+    ``spec_version`` reports it: 2.4 as an OSError from ``send``). Returns the status sent."""
+    basic = base64.b64encode(f"{user}:{PASSWORD}".encode())
     scope: dict[str, Any] = {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": spec_version},
@@ -225,13 +222,126 @@ def test_a_client_gone_mid_download_gives_the_export_place_back_at_once(
             await app(scope, receive, send)
         return status[0]
 
+    return asyncio.run(download_then_leave())
+
+
+@pytest.mark.parametrize("spec_version", ["2.3", "2.4"])
+def test_a_client_gone_mid_download_gives_the_export_place_back_at_once(
+    store: TicketStore, store_url: str, spec_version: str
+) -> None:
+    """ASGI 2.4 servers report a gone client as an OSError from ``send``: the place must come back then,
+    not whenever the garbage collector gets to the response (disabled here to tell the two apart)."""
+    bulk_tickets(store, 1500, sites=("Town Hall",))  # several pieces
+    app = create_app(export_settings(store_url, max_concurrent_exports=1), store)
     gc.disable()
     try:
-        assert asyncio.run(download_then_leave()) == 200
+        assert leave_mid_download(app, spec_version) == 200
         with TestClient(app) as client:
             assert client.get("/api/v1/tickets.csv", auth=("it", PASSWORD)).status_code == 200
     finally:
         gc.enable()
+
+
+# --- one caller's share of the export places -----------------------------------------------------------
+
+BASIC_IT: dict[str, Any] = {"auth": ("it", PASSWORD)}
+BEARER_ITSM: dict[str, Any] = {"headers": {"Authorization": f"Bearer {TOKEN}"}}
+
+
+def stall_first_download(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """The first export sent stalls before its first piece until ``release`` is set (a client reading very
+    slowly); later exports are sent at once. Returns (``sending``: the stall has begun, ``release``)."""
+    sending, release = threading.Event(), threading.Event()
+    exports: list[SpooledExport] = []
+
+    class SlowFirstClient(SpooledExport):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            exports.append(self)
+
+        def __next__(self) -> bytes:
+            if self is exports[0]:
+                sending.set()
+                release.wait(30)
+            return super().__next__()
+
+    monkeypatch.setattr(api_app, "SpooledExport", SlowFirstClient)
+    return sending, release
+
+
+@pytest.mark.parametrize("attacker", [BASIC_IT, BEARER_ITSM], ids=["basic", "bearer"])
+def test_one_caller_downloading_slowly_cannot_take_every_export_place(
+    store: TicketStore, store_url: str, monkeypatch: pytest.MonkeyPatch, attacker: dict[str, Any]
+) -> None:
+    """With one place per caller, a second export by the same login or token gets 429 (taking none of the
+    two places) while another reader still exports; before, it took the second place and shut out everyone
+    else (503). The place comes back once the slow download ends."""
+    bulk_tickets(store, 5, sites=("Town Hall",))
+    sending, release = stall_first_download(monkeypatch)
+    app = create_app(export_settings(store_url, max_concurrent_exports=2), store)
+    with TestClient(app) as client:
+        first: list[int] = []
+        downloading = threading.Thread(
+            target=lambda: first.append(client.get("/api/v1/tickets.csv", **attacker).status_code)
+        )
+        downloading.start()
+        try:
+            assert sending.wait(30)
+            for _ in range(3):  # a refused export holds no place: the other reader still finds one
+                again = client.get("/api/v1/tickets.csv", **attacker)
+                assert again.status_code == 429
+                assert again.headers["retry-after"] == "10"
+                assert again.json()["detail"].startswith("you already have an export in progress")
+            other = client.get("/api/v1/tickets.csv", auth=("hall", PASSWORD))
+            assert other.status_code == 200
+            assert len(list(csv.DictReader(io.StringIO(other.text)))) == 5
+        finally:
+            release.set()
+            downloading.join(30)
+        assert first == [200]
+        assert app.state.export_places.holders == 0  # no key left behind
+        assert client.get("/api/v1/tickets.csv", **attacker).status_code == 200  # its place is back
+    assert len(store.audit.records(kind="export.csv")) == 3  # the refused ones exported nothing
+
+
+@pytest.mark.parametrize("ending", ["client gone", "failed while written"])
+def test_a_callers_export_place_comes_back_however_the_export_ends(
+    store: TicketStore, store_url: str, monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    """The caller's count is given back wherever the global place is (sent: above; dropped unsent: a test
+    above). Two places in all, so only a count kept for the caller would refuse its next export; the
+    garbage collector is off, so no path is rescued by it."""
+    bulk_tickets(store, 1500, sites=("Town Hall",))  # several pieces
+    app = create_app(export_settings(store_url, max_concurrent_exports=2), store)
+    gc.disable()
+    try:
+        if ending == "client gone":
+            assert leave_mid_download(app) == 200
+        else:
+
+            def disk_full(*_: object) -> int:
+                raise OSError(28, "No space left on device")
+
+            monkeypatch.setattr(api_app, "write_tickets_csv", disk_full)
+            with TestClient(app, raise_server_exceptions=False) as client:
+                assert client.get("/api/v1/tickets.csv", **BASIC_IT).status_code == 500
+            monkeypatch.undo()
+        assert app.state.export_places.holders == 0
+        with TestClient(app) as client:
+            assert client.get("/api/v1/tickets.csv", **BASIC_IT).status_code == 200
+    finally:
+        gc.enable()
+
+
+def test_a_caller_may_not_have_more_exports_than_the_process() -> None:
+    assert ApiLimits(max_concurrent_exports=4, max_concurrent_exports_per_user=4).max_concurrent_exports_per_user == 4
+    assert ApiLimits().max_concurrent_exports_per_user == 1
+    with pytest.raises(
+        ValueError, match=r"max_concurrent_exports_per_user \(3\) must not exceed max_concurrent_exports \(2\)"
+    ):
+        ApiLimits(max_concurrent_exports_per_user=3)
+    with pytest.raises(ValueError, match="max_concurrent_exports_per_user"):
+        ApiLimits(max_concurrent_exports=32, max_concurrent_exports_per_user=0)
 
 
 # --- memory ----------------------------------------------------------------------------------------
