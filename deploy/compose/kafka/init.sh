@@ -14,17 +14,21 @@ until "$bin/kafka-broker-api-versions.sh" --bootstrap-server "$bootstrap" >/dev/
     echo "waiting for kafka at $bootstrap" >&2; sleep 2
 done
 
-topic() { # name retention_days|compact [max GiB per partition]
-    local name="$1" policy="$2" max_gib="${3:-}" config
-    if [[ "$policy" == compact ]]; then
-        config="cleanup.policy=compact,delete.retention.ms=$day_ms"
-    else
-        config="cleanup.policy=delete,retention.ms=$((policy * day_ms))"
-    fi
-    if [[ -n "$max_gib" ]]; then config="$config,retention.bytes=$((max_gib * 1073741824))"; fi
-    local create_args=()
-    IFS=, read -ra pairs <<<"$config"
-    for pair in "${pairs[@]}"; do create_args+=(--config "$pair"); done
+topic() { # name retention_days|compact|compact+retention_days [max GiB per partition]
+    local name="$1" policy="$2" max_gib="${3:-}" pairs pair config="" create_args=()
+    case "$policy" in
+        compact) pairs=("cleanup.policy=compact" "delete.retention.ms=$day_ms") ;;
+        compact+*) pairs=("cleanup.policy=compact,delete" "retention.ms=$((${policy#compact+} * day_ms))"
+            "delete.retention.ms=$day_ms") ;;
+        *) pairs=("cleanup.policy=delete" "retention.ms=$((policy * day_ms))") ;;
+    esac
+    if [[ -n "$max_gib" ]]; then pairs+=("retention.bytes=$((max_gib * 1073741824))"); fi
+    for pair in "${pairs[@]}"; do
+        create_args+=(--config "$pair")
+        # kafka-configs takes the pairs as one comma-separated list: a list value goes in brackets
+        if [[ "${pair#*=}" == *,* ]]; then pair="${pair%%=*}=[${pair#*=}]"; fi
+        config="${config:+$config,}$pair"
+    done
     "$bin/kafka-topics.sh" --bootstrap-server "$bootstrap" --create --if-not-exists --topic "$name" \
         --partitions "$partitions" --replication-factor 1 "${create_args[@]}" >/dev/null
     "$bin/kafka-configs.sh" --bootstrap-server "$bootstrap" --alter --entity-type topics --entity-name "$name" \
@@ -33,9 +37,9 @@ topic() { # name retention_days|compact [max GiB per partition]
 }
 
 topic fleetpulse.health.v1 7 4
-topic fleetpulse.mobile.v1 7
+topic fleetpulse.mobile.v1 7 1
 topic fleetpulse.inventory.v1 compact
-topic fleetpulse.mobile.inventory.v1 compact
+topic fleetpulse.mobile.inventory.v1 compact+30 1
 topic fleetpulse.scores.v1 7
 topic fleetpulse.alerts.v1 30
 topic fleetpulse.labels.v1 365
@@ -58,3 +62,7 @@ for t in fleetpulse.mobile.v1 fleetpulse.inventory.v1; do
         --operation Write --operation Describe --topic "$t" >/dev/null
 done
 echo "user fleetpulse-agent: SCRAM-SHA-512, write-only on health"
+# No MDM bridge user here: the bridge writes from the internal network, trusted as super user like the workers,
+# so there is no credential of it to leak. Its topics are bounded in size all the same (topic lines above). Every
+# user created here gets a produce quota (tests/unit/deploy/test_compose.py); on Kubernetes the bridge's user
+# fleetpulse-mdm has one of 262144 bytes/s (deploy/k8s/base/kafka-users.yaml).

@@ -143,7 +143,11 @@ def test_kafka_init_applies_the_retention_policy() -> None:
     topics = _init_topics()
     assert set(topics) == set(policy) == set(Topics().all())
     for name, rule in policy.items():
-        expected = "compact" if rule["cleanup_policy"] == "compact" else str(rule["retention_days"])
+        expected = {
+            "compact": "compact",
+            "compact,delete": f"compact+{rule['retention_days']}",
+            "delete": str(rule["retention_days"]),
+        }[rule["cleanup_policy"]]
         assert topics[name] == (expected, str(rule.get("max_gib_per_partition", ""))), name
     assert SERVICES["kafka-init"]["environment"]["FLEETPULSE_PARTITIONS"] == str(
         retention_policy()["kafka"]["partitions"]
@@ -154,6 +158,25 @@ def test_the_shared_agent_user_has_a_produce_quota() -> None:
     """Every PC authenticates as one user: without a quota one PC's flood takes the broker's whole bandwidth."""
     script = (COMPOSE_DIR / "kafka" / "init.sh").read_text(encoding="utf-8").replace("\\\n", " ")
     assert re.search(r"--entity-name fleetpulse-agent\s+--add-config \"producer_byte_rate=\d+\"", script)
+
+
+def _produce_quotas(script: str) -> dict[str, int]:
+    return {
+        user: int(rate)
+        for user, rate in re.findall(r"--entity-name (\S+)\s+--add-config \"producer_byte_rate=(\d+)\"", script)
+    }
+
+
+def test_every_kafka_user_has_a_produce_quota() -> None:
+    """A user without a quota can fill the brokers' disks at full speed: every user init.sh configures gets one.
+    The MDM bridge has no user in compose (it writes from the trusted internal network); should it get one, this
+    holds it to a quota as test_k8s.py does its KafkaUser."""
+    script = (COMPOSE_DIR / "kafka" / "init.sh").read_text(encoding="utf-8").replace("\\\n", " ")
+    users = set(re.findall(r"--entity-type users --entity-name (\S+)", script))
+    assert "fleetpulse-agent" in users
+    quotas = _produce_quotas(script)
+    assert set(quotas) == users, f"users without producer_byte_rate: {users - set(quotas)}"
+    assert all(rate > 0 for rate in quotas.values())
 
 
 def test_agents_may_write_the_health_topic_only() -> None:

@@ -202,7 +202,33 @@ def test_topics_follow_the_retention_policy() -> None:
         assert config.get("retention.bytes") == (
             rule["max_gib_per_partition"] * 2**30 if "max_gib_per_partition" in rule else None
         ), name
+        if "compact" in rule["cleanup_policy"]:  # tombstones (retirements) stay a day for consumers to see
+            assert config["delete.retention.ms"] == DAY_MS, name
     assert "max_gib_per_partition" in policy["topics"][Topics().health], "the topic any PC can fill is bounded in size"
+
+
+def test_retention_policy_values_are_well_formed() -> None:
+    """retention_days is null exactly for topics kept for good (plain compaction)."""
+    for name, rule in retention_policy()["kafka"]["topics"].items():
+        assert rule["cleanup_policy"] in ("delete", "compact", "compact,delete"), name
+        assert (rule["retention_days"] is None) == (rule["cleanup_policy"] == "compact"), name
+        assert isinstance(rule.get("max_gib_per_partition", 1), int), name
+
+
+def test_topics_outside_clients_write_are_bounded() -> None:
+    """Agents and the MDM bridge write from outside the cluster with credentials that can leak: what they can
+    write (refused records included) must age out and stay within a size bound, or a flood at their quota fills
+    the brokers' disks for good. This covers the MDM bridge's compacted inventory topic."""
+    users = {u["metadata"]["name"]: u["spec"] for u in objects("KafkaUser")}
+    policy = retention_policy()["kafka"]["topics"]
+    written = {name for name in policy if _writers(users, name) & {"fleetpulse-agent", "fleetpulse-mdm"}}
+    assert written == {Topics().health, Topics().mobile, Topics().mobile_inventory}
+    for name in sorted(written):
+        assert policy[name]["retention_days"] is not None, f"{name}: kept for good"
+        assert "max_gib_per_partition" in policy[name], f"{name}: unbounded in size"
+    # the bridge republishes every phone of each export it ingests: its facts outlive many missed exports
+    assert policy[Topics().mobile_inventory]["cleanup_policy"] == "compact,delete"
+    assert policy[Topics().mobile_inventory]["retention_days"] >= 14
 
 
 def test_documented_retention_matches_policy() -> None:
@@ -211,6 +237,8 @@ def test_documented_retention_matches_policy() -> None:
         (line,) = [row for row in doc.splitlines() if row.startswith(f"| Kafka `{name}`")]
         expected = "compacted" if rule["retention_days"] is None else f"| {rule['retention_days']} days"
         assert expected in line, line
+        if "compact" in rule["cleanup_policy"]:
+            assert "compacted" in line, line
         if "max_gib_per_partition" in rule:
             assert f"at most {rule['max_gib_per_partition']} GiB per partition" in line, line
     assert f"| {retention_policy()['influxdb']['retention_days']} days |" in doc
@@ -267,6 +295,21 @@ def test_kafka_users_are_least_privilege() -> None:
     assert {Topics().inventory, Topics().mobile_inventory} <= tickets_reads
     keda_ops = {op for a in users["fleetpulse-keda"]["authorization"]["acls"] for op in a["operations"]}
     assert keda_ops == {"Describe"}
+
+
+def test_outside_clients_have_a_produce_quota() -> None:
+    """Agents and the MDM bridge connect from outside the cluster: each user's produce quota (per broker) bounds
+    what a leaked credential can write, with the topics' size bounds (test_topics_outside_clients_write_are_bounded)."""
+    users = {u["metadata"]["name"]: u["spec"] for u in objects("KafkaUser")}
+    rates = {
+        name: users[name].get("quotas", {}).get("producerByteRate") for name in ("fleetpulse-agent", "fleetpulse-mdm")
+    }
+    assert all(isinstance(rate, int) and rate > 0 for rate in rates.values()), rates
+    # one export of 25,000 phones, ~0.7 KB of records each, published in well under two minutes on one broker
+    assert 25_000 * 700 / rates["fleetpulse-mdm"] < 120
+    assert rates["fleetpulse-mdm"] <= rates["fleetpulse-agent"], "one bridge, not tens of thousands of PCs"
+    doc = (DEPLOY / "production.md").read_text(encoding="utf-8")
+    assert f"{rates['fleetpulse-mdm'] // 1024} KiB/s per broker" in doc, "production.md states the bridge's quota"
 
 
 def _k8s_settings() -> ServerSettings:
