@@ -26,6 +26,7 @@ from fleetpulse.contract import Topics
 from fleetpulse.streams.settings import StreamSettings
 
 COMPACTED = {"cleanup.policy": "compact"}
+COMPACTED_30_DAYS = {"cleanup.policy": "compact,delete", "retention.ms": str(30 * 24 * 3600 * 1000)}
 VISIBLE_TIMEOUT_S = 30.0
 
 
@@ -55,10 +56,13 @@ def aiokafka_auth(kafka: KafkaSettings) -> dict[str, Any]:
 
 
 def topic_configs(topics: Topics) -> dict[str, dict[str, str]]:
-    """The inventory topics (latest record per device) and serving (each generation served) are compacted,
-    kept for good; the rest are time-retained streams."""
-    compacted = {topics.inventory, topics.mobile_inventory, topics.serving}
-    return {name: (COMPACTED if name in compacted else {}) for name in topics.all()}
+    """IT's register (latest record per device) and serving (each generation served) are compacted, kept for
+    good; the MDM bridge's inventory is compacted and kept 30 days (each export republishes every phone, so
+    only ids no export names age out: deploy/retention.yaml); the rest are time-retained streams."""
+    compacted = {topics.inventory, topics.serving}
+    configs = {name: (COMPACTED if name in compacted else {}) for name in topics.all()}
+    configs[topics.mobile_inventory] = COMPACTED_30_DAYS
+    return configs
 
 
 async def ensure_topics(kafka: KafkaSettings, partitions: int, replication_factor: int) -> list[str]:

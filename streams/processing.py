@@ -32,7 +32,8 @@ Dedup and replays: a report with ``seq <= state.last_seq`` is dead-lettered as
 anything processed, and it is a new agent spool counting from a lower seq
 (``seq_restart``). Bounds keep even an authenticated bug from wedging a device: a
 ``seq`` too far ahead (``seq_out_of_bounds``) and a ``collected_at`` far before the
-device's last event (``clock_skew``) are refused. Reports of one
+device's last event (``clock_skew``) are refused, and with ``max_first_report_age`` set so is a
+first report far before receive time (``clock_skew``). Reports of one
 device inside one batch are scored one after another ("generations"), so the result
 does not depend on where batch boundaries fall: a replay from scratch reaches the
 same table state as live processing.
@@ -460,6 +461,13 @@ class Processor:
             reason = (
                 f"collected_at {report.collected_at.isoformat()} is more than {self.settings.max_backdate} "
                 f"before the device's last event {last_at.isoformat()}"
+            )
+            return self._reject(raw, "clock_skew", reason, now, out)
+        oldest = self.settings.max_first_report_age
+        if last_at is None and oldest is not None and report.collected_at < now - oldest:
+            reason = (
+                f"collected_at {report.collected_at.isoformat()} is more than {oldest} before receive time "
+                f"{now.isoformat()}, and the device has no earlier report"
             )
             return self._reject(raw, "clock_skew", reason, now, out)
         if report.seq <= last_seq:

@@ -148,6 +148,15 @@ class StreamSettings(BaseModel):
         default=timedelta(days=2),
         description="reports dated further before their device's last event are dead-lettered (clock_skew)",
     )
+    max_first_report_age: timedelta | None = Field(
+        default=None,
+        description=(
+            "a device's first report (no state yet, so no last event to compare with) dated further before receive "
+            "time is dead-lettered (clock_skew), so a new device cannot write months of made-up history into the "
+            "feature log and the TSDB; unset, any date the contract allows is accepted (replaying a simulated or "
+            "archived history needs that). Both production layouts set 7 days"
+        ),
+    )
     max_seq_jump: int = Field(
         default=1_000_000,
         ge=1,

@@ -412,3 +412,28 @@ def test_reports_decoded_ahead_of_their_turn_fail_in_turn(monkeypatch: pytest.Mo
     assert [(d.offset, d.error_kind) for d in result.dead_letters] == [(1, "processing_error"), (3, "malformed_json")]
     assert "TypeError: decoder bug" in result.dead_letters[0].reason
     assert [r.seq for r in result.reports] == [0, 2]
+
+
+def test_a_new_device_cannot_write_months_of_made_up_history_when_first_reports_are_bounded() -> None:
+    """The attack: an enrolled device's first report is dated two years back, then its clock walks forward a day per
+    report, and every report is newer than the last: two years of feature-log rows and TSDB points in seconds.
+    With ``max_first_report_age`` the first report must be recent; the later ones are then held by ``max_backdate``."""
+    start = NOW - timedelta(days=730)
+    walk = [report_raw(report("pc-1", i, realloc=90, at=start + timedelta(days=i)), offset=i) for i in range(1, 40)]
+    unbounded = Table("pc-1").run(processor(), walk)
+    assert unbounded.counts["accepted"] == 39  # the default: a simulated or archived history replays as it was
+    assert len({r.day for r in unbounded.features}) == 39
+
+    settings = StreamSettings(max_first_report_age=timedelta(days=14))
+    table = Table("pc-1")
+    refused = table.run(processor(settings), walk)
+    assert refused.counts["accepted"] == 0
+    assert refused.features == []
+    assert refused.points == []
+    assert {d.error_kind for d in refused.dead_letters} == {"clock_skew"}
+    assert "before receive time" in refused.dead_letters[0].reason
+    recent = [report_raw(report("pc-1", 100 + i, at=NOW - timedelta(days=13 - i)), offset=100 + i) for i in range(3)]
+    assert table.run(processor(settings), recent).counts["accepted"] == 3  # a spool of the last two weeks gets in
+    # once the device has a report, later ones are held by max_backdate, whatever max_first_report_age says
+    backdated = report_raw(report("pc-1", 200, at=NOW - timedelta(days=13, hours=1)), offset=200)
+    assert [d.error_kind for d in table.run(processor(settings), [backdated]).dead_letters] == ["clock_skew"]

@@ -13,6 +13,7 @@ import re
 import shutil
 import stat
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +202,9 @@ def test_server_toml_is_valid_for_the_real_settings() -> None:
     settings = ServerSettings.model_validate(data)
     assert settings.kafka.bootstrap_servers == "kafka:9092"
     assert settings.streams.partitions == retention_policy()["kafka"]["partitions"]
+    # one PC may neither invent devices nor give a new one made-up history (the code defaults allow both for demos)
+    assert settings.streams.unknown_devices == "reject"
+    assert settings.streams.max_first_report_age == timedelta(days=14)
 
 
 def test_grafana_mounts_the_generated_dashboards_and_provisioning() -> None:

@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -321,6 +322,8 @@ def test_server_toml_is_valid_for_the_real_settings() -> None:
     assert settings.kafka.security_protocol == "SASL_SSL"
     assert settings.kafka.sasl_mechanism == "SCRAM-SHA-512"
     assert settings.streams.partitions == retention_policy()["kafka"]["partitions"]
+    assert settings.streams.unknown_devices == "reject"
+    assert settings.streams.max_first_report_age == timedelta(days=14)
 
 
 def test_worker_probes_reach_the_port_the_worker_binds() -> None:
@@ -534,3 +537,17 @@ def test_rollup_runs_every_five_minutes_without_overlap() -> None:
     assert cron["jobTemplate"]["spec"]["activeDeadlineSeconds"] < 300
     (container,) = _template(one("CronJob", "fleetpulse-rollup"))["spec"]["containers"]
     assert container["args"] == ["dashboards", "rollup", "--once"]
+
+
+def test_topics_the_services_create_themselves_follow_the_retention_policy() -> None:
+    """Outside Kubernetes (the demo, a single host) the first service to start creates the topics: the MDM
+    bridge's inventory must be bounded in time there too."""
+    from fleetpulse.contract import Topics
+    from fleetpulse.streams.kafka_admin import topic_configs
+
+    policy = retention_policy()["kafka"]["topics"]
+    for name, config in topic_configs(Topics()).items():
+        wanted = policy[name]
+        assert config.get("cleanup.policy", "delete") == wanted["cleanup_policy"], name
+        if "compact" in wanted["cleanup_policy"] and wanted["retention_days"] is not None:
+            assert int(config["retention.ms"]) == wanted["retention_days"] * 24 * 3600 * 1000, name
