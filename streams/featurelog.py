@@ -4,14 +4,15 @@ Pure functions; :class:`~fleetpulse.streams.processing.Processor` calls them aft
 scoring generation. A component is logged on the device's first scoring of a UTC day
 (``daily``: one row per device, component and day is enough to learn from, and bounds the
 volume at ~3 records per device and day) and whenever its champion score is at or above
-the component's raise threshold (``threshold``: the scores that open tickets, all of them,
-because those are the instants a ticket outcome later labels).
+the component's raise threshold (``threshold``: the scores that open tickets, which a ticket
+outcome later labels). Both are keyed by day (:meth:`FeatureLogRecord.log_key`): the store
+keeps a component's first daily and first threshold record of each day, so no device, however
+often it is scored, adds more than two rows per component and day.
 
 "First scoring of the day" needs no state beyond what the worker keeps anyway: the
 processor scores a device on its first report of a new day (``Processor._due``), and
-the previous scoring time is ``DeviceRecord.scored_at``. A daily record repeated by a
-replay or a rescore has the same key (:meth:`FeatureLogRecord.log_key`) and lands on the
-same row of the ticket store's ``feature_log`` table.
+the previous scoring time is ``DeviceRecord.scored_at``. A record repeated by a replay or a
+rescore has the same key and lands on the same row of the ticket store's ``feature_log`` table.
 """
 
 from __future__ import annotations

@@ -343,9 +343,10 @@ class FeatureLogReason(StrEnum):
 class FeatureLogRecord(_Record):
     """The features and score the worker used for one component: what fleet retraining learns from.
 
-    Logged once per device, component and day (``daily``) and for every score at or above the
-    component's raise threshold (``threshold``). Features only, never identities: the device is
-    its pseudonymous id, the disk its salted serial hash, the hardware model a catalogue name.
+    Logged once per device, component and day (``daily``) and for scores at or above the
+    component's raise threshold (``threshold``), of which the store keeps the day's first. Features
+    only, never identities: the device is its pseudonymous id, the disk its salted serial hash, the
+    hardware model a catalogue name.
     """
 
     schema_version: Literal[1] = SCHEMA_VERSION
@@ -372,9 +373,10 @@ class FeatureLogRecord(_Record):
         return self
 
     def log_key(self) -> str:
-        """Kafka key and store identity: the daily record of a component is one row per day."""
-        suffix = self.day.isoformat() if self.reason is FeatureLogReason.DAILY else self.collected_at.isoformat()
-        return f"{self.device_id}|{self.component.value}|{self.component_id}|{self.reason.value}|{suffix}"
+        """Kafka key and store identity: one row per component, reason and day. Training reads one row per
+        component and day, so a device scored above its threshold every minute (a PC reporting absurd values
+        with a health event each minute) adds two rows a day, as any device does, not thousands."""
+        return f"{self.device_id}|{self.component.value}|{self.component_id}|{self.reason.value}|{self.day.isoformat()}"
 
 
 class AlertState(StrEnum):

@@ -14,7 +14,16 @@ from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.audit import AuditActor, AuditContext
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.alerts.tickets import TicketService
-from fleetpulse.contract import Component, FeatureLogReason, FeatureLogRecord, RiskScore, ScorerRole, decode, encode
+from fleetpulse.contract import (
+    Component,
+    FeatureLogReason,
+    FeatureLogRecord,
+    RiskScore,
+    ScorerRole,
+    StabilityHealth,
+    decode,
+    encode,
+)
 from fleetpulse.contract.v1 import FEATURE_LOG_MAX_FEATURES
 from fleetpulse.models.registry import rule_scorers
 from fleetpulse.streams.featurelog import log_reason, logged_values
@@ -143,12 +152,13 @@ def test_batch_boundaries_do_not_change_the_log() -> None:
     assert [r.log_key() for r in whole.features] == [r.log_key() for p in parts for r in p.features]
 
 
-def test_store_keeps_first_daily_row_and_every_threshold_row(store: TicketStore) -> None:
+def test_store_keeps_the_first_daily_and_the_first_threshold_row_of_a_day(store: TicketStore) -> None:
     log = FleetLog(store)
     daily = record()
     later_same_day = record(day=DAY0 + timedelta(hours=3), risk=0.3)
     crossing = record(day=DAY0 + timedelta(hours=4), reason=FeatureLogReason.THRESHOLD, risk=0.9)
-    assert log.record_features([daily, later_same_day, crossing]) == 2
+    crossing_again = record(day=DAY0 + timedelta(hours=5), reason=FeatureLogReason.THRESHOLD, risk=0.95)
+    assert log.record_features([daily, later_same_day, crossing, crossing_again]) == 2
     assert log.record_features([daily, crossing]) == 0  # redelivered
     assert log.feature_rows(Component.DISK) == []  # pc-1 is not in IT's register: never trained on
     TicketService(store, AlertSettings()).apply_inventory(make_inventory("pc-1"))
@@ -157,6 +167,27 @@ def test_store_keeps_first_daily_row_and_every_threshold_row(store: TicketStore)
     assert rows[0].features == {"media_errors": 3.0, "media_errors_delta_7d": 2.0}
     assert log.prune_features(DAY0 + timedelta(days=731), timedelta(days=730)) == 2
     assert log.feature_rows(Component.DISK) == []
+
+
+def test_one_pc_scored_above_threshold_every_minute_adds_two_rows_a_day_not_thousands(store: TicketStore) -> None:
+    """The attack: an enrolled PC reports an absurd value with a health event every minute, so every report is
+    scored at raise level; each score used to be a row of its own (1,440 a day per component, ~3 KB each to
+    read back for training)."""
+    day = NOW - timedelta(days=2)
+    crash = StabilityHealth(crashes=1)  # a health event: scored at once, at most once a minute of its clock
+    minutes = [
+        report_raw(
+            report("pc-1", seq, realloc=90, at=day + timedelta(minutes=seq)).model_copy(update={"stability": crash})
+        )
+        for seq in range(1, 600)
+    ]
+    table, proc = Table("pc-1"), processor()
+    emitted = [r for i in range(0, len(minutes), 200) for r in table.run(proc, minutes[i : i + 200]).features]
+    assert len(emitted) > 500  # the worker still reports each score: the store bounds what is kept
+    assert FleetLog(store).record_features(emitted) == 2
+    TicketService(store, AlertSettings()).apply_inventory(make_inventory("pc-1"))
+    rows = FleetLog(store).feature_rows(Component.DISK)
+    assert [(r.reason, r.report_seq) for r in rows] == [("daily", 1), ("threshold", 2)]
 
 
 def test_failure_report_is_stored_once_and_audited(store: TicketStore) -> None:
