@@ -2,9 +2,11 @@
 
 Reads the downsampled risk history (the consumer records every scored component there, not
 only alerting ones), the newest point per device component no older than
-``forecast.max_score_age_days``, joined with the inventory for site, hardware model and
-device kind. The scope is applied in the query, so a site lead's forecast never sums
-another site's devices.
+``forecast.max_score_age_days``, of the devices in IT's register (the inventory) with their
+site, hardware model and device kind: an agent can enrol any new id and report anything
+about it, but cannot register it, so ids minted by one PC order no parts (the fleet-wide
+forecast logs how many unregistered devices it left out). The scope is applied in the query,
+so a site lead's forecast never sums another site's devices.
 
 The recalibration (:func:`fleet_calibration`) is learned from the same store at forecast
 time rather than written by a training job: the evidence is the forecast the store *would
@@ -18,6 +20,7 @@ data) and cached for ``calibration_cache_s``, since labels arrive by the day.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
@@ -44,6 +47,8 @@ if TYPE_CHECKING:
     from fleetpulse.alerts.api.auth import Principal
     from fleetpulse.models.forecast_calibration import WindowCount
 
+log = logging.getLogger(__name__)
+
 
 def latest_part_scores(
     store: TicketStore,
@@ -51,9 +56,28 @@ def latest_part_scores(
     sites: Collection[str] | None = None,
     departments: Collection[str] | None = None,
 ) -> list[PartRisk]:
-    """The newest score since ``since`` of every replaceable part; ``sites``/``departments`` (None: all)
-    restrict to devices whose inventory places them there (a device of unknown site then drops out)."""
+    """The newest score since ``since`` of every replaceable part of a registered device; ``sites``/
+    ``departments`` (None: all) restrict to devices whose inventory places them there (a device of unknown
+    site then drops out)."""
+    if sites is None and departments is None:
+        unregistered = _unregistered_devices(store, since)
+        if unregistered:
+            log.info(
+                "devices outside the register left out of the parts forecast",
+                extra={"fields": {"devices": unregistered}},
+            )
     return [part for _, part in _latest_parts(store, since, None, sites, departments)]
+
+
+def _unregistered_devices(store: TicketStore, since: datetime) -> int:
+    """How many devices scored since ``since`` are not in the register (the forecast leaves them out)."""
+    query = select(func.count(func.distinct(RiskPoint.device_id))).where(
+        RiskPoint.at >= since,
+        RiskPoint.component.in_([c.value for c in PARTS]),
+        RiskPoint.device_id.not_in(select(Device.device_id)),
+    )
+    with store.session() as session:
+        return int(session.execute(query).scalar_one())
 
 
 def _latest_parts(
@@ -63,7 +87,8 @@ def _latest_parts(
     sites: Collection[str] | None = None,
     departments: Collection[str] | None = None,
 ) -> list[tuple[tuple[str, str, str], PartRisk]]:
-    """(device id, component, component id) and part of the newest score in ``[since, until)``.
+    """(device id, component, component id) and part of the newest score in ``[since, until)``, of registered
+    devices only (an inner join with the inventory).
 
     At most :data:`~fleetpulse.models.state.MAX_DISKS` parts of a kind per device, the most recently scored:
     the worker tracks no more, and a PC inventing fresh disk serials must not order parts by the thousand.
@@ -91,7 +116,7 @@ def _latest_parts(
                 RiskPoint.at == newest.c.at,
             ),
         )
-        .join(Device, Device.device_id == RiskPoint.device_id, isouter=True)
+        .join(Device, Device.device_id == RiskPoint.device_id)
         .order_by(RiskPoint.at.desc())  # the most recently scored parts first: they are the ones a device keeps
     )
     if sites is not None:
@@ -116,9 +141,9 @@ def _latest_parts(
                     key,
                     PartRisk(
                         component=Component(point.component),
-                        site=(device.site if device is not None else None) or UNKNOWN,
-                        hardware_model=(device.model if device is not None else None) or UNKNOWN,
-                        device_kind=DeviceKind(device.kind) if device is not None else None,
+                        site=device.site or UNKNOWN,
+                        hardware_model=device.model or UNKNOWN,
+                        device_kind=DeviceKind(device.kind),
                         risk=point.risk,
                         horizon_days=point.horizon_days,
                         replace_in_days=point.replace_in_days,

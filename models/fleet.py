@@ -22,11 +22,15 @@ Protocol (Backblaze's, on the fleet's time axis): labels as known at the cut-off
 challenger on the days before it (a row is positive when its component fails within
 :data:`HORIZON_DAYS`, negative when known healthy that long, left out otherwise); the most
 recent labelled period after the cut-off is held out. There, both scorers are compared on the
-same components at the same false-alarm rate, paired: a component's score is its highest in
-the horizon before its failure (failed) or over its known-healthy days (healthy), and the 95 %
-interval of the detection difference comes from resampling components
-(:func:`~fleetpulse.models.evaluation.paired_difference`). The challenger wins only when the
-interval's lower end at the serving alert cap is above zero.
+same devices at the same false-alarm rate, paired, one vote per device (:func:`device_scores`):
+a device whose disk failed scores its failed disks' highest risk in the horizon before the
+failure, any other device its disks' highest over their known-healthy days (a false alarm is a
+device that would get a wrong ticket). The 95 % interval of the detection difference comes from
+resampling devices (:func:`~fleetpulse.models.evaluation.paired_difference` on the device
+scores): per disk, one PC reporting absurd values on its eight disks could fill a tight cap's
+whole false-alarm budget and decide the comparison alone. The challenger wins only when the
+interval's lower end at the serving alert cap is above zero, and stays above zero with the
+single most influential device left out (:func:`stability`).
 """
 
 from __future__ import annotations
@@ -238,6 +242,155 @@ def component_scores(score: np.ndarray, y: np.ndarray, owner: np.ndarray, mask: 
     return DriveScores(best[1.0][0][failed], best[0.0][0][healthy])
 
 
+@dataclass(frozen=True)
+class DeviceScores:
+    """One score per held-out device (:func:`device_scores`) and whose it is, in the same order."""
+
+    scores: DriveScores
+    failed: tuple[str, ...]
+    """device of each ``scores.positive``"""
+    healthy: tuple[str, ...]
+    """device of each ``scores.negative``"""
+
+
+def row_devices(rows: FleetRows) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Per row the index of its device, and the devices (sorted)."""
+    names = tuple(sorted({key[0] for key in rows.keys}))
+    index = {name: i for i, name in enumerate(names)}
+    of_component = np.asarray([index[key[0]] for key in rows.keys], dtype=np.int64)
+    return of_component[rows.component] if len(rows.component) else np.zeros(0, np.int64), names
+
+
+def device_scores(
+    score: np.ndarray, y: np.ndarray, device: np.ndarray, names: Sequence[str], mask: np.ndarray
+) -> DeviceScores:
+    """One vote per device in ``mask``: the unit the gate counts and resamples, since any device may lie
+    about its own disks (and a device has up to :data:`~fleetpulse.models.state.MAX_DISKS` of them).
+
+    Labels are per disk. A device is failed when one of its disks has a row in the horizon before its
+    failure, scored by the highest of those rows: an alarm on a sibling disk that did not fail does not
+    detect it. Any other device with a known-healthy row is healthy, scored by the highest over its disks'
+    known-healthy rows: a false alarm is a device that would get at least one wrong ticket. Devices
+    without a labelled row are left out. Sorted by device, so two scorers on the same rows pair up."""
+    component = component_scores(score, y, device, mask)
+    n = len(names)
+    failed = np.bincount(device[mask & (y == 1.0)], minlength=n) > 0
+    healthy = (np.bincount(device[mask & (y == 0.0)], minlength=n) > 0) & ~failed
+    return DeviceScores(
+        component,
+        tuple(names[i] for i in np.flatnonzero(failed).tolist()),
+        tuple(names[i] for i in np.flatnonzero(healthy).tolist()),
+    )
+
+
+def alarm_weights(scores: np.ndarray, negative: np.ndarray, far: float) -> np.ndarray:
+    """How much each of ``scores`` is alarmed on at the threshold that alarms ``far`` of ``negative``, ties
+    split as :func:`~fleetpulse.models.evaluation.detection_at_far` splits them: 1 above the tied score, the
+    split share at it, 0 below. Of ``negative`` itself: each healthy device's part of the false alarms."""
+    n = len(negative)
+    allowed = int(np.floor(far * n))
+    if allowed >= n:  # every device alarmed
+        return np.ones(len(scores))
+    tied = float(np.sort(negative)[::-1][allowed])
+    below_far = float((negative > tied).sum()) / n
+    above_far = float((negative >= tied).sum()) / n
+    share = (far - below_far) / (above_far - below_far) if below_far < far < above_far else 0.0
+    return np.asarray((scores > tied).astype(float) + share * (scores == tied), dtype=float)
+
+
+def _largest_share(weights: np.ndarray) -> tuple[float, int]:
+    """The largest single device's share of the false alarms, and which device (-1: no false alarm)."""
+    total = float(weights.sum())
+    if total <= 0.0:
+        return 0.0, -1
+    top = int(np.argmax(weights))
+    return float(weights[top]) / total, top
+
+
+def _drop(scores: DriveScores, failed: int | None, healthy: int | None) -> DriveScores:
+    return DriveScores(
+        np.delete(scores.positive, [] if failed is None else [failed]),
+        np.delete(scores.negative, [] if healthy is None else [healthy]),
+    )
+
+
+def _tied_score(negative: np.ndarray, far: float) -> float:
+    """The healthy score :func:`~fleetpulse.models.evaluation.detection_at_far` sets its threshold at."""
+    allowed = int(np.floor(far * len(negative)))
+    return float(np.sort(negative)[::-1][allowed]) if allowed < len(negative) else -np.inf
+
+
+def leave_one_out(model: DriveScores, baseline: DriveScores, far: float) -> list[tuple[float, bool, int]]:
+    """The point difference at ``far`` with each device left out: (difference, failed?, index) per device.
+
+    Leaving a device out changes a scorer's detection only by which side of the tied healthy score its own
+    score lies (above, at, below) and whether it failed, so each scorer has at most six cases to compute:
+    the pass stays linear in the devices whatever the ties."""
+    cache: dict[tuple[int, bool, bool, bool], float] = {}
+    tied_at = (_tied_score(model.negative, far), _tied_score(baseline.negative, far))
+
+    def detection(which: int, scores: DriveScores, failed: bool, i: int) -> float:
+        tied = tied_at[which]
+        value = float((scores.positive if failed else scores.negative)[i])
+        case = (which, failed, value > tied, value == tied)
+        if case not in cache:
+            left = _drop(scores, i, None) if failed else _drop(scores, None, i)
+            cache[case] = detection_at_far(left, far)
+        return cache[case]
+
+    return [
+        (detection(0, model, failed, i) - detection(1, baseline, failed, i), failed, i)
+        for failed, count in ((True, len(model.positive)), (False, len(model.negative)))
+        for i in range(count)
+    ]
+
+
+def stability(
+    model: DeviceScores, baseline: DeviceScores, far: float, seed: int = 0, resamples: int = 1000
+) -> dict[str, Any]:
+    """The gate's paired interval again with one device left out, for each device that could decide it
+    alone: the one whose removal lowers the point difference most (:func:`leave_one_out`), and the one
+    with the largest share of either scorer's false alarms at ``far``. It holds when every such lower end
+    stays above zero; the report is the lowest (which device, why, and the interval without it)."""
+    share = {
+        name: alarm_weights(scores.scores.negative, scores.scores.negative, far)
+        for name, scores in (("challenger", model), ("champion", baseline))
+    }
+    weight = np.maximum(share["challenger"], share["champion"])
+    ranked = sorted(
+        leave_one_out(model.scores, baseline.scores, far),
+        key=lambda c: (c[0], 0.0 if c[1] else -float(weight[c[2]]), (model.failed if c[1] else model.healthy)[c[2]]),
+    )
+    checks: dict[tuple[bool, int], str] = {}
+    if ranked:
+        checks[ranked[0][1:]] = "its removal lowers the difference most"
+    for name, weights in share.items():
+        part, top = _largest_share(weights)
+        if top >= 0:
+            checks.setdefault((False, top), f"largest share of the {name}'s false alarms ({100 * part:.0f} %)")
+    worst: dict[str, Any] = {}
+    for (failed, i), why in checks.items():
+        diff = paired_difference(
+            _drop(model.scores, i if failed else None, None if failed else i),
+            _drop(baseline.scores, i if failed else None, None if failed else i),
+            functools.partial(_fixed, far),
+            resamples=resamples,
+            seed=seed,
+        )
+        if not worst or diff.low < worst["difference_low"]:
+            worst = {
+                "device": (model.failed if failed else model.healthy)[i],
+                "failed": failed,
+                "why": why,
+                "difference": diff.difference,
+                "difference_low": diff.low,
+                "difference_high": diff.high,
+            }
+    worst["devices_checked"] = len(checks)
+    worst["holds"] = bool(checks) and worst["difference_low"] > 0.0
+    return worst
+
+
 @dataclass
 class FleetExperiment:
     challenger: FleetDiskScorer
@@ -305,24 +458,34 @@ def train_fleet_challenger(
     for point in challenger.operating_points[str(HORIZON_DAYS)].values():
         if isinstance(point, dict) and not math.isfinite(point["threshold"]):
             point["threshold"] = None
-    held_out_challenger = component_scores(challenger_risk, y_test, rows.component, test)
-    held_out_champion = component_scores(champion_risk, y_test, rows.component, test)
-    if not len(held_out_champion.positive) or not len(held_out_champion.negative):
-        raise FleetTrainingError(f"the held-out period {cutoff}..{labelled_through} has no failed or no healthy disks")
+    device, names = row_devices(rows)
+    held_out_challenger = device_scores(challenger_risk, y_test, device, names, test)
+    held_out_champion = device_scores(champion_risk, y_test, device, names, test)
+    if not len(held_out_champion.failed) or not len(held_out_champion.healthy):
+        raise FleetTrainingError(
+            f"the held-out period {cutoff}..{labelled_through} has no failed or no healthy devices"
+        )
+    held_out_disks = component_scores(champion_risk, y_test, rows.component, test)
     comparison = {}
     for cap in CAPS:
         label = f"cap {100 * cap:g}%"
-        diff = paired_difference(held_out_challenger, held_out_champion, functools.partial(_fixed, cap), seed=seed)
+        challenger_scores, champion_scores = held_out_challenger.scores, held_out_champion.scores
+        diff = paired_difference(challenger_scores, champion_scores, functools.partial(_fixed, cap), seed=seed)
         comparison[label] = {
             "false_alarm_rate": cap,
-            "champion_detection": detection_at_far(held_out_champion, cap),
-            "challenger_detection": detection_at_far(held_out_challenger, cap),
+            "champion_detection": detection_at_far(champion_scores, cap),
+            "challenger_detection": detection_at_far(challenger_scores, cap),
             "difference": diff.difference,
             "difference_low": diff.low,
             "difference_high": diff.high,
+            **{
+                f"{name}_largest_device_share": _largest_share(alarm_weights(scores.negative, scores.negative, cap))[0]
+                for name, scores in (("champion", champion_scores), ("challenger", challenger_scores))
+            },
         }
     if gate_cap not in comparison:
         raise FleetTrainingError(f"gate {gate_cap!r} is not one of {sorted(comparison)}")
+    stable = stability(held_out_challenger, held_out_champion, comparison[gate_cap]["false_alarm_rate"], seed=seed)
     report: dict[str, Any] = {
         "kind": FLEET_KIND,
         "champion": f"{champion.name}:{champion.version}",
@@ -336,14 +499,18 @@ def train_fleet_challenger(
             "failed_disks": len(np.unique(rows.component[fit & (y_train == 1.0)])),
         },
         "held_out": {
-            "failed_disks": len(held_out_champion.positive),
-            "healthy_disks": len(held_out_champion.negative),
+            "failed_devices": len(held_out_champion.failed),
+            "healthy_devices": len(held_out_champion.healthy),
+            "failed_disks": len(held_out_disks.positive),
+            "healthy_disks": len(held_out_disks.negative),
         },
         "learned_signs": list(learned),
         "left_out_devices": len(rows.left_out),
+        "unit": "device",
         "comparison": comparison,
         "gate": gate_cap,
-        "wins": comparison[gate_cap]["difference_low"] > 0.0,
+        "stability": stable,
+        "wins": comparison[gate_cap]["difference_low"] > 0.0 and stable["holds"],
     }
     challenger.evaluation = report
     return FleetExperiment(challenger, report)
@@ -384,25 +551,35 @@ def publish_fleet_model(experiment: FleetExperiment, champion_dir: Path, registr
 
 def report_markdown(report: dict[str, Any]) -> str:
     """The comparison as a short Markdown page (the JSON is in the artifact's metadata)."""
+    held = report["held_out"]
     lines = [
         f"# Fleet challenger vs champion {report['champion']}",
         "",
         f"Trained on the fleet's feature log before {report['cutoff']} ({report['train']['rows']:,} labelled disk-days, "
         f"{report['train']['failed_disks']} failed disks); held out {report['cutoff']}..{report['labelled_through']}: "
-        f"{report['held_out']['failed_disks']} failed and {report['held_out']['healthy_disks']:,} healthy disks, "
-        f"{report['horizon_days']}-day horizon.",
+        f"{held['failed_devices']} devices with a failed disk and {held['healthy_devices']:,} healthy devices "
+        f"({held['failed_disks']} failed and {held['healthy_disks']:,} healthy disks), "
+        f"{report['horizon_days']}-day horizon. One vote per device: its highest risk.",
         "",
-        "| false-alarm rate | champion detection | challenger detection | difference (95 % paired interval) |",
-        "|---|---|---|---|",
+        "| false-alarm rate | champion detection | challenger detection | difference (95 % paired interval) "
+        "| largest one-device share of false alarms (champion / challenger) |",
+        "|---|---|---|---|---|",
     ]
     for point in report["comparison"].values():
         lines.append(
             f"| {100 * point['false_alarm_rate']:g} % | {100 * point['champion_detection']:.1f} % "
             f"| {100 * point['challenger_detection']:.1f} % | {100 * point['difference']:+.1f} pp "
-            f"({100 * point['difference_low']:+.1f} .. {100 * point['difference_high']:+.1f}) |"
+            f"({100 * point['difference_low']:+.1f} .. {100 * point['difference_high']:+.1f}) "
+            f"| {100 * point['champion_largest_device_share']:.1f} % / "
+            f"{100 * point['challenger_largest_device_share']:.1f} % |"
         )
     verdict = "wins" if report["wins"] else "does not win"
-    lines += ["", f"Gate ({report['gate']}): the challenger {verdict} (lower end of the interval above zero)."]
+    lines += [
+        "",
+        f"Gate ({report['gate']}): the challenger {verdict} (it must keep the interval's lower end above zero, "
+        "also with the most influential device left out).",
+        f"W{_stability_words(report['stability'], report['comparison'][report['gate']])[1:]}.",
+    ]
     if report.get("left_out_devices"):
         lines.append(
             f"Left out: {report['left_out_devices']} devices that logged more disks than a device tracks ({MAX_DISKS})."
@@ -410,6 +587,18 @@ def report_markdown(report: dict[str, Any]) -> str:
     if report["learned_signs"]:
         lines.append(f"Drive alarms weighed by the fleet's outcomes instead of overriding: {report['learned_signs']}.")
     return "\n".join(lines) + "\n"
+
+
+def _stability_words(stable: dict[str, Any], point: dict[str, Any]) -> str:
+    words = (
+        f"without device {stable['device']} ({stable['why']}): difference {100 * stable['difference']:+.1f} pp "
+        f"({100 * stable['difference_low']:+.1f} .. {100 * stable['difference_high']:+.1f})"
+    )
+    if point["difference_low"] > 0.0 and not stable["holds"]:
+        return f"{words}: one device decides the gate"
+    if point["difference"] > 0.0 >= stable["difference"]:
+        return f"{words}: the whole difference rests on this one device"
+    return words
 
 
 class PromotionRefused(RuntimeError):
@@ -453,12 +642,17 @@ def promotion_verdict(scorer: TrainedDiskScorer, champion: str) -> tuple[bool, s
         f"{100 * point['challenger_detection']:.1f} %, difference {100 * point['difference']:+.1f} pp "
         f"(95 % paired interval {100 * point['difference_low']:+.1f} .. {100 * point['difference_high']:+.1f})"
     )
+    stable = evaluation.get("stability")
+    if evaluation.get("unit") != "device" or not isinstance(stable, dict):
+        # counted per disk, one device could decide the comparison: that win proves nothing
+        return False, f"measured per disk, not per device, with no one-device check: retrain ({evidence})"
+    evidence += f"; {_stability_words(stable, point)}"
     if evaluation["champion"] != champion:
         return (
             False,
             f"measured against {evaluation['champion']}, but the champion is now {champion}: retrain ({evidence})",
         )
-    return bool(evaluation["wins"]), evidence
+    return bool(evaluation["wins"]) and bool(stable["holds"]) and point["difference_low"] > 0.0, evidence
 
 
 def promotion_check(registry_dir: Path, artifact_id: str, key: bytes | None) -> tuple[bool, str, dict[str, str]]:

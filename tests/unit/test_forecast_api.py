@@ -90,8 +90,8 @@ def rows(client: TestClient, user: str, **params: str) -> list[dict[str, object]
 def test_fleet_manager_of_every_site_sees_the_whole_fleet(client: TestClient) -> None:
     got = rows(client, "fm")
     assert {(r["site"], r["window_days"]) for r in got} == {
-        (s, w) for s in ("Town Hall", "Library", "unknown") for w in (30, 90)
-    }
+        (s, w) for s in ("Town Hall", "Library") for w in (30, 90)
+    }  # pc-9 is not in the register: no parts ordered for it
     library = next(r for r in got if r["site"] == "Library" and r["window_days"] == 30 and r["component"] == "disk")
     assert library["parts"] == 2
     odds = ForecastSettings().disk_odds_factor
@@ -209,3 +209,36 @@ def test_attack_a_pc_inventing_disk_serials_orders_no_more_parts_than_it_can_hol
     finally:
         store.close()
     assert disk.parts == MAX_DISKS
+
+
+def test_attack_a_pc_minting_device_ids_orders_no_parts_for_them(
+    store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With ``[streams] unknown_devices = "accept"`` one PC holding the agent credential enrolled 300 invented
+    ids with 8 failing disks each: the forecast counted 2,400 disks under site "unknown". Only devices in IT's
+    register count, and the fleet-wide forecast logs how many it left out."""
+    from fleetpulse.alerts.forecast import fleet_forecast
+
+    store = TicketStore.open(store_url)
+    try:
+        svc = TicketService(store, settings_for(store_url))
+        svc.apply_inventory(make_inventory("pc-1", site="Town Hall"))
+        svc.record_scores([score("pc-1", 0.5)])
+        before = fleet_forecast(store, ForecastSettings(), NOW)
+        minted = [
+            score(f"minted-{n}", 0.99, component_id=f"d{k}", age=timedelta(minutes=1))
+            for n in range(300)
+            for k in range(8)
+        ]
+        svc.record_scores(minted)
+        with caplog.at_level("INFO", logger="fleetpulse.alerts.forecast"):
+            after = fleet_forecast(store, ForecastSettings(), NOW)
+    finally:
+        store.close()
+    assert after == before
+    assert [(r.site, r.window_days, r.parts) for r in after if r.component is Component.DISK] == [
+        ("Town Hall", 30, 1),
+        ("Town Hall", 90, 1),
+    ]
+    (record,) = [r for r in caplog.records if "outside the register" in r.getMessage()]
+    assert record.fields == {"devices": 300}  # type: ignore[attr-defined]

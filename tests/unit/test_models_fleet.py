@@ -1,9 +1,11 @@
-"""Fleet retraining: stacked features, labels as known at the cut-off, paired component scores, the
-promotion gate (refused, overridden with an audited reason) and the worker's hot reload of the index."""
+"""Fleet retraining: stacked features, labels as known at the cut-off, paired device scores, the
+promotion gate (one vote per device, no single device deciding it; refused, overridden with an audited
+reason) and the worker's hot reload of the index."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -18,19 +20,28 @@ from fleetpulse.alerts.fleetlog import Outcome
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.cli import app as cli_app
 from fleetpulse.contract import Component, ScorerRole
+from fleetpulse.models.evaluation import DriveScores, detection_at_far, paired_difference
 from fleetpulse.models.features import DISK_FEATURES
 from fleetpulse.models.fleet import (
     STACK_FEATURES,
+    DeviceScores,
     FleetDiskScorer,
     FleetExperiment,
     FleetRows,
     adopt_champion,
+    alarm_weights,
     component_scores,
+    device_scores,
+    leave_one_out,
     make_champion,
     promotion_check,
+    promotion_verdict,
     publish_fleet_model,
+    report_markdown,
+    row_devices,
     row_labels,
     served_risk,
+    stability,
     stack_features,
     train_fleet_challenger,
 )
@@ -91,6 +102,72 @@ def test_component_scores_pair_the_same_components() -> None:
     assert drives.negative.tolist() == [0.3]  # component 2 has no labelled row: left out
 
 
+def test_device_scores_give_each_device_one_vote() -> None:
+    """Labels are per disk, the vote per device: a device with a failed disk counts once, scored by that disk's
+    rows before the failure (an alarm on its healthy sibling detects nothing); a healthy device by its
+    riskiest disk (one wrong ticket is a false alarm)."""
+    rows = FleetRows.from_log(
+        [
+            Row("pc-1", "disk", "a", D0, {}),
+            Row("pc-1", "disk", "b", D0, {}),
+            Row("pc-2", "disk", "c", D0, {}),
+            Row("pc-2", "disk", "d", D0, {}),
+            Row("pc-3", "disk", "e", D0, {}),
+        ]
+    )
+    device, names = row_devices(rows)
+    assert names == ("pc-1", "pc-2", "pc-3")
+    score = np.array([0.3, 0.9, 0.2, 0.7, 0.5])
+    y = np.array([1.0, 0.0, 0.0, 0.0, np.nan])
+    devices = device_scores(score, y, device, names, np.ones(5, bool))
+    assert devices.failed == ("pc-1",)
+    assert devices.scores.positive.tolist() == [0.3]  # not its healthy sibling's 0.9
+    assert devices.healthy == ("pc-2",)  # pc-3 has no labelled row: left out
+    assert devices.scores.negative.tolist() == [0.7]
+
+
+def test_alarm_weights_split_ties_as_detection_at_far_does() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        healthy = rng.integers(0, 5, 300).astype(float)  # heavy ties
+        failed = rng.integers(0, 6, 20).astype(float)
+        for far in (0.001, 0.01, 0.3):
+            assert alarm_weights(failed, healthy, far).mean() == pytest.approx(
+                detection_at_far(DriveScores(failed, healthy), far)
+            )
+            assert alarm_weights(healthy, healthy, far).sum() == pytest.approx(far * len(healthy))
+
+
+def test_leave_one_out_matches_recomputing_without_each_device() -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(10):
+        model = DriveScores(rng.integers(0, 6, 15).astype(float), rng.integers(0, 5, 120).astype(float))
+        baseline = DriveScores(rng.integers(0, 6, 15).astype(float), rng.integers(0, 5, 120).astype(float))
+        for far in (0.001, 0.01, 0.1):
+            for difference, failed, i in leave_one_out(model, baseline, far):
+                pos = np.delete(np.arange(15), [i] if failed else [])
+                neg = np.delete(np.arange(120), [] if failed else [i])
+                expected = detection_at_far(DriveScores(model.positive[pos], model.negative[neg]), far)
+                expected -= detection_at_far(DriveScores(baseline.positive[pos], baseline.negative[neg]), far)
+                assert difference == pytest.approx(expected)
+
+
+def test_a_win_one_failed_device_decides_is_refused() -> None:
+    """The challenger catches 4 failed devices of 20 the champion misses: the paired interval is above zero,
+    but with any one of the four left out it is not. One device must not decide the gate."""
+    healthy = np.linspace(0.0, 0.5, 200)
+    failed = tuple(f"pc-f{i}" for i in range(20))
+    devices = tuple(f"pc-h{i}" for i in range(200))
+    champion = DeviceScores(DriveScores(np.r_[np.full(16, 0.9), np.full(4, 0.1)], healthy), failed, devices)
+    challenger = DeviceScores(DriveScores(np.full(20, 0.9), healthy), failed, devices)
+    full = paired_difference(challenger.scores, champion.scores, functools.partial(lambda far, _: far, 0.01))
+    assert full.low > 0.0
+    check = stability(challenger, champion, 0.01)
+    assert not check["holds"]
+    assert check["device"] in failed[16:]
+    assert check["difference_low"] <= 0.0
+
+
 @pytest.fixture(scope="module")
 def champion() -> Any:
     registry = read_registry(SHIPPED_REGISTRY)
@@ -115,8 +192,19 @@ def fleet_challenger(champion: Any, registry_dir: Path, wins: bool, seed: int = 
         "champion": f"{champion.name}:{champion.version}",
         "cutoff": "2025-10-01",
         "labelled_through": "2025-12-30",
+        "unit": "device",
         "gate": "cap 1%",
         "comparison": {"cap 1%": point},
+        "stability": {
+            "device": "pc-7",
+            "failed": False,
+            "why": "its removal lowers the difference most",
+            "difference": point["difference"] - 0.01,
+            "difference_low": point["difference_low"] - 0.01,
+            "difference_high": point["difference_high"],
+            "devices_checked": 1,
+            "holds": wins,
+        },
         "wins": wins,
     }
     challenger = FleetDiskScorer(
@@ -295,3 +383,79 @@ def test_attack_one_pc_cannot_teach_the_fleet_model_to_ignore_smart_failure(cham
         assert experiment.challenger.learned_signs == ()
         assert served_risk(experiment.challenger, probe)[0] >= RISK_CRITICAL
         assert experiment.report["left_out_devices"] == len(left_out)
+
+
+EIGHT_STEADY_DISKS = [
+    Row("pc-evil", "disk", f"evil-{k}", D0 + timedelta(days=d), {"smart_5": 2.0**40, "smart_197": 2.0**40})
+    for d in range(240)
+    for k in range(8)
+]
+"""One registered PC (the shared agent credential) reporting an absurd but steady sector count on 8 disks (as
+many as a device tracks, so it is not left out); its tickets close no_fault_found, so they are healthy disks."""
+
+STEADY_MEDIA_ERRORS = [
+    Row(f"pc-{c}", "disk", f"s{c}", D0 + timedelta(days=d), {"media_errors": 2.0})
+    for c in range(60, 100)
+    for d in range(0, 240, 3)
+]
+"""The fleet's own quirk: 40 healthy disks (40 devices) log two media errors that never grow. The champion
+reads any media error as critical; the fleet's outcomes teach the challenger that only growing counts fail."""
+
+
+def test_attack_one_pc_with_eight_steady_disks_cannot_decide_the_gate(champion: Any) -> None:
+    """At cap 0.1 % on 348 healthy held-out disks, the PC's 8 disks, counted per disk, took the whole false-alarm
+    budget: the champion's detection fell to 0 and a challenger that ranks them low won by +100 pp (interval
+    +100 .. +100), although on the honest disks both detect everything. Per device the PC is one vote, its
+    share of the champion's false alarms is in the report, and without it the challenger gains nothing."""
+    gate, through = "cap 0.1%", D0 + timedelta(days=239)
+    clean = train_fleet_challenger(champion, *_fleet_log(champion, []), through, holdout_days=90, gate_cap=gate)
+    assert clean.report["comparison"][gate]["difference"] == 0.0
+    assert not clean.report["wins"]
+    attacked = train_fleet_challenger(
+        champion, *_fleet_log(champion, EIGHT_STEADY_DISKS), through, holdout_days=90, gate_cap=gate
+    )
+    report = attacked.report
+    assert not report["wins"]
+    assert report["held_out"]["healthy_devices"] == report["held_out"]["healthy_disks"] - 7
+    assert report["comparison"][gate]["champion_largest_device_share"] == 1.0
+    assert report["stability"]["device"] == "pc-evil"
+    assert not report["stability"]["holds"]
+    assert report["stability"]["difference"] == 0.0
+    wins, evidence = promotion_verdict(attacked.challenger, report["champion"])
+    assert not wins
+    assert "without device pc-evil" in evidence
+    assert "the whole difference rests on this one device" in evidence
+    page = report_markdown(report)
+    assert "| 0.1 % | 0.0 % | 100.0 % |" in page
+    assert "100.0 % / " in page  # the largest one-device share of the champion's false alarms
+
+
+@pytest.mark.parametrize("gate", ["cap 0.1%", "cap 1%"])
+def test_a_challenger_better_on_the_fleets_own_outcomes_still_wins_the_device_gate(champion: Any, gate: str) -> None:
+    """The gate still promotes a real improvement, with the attacking PC in the fleet or not."""
+    through = D0 + timedelta(days=239)
+    for attacker in ([], EIGHT_STEADY_DISKS):
+        rows, outcomes = _fleet_log(champion, STEADY_MEDIA_ERRORS + attacker)
+        experiment = train_fleet_challenger(champion, rows, outcomes, through, holdout_days=90, gate_cap=gate)
+        point = experiment.report["comparison"][gate]
+        assert experiment.challenger.learned_signs == ("media_errors",)
+        assert point["champion_detection"] < 0.05
+        assert point["challenger_detection"] == 1.0
+        assert point["difference_low"] > 0.9
+        assert experiment.report["stability"]["holds"]
+        assert experiment.report["stability"]["difference_low"] > 0.9
+        assert promotion_verdict(experiment.challenger, experiment.report["champion"])[0]
+
+
+def test_a_win_counted_per_disk_is_no_win(champion: Any, tmp_path: Path) -> None:
+    """A challenger carrying an evaluation counted per disk (no device unit, no one-device check) is refused:
+    one device may have decided it."""
+    artifact = fleet_challenger(champion, tmp_path, wins=True)
+    loaded = load_artifact(read_registry(tmp_path), tmp_path, artifact)
+    assert isinstance(loaded, FleetDiskScorer)
+    assert promotion_verdict(loaded, loaded.evaluation["champion"])[0]
+    loaded.evaluation = {k: v for k, v in loaded.evaluation.items() if k not in ("unit", "stability")}
+    wins, evidence = promotion_verdict(loaded, loaded.evaluation["champion"])
+    assert not wins
+    assert "per disk" in evidence
+    assert "retrain" in evidence
