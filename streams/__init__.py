@@ -8,7 +8,8 @@ What other components (and ``fleetpulse demo``) use:
 
 * ``kafka_admin.create_configured_topics(kafka_settings, stream_settings)`` -- create every
   missing topic with ``[streams] partitions``/``replication_factor`` (inventory compacted);
-  ``fleetpulse topics create`` on the command line.
+  ``fleetpulse topics create`` on the command line. Topics the principal may not create (ACLs)
+  are left to the cluster, unless one it uses is missing: ``TopicCreationError`` names it.
 * ``fleetpulse worker`` -- run a worker with the server settings (creates missing topics
   first). ``process.WorkerProcess(kafka, {"web_port": 6066, "store": "rocksdb", ...}, log_path)``
   runs it as a child process (``start``/``wait_ready``/``health``/``stop``/``kill9``).

@@ -6,24 +6,31 @@ device's reports, its inventory and its state must land on the same partition. E
 component that creates topics (worker, ticket consumer, ``fleetpulse simulate``,
 ``fleetpulse ingest-mdm``) goes through :func:`create_configured_topics`, so the count and
 the replication factor come from ``[streams]`` whichever starts first.
+
+Under least-privilege ACLs (``deploy/k8s/base/kafka-users.yaml``) no service may create the
+pipeline's topics: the cluster's topic operator does (``kafka-topics.yaml``), and each principal
+sees only the topics it uses. There a refused creation is no error: see :func:`ensure_topics`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError, UnknownTopicOrPartitionError
 from aiokafka.helpers import create_ssl_context
 
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import Topics
 from fleetpulse.streams.settings import StreamSettings
+
+log = logging.getLogger(__name__)
 
 COMPACTED = {"cleanup.policy": "compact"}
 COMPACTED_30_DAYS = {"cleanup.policy": "compact,delete", "retention.ms": str(30 * 24 * 3600 * 1000)}
@@ -71,6 +78,11 @@ async def ensure_topics(kafka: KafkaSettings, partitions: int, replication_facto
     Existing topics are left alone (their partition count is not changed: that would
     move devices to other partitions and split their state). Raises
     :class:`TopicCreationError` when the broker refuses the partitions or replication asked for.
+
+    A topic the principal may not create is left to whoever manages the cluster's topics (ACLs): one it
+    cannot see either (``list_topics`` omits it, existing or not) is skipped with a log line; one it can
+    see is a topic it uses, and if that does not exist :class:`TopicCreationError` names it, so the
+    service stops at start with the reason instead of waiting on a topic nobody creates.
     """
     topics = Topics(prefix=kafka.topic_prefix)
     admin = AIOKafkaAdminClient(**aiokafka_auth(kafka))
@@ -84,26 +96,55 @@ async def ensure_topics(kafka: KafkaSettings, partitions: int, replication_facto
         ]
         if not wanted:
             return []
+        not_authorized: list[str] = []
         with contextlib.suppress(TopicAlreadyExistsError):  # created concurrently: same outcome
             response = await admin.create_topics(wanted)
-            _raise_for_refused(response.topic_errors)
-        await _wait_until_visible(admin, [t.name for t in wanted], VISIBLE_TIMEOUT_S)
-        return [t.name for t in wanted]
+            not_authorized = _raise_for_refused(response.topic_errors)
+        if not_authorized:
+            await _left_to_the_cluster(admin, not_authorized)
+        created = [t.name for t in wanted if t.name not in not_authorized]
+        if created:
+            await _wait_until_visible(admin, created, VISIBLE_TIMEOUT_S)
+        return created
     finally:
         await admin.close()
 
 
 class TopicCreationError(RuntimeError):
-    """The broker refused to create a topic as configured (e.g. more replicas than brokers)."""
+    """The broker refused to create a topic as configured (e.g. more replicas than brokers), or a topic
+    this service uses does not exist and its principal may not create it."""
 
 
-def _raise_for_refused(topic_errors: list[tuple[Any, ...]]) -> None:
+def _raise_for_refused(topic_errors: list[tuple[Any, ...]]) -> list[str]:
     """CreateTopics reports refusals per topic in its answer instead of raising. Left unchecked,
-    the wait below would make the broker auto-create them with its own defaults."""
-    refused = [t for t in topic_errors if t[1] not in (0, TopicAlreadyExistsError.errno)]
+    the wait below would make the broker auto-create them with its own defaults.
+
+    Returns the topics refused for lack of authorization (the principal may not create them: ACLs)."""
+    ok = (0, TopicAlreadyExistsError.errno, TopicAuthorizationFailedError.errno)
+    refused = [t for t in topic_errors if t[1] not in ok]
     if refused:
         details = "; ".join(f"{t[0]}: {t[2] if len(t) > 2 and t[2] else f'error {t[1]}'}" for t in refused)
         raise TopicCreationError(f"the broker refused to create {len(refused)} topic(s): {details}")
+    return [str(t[0]) for t in topic_errors if t[1] == TopicAuthorizationFailedError.errno]
+
+
+async def _left_to_the_cluster(admin: AIOKafkaAdminClient, names: list[str]) -> None:
+    """Topics this principal may not create: fine while they exist; one it may see and that is missing is an error.
+
+    The broker answers TOPIC_AUTHORIZATION_FAILED alike for an existing topic the principal may not see and
+    for one nobody created, so only the topics it may see (its own) can be told missing."""
+    described = {t["topic"]: t["error_code"] for t in await admin.describe_topics(names)}
+    missing = sorted(name for name, code in described.items() if code == UnknownTopicOrPartitionError.errno)
+    if missing:
+        raise TopicCreationError(
+            f"topic(s) {', '.join(missing)} do not exist and this Kafka principal may not create them: create "
+            "them as deploy/k8s/base/kafka-topics.yaml does (or run `fleetpulse topics create` with a principal "
+            "allowed to)"
+        )
+    log.info(
+        "topics left to the cluster: this Kafka principal may neither create nor see them (ACLs)",
+        extra={"fields": {"topics": sorted(n for n, code in described.items() if code != 0)}},
+    )
 
 
 def create_configured_topics(kafka: KafkaSettings, streams: StreamSettings) -> list[str]:
@@ -139,7 +180,8 @@ async def consumer_lag(kafka: KafkaSettings, group_id: str, topics: list[str] | 
     inventory topics and IT's control topic: a re-enrolment is input like a report).
 
     A partition the group never committed counts from its beginning offset, so a worker
-    that has not started yet shows the full backlog rather than zero.
+    that has not started yet shows the full backlog rather than zero. Offsets are asked for these
+    topics' partitions only, so a principal allowed to describe just them (KEDA's) needs no more.
     """
     default = Topics(prefix=kafka.topic_prefix)
     names = topics or [default.health, default.mobile, default.inventory, default.mobile_inventory, default.control]
@@ -148,11 +190,11 @@ async def consumer_lag(kafka: KafkaSettings, group_id: str, topics: list[str] | 
     await admin.start()
     await consumer.start()
     try:
-        committed = await admin.list_consumer_group_offsets(group_id)
         described = await admin.describe_topics(names)
         tps = [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
         if not tps:
             return 0
+        committed = await admin.list_consumer_group_offsets(group_id, partitions=tps)
         ends = await consumer.end_offsets(tps)
         starts = await consumer.beginning_offsets(tps)
         lag = 0

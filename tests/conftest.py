@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from fleetpulse.config import KafkaSettings
-from tests.harness import PORTS, SHARED_DATA, STATE, DedicatedKafka, free_port, run_stack, unavailable
+from tests.harness import PORTS, SHARED_DATA, STATE, AclKafka, DedicatedKafka, free_port, run_stack, unavailable
 
 # Wall-clock deadlines make property tests flaky on a loaded 2-core machine; examples stay bounded.
 settings.register_profile("fleetpulse", deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -30,6 +30,15 @@ def shared_data() -> Path:
 def kafka_bootstrap() -> str:
     run_stack("start", "kafka")
     return f"127.0.0.1:{PORTS['kafka']}"
+
+
+@pytest.fixture(scope="session")
+def kafka_acl() -> AclKafka:
+    """A second broker secured as in production: SASL/SCRAM-SHA-512, KRaft's StandardAuthorizer, no ACL no access."""
+    run_stack("start", "kafka-acl")
+    state = STATE / "kafka-acl"
+    password = (state / "admin-password").read_text().strip()  # made by stack.sh, readable by us only
+    return AclKafka(f"127.0.0.1:{PORTS['kafka_acl']}", password, state / "kafka.log")
 
 
 @pytest.fixture

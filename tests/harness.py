@@ -18,11 +18,14 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+from pydantic import SecretStr
+
+from fleetpulse.config import KafkaSettings
 
 REPO = Path(__file__).resolve().parents[1]
 STACK = REPO / "deploy" / "local" / "stack.sh"
@@ -31,6 +34,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 PORTS = {
     "kafka": int(os.environ.get("FLEETPULSE_TEST_KAFKA_PORT", "19092")),
+    "kafka_acl": int(os.environ.get("FLEETPULSE_TEST_KAFKA_ACL_PORT", "19192")),  # and its controller on the next port
     "tsdb": int(os.environ.get("FLEETPULSE_TEST_VM_PORT", "18428")),
     "influxdb1": int(os.environ.get("FLEETPULSE_TEST_INFLUXDB1_PORT", "18086")),
     "postgres": int(os.environ.get("FLEETPULSE_TEST_PG_PORT", "15433")),
@@ -58,6 +62,7 @@ def stack_env(state: Path = STATE, kafka_port: int | None = None) -> dict[str, s
     env.update(
         FLEETPULSE_LOCAL_DIR=str(state),
         FLEETPULSE_KAFKA_PORT=str(kafka_port or PORTS["kafka"]),
+        FLEETPULSE_KAFKA_ACL_PORT=str(PORTS["kafka_acl"]),
         FLEETPULSE_VM_PORT=str(PORTS["tsdb"]),
         FLEETPULSE_INFLUXDB1_PORT=str(PORTS["influxdb1"]),
         FLEETPULSE_PG_PORT=str(PORTS["postgres"]),
@@ -126,6 +131,29 @@ class DedicatedKafka:
 
     def stop(self) -> None:
         run_stack("stop", "kafka", self._env())
+
+
+@dataclass(frozen=True)
+class AclKafka:
+    """The broker secured as in production (stack.sh ``kafka-acl``): SASL/SCRAM-SHA-512 on a plain-text listener
+    (a test system: ``allow_insecure``), the StandardAuthorizer, nothing allowed without an ACL; ``admin`` is its
+    one super user."""
+
+    bootstrap: str
+    admin_password: str = field(repr=False)
+    log: Path
+
+    def settings(self, user: str, password: str, topic_prefix: str = "") -> KafkaSettings:
+        return KafkaSettings(
+            bootstrap_servers=self.bootstrap,
+            topic_prefix=topic_prefix,
+            security_protocol="SASL_PLAINTEXT",
+            sasl_mechanism="SCRAM-SHA-512",
+            sasl_username=user,
+            sasl_password=SecretStr(password),
+            allow_insecure=True,
+            request_timeout_ms=10_000,
+        )
 
 
 def modules_loaded_by(code: str) -> set[str]:

@@ -4,9 +4,13 @@
 # API), InfluxDB 1.x (InfluxQL for dashboard queries), PostgreSQL and Keycloak (the
 # OpenID Connect provider of single sign-on, with the realm in keycloak/fleetpulse-realm.json).
 #
-#   deploy/local/stack.sh start  [kafka|tsdb|influxdb1|postgres|keycloak|all]   (default: kafka tsdb)
+#   deploy/local/stack.sh start  [kafka|tsdb|influxdb1|postgres|keycloak|kafka-acl|all]   (default: kafka tsdb)
 #   deploy/local/stack.sh stop   [...]                                 (default: all)
 #   deploy/local/stack.sh status
+#
+# kafka-acl (for the ACL integration test, not started by "all") is a second broker secured as in
+# production: SASL/SCRAM-SHA-512 on its client listener, KRaft's StandardAuthorizer, nothing allowed
+# without an ACL, no topic auto-creation. Its one super user is "admin" (password in <state>/kafka-acl/admin-password).
 #
 # Idempotent: starting a running service is a no-op; stop is clean (TERM, then
 # KILL after a grace period). All state lives under $FLEETPULSE_LOCAL_DIR
@@ -18,6 +22,8 @@ repo="$(cd "$here/../.." && pwd)"
 state="${FLEETPULSE_LOCAL_DIR:-$repo/.local/stack}"
 kafka_port="${FLEETPULSE_KAFKA_PORT:-9092}"
 controller_port="${FLEETPULSE_KAFKA_CONTROLLER_PORT:-$((kafka_port + 1))}"
+acl_port="${FLEETPULSE_KAFKA_ACL_PORT:-9192}"
+acl_controller_port="${FLEETPULSE_KAFKA_ACL_CONTROLLER_PORT:-$((acl_port + 1))}"
 vm_port="${FLEETPULSE_VM_PORT:-8428}"
 influx1_port="${FLEETPULSE_INFLUXDB1_PORT:-8086}"
 pg_port="${FLEETPULSE_PG_PORT:-5433}"
@@ -62,19 +68,55 @@ kafka_jars() {
 }
 
 start_kafka() {
-    local dir="$state/kafka" pidfile="$state/kafka/kafka.pid"
-    if alive "$pidfile"; then log "kafka already running (pid $(cat "$pidfile"), port $kafka_port)"; return 0; fi
-    kafka_jars
-    mkdir -p "$dir/data"
-    cat >"$dir/server.properties" <<EOF
-process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$controller_port
+    start_broker kafka "$kafka_port" "$controller_port" <<EOF
 listeners=PLAINTEXT://127.0.0.1:$kafka_port,CONTROLLER://127.0.0.1:$controller_port
 advertised.listeners=PLAINTEXT://127.0.0.1:$kafka_port
-controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+EOF
+}
+
+start_kafka_acl() {
+    local dir="$state/kafka-acl" password
+    if alive "$dir/kafka.pid"; then log "kafka-acl already running (pid $(cat "$dir/kafka.pid"), port $acl_port)"; return 0; fi
+    mkdir -p "$dir" && chmod 700 "$dir"
+    if [[ ! -s "$dir/admin-password" ]]; then # a new admin password needs new storage (the credential is stored there)
+        rm -rf "$dir/data"
+        (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >"$dir/admin-password")
+    fi
+    password="$(cat "$dir/admin-password")"
+    # The broker authenticates to itself as admin: SCRAM on the client listener (the credential is written at
+    # format time), PLAIN on the controller listener (KRaft controllers cannot check SCRAM credentials).
+    start_broker kafka-acl "$acl_port" "$acl_controller_port" "SCRAM-SHA-512=[name=admin,password=$password]" <<EOF
+listeners=SASL_PLAINTEXT://127.0.0.1:$acl_port,CONTROLLER://127.0.0.1:$acl_controller_port
+advertised.listeners=SASL_PLAINTEXT://127.0.0.1:$acl_port
+inter.broker.listener.name=SASL_PLAINTEXT
+listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$password";
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="$password" user_admin="$password";
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:admin
+allow.everyone.if.no.acl.found=false
+auto.create.topics.enable=false
+EOF
+}
+
+start_broker() { # name port controller-port [SCRAM credential to add at format], listener properties on stdin
+    local name="$1" port="$2" ctl_port="$3" scram="${4:-}" dir="$state/$1" pidfile="$state/$1/kafka.pid" listeners
+    listeners="$(cat)"
+    if alive "$pidfile"; then log "$name already running (pid $(cat "$pidfile"), port $port)"; return 0; fi
+    kafka_jars
+    mkdir -p "$dir/data"
+    (umask 077; cat >"$dir/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$ctl_port
+controller.listener.names=CONTROLLER
+$listeners
 log.dirs=$dir/data
 num.partitions=12
 offsets.topic.replication.factor=1
@@ -86,6 +128,7 @@ log.retention.hours=168
 log.segment.bytes=67108864
 message.max.bytes=1048576
 EOF
+    )
     cat >"$dir/log4j.properties" <<EOF
 log4j.rootLogger=INFO, file
 log4j.appender.file=org.apache.log4j.RollingFileAppender
@@ -97,29 +140,34 @@ log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
 log4j.logger.kafka=INFO
 log4j.logger.org.apache.kafka=WARN
 log4j.logger.kafka.server.KafkaRaftServer=INFO
+log4j.logger.kafka.authorizer.logger=INFO
 EOF
     if [[ ! -f "$dir/data/meta.properties" ]]; then
-        local cluster_id
+        local cluster_id args=()
         cluster_id="$(java -cp "$libdir/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)"
-        java -Dlog4j.configuration="file:$dir/log4j.properties" -cp "$libdir/*" \
-            kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" >/dev/null
+        [[ -z "$scram" ]] || args=(--add-scram "$scram")
+        # in a java @file (read by the launcher), so a password among the arguments stays out of the process list
+        (umask 077; printf '"%s"\n' "-Dlog4j.configuration=file:$dir/log4j.properties" -cp "$libdir/*" \
+            kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" "${args[@]}" >"$dir/format.args")
+        java "@$dir/format.args" >/dev/null
+        rm -f "$dir/format.args"
         log "formatted KRaft storage in $dir/data (cluster $cluster_id)"
     fi
     : >"$dir/kafka.log"
-    nohup java -Xms256m -Xmx${FLEETPULSE_KAFKA_HEAP:-768m} -XX:+UseG1GC \
+    nohup java -Xms256m "-Xmx${FLEETPULSE_KAFKA_HEAP:-768m}" -XX:+UseG1GC \
         -Dlog4j.configuration="file:$dir/log4j.properties" \
         -cp "$libdir/*" kafka.Kafka "$dir/server.properties" >"$dir/stdout.log" 2>&1 &
     echo $! >"$pidfile"
-    if ! wait_for "kafka" 90 kafka_ready "$pidfile" "$dir/kafka.log"; then
+    if ! wait_for "$name" 90 kafka_ready "$pidfile" "$dir/kafka.log" "$port"; then
         tail -n 30 "$dir/stdout.log" "$dir/kafka.log" >&2 || true
         exit 1
     fi
-    log "kafka ready on 127.0.0.1:$kafka_port (pid $(cat "$pidfile"), data $dir/data)"
+    log "$name ready on 127.0.0.1:$port (pid $(cat "$pidfile"), data $dir/data)"
 }
 
-kafka_ready() {
+kafka_ready() { # pidfile log port
     alive "$1" || { log "kafka exited during start"; tail -n 30 "$(dirname "$1")/stdout.log" >&2; exit 1; }
-    grep -q "Kafka Server started" "$2" 2>/dev/null && port_open "$kafka_port"
+    grep -q "Kafka Server started" "$2" 2>/dev/null && port_open "$3"
 }
 
 # --- VictoriaMetrics (InfluxDB v2 line-protocol write endpoint) --------------
@@ -264,18 +312,19 @@ start_keycloak() {
 
 # --- dispatch ------------------------------------------------------------------
 
-services() { if [[ $# -eq 0 ]]; then echo "$default"; elif [[ "$1" == all ]]; then echo "kafka tsdb influxdb1 postgres keycloak"; else echo "$@"; fi; }
+services() { if [[ $# -eq 0 ]]; then echo "$default"; elif [[ "$1" == all ]]; then echo "$everything"; else echo "$@"; fi; }
 
 cmd="${1:-}"; shift || true
 case "$cmd" in
 start)
-    default="kafka tsdb"
-    for s in $(services "$@"); do "start_$s"; done ;;
+    default="kafka tsdb" everything="kafka tsdb influxdb1 postgres keycloak"
+    for s in $(services "$@"); do "start_${s//-/_}"; done ;;
 stop)
-    default="kafka tsdb influxdb1 postgres keycloak"
+    default="kafka tsdb influxdb1 postgres keycloak kafka-acl" everything="$default"
     for s in $(services "$@"); do
         case "$s" in
         kafka) stop_pid kafka "$state/kafka/kafka.pid" ;;
+        kafka-acl) stop_pid kafka-acl "$state/kafka-acl/kafka.pid" ;;
         tsdb) stop_pid victoria-metrics "$state/victoria-metrics/vm.pid" ;;
         influxdb1) stop_pid influxdb1 "$state/influxdb1/influxd.pid" ;;
         postgres) stop_postgres ;;
@@ -284,10 +333,10 @@ stop)
         esac
     done ;;
 status)
-    for s in kafka:kafka/kafka.pid tsdb:victoria-metrics/vm.pid influxdb1:influxdb1/influxd.pid keycloak:keycloak/keycloak.pid; do
+    for s in kafka:kafka/kafka.pid kafka-acl:kafka-acl/kafka.pid tsdb:victoria-metrics/vm.pid influxdb1:influxdb1/influxd.pid keycloak:keycloak/keycloak.pid; do
         if alive "$state/${s#*:}"; then echo "${s%%:*}: running"; else echo "${s%%:*}: stopped"; fi
     done
     if [[ -f "$state/postgres/data/postmaster.pid" ]]; then echo "postgres: running"; else echo "postgres: stopped"; fi ;;
 *)
-    echo "usage: $0 start|stop|status [kafka|tsdb|influxdb1|postgres|keycloak|all]" >&2; exit 2 ;;
+    echo "usage: $0 start|stop|status [kafka|tsdb|influxdb1|postgres|keycloak|kafka-acl|all]" >&2; exit 2 ;;
 esac

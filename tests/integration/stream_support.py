@@ -16,7 +16,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from fleetpulse.agents.signing import enrolment_record, signed_report
 from fleetpulse.agents.simulator import FleetSimulator
 from fleetpulse.alerts.policy import AlertPolicy
-from fleetpulse.config import KafkaSettings
+from fleetpulse.config import KafkaSettings, kafka_python_security
 from fleetpulse.contract import Topics, encode, report_key
 from fleetpulse.models.registry import load_scorers
 from fleetpulse.models.settings import ModelSettings
@@ -108,7 +108,9 @@ def fleet_records(sim: FleetSimulator, topics: Topics) -> list[Record]:
 
 
 def produce(kafka: KafkaSettings, records: Iterable[Record | tuple[str, bytes | None, bytes | None]]) -> int:
-    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all", linger_ms=5)
+    producer = KafkaProducer(
+        bootstrap_servers=kafka.bootstrap_servers, acks="all", linger_ms=5, **kafka_python_security(kafka)
+    )
     count = 0
     for topic, key, value, *headers in records:
         producer.send(topic, key=key, value=value, headers=headers[0] if headers else None)
@@ -120,7 +122,9 @@ def produce(kafka: KafkaSettings, records: Iterable[Record | tuple[str, bytes | 
 
 def read_topic(kafka: KafkaSettings, topic: str) -> list[Any]:
     """Every record of ``topic``, partition by partition in offset order, up to the current end."""
-    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False, **kafka_python_security(kafka)
+    )
     try:
         parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]

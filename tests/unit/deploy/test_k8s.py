@@ -274,8 +274,15 @@ def test_kafka_users_are_least_privilege() -> None:
         "fleetpulse-mdm",
         "fleetpulse-keda",
         "fleetpulse-it",
+        "fleetpulse-register",
     }
     assert users["fleetpulse-mdm"]["authentication"]["type"] == "tls"
+    # IT's register decides site scope, repair-or-replace and which devices may report: one writer, IT's own
+    assert _writers(users, Topics().inventory) == {"fleetpulse-register"}
+    register_acls = users["fleetpulse-register"]["authorization"]["acls"]
+    assert [(a["resource"]["name"], sorted(a["operations"])) for a in register_acls] == [
+        (Topics().inventory, ["Describe", "Write"])
+    ]
     agent_acls = users["fleetpulse-agent"]["authorization"]["acls"]
     assert [(a["resource"]["name"], sorted(a["operations"])) for a in agent_acls] == [
         (Topics().health, ["Describe", "Write"])
@@ -290,12 +297,96 @@ def test_kafka_users_are_least_privilege() -> None:
     assert _writers(users, Topics().mobile_inventory) == {"fleetpulse-mdm"}
     mdm_acls = users["fleetpulse-mdm"]["authorization"]["acls"]
     assert {a["resource"]["name"] for a in mdm_acls} == {Topics().mobile, Topics().mobile_inventory}
-    tickets_reads = {
-        a["resource"]["name"] for a in users["fleetpulse-tickets"]["authorization"]["acls"] if "Read" in a["operations"]
-    }
-    assert {Topics().inventory, Topics().mobile_inventory} <= tickets_reads
     keda_ops = {op for a in users["fleetpulse-keda"]["authorization"]["acls"] for op in a["operations"]}
     assert keda_ops == {"Describe"}
+
+
+def _topics_with(users: dict[str, Any], user: str, operation: str) -> set[str]:
+    return {
+        a["resource"]["name"]
+        for a in users[user]["authorization"]["acls"]
+        if a["resource"]["type"] == "topic" and a.get("type", "allow") == "allow" and operation in a["operations"]
+    }
+
+
+def test_kafka_users_grant_what_each_service_does() -> None:
+    """What the code does on Kafka, user by user (tests/integration/test_kafka_acls.py runs the services under these
+    ACLs on a real broker): the topics each reads and writes, its consumer group as the code names it (topic prefix +
+    id), Faust's own topics, no topic creation of the pipeline's topics (kafka-topics.yaml makes them)."""
+    users = {u["metadata"]["name"]: u["spec"] for u in objects("KafkaUser")}
+    settings = _k8s_settings()
+    t = Topics(prefix=settings.kafka.topic_prefix)
+    worker_group = f"{settings.kafka.topic_prefix}{settings.streams.app_id}"  # = Faust's app id
+    tickets_group = f"{settings.kafka.topic_prefix}{settings.alerts.consumer.group_id}"
+    # the ticket consumer subscribes to alerts, both inventories, scores (risk history) and the feature log, and
+    # produces ticket outcomes (labels, via the outbox) and the dead letters of records it cannot store
+    assert _topics_with(users, "fleetpulse-tickets", "Read") == {
+        t.alerts,
+        t.inventory,
+        t.mobile_inventory,
+        t.scores,
+        t.features,
+    }
+    assert _topics_with(users, "fleetpulse-tickets", "Write") == {t.labels, t.dead_letter}
+    assert _writers(users, t.dead_letter) == {"fleetpulse-worker", "fleetpulse-tickets"}
+    assert _writers(users, t.labels) == {"fleetpulse-tickets"}, "training labels come from ticket outcomes only"
+    # the worker: its input topics and the serving floor in; scores, alerts, feature log, dead letters, serving out;
+    # Faust's changelog and leader topics (app id + "-") are its own, created by Faust
+    assert _topics_with(users, "fleetpulse-worker", "Read") == {
+        t.health,
+        t.mobile,
+        t.inventory,
+        t.mobile_inventory,
+        t.control,
+        t.serving,
+        f"{worker_group}-",
+    }
+    assert _topics_with(users, "fleetpulse-worker", "Write") == {
+        t.scores,
+        t.alerts,
+        t.features,
+        t.dead_letter,
+        t.serving,
+        f"{worker_group}-",
+    }
+    assert _topics_with(users, "fleetpulse-worker", "Create") == {f"{worker_group}-"}
+    denied = {
+        a["resource"]["name"]
+        for a in users["fleetpulse-worker"]["authorization"]["acls"]
+        if a.get("type") == "deny" and a["operations"] == ["Write"] and a["resource"].get("patternType") == "literal"
+    }
+    assert denied == {t.inventory, t.labels, t.control, t.mobile_inventory}, "guards on the topics others write"
+    for topic in (t.inventory, t.labels, t.control, t.mobile_inventory):
+        assert "fleetpulse-worker" not in _writers(users, topic), topic
+    groups = {
+        name: {a["resource"]["name"] for a in spec["authorization"]["acls"] if a["resource"]["type"] == "group"}
+        for name, spec in users.items()
+    }
+    assert groups == {
+        "fleetpulse-worker": {worker_group},
+        "fleetpulse-tickets": {tickets_group},
+        "fleetpulse-keda": {worker_group},
+        "fleetpulse-agent": set(),
+        "fleetpulse-mdm": set(),
+        "fleetpulse-it": set(),
+        "fleetpulse-register": set(),
+    }
+    # KEDA describes the topics its triggers name, nothing else
+    triggers = {
+        trigger["metadata"]["topic"] for trigger in one("ScaledObject", "fleetpulse-worker")["spec"]["triggers"]
+    }
+    assert _topics_with(users, "fleetpulse-keda", "Describe") == triggers
+    # Nothing uses transactions, and Kafka >= 3.0 lets a principal with Write on a topic start an idempotent producer
+    kinds = {a["resource"]["type"] for spec in users.values() for a in spec["authorization"]["acls"]}
+    assert kinds == {"topic", "group"}, "no transactionalId or cluster rights"
+    for name, spec in users.items():
+        for acl in spec["authorization"]["acls"]:
+            created = [
+                topic
+                for topic in t.all()
+                if "Create" in acl["operations"] and topic.startswith(acl["resource"]["name"])
+            ]
+            assert not created, f"{name} may create {created}: kafka-topics.yaml makes the pipeline's topics"
 
 
 def test_outside_clients_have_a_produce_quota() -> None:
