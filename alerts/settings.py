@@ -231,6 +231,18 @@ class ApiSettings(_Frozen):
         except RecursionError:
             raise ValueError("not a JSON list: nested too deeply") from None
 
+    @model_validator(mode="after")
+    def _one_identity_per_name(self) -> ApiSettings:
+        """A local user and a token, or two of either, with one name would be one identity to the audit trail and
+        to the per-caller limits: a script's token named like a person would spend that person's export place."""
+        names = [u.name.casefold() for u in self.users] + [t.name.casefold() for t in self.tokens]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(
+                f"users and tokens need distinct names (case-insensitive): {', '.join(repeated)} is used twice"
+            )
+        return self
+
     @property
     def login_form(self) -> bool:
         """The page offers the local login form: asked for, or the default without single sign-on."""

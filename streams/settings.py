@@ -154,7 +154,7 @@ class StreamSettings(BaseModel):
             "a device's first report (no state yet, so no last event to compare with) dated further before receive "
             "time is dead-lettered (clock_skew), so a new device cannot write months of made-up history into the "
             "feature log and the TSDB; unset, any date the contract allows is accepted (replaying a simulated or "
-            "archived history needs that). Both production layouts set 7 days"
+            "archived history needs that). Both production layouts set 14 days"
         ),
     )
     max_seq_jump: int = Field(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import queue
 import re
 import tempfile
 import threading
@@ -248,11 +249,13 @@ class ExportPlaces:
         self._most_per_holder = most_per_holder
         self._held: dict[ExportHolder, int] = {}  # holders with a place only: a key goes with its last place
         self._lock = threading.Lock()
+        self._finalized: queue.SimpleQueue[ExportPlace] = queue.SimpleQueue()  # given back by the collector
 
     def take(self, holder: ExportHolder) -> ExportPlace:
         """A place for one export; 429 if the caller already has its share (taking none of everyone's),
         503 if every place is taken."""
         with self._lock:
+            self._settle_finalized()
             if self._held.get(holder, 0) >= self._most_per_holder:
                 raise HTTPException(
                     status.HTTP_429_TOO_MANY_REQUESTS,
@@ -273,20 +276,48 @@ class ExportPlaces:
     def holders(self) -> int:
         """Callers holding a place now."""
         with self._lock:
+            self._settle_finalized()
             return len(self._held)
 
-    def give_back(self, place: ExportPlace) -> None:
-        """Once per place: a second call (another way the same export ended) changes nothing."""
-        with self._lock:
-            if not place.held:
+    def give_back(self, place: ExportPlace, *, finalizing: bool = False) -> None:
+        """Once per place: a second call (another way the same export ended) changes nothing.
+
+        A finalizer never waits for the lock: the garbage collector runs it on whatever allocation crosses
+        its threshold, possibly in this very thread inside :meth:`take` with the lock held, where waiting
+        would hang every export for good. It queues the place instead, settled by whoever holds the lock next.
+        """
+        if finalizing:
+            self._finalized.put(place)  # SimpleQueue.put is safe to call from a finalizer
+            if not self._lock.acquire(blocking=False):
                 return
-            place.held = False
-            left = self._held[place.holder] - 1
-            if left:
-                self._held[place.holder] = left
-            else:
-                del self._held[place.holder]
-            self._free.release()
+        else:
+            self._lock.acquire()
+        try:
+            if not finalizing:
+                self._settle(place)
+            self._settle_finalized()
+        finally:
+            self._lock.release()
+
+    def _settle_finalized(self) -> None:
+        while True:
+            try:
+                place = self._finalized.get_nowait()
+            except queue.Empty:
+                return
+            self._settle(place)
+
+    def _settle(self, place: ExportPlace) -> None:
+        """With the lock held."""
+        if not place.held:
+            return
+        place.held = False
+        left = self._held[place.holder] - 1
+        if left:
+            self._held[place.holder] = left
+        else:
+            del self._held[place.holder]
+        self._free.release()
 
 
 class ExportPlace:
@@ -296,8 +327,8 @@ class ExportPlace:
     def __init__(self, places: ExportPlaces, holder: ExportHolder) -> None:
         self.places, self.holder, self.held = places, holder, True
 
-    def release(self) -> None:
-        self.places.give_back(self)
+    def release(self, *, finalizing: bool = False) -> None:
+        self.places.give_back(self, finalizing=finalizing)
 
 
 class SpooledExport(Iterator[bytes]):
@@ -315,13 +346,14 @@ class SpooledExport(Iterator[bytes]):
             raise StopIteration
         return chunk
 
-    def close(self) -> None:
+    def close(self, *, finalizing: bool = False) -> None:
         if self._open:
             self._open = False
             self._spool.close()
-            self._place.release()
+            self._place.release(finalizing=finalizing)
 
-    __del__ = close
+    def __del__(self) -> None:
+        self.close(finalizing=True)
 
 
 class ExportResponse(StreamingResponse):

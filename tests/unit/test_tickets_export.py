@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from fleetpulse.alerts.api import app as api_app
 from fleetpulse.alerts.api import create_app
 from fleetpulse.alerts.api.app import CSV_COLUMNS, ExportPlaces, SpooledExport, _csv_cell
-from fleetpulse.alerts.settings import AlertSettings, ApiLimits
+from fleetpulse.alerts.settings import AlertSettings, ApiLimits, ApiSettings
 from fleetpulse.alerts.store.repository import TicketFilter, TicketStore, TicketView
 from fleetpulse.contract.v1 import TicketState
 from tests.alerts_support import NOW, bulk_tickets, make_alert, make_inventory, service, store, store_url
@@ -344,6 +344,18 @@ def test_a_caller_may_not_have_more_exports_than_the_process() -> None:
         ApiLimits(max_concurrent_exports=32, max_concurrent_exports_per_user=0)
 
 
+def test_a_token_cannot_share_a_name_with_a_user_and_spend_that_users_export_place() -> None:
+    """The attack: a script's token named ``alice`` exporting made the user ``alice`` get 429 (one identity to the
+    per-caller limit and the audit trail). Names are now distinct across users and tokens, ignoring case."""
+    user = {"name": "alice", "role": "fleet_manager", "password_hash": HASH}
+    token = {"name": "Alice", "role": "it_support", "token_sha256": "0" * 64, "sites": ["*"]}
+    with pytest.raises(ValueError, match="users and tokens need distinct names"):
+        ApiSettings.model_validate({"users": [user], "tokens": [token]})
+    with pytest.raises(ValueError, match="alice is used twice"):
+        ApiSettings.model_validate({"users": [user, {**user, "role": "admin"}]})
+    assert ApiSettings.model_validate({"users": [user], "tokens": [{**token, "name": "alice-script"}]}).tokens
+
+
 # --- memory ----------------------------------------------------------------------------------------
 
 LARGE_STORE = 20_000
@@ -449,3 +461,37 @@ def test_scoped_storm_list_reads_groups_not_tickets(
         "hall": ["g-hall"],
         "hall-finance": ["g-hall", "g-lib"],
     }
+
+
+def test_an_export_the_garbage_collector_ends_inside_a_take_does_not_hang_the_exports() -> None:
+    """The attack: an unsent export caught in a reference cycle is finalized by the cyclic collector, which runs
+    on whatever allocation crosses its threshold, here inside another caller's take() with the lock held. The
+    finalizer used to wait for that lock in the same thread: that request hung holding it, and every later
+    export hung behind it."""
+    places = ExportPlaces(4, 1)
+
+    class Cycle:
+        pass
+
+    class CollectingHolder(tuple[str, str]):
+        def __hash__(self) -> int:
+            gc.collect()  # an allocation-triggered collection, at a point inside the critical section
+            return tuple.__hash__(self)
+
+    gc.disable()
+    try:
+        cycle = Cycle()
+        cycle.__dict__.update(me=cycle, export=SpooledExport(io.BytesIO(b"x"), places.take(("local", "carol"))))
+        del cycle
+        assert places.holders == 1
+        taken = threading.Event()
+        thread = threading.Thread(
+            target=lambda: (places.take(CollectingHolder(("local", "dave"))), taken.set()), daemon=True
+        )
+        thread.start()
+        thread.join(5)
+    finally:
+        gc.enable()
+    assert taken.is_set(), "the finalizer waited for the lock its own thread held"
+    assert places.holders == 1  # carol's place came back; dave holds his
+    places.take(("local", "erin")).release()
