@@ -17,7 +17,7 @@ from fleetpulse.agents.signing import enrolment_record, signed_report
 from fleetpulse.agents.simulator import FleetSimulator
 from fleetpulse.alerts.policy import AlertPolicy
 from fleetpulse.config import KafkaSettings, kafka_python_security
-from fleetpulse.contract import Topics, encode, report_key
+from fleetpulse.contract import DiskHealth, HealthReport, Topics, encode, report_key
 from fleetpulse.models.registry import load_scorers
 from fleetpulse.models.settings import ModelSettings
 from fleetpulse.streams.kafka_admin import ensure_topics
@@ -166,6 +166,20 @@ def score_key(score: dict[str, Any]) -> ScoreKey:
         score["model_name"],
         score["role"],
         score["report_seq"],
+    )
+
+
+def disk_report(device_id: str, seq: int, realloc: int, at: datetime) -> HealthReport:
+    """A desktop's report of one old hard disk with ``realloc`` reallocated sectors."""
+    return HealthReport(
+        device_id=device_id,
+        seq=seq,
+        collected_at=at,
+        kind="desktop",
+        platform="linux",
+        disks=[
+            DiskHealth(name="sda", serial_hash="s1", kind="hdd", reallocated_sectors=realloc, power_on_hours=20_000)
+        ],
     )
 
 

@@ -57,7 +57,7 @@ from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.alerts.tickets import TicketService
 from fleetpulse.cli import app as fleetpulse_cli
 from fleetpulse.config import KafkaSettings, kafka_python_security
-from fleetpulse.contract import DeviceInventory, DiskHealth, HealthReport, Topics, encode
+from fleetpulse.contract import DeviceInventory, Topics, encode
 from fleetpulse.contract.auth import key_fingerprint
 from fleetpulse.contract.v1 import TicketState
 from fleetpulse.logs import RECORD_DUMPING_LOGGERS
@@ -65,7 +65,7 @@ from fleetpulse.streams.kafka_admin import TopicCreationError, consumer_lag
 from fleetpulse.streams.settings import StreamSettings
 from tests.harness import REPO, AclKafka
 from tests.integration.agent.test_agent_kafka import FAST_DELIVERY
-from tests.integration.stream_support import Worker, group_id, produce, read_topic, wait_caught_up
+from tests.integration.stream_support import Worker, disk_report, group_id, produce, read_topic, wait_caught_up
 
 pytestmark = pytest.mark.integration
 
@@ -257,19 +257,6 @@ def denials(log: Path, since: int) -> list[dict[str, str]]:
     return [m.groupdict() for m in DENIED.finditer(text)]
 
 
-def disk_report(seq: int, realloc: int, at: datetime) -> HealthReport:
-    return HealthReport(
-        device_id=PC,
-        seq=seq,
-        collected_at=at,
-        kind="desktop",
-        platform="linux",
-        disks=[
-            DiskHealth(name="sda", serial_hash="s1", kind="hdd", reallocated_sectors=realloc, power_on_hours=20_000)
-        ],
-    )
-
-
 def agent_delivers(kafka: KafkaSettings, spool_path: Path, now: datetime) -> None:
     """The agent's own delivery code: enrolment first, then reports MACed with the device key, from its spool.
     Ten quiet days, then reallocated sectors climbing 2000 -> 4500 within the last hour: a disk alert."""
@@ -277,7 +264,7 @@ def agent_delivers(kafka: KafkaSettings, spool_path: Path, now: datetime) -> Non
     degrading = [(2000 + 500 * i, now - timedelta(minutes=60 - i)) for i in range(6)]
     with Spool(spool_path, 10**8, initial_seq=1) as spool:
         for realloc, at in history + degrading:
-            spool.append_report(lambda seq, r=realloc, t=at: disk_report(seq, r, t))
+            spool.append_report(lambda seq, r=realloc, t=at: disk_report(PC, seq, r, t))
         delivery = Delivery(kafka, FAST_DELIVERY, "acl-test-agent", RecordSigner(PC, os.urandom(32), __version__))
         try:
             result = delivery.drain(spool, budget_s=60)

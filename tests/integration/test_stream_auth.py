@@ -18,13 +18,14 @@ from typer.testing import CliRunner
 from fleetpulse.agents.signing import enrolment_record, signed_report
 from fleetpulse.cli import app as fleetpulse_cli
 from fleetpulse.config import KafkaSettings
-from fleetpulse.contract import DeviceInventory, DiskHealth, HealthReport, Topics, encode
+from fleetpulse.contract import DeviceInventory, HealthReport, Topics, encode
 from fleetpulse.contract.auth import key_fingerprint
 from fleetpulse.streams.partitioning import default_partition
 from tests.integration.stream_support import (
     Record,
     Worker,
     create_topics,
+    disk_report,
     group_id,
     produce,
     read_topic,
@@ -41,17 +42,8 @@ VICTIM_KEY = os.urandom(32)
 ATTACKER_KEY = os.urandom(32)
 
 
-def disk_report(seq: int, realloc: int, at: datetime) -> HealthReport:
-    return HealthReport(
-        device_id=VICTIM,
-        seq=seq,
-        collected_at=at,
-        kind="desktop",
-        platform="linux",
-        disks=[
-            DiskHealth(name="sda", serial_hash="s1", kind="hdd", reallocated_sectors=realloc, power_on_hours=20_000)
-        ],
-    )
+def victim_report(seq: int, realloc: int, at: datetime) -> HealthReport:
+    return disk_report(VICTIM, seq, realloc, at)
 
 
 def signed(report: HealthReport, key: bytes, topics: Topics) -> Record:
@@ -85,9 +77,9 @@ def test_forged_reports_for_another_device_change_nothing_and_its_alert_is_raise
     inventory = DeviceInventory(device_id=VICTIM, kind="desktop", site="Town Hall", updated_at=now - timedelta(days=20))
     history: list[Record] = [(topics.inventory, VICTIM.encode(), encode(inventory), [])]
     history.append(enrolment(VICTIM_KEY, topics, now - timedelta(days=11)))
-    history += [signed(disk_report(d, 0, now - timedelta(days=10 - d)), VICTIM_KEY, topics) for d in range(10)]
-    forged_seq = disk_report(2**48, 0, now - timedelta(hours=2))
-    y2k = disk_report(11, 0, datetime(2000, 1, 1, tzinfo=UTC))
+    history += [signed(victim_report(d, 0, now - timedelta(days=10 - d)), VICTIM_KEY, topics) for d in range(10)]
+    forged_seq = victim_report(2**48, 0, now - timedelta(hours=2))
+    y2k = victim_report(11, 0, datetime(2000, 1, 1, tzinfo=UTC))
     attacks: list[Record] = [
         (topics.health, VICTIM.encode(), encode(forged_seq), []),  # unsigned, as every agent could before
         signed(forged_seq, ATTACKER_KEY, topics),  # signed with the attacker's own key
@@ -98,7 +90,7 @@ def test_forged_reports_for_another_device_change_nothing_and_its_alert_is_raise
         signed(forged_seq, VICTIM_KEY, topics),  # nor a seq bug block it
     ]
     degrading = [
-        signed(disk_report(20 + i, 2000 + 500 * i, now - timedelta(minutes=60 - i)), VICTIM_KEY, topics)
+        signed(victim_report(20 + i, 2000 + 500 * i, now - timedelta(minutes=60 - i)), VICTIM_KEY, topics)
         for i in range(6)
     ]
     produce(kafka_settings, [*history, *attacks, *degrading])
@@ -138,7 +130,7 @@ def test_re_enrolment_cli_lets_a_reinstalled_device_back_in_and_locks_the_old_ke
         kafka_settings,
         [
             enrolment(VICTIM_KEY, topics, now - timedelta(days=3)),
-            *(signed(disk_report(100 + d, 0, now - timedelta(days=3 - d)), VICTIM_KEY, topics) for d in range(3)),
+            *(signed(victim_report(100 + d, 0, now - timedelta(days=3 - d)), VICTIM_KEY, topics) for d in range(3)),
             enrolment(new_key, topics, now - timedelta(minutes=30)),  # reinstalled: refused, the device is pinned
         ],
     )
@@ -161,8 +153,8 @@ def test_re_enrolment_cli_lets_a_reinstalled_device_back_in_and_locks_the_old_ke
         kafka_settings,
         [
             enrolment(ATTACKER_KEY, topics, now),  # too late: the device is pinned to its new key
-            signed(disk_report(0, 0, now - timedelta(minutes=10)), new_key, topics),  # fresh spool, lower seq
-            signed(disk_report(200, 0, now - timedelta(minutes=5)), VICTIM_KEY, topics),  # the old key
+            signed(victim_report(0, 0, now - timedelta(minutes=10)), new_key, topics),  # fresh spool, lower seq
+            signed(victim_report(200, 0, now - timedelta(minutes=5)), VICTIM_KEY, topics),  # the old key
         ],
     )
     run_worker_until_caught_up(kafka_settings, tmp_path / "w3")
@@ -184,14 +176,17 @@ def test_records_produced_to_a_chosen_partition_are_refused(kafka_settings: Kafk
         kafka_settings,
         [
             enrolment(VICTIM_KEY, topics, now - timedelta(days=3)),
-            *(signed(disk_report(d, 0, now - timedelta(days=3 - d)), VICTIM_KEY, topics) for d in range(3)),
+            *(signed(victim_report(d, 0, now - timedelta(days=3 - d)), VICTIM_KEY, topics) for d in range(3)),
         ],
     )
     home = default_partition(VICTIM.encode(), tuple(range(12)))
     chosen = (home + 5) % 12
     attack = [
         enrolment(ATTACKER_KEY, topics, now),
-        *(signed(disk_report(100 + i, 6000, now - timedelta(minutes=30 - i)), ATTACKER_KEY, topics) for i in range(4)),
+        *(
+            signed(victim_report(100 + i, 6000, now - timedelta(minutes=30 - i)), ATTACKER_KEY, topics)
+            for i in range(4)
+        ),
     ]
     producer = KafkaProducer(bootstrap_servers=kafka_settings.bootstrap_servers, acks="all")
     for topic, key, value, headers in attack:
