@@ -235,12 +235,15 @@ class ApiSettings(_Frozen):
     def _one_identity_per_name(self) -> ApiSettings:
         """A local user and a token, or two of either, with one name would be one identity to the audit trail and
         to the per-caller limits: a script's token named like a person would spend that person's export place."""
-        names = [u.name.casefold() for u in self.users] + [t.name.casefold() for t in self.tokens]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(
-                f"users and tokens need distinct names (case-insensitive): {', '.join(repeated)} is used twice"
-            )
+        seen: dict[str, str] = {}
+        entries = [(f"users[{i}]", u.name) for i, u in enumerate(self.users)]
+        entries += [(f"tokens[{i}]", t.name) for i, t in enumerate(self.tokens)]
+        for entry, name in entries:
+            first = seen.setdefault(name.casefold(), entry)
+            if first != entry:  # the entries, never the name: configuration errors name fields, not values
+                raise ValueError(
+                    f"users and tokens need distinct names (case-insensitive): {first} and {entry} share one"
+                )
         return self
 
     @property
