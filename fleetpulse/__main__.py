@@ -1,5 +1,5 @@
 """``python -m fleetpulse``: the same as the ``fleetpulse`` command (used to spawn workers)."""
 
-from fleetpulse.cli import app
+from fleetpulse.cli import run
 
-app()
+run()

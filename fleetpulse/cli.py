@@ -23,6 +23,7 @@ from fleetpulse.alerts import cli as alerts_cli
 from fleetpulse.cliutil import load_server_settings, settings_from
 from fleetpulse.config import masked_dump
 from fleetpulse.dashboards import cli as dashboards_cli
+from fleetpulse.errors import OperatorError
 from fleetpulse.models import cli as models_cli
 from fleetpulse.streams import cli as streams_cli
 
@@ -53,3 +54,12 @@ for component in (streams_cli, models_cli, alerts_cli, dashboards_cli, agents_cl
 def config_show(ctx: typer.Context) -> None:
     """Print the effective configuration (TOML, environment, secret files) as JSON, secrets masked."""
     typer.echo(json.dumps(masked_dump(settings_from(ctx)), indent=2))
+
+
+def run() -> None:
+    """The console entry point: :data:`app`, with an :class:`OperatorError` as one ``error:`` line, exit 1."""
+    try:
+        app()
+    except OperatorError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)

@@ -28,6 +28,7 @@ from aiokafka.helpers import create_ssl_context
 
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import Topics
+from fleetpulse.errors import OperatorError
 from fleetpulse.streams.settings import StreamSettings
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ async def ensure_topics(kafka: KafkaSettings, partitions: int, replication_facto
         await admin.close()
 
 
-class TopicCreationError(RuntimeError):
+class TopicCreationError(OperatorError):
     """The broker refused to create a topic as configured (e.g. more replicas than brokers), or a topic
     this service uses does not exist and its principal may not create it."""
 

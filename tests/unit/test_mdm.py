@@ -560,24 +560,3 @@ def test_an_unforeseen_exception_refuses_its_row_by_type_and_the_rest_is_read(mo
         ("f:page 1:item 1", "refused: unexpected KeyError while mapping the row")
     ]
     assert "muster@" not in "".join(dead_letters(result, AS_OF))
-
-
-def test_topics_the_bridge_may_neither_create_nor_find_end_the_run_with_a_message_not_a_traceback(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Under production ACLs the bridge may not create topics; one that does not exist ends the run naming it."""
-    from fleetpulse.streams.kafka_admin import TopicCreationError
-
-    def refused(*_: object) -> None:
-        raise TopicCreationError(
-            "topic(s) fleetpulse.mobile.v1 do not exist and this Kafka principal may not create them"
-        )
-
-    monkeypatch.setattr("fleetpulse.streams.kafka_admin.create_configured_topics", refused)
-    monkeypatch.setenv("FLEETPULSE_MDM__SECRET", "cli-secret")
-    monkeypatch.setenv("FLEETPULSE_MDM__STATE_PATH", str(tmp_path / "state.sqlite"))
-    result = CliRunner().invoke(app, ["mdm", "ingest", str(FIXTURES / "devices.csv"), "--format", "csv"])
-    assert result.exit_code == 1
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    assert "error: topic(s) fleetpulse.mobile.v1 do not exist" in result.output
-    assert "Traceback" not in result.output

@@ -1,0 +1,54 @@
+"""The ``fleetpulse`` entry point: a cluster the operator must fix is one ``error:`` line, exit 1, whichever command."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from fleetpulse.cli import run
+from fleetpulse.streams.kafka_admin import TopicCreationError
+
+MDM_EXPORT = Path(__file__).resolve().parents[1] / "fixtures" / "mdm" / "devices.csv"
+MISSING = "topic(s) fleetpulse.scores.v1 do not exist and this Kafka principal may not create them"
+
+
+class _NoLabels:
+    def __init__(self, *_: object) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["worker", "--store", "memory"],
+        ["tickets", "consume", "--until-idle", "1"],
+        ["mdm", "ingest", str(MDM_EXPORT), "--format", "csv"],
+        ["simulate", "--devices", "5", "--days", "2"],
+    ],
+    ids=["worker", "ticket-consumer", "mdm-bridge", "simulate"],
+)
+def test_a_missing_topic_the_principal_may_not_create_stops_any_service_with_one_line_not_a_traceback(
+    argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under production ACLs no service may create the pipeline's topics: the first one missing must reach the
+    operator as the sentence that names it, from the worker and the ticket consumer as from the MDM bridge."""
+
+    def refused(*_: object) -> None:
+        raise TopicCreationError(MISSING)
+
+    monkeypatch.setattr("fleetpulse.streams.kafka_admin.create_configured_topics", refused)
+    monkeypatch.setattr("fleetpulse.alerts.consumer.LabelPublisher", _NoLabels)  # no broker in unit tests
+    monkeypatch.setenv("FLEETPULSE_ALERTS__STORE_URL", f"sqlite:///{tmp_path}/tickets.db")
+    monkeypatch.setenv("FLEETPULSE_STREAMS__DATA_DIR", str(tmp_path / "worker"))
+    monkeypatch.setenv("FLEETPULSE_MDM__SECRET", "cli-secret")
+    monkeypatch.setenv("FLEETPULSE_MDM__STATE_PATH", str(tmp_path / "state.sqlite"))
+    monkeypatch.setattr(sys, "argv", ["fleetpulse", *argv])
+    with pytest.raises(SystemExit) as ended:
+        run()
+    assert ended.value.code == 1
+    err = capsys.readouterr().err
+    assert f"error: {MISSING}" in err
+    assert "Traceback" not in err
