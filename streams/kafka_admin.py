@@ -19,6 +19,7 @@ import contextlib
 import logging
 import ssl
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -33,8 +34,6 @@ from fleetpulse.streams.settings import StreamSettings
 
 log = logging.getLogger(__name__)
 
-COMPACTED = {"cleanup.policy": "compact"}
-COMPACTED_30_DAYS = {"cleanup.policy": "compact,delete", "retention.ms": str(30 * 24 * 3600 * 1000)}
 VISIBLE_TIMEOUT_S = 30.0
 
 
@@ -63,14 +62,49 @@ def aiokafka_auth(kafka: KafkaSettings) -> dict[str, Any]:
     return auth
 
 
+@dataclass(frozen=True, slots=True)
+class TopicPolicy:
+    """How long a topic keeps what (deploy/retention.yaml, which tests/unit/deploy holds this table to)."""
+
+    retention_days: int | None
+    """None: kept for good (plain compaction: the latest record per key)."""
+    cleanup_policy: str = "delete"
+    max_gib_per_partition: int | None = None
+    """Set on topics a PC or the MDM bridge's certificate can fill: a flood shortens the replay window, never
+    fills the brokers' disks."""
+
+    def config(self) -> dict[str, str]:
+        config = {"cleanup.policy": self.cleanup_policy}
+        if self.retention_days is not None:
+            config["retention.ms"] = str(self.retention_days * DAY_MS)
+        if self.max_gib_per_partition is not None:
+            config["retention.bytes"] = str(self.max_gib_per_partition * 2**30)
+        if "compact" in self.cleanup_policy:  # a tombstone (a retirement) stays a day for consumers to see
+            config["delete.retention.ms"] = str(DAY_MS)
+        return config
+
+
+DAY_MS = 24 * 3600 * 1000
+TOPIC_POLICIES: dict[str, TopicPolicy] = {
+    # by ``Topics`` attribute
+    "health": TopicPolicy(7, max_gib_per_partition=4),
+    "mobile": TopicPolicy(7, max_gib_per_partition=1),
+    "inventory": TopicPolicy(None, "compact"),
+    "mobile_inventory": TopicPolicy(30, "compact,delete", max_gib_per_partition=1),
+    "scores": TopicPolicy(7),
+    "alerts": TopicPolicy(30),
+    "labels": TopicPolicy(365),
+    "features": TopicPolicy(30),
+    "control": TopicPolicy(30),
+    "serving": TopicPolicy(None, "compact"),
+    "dead_letter": TopicPolicy(14, max_gib_per_partition=1),
+}
+
+
 def topic_configs(topics: Topics) -> dict[str, dict[str, str]]:
-    """IT's register (latest record per device) and serving (each generation served) are compacted, kept for
-    good; the MDM bridge's inventory is compacted and kept 30 days (each export republishes every phone, so
-    only ids no export names age out: deploy/retention.yaml); the rest are time-retained streams."""
-    compacted = {topics.inventory, topics.serving}
-    configs = {name: (COMPACTED if name in compacted else {}) for name in topics.all()}
-    configs[topics.mobile_inventory] = COMPACTED_30_DAYS
-    return configs
+    """Each topic's retention as the cluster's manifests set it, for the topics a service creates itself
+    (a single host, the demo): the policy must not depend on which of them started first."""
+    return {getattr(topics, attribute): policy.config() for attribute, policy in TOPIC_POLICIES.items()}
 
 
 async def ensure_topics(kafka: KafkaSettings, partitions: int, replication_factor: int) -> list[str]:

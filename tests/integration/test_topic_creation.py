@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from typer.testing import CliRunner
 
 from fleetpulse.alerts.consumer import TicketConsumer
@@ -21,7 +22,7 @@ from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.cli import app
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import Topics
-from fleetpulse.streams.kafka_admin import TopicCreationError, aiokafka_auth
+from fleetpulse.streams.kafka_admin import TopicCreationError, aiokafka_auth, topic_configs
 from fleetpulse.streams.settings import StreamSettings
 
 pytestmark = pytest.mark.integration
@@ -34,6 +35,25 @@ def _partition_counts(kafka: KafkaSettings) -> dict[str, int]:
         try:
             described = await admin.describe_topics(Topics(prefix=kafka.topic_prefix).all())
             return {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
+        finally:
+            await admin.close()
+
+    return asyncio.run(describe())
+
+
+def _topic_configs(kafka: KafkaSettings, names: list[str]) -> dict[str, dict[str, str]]:
+    """What the broker holds for each topic, as it answers DescribeConfigs."""
+
+    async def describe() -> dict[str, dict[str, str]]:
+        admin = AIOKafkaAdminClient(**aiokafka_auth(kafka))
+        await admin.start()
+        try:
+            answers = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
+            return {
+                resource[3]: {entry[0]: entry[1] for entry in resource[4]}
+                for answer in answers
+                for resource in answer.resources
+            }
         finally:
             await admin.close()
 
@@ -53,6 +73,10 @@ def test_simulate_creates_topics_with_the_configured_partitions(kafka_settings: 
     counts = _partition_counts(kafka_settings)
     assert set(counts) == set(Topics(prefix=kafka_settings.topic_prefix).all())
     assert set(counts.values()) == {3}
+    wanted = topic_configs(Topics(prefix=kafka_settings.topic_prefix))
+    held = _topic_configs(kafka_settings, list(wanted))
+    for name, config in wanted.items():  # retention in time and size, as the cluster's manifests set it
+        assert {key: held[name].get(key) for key in config} == config, name
 
 
 def test_ticket_consumer_creates_topics_with_the_configured_partitions(

@@ -631,14 +631,21 @@ def test_rollup_runs_every_five_minutes_without_overlap() -> None:
 
 
 def test_topics_the_services_create_themselves_follow_the_retention_policy() -> None:
-    """Outside Kubernetes (the demo, a single host) the first service to start creates the topics: the MDM
-    bridge's inventory must be bounded in time there too."""
+    """Outside Kubernetes (the demo, a single host) the first service to start creates the topics: each must keep
+    what the policy says there too, in time and size, whichever service created it."""
     from fleetpulse.contract import Topics
     from fleetpulse.streams.kafka_admin import topic_configs
 
     policy = retention_policy()["kafka"]["topics"]
-    for name, config in topic_configs(Topics()).items():
-        wanted = policy[name]
-        assert config.get("cleanup.policy", "delete") == wanted["cleanup_policy"], name
-        if "compact" in wanted["cleanup_policy"] and wanted["retention_days"] is not None:
-            assert int(config["retention.ms"]) == wanted["retention_days"] * 24 * 3600 * 1000, name
+    configs = topic_configs(Topics())
+    assert set(configs) == set(policy) == set(Topics().all())
+    topics = {t["spec"]["topicName"]: t["spec"]["config"] for t in objects("KafkaTopic")}
+    for name, config in configs.items():
+        rule = policy[name]
+        assert config["cleanup.policy"] == rule["cleanup_policy"], name
+        days = rule["retention_days"]
+        assert config.get("retention.ms") == (None if days is None else str(days * DAY_MS)), name
+        gib = rule.get("max_gib_per_partition")
+        assert config.get("retention.bytes") == (None if gib is None else str(gib * 2**30)), name
+        manifest = {k: str(v) for k, v in topics[name].items() if k != "min.insync.replicas"}
+        assert config == manifest, f"{name}: as the Kubernetes manifest sets it"
