@@ -154,6 +154,12 @@ class ApiLimits(_Frozen):
         "once (429 with Retry-After above), so one slow downloader cannot hold every export place; at most "
         "max_concurrent_exports",
     )
+    export_send_timeout: Annotated[timedelta, Field(ge=timedelta(seconds=1), le=timedelta(hours=24))] = Field(
+        default=timedelta(minutes=15),
+        description="a CSV export not sent within this long is cut (the connection closed) and its place given "
+        "back: a client that stops reading would otherwise hold a place for as long as it keeps the connection "
+        "open. The largest export (max_export_rows, about 30 MB) takes about 4 minutes at 1 Mbit/s",
+    )
     free_failures_per_login: Annotated[int, Field(ge=1, le=1000)] = Field(
         default=5, description="failed logins of one name from one address before its backoff starts"
     )

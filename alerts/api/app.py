@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from typing import IO, Annotated, Any, Literal
 
+import anyio
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -339,6 +340,10 @@ class SpooledExport(Iterator[bytes]):
     def __init__(self, spool: IO[bytes], place: ExportPlace) -> None:
         self._spool, self._place, self._open = spool, place, True
 
+    @property
+    def holder(self) -> ExportHolder:
+        return self._place.holder
+
     def __next__(self) -> bytes:
         chunk = self._spool.read(EXPORT_CHUNK_BYTES) if self._open else b""
         if not chunk:
@@ -358,15 +363,27 @@ class SpooledExport(Iterator[bytes]):
 
 class ExportResponse(StreamingResponse):
     """Sends a :class:`SpooledExport` and closes it however sending ends (a client gone mid-download
-    included), not only once the garbage collector drops it."""
+    included), not only once the garbage collector drops it.
 
-    def __init__(self, export: SpooledExport, headers: dict[str, str]) -> None:
+    Sending is bounded by ``deadline_s``: a client that stops reading leaves the server waiting for its
+    socket to drain for as long as it keeps the connection open, holding an export place all that time.
+    Cut, the response is left short of its ``Content-Length`` and the server closes the connection, so
+    the client cannot take the truncated file for the whole export."""
+
+    def __init__(self, export: SpooledExport, headers: dict[str, str], deadline_s: float) -> None:
         super().__init__(export, media_type="text/csv; charset=utf-8", headers=headers)
-        self.export = export
+        self.export, self.deadline_s = export, deadline_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            with anyio.fail_after(self.deadline_s):
+                await super().__call__(scope, receive, send)
+        except TimeoutError:
+            holder = self.export.holder
+            log.warning(
+                "CSV export cut: not sent within the deadline",
+                extra={"fields": {"issuer": holder[0], "subject": holder[1], "deadline_s": self.deadline_s}},
+            )
         finally:
             self.export.close()
 
@@ -563,6 +580,7 @@ def create_app(
                 "Content-Disposition": 'attachment; filename="fleetpulse-tickets.csv"',
                 "Content-Length": str(size),
             },
+            deadline_s=settings.api.limits.export_send_timeout.total_seconds(),
         )
 
     @app.get("/api/v1/tickets/{ticket_id}", tags=["tickets"], responses={404: {"description": "no such ticket"}})

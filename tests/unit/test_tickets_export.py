@@ -9,13 +9,17 @@ import contextlib
 import csv
 import gc
 import io
+import socket
 import tempfile
 import threading
+import time
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -26,6 +30,7 @@ from fleetpulse.alerts.settings import AlertSettings, ApiLimits, ApiSettings
 from fleetpulse.alerts.store.repository import TicketFilter, TicketStore, TicketView
 from fleetpulse.contract.v1 import TicketState
 from tests.alerts_support import NOW, bulk_tickets, make_alert, make_inventory, service, store, store_url
+from tests.harness import free_port
 from tests.unit.test_tickets_api import HASH, PASSWORD, TOKEN, api_settings
 
 __all__ = ["store", "store_url"]  # fixtures: SQLite, and PostgreSQL when integration tests run
@@ -498,3 +503,57 @@ def test_an_export_the_garbage_collector_ends_inside_a_take_does_not_hang_the_ex
     assert taken.is_set(), "the finalizer waited for the lock its own thread held"
     assert places.holders == 1  # carol's place came back; dave holds his
     places.take(("local", "erin")).release()
+
+
+def test_a_client_that_stops_reading_loses_its_export_place_at_the_deadline(tmp_path: Any) -> None:
+    """Attack: request an export over a real HTTP server and never read it. The server waits for the socket
+    to drain for as long as the connection stays open, holding the only export place; with the deadline the
+    export is cut short of its Content-Length, the connection closed and the place given back."""
+    url = f"sqlite:///{tmp_path}/tickets.db"
+    store = TicketStore.open(url)
+    bulk_tickets(store, LARGE_STORE)  # megabytes: more than the sockets on both sides buffer
+    limits = {"max_concurrent_exports": 1, "export_send_timeout": "PT3S"}
+    app = create_app(export_settings(url, **limits), store)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", lifespan="off"))
+    serving = threading.Thread(target=server.run, daemon=True)
+    serving.start()
+    stalled = socket.socket()
+    try:
+        assert wait_until(lambda: server.started)
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", port))
+        basic = base64.b64encode(f"it:{PASSWORD}".encode()).decode()
+        stalled.sendall(f"GET /api/v1/tickets.csv HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {basic}\r\n\r\n".encode())
+        assert wait_until(lambda: app.state.export_places.holders == 1)
+
+        def other_reader() -> int:
+            answer = httpx.get(f"http://127.0.0.1:{port}/api/v1/tickets.csv", auth=("hall", PASSWORD), timeout=30)
+            return answer.status_code
+
+        assert other_reader() == 503  # the stalled download holds the only place
+        assert wait_until(lambda: app.state.export_places.holders == 0, timeout=20)
+        assert other_reader() == 200
+        received, length = b"", None
+        stalled.settimeout(20)
+        while chunk := stalled.recv(1 << 16):  # ends: the server closed the connection
+            received += chunk
+            if length is None and b"\r\n\r\n" in received:
+                head = received.split(b"\r\n\r\n", 1)[0].decode().lower()
+                length = int(head.split("content-length:", 1)[1].split("\r\n", 1)[0])
+        assert length is not None
+        assert len(received.split(b"\r\n\r\n", 1)[1]) < length  # cut short: not mistaken for the whole export
+    finally:
+        stalled.close()
+        server.should_exit = True
+        serving.join(30)
+        store.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
