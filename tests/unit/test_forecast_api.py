@@ -242,3 +242,100 @@ def test_attack_a_pc_minting_device_ids_orders_no_parts_for_them(
     ]
     (record,) = [r for r in caplog.records if "outside the register" in r.getMessage()]
     assert record.fields == {"devices": 300}  # type: ignore[attr-defined]
+
+
+T14 = "ThinkPad T14 Gen 2"
+
+
+def t14s(site: str, n: int) -> list[str]:
+    """Device ids of the first ``n`` T14 laptops of ``site``."""
+    return [f"{site.split()[0].lower()}-{i}" for i in range(n)]
+
+
+def t14_fleet(store: TicketStore, settings: AlertSettings, sites: dict[str, int]) -> None:
+    """``sites``' numbers of T14 laptops, scored every 30 days for a year at an ordinary disk risk (2 %) and
+    none failed: a fleet whose calibration learned a low rate for the model."""
+    svc = TicketService(store, settings)
+    for site, n in sites.items():
+        for device in t14s(site, n):
+            svc.apply_inventory(make_inventory(device, site=site, model=T14))
+    devices = [d for site, n in sites.items() for d in t14s(site, n)]
+    for back in reversed(range(13)):  # oldest first, as the store keeps points
+        svc.record_scores([score(d, 0.02, age=timedelta(days=30 * back + 1)) for d in devices])
+
+
+def library_disks(settings: AlertSettings, store: TicketStore) -> dict[str, object]:
+    """The Library's 30-day disk forecast, as the fleet manager of every site reads it (a fresh app: no cache)."""
+    with TestClient(create_app(settings, store, clock=lambda: NOW)) as fresh:
+        (row,) = [r for r in rows(fresh, "fm", site="Library", component="disk") if r["window_days"] == 30]
+    return row
+
+
+def report_failed(client: TestClient, user: str, devices: list[str]) -> None:
+    """``user`` reports the disk of each of ``devices`` failed in the last 30-day window (through the API)."""
+    on_day = str((NOW - timedelta(days=25)).date())
+    for device in devices:
+        body = {"device_id": device, "component": "disk", "component_id": "sn1", "on_day": on_day, "outcome": "failed"}
+        response = client.post("/api/v1/failure-reports", auth=(user, PASSWORD), json=body)
+        assert response.status_code == 201, response.text
+
+
+def test_attack_a_site_lead_reporting_failures_moves_no_other_sites_forecast(
+    store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lead of Town Hall reports every one of its 40 T14 disks failed last month: in scope, audited, and
+    each report accepted. The factors are learned per hardware model over the whole fleet, so the Library's
+    400 T14 disks went from 0.1 expected (interval 0-1) to 5.2 (0-25). A site's failures count in them only up
+    to what its own parts make plausible (here 4), so the Library's forecast moves no further than a few
+    genuine failures would move it, and the excess is logged."""
+    from fleetpulse.alerts.fleetlog import FleetLog
+
+    settings = settings_for(store_url)
+    store = TicketStore.open(store_url)
+    try:
+        t14_fleet(store, settings, {"Town Hall": 40, "Library": 400})
+        honest = library_disks(settings, store)
+        with TestClient(create_app(settings, store, clock=lambda: NOW)) as client:
+            report_failed(client, "lead", t14s("Town Hall", 40))
+        with caplog.at_level("WARNING", logger="fleetpulse.alerts.forecast"):
+            attacked = library_disks(settings, store)
+        labels, _ = FleetLog(store).labels()
+    finally:
+        store.close()
+    assert (honest["expected"], honest["low"], honest["high"]) == (pytest.approx(0.1, abs=0.05), 0, 1)
+    assert attacked["expected"] < 1.0  # type: ignore[operator]
+    assert attacked["high"] <= honest["high"] + 1  # type: ignore[operator]
+    assert sum(label.failed_on is not None for label in labels.values()) == 40  # the reports are all kept
+    (capped,) = [r.fields for r in caplog.records if "plausible" in r.getMessage()]  # type: ignore[attr-defined]
+    assert capped == {
+        "site": "Town Hall",
+        "component": "disk",
+        "hardware_model": T14,
+        "stratum": "",
+        "window_start": "2026-10-03",
+        "window_end": "2026-11-02",
+        "reported": 40,
+        "counted": 4.0,
+    }
+
+
+def test_failures_reported_across_sites_still_move_the_fleet_wide_forecast(
+    store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Genuine fleet-wide evidence still calibrates: three failed disks at each of five sites (15 in all, each
+    site's within its bound) raise the Library's forecast of the same model several-fold, nothing logged."""
+    settings = settings_for(store_url)
+    sites = ["Town Hall", "Annex", "Depot", "Museum", "Pool"]
+    store = TicketStore.open(store_url)
+    try:
+        t14_fleet(store, settings, {**dict.fromkeys(sites, 40), "Library": 400})
+        honest = library_disks(settings, store)
+        with TestClient(create_app(settings, store, clock=lambda: NOW)) as client:
+            report_failed(client, "fm", [d for site in sites for d in t14s(site, 3)])
+        with caplog.at_level("WARNING", logger="fleetpulse.alerts.forecast"):
+            spread = library_disks(settings, store)
+    finally:
+        store.close()
+    assert spread["expected"] > 5 * honest["expected"]  # type: ignore[operator]
+    assert spread["high"] > honest["high"] + 2  # type: ignore[operator]
+    assert not [r for r in caplog.records if "plausible" in r.getMessage()]
