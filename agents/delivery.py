@@ -7,8 +7,9 @@ duplicates carry the same ``(device_id, seq)`` and are dropped downstream).
 
 Retries follow the project's one policy (:mod:`fleetpulse.retry`): capped, jittered, finite after any
 number of failures. A rejection no retry can fix by itself (credentials refused, topic not
-authorised, certificate not trusted) is reported with its reason and retried only at the cap, so an
-operator's fix is picked up without the agent hammering the broker meanwhile.
+authorised, certificate not trusted, client certificate refused) is reported with its reason and
+retried only at the cap, so an operator's fix is picked up without the agent hammering the broker
+meanwhile.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from kafka.errors import (
 
 from fleetpulse.agents.settings import DeliverySettings
 from fleetpulse.agents.spool import Spool, SpooledRecord
-from fleetpulse.config import KafkaSettings, kafka_python_security
+from fleetpulse.config import TLS_CLIENT_CERTIFICATE_REFUSALS, KafkaSettings, KeyPasswordMissing, kafka_python_security
 from fleetpulse.contract import Topics
 from fleetpulse.retry import Backoff, RetryPolicy
 
@@ -91,6 +92,10 @@ def rejection_reason(exc: BaseException) -> str | None:
             return f"authorization failed ({type(current).__name__})"
         if isinstance(current, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(current):
             return "TLS certificate rejected"
+        if isinstance(current, ssl.SSLError) and any(a in str(current) for a in TLS_CLIENT_CERTIFICATE_REFUSALS):
+            return "TLS client certificate refused by the broker (mutual TLS: kafka.ssl_certfile, ssl_keyfile)"
+        if isinstance(current, KeyPasswordMissing):
+            return f"TLS client key not loaded ({current})"
         pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
         pending.extend(a for a in current.args if isinstance(a, BaseException))
     return None

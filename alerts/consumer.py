@@ -106,12 +106,13 @@ class TicketConsumer:
             self.connectors = (
                 dict(connectors) if connectors is not None else {c.name: build(c) for c in settings.connectors}
             )
+            # first: where Kafka turns this client away (TLS, credentials), this says why, at once
+            create_configured_topics(kafka, streams)
             if labels is None:
                 publisher = LabelPublisher(kafka)
                 self._closers.append(publisher.close)
                 labels = publisher
             self.labels: OutcomeSink = labels
-            create_configured_topics(kafka, streams)
             options = kafka_client_options(kafka)
             self.dead_letters = KafkaProducer(acks="all", **options)
             self._closers.append(lambda: self.dead_letters.close(timeout=5))

@@ -10,7 +10,7 @@ library code receives settings objects as arguments.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -63,6 +63,30 @@ def refuse_credentials_in_clear(url: str, field: str, sends_credentials: bool, a
         )
 
 
+TLS_CLIENT_CERTIFICATE_REFUSALS = ("BAD_CERTIFICATE", "CERTIFICATE_REQUIRED", "UNKNOWN_CA", "CERTIFICATE_UNKNOWN")
+"""OpenSSL's names of the TLS alerts a broker sends when it refuses the client's certificate, or gets none."""
+
+
+class KeyPasswordMissing(ValueError):
+    """The Kafka client key is encrypted and ``kafka.ssl_key_password`` is not set."""
+
+
+def _no_key_password() -> str:
+    raise KeyPasswordMissing("kafka.ssl_keyfile is encrypted but kafka.ssl_key_password is not set")
+
+
+def ssl_key_password(kafka: KafkaSettings) -> str | Callable[[], str]:
+    """The client key's password as both Kafka client libraries hand it to ``SSLContext.load_cert_chain``.
+
+    Without ``ssl_key_password`` it is a callable that refuses: OpenSSL would otherwise ask for an encrypted
+    key's pass phrase on the terminal, and a service started from one would wait there for good. An unencrypted
+    key (a Strimzi user's ``user.key``) never asks for it.
+    """
+    if kafka.ssl_key_password is not None:
+        return kafka.ssl_key_password.get_secret_value()
+    return _no_key_password
+
+
 def kafka_python_security(kafka: KafkaSettings) -> dict[str, Any]:
     """kafka-python's TLS/SASL options from the shared settings: the one place secrets are unwrapped for it."""
     options: dict[str, Any] = {"security_protocol": kafka.security_protocol}
@@ -77,8 +101,8 @@ def kafka_python_security(kafka: KafkaSettings) -> dict[str, Any]:
     ):
         if path is not None:
             options[key] = str(path)
-    if kafka.ssl_key_password is not None:
-        options["ssl_password"] = kafka.ssl_key_password.get_secret_value()
+    if kafka.ssl_key_password is not None or kafka.ssl_certfile is not None or kafka.ssl_keyfile is not None:
+        options["ssl_password"] = ssl_key_password(kafka)
     return options
 
 

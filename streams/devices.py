@@ -33,6 +33,7 @@ def publish_control(kafka: KafkaSettings, control: DeviceControl, timeout_s: flo
     from kafka.errors import KafkaError
 
     from fleetpulse.agents.kafka_publish import make_producer
+    from fleetpulse.streams.kafka_admin import tls_refusal
 
     try:
         producer = make_producer(kafka)
@@ -43,8 +44,8 @@ def publish_control(kafka: KafkaSettings, control: DeviceControl, timeout_s: flo
             future.get(timeout=timeout_s)
         finally:
             producer.close(timeout=5)
-    except KafkaError as exc:
-        raise ControlPublishError(f"{type(exc).__name__}: {exc}") from None
+    except KafkaError as exc:  # kafka-python says "Unable to bootstrap" where TLS turned it away: find out
+        raise ControlPublishError(tls_refusal(kafka) or f"{type(exc).__name__}: {exc}") from None
 
 
 @devices_app.command("re-enrol")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -24,10 +25,15 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError, UnknownTopicOrPartitionError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
+)
 from aiokafka.helpers import create_ssl_context
 
-from fleetpulse.config import KafkaSettings
+from fleetpulse.config import TLS_CLIENT_CERTIFICATE_REFUSALS, KafkaSettings, KeyPasswordMissing, ssl_key_password
 from fleetpulse.contract import Topics
 from fleetpulse.errors import OperatorError
 from fleetpulse.streams.settings import StreamSettings
@@ -37,14 +43,101 @@ log = logging.getLogger(__name__)
 VISIBLE_TIMEOUT_S = 30.0
 
 
+class KafkaConnectError(OperatorError):
+    """This client cannot connect to the configured cluster: its TLS files do not load, no bootstrap server
+    answers, or the broker refuses its TLS handshake (an untrusted broker certificate, a missing client one)."""
+
+
 def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
+    """The TLS context of every aiokafka client (and the Faust worker's): ``ssl_cafile`` to trust the brokers,
+    ``ssl_certfile``/``ssl_keyfile`` (``ssl_key_password`` for an encrypted key) for mutual TLS."""
     if kafka.security_protocol not in ("SSL", "SASL_SSL"):
         return None
-    password = kafka.ssl_key_password.get_secret_value() if kafka.ssl_key_password else None
-    context: ssl.SSLContext = create_ssl_context(
-        cafile=kafka.ssl_cafile, certfile=kafka.ssl_certfile, keyfile=kafka.ssl_keyfile, password=password
-    )
+    try:
+        context: ssl.SSLContext = create_ssl_context(
+            cafile=kafka.ssl_cafile,
+            certfile=kafka.ssl_certfile,
+            keyfile=kafka.ssl_keyfile,
+            password=ssl_key_password(kafka),
+        )
+    except KeyPasswordMissing as exc:
+        raise KafkaConnectError(str(exc)) from None
+    except (OSError, ssl.SSLError) as exc:  # names the file and OpenSSL's reason, never the key or its password
+        raise KafkaConnectError(
+            f"cannot load the Kafka TLS files (kafka.ssl_cafile, ssl_certfile, ssl_keyfile with ssl_key_password): {exc}"
+        ) from None
     return context
+
+
+def tls_refusal(kafka: KafkaSettings, timeout_s: float = 5.0) -> str | None:
+    """Why the first bootstrap server turns this client away at TLS, found with one handshake, or None: no TLS
+    configured, the handshake passes, or the server cannot be reached at all.
+
+    The client libraries log this reason and raise only "Unable to bootstrap". Under TLS 1.3 the client's side
+    of the handshake completes before the broker has checked the client's certificate: its refusal arrives as
+    an alert on the first read, so the probe reads (briefly) after the handshake."""
+    context = ssl_context(kafka)
+    if context is None:
+        return None
+    host, _, port = kafka.bootstrap_servers.split(",")[0].strip().rpartition(":")
+    host = host.strip("[]")
+    try:
+        with (
+            socket.create_connection((host, int(port)), timeout=timeout_s) as raw,
+            context.wrap_socket(raw, server_hostname=host) as tls,
+        ):
+            tls.settimeout(min(timeout_s, 1.0))
+            with contextlib.suppress(TimeoutError):  # nothing said: the broker waits for our first request
+                tls.recv(1)
+    except ssl.SSLCertVerificationError as exc:
+        return (
+            f"the broker's TLS certificate is not trusted ({exc.verify_message}): set kafka.ssl_cafile to the "
+            "cluster's CA certificate"
+        )
+    except ssl.SSLError as exc:
+        reason = exc.reason or str(exc)
+        if any(alert in reason for alert in TLS_CLIENT_CERTIFICATE_REFUSALS):
+            return (
+                f"the broker refused this client's TLS certificate, or that it sent none ({reason}): set "
+                "kafka.ssl_certfile and ssl_keyfile to a client certificate the cluster's clients CA issued"
+            )
+        return f"the TLS handshake failed ({reason})"
+    except (OSError, ValueError):  # unreachable, or no port: not a TLS matter
+        return None
+    return None
+
+
+class _LoggedErrors(logging.Handler):
+    """The exceptions aiokafka logs while it bootstraps: it raises only "Unable to bootstrap", and logs why
+    (a refused SASL login, a closed connection, nothing listening)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.errors: list[BaseException] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        self.errors.extend(arg for arg in args if isinstance(arg, BaseException))
+
+
+async def _start(kafka: KafkaSettings, admin: AIOKafkaAdminClient) -> None:
+    """Start a service's first client at start-up; no way in is a :class:`KafkaConnectError` that says why:
+    a TLS refusal if a handshake finds one, else what the client logged."""
+    logged = _LoggedErrors()
+    aiokafka_log = logging.getLogger("aiokafka")
+    aiokafka_log.addHandler(logged)
+    try:
+        await admin.start()
+    except KafkaConnectionError as exc:
+        with contextlib.suppress(Exception):
+            await admin.close()
+        reason = await asyncio.to_thread(tls_refusal, kafka)
+        raise KafkaConnectError(
+            f"cannot connect to Kafka at {kafka.bootstrap_servers} ({kafka.security_protocol}): "
+            f"{reason or (str(logged.errors[-1]) if logged.errors else str(exc))}"
+        ) from None
+    finally:
+        aiokafka_log.removeHandler(logged)
 
 
 def aiokafka_auth(kafka: KafkaSettings) -> dict[str, Any]:
@@ -121,7 +214,7 @@ async def ensure_topics(kafka: KafkaSettings, partitions: int, replication_facto
     """
     topics = Topics(prefix=kafka.topic_prefix)
     admin = AIOKafkaAdminClient(**aiokafka_auth(kafka))
-    await admin.start()
+    await _start(kafka, admin)
     try:
         existing = set(await admin.list_topics())
         wanted = [

@@ -34,11 +34,18 @@ def kafka_bootstrap() -> str:
 
 @pytest.fixture(scope="session")
 def kafka_acl() -> AclKafka:
-    """A second broker secured as in production: SASL/SCRAM-SHA-512, KRaft's StandardAuthorizer, no ACL no access."""
+    """A second broker secured as in production: SASL/SCRAM-SHA-512 over TLS, mutual TLS for certificate users,
+    KRaft's StandardAuthorizer, no ACL no access."""
     run_stack("start", "kafka-acl")
     state = STATE / "kafka-acl"
     password = (state / "admin-password").read_text().strip()  # made by stack.sh, readable by us only
-    return AclKafka(f"127.0.0.1:{PORTS['kafka_acl']}", password, state / "kafka.log")
+    return AclKafka(
+        bootstrap=f"127.0.0.1:{PORTS['kafka_acl']}",
+        mtls_bootstrap=f"127.0.0.1:{PORTS['kafka_acl_mtls']}",
+        admin_password=password,
+        log=state / "kafka.log",
+        tls=state / "tls",
+    )
 
 
 @pytest.fixture

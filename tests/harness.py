@@ -32,9 +32,11 @@ STACK = REPO / "deploy" / "local" / "stack.sh"
 STATE = Path(os.environ.get("FLEETPULSE_TEST_STACK_DIR", REPO / ".local" / "test-stack"))
 SHARED_DATA = REPO.parent / "shared" / "data"
 
+_ACL_PORT = int(os.environ.get("FLEETPULSE_TEST_KAFKA_ACL_PORT", "19192"))  # SASL_SSL; its controller on + 1
 PORTS = {
     "kafka": int(os.environ.get("FLEETPULSE_TEST_KAFKA_PORT", "19092")),
-    "kafka_acl": int(os.environ.get("FLEETPULSE_TEST_KAFKA_ACL_PORT", "19192")),  # and its controller on the next port
+    "kafka_acl": _ACL_PORT,
+    "kafka_acl_mtls": int(os.environ.get("FLEETPULSE_TEST_KAFKA_ACL_MTLS_PORT", str(_ACL_PORT + 2))),
     "tsdb": int(os.environ.get("FLEETPULSE_TEST_VM_PORT", "18428")),
     "influxdb1": int(os.environ.get("FLEETPULSE_TEST_INFLUXDB1_PORT", "18086")),
     "postgres": int(os.environ.get("FLEETPULSE_TEST_PG_PORT", "15433")),
@@ -63,6 +65,7 @@ def stack_env(state: Path = STATE, kafka_port: int | None = None) -> dict[str, s
         FLEETPULSE_LOCAL_DIR=str(state),
         FLEETPULSE_KAFKA_PORT=str(kafka_port or PORTS["kafka"]),
         FLEETPULSE_KAFKA_ACL_PORT=str(PORTS["kafka_acl"]),
+        FLEETPULSE_KAFKA_ACL_MTLS_PORT=str(PORTS["kafka_acl_mtls"]),
         FLEETPULSE_VM_PORT=str(PORTS["tsdb"]),
         FLEETPULSE_INFLUXDB1_PORT=str(PORTS["influxdb1"]),
         FLEETPULSE_PG_PORT=str(PORTS["postgres"]),
@@ -135,23 +138,48 @@ class DedicatedKafka:
 
 @dataclass(frozen=True)
 class AclKafka:
-    """The broker secured as in production (stack.sh ``kafka-acl``): SASL/SCRAM-SHA-512 on a plain-text listener
-    (a test system: ``allow_insecure``), the StandardAuthorizer, nothing allowed without an ACL; ``admin`` is its
-    one super user."""
+    """The broker secured as in production (stack.sh ``kafka-acl``): SASL/SCRAM-SHA-512 over TLS on ``bootstrap``,
+    mutual TLS (client certificates, principal ``User:CN=<name>``) on ``mtls_bootstrap``, the StandardAuthorizer,
+    nothing allowed without an ACL; ``admin`` is its one super user. ``tls`` holds its throwaway certificates:
+    ``cluster-ca.crt`` (the broker's CA, which clients trust) and ``users/<name>.crt``/``.key``."""
 
     bootstrap: str
+    mtls_bootstrap: str
     admin_password: str = field(repr=False)
     log: Path
+    tls: Path
+
+    @property
+    def cluster_ca(self) -> Path:
+        return self.tls / "cluster-ca.crt"
+
+    def certificate(self, user: str) -> tuple[Path, Path]:
+        """``user``'s client certificate and its private key, as the Strimzi User Operator's Secret holds them."""
+        return self.tls / "users" / f"{user}.crt", self.tls / "users" / f"{user}.key"
 
     def settings(self, user: str, password: str, topic_prefix: str = "") -> KafkaSettings:
+        """A SCRAM user's settings, as in production: SASL_SSL, trusting the cluster's CA."""
         return KafkaSettings(
             bootstrap_servers=self.bootstrap,
             topic_prefix=topic_prefix,
-            security_protocol="SASL_PLAINTEXT",
+            security_protocol="SASL_SSL",
             sasl_mechanism="SCRAM-SHA-512",
             sasl_username=user,
             sasl_password=SecretStr(password),
-            allow_insecure=True,
+            ssl_cafile=self.cluster_ca,
+            request_timeout_ms=10_000,
+        )
+
+    def tls_settings(self, user: str, topic_prefix: str = "") -> KafkaSettings:
+        """A certificate user's settings, as in production: SSL on the mutual-TLS listener, no password."""
+        certfile, keyfile = self.certificate(user)
+        return KafkaSettings(
+            bootstrap_servers=self.mtls_bootstrap,
+            topic_prefix=topic_prefix,
+            security_protocol="SSL",
+            ssl_cafile=self.cluster_ca,
+            ssl_certfile=certfile,
+            ssl_keyfile=keyfile,
             request_timeout_ms=10_000,
         )
 

@@ -9,8 +9,13 @@
 #   deploy/local/stack.sh status
 #
 # kafka-acl (for the ACL integration test, not started by "all") is a second broker secured as in
-# production: SASL/SCRAM-SHA-512 on its client listener, KRaft's StandardAuthorizer, nothing allowed
-# without an ACL, no topic auto-creation. Its one super user is "admin" (password in <state>/kafka-acl/admin-password).
+# production: TLS on every client listener, SASL/SCRAM-SHA-512 over TLS (SASL_SSL) on 127.0.0.1:$FLEETPULSE_KAFKA_ACL_PORT
+# (default 9192), mutual TLS (a client certificate, no password) on $FLEETPULSE_KAFKA_ACL_MTLS_PORT (default: that
+# port + 2; its controller is on + 1), KRaft's StandardAuthorizer, nothing allowed without an ACL, no topic
+# auto-creation. Its one super user is "admin" (password in <state>/kafka-acl/admin-password). Its throwaway
+# certificates, made with openssl, are in <state>/kafka-acl/tls: cluster-ca.crt (what clients trust: ssl_cafile),
+# clients-ca.crt (signs the client certificates), users/<name>.crt and .key (a client certificate for each
+# KafkaUser with tls authentication; its principal is User:CN=<name>, as under Strimzi).
 #
 # Idempotent: starting a running service is a no-op; stop is clean (TERM, then
 # KILL after a grace period). All state lives under $FLEETPULSE_LOCAL_DIR
@@ -24,6 +29,7 @@ kafka_port="${FLEETPULSE_KAFKA_PORT:-9092}"
 controller_port="${FLEETPULSE_KAFKA_CONTROLLER_PORT:-$((kafka_port + 1))}"
 acl_port="${FLEETPULSE_KAFKA_ACL_PORT:-9192}"
 acl_controller_port="${FLEETPULSE_KAFKA_ACL_CONTROLLER_PORT:-$((acl_port + 1))}"
+acl_mtls_port="${FLEETPULSE_KAFKA_ACL_MTLS_PORT:-$((acl_port + 2))}"
 vm_port="${FLEETPULSE_VM_PORT:-8428}"
 influx1_port="${FLEETPULSE_INFLUXDB1_PORT:-8086}"
 pg_port="${FLEETPULSE_PG_PORT:-5433}"
@@ -77,24 +83,40 @@ EOF
 }
 
 start_kafka_acl() {
-    local dir="$state/kafka-acl" password
+    local dir="$state/kafka-acl" password tls
     if alive "$dir/kafka.pid"; then log "kafka-acl already running (pid $(cat "$dir/kafka.pid"), port $acl_port)"; return 0; fi
     mkdir -p "$dir" && chmod 700 "$dir"
     if [[ ! -s "$dir/admin-password" ]]; then # a new admin password needs new storage (the credential is stored there)
         rm -rf "$dir/data"
         (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >"$dir/admin-password")
     fi
+    if ((acl_mtls_port == acl_port || acl_mtls_port == acl_controller_port)); then
+        log "kafka-acl: its mutual-TLS port $acl_mtls_port is taken by its own listeners (ports $acl_port, $acl_controller_port)"
+        exit 2
+    fi
     password="$(cat "$dir/admin-password")"
-    # The broker authenticates to itself as admin: SCRAM on the client listener (the credential is written at
-    # format time), PLAIN on the controller listener (KRaft controllers cannot check SCRAM credentials).
+    tls="$dir/tls"
+    acl_tls "$tls"
+    # The broker authenticates to itself as admin: SCRAM over TLS on the client listener (the credential is
+    # written at format time), PLAIN on the controller listener (KRaft controllers cannot check SCRAM credentials).
+    # Certificate principals keep Kafka's default mapping, as Strimzi's: the subject DN, User:CN=<name>.
     start_broker kafka-acl "$acl_port" "$acl_controller_port" "SCRAM-SHA-512=[name=admin,password=$password]" <<EOF
-listeners=SASL_PLAINTEXT://127.0.0.1:$acl_port,CONTROLLER://127.0.0.1:$acl_controller_port
-advertised.listeners=SASL_PLAINTEXT://127.0.0.1:$acl_port
-inter.broker.listener.name=SASL_PLAINTEXT
-listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT
+listeners=SASL_SSL://127.0.0.1:$acl_port,MTLS://127.0.0.1:$acl_mtls_port,CONTROLLER://127.0.0.1:$acl_controller_port
+advertised.listeners=SASL_SSL://127.0.0.1:$acl_port,MTLS://127.0.0.1:$acl_mtls_port
+inter.broker.listener.name=SASL_SSL
+listener.security.protocol.map=SASL_SSL:SASL_SSL,MTLS:SSL,CONTROLLER:SASL_PLAINTEXT
+ssl.keystore.type=PEM
+ssl.keystore.location=$tls/broker-keystore.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$tls/cluster-ca.crt
+ssl.enabled.protocols=TLSv1.3,TLSv1.2
+ssl.protocol=TLSv1.3
+listener.name.mtls.ssl.client.auth=required
+listener.name.mtls.ssl.truststore.type=PEM
+listener.name.mtls.ssl.truststore.location=$tls/clients-ca.crt
 sasl.enabled.mechanisms=SCRAM-SHA-512
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
-listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$password";
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$password";
 sasl.mechanism.controller.protocol=PLAIN
 listener.name.controller.sasl.enabled.mechanisms=PLAIN
 listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="$password" user_admin="$password";
@@ -103,6 +125,70 @@ super.users=User:admin
 allow.everyone.if.no.acl.found=false
 auto.create.topics.enable=false
 EOF
+    log "kafka-acl: SASL_SSL (SCRAM-SHA-512) on 127.0.0.1:$acl_port, mutual TLS on 127.0.0.1:$acl_mtls_port; clients trust $tls/cluster-ca.crt"
+}
+
+# --- kafka-acl's TLS: throwaway CAs and certificates, as Strimzi's operators make them --------------------
+
+# The KafkaUsers whose authentication is tls (deploy/k8s/base/kafka-users.yaml): each gets a client certificate.
+acl_tls_users="fleetpulse-mdm"
+
+cert_fresh() { [[ -s "$1" ]] && openssl x509 -in "$1" -noout -checkend 86400 >/dev/null 2>&1; } # valid a day more
+
+openssl_failed() { log "openssl failed ($1/openssl.log):"; tail -n 5 "$1/openssl.log" >&2; exit 1; }
+
+new_ca() { # folder name common-name
+    (umask 077; openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 825 -subj "/CN=$3" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+        -addext "subjectKeyIdentifier=hash" -keyout "$1/$2.key" -out "$1/$2.crt" 2>>"$1/openssl.log")
+}
+
+issue_cert() { # folder ca file-stem subject extensions: <stem>.key (PKCS#8, unencrypted) and <stem>.crt, signed by ca
+    local folder="$1" ca="$2" stem="$3" subject="$4" ext="$5"
+    (umask 077
+        openssl req -new -newkey rsa:2048 -nodes -sha256 -subj "$subject" -keyout "$stem.key" -out "$stem.csr" \
+            2>>"$folder/openssl.log" &&
+        openssl x509 -req -sha256 -days 825 -in "$stem.csr" -CA "$folder/$ca.crt" -CAkey "$folder/$ca.key" \
+            -set_serial "0x$(openssl rand -hex 16)" -out "$stem.crt" -extfile <(printf '%s\n' \
+            "basicConstraints=critical,CA:FALSE" "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid" "$ext") \
+            2>>"$folder/openssl.log" &&
+        rm -f "$stem.csr")
+}
+
+# Two CAs as Strimzi has: the cluster CA signs the broker's certificate (clients trust it: ssl_cafile), the clients
+# CA signs the users' certificates (the mutual-TLS listener trusts it). Made once, remade a day before they expire.
+acl_tls() { # folder
+    local tls="$1" user
+    command -v openssl >/dev/null || { log "openssl not found: apt-get install openssl"; exit 1; }
+    mkdir -p "$tls/users" && chmod 700 "$tls" "$tls/users"
+    : >"$tls/openssl.log"
+    if ! cert_fresh "$tls/cluster-ca.crt"; then # a new CA: what the old one signed goes
+        new_ca "$tls" cluster-ca "fleetpulse-test-cluster-ca" || openssl_failed "$tls"
+        rm -f "$tls/broker.crt"
+        log "kafka-acl: new cluster CA $tls/cluster-ca.crt"
+    fi
+    if ! cert_fresh "$tls/clients-ca.crt"; then
+        new_ca "$tls" clients-ca "fleetpulse-test-clients-ca" || openssl_failed "$tls"
+        rm -f "$tls"/users/*
+        log "kafka-acl: new clients CA $tls/clients-ca.crt"
+    fi
+    if ! cert_fresh "$tls/broker.crt" || ! cert_fresh "$tls/broker-keystore.pem"; then
+        issue_cert "$tls" cluster-ca "$tls/broker" "/CN=127.0.0.1" \
+            "$(printf '%s\n' "keyUsage=critical,digitalSignature,keyEncipherment" \
+                "extendedKeyUsage=serverAuth,clientAuth" "subjectAltName=IP:127.0.0.1,DNS:localhost")" ||
+            openssl_failed "$tls"
+        # Kafka's PEM key store: the private key (PKCS#8), then the certificate chain
+        (umask 077; cat "$tls/broker.key" "$tls/broker.crt" "$tls/cluster-ca.crt" >"$tls/broker-keystore.pem")
+        rm -f "$tls/broker.key"
+    fi
+    for user in $acl_tls_users; do # principal User:CN=<name>, as Strimzi's User Operator names a tls user
+        if ! cert_fresh "$tls/users/$user.crt"; then
+            issue_cert "$tls" clients-ca "$tls/users/$user" "/CN=$user" \
+                "$(printf '%s\n' "keyUsage=critical,digitalSignature" "extendedKeyUsage=clientAuth")" ||
+                openssl_failed "$tls"
+            log "kafka-acl: client certificate $tls/users/$user.crt (key $user.key) for User:CN=$user"
+        fi
+    done
 }
 
 start_broker() { # name port controller-port [SCRAM credential to add at format], listener properties on stdin
@@ -141,6 +227,8 @@ log4j.logger.kafka=INFO
 log4j.logger.org.apache.kafka=WARN
 log4j.logger.kafka.server.KafkaRaftServer=INFO
 log4j.logger.kafka.authorizer.logger=INFO
+# refused logins (a TLS handshake without a trusted client certificate, a wrong SCRAM password)
+log4j.logger.org.apache.kafka.common.network.Selector=INFO
 EOF
     if [[ ! -f "$dir/data/meta.properties" ]]; then
         local cluster_id args=()

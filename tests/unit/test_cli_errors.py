@@ -8,10 +8,14 @@ from pathlib import Path
 import pytest
 
 from fleetpulse.cli import run
-from fleetpulse.streams.kafka_admin import TopicCreationError
+from fleetpulse.streams.kafka_admin import KafkaConnectError, TopicCreationError
 
 MDM_EXPORT = Path(__file__).resolve().parents[1] / "fixtures" / "mdm" / "devices.csv"
 MISSING = "topic(s) fleetpulse.scores.v1 do not exist and this Kafka principal may not create them"
+UNTRUSTED = (
+    "cannot connect to Kafka at kafka:9093 (SASL_SSL): the broker's TLS certificate is not trusted (self-signed "
+    "certificate in certificate chain): set kafka.ssl_cafile to the cluster's CA certificate"
+)
 
 
 class _NoLabels:
@@ -20,6 +24,9 @@ class _NoLabels:
     def close(self) -> None: ...
 
 
+@pytest.mark.parametrize(
+    ("error", "message"), [(TopicCreationError, MISSING), (KafkaConnectError, UNTRUSTED)], ids=["missing", "tls"]
+)
 @pytest.mark.parametrize(
     "argv",
     [
@@ -30,14 +37,20 @@ class _NoLabels:
     ],
     ids=["worker", "ticket-consumer", "mdm-bridge", "simulate"],
 )
-def test_a_missing_topic_the_principal_may_not_create_stops_any_service_with_one_line_not_a_traceback(
-    argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_a_missing_topic_or_a_refused_connection_stops_any_service_with_one_line_not_a_traceback(
+    error: type[Exception],
+    message: str,
+    argv: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Under production ACLs no service may create the pipeline's topics: the first one missing must reach the
-    operator as the sentence that names it, from the worker and the ticket consumer as from the MDM bridge."""
+    operator as the sentence that names it, from the worker and the ticket consumer as from the MDM bridge. So
+    must the reason Kafka turns the service away at start (an untrusted broker certificate, a refused client one)."""
 
     def refused(*_: object) -> None:
-        raise TopicCreationError(MISSING)
+        raise error(message)
 
     monkeypatch.setattr("fleetpulse.streams.kafka_admin.create_configured_topics", refused)
     monkeypatch.setattr("fleetpulse.alerts.consumer.LabelPublisher", _NoLabels)  # no broker in unit tests
@@ -50,5 +63,5 @@ def test_a_missing_topic_the_principal_may_not_create_stops_any_service_with_one
         run()
     assert ended.value.code == 1
     err = capsys.readouterr().err
-    assert f"error: {MISSING}" in err
+    assert f"error: {message}" in err
     assert "Traceback" not in err

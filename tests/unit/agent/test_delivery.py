@@ -27,7 +27,7 @@ from fleetpulse.agents.identity import RecordSigner
 from fleetpulse.agents.settings import DeliverySettings
 from fleetpulse.agents.spool import Spool
 from fleetpulse.compat import UTC
-from fleetpulse.config import KafkaSettings
+from fleetpulse.config import KafkaSettings, KeyPasswordMissing
 from fleetpulse.contract import DeviceEnrolment, DeviceInventory, HealthReport, Priority, Topics, decode, encode
 from fleetpulse.contract.auth import ENROLMENT_TYPE, INVENTORY_TYPE, MAC_HEADER, TYPE_HEADER, mac_matches
 from fleetpulse.retry import RetryPolicy
@@ -109,6 +109,14 @@ def test_rejected_credentials_are_reported_with_their_reason_and_retried_only_at
         (SaslAuthenticationFailedError("bad password"), "authentication failed"),
         (TopicAuthorizationFailedError(), "authorization failed"),
         (KafkaConnectionError(ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] expired")), "TLS"),
+        # mutual TLS: the broker refused the agent's client certificate, or got none (its alert, on the first read)
+        (
+            KafkaConnectionError(ssl.SSLError(1, "[SSL: SSLV3_ALERT_BAD_CERTIFICATE] sslv3 alert bad certificate")),
+            "TLS",
+        ),
+        (KafkaConnectionError(ssl.SSLError(1, "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] alert")), "TLS client"),
+        (KeyPasswordMissing("kafka.ssl_keyfile is encrypted but kafka.ssl_key_password is not set"), "TLS client key"),
+        (KafkaConnectionError(ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")), None),
         (KafkaConnectionError("socket disconnected"), None),
         (TimeoutError("flush"), None),
     ],

@@ -1,0 +1,232 @@
+"""Kafka clients over TLS: the options both client libraries get, the client key's password, and the one-line
+reason a service gives when TLS turns it away (an untrusted broker certificate, a refused or missing client
+certificate). Against local TLS endpoints with openssl-made certificates; tests/integration/test_kafka_acls.py
+runs the services on a real broker that speaks TLS only."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from fleetpulse.config import KafkaSettings, KeyPasswordMissing, kafka_python_security, ssl_key_password
+from fleetpulse.streams.kafka_admin import KafkaConnectError, aiokafka_auth, ensure_topics, ssl_context, tls_refusal
+from tests.harness import free_port, self_signed_tls
+
+KEY_PASSWORD = "k3y-pass-phrase"
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    client_key_encrypted: Path
+    """the client key, encrypted with ``KEY_PASSWORD`` (PKCS#8)"""
+
+
+def _openssl(*args: str | Path) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate (CN=fleetpulse-mdm), all from it."""
+    d = tmp_path_factory.mktemp("pki")
+    _openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
+        "-keyout", d / "ca.key", "-out", d / "ca.crt",
+    )  # fmt: skip
+    for name, subject, ext in (
+        ("server", "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
+        ("client", "/CN=fleetpulse-mdm", "extendedKeyUsage=clientAuth"),
+    ):
+        (d / f"{name}.ext").write_text(f"{ext}\nauthorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n")
+        _openssl(
+            "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", subject,
+            "-keyout", d / f"{name}.key", "-out", d / f"{name}.csr",
+        )  # fmt: skip
+        _openssl(
+            "x509", "-req", "-days", "1", "-in", d / f"{name}.csr", "-CA", d / "ca.crt", "-CAkey", d / "ca.key",
+            "-set_serial", "7", "-extfile", d / f"{name}.ext", "-out", d / f"{name}.crt",
+        )  # fmt: skip
+    (d / "password").write_text(KEY_PASSWORD)
+    _openssl(
+        "pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in", d / "client.key", "-out", d / "client-encrypted.key",
+        "-passout", f"file:{d / 'password'}",
+    )  # fmt: skip
+    return Pki(
+        d / "ca.crt",
+        d / "server.crt",
+        d / "server.key",
+        d / "client.crt",
+        d / "client.key",
+        d / "client-encrypted.key",
+    )
+
+
+@contextlib.contextmanager
+def tls_endpoint(pki: Pki, client_certificates: bool) -> Iterator[int]:
+    """A TLS listener on 127.0.0.1 with the PKI's server certificate; ``client_certificates``: it requires one
+    the CA issued (mutual TLS, a Kafka listener with ``ssl.client.auth=required``)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    if client_certificates:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(pki.ca)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with contextlib.suppress(OSError), conn, context.wrap_socket(conn, server_side=True) as tls:
+                tls.settimeout(5)
+                tls.recv(16)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
+
+
+def mtls(pki: Pki, port: int, **overrides: object) -> KafkaSettings:
+    fields: dict[str, object] = {
+        "bootstrap_servers": f"127.0.0.1:{port}",
+        "security_protocol": "SSL",
+        "ssl_cafile": pki.ca,
+        "ssl_certfile": pki.client_cert,
+        "ssl_keyfile": pki.client_key,
+        **overrides,
+    }
+    return KafkaSettings.model_validate(fields)
+
+
+def test_an_encrypted_key_without_its_password_fails_at_once_and_names_the_setting(pki: Pki) -> None:
+    """OpenSSL would ask for the pass phrase on the terminal (a service started from one waits there for good):
+    both client libraries get a password that refuses instead, and an unencrypted key never asks for it."""
+    kafka = mtls(pki, 9093, ssl_keyfile=pki.client_key_encrypted)
+    password = kafka_python_security(kafka)["ssl_password"]
+    assert password is ssl_key_password(kafka)
+    assert callable(password)
+    context = ssl.create_default_context()
+    with pytest.raises(KeyPasswordMissing, match="ssl_key_password is not set"):
+        context.load_cert_chain(pki.client_cert, pki.client_key_encrypted, password=password)
+    context.load_cert_chain(pki.client_cert, pki.client_key, password=password)  # unencrypted: never asked
+    with pytest.raises(KafkaConnectError, match=r"kafka\.ssl_keyfile is encrypted but kafka\.ssl_key_password"):
+        ssl_context(kafka)
+
+
+def test_the_key_password_opens_an_encrypted_key_in_both_client_libraries(pki: Pki) -> None:
+    kafka = mtls(pki, 9093, ssl_keyfile=pki.client_key_encrypted, ssl_key_password=SecretStr(KEY_PASSWORD))
+    assert kafka_python_security(kafka)["ssl_password"] == KEY_PASSWORD
+    ssl.create_default_context().load_cert_chain(pki.client_cert, pki.client_key_encrypted, KEY_PASSWORD)
+    assert ssl_context(kafka) is not None
+    wrong = mtls(pki, 9093, ssl_keyfile=pki.client_key_encrypted, ssl_key_password=SecretStr("not-the-password"))
+    with pytest.raises(KafkaConnectError, match="cannot load the Kafka TLS files") as refused:
+        ssl_context(wrong)
+    assert "not-the-password" not in str(refused.value)
+
+
+def test_both_client_libraries_get_the_same_security(pki: Pki) -> None:
+    """kafka-python takes file paths, aiokafka (and the Faust worker) an SSL context built from the same files:
+    the same protocol and SASL login, and a context that verifies the broker against ``ssl_cafile``."""
+    kafka = KafkaSettings(
+        bootstrap_servers="127.0.0.1:9093",
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="fleetpulse-worker",
+        sasl_password=SecretStr("pw"),
+        ssl_cafile=pki.ca,
+    )
+    python, aio = kafka_python_security(kafka), aiokafka_auth(kafka)
+    for key in ("security_protocol", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password"):
+        assert python[key] == aio[key], key
+    assert python["ssl_cafile"] == str(pki.ca)
+    assert "ssl_password" not in python
+    context = aio["ssl_context"]
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname
+    assert [c["subject"] for c in context.get_ca_certs()] == [((("commonName", "test-ca"),),)]
+
+
+def test_the_worker_hands_faust_its_tls_context(pki: Pki) -> None:
+    import faust
+
+    from fleetpulse.streams.app import faust_credentials
+
+    scram = faust_credentials(
+        KafkaSettings(
+            security_protocol="SASL_SSL",
+            sasl_mechanism="SCRAM-SHA-512",
+            sasl_username="fleetpulse-worker",
+            sasl_password=SecretStr("pw"),
+            ssl_cafile=pki.ca,
+        )
+    )
+    assert isinstance(scram, faust.SASLCredentials)
+    assert (scram.protocol.value, scram.mechanism.value) == ("SASL_SSL", "SCRAM-SHA-512")
+    assert scram.ssl_context is not None
+    assert scram.ssl_context.get_ca_certs()
+    certificate = faust_credentials(mtls(pki, 9093))
+    assert isinstance(certificate, faust.SSLCredentials)
+    assert certificate.protocol.value == "SSL"
+    assert certificate.context.get_ca_certs()
+
+
+def test_an_untrusted_broker_certificate_is_named(pki: Pki) -> None:
+    with tls_endpoint(pki, client_certificates=False) as port:
+        untrusted = KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}", security_protocol="SSL")  # no ssl_cafile
+        reason = tls_refusal(untrusted, timeout_s=2)
+        assert reason is not None
+        assert "not trusted" in reason
+        assert "kafka.ssl_cafile" in reason
+        assert tls_refusal(mtls(pki, port), timeout_s=0.5) is None, "trusted: the handshake passes"
+
+
+def test_a_refused_or_missing_client_certificate_is_named(pki: Pki, tmp_path: Path) -> None:
+    with tls_endpoint(pki, client_certificates=True) as port:
+        assert tls_refusal(mtls(pki, port), timeout_s=2) is None, "the CA's client certificate passes"
+        missing = mtls(pki, port, ssl_certfile=None, ssl_keyfile=None)
+        reason = tls_refusal(missing, timeout_s=2)
+        assert "refused this client's TLS certificate" in (reason or ""), reason
+        rogue_cert, _ = self_signed_tls(tmp_path, "fleetpulse-mdm")  # its name, not the CA's signature
+        rogue = mtls(pki, port, ssl_certfile=rogue_cert, ssl_keyfile=tmp_path / "fleetpulse-mdm.key")
+        reason = tls_refusal(rogue, timeout_s=2)
+        assert "refused this client's TLS certificate" in (reason or ""), reason
+
+
+def test_no_tls_matter_gives_no_tls_reason(pki: Pki) -> None:
+    assert tls_refusal(KafkaSettings(bootstrap_servers="127.0.0.1:9")) is None  # PLAINTEXT
+    assert tls_refusal(mtls(pki, free_port()), timeout_s=1) is None  # nothing listening
+
+
+def test_a_service_turned_away_at_tls_stops_with_the_reason(pki: Pki) -> None:
+    """What every service does first (ensure_topics) fails with one line that says what to fix, not with the
+    client library's "Unable to bootstrap"."""
+    with tls_endpoint(pki, client_certificates=True) as port:
+        missing = mtls(pki, port, ssl_certfile=None, ssl_keyfile=None)
+        with pytest.raises(KafkaConnectError, match=rf"127\.0\.0\.1:{port} \(SSL\): the broker refused this client"):
+            asyncio.run(ensure_topics(missing, 12, 1))
+    with pytest.raises(KafkaConnectError, match=r"cannot connect to Kafka at 127\.0\.0\.1:"):
+        asyncio.run(ensure_topics(mtls(pki, free_port()), 12, 1))
