@@ -73,13 +73,67 @@ def drive_scores(instants: Instants, test: np.ndarray, score: np.ndarray, horizo
     return DriveScores(np.asarray(positives), best, pos_days, pos_scores)
 
 
+@dataclass(frozen=True)
+class Cut:
+    """Where alarming on exactly a false-alarm rate cuts the healthy scores: every score above ``tied``
+    alarms, and ``share`` of those equal to it. A score shared by many healthy drives makes the rates a
+    threshold can reach jump; alarming on a random part of the tie reaches any rate in between (the ROC
+    chord). The one tie rule of every detection, alarm weight and threshold at a cap."""
+
+    tied: float
+    share: float
+
+    @classmethod
+    def of_counts(cls, far: float, n: int, tied: float, above: int, at_or_above: int) -> Cut:
+        """The cut at ``tied`` when ``above`` of ``n`` healthy scores lie above it and ``at_or_above`` at or above."""
+        below_far, above_far = above / n, at_or_above / n
+        # a NaN score ties with nothing (above_far == below_far): no share
+        share = (far - below_far) / (above_far - below_far) if below_far < far and above_far > below_far else 0.0
+        return cls(float(tied), share)
+
+    @property
+    def threshold(self) -> float:
+        """The lowest threshold alarming on no tied score."""
+        return float(np.nextafter(self.tied, np.inf))
+
+    def weights(self, scores: np.ndarray) -> np.ndarray:
+        """How much each of ``scores`` is alarmed on: 1 above the tie, ``share`` at it, 0 below."""
+        return np.asarray((scores >= self.threshold).astype(float) + self.share * (scores == self.tied), dtype=float)
+
+    def detection(self, positive: np.ndarray) -> float:
+        """The share of ``positive`` alarmed on (their mean weight, counted)."""
+        npos = max(1, len(positive))
+        below = float((positive >= self.threshold).sum()) / npos
+        if not self.share:
+            return below
+        above = float((positive >= self.tied).sum()) / npos
+        return below + self.share * (above - below)
+
+
+def cut_at_far(negative_desc: np.ndarray, far: float) -> Cut | None:
+    """The :class:`Cut` alarming on exactly ``far`` of the healthy scores ``negative_desc`` (sorted high to
+    low); None when that is every one of them."""
+    n = len(negative_desc)
+    allowed = int(np.floor(far * n))
+    if allowed >= n:
+        return None
+    tied = negative_desc[allowed]
+    above = int((negative_desc >= np.nextafter(tied, np.inf)).sum())
+    return Cut.of_counts(far, n, tied, above, int((negative_desc >= tied).sum()))
+
+
 def threshold_at_cap(negative: np.ndarray, cap: float) -> float:
     """Lowest threshold with at most ``cap`` of healthy drives at or above it."""
-    ranked = np.sort(negative)[::-1]
-    allowed = int(np.floor(cap * len(ranked)))
-    if allowed >= len(ranked):
-        return -np.inf
-    return float(np.nextafter(ranked[allowed], np.inf))
+    cut = cut_at_far(np.sort(negative)[::-1], cap)
+    return -np.inf if cut is None else cut.threshold
+
+
+def alarm_weights(scores: np.ndarray, negative: np.ndarray, far: float) -> np.ndarray:
+    """How much each of ``scores`` is alarmed on at the cut alarming ``far`` of ``negative`` (:class:`Cut`).
+    Their mean is :func:`detection_at_far`; of ``negative`` itself, each healthy drive's part of the false
+    alarms (they sum to ``far`` times their number)."""
+    cut = cut_at_far(np.sort(negative)[::-1], far)
+    return np.ones(len(scores)) if cut is None else cut.weights(scores)
 
 
 @dataclass
@@ -134,22 +188,10 @@ def flagged_share(negative: np.ndarray) -> float:
 def _exact_detection(positive: np.ndarray, negative_desc: np.ndarray, far: float) -> float:
     """:func:`detection_at_far` on bare arrays (``negative_desc`` sorted high to low): the
     bootstrap calls it thousands of times."""
-    n = len(negative_desc)
-    allowed = int(np.floor(far * n))
-    if allowed >= n:  # every drive alarmed, even one without a scored instant (as operating_point)
+    cut = cut_at_far(negative_desc, far)
+    if cut is None:  # every drive alarmed, even one without a scored instant (as operating_point)
         return float(len(positive) > 0)
-    tied = negative_desc[allowed]
-    threshold = np.nextafter(tied, np.inf)
-    npos = max(1, len(positive))
-    below_far = float((negative_desc >= threshold).sum()) / n
-    below = float((positive >= threshold).sum()) / npos
-    if below_far >= far:
-        return below
-    above_far = float((negative_desc >= tied).sum()) / n
-    if above_far <= below_far:  # a NaN score ties with nothing
-        return below
-    above = float((positive >= tied).sum()) / npos
-    return below + (far - below_far) / (above_far - below_far) * (above - below)
+    return cut.detection(positive)
 
 
 def detection_at_far(scores: DriveScores, far: float) -> float:

@@ -30,7 +30,22 @@ resampling devices (:func:`~fleetpulse.models.evaluation.paired_difference` on t
 scores): per disk, one PC reporting absurd values on its eight disks could fill a tight cap's
 whole false-alarm budget and decide the comparison alone. The challenger wins only when the
 interval's lower end at the serving alert cap is above zero, and stays above zero with the
-single most influential device left out (:func:`stability`).
+single most influential device left out, and without the group of healthy devices whose absence
+lowers the difference most (:func:`stability`).
+
+The group is there because devices can collude. At a cap, the champion's measured detection is set by
+its few highest-scoring healthy devices: the cap's false-alarm budget, ``cap`` times the healthy
+held-out devices (0.35 devices at 0.1 % of 350). Registered PCs reporting absurd values, their tickets
+closed no fault found, are such devices: once there are more of them than the budget, the champion
+detects nothing and any challenger ranking them low wins, though the two are equal on every honest
+device. The group left out has :func:`group_size` ``k = max(MIN_GROUP_DEVICES, floor(budget))``
+devices, and up to ``k`` colluders fit inside it: forcing a promotion takes more than ``k``, at least
+21 in any fleet and more than the budget in a large one. Beyond ``k``, the colluders the group cannot
+hold take part of the champion's budget of honest false alarms; measured with 60 failed devices, forcing
+the gate took 24 to 27 colluders among 350 to 3,000 healthy devices at either cap (5 to 8 with one
+device left out), 32 at a budget of 20 and 74 at a budget of 50 (11 and 33). A real improvement resting
+on more devices than that still wins. No cap is refused for its budget alone: a challenger that fixes 40
+false alarms of the champion's wins at 0.1 % of 340 healthy devices, where the budget is 0.34.
 """
 
 from __future__ import annotations
@@ -50,7 +65,16 @@ import numpy as np
 
 from fleetpulse.alerts.fleetlog import LabelKey, Outcome, combine, row_label
 from fleetpulse.models.artifact import TrainedDiskScorer, load_artifact, save_artifact, verified_trees
-from fleetpulse.models.evaluation import CAPS, DriveScores, detection_at_far, paired_difference, threshold_at_cap
+from fleetpulse.models.evaluation import (
+    CAPS,
+    Cut,
+    DriveScores,
+    alarm_weights,
+    cut_at_far,
+    detection_at_far,
+    paired_difference,
+    threshold_at_cap,
+)
 from fleetpulse.models.features import DISK_FEATURES, GROWTH_COUNTERS
 from fleetpulse.models.index import METADATA_FILE, ArtifactError
 from fleetpulse.models.rules import NVME_SPARE_MARGIN_PCT, RISK_CRITICAL, critical_signs
@@ -64,6 +88,9 @@ MODEL_NAME = "disk-fleet"
 HORIZON_DAYS = 30
 MIN_SIGN_DEVICES = 20
 """Training devices showing a drive alarm before the fitted layer, not the override, weighs it."""
+MIN_GROUP_DEVICES = 20
+"""Healthy held-out devices the gate leaves out together at the least (:func:`group_size`): as many as
+it takes to teach the fitted layer an alarm."""
 SIGNS = ("smart_failed", "critical_warning", "media_errors", "spare_margin_pct")
 STACK_FEATURES: tuple[str, ...] = (
     "champion_logit",
@@ -283,21 +310,6 @@ def device_scores(
     )
 
 
-def alarm_weights(scores: np.ndarray, negative: np.ndarray, far: float) -> np.ndarray:
-    """How much each of ``scores`` is alarmed on at the threshold that alarms ``far`` of ``negative``, ties
-    split as :func:`~fleetpulse.models.evaluation.detection_at_far` splits them: 1 above the tied score, the
-    split share at it, 0 below. Of ``negative`` itself: each healthy device's part of the false alarms."""
-    n = len(negative)
-    allowed = int(np.floor(far * n))
-    if allowed >= n:  # every device alarmed
-        return np.ones(len(scores))
-    tied = float(np.sort(negative)[::-1][allowed])
-    below_far = float((negative > tied).sum()) / n
-    above_far = float((negative >= tied).sum()) / n
-    share = (far - below_far) / (above_far - below_far) if below_far < far < above_far else 0.0
-    return np.asarray((scores > tied).astype(float) + share * (scores == tied), dtype=float)
-
-
 def _largest_share(weights: np.ndarray) -> tuple[float, int]:
     """The largest single device's share of the false alarms, and which device (-1: no false alarm)."""
     total = float(weights.sum())
@@ -307,17 +319,13 @@ def _largest_share(weights: np.ndarray) -> tuple[float, int]:
     return float(weights[top]) / total, top
 
 
-def _drop(scores: DriveScores, failed: int | None, healthy: int | None) -> DriveScores:
-    return DriveScores(
-        np.delete(scores.positive, [] if failed is None else [failed]),
-        np.delete(scores.negative, [] if healthy is None else [healthy]),
-    )
+def _drop(scores: DriveScores, failed: Sequence[int] = (), healthy: Sequence[int] = ()) -> DriveScores:
+    return DriveScores(np.delete(scores.positive, list(failed)), np.delete(scores.negative, list(healthy)))
 
 
 def _tied_score(negative: np.ndarray, far: float) -> float:
-    """The healthy score :func:`~fleetpulse.models.evaluation.detection_at_far` sets its threshold at."""
-    allowed = int(np.floor(far * len(negative)))
-    return float(np.sort(negative)[::-1][allowed]) if allowed < len(negative) else -np.inf
+    cut = cut_at_far(np.sort(negative)[::-1], far)
+    return -np.inf if cut is None else cut.tied
 
 
 def leave_one_out(model: DriveScores, baseline: DriveScores, far: float) -> list[tuple[float, bool, int]]:
@@ -334,7 +342,7 @@ def leave_one_out(model: DriveScores, baseline: DriveScores, far: float) -> list
         value = float((scores.positive if failed else scores.negative)[i])
         case = (which, failed, value > tied, value == tied)
         if case not in cache:
-            left = _drop(scores, i, None) if failed else _drop(scores, None, i)
+            left = _drop(scores, failed=[i]) if failed else _drop(scores, healthy=[i])
             cache[case] = detection_at_far(left, far)
         return cache[case]
 
@@ -345,13 +353,116 @@ def leave_one_out(model: DriveScores, baseline: DriveScores, far: float) -> list
     ]
 
 
+def group_size(far: float, healthy: int) -> int:
+    """How many healthy devices the gate leaves out together (:func:`leave_group_out`): the false alarms
+    ``far`` allows among ``healthy`` devices (the budget), at least :data:`MIN_GROUP_DEVICES`."""
+    return max(MIN_GROUP_DEVICES, int(np.floor(far * healthy)))
+
+
+def leave_group_out(model: DriveScores, baseline: DriveScores, far: float, k: int) -> tuple[float, np.ndarray]:
+    """The point difference at ``far`` without the ``k`` healthy devices whose absence lowers it most, and
+    their indices (``0 < k <`` healthy devices; scores finite).
+
+    Without the group, a scorer's detection depends only on its cut among the rest
+    (:class:`~fleetpulse.models.evaluation.Cut`: the tied score, how many lie above it and at it), and it
+    never falls when a higher score of its own is left out instead of a lower one. So for each cut the
+    baseline can reach, the worst group takes the numbers that cut needs from the healthy devices the
+    baseline scores above, at and below the tied score, each time those the model scores lowest. Trying
+    every reachable cut is exact (the brute-force test checks it): without ties there are at most
+    ``k`` + the budget + 1 of them, so the search stays fast on any fleet."""
+    u, w = baseline.negative, model.negative
+    n, rest = len(u), len(u) - k
+    if not 0 < k < n:
+        raise ValueError(f"cannot leave {k} of {n} healthy devices out")
+    allowed = int(np.floor(far * rest))
+    if allowed >= rest:  # every device alarmed whichever are left out
+        return float(len(model.positive) > 0) - float(len(baseline.positive) > 0), np.arange(k)
+    order = np.argsort(-u, kind="stable")  # the baseline's ranking
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    lowest_w = np.argsort(w, kind="stable")
+    w_desc = np.sort(w)[::-1]
+    # the model's tied score among the rest is one of its top allowed + 1 + k scores
+    window = np.unique(w_desc[: allowed + 1 + k])[::-1]
+    at_or_above = np.searchsorted(-w_desc, -window, side="right")
+    above = np.searchsorted(-w_desc, -window, side="left")
+
+    def model_cut(removed: np.ndarray) -> Cut:
+        gone = np.sort(removed)
+        rest_at_or_above = at_or_above - (k - np.searchsorted(gone, window, side="left"))
+        i = int(np.argmax(rest_at_or_above >= allowed + 1))
+        rest_above = above[i] - (k - np.searchsorted(gone, window[i], side="right"))
+        return Cut.of_counts(far, rest, window[i], int(rest_above), int(rest_at_or_above[i]))
+
+    # the model's detection is lowest without its k lowest scores: a bound that skips most candidates
+    model_lowest = model_cut(w[lowest_w[:k]]).detection(model.positive)
+    best: tuple[tuple[float, float, int], np.ndarray] | None = None
+    starts = np.flatnonzero(np.r_[True, u[order][1:] != u[order][:-1]]).tolist()
+    for start, end in zip(starts, [*starts[1:], n], strict=True):  # baseline's tied score u[order[start]]
+        if start > allowed + k:
+            break
+        if end <= allowed:
+            continue
+        above_tie = order[:start][np.argsort(w[order[:start]], kind="stable")]
+        at_tie = order[start:end][np.argsort(w[order[start:end]], kind="stable")]
+        below_tie = lowest_w[: k + end][rank[lowest_w[: k + end]] >= end][:k]
+        for out_above in range(max(0, start - allowed), min(k, start, end - allowed - 1) + 1):
+            kept_above = start - out_above
+            for out_at in range(min(k - out_above, end - start - max(1, allowed + 1 - kept_above)) + 1):
+                out_below = k - out_above - out_at
+                if out_below > len(below_tie):
+                    continue
+                champion = Cut.of_counts(far, rest, u[order[start]], kept_above, end - out_at - out_above)
+                baseline_detection = champion.detection(baseline.positive)
+                # equal differences: the group that raises the baseline most, then the most of its top devices
+                tail = (-baseline_detection, -(out_above + out_at))
+                if best is not None and (model_lowest - baseline_detection, *tail) >= best[0]:
+                    continue
+                group = np.concatenate([above_tie[:out_above], at_tie[:out_at], below_tie[:out_below]])
+                key = (model_cut(w[group]).detection(model.positive) - baseline_detection, *tail)
+                if best is None or key < best[0]:
+                    best = (key, group)
+    assert best is not None  # the baseline's own cut is always reachable
+    return best[0][0], best[1]
+
+
+def _interval_without(
+    model: DeviceScores,
+    baseline: DeviceScores,
+    far: float,
+    failed: Sequence[int],
+    healthy: Sequence[int],
+    seed: int,
+    resamples: int,
+) -> dict[str, float]:
+    """The gate's paired interval without the ``failed`` and ``healthy`` devices (their indices)."""
+    diff = paired_difference(
+        _drop(model.scores, failed, healthy),
+        _drop(baseline.scores, failed, healthy),
+        functools.partial(_fixed, far),
+        resamples=resamples,
+        seed=seed,
+    )
+    return {"difference": diff.difference, "difference_low": diff.low, "difference_high": diff.high}
+
+
 def stability(
     model: DeviceScores, baseline: DeviceScores, far: float, seed: int = 0, resamples: int = 1000
 ) -> dict[str, Any]:
-    """The gate's paired interval again with one device left out, for each device that could decide it
-    alone: the one whose removal lowers the point difference most (:func:`leave_one_out`), and the one
-    with the largest share of either scorer's false alarms at ``far``. It holds when every such lower end
-    stays above zero; the report is the lowest (which device, why, and the interval without it)."""
+    """The gate's paired interval again without the devices that could decide it.
+
+    One device: the one whose removal lowers the point difference most (:func:`leave_one_out`), and the
+    one with the largest share of either scorer's false alarms at ``far``; the report is the lowest
+    (which device, why, and the interval without it).
+
+    A group (``group``): any device can make itself a top-ranked healthy device of one scorer (absurd
+    values, its ticket closed no fault found), and a group larger than the false-alarm budget sets that
+    scorer's threshold alone. So the interval is repeated without the :func:`group_size` healthy devices
+    whose absence lowers the point difference most (:func:`leave_group_out`): up to that many colluders
+    fit inside the group, and the win must show without them. Failed devices are disks a technician found
+    failed and are left out one at a time only: a real gain of a few more caught failures must count.
+
+    It holds when every lower end stays above zero."""
     share = {
         name: alarm_weights(scores.scores.negative, scores.scores.negative, far)
         for name, scores in (("challenger", model), ("champion", baseline))
@@ -370,24 +481,22 @@ def stability(
             checks.setdefault((False, top), f"largest share of the {name}'s false alarms ({100 * part:.0f} %)")
     worst: dict[str, Any] = {}
     for (failed, i), why in checks.items():
-        diff = paired_difference(
-            _drop(model.scores, i if failed else None, None if failed else i),
-            _drop(baseline.scores, i if failed else None, None if failed else i),
-            functools.partial(_fixed, far),
-            resamples=resamples,
-            seed=seed,
-        )
-        if not worst or diff.low < worst["difference_low"]:
-            worst = {
-                "device": (model.failed if failed else model.healthy)[i],
-                "failed": failed,
-                "why": why,
-                "difference": diff.difference,
-                "difference_low": diff.low,
-                "difference_high": diff.high,
-            }
+        left = _interval_without(model, baseline, far, [i] if failed else [], [] if failed else [i], seed, resamples)
+        if not worst or left["difference_low"] < worst["difference_low"]:
+            worst = {"device": (model.failed if failed else model.healthy)[i], "failed": failed, "why": why, **left}
     worst["devices_checked"] = len(checks)
-    worst["holds"] = bool(checks) and worst["difference_low"] > 0.0
+    healthy = len(model.healthy)
+    k = group_size(far, healthy)
+    group: dict[str, Any] = {"size": k, "healthy_devices": healthy, "budget": far * healthy, "devices": []}
+    if k < healthy:
+        _, members = leave_group_out(model.scores, baseline.scores, far, k)
+        members = members[np.lexsort((members, -baseline.scores.negative[members]))]  # the champion's first
+        group["devices"] = [model.healthy[i] for i in members.tolist()]
+        group["champion_false_alarms"] = int((share["champion"][members] > 0).sum())
+        group.update(_interval_without(model, baseline, far, [], members.tolist(), seed, resamples))
+    group["holds"] = bool(group["devices"]) and group["difference_low"] > 0.0
+    worst["group"] = group
+    worst["holds"] = bool(checks) and worst["difference_low"] > 0.0 and group["holds"]
     return worst
 
 
@@ -562,8 +671,8 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"{report['horizon_days']}-day horizon. One vote per device: its highest risk.",
         "",
         "| false-alarm rate | champion detection | challenger detection | difference (95 % paired interval) "
-        "| largest one-device share of false alarms (champion / challenger) |",
-        "|---|---|---|---|---|",
+        "| largest one-device share of false alarms (champion / challenger) | false alarms allowed (devices) |",
+        "|---|---|---|---|---|---|",
     ]
     for point in report["comparison"].values():
         lines.append(
@@ -571,14 +680,17 @@ def report_markdown(report: dict[str, Any]) -> str:
             f"| {100 * point['challenger_detection']:.1f} % | {100 * point['difference']:+.1f} pp "
             f"({100 * point['difference_low']:+.1f} .. {100 * point['difference_high']:+.1f}) "
             f"| {100 * point['champion_largest_device_share']:.1f} % / "
-            f"{100 * point['challenger_largest_device_share']:.1f} % |"
+            f"{100 * point['challenger_largest_device_share']:.1f} % "
+            f"| {_count(point['false_alarm_rate'] * held['healthy_devices'])} |"
         )
     verdict = "wins" if report["wins"] else "does not win"
     lines += [
         "",
         f"Gate ({report['gate']}): the challenger {verdict} (it must keep the interval's lower end above zero, "
-        "also with the most influential device left out).",
+        "also with the most influential device left out, and without the group of healthy devices whose absence "
+        "lowers the difference most).",
         f"W{_stability_words(report['stability'], report['comparison'][report['gate']])[1:]}.",
+        f"W{_group_words(report['stability']['group'], report['gate'])[1:]}.",
     ]
     if report.get("left_out_devices"):
         lines.append(
@@ -594,11 +706,41 @@ def _stability_words(stable: dict[str, Any], point: dict[str, Any]) -> str:
         f"without device {stable['device']} ({stable['why']}): difference {100 * stable['difference']:+.1f} pp "
         f"({100 * stable['difference_low']:+.1f} .. {100 * stable['difference_high']:+.1f})"
     )
-    if point["difference_low"] > 0.0 and not stable["holds"]:
+    if point["difference_low"] > 0.0 >= stable["difference_low"]:
         return f"{words}: one device decides the gate"
     if point["difference"] > 0.0 >= stable["difference"]:
         return f"{words}: the whole difference rests on this one device"
     return words
+
+
+def _count(devices: float) -> str:
+    """A number of devices that may be fractional (a cap's budget): 0.35, 3.5, 20."""
+    return f"{devices:.2f}".rstrip("0").rstrip(".")
+
+
+def _group_words(group: dict[str, Any], gate: str) -> str:
+    healthy, size = group["healthy_devices"], group["size"]
+    budget = _count(group["budget"])
+    why = (
+        f"at {gate} the {healthy:,} healthy held-out devices allow {budget} false alarms: any group of more than "
+        f"{budget} devices the champion ranks above the failures sets its threshold, and devices reporting absurd "
+        "values whose tickets close no fault found are such a group"
+    )
+    if not group["devices"]:
+        return f"without {size} healthy devices: not measurable on {healthy} healthy held-out devices; {why}"
+    shown = ", ".join(group["devices"][:5]) + (", ..." if size > 5 else "")
+    words = (
+        f"without the {size} healthy devices whose absence lowers the difference most ({shown}; "
+        f"{group['champion_false_alarms']} of them among the champion's false alarms): difference "
+        f"{100 * group['difference']:+.1f} pp ({100 * group['difference_low']:+.1f} .. "
+        f"{100 * group['difference_high']:+.1f})"
+    )
+    if group["holds"]:
+        return words
+    return (
+        f"{words}: the win rests on {size} healthy devices, as few as could collude; {why}. A real improvement "
+        f"also shows without any {size} devices: gate at a looser cap or wait for more outcomes"
+    )
 
 
 class PromotionRefused(RuntimeError):
@@ -647,12 +789,18 @@ def promotion_verdict(scorer: TrainedDiskScorer, champion: str) -> tuple[bool, s
         # counted per disk, one device could decide the comparison: that win proves nothing
         return False, f"measured per disk, not per device, with no one-device check: retrain ({evidence})"
     evidence += f"; {_stability_words(stable, point)}"
+    group = stable.get("group")
+    if not isinstance(group, dict):
+        # a win one group of colluding devices may have forced proves nothing
+        return False, f"measured with no group check: retrain ({evidence})"
+    evidence += f"; {_group_words(group, evaluation['gate'])}"
     if evaluation["champion"] != champion:
         return (
             False,
             f"measured against {evaluation['champion']}, but the champion is now {champion}: retrain ({evidence})",
         )
-    return bool(evaluation["wins"]) and bool(stable["holds"]) and point["difference_low"] > 0.0, evidence
+    holds = bool(stable["holds"]) and bool(group["holds"]) and point["difference_low"] > 0.0
+    return bool(evaluation["wins"]) and holds, evidence
 
 
 def promotion_check(registry_dir: Path, artifact_id: str, key: bytes | None) -> tuple[bool, str, dict[str, str]]:

@@ -13,7 +13,16 @@ from fleetpulse.contract import HealthReport, StabilityHealth
 from fleetpulse.models.anomaly import MIN_COHORT, AnomalyScorer
 from fleetpulse.models.data import Instants
 from fleetpulse.models.drift import bin_fractions, column_profile, psi
-from fleetpulse.models.evaluation import drive_scores, operating_point, precision_at_k, threshold_at_cap
+from fleetpulse.models.evaluation import (
+    DriveScores,
+    alarm_weights,
+    cut_at_far,
+    detection_at_far,
+    drive_scores,
+    operating_point,
+    precision_at_k,
+    threshold_at_cap,
+)
 from fleetpulse.models.features import DISK_FEATURES
 from fleetpulse.models.state import DeviceState, apply_report_in_place
 from fleetpulse.models.training import Split, labels
@@ -65,6 +74,26 @@ def test_drive_level_detection_lead_time_and_false_alarms() -> None:
     assert operating_point(ds, 0.4).false_alarm_rate == 0.5
     assert threshold_at_cap(np.array([0.1, 0.2, 0.3, 0.9]), 0.25) > 0.3
     assert threshold_at_cap(np.array([0.1, 0.2, 0.3, 0.9]), 0.25) <= 0.9
+
+
+def test_one_tie_rule_sets_thresholds_detection_and_alarm_weights() -> None:
+    """Heavy ties: the threshold at a cap alarms on at most the cap, the healthy drives' alarm weights sum to
+    exactly the cap, and the failed drives' mean weight is the detection at the cap (the ROC chord)."""
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        healthy = rng.integers(0, 4, 200).astype(float)
+        failed = rng.integers(0, 5, 15).astype(float)
+        for far in (0.001, 0.01, 0.1, 0.5):
+            cut = cut_at_far(np.sort(healthy)[::-1], far)
+            assert cut is not None
+            assert threshold_at_cap(healthy, far) == cut.threshold
+            assert (healthy >= cut.threshold).mean() <= far
+            assert alarm_weights(healthy, healthy, far).sum() == pytest.approx(far * len(healthy))
+            detection = detection_at_far(DriveScores(failed, healthy), far)
+            assert alarm_weights(failed, healthy, far).mean() == pytest.approx(detection)
+    assert cut_at_far(np.array([0.3, 0.2]), 1.0) is None  # every drive alarmed
+    assert threshold_at_cap(np.array([0.3, 0.2]), 1.0) == -np.inf
+    assert alarm_weights(np.array([0.0]), np.array([0.3, 0.2]), 1.0).tolist() == [1.0]
 
 
 def test_precision_at_k_counts_failures_in_the_week_or_horizon() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import json
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -32,6 +33,8 @@ from fleetpulse.models.fleet import (
     alarm_weights,
     component_scores,
     device_scores,
+    group_size,
+    leave_group_out,
     leave_one_out,
     make_champion,
     promotion_check,
@@ -152,6 +155,121 @@ def test_leave_one_out_matches_recomputing_without_each_device() -> None:
                 assert difference == pytest.approx(expected)
 
 
+def test_leave_group_out_matches_recomputing_without_every_group() -> None:
+    """The worst group of k healthy devices, found per reachable cut, is the worst of all C(n, k) groups."""
+    rng = np.random.default_rng(11)
+
+    def without(model: DriveScores, baseline: DriveScores, far: float, group: Any) -> float:
+        keep = np.delete(np.arange(len(model.negative)), list(group))
+        left = detection_at_far(DriveScores(model.positive, model.negative[keep]), far)
+        return left - detection_at_far(DriveScores(baseline.positive, baseline.negative[keep]), far)
+
+    for trial in range(120):
+        n, top = int(rng.integers(3, 12)), int(rng.integers(1, 5))
+        if trial % 4 == 0:  # no ties
+            model = DriveScores(rng.normal(size=4), rng.normal(size=n))
+            baseline = DriveScores(rng.normal(size=4), rng.normal(size=n))
+        else:  # heavy ties, as risks with many clean or overridden drives
+            model = DriveScores(rng.integers(0, top + 2, 4).astype(float), rng.integers(0, top + 1, n).astype(float))
+            baseline = DriveScores(rng.integers(0, top + 2, 4).astype(float), rng.integers(0, top + 1, n).astype(float))
+        for far in (0.001, 0.1, 0.25, 0.5):
+            for k in range(1, min(4, n)):
+                difference, group = leave_group_out(model, baseline, far, k)
+                assert len(set(group.tolist())) == k
+                assert without(model, baseline, far, group) == pytest.approx(difference)
+                worst = min(without(model, baseline, far, g) for g in itertools.combinations(range(n), k))
+                assert difference == pytest.approx(worst)
+
+
+def _colluding(far: float, healthy: int, colluders: int) -> tuple[DeviceScores, DeviceScores]:
+    """Two scorers equal on every honest device; ``colluders`` healthy devices the champion ranks above every
+    failure and the challenger below every device."""
+    rng = np.random.default_rng(7)
+    scores, failed = rng.normal(0, 1, healthy), rng.normal(2.8, 0.6, 60)
+    champion, challenger = scores.copy(), scores.copy()
+    champion[:colluders], challenger[:colluders] = 50.0, -50.0
+    names = (tuple(f"pc-f{i}" for i in range(60)), tuple(f"pc-h{i}" for i in range(healthy)))
+    return DeviceScores(DriveScores(failed, challenger), *names), DeviceScores(DriveScores(failed, champion), *names)
+
+
+@pytest.mark.parametrize(("far", "healthy"), [(0.001, 3000), (0.01, 400)])
+def test_attack_colluders_no_more_than_the_group_cannot_force_the_gate(far: float, healthy: int) -> None:
+    """More colluders than the budget (3 and 4 devices here) blind the champion: with 10 the challenger won by
+    +47 and +93 pp, and no single device left out changed that. Up to :func:`group_size` of them, the group
+    left out holds them all, and without them the two scorers are equal."""
+    for colluders in (10, 15, 20):
+        challenger, champion = _colluding(far, healthy, colluders)
+        full = paired_difference(challenger.scores, champion.scores, functools.partial(lambda f, _: f, far))
+        check = stability(challenger, champion, far, resamples=300)
+        assert full.low > 0.0
+        assert check["difference_low"] > 0.0  # one device left out: still a win
+        assert not check["holds"]
+        assert not check["group"]["holds"]
+        assert check["group"]["difference"] == 0.0
+        assert {f"pc-h{i}" for i in range(colluders)} <= set(check["group"]["devices"])
+    assert group_size(far, healthy) == 20
+
+
+def test_attack_ten_colluding_pcs_cannot_force_the_gate_at_a_tight_cap(champion: Any) -> None:
+    """Ten registered PCs report absurd, steady sector counts; their tickets close no fault found, so they are
+    healthy devices the champion ranks first. At 0.1 % of 350 healthy held-out devices (a budget of 0.35)
+    they took the champion's detection to 0 and the challenger, which ranks them low, passed the gate by
+    +100 pp with every single device left out, though both detect every honest failure. Without the
+    20 healthy devices whose absence lowers the difference most, nothing is left of the win."""
+    colluders = [
+        Row(f"pc-evil-{j}", "disk", f"evil-{j}", D0 + timedelta(days=d), {"smart_5": 2.0**40, "smart_197": 2.0**40})
+        for j in range(10)
+        for d in range(240)
+    ]
+    gate, through = "cap 0.1%", D0 + timedelta(days=239)
+    experiment = train_fleet_challenger(
+        champion, *_fleet_log(champion, colluders), through, holdout_days=90, gate_cap=gate
+    )
+    report = experiment.report
+    point = report["comparison"][gate]
+    assert point["champion_detection"] == 0.0
+    assert point["difference_low"] > 0.9
+    assert report["stability"]["difference_low"] > 0.9  # one device left out does not stop it
+    assert not report["wins"]
+    group = report["stability"]["group"]
+    assert group["size"] == 20
+    assert {f"pc-evil-{j}" for j in range(10)} <= set(group["devices"])
+    assert group["difference"] == 0.0
+    assert not group["holds"]
+    wins, evidence = promotion_verdict(experiment.challenger, report["champion"])
+    assert not wins
+    assert "the win rests on 20 healthy devices, as few as could collude" in evidence
+    assert "the 350 healthy held-out devices allow 0.35 false alarms" in evidence
+    page = report_markdown(report)
+    assert "the challenger does not win" in page
+    assert "Without the 20 healthy devices whose absence lowers the difference most (pc-evil-0" in page
+    assert "gate at a looser cap or wait for more outcomes" in page
+
+
+@pytest.mark.parametrize(("far", "failed", "healthy"), [(0.01, 60, 5000), (0.001, 150, 20000)])
+def test_a_better_challenger_wins_the_group_check_at_realistic_sizes(far: float, failed: int, healthy: int) -> None:
+    """A challenger that ranks failing devices higher (+0.8 sd), with its healthy scores close to the champion's
+    but not equal (correlation 0.95), still wins with ten colluders in the fleet."""
+    rng = np.random.default_rng(3)
+
+    def pair(mean: float, count: int) -> tuple[np.ndarray, np.ndarray]:
+        champion, challenger = np.sqrt(0.95) * rng.normal(mean, 1, count) + np.sqrt(0.05) * rng.normal(0, 1, (2, count))
+        return champion, challenger
+
+    champion_failed, challenger_failed = pair(1.5, failed)
+    champion_healthy, challenger_healthy = pair(0.0, healthy)
+    champion_healthy[:10], challenger_healthy[:10] = 50.0, -50.0
+    names = (tuple(f"pc-f{i}" for i in range(failed)), tuple(f"pc-h{i}" for i in range(healthy)))
+    challenger = DeviceScores(DriveScores(challenger_failed + 0.8, challenger_healthy), *names)
+    champion = DeviceScores(DriveScores(champion_failed, champion_healthy), *names)
+    full = paired_difference(challenger.scores, champion.scores, functools.partial(lambda f, _: f, far), resamples=300)
+    check = stability(challenger, champion, far, resamples=300)
+    assert full.low > 0.0
+    assert check["group"]["size"] == max(20, int(far * healthy))
+    assert check["group"]["difference_low"] > 0.0
+    assert check["holds"]
+
+
 def test_a_win_one_failed_device_decides_is_refused() -> None:
     """The challenger catches 4 failed devices of 20 the champion misses: the paired interval is above zero,
     but with any one of the four left out it is not. One device must not decide the gate."""
@@ -203,6 +321,17 @@ def fleet_challenger(champion: Any, registry_dir: Path, wins: bool, seed: int = 
             "difference_low": point["difference_low"] - 0.01,
             "difference_high": point["difference_high"],
             "devices_checked": 1,
+            "group": {
+                "size": 20,
+                "healthy_devices": 400,
+                "budget": 4.0,
+                "devices": [f"pc-h{i}" for i in range(20)],
+                "champion_false_alarms": 3,
+                "difference": point["difference"] - 0.02,
+                "difference_low": point["difference_low"] - 0.02,
+                "difference_high": point["difference_high"],
+                "holds": wins,
+            },
             "holds": wins,
         },
         "wins": wins,
@@ -459,3 +588,14 @@ def test_a_win_counted_per_disk_is_no_win(champion: Any, tmp_path: Path) -> None
     assert not wins
     assert "per disk" in evidence
     assert "retrain" in evidence
+
+
+def test_a_win_measured_without_the_group_check_is_no_win(champion: Any, tmp_path: Path) -> None:
+    """An evaluation that left out single devices only (no group) is refused: colluders may have forced it."""
+    artifact = fleet_challenger(champion, tmp_path, wins=True)
+    loaded = load_artifact(read_registry(tmp_path), tmp_path, artifact)
+    assert isinstance(loaded, FleetDiskScorer)
+    del loaded.evaluation["stability"]["group"]
+    wins, evidence = promotion_verdict(loaded, loaded.evaluation["champion"])
+    assert not wins
+    assert "no group check: retrain" in evidence
