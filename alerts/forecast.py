@@ -15,11 +15,7 @@ have made* at the start of each of the last ``calibration.history_windows`` 30-d
 reports, :mod:`~fleetpulse.alerts.fleetlog`), so it follows the labels as they arrive with no
 job to schedule or artefact to version, and a fleet without labels gets the Backblaze prior.
 It is computed over the whole fleet (a factor is a rate per hardware model, no device's
-data) and cached for ``calibration_cache_s``, since labels arrive by the day. Failures are
-counted per site, and a site's count enters the shared factors only up to what its own parts
-make plausible (:func:`~fleetpulse.models.forecast_calibration.bounded_by_site`): a site lead
-who records failures, true or not, moves the other sites' forecasts no further than a plausible
-rate of their own parts would, and a count beyond that bound is logged.
+data) and cached for ``calibration_cache_s``, since labels arrive by the day.
 """
 
 from __future__ import annotations
@@ -27,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Collection
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, func, select
@@ -161,7 +157,7 @@ CALIBRATION_WINDOW_DAYS = 30
 
 
 def fleet_window_counts(store: TicketStore, settings: ForecastSettings, now: datetime) -> list[WindowCount]:
-    """Per past 30-day window ended by ``now``, component, hardware model, stratum and site: the failures
+    """Per past 30-day window ended by ``now``, component, hardware model and stratum: the failures
     labelled in the window and those the uncorrected forecast at its start expected."""
     from fleetpulse.alerts.fleetlog import FleetLog
     from fleetpulse.models.forecast import window_probabilities
@@ -181,15 +177,16 @@ def fleet_window_counts(store: TicketStore, settings: ForecastSettings, now: dat
         if not keyed:
             continue
         probability = window_probabilities([p for _, p in keyed], CALIBRATION_WINDOW_DAYS, settings)
-        totals: dict[tuple[Component, str, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+        totals: dict[tuple[Component, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
         for (key, part), p in zip(keyed, probability.tolist(), strict=True):
-            stratum = calibration_stratum(part.component, part.replace_in_days)
-            total = totals[(part.component, part.hardware_model, stratum, part.site)]
+            total = totals[
+                (part.component, part.hardware_model, calibration_stratum(part.component, part.replace_in_days))
+            ]
             total[0] += p
             total[1] += key in failed_on and failed_on[key] < end.date()
         counts += [
-            WindowCount(component, model, _days(start), _days(end), expected, observed, stratum, site)
-            for (component, model, stratum, site), (expected, observed) in totals.items()
+            WindowCount(component, model, _days(start), _days(end), expected, observed, stratum)
+            for (component, model, stratum), (expected, observed) in totals.items()
         ]
     return counts
 
@@ -198,34 +195,11 @@ def _days(at: datetime) -> float:
     return at.timestamp() / 86_400.0
 
 
-def _date(days: float) -> str:
-    return datetime.fromtimestamp(days * 86_400.0, UTC).date().isoformat()
-
-
 def fleet_calibration(store: TicketStore, settings: ForecastSettings, now: datetime) -> Calibration:
-    """The factors and dispersion the fleet's labelled outcomes give (the prior where they give none);
-    logs every site count the factors take for less than reported, so the site can be looked at."""
-    from fleetpulse.models.forecast_calibration import bounded_by_site, calibrate
+    """The factors and dispersion the fleet's labelled outcomes give (the prior where they give none)."""
+    from fleetpulse.models.forecast_calibration import calibrate
 
-    counts = fleet_window_counts(store, settings, now)
-    _, excess = bounded_by_site(counts, _days(now), settings.calibration.site_max_factor)
-    for e in excess:
-        log.warning(
-            "a site's failures exceed what its parts make plausible; the fleet-wide forecast factors count fewer",
-            extra={
-                "fields": {
-                    "site": e.site,
-                    "component": e.component.value,
-                    "hardware_model": e.hardware_model,
-                    "stratum": e.stratum,
-                    "window_start": _date(e.start),
-                    "window_end": _date(e.end),
-                    "reported": int(e.reported),
-                    "counted": round(e.counted, 2),
-                }
-            },
-        )
-    return calibrate(counts, _days(now), settings.calibration)
+    return calibrate(fleet_window_counts(store, settings, now), _days(now), settings.calibration)
 
 
 def fleet_forecast(

@@ -268,8 +268,7 @@ def window_outcomes(
 
 
 def window_counts(outcomes: list[WindowOutcome], starts: list[float]) -> list[WindowCount]:
-    """Observed and uncorrected expected failures per drive model and window (the calibration's evidence),
-    all of one site: the table names no data centre, so the whole fleet is bounded as one site."""
+    """Observed and uncorrected expected failures per drive model and window (the calibration's evidence)."""
     counts = []
     for o, start in zip(outcomes, starts, strict=True):
         for model in np.unique(o.model).tolist():
@@ -291,9 +290,7 @@ def prior_from_history(counts: list[WindowCount]) -> CalibrationPrior:
     """The spread and dispersion measured on ``counts`` alone (no prior weight): what the shipped
     :class:`~fleetpulse.models.forecast_settings.CalibrationPrior` defaults are, from the windows
     before the cut-off."""
-    blank = CalibrationPrior(
-        spread_weight=0.0, dispersion_weight=0.0, pooled_strength=1e-9, half_life_days=None, site_max_factor=None
-    )
+    blank = CalibrationPrior(spread_weight=0.0, dispersion_weight=0.0, pooled_strength=1e-9, half_life_days=None)
     end = max(c.end for c in counts)
     fitted = calibrate(counts, end, blank)
     factors = [fitted.of(c.component, c.hardware_model).factor for c in counts]

@@ -6,9 +6,7 @@ than independent, exactly known probabilities allow. Both are corrected from the
 earlier forecast windows: per (component, hardware model) the failures observed and the
 failures expected by the uncorrected forecast (:class:`WindowCount`). Only windows that had
 *ended* before the forecast is made are used (:func:`calibrate` drops the others), so a
-backtest scores every window with what production would have known then. The factors are
-shared by every site, so one site's failures count in them only up to what its own parts make
-plausible (:func:`bounded_by_site`).
+backtest scores every window with what production would have known then.
 
 Rate factor, shrunk (gamma-Poisson empirical Bayes). Observed ~ Poisson(theta * expected) per
 hardware model; theta has a gamma prior with the pooled factor ``theta0`` of its component
@@ -42,7 +40,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
-from scipy.stats import gamma, poisson
+from scipy.stats import gamma
 
 from fleetpulse.contract import Component
 from fleetpulse.models.forecast_rows import Calibration, PartCalibration, calibration_key
@@ -51,9 +49,6 @@ from fleetpulse.models.forecast_settings import CalibrationPrior
 MIXTURE_NODES = 16
 BIN_WIDTH = 0.1
 BIN_FLOOR = 1e-4
-SITE_QUANTILE = 0.999
-"""A site's failures beyond this Poisson quantile of its bound are not counted (:func:`bounded_by_site`):
-a site whose parts really fail at the bound's rate passes it in all but one window in a thousand."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,68 +64,11 @@ class WindowCount:
     observed: float
     stratum: str = ""
     """:func:`~fleetpulse.models.forecast_rows.calibration_stratum` of the parts counted."""
-    site: str = ""
-    """Where the parts are; evidence without sites (a data centre's drives) is one site."""
-
-
-@dataclass(frozen=True, slots=True)
-class SiteExcess:
-    """A site's failures of one window counted for less than reported in the fleet-wide factors."""
-
-    site: str
-    component: Component
-    hardware_model: str
-    stratum: str
-    start: float
-    end: float
-    reported: float
-    counted: float
-
-
-def bounded_by_site(
-    counts: Iterable[WindowCount], made_at: float, max_factor: float | None
-) -> tuple[list[WindowCount], list[SiteExcess]]:
-    """The windows ended by ``made_at``, the sites' counts summed per component, hardware model and
-    stratum, and where a site's failures were counted for less than reported.
-
-    The factors are shared by every site, so a site's failures count at most up to the ``SITE_QUANTILE``
-    Poisson quantile of ``max_factor`` times its own expected count, in each window and over all of them
-    (a site over its bound in total has every window scaled down alike): more than that is no plausible
-    rate of the hardware model but the site's own trouble or false reports, and must not move the other
-    sites' forecasts. The failure reports themselves stay as recorded; only their weight here is bounded.
-    """
-    known = [c for c in counts if c.end <= made_at]
-    sites: dict[tuple[Component, str, str, str], int] = {}
-    group = np.array([sites.setdefault((c.component, c.hardware_model, c.stratum, c.site), len(sites)) for c in known])
-    reported = np.array([c.observed for c in known], dtype=float)
-    kept = reported
-    if max_factor is not None and len(known):
-        expected = np.array([c.expected for c in known], dtype=float)
-        kept = np.minimum(reported, poisson.ppf(SITE_QUANTILE, max_factor * expected))
-        total = poisson.ppf(SITE_QUANTILE, max_factor * np.bincount(group, expected, minlength=len(sites)))
-        kept = kept * np.minimum(1.0, total / np.maximum(np.bincount(group, kept, minlength=len(sites)), 1e-300))[group]
-    merged: dict[tuple[Component, str, str, float, float], list[float]] = defaultdict(lambda: [0.0, 0.0])
-    excess = []
-    for c, counted in zip(known, kept.tolist(), strict=True):
-        if counted < c.observed:
-            excess.append(
-                SiteExcess(c.site, c.component, c.hardware_model, c.stratum, c.start, c.end, c.observed, counted)
-            )
-        total_here = merged[(c.component, c.hardware_model, c.stratum, c.start, c.end)]
-        total_here[0] += c.expected
-        total_here[1] += counted
-    bounded = [
-        WindowCount(component, model, start, end, expected, observed, stratum)
-        for (component, model, stratum, start, end), (expected, observed) in merged.items()
-    ]
-    return bounded, excess
 
 
 def calibrate(counts: Iterable[WindowCount], made_at: float, prior: CalibrationPrior) -> Calibration:
-    """Factors and dispersion for a forecast made at ``made_at``, from the windows ended by then, each
-    site's failures counted up to its bound (:func:`bounded_by_site`)."""
-    bounded, _ = bounded_by_site(counts, made_at, prior.site_max_factor)
-    known = [_aged(c, made_at, prior.half_life_days) for c in bounded]
+    """Factors and dispersion for a forecast made at ``made_at``, from the windows ended by then."""
+    known = [_aged(c, made_at, prior.half_life_days) for c in counts if c.end <= made_at]
     per_component: dict[tuple[Component, str], list[WindowCount]] = defaultdict(list)
     for c in known:
         per_component[(c.component, c.stratum)].append(c)

@@ -19,10 +19,6 @@ and tests/unit/test_forecast_backtest.py checks it against that computation on t
 
 SPREAD_SHAPE = 0.78
 DISPERSION = 0.024
-SITE_MAX_FACTOR = 10.0
-"""Rounded up from 8.1, the 99.9 % quantile of a hardware model's factor under the Backblaze-measured
-spread (gamma, shape ``SPREAD_SHAPE``, mean 1): a site's parts failing faster than that is no longer a
-plausible model rate (:func:`~fleetpulse.models.forecast_calibration.bounded_by_site`)."""
 
 
 class CalibrationPrior(BaseModel):
@@ -55,11 +51,6 @@ class CalibrationPrior(BaseModel):
     )
     history_windows: int = Field(
         default=12, ge=0, le=60, description="past 30-day windows of the fleet's own outcomes read per forecast"
-    )
-    site_max_factor: float | None = Field(
-        default=SITE_MAX_FACTOR,
-        ge=1.0,
-        description="highest rate factor a site's failures may show in the fleet-wide factors (None: unbounded)",
     )
 
 

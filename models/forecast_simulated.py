@@ -8,10 +8,6 @@ each 30-day window every part not yet failed is forecast from its score (through
 :func:`~fleetpulse.alerts.tickets.replacement_days` the ticket store records), and the
 forecast is compared with the failures of the window.
 
-The calibration's evidence is counted per simulated site, as production counts it per site of
-the register, so each site's failures are bounded as there
-(:func:`~fleetpulse.models.forecast_calibration.bounded_by_site`).
-
 What this checks is the method on data whose physics the simulator fixes (linear-to-knee
 capacity fade, fan onset weeks ahead), not the real world: the fan AFR of the simulator
 and the forecast's default annual rate are both 2 %, so "clear" fans are right by design.
@@ -19,7 +15,6 @@ and the forecast's default annual rate are both 2 %, so "clear" fans are right b
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -31,7 +26,7 @@ from fleetpulse.models.device_rules import ThermalRuleScorer
 from fleetpulse.models.forecast import count_interval, poisson_binomial, window_probability
 from fleetpulse.models.forecast_backtest import WINDOW_DAYS, BacktestRow
 from fleetpulse.models.forecast_calibration import WindowCount, calibrate, calibrated_count
-from fleetpulse.models.forecast_rows import UNKNOWN, PartRisk, calibration_stratum
+from fleetpulse.models.forecast_rows import PartRisk, calibration_stratum
 from fleetpulse.models.forecast_settings import ForecastSettings
 from fleetpulse.models.rules import BatteryRuleScorer
 from fleetpulse.models.state import DeviceState, apply_report_in_place
@@ -69,31 +64,33 @@ def simulated_backtest(
     settings = settings or ForecastSettings()
     sim = FleetSimulator(devices=devices, seed=seed, start=EPOCH, days=days)
     truth = {(g.device_id, g.component): g.fails_at for g in sim.ground_truth()}
-    site_of = {d.device_id: d.site or UNKNOWN for d in sim.inventory()}
     first = WARM_UP_DAYS - HISTORY_WINDOWS * WINDOW_DAYS
     starts = [EPOCH + timedelta(days=first + WINDOW_DAYS * k) for k in range((days - first) // WINDOW_DAYS)]
     scorers = (BatteryRuleScorer(), ThermalRuleScorer())
     states: dict[str, DeviceState] = {}
-    forecasts: list[dict[Component, list[tuple[float, bool, str, str]]]] = []
+    forecasts: list[dict[Component, list[tuple[float, bool, str]]]] = []
     pending = list(starts)
     for report in [*sim.reports(), None]:
         while pending and (report is None or report.collected_at >= pending[0]):
-            forecasts.append(_forecast_at(pending.pop(0), list(states.values()), scorers, truth, site_of, settings))
+            forecasts.append(_forecast_at(pending.pop(0), list(states.values()), scorers, truth, settings))
         if report is None:
             break
         state = states.setdefault(report.device_id, DeviceState(device_id=report.device_id))
         apply_report_in_place(state, report)
     day = [(s - EPOCH).total_seconds() / 86_400.0 for s in starts]
-    totals: dict[tuple[int, Component, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
-    for k, per_part in enumerate(forecasts):
-        for component, outs in per_part.items():
-            for probability, failed, stratum, site in outs:
-                total = totals[(k, component, stratum, site)]
-                total[0] += probability
-                total[1] += failed
     evidence = [
-        WindowCount(component, SIMULATED, day[k], day[k] + WINDOW_DAYS, expected, observed, stratum, site)
-        for (k, component, stratum, site), (expected, observed) in totals.items()
+        WindowCount(
+            component,
+            SIMULATED,
+            day[k],
+            day[k] + WINDOW_DAYS,
+            sum(o[0] for o in outs if o[2] == stratum),
+            sum(o[1] for o in outs if o[2] == stratum),
+            stratum,
+        )
+        for k, per_part in enumerate(forecasts)
+        for component, outs in per_part.items()
+        for stratum in {o[2] for o in outs}
     ]
     rows: dict[bool, list[BacktestRow]] = {True: [], False: []}
     for k, per_part in enumerate(forecasts[HISTORY_WINDOWS:], start=HISTORY_WINDOWS):
@@ -121,12 +118,11 @@ def _forecast_at(
     states: list[DeviceState],
     scorers: tuple[BatteryRuleScorer, ThermalRuleScorer],
     truth: dict[tuple[str, Component], datetime],
-    site_of: dict[str, str],
     settings: ForecastSettings,
-) -> dict[Component, list[tuple[float, bool, str, str]]]:
-    """(probability, failed in the window, calibration stratum, site) of every part still working at ``start``."""
+) -> dict[Component, list[tuple[float, bool, str]]]:
+    """(probability, failed in the window, calibration stratum) of every part still working at ``start``."""
     end = start + timedelta(days=WINDOW_DAYS)
-    out: dict[Component, list[tuple[float, bool, str, str]]] = {Component.BATTERY: [], Component.THERMAL: []}
+    out: dict[Component, list[tuple[float, bool, str]]] = {Component.BATTERY: [], Component.THERMAL: []}
     for scorer in scorers:
         for score in scorer.score_batch(states, start):
             fails_at = truth.get((score.device_id, score.component))
@@ -134,7 +130,7 @@ def _forecast_at(
                 continue  # failed before the window: already due, not a forecast
             part = PartRisk(
                 component=score.component,
-                site=site_of[score.device_id],
+                site="simulated",
                 hardware_model=SIMULATED,
                 device_kind=None,
                 risk=score.risk,
@@ -143,5 +139,5 @@ def _forecast_at(
             )
             failed = fails_at is not None and fails_at < end
             stratum = calibration_stratum(part.component, part.replace_in_days)
-            out[score.component].append((window_probability(part, WINDOW_DAYS, settings), failed, stratum, part.site))
+            out[score.component].append((window_probability(part, WINDOW_DAYS, settings), failed, stratum))
     return out

@@ -18,7 +18,6 @@ from fleetpulse.models.forecast import count_interval, poisson_binomial
 from fleetpulse.models.forecast_calibration import (
     WindowCount,
     apply_factor,
-    bounded_by_site,
     calibrate,
     mixed_count_pmf,
     window_dispersion,
@@ -90,39 +89,6 @@ def test_the_backtest_scores_window_k_with_windows_ended_before_its_start_only()
     early = [(r.group, r.window, r.expected, r.low, r.high) for r in calm if r.window <= 2]
     assert early == [(r.group, r.window, r.expected, r.low, r.high) for r in burst if r.window <= 2]
     assert [r.expected for r in calm if r.window == 3] != [r.expected for r in burst if r.window == 3]
-
-
-def site_count(site: str, observed: int, expected: float, window: int = 0) -> WindowCount:
-    return WindowCount(Component.DISK, "T14", 30.0 * window, 30.0 * (window + 1), expected, observed, site=site)
-
-
-def test_a_sites_failures_count_at_most_the_999_quantile_of_ten_times_its_expected() -> None:
-    """40 disks expected to fail 0.055 times reported failed: Poisson(10 * 0.055) reaches 4 with 99.9 %, so 4
-    count; the other site's honest count passes whole, and the window is one count again, the sites summed."""
-    bounded, excess = bounded_by_site([site_count("a", 40, 0.055), site_count("b", 1, 0.55)], 30.0, 10.0)
-    assert bounded == [WindowCount(Component.DISK, "T14", 0.0, 30.0, pytest.approx(0.605), 5.0)]
-    (a,) = excess
-    assert (a.site, a.hardware_model, a.start, a.end, a.reported, a.counted) == ("a", "T14", 0.0, 30.0, 40, 4.0)
-
-
-def test_a_site_spreading_its_reports_over_windows_is_bounded_over_all_of_them() -> None:
-    """Four failures in each of ten windows pass every window's bound, but 40 over an expectation of 0.55 do
-    not: the total's bound is 14 (Poisson(5.5) at 99.9 %), every window scaled down alike."""
-    counts = [site_count("a", 4, 0.055, window=k) for k in range(10)]
-    bounded, excess = bounded_by_site(counts, 300.0, 10.0)
-    assert [c.observed for c in bounded] == pytest.approx([1.4] * 10)
-    assert sum(e.reported for e in excess) == 40
-    assert sum(e.counted for e in excess) == pytest.approx(14.0)
-
-
-def test_site_bound_keeps_honest_counts_and_leaves_windows_not_ended_out() -> None:
-    counts = [site_count("a", 2, 0.5), site_count("b", 3, 2.0), site_count("a", 40, 0.055, window=1)]
-    bounded, excess = bounded_by_site(counts, 30.0, 10.0)
-    assert (bounded, excess) == ([WindowCount(Component.DISK, "T14", 0.0, 30.0, 2.5, 5.0)], [])
-    assert bounded_by_site(counts, 60.0, None)[0][1].observed == 40  # unbounded by setting
-    # split into sites or not, honest evidence calibrates the same
-    merged = [WindowCount(Component.DISK, "T14", 0.0, 30.0, 2.5, 5.0)]
-    assert calibrate(counts[:2], 30.0, PRIOR) == calibrate(merged, 30.0, PRIOR)
 
 
 def test_mixture_reduces_to_the_poisson_binomial_without_dispersion() -> None:
