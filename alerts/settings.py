@@ -156,7 +156,7 @@ class ApiLimits(_Frozen):
     )
     export_send_timeout: Annotated[timedelta, Field(ge=timedelta(seconds=1), le=timedelta(hours=24))] = Field(
         default=timedelta(minutes=15),
-        description="a CSV export not sent within this long is cut (the connection closed) and its place given "
+        description="a CSV export not sent within this long is cut short of its Content-Length and its place given "
         "back: a client that stops reading would otherwise hold a place for as long as it keeps the connection "
         "open. The largest export (max_export_rows, about 30 MB) takes about 4 minutes at 1 Mbit/s",
     )

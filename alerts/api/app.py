@@ -367,8 +367,9 @@ class ExportResponse(StreamingResponse):
 
     Sending is bounded by ``deadline_s``: a client that stops reading leaves the server waiting for its
     socket to drain for as long as it keeps the connection open, holding an export place all that time.
-    Cut, the response is left short of its ``Content-Length`` and the server closes the connection, so
-    the client cannot take the truncated file for the whole export."""
+    Cut, the response ends short of its ``Content-Length``, so the client cannot take the truncated file
+    for the whole export; what the server had already queued for the socket stays there until the client
+    reads or goes (the ingress's own send timeout bounds that in production)."""
 
     def __init__(self, export: SpooledExport, headers: dict[str, str], deadline_s: float) -> None:
         super().__init__(export, media_type="text/csv; charset=utf-8", headers=headers)
