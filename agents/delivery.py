@@ -93,7 +93,10 @@ def rejection_reason(exc: BaseException) -> str | None:
         if isinstance(current, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(current):
             return "TLS certificate rejected"
         if isinstance(current, ssl.SSLError) and any(a in str(current) for a in TLS_CLIENT_CERTIFICATE_REFUSALS):
-            return "TLS client certificate refused by the broker (mutual TLS: kafka.ssl_certfile, ssl_keyfile)"
+            return (
+                "TLS client certificate refused by the broker (mutual TLS: kafka.ssl_certfile, ssl_keyfile), "
+                "or what answers at the bootstrap address is not the broker"
+            )
         if isinstance(current, KeyPasswordMissing):
             return f"TLS client key not loaded ({current})"
         pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)

@@ -99,7 +99,8 @@ def tls_refusal(kafka: KafkaSettings, timeout_s: float = 5.0) -> str | None:
         if any(alert in reason for alert in TLS_CLIENT_CERTIFICATE_REFUSALS):
             return (
                 f"the broker refused this client's TLS certificate, or that it sent none ({reason}): set "
-                "kafka.ssl_certfile and ssl_keyfile to a client certificate the cluster's clients CA issued"
+                "kafka.ssl_certfile and ssl_keyfile to a client certificate the cluster's clients CA issued "
+                "(if they are, check that the bootstrap address reaches the broker: the alert is not authenticated)"
             )
         return f"the TLS handshake failed ({reason})"
     except (OSError, ValueError):  # unreachable, or no port: not a TLS matter
