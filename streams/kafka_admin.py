@@ -25,8 +25,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
     KafkaConnectionError,
+    KafkaError,
     TopicAlreadyExistsError,
     TopicAuthorizationFailedError,
     UnknownTopicOrPartitionError,
@@ -218,9 +220,12 @@ async def ensure_topics(kafka: KafkaSettings, partitions: int, replication_facto
     await _start(kafka, admin)
     try:
         existing = set(await admin.list_topics())
+        policy = topic_configs(topics)
+        if kafka.security_protocol == "PLAINTEXT":  # no credentials, no ACLs: the services manage the topics
+            await _warn_of_drift(admin, {name: config for name, config in policy.items() if name in existing})
         wanted = [
             NewTopic(name, partitions, replication_factor, topic_configs=config)
-            for name, config in topic_configs(topics).items()
+            for name, config in policy.items()
             if name not in existing
         ]
         if not wanted:
@@ -237,6 +242,36 @@ async def ensure_topics(kafka: KafkaSettings, partitions: int, replication_facto
         return created
     finally:
         await admin.close()
+
+
+async def _warn_of_drift(admin: AIOKafkaAdminClient, policy: dict[str, dict[str, str]]) -> None:
+    """Log each existing topic whose retention differs from the policy (one WARNING per topic).
+
+    Topics created before the policy, or by hand, keep what they were given (the broker's defaults: a week
+    for the labels retraining needs for a year, no size bound on the topic any PC can fill); a service never
+    alters a topic, so the operator hears of it instead. Only asked where the services manage the topics
+    (no credentials, so no ACLs): in a secured cluster the manifests set them, and asking would add a
+    denied DescribeConfigs to the authorizer's log at every start."""
+    if not policy:
+        return
+    try:
+        answers = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in policy])
+    except KafkaError as exc:  # a check at start-up: never the reason a service does not start
+        log.info("topic settings not checked", extra={"fields": {"reason": type(exc).__name__}})
+        return
+    for answer in answers:
+        for error_code, _, _, name, entries in answer.resources:
+            if error_code or name not in policy:
+                continue
+            held = {entry[0]: entry[1] for entry in entries}
+            drift = {key: {"topic": held.get(key), "policy": value} for key, value in policy[name].items()}
+            drift = {key: values for key, values in drift.items() if values["topic"] != values["policy"]}
+            if drift:
+                log.warning(
+                    "topic retention differs from the policy: alter it (kafka-configs.sh --alter) as "
+                    "deploy/retention.yaml says",
+                    extra={"fields": {"topic": name, "settings": drift}},
+                )
 
 
 class TopicCreationError(OperatorError):

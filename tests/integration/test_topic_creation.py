@@ -10,10 +10,11 @@ auto-creates with its own defaults).
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from typer.testing import CliRunner
 
@@ -22,7 +23,7 @@ from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.cli import app
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import Topics
-from fleetpulse.streams.kafka_admin import TopicCreationError, aiokafka_auth, topic_configs
+from fleetpulse.streams.kafka_admin import TopicCreationError, aiokafka_auth, create_configured_topics, topic_configs
 from fleetpulse.streams.settings import StreamSettings
 
 pytestmark = pytest.mark.integration
@@ -94,3 +95,39 @@ def test_ticket_consumer_asks_for_the_configured_replication(kafka_settings: Kaf
     with pytest.raises(TopicCreationError, match="replication factor of 2"):
         TicketConsumer(alerts, kafka_settings, StreamSettings(replication_factor=2))
     assert _partition_counts(kafka_settings) == {}
+
+
+def test_a_topic_created_before_the_retention_policy_is_reported_not_changed(kafka_settings: KafkaSettings) -> None:
+    """A topic that exists with the broker's defaults (made by an older version, or by hand) keeps them: a
+    service never alters a topic, but says at start which settings differ from the policy."""
+    topics = Topics(prefix=kafka_settings.topic_prefix)
+
+    async def create_bare_labels_topic() -> None:
+        admin = AIOKafkaAdminClient(**aiokafka_auth(kafka_settings))
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(topics.labels, 1, 1)])
+            # listed a moment after its creation; listed, not described: describing the topics not yet
+            # created would have the test broker auto-create them with its defaults
+            for _ in range(150):
+                if topics.labels in await admin.list_topics():
+                    break
+                await asyncio.sleep(0.2)
+        finally:
+            await admin.close()
+
+    asyncio.run(create_bare_labels_topic())
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("fleetpulse.streams.kafka_admin")  # whatever the CLI tests did to the root's handlers
+    logger.addHandler(handler)
+    try:
+        create_configured_topics(kafka_settings, StreamSettings(partitions=1))
+    finally:
+        logger.removeHandler(handler)
+    drifted = [r for r in records if r.getMessage().startswith("topic retention differs from the policy")]
+    assert [r.fields["topic"] for r in drifted] == [topics.labels]  # type: ignore[attr-defined]
+    year_ms = str(365 * 24 * 3600 * 1000)
+    assert drifted[0].fields["settings"]["retention.ms"]["policy"] == year_ms  # type: ignore[attr-defined]
+    assert _topic_configs(kafka_settings, [topics.labels])[topics.labels]["retention.ms"] != year_ms  # not altered
