@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -220,3 +220,31 @@ def self_signed_tls(folder: Path, name: str = "127.0.0.1") -> tuple[Path, ssl.SS
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     return cert, context
+
+
+@contextmanager
+def tls_listener(context: ssl.SSLContext) -> Iterator[int]:
+    """Accepts on 127.0.0.1 and shakes hands with ``context`` (its verify mode decides whether a client
+    certificate is required); yields the port. A refused handshake only ends that connection."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with suppress(OSError), conn, context.wrap_socket(conn, server_side=True) as tls:
+                tls.settimeout(5)
+                tls.recv(16)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import ssl
 import subprocess
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,7 @@ from pydantic import SecretStr
 
 from fleetpulse.config import KafkaSettings, KeyPasswordMissing, kafka_python_security, ssl_key_password
 from fleetpulse.streams.kafka_admin import KafkaConnectError, aiokafka_auth, ensure_topics, ssl_context, tls_refusal
-from tests.harness import free_port, self_signed_tls
+from tests.harness import free_port, self_signed_tls, tls_listener
 
 KEY_PASSWORD = "k3y-pass-phrase"
 
@@ -86,28 +84,8 @@ def tls_endpoint(pki: Pki, client_certificates: bool) -> Iterator[int]:
     if client_certificates:
         context.verify_mode = ssl.CERT_REQUIRED
         context.load_verify_locations(pki.ca)
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with contextlib.suppress(OSError), conn, context.wrap_socket(conn, server_side=True) as tls:
-                tls.settimeout(5)
-                tls.recv(16)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        listener.close()
+    with tls_listener(context) as port:
+        yield port
 
 
 def mtls(pki: Pki, port: int, **overrides: object) -> KafkaSettings:

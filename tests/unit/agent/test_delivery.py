@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import os
-import socket
 import ssl
 import threading
 import time
@@ -31,7 +29,7 @@ from fleetpulse.config import KafkaSettings, KeyPasswordMissing
 from fleetpulse.contract import DeviceEnrolment, DeviceInventory, HealthReport, Priority, Topics, decode, encode
 from fleetpulse.contract.auth import ENROLMENT_TYPE, INVENTORY_TYPE, MAC_HEADER, TYPE_HEADER, mac_matches
 from fleetpulse.retry import RetryPolicy
-from tests.harness import free_port, self_signed_tls
+from tests.harness import free_port, self_signed_tls, tls_listener
 
 
 class FailingBroker:
@@ -322,25 +320,8 @@ def untrusted_tls_endpoint(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """A TLS listener with a self-signed certificate, and a CA file that did not sign it."""
     _, context = self_signed_tls(tmp_path, "server")
     other, _ = self_signed_tls(tmp_path, "other")
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with contextlib.suppress(OSError), conn, context.wrap_socket(conn, server_side=True) as tls:
-                tls.recv(16)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1], other
-    stop.set()
-    thread.join(timeout=5)
-    listener.close()
+    with tls_listener(context) as port:
+        yield port, other
 
 
 def test_an_untrusted_broker_certificate_is_reported_as_a_rejection(
