@@ -31,6 +31,7 @@ class FakeAdmin:
         self.creatable = creatable
         self.refuse = refuse
         self.create_requests: list[list[str]] = []
+        self.configs = {name: kafka_admin.topic_configs(T)[name] for name in existing}  # as the manifests set them
 
     def __call__(self, **_: Any) -> FakeAdmin:
         return self
@@ -59,6 +60,7 @@ class FakeAdmin:
                 errors.append((topic.name, self.refuse, "Replication factor: 2 larger than available brokers: 1."))
             else:
                 self.existing.add(topic.name)
+                self.configs[topic.name] = dict(topic.topic_configs)
                 errors.append((topic.name, 0, None))
         return SimpleNamespace(topic_errors=errors)
 
@@ -71,6 +73,14 @@ class FakeAdmin:
             return {"topic": name, "error_code": 0, "partitions": [{"partition": 0, "leader": 1}]}
 
         return [one(name) for name in names]
+
+    async def describe_configs(self, resources: list[Any]) -> list[Any]:
+        def one(name: str) -> tuple[Any, ...]:
+            if not self._sees(name):
+                return (AUTHORIZATION_FAILED, "Authorization failed.", 2, name, [])
+            return (0, None, 2, name, [(key, value, False, False, False) for key, value in self.configs[name].items()])
+
+        return [SimpleNamespace(resources=[one(resource.name) for resource in resources])]
 
 
 def run(admin: FakeAdmin, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -112,6 +122,24 @@ def test_a_principal_creates_what_it_may_and_leaves_the_rest(monkeypatch: pytest
     # one that sees every topic but may create one: the others it sees missing are named
     with pytest.raises(TopicCreationError, match=T.health):
         run(FakeAdmin(existing=set(), creatable={T.dead_letter}), monkeypatch)
+
+
+def test_an_existing_topic_with_other_retention_is_named_with_each_differing_setting(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Created by hand with the broker's defaults: a week of labels where retraining needs a year."""
+    admin = FakeAdmin(existing=set(T.all()))
+    admin.configs[T.labels] = {}
+    with caplog.at_level(logging.INFO, logger="fleetpulse.streams.kafka_admin"):
+        assert run(admin, monkeypatch) == []
+    (record,) = [r for r in caplog.records if r.name == "fleetpulse.streams.kafka_admin"]
+    assert record.levelno == logging.WARNING
+    fields = record.fields  # type: ignore[attr-defined]
+    assert fields["topic"] == T.labels
+    assert fields["settings"]["retention.ms"] == {
+        "topic": None,
+        "policy": kafka_admin.topic_configs(T)[T.labels]["retention.ms"],
+    }
 
 
 def test_other_refusals_still_fail(monkeypatch: pytest.MonkeyPatch) -> None:
