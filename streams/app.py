@@ -38,7 +38,7 @@ import socket
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
@@ -65,6 +65,7 @@ from fleetpulse.streams.points import drift_point, pipeline_point, serving_point
 from fleetpulse.streams.processing import DeviceRecord, Processor, RawRecord
 from fleetpulse.streams.recovery import SeekFirstTableManager
 from fleetpulse.streams.reload import RegistryWatch, accept
+from fleetpulse.streams.retention import Retention, retention, thinned
 from fleetpulse.streams.serving_floor import RegistryFloor, read_floor, registry_id
 from fleetpulse.streams.settings import StreamSettings
 from fleetpulse.streams.sinks import Sink, build_sink
@@ -131,6 +132,8 @@ class Pipeline:
         self.recent: deque[bytes] = deque(maxlen=processor.settings.baseline_sample)
         self.recent_scores: deque[bytes] = deque(maxlen=4 * processor.settings.baseline_sample)
         self.registry_floor: RegistryFloor | None = None  # set for a signed registry (serving_floor.py)
+        # a batch reads states, awaits its effects, then writes them: the retention rule must not write in between
+        self.state_lock = asyncio.Lock()
 
     def _lookup(self, events: Sequence[Any]) -> Any:
         """The batch's table reads: a record comes from the decoded-state cache while the table still holds
@@ -173,6 +176,10 @@ class Pipeline:
         return owned
 
     async def handle(self, events: Sequence[Any]) -> None:
+        async with self.state_lock:
+            await self._handle(events)
+
+    async def _handle(self, events: Sequence[Any]) -> None:
         events = self._owned(events)
         if not events:
             return
@@ -255,6 +262,69 @@ class Pipeline:
             scored - started,
             time.perf_counter() - started,
         )
+
+    async def apply_retention(self, now: datetime, slice_size: int = 500) -> Counter[str]:
+        """Thin or erase the silent devices of this worker's partitions (:mod:`fleetpulse.streams.retention`).
+
+        A slice of devices at a time, each under the state lock and re-read there, so a batch between two
+        slices is never undone; erased devices become changelog tombstones, which standbys and a recovery from
+        the changelog apply like any write."""
+        started = time.perf_counter()
+        keep_for = self.processor.settings.state_retention
+        done: Counter[str] = Counter()
+        topics = self.topics
+        source = {topics.health, topics.mobile, topics.inventory, topics.mobile_inventory, topics.control}
+        slices = [
+            (partition, keys[start : start + slice_size])
+            for partition in sorted({tp.partition for tp in self.app.consumer.assignment() if tp.topic in source})
+            for keys in [self.table.keys_of(partition)]
+            for start in range(0, len(keys), slice_size)
+        ]
+        for partition, keys in slices:
+            async with self.state_lock:
+                if self.app.rebalancing or self.app.in_recovery:
+                    done["deferred"] += len(keys)  # Faust rewrites the stores from the changelog: the next check
+                    continue
+                if partition not in {tp.partition for tp in self.app.consumer.assignment() if tp.topic in source}:
+                    continue  # moved in a rebalance: its new owner applies the rule
+                await self._retain(partition, keys, now, keep_for, done)
+            await asyncio.sleep(0)  # let batches in between slices
+        for action in (Retention.THIN, Retention.ERASE):
+            if done[action.value]:
+                self.metrics.retention.labels(action.value).inc(done[action.value])
+        fields = {**done, "seconds": round(time.perf_counter() - started, 3)}
+        log.info("state retention applied", extra={"fields": fields})
+        return done
+
+    async def _retain(
+        self, partition: int, keys: Sequence[bytes], now: datetime, keep_for: timedelta, done: Counter[str]
+    ) -> None:
+        writes: list[tuple[bytes, bytes | None]] = []
+        kept: list[tuple[bytes, bytes, DeviceRecord]] = []
+        for key in keys:
+            raw = self.table.read(partition, key)
+            if raw is None:
+                continue
+            cached = self.decoded.holds(partition, key)  # only those go back: silent devices must not fill it
+            try:
+                record = self.decoded.lookup(partition, key, raw, DeviceRecord.from_bytes)
+            except ValueError:
+                done["unreadable"] += 1  # reset by the device's next report (Pipeline._lookup)
+                continue
+            action = retention(record, now, keep_for)
+            done[action.value] += 1
+            if action is Retention.THIN:
+                record = thinned(record)
+                raw = record.to_bytes()
+                writes.append((key, raw))
+            elif action is Retention.ERASE:
+                writes.append((key, None))
+                continue
+            if cached:
+                kept.append((key, raw, record))
+        await self.table.write_batch(partition, writes)
+        for key, value, record in kept:
+            self.decoded.put(partition, key, value, record)
 
     async def reload_models(self, settings: ServerSettings, watch: RegistryWatch) -> bool:
         """Serve the registry's models if its index changed and verifies (see :mod:`fleetpulse.streams.reload`)."""
@@ -530,6 +600,12 @@ def create_app(
         @app.timer(interval=s.registry_poll_s)  # type: ignore[misc,untyped-decorator]
         async def reload_models() -> None:
             await pipeline.reload_models(settings, registry)
+
+    if s.retention_check_s > 0:
+
+        @app.timer(interval=s.retention_check_s)  # type: ignore[misc,untyped-decorator]
+        async def retain() -> None:
+            await pipeline.apply_retention(datetime.now(UTC))
 
     if s.drift_interval_s > 0:
 

@@ -379,12 +379,21 @@ class BatchRocksDBStore(rocksdb_store.Store):  # type: ignore[misc]
         value: bytes | None = self._db_for_partition(partition).get(key)
         return value
 
-    def write_batch(self, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None:
+    def keys_of(self, partition: int, partitions: int) -> list[bytes]:
+        """The table's keys in ``partition`` (its own database, so ``partitions`` is not needed), without the
+        changelog offset Faust keeps beside them."""
+        return [key for key in self._db_for_partition(partition).keys() if key != self.offset_key]  # noqa: SIM118  # rocksdict: keys() lists keys
+
+    def write_batch(self, partition: int, items: Sequence[tuple[bytes, bytes | None]]) -> None:
+        """Put each item, or delete its key where the value is None, as one RocksDB write batch."""
         if not self.use_rocksdict:
             raise RuntimeError("the batch store writes through rocksdict (python-rocksdb is not supported)")
         batch = rocksdict.WriteBatch(raw_mode=True)
         for key, value in items:
-            batch.put(key, value)
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
         self._db_for_partition(partition).write(batch)
 
 
@@ -395,8 +404,17 @@ class BatchMemoryStore(memory_store.Store[Any, Any]):  # type: ignore[misc]
         value: bytes | None = self.data.get(key)
         return value
 
-    def write_batch(self, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None:
-        self.data.update(items)
+    def keys_of(self, partition: int, partitions: int) -> list[bytes]:
+        """The keys of ``partition`` out of ``partitions``: one dict holds them all, each where its key hashes."""
+        every = tuple(range(partitions))
+        return [key for key in self.data if default_partition(key, every) == partition]
+
+    def write_batch(self, partition: int, items: Sequence[tuple[bytes, bytes | None]]) -> None:
+        for key, value in items:
+            if value is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = value
 
 
 BATCH_STORES: dict[str, type[Any]] = {"rocksdb": BatchRocksDBStore, "memory": BatchMemoryStore}
@@ -453,11 +471,16 @@ class DeviceTable(faust.Table[bytes, bytes]):  # type: ignore[misc]
         """The stored value of ``key`` in ``partition`` (one RocksDB read), or None."""
         return self._batch_store().read(partition, key)
 
+    def keys_of(self, partition: int) -> list[bytes]:
+        """The keys this worker's store holds in ``partition``."""
+        return self._batch_store().keys_of(partition, self.partitions or self.app.conf.topic_partitions)
+
     def _batch_store(self) -> BatchRocksDBStore | BatchMemoryStore:
         return cast(BatchRocksDBStore | BatchMemoryStore, self.data)
 
-    async def write_batch(self, partition: int, items: Sequence[tuple[bytes, bytes]]) -> None:
-        """Store ``items`` in ``partition`` and queue them to the changelog as one batch.
+    async def write_batch(self, partition: int, items: Sequence[tuple[bytes, bytes | None]]) -> None:
+        """Store ``items`` in ``partition`` and queue them to the changelog as one batch (None: delete the key,
+        a tombstone in the changelog).
 
         Returns once the batch is in the producer's accumulator (not yet acknowledged):
         the store's persisted changelog offset advances when Kafka acknowledges it.
@@ -479,7 +502,7 @@ class DeviceTable(faust.Table[bytes, bytes]):  # type: ignore[misc]
 
 
 async def send_batches(
-    app: Any, topic: str, partition: int, items: Sequence[tuple[bytes | None, bytes]]
+    app: Any, topic: str, partition: int, items: Sequence[tuple[bytes | None, bytes | None]]
 ) -> list[tuple[asyncio.Future[Any], int]]:
     """Queue ``items`` to one partition as producer batches (one unless they exceed the batch size).
 
@@ -494,7 +517,7 @@ async def send_batches(
             sent.append((await producer.send_batch(builder, topic, partition=partition), count))
             builder, count = producer.create_batch(), 0
             if builder.append(key=key, value=value, timestamp=None) is None:
-                raise ValueError(f"a record of {len(value)} bytes exceeds the producer's batch size")
+                raise ValueError(f"a record of {len(value or b'')} bytes exceeds the producer's batch size")
         count += 1
     if count:
         sent.append((await producer.send_batch(builder, topic, partition=partition), count))

@@ -102,6 +102,12 @@ class PipelineMetrics:
         self.model_reloads = Counter(
             "fleetpulse_stream_model_reloads", "registry changes by result (served, refused)", ["result"], registry=r
         )
+        self.retention = Counter(
+            "fleetpulse_stream_state_retention",
+            "device states the retention rule changed ([streams] state_retention): thinned or erased",
+            ["action"],
+            registry=r,
+        )
         self.commit_age = Gauge(
             "fleetpulse_stream_commit_age_seconds",
             "longest time an input partition's committed offset has stayed behind the processed records "

@@ -184,6 +184,20 @@ class StreamSettings(BaseModel):
             "reports can cause"
         ),
     )
+    state_retention: timedelta = Field(
+        default=timedelta(days=180),
+        ge=timedelta(days=1),
+        description=(
+            "a device silent this long (no report, no agent inventory; for an MDM phone no export naming it) "
+            "loses its histories and alert states if IT's register lists it, and is erased from the worker's "
+            "state and its changelog otherwise (a retired or invented device). deploy/retention.yaml states it"
+        ),
+    )
+    retention_check_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="how often the worker applies state_retention to the devices of its partitions (0: never)",
+    )
     baseline_refit_s: float = Field(
         default=3600.0,
         ge=0,

@@ -62,6 +62,9 @@ class DecodedCache(Generic[Value]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def holds(self, partition: int, key: bytes) -> bool:
+        return (partition, key) in self._entries
+
     def take(self, partition: int, key: bytes, stored: bytes) -> Value | None:
         """Remove and return the value decoded from ``stored``, or None (the caller decodes ``stored``)."""
         entry = self._entries.pop((partition, key), None)

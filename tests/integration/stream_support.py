@@ -147,10 +147,13 @@ def read_topic(kafka: KafkaSettings, topic: str) -> list[Any]:
 
 
 def table_state(kafka: KafkaSettings) -> dict[str, DeviceRecord]:
-    """The worker's table as its changelog holds it (last value per key)."""
+    """The worker's table as its changelog holds it (last value per key; a tombstone erases the key)."""
     latest: dict[str, bytes] = {}
     for m in read_topic(kafka, f"{group_id(kafka)}-devices-changelog"):
-        latest[m.key.decode()] = m.value
+        if m.value is None:
+            latest.pop(m.key.decode(), None)
+        else:
+            latest[m.key.decode()] = m.value
     return {k: DeviceRecord.from_bytes(v) for k, v in latest.items()}
 
 

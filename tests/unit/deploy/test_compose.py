@@ -207,6 +207,18 @@ def test_server_toml_is_valid_for_the_real_settings() -> None:
     assert settings.streams.max_first_report_age == timedelta(days=14)
 
 
+def test_the_worker_keeps_silent_devices_as_long_as_the_policy_says() -> None:
+    """No layout sets it: the settings' default is the policy."""
+    days = retention_policy()["worker"]["device_state_silent_days"]
+    assert ServerSettings().streams.state_retention == timedelta(days=days)
+    layouts = [
+        p
+        for p in DEPLOY.rglob("*")
+        if p.suffix in (".toml", ".yaml", ".env") and p.name != "retention.yaml" and "keycloak-dist" not in p.parts
+    ]
+    assert [p for p in layouts if "state_retention" in p.read_text(encoding="utf-8")] == []
+
+
 def test_grafana_mounts_the_generated_dashboards_and_provisioning() -> None:
     volumes = SERVICES["grafana"]["volumes"]
     assert "../../dashboards/json:/var/lib/grafana/dashboards/fleetpulse:ro" in volumes

@@ -1,0 +1,196 @@
+"""The worker's retention of silent devices (streams/retention.py) and its application to the table (Pipeline).
+
+tests/integration/test_stream_retention.py runs the same on a real worker and checks the changelog."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faust.types import TP
+
+from fleetpulse.contract import DeviceInventory, HealthReport, encode
+from fleetpulse.models.registry import rule_scorers
+from fleetpulse.settings import ServerSettings
+from fleetpulse.streams import faust_internals
+from fleetpulse.streams.app import create_app
+from fleetpulse.streams.partitioning import default_partition
+from fleetpulse.streams.processing import DeviceRecord
+from fleetpulse.streams.retention import Retention, retention, thinned
+from fleetpulse.streams.sinks import NullSink
+from tests.unit.test_stream_processing import NOW, TOPICS, Table, inventory_raw, processor, raw, report, report_raw
+
+KEEP_FOR = timedelta(days=180)
+
+
+def stored(table: Table, device: str) -> DeviceRecord:
+    return DeviceRecord.from_bytes(table.data[device])
+
+
+def silent_for(days: int, *, registered: bool, device: str = "pc-1") -> DeviceRecord:
+    """A PC enrolled, reporting for a few hours, then silent since ``days`` before NOW."""
+    table = Table(device)
+    batch = [inventory_raw(device)] if registered else []
+    at = NOW - timedelta(days=days)
+    batch += [report_raw(report(device, seq, realloc=50, at=at - timedelta(hours=3 - seq)), seq) for seq in (1, 2, 3)]
+    result = table.run(processor(), batch)
+    assert result.counts["accepted"] == 3
+    return stored(table, device)
+
+
+def phone(inventory_days_ago: int, report_days_ago: int | None) -> DeviceRecord:
+    """An MDM phone whose facts the bridge last exported ``inventory_days_ago``."""
+    table = Table()
+    facts = DeviceInventory(
+        device_id="mdm-p1", kind="phone", model="Pixel 8", updated_at=NOW - timedelta(days=inventory_days_ago)
+    )
+    batch = [raw(TOPICS.mobile_inventory, encode(facts), b"mdm-p1")]
+    if report_days_ago is not None:
+        mobile = HealthReport(
+            device_id="mdm-p1",
+            seq=1,
+            source="mdm",
+            collected_at=NOW - timedelta(days=report_days_ago),
+            kind="phone",
+            platform="android",
+        )
+        batch.append(raw(TOPICS.mobile, encode(mobile), b"mdm-p1", offset=1))
+    table.run(processor(), batch)
+    return stored(table, "mdm-p1")
+
+
+def test_a_device_heard_within_the_retention_is_kept() -> None:
+    assert retention(silent_for(179, registered=True), NOW, KEEP_FOR) is Retention.KEEP
+    assert retention(silent_for(179, registered=False), NOW, KEEP_FOR) is Retention.KEEP
+
+
+def test_a_silent_registered_device_keeps_its_facts_key_and_dedup_position_and_loses_its_history() -> None:
+    record = silent_for(181, registered=True)
+    assert record.state.disks
+    assert record.policies
+    assert retention(record, NOW, KEEP_FOR) is Retention.THIN
+    thin = DeviceRecord.from_bytes(thinned(record).to_bytes())
+    assert not thin.state.disks
+    assert thin.state.battery is None
+    assert not thin.state.device.days
+    assert thin.policies == {}
+    assert thin.scored_at is None
+    kept = ("device_key", "inventory_at", "agent_inventory_at", "pinned_fingerprint")
+    assert {k: getattr(thin, k) for k in kept} == {k: getattr(record, k) for k in kept}
+    facts = ("kind", "model", "site", "last_seq", "last_collected_at")
+    assert {k: getattr(thin.state, k) for k in facts} == {k: getattr(record.state, k) for k in facts}
+    assert retention(thin, NOW, KEEP_FOR) is Retention.KEEP  # nothing left to thin: not rewritten every check
+    assert len(thinned(record).to_bytes()) < len(record.to_bytes())
+
+
+def test_a_silent_device_outside_the_register_is_erased() -> None:
+    """Retired from the register (its tombstone dropped the join) or never in it."""
+    assert retention(silent_for(181, registered=False), NOW, KEEP_FOR) is Retention.ERASE
+    retired = silent_for(181, registered=True).model_copy(update={"inventory_at": None})
+    assert retention(retired, NOW, KEEP_FOR) is Retention.ERASE
+
+
+def test_a_phone_is_kept_while_exports_name_it_and_erased_once_they_stop() -> None:
+    """What a leaked MDM certificate invents stays only while the bridge's exports keep naming it."""
+    assert retention(phone(inventory_days_ago=1, report_days_ago=300), NOW, KEEP_FOR) is Retention.KEEP
+    assert retention(phone(inventory_days_ago=181, report_days_ago=None), NOW, KEEP_FOR) is Retention.ERASE
+    assert retention(phone(inventory_days_ago=200, report_days_ago=181), NOW, KEEP_FOR) is Retention.ERASE
+
+
+def test_a_device_that_never_reported_is_kept() -> None:
+    """Enrolled or registered, its agent not yet reporting: no history to age, and erasing the enrolled key would
+    refuse its first report."""
+    assert retention(stored(Table("pc-1"), "pc-1"), NOW, KEEP_FOR) is Retention.KEEP
+    table = Table()
+    table.run(processor(), [inventory_raw("pc-2")])
+    registered = stored(table, "pc-2")
+    assert retention(registered, NOW + timedelta(days=3650), KEEP_FOR) is Retention.KEEP
+
+
+class FakeConsumer:
+    def __init__(self, *tps: TP) -> None:
+        self.tps = set(tps)
+
+    def assignment(self) -> set[TP]:
+        return self.tps
+
+
+class FakeApp:
+    rebalancing = False
+    in_recovery = False
+
+    def __init__(self, consumer: FakeConsumer) -> None:
+        self.consumer = consumer
+
+
+def test_the_worker_thins_and_erases_its_silent_devices_with_changelog_tombstones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = ServerSettings.model_validate({"streams": {"store": "memory", "data_dir": tmp_path, "partitions": 4}})
+    pipeline = create_app(settings, scorers=rule_scorers(), sink=NullSink()).fleetpulse  # type: ignore[attr-defined]
+    records = {
+        b"pc-thin": silent_for(181, registered=True, device="pc-thin"),
+        b"pc-gone": silent_for(181, registered=False, device="pc-gone"),
+        b"pc-live": silent_for(10, registered=True, device="pc-live"),
+    }
+    everywhere = tuple(range(4))
+    partitions = {key: default_partition(key, everywhere) for key in records}
+    table = pipeline.table
+    for key, record in records.items():
+        table.data.write_batch(partitions[key], [(key, record.to_bytes())])
+    changelog: list[tuple[int, bytes | None, bytes | None]] = []
+
+    async def send_batches(app: Any, topic: str, partition: int, items: Any) -> list[Any]:
+        changelog.extend((partition, key, value) for key, value in items)
+        return []
+
+    monkeypatch.setattr(faust_internals, "send_batches", send_batches)
+    pipeline.app = FakeApp(FakeConsumer(*(TP(pipeline.topics.health, p) for p in everywhere)))
+
+    done = asyncio.run(pipeline.apply_retention(NOW, slice_size=1))
+
+    assert done == {"thinned": 1, "erased": 1, "kept": 1}
+    assert table.read(partitions[b"pc-gone"], b"pc-gone") is None
+    thin = DeviceRecord.from_bytes(table.read(partitions[b"pc-thin"], b"pc-thin") or b"")
+    assert not thin.state.disks
+    assert thin.device_key == records[b"pc-thin"].device_key
+    assert table.read(partitions[b"pc-live"], b"pc-live") == records[b"pc-live"].to_bytes()
+    assert sorted((key, value is None) for _, key, value in changelog) == [(b"pc-gone", True), (b"pc-thin", False)]
+    assert all(partition == partitions[key] for partition, key, _ in changelog)
+    metric = pipeline.metrics.registry.get_sample_value
+    assert metric("fleetpulse_stream_state_retention_total", {"action": "erased"}) == 1.0
+    assert metric("fleetpulse_stream_state_retention_total", {"action": "thinned"}) == 1.0
+
+
+def test_a_partition_the_worker_does_not_own_is_left_to_its_owner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = ServerSettings.model_validate({"streams": {"store": "memory", "data_dir": tmp_path, "partitions": 4}})
+    pipeline = create_app(settings, scorers=rule_scorers(), sink=NullSink()).fleetpulse  # type: ignore[attr-defined]
+    record = silent_for(181, registered=False)
+    home = default_partition(b"pc-1", tuple(range(4)))
+    pipeline.table.data.write_batch(home, [(b"pc-1", record.to_bytes())])
+    pipeline.app = FakeApp(FakeConsumer(*(TP(pipeline.topics.health, p) for p in range(4) if p != home)))
+    assert asyncio.run(pipeline.apply_retention(NOW)) == {}
+    assert pipeline.table.read(home, b"pc-1") is not None
+
+
+def test_nothing_is_rewritten_while_faust_recovers_the_stores(tmp_path: Path) -> None:
+    """Recovery applies changelog batches to the stores: a write in between would leave store and changelog apart."""
+    settings = ServerSettings.model_validate({"streams": {"store": "memory", "data_dir": tmp_path, "partitions": 4}})
+    pipeline = create_app(settings, scorers=rule_scorers(), sink=NullSink()).fleetpulse  # type: ignore[attr-defined]
+    home = default_partition(b"pc-1", tuple(range(4)))
+    pipeline.table.data.write_batch(home, [(b"pc-1", silent_for(181, registered=False).to_bytes())])
+    app = FakeApp(FakeConsumer(TP(pipeline.topics.health, home)))
+    app.in_recovery = True
+    pipeline.app = app
+    assert asyncio.run(pipeline.apply_retention(NOW)) == {"deferred": 1}
+    assert pipeline.table.read(home, b"pc-1") is not None
+
+
+def test_the_retention_cannot_be_set_below_a_day() -> None:
+    with pytest.raises(ValueError, match="state_retention"):
+        ServerSettings.model_validate({"streams": {"state_retention": "PT1H"}})
