@@ -35,6 +35,9 @@ def publish_control(kafka: KafkaSettings, control: DeviceControl, timeout_s: flo
     from fleetpulse.agents.kafka_publish import make_producer
     from fleetpulse.streams.kafka_admin import tls_refusal
 
+    refusal = tls_refusal(kafka)  # one handshake: kafka-python would spend its bootstrap timeout before failing
+    if refusal is not None:
+        raise ControlPublishError(refusal)
     try:
         producer = make_producer(kafka)
         try:

@@ -11,12 +11,15 @@ import ssl
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
 from fleetpulse.config import KafkaSettings, KeyPasswordMissing, kafka_python_security, ssl_key_password
+from fleetpulse.contract import DeviceControl
+from fleetpulse.streams.devices import ControlPublishError, publish_control
 from fleetpulse.streams.kafka_admin import KafkaConnectError, aiokafka_auth, ensure_topics, ssl_context, tls_refusal
 from tests.harness import free_port, self_signed_tls, tls_listener
 
@@ -208,3 +211,19 @@ def test_a_service_turned_away_at_tls_stops_with_the_reason(pki: Pki) -> None:
             asyncio.run(ensure_topics(missing, 12, 1))
     with pytest.raises(KafkaConnectError, match=r"cannot connect to Kafka at 127\.0\.0\.1:"):
         asyncio.run(ensure_topics(mtls(pki, free_port()), 12, 1))
+
+
+def test_re_enrolment_turned_away_at_tls_says_why_before_any_client_waits(
+    pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """IT's command: the reason from one handshake, not after kafka-python's 30-second bootstrap wait."""
+
+    def no_client(*_: object) -> None:
+        raise AssertionError("kafka-python's producer was started")
+
+    monkeypatch.setattr("fleetpulse.agents.kafka_publish.make_producer", no_client)
+    control = DeviceControl(device_id="pc-1", action="re_enrol", issued_by="it-admin", issued_at=datetime.now(UTC))
+    with tls_endpoint(pki, client_certificates=True) as port:
+        missing = mtls(pki, port, ssl_certfile=None, ssl_keyfile=None)
+        with pytest.raises(ControlPublishError, match="refused this client's TLS certificate"):
+            publish_control(missing, control)
