@@ -164,10 +164,13 @@ def _read_alerts(kafka: KafkaSettings) -> list[Alert]:
     """Every alert on the run's alerts topic, read from the beginning to the current end."""
     from kafka import KafkaConsumer, TopicPartition
 
+    from fleetpulse.config import kafka_python_security
     from fleetpulse.contract import ContractError, Topics, decode
 
     topic = Topics(prefix=kafka.topic_prefix).alerts
-    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False, **kafka_python_security(kafka)
+    )
     try:
         parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         consumer.assign(parts)

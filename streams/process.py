@@ -21,18 +21,26 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka.errors import KafkaError
+from pydantic import SecretStr
 
 from fleetpulse.config import KafkaSettings
 from fleetpulse.streams.kafka_admin import consumer_lag
 
 
+def _env_value(value: object) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
 def settings_env(kafka: KafkaSettings, streams: Mapping[str, object]) -> dict[str, str]:
-    """``FLEETPULSE_*`` variables for ``kafka`` plus ``[streams]`` overrides (nested keys with ``__``)."""
-    env = {
-        "FLEETPULSE_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "FLEETPULSE_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
-        "FLEETPULSE_KAFKA__REQUEST_TIMEOUT_MS": str(kafka.request_timeout_ms),
-    }
+    """``FLEETPULSE_*`` variables for ``kafka`` (every setting given, security included: the child reaches the
+    same cluster as its parent) plus ``[streams]`` overrides (nested keys with ``__``)."""
+    given = kafka.model_dump(exclude_defaults=True)
+    given.update(bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=kafka.request_timeout_ms)
+    env = {f"FLEETPULSE_KAFKA__{key.upper()}": _env_value(value) for key, value in given.items()}
     env.update({f"FLEETPULSE_STREAMS__{key.upper()}": str(value) for key, value in streams.items()})
     return env
 
