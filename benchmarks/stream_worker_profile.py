@@ -47,9 +47,9 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("state lookups (table read, decoded cache)", ("Pipeline._lookup.<locals>.lookup",)),
     ("other processor work", ("Processor.process_batch",)),
     ("state encode", ("DeviceRecord.to_bytes",)),
-    ("encode and publish scores, alerts, features", ("Pipeline.handle.<locals>.<listcomp>", "publish")),
+    ("encode and publish scores, alerts, features", ("Pipeline._handle.<locals>.<listcomp>", "publish")),
     ("state write: RocksDB batch + changelog", ("DeviceTable.write_batch",)),
-    ("rest of the batch handler (cache, metrics)", ("Pipeline.handle",)),
+    ("rest of the batch handler (cache, metrics)", ("Pipeline._handle",)),
 )
 DELIVERY = "fetch, Faust delivery, acks, producer I/O"
 WAITING = ("EpollSelector.select", "SelectSelector.select", "PollSelector.select")
