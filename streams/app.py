@@ -300,31 +300,26 @@ class Pipeline:
         self, partition: int, keys: Sequence[bytes], now: datetime, keep_for: timedelta, done: Counter[str]
     ) -> None:
         writes: list[tuple[bytes, bytes | None]] = []
-        kept: list[tuple[bytes, bytes, DeviceRecord]] = []
         for key in keys:
             raw = self.table.read(partition, key)
             if raw is None:
                 continue
-            cached = self.decoded.holds(partition, key)  # only those go back: silent devices must not fill it
             try:
-                record = self.decoded.lookup(partition, key, raw, DeviceRecord.from_bytes)
+                record = self.decoded.peek(partition, key, raw) or DeviceRecord.from_bytes(raw)
             except ValueError:
-                done["unreadable"] += 1  # reset by the device's next report (Pipeline._lookup)
+                # kept: a value this version cannot read may be a newer version's (a rollback must not erase it)
+                done["unreadable"] += 1
                 continue
             action = retention(record, now, keep_for)
             done[action.value] += 1
             if action is Retention.THIN:
-                record = thinned(record)
-                raw = record.to_bytes()
-                writes.append((key, raw))
+                writes.append((key, thinned(record).to_bytes()))
             elif action is Retention.ERASE:
                 writes.append((key, None))
-                continue
-            if cached:
-                kept.append((key, raw, record))
-        await self.table.write_batch(partition, writes)
-        for key, value, record in kept:
-            self.decoded.put(partition, key, value, record)
+        if writes:
+            await self.table.write_acknowledged(partition, writes)
+            for key, _ in writes:
+                self.decoded.discard(partition, key)
 
     async def reload_models(self, settings: ServerSettings, watch: RegistryWatch) -> bool:
         """Serve the registry's models if its index changed and verifies (see :mod:`fleetpulse.streams.reload`)."""
@@ -605,7 +600,11 @@ def create_app(
 
         @app.timer(interval=s.retention_check_s)  # type: ignore[misc,untyped-decorator]
         async def retain() -> None:
-            await pipeline.apply_retention(datetime.now(UTC))
+            try:
+                await pipeline.apply_retention(datetime.now(UTC))
+            except Exception:  # a periodic job must not end the worker: the next check tries again
+                log.exception("applying state retention failed: nothing of the failed slice was changed")
+                pipeline.metrics.retention.labels("failed").inc()
 
     if s.drift_interval_s > 0:
 

@@ -492,6 +492,22 @@ class DeviceTable(faust.Table[bytes, bytes]):  # type: ignore[misc]
         for sent, count in await send_batches(self.app, topic, partition, items):
             sent.add_done_callback(self._persisted(TP(topic, partition), count))
 
+    async def write_acknowledged(self, partition: int, items: Sequence[tuple[bytes, bytes | None]]) -> None:
+        """Like :meth:`write_batch`, but the store changes only once Kafka has acknowledged the changelog batch.
+
+        For writes no input record caused (the retention pass): a batch's writes are replayed from its
+        uncommitted input if their changelog is lost, these would not be, and a store changed without its
+        changelog would disagree with every standby and recovery for good. Raises if the changelog refuses
+        them; the store is then unchanged."""
+        if not items:
+            return
+        topic = self.changelog_topic.get_topic_name()
+        sent = await send_batches(self.app, topic, partition, items)
+        await asyncio.gather(*(future for future, _ in sent))
+        self._batch_store().write_batch(partition, items)
+        for future, count in sent:
+            self._persisted(TP(topic, partition), count)(future)
+
     def _persisted(self, tp: TP, count: int) -> Callable[[asyncio.Future[Any]], None]:
         def on_sent(sent: asyncio.Future[Any]) -> None:
             if sent.cancelled() or sent.exception() is not None or sent.result() is None:

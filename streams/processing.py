@@ -534,6 +534,11 @@ class Processor:
         if mdm and (refused := mdm_inventory_refusal(inventory.device_id, inventory.kind)) is not None:
             return self._reject(raw, "unauthenticated", refused, now, out)
         record = self._current(index, inventory.device_id, lookup, out)
+        if mdm and record is None and inventory.updated_at < now - self.settings.state_retention:
+            # a phone silent past the retention (its last MDM sync): the retention pass would erase it again, and
+            # every export names it again; counted, not stored
+            out.counts["inventory_silent"] += 1
+            return None
         if self._older(inventory, record.inventory_at if record is not None else None, now):
             return self._reject(raw, "stale_replay", "inventory record older than the one already joined", now, out)
         if inventory.device_id in pending:

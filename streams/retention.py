@@ -8,14 +8,17 @@ gone from the MDM, and every device a leaked MDM certificate invented. A device 
 * a device in IT's register keeps what the register and its enrolment gave it (asset facts,
   enrolled key, dedup position) and loses its histories and alert states: it is still an asset,
   and its agent may come back (a laptop back from storage reports without enrolling again);
-* any other device (retired from the register, an MDM phone no export names any more, a device
-  that was never registered) is erased: its table entry becomes a changelog tombstone.
+* any other device (retired from the register, an MDM phone that stopped syncing, a device that
+  was never registered) is erased: its table entry becomes a changelog tombstone. The worker then
+  knows it no more than a new device: registered again, its first enrolment is trusted (IT pins the
+  key with ``fleetpulse devices re-enrol --fingerprint`` where that matters).
 
 Silence is measured on what the device itself sends (reports, the agent's inventory) and, for the
-MDM bridge's phones, on the bridge's asset facts, which every export republishes. A value that
-names no such time at all (enrolled or registered, never reported) has no history to age and is
-kept. The rule is a pure function of the stored record and the time; the worker applies it
-(``Pipeline.apply_retention``).
+MDM bridge's phones, on the phone's last sync with the MDM, which dates the facts the bridge
+exports. A device that never reported is kept while IT's register lists it or it has enrolled a
+key (its agent is on the way); anything else without a report is what a tombstone left of facts
+(retired before use, or made up with a leaked bridge certificate) and is erased. The rule is a pure
+function of the stored record and the time; the worker applies it (``Pipeline.apply_retention``).
 """
 
 from __future__ import annotations
@@ -35,34 +38,46 @@ class Retention(Enum):
 
 
 def last_heard(record: DeviceRecord) -> datetime | None:
-    """The latest time the device (or, for a phone, the MDM bridge's export) spoke of itself; None: never."""
+    """The latest time the device spoke of itself (for a phone: synced with the MDM); None: never."""
     heard = [at for at in (record.state.last_collected_at, record.agent_inventory_at) if at is not None]
     if record.inventory_at is not None and record.state.device_id.startswith(MDM_DEVICE_ID_PREFIX):
         heard.append(record.inventory_at)
     return max(heard, default=None)
 
 
+def enrolled(record: DeviceRecord) -> bool:
+    return bool(record.device_key or record.pinned_fingerprint or record.offered_key)
+
+
 def has_history(record: DeviceRecord) -> bool:
+    """Whether thinning would drop anything: histories, or alert states other than raised alerts."""
     state = record.state
-    return bool(state.disks or state.battery is not None or len(state.device.days) or record.policies)
+    if state.disks or state.battery is not None or len(state.device.days):
+        return True
+    return any(not policy.raised for policy in record.policies.values())
 
 
 def retention(record: DeviceRecord, now: datetime, keep_for: timedelta) -> Retention:
     """What happens to ``record`` at ``now`` when silent devices are kept ``keep_for``."""
-    heard = last_heard(record)
-    if heard is None or heard >= now - keep_for:
-        return Retention.KEEP
     registered = record.inventory_at is not None and not record.state.device_id.startswith(MDM_DEVICE_ID_PREFIX)
+    heard = last_heard(record)
+    if heard is None:
+        # never reported: a registered device or an enrolled key waits for its agent; anything else is what a
+        # tombstone left of facts no device ever reported under (retired before use, or made up)
+        return Retention.KEEP if registered or enrolled(record) else Retention.ERASE
+    if heard >= now - keep_for:
+        return Retention.KEEP
     if not registered:
         return Retention.ERASE
     return Retention.THIN if has_history(record) else Retention.KEEP
 
 
 def thinned(record: DeviceRecord) -> DeviceRecord:
-    """``record`` without histories and alert states: facts, enrolment and dedup position stay.
+    """``record`` without histories and alert states: facts, enrolment, dedup position and raised alerts stay.
 
-    The next scoring starts the device's alert rules afresh, as for a new device; its dedup position
-    still refuses a replay of a report it sent before it went silent."""
+    The next scoring starts the device's alert rules afresh, as for a new device, except a raised alert: its
+    ticket is still open and clears as usual once the device is back and healthy. The dedup position still
+    refuses a replay of a report it sent before it went silent."""
     state = record.state
     kept = DeviceState(
         device_id=state.device_id,
@@ -78,4 +93,5 @@ def thinned(record: DeviceRecord) -> DeviceRecord:
         warranty_end=state.warranty_end,
         device=DailySeries(),
     )
-    return record.model_copy(update={"state": kept, "policies": {}, "scored_at": None})
+    raised = {key: policy for key, policy in record.policies.items() if policy.raised}
+    return record.model_copy(update={"state": kept, "policies": raised, "scored_at": None})

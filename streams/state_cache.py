@@ -62,8 +62,17 @@ class DecodedCache(Generic[Value]):
     def __len__(self) -> int:
         return len(self._entries)
 
-    def holds(self, partition: int, key: bytes) -> bool:
-        return (partition, key) in self._entries
+    def peek(self, partition: int, key: bytes, stored: bytes) -> Value | None:
+        """The value decoded from ``stored`` if cached, left in place: no use recorded, no hit or miss counted
+        (a periodic pass over every device must not make idle entries look used). Read it, never change it."""
+        entry = self._entries.get((partition, key))
+        return entry[1] if entry is not None and entry[0] == stored else None
+
+    def discard(self, partition: int, key: bytes) -> None:
+        """Forget ``key``'s entry (its table value was replaced or deleted outside a batch)."""
+        entry = self._entries.pop((partition, key), None)
+        if entry is not None:
+            self.size_bytes -= entry[2]
 
     def take(self, partition: int, key: bytes, stored: bytes) -> Value | None:
         """Remove and return the value decoded from ``stored``, or None (the caller decodes ``stored``)."""

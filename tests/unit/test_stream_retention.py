@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 from faust.types import TP
 
+from fleetpulse.alerts.policy import PolicyState
 from fleetpulse.contract import DeviceInventory, HealthReport, encode
 from fleetpulse.models.registry import rule_scorers
 from fleetpulse.settings import ServerSettings
 from fleetpulse.streams import faust_internals
 from fleetpulse.streams.app import create_app
 from fleetpulse.streams.partitioning import default_partition
-from fleetpulse.streams.processing import DeviceRecord
+from fleetpulse.streams.processing import DeviceRecord, RawRecord
 from fleetpulse.streams.retention import Retention, retention, thinned
 from fleetpulse.streams.sinks import NullSink
 from tests.unit.test_stream_processing import NOW, TOPICS, Table, inventory_raw, processor, raw, report, report_raw
@@ -41,24 +42,23 @@ def silent_for(days: int, *, registered: bool, device: str = "pc-1") -> DeviceRe
     return stored(table, device)
 
 
-def phone(inventory_days_ago: int, report_days_ago: int | None) -> DeviceRecord:
-    """An MDM phone whose facts the bridge last exported ``inventory_days_ago``."""
-    table = Table()
-    facts = DeviceInventory(
-        device_id="mdm-p1", kind="phone", model="Pixel 8", updated_at=NOW - timedelta(days=inventory_days_ago)
-    )
+def phone_batch(synced_days_ago: int, report: bool = True) -> list[RawRecord]:
+    """What the MDM bridge publishes for a phone that last synced ``synced_days_ago``: its facts, dated by that
+    sync, and its report."""
+    synced = NOW - timedelta(days=synced_days_ago)
+    facts = DeviceInventory(device_id="mdm-p1", kind="phone", model="Pixel 8", updated_at=synced)
     batch = [raw(TOPICS.mobile_inventory, encode(facts), b"mdm-p1")]
-    if report_days_ago is not None:
+    if report:
         mobile = HealthReport(
-            device_id="mdm-p1",
-            seq=1,
-            source="mdm",
-            collected_at=NOW - timedelta(days=report_days_ago),
-            kind="phone",
-            platform="android",
+            device_id="mdm-p1", seq=1, source="mdm", collected_at=synced, kind="phone", platform="android"
         )
         batch.append(raw(TOPICS.mobile, encode(mobile), b"mdm-p1", offset=1))
-    table.run(processor(), batch)
+    return batch
+
+
+def phone(synced_days_ago: int, report: bool = True) -> DeviceRecord:
+    table = Table()
+    table.run(processor(), phone_batch(synced_days_ago, report))
     return stored(table, "mdm-p1")
 
 
@@ -76,7 +76,7 @@ def test_a_silent_registered_device_keeps_its_facts_key_and_dedup_position_and_l
     assert not thin.state.disks
     assert thin.state.battery is None
     assert not thin.state.device.days
-    assert thin.policies == {}
+    assert thin.policies == {key: policy for key, policy in record.policies.items() if policy.raised}
     assert thin.scored_at is None
     kept = ("device_key", "inventory_at", "agent_inventory_at", "pinned_fingerprint")
     assert {k: getattr(thin, k) for k in kept} == {k: getattr(record, k) for k in kept}
@@ -93,21 +93,49 @@ def test_a_silent_device_outside_the_register_is_erased() -> None:
     assert retention(retired, NOW, KEEP_FOR) is Retention.ERASE
 
 
-def test_a_phone_is_kept_while_exports_name_it_and_erased_once_they_stop() -> None:
-    """What a leaked MDM certificate invents stays only while the bridge's exports keep naming it."""
-    assert retention(phone(inventory_days_ago=1, report_days_ago=300), NOW, KEEP_FOR) is Retention.KEEP
-    assert retention(phone(inventory_days_ago=181, report_days_ago=None), NOW, KEEP_FOR) is Retention.ERASE
-    assert retention(phone(inventory_days_ago=200, report_days_ago=181), NOW, KEEP_FOR) is Retention.ERASE
+def test_a_phone_is_kept_while_it_syncs_with_the_mdm_and_erased_once_it_stops() -> None:
+    """What a leaked MDM certificate makes up stays only as long as the leak goes on."""
+    assert retention(phone(10), NOW + timedelta(days=170), KEEP_FOR) is Retention.KEEP
+    assert retention(phone(10), NOW + timedelta(days=171), KEEP_FOR) is Retention.ERASE
+    assert retention(phone(10, report=False), NOW + timedelta(days=171), KEEP_FOR) is Retention.ERASE
 
 
-def test_a_device_that_never_reported_is_kept() -> None:
-    """Enrolled or registered, its agent not yet reporting: no history to age, and erasing the enrolled key would
-    refuse its first report."""
-    assert retention(stored(Table("pc-1"), "pc-1"), NOW, KEEP_FOR) is Retention.KEEP
+def test_a_phone_silent_past_the_retention_is_not_stored_again_by_the_next_export() -> None:
+    """Every export names every phone the MDM still lists: one the pass erased would come back each day."""
+    table = Table()
+    result = table.run(processor(), phone_batch(181, report=False))
+    assert result.counts["inventory_silent"] == 1
+    assert table.data == {}
+
+
+def test_a_device_that_never_reported_is_kept_while_registered_or_enrolled() -> None:
+    """Its agent not yet reporting: no history to age, and erasing the enrolled key would refuse its first report."""
+    assert retention(stored(Table("pc-1"), "pc-1"), NOW + timedelta(days=3650), KEEP_FOR) is Retention.KEEP
     table = Table()
     table.run(processor(), [inventory_raw("pc-2")])
-    registered = stored(table, "pc-2")
-    assert retention(registered, NOW + timedelta(days=3650), KEEP_FOR) is Retention.KEEP
+    assert retention(stored(table, "pc-2"), NOW + timedelta(days=3650), KEEP_FOR) is Retention.KEEP
+
+
+def test_what_a_tombstone_leaves_of_facts_no_device_reported_under_is_erased() -> None:
+    """Facts then a tombstone, from the MDM bridge's certificate or IT retiring a device before its agent reported:
+    no key, no report, no register entry. Kept, each would stay in the table for good."""
+    table = Table()
+    table.run(processor(), phone_batch(1, report=False))
+    table.run(processor(), [raw(TOPICS.mobile_inventory, None, b"mdm-p1", offset=2)])
+    table.run(processor(), [inventory_raw("pc-2"), raw(TOPICS.inventory, None, b"pc-2", offset=1)])
+    for device in ("mdm-p1", "pc-2"):
+        left = stored(table, device)
+        assert left.inventory_at is None
+        assert retention(left, NOW, KEEP_FOR) is Retention.ERASE
+
+
+def test_thinning_keeps_a_raised_alert_so_its_ticket_can_clear() -> None:
+    record = silent_for(181, registered=True)
+    raised = {key: policy.model_copy(update={"raised": True}) for key, policy in record.policies.items()}
+    record = record.model_copy(update={"policies": {**raised, "battery:": PolicyState()}})
+    thin = thinned(record)
+    assert thin.policies == raised
+    assert retention(thin, NOW, KEEP_FOR) is Retention.KEEP  # a raised alert alone is not history to thin again
 
 
 class FakeConsumer:
@@ -176,6 +204,58 @@ def test_a_partition_the_worker_does_not_own_is_left_to_its_owner(
     pipeline.app = FakeApp(FakeConsumer(*(TP(pipeline.topics.health, p) for p in range(4) if p != home)))
     assert asyncio.run(pipeline.apply_retention(NOW)) == {}
     assert pipeline.table.read(home, b"pc-1") is not None
+
+
+def test_a_changelog_that_refuses_the_writes_leaves_the_store_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No input record replays these writes: a store changed without its changelog would disagree for good."""
+    settings = ServerSettings.model_validate({"streams": {"store": "memory", "data_dir": tmp_path, "partitions": 4}})
+    pipeline = create_app(settings, scorers=rule_scorers(), sink=NullSink()).fleetpulse  # type: ignore[attr-defined]
+    home = default_partition(b"pc-1", tuple(range(4)))
+    value = silent_for(181, registered=False).to_bytes()
+    pipeline.table.data.write_batch(home, [(b"pc-1", value)])
+
+    async def refused(*_: Any) -> list[Any]:
+        raise RuntimeError("NotEnoughReplicas")
+
+    monkeypatch.setattr(faust_internals, "send_batches", refused)
+    pipeline.app = FakeApp(FakeConsumer(TP(pipeline.topics.health, home)))
+    with pytest.raises(RuntimeError, match="NotEnoughReplicas"):
+        asyncio.run(pipeline.apply_retention(NOW))
+    assert pipeline.table.read(home, b"pc-1") == value
+
+
+def test_a_pass_neither_refreshes_nor_counts_the_cached_states_it_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache keeps devices in use: an hourly pass over every device must not make idle ones look used."""
+    settings = ServerSettings.model_validate({"streams": {"store": "memory", "data_dir": tmp_path, "partitions": 4}})
+    pipeline = create_app(settings, scorers=rule_scorers(), sink=NullSink()).fleetpulse  # type: ignore[attr-defined]
+    records = {
+        b"pc-live": silent_for(10, registered=True, device="pc-live"),
+        b"pc-gone": silent_for(181, registered=False, device="pc-gone"),
+    }
+    clock = [1000.0]
+    cache = pipeline.decoded
+    cache._clock = lambda: clock[0]
+    for key, record in records.items():
+        partition = default_partition(key, tuple(range(4)))
+        value = record.to_bytes()
+        pipeline.table.data.write_batch(partition, [(key, value)])
+        cache.put(partition, key, value, record)
+    before = dict(cache._entries)
+
+    async def acknowledged(*_: Any) -> list[Any]:
+        return []
+
+    monkeypatch.setattr(faust_internals, "send_batches", acknowledged)
+    pipeline.app = FakeApp(FakeConsumer(*(TP(pipeline.topics.health, p) for p in range(4))))
+    clock[0] += 3600
+    assert asyncio.run(pipeline.apply_retention(NOW)) == {"kept": 1, "erased": 1}
+    assert (cache.hits, cache.misses) == (0, 0)
+    live = (default_partition(b"pc-live", tuple(range(4))), b"pc-live")
+    assert cache._entries == {live: before[live]}  # the kept one as it was (last use included), the erased one gone
 
 
 def test_nothing_is_rewritten_while_faust_recovers_the_stores(tmp_path: Path) -> None:
