@@ -26,7 +26,7 @@ Mapping rules:
   ``health_ratio`` stays correct. A health of 0 is treated as "not reported".
 - ``seq`` comes from a small SQLite state: the same observation (device + content) always
   gets the same seq and collected_at, so re-ingesting an export produces identical records
-  and the stream's (device_id, seq) dedup drops them.
+  and the stream's (device_id, seq) dedup drops them (counted, not dead-lettered).
 - Bad rows become :class:`RowError` entries with a reason and their location (``file:line 12``,
   ``file:page 2:item 7``); so does a broken file (truncated, not JSON), after its readable rows.
   The bridge never raises on input.

@@ -27,7 +27,8 @@ lacks, never clears the register's facts and is ordered by its own ``agent_inven
 next update is never refused as older than it.
 
 Dedup and replays: a report with ``seq <= state.last_seq`` is dead-lettered as
-``duplicate`` (equal) or ``stale_replay`` (older) and changes nothing, unless its
+``duplicate`` (equal) or ``stale_replay`` (older) and changes nothing (the MDM bridge's
+republished unchanged observation, a duplicate by design, is only counted), unless its
 ``collected_at`` is newer than the device's last event: then it cannot be a replay of
 anything processed, and it is a new agent spool counting from a lower seq
 (``seq_restart``). Bounds keep even an authenticated bug from wedging a device: a
@@ -453,9 +454,13 @@ class Processor:
         replayed = last_at is None or report.collected_at <= last_at
         if record is not None and report.seq <= last_seq and replayed:
             kind = "duplicate" if report.seq == last_seq else "stale_replay"
-            reason = f"seq {report.seq} already processed (last seq {last_seq})"
             out.rewrite.add(report.device_id)
             out.last_record_of.setdefault(report.device_id, index)
+            if kind == "duplicate" and raw.topic != self._health_topic:
+                # every MDM export republishes each phone's latest observation under its seq: expected, not an error
+                out.counts["mdm_unchanged"] += 1
+                return None
+            reason = f"seq {report.seq} already processed (last seq {last_seq})"
             return self._reject(raw, kind, reason, now, out)
         if last_at is not None and report.collected_at < last_at - self.settings.max_backdate:
             reason = (

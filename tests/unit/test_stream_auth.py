@@ -121,6 +121,21 @@ def test_mobile_reports_are_authenticated_by_the_mdm_principal_not_a_device_key(
     assert not result.dead_letters
 
 
+def test_the_mdm_bridges_republished_observation_is_counted_not_dead_lettered() -> None:
+    """Every export republishes each phone's latest observation under its seq: thousands of dead letters a day
+    would bury the real ones and trip the dead-letter alert. An older seq on the mobile topic is still refused."""
+    table, proc = Table(), processor()
+    phone = mdm_report("mdm-0a1b")
+    table.run(proc, [raw(TOPICS.mobile, encode(phone), phone.device_id.encode())])
+    newer = phone.model_copy(update={"seq": 2, "collected_at": phone.collected_at + timedelta(minutes=30)})
+    table.run(proc, [raw(TOPICS.mobile, encode(newer), phone.device_id.encode())])
+    again = table.run(proc, [raw(TOPICS.mobile, encode(newer), phone.device_id.encode())])
+    assert again.counts["mdm_unchanged"] == 1
+    assert not again.dead_letters
+    older = table.run(proc, [raw(TOPICS.mobile, encode(phone), phone.device_id.encode())])
+    assert kinds(older) == ["stale_replay"]
+
+
 def test_attack_mdm_credential_cannot_write_an_agents_device_through_the_mobile_topic() -> None:
     """The mobile topic carries no device MAC: whoever holds the MDM principal (or a producer bug) could
     write any device's history there. An agent's own report, or any report for a device that an agent key
