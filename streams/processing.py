@@ -468,6 +468,15 @@ class Processor:
                 f"before the device's last event {last_at.isoformat()}"
             )
             return self._reject(raw, "clock_skew", reason, now, out)
+        if (
+            record is None
+            and raw.topic != self._health_topic
+            and report.collected_at < now - self.settings.state_retention
+        ):
+            # a phone the MDM still lists but that has not synced within the retention: the retention pass erased it
+            # (or would at once); every export names it again, so it is counted, not dead-lettered
+            out.counts["mdm_silent"] += 1
+            return None
         oldest = self.settings.max_first_report_age
         if last_at is None and oldest is not None and report.collected_at < now - oldest:
             reason = (
@@ -542,7 +551,7 @@ class Processor:
         if mdm and record is None and inventory.updated_at < now - self.settings.state_retention:
             # a phone silent past the retention (its last MDM sync): the retention pass would erase it again, and
             # every export names it again; counted, not stored
-            out.counts["inventory_silent"] += 1
+            out.counts["mdm_silent"] += 1
             return None
         if self._older(inventory, record.inventory_at if record is not None else None, now):
             return self._reject(raw, "stale_replay", "inventory record older than the one already joined", now, out)

@@ -103,8 +103,9 @@ def test_a_phone_is_kept_while_it_syncs_with_the_mdm_and_erased_once_it_stops() 
 def test_a_phone_silent_past_the_retention_is_not_stored_again_by_the_next_export() -> None:
     """Every export names every phone the MDM still lists: one the pass erased would come back each day."""
     table = Table()
-    result = table.run(processor(), phone_batch(181, report=False))
-    assert result.counts["inventory_silent"] == 1
+    result = table.run(processor(), phone_batch(181))
+    assert result.counts["mdm_silent"] == 2  # its facts and its report
+    assert not result.dead_letters
     assert table.data == {}
 
 
