@@ -41,7 +41,7 @@ test: install check docs
 	$(PY) -m pytest -p no:cacheprovider
 	$(MAKE) --no-print-directory test-pythons
 
-# The agent's unit tests on CPython 3.10, 3.12 and 3.13, the server's on 3.12 and 3.13 (pyenv interpreters).
+# The agent's and the server's unit tests on CPython 3.10, 3.12 and 3.13 (pyenv interpreters).
 test-pythons:
 	tests/other_pythons.sh
 

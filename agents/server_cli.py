@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fleetpulse.compat import UTC
+from fleetpulse.compat import UTC, fromisoformat
 
 if TYPE_CHECKING:
     from kafka import KafkaProducer
@@ -41,7 +41,7 @@ def _parse_start(text: str | None, days: int = 0) -> datetime:
         today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         return today - timedelta(days=days)
     try:
-        value = datetime.fromisoformat(text)
+        value = fromisoformat(text)
     except ValueError:
         raise typer.BadParameter(f"{text!r}: expected an ISO date, e.g. 2025-01-01") from None
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

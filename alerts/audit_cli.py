@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import Enum
 from typing import Annotated
 
 import typer
 
 from fleetpulse.cliutil import settings_from
+from fleetpulse.compat import UTC
 
 
 class ExportFormat(str, Enum):

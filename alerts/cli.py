@@ -10,13 +10,14 @@ import contextlib
 import signal
 import sys
 import threading
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from fleetpulse.cliutil import settings_from
+from fleetpulse.compat import UTC
 
 if TYPE_CHECKING:
     from fleetpulse.alerts.settings import AlertSettings

@@ -6,13 +6,14 @@ Heavy imports stay inside the command so ``fleetpulse --help`` stays fast.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from fleetpulse.cliutil import settings_from
+from fleetpulse.compat import UTC
 
 if TYPE_CHECKING:
     from fleetpulse.models.forecast_settings import ForecastSettings

@@ -19,13 +19,14 @@ is not something a Prometheus rule can query.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from fleetpulse.alerts.store.repository import TicketStore
+from fleetpulse.compat import UTC
 
 Clock = Callable[[], datetime]
 

@@ -18,10 +18,11 @@ import os
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from fleetpulse.agents.simulator import FleetMix, FleetSimulator
+from fleetpulse.compat import UTC
 from fleetpulse.models.registry import load_scorers, rule_scorers
 from fleetpulse.models.settings import ModelSettings
 from fleetpulse.models.state import DeviceState, apply_report, apply_report_in_place

@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from stream_common import Fleet
@@ -45,6 +45,7 @@ from stream_profile import run as run_processor
 
 from fleetpulse.agents.parsers import ParseError
 from fleetpulse.agents.parsers.smartctl import parse_smartctl_json, parse_smartctl_text
+from fleetpulse.compat import UTC
 from fleetpulse.contract import (
     BatteryHealth,
     ContractError,

@@ -21,11 +21,12 @@ import hashlib
 import json
 import sys
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from stream_common import Fleet
 
+from fleetpulse.compat import UTC
 from fleetpulse.contract import Topics
 from fleetpulse.models.registry import load_scorers
 from fleetpulse.settings import ServerSettings

@@ -15,9 +15,10 @@ import argparse
 import gc
 import resource
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from fleetpulse.agents.simulator import FleetSimulator
+from fleetpulse.compat import UTC
 from fleetpulse.contract import HealthReport, encode
 
 

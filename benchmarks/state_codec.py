@@ -16,13 +16,14 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from fleetpulse.agents.simulator import FleetMix, FleetSimulator
 from fleetpulse.alerts.policy import PolicyState
+from fleetpulse.compat import UTC
 from fleetpulse.contract import DeviceKind, DiskKind, Platform
 from fleetpulse.models.state import DeviceState, apply_report_in_place
 from fleetpulse.streams.processing import DeviceRecord

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -19,6 +19,7 @@ from kafka import KafkaProducer
 
 from fleetpulse.agents.signing import SignedRecord, enrolment_record
 from fleetpulse.agents.simulator import FleetSimulator
+from fleetpulse.compat import UTC
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import DeviceEnrolment, DeviceInventory, Topics, decode, decode_report, encode, report_key
 from fleetpulse.contract.auth import ENROLMENT_TYPE, TYPE_HEADER, Headers, header, report_headers

@@ -30,7 +30,7 @@ import re
 import shutil
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from kafka import KafkaConsumer
@@ -48,6 +48,7 @@ from stream_common import (
     tsdb_streams,
 )
 
+from fleetpulse.compat import UTC, fromisoformat
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import Topics
 from fleetpulse.streams.process import WorkerProcess, wait_caught_up
@@ -78,7 +79,7 @@ def score_latencies(bootstrap: str, topic: str, seconds: float, out: multiproces
                 if seq is None or at is None or (m.key, seq.group(1)) in seen:
                     continue
                 seen.add((m.key, seq.group(1)))
-                latencies.append((arrived - datetime.fromisoformat(at.group(1).decode())).total_seconds())
+                latencies.append((arrived - fromisoformat(at.group(1).decode())).total_seconds())
     consumer.close()
     out.put(latencies)
 

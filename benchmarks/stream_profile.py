@@ -23,11 +23,12 @@ import cProfile
 import pstats
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 from stream_common import Fleet
 
+from fleetpulse.compat import UTC
 from fleetpulse.contract import Topics
 from fleetpulse.contract.auth import MAC_HEADER, header
 from fleetpulse.models.registry import ScorerSet, load_scorers, rule_scorers

@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import text
 
@@ -28,6 +28,7 @@ from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.alerts.store.scratch import scratch_schema
 from fleetpulse.alerts.tickets import TicketService
+from fleetpulse.compat import UTC
 from fleetpulse.contract.v1 import Alert, AlertState, Component, DeviceInventory, DeviceKind, Factor, RiskScore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

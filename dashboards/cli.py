@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from fleetpulse.cliutil import settings_from
+from fleetpulse.errors import OperatorError
 
 dashboards_app = typer.Typer(help="Grafana dashboards: generate JSON, provision Grafana.", no_args_is_help=True)
+
+
+def _require_sdk() -> None:
+    """The dashboards' code is written with grafana-foundation-sdk, published for Python 3.11+ only."""
+    if importlib.util.find_spec("grafana_foundation_sdk") is None:
+        raise OperatorError(
+            "building dashboards needs grafana-foundation-sdk, which needs Python 3.11 or newer; "
+            "Grafana can provision the generated files in dashboards/json instead"
+        )
 
 
 @dashboards_app.command("build")
@@ -20,6 +31,7 @@ def build_command(
     check: Annotated[bool, typer.Option("--check", help="fail if the files on disk differ from the code")] = False,
 ) -> None:
     """Write every dashboard as Grafana JSON (the files file-based provisioning mounts)."""
+    _require_sdk()
     from fleetpulse.dashboards.build import build_all, default_directories, render, write_all
 
     directories = [out] if out else default_directories()
@@ -44,6 +56,7 @@ def build_command(
 @dashboards_app.command("push")
 def push_command(ctx: typer.Context) -> None:
     """Create/update the InfluxQL data source, the folder and every dashboard in Grafana (idempotent)."""
+    _require_sdk()
     from grafana_client.client import GrafanaException
 
     from fleetpulse.dashboards.build import build_all
@@ -68,12 +81,13 @@ def rollup_command(
 ) -> None:
     """Write the fleet rollup the fleet-health panels read: now, then every grafana.rollup.every_s seconds."""
     import time
-    from datetime import UTC, datetime
+    from datetime import datetime
 
     import httpx
     from sqlalchemy.exc import SQLAlchemyError
 
     from fleetpulse.alerts.store.repository import TicketStore
+    from fleetpulse.compat import UTC
     from fleetpulse.dashboards.rollup import InfluxV1Api, run_rollup, silent_device_points, ticket_points
 
     settings = settings_from(ctx)

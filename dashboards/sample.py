@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
+from fleetpulse.compat import UTC
 from fleetpulse.contract import (
     Alert,
     AlertState,

@@ -12,9 +12,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-if sys.version_info < (3, 11):  # the endpoint agent runs on 3.10; the server's libraries need 3.11
-    sys.exit("error: the fleetpulse server needs Python 3.11 or newer (the agent, fleetpulse-agent, runs on 3.10)")
-
 import typer
 
 from fleetpulse import demo, logs

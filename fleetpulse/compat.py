@@ -1,22 +1,32 @@
-"""What the endpoint agent needs from Python 3.11's standard library, also on 3.10.
+"""What fleetpulse needs from Python 3.11's standard library, also on 3.10.
 
-The agent runs on the PCs' own interpreters, CPython 3.10 to 3.13; the server needs 3.11 or newer.
-Modules in the agent's import graph take ``UTC``, ``StrEnum`` and ``tomllib`` from here.
+The agent and the server run on CPython 3.10 to 3.13. Modules take ``UTC``, ``StrEnum``,
+``tomllib``, ``fromisoformat``, ``SpooledTemporaryFile`` and ``csv_writer`` from here.
 """
 
 from __future__ import annotations
 
 import sys
-from datetime import timezone
+from datetime import datetime, timezone
 from enum import Enum
 
 UTC = timezone.utc
 
 if sys.version_info >= (3, 11):
+    from csv import writer as csv_writer
     from enum import StrEnum
+    from tempfile import SpooledTemporaryFile
 
     import tomllib
-else:  # pragma: no cover - exercised by the agent's test run on CPython 3.10
+
+    fromisoformat = datetime.fromisoformat
+else:  # pragma: no cover - exercised by the test runs on CPython 3.10
+    import csv
+    import io
+    import tempfile
+    from collections.abc import Iterable
+    from typing import Any
+
     import tomli as tomllib
 
     class StrEnum(str, Enum):
@@ -25,5 +35,42 @@ else:  # pragma: no cover - exercised by the agent's test run on CPython 3.10
         def __str__(self) -> str:
             return str(self.value)
 
+    def fromisoformat(text: str) -> datetime:
+        """3.10's ``datetime.fromisoformat`` refuses the UTC designator Z, which pydantic writes."""
+        return datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
 
-__all__ = ["UTC", "StrEnum", "tomllib"]
+    class SpooledTemporaryFile(tempfile.SpooledTemporaryFile):
+        """Says whether it reads, writes and seeks, as 3.11's does: ``io.TextIOWrapper`` asks."""
+
+        def readable(self) -> bool:
+            return bool(self._file.readable())
+
+        def writable(self) -> bool:
+            return bool(self._file.writable())
+
+        def seekable(self) -> bool:
+            return bool(self._file.seekable())
+
+    class _NulWriter:
+        """3.10's csv writer refuses a NUL in a field (``need to escape``), 3.11's writes it as any
+        other character: a row holding one is written with a stand-in no field holds, swapped back."""
+
+        def __init__(self, out: Any) -> None:
+            self._out = out
+            self._writer = csv.writer(out)
+
+        def writerow(self, row: Iterable[Any]) -> Any:
+            fields = list(row)
+            texts = "".join(f for f in fields if isinstance(f, str))
+            if "\x00" not in texts:
+                return self._writer.writerow(fields)
+            stand_in = next(c for c in map(chr, range(0xE000, 0x110000)) if c not in texts)
+            line = io.StringIO()
+            csv.writer(line).writerow([f.replace("\x00", stand_in) if isinstance(f, str) else f for f in fields])
+            return self._out.write(line.getvalue().replace(stand_in, "\x00"))
+
+    def csv_writer(out: Any) -> _NulWriter:
+        return _NulWriter(out)
+
+
+__all__ = ["UTC", "SpooledTemporaryFile", "StrEnum", "csv_writer", "fromisoformat", "tomllib"]

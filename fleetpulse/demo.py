@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -27,6 +27,7 @@ from pydantic import SecretStr
 
 from fleetpulse import logs
 from fleetpulse.cliutil import settings_from
+from fleetpulse.compat import UTC
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import Alert, Component
 from fleetpulse.settings import ServerSettings

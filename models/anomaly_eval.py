@@ -13,10 +13,11 @@ them, as for disks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 
+from fleetpulse.compat import UTC
 from fleetpulse.contract import Component
 from fleetpulse.models.anomaly import AnomalyScorer
 from fleetpulse.models.evaluation import CAPS, threshold_at_cap

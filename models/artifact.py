@@ -94,13 +94,22 @@ def _verified_bytes(directory: Path, digests: dict[str, str]) -> dict[str, bytes
     return out
 
 
+_EMPTY_TUPLE_ID = re.compile(r'("__loader__": "TupleNode",\s*"content": \[\],\s*"__id__": )(\d+)')
+
+
 def content_digest(path: Path) -> str:
     """SHA-256 of a skops dump's content, independent of zip timestamps and of the member
     names skops derives from memory addresses: the same fitted model always gets the same
-    digest, so a retrain with the same seed and data reproduces the artifact's version."""
+    digest, so a retrain with the same seed and data reproduces the artifact's version.
+
+    Every empty tuple counts as one object, as on Python 3.11+: on 3.10 skops loads them as
+    separate objects, which would give a loaded and saved again model another digest.
+    """
     sha = hashlib.sha256()
     with zipfile.ZipFile(path) as archive:
         schema = archive.read("schema.json").decode()
+        if first_empty := _EMPTY_TUPLE_ID.search(schema):
+            schema = _EMPTY_TUPLE_ID.sub(lambda match: match.group(1) + first_empty.group(2), schema)
         members = list(dict.fromkeys(re.findall(r"\d+\.npy", schema)))
         ids: dict[str, str] = {}
 

@@ -19,11 +19,12 @@ import csv
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 
+from fleetpulse.compat import UTC
 from fleetpulse.contract import BatteryHealth, DeviceKind, HealthReport, Platform
 from fleetpulse.models.battery import (
     MAX_DAYS,

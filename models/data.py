@@ -23,13 +23,14 @@ import hashlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
+from fleetpulse.compat import UTC
 from fleetpulse.contract import DeviceKind, DiskHealth, DiskKind, HealthReport, Platform, ReportSource
 from fleetpulse.models.features import DISK_FEATURES, disk_vector
 from fleetpulse.models.state import DeviceState, apply_report_in_place

@@ -57,13 +57,14 @@ import math
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from fleetpulse.alerts.fleetlog import LabelKey, Outcome, combine, row_label
+from fleetpulse.compat import UTC
 from fleetpulse.models.artifact import TrainedDiskScorer, load_artifact, save_artifact, verified_trees
 from fleetpulse.models.evaluation import (
     CAPS,

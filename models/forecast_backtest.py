@@ -21,13 +21,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
+from fleetpulse.compat import UTC
 from fleetpulse.contract import Component
 from fleetpulse.models.data import (
     SURVIVAL_COLUMNS,

@@ -16,11 +16,12 @@ and the forecast's default annual rate are both 2 %, so "clear" fans are right b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 
 from fleetpulse.alerts.tickets import replacement_days
+from fleetpulse.compat import UTC
 from fleetpulse.contract import Component
 from fleetpulse.models.device_rules import ThermalRuleScorer
 from fleetpulse.models.forecast import count_interval, poisson_binomial, window_probability

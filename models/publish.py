@@ -6,12 +6,13 @@ import ast
 import hashlib
 import json
 import shutil
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fleetpulse.compat import UTC
 from fleetpulse.models.artifact import save_artifact
 from fleetpulse.models.data import Instants, code_digest
 from fleetpulse.models.disk_model import ALARM_SECTORS

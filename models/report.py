@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fleetpulse.compat import UTC
 from fleetpulse.models.anomaly_eval import AnomalyResult
 from fleetpulse.models.battery_eval import CALIBRATED, LEAVE_ONE_OUT, OTHER_HALF, SLOPE_SPREAD, BatteryResult
 from fleetpulse.models.battery_interval import FACTORS, NOMINAL_COVERAGE

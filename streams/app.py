@@ -38,12 +38,13 @@ import socket
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import faust
 
 from fleetpulse.alerts.policy import AlertPolicy
+from fleetpulse.compat import UTC
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import RiskScore, Topics, encode
 from fleetpulse.models.index import is_packaged, signing_key

@@ -11,13 +11,14 @@ next enrolment, or only the key whose fingerprint IT gives.
 from __future__ import annotations
 
 import getpass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 
 from fleetpulse.cliutil import settings_from
+from fleetpulse.compat import UTC
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import DeviceControl, Topics, encode, report_key
 

@@ -318,7 +318,7 @@ async def event_batches(stream: Any, max_events: int, within_s: float) -> AsyncI
                 break
             try:
                 event = await asyncio.wait_for(queue.get(), remaining)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # the built-in TimeoutError only from Python 3.11 on
                 break
             except StopAsyncIteration:
                 stopping = True

@@ -54,10 +54,11 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Protocol
 
+from fleetpulse.compat import UTC
 from fleetpulse.contract import Alert, AlertState, HealthReport, RiskScore
 
 FieldValue = float | int | bool

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 from sqlalchemy import insert, select
@@ -13,6 +13,7 @@ from fleetpulse.alerts.store.models import Device, TicketRow
 from fleetpulse.alerts.store.repository import TicketStore, open_key
 from fleetpulse.alerts.store.scratch import scratch_schema
 from fleetpulse.alerts.tickets import TicketService
+from fleetpulse.compat import UTC
 from fleetpulse.contract.v1 import Alert, AlertState, Component, DeviceInventory, DeviceKind, Factor
 
 T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)

@@ -11,16 +11,14 @@ app never grants) and, from a page session, the session's CSRF token.
 
 from __future__ import annotations
 
-import csv
 import io
 import logging
 import queue
 import re
-import tempfile
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import IO, Annotated, Any, Literal
 
 import anyio
@@ -55,6 +53,7 @@ from fleetpulse.alerts.tickets import TicketService, TransitionError
 from fleetpulse.alerts.web.login import router as login_router
 from fleetpulse.alerts.web.pages import STATIC_PATHS, visible_storms
 from fleetpulse.alerts.web.pages import router as web_router
+from fleetpulse.compat import UTC, SpooledTemporaryFile, csv_writer
 from fleetpulse.contract.v1 import Component, DeviceInventory, TicketState
 from fleetpulse.models.forecast_rows import ForecastRow
 
@@ -217,7 +216,7 @@ def _csv_cell(value: object) -> str:
 def write_tickets_csv(tickets: Iterable[TicketView], out: IO[str]) -> int:
     """The header and one row per ticket, written as they come (an export never holds the whole queue);
     returns how many tickets."""
-    writer = csv.writer(out)
+    writer = csv_writer(out)
     writer.writerow(CSV_COLUMNS)
     rows = 0
     for ticket in tickets:
@@ -560,7 +559,7 @@ def create_app(
         if ticket_store.count_tickets(flt) > most:
             raise _too_many(most)
         place = export_places.take(export_holder(principal))
-        spool = tempfile.SpooledTemporaryFile(max_size=EXPORT_SPOOL_BYTES)  # noqa: SIM115 closed once sent
+        spool = SpooledTemporaryFile(max_size=EXPORT_SPOOL_BYTES)  # closed once sent
         try:
             out = io.TextIOWrapper(spool, encoding="utf-8", newline="")
             with ticket_store.stream_tickets(flt, limit=most + 1) as tickets:

@@ -30,7 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Literal, Protocol
 
 from fastapi import Depends, HTTPException, Request, status
@@ -42,6 +42,7 @@ from fleetpulse.alerts.api.sessions import CSRF_HEADER, UNSAFE_METHODS, PageSess
 from fleetpulse.alerts.settings import ALL_SITES, ApiLimits, ApiSettings, Role
 from fleetpulse.alerts.store.logins import Attempt, LoginRecords
 from fleetpulse.alerts.store.repository import TicketFilter
+from fleetpulse.compat import UTC
 from fleetpulse.retry import RetryPolicy
 
 __all__ = ["hash_secret", "verify_secret"]  # re-exported: `fleetpulse tickets hash-secret`, demo, tests

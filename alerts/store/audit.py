@@ -20,7 +20,6 @@ log archive) and pass it back with ``--anchor``.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -35,7 +34,7 @@ from sqlalchemy import Connection, Engine, delete, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from fleetpulse.alerts.store.models import AuditHead, AuditRecord, TicketEvent
-from fleetpulse.compat import StrEnum
+from fleetpulse.compat import StrEnum, csv_writer
 
 GENESIS = "0" * 64
 """The predecessor hash of record 1."""
@@ -358,7 +357,7 @@ class AuditLog:
     ) -> int:
         """Write the records with ``since <= at < until`` for an auditor; returns how many."""
         count = 0
-        writer = csv.writer(out) if fmt == "csv" else None
+        writer = csv_writer(out) if fmt == "csv" else None
         if writer is not None:
             writer.writerow(EXPORT_COLUMNS)
         with self._snapshot() as conn:

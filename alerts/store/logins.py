@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, delete, select, update
@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from fleetpulse.alerts.store.models import LoginFailure, PasswordUpgrade
 from fleetpulse.alerts.store.repository import TicketStore
+from fleetpulse.compat import UTC
 
 NEVER_BLOCKED = datetime(1970, 1, 1, tzinfo=UTC)
 """``blocked_until`` of a key whose failures are all free: before any clock reading of any replica."""

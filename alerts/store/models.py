@@ -12,7 +12,7 @@ Invariants the database itself enforces, so they hold with several consumers or 
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -31,6 +31,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+from fleetpulse.compat import UTC
 
 
 class UtcDateTime(TypeDecorator[datetime]):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, computed_field
@@ -23,6 +23,7 @@ from fleetpulse.alerts.store.audit import (
     stage,
 )
 from fleetpulse.alerts.store.models import Device, OutboxRow, RiskPoint, StormGroup, TicketEvent, TicketRow
+from fleetpulse.compat import UTC
 from fleetpulse.contract.v1 import Component, DeviceInventory, DeviceKind, Factor, Ticket, TicketState
 
 OPEN_STATES = (TicketState.OPEN.value, TicketState.APPROVED.value, TicketState.ORDERED.value)

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from fleetpulse.agents.signing import enrolment_record, signed_report
 from fleetpulse.agents.simulator import FleetSimulator
 from fleetpulse.alerts.policy import AlertPolicy
+from fleetpulse.compat import UTC
 from fleetpulse.config import KafkaSettings, kafka_python_security
 from fleetpulse.contract import DiskHealth, HealthReport, Topics, encode, report_key
 from fleetpulse.models.registry import load_scorers

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from fleetpulse.alerts.store.audit import AuditActor, AuditContext
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.alerts.tickets import TicketService
 from fleetpulse.cli import app as cli_app
+from fleetpulse.compat import UTC
 from fleetpulse.contract import Component, Topics, encode
 from fleetpulse.contract.v1 import TicketState
 from fleetpulse.models.fleet import FleetDiskScorer

@@ -8,7 +8,7 @@ reason and apply the correct update that follows.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ import pytest
 from fleetpulse.alerts.consumer import consume_until_idle
 from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.repository import TicketStore
+from fleetpulse.compat import UTC
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import DeviceInventory, Topics, encode
 from fleetpulse.streams.settings import StreamSettings

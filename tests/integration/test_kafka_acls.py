@@ -29,7 +29,7 @@ import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,7 @@ from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.alerts.tickets import TicketService
 from fleetpulse.cli import app as fleetpulse_cli
+from fleetpulse.compat import UTC
 from fleetpulse.config import KafkaSettings, kafka_python_security
 from fleetpulse.contract import DeviceInventory, Topics, encode
 from fleetpulse.contract.auth import key_fingerprint

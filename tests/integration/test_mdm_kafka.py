@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from fleetpulse.alerts.consumer import consume_until_idle
 from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.cli import app
+from fleetpulse.compat import UTC
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import MDM_DEVICE_ID_PREFIX, DeviceInventory, Topics, decode, decode_report, encode
 from fleetpulse.streams.settings import StreamSettings

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import datetime
 
 import pytest
 from kafka import KafkaConsumer
 
 from fleetpulse.agents.kafka_publish import publish_fleet
 from fleetpulse.agents.simulator import FleetSimulator
+from fleetpulse.compat import UTC
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import DeviceInventory, Topics, decode, decode_report
 from fleetpulse.contract.auth import ENROLMENT_TYPE, MAC_HEADER, TYPE_HEADER, mac_matches

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from fleetpulse.alerts.policy import AlertPolicy
+from fleetpulse.compat import UTC
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import Topics
 from fleetpulse.models.registry import load_scorers

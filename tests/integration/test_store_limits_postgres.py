@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from alembic import command
@@ -32,6 +32,7 @@ from fleetpulse.alerts.store import alembic_config, upgrade
 from fleetpulse.alerts.store.models import Base
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.alerts.tickets import TicketService
+from fleetpulse.compat import UTC
 from fleetpulse.contract.codec import decode, encode
 from fleetpulse.contract.topics import Topics
 from fleetpulse.contract.v1 import Component, DeadLetter, FeatureLogReason, FeatureLogRecord, RiskScore

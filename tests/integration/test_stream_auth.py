@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from fleetpulse.agents.signing import enrolment_record, signed_report
 from fleetpulse.cli import app as fleetpulse_cli
+from fleetpulse.compat import UTC
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import DeviceInventory, HealthReport, Topics, encode
 from fleetpulse.contract.auth import key_fingerprint

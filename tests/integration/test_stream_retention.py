@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from fleetpulse.agents.signing import derived_device_key, enrolment_record, signed_report
+from fleetpulse.compat import UTC
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import DeviceInventory, HealthReport, Topics, encode, report_key
 from fleetpulse.streams.processing import DeviceRecord

@@ -13,7 +13,7 @@ import json
 import logging
 import uuid
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -21,6 +21,7 @@ import pytest
 from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 
+from fleetpulse.compat import UTC
 from fleetpulse.contract import DeviceInventory, DiskHealth, HealthReport
 from fleetpulse.streams.metrics import PipelineMetrics
 from fleetpulse.streams.points import Point, UnencodablePoint, report_points, stored_field_key, stored_text

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from fleetpulse.agents.signing import derived_device_key, enrolment_record, signed_report
+from fleetpulse.compat import UTC
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import DeviceInventory, DiskHealth, HealthReport, Topics, encode
 from fleetpulse.contract.v1 import ScorerRole

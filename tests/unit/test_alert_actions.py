@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from fleetpulse.alerts import actions, storm
 from fleetpulse.alerts.connectors.base import ticket_notification
 from fleetpulse.alerts.store.repository import TicketView
+from fleetpulse.compat import UTC
 from fleetpulse.contract.v1 import Component, DeviceKind, Factor
 from tests.alerts_support import make_alert, make_inventory
 

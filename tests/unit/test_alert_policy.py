@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from fleetpulse.alerts.policy import AlertPolicy, PolicyState, Thresholds, step
 from fleetpulse.alerts.settings import AlertSettings
+from fleetpulse.compat import UTC
 from fleetpulse.contract.v1 import Alert, AlertState, Component, Factor, RiskScore, ScorerRole
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.logins import LoginRecords
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.alerts.tickets import TicketService
+from fleetpulse.compat import UTC
 from tests.alerts_support import NOW, make_alert, make_inventory, store_url
 from tests.unit.test_tickets_api import HASH, PASSWORD, TOKEN, api_settings
 

@@ -10,7 +10,7 @@ import ipaddress
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from fastapi.testclient import TestClient
 from pydantic import IPvAnyNetwork
@@ -20,6 +20,7 @@ from fleetpulse.alerts.api.auth import AuthFailure, LoginThrottle, client_addres
 from fleetpulse.alerts.settings import AlertSettings, ApiLimits
 from fleetpulse.alerts.store.logins import LoginRecords
 from fleetpulse.alerts.store.repository import TicketStore
+from fleetpulse.compat import UTC
 from tests.alerts_support import store_url
 from tests.unit.test_tickets_api import PASSWORD, TOKEN, api_settings
 

@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 
 import pytest
 from pydantic import TypeAdapter
@@ -23,6 +23,7 @@ from fleetpulse.alerts import bounded_http
 from fleetpulse.alerts.connectors import ConnectorConfig, DeliveryError, build
 from fleetpulse.alerts.connectors.base import Notification
 from fleetpulse.alerts.oidc import OidcProvider, OidcSettings, OidcUnavailable
+from fleetpulse.compat import UTC
 
 TIMEOUT_S = 1.0
 """Each network wait; the promised deadline of a connector's whole answer is three times this."""

@@ -5,7 +5,7 @@ dead-letter anything: the error propagates, nothing is committed, and the restar
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
 
 from fleetpulse.alerts.store.repository import TicketStore
+from fleetpulse.compat import UTC
 from fleetpulse.contract.codec import encode
 from fleetpulse.contract.topics import Topics
 from tests.alerts_support import make_alert, make_inventory

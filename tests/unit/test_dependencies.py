@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import inspect
 import re
 import sys
 from pathlib import Path
 
-import tomllib
+from packaging.requirements import Requirement
+
+from fleetpulse.compat import tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 COMPONENTS = ("fleetpulse", "agents", "streams", "models", "alerts", "dashboards")
@@ -26,8 +29,8 @@ LOADED_BY_NAME = {
 }
 
 
-# Backports the agent imports only on older interpreters (declared with a python_version marker).
-OLDER_PYTHONS_ONLY = {"tomli"}
+# Standard library from 3.11 on, imported behind a version check (fleetpulse/compat.py).
+NEWER_STDLIB = {"tomllib"}
 
 
 def _normalise(name: str) -> str:
@@ -40,10 +43,19 @@ def _requirement_name(requirement: str) -> str:
     return _normalise(match.group(0))
 
 
-def _declared() -> set[str]:
+def _requirements() -> list[str]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    requirements = [*project["dependencies"], *project["optional-dependencies"]["server"]]
-    return {_requirement_name(r) for r in requirements if not r.startswith("fleetpulse")}
+    return [*project["dependencies"], *project["optional-dependencies"]["server"]]
+
+
+def _declared() -> set[str]:
+    return {_requirement_name(r) for r in _requirements() if not r.startswith("fleetpulse")}
+
+
+def _not_for_this_python() -> set[str]:
+    """Declared with a marker this interpreter does not meet: tomli (tomllib's backport) on 3.11+,
+    grafana-foundation-sdk (the dashboards' code, published for 3.11+) on 3.10."""
+    return {_requirement_name(r) for r in _requirements() if (m := Requirement(r).marker) and not m.evaluate()}
 
 
 def _imported_top_level_modules() -> dict[str, str]:
@@ -60,19 +72,35 @@ def _imported_top_level_modules() -> dict[str, str]:
                     continue
                 for name in names:
                     top = name.split(".")[0]
-                    if top not in sys.stdlib_module_names and top not in COMPONENTS:
+                    if top not in sys.stdlib_module_names | NEWER_STDLIB and top not in COMPONENTS:
                         found.setdefault(top, str(path.relative_to(REPO)))
     return found
 
 
+def _packages_distributions() -> dict[str, list[str]]:
+    """Top-level module -> distributions, as 3.11's ``packages_distributions``: from ``top_level.txt`` or,
+    where a distribution has none (most wheels), its files; 3.10's reads ``top_level.txt`` only."""
+    if sys.version_info >= (3, 11):
+        return importlib.metadata.packages_distributions()
+    found: dict[str, list[str]] = {}
+    for dist in importlib.metadata.distributions():
+        declared = (dist.read_text("top_level.txt") or "").split()
+        inferred = {
+            file.parts[0] if len(file.parts) > 1 else inspect.getmodulename(file.name) for file in dist.files or ()
+        }
+        for module in declared or sorted(m for m in inferred if m and "." not in m):
+            found.setdefault(module, []).append(dist.metadata["Name"])
+    return found
+
+
 def test_every_import_is_declared_and_every_declaration_imported() -> None:
-    distributions = importlib.metadata.packages_distributions()
+    distributions = _packages_distributions()
     imported: dict[str, str] = {}
-    declared = _declared()
+    declared, not_here = _declared(), _not_for_this_python()
     for module, where in _imported_top_level_modules().items():
         owners = distributions.get(module)
-        if owners is None and _normalise(module) in OLDER_PYTHONS_ONLY:
-            imported[_normalise(module)] = where  # a backport this interpreter does not need
+        if owners is None and _normalise(module) in not_here:
+            imported[_normalise(module)] = where  # not installed on this interpreter
             continue
         assert owners, f"{module} (imported in {where}) belongs to no installed distribution"
         imported[_normalise(owners[0])] = where

@@ -14,6 +14,7 @@ import hashlib
 import inspect
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiokafka
@@ -497,3 +498,20 @@ def test_records_take_fausts_route_where_it_would_wait_or_decode(tmp_path: Path,
 
     assert asyncio.run(run()) is False
     assert [queue.qsize() for queue in queues] == [queue.maxsize if situation == "full" else 0 for queue in queues]
+
+
+async def test_a_batch_that_does_not_fill_in_time_is_handed_over() -> None:
+    """Under light load the channel goes quiet before a batch is full: what it holds is yielded after ``within_s``."""
+    queue = ThrowableQueue(flow_control=FlowControlEvent(initially_suspended=False))
+    message = SimpleNamespace(generation_id=0, tracked=True, topic="in")
+    for _ in range(2):
+        queue.put_nowait(SimpleNamespace(message=message))
+    app = SimpleNamespace(
+        consumer=SimpleNamespace(track_message=None),
+        consumer_generation_id=0,
+        topics=SimpleNamespace(acks_enabled_for=lambda topic: True),
+        flow_control=SimpleNamespace(is_active=lambda: True),
+    )
+    stream = SimpleNamespace(app=app, channel=SimpleNamespace(queue=queue), should_stop=False)
+    batches = faust_internals.event_batches(stream, max_events=10, within_s=0.05)
+    assert len(await asyncio.wait_for(anext(batches), 5)) == 2

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
+from fleetpulse.compat import UTC
 from fleetpulse.contract import DiskHealth, HealthReport
 from fleetpulse.models import feature_cache
 from fleetpulse.models.features import disk_features

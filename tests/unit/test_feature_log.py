@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import random
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
@@ -14,6 +14,7 @@ from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.audit import AuditActor, AuditContext
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.alerts.tickets import TicketService
+from fleetpulse.compat import UTC
 from fleetpulse.contract import (
     Component,
     FeatureLogReason,

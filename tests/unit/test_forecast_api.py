@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.alerts.tickets import TicketService
 from fleetpulse.cli import app
+from fleetpulse.compat import UTC
 from fleetpulse.contract import Component, RiskScore
 from fleetpulse.models.forecast import shift_odds
 from fleetpulse.models.forecast_rows import ForecastRow

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ import pytest
 from fleetpulse.alerts.consumer import future_dated
 from fleetpulse.alerts.policy import PolicyState
 from fleetpulse.alerts.store.repository import TicketStore
+from fleetpulse.compat import UTC
 from fleetpulse.contract import DeviceInventory, DiskHealth, HealthReport, encode
 from fleetpulse.models.registry import rule_scorers
 from fleetpulse.models.state import MAX_STATE_BYTES, DeviceState, apply_report_in_place, fit_in_place, state_bytes

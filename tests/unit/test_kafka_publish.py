@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from fleetpulse.agents.kafka_publish import PublishStats, publish_records
 from fleetpulse.agents.mdm import SeqStore, ingest_text
 from fleetpulse.agents.simulator import FleetSimulator
+from fleetpulse.compat import UTC
 from fleetpulse.contract import DeviceKind, ReportSource, Topics, decode_report
 from fleetpulse.contract.auth import mdm_inventory_refusal
 

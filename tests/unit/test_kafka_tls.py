@@ -11,12 +11,13 @@ import ssl
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
+from fleetpulse.compat import UTC
 from fleetpulse.config import KafkaSettings, KeyPasswordMissing, kafka_python_security, ssl_key_password
 from fleetpulse.contract import DeviceControl
 from fleetpulse.streams.devices import ControlPublishError, publish_control

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from fleetpulse.agents.mdm import (
     run_ingest,
 )
 from fleetpulse.cli import app
+from fleetpulse.compat import UTC
 from fleetpulse.contract import DeviceKind, HealthReport, Platform, ReportSource, decode_report, encode
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mdm"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from array import array
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fleetpulse.compat import UTC
 from fleetpulse.contract import Component, HealthReport, MemoryHealth, ThermalHealth
 from fleetpulse.models.device_rules import (
     MemoryRuleScorer,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pytest
 
+from fleetpulse.compat import UTC
 from fleetpulse.contract import Component, RiskScore
 from fleetpulse.models.drift import DRIFT, SCORE_KEY, WATCH, check_drift, column_profile, psi
 from fleetpulse.models.state import DeviceState

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from fleetpulse.compat import UTC
 from fleetpulse.contract import HealthReport, StabilityHealth
 from fleetpulse.models.anomaly import MIN_COHORT, AnomalyScorer
 from fleetpulse.models.data import Instants

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 import struct
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
@@ -13,6 +13,7 @@ import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fleetpulse.compat import UTC
 from fleetpulse.contract import BatteryHealth, DiskHealth, HealthReport, StabilityHealth, ThermalHealth
 from fleetpulse.models.battery import fit_trend
 from fleetpulse.models.features import (

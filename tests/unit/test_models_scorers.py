@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
 from fleetpulse.alerts.actions import urgency
+from fleetpulse.compat import UTC
 from fleetpulse.contract import (
     BatteryHealth,
     Component,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fleetpulse.alerts.policy import AlertPolicy, PolicyState, step
+from fleetpulse.compat import UTC
 from fleetpulse.contract import Component, DiskHealth, DiskKind, HealthReport, ScorerRole
 from fleetpulse.models.artifact import TrainedDiskScorer
 from fleetpulse.models.features import DISK_FEATURES, GROWTH_COUNTERS

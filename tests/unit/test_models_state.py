@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fleetpulse.compat import UTC
 from fleetpulse.contract import (
     BatteryHealth,
     DeviceInventory,

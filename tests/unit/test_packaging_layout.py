@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import tomllib
+from fleetpulse.compat import tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import unicodedata
-from datetime import UTC, datetime
+from datetime import datetime
 
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from fleetpulse.compat import UTC
 from fleetpulse.contract import BatteryHealth, DeviceInventory, DiskHealth, HealthReport, StabilityHealth
 from fleetpulse.streams.points import Point, UnencodablePoint, report_points, stored_field_key, stored_text
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
+from fleetpulse.compat import UTC
 from fleetpulse.contract import Alert, AlertState, Component
 from fleetpulse.scorecard import Failure, first_raises, score
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from fleetpulse.compat import UTC
 from fleetpulse.contract import ScorerRole, ServedRegistry, decode, encode
 from fleetpulse.models.index import REGISTRY_FILE, read_registry
 from fleetpulse.models.registry import load_scorers, register_artifact, write_registry

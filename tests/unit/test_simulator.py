@@ -6,7 +6,7 @@ import csv
 import itertools
 import statistics
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from fleetpulse.agents.simulator import (
     FleetSimulator,
     stable_digest,
 )
+from fleetpulse.compat import UTC
 from fleetpulse.contract import (
     Component,
     DeviceKind,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ from fleetpulse.agents.simulator import (
     FleetMix,
     FleetSimulator,
 )
+from fleetpulse.compat import UTC
 from fleetpulse.contract import Component, DiskKind
 
 pytestmark = pytest.mark.slow

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
 from fleetpulse.agents.simulator import FirmwareFault, FleetMix, FleetSimulator, stable_digest
+from fleetpulse.compat import UTC
 from fleetpulse.contract import Component
 
 START = datetime(2025, 1, 6, tzinfo=UTC)

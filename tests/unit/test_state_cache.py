@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from fleetpulse.agents.signing import enrolment_record, signed_report
 from fleetpulse.agents.simulator import FleetSimulator
 from fleetpulse.alerts.policy import AlertPolicy
+from fleetpulse.compat import UTC
 from fleetpulse.contract import Topics, encode, report_key
 from fleetpulse.models.registry import rule_scorers
 from fleetpulse.models.state import DeviceState

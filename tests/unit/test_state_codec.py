@@ -9,7 +9,7 @@ import json
 import math
 import struct
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fleetpulse.alerts.policy import PolicyState
+from fleetpulse.compat import UTC
 from fleetpulse.contract import (
     BatteryHealth,
     DiskHealth,

@@ -6,12 +6,13 @@ import asyncio
 import gc
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from faust.types import TP
 
+from fleetpulse.compat import UTC
 from fleetpulse.contract import Component, RiskScore, encode
 from fleetpulse.models.registry import ScorerSet, rule_scorers
 from fleetpulse.models.state import DeviceState

@@ -7,9 +7,10 @@ They do not hold another device's key.
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from fleetpulse.agents.signing import enrolment_record, signed_report
+from fleetpulse.compat import UTC
 from fleetpulse.contract import DeviceControl, DeviceInventory, HealthReport, encode
 from fleetpulse.contract.auth import inventory_headers, key_fingerprint
 from fleetpulse.streams.processing import DeviceRecord, RawRecord

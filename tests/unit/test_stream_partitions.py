@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,6 +23,7 @@ from faust.types import TP
 
 from fleetpulse.agents.signing import SignedRecord, enrolment_record, signed_report
 from fleetpulse.alerts.policy import AlertPolicy
+from fleetpulse.compat import UTC
 from fleetpulse.contract import Alert, DeadLetter, DeviceInventory, DiskHealth, HealthReport, Topics, decode, encode
 from fleetpulse.models.registry import rule_scorers
 from fleetpulse.streams import app as app_module

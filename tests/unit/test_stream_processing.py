@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from fleetpulse.agents.signing import derived_device_key, enrolment_record, signed_report
 from fleetpulse.alerts.policy import AlertPolicy
+from fleetpulse.compat import UTC
 from fleetpulse.contract import (
     Component,
     DeviceInventory,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection
-from datetime import UTC, datetime
+from datetime import datetime
 
 import httpx
 import pytest
 
+from fleetpulse.compat import UTC
 from fleetpulse.streams.metrics import PipelineMetrics
 from fleetpulse.streams.points import Point, pipeline_point
 from fleetpulse.streams.settings import InfluxV1Sink, InfluxV2Sink, NoSink

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import urllib.request
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from prometheus_client import start_http_server
@@ -14,6 +14,7 @@ from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.models import OutboxRow
 from fleetpulse.alerts.store.repository import NEEDS_ATTENTION, TicketStore
 from fleetpulse.alerts.tickets import TicketService
+from fleetpulse.compat import UTC
 from tests.alerts_support import make_inventory
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)

@@ -7,6 +7,9 @@ import re
 from typing import Any
 
 import pytest
+
+pytest.importorskip("grafana_foundation_sdk", reason="the dashboards' SDK is published for Python 3.11+ only")
+
 from grafana_foundation_sdk.cog import plugins as cogplugins
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as dm
@@ -129,7 +132,9 @@ def test_queries_avoid_influxql_newer_than_1_6() -> None:
 
 
 def test_fill_macros_expands_like_grafana_and_refuses_unknown_variables() -> None:
-    from datetime import UTC, datetime
+    from datetime import datetime
+
+    from fleetpulse.compat import UTC
 
     start, end = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
     out = fill_macros(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,9 +14,14 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from fleetpulse.cli import app
+from fleetpulse.cli import app, run
 from fleetpulse.dashboards.provision import datasource_payload
 from fleetpulse.dashboards.settings import GrafanaSettings, InfluxSourceSettings
+
+# push builds the dashboards with grafana-foundation-sdk, which is published for Python 3.11+ only
+needs_sdk = pytest.mark.skipif(
+    importlib.util.find_spec("grafana_foundation_sdk") is None, reason="grafana-foundation-sdk is not installed"
+)
 
 
 class FakeGrafana(ThreadingHTTPServer):
@@ -126,6 +133,7 @@ def _push(grafana: FakeGrafana, monkeypatch: pytest.MonkeyPatch) -> str:
     return result.output
 
 
+@needs_sdk
 def test_push_twice_is_idempotent(grafana: FakeGrafana, monkeypatch: pytest.MonkeyPatch) -> None:
     first = _push(grafana, monkeypatch)
     assert "data source fleetpulse-influxdb: created" in first
@@ -166,6 +174,7 @@ def test_push_twice_is_idempotent(grafana: FakeGrafana, monkeypatch: pytest.Monk
     assert all(auth == "Bearer glsa_test" for _, _, _, auth in grafana.calls)
 
 
+@needs_sdk
 def test_pushed_datasource_carries_influx_token_as_header(
     grafana: FakeGrafana, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -179,6 +188,7 @@ def test_pushed_datasource_carries_influx_token_as_header(
     assert ds["secureJsonData"] == {"httpHeaderValue1": "Token influx-read-token"}
 
 
+@needs_sdk
 def test_push_reports_grafana_errors_clearly(grafana: FakeGrafana, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLEETPULSE_GRAFANA__URL", grafana.url + "/nothing-here")
     result = CliRunner().invoke(app, ["dashboards", "push"])
@@ -202,6 +212,7 @@ def test_token_and_basic_auth_are_exclusive() -> None:
         InfluxSourceSettings(token="t", username="u")
 
 
+@needs_sdk
 def test_push_reports_server_errors_and_unreachable_grafana(
     grafana: FakeGrafana, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -219,3 +230,18 @@ def test_push_reports_server_errors_and_unreachable_grafana(
     result = CliRunner().invoke(app, ["dashboards", "push"])
     assert result.exit_code == 1
     assert "refused or failed" in result.output
+
+
+@pytest.mark.parametrize("command", ["build", "push"])
+def test_without_the_sdk_build_and_push_say_why_in_one_line(
+    command: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As on Python 3.10, where grafana-foundation-sdk does not install: an error line, not a traceback."""
+    monkeypatch.setitem(sys.modules, "grafana_foundation_sdk", None)
+    monkeypatch.setattr(sys, "argv", ["fleetpulse", "dashboards", command])
+    with pytest.raises(SystemExit) as ended:
+        run()
+    assert ended.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: building dashboards needs grafana-foundation-sdk, which needs Python 3.11 or newer")
+    assert "Traceback" not in err

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import socket
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from fleetpulse.cli import app
+from fleetpulse.compat import UTC
 from fleetpulse.dashboards.rollup import (
     device_points,
     device_queries,

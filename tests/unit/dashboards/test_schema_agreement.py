@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
+from fleetpulse.compat import UTC
 from fleetpulse.dashboards.schema import DRIFT, PIPELINE
 from fleetpulse.streams.metrics import PipelineMetrics
 from fleetpulse.streams.points import drift_point, pipeline_point

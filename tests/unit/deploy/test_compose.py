@@ -19,10 +19,10 @@ from typing import Any
 
 import jsonschema
 import pytest
-import tomllib
 import yaml
 
 from fleetpulse.alerts.store import store_url
+from fleetpulse.compat import tomllib
 from fleetpulse.config import load_settings
 from fleetpulse.contract import Topics
 from fleetpulse.dashboards.settings import GrafanaSettings

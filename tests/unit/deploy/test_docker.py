@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 
-import tomllib
-
+from fleetpulse.compat import tomllib
 from tests.harness import REPO
 from tests.unit.deploy.tools import DEPLOY, tool
 

@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.models import OutboxRow
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.alerts.tickets import TicketService
+from fleetpulse.compat import UTC
 from fleetpulse.streams.metrics import PipelineMetrics
 from tests.alerts_support import make_inventory
 from tests.unit.deploy.test_k8s import objects

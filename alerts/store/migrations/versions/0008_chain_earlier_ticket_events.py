@@ -13,12 +13,13 @@ the trail is append-only.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from alembic import op
 from sqlalchemy.orm import Session
 
 from fleetpulse.alerts.store.audit import adopt_ticket_events
+from fleetpulse.compat import UTC
 
 revision = "0008"
 down_revision = "0007"
