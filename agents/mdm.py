@@ -478,7 +478,7 @@ class _BoundedLines:
 
     A longer line is read in pieces, never whole, and replaced by an empty stand-in, as is every line of
     a row once it passes the row limit; ``oversized`` keeps where and why, so the row is reported
-    instead of parsed.
+    instead of parsed. A line with a NUL character is refused the same way.
     """
 
     def __init__(self, stream: TextIO) -> None:
@@ -506,6 +506,10 @@ class _BoundedLines:
         if self.row_chars > MAX_CSV_ROW:
             self._refuse(f"row longer than {MAX_CSV_ROW} characters")
             return _stand_in(line.count('"'))
+        if "\x00" in line:
+            # no MDM writes one; Python 3.10's csv module refuses the line and 3.11's reads it: refused on both
+            self._refuse("line contains NUL")
+            return line.replace("\x00", "")
         return line
 
     def _refuse(self, reason: str) -> None:
@@ -536,7 +540,10 @@ def read_csv(stream: TextIO, source: str = "input") -> Iterator[tuple[str, Any]]
         header = next(reader)
     except (StopIteration, csv.Error):
         header = []
-    if lines.next_row() is not None or not any(h.strip() for h in header):
+    if (refused := lines.next_row()) is not None:
+        yield f"{source}:line 1", RowError(f"unreadable CSV header ({refused[1]})")
+        return
+    if not any(h.strip() for h in header):
         yield f"{source}:line 1", RowError("no CSV header")
         return
     keys = [_norm(h) for h in header]

@@ -393,6 +393,24 @@ def test_a_200_kb_csv_field_costs_only_its_row(tmp_path: Path, monkeypatch: pyte
     assert [(d["ref"], d["reason"]) for d in letters] == [("big.csv:line 2", "line longer than 65536 characters")]
 
 
+def test_a_nul_character_costs_only_its_row_on_every_python() -> None:
+    """Python 3.10's csv module refuses a line with NUL and 3.11's reads it through: the bridge refuses it on both."""
+    header, *rows = (FIXTURES / "devices.csv").read_text().splitlines()
+    nul_field = rows[0].replace("iPhone 13", "iPhone\x0013")
+    nul_in_quotes = rows[1].replace(",", ',"\x00",', 1)
+    text = "\n".join([header, nul_field, nul_in_quotes, *rows[2:]]) + "\n"
+    clean = list(read_csv(io.StringIO("\n".join([header, *rows[2:]]) + "\n")))
+    read = list(read_csv(io.StringIO(text)))
+    assert [(ref, str(item)) for ref, item in read[:2]] == [
+        ("input:line 2", "line contains NUL"),
+        ("input:line 3", "line contains NUL"),
+    ]
+    assert all(isinstance(item, RowError) for _, item in read[:2])
+    assert [repr(item) for _, item in read[2:]] == [repr(item) for _, item in clean]
+    header_nul = list(read_csv(io.StringIO(header.replace(",", ",\x00", 1) + "\n" + rows[0] + "\n")))
+    assert [(ref, str(item)) for ref, item in header_nul] == [("input:line 1", "unreadable CSV header (line contains NUL)")]
+
+
 def test_a_row_of_many_long_multi_line_fields_costs_only_that_row(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
