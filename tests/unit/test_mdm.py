@@ -408,7 +408,9 @@ def test_a_nul_character_costs_only_its_row_on_every_python() -> None:
     assert all(isinstance(item, RowError) for _, item in read[:2])
     assert [repr(item) for _, item in read[2:]] == [repr(item) for _, item in clean]
     header_nul = list(read_csv(io.StringIO(header.replace(",", ",\x00", 1) + "\n" + rows[0] + "\n")))
-    assert [(ref, str(item)) for ref, item in header_nul] == [("input:line 1", "unreadable CSV header (line contains NUL)")]
+    assert [(ref, str(item)) for ref, item in header_nul] == [
+        ("input:line 1", "unreadable CSV header (line contains NUL)")
+    ]
 
 
 def test_a_row_of_many_long_multi_line_fields_costs_only_that_row(
