@@ -66,7 +66,7 @@ from fleetpulse.streams.points import drift_point, pipeline_point, serving_point
 from fleetpulse.streams.processing import DeviceRecord, Processor, RawRecord
 from fleetpulse.streams.recovery import SeekFirstTableManager
 from fleetpulse.streams.reload import RegistryWatch, accept
-from fleetpulse.streams.retention import Retention, retention, thinned
+from fleetpulse.streams.retention import Retention, dated, retention, thinned
 from fleetpulse.streams.serving_floor import RegistryFloor, read_floor, registry_id
 from fleetpulse.streams.settings import StreamSettings
 from fleetpulse.streams.sinks import Sink, build_sink
@@ -290,7 +290,7 @@ class Pipeline:
                     continue  # moved in a rebalance: its new owner applies the rule
                 await self._retain(partition, keys, now, keep_for, done)
             await asyncio.sleep(0)  # let batches in between slices
-        for action in (Retention.THIN, Retention.ERASE):
+        for action in (Retention.THIN, Retention.ERASE, Retention.DATE):
             if done[action.value]:
                 self.metrics.retention.labels(action.value).inc(done[action.value])
         fields = {**done, "seconds": round(time.perf_counter() - started, 3)}
@@ -315,6 +315,8 @@ class Pipeline:
             done[action.value] += 1
             if action is Retention.THIN:
                 writes.append((key, thinned(record).to_bytes()))
+            elif action is Retention.DATE:
+                writes.append((key, dated(record, now).to_bytes()))
             elif action is Retention.ERASE:
                 writes.append((key, None))
         if writes:

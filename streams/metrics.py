@@ -104,7 +104,8 @@ class PipelineMetrics:
         )
         self.retention = Counter(
             "fleetpulse_stream_state_retention",
-            "device states the retention rule changed ([streams] state_retention): thinned or erased",
+            "device states the retention rule changed ([streams] state_retention): thinned, erased, or dated (an "
+            "enrolment stored without its time)",
             ["action"],
             registry=r,
         )

@@ -149,6 +149,11 @@ class DeviceRecord(BaseModel):
     offered_key: str | None = Field(
         default=None, description="the last key refused for this device: IT's re-enrolment may pin it by fingerprint"
     )
+    enrolled_at: UtcDatetime | None = Field(
+        default=None,
+        description="receive time of the enrolment or IT's re-enrolment that set the key or pin: an enrolment no "
+        "report follows ages out like a report; absent from values stored before it, read as None",
+    )
 
     def to_bytes(self) -> bytes:
         """The table value (``state_codec`` version 3), never over ``MAX_STATE_BYTES``.
@@ -692,6 +697,7 @@ class Processor:
         record = record or DeviceRecord(state=DeviceState(device_id=device_id))
         record.device_key = enrolment.key
         record.pinned_fingerprint = record.offered_key = None
+        record.enrolled_at = now
         out.records[device_id] = record
         out.last_record_of[device_id] = index
         out.counts["enrolled"] += 1
@@ -727,6 +733,7 @@ class Processor:
         else:
             record.device_key, record.pinned_fingerprint = None, control.fingerprint
         record.offered_key = record.mdm_reported_at = None  # IT hands the device over to its agent
+        record.enrolled_at = now
         out.records[device_id] = record
         out.last_record_of[device_id] = index
         out.counts["re_enrol"] += 1

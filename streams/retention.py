@@ -13,12 +13,16 @@ gone from the MDM, and every device a leaked MDM certificate invented. A device 
   knows it no more than a new device: registered again, its first enrolment is trusted (IT pins the
   key with ``fleetpulse devices re-enrol --fingerprint`` where that matters).
 
-Silence is measured on what the device itself sends (reports, the agent's inventory) and, for the
-MDM bridge's phones, on the phone's last sync with the MDM, which dates the facts the bridge
-exports. A device that never reported is kept while IT's register lists it or it has enrolled a
-key (its agent is on the way); anything else without a report is what a tombstone left of facts
-(retired before use, or made up with a leaked bridge certificate) and is erased. The rule is a pure
-function of the stored record and the time; the worker applies it (``Pipeline.apply_retention``).
+Silence is measured on what the device itself sends (reports, its enrolment, the agent's inventory;
+IT's re-enrolment dates the enrolment too) and, for the MDM bridge's phones, on the phone's last sync
+with the MDM, which dates the facts the bridge exports. An enrolment no report follows therefore ages
+out like a report: without that, enrolments for made-up device ids (the agents' shared Kafka
+credential and ``unknown_devices = "accept"``) or of devices retired before their first report would
+stay for good. A key enrolled before enrolment times were stored is dated at the first pass (its
+retention starts then). A device that never spoke is kept while IT's register lists it; anything else
+is what a tombstone left of facts (retired before use, or made up with a leaked bridge certificate)
+and is erased. The rule is a pure function of the stored record and the time; the worker applies it
+(``Pipeline.apply_retention``).
 """
 
 from __future__ import annotations
@@ -35,11 +39,15 @@ class Retention(Enum):
     KEEP = "kept"
     THIN = "thinned"
     ERASE = "erased"
+    DATE = "dated"
+    """an enrolment stored without its time gets the pass's time: its retention starts then"""
 
 
 def last_heard(record: DeviceRecord) -> datetime | None:
-    """The latest time the device spoke of itself (for a phone: synced with the MDM); None: never."""
-    heard = [at for at in (record.state.last_collected_at, record.agent_inventory_at) if at is not None]
+    """The latest time the device spoke of itself or was enrolled (for a phone: synced with the MDM); None: never."""
+    heard = [
+        at for at in (record.state.last_collected_at, record.agent_inventory_at, record.enrolled_at) if at is not None
+    ]
     if record.inventory_at is not None and record.state.device_id.startswith(MDM_DEVICE_ID_PREFIX):
         heard.append(record.inventory_at)
     return max(heard, default=None)
@@ -62,9 +70,12 @@ def retention(record: DeviceRecord, now: datetime, keep_for: timedelta) -> Reten
     registered = record.inventory_at is not None and not record.state.device_id.startswith(MDM_DEVICE_ID_PREFIX)
     heard = last_heard(record)
     if heard is None:
-        # never reported: a registered device or an enrolled key waits for its agent; anything else is what a
-        # tombstone left of facts no device ever reported under (retired before use, or made up)
-        return Retention.KEEP if registered or enrolled(record) else Retention.ERASE
+        # never spoke: a registered device waits for its agent; a key enrolled before enrolment times were stored
+        # is dated now; anything else is what a tombstone left of facts no device ever reported under (retired
+        # before use, or made up)
+        if registered:
+            return Retention.KEEP
+        return Retention.DATE if enrolled(record) else Retention.ERASE
     if heard >= now - keep_for:
         return Retention.KEEP
     if not registered:
@@ -95,3 +106,8 @@ def thinned(record: DeviceRecord) -> DeviceRecord:
     )
     raised = {key: policy for key, policy in record.policies.items() if policy.raised}
     return record.model_copy(update={"state": kept, "policies": raised, "scored_at": None})
+
+
+def dated(record: DeviceRecord, now: datetime) -> DeviceRecord:
+    """``record`` with ``now`` as its enrolment time (for :attr:`Retention.DATE`)."""
+    return record.model_copy(update={"enrolled_at": now})

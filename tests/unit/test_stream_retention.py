@@ -20,7 +20,7 @@ from fleetpulse.streams import faust_internals
 from fleetpulse.streams.app import create_app
 from fleetpulse.streams.partitioning import default_partition
 from fleetpulse.streams.processing import DeviceRecord, RawRecord
-from fleetpulse.streams.retention import Retention, retention, thinned
+from fleetpulse.streams.retention import Retention, dated, retention, thinned
 from fleetpulse.streams.sinks import NullSink
 from tests.unit.test_stream_processing import NOW, TOPICS, Table, inventory_raw, processor, raw, report, report_raw
 
@@ -39,7 +39,7 @@ def silent_for(days: int, *, registered: bool, device: str = "pc-1") -> DeviceRe
     batch += [report_raw(report(device, seq, realloc=50, at=at - timedelta(hours=3 - seq)), seq) for seq in (1, 2, 3)]
     result = table.run(processor(), batch)
     assert result.counts["accepted"] == 3
-    return stored(table, device)
+    return stored(table, device).model_copy(update={"enrolled_at": at - timedelta(hours=4)})  # enrolled, then reported
 
 
 def phone_batch(synced_days_ago: int, report: bool = True) -> list[RawRecord]:
@@ -109,12 +109,40 @@ def test_a_phone_silent_past_the_retention_is_not_stored_again_by_the_next_expor
     assert table.data == {}
 
 
-def test_a_device_that_never_reported_is_kept_while_registered_or_enrolled() -> None:
-    """Its agent not yet reporting: no history to age, and erasing the enrolled key would refuse its first report."""
-    assert retention(stored(Table("pc-1"), "pc-1"), NOW + timedelta(days=3650), KEEP_FOR) is Retention.KEEP
-    table = Table()
-    table.run(processor(), [inventory_raw("pc-2")])
-    assert retention(stored(table, "pc-2"), NOW + timedelta(days=3650), KEEP_FOR) is Retention.KEEP
+def test_a_device_that_never_reported_is_kept_while_registered() -> None:
+    """Its agent not yet reporting: no history to age, and the register says it is an asset, enrolled or not."""
+    table = Table("pc-1")
+    table.run(processor(), [inventory_raw("pc-1"), inventory_raw("pc-2")])
+    for device in ("pc-1", "pc-2"):
+        assert retention(stored(table, device), NOW + timedelta(days=3650), KEEP_FOR) is Retention.KEEP
+
+
+def test_an_enrolment_no_report_follows_ages_out_like_a_report() -> None:
+    """The agents' shared Kafka credential under ``unknown_devices = "accept"`` enrols any made-up device id (an
+    enrolment is signed with the key it carries), and IT retiring a device before its first report leaves its key:
+    kept because enrolled, each would stay in the table and its changelog for good."""
+    made_up = [f"made-up-{n}" for n in range(50)]
+    table = Table(*made_up)
+    assert len(table.data) == 50
+    for device in made_up:
+        record = stored(table, device)
+        assert record.enrolled_at == NOW
+        assert retention(record, NOW + timedelta(days=179), KEEP_FOR) is Retention.KEEP
+        assert retention(record, NOW + timedelta(days=181), KEEP_FOR) is Retention.ERASE
+    retired = Table("pc-1")
+    retired.run(processor(), [inventory_raw("pc-1"), raw(TOPICS.inventory, None, b"pc-1", offset=1)])
+    assert retention(stored(retired, "pc-1"), NOW + timedelta(days=181), KEEP_FOR) is Retention.ERASE
+
+
+def test_an_enrolment_stored_without_its_time_is_dated_by_the_first_pass_and_ages_out_from_then() -> None:
+    legacy = stored(Table("pc-1"), "pc-1").model_copy(update={"enrolled_at": None})
+    upgrade = NOW + timedelta(days=3650)
+    assert retention(legacy, upgrade, KEEP_FOR) is Retention.DATE
+    record = DeviceRecord.from_bytes(dated(legacy, upgrade).to_bytes())
+    assert record.enrolled_at == upgrade
+    assert record.device_key == legacy.device_key
+    assert retention(record, upgrade + timedelta(days=179), KEEP_FOR) is Retention.KEEP
+    assert retention(record, upgrade + timedelta(days=181), KEEP_FOR) is Retention.ERASE
 
 
 def test_what_a_tombstone_leaves_of_facts_no_device_reported_under_is_erased() -> None:
@@ -164,6 +192,7 @@ def test_the_worker_thins_and_erases_its_silent_devices_with_changelog_tombstone
         b"pc-thin": silent_for(181, registered=True, device="pc-thin"),
         b"pc-gone": silent_for(181, registered=False, device="pc-gone"),
         b"pc-live": silent_for(10, registered=True, device="pc-live"),
+        b"pc-old": stored(Table("pc-old"), "pc-old").model_copy(update={"enrolled_at": None}),  # before enrolled_at
     }
     everywhere = tuple(range(4))
     partitions = {key: default_partition(key, everywhere) for key in records}
@@ -181,17 +210,24 @@ def test_the_worker_thins_and_erases_its_silent_devices_with_changelog_tombstone
 
     done = asyncio.run(pipeline.apply_retention(NOW, slice_size=1))
 
-    assert done == {"thinned": 1, "erased": 1, "kept": 1}
+    assert done == {"thinned": 1, "erased": 1, "kept": 1, "dated": 1}
     assert table.read(partitions[b"pc-gone"], b"pc-gone") is None
     thin = DeviceRecord.from_bytes(table.read(partitions[b"pc-thin"], b"pc-thin") or b"")
     assert not thin.state.disks
     assert thin.device_key == records[b"pc-thin"].device_key
     assert table.read(partitions[b"pc-live"], b"pc-live") == records[b"pc-live"].to_bytes()
-    assert sorted((key, value is None) for _, key, value in changelog) == [(b"pc-gone", True), (b"pc-thin", False)]
+    old = DeviceRecord.from_bytes(table.read(partitions[b"pc-old"], b"pc-old") or b"")
+    assert (old.enrolled_at, old.device_key) == (NOW, records[b"pc-old"].device_key)
+    assert sorted((key, value is None) for _, key, value in changelog) == [
+        (b"pc-gone", True),
+        (b"pc-old", False),
+        (b"pc-thin", False),
+    ]
     assert all(partition == partitions[key] for partition, key, _ in changelog)
     metric = pipeline.metrics.registry.get_sample_value
     assert metric("fleetpulse_stream_state_retention_total", {"action": "erased"}) == 1.0
     assert metric("fleetpulse_stream_state_retention_total", {"action": "thinned"}) == 1.0
+    assert metric("fleetpulse_stream_state_retention_total", {"action": "dated"}) == 1.0
 
 
 def test_a_partition_the_worker_does_not_own_is_left_to_its_owner(
