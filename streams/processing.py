@@ -151,8 +151,9 @@ class DeviceRecord(BaseModel):
     )
     enrolled_at: UtcDatetime | None = Field(
         default=None,
-        description="receive time of the enrolment or IT's re-enrolment that set the key or pin: an enrolment no "
-        "report follows ages out like a report; absent from values stored before it, read as None",
+        description="when the key or pin was set: the enrolment's created_at (never after its receive time) or "
+        "the receive time of IT's re-enrolment; an enrolment no report follows ages out like a report; absent "
+        "from values stored before it, read as None",
     )
 
     def to_bytes(self) -> bytes:
@@ -697,7 +698,7 @@ class Processor:
         record = record or DeviceRecord(state=DeviceState(device_id=device_id))
         record.device_key = enrolment.key
         record.pinned_fingerprint = record.offered_key = None
-        record.enrolled_at = now
+        record.enrolled_at = min(enrolment.created_at, now)  # never ahead: a date to come would keep it for good
         out.records[device_id] = record
         out.last_record_of[device_id] = index
         out.counts["enrolled"] += 1

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from faust.types import TP
 
+from fleetpulse.agents.signing import enrolment_record
 from fleetpulse.alerts.policy import PolicyState
 from fleetpulse.contract import DeviceInventory, HealthReport, encode
 from fleetpulse.models.registry import rule_scorers
@@ -22,7 +23,17 @@ from fleetpulse.streams.partitioning import default_partition
 from fleetpulse.streams.processing import DeviceRecord, RawRecord
 from fleetpulse.streams.retention import Retention, dated, retention, thinned
 from fleetpulse.streams.sinks import NullSink
-from tests.unit.test_stream_processing import NOW, TOPICS, Table, inventory_raw, processor, raw, report, report_raw
+from tests.unit.test_stream_processing import (
+    NOW,
+    TOPICS,
+    Table,
+    device_key,
+    inventory_raw,
+    processor,
+    raw,
+    report,
+    report_raw,
+)
 
 KEEP_FOR = timedelta(days=180)
 
@@ -126,12 +137,22 @@ def test_an_enrolment_no_report_follows_ages_out_like_a_report() -> None:
     assert len(table.data) == 50
     for device in made_up:
         record = stored(table, device)
-        assert record.enrolled_at == NOW
-        assert retention(record, NOW + timedelta(days=179), KEEP_FOR) is Retention.KEEP
-        assert retention(record, NOW + timedelta(days=181), KEEP_FOR) is Retention.ERASE
+        assert record.enrolled_at == NOW - timedelta(days=30)  # the enrolment's created_at
+        assert retention(record, NOW + timedelta(days=149), KEEP_FOR) is Retention.KEEP
+        assert retention(record, NOW + timedelta(days=151), KEEP_FOR) is Retention.ERASE
     retired = Table("pc-1")
     retired.run(processor(), [inventory_raw("pc-1"), raw(TOPICS.inventory, None, b"pc-1", offset=1)])
-    assert retention(stored(retired, "pc-1"), NOW + timedelta(days=181), KEEP_FOR) is Retention.ERASE
+    assert retention(stored(retired, "pc-1"), NOW + timedelta(days=151), KEEP_FOR) is Retention.ERASE
+
+
+def test_an_enrolment_dated_ahead_counts_from_its_receive_time() -> None:
+    """The enrolment's date is the device's word: dated years ahead, it would keep a made-up id for good."""
+    signed = enrolment_record("made-up", device_key("made-up"), NOW + timedelta(days=3650))
+    table = Table()
+    table.run(processor(), [RawRecord(TOPICS.health, 0, 0, signed.key, signed.value, signed.headers)])
+    record = stored(table, "made-up")
+    assert record.enrolled_at == NOW
+    assert retention(record, NOW + timedelta(days=181), KEEP_FOR) is Retention.ERASE
 
 
 def test_an_enrolment_stored_without_its_time_is_dated_by_the_first_pass_and_ages_out_from_then() -> None:
@@ -217,7 +238,7 @@ def test_the_worker_thins_and_erases_its_silent_devices_with_changelog_tombstone
     assert thin.device_key == records[b"pc-thin"].device_key
     assert table.read(partitions[b"pc-live"], b"pc-live") == records[b"pc-live"].to_bytes()
     old = DeviceRecord.from_bytes(table.read(partitions[b"pc-old"], b"pc-old") or b"")
-    assert (old.enrolled_at, old.device_key) == (NOW, records[b"pc-old"].device_key)
+    assert (old.enrolled_at, old.device_key) == (NOW, records[b"pc-old"].device_key)  # dated by the pass
     assert sorted((key, value is None) for _, key, value in changelog) == [
         (b"pc-gone", True),
         (b"pc-old", False),
