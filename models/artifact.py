@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import skops.io as sio
@@ -247,6 +247,84 @@ def verified_trees(directory: Path, models: dict[int, Any]) -> dict[int, Any]:
     return models
 
 
+PROBE_ROWS = 2 * forest.SMALL_CALL_ROWS
+"""Rows of the predictions an artifact records: one call over all of them takes scikit-learn's walk, calls of
+``forest.SMALL_CALL_ROWS`` rows the flat evaluation, so both are checked."""
+PREDICTION_TOLERANCE = 1e-9
+"""Largest difference in a probability accepted between the recorded predictions and this environment's: a few
+ulps from another summation order, not a model read differently."""
+
+
+def probe_features(reference: np.ndarray, rows: int = PROBE_ROWS) -> np.ndarray:
+    """The model's typical healthy row, and rows that change some of its values, fixed by a hash (a random
+    generator's stream may change between numpy versions): in row ``r``, each value changes with probability
+    ``r / rows``, to a missing value or one over six magnitudes, so the rows range from healthy to failing."""
+    width = len(reference)
+    out = np.tile(np.asarray(reference, dtype=float), (rows, 1))
+    for row in range(1, rows):
+        raw = hashlib.shake_256(f"fleetpulse-prediction-probe-{row}".encode()).digest(4 * width)
+        for column in range(width):
+            word = int.from_bytes(raw[4 * column : 4 * column + 4], "little")
+            if word % rows < row:
+                magnitude = 10.0 ** ((word >> 12) % 6 - 1)
+                out[row, column] = math.nan if (word >> 9) % 4 == 0 else (word >> 16) % 1000 * magnitude
+    return out
+
+
+class Predicts(Protocol):
+    models: dict[int, Any]
+    reference: np.ndarray
+
+    def predict(self, features: np.ndarray, horizon: int) -> np.ndarray: ...
+
+
+def recorded_predictions(scorer: Predicts) -> dict[str, Any]:
+    """What ``scorer`` predicts for :func:`probe_features`, per horizon, for its metadata: a loaded artifact must
+    predict the same (:func:`check_predictions`)."""
+    probe = probe_features(scorer.reference)
+    return {"rows": len(probe), "horizons": {str(h): scorer.predict(probe, h).tolist() for h in sorted(scorer.models)}}
+
+
+def check_predictions(directory: Path, scorer: Predicts, meta: dict[str, Any]) -> None:
+    """Refuse an artifact that predicts here otherwise than when it was trained.
+
+    The digests prove the files unchanged, not that this environment reads them the same: another
+    scikit-learn or numpy (Python 3.10 installs an older scikit-learn than the model was trained with,
+    which only warns) could unpickle a model that scores differently. Artifacts written before predictions
+    were recorded are not checked."""
+    recorded = meta.get("predictions")
+    if recorded is None:
+        return
+    horizons = recorded.get("horizons") if isinstance(recorded, dict) else None
+    if not isinstance(horizons, dict) or sorted(horizons) != sorted(str(h) for h in scorer.models):
+        raise ArtifactError(f"{directory}: malformed recorded predictions (one list per horizon expected)")
+    probe = probe_features(scorer.reference)
+    trained_with, here = meta.get("libraries") or {}, library_versions()
+    for horizon in sorted(scorer.models):
+        values = horizons[str(horizon)]
+        if not isinstance(values, list) or len(values) != len(probe) or not all(type(v) is float for v in values):
+            raise ArtifactError(
+                f"{directory}: malformed recorded predictions ({len(probe)} floats per horizon expected)"
+            )
+        expected = np.asarray(values)
+        whole = scorer.predict(probe, horizon)
+        small = np.concatenate(
+            [
+                scorer.predict(probe[i : i + forest.SMALL_CALL_ROWS], horizon)
+                for i in range(0, len(probe), forest.SMALL_CALL_ROWS)
+            ]
+        )
+        worst = float(np.max(np.abs(np.concatenate([whole, small]) - np.tile(expected, 2)), initial=0.0))
+        if not worst <= PREDICTION_TOLERANCE:  # NaN included
+            versions = ", ".join(
+                f"{dist} {trained_with.get(dist, '?')} then, {here[dist]} here" for dist in ("scikit-learn", "numpy")
+            )
+            raise ArtifactError(
+                f"{directory}: the {horizon}-day model predicts otherwise here than when it was trained (largest "
+                f"difference {worst:.3g}; {versions}): install the versions it was trained with, or retrain it here"
+            )
+
+
 @dataclass
 class TrainedDiskScorer:
     """Calibrated probabilities of disk failure within 7 and 30 days from the shared features.
@@ -268,10 +346,15 @@ class TrainedDiskScorer:
     def from_artifact(cls, directory: Path, digests: dict[str, str]) -> TrainedDiskScorer:
         """The scorer of the artifact in ``directory``, verified against the registry's ``digests``."""
         payload, meta = load_artifact(directory, digests)
+        return cls.from_loaded(directory, payload, meta)
+
+    @classmethod
+    def from_loaded(cls, directory: Path, payload: dict[str, Any], meta: dict[str, Any]) -> TrainedDiskScorer:
+        """The scorer of an artifact :func:`load_artifact` verified and loaded."""
         if tuple(meta.get("feature_names", ())) != DISK_FEATURES:
             raise ArtifactError(f"{directory}: trained on different features than this code computes")
         try:
-            return cls(
+            scorer = cls(
                 name=str(meta["name"]),
                 version=str(meta["version"]),
                 models=verified_trees(directory, {int(h): payload[f"horizon_{h}"] for h in meta["horizons"]}),
@@ -280,6 +363,8 @@ class TrainedDiskScorer:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{directory}: incomplete artifact ({type(exc).__name__}: {exc})") from None
+        check_predictions(directory, scorer, meta)
+        return scorer
 
     def alert_thresholds(self, cap: str) -> tuple[float, float] | None:
         """(raise, clear) suggested for alerts on this scorer's risk (the longest horizon):

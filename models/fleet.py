@@ -65,7 +65,14 @@ import numpy as np
 
 from fleetpulse.alerts.fleetlog import LabelKey, Outcome, combine, row_label
 from fleetpulse.compat import UTC
-from fleetpulse.models.artifact import TrainedDiskScorer, load_artifact, save_artifact, verified_trees
+from fleetpulse.models.artifact import (
+    TrainedDiskScorer,
+    check_predictions,
+    load_artifact,
+    recorded_predictions,
+    save_artifact,
+    verified_trees,
+)
 from fleetpulse.models.evaluation import (
     CAPS,
     Cut,
@@ -168,11 +175,11 @@ def load_disk_scorer(directory: Path, digests: dict[str, str]) -> TrainedDiskSco
     """The served disk scorer of a verified artifact: the Backblaze-trained model or a fleet challenger."""
     payload, meta = load_artifact(directory, digests)
     if meta.get("kind") != FLEET_KIND:
-        return TrainedDiskScorer.from_artifact(directory, digests)
+        return TrainedDiskScorer.from_loaded(directory, payload, meta)
     if tuple(meta.get("feature_names", ())) != DISK_FEATURES or tuple(meta.get("stack_features", ())) != STACK_FEATURES:
         raise ArtifactError(f"{directory}: trained on different features than this code computes")
     try:
-        return FleetDiskScorer(
+        scorer = FleetDiskScorer(
             name=str(meta["name"]),
             version=str(meta["version"]),
             models=verified_trees(directory, {int(h): payload[f"horizon_{h}"] for h in meta["horizons"]}),
@@ -185,6 +192,8 @@ def load_disk_scorer(directory: Path, digests: dict[str, str]) -> TrainedDiskSco
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{directory}: incomplete artifact ({type(exc).__name__}: {exc})") from None
+    check_predictions(directory, scorer, meta)
+    return scorer
 
 
 class LoggedRow(Protocol):
@@ -646,6 +655,7 @@ def publish_fleet_model(experiment: FleetExperiment, champion_dir: Path, registr
         "learned_signs": list(challenger.learned_signs),
         "operating_points": challenger.operating_points,
         "evaluation": experiment.report,
+        "predictions": recorded_predictions(challenger),
     }
     staging = registry_dir / ".staging"
     shutil.rmtree(staging, ignore_errors=True)

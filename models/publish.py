@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from fleetpulse.compat import UTC
-from fleetpulse.models.artifact import save_artifact
+from fleetpulse.models.artifact import TrainedDiskScorer, recorded_predictions, save_artifact
 from fleetpulse.models.data import Instants, code_digest
 from fleetpulse.models.disk_model import ALARM_SECTORS
 from fleetpulse.models.drift import build_profile
@@ -103,6 +103,9 @@ def publish_disk_model(
             for h in result.horizons
         },
         "drift_profile": build_profile(instants.features[sample], scores),
+        "predictions": recorded_predictions(
+            TrainedDiskScorer(name=MODEL_NAME, version="", models=dict(result.models), reference=result.reference)
+        ),
     }
     staging = registry_dir / ".staging"
     shutil.rmtree(staging, ignore_errors=True)

@@ -6,11 +6,14 @@ The attacks on the registry (edited threshold, swapped model, paths out of the f
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,16 +25,20 @@ from fleetpulse.contract import Component, Factor, ScorerRole
 from fleetpulse.models.artifact import (
     EXPLAIN_MIN_DROP,
     EXPLANATION_GROUPS,
+    PROBE_ROWS,
     TrainedDiskScorer,
     load_artifact,
+    probe_features,
+    recorded_predictions,
     save_artifact,
 )
 from fleetpulse.models.base import MAX_FACTORS
+from fleetpulse.models.disk_model import DiskRiskModel
 from fleetpulse.models.drift import build_profile, check_drift
 from fleetpulse.models.explain import factor
 from fleetpulse.models.feature_cache import disk_features, shared_features
 from fleetpulse.models.features import DISK_FEATURES
-from fleetpulse.models.index import MODEL_FILE, ArtifactError, Registry, artifact_digests
+from fleetpulse.models.index import METADATA_FILE, MODEL_FILE, ArtifactError, Registry, artifact_digests
 from fleetpulse.models.pipeline import healthy_reference
 from fleetpulse.models.registry import load_scorers, register_artifact, write_registry
 from fleetpulse.models.settings import ModelSettings
@@ -104,6 +111,81 @@ def test_tampered_model_is_refused(artifact_dir: Path, tmp_path: Path) -> None:
     (copy / MODEL_FILE).write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match=r"model\.skops: SHA-256 \w+ does not match the registry index"):
         load_artifact(copy, digests)
+
+
+def predicting_copy(artifact_dir: Path, tmp_path: Path, edit: Any = None) -> tuple[Path, dict[str, str]]:
+    """``artifact_dir`` copied with its predictions recorded (``edit`` may change them), and the copy's digests
+    (whoever can write the registry index can write these: the check is not against tampering)."""
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in artifact_dir.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    meta = json.loads((copy / METADATA_FILE).read_text())
+    meta["predictions"] = recorded_predictions(TrainedDiskScorer.from_artifact(copy, artifact_digests(copy)))
+    if edit is not None:
+        edit(meta["predictions"])
+    (copy / METADATA_FILE).write_text(json.dumps(meta))
+    return copy, artifact_digests(copy)
+
+
+def test_an_artifact_predicting_as_when_it_was_trained_loads(artifact_dir: Path, tmp_path: Path) -> None:
+    copy, digests = predicting_copy(artifact_dir, tmp_path)
+    scorer = TrainedDiskScorer.from_artifact(copy, digests)
+    recorded = json.loads((copy / METADATA_FILE).read_text())["predictions"]
+    assert recorded["rows"] == PROBE_ROWS
+    assert len(set(recorded["horizons"]["30"])) > 10, "the probe rows reach more than a few leaves"
+    np.testing.assert_array_equal(scorer.predict(probe_features(scorer.reference), 30), recorded["horizons"]["30"])
+
+
+def test_a_model_read_otherwise_by_this_environment_is_refused(
+    artifact_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another scikit-learn or numpy unpickling the same, verified bytes into a model that scores differently
+    (Python 3.10 only gets scikit-learn 1.7, which merely warns about a model saved by a newer one)."""
+    copy, digests = predicting_copy(artifact_dir, tmp_path)
+    register_artifact(copy.parent, "disk", copy.name, ScorerRole.CHAMPION)  # verified here: it loads and predicts
+    read_otherwise = DiskRiskModel.predict_proba
+
+    def drifted(self: DiskRiskModel, x: np.ndarray) -> np.ndarray:
+        proba = read_otherwise(self, x)
+        proba[:, 1] = np.minimum(proba[:, 1] * (1 + 1e-6), 1.0)
+        proba[:, 0] = 1 - proba[:, 1]
+        return proba
+
+    monkeypatch.setattr(DiskRiskModel, "predict_proba", drifted)
+    with pytest.raises(ArtifactError, match=r"the 7-day model predicts otherwise here than when it was trained"):
+        TrainedDiskScorer.from_artifact(copy, digests)
+    scorers = load_scorers(ModelSettings(registry_dir=copy.parent))
+    assert scorers.champions[0].name == "disk-rule", "the worker serves the rule, not a model read otherwise"
+    assert len(scorers.refused) == 1
+    assert re.search(r"scikit-learn \S+ then, \S+ here, numpy \S+ then, \S+ here", scorers.refused[0])
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda p: p.update(horizons={"30": p["horizons"]["30"]}),  # a horizon missing
+        lambda p: p["horizons"].update({"7": p["horizons"]["7"][:-1]}),  # a row missing
+        lambda p: p["horizons"]["7"].__setitem__(3, "0.5"),  # not a float
+        lambda p: p["horizons"]["7"].__setitem__(3, [0.5] * 1000),  # nested
+        lambda p: p.update(horizons=None),
+        lambda p: p["horizons"]["30"].__setitem__(0, p["horizons"]["30"][0] + 1e-3),  # another model's
+    ],
+)
+def test_recorded_predictions_that_do_not_fit_are_a_clear_refusal(
+    artifact_dir: Path, tmp_path: Path, edit: Any
+) -> None:
+    copy, digests = predicting_copy(artifact_dir, tmp_path, edit)
+    with pytest.raises(ArtifactError, match=r"recorded predictions|predicts otherwise"):
+        TrainedDiskScorer.from_artifact(copy, digests)
+
+
+def test_the_probe_rows_never_change() -> None:
+    """Every artifact's recorded predictions are of these rows: changed, every artifact would be refused."""
+    probe = probe_features(np.arange(len(DISK_FEATURES), dtype=float))
+    assert probe.shape == (PROBE_ROWS, len(DISK_FEATURES))
+    digest = hashlib.sha256(np.nan_to_num(probe, nan=-1.0).tobytes()).hexdigest()
+    assert digest == "21ec4d24dda57e09b175e8bf70467c3908663d54ae739a646278bf7157b90fa8"
 
 
 @pytest.mark.parametrize(
