@@ -211,6 +211,36 @@ class Delivery:
                 return DrainResult(delivered, error, next((r for r in reasons if r is not None), None))
         return DrainResult(delivered)
 
+    def check(self) -> DrainResult:
+        """Open a session and deliver this device's enrolment only (``fleetpulse-agent check``).
+
+        It needs all a report does (TLS, the login, Write on the health topic), and the worker takes it
+        as the repeat every session starts with. Nothing is spooled."""
+        if self.signer is None:
+            raise ValueError("a check delivers the device's enrolment: it needs the device's signer")
+        _connection_failures.take()
+        error: str | None = None
+        cause: BaseException | None = None
+        try:
+            producer = self._get_producer()
+            key, value = self.signer.enrolment()
+            sent = producer.send(
+                self.topics.health, value=value, key=key, headers=self.signer.headers("enrolment", value)
+            )
+            producer.flush(timeout=self.settings.flush_timeout_s)
+            if not sent.is_done:
+                error = f"the enrolment was not acknowledged within {self.settings.flush_timeout_s:g} s"
+            elif sent.failed():
+                cause = sent.exception
+                error = f"not acknowledged: {type(cause).__name__}: {cause}"
+        except Exception as exc:  # any client failure is the check's answer, not a crash
+            error, cause = f"{type(exc).__name__}: {exc}", exc
+        self.close(timeout_s=0 if error else 5.0)
+        if error is None:
+            return DrainResult(1)
+        reasons = [rejection_reason(c) for c in (cause, *_connection_failures.take()) if c is not None]
+        return DrainResult(0, error, next((r for r in reasons if r is not None), None))
+
     def _send_batch(self, batch: list[SpooledRecord]) -> tuple[list[int], str | None, BaseException | None]:
         """The ids of the longest acknowledged prefix of ``batch``, and the first error and its exception, if any."""
         fresh = self._producer is None

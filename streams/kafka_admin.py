@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -35,10 +34,11 @@ from aiokafka.errors import (
 )
 from aiokafka.helpers import create_ssl_context
 
-from fleetpulse.config import TLS_CLIENT_CERTIFICATE_REFUSALS, KafkaSettings, KeyPasswordMissing, ssl_key_password
+from fleetpulse.config import KafkaSettings, KeyPasswordMissing, ssl_key_password
 from fleetpulse.contract import Topics
 from fleetpulse.errors import OperatorError
 from fleetpulse.streams.settings import StreamSettings
+from fleetpulse.tls import handshake_refusal
 
 log = logging.getLogger(__name__)
 
@@ -72,42 +72,11 @@ def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
 
 
 def tls_refusal(kafka: KafkaSettings, timeout_s: float = 5.0) -> str | None:
-    """Why the first bootstrap server turns this client away at TLS, found with one handshake, or None: no TLS
-    configured, the handshake passes, or the server cannot be reached at all.
-
-    The client libraries log this reason and raise only "Unable to bootstrap". Under TLS 1.3 the client's side
-    of the handshake completes before the broker has checked the client's certificate: its refusal arrives as
-    an alert on the first read, so the probe reads (briefly) after the handshake."""
+    """Why the first bootstrap server turns this client away at TLS, found with one handshake
+    (:func:`fleetpulse.tls.handshake_refusal`), or None: no TLS configured, the handshake passes, or the
+    server cannot be reached at all."""
     context = ssl_context(kafka)
-    if context is None:
-        return None
-    host, _, port = kafka.bootstrap_servers.split(",")[0].strip().rpartition(":")
-    host = host.strip("[]")
-    try:
-        with (
-            socket.create_connection((host, int(port)), timeout=timeout_s) as raw,
-            context.wrap_socket(raw, server_hostname=host) as tls,
-        ):
-            tls.settimeout(min(timeout_s, 1.0))
-            with contextlib.suppress(TimeoutError):  # nothing said: the broker waits for our first request
-                tls.recv(1)
-    except ssl.SSLCertVerificationError as exc:
-        return (
-            f"the broker's TLS certificate is not trusted ({exc.verify_message}): set kafka.ssl_cafile to the "
-            "cluster's CA certificate"
-        )
-    except ssl.SSLError as exc:
-        reason = exc.reason or str(exc)
-        if any(alert in reason for alert in TLS_CLIENT_CERTIFICATE_REFUSALS):
-            return (
-                f"the broker refused this client's TLS certificate, or that it sent none ({reason}): set "
-                "kafka.ssl_certfile and ssl_keyfile to a client certificate the cluster's clients CA issued "
-                "(if they are, check that the bootstrap address reaches the broker: the alert is not authenticated)"
-            )
-        return f"the TLS handshake failed ({reason})"
-    except (OSError, ValueError):  # unreachable, or no port: not a TLS matter
-        return None
-    return None
+    return None if context is None else handshake_refusal(kafka.bootstrap_servers, context, timeout_s)
 
 
 class _LoggedErrors(logging.Handler):

@@ -23,6 +23,7 @@ from fleetpulse.contract import DeviceControl
 from fleetpulse.streams.devices import ControlPublishError, publish_control
 from fleetpulse.streams.kafka_admin import KafkaConnectError, aiokafka_auth, ensure_topics, ssl_context, tls_refusal
 from tests.harness import free_port, self_signed_tls, tls_listener
+from tests.unit.agent.test_identity_cli import agent_cli
 
 KEY_PASSWORD = "k3y-pass-phrase"
 
@@ -228,3 +229,42 @@ def test_re_enrolment_turned_away_at_tls_says_why_before_any_client_waits(
         missing = mtls(pki, port, ssl_certfile=None, ssl_keyfile=None)
         with pytest.raises(ControlPublishError, match="refused this client's TLS certificate"):
             publish_control(missing, control)
+
+
+def agent_check(tmp_path: Path, kafka: KafkaSettings) -> subprocess.CompletedProcess[str]:
+    """``fleetpulse-agent check`` (the real CLI, configured by environment variables) against ``kafka``."""
+    (tmp_path / "machine-id").write_text("3d1219c7c4c5404aaa1f6d2a48adfda4\n")
+    env = {
+        "FLEETPULSE_AGENT_IDENTITY__SECRET": "s",
+        "FLEETPULSE_AGENT_IDENTITY__MACHINE_ID_FILE": str(tmp_path / "machine-id"),
+        "FLEETPULSE_AGENT_SPOOL_DIR": str(tmp_path / "spool"),
+        "FLEETPULSE_AGENT_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "FLEETPULSE_AGENT_KAFKA__SECURITY_PROTOCOL": kafka.security_protocol,
+        "FLEETPULSE_AGENT_DELIVERY__MAX_BLOCK_MS": "60000",  # a check must not need kafka-python's bootstrap wait
+    }
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        if (path := getattr(kafka, name)) is not None:
+            env[f"FLEETPULSE_AGENT_KAFKA__{name.upper()}"] = str(path)
+    return agent_cli("check", env=env)
+
+
+def test_the_agents_check_names_each_tls_refusal_with_one_handshake(pki: Pki, tmp_path: Path) -> None:
+    """``fleetpulse-agent check`` after an install: the reason, at once, not kafka-python's bootstrap timeout."""
+    with tls_endpoint(pki, client_certificates=True) as port:
+        untrusted = agent_check(tmp_path, mtls(pki, port, ssl_cafile=None))
+        missing = agent_check(tmp_path, mtls(pki, port, ssl_certfile=None, ssl_keyfile=None))
+    assert (untrusted.returncode, missing.returncode) == (1, 1)
+    assert untrusted.stderr.startswith("error: the broker's TLS certificate is not trusted"), untrusted.stderr
+    assert "kafka.ssl_cafile" in untrusted.stderr
+    assert missing.stderr.startswith("error: the broker refused this client's TLS certificate"), missing.stderr
+    assert "Traceback" not in untrusted.stderr + missing.stderr
+
+
+def test_the_agents_check_names_an_encrypted_key_without_its_password_and_shows_no_key(
+    pki: Pki, tmp_path: Path
+) -> None:
+    out = agent_check(tmp_path, mtls(pki, 9, ssl_keyfile=pki.client_key_encrypted))
+    assert out.returncode == 1
+    assert out.stderr.startswith("error: cannot load the Kafka TLS files"), out.stderr
+    assert "ssl_key_password is not set" in out.stderr
+    assert "PRIVATE KEY" not in out.stdout + out.stderr

@@ -145,6 +145,35 @@ def first_seq(tmp_path: Path) -> int:
         return spool.initial_seq
 
 
+def test_check_delivers_the_enrolment_and_says_so(tmp_path: Path, kafka_settings: KafkaSettings) -> None:
+    """What IT runs after installing an agent: one line, the enrolment on the health topic, nothing spooled."""
+    env = agent_env(tmp_path, kafka_settings, interval_s=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "fleetpulse.agents.cli", "check"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    topic = Topics(prefix=kafka_settings.topic_prefix).health
+    assert out.stdout.startswith(f"ok: {kafka_settings.bootstrap_servers} acknowledged the enrolment of d"), out.stdout
+    assert out.stdout.rstrip().endswith(f"on {topic}")
+    device_id = out.stdout.split("enrolment of ")[1].split()[0]
+    enrolments = [
+        decode(value, DeviceEnrolment)
+        for key, value, _ in consume(kafka_settings.bootstrap_servers, topic, 1, record_type=ENROLMENT_TYPE)
+        if key == device_id.encode()
+    ]
+    assert len(enrolments) == 1
+    assert not (tmp_path / "spool" / "spool.sqlite3").exists(), "a check spools nothing"
+    assert KAFKA_PASSWORD not in out.stdout + out.stderr
+
+    env["FLEETPULSE_AGENT_KAFKA__BOOTSTRAP_SERVERS"] = f"127.0.0.1:{free_port()}"
+    down = subprocess.run(
+        [sys.executable, "-m", "fleetpulse.agents.cli", "check"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert down.returncode == 1
+    assert down.stderr.startswith("error: 127.0.0.1:"), down.stderr
+    assert "Traceback" not in down.stderr
+
+
 def test_agent_delivers_every_report_once_in_order(tmp_path: Path, kafka_settings: KafkaSettings) -> None:
     settings = AgentSettings(
         kafka=kafka_settings,
