@@ -116,7 +116,7 @@ class AlertPolicy(BaseModel):
 class PolicyState(BaseModel):
     """What the rule remembers about one component between scores (JSON round-trips losslessly)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="ignore")  # a newer version's fields (DeviceRecord's docstring)
 
     raised: bool = False
     above: Annotated[int, Field(ge=0)] = Field(default=0, description="consecutive scores >= raise_threshold")

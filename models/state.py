@@ -143,7 +143,7 @@ class DailySeries(BaseModel):
     further readings of the same day update the mean exactly.
     """
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="ignore", arbitrary_types_allowed=True)  # a newer version's fields
 
     days: Days = Field(default_factory=functools.partial(array, "i"))
     columns: dict[str, Values] = Field(default_factory=dict)
@@ -277,7 +277,7 @@ class DailySeries(BaseModel):
 
 
 class DiskHistory(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # a newer version's fields (streams.processing.DeviceRecord)
 
     name: str
     kind: DiskKind = DiskKind.UNKNOWN
@@ -289,7 +289,7 @@ class DiskHistory(BaseModel):
 
 
 class BatteryHistory(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # a newer version's fields (streams.processing.DeviceRecord)
 
     design_capacity: float
     unit: Literal["mWh", "mAh"] = "mWh"
@@ -301,7 +301,7 @@ class BatteryHistory(BaseModel):
 class DeviceState(BaseModel):
     """Everything the scorers know about one device; see the module docstring for the bounds."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # a newer version's fields (streams.processing.DeviceRecord)
 
     device_id: str
     kind: DeviceKind | None = None

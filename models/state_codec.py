@@ -172,10 +172,11 @@ def _dicts_of_models(record_type: type[BaseModel]) -> tuple[str, ...]:
     return tuple(names)
 
 
-def header_json(record: BaseModel, state: DeviceState) -> bytes:
+def header_json(record: BaseModel, state: DeviceState, unset_left_out: frozenset[str] = frozenset()) -> bytes:
     """``record``'s JSON without ``state``'s histories: what ``record.model_dump_json(exclude={"state":
     HISTORY_FIELDS})`` writes (but for how a float past 1e16 spells its exponent), read back by the
-    same validation.
+    same validation. The fields in ``unset_left_out`` are left out while None: fields added to the record
+    after a release, so that a worker of that release reads every value that does not use them.
 
     Built by orjson from the models' field dicts, the record's dicts of models (its alert states)
     flattened here rather than through orjson's per-object hook: pydantic serialises the same in
@@ -183,13 +184,17 @@ def header_json(record: BaseModel, state: DeviceState) -> bytes:
     is not Unicode) takes pydantic's own path.
     """
     fields = record.__dict__.copy()
+    unset = {name for name in unset_left_out if fields.get(name) is None}
+    for name in unset:
+        del fields[name]
     for name in _dicts_of_models(type(record)):
         fields[name] = {key: model.__dict__ for key, model in fields[name].items()}
     fields["state"] = _state_fields(state)
     try:
         return orjson.dumps(fields, default=_model_fields, option=orjson.OPT_UTC_Z)
     except orjson.JSONEncodeError:
-        return record.model_dump_json(exclude={"state": HISTORY_FIELDS}).encode()
+        exclude: dict[str, Any] = {"state": HISTORY_FIELDS, **dict.fromkeys(unset, True)}
+        return record.model_dump_json(exclude=exclude).encode()
 
 
 # -- the histories ----------------------------------------------------------------------------

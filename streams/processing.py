@@ -123,10 +123,20 @@ RECORD_ERRORS = (ValueError, TypeError, RecursionError, ArithmeticError)
 pushed past the calendar an ``OverflowError``): the record is dead-lettered, the worker goes on."""
 
 
-class DeviceRecord(BaseModel):
-    """One device's table value: model state + alert policy state per component."""
+ADDED_FIELDS = frozenset({"enrolled_at"})
+"""Fields of :class:`DeviceRecord` newer than the first release that reads unknown fields (see its docstring):
+stored only when set, so that workers of the release before read every value that does not use them."""
 
-    model_config = ConfigDict(extra="forbid")
+
+class DeviceRecord(BaseModel):
+    """One device's table value: model state + alert policy state per component.
+
+    Reading ignores fields it does not know, here and in the state's models: a value a newer version wrote
+    (workers of two versions share partitions during a rolling update, and a rollback reads what the newer
+    one wrote) is read without them, not reset as unreadable, which would forget the device's enrolled key.
+    """
+
+    model_config = ConfigDict(extra="ignore")
 
     state: DeviceState
     policies: dict[str, PolicyState] = {}
@@ -181,7 +191,7 @@ class DeviceRecord(BaseModel):
         return raw
 
     def _encode(self) -> bytes:
-        return state_codec.pack(state_codec.header_json(self, self.state), self.state)
+        return state_codec.pack(state_codec.header_json(self, self.state, ADDED_FIELDS), self.state)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> DeviceRecord:

@@ -19,7 +19,8 @@ with the MDM, which dates the facts the bridge exports. An enrolment no report f
 out like a report: without that, enrolments for made-up device ids (the agents' shared Kafka
 credential and ``unknown_devices = "accept"``) or of devices retired before their first report would
 stay for good. A key enrolled before enrolment times were stored is dated at the first pass (its
-retention starts then). A device that never spoke is kept while IT's register lists it; anything else
+retention starts then). A pin IT set for a device's next enrolment (``fleetpulse devices re-enrol
+--fingerprint``) is kept until that enrolment comes: erased, the first enrolment would win again. A device that never spoke is kept while IT's register lists it; anything else
 is what a tombstone left of facts (retired before use, or made up with a leaked bridge certificate)
 and is erased. The rule is a pure function of the stored record and the time; the worker applies it
 (``Pipeline.apply_retention``).
@@ -67,6 +68,10 @@ def has_history(record: DeviceRecord) -> bool:
 
 def retention(record: DeviceRecord, now: datetime, keep_for: timedelta) -> Retention:
     """What happens to ``record`` at ``now`` when silent devices are kept ``keep_for``."""
+    if record.pinned_fingerprint is not None and record.device_key is None:
+        # IT's pin waits for the device's agent (a laptop pinned before it leaves storage): erased, the first
+        # enrolment would win again. Only IT's control topic sets one, so made-up ids cannot use this
+        return Retention.KEEP
     registered = record.inventory_at is not None and not record.state.device_id.startswith(MDM_DEVICE_ID_PREFIX)
     heard = last_heard(record)
     if heard is None:

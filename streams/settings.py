@@ -188,7 +188,7 @@ class StreamSettings(BaseModel):
         default=timedelta(days=180),
         ge=timedelta(days=1),
         description=(
-            "a device silent this long (no report, enrolment or agent inventory; for an MDM phone no sync with the MDM) "
+            "a device silent this long (no report, agent inventory or new key; for an MDM phone no sync with the MDM) "
             "loses its histories and alert states if IT's register lists it, and is erased from the worker's "
             "state and its changelog otherwise (a retired or invented device). deploy/retention.yaml states it"
         ),

@@ -38,7 +38,7 @@ from fleetpulse.models.state import (
     apply_report_in_place,
 )
 from fleetpulse.models.state_codec import HISTORY_FIELDS, StateDecodeError
-from fleetpulse.streams.processing import DeviceRecord
+from fleetpulse.streams.processing import ADDED_FIELDS, DeviceRecord
 from tests.unit.test_models_state import T0, full_disk, report
 from tests.unit.test_stream_processing import NOW, Table, processor, report_raw
 from tests.unit.test_stream_processing import report as stream_report
@@ -208,6 +208,34 @@ def test_the_header_is_the_json_pydantic_writes() -> None:
     record.scored_at = NOW
     expected = record.model_dump_json(exclude={"state": HISTORY_FIELDS}).encode()
     assert state_codec.header_json(record, record.state) == expected
+
+
+def test_a_value_not_using_the_added_fields_is_what_the_release_before_them_wrote() -> None:
+    """Workers of two releases share partitions during a rolling update: the older one reads what the newer one
+    wrote of every device that does not use a field the older one lacks (it refused unknown fields)."""
+    record = DeviceRecord.from_bytes(sample_value())
+    header, _ = state_codec.unpack(record.to_bytes())
+    assert set(json.loads(header)) == set(DeviceRecord.model_fields) - ADDED_FIELDS
+    record.enrolled_at = NOW
+    header, _ = state_codec.unpack(record.to_bytes())
+    assert json.loads(header)["enrolled_at"] == NOW.isoformat().replace("+00:00", "Z")
+    assert DeviceRecord.from_bytes(record.to_bytes()) == record
+
+
+def test_a_value_a_newer_version_wrote_is_read_without_the_fields_it_added_not_reset() -> None:
+    """A reset (``state_reset``) would forget the device's enrolled key and history; a newer version's added fields
+    are read past instead, on the record, its state, its histories and its alert states."""
+    record = DeviceRecord.from_bytes(sample_value())
+    record.policies = {"disk:h0": PolicyState(raised=True, above=3, raised_alert_id="a-1", last_at=NOW)}
+    header, _ = state_codec.unpack(record.to_bytes())
+    newer = json.loads(header)
+    newer["added_later"] = {"any": ["thing"]}
+    newer["state"]["added_later"] = 1
+    newer["policies"]["disk:h0"]["added_later"] = True
+    for disk in newer["state"]["disks"].values():
+        disk["added_later"] = "x"
+    value = state_codec.pack(json.dumps(newer).encode(), record.state)
+    assert DeviceRecord.from_bytes(value) == record
 
 
 def test_a_missing_day_is_stored_as_the_one_nan_it_is_and_other_nans_or_infinities_never_are() -> None:

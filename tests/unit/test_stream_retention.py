@@ -14,7 +14,7 @@ from faust.types import TP
 
 from fleetpulse.agents.signing import enrolment_record
 from fleetpulse.alerts.policy import PolicyState
-from fleetpulse.contract import DeviceInventory, HealthReport, encode
+from fleetpulse.contract import DeviceControl, DeviceInventory, HealthReport, encode
 from fleetpulse.models.registry import rule_scorers
 from fleetpulse.settings import ServerSettings
 from fleetpulse.streams import faust_internals
@@ -143,6 +143,21 @@ def test_an_enrolment_no_report_follows_ages_out_like_a_report() -> None:
     retired = Table("pc-1")
     retired.run(processor(), [inventory_raw("pc-1"), raw(TOPICS.inventory, None, b"pc-1", offset=1)])
     assert retention(stored(retired, "pc-1"), NOW + timedelta(days=151), KEEP_FOR) is Retention.ERASE
+
+
+def test_a_pin_it_set_for_a_device_not_yet_enrolled_is_kept_until_the_device_enrols() -> None:
+    """IT pins a laptop's key before it leaves storage: erased after the retention, an attacker's enrolment with the
+    agents' credential would win and the genuine agent be refused (the review's proof of concept)."""
+    control = DeviceControl(
+        device_id="pc-9", action="re_enrol", fingerprint="ab" * 32, issued_by="it-admin", issued_at=NOW
+    )
+    table = Table()
+    table.run(processor(), [raw(TOPICS.control, encode(control), b"pc-9")])
+    pinned = stored(table, "pc-9")
+    assert (pinned.device_key, pinned.pinned_fingerprint, pinned.enrolled_at) == (None, "ab" * 32, NOW)
+    assert retention(pinned, NOW + timedelta(days=3650), KEEP_FOR) is Retention.KEEP
+    legacy = pinned.model_copy(update={"enrolled_at": None})
+    assert retention(legacy, NOW + timedelta(days=3650), KEEP_FOR) is Retention.KEEP
 
 
 def test_an_enrolment_dated_ahead_counts_from_its_receive_time() -> None:

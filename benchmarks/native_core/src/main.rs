@@ -895,7 +895,7 @@ fn header(out: &mut Vec<u8>, r: &DeviceRecord) {
         }
         None => out.extend_from_slice(b"null"),
     }
-    out.extend_from_slice(b",\"pinned_fingerprint\":null,\"offered_key\":null,\"enrolled_at\":null}");
+    out.extend_from_slice(b",\"pinned_fingerprint\":null,\"offered_key\":null}");
 }
 
 fn encode(out: &mut Vec<u8>, r: &DeviceRecord) -> Result<(), String> {
