@@ -60,13 +60,17 @@ else:  # pragma: no cover - exercised by the test runs on CPython 3.10
             self._writer = csv.writer(out)
 
         def writerow(self, row: Iterable[Any]) -> Any:
-            fields = list(row)
-            texts = "".join(f for f in fields if isinstance(f, str))
-            if "\x00" not in texts:
+            # as the csv module makes text of a field (None is empty, a number its repr)
+            fields = [
+                "" if f is None else f if isinstance(f, str) else repr(f) if isinstance(f, float) else str(f)
+                for f in row
+            ]
+            if not any("\x00" in f for f in fields):
                 return self._writer.writerow(fields)
-            stand_in = next(c for c in map(chr, range(0xE000, 0x110000)) if c not in texts)
+            used = set().union(*fields)
+            stand_in = next(c for c in map(chr, range(0xE000, 0x110000)) if c not in used)
             line = io.StringIO()
-            csv.writer(line).writerow([f.replace("\x00", stand_in) if isinstance(f, str) else f for f in fields])
+            csv.writer(line).writerow([f.replace("\x00", stand_in) for f in fields])
             return self._out.write(line.getvalue().replace(stand_in, "\x00"))
 
     def csv_writer(out: Any) -> _NulWriter:

@@ -17,6 +17,7 @@ import math
 import platform
 import re
 import zipfile
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -103,13 +104,19 @@ def content_digest(path: Path) -> str:
     digest, so a retrain with the same seed and data reproduces the artifact's version.
 
     Every empty tuple counts as one object, as on Python 3.11+: on 3.10 skops loads them as
-    separate objects, which would give a loaded and saved again model another digest.
+    separate objects, which would give a loaded and saved again model another digest. Not when an
+    empty tuple's id is also another object's: skops would load that object in its place, and the
+    dump must not share a digest with one that loads the tuple.
     """
     sha = hashlib.sha256()
     with zipfile.ZipFile(path) as archive:
         schema = archive.read("schema.json").decode()
-        if first_empty := _EMPTY_TUPLE_ID.search(schema):
-            schema = _EMPTY_TUPLE_ID.sub(lambda match: match.group(1) + first_empty.group(2), schema)
+        empty = Counter(match.group(2) for match in _EMPTY_TUPLE_ID.finditer(schema))
+        if empty:
+            every = Counter(re.findall(r'"__id__": (\d+)', schema))
+            if all(every[node] == count for node, count in empty.items()):
+                first = next(iter(empty))
+                schema = _EMPTY_TUPLE_ID.sub(lambda match: match.group(1) + first, schema)
         members = list(dict.fromkeys(re.findall(r"\d+\.npy", schema)))
         ids: dict[str, str] = {}
 

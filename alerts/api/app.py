@@ -38,6 +38,7 @@ from fleetpulse.alerts.fleetlog import FleetLog
 from fleetpulse.alerts.forecast import ForecastCache, scoped_forecast
 from fleetpulse.alerts.oidc import OidcProvider
 from fleetpulse.alerts.settings import AlertSettings
+from fleetpulse.alerts.store.audit import spreadsheet_safe
 from fleetpulse.alerts.store.logins import LoginRecords
 from fleetpulse.alerts.store.repository import (
     EventView,
@@ -203,14 +204,12 @@ CSV_COLUMNS = [
 
 
 def _csv_cell(value: object) -> str:
-    """Spreadsheet-safe text: a leading = + - @ would otherwise be run as a formula (CSV injection)."""
+    """The ticket field as spreadsheet-safe text (:func:`~fleetpulse.alerts.store.audit.spreadsheet_safe`)."""
     if value is None:
         return ""
     if isinstance(value, datetime | date):
         return value.isoformat()
-    text_value = value.value if hasattr(value, "value") else str(value)
-    text_value = str(text_value)
-    return f"'{text_value}" if text_value[:1] in ("=", "+", "-", "@", "\t", "\r") else text_value
+    return spreadsheet_safe(str(value.value if hasattr(value, "value") else value))
 
 
 def write_tickets_csv(tickets: Iterable[TicketView], out: IO[str]) -> int:

@@ -467,7 +467,16 @@ def _payload_object(payload: str | None) -> dict[str, Any]:
     return cut if isinstance(cut, dict) else {}
 
 
+_CONTROLS_AND_SPACE = "".join(map(chr, range(0x21)))
+
+
+def spreadsheet_safe(text: str) -> str:
+    """``text`` as a CSV cell no spreadsheet runs as a formula (CSV injection): one starting with = + - @, also
+    after spaces or control characters a spreadsheet may drop (NUL), or with a tab or carriage return, gets a
+    leading apostrophe."""
+    risky = text[:1] in ("\t", "\r") or text.lstrip(_CONTROLS_AND_SPACE)[:1] in ("=", "+", "-", "@")
+    return f"'{text}" if risky else text
+
+
 def _csv_cell(value: object) -> str:
-    """Spreadsheet-safe text: a display name starting with = + - @ must not run as a formula."""
-    text_value = "" if value is None else str(value)
-    return f"'{text_value}" if text_value[:1] in ("=", "+", "-", "@", "\t", "\r") else text_value
+    return spreadsheet_safe("" if value is None else str(value))

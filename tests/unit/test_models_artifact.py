@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import re
+import zipfile
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +28,7 @@ from fleetpulse.models.artifact import (
     EXPLANATION_GROUPS,
     PROBE_ROWS,
     TrainedDiskScorer,
+    content_digest,
     load_artifact,
     probe_features,
     recorded_predictions,
@@ -299,6 +301,41 @@ def test_content_digest_ignores_zip_timestamps_and_object_ids(artifact_dir: Path
     payload["horizon_30"] = payload["horizon_7"]
     save_artifact(tmp_path / "other", payload, {"name": "disk-gbm"})
     assert content_digest(tmp_path / "other" / MODEL_FILE) != content_digest(artifact_dir / MODEL_FILE)
+
+
+def _rewritten(src: Path, dst: Path, edit: Any) -> Path:
+    """``src`` with its schema.json changed by ``edit``."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            zout.writestr(item, edit(data.decode()).encode() if item.filename == "schema.json" else data)
+    return dst
+
+
+EMPTY_TUPLE_ID = re.compile(r'("__loader__": "TupleNode",\s*"content": \[\],\s*"__id__": )(\d+)')
+
+
+def test_empty_tuples_count_as_one_object_but_not_one_standing_in_for_another_object(tmp_path: Path) -> None:
+    """Python 3.10's skops gives each empty tuple its own id (3.11+ one for all): the same model, the same digest.
+    An empty tuple given another object's id loads as that object: never the digest (version) of the original."""
+    sio.dump({"t0": (), "x": [1, 2], "t1": ()}, tmp_path / "a.skops")
+    ids = iter(range(10_000, 10_010))
+    apart = _rewritten(
+        tmp_path / "a.skops",
+        tmp_path / "b.skops",
+        lambda s: EMPTY_TUPLE_ID.sub(lambda m: m.group(1) + str(next(ids)), s),
+    )
+    assert content_digest(apart) == content_digest(tmp_path / "a.skops")
+
+    def alias(schema: str) -> str:
+        list_id = re.search(r'"__loader__": "ListNode",[^]]*\],\s*"__id__": (\d+)', schema)
+        last = list(EMPTY_TUPLE_ID.finditer(schema))[-1]
+        assert list_id is not None
+        return schema[: last.start(2)] + list_id.group(1) + schema[last.end(2) :]
+
+    aliased = _rewritten(tmp_path / "a.skops", tmp_path / "c.skops", alias)
+    assert sio.load(aliased)["t1"] == [1, 2]
+    assert content_digest(aliased) != content_digest(tmp_path / "a.skops")
 
 
 def test_stored_operating_point_becomes_the_disk_alert_threshold(artifact_dir: Path) -> None:

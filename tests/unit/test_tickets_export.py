@@ -557,3 +557,10 @@ def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
             return True
         time.sleep(0.05)
     return condition()
+
+
+def test_a_formula_behind_spaces_or_control_characters_is_not_a_formula_either() -> None:
+    """A spreadsheet may drop a NUL or leading spaces before it reads the cell (CSV injection)."""
+    for cell in ("\x00=cmd|' /C calc'!A0", " =1+1", "\x01\x02@SUM(A1)", "\t=1", "-5"):
+        assert _csv_cell(cell) == f"'{cell}"
+    assert _csv_cell("T14 =1") == "T14 =1"
