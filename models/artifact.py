@@ -167,6 +167,8 @@ def load_artifact(directory: Path, digests: dict[str, str]) -> tuple[dict[str, A
         meta = json.loads(files[METADATA_FILE])
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{directory / METADATA_FILE}: invalid JSON ({exc})") from None
+    except RecursionError:
+        raise ArtifactError(f"{directory / METADATA_FILE}: nested too deeply") from None
     if not isinstance(meta, dict):
         raise ArtifactError(f"{directory / METADATA_FILE}: expected an object")
     model = files[MODEL_FILE]
@@ -239,6 +241,15 @@ EXPLAIN_MIN_DROP = 0.001
 """Risk drops up to this are not worth a line on a ticket."""
 
 
+def reference_row(value: Any) -> np.ndarray:
+    """The artifact's typical healthy row (what explanations reset to, the probe's first row): one finite or
+    missing value per feature; ``ValueError`` for anything else."""
+    row = np.asarray(value, dtype=float)
+    if row.shape != (len(DISK_FEATURES),) or np.isinf(row).any():
+        raise ValueError(f"reference row of shape {row.shape}, expected {len(DISK_FEATURES)} finite or missing values")
+    return row
+
+
 def verified_trees(directory: Path, models: dict[int, Any]) -> dict[int, Any]:
     """``models``, once each disk model's trees are proven walkable (:func:`~fleetpulse.models.forest.flatten`):
     a child pointing back at its parent would loop scikit-learn's own prediction forever."""
@@ -262,13 +273,21 @@ PREDICTION_TOLERANCE = 1e-9
 ulps from another summation order, not a model read differently."""
 
 
+PROBE_ALARMS = (("smart_failed", 1.0), ("critical_warning", 1.0), ("media_errors", 3.0), ("spare_margin_pct", 0.0))
+"""The drive's own alarms (``rules.critical_signs``), each set alone in one of the last probe rows: values the
+hashed rows almost never reach, and inputs of a fleet challenger's stacked layer."""
+
+
 def probe_features(reference: np.ndarray, rows: int = PROBE_ROWS) -> np.ndarray:
-    """The model's typical healthy row, and rows that change some of its values, fixed by a hash (a random
-    generator's stream may change between numpy versions): in row ``r``, each value changes with probability
-    ``r / rows``, to a missing value or one over six magnitudes, so the rows range from healthy to failing."""
+    """The model's typical healthy row, rows that change some of its values, fixed by a hash (a random
+    generator's stream may change between numpy versions), then one row per drive alarm: in row ``r``, each
+    value changes with probability ``r / rows``, to a missing value or one over six magnitudes, so the rows
+    range from healthy to failing."""
     width = len(reference)
     out = np.tile(np.asarray(reference, dtype=float), (rows, 1))
-    for row in range(1, rows):
+    for row, (name, value) in enumerate(PROBE_ALARMS, start=rows - len(PROBE_ALARMS)):
+        out[row, _COLUMN[name]] = value
+    for row in range(1, rows - len(PROBE_ALARMS)):
         raw = hashlib.shake_256(f"fleetpulse-prediction-probe-{row}".encode()).digest(4 * width)
         for column in range(width):
             word = int.from_bytes(raw[4 * column : 4 * column + 4], "little")
@@ -306,7 +325,8 @@ def check_predictions(directory: Path, scorer: Predicts, meta: dict[str, Any]) -
     if not isinstance(horizons, dict) or sorted(horizons) != sorted(str(h) for h in scorer.models):
         raise ArtifactError(f"{directory}: malformed recorded predictions (one list per horizon expected)")
     probe = probe_features(scorer.reference)
-    trained_with, here = meta.get("libraries") or {}, library_versions()
+    libraries = meta.get("libraries")
+    trained_with, here = libraries if isinstance(libraries, dict) else {}, library_versions()
     for horizon in sorted(scorer.models):
         values = horizons[str(horizon)]
         if not isinstance(values, list) or len(values) != len(probe) or not all(type(v) is float for v in values):
@@ -314,14 +334,19 @@ def check_predictions(directory: Path, scorer: Predicts, meta: dict[str, Any]) -
                 f"{directory}: malformed recorded predictions ({len(probe)} floats per horizon expected)"
             )
         expected = np.asarray(values)
-        whole = scorer.predict(probe, horizon)
-        small = np.concatenate(
-            [
-                scorer.predict(probe[i : i + forest.SMALL_CALL_ROWS], horizon)
-                for i in range(0, len(probe), forest.SMALL_CALL_ROWS)
-            ]
-        )
-        worst = float(np.max(np.abs(np.concatenate([whole, small]) - np.tile(expected, 2)), initial=0.0))
+        try:
+            whole = scorer.predict(probe, horizon)
+            small = np.concatenate(
+                [
+                    scorer.predict(probe[i : i + forest.SMALL_CALL_ROWS], horizon)
+                    for i in range(0, len(probe), forest.SMALL_CALL_ROWS)
+                ]
+            )
+            worst = float(np.max(np.abs(np.concatenate([whole, small]) - np.tile(expected, 2)), initial=0.0))
+        except Exception as exc:  # a model that cannot even predict the rows is refused, not a crashed start
+            raise ArtifactError(
+                f"{directory}: the {horizon}-day model does not predict ({type(exc).__name__}: {str(exc)[:200]})"
+            ) from None
         if not worst <= PREDICTION_TOLERANCE:  # NaN included
             versions = ", ".join(
                 f"{dist} {trained_with.get(dist, '?')} then, {here[dist]} here" for dist in ("scikit-learn", "numpy")
@@ -365,7 +390,7 @@ class TrainedDiskScorer:
                 name=str(meta["name"]),
                 version=str(meta["version"]),
                 models=verified_trees(directory, {int(h): payload[f"horizon_{h}"] for h in meta["horizons"]}),
-                reference=np.asarray(payload["reference"], dtype=float),
+                reference=reference_row(payload["reference"]),
                 operating_points=meta.get("operating_points"),
             )
         except (KeyError, TypeError, ValueError) as exc:

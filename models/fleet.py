@@ -70,6 +70,7 @@ from fleetpulse.models.artifact import (
     check_predictions,
     load_artifact,
     recorded_predictions,
+    reference_row,
     save_artifact,
     verified_trees,
 )
@@ -183,7 +184,7 @@ def load_disk_scorer(directory: Path, digests: dict[str, str]) -> TrainedDiskSco
             name=str(meta["name"]),
             version=str(meta["version"]),
             models=verified_trees(directory, {int(h): payload[f"horizon_{h}"] for h in meta["horizons"]}),
-            reference=np.asarray(payload["reference"], dtype=float),
+            reference=reference_row(payload["reference"]),
             operating_points=meta.get("operating_points"),
             fleet=payload["fleet"],
             learned_signs=tuple(str(s) for s in meta["learned_signs"]),

@@ -70,8 +70,11 @@ def retention(record: DeviceRecord, now: datetime, keep_for: timedelta) -> Reten
     """What happens to ``record`` at ``now`` when silent devices are kept ``keep_for``."""
     if record.pinned_fingerprint is not None and record.device_key is None:
         # IT's pin waits for the device's agent (a laptop pinned before it leaves storage): erased, the first
-        # enrolment would win again. Only IT's control topic sets one, so made-up ids cannot use this
-        return Retention.KEEP
+        # enrolment would win again. Only IT's control topic sets one, so made-up ids cannot use this. Its
+        # history still goes once silent past the retention, as a registered device's does
+        heard = last_heard(record)
+        silent = heard is not None and heard < now - keep_for
+        return Retention.THIN if silent and has_history(record) else Retention.KEEP
     registered = record.inventory_at is not None and not record.state.device_id.startswith(MDM_DEVICE_ID_PREFIX)
     heard = last_heard(record)
     if heard is None:

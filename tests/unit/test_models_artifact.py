@@ -26,6 +26,7 @@ from fleetpulse.contract import Component, Factor, ScorerRole
 from fleetpulse.models.artifact import (
     EXPLAIN_MIN_DROP,
     EXPLANATION_GROUPS,
+    PROBE_ALARMS,
     PROBE_ROWS,
     TrainedDiskScorer,
     content_digest,
@@ -182,12 +183,66 @@ def test_recorded_predictions_that_do_not_fit_are_a_clear_refusal(
         TrainedDiskScorer.from_artifact(copy, digests)
 
 
+@pytest.mark.parametrize(
+    "reference",
+    [
+        np.float64(0.0),
+        np.zeros(len(DISK_FEATURES) - 1),
+        np.zeros((2, len(DISK_FEATURES))),
+        np.full(len(DISK_FEATURES), np.inf),
+    ],
+    ids=["scalar", "short", "two-rows", "infinite"],
+)
+def test_an_artifact_with_a_malformed_reference_row_is_refused_not_a_crashed_start(
+    artifact_dir: Path, tmp_path: Path, reference: np.ndarray
+) -> None:
+    """A worker loads every registered artifact at start: an error other than ``ArtifactError`` ended it."""
+    payload, meta = load_artifact(artifact_dir, artifact_digests(artifact_dir))
+    broken = tmp_path / "broken"
+    save_artifact(broken, {**payload, "reference": reference}, {k: v for k, v in meta.items() if k != "libraries"})
+    with pytest.raises(ArtifactError, match="reference row"):
+        TrainedDiskScorer.from_artifact(broken, artifact_digests(broken))
+
+
+def test_predictions_recorded_with_libraries_of_another_shape_are_refused_cleanly(
+    artifact_dir: Path, tmp_path: Path
+) -> None:
+    def edit(predictions: dict[str, Any]) -> None:
+        predictions["horizons"]["7"][0] += 0.5
+
+    copy, _ = predicting_copy(artifact_dir, tmp_path, edit)
+    meta = json.loads((copy / METADATA_FILE).read_text())
+    meta["libraries"] = "scikit-learn 1.9"
+    (copy / METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match=r"scikit-learn \? then"):
+        TrainedDiskScorer.from_artifact(copy, artifact_digests(copy))
+
+
+def test_metadata_nested_too_deeply_is_refused(artifact_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "deep"
+    copy.mkdir()
+    for f in artifact_dir.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    (copy / METADATA_FILE).write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ArtifactError, match="nested too deeply"):
+        load_artifact(copy, artifact_digests(copy))
+
+
+def test_the_probe_sets_each_drive_alarm_in_a_row_of_its_own() -> None:
+    """A fleet challenger's stacked layer reads the drive's alarms: a weight misread there must show too."""
+    reference = np.zeros(len(DISK_FEATURES))
+    probe = probe_features(reference)
+    for name, value in PROBE_ALARMS:
+        rows = np.flatnonzero(probe[:, DISK_FEATURES.index(name)] == value)
+        assert any(np.count_nonzero(probe[row] != reference) == 1 for row in rows), name
+
+
 def test_the_probe_rows_never_change() -> None:
     """Every artifact's recorded predictions are of these rows: changed, every artifact would be refused."""
     probe = probe_features(np.arange(len(DISK_FEATURES), dtype=float))
     assert probe.shape == (PROBE_ROWS, len(DISK_FEATURES))
     digest = hashlib.sha256(np.nan_to_num(probe, nan=-1.0).tobytes()).hexdigest()
-    assert digest == "21ec4d24dda57e09b175e8bf70467c3908663d54ae739a646278bf7157b90fa8"
+    assert digest == "072748352d61f31f199eae066e6fbe2b7833199be731b5a0a6ee28ac3a2a66ea"
 
 
 @pytest.mark.parametrize(

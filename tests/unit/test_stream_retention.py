@@ -160,6 +160,17 @@ def test_a_pin_it_set_for_a_device_not_yet_enrolled_is_kept_until_the_device_enr
     assert retention(legacy, NOW + timedelta(days=3650), KEEP_FOR) is Retention.KEEP
 
 
+def test_a_pinned_device_silent_past_the_retention_loses_its_history_and_keeps_the_pin() -> None:
+    """IT re-enrols a device that then never comes back: the pin stays, its history does not (the review's
+    finding: kept whole, it outlived the retention)."""
+    record = silent_for(181, registered=False)
+    pinned = record.model_copy(update={"device_key": None, "pinned_fingerprint": "ab" * 32})
+    assert retention(pinned, NOW, KEEP_FOR) is Retention.THIN
+    thin = thinned(pinned)
+    assert (thin.pinned_fingerprint, thin.state.disks) == ("ab" * 32, {})
+    assert retention(thin, NOW + timedelta(days=3650), KEEP_FOR) is Retention.KEEP
+
+
 def test_an_enrolment_dated_ahead_counts_from_its_receive_time() -> None:
     """The enrolment's date is the device's word: dated years ahead, it would keep a made-up id for good."""
     signed = enrolment_record("made-up", device_key("made-up"), NOW + timedelta(days=3650))
