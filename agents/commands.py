@@ -129,7 +129,8 @@ def check(ctx: typer.Context) -> None:
         typer.echo(f"error: {kafka.bootstrap_servers}: {reason}", err=True)
         raise typer.Exit(1)
     topic = Topics(prefix=kafka.topic_prefix).health
-    typer.echo(f"ok: {kafka.bootstrap_servers} acknowledged the enrolment of {ident.device_id} on {topic}")
+    plain = "" if context is not None else f" (not encrypted: kafka.security_protocol is {kafka.security_protocol})"
+    typer.echo(f"ok: {kafka.bootstrap_servers} acknowledged the enrolment of {ident.device_id} on {topic}{plain}")
 
 
 @app.command()

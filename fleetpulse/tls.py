@@ -15,17 +15,24 @@ from fleetpulse.config import TLS_CLIENT_CERTIFICATE_REFUSALS, KafkaSettings, ss
 
 
 def client_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
-    """The TLS context kafka-python builds from the same settings (the broker's name checked against its
-    certificate, ``ssl_cafile`` or the system's CAs, the client certificate for mutual TLS); None without TLS.
+    """The TLS context kafka-python builds from the same settings, so that the probe judges the broker as the
+    agent's client will: TLS 1.2 or newer, the broker's name checked against its certificate, ``ssl_cafile``
+    or the system's CAs, the client certificate for mutual TLS; None without TLS. (Not
+    ``ssl.create_default_context``: from Python 3.13 it verifies certificates more strictly than kafka-python.)
 
     Raises :class:`~fleetpulse.config.KeyPasswordMissing`, ``OSError`` or ``ssl.SSLError`` for files that do
     not load; their messages name the file, never the key or its password."""
     if kafka.security_protocol not in ("SSL", "SASL_SSL"):
         return None
-    context = ssl.create_default_context(cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile is not None else None)
-    if kafka.ssl_certfile is not None or kafka.ssl_keyfile is not None:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if kafka.ssl_cafile is not None:
+        context.load_verify_locations(str(kafka.ssl_cafile))
+    else:
+        context.load_default_certs()
+    if kafka.ssl_certfile is not None:
         context.load_cert_chain(
-            certfile=str(kafka.ssl_certfile or kafka.ssl_keyfile),
+            certfile=str(kafka.ssl_certfile),
             keyfile=str(kafka.ssl_keyfile) if kafka.ssl_keyfile is not None else None,
             password=ssl_key_password(kafka),
         )

@@ -154,7 +154,7 @@ def test_check_delivers_the_enrolment_and_says_so(tmp_path: Path, kafka_settings
     assert out.returncode == 0, out.stderr
     topic = Topics(prefix=kafka_settings.topic_prefix).health
     assert out.stdout.startswith(f"ok: {kafka_settings.bootstrap_servers} acknowledged the enrolment of d"), out.stdout
-    assert out.stdout.rstrip().endswith(f"on {topic}")
+    assert out.stdout.rstrip().endswith(f"on {topic} (not encrypted: kafka.security_protocol is PLAINTEXT)")
     device_id = out.stdout.split("enrolment of ")[1].split()[0]
     enrolments = [
         decode(value, DeviceEnrolment)
