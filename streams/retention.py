@@ -20,9 +20,9 @@ out like a report: without that, enrolments for made-up device ids (the agents' 
 credential and ``unknown_devices = "accept"``) or of devices retired before their first report would
 stay for good. A key enrolled before enrolment times were stored is dated at the first pass (its
 retention starts then). A pin IT set for a device's next enrolment (``fleetpulse devices re-enrol
---fingerprint``) is kept until that enrolment comes: erased, the first enrolment would win again. A device that never spoke is kept while IT's register lists it; anything else
-is what a tombstone left of facts (retired before use, or made up with a leaked bridge certificate)
-and is erased. The rule is a pure function of the stored record and the time; the worker applies it
+--fingerprint``) holds the device as the register does, until that enrolment comes: erased, the first
+enrolment would win again. A device that never spoke is kept while it is held; anything else is what a
+tombstone left of facts (retired before use, or made up with a leaked bridge certificate) and is erased. The rule is a pure function of the stored record and the time; the worker applies it
 (``Pipeline.apply_retention``).
 """
 
@@ -68,25 +68,21 @@ def has_history(record: DeviceRecord) -> bool:
 
 def retention(record: DeviceRecord, now: datetime, keep_for: timedelta) -> Retention:
     """What happens to ``record`` at ``now`` when silent devices are kept ``keep_for``."""
-    if record.pinned_fingerprint is not None and record.device_key is None:
-        # IT's pin waits for the device's agent (a laptop pinned before it leaves storage): erased, the first
-        # enrolment would win again. Only IT's control topic sets one, so made-up ids cannot use this. Its
-        # history still goes once silent past the retention, as a registered device's does
-        heard = last_heard(record)
-        silent = heard is not None and heard < now - keep_for
-        return Retention.THIN if silent and has_history(record) else Retention.KEEP
     registered = record.inventory_at is not None and not record.state.device_id.startswith(MDM_DEVICE_ID_PREFIX)
+    # IT's pin waits for the device's agent (a laptop pinned before it leaves storage) as the register does:
+    # erased, the first enrolment would win again. Only IT's control topic sets one, so made-up ids cannot use it
+    held = registered or (record.pinned_fingerprint is not None and record.device_key is None)
     heard = last_heard(record)
     if heard is None:
-        # never spoke: a registered device waits for its agent; a key enrolled before enrolment times were stored
-        # is dated now; anything else is what a tombstone left of facts no device ever reported under (retired
+        # never spoke: a held device waits for its agent; a key enrolled before enrolment times were stored is
+        # dated now; anything else is what a tombstone left of facts no device ever reported under (retired
         # before use, or made up)
-        if registered:
+        if held:
             return Retention.KEEP
         return Retention.DATE if enrolled(record) else Retention.ERASE
     if heard >= now - keep_for:
         return Retention.KEEP
-    if not registered:
+    if not held:
         return Retention.ERASE
     return Retention.THIN if has_history(record) else Retention.KEEP
 
