@@ -98,18 +98,14 @@ def check(ctx: typer.Context) -> None:
     from fleetpulse.agents.identity import IdentityError, RecordSigner, build_identity, load_or_create_device_key
     from fleetpulse.agents.trust import running_privileged
     from fleetpulse.contract import Topics
-    from fleetpulse.tls import client_context, handshake_refusal
+    from fleetpulse.tls import TLS_FILES_UNREADABLE, client_context, handshake_refusal
 
     settings = _settings(ctx)
     kafka = settings.kafka
     try:
         context = client_context(kafka)
     except (OSError, ssl.SSLError, ValueError) as exc:  # names the file and OpenSSL's reason, never the key
-        typer.echo(
-            f"error: cannot load the Kafka TLS files (kafka.ssl_cafile, ssl_certfile, ssl_keyfile with "
-            f"ssl_key_password): {exc}",
-            err=True,
-        )
+        typer.echo(f"error: {TLS_FILES_UNREADABLE}: {exc}", err=True)
         raise typer.Exit(1) from None
     if context is not None and (refusal := handshake_refusal(kafka.bootstrap_servers, context)) is not None:
         typer.echo(f"error: {refusal}", err=True)

@@ -133,6 +133,13 @@ _connection_failures = _ConnectionFailures()
 logging.getLogger("kafka").addHandler(_connection_failures)
 
 
+def _rejection(cause: BaseException | None) -> str | None:
+    """The permanent rejection behind a failed attempt: its own exception first, then the connection failures
+    kafka-python logged meanwhile (taken, so the next attempt starts without them)."""
+    reasons = [rejection_reason(c) for c in (cause, *_connection_failures.take()) if c is not None]
+    return next((r for r in reasons if r is not None), None)
+
+
 @dataclass(frozen=True)
 class DrainResult:
     delivered: int
@@ -206,9 +213,7 @@ class Delivery:
             delivered += len(acked)
             if error is not None:
                 self.close(timeout_s=0)
-                causes = [cause, *_connection_failures.take()]
-                reasons = [rejection_reason(c) for c in causes if c is not None]
-                return DrainResult(delivered, error, next((r for r in reasons if r is not None), None))
+                return DrainResult(delivered, error, _rejection(cause))
         return DrainResult(delivered)
 
     def check(self) -> DrainResult:
@@ -223,10 +228,7 @@ class Delivery:
         cause: BaseException | None = None
         try:
             producer = self._get_producer()
-            key, value = self.signer.enrolment()
-            sent = producer.send(
-                self.topics.health, value=value, key=key, headers=self.signer.headers("enrolment", value)
-            )
+            sent = self._send_enrolment(producer, self.signer)
             producer.flush(timeout=self.settings.flush_timeout_s)
             if not sent.is_done:
                 error = f"the enrolment was not acknowledged within {self.settings.flush_timeout_s:g} s"
@@ -236,10 +238,12 @@ class Delivery:
         except Exception as exc:  # any client failure is the check's answer, not a crash
             error, cause = f"{type(exc).__name__}: {exc}", exc
         self.close(timeout_s=0 if error else 5.0)
-        if error is None:
-            return DrainResult(1)
-        reasons = [rejection_reason(c) for c in (cause, *_connection_failures.take()) if c is not None]
-        return DrainResult(0, error, next((r for r in reasons if r is not None), None))
+        return DrainResult(1) if error is None else DrainResult(0, error, _rejection(cause))
+
+    def _send_enrolment(self, producer: KafkaProducer, signer: Signer) -> Any:
+        """Send this device's enrolment (the record that pins its key) on the health topic; its future."""
+        key, value = signer.enrolment()
+        return producer.send(self.topics.health, value=value, key=key, headers=signer.headers("enrolment", value))
 
     def _send_batch(self, batch: list[SpooledRecord]) -> tuple[list[int], str | None, BaseException | None]:
         """The ids of the longest acknowledged prefix of ``batch``, and the first error and its exception, if any."""
@@ -251,10 +255,7 @@ class Delivery:
         if fresh and self.signer is not None:
             # every session starts with the enrolment: same partition, so the worker pins the key
             # before it reads any report of this session (repeats are no-ops there)
-            key, value = self.signer.enrolment()
-            enrolment = producer.send(
-                self.topics.health, value=value, key=key, headers=self.signer.headers("enrolment", value)
-            )
+            enrolment = self._send_enrolment(producer, self.signer)
         for record in batch:
             headers = [("seq", str(record.seq).encode())] if record.seq is not None else []
             if self.signer is not None:

@@ -13,6 +13,11 @@ import ssl
 
 from fleetpulse.config import TLS_CLIENT_CERTIFICATE_REFUSALS, KafkaSettings, ssl_key_password
 
+TLS_FILES_UNREADABLE = (
+    "cannot load the Kafka TLS files (kafka.ssl_cafile, ssl_certfile, ssl_keyfile with ssl_key_password)"
+)
+"""The first half of the line every client prints when its TLS files do not load; OpenSSL's reason follows."""
+
 
 def client_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
     """The TLS context kafka-python builds from the same settings, so that the probe judges the broker as the

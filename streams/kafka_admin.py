@@ -38,7 +38,7 @@ from fleetpulse.config import KafkaSettings, KeyPasswordMissing, ssl_key_passwor
 from fleetpulse.contract import Topics
 from fleetpulse.errors import OperatorError
 from fleetpulse.streams.settings import StreamSettings
-from fleetpulse.tls import handshake_refusal
+from fleetpulse.tls import TLS_FILES_UNREADABLE, handshake_refusal
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,7 @@ def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
     except KeyPasswordMissing as exc:
         raise KafkaConnectError(str(exc)) from None
     except (OSError, ssl.SSLError) as exc:  # names the file and OpenSSL's reason, never the key or its password
-        raise KafkaConnectError(
-            f"cannot load the Kafka TLS files (kafka.ssl_cafile, ssl_certfile, ssl_keyfile with ssl_key_password): {exc}"
-        ) from None
+        raise KafkaConnectError(f"{TLS_FILES_UNREADABLE}: {exc}") from None
     return context
 
 
