@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -231,7 +233,7 @@ def test_re_enrolment_turned_away_at_tls_says_why_before_any_client_waits(
             publish_control(missing, control)
 
 
-def agent_check(tmp_path: Path, kafka: KafkaSettings) -> subprocess.CompletedProcess[str]:
+def agent_check(tmp_path: Path, kafka: KafkaSettings, max_block_ms: int = 60_000) -> subprocess.CompletedProcess[str]:
     """``fleetpulse-agent check`` (the real CLI, configured by environment variables) against ``kafka``."""
     (tmp_path / "machine-id").write_text("3d1219c7c4c5404aaa1f6d2a48adfda4\n")
     env = {
@@ -240,7 +242,8 @@ def agent_check(tmp_path: Path, kafka: KafkaSettings) -> subprocess.CompletedPro
         "FLEETPULSE_AGENT_SPOOL_DIR": str(tmp_path / "spool"),
         "FLEETPULSE_AGENT_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "FLEETPULSE_AGENT_KAFKA__SECURITY_PROTOCOL": kafka.security_protocol,
-        "FLEETPULSE_AGENT_DELIVERY__MAX_BLOCK_MS": "60000",  # a check must not need kafka-python's bootstrap wait
+        # the TLS cases must not need kafka-python's bootstrap wait to name their reason
+        "FLEETPULSE_AGENT_DELIVERY__MAX_BLOCK_MS": str(max_block_ms),
     }
     for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
         if (path := getattr(kafka, name)) is not None:
@@ -268,3 +271,43 @@ def test_the_agents_check_names_an_encrypted_key_without_its_password_and_shows_
     assert out.stderr.startswith("error: cannot load the Kafka TLS files"), out.stderr
     assert "ssl_key_password is not set" in out.stderr
     assert "PRIVATE KEY" not in out.stdout + out.stderr
+
+
+@contextlib.contextmanager
+def garbage_listener() -> Iterator[int]:
+    """Something at the bootstrap address that is not a broker: it answers every request with a frame header
+    announcing 2 GiB, then bytes that are no Kafka response."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with contextlib.suppress(OSError), conn:
+                conn.settimeout(2)
+                conn.recv(4096)
+                conn.sendall(b"\x7f\xff\xff\xff" + bytes(range(256)) * 16)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
+
+
+def test_the_agents_check_against_something_that_is_no_broker_prints_one_error_line(tmp_path: Path) -> None:
+    with garbage_listener() as port:
+        out = agent_check(tmp_path, KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}"), max_block_ms=3_000)
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"error: 127.0.0.1:{port}:"), out.stderr
+    assert [line for line in lines if not line.startswith("{")] == lines[-1:], "one line besides structured logs"
+    assert "Traceback" not in out.stderr
+    assert not out.stdout
