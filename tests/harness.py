@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,25 +226,38 @@ def self_signed_tls(folder: Path, name: str = "127.0.0.1") -> tuple[Path, ssl.SS
 def tls_listener(context: ssl.SSLContext) -> Iterator[int]:
     """Accepts on 127.0.0.1 and shakes hands with ``context`` (its verify mode decides whether a client
     certificate is required); yields the port. A refused handshake only ends that connection."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
+
+    def shake_hands(conn: socket.socket) -> None:
+        with context.wrap_socket(conn, server_side=True) as tls:
+            tls.settimeout(5)
+            tls.recv(16)
+
+    with listener(shake_hands) as port:
+        yield port
+
+
+@contextmanager
+def listener(handle: Callable[[socket.socket], None]) -> Iterator[int]:
+    """Accepts on 127.0.0.1 and hands each connection to ``handle``, one at a time; yields the port. An OSError
+    only ends that connection."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
     stop = threading.Event()
 
     def serve() -> None:
         while not stop.is_set():
             try:
-                conn, _ = listener.accept()
+                conn, _ = server.accept()
             except TimeoutError:
                 continue
-            with suppress(OSError), conn, context.wrap_socket(conn, server_side=True) as tls:
-                tls.settimeout(5)
-                tls.recv(16)
+            with suppress(OSError), conn:
+                handle(conn)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        yield listener.getsockname()[1]
+        yield server.getsockname()[1]
     finally:
         stop.set()
         thread.join(timeout=5)
-        listener.close()
+        server.close()

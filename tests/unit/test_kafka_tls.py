@@ -10,7 +10,6 @@ import contextlib
 import socket
 import ssl
 import subprocess
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,7 +23,7 @@ from fleetpulse.config import KafkaSettings, KeyPasswordMissing, kafka_python_se
 from fleetpulse.contract import DeviceControl
 from fleetpulse.streams.devices import ControlPublishError, publish_control
 from fleetpulse.streams.kafka_admin import KafkaConnectError, aiokafka_auth, ensure_topics, ssl_context, tls_refusal
-from tests.harness import free_port, self_signed_tls, tls_listener
+from tests.harness import free_port, listener, self_signed_tls, tls_listener
 from tests.unit.agent.test_identity_cli import agent_cli
 
 KEY_PASSWORD = "k3y-pass-phrase"
@@ -273,37 +272,16 @@ def test_the_agents_check_names_an_encrypted_key_without_its_password_and_shows_
     assert "PRIVATE KEY" not in out.stdout + out.stderr
 
 
-@contextlib.contextmanager
-def garbage_listener() -> Iterator[int]:
-    """Something at the bootstrap address that is not a broker: it answers every request with a frame header
+def answer_garbage(conn: socket.socket) -> None:
+    """Something at the bootstrap address that is not a broker: it answers a request with a frame header
     announcing 2 GiB, then bytes that are no Kafka response."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with contextlib.suppress(OSError), conn:
-                conn.settimeout(2)
-                conn.recv(4096)
-                conn.sendall(b"\x7f\xff\xff\xff" + bytes(range(256)) * 16)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        listener.close()
+    conn.settimeout(2)
+    conn.recv(4096)
+    conn.sendall(b"\x7f\xff\xff\xff" + bytes(range(256)) * 16)
 
 
 def test_the_agents_check_against_something_that_is_no_broker_prints_one_error_line(tmp_path: Path) -> None:
-    with garbage_listener() as port:
+    with listener(answer_garbage) as port:
         out = agent_check(tmp_path, KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}"), max_block_ms=3_000)
     assert out.returncode == 1
     lines = out.stderr.strip().splitlines()
