@@ -91,26 +91,20 @@ def check(ctx: typer.Context) -> None:
     the device's enrolment delivered (the login and Write on the health topic; the stream worker takes it as
     the repeat each session starts with). One line; exit 1 with the reason when something refuses it."""
     import logging
-    import ssl
 
     from fleetpulse import __version__
     from fleetpulse.agents.delivery import Delivery
     from fleetpulse.agents.identity import IdentityError, RecordSigner, build_identity, load_or_create_device_key
     from fleetpulse.agents.trust import running_privileged
     from fleetpulse.contract import Topics
-    from fleetpulse.tls import TLS_FILES_UNREADABLE, client_context, handshake_refusal
 
     settings = _settings(ctx)
     kafka = settings.kafka
-    try:
-        context = client_context(kafka)
-    except (OSError, ssl.SSLError, ValueError) as exc:  # names the file and OpenSSL's reason, never the key
-        typer.echo(f"error: {TLS_FILES_UNREADABLE}: {exc}", err=True)
-        raise typer.Exit(1) from None
-    if context is not None and (refusal := handshake_refusal(kafka.bootstrap_servers, context)) is not None:
+    ident = build_identity(settings.identity)
+    delivery = Delivery(kafka, settings.delivery, client_id=f"fleetpulse-agent-{ident.device_id[:16]}")
+    if (refusal := delivery.tls_refusal()) is not None:  # at once: the client would wait out its bootstrap
         typer.echo(f"error: {refusal}", err=True)
         raise typer.Exit(1)
-    ident = build_identity(settings.identity)
     try:
         key = load_or_create_device_key(settings.spool_dir, strict=running_privileged())
     except (OSError, IdentityError) as exc:
@@ -118,14 +112,14 @@ def check(ctx: typer.Context) -> None:
         raise typer.Exit(1) from None
     signer = RecordSigner(ident.device_id, key, __version__)
     logging.getLogger("kafka").propagate = False  # its retries are the service's log; the check prints one line
-    client_id = f"fleetpulse-agent-{ident.device_id[:16]}"
-    result = Delivery(kafka, settings.delivery, client_id=client_id, signer=signer).check()
+    result = delivery.check(signer)
     if result.error is not None:
         reason = f"{result.rejected} ({result.error})" if result.rejected else result.error
         typer.echo(f"error: {kafka.bootstrap_servers}: {reason}", err=True)
         raise typer.Exit(1)
     topic = Topics(prefix=kafka.topic_prefix).health
-    plain = "" if context is not None else f" (not encrypted: kafka.security_protocol is {kafka.security_protocol})"
+    encrypted = kafka.security_protocol in ("SSL", "SASL_SSL")
+    plain = "" if encrypted else f" (not encrypted: kafka.security_protocol is {kafka.security_protocol})"
     typer.echo(f"ok: {kafka.bootstrap_servers} acknowledged the enrolment of {ident.device_id} on {topic}{plain}")
 
 

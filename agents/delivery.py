@@ -37,6 +37,7 @@ from fleetpulse.agents.spool import Spool, SpooledRecord
 from fleetpulse.config import TLS_CLIENT_CERTIFICATE_REFUSALS, KafkaSettings, KeyPasswordMissing, kafka_python_security
 from fleetpulse.contract import Topics
 from fleetpulse.retry import Backoff, RetryPolicy
+from fleetpulse.tls import TLS_FILES_UNREADABLE, client_context, handshake_refusal
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +191,16 @@ class Delivery:
                 log.debug("producer close failed: stopping its network thread", exc_info=True)
                 _stop_network_thread(producer)
 
+    def tls_refusal(self) -> str | None:
+        """Why the broker turns this agent away at TLS, found with one handshake before a session opens (the
+        client would name it only after its bootstrap timeout, amid its retries); None: no TLS, the handshake
+        passes, or the broker is unreachable (the session's own error says so)."""
+        try:
+            context = client_context(self.kafka)
+        except (OSError, ssl.SSLError, ValueError) as exc:  # names the file and OpenSSL's reason, never the key
+            return f"{TLS_FILES_UNREADABLE}: {exc}"
+        return None if context is None else handshake_refusal(self.kafka.bootstrap_servers, context)
+
     def _get_producer(self) -> KafkaProducer:
         if self._producer is None:
             self._producer = KafkaProducer(**producer_config(self.kafka, self.settings, self.client_id))
@@ -200,6 +211,8 @@ class Delivery:
         deadline = time.monotonic() + (budget_s if budget_s is not None else float("inf"))
         delivered = 0
         _connection_failures.take()  # only this attempt's connection failures explain its error
+        if self._producer is None and spool.count() and (refusal := self.tls_refusal()) is not None:
+            return DrainResult(0, refusal, refusal)
         while time.monotonic() < deadline:
             batch = spool.peek(self.settings.max_batch_records)
             if not batch:
@@ -216,19 +229,18 @@ class Delivery:
                 return DrainResult(delivered, error, _rejection(cause))
         return DrainResult(delivered)
 
-    def check(self) -> DrainResult:
-        """Open a session and deliver this device's enrolment only (``fleetpulse-agent check``).
+    def check(self, signer: Signer) -> DrainResult:
+        """Open a session and deliver ``signer``'s device enrolment only (``fleetpulse-agent check``, which asks
+        :meth:`tls_refusal` first).
 
         It needs all a report does (TLS, the login, Write on the health topic), and the worker takes it
         as the repeat every session starts with. Nothing is spooled."""
-        if self.signer is None:
-            raise ValueError("a check delivers the device's enrolment: it needs the device's signer")
         _connection_failures.take()
         error: str | None = None
         cause: BaseException | None = None
         try:
             producer = self._get_producer()
-            sent = self._send_enrolment(producer, self.signer)
+            sent = self._send_enrolment(producer, signer)
             producer.flush(timeout=self.settings.flush_timeout_s)
             if not sent.is_done:
                 error = f"the enrolment was not acknowledged within {self.settings.flush_timeout_s:g} s"

@@ -29,6 +29,7 @@ from fleetpulse.config import KafkaSettings, KeyPasswordMissing
 from fleetpulse.contract import DeviceEnrolment, DeviceInventory, HealthReport, Priority, Topics, decode, encode
 from fleetpulse.contract.auth import ENROLMENT_TYPE, INVENTORY_TYPE, MAC_HEADER, TYPE_HEADER, mac_matches
 from fleetpulse.retry import RetryPolicy
+from fleetpulse.tls import TLS_FILES_UNREADABLE
 from tests.harness import free_port, self_signed_tls, tls_listener
 
 
@@ -246,6 +247,13 @@ def test_each_session_enrols_first_and_every_record_is_maced(tmp_path: Path, mon
     assert all(mac_matches(key, value, dict(headers).get(MAC_HEADER)) for _, _, value, headers in sent)
 
 
+class _NoProducerExpected:
+    """Stands in for the producer where the session must be refused before a client opens."""
+
+    def __init__(self, **config: Any) -> None:
+        raise AssertionError("a producer was opened for a session the broker refuses at TLS")
+
+
 class _ProducerWithoutBroker(KafkaProducer):  # type: ignore[misc]
     """The real producer, told the topic has partition 0: ``send()`` runs, and logs, as it would against a broker."""
 
@@ -324,18 +332,48 @@ def untrusted_tls_endpoint(tmp_path: Path) -> Iterator[tuple[int, Path]]:
         yield port, other
 
 
-def test_an_untrusted_broker_certificate_is_reported_as_a_rejection(
-    tmp_path: Path, untrusted_tls_endpoint: tuple[int, Path]
+def test_an_untrusted_broker_certificate_is_named_before_any_client_opens(
+    tmp_path: Path, untrusted_tls_endpoint: tuple[int, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The real kafka-python client only raises "Unable to bootstrap"; the reason is still found and named."""
+    """kafka-python would name it only after its bootstrap timeout, amid its retries: one handshake names it
+    first, and no producer is opened for a session the broker refuses."""
     port, wrong_ca = untrusted_tls_endpoint
+    monkeypatch.setattr(delivery_module, "KafkaProducer", _NoProducerExpected)
     kafka = KafkaSettings(
         bootstrap_servers=f"127.0.0.1:{port}", security_protocol="SSL", ssl_cafile=wrong_ca, request_timeout_ms=2_000
     )
     delivery = Delivery(kafka, DeliverySettings(max_block_ms=2_000, flush_timeout_s=2.0), client_id="t")
     with one_report_spool(tmp_path / "s.db") as spool:
         result = delivery.drain(spool)
-        delivery.close(timeout_s=0)
         assert spool.count() == 1
-    assert result.error is not None
-    assert result.rejected == "TLS certificate rejected"
+    assert result.rejected is not None and result.rejected.startswith("the broker's TLS certificate is not trusted")
+    assert "kafka.ssl_cafile" in result.rejected
+
+
+def test_unreadable_tls_files_are_a_rejection_that_names_the_file_not_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(delivery_module, "KafkaProducer", _NoProducerExpected)
+    missing = tmp_path / "no-such-ca.pem"
+    kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", security_protocol="SSL", ssl_cafile=missing)
+    delivery = Delivery(kafka, DeliverySettings(), client_id="t")
+    with one_report_spool(tmp_path / "s.db") as spool:
+        result = delivery.drain(spool)
+    assert result.rejected is not None and result.rejected.startswith(TLS_FILES_UNREADABLE)
+
+
+def test_a_tls_broker_that_cannot_be_reached_is_left_to_the_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing listening is no TLS matter: the probe says nothing and the session reports the failure as it
+    always did (retried soon, not held back as a rejection)."""
+    monkeypatch.setattr(delivery_module, "KafkaProducer", _ProducerWithoutBroker)
+    ca, _ = self_signed_tls(tmp_path, "ca")
+    kafka = KafkaSettings(
+        bootstrap_servers=f"127.0.0.1:{free_port()}", security_protocol="SSL", ssl_cafile=ca, request_timeout_ms=1_000
+    )
+    delivery = Delivery(kafka, DeliverySettings(max_block_ms=1_000, flush_timeout_s=0.5), client_id="unreached")
+    with one_report_spool(tmp_path / "s.db") as spool:
+        result = delivery.drain(spool)
+        delivery.close(timeout_s=0)
+    assert result.error is not None and result.rejected is None
