@@ -45,8 +45,9 @@ def client_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
 
 
 def handshake_refusal(bootstrap_servers: str, context: ssl.SSLContext, timeout_s: float = 5.0) -> str | None:
-    """Why the first of ``bootstrap_servers`` refuses a TLS handshake with ``context``, or None: it passes, or
-    the server cannot be reached at all (not a TLS matter).
+    """Why the first of ``bootstrap_servers`` refuses a TLS handshake with ``context``, or None: it passes, the
+    server cannot be reached, or it closed the connection mid-handshake without a TLS alert (a broker restarting:
+    not a TLS matter, and the agent retries it soon rather than at its retry cap).
 
     Under TLS 1.3 the client's side of the handshake completes before the broker has checked the client's
     certificate: its refusal arrives as an alert on the first read, so the probe reads (briefly) after the
@@ -66,6 +67,8 @@ def handshake_refusal(bootstrap_servers: str, context: ssl.SSLContext, timeout_s
             f"the broker's TLS certificate is not trusted ({exc.verify_message}): set kafka.ssl_cafile to the "
             "cluster's CA certificate"
         )
+    except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+        return None
     except ssl.SSLError as exc:
         reason = exc.reason or str(exc)
         if any(alert in reason for alert in TLS_CLIENT_CERTIFICATE_REFUSALS):

@@ -30,7 +30,7 @@ from fleetpulse.contract import DeviceEnrolment, DeviceInventory, HealthReport, 
 from fleetpulse.contract.auth import ENROLMENT_TYPE, INVENTORY_TYPE, MAC_HEADER, TYPE_HEADER, mac_matches
 from fleetpulse.retry import RetryPolicy
 from fleetpulse.tls import TLS_FILES_UNREADABLE
-from tests.harness import free_port, self_signed_tls, tls_listener
+from tests.harness import free_port, listener, self_signed_tls, tls_listener
 
 
 class FailingBroker:
@@ -360,6 +360,14 @@ def test_unreadable_tls_files_are_a_rejection_that_names_the_file_not_the_key(
     with one_report_spool(tmp_path / "s.db") as spool:
         result = delivery.drain(spool)
     assert result.rejected is not None and result.rejected.startswith(TLS_FILES_UNREADABLE)
+
+
+def test_a_connection_closed_mid_handshake_is_no_rejection(tmp_path: Path) -> None:
+    """A broker restarting closes connections without a TLS alert: that is retried soon, not held at the cap."""
+    ca, _ = self_signed_tls(tmp_path, "ca")
+    with listener(lambda conn: conn.recv(1)) as port:  # reads the ClientHello's first byte, then hangs up
+        kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}", security_protocol="SSL", ssl_cafile=ca)
+        assert Delivery(kafka, DeliverySettings(), client_id="t").tls_refusal() is None
 
 
 def test_a_tls_broker_that_cannot_be_reached_is_left_to_the_session(
