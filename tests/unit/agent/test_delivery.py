@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import socket
 import ssl
 import threading
 import time
@@ -365,7 +366,13 @@ def test_unreadable_tls_files_are_a_rejection_that_names_the_file_not_the_key(
 def test_a_connection_closed_mid_handshake_is_no_rejection(tmp_path: Path) -> None:
     """A broker restarting closes connections without a TLS alert: that is retried soon, not held at the cap."""
     ca, _ = self_signed_tls(tmp_path, "ca")
-    with listener(lambda conn: conn.recv(1)) as port:  # reads the ClientHello's first byte, then hangs up
+
+    def hang_up(conn: socket.socket) -> None:  # reads the ClientHello, then closes cleanly: EOF, no alert
+        conn.settimeout(2)
+        conn.recv(65536)
+        conn.shutdown(socket.SHUT_RDWR)
+
+    with listener(hang_up) as port:
         kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}", security_protocol="SSL", ssl_cafile=ca)
         assert Delivery(kafka, DeliverySettings(), client_id="t").tls_refusal() is None
 
