@@ -347,7 +347,8 @@ def test_an_untrusted_broker_certificate_is_named_before_any_client_opens(
     with one_report_spool(tmp_path / "s.db") as spool:
         result = delivery.drain(spool)
         assert spool.count() == 1
-    assert result.rejected is not None and result.rejected.startswith("the broker's TLS certificate is not trusted")
+    assert result.rejected is not None
+    assert result.rejected.startswith("the broker's TLS certificate is not trusted")
     assert "kafka.ssl_cafile" in result.rejected
 
 
@@ -360,7 +361,8 @@ def test_unreadable_tls_files_are_a_rejection_that_names_the_file_not_the_key(
     delivery = Delivery(kafka, DeliverySettings(), client_id="t")
     with one_report_spool(tmp_path / "s.db") as spool:
         result = delivery.drain(spool)
-    assert result.rejected is not None and result.rejected.startswith(TLS_FILES_UNREADABLE)
+    assert result.rejected is not None
+    assert result.rejected.startswith(TLS_FILES_UNREADABLE)
 
 
 def test_a_connection_closed_mid_handshake_is_no_rejection(tmp_path: Path) -> None:
@@ -391,4 +393,5 @@ def test_a_tls_broker_that_cannot_be_reached_is_left_to_the_session(
     with one_report_spool(tmp_path / "s.db") as spool:
         result = delivery.drain(spool)
         delivery.close(timeout_s=0)
-    assert result.error is not None and result.rejected is None
+    assert result.error is not None
+    assert result.rejected is None
