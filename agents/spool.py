@@ -14,7 +14,8 @@ A corrupt file (overwritten header, truncation, damaged pages) must neither stop
 for good nor strand the records still readable in it: :func:`open_spool` checks the file,
 moves a corrupt one aside into ``quarantine/`` (kept for forensics, the newest
 :data:`QUARANTINE_KEEP` only), salvages every readable record into a fresh spool whose sequence
-continues above the old one, and says so in a :class:`SpoolRecovery` the agent reports.
+continues above the old one, and says so in a :class:`SpoolRecovery` the agent reports. A counter
+that is no number or runs ahead of the clock (:func:`counter_problem`) is damage too.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from fleetpulse.compat import UTC
 from fleetpulse.contract import HealthReport, Priority, encode
+from fleetpulse.contract.v1 import COUNT_MAX
 
 if TYPE_CHECKING:
     from fleetpulse.agents.salvage import SalvagedRecord
@@ -44,6 +46,10 @@ PAGE_SIZE = 4096
 QUARANTINE_DIR = "quarantine"
 QUARANTINE_KEEP = 3
 """Corrupt spools kept for forensics; older ones are deleted, so quarantine stays within ~3 spool caps."""
+COUNTER_AHEAD_LIMIT_MS = 24 * 3600 * 1000
+"""How far the sequence counter may run ahead of the clock. It starts at the clock in ms and counts one per
+report, so only damage (or a clock set back by more than this) puts it further ahead, and the stream worker
+refuses reports numbered beyond their own clock (``seq_out_of_bounds``): such a counter is damage."""
 # SQLite's primary result codes (sqlite3 exports them as names only from Python 3.11 on):
 # BUSY, LOCKED, NOMEM, READONLY, INTERRUPT, IOERR, FULL, CANTOPEN, PERM.
 _PASSING_CODES = frozenset({5, 6, 7, 8, 9, 10, 13, 14, 3})
@@ -359,8 +365,18 @@ def open_spool(path: Path, max_bytes: int) -> tuple[Spool, SpoolRecovery | None]
     return _recover(path, max_bytes, problem)
 
 
+def counter_problem(value: object, now_ms: int) -> str | None:
+    """What is wrong with a stored sequence counter ``value`` at the clock ``now_ms``, or None: it is a number
+    from 0 to :data:`COUNTER_AHEAD_LIMIT_MS` past the clock (SQLite stores whatever a damaged page holds)."""
+    limit = min(now_ms + COUNTER_AHEAD_LIMIT_MS, COUNT_MAX)
+    if type(value) is int and 0 <= value <= limit:
+        return None
+    return f"sequence counter {str(value)[:40]} is not a number from 0 to {limit} (the clock in ms, plus a day)"
+
+
 def find_damage(path: Path) -> str | None:
-    """What SQLite's structural check finds wrong with the file, or None when it is sound.
+    """What SQLite's structural check, or the sequence counter's bounds, find wrong with the file, or None
+    when it is sound.
 
     Read-only, so a damaged file is quarantined exactly as it was found.
     """
@@ -370,6 +386,8 @@ def find_damage(path: Path) -> str | None:
         try:
             rows = db.execute("PRAGMA quick_check(5)").fetchall()
             columns = [str(row[1]) for row in db.execute("PRAGMA table_info(records)").fetchall()]
+            meta = bool(db.execute("PRAGMA table_info(meta)").fetchall())
+            counter = db.execute("SELECT value FROM meta WHERE name = 'next_seq'").fetchall() if meta else []
         finally:
             db.close()
     except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
@@ -382,7 +400,7 @@ def find_damage(path: Path) -> str | None:
     # A damaged schema text can still be well-formed SQL: the structure checks out, the columns do not.
     if columns and columns != _RECORD_COLUMNS:
         return f"records table has columns {columns!r}"[:500]
-    return None
+    return counter_problem(counter[0][0], time.time_ns() // 1_000_000) if counter else None
 
 
 def _recover(path: Path, max_bytes: int, problem: str) -> tuple[Spool, SpoolRecovery]:
@@ -390,8 +408,10 @@ def _recover(path: Path, max_bytes: int, problem: str) -> tuple[Spool, SpoolReco
 
     quarantined = _quarantine(path)
     with Salvage(quarantined) as found:
-        above_old = max(found.next_seq or 0, 0 if found.highest_seq is None else found.highest_seq + 1)
-        start = max(time.time_ns() // 1_000_000, above_old)
+        now_ms = time.time_ns() // 1_000_000
+        old = (found.next_seq, None if found.highest_seq is None else found.highest_seq + 1)
+        # a damaged counter (or a record numbered by one) must not number the fresh spool's reports
+        start = max([now_ms, *(seq for seq in old if seq is not None and counter_problem(seq, now_ms) is None)])
         spool = Spool(path, max_bytes, initial_seq=start)
         try:
             salvaged = spool.restore(found.records())

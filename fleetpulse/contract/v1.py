@@ -47,7 +47,9 @@ MDM_DEVICE_ID_PREFIX = "mdm-"
 """The MDM bridge's pseudonyms start with it: no agent may enrol such an id and write that phone's history."""
 ShortText = Annotated[str, StringConstraints(max_length=128)]
 LongText = Annotated[str, StringConstraints(max_length=2048)]
-Count = Annotated[int, Field(ge=0, le=2**48)]
+COUNT_MAX = 2**48
+"""The largest count the contract carries (a report's ``seq`` included): far beyond any real counter."""
+Count = Annotated[int, Field(ge=0, le=COUNT_MAX)]
 Celsius = Annotated[float, Field(ge=-40.0, le=150.0)]
 Percent = Annotated[float, Field(ge=0.0, le=100.0)]
 Hex256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]

@@ -338,6 +338,50 @@ def test_a_sound_spool_opens_without_recovery(tmp_path: Path) -> None:
     assert not (tmp_path / QUARANTINE_DIR).exists()
 
 
+@pytest.mark.parametrize("counter", [1 << 49 | 1_700_000_000_000, -5, "17OO000000000"])
+def test_a_damaged_sequence_counter_is_recovered_not_trusted(tmp_path: Path, counter: object) -> None:
+    """A flipped high bit or a mangled value in the counter passes SQLite's structural check; trusted, every
+    report built with it would fail the contract (or be refused by the worker for centuries), for good."""
+    path = tmp_path / "spool.sqlite3"
+    values = filled_spool(path, count=10)
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value = ? WHERE name = 'next_seq'", (counter,))
+    spool, recovery = open_spool(path, 10**9)
+    with spool:
+        assert recovery is not None
+        assert "sequence counter" in recovery.problem
+        assert sorted(r.seq for r in spool.peek(100)) == sorted(values), "every record kept"
+        assert max(values) < spool.next_seq <= time.time() * 1000 + 60_000, "numbered from the clock again"
+        assert spool.append_report(lambda seq: report(seq)).seq == recovery.next_seq
+
+
+def test_salvage_does_not_take_a_damaged_counter_as_the_new_start(tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite3"
+    filled_spool(path, count=10)
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value = ? WHERE name = 'next_seq'", (1 << 62,))
+    with path.open("r+b") as damaged:
+        damaged.write(b"\0" * 100)  # the header too: salvage reads the pages
+    spool, recovery = open_spool(path, 10**9)
+    with spool:
+        assert recovery is not None
+        assert recovery.salvaged == 10
+        assert recovery.next_seq <= time.time() * 1000 + 60_000
+        spool.append_report(lambda seq: report(seq))
+
+
+def test_a_counter_a_little_ahead_of_the_clock_is_kept(tmp_path: Path) -> None:
+    """A clock set back by NTP by minutes leaves the counter ahead of it: no damage, the numbering goes on."""
+    path = tmp_path / "spool.sqlite3"
+    ahead = int(time.time() * 1000) + 3_600_000
+    with Spool(path, 10**9, initial_seq=ahead):
+        pass
+    spool, recovery = open_spool(path, 10**9)
+    with spool:
+        assert recovery is None
+        assert spool.next_seq == ahead
+
+
 def test_a_damaged_schema_that_is_still_valid_sql_is_recovered(tmp_path: Path) -> None:
     """One byte of the stored CREATE TABLE changed ("stream" -> "_tream"): the structure checks out, the columns do not."""
     path = tmp_path / "spool.sqlite3"
