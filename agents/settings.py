@@ -131,9 +131,9 @@ def load_agent_settings(
 ) -> AgentSettings:
     """Defaults < TOML file < ``FLEETPULSE_AGENT_*`` environment, as :func:`fleetpulse.config.load_settings` does.
 
-    ``strict`` (the service, and any privileged run): the config file and secret files must be safe from every
-    non-administrator (:func:`fleetpulse.agents.trust.check_trusted`), and secret files, or a
-    config file holding a secret inline, readable by root only
+    ``strict`` (the service, and any privileged run): the config file, secret files and Kafka TLS files must be
+    safe from every non-administrator (:func:`fleetpulse.agents.trust.check_trusted`), and secret files, the
+    TLS client key, or a config file holding a secret inline, readable by root only
     (:func:`fleetpulse.agents.trust.check_private`); else
     :class:`~fleetpulse.agents.trust.UntrustedPathError`.
 
@@ -164,7 +164,23 @@ def load_agent_settings(
     credentials = source.get(CREDENTIALS_DIRECTORY_ENV)
     for path in secret_fields(AgentSettings):
         _resolve_secret(merged, path, Path(credentials) if credentials else None, strict)
-    return AgentSettings.model_validate(merged)
+    settings = AgentSettings.model_validate(merged)
+    if strict:
+        _check_tls_files(settings)
+    return settings
+
+
+def _check_tls_files(settings: AgentSettings) -> None:
+    """The Kafka TLS files as the config and secret files: whoever can replace the CA file chooses the broker the
+    agent trusts (and hands the agents' SASL password to), and the client key is a secret."""
+    kafka = settings.kafka
+    for name, path in (("ssl_cafile", kafka.ssl_cafile), ("ssl_certfile", kafka.ssl_certfile)):
+        if path is not None:
+            check_trusted(Path(os.path.abspath(path)), f"kafka.{name}")
+    if kafka.ssl_keyfile is not None:
+        keyfile = Path(os.path.abspath(kafka.ssl_keyfile))
+        check_trusted(keyfile, "kafka.ssl_keyfile")
+        check_private(keyfile, "kafka.ssl_keyfile")
 
 
 def secret_fields(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

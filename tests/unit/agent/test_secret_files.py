@@ -199,3 +199,27 @@ def test_attack_the_service_refuses_a_readable_secret_without_holding_privileges
     assert "readable by every user" in err
     assert SASL not in err
     assert not (tmp_path / "spool").exists(), "refused before anything ran"
+
+
+@posix_only
+def test_privileged_agent_refuses_tls_files_others_can_replace_or_read(tmp_path: Path) -> None:
+    """Whoever can replace the CA file chooses the broker the agent trusts and sends the agents' SASL password
+    to; the client key is a secret like the password files."""
+    ca = write(tmp_path / "ca.pem", "any user could put their own CA here\n", mode=0o666)
+    cert = write(tmp_path / "client.pem", "certificate\n", mode=0o644)
+    key = write(tmp_path / "client.key", "-----BEGIN PRIVATE KEY-----\n", mode=0o644)
+    _shared_group(key)
+    env = {
+        "FLEETPULSE_AGENT_KAFKA__SSL_CAFILE": str(ca),
+        "FLEETPULSE_AGENT_KAFKA__SSL_CERTFILE": str(cert),
+        "FLEETPULSE_AGENT_KAFKA__SSL_KEYFILE": str(key),
+    }
+    with pytest.raises(UntrustedPathError, match=f"kafka.ssl_cafile {ca} is writable by every user"):
+        load_agent_settings(None, env, strict=True)
+    ca.chmod(0o644)
+    with pytest.raises(UntrustedPathError, match=f"kafka.ssl_keyfile {key} is readable by every user") as caught:
+        load_agent_settings(None, env, strict=True)
+    assert "PRIVATE KEY" not in str(caught.value)
+    assert load_agent_settings(None, env).kafka.ssl_keyfile == key, "an unprivileged (dev) agent reads them"
+    key.chmod(0o600)
+    assert load_agent_settings(None, env, strict=True).kafka.ssl_cafile == ca
