@@ -208,6 +208,9 @@ MAX_CSV_LINE = 64 * 1024
 field-size limit would, costing the rest of the file)."""
 MAX_CSV_ROW = 1024 * 1024
 """Quoted fields may span lines; a row over this many characters is refused like a long line."""
+MAX_CSV_ROW_LINES = 32
+"""Lines one row may span. A quoted field may hold line breaks, but no MDM export's field holds many: a stray
+quote would otherwise take every following line into one field, up to a limit, and each of those rows with it."""
 MAX_NUMBER_DIGITS = 20
 _CHUNK = 64 * 1024
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
@@ -474,11 +477,13 @@ class GraphJsonReader:
 
 class _BoundedLines:
     """Physical lines for :func:`csv.reader`, none longer than :data:`MAX_CSV_LINE`, no row (quoted
-    fields can span lines) longer than :data:`MAX_CSV_ROW`.
+    fields can span lines) longer than :data:`MAX_CSV_ROW` or spanning more than :data:`MAX_CSV_ROW_LINES`.
 
     A longer line is read in pieces, never whole, and replaced by an empty stand-in, as is every line of
     a row once it passes the row limit; ``oversized`` keeps where and why, so the row is reported
-    instead of parsed. A line with a NUL character is refused the same way.
+    instead of parsed. A line with a NUL character is refused the same way. A row that runs over too many
+    lines (a stray quote) is ended and refused, and its lines after the first are read again as rows of
+    their own: one stray quote costs its own row only.
     """
 
     def __init__(self, stream: TextIO) -> None:
@@ -486,14 +491,32 @@ class _BoundedLines:
         self.line = 0
         self.row_chars = 0
         self.oversized: tuple[int, str] | None = None
+        self._row: list[str] = []
+        """The current row's lines as served (stand-ins included), to be read again if the row runs on."""
+        self._again: list[str] = []
+        """Lines to serve before reading on, last first."""
 
     def __iter__(self) -> Iterator[str]:
         return self
 
     def __next__(self) -> str:
-        line = self.stream.readline(MAX_CSV_LINE + 1)
+        if len(self._row) >= MAX_CSV_ROW_LINES:
+            return self._run_on()
+        if self._again:
+            line = self._again.pop()
+            self.line += 1
+            self.row_chars += len(line)
+        else:
+            line = self._read()
         if not line:
             raise StopIteration
+        self._row.append(line)
+        return line
+
+    def _read(self) -> str:
+        line = self.stream.readline(MAX_CSV_LINE + 1)
+        if not line:
+            return line
         self.line += 1
         self.row_chars += len(line)
         if len(line) > MAX_CSV_LINE and not line.endswith(("\n", "\r")):
@@ -512,13 +535,24 @@ class _BoundedLines:
             return line.replace("\x00", "")
         return line
 
+    def _run_on(self) -> str:
+        """End the current row (a stand-in that closes an open quote), refuse it, and give back its lines
+        after the first, so that they are read again."""
+        first, *rest = self._row
+        if self.oversized is None:
+            self.oversized = (self.line - len(rest), f"a row over more than {MAX_CSV_ROW_LINES} lines (a stray quote?)")
+        self._again.extend(reversed(rest))
+        self.line -= len(rest)
+        self._row = []
+        return _stand_in(sum(line.count('"') for line in (first, *rest)))
+
     def _refuse(self, reason: str) -> None:
         if self.oversized is None:
             self.oversized = (self.line, reason)
 
     def next_row(self) -> tuple[int, str] | None:
         """Start counting a new row; return the refusal of the row just read, if any."""
-        refused, self.oversized, self.row_chars = self.oversized, None, 0
+        refused, self.oversized, self.row_chars, self._row = self.oversized, None, 0, []
         return refused
 
 

@@ -581,3 +581,27 @@ def test_an_unforeseen_exception_refuses_its_row_by_type_and_the_rest_is_read(mo
         ("f:page 1:item 1", "refused: unexpected KeyError while mapping the row")
     ]
     assert "muster@" not in "".join(dead_letters(result, AS_OF))
+
+
+def test_a_stray_quote_costs_only_its_own_row() -> None:
+    """An unterminated quote would take every following line into one field until csv's field limit: about 2,500
+    phones of a daily export lost under one row error. The row is ended and refused, and the lines after its
+    first are read again as rows of their own."""
+    header = "id,operatingSystem,deviceType,lastSyncDateTime,batteryHealthPercentage,model\n"
+    rows = [f"dev{i},iOS,iPhone,2026-10-30T10:00:00Z,90,iPhone 12\n" for i in range(5_000)]
+    rows[2] = 'dev2,iOS,iPhone,2026-10-30T10:00:00Z,90,"iPhone 12\n'
+    read = list(read_csv(io.StringIO(header + "".join(rows))))
+    errors = [(ref, str(item)) for ref, item in read if isinstance(item, RowError)]
+    assert errors == [("input:line 4", f"a row over more than {mdm.MAX_CSV_ROW_LINES} lines (a stray quote?)")]
+    ids = [item["id"] for _, item in read if not isinstance(item, RowError)]
+    assert ids == [f"dev{i}" for i in range(5_000) if i != 2]
+    assert [ref for ref, _ in read][3:5] == ["input:line 5", "input:line 6"], "lines numbered as in the file"
+
+
+def test_a_quoted_field_over_a_few_lines_is_still_one_field() -> None:
+    header = "id,notes\n"
+    text = header + 'a,"one\ntwo\nthree"\nb,plain\n'
+    assert [item for _, item in read_csv(io.StringIO(text))] == [
+        {"id": "a", "notes": "one\ntwo\nthree"},
+        {"id": "b", "notes": "plain"},
+    ]
