@@ -42,6 +42,10 @@ from fleetpulse.tls import TLS_FILES_UNREADABLE, client_context, handshake_refus
 log = logging.getLogger(__name__)
 
 
+RECEIVE_MAX_BYTES = 1 << 20
+"""The largest response the agent's client reads: metadata and produce acknowledgements are far smaller."""
+
+
 def producer_config(kafka: KafkaSettings, delivery: DeliverySettings, client_id: str) -> dict[str, Any]:
     """kafka-python settings; TLS, SASL/SCRAM and mTLS come from :class:`KafkaSettings` only."""
     config: dict[str, Any] = {
@@ -60,6 +64,9 @@ def producer_config(kafka: KafkaSettings, delivery: DeliverySettings, client_id:
         "retry_backoff_ms": 500,
         "reconnect_backoff_ms": 500,
         "reconnect_backoff_max_ms": 10_000,
+        # kafka-python allocates a response's announced size before reading it (100 MB by default): the agent
+        # only reads metadata and acknowledgements, so whatever answers at the bootstrap address gets 1 MiB
+        "receive_message_max_bytes": RECEIVE_MAX_BYTES,
         **kafka_python_security(kafka),
     }
     return config

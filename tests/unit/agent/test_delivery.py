@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import socket
 import ssl
+import struct
 import threading
 import time
+import tracemalloc
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -395,3 +398,31 @@ def test_a_tls_broker_that_cannot_be_reached_is_left_to_the_session(
         delivery.close(timeout_s=0)
     assert result.error is not None
     assert result.rejected is None
+
+
+def announce_100_mb(conn: socket.socket) -> None:
+    """Something at a plaintext bootstrap address (a spoofed name): it announces a 100 MB response and waits."""
+    conn.settimeout(3)
+    conn.recv(65536)
+    conn.sendall(struct.pack(">i", 99_999_999))
+    with contextlib.suppress(OSError):
+        conn.recv(1)
+
+
+def test_a_fake_broker_announcing_a_huge_response_costs_the_agent_no_memory(tmp_path: Path) -> None:
+    """kafka-python allocates a response's announced size before reading it: 100 MB per connection by default,
+    past the agent unit's memory limit, for anyone answering at the bootstrap address."""
+    with listener(announce_100_mb) as port:
+        kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}", request_timeout_ms=2_000)
+        delivery = Delivery(kafka, DeliverySettings(max_block_ms=2_000, flush_timeout_s=1.0), client_id="t")
+        with one_report_spool(tmp_path / "s.db") as spool:
+            tracemalloc.start()
+            try:
+                result = delivery.drain(spool)
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            delivery.close(timeout_s=0)
+            assert spool.count() == 1
+    assert result.error is not None
+    assert peak < 16 * 2**20, f"{peak / 2**20:.0f} MiB allocated for a response that never came"
