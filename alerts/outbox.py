@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from fleetpulse.alerts.connectors.base import Connector, DeliveryError, Notification, PermanentDeliveryError, scrub
+from fleetpulse.alerts.connectors.base import Connector, DeliveryError, Notification, PermanentDeliveryError
 from fleetpulse.alerts.settings import OutboxSettings
 from fleetpulse.alerts.store.repository import NEEDS_ATTENTION, OutboxView, TicketStore
 from fleetpulse.contract.v1 import TicketOutcome
+from fleetpulse.redact import scrub
 from fleetpulse.retry import RetryPolicy
 
 log = logging.getLogger(__name__)

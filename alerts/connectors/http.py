@@ -20,8 +20,9 @@ from typing import Any
 import httpx
 
 from fleetpulse.alerts import bounded_http
-from fleetpulse.alerts.connectors.base import DeliveryError, Notification, PermanentDeliveryError, scrub
+from fleetpulse.alerts.connectors.base import DeliveryError, Notification, PermanentDeliveryError
 from fleetpulse.alerts.connectors.config import ServiceNowConfig, TopdeskConfig, WebhookConfig, webhook_key
+from fleetpulse.redact import scrub
 from fleetpulse.retry import is_permanent_status
 
 USER_AGENT = "fleetpulse-alerts/1"

@@ -11,8 +11,9 @@ import ssl
 from email.message import EmailMessage
 from email.utils import make_msgid
 
-from fleetpulse.alerts.connectors.base import DeliveryError, Notification, PermanentDeliveryError, scrub
+from fleetpulse.alerts.connectors.base import DeliveryError, Notification, PermanentDeliveryError
 from fleetpulse.alerts.connectors.config import SmtpConfig
+from fleetpulse.redact import scrub
 
 _HEADER_BREAKING = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
 

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from fleetpulse.streams.settings import InfluxV1Sink
-from fleetpulse.streams.sinks.lineprotocol import HttpWriter, LineProtocolSink
+from fleetpulse.streams.sinks.lineprotocol import HttpWriter, LineProtocolSink, flush_deadline
 
 
 class InfluxV1PointSink(LineProtocolSink):
@@ -16,6 +16,7 @@ class InfluxV1PointSink(LineProtocolSink):
             params={"db": config.database, "precision": "ns"},
             headers={},
             timeout_s=config.timeout_s,
+            secrets=[config.password.get_secret_value()] if config.username else [],
             auth=(config.username, config.password.get_secret_value()) if config.username else None,
         )
-        super().__init__(config.kind, writer, config.retries, sleep=sleep)
+        super().__init__(config.kind, writer, config.retries, sleep=sleep, deadline_s=flush_deadline(config))

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from fleetpulse.streams.settings import InfluxV2Sink
-from fleetpulse.streams.sinks.lineprotocol import HttpWriter, LineProtocolSink
+from fleetpulse.streams.sinks.lineprotocol import HttpWriter, LineProtocolSink, flush_deadline
 
 
 class InfluxV2PointSink(LineProtocolSink):
@@ -16,5 +16,6 @@ class InfluxV2PointSink(LineProtocolSink):
             params={"org": config.org, "bucket": config.bucket, "precision": "ns"},
             headers={"Authorization": f"Token {config.token.get_secret_value()}"} if config.token else {},
             timeout_s=config.timeout_s,
+            secrets=[config.token.get_secret_value()] if config.token else [],
         )
-        super().__init__(config.kind, writer, config.retries, sleep=sleep)
+        super().__init__(config.kind, writer, config.retries, sleep=sleep, deadline_s=flush_deadline(config))

@@ -19,8 +19,9 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from fleetpulse.alerts.connectors import ConnectorConfig, DeliveryError, build
-from fleetpulse.alerts.connectors.base import MAX_ERROR_CHARS, Connector, PermanentDeliveryError
+from fleetpulse.alerts.connectors.base import Connector, PermanentDeliveryError
 from fleetpulse.alerts.connectors.config import SmtpConfig
+from fleetpulse.redact import MAX_ERROR_CHARS
 from tests.harness import free_port, self_signed_tls
 from tests.integration.test_connectors import (
     WEBHOOK_SECRET,

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from fleetpulse.alerts.connectors.base import MAX_ERROR_CHARS, scrub
 from fleetpulse.config import KafkaSettings, describe_config_error
+from fleetpulse.redact import MAX_ERROR_CHARS, scrub
 
 SECRET = 'pa$$ w"rd/üñí+='
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Collection
+import tracemalloc
+from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime
 
 import httpx
@@ -184,7 +187,7 @@ async def test_http_statuses_are_classified_by_the_retry_policy(status: int, out
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(status, text="" if status == 204 else "no")
+        return httpx.Response(status, stream=httpx.ByteStream(b"" if status == 204 else b"no"))
 
     writer = HttpWriter("http://tsdb/api/v2/write", {"bucket": "b"}, {}, 1.0, transport=httpx.MockTransport(handler))
     if outcome is None:
@@ -194,3 +197,114 @@ async def test_http_statuses_are_classified_by_the_retry_policy(status: int, out
             await writer.write(b"m f=1 1")
     assert seen[0].url.params["bucket"] == "b"
     await writer.close()
+
+
+class HostileTsdb:
+    """A TSDB (or a proxy before it) on 127.0.0.1 that reads each write request whole, then answers with
+    ``answer(request head, writer)``."""
+
+    def __init__(self, answer: Callable[[bytes, asyncio.StreamWriter], Awaitable[None]]) -> None:
+        self.answer = answer
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+        )
+        await reader.readexactly(length)
+        with contextlib.suppress(OSError):
+            await self.answer(head, writer)
+            writer.close()
+
+
+async def drip(_: bytes, writer: asyncio.StreamWriter) -> None:
+    """Headers, then a byte of the body now and then: every read is answered within the read timeout."""
+    writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 1000000\r\n\r\n")
+    while True:
+        writer.write(b"x")
+        await writer.drain()
+        await asyncio.sleep(0.1)
+
+
+async def test_a_tsdb_dripping_its_answer_cannot_hold_the_flush() -> None:
+    """timeout_s bounds each read only: the worker stores a batch's state after its flush, so a TSDB answering a
+    byte now and then held scoring and alerting of every partition for as long as it went on."""
+    async with HostileTsdb(drip) as url:
+        sink = InfluxV2PointSink(InfluxV2Sink(url=url, timeout_s=0.3, retries=0))
+        sink.add(POINTS)
+        assert await asyncio.wait_for(sink.flush(), 30) == 0, "bounded by the answer's deadline, not by this guard"
+        await sink.close()
+    assert sink.dropped == {"unavailable": len(POINTS)}
+
+
+async def huge_error(_: bytes, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: %d\r\n\r\n" % (256 * 2**20))
+    chunk = b"x" * 2**20
+    for _ in range(256):
+        writer.write(chunk)
+        await writer.drain()
+
+
+async def test_a_huge_error_answer_costs_the_worker_no_memory() -> None:
+    """The error body was read whole, then decoded whole, to keep 300 characters of it."""
+    async with HostileTsdb(huge_error) as url:
+        sink = InfluxV2PointSink(InfluxV2Sink(url=url, timeout_s=5, retries=0))
+        sink.add(POINTS)
+        tracemalloc.start()
+        try:
+            await asyncio.wait_for(sink.flush(), 60)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        await sink.close()
+    assert sink.dropped == {"unavailable": len(POINTS)}
+    assert peak < 16 * 2**20, f"{peak / 2**20:.0f} MiB for a 256 MiB error answer"
+
+
+TOKEN = "s3cr3t-influx-token"
+
+
+async def echo_headers(head: bytes, writer: asyncio.StreamWriter) -> None:
+    """A proxy's error page that echoes the request's Authorization header."""
+    authorization = next(line for line in head.split(b"\r\n") if line.lower().startswith(b"authorization"))
+    body = b"<html>502 Bad Gateway. Request headers: " + authorization + b"</html>"
+    writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    await writer.drain()
+
+
+async def test_an_error_page_echoing_the_token_puts_no_token_in_the_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="fleetpulse")
+    async with HostileTsdb(echo_headers) as url:
+        config = InfluxV2Sink(url=url, token=TOKEN, allow_insecure=True, retries=1)
+        sink = InfluxV2PointSink(config, sleep=no_sleep)
+        sink.add(POINTS)
+        await sink.flush()
+        await sink.close()
+    logged = [f"{record.getMessage()} {getattr(record, 'fields', '')}" for record in caplog.records]
+    assert any("502 Bad Gateway" in line for line in logged), logged
+    assert not any(TOKEN in line for line in logged)
+
+
+async def test_a_tsdb_refusing_each_half_slowly_cannot_hold_the_flush() -> None:
+    """Each request within its deadline, yet the halves of a large batch, one after another, added up."""
+
+    class SlowRefusal(FakeWriter):
+        async def write(self, body: bytes) -> None:
+            self.bodies.append(body)
+            await asyncio.sleep(0.05)
+            raise WriteRejected(400, "bad point")
+
+    sink = LineProtocolSink("fake", SlowRefusal(lambda _: None), retries=0, sleep=no_sleep, deadline_s=0.5)
+    sink.add(numbered(4096))
+    assert await asyncio.wait_for(sink.flush(), 30) == 0
+    assert sink.dropped["unavailable"] > 0
+    assert sum(sink.dropped.values()) == 4096, "every point accounted for"
