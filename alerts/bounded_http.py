@@ -3,7 +3,7 @@
 An ITSM, a webhook receiver or an identity provider that answers with gigabytes, or trickles
 bytes just fast enough to beat every per-read timeout, must not exhaust the consumer's memory
 or hold it for hours. Error answers are only ever shown as a short scrubbed text, so no more
-of them than that is read.
+of them than that is read. The mail connector bounds its SMTP conversation with the same :class:`Watchdog`.
 """
 
 from __future__ import annotations
@@ -67,13 +67,13 @@ def request(
     from the start (else :class:`AnswerTooSlow`). Both are ``httpx.HTTPError``, as a refused
     connection is. The cap counts decoded bytes, so a compressed answer cannot expand past it.
 
-    The deadline covers the whole exchange (connect, TLS, request, headers, body): see :class:`_Watchdog`.
+    The deadline covers the whole exchange (connect, TLS, request, headers, body): see :class:`Watchdog`.
     The request asks for ``Connection: close`` so it never rides on a pooled connection whose
     socket the watchdog has not seen opened.
     """
     headers = httpx.Headers(kwargs.pop("headers", None))
     headers["Connection"] = "close"
-    watchdog = _Watchdog(deadline_s)
+    watchdog = Watchdog(deadline_s)
     too_slow = f"the answer took longer than {deadline_s:g} s"
     try:
         with contextlib.ExitStack() as scope:
@@ -106,15 +106,15 @@ _OPENED = ".connect_tcp.complete"
 """The httpcore ``trace`` event carrying a new connection's stream (TLS and proxy tunnels ride on its socket)."""
 
 
-class _Watchdog:
-    """Shuts the exchange's socket down when the deadline passes, wherever the exchange waits.
+class Watchdog:
+    """Shuts the exchange's sockets down when the deadline passes, wherever the exchange waits.
 
     A per-read timeout cannot bound a server that sends one byte just before each timeout, in its
     TLS handshake or headers as in its body, and the callers are synchronous (the consumer's
     delivery loop, the API's worker threads): a timer thread shuts the socket down, so the blocked
-    read or write fails at once. The socket comes from httpcore's ``trace`` extension as the
-    connection opens; the watchdog shuts down its own duplicate of it, so a descriptor the
-    exchange has already closed and the process reused is never touched.
+    read or write fails at once. Each socket is handed over as the connection opens (:meth:`watch`;
+    for httpx, httpcore's ``trace`` extension); the watchdog shuts down its own duplicate of it, so
+    a descriptor the exchange has already closed and the process reused is never touched.
     """
 
     def __init__(self, deadline_s: float) -> None:
@@ -124,7 +124,7 @@ class _Watchdog:
         self._timer = threading.Timer(deadline_s, self._expire)
         self._timer.daemon = True
 
-    def __enter__(self) -> _Watchdog:
+    def __enter__(self) -> Watchdog:
         self._timer.start()
         return self
 
@@ -137,18 +137,21 @@ class _Watchdog:
                 own.close()
             self._sockets.clear()
 
-    def trace(self, event: str, info: Mapping[str, Any]) -> None:
-        """httpcore's ``trace`` callback: keep a duplicate of each socket the exchange opens."""
-        if not event.endswith(_OPENED):
-            return
-        opened = info["return_value"].get_extra_info("socket")
-        if not isinstance(opened, socket.socket):
-            return
-        with self._lock, contextlib.suppress(OSError):  # no descriptor left: the body check still holds
+    def watch(self, opened: socket.socket) -> None:
+        """Keep a duplicate of ``opened`` (a plain socket; TLS rides on it) to shut down at the deadline."""
+        with self._lock, contextlib.suppress(OSError):  # out of descriptors: the exchange goes on unwatched
             own = opened.dup()
             self._sockets.append(own)
             if self.expired:
                 _shut(own)
+
+    def trace(self, event: str, info: Mapping[str, Any]) -> None:
+        """httpcore's ``trace`` callback: watch each socket the exchange opens."""
+        if not event.endswith(_OPENED):
+            return
+        opened = info["return_value"].get_extra_info("socket")
+        if isinstance(opened, socket.socket):
+            self.watch(opened)
 
     def _expire(self) -> None:
         with self._lock:
