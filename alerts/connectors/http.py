@@ -74,11 +74,23 @@ def _post(
         return None
 
 
-def _lookup(url: str, params: dict[str, str], timeout: float, auth: httpx.BasicAuth, secrets: Sequence[str]) -> Any:
-    """GET for an incident created by an earlier attempt whose answer was lost (timeout after the POST).
+def _lookup(
+    url: str,
+    params: dict[str, str],
+    timeout: float,
+    auth: httpx.BasicAuth,
+    secrets: Sequence[str],
+    within: str | None = None,
+) -> dict[str, Any] | None:
+    """GET the incident an earlier attempt created if its answer was lost (a timeout or a gateway
+    error after the POST): the first record found, or None.
 
-    Unreachable -> DeliveryError (the POST would fail too); login refused -> PermanentDeliveryError;
-    otherwise refused (e.g. no read right) -> None, and the caller creates the incident anyway.
+    The caller creates the incident after None, so None means a definite answer only: nothing
+    found (an empty list; TOPdesk's 204), or the account may not read incidents (403, 404), logged.
+    Any other answer raises, so a retry never creates a second incident: an unreachable ITSM, 5xx,
+    408, 429 or an answer that is not a JSON list of records -> DeliveryError (retried later); login
+    refused -> PermanentDeliveryError for the whole target, as for any other answer no retry changes
+    (a redirect, another 4xx). ``within``: the key holding the list (ServiceNow's ``result``).
     """
     try:
         response = bounded_http.request(
@@ -93,16 +105,25 @@ def _lookup(url: str, params: dict[str, str], timeout: float, auth: httpx.BasicA
         )
     except httpx.HTTPError as exc:
         raise DeliveryError(scrub(f"{type(exc).__name__}: {exc}", secrets)) from None
-    if response.status_code in (401, 407):
-        raise PermanentDeliveryError(scrub(f"HTTP {response.status_code}: {response.text}", secrets), whole_target=True)
-    if response.status_code != 200 or not response.content:
-        if response.status_code not in (200, 204):
-            log.warning("ITSM lookup refused; creating without it", extra={"fields": {"status": response.status_code}})
+    status = response.status_code
+    if status in (403, 404):
+        log.warning("ITSM lookup refused; creating without it", extra={"fields": {"status": status}})
         return None
+    if status == 204:
+        return None
+    if status not in (200, 206):  # 206: TOPdesk's page when more records match than it holds
+        message = scrub(f"lookup HTTP {status}: {response.text}", secrets)
+        if 300 <= status < 400 or is_permanent_status(status):
+            raise PermanentDeliveryError(message, whole_target=status in (401, 407) or status < 400)
+        raise DeliveryError(message)
     try:
-        return response.json()
+        found = response.json()
     except ValueError:
-        return None
+        found = None
+    records = found.get(within) if within is not None and isinstance(found, dict) else found
+    if not isinstance(records, list) or (records and not isinstance(records[0], dict)):
+        raise DeliveryError("the ITSM's lookup answer is not a JSON list of records")
+    return records[0] if records else None
 
 
 def _record_id(value: object, what: str) -> str:
@@ -181,23 +202,21 @@ class ServiceNow:
         self.config = config
         self.name = config.name
 
-    def _find(self, url: str, key: str, auth: httpx.BasicAuth, secrets: Sequence[str]) -> dict[str, Any] | None:
-        found = _lookup(
-            url,
-            {"sysparm_query": f"correlation_id={key}", "sysparm_fields": "number,sys_id", "sysparm_limit": "1"},
-            self.config.timeout_s,
-            auth,
-            secrets,
-        )
-        existing = found.get("result") if isinstance(found, dict) else None
-        if isinstance(existing, list) and existing and isinstance(existing[0], dict):
-            return existing[0]
-        return None
-
     def deliver(self, notification: Notification) -> str | None:
         url = f"{self.config.instance_url.rstrip('/')}/api/now/table/{self.config.table}"
         auth, secrets = _basic(self.config.username, self.config.password.get_secret_value())
-        existing = self._find(url, notification.dedup_key, auth, secrets)
+        existing = _lookup(
+            url,
+            {
+                "sysparm_query": f"correlation_id={notification.dedup_key}",
+                "sysparm_fields": "number,sys_id",
+                "sysparm_limit": "1",
+            },
+            self.config.timeout_s,
+            auth,
+            secrets,
+            within="result",
+        )
         if notification.subject == "update":
             # lifecycle news goes to the work notes; closing the incident stays IT-support's decision
             if existing is None or not existing.get("sys_id"):
@@ -242,14 +261,13 @@ class Topdesk:
         url = f"{self.config.url.rstrip('/')}/tas/api/incidents"
         auth, secrets = _basic(self.config.username, self.config.app_password.get_secret_value())
         external = notification.dedup_key[:60]
-        found = _lookup(
+        existing = _lookup(
             url,
             {"query": f"externalNumber=={external}", "fields": "id,number", "page_size": "1"},
             self.config.timeout_s,
             auth,
             secrets,
         )
-        existing = found[0] if isinstance(found, list) and found and isinstance(found[0], dict) else None
         if notification.subject == "update":
             # lifecycle news becomes an action entry; closing the incident stays IT-support's decision
             if existing is None or not existing.get("id"):

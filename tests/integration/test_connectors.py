@@ -55,7 +55,8 @@ class RecordingHttp:
     status: int = 201
     answer: dict[str, Any] = field(default_factory=dict)
     lookup_status: int = 200
-    lookup_answer: Any = field(default_factory=lambda: {"result": []})
+    lookup_answer: Any = None
+    """None: nothing found, as each ITSM says it (ServiceNow an empty ``result``, TOPdesk an empty list)."""
     requests: list[HttpRecord] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
 
@@ -79,7 +80,10 @@ class RecordingHttp:
 
             def do_GET(self) -> None:
                 recorder.requests.append(HttpRecord("GET", self.path, dict(self.headers.items()), b""))
-                payload = b"" if recorder.lookup_status == 204 else json.dumps(recorder.lookup_answer).encode()
+                answer = recorder.lookup_answer
+                if answer is None:
+                    answer = {"result": []} if self.path.startswith("/api/now/") else []
+                payload = b"" if recorder.lookup_status == 204 else json.dumps(answer).encode()
                 self.send_response(recorder.lookup_status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
@@ -312,13 +316,16 @@ def test_retry_after_a_lost_answer_finds_the_incident_instead_of_duplicating_it(
     assert [r.method for r in http_server.requests] == ["GET"]
 
 
+@pytest.mark.parametrize("kind", ["servicenow", "topdesk"])
+@pytest.mark.parametrize("status", [403, 404])
 def test_lookup_refused_still_creates_the_incident(
-    http_server: RecordingHttp, smtp_server: RecordingSmtp, tmp_path: Path
+    kind: str, status: int, http_server: RecordingHttp, smtp_server: RecordingSmtp, tmp_path: Path
 ) -> None:
-    http_server.lookup_status = 403
-    http_server.answer = {"result": {"number": "INC0010003"}}
-    ref = build(connector_config("servicenow", http_server, smtp_server)).deliver(sample_notification(tmp_path))
-    assert ref == "INC0010003"
+    """An account without read right on incidents: the lookup is skipped (logged), the incident created."""
+    http_server.lookup_status = status
+    http_server.answer = {"result": {"number": "INC0010003"}, "number": "I 2611 003"}
+    ref = build(connector_config(kind, http_server, smtp_server)).deliver(sample_notification(tmp_path))
+    assert ref == {"servicenow": "INC0010003", "topdesk": "I 2611 003"}[kind]
     assert [r.method for r in http_server.requests] == ["GET", "POST"]
 
 
