@@ -107,7 +107,9 @@ class TicketService:
 
         Inventory and alerts travel on different topics, so an alert may open a ticket before
         its device's facts arrive: open (not yet approved) tickets get their recommendation
-        re-planned whenever the facts change (warranty, device kind).
+        re-planned whenever the facts change (warranty, device kind). A changed recommendation
+        is a ``replanned`` ticket event with its audit record: what a fleet manager approves
+        must not change unseen.
         """
         applied = 0
         with self.store.session() as session:
@@ -131,11 +133,22 @@ class TicketService:
                     )
                 )
                 for ticket in open_tickets:
-                    plan = actions.recommend(Component(ticket.component), None, inventory, ticket.opened_at.date())
-                    ticket.action_kind = plan.kind
-                    ticket.recommended_action = actions.storm_first(plan.text) if ticket.storm_group else plan.text
-                    ticket.co2e_avoided_kg = plan.co2e_avoided_kg
+                    self._replan(session, ticket, inventory)
         return applied
+
+    def _replan(self, session: Session, ticket: TicketRow, inventory: DeviceInventory) -> None:
+        plan = actions.recommend(Component(ticket.component), None, inventory, ticket.opened_at.date())
+        text = actions.storm_first(plan.text) if ticket.storm_group else plan.text
+        ticket.co2e_avoided_kg = plan.co2e_avoided_kg
+        if (plan.kind, text) == (ticket.action_kind, ticket.recommended_action):
+            return
+        # never before the ticket's last change, though the facts may be dated before it opened
+        at = max(ticket.updated_at, inventory.updated_at)
+        change = f"{ticket.action_kind} -> {plan.kind} after new device facts"
+        self._event(session, ticket.id, at, "replanned", f"{change}. Was: {ticket.recommended_action} Now: {text}")
+        ticket.action_kind = plan.kind
+        ticket.recommended_action = text
+        ticket.updated_at = at
 
     def record_score(self, score: RiskScore) -> bool:
         return self.record_scores([score]) == 1
