@@ -27,6 +27,8 @@ from typing import Any, Protocol
 
 import numpy as np
 import skops.io as sio
+from sklearn.calibration import CalibratedClassifierCV, _CalibratedClassifier, _SigmoidCalibration
+from sklearn.ensemble import HistGradientBoostingClassifier
 
 from fleetpulse.contract import Component, Factor, RiskScore
 from fleetpulse.models import forest
@@ -250,18 +252,61 @@ def reference_row(value: Any) -> np.ndarray:
     return row
 
 
+def _check_trees(trees: Any) -> None:
+    """Raise ``ValueError`` unless ``trees`` is a binary gradient-boosted model whose every walk provably ends
+    (:func:`~fleetpulse.models.forest.flatten`): a child pointing back at its parent would loop scikit-learn's
+    own prediction forever, and trees flatten does not cover (categorical splits, several per iteration) are
+    not proven at all."""
+    if not isinstance(trees, HistGradientBoostingClassifier):
+        raise ValueError(f"has no fitted trees ({type(trees).__name__})")
+    if getattr(trees, "n_trees_per_iteration_", None) != 1:
+        raise ValueError("has trees for several classes: only binary models are served")
+    try:
+        flat = forest.flat_forest(trees)
+    except ValueError as exc:
+        raise ValueError(f"has malformed trees ({exc})") from None
+    except Exception as exc:  # node arrays of another layout than scikit-learn writes
+        raise ValueError(f"has unreadable trees ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if flat is None:
+        raise ValueError("has trees that cannot be checked (categorical splits, several trees per iteration, or none)")
+
+
+def _check_model(model: Any) -> None:
+    """Raise ``ValueError`` unless ``model`` is a kind of model fleetpulse serves and every tree its prediction
+    walks is checked (:func:`_check_trees`): the disk model, plain gradient-boosted trees, or either calibrated
+    by sigmoids (the calibrated wrapper predicts with its inner models and calibrators, not with its own)."""
+    if isinstance(model, DiskRiskModel):
+        _check_trees(getattr(model, "trees_", None))
+    elif isinstance(model, HistGradientBoostingClassifier):
+        _check_trees(model)
+    elif isinstance(model, CalibratedClassifierCV):
+        calibrated = getattr(model, "calibrated_classifiers_", None)
+        if not isinstance(calibrated, list) or not calibrated:
+            raise ValueError("is calibrated without fitted classifiers")
+        for inner in calibrated:
+            estimator = getattr(inner, "estimator", None)
+            calibrators = getattr(inner, "calibrators", None)
+            if (
+                not isinstance(inner, _CalibratedClassifier)
+                or not isinstance(estimator, DiskRiskModel | HistGradientBoostingClassifier)
+                or not isinstance(calibrators, list)
+                or not calibrators
+                or not all(isinstance(c, _SigmoidCalibration) for c in calibrators)
+            ):
+                raise ValueError("is calibrated otherwise than by sigmoids over a disk model or trees")
+            _check_model(estimator)
+    else:
+        raise ValueError(f"is a {type(model).__name__}, not a kind of model fleetpulse serves")
+
+
 def verified_trees(directory: Path, models: dict[int, Any]) -> dict[int, Any]:
-    """``models``, once each disk model's trees are proven walkable (:func:`~fleetpulse.models.forest.flatten`):
-    a child pointing back at its parent would loop scikit-learn's own prediction forever."""
+    """``models``, once each is proven servable (:func:`_check_model`): a model whose tree loops never returns
+    from its first prediction, one that is no model fails every scoring call."""
     for horizon, model in models.items():
-        if isinstance(model, DiskRiskModel):
-            trees = getattr(model, "trees_", None)
-            if trees is None:
-                raise ArtifactError(f"{directory}: the {horizon}-day model has no fitted trees")
-            try:
-                forest.flat_forest(trees)
-            except ValueError as exc:
-                raise ArtifactError(f"{directory}: the {horizon}-day model's trees are malformed ({exc})") from None
+        try:
+            _check_model(model)
+        except ValueError as exc:
+            raise ArtifactError(f"{directory}: the {horizon}-day model {exc}") from None
     return models
 
 
@@ -316,11 +361,17 @@ def check_predictions(directory: Path, scorer: Predicts, meta: dict[str, Any]) -
 
     The digests prove the files unchanged, not that this environment reads them the same: another
     scikit-learn or numpy (Python 3.10 installs an older scikit-learn than the model was trained with,
-    which only warns) could unpickle a model that scores differently. Artifacts written before predictions
-    were recorded are not checked."""
+    which only warns) could unpickle a model that scores differently. Making it predict here also proves it
+    predicts at all, before a worker serves it. An artifact that records no predictions (registered before
+    artifacts recorded them) is refused: ``fleetpulse models migrate`` records them once its models are
+    proven servable."""
     recorded = meta.get("predictions")
     if recorded is None:
-        return
+        raise ArtifactError(
+            f"{directory}: records no predictions to check this environment against (written before artifacts "
+            "recorded them): record them with `fleetpulse models migrate`, which first proves its trees walkable, "
+            "or retrain it"
+        )
     horizons = recorded.get("horizons") if isinstance(recorded, dict) else None
     if not isinstance(horizons, dict) or sorted(horizons) != sorted(str(h) for h in scorer.models):
         raise ArtifactError(f"{directory}: malformed recorded predictions (one list per horizon expected)")
@@ -376,17 +427,21 @@ class TrainedDiskScorer:
 
     @classmethod
     def from_artifact(cls, directory: Path, digests: dict[str, str]) -> TrainedDiskScorer:
-        """The scorer of the artifact in ``directory``, verified against the registry's ``digests``."""
+        """The scorer of the artifact in ``directory``, verified against the registry's ``digests``, once it
+        predicts what it recorded."""
         payload, meta = load_artifact(directory, digests)
-        return cls.from_loaded(directory, payload, meta)
+        scorer = cls.from_loaded(directory, payload, meta)
+        check_predictions(directory, scorer, meta)
+        return scorer
 
     @classmethod
     def from_loaded(cls, directory: Path, payload: dict[str, Any], meta: dict[str, Any]) -> TrainedDiskScorer:
-        """The scorer of an artifact :func:`load_artifact` verified and loaded."""
+        """The scorer of an artifact :func:`load_artifact` verified and loaded, its models proven servable
+        (:func:`verified_trees`); not served before :func:`check_predictions` passes."""
         if tuple(meta.get("feature_names", ())) != DISK_FEATURES:
             raise ArtifactError(f"{directory}: trained on different features than this code computes")
         try:
-            scorer = cls(
+            return cls(
                 name=str(meta["name"]),
                 version=str(meta["version"]),
                 models=verified_trees(directory, {int(h): payload[f"horizon_{h}"] for h in meta["horizons"]}),
@@ -395,8 +450,6 @@ class TrainedDiskScorer:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{directory}: incomplete artifact ({type(exc).__name__}: {exc})") from None
-        check_predictions(directory, scorer, meta)
-        return scorer
 
     def alert_thresholds(self, cap: str) -> tuple[float, float] | None:
         """(raise, clear) suggested for alerts on this scorer's risk (the longest horizon):

@@ -217,8 +217,12 @@ def register(app: typer.Typer) -> None:
 
         For an index of the old format the files are recorded AS THEY ARE NOW: check them first
         (below: each artifact's digests and stored alert thresholds). An index in the current
-        format is re-signed only if every file still matches its recorded digest.
+        format is re-signed only if every file still matches its recorded digest. An artifact
+        written before artifacts recorded their predictions gets them recorded with this
+        environment's libraries, once its trees are proven walkable: run it where the models
+        score as they were trained to.
         """
+        from fleetpulse.models.artifact import library_versions
         from fleetpulse.models.index import ArtifactError, artifact_dir, signing_key
         from fleetpulse.models.registry import migrate_registry
 
@@ -226,10 +230,16 @@ def register(app: typer.Typer) -> None:
         directory = registry_dir or settings.registry_dir
         key = signing_key(settings)
         try:
-            registry = migrate_registry(directory, key)
+            registry, recorded = migrate_registry(directory, key)
         except ArtifactError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
+        here = library_versions()
+        for artifact_id in recorded:
+            typer.echo(
+                f"{artifact_id}: predictions recorded with scikit-learn {here['scikit-learn']}, numpy {here['numpy']} "
+                "(its metadata's `libraries` name those it was trained with)"
+            )
         for artifact_id, digests in registry.artifacts.items():
             meta = json.loads((artifact_dir(directory, artifact_id) / "metadata.json").read_bytes())
             thresholds = {

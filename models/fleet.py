@@ -173,14 +173,22 @@ def served_risk(scorer: HasCritical, features: np.ndarray, horizon: int = HORIZO
 
 
 def load_disk_scorer(directory: Path, digests: dict[str, str]) -> TrainedDiskScorer:
-    """The served disk scorer of a verified artifact: the Backblaze-trained model or a fleet challenger."""
+    """The served disk scorer of a verified artifact, once it predicts what it recorded."""
     payload, meta = load_artifact(directory, digests)
+    scorer = disk_scorer(directory, payload, meta)
+    check_predictions(directory, scorer, meta)
+    return scorer
+
+
+def disk_scorer(directory: Path, payload: dict[str, Any], meta: dict[str, Any]) -> TrainedDiskScorer:
+    """The disk scorer of a loaded artifact, its models proven servable: the Backblaze-trained model or a fleet
+    challenger. Not served before :func:`~fleetpulse.models.artifact.check_predictions` passes."""
     if meta.get("kind") != FLEET_KIND:
         return TrainedDiskScorer.from_loaded(directory, payload, meta)
     if tuple(meta.get("feature_names", ())) != DISK_FEATURES or tuple(meta.get("stack_features", ())) != STACK_FEATURES:
         raise ArtifactError(f"{directory}: trained on different features than this code computes")
     try:
-        scorer = FleetDiskScorer(
+        return FleetDiskScorer(
             name=str(meta["name"]),
             version=str(meta["version"]),
             models=verified_trees(directory, {int(h): payload[f"horizon_{h}"] for h in meta["horizons"]}),
@@ -193,8 +201,28 @@ def load_disk_scorer(directory: Path, digests: dict[str, str]) -> TrainedDiskSco
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{directory}: incomplete artifact ({type(exc).__name__}: {exc})") from None
-    check_predictions(directory, scorer, meta)
-    return scorer
+
+
+def recorded_metadata(directory: Path, digests: dict[str, str]) -> bytes | None:
+    """For an artifact written before artifacts recorded their predictions: its metadata with them recorded here,
+    once its files match ``digests`` and its models are proven servable (walkable trees), so a model is never
+    asked to predict before. None for an artifact that records them and predicts them here.
+
+    What is recorded checks this environment only against itself: the operator records them where the model
+    is trusted to score as it was trained (``fleetpulse models migrate``)."""
+    payload, meta = load_artifact(directory, digests)
+    scorer = disk_scorer(directory, payload, meta)
+    if meta.get("predictions") is not None:
+        check_predictions(directory, scorer, meta)
+        return None
+    try:
+        meta["predictions"] = recorded_predictions(scorer)
+    except Exception as exc:  # a model that cannot even predict the probe rows
+        raise ArtifactError(
+            f"{directory}: the model does not predict ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
+    check_predictions(directory, scorer, meta)  # one call and small calls agree with the recording
+    return (json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n").encode()
 
 
 class LoggedRow(Protocol):

@@ -23,6 +23,7 @@ never the changed model. Without an index the rule scorers are champions.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -37,7 +38,7 @@ from fleetpulse.models.artifact import TrainedDiskScorer
 from fleetpulse.models.base import Scorer
 from fleetpulse.models.device_rules import MemoryRuleScorer, ThermalRuleScorer
 from fleetpulse.models.feature_cache import shared_features
-from fleetpulse.models.fleet import load_disk_scorer
+from fleetpulse.models.fleet import load_disk_scorer, recorded_metadata
 from fleetpulse.models.index import (
     METADATA_FILE,
     MODEL_FILE,
@@ -237,8 +238,9 @@ def verify_registry(registry_dir: Path, key: bytes | None = None) -> list[Verdic
     return verdicts
 
 
-def migrate_registry(registry_dir: Path, key: bytes | None = None) -> Registry:
-    """Rewrite the index in the current format, signed when ``key`` is given.
+def migrate_registry(registry_dir: Path, key: bytes | None = None) -> tuple[Registry, list[str]]:
+    """Rewrite the index in the current format, signed when ``key`` is given; the index and the artifacts
+    whose predictions it recorded (:func:`~fleetpulse.models.fleet.recorded_metadata`).
 
     An index of the old format gets the digests of the files as they are now: the operator
     vouches for them (``fleetpulse models migrate`` says so). Each artifact must still pass
@@ -250,12 +252,13 @@ def migrate_registry(registry_dir: Path, key: bytes | None = None) -> Registry:
     data = _parse(registry_dir)
     if data is None:
         raise ArtifactError(f"{path} not found: nothing to migrate")
+    recorded = []
     if data.get("format") == REGISTRY_FORMAT:
         registry = _structure(path, data)
-        for artifact_id in registry.referenced():
-            load_artifact(registry, registry_dir, artifact_id)
+        checked = [(artifact_id, registry.digests(artifact_id)) for artifact_id in registry.referenced()]
     else:
         registry = _structure(path, {**data, "artifacts": {}})
+        checked = []
         for artifact_id in registry.referenced():
             directory = artifact_dir(registry_dir, artifact_id)
             digests = artifact_digests(directory)
@@ -265,7 +268,19 @@ def migrate_registry(registry_dir: Path, key: bytes | None = None) -> Registry:
                 raise ArtifactError(f"{directory / METADATA_FILE}: invalid JSON ({exc})") from None
             if not isinstance(meta, dict) or meta.get("sha256") != digests[MODEL_FILE]:
                 raise ArtifactError(f"{directory}: model file does not match the digest in its own metadata")
-            load_disk_scorer(directory, digests)
-            registry.artifacts[artifact_id] = digests
+            checked.append((artifact_id, digests))
+    pending = []
+    for artifact_id, digests in checked:
+        directory = artifact_dir(registry_dir, artifact_id)
+        metadata = recorded_metadata(directory, digests)
+        if metadata is not None:
+            pending.append((directory, metadata))
+            recorded.append(artifact_id)
+            digests = {**digests, METADATA_FILE: hashlib.sha256(metadata).hexdigest()}
+        registry.artifacts[artifact_id] = digests
+    for directory, metadata in pending:  # only once every artifact passed: a refusal changes no file
+        tmp = directory / f"{METADATA_FILE}.tmp"
+        tmp.write_bytes(metadata)
+        tmp.replace(directory / METADATA_FILE)
     write_registry(registry_dir, registry, key)
-    return registry
+    return registry, recorded

@@ -83,6 +83,9 @@ def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "feature_names": list(DISK_FEATURES),
         "drift_profile": build_profile(data.features, scores),
         "operating_points": {"30": {"cap 0.1%": {"threshold": 0.16}, "cap 1%": {"threshold": 0.045}}},
+        "predictions": recorded_predictions(
+            TrainedDiskScorer(name="disk-gbm", version="", models=dict(models), reference=reference)
+        ),
     }
     save_artifact(directory, {"horizon_7": models[7], "horizon_30": models[30], "reference": reference}, meta)
     return directory
@@ -117,14 +120,13 @@ def test_tampered_model_is_refused(artifact_dir: Path, tmp_path: Path) -> None:
 
 
 def predicting_copy(artifact_dir: Path, tmp_path: Path, edit: Any = None) -> tuple[Path, dict[str, str]]:
-    """``artifact_dir`` copied with its predictions recorded (``edit`` may change them), and the copy's digests
+    """``artifact_dir`` copied (``edit`` may change its recorded predictions), and the copy's digests
     (whoever can write the registry index can write these: the check is not against tampering)."""
     copy = tmp_path / "copy"
     copy.mkdir()
     for f in artifact_dir.iterdir():
         (copy / f.name).write_bytes(f.read_bytes())
     meta = json.loads((copy / METADATA_FILE).read_text())
-    meta["predictions"] = recorded_predictions(TrainedDiskScorer.from_artifact(copy, artifact_digests(copy)))
     if edit is not None:
         edit(meta["predictions"])
     (copy / METADATA_FILE).write_text(json.dumps(meta))

@@ -14,14 +14,21 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
 from typer.testing import CliRunner
 
 from fleetpulse.alerts.policy import AlertPolicy
 from fleetpulse.cli import app as cli_app
 from fleetpulse.contract import Component, ScorerRole
 from fleetpulse.models import index as registry_module
+from fleetpulse.models.artifact import TrainedDiskScorer, load_artifact, recorded_predictions, save_artifact
+from fleetpulse.models.features import DISK_FEATURES
 from fleetpulse.models.index import (
     METADATA_FILE,
     MODEL_FILE,
@@ -94,8 +101,6 @@ def test_edited_threshold_is_refused_and_the_worker_serves_the_disk_rule(
 
 def test_swapped_model_file_is_refused(registry_dir: Path, tmp_path: Path, artifact_dir: Path) -> None:
     # another well-formed, trusted-types dump: its horizons swapped, so it scores differently
-    from fleetpulse.models.artifact import load_artifact, save_artifact
-
     payload, meta = load_artifact(artifact_dir, artifact_digests(artifact_dir))
     payload["horizon_30"], payload["horizon_7"] = payload["horizon_7"], payload["horizon_30"]
     save_artifact(tmp_path / "other", payload, meta)
@@ -155,12 +160,10 @@ def test_signed_index_refuses_an_attacker_who_also_rewrites_the_digests(artifact
 def test_a_model_whose_tree_loops_is_refused_before_it_can_hang_the_worker(artifact_dir: Path, tmp_path: Path) -> None:
     """Digests and a signature prove who wrote an artifact, not that it is sane: a tree whose split
     points back at itself would spin scikit-learn's prediction forever on the first disk scored."""
-    from fleetpulse.models.artifact import load_artifact, save_artifact
-
     payload, meta = load_artifact(artifact_dir, artifact_digests(artifact_dir))
     payload["horizon_30"].trees_._predictors[3][0].nodes["left"][0] = 0
     save_artifact(tmp_path / "looping", payload, meta)
-    malformed = "the 30-day model's trees are malformed (tree 3: a child does not follow its parent)"
+    malformed = "the 30-day model has malformed trees (tree 3: a child does not follow its parent)"
     with pytest.raises(ArtifactError, match=re.escape(malformed)):
         register_artifact(tmp_path, "disk", "looping", ScorerRole.CHAMPION)
 
@@ -180,13 +183,189 @@ def test_a_model_whose_tree_loops_is_refused_before_it_can_hang_the_worker(artif
 
 
 def test_a_disk_model_without_trees_is_refused_at_load(artifact_dir: Path, tmp_path: Path) -> None:
-    from fleetpulse.models.artifact import load_artifact, save_artifact
-
     payload, meta = load_artifact(artifact_dir, artifact_digests(artifact_dir))
     del payload["horizon_7"].trees_
     save_artifact(tmp_path / "treeless", payload, meta)
     with pytest.raises(ArtifactError, match="the 7-day model has no fitted trees"):
         register_artifact(tmp_path, "disk", "treeless", ScorerRole.CHAMPION)
+
+
+def plain_trees(classes: int = 2) -> HistGradientBoostingClassifier:
+    """scikit-learn's own gradient-boosted trees on the disk features, which skops' trusted types let through
+    and scikit-learn predicts with its own walk."""
+    x = np.random.default_rng(0).random((400, len(DISK_FEATURES)))
+    return HistGradientBoostingClassifier(max_iter=3).fit(x, (x[:, 0] * classes).astype(int))
+
+
+def looping(trees: HistGradientBoostingClassifier) -> HistGradientBoostingClassifier:
+    """``trees`` with its first root's left child pointing back at the root: a walk that never ends."""
+    trees._predictors[0][0].nodes["left"][0] = 0
+    return trees
+
+
+def calibrated() -> CalibratedClassifierCV:
+    """Gradient-boosted trees calibrated by sigmoids, as artifacts before the disk model held them."""
+    x = np.random.default_rng(0).random((400, len(DISK_FEATURES)))
+    trees = HistGradientBoostingClassifier(max_iter=3)
+    return CalibratedClassifierCV(trees, method="sigmoid", cv=2).fit(x, (x[:, 0] > 0.5).astype(int))
+
+
+def unrecorded_meta(artifact_dir: Path, **changes: Any) -> dict[str, Any]:
+    """The test artifact's metadata without recorded predictions (as earlier versions wrote it), ``changes`` applied."""
+    meta = json.loads((artifact_dir / METADATA_FILE).read_text())
+    del meta["predictions"]
+    return {**meta, **changes}
+
+
+def crafted(root: Path, payload: dict[str, Any], meta: dict[str, Any], artifact_id: str = "disk-crafted") -> str:
+    """An artifact written with fleetpulse's own writer (trusted types only), not by its training."""
+    save_artifact(root / artifact_id, {"reference": np.zeros(len(DISK_FEATURES)), **payload}, meta)
+    return artifact_id
+
+
+def registered_by_hand(root: Path, artifact_id: str) -> None:
+    """``artifact_id`` as disk champion of a signed index, written before registration checked what it checks now."""
+    digests = {artifact_id: artifact_digests(root / artifact_id)}
+    write_registry(root, Registry(champions={"disk": artifact_id}, artifacts=digests), KEY.encode())
+
+
+def test_attack_plain_trees_that_loop_are_refused_at_registration_and_at_load(
+    artifact_dir: Path, tmp_path: Path
+) -> None:
+    """Only the disk model's trees were checked: plain trees with a node whose child is itself were registered,
+    served, and hung the worker at the first disk scored."""
+    artifact = crafted(tmp_path, {"horizon_30": looping(plain_trees())}, unrecorded_meta(artifact_dir, horizons=[30]))
+    malformed = "the 30-day model has malformed trees (tree 0: a child does not follow its parent)"
+    with pytest.raises(ArtifactError, match=re.escape(malformed)):
+        register_artifact(tmp_path, "disk", artifact, ScorerRole.CHAMPION, key=KEY.encode())
+
+    registered_by_hand(tmp_path, artifact)
+    champions, threshold, refused = worker_policy(tmp_path, KEY)
+    assert (champions[0], threshold) == ("disk-rule", RULE_DISK_RAISE)
+    assert malformed in refused[0]
+
+
+def _categorical_disk_model(payload: dict[str, Any]) -> Any:
+    payload["horizon_30"].trees_._predictors[0][0].nodes["is_categorical"][0] = True
+    return payload["horizon_30"]
+
+
+def _categorical_trees(payload: dict[str, Any]) -> Any:
+    trees = plain_trees()
+    trees._predictors[0][0].nodes["is_categorical"][0] = True
+    return trees
+
+
+def _calibrated_looping(payload: dict[str, Any]) -> Any:
+    model = calibrated()
+    looping(model.calibrated_classifiers_[1].estimator)
+    return model
+
+
+def _calibrated_by_trees(payload: dict[str, Any]) -> Any:
+    model = calibrated()
+    model.calibrated_classifiers_[0].calibrators = [looping(plain_trees())]
+    return model
+
+
+@pytest.mark.parametrize(
+    ("model", "refusal"),
+    [
+        (_categorical_disk_model, "has trees that cannot be checked"),
+        (_categorical_trees, "has trees that cannot be checked"),
+        (lambda payload: plain_trees(classes=3), "has trees for several classes"),
+        (_calibrated_looping, "has malformed trees (tree 0: a child does not follow its parent)"),
+        (_calibrated_by_trees, "is calibrated otherwise than by sigmoids"),
+        (lambda payload: np.zeros(len(DISK_FEATURES)), "is a ndarray, not a kind of model fleetpulse serves"),
+        (lambda payload: LogisticRegression().fit(np.eye(2), [0, 1]), "is a LogisticRegression, not a kind of model"),
+    ],
+    ids=[
+        "disk-model-categorical",
+        "categorical",
+        "several-classes",
+        "calibrated-loop",
+        "calibrated-by-trees",
+        "array",
+        "logistic",
+    ],
+)
+def test_attack_a_horizon_model_not_proven_walkable_is_refused_at_registration_and_at_load(
+    artifact_dir: Path, tmp_path: Path, model: Callable[[dict[str, Any]], Any], refusal: str
+) -> None:
+    """Every model a scoring call walks must be proven to finish: trees the check does not cover (categorical
+    splits, several classes), calibrated wrappers whose inner models or calibrators were never looked at, and
+    payloads that are no model at all (each failed every scoring call of the worker) were all served."""
+    payload, _ = load_artifact(artifact_dir, artifact_digests(artifact_dir))
+    artifact = crafted(tmp_path, {"horizon_30": model(payload)}, unrecorded_meta(artifact_dir, horizons=[30]))
+    with pytest.raises(ArtifactError, match=re.escape(f"the 30-day model {refusal}")):
+        register_artifact(tmp_path, "disk", artifact, ScorerRole.CHAMPION, key=KEY.encode())
+
+    registered_by_hand(tmp_path, artifact)
+    scorers = load_scorers(ModelSettings(registry_dir=tmp_path, signing_key=KEY))
+    assert scorers.champions[0].name == "disk-rule"
+    assert f"the 30-day model {refusal}" in scorers.refused[0]
+
+
+def test_calibrated_trees_proven_walkable_still_load(artifact_dir: Path, tmp_path: Path) -> None:
+    """Artifacts from before the disk model (sigmoid-calibrated trees) stay servable once their predictions are recorded."""
+    model = calibrated()
+    scorer = TrainedDiskScorer(name="disk-gbm", version="", models={30: model}, reference=np.zeros(len(DISK_FEATURES)))
+    meta = unrecorded_meta(artifact_dir, horizons=[30], predictions=recorded_predictions(scorer))
+    artifact = crafted(tmp_path, {"horizon_30": model}, meta, "disk-calibrated")
+    register_artifact(tmp_path, "disk", artifact, ScorerRole.CHALLENGER)
+    scorers = load_scorers(ModelSettings(registry_dir=tmp_path))
+    assert scorers.refused == []
+    assert [s.name for s in scorers.challengers] == ["disk-gbm"]
+
+
+def test_an_artifact_without_recorded_predictions_is_served_once_migrate_records_them(
+    artifact_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its model was never made to predict before a worker served it. Registration refuses it; one registered
+    before is refused at load, naming the remedy: ``fleetpulse models migrate`` records its predictions here."""
+    root = tmp_path / "registry"
+    shutil.copytree(artifact_dir, root / ARTIFACT)
+    meta_path = root / ARTIFACT / METADATA_FILE
+    meta = json.loads(meta_path.read_text())
+    trained = meta.pop("predictions")
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="records no predictions"):
+        register_artifact(root, "disk", ARTIFACT, ScorerRole.CHAMPION, key=KEY.encode())
+
+    registered_by_hand(root, ARTIFACT)
+    champions, _, refused = worker_policy(root, KEY)
+    assert champions[0] == "disk-rule"
+    assert "records no predictions" in refused[0]
+    assert "`fleetpulse models migrate`" in refused[0]
+
+    monkeypatch.setenv("FLEETPULSE_MODELS__SIGNING_KEY", KEY)
+    migrated = CliRunner().invoke(cli_app, ["models", "migrate", "--registry-dir", str(root)])
+    assert migrated.exit_code == 0, migrated.output
+    assert f"{ARTIFACT}: predictions recorded with scikit-learn" in migrated.output
+    assert json.loads(meta_path.read_text())["predictions"] == trained  # recorded where it was trained
+    champions, _, refused = worker_policy(root, KEY)
+    assert (champions[0], refused) == ("disk-gbm", [])
+
+
+def test_attack_migrate_never_makes_a_tree_that_loops_predict(
+    artifact_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recording predictions runs the model: only after its trees are proven walkable, or migrate would hang too.
+    A refusal changes no file, not even the metadata of an intact artifact the same run would have recorded."""
+    artifact = crafted(tmp_path, {"horizon_30": looping(plain_trees())}, unrecorded_meta(artifact_dir, horizons=[30]))
+    shutil.copytree(artifact_dir, tmp_path / ARTIFACT)
+    meta = json.loads((tmp_path / ARTIFACT / METADATA_FILE).read_text())
+    del meta["predictions"]
+    (tmp_path / ARTIFACT / METADATA_FILE).write_text(json.dumps(meta))
+    digests = {name: artifact_digests(tmp_path / name) for name in (ARTIFACT, artifact)}
+    registry = Registry(champions={"disk": ARTIFACT}, challengers={"disk": [artifact]}, artifacts=digests)
+    write_registry(tmp_path, registry, KEY.encode())
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    monkeypatch.setenv("FLEETPULSE_MODELS__SIGNING_KEY", KEY)
+    result = CliRunner().invoke(cli_app, ["models", "migrate", "--registry-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "the 30-day model has malformed trees" in result.output
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
 
 
 def old_format(registry_dir: Path) -> None:
@@ -408,8 +587,6 @@ def test_attack_a_dump_that_does_not_load_is_refused_for_good(artifact_dir: Path
     not raised as an unforeseen error that the worker would retry."""
     import io
     import zipfile
-
-    from fleetpulse.models.artifact import load_artifact
 
     copy = tmp_path / "copy"
     shutil.copytree(artifact_dir, copy)
