@@ -31,6 +31,7 @@ from sklearn.calibration import CalibratedClassifierCV, _CalibratedClassifier, _
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from fleetpulse.contract import Component, Factor, RiskScore
+from fleetpulse.contract.v1 import MAX_HORIZON_DAYS
 from fleetpulse.models import forest
 from fleetpulse.models.base import make_score, scorable
 from fleetpulse.models.disk_model import DiskRiskModel
@@ -299,9 +300,29 @@ def _check_model(model: Any) -> None:
         raise ValueError(f"is a {type(model).__name__}, not a kind of model fleetpulse serves")
 
 
-def verified_trees(directory: Path, models: dict[int, Any]) -> dict[int, Any]:
-    """``models``, once each is proven servable (:func:`_check_model`): a model whose tree loops never returns
-    from its first prediction, one that is no model fails every scoring call."""
+def horizon_models(directory: Path, payload: dict[str, Any], meta: dict[str, Any]) -> dict[int, Any]:
+    """The artifact's model per horizon of its metadata, refused unless the horizons are distinct whole days a
+    risk score can state, at least one, naming exactly the dump's models, each proven servable
+    (:func:`_check_model`): a scorer without a model fails every scoring call, one whose model cannot predict
+    fails them too, one whose tree loops never returns."""
+    horizons = meta.get("horizons")
+    if (
+        not isinstance(horizons, list)
+        or not horizons
+        or not all(type(h) is int and 1 <= h <= MAX_HORIZON_DAYS for h in horizons)
+        or len(set(horizons)) != len(horizons)
+    ):
+        raise ArtifactError(
+            f"{directory}: the metadata's horizons must be distinct whole days from 1 to {MAX_HORIZON_DAYS}, at "
+            f"least one (got {str(horizons)[:100]})"
+        )
+    stored = sorted(str(key) for key in payload if str(key).startswith("horizon_"))
+    if stored != sorted(f"horizon_{h}" for h in horizons):
+        raise ArtifactError(
+            f"{directory}: the metadata's horizons {sorted(horizons)} do not name the models in {MODEL_FILE} "
+            f"({', '.join(stored[:10]) or 'none'})"
+        )
+    models = {h: payload[f"horizon_{h}"] for h in horizons}
     for horizon, model in models.items():
         try:
             _check_model(model)
@@ -437,14 +458,15 @@ class TrainedDiskScorer:
     @classmethod
     def from_loaded(cls, directory: Path, payload: dict[str, Any], meta: dict[str, Any]) -> TrainedDiskScorer:
         """The scorer of an artifact :func:`load_artifact` verified and loaded, its models proven servable
-        (:func:`verified_trees`); not served before :func:`check_predictions` passes."""
+        (:func:`horizon_models`); not served before :func:`check_predictions` passes."""
         if tuple(meta.get("feature_names", ())) != DISK_FEATURES:
             raise ArtifactError(f"{directory}: trained on different features than this code computes")
+        models = horizon_models(directory, payload, meta)
         try:
             return cls(
                 name=str(meta["name"]),
                 version=str(meta["version"]),
-                models=verified_trees(directory, {int(h): payload[f"horizon_{h}"] for h in meta["horizons"]}),
+                models=models,
                 reference=reference_row(payload["reference"]),
                 operating_points=meta.get("operating_points"),
             )

@@ -62,17 +62,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
 
 from fleetpulse.alerts.fleetlog import LabelKey, Outcome, combine, row_label
 from fleetpulse.compat import UTC
 from fleetpulse.models.artifact import (
     TrainedDiskScorer,
     check_predictions,
+    horizon_models,
     load_artifact,
     recorded_predictions,
     reference_row,
     save_artifact,
-    verified_trees,
 )
 from fleetpulse.models.evaluation import (
     CAPS,
@@ -187,11 +188,16 @@ def disk_scorer(directory: Path, payload: dict[str, Any], meta: dict[str, Any]) 
         return TrainedDiskScorer.from_loaded(directory, payload, meta)
     if tuple(meta.get("feature_names", ())) != DISK_FEATURES or tuple(meta.get("stack_features", ())) != STACK_FEATURES:
         raise ArtifactError(f"{directory}: trained on different features than this code computes")
+    models = horizon_models(directory, payload, meta)
+    if not isinstance(payload.get("fleet"), LogisticRegression):
+        raise ArtifactError(
+            f"{directory}: the fleet layer is a {type(payload.get('fleet')).__name__}, not the fitted layer"
+        )
     try:
         return FleetDiskScorer(
             name=str(meta["name"]),
             version=str(meta["version"]),
-            models=verified_trees(directory, {int(h): payload[f"horizon_{h}"] for h in meta["horizons"]}),
+            models=models,
             reference=reference_row(payload["reference"]),
             operating_points=meta.get("operating_points"),
             fleet=payload["fleet"],
@@ -560,8 +566,6 @@ def train_fleet_challenger(
 ) -> FleetExperiment:
     """Fit the challenger on the days before ``labelled_through - holdout_days`` and compare it with
     ``champion`` on the held-out days (see the module docstring)."""
-    from sklearn.linear_model import LogisticRegression
-
     cutoff = labelled_through - timedelta(days=holdout_days)
     days = rows.day
     train = days < cutoff.toordinal()

@@ -313,13 +313,17 @@ class ScorerRole(StrEnum):
     CHALLENGER = "challenger"
 
 
+MAX_HORIZON_DAYS = 3650
+"""The longest horizon a risk score states: a model trained for a longer one could never publish a score."""
+
+
 class RiskScore(_Record):
     schema_version: Literal[1] = SCHEMA_VERSION
     device_id: DeviceId
     component: Component
     component_id: ShortText = Field(default="", description="e.g. the disk's serial hash; '' for single parts")
     risk: Annotated[float, Field(ge=0.0, le=1.0)] = Field(description="probability of failure within horizon")
-    horizon_days: Annotated[int, Field(ge=1, le=3650)] = 30
+    horizon_days: Annotated[int, Field(ge=1, le=MAX_HORIZON_DAYS)] = 30
     days_to_failure: Annotated[float, Field(ge=0.0, le=36500.0)] | None = None
     days_to_failure_low: Annotated[float, Field(ge=0.0, le=36500.0)] | None = None
     days_to_failure_high: Annotated[float, Field(ge=0.0, le=36500.0)] | None = None

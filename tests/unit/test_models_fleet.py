@@ -413,6 +413,21 @@ def test_attack_files_edited_after_the_gate_are_never_signed_into_the_index(cham
     assert read_registry(tmp_path).champions["disk"] == before
 
 
+def test_attack_a_fleet_artifact_whose_layer_is_no_model_is_refused(champion: Any, tmp_path: Path) -> None:
+    """A fleet artifact written without recorded predictions, its fitted layer swapped for an array: it was
+    registered and served, and failed every scoring call of its worker."""
+    from fleetpulse.models.artifact import load_artifact as load_files
+    from fleetpulse.models.artifact import save_artifact
+    from fleetpulse.models.index import artifact_digests
+
+    artifact = fleet_challenger(champion, tmp_path / "trained", wins=True)
+    payload, meta = load_files(tmp_path / "trained" / artifact, artifact_digests(tmp_path / "trained" / artifact))
+    del meta["predictions"]
+    save_artifact(tmp_path / "swapped", {**payload, "fleet": np.zeros(len(STACK_FEATURES))}, meta)
+    with pytest.raises(ArtifactError, match="the fleet layer is a ndarray, not the fitted layer"):
+        register_artifact(tmp_path, "disk", "swapped", ScorerRole.CHALLENGER)
+
+
 def test_a_win_against_an_earlier_champion_is_no_win_against_the_current_one(champion: Any, tmp_path: Path) -> None:
     first = fleet_challenger(champion, tmp_path, wins=True)
     second = fleet_challenger(champion, tmp_path, wins=True, seed=1)  # both measured against the shipped champion

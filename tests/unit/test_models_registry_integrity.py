@@ -318,6 +318,36 @@ def test_calibrated_trees_proven_walkable_still_load(artifact_dir: Path, tmp_pat
     assert [s.name for s in scorers.challengers] == ["disk-gbm"]
 
 
+@pytest.mark.parametrize(
+    ("horizons", "stored"),
+    [
+        ([], ["horizon_30"]),  # no model served: every scoring call failed at max(models)
+        ([30], ["horizon_7", "horizon_30"]),  # a model the metadata does not name
+        (["30"], ["horizon_30"]),
+        ([30, 30], ["horizon_30"]),
+        ([5000], ["horizon_5000"]),  # longer than a risk score can state: every score failed to build
+    ],
+    ids=["none", "unnamed-model", "text", "repeated", "too-long"],
+)
+def test_attack_horizons_that_do_not_name_the_dumps_models_are_refused_at_registration_and_at_load(
+    artifact_dir: Path, tmp_path: Path, horizons: list[Any], stored: list[str]
+) -> None:
+    """Each artifact records the predictions of the scorer its horizons make, so nothing else refuses it."""
+    payload, _ = load_artifact(artifact_dir, artifact_digests(artifact_dir))
+    models = {name: payload["horizon_30"] for name in stored}
+    served = {int(h): models[f"horizon_{h}"] for h in horizons}
+    scorer = TrainedDiskScorer(name="disk-gbm", version="", models=served, reference=np.zeros(len(DISK_FEATURES)))
+    meta = unrecorded_meta(artifact_dir, horizons=horizons, predictions=recorded_predictions(scorer))
+    artifact = crafted(tmp_path, models, meta)
+    with pytest.raises(ArtifactError, match="the metadata's horizons"):
+        register_artifact(tmp_path, "disk", artifact, ScorerRole.CHAMPION, key=KEY.encode())
+
+    registered_by_hand(tmp_path, artifact)
+    scorers = load_scorers(ModelSettings(registry_dir=tmp_path, signing_key=KEY))
+    assert scorers.champions[0].name == "disk-rule"
+    assert "the metadata's horizons" in scorers.refused[0]
+
+
 def test_an_artifact_without_recorded_predictions_is_served_once_migrate_records_them(
     artifact_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
