@@ -9,6 +9,7 @@ Interface note for the stream processor (stable since the first models/ commit):
 * scorers:  ``scorers = fleetpulse.models.registry.load_scorers(settings.models)`` once at
   start-up -> ``ScorerSet``; per batch ``scorers.score(states, now)`` (champions and
   challengers; each ``RiskScore.role`` is set). Only ``role == CHAMPION`` scores may raise alerts.
+  A scorer that raises costs only its own scores; pass a ``Counter`` to count its failures.
 * drift:    ``fleetpulse.models.drift`` (see its docstring) for periodic PSI checks.
 
 A :class:`Scorer` returns zero or more ``RiskScore`` per state (one per disk for disk

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -62,6 +63,10 @@ from fleetpulse.models.state import DeviceState
 log = logging.getLogger(__name__)
 
 
+ScorerLabels = tuple[str, str, str, str]
+"""(component, role, name, version) of a served scorer, as the model-info metric labels it."""
+
+
 @dataclass
 class ScorerSet:
     champions: list[Scorer] = field(default_factory=list)
@@ -70,16 +75,57 @@ class ScorerSet:
     """Why registered artifacts are not served (shown in the worker's start-up line)."""
     generation: int = 0
     """The registry index's generation these scorers were loaded from."""
+    logged_failures: set[ScorerLabels] = field(default_factory=set, init=False, repr=False, compare=False)
+    """Scorers whose failure is logged already: a broken scorer fails every call, its traceback is told once."""
 
-    def score(self, states: Sequence[DeviceState], now: datetime) -> list[RiskScore]:
-        """All scores for ``states``, each labelled with its scorer's role."""
+    def score(
+        self, states: Sequence[DeviceState], now: datetime, failures: Counter[ScorerLabels] | None = None
+    ) -> list[RiskScore]:
+        """All scores for ``states``, each labelled with its scorer's role.
+
+        A scorer that raises costs only its own scores of this call: one broken model must not leave every
+        other component of the batch's devices unscored, nor crash-loop the worker. Its first failure is logged
+        with the traceback; every failure adds the states it left unscored to ``failures`` under the scorer's
+        labels (the stream worker's ``fleetpulse_stream_scorer_errors_total``).
+        """
         out: list[RiskScore] = []
         with shared_features():  # a disk's features serve its champion and its challengers
             for role, group in ((ScorerRole.CHAMPION, self.champions), (ScorerRole.CHALLENGER, self.challengers)):
                 for scorer in group:
-                    for score in scorer.score_batch(states, now):
-                        out.append(score if score.role is role else score.model_copy(update={"role": role}))
+                    try:
+                        scores = [
+                            score if score.role is role else score.model_copy(update={"role": role})
+                            for score in scorer.score_batch(states, now)
+                        ]
+                    except Exception:
+                        self._failed(
+                            (scorer.component.value, role.value, scorer.name, scorer.version), states, failures
+                        )
+                        continue
+                    out.extend(scores)
         return out
+
+    def _failed(
+        self, labels: ScorerLabels, states: Sequence[DeviceState], failures: Counter[ScorerLabels] | None
+    ) -> None:
+        """Log (once per scorer, with the exception being handled) and count a scorer's failed call."""
+        if failures is not None:
+            failures[labels] += len(states)
+        if labels not in self.logged_failures:
+            self.logged_failures.add(labels)
+            component, role, name, version = labels
+            log.exception(
+                "scorer failed: its scores are missing, the other scorers' are published (its later failures are "
+                "counted, not logged)",
+                extra={
+                    "fields": {
+                        "component": component,
+                        "role": role,
+                        "model": f"{name}:{version}",
+                        "states": len(states),
+                    }
+                },
+            )
 
     def fit_baselines(self, states: Sequence[DeviceState]) -> None:
         """Refresh cohort baselines (anomaly scorer) from a population of states; call periodically."""
@@ -102,7 +148,7 @@ class ScorerSet:
                 out[scorer.component] = pair
         return out
 
-    def served(self) -> list[tuple[str, str, str, str]]:
+    def served(self) -> list[ScorerLabels]:
         """(component, role, name, version) of every scorer: what the model-info metric and the TSDB show."""
         return [
             (scorer.component.value, role.value, scorer.name, scorer.version)

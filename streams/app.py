@@ -263,6 +263,7 @@ class Pipeline:
             scored - started,
             time.perf_counter() - started,
         )
+        self.metrics.record_scorer_errors(result.scorer_errors)
 
     async def apply_retention(self, now: datetime, slice_size: int = 500) -> Counter[str]:
         """Thin or erase the silent devices of this worker's partitions (:mod:`fleetpulse.streams.retention`).

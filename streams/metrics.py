@@ -99,6 +99,13 @@ class PipelineMetrics:
             ["component", "role", "model_name", "model_version"],
             registry=r,
         )
+        self.scorer_errors = Counter(
+            "fleetpulse_stream_scorer_errors",
+            "device states a scorer failed to score (that model's scores are missing for them; the other models' "
+            "are published)",
+            ["component", "role", "model_name", "model_version"],
+            registry=r,
+        )
         self.model_reloads = Counter(
             "fleetpulse_stream_model_reloads", "registry changes by result (served, refused)", ["result"], registry=r
         )
@@ -204,6 +211,11 @@ class PipelineMetrics:
         self._scoring_ms.append(scoring_s * 1000.0)
         self._last_batch = size
         self.last_batch_at = time.monotonic()
+
+    def record_scorer_errors(self, failed: Mapping[tuple[str, str, str, str], int]) -> None:
+        """States each failing scorer of a batch left unscored, by (component, role, name, version)."""
+        for labels, states in failed.items():
+            self.scorer_errors.labels(*labels).inc(states)
 
     def snapshot(self) -> dict[str, float | int]:
         """Fields of the ``pipeline`` TSDB point; resets the events/s window."""

@@ -93,7 +93,7 @@ from fleetpulse.contract.v1 import UtcDatetime
 from fleetpulse.models import state_codec
 from fleetpulse.models.anomaly import EXPLAINED_BY
 from fleetpulse.models.feature_cache import shared_features
-from fleetpulse.models.registry import ScorerSet
+from fleetpulse.models.registry import ScorerLabels, ScorerSet
 from fleetpulse.models.state import (
     MAX_DISKS,
     MAX_STATE_BYTES,
@@ -241,6 +241,8 @@ class BatchResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     points: list[Point] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
+    scorer_errors: Counter[ScorerLabels] = field(default_factory=Counter)
+    """device states each failing scorer left unscored, by (component, role, name, version)"""
     last_record_of: dict[str, int] = field(default_factory=dict)
     """device id -> index (in the batch) of its last record: tells the caller which partition to write to."""
     first_of_day: set[str] = field(default_factory=set)
@@ -798,8 +800,8 @@ class Processor:
     def _score(self, pending: dict[str, DeviceState], now: datetime, out: BatchResult) -> None:
         """One vectorised scoring call per generation, then the alert policy per champion score.
 
-        A scorer that raises must not turn one odd state into a crash loop of the whole
-        worker: the batch's states are still stored, the failure is logged and counted.
+        A scorer that raises costs only its own scores (:meth:`ScorerSet.score`), counted per
+        scorer in ``scorer_errors``; the other scorers' scores are published and alerted on.
         """
         if not pending:
             return
@@ -809,12 +811,7 @@ class Processor:
         first_of_day = out.first_of_day & by_device.keys()
         out.first_of_day -= first_of_day
         with shared_features():  # the feature log reads the features the scorers computed
-            try:
-                scores = self.scorers.score(states, now)
-            except Exception:
-                log.exception("scoring failed", extra={"fields": {"states": len(states)}})
-                out.counts["scoring_error"] += len(states)
-                return
+            scores = self.scorers.score(states, now, out.scorer_errors)
             out.scores.extend(scores)
             out.features.extend(feature_records(scores, by_device, first_of_day, self.policy.at_raise_level, now))
         diagnosed = self._diagnosed(scores)

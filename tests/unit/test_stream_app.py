@@ -194,3 +194,31 @@ def test_commit_age_is_exported_for_the_commit_stall_alert(tmp_path: Path, monke
     consumer._committed_offset[tp] = 100
     asyncio.run(pipeline.report_stats())
     assert commit_age() == 0.0
+
+
+class FailingScorer(RecordingBaselines):
+    """A champion raising on every call, as a model that cannot score does."""
+
+    name = "broken"
+
+    def score_batch(self, states: Sequence[DeviceState], now: datetime) -> list[RiskScore]:
+        raise ValueError("max() arg is an empty sequence")
+
+
+def test_a_failing_scorer_is_counted_per_model_for_the_champion_failing_alert(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.unit.test_stream_partitions import NOW as RUN_NOW
+    from tests.unit.test_stream_partitions import VICTIM_KEY, Worker, enrolment, signed
+
+    worker = Worker(monkeypatch)
+    scorers = rule_scorers()
+    scorers.champions.append(FailingScorer())
+    worker.pipeline.processor.scorers = scorers
+    worker.send(enrolment(VICTIM_KEY))
+    worker.send(signed(1, RUN_NOW, VICTIM_KEY, realloc=50))
+    labels = {"component": "device", "role": "champion", "model_name": "broken", "model_version": "1"}
+    registry = worker.pipeline.metrics.registry
+    assert registry.get_sample_value("fleetpulse_stream_scorer_errors_total", labels) == 1.0
+    assert registry.get_sample_value("fleetpulse_stream_scores_total") == len(
+        worker.produced[worker.pipeline.topics.scores]
+    )
+    assert worker.produced[worker.pipeline.topics.scores], "the other scorers' scores are published"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,17 +15,22 @@ from fleetpulse.agents.signing import derived_device_key, enrolment_record, sign
 from fleetpulse.alerts.policy import AlertPolicy
 from fleetpulse.compat import UTC
 from fleetpulse.contract import (
+    BatteryHealth,
     Component,
     DeviceInventory,
     DiskHealth,
     Factor,
     HealthReport,
     RiskScore,
+    ScorerRole,
     StabilityHealth,
     Topics,
     encode,
 )
+from fleetpulse.models.artifact import TrainedDiskScorer
+from fleetpulse.models.features import DISK_FEATURES
 from fleetpulse.models.registry import ScorerSet, rule_scorers
+from fleetpulse.models.rules import DiskRuleScorer
 from fleetpulse.models.state import DeviceState
 from fleetpulse.streams.processing import DeviceRecord, Processor, RawRecord, explained_anomaly
 from fleetpulse.streams.settings import StreamSettings
@@ -242,8 +249,44 @@ def test_a_failing_scorer_does_not_stop_state_updates() -> None:
 
     table = Table("pc-1")
     result = table.run(processor(scorers=ScorerSet(champions=[Broken()])), [report_raw(report("pc-1", 1))])
-    assert result.counts["scoring_error"] == 1
+    assert result.scorer_errors == {("disk", "champion", "constant", "1"): 1}
+    assert result.counts["scoring_error"] == 0  # the alert policy ran: nothing failed past the scorer
     assert "pc-1" in table.data
+
+
+def test_attack_a_champion_failing_every_call_costs_only_its_own_scores(caplog: pytest.LogCaptureFixture) -> None:
+    """A disk champion that raises on every call (the served object of an artifact registered without models)
+    used to leave every component of every device in the batch unscored: a worn battery went unnoticed because
+    another device's disk model was broken."""
+    broken = TrainedDiskScorer(name="disk-crafted", version="1", models={}, reference=np.zeros(len(DISK_FEATURES)))
+    scorers = rule_scorers()
+    scorers.champions = [broken, *(s for s in scorers.champions if s.component is not Component.DISK)]
+    scorers.challengers.append(DiskRuleScorer())
+    table, proc = Table("pc-1", "pc-2"), processor(scorers=scorers)
+    failing_disk = DiskHealth(name="sda", serial_hash="s1", reallocated_sectors=5000)
+    worn = BatteryHealth(design_capacity=50000, full_charge_capacity=10000)
+    kw = {"kind": "laptop", "platform": "linux"}
+
+    with caplog.at_level(logging.ERROR, logger="fleetpulse.models.registry"):
+        for seq in (1, 2):
+            pc1 = HealthReport(
+                device_id="pc-1", seq=seq, collected_at=NOW - timedelta(days=3 - seq), disks=[failing_disk], **kw
+            )
+            pc2 = HealthReport(
+                device_id="pc-2", seq=seq, collected_at=NOW - timedelta(days=3 - seq), battery=worn, **kw
+            )
+            result = table.run(proc, [report_raw(pc1, 2 * seq), report_raw(pc2, 2 * seq + 1)])
+            scored = {(s.device_id, s.component, s.role) for s in result.scores}
+            assert ("pc-2", Component.BATTERY, ScorerRole.CHAMPION) in scored
+            assert ("pc-1", Component.DISK, ScorerRole.CHALLENGER) in scored  # the disk rule still weighs the drive
+            assert all(s.model_name != "disk-crafted" for s in result.scores)
+            assert result.scorer_errors == {("disk", "champion", "disk-crafted", "1"): 2}
+            assert result.counts["scoring_error"] == 0
+    assert [s.device_id for s in result.scores if s.component is Component.BATTERY] == ["pc-2"]
+    assert [a.device_id for a in result.alerts] == ["pc-2"]  # its second worn report raises the battery alert
+    logged = [r for r in caplog.records if r.getMessage().startswith("scorer failed")]
+    assert len(logged) == 1, "a scorer failing every call is logged once, then counted"
+    assert logged[0].fields["model"] == "disk-crafted:1"  # type: ignore[attr-defined]
 
 
 def test_rule_scorers_run_in_the_core() -> None:

@@ -109,6 +109,7 @@ def _exported_metric_names(tmp_path: Path) -> set[str]:
     worker.track_sink(_Sink())
     worker.events.labels("health").inc()
     worker.dead_letters.labels("invalid").inc()
+    worker.record_scorer_errors({("disk", "champion", "disk-gbm", "cde13b3ee3e8"): 2})
     store = TicketStore.open(f"sqlite:///{tmp_path / 'tickets.db'}")
     now = datetime.now(UTC)
     with store.session() as session:
