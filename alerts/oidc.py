@@ -6,16 +6,24 @@ an ID token whose key id is unknown triggers one key refresh, so the provider ca
 without a restart. Token signatures and claims are checked by joserfc (Authlib's JOSE library),
 PKCE values come from Authlib. Roles and site scope come from the token's claims through a
 configured mapping (:func:`identity_from_claims`): no mapped role means no access.
+
+Anyone can start a login, so no login waits for the provider on another's behalf: the discovery
+document and the keys are fetched by one request at a time (:class:`_Fetched`), a failed fetch is
+remembered for :data:`RETRY_AFTER_FAILURE_S`, and at most ``max_pending_exchanges`` code exchanges
+run at once. A slow or unreachable provider holds a few of the API's request threads, never the
+ones tokens and sessions need.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 import time
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlencode
 
 import httpx
@@ -38,6 +46,11 @@ MAX_SUBJECT_CHARS = 255
 """OpenID Connect Core 1.0 §2: ``sub`` "MUST NOT exceed 255 ASCII characters"; sessions and the audit trail keep it whole."""
 MAX_NAME_CHARS = 128
 """What a ticket history's actor column holds: a longer name would be cut short, and could then read as someone else's."""
+RETRY_AFTER_FAILURE_S = 10.0
+"""A failed fetch of the discovery document or the keys is answered from memory this long: while the provider is down,
+logins fail at once instead of each waiting for it."""
+BUSY_LOGGED_EVERY_S = 60.0
+"""A flood of logins refused for ``max_pending_exchanges`` logs one warning per this interval, not one per request."""
 SIGNING_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 
 
@@ -47,6 +60,14 @@ class OidcError(Exception):
 
 class OidcUnavailable(OidcError):
     """The provider cannot be reached or answers with an error page: try again later, nothing is wrong with the login."""
+
+
+class OidcBusy(OidcUnavailable):
+    """``max_pending_exchanges`` logins are already waiting for the provider: this one was refused unchecked."""
+
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -118,6 +139,62 @@ class AuthorizationRequest:
     code_verifier: str
 
 
+class _Fetched(Generic[T]):
+    """One document the provider serves (discovery, signing keys), fetched by one request at a time.
+
+    No request waits for another's fetch: while one runs, or for :data:`RETRY_AFTER_FAILURE_S` after one
+    failed, the others get the copy held (past its age, unless a refresh was asked) or, without one, the
+    failure at once.
+    """
+
+    def __init__(self, what: str, clock: Callable[[], float]) -> None:
+        self.what = what
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._value: T | None = None
+        self._fetched_at = 0.0
+        self._fetching = False
+        self._failure: tuple[type[OidcError], str] | None = None
+        self._failed_at = 0.0
+
+    def get(self, fetch: Callable[[], T], max_age: float = math.inf, refresh: bool = False) -> T:
+        """The copy held if younger than ``max_age`` and no ``refresh`` is asked; else a fresh one, or OidcError."""
+        with self._lock:
+            now = self._clock()
+            if self._value is not None and not refresh and now - self._fetched_at <= max_age:
+                return self._value
+            stale = None if refresh else self._value
+            failed = self._failure is not None and 0 <= now - self._failed_at < RETRY_AFTER_FAILURE_S
+            if failed or self._fetching:
+                if stale is not None:
+                    return stale
+                if self._failure is not None and failed:
+                    kind, message = self._failure
+                    raise kind(message)  # a new exception each time: one raised by many threads grows its traceback
+                raise OidcUnavailable(f"the provider's {self.what} is still being fetched for another login")
+            self._fetching = True
+        try:
+            value = fetch()
+        except OidcError as exc:
+            log.error("single sign-on provider unavailable", extra={"fields": {"error": str(exc)}})
+            with self._lock:
+                self._fetching, self._failure, self._failed_at = False, (type(exc), str(exc)), self._clock()
+            if stale is None:
+                raise
+            return stale
+        except BaseException:
+            with self._lock:
+                self._fetching = False
+            raise
+        with self._lock:
+            self._value, self._fetched_at, self._fetching, self._failure = value, self._clock(), False, None
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._value = None
+
+
 class OidcProvider:
     """Discovery, the authorization URL, the code exchange and ID-token validation for one provider."""
 
@@ -127,23 +204,26 @@ class OidcProvider:
         self.settings = settings
         self._http = http or httpx.Client(timeout=10.0)
         self._clock = clock
-        self._lock = threading.Lock()
-        self._metadata: dict[str, Any] | None = None
-        self._metadata_at = 0.0
-        self._keys: KeySet | None = None
+        self._metadata: _Fetched[dict[str, Any]] = _Fetched("discovery document", clock)
+        self._keys: _Fetched[KeySet] = _Fetched("signing keys", clock)
+        self._exchanges = threading.BoundedSemaphore(settings.max_pending_exchanges)
+        self._busy_lock = threading.Lock()
+        self._busy_refused = 0
+        self._busy_logged_at = -math.inf
 
     def metadata(self) -> dict[str, Any]:
-        with self._lock:
-            if self._metadata is None or self._clock() - self._metadata_at > self.settings.metadata_cache_s:
-                url = self.settings.issuer.rstrip("/") + "/.well-known/openid-configuration"
-                document = self._get_json(url, "discovery document")
-                if document.get("issuer") != self.settings.issuer:
-                    raise OidcError("the provider's discovery document names another issuer")
-                for key in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
-                    if not isinstance(document.get(key), str):
-                        raise OidcError(f"the provider's discovery document has no {key}")
-                self._metadata, self._metadata_at, self._keys = document, self._clock(), None
-            return self._metadata
+        return self._metadata.get(self._fetch_metadata, max_age=self.settings.metadata_cache_s)
+
+    def _fetch_metadata(self) -> dict[str, Any]:
+        url = self.settings.issuer.rstrip("/") + "/.well-known/openid-configuration"
+        document = self._get_json(url, "discovery document")
+        if document.get("issuer") != self.settings.issuer:
+            raise OidcError("the provider's discovery document names another issuer")
+        for key in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
+            if not isinstance(document.get(key), str):
+                raise OidcError(f"the provider's discovery document has no {key}")
+        self._keys.clear()  # the new document may name other keys
+        return document
 
     def authorization_request(self) -> AuthorizationRequest:
         state, nonce, verifier = generate_token(32), generate_token(32), generate_token(64)
@@ -172,17 +252,17 @@ class OidcProvider:
         }
         secret = self.settings.client_secret
         auth = None if secret is None else httpx.BasicAuth(self.settings.client_id, secret.get_secret_value())
+        endpoint = self.metadata()["token_endpoint"]
+        if not self._exchanges.acquire(blocking=False):
+            raise self._busy()
         try:
             response = bounded_http.request(
-                "POST",
-                self.metadata()["token_endpoint"],
-                client=self._http,
-                data=form,
-                auth=auth,
-                deadline_s=ANSWER_DEADLINE_S,
+                "POST", endpoint, client=self._http, data=form, auth=auth, deadline_s=ANSWER_DEADLINE_S
             )
         except httpx.HTTPError as exc:
             raise OidcUnavailable(f"the provider's token endpoint is unreachable ({type(exc).__name__})") from None
+        finally:
+            self._exchanges.release()
         if response.status_code != 200:
             error = _safe_error(response)
             raise OidcError(f"the provider refused the login (HTTP {response.status_code}{error})")
@@ -247,18 +327,37 @@ class OidcProvider:
 
     def _key_set(self, refresh: bool) -> KeySet:
         uri = self.metadata()["jwks_uri"]
-        with self._lock:
-            if self._keys is None or refresh:
-                document = self._get_json(uri, "signing keys")
-                keys = document.get("keys")
-                if not isinstance(keys, list):
-                    raise OidcError("the provider's signing keys are not a key set")
-                usable = [k for k in keys if isinstance(k, dict) and k.get("use", "sig") == "sig"]
-                try:
-                    self._keys = KeySet.import_key_set({"keys": usable})
-                except (JoseError, ValueError, TypeError) as exc:
-                    raise OidcError(f"the provider's signing keys cannot be read ({type(exc).__name__})") from None
-            return self._keys
+        return self._keys.get(lambda: self._fetch_keys(uri), refresh=refresh)
+
+    def _fetch_keys(self, uri: str) -> KeySet:
+        keys = self._get_json(uri, "signing keys").get("keys")
+        if not isinstance(keys, list):
+            raise OidcError("the provider's signing keys are not a key set")
+        usable = [k for k in keys if isinstance(k, dict) and k.get("use", "sig") == "sig"]
+        try:
+            return KeySet.import_key_set({"keys": usable})
+        except (JoseError, ValueError, TypeError) as exc:
+            raise OidcError(f"the provider's signing keys cannot be read ({type(exc).__name__})") from None
+
+    def _busy(self) -> OidcBusy:
+        """The refusal, with one warning per :data:`BUSY_LOGGED_EVERY_S` however many there are."""
+        refusal = OidcBusy("too many logins are waiting for the provider")
+        with self._busy_lock:
+            self._busy_refused += 1
+            now = time.monotonic()
+            if now - self._busy_logged_at < BUSY_LOGGED_EVERY_S:
+                return refusal
+            refused, self._busy_refused, self._busy_logged_at = self._busy_refused, 0, now
+        log.warning(
+            "logins refused: too many waiting for the provider's token endpoint",
+            extra={
+                "fields": {
+                    "refused_since_last_warning": refused,
+                    "max_pending_exchanges": self.settings.max_pending_exchanges,
+                }
+            },
+        )
+        return refusal
 
     def _get_json(self, url: str, what: str) -> dict[str, Any]:
         try:

@@ -77,6 +77,12 @@ class OidcSettings(_Frozen):
     )
     clock_skew_s: Annotated[int, Field(ge=0, le=300)] = 60
     metadata_cache_s: Annotated[int, Field(ge=60)] = 3600
+    max_pending_exchanges: Annotated[int, Field(ge=1, le=32)] = Field(
+        default=8,
+        description="logins waiting at once for the provider's token endpoint, each on one of the API's 40 request "
+        "threads; one more is refused with 503 at once, so a slow or unreachable provider cannot hold the threads "
+        "that tokens and sessions need",
+    )
     allow_insecure_http: bool = Field(
         default=False, description="accept an http:// issuer (a local test provider only): tokens would travel in clear"
     )

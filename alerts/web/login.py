@@ -18,7 +18,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fleetpulse.alerts.api import access
 from fleetpulse.alerts.api.auth import Authenticator, AuthFailure, Principal
 from fleetpulse.alerts.api.sessions import LOGIN_COOKIE, PageSessions
-from fleetpulse.alerts.oidc import OidcError, OidcProvider, OidcUnavailable, display_name, identity_from_claims
+from fleetpulse.alerts.oidc import (
+    OidcBusy,
+    OidcError,
+    OidcProvider,
+    OidcUnavailable,
+    display_name,
+    identity_from_claims,
+)
 from fleetpulse.alerts.settings import ApiSettings
 from fleetpulse.alerts.store.sessions import StoredPendingLogin, StoredSession
 from fleetpulse.alerts.web.templating import render
@@ -90,8 +97,7 @@ def _start_sso(request: Request, provider: OidcProvider, target: str) -> Respons
     sessions: PageSessions = request.app.state.page_sessions
     try:
         authorization = provider.authorization_request()
-    except OidcError as exc:
-        log.error("single sign-on provider unavailable", extra={"fields": {"error": str(exc)}})
+    except OidcError as exc:  # logged where the fetch failed: anyone may ask here, as often as they like
         return _unavailable(str(exc))
     login_id = secrets.token_urlsafe(32)
     timeout = sessions.settings.login_timeout
@@ -203,6 +209,8 @@ def callback(
     try:
         tokens = provider.exchange(code, pending.code_verifier)
         claims = provider.validate_id_token(tokens["id_token"], pending.nonce)
+    except OidcBusy as exc:  # refused before the provider was asked: nothing was checked
+        return _unavailable(str(exc))
     except OidcUnavailable as exc:
         access.login_failed(request, "oidc", str(exc))
         return _unavailable(str(exc))

@@ -14,22 +14,24 @@ import base64
 import csv
 import hashlib
 import io
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import anyio.to_thread
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from fleetpulse.alerts.api import create_app
 from fleetpulse.alerts.api.auth import hash_secret, token_sha256
-from fleetpulse.alerts.oidc import OidcProvider
+from fleetpulse.alerts.oidc import RETRY_AFTER_FAILURE_S, OidcProvider
 from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.alerts.tickets import TicketService
 from tests.alerts_support import NOW, make_alert, make_inventory, store, store_url
-from tests.unit.test_oidc import ISSUER, FakeProvider, claims
+from tests.unit.test_oidc import ISSUER, FakeProvider, Held, claims
 
 __all__ = ["store", "store_url"]  # fixtures: SQLite, and PostgreSQL when integration tests run
 TOKEN_NOW = 1_800_000_000  # the fake provider's clock (tests/unit/test_oidc.py)
@@ -123,11 +125,10 @@ class App:
         self.settings = settings(store.engine.url.render_as_string(hide_password=False), **api)
         populate(store, self.settings)
         self.provider = provider
-        rp = OidcProvider(
-            self.settings.api.oidc,  # type: ignore[arg-type]
-            http=httpx.Client(transport=httpx.MockTransport(provider.handler)),
-            clock=lambda: float(TOKEN_NOW),
-        )
+        self.provider_clock = float(TOKEN_NOW)  # the relying party's: token times and what it remembers
+        oidc = self.settings.api.oidc
+        http = httpx.Client(transport=httpx.MockTransport(provider.handler))
+        rp = None if oidc is None else OidcProvider(oidc, http=http, clock=lambda: self.provider_clock)
         self.app = create_app(self.settings, store, clock=self.clock, oidc=rp)
 
     def browser(self) -> TestClient:
@@ -278,16 +279,81 @@ def test_account_without_role_or_site_gets_a_clear_page_not_a_loop(sso: App, pro
 
 
 def test_provider_down_gives_a_clear_page_not_a_crash(sso: App, provider: Provider) -> None:
+    """The failure is remembered for a few seconds: logins meanwhile get the page at once, without asking."""
     provider.down = True
     answer = sso.browser().get("/auth/login", headers=HTML)
     assert answer.status_code == 503
     assert "cannot be reached" in answer.text
     provider.down = False
+    assert sso.browser().get("/auth/login", headers=HTML).status_code == 503
+    sso.provider_clock += RETRY_AFTER_FAILURE_S
     browser = sso.browser()
     query = sso.start_login(browser)
     provider.down = True
     answer = browser.get("/auth/callback", params={"code": "good-code", "state": query["state"]})
     assert answer.status_code == 503
+
+
+class HangingProvider(Provider):
+    """The provider, its endpoints ending in ``paths`` hanging until ``held.release`` is set."""
+
+    def __init__(self, *paths: str) -> None:
+        super().__init__()
+        self.held = Held(super().handler, *paths)
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        return self.held.handler(request)
+
+
+def request_threads(client: TestClient, count: int) -> None:
+    """Give the app in ``client`` (entered) ``count`` request threads, which its routes and the gate share."""
+
+    def limit() -> None:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = count
+
+    client.portal.call(limit)  # type: ignore[union-attr]
+
+
+def test_attack_logins_while_the_provider_hangs_leave_the_request_threads_to_tokens(store: TicketStore) -> None:
+    """Anonymous logins while the provider hangs: one waits for it, the others are answered 503 at once, so the
+    request threads (here as many as the logins) stay free for a token's request."""
+    logins = 4
+    provider = HangingProvider("/openid-configuration")
+    sso = App(store, provider)
+    with sso.browser() as client, ThreadPoolExecutor(logins + 1) as pool:
+        request_threads(client, logins)
+        try:
+            first = pool.submit(client.get, "/auth/login", headers=HTML)
+            provider.held.await_request()
+            others = [pool.submit(client.get, "/auth/login", headers=HTML) for _ in range(logins - 1)]
+            assert [f.result(timeout=30).status_code for f in others] == [503] * (logins - 1)
+            bot = {"Authorization": f"Bearer {SCHULE_TOKEN}"}
+            assert pool.submit(client.get, "/api/v1/me", headers=bot).result(timeout=30).status_code == 200
+            assert provider.held.requests == 1
+        finally:
+            provider.held.release.set()
+        assert first.result(timeout=30).status_code == 503
+
+
+def test_attack_callbacks_beyond_the_bound_are_refused_while_the_token_endpoint_hangs(store: TicketStore) -> None:
+    """Callbacks need no secret either: past ``max_pending_exchanges`` waiting for the provider, one is refused at
+    once, unchecked and unrecorded."""
+    provider = HangingProvider("/token")
+    sso = App(store, provider, oidc={**OIDC, "max_pending_exchanges": 1})
+    browsers = [sso.browser(), sso.browser()]
+    states = [sso.start_login(browser)["state"] for browser in browsers]
+    with ThreadPoolExecutor(2) as pool:
+        try:
+            waiting = pool.submit(browsers[0].get, "/auth/callback", params={"code": "c1", "state": states[0]})
+            provider.held.await_request()
+            refused = pool.submit(browsers[1].get, "/auth/callback", params={"code": "c2", "state": states[1]})
+            assert refused.result(timeout=30).status_code == 503
+            assert "too many logins" in refused.result().text
+            assert _login_failures(sso) == 0
+        finally:
+            provider.held.release.set()
+        assert waiting.result(timeout=30).status_code == 503
+    assert _login_failures(sso) == 1  # the exchange that reached the provider
 
 
 def test_next_parameter_cannot_send_the_browser_to_another_site(sso: App, provider: Provider) -> None:

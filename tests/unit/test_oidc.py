@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -18,7 +20,15 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from fleetpulse.alerts.oidc import OidcError, OidcProvider, OidcSettings, OidcUnavailable, identity_from_claims
+from fleetpulse.alerts.oidc import (
+    RETRY_AFTER_FAILURE_S,
+    OidcBusy,
+    OidcError,
+    OidcProvider,
+    OidcSettings,
+    OidcUnavailable,
+    identity_from_claims,
+)
 
 ISSUER = "https://id.example.org/realms/city"
 NOW = 1_800_000_000
@@ -260,3 +270,138 @@ def test_attack_a_self_edited_display_name_does_not_become_the_actor(provider: F
     assert identity_from_claims(bare, relying_party.settings).display_name == "f3c1-subject"  # type: ignore[union-attr]
     directory_names = rp(provider, name_claims=["name", "preferred_username"]).settings
     assert identity_from_claims(spoofed, directory_names).display_name == "Carla Novak"  # type: ignore[union-attr]
+
+
+# --- a slow or unreachable provider: no login waits for another's request --------------------------
+
+
+class Held:
+    """A provider whose endpoints ending in ``paths`` hang until :attr:`release` is set, then fail as an
+    unreachable provider does; :attr:`reached` is released once per request that arrived there."""
+
+    def __init__(self, serve: Callable[[httpx.Request], httpx.Response], *paths: str) -> None:
+        self.serve, self.paths = serve, paths
+        self.release = threading.Event()
+        self.reached = threading.Semaphore(0)
+        self.requests = 0
+        self._lock = threading.Lock()
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        if not request.url.path.endswith(self.paths):
+            return self.serve(request)
+        with self._lock:
+            self.requests += 1
+        self.reached.release()
+        self.release.wait()
+        raise httpx.ConnectTimeout("provider unreachable")
+
+    def await_request(self) -> None:
+        assert self.reached.acquire(timeout=30), "no request reached the provider"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = float(NOW)
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def held_rp(held: Held, clock: Callable[[], float] = lambda: float(NOW), **overrides: Any) -> OidcProvider:
+    return OidcProvider(
+        settings(**overrides), http=httpx.Client(transport=httpx.MockTransport(held.handler)), clock=clock
+    )
+
+
+def answered(future: Future[Any]) -> BaseException | None:
+    """What ``future`` raised, once it is done (the timeout only turns a hang into a failure)."""
+    return future.exception(timeout=30)
+
+
+def test_attack_logins_do_not_wait_for_another_logins_discovery_fetch(provider: FakeProvider) -> None:
+    """While one login waits for a hanging provider, every other login is answered at once instead of
+    queueing behind it for a request thread each; the provider is asked once."""
+    held = Held(provider.handler, "/openid-configuration")
+    relying_party = held_rp(held)
+    with ThreadPoolExecutor(4) as pool:
+        try:
+            first = pool.submit(relying_party.authorization_request)
+            held.await_request()
+            others = [pool.submit(relying_party.authorization_request) for _ in range(3)]
+            refused = [answered(f) for f in others]
+            assert all(isinstance(e, OidcUnavailable) for e in refused), refused
+            assert "still being fetched" in str(refused[0])
+            assert held.requests == 1
+        finally:
+            held.release.set()
+        assert isinstance(answered(first), OidcUnavailable)
+
+
+def test_a_failed_fetch_is_remembered_briefly_then_tried_again(provider: FakeProvider) -> None:
+    held, clock = Held(provider.handler, "/openid-configuration"), Clock()
+    held.release.set()  # the provider refuses connections at once
+    relying_party = held_rp(held, clock)
+    for _ in range(5):
+        with pytest.raises(OidcUnavailable, match="ConnectTimeout"):
+            relying_party.authorization_request()
+    assert held.requests == 1
+    clock.now += RETRY_AFTER_FAILURE_S
+    held.paths = ()  # the provider is back
+    assert relying_party.authorization_request().url.startswith(f"{ISSUER}/auth?")
+
+
+def test_an_expired_discovery_document_is_served_while_it_is_refetched_and_when_that_fails(
+    provider: FakeProvider,
+) -> None:
+    held, clock = Held(provider.handler), Clock()
+    relying_party = held_rp(held, clock)
+    relying_party.authorization_request()
+    clock.now += relying_party.settings.metadata_cache_s + 1
+    held.paths = ("/openid-configuration",)
+    with ThreadPoolExecutor(2) as pool:
+        try:
+            refresh = pool.submit(relying_party.metadata)
+            held.await_request()
+            assert pool.submit(relying_party.metadata).result(timeout=30)["issuer"] == ISSUER  # the held copy, at once
+        finally:
+            held.release.set()
+        assert refresh.result(timeout=30)["issuer"] == ISSUER
+    assert relying_party.authorization_request().url.startswith(f"{ISSUER}/auth?")
+    assert held.requests == 1
+
+
+def test_attack_logins_do_not_wait_for_another_logins_key_fetch(provider: FakeProvider) -> None:
+    held = Held(provider.handler, "/certs")
+    relying_party = held_rp(held)
+    token = provider.sign(claims())
+    with ThreadPoolExecutor(3) as pool:
+        try:
+            first = pool.submit(relying_party.validate_id_token, token, "n-123")
+            held.await_request()
+            others = [answered(pool.submit(relying_party.validate_id_token, token, "n-123")) for _ in range(2)]
+            assert all(isinstance(e, OidcUnavailable) and "still being fetched" in str(e) for e in others), others
+        finally:
+            held.release.set()
+        assert isinstance(answered(first), OidcUnavailable)
+    assert held.requests == 1
+
+
+def test_attack_code_exchanges_beyond_the_bound_are_refused_at_once(provider: FakeProvider) -> None:
+    """Anyone can send a callback: with the token endpoint hanging, only ``max_pending_exchanges`` of them wait
+    for it (each on a request thread); the next is refused unchecked."""
+    held = Held(provider.handler, "/token")
+    relying_party = held_rp(held, max_pending_exchanges=2)
+    relying_party.metadata()
+    with ThreadPoolExecutor(3) as pool:
+        try:
+            waiting = [pool.submit(relying_party.exchange, f"code-{i}", "verifier") for i in range(2)]
+            held.await_request()
+            held.await_request()
+            assert isinstance(answered(pool.submit(relying_party.exchange, "code-3", "verifier")), OidcBusy)
+            assert held.requests == 2
+        finally:
+            held.release.set()
+        assert all(type(answered(f)) is OidcUnavailable for f in waiting)
+    provider.token_answer = (200, {"id_token": "x.y.z"})
+    held.paths = ()
+    assert relying_party.exchange("code-4", "verifier")["id_token"] == "x.y.z"  # places are given back
