@@ -94,6 +94,10 @@ def login_page(
 
 
 def _start_sso(request: Request, provider: OidcProvider, target: str) -> Response:
+    """A pending login and the redirect to the provider; none for an address blocked for failed logins."""
+    throttled = _throttled(request)
+    if throttled is not None:
+        return throttled
     sessions: PageSessions = request.app.state.page_sessions
     try:
         authorization = provider.authorization_request()
@@ -111,24 +115,37 @@ def _start_sso(request: Request, provider: OidcProvider, target: str) -> Respons
     return response
 
 
-def _unchecked_failure(request: Request, method: str, reason: str, login: str | None = None) -> Response | None:
-    """Record a login that failed before any credential was checked (an expired form, a callback without a
-    pending login), counted against the caller's address like a wrong token.
-
-    Such requests need no secret to send, so past the address's free failures they are refused with 429
-    and not recorded: a script cannot fill the audit trail, which keeps every record for years.
-    """
+def _throttled(request: Request) -> Response | None:
+    """429 while the caller's address is blocked for failed logins: nothing is checked, asked or recorded then."""
     authenticator: Authenticator = request.app.state.authenticator
-    address, now = access.source_address(request), authenticator.clock()
     try:
-        authenticator.throttle.check(None, address, now)
+        authenticator.throttle.check(None, access.source_address(request), authenticator.clock())
     except AuthFailure as failure:
         response = _message("Too many failed logins", "Too many failed logins; try again later.", 429)
         response.headers.update(failure.headers)
         return response
-    authenticator.throttle.token_failed(address, now)
-    access.login_failed(request, method, reason, login)
     return None
+
+
+def _counted_failure(request: Request, method: str, reason: str, login: str | None = None) -> None:
+    """Record a failed login, counted against the caller's address like a wrong token.
+
+    Anyone can send what fails here (an expired form, a callback without a pending login, a made-up
+    code with the state of a login they started), so past the address's free failures
+    :func:`_throttled` refuses it unrecorded: a script cannot fill the audit trail, which keeps every
+    record for years.
+    """
+    authenticator: Authenticator = request.app.state.authenticator
+    if authenticator.throttle.token_failed(access.source_address(request), authenticator.clock()):
+        access.login_failed(request, method, reason, login)
+
+
+def _unchecked_failure(request: Request, method: str, reason: str, login: str | None = None) -> Response | None:
+    """A login that failed before any credential was checked: 429 if throttled, else counted and recorded."""
+    throttled = _throttled(request)
+    if throttled is None:
+        _counted_failure(request, method, reason, login)
+    return throttled
 
 
 def _unavailable(reason: str) -> HTMLResponse:
@@ -206,21 +223,24 @@ def callback(
         reason = error if error and error.replace("_", "").isalnum() else "no code"
         throttled = _unchecked_failure(request, "oidc", f"provider: {reason}")
         return throttled or _message("Login refused", f"The login service refused the login ({reason}).", 403, restart)
+    throttled = _throttled(request)  # before the provider is asked: a made-up code costs it a request
+    if throttled is not None:
+        return throttled
     try:
         tokens = provider.exchange(code, pending.code_verifier)
         claims = provider.validate_id_token(tokens["id_token"], pending.nonce)
     except OidcBusy as exc:  # refused before the provider was asked: nothing was checked
         return _unavailable(str(exc))
     except OidcUnavailable as exc:
-        access.login_failed(request, "oidc", str(exc))
+        _counted_failure(request, "oidc", str(exc))
         return _unavailable(str(exc))
     except OidcError as exc:
-        access.login_failed(request, "oidc", str(exc))
+        _counted_failure(request, "oidc", str(exc))
         return _message("Login refused", f"The login could not be completed: {exc}.", 403, restart)
     identity = identity_from_claims(claims, provider.settings)
     if identity is None:
         name = display_name(claims, provider.settings)
-        access.login_failed(request, "oidc", "no mapped role or site", name)
+        _counted_failure(request, "oidc", "no mapped role or site", name)
         groups = ", ".join(sorted(provider.settings.roles)) or "a fleetpulse group"
         response = _message(
             "No access to fleetpulse",

@@ -23,11 +23,13 @@ import anyio.to_thread
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from fleetpulse.alerts.api import create_app
 from fleetpulse.alerts.api.auth import hash_secret, token_sha256
 from fleetpulse.alerts.oidc import RETRY_AFTER_FAILURE_S, OidcProvider
 from fleetpulse.alerts.settings import AlertSettings
+from fleetpulse.alerts.store.models import PendingLogin
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.alerts.tickets import TicketService
 from tests.alerts_support import NOW, make_alert, make_inventory, store, store_url
@@ -69,11 +71,13 @@ class Provider(FakeProvider):
         self.nonce = ""
         self.claims: dict[str, Any] = {}
         self.down = False
+        self.exchanges = 0
 
     def handler(self, request: httpx.Request) -> httpx.Response:
         if self.down:
             raise httpx.ConnectError("provider down")
         if request.url.path.endswith("/token"):
+            self.exchanges += 1
             form = parse_qs(request.content.decode())
             verifier = form["code_verifier"][0]
             digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
@@ -131,8 +135,8 @@ class App:
         rp = None if oidc is None else OidcProvider(oidc, http=http, clock=lambda: self.provider_clock)
         self.app = create_app(self.settings, store, clock=self.clock, oidc=rp)
 
-    def browser(self) -> TestClient:
-        return TestClient(self.app, base_url="https://testserver", follow_redirects=False)
+    def browser(self, address: str = "testclient") -> TestClient:
+        return TestClient(self.app, base_url="https://testserver", follow_redirects=False, client=(address, 50000))
 
     def start_login(self, browser: TestClient, next_path: str = "/") -> dict[str, str]:
         """The browser opens the login; returns the authorization request's query (the provider got it)."""
@@ -625,7 +629,32 @@ def test_callbacks_sent_without_a_login_cannot_flood_the_audit_trail(sso: App) -
     free = sso.settings.api.limits.free_failures_per_address
     assert _login_failures(sso) == statuses.count(400) == free + 1
     assert statuses.count(429) == 200 - (free + 1)
-    sso.log_in(ANNA)
+    sso.log_in(ANNA, sso.browser("10.0.0.7"))
+
+
+def _pending_logins(app: App) -> int:
+    store: TicketStore = app.app.state.store
+    with store.session() as session:
+        return len(session.scalars(select(PendingLogin)).all())
+
+
+def test_attack_callbacks_with_a_made_up_code_cannot_flood_the_audit_trail(sso: App, provider: Provider) -> None:
+    """A script starts logins for real states and sends them back with a made-up code: each refused exchange
+    counts against its address like a wrong token. Past the free failures the address gets 429, unrecorded and
+    before the provider is asked, at the callback and at the start, which then stores no pending login; people
+    at other addresses log in as ever."""
+    rounds, free = 40, sso.settings.api.limits.free_failures_per_address
+    scripts = [sso.browser() for _ in range(rounds)]  # one login cookie each, all from the script's address
+    states = [parse_qs(urlsplit(s.get("/auth/login").headers["location"]).query)["state"][0] for s in scripts]
+    statuses = [
+        script.get("/auth/callback", params={"code": "made-up", "state": state}).status_code
+        for script, state in zip(scripts, states, strict=True)
+    ]
+    assert statuses == [403] * (free + 1) + [429] * (rounds - free - 1)
+    assert _login_failures(sso) == provider.exchanges == free + 1
+    assert scripts[0].get("/auth/login").status_code == 429
+    assert _pending_logins(sso) == 0
+    sso.log_in(ANNA, sso.browser("10.0.0.7"))
 
 
 def test_login_forms_without_their_token_cannot_flood_the_audit_trail(store: TicketStore, provider: Provider) -> None:
