@@ -66,8 +66,17 @@ class OidcSettings(_Frozen):
     sites: dict[str, str] = Field(
         default_factory=dict, description='claim value -> site name as in the inventory; "*" = every site'
     )
-    department_claim: str | None = Field(default=None, description="claim narrowing the scope to departments")
+    department_claim: str | None = Field(
+        default=None,
+        description="claim narrowing the scope to departments: a person without a department value sees every "
+        "department of their sites; one whose department values are all unmapped gets no access",
+    )
     departments: dict[str, str] = Field(default_factory=dict, description="claim value -> department")
+    department_prefix: str | None = Field(
+        default=None,
+        description="where department_claim also holds other groups (as Keycloak's groups claim does), the prefix "
+        "of the department groups (e.g. dept-); unset, every value that is no mapped role or site group is one",
+    )
     name_claims: list[str] = Field(
         default=["preferred_username", "email"],
         description=(

@@ -19,12 +19,14 @@ from fleetpulse.alerts.api import access
 from fleetpulse.alerts.api.auth import Authenticator, AuthFailure, Principal
 from fleetpulse.alerts.api.sessions import LOGIN_COOKIE, PageSessions
 from fleetpulse.alerts.oidc import (
+    NO_DEPARTMENT,
     OidcBusy,
     OidcError,
     OidcProvider,
     OidcUnavailable,
     display_name,
     identity_from_claims,
+    refusal,
 )
 from fleetpulse.alerts.settings import ApiSettings
 from fleetpulse.alerts.store.sessions import StoredPendingLogin, StoredSession
@@ -239,13 +241,19 @@ def callback(
         return _message("Login refused", f"The login could not be completed: {exc}.", 403, restart)
     identity = identity_from_claims(claims, provider.settings)
     if identity is None:
-        name = display_name(claims, provider.settings)
-        _counted_failure(request, "oidc", "no mapped role or site", name)
+        name, reason = display_name(claims, provider.settings), refusal(claims, provider.settings)
+        _counted_failure(request, "oidc", reason, name)
         groups = ", ".join(sorted(provider.settings.roles)) or "a fleetpulse group"
+        advice = (
+            "your department group is not one fleetpulse knows, so it cannot tell which devices are yours. "
+            "Ask IT to map your department group"
+            if reason == NO_DEPARTMENT
+            else "your account has no fleetpulse role or site. "
+            f"Ask IT to add you to a fleetpulse role group ({groups}) and a site group"
+        )
         response = _message(
             "No access to fleetpulse",
-            f"You are logged in as {name}, but your account has no fleetpulse role or site. "
-            f"Ask IT to add you to a fleetpulse role group ({groups}) and a site group.",
+            f"You are logged in as {name}, but {advice}.",
             403,
             ("/auth/logout-provider", "Log out"),
         )

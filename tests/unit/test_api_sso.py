@@ -553,6 +553,20 @@ def test_department_scope_narrows_a_site(sso: App) -> None:
     assert "Culture" not in page  # the filter offers no department outside the scope
 
 
+def test_attack_an_unmapped_department_group_gets_no_access_not_the_whole_site(sso: App, provider: Provider) -> None:
+    """Only Finance is mapped: a Culture clerk at the Rathaus would otherwise see every Rathaus department."""
+    browser = sso.browser()
+    provider.claims = {"groups": ["fp-support", "site-rathaus", "dept-culture"]}
+    query = sso.start_login(browser)
+    answer = browser.get("/auth/callback", params={"code": "good-code", "state": query["state"]})
+    assert answer.status_code == 403
+    assert "map your department group" in answer.text
+    assert browser.get("/api/v1/tickets").status_code == 401
+    store: TicketStore = sso.app.state.store
+    (failure,) = store.audit.records(kind="login.failure")
+    assert (failure.actor_subject, failure.payload) == ("anna", {"method": "oidc", "reason": "no mapped department"})
+
+
 def test_outbox_is_for_admins_of_every_site_only(sso: App) -> None:
     site_admin = sso.log_in(["fp-admins", "site-rathaus"])
     assert site_admin.get("/api/v1/outbox").status_code == 403

@@ -28,6 +28,7 @@ from fleetpulse.alerts.oidc import (
     OidcSettings,
     OidcUnavailable,
     identity_from_claims,
+    refusal,
 )
 
 ISSUER = "https://id.example.org/realms/city"
@@ -203,6 +204,37 @@ def test_roles_and_sites_come_only_from_mapped_claims(
 ) -> None:
     identity = identity_from_claims(claims(groups=groups), settings())
     assert (identity and (identity.role, identity.sites)) == expected
+
+
+SHARED = {"department_claim": "groups", "departments": {"dept-finance": "Finance"}}
+
+
+@pytest.mark.parametrize(
+    ("mapping", "department_claims", "departments"),
+    [
+        # the department claim is the groups claim that also holds the role and site groups
+        (SHARED, {"groups": ["fp-support", "site-rathaus", "dept-culture"]}, None),  # unmapped: no access
+        (SHARED, {"groups": ["fp-support", "site-rathaus", "dept-culture", "dept-finance"]}, {"Finance"}),
+        (SHARED, {"groups": ["fp-support", "site-rathaus"]}, set()),  # no department: the whole site
+        # with a prefix, the claim may carry any other group
+        ({**SHARED, "department_prefix": "dept-"}, {"groups": ["fp-support", "site-rathaus", "vpn-users"]}, set()),
+        ({**SHARED, "department_prefix": "dept-"}, {"groups": ["fp-support", "site-rathaus", "dept-culture"]}, None),
+        # a claim of its own: every value is a department
+        ({"department_claim": "dept", "departments": {"Finance": "Finance"}}, {"dept": "Culture"}, None),
+        ({"department_claim": "dept", "departments": {"Finance": "Finance"}}, {"dept": ["Finance"]}, {"Finance"}),
+        ({"department_claim": "dept", "departments": {"Finance": "Finance"}}, {}, set()),
+    ],
+)
+def test_attack_an_unmapped_department_group_does_not_widen_to_the_whole_site(
+    mapping: dict[str, Any], department_claims: dict[str, Any], departments: set[str] | None
+) -> None:
+    """A department group IT has not mapped (yet) grants nothing: read as "no department", it would be every
+    department of the person's sites."""
+    person = claims(**{"groups": ["fp-support", "site-rathaus"], **department_claims})
+    identity = identity_from_claims(person, settings(**mapping))
+    assert (identity and set(identity.departments)) == departments
+    if departments is None:
+        assert refusal(person, settings(**mapping)) == "no mapped department"
 
 
 def test_plain_http_provider_needs_explicit_opt_in() -> None:
