@@ -95,7 +95,7 @@ def _login_failed(
 class HeaderTrail:
     """The records of API clients' logins, which are checked from the request headers alone
     (:class:`~fleetpulse.alerts.api.auth.Authenticator`, on behalf of the gate): refused HTTP basic
-    logins and bearer tokens, and token use. Never the password or token itself."""
+    logins and bearer tokens, and the use of both. Never the password or token itself."""
 
     def __init__(self, store: TicketStore, api: ApiSettings) -> None:
         self.store = store
@@ -105,11 +105,18 @@ class HeaderTrail:
         reason = "password" if method == "basic" else "token"
         _login_failed(self.store, self.api, head.request_id, head.address, method, reason, login)
 
-    def token_used(self, head: RequestHead, principal: Principal) -> None:
-        """A bearer token authenticated a request (the authenticator calls this once an hour per address)."""
-        payload = {"method": "bearer", "sites": sorted(principal.sites), "departments": sorted(principal.departments)}
-        self.store.audit.record(AuditKind.TOKEN_USE, actor(principal), head.request_id, head.address, payload)
-        log.info("token use", extra={"fields": {"user": principal.name, **payload}})
+    def credentials_used(self, head: RequestHead, principal: Principal) -> None:
+        """A bearer token or HTTP basic login authenticated a request (the authenticator calls this once an hour
+        per login and address)."""
+        token = principal.via == "bearer"
+        kind = AuditKind.TOKEN_USE if token else AuditKind.BASIC_USE
+        payload = {
+            "method": principal.via,
+            "sites": sorted(principal.sites),
+            "departments": sorted(principal.departments),
+        }
+        self.store.audit.record(kind, actor(principal), head.request_id, head.address, payload)
+        log.info("token use" if token else "basic use", extra={"fields": {"user": principal.name, **payload}})
 
 
 def logged_out(request: Request, session: StoredSession) -> None:

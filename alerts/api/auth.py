@@ -52,8 +52,8 @@ WRITE_ROLES: tuple[Role, ...] = ("fleet_manager", "admin")
 ADMIN_ROLES: tuple[Role, ...] = ("admin",)
 PRINCIPAL_STATE = "principal"
 """Key under which the gate leaves the authenticated caller in the request's state."""
-TOKEN_USE_EVERY = timedelta(hours=1)
-"""A token's use is recorded at most this often per address: a busy integration would fill the trail."""
+USE_RECORDED_EVERY = timedelta(hours=1)
+"""A token's or basic login's use is recorded at most this often per address: a busy integration would fill the trail."""
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
@@ -135,8 +135,8 @@ class AuthTrail(Protocol):
         """Credentials the throttle admitted were wrong (``login``: the name given, never the secret)."""
         ...
 
-    def token_used(self, head: RequestHead, principal: Principal) -> None:
-        """A bearer token authenticated the request."""
+    def credentials_used(self, head: RequestHead, principal: Principal) -> None:
+        """A bearer token or HTTP basic credentials (``principal.via``) authenticated the request."""
         ...
 
 
@@ -288,8 +288,8 @@ def _too_many(until: datetime, now: datetime) -> AuthFailure:
 class Authenticator:
     """Checks the Authorization header of a request from a given address, throttled (:class:`LoginThrottle`).
 
-    Refused credentials the throttle admitted, and each token's use (once an hour per address), go
-    to ``trail``: throttled attempts are refused unchecked and unrecorded, so guessing cannot
+    Refused credentials the throttle admitted, and each token's and basic login's use (once an hour per
+    address), go to ``trail``: throttled attempts are refused unchecked and unrecorded, so guessing cannot
     flood the audit trail beyond the throttle's budget.
     """
 
@@ -318,8 +318,8 @@ class Authenticator:
         self._decoy = hash_secret(secrets.token_urlsafe(16))
         self._cache_size = cache_size
         self.trail = trail
-        self._tokens_recorded: OrderedDict[tuple[Principal, str], datetime] = OrderedDict()
-        self._tokens_lock = threading.Lock()
+        self._uses_recorded: OrderedDict[tuple[Principal, str], datetime] = OrderedDict()
+        self._uses_lock = threading.Lock()
         weak = sorted(u.name for u in settings.users if needs_rehash(u.password_hash))
         if weak:
             log.warning(
@@ -343,6 +343,7 @@ class Authenticator:
                 if self.trail is not None:
                     self.trail.login_failed(head, "basic", credentials[0])
                 raise unauthorized()
+            self._used(head, principal)
             return principal
         if scheme == "bearer" and value:
             self.throttle.check(None, address, self.clock())
@@ -351,24 +352,24 @@ class Authenticator:
                 if self.throttle.token_failed(address, self.clock()) and self.trail is not None:
                     self.trail.login_failed(head, "bearer", None)
                 raise unauthorized()
-            self._token_used(head, principal)
+            self._used(head, principal)
             return principal
         raise unauthorized()  # no credentials at all is not a failed login
 
-    def _token_used(self, head: RequestHead, principal: Principal) -> None:
-        """Record a token's use once an hour per address (IPv6: per /64), not at every request."""
+    def _used(self, head: RequestHead, principal: Principal) -> None:
+        """Record a token's or basic login's use once an hour per address (IPv6: per /64), not at every request."""
         if self.trail is None:
             return
         key, now = (principal, throttle_scope(head.address)), self.clock()
-        with self._tokens_lock:
-            last = self._tokens_recorded.get(key)
-            if last is not None and now - last < TOKEN_USE_EVERY:
+        with self._uses_lock:
+            last = self._uses_recorded.get(key)
+            if last is not None and now - last < USE_RECORDED_EVERY:
                 return
-            self._tokens_recorded[key] = now
-            self._tokens_recorded.move_to_end(key)
-            if len(self._tokens_recorded) > self._cache_size:
-                self._tokens_recorded.popitem(last=False)
-        self.trail.token_used(head, principal)
+            self._uses_recorded[key] = now
+            self._uses_recorded.move_to_end(key)
+            if len(self._uses_recorded) > self._cache_size:
+                self._uses_recorded.popitem(last=False)
+        self.trail.credentials_used(head, principal)
 
     def _session(self, head: RequestHead) -> Principal:
         assert self.sessions is not None

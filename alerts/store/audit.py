@@ -54,6 +54,7 @@ class AuditKind(StrEnum):
     LOGIN_FAILURE = "login.failure"
     LOGOUT = "session.logout"
     TOKEN_USE = "token.use"  # noqa: S105 - a record kind, not a secret
+    BASIC_USE = "basic.use"
     CSV_EXPORT = "export.csv"
     BULK_ACTION = "tickets.bulk"
     OUTBOX_RETRY = "outbox.retry"
@@ -255,7 +256,7 @@ class AuditLog:
         source: str = "",
         payload: dict[str, Any] | None = None,
     ) -> AuditRecordView:
-        """Append one record in its own transaction (logins, CSV exports, logouts, token use)."""
+        """Append one record in its own transaction (logins, CSV exports, logouts, token and basic use)."""
         entry = _Entry(kind, AuditContext(actor, request_id, source), canonical_payload(payload))
         with self._session() as session:
             (view,) = _append(session, [entry], self._clock())

@@ -211,6 +211,41 @@ def test_token_use_is_recorded_once_an_hour_per_address(store: TicketStore) -> N
     assert export.request_id == "first"  # the gate's record and the route's share the request's id
 
 
+def test_http_basic_use_is_recorded_once_an_hour_per_login_and_address(store: TicketStore) -> None:
+    """A script authenticating with HTTP basic leaves the same trace as one with a token: who, from where, and
+    when it started (once an hour), whether its password was hashed or remembered."""
+    clock = FakeClock()
+    app = started(store, [ROOT, LEAD], clock)
+
+    def use(address: str, rid: str, login: str = "root", path: str = "/api/v1/tickets") -> None:
+        client = from_address(app, address)
+        answer = client.get(path, auth=(login, PASSWORD), headers={"X-Request-ID": rid})
+        assert answer.status_code == 200
+
+    use("10.0.0.7", "first", path="/api/v1/tickets.csv")
+    use("10.0.0.7", "again")  # remembered credentials, no hashing
+    use("10.0.0.7", "lead", login="lead-a")
+    use("2001:db8:1:2::7", "v6")
+    use("2001:db8:1:2::8", "v6-same-64")
+    clock.now += timedelta(minutes=59)
+    use("10.0.0.7", "within-the-hour")
+    clock.now += timedelta(minutes=2)
+    use("10.0.0.7", "next-hour")
+
+    uses = [r for r in store.audit.records() if r.kind == "basic.use"]
+    assert [(r.request_id, r.actor_subject, r.source) for r in uses] == [
+        ("first", "root", "10.0.0.7"),
+        ("lead", "lead-a", "10.0.0.7"),
+        ("v6", "root", "2001:db8:1:2::7"),
+        ("next-hour", "root", "10.0.0.7"),
+    ]
+    assert (uses[0].actor_issuer, uses[0].actor_role) == ("local", "admin")
+    assert uses[0].payload == {"method": "basic", "sites": ["*"], "departments": []}
+    assert uses[1].payload == {"method": "basic", "sites": ["Town Hall"], "departments": []}
+    assert PASSWORD not in str([r.model_dump() for r in store.audit.records()])
+    assert next(r for r in store.audit.records() if r.kind == "export.csv").request_id == "first"
+
+
 def test_guesses_the_throttle_refuses_are_not_recorded(store: TicketStore) -> None:
     """Recording stays within the throttle's budget: a guessing script cannot flood the trail."""
     limits = {"free_failures_per_login": 3, "free_failures_per_address": 5, "backoff_base": "PT60S"}
