@@ -218,12 +218,12 @@ class Delivery:
         deadline = time.monotonic() + (budget_s if budget_s is not None else float("inf"))
         delivered = 0
         _connection_failures.take()  # only this attempt's connection failures explain its error
-        if self._producer is None and spool.count() and (refusal := self.tls_refusal()) is not None:
-            return DrainResult(0, refusal, refusal)
         while time.monotonic() < deadline:
             batch = spool.peek(self.settings.max_batch_records)
             if not batch:
                 return DrainResult(delivered)
+            if self._producer is None and (refusal := self.tls_refusal()) is not None:
+                return DrainResult(delivered, refusal, refusal)
             cause: BaseException | None = None
             try:
                 acked, error, cause = self._send_batch(batch)
