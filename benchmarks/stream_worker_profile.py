@@ -38,7 +38,7 @@ from fleetpulse.contract import Topics
 
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     # (stage, functions whose presence in a stack charges it), first match wins
-    ("scoring flushed early by an inventory record", ("Processor._inventory&Processor._score",)),
+    ("scoring flushed early by a device's next record", ("Processor._one&Processor._score",)),
     ("scoring: models, alert policy, feature log", ("Processor._score",)),
     ("report decode and validation", ("Processor._decode_reports", "decode_report")),
     ("fold report into state", ("apply_report_in_place",)),

@@ -357,7 +357,13 @@ class Processor:
         now: datetime,
         partitions: Mapping[str, int] | None = None,
     ) -> BatchResult:
-        """Process ``batch`` in order. ``lookup(index, device_id)`` reads the table for the batch's i-th record.
+        """Process ``batch``: each topic's records in order, IT's and the MDM bridge's asset facts before the
+        rest. ``lookup(index, device_id)`` reads the table for the batch's i-th record.
+
+        Kafka orders records within a partition only, so a batch's interleaving of topics is arbitrary
+        anyway. Taking the facts first keeps a device's register record from cutting its pending scoring
+        short: a register reload read among live reports would otherwise score in calls of a few states.
+        IT's control records keep their place: an enrolment read before a re-enrolment was sent before it.
 
         ``partitions`` gives each source topic's partition count: a keyed record found anywhere but
         on its key's default partition is refused (the runtime always passes it; without it every
@@ -367,7 +373,8 @@ class Processor:
         pending: dict[str, DeviceState] = {}  # states advanced since the last scoring call
         decoded = self._decode_reports(batch)
         homes = {topic: tuple(range(count)) for topic, count in (partitions or {}).items()}
-        for index, raw in enumerate(batch):
+        for index in self._order(batch):
+            raw = batch[index]
             try:
                 if raw.key is not None and raw.topic in homes and self._misplaced(raw, homes[raw.topic], now, out):
                     continue
@@ -381,6 +388,15 @@ class Processor:
             log.exception("alert policy failed", extra={"fields": {"states": states}})
             out.counts["scoring_error"] += states
         return out
+
+    def _order(self, batch: Sequence[RawRecord]) -> list[int]:
+        """The batch's indices, the asset-facts topics' records first, each topic's order kept."""
+        first = (self._inventory_topic, self._mobile_inventory_topic)
+        facts = [index for index, raw in enumerate(batch) if raw.topic in first]
+        if not facts:
+            return list(range(len(batch)))
+        taken = set(facts)
+        return facts + [index for index in range(len(batch)) if index not in taken]
 
     def _failed(self, raw: RawRecord, exc: Exception, now: datetime, out: BatchResult) -> None:
         log.exception("processing error", extra={"fields": {"topic": raw.topic, "offset": raw.offset}})
@@ -438,7 +454,7 @@ class Processor:
         """Handle one record, advancing its device's state in place (the batch owns each state it looks up:
         freshly decoded, or taken out of the worker's decoded-state cache)."""
         if raw.topic == self._inventory_topic or raw.topic == self._mobile_inventory_topic:
-            return self._inventory(index, raw, lookup, now, out, pending)
+            return self._inventory(index, raw, lookup, now, out)
         if raw.value is None:
             return self._reject(raw, "schema_violation", "empty record (tombstone) on a report topic", now, out)
         if raw.topic == self._control_topic:
@@ -545,9 +561,11 @@ class Processor:
         lookup: Callable[[int, str], DeviceRecord | None],
         now: datetime,
         out: BatchResult,
-        pending: dict[str, DeviceState],
     ) -> None:
-        """IT's register record, or the MDM bridge's for one of its devices, joined as the device's asset facts."""
+        """IT's register record, or the MDM bridge's for one of its devices, joined as the device's asset facts.
+
+        Taken before the batch's reports (:meth:`process_batch`): no state of the batch is pending scoring yet.
+        """
         mdm = raw.topic == self._mobile_inventory_topic
         if raw.value is None:
             # compaction tombstone: the device left the inventory; keep its history, drop the join
@@ -573,8 +591,6 @@ class Processor:
             return None
         if self._older(inventory, record.inventory_at if record is not None else None, now):
             return self._reject(raw, "stale_replay", "inventory record older than the one already joined", now, out)
-        if inventory.device_id in pending:
-            self._score(pending, now, out)
         record = record or DeviceRecord(state=DeviceState(device_id=inventory.device_id))
         apply_inventory_in_place(record.state, inventory)
         record.inventory_at = inventory.updated_at

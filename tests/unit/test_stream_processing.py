@@ -222,24 +222,47 @@ def test_invalid_inventory_is_dead_lettered_and_tombstone_drops_the_join() -> No
     assert record.state.last_seq == 1
 
 
-def test_points_carry_the_inventory_joined_at_their_place_in_the_batch() -> None:
-    """A device's asset facts are built once per batch, so a join or tombstone inside it must renew them."""
+def test_points_carry_the_inventory_joined_before_them() -> None:
+    """A join or a tombstone renews the asset facts that the device's next points are tagged with."""
     moved = DeviceInventory(device_id="pc-1", kind="laptop", model="T14", site="Library", updated_at=NOW)
-    batch = [
-        inventory_raw("pc-1"),
-        report_raw(report("pc-1", 1)),
-        raw(TOPICS.inventory, encode(moved), b"pc-1"),
-        report_raw(report("pc-1", 2)),
-        raw(TOPICS.inventory, None, b"pc-1"),
-        report_raw(report("pc-1", 3)),
-    ]
-    result = Table("pc-1").run(processor(scorers=rule_scorers()), batch)
-    sites = [p.tags["site"] for p in result.points if p.measurement == "device"]
-    assert sites == ["Town Hall", "Library", "unknown"]
+    table, proc = Table("pc-1"), processor(scorers=rule_scorers())
+    sites = []
+    for batch in (
+        [inventory_raw("pc-1"), report_raw(report("pc-1", 1))],
+        [report_raw(report("pc-1", 2)), raw(TOPICS.inventory, encode(moved), b"pc-1")],
+        [raw(TOPICS.inventory, None, b"pc-1"), report_raw(report("pc-1", 3))],
+    ):
+        result = table.run(proc, batch)
+        sites += [p.tags["site"] for p in result.points if p.measurement == "device"]
+    assert sites == ["Town Hall", "Library", "unknown"]  # the batch's register record applies before its reports
     joined = DeviceRecord(state=DeviceState(device_id="pc-1"), inventory_at=NOW)
     joined.state.site = "Library"
     assert joined.asset_facts() is joined.state
     assert DeviceRecord(state=joined.state).asset_facts() is None
+
+
+def test_register_records_in_a_batch_do_not_cut_its_scoring_calls_short() -> None:
+    """Kafka gives no order across topics: the batch's asset facts are taken first, each topic's order kept,
+    so a register reload read among live reports still scores the batch's devices in one call."""
+
+    class Counting(ConstantScorer):
+        def __init__(self) -> None:
+            self.calls: list[int] = []
+
+        def score_batch(self, states: Sequence[DeviceState], now: datetime) -> list[RiskScore]:
+            self.calls.append(len(states))
+            return super().score_batch(states, now)
+
+    devices = [f"pc-{n}" for n in range(4)]
+    table, scorer = Table(*devices), Counting()
+    batch = []
+    for n, device in enumerate(devices):
+        batch += [report_raw(report(device, 1), offset=n), inventory_raw(device)]
+    result = table.run(processor(scorers=ScorerSet(champions=[scorer])), batch)
+    assert scorer.calls == [4]
+    assert (result.counts["accepted"], result.counts["inventory"], result.counts["unknown_device"]) == (4, 4, 0)
+    records = {device: DeviceRecord.from_bytes(table.data[device]) for device in devices}
+    assert {record.state.site for record in records.values()} == {"Town Hall"}
 
 
 def test_a_failing_scorer_does_not_stop_state_updates() -> None:
