@@ -7,6 +7,7 @@ fill its memory: the whole conversation has a deadline and each reply a size cap
 
 from __future__ import annotations
 
+import logging
 import re
 import smtplib
 import socket
@@ -20,6 +21,7 @@ from fleetpulse.alerts.connectors.base import DeliveryError, Notification, Perma
 from fleetpulse.alerts.connectors.config import SmtpConfig
 from fleetpulse.redact import scrub
 
+log = logging.getLogger(__name__)
 _HEADER_BREAKING = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
 CONVERSATION_DEADLINE_FACTOR = 3
 """The whole SMTP conversation may take this many times the connector's timeout (which bounds each network wait)."""
@@ -112,16 +114,48 @@ class Smtp:
         message.set_content(notification.body)
         deadline_s = CONVERSATION_DEADLINE_FACTOR * self.config.timeout_s
         watchdog = Watchdog(deadline_s)
-        try:
-            with watchdog, self._connect(watchdog) as smtp:
-                if self.config.username and self.config.password:
-                    smtp.login(self.config.username, self.config.password.get_secret_value())
-                smtp.send_message(message)
-        except OSError as exc:  # smtplib's errors, TLS and socket errors alike
-            if watchdog.expired:  # whatever the cut connection raised
-                raise DeliveryError(f"the relay did not finish the SMTP conversation within {deadline_s:g} s") from None
-            raise self._failure(exc) from None
+        with watchdog:
+            try:
+                smtp = self._connect(watchdog)
+                try:
+                    if self.config.username and self.config.password:
+                        smtp.login(self.config.username, self.config.password.get_secret_value())
+                    smtp.send_message(message)
+                except BaseException:
+                    smtp.close()
+                    raise
+            except OSError as exc:  # smtplib's errors, TLS and socket errors alike
+                if watchdog.expired:  # whatever the cut connection raised
+                    raise DeliveryError(
+                        f"the relay did not finish the SMTP conversation within {deadline_s:g} s"
+                    ) from None
+                raise self._failure(exc) from None
+            self._quit(smtp, str(message["Message-ID"]))
         return str(message["Message-ID"])
+
+    def _quit(self, smtp: smtplib.SMTP, message_id: str) -> None:
+        """Say goodbye after the relay accepted the message (250 to DATA): the mail is delivered by then,
+        so whatever QUIT gets (an error, garbage, a dropped connection, the deadline) is logged and ignored;
+        failing the delivery here would have the outbox send the same mail again.
+        """
+        try:
+            code, reply = smtp.quit()
+        except OSError as exc:
+            code, reply = None, scrub(f"{type(exc).__name__}: {exc}", self.config.secrets()).encode()
+        finally:
+            smtp.close()
+        if code != 221:
+            log.warning(
+                "SMTP relay accepted the message but not QUIT; the message counts as delivered",
+                extra={
+                    "fields": {
+                        "connector": self.name,
+                        "message_id": message_id,
+                        "quit_code": code,
+                        "quit_reply": scrub(reply.decode("utf-8", "replace"), self.config.secrets())[:200],
+                    }
+                },
+            )
 
     def _failure(self, exc: OSError) -> DeliveryError:
         text = scrub(f"{type(exc).__name__}: {exc}", self.config.secrets())
