@@ -175,8 +175,11 @@ class TicketConsumer:
             except ContractError as exc:
                 self._dead_letter(record, exc.kind, exc.reason)
         if inventory:
-            not_after = self.clock() + self.settings.consumer.max_clock_skew
-            applied, stored = self._store(inventory, lambda batch: self.service.apply_inventories(batch, not_after))
+            now = self.clock()
+            not_after = now + self.settings.consumer.max_clock_skew
+            applied, stored = self._store(
+                inventory, lambda batch: self.service.apply_inventories(batch, not_after, now)
+            )
             self.stats.add("inventory", applied)
             self.stats.add("inventory_stale", stored - applied)
         for record, alert in alerts:

@@ -56,7 +56,9 @@ class TargetNotConfigured(LookupError):
     """The row's target is not configured in this process: the row stays pending for one that has it."""
 
 
-def _send(row: OutboxView, connectors: Mapping[str, Connector], labels: OutcomeSink | None) -> str | None:
+def _send(
+    store: TicketStore, row: OutboxView, connectors: Mapping[str, Connector], labels: OutcomeSink | None
+) -> str | None:
     if row.subject == "outcome":
         if labels is None:
             raise TargetNotConfigured("no labels publisher configured")
@@ -64,7 +66,21 @@ def _send(row: OutboxView, connectors: Mapping[str, Connector], labels: OutcomeS
     connector = connectors.get(row.target)
     if connector is None:
         raise TargetNotConfigured(f"connector {row.target!r} is not configured")
-    return connector.deliver(Notification.model_validate(row.payload))
+    notification = Notification.model_validate(row.payload)
+    if notification.subject == "update":
+        notification = _follow_up(store, row, notification)
+    return connector.deliver(notification)
+
+
+def _follow_up(store: TicketStore, row: OutboxView, notification: Notification) -> Notification:
+    """An update as a follow-up of the incident it is about: with what the target returned for that
+    incident (a mail threads under the first one's Message-ID) and its title. An update queued
+    before updates carried an id gets its row's key, which names it as well."""
+    changes: dict[str, str | None] = {"update_id": notification.update_id or row.dedup_key}
+    incident = store.incident_of(row.target, notification.dedup_key)
+    if incident is not None:
+        changes["first_reference"], changes["first_title"] = incident[0], incident[1] or None
+    return notification.model_copy(update=changes)
 
 
 def deliver_due(
@@ -94,7 +110,7 @@ def deliver_due(
             report.skipped += 1
             continue
         try:
-            ref = _send(row, connectors, labels)
+            ref = _send(store, row, connectors, labels)
         except TargetNotConfigured:
             report.skipped += 1
             continue

@@ -8,8 +8,8 @@ labels topic. A crash in between therefore loses nothing and duplicates nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import delete, func, select, update
@@ -18,7 +18,9 @@ from sqlalchemy.orm import Session
 
 from fleetpulse.alerts import actions, storm
 from fleetpulse.alerts.connectors.base import (
+    Notification,
     StormSummary,
+    replan_notification,
     storm_notification,
     ticket_notification,
     update_notification,
@@ -41,6 +43,7 @@ from fleetpulse.contract.v1 import (
     Component,
     DeviceInventory,
     RiskScore,
+    Ticket,
     TicketOutcome,
     TicketState,
 )
@@ -98,7 +101,9 @@ class TicketService:
     def apply_inventory(self, inventory: DeviceInventory) -> bool:
         return self.apply_inventories([inventory]) == 1
 
-    def apply_inventories(self, records: Sequence[DeviceInventory], not_after: datetime | None = None) -> int:
+    def apply_inventories(
+        self, records: Sequence[DeviceInventory], not_after: datetime | None = None, now: datetime | None = None
+    ) -> int:
         """Keep the newest facts per device in one transaction; an older record (replay) never wins.
 
         Nothing dated after ``not_after`` (the consumer passes its clock plus the skew
@@ -109,8 +114,11 @@ class TicketService:
         its device's facts arrive: open (not yet approved) tickets get their recommendation
         re-planned whenever the facts change (warranty, device kind). A changed recommendation
         is a ``replanned`` ticket event with its audit record: what a fleet manager approves
-        must not change unseen.
+        must not change unseen. A ticket whose incident a connector has (or is about to get)
+        also gets an update for it in the outbox (scheduled at ``now``, the wall clock by
+        default): the service desk works from the incident, not from fleetpulse's page.
         """
+        now = now or datetime.now(UTC)
         applied = 0
         with self.store.session() as session:
             for inventory in records:
@@ -133,10 +141,10 @@ class TicketService:
                     )
                 )
                 for ticket in open_tickets:
-                    self._replan(session, ticket, inventory)
+                    self._replan(session, ticket, inventory, now)
         return applied
 
-    def _replan(self, session: Session, ticket: TicketRow, inventory: DeviceInventory) -> None:
+    def _replan(self, session: Session, ticket: TicketRow, inventory: DeviceInventory, now: datetime) -> None:
         plan = actions.recommend(Component(ticket.component), None, inventory, ticket.opened_at.date())
         text = actions.storm_first(plan.text) if ticket.storm_group else plan.text
         ticket.co2e_avoided_kg = plan.co2e_avoided_kg
@@ -146,9 +154,16 @@ class TicketService:
         at = max(ticket.updated_at, inventory.updated_at)
         change = f"{ticket.action_kind} -> {plan.kind} after new device facts"
         self._event(session, ticket.id, at, "replanned", f"{change}. Was: {ticket.recommended_action} Now: {text}")
+        was = ticket.recommended_action
         ticket.action_kind = plan.kind
         ticket.recommended_action = text
         ticket.updated_at = at
+        session.flush()
+        count = select(func.count()).where(TicketEvent.ticket_id == ticket.id, TicketEvent.kind == "replanned")
+        update_id = f"fleetpulse-ticket-{ticket.id}-replan-{session.scalar(count)}"
+        self._notify_incidents(
+            session, ticket, update_id, lambda t: replan_notification(t, was, change, update_id), now
+        )
 
     def record_score(self, score: RiskScore) -> bool:
         return self.record_scores([score]) == 1
@@ -485,7 +500,26 @@ class TicketService:
         outcome: str | None,
         now: datetime,
     ) -> None:
-        """Tell each connector that has this ticket's incident (storm members have none of their own)."""
+        """Tell each connector that has this ticket's incident of the lifecycle change."""
+        update_id = f"fleetpulse-ticket-{ticket.id}-{ticket.state}"
+        self._notify_incidents(
+            session,
+            ticket,
+            update_id,
+            lambda t: update_notification(t, from_state, actor, note, outcome, update_id),
+            now,
+        )
+
+    def _notify_incidents(
+        self,
+        session: Session,
+        ticket: TicketRow,
+        update_id: str,
+        render: Callable[[Ticket], Notification],
+        now: datetime,
+    ) -> None:
+        """Queue ``render``'s update, as outbox row ``update_id``, for each configured connector that has
+        (or is still to get) this ticket's incident; storm members have none of their own."""
         key = f"fleetpulse-ticket-{ticket.id}"
         targets = session.scalars(
             select(OutboxRow.target).where(OutboxRow.dedup_key == key, OutboxRow.subject == "ticket")
@@ -494,11 +528,10 @@ class TicketService:
             return
         session.flush()
         view = TicketStore._view(ticket, session.get(Device, ticket.device_id))
-        message = update_notification(view.to_contract(), from_state, actor, note, outcome)
-        payload = message.model_dump(mode="json")
+        payload = render(view.to_contract()).model_dump(mode="json")
         for target in targets:
             if target in self.connector_names:
-                self._enqueue(session, target, f"{key}-{ticket.state}", "update", payload, now)
+                self._enqueue(session, target, update_id, "update", payload, now)
 
     # --- helpers --------------------------------------------------------------------------------
 

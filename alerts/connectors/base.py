@@ -52,6 +52,25 @@ class Notification(BaseModel):
     urgency: Literal["low", "medium", "high", "critical"]
     ticket: Ticket | None = None
     storm: StormSummary | None = None
+    update_id: str | None = None
+    """Names one update across retries: connectors that can read the incident back skip a note carrying it."""
+    first_reference: str | None = None
+    """Set by the outbox for an update: what this target returned when it took the incident (mail: its Message-ID)."""
+    first_title: str | None = None
+    """Set by the outbox for an update: the incident's title when it was created (a follow-up mail's subject)."""
+
+    def marker(self) -> str:
+        """The line an update note carries so a retry finds it; empty for updates rendered before it existed."""
+        return f"[{UPDATE_MARKER}{self.update_id}]" if self.update_id else ""
+
+    def note_text(self) -> str:
+        """An update as one note on the incident: title, body and the retry marker."""
+        return "\n".join(x for x in (self.title, self.body, self.marker()) if x)
+
+
+UPDATE_MARKER = "fleetpulse update "
+"""Bracketed with the id, so one id never matches inside a longer one (``-replan-1`` in ``-replan-10``)."""
+FOLLOW_UP_FIELDS = frozenset({"update_id", "first_reference", "first_title"})
 
 
 class Connector(Protocol):
@@ -112,7 +131,9 @@ def storm_notification(storm: StormSummary) -> Notification:
     )
 
 
-def update_notification(ticket: Ticket, from_state: str, actor: str, note: str, outcome: str | None) -> Notification:
+def update_notification(
+    ticket: Ticket, from_state: str, actor: str, note: str, outcome: str | None, update_id: str | None = None
+) -> Notification:
     """A lifecycle change of a ticket the ITSM already has; ``dedup_key`` names that incident."""
     lines = [
         f"fleetpulse ticket {ticket.ticket_id} ({ticket.component.value} of {ticket.device_id}) "
@@ -129,4 +150,27 @@ def update_notification(ticket: Ticket, from_state: str, actor: str, note: str, 
         body="\n".join(lines),
         urgency=ticket.urgency,
         ticket=ticket,
+        update_id=update_id,
+    )
+
+
+def replan_notification(ticket: Ticket, was: str, change: str, update_id: str) -> Notification:
+    """New device facts changed the recommended action of a ticket the ITSM already has: the service
+    desk must stop working from the old one (a new laptop where a battery now does)."""
+    lines = [
+        f"fleetpulse ticket {ticket.ticket_id} ({ticket.component.value} of {ticket.device_id}) was re-planned "
+        f"at {ticket.updated_at:%Y-%m-%d %H:%M} UTC after new device facts ({change}).",
+        f"Recommended action now: {ticket.recommended_action}",
+        f"Previously recommended: {was}",
+        f"Estimated CO2e avoided by this action: {ticket.co2e_avoided_kg:.0f} kg",
+        f"Warranty until: {ticket.warranty_end or 'unknown'}",
+    ]
+    return Notification(
+        subject="update",
+        dedup_key=f"fleetpulse-ticket-{ticket.ticket_id}",
+        title=f"[fleetpulse] ticket {ticket.ticket_id} re-planned: {ticket.recommended_action}"[:200],
+        body="\n".join(lines),
+        urgency=ticket.urgency,
+        ticket=ticket,
+        update_id=update_id,
     )

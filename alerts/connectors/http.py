@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from fleetpulse.alerts import bounded_http
-from fleetpulse.alerts.connectors.base import DeliveryError, Notification, PermanentDeliveryError
+from fleetpulse.alerts.connectors.base import FOLLOW_UP_FIELDS, DeliveryError, Notification, PermanentDeliveryError
 from fleetpulse.alerts.connectors.config import ServiceNowConfig, TopdeskConfig, WebhookConfig, webhook_key
 from fleetpulse.redact import scrub
 from fleetpulse.retry import is_permanent_status
@@ -83,9 +83,22 @@ def _lookup(
     within: str | None = None,
 ) -> dict[str, Any] | None:
     """GET the incident an earlier attempt created if its answer was lost (a timeout or a gateway
-    error after the POST): the first record found, or None.
+    error after the POST): the first record found, or None (see :func:`_records`)."""
+    records = _records(url, params, timeout, auth, secrets, within)
+    return records[0] if records else None
 
-    The caller creates the incident after None, so None means a definite answer only: nothing
+
+def _records(
+    url: str,
+    params: dict[str, str],
+    timeout: float,
+    auth: httpx.BasicAuth,
+    secrets: Sequence[str],
+    within: str | None = None,
+) -> list[dict[str, Any]]:
+    """GET a list of records: the incidents a lookup finds, or an incident's actions.
+
+    The caller creates the incident after an empty list, so it means a definite answer only: nothing
     found (an empty list; TOPdesk's 204), or the account may not read incidents (403, 404), logged.
     Any other answer raises, so a retry never creates a second incident: an unreachable ITSM, 5xx,
     408, 429 or an answer that is not a JSON list of records -> DeliveryError (retried later); login
@@ -107,10 +120,10 @@ def _lookup(
         raise DeliveryError(scrub(f"{type(exc).__name__}: {exc}", secrets)) from None
     status = response.status_code
     if status in (403, 404):
-        log.warning("ITSM lookup refused; creating without it", extra={"fields": {"status": status}})
-        return None
+        log.warning("ITSM lookup refused; going on without it", extra={"fields": {"status": status}})
+        return []
     if status == 204:
-        return None
+        return []
     if status not in (200, 206):  # 206: TOPdesk's page when more records match than it holds
         message = scrub(f"lookup HTTP {status}: {response.text}", secrets)
         if 300 <= status < 400 or is_permanent_status(status):
@@ -121,9 +134,9 @@ def _lookup(
     except ValueError:
         found = None
     records = found.get(within) if within is not None and isinstance(found, dict) else found
-    if not isinstance(records, list) or (records and not isinstance(records[0], dict)):
+    if not isinstance(records, list) or not all(isinstance(record, dict) for record in records):
         raise DeliveryError("the ITSM's lookup answer is not a JSON list of records")
-    return records[0] if records else None
+    return records
 
 
 def _record_id(value: object, what: str) -> str:
@@ -152,6 +165,13 @@ def _basic(username: str, password: str) -> tuple[httpx.BasicAuth, list[str]]:
     return httpx.BasicAuth(username, password), [password, f"{username}:{password}"]
 
 
+def _already_noted(connector: str, reference: str | None, notification: Notification) -> None:
+    log.info(
+        "update already on the incident (an earlier attempt's answer was lost); not added again",
+        extra={"fields": {"connector": connector, "incident": reference, "update_id": notification.update_id}},
+    )
+
+
 def sign_webhook(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     """Standard Webhooks ``webhook-signature``: ``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body``."""
     signed = f"{msg_id}.{timestamp}.".encode() + body
@@ -173,7 +193,8 @@ class Webhook:
         self.key = webhook_key(config.secret.get_secret_value()) if config.secret is not None else None
 
     def deliver(self, notification: Notification) -> str | None:
-        body = notification.model_dump_json().encode()
+        unset = {name for name in FOLLOW_UP_FIELDS if getattr(notification, name) is None}
+        body = notification.model_dump_json(exclude=unset).encode()  # a ticket or storm: the fields it always had
         msg_id = "msg_" + hashlib.sha256(body).hexdigest()[:32]
         timestamp = int(self.clock())
         headers = {
@@ -192,10 +213,11 @@ _SN_IMPACT = {"critical": "2", "high": "2", "medium": "3", "low": "3"}
 
 
 class ServiceNow:
-    """Creates an incident (or a problem-like incident for storms) via the Table API; lifecycle
-    updates become work notes on it.
+    """Creates an incident (or a problem-like incident for storms) via the Table API; updates
+    (lifecycle changes, re-planned actions) become work notes on it.
 
-    Idempotent across retries: an incident with our ``correlation_id`` is looked up first.
+    Idempotent across retries: an incident with our ``correlation_id`` is looked up first, and
+    an update whose marker its work notes already carry is not noted again.
     """
 
     def __init__(self, config: ServiceNowConfig) -> None:
@@ -205,26 +227,28 @@ class ServiceNow:
     def deliver(self, notification: Notification) -> str | None:
         url = f"{self.config.instance_url.rstrip('/')}/api/now/table/{self.config.table}"
         auth, secrets = _basic(self.config.username, self.config.password.get_secret_value())
-        existing = _lookup(
-            url,
-            {
-                "sysparm_query": f"correlation_id={notification.dedup_key}",
-                "sysparm_fields": "number,sys_id",
-                "sysparm_limit": "1",
-            },
-            self.config.timeout_s,
-            auth,
-            secrets,
-            within="result",
-        )
+        params = {
+            "sysparm_query": f"correlation_id={notification.dedup_key}",
+            "sysparm_fields": "number,sys_id",
+            "sysparm_limit": "1",
+        }
+        if notification.subject == "update" and notification.update_id:
+            # the journal's text comes only as a display value; the check a retry needs
+            params |= {"sysparm_fields": "number,sys_id,work_notes", "sysparm_display_value": "true"}
+        existing = _lookup(url, params, self.config.timeout_s, auth, secrets, within="result")
         if notification.subject == "update":
-            # lifecycle news goes to the work notes; closing the incident stays IT-support's decision
+            # news goes to the work notes; closing the incident stays IT-support's decision
             if existing is None or not existing.get("sys_id"):
                 raise DeliveryError(f"incident {notification.dedup_key} not found (not created yet?)")
             sys_id = _record_id(existing["sys_id"], "incident")
-            body = json.dumps({"work_notes": f"{notification.title}\n{notification.body}"}).encode()
+            reference = _reference(existing.get("number"), sys_id)
+            notes = existing.get("work_notes")
+            if notification.update_id and isinstance(notes, str) and notification.marker() in notes:
+                _already_noted(self.name, reference, notification)
+                return reference
+            body = json.dumps({"work_notes": notification.note_text()}).encode()
             _post(f"{url}/{sys_id}", body, {}, self.config.timeout_s, auth, secrets, method="PATCH")
-            return _reference(existing.get("number"), sys_id)
+            return reference
         if existing is not None:
             return _reference(existing.get("number"), existing.get("sys_id"))
         record: dict[str, Any] = {
@@ -243,14 +267,18 @@ class ServiceNow:
         return _reference(result.get("number"), result.get("sys_id")) if isinstance(result, dict) else None
 
 
+TOPDESK_ACTIONS_CHECKED = 100
+"""The most actions TOPdesk lists in one answer: the ones a retried update is looked for in."""
 _TOPDESK_PRIORITY = {"critical": "P1", "high": "P2", "medium": "P3", "low": "P4"}
 
 
 class Topdesk:
-    """Creates a TOPdesk incident; lifecycle updates become (caller-invisible) actions on it.
+    """Creates a TOPdesk incident; updates (lifecycle changes, re-planned actions) become
+    caller-invisible actions in its progress trail.
 
     The dedup key goes to ``externalNumber``, looked up first, so a retry after a lost answer
-    does not create a second incident.
+    does not create a second incident; an update whose marker the incident's latest actions
+    already carry is not added again.
     """
 
     def __init__(self, config: TopdeskConfig) -> None:
@@ -273,10 +301,14 @@ class Topdesk:
             if existing is None or not existing.get("id"):
                 raise DeliveryError(f"incident {external} not found (not created yet?)")
             incident_id = _record_id(existing["id"], "incident")
-            text = html.escape(f"{notification.title}\n{notification.body}").replace("\n", "<br>")
+            reference = _reference(existing.get("number"), incident_id)
+            if notification.update_id and self._noted(f"{url}/id/{incident_id}/actions", notification, auth, secrets):
+                _already_noted(self.name, reference, notification)
+                return reference
+            text = html.escape(notification.note_text()).replace("\n", "<br>")
             body = json.dumps({"action": text, "actionInvisibleForCaller": True}).encode()
             _post(f"{url}/id/{incident_id}", body, {}, self.config.timeout_s, auth, secrets, method="PATCH")
-            return _reference(existing.get("number"), incident_id)
+            return reference
         if existing is not None:
             return _reference(existing.get("number"), existing.get("id"))
         record: dict[str, Any] = {
@@ -290,3 +322,15 @@ class Topdesk:
             record["category"] = {"name": self.config.category}
         answer = _post(url, json.dumps(record).encode(), {}, self.config.timeout_s, auth, secrets)
         return _reference(answer.get("number"), answer.get("id")) if isinstance(answer, dict) else None
+
+    def _noted(self, url: str, notification: Notification, auth: httpx.BasicAuth, secrets: Sequence[str]) -> bool:
+        """Whether the incident's latest actions carry this update already (an earlier attempt whose answer
+        was lost). TOPdesk lists at most ``TOPDESK_ACTIONS_CHECKED`` of them, newest first."""
+        params = {"page_size": str(TOPDESK_ACTIONS_CHECKED)}
+        actions = _records(url, params, self.config.timeout_s, auth, secrets)
+        marker = notification.marker()
+        return any(
+            isinstance(text, str) and marker in text
+            for action in actions
+            for text in (action.get("memoText"), action.get("plainText"))
+        )

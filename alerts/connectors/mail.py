@@ -1,4 +1,5 @@
-"""E-mail connector: one plain-text message per ticket or storm, over SMTP with STARTTLS or implicit TLS.
+"""E-mail connector: one plain-text message per ticket or storm and its updates as replies to it,
+over SMTP with STARTTLS or implicit TLS.
 
 A login is only ever sent over TLS (configuration refuses anything else unless ``allow_insecure``).
 The relay, or whoever sits on the path before STARTTLS, cannot hold the consumer's only thread or
@@ -7,6 +8,7 @@ fill its memory: the whole conversation has a deadline and each reply a size cap
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import smtplib
@@ -23,6 +25,9 @@ from fleetpulse.redact import scrub
 
 log = logging.getLogger(__name__)
 _HEADER_BREAKING = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
+_MESSAGE_ID = re.compile(r"<[!-;=?-~]{1,160}@[!-;=?-~]{1,80}>")
+"""A stored reference usable as In-Reply-To: one ``<id@domain>`` of printable ASCII, nothing else."""
+_ID_TEXT = re.compile(r"[^A-Za-z0-9.-]")
 CONVERSATION_DEADLINE_FACTOR = 3
 """The whole SMTP conversation may take this many times the connector's timeout (which bounds each network wait)."""
 MAX_REPLY_BYTES = 64 * 1024
@@ -34,6 +39,23 @@ _EVERY_MESSAGE_FAILS = (smtplib.SMTPAuthenticationError, smtplib.SMTPNotSupporte
 def header_text(value: str) -> str:
     """``value`` as one header line: a line break in a title (a disk name a device reported) must not add a header."""
     return _HEADER_BREAKING.sub(" ", value)
+
+
+def _follow_up(message: EmailMessage, notification: Notification) -> None:
+    """An update as a reply to the ticket's first mail: its subject behind ``Re:``, threaded under its
+    Message-ID (the reference the outbox stored when that mail was sent). A retry carries the same
+    Message-ID, derived from the update and the first mail, so a receiver that drops duplicates can."""
+    first = notification.first_reference if _MESSAGE_ID.fullmatch(notification.first_reference or "") else None
+    message["Subject"] = header_text(f"Re: {notification.first_title or notification.title}")
+    if first is not None and notification.update_id:
+        digest = hashlib.sha256(f"{first}\n{notification.update_id}".encode()).hexdigest()[:24]
+        message["Message-ID"] = f"<{digest}.{_ID_TEXT.sub('-', notification.update_id)[:64]}@fleetpulse>"
+    else:
+        message["Message-ID"] = make_msgid(idstring=header_text(notification.dedup_key), domain="fleetpulse")
+    if first is not None:
+        message["In-Reply-To"] = first
+        message["References"] = first
+    message.set_content(f"{notification.title}\n\n{notification.body}")
 
 
 class _ReplyReader:
@@ -108,10 +130,13 @@ class Smtp:
         message = EmailMessage()
         message["From"] = self.config.sender
         message["To"] = ", ".join(self.config.recipients)
-        message["Subject"] = header_text(notification.title)
-        message["Message-ID"] = make_msgid(idstring=header_text(notification.dedup_key), domain="fleetpulse")
         message["X-Fleetpulse-Delivery"] = header_text(notification.dedup_key)
-        message.set_content(notification.body)
+        if notification.subject == "update":
+            _follow_up(message, notification)
+        else:
+            message["Subject"] = header_text(notification.title)
+            message["Message-ID"] = make_msgid(idstring=header_text(notification.dedup_key), domain="fleetpulse")
+            message.set_content(notification.body)
         deadline_s = CONVERSATION_DEADLINE_FACTOR * self.config.timeout_s
         watchdog = Watchdog(deadline_s)
         with watchdog:

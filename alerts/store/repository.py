@@ -454,6 +454,19 @@ class TicketStore:
         with self.session() as session:
             return [OutboxView.model_validate(r) for r in session.scalars(query)]
 
+    def incident_of(self, target: str, dedup_key: str) -> tuple[str | None, str] | None:
+        """The reference ``target`` returned for the incident ``dedup_key`` (None until delivered) and its
+        title, for an update that must name it; None when the target was never sent that incident."""
+        query = select(OutboxRow).where(
+            OutboxRow.target == target, OutboxRow.dedup_key == dedup_key, OutboxRow.subject.in_(("ticket", "storm"))
+        )
+        with self.session() as session:
+            row = session.scalars(query).first()
+            if row is None:
+                return None
+            title = row.payload.get("title") if isinstance(row.payload, dict) else None
+            return row.external_ref, title if isinstance(title, str) else ""
+
     def mark_delivered(self, outbox_id: int, now: datetime, external_ref: str | None) -> None:
         """The target confirmed the row; the delivery is recorded in the audit trail with it."""
         with self.session() as session:
