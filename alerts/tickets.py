@@ -98,8 +98,8 @@ class TicketService:
 
     # --- from Kafka -----------------------------------------------------------------------------
 
-    def apply_inventory(self, inventory: DeviceInventory) -> bool:
-        return self.apply_inventories([inventory]) == 1
+    def apply_inventory(self, inventory: DeviceInventory, now: datetime | None = None) -> bool:
+        return self.apply_inventories([inventory], now=now) == 1
 
     def apply_inventories(
         self, records: Sequence[DeviceInventory], not_after: datetime | None = None, now: datetime | None = None

@@ -1,0 +1,143 @@
+"""A ticket re-planned after its incident reached the ITSM: the service desk works from the incident, so the
+new recommended action must reach it as an update of that incident (a work note, an action, a follow-up
+mail), through the same outbox as the incident itself: at least once, retried while the ITSM is down.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from fleetpulse.alerts.connectors.base import DeliveryError, Notification
+from fleetpulse.alerts.outbox import deliver_due
+from fleetpulse.alerts.settings import OutboxSettings
+from fleetpulse.alerts.store.models import OutboxRow
+from fleetpulse.alerts.store.repository import TicketStore
+from fleetpulse.alerts.tickets import TicketService
+from tests.alerts_support import NOW, make_alert, make_inventory, service, store, store_url
+
+__all__ = ["store", "store_url"]  # fixtures: SQLite, and PostgreSQL when integration tests run
+
+CONNECTORS = [
+    {"kind": "webhook", "name": "hook", "url": "https://hooks.example.org/"},
+    {"kind": "smtp", "name": "mail", "recipients": ["it@example.org"]},
+]
+LATER = NOW + timedelta(hours=1)
+
+
+class Recording:
+    """A connector that keeps what it was handed and answers with a reference per incident, or fails."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.seen: list[Notification] = []
+        self.down = False
+
+    def deliver(self, notification: Notification) -> str | None:
+        if self.down:
+            raise DeliveryError("ConnectError: connection refused")
+        self.seen.append(notification)
+        return f"<{notification.dedup_key}.{len(self.seen)}@{self.name}>"
+
+
+def opened_and_delivered(store: TicketStore) -> tuple[TicketService, dict[str, Recording]]:
+    """A ticket whose plan is a repair (warranty expired), delivered to both connectors."""
+    svc = service(store, connectors=CONNECTORS)
+    svc.apply_inventory(make_inventory("pc-1", warranty_end=date(2025, 3, 1)))
+    svc.apply_alert(make_alert("pc-1"), NOW)
+    connectors = {name: Recording(name) for name in ("hook", "mail")}
+    assert deliver_due(store, connectors, None, OutboxSettings(), NOW).delivered == 2
+    return svc, connectors
+
+
+def replan(svc: TicketService) -> None:
+    """The warranty turns out to run until 2030: the repair becomes a warranty claim."""
+    assert svc.apply_inventory(make_inventory("pc-1", warranty_end=date(2030, 1, 1), updated_at=LATER), now=LATER)
+
+
+def test_a_replan_after_delivery_updates_each_connectors_incident(store: TicketStore) -> None:
+    svc, connectors = opened_and_delivered(store)
+    was = store.get_ticket(1)
+    replan(svc)
+    now = store.get_ticket(1)
+    assert was is not None
+    assert now is not None
+    assert now.action_kind == "warranty_claim"
+
+    queued = sorted((r.target, r.subject, r.dedup_key) for r in store.outbox() if r.delivered_at is None)
+    assert queued == [
+        ("hook", "update", "fleetpulse-ticket-1-replan-1"),
+        ("mail", "update", "fleetpulse-ticket-1-replan-1"),
+    ]
+    assert deliver_due(store, connectors, None, OutboxSettings(), LATER).delivered == 2
+    for name, connector in connectors.items():
+        first, update = connector.seen
+        assert update.subject == "update"
+        assert update.dedup_key == first.dedup_key == "fleetpulse-ticket-1"  # names the incident
+        assert update.update_id == "fleetpulse-ticket-1-replan-1"
+        assert f"Recommended action now: {now.recommended_action}" in update.body
+        assert f"Previously recommended: {was.recommended_action}" in update.body
+        assert "re-planned" in update.title
+        # what the target answered for the incident, so the update can name it (a mail its Message-ID)
+        assert update.first_reference == f"<fleetpulse-ticket-1.1@{name}>"
+        assert update.first_title == first.title
+
+
+def test_each_replan_is_its_own_update_and_an_unchanged_plan_sends_nothing(store: TicketStore) -> None:
+    svc, _ = opened_and_delivered(store)
+    replan(svc)
+    # same plan again (the site moved): nothing more to tell
+    moved = make_inventory("pc-1", warranty_end=date(2030, 1, 1), site="Library", updated_at=LATER + timedelta(1))
+    assert svc.apply_inventory(moved, now=LATER)
+    # and back: the warranty entry was a typo
+    typo = make_inventory("pc-1", warranty_end=date(2025, 3, 1), updated_at=LATER + timedelta(2))
+    assert svc.apply_inventory(typo, now=LATER)
+    updates = sorted(r.dedup_key for r in store.outbox() if r.target == "mail" and r.subject == "update")
+    assert updates == ["fleetpulse-ticket-1-replan-1", "fleetpulse-ticket-1-replan-2"]
+
+
+def test_an_itsm_down_delays_the_update_and_loses_nothing(store: TicketStore) -> None:
+    svc, connectors = opened_and_delivered(store)
+    replan(svc)
+    connectors["hook"].down = True
+    report = deliver_due(store, connectors, None, OutboxSettings(), LATER)
+    assert (report.delivered, report.failed) == (1, 1)
+    connectors["hook"].down = False
+    later = LATER + OutboxSettings().backoff_max
+    assert deliver_due(store, connectors, None, OutboxSettings(), later).delivered == 1
+    assert [n.subject for n in connectors["hook"].seen] == ["ticket", "update"]
+    assert not [r for r in store.outbox() if r.delivered_at is None]
+
+
+def test_a_replan_before_delivery_follows_the_incident(store: TicketStore) -> None:
+    """The incident is still in the outbox (the ITSM was down): the update is queued behind it."""
+    svc = service(store, connectors=CONNECTORS)
+    svc.apply_inventory(make_inventory("pc-1", warranty_end=date(2025, 3, 1)))
+    svc.apply_alert(make_alert("pc-1"), NOW)
+    replan(svc)
+    connectors = {name: Recording(name) for name in ("hook", "mail")}
+    assert deliver_due(store, connectors, None, OutboxSettings(), LATER).delivered == 4
+    assert [n.subject for n in connectors["mail"].seen] == ["ticket", "update"]
+
+
+def test_storm_members_have_no_incident_of_their_own_to_update(store: TicketStore) -> None:
+    svc = service(store, storm={"threshold": 2}, connectors=CONNECTORS)
+    for device in ("pc-1", "pc-2"):
+        svc.apply_inventory(make_inventory(device, warranty_end=date(2025, 3, 1)))
+    svc.apply_alert(make_alert("pc-1"), NOW)  # alone: its own incident
+    svc.apply_alert(make_alert("pc-2"), NOW)  # second of its key: a storm, one problem incident
+    before = len(store.outbox())
+    assert svc.apply_inventory(make_inventory("pc-2", warranty_end=date(2030, 1, 1), updated_at=LATER), now=LATER)
+    assert len(store.outbox()) == before
+    replan(svc)
+    assert sorted(r.dedup_key for r in store.outbox() if r.subject == "update") == ["fleetpulse-ticket-1-replan-1"] * 2
+
+
+def test_an_update_queued_before_updates_carried_an_id_is_named_by_its_row(store: TicketStore) -> None:
+    """Rows an earlier release queued (no update id in the payload) still get one a retry can look for."""
+    svc, connectors = opened_and_delivered(store)
+    replan(svc)
+    with store.session() as session:
+        for row in session.query(OutboxRow).filter(OutboxRow.subject == "update"):
+            row.payload = {k: v for k, v in row.payload.items() if k != "update_id"}
+    deliver_due(store, connectors, None, OutboxSettings(), LATER)
+    assert connectors["mail"].seen[-1].update_id == "fleetpulse-ticket-1-replan-1"
