@@ -14,7 +14,7 @@ import socketserver
 import ssl
 import threading
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from email import message_from_bytes
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -460,6 +460,66 @@ def test_lifecycle_changes_are_noted_on_the_itsm_incident(
     assert "swap next week" in first
     assert "Outcome: no fault found" in second
     assert not [r for r in http_server.requests if r.method == "POST"]
+
+
+def replanned_through_the_outbox(kind: str, http_server: RecordingHttp, smtp_server: RecordingSmtp, db: Path) -> None:
+    """A ticket delivered while its plan was a repair, re-planned to a warranty claim by later device facts."""
+    config = connector_config(kind, http_server, smtp_server)
+    store = TicketStore.open(f"sqlite:///{db}")
+    svc = service(store, connectors=[{"kind": "webhook", "name": config.name, "url": "http://127.0.0.1:9/"}])
+    svc.apply_inventory(make_inventory("pc-1", warranty_end=date(2025, 3, 1)), now=NOW)
+    svc.apply_alert(make_alert("pc-1"), NOW)
+    connector = build(config)
+    assert deliver_due(store, {config.name: connector}, None, OutboxSettings(), NOW).delivered == 1
+    later = NOW + timedelta(hours=1)
+    svc.apply_inventory(make_inventory("pc-1", warranty_end=date(2030, 1, 1), updated_at=later), now=later)
+    report = deliver_due(store, {config.name: connector}, None, OutboxSettings(), later)
+    store.close()
+    assert report.delivered == 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "existing", "patched_path", "field"),
+    [
+        (
+            "servicenow",
+            {"result": [{"number": "INC7", "sys_id": "abc123", "work_notes": ""}]},
+            "/api/now/table/incident/abc123",
+            "work_notes",
+        ),
+        ("topdesk", [{"id": "9f1e", "number": "I 7"}], "/tas/api/incidents/id/9f1e", "action"),
+    ],
+)
+def test_a_replanned_action_is_noted_on_the_itsm_incident(
+    kind: str,
+    existing: Any,
+    patched_path: str,
+    field: str,
+    http_server: RecordingHttp,
+    smtp_server: RecordingSmtp,
+    tmp_path: Path,
+) -> None:
+    http_server.lookup_answer = existing
+    replanned_through_the_outbox(kind, http_server, smtp_server, tmp_path / "t.db")
+    (patch,) = [r for r in http_server.requests if r.method == "PATCH"]
+    assert patch.path == patched_path
+    note = json.loads(patch.body)[field]
+    assert "re-planned" in note
+    assert "Recommended action now:" in note
+    assert "[fleetpulse update fleetpulse-ticket-1-replan-1]" in note
+    assert not [r for r in http_server.requests if r.method == "POST"]
+
+
+def test_a_replanned_action_is_mailed_as_a_reply_to_the_first_mail(
+    http_server: RecordingHttp, smtp_server: RecordingSmtp, tmp_path: Path
+) -> None:
+    replanned_through_the_outbox("smtp", http_server, smtp_server, tmp_path / "t.db")
+    (_, _, first), (_, rcpts, reply) = smtp_server.messages
+    assert rcpts == ["it@example.org", "fm@example.org"]
+    assert reply["Subject"] == f"Re: {first['Subject']}"
+    assert reply["In-Reply-To"].strip() == first["Message-ID"].strip()
+    assert reply["References"].strip() == first["Message-ID"].strip()
+    assert "Recommended action now:" in reply.get_payload()
 
 
 def test_update_waits_until_the_incident_exists(
