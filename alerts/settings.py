@@ -92,6 +92,18 @@ class OidcSettings(_Frozen):
         "threads; one more is refused with 503 at once, so a slow or unreachable provider cannot hold the threads "
         "that tokens and sessions need",
     )
+    max_pending_logins: Annotated[int, Field(ge=100, le=1_000_000)] = Field(
+        default=10_000,
+        description="logins started and not yet back from the provider, kept in the ticket store until "
+        "session.login_timeout; a login started beyond this gets a 503 page (try again in a minute), so logins "
+        "started from many addresses cannot fill the database",
+    )
+    max_pending_logins_per_address: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=10,
+        description="logins one address (an IPv6 address: its /64) may have waiting for the provider; starting "
+        "one more drops that address's oldest, so a person who clicks log in again and again still gets in and "
+        "one address cannot fill the database",
+    )
     allow_insecure_http: bool = Field(
         default=False, description="accept an http:// issuer (a local test provider only): tokens would travel in clear"
     )

@@ -22,7 +22,9 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import secrets
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -31,13 +33,17 @@ from fastapi import Response
 from starlette.requests import cookie_parser
 
 from fleetpulse.alerts.settings import ApiUser, SessionSettings
-from fleetpulse.alerts.store.sessions import StoredSession, WebSessions
+from fleetpulse.alerts.store.sessions import StoredPendingLogin, StoredSession, WebSessions
 
 SESSION_COOKIE = "fleetpulse_session"
 LOGIN_COOKIE = "fleetpulse_login"
 """The pending login (OIDC) or the login form's CSRF token (local): binds a login to the browser that began it."""
 CSRF_HEADER = "x-csrf-token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+LOGIN_PATH = "/auth"
+"""Where the login cookie is sent: the login and callback routes only."""
+FULL_LOGGED_EVERY_S = 60.0
+"""A flood of logins refused for ``max_pending_logins`` logs one warning per this interval, not one per request."""
 LOCAL_METHOD = "local"
 """The login method of sessions opened by the local login form (single sign-on: ``oidc``)."""
 
@@ -110,6 +116,9 @@ class PageSessions:
         self._accounts = {user.name: user for user in accounts}
         self._prune_every_s = prune_every_s
         self._last_prune = float("-inf")
+        self._full_lock = threading.Lock()
+        self._full_refused = 0
+        self._full_logged_at = -math.inf
 
     def open(self, response: Response, record: StoredSession) -> None:
         """A new session (a new id at every login: no session fixation), its cookie set on ``response``.
@@ -120,6 +129,35 @@ class PageSessions:
         session_id = secrets.token_urlsafe(32)
         self.store.create(session_id, record, self.clock(), self.settings.absolute_timeout)
         self.cookies.set(response, SESSION_COOKIE, session_id, int(self.settings.absolute_timeout.total_seconds()))
+
+    def start_login(
+        self, response: Response, pending: StoredPendingLogin, source: str, per_source: int, total: int
+    ) -> bool:
+        """Keep a pending login for ``source`` (the caller's throttle scope) and set its cookie on ``response``;
+        False when ``total`` logins are pending already, with one warning per :data:`FULL_LOGGED_EVERY_S`.
+
+        The store keeps an HMAC of the source under the cookie key, never the address: it counts the logins
+        one source holds, and a copy of the database does not say who began them."""
+        login_id = secrets.token_urlsafe(32)
+        now, timeout = self.clock(), self.settings.login_timeout
+        source_key = self.cookies.mac("pending-login\0" + source)
+        if not self.store.start_login(login_id, pending, now, now + timeout, source_key, per_source, total):
+            self._refused_full(total)
+            return False
+        self.cookies.set(response, LOGIN_COOKIE, login_id, int(timeout.total_seconds()), LOGIN_PATH)
+        return True
+
+    def _refused_full(self, total: int) -> None:
+        with self._full_lock:
+            self._full_refused += 1
+            now = time.monotonic()
+            if now - self._full_logged_at < FULL_LOGGED_EVERY_S:
+                return
+            refused, self._full_refused, self._full_logged_at = self._full_refused, 0, now
+        log.warning(
+            "logins refused: too many single sign-on logins in progress",
+            extra={"fields": {"refused_since_last_warning": refused, "max_pending_logins": total}},
+        )
 
     def find(self, cookie_header: str | None) -> StoredSession | None:
         """The live session the request's cookie names, or None. A local account's session whose account

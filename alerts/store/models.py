@@ -244,6 +244,9 @@ class PendingLogin(Base):
     code_verifier: Mapped[str] = mapped_column(String(128))
     next_path: Mapped[str] = mapped_column(String(512))
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    source_key: Mapped[str | None] = mapped_column(String(64), index=True)
+    """An HMAC of the address (IPv6: its /64) that began the login, under the session key: bounds the logins one
+    address holds without storing the address. None for logins begun before the column existed."""
 
 
 class AuditRecord(Base):

@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, func, select, update
 
 from fleetpulse.alerts.store.models import PendingLogin, WebSession
 from fleetpulse.alerts.store.repository import TicketStore
@@ -112,8 +112,41 @@ class WebSessions:
             session.delete(row)
             return ended
 
-    def start_login(self, login_id: str, pending: StoredPendingLogin, expires_at: datetime) -> None:
+    def start_login(
+        self,
+        login_id: str,
+        pending: StoredPendingLogin,
+        now: datetime,
+        expires_at: datetime,
+        source_key: str,
+        per_source: int,
+        total: int,
+    ) -> bool:
+        """Keep a pending login; False, keeping nothing, when ``total`` are kept already.
+
+        The source's oldest logins beyond ``per_source - 1`` are dropped first: a person who starts
+        login after login still gets in, and one source only ever recycles its own rows. Expired
+        rows are dropped before the count, so only logins that can still complete fill the table.
+        Starts running at the same moment (threads, replicas) may pass the count together: the
+        bounds hold up to the starts in flight at once, which the API's request threads bound.
+        """
         with self.store.session() as session:
+            kept = (
+                select(PendingLogin.id_sha256)
+                .where(PendingLogin.source_key == source_key, PendingLogin.expires_at > now)
+                .order_by(PendingLogin.expires_at.desc(), PendingLogin.id_sha256)
+                .limit(per_source - 1)
+            )
+            session.execute(
+                delete(PendingLogin)
+                .where(PendingLogin.source_key == source_key, PendingLogin.id_sha256.not_in(kept))
+                .execution_options(synchronize_session=False)
+            )
+            count = select(func.count()).select_from(PendingLogin)
+            if (session.scalar(count) or 0) >= total:
+                session.execute(delete(PendingLogin).where(PendingLogin.expires_at <= now))
+                if (session.scalar(count) or 0) >= total:
+                    return False
             session.add(
                 PendingLogin(
                     id_sha256=_digest(login_id),
@@ -122,8 +155,10 @@ class WebSessions:
                     code_verifier=pending.code_verifier,
                     next_path=pending.next_path,
                     expires_at=expires_at,
+                    source_key=source_key,
                 )
             )
+            return True
 
     def take_login(self, login_id: str, now: datetime) -> StoredPendingLogin | None:
         """The pending login of this browser, removed (a callback is accepted once), or None if none or expired."""

@@ -16,8 +16,8 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from fleetpulse.alerts.api import access
-from fleetpulse.alerts.api.auth import Authenticator, AuthFailure, Principal
-from fleetpulse.alerts.api.sessions import LOGIN_COOKIE, PageSessions
+from fleetpulse.alerts.api.auth import Authenticator, AuthFailure, Principal, throttle_scope
+from fleetpulse.alerts.api.sessions import LOGIN_COOKIE, LOGIN_PATH, PageSessions
 from fleetpulse.alerts.oidc import (
     NO_DEPARTMENT,
     OidcBusy,
@@ -34,7 +34,6 @@ from fleetpulse.alerts.web.templating import render
 
 router = APIRouter(tags=["login"], include_in_schema=False)
 log = logging.getLogger(__name__)
-LOGIN_PATH = "/auth"
 Text = Annotated[str, Form(max_length=256)]
 ACTOR_MAX = 128
 """A display name longer than the audit trail's actor column is cut (the subject identifies the person)."""
@@ -96,7 +95,8 @@ def login_page(
 
 
 def _start_sso(request: Request, provider: OidcProvider, target: str) -> Response:
-    """A pending login and the redirect to the provider; none for an address blocked for failed logins."""
+    """A pending login and the redirect to the provider; none for an address blocked for failed logins, and
+    none while ``max_pending_logins`` are in progress (a 503 page: the table stays bounded)."""
     throttled = _throttled(request)
     if throttled is not None:
         return throttled
@@ -105,15 +105,21 @@ def _start_sso(request: Request, provider: OidcProvider, target: str) -> Respons
         authorization = provider.authorization_request()
     except OidcError as exc:  # logged where the fetch failed: anyone may ask here, as often as they like
         return _unavailable(str(exc))
-    login_id = secrets.token_urlsafe(32)
-    timeout = sessions.settings.login_timeout
-    sessions.store.start_login(
-        login_id,
-        StoredPendingLogin(authorization.state, authorization.nonce, authorization.code_verifier, target),
-        sessions.clock() + timeout,
-    )
     response = RedirectResponse(authorization.url, status_code=302)
-    sessions.cookies.set(response, LOGIN_COOKIE, login_id, int(timeout.total_seconds()), LOGIN_PATH)
+    pending = StoredPendingLogin(authorization.state, authorization.nonce, authorization.code_verifier, target)
+    limits = provider.settings
+    source = throttle_scope(access.source_address(request))
+    if not sessions.start_login(
+        response, pending, source, limits.max_pending_logins_per_address, limits.max_pending_logins
+    ):
+        busy = _message(
+            "Too many logins in progress",
+            "Too many logins are in progress right now. Please try again in a minute.",
+            503,
+            ("/auth/login", "Try again"),
+        )
+        busy.headers["Retry-After"] = "60"
+        return busy
     return response
 
 

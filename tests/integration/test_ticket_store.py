@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date, timedelta
 
 import pytest
@@ -14,6 +15,7 @@ from fleetpulse.alerts.api import create_app
 from fleetpulse.alerts.store import alembic_config, make_engine, upgrade
 from fleetpulse.alerts.store.models import TicketRow
 from fleetpulse.alerts.store.repository import TicketFilter, TicketStore
+from fleetpulse.alerts.store.sessions import StoredPendingLogin, WebSessions
 from fleetpulse.alerts.tickets import TransitionError
 from fleetpulse.contract.v1 import AlertState, Component, RiskScore, TicketOutcome, TicketState
 from tests.alerts_support import NOW, T0, make_alert, make_inventory, service, store, store_url
@@ -285,6 +287,31 @@ def test_migration_downgrades_and_upgrades_again(store: TicketStore) -> None:
     assert not {"tickets", "login_failures", "api_password_upgrades"} & set(inspect(store.engine).get_table_names())
     upgrade(store.engine)
     assert {"tickets", "login_failures", "api_password_upgrades"} <= set(inspect(store.engine).get_table_names())
+
+
+def test_logins_pending_across_the_upgrade_to_0010_still_complete_and_count(store_url: str) -> None:
+    """A login started before the upgrade has no source: it completes, and it counts toward the total only."""
+    engine = make_engine(store_url)
+    upgrade(engine, "0009")
+    expires = (NOW + timedelta(days=1)).replace(tzinfo=None)  # naive: a day clear of any server time zone
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO pending_logins (id_sha256, state, nonce, code_verifier, next_path, expires_at) "
+                "VALUES (:id, 's', 'n', 'v', '/', :at)"
+            ),
+            {"id": hashlib.sha256(b"old-login").hexdigest(), "at": expires},
+        )
+    engine.dispose()
+    store = TicketStore.open(store_url)
+    try:
+        logins = WebSessions(store)
+        later = StoredPendingLogin("s2", "n2", "v2", "/")
+        assert not logins.start_login("new", later, NOW, NOW + timedelta(minutes=10), "source", 10, total=1)
+        assert logins.take_login("old-login", NOW) == StoredPendingLogin("s", "n", "v", "/")
+        assert logins.start_login("new", later, NOW, NOW + timedelta(minutes=10), "source", 10, total=1)
+    finally:
+        store.close()
 
 
 def test_queue_puts_cleared_alerts_after_still_alerting_ones_of_the_same_urgency(store: TicketStore) -> None:

@@ -14,6 +14,7 @@ import base64
 import csv
 import hashlib
 import io
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,7 +24,7 @@ import anyio.to_thread
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from fleetpulse.alerts.api import create_app
 from fleetpulse.alerts.api.auth import hash_secret, token_sha256
@@ -652,12 +653,16 @@ def _pending_logins(app: App) -> int:
         return len(session.scalars(select(PendingLogin)).all())
 
 
-def test_attack_callbacks_with_a_made_up_code_cannot_flood_the_audit_trail(sso: App, provider: Provider) -> None:
+def test_attack_callbacks_with_a_made_up_code_cannot_flood_the_audit_trail(
+    store: TicketStore, provider: Provider
+) -> None:
     """A script starts logins for real states and sends them back with a made-up code: each refused exchange
     counts against its address like a wrong token. Past the free failures the address gets 429, unrecorded and
     before the provider is asked, at the callback and at the start, which then stores no pending login; people
     at other addresses log in as ever."""
-    rounds, free = 40, sso.settings.api.limits.free_failures_per_address
+    rounds = 40
+    sso = App(store, provider, oidc={**OIDC, "max_pending_logins_per_address": rounds})  # every state stays valid
+    free = sso.settings.api.limits.free_failures_per_address
     scripts = [sso.browser() for _ in range(rounds)]  # one login cookie each, all from the script's address
     states = [parse_qs(urlsplit(s.get("/auth/login").headers["location"]).query)["state"][0] for s in scripts]
     statuses = [
@@ -679,3 +684,63 @@ def test_login_forms_without_their_token_cannot_flood_the_audit_trail(store: Tic
     free = local.settings.api.limits.free_failures_per_address
     assert _login_failures(local) == statuses.count(403) == free + 1
     assert statuses.count(429) == 100 - (free + 1)
+
+
+# --- pending logins: anyone can start one, each is stored until login_timeout -------------------------
+
+
+def _pending_by_source(app: App) -> dict[str | None, int]:
+    store: TicketStore = app.app.state.store
+    with store.session() as session:
+        rows = session.execute(select(PendingLogin.source_key, func.count()).group_by(PendingLogin.source_key))
+        return {key: count for key, count in rows}
+
+
+def test_attack_logins_started_from_one_address_keep_only_its_newest(sso: App) -> None:
+    """A script starting logins in a loop only replaces its own: the table holds its newest
+    ``max_pending_logins_per_address``, the newest still completes, and someone at another address logs in."""
+    per_address = sso.settings.api.oidc.max_pending_logins_per_address  # type: ignore[union-attr]
+    script = sso.browser("203.0.113.9")
+    for _ in range(300):
+        assert script.get("/auth/login", headers=HTML).status_code == 302
+    assert _pending_logins(sso) == per_address
+    assert sso.log_in(ANNA, script).get("/api/v1/tickets").status_code == 200  # a person clicking again and again
+    sso.log_in(ANNA, sso.browser("10.0.0.7"))
+    assert not sso.app.state.store.audit.records(kind="login.failure")
+
+
+def test_attack_logins_from_one_ipv6_range_count_as_one_address(sso: App) -> None:
+    """Every host gets a whole /64: a fresh address for each login is still one source."""
+    per_address = sso.settings.api.oidc.max_pending_logins_per_address  # type: ignore[union-attr]
+    for n in range(100):
+        assert sso.browser(f"2001:db8:7:1::{n + 1:x}").get("/auth/login").status_code == 302
+    assert list(_pending_by_source(sso).values()) == [per_address]
+    assert None not in _pending_by_source(sso)  # no address is stored, only its digest
+    store: TicketStore = sso.app.state.store
+    with store.session() as session:
+        assert not any("2001:db8" in (key or "") for key in session.scalars(select(PendingLogin.source_key)))
+
+
+def test_attack_logins_started_from_many_addresses_stop_at_the_global_cap(
+    store: TicketStore, provider: Provider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A botnet starting logins from many addresses fills ``max_pending_logins`` and no more: further logins get
+    a 503 page saying to try again, one warning a minute is logged, and once the started logins time out
+    people log in again."""
+    sso = App(store, provider, oidc={**OIDC, "max_pending_logins": 100})
+    caplog.set_level(logging.WARNING, logger="fleetpulse.alerts.api.sessions")
+    statuses = [sso.browser(f"198.51.100.{n}").get("/auth/login").status_code for n in range(1, 31) for _ in range(5)]
+    assert statuses == [302] * 100 + [503] * 50
+    assert _pending_logins(sso) == 100
+    person = sso.browser("10.0.0.7").get("/auth/login", headers=HTML)
+    assert person.status_code == 503
+    assert "Too many logins in progress" in person.text
+    assert "try again in a minute" in person.text
+    assert person.headers["retry-after"] == "60"
+    assert "set-cookie" not in person.headers
+    assert _pending_logins(sso) == 100
+    warnings = [r for r in caplog.records if "too many single sign-on logins in progress" in r.getMessage()]
+    assert len(warnings) == 1
+    sso.clock.now += sso.settings.api.session.login_timeout
+    sso.log_in(ANNA, sso.browser("10.0.0.7"))
+    assert _pending_logins(sso) <= 100
