@@ -5,8 +5,8 @@ passwords for them. The provider's discovery document and signing keys are fetch
 an ID token whose key id is unknown triggers one key refresh, so the provider can rotate keys
 without a restart. Token signatures and claims are checked by joserfc (Authlib's JOSE library),
 PKCE values come from Authlib. Roles and site scope come from the token's claims through a
-configured mapping (:func:`identity_from_claims`): no mapped role or site, or only department
-groups that are not mapped, means no access.
+configured mapping (:func:`identity_from_claims`): no mapped role or site, only department
+groups that are not mapped, or (with ``require_department``) no department at all, means no access.
 
 Anyone can start a login, so no login waits for the provider on another's behalf: the discovery
 document and the keys are fetched by one request at a time (:class:`_Fetched`), a failed fetch is
@@ -54,6 +54,8 @@ BUSY_LOGGED_EVERY_S = 60.0
 """A flood of logins refused for ``max_pending_exchanges`` logs one warning per this interval, not one per request."""
 NO_ROLE_OR_SITE = "no mapped role or site"
 NO_DEPARTMENT = "no mapped department"
+NO_DEPARTMENT_VALUE = "no department value"
+"""The refusal under ``require_department``: the token names no department at all."""
 SIGNING_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 
 
@@ -113,7 +115,7 @@ def refusal(claims: Mapping[str, Any], settings: OidcSettings) -> str:
     """Why :func:`identity_from_claims` grants no access, as the audit trail records it."""
     if _role(claims, settings) is None or not _sites(claims, settings):
         return NO_ROLE_OR_SITE
-    return NO_DEPARTMENT
+    return NO_DEPARTMENT if _department_values(claims, settings) else NO_DEPARTMENT_VALUE
 
 
 def _role(claims: Mapping[str, Any], settings: OidcSettings) -> Role | None:
@@ -128,23 +130,31 @@ def _sites(claims: Mapping[str, Any], settings: OidcSettings) -> frozenset[str]:
 def _departments(claims: Mapping[str, Any], settings: OidcSettings) -> frozenset[str] | None:
     """The mapped departments (none: every department of the person's sites), or None when the person carries
     department values and none of them is mapped: a department group IT has not mapped yet grants nothing,
-    rather than every department of the site.
-
-    Where ``department_claim`` also carries the role or site groups, those are no department values; with
-    ``department_prefix``, only values with the prefix are (the claim may hold any other group too).
+    rather than every department of the site. With ``require_department``, no department value is None too.
     """
     if settings.department_claim is None:
         return frozenset()
+    values = _department_values(claims, settings)
+    if not values:
+        return None if settings.require_department else frozenset()
+    departments = frozenset(settings.departments[v] for v in values if v in settings.departments)
+    return departments or None
+
+
+def _department_values(claims: Mapping[str, Any], settings: OidcSettings) -> list[str]:
+    """The person's department values, mapped or not. Where ``department_claim`` also carries the role or site
+    groups, those are no department values; with ``department_prefix``, only values with the prefix are (the
+    claim may hold any other group too)."""
+    if settings.department_claim is None:
+        return []
     others = set(settings.roles) if settings.department_claim == settings.role_claim else set()
     others |= set(settings.sites) if settings.department_claim == settings.site_claim else set()
     prefix = settings.department_prefix or ""
-    values = [
+    return [
         v
         for v in _claim_values(claims, settings.department_claim)
         if v in settings.departments or (v not in others and v.startswith(prefix))
     ]
-    departments = frozenset(settings.departments[v] for v in values if v in settings.departments)
-    return None if values and not departments else departments
 
 
 def display_name(claims: Mapping[str, Any], settings: OidcSettings) -> str:

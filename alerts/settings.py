@@ -69,7 +69,13 @@ class OidcSettings(_Frozen):
     department_claim: str | None = Field(
         default=None,
         description="claim narrowing the scope to departments: a person without a department value sees every "
-        "department of their sites; one whose department values are all unmapped gets no access",
+        "department of their sites (unless require_department); one whose department values are all unmapped gets "
+        "no access",
+    )
+    require_department: bool = Field(
+        default=False,
+        description="a person whose token carries no department value in department_claim gets no access instead "
+        "of every department of their sites (needs department_claim)",
     )
     departments: dict[str, str] = Field(default_factory=dict, description="claim value -> department")
     department_prefix: str | None = Field(
@@ -118,6 +124,11 @@ class OidcSettings(_Frozen):
                 raise ValueError(f"{name} must use https (set allow_insecure_http only for a local test provider)")
         if "openid" not in self.scopes:
             raise ValueError('scopes must include "openid"')
+        if self.require_department and self.department_claim is None:
+            raise ValueError(
+                "require_department needs department_claim: without a claim to read no token carries a "
+                "department, so nobody could log in"
+            )
         return self
 
 

@@ -20,6 +20,7 @@ from fleetpulse.alerts.api.auth import Authenticator, AuthFailure, Principal, th
 from fleetpulse.alerts.api.sessions import LOGIN_COOKIE, LOGIN_PATH, PageSessions
 from fleetpulse.alerts.oidc import (
     NO_DEPARTMENT,
+    NO_DEPARTMENT_VALUE,
     OidcBusy,
     OidcError,
     OidcProvider,
@@ -250,12 +251,15 @@ def callback(
         name, reason = display_name(claims, provider.settings), refusal(claims, provider.settings)
         _counted_failure(request, "oidc", reason, name)
         groups = ", ".join(sorted(provider.settings.roles)) or "a fleetpulse group"
-        advice = (
-            "your department group is not one fleetpulse knows, so it cannot tell which devices are yours. "
-            "Ask IT to map your department group"
-            if reason == NO_DEPARTMENT
-            else "your account has no fleetpulse role or site. "
-            f"Ask IT to add you to a fleetpulse role group ({groups}) and a site group"
+        advice = {
+            NO_DEPARTMENT: "your department group is not one fleetpulse knows, so it cannot tell which devices are "
+            "yours. Ask IT to map your department group",
+            NO_DEPARTMENT_VALUE: "your account names no department, and fleetpulse gives access only to people "
+            "with one. Ask IT to add you to your department group",
+        }.get(
+            reason,
+            "your account has no fleetpulse role or site. "
+            f"Ask IT to add you to a fleetpulse role group ({groups}) and a site group",
         )
         response = _message(
             "No access to fleetpulse",

@@ -744,3 +744,22 @@ def test_attack_logins_started_from_many_addresses_stop_at_the_global_cap(
     sso.clock.now += sso.settings.api.session.login_timeout
     sso.log_in(ANNA, sso.browser("10.0.0.7"))
     assert _pending_logins(sso) <= 100
+
+
+def test_attack_a_token_without_department_gets_no_access_when_one_is_required(
+    store: TicketStore, provider: Provider
+) -> None:
+    """With ``require_department``, a person whose token names no department is refused and the refusal is in the
+    audit trail, instead of seeing every department of their sites."""
+    sso = App(store, provider, oidc={**OIDC, "require_department": True})
+    browser = sso.browser()
+    provider.claims = {"groups": ["fp-support", "site-rathaus"]}
+    query = sso.start_login(browser)
+    answer = browser.get("/auth/callback", params={"code": "good-code", "state": query["state"]})
+    assert answer.status_code == 403
+    assert "names no department" in answer.text
+    assert browser.get("/api/v1/tickets").status_code == 401
+    (failure,) = store.audit.records(kind="login.failure")
+    assert (failure.actor_subject, failure.payload) == ("anna", {"method": "oidc", "reason": "no department value"})
+    finance = sso.log_in(["fp-support", "site-rathaus", "dept-finance"])
+    assert [t["device_id"] for t in finance.get("/api/v1/tickets").json()["items"]] == ["pc-r1"]

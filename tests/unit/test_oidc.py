@@ -237,6 +237,31 @@ def test_attack_an_unmapped_department_group_does_not_widen_to_the_whole_site(
         assert refusal(person, settings(**mapping)) == "no mapped department"
 
 
+@pytest.mark.parametrize(
+    ("mapping", "groups", "departments"),
+    [
+        (SHARED, ["fp-support", "site-rathaus"], None),  # no department value: no access, not the whole site
+        (SHARED, ["fp-support", "site-rathaus", "dept-finance"], {"Finance"}),
+        ({**SHARED, "department_prefix": "dept-"}, ["fp-support", "site-rathaus", "vpn-users"], None),
+    ],
+)
+def test_attack_a_token_without_department_gets_no_access_when_one_is_required(
+    mapping: dict[str, Any], groups: list[str], departments: set[str] | None
+) -> None:
+    person = claims(groups=groups)
+    required = settings(**mapping, require_department=True)
+    identity = identity_from_claims(person, required)
+    assert (identity and set(identity.departments)) == departments
+    if departments is None:
+        assert refusal(person, required) == "no department value"
+    assert identity_from_claims(person, settings(**mapping)) is not None  # the default: the whole site
+
+
+def test_requiring_a_department_without_a_department_claim_is_a_configuration_error() -> None:
+    with pytest.raises(ValueError, match="require_department needs department_claim"):
+        settings(require_department=True)
+
+
 def test_plain_http_provider_needs_explicit_opt_in() -> None:
     with pytest.raises(ValueError, match="https"):
         settings(issuer="http://127.0.0.1:8180/realms/city")
