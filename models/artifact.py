@@ -4,8 +4,8 @@ Loading never trusts the files: both must match SHA-256 digests held outside the
 registry index, :mod:`fleetpulse.models.registry`; a digest inside ``metadata.json``
 would protect nothing, since whoever edits the file can edit the digest), and the skops
 dump may only contain the types in ``TRUSTED_TYPES`` (an explicit list in code, not read
-from the artifact). The bytes verified are the bytes loaded. Anything else raises
-:class:`ArtifactError`.
+from the artifact). The bytes verified are the bytes loaded, inflated under bounds before
+skops reads them (:mod:`fleetpulse.models.dump`). Anything else raises :class:`ArtifactError`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import platform
 import re
 import zipfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import skops.io as sio
@@ -35,6 +35,7 @@ from fleetpulse.contract.v1 import MAX_HORIZON_DAYS
 from fleetpulse.models import forest
 from fleetpulse.models.base import make_score, scorable
 from fleetpulse.models.disk_model import DiskRiskModel
+from fleetpulse.models.dump import MAX_DUMP_BYTES, stored_dump
 from fleetpulse.models.explain import factor
 from fleetpulse.models.feature_cache import disk_features, disk_vector
 from fleetpulse.models.features import CURRENT_DISK, DISK_FEATURES, GROWTH_COUNTERS
@@ -76,6 +77,23 @@ TRUSTED_TYPES = frozenset(
 )
 
 
+MAX_METADATA_BYTES = 16 * 1024 * 1024
+"""Far above any real metadata (the shipped model's is about 40 KB): read before it is parsed."""
+
+
+def _read_bounded(path: Path, limit: int) -> bytes | None:
+    """The file's bytes, None once it holds more than ``limit``: read in steps, since one read of ``limit``
+    bytes allocates them all, and a huge file (or a device in its place) is never read whole."""
+    chunks, size = [], 0
+    with path.open("rb") as file:
+        while chunk := file.read(min(1024 * 1024, limit + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                return None
+    return b"".join(chunks)
+
+
 def _verified_bytes(directory: Path, digests: dict[str, str]) -> dict[str, bytes]:
     """Each file's bytes, read once, after checking them against ``digests``."""
     out: dict[str, bytes] = {}
@@ -84,10 +102,13 @@ def _verified_bytes(directory: Path, digests: dict[str, str]) -> dict[str, bytes
         expected = digests.get(name)
         if expected is None:
             raise ArtifactError(f"{path}: the registry index holds no digest for it")
+        limit = MAX_DUMP_BYTES if name == MODEL_FILE else MAX_METADATA_BYTES
         try:
-            data = path.read_bytes()
+            data = _read_bounded(path, limit)
         except OSError as exc:
             raise ArtifactError(f"artifact incomplete: cannot read {path} ({exc.strerror})") from None
+        if data is None:
+            raise ArtifactError(f"{path}: larger than {limit} bytes")
         actual = hashlib.sha256(data).hexdigest()
         if not hmac.compare_digest(actual, expected):
             raise ArtifactError(
@@ -174,7 +195,7 @@ def load_artifact(directory: Path, digests: dict[str, str]) -> tuple[dict[str, A
         raise ArtifactError(f"{directory / METADATA_FILE}: nested too deeply") from None
     if not isinstance(meta, dict):
         raise ArtifactError(f"{directory / METADATA_FILE}: expected an object")
-    model = files[MODEL_FILE]
+    model = _retried(lambda: stored_dump(directory / MODEL_FILE, files[MODEL_FILE]))
     try:
         untrusted = sio.get_untrusted_types(data=model)
     except (zipfile.BadZipFile, ValueError, KeyError) as exc:
@@ -183,7 +204,7 @@ def load_artifact(directory: Path, digests: dict[str, str]) -> tuple[dict[str, A
     if unexpected:
         raise ArtifactError(f"{directory / MODEL_FILE}: contains types outside TRUSTED_TYPES: {sorted(unexpected)}")
     try:
-        payload = _loads(model, untrusted)
+        payload = _retried(lambda: sio.loads(model, trusted=list(untrusted)))
     except (SystemError, MemoryError):
         raise  # may pass (Python 3.11's AST race, memory): a worker tries again at its next registry check
     except Exception as exc:  # a corrupt or hostile dump: refused for good
@@ -200,14 +221,16 @@ def load_artifact(directory: Path, digests: dict[str, str]) -> tuple[dict[str, A
 # thread (which parses source on 3.11) while an artifact loads can fail the load with this error.
 _SPURIOUS_AST_ERROR = "AST constructor recursion depth mismatch"
 _LOAD_ATTEMPTS = 3
+_T = TypeVar("_T")
 
 
-def _loads(model: bytes, trusted: Sequence[str]) -> Any:
-    """``skops.io.loads``, retried when it meets the spurious 3.11 error above (nothing else is retried)."""
+def _retried(call: Callable[[], _T]) -> _T:
+    """``call()``, retried when it meets the spurious 3.11 error above (nothing else is retried): skops'
+    load and the array header checks before it parse headers with ``ast.literal_eval``."""
     attempt = 1
     while True:
         try:
-            return sio.loads(model, trusted=list(trusted))
+            return call()
         except SystemError as exc:
             if attempt == _LOAD_ATTEMPTS or not str(exc).startswith(_SPURIOUS_AST_ERROR):
                 raise

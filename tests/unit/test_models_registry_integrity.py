@@ -626,5 +626,5 @@ def test_attack_a_dump_that_does_not_load_is_refused_for_good(artifact_dir: Path
             corrupt = b"\x93NUMPY\x01\x00\x10\x00{'descr': 1}    "
             bad.writestr(name, corrupt if name.endswith(".npy") else dump.read(name))
     (copy / MODEL_FILE).write_bytes(out.getvalue())
-    with pytest.raises(ArtifactError, match="does not load"):
+    with pytest.raises(ArtifactError, match=r"not a skops dump \(member '\d+\.npy': Header does not contain"):
         load_artifact(copy, artifact_digests(copy))
