@@ -11,7 +11,6 @@ skops reads them (:mod:`fleetpulse.models.dump`). Anything else raises :class:`A
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import math
 import platform
@@ -46,6 +45,7 @@ from fleetpulse.models.index import (
     ArtifactError,
     sha256_file,
     stored_threshold,
+    verified_bytes,
 )
 from fleetpulse.models.rules import RISK_CRITICAL, critical_signs
 from fleetpulse.models.state import DeviceState
@@ -81,41 +81,30 @@ MAX_METADATA_BYTES = 16 * 1024 * 1024
 """Far above any real metadata (the shipped model's is about 40 KB): read before it is parsed."""
 
 
-def _read_bounded(path: Path, limit: int) -> bytes | None:
-    """The file's bytes, None once it holds more than ``limit``: read in steps, since one read of ``limit``
-    bytes allocates them all, and a huge file (or a device in its place) is never read whole."""
+def _read_bounded(path: Path) -> bytes:
+    """The file's bytes, refused once it holds more than its bound: read in steps, since one read of the
+    bound allocates it all, and a huge file (or a device in its place) is never read whole."""
+    limit = MAX_DUMP_BYTES if path.name.startswith(MODEL_FILE) else MAX_METADATA_BYTES
     chunks, size = [], 0
     with path.open("rb") as file:
         while chunk := file.read(min(1024 * 1024, limit + 1 - size)):
             chunks.append(chunk)
             size += len(chunk)
             if size > limit:
-                return None
+                raise ArtifactError(f"{path}: larger than {limit} bytes")
     return b"".join(chunks)
 
 
 def _verified_bytes(directory: Path, digests: dict[str, str]) -> dict[str, bytes]:
-    """Each file's bytes, read once, after checking them against ``digests``."""
+    """Each file's bytes, checked against ``digests``: the bytes checked are the bytes returned (a file
+    :func:`~fleetpulse.models.index.staged` by a migration stopped after its index commit stands in for it)."""
     out: dict[str, bytes] = {}
     for name in ARTIFACT_FILES:
         path = directory / name
         expected = digests.get(name)
         if expected is None:
             raise ArtifactError(f"{path}: the registry index holds no digest for it")
-        limit = MAX_DUMP_BYTES if name == MODEL_FILE else MAX_METADATA_BYTES
-        try:
-            data = _read_bounded(path, limit)
-        except OSError as exc:
-            raise ArtifactError(f"artifact incomplete: cannot read {path} ({exc.strerror})") from None
-        if data is None:
-            raise ArtifactError(f"{path}: larger than {limit} bytes")
-        actual = hashlib.sha256(data).hexdigest()
-        if not hmac.compare_digest(actual, expected):
-            raise ArtifactError(
-                f"{path}: SHA-256 {actual} does not match the registry index ({expected}): "
-                "the file changed after the artifact was registered"
-            )
-        out[name] = data
+        out[name] = verified_bytes(path, expected, _read_bounded)
     return out
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,56 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+STAGED_SUFFIX = ".staged"
+
+
+def staged(path: Path) -> Path:
+    """Where ``fleetpulse models migrate`` writes the next version of an artifact's file before the index names
+    its digest: it is read in place of ``path`` only while the index names it (a migration stopped between
+    committing the index and renaming the file), so a crash leaves the old artifact or the new one."""
+    return path.with_name(path.name + STAGED_SUFFIX)
+
+
+def verified_bytes(path: Path, expected: str, read: Callable[[Path], bytes]) -> bytes:
+    """The bytes of ``path``, or of its :func:`staged` version, whose SHA-256 is ``expected``; read once each,
+    ``path`` again last (the staged file may have been renamed over it meanwhile)."""
+    error: ArtifactError | None = None
+    for candidate in (path, staged(path), path):
+        try:
+            data = read(candidate)
+        except OSError as exc:
+            if candidate == path and error is None:
+                error = ArtifactError(f"artifact incomplete: cannot read {path} ({exc.strerror or type(exc).__name__})")
+            continue
+        actual = hashlib.sha256(data).hexdigest()
+        if hmac.compare_digest(actual, expected):
+            return data
+        if candidate == path and error is None:
+            error = ArtifactError(
+                f"{path}: SHA-256 {actual} does not match the registry index ({expected}): "
+                "the file changed after the artifact was registered"
+            )
+    assert error is not None
+    raise error
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """``path`` holds ``data`` or what it held before, also after a crash: written beside it, flushed to
+    disk, then renamed over it."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    tmp.replace(path)
+    if os.name == "posix":  # the rename itself reaches the disk
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
 def artifact_digests(directory: Path) -> dict[str, str]:
     """SHA-256 of each file of the artifact in ``directory``, as the registry index records them."""
     missing = [name for name in ARTIFACT_FILES if not (directory / name).is_file()]
@@ -60,7 +111,8 @@ def artifact_dir(registry_dir: Path, artifact_id: str) -> Path:
         raise ArtifactError(f"artifact id {artifact_id!r} is not a plain folder name of the registry")
     root = registry_dir.resolve()
     directory = registry_dir / artifact_id
-    for path in (directory, *(directory / name for name in ARTIFACT_FILES)):
+    files = [directory / name for name in ARTIFACT_FILES]
+    for path in (directory, *files, *map(staged, files)):
         if not path.resolve().is_relative_to(root):
             raise ArtifactError(f"{path} leads outside the registry folder {root}")
     return directory
@@ -213,9 +265,9 @@ def champion_thresholds(settings: ModelSettings) -> dict[Component, tuple[float,
     for component, artifact_id in registry.champions.items():
         try:
             directory = artifact_dir(settings.registry_dir, artifact_id)
-            if artifact_digests(directory) != registry.digests(artifact_id):
-                continue
-            meta = json.loads((directory / METADATA_FILE).read_bytes())
+            digests = registry.digests(artifact_id)
+            verified_bytes(directory / MODEL_FILE, digests[MODEL_FILE], Path.read_bytes)
+            meta = json.loads(verified_bytes(directory / METADATA_FILE, digests[METADATA_FILE], Path.read_bytes))
             horizons = [int(h) for h in meta.get("models", {})]
             pair = stored_threshold(meta.get("operating_points"), horizons, settings.alert_cap)
         except (ArtifactError, OSError, ValueError, TypeError, AttributeError):

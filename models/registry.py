@@ -41,6 +41,7 @@ from fleetpulse.models.device_rules import MemoryRuleScorer, ThermalRuleScorer
 from fleetpulse.models.feature_cache import shared_features
 from fleetpulse.models.fleet import load_disk_scorer, recorded_metadata
 from fleetpulse.models.index import (
+    ARTIFACT_FILES,
     METADATA_FILE,
     MODEL_FILE,
     REGISTRY_FILE,
@@ -54,7 +55,10 @@ from fleetpulse.models.index import (
     index_mac,
     is_packaged,
     read_registry,
+    sha256_file,
     signing_key,
+    staged,
+    write_atomically,
 )
 from fleetpulse.models.rules import BatteryRuleScorer, DiskRuleScorer
 from fleetpulse.models.settings import ModelSettings
@@ -226,9 +230,7 @@ def write_registry(registry_dir: Path, registry: Registry, key: bytes | None = N
     if key is not None:
         body["hmac"] = index_mac(registry.body(), key)
     registry_dir.mkdir(parents=True, exist_ok=True)
-    tmp = registry_dir / f"{REGISTRY_FILE}.tmp"
-    tmp.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
-    tmp.replace(registry_dir / REGISTRY_FILE)
+    write_atomically(registry_dir / REGISTRY_FILE, (json.dumps(body, indent=2, sort_keys=True) + "\n").encode())
 
 
 def register_artifact(
@@ -324,9 +326,27 @@ def migrate_registry(registry_dir: Path, key: bytes | None = None) -> tuple[Regi
             recorded.append(artifact_id)
             digests = {**digests, METADATA_FILE: hashlib.sha256(metadata).hexdigest()}
         registry.artifacts[artifact_id] = digests
-    for directory, metadata in pending:  # only once every artifact passed: a refusal changes no file
-        tmp = directory / f"{METADATA_FILE}.tmp"
-        tmp.write_bytes(metadata)
-        tmp.replace(directory / METADATA_FILE)
+    # Only once every artifact passed (a refusal changes no file), and crash-safe: the new metadata is staged
+    # beside the old, the index naming its digest is the one commit, then each staged file replaces the old.
+    # Stopped before the commit, the old index names the old files; after it, the loader reads a staged file
+    # the index names in place of the old one; running migrate again finishes the renames.
+    for directory, metadata in pending:
+        write_atomically(staged(directory / METADATA_FILE), metadata)
     write_registry(registry_dir, registry, key)
+    settle_staged(registry_dir, registry)
     return registry, recorded
+
+
+def settle_staged(registry_dir: Path, registry: Registry) -> None:
+    """Rename each staged file the committed ``registry`` names over its artifact's file; remove the others
+    (staged by a migration that stopped before its commit, named by no index)."""
+    for artifact_id, digests in registry.artifacts.items():
+        directory = artifact_dir(registry_dir, artifact_id)
+        for name in ARTIFACT_FILES:
+            next_version = staged(directory / name)
+            if not next_version.is_file():
+                continue
+            if sha256_file(next_version) == digests[name]:
+                next_version.replace(directory / name)
+            else:
+                next_version.unlink()
