@@ -23,12 +23,13 @@ import pytest
 
 from fleetpulse.contract import ScorerRole
 from fleetpulse.models.index import MODEL_FILE, REGISTRY_FILE, ArtifactError
-from fleetpulse.models.registry import load_scorers, register_artifact
+from fleetpulse.models.registry import ScorerSet, load_scorers, register_artifact
 from fleetpulse.models.settings import ModelSettings
+from fleetpulse.streams import app as stream_app
 from tests.unit.test_models_artifact import artifact_dir
-from tests.unit.test_models_registry_integrity import KEY, registered_by_hand
+from tests.unit.test_models_registry_integrity import KEY, registered_by_hand, registry_dir, reloading
 
-__all__ = ["artifact_dir"]  # fixture
+__all__ = ["artifact_dir", "registry_dir"]  # fixtures
 
 MIB = 1024 * 1024
 BOMB_MIB = 1024
@@ -216,3 +217,25 @@ def test_the_shipped_model_is_far_within_the_bounds() -> None:
     assert sum(m.file_size for m in members) * 100 < dump.MAX_DUMP_BYTES
     assert max(m.file_size for m in members) * 50 < dump.MAX_MEMBER_BYTES
     assert dump.stored_dump(model, model.read_bytes())
+
+
+def test_attack_a_bomb_promoted_while_a_worker_serves_is_refused_once_not_retried(
+    registry_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The array bomb raised ``MemoryError``, which the worker took for a passing failure: it loaded the
+    changed index again at the next checks. Now one load refuses it and the worker keeps its models."""
+    check = reloading(registry_dir)
+    loads: list[int] = []
+    real_load = stream_app.load_scorers
+
+    def counted(models: ModelSettings) -> ScorerSet:
+        loads.append(1)
+        return real_load(models)
+
+    monkeypatch.setattr(stream_app, "load_scorers", counted)
+    shutil.copytree(registry_dir / "disk-gbm-test", registry_dir / "disk-bomb")
+    dump = registry_dir / "disk-bomb" / MODEL_FILE
+    dump.write_bytes(array_bomb(dump.read_bytes()))
+    registered_by_hand(registry_dir, "disk-bomb")
+    assert not any(check() for _ in range(5))
+    assert len(loads) == 1
