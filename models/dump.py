@@ -97,38 +97,51 @@ def _inflate(path: Path, data: bytes, member: zipfile.ZipInfo) -> bytes:
         raise ArtifactError(f"{path}: not a skops dump (member {member.filename!r} has no local header)")
     fields = _LOCAL_HEADER.unpack(header)
     begin = start + _LOCAL_HEADER.size + fields[10] + fields[11]
-    raw = data[begin : begin + member.compress_size]
+    raw = memoryview(data)[begin : begin + member.compress_size]
     if len(raw) != member.compress_size:
         raise ArtifactError(f"{path}: not a skops dump (member {member.filename!r} is truncated)")
     if member.compress_type == zipfile.ZIP_STORED:
-        content = raw
+        content = bytes(raw)
     else:
-        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        chunks: list[bytes] = []
-        size, pending = 0, raw
         try:
-            while not inflater.eof:
-                # at most what is still declared, plus one byte to tell a stream that goes on
-                chunk = inflater.decompress(pending, min(_CHUNK, member.file_size - size + 1))
-                pending = inflater.unconsumed_tail
-                size += len(chunk)
-                if size > member.file_size:
-                    raise _refuse(
-                        path, f"member {member.filename!r} inflates beyond the {member.file_size} bytes it declares"
-                    )
-                chunks.append(chunk)
-                if not chunk and not pending:
-                    break  # input used up before the end of the stream
+            content = _inflated(path, member, raw)
         except zlib.error as exc:
             raise ArtifactError(f"{path}: not a skops dump (member {member.filename!r}: {exc})") from None
-        if not inflater.eof:
-            raise ArtifactError(f"{path}: not a skops dump (member {member.filename!r} is truncated)")
-        content = b"".join(chunks)
     if len(content) != member.file_size or zlib.crc32(content) != member.CRC:
         raise ArtifactError(
             f"{path}: not a skops dump (member {member.filename!r} does not match its declared size and CRC)"
         )
     return content
+
+
+def _inflated(path: Path, member: zipfile.ZipInfo, raw: memoryview) -> bytes:
+    """The member's deflate stream inflated a bounded step at a time: input fed in pieces, output taken at
+    most up to one byte beyond the declared size, so a stream that goes on is refused as it overruns."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    chunks: list[bytes] = []
+    size = 0
+
+    def take(pending: bytes | memoryview) -> bytes:
+        nonlocal size
+        chunk = inflater.decompress(pending, min(_CHUNK, member.file_size - size + 1))
+        size += len(chunk)
+        if size > member.file_size:
+            raise _refuse(path, f"member {member.filename!r} inflates beyond the {member.file_size} bytes it declares")
+        chunks.append(chunk)
+        return chunk
+
+    for offset in range(0, len(raw), _CHUNK):
+        pending: bytes | memoryview = raw[offset : offset + _CHUNK]
+        while pending and not inflater.eof:
+            take(pending)
+            pending = inflater.unconsumed_tail
+        if inflater.eof:
+            break
+    while not inflater.eof and take(b""):  # output zlib still holds once the input is used up
+        pass
+    if not inflater.eof:
+        raise ArtifactError(f"{path}: not a skops dump (member {member.filename!r} is truncated)")
+    return b"".join(chunks)
 
 
 def _check_array(path: Path, name: str, content: bytes) -> None:

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from fleetpulse.contract import ScorerRole
-from fleetpulse.models.index import MODEL_FILE, REGISTRY_FILE, ArtifactError
+from fleetpulse.models.artifact import TrainedDiskScorer
+from fleetpulse.models.index import MODEL_FILE, REGISTRY_FILE, ArtifactError, artifact_digests
 from fleetpulse.models.registry import ScorerSet, load_scorers, register_artifact
 from fleetpulse.models.settings import ModelSettings
 from fleetpulse.streams import app as stream_app
@@ -239,3 +240,17 @@ def test_attack_a_bomb_promoted_while_a_worker_serves_is_refused_once_not_retrie
     registered_by_hand(registry_dir, "disk-bomb")
     assert not any(check() for _ in range(5))
     assert len(loads) == 1
+
+
+def test_a_dump_deflated_within_the_bounds_still_loads(artifact_dir: Path, tmp_path: Path) -> None:
+    """skops may write deflated dumps: inflating them under the bounds gives the same model."""
+    copy = tmp_path / "deflated"
+    shutil.copytree(artifact_dir, copy)
+    out = io.BytesIO()
+    with zipfile.ZipFile(copy / MODEL_FILE) as dump, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as deflated:
+        for name in dump.namelist():
+            deflated.writestr(name, dump.read(name))
+    (copy / MODEL_FILE).write_bytes(out.getvalue())
+    assert (copy / MODEL_FILE).stat().st_size < (artifact_dir / MODEL_FILE).stat().st_size
+    loaded = TrainedDiskScorer.from_artifact(copy, artifact_digests(copy))
+    assert loaded.version == "test-1"
