@@ -83,6 +83,7 @@ def crash_at(monkeypatch: pytest.MonkeyPatch, point: int) -> list[str]:
     return met
 
 
+@pytest.mark.slow  # migrate and a load of two artifacts per point
 def test_a_crash_at_any_point_of_migrate_leaves_the_old_or_the_new_artifact_and_migrate_completes_after(
     artifact_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
