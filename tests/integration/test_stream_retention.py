@@ -8,6 +8,8 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from fleetpulse.agents.signing import derived_device_key, enrolment_record, signed_report
 from fleetpulse.compat import UTC
 from fleetpulse.config import KafkaSettings
@@ -23,6 +25,8 @@ from tests.integration.stream_support import (
     table_state,
     wait_caught_up,
 )
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 SILENT = NOW - timedelta(days=3)
