@@ -62,7 +62,7 @@ def run_worker_until_caught_up(kafka: KafkaSettings, data_dir: Path) -> None:
     worker.start()
     try:
         worker.wait_ready(timeout=180)  # a second worker in the group rejoins slowly on a loaded machine
-        wait_caught_up(kafka)
+        wait_caught_up(kafka, timeout=300)
     finally:
         worker.stop()
 

@@ -497,7 +497,7 @@ def test_an_export_the_garbage_collector_ends_inside_a_take_does_not_hang_the_ex
             target=lambda: (places.take(CollectingHolder(("local", "dave"))), taken.set()), daemon=True
         )
         thread.start()
-        thread.join(5)
+        thread.join(60)  # a hang lasts for good; a full collection of a large heap on a loaded machine takes seconds
     finally:
         gc.enable()
     assert taken.is_set(), "the finalizer waited for the lock its own thread held"
