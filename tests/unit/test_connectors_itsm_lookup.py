@@ -9,10 +9,9 @@ The ITSM is a small fake on 127.0.0.1 that keeps the incidents it was sent.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,6 +20,7 @@ import pytest
 from fleetpulse.alerts.connectors.base import Connector, DeliveryError, Notification, PermanentDeliveryError
 from fleetpulse.alerts.connectors.config import ServiceNowConfig, TopdeskConfig
 from fleetpulse.alerts.connectors.http import ServiceNow, Topdesk
+from tests.harness import http_server
 
 Scripted = tuple[int, bytes]
 """A status and body answered instead of the normal answer."""
@@ -88,12 +88,8 @@ class FakeItsm:
 @pytest.fixture
 def itsm() -> Iterator[tuple[FakeItsm, str]]:
     fake = FakeItsm()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), fake.handler())
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield fake, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with http_server(fake.handler()) as url:
+        yield fake, url
 
 
 def connector(kind: str, url: str) -> Connector:

@@ -9,12 +9,11 @@ The ITSM is a small fake on 127.0.0.1 that keeps the notes it was sent; the rela
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.policy import SMTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -24,7 +23,7 @@ from fleetpulse.alerts.connectors.base import Connector, DeliveryError, Notifica
 from fleetpulse.alerts.connectors.config import ServiceNowConfig, SmtpConfig, TopdeskConfig, WebhookConfig
 from fleetpulse.alerts.connectors.http import ServiceNow, Topdesk, Webhook
 from fleetpulse.alerts.connectors.mail import Smtp
-from tests.harness import listener
+from tests.harness import http_server, listener
 from tests.unit.test_connectors_smtp_quit import relay
 
 PASSWORD = "itsm-pw-31415"
@@ -106,12 +105,8 @@ class FakeItsm:
 @pytest.fixture
 def itsm() -> Iterator[tuple[FakeItsm, str]]:
     fake = FakeItsm()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), fake.handler())
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield fake, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with http_server(fake.handler()) as url:
+        yield fake, url
 
 
 def connector(kind: str, url: str) -> Connector:
