@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import delete, func, select, update
@@ -37,6 +37,7 @@ from fleetpulse.alerts.store.models import (
     TicketRow,
 )
 from fleetpulse.alerts.store.repository import OPEN_STATES, TicketStore, TicketView, inventory_of, open_key
+from fleetpulse.compat import UTC
 from fleetpulse.contract.v1 import (
     Alert,
     AlertState,
