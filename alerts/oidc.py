@@ -36,6 +36,7 @@ from joserfc.jwk import KeySet
 
 from fleetpulse.alerts import bounded_http
 from fleetpulse.alerts.settings import ALL_SITES, OidcSettings, Role
+from fleetpulse.logs import RefusalWarnings
 
 __all__ = ["ALL_SITES", "OidcSettings"]  # re-exported: the RP's settings live with the API's
 
@@ -249,9 +250,9 @@ class OidcProvider:
         self._metadata: _Fetched[dict[str, Any]] = _Fetched("discovery document", clock)
         self._keys: _Fetched[KeySet] = _Fetched("signing keys", clock)
         self._exchanges = threading.BoundedSemaphore(settings.max_pending_exchanges)
-        self._busy_lock = threading.Lock()
-        self._busy_refused = 0
-        self._busy_logged_at = -math.inf
+        self._busy_refusals = RefusalWarnings(
+            log, "logins refused: too many waiting for the provider's token endpoint", BUSY_LOGGED_EVERY_S
+        )
 
     def metadata(self) -> dict[str, Any]:
         return self._metadata.get(self._fetch_metadata, max_age=self.settings.metadata_cache_s)
@@ -383,23 +384,8 @@ class OidcProvider:
 
     def _busy(self) -> OidcBusy:
         """The refusal, with one warning per :data:`BUSY_LOGGED_EVERY_S` however many there are."""
-        refusal = OidcBusy("too many logins are waiting for the provider")
-        with self._busy_lock:
-            self._busy_refused += 1
-            now = time.monotonic()
-            if now - self._busy_logged_at < BUSY_LOGGED_EVERY_S:
-                return refusal
-            refused, self._busy_refused, self._busy_logged_at = self._busy_refused, 0, now
-        log.warning(
-            "logins refused: too many waiting for the provider's token endpoint",
-            extra={
-                "fields": {
-                    "refused_since_last_warning": refused,
-                    "max_pending_exchanges": self.settings.max_pending_exchanges,
-                }
-            },
-        )
-        return refusal
+        self._busy_refusals.refused({"max_pending_exchanges": self.settings.max_pending_exchanges})
+        return OidcBusy("too many logins are waiting for the provider")
 
     def _get_json(self, url: str, what: str) -> dict[str, Any]:
         try:

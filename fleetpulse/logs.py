@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
+import threading
+import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -51,3 +55,30 @@ def configure(level: str = "INFO", json_output: bool = True) -> None:
     root.setLevel(level.upper())
     for name in RECORD_DUMPING_LOGGERS:
         logging.getLogger(name).setLevel(max(root.level, logging.INFO))
+
+
+class RefusalWarnings:
+    """Counts refusals and logs one warning per ``every_s`` with how many came since the last one: a flood of
+    refused requests (what an attacker sends) must not flood the log with a line each."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        message: str,
+        every_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger, self._message, self._every_s, self._clock = logger, message, every_s, clock
+        self._lock = threading.Lock()
+        self._unlogged = 0
+        self._logged_at = -math.inf
+
+    def refused(self, fields: dict[str, Any]) -> None:
+        """Count one refusal; warn, with ``fields`` and ``refused_since_last_warning``, once per interval."""
+        with self._lock:
+            self._unlogged += 1
+            now = self._clock()
+            if now - self._logged_at < self._every_s:
+                return
+            refused, self._unlogged, self._logged_at = self._unlogged, 0, now
+        self._logger.warning(self._message, extra={"fields": {"refused_since_last_warning": refused, **fields}})

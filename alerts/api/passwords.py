@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from fleetpulse.logs import RefusalWarnings
+
 _ARGON2 = PasswordHasher(time_cost=3, memory_cost=12 * 1024, parallelism=1, hash_len=32, salt_len=16)
 HASHING_THREADS = 2
 _HASHING = ThreadPoolExecutor(max_workers=HASHING_THREADS, thread_name_prefix="password-hash")
@@ -62,33 +64,20 @@ class HashingAdmission:
     def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit
         self._free = threading.BoundedSemaphore(limit)
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._unlogged = 0
-        self._logged_at = float("-inf")
+        self._refusals = RefusalWarnings(
+            log, "password checks refused: too many logins being checked at once", REFUSALS_LOGGED_EVERY_S, clock
+        )
 
     @contextmanager
     def admit(self) -> Iterator[None]:
         """Hold a place for the checks (and hash upgrade) inside; :class:`HashingBusy` if none is free."""
         if not self._free.acquire(blocking=False):
-            self._refused()
+            self._refusals.refused({"max_pending_password_checks": self.limit})
             raise HashingBusy
         try:
             yield
         finally:
             self._free.release()
-
-    def _refused(self) -> None:
-        with self._lock:
-            self._unlogged += 1
-            now = self._clock()
-            if now - self._logged_at < REFUSALS_LOGGED_EVERY_S:
-                return
-            refused, self._unlogged, self._logged_at = self._unlogged, 0, now
-        log.warning(
-            "password checks refused: too many logins being checked at once",
-            extra={"fields": {"refused_since_last_warning": refused, "max_pending_password_checks": self.limit}},
-        )
 
 
 def _verify(secret: str, encoded: str) -> bool:

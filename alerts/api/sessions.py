@@ -22,9 +22,7 @@ import hashlib
 import hmac
 import json
 import logging
-import math
 import secrets
-import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -34,6 +32,7 @@ from starlette.requests import cookie_parser
 
 from fleetpulse.alerts.settings import ApiUser, SessionSettings
 from fleetpulse.alerts.store.sessions import StoredPendingLogin, StoredSession, WebSessions
+from fleetpulse.logs import RefusalWarnings
 
 SESSION_COOKIE = "fleetpulse_session"
 LOGIN_COOKIE = "fleetpulse_login"
@@ -116,9 +115,9 @@ class PageSessions:
         self._accounts = {user.name: user for user in accounts}
         self._prune_every_s = prune_every_s
         self._last_prune = float("-inf")
-        self._full_lock = threading.Lock()
-        self._full_refused = 0
-        self._full_logged_at = -math.inf
+        self._full_refusals = RefusalWarnings(
+            log, "logins refused: too many single sign-on logins in progress", FULL_LOGGED_EVERY_S
+        )
 
     def open(self, response: Response, record: StoredSession) -> None:
         """A new session (a new id at every login: no session fixation), its cookie set on ``response``.
@@ -142,22 +141,10 @@ class PageSessions:
         now, timeout = self.clock(), self.settings.login_timeout
         source_key = self.cookies.mac("pending-login\0" + source)
         if not self.store.start_login(login_id, pending, now, now + timeout, source_key, per_source, total):
-            self._refused_full(total)
+            self._full_refusals.refused({"max_pending_logins": total})
             return False
         self.cookies.set(response, LOGIN_COOKIE, login_id, int(timeout.total_seconds()), LOGIN_PATH)
         return True
-
-    def _refused_full(self, total: int) -> None:
-        with self._full_lock:
-            self._full_refused += 1
-            now = time.monotonic()
-            if now - self._full_logged_at < FULL_LOGGED_EVERY_S:
-                return
-            refused, self._full_refused, self._full_logged_at = self._full_refused, 0, now
-        log.warning(
-            "logins refused: too many single sign-on logins in progress",
-            extra={"fields": {"refused_since_last_warning": refused, "max_pending_logins": total}},
-        )
 
     def find(self, cookie_header: str | None) -> StoredSession | None:
         """The live session the request's cookie names, or None. A local account's session whose account
