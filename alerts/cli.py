@@ -20,6 +20,7 @@ from fleetpulse.cliutil import settings_from
 from fleetpulse.compat import UTC
 
 if TYPE_CHECKING:
+    from fleetpulse.alerts.consumer import ConsumerStats
     from fleetpulse.alerts.settings import AlertSettings
 
 
@@ -53,21 +54,27 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Turn alerts from Kafka into tickets, keep inventory and history, deliver the outbox."""
-        from fleetpulse.alerts.consumer import consume_until_idle, run_consumer
+        from fleetpulse.alerts.consumer import ConsumerStats, consume_until_idle, run_consumer
 
         settings = settings_from(ctx)
+        stats = ConsumerStats()
         with contextlib.ExitStack() as stack:
             if settings.alerts.consumer.metrics_port is not None:
-                _serve_store_metrics(stack, settings.alerts)
+                _serve_store_metrics(stack, settings.alerts, stats)
             if until_idle is not None:
-                stats = consume_until_idle(
-                    settings.alerts, settings.kafka, settings.streams, idle_seconds=until_idle, max_seconds=86_400
+                consume_until_idle(
+                    settings.alerts,
+                    settings.kafka,
+                    settings.streams,
+                    idle_seconds=until_idle,
+                    max_seconds=86_400,
+                    stats=stats,
                 )
             else:
                 stop = threading.Event()
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     signal.signal(sig, lambda *_: stop.set())
-                stats = run_consumer(settings.alerts, settings.kafka, settings.streams, stop)
+                run_consumer(settings.alerts, settings.kafka, settings.streams, stop, stats=stats)
         typer.echo(
             f"records={stats.records} results={stats.results} dead_letters={stats.dead_letters} "
             f"delivered={stats.delivered} delivery_failures={stats.delivery_failures}"
@@ -259,8 +266,9 @@ def _store_and_filter(
     return TicketStore.open(settings.alerts.store_url), flt
 
 
-def _serve_store_metrics(stack: contextlib.ExitStack, settings: AlertSettings) -> None:
-    """Serve the outbox and coverage gauges on ``[alerts.consumer] metrics_host:metrics_port`` until ``stack`` closes."""
+def _serve_store_metrics(stack: contextlib.ExitStack, settings: AlertSettings, stats: ConsumerStats) -> None:
+    """Serve the outbox and coverage gauges and the consumer's counters on ``[alerts.consumer]
+    metrics_host:metrics_port`` until ``stack`` closes."""
     from prometheus_client import start_http_server
 
     from fleetpulse.alerts.metrics import store_registry
@@ -270,7 +278,9 @@ def _serve_store_metrics(stack: contextlib.ExitStack, settings: AlertSettings) -
     assert port is not None  # the caller checked
     store = stack.enter_context(contextlib.closing(TicketStore.open(settings.store_url)))
     server, thread = start_http_server(
-        port, settings.consumer.metrics_host, registry=store_registry(store, settings.consumer.silent_after)
+        port,
+        settings.consumer.metrics_host,
+        registry=store_registry(store, settings.consumer.silent_after, stats=stats),
     )
     stack.callback(thread.join, 5)
     stack.callback(server.shutdown)

@@ -37,9 +37,13 @@ from fleetpulse.contract.auth import mdm_inventory_refusal
 from fleetpulse.contract.codec import ContractError, decode, encode
 from fleetpulse.contract.topics import Topics
 from fleetpulse.contract.v1 import Alert, DeadLetter, DeviceInventory, FeatureLogRecord, RiskScore
+from fleetpulse.logs import RefusalWarnings
 from fleetpulse.streams.settings import StreamSettings
 
 log = logging.getLogger(__name__)
+DEAD_LETTERS_LOGGED_EVERY_S = 60.0
+"""One log line a minute at most for dead-lettered records, with the count since the last: each one is on the
+dead-letter topic with its reason, and a flood of bad records (a leaked MDM credential) must not fill the log."""
 Clock = Callable[[], datetime]
 T = TypeVar("T")
 REFUSED_BY_STORE = (DataError, IntegrityError)
@@ -57,6 +61,8 @@ class ConsumerStats:
     records: int = 0
     results: dict[str, int] = field(default_factory=dict)
     dead_letters: int = 0
+    dead_letter_kinds: dict[str, int] = field(default_factory=dict)
+    """dead letters by error kind (the contract's kinds: a bounded set), for the consumer's metrics"""
     delivered: int = 0
     delivery_failures: int = 0
 
@@ -98,6 +104,7 @@ class TicketConsumer:
         self.stats = stats or ConsumerStats()
         self._last_delivery = float("-inf")
         self._last_prune = float("-inf")  # prune at start, then hourly
+        self._dead_lettered = RefusalWarnings(log, "records dead-lettered", DEAD_LETTERS_LOGGED_EVERY_S)
         self._own_store = store is None
         self.store = store or TicketStore.open(settings.store_url)
         self._closers: list[Callable[[], None]] = [self.store.close] if self._own_store else []
@@ -285,9 +292,10 @@ class TicketConsumer:
         )
         self.dead_letters.send(self.topics.dead_letter, key=record.key, value=encode(letter))
         self.stats.dead_letters += 1
-        log.warning(
-            "record dead-lettered",
-            extra={"fields": {"topic": record.topic, "offset": record.offset, "kind": kind, "reason": reason[:300]}},
+        kinds = self.stats.dead_letter_kinds
+        kinds[letter.error_kind] = kinds.get(letter.error_kind, 0) + 1
+        self._dead_lettered.refused(
+            {"topic": record.topic, "offset": record.offset, "kind": kind, "reason": reason[:300]}
         )
 
     def close(self) -> None:
@@ -314,6 +322,7 @@ def run_consumer(
     stop: threading.Event,
     connectors: Mapping[str, Connector] | None = None,
     retry_s: float = 5.0,
+    stats: ConsumerStats | None = None,
 ) -> ConsumerStats:
     """Consume until ``stop`` is set (the ``fleetpulse tickets consume`` loop).
 
@@ -324,7 +333,7 @@ def run_consumer(
     from kafka.errors import KafkaError
     from sqlalchemy.exc import InterfaceError, OperationalError
 
-    stats = ConsumerStats()
+    stats = stats or ConsumerStats()
     while not stop.is_set():
         consumer: TicketConsumer | None = None
         try:
@@ -352,12 +361,13 @@ def consume_until_idle(
     idle_seconds: float = 5.0,
     max_seconds: float = 300.0,
     connectors: Mapping[str, Connector] | None = None,
+    stats: ConsumerStats | None = None,
 ) -> ConsumerStats:
     """Consume until every partition is read to its end and nothing new came for ``idle_seconds``.
 
     For the demo and tests: returns when the ticket store reflects everything on the topics.
     """
-    consumer = TicketConsumer(settings, kafka, streams, connectors=connectors)
+    consumer = TicketConsumer(settings, kafka, streams, connectors=connectors, stats=stats)
     try:
         started = last_record = time.monotonic()
         while time.monotonic() - started < max_seconds:

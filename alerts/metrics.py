@@ -1,10 +1,11 @@
-"""Prometheus gauges read from the ticket store at every scrape: the outbox and agent coverage.
+"""Prometheus gauges read from the ticket store at every scrape (the outbox and agent coverage), and the
+consumer's own counters of records read and dead-lettered.
 
 Served by the ticket consumer (``[alerts.consumer] metrics_port``), not by the API: the
 consumer is the process that delivers the outbox and runs on the internal network only,
 while the API faces users through the ingress and would need a role for the scraper.
 The numbers come from the store, so every consumer replica reports the same values
-(alert on ``max``, not ``sum``).
+(alert on ``max``, not ``sum``); the counters are each replica's own (``sum`` them).
 
 Agent coverage comes from the store's inventory because it is the one place that knows
 every device of the fleet with its site, whichever worker partition it lands on and
@@ -20,13 +21,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.compat import UTC
+
+if TYPE_CHECKING:
+    from fleetpulse.alerts.consumer import ConsumerStats
 
 Clock = Callable[[], datetime]
 
@@ -80,7 +85,30 @@ class StoreCollector(Collector):
         yield silent
 
 
-def store_registry(store: TicketStore, silent_after: timedelta, clock: Clock = _utc_now) -> CollectorRegistry:
+class ConsumerCollector(Collector):
+    """What this consumer replica read and dead-lettered: its log has one line a minute on dead letters, so
+    these counters are where a flood of bad records shows."""
+
+    def __init__(self, stats: ConsumerStats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        records = CounterMetricFamily("fleetpulse_tickets_consumer_records", "records read from Kafka")
+        records.add_metric([], self.stats.records)
+        dead = CounterMetricFamily(
+            "fleetpulse_tickets_consumer_dead_letters", "records dead-lettered, by kind", labels=["kind"]
+        )
+        for kind, count in sorted(dict(self.stats.dead_letter_kinds).items()):
+            dead.add_metric([kind], count)
+        yield records
+        yield dead
+
+
+def store_registry(
+    store: TicketStore, silent_after: timedelta, clock: Clock = _utc_now, stats: ConsumerStats | None = None
+) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(StoreCollector(store, silent_after, clock))
+    if stats is not None:
+        registry.register(ConsumerCollector(stats))
     return registry

@@ -226,7 +226,8 @@ def _metric_row(name: str, kind: str, labels: Iterable[str], documentation: str)
 
 
 def metrics_page() -> str:
-    from fleetpulse.alerts.metrics import StoreCollector
+    from fleetpulse.alerts.consumer import ConsumerStats
+    from fleetpulse.alerts.metrics import ConsumerCollector, StoreCollector
     from fleetpulse.alerts.settings import ConsumerSettings
     from fleetpulse.streams.metrics import PipelineMetrics, SinkCollector, StateCacheCollector
     from fleetpulse.streams.settings import StreamSettings
@@ -266,7 +267,8 @@ def metrics_page() -> str:
         "Served at `http://<[alerts.consumer] metrics_host>:<[alerts.consumer] metrics_port>/metrics`",
         f"when `metrics_port` is set (default: not served; host `{consumer.metrics_host}`). The gauges are",
         "read from the ticket store at each scrape, so every consumer replica reports the same values:",
-        "aggregate with `max`, not `sum`. A device counts as silent when its last daily inventory is",
+        "aggregate with `max`, not `sum`. The counters are each replica's own: aggregate with `sum`.",
+        "A device counts as silent when its last daily inventory is",
         "older than `[alerts.consumer] silent_after` (default",
         f"{consumer.silent_after.total_seconds() / 3600:g} h).",
         "",
@@ -274,7 +276,7 @@ def metrics_page() -> str:
     ]
     empty_store = types.SimpleNamespace(outbox_backlog=list, site_coverage=lambda since: [])
     collector = StoreCollector(empty_store, consumer.silent_after)  # type: ignore[arg-type]
-    for family in collector.collect():
+    for family in [*collector.collect(), *ConsumerCollector(ConsumerStats()).collect()]:
         labels = getattr(family, "_labelnames", ())
         lines.append(_metric_row(family.name, family.type, labels, family.documentation))
     return "\n".join(lines) + "\n"

@@ -58,8 +58,10 @@ def configure(level: str = "INFO", json_output: bool = True) -> None:
 
 
 class RefusalWarnings:
-    """Counts refusals and logs one warning per ``every_s`` with how many came since the last one: a flood of
-    refused requests (what an attacker sends) must not flood the log with a line each."""
+    """Counts refusals and logs one line per ``every_s`` with how many came since the last one: a flood of
+    refused requests or records (what an attacker sends) must not flood the log with a line each, nor spend
+    the CPU of formatting one. What was refused is not lost: each caller keeps its own per-item trace (an
+    HTTP answer, a dead letter, a metric); the log only has to say that it happens, and why."""
 
     def __init__(
         self,
@@ -67,18 +69,26 @@ class RefusalWarnings:
         message: str,
         every_s: float,
         clock: Callable[[], float] = time.monotonic,
+        level: int = logging.WARNING,
     ) -> None:
         self._logger, self._message, self._every_s, self._clock = logger, message, every_s, clock
+        self._level = level
         self._lock = threading.Lock()
         self._unlogged = 0
         self._logged_at = -math.inf
 
-    def refused(self, fields: dict[str, Any]) -> None:
-        """Count one refusal; warn, with ``fields`` and ``refused_since_last_warning``, once per interval."""
+    def refused(self, fields: dict[str, Any], exc: BaseException | None = None) -> None:
+        """Count one refusal; log it, with ``fields``, ``refused_since_last_warning`` and the traceback of
+        ``exc`` if given, once per interval."""
         with self._lock:
             self._unlogged += 1
             now = self._clock()
             if now - self._logged_at < self._every_s:
                 return
             refused, self._unlogged, self._logged_at = self._unlogged, 0, now
-        self._logger.warning(self._message, extra={"fields": {"refused_since_last_warning": refused, **fields}})
+        self._logger.log(
+            self._level,
+            self._message,
+            exc_info=exc,
+            extra={"fields": {"refused_since_last_warning": refused, **fields}},
+        )

@@ -90,6 +90,7 @@ from fleetpulse.contract.auth import (
     mdm_inventory_refusal,
 )
 from fleetpulse.contract.v1 import UtcDatetime
+from fleetpulse.logs import RefusalWarnings
 from fleetpulse.models import state_codec
 from fleetpulse.models.anomaly import EXPLAINED_BY
 from fleetpulse.models.feature_cache import shared_features
@@ -121,6 +122,9 @@ ErrorKind = str
 RECORD_ERRORS = (ValueError, TypeError, RecursionError, ArithmeticError)
 """What odd input can raise in processing (pydantic's ``ValidationError`` is a ``ValueError``; a date
 pushed past the calendar an ``OverflowError``): the record is dead-lettered, the worker goes on."""
+ERRORS_LOGGED_EVERY_S = 60.0
+"""A traceback per exception type at most this often: records that all hit one bug (a producer resending
+them, or someone who found it) are each dead-lettered with the error, but log one traceback a minute."""
 
 
 ADDED_FIELDS = frozenset({"enrolled_at"})
@@ -349,6 +353,7 @@ class Processor:
         self._mobile_inventory_topic = topics.mobile_inventory
         self.scorers = scorers
         self.policy = policy
+        self._errors: dict[type[BaseException], RefusalWarnings] = {}  # keyed by the code's exception types only
 
     def process_batch(
         self,
@@ -399,7 +404,12 @@ class Processor:
         return facts + [index for index in range(len(batch)) if index not in taken]
 
     def _failed(self, raw: RawRecord, exc: Exception, now: datetime, out: BatchResult) -> None:
-        log.exception("processing error", extra={"fields": {"topic": raw.topic, "offset": raw.offset}})
+        errors = self._errors.get(type(exc))
+        if errors is None:
+            errors = self._errors[type(exc)] = RefusalWarnings(
+                log, "processing error", ERRORS_LOGGED_EVERY_S, level=logging.ERROR
+            )
+        errors.refused({"topic": raw.topic, "offset": raw.offset}, exc)
         out.dead_letters.append(dead_letter(raw, "processing_error", f"{type(exc).__name__}: {exc}", now))
         out.counts["dead_letter.processing_error"] += 1
 

@@ -8,6 +8,7 @@ the same record forever, and the stream worker logged it as a processing error w
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -170,3 +171,24 @@ def test_the_ticket_consumer_dead_letters_unreadable_records_and_commits(
     assert [(d.offset, d.error_kind) for d in letters] == [(i, "malformed_json") for i in range(len(poison))]
     assert consumer.stats.results.get("inventory") == 1  # the record after them still applied
     assert store.get_device("pc-0002") is not None
+
+
+def test_attack_a_flood_of_bad_records_is_dead_lettered_one_by_one_and_logged_once(
+    store: TicketStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A leaked MDM credential can write thousands of bad records a second: each one reaches the dead-letter
+    topic with its reason, and the log gets one line with the count, not a line per record."""
+    topics = Topics()
+    flood = [(topics.mobile_inventory, b"{not json %d" % n) for n in range(2_000)]
+    consumer, _, producer = consumer_over(flood, store, monkeypatch)
+    try:
+        with caplog.at_level(logging.WARNING, logger="fleetpulse.alerts.consumer"):
+            consumer.poll_once()
+    finally:
+        consumer.close()
+    letters = [decode(value, DeadLetter) for topic, value in producer.sent if topic == topics.dead_letter]
+    assert [d.offset for d in letters] == list(range(2_000))
+    assert {d.error_kind for d in letters} == {"malformed_json"}
+    logged = [r for r in caplog.records if "dead-lettered" in r.getMessage()]
+    assert len(logged) == 1
+    assert logged[0].fields["kind"] == "malformed_json"  # type: ignore[attr-defined]

@@ -481,6 +481,41 @@ def test_reports_decoded_ahead_of_their_turn_fail_in_turn(monkeypatch: pytest.Mo
     assert [r.seq for r in result.reports] == [0, 2]
 
 
+def test_attack_records_that_all_hit_one_bug_log_one_traceback_each_dead_lettered(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whoever finds input that raises in processing can resend it: every copy is dead-lettered with the error,
+    but the log gets one traceback per exception type a minute, not one per record (formatting a traceback
+    costs far more than refusing the record)."""
+    from fleetpulse.contract import decode_report
+    from fleetpulse.streams import processing
+
+    def buggy_decoder(value: bytes | str) -> HealthReport:
+        text = value if isinstance(value, bytes) else value.encode()
+        if b'"seq":7' in text:
+            raise ValueError("another decoder bug")
+        if b'"seq":1' in text:
+            raise TypeError("decoder bug")
+        return decode_report(value)
+
+    monkeypatch.setattr(processing, "decode_report", buggy_decoder)
+    flood = [report_raw(report("pc-1", 1000 + n), n) for n in range(500)] + [report_raw(report("pc-1", 7), 500)]
+    proc = processor()
+    table = Table("pc-1")
+    with caplog.at_level(logging.ERROR, logger=processing.__name__):
+        result = table.run(proc, flood)
+        again = table.run(proc, [report_raw(report("pc-1", 1999), 501)])
+
+    assert result.counts["dead_letter.processing_error"] == 501
+    assert {d.reason for d in result.dead_letters} == {"TypeError: decoder bug", "ValueError: another decoder bug"}
+    assert again.counts["dead_letter.processing_error"] == 1
+    logged = [r for r in caplog.records if r.getMessage() == "processing error"]
+    assert [(r.exc_info[1].args if r.exc_info and r.exc_info[1] else None) for r in logged] == [
+        ("decoder bug",),
+        ("another decoder bug",),
+    ]
+
+
 def test_a_new_device_cannot_write_months_of_made_up_history_when_first_reports_are_bounded() -> None:
     """The attack: an enrolled device's first report is dated two years back, then its clock walks forward a day per
     report, and every report is newer than the last: two years of feature-log rows and TSDB points in seconds.

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from prometheus_client import generate_latest
 
+from fleetpulse.alerts.consumer import ConsumerStats
 from fleetpulse.alerts.metrics import store_registry
 from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.models import OutboxRow
@@ -125,7 +126,9 @@ def _exported_metric_names(tmp_path: Path) -> set[str]:
             )
         )
     TicketService(store, AlertSettings()).apply_inventory(make_inventory("pc-1"))
-    text = (generate_latest(worker.registry) + generate_latest(store_registry(store, timedelta(hours=48)))).decode()
+    stats = ConsumerStats(records=2, dead_letters=1, dead_letter_kinds={"malformed_json": 1})
+    consumer = store_registry(store, timedelta(hours=48), stats=stats)
+    text = (generate_latest(worker.registry) + generate_latest(consumer)).decode()
     store.close()
     return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
 
