@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from fleetpulse.alerts.connectors.base import Connector, DeliveryError, Notification, PermanentDeliveryError
+from fleetpulse.alerts.connectors.base import Connector, DeliveryError, Notification, PermanentDeliveryError, Receipt
 from fleetpulse.alerts.settings import OutboxSettings
 from fleetpulse.alerts.store.repository import NEEDS_ATTENTION, OutboxView, TicketStore
 from fleetpulse.contract.v1 import TicketOutcome
@@ -58,7 +58,7 @@ class TargetNotConfigured(LookupError):
 
 def _send(
     store: TicketStore, row: OutboxView, connectors: Mapping[str, Connector], labels: OutcomeSink | None
-) -> str | None:
+) -> str | Receipt | None:
     if row.subject == "outcome":
         if labels is None:
             raise TargetNotConfigured("no labels publisher configured")
@@ -79,7 +79,8 @@ def _follow_up(store: TicketStore, row: OutboxView, notification: Notification) 
     changes: dict[str, str | None] = {"update_id": notification.update_id or row.dedup_key}
     incident = store.incident_of(row.target, notification.dedup_key)
     if incident is not None:
-        changes["first_reference"], changes["first_title"] = incident[0], incident[1] or None
+        changes["first_reference"], changes["first_title"] = incident.reference, incident.title or None
+        changes["first_record_id"] = incident.record_id
     return notification.model_copy(update=changes)
 
 
@@ -110,7 +111,7 @@ def deliver_due(
             report.skipped += 1
             continue
         try:
-            ref = _send(store, row, connectors, labels)
+            sent = _send(store, row, connectors, labels)
         except TargetNotConfigured:
             report.skipped += 1
             continue
@@ -124,7 +125,8 @@ def deliver_due(
             # no retry changes it: a hostile or broken answer, a payload the target cannot take
             _needs_attention(store, settings, row, scrub(f"{type(exc).__name__}: {exc}"), False, now, report, down)
             continue
-        store.mark_delivered(row.id, now, ref)
+        receipt = sent if isinstance(sent, Receipt) else Receipt(sent)
+        store.mark_delivered(row.id, now, receipt.reference, receipt.record_id)
         report.delivered += 1
     return report
 

@@ -6,6 +6,7 @@ that is down for a day later sends exactly what would have been sent at the time
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
@@ -58,6 +59,9 @@ class Notification(BaseModel):
     """Set by the outbox for an update: what this target returned when it took the incident (mail: its Message-ID)."""
     first_title: str | None = None
     """Set by the outbox for an update: the incident's title when it was created (a follow-up mail's subject)."""
+    first_record_id: str | None = None
+    """Set by the outbox for an update: the target's own id of the incident (ServiceNow's sys_id), so the
+    update addresses it without a lookup; None for incidents delivered before it was stored."""
 
     def marker(self) -> str:
         """The line an update note carries so a retry finds it; empty for updates rendered before it existed."""
@@ -70,14 +74,24 @@ class Notification(BaseModel):
 
 UPDATE_MARKER = "fleetpulse update "
 """Bracketed with the id, so one id never matches inside a longer one (``-replan-1`` in ``-replan-10``)."""
-FOLLOW_UP_FIELDS = frozenset({"update_id", "first_reference", "first_title"})
+FOLLOW_UP_FIELDS = frozenset({"update_id", "first_reference", "first_title", "first_record_id"})
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What a target answered for a new incident when updates need more than the reference people see:
+    ``record_id`` is its own id of the incident (ServiceNow's sys_id), stored for the updates."""
+
+    reference: str | None
+    record_id: str | None = None
 
 
 class Connector(Protocol):
     name: str
 
-    def deliver(self, notification: Notification) -> str | None:
-        """Create the incident; return the target's reference (e.g. its incident number). Raise DeliveryError."""
+    def deliver(self, notification: Notification) -> str | Receipt | None:
+        """Create the incident; return the target's reference (e.g. its incident number), or a
+        :class:`Receipt` with its record id too. Raise DeliveryError."""
 
 
 def _days(ticket: Ticket) -> str:

@@ -20,7 +20,13 @@ from typing import Any
 import httpx
 
 from fleetpulse.alerts import bounded_http
-from fleetpulse.alerts.connectors.base import FOLLOW_UP_FIELDS, DeliveryError, Notification, PermanentDeliveryError
+from fleetpulse.alerts.connectors.base import (
+    FOLLOW_UP_FIELDS,
+    DeliveryError,
+    Notification,
+    PermanentDeliveryError,
+    Receipt,
+)
 from fleetpulse.alerts.connectors.config import ServiceNowConfig, TopdeskConfig, WebhookConfig, webhook_key
 from fleetpulse.redact import scrub
 from fleetpulse.retry import is_permanent_status
@@ -29,7 +35,9 @@ USER_AGENT = "fleetpulse-alerts/1"
 ANSWER_DEADLINE_FACTOR = 3
 """A whole answer may take this many times the connector's timeout (which bounds each network wait)."""
 _ITSM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-"""What an ITSM record id may be before it becomes part of a request URL (ServiceNow sys_id, TOPdesk UUID)."""
+"""What an ITSM record id may be before it becomes part of a request URL (TOPdesk's UUID)."""
+_SYS_ID = re.compile(r"[0-9a-fA-F]{32}")
+"""A ServiceNow sys_id (a GUID as 32 hex digits): nothing else becomes part of a ServiceNow record URL."""
 MAX_REFERENCE_CHARS = 128
 log = logging.getLogger(__name__)
 
@@ -139,6 +147,53 @@ def _records(
     return records
 
 
+def _record(
+    url: str, params: dict[str, str], timeout: float, auth: httpx.BasicAuth, secrets: Sequence[str]
+) -> dict[str, Any] | None:
+    """GET one record by its id: ServiceNow's ``result``, or None when there is no such record (404).
+
+    403 (the account may not read it) is an empty record, logged: the caller goes on without what it
+    would have read, as after a refused lookup. Other answers raise as in :func:`_records`.
+    """
+    try:
+        response = bounded_http.request(
+            "GET",
+            url,
+            params=params,
+            headers={"Accept": "application/json", "User-Agent": USER_AGENT},
+            timeout=timeout,
+            deadline_s=ANSWER_DEADLINE_FACTOR * timeout,
+            auth=auth,
+            follow_redirects=False,
+        )
+    except httpx.HTTPError as exc:
+        raise DeliveryError(scrub(f"{type(exc).__name__}: {exc}", secrets)) from None
+    status = response.status_code
+    if status == 404:
+        return None
+    if status == 403:
+        log.warning("ITSM record read refused; going on without it", extra={"fields": {"status": status}})
+        return {}
+    if status != 200:
+        message = scrub(f"read HTTP {status}: {response.text}", secrets)
+        if 300 <= status < 400 or is_permanent_status(status):
+            raise PermanentDeliveryError(message, whole_target=status in (401, 407) or status < 400)
+        raise DeliveryError(message)
+    try:
+        found = response.json()
+    except ValueError:
+        found = None
+    record = found.get("result") if isinstance(found, dict) else None
+    if not isinstance(record, dict):
+        raise DeliveryError("the ITSM's answer is not a JSON record")
+    return record
+
+
+def _sys_id(value: object) -> str | None:
+    """``value`` if it is a ServiceNow sys_id, else None: an answer cannot aim a later request elsewhere."""
+    return value if isinstance(value, str) and _SYS_ID.fullmatch(value) else None
+
+
 def _record_id(value: object, what: str) -> str:
     """An id the ITSM returned, checked before it becomes part of a request URL."""
     text = value if isinstance(value, str) else ""
@@ -217,40 +272,28 @@ class ServiceNow:
     (lifecycle changes, re-planned actions) become work notes on it.
 
     Idempotent across retries: an incident with our ``correlation_id`` is looked up first, and
-    an update whose marker its work notes already carry is not noted again.
+    an update whose marker its work notes already carry is not noted again. An update reads the
+    incident by the sys_id returned at creation; only without one (or when that answers 404) is
+    it looked up by correlation id.
     """
 
     def __init__(self, config: ServiceNowConfig) -> None:
         self.config = config
         self.name = config.name
 
-    def deliver(self, notification: Notification) -> str | None:
+    def deliver(self, notification: Notification) -> Receipt | str | None:
         url = f"{self.config.instance_url.rstrip('/')}/api/now/table/{self.config.table}"
         auth, secrets = _basic(self.config.username, self.config.password.get_secret_value())
+        if notification.subject == "update":
+            return self._update(url, notification, auth, secrets)
         params = {
             "sysparm_query": f"correlation_id={notification.dedup_key}",
             "sysparm_fields": "number,sys_id",
             "sysparm_limit": "1",
         }
-        if notification.subject == "update" and notification.update_id:
-            # the journal's text comes only as a display value; the check a retry needs
-            params |= {"sysparm_fields": "number,sys_id,work_notes", "sysparm_display_value": "true"}
         existing = _lookup(url, params, self.config.timeout_s, auth, secrets, within="result")
-        if notification.subject == "update":
-            # news goes to the work notes; closing the incident stays IT-support's decision
-            if existing is None or not existing.get("sys_id"):
-                raise DeliveryError(f"incident {notification.dedup_key} not found (not created yet?)")
-            sys_id = _record_id(existing["sys_id"], "incident")
-            reference = _reference(existing.get("number"), sys_id)
-            notes = existing.get("work_notes")
-            if notification.update_id and isinstance(notes, str) and notification.marker() in notes:
-                _already_noted(self.name, reference, notification)
-                return reference
-            body = json.dumps({"work_notes": notification.note_text()}).encode()
-            _post(f"{url}/{sys_id}", body, {}, self.config.timeout_s, auth, secrets, method="PATCH")
-            return reference
         if existing is not None:
-            return _reference(existing.get("number"), existing.get("sys_id"))
+            return self._receipt(existing)
         record: dict[str, Any] = {
             "short_description": notification.title[:160],
             "description": notification.body,
@@ -264,11 +307,69 @@ class ServiceNow:
             record["assignment_group"] = self.config.assignment_group
         answer = _post(url, json.dumps(record).encode(), {}, self.config.timeout_s, auth, secrets)
         result = answer.get("result") if isinstance(answer, dict) else None
-        return _reference(result.get("number"), result.get("sys_id")) if isinstance(result, dict) else None
+        return self._receipt(result) if isinstance(result, dict) else None
+
+    def _receipt(self, incident: dict[str, Any]) -> Receipt:
+        """The incident's number for people and its sys_id for the updates (kept only if it is one)."""
+        sys_id = _sys_id(incident.get("sys_id"))
+        if incident.get("sys_id") is not None and sys_id is None:
+            log.warning(
+                "ServiceNow returned no usable sys_id; updates will look the incident up by correlation id",
+                extra={"fields": {"connector": self.name}},
+            )
+        return Receipt(_reference(incident.get("number"), incident.get("sys_id")), sys_id)
+
+    def _update(
+        self, url: str, notification: Notification, auth: httpx.BasicAuth, secrets: Sequence[str]
+    ) -> str | None:
+        """A work note on the incident; news only, closing it stays IT-support's decision."""
+        fields = {"sysparm_fields": "number,sys_id"}
+        if notification.update_id:
+            # the journal's text comes only as a display value; the check a retry needs
+            fields = {"sysparm_fields": "number,sys_id,work_notes", "sysparm_display_value": "true"}
+        stored = notification.first_record_id
+        sys_id = _sys_id(stored)
+        if stored is not None and sys_id is None:
+            log.warning(
+                "stored incident id is no ServiceNow sys_id; looking the incident up by correlation id",
+                extra={"fields": {"connector": self.name, "incident": notification.first_reference}},
+            )
+        incident = _record(f"{url}/{sys_id}", fields, self.config.timeout_s, auth, secrets) if sys_id else None
+        if sys_id and incident is None:
+            log.warning(
+                "incident not found by its stored sys_id (deleted or merged?); looking it up by correlation id",
+                extra={"fields": {"connector": self.name, "incident": notification.first_reference, "sys_id": sys_id}},
+            )
+        if incident is None:
+            params = {"sysparm_query": f"correlation_id={notification.dedup_key}", "sysparm_limit": "1"} | fields
+            incident = _lookup(url, params, self.config.timeout_s, auth, secrets, within="result")
+            if incident is None or not incident.get("sys_id"):
+                if sys_id:
+                    # created and since removed: no retry brings it back, an administrator decides
+                    raise PermanentDeliveryError(
+                        f"incident {notification.dedup_key} is gone: its sys_id {sys_id} answers 404 and no "
+                        "incident has its correlation id (deleted or merged, or the account may not read it)",
+                        whole_target=False,
+                    )
+                raise DeliveryError(f"incident {notification.dedup_key} not found (not created yet?)")
+            sys_id = _sys_id(incident["sys_id"])
+            if sys_id is None:
+                raise PermanentDeliveryError("the ITSM returned an unusable incident id", whole_target=False)
+        reference = _reference(incident.get("number"), notification.first_reference, sys_id)
+        notes = incident.get("work_notes")
+        if notification.update_id and isinstance(notes, str) and notification.marker() in notes:
+            _already_noted(self.name, reference, notification)
+            return reference
+        body = json.dumps({"work_notes": notification.note_text()}).encode()
+        _post(f"{url}/{sys_id}", body, {}, self.config.timeout_s, auth, secrets, method="PATCH")
+        return reference
 
 
-TOPDESK_ACTIONS_CHECKED = 100
-"""The most actions TOPdesk lists in one answer: the ones a retried update is looked for in."""
+TOPDESK_ACTIONS_PAGE = 100
+"""The most actions TOPdesk lists in one answer."""
+TOPDESK_ACTION_PAGES = 10
+"""Pages of actions (the newest 1,000) a retried update is looked for in: a bounded number of requests
+per update, however long the incident's trail."""
 _TOPDESK_PRIORITY = {"critical": "P1", "high": "P2", "medium": "P3", "low": "P4"}
 
 
@@ -277,8 +378,8 @@ class Topdesk:
     caller-invisible actions in its progress trail.
 
     The dedup key goes to ``externalNumber``, looked up first, so a retry after a lost answer
-    does not create a second incident; an update whose marker the incident's latest actions
-    already carry is not added again.
+    does not create a second incident; an update whose marker the incident's newest
+    ``TOPDESK_ACTION_PAGES`` pages of actions already carry is not added again.
     """
 
     def __init__(self, config: TopdeskConfig) -> None:
@@ -302,7 +403,8 @@ class Topdesk:
                 raise DeliveryError(f"incident {external} not found (not created yet?)")
             incident_id = _record_id(existing["id"], "incident")
             reference = _reference(existing.get("number"), incident_id)
-            if notification.update_id and self._noted(f"{url}/id/{incident_id}/actions", notification, auth, secrets):
+            actions = f"{url}/id/{incident_id}/actions"
+            if notification.update_id and self._noted(actions, reference, notification, auth, secrets):
                 _already_noted(self.name, reference, notification)
                 return reference
             text = html.escape(notification.note_text()).replace("\n", "<br>")
@@ -323,14 +425,36 @@ class Topdesk:
         answer = _post(url, json.dumps(record).encode(), {}, self.config.timeout_s, auth, secrets)
         return _reference(answer.get("number"), answer.get("id")) if isinstance(answer, dict) else None
 
-    def _noted(self, url: str, notification: Notification, auth: httpx.BasicAuth, secrets: Sequence[str]) -> bool:
-        """Whether the incident's latest actions carry this update already (an earlier attempt whose answer
-        was lost). TOPdesk lists at most ``TOPDESK_ACTIONS_CHECKED`` of them, newest first."""
-        params = {"page_size": str(TOPDESK_ACTIONS_CHECKED)}
-        actions = _records(url, params, self.config.timeout_s, auth, secrets)
+    def _noted(
+        self, url: str, reference: str | None, notification: Notification, auth: httpx.BasicAuth, secrets: Sequence[str]
+    ) -> bool:
+        """Whether the incident's actions carry this update already (an earlier attempt whose answer was lost).
+
+        TOPdesk lists them newest first, a page at a time; a short page is the last. Past
+        ``TOPDESK_ACTION_PAGES`` pages the update is added unchecked, with a warning.
+        """
         marker = notification.marker()
-        return any(
-            isinstance(text, str) and marker in text
-            for action in actions
-            for text in (action.get("memoText"), action.get("plainText"))
+        for page in range(TOPDESK_ACTION_PAGES):
+            params = {"start": str(page * TOPDESK_ACTIONS_PAGE), "page_size": str(TOPDESK_ACTIONS_PAGE)}
+            actions = _records(url, params, self.config.timeout_s, auth, secrets)
+            if any(
+                isinstance(text, str) and marker in text
+                for action in actions
+                for text in (action.get("memoText"), action.get("plainText"))
+            ):
+                return True
+            if len(actions) < TOPDESK_ACTIONS_PAGE:
+                return False
+        log.warning(
+            "incident has more actions than are checked for an earlier copy of this update; "
+            "a retry after a lost answer may add it twice",
+            extra={
+                "fields": {
+                    "connector": self.name,
+                    "incident": reference,
+                    "update_id": notification.update_id,
+                    "actions_checked": TOPDESK_ACTION_PAGES * TOPDESK_ACTIONS_PAGE,
+                }
+            },
         )
+        return False

@@ -178,6 +178,8 @@ class OutboxRow(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
     external_ref: Mapped[str | None] = mapped_column(String(200))
+    external_id: Mapped[str | None] = mapped_column(String(64))
+    """The target's own id of the incident (ServiceNow's sys_id): updates address the incident by it."""
     last_error: Mapped[str | None] = mapped_column(Text)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, computed_field
 from sqlalchemy import Engine, Select, event, func, select, update
@@ -101,6 +101,17 @@ class TicketCount(_View):
 
 
 NEEDS_ATTENTION = "needs attention: "
+EXTERNAL_ID_CHARS = 64
+
+
+class Incident(NamedTuple):
+    """An incident a target took, as an update of it needs it."""
+
+    reference: str | None
+    """What the target returned (an incident number, a mail's Message-ID); None until delivered."""
+    record_id: str | None
+    """The target's own id of the incident (ServiceNow's sys_id), where the connector returned one."""
+    title: str
 
 
 class OutboxView(_View):
@@ -454,9 +465,9 @@ class TicketStore:
         with self.session() as session:
             return [OutboxView.model_validate(r) for r in session.scalars(query)]
 
-    def incident_of(self, target: str, dedup_key: str) -> tuple[str | None, str] | None:
-        """The reference ``target`` returned for the incident ``dedup_key`` (None until delivered) and its
-        title, for an update that must name it; None when the target was never sent that incident."""
+    def incident_of(self, target: str, dedup_key: str) -> Incident | None:
+        """What ``target`` returned for the incident ``dedup_key`` (None until delivered) and its title, for
+        an update that must name it; None when the target was never sent that incident."""
         query = select(OutboxRow).where(
             OutboxRow.target == target, OutboxRow.dedup_key == dedup_key, OutboxRow.subject.in_(("ticket", "storm"))
         )
@@ -465,15 +476,20 @@ class TicketStore:
             if row is None:
                 return None
             title = row.payload.get("title") if isinstance(row.payload, dict) else None
-            return row.external_ref, title if isinstance(title, str) else ""
+            return Incident(row.external_ref, row.external_id, title if isinstance(title, str) else "")
 
-    def mark_delivered(self, outbox_id: int, now: datetime, external_ref: str | None) -> None:
-        """The target confirmed the row; the delivery is recorded in the audit trail with it."""
+    def mark_delivered(
+        self, outbox_id: int, now: datetime, external_ref: str | None, external_id: str | None = None
+    ) -> None:
+        """The target confirmed the row; the delivery is recorded in the audit trail with it.
+
+        ``external_id`` is kept only whole: a cut id would address another record."""
         with self.session() as session:
             row = session.get_one(OutboxRow, outbox_id)
             row.attempts += 1
             row.delivered_at = now
             row.external_ref = external_ref[:200] if external_ref else None
+            row.external_id = external_id if external_id and len(external_id) <= EXTERNAL_ID_CHARS else None
             row.last_error = None
             stage(session, AuditKind.DELIVERED, payload=_delivery(row))
 

@@ -19,7 +19,7 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from fleetpulse.alerts.connectors import ConnectorConfig, DeliveryError, build
-from fleetpulse.alerts.connectors.base import Connector, PermanentDeliveryError
+from fleetpulse.alerts.connectors.base import Connector, PermanentDeliveryError, Receipt
 from fleetpulse.alerts.connectors.config import SmtpConfig
 from fleetpulse.redact import MAX_ERROR_CHARS
 from tests.harness import free_port, self_signed_tls
@@ -332,8 +332,10 @@ def test_servicenow_answers_of_the_wrong_shape_end_in_no_reference_and_no_crash(
     snow = build(connector_config("servicenow", http_server, smtp_server))
     for answer in ({"result": None}, {"result": ["INC1"]}, {"result": {"number": {"$gt": ""}, "sys_id": "x" * 10_000}}):
         http_server.answer = answer
-        reference = snow.deliver(sample_notification(tmp_path))
-        assert reference is None or len(reference) <= 128
+        receipt = snow.deliver(sample_notification(tmp_path))
+        assert receipt is None or isinstance(receipt, Receipt)
+        assert receipt is None or receipt.reference is None or len(receipt.reference) <= 128
+        assert receipt is None or receipt.record_id is None
 
 
 def test_a_hostile_incident_id_never_becomes_part_of_a_request_url(

@@ -26,7 +26,7 @@ from kafka import KafkaConsumer
 from pydantic import TypeAdapter
 
 from fleetpulse.alerts.connectors import ConnectorConfig, DeliveryError, build
-from fleetpulse.alerts.connectors.base import ticket_notification, update_notification
+from fleetpulse.alerts.connectors.base import Receipt, ticket_notification, update_notification
 from fleetpulse.alerts.labels import LabelPublisher
 from fleetpulse.alerts.outbox import deliver_due, retry_policy
 from fleetpulse.alerts.settings import OutboxSettings
@@ -39,6 +39,7 @@ from tests.alerts_support import NOW, make_alert, make_inventory, service
 from tests.harness import free_port, self_signed_tls
 
 pytestmark = pytest.mark.integration
+SYS_ID = "46d44a23a9fe19810012d100cca80666"
 
 
 @dataclass
@@ -83,6 +84,9 @@ class RecordingHttp:
                 answer = recorder.lookup_answer
                 if answer is None:
                     answer = {"result": []} if self.path.startswith("/api/now/") else []
+                if self.path.startswith("/api/now/table/incident/") and isinstance(answer, dict):
+                    found = answer.get("result") or [{}]  # a record by its sys_id: ServiceNow's result is the record
+                    answer = {"result": found[0]}
                 payload = b"" if recorder.lookup_status == 204 else json.dumps(answer).encode()
                 self.send_response(recorder.lookup_status)
                 self.send_header("Content-Type", "application/json")
@@ -227,6 +231,11 @@ def sample_notification(tmp_path: Path):  # type: ignore[no-untyped-def]
     return note
 
 
+def reference(delivered: str | Receipt | None) -> str | None:
+    """The reference a connector returned, with or without the record id beside it."""
+    return delivered.reference if isinstance(delivered, Receipt) else delivered
+
+
 @pytest.mark.parametrize("kind", ["webhook", "servicenow", "topdesk", "smtp"])
 def test_every_connector_delivers_one_incident(
     kind: str, http_server: RecordingHttp, smtp_server: RecordingSmtp, tmp_path: Path
@@ -260,9 +269,9 @@ def test_webhook_signs_id_timestamp_and_body(
 
 
 def test_servicenow_table_api_format(http_server: RecordingHttp, smtp_server: RecordingSmtp, tmp_path: Path) -> None:
-    http_server.answer = {"result": {"sys_id": "abc", "number": "INC0010001"}}
+    http_server.answer = {"result": {"sys_id": SYS_ID, "number": "INC0010001"}}
     ref = build(connector_config("servicenow", http_server, smtp_server)).deliver(sample_notification(tmp_path))
-    assert ref == "INC0010001"
+    assert ref == Receipt("INC0010001", SYS_ID)  # the number for people, the sys_id for updates
     request = http_server.requests[0]
     assert request.method == "GET"
     assert "sysparm_query=correlation_id%3Dfleetpulse-ticket-1" in request.path
@@ -312,7 +321,7 @@ def test_retry_after_a_lost_answer_finds_the_incident_instead_of_duplicating_it(
 ) -> None:
     http_server.lookup_answer = existing
     ref = build(connector_config(kind, http_server, smtp_server)).deliver(sample_notification(tmp_path))
-    assert ref in ("INC0000042", "I 42")
+    assert reference(ref) in ("INC0000042", "I 42")
     assert [r.method for r in http_server.requests] == ["GET"]
 
 
@@ -325,7 +334,7 @@ def test_lookup_refused_still_creates_the_incident(
     http_server.lookup_status = status
     http_server.answer = {"result": {"number": "INC0010003"}, "number": "I 2611 003"}
     ref = build(connector_config(kind, http_server, smtp_server)).deliver(sample_notification(tmp_path))
-    assert ref == {"servicenow": "INC0010003", "topdesk": "I 2611 003"}[kind]
+    assert reference(ref) == {"servicenow": "INC0010003", "topdesk": "I 2611 003"}[kind]
     assert [r.method for r in http_server.requests] == ["GET", "POST"]
 
 
@@ -426,8 +435,8 @@ def test_outcomes_reach_the_labels_topic(kafka_settings: KafkaSettings, tmp_path
     [
         (
             "servicenow",
-            {"result": [{"number": "INC7", "sys_id": "abc123"}]},
-            "/api/now/table/incident/abc123",
+            {"result": [{"number": "INC7", "sys_id": SYS_ID}]},
+            f"/api/now/table/incident/{SYS_ID}",
             "work_notes",
         ),
         ("topdesk", [{"id": "9f1e", "number": "I 7"}], "/tas/api/incidents/id/9f1e", "action"),
@@ -483,8 +492,8 @@ def replanned_through_the_outbox(kind: str, http_server: RecordingHttp, smtp_ser
     [
         (
             "servicenow",
-            {"result": [{"number": "INC7", "sys_id": "abc123", "work_notes": ""}]},
-            "/api/now/table/incident/abc123",
+            {"result": [{"number": "INC7", "sys_id": SYS_ID, "work_notes": ""}]},
+            f"/api/now/table/incident/{SYS_ID}",
             "work_notes",
         ),
         ("topdesk", [{"id": "9f1e", "number": "I 7"}], "/tas/api/incidents/id/9f1e", "action"),

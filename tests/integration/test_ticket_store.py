@@ -314,6 +314,28 @@ def test_logins_pending_across_the_upgrade_to_0010_still_complete_and_count(stor
         store.close()
 
 
+def test_incidents_delivered_before_the_upgrade_to_0011_have_no_record_id(store_url: str) -> None:
+    """An incident an older release delivered is updated through a lookup: it has a reference, no record id."""
+    engine = make_engine(store_url)
+    upgrade(engine, "0010")
+    at = NOW.replace(tzinfo=None)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO outbox (target, dedup_key, subject, payload, created_at, attempts, next_attempt_at, "
+                "delivered_at, external_ref) VALUES ('snow', 'fleetpulse-ticket-1', 'ticket', :payload, :at, 1, :at, "
+                ":at, 'INC0010001')"
+            ),
+            {"payload": '{"title": "[fleetpulse] high: disk"}', "at": at},
+        )
+    engine.dispose()
+    store = TicketStore.open(store_url)
+    try:
+        assert store.incident_of("snow", "fleetpulse-ticket-1") == ("INC0010001", None, "[fleetpulse] high: disk")
+    finally:
+        store.close()
+
+
 def test_queue_puts_cleared_alerts_after_still_alerting_ones_of_the_same_urgency(store: TicketStore) -> None:
     svc = service(store)
     svc.apply_alert(make_alert("pc-1", risk=0.99), NOW)

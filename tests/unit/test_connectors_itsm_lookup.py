@@ -17,13 +17,18 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from fleetpulse.alerts.connectors.base import Connector, DeliveryError, Notification, PermanentDeliveryError
+from fleetpulse.alerts.connectors.base import Connector, DeliveryError, Notification, PermanentDeliveryError, Receipt
 from fleetpulse.alerts.connectors.config import ServiceNowConfig, TopdeskConfig
 from fleetpulse.alerts.connectors.http import ServiceNow, Topdesk
 from tests.harness import http_server
 
 Scripted = tuple[int, bytes]
 """A status and body answered instead of the normal answer."""
+
+
+def sys_id(n: int) -> str:
+    """The fake ServiceNow's sys_id of its ``n``-th incident: 32 hex digits, as ServiceNow's are."""
+    return f"{n:032x}"
 
 
 @dataclass
@@ -57,7 +62,7 @@ class FakeItsm:
                 query = parse_qs(urlsplit(self.path).query)
                 if self.path.startswith("/api/now/"):
                     key = query["sysparm_query"][0].removeprefix("correlation_id=")
-                    found = [{"number": f"INC{n + 1}", "sys_id": f"s{n + 1}"} for n in fake.matching(key)]
+                    found = [{"number": f"INC{n + 1}", "sys_id": sys_id(n + 1)} for n in fake.matching(key)]
                     self.answer(200, json.dumps({"result": found[:1]}).encode())
                     return
                 key = query["query"][0].removeprefix("externalNumber==")
@@ -72,7 +77,7 @@ class FakeItsm:
                 if fake.posts in fake.lost_posts:  # created, but the proxy in front gives up: the answer is lost
                     self.answer(504, b'{"error": "gateway timeout"}')
                 elif self.path.startswith("/api/now/"):
-                    self.answer(201, json.dumps({"result": {"number": f"INC{n}", "sys_id": f"s{n}"}}).encode())
+                    self.answer(201, json.dumps({"result": {"number": f"INC{n}", "sys_id": sys_id(n)}}).encode())
                 else:
                     self.answer(201, json.dumps({"id": f"t{n}", "number": f"I {n}"}).encode())
 
@@ -100,7 +105,7 @@ def connector(kind: str, url: str) -> Connector:
 
 
 NOTE = Notification(subject="ticket", dedup_key="fleetpulse-ticket-1", title="t", body="b", urgency="high")
-FIRST = {"servicenow": "INC1", "topdesk": "I 1"}
+FIRST = {"servicenow": Receipt("INC1", sys_id(1)), "topdesk": "I 1"}
 
 
 @pytest.mark.parametrize("kind", ["servicenow", "topdesk"])

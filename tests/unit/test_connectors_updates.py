@@ -9,6 +9,7 @@ The ITSM is a small fake on 127.0.0.1 that keeps the notes it was sent; the rela
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -19,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from fleetpulse.alerts.connectors.base import Connector, DeliveryError, Notification, PermanentDeliveryError
+from fleetpulse.alerts.connectors.base import Connector, DeliveryError, Notification, PermanentDeliveryError, Receipt
 from fleetpulse.alerts.connectors.config import ServiceNowConfig, SmtpConfig, TopdeskConfig, WebhookConfig
 from fleetpulse.alerts.connectors.http import ServiceNow, Topdesk, Webhook
 from fleetpulse.alerts.connectors.mail import Smtp
@@ -27,15 +28,20 @@ from tests.harness import http_server, listener
 from tests.unit.test_connectors_smtp_quit import relay
 
 PASSWORD = "itsm-pw-31415"
+SYS_ID = "9d385017c611228701d22104cc95c371"
+"""The incident's sys_id in the fake ServiceNow (ServiceNow's are 32 hex digits)."""
+HOSTILE_SYS_ID = "../../api/now/table/sys_user"
 Scripted = tuple[int, bytes]
 
 
 @dataclass
 class FakeItsm:
-    """One incident (``INC1``/``s1`` in ServiceNow, ``I 1``/``t1`` in TOPdesk) and its notes, newest first.
+    """One incident (``INC1``/``SYS_ID`` in ServiceNow, ``I 1``/``t1`` in TOPdesk) and its notes, newest first.
 
     ``patches`` scripts the answer to a PATCH (1 = the first) after it was applied (a lost answer);
-    ``reads`` scripts the answer to the GET of the incident's notes instead of the real one."""
+    ``reads`` scripts the answer to the GET of the incident's notes instead of the real one. ServiceNow
+    answers a new incident with ``created_sys_id``; ``deleted`` removes the incident. TOPdesk lists
+    actions ``start``/``page_size`` at a time, as the real one does. ``paths`` keeps every request's path."""
 
     notes: list[str] = field(default_factory=list)
     patches: dict[int, Scripted] = field(default_factory=dict)
@@ -44,6 +50,9 @@ class FakeItsm:
     read_count: int = 0
     queries: list[dict[str, list[str]]] = field(default_factory=list)
     posted: list[bytes] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    created_sys_id: str = SYS_ID
+    deleted: bool = False
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
@@ -56,21 +65,31 @@ class FakeItsm:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def incident(self, query: dict[str, list[str]]) -> dict[str, Any]:
+                record: dict[str, Any] = {"number": "INC1", "sys_id": SYS_ID}
+                if "work_notes" in query.get("sysparm_fields", [""])[0]:
+                    # the journal as its display value: every entry, newest first, one string
+                    record["work_notes"] = "".join(
+                        f"2026-11-02 10:00:00 - svc (Work notes)\n{n}\n\n" for n in fake.notes
+                    )
+                return record
+
             def do_GET(self) -> None:
                 path, query = urlsplit(self.path).path, parse_qs(urlsplit(self.path).query)
+                fake.paths.append(f"GET {path}")
                 fake.queries.append(query)
-                if path == "/api/now/table/incident":
+                if path in ("/api/now/table/incident", f"/api/now/table/incident/{SYS_ID}"):
                     fake.read_count += 1
                     if fake.read_count in fake.reads:
                         self.answer(*fake.reads[fake.read_count])
-                        return
-                    record: dict[str, Any] = {"number": "INC1", "sys_id": "s1"}
-                    if "work_notes" in query.get("sysparm_fields", [""])[0]:
-                        # the journal as its display value: every entry, newest first, one string
-                        record["work_notes"] = "".join(
-                            f"2026-11-02 10:00:00 - svc (Work notes)\n{n}\n\n" for n in fake.notes
+                    elif path.endswith(SYS_ID):
+                        gone = b'{"error": {"message": "No Record found"}, "status": "failure"}'
+                        self.answer(404, gone) if fake.deleted else self.answer(
+                            200, json.dumps({"result": self.incident(query)}).encode()
                         )
-                    self.answer(200, json.dumps({"result": [record]}).encode())
+                    else:
+                        found = [] if fake.deleted else [self.incident(query)]
+                        self.answer(200, json.dumps({"result": found}).encode())
                 elif path == "/tas/api/incidents":
                     self.answer(200, json.dumps([{"id": "t1", "number": "I 1"}]).encode())
                 elif path == "/tas/api/incidents/id/t1/actions":
@@ -78,20 +97,31 @@ class FakeItsm:
                     if fake.read_count in fake.reads:
                         self.answer(*fake.reads[fake.read_count])
                         return
-                    actions = [{"id": f"a{i}", "memoText": n} for i, n in enumerate(fake.notes)]
+                    start, size = int(query.get("start", ["0"])[0]), int(query.get("page_size", ["10"])[0])
+                    actions = [{"id": f"a{i}", "memoText": n} for i, n in enumerate(fake.notes)][start : start + size]
                     self.answer(200, json.dumps(actions).encode()) if actions else self.answer(204, b"")
                 else:
                     self.answer(404, b"{}")
 
             def do_PATCH(self) -> None:
+                path = urlsplit(self.path).path
+                fake.paths.append(f"PATCH {path}")
+                if fake.deleted or path not in (f"/api/now/table/incident/{SYS_ID}", "/tas/api/incidents/id/t1"):
+                    self.answer(404, b"{}")
+                    return
                 fake.patch_count += 1
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 fake.notes.insert(0, body.get("work_notes") or body["action"])
                 self.answer(*fake.patches.get(fake.patch_count, (200, b"{}")))
 
             def do_POST(self) -> None:
+                fake.paths.append(f"POST {urlsplit(self.path).path}")
                 fake.posted.append(self.rfile.read(int(self.headers["Content-Length"])))
-                self.answer(200, b"{}")
+                if self.path == "/api/now/table/incident":
+                    created = {"result": {"number": "INC1", "sys_id": fake.created_sys_id}}
+                    self.answer(201, json.dumps(created).encode())
+                else:
+                    self.answer(200, b"{}")
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -209,7 +239,8 @@ def test_an_account_that_may_not_read_the_notes_notes_anyway(kind: str, itsm: tu
     """A documented limit: without read access to the notes a retry after a lost answer can add one twice."""
     fake, url = itsm
     if kind == "servicenow":  # the journal comes back empty or as a non-text value
-        fake.reads = {1: (200, json.dumps({"result": [{"number": "INC1", "sys_id": "s1", "work_notes": 7}]}).encode())}
+        found = {"result": [{"number": "INC1", "sys_id": SYS_ID, "work_notes": 7}]}
+        fake.reads = {1: (200, json.dumps(found).encode())}
     else:
         fake.reads = {1: (403, b'{"message": "no access"}')}
     assert connector(kind, url).deliver(update()) == REFERENCE[kind]
@@ -233,6 +264,139 @@ def test_attack_a_hostile_incident_id_never_reaches_a_request_url(itsm: tuple[Fa
     with pytest.raises(PermanentDeliveryError, match="unusable incident id"):
         connector("servicenow", url).deliver(update())
     assert fake.patch_count == 0
+
+
+STORED = {"first_record_id": SYS_ID, "first_reference": "INC1"}
+"""What the outbox hands an update of an incident this release created: the sys_id ServiceNow returned."""
+BY_SYS_ID = f"/api/now/table/incident/{SYS_ID}"
+
+
+def test_servicenow_creation_returns_the_sys_id_for_the_updates(itsm: tuple[FakeItsm, str]) -> None:
+    fake, url = itsm
+    fake.reads = {1: (200, b'{"result": []}')}  # no incident yet
+    ticket = Notification(subject="ticket", dedup_key="fleetpulse-ticket-1", title="t", body="b", urgency="high")
+    assert connector("servicenow", url).deliver(ticket) == Receipt("INC1", SYS_ID)
+
+
+def test_servicenow_updates_the_incident_by_its_stored_sys_id(itsm: tuple[FakeItsm, str]) -> None:
+    """No query by correlation id (a search of the incident table) per update: the incident is read by its id."""
+    fake, url = itsm
+    assert connector("servicenow", url).deliver(update(**STORED)) == "INC1"
+    assert fake.paths == [f"GET {BY_SYS_ID}", f"PATCH {BY_SYS_ID}"]
+    assert fake.queries == [{"sysparm_fields": ["number,sys_id,work_notes"], "sysparm_display_value": ["true"]}]
+    assert fake.marked("fleetpulse-ticket-1-replan-1") == 1
+
+
+@pytest.mark.parametrize("lost", [(504, b'{"error": "gateway timeout"}'), (502, b"<html>bad gateway</html>")])
+def test_attack_a_retry_by_sys_id_after_a_lost_answer_does_not_note_the_update_twice(
+    lost: Scripted, itsm: tuple[FakeItsm, str]
+) -> None:
+    fake, url = itsm
+    fake.patches = {1: lost}
+    snow = connector("servicenow", url)
+    with pytest.raises(DeliveryError):
+        snow.deliver(update(**STORED))
+    assert snow.deliver(update(**STORED)) == "INC1"
+    assert fake.patch_count == 1
+    assert fake.marked("fleetpulse-ticket-1-replan-1") == 1
+
+
+def test_servicenow_a_stored_sys_id_answering_404_is_looked_up_once_by_correlation_id(
+    itsm: tuple[FakeItsm, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The stored id names no incident any more, but one carries the correlation id: the note goes there."""
+    fake, url = itsm
+    stale = "f" * 32
+    with caplog.at_level(logging.WARNING):
+        assert connector("servicenow", url).deliver(update(first_record_id=stale, first_reference="INC1")) == "INC1"
+    assert fake.paths == [f"GET /api/now/table/incident/{stale}", "GET /api/now/table/incident", f"PATCH {BY_SYS_ID}"]
+    assert "not found by its stored sys_id" in caplog.text
+    assert fake.marked("fleetpulse-ticket-1-replan-1") == 1
+
+
+def test_servicenow_an_incident_deleted_since_needs_attention_with_the_reason(itsm: tuple[FakeItsm, str]) -> None:
+    """Deleted or merged away: no retry brings it back, so the update is parked with why instead of retried."""
+    fake, url = itsm
+    fake.deleted = True
+    with pytest.raises(PermanentDeliveryError, match=f"incident fleetpulse-ticket-1 is gone: its sys_id {SYS_ID}"):
+        connector("servicenow", url).deliver(update(**STORED))
+    assert fake.paths == [f"GET {BY_SYS_ID}", "GET /api/now/table/incident"]  # one lookup, nothing noted
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [HOSTILE_SYS_ID, f"{SYS_ID}/../../sys_user", f"{SYS_ID}?sysparm_query=", "%2e%2e%2fsys_user", SYS_ID[:31], ""],
+    ids=["traversal", "suffix", "query", "encoded", "short", "empty"],
+)
+def test_attack_a_stored_sys_id_that_is_none_never_reaches_a_request_url(
+    stored: str, itsm: tuple[FakeItsm, str]
+) -> None:
+    """Whatever the outbox holds (a compromised ITSM's answer, a database edited by hand): only 32 hex digits
+    become part of a path; the update finds the incident by correlation id instead."""
+    fake, url = itsm
+    assert connector("servicenow", url).deliver(update(first_record_id=stored)) == "INC1"
+    assert fake.paths == ["GET /api/now/table/incident", f"PATCH {BY_SYS_ID}"]
+
+
+def test_attack_a_hostile_sys_id_in_the_creation_answer_is_not_kept(itsm: tuple[FakeItsm, str]) -> None:
+    fake, url = itsm
+    fake.reads = {1: (200, b'{"result": []}')}
+    fake.created_sys_id = HOSTILE_SYS_ID
+    ticket = Notification(subject="ticket", dedup_key="fleetpulse-ticket-1", title="t", body="b", urgency="high")
+    assert connector("servicenow", url).deliver(ticket) == Receipt("INC1", None)
+
+
+def topdesk_trail(count: int, update_at: int) -> list[str]:
+    """``count`` actions, newest first, the update's own (with its marker) at index ``update_at``."""
+    trail = [f"Called the user back ({n})" for n in range(count)]
+    trail[update_at] = update().note_text()
+    return trail
+
+
+def action_pages(fake: FakeItsm) -> list[str]:
+    return [query["start"][0] for query in fake.queries if "start" in query]
+
+
+def test_topdesk_finds_the_update_beyond_the_first_hundred_actions(itsm: tuple[FakeItsm, str]) -> None:
+    """250 actions, the earlier copy of this update at 180: a retry pages to it and adds nothing."""
+    fake, url = itsm
+    fake.notes = topdesk_trail(250, update_at=180)
+    assert connector("topdesk", url).deliver(update()) == "I 1"
+    assert fake.patch_count == 0
+    assert fake.marked("fleetpulse-ticket-1-replan-1") == 1
+    assert action_pages(fake) == ["0", "100"]  # newest first, stopped at the page holding it
+
+
+def test_topdesk_reads_every_page_of_a_long_trail_without_the_update(itsm: tuple[FakeItsm, str]) -> None:
+    fake, url = itsm
+    fake.notes = topdesk_trail(250, update_at=0)[1:]  # 249 actions, none of them this update
+    connector("topdesk", url).deliver(update())
+    assert action_pages(fake) == ["0", "100", "200"]
+    assert fake.marked("fleetpulse-ticket-1-replan-1") == 1
+
+
+def test_topdesk_checks_at_most_ten_pages_of_actions_and_says_so(
+    itsm: tuple[FakeItsm, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A documented limit: past the newest 1,000 actions the update is added unchecked, with a warning."""
+    fake, url = itsm
+    fake.notes = topdesk_trail(1500, update_at=1200)
+    with caplog.at_level(logging.WARNING):
+        connector("topdesk", url).deliver(update())
+    assert action_pages(fake) == [str(start) for start in range(0, 1000, 100)]
+    assert fake.patch_count == 1
+    (warning,) = [r for r in caplog.records if "more actions than are checked" in r.getMessage()]
+    assert warning.fields["actions_checked"] == 1000  # type: ignore[attr-defined]
+
+
+def test_attack_a_topdesk_that_never_ends_its_pages_costs_ten_requests(itsm: tuple[FakeItsm, str]) -> None:
+    """An answer that ignores ``start`` and always fills the page cannot keep the connector reading."""
+    fake, url = itsm
+    page = json.dumps([{"id": f"a{n}", "memoText": "again"} for n in range(100)]).encode()
+    fake.reads = {n: (200, page) for n in range(1, 100)}
+    connector("topdesk", url).deliver(update())
+    assert fake.read_count == 10
+    assert fake.patch_count == 1
 
 
 def test_webhook_updates_carry_their_id_and_tickets_keep_their_fields(itsm: tuple[FakeItsm, str]) -> None:

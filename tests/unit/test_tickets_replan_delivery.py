@@ -5,15 +5,23 @@ mail), through the same outbox as the incident itself: at least once, retried wh
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from datetime import date, timedelta
 
+import pytest
+
 from fleetpulse.alerts.connectors.base import DeliveryError, Notification
+from fleetpulse.alerts.connectors.config import ServiceNowConfig
+from fleetpulse.alerts.connectors.http import ServiceNow
 from fleetpulse.alerts.outbox import deliver_due
 from fleetpulse.alerts.settings import OutboxSettings
 from fleetpulse.alerts.store.models import OutboxRow
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.alerts.tickets import TicketService
 from tests.alerts_support import NOW, make_alert, make_inventory, service, store, store_url
+from tests.harness import http_server
+from tests.unit.test_connectors_updates import HOSTILE_SYS_ID, SYS_ID, FakeItsm
 
 __all__ = ["store", "store_url"]  # fixtures: SQLite, and PostgreSQL when integration tests run
 
@@ -141,3 +149,78 @@ def test_an_update_queued_before_updates_carried_an_id_is_named_by_its_row(store
             row.payload = {k: v for k, v in row.payload.items() if k != "update_id"}
     deliver_due(store, connectors, None, OutboxSettings(), LATER)
     assert connectors["mail"].seen[-1].update_id == "fleetpulse-ticket-1-replan-1"
+
+
+@pytest.fixture
+def snow() -> Iterator[tuple[FakeItsm, ServiceNow]]:
+    """The fake ServiceNow, without the incident until fleetpulse creates it, and a connector to it."""
+    fake = FakeItsm(reads={1: (200, b'{"result": []}')})  # the lookup before creating finds nothing
+    with http_server(fake.handler()) as url:
+        yield (
+            fake,
+            ServiceNow(
+                ServiceNowConfig(name="snow", instance_url=url, username="svc", password="pw", allow_insecure=True)
+            ),
+        )
+
+
+def delivered_to_servicenow(store: TicketStore, snow: ServiceNow) -> TicketService:
+    config = snow.config.model_dump(mode="json") | {"password": "pw"}
+    svc = service(store, connectors=[config])
+    svc.apply_inventory(make_inventory("pc-1", warranty_end=date(2025, 3, 1)))
+    svc.apply_alert(make_alert("pc-1"), NOW)
+    assert deliver_due(store, {"snow": snow}, None, OutboxSettings(), NOW).delivered == 1
+    replan(svc)
+    return svc
+
+
+def test_a_servicenow_update_goes_to_the_sys_id_returned_at_creation(
+    store: TicketStore, snow: tuple[FakeItsm, ServiceNow]
+) -> None:
+    fake, connector = snow
+    delivered_to_servicenow(store, connector)
+    incident = store.incident_of("snow", "fleetpulse-ticket-1")
+    assert incident is not None
+    assert (incident.reference, incident.record_id) == ("INC1", SYS_ID)
+    fake.paths.clear()
+    assert deliver_due(store, {"snow": connector}, None, OutboxSettings(), LATER).delivered == 1
+    assert fake.paths == [f"GET /api/now/table/incident/{SYS_ID}", f"PATCH /api/now/table/incident/{SYS_ID}"]
+    assert fake.marked("fleetpulse-ticket-1-replan-1") == 1
+
+
+def test_attack_a_hostile_sys_id_at_creation_is_not_stored_and_never_aims_an_update(
+    store: TicketStore, snow: tuple[FakeItsm, ServiceNow]
+) -> None:
+    """A compromised ITSM answers the new incident with a path: the update finds the incident by correlation id."""
+    fake, connector = snow
+    fake.created_sys_id = HOSTILE_SYS_ID
+    delivered_to_servicenow(store, connector)
+    incident = store.incident_of("snow", "fleetpulse-ticket-1")
+    assert incident is not None
+    assert incident.record_id is None
+    assert deliver_due(store, {"snow": connector}, None, OutboxSettings(), LATER).delivered == 1
+    assert "sys_user" not in " ".join(fake.paths)
+    assert fake.paths[-2:] == ["GET /api/now/table/incident", f"PATCH /api/now/table/incident/{SYS_ID}"]
+
+
+def test_an_update_of_a_deleted_servicenow_incident_waits_for_an_administrator_with_the_reason(
+    store: TicketStore, snow: tuple[FakeItsm, ServiceNow], caplog: pytest.LogCaptureFixture
+) -> None:
+    fake, connector = snow
+    delivered_to_servicenow(store, connector)
+    fake.deleted = True
+    with caplog.at_level(logging.ERROR):
+        report = deliver_due(store, {"snow": connector}, None, OutboxSettings(), LATER)
+    assert (report.delivered, report.failed, report.needs_attention) == (0, 0, 1)
+    (row,) = [r for r in store.outbox() if r.subject == "update"]
+    assert row.needs_attention
+    assert row.last_error is not None
+    assert "incident fleetpulse-ticket-1 is gone" in row.last_error
+    (logged,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "is gone" in logged.fields["error"]  # type: ignore[attr-defined]
+    # not retried at the backoff's pace: only after the recheck (or an administrator's retry)
+    requests = len(fake.paths)
+    assert (
+        deliver_due(store, {"snow": connector}, None, OutboxSettings(), LATER + timedelta(hours=1)).needs_attention == 0
+    )
+    assert len(fake.paths) == requests
