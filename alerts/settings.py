@@ -137,8 +137,9 @@ class SessionSettings(_Frozen):
 
     secret_key: SecretStr | None = Field(
         default=None,
-        description="signs the session cookie (32+ random bytes, the same on every replica); "
-        "unset: a random key per process, so sessions end at a restart",
+        description="signs the session cookie and keys the stored login-throttle counts (32+ random bytes, the same "
+        "on every replica); unset: a random key per process, so sessions and failed-login counts end at a restart "
+        "and each replica counts alone",
     )
     cookie_secure: bool = Field(
         default=True, description="send the cookie over HTTPS only; turn off only for a local http:// install"

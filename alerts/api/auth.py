@@ -10,7 +10,7 @@ routes check its role (:func:`require`) and keep to its scope (:meth:`Principal.
 handed to the gate; routes stay as they are.
 
 Secrets never sit in the configuration in clear text. Hashing is deliberately slow, so a
-successful check is remembered in memory under a SHA-256 of the credentials (never the
+successful check is remembered in memory under an HMAC of the credentials (never the
 password itself) to keep page loads fast. Only a bounded number of password checks wait for
 the hashing threads (:class:`HashingAdmission`); beyond it a login is refused with 503, unchecked.
 """
@@ -38,7 +38,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicC
 from pydantic import IPvAnyNetwork
 
 from fleetpulse.alerts.api.passwords import HashingAdmission, HashingBusy, hash_secret, needs_rehash, verify_secret
-from fleetpulse.alerts.api.sessions import CSRF_HEADER, UNSAFE_METHODS, PageSessions
+from fleetpulse.alerts.api.sessions import CSRF_HEADER, UNSAFE_METHODS, PageSessions, SessionCookies
 from fleetpulse.alerts.settings import ALL_SITES, ApiLimits, ApiSettings, Role
 from fleetpulse.alerts.store.logins import Attempt, LoginRecords
 from fleetpulse.alerts.store.repository import TicketFilter
@@ -204,10 +204,15 @@ class LoginThrottle:
     guesses are admitted one at a time, and a throttled request is refused without checking its
     password: it teaches the attacker nothing. The owner logging in from another address is never
     slowed down by someone else's guesses.
+
+    The stored keys are HMACs under the session cookie key (``mac``, :meth:`SessionCookies.mac`), never
+    plain digests: hashing all 2^32 IPv4 addresses would recover the address behind a plain one from a
+    copy of the table. Replicas with the same key count together.
     """
 
     records: LoginRecords
     limits: ApiLimits
+    mac: Callable[[str], str]
     prune_every_s: float = 60.0
     _backoff: RetryPolicy = field(init=False)
     _last_prune: float = field(default=float("-inf"), init=False)
@@ -215,13 +220,11 @@ class LoginThrottle:
     def __post_init__(self) -> None:
         self._backoff = RetryPolicy(self.limits.backoff_base.total_seconds(), self.limits.backoff_max.total_seconds())
 
-    @staticmethod
-    def login_key(login: str, address: str) -> str:
-        return hashlib.sha256(f"login\0{throttle_scope(address)}\0{login}".encode()).hexdigest()
+    def login_key(self, login: str, address: str) -> str:
+        return self.mac(f"login-throttle\0login\0{throttle_scope(address)}\0{login}")
 
-    @staticmethod
-    def address_key(address: str) -> str:
-        return hashlib.sha256(f"address\0{throttle_scope(address)}".encode()).hexdigest()
+    def address_key(self, address: str) -> str:
+        return self.mac(f"login-throttle\0address\0{throttle_scope(address)}")
 
     def check(self, login: str | None, address: str, now: datetime) -> None:
         """Raise 429 while the address, or the login at this address, is blocked (read only: for
@@ -310,10 +313,12 @@ class Authenticator:
         self.basic_enabled = settings.basic_auth
         self.sessions = sessions
         self.records = records
-        self.throttle = LoginThrottle(records, settings.limits)
+        cookies = sessions.cookies if sessions is not None else SessionCookies(settings.session)
+        self.throttle = LoginThrottle(records, settings.limits, cookies.mac)
         self.hashing = HashingAdmission(settings.limits.max_pending_password_checks)
         self.clock = clock
         self._verified: OrderedDict[str, Principal] = OrderedDict()
+        self._verified_key = secrets.token_bytes(32)  # see _basic
         self._verified_lock = threading.Lock()  # requests authenticate on several worker threads
         self._decoy = hash_secret(secrets.token_urlsafe(16))
         self._cache_size = cache_size
@@ -404,9 +409,13 @@ class Authenticator:
         """The configured user, or None for a wrong name or password; :class:`AuthFailure` 429 while throttled,
         503 while the hashing admission is full. The throttle counts the attempt before admission: a refused,
         unchecked guess must still cost a try, or an attacker filling the admission from many addresses could
-        guess freely from one and learn the password from the one answer the cache gives without hashing."""
+        guess freely from one and learn the password from the one answer the cache gives without hashing.
+
+        The cache is keyed by an HMAC under a random key of this process: its keys alone (a core dump's or swap's
+        fragment) are no fast oracle for guessing the password, as a plain SHA-256 of it would be."""
         configured = self.users[login].password_hash if login in self.users else ""
-        cache_key = hashlib.sha256(f"{login}\0{password}\0{configured}".encode()).hexdigest()
+        credentials = f"{login}\0{password}\0{configured}".encode()
+        cache_key = hmac.new(self._verified_key, credentials, hashlib.sha256).hexdigest()
         with self._verified_lock:
             cached = self._verified.get(cache_key)
             if cached is not None:

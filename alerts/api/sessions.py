@@ -56,8 +56,8 @@ class SessionCookies:
         self.settings = settings
         if settings.secret_key is None:
             log.warning(
-                "alerts.api.session.secret_key is not set: a random key signs the session cookies, so sessions end "
-                "at a restart and do not work across replicas"
+                "alerts.api.session.secret_key is not set: a random key signs the session cookies and keys the login "
+                "throttle, so sessions and failed-login counts end at a restart and are not shared across replicas"
             )
             self._key = secrets.token_bytes(32)
         else:

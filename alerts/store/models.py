@@ -186,8 +186,9 @@ class OutboxRow(Base):
 class LoginFailure(Base):
     """Recent failed logins per throttle key, shared by every API replica on this database.
 
-    ``key`` is a SHA-256 of the login name + client address (or of the address alone, for
-    spraying across names), so mistyped passwords entered as login names are never stored.
+    ``key`` is an HMAC under the session key of the login name + client address (or of the address
+    alone, for spraying across names): neither is stored, not even as a digest anyone could recompute
+    (mistyped passwords entered as login names included).
     """
 
     __tablename__ = "login_failures"

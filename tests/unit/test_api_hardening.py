@@ -396,9 +396,10 @@ def test_a_flood_of_wrong_passwords_from_many_addresses_is_refused_not_queued(
         checked = sorted(flood[f] for f in flood if f.result().status_code == 401)
         assert sorted(failed) == checked  # the refused attempts were never checked, nor recorded
         records = LoginRecords(store)
+        throttle: LoginThrottle = app.state.authenticator.throttle
         unchecked = sorted(set(guesses) - set(checked))
         for address in unchecked:  # but counted by the throttle, one failure each: within every budget
-            keys = [LoginThrottle.address_key(address), LoginThrottle.login_key(guesses[address], address)]
+            keys = [throttle.address_key(address), throttle.login_key(guesses[address], address)]
             assert [failures for failures, _ in records.failures(keys).values()] == [1, 1]
         assert send(unchecked[0], auth=("fm", PASSWORD)).status_code == 200  # hashed again, from a refused address
 

@@ -6,6 +6,7 @@ its own engine, on one database: the deployment's two replicas).
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import threading
 from collections.abc import Iterator
@@ -13,12 +14,16 @@ from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta
 
 from fastapi.testclient import TestClient
-from pydantic import IPvAnyNetwork
+from pydantic import IPvAnyNetwork, SecretStr
+from sqlalchemy import select
 
 from fleetpulse.alerts.api import create_app
 from fleetpulse.alerts.api.auth import AuthFailure, LoginThrottle, client_address
-from fleetpulse.alerts.settings import AlertSettings, ApiLimits
+from fleetpulse.alerts.api.sessions import SessionCookies
+from fleetpulse.alerts.settings import AlertSettings, ApiLimits, SessionSettings
+from fleetpulse.alerts.store import make_engine, upgrade
 from fleetpulse.alerts.store.logins import LoginRecords
+from fleetpulse.alerts.store.models import LoginFailure
 from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.compat import UTC
 from tests.alerts_support import store_url
@@ -27,6 +32,7 @@ from tests.unit.test_tickets_api import PASSWORD, TOKEN, api_settings
 __all__ = ["store_url"]  # fixture
 
 ATTACKER = "10.0.0.66"
+KEY = "session-key-of-the-replicas-0123456789"
 HOUR = timedelta(hours=1)
 OWNER_DESK = "10.0.0.7"
 
@@ -46,9 +52,11 @@ class FakeClock:
         self.now += timedelta(seconds=seconds)
 
 
-def throttled_settings(store_url: str, **limits: object) -> AlertSettings:
+def throttled_settings(store_url: str, key: str = KEY, **limits: object) -> AlertSettings:
+    """The test API with these limits and ``key`` as the session key (shared by the replicas, as deployed)."""
     data = api_settings(store_url).model_dump()
     data["api"]["limits"] |= limits
+    data["api"]["session"]["secret_key"] = key
     return AlertSettings.model_validate(data)
 
 
@@ -180,7 +188,8 @@ def test_a_burst_of_concurrent_guesses_is_admitted_one_at_a_time(store_url: str)
     """20 guesses at once on two replicas: only the free ones and one more reach the password check."""
     stores = [TicketStore.open(store_url), TicketStore.open(store_url)]
     limits = ApiLimits(free_failures_per_login=3, backoff_base=timedelta(seconds=30))
-    throttles = [LoginThrottle(LoginRecords(store), limits) for store in stores]
+    mac = SessionCookies(SessionSettings(secret_key=SecretStr(KEY))).mac
+    throttles = [LoginThrottle(LoginRecords(store), limits, mac) for store in stores]
     now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
     admitted: list[int] = []
     try:
@@ -212,3 +221,68 @@ def test_client_address_trusts_forwarded_for_only_from_trusted_proxies() -> None
     assert client_address("10.42.0.5", None, proxies) == "10.42.0.5"
     assert client_address("10.42.0.5", "1.2.3.4", []) == "10.42.0.5"  # no trusted proxies configured
     assert client_address(None, None, proxies) == "unknown"
+
+
+# --- what a copy of the database tells about who failed to log in ------------------------------------
+
+
+def _stored_keys(store: TicketStore) -> set[str]:
+    with store.session() as session:
+        return set(session.scalars(select(LoginFailure.key)))
+
+
+def _plain_digests(network: str, login: str) -> dict[str, str]:
+    """Plain SHA-256 throttle keys of every address in ``network``: what anyone can compute without a key."""
+    digests = {}
+    for ip in ipaddress.ip_network(network):
+        for value in (f"address\0{ip}", f"login\0{ip}\0{login}"):
+            digests[hashlib.sha256(value.encode()).hexdigest()] = str(ip)
+    return digests
+
+
+def keyed(store: TicketStore, key: str) -> LoginThrottle:
+    return LoginThrottle(
+        LoginRecords(store), ApiLimits(), SessionCookies(SessionSettings(secret_key=SecretStr(key))).mac
+    )
+
+
+def test_attack_a_copy_of_the_throttle_table_does_not_name_the_addresses(store_url: str) -> None:
+    """Someone with a copy of ``login_failures`` hashes every address of a /16 (all of IPv4 is only 2^32) and the
+    login name the way a plain digest would be made: none of them is a stored key. The keys are the session
+    key's: another key gives other keys for the same address and name."""
+    clock = FakeClock()
+    with replica(throttled_settings(store_url), clock) as clients:
+        for i in range(3):
+            assert tickets(clients[ATTACKER], "fm", f"guess{i}") == 401
+        assert clients[ATTACKER].get("/api/v1/tickets", headers={"Authorization": "Bearer guess"}).status_code == 401
+    store = TicketStore.open(store_url)
+    try:
+        stored = _stored_keys(store)
+        assert len(stored) == 2  # the address, and the login at the address
+        guesses = _plain_digests("10.0.0.0/16", "fm")
+        assert ATTACKER in guesses.values()  # the search covers the attacker's address
+        assert {guesses[key] for key in stored if key in guesses} == set()  # and finds no address
+        throttle, other = keyed(store, KEY), keyed(store, "another-session-key-" * 2)
+        assert stored == {throttle.address_key(ATTACKER), throttle.login_key("fm", ATTACKER)}
+        assert not stored & {other.address_key(ATTACKER), other.login_key("fm", ATTACKER)}
+    finally:
+        store.close()
+
+
+def test_the_upgrade_to_0011_drops_plain_digests_and_the_throttle_counts_on(store_url: str) -> None:
+    """Counts stored as plain SHA-256 before the upgrade are deleted by it (a block in force ends early), and
+    guessing after the upgrade backs off as before."""
+    engine = make_engine(store_url)
+    upgrade(engine, "0010")
+    old = TicketStore(engine)
+    plain = hashlib.sha256(f"login\0{ATTACKER}\0fm".encode()).hexdigest()
+    clock = FakeClock()
+    LoginRecords(old).record_failure(plain, clock.now, HOUR, lambda _: HOUR)
+    assert _stored_keys(old) == {plain}
+    upgrade(engine)
+    assert _stored_keys(old) == set()
+    engine.dispose()
+    settings = throttled_settings(store_url, free_failures_per_login=5, backoff_base="PT1S")
+    with replica(settings, clock) as clients:
+        assert [tickets(clients[ATTACKER], "fm", f"guess{i}") for i in range(8)] == [401] * 6 + [429] * 2
+        assert tickets(clients[OWNER_DESK], "fm", PASSWORD) == 200

@@ -116,3 +116,29 @@ def test_an_old_hash_is_upgraded_at_the_next_login(store_url: str) -> None:
 
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_attack_the_remembered_logins_in_memory_are_no_fast_password_oracle(store_url: str) -> None:
+    """A verified login is remembered under an HMAC with a random key of the process: hashing candidate
+    passwords with SHA-256 the way a plain cache key is made finds none of the keys read from memory, and
+    another API instance remembers the same login under another key. Remembered logins still skip hashing."""
+    password_hash = hash_secret(PASSWORD)
+    store = TicketStore.open(store_url)
+    try:
+        remembered: list[str] = []
+        checks: list[object] = []
+        for _ in range(2):
+            app = create_app(settings_with(store_url, password_hash), store)
+            with TestClient(app) as client:
+                assert client.get("/api/v1/me", auth=("fm", PASSWORD)).status_code == 200
+                (key,) = app.state.authenticator._verified
+                remembered.append(key)
+                app.state.authenticator.verify_password = lambda *a: checks.append(a)  # hashing is not asked again
+                assert client.get("/api/v1/me", auth=("fm", PASSWORD)).status_code == 200
+        assert not checks
+        candidates = ["123456", "password", "Winter2026!", "correct horse", PASSWORD]  # a wordlist holding it
+        plain = {hashlib.sha256(f"fm\0{p}\0{password_hash}".encode()).hexdigest(): p for p in candidates}
+        assert [plain[key] for key in remembered if key in plain] == []
+        assert remembered[0] != remembered[1]
+    finally:
+        store.close()
