@@ -14,6 +14,7 @@ from sqlalchemy.engine import URL, make_url
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _UPGRADE_LOCK = threading.Lock()
 MIGRATION_LOCK = 0x666C7470  # "fltp": the PostgreSQL advisory lock serialising schema upgrades
+PENDING_LOGINS_LOCK = 0x666C706C  # "flpl": the one serialising starts of single sign-on logins
 
 
 LIBPQ_SCHEMES = ("postgresql", "postgres")

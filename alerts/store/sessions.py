@@ -11,8 +11,10 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.orm import Session
 
+from fleetpulse.alerts.store import PENDING_LOGINS_LOCK
 from fleetpulse.alerts.store.models import PendingLogin, WebSession
 from fleetpulse.alerts.store.repository import TicketStore
 
@@ -127,10 +129,10 @@ class WebSessions:
         The source's oldest logins beyond ``per_source - 1`` are dropped first: a person who starts
         login after login still gets in, and one source only ever recycles its own rows. Expired
         rows are dropped before the count, so only logins that can still complete fill the table.
-        Starts running at the same moment (threads, replicas) may pass the count together: the
-        bounds hold up to the starts in flight at once, which the API's request threads bound.
+        Starts at the same moment (threads, replicas) take turns (:func:`_serialise_starts`).
         """
         with self.store.session() as session:
+            _serialise_starts(session)
             kept = (
                 select(PendingLogin.id_sha256)
                 .where(PendingLogin.source_key == source_key, PendingLogin.expires_at > now)
@@ -181,3 +183,20 @@ class WebSessions:
             )
             abandoned = session.execute(delete(PendingLogin).where(PendingLogin.expires_at <= now))
             return int(getattr(ended, "rowcount", 0) or 0) + int(getattr(abandoned, "rowcount", 0) or 0)
+
+
+def _serialise_starts(session: Session) -> None:
+    """Make this transaction's count and insert of pending logins one step for every replica: concurrent
+    starts that each counted before any inserted would all pass a bound. The first statement of the transaction.
+
+    SQLite: ``BEGIN IMMEDIATE`` takes the database's one write lock before the count, where a deferred
+    transaction takes it only at its first write. PostgreSQL: an advisory lock on a fixed key, held until
+    commit or rollback; the statements after it (READ COMMITTED, the store's isolation) see every start
+    committed before it was granted. SERIALIZABLE would refuse all but one of a burst of starts and need a
+    retry loop; the lock just queues them, for the few milliseconds a start takes. Taking a login and
+    pruning skip the lock: removing rows cannot break a bound.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PENDING_LOGINS_LOCK})
+    elif session.get_bind().dialect.name == "sqlite":
+        session.connection().exec_driver_sql("BEGIN IMMEDIATE")
