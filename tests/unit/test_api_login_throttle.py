@@ -269,11 +269,11 @@ def test_attack_a_copy_of_the_throttle_table_does_not_name_the_addresses(store_u
         store.close()
 
 
-def test_the_upgrade_to_0011_drops_plain_digests_and_the_throttle_counts_on(store_url: str) -> None:
+def test_the_upgrade_to_0012_drops_plain_digests_and_the_throttle_counts_on(store_url: str) -> None:
     """Counts stored as plain SHA-256 before the upgrade are deleted by it (a block in force ends early), and
     guessing after the upgrade backs off as before."""
     engine = make_engine(store_url)
-    upgrade(engine, "0010")
+    upgrade(engine, "0011")
     old = TicketStore(engine)
     plain = hashlib.sha256(f"login\0{ATTACKER}\0fm".encode()).hexdigest()
     clock = FakeClock()

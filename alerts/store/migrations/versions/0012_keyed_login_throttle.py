@@ -1,8 +1,8 @@
 """login throttle counts are keyed by an HMAC under the session key
 
-Revision ID: 0011
-Revises: 0010
-Create Date: 2026-12-05 10:00:00
+Revision ID: 0012
+Revises: 0011
+Create Date: 2026-12-04 20:50:00
 
 A throttle key was a plain SHA-256 of the client address (and login name): hashing every IPv4
 address recovers the address from a copy of the table. Keys are HMACs under the session cookie
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0011"
-down_revision = "0010"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
