@@ -113,19 +113,7 @@ def _records(
     refused -> PermanentDeliveryError for the whole target, as for any other answer no retry changes
     (a redirect, another 4xx). ``within``: the key holding the list (ServiceNow's ``result``).
     """
-    try:
-        response = bounded_http.request(
-            "GET",
-            url,
-            params=params,
-            headers={"Accept": "application/json", "User-Agent": USER_AGENT},
-            timeout=timeout,
-            deadline_s=ANSWER_DEADLINE_FACTOR * timeout,
-            auth=auth,
-            follow_redirects=False,
-        )
-    except httpx.HTTPError as exc:
-        raise DeliveryError(scrub(f"{type(exc).__name__}: {exc}", secrets)) from None
+    response = _get(url, params, timeout, auth, secrets)
     status = response.status_code
     if status in (403, 404):
         log.warning("ITSM lookup refused; going on without it", extra={"fields": {"status": status}})
@@ -133,14 +121,8 @@ def _records(
     if status == 204:
         return []
     if status not in (200, 206):  # 206: TOPdesk's page when more records match than it holds
-        message = scrub(f"lookup HTTP {status}: {response.text}", secrets)
-        if 300 <= status < 400 or is_permanent_status(status):
-            raise PermanentDeliveryError(message, whole_target=status in (401, 407) or status < 400)
-        raise DeliveryError(message)
-    try:
-        found = response.json()
-    except ValueError:
-        found = None
+        raise _unexpected("lookup", response, secrets)
+    found = _json(response)
     records = found.get(within) if within is not None and isinstance(found, dict) else found
     if not isinstance(records, list) or not all(isinstance(record, dict) for record in records):
         raise DeliveryError("the ITSM's lookup answer is not a JSON list of records")
@@ -155,8 +137,28 @@ def _record(
     403 (the account may not read it) is an empty record, logged: the caller goes on without what it
     would have read, as after a refused lookup. Other answers raise as in :func:`_records`.
     """
+    response = _get(url, params, timeout, auth, secrets)
+    status = response.status_code
+    if status == 404:
+        return None
+    if status == 403:
+        log.warning("ITSM record read refused; going on without it", extra={"fields": {"status": status}})
+        return {}
+    if status != 200:
+        raise _unexpected("read", response, secrets)
+    found = _json(response)
+    record = found.get("result") if isinstance(found, dict) else None
+    if not isinstance(record, dict):
+        raise DeliveryError("the ITSM's answer is not a JSON record")
+    return record
+
+
+def _get(
+    url: str, params: dict[str, str], timeout: float, auth: httpx.BasicAuth, secrets: Sequence[str]
+) -> httpx.Response:
+    """A bounded GET that follows no redirect; a network failure is a DeliveryError without the secrets."""
     try:
-        response = bounded_http.request(
+        return bounded_http.request(
             "GET",
             url,
             params=params,
@@ -168,25 +170,23 @@ def _record(
         )
     except httpx.HTTPError as exc:
         raise DeliveryError(scrub(f"{type(exc).__name__}: {exc}", secrets)) from None
+
+
+def _unexpected(what: str, response: httpx.Response, secrets: Sequence[str]) -> DeliveryError:
+    """The error for an answer the caller has no use for: permanent for a redirect or what no retry changes
+    (for the whole target when the login is refused), else retried later."""
     status = response.status_code
-    if status == 404:
-        return None
-    if status == 403:
-        log.warning("ITSM record read refused; going on without it", extra={"fields": {"status": status}})
-        return {}
-    if status != 200:
-        message = scrub(f"read HTTP {status}: {response.text}", secrets)
-        if 300 <= status < 400 or is_permanent_status(status):
-            raise PermanentDeliveryError(message, whole_target=status in (401, 407) or status < 400)
-        raise DeliveryError(message)
+    message = scrub(f"{what} HTTP {status}: {response.text}", secrets)
+    if 300 <= status < 400 or is_permanent_status(status):
+        return PermanentDeliveryError(message, whole_target=status in (401, 407) or status < 400)
+    return DeliveryError(message)
+
+
+def _json(response: httpx.Response) -> Any:
     try:
-        found = response.json()
+        return response.json()
     except ValueError:
-        found = None
-    record = found.get("result") if isinstance(found, dict) else None
-    if not isinstance(record, dict):
-        raise DeliveryError("the ITSM's answer is not a JSON record")
-    return record
+        return None
 
 
 def _sys_id(value: object) -> str | None:
