@@ -155,7 +155,7 @@ def _record(
 
 def _get(
     url: str, params: dict[str, str], timeout: float, auth: httpx.BasicAuth, secrets: Sequence[str]
-) -> httpx.Response:
+) -> bounded_http.Answer:
     """A bounded GET that follows no redirect; a network failure is a DeliveryError without the secrets."""
     try:
         return bounded_http.request(
@@ -172,7 +172,7 @@ def _get(
         raise DeliveryError(scrub(f"{type(exc).__name__}: {exc}", secrets)) from None
 
 
-def _unexpected(what: str, response: httpx.Response, secrets: Sequence[str]) -> DeliveryError:
+def _unexpected(what: str, response: bounded_http.Answer, secrets: Sequence[str]) -> DeliveryError:
     """The error for an answer the caller has no use for: permanent for a redirect or what no retry changes
     (for the whole target when the login is refused), else retried later."""
     status = response.status_code
@@ -182,7 +182,7 @@ def _unexpected(what: str, response: httpx.Response, secrets: Sequence[str]) -> 
     return DeliveryError(message)
 
 
-def _json(response: httpx.Response) -> Any:
+def _json(response: bounded_http.Answer) -> Any:
     try:
         return response.json()
     except ValueError:
