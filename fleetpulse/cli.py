@@ -7,6 +7,7 @@ the commands so ``fleetpulse --help`` stays fast.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ from fleetpulse.alerts import cli as alerts_cli
 from fleetpulse.cliutil import load_server_settings, settings_from
 from fleetpulse.config import masked_dump
 from fleetpulse.dashboards import cli as dashboards_cli
-from fleetpulse.errors import OperatorError
+from fleetpulse.errors import OperatorError, store_unusable
 from fleetpulse.models import cli as models_cli
 from fleetpulse.streams import cli as streams_cli
 
@@ -54,9 +55,17 @@ def config_show(ctx: typer.Context) -> None:
 
 
 def run() -> None:
-    """The console entry point: :data:`app`, with an :class:`OperatorError` as one ``error:`` line, exit 1."""
+    """The console entry point: :data:`app`, with an :class:`OperatorError` or a ticket store it cannot use as
+    one ``error:`` line, exit 1 (the traceback is logged at DEBUG)."""
     try:
         app()
     except OperatorError as exc:
         typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:
+        message = store_unusable(exc)
+        if message is None:
+            raise
+        logging.getLogger(__name__).debug("ticket store error", exc_info=exc)
+        typer.echo(f"error: {message}", err=True)
         sys.exit(1)

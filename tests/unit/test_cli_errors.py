@@ -9,6 +9,7 @@ import pytest
 
 from fleetpulse.cli import run
 from fleetpulse.streams.kafka_admin import KafkaConnectError, TopicCreationError
+from tests.harness import free_port
 
 MDM_EXPORT = Path(__file__).resolve().parents[1] / "fixtures" / "mdm" / "devices.csv"
 MISSING = "topic(s) fleetpulse.scores.v1 do not exist and this Kafka principal may not create them"
@@ -65,3 +66,26 @@ def test_a_missing_topic_or_a_refused_connection_stops_any_service_with_one_line
     err = capsys.readouterr().err
     assert f"error: {message}" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["db", "upgrade"], ["tickets", "list"], ["audit", "verify"]])
+@pytest.mark.parametrize("store", ["postgres-down", "sqlite-unopenable"])
+def test_a_ticket_store_that_cannot_be_used_is_one_line_without_its_password(
+    argv: list[str], store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A database that is down, refuses the login or cannot be opened is the operator's to fix: one sentence
+    naming the setting and the driver's reason, not a traceback carrying SQL and its parameters."""
+    url = {
+        "postgres-down": f"postgresql+psycopg://fleetpulse:S3cret-pw@127.0.0.1:{free_port()}/tickets",
+        "sqlite-unopenable": f"sqlite:///{tmp_path}",  # a directory
+    }[store]
+    monkeypatch.setenv("FLEETPULSE_ALERTS__STORE_URL", url)
+    monkeypatch.setattr(sys, "argv", ["fleetpulse", *argv])
+    with pytest.raises(SystemExit) as ended:
+        run()
+    assert ended.value.code == 1
+    err = capsys.readouterr().err
+    assert "error: the ticket store ([alerts] store_url) cannot be used: " in err
+    assert {"postgres-down": "Connection refused", "sqlite-unopenable": "unable to open database file"}[store] in err
+    assert "Traceback" not in err
+    assert "S3cret-pw" not in err
