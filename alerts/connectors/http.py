@@ -38,6 +38,8 @@ _ITSM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 """What an ITSM record id may be before it becomes part of a request URL (TOPdesk's UUID)."""
 _SYS_ID = re.compile(r"[0-9a-fA-F]{32}")
 """A ServiceNow sys_id (a GUID as 32 hex digits): nothing else becomes part of a ServiceNow record URL."""
+_TOPDESK_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+"""A TOPdesk incident id (a UUID): nothing else is kept for the updates or put into a path from the store."""
 MAX_REFERENCE_CHARS = 128
 log = logging.getLogger(__name__)
 
@@ -130,9 +132,15 @@ def _records(
 
 
 def _record(
-    url: str, params: dict[str, str], timeout: float, auth: httpx.BasicAuth, secrets: Sequence[str]
+    url: str,
+    params: dict[str, str],
+    timeout: float,
+    auth: httpx.BasicAuth,
+    secrets: Sequence[str],
+    within: str | None = "result",
 ) -> dict[str, Any] | None:
-    """GET one record by its id: ServiceNow's ``result``, or None when there is no such record (404).
+    """GET one record by its id, or None when there is no such record (404). ``within``: the key holding
+    it (ServiceNow's ``result``; None for TOPdesk, which answers the record itself).
 
     403 (the account may not read it) is an empty record, logged: the caller goes on without what it
     would have read, as after a refused lookup. Other answers raise as in :func:`_records`.
@@ -147,7 +155,7 @@ def _record(
     if status != 200:
         raise _unexpected("read", response, secrets)
     found = _json(response)
-    record = found.get("result") if isinstance(found, dict) else None
+    record = found.get(within) if within is not None and isinstance(found, dict) else found
     if not isinstance(record, dict):
         raise DeliveryError("the ITSM's answer is not a JSON record")
     return record
@@ -192,6 +200,11 @@ def _json(response: bounded_http.Answer) -> Any:
 def _sys_id(value: object) -> str | None:
     """``value`` if it is a ServiceNow sys_id, else None: an answer cannot aim a later request elsewhere."""
     return value if isinstance(value, str) and _SYS_ID.fullmatch(value) else None
+
+
+def _topdesk_id(value: object) -> str | None:
+    """``value`` if it is a TOPdesk UUID, else None: an answer cannot aim a later request elsewhere."""
+    return value if isinstance(value, str) and _TOPDESK_ID.fullmatch(value) else None
 
 
 def _record_id(value: object, what: str) -> str:
@@ -379,40 +392,24 @@ class Topdesk:
 
     The dedup key goes to ``externalNumber``, looked up first, so a retry after a lost answer
     does not create a second incident; an update whose marker the incident's newest
-    ``TOPDESK_ACTION_PAGES`` pages of actions already carry is not added again.
+    ``TOPDESK_ACTION_PAGES`` pages of actions already carry is not added again. An update reads
+    the incident by the id returned at creation; only without one (or when that answers 404) is
+    it looked up by external number.
     """
 
     def __init__(self, config: TopdeskConfig) -> None:
         self.config = config
         self.name = config.name
 
-    def deliver(self, notification: Notification) -> str | None:
+    def deliver(self, notification: Notification) -> Receipt | str | None:
         url = f"{self.config.url.rstrip('/')}/tas/api/incidents"
         auth, secrets = _basic(self.config.username, self.config.app_password.get_secret_value())
-        external = notification.dedup_key[:60]
-        existing = _lookup(
-            url,
-            {"query": f"externalNumber=={external}", "fields": "id,number", "page_size": "1"},
-            self.config.timeout_s,
-            auth,
-            secrets,
-        )
         if notification.subject == "update":
-            # lifecycle news becomes an action entry; closing the incident stays IT-support's decision
-            if existing is None or not existing.get("id"):
-                raise DeliveryError(f"incident {external} not found (not created yet?)")
-            incident_id = _record_id(existing["id"], "incident")
-            reference = _reference(existing.get("number"), incident_id)
-            actions = f"{url}/id/{incident_id}/actions"
-            if notification.update_id and self._noted(actions, reference, notification, auth, secrets):
-                _already_noted(self.name, reference, notification)
-                return reference
-            text = html.escape(notification.note_text()).replace("\n", "<br>")
-            body = json.dumps({"action": text, "actionInvisibleForCaller": True}).encode()
-            _post(f"{url}/id/{incident_id}", body, {}, self.config.timeout_s, auth, secrets, method="PATCH")
-            return reference
+            return self._update(url, notification, auth, secrets)
+        external = notification.dedup_key[:60]
+        existing = self._lookup(url, external, auth, secrets)
         if existing is not None:
-            return _reference(existing.get("number"), existing.get("id"))
+            return self._receipt(existing)
         record: dict[str, Any] = {
             "caller": {"dynamicName": self.config.caller_name},
             "briefDescription": notification.title[:80],
@@ -423,7 +420,65 @@ class Topdesk:
         if self.config.category:
             record["category"] = {"name": self.config.category}
         answer = _post(url, json.dumps(record).encode(), {}, self.config.timeout_s, auth, secrets)
-        return _reference(answer.get("number"), answer.get("id")) if isinstance(answer, dict) else None
+        return self._receipt(answer) if isinstance(answer, dict) else None
+
+    def _lookup(self, url: str, external: str, auth: httpx.BasicAuth, secrets: Sequence[str]) -> dict[str, Any] | None:
+        params = {"query": f"externalNumber=={external}", "fields": "id,number", "page_size": "1"}
+        return _lookup(url, params, self.config.timeout_s, auth, secrets)
+
+    def _receipt(self, incident: dict[str, Any]) -> Receipt:
+        """The incident's number for people and its id for the updates (kept only if it is a UUID)."""
+        incident_id = _topdesk_id(incident.get("id"))
+        if incident.get("id") is not None and incident_id is None:
+            log.warning(
+                "TOPdesk returned no usable incident id; updates will look the incident up by external number",
+                extra={"fields": {"connector": self.name}},
+            )
+        return Receipt(_reference(incident.get("number"), incident.get("id")), incident_id)
+
+    def _update(
+        self, url: str, notification: Notification, auth: httpx.BasicAuth, secrets: Sequence[str]
+    ) -> str | None:
+        """An action on the incident; news only, closing it stays IT-support's decision."""
+        external = notification.dedup_key[:60]
+        stored = notification.first_record_id
+        incident_id = _topdesk_id(stored)
+        if stored is not None and incident_id is None:
+            log.warning(
+                "stored incident id is no TOPdesk UUID; looking the incident up by external number",
+                extra={"fields": {"connector": self.name, "incident": notification.first_reference}},
+            )
+        incident = None
+        if incident_id:
+            incident = _record(f"{url}/id/{incident_id}", {}, self.config.timeout_s, auth, secrets, within=None)
+            if incident is None:
+                log.warning(
+                    "incident not found by its stored id (deleted or archived?); looking it up by external number",
+                    extra={
+                        "fields": {"connector": self.name, "incident": notification.first_reference, "id": incident_id}
+                    },
+                )
+        if incident is None:
+            incident = self._lookup(url, external, auth, secrets)
+            if incident is None or not incident.get("id"):
+                if incident_id:
+                    # created and since removed: no retry brings it back, an administrator decides
+                    raise PermanentDeliveryError(
+                        f"incident {external} is gone: its id {incident_id} answers 404 and no incident has "
+                        "its external number (deleted or archived, or the account may not read it)",
+                        whole_target=False,
+                    )
+                raise DeliveryError(f"incident {external} not found (not created yet?)")
+            incident_id = _record_id(incident["id"], "incident")
+        reference = _reference(incident.get("number"), notification.first_reference, incident_id)
+        actions = f"{url}/id/{incident_id}/actions"
+        if notification.update_id and self._noted(actions, reference, notification, auth, secrets):
+            _already_noted(self.name, reference, notification)
+            return reference
+        text = html.escape(notification.note_text()).replace("\n", "<br>")
+        body = json.dumps({"action": text, "actionInvisibleForCaller": True}).encode()
+        _post(f"{url}/id/{incident_id}", body, {}, self.config.timeout_s, auth, secrets, method="PATCH")
+        return reference
 
     def _noted(
         self, url: str, reference: str | None, notification: Notification, auth: httpx.BasicAuth, secrets: Sequence[str]

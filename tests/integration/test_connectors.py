@@ -286,10 +286,11 @@ def test_servicenow_table_api_format(http_server: RecordingHttp, smtp_server: Re
 
 
 def test_topdesk_incident_format(http_server: RecordingHttp, smtp_server: RecordingSmtp, tmp_path: Path) -> None:
-    http_server.answer = {"id": "4f2c", "number": "I 2611 001"}
+    incident_id = "4f2c1d7e-9a0b-4c3d-8e5f-6a7b8c9d0e1f"
+    http_server.answer = {"id": incident_id, "number": "I 2611 001"}
     http_server.lookup_status = 204  # TOPdesk answers 204 when a query finds nothing
     ref = build(connector_config("topdesk", http_server, smtp_server)).deliver(sample_notification(tmp_path))
-    assert ref == "I 2611 001"
+    assert ref == Receipt("I 2611 001", incident_id)  # the id: what updates address the incident by
     assert "query=externalNumber%3D%3Dfleetpulse-ticket-1" in http_server.requests[0].path
     request = http_server.requests[1]
     assert request.path == "/tas/api/incidents"

@@ -31,6 +31,11 @@ def sys_id(n: int) -> str:
     return f"{n:032x}"
 
 
+def topdesk_id(n: int) -> str:
+    """The fake TOPdesk's id of its ``n``-th incident: a UUID, as TOPdesk's are."""
+    return f"00000000-0000-4000-8000-{n:012x}"
+
+
 @dataclass
 class FakeItsm:
     """ServiceNow's Table API and TOPdesk's incidents API, as far as the connectors use them. A POST creates
@@ -66,7 +71,7 @@ class FakeItsm:
                     self.answer(200, json.dumps({"result": found[:1]}).encode())
                     return
                 key = query["query"][0].removeprefix("externalNumber==")
-                found = [{"id": f"t{n + 1}", "number": f"I {n + 1}"} for n in fake.matching(key)]
+                found = [{"id": topdesk_id(n + 1), "number": f"I {n + 1}"} for n in fake.matching(key)]
                 self.answer(200, json.dumps(found[:1]).encode()) if found else self.answer(204, b"")
 
             def do_POST(self) -> None:
@@ -79,7 +84,7 @@ class FakeItsm:
                 elif self.path.startswith("/api/now/"):
                     self.answer(201, json.dumps({"result": {"number": f"INC{n}", "sys_id": sys_id(n)}}).encode())
                 else:
-                    self.answer(201, json.dumps({"id": f"t{n}", "number": f"I {n}"}).encode())
+                    self.answer(201, json.dumps({"id": topdesk_id(n), "number": f"I {n}"}).encode())
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -105,7 +110,7 @@ def connector(kind: str, url: str) -> Connector:
 
 
 NOTE = Notification(subject="ticket", dedup_key="fleetpulse-ticket-1", title="t", body="b", urgency="high")
-FIRST = {"servicenow": Receipt("INC1", sys_id(1)), "topdesk": "I 1"}
+FIRST = {"servicenow": Receipt("INC1", sys_id(1)), "topdesk": Receipt("I 1", topdesk_id(1))}
 
 
 @pytest.mark.parametrize("kind", ["servicenow", "topdesk"])
@@ -157,6 +162,6 @@ def test_a_lookup_answer_no_retry_changes_needs_attention_instead_of_a_blind_cre
 def test_a_partial_topdesk_page_names_the_incident(itsm: tuple[FakeItsm, str]) -> None:
     """TOPdesk answers 206 when more incidents match than the page holds: they exist, none is created."""
     fake, url = itsm
-    fake.lookups = {1: (206, b'[{"id": "t7", "number": "I 7"}]')}
-    assert connector("topdesk", url).deliver(NOTE) == "I 7"
+    fake.lookups = {1: (206, json.dumps([{"id": topdesk_id(7), "number": "I 7"}]).encode())}
+    assert connector("topdesk", url).deliver(NOTE) == Receipt("I 7", topdesk_id(7))
     assert fake.posts == 0

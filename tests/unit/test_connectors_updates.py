@@ -31,17 +31,20 @@ PASSWORD = "itsm-pw-31415"
 SYS_ID = "9d385017c611228701d22104cc95c371"
 """The incident's sys_id in the fake ServiceNow (ServiceNow's are 32 hex digits)."""
 HOSTILE_SYS_ID = "../../api/now/table/sys_user"
+TOPDESK_ID = "8f0e2c1a-3b4d-4e5f-9a6b-7c8d9e0f1a2b"
+"""The incident's id in the fake TOPdesk (TOPdesk's are UUIDs)."""
 Scripted = tuple[int, bytes]
 
 
 @dataclass
 class FakeItsm:
-    """One incident (``INC1``/``SYS_ID`` in ServiceNow, ``I 1``/``t1`` in TOPdesk) and its notes, newest first.
+    """One incident (``INC1``/``SYS_ID`` in ServiceNow, ``I 1``/``topdesk_id`` in TOPdesk) and its notes, newest first.
 
     ``patches`` scripts the answer to a PATCH (1 = the first) after it was applied (a lost answer);
     ``reads`` scripts the answer to the GET of the incident's notes instead of the real one. ServiceNow
-    answers a new incident with ``created_sys_id``; ``deleted`` removes the incident. TOPdesk lists
-    actions ``start``/``page_size`` at a time, as the real one does. ``paths`` keeps every request's path."""
+    answers a new incident with ``created_sys_id``, TOPdesk with ``created_topdesk_id``; ``deleted``
+    removes the incident (TOPdesk: until a POST creates it). TOPdesk lists actions ``start``/``page_size``
+    at a time, as the real one does. ``paths`` keeps every request's path."""
 
     notes: list[str] = field(default_factory=list)
     patches: dict[int, Scripted] = field(default_factory=dict)
@@ -52,6 +55,8 @@ class FakeItsm:
     posted: list[bytes] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     created_sys_id: str = SYS_ID
+    topdesk_id: str = TOPDESK_ID
+    created_topdesk_id: str = TOPDESK_ID
     deleted: bool = False
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
@@ -91,8 +96,13 @@ class FakeItsm:
                         found = [] if fake.deleted else [self.incident(query)]
                         self.answer(200, json.dumps({"result": found}).encode())
                 elif path == "/tas/api/incidents":
-                    self.answer(200, json.dumps([{"id": "t1", "number": "I 1"}]).encode())
-                elif path == "/tas/api/incidents/id/t1/actions":
+                    found = [{"id": fake.topdesk_id, "number": "I 1"}]
+                    self.answer(204, b"") if fake.deleted else self.answer(200, json.dumps(found).encode())
+                elif path == f"/tas/api/incidents/id/{fake.topdesk_id}" and not fake.deleted:
+                    self.answer(
+                        200, json.dumps({"id": fake.topdesk_id, "number": "I 1", "status": "firstLine"}).encode()
+                    )
+                elif path == f"/tas/api/incidents/id/{fake.topdesk_id}/actions":
                     fake.read_count += 1
                     if fake.read_count in fake.reads:
                         self.answer(*fake.reads[fake.read_count])
@@ -106,7 +116,10 @@ class FakeItsm:
             def do_PATCH(self) -> None:
                 path = urlsplit(self.path).path
                 fake.paths.append(f"PATCH {path}")
-                if fake.deleted or path not in (f"/api/now/table/incident/{SYS_ID}", "/tas/api/incidents/id/t1"):
+                if fake.deleted or path not in (
+                    f"/api/now/table/incident/{SYS_ID}",
+                    f"/tas/api/incidents/id/{fake.topdesk_id}",
+                ):
                     self.answer(404, b"{}")
                     return
                 fake.patch_count += 1
@@ -120,6 +133,9 @@ class FakeItsm:
                 if self.path == "/api/now/table/incident":
                     created = {"result": {"number": "INC1", "sys_id": fake.created_sys_id}}
                     self.answer(201, json.dumps(created).encode())
+                elif self.path == "/tas/api/incidents":
+                    fake.deleted = False
+                    self.answer(201, json.dumps({"id": fake.created_topdesk_id, "number": "I 1"}).encode())
                 else:
                     self.answer(200, b"{}")
 
@@ -344,6 +360,123 @@ def test_attack_a_hostile_sys_id_in_the_creation_answer_is_not_kept(itsm: tuple[
     fake.created_sys_id = HOSTILE_SYS_ID
     ticket = Notification(subject="ticket", dedup_key="fleetpulse-ticket-1", title="t", body="b", urgency="high")
     assert connector("servicenow", url).deliver(ticket) == Receipt("INC1", None)
+
+
+TOPDESK_STORED = {"first_record_id": TOPDESK_ID, "first_reference": "I 1"}
+"""What the outbox hands an update of a TOPdesk incident this release created: the id TOPdesk returned."""
+TD_BY_ID = f"/tas/api/incidents/id/{TOPDESK_ID}"
+TD_LOOKUP = "GET /tas/api/incidents"
+HOSTILE_TOPDESK_ID = "../../persons"
+
+
+def test_topdesk_creation_returns_the_incident_id_for_the_updates(itsm: tuple[FakeItsm, str]) -> None:
+    fake, url = itsm
+    fake.deleted = True  # no incident yet: the lookup before creating finds nothing
+    ticket = Notification(subject="ticket", dedup_key="fleetpulse-ticket-1", title="t", body="b", urgency="high")
+    assert connector("topdesk", url).deliver(ticket) == Receipt("I 1", TOPDESK_ID)
+    assert fake.paths == [TD_LOOKUP, "POST /tas/api/incidents"]
+
+
+def test_topdesk_an_incident_found_before_creating_returns_its_id(itsm: tuple[FakeItsm, str]) -> None:
+    fake, url = itsm
+    ticket = Notification(subject="ticket", dedup_key="fleetpulse-ticket-1", title="t", body="b", urgency="high")
+    assert connector("topdesk", url).deliver(ticket) == Receipt("I 1", TOPDESK_ID)
+    assert fake.paths == [TD_LOOKUP]
+
+
+def test_topdesk_updates_the_incident_by_its_stored_id(itsm: tuple[FakeItsm, str]) -> None:
+    """No query by external number (a search of the incidents) per update: the incident is read by its id."""
+    fake, url = itsm
+    assert connector("topdesk", url).deliver(update(**TOPDESK_STORED)) == "I 1"
+    assert fake.paths == [f"GET {TD_BY_ID}", f"GET {TD_BY_ID}/actions", f"PATCH {TD_BY_ID}"]
+    assert fake.marked("fleetpulse-ticket-1-replan-1") == 1
+
+
+def test_attack_a_topdesk_retry_by_id_after_a_lost_answer_does_not_add_the_update_twice(
+    itsm: tuple[FakeItsm, str],
+) -> None:
+    fake, url = itsm
+    fake.patches = {1: (504, b'{"error": "gateway timeout"}')}
+    td = connector("topdesk", url)
+    with pytest.raises(DeliveryError):
+        td.deliver(update(**TOPDESK_STORED))
+    assert td.deliver(update(**TOPDESK_STORED)) == "I 1"
+    assert fake.patch_count == 1
+    assert fake.marked("fleetpulse-ticket-1-replan-1") == 1
+    assert TD_LOOKUP not in fake.paths
+
+
+def test_topdesk_a_stored_id_answering_404_is_looked_up_once_by_external_number(
+    itsm: tuple[FakeItsm, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The stored id names no incident any more, but one carries the external number: the action goes there."""
+    fake, url = itsm
+    stale = "00000000-1111-4222-8333-444444444444"
+    with caplog.at_level(logging.WARNING):
+        connector("topdesk", url).deliver(update(first_record_id=stale, first_reference="I 1"))
+    assert fake.paths == [
+        f"GET /tas/api/incidents/id/{stale}",
+        TD_LOOKUP,
+        f"GET {TD_BY_ID}/actions",
+        f"PATCH {TD_BY_ID}",
+    ]
+    assert "not found by its stored id" in caplog.text
+    assert fake.marked("fleetpulse-ticket-1-replan-1") == 1
+
+
+def test_topdesk_an_incident_deleted_since_needs_attention_with_the_reason(itsm: tuple[FakeItsm, str]) -> None:
+    """Deleted or archived away: no retry brings it back, so the update is parked with why instead of retried."""
+    fake, url = itsm
+    fake.deleted = True
+    with pytest.raises(PermanentDeliveryError, match=f"incident fleetpulse-ticket-1 is gone: its id {TOPDESK_ID}"):
+        connector("topdesk", url).deliver(update(**TOPDESK_STORED))
+    assert fake.paths == [f"GET {TD_BY_ID}", TD_LOOKUP]  # one lookup, nothing added
+
+
+def test_topdesk_an_update_without_a_stored_id_is_retried_until_the_incident_exists(
+    itsm: tuple[FakeItsm, str],
+) -> None:
+    fake, url = itsm
+    fake.deleted = True
+    with pytest.raises(DeliveryError, match="not found") as raised:
+        connector("topdesk", url).deliver(update())
+    assert not isinstance(raised.value, PermanentDeliveryError)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        HOSTILE_TOPDESK_ID,
+        f"{TOPDESK_ID}/../../persons",
+        f"{TOPDESK_ID}?query=",
+        f"{TOPDESK_ID}\n",
+        "%2e%2e%2fpersons",
+        TOPDESK_ID.replace("-", ""),
+        TOPDESK_ID[:35],
+        "t1",
+        "",
+    ],
+    ids=["traversal", "suffix", "query", "newline", "encoded", "no-dashes", "short", "not-uuid", "empty"],
+)
+def test_attack_a_stored_topdesk_id_that_is_no_uuid_never_reaches_a_request_url(
+    stored: str, itsm: tuple[FakeItsm, str]
+) -> None:
+    """Whatever the outbox holds (a compromised ITSM's answer, a database edited by hand): only a UUID
+    becomes part of a path; the update finds the incident by external number instead."""
+    fake, url = itsm
+    connector("topdesk", url).deliver(update(first_record_id=stored))
+    assert fake.paths == [TD_LOOKUP, f"GET {TD_BY_ID}/actions", f"PATCH {TD_BY_ID}"]
+
+
+@pytest.mark.parametrize("hostile", [HOSTILE_TOPDESK_ID, "../operators/id/1", f"{TOPDESK_ID}/../../persons", 7])
+def test_attack_a_hostile_id_in_the_topdesk_creation_answer_is_not_kept(
+    hostile: object, itsm: tuple[FakeItsm, str]
+) -> None:
+    fake, url = itsm
+    fake.deleted = True
+    fake.created_topdesk_id = hostile  # type: ignore[assignment]
+    ticket = Notification(subject="ticket", dedup_key="fleetpulse-ticket-1", title="t", body="b", urgency="high")
+    assert connector("topdesk", url).deliver(ticket) == Receipt("I 1", None)
 
 
 def topdesk_trail(count: int, update_at: int) -> list[str]:

@@ -12,8 +12,8 @@ from datetime import date, timedelta
 import pytest
 
 from fleetpulse.alerts.connectors.base import DeliveryError, Notification
-from fleetpulse.alerts.connectors.config import ServiceNowConfig
-from fleetpulse.alerts.connectors.http import ServiceNow
+from fleetpulse.alerts.connectors.config import ServiceNowConfig, TopdeskConfig
+from fleetpulse.alerts.connectors.http import ServiceNow, Topdesk
 from fleetpulse.alerts.outbox import deliver_due
 from fleetpulse.alerts.settings import OutboxSettings
 from fleetpulse.alerts.store.models import OutboxRow
@@ -21,7 +21,7 @@ from fleetpulse.alerts.store.repository import TicketStore
 from fleetpulse.alerts.tickets import TicketService
 from tests.alerts_support import NOW, make_alert, make_inventory, service, store, store_url
 from tests.harness import http_server
-from tests.unit.test_connectors_updates import HOSTILE_SYS_ID, SYS_ID, FakeItsm
+from tests.unit.test_connectors_updates import HOSTILE_SYS_ID, HOSTILE_TOPDESK_ID, SYS_ID, TOPDESK_ID, FakeItsm
 
 __all__ = ["store", "store_url"]  # fixtures: SQLite, and PostgreSQL when integration tests run
 
@@ -164,12 +164,22 @@ def snow() -> Iterator[tuple[FakeItsm, ServiceNow]]:
         )
 
 
-def delivered_to_servicenow(store: TicketStore, snow: ServiceNow) -> TicketService:
-    config = snow.config.model_dump(mode="json") | {"password": "pw"}
+@pytest.fixture
+def topdesk() -> Iterator[tuple[FakeItsm, Topdesk]]:
+    """The fake TOPdesk, without the incident until fleetpulse creates it, and a connector to it."""
+    fake = FakeItsm(deleted=True)  # the lookup before creating finds nothing; the POST creates it
+    with http_server(fake.handler()) as url:
+        yield fake, Topdesk(TopdeskConfig(name="td", url=url, username="svc", app_password="pw", allow_insecure=True))
+
+
+def delivered_to_itsm(store: TicketStore, itsm: ServiceNow | Topdesk) -> TicketService:
+    """A ticket delivered to ``itsm`` (creating the incident), then re-planned: one update queued."""
+    secret = "app_password" if isinstance(itsm, Topdesk) else "password"
+    config = itsm.config.model_dump(mode="json") | {secret: "pw"}
     svc = service(store, connectors=[config])
     svc.apply_inventory(make_inventory("pc-1", warranty_end=date(2025, 3, 1)))
     svc.apply_alert(make_alert("pc-1"), NOW)
-    assert deliver_due(store, {"snow": snow}, None, OutboxSettings(), NOW).delivered == 1
+    assert deliver_due(store, {itsm.name: itsm}, None, OutboxSettings(), NOW).delivered == 1
     replan(svc)
     return svc
 
@@ -178,7 +188,7 @@ def test_a_servicenow_update_goes_to_the_sys_id_returned_at_creation(
     store: TicketStore, snow: tuple[FakeItsm, ServiceNow]
 ) -> None:
     fake, connector = snow
-    delivered_to_servicenow(store, connector)
+    delivered_to_itsm(store, connector)
     incident = store.incident_of("snow", "fleetpulse-ticket-1")
     assert incident is not None
     assert (incident.reference, incident.record_id) == ("INC1", SYS_ID)
@@ -194,7 +204,7 @@ def test_attack_a_hostile_sys_id_at_creation_is_not_stored_and_never_aims_an_upd
     """A compromised ITSM answers the new incident with a path: the update finds the incident by correlation id."""
     fake, connector = snow
     fake.created_sys_id = HOSTILE_SYS_ID
-    delivered_to_servicenow(store, connector)
+    delivered_to_itsm(store, connector)
     incident = store.incident_of("snow", "fleetpulse-ticket-1")
     assert incident is not None
     assert incident.record_id is None
@@ -207,7 +217,7 @@ def test_an_update_of_a_deleted_servicenow_incident_waits_for_an_administrator_w
     store: TicketStore, snow: tuple[FakeItsm, ServiceNow], caplog: pytest.LogCaptureFixture
 ) -> None:
     fake, connector = snow
-    delivered_to_servicenow(store, connector)
+    delivered_to_itsm(store, connector)
     fake.deleted = True
     with caplog.at_level(logging.ERROR):
         report = deliver_due(store, {"snow": connector}, None, OutboxSettings(), LATER)
@@ -224,3 +234,36 @@ def test_an_update_of_a_deleted_servicenow_incident_waits_for_an_administrator_w
         deliver_due(store, {"snow": connector}, None, OutboxSettings(), LATER + timedelta(hours=1)).needs_attention == 0
     )
     assert len(fake.paths) == requests
+
+
+TD_BY_ID = f"/tas/api/incidents/id/{TOPDESK_ID}"
+
+
+def test_a_topdesk_update_goes_to_the_id_returned_at_creation(
+    store: TicketStore, topdesk: tuple[FakeItsm, Topdesk]
+) -> None:
+    fake, connector = topdesk
+    delivered_to_itsm(store, connector)
+    incident = store.incident_of("td", "fleetpulse-ticket-1")
+    assert incident is not None
+    assert (incident.reference, incident.record_id) == ("I 1", TOPDESK_ID)
+    fake.paths.clear()
+    assert deliver_due(store, {"td": connector}, None, OutboxSettings(), LATER).delivered == 1
+    assert fake.paths == [f"GET {TD_BY_ID}", f"GET {TD_BY_ID}/actions", f"PATCH {TD_BY_ID}"]
+    assert fake.marked("fleetpulse-ticket-1-replan-1") == 1
+
+
+def test_attack_a_hostile_topdesk_id_at_creation_is_not_stored_and_never_aims_an_update(
+    store: TicketStore, topdesk: tuple[FakeItsm, Topdesk]
+) -> None:
+    """A compromised TOPdesk answers the new incident with a path: the update finds the incident by external number."""
+    fake, connector = topdesk
+    fake.created_topdesk_id = HOSTILE_TOPDESK_ID
+    delivered_to_itsm(store, connector)
+    incident = store.incident_of("td", "fleetpulse-ticket-1")
+    assert incident is not None
+    assert (incident.reference, incident.record_id) == ("I 1", None)
+    fake.paths.clear()
+    assert deliver_due(store, {"td": connector}, None, OutboxSettings(), LATER).delivered == 1
+    assert "persons" not in " ".join(fake.paths)
+    assert fake.paths == ["GET /tas/api/incidents", f"GET {TD_BY_ID}/actions", f"PATCH {TD_BY_ID}"]
