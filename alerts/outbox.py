@@ -58,18 +58,35 @@ class TargetNotConfigured(LookupError):
 
 def _send(
     store: TicketStore, row: OutboxView, connectors: Mapping[str, Connector], labels: OutcomeSink | None
-) -> str | Receipt | None:
+) -> tuple[str | Receipt | None, Notification | None]:
+    """What the target answered, and the notification it was handed (None for an outcome)."""
     if row.subject == "outcome":
         if labels is None:
             raise TargetNotConfigured("no labels publisher configured")
-        return labels.publish(TicketOutcome.model_validate(row.payload))
+        return labels.publish(TicketOutcome.model_validate(row.payload)), None
     connector = connectors.get(row.target)
     if connector is None:
         raise TargetNotConfigured(f"connector {row.target!r} is not configured")
     notification = Notification.model_validate(row.payload)
     if notification.subject == "update":
         notification = _follow_up(store, row, notification)
-    return connector.deliver(notification)
+    return connector.deliver(notification), notification
+
+
+def _keep_incident_id(store: TicketStore, row: OutboxView, notification: Notification | None, receipt: Receipt) -> None:
+    """An update that found its incident under another id than the stored one (the connector's lookup, after
+    a 404 or without a stored id): the incident's row keeps that id, so the next update goes straight to it."""
+    if notification is None or notification.subject != "update" or not receipt.record_id:
+        return
+    if receipt.record_id == notification.first_record_id:
+        return
+    if store.record_incident_id(row.target, notification.dedup_key, receipt.record_id):
+        log.info(
+            "incident found under another id; later updates address it by that one",
+            extra={
+                "fields": {"target": row.target, "incident": notification.dedup_key, "record_id": receipt.record_id}
+            },
+        )
 
 
 def _follow_up(store: TicketStore, row: OutboxView, notification: Notification) -> Notification:
@@ -111,7 +128,7 @@ def deliver_due(
             report.skipped += 1
             continue
         try:
-            sent = _send(store, row, connectors, labels)
+            sent, notification = _send(store, row, connectors, labels)
         except TargetNotConfigured:
             report.skipped += 1
             continue
@@ -127,6 +144,7 @@ def deliver_due(
             continue
         receipt = sent if isinstance(sent, Receipt) else Receipt(sent)
         store.mark_delivered(row.id, now, receipt.reference, receipt.record_id)
+        _keep_incident_id(store, row, notification, receipt)
         report.delivered += 1
     return report
 

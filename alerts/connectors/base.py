@@ -60,8 +60,8 @@ class Notification(BaseModel):
     first_title: str | None = None
     """Set by the outbox for an update: the incident's title when it was created (a follow-up mail's subject)."""
     first_record_id: str | None = None
-    """Set by the outbox for an update: the target's own id of the incident (ServiceNow's sys_id), so the
-    update addresses it without a lookup; None for incidents delivered before it was stored."""
+    """Set by the outbox for an update: the target's own id of the incident (ServiceNow's sys_id, TOPdesk's
+    UUID), so the update addresses it without a lookup; None for incidents delivered before it was stored."""
 
     def marker(self) -> str:
         """The line an update note carries so a retry finds it; empty for updates rendered before it existed."""
@@ -80,7 +80,9 @@ FOLLOW_UP_FIELDS = frozenset({"update_id", "first_reference", "first_title", "fi
 @dataclass(frozen=True)
 class Receipt:
     """What a target answered for a new incident when updates need more than the reference people see:
-    ``record_id`` is its own id of the incident (ServiceNow's sys_id), stored for the updates."""
+    ``record_id`` is its own id of the incident (ServiceNow's sys_id, TOPdesk's UUID), stored for the
+    updates. An update returns one when it found the incident under another id than it was handed
+    (by the lookup), so the outbox keeps that id for the next updates."""
 
     reference: str | None
     record_id: str | None = None

@@ -215,6 +215,12 @@ def _record_id(value: object, what: str) -> str:
     return text
 
 
+def _looked_up(reference: str | None, stored: str | None, found: str | None) -> Receipt | str | None:
+    """What an update returns: its reference, with the (checked) id the lookup found the incident under when
+    that is not the stored one, for the outbox to keep so later updates skip the 404 and the lookup."""
+    return Receipt(reference, found) if found is not None and found != stored else reference
+
+
 def _reference(*candidates: object) -> str | None:
     """The first usable reference among ``candidates`` (incident number, then id) as short printable text.
 
@@ -287,7 +293,7 @@ class ServiceNow:
     Idempotent across retries: an incident with our ``correlation_id`` is looked up first, and
     an update whose marker its work notes already carry is not noted again. An update reads the
     incident by the sys_id returned at creation; only without one (or when that answers 404) is
-    it looked up by correlation id.
+    it looked up by correlation id, and the sys_id found is returned for the outbox to keep.
     """
 
     def __init__(self, config: ServiceNowConfig) -> None:
@@ -334,7 +340,7 @@ class ServiceNow:
 
     def _update(
         self, url: str, notification: Notification, auth: httpx.BasicAuth, secrets: Sequence[str]
-    ) -> str | None:
+    ) -> Receipt | str | None:
         """A work note on the incident; news only, closing it stays IT-support's decision."""
         fields = {"sysparm_fields": "number,sys_id"}
         if notification.update_id:
@@ -348,6 +354,7 @@ class ServiceNow:
                 extra={"fields": {"connector": self.name, "incident": notification.first_reference}},
             )
         incident = _record(f"{url}/{sys_id}", fields, self.config.timeout_s, auth, secrets) if sys_id else None
+        found: str | None = None
         if sys_id and incident is None:
             log.warning(
                 "incident not found by its stored sys_id (deleted or merged?); looking it up by correlation id",
@@ -365,17 +372,17 @@ class ServiceNow:
                         whole_target=False,
                     )
                 raise DeliveryError(f"incident {notification.dedup_key} not found (not created yet?)")
-            sys_id = _sys_id(incident["sys_id"])
+            sys_id = found = _sys_id(incident["sys_id"])
             if sys_id is None:
                 raise PermanentDeliveryError("the ITSM returned an unusable incident id", whole_target=False)
         reference = _reference(incident.get("number"), notification.first_reference, sys_id)
         notes = incident.get("work_notes")
         if notification.update_id and isinstance(notes, str) and notification.marker() in notes:
             _already_noted(self.name, reference, notification)
-            return reference
+            return _looked_up(reference, stored, found)
         body = json.dumps({"work_notes": notification.note_text()}).encode()
         _post(f"{url}/{sys_id}", body, {}, self.config.timeout_s, auth, secrets, method="PATCH")
-        return reference
+        return _looked_up(reference, stored, found)
 
 
 TOPDESK_ACTIONS_PAGE = 100
@@ -394,7 +401,7 @@ class Topdesk:
     does not create a second incident; an update whose marker the incident's newest
     ``TOPDESK_ACTION_PAGES`` pages of actions already carry is not added again. An update reads
     the incident by the id returned at creation; only without one (or when that answers 404) is
-    it looked up by external number.
+    it looked up by external number, and the id found is returned for the outbox to keep.
     """
 
     def __init__(self, config: TopdeskConfig) -> None:
@@ -438,7 +445,7 @@ class Topdesk:
 
     def _update(
         self, url: str, notification: Notification, auth: httpx.BasicAuth, secrets: Sequence[str]
-    ) -> str | None:
+    ) -> Receipt | str | None:
         """An action on the incident; news only, closing it stays IT-support's decision."""
         external = notification.dedup_key[:60]
         stored = notification.first_record_id
@@ -448,7 +455,8 @@ class Topdesk:
                 "stored incident id is no TOPdesk UUID; looking the incident up by external number",
                 extra={"fields": {"connector": self.name, "incident": notification.first_reference}},
             )
-        incident = None
+        incident: dict[str, Any] | None = None
+        found: str | None = None
         if incident_id:
             incident = _record(f"{url}/id/{incident_id}", {}, self.config.timeout_s, auth, secrets, within=None)
             if incident is None:
@@ -470,15 +478,16 @@ class Topdesk:
                     )
                 raise DeliveryError(f"incident {external} not found (not created yet?)")
             incident_id = _record_id(incident["id"], "incident")
+            found = _topdesk_id(incident_id)  # kept for later updates only if it is a UUID
         reference = _reference(incident.get("number"), notification.first_reference, incident_id)
         actions = f"{url}/id/{incident_id}/actions"
         if notification.update_id and self._noted(actions, reference, notification, auth, secrets):
             _already_noted(self.name, reference, notification)
-            return reference
+            return _looked_up(reference, stored, found)
         text = html.escape(notification.note_text()).replace("\n", "<br>")
         body = json.dumps({"action": text, "actionInvisibleForCaller": True}).encode()
         _post(f"{url}/id/{incident_id}", body, {}, self.config.timeout_s, auth, secrets, method="PATCH")
-        return reference
+        return _looked_up(reference, stored, found)
 
     def _noted(
         self, url: str, reference: str | None, notification: Notification, auth: httpx.BasicAuth, secrets: Sequence[str]

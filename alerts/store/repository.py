@@ -493,6 +493,25 @@ class TicketStore:
             row.last_error = None
             stage(session, AuditKind.DELIVERED, payload=_delivery(row))
 
+    def record_incident_id(self, target: str, dedup_key: str, external_id: str) -> bool:
+        """Keep the id an update found ``target``'s incident ``dedup_key`` under (the stored one answered 404,
+        or none was stored) on the incident's own row, so later updates address it without the lookup.
+
+        Whether a row took it; an id too long to keep whole is not kept, as in :meth:`mark_delivered`."""
+        if not external_id or len(external_id) > EXTERNAL_ID_CHARS:
+            return False
+        with self.session() as session:
+            result = session.execute(
+                update(OutboxRow)
+                .where(
+                    OutboxRow.target == target,
+                    OutboxRow.dedup_key == dedup_key,
+                    OutboxRow.subject.in_(("ticket", "storm")),
+                )
+                .values(external_id=external_id)
+            )
+            return bool(getattr(result, "rowcount", 0))
+
     def mark_failed(self, outbox_id: int, error: str, next_attempt_at: datetime) -> int:
         """A failed attempt (``needs attention: …`` when retrying cannot fix it), audited with the reason."""
         with self.session() as session:

@@ -42,7 +42,8 @@ class FakeItsm:
 
     ``patches`` scripts the answer to a PATCH (1 = the first) after it was applied (a lost answer);
     ``reads`` scripts the answer to the GET of the incident's notes instead of the real one. ServiceNow
-    answers a new incident with ``created_sys_id``, TOPdesk with ``created_topdesk_id``; ``deleted``
+    answers a new incident with ``created_sys_id``, TOPdesk with ``created_topdesk_id``; ``sys_id`` and
+    ``topdesk_id`` are the incident's ids (change them: it was merged or re-created); ``deleted``
     removes the incident (TOPdesk: until a POST creates it). TOPdesk lists actions ``start``/``page_size``
     at a time, as the real one does. ``paths`` keeps every request's path."""
 
@@ -54,6 +55,7 @@ class FakeItsm:
     queries: list[dict[str, list[str]]] = field(default_factory=list)
     posted: list[bytes] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
+    sys_id: str = SYS_ID
     created_sys_id: str = SYS_ID
     topdesk_id: str = TOPDESK_ID
     created_topdesk_id: str = TOPDESK_ID
@@ -71,7 +73,7 @@ class FakeItsm:
                 self.wfile.write(body)
 
             def incident(self, query: dict[str, list[str]]) -> dict[str, Any]:
-                record: dict[str, Any] = {"number": "INC1", "sys_id": SYS_ID}
+                record: dict[str, Any] = {"number": "INC1", "sys_id": fake.sys_id}
                 if "work_notes" in query.get("sysparm_fields", [""])[0]:
                     # the journal as its display value: every entry, newest first, one string
                     record["work_notes"] = "".join(
@@ -83,11 +85,11 @@ class FakeItsm:
                 path, query = urlsplit(self.path).path, parse_qs(urlsplit(self.path).query)
                 fake.paths.append(f"GET {path}")
                 fake.queries.append(query)
-                if path in ("/api/now/table/incident", f"/api/now/table/incident/{SYS_ID}"):
+                if path in ("/api/now/table/incident", f"/api/now/table/incident/{fake.sys_id}"):
                     fake.read_count += 1
                     if fake.read_count in fake.reads:
                         self.answer(*fake.reads[fake.read_count])
-                    elif path.endswith(SYS_ID):
+                    elif path.endswith(fake.sys_id):
                         gone = b'{"error": {"message": "No Record found"}, "status": "failure"}'
                         self.answer(404, gone) if fake.deleted else self.answer(
                             200, json.dumps({"result": self.incident(query)}).encode()
@@ -117,7 +119,7 @@ class FakeItsm:
                 path = urlsplit(self.path).path
                 fake.paths.append(f"PATCH {path}")
                 if fake.deleted or path not in (
-                    f"/api/now/table/incident/{SYS_ID}",
+                    f"/api/now/table/incident/{fake.sys_id}",
                     f"/tas/api/incidents/id/{fake.topdesk_id}",
                 ):
                     self.answer(404, b"{}")
@@ -176,14 +178,15 @@ def update(update_id: str = "fleetpulse-ticket-1-replan-1", **fields: Any) -> No
     )
 
 
-REFERENCE = {"servicenow": "INC1", "topdesk": "I 1"}
+FOUND = {"servicenow": Receipt("INC1", SYS_ID), "topdesk": Receipt("I 1", TOPDESK_ID)}
+"""What an update that had to look its incident up returns: the reference and the id found, for the outbox to keep."""
 KINDS = ["servicenow", "topdesk"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_an_update_is_one_note_on_the_incident_with_its_marker(kind: str, itsm: tuple[FakeItsm, str]) -> None:
     fake, url = itsm
-    assert connector(kind, url).deliver(update()) == REFERENCE[kind]
+    assert connector(kind, url).deliver(update()) == FOUND[kind]
     (note,) = fake.notes
     assert "Recommended action now: Replace the battery" in note
     assert fake.marked("fleetpulse-ticket-1-replan-1") == 1
@@ -200,8 +203,8 @@ def test_attack_a_retry_after_a_lost_answer_does_not_note_the_update_twice(
     with pytest.raises(DeliveryError) as raised:
         itsm_connector.deliver(update())
     assert not isinstance(raised.value, PermanentDeliveryError)
-    assert itsm_connector.deliver(update()) == REFERENCE[kind]
-    assert itsm_connector.deliver(update()) == REFERENCE[kind]
+    assert itsm_connector.deliver(update()) == FOUND[kind]
+    assert itsm_connector.deliver(update()) == FOUND[kind]
     assert fake.patch_count == 1
     assert fake.marked("fleetpulse-ticket-1-replan-1") == 1
 
@@ -246,7 +249,7 @@ def test_attack_topdesk_actions_that_cannot_be_read_keep_the_update_waiting(
         td.deliver(update())
     assert not isinstance(raised.value, PermanentDeliveryError)
     assert fake.patch_count == 0
-    assert td.deliver(update()) == "I 1"
+    assert td.deliver(update()) == FOUND["topdesk"]
     assert fake.marked("fleetpulse-ticket-1-replan-1") == 1
 
 
@@ -259,7 +262,7 @@ def test_an_account_that_may_not_read_the_notes_notes_anyway(kind: str, itsm: tu
         fake.reads = {1: (200, json.dumps(found).encode())}
     else:
         fake.reads = {1: (403, b'{"message": "no access"}')}
-    assert connector(kind, url).deliver(update()) == REFERENCE[kind]
+    assert connector(kind, url).deliver(update()) == FOUND[kind]
     assert fake.patch_count == 1
 
 
@@ -324,7 +327,10 @@ def test_servicenow_a_stored_sys_id_answering_404_is_looked_up_once_by_correlati
     fake, url = itsm
     stale = "f" * 32
     with caplog.at_level(logging.WARNING):
-        assert connector("servicenow", url).deliver(update(first_record_id=stale, first_reference="INC1")) == "INC1"
+        assert (
+            connector("servicenow", url).deliver(update(first_record_id=stale, first_reference="INC1"))
+            == FOUND["servicenow"]
+        )
     assert fake.paths == [f"GET /api/now/table/incident/{stale}", "GET /api/now/table/incident", f"PATCH {BY_SYS_ID}"]
     assert "not found by its stored sys_id" in caplog.text
     assert fake.marked("fleetpulse-ticket-1-replan-1") == 1
@@ -350,7 +356,7 @@ def test_attack_a_stored_sys_id_that_is_none_never_reaches_a_request_url(
     """Whatever the outbox holds (a compromised ITSM's answer, a database edited by hand): only 32 hex digits
     become part of a path; the update finds the incident by correlation id instead."""
     fake, url = itsm
-    assert connector("servicenow", url).deliver(update(first_record_id=stored)) == "INC1"
+    assert connector("servicenow", url).deliver(update(first_record_id=stored)) == FOUND["servicenow"]
     assert fake.paths == ["GET /api/now/table/incident", f"PATCH {BY_SYS_ID}"]
 
 
@@ -413,7 +419,8 @@ def test_topdesk_a_stored_id_answering_404_is_looked_up_once_by_external_number(
     fake, url = itsm
     stale = "00000000-1111-4222-8333-444444444444"
     with caplog.at_level(logging.WARNING):
-        connector("topdesk", url).deliver(update(first_record_id=stale, first_reference="I 1"))
+        found = connector("topdesk", url).deliver(update(first_record_id=stale, first_reference="I 1"))
+    assert found == Receipt("I 1", TOPDESK_ID)  # the outbox keeps it for the next updates
     assert fake.paths == [
         f"GET /tas/api/incidents/id/{stale}",
         TD_LOOKUP,
@@ -422,6 +429,15 @@ def test_topdesk_a_stored_id_answering_404_is_looked_up_once_by_external_number(
     ]
     assert "not found by its stored id" in caplog.text
     assert fake.marked("fleetpulse-ticket-1-replan-1") == 1
+
+
+def test_topdesk_an_id_the_lookup_finds_that_is_no_uuid_is_used_once_and_not_returned_to_keep(
+    itsm: tuple[FakeItsm, str],
+) -> None:
+    fake, url = itsm
+    fake.topdesk_id = "t1"  # passes the check for a path segment, but is no TOPdesk UUID
+    assert connector("topdesk", url).deliver(update(**TOPDESK_STORED)) == "I 1"
+    assert fake.paths[-1] == "PATCH /tas/api/incidents/id/t1"
 
 
 def test_topdesk_an_incident_deleted_since_needs_attention_with_the_reason(itsm: tuple[FakeItsm, str]) -> None:
@@ -494,7 +510,7 @@ def test_topdesk_finds_the_update_beyond_the_first_hundred_actions(itsm: tuple[F
     """250 actions, the earlier copy of this update at 180: a retry pages to it and adds nothing."""
     fake, url = itsm
     fake.notes = topdesk_trail(250, update_at=180)
-    assert connector("topdesk", url).deliver(update()) == "I 1"
+    assert connector("topdesk", url).deliver(update()) == FOUND["topdesk"]
     assert fake.patch_count == 0
     assert fake.marked("fleetpulse-ticket-1-replan-1") == 1
     assert action_pages(fake) == ["0", "100"]  # newest first, stopped at the page holding it

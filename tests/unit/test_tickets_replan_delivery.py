@@ -211,6 +211,9 @@ def test_attack_a_hostile_sys_id_at_creation_is_not_stored_and_never_aims_an_upd
     assert deliver_due(store, {"snow": connector}, None, OutboxSettings(), LATER).delivered == 1
     assert "sys_user" not in " ".join(fake.paths)
     assert fake.paths[-2:] == ["GET /api/now/table/incident", f"PATCH /api/now/table/incident/{SYS_ID}"]
+    incident = store.incident_of("snow", "fleetpulse-ticket-1")
+    assert incident is not None
+    assert incident.record_id == SYS_ID  # the sys_id the lookup found: the next update goes there
 
 
 def test_an_update_of_a_deleted_servicenow_incident_waits_for_an_administrator_with_the_reason(
@@ -267,3 +270,62 @@ def test_attack_a_hostile_topdesk_id_at_creation_is_not_stored_and_never_aims_an
     assert deliver_due(store, {"td": connector}, None, OutboxSettings(), LATER).delivered == 1
     assert "persons" not in " ".join(fake.paths)
     assert fake.paths == ["GET /tas/api/incidents", f"GET {TD_BY_ID}/actions", f"PATCH {TD_BY_ID}"]
+    incident = store.incident_of("td", "fleetpulse-ticket-1")
+    assert incident is not None
+    assert incident.record_id == TOPDESK_ID  # the id the lookup found, a UUID: the next update goes there
+
+
+def replan_again(svc: TicketService) -> None:
+    """The warranty entry was a typo after all: the plan goes back, a second update is queued."""
+    typo = make_inventory("pc-1", warranty_end=date(2025, 3, 1), updated_at=LATER + timedelta(2))
+    assert svc.apply_inventory(typo, now=LATER)
+
+
+MOVED_SYS_ID = "0123456789abcdef0123456789abcdef"
+MOVED_TOPDESK_ID = "11111111-2222-4333-8444-555555555555"
+
+
+@pytest.mark.parametrize("kind", ["servicenow", "topdesk"])
+def test_an_incident_found_under_a_new_id_is_addressed_by_it_from_the_next_update_on(
+    kind: str, store: TicketStore, snow: tuple[FakeItsm, ServiceNow], topdesk: tuple[FakeItsm, Topdesk]
+) -> None:
+    """The incident was merged or re-created under another id: one update pays the 404 and the lookup,
+    the incident's row keeps the id found, and the next update goes straight to it."""
+    fake, connector = snow if kind == "servicenow" else topdesk
+    svc = delivered_to_itsm(store, connector)
+    if kind == "servicenow":
+        old, new = f"/api/now/table/incident/{SYS_ID}", f"/api/now/table/incident/{MOVED_SYS_ID}"
+        lookup, checked, moved = "GET /api/now/table/incident", [], MOVED_SYS_ID
+        fake.sys_id = MOVED_SYS_ID
+    else:
+        old, new = TD_BY_ID, f"/tas/api/incidents/id/{MOVED_TOPDESK_ID}"
+        lookup, checked, moved = "GET /tas/api/incidents", [f"GET {new}/actions"], MOVED_TOPDESK_ID
+        fake.topdesk_id = MOVED_TOPDESK_ID
+    fake.paths.clear()
+    assert deliver_due(store, {connector.name: connector}, None, OutboxSettings(), LATER).delivered == 1
+    assert fake.paths == [f"GET {old}", lookup, *checked, f"PATCH {new}"]
+    incident = store.incident_of(connector.name, "fleetpulse-ticket-1")
+    assert incident is not None
+    assert incident.record_id == moved
+
+    replan_again(svc)
+    fake.paths.clear()
+    assert deliver_due(store, {connector.name: connector}, None, OutboxSettings(), LATER).delivered == 1
+    assert fake.paths == [f"GET {new}", *checked, f"PATCH {new}"]  # no 404, no lookup
+    assert fake.marked("fleetpulse-ticket-1-replan-2") == 1
+
+
+def test_an_incident_id_is_recorded_whole_on_the_incident_row_of_its_target_only(store: TicketStore) -> None:
+    """A cut id would address another record; the update rows and the other targets' incidents keep theirs."""
+    svc, _ = opened_and_delivered(store)
+    replan(svc)
+    assert not store.record_incident_id("mail", "fleetpulse-ticket-1", "a" * 65)
+    assert store.record_incident_id("mail", "fleetpulse-ticket-1", "a" * 64)
+    assert not store.record_incident_id("mail", "fleetpulse-ticket-2", "b" * 32)  # no such incident
+    mail, hook = (store.incident_of(target, "fleetpulse-ticket-1") for target in ("mail", "hook"))
+    assert mail is not None
+    assert hook is not None
+    assert (mail.record_id, hook.record_id) == ("a" * 64, None)
+    with store.session() as session:
+        updates = session.query(OutboxRow).filter(OutboxRow.subject == "update").all()
+        assert [row.external_id for row in updates] == [None, None]
