@@ -1,0 +1,151 @@
+//! The stream worker's per-report fast path, without a Python object per field.
+//!
+//! For a routine report of a device whose stored state this worker wrote or read itself, it does
+//! what `Processor` does between the Kafka record and the scorers: decode and check the report,
+//! authenticate it, fold it into the stored state, encode the new table value and write the
+//! report's points as line protocol. Whenever the Python path would do anything else (a dead
+//! letter, a count other than an accepted report, a scoring, a state to thin, a text to escape),
+//! or meets anything this module does not read exactly as Python does, it returns None and the
+//! Python path handles the record from the start: the fast path has no effect of its own.
+
+use hmac::{Hmac, Mac};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use sha2::Sha256;
+
+mod codec;
+mod lines;
+mod report;
+mod state;
+
+use codec::Stored;
+use report::{day_ordinal, disk_key, is_event, parse_time, validate, Report};
+use state::{apply_report, MAX_DISKS};
+
+/// `contract.codec.MAX_MESSAGE_BYTES`.
+const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// What a report became: the table value, its points' lines, and its event time (UTC microseconds).
+type Folded<'py> = (Bound<'py, PyBytes>, Vec<Bound<'py, PyBytes>>, i64);
+
+/// The fast path, bound to the worker's `[streams]` limits (microseconds).
+#[pyclass(frozen, module = "fleetpulse.streams._native")]
+struct Core {
+    max_clock_skew: i64,
+    max_backdate: i64,
+    rescore_interval: i64,
+    event_rescore_gap: i64,
+}
+
+struct Outcome {
+    value: Vec<u8>,
+    lines: Vec<u8>,
+    ends: Vec<usize>,
+    at: i64,
+}
+
+impl Core {
+    fn run(&self, key: &[u8], stored: &[u8], value: &[u8], mac: Option<&[u8]>, mobile: bool, now: i64) -> Option<Outcome> {
+        if value.len() > MAX_MESSAGE_BYTES {
+            return None;
+        }
+        let report: Report = serde_json::from_slice(value).ok()?;
+        validate(&report).ok()?;
+        let at = parse_time(&report.collected_at)?;
+        if key != report.device_id.as_bytes() || at > now.checked_add(self.max_clock_skew)? {
+            return None;
+        }
+        let mut record = Stored::decode(stored)?;
+        if record.device_id != report.device_id {
+            return None;
+        }
+        if mobile {
+            if report.source != "mdm" || record.agent_keyed {
+                return None;
+            }
+        } else {
+            let mut check = Hmac::<Sha256>::new_from_slice(record.device_key.as_deref()?).ok()?;
+            check.update(value);
+            check.verify_slice(mac?).ok()?;
+        }
+        let last_at = record.state.last_collected_at?;
+        let last_seq = record.state.last_seq;
+        // the next report in sequence, not older than the backdate bound, of a device IT's register knows
+        if last_seq < 0 || i64::try_from(report.seq).ok()? != last_seq + 1 || at < last_at - self.max_backdate {
+            return None;
+        }
+        if !record.inventory_at {
+            return None;
+        }
+        let tracked = &record.state.disks;
+        if tracked.len() + report.disks.len() > MAX_DISKS
+            && report.disks.iter().any(|d| !tracked.iter().any(|t| t.key == disk_key(d)))
+        {
+            return None; // `admitted_disks` decides whether a new disk finds room
+        }
+        apply_report(&mut record.state, &report, at);
+        // `Processor._due`: a report that scores takes the Python path
+        let scored_at = record.scored_at?;
+        let elapsed = at - scored_at;
+        if (is_event(&report) && elapsed >= self.event_rescore_gap)
+            || day_ordinal(at) > day_ordinal(scored_at)
+            || elapsed >= self.rescore_interval
+        {
+            return None;
+        }
+        let encoded = record.encode(mobile.then_some(at))?;
+        let fact = |text: &Option<String>| match text.as_deref() {
+            Some(text) if record.joined && !text.is_empty() => text.to_owned(),
+            _ => "unknown".to_owned(),
+        };
+        let (site, model) = (fact(&record.site), fact(&record.model));
+        let mut lines = Vec::with_capacity(1024);
+        let mut ends = Vec::with_capacity(4);
+        lines::report_lines(&mut lines, &mut ends, &report, at, &site, &model)?;
+        Some(Outcome { value: encoded, lines, ends, at })
+    }
+}
+
+#[pymethods]
+impl Core {
+    #[new]
+    fn new(max_clock_skew: i64, max_backdate: i64, rescore_interval: i64, event_rescore_gap: i64) -> Self {
+        Core { max_clock_skew, max_backdate, rescore_interval, event_rescore_gap }
+    }
+
+    /// Fold the report `value` (record key `key`, MAC header `mac`; `mobile`: read from the MDM
+    /// bridge's topic) into the table value `stored`, at receive time `now` (UTC microseconds).
+    /// Returns the new table value, the report's line-protocol lines and its event time, or None
+    /// when the Python path must handle the record.
+    #[pyo3(signature = (key, stored, value, mac, mobile, now))]
+    #[allow(clippy::too_many_arguments)]
+    fn fold<'py>(
+        &self,
+        py: Python<'py>,
+        key: &[u8],
+        stored: &[u8],
+        value: &[u8],
+        mac: Option<&[u8]>,
+        mobile: bool,
+        now: i64,
+    ) -> Option<Folded<'py>> {
+        let outcome = self.run(key, stored, value, mac, mobile, now)?;
+        let mut start = 0;
+        let lines = outcome
+            .ends
+            .iter()
+            .map(|&end| {
+                let line = PyBytes::new(py, &outcome.lines[start..end]);
+                start = end;
+                line
+            })
+            .collect();
+        Some((PyBytes::new(py, &outcome.value), lines, outcome.at))
+    }
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Core>()?;
+    Ok(())
+}
