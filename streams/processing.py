@@ -59,6 +59,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from fleetpulse.alerts.policy import AlertPolicy, PolicyState, step
+from fleetpulse.compat import UTC
 from fleetpulse.contract import (
     MDM_DEVICE_ID_PREFIX,
     Alert,
@@ -110,6 +111,11 @@ from fleetpulse.streams.partitioning import default_partition
 from fleetpulse.streams.points import Point, alert_point, report_points, score_point
 from fleetpulse.streams.settings import StreamSettings
 
+try:  # optional: built where the install found cargo (``make native``); without it every record takes the Python path
+    from fleetpulse.streams import _native
+except ImportError:  # pragma: no cover - exercised by installs without the extension
+    _native = None  # type: ignore[assignment]
+
 log = logging.getLogger(__name__)
 Keyed = TypeVar("Keyed", DeviceEnrolment, DeviceControl)
 
@@ -119,6 +125,7 @@ ENROLMENT_EXCERPT = "<enrolment: withheld, it carries a device key>"
 """Dead letters are read more widely than the health topic: a key in one would let its reader forge reports."""
 
 ErrorKind = str
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 RECORD_ERRORS = (ValueError, TypeError, RecursionError, ArithmeticError)
 """What odd input can raise in processing (pydantic's ``ValidationError`` is a ``ValueError``; a date
 pushed past the calendar an ``OverflowError``): the record is dead-lettered, the worker goes on."""
@@ -251,6 +258,12 @@ class BatchResult:
     """device id -> index (in the batch) of its last record: tells the caller which partition to write to."""
     first_of_day: set[str] = field(default_factory=set)
     """devices whose pending scoring is their first of a UTC day: their components get a daily feature-log record"""
+    encoded: dict[str, bytes] = field(default_factory=dict)
+    """device id -> the table value the native fast path wrote; a device also in ``records`` is stored from there"""
+    lines: list[bytes] = field(default_factory=list)
+    """line-protocol lines of the reports the fast path took (``points`` holds the others' points)"""
+    collected_us: list[int] = field(default_factory=list)
+    """event times (UTC microseconds) of the reports the fast path took (``reports`` holds the others)"""
 
 
 def explained_anomaly(score: RiskScore, diagnosed: set[Component]) -> bool:
@@ -342,15 +355,29 @@ def admitted_disks(state: DeviceState, report: HealthReport, out: BatchResult) -
     return report.model_copy(update={"disks": [d for d in report.disks if disk_key(d) not in refused]})
 
 
+def _micros(span: timedelta) -> int:
+    return span // timedelta(microseconds=1)
+
+
 class Processor:
     """Validates, deduplicates, folds into state, scores in batches and runs the alert policy."""
 
     def __init__(self, settings: StreamSettings, topics: Topics, scorers: ScorerSet, policy: AlertPolicy) -> None:
         self.settings = settings
+        self.fast_path = (
+            _native.Core(
+                _micros(settings.max_clock_skew),
+                _micros(settings.max_backdate),
+                _micros(settings.rescore_interval),
+                _micros(settings.event_rescore_gap),
+            )
+            if settings.native_fast_path and _native is not None
+            else None
+        )
         self.topics = topics
         # ``Topics`` builds each name on access: read once, compared for every record
         self._inventory_topic, self._control_topic, self._health_topic = topics.inventory, topics.control, topics.health
-        self._mobile_inventory_topic = topics.mobile_inventory
+        self._mobile_inventory_topic, self._mobile_topic = topics.mobile_inventory, topics.mobile
         self.scorers = scorers
         self.policy = policy
         self._errors: dict[type[BaseException], RefusalWarnings] = {}  # keyed by the code's exception types only
@@ -361,9 +388,15 @@ class Processor:
         lookup: Callable[[int, str], DeviceRecord | None],
         now: datetime,
         partitions: Mapping[str, int] | None = None,
+        stored: Callable[[int, str], bytes | None] | None = None,
     ) -> BatchResult:
         """Process ``batch``: each topic's records in order, IT's and the MDM bridge's asset facts before the
         rest. ``lookup(index, device_id)`` reads the table for the batch's i-th record.
+
+        ``stored(index, device_id)`` gives the table value for the native fast path: only a value this
+        worker wrote or decoded itself (None otherwise), so the fast path never reads a value the
+        Python path has not validated. Without it (or without the extension) every record takes the
+        Python path; both give the same table values, points, counts and dead letters.
 
         Kafka orders records within a partition only, so a batch's interleaving of topics is arbitrary
         anyway. Taking the facts first keeps a device's register record from cutting its pending scoring
@@ -376,12 +409,17 @@ class Processor:
         """
         out = BatchResult()
         pending: dict[str, DeviceState] = {}  # states advanced since the last scoring call
-        decoded = self._decode_reports(batch)
+        fast = stored if self.fast_path is not None else None
+        # the fast path reads most reports itself: decoding them all first would be wasted
+        decoded = self._decode_reports(batch) if fast is None else {}
+        now_us = _micros(now - EPOCH)
         homes = {topic: tuple(range(count)) for topic, count in (partitions or {}).items()}
         for index in self._order(batch):
             raw = batch[index]
             try:
                 if raw.key is not None and raw.topic in homes and self._misplaced(raw, homes[raw.topic], now, out):
+                    continue
+                if fast is not None and self._folded(index, raw, fast, now_us, out, pending):
                     continue
                 self._one(index, raw, lookup, now, out, pending, decoded)
             except RECORD_ERRORS as exc:
@@ -449,7 +487,44 @@ class Processor:
     ) -> DeviceRecord | None:
         if device_id in out.records:
             return out.records[device_id]
+        if device_id in out.encoded:  # the fast path advanced it earlier in this batch
+            return DeviceRecord.from_bytes(out.encoded[device_id])
         return lookup(index, device_id)
+
+    def _folded(
+        self,
+        index: int,
+        raw: RawRecord,
+        stored: Callable[[int, str], bytes | None],
+        now_us: int,
+        out: BatchResult,
+        pending: dict[str, DeviceState],
+    ) -> bool:
+        """Whether the native fast path took ``raw``: a routine report of a device whose state needs no
+        scoring, with nothing to refuse or count but its acceptance. Otherwise it changed nothing."""
+        health = raw.topic == self._health_topic
+        if raw.key is None or raw.value is None or not (health or raw.topic == self._mobile_topic):
+            return False
+        if health and header(raw.headers, TYPE_HEADER) is not None:
+            return False  # an enrolment or the agent's inventory
+        device_id = raw.key.decode("utf-8", "replace")
+        if device_id in out.records or device_id in pending:
+            return False  # the Python path holds its record in this batch
+        current = out.encoded.get(device_id) or stored(index, device_id)
+        if current is None:
+            return False
+        assert self.fast_path is not None
+        mac = header(raw.headers, MAC_HEADER) if health else None
+        folded = self.fast_path.fold(raw.key, current, raw.value, mac, not health, now_us)
+        if folded is None:
+            return False
+        out.encoded[device_id], lines, at_us = folded
+        out.lines += lines
+        out.collected_us.append(at_us)
+        out.last_record_of[device_id] = index
+        out.counts["accepted"] += 1
+        out.counts["not_rescored"] += 1
+        return True
 
     def _one(
         self,

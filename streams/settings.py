@@ -176,6 +176,13 @@ class StreamSettings(BaseModel):
             "unless they carry a health event (SMART change, crash): features are daily, scores barely move"
         ),
     )
+    native_fast_path: bool = Field(
+        default=True,
+        description=(
+            "fold routine reports in the native extension where it is installed (`make native`): same table "
+            "values, points and counts as the Python path at a fraction of the CPU; false: the Python path only"
+        ),
+    )
     event_rescore_gap: timedelta = Field(
         default=timedelta(minutes=1),
         description=(

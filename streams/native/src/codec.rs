@@ -5,7 +5,13 @@
 //! every version and resets what it cannot read. The header is kept as parsed (key order and number
 //! spellings included) and only the fields a report changes are replaced.
 
-use serde_json::{Map, Number, Value};
+use std::borrow::Cow;
+use std::fmt;
+use std::io::Write as _;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::report::{parse_time, write_time};
 use crate::state::{BatteryHistory, DiskHistory, Series, State, COLUMNS};
@@ -15,91 +21,137 @@ const MAGIC: &[u8; 3] = b"FPS";
 const VERSION: u8 = 3;
 const MAX_DAY: i32 = 3_652_059; // date.max.toordinal()
 const MISSING_BITS: u64 = 0x7ff8_0000_0000_0000; // float("nan"): the one NaN a history holds
-const RECORD_KEYS: [&str; 10] = [
-    "state",
-    "policies",
-    "inventory_at",
-    "agent_inventory_at",
-    "scored_at",
-    "mdm_reported_at",
-    "device_key",
-    "pinned_fingerprint",
-    "offered_key",
-    "enrolled_at",
-];
-const STATE_KEYS: [&str; 13] = [
-    "device_id",
-    "kind",
-    "platform",
-    "last_seq",
-    "last_collected_at",
-    "vendor",
-    "model",
-    "site",
-    "department",
-    "purchase_date",
-    "warranty_end",
-    "disks",
-    "battery",
-];
-const DISK_KEYS: [&str; 6] = ["name", "kind", "model", "capacity_bytes", "first_seen", "last_seen"];
-const BATTERY_KEYS: [&str; 4] = ["design_capacity", "unit", "first_seen", "last_seen"];
 
-/// A stored record: its header as parsed, the state a report changes, and what the checks read.
-pub struct Stored {
-    header: Map<String, Value>,
+type Raw<'a> = &'a RawValue;
+type Text<'a> = Cow<'a, str>;
+
+/// `DeviceRecord`'s header, as `header_json` writes it. Fields a report does not change are kept as
+/// their stored JSON text; an unknown field (a newer version's) leaves the value to the Python path.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordHeader<'a> {
+    #[serde(borrow)]
+    state: StateHeader<'a>,
+    #[serde(borrow)]
+    policies: Raw<'a>,
+    #[serde(borrow)]
+    inventory_at: Option<Raw<'a>>,
+    #[serde(borrow)]
+    agent_inventory_at: Option<Raw<'a>>,
+    #[serde(borrow)]
+    scored_at: Option<Text<'a>>,
+    #[serde(borrow)]
+    mdm_reported_at: Option<Raw<'a>>,
+    #[serde(borrow)]
+    device_key: Option<Text<'a>>,
+    #[serde(borrow)]
+    pinned_fingerprint: Option<Raw<'a>>,
+    #[serde(borrow)]
+    offered_key: Option<Raw<'a>>,
+    #[serde(borrow, default)]
+    enrolled_at: Option<Raw<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateHeader<'a> {
+    #[serde(borrow)]
+    device_id: Text<'a>,
+    #[serde(borrow)]
+    kind: Option<Text<'a>>,
+    #[serde(borrow)]
+    platform: Option<Text<'a>>,
+    last_seq: i64,
+    #[serde(borrow)]
+    last_collected_at: Option<Text<'a>>,
+    #[serde(borrow)]
+    vendor: Option<Raw<'a>>,
+    #[serde(borrow)]
+    model: Option<Text<'a>>,
+    #[serde(borrow)]
+    site: Option<Text<'a>>,
+    #[serde(borrow)]
+    department: Option<Raw<'a>>,
+    #[serde(borrow)]
+    purchase_date: Option<Raw<'a>>,
+    #[serde(borrow)]
+    warranty_end: Option<Raw<'a>>,
+    #[serde(borrow)]
+    disks: Disks<'a>,
+    #[serde(borrow)]
+    battery: Option<BatteryHeader<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiskHeader<'a> {
+    #[serde(borrow)]
+    name: Text<'a>,
+    #[serde(borrow)]
+    kind: Text<'a>,
+    #[serde(borrow)]
+    model: Option<Text<'a>>,
+    capacity_bytes: Option<u64>,
+    #[serde(borrow)]
+    first_seen: Text<'a>,
+    #[serde(borrow)]
+    last_seen: Text<'a>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatteryHeader<'a> {
+    design_capacity: f64,
+    #[serde(borrow)]
+    unit: Text<'a>,
+    #[serde(borrow)]
+    first_seen: Text<'a>,
+    #[serde(borrow)]
+    last_seen: Text<'a>,
+}
+
+/// The disks object in its stored order (a Python dict's insertion order).
+struct Disks<'a>(Vec<(Text<'a>, DiskHeader<'a>)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Disks<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct InOrder<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for InOrder<'a> {
+            type Value = Disks<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of disks")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Disks<'a>, M::Error> {
+                let mut disks: Vec<(Text<'a>, DiskHeader<'a>)> = Vec::new();
+                while let Some((key, disk)) = map.next_entry::<Text<'de>, DiskHeader<'de>>()? {
+                    if disks.iter().any(|(k, _)| *k == key) {
+                        return Err(serde::de::Error::custom("a disk key twice"));
+                    }
+                    disks.push((key, disk));
+                }
+                Ok(Disks(disks))
+            }
+        }
+        deserializer.deserialize_map(InOrder(std::marker::PhantomData))
+    }
+}
+
+/// A stored record: the state a report changes, what the checks read, and the rest as stored.
+pub struct Stored<'a> {
+    header: RecordHeader<'a>,
     pub state: State,
-    pub device_id: String,
     /// The enrolled report key (`device_key`, 64 hex digits), decoded.
     pub device_key: Option<Vec<u8>>,
-    /// Any agent key material (enrolled, pinned or offered): the MDM bridge may not write the device.
-    pub agent_keyed: bool,
-    pub inventory_at: bool,
-    /// `DeviceRecord.asset_facts()`: site and model tag the points only once an inventory joined.
-    pub joined: bool,
     pub scored_at: Option<i64>,
-    pub site: Option<String>,
-    pub model: Option<String>,
+    mdm_reported_at: Option<i64>,
 }
 
-fn u32_at(raw: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(raw.get(at..at + 4)?.try_into().ok()?))
+fn one_of(text: &str, allowed: &[&str]) -> Option<String> {
+    allowed.contains(&text).then(|| text.to_owned())
 }
 
-fn only_keys(map: &Map<String, Value>, allowed: &[&str]) -> Option<()> {
-    map.keys().all(|k| allowed.contains(&k.as_str())).then_some(())
-}
-
-fn opt_str(map: &Map<String, Value>, key: &str) -> Option<Option<String>> {
-    match map.get(key) {
-        None | Some(Value::Null) => Some(None),
-        Some(Value::String(s)) => Some(Some(s.clone())),
-        Some(_) => None,
-    }
-}
-
-fn opt_time(map: &Map<String, Value>, key: &str) -> Option<Option<i64>> {
-    match map.get(key) {
-        None | Some(Value::Null) => Some(None),
-        Some(Value::String(s)) => Some(Some(parse_time(s)?)),
-        Some(_) => None,
-    }
-}
-
-fn time(map: &Map<String, Value>, key: &str) -> Option<i64> {
-    opt_time(map, key)?
-}
-
-fn is_set(map: &Map<String, Value>, key: &str) -> bool {
-    !matches!(map.get(key), None | Some(Value::Null))
-}
-
-fn enum_value(map: &Map<String, Value>, key: &str, allowed: &[&str]) -> Option<Option<String>> {
-    let value = opt_str(map, key)?;
-    match &value {
-        Some(v) if !allowed.contains(&v.as_str()) => None,
-        _ => Some(value),
-    }
+fn is_null(raw: &Option<Raw<'_>>) -> bool {
+    raw.is_none_or(|r| r.get() == "null")
 }
 
 fn hex_key(text: &str) -> Option<Vec<u8>> {
@@ -109,41 +161,6 @@ fn hex_key(text: &str) -> Option<Vec<u8>> {
     }
     let nibble = |b: u8| if b.is_ascii_digit() { b - b'0' } else { b - b'a' + 10 };
     Some(bytes.chunks(2).map(|pair| nibble(pair[0]) << 4 | nibble(pair[1])).collect())
-}
-
-fn disk(key: &str, value: &Value) -> Option<DiskHistory> {
-    let map = value.as_object()?;
-    only_keys(map, &DISK_KEYS)?;
-    let capacity_bytes = match map.get("capacity_bytes") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => Some(n.as_u64()?),
-        Some(_) => return None,
-    };
-    Some(DiskHistory {
-        key: key.to_owned(),
-        name: map.get("name")?.as_str()?.to_owned(),
-        kind: enum_value(map, "kind", &["hdd", "ssd", "nvme", "unknown"])?.unwrap_or_else(|| "unknown".into()),
-        model: opt_str(map, "model")?,
-        capacity_bytes,
-        first_seen: time(map, "first_seen")?,
-        last_seen: time(map, "last_seen")?,
-        series: Series::default(),
-    })
-}
-
-fn battery(value: &Value) -> Option<BatteryHistory> {
-    let map = value.as_object()?;
-    only_keys(map, &BATTERY_KEYS)?;
-    let design_capacity = map.get("design_capacity")?.as_f64()?;
-    let unit = enum_value(map, "unit", &["mWh", "mAh"])?.unwrap_or_else(|| "mWh".into());
-    (design_capacity.is_finite() && design_capacity > 0.0).then_some(())?;
-    Some(BatteryHistory {
-        design_capacity,
-        unit,
-        first_seen: time(map, "first_seen")?,
-        last_seen: time(map, "last_seen")?,
-        series: Series::default(),
-    })
 }
 
 /// The histories of a version-3 value after its header, in stored order; None for anything
@@ -202,117 +219,188 @@ fn histories(raw: &[u8], count_at: usize) -> Option<Vec<Series>> {
     Some(out)
 }
 
-impl Stored {
+impl<'a> Stored<'a> {
     /// Read a stored value; None: the Python path reads it.
-    pub fn decode(raw: &[u8]) -> Option<Stored> {
+    pub fn decode(raw: &'a [u8]) -> Option<Stored<'a>> {
         if raw.get(..3)? != MAGIC || *raw.get(3)? != VERSION {
             return None;
         }
-        let header_len = u32_at(raw, 4)? as usize;
+        let header_len = u32::from_le_bytes(raw.get(4..8)?.try_into().ok()?) as usize;
         let count_at = 8usize.checked_add(header_len)?;
-        let header: Map<String, Value> = serde_json::from_slice(raw.get(8..count_at)?).ok()?;
-        only_keys(&header, &RECORD_KEYS)?;
-        let state_map = header.get("state")?.as_object()?;
-        only_keys(state_map, &STATE_KEYS)?;
+        let header: RecordHeader<'a> = serde_json::from_slice(raw.get(8..count_at)?).ok()?;
         let mut series = histories(raw, count_at)?.into_iter();
         let device = series.next()?;
-        let mut disks = Vec::new();
-        for (key, value) in state_map.get("disks")?.as_object()? {
-            let mut history = disk(key, value)?;
-            history.series = series.next()?;
-            disks.push(history);
+        let h = &header.state;
+        let mut disks = Vec::with_capacity(h.disks.0.len());
+        for (key, d) in &h.disks.0 {
+            disks.push(DiskHistory {
+                key: key.to_string(),
+                name: d.name.to_string(),
+                kind: one_of(&d.kind, &["hdd", "ssd", "nvme", "unknown"])?,
+                model: d.model.as_deref().map(str::to_owned),
+                capacity_bytes: d.capacity_bytes,
+                first_seen: parse_time(&d.first_seen)?,
+                last_seen: parse_time(&d.last_seen)?,
+                series: series.next()?,
+            });
         }
-        let battery = match state_map.get("battery") {
-            None | Some(Value::Null) => None,
-            Some(value) => {
-                let mut history = battery(value)?;
-                history.series = series.next()?;
-                Some(history)
-            }
+        let battery = match &h.battery {
+            None => None,
+            Some(b) if b.design_capacity.is_finite() && b.design_capacity > 0.0 => Some(BatteryHistory {
+                design_capacity: b.design_capacity,
+                unit: one_of(&b.unit, &["mWh", "mAh"])?,
+                first_seen: parse_time(&b.first_seen)?,
+                last_seen: parse_time(&b.last_seen)?,
+                series: series.next()?,
+            }),
+            Some(_) => return None,
         };
         if series.next().is_some() {
             return None;
         }
-        let last_seq = state_map.get("last_seq")?.as_i64()?;
-        let state = State {
-            kind: enum_value(state_map, "kind", &["laptop", "desktop", "phone", "tablet"])?,
-            platform: enum_value(state_map, "platform", &["linux", "windows", "macos", "android", "ios"])?,
-            last_seq,
-            last_collected_at: opt_time(state_map, "last_collected_at")?,
-            disks,
-            battery,
-            device,
-        };
-        let device_id = state_map.get("device_id")?.as_str()?.to_owned();
-        let site = opt_str(state_map, "site")?;
-        let model = opt_str(state_map, "model")?;
-        let device_key = match opt_str(&header, "device_key")? {
-            Some(text) => Some(hex_key(&text)?),
+        let kind = match &h.kind {
+            Some(k) => Some(one_of(k, &["laptop", "desktop", "phone", "tablet"])?),
             None => None,
         };
-        let agent_keyed =
-            device_key.is_some() || is_set(&header, "pinned_fingerprint") || is_set(&header, "offered_key");
-        let inventory_at = is_set(&header, "inventory_at");
-        let joined = inventory_at || is_set(&header, "agent_inventory_at");
-        let scored_at = opt_time(&header, "scored_at")?;
-        // the policies are the Python path's: kept as stored, but only an object of objects
-        header.get("policies")?.as_object()?.values().all(Value::is_object).then_some(())?;
-        Some(Stored {
-            header,
-            state,
-            device_id,
-            device_key,
-            agent_keyed,
-            inventory_at,
-            joined,
-            scored_at,
-            site,
-            model,
-        })
+        let platform = match &h.platform {
+            Some(p) => Some(one_of(p, &["linux", "windows", "macos", "android", "ios"])?),
+            None => None,
+        };
+        let last_collected_at = match &h.last_collected_at {
+            Some(t) => Some(parse_time(t)?),
+            None => None,
+        };
+        let state = State { kind, platform, last_seq: h.last_seq, last_collected_at, disks, battery, device };
+        let device_key = match &header.device_key {
+            Some(text) => Some(hex_key(text)?),
+            None => None,
+        };
+        let scored_at = match &header.scored_at {
+            Some(t) => Some(parse_time(t)?),
+            None => None,
+        };
+        // the policies are the Python path's: kept as stored, but only an object
+        header.policies.get().starts_with('{').then_some(())?;
+        let mdm_reported_at = match &header.mdm_reported_at {
+            Some(t) if t.get() != "null" => Some(parse_time(t.get().strip_prefix('"')?.strip_suffix('"')?)?),
+            _ => None,
+        };
+        Some(Stored { header, state, device_key, scored_at, mdm_reported_at })
     }
 
-    /// The value after a report: the header's changed fields replaced, the histories packed.
-    /// None: over `MAX_STATE_BYTES` (the Python path thins the record) or a value it cannot store.
-    pub fn encode(&mut self, mdm_reported_at: Option<i64>) -> Option<Vec<u8>> {
+    pub fn device_id(&self) -> &str {
+        &self.header.state.device_id
+    }
+
+    /// Any agent key material (enrolled, pinned or offered): the MDM bridge may not write the device.
+    pub fn agent_keyed(&self) -> bool {
+        self.device_key.is_some() || !is_null(&self.header.pinned_fingerprint) || !is_null(&self.header.offered_key)
+    }
+
+    /// Whether IT's register record joined (`inventory_at`): a device without it is counted unknown.
+    pub fn inventory_joined(&self) -> bool {
+        !is_null(&self.header.inventory_at)
+    }
+
+    /// Site and model tags (`DeviceRecord.asset_facts()`): set once any inventory joined.
+    pub fn facts(&self) -> (&str, &str) {
+        let joined = self.inventory_joined() || !is_null(&self.header.agent_inventory_at);
+        let fact = |text: &Option<Text<'_>>| -> bool { joined && text.as_deref().is_some_and(|t| !t.is_empty()) };
+        let h = &self.header.state;
+        let site = if fact(&h.site) { h.site.as_deref().unwrap_or("unknown") } else { "unknown" };
+        let model = if fact(&h.model) { h.model.as_deref().unwrap_or("unknown") } else { "unknown" };
+        (site, model)
+    }
+
+    /// The value after a report (`mdm_reported_at`: a report the MDM bridge sent): the header's changed
+    /// fields written anew, the rest as stored. None: over `MAX_STATE_BYTES` (the Python path thins it).
+    pub fn encode(&self, mdm_reported_at: Option<i64>) -> Option<Vec<u8>> {
+        let h = &self.header;
+        let s = &h.state;
         let state = &self.state;
-        let state_map = self.header.get_mut("state")?.as_object_mut()?;
-        state_map.insert("kind".into(), state.kind.clone().map_or(Value::Null, Value::String));
-        state_map.insert("platform".into(), state.platform.clone().map_or(Value::Null, Value::String));
-        state_map.insert("last_seq".into(), Value::Number(Number::from(state.last_seq)));
-        state_map.insert("last_collected_at".into(), state.last_collected_at.map_or(Value::Null, time_value));
-        let mut disks = Map::with_capacity(state.disks.len());
-        for d in &state.disks {
-            let mut disk = Map::with_capacity(DISK_KEYS.len());
-            disk.insert("name".into(), Value::String(d.name.clone()));
-            disk.insert("kind".into(), Value::String(d.kind.clone()));
-            disk.insert("model".into(), d.model.clone().map_or(Value::Null, Value::String));
-            disk.insert("capacity_bytes".into(), d.capacity_bytes.map_or(Value::Null, |c| Value::Number(c.into())));
-            disk.insert("first_seen".into(), time_value(d.first_seen));
-            disk.insert("last_seen".into(), time_value(d.last_seen));
-            disks.insert(d.key.clone(), Value::Object(disk));
-        }
-        state_map.insert("disks".into(), Value::Object(disks));
-        let battery = match &state.battery {
-            None => Value::Null,
-            Some(b) => {
-                let mut map = Map::with_capacity(BATTERY_KEYS.len());
-                map.insert("design_capacity".into(), Value::Number(Number::from_f64(b.design_capacity)?));
-                map.insert("unit".into(), Value::String(b.unit.clone()));
-                map.insert("first_seen".into(), time_value(b.first_seen));
-                map.insert("last_seen".into(), time_value(b.last_seen));
-                Value::Object(map)
+        let mut out = Vec::with_capacity(8192);
+        out.extend_from_slice(b"FPS\x03\0\0\0\0{\"state\":{\"device_id\":");
+        json_str(&mut out, &s.device_id);
+        out.extend_from_slice(b",\"kind\":");
+        json_opt_str(&mut out, state.kind.as_deref());
+        out.extend_from_slice(b",\"platform\":");
+        json_opt_str(&mut out, state.platform.as_deref());
+        let _ = write!(out, ",\"last_seq\":{},\"last_collected_at\":", state.last_seq);
+        json_opt_time(&mut out, state.last_collected_at);
+        out.extend_from_slice(b",\"vendor\":");
+        raw_or_null(&mut out, &s.vendor);
+        out.extend_from_slice(b",\"model\":");
+        json_opt_str(&mut out, s.model.as_deref());
+        out.extend_from_slice(b",\"site\":");
+        json_opt_str(&mut out, s.site.as_deref());
+        out.extend_from_slice(b",\"department\":");
+        raw_or_null(&mut out, &s.department);
+        out.extend_from_slice(b",\"purchase_date\":");
+        raw_or_null(&mut out, &s.purchase_date);
+        out.extend_from_slice(b",\"warranty_end\":");
+        raw_or_null(&mut out, &s.warranty_end);
+        out.extend_from_slice(b",\"disks\":{");
+        for (i, disk) in state.disks.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
             }
-        };
-        state_map.insert("battery".into(), battery);
-        if let Some(at) = mdm_reported_at {
-            self.header.insert("mdm_reported_at".into(), time_value(at));
+            json_str(&mut out, &disk.key);
+            out.extend_from_slice(b":{\"name\":");
+            json_str(&mut out, &disk.name);
+            out.extend_from_slice(b",\"kind\":");
+            json_str(&mut out, &disk.kind);
+            out.extend_from_slice(b",\"model\":");
+            json_opt_str(&mut out, disk.model.as_deref());
+            match disk.capacity_bytes {
+                Some(c) => {
+                    let _ = write!(out, ",\"capacity_bytes\":{c}");
+                }
+                None => out.extend_from_slice(b",\"capacity_bytes\":null"),
+            }
+            out.extend_from_slice(b",\"first_seen\":");
+            write_time(&mut out, disk.first_seen);
+            out.extend_from_slice(b",\"last_seen\":");
+            write_time(&mut out, disk.last_seen);
+            out.push(b'}');
         }
-        let mut out = Vec::with_capacity(4096);
-        out.extend_from_slice(b"FPS\x03\0\0\0\0");
-        serde_json::to_writer(&mut out, &self.header).ok()?;
+        out.extend_from_slice(b"},\"battery\":");
+        match &state.battery {
+            Some(b) => {
+                out.extend_from_slice(b"{\"design_capacity\":");
+                json_float(&mut out, b.design_capacity)?;
+                out.extend_from_slice(b",\"unit\":");
+                json_str(&mut out, &b.unit);
+                out.extend_from_slice(b",\"first_seen\":");
+                write_time(&mut out, b.first_seen);
+                out.extend_from_slice(b",\"last_seen\":");
+                write_time(&mut out, b.last_seen);
+                out.push(b'}');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b"},\"policies\":");
+        out.extend_from_slice(h.policies.get().as_bytes());
+        out.extend_from_slice(b",\"inventory_at\":");
+        raw_or_null(&mut out, &h.inventory_at);
+        out.extend_from_slice(b",\"agent_inventory_at\":");
+        raw_or_null(&mut out, &h.agent_inventory_at);
+        out.extend_from_slice(b",\"scored_at\":");
+        json_opt_time(&mut out, self.scored_at);
+        out.extend_from_slice(b",\"mdm_reported_at\":");
+        json_opt_time(&mut out, mdm_reported_at.or(self.mdm_reported_at));
+        out.extend_from_slice(b",\"device_key\":");
+        json_opt_str(&mut out, h.device_key.as_deref());
+        out.extend_from_slice(b",\"pinned_fingerprint\":");
+        raw_or_null(&mut out, &h.pinned_fingerprint);
+        out.extend_from_slice(b",\"offered_key\":");
+        raw_or_null(&mut out, &h.offered_key);
+        if !is_null(&h.enrolled_at) {
+            out.extend_from_slice(b",\"enrolled_at\":");
+            raw_or_null(&mut out, &h.enrolled_at);
+        }
+        out.push(b'}');
         let header_len = u32::try_from(out.len() - 8).ok()?;
         out[4..8].copy_from_slice(&header_len.to_le_bytes());
-        let state = &self.state;
         let mut series: Vec<&Series> = Vec::with_capacity(state.disks.len() + 2);
         series.push(&state.device);
         series.extend(state.disks.iter().map(|d| &d.series));
@@ -347,8 +435,33 @@ impl Stored {
     }
 }
 
-fn time_value(at: i64) -> Value {
-    let mut quoted = Vec::with_capacity(32);
-    write_time(&mut quoted, at);
-    Value::String(String::from_utf8_lossy(&quoted[1..quoted.len() - 1]).into_owned())
+fn json_str(out: &mut Vec<u8>, text: &str) {
+    serde_json::to_writer(&mut *out, text).expect("a string always serialises");
+}
+
+fn json_opt_str(out: &mut Vec<u8>, text: Option<&str>) {
+    match text {
+        Some(text) => json_str(out, text),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn json_opt_time(out: &mut Vec<u8>, at: Option<i64>) {
+    match at {
+        Some(at) => write_time(out, at),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn raw_or_null(out: &mut Vec<u8>, raw: &Option<Raw<'_>>) {
+    match raw {
+        Some(raw) => out.extend_from_slice(raw.get().as_bytes()),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// A finite float as orjson writes it (the shortest text that reads back to it).
+fn json_float(out: &mut Vec<u8>, value: f64) -> Option<()> {
+    value.is_finite().then_some(())?;
+    serde_json::to_writer(&mut *out, &value).ok()
 }

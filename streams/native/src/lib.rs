@@ -56,11 +56,11 @@ impl Core {
             return None;
         }
         let mut record = Stored::decode(stored)?;
-        if record.device_id != report.device_id {
+        if record.device_id() != report.device_id {
             return None;
         }
         if mobile {
-            if report.source != "mdm" || record.agent_keyed {
+            if report.source != "mdm" || record.agent_keyed() {
                 return None;
             }
         } else {
@@ -74,16 +74,9 @@ impl Core {
         if last_seq < 0 || i64::try_from(report.seq).ok()? != last_seq + 1 || at < last_at - self.max_backdate {
             return None;
         }
-        if !record.inventory_at {
+        if !record.inventory_joined() {
             return None;
         }
-        let tracked = &record.state.disks;
-        if tracked.len() + report.disks.len() > MAX_DISKS
-            && report.disks.iter().any(|d| !tracked.iter().any(|t| t.key == disk_key(d)))
-        {
-            return None; // `admitted_disks` decides whether a new disk finds room
-        }
-        apply_report(&mut record.state, &report, at);
         // `Processor._due`: a report that scores takes the Python path
         let scored_at = record.scored_at?;
         let elapsed = at - scored_at;
@@ -93,15 +86,18 @@ impl Core {
         {
             return None;
         }
+        let tracked = &record.state.disks;
+        if tracked.len() + report.disks.len() > MAX_DISKS
+            && report.disks.iter().any(|d| !tracked.iter().any(|t| t.key == disk_key(d)))
+        {
+            return None; // `admitted_disks` decides whether a new disk finds room
+        }
+        apply_report(&mut record.state, &report, at);
         let encoded = record.encode(mobile.then_some(at))?;
-        let fact = |text: &Option<String>| match text.as_deref() {
-            Some(text) if record.joined && !text.is_empty() => text.to_owned(),
-            _ => "unknown".to_owned(),
-        };
-        let (site, model) = (fact(&record.site), fact(&record.model));
+        let (site, model) = record.facts();
         let mut lines = Vec::with_capacity(1024);
         let mut ends = Vec::with_capacity(4);
-        lines::report_lines(&mut lines, &mut ends, &report, at, &site, &model)?;
+        lines::report_lines(&mut lines, &mut ends, &report, at, site, model)?;
         Some(Outcome { value: encoded, lines, ends, at })
     }
 }

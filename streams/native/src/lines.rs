@@ -1,7 +1,7 @@
 //! A report's TSDB points as InfluxDB line protocol (`streams/points.py`), one line per point.
 //!
-//! Only texts that need no escaping or replacement are written here; any other text (a tag with a
-//! space, a comma or a control character) leaves the report to the Python path.
+//! Texts are escaped as `Point.to_line_protocol` escapes them; a tag value with a backslash leaves the
+//! report to the Python path.
 
 use std::io::Write as _;
 
@@ -26,29 +26,37 @@ fn py_float(out: &mut Vec<u8>, value: f64) {
     }
 }
 
-fn plain(text: &str) -> bool {
-    !text.chars().any(|c| {
-        let code = c as u32;
-        code <= 0x20
-            || (0x7f..=0x9f).contains(&code)
-            || code == 0x2028
-            || code == 0x2029
-            || "\\,=".contains(c)
-    })
+/// Characters `points.stored_text` replaces with U+FFFD: the line protocol cannot carry them identically.
+fn unrepresentable(c: char) -> bool {
+    let code = c as u32;
+    code < 0x20 || (0x7f..=0x9f).contains(&code) || code == 0x2028 || code == 0x2029
 }
 
-/// A tag as `Point.to_line_protocol` writes it; None for a value that needs escaping.
+/// A tag as `Point.to_line_protocol` writes it (`_escape_key`); None for a value with a backslash,
+/// whose reading differs between servers (the Python path replaces the ambiguous ones).
 fn tag(out: &mut Vec<u8>, key: &str, value: &str) -> Option<()> {
     if value.is_empty() {
         return Some(());
     }
-    if !plain(value) {
+    if value.contains('\\') {
         return None;
     }
     out.push(b',');
     out.extend_from_slice(key.as_bytes());
     out.push(b'=');
-    out.extend_from_slice(value.as_bytes());
+    for c in value.chars() {
+        match c {
+            ',' | '=' | ' ' => {
+                out.push(b'\\');
+                out.push(c as u8);
+            }
+            c if unrepresentable(c) => out.extend_from_slice("\u{fffd}".as_bytes()),
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
     Some(())
 }
 
