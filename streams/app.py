@@ -63,7 +63,7 @@ from fleetpulse.streams.faust_internals import (
 from fleetpulse.streams.kafka_admin import ssl_context
 from fleetpulse.streams.metrics import PipelineMetrics
 from fleetpulse.streams.points import drift_point, pipeline_point, serving_point
-from fleetpulse.streams.processing import DeviceRecord, Processor, RawRecord
+from fleetpulse.streams.processing import EPOCH, DeviceRecord, Processor, RawRecord
 from fleetpulse.streams.recovery import SeekFirstTableManager
 from fleetpulse.streams.reload import RegistryWatch, accept
 from fleetpulse.streams.retention import Retention, dated, retention, thinned
@@ -156,6 +156,18 @@ class Pipeline:
 
         return lookup
 
+    def _validated(self, events: Sequence[Any]) -> Any:
+        """The native fast path's table reads: a value only while it is the one this worker last wrote or
+        decoded (the decoded-state cache holds it), so the fast path never reads a value no Python
+        validation has passed (after a restart, a recovery or a rebalance, the first read decodes it)."""
+
+        def validated(index: int, device_id: str) -> bytes | None:
+            partition, key = events[index].message.partition, device_id.encode()
+            raw = self.table.read(partition, key)
+            return raw if raw is not None and self.decoded.holds(partition, key, raw) else None
+
+        return validated
+
     def _partition_counts(self, raws: Sequence[RawRecord]) -> dict[str, int]:
         """Each source topic's partition count as the cluster reports it (the configured count until it has)."""
         consumer = self.app.consumer
@@ -197,7 +209,9 @@ class Pipeline:
             for e in events
         ]
         now = datetime.now(UTC)
-        result = self.processor.process_batch(raws, self._lookup(events), now, self._partition_counts(raws))
+        result = self.processor.process_batch(
+            raws, self._lookup(events), now, self._partition_counts(raws), self._validated(events)
+        )
         scored = time.perf_counter()
 
         encoded_scores = [encode(score) for score in result.scores]
@@ -222,13 +236,18 @@ class Pipeline:
         emitted = datetime.now(UTC)
         for report in result.reports:
             self.metrics.event_latency.observe(max(0.0, (emitted - report.collected_at).total_seconds()))
+        emitted_us = (emitted - EPOCH) // timedelta(microseconds=1)
+        for collected_us in result.collected_us:
+            self.metrics.event_latency.observe(max(0.0, (emitted_us - collected_us) / 1e6))
 
         self.sink.add(result.points)
+        if result.lines:
+            self.sink.add_lines(result.lines)
         await self.sink.flush()  # written and dropped points are counted by the sink (metrics.track_sink)
 
         assigned = self.app.consumer.assignment()  # again: the awaits above may have spanned a rebalance
         writes: dict[int, list[tuple[bytes, bytes]]] = {}
-        stored: list[tuple[Any, bytes, bytes, DeviceRecord]] = []
+        stored: list[tuple[Any, bytes, bytes, DeviceRecord | None]] = []
         for device_id, record in result.records.items():
             message = events[result.last_record_of[device_id]].message
             if message.tp not in assigned:
@@ -238,7 +257,15 @@ class Pipeline:
             writes.setdefault(message.partition, []).append((key, value))
             stored.append((message.tp, key, value, record))
             self.recent.append(value)
-        for device_id in result.rewrite - result.records.keys():
+        for device_id, value in result.encoded.items():
+            message = events[result.last_record_of[device_id]].message
+            if device_id in result.records or message.tp not in assigned:
+                continue  # the Python path took the device over later in the batch: its record is stored
+            key = device_id.encode()
+            writes.setdefault(message.partition, []).append((key, value))
+            stored.append((message.tp, key, value, None))
+            self.recent.append(value)
+        for device_id in result.rewrite - result.records.keys() - result.encoded.keys():
             message = events[result.last_record_of[device_id]].message
             if message.tp not in assigned:
                 continue

@@ -38,6 +38,10 @@ RECORD_OVERHEAD_BYTES = 10_600
 """Python objects of a decoded record besides its history arrays (measured: ~10.6 KB per ``DeviceRecord``)."""
 
 
+ENCODED_OVERHEAD_BYTES = 200
+"""An entry that keeps only the bytes: its key, tuple and the bytes object's header."""
+
+
 def entry_bytes(encoded: int) -> int:
     """Memory of one entry with an ``encoded``-byte value: the record's objects, its history arrays
     (about the encoded length: they are packed as stored), and the kept value itself.
@@ -57,7 +61,7 @@ class DecodedCache(Generic[Value]):
         self.hits = 0
         self.misses = 0
         self._clock = clock
-        self._entries: dict[tuple[int, bytes], tuple[bytes, Value, int, float]] = {}
+        self._entries: dict[tuple[int, bytes], tuple[bytes, Value | None, int, float]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -67,6 +71,12 @@ class DecodedCache(Generic[Value]):
         (a periodic pass over every device must not make idle entries look used). Read it, never change it."""
         entry = self._entries.get((partition, key))
         return entry[1] if entry is not None and entry[0] == stored else None
+
+    def holds(self, partition: int, key: bytes, stored: bytes) -> bool:
+        """Whether ``stored`` (the bytes in the table) is what this worker last wrote or decoded for ``key``:
+        a value it has validated, which the native fast path may read. Nothing is moved or counted."""
+        entry = self._entries.get((partition, key))
+        return entry is not None and entry[0] == stored
 
     def discard(self, partition: int, key: bytes) -> None:
         """Forget ``key``'s entry (its table value was replaced or deleted outside a batch)."""
@@ -79,7 +89,7 @@ class DecodedCache(Generic[Value]):
         entry = self._entries.pop((partition, key), None)
         if entry is not None:
             self.size_bytes -= entry[2]
-            if entry[0] == stored:
+            if entry[0] == stored and entry[1] is not None:
                 self.hits += 1
                 return entry[1]
         self.misses += 1
@@ -90,9 +100,10 @@ class DecodedCache(Generic[Value]):
         value = self.take(partition, key, stored)
         return decode(stored) if value is None else value
 
-    def put(self, partition: int, key: bytes, stored: bytes, value: Value) -> None:
-        """Keep ``value``, which must be exactly what decoding ``stored`` (the bytes now in the table) gives."""
-        size = entry_bytes(len(stored))
+    def put(self, partition: int, key: bytes, stored: bytes, value: Value | None) -> None:
+        """Keep ``value``, which must be exactly what decoding ``stored`` (the bytes now in the table) gives;
+        None: only the bytes, which this worker wrote (the native fast path's), to be decoded when needed."""
+        size = entry_bytes(len(stored)) if value is not None else ENCODED_OVERHEAD_BYTES + len(stored)
         if size > self.max_bytes:
             return
         old = self._entries.pop((partition, key), None)

@@ -11,7 +11,7 @@ key again overwrites it (InfluxDB) or deduplicates it (VictoriaMetrics with
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from fleetpulse.streams.points import Point
@@ -33,6 +33,10 @@ class Sink(Protocol):
     def add(self, points: Iterable[Point]) -> None:
         """Buffer points (no I/O); a point no TSDB can store is dropped here and counted."""
 
+    def add_lines(self, lines: Sequence[bytes]) -> None:
+        """Buffer points already written as line protocol, one per item (the native fast path's, escaped as
+        :meth:`Point.to_line_protocol` escapes)."""
+
     async def flush(self) -> int:
         """Write everything buffered; returns points written. Never raises for TSDB outages (counted)."""
 
@@ -51,6 +55,9 @@ class NullSink:
 
     def add(self, points: Iterable[Point]) -> None:
         self.pending += sum(1 for _ in points)
+
+    def add_lines(self, lines: Sequence[bytes]) -> None:
+        self.pending += len(lines)
 
     async def flush(self) -> int:
         flushed, self.pending = self.pending, 0

@@ -169,6 +169,9 @@ class LineProtocolSink:
             except UnencodablePoint as exc:
                 self._drop(exc.reason, 1, measurement=point.measurement, error=str(exc)[:300])
 
+    def add_lines(self, lines: Sequence[bytes]) -> None:
+        self._lines += lines
+
     async def flush(self) -> int:
         """Write everything buffered; returns the points written (the rest are counted in ``dropped``)."""
         lines, self._lines = self._lines, []
