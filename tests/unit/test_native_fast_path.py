@@ -47,9 +47,7 @@ class Fleet:
         return cls(FleetSimulator(devices, seed=7, start=datetime(2025, 1, 1, tzinfo=UTC), days=800))
 
     def preamble(self) -> list[RawRecord]:
-        records = [
-            RawRecord(TOPICS.inventory, 0, 0, report_key(i.device_id), encode(i)) for i in self.sim.inventory()
-        ]
+        records = [RawRecord(TOPICS.inventory, 0, 0, report_key(i.device_id), encode(i)) for i in self.sim.inventory()]
         for report in self.sim.live_reports(START - timedelta(minutes=1)):
             if report.kind.value in ("laptop", "desktop"):
                 self.keys[report.device_id] = key = self.sim.device_key(report.device_id)
@@ -117,7 +115,8 @@ def runs() -> tuple[Run, Run]:
     """A Python-path processor and a fast-path one, with the same settings otherwise."""
     python = Processor(StreamSettings(native_fast_path=False), TOPICS, rule_scorers(), AlertPolicy())
     fast = Processor(StreamSettings(), TOPICS, rule_scorers(), AlertPolicy())
-    assert python.fast_path is None and fast.fast_path is not None
+    assert python.fast_path is None
+    assert fast.fast_path is not None
     return Run(python, fast=False), Run(fast, fast=True)
 
 
@@ -181,9 +180,12 @@ def _mutations(value: bytes) -> Iterator[tuple[str, bytes]]:
         yield "nine new disks", json.dumps({**report, "disks": many}).encode()
     if report.get("battery"):
         battery = report["battery"]
-        yield "battery over twice design", json.dumps(
-            {**report, "battery": {**battery, "full_charge_capacity": battery["design_capacity"] * 3}}
-        ).encode()
+        yield (
+            "battery over twice design",
+            json.dumps(
+                {**report, "battery": {**battery, "full_charge_capacity": battery["design_capacity"] * 3}}
+            ).encode(),
+        )
         yield "battery replaced", json.dumps({**report, "battery": {**battery, "design_capacity": 12345.5}}).encode()
 
 
@@ -260,7 +262,8 @@ def test_attack_stored_values_it_does_not_read_exactly_are_left_to_the_python_pa
     for minute, batch in enumerate([fleet.preamble(), fleet.round(0), fleet.round(1)]):
         python.batch(batch, START + timedelta(minutes=minute, seconds=30))
     target = next(r for r in fleet.round(2) if r.topic == TOPICS.health)
-    assert target.key is not None and target.value is not None
+    assert target.key is not None
+    assert target.value is not None
     stored = python.table[target.key.decode()]
     settings = StreamSettings()
     core = native.Core(*(int(t.total_seconds() * 1e6) for t in _limits(settings)))
