@@ -20,7 +20,18 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 AGENT_DEPENDENCIES = {"pydantic", "pydantic-settings", "typer", "psutil", "kafka-python"}
-IGNORED = (".git", ".local", "*.egg-info", "build", "dist", "__pycache__", ".mypy_cache", ".ruff_cache", "deploy")
+IGNORED = (
+    ".git",
+    ".local",
+    "*.egg-info",
+    "build",
+    "dist",
+    "__pycache__",
+    ".mypy_cache",
+    ".ruff_cache",
+    "deploy",
+    "target",
+)
 
 
 def _run(*command: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
