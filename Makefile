@@ -5,10 +5,19 @@ PY ?= python3
 LINT_PATHS := fleetpulse agents streams models alerts dashboards tests benchmarks docs
 export FLEETPULSE_TEST_STACK_DIR ?= $(CURDIR)/.local/test-stack
 
-.PHONY: install lint typecheck check docs results test test-pythons test-unit test-integration demo stack-up stack-down clean train evaluate
+.PHONY: install native lint typecheck check docs results test test-pythons test-unit test-integration demo stack-up stack-down clean train evaluate
 
 install:
 	deploy/local/install-deps.sh
+
+# Rebuilds fleetpulse.streams._native (streams/native) in place after an edit, for this interpreter (release,
+# as installs build it). The extension is optional for pip, which goes on without it when cargo fails: the
+# old build is removed first, so a failed build fails here.
+NATIVE_SO = streams/_native$(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+native:
+	rm -f $(NATIVE_SO)
+	$(PY) -c 'import setuptools; setuptools.setup()' build_rust --inplace
+	test -f $(NATIVE_SO)
 
 lint:
 	ruff check $(LINT_PATHS)

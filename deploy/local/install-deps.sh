@@ -28,6 +28,15 @@ if ((${#missing[@]})); then
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e "$repo[dev]"
+# The editable install builds fleetpulse.streams._native (streams/native) in place with cargo, and goes on
+# without it when there is no cargo or the build fails. Only the first is expected.
+if ! (cd / && python3 -c "import fleetpulse.streams._native") 2>/dev/null; then
+    if command -v cargo >/dev/null; then
+        echo "error: fleetpulse.streams._native did not build: \`make native\` shows cargo's output" >&2
+        exit 1
+    fi
+    echo "warning: no cargo (rustup): fleetpulse.streams._native not built (optional)" >&2
+fi
 
 # Validators for deploy/ (tests/unit/deploy): kustomize from the Go module proxy, dclint
 # (ships the Compose Specification schema) from npm. Installed under .local/, not system-wide.
