@@ -275,9 +275,9 @@ class Pipeline:
         for partition, items in writes.items():
             await self.table.write_batch(partition, items)  # one RocksDB write batch + one changelog batch
         assigned = self.app.consumer.assignment()  # a partition revoked while writing keeps no entries
-        for tp, key, value, record in stored:
+        for tp, key, value, kept in stored:
             if tp in assigned:
-                self.decoded.put(tp.partition, key, value, record)
+                self.decoded.put(tp.partition, key, value, kept)
 
         self.recent_scores.extend(encoded_scores)
         for raw in raws:
