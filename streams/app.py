@@ -236,6 +236,7 @@ class Pipeline:
         emitted = datetime.now(UTC)
         for report in result.reports:
             self.metrics.event_latency.observe(max(0.0, (emitted - report.collected_at).total_seconds()))
+        self.metrics.record_fast_path(len(result.collected_us))
         emitted_us = (emitted - EPOCH) // timedelta(microseconds=1)
         for collected_us in result.collected_us:
             self.metrics.event_latency.observe(max(0.0, (emitted_us - collected_us) / 1e6))

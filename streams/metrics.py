@@ -92,6 +92,11 @@ class PipelineMetrics:
         self.dead_letters = Counter("fleetpulse_stream_dead_letters", "dead letters by kind", ["kind"], registry=r)
         self.scores = Counter("fleetpulse_stream_scores", "risk scores emitted", registry=r)
         self.alerts = Counter("fleetpulse_stream_alerts", "alerts emitted", registry=r)
+        self.fast_path = Counter(
+            "fleetpulse_stream_fast_path_reports",
+            "reports the native fast path folded (also counted as accepted); 0 where the extension is not built",
+            registry=r,
+        )
         self.lag = Gauge("fleetpulse_stream_consumer_lag", "messages behind the partition end", registry=r)
         self.models = Gauge(
             "fleetpulse_stream_model_info",
@@ -212,6 +217,11 @@ class PipelineMetrics:
         self._last_batch = size
         self.last_batch_at = time.monotonic()
 
+    def record_fast_path(self, reports: int) -> None:
+        """Reports of a batch the native fast path folded."""
+        self.fast_path.inc(reports)
+        self.totals["fast_path"] += reports
+
     def record_scorer_errors(self, failed: Mapping[tuple[str, str, str, str], int]) -> None:
         """States each failing scorer of a batch left unscored, by (component, role, name, version)."""
         for labels, states in failed.items():
@@ -229,6 +239,7 @@ class PipelineMetrics:
             "events_total": self.totals["events"],
             "dead_letters_total": self.totals["dead_letters"],
             "duplicates_total": self.totals["duplicates"],
+            "fast_path_total": self.totals["fast_path"],
             "consumer_lag": self.current_lag,
             "batch_size": self._last_batch,
         }
