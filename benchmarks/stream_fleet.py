@@ -15,7 +15,7 @@ Phases (one run):
    their CPU per record while draining the preload: a worker that keeps up with a trickle of
    reports handles small batches, whose fixed costs a drain spreads over thousands of records.
    With ``--tsdb-url`` the workers write their points to that TSDB, as in production (encoding
-   a report's points costs about 20 µs: ``native_core.py`` measures it).
+   a report's points costs about 20 µs on the Python path; the native fast path writes them itself).
 
 Usage: python benchmarks/stream_fleet.py --bootstrap 127.0.0.1:19092 --devices 100000 --workers 2
 """

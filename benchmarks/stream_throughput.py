@@ -153,7 +153,11 @@ def main() -> None:
     )
 
     extra = tsdb_streams(args.tsdb_url)
-    baseline_env = {"PYTHONPATH": str(args.baseline_checkout.resolve())} if args.baseline_checkout else None
+    # PYTHONSAFEPATH: the worker runs `python -c`, which would put the current directory first on sys.path;
+    # started from a checkout's root, the baseline would import that checkout instead of its own
+    baseline_env = (
+        {"PYTHONPATH": str(args.baseline_checkout.resolve()), "PYTHONSAFEPATH": "1"} if args.baseline_checkout else None
+    )
     runs: list[WorkerRun] = []
     baselines: list[WorkerRun] = []
     for pair in range(args.pairs if baseline_env else 1):

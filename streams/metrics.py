@@ -220,7 +220,6 @@ class PipelineMetrics:
     def record_fast_path(self, reports: int) -> None:
         """Reports of a batch the native fast path folded."""
         self.fast_path.inc(reports)
-        self.totals["fast_path"] += reports
 
     def record_scorer_errors(self, failed: Mapping[tuple[str, str, str, str], int]) -> None:
         """States each failing scorer of a batch left unscored, by (component, role, name, version)."""
@@ -239,7 +238,6 @@ class PipelineMetrics:
             "events_total": self.totals["events"],
             "dead_letters_total": self.totals["dead_letters"],
             "duplicates_total": self.totals["duplicates"],
-            "fast_path_total": self.totals["fast_path"],
             "consumer_lag": self.current_lag,
             "batch_size": self._last_batch,
         }

@@ -11,20 +11,26 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import time
 import urllib.parse
 import urllib.request
 from collections import Counter
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from fleetpulse.agents.signing import enrolment_record, signed_report
+from fleetpulse.agents.simulator import FleetSimulator
 from fleetpulse.alerts.consumer import consume_until_idle
 from fleetpulse.alerts.settings import AlertSettings
 from fleetpulse.alerts.store.repository import TicketStore
+from fleetpulse.compat import UTC
 from fleetpulse.config import KafkaSettings
-from fleetpulse.contract import Topics
+from fleetpulse.contract import Topics, encode, report_key
 from fleetpulse.contract.auth import TYPE_HEADER, header
+from fleetpulse.streams.processing import _native as native
 from fleetpulse.streams.settings import StreamSettings
 from tests.harness import DedicatedKafka
 from tests.integration.stream_support import (
@@ -273,3 +279,63 @@ def test_created_topics_are_visible_to_a_producer_at_once(
     finally:
         producer.close(timeout=5)
     assert not [r for r in caplog.records if "not found in cluster metadata" in r.getMessage()]
+
+
+def minute_fleet_records(devices: int, rounds: int, topics: Topics) -> list[Record]:
+    """Inventory, enrolments, then ``rounds`` reports per device a minute apart, ending now: routine
+    reports between scorings, which the worker's native fast path folds."""
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=rounds + 1)
+    sim = FleetSimulator(devices, seed=5, start=start - timedelta(days=400), days=800)
+    records: list[Record] = [(topics.inventory, report_key(i.device_id), encode(i), []) for i in sim.inventory()]
+    for minute in range(rounds):
+        for report in sim.live_reports(start + timedelta(minutes=minute)):
+            if report.kind.value in ("phone", "tablet"):
+                records.append((topics.mobile, report_key(report.device_id), encode(report), []))
+                continue
+            key = sim.device_key(report.device_id)
+            if minute == 0:
+                enrolment = enrolment_record(report.device_id, key, start - timedelta(minutes=1))
+                records.append((topics.health, enrolment.key, enrolment.value, enrolment.headers))
+            signed = signed_report(report, key)
+            records.append((topics.health, signed.key, signed.value, signed.headers))
+    return records
+
+
+@pytest.mark.skipif(native is None, reason="the native extension is not built here (`make native` needs cargo)")
+def test_kill_9_while_reports_take_the_fast_path_leaves_the_state_a_python_replay_computes(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    """Reports a minute apart take the native fast path; a kill mid-stream and the restart (whose first
+    report per device takes the Python path again, from a cold cache) end in exactly the state the pure
+    Python processor computes from scratch, with the same alerts and no effect applied twice."""
+    topics = Topics(prefix=kafka_settings.topic_prefix)
+    create_topics(kafka_settings)
+    records = minute_fleet_records(devices=60, rounds=12, topics=topics)
+    produce(kafka_settings, records)
+
+    worker = Worker(kafka_settings, tmp_path / "w1", store="rocksdb").start()
+    try:
+        worker.wait_ready()
+        worker.wait_events(len(records) // 2)
+        worker.kill9()
+        restarted = Worker(
+            kafka_settings, tmp_path / "w1", store="rocksdb", instance="w1", web_port=worker.web_port
+        ).start()
+        try:
+            restarted.wait_ready()
+            wait_caught_up(kafka_settings)
+            metrics = restarted.metrics()
+        finally:
+            restarted.stop()
+    finally:
+        worker.stop()
+
+    folded = re.search(r"^fleetpulse_stream_fast_path_reports_total (\S+)$", metrics, re.MULTILINE)
+    assert folded is not None
+    assert float(folded.group(1)) > 100  # the restarted worker took most of its reports on the fast path
+    replay = replay_from_scratch(kafka_settings)
+    assert not state_differences(table_state(kafka_settings), replay.records)
+    alerts = [json.loads(m.value) for m in read_topic(kafka_settings, topics.alerts)]
+    assert {a["alert_id"] for a in alerts} == replay.alert_ids
+    dead = Counter(json.loads(m.value)["error_kind"] for m in read_topic(kafka_settings, topics.dead_letter))
+    assert set(dead) <= {"duplicate", "stale_replay"}
