@@ -44,7 +44,11 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("fold report into state", ("apply_report_in_place",)),
     ("report TSDB points", ("report_points",)),
     ("device authentication (HMAC)", ("authentication_failure",)),
-    ("state lookups (table read, decoded cache)", ("Pipeline._lookup.<locals>.lookup",)),
+    (
+        "state lookups (table read, decoded cache)",
+        ("Pipeline._lookup.<locals>.lookup", "Pipeline._validated.<locals>.validated"),
+    ),
+    ("native fast path: decode, authenticate, fold, encode, lines", ("Processor._folded",)),
     ("other processor work", ("Processor.process_batch",)),
     ("state encode", ("DeviceRecord.to_bytes",)),
     ("encode and publish scores, alerts, features", ("Pipeline._handle.<locals>.<listcomp>", "publish")),
