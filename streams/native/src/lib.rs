@@ -8,6 +8,8 @@
 //! or meets anything this module does not read exactly as Python does, it returns None and the
 //! Python path handles the record from the start: the fast path has no effect of its own.
 
+use std::panic::AssertUnwindSafe;
+
 use hmac::{Hmac, Mac};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -125,7 +127,10 @@ impl Core {
         mobile: bool,
         now: i64,
     ) -> Option<Folded<'py>> {
-        let outcome = self.run(key, stored, value, mac, mobile, now)?;
+        // a panic (a bug here, never expected) hands the record to the Python path instead of raising
+        // PanicException, which no `except Exception` in the worker would catch
+        let run = std::panic::catch_unwind(AssertUnwindSafe(|| self.run(key, stored, value, mac, mobile, now)));
+        let outcome = run.ok().flatten()?;
         let mut start = 0;
         let lines = outcome
             .ends
