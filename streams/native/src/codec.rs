@@ -13,7 +13,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::report::{parse_time, write_time};
+use crate::report::{parse_time, write_time, BATTERY_UNITS, DEVICE_KINDS, DISK_KINDS, PLATFORMS};
 use crate::state::{BatteryHistory, DiskHistory, Series, State, COLUMNS};
 
 pub const MAX_STATE_BYTES: usize = 64 * 1024;
@@ -41,7 +41,7 @@ struct RecordHeader<'a> {
     #[serde(borrow)]
     scored_at: Option<Text<'a>>,
     #[serde(borrow)]
-    mdm_reported_at: Option<Raw<'a>>,
+    mdm_reported_at: Option<Text<'a>>,
     #[serde(borrow)]
     device_key: Option<Text<'a>>,
     #[serde(borrow)]
@@ -236,7 +236,7 @@ impl<'a> Stored<'a> {
             disks.push(DiskHistory {
                 key: key.to_string(),
                 name: d.name.to_string(),
-                kind: one_of(&d.kind, &["hdd", "ssd", "nvme", "unknown"])?,
+                kind: one_of(&d.kind, DISK_KINDS)?,
                 model: d.model.as_deref().map(str::to_owned),
                 capacity_bytes: d.capacity_bytes,
                 first_seen: parse_time(&d.first_seen)?,
@@ -248,7 +248,7 @@ impl<'a> Stored<'a> {
             None => None,
             Some(b) if b.design_capacity.is_finite() && b.design_capacity > 0.0 => Some(BatteryHistory {
                 design_capacity: b.design_capacity,
-                unit: one_of(&b.unit, &["mWh", "mAh"])?,
+                unit: one_of(&b.unit, BATTERY_UNITS)?,
                 first_seen: parse_time(&b.first_seen)?,
                 last_seen: parse_time(&b.last_seen)?,
                 series: series.next()?,
@@ -259,11 +259,11 @@ impl<'a> Stored<'a> {
             return None;
         }
         let kind = match &h.kind {
-            Some(k) => Some(one_of(k, &["laptop", "desktop", "phone", "tablet"])?),
+            Some(k) => Some(one_of(k, DEVICE_KINDS)?),
             None => None,
         };
         let platform = match &h.platform {
-            Some(p) => Some(one_of(p, &["linux", "windows", "macos", "android", "ios"])?),
+            Some(p) => Some(one_of(p, PLATFORMS)?),
             None => None,
         };
         let last_collected_at = match &h.last_collected_at {
@@ -282,8 +282,8 @@ impl<'a> Stored<'a> {
         // the policies are the Python path's: kept as stored, but only an object
         header.policies.get().starts_with('{').then_some(())?;
         let mdm_reported_at = match &header.mdm_reported_at {
-            Some(t) if t.get() != "null" => Some(parse_time(t.get().strip_prefix('"')?.strip_suffix('"')?)?),
-            _ => None,
+            Some(t) => Some(parse_time(t)?),
+            None => None,
         };
         Some(Stored { header, state, device_key, scored_at, mdm_reported_at })
     }
@@ -303,13 +303,13 @@ impl<'a> Stored<'a> {
     }
 
     /// Site and model tags (`DeviceRecord.asset_facts()`): set once any inventory joined.
-    pub fn facts(&self) -> (&str, &str) {
+    pub fn facts<'s>(&'s self) -> (&'s str, &'s str) {
         let joined = self.inventory_joined() || !is_null(&self.header.agent_inventory_at);
-        let fact = |text: &Option<Text<'_>>| -> bool { joined && text.as_deref().is_some_and(|t| !t.is_empty()) };
-        let h = &self.header.state;
-        let site = if fact(&h.site) { h.site.as_deref().unwrap_or("unknown") } else { "unknown" };
-        let model = if fact(&h.model) { h.model.as_deref().unwrap_or("unknown") } else { "unknown" };
-        (site, model)
+        let fact = |text: &'s Option<Text<'a>>| match text.as_deref() {
+            Some(text) if joined && !text.is_empty() => text,
+            _ => "unknown",
+        };
+        (fact(&self.header.state.site), fact(&self.header.state.model))
     }
 
     /// The value after a report (`mdm_reported_at`: a report the MDM bridge sent): the header's changed

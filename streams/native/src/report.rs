@@ -8,6 +8,12 @@ use serde::Deserialize;
 use std::io::Write as _;
 
 pub const COUNT_MAX: u64 = 1 << 48;
+/// The contract's enums (`DeviceKind`, `Platform`, `DiskKind`, a battery's unit), as the report and
+/// the stored state spell them.
+pub const DEVICE_KINDS: &[&str] = &["laptop", "desktop", "phone", "tablet"];
+pub const PLATFORMS: &[&str] = &["linux", "windows", "macos", "android", "ios"];
+pub const DISK_KINDS: &[&str] = &["hdd", "ssd", "nvme", "unknown"];
+pub const BATTERY_UNITS: &[&str] = &["mWh", "mAh"];
 const BYTES_MAX: u64 = 1 << 60;
 const EARLIEST_MICROS: i64 = 946_684_800_000_000; // 2000-01-01
 const LATEST_MICROS: i64 = 4_102_444_800_000_000; // 2100-01-01
@@ -191,23 +197,15 @@ pub fn validate(report: &Report) -> Check {
     }
     count("seq", Some(report.seq), COUNT_MAX)?;
     one_of("source", &report.source, &["agent", "mdm", "simulator"])?;
-    one_of(
-        "kind",
-        &report.kind,
-        &["laptop", "desktop", "phone", "tablet"],
-    )?;
-    one_of(
-        "platform",
-        &report.platform,
-        &["linux", "windows", "macos", "android", "ios"],
-    )?;
+    one_of("kind", &report.kind, DEVICE_KINDS)?;
+    one_of("platform", &report.platform, PLATFORMS)?;
     short("agent_version", &report.agent_version)?;
     if report.disks.len() > 32 || report.collector_errors.len() > 64 {
         return Err("disks or collector_errors: too many".into());
     }
     for disk in &report.disks {
         short("disk.name", &disk.name)?;
-        one_of("disk.kind", &disk.kind, &["hdd", "ssd", "nvme", "unknown"])?;
+        one_of("disk.kind", &disk.kind, DISK_KINDS)?;
         for text in [&disk.model, &disk.serial_hash, &disk.firmware]
             .into_iter()
             .flatten()
@@ -251,7 +249,7 @@ pub fn validate(report: &Report) -> Check {
             0.0,
             1e7,
         )?;
-        one_of("unit", &bat.unit, &["mWh", "mAh"])?;
+        one_of("unit", &bat.unit, BATTERY_UNITS)?;
         count("cycle_count", bat.cycle_count, COUNT_MAX)?;
         within("battery.temperature_c", bat.temperature_c, -40.0, 150.0)?;
         within(
