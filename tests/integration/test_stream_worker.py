@@ -30,6 +30,7 @@ from fleetpulse.compat import UTC
 from fleetpulse.config import KafkaSettings
 from fleetpulse.contract import Topics, encode, report_key
 from fleetpulse.contract.auth import TYPE_HEADER, header
+from fleetpulse.streams.process import WorkerProcess
 from fleetpulse.streams.processing import _native as native
 from fleetpulse.streams.settings import StreamSettings
 from tests.harness import DedicatedKafka
@@ -152,6 +153,34 @@ def test_end_to_end_agent_to_tickets_with_dead_letters(
         assert urllib.request.urlopen(query, timeout=10).read(), f"no {series} in the TSDB"
 
 
+def kill_9_and_restart(kafka_settings: KafkaSettings, data_dir: Path, worker: WorkerProcess) -> str:
+    """Kill ``worker`` with no clean shutdown (offsets, changelog and RocksDB as they were), start it again and
+    wait until it has caught up; returns the restarted worker's metrics.
+
+    Same instance id and port: the static member takes its old place, but the group still moves to a new
+    generation (seen in the logs), so the restart goes through Faust's table recovery and its final seek.
+    """
+    worker.kill9()
+    restarted = Worker(kafka_settings, data_dir, store="rocksdb", instance="w1", web_port=worker.web_port).start()
+    try:
+        restarted.wait_ready()
+        wait_caught_up(kafka_settings)
+        return restarted.metrics()
+    finally:
+        restarted.stop()
+
+
+def assert_replay_from_scratch_agrees(kafka_settings: KafkaSettings, topics: Topics) -> None:
+    """The stored table and the alerts are what the pure processor computes from every input record, and
+    replayed records after a kill are recognised, never applied twice."""
+    replay = replay_from_scratch(kafka_settings)
+    assert not state_differences(table_state(kafka_settings), replay.records)
+    alerts = [json.loads(m.value) for m in read_topic(kafka_settings, topics.alerts)]
+    assert {a["alert_id"] for a in alerts} == replay.alert_ids
+    dead = Counter(json.loads(m.value)["error_kind"] for m in read_topic(kafka_settings, topics.dead_letter))
+    assert set(dead) <= {"duplicate", "stale_replay"}
+
+
 @pytest.mark.slow
 def test_kill_9_mid_stream_then_restart_loses_nothing_and_duplicates_nothing(
     kafka_settings: KafkaSettings, tmp_path: Path
@@ -165,27 +194,11 @@ def test_kill_9_mid_stream_then_restart_loses_nothing_and_duplicates_nothing(
     try:
         worker.wait_ready()
         worker.wait_events(len(records) // 3)
-        worker.kill9()  # no clean shutdown: offsets, changelog and RocksDB as they were
-        # same instance id and port: the static member takes its old place, but the group still moves to a new
-        # generation (seen in the logs), so the restart goes through Faust's table recovery and its final seek
-        restarted = Worker(
-            kafka_settings, tmp_path / "w1", store="rocksdb", instance="w1", web_port=worker.web_port
-        ).start()
-        try:
-            restarted.wait_ready()
-            wait_caught_up(kafka_settings)
-        finally:
-            restarted.stop()
+        kill_9_and_restart(kafka_settings, tmp_path / "w1", worker)
     finally:
         worker.stop()
 
-    replay = replay_from_scratch(kafka_settings)
-    assert not state_differences(table_state(kafka_settings), replay.records)
-    alerts = [json.loads(m.value) for m in read_topic(kafka_settings, topics.alerts)]
-    assert {a["alert_id"] for a in alerts} == replay.alert_ids
-    # replayed events after the kill are recognised, never applied twice
-    dead = Counter(json.loads(m.value)["error_kind"] for m in read_topic(kafka_settings, topics.dead_letter))
-    assert set(dead) <= {"duplicate", "stale_replay"}
+    assert_replay_from_scratch_agrees(kafka_settings, topics)
 
 
 @pytest.mark.slow
@@ -329,16 +342,7 @@ def test_kill_9_while_reports_take_the_fast_path_leaves_the_state_a_python_repla
         worker.wait_ready()
         worker.wait_events(len(records) // 3)
         before_kill = fast_path_reports(worker.metrics())
-        worker.kill9()
-        restarted = Worker(
-            kafka_settings, tmp_path / "w1", store="rocksdb", instance="w1", web_port=worker.web_port
-        ).start()
-        try:
-            restarted.wait_ready()
-            wait_caught_up(kafka_settings)
-            after_restart = fast_path_reports(restarted.metrics())
-        finally:
-            restarted.stop()
+        after_restart = fast_path_reports(kill_9_and_restart(kafka_settings, tmp_path / "w1", worker))
     finally:
         worker.stop()
 
@@ -346,9 +350,4 @@ def test_kill_9_while_reports_take_the_fast_path_leaves_the_state_a_python_repla
     assert before_kill > 0
     assert after_restart > 0
     assert before_kill + after_restart > reports / 2
-    replay = replay_from_scratch(kafka_settings)
-    assert not state_differences(table_state(kafka_settings), replay.records)
-    alerts = [json.loads(m.value) for m in read_topic(kafka_settings, topics.alerts)]
-    assert {a["alert_id"] for a in alerts} == replay.alert_ids
-    dead = Counter(json.loads(m.value)["error_kind"] for m in read_topic(kafka_settings, topics.dead_letter))
-    assert set(dead) <= {"duplicate", "stale_replay"}
+    assert_replay_from_scratch_agrees(kafka_settings, topics)
