@@ -90,7 +90,7 @@ from fleetpulse.contract.auth import (
     mac_matches,
     mdm_inventory_refusal,
 )
-from fleetpulse.contract.v1 import UtcDatetime
+from fleetpulse.contract.v1 import COUNT_MAX, UtcDatetime
 from fleetpulse.logs import RefusalWarnings
 from fleetpulse.models import state_codec
 from fleetpulse.models.anomaly import EXPLAINED_BY
@@ -370,6 +370,8 @@ class Processor:
                 _micros(settings.max_backdate),
                 _micros(settings.rescore_interval),
                 _micros(settings.event_rescore_gap),
+                min(settings.max_seq_jump, COUNT_MAX + 1),  # any larger jump admits every seq the contract carries
+                None if settings.max_first_report_age is None else _micros(settings.max_first_report_age),
             )
             if settings.native_fast_path and _native is not None
             else None
@@ -518,12 +520,19 @@ class Processor:
         folded = self.fast_path.fold(raw.key, current, raw.value, mac, not health, now_us)
         if folded is None:
             return False
-        out.encoded[device_id], lines, at_us = folded
+        value, lines, at_us, due = folded
+        if due == _native.NOT_DUE:
+            out.encoded[device_id] = value
+            out.counts["not_rescored"] += 1
+        else:  # the scorers and the alert policy read the Python state: the folded value, decoded
+            record = out.records[device_id] = DeviceRecord.from_bytes(value)
+            pending[device_id] = record.state
+            if due == _native.FIRST_OF_DAY:
+                out.first_of_day.add(device_id)
         out.lines += lines
         out.collected_us.append(at_us)
         out.last_record_of[device_id] = index
         out.counts["accepted"] += 1
-        out.counts["not_rescored"] += 1
         return True
 
     def _one(

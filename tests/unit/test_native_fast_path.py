@@ -111,10 +111,12 @@ class Run:
         )
 
 
-def runs() -> tuple[Run, Run]:
+def runs(settings: StreamSettings | None = None) -> tuple[Run, Run]:
     """A Python-path processor and a fast-path one, with the same settings otherwise."""
-    python = Processor(StreamSettings(native_fast_path=False), TOPICS, rule_scorers(), AlertPolicy())
-    fast = Processor(StreamSettings(), TOPICS, rule_scorers(), AlertPolicy())
+    settings = settings or StreamSettings()
+    python_only = settings.model_copy(update={"native_fast_path": False})
+    python = Processor(python_only, TOPICS, rule_scorers(), AlertPolicy())
+    fast = Processor(settings, TOPICS, rule_scorers(), AlertPolicy())
     assert python.fast_path is None
     assert fast.fast_path is not None
     return Run(python, fast=False), Run(fast, fast=True)
@@ -126,20 +128,23 @@ def same(python: Run, fast: Run) -> None:
     assert fast.table == python.table  # byte for byte
 
 
-def test_a_fleet_comes_out_the_same_and_most_reports_take_the_fast_path() -> None:
+def test_a_fleet_comes_out_the_same_and_its_reports_take_the_fast_path() -> None:
     fleet = Fleet.of(120)
     python, fast = runs()
-    batches = [fleet.preamble(), *(fleet.round(minute) for minute in range(6))]
-    for minute, batch in enumerate(batches):
+    # each device's first report, routine ones, then scorings after the interval and on the next day
+    minutes = [-1, 0, 1, 2, 3, 4, 5, 16, 17, 16 * 60 + 5, 16 * 60 + 6]
+    batches = [(minute, fleet.preamble() if minute < 0 else fleet.round(minute)) for minute in minutes]
+    for minute, batch in batches:
         now = START + timedelta(minutes=minute, seconds=30)
         for run in (python, fast):
             run.batch(batch, now)
     same(python, fast)
-    reports = sum(len(b) for b in batches[1:])
+    reports = sum(len(b) for _, b in batches[1:])
+    scored = reports - python.counts["not_rescored"]
     assert python.counts["accepted"] == reports
     assert python.folded == 0
-    # every routine report that does not score takes the fast path: most reports after a device's first
-    assert fast.folded == python.counts["not_rescored"] >= 0.75 * (reports - len(batches[1]))
+    assert scored >= 3 * len(batches[1][1])  # the first report, after the interval, on the next day
+    assert fast.folded == reports
 
 
 def _mutations(value: bytes) -> Iterator[tuple[str, bytes]]:
@@ -218,6 +223,47 @@ def test_attack_hostile_reports_come_out_as_on_the_python_path(topic: str) -> No
     assert tried >= 25
 
 
+def _first_report_mutations(value: bytes) -> Iterator[tuple[str, bytes]]:
+    report = json.loads(value)
+    at = datetime.fromisoformat(report["collected_at"].replace("Z", "+00:00"))
+    bound = int(at.timestamp() * 1000) + int(StreamSettings().max_clock_skew.total_seconds() * 1000)
+    yield "seq at the clock's bound", json.dumps({**report, "seq": bound}).encode()
+    yield "seq past the clock's bound", json.dumps({**report, "seq": bound + 1}).encode()
+    yield "seq at the jump", json.dumps({**report, "seq": StreamSettings().max_seq_jump}).encode()
+    for days in (13, 15):
+        earlier = (at - timedelta(days=days)).isoformat().replace("+00:00", "Z")
+        yield f"{days} days old", json.dumps({**report, "collected_at": earlier}).encode()
+    yield from _mutations(value)
+
+
+@pytest.mark.parametrize("topic", ["health", "mobile"])
+def test_attack_hostile_first_reports_come_out_as_on_the_python_path(topic: str) -> None:
+    """A device's first report scores it on the fast path; each hostile variant comes out as on the Python path."""
+    fleet = Fleet.of(60)
+    preamble = fleet.preamble()
+    wanted = TOPICS.health if topic == "health" else TOPICS.mobile
+    target = next(r for r in fleet.round(0) if r.topic == wanted and r.value is not None and b'"disks":[{' in r.value)
+    device_id = target.key.decode() if target.key else ""
+    assert target.value is not None
+    settings = StreamSettings(max_first_report_age=timedelta(days=14))
+    refused = 0
+    for name, value in [("unchanged", target.value), *_first_report_mutations(target.value)]:
+        python, fast = runs(settings)
+        for run in (python, fast):
+            run.batch(preamble, START - timedelta(seconds=30))
+        for run in (python, fast):
+            run.batch([fleet.record(device_id, value)], START + timedelta(seconds=30))
+        same(python, fast)
+        refused += fast.folded == 0
+        if name in ("unchanged", "seq at the clock's bound", "seq at the jump", "13 days old"):
+            assert fast.folded == 1, name
+            assert len(python.outputs[-1]) > 1, f"{name}: the first report scores its device"
+        if name in ("seq past the clock's bound", "15 days old"):
+            assert fast.folded == 0, name
+            assert sum(v for k, v in python.counts.items() if k.startswith("dead_letter.")) == 1, name
+    assert refused >= 20
+
+
 def test_attack_a_forged_or_missing_mac_is_refused_as_on_the_python_path() -> None:
     fleet = Fleet.of(40)
     warm = [fleet.preamble(), fleet.round(0), fleet.round(1)]
@@ -265,17 +311,13 @@ def test_attack_stored_values_it_does_not_read_exactly_are_left_to_the_python_pa
     assert target.key is not None
     assert target.value is not None
     stored = python.table[target.key.decode()]
-    settings = StreamSettings()
-    core = native.Core(*(int(t.total_seconds() * 1e6) for t in _limits(settings)))
+    core = Processor(StreamSettings(), TOPICS, rule_scorers(), AlertPolicy()).fast_path
+    assert core is not None
     now = int((START + timedelta(minutes=2, seconds=30) - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 1e6)
     mac = dict(target.headers or [])[MAC_HEADER]
     assert core.fold(target.key, stored, target.value, mac, False, now) is not None
     for name, corrupted in _corruptions(stored):
         assert core.fold(target.key, corrupted, target.value, mac, False, now) is None, name
-
-
-def _limits(settings: StreamSettings) -> tuple[timedelta, ...]:
-    return (settings.max_clock_skew, settings.max_backdate, settings.rescore_interval, settings.event_rescore_gap)
 
 
 def test_a_worker_without_the_setting_uses_the_python_path_only() -> None:

@@ -27,8 +27,16 @@ use state::{apply_report, MAX_DISKS};
 /// `contract.codec.MAX_MESSAGE_BYTES`.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
-/// What a report became: the table value, its points' lines, and its event time (UTC microseconds).
-type Folded<'py> = (Bound<'py, PyBytes>, Vec<Bound<'py, PyBytes>>, i64);
+/// What a report became: the table value, its points' lines, its event time (UTC microseconds) and
+/// whether it scores its device (`NOT_DUE`, `DUE` or `FIRST_OF_DAY`).
+type Folded<'py> = (Bound<'py, PyBytes>, Vec<Bound<'py, PyBytes>>, i64, u8);
+
+/// The report leaves its device's scoring as it is.
+const NOT_DUE: u8 = 0;
+/// The report scores its device (`Processor._due`); the value's `scored_at` is the report's time.
+const DUE: u8 = 1;
+/// The report scores its device for the first time on the report's day (the feature log's daily record).
+const FIRST_OF_DAY: u8 = 2;
 
 /// The fast path, bound to the worker's `[streams]` limits (microseconds).
 #[pyclass(frozen, module = "fleetpulse.streams._native")]
@@ -37,6 +45,8 @@ struct Core {
     max_backdate: i64,
     rescore_interval: i64,
     event_rescore_gap: i64,
+    max_seq_jump: i64,
+    max_first_report_age: Option<i64>,
 }
 
 struct Outcome {
@@ -44,9 +54,33 @@ struct Outcome {
     lines: Vec<u8>,
     ends: Vec<usize>,
     at: i64,
+    due: u8,
 }
 
 impl Core {
+    /// `Processor._due`: score on a later day, a health event past the gap, or the interval passed.
+    fn due(&self, scored_at: Option<i64>, report: &Report, at: i64) -> u8 {
+        let Some(scored_at) = scored_at else {
+            return FIRST_OF_DAY;
+        };
+        if day_ordinal(at) > day_ordinal(scored_at) {
+            return FIRST_OF_DAY;
+        }
+        let elapsed = at - scored_at;
+        if (is_event(report) && elapsed >= self.event_rescore_gap) || elapsed >= self.rescore_interval {
+            return DUE;
+        }
+        NOT_DUE
+    }
+
+    /// `Processor._seq_bound` for a device without reports: `max_seq_jump - 1`, or up to the report's
+    /// clock in Unix ms plus the skew, computed in the same floating point as Python's `timestamp()`.
+    fn first_seq_bound(&self, at: i64) -> i64 {
+        let clock_ms = (at as f64 / 1e6 * 1000.0) as i64;
+        let skew_ms = (self.max_clock_skew as f64 / 1e6 * 1000.0) as i64;
+        (self.max_seq_jump - 1).max(clock_ms.saturating_add(skew_ms))
+    }
+
     fn run(&self, key: &[u8], stored: &[u8], value: &[u8], mac: Option<&[u8]>, mobile: bool, now: i64) -> Option<Outcome> {
         if value.len() > MAX_MESSAGE_BYTES {
             return None;
@@ -70,23 +104,31 @@ impl Core {
             check.update(value);
             check.verify_slice(mac?).ok()?;
         }
-        let last_at = record.state.last_collected_at?;
-        let last_seq = record.state.last_seq;
-        // the next report in sequence, not older than the backdate bound, of a device IT's register knows
-        if last_seq < 0 || i64::try_from(report.seq).ok()? != last_seq + 1 || at < last_at - self.max_backdate {
-            return None;
+        let seq = i64::try_from(report.seq).ok()?;
+        match record.state.last_collected_at {
+            // the next report in sequence, not older than the backdate bound
+            Some(last_at) => {
+                if record.state.last_seq < 0 || seq != record.state.last_seq + 1 || at < last_at - self.max_backdate {
+                    return None;
+                }
+            }
+            // the device's first report: within the first report's age and `Processor._seq_bound`
+            None => {
+                if record.state.last_seq != -1
+                    || self.max_first_report_age.is_some_and(|age| at < now - age)
+                    || seq > self.first_seq_bound(at)
+                {
+                    return None;
+                }
+            }
         }
+        // of a device IT's register knows
         if !record.inventory_joined() {
             return None;
         }
-        // `Processor._due`: a report that scores takes the Python path
-        let scored_at = record.scored_at?;
-        let elapsed = at - scored_at;
-        if (is_event(&report) && elapsed >= self.event_rescore_gap)
-            || day_ordinal(at) > day_ordinal(scored_at)
-            || elapsed >= self.rescore_interval
-        {
-            return None;
+        let due = self.due(record.scored_at, &report, at);
+        if due != NOT_DUE {
+            record.scored_at = Some(at);
         }
         let tracked = &record.state.disks;
         if tracked.len() + report.disks.len() > MAX_DISKS
@@ -100,21 +142,29 @@ impl Core {
         let mut lines = Vec::with_capacity(1024);
         let mut ends = Vec::with_capacity(4);
         lines::report_lines(&mut lines, &mut ends, &report, at, site, model)?;
-        Some(Outcome { value: encoded, lines, ends, at })
+        Some(Outcome { value: encoded, lines, ends, at, due })
     }
 }
 
 #[pymethods]
 impl Core {
     #[new]
-    fn new(max_clock_skew: i64, max_backdate: i64, rescore_interval: i64, event_rescore_gap: i64) -> Self {
-        Core { max_clock_skew, max_backdate, rescore_interval, event_rescore_gap }
+    #[pyo3(signature = (max_clock_skew, max_backdate, rescore_interval, event_rescore_gap, max_seq_jump, max_first_report_age))]
+    fn new(
+        max_clock_skew: i64,
+        max_backdate: i64,
+        rescore_interval: i64,
+        event_rescore_gap: i64,
+        max_seq_jump: i64,
+        max_first_report_age: Option<i64>,
+    ) -> Self {
+        Core { max_clock_skew, max_backdate, rescore_interval, event_rescore_gap, max_seq_jump, max_first_report_age }
     }
 
     /// Fold the report `value` (record key `key`, MAC header `mac`; `mobile`: read from the MDM
     /// bridge's topic) into the table value `stored`, at receive time `now` (UTC microseconds).
-    /// Returns the new table value, the report's line-protocol lines and its event time, or None
-    /// when the Python path must handle the record.
+    /// Returns the new table value, the report's line-protocol lines, its event time and whether it
+    /// scores the device, or None when the Python path must handle the record.
     #[pyo3(signature = (key, stored, value, mac, mobile, now))]
     #[allow(clippy::too_many_arguments)]
     fn fold<'py>(
@@ -141,12 +191,15 @@ impl Core {
                 line
             })
             .collect();
-        Some((PyBytes::new(py, &outcome.value), lines, outcome.at))
+        Some((PyBytes::new(py, &outcome.value), lines, outcome.at, outcome.due))
     }
 }
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
+    m.add("NOT_DUE", NOT_DUE)?;
+    m.add("DUE", DUE)?;
+    m.add("FIRST_OF_DAY", FIRST_OF_DAY)?;
     Ok(())
 }
