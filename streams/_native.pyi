@@ -14,6 +14,8 @@ class Core:
         self, key: bytes, stored: bytes, value: bytes, mac: bytes | None, mobile: bool, now: int
     ) -> tuple[bytes, list[bytes], int, int] | None: ...
 
+def murmur2(data: bytes) -> int: ...
+
 NOT_DUE: int
 """The report leaves its device's scoring as it is."""
 DUE: int

@@ -23,6 +23,7 @@ from fleetpulse.compat import UTC
 from fleetpulse.contract import Topics, encode, report_key
 from fleetpulse.contract.auth import MAC_HEADER, report_headers
 from fleetpulse.models.registry import rule_scorers
+from fleetpulse.streams import partitioning
 from fleetpulse.streams.processing import DeviceRecord, Processor, RawRecord
 from fleetpulse.streams.settings import StreamSettings
 
@@ -323,3 +324,9 @@ def test_attack_stored_values_it_does_not_read_exactly_are_left_to_the_python_pa
 def test_a_worker_without_the_setting_uses_the_python_path_only() -> None:
     processor = Processor(StreamSettings(native_fast_path=False), TOPICS, rule_scorers(), AlertPolicy())
     assert processor.fast_path is None
+
+
+def test_the_worker_hashes_keys_with_the_extension_s_murmur2() -> None:
+    assert partitioning.key_hash is native.murmur2
+    for key in (b"", b"a", b"ab", b"abc", b"sim0007-000000|disk|0123456789abcdef|daily|2026-12-05"):
+        assert native.murmur2(key) == partitioning.murmur2(key)

@@ -14,6 +14,7 @@ from fleetpulse.streams import partitioning
 @given(key=st.binary(max_size=300))
 def test_murmur2_is_aiokafkas(key: bytes) -> None:
     assert partitioning.murmur2(key) == aiokafka_murmur2(key)
+    assert partitioning.key_hash(key) == aiokafka_murmur2(key)  # the extension's, where it is built
 
 
 @given(key=st.binary(max_size=64), partitions=st.integers(min_value=1, max_value=64))

@@ -195,9 +195,37 @@ impl Core {
     }
 }
 
+/// Kafka's MurmurHash2 of `data` (`partitioning.murmur2`): the default partitioner's hash, which the
+/// worker computes for every record it produces, most feature-log keys for the first time.
+#[pyfunction]
+fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5BD1_E995;
+    let mut h: u32 = 0x9747_B28C ^ data.len() as u32;
+    let mut words = data.chunks_exact(4);
+    for word in &mut words {
+        let mut k = u32::from_le_bytes([word[0], word[1], word[2], word[3]]).wrapping_mul(M);
+        k = (k ^ (k >> 24)).wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    let tail = words.remainder();
+    if !tail.is_empty() {
+        if tail.len() == 3 {
+            h ^= u32::from(tail[2]) << 16;
+        }
+        if tail.len() >= 2 {
+            h ^= u32::from(tail[1]) << 8;
+        }
+        h = (h ^ u32::from(tail[0])).wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^ (h >> 15)
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
+    m.add_function(wrap_pyfunction!(murmur2, m)?)?;
     m.add("NOT_DUE", NOT_DUE)?;
     m.add("DUE", DUE)?;
     m.add("FIRST_OF_DAY", FIRST_OF_DAY)?;
