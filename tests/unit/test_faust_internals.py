@@ -54,6 +54,8 @@ SOURCE_DIGESTS = {
     # replaced by DrainingConsumer._drain_messages/_deliver: its gap, commit_every and read-offset handling must match
     "faust.transport.consumer.Consumer._drain_messages": (faust_consumer.Consumer._drain_messages, "44a2500309e8"),
     "faust.transport.consumer.Consumer._add_gap": (faust_consumer.Consumer._add_gap, "4df2573ded7c"),
+    # replaced by DrainingConsumer.getmany: the same records in the same order, the end offset read once per fetch
+    "faust.transport.consumer.Consumer.getmany": (faust_consumer.Consumer.getmany, "4b168d84882a"),
     "faust.transport.consumer.Fetcher._fetcher": (faust_consumer.Fetcher._fetcher, "68f894f0b577"),
     # DrainingConsumer._put_direct does what the conductor's route does for a record of one raw bytes channel
     "faust.transport.conductor.Conductor._compile_message_handler": (
@@ -382,6 +384,57 @@ def test_a_fetch_is_delivered_in_order_with_read_offsets_and_gaps(tmp_path: Path
     assert delivered == [5, 6, 9, 10]  # 4 was read before: dropped as Faust drops it
     assert gaps == [(7, 9)]
     assert consumer._read_offset[tp] == 10
+
+
+@pytest.mark.parametrize("situation", ["flowing", "generation changes", "flow stopped", "one partition inactive"])
+def test_a_fetch_yields_what_faust_yields_reading_each_end_offset_once(tmp_path: Path, situation: str) -> None:
+    def fetch(consumer_class: Any) -> tuple[list[tuple[TP, int]], list[tuple[TP, int]], int]:
+        app = create_app(
+            ServerSettings.model_validate({"streams": {"store": "memory", "data_dir": str(tmp_path)}}),
+            scorers=ScorerSet([]),
+            sink=NullSink(),
+        )
+        consumer: Any = app.consumer
+        tps = [TP("a", 0), TP("a", 1), TP("b", 0)]
+        records = {tp: [SimpleNamespace(offset=offset) for offset in range(3)] for tp in tps}
+        active = set(tps) - {TP("a", 1)} if situation == "one partition inactive" else None
+        tracked: list[tuple[TP, int]] = []
+        seeks = 0
+
+        async def wait_next_records(timeout: float) -> tuple[Any, Any]:
+            return records, active
+
+        async def perform_seek() -> None:
+            nonlocal seeks
+            seeks += 1
+
+        consumer._wait_next_records = wait_next_records
+        consumer.perform_seek = perform_seek
+        consumer._to_message = lambda tp, record: (tp, record.offset)
+        consumer.highwater = lambda tp: 100 + tp.partition
+        app.monitor.track_tp_end_offset = lambda tp, offset: tracked.append((tp, offset))
+        if situation == "flow stopped":
+            consumer.flow_active = False
+
+        async def drain() -> list[tuple[TP, int]]:
+            out = []
+            async for _tp, message in consumer_class.getmany(consumer, 1.0):
+                out.append(message)
+                if situation == "generation changes" and len(out) == 4:
+                    app.consumer_generation_id += 1
+            return out
+
+        return asyncio.run(drain()), tracked, seeks
+
+    faust_yields, faust_tracked, faust_seeks = fetch(faust_consumer.Consumer)
+    own_yields, own_tracked, own_seeks = fetch(DrainingConsumer)
+    assert own_yields == faust_yields
+    assert own_seeks == faust_seeks
+    assert sorted(set(faust_tracked)) == sorted(own_tracked)  # each partition once, with the same end offset
+    if situation == "flowing":
+        assert len(own_yields) == 9
+        assert len(faust_tracked) == 9
+        assert len(own_tracked) == 3
 
 
 def test_memory_batch_store_reads_what_it_wrote() -> None:
