@@ -7,13 +7,12 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::io::Write as _;
 
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::report::{parse_time, write_time, BATTERY_UNITS, DEVICE_KINDS, DISK_KINDS, PLATFORMS};
+use crate::report::{parse_time, push_int, push_padded, write_time, BATTERY_UNITS, DEVICE_KINDS, DISK_KINDS, PLATFORMS};
 use crate::state::{BatteryHistory, DiskHistory, Series, State, COLUMNS};
 
 pub const MAX_STATE_BYTES: usize = 64 * 1024;
@@ -325,7 +324,9 @@ impl<'a> Stored<'a> {
         json_opt_str(&mut out, state.kind.as_deref());
         out.extend_from_slice(b",\"platform\":");
         json_opt_str(&mut out, state.platform.as_deref());
-        let _ = write!(out, ",\"last_seq\":{},\"last_collected_at\":", state.last_seq);
+        out.extend_from_slice(b",\"last_seq\":");
+        push_int(&mut out, state.last_seq);
+        out.extend_from_slice(b",\"last_collected_at\":");
         json_opt_time(&mut out, state.last_collected_at);
         out.extend_from_slice(b",\"vendor\":");
         raw_or_null(&mut out, &s.vendor);
@@ -353,7 +354,8 @@ impl<'a> Stored<'a> {
             json_opt_str(&mut out, disk.model.as_deref());
             match disk.capacity_bytes {
                 Some(c) => {
-                    let _ = write!(out, ",\"capacity_bytes\":{c}");
+                    out.extend_from_slice(b",\"capacity_bytes\":");
+                    push_padded(&mut out, c, 1);
                 }
                 None => out.extend_from_slice(b",\"capacity_bytes\":null"),
             }

@@ -5,7 +5,7 @@
 
 use std::io::Write as _;
 
-use crate::report::Report;
+use crate::report::{push_int, push_padded, Report};
 
 enum Field {
     Int(u64),
@@ -14,7 +14,16 @@ enum Field {
 
 /// Python's `repr` of a finite float: the shortest round-trip digits, an exponent below 1e-4 and from 1e16.
 fn py_float(out: &mut Vec<u8>, value: f64) {
-    let text = format!("{value:?}");
+    let mut buffer = [0u8; 64]; // `{:?}` of an f64 takes at most 24 bytes: no allocation per value
+    let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+    let owned;
+    let text = if write!(cursor, "{value:?}").is_ok() {
+        let written = cursor.position() as usize;
+        std::str::from_utf8(&buffer[..written]).expect("Debug writes a float in ASCII")
+    } else {
+        owned = format!("{value:?}");
+        owned.as_str()
+    };
     match text.split_once('e') {
         None => out.extend_from_slice(text.as_bytes()),
         Some((mantissa, exponent)) => {
@@ -44,6 +53,10 @@ fn tag(out: &mut Vec<u8>, key: &str, value: &str) -> Option<()> {
     out.push(b',');
     out.extend_from_slice(key.as_bytes());
     out.push(b'=');
+    if value.bytes().all(|b| b > b' ' && b < 0x7f && b != b',' && b != b'=') {
+        out.extend_from_slice(value.as_bytes()); // printable ASCII with nothing to escape: most tags
+        return Some(());
+    }
     for c in value.chars() {
         match c {
             ',' | '=' | ' ' => {
@@ -70,7 +83,8 @@ fn fields(out: &mut Vec<u8>, sorted: &[(&str, Option<Field>)]) -> bool {
         out.push(b'=');
         match value {
             Field::Int(v) => {
-                let _ = write!(out, "{v}i");
+                push_padded(out, *v, 1);
+                out.push(b'i');
             }
             Field::Float(v) => py_float(out, *v),
         }
@@ -165,7 +179,8 @@ pub fn report_lines(
             ),
         ],
     );
-    let _ = write!(out, " {nanos}");
+    out.push(b' ');
+    push_int(out, nanos);
     ends.push(out.len());
     for disk in &report.disks {
         let start = out.len();
@@ -206,7 +221,8 @@ pub fn report_lines(
             ],
         );
         if any {
-            let _ = write!(out, " {nanos}");
+            out.push(b' ');
+    push_int(out, nanos);
             ends.push(out.len());
         } else {
             out.truncate(start);
@@ -235,7 +251,8 @@ pub fn report_lines(
                 ("temperature_c", float(bat.temperature_c)),
             ],
         );
-        let _ = write!(out, " {nanos}");
+        out.push(b' ');
+    push_int(out, nanos);
     ends.push(out.len());
     }
     Some(())

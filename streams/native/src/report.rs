@@ -381,17 +381,49 @@ pub fn write_time(out: &mut Vec<u8>, micros: i64) {
     );
     let (y, m, d) = civil_from_days(days);
     let (secs, frac) = (rest / 1_000_000, rest % 1_000_000);
-    let _ = write!(
-        out,
-        "\"{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    );
+    out.push(b'"');
+    match u64::try_from(y) {
+        Ok(year) if year <= 9999 => push_padded(out, year, 4),
+        _ => {
+            let _ = write!(out, "{y:04}");
+        }
+    }
+    out.push(b'-');
+    push_padded(out, m as u64, 2);
+    out.push(b'-');
+    push_padded(out, d as u64, 2);
+    out.push(b'T');
+    // `rest` is within one day: every part is small and not negative
+    push_padded(out, (secs / 3600) as u64, 2);
+    out.push(b':');
+    push_padded(out, (secs / 60 % 60) as u64, 2);
+    out.push(b':');
+    push_padded(out, (secs % 60) as u64, 2);
     if frac != 0 {
-        let _ = write!(out, ".{frac:06}");
+        out.push(b'.');
+        push_padded(out, frac as u64, 6);
     }
     out.extend_from_slice(b"Z\"");
+}
+
+/// `value` in decimal, as Python's `str(int)` writes it, without `fmt`'s machinery (a hot path).
+pub fn push_int(out: &mut Vec<u8>, value: i64) {
+    if value < 0 {
+        out.push(b'-');
+    }
+    push_padded(out, value.unsigned_abs(), 1);
+}
+
+/// `value` in decimal with leading zeros to `width` digits (at most 20).
+pub fn push_padded(out: &mut Vec<u8>, mut value: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut start = digits.len();
+    while value > 0 {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+    out.extend_from_slice(&digits[start.min(digits.len() - width.clamp(1, 20))..]);
 }
 
 /// `HealthReport.priority is Priority.EVENT`: a report carrying a health event.
