@@ -16,8 +16,9 @@ Large calls go to scikit-learn, whose compiled walk is cheaper per row.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -129,24 +130,57 @@ def flatten(model: Any) -> FlatForest | None:
     )
 
 
-_FLAT: weakref.WeakKeyDictionary[Any, tuple[object, FlatForest | None]] = weakref.WeakKeyDictionary()
+class CompiledForest(Protocol):
+    """A flat forest in compiled code: the raw score of float64 rows, the same bits as ``FlatForest``'s."""
+
+    def decision(self, rows: bytes) -> bytes: ...
+
+
+Compiler = Callable[[FlatForest], CompiledForest]
+_compiler: list[Compiler] = []
+
+
+def use_compiler(compiler: Compiler) -> None:
+    """Evaluate every flat forest with ``compiler``'s evaluator from now on, at every call size.
+
+    The stream worker passes its native extension's (``streams/native``): models stay free of
+    the stream layer, and an install without the extension predicts as before.
+    """
+    _compiler[:] = [compiler]
+    _FLAT.clear()
+
+
+_FLAT: weakref.WeakKeyDictionary[Any, tuple[object, FlatForest | None, CompiledForest | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _forms(model: Any) -> tuple[FlatForest | None, CompiledForest | None]:
+    """``model``'s flat and compiled forms, built once per fitted tree list (a refit builds new ones)."""
+    cached = _FLAT.get(model)
+    predictors = getattr(model, "_predictors", None)
+    if cached is not None and cached[0] is predictors:
+        return cached[1], cached[2]
+    flat = flatten(model)
+    compiled = _compiler[0](flat) if flat is not None and _compiler else None
+    _FLAT[model] = (predictors, flat, compiled)
+    return flat, compiled
 
 
 def flat_forest(model: Any) -> FlatForest | None:
     """``model``'s flat form, built once per fitted tree list (a refit builds a new one)."""
-    cached = _FLAT.get(model)
-    predictors = getattr(model, "_predictors", None)
-    if cached is not None and cached[0] is predictors:
-        return cached[1]
-    flat = flatten(model)
-    _FLAT[model] = (predictors, flat)
-    return flat
+    return _forms(model)[0]
 
 
 def decision_function(model: Any, x: np.ndarray) -> np.ndarray:
-    """``model.decision_function(x)``, evaluated flat for small calls."""
-    flat = flat_forest(model) if len(x) <= SMALL_CALL_ROWS else None
-    if flat is not None:
+    """``model.decision_function(x)``: compiled where a compiler is in use, else flat for small calls."""
+    flat, compiled = _forms(model)
+    if compiled is not None and flat is not None:
+        rows = np.ascontiguousarray(x, dtype="<f8")
+        if rows.ndim != 2 or rows.shape[1] != flat.n_features:
+            raise ValueError(f"expected rows of {flat.n_features} inputs, got shape {rows.shape}")
+        return np.frombuffer(compiled.decision(rows.tobytes()), dtype="<f8").astype(np.float64)
+    if flat is not None and len(x) <= SMALL_CALL_ROWS:
         return flat.decision_function(x)
     with single_thread():
         out: np.ndarray = model.decision_function(x)

@@ -14,6 +14,20 @@ class Core:
         self, key: bytes, stored: bytes, value: bytes, mac: bytes | None, mobile: bool, now: int
     ) -> tuple[bytes, list[bytes], int, int] | None: ...
 
+class Forest:
+    def __init__(
+        self,
+        n_features: int,
+        feature: bytes,
+        threshold: bytes,
+        child: bytes,
+        value: bytes,
+        roots: bytes,
+        depth: int,
+        baseline: float,
+    ) -> None: ...
+    def decision(self, rows: bytes) -> bytes: ...
+
 def murmur2(data: bytes) -> int: ...
 
 NOT_DUE: int

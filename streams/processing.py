@@ -92,7 +92,7 @@ from fleetpulse.contract.auth import (
 )
 from fleetpulse.contract.v1 import COUNT_MAX, UtcDatetime
 from fleetpulse.logs import RefusalWarnings
-from fleetpulse.models import state_codec
+from fleetpulse.models import forest, state_codec
 from fleetpulse.models.anomaly import EXPLAINED_BY
 from fleetpulse.models.feature_cache import shared_features
 from fleetpulse.models.registry import ScorerLabels, ScorerSet
@@ -359,6 +359,21 @@ def _micros(span: timedelta) -> int:
     return span // timedelta(microseconds=1)
 
 
+def compiled_forest(flat: forest.FlatForest) -> forest.CompiledForest:
+    """``flat`` in the native extension: the same bits as its numpy evaluation, without an array step per level."""
+    assert _native is not None
+    return _native.Forest(
+        flat.n_features,
+        flat.feature.astype("<i8").tobytes(),
+        flat.threshold.astype("<f8").tobytes(),
+        flat.child.astype("<i8").tobytes(),
+        flat.value.astype("<f8").tobytes(),
+        flat.roots.astype("<i8").tobytes(),
+        flat.depth,
+        flat.baseline,
+    )
+
+
 class Processor:
     """Validates, deduplicates, folds into state, scores in batches and runs the alert policy."""
 
@@ -376,6 +391,8 @@ class Processor:
             if settings.native_fast_path and _native is not None
             else None
         )
+        if self.fast_path is not None:
+            forest.use_compiler(compiled_forest)
         self.topics = topics
         # ``Topics`` builds each name on access: read once, compared for every record
         self._inventory_topic, self._control_topic, self._health_topic = topics.inventory, topics.control, topics.health

@@ -179,8 +179,9 @@ class StreamSettings(BaseModel):
     native_fast_path: bool = Field(
         default=True,
         description=(
-            "fold routine reports in the native extension where it is installed (`make native`): same table "
-            "values, points and counts as the Python path at a fraction of the CPU; false: the Python path only"
+            "fold routine reports and evaluate the trained disk model's trees in the native extension where it is "
+            "installed (`make native`): same table values, points, scores and counts as the Python path at a "
+            "fraction of the CPU; false: the Python path only"
         ),
     )
     event_rescore_gap: timedelta = Field(

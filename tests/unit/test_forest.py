@@ -4,6 +4,7 @@ trees scikit-learn could not have built."""
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import numpy as np
 import pytest
@@ -137,3 +138,84 @@ def test_trees_scikit_learn_could_not_have_built_are_refused(
     model = tampered(copy.deepcopy(missing_aware_model), field, value)
     with pytest.raises(ValueError, match=reason):
         forest.flatten(model)
+
+
+@pytest.fixture
+def native() -> Any:
+    return pytest.importorskip(
+        "fleetpulse.streams._native", reason="the native extension is not built here (`make native` needs cargo)"
+    )
+
+
+@pytest.mark.parametrize("rows", [0, 1, 17, 900])
+def test_the_compiled_forest_scores_identically(
+    native: Any,
+    shipped_disk_models: list[DiskRiskModel],
+    missing_aware_model: HistGradientBoostingClassifier,
+    rows: int,
+) -> None:
+    from fleetpulse.streams.processing import compiled_forest
+
+    for seed, model in enumerate([missing_aware_model, *(m.trees_ for m in shipped_disk_models)]):
+        flat = forest.flatten(model)
+        assert flat is not None
+        x = hostile_rows(rows, flat.n_features, seed=seed)
+        compiled = np.frombuffer(compiled_forest(flat).decision(x.tobytes()), dtype=np.float64)
+        assert same_bits(compiled, sklearn_scores(model, x) if rows else np.zeros(0))
+        assert same_bits(compiled, flat.decision_function(x) if rows else np.zeros(0))
+
+
+def test_a_worker_evaluates_every_forest_compiled(
+    native: Any, shipped_disk_models: list[DiskRiskModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fleetpulse.alerts.policy import AlertPolicy
+    from fleetpulse.contract import Topics
+    from fleetpulse.models.registry import rule_scorers
+    from fleetpulse.streams.processing import Processor
+    from fleetpulse.streams.settings import StreamSettings
+
+    monkeypatch.setattr(forest, "_compiler", [])
+    monkeypatch.setattr(forest, "_FLAT", forest.weakref.WeakKeyDictionary())
+    trees = shipped_disk_models[0].trees_
+    x = hostile_rows(forest.SMALL_CALL_ROWS + 50, trees.n_features_in_, seed=5)
+    before = forest.decision_function(trees, x)
+    Processor(StreamSettings(), Topics(prefix="t."), rule_scorers(), AlertPolicy())
+    _, compiled = forest._forms(trees)
+    assert isinstance(compiled, native.Forest)
+    assert same_bits(forest.decision_function(trees, x), before)
+
+
+@pytest.mark.parametrize(
+    "attack",
+    ["feature past the inputs", "child past the end", "odd child", "half a node", "root past the end", "short rows"],
+)
+def test_attack_flat_arrays_that_would_read_out_of_bounds_are_refused(
+    native: Any, missing_aware_model: HistGradientBoostingClassifier, attack: str
+) -> None:
+    flat = forest.flatten(missing_aware_model)
+    assert flat is not None
+    parts = {
+        "feature": flat.feature.astype("<i8"),
+        "threshold": flat.threshold.astype("<f8"),
+        "child": flat.child.astype("<i8"),
+        "value": flat.value.astype("<f8"),
+        "roots": flat.roots.astype("<i8"),
+    }
+    if attack == "feature past the inputs":
+        parts["feature"][3] = 2 * flat.n_features
+    elif attack == "child past the end":
+        parts["child"][5] = len(parts["child"]) + 2
+    elif attack == "odd child":
+        parts["child"][5] = 3
+    elif attack == "half a node":
+        parts = {name: array[:-1] for name, array in parts.items() if name != "roots"} | {"roots": parts["roots"]}
+    elif attack == "root past the end":
+        parts["roots"][0] = len(parts["child"])
+    args = [parts[name].tobytes() for name in ("feature", "threshold", "child", "value", "roots")]
+    if attack == "short rows":
+        compiled = native.Forest(flat.n_features, *args, flat.depth, flat.baseline)
+        with pytest.raises(ValueError, match="rows of"):
+            compiled.decision(b"\0" * (8 * flat.n_features + 8))
+        return
+    with pytest.raises(ValueError, match=r"out of range|differ in length"):
+        native.Forest(flat.n_features, *args, flat.depth, flat.baseline)

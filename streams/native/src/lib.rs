@@ -16,6 +16,7 @@ use pyo3::types::PyBytes;
 use sha2::Sha256;
 
 mod codec;
+mod forest;
 mod lines;
 mod report;
 mod state;
@@ -225,6 +226,7 @@ fn murmur2(data: &[u8]) -> u32 {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
+    m.add_class::<forest::Forest>()?;
     m.add_function(wrap_pyfunction!(murmur2, m)?)?;
     m.add("NOT_DUE", NOT_DUE)?;
     m.add("DUE", DUE)?;
