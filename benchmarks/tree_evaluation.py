@@ -1,11 +1,13 @@
-"""What one call of the disk model's trees costs, by rows per call: flat evaluation vs scikit-learn.
+"""What one call of the disk model's trees costs, by rows per call: flat and compiled evaluation vs scikit-learn.
 
 The stream worker scores the devices of each batch in one call, so at a steady trickle of
 reports a call holds a few drives. Prints CPU µs per call of the shipped disk
 model's trees (both horizons) for scikit-learn's ``decision_function`` (the baseline, under
-the same one-thread OpenMP limit the worker uses) and for :mod:`fleetpulse.models.forest`,
-the ratio, and whether both gave the same bits. The rows are the serving inputs of
-simulated drives' features on the model's grid, with missing values.
+the same one-thread OpenMP limit the worker uses), for :mod:`fleetpulse.models.forest`'s numpy
+evaluation and, where the native extension is built, for its compiled one (what the worker
+serves with at every size); the ratio of scikit-learn's to what the worker serves with, and
+whether all gave the same bits. The rows are the serving inputs of simulated drives' features
+on the model's grid, with missing values.
 
     python benchmarks/tree_evaluation.py
 """
@@ -24,6 +26,12 @@ from fleetpulse.models.features import DISK_FEATURES
 from fleetpulse.models.registry import load_scorers
 from fleetpulse.models.threads import single_thread
 from fleetpulse.settings import ServerSettings
+from fleetpulse.streams.processing import compiled_forest
+
+try:
+    from fleetpulse.streams import _native
+except ImportError:
+    _native = None  # type: ignore[assignment]
 
 
 def cpu_per_call(call: Callable[[], object], budget_s: float) -> float:
@@ -56,11 +64,13 @@ def main() -> None:
     features = rng.gamma(0.3, 20.0, size=(max(sizes), len(DISK_FEATURES)))
     features[rng.random(features.shape) < 0.1] = np.nan
     rows = [model._tree_input(features) for model in models]
-    print(f"disk model {disk.name}: {len(models)} horizons, flat evaluation up to {forest.SMALL_CALL_ROWS} rows")
-    print(f"{'rows':>6} {'scikit-learn µs':>16} {'flat µs':>9} {'ratio':>6}  same bits")
     flats = [flat for model in models if (flat := forest.flat_forest(model.trees_)) is not None]
     if len(flats) != len(models):
         raise SystemExit(f"{disk.name}'s trees are left to scikit-learn (categorical splits): nothing to compare")
+    compiled = [compiled_forest(flat) for flat in flats] if _native is not None else []
+    served_by = "compiled" if compiled else f"flat up to {forest.SMALL_CALL_ROWS} rows, then scikit-learn"
+    print(f"disk model {disk.name}: {len(models)} horizons; the worker serves with: {served_by}")
+    print(f"{'rows':>6} {'scikit-learn µs':>16} {'flat µs':>9} {'compiled µs':>12} {'ratio':>6}  same bits")
     for size in sizes:
 
         def sklearn_call(size: int = size) -> list[np.ndarray]:
@@ -70,10 +80,20 @@ def main() -> None:
         def flat_call(size: int = size) -> list[np.ndarray]:
             return [f.decision_function(x[:size]) for f, x in zip(flats, rows, strict=True)]
 
-        same = all(a.tobytes() == b.tobytes() for a, b in zip(sklearn_call(), flat_call(), strict=True))
+        def compiled_call(size: int = size) -> list[np.ndarray]:
+            return [
+                np.frombuffer(c.decision(np.ascontiguousarray(x[:size]).tobytes()), dtype=np.float64)
+                for c, x in zip(compiled, rows, strict=True)
+            ]
+
+        results = [sklearn_call(), flat_call(), *([compiled_call()] if compiled else [])]
+        same = all(a.tobytes() == b.tobytes() for other in results[1:] for a, b in zip(results[0], other, strict=True))
         baseline, flat = cpu_per_call(sklearn_call, args.budget), cpu_per_call(flat_call, args.budget)
-        served = "" if size <= forest.SMALL_CALL_ROWS else "  (served by scikit-learn)"
-        print(f"{size:6d} {1e6 * baseline:16.0f} {1e6 * flat:9.0f} {baseline / flat:6.1f}  {same}{served}")
+        native = cpu_per_call(compiled_call, args.budget) if compiled else float("nan")
+        served = native if compiled else (flat if size <= forest.SMALL_CALL_ROWS else baseline)
+        print(
+            f"{size:6d} {1e6 * baseline:16.0f} {1e6 * flat:9.0f} {1e6 * native:12.0f} {baseline / served:6.1f}  {same}"
+        )
 
 
 if __name__ == "__main__":

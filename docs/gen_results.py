@@ -123,6 +123,13 @@ def stream_table(throughput: Document, fleet: Document | None) -> str:
         f"{r['records']:,} records ({r['devices']:,} devices, {r['rounds']} reports each); "
         f"{1e6 / r['pipeline_eps_per_cpu_s']:.0f} µs of CPU per event in the worker."
     )
+    ceiling_runs, worker_runs = r.get("ceiling_cpu_us_per_event_runs"), r.get("worker_cpu_us_per_event_runs")
+    if ceiling_runs and worker_runs:
+        lines.append(
+            f"The shares use the medians. From run to run the ceiling took {min(ceiling_runs):g}–{max(ceiling_runs):g} "
+            f"µs of CPU per event and the worker {min(worker_runs):g}–{max(worker_runs):g} µs: between "
+            f"{pct(min(ceiling_runs) / max(worker_runs))} and {pct(max(ceiling_runs) / min(worker_runs))} of the ceiling."
+        )
     if fleet is not None:
         f = fleet["results"]
         lines += ["", provenance(fleet), ""]
