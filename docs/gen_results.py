@@ -126,8 +126,9 @@ def stream_table(throughput: Document, fleet: Document | None) -> str:
     ceiling_runs, worker_runs = r.get("ceiling_cpu_us_per_event_runs"), r.get("worker_cpu_us_per_event_runs")
     if ceiling_runs and worker_runs:
         lines.append(
-            f"The shares use the medians. From run to run the ceiling took {min(ceiling_runs):g}–{max(ceiling_runs):g} "
-            f"µs of CPU per event and the worker {min(worker_runs):g}–{max(worker_runs):g} µs: between "
+            f"The shares use the medians. From run to run the ceiling took {min(ceiling_runs):g} to "
+            f"{max(ceiling_runs):g} µs of CPU per event and the worker {min(worker_runs):g} to {max(worker_runs):g} µs: "
+            "between "
             f"{pct(min(ceiling_runs) / max(worker_runs))} and {pct(max(ceiling_runs) / min(worker_runs))} of the ceiling."
         )
     if fleet is not None:
