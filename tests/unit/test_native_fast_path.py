@@ -148,6 +148,29 @@ def test_a_fleet_comes_out_the_same_and_its_reports_take_the_fast_path() -> None
     assert fast.folded == reports
 
 
+def test_scorings_under_odd_rescore_settings_come_out_as_on_the_python_path() -> None:
+    """Every report due (no interval), and a health event due however far back: a report dated the evening
+    before the last scoring is its day's first scoring on both paths."""
+    settings = StreamSettings(rescore_interval=timedelta(0), event_rescore_gap=timedelta(hours=-30))
+    fleet = Fleet.of(40)
+    python, fast = runs(settings)
+    for minute, batch in enumerate([fleet.preamble(), fleet.round(0), fleet.round(1)]):
+        for run in (python, fast):
+            run.batch(batch, START + timedelta(minutes=minute, seconds=30))
+    evening = []
+    for record in fleet.round(2):
+        assert record.key is not None
+        assert record.value is not None
+        report = json.loads(record.value)
+        late = {**report, "collected_at": "2026-10-31T23:00:00Z", "stability": {"crashes": 1}}
+        evening.append(fleet.record(record.key.decode(), json.dumps(late).encode()))
+    for run in (python, fast):
+        run.batch(evening, START + timedelta(minutes=2, seconds=30))
+    same(python, fast)
+    assert fast.folded == python.counts["accepted"]
+    assert python.counts.get("not_rescored", 0) == 0
+
+
 def _mutations(value: bytes) -> Iterator[tuple[str, bytes]]:
     report = json.loads(value)
     yield "unknown field", json.dumps({**report, "extra": 1}).encode()

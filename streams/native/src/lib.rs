@@ -59,19 +59,23 @@ struct Outcome {
 }
 
 impl Core {
-    /// `Processor._due`: score on a later day, a health event past the gap, or the interval passed.
+    /// `Processor._due`: score on a later day, a health event past the gap, or the interval passed;
+    /// the first scoring of the report's day when the last one was on another day.
     fn due(&self, scored_at: Option<i64>, report: &Report, at: i64) -> u8 {
         let Some(scored_at) = scored_at else {
             return FIRST_OF_DAY;
         };
-        if day_ordinal(at) > day_ordinal(scored_at) {
-            return FIRST_OF_DAY;
-        }
         let elapsed = at - scored_at;
-        if (is_event(report) && elapsed >= self.event_rescore_gap) || elapsed >= self.rescore_interval {
-            return DUE;
+        let due = (is_event(report) && elapsed >= self.event_rescore_gap)
+            || day_ordinal(at) > day_ordinal(scored_at)
+            || elapsed >= self.rescore_interval;
+        if !due {
+            NOT_DUE
+        } else if day_ordinal(at) != day_ordinal(scored_at) {
+            FIRST_OF_DAY
+        } else {
+            DUE
         }
-        NOT_DUE
     }
 
     /// `Processor._seq_bound` for a device without reports: `max_seq_jump - 1`, or up to the report's
