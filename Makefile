@@ -22,6 +22,7 @@ native:
 lint:
 	ruff check $(LINT_PATHS)
 	ruff format --check $(LINT_PATHS)
+	if command -v cargo >/dev/null; then cd streams/native && cargo fmt --check && cargo clippy --release -q -- -D warnings; fi
 
 # mypy does not read setuptools' package-dir mapping, so it gets a tree of links under .local
 # that lays the component folders out as fleetpulse.<component>; paths in its output are mapped back.

@@ -10,7 +10,9 @@ The result is bit for bit the forest's own ``decision_function``: the same ``<=`
 against the same float64 thresholds, missing values sent where each node sends them, and the
 leaf values added to the baseline in tree order (``np.add.accumulate`` is sequential, as
 scikit-learn's ``+=`` per tree is). ``tests/unit/test_forest.py`` checks it on real drives.
-Large calls go to scikit-learn, whose compiled walk is cheaper per row.
+Large calls go to scikit-learn, whose compiled walk is cheaper per row, unless a compiled
+evaluator of the flat form is in use (:func:`use_compiler`: the stream worker's native
+extension walks it row by row, faster than both at every size).
 """
 
 from __future__ import annotations
@@ -146,8 +148,9 @@ def use_compiler(compiler: Compiler) -> None:
     The stream worker passes its native extension's (``streams/native``): models stay free of
     the stream layer, and an install without the extension predicts as before.
     """
-    _compiler[:] = [compiler]
-    _FLAT.clear()
+    if _compiler != [compiler]:  # every worker's processor passes the same: the forms built stay valid
+        _compiler[:] = [compiler]
+        _FLAT.clear()
 
 
 _FLAT: weakref.WeakKeyDictionary[Any, tuple[object, FlatForest | None, CompiledForest | None]] = (

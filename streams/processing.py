@@ -519,8 +519,9 @@ class Processor:
         out: BatchResult,
         pending: dict[str, DeviceState],
     ) -> bool:
-        """Whether the native fast path took ``raw``: a routine report of a device whose state needs no
-        scoring, with nothing to refuse or count but its acceptance. Otherwise it changed nothing."""
+        """Whether the native fast path took ``raw``: a routine report, with nothing to refuse or count but
+        its acceptance. A report that scores its device leaves its record, decoded from the folded value,
+        pending for the batch's scoring. Otherwise it changed nothing."""
         health = raw.topic == self._health_topic
         if raw.key is None or raw.value is None or not (health or raw.topic == self._mobile_topic):
             return False

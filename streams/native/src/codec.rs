@@ -12,7 +12,10 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::report::{parse_time, push_int, push_padded, write_time, BATTERY_UNITS, DEVICE_KINDS, DISK_KINDS, PLATFORMS};
+use crate::report::{
+    parse_time, push_int, push_padded, write_time, BATTERY_UNITS, DEVICE_KINDS, DISK_KINDS,
+    PLATFORMS,
+};
 use crate::state::{BatteryHistory, DiskHistory, Series, State, COLUMNS};
 
 pub const MAX_STATE_BYTES: usize = 64 * 1024;
@@ -155,11 +158,26 @@ fn is_null(raw: &Option<Raw<'_>>) -> bool {
 
 fn hex_key(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
-    if bytes.len() != 64 || !bytes.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b)) {
+    if bytes.len() != 64
+        || !bytes
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    {
         return None;
     }
-    let nibble = |b: u8| if b.is_ascii_digit() { b - b'0' } else { b - b'a' + 10 };
-    Some(bytes.chunks(2).map(|pair| nibble(pair[0]) << 4 | nibble(pair[1])).collect())
+    let nibble = |b: u8| {
+        if b.is_ascii_digit() {
+            b - b'0'
+        } else {
+            b - b'a' + 10
+        }
+    };
+    Some(
+        bytes
+            .chunks(2)
+            .map(|pair| nibble(pair[0]) << 4 | nibble(pair[1]))
+            .collect(),
+    )
 }
 
 /// The histories of a version-3 value after its header, in stored order; None for anything
@@ -171,7 +189,12 @@ fn histories(raw: &[u8], count_at: usize) -> Option<Vec<Series>> {
     let heads = raw.get(heads_at..days_at)?;
     let shapes: Vec<(usize, usize)> = heads
         .chunks(3)
-        .map(|h| (usize::from(u16::from_le_bytes([h[0], h[1]])), usize::from(h[2])))
+        .map(|h| {
+            (
+                usize::from(u16::from_le_bytes([h[0], h[1]])),
+                usize::from(h[2]),
+            )
+        })
         .collect();
     let ids_at = days_at + 4 * shapes.iter().map(|s| s.0).sum::<usize>();
     let values_at = ids_at + shapes.iter().map(|s| s.1).sum::<usize>();
@@ -245,13 +268,15 @@ impl<'a> Stored<'a> {
         }
         let battery = match &h.battery {
             None => None,
-            Some(b) if b.design_capacity.is_finite() && b.design_capacity > 0.0 => Some(BatteryHistory {
-                design_capacity: b.design_capacity,
-                unit: one_of(&b.unit, BATTERY_UNITS)?,
-                first_seen: parse_time(&b.first_seen)?,
-                last_seen: parse_time(&b.last_seen)?,
-                series: series.next()?,
-            }),
+            Some(b) if b.design_capacity.is_finite() && b.design_capacity > 0.0 => {
+                Some(BatteryHistory {
+                    design_capacity: b.design_capacity,
+                    unit: one_of(&b.unit, BATTERY_UNITS)?,
+                    first_seen: parse_time(&b.first_seen)?,
+                    last_seen: parse_time(&b.last_seen)?,
+                    series: series.next()?,
+                })
+            }
             Some(_) => return None,
         };
         if series.next().is_some() {
@@ -269,7 +294,15 @@ impl<'a> Stored<'a> {
             Some(t) => Some(parse_time(t)?),
             None => None,
         };
-        let state = State { kind, platform, last_seq: h.last_seq, last_collected_at, disks, battery, device };
+        let state = State {
+            kind,
+            platform,
+            last_seq: h.last_seq,
+            last_collected_at,
+            disks,
+            battery,
+            device,
+        };
         let device_key = match &header.device_key {
             Some(text) => Some(hex_key(text)?),
             None => None,
@@ -284,7 +317,13 @@ impl<'a> Stored<'a> {
             Some(t) => Some(parse_time(t)?),
             None => None,
         };
-        Some(Stored { header, state, device_key, scored_at, mdm_reported_at })
+        Some(Stored {
+            header,
+            state,
+            device_key,
+            scored_at,
+            mdm_reported_at,
+        })
     }
 
     pub fn device_id(&self) -> &str {
@@ -293,7 +332,9 @@ impl<'a> Stored<'a> {
 
     /// Any agent key material (enrolled, pinned or offered): the MDM bridge may not write the device.
     pub fn agent_keyed(&self) -> bool {
-        self.device_key.is_some() || !is_null(&self.header.pinned_fingerprint) || !is_null(&self.header.offered_key)
+        self.device_key.is_some()
+            || !is_null(&self.header.pinned_fingerprint)
+            || !is_null(&self.header.offered_key)
     }
 
     /// Whether IT's register record joined (`inventory_at`): a device without it is counted unknown.
@@ -308,7 +349,10 @@ impl<'a> Stored<'a> {
             Some(text) if joined && !text.is_empty() => text,
             _ => "unknown",
         };
-        (fact(&self.header.state.site), fact(&self.header.state.model))
+        (
+            fact(&self.header.state.site),
+            fact(&self.header.state.model),
+        )
     }
 
     /// The value after a report (`mdm_reported_at`: a report the MDM bridge sent): the header's changed
@@ -425,7 +469,11 @@ impl<'a> Stored<'a> {
         for s in &series {
             for (_, col) in &s.columns {
                 for value in col {
-                    let bits = if value.is_nan() { MISSING_BITS } else { value.to_bits() };
+                    let bits = if value.is_nan() {
+                        MISSING_BITS
+                    } else {
+                        value.to_bits()
+                    };
                     if (bits >> 56) & 0x7f == 0x7f && bits != MISSING_BITS {
                         return None;
                     }

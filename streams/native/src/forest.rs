@@ -36,9 +36,15 @@ struct Node {
 
 fn words(raw: &[u8], what: &str) -> PyResult<Vec<[u8; 8]>> {
     if !raw.len().is_multiple_of(8) {
-        return Err(PyValueError::new_err(format!("{what}: {} bytes is not a whole number of 8-byte values", raw.len())));
+        return Err(PyValueError::new_err(format!(
+            "{what}: {} bytes is not a whole number of 8-byte values",
+            raw.len()
+        )));
     }
-    Ok(raw.chunks_exact(8).map(|w| [w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]).collect())
+    Ok(raw
+        .chunks_exact(8)
+        .map(|w| [w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]])
+        .collect())
 }
 
 /// Little-endian int64 indices, each below `bound` (and even, where `even`).
@@ -46,14 +52,19 @@ fn indices(raw: &[u8], what: &str, bound: usize, even: bool) -> PyResult<Vec<usi
     words(raw, what)?
         .into_iter()
         .map(|w| {
-            let index = usize::try_from(i64::from_le_bytes(w)).ok().filter(|&i| i < bound && (!even || i.is_multiple_of(2)));
+            let index = usize::try_from(i64::from_le_bytes(w))
+                .ok()
+                .filter(|&i| i < bound && (!even || i.is_multiple_of(2)));
             index.ok_or_else(|| PyValueError::new_err(format!("{what}: an index out of range")))
         })
         .collect()
 }
 
 fn floats(raw: &[u8], what: &str) -> PyResult<Vec<f64>> {
-    Ok(words(raw, what)?.into_iter().map(f64::from_le_bytes).collect())
+    Ok(words(raw, what)?
+        .into_iter()
+        .map(f64::from_le_bytes)
+        .collect())
 }
 
 #[pymethods]
@@ -74,7 +85,9 @@ impl Forest {
         baseline: f64,
     ) -> PyResult<Self> {
         if n_features == 0 || n_features > MAX_FEATURES {
-            return Err(PyValueError::new_err(format!("{n_features} inputs: expected 1 to {MAX_FEATURES}")));
+            return Err(PyValueError::new_err(format!(
+                "{n_features} inputs: expected 1 to {MAX_FEATURES}"
+            )));
         }
         let threshold = floats(threshold, "threshold")?;
         let slots = threshold.len();
@@ -83,12 +96,16 @@ impl Forest {
         let value = floats(value, "value")?;
         let roots = indices(roots, "roots", slots, true)?;
         if depth > MAX_DEPTH || slots > u32::MAX as usize {
-            return Err(PyValueError::new_err("more nodes, or deeper, than any tree this project grows"));
+            return Err(PyValueError::new_err(
+                "more nodes, or deeper, than any tree this project grows",
+            ));
         }
         // every node has two slots: an even count, so each node's pair is whole
         let same = feature.len() == slots && child.len() == slots && value.len() == slots;
         if !same || !slots.is_multiple_of(2) {
-            return Err(PyValueError::new_err("the flat arrays differ in length, or hold half a node"));
+            return Err(PyValueError::new_err(
+                "the flat arrays differ in length, or hold half a node",
+            ));
         }
         let nodes = (0..slots)
             .step_by(2)
@@ -101,7 +118,13 @@ impl Forest {
             })
             .collect();
         let roots = roots.into_iter().map(|slot| (slot / 2) as u32).collect();
-        Ok(Forest { n_features, nodes, roots, depth, baseline })
+        Ok(Forest {
+            n_features,
+            nodes,
+            roots,
+            depth,
+            baseline,
+        })
     }
 
     /// The raw score of each row of `rows` (little-endian float64, `n_features` a row), as
@@ -109,22 +132,39 @@ impl Forest {
     fn decision<'py>(&self, py: Python<'py>, rows: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
         let width = 8 * self.n_features;
         if !rows.len().is_multiple_of(width) {
-            return Err(PyValueError::new_err(format!("expected rows of {} inputs", self.n_features)));
+            return Err(PyValueError::new_err(format!(
+                "expected rows of {} inputs",
+                self.n_features
+            )));
         }
         let mut row = vec![0.0f64; 2 * self.n_features];
         let mut out = Vec::with_capacity(rows.len() / self.n_features);
         for raw in rows.chunks_exact(width) {
             let (present, missing_low) = row.split_at_mut(self.n_features);
-            for ((value, low), word) in present.iter_mut().zip(missing_low.iter_mut()).zip(raw.chunks_exact(8)) {
-                *value = f64::from_le_bytes([word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7]]);
-                *low = if value.is_nan() { f64::NEG_INFINITY } else { *value };
+            for ((value, low), word) in present
+                .iter_mut()
+                .zip(missing_low.iter_mut())
+                .zip(raw.chunks_exact(8))
+            {
+                *value = f64::from_le_bytes([
+                    word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7],
+                ]);
+                *low = if value.is_nan() {
+                    f64::NEG_INFINITY
+                } else {
+                    *value
+                };
             }
             let mut sum = self.baseline;
             for &root in &self.roots {
                 let mut node = &self.nodes[root as usize];
                 let mut at = root;
                 for _ in 0..self.depth {
-                    let next = if row[node.feature as usize] <= node.threshold { node.left } else { node.right };
+                    let next = if row[node.feature as usize] <= node.threshold {
+                        node.left
+                    } else {
+                        node.right
+                    };
                     if next == at {
                         break; // a leaf: both ways lead back to itself (an inner node's children follow it)
                     }

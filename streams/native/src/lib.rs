@@ -2,11 +2,15 @@
 //!
 //! For a routine report of a device whose stored state this worker wrote or read itself, it does
 //! what `Processor` does between the Kafka record and the scorers: decode and check the report,
-//! authenticate it, fold it into the stored state, encode the new table value and write the
-//! report's points as line protocol. Whenever the Python path would do anything else (a dead
-//! letter, a count other than an accepted report, a scoring, a state to thin, a text to escape),
-//! or meets anything this module does not read exactly as Python does, it returns None and the
-//! Python path handles the record from the start: the fast path has no effect of its own.
+//! authenticate it, fold it into the stored state, encode the new table value, write the report's
+//! points as line protocol and tell whether the report scores its device (the scorers then read the
+//! value, decoded in Python). Whenever the Python path would do anything else (a dead letter, a
+//! count other than an accepted report, a state to thin, a text to escape), or meets anything this
+//! module does not read exactly as Python does, it returns None and the Python path handles the
+//! record from the start: the fast path has no effect of its own.
+//!
+//! The module also evaluates a gradient-boosted forest in `models/forest.py`'s flat form (`Forest`)
+//! and computes Kafka's partitioning hash (`murmur2`).
 
 use std::panic::AssertUnwindSafe;
 
@@ -86,7 +90,15 @@ impl Core {
         (self.max_seq_jump - 1).max(clock_ms.saturating_add(skew_ms))
     }
 
-    fn run(&self, key: &[u8], stored: &[u8], value: &[u8], mac: Option<&[u8]>, mobile: bool, now: i64) -> Option<Outcome> {
+    fn run(
+        &self,
+        key: &[u8],
+        stored: &[u8],
+        value: &[u8],
+        mac: Option<&[u8]>,
+        mobile: bool,
+        now: i64,
+    ) -> Option<Outcome> {
         if value.len() > MAX_MESSAGE_BYTES {
             return None;
         }
@@ -113,7 +125,10 @@ impl Core {
         match record.state.last_collected_at {
             // the next report in sequence, not older than the backdate bound
             Some(last_at) => {
-                if record.state.last_seq < 0 || seq != record.state.last_seq + 1 || at < last_at - self.max_backdate {
+                if record.state.last_seq < 0
+                    || seq != record.state.last_seq + 1
+                    || at < last_at - self.max_backdate
+                {
                     return None;
                 }
             }
@@ -137,7 +152,10 @@ impl Core {
         }
         let tracked = &record.state.disks;
         if tracked.len() + report.disks.len() > MAX_DISKS
-            && report.disks.iter().any(|d| !tracked.iter().any(|t| t.key == disk_key(d)))
+            && report
+                .disks
+                .iter()
+                .any(|d| !tracked.iter().any(|t| t.key == disk_key(d)))
         {
             return None; // `admitted_disks` decides whether a new disk finds room
         }
@@ -147,7 +165,13 @@ impl Core {
         let mut lines = Vec::with_capacity(1024);
         let mut ends = Vec::with_capacity(4);
         lines::report_lines(&mut lines, &mut ends, &report, at, site, model)?;
-        Some(Outcome { value: encoded, lines, ends, at, due })
+        Some(Outcome {
+            value: encoded,
+            lines,
+            ends,
+            at,
+            due,
+        })
     }
 }
 
@@ -163,7 +187,14 @@ impl Core {
         max_seq_jump: i64,
         max_first_report_age: Option<i64>,
     ) -> Self {
-        Core { max_clock_skew, max_backdate, rescore_interval, event_rescore_gap, max_seq_jump, max_first_report_age }
+        Core {
+            max_clock_skew,
+            max_backdate,
+            rescore_interval,
+            event_rescore_gap,
+            max_seq_jump,
+            max_first_report_age,
+        }
     }
 
     /// Fold the report `value` (record key `key`, MAC header `mac`; `mobile`: read from the MDM
@@ -184,7 +215,9 @@ impl Core {
     ) -> Option<Folded<'py>> {
         // a panic (a bug here, never expected) hands the record to the Python path instead of raising
         // PanicException, which no `except Exception` in the worker would catch
-        let run = std::panic::catch_unwind(AssertUnwindSafe(|| self.run(key, stored, value, mac, mobile, now)));
+        let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.run(key, stored, value, mac, mobile, now)
+        }));
         let outcome = run.ok().flatten()?;
         let mut start = 0;
         let lines = outcome
@@ -196,7 +229,12 @@ impl Core {
                 line
             })
             .collect();
-        Some((PyBytes::new(py, &outcome.value), lines, outcome.at, outcome.due))
+        Some((
+            PyBytes::new(py, &outcome.value),
+            lines,
+            outcome.at,
+            outcome.due,
+        ))
     }
 }
 

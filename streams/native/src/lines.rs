@@ -53,7 +53,10 @@ fn tag(out: &mut Vec<u8>, key: &str, value: &str) -> Option<()> {
     out.push(b',');
     out.extend_from_slice(key.as_bytes());
     out.push(b'=');
-    if value.bytes().all(|b| b > b' ' && b < 0x7f && b != b',' && b != b'=') {
+    if value
+        .bytes()
+        .all(|b| b > b' ' && b < 0x7f && b != b',' && b != b'=')
+    {
         out.extend_from_slice(value.as_bytes()); // printable ASCII with nothing to escape: most tags
         return Some(());
     }
@@ -222,7 +225,7 @@ pub fn report_lines(
         );
         if any {
             out.push(b' ');
-    push_int(out, nanos);
+            push_int(out, nanos);
             ends.push(out.len());
         } else {
             out.truncate(start);
@@ -252,8 +255,8 @@ pub fn report_lines(
             ],
         );
         out.push(b' ');
-    push_int(out, nanos);
-    ends.push(out.len());
+        push_int(out, nanos);
+        ends.push(out.len());
     }
     Some(())
 }

@@ -336,14 +336,33 @@ pub fn parse_time(text: &str) -> Option<i64> {
     let t = text.as_bytes();
     let (y, mo, d) = (digits(t, 0, 4)?, digits(t, 5, 2)?, digits(t, 8, 2)?);
     let (h, mi, s) = (digits(t, 11, 2)?, digits(t, 14, 2)?, digits(t, 17, 2)?);
-    if t.len() <= 19 || t[4] != b'-' || t[7] != b'-' || t[10] != b'T' || t[13] != b':' || t[16] != b':' {
+    if t.len() <= 19
+        || t[4] != b'-'
+        || t[7] != b'-'
+        || t[10] != b'T'
+        || t[13] != b':'
+        || t[16] != b':'
+    {
         return None;
     }
     if !(1..=12).contains(&mo) || d < 1 || h > 23 || mi > 59 || s > 59 {
         return None;
     }
     let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
-    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     if d > month_days[(mo - 1) as usize] {
         return None;
     }
@@ -366,7 +385,9 @@ pub fn parse_time(text: &str) -> Option<i64> {
     }
     let seconds = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + s;
     let utc = seconds * 1_000_000 + micros;
-    (EARLIEST_MICROS..LATEST_MICROS).contains(&utc).then_some(utc)
+    (EARLIEST_MICROS..LATEST_MICROS)
+        .contains(&utc)
+        .then_some(utc)
 }
 
 pub fn day_ordinal(micros: i64) -> i32 {
@@ -448,10 +469,16 @@ pub fn is_event(report: &Report) -> bool {
             return true;
         }
     }
-    report.memory.as_ref().is_some_and(|m| m.uncorrectable_errors.unwrap_or(0) != 0)
+    report
+        .memory
+        .as_ref()
+        .is_some_and(|m| m.uncorrectable_errors.unwrap_or(0) != 0)
 }
 
 /// The key a disk's history is stored under (`models.state.disk_key`).
 pub fn disk_key(disk: &Disk) -> &str {
-    disk.serial_hash.as_deref().filter(|s| !s.is_empty()).unwrap_or(&disk.name)
+    disk.serial_hash
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(&disk.name)
 }
