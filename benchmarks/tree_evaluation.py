@@ -67,7 +67,9 @@ def main() -> None:
     flats = [flat for model in models if (flat := forest.flat_forest(model.trees_)) is not None]
     if len(flats) != len(models):
         raise SystemExit(f"{disk.name}'s trees are left to scikit-learn (categorical splits): nothing to compare")
-    compiled = [compiled_forest(flat) for flat in flats] if _native is not None else []
+    compiled = _native is not None
+    if compiled:  # as the worker's processor does: forest.decision_function then serves compiled
+        forest.use_compiler(compiled_forest)
     served_by = "compiled" if compiled else f"flat up to {forest.SMALL_CALL_ROWS} rows, then scikit-learn"
     print(f"disk model {disk.name}: {len(models)} horizons; the worker serves with: {served_by}")
     print(f"{'rows':>6} {'scikit-learn µs':>16} {'flat µs':>9} {'compiled µs':>12} {'ratio':>6}  same bits")
@@ -81,10 +83,7 @@ def main() -> None:
             return [f.decision_function(x[:size]) for f, x in zip(flats, rows, strict=True)]
 
         def compiled_call(size: int = size) -> list[np.ndarray]:
-            return [
-                np.frombuffer(c.decision(np.ascontiguousarray(x[:size]).tobytes()), dtype=np.float64)
-                for c, x in zip(compiled, rows, strict=True)
-            ]
+            return [forest.decision_function(model.trees_, x[:size]) for model, x in zip(models, rows, strict=True)]
 
         results = [sklearn_call(), flat_call(), *([compiled_call()] if compiled else [])]
         same = all(a.tobytes() == b.tobytes() for other in results[1:] for a, b in zip(results[0], other, strict=True))

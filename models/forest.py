@@ -52,11 +52,16 @@ class FlatForest:
     depth: int
     baseline: float
 
+    def rows(self, x: np.ndarray) -> np.ndarray:
+        """``x`` as contiguous float64 rows of this forest's inputs; ValueError for another shape."""
+        rows = np.ascontiguousarray(x, dtype=np.float64)
+        if rows.ndim != 2 or rows.shape[1] != self.n_features:
+            raise ValueError(f"expected rows of {self.n_features} inputs, got shape {rows.shape}")
+        return rows
+
     def decision_function(self, x: np.ndarray) -> np.ndarray:
         """Raw score per row: baseline plus the leaf value of every tree, summed in tree order."""
-        x = np.asarray(x, dtype=np.float64)
-        if x.ndim != 2 or x.shape[1] != self.n_features:
-            raise ValueError(f"expected rows of {self.n_features} inputs, got shape {x.shape}")
+        x = self.rows(x)
         n = len(x)
         both = np.concatenate([x, np.where(np.isnan(x), -np.inf, x)], axis=1).ravel()
         row_start = (np.arange(n, dtype=np.intp) * (2 * self.n_features))[:, None]
@@ -179,10 +184,8 @@ def decision_function(model: Any, x: np.ndarray) -> np.ndarray:
     """``model.decision_function(x)``: compiled where a compiler is in use, else flat for small calls."""
     flat, compiled = _forms(model)
     if compiled is not None and flat is not None:
-        rows = np.ascontiguousarray(x, dtype="<f8")
-        if rows.ndim != 2 or rows.shape[1] != flat.n_features:
-            raise ValueError(f"expected rows of {flat.n_features} inputs, got shape {rows.shape}")
-        return np.frombuffer(compiled.decision(rows.tobytes()), dtype="<f8").astype(np.float64)
+        rows = flat.rows(x).astype("<f8", copy=False).tobytes()  # the extension reads little-endian float64
+        return np.frombuffer(compiled.decision(rows), dtype="<f8").astype(np.float64)
     if flat is not None and len(x) <= SMALL_CALL_ROWS:
         return flat.decision_function(x)
     with single_thread():

@@ -70,12 +70,13 @@ impl Core {
             return FIRST_OF_DAY;
         };
         let elapsed = at - scored_at;
+        let (day, last_day) = (day_ordinal(at), day_ordinal(scored_at));
         let due = (is_event(report) && elapsed >= self.event_rescore_gap)
-            || day_ordinal(at) > day_ordinal(scored_at)
+            || day > last_day
             || elapsed >= self.rescore_interval;
         if !due {
             NOT_DUE
-        } else if day_ordinal(at) != day_ordinal(scored_at) {
+        } else if day != last_day {
             FIRST_OF_DAY
         } else {
             DUE

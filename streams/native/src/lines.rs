@@ -5,7 +5,7 @@
 
 use std::io::Write as _;
 
-use crate::report::{push_int, push_padded, Report};
+use crate::report::{disk_key, push_int, push_padded, Report};
 
 enum Field {
     Int(u64),
@@ -190,14 +190,7 @@ pub fn report_lines(
         out.extend_from_slice(b"disk");
         tag(out, "device_id", id)?;
         tag(out, "device_model", device_model)?;
-        tag(
-            out,
-            "disk",
-            disk.serial_hash
-                .as_deref()
-                .filter(|s| !s.is_empty())
-                .unwrap_or(&disk.name),
-        )?;
+        tag(out, "disk", disk_key(disk))?;
         tag(out, "disk_kind", &disk.kind)?;
         tag(out, "site", site)?;
         let any = fields(
